@@ -1,0 +1,23 @@
+"""edgekit: deploy ONNX models to edge hardware.
+
+The public API mirrors the command line: :func:`load_model`, :func:`inspect`,
+:func:`compile`, :func:`run`, :func:`bench` and the board registry.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from edgekit.core.errors import EdgekitError
+from edgekit.core.profiles import get_board, list_boards, load_profiles
+from edgekit.frontend.loader import PreparedModel, load_model
+
+__all__ = [
+    "__version__",
+    "EdgekitError",
+    "PreparedModel",
+    "load_model",
+    "load_profiles",
+    "get_board",
+    "list_boards",
+]
