@@ -10,6 +10,7 @@ __version__ = "0.1.0"
 
 from edgekit.core.errors import EdgekitError
 from edgekit.core.profiles import get_board, list_boards, load_profiles
+from edgekit.frontend.analysis import ModelReport, analyze
 from edgekit.frontend.loader import PreparedModel, load_model
 
 __all__ = [
@@ -17,6 +18,8 @@ __all__ = [
     "EdgekitError",
     "PreparedModel",
     "load_model",
+    "ModelReport",
+    "analyze",
     "load_profiles",
     "get_board",
     "list_boards",

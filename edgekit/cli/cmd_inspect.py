@@ -1,0 +1,135 @@
+"""``edgekit inspect``: MACs, parameters, memory and board fit of a model."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.table import Table
+
+from edgekit.cli.render import console, emit_json
+from edgekit.core.profiles import load_profiles
+from edgekit.core.tensors import TensorSpec, parse_input_shapes
+from edgekit.frontend.analysis import ModelReport, analyze
+from edgekit.frontend.loader import load_model
+
+__all__ = ["add_parser", "run"]
+
+#: Rows of the op histogram shown before "... and N more".
+_MAX_OPS_SHOWN = 20
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "inspect",
+        help="count MACs, parameters and memory of a model",
+        description="Load an ONNX model as edgekit compiles it and report its inputs, outputs, operators, "
+        "parameters, weight bytes, MACs and peak activation memory; with --board, whether it fits.",
+        epilog="examples:\n  edgekit inspect model.onnx --board stm32h7\n"
+        "  edgekit inspect model.onnx --input-shape x=1x3x48x192 --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", metavar="MODEL", help="the .onnx file")
+    p.add_argument(
+        "--input-shape",
+        action="append",
+        default=[],
+        metavar="NAME=SHAPE",
+        help="static shape of an input, e.g. data=1x3x224x224 (repeat per input)",
+    )
+    p.add_argument("--board", metavar="B", help="check RAM/flash fit on this board (see 'edgekit boards')")
+    p.add_argument("--boards-dir", action="append", default=[], metavar="DIR", help="extra folder of board/target TOML files")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    p.add_argument("--layers", action="store_true", help="also list every layer with its MACs and parameters")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    shapes = parse_input_shapes(args.input_shape)
+    # Resolve the board before loading: a typo should not cost a model load.
+    board = load_profiles(args.boards_dir).board(args.board) if args.board else None
+    report = analyze(load_model(args.model, shapes), board)
+    if args.json:
+        emit_json(report.to_json())
+        return 0
+    _render(report, show_layers=args.layers)
+    return 0
+
+
+def _bytes(n: int) -> str:
+    for unit, f in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= f:
+            return f"{n / f:.2f} {unit}"
+    return f"{n} B"
+
+
+def _count(n: int) -> str:
+    for unit, f in (("G", 10**9), ("M", 10**6), ("k", 10**3)):
+        if n >= f:
+            return f"{n / f:.3g} {unit} ({n:,})"
+    return f"{n:,}"
+
+
+def _tensor_rows(table: Table, kind: str, specs: list[TensorSpec]) -> None:
+    for s in specs:
+        shape = "x".join(str(d) if d >= 0 else "?" for d in s.shape) or "scalar"
+        table.add_row(kind, s.name, shape, s.dtype)
+
+
+def _render(report: ModelReport, *, show_layers: bool) -> None:
+    tensors = Table(title=f"{report.name} (opset {report.opset})")
+    for col in ("", "name", "shape", "dtype"):
+        tensors.add_column(col)
+    _tensor_rows(tensors, "input", report.inputs)
+    _tensor_rows(tensors, "output", report.outputs)
+    console.print(tensors)
+
+    summary = Table(title="size and compute", show_header=False)
+    summary.add_column("what")
+    summary.add_column("value", justify="right")
+    summary.add_row("MACs", _count(report.macs))
+    summary.add_row("parameters", _count(report.params))
+    summary.add_row("weight bytes", _bytes(report.weight_bytes))
+    summary.add_row("peak activations", f"{_bytes(report.peak_activation_bytes)} (at {report.peak_activation_node})")
+    console.print(summary)
+
+    ops = Table(title="operators")
+    ops.add_column("op")
+    ops.add_column("nodes", justify="right")
+    ops.add_column("MACs", justify="right")
+    by_op = report.macs_by_op
+    items = list(report.ops.items())
+    for op, n in items[:_MAX_OPS_SHOWN]:
+        macs = by_op.get(op, 0)
+        share = f"{macs / report.macs:.1%}" if report.macs else "-"
+        ops.add_row(op, str(n), f"{_count(macs)}  {share}" if macs else "-")
+    if len(items) > _MAX_OPS_SHOWN:
+        ops.add_row(f"... and {len(items) - _MAX_OPS_SHOWN} more", "", "")
+    console.print(ops)
+
+    if show_layers:
+        layers = Table(title="layers")
+        for col, justify in (("#", "right"), ("name", "left"), ("op", "left"), ("output", "left"),
+                             ("MACs", "right"), ("params", "right")):
+            layers.add_column(col, justify=justify)  # type: ignore[arg-type]
+        for i, layer in enumerate(report.layers):
+            shape = "?" if layer.output_shape is None else "x".join(map(str, layer.output_shape))
+            layers.add_row(str(i), layer.name, layer.op, shape, f"{layer.macs:,}", f"{layer.params:,}")
+        console.print(layers)
+
+    if report.fits is not None:
+        f = report.fits
+        fit = Table(title=f"fit on board {f.board}")
+        for col in ("memory", "needed", "available", "fits"):
+            fit.add_column(col)
+        for label, need, have, ok in (
+            ("RAM (peak activations)", f.needed_ram, f.ram_bytes, f.ram_ok),
+            ("flash (weights)", f.needed_flash, f.flash_bytes, f.flash_ok),
+        ):
+            fit.add_row(label, _bytes(need), _bytes(have) if have else "not limited",
+                        "[green]yes[/green]" if ok else "[red]no[/red]")
+        console.print(fit)
+
+    for note in report.notes:
+        console.print(f"[dim]note:[/dim] {note}", highlight=False)
+    for warning in report.warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
