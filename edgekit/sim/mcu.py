@@ -1,0 +1,291 @@
+"""A microcontroller simulator on unicorn: firmware ELF in, pty UART out.
+
+The simulator loads the firmware's ELF program headers into flash and RAM
+mapped per the board profile (sizes) and the port's memory map (bases, from
+``firmware_stubs/boards.toml``), models the UART registers as MMIO backed by a
+pseudo-terminal, and runs the core in a background thread. The host talks to
+it through :attr:`McuSimulator.port` with the same pyserial transport and
+protocol code as a real board.
+
+Cycle model (docs/simulators.md): ``cycles = executed instructions x
+board.simulator.cpi``. Instructions are counted with a basic-block hook; the
+firmware's ``ek_port_read_cycles`` / ``ek_port_read_instret`` are intercepted
+by symbol and return those counts, so the same firmware and inputs always give
+the same cycle counts.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+from elftools.elf.elffile import ELFFile
+
+from edgekit.core.errors import ConfigError, DeviceError
+from edgekit.core.profiles import Board
+from edgekit.sim.agent_build import PortSpec, port_for_board
+from edgekit.sim.uart import UART_MODELS, PtyUart
+
+__all__ = ["McuSimulator"]
+
+logger = logging.getLogger(__name__)
+
+_EM_ARM = "EM_ARM"
+_EM_RISCV = "EM_RISCV"
+_PAGE = 0x1000
+_INTERCEPTED = ("ek_port_read_cycles", "ek_port_read_instret")
+
+
+def _page_up(n: int) -> int:
+    return (n + _PAGE - 1) & ~(_PAGE - 1)
+
+
+class McuSimulator:
+    """Runs a device-agent firmware ELF for one board.
+
+    Args:
+        elf: Path of the firmware image (or its bytes).
+        board: The board profile (``simulator.kind == "unicorn"``).
+        port: The firmware port; by default the one ``boards.toml`` lists for the board.
+
+    Attributes:
+        port_name: pty slave path for the host's serial transport.
+        instructions: Instructions executed since power-on.
+
+    Raises:
+        ConfigError: the board is not simulated with unicorn or the ELF does
+            not match its architecture.
+    """
+
+    def __init__(self, elf: Path | bytes, board: Board, port: PortSpec | None = None) -> None:
+        import unicorn
+
+        self._uc_mod = unicorn
+        if board.simulator.kind != "unicorn":
+            raise ConfigError(
+                f"board '{board.name}' is simulated by '{board.simulator.kind}', not unicorn",
+                hint="Pick a microcontroller board (see 'edgekit boards').",
+            )
+        self.board = board
+        self.spec = port or port_for_board(board.name)
+        data = elf if isinstance(elf, bytes) else Path(elf).read_bytes()
+        self._load_elf(data)
+        self.cpi = board.simulator.cpi
+        self.instructions = 0
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._block_cache: dict[tuple[int, int], int] = {}
+        self.uart = PtyUart()
+        self.uart.should_stop = self._stop.is_set
+        self.port_name = self.uart.port
+        self._uc = self._make_uc()
+        self.start()
+
+    # -- setup ------------------------------------------------------------- #
+
+    def _load_elf(self, data: bytes) -> None:
+        import io
+
+        elf = ELFFile(io.BytesIO(data))
+        self.arch = elf["e_machine"]
+        if self.arch not in (_EM_ARM, _EM_RISCV) or elf.elfclass != 32:
+            raise ConfigError(
+                f"firmware for {self.arch} (ELF{elf.elfclass}) cannot run on the '{self.board.name}' simulator",
+                hint="Compile the package for this board.",
+            )
+        self.entry = elf["e_entry"]
+        self.segments: list[tuple[int, bytes, int]] = []
+        for seg in elf.iter_segments():
+            if seg["p_type"] == "PT_LOAD" and seg["p_memsz"]:
+                # Load at the physical (load) address: .data's initial values
+                # sit in flash and start-up code copies them to RAM.
+                self.segments.append((seg["p_paddr"], seg.data(), seg["p_memsz"]))
+        symtab = elf.get_section_by_name(".symtab")
+        self.symbols: dict[str, int] = {}
+        if symtab is not None:
+            for name in (*_INTERCEPTED, "__ek_slots_start"):
+                found = symtab.get_symbol_by_name(name)
+                if found:
+                    self.symbols[name] = found[0]["st_value"] & ~1
+        missing = [n for n in _INTERCEPTED if n not in self.symbols]
+        if missing:
+            raise ConfigError(
+                f"firmware has no symbol {', '.join(missing)}",
+                hint="Link the image from firmware_stubs (it defines the cycle-counter functions), unstripped.",
+            )
+
+    def _make_uc(self) -> Any:
+        uc_mod = self._uc_mod
+        if self.arch == _EM_RISCV:
+            uc = uc_mod.Uc(uc_mod.UC_ARCH_RISCV, uc_mod.UC_MODE_RISCV32)
+            self._insn_len = _rv_len
+        else:
+            from unicorn import arm_const as ac
+
+            uc = uc_mod.Uc(uc_mod.UC_ARCH_ARM, uc_mod.UC_MODE_THUMB | uc_mod.UC_MODE_MCLASS)
+            uc.ctl_set_cpu_model(ac.UC_CPU_ARM_CORTEX_M7)
+            self._insn_len = _thumb_len
+        raw = self.spec.raw
+        flash_base, ram_base = int(raw["flash_base"]), int(raw["ram_base"])
+        flash, ram = self.board.memory.flash_bytes, self.board.memory.ram_bytes
+        if not flash or not ram:
+            raise ConfigError(
+                f"board '{self.board.name}' has no [memory] flash/ram sizes", hint="Add them to its profile."
+            )
+        uc.mem_map(flash_base, _page_up(flash), uc_mod.UC_PROT_ALL)
+        uc.mem_map(ram_base, _page_up(ram), uc_mod.UC_PROT_ALL)
+        for region in raw.get("sim_regions", []):  # plain memory for peripherals the port only configures
+            uc.mem_map(int(region["base"]), _page_up(int(region["size"])), uc_mod.UC_PROT_READ | uc_mod.UC_PROT_WRITE)
+        for addr, blob, memsz in self.segments:
+            inside = any(b <= addr and addr + memsz <= b + s for b, s in ((flash_base, flash), (ram_base, ram)))
+            if not inside:
+                raise ConfigError(
+                    f"firmware segment at {addr:#x} (+{memsz} bytes) lies outside {self.board.name}'s flash and RAM",
+                    hint="The image was linked for another memory map; rebuild it for this board.",
+                )
+            uc.mem_write(addr, blob)
+        uart_cfg = raw["uart"]
+        self._uart_model = UART_MODELS[uart_cfg["kind"]](self.uart)
+        base = int(uart_cfg["base"])
+        page = base & ~(_PAGE - 1)  # unicorn maps whole pages; the UART may sit mid-page
+        skew = base - page
+        uc.mmio_map(
+            page,
+            _page_up(skew + self._uart_model.size),
+            lambda _uc, off, size, _ud: self._uart_model.read(off - skew, size),
+            None,
+            lambda _uc, off, size, value, _ud: self._uart_model.write(off - skew, size, value),
+            None,
+        )
+        uc.hook_add(uc_mod.UC_HOOK_BLOCK, self._on_block)
+        for name in _INTERCEPTED:
+            addr = self.symbols[name]
+            uc.hook_add(uc_mod.UC_HOOK_CODE, self._on_counter_read, name, addr, addr)
+        return uc
+
+    # -- hooks -------------------------------------------------------------- #
+
+    def _on_block(self, uc: Any, address: int, size: int, _ud: Any) -> None:
+        key = (address, size)
+        n = self._block_cache.get(key)
+        if n is None:
+            code = bytes(uc.mem_read(address, size))
+            n = self._insn_len(code)
+            self._block_cache[key] = n
+        self.instructions += n
+        if self._stop.is_set():
+            uc.emu_stop()
+
+    def _on_counter_read(self, uc: Any, address: int, size: int, name: str) -> None:
+        value = self.instructions if name == "ek_port_read_instret" else int(self.instructions * self.cpi)
+        lo, hi = value & 0xFFFFFFFF, (value >> 32) & 0xFFFFFFFF
+        if self.arch == _EM_RISCV:
+            from unicorn import riscv_const as rc
+
+            uc.reg_write(rc.UC_RISCV_REG_A0, lo)
+            uc.reg_write(rc.UC_RISCV_REG_A1, hi)
+            uc.reg_write(rc.UC_RISCV_REG_PC, uc.reg_read(rc.UC_RISCV_REG_RA))
+        else:
+            from unicorn import arm_const as ac
+
+            uc.reg_write(ac.UC_ARM_REG_R0, lo)
+            uc.reg_write(ac.UC_ARM_REG_R1, hi)
+            uc.reg_write(ac.UC_ARM_REG_PC, uc.reg_read(ac.UC_ARM_REG_LR))
+
+    # -- run control -------------------------------------------------------- #
+
+    def _reset_registers(self) -> int:
+        uc = self._uc
+        if self.arch == _EM_RISCV:
+            from unicorn import riscv_const as rc
+
+            # Also set by start.S; set here too so a first float before it cannot trap.
+            uc.reg_write(rc.UC_RISCV_REG_MSTATUS, uc.reg_read(rc.UC_RISCV_REG_MSTATUS) | 0x2000)
+            return self.entry
+        from unicorn import arm_const as ac
+
+        base = int(self.spec.raw["flash_base"])
+        vectors = bytes(uc.mem_read(base, 8))
+        uc.reg_write(ac.UC_ARM_REG_SP, int.from_bytes(vectors[:4], "little"))
+        return int.from_bytes(vectors[4:], "little")  # odd: Thumb
+
+    def _run(self, pc: int) -> None:
+        try:
+            self._uc.emu_start(pc, 0xFFFFFFFF if self.arch == _EM_RISCV else 0xFFFFFFFE)
+        except self._uc_mod.UcError as exc:
+            self.error = exc
+            where = self._pc()
+            logger.error("simulated %s stopped: %s at pc=%#x", self.board.name, exc, where)
+
+    def _pc(self) -> int:
+        if self.arch == _EM_RISCV:
+            from unicorn import riscv_const as rc
+
+            return int(self._uc.reg_read(rc.UC_RISCV_REG_PC))
+        from unicorn import arm_const as ac
+
+        return int(self._uc.reg_read(ac.UC_ARM_REG_PC))
+
+    def start(self) -> None:
+        """Powers the core on at its reset vector (memory contents are kept)."""
+        if self._thread is not None:
+            raise DeviceError("simulator already running", hint="Call reset() to restart it.")
+        self._stop.clear()
+        self.error = None
+        pc = self._reset_registers()
+        self._thread = threading.Thread(target=self._run, args=(pc,), name=f"sim-{self.board.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Halts the core; flash and RAM keep their contents."""
+        if self._thread is None:
+            return
+        self._stop.set()
+        self._uc.emu_stop()
+        self._thread.join(timeout=10)
+        if self._thread.is_alive():
+            raise DeviceError("simulator did not stop within 10 s", hint="This is a bug; report it.")
+        self._thread = None
+
+    def reset(self) -> None:
+        """A reset: the core restarts from its vector; flash (the weights
+        slots) and uninitialised RAM survive, as on a real chip."""
+        self.stop()
+        self.start()
+
+    def close(self) -> None:
+        """Stops the core and closes the pty."""
+        self.stop()
+        self.uart.close()
+
+    def __enter__(self) -> "McuSimulator":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _rv_len(code: bytes) -> int:
+    """Instructions in a RISC-V block: 16-bit if the low two bits are not 11.
+
+    Hand-written: a length decoder is all that is needed, not a disassembler.
+    """
+    n = i = 0
+    while i + 1 < len(code):
+        i += 4 if code[i] & 3 == 3 else 2
+        n += 1
+    return n
+
+
+def _thumb_len(code: bytes) -> int:
+    """Instructions in a Thumb-2 block: 32-bit when the first halfword's top
+    five bits are 0b11101, 0b11110 or 0b11111."""
+    n = i = 0
+    while i + 1 < len(code):
+        top = code[i + 1] >> 3
+        i += 4 if top in (0x1D, 0x1E, 0x1F) else 2
+        n += 1
+    return n
