@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from edgekit.compress import QuantConfig, quantize
 from edgekit.core.errors import EdgekitError
 from edgekit.core.profiles import get_board, list_boards, load_profiles
 from edgekit.frontend.analysis import ModelReport, analyze
@@ -20,6 +21,8 @@ __all__ = [
     "load_model",
     "ModelReport",
     "analyze",
+    "QuantConfig",
+    "quantize",
     "load_profiles",
     "get_board",
     "list_boards",

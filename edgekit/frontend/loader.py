@@ -300,6 +300,9 @@ def load_model(
     if n := _lift_constants(proto):
         notes.append(f"{n} Constant nodes lifted to initializers")
     _fix_input_shapes(proto, dict(input_shapes or {}), notes)
+    # Shapes recorded for intermediate values predate the fixed input shapes
+    # (a symbolic batch would come back through them); infer them afresh.
+    del proto.graph.value_info[:]
     if simplify:
         proto = _simplify(proto, notes)
         # onnxslim may re-emit Constant nodes for folded values.

@@ -1,0 +1,264 @@
+"""``edgekit compress``: quantize (and, later, prune / factorize) a model.
+
+The command is a chain of steps. Each step takes the current model and
+returns a new one plus a section of the report; steps run in the order of
+:data:`STEPS` when their flags are given. A pre-quantized (QOperator) model is
+first normalized to QDQ form. The output is written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import onnx
+from rich.table import Table
+
+from edgekit.cli.render import console, emit_json, err_console, write_json
+from edgekit.compress import CALIBRATION_METHODS, QuantConfig, normalize_qoperator, quantize, write_model
+from edgekit.compress.qoperator import is_qoperator_model
+from edgekit.compress.quality import QualityReport
+from edgekit.core.errors import InputError, QuantizationError
+from edgekit.core.profiles import load_profiles
+from edgekit.core.tensors import parse_input_shapes
+from edgekit.frontend.loader import PreparedModel, load_model, read_onnx
+
+__all__ = ["add_parser", "run", "StepResult", "STEPS"]
+
+#: Layers shown in the per-layer table (the worst by SQNR) before "... N more".
+_MAX_LAYERS_SHOWN = 15
+
+
+@dataclass
+class StepResult:
+    """What one compression step produced.
+
+    Attributes:
+        model: The model after the step.
+        section: The step's part of the JSON report.
+        render: Prints the step's tables (not called with ``--json``).
+        ok: False when the step could not meet its goal (the model is then
+            not written).
+        problem: Why not, when ``ok`` is False.
+    """
+
+    model: onnx.ModelProto
+    section: dict[str, Any]
+    render: Callable[[], None] = lambda: None
+    ok: bool = True
+    problem: str = ""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "compress",
+        help="quantize a model to int8 with a quality report",
+        description="Compress an ONNX model. --quantize int8 writes a QDQ model (int8 weights and activations) "
+        "calibrated on CAL.npz and reports its error against fp32; --max-drop keeps the most sensitive layers "
+        "in float until the budget holds. A pre-quantized QOperator model is normalized to QDQ.",
+        epilog="examples:\n"
+        "  edgekit compress model.onnx -o model.int8.onnx --quantize int8 --calibration cal.npz\n"
+        "  edgekit compress model.onnx -o m.int8.onnx --quantize int8 --calibration cal.npz "
+        "--max-drop 1 --report r.json\n"
+        "  edgekit compress qoperator.onnx -o qdq.onnx",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", metavar="MODEL", help="the .onnx file")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.onnx", help="where to write the compressed model")
+    p.add_argument("--input-shape", action="append", default=[], metavar="NAME=SHAPE",
+                   help="static shape of an input, e.g. data=1x3x224x224 (repeat per input)")
+    p.add_argument("--board", metavar="B", help="use this board's quantization defaults (see 'edgekit boards')")
+    p.add_argument("--boards-dir", action="append", default=[], metavar="DIR",
+                   help="extra folder of board/target TOML files")
+    p.add_argument("--report", metavar="R.json", help="write the quality report as JSON")
+    p.add_argument("--json", action="store_true", help="print the report as JSON instead of tables")
+
+    q = p.add_argument_group("int8 quantization")
+    q.add_argument("--quantize", choices=["int8"], help="quantize weights and activations to int8 (QDQ)")
+    q.add_argument("--calibration", metavar="CAL.npz",
+                   help="calibration data: one array per model input, first axis = samples")
+    _pair(q, "per_channel", "--per-channel", "--per-tensor", "one weight scale per output channel (default)",
+          "one weight scale per tensor")
+    _pair(q, "weight_symmetric", "--weight-symmetric", "--weight-asymmetric",
+          "weight zero points fixed at 0 (default)", "weight zero points from the data")
+    _pair(q, "activation_symmetric", "--activation-symmetric", "--activation-asymmetric",
+          "activation zero points fixed at 0", "activation zero points from the data (default)")
+    q.add_argument("--calibration-method", choices=CALIBRATION_METHODS, help="how activation ranges are found "
+                   "(default minmax)")
+    q.add_argument("--percentile", type=float, metavar="P", help="percentile kept by --calibration-method "
+                   "percentile (default 99.999)")
+    q.add_argument("--calibration-samples", type=int, metavar="N", help="use at most N calibration samples")
+    q.add_argument("--exclude", nargs="+", action="extend", default=[], metavar="NODE_OR_OPTYPE",
+                   help="node names or op types to leave in float")
+    q.add_argument("--max-drop", type=float, metavar="PCT",
+                   help="allowed fall of top-1 agreement with fp32, in percentage points; layers fall back "
+                   "to float until it holds")
+    q.add_argument("--min-sqnr", type=float, metavar="DB",
+                   help="budget for outputs that are not class scores: lowest allowed SQNR in dB")
+    q.add_argument("--eval", metavar="EVAL.npz",
+                   help="evaluation data (default: 20%% of the calibration data held out)")
+    p.set_defaults(func=run)
+
+
+def _pair(group: argparse._ArgumentGroup, dest: str, on: str, off: str, on_help: str, off_help: str) -> None:
+    ex = group.add_mutually_exclusive_group()
+    ex.add_argument(on, dest=dest, action="store_true", default=None, help=on_help)
+    ex.add_argument(off, dest=dest, action="store_false", default=None, help=off_help)
+
+
+_QUANT_FLAGS = ("calibration", "calibration_method", "percentile", "calibration_samples", "max_drop",
+                "min_sqnr", "eval", "per_channel", "weight_symmetric", "activation_symmetric")  # fmt: skip
+
+
+def _quant_config(args: argparse.Namespace, target: Any) -> QuantConfig:
+    overrides: dict[str, Any] = {}
+    for flag, fld in (("per_channel", "per_channel"), ("weight_symmetric", "weight_symmetric"),
+                      ("activation_symmetric", "activation_symmetric"), ("calibration_method", "calibration_method"),
+                      ("percentile", "percentile"), ("calibration_samples", "calibration_samples"),
+                      ("max_drop", "max_drop"), ("min_sqnr", "min_sqnr_db")):  # fmt: skip
+        value = getattr(args, flag)
+        if value is not None:
+            overrides[fld] = value
+    if args.exclude:
+        overrides["exclude"] = tuple(args.exclude)
+    return QuantConfig.for_board(None, target, **overrides)
+
+
+# --------------------------------------------------------------------------- #
+# Steps
+# --------------------------------------------------------------------------- #
+
+
+def _step_quantize(prepared: PreparedModel, args: argparse.Namespace, ctx: dict[str, Any]) -> StepResult:
+    if not args.calibration:
+        raise InputError("--quantize int8 needs calibration data", hint="Add --calibration CAL.npz "
+                         "(one array per model input, first axis = samples).")
+    config = _quant_config(args, ctx.get("target"))
+    result = quantize(prepared, config, args.calibration, eval_data=args.eval, board=ctx.get("board"))
+    report = result.report
+    ok = report.fallback is None or report.fallback.met
+    problem = ""
+    if not ok:
+        problem = (f"the accuracy budget is not met even with {len(result.fallback_layers)} layer(s) in float "
+                   f"(loss {report.fallback.drop_after:.2f} points)")  # type: ignore[union-attr]
+    return StepResult(result.model, {"step": "quantize", **report.to_json()}, lambda: _render_quant(report), ok,
+                      problem)
+
+
+#: The steps, in the order they run: (name, is it requested?, step function).
+STEPS: list[tuple[str, Callable[[argparse.Namespace], bool], Callable[..., StepResult]]] = [
+    ("quantize", lambda a: a.quantize == "int8", _step_quantize),
+]
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.quantize is None:
+        stray = [f"--{f.replace('_', '-')}" for f in _QUANT_FLAGS if getattr(args, f) is not None]
+        if args.exclude:
+            stray.append("--exclude")
+        if stray:
+            raise InputError(f"these options need --quantize int8: {', '.join(stray)}", hint="Add --quantize int8, or drop them.")
+    shapes = parse_input_shapes(args.input_shape)
+    ctx: dict[str, Any] = {}
+    if args.board:
+        profiles = load_profiles(args.boards_dir)
+        ctx["board"] = profiles.board(args.board)
+        ctx["target"] = profiles.target_of(ctx["board"])
+
+    sections: list[dict[str, Any]] = []
+    renders: list[Callable[[], None]] = []
+    raw = read_onnx(args.model)
+    if is_qoperator_model(raw):
+        norm = normalize_qoperator(raw)
+        sections.append({"step": "normalize_qoperator", "rewritten": norm.rewritten})
+        renders.append(lambda: console.print(
+            "normalized to QDQ: " + ", ".join(f"{c} {op}" for op, c in sorted(norm.rewritten.items()))))
+        # No onnxslim here: it would fold the int8 weights back into float constants.
+        prepared = load_model(norm.model, shapes, simplify=False)
+    else:
+        prepared = load_model(raw, shapes)
+        prepared.source = args.model
+
+    steps = [(name, fn) for name, wanted, fn in STEPS if wanted(args)]
+    if not steps and not sections:
+        raise InputError("nothing to do", hint="Pass a compression, e.g. --quantize int8 --calibration CAL.npz.")
+    failure = ""
+    for _, fn in steps:
+        outcome = fn(prepared, args, ctx)
+        sections.append(outcome.section)
+        renders.append(outcome.render)
+        if not outcome.ok:
+            failure = outcome.problem
+            break
+        prepared = PreparedModel(outcome.model, prepared.inputs, prepared.outputs, prepared.source,
+                                 prepared.opset, prepared.notes)
+
+    document = {"model": args.model, "output": None if failure else args.output, "steps": sections}
+    if args.report:
+        write_json(args.report, document)
+    if failure:
+        if not args.json:
+            for r in renders:
+                r()
+        raise QuantizationError(
+            failure + f"; {args.output} was not written",
+            hint="Raise --max-drop (or lower --min-sqnr), add calibration data, or try --per-channel / "
+            "--calibration-method percentile.",
+        )
+    write_model(prepared.model, args.output)
+    if args.json:
+        emit_json(document)
+        return 0
+    for r in renders:
+        r()
+    err_console.print(f"wrote {args.output}" + (f" and {args.report}" if args.report else ""))
+    return 0
+
+
+# --------------------------------------------------------------------------- #
+# Rendering
+# --------------------------------------------------------------------------- #
+
+
+def _db(x: float) -> str:
+    return "identical" if math.isinf(x) and x > 0 else f"{x:.1f}"
+
+
+def _render_quant(report: QualityReport) -> None:
+    out = Table(title=f"int8 vs fp32 on {report.eval_samples} samples ({report.eval_source})")
+    for col in ("output", "SQNR dB", "cosine", "max abs err", "top-1 agreement"):
+        out.add_column(col, justify="left" if col == "output" else "right")
+    for o in report.outputs:
+        agree = "-" if o.top1_agreement is None else f"{o.top1_agreement:.2f}%"
+        out.add_row(o.name, _db(o.sqnr_db), f"{o.cosine:.5f}", f"{o.max_abs_error:.4g}", agree)
+    console.print(out)
+    if report.metric_fp32 is not None:
+        console.print(f"metric: fp32 {report.metric_fp32:.4f}, int8 {report.metric_quantized:.4f}")
+
+    layers = sorted(report.layers, key=lambda layer: layer.sqnr_db)[:_MAX_LAYERS_SHOWN]
+    if layers:
+        shown = {id(layer) for layer in layers}
+        tbl = Table(title="per-layer error (worst first)")
+        for col in ("node", "op", "int8", "SQNR dB", "cosine", "max abs err"):
+            tbl.add_column(col, justify="left" if col in ("node", "op") else "right")
+        for layer in [la for la in report.layers if id(la) in shown]:
+            tbl.add_row(layer.node, layer.op_type, "yes" if layer.quantized else "float", _db(layer.sqnr_db),
+                        f"{layer.cosine:.5f}", f"{layer.max_abs_error:.4g}")
+        console.print(tbl)
+        if len(report.layers) > len(layers):
+            console.print(f"... and {len(report.layers) - len(layers)} more layers (see --report)")
+    console.print(
+        f"weight bytes: {report.weight_bytes_before:,} -> {report.weight_bytes_after:,} "
+        f"({report.compression_ratio:.2f}x smaller)"
+    )
+    fb = report.fallback
+    if fb is not None:
+        if fb.layers:
+            console.print(
+                f"accuracy control: loss {fb.drop_before:.2f} -> {fb.drop_after:.2f} points with "
+                f"{len(fb.layers)} layer(s) kept in float: {', '.join(fb.layers)} (+{fb.bytes_cost:,} bytes)"
+            )
+        else:
+            console.print(f"accuracy control: budget met by default quantization (loss {fb.drop_before:.2f} points)")
