@@ -15,7 +15,6 @@ import os
 import re
 import sys
 from dataclasses import dataclass, field, fields
-from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -26,6 +25,7 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 from edgekit.core.errors import BoardNotFoundError, ConfigError
 from edgekit.core.registry import Registry
+from edgekit.core.resources import data_dir
 
 __all__ = [
     "Target",
@@ -461,19 +461,8 @@ class ProfileSet:
         return self.targets.get(board.target)
 
 
-def _builtin_root(package: str) -> Any:
-    """Where a built-in profile folder lives: inside the installed wheel
-    (``edgekit.targets``), or at the top of a source checkout when edgekit is
-    imported from the repository itself."""
-    try:
-        return resources.files(package)
-    except ModuleNotFoundError:
-        folder = package.rsplit(".", 1)[1]
-        return Path(__file__).resolve().parents[2] / folder
-
-
 def _builtin_files(package: str) -> list[tuple[str, Any]]:
-    root = _builtin_root(package)
+    root = data_dir(package.rsplit(".", 1)[1])
     return sorted(
         ((f"{package}/{p.name}", p) for p in root.iterdir() if p.name.endswith(".toml")),
         key=lambda x: x[0],

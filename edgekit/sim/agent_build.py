@@ -25,6 +25,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from edgekit.core.resources import data_dir
 from edgekit.core.errors import CompileError, ConfigError
 
 __all__ = ["PortSpec", "firmware_stubs_dir", "load_port", "port_for_board", "build_agent", "cache_dir"]
@@ -62,15 +63,7 @@ class PortSpec:
 
 def firmware_stubs_dir() -> Path:
     """The ``firmware_stubs`` folder: installed package data, else the source tree."""
-    try:
-        from importlib import resources
-
-        path = Path(str(resources.files("edgekit.firmware_stubs")))
-        if (path / "boards.toml").is_file():
-            return path
-    except ModuleNotFoundError:
-        pass
-    path = Path(__file__).resolve().parents[2] / "firmware_stubs"
+    path = data_dir("firmware_stubs")
     if not (path / "boards.toml").is_file():
         raise ConfigError(
             f"firmware sources not found (looked for {path}/boards.toml)",
