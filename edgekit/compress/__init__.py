@@ -1,5 +1,7 @@
-"""Model compression: int8 quantization (QDQ), with quality reports and
-accuracy control, and normalization of pre-quantized (QOperator) models.
+"""Model compression: int8 quantization (QDQ) with quality reports and
+accuracy control, normalization of pre-quantized (QOperator) models, pruning
+(unstructured, N:M, structured channels), low-rank factorization, accuracy
+recovery, and recipes chaining them.
 
 The public API::
 
@@ -12,9 +14,15 @@ The public API::
 from __future__ import annotations
 
 from edgekit.compress.config import CALIBRATION_METHODS, QuantConfig
+from edgekit.compress.lowrank import LowRankConfig, factorize
+from edgekit.compress.passes import CompressionStep, PassContext, run_pipeline
+from edgekit.compress.prune import NMConfig, PruneConfig, prune_nm, prune_unstructured
 from edgekit.compress.qoperator import NormalizeResult, is_qoperator_model, normalize_qoperator
 from edgekit.compress.quality import Fallback, LayerQuality, OutputQuality, QualityReport, weight_bytes
 from edgekit.compress.quantize import QuantResult, quantize, write_model
+from edgekit.compress.recipe import load_recipe, run_recipe
+from edgekit.compress.recovery import DistillConfig, RecoveryConfig, bias_correction, distill, least_squares_refit
+from edgekit.compress.structured import StructuredConfig, prune_channels
 
 __all__ = [
     "CALIBRATION_METHODS",
@@ -30,4 +38,22 @@ __all__ = [
     "is_qoperator_model",
     "weight_bytes",
     "write_model",
+    "PruneConfig",
+    "NMConfig",
+    "prune_unstructured",
+    "prune_nm",
+    "StructuredConfig",
+    "prune_channels",
+    "LowRankConfig",
+    "factorize",
+    "RecoveryConfig",
+    "DistillConfig",
+    "least_squares_refit",
+    "bias_correction",
+    "distill",
+    "PassContext",
+    "CompressionStep",
+    "run_pipeline",
+    "load_recipe",
+    "run_recipe",
 ]

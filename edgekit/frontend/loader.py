@@ -127,13 +127,19 @@ def _lift_constants(model: onnx.ModelProto) -> int:
 
 
 def _drop_initializer_inputs(model: onnx.ModelProto) -> int:
-    """IR < 4 models list every initializer as a graph input; they are weights."""
+    """IR < 4 models list every initializer as a graph input; they are weights.
+
+    Without those inputs the model is only valid at IR >= 4, so the IR version
+    is raised to what its opsets need.
+    """
     inits = {i.name for i in model.graph.initializer}
     real = [i for i in model.graph.input if i.name not in inits]
     dropped = len(model.graph.input) - len(real)
     if dropped:
         del model.graph.input[:]
         model.graph.input.extend(real)
+        need = helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True)
+        model.ir_version = max(model.ir_version, need, 4)
     return dropped
 
 

@@ -138,3 +138,9 @@ def test_unsupported_ops_all_reported_at_once() -> None:
         check_supported(model)
     msg = str(info.value)
     assert "2 operator type(s)" in msg and "FancyOp (x2" in msg and "OtherOp (x1" in msg
+
+
+def test_ir3_model_prepared_passes_full_check(light_models_dir: Path) -> None:
+    prepared = load_model(light_models_dir / "light_bvlc_alexnet.onnx")
+    assert prepared.model.ir_version >= 7
+    onnx.checker.check_model(prepared.model, full_check=True)
