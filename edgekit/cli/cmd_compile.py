@@ -1,0 +1,118 @@
+"""``edgekit compile``: compile an ONNX model for a board into a ``.ekpkg`` package."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from edgekit.cli.render import console, emit_json, err_console
+from edgekit.compiler.backend import CompileOptions
+from edgekit.compiler.driver import compile_model
+from edgekit.core.tensors import parse_input_shapes
+
+__all__ = ["add_parser", "run", "format_bytes", "StageProgress"]
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "compile",
+        help="compile a model for a board into a .ekpkg package",
+        description="Load MODEL, compile it through TVM for the board's target and write one package "
+        "(manifest with SHA-256 of every member, the compiled code, the weights and the prepared ONNX).",
+        epilog="example: edgekit compile model.onnx --board host -o model.ekpkg --input-shape input=1x3x224x224",
+    )
+    p.add_argument("model", metavar="MODEL", help="ONNX model file")
+    p.add_argument("--board", required=True, help="board profile name (see `edgekit boards`)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.ekpkg", help="package file to write")
+    p.add_argument("--input-shape", action="append", default=[], metavar="NAME=1x3x224x224",
+                   help="static shape of an input (repeat per input)")
+    p.add_argument("--opt-level", type=int, default=3, choices=range(4), metavar="{0..3}", help="TVM optimisation level (default 3)")
+    p.add_argument("--allow-unsupported", action="store_true",
+                   help="skip edgekit's operator check and let TVM try anyway")
+    p.add_argument("--boards-dir", action="append", default=[], metavar="DIR", help="extra folder of board/target TOML files")
+    p.add_argument("--json", action="store_true", help="print the manifest as JSON instead of a summary")
+    p.set_defaults(func=run)
+
+
+def format_bytes(n: int | float) -> str:
+    """``1536`` -> ``"1.5 KiB"``."""
+    n = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"  # pragma: no cover
+
+
+class StageProgress:
+    """Renders compile stages: a spinner for the running stage, a tick and the
+    elapsed time for each finished one (on stderr, so ``--json`` stays clean)."""
+
+    def __init__(self, out: Console, enabled: bool = True) -> None:
+        self.out = out
+        self.enabled = enabled
+        self._status: Any = None
+        self._stage = ""
+        self._t0 = 0.0
+
+    def __enter__(self) -> "StageProgress":
+        if self.enabled:
+            self._status = self.out.status("starting", spinner="dots")
+            self._status.__enter__()
+        return self
+
+    def __call__(self, stage: str, message: str) -> None:
+        self._finish_stage()
+        self._stage, self._t0 = stage, time.perf_counter()
+        if self._status is not None:
+            self._status.update(f"[bold]{stage}[/]: {message}")
+
+    def _finish_stage(self) -> None:
+        if self._stage and self.enabled:
+            self.out.print(f"[green]✓[/] {self._stage:<8} {time.perf_counter() - self._t0:6.1f} s")
+        self._stage = ""
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is None:
+            self._finish_stage()
+        if self._status is not None:
+            self._status.__exit__(exc_type, *rest)
+
+
+def run(args: argparse.Namespace) -> int:
+    options = CompileOptions(opt_level=args.opt_level, allow_unsupported=args.allow_unsupported)
+    shapes = parse_input_shapes(args.input_shape)
+    quiet = bool(getattr(args, "quiet", False))
+    with StageProgress(err_console, enabled=not quiet and not args.json) as progress:
+        manifest = compile_model(
+            args.model,
+            args.board,
+            args.output,
+            input_shapes=shapes,
+            options=options,
+            board_dirs=args.boards_dir,
+            progress=progress,
+        )
+    if args.json:
+        emit_json(manifest)
+        return 0
+    mem = manifest["memory"]
+    table = Table(title=f"compiled {manifest['model']['name']} for {manifest['board']}", show_header=False)
+    table.add_column("what")
+    table.add_column("value")
+    table.add_row("package", f"{args.output} ({format_bytes(manifest['package_bytes'])})")
+    table.add_row("target", f"{manifest['target']} ({manifest['codegen']}, runtime {manifest['runtime']})")
+    for spec in manifest["inputs"]:
+        table.add_row(f"input {spec['name']}", f"{'x'.join(map(str, spec['shape']))} {spec['dtype']}")
+    for spec in manifest["outputs"]:
+        table.add_row(f"output {spec['name']}", f"{'x'.join(map(str, spec['shape']))} {spec['dtype']}")
+    table.add_row("arena", format_bytes(mem.get("arena_bytes", 0)))
+    table.add_row("weights", format_bytes(mem.get("weight_bytes", 0)))
+    table.add_row("code", format_bytes(mem.get("code_bytes", 0)))
+    table.add_row("time", f"{manifest['compile_seconds']:.1f} s")
+    console.print(table)
+    return 0

@@ -1,0 +1,148 @@
+"""Compiler backends: one per code generation path, chosen by ``target.codegen``.
+
+A backend turns a :class:`~edgekit.frontend.loader.PreparedModel` into package
+members. Built-in backends are modules with a module-level ``build`` function,
+imported only when used (TVM is slow to import, and a board's backend may not
+exist yet); third parties register more through the ``edgekit.backends``
+entry-point group, pointing at a module or at a ``build`` function.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from dataclasses import asdict, dataclass, field
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Callable, Protocol
+
+from edgekit.core.errors import CompileError, ConfigError
+from edgekit.core.registry import Registry
+
+if TYPE_CHECKING:
+    from edgekit.core.profiles import Board, Target
+    from edgekit.frontend.loader import PreparedModel
+
+__all__ = [
+    "CompileOptions",
+    "BuildResult",
+    "Backend",
+    "ProgressFn",
+    "BACKENDS",
+    "get_backend",
+    "no_progress",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Called with ``(stage, message)`` when a compile stage starts. Stages used by
+#: the host backend: ``load``, ``check``, ``import``, ``build``, ``export``,
+#: ``package``.
+ProgressFn = Callable[[str, str], None]
+
+
+def no_progress(stage: str, message: str) -> None:
+    """A :data:`ProgressFn` that only logs."""
+    logger.debug("%s: %s", stage, message)
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    """Options every backend understands.
+
+    Attributes:
+        opt_level: TVM ``PassContext`` optimisation level, 0 to 3.
+        tune_trials: MetaSchedule trials (0 = untuned).
+        allow_unsupported: Skip edgekit's operator scan and let TVM try anyway.
+    """
+
+    opt_level: int = 3
+    tune_trials: int = 0
+    allow_unsupported: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.opt_level, bool) or not isinstance(self.opt_level, int) or not 0 <= self.opt_level <= 3:
+            raise ConfigError(f"opt_level must be 0, 1, 2 or 3, got {self.opt_level!r}", hint="Use 3 unless debugging.")
+        if isinstance(self.tune_trials, bool) or not isinstance(self.tune_trials, int) or self.tune_trials < 0:
+            raise ConfigError(f"tune_trials must be a non-negative integer, got {self.tune_trials!r}", hint="Use 0 for no tuning.")
+
+    def to_json(self) -> dict[str, Any]:
+        """The form recorded in the manifest's ``options``."""
+        return asdict(self)
+
+
+@dataclass
+class BuildResult:
+    """What a backend produced.
+
+    Attributes:
+        members: Package member name -> bytes (``model.onnx`` and
+            ``manifest.json`` are added by the driver).
+        runtime: Runtime that executes the members (``tvm-vm``, ``aot-c`` ...);
+            selects the runner in :func:`edgekit.runtime.runner.open_runner`.
+        memory: ``arena_bytes``, ``weight_bytes``, ``code_bytes`` (and more if known).
+        extra_manifest: Backend-specific manifest keys.
+    """
+
+    members: dict[str, bytes]
+    runtime: str
+    memory: dict[str, int] = field(default_factory=dict)
+    extra_manifest: dict[str, Any] = field(default_factory=dict)
+
+
+class Backend(Protocol):
+    """A code generation path (a module with a ``build`` function satisfies it)."""
+
+    def build(
+        self,
+        prepared: "PreparedModel",
+        board: "Board",
+        target: "Target",
+        options: CompileOptions,
+        progress: ProgressFn,
+    ) -> BuildResult:
+        """Compiles ``prepared`` for ``board`` and returns the package members."""
+        ...
+
+
+#: codegen -> module path of its backend (or a registered backend object).
+BACKENDS: Registry[Any] = Registry("backend", CompileError)  # type: ignore[arg-type]
+BACKENDS.register("llvm", "edgekit.compiler.llvm_host")
+BACKENDS.register("aot-c", "edgekit.compiler.aot")
+BACKENDS.register("cuda", "edgekit.compiler.cuda")
+BACKENDS.register("npu", "edgekit.compiler.npu")
+
+
+class _FunctionBackend:
+    """Adapts a bare ``build`` function registered by a plugin."""
+
+    def __init__(self, fn: Callable[..., BuildResult]) -> None:
+        self.build = fn
+
+
+def get_backend(codegen: str, board_name: str = "") -> Backend:
+    """Returns the backend for ``codegen``.
+
+    Raises:
+        CompileError: for an unknown codegen, or one whose backend is not
+            available (yet) in this installation.
+    """
+    entry = BACKENDS.get(codegen)
+    if isinstance(entry, str):
+        try:
+            entry = importlib.import_module(entry)
+        except ModuleNotFoundError as exc:
+            if exc.name != entry:
+                raise
+            who = f"board '{board_name}'" if board_name else "this target"
+            raise CompileError(
+                f"compiling for {who} (codegen {codegen}) is not available yet",
+                hint="Choose a board whose target uses another codegen (`edgekit boards` lists them), e.g. --board host.",
+                codegen=codegen,
+            ) from None
+    if isinstance(entry, ModuleType) or hasattr(entry, "build"):
+        if not callable(getattr(entry, "build", None)):
+            raise CompileError(f"backend for codegen {codegen} has no build function", hint="Report this as a bug.")
+        return entry  # type: ignore[return-value]
+    if callable(entry):
+        return _FunctionBackend(entry)
+    raise CompileError(f"backend for codegen {codegen} is not usable ({type(entry).__name__})", hint="Check the plugin.")

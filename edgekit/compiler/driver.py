@@ -1,0 +1,148 @@
+"""``compile_model``: ONNX file (or prepared model) + board name -> ``.ekpkg``.
+
+The driver is backend-neutral: it loads and prepares the model, resolves the
+board and its target, hands both to the backend chosen by ``target.codegen``
+and writes the package with the manifest described in
+``docs/package-format.md``. The prepared ONNX goes into the package as
+``model.onnx`` so ``bench --compare-ort`` runs onnxruntime on exactly what was
+compiled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import onnx
+
+from edgekit.compiler.backend import CompileOptions, ProgressFn, get_backend, no_progress
+from edgekit.compiler.package import FORMAT_VERSION, write_package
+from edgekit.core.errors import CompileError, DoesNotFitError, InputError, PackageError
+from edgekit.core.profiles import load_profiles
+from edgekit.frontend.loader import PreparedModel, load_model
+
+__all__ = ["compile_model", "MODEL_MEMBER"]
+
+logger = logging.getLogger(__name__)
+
+#: The prepared ONNX model inside every package.
+MODEL_MEMBER = "model.onnx"
+
+# Keys the driver owns; a backend's extra_manifest may not replace them.
+_CORE_KEYS = {
+    "format_version", "edgekit_version", "tvm_version", "created", "board", "target", "tvm_target",
+    "codegen", "runtime", "model", "inputs", "outputs", "memory", "options", "files",
+}
+
+
+def _tvm_version() -> str:
+    import tvm
+
+    return str(tvm.__version__)
+
+
+def compile_model(
+    model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
+    board: str,
+    output: str | os.PathLike[str],
+    *,
+    input_shapes: Mapping[str, tuple[int, ...]] | None = None,
+    options: CompileOptions | None = None,
+    board_dirs: Iterable[str | os.PathLike[str]] = (),
+    progress: ProgressFn | None = None,
+) -> dict[str, Any]:
+    """Compiles a model for a board and writes the package.
+
+    Args:
+        model: Path of an ONNX file, a loaded ``ModelProto``, or a model already prepared by
+            :func:`edgekit.frontend.loader.load_model`.
+        board: Board profile name (``edgekit boards`` lists them).
+        output: The ``.ekpkg`` file to write (replaced atomically).
+        input_shapes: Static input shapes by name (only with a path).
+        options: Compile options; defaults to :class:`CompileOptions()`.
+        board_dirs: Extra folders of board/target profiles.
+        progress: Called with ``(stage, message)`` as each stage starts.
+
+    Returns:
+        The manifest that was written (with ``compile_seconds`` added).
+
+    Raises:
+        EdgekitError: ``ModelError``/``InputError`` for the model,
+            ``BoardNotFoundError`` for the board, ``CompileError`` from the
+            backend, ``DoesNotFitError`` when the arena exceeds the board's
+            RAM, ``PackageError`` when the file cannot be written.
+    """
+    report = progress or no_progress
+    options = options or CompileOptions()
+    started = time.perf_counter()
+    out = Path(output)
+    if not out.parent.is_dir():
+        raise PackageError(f"cannot write '{out}': folder '{out.parent}' does not exist", hint="Create it, or choose another -o path.")
+
+    profiles = load_profiles(board_dirs)
+    brd = profiles.board(board)
+    target = profiles.target_of(brd)
+    backend = get_backend(target.codegen, brd.name)
+
+    if isinstance(model, PreparedModel):
+        if input_shapes:
+            raise InputError(
+                "input_shapes cannot be applied to an already prepared model",
+                hint="Pass them to load_model, or pass the model's path here.",
+            )
+        prepared = model
+    else:
+        report("load", f"loading {model}" if isinstance(model, (str, os.PathLike)) else "preparing the model")
+        prepared = load_model(model, input_shapes)
+
+    result = backend.build(prepared, brd, target, options, report)
+
+    ram = brd.memory.ram_bytes
+    arena = int(result.memory.get("arena_bytes", 0))
+    if ram and arena > ram:
+        raise DoesNotFitError(
+            f"model '{prepared.name}' needs {arena} bytes of activation memory; board '{brd.name}' has {ram} bytes of RAM",
+            hint="Compress the model (edgekit compress), use smaller inputs, or choose a board with more RAM.",
+            arena_bytes=arena,
+            ram_bytes=ram,
+        )
+
+    report("package", f"writing {out}")
+    onnx_bytes = prepared.serialize()
+    members = dict(result.members)
+    if MODEL_MEMBER in members:
+        raise CompileError(f"backend for {target.codegen} returned a member named {MODEL_MEMBER}", hint="Report this as a bug.")
+    members[MODEL_MEMBER] = onnx_bytes
+    manifest: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "tvm_version": _tvm_version(),
+        "board": brd.name,
+        "target": target.name,
+        "tvm_target": target.tvm_target_dict(),
+        "codegen": target.codegen,
+        "runtime": result.runtime,
+        "model": {
+            "name": prepared.name,
+            "sha256": hashlib.sha256(onnx_bytes).hexdigest(),
+            "source": Path(prepared.source).name if prepared.source else "",
+            "opset": prepared.opset,
+            "notes": list(prepared.notes),
+        },
+        "inputs": [s.to_json() for s in prepared.inputs],
+        "outputs": [s.to_json() for s in prepared.outputs],
+        "memory": {"arena_bytes": 0, "weight_bytes": 0, "code_bytes": 0, **result.memory},
+        "options": options.to_json(),
+    }
+    clash = sorted(set(result.extra_manifest) & _CORE_KEYS)
+    if clash:
+        raise CompileError(f"backend for {target.codegen} tried to set manifest key(s) {clash}", hint="Report this as a bug.")
+    manifest.update(result.extra_manifest)
+    written = write_package(out, manifest, members)
+    written["compile_seconds"] = round(time.perf_counter() - started, 3)
+    written["package_bytes"] = out.stat().st_size
+    logger.debug("wrote %s (%d bytes) in %.1f s", out, written["package_bytes"], written["compile_seconds"])
+    return written

@@ -1,0 +1,187 @@
+"""LLVM backend for CPUs that run the TVM runtime: a Relax VM executable.
+
+Weights are imported as function parameters (``keep_params_in_input=True``)
+and detached, so they go into the ``params.bin`` member instead of through
+LLVM as constants: a VGG-sized model would otherwise take minutes and
+gigabytes to build. The package holds:
+
+* ``lib/model.so`` — the exported Relax VM executable for the target;
+* ``params.bin`` — the weights in TVM's param-dict format
+  (:func:`tvm.runtime.save_param_dict`), keyed ``p00000``, ``p00001``, ... in
+  the order ``main`` takes them after the model inputs.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import tempfile
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edgekit.compiler.backend import BuildResult, CompileOptions, ProgressFn
+from edgekit.core.errors import CompileError
+from edgekit.frontend.support import check_supported
+
+if TYPE_CHECKING:
+    from edgekit.core.profiles import Board, Target
+    from edgekit.frontend.loader import PreparedModel
+
+__all__ = ["build", "RUNTIME", "LIBRARY_MEMBER", "PARAMS_MEMBER", "param_key", "tvm_error_line"]
+
+logger = logging.getLogger(__name__)
+
+RUNTIME = "tvm-vm"
+LIBRARY_MEMBER = "lib/model.so"
+PARAMS_MEMBER = "params.bin"
+
+_ARCH_ALIASES = {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64"}
+
+
+def param_key(index: int) -> str:
+    """Key of the ``index``-th weight in ``params.bin`` (sorts in call order)."""
+    return f"p{index:05d}"
+
+
+def tvm_error_line(exc: BaseException) -> str:
+    """The first line of a TVM exception that says something (not a frame)."""
+    for line in str(exc).splitlines():
+        text = line.strip()
+        if not text or text.startswith(("Traceback", "File ", "at ", "--")) or line[:1].isspace():
+            continue
+        return text[:300]
+    return type(exc).__name__
+
+
+def _host_arch() -> str:
+    machine = platform.machine().lower()
+    return _ARCH_ALIASES.get(machine, machine)
+
+
+def _check_runs_here(board: "Board", target: "Target") -> None:
+    # Exporting a shared library needs a linker for the target; only the host
+    # toolchain is wired up so far.
+    if target.isa.lower() != _host_arch():
+        raise CompileError(
+            f"compiling for board '{board.name}' ({target.isa}) on this {_host_arch()} machine is not available yet",
+            hint="Cross-compiling LLVM targets needs a cross linker; compile on the board itself or use --board host.",
+            board=board.name,
+        )
+
+
+def _arena_bytes(lowered: Any) -> int:
+    """Sum of the statically planned ``alloc_storage`` sizes in ``main``."""
+    import tvm
+    from tvm import relax
+
+    total = 0
+    main = lowered["main"]
+    body = main.body
+    blocks = body.blocks if isinstance(body, relax.SeqExpr) else []
+    for block in blocks:
+        for binding in block.bindings:
+            value = binding.value
+            if not isinstance(value, relax.Call) or not isinstance(value.op, tvm.ir.Op):
+                continue
+            if value.op.name not in ("relax.vm.alloc_storage", "relax.memory.alloc_storage"):
+                continue
+            shape = value.args[0]
+            if isinstance(shape, relax.ShapeExpr) and all(isinstance(v, tvm.tirx.IntImm) for v in shape.values):
+                n = 1
+                for v in shape.values:
+                    n *= int(v)
+                total += n
+    return total
+
+
+def build(
+    prepared: "PreparedModel",
+    board: "Board",
+    target: "Target",
+    options: CompileOptions,
+    progress: ProgressFn,
+) -> BuildResult:
+    """Compiles ``prepared`` to a Relax VM shared library for ``target``.
+
+    Raises:
+        UnsupportedOpsError: listing every operator TVM cannot import.
+        CompileError: when TVM fails; the message carries TVM's first line.
+    """
+    if options.tune_trials:
+        raise CompileError(
+            "tuning (tune_trials > 0) is not available for the host backend yet",
+            hint="Compile without tuning (tune_trials=0).",
+        )
+    _check_runs_here(board, target)
+
+    progress("check", "checking operator support")
+    if not options.allow_unsupported:
+        check_supported(prepared.model)
+
+    import tvm
+    from tvm import relax
+    from tvm.relax.frontend import detach_params
+    from tvm.relax.frontend.onnx import from_onnx
+
+    progress("import", "importing into TVM Relax")
+    try:
+        with warnings.catch_warnings():
+            # The importer warns about every initializer that is not a graph
+            # input, which is exactly the layout the front end produces.
+            warnings.simplefilter("ignore", UserWarning)
+            mod = from_onnx(
+                prepared.model,
+                shape_dict={s.name: list(s.shape) for s in prepared.inputs},
+                dtype_dict={s.name: s.dtype for s in prepared.inputs},
+                keep_params_in_input=True,
+            )
+        mod, params = detach_params(mod)
+    except Exception as exc:
+        raise CompileError(
+            f"TVM could not import model '{prepared.name}': {tvm_error_line(exc)}",
+            hint="Run `edgekit inspect` on the model; re-export it or pass --input-shape if shapes are the problem.",
+        ) from exc
+    weights = list(params.get("main", []))
+
+    progress("build", f"building for {target.name}")
+    try:
+        tvm_target = target.tvm_target()
+        with tvm_target, tvm.transform.PassContext(opt_level=options.opt_level):
+            lowered = relax.get_pipeline("default")(mod)
+        arena = _arena_bytes(lowered)
+        executable = tvm.compile(lowered, target=tvm_target, relax_pipeline=None)
+    except Exception as exc:
+        raise CompileError(
+            f"TVM could not build model '{prepared.name}' for {target.name}: {tvm_error_line(exc)}",
+            hint="Run with --debug for TVM's full message; try opt level 2 or report the model.",
+        ) from exc
+
+    progress("export", "exporting the shared library and weights")
+    try:
+        with tempfile.TemporaryDirectory(prefix="edgekit-build-") as tmp:
+            lib_path = Path(tmp) / "model.so"
+            executable.export_library(str(lib_path))
+            library = lib_path.read_bytes()
+        blob = bytes(tvm.runtime.save_param_dict({param_key(i): w for i, w in enumerate(weights)}))
+    except Exception as exc:
+        raise CompileError(
+            f"could not export the compiled model: {tvm_error_line(exc)}",
+            hint="Exporting needs a C compiler (gcc or clang) on PATH; install one.",
+        ) from exc
+
+    weight_bytes = sum(int(np.prod(w.shape, dtype=np.int64)) * np.dtype(w.dtype).itemsize for w in weights)
+    param_names = [str(v.name) for v in mod["main"].params[len(prepared.inputs):]]
+    logger.debug("built %s: %d bytes code, %d weights (%d bytes)", prepared.name, len(library), len(weights), weight_bytes)
+    return BuildResult(
+        members={LIBRARY_MEMBER: library, PARAMS_MEMBER: blob},
+        runtime=RUNTIME,
+        memory={"arena_bytes": arena, "weight_bytes": weight_bytes, "code_bytes": len(library)},
+        extra_manifest={
+            "entry": "main",
+            "library": LIBRARY_MEMBER,
+            "params": {"member": PARAMS_MEMBER, "format": "tvm-param-dict", "count": len(weights), "names": param_names},
+        },
+    )

@@ -1,0 +1,440 @@
+"""The ``.ekpkg`` package: one zip archive with ``manifest.json`` and the artifacts.
+
+The manifest records the SHA-256 and size of every other member. Opening a
+package checks all of them before anything is used, refuses names that could
+escape an extraction folder, refuses members the manifest does not list, caps
+sizes (a zip bomb must not fill the disk or the memory) and refuses a package
+built for another board unless told otherwise. The format is documented in
+``docs/package-format.md``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from edgekit.core.errors import PackageError, PackageIntegrityError
+from edgekit.core.tensors import TensorSpec
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MANIFEST_NAME",
+    "PACKAGE_SUFFIX",
+    "MAX_MANIFEST_BYTES",
+    "MAX_PACKAGE_BYTES",
+    "Package",
+    "write_package",
+    "open_package",
+    "sha256_bytes",
+    "check_member_name",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Version of the layout described in docs/package-format.md.
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+PACKAGE_SUFFIX = ".ekpkg"
+#: A manifest is small JSON; anything larger is not one of ours.
+MAX_MANIFEST_BYTES = 16 * 2**20
+#: Uncompressed size of all members together. Large enough for a VGG-class
+#: model's weights, small enough that a zip bomb is refused before inflating.
+MAX_PACKAGE_BYTES = 8 * 2**30
+
+_CHUNK = 1 << 20
+_COMPRESS_SAMPLE = 1 << 20
+#: Members whose sample deflates to more than this fraction are stored.
+_MIN_GAIN = 0.85
+_REQUIRED_KEYS = {"format_version": int, "board": str, "runtime": str, "files": dict}
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Hex SHA-256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def check_member_name(name: str, *, where: str = "package") -> str:
+    """Returns ``name`` if it is a safe relative POSIX path inside an archive.
+
+    Raises:
+        PackageError: for an empty, absolute, drive-qualified, backslashed,
+            ``.``/``..``-containing or directory name.
+    """
+    problem = ""
+    if not isinstance(name, str) or not name:
+        problem = "is empty"
+    elif "\\" in name:
+        problem = "contains a backslash"
+    elif name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+        problem = "is an absolute path"
+    elif name.endswith("/"):
+        problem = "is a directory entry"
+    elif any(part in ("", ".", "..") for part in name.split("/")):
+        problem = "contains an empty, '.' or '..' path component"
+    elif "\x00" in name:
+        problem = "contains a NUL character"
+    if problem:
+        raise PackageError(
+            f"{where}: member name {name!r} {problem}",
+            hint="Package members must be relative paths like 'lib/model.so'; do not use this package.",
+            member=name,
+        )
+    return name
+
+
+@dataclass
+class Package:
+    """An opened, verified ``.ekpkg`` package.
+
+    Every member was hashed when the package was opened; :meth:`read` and
+    :meth:`extract_to` hash again what they read, so a file swapped on disk in
+    between is still caught.
+
+    Attributes:
+        path: The package file.
+        manifest: The parsed ``manifest.json``.
+    """
+
+    path: Path
+    manifest: dict[str, Any]
+    _names: list[str] = field(default_factory=list, repr=False)
+
+    @property
+    def board(self) -> str:
+        """Name of the board the package was built for."""
+        return str(self.manifest["board"])
+
+    @property
+    def runtime(self) -> str:
+        """Runtime that executes the package (``tvm-vm``, ``aot-c`` ...)."""
+        return str(self.manifest["runtime"])
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        """The model's inputs."""
+        return [TensorSpec.from_json(s) for s in self.manifest.get("inputs", [])]
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        """The model's outputs."""
+        return [TensorSpec.from_json(s) for s in self.manifest.get("outputs", [])]
+
+    def names(self) -> list[str]:
+        """Member names listed in the manifest (``manifest.json`` excluded)."""
+        return list(self._names)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names
+
+    def read(self, name: str) -> bytes:
+        """Returns the bytes of member ``name`` after checking its SHA-256.
+
+        Raises:
+            PackageError: if the manifest does not list ``name``.
+            PackageIntegrityError: if the member changed since it was built.
+        """
+        if name not in self._names:
+            raise PackageError(
+                f"package '{self.path}' has no member '{name}'",
+                hint=f"It holds: {', '.join(self._names) or '(nothing)'}. Rebuild it with `edgekit compile`.",
+                member=name,
+            )
+        with _open_zip(self.path) as zf:
+            return b"".join(_verified_chunks(zf, self.path, name, self.manifest["files"][name]))
+
+    def extract_to(self, fresh_dir: str | os.PathLike[str]) -> Path:
+        """Writes the manifest and every member under ``fresh_dir``.
+
+        ``fresh_dir`` must not exist or be empty; nothing is written outside it.
+
+        Returns:
+            The resolved extraction folder.
+
+        Raises:
+            PackageError: if ``fresh_dir`` holds files already.
+            PackageIntegrityError: if a member changed since it was built.
+        """
+        root = Path(fresh_dir)
+        if root.exists() and (not root.is_dir() or any(root.iterdir())):
+            raise PackageError(
+                f"cannot extract package into '{root}': it is not an empty folder",
+                hint="Extract into a new folder.",
+            )
+        root.mkdir(parents=True, exist_ok=True)
+        root = root.resolve()
+        (root / MANIFEST_NAME).write_text(json.dumps(self.manifest, indent=2), encoding="utf-8")
+        with _open_zip(self.path) as zf:
+            for name in self._names:
+                dest = (root / name).resolve()
+                # Names were validated on open; this guards against symlinked
+                # folders inside root as well.
+                if not dest.is_relative_to(root):
+                    raise PackageError(f"member '{name}' would be written outside '{root}'", hint="Do not use this package.")
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                with open(dest, "wb") as fh:
+                    for chunk in _verified_chunks(zf, self.path, name, self.manifest["files"][name]):
+                        fh.write(chunk)
+        logger.debug("extracted %s to %s", self.path, root)
+        return root
+
+
+def write_package(
+    path: str | os.PathLike[str],
+    manifest: Mapping[str, Any],
+    members: Mapping[str, bytes],
+) -> dict[str, Any]:
+    """Writes a package atomically.
+
+    The archive is written to a temporary file in the destination folder and
+    moved into place with :func:`os.replace`, so a reader never sees a
+    half-written package and a failure leaves no file behind.
+
+    Args:
+        path: Destination ``.ekpkg`` file.
+        manifest: Manifest fields; ``files`` is computed here, and
+            ``format_version``, ``created`` and ``edgekit_version`` are filled
+            in when absent.
+        members: Member name -> content.
+
+    Returns:
+        The manifest as written.
+
+    Raises:
+        PackageError: for an unsafe member name or when the file cannot be written.
+    """
+    from edgekit import __version__
+
+    dest = Path(path)
+    final = dict(manifest)
+    final.setdefault("format_version", FORMAT_VERSION)
+    final.setdefault("edgekit_version", __version__)
+    final.setdefault("created", datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    files: dict[str, dict[str, Any]] = {}
+    for name, data in members.items():
+        check_member_name(name, where=str(dest))
+        if name == MANIFEST_NAME:
+            raise PackageError(f"'{MANIFEST_NAME}' is reserved for the manifest", hint="Rename the member.")
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"member {name!r} must be bytes, got {type(data).__name__}")
+        files[name] = {"sha256": sha256_bytes(data), "size": len(data)}
+    final["files"] = files
+    manifest_bytes = json.dumps(final, indent=2, sort_keys=False).encode("utf-8")
+
+    if not dest.parent.is_dir():
+        raise PackageError(f"cannot write package '{dest}': folder '{dest.parent}' does not exist", hint="Create it first.")
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+            zf.writestr(MANIFEST_NAME, manifest_bytes, compress_type=zipfile.ZIP_DEFLATED, compresslevel=6)
+            for name, data in members.items():
+                zf.writestr(name, bytes(data), compress_type=_compression_for(data))
+        os.replace(tmp, dest)
+    except OSError as exc:
+        _unlink_quietly(tmp)
+        raise PackageError(
+            f"cannot write package '{dest}': {exc.strerror or exc}",
+            hint="Check free disk space and write permission for that folder.",
+        ) from exc
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+    logger.debug("wrote %s (%d members)", dest, len(files))
+    return final
+
+
+def open_package(
+    path: str | os.PathLike[str],
+    *,
+    board: str | None = None,
+    allow_other_board: bool = False,
+) -> Package:
+    """Opens a package and verifies it completely.
+
+    Args:
+        path: The ``.ekpkg`` file.
+        board: The board the caller is about to use; a package built for
+            another board is refused unless ``allow_other_board``.
+        allow_other_board: Accept a package built for a different board.
+
+    Raises:
+        PackageError: unreadable archive, missing or malformed manifest,
+            unsafe or duplicate names, unlisted members, size limits, or a
+            package for another board.
+        PackageIntegrityError: a member is missing, or its size or SHA-256
+            does not match the manifest (the message names the member).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise PackageError(f"package '{p}' does not exist", hint="Check the path, or build one with `edgekit compile`.")
+    with _open_zip(p) as zf:
+        infos = zf.infolist()
+        names = [i.filename for i in infos]
+        seen: set[str] = set()
+        for name in names:
+            if name in seen:
+                raise PackageError(f"package '{p}' holds member '{name}' twice", hint="Do not use this package; rebuild it.")
+            seen.add(name)
+            check_member_name(name, where=str(p))
+        manifest = _read_manifest(zf, p)
+        listed = manifest["files"]
+        for name, entry in listed.items():
+            check_member_name(name, where=f"{p}: manifest")
+            if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str) or not isinstance(entry.get("size"), int):
+                raise PackageError(
+                    f"package '{p}': manifest entry for '{name}' needs 'sha256' and 'size'",
+                    hint="Do not use this package; rebuild it.",
+                )
+        unlisted = sorted(seen - set(listed) - {MANIFEST_NAME})
+        if unlisted:
+            raise PackageError(
+                f"package '{p}' holds member(s) its manifest does not list: {', '.join(unlisted)}",
+                hint="Someone added files after the build; do not use this package, rebuild it.",
+                members=unlisted,
+            )
+        by_name = {i.filename: i for i in infos}
+        total = 0
+        for name, entry in listed.items():
+            info = by_name.get(name)
+            if info is None:
+                raise PackageIntegrityError(
+                    f"package '{p}' is missing member '{name}'", hint="Rebuild the package.", member=name
+                )
+            if info.file_size != entry["size"]:
+                raise PackageIntegrityError(
+                    f"package '{p}': member '{name}' is {info.file_size} bytes, the manifest says {entry['size']}",
+                    hint="The package was altered after it was built; rebuild it.",
+                    member=name,
+                )
+            total += info.file_size
+        if total > MAX_PACKAGE_BYTES:
+            raise PackageError(
+                f"package '{p}' would unpack to {total} bytes, more than the limit of {MAX_PACKAGE_BYTES}",
+                hint="This is not a package edgekit wrote; do not use it.",
+            )
+        for name, entry in listed.items():
+            for _ in _verified_chunks(zf, p, name, entry):
+                pass
+
+    built_for = str(manifest["board"])
+    if board is not None and board != built_for and not allow_other_board:
+        raise PackageError(
+            f"package '{p}' was built for board '{built_for}', not '{board}'",
+            hint=f"Recompile it with --board {board}, or pass --allow-other-board to use it anyway.",
+            built_for=built_for,
+            board=board,
+        )
+    if board is not None and board != built_for:
+        logger.warning("using package built for '%s' on board '%s' (--allow-other-board)", built_for, board)
+    return Package(path=p, manifest=manifest, _names=list(listed))
+
+
+# --------------------------------------------------------------------------- #
+# helpers
+# --------------------------------------------------------------------------- #
+
+
+def _open_zip(path: Path) -> zipfile.ZipFile:
+    try:
+        return zipfile.ZipFile(path, "r")
+    except zipfile.BadZipFile:
+        raise PackageError(
+            f"'{path}' is not an edgekit package (not a zip archive)",
+            hint="Pass a .ekpkg file written by `edgekit compile`.",
+        ) from None
+    except OSError as exc:
+        raise PackageError(f"cannot read package '{path}': {exc.strerror or exc}", hint="Check the path and permissions.") from None
+
+
+def _read_manifest(zf: zipfile.ZipFile, path: Path) -> dict[str, Any]:
+    try:
+        info = zf.getinfo(MANIFEST_NAME)
+    except KeyError:
+        raise PackageError(
+            f"package '{path}' has no {MANIFEST_NAME}",
+            hint="Pass a .ekpkg file written by `edgekit compile`.",
+        ) from None
+    if info.file_size > MAX_MANIFEST_BYTES:
+        raise PackageError(f"package '{path}': {MANIFEST_NAME} is implausibly large", hint="Do not use this package.")
+    try:
+        manifest = json.loads(zf.read(MANIFEST_NAME).decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, zipfile.BadZipFile) as exc:
+        raise PackageError(
+            f"package '{path}': {MANIFEST_NAME} is not valid JSON ({exc})",
+            hint="The package is damaged; rebuild it with `edgekit compile`.",
+        ) from None
+    if not isinstance(manifest, dict):
+        raise PackageError(f"package '{path}': {MANIFEST_NAME} is not a JSON object", hint="Rebuild the package.")
+    for key, kind in _REQUIRED_KEYS.items():
+        if not isinstance(manifest.get(key), kind) or isinstance(manifest.get(key), bool):
+            raise PackageError(
+                f"package '{path}': {MANIFEST_NAME} lacks '{key}' ({kind.__name__})",
+                hint="The package is damaged or not from edgekit; rebuild it with `edgekit compile`.",
+                key=key,
+            )
+    if manifest["format_version"] > FORMAT_VERSION:
+        raise PackageError(
+            f"package '{path}' uses format version {manifest['format_version']}; this edgekit reads up to {FORMAT_VERSION}",
+            hint="Upgrade edgekit, or rebuild the package with this version.",
+        )
+    return manifest
+
+
+def _verified_chunks(zf: zipfile.ZipFile, path: Path, name: str, entry: Mapping[str, Any]) -> Iterator[bytes]:
+    """Yields the member's bytes in chunks; raises after the last chunk if the
+    hash or size differs (callers that write must discard what they wrote)."""
+    digest = hashlib.sha256()
+    size = 0
+    limit = int(entry["size"])
+    try:
+        with zf.open(name) as fh:
+            while chunk := fh.read(_CHUNK):
+                size += len(chunk)
+                if size > limit:
+                    break
+                digest.update(chunk)
+                yield chunk
+    except KeyError:
+        raise PackageIntegrityError(f"package '{path}' is missing member '{name}'", hint="Rebuild the package.", member=name) from None
+    except (zipfile.BadZipFile, EOFError, OSError) as exc:
+        # zipfile's own CRC check fires first when bytes were flipped in place.
+        raise PackageIntegrityError(
+            f"package '{path}': member '{name}' is damaged ({exc})",
+            hint="The package was altered or truncated after it was built; rebuild it.",
+            member=name,
+        ) from None
+    if size != limit or digest.hexdigest() != entry["sha256"]:
+        raise PackageIntegrityError(
+            f"package '{path}': member '{name}' does not match its SHA-256 in the manifest",
+            hint="The package was altered after it was built; rebuild it with `edgekit compile`.",
+            member=name,
+        )
+
+
+def _compression_for(data: bytes | bytearray | memoryview) -> int:
+    """Deflate members that shrink, store those that do not.
+
+    Trained float weights barely compress (a few percent) while deflating
+    hundreds of megabytes costs seconds on every write and read, so a 1 MiB
+    sample decides.
+    """
+    sample = bytes(data[:_COMPRESS_SAMPLE])
+    if len(sample) < 4096:
+        return zipfile.ZIP_DEFLATED
+    ratio = len(zlib.compress(sample, 1)) / len(sample)
+    return zipfile.ZIP_DEFLATED if ratio < _MIN_GAIN else zipfile.ZIP_STORED
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass

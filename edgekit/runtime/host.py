@@ -1,0 +1,208 @@
+"""Runs ``tvm-vm`` packages in this process with the TVM runtime.
+
+The package is extracted (hash-checked) into a fresh temporary folder, the
+shared library is loaded with :func:`tvm.runtime.load_module` and executed by a
+Relax ``VirtualMachine``; the weights from ``params.bin`` follow the inputs as
+arguments of ``main``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+import numpy as np
+
+from edgekit.compiler.package import Package
+from edgekit.core.errors import ConfigError, PackageError
+from edgekit.core.tensors import check_inputs
+from edgekit.runtime.runner import Timing
+
+if TYPE_CHECKING:
+    from edgekit.core.profiles import Board
+
+__all__ = ["HostRunner", "thread_count"]
+
+logger = logging.getLogger(__name__)
+
+
+def thread_count(board: "Board") -> int:
+    """Threads to run with: ``board.cores``, or every usable core when 0."""
+    if board.cores:
+        return int(board.cores)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _configure_threads(threads: int) -> None:
+    """Sizes TVM's process-wide thread pool.
+
+    TVM pins its threads (and the calling thread) to cores unless
+    ``TVM_BIND_THREADS=0``; pinned, the whole Python process -- onnxruntime
+    in ``bench --compare-ort`` included -- would be left on one core. Its
+    default pool is half the hardware threads on x86, so the pool is sized
+    from ``TVM_NUM_THREADS`` before it is first created. Users may set either
+    variable themselves.
+    """
+    import tvm
+
+    os.environ.setdefault("TVM_BIND_THREADS", "0")
+    try:
+        os.environ.setdefault("TVM_NUM_THREADS", str(len(os.sched_getaffinity(0))))
+    except AttributeError:  # not on Linux
+        os.environ.setdefault("TVM_NUM_THREADS", str(os.cpu_count() or 1))
+    # mode 1 = "big" cores (all of them on a homogeneous CPU).
+    tvm.get_global_func("runtime.config_threadpool")(1, threads)
+
+
+def _flatten(value: Any) -> list[Any]:
+    """Outputs of ``main``: one tensor, or (nested) tuples of tensors."""
+    if hasattr(value, "numpy"):
+        return [value]
+    out: list[Any] = []
+    for item in value:
+        out.extend(_flatten(item))
+    return out
+
+
+class HostRunner:
+    """Runs a ``tvm-vm`` package on this machine's CPU.
+
+    Args:
+        package: An opened, verified package.
+        board: The board profile (``cores`` sets the thread count).
+        port: Not supported (the model runs in this process).
+        sim: Ignored: the host is its own simulator.
+    """
+
+    simulated = False
+
+    def __init__(self, package: Package, board: "Board", *, port: str | None = None, sim: bool | None = None) -> None:
+        if port:
+            raise ConfigError(
+                f"board '{board.name}' runs in this process; --port does not apply",
+                hint="Leave out --port, or choose the board that is attached to that port.",
+            )
+        self.board = board
+        self.threads = thread_count(board)
+        self._tmp: Path | None = None
+        self._vm: Any = None
+        self._main: Any = None
+        self._params: list[Any] = []
+        self.package: Package | None = None
+        self.load(package)
+
+    def info(self) -> dict[str, Any]:
+        """Runner name, device, threads and TVM version."""
+        import tvm
+
+        return {
+            "runner": "host",
+            "device": f"{platform.machine()} {platform.processor() or ''}".strip(),
+            "threads": self.threads,
+            "tvm_version": str(tvm.__version__),
+        }
+
+    def load(self, package: Package) -> None:
+        """Extracts ``package`` into a fresh folder and loads its executable.
+
+        Raises:
+            PackageError: if the package is not a ``tvm-vm`` package or is incomplete.
+        """
+        import tvm
+        from tvm import relax
+
+        if package.runtime != "tvm-vm":
+            raise PackageError(
+                f"package '{package.path}' needs runtime '{package.runtime}', not tvm-vm",
+                hint="Run it on a board of the kind it was compiled for.",
+            )
+        manifest = package.manifest
+        library = manifest.get("library", "lib/model.so")
+        params_info = manifest.get("params", {"member": "params.bin", "count": 0})
+        for member in (library, params_info["member"]):
+            if member not in package:
+                raise PackageError(f"package '{package.path}' has no member '{member}'", hint="Rebuild it with `edgekit compile`.")
+        self.close()
+        self._tmp = Path(tempfile.mkdtemp(prefix="edgekit-run-"))
+        root = package.extract_to(self._tmp / "pkg")
+        _configure_threads(self.threads)
+        try:
+            lib = tvm.runtime.load_module(str(root / library))
+            self._vm = relax.VirtualMachine(lib, tvm.cpu())
+            self._main = self._vm[manifest.get("entry", "main")]
+            weights = tvm.runtime.load_param_dict_from_file(str(root / params_info["member"]))
+        except Exception as exc:
+            self.close()
+            raise PackageError(
+                f"cannot load package '{package.path}' in the TVM runtime: {str(exc).splitlines()[0][:200]}",
+                hint="Rebuild the package with this edgekit and TVM version.",
+            ) from exc
+        # Keys sort in call order (p00000, p00001, ...; see compiler/llvm_host.py).
+        self._params = [weights[k] for k in sorted(weights.keys())]
+        if len(self._params) != int(params_info.get("count", len(self._params))):
+            self.close()
+            raise PackageError(
+                f"package '{package.path}' holds {len(self._params)} weights, its manifest says {params_info['count']}",
+                hint="Rebuild the package.",
+            )
+        self.package = package
+        logger.debug("loaded %s (%d weights, %d threads)", package.path, len(self._params), self.threads)
+
+    def _args(self, feeds: Mapping[str, np.ndarray]) -> list[Any]:
+        import tvm
+
+        assert self.package is not None, "load() a package first"
+        checked = check_inputs(self.package.inputs, feeds)
+        return [tvm.runtime.tensor(checked[s.name]) for s in self.package.inputs] + self._params
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Runs one inference.
+
+        Raises:
+            InputError: naming a missing, unknown or wrongly shaped input.
+        """
+        assert self.package is not None, "load() a package first"
+        result = _flatten(self._main(*self._args(feeds)))
+        specs = self.package.outputs
+        if len(result) != len(specs):
+            raise PackageError(
+                f"the compiled model returned {len(result)} outputs, the manifest lists {len(specs)}",
+                hint="Rebuild the package.",
+            )
+        return {spec.name: tensor.numpy() for spec, tensor in zip(specs, result)}
+
+    def time_runs(self, feeds: Mapping[str, np.ndarray], runs: int, warmup: int) -> Timing:
+        """Times ``runs`` inferences after ``warmup`` untimed ones; inputs are
+        converted once so only the VM call is timed."""
+        args = self._args(feeds)
+        for _ in range(warmup):
+            self._main(*args)
+        latencies = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            self._main(*args)
+            latencies.append((time.perf_counter() - t0) * 1000.0)
+        return Timing(latency_ms=latencies)
+
+    def close(self) -> None:
+        """Drops the VM and deletes the extracted files."""
+        self._vm = self._main = None
+        self._params = []
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+    def __enter__(self) -> "HostRunner":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,276 @@
+"""Running packages: the :class:`Runner` protocol, :func:`open_runner`, and the
+``run``/``bench`` API the CLI calls.
+
+A runner executes one package on one board (in-process, over a serial link,
+or on a simulator). Which runner class is used follows the manifest's
+``runtime``; classes are imported lazily by module path so a runtime whose
+module is not installed only fails when it is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol
+
+import numpy as np
+
+from edgekit.compiler.package import Package, open_package
+from edgekit.core.errors import ConfigError, PackageError
+from edgekit.core.registry import Registry
+from edgekit.runtime.data import Samples, random_inputs, split_samples
+from edgekit.runtime.stats import max_relative_error, summarize, throughput_per_s
+
+if TYPE_CHECKING:
+    from edgekit.core.profiles import Board
+
+__all__ = [
+    "Timing",
+    "Runner",
+    "RUNNERS",
+    "open_runner",
+    "resolve_board",
+    "run_package",
+    "bench_package",
+    "ort_reference",
+    "AGREE_TOLERANCE",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Max relative error (see :func:`edgekit.runtime.stats.max_relative_error`)
+#: under which bench reports the outputs as agreeing with onnxruntime.
+AGREE_TOLERANCE = 1e-4
+
+
+@dataclass
+class Timing:
+    """Measurements of ``runs`` back-to-back inferences.
+
+    Attributes:
+        latency_ms: Wall-clock (or simulated) milliseconds per run.
+        cycles: Cycle counts per run, where the device or simulator counts them.
+        instructions: Executed instructions per run, where counted.
+    """
+
+    latency_ms: list[float]
+    cycles: list[int] | None = None
+    instructions: list[int] | None = None
+
+
+class Runner(Protocol):
+    """Executes a loaded package.
+
+    Implementations are constructed as ``cls(package, board, port=None,
+    sim=None)`` and are loaded (ready to :meth:`run`) when the constructor
+    returns; :meth:`load` replaces the package.
+    """
+
+    simulated: bool
+
+    def info(self) -> dict[str, Any]:
+        """What runs the model: ``runner``, ``threads``, device details."""
+        ...
+
+    def load(self, package: Package) -> None:
+        """Loads (or flashes) ``package``."""
+        ...
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Runs one inference; returns outputs by name."""
+        ...
+
+    def time_runs(self, feeds: Mapping[str, np.ndarray], runs: int, warmup: int) -> Timing:
+        """Runs ``warmup`` untimed then ``runs`` timed inferences."""
+        ...
+
+    def close(self) -> None:
+        """Releases the device and temporary files."""
+        ...
+
+
+#: manifest ``runtime`` -> "module:Class" of its runner.
+RUNNERS: Registry[Any] = Registry("runner", PackageError)  # type: ignore[arg-type]
+RUNNERS.register("tvm-vm", "edgekit.runtime.host:HostRunner")
+RUNNERS.register("aot-c", "edgekit.runtime.mcu:McuRunner")
+
+
+def _runner_class(runtime: str) -> Any:
+    entry = RUNNERS.get(runtime)
+    if not isinstance(entry, str):
+        return entry
+    module_name, _, cls_name = entry.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise
+        raise PackageError(
+            f"running packages with runtime '{runtime}' is not available yet in this edgekit",
+            hint="Upgrade edgekit, or compile the model for --board host.",
+            runtime=runtime,
+        ) from None
+    return getattr(module, cls_name)
+
+
+def open_runner(package: Package, board: "Board", *, port: str | None = None, sim: bool | None = None) -> Runner:
+    """Returns a loaded runner for ``package`` on ``board``.
+
+    Args:
+        package: An opened, verified package.
+        board: The board profile to run on.
+        port: Serial port (or address) of a real board; runners that run
+            in-process refuse it.
+        sim: Force (True) or forbid (False) the board's simulator; ``None``
+            lets the runner decide (simulate when no board is attached).
+    """
+    cls = _runner_class(package.runtime)
+    return cls(package, board, port=port, sim=sim)
+
+
+def resolve_board(package: Package | None, board: str | None, board_dirs: Iterable[str] = ()) -> "Board":
+    """The board to run on: the named one, else the one the package was built for."""
+    from edgekit.core.profiles import load_profiles
+
+    name = board or (package.board if package is not None else None)
+    if not name:
+        raise ConfigError("no board given", hint="Pass --board NAME (`edgekit boards` lists them).")
+    return load_profiles(board_dirs).board(name)
+
+
+def _open(path: str | os.PathLike[str], board: str | None, allow_other_board: bool, board_dirs: Iterable[str]) -> tuple[Package, "Board"]:
+    package = open_package(path, board=board, allow_other_board=allow_other_board)
+    return package, resolve_board(package, board, board_dirs)
+
+
+def run_package(
+    path: str | os.PathLike[str],
+    arrays: Mapping[str, np.ndarray],
+    *,
+    board: str | None = None,
+    allow_other_board: bool = False,
+    port: str | None = None,
+    sim: bool | None = None,
+    board_dirs: Iterable[str] = (),
+) -> tuple[list[dict[str, np.ndarray]], Samples, dict[str, Any]]:
+    """Runs every sample of ``arrays`` through the package.
+
+    Returns:
+        Per-sample outputs, the samples (``.mode`` tells how the data laid
+        out its samples), and the runner's :meth:`Runner.info`.
+
+    Raises:
+        PackageError: the package is damaged or for another board.
+        InputError: an input is missing, unknown or has the wrong shape.
+    """
+    package, brd = _open(path, board, allow_other_board, board_dirs)
+    samples = split_samples(package.inputs, arrays)
+    runner = open_runner(package, brd, port=port, sim=sim)
+    try:
+        results = [runner.run(feeds) for feeds in samples]
+        info = dict(runner.info())
+        info["simulated"] = bool(runner.simulated)
+    finally:
+        runner.close()
+    return results, samples, info
+
+
+def ort_reference(package: Package, threads: int) -> Any:
+    """An onnxruntime session on the package's ``model.onnx`` with ``threads``
+    intra-op threads (0 = onnxruntime's default)."""
+    import onnxruntime as ort
+
+    if "model.onnx" not in package:
+        raise PackageError(f"package '{package.path}' holds no model.onnx", hint="Rebuild it with this edgekit to compare with onnxruntime.")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = max(0, int(threads))
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(package.read("model.onnx"), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def _time_ort(session: Any, feeds: Mapping[str, np.ndarray], runs: int, warmup: int) -> tuple[list[float], list[np.ndarray]]:
+    outputs = session.run(None, dict(feeds))
+    for _ in range(max(0, warmup - 1)):
+        session.run(None, dict(feeds))
+    latencies = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        session.run(None, dict(feeds))
+        latencies.append((time.perf_counter() - t0) * 1000.0)
+    return latencies, outputs
+
+
+def bench_package(
+    path: str | os.PathLike[str],
+    *,
+    board: str | None = None,
+    runs: int = 50,
+    warmup: int = 5,
+    arrays: Mapping[str, np.ndarray] | None = None,
+    compare_ort: bool = False,
+    allow_other_board: bool = False,
+    port: str | None = None,
+    sim: bool | None = None,
+    board_dirs: Iterable[str] = (),
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Benchmarks a package and returns the report (the ``bench --json`` object).
+
+    With data, the first sample is timed; without, seeded random inputs are.
+    ``throughput_per_s`` counts inferences (model calls) per second, whatever
+    the model's batch size. ``ratio_vs_ort`` is edgekit's median latency over onnxruntime's (above 1
+    means slower than onnxruntime).
+
+    Raises:
+        ConfigError: for ``runs < 1`` or ``warmup < 0``.
+        PackageError, InputError: as for :func:`run_package`.
+    """
+    if runs < 1 or warmup < 0:
+        raise ConfigError(f"--runs must be >= 1 and --warmup >= 0 (got {runs}, {warmup})", hint="E.g. --runs 50 --warmup 5.")
+    package, brd = _open(path, board, allow_other_board, board_dirs)
+    feeds = split_samples(package.inputs, arrays)[0] if arrays is not None else random_inputs(package.inputs, seed)
+    runner = open_runner(package, brd, port=port, sim=sim)
+    try:
+        info = dict(runner.info())
+        outputs = runner.run(feeds)
+        timing = runner.time_runs(feeds, runs, warmup)
+        simulated = bool(runner.simulated)
+    finally:
+        runner.close()
+
+    report: dict[str, Any] = {
+        "board": brd.name,
+        "package_board": package.board,
+        "simulated": simulated,
+        "runs": runs,
+        "warmup": warmup,
+        "latency_ms": summarize(timing.latency_ms),
+        "throughput_per_s": throughput_per_s(timing.latency_ms),
+        "threads": int(info.get("threads", 0)),
+        "memory": dict(package.manifest.get("memory", {})),
+        "model": package.manifest.get("model", {}).get("name", ""),
+        "runner": info,
+        "inputs": "data" if arrays is not None else "random",
+    }
+    if timing.cycles:
+        report["cycles"] = summarize(timing.cycles)
+    if timing.instructions:
+        report["instructions"] = summarize(timing.instructions)
+    if compare_ort:
+        session = ort_reference(package, report["threads"])
+        ort_ms, ort_out = _time_ort(session, feeds, runs, warmup)
+        report["ort_latency_ms"] = summarize(ort_ms)
+        report["ort_throughput_per_s"] = throughput_per_s(ort_ms)
+        report["ratio_vs_ort"] = report["latency_ms"]["p50"] / report["ort_latency_ms"]["p50"]
+        names = [o.name for o in session.get_outputs()]
+        errors = {n: max_relative_error(outputs[n], ref) for n, ref in zip(names, ort_out) if n in outputs}
+        # NaN (an output full of NaNs on one side) must count as disagreement.
+        worst = None if any(np.isnan(e) for e in errors.values()) else max(errors.values(), default=0.0)
+        report["ort_max_rel_error"] = {"per_output": {n: (None if np.isnan(e) else e) for n, e in errors.items()}, "max": worst}
+        report["outputs_agree"] = worst is not None and worst <= AGREE_TOLERANCE
+        if not report["outputs_agree"]:
+            logger.warning("outputs differ from onnxruntime: max relative error %s > %g", worst, AGREE_TOLERANCE)
+    return report
