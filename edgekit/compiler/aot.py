@@ -1,0 +1,265 @@
+"""AOT C backend for bare-metal microcontrollers (codegen ``aot-c``).
+
+TVM 0.27 has no microTVM, C runtime or AOT executor any more, but it still
+builds kernels for bare-metal triples. This backend supplies the rest:
+
+1. :mod:`~edgekit.compiler.aot_lower` imports the model and lowers Relax
+   ``main`` to a list of destination-passing kernel calls;
+2. :mod:`~edgekit.compiler.aot_graph` turns ``main`` into tensors and calls;
+3. :mod:`~edgekit.compiler.aot_kernels` builds the kernels into one object
+   for the device triple and measures their workspaces;
+4. :mod:`~edgekit.compiler.aot_layout` plans one arena for inputs,
+   intermediates, outputs and workspaces, and packs ``weights.bin``;
+5. :mod:`~edgekit.compiler.aot_emit` writes ``model.c`` / ``model.h``;
+6. :mod:`~edgekit.compiler.firmware` compiles ``model.c`` for the device to
+   measure code size and, when ``firmware_stubs`` describes the board,
+   links ``firmware/firmware.elf``.
+
+The result is checked against the board: arena larger than RAM, or weights
+plus code larger than flash, raises :class:`DoesNotFitError` with all numbers.
+See docs/aot.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgekit.compiler.aot_emit import emit_model_c, emit_model_h
+from edgekit.compiler.aot_graph import AotGraph, extract_graph
+from edgekit.compiler.aot_kernels import KernelBuild, build_kernels
+from edgekit.compiler.aot_layout import AotLayout, layout_model
+from edgekit.compiler.aot_lower import import_model, lower_for_aot
+from edgekit.compiler.backend import BuildResult, CompileOptions, ProgressFn, no_progress
+from edgekit.compiler import firmware
+from edgekit.core.errors import CompileError, DoesNotFitError
+
+if TYPE_CHECKING:
+    from edgekit.core.profiles import Board, Target
+    from edgekit.frontend.loader import PreparedModel
+
+__all__ = [
+    "build",
+    "compile_aot",
+    "check_fits",
+    "AotArtifacts",
+    "RUNTIME",
+    "MODEL_C",
+    "MODEL_H",
+    "KERNELS_O",
+    "WEIGHTS_BIN",
+    "FIRMWARE_ELF",
+]
+
+logger = logging.getLogger(__name__)
+
+RUNTIME = "aot-c"
+MODEL_C = "model/model.c"
+MODEL_H = "model/model.h"
+KERNELS_O = "model/kernels.o"
+WEIGHTS_BIN = "weights.bin"
+FIRMWARE_ELF = "firmware/firmware.elf"
+
+
+@dataclass
+class AotArtifacts:
+    """Everything the emitter produced for one model and one kernel triple."""
+
+    graph: AotGraph
+    layout: AotLayout
+    kernels: KernelBuild
+    model_c: str
+    model_h: str
+
+    def members(self) -> dict[str, bytes]:
+        """Package members: model sources, kernel object and weights."""
+        return {
+            MODEL_C: self.model_c.encode(),
+            MODEL_H: self.model_h.encode(),
+            KERNELS_O: self.kernels.object_bytes,
+            WEIGHTS_BIN: self.layout.weights_blob,
+        }
+
+
+def compile_aot(
+    prepared: "PreparedModel",
+    tvm_target: Any,
+    *,
+    opt_level: int = 3,
+    disable_asserts: bool = True,
+    schedule: bool = True,
+    fast_math: bool = True,
+    progress: ProgressFn = no_progress,
+) -> AotArtifacts:
+    """Compiles ``prepared`` to static C plus kernels for ``tvm_target``.
+
+    Args:
+        prepared: The loaded model.
+        tvm_target: An LLVM ``tvm.target.Target`` (a bare-metal triple, or the
+            host for numerical checks with :func:`edgekit.compiler.aot_host.run_on_host`).
+        opt_level: Relax ``PassContext`` optimisation level.
+        disable_asserts: Drop the kernels' argument checks (see
+            :func:`~edgekit.compiler.aot_kernels.build_kernels`).
+        schedule: Inline producers and fuse epilogues in the kernels (see
+            :func:`~edgekit.compiler.aot_kernels.schedule_for_mcu`).
+        fast_math: Use TVM's polynomial exp/tanh/erf/softmax (no libm needed).
+        progress: Stage callback.
+
+    Raises:
+        CompileError: when any stage fails, naming it.
+    """
+    progress("import", "importing into TVM Relax")
+    mod = import_model(prepared)
+    progress("lower", "lowering to kernel calls")
+    lowered = lower_for_aot(mod, tvm_target, opt_level, fast_math=fast_math)
+    graph = extract_graph(lowered)
+    if len(graph.inputs) != len(prepared.inputs):
+        raise CompileError(
+            f"the lowered model takes {len(graph.inputs)} inputs, the ONNX model {len(prepared.inputs)}",
+            hint="Report the model; this is a bug.",
+        )
+    progress("build", f"building {len(graph.kernel_names())} kernels")
+    kernels = build_kernels(
+        lowered, graph.kernel_names(), tvm_target, disable_asserts=disable_asserts, schedule=schedule
+    )
+    progress("plan", "planning the arena")
+    layout = layout_model(graph, kernels.workspace)
+    progress("emit", "writing model.c")
+    return AotArtifacts(
+        graph=graph,
+        layout=layout,
+        kernels=kernels,
+        model_c=emit_model_c(graph, layout, model_name=prepared.name),
+        model_h=emit_model_h(graph, layout, model_name=prepared.name),
+    )
+
+
+def check_fits(board: "Board", arena_bytes: int, weight_bytes: int, code_bytes: int) -> None:
+    """Raises :class:`DoesNotFitError` if the model does not fit ``board``.
+
+    The arena must fit RAM; weights and code are stored in flash (the device
+    agent keeps the weights image there). A size of 0 in the profile means
+    unknown and is not checked.
+    """
+    ram, flash = board.memory.ram_bytes, board.memory.flash_bytes
+    problems = []
+    if ram and arena_bytes > ram:
+        problems.append(f"arena {arena_bytes} B > RAM {ram} B")
+    if flash and weight_bytes + code_bytes > flash:
+        problems.append(f"weights {weight_bytes} B + code {code_bytes} B = {weight_bytes + code_bytes} B > flash {flash} B")
+    if problems:
+        raise DoesNotFitError(
+            f"the model does not fit board '{board.name}': {'; '.join(problems)}",
+            hint="Quantize it to int8 (`edgekit compress --quantize int8`), prune it, use smaller input shapes, "
+            "or pick a board with more memory.",
+            board=board.name,
+            arena_bytes=arena_bytes,
+            weight_bytes=weight_bytes,
+            code_bytes=code_bytes,
+            ram_bytes=ram,
+            flash_bytes=flash,
+        )
+
+
+def _device_code_bytes(artifacts: AotArtifacts, target: "Target", tmp: Path) -> tuple[int, Path | None]:
+    """Flash bytes of kernels + model.c compiled for the device (model.o path too)."""
+    kernels = tmp / "kernels.o"
+    kernels.write_bytes(artifacts.kernels.object_bytes)
+    try:
+        toolchain = firmware.find_toolchain(cross=True)
+    except CompileError as exc:
+        logger.warning("%s; code size counts the kernels only", exc)
+        return firmware.flash_bytes([kernels]), None
+    (tmp / "model.c").write_text(artifacts.model_c, encoding="utf-8")
+    (tmp / "model.h").write_text(artifacts.model_h, encoding="utf-8")
+    (model_o,) = firmware.compile_c(toolchain, [tmp / "model.c"], tmp / "obj", firmware.cc_flags(target), [tmp])
+    return firmware.flash_bytes([kernels, model_o]), model_o
+
+
+def _link_firmware(board: "Board", target: "Target", tmp: Path) -> bytes | None:
+    spec = firmware.firmware_spec(board.name)
+    if spec is None:
+        logger.info("firmware_stubs describes no image for board '%s'; packaging the model without firmware", board.name)
+        return None
+    toolchain = firmware.find_toolchain(cross=True)
+    elf = firmware.link_image(
+        toolchain,
+        [*spec.sources, tmp / "model.c", tmp / "kernels.o"],
+        tmp / "firmware.elf",
+        [*firmware.cc_flags(target), *spec.flags],
+        linker_script=spec.linker_script,
+        include_dirs=[tmp, *spec.include_dirs],
+    )
+    return elf.read_bytes()
+
+
+def build(
+    prepared: "PreparedModel",
+    board: "Board",
+    target: "Target",
+    options: CompileOptions,
+    progress: ProgressFn,
+) -> BuildResult:
+    """Compiles ``prepared`` to AOT C and kernels for a bare-metal ``board``.
+
+    Raises:
+        UnsupportedOpsError: listing every operator TVM cannot import.
+        DoesNotFitError: when the arena exceeds RAM or weights + code exceed flash.
+        CompileError: when a stage fails.
+    """
+    if options.tune_trials:
+        raise CompileError(
+            "tuning (tune_trials > 0) is not available for the aot-c backend yet",
+            hint="Compile without tuning (tune_trials=0).",
+        )
+    if not options.allow_unsupported:
+        from edgekit.frontend.support import check_supported
+
+        progress("check", "checking operator support")
+        check_supported(prepared.model)
+
+    artifacts = compile_aot(prepared, target.tvm_target(), opt_level=options.opt_level, progress=progress)
+    members = artifacts.members()
+    with tempfile.TemporaryDirectory(prefix="edgekit-aot-") as tmp_name:
+        tmp = Path(tmp_name)
+        progress("measure", "compiling model.c for the device to measure code size")
+        code_bytes, model_o = _device_code_bytes(artifacts, target, tmp)
+        kernel_imports = firmware.undefined_symbols(tmp / "kernels.o")
+        memory = {
+            "arena_bytes": artifacts.layout.arena_bytes,
+            "weight_bytes": artifacts.layout.weight_bytes,
+            "code_bytes": code_bytes,
+            "workspace_bytes": max((b for _, b in artifacts.layout.workspace), default=0),
+        }
+        check_fits(board, memory["arena_bytes"], memory["weight_bytes"], memory["code_bytes"])
+        if model_o is not None:
+            progress("link", "linking the firmware image")
+            elf = _link_firmware(board, target, tmp)
+            if elf is not None:
+                members[FIRMWARE_ELF] = elf
+    graph = artifacts.graph
+    logger.info("aot-c build for %s: %s", board.name, memory)
+    return BuildResult(
+        members=members,
+        runtime=RUNTIME,
+        memory=memory,
+        extra_manifest={
+            "aot": {
+                "model_c": MODEL_C,
+                "model_h": MODEL_H,
+                "kernels": KERNELS_O,
+                "weights": WEIGHTS_BIN,
+                "firmware": FIRMWARE_ELF if FIRMWARE_ELF in members else None,
+                "alignment": artifacts.layout.plan.alignment,
+                "kernel_calls": len(graph.calls),
+                "arena_bytes_without_reuse": artifacts.layout.plan.total_bytes,
+                "code_bytes_measured": model_o is not None,
+                "kernel_imports": kernel_imports,
+                "input_offsets": [artifacts.layout.tensor_offsets[t] for t in graph.inputs],
+                "output_offsets": [artifacts.layout.tensor_offsets[t] for t in graph.outputs],
+            }
+        },
+    )

@@ -1,0 +1,285 @@
+"""C toolchain for the AOT backend: compile, link and measure with ``ziglang``.
+
+``ziglang`` (PyPI) ships clang and a linker for every triple edgekit targets,
+so no system toolchain is needed. The host build (numerical checks on the
+build machine) uses zig too, or the system ``cc`` when zig is missing.
+
+:func:`cc_flags` turns a :class:`~edgekit.core.profiles.Target` into compiler
+flags from its TVM target dict (``mtriple``, ``mcpu``, ``mattr``, ``mabi``), so
+the C side uses the same ISA and float ABI as the LLVM-built kernels.
+:func:`firmware_spec` reads ``firmware_stubs/boards.toml`` (written alongside
+the device agent) when it exists; until then :func:`link_image` links any
+list of sources against a given linker script.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+from edgekit.core.resources import data_dir
+from edgekit.core.errors import CompileError
+
+if TYPE_CHECKING:
+    from edgekit.core.profiles import Target
+
+__all__ = [
+    "Toolchain",
+    "FirmwareSpec",
+    "find_toolchain",
+    "cc_flags",
+    "compile_c",
+    "link_image",
+    "flash_bytes",
+    "ram_bytes",
+    "undefined_symbols",
+    "firmware_spec",
+    "CC_TIMEOUT_S",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Limit for one compiler or linker run.
+CC_TIMEOUT_S = 300
+
+# LLVM architecture (first triple component) -> zig's name for it.
+_ZIG_ARCH = {"riscv32": "riscv32", "riscv64": "riscv64", "thumbv7em": "thumb", "thumbv7m": "thumb",
+             "thumbv6m": "thumb", "thumbv8m.main": "thumb", "x86_64": "x86_64", "aarch64": "aarch64"}
+
+
+@dataclass(frozen=True)
+class Toolchain:
+    """A C compiler command.
+
+    Attributes:
+        command: Argument list that starts a compile (e.g. ``[python, -m, ziglang, cc]``).
+        kind: ``zig`` (can cross-compile) or ``cc`` (host only).
+    """
+
+    command: tuple[str, ...]
+    kind: str
+
+
+def find_toolchain(*, cross: bool) -> Toolchain:
+    """The C compiler to use: ``EDGEKIT_CC``, else ziglang, else (host only) ``cc``.
+
+    Raises:
+        CompileError: when no usable compiler exists, saying what to install.
+    """
+    env = os.environ.get("EDGEKIT_CC", "").split()
+    if env:
+        return Toolchain(tuple(env), "zig" if "zig" in " ".join(env) else "cc")
+    if importlib.util.find_spec("ziglang") is not None:
+        return Toolchain((sys.executable, "-m", "ziglang", "cc"), "zig")
+    if not cross:
+        for name in ("cc", "gcc", "clang"):
+            path = shutil.which(name)
+            if path:
+                return Toolchain((path,), "cc")
+    raise CompileError(
+        "no C cross compiler found" if cross else "no C compiler found",
+        hint="Install one with `pip install ziglang` (edgekit uses zig's clang for every board).",
+    )
+
+
+def cc_flags(target: "Target") -> list[str]:
+    """zig ``cc`` flags that select ``target``'s ISA and float ABI.
+
+    Raises:
+        CompileError: for a triple zig has no architecture name for here.
+    """
+    spec = dict(target.tvm)
+    triple = str(spec.get("mtriple") or target.triple)
+    if not triple:
+        return []
+    arch = triple.split("-")[0]
+    if arch not in _ZIG_ARCH:
+        raise CompileError(
+            f"target '{target.name}': no C cross compiler setting for triple '{triple}'",
+            hint=f"Use one of the architectures {', '.join(sorted(_ZIG_ARCH))}, or set EDGEKIT_CC.",
+        )
+    bare = "none" in triple.split("-")[1:] or triple.endswith("-elf") or "unknown-elf" in triple
+    abi = "eabihf" if triple.endswith("eabihf") else ("eabi" if triple.endswith("eabi") else "none")
+    os_name = "freestanding" if bare else "linux"
+    flags = ["-target", f"{_ZIG_ARCH[arch]}-{os_name}-{abi if bare else 'gnu'}"]
+    mcpu = str(spec.get("mcpu", ""))
+    features = "".join(f for f in spec.get("mattr", []) if f.startswith(("+", "-")))
+    if mcpu and mcpu != "native":
+        flags.append(f"-mcpu={mcpu.replace('-', '_')}{features}")
+    if spec.get("mabi"):
+        flags.append(f"-mabi={spec['mabi']}")
+    return flags
+
+
+def _run(cmd: list[str], what: str, cwd: Path | None = None) -> None:
+    logger.debug("%s: %s", what, " ".join(cmd))
+    try:
+        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=CC_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise CompileError(f"{what} took longer than {CC_TIMEOUT_S} s", hint="Retry on a less loaded machine.") from None
+    except OSError as exc:
+        raise CompileError(f"{what} could not start ({exc.strerror})", hint="Reinstall ziglang or set EDGEKIT_CC.") from None
+    if proc.returncode != 0:
+        detail = (proc.stderr or proc.stdout).strip().splitlines()
+        overflow = [ln for ln in detail if "overflow" in ln.lower() or "will not fit" in ln.lower()]
+        undefined = sorted({ln.split("undefined symbol:")[1].strip() for ln in detail if "undefined symbol:" in ln})
+        if overflow:
+            hint = "The image does not fit the board's memory; shrink or quantize the model."
+        elif undefined:
+            hint = f"The firmware sources must define {', '.join(undefined)} (see docs/aot.md, 'What the kernels import')."
+        else:
+            hint = "Run with --debug for the full compiler output."
+        raise CompileError(
+            f"{what} failed: {(overflow or detail or ['(no output)'])[0][:300]}",
+            hint=hint,
+            output=(proc.stderr or proc.stdout)[-4000:],
+        )
+
+
+def compile_c(
+    toolchain: Toolchain, sources: Sequence[Path], out_dir: Path, flags: Sequence[str], include_dirs: Sequence[Path] = ()
+) -> list[Path]:
+    """Compiles each C source to an object in ``out_dir`` and returns their paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    objects = []
+    for src in sources:
+        obj = out_dir / (Path(src).stem + ".o")
+        cmd = [*toolchain.command, *flags, "-O2", "-std=c11", "-ffunction-sections", "-fdata-sections",
+               *(f"-I{d}" for d in include_dirs), "-c", str(src), "-o", str(obj)]
+        _run(cmd, f"compiling {Path(src).name}")
+        objects.append(obj)
+    return objects
+
+
+def link_image(
+    toolchain: Toolchain,
+    inputs: Sequence[Path],
+    out: Path,
+    flags: Sequence[str],
+    *,
+    linker_script: Path | None = None,
+    include_dirs: Sequence[Path] = (),
+    freestanding: bool = True,
+) -> Path:
+    """Compiles and links C sources and objects into an executable ELF ``out``.
+
+    A linker script whose memory regions are the board's RAM and flash makes
+    the linker itself reject an image that does not fit.
+    """
+    cmd = [*toolchain.command, *flags, "-O2", "-std=c11", "-ffunction-sections", "-fdata-sections",
+           *(f"-I{d}" for d in include_dirs)]
+    if freestanding:
+        cmd += ["-nostdlib", "-ffreestanding", "-Wl,--gc-sections"]
+    if linker_script is not None:
+        cmd += [f"-Wl,-T,{linker_script}"]
+    cmd += [*(str(p) for p in inputs), "-o", str(out)]
+    _run(cmd, f"linking {out.name}")
+    return out
+
+
+def _sections(path: Path) -> list[tuple[str, int, bool, bool]]:
+    from elftools.elf.elffile import ELFFile
+
+    out = []
+    with open(path, "rb") as fh:
+        elf = ELFFile(fh)
+        for sec in elf.iter_sections():
+            flags = sec["sh_flags"]
+            alloc = bool(flags & 0x2)  # SHF_ALLOC
+            nobits = sec["sh_type"] == "SHT_NOBITS"
+            out.append((sec.name, sec["sh_size"], alloc, nobits))
+    return out
+
+
+def flash_bytes(paths: Sequence[Path]) -> int:
+    """Bytes an object or image puts in flash: allocated sections with contents
+    (code, read-only data, initial values of data)."""
+    return sum(size for p in paths for _, size, alloc, nobits in _sections(Path(p)) if alloc and not nobits)
+
+
+def ram_bytes(paths: Sequence[Path]) -> int:
+    """Bytes of writable allocated sections (``.data`` and ``.bss``)."""
+    from elftools.elf.elffile import ELFFile
+
+    total = 0
+    for p in paths:
+        with open(p, "rb") as fh:
+            for sec in ELFFile(fh).iter_sections():
+                if sec["sh_flags"] & 0x2 and sec["sh_flags"] & 0x1:  # SHF_ALLOC and SHF_WRITE
+                    total += sec["sh_size"]
+    return total
+
+
+def undefined_symbols(path: Path) -> list[str]:
+    """Names an object needs from elsewhere (what the firmware must provide)."""
+    from elftools.elf.elffile import ELFFile
+
+    with open(path, "rb") as fh:
+        symtab = ELFFile(fh).get_section_by_name(".symtab")
+        if symtab is None:
+            return []
+        return sorted({s.name for s in symtab.iter_symbols() if s.name and s["st_shndx"] == "SHN_UNDEF"})
+
+
+@dataclass(frozen=True)
+class FirmwareSpec:
+    """How to build a board's firmware image from ``firmware_stubs``.
+
+    Attributes:
+        board: Board name.
+        sources: C (and assembly) sources, absolute.
+        include_dirs: Include folders, absolute.
+        linker_script: Linker script, absolute, or None.
+        flags: Extra compiler flags.
+    """
+
+    board: str
+    sources: tuple[Path, ...]
+    include_dirs: tuple[Path, ...] = ()
+    linker_script: Path | None = None
+    flags: tuple[str, ...] = field(default_factory=tuple)
+
+
+def firmware_spec(board: str, root: Path | None = None) -> FirmwareSpec | None:
+    """Reads ``root/boards.toml`` for ``board``; None when no firmware is described.
+
+    The expected table is ``[boards.<name>]`` with ``sources``, ``include_dirs``,
+    ``linker_script`` and ``cflags``, paths relative to ``root``.
+
+    Raises:
+        CompileError: when the table names files that do not exist.
+    """
+    if root is None:
+        root = data_dir("firmware_stubs")
+    path = root / "boards.toml"
+    if not path.is_file():
+        return None
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise CompileError(f"{path}: unreadable ({exc})", hint="Fix firmware_stubs/boards.toml.") from None
+    entry = data.get("boards", {}).get(board)
+    if not isinstance(entry, dict):
+        return None
+
+    def resolve(rel: str, key: str) -> Path:
+        p = root / rel
+        if not p.exists():
+            raise CompileError(f"{path}: boards.{board}.{key} names missing '{rel}'", hint="Fix firmware_stubs/boards.toml.")
+        return p
+
+    sources = tuple(resolve(s, "sources") for s in entry.get("sources", []))
+    includes = tuple(resolve(s, "include_dirs") for s in entry.get("include_dirs", []))
+    script = resolve(entry["linker_script"], "linker_script") if entry.get("linker_script") else None
+    return FirmwareSpec(board, sources, includes, script, tuple(entry.get("cflags", [])))

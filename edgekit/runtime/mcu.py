@@ -1,0 +1,250 @@
+"""Runner for microcontroller (``aot-c``) packages: a board on a serial port,
+or its unicorn simulator behind a pty; both through the same protocol code.
+
+``load()`` starts the simulator with the package's firmware (on hardware the
+firmware is expected to be flashed already), uploads ``weights.bin`` with
+verify-then-commit, and checks the device's arena size against the manifest.
+``run()`` = SET_INPUT for each input, RUN(1), GET_OUTPUT for each output.
+Latency is the device's cycle count divided by ``board.clock_hz``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping
+
+import numpy as np
+
+from edgekit.compiler.package import Package
+from edgekit.core.errors import ConfigError, DeviceError, PackageError
+from edgekit.core.profiles import Board
+from edgekit.core.tensors import TensorSpec, check_inputs
+from edgekit.runtime.device import DEFAULT_RETRY, DeviceClient, RetryPolicy
+from edgekit.runtime.transport import SerialTransport
+
+try:
+    from edgekit.runtime.runner import Timing
+except ImportError:  # pragma: no cover - runner.py not importable in a partial checkout
+    from dataclasses import dataclass
+
+    @dataclass
+    class Timing:  # type: ignore[no-redef]
+        latency_ms: list[float]
+        cycles: list[int] | None = None
+        instructions: list[int] | None = None
+
+
+__all__ = ["McuRunner", "FIRMWARE_MEMBER", "WEIGHTS_MEMBER"]
+
+logger = logging.getLogger(__name__)
+
+FIRMWARE_MEMBER = "firmware/firmware.elf"
+WEIGHTS_MEMBER = "weights.bin"
+
+
+class McuRunner:
+    """Runs an ``aot-c`` package on a microcontroller or its simulator.
+
+    Args:
+        package: The opened package.
+        board: Board profile.
+        port: Serial port of a real board; overrides the profile's.
+        sim: True forces the simulator, False forbids it; None simulates
+            when no port is given or configured (with a notice).
+        retry: Protocol retry limits.
+
+    Raises:
+        ConfigError: ``sim=False`` without a port, or a port and ``sim=True``.
+    """
+
+    def __init__(
+        self,
+        package: Package,
+        board: Board,
+        port: str | None = None,
+        sim: bool | None = None,
+        retry: RetryPolicy = DEFAULT_RETRY,
+    ) -> None:
+        self.board = board
+        self.retry = retry
+        port = port or board.transport.port or None
+        if sim and port:
+            raise ConfigError("both --port and --sim given", hint="Use one: --port for a board, --sim for its simulator.")
+        if sim is False and not port:
+            raise ConfigError(
+                f"no serial port for board '{board.name}'",
+                hint="Pass --port /dev/ttyUSB0 (or set transport.port in the board profile), or use --sim.",
+            )
+        if sim is None and not port:
+            logger.warning("no port configured for %s: using its simulator (pass --port to use a board)", board.name)
+        self.simulated = not port
+        self._port = port
+        self._sim: Any = None
+        self._transport: SerialTransport | None = None
+        self._client: DeviceClient | None = None
+        self._device_info: Any = None
+        self.inputs: list[TensorSpec] = []
+        self.outputs: list[TensorSpec] = []
+        self.load(package)
+
+    # -- setup ------------------------------------------------------------- #
+
+    def _connect(self, package: Package) -> None:
+        self._disconnect()
+        if self.simulated:
+            from edgekit.sim.mcu import McuSimulator
+
+            if FIRMWARE_MEMBER not in package:
+                raise PackageError(
+                    f"package has no {FIRMWARE_MEMBER}", hint=f"Recompile it for --board {self.board.name}."
+                )
+            self._sim = McuSimulator(package.read(FIRMWARE_MEMBER), self.board)
+            port = self._sim.port_name
+        else:
+            port = self._port
+        assert port is not None
+        self._transport = SerialTransport(port, self.board.transport.baudrate)
+        self._client = DeviceClient(self._transport, self.retry)
+        self._client.hello()
+
+    def _disconnect(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+        if self._sim is not None:
+            self._sim.close()
+            self._sim = None
+
+    @property
+    def client(self) -> DeviceClient:
+        """The protocol client (connected)."""
+        if self._client is None:
+            raise DeviceError("runner is closed", hint="Create a new runner.")
+        return self._client
+
+    def load(self, package: Package) -> None:
+        """Uploads and verifies the package's weights; checks the firmware's model.
+
+        Raises:
+            PackageError: the package is not an ``aot-c`` package or is incomplete.
+            DeviceError: the device runs another model (arena or tensor sizes differ).
+            ChecksumError: the device's SHA-256 of the weights never matched.
+        """
+        if package.runtime != "aot-c":
+            raise PackageError(
+                f"package runtime is '{package.runtime}', the microcontroller runner needs 'aot-c'",
+                hint=f"Recompile the model with --board {self.board.name}.",
+            )
+        if WEIGHTS_MEMBER not in package:
+            raise PackageError(f"package has no {WEIGHTS_MEMBER}", hint="Recompile it.")
+        self.inputs = list(package.inputs)
+        self.outputs = list(package.outputs)
+        self._connect(package)
+        info = self.client.info()
+        self._check_model(package, info)
+        weights = package.read(WEIGHTS_MEMBER)
+        if info.has_model and info.active_size == len(weights):
+            import hashlib
+
+            if info.active_sha256 == hashlib.sha256(weights).digest():
+                self.client.verify()  # re-hash on the device; raises unless it matches its record
+                logger.info("device already holds these weights (generation %d)", info.active_generation)
+                self._device_info = self.client.info()
+                return
+        self.client.load(weights)
+        self._device_info = self.client.info()
+
+    def _check_model(self, package: Package, info: Any) -> None:
+        memory = package.manifest.get("memory", {})
+        want_arena = int(memory.get("arena_bytes", -1))
+        problems = []
+        if want_arena != info.arena_bytes:
+            problems.append(f"arena {info.arena_bytes} B on the device, {want_arena} B in the manifest")
+        want_in = tuple(s.nbytes for s in self.inputs)
+        want_out = tuple(s.nbytes for s in self.outputs)
+        if want_in != info.input_bytes or want_out != info.output_bytes:
+            problems.append(
+                f"tensor sizes in/out {list(info.input_bytes)}/{list(info.output_bytes)} on the device, "
+                f"{list(want_in)}/{list(want_out)} in the package"
+            )
+        if problems:
+            raise DeviceError(
+                f"the firmware on {self.board.name} was built for another model: {'; '.join(problems)}",
+                hint="Flash the firmware from this package (firmware/firmware.elf) first.",
+                problems=problems,
+            )
+
+    # -- Runner protocol ---------------------------------------------------- #
+
+    def info(self) -> dict[str, Any]:
+        """Runner name and the device's own report."""
+        d = self._device_info
+        out: dict[str, Any] = {
+            "runner": "mcu",
+            "device": f"{self.board.name} ({'unicorn simulator' if self.simulated else self._port})",
+            "threads": 1,
+            "clock_hz": self.board.clock_hz,
+        }
+        if d is not None:
+            out.update(
+                firmware_version=f"{d.firmware_version >> 16}.{d.firmware_version & 0xFFFF}",
+                device_board=d.board,
+                arena_bytes=d.arena_bytes,
+                weight_bytes=d.weight_bytes,
+                slot_capacity=d.slot_capacity,
+                weights_generation=d.active_generation,
+            )
+        if self.simulated:
+            out["cpi"] = self.board.simulator.cpi
+        return out
+
+    def _set_inputs(self, feeds: Mapping[str, np.ndarray]) -> None:
+        arrays = check_inputs(self.inputs, feeds)
+        for i, spec in enumerate(self.inputs):
+            self.client.set_input(i, arrays[spec.name].tobytes())
+
+    def _get_outputs(self) -> dict[str, np.ndarray]:
+        out = {}
+        for i, spec in enumerate(self.outputs):
+            raw = self.client.get_output(i, spec.nbytes)
+            out[spec.name] = np.frombuffer(raw, dtype=spec.dtype).reshape(spec.shape).copy()
+        return out
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One inference on the device; outputs by name."""
+        self._set_inputs(feeds)
+        self.client.run(1)
+        return self._get_outputs()
+
+    def time_runs(self, feeds: Mapping[str, np.ndarray], runs: int, warmup: int) -> Timing:
+        """Warm-up then ``runs`` timed inferences; inputs are re-sent before each
+        run because a planned arena may reuse input memory for intermediates.
+
+        Cycle counts come from the device's counter (the simulator's
+        instructions x CPI); latency is cycles / ``board.clock_hz``.
+        """
+        if self.board.clock_hz <= 0:
+            raise ConfigError(
+                f"board '{self.board.name}' has no clock_hz", hint="Add clock_hz to its profile to turn cycles into time."
+            )
+        cycles: list[int] = []
+        instret: list[int] = []
+        for i in range(warmup + runs):
+            self._set_inputs(feeds)
+            result = self.client.run(1)
+            if i >= warmup:
+                cycles += result.cycles
+                instret += result.instret
+        latency = [c / self.board.clock_hz * 1e3 for c in cycles]
+        return Timing(latency_ms=latency, cycles=cycles, instructions=instret if any(instret) else None)
+
+    def close(self) -> None:
+        """Closes the link and stops the simulator."""
+        self._disconnect()
+        self._client = None
+
+    def __enter__(self) -> "McuRunner":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
