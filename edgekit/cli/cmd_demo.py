@@ -14,7 +14,7 @@ from pathlib import Path
 from edgekit.cli.render import console
 from edgekit.core.errors import ConfigError
 
-DEFAULT_BOARD = "host"
+DEFAULT_BOARD = "rv32-mcu-sim"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -1,0 +1,67 @@
+"""``edgekit flash``: upload a package to a board and verify it there."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from rich.table import Table
+
+from edgekit.cli.render import console, emit_json
+from edgekit.compiler.package import open_package
+from edgekit.runtime.runner import open_runner, resolve_board
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "flash",
+        help="upload a package to a board (or its simulator) and verify it",
+        description="Upload the package's weights image to the board over its transport, have the device "
+        "hash what it holds (SHA-256) and report success only when that hash matches. Without a port the "
+        "board's simulator is used; a simulator starts empty, so there the upload is checked, not kept.",
+        epilog="examples:\n  edgekit flash model.ekpkg --board stm32h7 --port /dev/ttyACM0\n"
+        "  edgekit flash model.ekpkg --board rv32-mcu-sim --sim --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("package", metavar="PKG", help="the .ekpkg from `edgekit compile`")
+    p.add_argument("--board", default=None, help="board profile (default: the one the package was built for)")
+    p.add_argument("--boards-dir", action="append", default=[], metavar="DIR", help="extra folder of profiles")
+    p.add_argument("--allow-other-board", action="store_true", help="flash a package built for another board")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--port", default=None, help="serial port of the board, e.g. /dev/ttyUSB0")
+    where.add_argument("--sim", action="store_true", default=None, help="use the board's simulator")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    package = open_package(args.package, board=args.board, allow_other_board=args.allow_other_board)
+    board = resolve_board(package, args.board, args.boards_dir)
+    start = time.perf_counter()
+    runner = open_runner(package, board, port=args.port, sim=args.sim)
+    try:
+        info = runner.info()
+        simulated = bool(getattr(runner, "simulated", False))
+    finally:
+        runner.close()
+    result = {
+        "board": board.name,
+        "simulated": simulated,
+        "verified": True,  # open_runner raises unless the device's hash matched
+        "seconds": round(time.perf_counter() - start, 3),
+        "device": info,
+        "memory": package.manifest.get("memory", {}),
+    }
+    if args.json:
+        emit_json(result)
+        return 0
+    table = Table(title=f"flashed {package.manifest.get('model', {}).get('name', 'model')} to {board.name}"
+                  + (" (simulated)" if simulated else ""))
+    table.add_column("item")
+    table.add_column("value")
+    for key, value in info.items():
+        table.add_row(str(key), str(value))
+    table.add_row("verified", "yes: the device's SHA-256 matches the package")
+    table.add_row("time", f"{result['seconds']:.2f} s")
+    console.print(table)
+    return 0
