@@ -18,7 +18,6 @@ weights blob.
 from __future__ import annotations
 
 import logging
-import warnings
 from typing import TYPE_CHECKING, Any
 
 from edgekit.core.errors import CompileError
@@ -51,30 +50,19 @@ def import_model(prepared: "PreparedModel") -> Any:
         CompileError: naming TVM's first error line when the import fails.
     """
     from tvm import relax
-    from tvm.relax.frontend import detach_params
-    from tvm.relax.frontend.onnx import from_onnx
 
-    try:
-        with warnings.catch_warnings():
-            # The importer warns about initializers that are not graph inputs,
-            # which is exactly the layout the front end produces.
-            warnings.simplefilter("ignore", UserWarning)
-            mod = from_onnx(
-                prepared.model,
-                shape_dict={s.name: list(s.shape) for s in prepared.inputs},
-                dtype_dict={s.name: s.dtype for s in prepared.inputs},
-                keep_params_in_input=True,
-            )
-        mod, params = detach_params(mod)
-        weights = list(params.get("main", []))
-        names = [p.name for p in mod["main"].params[len(prepared.inputs) :]]
-        if weights:
+    from edgekit.compiler.importer import import_onnx
+
+    mod, weights, _ = import_onnx(prepared)
+    names = [p.name for p in mod["main"].params[len(prepared.inputs) :]]
+    if weights:
+        try:
             mod = relax.transform.BindParams("main", dict(zip(names, weights)))(mod)
-    except Exception as exc:
-        raise CompileError(
-            f"TVM could not import model '{prepared.name}': {tvm_error_line(exc)}",
-            hint="Run `edgekit inspect` on the model; re-export it or pass --input-shape if shapes are the problem.",
-        ) from exc
+        except Exception as exc:
+            raise CompileError(
+                f"TVM could not bind the weights of model '{prepared.name}': {tvm_error_line(exc)}",
+                hint="Report the model; run with --debug for TVM's message.",
+            ) from exc
     return mod
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import platform
 import tempfile
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,11 +62,13 @@ def _host_arch() -> str:
 
 def _check_runs_here(board: "Board", target: "Target") -> None:
     # Exporting a shared library needs a linker for the target; only the host
-    # toolchain is wired up so far.
+    # toolchain is wired up for Relax VM libraries (other ISAs go through
+    # edgekit.compiler.linux_cross, see build()).
     if target.isa.lower() != _host_arch():
         raise CompileError(
             f"compiling for board '{board.name}' ({target.isa}) on this {_host_arch()} machine is not available yet",
-            hint="Cross-compiling LLVM targets needs a cross linker; compile on the board itself or use --board host.",
+            hint="Cross-compiling is available for 64-bit Linux boards (aarch64, riscv64); "
+            "compile on the board itself or use --board host.",
             board=board.name,
         )
 
@@ -115,6 +116,13 @@ def build(
             "tuning (tune_trials > 0) is not available for the host backend yet",
             hint="Compile without tuning (tune_trials=0).",
         )
+    if target.isa.lower() != _host_arch():
+        from edgekit.compiler import linux_cross
+
+        if linux_cross.supports(target):
+            # Another ISA's Linux board: a static runner executable instead of
+            # a Relax VM library (no TVM runtime on the board).
+            return linux_cross.build(prepared, board, target, options, progress)
     _check_runs_here(board, target)
 
     progress("check", "checking operator support")
@@ -123,28 +131,11 @@ def build(
 
     import tvm
     from tvm import relax
-    from tvm.relax.frontend import detach_params
-    from tvm.relax.frontend.onnx import from_onnx
+
+    from edgekit.compiler.importer import import_onnx
 
     progress("import", "importing into TVM Relax")
-    try:
-        with warnings.catch_warnings():
-            # The importer warns about every initializer that is not a graph
-            # input, which is exactly the layout the front end produces.
-            warnings.simplefilter("ignore", UserWarning)
-            mod = from_onnx(
-                prepared.model,
-                shape_dict={s.name: list(s.shape) for s in prepared.inputs},
-                dtype_dict={s.name: s.dtype for s in prepared.inputs},
-                keep_params_in_input=True,
-            )
-        mod, params = detach_params(mod)
-    except Exception as exc:
-        raise CompileError(
-            f"TVM could not import model '{prepared.name}': {tvm_error_line(exc)}",
-            hint="Run `edgekit inspect` on the model; re-export it or pass --input-shape if shapes are the problem.",
-        ) from exc
-    weights = list(params.get("main", []))
+    mod, weights, integer_report = import_onnx(prepared)
 
     progress("build", f"building for {target.name}")
     try:
@@ -183,5 +174,6 @@ def build(
             "entry": "main",
             "library": LIBRARY_MEMBER,
             "params": {"member": PARAMS_MEMBER, "format": "tvm-param-dict", "count": len(weights), "names": param_names},
+            **({"integer_lowering": integer_report} if integer_report else {}),
         },
     )

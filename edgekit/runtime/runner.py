@@ -36,6 +36,7 @@ __all__ = [
     "run_package",
     "bench_package",
     "ort_reference",
+    "compare_with_ort",
     "AGREE_TOLERANCE",
 ]
 
@@ -96,6 +97,9 @@ class Runner(Protocol):
 RUNNERS: Registry[Any] = Registry("runner", PackageError)  # type: ignore[arg-type]
 RUNNERS.register("tvm-vm", "edgekit.runtime.host:HostRunner")
 RUNNERS.register("aot-c", "edgekit.runtime.mcu:McuRunner")
+RUNNERS.register("npu", "edgekit.runtime.npu_runner:NpuRunner")
+RUNNERS.register("linux-aot", "edgekit.runtime.linux_runner:LinuxRunner")
+RUNNERS.register("tvm-vm-cuda", "edgekit.runtime.cuda_runner:CudaRunner")
 
 
 def _runner_class(runtime: str) -> Any:
@@ -238,6 +242,7 @@ def bench_package(
         outputs = runner.run(feeds)
         timing = runner.time_runs(feeds, runs, warmup)
         simulated = bool(runner.simulated)
+        npu = runner.npu_report() if hasattr(runner, "npu_report") else None
     finally:
         runner.close()
 
@@ -255,22 +260,38 @@ def bench_package(
         "runner": info,
         "inputs": "data" if arrays is not None else "random",
     }
+    if npu is not None:
+        report["npu"] = npu
     if timing.cycles:
         report["cycles"] = summarize(timing.cycles)
     if timing.instructions:
         report["instructions"] = summarize(timing.instructions)
     if compare_ort:
-        session = ort_reference(package, report["threads"])
-        ort_ms, ort_out = _time_ort(session, feeds, runs, warmup)
-        report["ort_latency_ms"] = summarize(ort_ms)
-        report["ort_throughput_per_s"] = throughput_per_s(ort_ms)
-        report["ratio_vs_ort"] = report["latency_ms"]["p50"] / report["ort_latency_ms"]["p50"]
-        names = [o.name for o in session.get_outputs()]
-        errors = {n: max_relative_error(outputs[n], ref) for n, ref in zip(names, ort_out) if n in outputs}
-        # NaN (an output full of NaNs on one side) must count as disagreement.
-        worst = None if any(np.isnan(e) for e in errors.values()) else max(errors.values(), default=0.0)
-        report["ort_max_rel_error"] = {"per_output": {n: (None if np.isnan(e) else e) for n, e in errors.items()}, "max": worst}
-        report["outputs_agree"] = worst is not None and worst <= AGREE_TOLERANCE
-        if not report["outputs_agree"]:
-            logger.warning("outputs differ from onnxruntime: max relative error %s > %g", worst, AGREE_TOLERANCE)
+        compare_with_ort(report, package, feeds, outputs, runs, warmup)
     return report
+
+
+def compare_with_ort(
+    report: dict[str, Any],
+    package: Package,
+    feeds: Mapping[str, np.ndarray],
+    outputs: Mapping[str, np.ndarray],
+    runs: int,
+    warmup: int,
+) -> None:
+    """Adds onnxruntime's latency and the output agreement to a bench ``report``
+    (keys ``ort_latency_ms``, ``ratio_vs_ort``, ``ort_max_rel_error``,
+    ``outputs_agree``); onnxruntime runs here with ``report["threads"]`` threads."""
+    session = ort_reference(package, report["threads"])
+    ort_ms, ort_out = _time_ort(session, feeds, runs, warmup)
+    report["ort_latency_ms"] = summarize(ort_ms)
+    report["ort_throughput_per_s"] = throughput_per_s(ort_ms)
+    report["ratio_vs_ort"] = report["latency_ms"]["p50"] / report["ort_latency_ms"]["p50"]
+    names = [o.name for o in session.get_outputs()]
+    errors = {n: max_relative_error(outputs[n], ref) for n, ref in zip(names, ort_out) if n in outputs}
+    # NaN (an output full of NaNs on one side) must count as disagreement.
+    worst = None if any(np.isnan(e) for e in errors.values()) else max(errors.values(), default=0.0)
+    report["ort_max_rel_error"] = {"per_output": {n: (None if np.isnan(e) else e) for n, e in errors.items()}, "max": worst}
+    report["outputs_agree"] = worst is not None and worst <= AGREE_TOLERANCE
+    if not report["outputs_agree"]:
+        logger.warning("outputs differ from onnxruntime: max relative error %s > %g", worst, AGREE_TOLERANCE)

@@ -40,3 +40,17 @@ size_t strlen(const char *s) {
   while (s[n]) n++;
   return n;
 }
+
+/* Round to nearest, ties to even (the default rounding mode), as C99's
+ * nearbyintf. Quantize kernels (float -> int8 at a model's input) call it.
+ * Adding and subtracting 2^23 makes the FPU round in its current mode; values
+ * at or above 2^23 are already integers. */
+float nearbyintf(float x) {
+  const float two23 = 8388608.0f;
+  float ax = x < 0.0f ? -x : x;
+  if (!(ax < two23)) return x; /* large, inf or NaN */
+  float r = (ax + two23) - two23;
+  return x < 0.0f ? -r : r;
+}
+
+float rintf(float x) { return nearbyintf(x); }

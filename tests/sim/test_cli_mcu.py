@@ -15,25 +15,34 @@ from edgekit.examples.digits import example_inputs_path, example_model_path
 pytest.importorskip("unicorn")
 
 
-@pytest.fixture(scope="module")
-def mcu_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("mcu") / "digits.ekpkg"
-    assert main(["compile", str(example_model_path()), "--board", "rv32-mcu-sim", "-o", str(out)]) == 0
+BOARDS = {"rv32-mcu-sim": 100e6, "stm32h7": 480e6}
+
+
+@pytest.fixture(scope="module", params=sorted(BOARDS))
+def mcu_package(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("mcu") / f"digits-{request.param}.ekpkg"
+    assert main(["compile", str(example_model_path()), "--board", request.param, "-o", str(out)]) == 0
     return out
+
+
+def _board_of(package: Path) -> str:
+    return package.stem.split("-", 1)[1]
 
 
 def test_flash_sim_verifies(mcu_package: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["flash", str(mcu_package), "--sim", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["verified"] is True and result["simulated"] is True
-    assert result["device"]["device_board"] == "rv32-mcu-sim"
+    assert result["device"]["device_board"] == _board_of(mcu_package)
     assert result["device"]["arena_bytes"] == result["memory"]["arena_bytes"]
 
 
 def test_flash_refuses_other_board(mcu_package: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["flash", str(mcu_package), "--board", "stm32h7", "--sim"]) == 2
+    board = _board_of(mcu_package)
+    other = next(b for b in BOARDS if b != board)
+    assert main(["flash", str(mcu_package), "--board", other, "--sim"]) == 2
     err = capsys.readouterr().err
-    assert "built for board 'rv32-mcu-sim'" in err and "--allow-other-board" in err
+    assert f"built for board '{board}'" in err and "--allow-other-board" in err
 
 
 def test_run_on_simulated_mcu_matches_onnxruntime(mcu_package: Path, tmp_path: Path) -> None:
@@ -57,8 +66,9 @@ def test_bench_cycles_are_deterministic(mcu_package: Path, tmp_path: Path) -> No
     assert a["simulated"] is True
     assert a["cycles"]["min"] > 0 and a["cycles"] == b["cycles"]
     assert a["cycles"]["std"] == 0  # same input, same firmware: every run takes the same cycles
-    # latency is cycles at the board clock (100 MHz)
-    assert a["latency_ms"]["p50"] == pytest.approx(a["cycles"]["p50"] / 100e6 * 1e3, rel=1e-6)
+    # latency is cycles at the board clock
+    clock = BOARDS[_board_of(mcu_package)]
+    assert a["latency_ms"]["p50"] == pytest.approx(a["cycles"]["p50"] / clock * 1e3, rel=1e-6)
 
 
 def test_demo_runs_end_to_end(tmp_path: Path) -> None:

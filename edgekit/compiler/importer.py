@@ -1,0 +1,81 @@
+"""ONNX → Relax import shared by every backend.
+
+Weights are imported as function parameters (``keep_params_in_input=True``)
+so a big model's weights never pass through LLVM as constants. QDQ chains are
+rewritten to integer-only compute (:mod:`edgekit.compiler.integer`) before the
+weights are detached, because that pass folds the quantized weights' scales
+and zero points at compile time.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import TYPE_CHECKING, Any
+
+from edgekit.core.errors import CompileError
+
+if TYPE_CHECKING:
+    from edgekit.frontend.loader import PreparedModel
+
+__all__ = ["import_onnx", "tvm_error_line"]
+
+logger = logging.getLogger(__name__)
+
+
+def tvm_error_line(exc: BaseException) -> str:
+    """The first meaningful line of a TVM exception, for one-line messages."""
+    text = str(exc).strip()
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith(("Traceback", "File ", "  ")) and "Stack trace" not in line:
+            return line[:300]
+    return type(exc).__name__
+
+
+def import_onnx(prepared: "PreparedModel", *, integer: bool = True) -> tuple[Any, list[Any], dict[str, Any] | None]:
+    """Imports a prepared model into Relax.
+
+    Args:
+        prepared: The model from :func:`edgekit.frontend.loader.load_model`.
+        integer: Rewrite QDQ chains into integer-only compute.
+
+    Returns:
+        ``(mod, weights, integer_report)``: the module whose ``main`` takes the
+        model inputs followed by the weights, the weights in that order, and
+        the integer-lowering report (None when the model has no QDQ nodes).
+
+    Raises:
+        CompileError: naming TVM's first error line.
+    """
+    from tvm.relax.frontend import detach_params
+    from tvm.relax.frontend.onnx import from_onnx
+
+    has_qdq = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in prepared.model.graph.node)
+    try:
+        with warnings.catch_warnings():
+            # The importer warns about every initializer that is not a graph
+            # input, which is exactly the layout the front end produces.
+            warnings.simplefilter("ignore", UserWarning)
+            mod = from_onnx(
+                prepared.model,
+                shape_dict={s.name: list(s.shape) for s in prepared.inputs},
+                dtype_dict={s.name: s.dtype for s in prepared.inputs},
+                keep_params_in_input=True,
+            )
+        report = None
+        if integer and has_qdq:
+            from edgekit.compiler.integer import lower_to_integer_with_report
+
+            mod, lowering = lower_to_integer_with_report(mod)
+            report = lowering.as_dict()
+            logger.info("integer-only lowering: %s", lowering.summary())
+        mod, params = detach_params(mod)
+    except CompileError:
+        raise
+    except Exception as exc:
+        raise CompileError(
+            f"TVM could not import model '{prepared.name}': {tvm_error_line(exc)}",
+            hint="Run `edgekit inspect` on the model; re-export it or pass --input-shape if shapes are the problem.",
+        ) from exc
+    return mod, list(params.get("main", [])), report

@@ -1,0 +1,59 @@
+"""Quantized elementwise Add / Sub / Mul of two int8 tensors.
+
+Add/Sub: ``q = round((s_a (a - z_a) +- s_b (b - z_b)) / s_y) + z_y`` is one
+fixed-point sum with a shared shift (:func:`~.requant.rescale_sum`), the zero
+points folded into a single constant. Mul:
+``q = round(s_a s_b / s_y * (a - z_a)(b - z_b)) + z_y``, an int32 product
+requantized like a conv accumulator. Relu/Clip fold into the clamp.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from tvm import relax
+from tvm.relax import op as R
+from tvm.relax.dpl import DFPattern
+
+from edgekit.compiler.integer.context import LoweringContext, Skip, activation_bounds
+from edgekit.compiler.integer.patterns import BinaryPattern
+from edgekit.compiler.integer.requant import emit_rescale_sum, emit_requantize, quantize_multiplier, quantize_multipliers_common
+
+__all__ = ["BINARY", "lower_binary"]
+
+logger = logging.getLogger(__name__)
+
+BINARY = BinaryPattern.build()
+
+
+def _centered(x: relax.Expr, zero_point: int) -> relax.Expr:
+    x = R.astype(x, "int32")
+    return R.subtract(x, relax.const(np.int32(zero_point), "int32")) if zero_point else x
+
+
+def lower_binary(ctx: LoweringContext, q_call: relax.Call, m: dict[DFPattern, relax.Expr]) -> tuple[str, str, relax.Expr] | None:
+    """Rewrites a matched binary chain; ``None`` when an operand is a constant."""
+    p = BINARY
+    a_dq, b_dq = m[p.a], m[p.b]
+    if ctx.values.value(a_dq.args[0]) is not None or ctx.values.value(b_dq.args[0]) is not None:
+        return None  # one operand is a weight: the elementwise-chain (LUT) rule
+    out_dtype = str(q_call.attrs.out_dtype)
+    if out_dtype not in ("int8", "uint8"):
+        raise Skip(f"output dtype {out_dtype}")
+    out = ctx.output_qparams(q_call)
+    qa = ctx.input_qparams(a_dq, "first operand")
+    qb = ctx.input_qparams(b_dq, "second operand")
+    lo, hi, note = activation_bounds(ctx, m, p.relu, p.clip, out, out_dtype)
+    a, b = a_dq.args[0], b_dq.args[0]
+    try:
+        if p.multiply in m:
+            fp = quantize_multiplier(np.float64(qa.s) * np.float64(qb.s) / np.float64(out.s))
+            acc = R.multiply(_centered(a, qa.z), _centered(b, qb.z))
+            return "mul", note, emit_requantize(acc, fp, out.z, qmin=lo, qmax=hi, out_dtype=out_dtype)
+        sign = -1.0 if p.subtract in m else 1.0
+        fp = quantize_multipliers_common([qa.s / np.float64(out.s), sign * qb.s / np.float64(out.s)])
+    except ValueError as exc:
+        raise Skip(str(exc)) from None
+    kind = "sub" if sign < 0 else "add"
+    return kind, note, emit_rescale_sum([a, b], [qa.z, qb.z], fp, out.z, qmin=lo, qmax=hi, out_dtype=out_dtype)

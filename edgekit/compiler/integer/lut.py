@@ -1,0 +1,157 @@
+"""Elementwise chains of one int8 tensor become a 256-entry lookup table.
+
+``quantize(f(dequantize(x)))`` for any elementwise ``f`` of one int8 input
+and scalar constants (a requantize, Relu/Clip alone, HardSigmoid's
+``clip(0.2 * x + 0.5, 0, 1)``, ``x + 3``, ``x / 6``, Sigmoid, ...) has only 256
+possible inputs. The table is computed at compile time with onnxruntime's own
+float32 arithmetic (DequantizeLinear, the ops, QuantizeLinear with round half
+to even), so the compiled model does a single integer gather and matches
+onnxruntime's unfused execution exactly for the arithmetic ops.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Callable
+
+import numpy as np
+from tvm import relax
+from tvm.relax import op as R
+from tvm.relax.dpl import DFPattern
+
+from edgekit.compiler.integer.context import LoweringContext, Skip, int_range
+from edgekit.compiler.integer.patterns import AnyQuantizePattern
+from edgekit.compiler.integer.requant import dequantize_ref, quantize_ref
+from edgekit.compiler.integer.values import QParams, call_name, tensor_shape
+
+__all__ = ["ELEMENTWISE", "ELEMENTWISE_CHAIN", "lower_lut", "requantize_lut", "emit_lut", "identity_or_lut"]
+
+logger = logging.getLogger(__name__)
+
+ELEMENTWISE_CHAIN = AnyQuantizePattern.build()
+
+_F = np.float32
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return (_F(1) / (_F(1) + np.exp(-x))).astype(_F)
+
+
+_erf = np.vectorize(math.erf, otypes=[np.float64])
+
+#: float32 numpy versions of the elementwise ops a chain may contain.
+ELEMENTWISE: dict[str, Callable[..., np.ndarray]] = {
+    "relax.add": lambda a, b: a + b,
+    "relax.subtract": lambda a, b: a - b,
+    "relax.multiply": lambda a, b: a * b,
+    "relax.divide": lambda a, b: a / b,
+    "relax.maximum": np.maximum,
+    "relax.minimum": np.minimum,
+    "relax.power": np.power,
+    "relax.negative": np.negative,
+    "relax.abs": np.abs,
+    "relax.sqrt": np.sqrt,
+    "relax.exp": np.exp,
+    "relax.tanh": np.tanh,
+    "relax.sigmoid": _sigmoid,
+    "relax.nn.relu": lambda a: np.maximum(a, _F(0)),
+    "relax.nn.silu": lambda a: a * _sigmoid(a),
+    "relax.erf": lambda a: _erf(a).astype(_F),
+}
+
+
+class _Chain:
+    """Evaluates a float chain over the 256 values of its single int8 input."""
+
+    def __init__(self, ctx: LoweringContext) -> None:
+        self.ctx = ctx
+        self.source: relax.Expr | None = None
+        self.source_qp: QParams | None = None
+
+    def run(self, expr: relax.Expr, xs: np.ndarray) -> np.ndarray:
+        values = self.ctx.values
+        expr = values.lookup(expr)
+        const = values.evaluate(expr)
+        if const is not None:
+            if const.size != 1:
+                raise Skip("non-scalar constant operand")
+            return np.asarray(const.reshape(()), dtype=_F)
+        name = call_name(expr)
+        if name == "relax.dequantize":
+            return self._input(expr, xs)
+        if name == "relax.clip":
+            lo, hi = (values.value(a) for a in expr.args[1:])
+            if lo is None or hi is None:
+                raise Skip("clip bounds not known at compile time")
+            return np.clip(self.run(expr.args[0], xs), _F(lo), _F(hi)).astype(_F)
+        if name == "relax.nn.leakyrelu":
+            v = self.run(expr.args[0], xs)
+            return np.where(v >= 0, v, v * _F(expr.attrs.alpha)).astype(_F)
+        if name not in ELEMENTWISE:
+            raise Skip(f"{name.removeprefix('relax.') or type(expr).__name__} has no integer lowering")
+        args = [self.run(a, xs) for a in expr.args]
+        with np.errstate(all="ignore"):
+            return np.asarray(ELEMENTWISE[name](*args), dtype=_F)
+
+    def _input(self, dq: relax.Call, xs: np.ndarray) -> np.ndarray:
+        x = self.ctx.values.lookup(dq.args[0])
+        if self.source is not None and not self.source.same_as(x):
+            raise Skip("elementwise chain of two int8 tensors")
+        self.source = x
+        self.source_qp = self.ctx.input_qparams(dq)
+        return dequantize_ref(xs, self.source_qp.s, self.source_qp.z)
+
+
+def requantize_lut(fn: Callable[[np.ndarray], np.ndarray], out: QParams, out_dtype: str = "int8") -> np.ndarray:
+    """Table ``T[x + 128] = quantize(fn(x))`` over all int8 ``x``."""
+    xs = np.arange(-128, 128, dtype=np.int8)
+    lo, hi = int_range(out_dtype)
+    return quantize_ref(fn(xs), out.s, out.z, lo, hi).astype(out_dtype)
+
+
+def emit_lut(x: relax.Expr, table: np.ndarray) -> relax.Expr:
+    """Gathers ``table[x + 128]``: the only arithmetic is an int32 add."""
+    index = R.add(R.astype(x, "int32"), relax.const(np.int32(128), "int32"))
+    return R.take(relax.const(table), index, axis=0, mode="clip")
+
+
+def identity_or_lut(x: relax.Expr, x_qp: QParams, out: QParams, out_dtype: str = "int8") -> relax.Expr:
+    """``quantize(dequantize(x))`` in integers: ``x`` itself when the params agree."""
+    if x_qp.same_as(out) and out_dtype == "int8":
+        return x
+    return emit_lut(x, requantize_lut(lambda v: dequantize_ref(v, x_qp.s, x_qp.z), out, out_dtype))
+
+
+def lower_lut(ctx: LoweringContext, q_call: relax.Call, m: dict[DFPattern, relax.Expr]) -> tuple[str, str, relax.Expr] | None:
+    """Rewrites an elementwise chain of one int8 tensor into a table lookup."""
+    data = ctx.values.lookup(m[ELEMENTWISE_CHAIN.data])
+    if call_name(data) in ("", "relax.quantize"):  # a model input or a re-quantize of a quantize
+        return None
+    out_dtype = str(q_call.attrs.out_dtype)
+    if out_dtype not in ("int8", "uint8"):
+        raise Skip(f"output dtype {out_dtype}")
+    out = ctx.output_qparams(q_call)
+    chain = _Chain(ctx)
+    xs = np.arange(-128, 128, dtype=np.int8)
+    values = chain.run(data, xs)
+    if chain.source is None:
+        return None  # constant: FoldConstant's job
+    if tensor_shape(data) != tensor_shape(chain.source):
+        raise Skip("elementwise chain broadcasts its input")
+    if call_name(data) == "relax.dequantize":
+        return "requantize", "", identity_or_lut(chain.source, chain.source_qp, out, out_dtype)
+    lo, hi = int_range(out_dtype)
+    table = quantize_ref(np.broadcast_to(values, xs.shape), out.s, out.z, lo, hi).astype(out_dtype)
+    ops = sorted({call_name(e).removeprefix("relax.") for e in _calls(ctx, data)} - {"dequantize"})
+    return "lut", "+".join(ops), emit_lut(chain.source, table)
+
+
+def _calls(ctx: LoweringContext, expr: relax.Expr) -> list[relax.Expr]:
+    expr = ctx.values.lookup(expr)
+    if call_name(expr) in ("", "relax.dequantize"):
+        return [expr]
+    out = [expr]
+    for a in expr.args:
+        out += _calls(ctx, a)
+    return out

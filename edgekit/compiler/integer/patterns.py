@@ -1,0 +1,150 @@
+"""Relax dataflow patterns of the QDQ chains the integer lowering rewrites.
+
+TVM 0.27's ONNX importer turns ``QuantizeLinear``/``DequantizeLinear`` into
+``relax.quantize``/``relax.dequantize`` around float compute, so a quantized
+ONNX layer arrives as::
+
+    quantize(act(add(conv2d|matmul(dequantize(x), [permute_dims](dequantize(w))),
+                     [reshape](dequantize(bias)))))
+
+(``act`` optional: ``nn.relu`` or ``clip``; ``add`` optional). Every pattern
+here is anchored at the ``quantize`` so a match replaces exactly the tensor
+onnxruntime would hand to the next layer as int8.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tvm.relax.dpl import DFPattern, is_op, wildcard
+
+__all__ = [
+    "dequantize",
+    "LinearPattern",
+    "BinaryPattern",
+    "UnaryOpPattern",
+    "ConcatPattern",
+    "AnyQuantizePattern",
+    "MOVEMENT_OPS",
+]
+
+#: Ops that only move int8 values; they commute with (de)quantization.
+MOVEMENT_OPS = (
+    "relax.reshape",
+    "relax.permute_dims",
+    "relax.squeeze",
+    "relax.expand_dims",
+    "relax.flatten",
+)
+
+
+def dequantize() -> DFPattern:
+    """``dequantize(q, scale, zero_point)`` with anything as its arguments."""
+    return is_op("relax.dequantize")(wildcard(), wildcard(), wildcard())
+
+
+def _quantize(data: DFPattern) -> DFPattern:
+    return is_op("relax.quantize")(data, wildcard(), wildcard())
+
+
+def _activation(data: DFPattern) -> tuple[DFPattern, DFPattern, DFPattern]:
+    relu = is_op("relax.nn.relu")(data)
+    clip = is_op("relax.clip")(data, wildcard(), wildcard())
+    return data | relu | clip, relu, clip
+
+
+@dataclass
+class LinearPattern:
+    """conv2d / matmul of two dequantized tensors, optional bias and activation."""
+
+    x: DFPattern
+    w: DFPattern
+    w_perm: DFPattern
+    conv: DFPattern
+    matmul: DFPattern
+    bias: DFPattern
+    bias_add: DFPattern
+    relu: DFPattern
+    clip: DFPattern
+    root: DFPattern
+
+    @classmethod
+    def build(cls) -> "LinearPattern":
+        x, w = dequantize(), dequantize()
+        w_perm = is_op("relax.permute_dims")(w)
+        weight = w | w_perm
+        conv = is_op("relax.nn.conv2d")(x, weight)
+        matmul = is_op("relax.matmul")(x, weight)
+        core = conv | matmul
+        bias = wildcard()
+        bias_add = is_op("relax.add")(core, bias) | is_op("relax.add")(bias, core)
+        act, relu, clip = _activation(core | bias_add)
+        return cls(x, w, w_perm, conv, matmul, bias, bias_add, relu, clip, _quantize(act))
+
+
+@dataclass
+class BinaryPattern:
+    """add / subtract / multiply of two dequantized tensors, optional activation."""
+
+    a: DFPattern
+    b: DFPattern
+    add: DFPattern
+    subtract: DFPattern
+    multiply: DFPattern
+    relu: DFPattern
+    clip: DFPattern
+    root: DFPattern
+
+    @classmethod
+    def build(cls) -> "BinaryPattern":
+        a, b = dequantize(), dequantize()
+        add = is_op("relax.add")(a, b)
+        subtract = is_op("relax.subtract")(a, b)
+        multiply = is_op("relax.multiply")(a, b)
+        act, relu, clip = _activation(add | subtract | multiply)
+        return cls(a, b, add, subtract, multiply, relu, clip, _quantize(act))
+
+
+@dataclass
+class UnaryOpPattern:
+    """``quantize(op(dequantize(x), ...))`` for one of the given ops."""
+
+    x: DFPattern
+    op: DFPattern
+    root: DFPattern
+
+    @classmethod
+    def build(cls, *op_names: str) -> "UnaryOpPattern":
+        x = dequantize()
+        ops = [is_op(name)(x) for name in op_names]
+        ops += [is_op(name)(x, wildcard()) for name in op_names]
+        op = ops[0]
+        for alt in ops[1:]:
+            op = op | alt
+        return cls(x, op, _quantize(op))
+
+
+@dataclass
+class ConcatPattern:
+    """``quantize(concat(tuple))``; the fields are checked by the rule."""
+
+    concat: DFPattern
+    root: DFPattern
+
+    @classmethod
+    def build(cls) -> "ConcatPattern":
+        concat = is_op("relax.concat")(wildcard())
+        return cls(concat, _quantize(concat))
+
+
+@dataclass
+class AnyQuantizePattern:
+    """Any ``quantize``; the elementwise-chain rule inspects what feeds it."""
+
+    data: DFPattern
+    root: DFPattern
+
+    @classmethod
+    def build(cls) -> "AnyQuantizePattern":
+        data = wildcard()
+        return cls(data, _quantize(data))

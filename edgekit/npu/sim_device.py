@@ -1,0 +1,99 @@
+"""The simulated accelerator behind the same register map as the hardware.
+
+:class:`SimulatedNpuDevice` is both the :class:`~edgekit.npu.driver.RegisterIO`
+and the :class:`~edgekit.npu.driver.MemoryIO` of one board: a doorbell write
+runs every queued program through :class:`~edgekit.npu.simulator.NpuCore`
+and posts completions, so :class:`~edgekit.npu.driver.NpuDriver` code runs
+unchanged against it.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+
+from edgekit.core.profiles import NpuConfig
+from edgekit.npu.driver import CMD_FMT, CPL_FMT, DEVICE_ID, STATUS_FAULT, STATUS_OK, Reg
+from edgekit.npu.isa import decode_program, INSN_BYTES, IsaError
+from edgekit.npu.simulator import NpuCore, NpuFault, ProgramStats
+
+__all__ = ["SimulatedNpuDevice"]
+
+logger = logging.getLogger(__name__)
+
+
+class SimulatedNpuDevice:
+    """Registers + DRAM + core of one simulated accelerator.
+
+    Args:
+        npu: Accelerator parameters.
+        dram_bytes: Size of the shared DRAM.
+        functional: Compute values (``False``: timing only).
+
+    Attributes:
+        last_stats: Detailed statistics of every program since the last
+            :meth:`clear_stats` (simulator-only; hardware reports counters).
+    """
+
+    def __init__(self, npu: NpuConfig, dram_bytes: int, functional: bool = True) -> None:
+        self.npu = npu
+        self.size = dram_bytes
+        self.dram = bytearray(dram_bytes)
+        self.core = NpuCore(npu, self.dram, functional=functional)
+        self.regs = {r: 0 for r in (Reg.CMD_BASE_LO, Reg.CMD_BASE_HI, Reg.CMD_SIZE, Reg.CMD_TAIL, Reg.CMD_HEAD,
+                                    Reg.CPL_BASE_LO, Reg.CPL_BASE_HI, Reg.CPL_SIZE, Reg.CPL_TAIL, Reg.CPL_HEAD, Reg.STATUS)}  # fmt: skip
+        self.last_stats: list[ProgramStats] = []
+        self.fault: str = ""
+
+    # MemoryIO
+    def read(self, addr: int, n: int) -> bytes:
+        if addr < 0 or addr + n > self.size:
+            raise IndexError(f"DRAM read {addr}..{addr + n} outside 0..{self.size}")
+        return bytes(self.dram[addr : addr + n])
+
+    def write(self, addr: int, data: bytes) -> None:
+        if addr < 0 or addr + len(data) > self.size:
+            raise IndexError(f"DRAM write {addr}..{addr + len(data)} outside 0..{self.size}")
+        self.dram[addr : addr + len(data)] = data
+
+    # RegisterIO
+    def read32(self, offset: int) -> int:
+        if offset == Reg.ID:
+            return DEVICE_ID
+        if offset == Reg.GEOMETRY:
+            return self.npu.rows << 16 | self.npu.cols
+        return self.regs[offset]
+
+    def write32(self, offset: int, value: int) -> None:
+        if offset in (Reg.ID, Reg.GEOMETRY, Reg.CMD_HEAD, Reg.CPL_TAIL, Reg.STATUS):
+            return  # read-only from the host side
+        self.regs[offset] = value & 0xFFFFFFFF
+        if offset == Reg.CMD_TAIL:
+            self._drain()
+
+    def clear_stats(self) -> None:
+        self.last_stats = []
+
+    def _ring(self, lo: int, hi: int) -> int:
+        return self.regs[lo] | self.regs[hi] << 32
+
+    def _drain(self) -> None:
+        cmd_base, cpl_base = self._ring(Reg.CMD_BASE_LO, Reg.CMD_BASE_HI), self._ring(Reg.CPL_BASE_LO, Reg.CPL_BASE_HI)
+        entries = self.regs[Reg.CMD_SIZE]
+        while self.regs[Reg.CMD_HEAD] != self.regs[Reg.CMD_TAIL]:
+            head = self.regs[Reg.CMD_HEAD]
+            prog_addr, count, seq = struct.unpack(CMD_FMT, self.read(cmd_base + 32 * (head % entries), 32))
+            status, stats = STATUS_OK, ProgramStats()
+            try:
+                stats = self.core.run(decode_program(self.read(prog_addr, count * INSN_BYTES)))
+            except (NpuFault, IsaError, IndexError) as exc:
+                logger.error("NPU program %d faulted: %s", seq, exc)
+                self.fault = str(exc)
+                status = STATUS_FAULT
+            self.last_stats.append(stats)
+            tail = self.regs[Reg.CPL_TAIL]
+            cpl = struct.pack(CPL_FMT, seq, status, stats.cycles, stats.dma_read_bytes // 1024,
+                              stats.dma_write_bytes // 1024, stats.gemm_cycles)  # fmt: skip
+            self.write(cpl_base + 32 * (tail % self.regs[Reg.CPL_SIZE]), cpl)
+            self.regs[Reg.CPL_TAIL] = (tail + 1) & 0xFFFFFFFF
+            self.regs[Reg.CMD_HEAD] = (head + 1) & 0xFFFFFFFF
