@@ -1,0 +1,77 @@
+"""CUDA packages compile here without a GPU; running them needs one (marker ``gpu``)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgekit.compiler.driver import compile_model
+from edgekit.compiler.package import open_package
+from edgekit.core.errors import CompileError, DeviceError
+from edgekit.examples import __file__ as _examples_init
+
+DIGITS = Path(_examples_init).parent / "digits_cnn.onnx"
+DIGITS_INPUT = Path(_examples_init).parent / "digits_input.npz"
+
+needs_cuda_compiler = pytest.mark.skipif(
+    shutil.which("nvcc") is None and __import__("importlib").util.find_spec("cuda") is None,
+    reason="no CUDA compiler (nvcc or cuda-bindings' NVRTC) to turn CUDA source into device code",
+)
+
+
+@pytest.fixture(scope="module")
+def desktop_pkg(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("cuda") / "digits-rtx4090.ekpkg"
+    compile_model(DIGITS, "rtx-4090", path)
+    return path
+
+
+@needs_cuda_compiler
+def test_desktop_gpu_package_builds_with_dlight_schedules(desktop_pkg: Path) -> None:
+    pkg = open_package(desktop_pkg)
+    assert pkg.runtime == "tvm-vm-cuda"
+    assert pkg.manifest["codegen"] == "cuda"
+    assert pkg.manifest["tvm_target"]["arch"] == "sm_89"
+    assert pkg.manifest["cuda"]["schedule"].startswith("dlight")
+    source = pkg.read("cuda/kernels.cu").decode()
+    # Scheduled kernels bind loops to GPU threads (unscheduled TIR would not build at all).
+    assert "__global__" in source and "threadIdx.x" in source and "blockIdx.x" in source
+    assert pkg.manifest["params"]["count"] == 10
+
+
+def test_missing_cuda_compiler_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgekit.compiler import cuda
+
+    monkeypatch.delenv("TVM_CUDA_COMPILE_MODE", raising=False)
+    monkeypatch.setattr(cuda.shutil, "which", lambda name: None)
+    monkeypatch.setattr(cuda.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(CompileError, match="neither nvcc nor NVRTC.*no GPU is needed to compile"):
+        cuda.cuda_compiler()
+
+
+def test_gpu_package_without_gpu_says_so(desktop_pkg: Path) -> None:
+    from edgekit.runtime.cuda_runner import gpu_available
+    from edgekit.runtime.runner import run_package
+
+    if gpu_available():
+        pytest.skip("a GPU is present; test_gpu_run_matches_onnxruntime covers this machine")
+    arrays = dict(np.load(DIGITS_INPUT))
+    with pytest.raises(DeviceError, match="no NVIDIA GPU is usable here"):
+        run_package(desktop_pkg, arrays)
+
+
+@pytest.mark.gpu
+def test_gpu_run_matches_onnxruntime(desktop_pkg: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from edgekit.cli.main import main
+    from edgekit.runtime.cuda_runner import gpu_available
+
+    if not gpu_available():
+        pytest.skip("needs an NVIDIA GPU")
+    rc = main(["bench", str(desktop_pkg), "--runs", "20", "--input", str(DIGITS_INPUT), "--compare-ort", "--json", "-"])
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["simulated"] is False and report["outputs_agree"] is True
