@@ -1,4 +1,6 @@
-"""``edgekit bench``: latency statistics of a package, optionally against onnxruntime."""
+"""``edgekit bench``: latency statistics of a package, optionally against onnxruntime,
+with reports (HTML, Markdown) and a regression gate against a baseline (exit 1
+and a table of what regressed; JUnit XML for CI)."""
 
 from __future__ import annotations
 
@@ -9,12 +11,21 @@ from rich.table import Table
 
 from edgekit.cli.cmd_compile import format_bytes
 from edgekit.cli.cmd_run import add_target_flags
-from edgekit.cli.render import console, write_json
+from edgekit.cli.bench_tracker import add_tracker_flags, bench_over_tracker
+from edgekit.cli.render import console, err_console, write_json
+from edgekit.core.errors import InputError
+from edgekit.report.bench_gate import bench_with_gate
+from edgekit.report.outputs import write_bench_outputs
 from edgekit.runtime.data import read_npz
 from edgekit.runtime.runner import AGREE_TOLERANCE, bench_package
+from edgekit.report.gates import GateResult, parse_regression
+from edgekit.report.markdown import gate_text_table
 from edgekit.runtime.stats import STAT_KEYS
 
-__all__ = ["add_parser", "run"]
+__all__ = ["add_parser", "run", "EXIT_REGRESSION"]
+
+#: Exit code when the gate finds a regression (2 stays "user error").
+EXIT_REGRESSION = 1
 
 
 def _positive(text: str) -> int:
@@ -37,7 +48,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="measure a package's latency (and compare with onnxruntime)",
         description="Run PKG WARMUP times untimed, then RUNS times timed, and report min/p50/p90/p99/mean/std "
         "latency and throughput. Without --input, seeded random inputs are used; with it, the first sample.",
-        epilog="example: edgekit bench model.ekpkg --runs 50 --compare-ort --json result.json",
+        epilog="examples:\n"
+        "  edgekit bench model.ekpkg --runs 50 --compare-ort --json result.json\n"
+        "  edgekit bench model.ekpkg --json base.json                  # record a baseline\n"
+        "  edgekit bench model.ekpkg --baseline base.json --max-regression 5% --junit junit.xml "
+        "--report bench.html --markdown bench.md\n"
+        "exit codes: 0 ok, 1 a gated quantity regressed, 2 a usage error. Gating rules: docs/reports.md",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("package", metavar="PKG", help=".ekpkg package from `edgekit compile`")
     p.add_argument("--runs", type=_positive, default=50, metavar="N", help="timed runs (default 50)")
@@ -46,7 +63,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compare-ort", action="store_true",
                    help="also time onnxruntime on the package's model.onnx with the same inputs and threads")
     p.add_argument("--json", metavar="R.json", help="write the report as JSON ('-' for stdout)")
+    g = p.add_argument_group("reports and regression gate")
+    g.add_argument("--report", metavar="R.html", help="write a self-contained HTML report (plots inline)")
+    g.add_argument("--markdown", metavar="M.md", help="write a Markdown summary (e.g. for $GITHUB_STEP_SUMMARY)")
+    g.add_argument("--baseline", metavar="B.json", help="gate latency, size and arena against this bench --json file")
+    g.add_argument("--max-regression", action="append", metavar="PCT",
+                   help="allowed growth over the baseline: 5%% (default) or per quantity, e.g. latency=5%%,size=0%%")
+    g.add_argument("--confirm", type=_non_negative, default=2, metavar="N",
+                   help="re-measure a failing wall-clock latency up to N times, gate the fastest (default 2)")
+    g.add_argument("--junit", metavar="J.xml", help="write the gate's checks as JUnit XML (needs --baseline)")
     add_target_flags(p)
+    add_tracker_flags(p)
     p.set_defaults(func=run)
 
 
@@ -91,10 +118,28 @@ def _render(report: dict[str, Any]) -> None:
         console.print("memory: " + ", ".join(f"{k.removesuffix('_bytes')} {format_bytes(v)}" for k, v in mem.items()))
 
 
+def _render_gate(gate: GateResult, out: Any) -> None:
+    # Plain aligned text rather than a rich Table: CI logs are 80 columns wide
+    # for rich, and a folded table is unreadable; the same text goes into JUnit.
+    lines = gate_text_table(gate).splitlines()
+    out.print(f"gate against baseline on {gate.board}:", highlight=False)
+    for i, line in enumerate(lines):
+        failed = i >= 2 and gate.checks[i - 2].status == "fail"
+        out.print(line, style="bold red" if failed else None, soft_wrap=True, highlight=False, markup=False)
+    for note in gate.notes:
+        out.print(f"note: {note}", soft_wrap=True, highlight=False, markup=False)
+    if gate.passed:
+        out.print("gate [green]passed[/]")
+    else:
+        out.print("gate [bold red]REGRESSED[/]: " + ", ".join(c.metric for c in gate.failed), highlight=False)
+
+
 def run(args: argparse.Namespace) -> int:
+    if (args.max_regression or args.junit) and not args.baseline:
+        raise InputError("--max-regression and --junit need --baseline",
+                         hint="Add --baseline BASE.json (written by `edgekit bench PKG --json BASE.json`).")
     arrays = read_npz(args.input) if args.input else None
-    report = bench_package(
-        args.package,
+    bench_kwargs = dict(
         board=args.board,
         runs=args.runs,
         warmup=args.warmup,
@@ -105,8 +150,25 @@ def run(args: argparse.Namespace) -> int:
         sim=args.sim,
         board_dirs=args.boards_dir,
     )
+    gate: GateResult | None = None
+    if args.tracker:
+        report = bench_over_tracker(args, bench_kwargs)
+    elif args.baseline:
+        report, gate = bench_with_gate(args.package, args.baseline, max_regression=parse_regression(args.max_regression),
+                                       confirm=args.confirm, **bench_kwargs)
+    else:
+        report = bench_package(args.package, **bench_kwargs)
     if args.json:
         write_json(args.json, report)
-    if args.json != "-" and not getattr(args, "quiet", False):
+    written = write_bench_outputs(report, gate, html=args.report, markdown=args.markdown, junit=args.junit,
+                                  board_dirs=args.boards_dir)
+    quiet = getattr(args, "quiet", False)
+    if args.json != "-" and not quiet:
         _render(report)
-    return 0
+    if gate is not None:
+        # The table goes to stderr when stdout carries JSON, and is shown even with -q on failure.
+        if not gate.passed or not quiet:
+            _render_gate(gate, err_console if args.json == "-" else console)
+    if written and not quiet:
+        err_console.print("wrote " + ", ".join(written))
+    return 0 if gate is None or gate.passed else EXIT_REGRESSION

@@ -24,6 +24,7 @@ from edgekit.core.errors import InputError, QuantizationError
 from edgekit.core.profiles import load_profiles
 from edgekit.core.tensors import parse_input_shapes
 from edgekit.frontend.loader import PreparedModel, load_model, read_onnx
+from edgekit.report.outputs import write_compress_outputs
 
 __all__ = ["add_parser", "run", "StepResult", "STEPS"]
 
@@ -62,7 +63,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "  edgekit compress model.onnx -o model.int8.onnx --quantize int8 --calibration cal.npz\n"
         "  edgekit compress model.onnx -o m.int8.onnx --quantize int8 --calibration cal.npz "
         "--max-drop 1 --report r.json\n"
-        "  edgekit compress qoperator.onnx -o qdq.onnx",
+        "  edgekit compress model.onnx -o m.int8.onnx --quantize int8 --calibration cal.npz "
+        "--min-sqnr 30 --report r.html\n"
+        "  edgekit compress qoperator.onnx -o qdq.onnx\n"
+        "gates: --max-drop and --min-sqnr are budgets; when they cannot be met the model is not written and the "
+        "exit code is 2 (the report is still written).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("model", metavar="MODEL", help="the .onnx file")
@@ -72,7 +77,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--board", metavar="B", help="use this board's quantization defaults (see 'edgekit boards')")
     p.add_argument("--boards-dir", action="append", default=[], metavar="DIR",
                    help="extra folder of board/target TOML files")
-    p.add_argument("--report", metavar="R.json", help="write the quality report as JSON")
+    p.add_argument("--report", action="append", default=[], metavar="R.json|R.html|R.md",
+                   help="write the quality report; the extension picks the format: .json, .html (self-contained, "
+                   "with plots) or .md (repeat for several)")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of tables")
 
     q = p.add_argument_group("int8 quantization")
@@ -153,6 +160,17 @@ STEPS: list[tuple[str, Callable[[argparse.Namespace], bool], Callable[..., StepR
 ]
 
 
+def _write_reports(paths: list[str], document: dict[str, Any]) -> None:
+    for path in paths:
+        suffix = path.lower().rsplit(".", 1)[-1] if "." in path else ""
+        if suffix in ("html", "htm"):
+            write_compress_outputs(document, html=path)
+        elif suffix == "md":
+            write_compress_outputs(document, markdown=path)
+        else:
+            write_json(path, document)
+
+
 def run(args: argparse.Namespace) -> int:
     if args.quantize is None:
         stray = [f"--{f.replace('_', '-')}" for f in _QUANT_FLAGS if getattr(args, f) is not None]
@@ -196,8 +214,7 @@ def run(args: argparse.Namespace) -> int:
                                  prepared.opset, prepared.notes)
 
     document = {"model": args.model, "output": None if failure else args.output, "steps": sections}
-    if args.report:
-        write_json(args.report, document)
+    _write_reports(args.report, document)
     if failure:
         if not args.json:
             for r in renders:
@@ -213,7 +230,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     for r in renders:
         r()
-    err_console.print(f"wrote {args.output}" + (f" and {args.report}" if args.report else ""))
+    err_console.print(f"wrote {args.output}" + (f" and {', '.join(args.report)}" if args.report else ""))
     return 0
 
 

@@ -32,6 +32,7 @@ COMMANDS = [
     "bench",
     "demo",
     "doctor",
+    "completion",
 ]
 
 EPILOG = """examples:

@@ -277,6 +277,7 @@ def bench_package(
         "runner": info,
         "inputs": "data" if arrays is not None else "random",
     }
+    report["samples"] = {"latency_ms": list(timing.latency_ms), **({"cycles": list(timing.cycles)} if timing.cycles else {})}
     if npu is not None:
         report["npu"] = npu
     if timing.cycles:
