@@ -14,6 +14,9 @@ import hashlib
 import json
 import logging
 import os
+import re
+import shutil
+import stat
 import tempfile
 import zipfile
 import zlib
@@ -36,6 +39,7 @@ __all__ = [
     "open_package",
     "sha256_bytes",
     "check_member_name",
+    "MAX_MEMBERS",
 ]
 
 logger = logging.getLogger(__name__)
@@ -49,6 +53,14 @@ MAX_MANIFEST_BYTES = 16 * 2**20
 #: Uncompressed size of all members together. Large enough for a VGG-class
 #: model's weights, small enough that a zip bomb is refused before inflating.
 MAX_PACKAGE_BYTES = 8 * 2**30
+#: More members than any backend writes; a cap keeps a hostile central
+#: directory from making us stat millions of entries.
+MAX_MEMBERS = 4096
+#: Compression methods edgekit writes; anything else is not one of ours.
+_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+#: Fixed part of a zip local file header.
+_LOCAL_HEADER = 30
 
 _CHUNK = 1 << 20
 _COMPRESS_SAMPLE = 1 << 20
@@ -164,25 +176,38 @@ class Package:
             PackageIntegrityError: if a member changed since it was built.
         """
         root = Path(fresh_dir)
-        if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        if root.is_symlink() or (root.exists() and (not root.is_dir() or any(root.iterdir()))):
             raise PackageError(
                 f"cannot extract package into '{root}': it is not an empty folder",
                 hint="Extract into a new folder.",
             )
-        root.mkdir(parents=True, exist_ok=True)
+        root.parent.mkdir(parents=True, exist_ok=True)
+        # Stage everything in a private sibling folder and move it into place
+        # only when every member verified: a failure leaves nothing behind.
+        stage = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent)).resolve()
+        try:
+            (stage / MANIFEST_NAME).write_text(json.dumps(self.manifest, indent=2), encoding="utf-8")
+            with _open_zip(self.path) as zf:
+                for name in self._names:
+                    dest = (stage / name).resolve()
+                    # Names were validated on open; this guards against symlinked
+                    # folders inside the stage as well.
+                    if not dest.is_relative_to(stage):
+                        raise PackageError(
+                            f"member '{name}' would be written outside '{root}'", hint="Do not use this package."
+                        )
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+                    with os.fdopen(os.open(dest, flags, 0o644), "wb") as fh:
+                        for chunk in _verified_chunks(zf, self.path, name, self.manifest["files"][name]):
+                            fh.write(chunk)
+            if root.exists():
+                root.rmdir()  # empty, checked above
+            os.replace(stage, root)
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise
         root = root.resolve()
-        (root / MANIFEST_NAME).write_text(json.dumps(self.manifest, indent=2), encoding="utf-8")
-        with _open_zip(self.path) as zf:
-            for name in self._names:
-                dest = (root / name).resolve()
-                # Names were validated on open; this guards against symlinked
-                # folders inside root as well.
-                if not dest.is_relative_to(root):
-                    raise PackageError(f"member '{name}' would be written outside '{root}'", hint="Do not use this package.")
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                with open(dest, "wb") as fh:
-                    for chunk in _verified_chunks(zf, self.path, name, self.manifest["files"][name]):
-                        fh.write(chunk)
         logger.debug("extracted %s to %s", self.path, root)
         return root
 
@@ -277,22 +302,40 @@ def open_package(
         raise PackageError(f"package '{p}' does not exist", hint="Check the path, or build one with `edgekit compile`.")
     with _open_zip(p) as zf:
         infos = zf.infolist()
+        if len(infos) > MAX_MEMBERS:
+            raise PackageError(
+                f"package '{p}' has {len(infos)} members, more than the limit of {MAX_MEMBERS}",
+                hint="This is not a package edgekit wrote; do not use it.",
+            )
         names = [i.filename for i in infos]
         seen: set[str] = set()
-        for name in names:
+        for info in infos:
+            name = info.filename
             if name in seen:
                 raise PackageError(f"package '{p}' holds member '{name}' twice", hint="Do not use this package; rebuild it.")
             seen.add(name)
             check_member_name(name, where=str(p))
+            _check_member_kind(info, p)
+        _check_no_overlap(infos, zf, p)
         manifest = _read_manifest(zf, p)
         listed = manifest["files"]
         for name, entry in listed.items():
             check_member_name(name, where=f"{p}: manifest")
-            if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str) or not isinstance(entry.get("size"), int):
+            if (
+                not isinstance(entry, dict)
+                or not isinstance(entry.get("sha256"), str)
+                or not _SHA256_HEX.fullmatch(entry["sha256"])
+                or not isinstance(entry.get("size"), int)
+                or isinstance(entry.get("size"), bool)
+                or entry["size"] < 0
+            ):
                 raise PackageError(
-                    f"package '{p}': manifest entry for '{name}' needs 'sha256' and 'size'",
+                    f"package '{p}': manifest entry for '{name}' needs 'sha256' (64 hex digits) and 'size' (bytes >= 0)",
                     hint="Do not use this package; rebuild it.",
+                    member=name,
                 )
+            if name == MANIFEST_NAME:
+                raise PackageError(f"package '{p}': the manifest lists itself", hint="Do not use this package; rebuild it.")
         unlisted = sorted(seen - set(listed) - {MANIFEST_NAME})
         if unlisted:
             raise PackageError(
@@ -365,7 +408,11 @@ def _read_manifest(zf: zipfile.ZipFile, path: Path) -> dict[str, Any]:
     if info.file_size > MAX_MANIFEST_BYTES:
         raise PackageError(f"package '{path}': {MANIFEST_NAME} is implausibly large", hint="Do not use this package.")
     try:
-        manifest = json.loads(zf.read(MANIFEST_NAME).decode("utf-8"))
+        manifest = json.loads(zf.read(MANIFEST_NAME).decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
+    except RecursionError:
+        raise PackageError(
+            f"package '{path}': {MANIFEST_NAME} is nested too deeply to be a manifest", hint="Do not use this package."
+        ) from None
     except (ValueError, UnicodeDecodeError, zipfile.BadZipFile) as exc:
         raise PackageError(
             f"package '{path}': {MANIFEST_NAME} is not valid JSON ({exc})",
@@ -386,6 +433,61 @@ def _read_manifest(zf: zipfile.ZipFile, path: Path) -> dict[str, Any]:
             hint="Upgrade edgekit, or rebuild the package with this version.",
         )
     return manifest
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """JSON object hook: a key given twice is ambiguous (which one is checked?)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"key {key!r} appears twice")
+        out[key] = value
+    return out
+
+
+def _check_member_kind(info: zipfile.ZipInfo, path: Path) -> None:
+    """Refuses symlinks and other non-regular members, encryption and
+    compression methods edgekit never writes."""
+    mode = info.external_attr >> 16
+    kind = stat.S_IFMT(mode)
+    if kind and kind != stat.S_IFREG:
+        what = "a symbolic link" if kind == stat.S_IFLNK else f"not a regular file (mode {mode:o})"
+        raise PackageError(
+            f"package '{path}': member '{info.filename}' is {what}",
+            hint="Packages hold regular files only; do not use this package.",
+            member=info.filename,
+        )
+    if info.flag_bits & 0x1:
+        raise PackageError(
+            f"package '{path}': member '{info.filename}' is encrypted", hint="Do not use this package.", member=info.filename
+        )
+    if info.compress_type not in _METHODS:
+        raise PackageError(
+            f"package '{path}': member '{info.filename}' uses compression method {info.compress_type}",
+            hint="edgekit writes stored or deflated members only; do not use this package.",
+            member=info.filename,
+        )
+
+
+def _check_no_overlap(infos: list[zipfile.ZipInfo], zf: zipfile.ZipFile, path: Path) -> None:
+    """Refuses members whose data overlap (the trick of non-recursive zip bombs:
+    many central-directory entries pointing into one compressed stream)."""
+    spans = []
+    for i in infos:
+        # Bytes the name takes in the local header (UTF-8 flag, else cp437):
+        # a lower bound of the entry's extent is enough to prove an overlap.
+        raw_name = i.filename.encode("utf-8" if i.flag_bits & 0x800 else "cp437", "replace")
+        spans.append((i.header_offset, i.header_offset + _LOCAL_HEADER + len(raw_name) + i.compress_size, i.filename))
+    spans.sort()
+    end_of_data = getattr(zf, "start_dir", None)
+    for (start, end, name), nxt in zip(spans, [*spans[1:], None]):
+        limit = nxt[0] if nxt is not None else end_of_data
+        if limit is not None and end > limit:
+            raise PackageError(
+                f"package '{path}': member '{name}' overlaps {'member ' + repr(nxt[2]) if nxt else 'the central directory'}",
+                hint="This archive is crafted (overlapping entries are a zip-bomb technique); do not use it.",
+                member=name,
+            )
 
 
 def _verified_chunks(zf: zipfile.ZipFile, path: Path, name: str, entry: Mapping[str, Any]) -> Iterator[bytes]:

@@ -62,20 +62,21 @@ class PreparedModel:
 
 
 def read_onnx(path: str | os.PathLike[str]) -> onnx.ModelProto:
-    """Reads an ONNX file, turning every failure into a :class:`ModelError`."""
+    """Reads an ONNX file, turning every failure into a :class:`ModelError`.
+
+    The file is treated as untrusted: :func:`edgekit.frontend.safety.read_model_safely`
+    checks dims, tensor sizes and external-data paths before anything besides
+    the model file is opened (no ``../``, absolute paths or symlinks; nothing
+    outside the model's folder).
+    """
+    from edgekit.frontend.safety import read_model_safely
+
     p = Path(path)
     if not p.exists():
         raise ModelError(f"model file '{p}' does not exist", hint="Check the path.")
     if not p.is_file():
         raise ModelError(f"'{p}' is not a file", hint="Pass the path of an .onnx file.")
-    try:
-        return onnx.load(str(p))
-    except Exception as exc:  # protobuf DecodeError, external-data errors, ...
-        raise ModelError(
-            f"'{p}' is not a readable ONNX model ({type(exc).__name__}: {str(exc)[:200]})",
-            hint="Check that the file is complete and really ONNX (re-export it if needed).",
-            path=str(p),
-        ) from None
+    return read_model_safely(p)
 
 
 def _np_dtype(elem_type: int) -> str:

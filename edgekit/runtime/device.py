@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
+import time
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
@@ -51,8 +52,15 @@ class RetryPolicy:
         response_timeout_s: Wait for the answer to one attempt.
         run_timeout_s: Wait for a RUN answer (models can run for long in a simulator).
         verify_timeout_s: Wait for VERIFY (the device hashes the whole image).
-        upload_resumes: Times an upload re-synchronises (after a reset or a
-            failed attempt series) and continues from the device's offset.
+        upload_resumes: Times in a row an upload re-synchronises (after a
+            reset, a lost link or a failed attempt series) without the
+            device's offset having advanced since the previous time; any
+            progress earns a fresh allowance. Also the number of hash
+            mismatches at VERIFY tolerated per upload (those never reset).
+        upload_deadline_s: Give up an upload that has not been verified after
+            this long (None: no limit beyond the counts above). Checked
+            before every request, so the upload ends at most one request's
+            retries (``attempts x`` its timeout) after the deadline.
     """
 
     attempts: int = 6
@@ -60,6 +68,7 @@ class RetryPolicy:
     run_timeout_s: float = 300.0
     verify_timeout_s: float = 60.0
     upload_resumes: int = 4
+    upload_deadline_s: float | None = None
 
 
 DEFAULT_RETRY = RetryPolicy()
@@ -98,6 +107,8 @@ class DeviceClient:
         # of the previous one.
         self._seq = random.randrange(0, P.NAK_SEQ)
         self.boot_id: int | None = None
+        #: Highest image offset the device confirmed during the current upload.
+        self._confirmed = 0
 
     # -- matcher ----------------------------------------------------------- #
 
@@ -215,11 +226,21 @@ class DeviceClient:
         """
         digest = hashlib.sha256(image).digest()
         total = len(image)
-        resumes = 0
+        resumes = 0  # in a row without progress
+        mismatches = 0
+        self._confirmed = 0
+        mark = 0  # device offset at the previous resume
+        limit = self.retry.upload_deadline_s
+        deadline = None if limit is None else time.monotonic() + limit
         while True:
             try:
+                if resumes:
+                    # Inside the try: a link that fails again while we
+                    # re-synchronise costs one more resume, not the upload.
+                    self.hello()
                 offset = self._begin(total, digest)
-                offset = self._send_chunks(image, offset, progress)
+                offset = self._send_chunks(image, offset, progress, deadline)
+                self._check_deadline(deadline)
                 result = self._commit(digest)
                 if result is not None:
                     return result
@@ -227,30 +248,58 @@ class DeviceClient:
                     "the device's SHA-256 of the uploaded weights does not match the host's",
                     hint="The link corrupted data undetected by CRC; retry, and check the cable if it repeats.",
                 )
+                mismatches += 1
+                if mismatches > self.retry.upload_resumes:
+                    raise problem
             except PortBusyError:
                 raise
+            except _OutOfTime:
+                raise self._deadline_error() from None
             except (DeviceTimeoutError, TransportError, _Resync) as exc:
                 problem = exc if isinstance(exc, DeviceError) else DeviceError(str(exc), hint="Reset the board and retry.")
+            if self._confirmed > mark:
+                resumes = 0  # the device moved on since the last interruption
+            mark = self._confirmed
             resumes += 1
             if resumes > self.retry.upload_resumes:
                 raise problem
             logger.info("upload interrupted (%s); resuming (%d/%d)", problem, resumes, self.retry.upload_resumes)
+            self._check_deadline(deadline)
             if self._on_resync is not None:
                 self._on_resync()
-            self.hello()
+
+    def _check_deadline(self, deadline: float | None) -> None:
+        if deadline is not None and time.monotonic() > deadline:
+            raise self._deadline_error()
+
+    def _deadline_error(self) -> DeviceTimeoutError:
+        return DeviceTimeoutError(
+            f"upload not verified within its deadline of {self.retry.upload_deadline_s:g} s",
+            hint="The link is too unreliable or too slow; check the cable, or raise RetryPolicy.upload_deadline_s.",
+            deadline_s=self.retry.upload_deadline_s,
+        )
 
     def _begin(self, total: int, digest: bytes) -> int:
         frame = self.request(Command.LOAD_BEGIN, P.pack_load_begin(total, digest))
         offset = P.unpack_u32("LOAD_BEGIN", frame.payload)
         if offset > total:
             raise ProtocolError(f"device resumes at {offset} of a {total}-byte image", hint="Reset the device.")
+        self._confirmed = max(self._confirmed, offset)
         if offset:
             logger.info("resuming upload at byte %d of %d", offset, total)
         return offset
 
-    def _send_chunks(self, image: bytes, offset: int, progress: Callable[[int, int], None] | None) -> int:
+    def _send_chunks(
+        self,
+        image: bytes,
+        offset: int,
+        progress: Callable[[int, int], None] | None,
+        deadline: float | None = None,
+    ) -> int:
         total = len(image)
         while offset < total:
+            if deadline is not None and time.monotonic() > deadline:
+                raise _OutOfTime()
             chunk = image[offset : offset + P.LOAD_CHUNK]
             frame = self.request(
                 Command.LOAD, P.pack_load(offset, chunk), accept=(Status.OK, Status.ERR_BAD_OFFSET, Status.ERR_STATE)
@@ -261,6 +310,7 @@ class DeviceClient:
             if received > total:
                 raise ProtocolError(f"device claims {received} of {total} bytes", hint="Reset the device.")
             offset = received  # the device's count is the truth, also after ERR_BAD_OFFSET
+            self._confirmed = max(self._confirmed, offset)
             if progress is not None:
                 progress(offset, total)
         return offset
@@ -315,3 +365,7 @@ class DeviceClient:
 
 class _Resync(Exception):
     """Internal: the upload must re-synchronise with LOAD_BEGIN."""
+
+
+class _OutOfTime(Exception):
+    """Internal: the upload's deadline passed between two chunks."""

@@ -75,7 +75,7 @@ class SerialTransport:
             err = getattr(exc, "errno", None)
             if "exclusively lock" in text or err in (errno.EBUSY, errno.EAGAIN):
                 raise PortBusyError(
-                    f"serial port {port} is in use by another process",
+                    f"serial port {port} is busy: it is in use by another process",
                     hint="Close the other program (another edgekit, a serial monitor) or pick another --port.",
                     port=port,
                 ) from None

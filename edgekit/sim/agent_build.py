@@ -28,7 +28,7 @@ else:  # pragma: no cover
 from edgekit.core.resources import data_dir
 from edgekit.core.errors import CompileError, ConfigError
 
-__all__ = ["PortSpec", "firmware_stubs_dir", "load_port", "port_for_board", "build_agent", "cache_dir"]
+__all__ = ["PortSpec", "firmware_stubs_dir", "load_port", "port_for_board", "build_agent", "build_blob_agent", "cache_dir"]
 
 logger = logging.getLogger(__name__)
 
@@ -188,3 +188,22 @@ def build_agent(port: str, model_sources: Sequence[Path], *, extra_cflags: Seque
     except OSError:  # another process built it first
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def build_blob_agent(port: str, weight_bytes: int) -> Path:
+    """Builds the agent with ``test_model/blob_model.c``: a model that only
+    holds a ``weight_bytes``-byte image (for transfer and fault tests).
+
+    For the POSIX port the storage is sized so one slot holds the image.
+
+    Raises:
+        CompileError: the compiler failed.
+        ConfigError: ``weight_bytes`` is not positive.
+    """
+    if weight_bytes < 1:
+        raise ConfigError(f"weight_bytes={weight_bytes} must be positive", hint="Pass the image size in bytes.")
+    flags = [f"-DEK_BLOB_BYTES={int(weight_bytes)}u"]
+    if port == "posix":
+        slot = max(1 << 20, (weight_bytes + 64 + 4095) // 4096 * 4096)
+        flags.append(f"-DEK_POSIX_STORAGE_BYTES=(2u*{slot}u)")
+    return build_agent(port, [firmware_stubs_dir() / "test_model" / "blob_model.c"], extra_cflags=flags)

@@ -36,6 +36,8 @@ _EM_ARM = "EM_ARM"
 _EM_RISCV = "EM_RISCV"
 _PAGE = 0x1000
 _INTERCEPTED = ("ek_port_read_cycles", "ek_port_read_instret")
+#: Slot storage bounds and the one function that programs it (power-cut tests).
+_STORAGE_SYMBOLS = ("__ek_slots_start", "__ek_slots_end", "ek_port_storage_write")
 
 
 def _page_up(n: int) -> int:
@@ -78,6 +80,10 @@ class McuSimulator:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._block_cache: dict[tuple[int, int], int] = {}
+        self._cut_countdown: int | None = None
+        self._cut_torn = False
+        self.power_cut = threading.Event()
+        self.storage_writes = 0
         self.uart = PtyUart()
         self.uart.should_stop = self._stop.is_set
         self.port_name = self.uart.port
@@ -106,7 +112,7 @@ class McuSimulator:
         symtab = elf.get_section_by_name(".symtab")
         self.symbols: dict[str, int] = {}
         if symtab is not None:
-            for name in (*_INTERCEPTED, "__ek_slots_start"):
+            for name in (*_INTERCEPTED, *_STORAGE_SYMBOLS):
                 found = symtab.get_symbol_by_name(name)
                 if found:
                     self.symbols[name] = found[0]["st_value"] & ~1
@@ -164,6 +170,9 @@ class McuSimulator:
         for name in _INTERCEPTED:
             addr = self.symbols[name]
             uc.hook_add(uc_mod.UC_HOOK_CODE, self._on_counter_read, name, addr, addr)
+        if "ek_port_storage_write" in self.symbols:
+            addr = self.symbols["ek_port_storage_write"]
+            uc.hook_add(uc_mod.UC_HOOK_CODE, self._on_storage_write, None, addr, addr)
         return uc
 
     # -- hooks -------------------------------------------------------------- #
@@ -194,6 +203,71 @@ class McuSimulator:
             uc.reg_write(ac.UC_ARM_REG_R0, lo)
             uc.reg_write(ac.UC_ARM_REG_R1, hi)
             uc.reg_write(ac.UC_ARM_REG_PC, uc.reg_read(ac.UC_ARM_REG_LR))
+
+    def _on_storage_write(self, uc: Any, address: int, size: int, _ud: Any) -> None:
+        self.storage_writes += 1
+        if self._cut_countdown is None:
+            return
+        self._cut_countdown -= 1
+        if self._cut_countdown > 0:
+            return
+        self._cut_countdown = None
+        if self._cut_torn:
+            # A torn write: the first half of the bytes reached flash.
+            dst, src, n = (self._arg(i) for i in range(3))
+            half = n // 2
+            if half:
+                uc.mem_write(dst, bytes(uc.mem_read(src, half)))
+        self._stop.set()
+        uc.emu_stop()
+        self.power_cut.set()
+
+    def _arg(self, i: int) -> int:
+        """Integer argument ``i`` of the function being entered (a0.. / r0..)."""
+        if self.arch == _EM_RISCV:
+            from unicorn import riscv_const as rc
+
+            return int(self._uc.reg_read(rc.UC_RISCV_REG_A0 + i))
+        from unicorn import arm_const as ac
+
+        return int(self._uc.reg_read(ac.UC_ARM_REG_R0 + i))
+
+    # -- fault injection ---------------------------------------------------- #
+
+    def arm_power_cut(self, after_writes: int, *, torn: bool = False) -> None:
+        """Halts the core when it enters ``ek_port_storage_write`` for the
+        ``after_writes``-th time from now (that write does not happen; with
+        ``torn`` its first half does). :attr:`power_cut` is set when it fires;
+        call :meth:`reset` to power the board on again.
+
+        Raises:
+            ConfigError: the firmware has no ``ek_port_storage_write`` symbol.
+        """
+        if "ek_port_storage_write" not in self.symbols:
+            raise ConfigError(
+                "firmware has no ek_port_storage_write symbol", hint="Link the agent from firmware_stubs, unstripped."
+            )
+        if after_writes < 1:
+            raise ConfigError(f"after_writes={after_writes} must be >= 1", hint="Count storage writes from 1.")
+        self.power_cut.clear()
+        self._cut_torn = torn
+        self._cut_countdown = after_writes
+
+    def disarm_power_cut(self) -> None:
+        """Cancels a pending :meth:`arm_power_cut`."""
+        self._cut_countdown = None
+
+    def read_storage(self) -> bytes:
+        """The weights-slot storage (flash) as the firmware left it.
+
+        Raises:
+            ConfigError: the firmware has no slot-storage symbols.
+        """
+        start, end = self.symbols.get("__ek_slots_start"), self.symbols.get("__ek_slots_end")
+        if start is None or end is None:
+            raise ConfigError("firmware has no __ek_slots_start/__ek_slots_end", hint="Link it with firmware_stubs' script.")
+        flash_end = int(self.spec.raw["flash_base"]) + self.board.memory.flash_bytes
+        return bytes(self._uc.mem_read(start, min(end, flash_end) - start))
 
     # -- run control -------------------------------------------------------- #
 

@@ -144,3 +144,13 @@ def test_ir3_model_prepared_passes_full_check(light_models_dir: Path) -> None:
     prepared = load_model(light_models_dir / "light_bvlc_alexnet.onnx")
     assert prepared.model.ir_version >= 7
     onnx.checker.check_model(prepared.model, full_check=True)
+
+
+def test_declared_minus_one_dim_is_dynamic_not_hostile() -> None:
+    # PaddlePaddle exports write -1 for a dynamic axis (the PP-OCR models do).
+    model = _dynamic_model()
+    dim = model.graph.input[0].type.tensor_type.shape.dim[0]
+    dim.Clear()
+    dim.dim_value = -1
+    prepared = load_model(model)
+    assert prepared.inputs[0].shape == (1, 3, 4)
