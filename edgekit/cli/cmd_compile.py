@@ -30,6 +30,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, metavar="OUT.ekpkg", help="package file to write")
     p.add_argument("--input-shape", action="append", default=[], metavar="NAME=1x3x224x224",
                    help="static shape of an input (repeat per input)")
+    p.add_argument("--tune", type=int, default=0, metavar="N",
+                   help="tune with N MetaSchedule trials first (host-like CPU boards; results are kept in the "
+                   "tuning database and reused, see `edgekit tune`)")
     p.add_argument("--opt-level", type=int, default=3, choices=range(4), metavar="{0..3}", help="TVM optimisation level (default 3)")
     p.add_argument("--allow-unsupported", action="store_true",
                    help="skip edgekit's operator check and let TVM try anyway")
@@ -84,7 +87,7 @@ class StageProgress:
 
 
 def run(args: argparse.Namespace) -> int:
-    options = CompileOptions(opt_level=args.opt_level, allow_unsupported=args.allow_unsupported)
+    options = CompileOptions(opt_level=args.opt_level, allow_unsupported=args.allow_unsupported, tune_trials=args.tune)
     shapes = parse_input_shapes(args.input_shape)
     quiet = bool(getattr(args, "quiet", False))
     with StageProgress(err_console, enabled=not quiet and not args.json) as progress:

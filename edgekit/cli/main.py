@@ -27,6 +27,7 @@ COMMANDS = [
     "inspect",
     "compress",
     "compile",
+    "tune",
     "flash",
     "run",
     "bench",

@@ -111,11 +111,6 @@ def build(
         UnsupportedOpsError: listing every operator TVM cannot import.
         CompileError: when TVM fails; the message carries TVM's first line.
     """
-    if options.tune_trials:
-        raise CompileError(
-            "tuning (tune_trials > 0) is not available for the host backend yet",
-            hint="Compile without tuning (tune_trials=0).",
-        )
     if target.isa.lower() != _host_arch():
         from edgekit.compiler import linux_cross
 
@@ -130,7 +125,6 @@ def build(
         check_supported(prepared.model)
 
     import tvm
-    from tvm import relax
 
     from edgekit.compiler.importer import import_onnx
 
@@ -138,17 +132,24 @@ def build(
     mod, weights, integer_report = import_onnx(prepared)
 
     progress("build", f"building for {target.name}")
-    try:
-        tvm_target = target.tvm_target()
-        with tvm_target, tvm.transform.PassContext(opt_level=options.opt_level):
-            lowered = relax.get_pipeline("default")(mod)
-        arena = _arena_bytes(lowered)
-        executable = tvm.compile(lowered, target=tvm_target, relax_pipeline=None)
-    except Exception as exc:
-        raise CompileError(
-            f"TVM could not build model '{prepared.name}' for {target.name}: {tvm_error_line(exc)}",
-            hint="Run with --debug for TVM's full message; try opt level 2 or report the model.",
-        ) from exc
+    from edgekit.compiler.cpu_pipeline import build_cpu
+
+    tvm_target = target.tvm_target()
+    database = None
+    if options.tune_trials:
+        from edgekit.compiler.tuning import open_database, tune_model
+
+        progress("tune", f"tuning with {options.tune_trials} MetaSchedule trials")
+        tune_model(prepared, board, target, options.tune_trials)
+        database = open_database(tvm_target)
+    build = build_cpu(
+        mod, tvm_target, weights, database=database, num_threads=board.cores, opt_level=options.opt_level
+    )
+    executable = build.executable
+    # The CPU pipeline transforms weight layouts once at compile time; the
+    # package stores the transformed weights the executable expects.
+    weights = list(build.params)
+    arena = _arena_bytes(build.lowered)
 
     progress("export", "exporting the shared library and weights")
     try:

@@ -217,10 +217,20 @@ def test_compile_options_are_validated() -> None:
         CompileOptions(tune_trials=-1)
 
 
-def test_foreign_isa_llvm_board_is_refused_before_building(tmp_path: Path) -> None:
+def test_unsupported_foreign_isa_board_is_refused_before_building(tmp_path: Path) -> None:
+    # 64-bit Linux boards cross-compile (tests/sim/test_linux_qemu.py); a
+    # 32-bit Arm Linux board has no cross path yet and must say so up front.
+    boards = tmp_path / "boards"
+    boards.mkdir()
+    (boards / "t.toml").write_text(
+        'name = "armv7-linux"\ncodegen = "llvm"\nisa = "armv7a"\n'
+        '[tvm]\ntarget = { kind = "llvm", mtriple = "armv7a-linux-gnueabihf", mcpu = "cortex-a9" }\n'
+    )
+    (boards / "b.toml").write_text('name = "zynq-a9"\ntarget = "armv7-linux"\n')
     prepared = load_model(_two_output_model())
-    with pytest.raises(CompileError, match=r"board 'raspberry-pi-4' \(aarch64\) on this .* not available yet"):
-        compile_model(prepared, "raspberry-pi-4", tmp_path / "x.ekpkg")
+    with pytest.raises(CompileError, match=r"board 'zynq-a9' \(armv7a\) on this .* not available yet"):
+        compile_model(prepared, "zynq-a9", tmp_path / "x.ekpkg", board_dirs=[boards])
+    assert not (tmp_path / "x.ekpkg").exists()
 
 
 def test_every_light_model_is_covered(light_models_dir: Path) -> None:

@@ -1,0 +1,109 @@
+"""``edgekit tune``: measure better kernels for a model on a board and keep them.
+
+Thin wrapper over :func:`edgekit.compiler.tuning.tune_model`; the records go to
+the per-target database that ``edgekit compile`` reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from edgekit.cli.render import console, emit_json
+from edgekit.core.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "tune",
+        help="tune a model's kernels for a board (MetaSchedule)",
+        description=(
+            "Search faster schedules for each kernel of MODEL on the board's CPU and store them in the "
+            "per-target tuning database (reused by compile, by other models with the same kernels, and by "
+            "a re-run after an interruption: trials already measured are not repeated)."
+        ),
+        epilog="example: edgekit tune model.onnx --board host --trials 500",
+    )
+    p.add_argument("model", metavar="MODEL", help="ONNX model")
+    p.add_argument("--board", default="host", help="board profile (default: host)")
+    p.add_argument("--trials", type=int, required=True, metavar="N", help="trial budget for the whole model")
+    p.add_argument(
+        "--input-shape", action="append", default=[], metavar="NAME=1x3x224x224", help="static shape of an input"
+    )
+    p.add_argument("--db", metavar="DIR", help="folder of tuning databases (default: the user cache)")
+    p.add_argument("--boards-dir", action="append", default=[], metavar="DIR", help="extra folder of board/target TOML files")
+    p.add_argument("--seed", type=int, default=None, help="random seed of the search")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    p.set_defaults(func=run)
+
+
+def parse_input_shapes(values: list[str]) -> dict[str, tuple[int, ...]]:
+    """Parses ``NAME=1x3x224x224`` options."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for value in values:
+        name, sep, dims = value.rpartition("=")
+        try:
+            shape = tuple(int(d) for d in dims.lower().split("x"))
+        except ValueError:
+            shape = ()
+        if not sep or not name or not shape or any(d <= 0 for d in shape):
+            raise InputError(f"--input-shape '{value}' is not NAME=DxDx...", hint="Write e.g. --input-shape x=1x3x224x224.")
+        shapes[name] = shape
+    return shapes
+
+
+def run(args: argparse.Namespace) -> int:
+    from edgekit.compiler.tuning import tune_model
+    from edgekit.core.profiles import get_board
+    from edgekit.frontend.loader import load_model
+
+    if args.trials < 0:
+        raise InputError(f"--trials must be >= 0, got {args.trials}", hint="Use e.g. --trials 500.")
+    board, target = get_board(args.board, args.boards_dir)
+    prepared = load_model(args.model, parse_input_shapes(args.input_shape))
+    with Progress(
+        TextColumn("[bold]tuning[/bold] {task.fields[kernel]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("trials"),
+        TimeElapsedColumn(),
+        TextColumn("ETA {task.fields[eta]}"),
+        console=console,
+        transient=args.json,
+        disable=args.json,
+    ) as bar:
+        task = bar.add_task("tune", total=None, kernel="(searching)", eta="-")
+
+        def on_progress(p: object) -> None:
+            eta = "-" if p.eta_s is None else f"{int(p.eta_s) // 60}:{int(p.eta_s) % 60:02d}"  # type: ignore[attr-defined]
+            bar.update(
+                task,
+                completed=p.trials_done,  # type: ignore[attr-defined]
+                total=p.trials_total,  # type: ignore[attr-defined]
+                kernel=f"{p.task} ({p.task_index + 1}/{p.num_tasks})",  # type: ignore[attr-defined]
+                eta=eta,
+            )
+
+        report = tune_model(prepared, board, target, args.trials, db_root=args.db, progress=on_progress, seed=args.seed)
+    if args.json:
+        emit_json(report.to_json())
+        return 0
+    console.print(
+        f"measured {report.trials_measured} trials in {report.seconds:.0f} s "
+        f"({report.trials_reused} found in the database and not repeated)"
+    )
+    console.print(f"database: {report.database_dir}")
+    for t in report.tasks:
+        best = f"{t.best_us:.1f} us" if t.best_us else "-"
+        console.print(f"  {t.name:<48} x{t.weight:<3} {min(t.measured, t.budget) if t.budget else t.measured:>4}+ trials  best {best}")
+    return 0

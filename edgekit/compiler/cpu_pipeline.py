@@ -1,0 +1,804 @@
+"""A Relax pipeline for CPUs that gives fast code without tuning.
+
+TVM 0.27's default CPU pipeline (``relax.backend.cpu_generic``) legalizes and
+fuses operators but schedules nothing: every kernel is a naive scalar,
+single-threaded loop nest. TVM 0.27 ships no x86/ARM TOPI schedules any more,
+dlight's CPU rules cover only GEMV and row reductions, and the wheel has no
+BLAS/DNNL BYOC. So this module builds the missing pieces from TVM's own
+machinery:
+
+* **Layout**: ``relax.transform.ConvertLayout`` rewrites every ``conv2d`` to
+  NHWC activations / HWIO weights, so the output channel -- a multiple of the
+  SIMD width in nearly every model -- is the innermost, contiguous axis of both
+  the output and the weights. The weight transposes this inserts (and every
+  other computation that depends only on weights) are split out with
+  ``relax.transform.LiftTransformParams`` and run once at compile time on the
+  parameters (weights stay run-time arguments, never LLVM constants).
+* **Schedules**: a dlight :class:`ScheduleRule` (:class:`CpuTiledReduction`,
+  hand-written because TVM 0.27 has no untuned CPU schedule for convolutions
+  or matrix products) gives every reduction whose output's innermost axis is
+  contiguous a register-blocked micro-kernel: a ``rows x (k * SIMD width)``
+  accumulator tile kept in registers (``cache_write`` to a tile-sized local
+  buffer), vectorized FMAs over the innermost axis, unrolled rows, the
+  reduction loops outside the tile, the elementwise epilogue (bias, ReLU,
+  residual add) inlined into the write-back and the outer loops parallel.
+  dlight's own ``cpu.Reduction`` handles softmax/normalization and
+  :class:`CpuInjective` parallelizes and vectorizes everything else.
+* **Tuning**: functions found in a MetaSchedule database (see
+  :mod:`edgekit.compiler.tuning`) are taken from it
+  (``relax.transform.MetaScheduleApplyDatabase``) before the default rules run,
+  so a tuned kernel always wins over the heuristic one.
+
+Entry point: :func:`build_cpu`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edgekit.core.errors import CompileError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import tvm
+
+__all__ = [
+    "CONV_LAYOUTS",
+    "CpuBuild",
+    "build_cpu",
+    "import_onnx",
+    "prepare_cpu_module",
+    "schedule_passes",
+    "set_num_threads",
+    "simd_lanes",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Desired layouts for ``relax.transform.ConvertLayout``: activations NHWC,
+#: weights HWIO, so the output channel is innermost in output and weights.
+#: conv2d_transpose is pinned to NCHW/IOHW: ConvertLayout would otherwise make
+#: it NHWC too, which TOPI cannot legalize (the VM then fails on the raw op).
+CONV_LAYOUTS: dict[str, list[str]] = {
+    "relax.nn.conv2d": ["NHWC", "HWIO"],
+    "relax.nn.conv2d_transpose": ["NCHW", "IOHW"],
+}
+
+def simd_lanes(target: tvm.target.Target, dtype_bits: int = 32) -> int:
+    """Number of ``dtype_bits`` lanes in one SIMD register of ``target``.
+
+    ``tvm.target.codegen.llvm_get_vector_width`` answers 512 for every x86 CPU
+    in TVM 0.27 (AVX2-only ones included), so x86 is decided by features.
+    """
+    from tvm.target.codegen import llvm_get_vector_width, target_has_features
+
+    bits = 128
+    try:
+        if target_has_features("avx512f", target):
+            bits = 512
+        elif target_has_features("avx2", target) or target_has_features("avx", target):
+            bits = 256
+        elif "x86" in str(target.attrs.get("mtriple", "x86_64")) or not target.attrs.get("mtriple"):
+            bits = 128
+        else:
+            bits = max(128, min(int(llvm_get_vector_width(target)), 512))
+    except Exception:  # a target LLVM does not know: assume 128-bit SIMD
+        bits = 128
+    return max(1, bits // dtype_bits)
+
+
+# --------------------------------------------------------------------------- #
+# Schedule rules
+# --------------------------------------------------------------------------- #
+
+
+def _extent(sch: Any, loop: Any) -> int | None:
+    from tvm import tirx
+
+    ext = sch.get(loop).extent
+    return int(ext.value) if isinstance(ext, tirx.IntImm) else None
+
+
+def _iter_var_of(expr: Any, vars_: Sequence[Any]) -> int | None:
+    """Index in ``vars_`` of the block iter that ``expr`` is exactly, or None."""
+    for i, v in enumerate(vars_):
+        if expr.same_as(v):
+            return i
+    return None
+
+
+def _uses(expr: Any, var: Any) -> bool:
+    from tvm.s_tir.dlight.analysis import collect_vars_used_in_prim_expr
+
+    return any(v.same_as(var) for v in collect_vars_used_in_prim_expr(expr))
+
+
+def _tile_efficiency(vectors: int, rows: int, extent: int) -> float:
+    """Estimated FMA-unit utilisation of a ``rows x vectors`` register tile.
+
+    Per reduction step the tile loads ``vectors`` weight vectors and
+    broadcasts ``rows`` inputs (2 loads/cycle) and issues ``rows * vectors``
+    FMAs (2/cycle, 4-5 cycles latency: fewer than ~10 independent
+    accumulators leave the FMA units idle). A tile that does not divide the
+    row extent wastes its tail and runs predicated.
+    """
+    acc = rows * vectors
+    if acc + vectors + 1 > 16:  # would spill: 16 vector registers on AVX2/NEON
+        return 0.0
+    cycles = max(5.0, acc / 2.0, (vectors + rows) / 2.0)
+    eff = acc / (2.0 * cycles)
+    tiles = -(-extent // rows)
+    if tiles * rows != extent:
+        eff *= 0.85 * extent / (tiles * rows)
+    return eff
+
+
+def _choose_tile(vec_ext: int, row_ext: int, lanes: int, vec_align: int) -> tuple[int, int]:
+    """Picks ``(vector-axis tile, row tile)`` for the micro-kernel.
+
+    Args:
+        vec_ext: Extent of the innermost (vectorized) output axis.
+        row_ext: Extent of the row axis (1 if none).
+        lanes: SIMD lanes.
+        vec_align: The vector tile must divide this (the channels per group
+            of a grouped convolution; ``vec_ext`` otherwise), so one vector
+            never straddles two groups.
+    """
+    best = (0.0, min(vec_ext, lanes), 1)
+    for vectors in (2, 1):
+        vec_in = vectors * lanes
+        if vec_in > vec_ext or vec_align % vec_in:
+            continue
+        for rows in range(1, min(row_ext, 12) + 1):
+            eff = _tile_efficiency(vectors, rows, row_ext)
+            if eff > best[0]:
+                best = (eff, vec_in, rows)
+    if best[0] == 0.0:
+        # Narrow output (fewer channels than a vector) or odd group sizes:
+        # the largest divisor of the alignment that fits in one vector.
+        vec_in = max(d for d in range(1, min(vec_ext, lanes) + 1) if vec_align % d == 0)
+        rows = max(d for d in range(1, min(row_ext, 8) + 1) if row_ext % d == 0)
+        return vec_in, rows
+    return best[1], best[2]
+
+
+def _group_alignment(stmt: Any, vec_var: Any, vec_ext: int) -> int:
+    """Channels per group when an input index is ``vec // k * k + ...`` (grouped conv)."""
+    from tvm import tirx
+
+    align = vec_ext
+
+    def visit(node: Any) -> None:
+        nonlocal align
+        if isinstance(node, (tirx.FloorDiv, tirx.Div)) and _uses(node.a, vec_var):
+            if isinstance(node.b, tirx.IntImm):
+                k = int(node.b.value)
+                if k > 1:
+                    align = int(np.gcd(align, k))
+        if isinstance(node, (tirx.FloorMod, tirx.Mod)) and _uses(node.a, vec_var):
+            if isinstance(node.b, tirx.IntImm) and int(node.b.value) > 1:
+                align = int(np.gcd(align, int(node.b.value)))
+
+    import tvm_ffi
+
+    for region in stmt.reads:
+        for rng in region.region:
+            tvm_ffi.structural_walk(rng.min, ((tirx.FloorDiv, tirx.Div, tirx.FloorMod, tirx.Mod), visit), order="post")
+    return align
+
+
+class _Rules:
+    """Lazily builds the dlight rule classes (dlight imports TVM)."""
+
+    _cache: dict[str, Any] = {}
+
+    @classmethod
+    def get(cls) -> dict[str, Any]:
+        if cls._cache:
+            return cls._cache
+        from tvm import s_tir, tirx
+        from tvm.s_tir import dlight
+
+        class CpuTiledReduction(dlight.ScheduleRule):
+            """Register-blocked micro-kernel for conv/matmul/pool-like reductions.
+
+            Hand-written: TVM 0.27 has no untuned CPU schedule for these (the
+            x86 TOPI schedules are gone, dlight ``cpu`` only has GEMV and row
+            reductions); MetaSchedule's ``MultiLevelTiling`` explores the same
+            structure when tuning, this rule fixes it to one good point.
+            """
+
+            def apply(self, func: Any, target: Any, tunable: bool) -> Any:
+                if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
+                    return None
+                sch = s_tir.Schedule(func)
+                anchor = _find_anchor(sch)
+                if anchor is None:
+                    return None
+                try:
+                    _schedule_tiled_reduction(sch, anchor, simd_lanes(target))
+                    _schedule_rest(sch, simd_lanes(target), skip=anchor)
+                except Exception as exc:  # a pattern the rule misjudged: let the next rule try
+                    logger.debug("CpuTiledReduction gave up on a function: %s", exc)
+                    return None
+                return sch
+
+        class CpuInjective(dlight.ScheduleRule):
+            """Parallel + vectorized loops for every other function (fallback)."""
+
+            def apply(self, func: Any, target: Any, tunable: bool) -> Any:
+                if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
+                    return None
+                sch = s_tir.Schedule(func)
+                try:
+                    _schedule_rest(sch, simd_lanes(target), skip=None)
+                except Exception as exc:
+                    logger.debug("CpuInjective gave up on a function: %s", exc)
+                    return None
+                return sch
+
+        cls._cache = {"CpuTiledReduction": CpuTiledReduction, "CpuInjective": CpuInjective}
+        return cls._cache
+
+
+def _root_blocks(sch: Any) -> list[Any]:
+    from tvm.s_tir.dlight.analysis import get_root_block
+
+    return list(sch.get_child_blocks(get_root_block(sch)))
+
+
+def _block_kinds(sch: Any, block: Any) -> str:
+    from tvm import tirx
+
+    kinds = ""
+    for iv in sch.get(block).iter_vars:
+        if iv.iter_type == tirx.IterVar.DataPar:
+            kinds += "S"
+        elif iv.iter_type == tirx.IterVar.CommReduce:
+            kinds += "R"
+        else:
+            kinds += "O"
+    return kinds
+
+
+def _find_anchor(sch: Any) -> Any | None:
+    """The reduction block to micro-kernel, or None if the function has none that fits.
+
+    It must be the only reduction of the function, have one loop per block
+    iter, and its innermost output axis must be a spatial iter that is also the
+    innermost axis of one of its inputs (contiguous vector loads).
+    """
+    anchor = None
+    for block in _root_blocks(sch):
+        kinds = _block_kinds(sch, block)
+        if "R" not in kinds:
+            continue
+        if anchor is not None or "O" in kinds:
+            return None
+        anchor = block
+    if anchor is None:
+        return None
+    stmt = sch.get(anchor)
+    if len(stmt.writes) != 1 or len(sch.get_loops(anchor)) != len(stmt.iter_vars):
+        return None
+    ivars = [iv.var for iv in stmt.iter_vars]
+    kinds = _block_kinds(sch, anchor)
+    out_idx = [r.min for r in stmt.writes[0].region]
+    if not out_idx:
+        return None
+    vec = _iter_var_of(out_idx[-1], ivars)
+    if vec is None or kinds[vec] != "S":
+        return None
+    if not any(len(r.region) and _iter_var_of(r.region[-1].min, ivars) == vec for r in stmt.reads):
+        return None
+    # Loops must be bound one-to-one, in order, to the block iters.
+    for loop, iv in zip(sch.get_loops(anchor), stmt.iter_vars):
+        if _extent(sch, loop) is None:
+            return None
+    return anchor
+
+
+def _schedule_tiled_reduction(sch: Any, block: Any, lanes: int) -> None:
+    """Tiles ``block`` into a register micro-kernel (see :class:`CpuTiledReduction`)."""
+    stmt = sch.get(block)
+    ivars = [iv.var for iv in stmt.iter_vars]
+    kinds = _block_kinds(sch, block)
+    out_idx = [r.min for r in stmt.writes[0].region]
+    vec = _iter_var_of(out_idx[-1], ivars)
+    row = _iter_var_of(out_idx[-2], ivars) if len(out_idx) >= 2 else None
+    if row is not None and kinds[row] != "S":
+        row = None
+
+    # Inline pure copies / padding into the kernel: the padding predicate is
+    # loop-invariant for the vector axis and cheaper than another pass over
+    # the input.
+    for producer in sch.get_producers(block):
+        try:
+            sch.compute_inline(producer)
+        except Exception:
+            pass
+
+    loops = sch.get_loops(block)
+    extents = [_extent(sch, lp) for lp in loops]
+    vec_ext = extents[vec]
+    align = _group_alignment(sch.get(block), ivars[vec], vec_ext)
+    vec_in, rows_in = _choose_tile(vec_ext, extents[row] if row is not None else 1, lanes, align)
+
+    vec_out, vec_inner = sch.split(loops[vec], factors=[None, vec_in])
+    if row is not None:
+        row_out, row_inner = sch.split(loops[row], factors=[None, rows_in])
+    spatial_outer = []
+    for i, lp in enumerate(loops):
+        if kinds[i] != "S":
+            continue
+        if i == vec:
+            spatial_outer.append(vec_out)
+        elif i == row:
+            spatial_outer.append(row_out)
+        else:
+            spatial_outer.append(lp)
+    reduction = [lp for i, lp in enumerate(loops) if kinds[i] == "R"]
+    inner = ([row_inner] if row is not None else []) + [vec_inner]
+    sch.reorder(*spatial_outer, *reduction, *inner)
+    outer = sch.fuse(*spatial_outer) if len(spatial_outer) > 1 else spatial_outer[0]
+
+    # Accumulate into a tile-sized buffer LLVM keeps in registers.
+    acc = sch.cache_write(block, 0, "global")
+    sch.reverse_compute_at(acc, outer, preserve_unit_loops=True)
+    # Epilogue (bias, activation, residual add) goes into the write-back:
+    # intermediate elementwise blocks are inlined into their consumers first
+    # (as MetaSchedule's AutoInline does), then the one block left that writes
+    # the output is inlined into the write-back.
+    _inline_epilogue(sch, acc)
+    acc_loops = sch.get_loops(acc)[1:]
+    if acc_loops:
+        wb_inner = acc_loops[-1]
+        ext = _extent(sch, wb_inner)
+        if ext and ext % lanes == 0:
+            if ext > lanes:
+                wb_inner = sch.split(wb_inner, factors=[None, lanes])[1]
+            sch.vectorize(wb_inner)
+
+    # Vectorize/unroll before decomposing the reduction: afterwards the update
+    # block is no longer a "reduction block" and vectorize refuses it.
+    sch.vectorize(vec_inner)
+    if row is not None and rows_in > 1:
+        sch.unroll(row_inner)
+    sch.parallel(outer)
+    if reduction:
+        sch.decompose_reduction(block, reduction[0])
+
+
+def _inline_epilogue(sch: Any, acc: Any) -> None:
+    out_blocks = [sch.get(b).name_hint for b in sch.get_output_blocks(_root_sref_block(sch))]
+    for block in list(_downstream(sch, acc)):
+        name = sch.get(block).name_hint
+        if name in out_blocks:
+            continue
+        try:
+            sch.compute_inline(block)
+        except Exception:
+            return
+    consumers = list(sch.get_consumers(acc))
+    if len(consumers) == 1:
+        try:
+            sch.reverse_compute_inline(consumers[0])
+        except Exception:
+            pass
+
+
+def _root_sref_block(sch: Any) -> Any:
+    from tvm.s_tir.dlight.analysis import get_root_block
+
+    return get_root_block(sch)
+
+
+def _downstream(sch: Any, block: Any) -> list[Any]:
+    """Blocks reachable from ``block`` through consumer edges, in program order."""
+    seen: list[str] = []
+    todo = list(sch.get_consumers(block))
+    while todo:
+        b = todo.pop(0)
+        name = sch.get(b).name_hint
+        if name in seen:
+            continue
+        seen.append(name)
+        todo.extend(sch.get_consumers(b))
+    order = [sch.get(b).name_hint for b in _root_blocks(sch)]
+    return [sch.get_sblock(n) for n in order if n in seen]
+
+
+def _schedule_rest(sch: Any, lanes: int, skip: Any | None) -> None:
+    """Parallelizes and vectorizes every root block except ``skip``.
+
+    Spatial blocks: outer loops fused and parallel, the innermost loop
+    vectorized. Reduction blocks: spatial loops parallel, reductions inside.
+    """
+
+    skip_name = sch.get(skip).name_hint if skip is not None else None
+    for block in _root_blocks(sch):
+        stmt = sch.get(block)
+        if stmt.name_hint == skip_name:
+            continue
+        loops = sch.get_loops(block)
+        if not loops:
+            continue
+        kinds = _block_kinds(sch, block)
+        if len(loops) != len(kinds) or "O" in kinds:
+            continue
+        spatial = [lp for lp, k in zip(loops, kinds) if k == "S"]
+        if not spatial:
+            continue
+        if "R" in kinds:
+            red = [lp for lp, k in zip(loops, kinds) if k == "R"]
+            sch.reorder(*spatial, *red)
+            fused = sch.fuse(*spatial) if len(spatial) > 1 else spatial[0]
+            sch.parallel(fused)
+            continue
+        last = spatial[-1]
+        ext = _extent(sch, last)
+        outer = spatial[:-1]
+        if ext is not None and ext >= 2 * lanes:
+            o, last = sch.split(last, factors=[None, lanes])
+            outer = outer + [o]
+            sch.vectorize(last)
+        elif ext is not None and ext >= 2 and ext <= lanes * 2:
+            sch.vectorize(last)
+        if outer:
+            fused = sch.fuse(*outer) if len(outer) > 1 else outer[0]
+            sch.parallel(fused)
+        elif ext is not None and ext > 2 * lanes:
+            pass
+
+
+def schedule_passes(target: tvm.target.Target) -> list[Any]:
+    """The default scheduling passes (functions already scheduled, e.g. from a database, are kept)."""
+    from tvm.s_tir import dlight
+
+    rules = _Rules.get()
+    passes = []
+    passes.append(
+        dlight.ApplyDefaultSchedule(
+            rules["CpuTiledReduction"](),
+            # dlight.cpu.Reduction is left out on purpose: in TVM 0.27 it
+            # parallelizes softmax over the wrong axis when the batch is 1
+            # (each of the 1000 threads recomputes the whole row: 4 ms
+            # instead of 10 us for a 1000-class softmax).
+            rules["CpuInjective"](),
+        )
+    )
+    return passes
+
+
+# --------------------------------------------------------------------------- #
+# Pipeline
+# --------------------------------------------------------------------------- #
+
+
+def _simplify_pass() -> Any:
+    """A Relax pass undoing two importer idioms ConvertLayout cannot see through.
+
+    TVM's ONNX importer turns ``Sum(a, b)`` into ``sum(stack(broadcast_to(a),
+    broadcast_to(b)), axis=0)``: a 5-D tensor whose layout ConvertLayout
+    cannot infer (it fails with "Invalid SLayout"). Rewritten here to
+    ``add(a, b)`` (broadcasting is ``add``'s own), and ``broadcast_to`` to the
+    shape a tensor already has is dropped.
+    """
+    import tvm
+    from tvm import relax
+
+    sum_op = tvm.ir.Op.get("relax.sum")
+    stack_op = tvm.ir.Op.get("relax.stack")
+    bcast_op = tvm.ir.Op.get("relax.broadcast_to")
+
+    def same_shape(a: Any, b: Any) -> bool:
+        sa, sb = a.ty, b.ty
+        if not isinstance(sa, relax.TensorType) or not isinstance(sb, relax.TensorType):
+            return False
+        if sa.shape is None or sb.shape is None or sa.dtype != sb.dtype:
+            return False
+        try:
+            return [int(x) for x in sa.shape.values] == [int(x) for x in sb.shape.values]
+        except (TypeError, AttributeError):
+            return False
+
+    @relax.expr_functor.mutator
+    class SumOfStack(relax.PyExprMutator):
+        def visit_call_(self, call: Any) -> Any:
+            call = super().visit_call_(call)
+            if not isinstance(call, relax.Call):
+                return call
+            if call.op.same_as(bcast_op) and same_shape(call.args[0], call):
+                return call.args[0]
+            if not call.op.same_as(sum_op) or call.attrs.keepdims or call.attrs.axis is None:
+                return call
+            if len(call.attrs.axis) != 1:
+                return call
+            src = call.args[0]
+            stacked = self.lookup_binding(src) if isinstance(src, relax.Var) else src
+            if not (isinstance(stacked, relax.Call) and stacked.op.same_as(stack_op)):
+                return call
+            if int(stacked.attrs.axis) != int(call.attrs.axis[0]):
+                return call
+            fields = stacked.args[0]
+            fields = fields.fields if isinstance(fields, relax.Tuple) else None
+            if not fields:
+                return call
+            fields = [self.unwrap_bcast(f) for f in fields]
+            out = fields[0]
+            for f in fields[1:]:
+                out = self.builder_.emit(relax.op.add(out, f))
+            return out
+
+        def unwrap_bcast(self, expr: Any) -> Any:
+            val = self.lookup_binding(expr) if isinstance(expr, relax.Var) else expr
+            if isinstance(val, relax.Call) and val.op.same_as(bcast_op):
+                return val.args[0]
+            return expr
+
+    @tvm.transform.module_pass(opt_level=0, name="EdgekitSimplifyImported")
+    def simplify(mod: Any, _ctx: Any) -> Any:
+        for gv, func in list(mod.functions_items()):
+            if isinstance(func, relax.Function):
+                mod[gv] = SumOfStack().visit_expr(func)
+        return relax.transform.DeadCodeElimination()(mod)
+
+    return simplify
+
+
+def prepare_cpu_module(
+    mod: tvm.IRModule, target: tvm.target.Target, *, lift_params: bool = True
+) -> tuple[tvm.IRModule, tvm.IRModule | None]:
+    """Layout conversion, weight-transform lifting, legalization and fusion.
+
+    Returns:
+        ``(module, transform)``: ``module`` holds ``main`` and fused,
+        *unscheduled* PrimFuncs -- the form MetaSchedule extracts tuning tasks
+        from and :func:`schedule_passes` schedules. With ``lift_params``,
+        computations on weights alone (layout transposes) are split off by
+        ``relax.transform.LiftTransformParams`` into ``transform``, a Relax
+        module whose ``main_transform_params`` maps the original weights (one tuple) to the
+        weights ``module``'s ``main`` takes; otherwise ``transform`` is None
+        and those computations stay in ``main``.
+    """
+    import tvm
+    from tvm import relax
+
+    layout = [
+        _simplify_pass(),
+        relax.transform.ConvertLayout(CONV_LAYOUTS),
+        relax.transform.Normalize(),
+        relax.transform.FoldConstant(),
+    ]
+    with target:
+        mod = tvm.transform.Sequential(layout)(mod)
+        transform = None
+        if lift_params:
+            mod = relax.transform.LiftTransformParams()(mod)
+            names = [gv.name_hint for gv in mod.get_global_vars()]
+            if "main_transform_params" in names:
+                transform = tvm.IRModule({"main_transform_params": mod["main_transform_params"]})
+                mod = _without(mod, "main_transform_params")
+        fuse = [
+            relax.transform.LegalizeOps(),
+            relax.transform.AnnotateTIROpPattern(),
+            relax.transform.FoldConstant(),
+            relax.transform.FuseOps(),
+            relax.transform.FuseTIR(),
+            relax.transform.DeadCodeElimination(),
+        ]
+        mod = tvm.transform.Sequential(fuse)(mod)
+    return mod, transform
+
+
+def _lowering_passes(target: tvm.target.Target) -> list[Any]:
+    from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
+
+    return cpu_generic.dataflow_lower_passes(target) + cpu_generic.finalize_passes(target)
+
+
+@dataclass
+class CpuBuild:
+    """What :func:`build_cpu` produced.
+
+    Attributes:
+        executable: The compiled ``relax.VMExecutable`` (export it with
+            ``executable.export_library(path)``).
+        params: The weights ``main`` takes after its ``num_input`` real inputs,
+            in order -- already transformed (transposed to HWIO, etc.) when
+            ``params`` were given to :func:`build_cpu`. Pass these, not the
+            original weights, at run time.
+        num_input: Number of real (non-weight) inputs of ``main``.
+        tuned_kernels: Names of the kernels taken from the tuning database.
+    """
+
+    executable: Any
+    params: list[Any] = field(default_factory=list)
+    num_input: int = 0
+    tuned_kernels: list[str] = field(default_factory=list)
+    #: The module as handed to codegen (memory planned), for size reports.
+    lowered: Any = None
+
+
+def _num_input(func: Any) -> int:
+    attrs = func.attrs
+    if attrs is not None and "num_input" in attrs:
+        return int(attrs["num_input"])
+    return len(func.params)
+
+
+def _transform_params(transform: Any, target: tvm.target.Target, params: Sequence[Any]) -> list[Any]:
+    """Runs ``main_transform_params`` once on ``params`` (compiled with TVM's default pipeline).
+
+    These are the weight-only computations (layout transposes, reshapes of
+    biases) LiftTransformParams split off; running them here means the
+    compiled model receives weights already in its layout.
+    """
+    import tvm
+    from tvm import relax
+
+    with target:
+        exe = tvm.compile(transform, target)
+    vm = relax.VirtualMachine(exe, tvm.cpu())
+    args = [p if isinstance(p, tvm.runtime.Tensor) else tvm.runtime.tensor(np.ascontiguousarray(p)) for p in params]
+    out = vm["main_transform_params"](args)
+    return [out[i] for i in range(len(out))]
+
+
+def build_cpu(
+    mod: tvm.IRModule,
+    target: tvm.target.Target,
+    params: Sequence[Any] | None = None,
+    *,
+    database: Any | None = None,
+    num_threads: int = 0,
+    opt_level: int = 3,
+    use_shipped: bool = True,
+) -> CpuBuild:
+    """Compiles a Relax module (as imported from ONNX) into fast CPU code.
+
+    Args:
+        mod: Relax module whose ``main`` takes the model inputs followed by the
+            weights (``from_onnx(..., keep_params_in_input=True)`` +
+            ``relax.frontend.detach_params``), with a ``num_input`` attribute.
+        target: An LLVM ``tvm.target.Target``.
+        params: The weights in the order ``main`` takes them (numpy arrays or
+            ``tvm.runtime.Tensor``). When given, weight-only computations
+            (layout transposes) are run once now and :attr:`CpuBuild.params`
+            holds the transformed weights; when None, they stay in the graph
+            and run on every call, and the original weights are passed.
+        database: A MetaSchedule database (see
+            :func:`edgekit.compiler.tuning.open_database`); kernels it holds
+            records for are used instead of the default schedules.
+        num_threads: Runtime threads (``Board.cores``; 0 = every core),
+            applied to this process's TVM thread pool with
+            :func:`set_num_threads`.
+        opt_level: ``PassContext`` optimisation level.
+        use_shipped: With no ``database``, use the pre-tuned records shipped in
+            ``edgekit/tuning_records`` for this exact target, if any.
+
+    Returns:
+        A :class:`CpuBuild`.
+
+    Raises:
+        CompileError: if TVM fails to lower or build the module.
+    """
+    import tvm
+    from tvm import relax
+
+    set_num_threads(num_threads)
+    lift = params is not None
+    try:
+        num_input = _num_input(mod["main"])
+        prepared, transform = prepare_cpu_module(mod, target, lift_params=lift)
+        new_params: list[Any] = list(params or [])
+        if transform is not None:
+            new_params = _transform_params(transform, target, new_params)
+        if database is None and use_shipped:
+            from edgekit.compiler.tuning import shipped_database
+
+            database = shipped_database(target)
+        with target, tvm.transform.PassContext(opt_level=opt_level):
+            tuned: list[str] = []
+            if database is not None:
+                with database:
+                    from_db = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(prepared)
+                tuned = [
+                    gv.name_hint
+                    for gv, f in from_db.functions_items()
+                    if isinstance(f, tvm.tirx.PrimFunc) and _is_scheduled(f) and not _is_scheduled(prepared[gv])
+                ]
+                prepared = from_db
+            scheduled = tvm.transform.Sequential(schedule_passes(target))(prepared)
+            lowered = tvm.transform.Sequential(_lowering_passes(target))(scheduled)
+            exe = tvm.compile(lowered, target, relax_pipeline=None)
+        if tuned:
+            logger.info("%d kernels from the tuning database, the rest with default schedules", len(tuned))
+    except CompileError:
+        raise
+    except Exception as exc:
+        raise CompileError(
+            f"TVM failed to build the model for {target.kind.name} ({type(exc).__name__}: {str(exc).splitlines()[0][:300]})",
+            hint="Re-run with --debug for the full TVM error; try `--opt-level 0` or report the model.",
+        ) from exc
+    return CpuBuild(executable=exe, params=new_params, num_input=num_input, tuned_kernels=tuned, lowered=lowered)
+
+
+def _without(mod: tvm.IRModule, name: str) -> tvm.IRModule:
+    import tvm
+
+    funcs = {gv: f for gv, f in mod.functions_items() if gv.name_hint != name}
+    return tvm.IRModule(funcs, attrs=mod.attrs)
+
+
+def _is_scheduled(func: Any) -> bool:
+    attrs = func.attrs
+    return attrs is not None and "tirx.is_scheduled" in attrs and bool(attrs["tirx.is_scheduled"])
+
+
+def import_onnx(prepared: Any) -> tuple[tvm.IRModule, list[Any]]:
+    """Imports a :class:`~edgekit.frontend.loader.PreparedModel` into Relax with weights as inputs.
+
+    The same import the host backend does: ``from_onnx(...,
+    keep_params_in_input=True)`` then ``relax.frontend.detach_params``, so the
+    weights are run-time arguments of ``main`` (after its ``num_input`` real
+    inputs), never constants compiled into the library.
+
+    Returns:
+        ``(module, weights)`` with the weights in the order ``main`` takes them.
+    """
+    from tvm import relax
+    from tvm.relax.frontend.onnx import from_onnx
+
+    shape_dict = {t.name: list(t.shape) for t in prepared.inputs}
+    dtype_dict = {t.name: str(t.dtype) for t in prepared.inputs}
+    try:
+        mod = from_onnx(prepared.model, shape_dict, dtype_dict, keep_params_in_input=True)
+    except Exception as exc:
+        raise CompileError(
+            f"TVM could not import the model ({type(exc).__name__}: {str(exc).splitlines()[0][:300]})",
+            hint="Check `edgekit inspect MODEL` for unsupported operators; fixing the input shapes often helps.",
+        ) from exc
+    mod, params = relax.frontend.detach_params(mod)
+    return mod, list(params.get("main", []))
+
+
+def set_num_threads(num_threads: int = 0) -> int:
+    """Sets the number of threads TVM's runtime thread pool uses in this process.
+
+    Args:
+        num_threads: Threads to use (a board's ``cores``); 0 means every core
+            of this machine.
+
+    Returns:
+        The number of threads now in use (``runtime.NumThreads``).
+
+    TVM sizes its pool once, on first use, from ``TVM_NUM_THREADS`` -- and
+    without it, from *half* the hardware threads on x86 (1 thread on a 2-core
+    machine). So the variable is set to every core before the pool exists;
+    ``runtime.config_threadpool`` then selects ``num_threads`` of them (it
+    can lower the count of an existing pool, not raise it past its size).
+    Call this before the first inference of the process.
+    """
+    import tvm
+
+    cores = os.cpu_count() or 1
+    n = int(num_threads) if num_threads and num_threads > 0 else cores
+    os.environ.setdefault("TVM_NUM_THREADS", str(max(n, cores)))
+    config = tvm.get_global_func("runtime.config_threadpool", allow_missing=True)
+    if config is not None:
+        config(1, n)  # 1 = kBig: all cores of a homogeneous CPU
+    current = tvm.get_global_func("runtime.NumThreads")()
+    if current != n:
+        logger.warning(
+            "TVM runs %d threads, not %d: its thread pool was started earlier with %s",
+            current,
+            n,
+            f"TVM_NUM_THREADS={os.environ.get('TVM_NUM_THREADS')}",
+        )
+    return int(current)

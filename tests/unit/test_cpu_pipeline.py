@@ -1,0 +1,144 @@
+"""build_cpu: numerics against onnxruntime, weight transforms, threads."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+tvm = pytest.importorskip("tvm")
+ort = pytest.importorskip("onnxruntime")
+
+from edgekit.compiler.cpu_pipeline import (
+    build_cpu,
+    import_onnx,
+    prepare_cpu_module,
+    set_num_threads,
+    simd_lanes,
+)
+from edgekit.frontend.loader import load_model
+
+RTOL = 1e-4
+
+
+def _target():
+    from tvm.target import codegen
+
+    return tvm.target.Target({"kind": "llvm", "mcpu": codegen.llvm_get_system_cpu()})
+
+
+def _model(nodes, inputs, outputs, inits):
+    graph = helper.make_graph(nodes, "t", inputs, outputs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _vi(name, shape):
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+
+
+def _w(rng, name, shape, scale=0.3):
+    return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name)
+
+
+def conv_gemm_model(groups: int = 1, channels: int = 16, seed: int = 0) -> onnx.ModelProto:
+    """Conv(3x3, pad) + bias + Relu, a 1x1 conv, an ONNX Sum (residual), Flatten + Gemm(transB)."""
+    rng = np.random.default_rng(seed)
+    c, hw = channels, 10
+    inits = [
+        _w(rng, "W1", (c, c // groups, 3, 3)),
+        _w(rng, "B1", (c,)),
+        _w(rng, "W2", (c, c, 1, 1)),
+        _w(rng, "W3", (10, c * hw * hw), 0.02),
+        _w(rng, "B3", (10,)),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "W1", "B1"], ["y"], pads=[1, 1, 1, 1], group=groups),
+        helper.make_node("Relu", ["y"], ["r"]),
+        helper.make_node("Conv", ["r", "W2"], ["z"]),
+        helper.make_node("Sum", ["z", "x"], ["s"]),
+        helper.make_node("Flatten", ["s"], ["f"]),
+        helper.make_node("Gemm", ["f", "W3", "B3"], ["out"], transB=1),
+    ]
+    return _model(nodes, [_vi("x", [1, c, hw, hw])], [_vi("out", [1, 10])], inits)
+
+
+def _run_both(model: onnx.ModelProto, tmp_path, shapes=None, seed=1):
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    prepared = load_model(str(path), shapes)
+    mod, params = import_onnx(prepared)
+    built = build_cpu(mod, _target(), params)
+    rng = np.random.default_rng(seed)
+    feeds = {t.name: rng.standard_normal(t.shape).astype(t.dtype) for t in prepared.inputs}
+    vm = tvm.relax.VirtualMachine(built.executable, tvm.cpu())
+    args = [tvm.runtime.tensor(v) for v in feeds.values()] + list(built.params)
+    out = vm["main"](*args)
+    got = out.numpy() if hasattr(out, "numpy") else out[0].numpy()
+    sess = ort.InferenceSession(prepared.model.SerializeToString(), providers=["CPUExecutionProvider"])
+    want = sess.run(None, feeds)[0]
+    return got, want, built
+
+
+def _close(got, want):
+    scale = max(float(np.abs(want).max()), 1e-6)
+    assert got.shape == want.shape
+    assert float(np.abs(got - want).max()) / scale <= RTOL
+
+
+@pytest.mark.parametrize("groups", [1, 2, 16], ids=["conv", "grouped", "depthwise"])
+def test_conv_gemm_matches_onnxruntime(tmp_path, groups):
+    got, want, built = _run_both(conv_gemm_model(groups=groups), tmp_path)
+    _close(got, want)
+    assert built.num_input == 1
+
+
+def test_weights_are_transformed_once_not_compiled_in(tmp_path):
+    got, want, built = _run_both(conv_gemm_model(), tmp_path)
+    _close(got, want)
+    # Conv weights come back in HWIO (lifted transpose), still run-time arguments.
+    shapes = [tuple(p.shape) for p in built.params]
+    assert (3, 3, 16, 16) in shapes
+    assert (16, 16, 3, 3) not in shapes
+
+
+def test_squeezenet_matches_onnxruntime(tmp_path, light_models_dir):
+    model = onnx.load(str(light_models_dir / "light_squeezenet.onnx"))
+    rng = np.random.default_rng(3)
+    for init in model.graph.initializer:  # placeholder weights -> real numbers
+        a = numpy_helper.to_array(init)
+        if a.dtype == np.float32 and a.size > 1:
+            fan_in = max(1, a.size // a.shape[0])
+            init.CopyFrom(numpy_helper.from_array((rng.standard_normal(a.shape) / np.sqrt(fan_in)).astype(np.float32), init.name))
+    got, want, _ = _run_both(model, tmp_path)
+    _close(got, want)
+
+
+def test_kernels_are_scheduled(tmp_path):
+    path = tmp_path / "m.onnx"
+    onnx.save(conv_gemm_model(), str(path))
+    mod, _ = import_onnx(load_model(str(path)))
+    from edgekit.compiler.cpu_pipeline import schedule_passes
+
+    target = _target()
+    prepared, transform = prepare_cpu_module(mod, target)
+    assert transform is not None
+    with target:
+        scheduled = tvm.transform.Sequential(schedule_passes(target))(prepared)
+    funcs = [f for _, f in scheduled.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+    assert funcs and all(f.attrs["tirx.is_scheduled"] for f in funcs)
+    text = "\n".join(f.script() for f in funcs)
+    assert "T.parallel" in text and "T.vectorized" in text
+
+
+def test_thread_count_is_applied():
+    assert set_num_threads(1) == 1
+    assert tvm.get_global_func("runtime.NumThreads")() == 1
+    n = set_num_threads(0)
+    assert n == tvm.get_global_func("runtime.NumThreads")() >= 1
+
+
+def test_simd_lanes():
+    assert simd_lanes(tvm.target.Target({"kind": "llvm", "mcpu": "haswell"})) == 8
+    assert simd_lanes(tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512"})) == 16
+    assert simd_lanes(tvm.target.Target({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a72"})) == 4
