@@ -45,6 +45,20 @@ def _tvm_version() -> str:
     return str(tvm.__version__)
 
 
+def _normalize_qoperator(prepared: PreparedModel, report: Any) -> PreparedModel:
+    """Pre-quantized models in QOperator form (QLinearConv, ConvInteger, ...)
+    have no TVM importer; rewritten to QDQ they take the integer-only path."""
+    from edgekit.compress.qoperator import is_qoperator_model, normalize_qoperator
+
+    if not is_qoperator_model(prepared.model):
+        return prepared
+    report("normalize", "rewriting QOperator nodes to QDQ")
+    result = normalize_qoperator(prepared.model)
+    prepared.model = result.model
+    prepared.notes.append(f"QOperator model normalized to QDQ ({sum(result.rewritten.values())} nodes rewritten)")
+    return prepared
+
+
 def compile_model(
     model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
     board: str,
@@ -99,6 +113,7 @@ def compile_model(
         report("load", f"loading {model}" if isinstance(model, (str, os.PathLike)) else "preparing the model")
         prepared = load_model(model, input_shapes)
 
+    prepared = _normalize_qoperator(prepared, report)
     result = backend.build(prepared, brd, target, options, report)
 
     ram = brd.memory.ram_bytes
