@@ -1,0 +1,751 @@
+""""What paid off": compiled size, latency and accuracy of every compression
+step on the chosen board.
+
+A compression that looks good on paper often buys nothing on the board: 50 %
+unstructured sparsity leaves a dense kernel exactly as slow, and a low-rank
+split of a small layer adds a kernel. :func:`measure_payoff` therefore
+compiles the fp32 model and the model after each step with
+:func:`edgekit.compiler.driver.compile_model`, benchmarks the packages, and
+reports per step:
+
+* params, MACs and dense weight bytes (from the :class:`CompressionStep`);
+* package bytes, the weights and code the package holds, and the activation
+  arena, as the compiler wrote them into the manifest;
+* latency on the board. On a board measured in wall-clock time (``host``,
+  Linux boards), the packages are timed in *interleaved rounds* — every round
+  times every model once, in rotated order — so that a slow spell of a shared
+  machine hits before and after alike; the speed-up of a step is the median
+  of the per-round ratios, and the spread of those ratios is the noise band
+  that decides whether the report says "faster", "slower" or "no measurable
+  change". On a simulated MCU (``rv32-mcu-sim``) the cycle count is
+  deterministic: one run each, latency at the board clock;
+* accuracy (top-1, with labels) or fidelity (top-1 agreement and SQNR of the
+  outputs against the fp32 model), from the *compiled* model where that is
+  cheap (the host) and otherwise from onnxruntime on the exact ONNX model in
+  the package — the report says which — plus the compiled model's own
+  agreement with that ONNX model on the benchmark input.
+
+Models are compiled once per distinct graph (a step that changed nothing
+reuses the package before it). A model that does not compile or does not fit
+the board gets a row that says so instead of numbers.
+
+Example::
+
+    from edgekit.compress.payoff import run_staged, measure_payoff
+    staged = run_staged(model, recipe.steps, PassContext(calibration=cal))
+    report = measure_payoff(staged, "host", eval_data={"input": x}, labels=y)
+    print(report.to_markdown())
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from edgekit.compress.passes import (
+    CompressionPass,
+    CompressionStep,
+    ModelStats,
+    PassContext,
+    PassResult,
+    PipelineResult,
+    model_stats,
+    run_pipeline,
+    run_tensors,
+)
+from edgekit.core.errors import ConfigError, EdgekitError
+
+__all__ = [
+    "PackageMeasurement",
+    "PayoffReport",
+    "PayoffRow",
+    "StagedResult",
+    "measure_payoff",
+    "measure_payoffs",
+    "run_staged",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Default interleaved rounds on wall-clock boards, and timed runs per round.
+DEFAULT_ROUNDS = 15
+DEFAULT_RUNS_PER_ROUND = 5
+
+#: Each model's share of a round lasts at least this long: for a 20 µs model,
+#: 5 runs mostly measure the switch from the previous model (caches), not it.
+MIN_ROUND_MS = 20.0
+
+#: Samples evaluated per model when ``max_eval`` is not given.
+DEFAULT_MAX_EVAL = 256
+
+
+# --------------------------------------------------------------------------- #
+# Keeping the intermediate models of a pipeline
+# --------------------------------------------------------------------------- #
+
+
+@dataclass
+class StagedResult(PipelineResult):
+    """A :class:`PipelineResult` that also keeps the model before and after
+    every step: ``models[0]`` is the fp32 model, ``models[i + 1]`` the model
+    after ``steps[i]``."""
+
+    models: list[onnx.ModelProto] = field(default_factory=list)
+
+
+class _Recording(CompressionPass):
+    """Delegates to a pass and keeps the model it returns."""
+
+    def __init__(self, inner: CompressionPass, sink: list[onnx.ModelProto]) -> None:
+        self.inner = inner
+        self.sink = sink
+        self.name = inner.name
+
+    def describe(self) -> dict[str, Any]:
+        return self.inner.describe()
+
+    def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
+        result = self.inner.run(model, ctx)
+        self.sink.append(result.model)
+        return result
+
+
+def run_staged(
+    model: onnx.ModelProto,
+    passes: Iterable[CompressionPass],
+    ctx: PassContext | None = None,
+    *,
+    fidelity: bool = True,
+) -> StagedResult:
+    """:func:`edgekit.compress.passes.run_pipeline`, keeping every
+    intermediate model so :func:`measure_payoff` can compile each one."""
+    models: list[onnx.ModelProto] = [model]
+    result = run_pipeline(model, [_Recording(p, models) for p in passes], ctx, fidelity=fidelity)
+    return StagedResult(model=result.model, steps=result.steps, models=models)
+
+
+# --------------------------------------------------------------------------- #
+# Report data
+# --------------------------------------------------------------------------- #
+
+
+@dataclass
+class PackageMeasurement:
+    """One compiled model on the board.
+
+    Attributes:
+        key: SHA-256 of the serialized ONNX model.
+        stats: Params, MACs and dense weight bytes of the ONNX model.
+        error: Why there are no numbers (compile failed, does not fit), or "".
+        package_bytes: Size of the ``.ekpkg`` file.
+        memory: The manifest's ``memory`` (``arena_bytes``, ``weight_bytes``,
+            ``code_bytes``...).
+        compile_seconds: Compile time.
+        latency_ms: Median latency over all timed runs.
+        cycles: Median cycle count, on boards that count cycles.
+        simulated: Whether a simulator ran it.
+        round_ms: Median latency of each interleaved round (wall-clock boards).
+        ort_max_rel_error: Largest relative difference between the compiled
+            model's outputs and onnxruntime's on the same ONNX model (benchmark
+            input); ``None`` when not compared or NaN.
+        eval: ``top1_pct`` (with labels), ``agreement_pct`` and ``sqnr_db``
+            against the fp32 model, ``samples`` and ``source`` (``compiled`` or
+            ``onnxruntime``).
+    """
+
+    key: str
+    stats: ModelStats
+    error: str = ""
+    package_bytes: int = 0
+    memory: dict[str, int] = field(default_factory=dict)
+    compile_seconds: float = 0.0
+    latency_ms: float | None = None
+    cycles: float | None = None
+    simulated: bool = False
+    round_ms: list[float] = field(default_factory=list)
+    ort_max_rel_error: float | None = None
+    eval: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form."""
+        return {
+            "stats": self.stats.to_json(),
+            "error": self.error,
+            "package_bytes": self.package_bytes,
+            "memory": self.memory,
+            "compile_seconds": self.compile_seconds,
+            "latency_ms": self.latency_ms,
+            "cycles": self.cycles,
+            "simulated": self.simulated,
+            "round_ms": [round(v, 5) for v in self.round_ms],
+            "ort_max_rel_error": self.ort_max_rel_error,
+            "eval": self.eval,
+        }
+
+
+@dataclass
+class PayoffRow:
+    """One line of the report: the fp32 model, a step, or a whole chain.
+
+    Attributes:
+        label: ``fp32``, the step type, or ``chain``.
+        pipeline: Name of the pipeline the row belongs to ("" for fp32).
+        step: The step record (``None`` for the fp32 row); its
+            ``latency_ms_before``/``after`` are filled in.
+        before: Measurement of the model the step received.
+        after: Measurement of the model after the step (the fp32 model for
+            the fp32 row).
+        speedup: ``latency(before) / latency(after)``: the median of the
+            per-round ratios on wall-clock boards, the cycle ratio on
+            simulated ones.
+        speedup_band: (low, high) quartiles of the per-round ratios; equal to
+            ``speedup`` when the measurement is deterministic.
+        speedup_vs_fp32: Same as ``speedup`` but against the fp32 model.
+        verdict: What the step bought on the board, in words.
+    """
+
+    label: str
+    pipeline: str
+    step: CompressionStep | None
+    before: PackageMeasurement
+    after: PackageMeasurement
+    speedup: float | None = None
+    speedup_band: tuple[float, float] | None = None
+    speedup_vs_fp32: float | None = None
+    verdict: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form."""
+        return {
+            "label": self.label,
+            "pipeline": self.pipeline,
+            "step": self.step.to_json() if self.step is not None else None,
+            "before": self.before.key,
+            "after": self.after.key,
+            "speedup": self.speedup,
+            "speedup_band": list(self.speedup_band) if self.speedup_band else None,
+            "speedup_vs_fp32": self.speedup_vs_fp32,
+            "verdict": self.verdict,
+        }
+
+
+@dataclass
+class PayoffReport:
+    """What each compression step bought on one board.
+
+    Attributes:
+        board: Board name.
+        simulated: Whether latencies come from a simulator.
+        timing: How latency was measured, in words.
+        rows: fp32 first, then the steps (and chains) of each pipeline.
+        packages: Measurements by model key.
+        model_name: Name for titles.
+    """
+
+    board: str
+    simulated: bool
+    timing: str
+    rows: list[PayoffRow]
+    packages: dict[str, PackageMeasurement]
+    model_name: str = ""
+
+    def row(self, label: str, pipeline: str | None = None) -> PayoffRow:
+        """The first row with this label (and pipeline, when given).
+
+        Raises:
+            KeyError: no such row.
+        """
+        for r in self.rows:
+            if r.label == label and (pipeline is None or r.pipeline == pipeline):
+                return r
+        raise KeyError(f"no row {label!r} (pipeline {pipeline!r}); rows: {[(r.pipeline, r.label) for r in self.rows]}")
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form (``rows`` and ``packages``)."""
+        return {
+            "board": self.board,
+            "model": self.model_name,
+            "simulated": self.simulated,
+            "timing": self.timing,
+            "rows": [r.to_json() for r in self.rows],
+            "packages": {k: m.to_json() for k, m in self.packages.items()},
+        }
+
+    def to_markdown(self, *, title: bool = True) -> str:
+        """A Markdown table: one line per row, numbers of the compiled model."""
+        fp32 = self.rows[0].after if self.rows else None
+        has_labels = any("top1_pct" in m.eval for m in self.packages.values())
+        quality = "top-1" if has_labels else "top-1 agree / SQNR"
+        lat = "cycles (latency)" if self.simulated else "latency p50"
+        lines = []
+        if title:
+            lines.append(f"**{self.model_name or 'model'} on `{self.board}`** — {self.timing}")
+            lines.append("")
+        lines.append(f"| step | params | MACs | weights | package | arena | {lat} | speed-up | {quality} | verdict |")
+        lines.append("|---|---|---|---|---|---|---|---|---|---|")
+        for r in self.rows:
+            m = r.after
+            name = r.label if not r.pipeline or r.pipeline == r.label else f"{r.pipeline}: {r.label}"
+            params = _count(m.stats.params) + _delta(m.stats.params, fp32.stats.params if fp32 else 0, r)
+            macs = _count(m.stats.macs) + _delta(m.stats.macs, fp32.stats.macs if fp32 else 0, r)
+            if m.error:
+                lines.append(f"| {name} | {params} | {macs} | {_kib(m.stats.weight_bytes)} | – | – | – | – | – | {m.error} |")
+                continue
+            weights = _kib(int(m.memory.get("weight_bytes", m.stats.weight_bytes)))
+            latency = "–"
+            if m.latency_ms is not None:
+                latency = f"{m.latency_ms:.3g} ms"
+                if m.cycles is not None:
+                    latency = f"{m.cycles / 1e6:.3g} M ({m.latency_ms:.3g} ms)"
+            speed = "–"
+            if r.speedup is not None:
+                speed = f"{r.speedup:.2f}×"
+                if r.speedup_band and r.speedup_band[0] != r.speedup_band[1]:
+                    speed += f" [{r.speedup_band[0]:.2f}–{r.speedup_band[1]:.2f}]"
+            ev = m.eval
+            if "top1_pct" in ev:
+                qual = f"{ev['top1_pct']:.2f} %"
+            elif "agreement_pct" in ev:
+                sq = ev.get("sqnr_db")
+                qual = f"{ev['agreement_pct']:.1f} % / " + ("exact" if sq is None else f"{sq:.1f} dB")
+            else:
+                qual = "–"
+            lines.append(
+                f"| {name} | {params} | {macs} | {weights} | {_kib(m.package_bytes)} | "
+                f"{_kib(int(m.memory.get('arena_bytes', 0)))} | {latency} | {speed} | {qual} | {r.verdict} |"
+            )
+        return "\n".join(lines) + "\n"
+
+
+def _count(n: int) -> str:
+    if n >= 1_000_000:
+        return f"{n / 1e6:.3g} M"
+    if n >= 1_000:
+        return f"{n / 1e3:.3g} k"
+    return str(n)
+
+
+def _delta(value: int, fp32: int, row: PayoffRow) -> str:
+    if row.step is None or not fp32 or value == fp32:
+        return ""
+    return f" ({100.0 * (value - fp32) / fp32:+.0f} %)"
+
+
+def _kib(n: int) -> str:
+    return f"{n / 1024:.1f} KiB" if n < 1024 * 1024 else f"{n / 1024 / 1024:.2f} MiB"
+
+
+# --------------------------------------------------------------------------- #
+# Measuring
+# --------------------------------------------------------------------------- #
+
+
+def _key(model: onnx.ModelProto) -> str:
+    return hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()
+
+
+def _staged_models(
+    result: PipelineResult | Sequence[CompressionStep], models: Sequence[onnx.ModelProto] | None
+) -> tuple[list[CompressionStep], list[onnx.ModelProto]]:
+    steps = list(result.steps) if isinstance(result, PipelineResult) else list(result)
+    if models is None and isinstance(result, StagedResult):
+        models = result.models
+    if models is None:
+        raise ConfigError(
+            "measure_payoff needs the model before and after every step",
+            hint="Run the steps with edgekit.compress.payoff.run_staged, or pass models=[fp32, after step 1, ...].",
+        )
+    models = list(models)
+    if len(models) != len(steps) + 1:
+        raise ConfigError(
+            f"got {len(models)} models for {len(steps)} steps",
+            hint="Pass models=[fp32, after step 1, ..., after step n] (one more model than steps).",
+        )
+    for i, step in enumerate(steps):
+        # A cheap consistency check: the models must be the ones the steps saw.
+        if model_stats(models[i + 1]) != step.after:
+            raise ConfigError(
+                f"models[{i + 1}] is not the model after step {i} ({step.name}): its params/MACs differ",
+                hint="models[0] is the fp32 model and models[i + 1] the model after steps[i].",
+            )
+    return steps, models
+
+
+def _rows_for(
+    pipeline: str,
+    steps: Sequence[CompressionStep],
+    models: Sequence[onnx.ModelProto],
+    keys: dict[int, str],
+) -> list[tuple[str, str, CompressionStep, str, str]]:
+    """(label, pipeline, step, before key, after key) for every step and the chain."""
+    out = []
+    for i, step in enumerate(steps):
+        out.append((step.name, pipeline, step, keys[id(models[i])], keys[id(models[i + 1])]))
+    if len(steps) > 1:
+        chain = PipelineResult(model=models[-1], steps=list(steps)).chain()
+        assert chain is not None
+        out.append(("chain", pipeline, chain, keys[id(models[0])], keys[id(models[-1])]))
+    return out
+
+
+def measure_payoff(
+    result: PipelineResult | Sequence[CompressionStep],
+    board: str,
+    *,
+    models: Sequence[onnx.ModelProto] | None = None,
+    rounds: int = DEFAULT_ROUNDS,
+    runs: int = DEFAULT_RUNS_PER_ROUND,
+    eval_data: Mapping[str, np.ndarray] | None = None,
+    labels: np.ndarray | None = None,
+    max_eval: int = DEFAULT_MAX_EVAL,
+    eval_compiled: bool | None = None,
+    workdir: str | os.PathLike[str] | None = None,
+    board_dirs: Iterable[str | os.PathLike[str]] = (),
+    model_name: str = "",
+) -> PayoffReport:
+    """Compiles the model before and after every step for ``board``,
+    benchmarks the packages and fills ``latency_ms_before/after`` (and
+    ``accuracy``, in percent, when labels are given) of each step.
+
+    Args:
+        result: A :class:`StagedResult` from :func:`run_staged` (it holds the
+            intermediate models), or a :class:`PipelineResult` / list of
+            chained steps together with ``models``.
+        board: Board profile name (``host``, ``rv32-mcu-sim``...).
+        models: ``[fp32, after step 1, ..., after step n]`` when ``result``
+            does not hold them.
+        rounds: Interleaved timing rounds on wall-clock boards.
+        runs: Timed runs per model per round (wall-clock boards); simulated
+            boards run once, their cycle counts being deterministic.
+        eval_data: Samples (one array per input, first axis = samples) for
+            accuracy/fidelity; without them only size and latency are measured.
+        labels: Class labels of ``eval_data`` for top-1 accuracy.
+        max_eval: Evaluate at most this many samples.
+        eval_compiled: Evaluate on the compiled model (``True``) or with
+            onnxruntime on the packaged ONNX model (``False``); ``None``:
+            compiled unless the board is simulated (a simulator runs a few
+            inferences per second).
+        workdir: Folder for the packages; a temporary one (deleted) if None.
+        board_dirs: Extra folders of board/target profiles.
+        model_name: Name used in titles.
+
+    Returns:
+        The :class:`PayoffReport`.
+
+    Raises:
+        ConfigError: models missing or not matching the steps, bad arguments.
+    """
+    steps, staged = _staged_models(result, models)
+    return measure_payoffs(
+        {"": (steps, staged)}, board, rounds=rounds, runs=runs, eval_data=eval_data, labels=labels,
+        max_eval=max_eval, eval_compiled=eval_compiled, workdir=workdir, board_dirs=board_dirs,
+        model_name=model_name,
+    )  # fmt: skip
+
+
+def measure_payoffs(
+    pipelines: Mapping[str, StagedResult | tuple[Sequence[CompressionStep], Sequence[onnx.ModelProto]]],
+    board: str,
+    *,
+    rounds: int = DEFAULT_ROUNDS,
+    runs: int = DEFAULT_RUNS_PER_ROUND,
+    eval_data: Mapping[str, np.ndarray] | None = None,
+    labels: np.ndarray | None = None,
+    max_eval: int = DEFAULT_MAX_EVAL,
+    eval_compiled: bool | None = None,
+    workdir: str | os.PathLike[str] | None = None,
+    board_dirs: Iterable[str | os.PathLike[str]] = (),
+    model_name: str = "",
+) -> PayoffReport:
+    """:func:`measure_payoff` for several pipelines that start from the same
+    fp32 model (e.g. "structured 30 %", "unstructured 50 %", "int8" and a
+    chained recipe), measured together: every distinct model is compiled
+    once and all of them are timed in the same interleaved rounds, so every
+    ratio in the table was measured side by side.
+
+    Args:
+        pipelines: Pipeline name -> :class:`StagedResult`, or ``(steps,
+            models)``. All must start from the same fp32 model.
+        board, rounds, runs, eval_data, labels, max_eval, eval_compiled,
+            workdir, board_dirs, model_name: As for :func:`measure_payoff`.
+
+    Raises:
+        ConfigError: no pipelines, pipelines from different fp32 models, or
+            bad arguments.
+    """
+    if not pipelines:
+        raise ConfigError("no pipelines to measure", hint="Pass at least one pipeline (name -> run_staged(...)).")
+    if rounds < 1 or runs < 1 or max_eval < 1:
+        raise ConfigError(
+            f"rounds, runs and max_eval must be >= 1 (got {rounds}, {runs}, {max_eval})", hint="E.g. rounds=15, runs=5."
+        )
+    if labels is not None and eval_data is None:
+        raise ConfigError("labels were given without eval_data", hint="Pass the samples the labels belong to.")
+
+    keys: dict[int, str] = {}
+    unique: dict[str, onnx.ModelProto] = {}
+    fp32_key = ""
+    row_specs = []
+    for name, value in pipelines.items():
+        steps, models = _staged_models(value if isinstance(value, PipelineResult) else value[0],
+                                       None if isinstance(value, PipelineResult) else value[1])  # fmt: skip
+        for m in models:
+            if id(m) not in keys:
+                keys[id(m)] = _key(m)
+                unique.setdefault(keys[id(m)], m)
+        if not fp32_key:
+            fp32_key = keys[id(models[0])]
+        elif keys[id(models[0])] != fp32_key:
+            raise ConfigError(
+                f"pipeline {name!r} starts from a different model than the first pipeline",
+                hint="Measure pipelines of different fp32 models in separate calls.",
+            )
+        row_specs += _rows_for(name, steps, models, keys)
+
+    from edgekit.core.profiles import load_profiles
+
+    brd = load_profiles(board_dirs).board(board)
+    tmp = None
+    if workdir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="edgekit-payoff-")
+        folder = Path(tmp.name)
+    else:
+        folder = Path(workdir)
+        folder.mkdir(parents=True, exist_ok=True)
+    try:
+        measured = {k: _compile(k, m, brd, folder, board_dirs) for k, m in unique.items()}
+        paths = {k: folder / f"{k[:16]}.ekpkg" for k in unique}
+        ok = [k for k in unique if not measured[k].error]
+        _bench(ok, paths, measured, brd.name, board_dirs)
+        simulated = any(measured[k].simulated for k in ok)
+        if ok and not simulated:
+            _interleave(ok, paths, measured, brd.name, board_dirs, rounds, runs)
+        compiled_eval = (not simulated) if eval_compiled is None else eval_compiled
+        if eval_data is not None:
+            _evaluate(ok, unique, paths, measured, unique[fp32_key], brd.name, board_dirs, eval_data, labels,
+                      max_eval, compiled_eval)  # fmt: skip
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+    rows = [PayoffRow("fp32", "", None, measured[fp32_key], measured[fp32_key])]
+    rows[0].verdict = "baseline" if not measured[fp32_key].error else measured[fp32_key].error
+    for label, pipeline, step, before_key, after_key in row_specs:
+        before, after = measured[before_key], measured[after_key]
+        step.latency_ms_before = before.latency_ms
+        step.latency_ms_after = after.latency_ms
+        if "top1_pct" in after.eval:
+            step.accuracy = after.eval["top1_pct"]
+        row = PayoffRow(label, pipeline, step, before, after)
+        row.speedup, row.speedup_band = _speedup(before, after)
+        row.speedup_vs_fp32, _ = _speedup(measured[fp32_key], after)
+        row.verdict = _verdict(step, row, before, after)
+        rows.append(row)
+
+    if simulated:
+        timing = (f"simulated, deterministic cycle counts (1 run each), latency at {brd.clock_hz / 1e6:g} MHz; "
+                  "speed-up = cycle ratio")  # fmt: skip
+    else:
+        timing = (f"wall clock, {rounds} interleaved rounds x >= {runs} runs (>= {MIN_ROUND_MS:g} ms per model); "
+                  "speed-up = median of per-round ratios "
+                  "[quartiles]")  # fmt: skip
+    evaluated = next((m.eval for m in measured.values() if m.eval), None)
+    if evaluated:
+        timing += f"; quality on {evaluated['samples']} samples ({evaluated['source']})"
+    return PayoffReport(brd.name, simulated, timing, rows, measured, model_name)
+
+
+def _compile(key: str, model: onnx.ModelProto, brd: Any, folder: Path, board_dirs: Iterable[Any]) -> PackageMeasurement:
+    from edgekit.compiler.driver import compile_model
+
+    m = PackageMeasurement(key=key, stats=model_stats(model))
+    try:
+        manifest = compile_model(model, brd.name, folder / f"{key[:16]}.ekpkg", board_dirs=board_dirs)
+    except EdgekitError as exc:
+        # A step whose result does not compile or fit is a finding for the
+        # report, not a reason to lose the other rows.
+        m.error = f"{type(exc).__name__}: {exc.message[:160]}"
+        logger.warning("model %s does not compile for %s: %s", key[:12], brd.name, m.error)
+        return m
+    m.package_bytes = int(manifest.get("package_bytes", 0))
+    m.memory = {k: int(v) for k, v in manifest.get("memory", {}).items() if isinstance(v, (int, float))}
+    m.compile_seconds = float(manifest.get("compile_seconds", 0.0))
+    flash = brd.memory.flash_bytes
+    image = m.memory.get("weight_bytes", 0) + m.memory.get("code_bytes", 0)
+    if flash and image > flash:
+        m.error = f"does not fit: {image} bytes of weights + code > {flash} bytes of flash"
+    return m
+
+
+def _bench(keys: Sequence[str], paths: Mapping[str, Path], measured: dict[str, PackageMeasurement],
+           board: str, board_dirs: Iterable[Any]) -> None:  # fmt: skip
+    """One bench_package per package: the compiled-vs-onnxruntime check, and
+    on simulated boards the (deterministic) measurement itself."""
+    from edgekit.runtime.runner import bench_package
+
+    for k in keys:
+        report = bench_package(paths[k], board=board, runs=1, warmup=0, compare_ort=True, board_dirs=board_dirs)
+        m = measured[k]
+        m.simulated = bool(report["simulated"])
+        m.latency_ms = float(report["latency_ms"]["p50"])
+        if "cycles" in report:
+            m.cycles = float(report["cycles"]["p50"])
+        m.ort_max_rel_error = report.get("ort_max_rel_error", {}).get("max")
+
+
+def _interleave(keys: Sequence[str], paths: Mapping[str, Path], measured: dict[str, PackageMeasurement],
+                board: str, board_dirs: Iterable[Any], rounds: int, runs: int) -> None:  # fmt: skip
+    """Times all packages in interleaved rounds, rotating the order each
+    round so no model always runs first (caches, frequency ramps)."""
+    from edgekit.compiler.package import open_package
+    from edgekit.runtime.data import random_inputs
+    from edgekit.runtime.runner import open_runner, resolve_board
+
+    runners = {}
+    try:
+        for k in keys:
+            package = open_package(paths[k], board=board)
+            runners[k] = (open_runner(package, resolve_board(package, board, board_dirs)),
+                          random_inputs(package.inputs, 0))  # fmt: skip
+        count: dict[str, int] = {}
+        for k in keys:
+            runner, feeds = runners[k]
+            probe = float(np.median(runner.time_runs(feeds, 3, 1).latency_ms))
+            count[k] = max(runs, math.ceil(MIN_ROUND_MS / max(probe, 1e-3)))
+        samples: dict[str, list[float]] = {k: [] for k in keys}
+        for r in range(rounds):
+            order = list(keys[r % len(keys):]) + list(keys[: r % len(keys)])
+            for k in order:
+                runner, feeds = runners[k]
+                timing = runner.time_runs(feeds, count[k], 1)
+                measured[k].round_ms.append(float(np.median(timing.latency_ms)))
+                samples[k] += timing.latency_ms
+        for k in keys:
+            measured[k].latency_ms = float(np.median(samples[k]))
+    finally:
+        for runner, _ in runners.values():
+            runner.close()
+
+
+def _evaluate(keys: Sequence[str], models: Mapping[str, onnx.ModelProto], paths: Mapping[str, Path],
+              measured: dict[str, PackageMeasurement], fp32: onnx.ModelProto, board: str, board_dirs: Iterable[Any],
+              eval_data: Mapping[str, np.ndarray], labels: np.ndarray | None, max_eval: int,
+              compiled: bool) -> None:  # fmt: skip
+    from edgekit.runtime.data import stack_outputs
+    from edgekit.runtime.runner import run_package
+
+    data = {k: np.asarray(v)[:max_eval] for k, v in eval_data.items()}
+    first = fp32.graph.output[0].name
+    reference = run_tensors(fp32, data)
+    n = len(next(iter(reference.values())))
+    ref = reference[first][:n]
+    for k in keys:
+        if compiled:
+            results, samples, _ = run_package(paths[k], data, board=board, board_dirs=board_dirs)
+            outputs = stack_outputs(results, mode=samples.mode)
+            out = np.asarray(outputs[first]).reshape(ref.shape[0], *ref.shape[1:]) if first in outputs else None
+        else:
+            out = _ort_as_written(models[k], data, first)
+        if out is None:
+            continue
+        measured[k].eval = _quality(ref, out[: len(ref)], None if labels is None else np.asarray(labels)[: len(ref)])
+        measured[k].eval["source"] = "compiled" if compiled else "onnxruntime"
+
+
+def _ort_as_written(model: onnx.ModelProto, data: Mapping[str, np.ndarray], name: str) -> np.ndarray:
+    """``name`` for every sample, from onnxruntime with graph optimizations
+    off: its default level fuses QDQ chains into its own int8 kernels, whose
+    rounding differs from the QDQ graph (docs/quantization.md) — the graph as
+    written is what the board's integer lowering implements."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.intra_op_num_threads = 1
+    opts.log_severity_level = 3
+    session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    step = int(dims[0].dim_value) if len(dims) and dims[0].dim_value > 0 else 1
+    n = len(next(iter(data.values())))
+    outs = [session.run([name], {k: np.asarray(v[i : i + step]) for k, v in data.items()})[0]
+            for i in range(0, n - step + 1, step)]  # fmt: skip
+    return np.concatenate(outs, axis=0)
+
+
+def _quality(ref: np.ndarray, out: np.ndarray, labels: np.ndarray | None) -> dict[str, Any]:
+    r = ref.astype(np.float64).ravel()
+    o = out.astype(np.float64).ravel()
+    noise = float((r - o) @ (r - o))
+    signal = float(r @ r)
+    q: dict[str, Any] = {
+        "samples": len(ref),
+        "sqnr_db": None if noise == 0.0 or signal == 0.0 else 10.0 * math.log10(signal / noise),
+    }
+    if ref.ndim == 2 and ref.shape[1] >= 2:
+        q["agreement_pct"] = 100.0 * float(np.mean(ref.argmax(1) == out.argmax(1)))
+        if labels is not None:
+            q["top1_pct"] = 100.0 * float(np.mean(out.argmax(1) == labels))
+    return q
+
+
+def _speedup(before: PackageMeasurement, after: PackageMeasurement) -> tuple[float | None, tuple[float, float] | None]:
+    if before.error or after.error or before.latency_ms is None or after.latency_ms is None:
+        return None, None
+    if before.key == after.key:
+        return 1.0, (1.0, 1.0)
+    if before.cycles is not None and after.cycles is not None and after.cycles > 0:
+        s = before.cycles / after.cycles
+        return s, (s, s)
+    if before.round_ms and len(before.round_ms) == len(after.round_ms):
+        ratios = np.asarray(before.round_ms) / np.asarray(after.round_ms)
+        q1, med, q3 = np.percentile(ratios, [25, 50, 75])
+        return float(med), (float(q1), float(q3))
+    return before.latency_ms / after.latency_ms, None
+
+
+def _verdict(step: CompressionStep, row: PayoffRow, before: PackageMeasurement, after: PackageMeasurement) -> str:
+    """What the step bought on the board, in words; from the measurement."""
+    if after.error:
+        return after.error
+    if not step.modified:
+        return "model unchanged"
+    parts = []
+    if abs(step.macs_reduction) <= 0.005:
+        if step.name in ("prune", "prune-nm"):
+            parts.append("no MAC reduction (weights zeroed, dense kernels do the same work)")
+        else:
+            parts.append("MACs unchanged")
+    elif step.macs_reduction > 0:
+        parts.append(f"{100 * step.macs_reduction:.0f} % fewer MACs")
+    else:
+        parts.append(f"{-100 * step.macs_reduction:.0f} % more MACs")
+    if row.speedup is not None and row.speedup_band is not None:
+        low, high = row.speedup_band
+        deterministic = low == high
+        if deterministic and before.cycles is not None and before.cycles == after.cycles:
+            parts.append("identical cycle count")
+        elif (deterministic or low > 1.0) and row.speedup >= 1.01 + 0.02 * (not deterministic):
+            parts.append(f"{row.speedup:.2f}× faster")
+        elif (deterministic or high < 1.0) and row.speedup <= 0.99 - 0.02 * (not deterministic):
+            parts.append(f"{1 / row.speedup:.2f}× slower")
+        else:
+            parts.append("no measurable latency change")
+    if before.package_bytes and after.package_bytes:
+        change = after.package_bytes / before.package_bytes - 1.0
+        stored = int(after.memory.get("weight_bytes", 0)) - int(before.memory.get("weight_bytes", 0))
+        if abs(change) >= 0.02 and stored == 0:
+            # Zeroed weights compress in the archive, not in memory or flash.
+            parts.append(f"package file {100 * change:+.0f} % (archive compression only; weights as stored unchanged)")
+        elif abs(change) >= 0.02:
+            parts.append(f"package {100 * change:+.0f} %")
+    return "; ".join(parts)
