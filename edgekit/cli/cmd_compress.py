@@ -1,4 +1,4 @@
-"""``edgekit compress``: quantize (and, later, prune / factorize) a model.
+"""``edgekit compress``: prune, factorize, recover and quantize a model.
 
 The command is a chain of steps. Each step takes the current model and
 returns a new one plus a section of the report; steps run in the order of
@@ -18,6 +18,9 @@ from rich.table import Table
 
 from edgekit.cli.render import console, emit_json, err_console, write_json
 from edgekit.compress import CALIBRATION_METHODS, QuantConfig, normalize_qoperator, quantize, write_model
+from edgekit.compress.calibration import load_arrays
+from edgekit.compress.passes import CompressionPass, PassContext, run_pipeline
+from edgekit.compress.recipe import STEP_TYPES, load_recipe
 from edgekit.compress.qoperator import is_qoperator_model
 from edgekit.compress.quality import QualityReport
 from edgekit.core.errors import InputError, QuantizationError
@@ -55,7 +58,7 @@ class StepResult:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "compress",
-        help="quantize a model to int8 with a quality report",
+        help="prune, factorize and quantize a model, with a quality report",
         description="Compress an ONNX model. --quantize int8 writes a QDQ model (int8 weights and activations) "
         "calibrated on CAL.npz and reports its error against fp32; --max-drop keeps the most sensitive layers "
         "in float until the budget holds. A pre-quantized QOperator model is normalized to QDQ.",
@@ -66,6 +69,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "  edgekit compress model.onnx -o m.int8.onnx --quantize int8 --calibration cal.npz "
         "--min-sqnr 30 --report r.html\n"
         "  edgekit compress qoperator.onnx -o qdq.onnx\n"
+        "  edgekit compress model.onnx -o small.onnx --prune-structured 0.3 --recover refit --calibration cal.npz\n"
+        "  edgekit compress model.onnx -o small.onnx --recipe recipe.toml --calibration cal.npz\n"
         "gates: --max-drop and --min-sqnr are budgets; when they cannot be met the model is not written and the "
         "exit code is 2 (the report is still written).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -81,6 +86,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="write the quality report; the extension picks the format: .json, .html (self-contained, "
                    "with plots) or .md (repeat for several)")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of tables")
+
+    g = p.add_argument_group("pruning, factorization and recovery (run before quantization, in this order)")
+    g.add_argument("--prune-structured", type=float, metavar="RATIO",
+                   help="remove this fraction of channels/filters (a smaller, valid model with fewer MACs)")
+    g.add_argument("--prune-criterion", choices=["l1", "l2", "bn"], help="channel importance (default l1)")
+    g.add_argument("--prune-round-to", type=int, metavar="N",
+                   help="keep channel counts multiples of N (vector-friendly; see docs/payoff.md)")
+    g.add_argument("--prune-unstructured", type=float, metavar="RATIO",
+                   help="zero this fraction of weights by magnitude (first/last layers excluded)")
+    g.add_argument("--prune-scope", choices=["global", "layer"], help="unstructured threshold per model or per layer")
+    g.add_argument("--prune-nm", metavar="N:M", help="N:M sparsity along the reduction axis, e.g. 2:4")
+    g.add_argument("--low-rank", choices=["svd", "tucker", "auto"],
+                   help="factorize Gemm/MatMul (SVD) and Conv (Tucker-2) where it saves MACs")
+    g.add_argument("--rank-energy", type=float, metavar="E", help="singular-value energy kept (default 0.9)")
+    g.add_argument("--recover", choices=["refit", "bias", "distill"],
+                   help="recover accuracy against the original model on the calibration data "
+                   "(least-squares refit, bias correction, or distillation with the [train] extra)")
+    g.add_argument("--recipe", metavar="FILE", help="a TOML/YAML recipe chaining the steps (docs/pruning.md); "
+                   "instead of the flags above")
 
     q = p.add_argument_group("int8 quantization")
     q.add_argument("--quantize", choices=["int8"], help="quantize weights and activations to int8 (QDQ)")
@@ -154,8 +178,60 @@ def _step_quantize(prepared: PreparedModel, args: argparse.Namespace, ctx: dict[
                       problem)
 
 
+_GRAPH_FLAGS = ("prune_structured", "prune_unstructured", "prune_nm", "low_rank", "recover")
+
+
+def _graph_passes(args: argparse.Namespace) -> list[CompressionPass]:
+    """The pruning / factorization / recovery passes the flags (or recipe) ask for."""
+    flagged = [f for f in _GRAPH_FLAGS if getattr(args, f) is not None]
+    if args.recipe:
+        if flagged or args.quantize:
+            raise InputError(
+                "--recipe replaces the step flags", hint="Put every step in the recipe, or use flags without --recipe."
+            )
+        return list(load_recipe(args.recipe).steps)
+    passes: list[CompressionPass] = []
+    if args.prune_structured is not None:
+        params: dict[str, Any] = {"ratio": args.prune_structured}
+        if args.prune_criterion:
+            params["criterion"] = args.prune_criterion
+        if args.prune_round_to:
+            params["round_to"] = args.prune_round_to
+        passes.append(STEP_TYPES.get("prune-structured")(params, "--prune-structured"))
+    if args.prune_unstructured is not None:
+        params = {"sparsity": args.prune_unstructured}
+        if args.prune_scope:
+            params["scope"] = args.prune_scope
+        passes.append(STEP_TYPES.get("prune")(params, "--prune-unstructured"))
+    if args.prune_nm:
+        passes.append(STEP_TYPES.get("prune-nm")({"pattern": args.prune_nm}, "--prune-nm"))
+    if args.low_rank:
+        params = {"method": args.low_rank}
+        if args.rank_energy is not None:
+            params["rank_energy"] = args.rank_energy
+        passes.append(STEP_TYPES.get("low-rank")(params, "--low-rank"))
+    if args.recover:
+        if not args.calibration:
+            raise InputError("--recover needs data to fit on", hint="Add --calibration CAL.npz.")
+        passes.append(STEP_TYPES.get("recover")({"method": args.recover}, "--recover"))
+    return passes
+
+
+def _step_graph(prepared: PreparedModel, args: argparse.Namespace, ctx: dict[str, Any]) -> StepResult:
+    passes = _graph_passes(args)
+    calibration = load_arrays(args.calibration) if args.calibration else None
+    result = run_pipeline(prepared.model, passes, PassContext(calibration=calibration), fidelity=calibration is not None)
+    section = {"step": "recipe" if args.recipe else "graph", **result.to_json()}
+    return StepResult(result.model, section, lambda: _render_graph(section))
+
+
+def _wants_graph(args: argparse.Namespace) -> bool:
+    return bool(args.recipe) or any(getattr(args, f) is not None for f in _GRAPH_FLAGS)
+
+
 #: The steps, in the order they run: (name, is it requested?, step function).
 STEPS: list[tuple[str, Callable[[argparse.Namespace], bool], Callable[..., StepResult]]] = [
+    ("graph", _wants_graph, _step_graph),
     ("quantize", lambda a: a.quantize == "int8", _step_quantize),
 ]
 
@@ -173,7 +249,8 @@ def _write_reports(paths: list[str], document: dict[str, Any]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.quantize is None:
-        stray = [f"--{f.replace('_', '-')}" for f in _QUANT_FLAGS if getattr(args, f) is not None]
+        shared = ("calibration",) if _wants_graph(args) else ()
+        stray = [f"--{f.replace('_', '-')}" for f in _QUANT_FLAGS if getattr(args, f) is not None and f not in shared]
         if args.exclude:
             stray.append("--exclude")
         if stray:
@@ -241,6 +318,29 @@ def run(args: argparse.Namespace) -> int:
 
 def _db(x: float) -> str:
     return "identical" if math.isinf(x) and x > 0 else f"{x:.1f}"
+
+
+def _render_graph(section: dict[str, Any]) -> None:
+    tbl = Table(title="compression steps")
+    for col in ("step", "params", "MACs", "weight bytes", "fidelity vs original"):
+        tbl.add_column(col, justify="left" if col == "step" else "right")
+    for step in section.get("steps", []):
+        before, after = step.get("before", {}), step.get("after", {})
+        fid = step.get("fidelity") or {}
+        parts = []
+        if fid.get("sqnr_db") is not None:
+            parts.append(f"SQNR {fid['sqnr_db']:.1f} dB")
+        if fid.get("top1_agreement") is not None:
+            parts.append(f"top-1 {fid['top1_agreement']:.1f}%")
+        fid_text = ", ".join(parts) or "-"
+        tbl.add_row(
+            str(step.get("step")),
+            f"{before.get('params', 0):,} -> {after.get('params', 0):,}",
+            f"{before.get('macs', 0):,} -> {after.get('macs', 0):,}",
+            f"{before.get('weight_bytes', 0):,} -> {after.get('weight_bytes', 0):,}",
+            fid_text,
+        )
+    console.print(tbl)
 
 
 def _render_quant(report: QualityReport) -> None:
