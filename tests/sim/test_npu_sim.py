@@ -241,3 +241,30 @@ def test_package_runs_through_the_runner(tmp_path):
     assert all(entry["bound"] in ("compute", "bandwidth") for entry in npu_layers)
     with pytest.raises(Exception, match="real"):
         NpuRunner(open_package(pkg_path), board, port="/dev/ttyUSB0")
+
+
+@pytest.mark.parametrize("make", [_digits, _mobile_resnet, _ppocr], ids=["digits", "mobile-resnet", "ppocr-cls"])
+def test_npu_package_is_bit_exact_with_integer_cpu_compile(make, tmp_path):
+    """The same int8 model through the simulated NPU (pynq-z2) and through the
+    integer-only CPU compile (host) gives identical outputs."""
+    from edgekit.compiler.driver import compile_model
+    from edgekit.compiler.package import open_package
+    from edgekit.runtime.runner import open_runner
+
+    qdq, feeds = make()
+    src = tmp_path / "model_q.onnx"
+    onnx.save(qdq, src)
+    outputs = {}
+    for board_name in ("pynq-z2", "host"):
+        pkg = tmp_path / f"{board_name}.ekpkg"
+        compile_model(str(src), board_name, pkg)
+        board, _ = get_board(board_name)
+        runner = open_runner(open_package(pkg), board, sim=True if board_name == "pynq-z2" else None)
+        try:
+            outputs[board_name] = runner.run(feeds)
+        finally:
+            runner.close()
+    npu, cpu = outputs["pynq-z2"], outputs["host"]
+    assert npu.keys() == cpu.keys()
+    for name in npu:
+        np.testing.assert_array_equal(npu[name], cpu[name], err_msg=name)
