@@ -47,12 +47,43 @@ def run(args: argparse.Namespace) -> int:
     shapes = parse_input_shapes(args.input_shape)
     # Resolve the board before loading: a typo should not cost a model load.
     board = load_profiles(args.boards_dir).board(args.board) if args.board else None
-    report = analyze(load_model(args.model, shapes), board)
+    prepared = load_model(args.model, shapes)
+    report = analyze(prepared, board)
+    offload = _npu_offload(prepared, board, args.boards_dir)
     if args.json:
-        emit_json(report.to_json())
+        data = report.to_json()
+        if offload is not None:
+            data["npu"] = offload
+        emit_json(data)
         return 0
     _render(report, show_layers=args.layers)
+    if offload is not None:
+        _render_offload(offload)
     return 0
+
+
+def _npu_offload(prepared, board, board_dirs) -> dict | None:
+    """Where each node of the model runs on an accelerator board, and why."""
+    if board is None or board.npu is None:
+        return None
+    if load_profiles(board_dirs).target_of(board).codegen != "npu":
+        return None
+    from edgekit.npu.partition import partition
+
+    return partition(prepared.model).summary()
+
+
+def _render_offload(offload: dict) -> None:
+    table = Table(title=f"accelerator offload: {offload['offloaded_macs_fraction']:.1%} of MACs")
+    for col in ("node", "op", "runs on", "reason"):
+        table.add_column(col)
+    for place in offload["placements"]:
+        where = "[green]npu[/green]" if place["where"] == "npu" else "host"
+        table.add_row(place["node"], place["op"], where, place.get("reason") or "")
+    console.print(table)
+    if not offload["offloaded_layers"]:
+        console.print("[yellow]nothing is offloaded:[/yellow] the accelerator runs int8 layers; quantize first "
+                      "(edgekit compress --quantize int8 --board ...).")
 
 
 def _bytes(n: int) -> str:

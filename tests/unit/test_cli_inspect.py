@@ -131,3 +131,27 @@ def test_bad_input_shape_is_exit_2(capsys, tiny_model):
     assert "--input-shape 'x:1x16'" in capsys.readouterr().err
     assert main(["inspect", str(tiny_model), "--input-shape", "nosuch=1x16"]) == 2
     assert "nosuch" in capsys.readouterr().err
+
+
+def test_inspect_on_accelerator_board_shows_offload(tmp_path, capsys) -> None:
+    import json
+
+    import numpy as np
+
+    from edgekit.cli.main import main
+    from edgekit.compress import QuantConfig, quantize
+    from edgekit.examples.digits import example_inputs_path, example_model_path
+
+    q = tmp_path / "q.onnx"
+    quantize(str(example_model_path()), QuantConfig(activation_symmetric=True),
+             dict(np.load(example_inputs_path()))).save(q)
+    assert main(["inspect", str(q), "--board", "pynq-z2", "--json"]) == 0
+    npu = json.loads(capsys.readouterr().out)["npu"]
+    assert npu["offloaded_macs_fraction"] > 0.9
+    where = {p["node"]: p for p in npu["placements"]}
+    assert where["conv1"]["where"] == "npu"
+    assert where["pool2"]["where"] == "host" and where["pool2"]["reason"]
+    # fp32: nothing offloaded, and the reason says to quantize
+    assert main(["inspect", str(example_model_path()), "--board", "pynq-z2", "--json"]) == 0
+    npu = json.loads(capsys.readouterr().out)["npu"]
+    assert npu["offloaded_layers"] == 0
