@@ -1,0 +1,423 @@
+"""int8 vs fp32 on the host: weight size, output fidelity and latency, edgekit and onnxruntime.
+
+For each model: quantize it with ``edgekit.compress.quantize`` (default
+``QuantConfig()``: per-channel symmetric int8 weights, asymmetric int8
+activations, min-max calibration), compile the fp32 and the int8 (QDQ) model
+for ``--board host``, then in one process
+
+* fidelity: run the evaluation samples through edgekit's int8 package and
+  compare with the fp32 model in onnxruntime (SQNR, cosine, top-1 agreement;
+  for the digits CNN also real test accuracy of both compiled packages);
+* 1 LSB check: the same samples through onnxruntime running the QDQ graph as
+  written (graph optimizations off), the numerical reference of the integer
+  lowering; differences are counted in units of the output's quantization
+  scale;
+* latency: edgekit int8, edgekit fp32, onnxruntime int8 (the QDQ model with
+  onnxruntime's default optimizations, i.e. its fused int8 kernels) and
+  onnxruntime fp32, interleaved round by round (the order rotates each round)
+  so load from other processes hits all four alike. Each cell is the median
+  over rounds of the per-round median; the ratios are the result, absolute
+  times move with the machine's load.
+
+Data: the digits CNN is calibrated on its training split and evaluated on its
+test split (real labels). The other models get seeded random inputs, so their
+fidelity is int8 against fp32 on those inputs, not task accuracy;
+squeezenet and resnet50 are the onnx "light" architectures with seeded
+He-normal weights replacing the placeholders. Every model but the digits CNN
+(which has none) has its final Softmax removed, so logits are compared: the
+integer lowering leaves Softmax in float (docs/integer-lowering.md), and a
+1-LSB difference in the int8 logits can move a quantized 2-class probability
+by several LSBs.
+
+Usage::
+
+    .venv/bin/python benchmarks/quantization.py [--models digits,ppocr-cls,squeezenet,resnet50]
+        [--rounds 7] [--runs 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import numpy_helper
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from edgekit.compiler.driver import compile_model  # noqa: E402
+from edgekit.compiler.package import open_package  # noqa: E402
+from edgekit.compress import QuantConfig, quantize  # noqa: E402
+from edgekit.compress.quality import ErrorStats, is_class_output  # noqa: E402
+from edgekit.frontend.loader import load_model  # noqa: E402
+from edgekit.runtime.runner import open_runner, resolve_board  # noqa: E402
+
+logger = logging.getLogger("benchmarks.quantization")
+
+BOARD = "host"
+#: Latency columns, in the order of the table.
+ENGINES = ("edgekit int8", "edgekit fp32", "ort int8", "ort fp32")
+
+
+# --------------------------------------------------------------------------- #
+# Models and data
+# --------------------------------------------------------------------------- #
+
+
+@dataclass
+class Case:
+    """One model to measure.
+
+    Attributes:
+        name: Row name.
+        fp32: The fp32 model (prepared: static shapes).
+        calibration: Calibration arrays by input name, first axis = samples.
+        evaluation: Evaluation arrays in the same form.
+        labels: True labels of the evaluation samples (real data only).
+        data_note: Where the data comes from, for the table.
+    """
+
+    name: str
+    fp32: onnx.ModelProto
+    calibration: dict[str, np.ndarray]
+    evaluation: dict[str, np.ndarray]
+    labels: np.ndarray | None = None
+    data_note: str = ""
+
+
+def digits_case(calibration_samples: int = 512, eval_samples: int | None = None) -> Case:
+    """The shipped digits CNN: calibrated on the train split, evaluated on the test split."""
+    from edgekit.examples.digits import example_model_path, load_digits_data
+
+    data = load_digits_data()
+    n = len(data.y_test) if eval_samples is None else eval_samples
+    return Case(
+        "digits_cnn",
+        load_model(example_model_path()).model,
+        {"input": data.x_train[:calibration_samples]},
+        {"input": data.x_test[:n]},
+        data.y_test[:n],
+        f"digits train ({min(calibration_samples, len(data.x_train))}) / test ({n}), real labels",
+    )
+
+
+def ppocr_case(calibration_samples: int = 32, eval_samples: int = 16) -> Case:
+    """rapidocr's PP-OCR text-angle classifier (real weights, final Softmax removed),
+    random images in its [-1, 1] input range."""
+    import rapidocr
+
+    path = Path(rapidocr.__file__).parent / "models" / "ch_ppocr_mobile_v2.0_cls_mobile.onnx"
+    shape = (1, 3, 48, 192)
+    rng = np.random.default_rng(1)
+    sample = lambda n: rng.uniform(-1, 1, (n, *shape[1:])).astype(np.float32)  # noqa: E731
+    model = load_model(str(path), {"x": shape}).model
+    _strip_final_softmax(model)
+    return Case(
+        "ppocr_cls",
+        load_model(model).model,
+        {"x": sample(calibration_samples)},
+        {"x": sample(eval_samples)},
+        None,
+        f"real weights, seeded uniform [-1, 1] inputs ({calibration_samples} / {eval_samples})",
+    )
+
+
+def _strip_final_softmax(model: onnx.ModelProto) -> None:
+    """Ends the graph at the logits (a trailing Reshape/Flatten is kept)."""
+    graph = model.graph
+    idx = [i for i, n in enumerate(graph.node) if n.op_type == "Softmax"]
+    if not idx:
+        return
+    node = graph.node[idx[-1]]
+    tail = graph.node[idx[-1] + 1 :]
+    if any(n.op_type not in ("Reshape", "Flatten", "Identity") for n in tail):
+        return
+    for later in tail:
+        for k, name in enumerate(later.input):
+            if name == node.output[0]:
+                later.input[k] = node.input[0]
+    for out in graph.output:
+        if out.name == node.output[0]:
+            out.name = node.input[0]
+    del graph.node[idx[-1]]
+
+
+def _randomize(model: onnx.ModelProto, seed: int) -> None:
+    """He-normal weights, small normal biases: the light models ship placeholders."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for init in model.graph.initializer:
+        a = numpy_helper.to_array(init)
+        if a.dtype == np.float32 and a.ndim >= 2:
+            fan_in = int(np.prod(a.shape[1:]))
+            a = (rng.standard_normal(a.shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
+        elif a.dtype == np.float32 and a.ndim == 1:
+            a = (rng.standard_normal(a.shape) * 0.05).astype(np.float32)
+        out.append(numpy_helper.from_array(a, init.name))
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(out)
+
+
+def light_case(name: str, calibration_samples: int = 16, eval_samples: int = 8) -> Case:
+    """An onnx "light" model with seeded random weights and random N(0, 1) inputs."""
+    path = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light" / f"light_{name}.onnx"
+    prepared = load_model(str(path))
+    model = prepared.model
+    _randomize(model, seed=0)
+    _strip_final_softmax(model)
+    model = load_model(model).model  # re-infer the output's shape
+    spec = prepared.inputs[0]
+    rng = np.random.default_rng(2)
+    sample = lambda n: rng.standard_normal((n, *spec.shape[1:])).astype(np.float32)  # noqa: E731
+    return Case(
+        name,
+        model,
+        {spec.name: sample(calibration_samples)},
+        {spec.name: sample(eval_samples)},
+        None,
+        f"seeded random weights and N(0, 1) inputs ({calibration_samples} / {eval_samples})",
+    )
+
+
+CASES: dict[str, Callable[[], Case]] = {
+    "digits": digits_case,
+    "ppocr-cls": ppocr_case,
+    "squeezenet": lambda: light_case("squeezenet"),
+    "resnet50": lambda: light_case("resnet50"),
+}
+
+
+# --------------------------------------------------------------------------- #
+# Measurement
+# --------------------------------------------------------------------------- #
+
+
+def _samples(arrays: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+    n = len(next(iter(arrays.values())))
+    for i in range(n):
+        yield {k: np.ascontiguousarray(v[i : i + 1]) for k, v in arrays.items()}
+
+
+def _session(model: onnx.ModelProto, threads: int, *, as_written: bool = False) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    if as_written:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+def _as_scores(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    """``[N, C, 1, 1]`` (squeezenet's logits) as ``[N, C]``, so top-1 applies."""
+    shape = arrays[0].shape
+    if len(shape) > 2 and all(d == 1 for d in shape[2:]):
+        return tuple(a.reshape(shape[0], -1) for a in arrays)
+    return arrays
+
+
+def _output_scales(qmodel: onnx.ModelProto) -> dict[str, float | None]:
+    """Quantization step of each graph output that a scalar DequantizeLinear produces."""
+    inits = {i.name: numpy_helper.to_array(i) for i in qmodel.graph.initializer}
+    producer = {o: n for n in qmodel.graph.node for o in n.output}
+    scales: dict[str, float | None] = {}
+    for out in qmodel.graph.output:
+        node = producer.get(out.name)
+        # Walk back through ops that keep the scale.
+        while node is not None and node.op_type in ("Reshape", "Flatten", "Identity", "Squeeze", "Unsqueeze"):
+            node = producer.get(node.input[0])
+        scale = inits.get(node.input[1]) if node is not None and node.op_type == "DequantizeLinear" else None
+        scales[out.name] = float(scale) if scale is not None and scale.size == 1 else None
+    return scales
+
+
+@contextlib.contextmanager
+def _runner(pkg: Path) -> Iterator[Any]:
+    package = open_package(pkg)
+    runner = open_runner(package, resolve_board(package, BOARD))
+    try:
+        yield runner
+    finally:
+        runner.close()
+
+
+def measure(case: Case, workdir: Path, *, runs: int = 10, rounds: int = 7, warmup: int = 3) -> dict[str, Any]:
+    """Quantizes, compiles and measures one model; returns its table row as a dict.
+
+    Keys: ``model``, ``data``, ``weight_bytes_fp32``/``_int8``, ``sqnr_db``,
+    ``cosine``, ``top1_agreement`` (percent, ``None`` for non-class outputs),
+    ``accuracy_fp32``/``_int8`` (percent, with labels), ``lsb_within1``
+    (fraction of output elements), ``lsb_max``, ``max_rel_err`` (when the
+    output is not a dequantized int8 tensor), ``latency_ms`` (by engine),
+    ``compile_s``.
+    """
+    t0 = time.perf_counter()
+    fp32_path = workdir / f"{case.name}-fp32.onnx"
+    onnx.save(case.fp32, str(fp32_path))
+    q = quantize(str(fp32_path), QuantConfig(), calibration=case.calibration, eval_data=case.evaluation)
+    int8_path = q.save(workdir / f"{case.name}-int8.onnx")
+    qmodel = q.model
+    logger.warning("%s: quantized in %.0f s", case.name, time.perf_counter() - t0)
+
+    compile_s = {}
+    pkgs = {}
+    for tag, path in (("fp32", fp32_path), ("int8", int8_path)):
+        pkgs[tag] = workdir / f"{case.name}-{tag}.ekpkg"
+        manifest = compile_model(str(path), BOARD, pkgs[tag])
+        compile_s[tag] = manifest["compile_seconds"]
+    logger.warning("%s: compiled in %.0f s (fp32) and %.0f s (int8)", case.name, compile_s["fp32"], compile_s["int8"])
+
+    row: dict[str, Any] = {
+        "model": case.name,
+        "data": case.data_note,
+        "weight_bytes_fp32": q.report.weight_bytes_before,
+        "weight_bytes_int8": q.report.weight_bytes_after,
+        "compile_s": compile_s,
+    }
+    with _runner(pkgs["int8"]) as ek_int8, _runner(pkgs["fp32"]) as ek_fp32:
+        threads = ek_int8.threads
+        ort_fp32 = _session(case.fp32, threads)
+        ort_int8 = _session(qmodel, threads)
+        ort_qdq = _session(qmodel, threads, as_written=True)
+        out_name = ort_fp32.get_outputs()[0].name
+        scale = _output_scales(qmodel).get(out_name)
+
+        # Fidelity and the 1 LSB check, sample by sample.
+        stats = ErrorStats()
+        lsb: list[np.ndarray] = []
+        rel = 0.0
+        preds: dict[str, list[int]] = {"fp32": [], "int8": []}
+        for feeds in _samples(case.evaluation):
+            ref = ort_fp32.run([out_name], feeds)[0]
+            got = ek_int8.run(feeds)[out_name]
+            want = ort_qdq.run([out_name], feeds)[0]
+            stats.update(*_as_scores(ref, got), class_axis=is_class_output(_as_scores(ref, got)[0].shape))
+            if scale is not None:
+                lsb.append(np.abs(got.astype(np.float64) - want) / scale)
+            rel = max(rel, float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-30)))
+            if case.labels is not None:
+                preds["int8"].append(int(got.reshape(-1).argmax()))
+                preds["fp32"].append(int(ek_fp32.run(feeds)[out_name].reshape(-1).argmax()))
+        row.update(sqnr_db=stats.sqnr_db, cosine=stats.cosine, top1_agreement=stats.top1_agreement)
+        if lsb:
+            units = np.concatenate([x.ravel() for x in lsb])
+            # Differences are whole multiples of the scale; the slack absorbs float error.
+            row["lsb_within1"] = float(np.mean(units <= 1.0 + 1e-3))
+            row["lsb_max"] = float(np.round(units.max(), 3))
+        row["max_rel_err"] = rel
+        if case.labels is not None:
+            for tag in ("fp32", "int8"):
+                row[f"accuracy_{tag}"] = 100.0 * float(np.mean(np.array(preds[tag]) == case.labels))
+
+        # Latency, interleaved.
+        feeds = next(_samples(case.evaluation))
+        timers: dict[str, Callable[[], list[float]]] = {
+            "edgekit int8": lambda: ek_int8.time_runs(feeds, runs, 0).latency_ms,
+            "edgekit fp32": lambda: ek_fp32.time_runs(feeds, runs, 0).latency_ms,
+            "ort int8": lambda: _time(ort_int8, feeds, runs),
+            "ort fp32": lambda: _time(ort_fp32, feeds, runs),
+        }
+        for fn in timers.values():
+            for _ in range(warmup):
+                fn()
+        per_round: dict[str, list[float]] = {k: [] for k in ENGINES}
+        for r in range(rounds):
+            order = ENGINES[r % 4 :] + ENGINES[: r % 4]
+            for key in order:
+                per_round[key].append(float(np.median(timers[key]())))
+        row["latency_ms"] = {k: float(np.median(v)) for k, v in per_round.items()}
+        row["threads"] = threads
+    logger.warning("%s: done in %.0f s: %s", case.name, time.perf_counter() - t0,
+                   ", ".join(f"{k} {v:.3f} ms" for k, v in row["latency_ms"].items()))  # fmt: skip
+    return row
+
+
+def _time(session: ort.InferenceSession, feeds: dict[str, np.ndarray], runs: int) -> list[float]:
+    out = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        session.run(None, feeds)
+        out.append((time.perf_counter() - t) * 1e3)
+    return out
+
+
+# --------------------------------------------------------------------------- #
+# Table
+# --------------------------------------------------------------------------- #
+
+
+def render(rows: list[dict[str, Any]], command: str) -> str:
+    """The markdown block for BENCHMARKS.md."""
+    threads = rows[0]["threads"] if rows else 0
+    lines = [
+        f"Command: `{command}`; machine: {f'{platform.machine()} {platform.processor()}'.strip()} "
+        f"({platform.platform()}), {threads} threads for both runtimes; onnxruntime {ort.__version__}; date: {date.today()}.",
+        "",
+        "| model | weights fp32 B | weights int8 B | shrink | SQNR dB | cosine | top-1 agree | accuracy fp32 → int8 "
+        "| int8 vs ORT QDQ (≤1 LSB, max) | edgekit int8 ms | edgekit fp32 ms | ORT int8 ms | ORT fp32 ms "
+        "| edgekit int8/fp32 | ORT int8/fp32 | edgekit/ORT int8 | edgekit/ORT fp32 |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lat = r["latency_ms"]
+        top1 = "-" if r["top1_agreement"] is None else f"{r['top1_agreement']:.1f}%"
+        acc = f"{r['accuracy_fp32']:.2f}% → {r['accuracy_int8']:.2f}%" if "accuracy_fp32" in r else "-"
+        if "lsb_within1" in r:
+            match = f"{100 * r['lsb_within1']:.2f}%, {r['lsb_max']:g} LSB"
+        else:
+            match = f"float output, max rel err {r['max_rel_err']:.1e}"
+        lines.append(
+            f"| {r['model']} | {r['weight_bytes_fp32']:,} | {r['weight_bytes_int8']:,} | "
+            f"{r['weight_bytes_fp32'] / r['weight_bytes_int8']:.2f}× | {r['sqnr_db']:.1f} | {r['cosine']:.4f} | {top1} | {acc} | "
+            f"{match} | {lat['edgekit int8']:.3f} | {lat['edgekit fp32']:.3f} | {lat['ort int8']:.3f} | {lat['ort fp32']:.3f} | "
+            f"{lat['edgekit int8'] / lat['edgekit fp32']:.2f} | {lat['ort int8'] / lat['ort fp32']:.2f} | "
+            f"{lat['edgekit int8'] / lat['ort int8']:.2f} | {lat['edgekit fp32'] / lat['ort fp32']:.2f} |"
+        )
+    lines.append("")
+    lines.append("Data: " + "; ".join(f"{r['model']}: {r['data']}" for r in rows) + ".")
+    lines.append(
+        "Compile times (fp32 / int8, s): "
+        + ", ".join(f"{r['model']} {r['compile_s']['fp32']:.0f} / {r['compile_s']['int8']:.0f}" for r in rows)
+        + "."
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default=",".join(CASES), help="comma-separated subset of: " + ", ".join(CASES))
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds per model")
+    parser.add_argument("--runs", type=int, default=10, help="timed runs per engine per round")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    names = args.models.split(",")
+    unknown = [n for n in names if n not in CASES]
+    if unknown:
+        parser.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(CASES)}")
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="edgekit-quant-bench-") as tmp:
+        for name in names:
+            try:
+                rows.append(measure(CASES[name](), Path(tmp), runs=args.runs, rounds=args.rounds))
+            except Exception as exc:  # report the model as failed, go on with the others
+                logger.warning("%s: failed: %s: %s", name, type(exc).__name__, str(exc).splitlines()[0][:200])
+    command = f".venv/bin/python benchmarks/quantization.py --models {args.models} --rounds {args.rounds} --runs {args.runs}"
+    print(render(rows, command))
+    return 0 if len(rows) == len(names) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
