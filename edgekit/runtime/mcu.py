@@ -85,7 +85,11 @@ class McuRunner:
         self._device_info: Any = None
         self.inputs: list[TensorSpec] = []
         self.outputs: list[TensorSpec] = []
-        self.load(package)
+        try:
+            self.load(package)
+        except BaseException:
+            self._disconnect()  # never leave a simulator running behind a failed constructor
+            raise
 
     # -- setup ------------------------------------------------------------- #
 

@@ -16,8 +16,10 @@ the same cycle counts.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,20 @@ _PAGE = 0x1000
 _INTERCEPTED = ("ek_port_read_cycles", "ek_port_read_instret")
 #: Slot storage bounds and the one function that programs it (power-cut tests).
 _STORAGE_SYMBOLS = ("__ek_slots_start", "__ek_slots_end", "ek_port_storage_write")
+
+# Simulators still running when the interpreter exits (a caller that never
+# closed one): their unicorn thread must be stopped before Python tears down,
+# or the daemon thread crashes the process at exit.
+_LIVE: "weakref.WeakSet[McuSimulator]" = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_live_simulators() -> None:
+    for sim in list(_LIVE):
+        try:
+            sim.stop()
+        except Exception:  # noqa: BLE001 - best effort at interpreter exit
+            pass
 
 
 def _page_up(n: int) -> int:
@@ -312,6 +328,7 @@ class McuSimulator:
         pc = self._reset_registers()
         self._thread = threading.Thread(target=self._run, args=(pc,), name=f"sim-{self.board.name}", daemon=True)
         self._thread.start()
+        _LIVE.add(self)
 
     def stop(self) -> None:
         """Halts the core; flash and RAM keep their contents."""
@@ -323,6 +340,7 @@ class McuSimulator:
         if self._thread.is_alive():
             raise DeviceError("simulator did not stop within 10 s", hint="This is a bug; report it.")
         self._thread = None
+        _LIVE.discard(self)
 
     def reset(self) -> None:
         """A reset: the core restarts from its vector; flash (the weights
