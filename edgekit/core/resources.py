@@ -9,7 +9,6 @@ from a checkout.
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 
 from edgekit.core.errors import ConfigError
@@ -30,16 +29,18 @@ def data_dir(folder: str) -> Path:
     """
     if folder not in _FOLDERS:
         raise ValueError(f"unknown data folder {folder!r}")
-    try:
-        path = Path(str(resources.files(f"edgekit.{folder}")))
-        if path.is_dir():
-            return path
-    except ModuleNotFoundError:
-        pass
-    path = Path(__file__).resolve().parents[2] / folder
-    if not path.is_dir():
-        raise ConfigError(
-            f"edgekit's {folder}/ folder is missing (looked in the package and at {path})",
-            hint="Reinstall edgekit; its wheel ships this folder.",
-        )
-    return path
+    package_dir = Path(__file__).resolve().parents[1]
+    # Installed wheel: the folder sits inside the package (edgekit/<folder>).
+    # These folders have no __init__.py, so importlib.resources would see a
+    # namespace package; plain paths are simpler and always right here.
+    installed = package_dir / folder
+    if installed.is_dir():
+        return installed
+    # Source checkout: the folder is at the top of the repository.
+    checkout = package_dir.parent / folder
+    if checkout.is_dir():
+        return checkout
+    raise ConfigError(
+        f"edgekit's {folder}/ folder is missing (looked at {installed} and {checkout})",
+        hint="Reinstall edgekit; its wheel ships this folder.",
+    )
