@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from edgekit.compiler.importer import tvm_error_line
 from edgekit.core.errors import CompileError
 
 if TYPE_CHECKING:
@@ -28,16 +29,6 @@ if TYPE_CHECKING:
 __all__ = ["import_model", "lower_for_aot", "tvm_error_line"]
 
 logger = logging.getLogger(__name__)
-
-
-def tvm_error_line(exc: BaseException) -> str:
-    """The first line of a TVM exception that says something (not a frame)."""
-    for line in str(exc).splitlines():
-        text = line.strip()
-        if not text or text.startswith(("Traceback", "File ", "at ", "--")) or line[:1].isspace():
-            continue
-        return text[:300]
-    return type(exc).__name__
 
 
 def import_model(prepared: "PreparedModel") -> Any:

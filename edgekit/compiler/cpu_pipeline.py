@@ -744,28 +744,16 @@ def _is_scheduled(func: Any) -> bool:
 def import_onnx(prepared: Any) -> tuple[tvm.IRModule, list[Any]]:
     """Imports a :class:`~edgekit.frontend.loader.PreparedModel` into Relax with weights as inputs.
 
-    The same import the host backend does: ``from_onnx(...,
-    keep_params_in_input=True)`` then ``relax.frontend.detach_params``, so the
-    weights are run-time arguments of ``main`` (after its ``num_input`` real
-    inputs), never constants compiled into the library.
+    The host backend's import (:func:`edgekit.compiler.importer.import_onnx`,
+    integer-only lowering included), so tuning sees the kernels compile builds.
 
     Returns:
         ``(module, weights)`` with the weights in the order ``main`` takes them.
     """
-    from tvm import relax
-    from tvm.relax.frontend.onnx import from_onnx
+    from edgekit.compiler.importer import import_onnx as shared_import
 
-    shape_dict = {t.name: list(t.shape) for t in prepared.inputs}
-    dtype_dict = {t.name: str(t.dtype) for t in prepared.inputs}
-    try:
-        mod = from_onnx(prepared.model, shape_dict, dtype_dict, keep_params_in_input=True)
-    except Exception as exc:
-        raise CompileError(
-            f"TVM could not import the model ({type(exc).__name__}: {str(exc).splitlines()[0][:300]})",
-            hint="Check `edgekit inspect MODEL` for unsupported operators; fixing the input shapes often helps.",
-        ) from exc
-    mod, params = relax.frontend.detach_params(mod)
-    return mod, list(params.get("main", []))
+    mod, weights, _ = shared_import(prepared)
+    return mod, weights
 
 
 def set_num_threads(num_threads: int = 0) -> int:

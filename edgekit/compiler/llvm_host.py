@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgekit.compiler.backend import BuildResult, CompileOptions, ProgressFn
+from edgekit.compiler.importer import tvm_error_line
 from edgekit.core.errors import CompileError
 from edgekit.frontend.support import check_supported
 
@@ -43,16 +44,6 @@ _ARCH_ALIASES = {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64"}
 def param_key(index: int) -> str:
     """Key of the ``index``-th weight in ``params.bin`` (sorts in call order)."""
     return f"p{index:05d}"
-
-
-def tvm_error_line(exc: BaseException) -> str:
-    """The first line of a TVM exception that says something (not a frame)."""
-    for line in str(exc).splitlines():
-        text = line.strip()
-        if not text or text.startswith(("Traceback", "File ", "at ", "--")) or line[:1].isspace():
-            continue
-        return text[:300]
-    return type(exc).__name__
 
 
 def _host_arch() -> str:

@@ -307,7 +307,6 @@ def open_package(
                 f"package '{p}' has {len(infos)} members, more than the limit of {MAX_MEMBERS}",
                 hint="This is not a package edgekit wrote; do not use it.",
             )
-        names = [i.filename for i in infos]
         seen: set[str] = set()
         for info in infos:
             name = info.filename
