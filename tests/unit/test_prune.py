@@ -9,7 +9,6 @@ from onnx import numpy_helper
 
 from edgekit.compress.passes import (
     CompressionPass,
-    PassContext,
     PassResult,
     model_stats,
     run_pipeline,
