@@ -33,7 +33,7 @@ from edgekit.compiler.aot_graph import AotGraph, extract_graph
 from edgekit.compiler.aot_kernels import KernelBuild, build_kernels
 from edgekit.compiler.aot_layout import AotLayout, layout_model
 from edgekit.compiler.aot_lower import import_model, lower_for_aot
-from edgekit.compiler.backend import BuildResult, CompileOptions, ProgressFn, no_progress
+from edgekit.compiler.backend import BuildResult, CompileOptions, ProgressFn, no_progress, check_operators, refuse_tuning
 from edgekit.compiler import firmware
 from edgekit.core.errors import CompileError, DoesNotFitError
 
@@ -210,16 +210,8 @@ def build(
         DoesNotFitError: when the arena exceeds RAM or weights + code exceed flash.
         CompileError: when a stage fails.
     """
-    if options.tune_trials:
-        raise CompileError(
-            "tuning (tune_trials > 0) is not available for the aot-c backend yet",
-            hint="Compile without tuning (tune_trials=0).",
-        )
-    if not options.allow_unsupported:
-        from edgekit.frontend.support import check_supported
-
-        progress("check", "checking operator support")
-        check_supported(prepared.model)
+    refuse_tuning(options, "the aot-c backend")
+    check_operators(prepared, options, progress)
 
     artifacts = compile_aot(prepared, target.tvm_target(), opt_level=options.opt_level, progress=progress)
     members = artifacts.members()

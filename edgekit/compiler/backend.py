@@ -30,6 +30,8 @@ __all__ = [
     "BACKENDS",
     "get_backend",
     "no_progress",
+    "refuse_tuning",
+    "check_operators",
 ]
 
 logger = logging.getLogger(__name__)
@@ -43,6 +45,26 @@ ProgressFn = Callable[[str, str], None]
 def no_progress(stage: str, message: str) -> None:
     """A :data:`ProgressFn` that only logs."""
     logger.debug("%s: %s", stage, message)
+
+
+def refuse_tuning(options: "CompileOptions", backend: str) -> None:
+    """Raises for ``tune_trials > 0`` on a backend that has no tuning yet."""
+    if options.tune_trials:
+        raise CompileError(
+            f"tuning (tune_trials > 0) is not available for {backend} yet",
+            hint="Compile without tuning (no --tune).",
+        )
+
+
+def check_operators(prepared: Any, options: "CompileOptions", progress: ProgressFn) -> None:
+    """edgekit's whole-model operator scan, unless ``allow_unsupported``
+    (every TVM-importing backend runs it before importing)."""
+    if options.allow_unsupported:
+        return
+    from edgekit.frontend.support import check_supported
+
+    progress("check", "checking operator support")
+    check_supported(prepared.model)
 
 
 @dataclass(frozen=True)

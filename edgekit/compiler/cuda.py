@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgekit.compiler.backend import BuildResult, CompileOptions, ProgressFn
+from edgekit.compiler.backend import BuildResult, CompileOptions, ProgressFn, check_operators, refuse_tuning
 from edgekit.compiler.llvm_host import LIBRARY_MEMBER, PARAMS_MEMBER, param_key, tvm_error_line
 from edgekit.core.errors import CompileError
 
@@ -132,14 +132,9 @@ def build(
         UnsupportedOpsError, CompileError: as for the host backend; CompileError
             also when no CUDA compiler is available.
     """
-    if options.tune_trials:
-        raise CompileError("tuning is not available for the cuda backend yet", hint="Compile without tuning (tune_trials=0).")
+    refuse_tuning(options, "the cuda backend")
     compiler = cuda_compiler()
-    if not options.allow_unsupported:
-        from edgekit.frontend.support import check_supported
-
-        progress("check", "checking operator support")
-        check_supported(prepared.model)
+    check_operators(prepared, options, progress)
 
     import tvm
     from tvm import relax

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgekit.compiler import firmware
-from edgekit.compiler.backend import BuildResult, CompileOptions, ProgressFn
+from edgekit.compiler.backend import BuildResult, CompileOptions, ProgressFn, check_operators, refuse_tuning
 from edgekit.core.errors import CompileError
 
 if TYPE_CHECKING:
@@ -231,16 +231,8 @@ def build(
     """
     from edgekit.compiler.aot import WEIGHTS_BIN, compile_aot
 
-    if options.tune_trials:
-        raise CompileError(
-            "tuning (tune_trials > 0) is not available for Linux cross builds yet",
-            hint="Compile without tuning (tune_trials=0).",
-        )
-    if not options.allow_unsupported:
-        from edgekit.frontend.support import check_supported
-
-        progress("check", "checking operator support")
-        check_supported(prepared.model)
+    refuse_tuning(options, "Linux cross builds")
+    check_operators(prepared, options, progress)
     tvm_target = target.tvm_target()
     flags = zig_flags(target, tvm_target)
     # Linux has a libm, so exact exp/tanh/erf instead of TVM's polynomials

@@ -21,10 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgekit.compiler.backend import BuildResult, CompileOptions, ProgressFn
+from edgekit.compiler.backend import BuildResult, CompileOptions, ProgressFn, check_operators
 from edgekit.compiler.importer import tvm_error_line
 from edgekit.core.errors import CompileError
-from edgekit.frontend.support import check_supported
 
 if TYPE_CHECKING:
     from edgekit.core.profiles import Board, Target
@@ -111,9 +110,7 @@ def build(
             return linux_cross.build(prepared, board, target, options, progress)
     _check_runs_here(board, target)
 
-    progress("check", "checking operator support")
-    if not options.allow_unsupported:
-        check_supported(prepared.model)
+    check_operators(prepared, options, progress)
 
     import tvm
 

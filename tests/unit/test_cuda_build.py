@@ -75,3 +75,16 @@ def test_gpu_run_matches_onnxruntime(desktop_pkg: Path, capsys: pytest.CaptureFi
     assert rc == 0
     report = json.loads(capsys.readouterr().out)
     assert report["simulated"] is False and report["outputs_agree"] is True
+
+
+@pytest.mark.parametrize("board", ["rv32-mcu-sim", "visionfive2", "jetson-orin-nano"])
+def test_backends_without_tuning_refuse_it_before_building(board: str, tmp_path) -> None:
+    from edgekit.compiler.backend import CompileOptions
+    from edgekit.compiler.driver import compile_model
+    from edgekit.core.errors import CompileError
+    from edgekit.examples.digits import example_model_path
+
+    out = tmp_path / "x.ekpkg"
+    with pytest.raises(CompileError, match=r"tuning \(tune_trials > 0\) is not available for"):
+        compile_model(str(example_model_path()), board, str(out), options=CompileOptions(tune_trials=4))
+    assert not out.exists()
