@@ -19,7 +19,7 @@ import logging
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 import onnx
@@ -27,6 +27,7 @@ from onnx import helper
 
 from edgekit.core.profiles import Board
 from edgekit.core.tensors import TensorSpec
+from edgekit.frontend.support import walk_nodes
 from edgekit.frontend.loader import PreparedModel
 
 __all__ = [
@@ -491,23 +492,12 @@ def _count_macs(node: onnx.NodeProto, shapes: ShapeTable, warnings: list[str], n
 # --------------------------------------------------------------------------- #
 
 
-def _walk(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
-    for node in graph.node:
-        yield node
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                yield from _walk(attr.g)
-            elif attr.type == onnx.AttributeProto.GRAPHS:
-                for g in attr.graphs:
-                    yield from _walk(g)
-
-
 def _weight_names(model: onnx.ModelProto) -> set[str]:
     """Initializers that are weights: used by some node, and not integer
     constants fed only into shape/axes/index inputs (``Reshape``'s shape...)."""
     inits = {i.name: i for i in model.graph.initializer}
     uses: dict[str, list[bool]] = {}  # name -> for each use, "is an index input"
-    for node in _walk(model.graph):
+    for node in walk_nodes(model.graph):
         index_positions = _INDEX_INPUTS.get(node.op_type, ()) if node.domain in _DEFAULT_DOMAINS else ()
         for pos, name in enumerate(node.input):
             if name in inits:
@@ -527,7 +517,7 @@ def _subgraph_inputs(node: onnx.NodeProto) -> set[str]:
     for attr in node.attribute:
         graphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
         for g in graphs:
-            for inner in _walk(g):
+            for inner in walk_nodes(g):
                 names.update(i for i in inner.input if i)
     return names
 
@@ -616,7 +606,7 @@ def analyze(prepared: PreparedModel, board: Board | None = None) -> ModelReport:
             )
         )
     peak, peak_node = _peak_activations(model, shapes, names, warnings)
-    ops = Counter(_op_key(n) for n in _walk(model.graph))
+    ops = Counter(_op_key(n) for n in walk_nodes(model.graph))
 
     fits = None
     if board is not None:

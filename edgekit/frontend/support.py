@@ -7,12 +7,13 @@ one error instead of fixing them one failed compile at a time.
 from __future__ import annotations
 
 from collections import Counter
+from typing import Iterator
 
 import onnx
 
 from edgekit.core.errors import UnsupportedOpsError
 
-__all__ = ["tvm_supported_ops", "unsupported_ops", "check_supported"]
+__all__ = ["tvm_supported_ops", "unsupported_ops", "check_supported", "walk_nodes"]
 
 # The importer handles these itself instead of through its converter table.
 _HANDLED_BY_IMPORTER = {"Constant", "If"}
@@ -25,15 +26,16 @@ def tvm_supported_ops() -> set[str]:
     return set(onnx_frontend._get_convert_map()) | _HANDLED_BY_IMPORTER
 
 
-def _walk(graph: onnx.GraphProto):
+def walk_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
+    """Every node of ``graph`` and of its subgraphs (If/Loop/Scan bodies)."""
     for node in graph.node:
         yield node
         for attr in node.attribute:
             if attr.type == onnx.AttributeProto.GRAPH:
-                yield from _walk(attr.g)
+                yield from walk_nodes(attr.g)
             elif attr.type == onnx.AttributeProto.GRAPHS:
                 for g in attr.graphs:
-                    yield from _walk(g)
+                    yield from walk_nodes(g)
 
 
 def unsupported_ops(model: onnx.ModelProto, supported: set[str] | None = None) -> dict[str, list[str]]:
@@ -41,7 +43,7 @@ def unsupported_ops(model: onnx.ModelProto, supported: set[str] | None = None) -
     names of the nodes that use it."""
     supported = tvm_supported_ops() if supported is None else supported
     found: dict[str, list[str]] = {}
-    for node in _walk(model.graph):
+    for node in walk_nodes(model.graph):
         known_domain = node.domain in ("", "ai.onnx", "com.microsoft")
         if known_domain and node.op_type in supported:
             continue
