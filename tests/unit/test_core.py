@@ -70,3 +70,11 @@ def test_tensor_spec_json_round_trip() -> None:
     spec = TensorSpec("x", (1, 3, 8, 8), "float32")
     assert TensorSpec.from_json(spec.to_json()) == spec
     assert spec.nbytes == 3 * 64 * 4
+
+
+def test_public_api_names_resolve() -> None:
+    import edgekit
+
+    for name in edgekit.__all__:
+        assert getattr(edgekit, name) is not None, name
+    assert edgekit.quantize.__module__ == "edgekit.compress.quantize"
