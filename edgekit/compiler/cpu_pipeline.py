@@ -112,6 +112,17 @@ def _iter_var_of(expr: Any, vars_: Sequence[Any]) -> int | None:
     return None
 
 
+def _is_lane_index(expr: Any, var: Any) -> bool:
+    """True if ``expr`` is ``var`` or ``var % k``: the innermost index of a
+    channel-blocked weight (``w[f // k, ..., f % k]``) is contiguous in ``var``
+    once ``var`` is split by a divisor of ``k``."""
+    from tvm import tirx
+
+    if expr.same_as(var):
+        return True
+    return isinstance(expr, (tirx.FloorMod, tirx.Mod)) and expr.a.same_as(var) and isinstance(expr.b, tirx.IntImm)
+
+
 def _uses(expr: Any, var: Any) -> bool:
     from tvm.s_tir.dlight.analysis import collect_vars_used_in_prim_expr
 
@@ -236,6 +247,7 @@ class _Rules:
                     return None
                 sch = s_tir.Schedule(func)
                 try:
+                    _inline_spatial(sch)
                     _schedule_rest(sch, simd_lanes(target), skip=None)
                 except Exception as exc:
                     logger.debug("CpuInjective gave up on a function: %s", exc)
@@ -294,7 +306,7 @@ def _find_anchor(sch: Any) -> Any | None:
     vec = _iter_var_of(out_idx[-1], ivars)
     if vec is None or kinds[vec] != "S":
         return None
-    if not any(len(r.region) and _iter_var_of(r.region[-1].min, ivars) == vec for r in stmt.reads):
+    if not any(len(r.region) and _is_lane_index(r.region[-1].min, ivars[vec]) for r in stmt.reads):
         return None
     # Loops must be bound one-to-one, in order, to the block iters.
     for loop, iv in zip(sch.get_loops(anchor), stmt.iter_vars):
@@ -342,6 +354,13 @@ def _schedule_tiled_reduction(sch: Any, block: Any, lanes: int) -> None:
             spatial_outer.append(row_out)
         else:
             spatial_outer.append(lp)
+    if _weights_dominate(sch.get(block), ivars, vec):
+        # Channel blocks outermost: each thread walks all output pixels of one
+        # weight slice while it is in cache, instead of streaming every weight
+        # from memory once per output row (ResNet-50's 7x7x512 3x3 conv was
+        # memory-bound at a quarter of FMA peak with the pixel-major order).
+        spatial_outer.remove(vec_out)
+        spatial_outer.insert(0, vec_out)
     reduction = [lp for i, lp in enumerate(loops) if kinds[i] == "R"]
     inner = ([row_inner] if row is not None else []) + [vec_inner]
     sch.reorder(*spatial_outer, *reduction, *inner)
@@ -372,6 +391,30 @@ def _schedule_tiled_reduction(sch: Any, block: Any, lanes: int) -> None:
     sch.parallel(outer)
     if reduction:
         sch.decompose_reduction(block, reduction[0])
+
+
+def _buffer_bytes(buf: Any) -> int:
+    n = 1
+    for d in buf.shape:
+        n *= int(d)
+    return n * ((int(buf.dtype.bits) * int(buf.dtype.lanes) + 7) // 8)
+
+
+def _weights_dominate(stmt: Any, ivars: Sequence[Any], vec: int) -> bool:
+    """True if the reads indexed by the output channel (weights) outweigh the others (activations)."""
+    weights = data = 0
+    for region in stmt.reads:
+        if region.source.same_as(stmt.writes[0].source):
+            continue
+        try:
+            size = _buffer_bytes(region.source)
+        except TypeError:  # symbolic shape
+            return False
+        if region.region and _is_lane_index(region.region[-1].min, ivars[vec]):
+            weights += size
+        else:
+            data += size
+    return weights > data
 
 
 def _inline_epilogue(sch: Any, acc: Any) -> None:
@@ -411,6 +454,24 @@ def _downstream(sch: Any, block: Any) -> list[Any]:
         todo.extend(sch.get_consumers(b))
     order = [sch.get(b).name_hint for b in _root_blocks(sch)]
     return [sch.get_sblock(n) for n in order if n in seen]
+
+
+def _inline_spatial(sch: Any) -> None:
+    """Inlines every spatial (elementwise/injective) block that is not an output into its consumers.
+
+    A fused function such as ``transpose -> reshape -> add -> relu ->
+    transpose`` then makes one pass over memory instead of writing and
+    re-reading an intermediate per operator (what MetaSchedule's AutoInline
+    does when tuning).
+    """
+    outputs = {sch.get(b).name_hint for b in sch.get_output_blocks(_root_sref_block(sch))}
+    for block in _root_blocks(sch):
+        if sch.get(block).name_hint in outputs or "R" in _block_kinds(sch, block):
+            continue
+        try:
+            sch.compute_inline(block)
+        except Exception:  # not inlinable (e.g. read by a reduction at several points): keep it
+            pass
 
 
 def _schedule_rest(sch: Any, lanes: int, skip: Any | None) -> None:
@@ -551,6 +612,162 @@ def _simplify_pass() -> Any:
     return simplify
 
 
+def _out_dtype(attrs: Any) -> str | None:
+    """A conv's ``out_dtype`` attribute, None when unset (same as the input's)."""
+    dtype = attrs.out_dtype
+    return None if dtype is None or str(dtype) in ("", "None") else str(dtype)
+
+
+def _call_rewrite_pass(op_name: str, rewrite: Any, pass_name: str) -> Any:
+    """A Relax module pass applying ``rewrite(builder, call)`` to every call of ``op_name``.
+
+    ``rewrite`` returns the replacement expression (it may ``emit`` helper
+    bindings on ``builder``) or None to keep the call.
+    """
+    import tvm
+    from tvm import relax
+
+    op = tvm.ir.Op.get(op_name)
+
+    @relax.expr_functor.mutator
+    class Rewriter(relax.PyExprMutator):
+        def visit_call_(self, call: Any) -> Any:
+            call = super().visit_call_(call)
+            if isinstance(call, relax.Call) and call.op.same_as(op):
+                new = rewrite(self.builder_, call)
+                if new is not None:
+                    return new
+            return call
+
+    @tvm.transform.module_pass(opt_level=0, name=pass_name)
+    def apply(mod: Any, _ctx: Any) -> Any:
+        mutator = Rewriter(mod)
+        for gv, func in list(mod.functions_items()):
+            if isinstance(func, relax.Function):
+                mutator.builder_.update_func(gv, mutator.visit_expr(func))
+        return relax.transform.DeadCodeElimination()(mutator.builder_.get())
+
+    return apply
+
+
+def _transpose_conv_pass() -> Any:
+    """Rewrites non-overlapping ``conv2d_transpose`` (stride == kernel) as a 1x1 conv2d + pixel shuffle.
+
+    With stride equal to the kernel size every output pixel receives exactly
+    one input pixel, so ``y[n, o, h*s+i, w*s+j] = sum_c x[n, c, h, w] *
+    W[c, o, i, j]``: a 1x1 convolution to ``O*kh*kw`` channels followed by a
+    depth-to-space reshuffle. TOPI's conv2d_transpose instead convolves a
+    zero-dilated input with a generic schedule; PP-OCR's detector head spent
+    70% of its time there. Other transposed convolutions are left as they are.
+    """
+    from tvm import relax
+
+    def rewrite(b: Any, call: Any) -> Any:
+        a = call.attrs
+        x, w = call.args
+        try:
+            n, c, h, wd = (int(v) for v in x.ty.shape.values)
+            wc, o, kh, kw = (int(v) for v in w.ty.shape.values)
+        except (TypeError, AttributeError):
+            return call
+        if (a.data_layout, a.kernel_layout, a.out_layout) != ("NCHW", "IOHW", "NCHW") or int(a.groups) != 1:
+            return call
+        if [int(v) for v in a.strides] != [kh, kw] or any(int(v) for v in a.padding):
+            return call
+        if any(int(v) for v in a.output_padding) or any(int(v) != 1 for v in a.dilation) or wc != c:
+            return call
+        # The 1x1 conv's channels are ordered (i, j, o): once ConvertLayout
+        # makes it NHWC, each output pixel's O channels are one contiguous
+        # run of the conv output, so the shuffle copies vectors.
+        w1 = b.emit(relax.op.permute_dims(w, [2, 3, 1, 0]))  # (kh, kw, O, C)
+        w1 = b.emit(relax.op.reshape(w1, (kh * kw * o, c, 1, 1)))
+        y = b.emit(relax.op.nn.conv2d(x, w1, out_dtype=_out_dtype(a)))
+        y = b.emit(relax.op.reshape(y, (n, kh, kw, o, h, wd)))
+        y = b.emit(relax.op.permute_dims(y, [0, 3, 4, 1, 5, 2]))  # (n, o, h, i, w, j)
+        return relax.op.reshape(y, (n, o, h * kh, wd * kw))
+
+    return _call_rewrite_pass("relax.nn.conv2d_transpose", rewrite, "EdgekitTransposeConvAsShuffle")
+
+
+def _conv2d_nhwc_blocked(x: Any, wp: Any, strides: Any, padding: Any, dilation: Any, out_dtype: str) -> Any:
+    """TE conv2d: NHWC activations, weights blocked by output channel.
+
+    ``wp`` is ``[O // B, KH, KW, I, B]``: the ``B`` output channels a register
+    tile computes are contiguous for every ``(ky, kx, ci)``, so the tile's
+    weight loads walk memory sequentially instead of striding by ``O``
+    (TOPI has no such conv2d in TVM 0.27; MLAS/oneDNN block the same way).
+    """
+    from tvm import te, topi
+
+    n, h, w, ci = x.shape
+    _ob, kh, kw, _ci, block = wp.shape
+    sh, sw = (int(v) for v in strides)
+    dh, dw = (int(v) for v in dilation)
+    pt, pl, pb, pr = (int(v) for v in padding)
+    oh = (h + pt + pb - (kh - 1) * dh - 1) // sh + 1
+    ow = (w + pl + pr - (kw - 1) * dw - 1) // sw + 1
+    if pt or pl or pb or pr:
+        x = topi.nn.pad(x, [0, pt, pl, 0], [0, pb, pr, 0], name="pad_temp")
+    ry = te.reduce_axis((0, kh), name="ry")
+    rx = te.reduce_axis((0, kw), name="rx")
+    rc = te.reduce_axis((0, ci), name="rc")
+    return te.compute(
+        (n, oh, ow, _ob * block),
+        lambda nn, yy, xx, ff: te.sum(
+            x[nn, yy * sh + ry * dh, xx * sw + rx * dw, rc].astype(out_dtype)
+            * wp[ff // block, ry, rx, rc, ff % block].astype(out_dtype),
+            axis=[ry, rx, rc],
+        ),
+        name="conv2d_nhwc_blocked",
+    )
+
+
+def _block_weights_pass(target: tvm.target.Target) -> Any:
+    """Rewrites float NHWC/HWIO ``conv2d`` (groups 1) to :func:`_conv2d_nhwc_blocked`.
+
+    The weight reshape/transpose this adds depends on weights only, so
+    ``LiftTransformParams`` moves it to compile time. Channel counts that are
+    not a multiple of the SIMD width keep the plain conv2d.
+    """
+    from tvm import relax
+
+    lanes = simd_lanes(target)
+
+    def rewrite(b: Any, call: Any) -> Any:
+        a = call.attrs
+        if (a.data_layout, a.kernel_layout, a.out_layout) != ("NHWC", "HWIO", "NHWC") or int(a.groups) != 1:
+            return call
+        x, w = call.args
+        xt, wt = x.ty, w.ty
+        if not isinstance(xt, relax.TensorType) or not isinstance(wt, relax.TensorType):
+            return call
+        if str(xt.dtype) != "float32" or str(wt.dtype) != "float32" or wt.shape is None or xt.shape is None:
+            return call
+        try:
+            kh, kw, ci, co = (int(v) for v in wt.shape.values)
+            [int(v) for v in xt.shape.values]
+        except (TypeError, AttributeError):
+            return call
+        block = next((b for b in (2 * lanes, lanes) if co % b == 0), 0)
+        if not block:
+            return call
+        out_dtype = _out_dtype(a) or "float32"
+        w5 = b.emit(relax.op.reshape(w, (kh, kw, ci, co // block, block)))
+        wp = b.emit(relax.op.permute_dims(w5, [3, 0, 1, 2, 4]))
+        return b.call_te(
+            _conv2d_nhwc_blocked,
+            x,
+            wp,
+            strides=list(a.strides),
+            padding=list(a.padding),
+            dilation=list(a.dilation),
+            out_dtype=out_dtype,
+            primfunc_name_hint="conv2d_blocked",
+        )
+
+    return _call_rewrite_pass("relax.nn.conv2d", rewrite, "EdgekitBlockConvWeights")
+
+
 def prepare_cpu_module(
     mod: tvm.IRModule, target: tvm.target.Target, *, lift_params: bool = True
 ) -> tuple[tvm.IRModule, tvm.IRModule | None]:
@@ -571,8 +788,15 @@ def prepare_cpu_module(
 
     layout = [
         _simplify_pass(),
+        # The rewrite above leaves ``y = x`` alias bindings; ConvertLayout
+        # does not propagate a layout through an alias and falls back to NCHW
+        # with a transpose pair around every residual Add (ResNet-50 spent
+        # 12% of its time in those transposes).
+        relax.transform.CanonicalizeBindings(),
+        _transpose_conv_pass(),
         relax.transform.ConvertLayout(CONV_LAYOUTS),
         relax.transform.Normalize(),
+        _block_weights_pass(target),
         relax.transform.FoldConstant(),
     ]
     with target:

@@ -246,6 +246,54 @@ def _infer(model: onnx.ModelProto) -> onnx.ModelProto:
         return model
 
 
+def _static_shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
+    shapes: dict[str, list[int]] = {}
+    for v in [*model.graph.input, *model.graph.value_info, *model.graph.output]:
+        dims = v.type.tensor_type.shape.dim
+        if dims and all(d.HasField("dim_value") for d in dims):
+            shapes[v.name] = [int(d.dim_value) for d in dims]
+    for init in model.graph.initializer:
+        shapes[init.name] = [int(d) for d in init.dims]
+    return shapes
+
+
+def _explicit_conv_pads(model: onnx.ModelProto) -> int:
+    """Replaces ``auto_pad=SAME_*`` on Conv nodes by explicit ``pads`` (static shapes only).
+
+    Same semantics (ONNX operator spec), but TVM's importer turns ``SAME_*``
+    into a separate pad kernel that copies the whole input before the
+    convolution, while explicit pads become the convolution's own padding.
+    Returns the number of nodes rewritten.
+    """
+    shapes = _static_shapes(model)
+    changed = 0
+    for node in model.graph.node:
+        if node.op_type != "Conv" or len(node.input) < 2:
+            continue
+        attrs = {a.name: a for a in node.attribute}
+        mode = attrs["auto_pad"].s.decode() if "auto_pad" in attrs else "NOTSET"
+        x, w = shapes.get(node.input[0]), shapes.get(node.input[1])
+        if mode not in ("SAME_UPPER", "SAME_LOWER") or x is None or w is None or len(x) < 3:
+            continue
+        spatial = x[2:]
+        kernel = list(attrs["kernel_shape"].ints) if "kernel_shape" in attrs else w[2:]
+        strides = list(attrs["strides"].ints) if "strides" in attrs else [1] * len(spatial)
+        dilations = list(attrs["dilations"].ints) if "dilations" in attrs else [1] * len(spatial)
+        begin, end = [], []
+        for size, k, st, dl in zip(spatial, kernel, strides, dilations):
+            out = -(-size // st)
+            total = max((out - 1) * st + (k - 1) * dl + 1 - size, 0)
+            small = total // 2
+            begin.append(small if mode == "SAME_UPPER" else total - small)
+            end.append(total - begin[-1])
+        keep = [a for a in node.attribute if a.name not in ("auto_pad", "pads")]
+        del node.attribute[:]
+        node.attribute.extend(keep)
+        node.attribute.append(onnx.helper.make_attribute("pads", begin + end))
+        changed += 1
+    return changed
+
+
 def _specs(values, inits: set[str]) -> list[TensorSpec]:
     specs = []
     for v in values:
@@ -315,6 +363,8 @@ def load_model(
         # onnxslim may re-emit Constant nodes for folded values.
         _lift_constants(proto)
     proto = _infer(proto)
+    if n := _explicit_conv_pads(proto):
+        notes.append(f"{n} Conv auto_pad attributes made explicit")
 
     inits = {i.name for i in proto.graph.initializer}
     inputs = _specs(proto.graph.input, inits)

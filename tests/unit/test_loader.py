@@ -154,3 +154,28 @@ def test_declared_minus_one_dim_is_dynamic_not_hostile() -> None:
     dim.dim_value = -1
     prepared = load_model(model)
     assert prepared.inputs[0].shape == (1, 3, 4)
+
+
+@pytest.mark.parametrize("mode", ["SAME_UPPER", "SAME_LOWER"])
+def test_conv_auto_pad_made_explicit(mode: str) -> None:
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((4, 3, 2, 3)).astype(np.float32), "w")
+    node = helper.make_node("Conv", ["x", "w"], ["y"], auto_pad=mode, strides=[2, 1])
+    graph = helper.make_graph(
+        [node], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 7, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 4, 6])],
+        [w],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    prepared = load_model(model)
+    conv = next(n for n in prepared.model.graph.node if n.op_type == "Conv")
+    attrs = {a.name: helper.get_attribute_value(a) for a in conv.attribute}
+    assert "auto_pad" not in attrs
+    # H: 7 -> 4 with stride 2, kernel 2: 1 padded row; W: kernel 3, stride 1: 2 columns.
+    want_pads = [0, 1, 1, 1] if mode == "SAME_UPPER" else [1, 1, 0, 1]
+    assert list(attrs["pads"]) == want_pads
+    x = rng.standard_normal((1, 3, 7, 6)).astype(np.float32)
+    before = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    after = ort.InferenceSession(prepared.model.SerializeToString()).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(before, after)
