@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edgekit.cli.render import console, emit_json, err_console
-from edgekit.compiler.backend import CompileOptions
+from edgekit.compiler.backend import WEIGHT_STORAGE, CompileOptions
 from edgekit.compiler.driver import compile_model
 from edgekit.core.tensors import parse_input_shapes
 
@@ -34,11 +34,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="tune with N MetaSchedule trials first (host-like CPU boards; results are kept in the "
                    "tuning database and reused, see `edgekit tune`)")
     p.add_argument("--opt-level", type=int, default=3, choices=range(4), metavar="{0..3}", help="TVM optimisation level (default 3)")
+    p.add_argument("--weight-storage", choices=WEIGHT_STORAGE, default="auto",
+                   help="microcontroller (aot-c) boards: store each weight bitmask-sparse where that makes flash "
+                   "smaller and it is decoded into RAM before use; auto (default) = sparse where smaller unless the "
+                   "decode buffers overflow RAM, then dense; dense = never; sparse = where smaller, error if RAM does "
+                   "not fit. Other boards keep weights dense and refuse 'sparse'")
     p.add_argument("--allow-unsupported", action="store_true",
                    help="skip edgekit's operator check and let TVM try anyway")
     p.add_argument("--boards-dir", action="append", default=[], metavar="DIR", help="extra folder of board/target TOML files")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON instead of a summary")
     p.set_defaults(func=run)
+
+
+def _weights_text(manifest: dict[str, Any]) -> str:
+    """Stored weight bytes, with the dense size when storage made them smaller."""
+    mem = manifest["memory"]
+    stored = format_bytes(mem.get("weight_bytes", 0))
+    storage = manifest.get("aot", {}).get("weight_storage") if isinstance(manifest.get("aot"), dict) else None
+    if not storage or not storage.get("sparse_tensors"):
+        return stored
+    return (f"{stored} stored ({format_bytes(storage['dense_bytes'])} dense; "
+            f"{storage['sparse_tensors']} of {len(storage['tensors'])} tensors bitmask-sparse)")
 
 
 def format_bytes(n: int | float) -> str:
@@ -87,7 +103,12 @@ class StageProgress:
 
 
 def run(args: argparse.Namespace) -> int:
-    options = CompileOptions(opt_level=args.opt_level, allow_unsupported=args.allow_unsupported, tune_trials=args.tune)
+    options = CompileOptions(
+        opt_level=args.opt_level,
+        allow_unsupported=args.allow_unsupported,
+        tune_trials=args.tune,
+        weight_storage=args.weight_storage,
+    )
     shapes = parse_input_shapes(args.input_shape)
     quiet = bool(getattr(args, "quiet", False))
     with StageProgress(err_console, enabled=not quiet and not args.json) as progress:
@@ -114,7 +135,9 @@ def run(args: argparse.Namespace) -> int:
     for spec in manifest["outputs"]:
         table.add_row(f"output {spec['name']}", f"{'x'.join(map(str, spec['shape']))} {spec['dtype']}")
     table.add_row("arena", format_bytes(mem.get("arena_bytes", 0)))
-    table.add_row("weights", format_bytes(mem.get("weight_bytes", 0)))
+    table.add_row("weights", _weights_text(manifest))
+    if mem.get("decode_scratch_bytes"):
+        table.add_row("decode scratch", f"{format_bytes(mem['decode_scratch_bytes'])} (inside the arena)")
     table.add_row("code", format_bytes(mem.get("code_bytes", 0)))
     table.add_row("time", f"{manifest['compile_seconds']:.1f} s")
     console.print(table)

@@ -9,14 +9,19 @@ builds kernels for bare-metal triples. This backend supplies the rest:
 3. :mod:`~edgekit.compiler.aot_kernels` builds the kernels into one object
    for the device triple and measures their workspaces;
 4. :mod:`~edgekit.compiler.aot_layout` plans one arena for inputs,
-   intermediates, outputs and workspaces, and packs ``weights.bin``;
+   intermediates, outputs and workspaces, and packs ``weights.bin`` (each
+   weight dense, or bitmask-sparse where that makes flash smaller and
+   ``CompileOptions.weight_storage`` allows it; a sparse weight is decoded
+   into a short-lived arena buffer before the kernel that reads it);
 5. :mod:`~edgekit.compiler.aot_emit` writes ``model.c`` / ``model.h``;
 6. :mod:`~edgekit.compiler.firmware` compiles ``model.c`` for the device to
    measure code size and, when ``firmware_stubs`` describes the board,
    links ``firmware/firmware.elf``.
 
-The result is checked against the board: arena larger than RAM, or weights
-plus code larger than flash, raises :class:`DoesNotFitError` with all numbers.
+The result is checked against the board: arena (decode buffers included)
+larger than RAM, or weights plus code larger than flash, raises
+:class:`DoesNotFitError` with all numbers. With ``weight_storage="auto"`` a
+sparse layout whose arena does not fit RAM falls back to dense weights.
 See docs/aot.md.
 """
 
@@ -24,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +57,7 @@ __all__ = [
     "KERNELS_O",
     "WEIGHTS_BIN",
     "FIRMWARE_ELF",
+    "with_weight_storage",
 ]
 
 logger = logging.getLogger(__name__)
@@ -73,6 +79,7 @@ class AotArtifacts:
     kernels: KernelBuild
     model_c: str
     model_h: str
+    model_name: str = "model"
 
     def members(self) -> dict[str, bytes]:
         """Package members: model sources, kernel object and weights."""
@@ -92,6 +99,7 @@ def compile_aot(
     disable_asserts: bool = True,
     schedule: bool = True,
     fast_math: bool = True,
+    sparse_weights: bool = False,
     progress: ProgressFn = no_progress,
 ) -> AotArtifacts:
     """Compiles ``prepared`` to static C plus kernels for ``tvm_target``.
@@ -106,6 +114,8 @@ def compile_aot(
         schedule: Inline producers and fuse epilogues in the kernels (see
             :func:`~edgekit.compiler.aot_kernels.schedule_for_mcu`).
         fast_math: Use TVM's polynomial exp/tanh/erf/softmax (no libm needed).
+        sparse_weights: Store each weight bitmask-sparse where that makes
+            ``weights.bin`` smaller (see :func:`~edgekit.compiler.aot_layout.choose_encodings`).
         progress: Stage callback.
 
     Raises:
@@ -126,7 +136,7 @@ def compile_aot(
         lowered, graph.kernel_names(), tvm_target, disable_asserts=disable_asserts, schedule=schedule
     )
     progress("plan", "planning the arena")
-    layout = layout_model(graph, kernels.workspace)
+    layout = layout_model(graph, kernels.workspace, sparse_weights=sparse_weights)
     progress("emit", "writing model.c")
     return AotArtifacts(
         graph=graph,
@@ -134,20 +144,87 @@ def compile_aot(
         kernels=kernels,
         model_c=emit_model_c(graph, layout, model_name=prepared.name),
         model_h=emit_model_h(graph, layout, model_name=prepared.name),
+        model_name=prepared.name,
     )
 
 
-def check_fits(board: "Board", arena_bytes: int, weight_bytes: int, code_bytes: int) -> None:
+def with_weight_storage(artifacts: AotArtifacts, *, sparse_weights: bool) -> AotArtifacts:
+    """The same kernels with the arena and ``weights.bin`` planned again for
+    another weight storage (no TVM work: only the plan and the C change)."""
+    graph = artifacts.graph
+    alignment = artifacts.layout.plan.alignment
+    layout = layout_model(graph, artifacts.kernels.workspace, alignment, sparse_weights=sparse_weights)
+    return replace(
+        artifacts,
+        layout=layout,
+        model_c=emit_model_c(graph, layout, model_name=artifacts.model_name),
+        model_h=emit_model_h(graph, layout, model_name=artifacts.model_name),
+    )
+
+
+def _choose_storage(artifacts: AotArtifacts, board: "Board", mode: str) -> tuple[AotArtifacts, str]:
+    """Applies ``mode``'s RAM rule to a layout that stores weights sparse where smaller.
+
+    Returns:
+        The artifacts to package and a note saying why weights stayed dense ("" if none).
+
+    Raises:
+        DoesNotFitError: in ``sparse`` mode, when the decode buffers push the
+            arena past the board's RAM (and it would fit with dense weights).
+    """
+    layout = artifacts.layout
+    if mode == "dense":
+        return artifacts, ""
+    if not layout.decoded:
+        note = "no weight is smaller stored sparse (too few zeros)"
+        logger.info("weight storage %s: %s; all weights stay dense", mode, note)
+        return artifacts, note
+    ram = board.memory.ram_bytes
+    if not ram or layout.arena_bytes <= ram:
+        logger.info(
+            "weight storage %s: %d of %d weights stored sparse, weights %d B instead of %d B, "
+            "decode buffers add %d B to the arena",
+            mode, len(layout.decoded), len(layout.storage), layout.weight_bytes, layout.dense_weight_bytes,
+            layout.arena_bytes - layout.dense_arena_bytes,
+        )  # fmt: skip
+        return artifacts, ""
+    why = (
+        f"with sparse weights the arena is {layout.arena_bytes} B ({layout.decode_scratch_bytes} B of decoded weights "
+        f"at the peak), more than the {ram} B of RAM of board '{board.name}'"
+    )
+    if mode == "sparse" and layout.dense_arena_bytes <= ram:
+        raise DoesNotFitError(
+            f"weight storage 'sparse': {why}",
+            hint="Use --weight-storage auto (sparse only where RAM allows) or dense, or shrink the activations "
+            "(int8, smaller inputs).",
+            board=board.name,
+            arena_bytes=layout.arena_bytes,
+            dense_arena_bytes=layout.dense_arena_bytes,
+            decode_scratch_bytes=layout.decode_scratch_bytes,
+            ram_bytes=ram,
+        )
+    if mode == "sparse":
+        return artifacts, ""  # does not fit dense either: check_fits reports the numbers
+    logger.info("weight storage auto: %s; storing every weight dense", why)
+    return with_weight_storage(artifacts, sparse_weights=False), why
+
+
+def check_fits(
+    board: "Board", arena_bytes: int, weight_bytes: int, code_bytes: int, decode_scratch_bytes: int = 0
+) -> None:
     """Raises :class:`DoesNotFitError` if the model does not fit ``board``.
 
-    The arena must fit RAM; weights and code are stored in flash (the device
-    agent keeps the weights image there). A size of 0 in the profile means
-    unknown and is not checked.
+    The arena must fit RAM (``arena_bytes`` includes the buffers sparse
+    weights are decoded into; ``decode_scratch_bytes`` only names them in the
+    message); weights and code are stored in flash (the device agent keeps
+    the weights image there). A size of 0 in the profile means unknown and is
+    not checked.
     """
     ram, flash = board.memory.ram_bytes, board.memory.flash_bytes
     problems = []
     if ram and arena_bytes > ram:
-        problems.append(f"arena {arena_bytes} B > RAM {ram} B")
+        scratch = f" (incl. {decode_scratch_bytes} B of decoded sparse weights)" if decode_scratch_bytes else ""
+        problems.append(f"arena {arena_bytes} B{scratch} > RAM {ram} B")
     if flash and weight_bytes + code_bytes > flash:
         problems.append(f"weights {weight_bytes} B + code {code_bytes} B = {weight_bytes + code_bytes} B > flash {flash} B")
     if problems:
@@ -161,6 +238,7 @@ def check_fits(board: "Board", arena_bytes: int, weight_bytes: int, code_bytes: 
             code_bytes=code_bytes,
             ram_bytes=ram,
             flash_bytes=flash,
+            decode_scratch_bytes=decode_scratch_bytes,
         )
 
 
@@ -213,20 +291,29 @@ def build(
     refuse_tuning(options, "the aot-c backend")
     check_operators(prepared, options, progress)
 
-    artifacts = compile_aot(prepared, target.tvm_target(), opt_level=options.opt_level, progress=progress)
+    mode = options.weight_storage
+    artifacts = compile_aot(
+        prepared, target.tvm_target(), opt_level=options.opt_level, sparse_weights=mode != "dense", progress=progress
+    )
+    artifacts, storage_note = _choose_storage(artifacts, board, mode)
     members = artifacts.members()
     with tempfile.TemporaryDirectory(prefix="edgekit-aot-") as tmp_name:
         tmp = Path(tmp_name)
         progress("measure", "compiling model.c for the device to measure code size")
         code_bytes, model_o = _device_code_bytes(artifacts, target, tmp)
         kernel_imports = firmware.undefined_symbols(tmp / "kernels.o")
+        layout = artifacts.layout
         memory = {
-            "arena_bytes": artifacts.layout.arena_bytes,
-            "weight_bytes": artifacts.layout.weight_bytes,
+            "arena_bytes": layout.arena_bytes,
+            "weight_bytes": layout.weight_bytes,
             "code_bytes": code_bytes,
-            "workspace_bytes": max((b for _, b in artifacts.layout.workspace), default=0),
+            "workspace_bytes": max((b for _, b in layout.workspace), default=0),
+            "dense_weight_bytes": layout.dense_weight_bytes,
+            "decode_scratch_bytes": layout.decode_scratch_bytes,
         }
-        check_fits(board, memory["arena_bytes"], memory["weight_bytes"], memory["code_bytes"])
+        check_fits(
+            board, memory["arena_bytes"], memory["weight_bytes"], memory["code_bytes"], layout.decode_scratch_bytes
+        )
         if model_o is not None:
             progress("link", "linking the firmware image")
             elf = _link_firmware(board, target, tmp)
@@ -252,6 +339,21 @@ def build(
                 "kernel_imports": kernel_imports,
                 "input_offsets": [artifacts.layout.tensor_offsets[t] for t in graph.inputs],
                 "output_offsets": [artifacts.layout.tensor_offsets[t] for t in graph.outputs],
+                "weight_storage": _storage_manifest(artifacts.layout, mode, storage_note),
             }
         },
     )
+
+
+def _storage_manifest(layout: AotLayout, mode: str, note: str) -> dict[str, Any]:
+    """The manifest's ``aot.weight_storage``: both sizes and every tensor's encoding."""
+    return {
+        "mode": mode,
+        "dense_bytes": layout.dense_weight_bytes,
+        "stored_bytes": layout.weight_bytes,
+        "sparse_tensors": len(layout.decoded),
+        "decode_scratch_bytes": layout.decode_scratch_bytes,
+        "arena_bytes_dense": layout.dense_arena_bytes,
+        "note": note,
+        "tensors": [w.to_json() for w in layout.storage],
+    }

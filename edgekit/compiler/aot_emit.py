@@ -6,8 +6,12 @@ no TVM runtime and no libc beyond what the kernels themselves use
 (``memcpy``/``memset``). Every kernel call is a row of a constant table: the
 kernel, its constant ``TVMFFIAny`` argument array pointing at constant
 ``DLTensor`` descriptors in the arena, and the slice of the arena its
-workspace may use. Only the descriptors of weights live in RAM, because
-their data pointer is known only when ``ek_model_run`` receives the blob.
+workspace may use. Only the descriptors of dense weights live in RAM,
+because their data pointer is known only when ``ek_model_run`` receives the
+blob. A weight stored bitmask-sparse (:mod:`edgekit.core.sparse`) has a
+constant descriptor on its planned arena buffer instead, and a row in the
+decode table: ``ek_model_run`` unpacks it there right before the first
+kernel call that reads it.
 
 The ``DLTensor`` and ``TVMFFIAny`` layouts are written out by hand (they are
 the stable DLPack and tvm-ffi C ABIs) so that the generated C needs no TVM
@@ -21,7 +25,7 @@ import re
 
 from edgekit.compiler.aot_graph import AotGraph, TensorInfo
 from edgekit.compiler.aot_kernels import KERNEL_PREFIX
-from edgekit.compiler.aot_layout import AotLayout
+from edgekit.compiler.aot_layout import AotLayout, StoredWeight
 from edgekit.core.errors import CompileError
 
 __all__ = ["emit_model_h", "emit_model_c", "ERR_WEIGHTS_ALIGN", "dl_dtype"]
@@ -127,13 +131,57 @@ __attribute__((weak)) void TVMFFIErrorSetRaisedFromCStrParts(const char *kind, c
 }
 """
 
+_DECODER = """\
+/* Bitmask-sparse weights (edgekit/core/sparse.py): a mask of ceil(count/8)
+ * bytes (bit i%8 of byte i/8 set = element i is not zero), zero-padded to a
+ * multiple of the element size, then the non-zero elements in order. Each is
+ * unpacked into its arena buffer right before the first kernel call that
+ * reads it; the planner keeps that buffer alive until the last one.
+ * The codec is hand-written: no library emits C decoders for the packages
+ * TVM's kernels run in. Source and destination are aligned to the element
+ * size (weights blob and arena are EK_MODEL_ALIGNMENT aligned). */
+typedef uint16_t ek_u16_alias __attribute__((may_alias));
+typedef uint32_t ek_u32_alias __attribute__((may_alias));
+
+static inline __attribute__((always_inline)) void ek_unpack_bitmask(uint8_t *dst, const uint8_t *src, uint32_t count,
+                                                                     uint32_t esize) {
+  const uint8_t *val = src + ((count + 7u) / 8u + esize - 1u) / esize * esize;
+  uint32_t i, b, k;
+  for (i = 0u; i < count; i += 8u) {
+    uint32_t bits = src[i >> 3], n = count - i < 8u ? count - i : 8u;
+    for (b = 0u; b < n; ++b, dst += esize) {
+      if (bits & (1u << b)) {
+        if (esize == 4u) *(ek_u32_alias *)dst = *(const ek_u32_alias *)val;
+        else if (esize == 2u) *(ek_u16_alias *)dst = *(const ek_u16_alias *)val;
+        else if (esize == 1u) *dst = *val;
+        else for (k = 0u; k < esize; ++k) dst[k] = val[k];
+        val += esize;
+      } else {
+        if (esize == 4u) *(ek_u32_alias *)dst = 0u;
+        else if (esize == 2u) *(ek_u16_alias *)dst = 0u;
+        else for (k = 0u; k < esize; ++k) dst[k] = 0u;
+      }
+    }
+  }
+}
+
+/* One call per element size present, so each inlined copy has a constant esize. */
+static void ek_decode(const ek_decode_t *d, const uint8_t *weights) {
+  uint8_t *dst = ek_arena + d->dst;
+  const uint8_t *src = weights + d->src;
+  switch (d->esize) {
+{cases}  default: ek_unpack_bitmask(dst, src, d->count, d->esize); break;
+  }
+}
+"""
+
 _RUN = """\
 int32_t ek_model_run(const uint8_t *weights) {
   uint32_t i;
 {weights_setup}  for (i = 0; i < EK_MODEL_NUM_STEPS; ++i) {
     const ek_step_t *step = &ek_steps[i];
     ek_ffi_any_t result = {0, 0u, {0}};
-    ek_ws_base = ek_arena + step->ws_offset;
+{decode}    ek_ws_base = ek_arena + step->ws_offset;
     ek_ws_size = step->ws_bytes;
     ek_ws_top = 0u;
     ek_ws_depth = 0u;
@@ -143,10 +191,15 @@ int32_t ek_model_run(const uint8_t *weights) {
 }
 """
 
-_WEIGHTS_SETUP = """\
+_WEIGHTS_CHECK = """\
   if (weights == (const uint8_t *)0 || ((uintptr_t)weights & (EK_MODEL_ALIGNMENT - 1u)) != 0u)
     return EK_MODEL_ERR_WEIGHTS_ALIGN;
+"""
+_WEIGHTS_SETUP = """\
   for (i = 0; i < EK_MODEL_NUM_WEIGHTS; ++i) ek_weights[i].data = (void *)(weights + ek_weight_offsets[i]);
+"""
+_DECODE_STEP = """\
+    for (; d < EK_MODEL_NUM_DECODES && ek_decodes[d].step == i; ++d) ek_decode(&ek_decodes[d], weights);
 """
 
 _DL_CODES = {"int": 0, "uint": 1, "float": 2, "bfloat": 4}
@@ -183,6 +236,8 @@ def emit_model_h(graph: AotGraph, layout: AotLayout, *, model_name: str = "model
         "#define EK_MODEL_GENERATED_H",
         f"#define EK_MODEL_ARENA_BYTES {layout.arena_bytes}u",
         f"#define EK_MODEL_WEIGHT_BYTES {layout.weight_bytes}u",
+        f"#define EK_MODEL_DENSE_WEIGHT_BYTES {layout.dense_weight_bytes}u /* weights.bin if all were dense */",
+        f"#define EK_MODEL_DECODE_SCRATCH_BYTES {layout.decode_scratch_bytes}u /* decoded sparse weights, in the arena */",
         f"#define EK_MODEL_NUM_INPUTS {len(graph.inputs)}u",
         f"#define EK_MODEL_NUM_OUTPUTS {len(graph.outputs)}u",
         f"#define EK_MODEL_ALIGNMENT {layout.plan.alignment}u /* of ek_arena and of the weights pointer */",
@@ -209,7 +264,8 @@ def emit_model_c(graph: AotGraph, layout: AotLayout, *, model_name: str = "model
     """The text of ``model.c`` for ``graph`` placed by ``layout``."""
     out: list[str] = [
         f"/* model.c - generated by edgekit for model '{_comment(model_name)}'. Do not edit.",
-        f" * {len(graph.calls)} kernel calls, arena {layout.arena_bytes} bytes, weights {layout.weight_bytes} bytes. */",
+        f" * {len(graph.calls)} kernel calls, arena {layout.arena_bytes} bytes, weights {layout.weight_bytes} bytes"
+        f" ({layout.dense_weight_bytes} dense, {len(layout.decoded)} tensors bitmask-sparse). */",
         "#include <stddef.h>",
         "#include <stdint.h>",
         '#include "model.h"',
@@ -237,13 +293,14 @@ def emit_model_c(graph: AotGraph, layout: AotLayout, *, model_name: str = "model
     for t in used:
         info = graph.tensors[t]
         shape_name = shapes.get(info.shape, "")
-        if info.kind == "weight":
+        if info.kind == "weight" and t not in layout.decoded:
             ref[t] = f"&ek_weights[{len(weight_rows)}]"
             weight_rows.append(f"  {_tensor_init(info, '(void *)0', shape_name)}, /* {_describe(info)} */")
             weight_offsets.append(str(layout.weight_offsets[t]))
         else:
             ref[t] = f"&ek_tensors[{len(arena_rows)}]"
-            data = f"ek_arena + {layout.tensor_offsets[t]}"
+            offset = layout.decoded[t] if t in layout.decoded else layout.tensor_offsets[t]
+            data = f"ek_arena + {offset}"
             arena_rows.append(f"  {_tensor_init(info, data, shape_name)}, /* {_describe(info)} */")
     out.append(f"static const ek_dltensor_t ek_tensors[{len(arena_rows)}] = {{")
     out += arena_rows + ["};"]
@@ -264,6 +321,9 @@ def emit_model_c(graph: AotGraph, layout: AotLayout, *, model_name: str = "model
         )
     out += ["", f"#define EK_MODEL_NUM_STEPS {len(steps)}u", f"static const ek_step_t ek_steps[{len(steps)}] = {{"]
     out += steps + ["};", ""]
+    sparse = layout.sparse_weights()
+    if sparse:
+        out += _decode_table(sparse, layout, len(graph.calls))
 
     def table(name: str, values: list[int]) -> str:
         return f"static const uint32_t {name}[{max(len(values), 1)}] = {{{', '.join(map(str, values)) or '0'}}};"
@@ -280,6 +340,51 @@ def emit_model_c(graph: AotGraph, layout: AotLayout, *, model_name: str = "model
         "};",
         "",
         _WORKSPACE,
-        _RUN.replace("{weights_setup}", _WEIGHTS_SETUP if weight_rows else "  (void)weights;\n"),
     ]
+    if sparse:
+        cases = "".join(
+            f"  case {n}u: ek_unpack_bitmask(dst, src, d->count, {n}u); break;\n"
+            for n in sorted({_esize(w) for w in sparse} & {1, 2, 4})
+        )
+        out.append(_DECODER.replace("{cases}", cases))
+    setup = (_WEIGHTS_CHECK if layout.storage else "  (void)weights;\n") + (_WEIGHTS_SETUP if weight_rows else "")
+    if sparse:
+        setup = "  uint32_t d = 0u;\n" + setup
+    out.append(_RUN.replace("{weights_setup}", setup).replace("{decode}", _DECODE_STEP if sparse else ""))
     return "\n".join(out)
+
+
+def _esize(w: StoredWeight) -> int:
+    return w.dense_bytes // max(_count(w), 1)
+
+
+def _count(w: StoredWeight) -> int:
+    n = 1
+    for d in w.shape:
+        n *= d
+    return n
+
+
+def _decode_table(sparse: list[StoredWeight], layout: AotLayout, num_steps: int) -> list[str]:
+    """``ek_decodes``: one row per sparse weight, in the order of the calls that need them."""
+    if num_steps > 0xFFFF:
+        raise CompileError(f"{num_steps} kernel calls do not fit the decode table's 16-bit step field",
+                           hint="Store the weights dense (--weight-storage dense).")  # fmt: skip
+    rows = []
+    for w in sorted(sparse, key=lambda w: (w.decode_step, w.offset)):
+        esize = _esize(w)
+        if esize > 0xFFFF or _count(w) * esize != w.dense_bytes:
+            raise CompileError(f"weight '{w.name}' ({w.dtype}) cannot be stored sparse", hint="Report this as a bug.")
+        rows.append(
+            f"  {{{w.offset}u, {layout.decoded[w.index]}u, {_count(w)}u, {esize}u, {w.decode_step}u}}, "
+            f"/* {_comment(w.name)}: {w.dtype}, {w.stored_bytes} of {w.dense_bytes} bytes */"
+        )
+    return [
+        f"#define EK_MODEL_NUM_DECODES {len(rows)}u",
+        "/* A sparse weight: blob offset, arena offset, elements, element size, kernel call it is decoded before. */",
+        "typedef struct { uint32_t src, dst, count; uint16_t esize, step; } ek_decode_t;",
+        f"static const ek_decode_t ek_decodes[{len(rows)}] = {{",
+        *rows,
+        "};",
+        "",
+    ]

@@ -4,6 +4,14 @@ Inputs, intermediates, outputs and kernel workspaces share one arena planned
 by :func:`edgekit.compiler.aot_plan.plan_arena`; weights go into one blob
 (``weights.bin``) at aligned offsets. Views share the offset of the tensor
 they view.
+
+A weight is stored either **dense** (the kernels read it in place, from
+flash) or **bitmask-sparse** (:mod:`edgekit.core.sparse`): ``model.c`` then
+decodes it just before the first kernel call that reads it, into an arena
+buffer alive only from that call to the last one that reads it, so the RAM
+it costs is the largest set of weights decoded at the same time, not all of
+them. :func:`choose_encodings` takes sparse only where it makes flash
+strictly smaller (see :func:`sparse_pays`).
 """
 
 from __future__ import annotations
@@ -11,15 +19,75 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from typing import Any, Collection
+
 import numpy as np
 
-from edgekit.compiler.aot_graph import AotGraph
+from edgekit.compiler.aot_graph import AotGraph, TensorInfo
 from edgekit.compiler.aot_plan import DEFAULT_ALIGNMENT, ArenaPlan, Buffer, align_up, find_overlaps, plan_arena
 from edgekit.core.errors import CompileError
+from edgekit.core.sparse import bitmask_bytes, encode_bitmask
 
-__all__ = ["AotLayout", "arena_buffers", "layout_model", "pack_weights"]
+__all__ = [
+    "AotLayout",
+    "StoredWeight",
+    "arena_buffers",
+    "layout_model",
+    "pack_weights",
+    "choose_encodings",
+    "sparse_pays",
+    "DENSE",
+    "BITMASK",
+    "DECODE_ENTRY_BYTES",
+]
 
 logger = logging.getLogger(__name__)
+
+#: Encodings of a weight in ``weights.bin``.
+DENSE = "dense"
+BITMASK = "bitmask"
+#: Flash bytes of one row of ``model.c``'s decode table (``ek_decode_t``),
+#: counted against each sparse weight when deciding whether sparse pays.
+DECODE_ENTRY_BYTES = 16
+
+
+@dataclass(frozen=True)
+class StoredWeight:
+    """How one weight is stored in ``weights.bin``.
+
+    Attributes:
+        index: Tensor index in the graph.
+        name: Relax name of the constant.
+        dtype: TVM dtype string.
+        shape: Static shape.
+        encoding: :data:`DENSE` or :data:`BITMASK`.
+        offset: Byte offset in ``weights.bin``.
+        dense_bytes: Bytes of the tensor stored dense.
+        stored_bytes: Bytes it takes in ``weights.bin`` (without alignment padding).
+        decode_step: For a sparse weight, the kernel call before which it is decoded (-1 if dense).
+    """
+
+    index: int
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    encoding: str
+    offset: int
+    dense_bytes: int
+    stored_bytes: int
+    decode_step: int = -1
+
+    def to_json(self) -> dict[str, Any]:
+        """The manifest's ``aot.weight_storage.tensors`` entry."""
+        return {
+            "name": self.name,
+            "dtype": self.dtype,
+            "shape": list(self.shape),
+            "encoding": self.encoding,
+            "offset": self.offset,
+            "dense_bytes": self.dense_bytes,
+            "stored_bytes": self.stored_bytes,
+        }
 
 
 @dataclass
@@ -34,6 +102,10 @@ class AotLayout:
         weight_offsets: Tensor index -> offset in the weights blob.
         weights_blob: The ``weights.bin`` bytes.
         workspace: Per kernel call, ``(arena offset, bytes)`` of its workspace.
+        storage: Every weight's encoding, in blob order.
+        decoded: Sparse weight tensor index -> arena offset of its decoded copy.
+        dense_arena_bytes: The arena with every weight stored dense (no decode buffers).
+        decode_scratch_bytes: Most bytes of decoded weights alive at one kernel call.
     """
 
     plan: ArenaPlan
@@ -42,6 +114,10 @@ class AotLayout:
     weight_offsets: dict[int, int]
     weights_blob: bytes
     workspace: list[tuple[int, int]]
+    storage: list[StoredWeight]
+    decoded: dict[int, int]
+    dense_arena_bytes: int
+    decode_scratch_bytes: int
 
     @property
     def arena_bytes(self) -> int:
@@ -50,13 +126,24 @@ class AotLayout:
 
     @property
     def weight_bytes(self) -> int:
-        """Size of ``weights.bin``."""
+        """Size of ``weights.bin`` as stored."""
         return len(self.weights_blob)
 
+    @property
+    def dense_weight_bytes(self) -> int:
+        """Size ``weights.bin`` would have with every weight dense (the same packing)."""
+        pos = 0
+        for w in self.storage:
+            pos = align_up(pos, self.plan.alignment) + w.dense_bytes
+        return pos
 
-def arena_buffers(graph: AotGraph, workspace: dict[str, int]) -> list[Buffer]:
-    """The buffers the arena must hold, with lifetimes in kernel-call steps."""
-    end = len(graph.calls)
+    def sparse_weights(self) -> list[StoredWeight]:
+        """The weights stored bitmask-sparse, in blob order."""
+        return [w for w in self.storage if w.encoding == BITMASK]
+
+
+def _uses(graph: AotGraph) -> tuple[dict[int, int], dict[int, int]]:
+    """First and last kernel call reading or writing each root tensor."""
     first: dict[int, int] = {}
     last: dict[int, int] = {}
     for step, call in enumerate(graph.calls):
@@ -64,6 +151,18 @@ def arena_buffers(graph: AotGraph, workspace: dict[str, int]) -> list[Buffer]:
             root = graph.root(arg)
             first.setdefault(root, step)
             last[root] = step
+    return first, last
+
+
+def arena_buffers(graph: AotGraph, workspace: dict[str, int], decoded: Collection[int] = ()) -> list[Buffer]:
+    """The buffers the arena must hold, with lifetimes in kernel-call steps.
+
+    ``decoded`` names the weights stored sparse: each gets a buffer (named
+    ``t<index>`` like other tensors) from the first call that reads it to the
+    last one.
+    """
+    end = len(graph.calls)
+    first, last = _uses(graph)
     for out in graph.outputs:
         last[graph.root(out)] = end
     buffers = []
@@ -72,6 +171,12 @@ def arena_buffers(graph: AotGraph, workspace: dict[str, int]) -> list[Buffer]:
             buffers.append(Buffer(f"t{t.index}", t.nbytes, -1, end))
         elif t.kind == "arena" and t.index in first:
             buffers.append(Buffer(f"t{t.index}", t.nbytes, first[t.index], last[t.index]))
+        elif t.kind == "weight" and t.index in decoded:
+            if t.index not in first:
+                raise CompileError(
+                    f"weight '{t.name}' is stored sparse but no kernel reads it", hint="Report this as a bug."
+                )
+            buffers.append(Buffer(f"t{t.index}", t.nbytes, first[t.index], last[t.index]))
     for step, call in enumerate(graph.calls):
         size = workspace.get(call.func, 0)
         if size:
@@ -79,8 +184,42 @@ def arena_buffers(graph: AotGraph, workspace: dict[str, int]) -> list[Buffer]:
     return buffers
 
 
-def pack_weights(graph: AotGraph, alignment: int = DEFAULT_ALIGNMENT) -> tuple[bytes, dict[int, int]]:
+def _dense(t: TensorInfo) -> bytes:
+    assert t.value is not None
+    return np.ascontiguousarray(t.value).astype(t.value.dtype.newbyteorder("<"), copy=False).tobytes()
+
+
+def sparse_pays(t: TensorInfo, alignment: int = DEFAULT_ALIGNMENT) -> bool:
+    """Whether weight ``t`` takes strictly less flash bitmask-sparse than dense.
+
+    Both sides are counted as the blob really stores them: rounded up to the
+    blob's alignment, and the sparse side also pays its row of the decode
+    table (:data:`DECODE_ENTRY_BYTES`).
+    """
+    assert t.value is not None
+    if t.value.size == 0 or t.value.nbytes != t.nbytes:
+        return False  # empty, or packed differently from numpy (sub-byte dtypes): keep it as the kernels expect
+    sparse = align_up(bitmask_bytes(t.value), alignment) + DECODE_ENTRY_BYTES
+    return sparse < align_up(t.nbytes, alignment)
+
+
+def choose_encodings(graph: AotGraph, alignment: int = DEFAULT_ALIGNMENT) -> set[int]:
+    """Indices of the weights to store bitmask-sparse: those a kernel reads
+    and for which :func:`sparse_pays`."""
+    first, _ = _uses(graph)
+    return {t.index for t in graph.weights() if t.index in first and sparse_pays(t, alignment)}
+
+
+def pack_weights(
+    graph: AotGraph, alignment: int = DEFAULT_ALIGNMENT, sparse: Collection[int] = ()
+) -> tuple[bytes, dict[int, int]]:
     """Lays the weight constants out in one blob, each at an aligned offset.
+
+    Args:
+        graph: The graph whose weights are packed, in first-use order.
+        alignment: Alignment of every weight's offset.
+        sparse: Indices of the weights to store bitmask-sparse
+            (:func:`edgekit.core.sparse.encode_bitmask`); the others are dense.
 
     Returns:
         The blob (little-endian, as every supported MCU is) and tensor index -> offset.
@@ -90,7 +229,7 @@ def pack_weights(graph: AotGraph, alignment: int = DEFAULT_ALIGNMENT) -> tuple[b
     pos = 0
     for t in graph.weights():
         assert t.value is not None
-        data = np.ascontiguousarray(t.value).astype(t.value.dtype.newbyteorder("<"), copy=False).tobytes()
+        data = encode_bitmask(t.value) if t.index in sparse else _dense(t)
         start = align_up(pos, alignment)
         chunks.append(b"\0" * (start - pos))
         chunks.append(data)
@@ -99,29 +238,64 @@ def pack_weights(graph: AotGraph, alignment: int = DEFAULT_ALIGNMENT) -> tuple[b
     return b"".join(chunks), offsets
 
 
-def layout_model(graph: AotGraph, workspace: dict[str, int], alignment: int = DEFAULT_ALIGNMENT) -> AotLayout:
+def _scratch_peak(buffers: list[Buffer], decoded: Collection[int], alignment: int) -> int:
+    names = {f"t{i}" for i in decoded}
+    mine = [b for b in buffers if b.name in names]
+    steps = {s for b in mine for s in range(b.first, b.last + 1)}
+    return max((sum(align_up(b.size, alignment) for b in mine if b.first <= s <= b.last) for s in steps), default=0)
+
+
+def layout_model(
+    graph: AotGraph, workspace: dict[str, int], alignment: int = DEFAULT_ALIGNMENT, *, sparse_weights: bool = False
+) -> AotLayout:
     """Plans the arena and the weights blob of ``graph``.
+
+    Args:
+        graph: The model.
+        workspace: Kernel name -> workspace bytes.
+        alignment: Of every arena and blob offset.
+        sparse_weights: Store each weight bitmask-sparse where that makes
+            flash smaller (:func:`choose_encodings`); dense otherwise.
 
     Raises:
         CompileError: if the plan were ever unsound (a bug, checked every time).
     """
-    buffers = arena_buffers(graph, workspace)
+    sparse = choose_encodings(graph, alignment) if sparse_weights else set()
+    buffers = arena_buffers(graph, workspace, sparse)
     plan = plan_arena(buffers, alignment)
     overlaps = find_overlaps(buffers, plan)
     if overlaps:
         raise CompileError(f"arena plan puts live tensors on the same bytes: {overlaps[:3]}", hint="Report this as a bug.")
+    dense_arena = plan_arena(arena_buffers(graph, workspace), alignment).arena_bytes if sparse else plan.arena_bytes
     offsets: dict[int, int] = {}
     for t in graph.tensors:
         if t.kind in ("input", "arena", "view"):
             name = f"t{graph.root(t.index)}"
             if name in plan.offsets:
                 offsets[t.index] = plan.offsets[name]
+    decoded = {i: plan.offsets[f"t{i}"] for i in sorted(sparse)}
     ws = [(plan.offsets.get(f"ws{i}", 0), workspace.get(c.func, 0)) for i, c in enumerate(graph.calls)]
-    blob, weight_offsets = pack_weights(graph, alignment)
+    blob, weight_offsets = pack_weights(graph, alignment, sparse)
+    first, _ = _uses(graph)
+    storage = []
+    for t in graph.weights():
+        assert t.value is not None
+        enc = BITMASK if t.index in sparse else DENSE
+        storage.append(StoredWeight(
+            t.index, t.name, t.dtype, t.shape, enc, weight_offsets[t.index], t.nbytes,
+            bitmask_bytes(t.value) if enc == BITMASK else t.nbytes, first[t.index] if enc == BITMASK else -1,
+        ))  # fmt: skip
+    layout = AotLayout(plan, buffers, offsets, weight_offsets, blob, ws, storage, decoded, dense_arena,
+                       _scratch_peak(buffers, sparse, alignment))  # fmt: skip
     logger.info(
-        "arena %d bytes (%d without reuse), weights %d bytes",
+        "arena %d bytes (%d without reuse), weights %d bytes (%d dense; %d of %d stored sparse, "
+        "decode scratch %d bytes)",
         plan.arena_bytes,
         plan.total_bytes,
         len(blob),
+        layout.dense_weight_bytes,
+        len(sparse),
+        len(storage),
+        layout.decode_scratch_bytes,
     )
-    return AotLayout(plan, buffers, offsets, weight_offsets, blob, ws)
+    return layout

@@ -32,6 +32,9 @@ __all__ = [
     "no_progress",
     "refuse_tuning",
     "check_operators",
+    "WEIGHT_STORAGE",
+    "SPARSE_STORAGE_CODEGENS",
+    "refuse_weight_storage",
 ]
 
 logger = logging.getLogger(__name__)
@@ -67,6 +70,27 @@ def check_operators(prepared: Any, options: "CompileOptions", progress: Progress
     check_supported(prepared.model)
 
 
+#: Values of :attr:`CompileOptions.weight_storage`.
+WEIGHT_STORAGE = ("auto", "dense", "sparse")
+#: Codegens that can store weights sparse (the ones whose weights sit in an
+#: MCU's flash); every other backend keeps weights dense.
+SPARSE_STORAGE_CODEGENS = ("aot-c",)
+
+
+def refuse_weight_storage(options: "CompileOptions", codegen: str, board_name: str) -> None:
+    """Raises for ``weight_storage="sparse"`` on a codegen that keeps weights
+    dense (``auto`` and ``dense`` mean dense there and are accepted)."""
+    if options.weight_storage == "sparse" and codegen not in SPARSE_STORAGE_CODEGENS:
+        raise ConfigError(
+            f"weight storage 'sparse' is for microcontroller boards (codegen {', '.join(SPARSE_STORAGE_CODEGENS)}); "
+            f"board '{board_name}' uses codegen {codegen}, which loads weights dense into RAM",
+            hint="Drop --weight-storage (or use auto/dense) for this board; pick an MCU board such as rv32-mcu-sim "
+            "to store pruned weights sparse.",
+            codegen=codegen,
+            board=board_name,
+        )
+
+
 @dataclass(frozen=True)
 class CompileOptions:
     """Options every backend understands.
@@ -75,17 +99,29 @@ class CompileOptions:
         opt_level: TVM ``PassContext`` optimisation level, 0 to 3.
         tune_trials: MetaSchedule trials (0 = untuned).
         allow_unsupported: Skip edgekit's operator scan and let TVM try anyway.
+        weight_storage: How an ``aot-c`` package stores weights in flash:
+            ``auto`` — bitmask-sparse for each weight where that is smaller,
+            unless the decode buffers make the arena exceed the board's RAM
+            (then all dense); ``dense`` — as the kernels read them;
+            ``sparse`` — sparse where smaller, and an error if RAM then does
+            not fit. Other codegens store weights dense and refuse ``sparse``.
     """
 
     opt_level: int = 3
     tune_trials: int = 0
     allow_unsupported: bool = False
+    weight_storage: str = "auto"
 
     def __post_init__(self) -> None:
         if isinstance(self.opt_level, bool) or not isinstance(self.opt_level, int) or not 0 <= self.opt_level <= 3:
             raise ConfigError(f"opt_level must be 0, 1, 2 or 3, got {self.opt_level!r}", hint="Use 3 unless debugging.")
         if isinstance(self.tune_trials, bool) or not isinstance(self.tune_trials, int) or self.tune_trials < 0:
             raise ConfigError(f"tune_trials must be a non-negative integer, got {self.tune_trials!r}", hint="Use 0 for no tuning.")
+        if self.weight_storage not in WEIGHT_STORAGE:
+            raise ConfigError(
+                f"weight_storage must be one of {', '.join(WEIGHT_STORAGE)}, got {self.weight_storage!r}",
+                hint="Use auto unless you need to force dense or sparse weights.",
+            )
 
     def to_json(self) -> dict[str, Any]:
         """The form recorded in the manifest's ``options``."""

@@ -19,7 +19,7 @@ from typing import Any, Iterable, Mapping
 
 import onnx
 
-from edgekit.compiler.backend import CompileOptions, ProgressFn, get_backend, no_progress
+from edgekit.compiler.backend import CompileOptions, ProgressFn, get_backend, no_progress, refuse_weight_storage
 from edgekit.compiler.package import FORMAT_VERSION, write_package
 from edgekit.core.errors import CompileError, DoesNotFitError, InputError, PackageError
 from edgekit.core.profiles import load_profiles
@@ -86,7 +86,8 @@ def compile_model(
 
     Raises:
         EdgekitError: ``ModelError``/``InputError`` for the model,
-            ``BoardNotFoundError`` for the board, ``CompileError`` from the
+            ``BoardNotFoundError`` for the board, ``ConfigError`` for
+            ``weight_storage="sparse"`` on a non-MCU board, ``CompileError`` from the
             backend, ``DoesNotFitError`` when the arena exceeds the board's
             RAM, ``PackageError`` when the file cannot be written.
     """
@@ -100,6 +101,7 @@ def compile_model(
     profiles = load_profiles(board_dirs)
     brd = profiles.board(board)
     target = profiles.target_of(brd)
+    refuse_weight_storage(options, target.codegen, brd.name)
     backend = get_backend(target.codegen, brd.name)
 
     if isinstance(model, PreparedModel):

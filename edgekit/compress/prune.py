@@ -17,7 +17,6 @@ caller.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -26,6 +25,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from edgekit.core.errors import ConfigError
+from edgekit.core.sparse import bitmask_bytes
 from edgekit.compress.passes import CompressionPass, PassContext, PassResult
 
 __all__ = [
@@ -252,8 +252,9 @@ def _smallest_mask(values: np.ndarray, k: int) -> np.ndarray:
 
 def sparse_storage_bytes(weight: np.ndarray) -> int:
     """Bytes of ``weight`` stored as a bitmask (one bit per element) plus its
-    non-zero values — the sparse format an MCU package can use."""
-    return math.ceil(weight.size / 8) + int(np.count_nonzero(weight)) * weight.dtype.itemsize
+    non-zero values — the format ``aot-c`` packages store pruned weights in
+    (``--weight-storage``); the same rule, :func:`edgekit.core.sparse.bitmask_bytes`."""
+    return bitmask_bytes(weight)
 
 
 def weight_sparsity(model: onnx.ModelProto, weights: list[str] | None = None) -> float:
