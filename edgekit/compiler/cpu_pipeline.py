@@ -468,10 +468,58 @@ def _inline_spatial(sch: Any) -> None:
     for block in _root_blocks(sch):
         if sch.get(block).name_hint in outputs or "R" in _block_kinds(sch, block):
             continue
+        feeds_reduction = any("R" in _block_kinds(sch, c) for c in sch.get_consumers(block))
+        if feeds_reduction and not _is_copy(sch.get(block)):
+            # e.g. softmax's exp: inlined into the sum it would be recomputed
+            # there and again in the normalization, in a scalar loop.
+            continue
         try:
             sch.compute_inline(block)
         except Exception:  # not inlinable (e.g. read by a reduction at several points): keep it
             pass
+
+
+def _is_copy(stmt: Any) -> bool:
+    """True if a block only copies (possibly padding with a constant): cheap to recompute anywhere."""
+    import tvm
+    from tvm import tirx
+
+    value = stmt.body.value if isinstance(stmt.body, tirx.BufferStore) else None
+    if isinstance(value, tvm.ir.Call) and isinstance(value.op, tvm.ir.Op) and value.op.name.endswith("if_then_else"):
+        value = value.args[1]
+    return isinstance(value, tvm.ir.TensorLoad)
+
+
+def _vectorize_row_reduction(sch: Any, block: Any, lanes: int) -> bool:
+    """Vectorizes a reduction over the innermost loop with ``rfactor``.
+
+    ``sum/max over k`` becomes ``lanes`` partial results kept in one vector
+    (``k = ko * lanes + ki``, ``ki`` vectorized) and a short final reduction;
+    LLVM cannot do this itself without reassociating float math. Returns False
+    (schedule untouched) when the block does not have that shape.
+    """
+    loops = sch.get_loops(block)
+    kinds = _block_kinds(sch, block)
+    if kinds.count("R") != 1 or kinds[-1] != "R" or len(loops) != len(kinds):
+        return False
+    ext = _extent(sch, loops[-1])
+    if ext is None or ext < 4 * lanes or ext % lanes:
+        return False
+    spatial = loops[:-1]
+    _ko, ki = sch.split(loops[-1], factors=[None, lanes])
+    rf = sch.rfactor(ki, factor_axis=len(spatial))
+    rf_loops = sch.get_loops(rf)
+    # rf block loops: spatial..., ko, ki (ki became spatial): put ki innermost, vectorize.
+    sch.reorder(*rf_loops[: len(spatial)], rf_loops[-2], rf_loops[-1])
+    sch.vectorize(sch.get_loops(rf)[-1])
+    if spatial:
+        outer = sch.get_loops(rf)[: len(spatial)]
+        fused = sch.fuse(*outer) if len(outer) > 1 else outer[0]
+        sch.parallel(fused)
+        wb = sch.get_loops(block)[: len(spatial)]
+        fused_wb = sch.fuse(*wb) if len(wb) > 1 else wb[0]
+        sch.parallel(fused_wb)
+    return True
 
 
 def _schedule_rest(sch: Any, lanes: int, skip: Any | None) -> None:
@@ -496,6 +544,15 @@ def _schedule_rest(sch: Any, lanes: int, skip: Any | None) -> None:
         if not spatial:
             continue
         if "R" in kinds:
+            trial = sch.copy()  # rfactor may refuse half-way: try on a copy first
+            try:
+                ok = _vectorize_row_reduction(trial, trial.get_sblock(stmt.name_hint), lanes)
+            except Exception as exc:
+                logger.debug("row reduction not vectorized: %s", exc)
+                ok = False
+            if ok:
+                _vectorize_row_reduction(sch, block, lanes)
+                continue
             red = [lp for lp, k in zip(loops, kinds) if k == "R"]
             sch.reorder(*spatial, *red)
             fused = sch.fuse(*spatial) if len(spatial) > 1 else spatial[0]
@@ -504,17 +561,23 @@ def _schedule_rest(sch: Any, lanes: int, skip: Any | None) -> None:
         last = spatial[-1]
         ext = _extent(sch, last)
         outer = spatial[:-1]
+        tail = 0
         if ext is not None and ext >= 2 * lanes:
-            o, last = sch.split(last, factors=[None, lanes])
-            outer = outer + [o]
-            sch.vectorize(last)
+            tail = ext % lanes
+            if not tail:
+                o, last = sch.split(last, factors=[None, lanes])
+                outer = outer + [o]
+                sch.vectorize(last)
         elif ext is not None and ext >= 2 and ext <= lanes * 2:
             sch.vectorize(last)
         if outer:
             fused = sch.fuse(*outer) if len(outer) > 1 else outer[0]
             sch.parallel(fused)
-        elif ext is not None and ext > 2 * lanes:
-            pass
+        if tail:
+            # A split that does not divide the extent puts a predicate inside
+            # the vector loop and LLVM scalarizes it: peel the tail instead.
+            main, _rest = sch.loop_partition(last, [ext - tail, None])
+            sch.vectorize(sch.split(main, factors=[None, lanes])[1])
 
 
 def schedule_passes(target: tvm.target.Target) -> list[Any]:
@@ -689,18 +752,23 @@ def _transpose_conv_pass() -> Any:
     return _call_rewrite_pass("relax.nn.conv2d_transpose", rewrite, "EdgekitTransposeConvAsShuffle")
 
 
-def _conv2d_nhwc_blocked(x: Any, wp: Any, strides: Any, padding: Any, dilation: Any, out_dtype: str) -> Any:
+def _conv2d_nhwc_blocked(
+    x: Any, wp: Any, strides: Any, padding: Any, dilation: Any, out_dtype: str, groups: int = 1
+) -> Any:
     """TE conv2d: NHWC activations, weights blocked by output channel.
 
     ``wp`` is ``[O // B, KH, KW, I, B]``: the ``B`` output channels a register
     tile computes are contiguous for every ``(ky, kx, ci)``, so the tile's
     weight loads walk memory sequentially instead of striding by ``O``
     (TOPI has no such conv2d in TVM 0.27; MLAS/oneDNN block the same way).
+    With ``groups > 1`` the output channels are ``groups`` equal runs and run
+    ``g`` reads input channels ``[g * I, (g + 1) * I)``.
     """
     from tvm import te, topi
 
-    n, h, w, ci = x.shape
-    _ob, kh, kw, _ci, block = wp.shape
+    n, h, w, _c = x.shape
+    _ob, kh, kw, ci, block = wp.shape
+    per_group = _ob * block // groups
     sh, sw = (int(v) for v in strides)
     dh, dw = (int(v) for v in dilation)
     pt, pl, pb, pr = (int(v) for v in padding)
@@ -714,7 +782,7 @@ def _conv2d_nhwc_blocked(x: Any, wp: Any, strides: Any, padding: Any, dilation: 
     return te.compute(
         (n, oh, ow, _ob * block),
         lambda nn, yy, xx, ff: te.sum(
-            x[nn, yy * sh + ry * dh, xx * sw + rx * dw, rc].astype(out_dtype)
+            x[nn, yy * sh + ry * dh, xx * sw + rx * dw, (ff // per_group * ci + rc) if groups > 1 else rc].astype(out_dtype)
             * wp[ff // block, ry, rx, rc, ff % block].astype(out_dtype),
             axis=[ry, rx, rc],
         ),
@@ -723,11 +791,19 @@ def _conv2d_nhwc_blocked(x: Any, wp: Any, strides: Any, padding: Any, dilation: 
 
 
 def _block_weights_pass(target: tvm.target.Target) -> Any:
-    """Rewrites float NHWC/HWIO ``conv2d`` (groups 1) to :func:`_conv2d_nhwc_blocked`.
+    """Rewrites float NHWC/HWIO ``conv2d`` to :func:`_conv2d_nhwc_blocked`.
 
-    The weight reshape/transpose this adds depends on weights only, so
-    ``LiftTransformParams`` moves it to compile time. Channel counts that are
-    not a multiple of the SIMD width keep the plain conv2d.
+    * Output channels are padded with zero filters to a multiple of the SIMD
+      width (the extra channels are sliced off again), so pruned or odd
+      channel counts still get full-width vector code.
+    * Grouped convolutions pad each group's output channels the same way
+      (ShuffleNet's 4 groups of 34 ran with 2-lane vectors, the largest
+      width dividing 34; a dense block-diagonal weight instead measured
+      slower: 4x the MACs).
+
+    The weight reshapes/pads this adds depend on weights only, so
+    ``LiftTransformParams`` moves them to compile time. Depthwise convolutions
+    keep the plain conv2d.
     """
     from tvm import relax
 
@@ -735,43 +811,190 @@ def _block_weights_pass(target: tvm.target.Target) -> Any:
 
     def rewrite(b: Any, call: Any) -> Any:
         a = call.attrs
-        if (a.data_layout, a.kernel_layout, a.out_layout) != ("NHWC", "HWIO", "NHWC") or int(a.groups) != 1:
+        if (a.data_layout, a.kernel_layout, a.out_layout) != ("NHWC", "HWIO", "NHWC"):
             return call
         x, w = call.args
-        xt, wt = x.ty, w.ty
-        if not isinstance(xt, relax.TensorType) or not isinstance(wt, relax.TensorType):
+        shapes = _static_float_shapes(x, w)
+        if shapes is None:
             return call
-        if str(xt.dtype) != "float32" or str(wt.dtype) != "float32" or wt.shape is None or xt.shape is None:
+        (_n, _h, _w, c), (kh, kw, ci, co) = shapes
+        groups = int(a.groups)
+        per_group = co // groups
+        if groups == c and groups > 1:  # depthwise: no reduction over channels to block
             return call
-        try:
-            kh, kw, ci, co = (int(v) for v in wt.shape.values)
-            [int(v) for v in xt.shape.values]
-        except (TypeError, AttributeError):
+        # Each group's output channels are padded to a multiple of the SIMD
+        # width with zero filters, so a vector never straddles two groups.
+        padded = -(-per_group // lanes) * lanes
+        if padded != per_group and per_group < lanes:  # more padding than work
             return call
-        block = next((b for b in (2 * lanes, lanes) if co % b == 0), 0)
-        if not block:
-            return call
-        out_dtype = _out_dtype(a) or "float32"
-        w5 = b.emit(relax.op.reshape(w, (kh, kw, ci, co // block, block)))
+        if padded != per_group:
+            w = b.emit(relax.op.reshape(w, (kh, kw, ci, groups, per_group)))
+            w = b.emit(relax.op.nn.pad(w, [0, 0, 0, 0, 0, 0, 0, 0, 0, padded - per_group]))
+            w = b.emit(relax.op.reshape(w, (kh, kw, ci, groups * padded)))
+        total = groups * padded
+        blk = 2 * lanes if padded % (2 * lanes) == 0 else lanes
+        w5 = b.emit(relax.op.reshape(w, (kh, kw, ci, total // blk, blk)))
         wp = b.emit(relax.op.permute_dims(w5, [3, 0, 1, 2, 4]))
-        return b.call_te(
+        y = b.call_te(
             _conv2d_nhwc_blocked,
             x,
             wp,
             strides=list(a.strides),
             padding=list(a.padding),
             dilation=list(a.dilation),
-            out_dtype=out_dtype,
+            out_dtype=_out_dtype(a) or "float32",
+            groups=groups,
             primfunc_name_hint="conv2d_blocked",
         )
+        if padded == per_group:
+            return y
+        y = b.emit(y)
+        if groups == 1:
+            return relax.op.strided_slice(y, axes=[3], begin=[0], end=[co])
+        n, oh, ow = (int(v) for v in y.ty.shape.values[:3])
+        y = b.emit(relax.op.reshape(y, (n, oh, ow, groups, padded)))
+        y = b.emit(relax.op.strided_slice(y, axes=[4], begin=[0], end=[per_group]))
+        return relax.op.reshape(y, (n, oh, ow, co))
 
     return _call_rewrite_pass("relax.nn.conv2d", rewrite, "EdgekitBlockConvWeights")
 
 
+def _static_float_shapes(*exprs: Any) -> list[list[int]] | None:
+    """Static shapes of float32 tensors, or None if any is not one."""
+    from tvm import relax
+
+    shapes = []
+    for e in exprs:
+        t = e.ty
+        if not isinstance(t, relax.TensorType) or str(t.dtype) != "float32" or t.shape is None:
+            return None
+        try:
+            shapes.append([int(v) for v in t.shape.values])
+        except (TypeError, AttributeError):
+            return None
+    return shapes
+
+
+def _row_reduce(fn: Any, data: Any, rows: list[int], lo: int, hi: int, name: str) -> Any:
+    """``fn`` (``te.max``/``te.sum``) over ``data[..., lo:hi]``."""
+    from tvm import te
+
+    k = te.reduce_axis((lo, hi), name=f"k_{name}")
+    return te.compute(rows, lambda *i: fn(data[(*i, k)], axis=k), name=name)
+
+
+def _softmax_split(x: Any, lanes: int) -> Any:
+    """TE softmax over the last axis with each reduction split at a multiple of ``lanes``.
+
+    ``max``/``sum`` over ``[0, N - N % lanes)`` is one reduction the scheduler
+    vectorizes (:func:`_vectorize_row_reduction`); the few tail elements are a
+    second, scalar one. TOPI's softmax reduces over ``[0, N)`` in one loop,
+    which stays scalar when ``N`` is not a multiple of the vector width
+    (PP-OCR rec's 18710 classes). Uses TVM's polynomial ``fast_exp``.
+    """
+    from tvm import te, tirx, topi
+
+    *rows, n = (int(v) for v in x.shape)
+    main = n - n % lanes
+
+    def reduce(fn: Any, data: Any, name: str) -> Any:
+        parts = []
+        for lo, hi in ((0, main), (main, n)):
+            if hi > lo:
+                parts.append(_row_reduce(fn, data, rows, lo, hi, f"{name}_{lo}"))
+        if len(parts) == 1:
+            return parts[0]
+        combine = tirx.max if name == "max" else (lambda a, b: a + b)
+        return te.compute(rows, lambda *i: combine(parts[0][i], parts[1][i]), name=name)
+
+    peak = reduce(te.max, x, "max")
+    e = te.compute(x.shape, lambda *i: x[i] - peak[i[:-1]], name="delta")
+    e = topi.fast_exp(e)
+    total = reduce(te.sum, e, "sum")
+    return te.compute(x.shape, lambda *i: e[i] / total[i[:-1]], name="softmax_norm")
+
+
+def _softmax_pass(target: tvm.target.Target) -> Any:
+    """Replaces last-axis float ``softmax`` of static shape by :func:`_softmax_split`."""
+    lanes = simd_lanes(target)
+
+    def rewrite(b: Any, call: Any) -> Any:
+        shapes = _static_float_shapes(call.args[0])
+        if shapes is None:
+            return call
+        axis = int(call.attrs.axis)
+        if axis not in (-1, len(shapes[0]) - 1) or shapes[0][-1] < 4 * lanes:
+            return call
+        return b.call_te(_softmax_split, call.args[0], lanes=lanes, primfunc_name_hint="softmax")
+
+    return _call_rewrite_pass("relax.nn.softmax", rewrite, "EdgekitSplitSoftmax")
+
+
+def _matmul_blocked(x: Any, wp: Any, out_dtype: str) -> Any:
+    """TE ``x @ W`` with ``W`` blocked by output column: ``wp`` is ``[N // B, K, B]``.
+
+    As with :func:`_conv2d_nhwc_blocked`, the ``B`` columns of a register tile
+    are contiguous for every ``k``, so the weights stream sequentially
+    instead of one cache line (and one TLB page) per ``k`` and tile.
+    """
+    from tvm import te
+
+    *lead, kdim = x.shape
+    nb, _k, block = wp.shape
+    k = te.reduce_axis((0, kdim), name="k")
+    return te.compute(
+        (*lead, nb * block),
+        lambda *i: te.sum(
+            x[(*i[:-1], k)].astype(out_dtype) * wp[i[-1] // block, k, i[-1] % block].astype(out_dtype), axis=k
+        ),
+        name="matmul_blocked",
+    )
+
+
+def _matmul_weights_pass(target: tvm.target.Target) -> Any:
+    """Runs float ``matmul`` with a 2-D right operand (a Gemm/MatMul weight) as :func:`_matmul_blocked`.
+
+    The columns are padded to a multiple of the SIMD width first (the product
+    is sliced back): PP-OCR rec's classifier, 18710 columns, otherwise ran
+    with 5-lane vectors. The pad and the blocking transpose depend on the
+    weight alone and move to compile time. Batched products of two
+    activations (attention) have a 3-D or 4-D right operand and are left as
+    they are.
+    """
+    from tvm import relax
+
+    lanes = simd_lanes(target)
+
+    def rewrite(b: Any, call: Any) -> Any:
+        x, w = call.args
+        shapes = _static_float_shapes(x, w)
+        if shapes is None or len(shapes[1]) != 2:
+            return call
+        k, n = shapes[1]
+        if n < lanes:
+            return call
+        padded = -(-n // lanes) * lanes
+        if padded != n:
+            w = b.emit(relax.op.nn.pad(w, [0, 0, 0, padded - n]))
+        blk = 2 * lanes if padded % (2 * lanes) == 0 else lanes
+        w3 = b.emit(relax.op.reshape(w, (k, padded // blk, blk)))
+        wp = b.emit(relax.op.permute_dims(w3, [1, 0, 2]))
+        out_dtype = str(call.attrs.out_dtype) if str(call.attrs.out_dtype) not in ("", "None", "void") else "float32"
+        y = b.call_te(_matmul_blocked, x, wp, out_dtype=out_dtype, primfunc_name_hint="matmul_blocked")
+        if padded == n:
+            return y
+        return relax.op.strided_slice(b.emit(y), axes=[len(shapes[0]) - 1], begin=[0], end=[n])
+
+    return _call_rewrite_pass("relax.matmul", rewrite, "EdgekitBlockMatmulWeights")
+
+
 def prepare_cpu_module(
-    mod: tvm.IRModule, target: tvm.target.Target, *, lift_params: bool = True
+    mod: tvm.IRModule, target: tvm.target.Target, *, lift_params: bool = True, fast_math: bool = True
 ) -> tuple[tvm.IRModule, tvm.IRModule | None]:
     """Layout conversion, weight-transform lifting, legalization and fusion.
+
+    Args:
+        fast_math: Use TVM's polynomial exp/erf/tanh/softmax.
 
     Returns:
         ``(module, transform)``: ``module`` holds ``main`` and fused,
@@ -797,6 +1020,12 @@ def prepare_cpu_module(
         relax.transform.ConvertLayout(CONV_LAYOUTS),
         relax.transform.Normalize(),
         _block_weights_pass(target),
+        _matmul_weights_pass(target),
+        *([_softmax_pass(target)] if fast_math else []),
+        # TVM's polynomial exp/erf/tanh/softmax (relative error ~1e-7):
+        # vectorizable, where LLVM calls scalar libm expf once per lane
+        # (PP-OCR rec's 18710-class softmax took 7 ms with libm).
+        *([relax.transform.FastMathTransform()] if fast_math else []),
         relax.transform.FoldConstant(),
     ]
     with target:

@@ -200,3 +200,48 @@ def test_fused_injective_chain_is_one_pass(tmp_path):
     for _, f in scheduled.functions_items():
         if isinstance(f, tvm.tirx.PrimFunc):
             assert f.script().count("T.writes(") == 1, f.script()
+
+
+def _kernel_names(model: onnx.ModelProto, tmp_path) -> list[str]:
+    path = tmp_path / "names.onnx"
+    onnx.save(model, str(path))
+    mod, _ = import_onnx(load_model(str(path)))
+    prepared, _ = prepare_cpu_module(mod, _target())
+    return [gv.name_hint for gv, f in prepared.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+
+
+@pytest.mark.parametrize(("groups", "channels"), [(1, 20), (2, 20), (4, 136)], ids=["ragged", "grouped-ragged", "shufflenet-like"])
+def test_ragged_channel_convs_are_padded_and_exact(tmp_path, groups, channels):
+    # 20 output channels (10 or 5 per group) and ShuffleNet's 4 groups of 34
+    # are padded to whole vectors with zero filters and sliced back.
+    rng = np.random.default_rng(8)
+    inits = [_w(rng, "W", (channels, channels // groups, 1, 1)), _w(rng, "B", (channels,))]
+    nodes = [
+        helper.make_node("Conv", ["x", "W", "B"], ["y"], group=groups),
+        helper.make_node("Relu", ["y"], ["out"]),
+    ]
+    model = _model(nodes, [_vi("x", [1, channels, 9, 9])], [_vi("out", [1, channels, 9, 9])], inits)
+    got, want, _ = _run_both(model, tmp_path)
+    _close(got, want)
+    names = _kernel_names(model, tmp_path)
+    assert any("conv2d_blocked" in n for n in names), names
+
+
+def test_gemm_with_ragged_width_runs_blocked_and_exact(tmp_path):
+    rng = np.random.default_rng(9)
+    inits = [_w(rng, "W", (37, 24)), _w(rng, "B", (37,))]
+    nodes = [helper.make_node("Gemm", ["x", "W", "B"], ["out"], transB=1)]
+    model = _model(nodes, [_vi("x", [3, 24])], [_vi("out", [3, 37])], inits)
+    got, want, _ = _run_both(model, tmp_path)
+    _close(got, want)
+    assert any("matmul_blocked" in n for n in _kernel_names(model, tmp_path))
+
+
+@pytest.mark.parametrize("classes", [75, 64])
+def test_wide_softmax_matches_onnxruntime(tmp_path, classes):
+    # The split-reduction softmax with the polynomial exp, ragged and whole vectors.
+    nodes = [helper.make_node("Softmax", ["x"], ["out"], axis=-1)]
+    model = _model(nodes, [_vi("x", [2, 5, classes])], [_vi("out", [2, 5, classes])], [])
+    got, want, _ = _run_both(model, tmp_path)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(got.sum(-1), 1.0, rtol=1e-5)
