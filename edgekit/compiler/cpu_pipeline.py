@@ -24,10 +24,10 @@ machinery:
   residual add) inlined into the write-back and the outer loops parallel.
   dlight's own ``cpu.Reduction`` handles softmax/normalization and
   :class:`CpuInjective` parallelizes and vectorizes everything else.
-* **Tuning**: functions found in a MetaSchedule database (see
-  :mod:`edgekit.compiler.tuning`) are taken from it
-  (``relax.transform.MetaScheduleApplyDatabase``) before the default rules run,
-  so a tuned kernel always wins over the heuristic one.
+* **Tuning**: a kernel with a record in a MetaSchedule database (see
+  :mod:`edgekit.compiler.tuning`) is taken from it before the default rules
+  run, if the record measured clearly faster than the default schedule
+  (:func:`apply_database`).
 
 Entry point: :func:`build_cpu`.
 """
@@ -51,6 +51,8 @@ __all__ = [
     "CONV_LAYOUTS",
     "CpuBuild",
     "build_cpu",
+    "apply_database",
+    "default_schedule",
     "import_onnx",
     "prepare_cpu_module",
     "schedule_passes",
@@ -428,11 +430,26 @@ def _inline_epilogue(sch: Any, acc: Any) -> None:
         except Exception:
             return
     consumers = list(sch.get_consumers(acc))
-    if len(consumers) == 1:
+    if len(consumers) == 1 and _same_write_shape(sch, acc, consumers[0]):
         try:
             sch.reverse_compute_inline(consumers[0])
         except Exception:
             pass
+
+
+def _same_write_shape(sch: Any, a: Any, b: Any) -> bool:
+    """True if blocks ``a`` and ``b`` write buffers of the same shape.
+
+    An epilogue that also slices (the channel padding of
+    :func:`_block_weights_pass`) is not inlined into the write-back: TVM 0.27's
+    ``reverse_compute_inline`` then keeps only the channel bound of the
+    write-back's predicate and drops the row bound of a tile that does not
+    divide the rows, writing past the end of the output (heap corruption,
+    found on SqueezeNet's 13x13 classifier).
+    """
+    sa = [int(d) for d in sch.get(a).writes[0].source.shape]
+    sb = [int(d) for d in sch.get(b).writes[0].source.shape]
+    return sa == sb
 
 
 def _root_sref_block(sch: Any) -> Any:
@@ -578,6 +595,20 @@ def _schedule_rest(sch: Any, lanes: int, skip: Any | None) -> None:
             # the vector loop and LLVM scalarizes it: peel the tail instead.
             main, _rest = sch.loop_partition(last, [ext - tail, None])
             sch.vectorize(sch.split(main, factors=[None, lanes])[1])
+
+
+def default_schedule(func: Any, target: tvm.target.Target) -> Any | None:
+    """The schedule :func:`schedule_passes` gives one unscheduled PrimFunc (traced), or None.
+
+    Tuning measures it first and stores it as a record, so a kernel is only
+    taken from the database if the search beat this schedule.
+    """
+    rules = _Rules.get()
+    for rule in (rules["CpuTiledReduction"](), rules["CpuInjective"]()):
+        sch = rule.apply(func, target, False)
+        if sch is not None:
+            return sch
+    return None
 
 
 def schedule_passes(target: tvm.target.Target) -> list[Any]:
@@ -824,7 +855,10 @@ def _block_weights_pass(target: tvm.target.Target) -> Any:
             return call
         # Each group's output channels are padded to a multiple of the SIMD
         # width with zero filters, so a vector never straddles two groups.
-        padded = -(-per_group // lanes) * lanes
+        # Wide layers are padded to whole pairs of vectors (2-vector register
+        # tiles need fewer loads per FMA); the waste is under 2 * lanes / per_group.
+        unit = 2 * lanes if per_group >= 8 * lanes else lanes
+        padded = -(-per_group // unit) * unit
         if padded != per_group and per_group < lanes:  # more padding than work
             return call
         if padded != per_group:
@@ -1112,6 +1146,7 @@ def build_cpu(
     num_threads: int = 0,
     opt_level: int = 3,
     use_shipped: bool = True,
+    fast_math: bool = True,
 ) -> CpuBuild:
     """Compiles a Relax module (as imported from ONNX) into fast CPU code.
 
@@ -1133,7 +1168,10 @@ def build_cpu(
             :func:`set_num_threads`.
         opt_level: ``PassContext`` optimisation level.
         use_shipped: With no ``database``, use the pre-tuned records shipped in
-            ``edgekit/tuning_records`` for this exact target, if any.
+            ``edgekit/tuning_records`` for the target's ISA class, if any.
+        fast_math: TVM's polynomial exp/erf/tanh/softmax (relative error about
+            1e-7, vectorized) instead of libm calls. Tuning records are made
+            with it on.
 
     Returns:
         A :class:`CpuBuild`.
@@ -1142,13 +1180,12 @@ def build_cpu(
         CompileError: if TVM fails to lower or build the module.
     """
     import tvm
-    from tvm import relax
 
     set_num_threads(num_threads)
     lift = params is not None
     try:
         num_input = _num_input(mod["main"])
-        prepared, transform = prepare_cpu_module(mod, target, lift_params=lift)
+        prepared, transform = prepare_cpu_module(mod, target, lift_params=lift, fast_math=fast_math)
         new_params: list[Any] = list(params or [])
         if transform is not None:
             new_params = _transform_params(transform, target, new_params)
@@ -1159,14 +1196,7 @@ def build_cpu(
         with target, tvm.transform.PassContext(opt_level=opt_level):
             tuned: list[str] = []
             if database is not None:
-                with database:
-                    from_db = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(prepared)
-                tuned = [
-                    gv.name_hint
-                    for gv, f in from_db.functions_items()
-                    if isinstance(f, tvm.tirx.PrimFunc) and _is_scheduled(f) and not _is_scheduled(prepared[gv])
-                ]
-                prepared = from_db
+                prepared, tuned = apply_database(prepared, database, target)
             scheduled = tvm.transform.Sequential(schedule_passes(target))(prepared)
             lowered = tvm.transform.Sequential(_lowering_passes(target))(scheduled)
             exe = tvm.compile(lowered, target, relax_pipeline=None)
@@ -1180,6 +1210,73 @@ def build_cpu(
             hint="Re-run with --debug for the full TVM error; try `--opt-level 0` or report the model.",
         ) from exc
     return CpuBuild(executable=exe, params=new_params, num_input=num_input, tuned_kernels=tuned, lowered=lowered)
+
+
+#: A tuned record replaces the default schedule only if it measured at least
+#: this much faster: single tuning measurements on a loaded machine vary by
+#: 10-20%, and a kernel alone in a loop runs hotter in cache than inside the
+#: model, so a small "win" in the database is often a loss in the model.
+TUNED_MARGIN = 0.10
+
+
+def apply_database(mod: tvm.IRModule, database: Any, target: tvm.target.Target) -> tuple[tvm.IRModule, list[str]]:
+    """Schedules the PrimFuncs of ``mod`` that ``database`` has a clearly better record for.
+
+    Like ``relax.transform.MetaScheduleApplyDatabase`` (the record's trace is
+    replayed on the kernel), with one difference: when the database also
+    holds the measured default schedule of a kernel (tuning stores it first,
+    :func:`edgekit.compiler.tuning._measure_default`), the best record is
+    only used if it beat the default by :data:`TUNED_MARGIN`; otherwise the
+    kernel is left to :func:`schedule_passes`.
+
+    Returns:
+        ``(module, names)``: the module with those kernels scheduled, and their names.
+    """
+    import tvm
+    from tvm import s_tir
+
+    out = mod
+    names: list[str] = []
+    for gv, func in mod.functions_items():
+        if not isinstance(func, tvm.tirx.PrimFunc) or _is_scheduled(func):
+            continue
+        workload_mod = tvm.IRModule({"main": func.with_attr("global_symbol", "main")})
+        if not database.has_workload(workload_mod):
+            continue
+        records = [r for r in database.get_top_k(database.commit_workload(workload_mod), 1 << 30) if r.run_secs]
+        if not records:
+            continue
+        best = records[0]
+        default = default_schedule(workload_mod["main"], target)
+        if default is not None:
+            text = str(default.trace)
+            base = next((r for r in records if str(r.trace) == text), None)
+            if base is not None and (best is base or _mean_secs(best) > (1 - TUNED_MARGIN) * _mean_secs(base)):
+                continue
+        sch = s_tir.Schedule(workload_mod)
+        try:
+            best.trace.apply_to_schedule(sch, remove_postproc=False)
+        except Exception as exc:  # a record from another TVM version: fall back to the default
+            logger.warning("tuning record for %s does not apply (%s); using the default schedule", gv.name_hint, exc)
+            continue
+        new = sch.mod["main"].with_attr("tirx.is_scheduled", True).without_attr("global_symbol")
+        if func.attrs is not None and "global_symbol" in func.attrs:
+            new = new.with_attr("global_symbol", func.attrs["global_symbol"])
+        out = _replace(out, gv, new)
+        names.append(gv.name_hint)
+    return out, names
+
+
+def _mean_secs(record: Any) -> float:
+    secs = [float(x) for x in record.run_secs]
+    return sum(secs) / len(secs)
+
+
+def _replace(mod: tvm.IRModule, gv: Any, func: Any) -> tvm.IRModule:
+    import tvm
+
+    funcs = {g: (func if g.same_as(gv) else f) for g, f in mod.functions_items()}
+    return tvm.IRModule(funcs, attrs=mod.attrs)
 
 
 def _without(mod: tvm.IRModule, name: str) -> tvm.IRModule:

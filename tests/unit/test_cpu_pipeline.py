@@ -245,3 +245,66 @@ def test_wide_softmax_matches_onnxruntime(tmp_path, classes):
     got, want, _ = _run_both(model, tmp_path)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(got.sum(-1), 1.0, rtol=1e-5)
+
+
+def _call_shapes(main) -> dict[str, list[tuple[tuple[int, ...], str]]]:
+    """Argument shapes (inputs then outputs) of the first call of each PrimFunc in ``main``."""
+    from tvm import relax
+
+    call_tir = tvm.ir.Op.get("relax.call_tir")
+    found: dict[str, list[tuple[tuple[int, ...], str]]] = {}
+
+    def shape(ty):
+        return tuple(int(v) for v in ty.shape.values), str(ty.dtype)
+
+    def visit(e):
+        if isinstance(e, relax.Call) and e.op.same_as(call_tir) and e.args[0].name_hint not in found:
+            outs = e.ty.fields if isinstance(e.ty, relax.TupleType) else [e.ty]
+            found[e.args[0].name_hint] = [shape(a.ty) for a in e.args[1].fields] + [shape(o) for o in outs]
+
+    relax.analysis.post_order_visit(main, visit)
+    return found
+
+
+def test_scheduled_kernels_write_only_inside_their_buffers(tmp_path):
+    # Every kernel runs on buffers that are views at the start of larger,
+    # sentinel-filled allocations: a write past the end of any argument (a
+    # missing tile predicate; TVM 0.27's reverse_compute_inline drops one when
+    # the epilogue slices off padded channels, see _same_write_shape) would
+    # change the sentinels. 13x13 pixels: no row tile divides 13.
+    from edgekit.compiler.cpu_pipeline import schedule_passes
+
+    rng = np.random.default_rng(10)
+    inits = [_w(rng, "W", (20, 16, 1, 1)), _w(rng, "B", (20,)), _w(rng, "W2", (1000, 20, 1, 1))]
+    nodes = [
+        helper.make_node("Conv", ["x", "W", "B"], ["y"]),
+        helper.make_node("Relu", ["y"], ["r"]),
+        helper.make_node("Conv", ["r", "W2"], ["out"]),
+    ]
+    model = _model(nodes, [_vi("x", [1, 16, 13, 13])], [_vi("out", [1, 1000, 13, 13])], inits)
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    mod, _ = import_onnx(load_model(str(path)))
+    target = _target()
+    prepared, _ = prepare_cpu_module(mod, target)
+    with target:
+        scheduled = tvm.transform.Sequential(schedule_passes(target))(prepared)
+    shapes = _call_shapes(scheduled["main"])
+    checked = 0
+    for gv, func in scheduled.functions_items():
+        if not isinstance(func, tvm.tirx.PrimFunc) or gv.name_hint not in shapes:
+            continue
+        lib = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target)
+        bigs, views = [], []
+        for shp, dtype in shapes[gv.name_hint]:
+            n = int(np.prod(shp))
+            big = tvm.runtime.tensor(np.full(n + 4096, 7.25, dtype))
+            view = big._create_view(shp)
+            view.copyfrom(rng.standard_normal(shp).astype(dtype))
+            bigs.append((big, n))
+            views.append(view)
+        lib["main"](*views)
+        for big, n in bigs:
+            assert np.all(big.numpy()[n:] == 7.25), f"{gv.name_hint} wrote past the end of an argument"
+        checked += 1
+    assert checked >= 2
