@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -54,3 +55,30 @@ def _isolate_profile_env(monkeypatch: pytest.MonkeyPatch) -> None:
     # A developer's own EDGEKIT_BOARDS must not change test results.
     monkeypatch.delenv("EDGEKIT_BOARDS", raising=False)
     monkeypatch.delenv("EDGEKIT_TARGETS", raising=False)
+
+
+def _pristine_metaschedule_logger() -> None:
+    logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        if handler.get_name():  # MetaSchedule's own console and file handlers
+            handler.close()
+    logger.setLevel(logging.NOTSET)
+    logger.propagate = True
+
+
+@pytest.fixture(autouse=True)
+def _fresh_metaschedule_logging():
+    """Makes each test's MetaSchedule runs start like the first of a process.
+
+    * MetaSchedule's first run makes its logger non-propagating; pytest's
+      logging plugin then attaches its unnamed capture handlers to it at the
+      start of each later test, and MetaSchedule's next run lists that
+      logger's handlers by name in a ``dictConfig``: ``AttributeError:
+      'NoneType' object has no attribute 'format'`` (any two tests that tune).
+    * That first run also sets the logger to DEBUG (``tuning.tune`` now
+      resets the level on every run; the fixture keeps tests independent).
+    """
+    _pristine_metaschedule_logger()
+    yield
+    _pristine_metaschedule_logger()

@@ -12,6 +12,7 @@ from rich.table import Table
 from edgekit.cli.render import console, emit_json, err_console
 from edgekit.compiler.backend import WEIGHT_STORAGE, CompileOptions
 from edgekit.compiler.driver import compile_model
+from edgekit.core.errors import InputError
 from edgekit.core.tensors import parse_input_shapes
 
 __all__ = ["add_parser", "run", "format_bytes", "StageProgress"]
@@ -31,8 +32,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input-shape", action="append", default=[], metavar="NAME=1x3x224x224",
                    help="static shape of an input (repeat per input)")
     p.add_argument("--tune", type=int, default=0, metavar="N",
-                   help="tune with N MetaSchedule trials first (host-like CPU boards; results are kept in the "
-                   "tuning database and reused, see `edgekit tune`)")
+                   help="tune with N MetaSchedule trials first (CPU boards with the TVM runtime, e.g. host; a remote "
+                   "board is measured through --tracker; results are kept in the tuning database and reused, "
+                   "see `edgekit tune`)")
+    p.add_argument("--tracker", metavar="HOST:PORT",
+                   help="with --tune: measure on a board registered with this TVM RPC tracker (see `edgekit tune`)")
+    p.add_argument("--key", metavar="NAME",
+                   help="with --tune --tracker: key the board's RPC servers use (default: the board name)")
     p.add_argument("--opt-level", type=int, default=3, choices=range(4), metavar="{0..3}", help="TVM optimisation level (default 3)")
     p.add_argument("--weight-storage", choices=WEIGHT_STORAGE, default="auto",
                    help="microcontroller (aot-c) boards: store each weight bitmask-sparse where that makes flash "
@@ -103,10 +109,14 @@ class StageProgress:
 
 
 def run(args: argparse.Namespace) -> int:
+    if (args.tracker or args.key) and not args.tune:
+        raise InputError("--tracker and --key apply to tuning", hint="Add --tune N, or drop them.")
     options = CompileOptions(
         opt_level=args.opt_level,
         allow_unsupported=args.allow_unsupported,
         tune_trials=args.tune,
+        tune_tracker=args.tracker or "",
+        tune_key=args.key or "",
         weight_storage=args.weight_storage,
     )
     shapes = parse_input_shapes(args.input_shape)

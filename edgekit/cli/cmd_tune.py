@@ -28,11 +28,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "tune",
         help="tune a model's kernels for a board (MetaSchedule)",
         description=(
-            "Search faster schedules for each kernel of MODEL on the board's CPU and store them in the "
-            "per-target tuning database (reused by compile, by other models with the same kernels, and by "
-            "a re-run after an interruption: trials already measured are not repeated)."
+            "Search faster schedules for each kernel of MODEL on the board's CPU and store them in the\n"
+            "per-target tuning database (reused by compile, by other models with the same kernels, and by a\n"
+            "re-run after an interruption: trials already measured are not repeated).\n\n"
+            "The host is measured on this machine. A board reached over the network is measured on the board\n"
+            "through a TVM RPC tracker (--tracker, or a profile with [transport] kind = \"rpc\" and\n"
+            "host = \"HOST:PORT\"): candidates are built here for the board's target and timed by the RPC\n"
+            "server registered under --key. Each target's records go to its own database, so host and\n"
+            "board records never mix."
         ),
-        epilog="example: edgekit tune model.onnx --board host --trials 500",
+        epilog="examples:\n"
+        "  edgekit tune model.onnx --board host --trials 500\n"
+        "  python -m edgekit.runtime.rpc server --tracker 10.0.0.5:9190 --key my-board   # on the board\n"
+        "  edgekit tune model.onnx --board my-board --trials 500 --tracker 10.0.0.5:9190\n"
+        "Candidates are shared libraries that the server's own TVM runtime loads, so the server must run\n"
+        "on the board's ISA (one that reports another CPU is refused; --qemu emulates boards for `bench` only).\n"
+        "See docs/performance.md.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("model", metavar="MODEL", help="ONNX model")
     p.add_argument("--board", default="host", help="board profile (default: host)")
@@ -43,6 +55,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--db", metavar="DIR", help="folder of tuning databases (default: the user cache)")
     p.add_argument("--boards-dir", action="append", default=[], metavar="DIR", help="extra folder of board/target TOML files")
     p.add_argument("--seed", type=int, default=None, help="random seed of the search")
+    g = p.add_argument_group("measuring on a remote board (TVM RPC tracker)")
+    g.add_argument("--tracker", metavar="HOST:PORT",
+                   help="measure on a board registered with this TVM RPC tracker (default: the profile's, "
+                   "for transport rpc boards)")
+    g.add_argument("--key", metavar="NAME",
+                   help="key the board's RPC servers are registered under (default: the profile's rpc_key, "
+                   "else the board name)")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.set_defaults(func=run)
 
@@ -70,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
     if args.trials < 0:
         raise InputError(f"--trials must be >= 0, got {args.trials}", hint="Use e.g. --trials 500.")
     board, target = get_board(args.board, args.boards_dir)
+    if args.key and not args.tracker and board.transport.kind != "rpc":
+        raise InputError("--key needs --tracker", hint="Add --tracker HOST:PORT (the TVM RPC tracker the board is registered with).")
     prepared = load_model(args.model, parse_input_shapes(args.input_shape))
     with Progress(
         TextColumn("[bold]tuning[/bold] {task.fields[kernel]}"),
@@ -94,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
                 eta=eta,
             )
 
-        report = tune_model(prepared, board, target, args.trials, db_root=args.db, progress=on_progress, seed=args.seed)
+        report = tune_model(prepared, board, target, args.trials, db_root=args.db, progress=on_progress, seed=args.seed,
+                            tracker=args.tracker, key=args.key)
     if args.json:
         emit_json(report.to_json())
         return 0
@@ -103,6 +125,13 @@ def run(args: argparse.Namespace) -> int:
         f"({report.trials_reused} found in the database and not repeated)"
     )
     console.print(f"database: {report.database_dir}")
+    where = report.measured_on
+    if where.get("where") == "rpc":
+        server = f" ({where['server']}, {where['machine']})" if where.get("server") else ""
+        console.print(f"measured on: '{where['key']}' RPC servers through the tracker {where['tracker']}{server}, "
+                      "natively (not emulated)", highlight=False)
+    else:
+        console.print("measured on: this machine", highlight=False)
     for t in report.tasks:
         best = f"{t.best_us:.1f} us" if t.best_us else "-"
         console.print(f"  {t.name:<48} x{t.weight:<3} {min(t.measured, t.budget) if t.budget else t.measured:>4}+ trials  best {best}")

@@ -98,6 +98,9 @@ class CompileOptions:
     Attributes:
         opt_level: TVM ``PassContext`` optimisation level, 0 to 3.
         tune_trials: MetaSchedule trials (0 = untuned).
+        tune_tracker: ``HOST:PORT`` of a TVM RPC tracker that tuning measures
+            the board through ("" = the profile's, or this machine).
+        tune_key: Key of the board's RPC servers ("" = the profile's rpc_key or the board name).
         allow_unsupported: Skip edgekit's operator scan and let TVM try anyway.
         weight_storage: How an ``aot-c`` package stores weights in flash:
             ``auto`` — bitmask-sparse for each weight where that is smaller,
@@ -109,6 +112,8 @@ class CompileOptions:
 
     opt_level: int = 3
     tune_trials: int = 0
+    tune_tracker: str = ""
+    tune_key: str = ""
     allow_unsupported: bool = False
     weight_storage: str = "auto"
 

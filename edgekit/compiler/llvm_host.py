@@ -128,7 +128,8 @@ def build(
         from edgekit.compiler.tuning import open_database, tune_model
 
         progress("tune", f"tuning with {options.tune_trials} MetaSchedule trials")
-        tune_model(prepared, board, target, options.tune_trials)
+        tune_model(prepared, board, target, options.tune_trials,
+                   tracker=options.tune_tracker or None, key=options.tune_key or None)
         database = open_database(tvm_target)
     build = build_cpu(
         mod, tvm_target, weights, database=database, num_threads=board.cores, opt_level=options.opt_level

@@ -44,10 +44,12 @@ __all__ = [
     "TaskInfo",
     "TuneProgress",
     "TuneReport",
+    "X86_AVX2",
     "cache_root",
     "count_records",
     "database_dir",
     "extract_tasks",
+    "isa_class",
     "open_database",
     "shipped_database",
     "target_hash",
@@ -140,12 +142,47 @@ def open_database(
         ) from None
 
 
-def shipped_database(target: tvm.target.Target) -> Any | None:
-    """The pre-tuned records shipped with edgekit for ``target``, or None if there are none."""
-    folder = SHIPPED_RECORDS / target_hash(target)
-    if not (folder / _RECORD_FILE).is_file():
+#: Shipped record sets by instruction-set class (see :func:`isa_class`).
+X86_AVX2 = "x86-64-avx2"
+
+
+def isa_class(target: tvm.target.Target) -> str | None:
+    """The shipped-record class of ``target``: ``"x86-64-avx2"`` for x86 CPUs with AVX2 + FMA and no AVX-512.
+
+    Records store schedules (loop structure), not machine code, so records
+    measured on one AVX2 CPU apply to every other AVX2 CPU; the kernels are
+    still compiled for the exact ``-mcpu``. AVX-512 CPUs use 16-lane tiles,
+    so their kernels differ and the AVX2 records do not apply.
+    """
+    from tvm.target.codegen import target_has_features
+
+    if target.kind.name != "llvm" or "x86" not in str(target.attrs.get("mtriple", "x86_64")):
         return None
-    return open_database(target, SHIPPED_RECORDS, create=False)
+    try:
+        avx2 = target_has_features("avx2", target) and target_has_features("fma", target)
+        avx512 = target_has_features("avx512f", target)
+    except Exception:  # a CPU name LLVM does not know
+        return None
+    return X86_AVX2 if avx2 and not avx512 else None
+
+
+def shipped_database(target: tvm.target.Target) -> Any | None:
+    """The pre-tuned records shipped with edgekit for ``target``'s ISA class, or None if there are none.
+
+    See ``edgekit/tuning_records/README.md`` for how they were measured.
+    """
+    from tvm.s_tir import meta_schedule as ms
+
+    name = isa_class(target)
+    folder = SHIPPED_RECORDS / name if name else None
+    if folder is None or not (folder / _RECORD_FILE).is_file():
+        return None
+    return ms.database.JSONDatabase(
+        path_workload=str(folder / _WORKLOAD_FILE),
+        path_tuning_record=str(folder / _RECORD_FILE),
+        allow_missing=False,
+        module_equality="structural",
+    )
 
 
 def count_records(database: Any, mod: tvm.IRModule) -> int:
@@ -217,6 +254,10 @@ class TuneReport:
         trials_measured: Trials measured in this run.
         trials_reused: Trials found in the database and not repeated.
         seconds: Wall time of the run.
+        measured_on: Where the trials ran: ``{"where": "local"}``, or for a
+            board measured over TVM RPC ``{"where": "rpc", "tracker", "key",
+            "servers", "server", "machine", "emulated", "server_qemu"}``
+            (see :class:`edgekit.compiler.tuning_rpc.RemoteMeasurement`).
     """
 
     database_dir: str
@@ -226,6 +267,7 @@ class TuneReport:
     trials_measured: int = 0
     trials_reused: int = 0
     seconds: float = 0.0
+    measured_on: dict[str, Any] = field(default_factory=lambda: {"where": "local"})
 
     def to_json(self) -> dict[str, Any]:
         """JSON form (``edgekit tune --json``)."""
@@ -236,6 +278,7 @@ class TuneReport:
             "trials_measured": self.trials_measured,
             "trials_reused": self.trials_reused,
             "seconds": round(self.seconds, 3),
+            "measured_on": dict(self.measured_on),
             "tasks": [vars(t) for t in self.tasks],
         }
 
@@ -343,6 +386,44 @@ def _make_runner(runner: Any, timeout_s: float) -> Any:
     return ms.runner.LocalRunner(timeout_sec=timeout_s, evaluator_config=config)
 
 
+def _measure_default(task: Any, target: tvm.target.Target, database: Any, builder: Any, runner: Any) -> bool:
+    """Measures the untuned schedule of ``task`` and stores it as a record.
+
+    The search then has to beat it: ``build_cpu`` takes the fastest record of
+    each kernel, so a kernel is only replaced by a tuned one that measured
+    faster, and tuning can never make a model slower than the untuned build
+    (up to measurement noise). Returns False if there is no default schedule
+    or it failed to build or run (the task is then tuned without one).
+    """
+    from tvm.s_tir import meta_schedule as ms
+
+    from edgekit.compiler.cpu_pipeline import default_schedule
+
+    mod = task.dispatched[0]
+    sch = default_schedule(mod["main"], target)
+    if sch is None or sch.trace is None:
+        return False
+    (built,) = builder.build([ms.builder.BuilderInput(sch.mod, target)])
+    if built.error_msg:
+        logger.debug("default schedule of %s failed to build: %s", task.task_name, built.error_msg[:300])
+        return False
+    try:
+        args_info = ms.arg_info.ArgInfo.from_prim_func(sch.mod["main"])
+        (future,) = runner.run([ms.runner.RunnerInput(built.artifact_path, "cpu", args_info)])
+        result = future.result()
+    finally:
+        Path(built.artifact_path).unlink(missing_ok=True)
+    if result.error_msg or not result.run_secs:
+        logger.debug("default schedule of %s failed to run: %s", task.task_name, (result.error_msg or "")[:300])
+        return False
+    workload = database.commit_workload(mod)
+    secs = [float(x) for x in result.run_secs]
+    database.commit_tuning_record(
+        ms.database.TuningRecord(sch.trace, workload, secs, target, ms.arg_info.ArgInfo.from_prim_func(mod["main"]))
+    )
+    return True
+
+
 def tune(
     mod: tvm.IRModule,
     target: tvm.target.Target,
@@ -351,6 +432,7 @@ def tune(
     db_root: str | os.PathLike[str] | None = None,
     progress: Callable[[TuneProgress], None] | None = None,
     runner: Any | None = None,
+    builder: Any | None = None,
     num_threads: int = 0,
     trials_per_iter: int = 16,
     timeout_s: float = 30.0,
@@ -370,6 +452,9 @@ def tune(
         progress: Called after every measured batch.
         runner: A MetaSchedule runner (default: measure on this machine;
             pass an ``ms.runner.RPCRunner`` to measure on a remote board).
+        builder: A MetaSchedule builder (default: a ``LocalBuilder`` whose
+            artifacts this machine's runner loads; see
+            :func:`edgekit.compiler.tuning_rpc.rpc_measurement` for a board's).
         num_threads: Threads the measured kernels run with (0 = all cores).
         trials_per_iter: Candidates measured per search iteration (and per
             progress update).
@@ -413,19 +498,27 @@ def tune(
     # MetaSchedule logs each batch to stdout at INFO (its console handler takes
     # this logger's level); keep stdout for edgekit's own output (--json) and
     # leave the details in the log files under <database>/logs.
+    # MetaSchedule sets its logger to DEBUG during a run, so a second run in
+    # the same process would print everything: set the level every time.
     ms_logger = logging.getLogger("tvm.s_tir.meta_schedule")
-    if ms_logger.level == logging.NOTSET and not logger.isEnabledFor(logging.DEBUG):
-        ms_logger.setLevel(logging.WARNING)
+    ms_logger.setLevel(logging.DEBUG if logger.isEnabledFor(logging.DEBUG) else logging.WARNING)
     work_dir = folder / "logs"
     work_dir.mkdir(parents=True, exist_ok=True)
     use_cpu_tensor_intrinsics_only()
-    builder = ms.builder.LocalBuilder(
-        max_workers=1, timeout_sec=timeout_s, initializer=use_cpu_tensor_intrinsics_only
-    )
+    if builder is None:
+        builder = ms.builder.LocalBuilder(
+            max_workers=1, timeout_sec=timeout_s, initializer=use_cpu_tensor_intrinsics_only
+        )
     run = _make_runner(runner, timeout_s)
     try:
         for index, task, remaining in todo:
             name = task.task_name
+            if report.tasks[index].measured == 0 and _measure_default(task, target, database, builder, run):
+                # The untuned schedule is this task's first trial.
+                remaining -= 1
+                measured += 1
+                if remaining <= 0:
+                    continue
 
             def on_batch(n: int, _name: str = name, _index: int = index) -> None:
                 nonlocal measured
@@ -516,11 +609,18 @@ def tune_model(
     db_root: str | os.PathLike[str] | None = None,
     progress: Callable[[TuneProgress], None] | None = None,
     seed: int | None = None,
+    tracker: str | tuple[str, int] | None = None,
+    key: str | None = None,
 ) -> TuneReport:
     """Tunes a :class:`~edgekit.frontend.loader.PreparedModel` for a board (the ``edgekit tune`` API).
 
     ``compile --tune N`` calls this before building, then passes
     ``open_database(target, db_root)`` to :func:`~edgekit.compiler.cpu_pipeline.build_cpu`.
+
+    The host and simulated boards are measured on this machine. A board
+    reached over the network is measured on the board through a TVM RPC
+    tracker (see :mod:`edgekit.compiler.tuning_rpc`); its records go to the
+    database of its own target, never the host's.
 
     Args:
         prepared: The loaded model.
@@ -530,24 +630,44 @@ def tune_model(
         db_root: Folder of per-target databases (default: the user cache).
         progress: Called after every measured batch.
         seed: Search seed.
+        tracker: ``HOST:PORT`` of a TVM RPC tracker to measure through
+            (default: the profile's, for ``[transport] kind = "rpc"`` boards).
+        key: Key the board's RPC servers are registered under (default: the
+            profile's ``rpc_key``, else the board's name).
 
     Raises:
-        ConfigError: if the target is not a CPU (LLVM) target.
+        ConfigError: if the target is not a CPU (LLVM) target, or a remote
+            board has no tracker to measure through.
+        TransportError: if the tracker does not answer.
+        DeviceError: if no usable server is registered under the key.
     """
     from edgekit.compiler.cpu_pipeline import import_onnx, prepare_cpu_module
+    from edgekit.compiler.tuning_rpc import (
+        needs_tracker_error,
+        resolve_tracker,
+        rpc_measurement,
+    )
 
     if target.codegen != "llvm":
         raise ConfigError(
             f"tuning is available for CPU (llvm) targets; board '{board.name}' uses {target.codegen}",
             hint="Choose a CPU board (`edgekit boards`), e.g. --board host.",
         )
-    if board.transport.kind not in ("local", "sim"):
-        # Measuring on a remote board needs a TVM RPC tracker; not wired up yet.
-        raise ConfigError(
-            f"tuning on a remote board ('{board.name}', transport {board.transport.kind}) is not supported yet",
-            hint="Tune on the host (--board host) or tune for the remote target with a local cross-runner.",
-        )
+    remote = resolve_tracker(board, tracker, key)
+    if remote is None and board.transport.kind not in ("local", "sim"):
+        raise needs_tracker_error(board)
+    runner = builder = None
+    measured_on: dict[str, Any] = {"where": "local"}
+    if remote is not None:
+        # Before the (slow) import: an unreachable tracker fails in seconds.
+        runner, builder, where = rpc_measurement(board, target, *remote)
+        measured_on = where.to_json()
     tvm_target = target.tvm_target()
     mod, _params = import_onnx(prepared)
     prepared_mod, _ = prepare_cpu_module(mod, tvm_target, lift_params=True)
-    return tune(prepared_mod, tvm_target, trials, db_root=db_root, progress=progress, num_threads=board.cores, seed=seed)
+    report = tune(
+        prepared_mod, tvm_target, trials, db_root=db_root, progress=progress, runner=runner, builder=builder,
+        num_threads=board.cores, seed=seed,
+    )
+    report.measured_on = measured_on
+    return report

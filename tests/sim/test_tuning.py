@@ -7,7 +7,6 @@ import json
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 tvm = pytest.importorskip("tvm")
 pytest.importorskip("xgboost")
@@ -15,6 +14,8 @@ pytest.importorskip("xgboost")
 from edgekit.compiler import tuning
 from edgekit.compiler.cpu_pipeline import build_cpu, import_onnx, prepare_cpu_module
 from edgekit.frontend.loader import load_model
+
+from _tuning_models import one_conv_model  # noqa: E402
 
 
 def _target():
@@ -24,19 +25,8 @@ def _target():
 
 
 def _one_conv(tmp_path):
-    """A single small conv + bias + relu: one tuning task, fast to build and measure."""
-    rng = np.random.default_rng(0)
-    w = numpy_helper.from_array((rng.standard_normal((16, 8, 3, 3)) * 0.3).astype(np.float32), "W")
-    b = numpy_helper.from_array(rng.standard_normal(16).astype(np.float32), "B")
-    graph = helper.make_graph(
-        [helper.make_node("Conv", ["x", "W", "B"], ["y"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["y"], ["out"])],
-        "one_conv",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 8, 8])],
-        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 16, 8, 8])],
-        [w, b],
-    )
     path = tmp_path / "one_conv.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    onnx.save(one_conv_model(), str(path))
     return load_model(str(path))
 
 
@@ -63,7 +53,7 @@ def test_budget_split_never_exceeds_trials():
         assert sum(tuning._split_budget(tasks, n)) <= n
 
 
-def test_tuning_persists_and_resumes_without_remeasuring(tmp_path):
+def test_tuning_persists_and_resumes_without_remeasuring(tmp_path, monkeypatch):
     target = _target()
     prepared = _one_conv(tmp_path)
     mod, params = import_onnx(prepared)
@@ -87,7 +77,12 @@ def test_tuning_persists_and_resumes_without_remeasuring(tmp_path):
     third = tuning.tune(fused, target, 3, db_root=tmp_path / "db", num_threads=1)
     assert third.trials_measured == 0
 
-    # build_cpu takes the tuned kernel from the database, and the numbers still match.
+    # The best record's trace replays onto the kernel and the numbers still
+    # match. (Without a default schedule to compare with, apply_database takes
+    # the best record unconditionally; the margin rule is tested below.)
+    from edgekit.compiler import cpu_pipeline
+
+    monkeypatch.setattr(cpu_pipeline, "default_schedule", lambda func, target: None)
     db = tuning.open_database(target, tmp_path / "db")
     built = build_cpu(mod, target, params, database=db)
     assert built.tuned_kernels
@@ -97,3 +92,40 @@ def test_tuning_persists_and_resumes_without_remeasuring(tmp_path):
     ort = pytest.importorskip("onnxruntime")
     want = ort.InferenceSession(prepared.model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+
+
+def test_untuned_schedule_is_the_first_record(tmp_path):
+    # The first record of a task is its default (untuned) schedule, measured.
+    # A kernel is taken from the database only if its best record beat that
+    # default by TUNED_MARGIN; either way the output is the untuned build's.
+    from edgekit.compiler.cpu_pipeline import TUNED_MARGIN, default_schedule
+
+    prepared = _one_conv(tmp_path)
+    mod, params = import_onnx(prepared)
+    target = _target()
+    pmod, _ = prepare_cpu_module(mod, target)
+    report = tuning.tune(pmod, target, 1, db_root=tmp_path / "db", num_threads=1, seed=0)
+    assert report.trials_measured == 1
+    (task,) = report.tasks
+    assert task.best_us > 0
+    db = tuning.open_database(target, tmp_path / "db")
+    only_default = build_cpu(mod, target, params, database=db, use_shipped=False)
+    assert only_default.tuned_kernels == []  # nothing beat the default: nothing taken
+
+    report = tuning.tune(pmod, target, 6, db_root=tmp_path / "db", num_threads=1, seed=0)
+    assert report.trials_measured == 5 and report.trials_reused == 1
+    (task_mod,) = [t.dispatched[0] for t in tuning.extract_tasks(pmod, target)]
+    records = db.get_top_k(db.commit_workload(task_mod), 100)
+    default_text = str(default_schedule(task_mod["main"], target).trace)
+    (base,) = [r for r in records if str(r.trace) == default_text]
+    mean = lambda r: sum(float(x) for x in r.run_secs) / len(r.run_secs)  # noqa: E731
+    should_take = mean(records[0]) < (1 - TUNED_MARGIN) * mean(base)
+    tuned = build_cpu(mod, target, params, database=db, use_shipped=False)
+    assert bool(tuned.tuned_kernels) == should_take
+    untuned = build_cpu(mod, target, params, use_shipped=False)
+    x = np.random.default_rng(1).standard_normal((1, 8, 8, 8)).astype(np.float32)
+    outs = []
+    for built in (tuned, untuned):
+        vm = tvm.relax.VirtualMachine(built.executable, tvm.cpu())
+        outs.append(vm["main"](tvm.runtime.tensor(x), *built.params).numpy())
+    np.testing.assert_allclose(outs[0], outs[1], rtol=1e-5, atol=1e-5)
