@@ -7,9 +7,9 @@ Usage::
     python benchmarks/cpu.py --models squeezenet,cls --repeat 20
 
 Prints a markdown table (for BENCHMARKS.md). Every latency is the median of
-interleaved runs (onnxruntime, edgekit untuned, edgekit tuned, again...), so
-load from other processes hits all columns alike; the ratios are the result,
-absolute times move with the machine's load.
+interleaved runs (onnxruntime, edgekit untuned, edgekit tuned, again..., the
+order rotated each round), so load from other processes hits all columns
+alike; the ratios are the result, absolute times move with the machine's load.
 """
 
 from __future__ import annotations
@@ -109,9 +109,13 @@ def main(argv: list[str] | None = None) -> int:
         for fn in runners.values():  # warm-up
             fn()
         samples: dict[str, list[float]] = {k: [] for k in runners}
-        for _ in range(args.repeat):
-            for key, fn in runners.items():
-                samples[key].append(median_ms(fn, 3))
+        keys = list(runners)
+        for r in range(args.repeat):
+            # Rotate the order every round: the first call after the other
+            # runtime pays for waking its thread pool (identical builds
+            # measured up to 25% apart in a fixed order).
+            for key in keys[r % len(keys):] + keys[: r % len(keys)]:
+                samples[key].append(median_ms(runners[key], 3))
         med = {k: float(np.median(v)) for k, v in samples.items()}
         rows.append((name, med["ort"], med["untuned"], med.get("tuned"), note))
         print(f"{name}: " + ", ".join(f"{k} {v:.2f} ms" for k, v in med.items()), file=sys.stderr)

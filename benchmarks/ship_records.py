@@ -5,7 +5,8 @@ Usage (how ``edgekit/tuning_records/x86-64-avx2`` was produced; see its README):
     python benchmarks/cpu.py --trials 64 --db /tmp/tunedb      # tune + benchmark
     python benchmarks/ship_records.py --db /tmp/tunedb         # keep the best per kernel
 
-Only records that were measured are copied (one per kernel: the fastest), and
+Only records that were measured are copied (per kernel: the fastest, and the
+untuned schedule's record, which ``build_cpu`` compares it with), and
 the output folder is replaced as a whole, so the shipped set never mixes two
 runs. For each kernel the script also says whether the search beat the
 untuned schedule (the first record of each task, see
@@ -29,9 +30,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--db", required=True, help="database root given to benchmarks/cpu.py --db")
     parser.add_argument("--out", default=None, help="output folder (default: edgekit/tuning_records/<ISA class>)")
+    parser.add_argument(
+        "--models",
+        default=None,
+        help="ship only kernels of these benchmarks/cpu.py models (comma-separated; default: all of them), "
+        "so records of kernels the current pipeline no longer produces are left out",
+    )
     args = parser.parse_args(argv)
 
     import tvm
+    import tvm_ffi
     from tvm.s_tir import meta_schedule as ms
 
     from edgekit.compiler import tuning
@@ -56,12 +64,13 @@ def main(argv: list[str] | None = None) -> int:
         allow_missing=True,
         module_equality="structural",
     )
+    wanted = _current_workloads(args.models, target)
     rows = []
     seen: set[str] = set()
     for record in db.get_all_tuning_records():
         mod = record.workload.mod
         key = tvm.ir.save_json(mod)
-        if key in seen:
+        if key in seen or tvm_ffi.structural_hash(mod) not in wanted:
             continue
         seen.add(key)
         records = db.get_top_k(db.commit_workload(mod), 1 << 30)
@@ -74,9 +83,14 @@ def main(argv: list[str] | None = None) -> int:
             (1e6 * _mean(r.run_secs) for r in records if default_text is not None and str(r.trace) == default_text), None
         )
         best_us = 1e6 * _mean(best.run_secs)
-        shipped.commit_tuning_record(
-            ms.database.TuningRecord(best.trace, shipped.commit_workload(mod), best.run_secs, best.target, best.args_info)
-        )
+        # The default schedule's record ships too: build_cpu takes the best
+        # record only if it beat the default by TUNED_MARGIN.
+        base = next((r for r in records if default_text is not None and str(r.trace) == default_text), None)
+        workload = shipped.commit_workload(mod)
+        for keep in [best] + ([base] if base is not None and base is not best else []):
+            shipped.commit_tuning_record(
+                ms.database.TuningRecord(keep.trace, workload, keep.run_secs, keep.target, keep.args_info)
+            )
         rows.append((len(records), default_us, best_us, default_text is not None and str(best.trace) == default_text))
     if out.exists():
         shutil.rmtree(out)
@@ -93,6 +107,27 @@ def main(argv: list[str] | None = None) -> int:
         d = f"{default_us:.1f}" if default_us is not None else "-"
         print(f"| {n} | {d} | {best_us:.1f} | {'untuned' if is_default else 'tuned'} |")
     return 0
+
+
+def _current_workloads(models: str | None, target) -> set[int]:
+    """Structural hashes of the tuning tasks of the benchmark models, as the pipeline makes them now."""
+    import tvm_ffi
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import cpu  # benchmarks/cpu.py: the model list
+
+    from edgekit.compiler import tuning
+    from edgekit.compiler.cpu_pipeline import import_onnx, prepare_cpu_module
+    from edgekit.frontend.loader import load_model
+
+    hashes: set[int] = set()
+    for name in (models.split(",") if models else list(cpu.MODELS)):
+        package, rel, shapes = cpu.MODELS[name]
+        mod, _ = import_onnx(load_model(str(cpu.model_path(package, rel)), shapes))
+        prepared, _ = prepare_cpu_module(mod, target)
+        for task in tuning.extract_tasks(prepared, target):
+            hashes.add(tvm_ffi.structural_hash(task.dispatched[0]))
+    return hashes
 
 
 def _mean(secs) -> float:

@@ -129,3 +129,30 @@ def test_untuned_schedule_is_the_first_record(tmp_path):
         vm = tvm.relax.VirtualMachine(built.executable, tvm.cpu())
         outs.append(vm["main"](tvm.runtime.tensor(x), *built.params).numpy())
     np.testing.assert_allclose(outs[0], outs[1], rtol=1e-5, atol=1e-5)
+
+
+def test_shipped_record_set_is_found_by_isa_class(tmp_path, monkeypatch):
+    # A record set under SHIPPED_RECORDS/<ISA class> is what build_cpu uses by
+    # default on every CPU of that class (here the test host's own, measured
+    # by tuning into a folder and copying it there as ship_records.py does).
+    from edgekit.compiler import cpu_pipeline
+
+    target = _target()
+    isa = tuning.isa_class(target)
+    if isa is None:
+        pytest.skip(f"host {target} has no shipped-record class")
+    prepared = _one_conv(tmp_path)
+    mod, params = import_onnx(prepared)
+    pmod, _ = prepare_cpu_module(mod, target)
+    tuning.tune(pmod, target, 2, db_root=tmp_path / "db", num_threads=1, seed=0)
+    shipped = tmp_path / "shipped"
+    (shipped / isa).mkdir(parents=True)
+    for name in ("database_workload.json", "database_tuning_record.json"):
+        (shipped / isa / name).write_bytes((tuning.database_dir(target, tmp_path / "db") / name).read_bytes())
+    monkeypatch.setattr(tuning, "SHIPPED_RECORDS", shipped)
+    assert tuning.shipped_database(target) is not None
+    # Without a default schedule to compare with, the best record is taken.
+    monkeypatch.setattr(cpu_pipeline, "default_schedule", lambda func, target: None)
+    built = build_cpu(mod, target, params)  # use_shipped=True by default
+    assert built.tuned_kernels
+    assert build_cpu(mod, target, params, use_shipped=False).tuned_kernels == []
