@@ -274,28 +274,14 @@ def _link_firmware(board: "Board", target: "Target", tmp: Path) -> bytes | None:
     return elf.read_bytes()
 
 
-def build(
-    prepared: "PreparedModel",
-    board: "Board",
-    target: "Target",
-    options: CompileOptions,
-    progress: ProgressFn,
-) -> BuildResult:
-    """Compiles ``prepared`` to AOT C and kernels for a bare-metal ``board``.
+def _measure_and_link(
+    artifacts: AotArtifacts, board: "Board", target: "Target", progress: ProgressFn
+) -> tuple[dict[str, bytes], dict[str, int], list[str], bool]:
+    """Measures code size, checks the fit and links the firmware image.
 
-    Raises:
-        UnsupportedOpsError: listing every operator TVM cannot import.
-        DoesNotFitError: when the arena exceeds RAM or weights + code exceed flash.
-        CompileError: when a stage fails.
+    Returns:
+        ``(members, memory, kernel_imports, code_measured)``.
     """
-    refuse_tuning(options, "the aot-c backend")
-    check_operators(prepared, options, progress)
-
-    mode = options.weight_storage
-    artifacts = compile_aot(
-        prepared, target.tvm_target(), opt_level=options.opt_level, sparse_weights=mode != "dense", progress=progress
-    )
-    artifacts, storage_note = _choose_storage(artifacts, board, mode)
     members = artifacts.members()
     with tempfile.TemporaryDirectory(prefix="edgekit-aot-") as tmp_name:
         tmp = Path(tmp_name)
@@ -319,6 +305,43 @@ def build(
             elf = _link_firmware(board, target, tmp)
             if elf is not None:
                 members[FIRMWARE_ELF] = elf
+    return members, memory, kernel_imports, model_o is not None
+
+
+def build(
+    prepared: "PreparedModel",
+    board: "Board",
+    target: "Target",
+    options: CompileOptions,
+    progress: ProgressFn,
+) -> BuildResult:
+    """Compiles ``prepared`` to AOT C and kernels for a bare-metal ``board``.
+
+    Raises:
+        UnsupportedOpsError: listing every operator TVM cannot import.
+        DoesNotFitError: when the arena exceeds RAM or weights + code exceed flash.
+        CompileError: when a stage fails.
+    """
+    refuse_tuning(options, "the aot-c backend")
+    check_operators(prepared, options, progress)
+
+    mode = options.weight_storage
+    artifacts = compile_aot(
+        prepared, target.tvm_target(), opt_level=options.opt_level, sparse_weights=mode != "dense", progress=progress
+    )
+    artifacts, storage_note = _choose_storage(artifacts, board, mode)
+    try:
+        members, memory, kernel_imports, measured = _measure_and_link(artifacts, board, target, progress)
+    except CompileError as exc:
+        # The arena check cannot see the firmware's own .data/.bss and stack:
+        # decode buffers that fit the arena check can still overflow RAM at
+        # link time. auto then falls back to dense weights.
+        if mode != "auto" or not artifacts.layout.decoded or "overflow" not in str(exc):
+            raise
+        storage_note = f"with sparse weights the firmware did not link ({str(exc)[:200]})"
+        logger.info("weight storage auto: %s; storing every weight dense", storage_note)
+        artifacts = with_weight_storage(artifacts, sparse_weights=False)
+        members, memory, kernel_imports, measured = _measure_and_link(artifacts, board, target, progress)
     graph = artifacts.graph
     logger.info("aot-c build for %s: %s", board.name, memory)
     return BuildResult(
@@ -335,7 +358,7 @@ def build(
                 "alignment": artifacts.layout.plan.alignment,
                 "kernel_calls": len(graph.calls),
                 "arena_bytes_without_reuse": artifacts.layout.plan.total_bytes,
-                "code_bytes_measured": model_o is not None,
+                "code_bytes_measured": measured,
                 "kernel_imports": kernel_imports,
                 "input_offsets": [artifacts.layout.tensor_offsets[t] for t in graph.inputs],
                 "output_offsets": [artifacts.layout.tensor_offsets[t] for t in graph.outputs],
