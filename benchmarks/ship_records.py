@@ -73,25 +73,22 @@ def main(argv: list[str] | None = None) -> int:
         if key in seen or tvm_ffi.structural_hash(mod) not in wanted:
             continue
         seen.add(key)
-        records = db.get_top_k(db.commit_workload(mod), 1 << 30)
+        records = list(db.get_top_k(db.commit_workload(mod), 1 << 30))  # one Python object per record: `is` below
         best = records[0]
         if not best.run_secs:
             continue
         default = default_schedule(mod["main"], target)
         default_text = str(default.trace) if default is not None else None
-        default_us = next(
-            (1e6 * _mean(r.run_secs) for r in records if default_text is not None and str(r.trace) == default_text), None
-        )
-        best_us = 1e6 * _mean(best.run_secs)
+        base = next((r for r in records if str(r.trace) == default_text), None)
         # The default schedule's record ships too: build_cpu takes the best
         # record only if it beat the default by TUNED_MARGIN.
-        base = next((r for r in records if default_text is not None and str(r.trace) == default_text), None)
         workload = shipped.commit_workload(mod)
         for keep in [best] + ([base] if base is not None and base is not best else []):
             shipped.commit_tuning_record(
                 ms.database.TuningRecord(keep.trace, workload, keep.run_secs, keep.target, keep.args_info)
             )
-        rows.append((len(records), default_us, best_us, default_text is not None and str(best.trace) == default_text))
+        default_us = 1e6 * tuning.record_seconds(base) if base is not None else None
+        rows.append((len(records), default_us, 1e6 * tuning.record_seconds(best), best is base))
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
@@ -128,11 +125,6 @@ def _current_workloads(models: str | None, target) -> set[int]:
         for task in tuning.extract_tasks(prepared, target):
             hashes.add(tvm_ffi.structural_hash(task.dispatched[0]))
     return hashes
-
-
-def _mean(secs) -> float:
-    values = [float(s) for s in secs]
-    return sum(values) / len(values)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from edgekit.compiler.importer import tvm_error_line
+from edgekit.compiler.importer import fusion_passes, tvm_error_line
 from edgekit.core.errors import CompileError
 
 if TYPE_CHECKING:
@@ -81,12 +81,7 @@ def lower_for_aot(mod: Any, tvm_target: Any, opt_level: int = 3, *, fast_math: b
         [
             relax.transform.DecomposeOpsForInference(),
             *([relax.transform.FastMathTransform()] if fast_math else []),
-            relax.transform.LegalizeOps(),
-            relax.transform.AnnotateTIROpPattern(),
-            relax.transform.FoldConstant(),
-            relax.transform.FuseOps(),
-            relax.transform.FuseTIR(),
-            relax.transform.DeadCodeElimination(),
+            *fusion_passes(),
             # Reshapes become R.reshape views instead of copy kernels.
             relax.transform.RewriteDataflowReshape(),
             relax.transform.ToNonDataflow(),

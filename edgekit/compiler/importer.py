@@ -18,9 +18,23 @@ from edgekit.core.errors import CompileError
 if TYPE_CHECKING:
     from edgekit.frontend.loader import PreparedModel
 
-__all__ = ["import_onnx", "tvm_error_line"]
+__all__ = ["fusion_passes", "import_onnx", "tvm_error_line"]
 
 logger = logging.getLogger(__name__)
+
+
+def fusion_passes() -> list[Any]:
+    """Legalization to TIR and operator fusion, as every backend runs them after its own Relax rewrites."""
+    from tvm import relax
+
+    return [
+        relax.transform.LegalizeOps(),
+        relax.transform.AnnotateTIROpPattern(),
+        relax.transform.FoldConstant(),
+        relax.transform.FuseOps(),
+        relax.transform.FuseTIR(),
+        relax.transform.DeadCodeElimination(),
+    ]
 
 
 def tvm_error_line(exc: BaseException) -> str:

@@ -51,6 +51,7 @@ __all__ = [
     "extract_tasks",
     "isa_class",
     "open_database",
+    "record_seconds",
     "shipped_database",
     "target_hash",
     "tune",
@@ -590,14 +591,19 @@ def _with_num_cores(target: tvm.target.Target, threads: int) -> tvm.target.Targe
     return tvm.target.Target(spec)
 
 
+def record_seconds(record: Any) -> float:
+    """Mean measured run time of a tuning record, in seconds."""
+    secs = [float(s) for s in record.run_secs]
+    return sum(secs) / len(secs)
+
+
 def _best_us(database: Any, mod: tvm.IRModule) -> float:
     if not database.has_workload(mod):
         return 0.0
     top = database.get_top_k(database.commit_workload(mod), 1)
     if not top or not top[0].run_secs:
         return 0.0
-    secs = [float(s) for s in top[0].run_secs]
-    return 1e6 * sum(secs) / len(secs)
+    return 1e6 * record_seconds(top[0])
 
 
 def tune_model(

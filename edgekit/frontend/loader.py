@@ -246,17 +246,6 @@ def _infer(model: onnx.ModelProto) -> onnx.ModelProto:
         return model
 
 
-def _static_shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
-    shapes: dict[str, list[int]] = {}
-    for v in [*model.graph.input, *model.graph.value_info, *model.graph.output]:
-        dims = v.type.tensor_type.shape.dim
-        if dims and all(d.HasField("dim_value") for d in dims):
-            shapes[v.name] = [int(d.dim_value) for d in dims]
-    for init in model.graph.initializer:
-        shapes[init.name] = [int(d) for d in init.dims]
-    return shapes
-
-
 def _explicit_conv_pads(model: onnx.ModelProto) -> int:
     """Replaces ``auto_pad=SAME_*`` on Conv nodes by explicit ``pads`` (static shapes only).
 
@@ -265,7 +254,9 @@ def _explicit_conv_pads(model: onnx.ModelProto) -> int:
     convolution, while explicit pads become the convolution's own padding.
     Returns the number of nodes rewritten.
     """
-    shapes = _static_shapes(model)
+    from edgekit.frontend.analysis import ShapeTable  # analysis imports this module
+
+    shapes = ShapeTable(model.graph).shape
     changed = 0
     for node in model.graph.node:
         if node.op_type != "Conv" or len(node.input) < 2:
