@@ -31,6 +31,9 @@ logger = logging.getLogger(__name__)
 
 #: The prepared ONNX model inside every package.
 MODEL_MEMBER = "model.onnx"
+#: Members of MCU packages the firmware check reads.
+FIRMWARE_MEMBER = "firmware/firmware.elf"
+WEIGHTS_MEMBER = "weights.bin"
 
 # Keys the driver owns; a backend's extra_manifest may not replace them.
 _CORE_KEYS = {
@@ -57,6 +60,18 @@ def _normalize_qoperator(prepared: PreparedModel, report: Any) -> PreparedModel:
     prepared.model = result.model
     prepared.notes.append(f"QOperator model normalized to QDQ ({sum(result.rewritten.values())} nodes rewritten)")
     return prepared
+
+
+def _check_firmware(members: Mapping[str, bytes], board: Any, report: ProgressFn) -> dict[str, int]:
+    """Placement and slot-capacity check of a linked firmware image (see
+    :mod:`edgekit.compiler.image_check`); returns its figures for the manifest."""
+    elf = members.get(FIRMWARE_MEMBER)
+    if elf is None:
+        return {}
+    from edgekit.compiler.image_check import check_image
+
+    report("check-image", "checking the firmware's memory map and weights slot")
+    return check_image(elf, board, len(members.get(WEIGHTS_MEMBER, b"")))
 
 
 def compile_model(
@@ -127,6 +142,7 @@ def compile_model(
             arena_bytes=arena,
             ram_bytes=ram,
         )
+    memory = {**result.memory, **_check_firmware(result.members, brd, report)}
 
     report("package", f"writing {out}")
     onnx_bytes = prepared.serialize()
@@ -151,7 +167,7 @@ def compile_model(
         },
         "inputs": [s.to_json() for s in prepared.inputs],
         "outputs": [s.to_json() for s in prepared.outputs],
-        "memory": {"arena_bytes": 0, "weight_bytes": 0, "code_bytes": 0, **result.memory},
+        "memory": {"arena_bytes": 0, "weight_bytes": 0, "code_bytes": 0, **memory},
         "options": options.to_json(),
     }
     clash = sorted(set(result.extra_manifest) & _CORE_KEYS)
