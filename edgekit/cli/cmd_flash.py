@@ -8,8 +8,7 @@ import time
 from rich.table import Table
 
 from edgekit.cli.render import console, emit_json
-from edgekit.compiler.package import open_package
-from edgekit.runtime.runner import open_runner, resolve_board
+from edgekit.runtime.runner import open_for_board, open_runner
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -35,8 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    package = open_package(args.package, board=args.board, allow_other_board=args.allow_other_board)
-    board = resolve_board(package, args.board, args.boards_dir)
+    package, board = open_for_board(args.package, args.board, args.allow_other_board, args.boards_dir)
     start = time.perf_counter()
     runner = open_runner(package, board, port=args.port, sim=args.sim)
     try:

@@ -19,6 +19,7 @@ from rich.progress import (
 
 from edgekit.cli.render import console, emit_json
 from edgekit.core.errors import InputError
+from edgekit.core.tensors import parse_input_shapes
 
 logger = logging.getLogger(__name__)
 
@@ -64,21 +65,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "else the board name)")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.set_defaults(func=run)
-
-
-def parse_input_shapes(values: list[str]) -> dict[str, tuple[int, ...]]:
-    """Parses ``NAME=1x3x224x224`` options."""
-    shapes: dict[str, tuple[int, ...]] = {}
-    for value in values:
-        name, sep, dims = value.rpartition("=")
-        try:
-            shape = tuple(int(d) for d in dims.lower().split("x"))
-        except ValueError:
-            shape = ()
-        if not sep or not name or not shape or any(d <= 0 for d in shape):
-            raise InputError(f"--input-shape '{value}' is not NAME=DxDx...", hint="Write e.g. --input-shape x=1x3x224x224.")
-        shapes[name] = shape
-    return shapes
 
 
 def run(args: argparse.Namespace) -> int:

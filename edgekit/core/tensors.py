@@ -9,7 +9,7 @@ import numpy as np
 
 from edgekit.core.errors import InputError
 
-__all__ = ["TensorSpec", "parse_shape", "parse_input_shapes", "check_inputs"]
+__all__ = ["TensorSpec", "parse_shape", "parse_input_shapes", "check_inputs", "shape_mismatch_hint"]
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,8 @@ def parse_shape(text: str) -> tuple[int, ...]:
     """
     parts = text.replace(",", "x").lower().split("x")
     try:
-        dims = tuple(int(p) for p in parts if p.strip() != "")
+        # int('') fails: an empty part ('1x3x', '1xx3') is a typo, not a separator.
+        dims = tuple(int(p) for p in parts)
     except ValueError:
         raise InputError(
             f"cannot read shape '{text}'", hint="Write it as dimensions joined by 'x', e.g. 1x3x224x224."
@@ -64,6 +65,34 @@ def parse_input_shapes(items: list[str] | None) -> dict[str, tuple[int, ...]]:
             )
         shapes[name] = parse_shape(shape)
     return shapes
+
+
+def shape_mismatch_hint(spec: TensorSpec, data_shape: tuple[int, ...]) -> str:
+    """What to do when data of ``data_shape`` does not fit ``spec``.
+
+    The ``--input-shape`` it suggests always has the model's rank: a data
+    file's first axis holds samples, so data of one more dimension holds
+    stacked samples, data of the model's rank holds samples along a batch-1
+    axis, and data of one dimension less is one sample without its batch axis.
+    """
+    rank = len(spec.shape)
+    if len(data_shape) == rank + 1:
+        per_sample = data_shape[1:]
+    elif len(data_shape) == rank:
+        per_sample = (1, *data_shape[1:]) if spec.shape[:1] == (1,) else data_shape
+    elif len(data_shape) == rank - 1 and rank > 0:
+        per_sample = (1, *data_shape)
+        if per_sample == spec.shape:
+            return (f"The data has no batch axis: save it with shape {'x'.join(map(str, spec.shape))} "
+                    f"(e.g. array[None]), or N samples as Nx{'x'.join(map(str, spec.shape[1:]))}.")
+    else:
+        return (f"The data has {len(data_shape)} dimensions; the model's input has {rank} "
+                f"({'x'.join(map(str, spec.shape))}), plus an optional leading sample axis.")
+    text = "x".join(map(str, per_sample))
+    if len(data_shape) == rank - 1:
+        return (f"The data has no batch axis: add one (e.g. array[None]) and recompile with "
+                f"--input-shape {spec.name}={text}.")
+    return f"Reshape the data, or recompile with --input-shape {spec.name}={text}."
 
 
 def check_inputs(specs: list[TensorSpec], feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -97,8 +126,7 @@ def check_inputs(specs: list[TensorSpec], feeds: Mapping[str, np.ndarray]) -> di
         if tuple(arr.shape) != spec.shape:
             raise InputError(
                 f"input '{spec.name}' has shape {list(arr.shape)}, the model expects {list(spec.shape)}",
-                hint="Reshape the data, or recompile with --input-shape "
-                f"{spec.name}={'x'.join(str(d) for d in arr.shape)}.",
+                hint=shape_mismatch_hint(spec, tuple(arr.shape)),
                 input=spec.name,
                 got=list(arr.shape),
                 expected=list(spec.shape),

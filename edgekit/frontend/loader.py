@@ -161,9 +161,10 @@ def _fix_input_shapes(
         if inp.name in shapes:
             want = shapes[inp.name]
             if ttype.HasField("shape") and len(dims) and len(dims) != len(want):
+                declared = "x".join(d.dim_param or (str(d.dim_value) if d.dim_value > 0 else "?") for d in dims)
                 raise InputError(
                     f"--input-shape {inp.name} has {len(want)} dimensions, the model's input has {len(dims)}",
-                    hint="Give one size per dimension.",
+                    hint=f"The model declares {inp.name} as {declared}: give one size per dimension.",
                 )
             for i, d in enumerate(dims):
                 if d.HasField("dim_value") and d.dim_value > 0 and d.dim_value != want[i]:

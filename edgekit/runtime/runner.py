@@ -33,6 +33,7 @@ __all__ = [
     "RUNNERS",
     "open_runner",
     "resolve_board",
+    "open_for_board",
     "run_package",
     "bench_package",
     "ort_reference",
@@ -145,7 +146,13 @@ def resolve_board(package: Package | None, board: str | None, board_dirs: Iterab
     return load_profiles(board_dirs).board(name)
 
 
-def _open(path: str | os.PathLike[str], board: str | None, allow_other_board: bool, board_dirs: Iterable[str]) -> tuple[Package, "Board"]:
+def open_for_board(path: str | os.PathLike[str], board: str | None, allow_other_board: bool,
+                   board_dirs: Iterable[str]) -> tuple[Package, "Board"]:
+    """Opens (and verifies) a package and resolves the board it runs on."""
+    if board:
+        # An unknown name must fail as unknown (with the close names), not as
+        # "recompile it with --board <typo>".
+        resolve_board(None, board, board_dirs)
     package = open_package(path, board=board, allow_other_board=allow_other_board)
     return package, resolve_board(package, board, board_dirs)
 
@@ -170,7 +177,7 @@ def run_package(
         PackageError: the package is damaged or for another board.
         InputError: an input is missing, unknown or has the wrong shape.
     """
-    package, brd = _open(path, board, allow_other_board, board_dirs)
+    package, brd = open_for_board(path, board, allow_other_board, board_dirs)
     samples = split_samples(package.inputs, arrays)
     runner = open_runner(package, brd, port=port, sim=sim)
     try:
@@ -251,7 +258,7 @@ def bench_package(
     """
     if runs < 1 or warmup < 0:
         raise ConfigError(f"--runs must be >= 1 and --warmup >= 0 (got {runs}, {warmup})", hint="E.g. --runs 50 --warmup 5.")
-    package, brd = _open(path, board, allow_other_board, board_dirs)
+    package, brd = open_for_board(path, board, allow_other_board, board_dirs)
     feeds = split_samples(package.inputs, arrays)[0] if arrays is not None else random_inputs(package.inputs, seed)
     runner = open_runner(package, brd, port=port, sim=sim)
     try:

@@ -1,0 +1,94 @@
+"""What a new user meets in the first hour (issue #17), through ``main()``."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper, numpy_helper
+
+from edgekit.cli.main import main
+
+
+def _cnn() -> onnx.ModelProto:
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["y"])],
+        "cnn",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 4, "H", "W"])],
+        [w],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("everyday") / "cnn.onnx"
+    onnx.save(_cnn(), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def package(model_path: Path) -> Path:
+    out = model_path.parent / "cnn.ekpkg"
+    assert main(["compile", str(model_path), "--board", "host", "-o", str(out), "--input-shape", "x=1x3x8x8"]) == 0
+    return out
+
+
+# --------------------------------------------------------------------------- #
+# item 7: hints that point somewhere real
+# --------------------------------------------------------------------------- #
+
+
+def test_unknown_board_suggests_the_close_name(package: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for command in (["bench", str(package), "--runs", "1"], ["flash", str(package)]):
+        assert main([*command, "--board", "stm32"]) == 2
+        err = capsys.readouterr().err
+        assert "unknown board 'stm32'" in err and "Did you mean 'stm32h7'?" in err, err
+        assert "--board stm32 " not in err and "--board stm32," not in err, err
+
+
+def test_shape_hint_has_the_models_rank_and_works(package: Path, model_path: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    # One sample without its batch axis: the hint says to add the axis, not
+    # to recompile with a 3-D shape the model cannot take.
+    np.savez(tmp_path / "one.npz", x=np.zeros((3, 8, 8), np.float32))
+    assert main(["run", str(package), "--input", str(tmp_path / "one.npz"), "-o", str(tmp_path / "o.npz")]) == 2
+    err = capsys.readouterr().err
+    assert "x=3x8x8" not in err and "1x3x8x8" in err and "batch axis" in err, err
+
+    # A sample of another size: the suggested --input-shape has 4 dimensions,
+    # and compiling with it, then running the data with its batch axis, works.
+    data = np.random.default_rng(1).standard_normal((3, 10, 6)).astype(np.float32)
+    np.savez(tmp_path / "other.npz", x=data)
+    assert main(["run", str(package), "--input", str(tmp_path / "other.npz"), "-o", str(tmp_path / "o.npz")]) == 2
+    err = capsys.readouterr().err
+    flag = re.search(r"--input-shape (\S+?)\.?$", err.strip())
+    assert flag and flag.group(1) == "x=1x3x10x6", err
+    other = tmp_path / "other.ekpkg"
+    assert main(["compile", str(model_path), "--board", "host", "-o", str(other), "--input-shape", flag.group(1),
+                 "--json"]) == 0
+    capsys.readouterr()
+    np.savez(tmp_path / "other1.npz", x=data[None])
+    assert main(["run", str(other), "--input", str(tmp_path / "other1.npz"), "-o", str(tmp_path / "o.npz")]) == 0
+    with np.load(tmp_path / "o.npz") as out:
+        assert out["y"].shape == (1, 4, 10, 6)
+
+
+@pytest.mark.parametrize("shape", ["x=1x3x8x8x", "x=1xx3x8x8", "x=x1x3x8x8"])
+def test_shape_with_an_empty_dimension_is_refused(model_path: Path, shape: str,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["inspect", str(model_path), "--input-shape", shape, "--json"]) == 2
+    assert "cannot read shape" in capsys.readouterr().err
+
+
+def test_loader_rank_error_shows_the_models_shape(model_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["inspect", str(model_path), "--input-shape", "x=3x8x8", "--json"]) == 2
+    err = capsys.readouterr().err
+    assert "has 3 dimensions, the model's input has 4" in err and "Nx3xHxW" in err, err
