@@ -110,8 +110,12 @@ def _render(report: dict[str, Any]) -> None:
             console.print(f"{key}: " + ", ".join(f"{k} {report[key][k]:.0f}" for k in STAT_KEYS))
     if "ratio_vs_ort" in report:
         err = report["ort_max_rel_error"]["max"]
-        verdict = "[green]outputs agree[/]" if report["outputs_agree"] else f"[red]outputs differ by more than {AGREE_TOLERANCE:g}[/]"
-        err_text = "NaN" if err is None else f"{err:.2e}"
+        tolerance = report.get("agree_tolerance", AGREE_TOLERANCE)
+        verdict = "[green]outputs agree[/]" if report["outputs_agree"] else f"[red]outputs differ by more than {tolerance:.2g}[/]"
+        err_text = "NaN" if err is None else f"{err:.2g}"
+        if tolerance > AGREE_TOLERANCE:
+            err_text += (f" (tolerance {tolerance:.2g}: float32 sums of {report['accumulation_length']:,} products "
+                         "through the layers)")
         if report.get("simulated"):
             # A simulated board's latency is the board's (cycles at its clock);
             # onnxruntime ran on this machine: the ratio compares two machines.
