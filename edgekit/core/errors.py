@@ -24,6 +24,7 @@ __all__ = [
     "ProtocolError",
     "ChecksumError",
     "DeviceTimeoutError",
+    "DeviceFaultError",
     "PortBusyError",
 ]
 
@@ -110,6 +111,11 @@ class ChecksumError(ProtocolError):
 
 class DeviceTimeoutError(DeviceError):
     """The device did not answer within the named time limit."""
+
+
+class DeviceFaultError(DeviceError):
+    """The device's core faulted, hung or stopped; fields name ``pc``,
+    ``address`` (where known) and the ``command`` it was serving."""
 
 
 class PortBusyError(TransportError):

@@ -28,7 +28,7 @@ from edgekit.core.errors import (
 from edgekit.runtime import protocol as P
 from edgekit.runtime.protocol import Command, Status
 
-__all__ = ["RetryPolicy", "FrameLink", "DeviceClient", "DEFAULT_RETRY"]
+__all__ = ["RetryPolicy", "FrameLink", "DeviceClient", "DEFAULT_RETRY", "WATCH_SLICE_S"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +61,9 @@ class RetryPolicy:
             this long (None: no limit beyond the counts above). Checked
             before every request, so the upload ends at most one request's
             retries (``attempts x`` its timeout) after the deadline.
+        run_attempts: Sends of one RUN: a RUN that timed out is resent once
+            (its request may have been lost), not ``attempts`` times, so a
+            dead device costs at most ``run_attempts x run_timeout_s``.
     """
 
     attempts: int = 6
@@ -69,6 +72,12 @@ class RetryPolicy:
     verify_timeout_s: float = 60.0
     upload_resumes: int = 4
     upload_deadline_s: float | None = None
+    run_attempts: int = 2
+
+
+#: Longest single wait on the link before the client asks the device's
+#: watch (a simulator's liveness check) whether waiting still makes sense.
+WATCH_SLICE_S = 0.2
 
 
 DEFAULT_RETRY = RetryPolicy()
@@ -92,6 +101,13 @@ class DeviceClient:
         retry: Retry limits.
         on_resync: Called before an upload re-synchronises; the simulator's
             tests use it, real code leaves it ``None``.
+        watch: Called with the command's name at least every
+            :data:`WATCH_SLICE_S` while waiting for an answer; raises (a
+            :class:`~edgekit.core.errors.DeviceFaultError`) when the device
+            can no longer answer, e.g. a simulated core that faulted.
+
+    Attributes:
+        last_command: Name of the last command sent (for error messages).
     """
 
     def __init__(
@@ -99,10 +115,13 @@ class DeviceClient:
         link: FrameLink,
         retry: RetryPolicy = DEFAULT_RETRY,
         on_resync: Callable[[], None] | None = None,
+        watch: Callable[[str], None] | None = None,
     ) -> None:
         self.link = link
         self.retry = retry
         self._on_resync = on_resync
+        self._watch = watch
+        self.last_command = ""
         # A random start keeps a new host session from matching a cached answer
         # of the previous one.
         self._seq = random.randrange(0, P.NAK_SEQ)
@@ -138,7 +157,9 @@ class DeviceClient:
         wire = P.encode_frame(P.Frame(cmd=int(cmd), seq=seq, payload=payload))
         wait = self.retry.response_timeout_s if timeout_s is None else timeout_s
         last_problem = "no answer"
-        for attempt in range(1, self.retry.attempts + 1):
+        self.last_command = cmd.name
+        attempts = self.retry.run_attempts if cmd == Command.RUN else self.retry.attempts
+        for attempt in range(1, attempts + 1):
             self.link.write_frame(wire)
             try:
                 frame = self._await(cmd, seq, wait)
@@ -153,16 +174,31 @@ class DeviceClient:
                 raise self._status_error(cmd, frame)
             return frame
         raise DeviceTimeoutError(
-            f"{cmd.name} failed after {self.retry.attempts} attempts ({last_problem})",
+            f"{cmd.name} failed after {attempts} attempts ({last_problem})",
             hint="Check that the board runs the edgekit firmware and the cable is good; reset the board and retry.",
             command=cmd.name,
-            attempts=self.retry.attempts,
+            attempts=attempts,
         )
+
+    def _read_frame(self, cmd: Command, wait: float) -> bytes:
+        """One raw frame within ``wait`` seconds, asking the watch between slices."""
+        if self._watch is None:
+            return self.link.read_frame(wait)
+        deadline = time.monotonic() + wait
+        while True:
+            self._watch(cmd.name)
+            left = deadline - time.monotonic()
+            try:
+                return self.link.read_frame(max(0.0, min(left, WATCH_SLICE_S)))
+            except DeviceTimeoutError:
+                if left <= WATCH_SLICE_S:
+                    self._watch(cmd.name)
+                    raise
 
     def _await(self, cmd: Command, seq: int, wait: float) -> P.Frame | None:
         """Reads until the answer to ``seq`` arrives; None means resend now."""
         while True:
-            raw = self.link.read_frame(wait)
+            raw = self._read_frame(cmd, wait)
             try:
                 frame = P.decode_frame(raw)
             except ProtocolError as exc:
@@ -237,7 +273,7 @@ class DeviceClient:
                 if resumes:
                     # Inside the try: a link that fails again while we
                     # re-synchronise costs one more resume, not the upload.
-                    self.hello()
+                    self._hello_or_give_up()
                 offset = self._begin(total, digest)
                 offset = self._send_chunks(image, offset, progress, deadline)
                 self._check_deadline(deadline)
@@ -255,6 +291,8 @@ class DeviceClient:
                 raise
             except _OutOfTime:
                 raise self._deadline_error() from None
+            except _DeviceGone as gone:
+                raise gone.error from None
             except (DeviceTimeoutError, TransportError, _Resync) as exc:
                 problem = exc if isinstance(exc, DeviceError) else DeviceError(str(exc), hint="Reset the board and retry.")
             if self._confirmed > mark:
@@ -267,6 +305,22 @@ class DeviceClient:
             self._check_deadline(deadline)
             if self._on_resync is not None:
                 self._on_resync()
+
+    def _hello_or_give_up(self) -> None:
+        """HELLO while re-synchronising an upload. A device that was reset or
+        lost bytes answers it; one that stays silent through every attempt
+        is gone (powered off, crashed, killed), and waiting through the
+        remaining resumes would only multiply the time to tell the user."""
+        try:
+            self.hello()
+        except DeviceTimeoutError as exc:
+            raise _DeviceGone(
+                DeviceTimeoutError(
+                    f"the device stopped answering during the upload ({exc.message})",
+                    hint="Check that the board is powered and runs the edgekit firmware; reset it and flash again.",
+                    command="HELLO",
+                )
+            ) from None
 
     def _check_deadline(self, deadline: float | None) -> None:
         if deadline is not None and time.monotonic() > deadline:
@@ -365,6 +419,14 @@ class DeviceClient:
 
 class _Resync(Exception):
     """Internal: the upload must re-synchronise with LOAD_BEGIN."""
+
+
+class _DeviceGone(Exception):
+    """Internal: the device stayed silent while the upload re-synchronised."""
+
+    def __init__(self, error: DeviceError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class _OutOfTime(Exception):

@@ -19,6 +19,7 @@ from edgekit.compiler.package import Package
 from edgekit.core.errors import ConfigError, DeviceError, PackageError
 from edgekit.core.profiles import Board
 from edgekit.core.tensors import TensorSpec, check_inputs
+from edgekit.runtime.deadlines import WorkEstimate, estimate_work, retry_for
 from edgekit.runtime.device import DEFAULT_RETRY, DeviceClient, RetryPolicy
 from edgekit.runtime.transport import SerialTransport
 
@@ -51,7 +52,8 @@ class McuRunner:
         port: Serial port of a real board; overrides the profile's.
         sim: True forces the simulator, False forbids it; None simulates
             when no port is given or configured (with a notice).
-        retry: Protocol retry limits.
+        retry: Protocol retry limits; by default derived from the board and
+            the model's work (:func:`edgekit.runtime.deadlines.retry_for`).
 
     Raises:
         ConfigError: ``sim=False`` without a port, or a port and ``sim=True``.
@@ -67,6 +69,10 @@ class McuRunner:
     ) -> None:
         self.board = board
         self.retry = retry
+        self._derive_retry = retry is DEFAULT_RETRY
+        self._work: WorkEstimate | None = None
+        #: Instructions one inference took on the simulator (after the first run).
+        self._measured_instructions: int | None = None
         port = port or board.transport.port or None
         if sim and port:
             raise ConfigError("both --port and --sim given", hint="Use one: --port for a board, --sim for its simulator.")
@@ -108,7 +114,8 @@ class McuRunner:
             port = self._port
         assert port is not None
         self._transport = SerialTransport(port, self.board.transport.baudrate)
-        self._client = DeviceClient(self._transport, self.retry)
+        watch = self._sim.check_alive if self._sim is not None else None
+        self._client = DeviceClient(self._transport, self.retry, watch=watch)
         self._client.hello()
 
     def _disconnect(self) -> None:
@@ -143,6 +150,12 @@ class McuRunner:
             raise PackageError(f"package has no {WEIGHTS_MEMBER}", hint="Recompile it.")
         self.inputs = list(package.inputs)
         self.outputs = list(package.outputs)
+        self._work = estimate_work(package)
+        self._measured_instructions = None
+        if self._derive_retry:
+            self.retry = retry_for(
+                self.board, simulated=self.simulated, work=self._work, image_bytes=self.board.memory.flash_bytes
+            )
         self._connect(package)
         info = self.client.info()
         self._check_model(package, info)
@@ -214,10 +227,28 @@ class McuRunner:
             out[spec.name] = np.frombuffer(raw, dtype=spec.dtype).reshape(spec.shape).copy()
         return out
 
+    def _run_once(self) -> Any:
+        """RUN(1), with a simulated core held to an instruction budget: the
+        work bound before the first run, four times the measured count after."""
+        if self._sim is None:
+            return self.client.run(1)
+        bound = self._work.cycles / (self.board.simulator.cpi or 1.0) if self._work else None
+        if self._measured_instructions:
+            bound = 4 * self._measured_instructions + 1_000_000
+        self._sim.set_budget(None if bound is None else int(bound))
+        start = self._sim.instructions
+        try:
+            result = self.client.run(1)
+        finally:
+            self._sim.set_budget(None)
+        if self._measured_instructions is None:
+            self._measured_instructions = self._sim.instructions - start
+        return result
+
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One inference on the device; outputs by name."""
         self._set_inputs(feeds)
-        self.client.run(1)
+        self._run_once()
         return self._get_outputs()
 
     def time_runs(self, feeds: Mapping[str, np.ndarray], runs: int, warmup: int) -> Timing:
@@ -235,7 +266,7 @@ class McuRunner:
         instret: list[int] = []
         for i in range(warmup + runs):
             self._set_inputs(feeds)
-            result = self.client.run(1)
+            result = self._run_once()
             if i >= warmup:
                 cycles += result.cycles
                 instret += result.instret

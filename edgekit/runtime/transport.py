@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import termios
 import time
 from typing import Any
 
@@ -29,6 +30,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_WRITE_TIMEOUT_S = 2.0
 #: Longest single blocking read, so deadlines are checked often enough.
 _READ_SLICE_S = 0.05
+#: What a port that went away raises: pyserial's errors, OS errors, and the
+#: termios error tcdrain/tcflush raise on a pty whose other side closed.
+_LINK_ERRORS = (serial.SerialException, OSError, termios.error)
 
 
 class SerialTransport:
@@ -106,7 +110,7 @@ class SerialTransport:
                 hint="The device stopped reading; reset it or check the cable.",
                 port=self.port,
             ) from None
-        except (serial.SerialException, OSError) as exc:
+        except _LINK_ERRORS as exc:
             raise TransportError(
                 f"link to {self.port} failed while writing: {exc}", hint="Check the cable; reconnect the board."
             ) from None
@@ -123,7 +127,7 @@ class SerialTransport:
                 return b""
             waiting = self._serial.in_waiting
             return first + (self._serial.read(waiting) if waiting else b"")
-        except (serial.SerialException, OSError) as exc:
+        except _LINK_ERRORS as exc:
             raise TransportError(
                 f"link to {self.port} failed while reading: {exc}", hint="Check the cable; reconnect the board."
             ) from None
@@ -164,7 +168,7 @@ class SerialTransport:
         self._reader = FrameReader()
         try:
             self._serial.reset_input_buffer()
-        except (serial.SerialException, OSError):
+        except _LINK_ERRORS:
             pass
 
     def close(self) -> None:

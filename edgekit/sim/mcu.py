@@ -20,23 +20,29 @@ import atexit
 import logging
 import threading
 import weakref
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from elftools.elf.elffile import ELFFile
 
-from edgekit.core.errors import ConfigError, DeviceError
+from edgekit.core.errors import ConfigError, DeviceError, DeviceFaultError
 from edgekit.core.profiles import Board
 from edgekit.sim.agent_build import PortSpec, port_for_board
 from edgekit.sim.uart import UART_MODELS, PtyUart
 
-__all__ = ["McuSimulator"]
+__all__ = ["McuSimulator", "SimFault", "STUCK_CHECK_BLOCKS"]
 
 logger = logging.getLogger(__name__)
 
 _EM_ARM = "EM_ARM"
 _EM_RISCV = "EM_RISCV"
 _PAGE = 0x1000
+#: A basic block that re-enters itself this many times in a row without UART
+#: access has its registers compared with the previous check; equal registers
+#: mean the core can never leave (no interrupts in the model): it is stuck.
+STUCK_CHECK_BLOCKS = 20_000
+_ACCESS = {}  # unicorn memory-access type -> word, filled on first use
 _INTERCEPTED = ("ek_port_read_cycles", "ek_port_read_instret")
 #: Slot storage bounds and the one function that programs it (power-cut tests).
 _STORAGE_SYMBOLS = ("__ek_slots_start", "__ek_slots_end", "ek_port_storage_write")
@@ -54,6 +60,33 @@ def _stop_live_simulators() -> None:
             sim.stop()
         except Exception:  # noqa: BLE001 - best effort at interpreter exit
             pass
+
+
+@dataclass(frozen=True)
+class SimFault:
+    """Why a simulated core stopped serving the host.
+
+    Attributes:
+        kind: ``fault`` (invalid memory access, illegal instruction),
+            ``stuck`` (a loop it can never leave), ``budget`` (ran past its
+            instruction budget), ``halted`` (the core left the firmware) or
+            ``stopped`` (the simulator was stopped or closed).
+        pc: Program counter when it stopped.
+        address: The faulting data address, where there is one.
+        detail: unicorn's message or what the loop did.
+        instructions: Instructions executed since power-on.
+    """
+
+    kind: str
+    pc: int
+    address: int | None
+    detail: str
+    instructions: int
+
+    def describe(self) -> str:
+        """One line: kind, pc and address."""
+        where = f"pc={self.pc:#010x}" + ("" if self.address is None else f", address={self.address:#010x}")
+        return f"{self.detail} ({where}, after {self.instructions:,} instructions)"
 
 
 def _page_up(n: int) -> int:
@@ -93,6 +126,12 @@ class McuSimulator:
         self.cpi = board.simulator.cpi
         self.instructions = 0
         self.error: BaseException | None = None
+        self.fault: SimFault | None = None
+        self._bad_access: tuple[str, int] | None = None
+        self._budget_end: int | None = None
+        self._last_block = -1
+        self._repeats = 0
+        self._stuck_regs: tuple[int, ...] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._block_cache: dict[tuple[int, int], int] = {}
@@ -153,6 +192,9 @@ class McuSimulator:
         raw = self.spec.raw
         flash_base, ram_base = int(raw["flash_base"]), int(raw["ram_base"])
         flash, ram = self.board.memory.flash_bytes, self.board.memory.ram_bytes
+        # Map only memory the board has at these addresses: a port that links
+        # into one RAM bank of several declares its size, so an overrun faults.
+        ram = min(ram, int(raw.get("ram_bytes", ram))) if ram else ram
         if not flash or not ram:
             raise ConfigError(
                 f"board '{self.board.name}' has no [memory] flash/ram sizes", hint="Add them to its profile."
@@ -177,12 +219,13 @@ class McuSimulator:
         uc.mmio_map(
             page,
             _page_up(skew + self._uart_model.size),
-            lambda _uc, off, size, _ud: self._uart_model.read(off - skew, size),
+            lambda _uc, off, size, _ud: self._uart_read(off - skew, size),
             None,
-            lambda _uc, off, size, value, _ud: self._uart_model.write(off - skew, size, value),
+            lambda _uc, off, size, value, _ud: self._uart_write(off - skew, size, value),
             None,
         )
         uc.hook_add(uc_mod.UC_HOOK_BLOCK, self._on_block)
+        uc.hook_add(uc_mod.UC_HOOK_MEM_INVALID, self._on_bad_access)
         for name in _INTERCEPTED:
             addr = self.symbols[name]
             uc.hook_add(uc_mod.UC_HOOK_CODE, self._on_counter_read, name, addr, addr)
@@ -192,6 +235,14 @@ class McuSimulator:
         return uc
 
     # -- hooks -------------------------------------------------------------- #
+
+    def _uart_read(self, offset: int, size: int) -> int:
+        self._repeats = 0  # I/O: a polling loop is not stuck
+        return self._uart_model.read(offset, size)
+
+    def _uart_write(self, offset: int, size: int, value: int) -> None:
+        self._repeats = 0
+        self._uart_model.write(offset, size, value)
 
     def _on_block(self, uc: Any, address: int, size: int, _ud: Any) -> None:
         key = (address, size)
@@ -203,6 +254,82 @@ class McuSimulator:
         self.instructions += n
         if self._stop.is_set():
             uc.emu_stop()
+        if address == self._last_block:
+            self._repeats += 1
+            if self._repeats % STUCK_CHECK_BLOCKS == 0:
+                self._check_stuck(uc, address)
+        else:
+            self._last_block, self._repeats, self._stuck_regs = address, 0, None
+        if self._budget_end is not None and self.instructions > self._budget_end:
+            self._halt_with("budget", address, None, "the core ran past its instruction budget for the command")
+
+    def _check_stuck(self, uc: Any, address: int) -> None:
+        regs = self._registers(uc)
+        if regs == self._stuck_regs:
+            self._halt_with(
+                "stuck", address, None, f"the core is stuck in a loop it cannot leave ({self._repeats:,} passes, no I/O)"
+            )
+        self._stuck_regs = regs
+
+    def _registers(self, uc: Any) -> tuple[int, ...]:
+        if self.arch == _EM_RISCV:
+            from unicorn import riscv_const as rc
+
+            return tuple(uc.reg_read(rc.UC_RISCV_REG_X1 + i) for i in range(31))
+        from unicorn import arm_const as ac
+
+        return tuple(uc.reg_read(r) for r in (*range(ac.UC_ARM_REG_R0, ac.UC_ARM_REG_R12 + 1), ac.UC_ARM_REG_SP))
+
+    def _halt_with(self, kind: str, pc: int, address: int | None, detail: str) -> None:
+        if self.fault is None:
+            self.fault = SimFault(kind, pc, address, detail, self.instructions)
+            logger.error("simulated %s stopped: %s", self.board.name, self.fault.describe())
+        self._stop.set()
+        self._uc.emu_stop()
+
+    def _on_bad_access(self, uc: Any, access: int, address: int, size: int, value: int, _ud: Any) -> bool:
+        if not _ACCESS:
+            m = self._uc_mod
+            _ACCESS.update({
+                m.UC_MEM_READ_UNMAPPED: "read", m.UC_MEM_WRITE_UNMAPPED: "write", m.UC_MEM_FETCH_UNMAPPED: "fetch",
+                m.UC_MEM_READ_PROT: "read", m.UC_MEM_WRITE_PROT: "write", m.UC_MEM_FETCH_PROT: "fetch",
+            })  # fmt: skip
+        self._bad_access = (_ACCESS.get(access, "access"), address)
+        return False  # unicorn stops with the matching UcError
+
+    # -- host-side watch ------------------------------------------------------ #
+
+    def set_budget(self, instructions: int | None) -> None:
+        """Stops the core with a ``budget`` fault once it has executed
+        ``instructions`` more (None: no limit). Runners set it per command
+        from the work the command should take."""
+        self._budget_end = None if instructions is None else self.instructions + int(instructions)
+
+    def check_alive(self, command: str = "") -> None:
+        """Raises :class:`DeviceFaultError` when the core no longer serves the
+        host: it faulted, is stuck, ran past its budget, left the firmware or
+        the simulator was stopped. Cheap; the protocol client calls it while
+        it waits for an answer."""
+        fault = self.fault
+        if fault is None and (self._thread is None or not self._thread.is_alive()):
+            fault = SimFault("stopped", self._pc(), None, "the simulator is not running", self.instructions)
+        if fault is None:
+            return
+        during = f" during {command}" if command else ""
+        hints = {
+            "fault": "The firmware accessed memory the board does not have; recompile the package with this edgekit "
+            "and report the model if it repeats (run with --debug).",
+            "stuck": "The firmware hangs; recompile the package with this edgekit and report the model.",
+            "budget": "The model ran far longer than its size allows; recompile it, and report it if it repeats.",
+        }
+        raise DeviceFaultError(
+            f"simulated {self.board.name} stopped{during}: {fault.describe()}",
+            hint=hints.get(fault.kind, "The simulator was stopped; run the command again."),
+            kind=fault.kind,
+            pc=fault.pc,
+            address=fault.address,
+            command=command,
+        )
 
     def _on_counter_read(self, uc: Any, address: int, size: int, name: str) -> None:
         value = self.instructions if name == "ek_port_read_instret" else int(self.instructions * self.cpi)
@@ -307,8 +434,14 @@ class McuSimulator:
             self._uc.emu_start(pc, 0xFFFFFFFF if self.arch == _EM_RISCV else 0xFFFFFFFE)
         except self._uc_mod.UcError as exc:
             self.error = exc
-            where = self._pc()
-            logger.error("simulated %s stopped: %s at pc=%#x", self.board.name, exc, where)
+            address = self._bad_access[1] if self._bad_access else None
+            detail = str(exc)
+            if self.fault is None:
+                self.fault = SimFault("fault", self._pc(), address, detail, self.instructions)
+            logger.error("simulated %s stopped: %s", self.board.name, self.fault.describe())
+            return
+        if not self._stop.is_set() and self.fault is None:
+            self.fault = SimFault("halted", self._pc(), None, "the core left the firmware", self.instructions)
 
     def _pc(self) -> int:
         if self.arch == _EM_RISCV:
@@ -325,6 +458,9 @@ class McuSimulator:
             raise DeviceError("simulator already running", hint="Call reset() to restart it.")
         self._stop.clear()
         self.error = None
+        self.fault = None
+        self._bad_access = None
+        self._budget_end = None
         pc = self._reset_registers()
         self._thread = threading.Thread(target=self._run, args=(pc,), name=f"sim-{self.board.name}", daemon=True)
         self._thread.start()
