@@ -21,20 +21,25 @@ __all__ = ["main", "build_parser", "COMMANDS"]
 
 logger = logging.getLogger("edgekit")
 
-#: Command modules, in the order ``--help`` lists them.
-COMMANDS = [
-    "boards",
-    "inspect",
-    "compress",
-    "compile",
-    "tune",
-    "flash",
-    "run",
-    "bench",
-    "demo",
-    "doctor",
-    "completion",
-]
+#: Command modules (``edgekit.cli.cmd_<name>``) with the one-line summary that
+#: ``edgekit --help`` lists, in that order. A command's module, and the heavy
+#: libraries it imports (onnx, onnxruntime, TVM, matplotlib), is imported only
+#: when that command runs: ``edgekit --help`` and ``edgekit boards`` start in a
+#: fraction of a second (benchmarks/startup.py). A test keeps the summaries
+#: equal to the ``help=`` each module gives its parser.
+COMMANDS: dict[str, str] = {
+    "boards": "list board profiles",
+    "inspect": "count MACs, parameters and memory of a model",
+    "compress": "prune, factorize and quantize a model, with a quality report",
+    "compile": "compile a model for a board into a .ekpkg package",
+    "tune": "tune a model's kernels for a board (MetaSchedule)",
+    "flash": "upload a package to a board (or its simulator) and verify it",
+    "run": "run a package on inputs from an .npz file",
+    "bench": "measure a package's latency (and compare with onnxruntime)",
+    "demo": "compile the bundled digits CNN for a board and benchmark it",
+    "doctor": "check toolchains, simulators, serial ports and versions",
+    "completion": "print a shell completion script (bash or zsh)",
+}
 
 EPILOG = """examples:
   edgekit boards
@@ -46,8 +51,15 @@ Run 'edgekit COMMAND --help' for the options of one command.
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The top-level parser with every available command."""
+def build_parser(only: str | None = "*") -> argparse.ArgumentParser:
+    """The top-level parser.
+
+    Args:
+        only: The command whose module is imported and whose options are
+            parsed; the others are listed by name and summary only. ``"*"``
+            (the default) builds every command in full (shell completion
+            walks them all); ``None`` builds none (``edgekit --help``).
+    """
     parser = argparse.ArgumentParser(
         prog="edgekit",
         description="Compress, compile, flash and benchmark ONNX models on edge boards and their simulators.",
@@ -58,7 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
     parser.add_argument("-q", "--quiet", action="store_true", help="only print results and errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
+    for name, summary in COMMANDS.items():
+        if only != "*" and name != only:
+            sub.add_parser(name, help=summary, add_help=False)
+            continue
         try:
             module = importlib.import_module(f"edgekit.cli.cmd_{name}")
         except ModuleNotFoundError as exc:
@@ -73,9 +88,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The command named in ``argv``: top-level options take no value, so it
+    is the first word that is not an option."""
+    word = next((a for a in argv if not a.startswith("-")), None)
+    return word if word in COMMANDS else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``edgekit`` console script; returns the exit code."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(only=_command_of(argv))
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.debug else (logging.WARNING if args.quiet else logging.INFO),
