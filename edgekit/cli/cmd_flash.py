@@ -33,6 +33,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _deployment(runner: object) -> dict[str, object]:
+    """What the runner did and checked; runners that report nothing claim nothing."""
+    reported = getattr(runner, "deployment", None)
+    if reported:
+        return dict(reported)
+    return {
+        "transport": "this process",
+        "action": "loaded the package here; nothing was sent to a device",
+        "verified": False,
+        "check": "none on a device (the package's member hashes were checked when it was opened)",
+    }
+
+
 def run(args: argparse.Namespace) -> int:
     package, board = open_for_board(args.package, args.board, args.allow_other_board, args.boards_dir)
     start = time.perf_counter()
@@ -40,12 +53,15 @@ def run(args: argparse.Namespace) -> int:
     try:
         info = runner.info()
         simulated = bool(getattr(runner, "simulated", False))
+        deployment = _deployment(runner)
     finally:
         runner.close()
     result = {
         "board": board.name,
         "simulated": simulated,
-        "verified": True,  # open_runner raises unless the device's hash matched
+        "verified": bool(deployment["verified"]),  # set by the check that ran, never assumed
+        "check": deployment["check"],
+        "deployment": deployment,
         "seconds": round(time.perf_counter() - start, 3),
         "device": info,
         "memory": package.manifest.get("memory", {}),
@@ -59,7 +75,9 @@ def run(args: argparse.Namespace) -> int:
     table.add_column("value")
     for key, value in info.items():
         table.add_row(str(key), str(value))
-    table.add_row("verified", "yes: the device's SHA-256 matches the package")
+    table.add_row("transport", str(deployment["transport"]))
+    table.add_row("done", str(deployment["action"]))
+    table.add_row("verified", ("yes: " if deployment["verified"] else "no: ") + str(deployment["check"]))
     table.add_row("time", f"{result['seconds']:.2f} s")
     console.print(table)
     return 0

@@ -16,6 +16,7 @@ source in ``runner.timing``.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import platform
 import shlex
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
 import numpy as np
 
 from edgekit.compiler.package import Package
-from edgekit.core.errors import ConfigError, DeviceError, DeviceTimeoutError, PackageError
+from edgekit.core.errors import ChecksumError, ConfigError, DeviceError, DeviceTimeoutError, PackageError
 from edgekit.core.tensors import TensorSpec, check_inputs
 from edgekit.runtime.runner import Timing
 
@@ -83,6 +84,10 @@ class Executor(Protocol):
 
     def get(self, name: str) -> bytes:
         """Reads back a file of the working folder."""
+        ...
+
+    def sha256(self, names: Sequence[str]) -> dict[str, str]:
+        """SHA-256 (hex) of files put there, computed where they are."""
         ...
 
     def run(self, args: Sequence[str], timeout_s: float) -> CommandResult:
@@ -143,6 +148,10 @@ class LocalExecutor:
 
     def get(self, name: str) -> bytes:
         return (self.root / name).read_bytes()
+
+    def sha256(self, names: Sequence[str]) -> dict[str, str]:
+        """SHA-256 (hex) of deployed files, read back from where they run."""
+        return {n: hashlib.sha256((self.root / n).read_bytes()).hexdigest() for n in names}
 
     def run(self, args: Sequence[str], timeout_s: float) -> CommandResult:
         cmd = [*self.prefix, *args]
@@ -222,6 +231,30 @@ def run_on_executor(
     return result, timings
 
 
+def check_deployed(executor: Any, files: Mapping[str, bytes]) -> dict[str, Any]:
+    """Hashes the deployed files where they are (``sha256sum`` over SSH, the
+    files themselves for qemu-user) and compares with the package's bytes.
+
+    Raises:
+        ChecksumError: a deployed file differs from the package's.
+    """
+    want = {n: hashlib.sha256(data).hexdigest() for n, data in files.items()}
+    got = executor.sha256(list(files))
+    bad = sorted(n for n in want if got.get(n) != want[n])
+    if bad:
+        raise ChecksumError(
+            f"deployed {', '.join(bad)} on {executor.where} differ from the package (SHA-256)",
+            hint="The copy was corrupted or changed on the board; run the command again, and check the board's storage.",
+            files=bad,
+        )
+    return {
+        "transport": executor.where,
+        "action": f"copied {', '.join(files)} ({sum(map(len, files.values()))} B)",
+        "verified": True,
+        "check": f"SHA-256 of the deployed {', '.join(files)} on {executor.where} matches the package",
+    }
+
+
 class LinuxRunner:
     """Runs a ``linux-aot`` package on a Linux board, under qemu-user, or natively.
 
@@ -285,10 +318,12 @@ class LinuxRunner:
                 raise PackageError(f"package has no member '{member}'", hint="Recompile it with `edgekit compile`.")
         self.close()
         self._executor = self._open_executor(str(info.get("arch", "")))
+        files = {"runner": package.read(runner_member), "weights.bin": package.read(weights_member)}
         self._paths = {
-            "runner": self._executor.put("runner", package.read(runner_member), executable=True),
-            "weights": self._executor.put("weights.bin", package.read(weights_member)),
+            "runner": self._executor.put("runner", files["runner"], executable=True),
+            "weights": self._executor.put("weights.bin", files["weights.bin"]),
         }
+        self.deployment = check_deployed(self._executor, files)
         self.package = package
         logger.debug("loaded %s on %s", package.path, self._executor.where)
 

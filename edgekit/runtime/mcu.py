@@ -89,6 +89,8 @@ class McuRunner:
         self._transport: SerialTransport | None = None
         self._client: DeviceClient | None = None
         self._device_info: Any = None
+        #: What load() did and checked (``edgekit flash`` reports it).
+        self.deployment: dict[str, Any] = {}
         self.inputs: list[TensorSpec] = []
         self.outputs: list[TensorSpec] = []
         try:
@@ -167,9 +169,19 @@ class McuRunner:
                 self.client.verify()  # re-hash on the device; raises unless it matches its record
                 logger.info("device already holds these weights (generation %d)", info.active_generation)
                 self._device_info = self.client.info()
+                self.deployment = self._deployment("the device already held these weights (re-hashed there)")
                 return
-        self.client.load(weights)
+        self.client.load(weights)  # returns only when the device's SHA-256 equals the package's
         self._device_info = self.client.info()
+        self.deployment = self._deployment(f"uploaded weights.bin ({len(weights)} B), committed by the device")
+
+    def _deployment(self, action: str) -> dict[str, Any]:
+        return {
+            "transport": "unicorn simulator (pty)" if self.simulated else f"serial {self._port}",
+            "action": action,
+            "verified": True,
+            "check": "the device's SHA-256 of its active weights matches the package",
+        }
 
     def _check_model(self, package: Package, info: Any) -> None:
         memory = package.manifest.get("memory", {})

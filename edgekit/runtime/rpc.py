@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import ipaddress
 import json
 import logging
@@ -241,6 +242,10 @@ class RpcExecutor:
 
     def get(self, name: str) -> bytes:
         return bytes(self.remote.download(name))
+
+    def sha256(self, names: Sequence[str]) -> dict[str, str]:
+        """SHA-256 (hex) of uploaded files as the RPC server holds them (read back)."""
+        return {n: hashlib.sha256(self.get(n)).hexdigest() for n in names}
 
     def run(self, args: Sequence[str], timeout_s: float) -> _Result:
         data = json.loads(str(self._run(json.dumps(list(args)), float(timeout_s))))
@@ -487,7 +492,7 @@ def bench_remote(
     """
     from edgekit.compiler.package import open_package
     from edgekit.runtime.data import random_inputs, split_samples
-    from edgekit.runtime.linux_runner import RUNTIME as LINUX_RUNTIME, run_on_executor
+    from edgekit.runtime.linux_runner import RUNTIME as LINUX_RUNTIME, check_deployed, run_on_executor
     from edgekit.runtime.runner import compare_with_ort, resolve_board
     from edgekit.runtime.stats import summarize, throughput_per_s
 
@@ -514,6 +519,8 @@ def bench_remote(
         executor = RpcExecutor(remote, where)
         runner_path = executor.put("runner", package.read(meta.get("runner", "bin/runner")), executable=True)
         weights_path = executor.put("weights.bin", package.read(meta.get("weights", "weights.bin")))
+        check_deployed(executor, {"runner": package.read(meta.get("runner", "bin/runner")),
+                                  "weights.bin": package.read(meta.get("weights", "weights.bin"))})
         outputs, _ = run_on_executor(executor, runner_path, weights_path, package.inputs, package.outputs, feeds)
         _, ns = run_on_executor(executor, runner_path, weights_path, package.inputs, package.outputs, feeds,
                                 warmup=warmup, runs=runs)

@@ -251,6 +251,17 @@ class SshExecutor:
                    "scp (download)", self.target.connect_timeout_s + 120)
         return local.read_bytes()
 
+    def sha256(self, names: Sequence[str]) -> dict[str, str]:
+        """SHA-256 (hex) of deployed files, computed on the board with ``sha256sum``."""
+        paths = [f"{self.remote_dir}/{n}" for n in names]
+        proc = self._call(ssh_command(self.target, ["sha256sum", "--", *paths]), "ssh (sha256sum)",
+                          self.target.connect_timeout_s + 60)
+        by_path = {}
+        for line in proc.stdout.splitlines():
+            digest, _, path = line.strip().partition("  ")
+            by_path[path.lstrip("*")] = digest.lower()
+        return {n: by_path.get(p, "") for n, p in zip(names, paths)}
+
     def run(self, args: Sequence[str], timeout_s: float) -> "subprocess.CompletedProcess[str]":
         # The runner gets absolute paths in remote_dir, so no `cd` is needed.
         return self._call(ssh_command(self.target, list(args)), "ssh (run)", timeout_s)
