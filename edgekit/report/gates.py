@@ -17,10 +17,20 @@ latency regresses only when *both*
 
 1. ``current.p50 > baseline.p50 * (1 + limit) + noise``, where ``noise`` is
    the larger of the two runs' spreads ``p90 - p50`` -- the tolerance widens
-   by what the measurements themselves say about their jitter; and
+   by what the measurements themselves say about their jitter, but never by
+   more than :data:`MAX_NOISE_FRACTION` of the baseline p50 (issue 16: an
+   uncapped allowance of 4.68 ms on a 0.85 ms model let a +70 % regression
+   pass; with the cap a 2x slowdown always trips a limit below 50 %); and
 2. ``current.min > baseline.min * (1 + limit)`` -- on a shared machine noise
    only ever adds time, so the fastest run is the most stable estimate of the
    true cost; a real slowdown moves it too, a noisy neighbour rarely does.
+
+Every latency check states how confident it is (``confidence``): 1.0 for
+the deterministic cycle count; for wall-clock latency, where both reports
+carry their per-run samples, the one-sided Mann-Whitney U test's confidence
+that the current runs are slower than the baseline's scaled by ``1 + limit``
+(normal approximation; few runs cannot give high confidence, and the note
+says so), else ``None``.
 
 A gate that fails this rule can be confirmed by measuring again (see
 :func:`edgekit.report.bench_gate.bench_with_gate`), keeping the best attempt.
@@ -43,6 +53,7 @@ __all__ = [
     "GateResult",
     "check_exact",
     "check_noisy",
+    "slower_confidence",
     "compare",
     "parse_regression",
 ]
@@ -51,6 +62,9 @@ logger = logging.getLogger(__name__)
 
 #: Gated quantities, in table order.
 METRICS = ("latency", "size", "arena")
+
+#: Largest noise allowance, as a fraction of the baseline p50.
+MAX_NOISE_FRACTION = 0.5
 
 #: Fewer timed runs than this makes a wall-clock gate weak; the result says so.
 MIN_WALL_CLOCK_RUNS = 10
@@ -73,6 +87,8 @@ class Check:
         status: ``pass``, ``fail``, ``improved`` or ``skipped``.
         allowance: The absolute noise allowance added by the noise-aware rule.
         note: Why a check was skipped, or what the rule saw.
+        confidence: How sure the check is that the current value exceeds the
+            limit (see the module docstring); None where it cannot say.
     """
 
     metric: str
@@ -85,6 +101,7 @@ class Check:
     status: str
     allowance: float = 0.0
     note: str = ""
+    confidence: float | None = None
 
     @property
     def change(self) -> float | None:
@@ -115,6 +132,7 @@ class Check:
             "rule": self.rule,
             "status": self.status,
             "note": self.note,
+            "confidence": self.confidence,
         }
 
 
@@ -206,17 +224,38 @@ def check_exact(metric: str, quantity: str, unit: str, baseline: float | None, c
         missing = "baseline" if baseline is None else "current report"
         return Check(metric, quantity, unit, baseline, current, limit, "exact", "skipped", note=f"not in the {missing}")
     return Check(metric, quantity, unit, baseline, current, limit, "exact",
-                 _status(current, baseline, baseline * (1.0 + limit)))
+                 _status(current, baseline, baseline * (1.0 + limit)), confidence=1.0)
+
+
+def slower_confidence(baseline: Iterable[float], current: Iterable[float], limit: float) -> float | None:
+    """Confidence (0..1) that ``current`` samples are slower than ``baseline``
+    samples scaled by ``1 + limit``: the one-sided Mann-Whitney U test in its
+    normal approximation. None with fewer than two samples on a side."""
+    import numpy as np
+
+    cur = np.asarray(list(current), dtype=float)
+    base = np.asarray(list(baseline), dtype=float) * (1.0 + limit)
+    n1, n2 = len(cur), len(base)
+    if n1 < 2 or n2 < 2:
+        return None
+    diff = cur[:, None] - base[None, :]
+    u = float((diff > 0).sum() + 0.5 * (diff == 0).sum())
+    sd = math.sqrt(n1 * n2 * (n1 + n2 + 1) / 12.0)
+    z = (u - n1 * n2 / 2.0) / sd
+    return 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
 
 
 def check_noisy(metric: str, quantity: str, unit: str, baseline: Mapping[str, float],
-                current: Mapping[str, float], limit: float) -> Check:
+                current: Mapping[str, float], limit: float,
+                samples: tuple[Iterable[float], Iterable[float]] | None = None) -> Check:
     """Gates a measured (noisy) quantity with the noise-aware rule in this module's docstring.
 
     Args:
         baseline, current: Stats dicts with at least ``min``, ``p50``, ``p90``.
+        samples: ``(baseline, current)`` per-run values, for the confidence.
     """
-    noise = max(0.0, baseline["p90"] - baseline["p50"], current["p90"] - current["p50"])
+    spread = max(0.0, baseline["p90"] - baseline["p50"], current["p90"] - current["p50"])
+    noise = min(spread, MAX_NOISE_FRACTION * baseline["p50"])
     p50_over = current["p50"] > baseline["p50"] * (1.0 + limit) + noise
     min_over = current["min"] > baseline["min"] * (1.0 + limit)
     if p50_over and min_over:
@@ -226,10 +265,17 @@ def check_noisy(metric: str, quantity: str, unit: str, baseline: Mapping[str, fl
     else:
         status = "pass"
     note = f"min {baseline['min']:.4g} -> {current['min']:.4g}"
+    if noise < spread:
+        note += f"; spread {spread:.4g} capped at {MAX_NOISE_FRACTION:.0%} of the baseline p50"
     if p50_over and not min_over:
         note += "; p50 beyond limit but fastest run is not: counted as noise"
+    confidence = slower_confidence(*samples, limit) if samples is not None else None
+    if confidence is None:
+        note += "; confidence unknown (no per-run samples in a report)"
+    else:
+        note += f"; {confidence:.1%} confident the runs are slower than the limit allows"
     return Check(metric, quantity, unit, baseline["p50"], current["p50"], limit, "noise-aware", status,
-                 allowance=noise, note=note)
+                 allowance=noise, note=note, confidence=confidence)
 
 
 def _size(report: Mapping[str, Any]) -> float | None:
@@ -242,6 +288,13 @@ def _size(report: Mapping[str, Any]) -> float | None:
 def _arena(report: Mapping[str, Any]) -> float | None:
     value = (report.get("memory") or {}).get("arena_bytes")
     return None if value is None else float(value)
+
+
+def _samples(baseline: Mapping[str, Any], current: Mapping[str, Any]) -> tuple[list[float], list[float]] | None:
+    got = [(r.get("samples") or {}).get("latency_ms") for r in (baseline, current)]
+    if not all(isinstance(g, list) and g for g in got):
+        return None
+    return [float(v) for v in got[0]], [float(v) for v in got[1]]
 
 
 def _is_finite_stats(stats: Any) -> bool:
@@ -288,7 +341,8 @@ def compare(current: Mapping[str, Any], baseline: Mapping[str, Any],
         if not (_is_finite_stats(cur) and _is_finite_stats(base)):
             raise ConfigError("a report has no latency_ms statistics (min, p50, p90)",
                               hint="Use the JSON written by `edgekit bench --json` for both.")
-        result.checks.append(check_noisy("latency", "latency p50 (ms)", "ms", base, cur, limits["latency"]))
+        result.checks.append(check_noisy("latency", "latency p50 (ms)", "ms", base, cur, limits["latency"],
+                                         _samples(baseline, current)))
         runs = min(int(current.get("runs", 0)), int(baseline.get("runs", 0)))
         if runs < MIN_WALL_CLOCK_RUNS:
             result.notes.append(f"wall-clock gate on only {runs} run(s): use --runs {MIN_WALL_CLOCK_RUNS} or more "

@@ -57,8 +57,11 @@ def _row(c: Check) -> list[str]:
     limit = f"+{c.limit * 100:g}%"
     if c.allowance:
         limit += f" + {format_value(c.allowance, c.unit)} noise"
+    status = _STATUS.get(c.status, c.status)
+    if c.rule == "noise-aware":
+        status += " (confidence unknown)" if c.confidence is None else f" ({c.confidence:.1%} confident slower)"
     return [c.metric, c.quantity, format_value(c.baseline, c.unit), format_value(c.current, c.unit), change, limit,
-            c.rule, _STATUS.get(c.status, c.status)]
+            c.rule, status]
 
 
 def gate_rows(result: GateResult) -> list[list[str]]:
