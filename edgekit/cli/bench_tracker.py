@@ -41,7 +41,8 @@ def bench_over_tracker(args: argparse.Namespace, bench_kwargs: Mapping[str, Any]
             raise InputError(f"{flag} cannot be combined with --tracker",
                              hint="The tracker picks the board; drop one of the two.")
     tracker = parse_tracker(args.tracker)
-    kwargs = {k: v for k, v in bench_kwargs.items() if k not in ("port", "sim")}
+    # Unset counts (None) keep bench_remote's defaults.
+    kwargs = {k: v for k, v in bench_kwargs.items() if k not in ("port", "sim") and v is not None}
     key = args.key or args.board
     if not key:
         from edgekit.compiler.package import open_package

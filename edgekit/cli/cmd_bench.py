@@ -12,7 +12,8 @@ from rich.table import Table
 from edgekit.cli.cmd_compile import format_bytes
 from edgekit.cli.cmd_run import add_target_flags
 from edgekit.cli.bench_tracker import add_tracker_flags, bench_over_tracker
-from edgekit.cli.render import console, err_console, write_json
+from edgekit.cli.progress import activity_for
+from edgekit.cli.render import add_json_flags, console, emit_result, err_console
 from edgekit.core.errors import InputError
 from edgekit.report.bench_gate import bench_with_gate
 from edgekit.report.outputs import write_bench_outputs
@@ -49,20 +50,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Run PKG WARMUP times untimed, then RUNS times timed, and report min/p50/p90/p99/mean/std "
         "latency and throughput. Without --input, seeded random inputs are used; with it, the first sample.",
         epilog="examples:\n"
-        "  edgekit bench model.ekpkg --runs 50 --compare-ort --json result.json\n"
-        "  edgekit bench model.ekpkg --json base.json                  # record a baseline\n"
+        "  edgekit bench model.ekpkg --runs 50 --compare-ort --json-out result.json\n"
+        "  edgekit bench model.ekpkg --json > base.json                # record a baseline\n"
         "  edgekit bench model.ekpkg --baseline base.json --max-regression 5% --junit junit.xml "
         "--report bench.html --markdown bench.md\n"
         "exit codes: 0 ok, 1 a gated quantity regressed, 2 a usage error. Gating rules: docs/reports.md",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("package", metavar="PKG", help=".ekpkg package from `edgekit compile`")
-    p.add_argument("--runs", type=_positive, default=50, metavar="N", help="timed runs (default 50)")
-    p.add_argument("--warmup", type=_non_negative, default=5, metavar="N", help="untimed runs first (default 5)")
+    p.add_argument("--runs", type=_positive, default=None, metavar="N",
+                   help="timed runs (default 50; 1 on a deterministic, cycle-counting simulator)")
+    p.add_argument("--warmup", type=_non_negative, default=None, metavar="N",
+                   help="untimed runs first (default 5; 0 on a deterministic simulator)")
     p.add_argument("--input", metavar="IN.npz", help="input arrays (default: random data of the right shape)")
     p.add_argument("--compare-ort", action="store_true",
                    help="also time onnxruntime on the package's model.onnx with the same inputs and threads")
-    p.add_argument("--json", metavar="R.json", help="write the report as JSON ('-' for stdout)")
+    add_json_flags(p, "the report", file_after_json=True)
     g = p.add_argument_group("reports and regression gate")
     g.add_argument("--report", metavar="R.html", help="write a self-contained HTML report (plots inline)")
     g.add_argument("--markdown", metavar="M.md", help="write a Markdown summary (e.g. for $GITHUB_STEP_SUMMARY)")
@@ -145,10 +148,19 @@ def _render_gate(gate: GateResult, out: Any) -> None:
         out.print("gate [bold red]REGRESSED[/]: " + ", ".join(c.metric for c in gate.failed), highlight=False)
 
 
+def _measure(args: argparse.Namespace, bench_kwargs: dict[str, Any]) -> tuple[dict[str, Any], GateResult | None]:
+    if args.tracker:
+        return bench_over_tracker(args, bench_kwargs), None
+    if args.baseline:
+        return bench_with_gate(args.package, args.baseline, max_regression=parse_regression(args.max_regression),
+                               confirm=args.confirm, **bench_kwargs)
+    return bench_package(args.package, **bench_kwargs), None
+
+
 def run(args: argparse.Namespace) -> int:
     if (args.max_regression or args.junit) and not args.baseline:
         raise InputError("--max-regression and --junit need --baseline",
-                         hint="Add --baseline BASE.json (written by `edgekit bench PKG --json BASE.json`).")
+                         hint="Add --baseline BASE.json (written by `edgekit bench PKG --json-out BASE.json`).")
     arrays = read_npz(args.input) if args.input else None
     bench_kwargs = dict(
         board=args.board,
@@ -161,25 +173,21 @@ def run(args: argparse.Namespace) -> int:
         sim=args.sim,
         board_dirs=args.boards_dir,
     )
-    gate: GateResult | None = None
-    if args.tracker:
-        report = bench_over_tracker(args, bench_kwargs)
-    elif args.baseline:
-        report, gate = bench_with_gate(args.package, args.baseline, max_regression=parse_regression(args.max_regression),
-                                       confirm=args.confirm, **bench_kwargs)
-    else:
-        report = bench_package(args.package, **bench_kwargs)
-    if args.json:
-        write_json(args.json, report)
+    with activity_for(args, "benchmarking" + (" and timing onnxruntime" if args.compare_ort else "")):
+        report, gate = _measure(args, bench_kwargs)
+    stdout_json = emit_result(args, report)
     written = write_bench_outputs(report, gate, html=args.report, markdown=args.markdown, junit=args.junit,
                                   board_dirs=args.boards_dir)
     quiet = getattr(args, "quiet", False)
-    if args.json != "-" and not quiet:
+    if not stdout_json and not quiet:
         _render(report)
+        if report.get("deterministic") and args.runs is None:
+            console.print(f"{report['board']}'s simulator counts cycles, so every run measures the same: ran it "
+                          "once (pass --runs N to repeat)", highlight=False)
     if gate is not None:
         # The table goes to stderr when stdout carries JSON, and is shown even with -q on failure.
         if not gate.passed or not quiet:
-            _render_gate(gate, err_console if args.json == "-" else console)
+            _render_gate(gate, err_console if stdout_json else console)
     if written and not quiet:
         err_console.print("wrote " + ", ".join(written))
     return 0 if gate is None or gate.passed else EXIT_REGRESSION

@@ -6,7 +6,7 @@ import argparse
 
 from rich.table import Table
 
-from edgekit.cli.render import console, emit_json
+from edgekit.cli.render import add_json_flags, console, emit_result
 from edgekit.core.profiles import load_profiles
 
 
@@ -18,7 +18,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         epilog="example: edgekit boards --json",
     )
     p.add_argument("--boards-dir", action="append", default=[], metavar="DIR", help="extra folder of board/target TOML files")
-    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    add_json_flags(p, "the board list")
     p.set_defaults(func=run)
 
 
@@ -34,8 +34,7 @@ def _size(n: int) -> str:
 def run(args: argparse.Namespace) -> int:
     profiles = load_profiles(args.boards_dir)
     boards = [profiles.board(n) for n in profiles.boards.available()]
-    if args.json:
-        emit_json({"boards": [b.summary() for b in boards]})
+    if emit_result(args, {"boards": [b.summary() for b in boards]}):
         return 0
     table = Table(title="edgekit boards")
     for col in ("name", "target", "clock", "RAM", "flash", "transport", "simulator"):

@@ -9,7 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from edgekit.cli.render import console, emit_json, err_console
+from edgekit.cli.render import add_json_flags, console, emit_result, err_console
 from edgekit.compiler.backend import WEIGHT_STORAGE, CompileOptions
 from edgekit.compiler.driver import compile_model
 from edgekit.core.errors import InputError
@@ -48,7 +48,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-unsupported", action="store_true",
                    help="skip edgekit's operator check and let TVM try anyway")
     p.add_argument("--boards-dir", action="append", default=[], metavar="DIR", help="extra folder of board/target TOML files")
-    p.add_argument("--json", action="store_true", help="print the manifest as JSON instead of a summary")
+    add_json_flags(p, "the package manifest")
     p.set_defaults(func=run)
 
 
@@ -131,8 +131,7 @@ def run(args: argparse.Namespace) -> int:
             board_dirs=args.boards_dir,
             progress=progress,
         )
-    if args.json:
-        emit_json(manifest)
+    if emit_result(args, manifest):
         return 0
     mem = manifest["memory"]
     table = Table(title=f"compiled {manifest['model']['name']} for {manifest['board']}", show_header=False)

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import onnx
 from rich.table import Table
 
-from edgekit.cli.render import console, emit_json, err_console, write_json
+from edgekit.cli.render import add_json_flags, console, emit_result, err_console, write_json
 from edgekit.compress import CALIBRATION_METHODS, QuantConfig, normalize_qoperator, quantize, write_model
 from edgekit.compress.calibration import load_arrays
 from edgekit.compress.passes import CompressionPass, PassContext, run_pipeline
@@ -85,7 +85,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--report", action="append", default=[], metavar="R.json|R.html|R.md",
                    help="write the quality report; the extension picks the format: .json, .html (self-contained, "
                    "with plots) or .md (repeat for several)")
-    p.add_argument("--json", action="store_true", help="print the report as JSON instead of tables")
+    add_json_flags(p, "the report")
 
     g = p.add_argument_group("pruning, factorization and recovery (run before quantization, in this order)")
     g.add_argument("--prune-structured", type=float, metavar="RATIO",
@@ -302,8 +302,7 @@ def run(args: argparse.Namespace) -> int:
             "--calibration-method percentile.",
         )
     write_model(prepared.model, args.output)
-    if args.json:
-        emit_json(document)
+    if emit_result(args, document):
         return 0
     for r in renders:
         r()

@@ -11,7 +11,7 @@ from typing import Any
 
 from rich.table import Table
 
-from edgekit.cli.render import console, emit_json
+from edgekit.cli.render import add_json_flags, console, emit_result
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Report the Python packages, toolchains, simulators, serial ports and GPUs edgekit can use here.",
         epilog="example: edgekit doctor --json",
     )
-    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    add_json_flags(p, "the findings")
     p.set_defaults(func=run)
 
 
@@ -86,8 +86,7 @@ def collect() -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     report = collect()
-    if args.json:
-        emit_json(report)
+    if emit_result(args, report):
         return 0
     table = Table(title="edgekit doctor")
     table.add_column("item")

@@ -7,7 +7,8 @@ import time
 
 from rich.table import Table
 
-from edgekit.cli.render import console, emit_json
+from edgekit.cli.progress import activity_for
+from edgekit.cli.render import add_json_flags, console, emit_result
 from edgekit.runtime.runner import open_for_board, open_runner
 
 
@@ -29,7 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     where = p.add_mutually_exclusive_group()
     where.add_argument("--port", default=None, help="serial port of the board, e.g. /dev/ttyUSB0")
     where.add_argument("--sim", action="store_true", default=None, help="use the board's simulator")
-    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    add_json_flags(p, "the result")
     p.set_defaults(func=run)
 
 
@@ -49,7 +50,8 @@ def _deployment(runner: object) -> dict[str, object]:
 def run(args: argparse.Namespace) -> int:
     package, board = open_for_board(args.package, args.board, args.allow_other_board, args.boards_dir)
     start = time.perf_counter()
-    runner = open_runner(package, board, port=args.port, sim=args.sim)
+    with activity_for(args, f"flashing {board.name}"):
+        runner = open_runner(package, board, port=args.port, sim=args.sim)
     try:
         info = runner.info()
         simulated = bool(getattr(runner, "simulated", False))
@@ -66,8 +68,7 @@ def run(args: argparse.Namespace) -> int:
         "device": info,
         "memory": package.manifest.get("memory", {}),
     }
-    if args.json:
-        emit_json(result)
+    if emit_result(args, result):
         return 0
     table = Table(title=f"flashed {package.manifest.get('model', {}).get('name', 'model')} to {board.name}"
                   + (" (simulated)" if simulated else ""))

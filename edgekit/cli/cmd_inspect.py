@@ -6,7 +6,7 @@ import argparse
 
 from rich.table import Table
 
-from edgekit.cli.render import console, emit_json
+from edgekit.cli.render import add_json_flags, console, emit_result
 from edgekit.core.profiles import load_profiles
 from edgekit.core.tensors import TensorSpec, parse_input_shapes
 from edgekit.frontend.analysis import ModelReport, analyze
@@ -38,7 +38,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--board", metavar="B", help="check RAM/flash fit on this board (see 'edgekit boards')")
     p.add_argument("--boards-dir", action="append", default=[], metavar="DIR", help="extra folder of board/target TOML files")
-    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    add_json_flags(p, "the report")
     p.add_argument("--layers", action="store_true", help="also list every layer with its MACs and parameters")
     p.set_defaults(func=run)
 
@@ -50,11 +50,10 @@ def run(args: argparse.Namespace) -> int:
     prepared = load_model(args.model, shapes)
     report = analyze(prepared, board)
     offload = _npu_offload(prepared, board, args.boards_dir)
-    if args.json:
-        data = report.to_json()
-        if offload is not None:
-            data["npu"] = offload
-        emit_json(data)
+    data = report.to_json()
+    if offload is not None:
+        data["npu"] = offload
+    if emit_result(args, data):
         return 0
     _render(report, show_layers=args.layers)
     if offload is not None:

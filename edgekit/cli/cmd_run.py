@@ -6,7 +6,8 @@ import argparse
 
 from rich.table import Table
 
-from edgekit.cli.render import console
+from edgekit.cli.progress import activity_for
+from edgekit.cli.render import add_json_flags, console, emit_result
 from edgekit.runtime.data import read_npz, stack_outputs, write_npz
 from edgekit.runtime.runner import run_package
 
@@ -37,31 +38,48 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("package", metavar="PKG", help=".ekpkg package from `edgekit compile`")
     p.add_argument("--input", required=True, metavar="IN.npz", help="input arrays, one per model input name")
     p.add_argument("-o", "--output", required=True, metavar="OUT.npz", help="where to write the outputs")
+    add_json_flags(p, "a summary (board, samples, each output's shape, dtype, min and max)")
     add_target_flags(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     arrays = read_npz(args.input)
-    results, samples, info = run_package(
-        args.package,
-        arrays,
-        board=args.board,
-        allow_other_board=args.allow_other_board,
-        port=args.port,
-        sim=args.sim,
-        board_dirs=args.boards_dir,
-    )
+    with activity_for(args, "running samples") as bar:
+        results, samples, info = run_package(
+            args.package,
+            arrays,
+            board=args.board,
+            allow_other_board=args.allow_other_board,
+            port=args.port,
+            sim=args.sim,
+            board_dirs=args.boards_dir,
+            progress=lambda done, total: bar.update(done, total),
+        )
     outputs = stack_outputs(results, mode=samples.mode)
     write_npz(args.output, outputs)
-    if getattr(args, "quiet", False):
+    summary = {
+        "board": info["board"],
+        "runner": info.get("runner", ""),
+        "simulated": bool(info.get("simulated")),
+        "samples": len(samples),
+        "output_file": args.output,
+        "outputs": [_output_summary(name, arr) for name, arr in outputs.items()],
+    }
+    if emit_result(args, summary) or getattr(args, "quiet", False):
         return 0
-    where = "simulated " if info.get("simulated") else ""
-    table = Table(title=f"{len(samples)} sample(s) on {where}{info.get('runner', '')} -> {args.output}")
+    where = "simulated " if summary["simulated"] else ""
+    table = Table(title=f"{len(samples)} sample(s) on {where}{summary['runner']} -> {args.output}")
     for col in ("output", "shape", "dtype", "min", "max"):
         table.add_column(col)
-    for name, arr in outputs.items():
-        lo, hi = (f"{arr.min():.4g}", f"{arr.max():.4g}") if arr.size and arr.dtype.kind in "fiub" else ("-", "-")
-        table.add_row(name, "x".join(map(str, arr.shape)), str(arr.dtype), lo, hi)
+    for out in summary["outputs"]:
+        lo, hi = ("-", "-") if out["min"] is None else (f"{out['min']:.4g}", f"{out['max']:.4g}")
+        table.add_row(out["name"], "x".join(map(str, out["shape"])), out["dtype"], lo, hi)
     console.print(table)
     return 0
+
+
+def _output_summary(name: str, arr) -> dict:
+    numeric = arr.size and arr.dtype.kind in "fiub"
+    return {"name": name, "shape": list(arr.shape), "dtype": str(arr.dtype),
+            "min": float(arr.min()) if numeric else None, "max": float(arr.max()) if numeric else None}

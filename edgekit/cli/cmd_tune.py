@@ -17,7 +17,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from edgekit.cli.render import console, emit_json
+from edgekit.cli.render import add_json_flags, console, emit_result
 from edgekit.core.errors import InputError
 from edgekit.core.tensors import parse_input_shapes
 
@@ -63,7 +63,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--key", metavar="NAME",
                    help="key the board's RPC servers are registered under (default: the profile's rpc_key, "
                    "else the board name)")
-    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    add_json_flags(p, "the tuning report")
     p.set_defaults(func=run)
 
 
@@ -103,8 +103,7 @@ def run(args: argparse.Namespace) -> int:
 
         report = tune_model(prepared, board, target, args.trials, db_root=args.db, progress=on_progress, seed=args.seed,
                             tracker=args.tracker, key=args.key)
-    if args.json:
-        emit_json(report.to_json())
+    if emit_result(args, report.to_json()):
         return 0
     console.print(
         f"measured {report.trials_measured} trials in {report.seconds:.0f} s "

@@ -45,7 +45,7 @@ EPILOG = """examples:
   edgekit boards
   edgekit inspect model.onnx --board stm32h7
   edgekit compile model.onnx --board host -o model.ekpkg
-  edgekit bench model.ekpkg --compare-ort --json result.json
+  edgekit bench model.ekpkg --compare-ort --json-out result.json
 
 Run 'edgekit COMMAND --help' for the options of one command.
 """

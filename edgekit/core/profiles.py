@@ -49,6 +49,9 @@ logger = logging.getLogger(__name__)
 CODEGENS = ("llvm", "cuda", "aot-c", "npu")
 TRANSPORTS = ("local", "serial", "ssh", "rpc", "sim")
 SIMULATORS = ("native", "unicorn", "qemu-user", "npu", "none")
+#: Simulators that count cycles: every run of the same inputs measures the
+#: same, so one run is the measurement (qemu-user runs in wall-clock time).
+DETERMINISTIC_SIMULATORS = ("unicorn", "npu")
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {
@@ -169,6 +172,11 @@ class SimulatorConfig:
     kind: str = "none"
     cpi: float = 1.0
     machine: str = ""
+
+    @property
+    def deterministic(self) -> bool:
+        """Whether repeated runs measure exactly the same (cycle counting)."""
+        return self.kind in DETERMINISTIC_SIMULATORS
 
 
 @dataclass(frozen=True)

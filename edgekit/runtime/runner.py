@@ -14,7 +14,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Protocol
 
 import numpy as np
 
@@ -43,6 +43,10 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: Timed runs and warm-up runs of a benchmark where measurements vary.
+DEFAULT_RUNS = 50
+DEFAULT_WARMUP = 5
 
 
 
@@ -164,8 +168,11 @@ def run_package(
     port: str | None = None,
     sim: bool | None = None,
     board_dirs: Iterable[str] = (),
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[list[dict[str, np.ndarray]], Samples, dict[str, Any]]:
     """Runs every sample of ``arrays`` through the package.
+
+    ``progress(done, total)`` is called after each sample.
 
     Returns:
         Per-sample outputs, the samples (``.mode`` tells how the data laid
@@ -179,9 +186,14 @@ def run_package(
     samples = split_samples(package.inputs, arrays)
     runner = open_runner(package, brd, port=port, sim=sim)
     try:
-        results = [runner.run(feeds) for feeds in samples]
+        results = []
+        for feeds in samples:
+            results.append(runner.run(feeds))
+            if progress is not None:
+                progress(len(results), len(samples))
         info = dict(runner.info())
         info["simulated"] = bool(runner.simulated)
+        info.setdefault("board", brd.name)
     finally:
         runner.close()
     return results, samples, info
@@ -233,8 +245,8 @@ def bench_package(
     path: str | os.PathLike[str],
     *,
     board: str | None = None,
-    runs: int = 50,
-    warmup: int = 5,
+    runs: int | None = None,
+    warmup: int | None = None,
     arrays: Mapping[str, np.ndarray] | None = None,
     compare_ort: bool = False,
     allow_other_board: bool = False,
@@ -250,16 +262,25 @@ def bench_package(
     the model's batch size. ``ratio_vs_ort`` is edgekit's median latency over onnxruntime's (above 1
     means slower than onnxruntime).
 
+    ``runs`` and ``warmup`` default to 1 and 0 on a deterministic simulator
+    (cycle counts repeat exactly: report key ``deterministic``), else to
+    :data:`DEFAULT_RUNS` and :data:`DEFAULT_WARMUP`.
+
     Raises:
         ConfigError: for ``runs < 1`` or ``warmup < 0``.
         PackageError, InputError: as for :func:`run_package`.
     """
-    if runs < 1 or warmup < 0:
+    if (runs is not None and runs < 1) or (warmup is not None and warmup < 0):
         raise ConfigError(f"--runs must be >= 1 and --warmup >= 0 (got {runs}, {warmup})", hint="E.g. --runs 50 --warmup 5.")
     package, brd = open_for_board(path, board, allow_other_board, board_dirs)
     feeds = split_samples(package.inputs, arrays)[0] if arrays is not None else random_inputs(package.inputs, seed)
     runner = open_runner(package, brd, port=port, sim=sim)
     try:
+        deterministic = bool(runner.simulated) and brd.simulator.deterministic
+        if runs is None:
+            runs = 1 if deterministic else DEFAULT_RUNS
+        if warmup is None:
+            warmup = 0 if deterministic else DEFAULT_WARMUP
         info = dict(runner.info())
         outputs = runner.run(feeds)
         timing = runner.time_runs(feeds, runs, warmup)
@@ -272,6 +293,7 @@ def bench_package(
         "board": brd.name,
         "package_board": package.board,
         "simulated": simulated,
+        "deterministic": deterministic,
         "runs": runs,
         "warmup": warmup,
         "latency_ms": summarize(timing.latency_ms),

@@ -136,3 +136,103 @@ def test_agreement_tolerance_scales_and_is_printed_once_rounded(
     assert report["outputs_agree"] is agree
     assert report["accumulation_length"] == k
     assert report["agree_tolerance"] == pytest.approx(max(1e-4, k * 2.0**-24))
+
+
+# --------------------------------------------------------------------------- #
+# one --json convention: --json prints to stdout, --json-out FILE writes a file
+# --------------------------------------------------------------------------- #
+
+
+def test_every_command_with_json_output_has_both_flags() -> None:
+    from edgekit.cli.main import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, type(parser._subparsers._group_actions[0])))
+    with_json = {name for name, p in sub.choices.items() if "--json" in p._option_string_actions}
+    assert with_json >= {"boards", "inspect", "compress", "compile", "tune", "flash", "run", "bench", "demo", "doctor"}
+    for name in with_json:
+        assert "--json-out" in sub.choices[name]._option_string_actions, name
+
+
+def test_run_and_bench_json_to_stdout_and_to_a_file(package: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    np.savez(tmp_path / "in.npz", x=np.ones((2, 3, 8, 8), np.float32))
+    argv = ["run", str(package), "--input", str(tmp_path / "in.npz"), "-o", str(tmp_path / "o.npz")]
+    assert main([*argv, "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)  # stdout holds the JSON alone
+    assert summary["board"] == "host" and summary["samples"] == 2 and summary["simulated"] is False
+    assert summary["outputs"][0]["name"] == "y" and summary["outputs"][0]["shape"] == [2, 4, 8, 8]
+    assert main([*argv, "--json-out", str(tmp_path / "run.json")]) == 0
+    assert "sample(s) on" in capsys.readouterr().out  # the table stays with --json-out
+    assert json.loads((tmp_path / "run.json").read_text())["samples"] == 2
+
+    assert main(["bench", str(package), "--runs", "3", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["runs"] == 3
+    assert main(["bench", str(package), "--runs", "2", "--json-out", str(tmp_path / "b.json")]) == 0
+    assert "latency in ms" in capsys.readouterr().out
+    assert json.loads((tmp_path / "b.json").read_text())["runs"] == 2
+    # The older spelling, a file name after --json, still writes that file.
+    assert main(["bench", str(package), "--runs", "2", "--json", str(tmp_path / "old.json")]) == 0
+    assert json.loads((tmp_path / "old.json").read_text())["runs"] == 2
+
+
+# --------------------------------------------------------------------------- #
+# item 3: deterministic simulators run once by default; progress on a terminal
+# --------------------------------------------------------------------------- #
+
+
+@pytest.fixture(scope="module")
+def mcu_package(model_path: Path) -> Path:
+    out = model_path.parent / "cnn-rv32.ekpkg"
+    assert main(["compile", str(model_path), "--board", "rv32-mcu-sim", "-o", str(out), "--input-shape", "x=1x3x8x8",
+                 "--json"]) == 0
+    return out
+
+
+def test_deterministic_simulator_runs_once_by_default_and_says_so(
+        mcu_package: Path, package: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    capsys.readouterr()
+    assert main(["bench", str(mcu_package)]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "over 1 runs (0 warm-up" in text and "counts cycles" in text and "ran it once" in text, text
+    assert main(["bench", str(mcu_package), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["runs"], report["warmup"], report["deterministic"]) == (1, 0, True)
+    assert main(["bench", str(mcu_package), "--runs", "2", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["runs"] == 2 and report["cycles"]["std"] == 0
+    # Wall-clock boards keep the statistical default.
+    assert main(["bench", str(package), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["runs"], report["warmup"], report["deterministic"]) == (50, 5, False)
+
+
+@pytest.mark.parametrize("json_mode", [False, True])
+def test_long_steps_show_progress_on_a_terminal_only_in_human_mode(
+        mcu_package: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, json_mode: bool,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import io
+
+    from rich.console import Console
+
+    from edgekit.cli import progress, render
+
+    terminal = io.StringIO()
+    monkeypatch.setattr(render, "err_console", Console(file=terminal, force_terminal=True, width=100))
+    monkeypatch.setattr(progress, "SHOW_AFTER_S", 0.0)  # every step counts as long here
+    np.savez(tmp_path / "in.npz", x=np.ones((3, 3, 8, 8), np.float32))
+    extra = ["--json"] if json_mode else []
+    assert main(["run", str(mcu_package), "--input", str(tmp_path / "in.npz"), "-o", str(tmp_path / "o.npz"),
+                 *extra]) == 0
+    assert main(["flash", str(mcu_package), *extra]) == 0
+    assert main(["bench", str(mcu_package), *extra]) == 0
+    shown = terminal.getvalue()
+    for what in ("running samples", "flashing rv32-mcu-sim", "benchmarking"):
+        assert (what in shown) is not json_mode, shown
+    if not json_mode:
+        assert "3/3" in shown, shown
+    capsys.readouterr()

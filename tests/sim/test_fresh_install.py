@@ -129,7 +129,7 @@ def test_readme_commands_after_plain_pip_install(fresh_env: dict) -> None:
     assert flashed.get("verified") is True, flashed
     edgekit("run", "model.ekpkg", "--input", data, "-o", "out.npz")
     assert (work / "out.npz").stat().st_size > 0
-    edgekit("bench", "model.ekpkg", "--runs", "5", "--compare-ort", "--json", "result.json")
+    edgekit("bench", "model.ekpkg", "--runs", "5", "--compare-ort", "--json-out", "result.json")
     assert json.loads((work / "result.json").read_text())["latency_ms"]["p50"] > 0
     edgekit("demo", "--runs", "2")
     # TVM's MetaSchedule builds and measures candidates in worker processes
