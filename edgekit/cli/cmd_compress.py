@@ -18,7 +18,7 @@ from rich.table import Table
 
 from edgekit.cli.render import add_json_flags, console, emit_result, err_console, write_json
 from edgekit.compress import CALIBRATION_METHODS, QuantConfig, normalize_qoperator, quantize, write_model
-from edgekit.compress.calibration import load_arrays
+from edgekit.compress.calibration import load_arrays, shapes_from_data
 from edgekit.compress.passes import CompressionPass, PassContext, run_pipeline
 from edgekit.compress.recipe import STEP_TYPES, load_recipe
 from edgekit.compress.qoperator import is_qoperator_model
@@ -265,6 +265,11 @@ def run(args: argparse.Namespace) -> int:
     sections: list[dict[str, Any]] = []
     renders: list[Callable[[], None]] = []
     raw = read_onnx(args.model)
+    if args.calibration:
+        # Symbolic input dimensions take their sizes from the calibration data.
+        declared = {i.name: [d.dim_value if d.HasField("dim_value") else None for d in i.type.tensor_type.shape.dim]
+                    for i in raw.graph.input if i.name not in shapes}
+        shapes.update(shapes_from_data(declared, load_arrays(args.calibration)))
     if is_qoperator_model(raw):
         norm = normalize_qoperator(raw)
         sections.append({"step": "normalize_qoperator", "rewritten": norm.rewritten})

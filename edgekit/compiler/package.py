@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from edgekit.core.errors import PackageError, PackageIntegrityError
+from edgekit.core.files import temp_beside
 from edgekit.core.tensors import TensorSpec
 
 __all__ = [
@@ -256,7 +257,7 @@ def write_package(
 
     if not dest.parent.is_dir():
         raise PackageError(f"cannot write package '{dest}': folder '{dest.parent}' does not exist", hint="Create it first.")
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    fd, tmp = temp_beside(dest)
     try:
         with os.fdopen(fd, "wb") as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
             zf.writestr(MANIFEST_NAME, manifest_bytes, compress_type=zipfile.ZIP_DEFLATED, compresslevel=6)

@@ -20,7 +20,7 @@ from onnxruntime.quantization import CalibrationDataReader
 from edgekit.core.errors import InputError
 from edgekit.core.tensors import TensorSpec, check_inputs
 
-__all__ = ["Feeds", "DataSource", "load_arrays", "make_feeds", "split_holdout", "FeedsReader"]
+__all__ = ["Feeds", "DataSource", "load_arrays", "make_feeds", "split_holdout", "FeedsReader", "shapes_from_data"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +53,38 @@ def load_arrays(source: DataSource, *, what: str = "calibration data") -> dict[s
     if not arrays:
         raise InputError(f"{what} has no arrays", hint="Store one array per model input, first axis = samples.")
     return arrays
+
+
+def shapes_from_data(declared: Mapping[str, Sequence[int | str | None]],
+                     arrays: Mapping[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
+    """Static input shapes read off calibration data, for inputs whose
+    declared shape has symbolic (or unknown) dimensions.
+
+    An array with one more axis than the input holds stacked samples (its
+    items are the shape); one with the input's rank holds samples along a
+    batch axis, which becomes 1. A shape that contradicts a fixed declared
+    dimension is left out (loading then names the mismatch).
+
+    Args:
+        declared: Each input's declared dimensions: an int when fixed,
+            anything else (a name, None, 0 or less) when symbolic.
+        arrays: The calibration arrays, by input name.
+    """
+    shapes: dict[str, tuple[int, ...]] = {}
+    for name, dims in declared.items():
+        fixed = [d if isinstance(d, int) and d > 0 else None for d in dims]
+        if name not in arrays or all(d is not None for d in fixed):
+            continue
+        data = np.shape(arrays[name])
+        if len(data) == len(fixed) + 1:
+            shape = tuple(int(d) for d in data[1:])
+        elif len(data) == len(fixed) and fixed:
+            shape = (1, *(int(d) for d in data[1:]))
+        else:
+            continue
+        if all(f is None or f == s for f, s in zip(fixed, shape)):
+            shapes[name] = shape
+    return shapes
 
 
 def make_feeds(

@@ -55,6 +55,7 @@ from edgekit.compress.quality import (
     weight_bytes,
 )
 from edgekit.core.errors import EdgekitError, ModelError, QuantizationError
+from edgekit.core.files import temp_beside
 from edgekit.core.profiles import Board, Target, get_board
 from edgekit.frontend.loader import PreparedModel, load_model
 
@@ -115,7 +116,7 @@ def write_model(model: onnx.ModelProto, path: str | os.PathLike[str]) -> Path:
     dest = Path(path)
     if not dest.parent.is_dir():
         raise ModelError(f"output folder '{dest.parent}' does not exist", hint="Create it or choose another -o path.")
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    fd, tmp = temp_beside(dest)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(model.SerializeToString())

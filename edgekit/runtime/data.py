@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -26,6 +25,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from edgekit.core.errors import InputError
+from edgekit.core.files import temp_beside
 from edgekit.core.tensors import TensorSpec, check_inputs
 
 __all__ = ["Samples", "read_npz", "write_npz", "split_samples", "stack_outputs", "random_inputs"]
@@ -85,7 +85,7 @@ def write_npz(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray]) ->
     if not p.parent.is_dir():
         raise InputError(f"cannot write '{p}': folder '{p.parent}' does not exist", hint="Create it, or choose another -o path.")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+        fd, tmp = temp_beside(p)
     except OSError as exc:
         raise InputError(f"cannot write '{p}': {exc.strerror}", hint="Check write permission for that folder.") from None
     try:

@@ -236,3 +236,41 @@ def test_long_steps_show_progress_on_a_terminal_only_in_human_mode(
     if not json_mode:
         assert "3/3" in shown, shown
     capsys.readouterr()
+
+
+# --------------------------------------------------------------------------- #
+# output files get the mode the user's umask gives, not mkstemp's 0600
+# --------------------------------------------------------------------------- #
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_outputs_respect_the_umask(model_path: Path, package: Path, tmp_path: Path, umask: int,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    import os
+    import stat
+
+    cal = tmp_path / "cal.npz"
+    np.savez(cal, x=np.random.default_rng(0).standard_normal((4, 1, 3, 8, 8)).astype(np.float32))
+    old = os.umask(umask)
+    try:
+        assert main(["compile", str(model_path), "--board", "host", "-o", str(tmp_path / "m.ekpkg"),
+                     "--input-shape", "x=1x3x8x8", "--json"]) == 0
+        assert main(["run", str(package), "--input", str(cal), "-o", str(tmp_path / "out.npz"), "--json"]) == 0
+        assert main(["compress", str(model_path), "-o", str(tmp_path / "q.onnx"), "--quantize", "int8",
+                     "--calibration", str(cal), "--input-shape", "x=1x3x8x8", "--json"]) == 0
+    finally:
+        os.umask(old)
+    capsys.readouterr()
+    for name in ("m.ekpkg", "out.npz", "q.onnx"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~umask, name
+
+
+@pytest.mark.parametrize("layout", [(6, 3, 10, 6), (6, 1, 3, 10, 6)])
+def test_compress_takes_input_shapes_from_the_calibration_data(model_path: Path, tmp_path: Path, layout: tuple,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    np.savez(tmp_path / "cal.npz", x=np.random.default_rng(3).standard_normal(layout).astype(np.float32))
+    out = tmp_path / "q.onnx"
+    assert main(["compress", str(model_path), "-o", str(out), "--quantize", "int8",
+                 "--calibration", str(tmp_path / "cal.npz"), "--json"]) == 0, capsys.readouterr().err
+    dims = [d.dim_value for d in onnx.load(out).graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [1, 3, 10, 6]
