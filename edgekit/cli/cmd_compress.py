@@ -361,7 +361,8 @@ def _render_quant(report: QualityReport) -> None:
     layers = sorted(report.layers, key=lambda layer: layer.sqnr_db)[:_MAX_LAYERS_SHOWN]
     if layers:
         shown = {id(layer) for layer in layers}
-        tbl = Table(title="per-layer error (worst first)")
+        worst = f"the {len(layers)} worst, " if len(layers) < len(report.layers) else ""
+        tbl = Table(title=f"per-layer error ({worst}in graph order)")
         for col in ("node", "op", "int8", "SQNR dB", "cosine", "max abs err"):
             tbl.add_column(col, justify="left" if col in ("node", "op") else "right")
         for layer in [la for la in report.layers if id(la) in shown]:

@@ -100,11 +100,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(only=_command_of(argv))
     args = parser.parse_args(argv)
+    # edgekit's own progress notes at INFO; other libraries (matplotlib's
+    # "generated new fontManager", TVM's Python loggers) only from WARNING on.
     logging.basicConfig(
-        level=logging.DEBUG if args.debug else (logging.WARNING if args.quiet else logging.INFO),
+        level=logging.DEBUG if args.debug else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s" if args.debug else "%(message)s",
         stream=sys.stderr,
     )
+    logger.setLevel(logging.DEBUG if args.debug else (logging.WARNING if args.quiet else logging.INFO))
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -343,7 +343,7 @@ def build(
         artifacts = with_weight_storage(artifacts, sparse_weights=False)
         members, memory, kernel_imports, measured = _measure_and_link(artifacts, board, target, progress)
     graph = artifacts.graph
-    logger.info("aot-c build for %s: %s", board.name, memory)
+    logger.debug("aot-c build for %s: %s", board.name, memory)  # compile's summary table shows these
     return BuildResult(
         members=members,
         runtime=RUNTIME,

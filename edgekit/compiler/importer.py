@@ -83,7 +83,7 @@ def import_onnx(prepared: "PreparedModel", *, integer: bool = True) -> tuple[Any
 
             mod, lowering = lower_to_integer_with_report(mod)
             report = lowering.as_dict()
-            logger.info("integer-only lowering: %s", lowering.summary())
+            logger.debug("integer-only lowering: %s", lowering.summary())  # lower.py logs it at info
         mod, params = detach_params(mod)
     except CompileError:
         raise

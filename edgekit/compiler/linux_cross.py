@@ -250,7 +250,7 @@ def build(
         "code_bytes": len(runner),
         "workspace_bytes": max((b for _, b in artifacts.layout.workspace), default=0),
     }
-    logger.info("linux build for %s (%s): %s", board.name, flags[1], memory)
+    logger.debug("linux build for %s (%s): %s", board.name, flags[1], memory)  # compile's summary shows these
     return BuildResult(
         members=members,
         runtime=RUNTIME,

@@ -274,3 +274,33 @@ def test_compress_takes_input_shapes_from_the_calibration_data(model_path: Path,
                  "--calibration", str(tmp_path / "cal.npz"), "--json"]) == 0, capsys.readouterr().err
     dims = [d.dim_value for d in onnx.load(out).graph.input[0].type.tensor_type.shape.dim]
     assert dims == [1, 3, 10, 6]
+
+
+# --------------------------------------------------------------------------- #
+# item 9: no log noise
+# --------------------------------------------------------------------------- #
+
+
+def test_compress_and_mcu_compile_print_no_library_noise(model_path: Path, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    np.savez(tmp_path / "cal.npz", x=np.random.default_rng(4).standard_normal((8, 3, 8, 8)).astype(np.float32))
+    # A fresh matplotlib cache: matplotlib logs "generated new fontManager" at INFO while it builds one.
+    env = {**os.environ, "MPLCONFIGDIR": str(tmp_path / "mpl"), "COLUMNS": "200"}
+
+    def edgekit(*argv: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "edgekit", *argv], env=env, capture_output=True, text=True,
+                              timeout=300, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        return done.stdout + done.stderr
+
+    text = edgekit("compress", str(model_path), "-o", "q.onnx", "--quantize", "int8", "--calibration", "cal.npz",
+                   "--report", "q.html")
+    text += edgekit("compile", "q.onnx", "--board", "rv32-mcu-sim", "-o", "q.ekpkg")
+    for noise in ("fontManager", "{'arena_bytes'", "integer-only lowering: integer lowering", "worst first",
+                  "Set native vector bits"):
+        assert noise not in text, f"{noise!r} in:\n{text}"
+    assert "per-layer error (in graph order)" in text
+    assert text.count("integer lowering:") == 1, text
