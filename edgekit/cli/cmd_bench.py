@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from rich import box
 from rich.table import Table
 
 from edgekit.cli.cmd_compile import format_bytes
@@ -98,16 +99,20 @@ def _stat_row(label: str, stats: dict[str, float], throughput: float) -> list[st
 def _render(report: dict[str, Any]) -> None:
     sim = " (simulated)" if report["simulated"] else ""
     table = Table(title=f"{report['model']} on {report['board']}{sim}: latency in ms over {report['runs']} runs "
-                        f"({report['warmup']} warm-up, {report['threads']} thread(s), {report['inputs']} inputs)")
+                        f"({report['warmup']} warm-up, {report['threads']} thread(s), {report['inputs']} inputs)",
+                  # No vertical rules: eight columns of numbers then fit 80 columns without cut digits.
+                  box=box.SIMPLE_HEAD)
     table.add_column("runtime", no_wrap=True)
     for key in STAT_KEYS:
         table.add_column(key, justify="right", no_wrap=True)
     table.add_column("per s", justify="right", no_wrap=True)
     table.add_row(*_stat_row("edgekit", report["latency_ms"], report["throughput_per_s"]))
     if "ort_latency_ms" in report:
-        label = "onnxruntime" if not report.get("simulated") else "onnxruntime (this host)"
+        label = "onnxruntime" if not report.get("simulated") else "ort (host)"
         table.add_row(*_stat_row(label, report["ort_latency_ms"], report["ort_throughput_per_s"]))
     console.print(table)
+    if report["simulated"] and "cycles" not in report:
+        console.print("latency: the emulator's wall clock on this host, not the board's latency", highlight=False)
     for key in ("cycles", "instructions"):
         if key in report:
             console.print(f"{key}: " + ", ".join(f"{k} {report[key][k]:.0f}" for k in STAT_KEYS))

@@ -43,6 +43,10 @@ _BLUE, _ORANGE, _GREY, _RED = "#3b6ea8", "#e08a2c", "#bbbbbb", "#c0392b"
 # --------------------------------------------------------------------------- #
 
 
+#: A board capacity up to this many times the largest use is drawn to scale
+#: in the memory chart; a larger one is written next to the bar.
+_DRAWN_CAPACITY = 8
+
 def _figure(width: float = 7.0, height: float = 3.0) -> Any:
     # Figure objects, not pyplot: no global state, safe inside a user's process.
     from matplotlib.figure import Figure
@@ -119,8 +123,16 @@ def _latency_section(report: Mapping[str, Any]) -> str:
         o = report["ort_latency_ms"]
         rows.append(["onnxruntime (ms)", *(f"{o[k]:.4g}" for k in ("min", "p50", "p90", "p99", "mean", "std"))])
     extra = ""
-    if "ratio_vs_ort" in report:
-        extra = f'<p>p50 ratio edgekit / onnxruntime: {report["ratio_vs_ort"]:.2f}x</p>'
+    if report.get("simulated") and "cycles" not in report:
+        extra += ("<p>Latency on this board's emulator is the emulator's wall clock on this host, "
+                  "not the board's latency.</p>")
+    if "ratio_vs_ort" in report and report.get("simulated"):
+        # The board is simulated and onnxruntime ran on this host: a ratio of
+        # the two would compare two machines, not two runtimes.
+        extra += ("<p>onnxruntime ran on this host, the model on a simulated board: the two latencies "
+                  "are not a like-for-like ratio (the comparison checks that the outputs agree).</p>")
+    elif "ratio_vs_ort" in report:
+        extra += f'<p>p50 ratio edgekit / onnxruntime: {report["ratio_vs_ort"]:.2f}x</p>'
     return ("<h2>Latency</h2>" + _plot("latency", caption, fig)
             + _table(("", "min", "p50", "p90", "p99", "mean", "std"), rows) + extra)
 
@@ -189,18 +201,30 @@ def _memory_section(report: Mapping[str, Any], board_memory: Mapping[str, int] |
     fig = _figure(7.0, 2.2)
     ax = fig.add_subplot()
     rows = []
+    used = {label: sum(size for _, size in pieces) for label, (pieces, _) in parts.items()}
+    # A capacity far beyond what is used (456 KiB of 4 GiB) would squeeze the
+    # bars to nothing: the axis then ends near the largest use, and such a
+    # capacity is written next to its bar instead of drawn.
+    span = max(used.values()) or 1
+    drawn = {label: cap for label, (_, cap) in parts.items() if cap and cap <= _DRAWN_CAPACITY * span}
+    xmax = max([span, *drawn.values()]) * 1.25
     for y, (label, (pieces, capacity)) in enumerate(parts.items()):
         left = 0.0
         colors = (_BLUE, "#7d3c98") if label == "RAM" else ("#2e8b57", _ORANGE)
         for (name, size), color in zip(pieces, colors):
             ax.barh(y, size / 1024, left=left / 1024, color=color, label=name if size else None)
             left += size
-        if capacity:
+        if label in drawn:
             ax.barh(y, capacity / 1024, fill=False, edgecolor=_GREY, linestyle="--")
+        elif capacity:
+            ax.text(left / 1024 + xmax / 1024 * 0.01, y, f"of {format_bytes(capacity)} ({left / capacity:.2%})",
+                    va="center", fontsize=8, color=_GREY)
         rows.append([label, format_bytes(left), format_bytes(capacity) if capacity else "-",
                      f"{left / capacity * 100:.1f}%" if capacity else "-"])
+    ax.set_xlim(0, xmax / 1024)
+    ax.ticklabel_format(axis="x", style="plain", useOffset=False)
     ax.set_yticks(range(len(parts)), list(parts))
-    ax.set_xlabel("KiB (dashed box: the board's capacity)")
+    ax.set_xlabel("KiB (dashed box: the board's capacity, where it fits the scale)")
     ax.legend(loc="lower right", fontsize=8)
     caption = "Memory the package needs against the board's RAM and flash."
     return "<h2>Memory</h2>" + _plot("memory", caption, fig) + _table(("memory", "used", "board has", "share"), rows)

@@ -304,3 +304,27 @@ def test_compress_and_mcu_compile_print_no_library_noise(model_path: Path, tmp_p
         assert noise not in text, f"{noise!r} in:\n{text}"
     assert "per-layer error (in graph order)" in text
     assert text.count("integer lowering:") == 1, text
+
+
+# --------------------------------------------------------------------------- #
+# items 5 and 6: reports of simulated boards, and 80-column output
+# --------------------------------------------------------------------------- #
+
+
+def test_simulated_bench_report_makes_no_ratio_claim_and_shows_small_memory(
+        mcu_package: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    html = tmp_path / "r.html"
+    capsys.readouterr()
+    assert main(["bench", str(mcu_package), "--compare-ort", "--report", str(html)]) == 0
+    out = capsys.readouterr().out
+    # Piped output is 80 columns wide: nothing in the bench table is cut.
+    assert "…" not in out and max(len(line) for line in out.splitlines()) <= 80, out
+    text = html.read_text(encoding="utf-8")
+    assert "p50 ratio" not in text and "not a like-for-like ratio" in text
+    # The memory chart's axis ends near what the package uses (a few KiB),
+    # not at the board's 512 KiB of RAM, which is written beside the bar.
+    memory = text[text.index('id="plot-memory"'):]
+    memory = memory[:memory.index("</figure>")]
+    ticks = [float(t) for t in re.findall(r">\s*([0-9]+(?:\.[0-9]+)?)\s*</text>", memory)]
+    assert ticks and max(ticks) < 512 / 4, ticks
+    assert "of 512.0 KiB" in memory
