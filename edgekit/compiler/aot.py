@@ -38,6 +38,7 @@ from edgekit.compiler.aot_graph import AotGraph, extract_graph
 from edgekit.compiler.aot_kernels import KernelBuild, build_kernels
 from edgekit.compiler.aot_layout import AotLayout, layout_model
 from edgekit.compiler.aot_lower import import_model, lower_for_aot
+from edgekit.compiler.aot_nn import kernel_source, offload_int8, uses_dsp
 from edgekit.compiler.backend import BuildResult, CompileOptions, ProgressFn, no_progress, check_operators, refuse_tuning
 from edgekit.compiler import firmware
 from edgekit.core.errors import CompileError, DoesNotFitError
@@ -100,6 +101,7 @@ def compile_aot(
     schedule: bool = True,
     fast_math: bool = True,
     sparse_weights: bool = False,
+    int8_kernels: bool = True,
     progress: ProgressFn = no_progress,
 ) -> AotArtifacts:
     """Compiles ``prepared`` to static C plus kernels for ``tvm_target``.
@@ -116,6 +118,8 @@ def compile_aot(
         fast_math: Use TVM's polynomial exp/tanh/erf/softmax (no libm needed).
         sparse_weights: Store each weight bitmask-sparse where that makes
             ``weights.bin`` smaller (see :func:`~edgekit.compiler.aot_layout.choose_encodings`).
+        int8_kernels: Run int8 conv2d/depthwise/matmul layers on edgekit's C
+            kernels (:mod:`~edgekit.compiler.aot_nn`) instead of TVM's loop nests.
         progress: Stage callback.
 
     Raises:
@@ -124,8 +128,12 @@ def compile_aot(
     progress("import", "importing into TVM Relax")
     mod = import_model(prepared)
     progress("lower", "lowering to kernel calls")
+    if int8_kernels:
+        mod, _ = offload_int8(mod, tvm_target)
     lowered = lower_for_aot(mod, tvm_target, opt_level, fast_math=fast_math)
     graph = extract_graph(lowered)
+    if graph.extern_names():
+        graph.extern_source = kernel_source(uses_dsp(tvm_target))
     if len(graph.inputs) != len(prepared.inputs):
         raise CompileError(
             f"the lowered model takes {len(graph.inputs)} inputs, the ONNX model {len(prepared.inputs)}",
@@ -327,8 +335,9 @@ def build(
 
     mode = options.weight_storage
     artifacts = compile_aot(
-        prepared, target.tvm_target(), opt_level=options.opt_level, sparse_weights=mode != "dense", progress=progress
-    )
+        prepared, target.tvm_target(), opt_level=options.opt_level, sparse_weights=mode != "dense",
+        int8_kernels=options.mcu_int8_kernels, progress=progress,
+    )  # fmt: skip
     artifacts, storage_note = _choose_storage(artifacts, board, mode)
     try:
         members, memory, kernel_imports, measured = _measure_and_link(artifacts, board, target, progress)
@@ -357,6 +366,7 @@ def build(
                 "firmware": FIRMWARE_ELF if FIRMWARE_ELF in members else None,
                 "alignment": artifacts.layout.plan.alignment,
                 "kernel_calls": len(graph.calls),
+                "int8_c_kernel_calls": sum(1 for c in graph.calls if c.extern),
                 "arena_bytes_without_reuse": artifacts.layout.plan.total_bytes,
                 "code_bytes_measured": measured,
                 "kernel_imports": kernel_imports,

@@ -272,6 +272,8 @@ def emit_model_c(graph: AotGraph, layout: AotLayout, *, model_name: str = "model
         "",
         _ABI,
     ]
+    if graph.extern_names():
+        out.append(graph.extern_source)
     for name in graph.kernel_names():
         out.append(
             f"extern int32_t {KERNEL_PREFIX}{name}(void *self, const ek_ffi_any_t *args, int32_t num_args, "
@@ -316,8 +318,9 @@ def emit_model_c(graph: AotGraph, layout: AotLayout, *, model_name: str = "model
         args = ", ".join(f"EK_ARG({ref[a]})" for a in call.args)
         out.append(f"static const ek_ffi_any_t ek_args{i}[{len(call.args)}] = {{{args}}};")
         ws_off, ws_bytes = layout.workspace[i]
+        fn = call.func if call.extern else f"{KERNEL_PREFIX}{call.func}"
         steps.append(
-            f"  {{{KERNEL_PREFIX}{call.func}, ek_args{i}, {len(call.args)}, {ws_off}u, {ws_bytes}u}}, /* {i} */"
+            f"  {{{fn}, ek_args{i}, {len(call.args)}, {ws_off}u, {ws_bytes}u}}, /* {i} */"
         )
     out += ["", f"#define EK_MODEL_NUM_STEPS {len(steps)}u", f"static const ek_step_t ek_steps[{len(steps)}] = {{"]
     out += steps + ["};", ""]

@@ -63,10 +63,12 @@ class TensorInfo:
 
 @dataclass
 class KernelCall:
-    """One destination-passing call of a fused PrimFunc."""
+    """One destination-passing call of a fused PrimFunc, or of a C kernel
+    (``extern``: a symbol defined in ``model.c``, see :mod:`edgekit.compiler.aot_nn`)."""
 
     func: str
     args: list[int]
+    extern: bool = False
 
 
 @dataclass
@@ -78,12 +80,15 @@ class AotGraph:
         calls: Kernel calls in execution order.
         inputs: Tensor index of each model input.
         outputs: Tensor index of each model output (may be a view).
+        extern_source: C text that defines the ``extern`` calls' kernels
+            (appended to ``model.c``; set by the backend that chose them).
     """
 
     tensors: list[TensorInfo] = field(default_factory=list)
     calls: list[KernelCall] = field(default_factory=list)
     inputs: list[int] = field(default_factory=list)
     outputs: list[int] = field(default_factory=list)
+    extern_source: str = ""
 
     def root(self, index: int) -> int:
         """Index of the tensor that owns the bytes of ``index`` (follows views)."""
@@ -93,7 +98,11 @@ class AotGraph:
 
     def kernel_names(self) -> list[str]:
         """Names of the PrimFuncs ``main`` calls, each once, in first-call order."""
-        return list(dict.fromkeys(c.func for c in self.calls))
+        return list(dict.fromkeys(c.func for c in self.calls if not c.extern))
+
+    def extern_names(self) -> list[str]:
+        """Names of the C kernels ``main`` calls, each once."""
+        return list(dict.fromkeys(c.func for c in self.calls if c.extern))
 
     def weights(self) -> list[TensorInfo]:
         """The weight tensors, in first-use order."""
@@ -200,6 +209,10 @@ class _Walker:
                 return
             args = [self.tensor_of(a) for a in value.args]
             self.graph.calls.append(KernelCall(op.name_hint, args))
+            return
+        if isinstance(op, relax.ExternFunc):
+            args = [self.tensor_of(a) for a in value.args]
+            self.graph.calls.append(KernelCall(str(op.global_symbol), args, extern=True))
             return
         name = getattr(op, "name", type(op).__name__)
         if name in ALLOC_OPS:

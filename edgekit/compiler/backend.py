@@ -108,6 +108,9 @@ class CompileOptions:
             (then all dense); ``dense`` — as the kernels read them;
             ``sparse`` — sparse where smaller, and an error if RAM then does
             not fit. Other codegens store weights dense and refuse ``sparse``.
+        mcu_int8_kernels: ``aot-c`` only: run int8 conv2d / depthwise /
+            matmul layers on edgekit's hand-written C kernels
+            (``firmware_stubs/nn``) instead of TVM's loop nests.
     """
 
     opt_level: int = 3
@@ -116,6 +119,7 @@ class CompileOptions:
     tune_key: str = ""
     allow_unsupported: bool = False
     weight_storage: str = "auto"
+    mcu_int8_kernels: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.opt_level, bool) or not isinstance(self.opt_level, int) or not 0 <= self.opt_level <= 3:

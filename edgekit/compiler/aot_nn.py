@@ -1,0 +1,342 @@
+"""Route int8 conv2d / depthwise / matmul chains to edgekit's C kernels.
+
+The integer lowering (:mod:`edgekit.compiler.integer`) turns a quantized
+layer into ``conv2d|matmul (int8 -> int32) + offset``, the requantization of
+:func:`~edgekit.compiler.integer.requant.emit_requantize` and a clamp. TVM
+compiles that chain for a microcontroller into plain loop nests (no SMLAD, no
+register blocking, a separate pad kernel). :func:`offload_int8` replaces each
+such chain, before legalization, by one ``call_dps_packed`` of ``ek_nn_s8``
+(``firmware_stubs/nn/ek_nn_s8.c``) with three constant arguments: the
+weights packed for the target's inner kernel, an int32 parameter block
+(shapes, strides, padding, the input zero point, clamp) followed by the
+per-channel offset, multiplier and shift, and a scratch output for the
+im2col columns. The arithmetic is the chain's own, so outputs stay bit-exact
+with the integer lowering. A chain the kernels do not cover (dilation, NHWC,
+batch > 1, other groups) stays with TVM.
+
+:mod:`~edgekit.compiler.aot_graph` records the call as an extern kernel and
+:mod:`~edgekit.compiler.aot_emit` appends the C source to ``model.c``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edgekit.core.resources import data_dir
+
+__all__ = ["EXTERN_KERNEL", "NP", "uses_dsp", "offload_int8", "kernel_source"]
+
+logger = logging.getLogger(__name__)
+
+#: Symbol of the C entry point (packed-call signature, like TVM's kernels).
+EXTERN_KERNEL = "ek_nn_s8"
+#: Pixels per register block of the generic kernel (``EK_NN_NP`` in the C source).
+NP = 6
+#: Largest reduction the float-accumulating generic kernel takes exactly
+#: (|x * w| <= 2^14, partial sums stay integers below 2^24).
+MAX_FLOAT_K = 1024
+
+_CONV, _DEPTHWISE, _MATMUL = 0, 1, 2
+_HDR = 20  # EK_NN_HDR
+
+
+def uses_dsp(tvm_target: Any) -> bool:
+    """True when the target is a Cortex-M with the DSP extension (SMLAD)."""
+    attrs = tvm_target.attrs
+    triple = str(attrs.get("mtriple", ""))
+    mattr = [str(a) for a in attrs.get("mattr", [])]
+    if "-dsp" in mattr:
+        return False
+    if triple.startswith("thumbv7em"):
+        return True
+    mcpu = str(attrs.get("mcpu", ""))
+    return triple.startswith("thumbv8m.main") and ("+dsp" in mattr or mcpu in ("cortex-m33", "cortex-m35p", "cortex-m55", "cortex-m85"))
+
+
+def kernel_source(dsp: bool) -> str:
+    """The C text appended to ``model.c`` when a model calls the kernels."""
+    path = data_dir("firmware_stubs") / "nn" / "ek_nn_s8.c"
+    # The weights were packed for one inner kernel: a model.c compiled for
+    # another core (no DSP where DSP was assumed, or the reverse) must not build.
+    return (
+        f"#define EK_NN_NP {NP}\n#define EK_NN_EXPECT_DSP {int(dsp)}\n"
+        f"{path.read_text(encoding='utf-8')}\n"
+        "#if EK_NN_DSP != EK_NN_EXPECT_DSP\n"
+        '#error "ek_nn_s8: weights were packed for another kernel; compile model.c with the target\'s -mcpu"\n'
+        "#endif\n"
+    )
+
+
+@dataclass
+class _Chain:
+    kind: int
+    x: Any
+    w: np.ndarray  # OIHW (conv) or [K, N] (matmul), int8
+    out: Any  # the final astype call (for its struct info)
+    pads: tuple[int, int]  # top, left
+    pad_value: int
+    strides: tuple[int, int]
+    offset: np.ndarray
+    mult: np.ndarray
+    shift: np.ndarray
+    zero_point: int
+    qmin: int
+    qmax: int
+
+
+def _call(expr: Any, var2val: dict, name: str) -> Any:
+    from tvm import relax
+
+    if isinstance(expr, relax.Var) and expr in var2val:
+        expr = var2val[expr]
+    if isinstance(expr, relax.Call) and getattr(expr.op, "name", "") == name:
+        return expr
+    return None
+
+
+def _const(expr: Any, var2val: dict) -> np.ndarray | None:
+    import tvm
+    from tvm import relax
+
+    if isinstance(expr, relax.Var) and expr in var2val:
+        expr = var2val[expr]
+    if isinstance(expr, tvm.ir.GenericConst):
+        return expr.value.numpy()
+    perm = _call(expr, {}, "relax.permute_dims")
+    if perm is not None:
+        inner = _const(perm.args[0], var2val)
+        if inner is None:
+            return None
+        axes = perm.attrs.axes
+        return np.transpose(inner, None if axes is None else [int(a) for a in axes])
+    return None
+
+
+def _per_channel(v: np.ndarray | None, channels: int, default: int) -> np.ndarray | None:
+    if v is None:
+        return np.full(channels, default, np.int64)
+    flat = np.asarray(v).reshape(-1)
+    if flat.size == 1:
+        return np.full(channels, int(flat[0]), np.int64)
+    if flat.size == channels:
+        return flat.astype(np.int64)
+    return None
+
+
+def _optional(expr: Any, var2val: dict, op: str) -> tuple[Any, np.ndarray | None]:
+    """``(input, constant)`` if ``expr`` is ``op(input, constant)``, else ``(expr, None)``."""
+    call = _call(expr, var2val, op)
+    if call is not None:
+        c = _const(call.args[1], var2val)
+        if c is not None:
+            return call.args[0], c
+    return expr, None
+
+
+def _match(out: Any, var2val: dict, dsp: bool) -> _Chain | None:
+    """The conv2d/matmul requantization chain ending in ``out`` (an astype to int8), or None."""
+    if str(out.attrs.dtype) != "int8":
+        return None
+    clip = _call(out.args[0], var2val, "relax.clip")
+    if clip is None:
+        return None
+    qmin, qmax = int(clip.args[1].value), int(clip.args[2].value)  # prim values (IntImm)
+    e, zp = _optional(clip.args[0], var2val, "relax.add")
+    e, shift = _optional(e, var2val, "relax.right_shift")
+    e, rnd = _optional(e, var2val, "relax.add")
+    e, mult = _optional(e, var2val, "relax.multiply")
+    cast = _call(e, var2val, "relax.astype")
+    if mult is None or cast is None or str(cast.attrs.dtype) != "int64":
+        return None
+    e, offset = _optional(cast.args[0], var2val, "relax.add")
+    conv = _call(e, var2val, "relax.nn.conv2d")
+    mm = _call(e, var2val, "relax.matmul")
+    core = conv if conv is not None else mm
+    if core is None or str(core.attrs.out_dtype) != "int32":
+        return None
+    x, w_expr = core.args
+    w = _const(w_expr, var2val)
+    if w is None or w.dtype != np.int8 or str(x.ty.dtype) != "int8":
+        return None
+    if zp is not None and np.asarray(zp).size != 1:
+        return None
+    pads, pad_value, strides = (0, 0), 0, (1, 1)
+    if conv is not None:
+        a = conv.attrs
+        if (str(a.data_layout), str(a.kernel_layout), str(a.out_layout)) != ("NCHW", "OIHW", "NCHW"):
+            return None
+        if any(int(d) != 1 for d in a.dilation) or int(x.ty.shape[0]) != 1:
+            return None
+        groups, cin = int(a.groups), int(x.ty.shape[1])
+        if groups == 1:
+            kind = _CONV
+        elif groups == cin == w.shape[0] and w.shape[1] == 1:
+            kind = _DEPTHWISE
+        else:
+            return None
+        top, left, bottom, right = (int(v) for v in a.padding)
+        pad = _call(x, var2val, "relax.nn.pad")
+        if pad is not None:
+            if any((top, left, bottom, right)) or str(pad.attrs.pad_mode) != "constant":
+                return None
+            widths = [int(v) for v in pad.attrs.pad_width]
+            if any(widths[:4]) or len(widths) != 8:
+                return None
+            top, bottom, left, right = widths[4:]
+            pad_value = int(float(pad.attrs.pad_value))
+            x = pad.args[0]
+        pads, strides = (top, left), (int(a.strides[0]), int(a.strides[1]))
+        channels = w.shape[0]
+    else:
+        if w.ndim != 2 or len(x.ty.shape) < 1:
+            return None
+        kind, channels = _MATMUL, w.shape[1]
+    per = [_per_channel(v, channels, d) for v, d in ((offset, 0), (mult, 0), (shift, 0), (rnd, 0))]
+    if any(p is None for p in per):
+        return None
+    offset_v, mult_v, shift_v, rnd_v = per
+    # The C kernel derives the rounding term from the shift, as requant.py does.
+    expect = np.where(shift_v > 0, np.left_shift(np.int64(1), np.maximum(shift_v - 1, 0)), 0)
+    if np.any(rnd_v != expect) or np.any(np.abs(mult_v) >= 2**31) or np.any((shift_v < 0) | (shift_v > 62)):
+        return None
+    k = int(np.prod(w.shape[1:])) if conv is not None else w.shape[0]
+    if not dsp and kind != _DEPTHWISE and k > MAX_FLOAT_K:
+        return None
+    return _Chain(kind, x, w, out, pads, pad_value, strides, offset_v, mult_v, shift_v,
+                  0 if zp is None else int(np.asarray(zp).reshape(-1)[0]), qmin, qmax)  # fmt: skip
+
+
+def _pack_weights(chain: _Chain, dsp: bool) -> tuple[np.ndarray, int, int]:
+    """Weights in the inner kernel's order; returns ``(packed, K, K padded)``."""
+    if chain.kind == _DEPTHWISE:
+        return np.ascontiguousarray(chain.w).reshape(-1), int(np.prod(chain.w.shape[1:])), 0
+    rows = chain.w.reshape(chain.w.shape[0], -1) if chain.kind == _CONV else chain.w.T  # [OC, K]
+    oc, k = rows.shape
+    if dsp:  # [ceil(OC/2)][KP/4][2][4]
+        kp = -(-k // 4) * 4
+        full = np.zeros((-(-oc // 2) * 2, kp), np.int8)
+        full[:oc, :k] = rows
+        packed = full.reshape(-1, 2, kp // 4, 4).transpose(0, 2, 1, 3)
+        return np.ascontiguousarray(packed).reshape(-1), k, kp
+    full = np.zeros((-(-oc // 4) * 4, k), np.int8)  # [ceil(OC/4)][K][4]
+    full[:oc] = rows
+    packed = full.reshape(-1, 4, k).transpose(0, 2, 1)
+    return np.ascontiguousarray(packed).reshape(-1), k, k
+
+
+def _gather_table(chain: _Chain, xs: list[int], k: int, kp: int, dsp: bool) -> np.ndarray:
+    """im2col table: input offset of each k from the window's corner, then
+    its kernel row | column << 16, in the order the inner kernel reads k
+    (for DSP each group of four as k0, k2, k1, k3; padding entries read
+    offset 0 and a row far outside the input)."""
+    if chain.kind == _MATMUL:
+        off = np.arange(k, dtype=np.int64)
+        rs = np.zeros(k, np.int64)
+    else:
+        cin, kh, kw = chain.w.shape[1], chain.w.shape[2], chain.w.shape[3]
+        c, r, s = np.meshgrid(np.arange(cin), np.arange(kh), np.arange(kw), indexing="ij")
+        off = (c * xs[2] * xs[3] + r * xs[3] + s).reshape(-1).astype(np.int64)
+        rs = (r | (s << 16)).reshape(-1).astype(np.int64)
+    off = np.concatenate([off, np.zeros(kp - k, np.int64)])
+    rs = np.concatenate([rs, np.full(kp - k, 0x7FFF, np.int64)])
+    if dsp:
+        order = (np.arange(kp).reshape(-1, 4)[:, [0, 2, 1, 3]]).reshape(-1)
+        off, rs = off[order], rs[order]
+    return np.concatenate([off, rs])
+
+
+def _params(chain: _Chain, k: int, kp: int, out_shape: tuple[int, ...], dsp: bool) -> np.ndarray:
+    """The int32 parameter block: header, per-channel offset / multiplier /
+    shift, and (conv, matmul) the im2col table."""
+    xs = [int(v) for v in chain.x.ty.shape]
+    if chain.kind == _MATMUL:
+        oc = chain.w.shape[1]
+        pixels = int(np.prod(xs[:-1]))
+        cin, h, w, oh, ow, kh, kw = xs[-1], 1, 1, pixels, 1, 1, 1
+    else:
+        oc, cin, h, w = chain.w.shape[0], xs[1], xs[2], xs[3]
+        oh, ow = out_shape[2], out_shape[3]
+        kh, kw = chain.w.shape[2], chain.w.shape[3]
+        pixels = oh * ow
+    hdr = [chain.kind, cin, h, w, oc, oh, ow, kh, kw, chain.strides[0], chain.strides[1], chain.pads[0],
+           chain.pads[1], chain.pad_value, chain.qmin, chain.qmax, chain.zero_point, k, kp, pixels]  # fmt: skip
+    assert len(hdr) == _HDR
+    parts = [np.asarray(hdr, np.int64), chain.offset, chain.mult, chain.shift]
+    if chain.kind != _DEPTHWISE:
+        parts.append(_gather_table(chain, xs, k, kp, dsp))
+    block = np.concatenate(parts)
+    if np.any(np.abs(block) >= 2**31):
+        raise ValueError("parameter out of int32 range")
+    return block.astype(np.int32)
+
+
+def _scratch_bytes(chain: _Chain, k: int, kp: int, out_shape: tuple[int, ...], dsp: bool) -> int:
+    """Bytes of the kernel's scratch (see the C source: columns, then accumulators)."""
+    if chain.kind == _DEPTHWISE:
+        oh, ow = out_shape[2], out_shape[3]
+        kh, kw = chain.w.shape[2], chain.w.shape[3]
+        plane = ((oh - 1) * chain.strides[0] + kh) * ((ow - 1) * chain.strides[1] + kw) * (2 if dsp else 4)
+        return -(-plane // 4) * 4 + ow * 4
+    oc = chain.w.shape[0] if chain.kind == _CONV else chain.w.shape[1]
+    if dsp:
+        return 4 * kp + 4 * 2 * (-(-oc // 2) * 2)
+    return 4 * k * NP + 4 * NP * (-(-oc // 4) * 4)
+
+
+def _replacement(chain: _Chain, dsp: bool) -> Any:
+    """``call_dps_packed(ek_nn_s8, x, packed weights, parameters)[0]`` (output 1 is the scratch)."""
+    from tvm import relax
+
+    out_ty = chain.out.ty
+    out_shape = tuple(int(v) for v in out_ty.shape)
+    packed, k, kp = _pack_weights(chain, dsp)
+    params = _params(chain, k, kp, out_shape, dsp)
+    scratch = _scratch_bytes(chain, k, kp, out_shape, dsp)
+    call = relax.call_dps_packed(
+        relax.ExternFunc(EXTERN_KERNEL),
+        relax.Tuple([chain.x, relax.const(packed, "int8"), relax.const(params, "int32")]),
+        [out_ty, relax.TensorType((scratch,), "int8")],
+    )
+    return relax.TupleGetItem(call, 0)
+
+
+def offload_int8(mod: Any, tvm_target: Any) -> tuple[Any, int]:
+    """Replaces the int8 conv2d/depthwise/matmul chains of ``mod["main"]``.
+
+    Returns:
+        The new module and how many chains were replaced.
+    """
+    from tvm import relax
+    from tvm.relax.dpl import is_op, rewrite_call, wildcard
+
+    dsp = uses_dsp(tvm_target)
+    func = mod["main"]
+    var2val = relax.analysis.get_var2val(func)
+    count = 0
+
+    def rewrite(expr: Any, _matches: Any) -> Any:
+        nonlocal count
+        try:
+            chain = _match(expr, var2val, dsp)
+            if chain is None:
+                return expr
+            new = _replacement(chain, dsp)
+        except (ValueError, TypeError, AttributeError) as exc:  # an unexpected shape of IR: leave it to TVM
+            logger.debug("int8 chain left to TVM: %s", exc)
+            return expr
+        count += 1
+        return new
+
+    func = rewrite_call(is_op("relax.astype")(wildcard()), rewrite, func)
+    if count:
+        func = relax.analysis.remove_all_unused(func)
+        import tvm
+
+        mod = tvm.IRModule({gv: f for gv, f in mod.functions_items()}, attrs=mod.attrs)
+        mod["main"] = func
+    logger.info("%d int8 layers run on edgekit's %s kernels", count, "DSP" if dsp else "generic")
+    return mod, count

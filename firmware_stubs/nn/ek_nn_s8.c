@@ -1,0 +1,473 @@
+/* ek_nn_s8.c - int8 convolution, depthwise convolution and fully connected
+ * kernels for microcontrollers, called by the model.c that edgekit's AOT
+ * emitter writes (edgekit/compiler/aot_nn.py replaces each integer-lowered
+ * conv2d/matmul chain by one call of these; the emitter appends this file to
+ * model.c, after the ek_dltensor_t / ek_ffi_any_t definitions).
+ *
+ * Hand-written: no library provides int8 kernels for TVM's NCHW layout and
+ * edgekit's requantization (CMSIS-NN was read to learn the SMLAD/SXTB16
+ * pairing, nothing was copied from it). Outputs are bit-exact with the
+ * integer lowering in edgekit/compiler/integer/ (linear.py, requant.py):
+ *
+ *   acc = sum(x * w) + offset[c]            (zero point and bias folded in)
+ *   y   = clamp(((acc * m[c] + 2^(n-1)) >> n) + z_out, qmin, qmax)
+ *
+ * with the input padded with its zero point (the padding is folded into the
+ * im2col gather here; no separate pad pass).
+ *
+ * Two inner kernels:
+ *  - Cortex-M with the DSP extension (__ARM_FEATURE_DSP): the im2col buffer
+ *    holds int16 activations with each group of four reordered as
+ *    (a0, a2, a1, a3), so SXTB16 and SXTB16 ROR #8 of a weight word give the
+ *    matching (w0, w2) and (w1, w3) pairs without a weight reorder; SMLAD
+ *    does two MACs; 2 output channels x 2 pixels are blocked in registers.
+ *  - everything else (RV32IMF, the host): 4 channels x EK_NN_NP pixels in
+ *    registers. With an FPU the products are accumulated in float32, which
+ *    is exact: |x * w| <= 2^14 and the compiler only routes layers with
+ *    K <= 1024 here (aot_nn.py), so every partial sum is an integer below
+ *    2^24 and one fused multiply-add does a MAC; without an FPU, int32.
+ * Word loads go through __builtin_memcpy, which compiles to a load even
+ * under -ffreestanding -fno-builtin (a plain memcpy would be a call).
+ */
+
+#ifndef EK_NN_S8_C
+#define EK_NN_S8_C
+#include <stdint.h>
+
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+#define EK_NN_DSP 1
+#else
+#define EK_NN_DSP 0
+#endif
+
+#if !EK_NN_DSP && (defined(__riscv_flen) || defined(__x86_64__) || defined(__aarch64__) || defined(__ARM_FP))
+typedef float ek_mac_t;
+#define EK_NN_FLOAT 1
+/* Exact with or without fusing (integers below 2^24): let clang fuse into
+ * fmadd.s even where the build says -ffp-contract=off (__builtin_fmaf would
+ * become a libm call under -fno-builtin). */
+#define EK_MAC(acc, a, b) (acc) += (a) * (b)
+#ifdef __clang__
+#pragma clang fp contract(fast)
+#endif
+#else
+typedef int32_t ek_mac_t;
+#define EK_NN_FLOAT 0
+#define EK_MAC(acc, a, b) (acc) += (a) * (b)
+#endif
+
+#ifndef EK_NN_NP
+#define EK_NN_NP 6 /* pixels per register block (generic kernel) */
+#endif
+#define EK_NN_MC 4 /* channels per register block (generic kernel; weights packed [OC/4][K][4]) */
+
+/* Parameter block (int32) written by edgekit/compiler/aot_nn.py. */
+enum {
+  EK_NN_KIND, EK_NN_CIN, EK_NN_H, EK_NN_W, EK_NN_OC, EK_NN_OH, EK_NN_OW, EK_NN_KH, EK_NN_KW, EK_NN_SH, EK_NN_SW,
+  EK_NN_PT, EK_NN_PL, EK_NN_PADV, EK_NN_QMIN, EK_NN_QMAX, EK_NN_ZOUT, EK_NN_K, EK_NN_KP, EK_NN_P, EK_NN_HDR
+};
+enum { EK_NN_CONV = 0, EK_NN_DEPTHWISE = 1, EK_NN_MATMUL = 2 };
+
+static inline __attribute__((always_inline)) uint64_t ek_ld64(const void *p) {
+  uint64_t v; /* LDRD: p is word-aligned */
+  __builtin_memcpy(&v, __builtin_assume_aligned(p, 4), 8);
+  return v;
+}
+
+/* The requantization of requant.py over a block of accumulators acc[c][j]
+ * (nc channels from c0, np pixels each), stored to y[c * ys_c + j * ys_p].
+ * For a shift n > 32 only the high word of acc * m matters: adding 2^(n-1)
+ * to the 64-bit product adds 2^(n-33) to its high word and leaves the low
+ * word, which the shift discards, so the result is (hi + 2^(n-33)) >> (n-32).
+ * noinline: on its own the channel's constants stay in registers. */
+__attribute__((noinline)) static void ek_nn_requant(const int32_t *acc, int8_t *y, int32_t nc, int32_t np,
+                                                    int32_t ys_c, int32_t ys_p, const int32_t *h, int32_t c0) {
+  const int32_t *q = h + EK_NN_HDR;
+  int32_t oc = h[EK_NN_OC], zp = h[EK_NN_ZOUT], lo = h[EK_NN_QMIN], hi = h[EK_NN_QMAX], c, j;
+  for (c = c0; c < c0 + nc; ++c, y += ys_c) {
+    int32_t off = q[c], m = q[oc + c], n = q[2 * oc + c], v;
+    int8_t *yc = y;
+    if (n > 32) {
+      int32_t rnd = 1 << (n - 33), sh = n - 32;
+      for (j = 0; j < np; ++j, yc += ys_p) {
+        int32_t a = (int32_t)((uint32_t)*acc++ + (uint32_t)off);
+        v = (((int32_t)(((int64_t)a * m) >> 32) + rnd) >> sh) + zp;
+        v = v < lo ? lo : v;
+        *yc = (int8_t)(v > hi ? hi : v);
+      }
+    } else {
+      for (j = 0; j < np; ++j, yc += ys_p) {
+        /* a multiplier above 0.5: the result may leave int32; any value
+         * beyond +-2^30 clamps to the same int8 once the zero point is added. */
+        int64_t p = (int64_t)(int32_t)((uint32_t)*acc++ + (uint32_t)off) * m;
+        p = n > 0 ? (p + ((int64_t)1 << (n - 1))) >> n : p;
+        v = (int32_t)(p > (1 << 30) ? (1 << 30) : p < -(1 << 30) ? -(1 << 30) : p) + zp;
+        v = v < lo ? lo : v;
+        *yc = (int8_t)(v > hi ? hi : v);
+      }
+    }
+  }
+}
+
+/* One channel's accumulators, n of them, to consecutive outputs (depthwise
+ * rows): the same arithmetic with fewer live values than ek_nn_requant. */
+__attribute__((noinline)) static void ek_nn_requant_row(const int32_t *acc, int8_t *y, int32_t n, const int32_t *h,
+                                                        int32_t c) {
+  const int32_t *q = h + EK_NN_HDR;
+  int32_t oc = h[EK_NN_OC], m = q[oc + c], sh = q[2 * oc + c];
+  if (sh <= 32) {
+    ek_nn_requant(acc, y, 1, n, 0, 1, h, c);
+    return;
+  }
+  int32_t off = q[c], zp = h[EK_NN_ZOUT], lo = h[EK_NN_QMIN], hi = h[EK_NN_QMAX], rnd = 1 << (sh - 33);
+  const int32_t *end = acc + n;
+  sh -= 32;
+#if EK_NN_DSP
+  if (lo == -128 && hi == 127) { /* the full int8 range: one SSAT */
+    while (acc < end) {
+      int32_t v = (((int32_t)(((int64_t)(int32_t)((uint32_t)*acc++ + (uint32_t)off) * m) >> 32) + rnd) >> sh) + zp;
+      *y++ = (int8_t)__builtin_arm_ssat(v, 8);
+    }
+    return;
+  }
+#endif
+  while (acc < end) {
+    int32_t v = (((int32_t)(((int64_t)(int32_t)((uint32_t)*acc++ + (uint32_t)off) * m) >> 32) + rnd) >> sh) + zp;
+    v = v < lo ? lo : v;
+    *y++ = (int8_t)(v > hi ? hi : v);
+  }
+}
+
+#if EK_NN_DSP
+typedef int16_t ek_col_t;
+#else
+typedef ek_mac_t ek_col_t;
+#endif
+
+/* Where the gathered columns go: element k of a column. The DSP kernels read
+ * two pixels' columns interleaved per group of four k (the table already
+ * orders each group (a0, a2, a1, a3)); the generic ones read [k][EK_NN_NP]. */
+#if EK_NN_DSP
+#define EK_DST(col, k) (col)[(((k) & ~3) << 1) | ((k) & 3)]
+#else
+#define EK_DST(col, k) (col)[(k) * EK_NN_NP]
+#endif
+
+/* Gathers the im2col column of output pixel p through the parameter
+ * block's table (input offset of each k relative to the window's corner,
+ * and its kernel row/column), so the copy is one load and one store per
+ * element. The padding is folded in: a window that leaves the input reads
+ * the input's zero point there. */
+static void ek_im2col(const int8_t *x, const int32_t *h, int32_t p, ek_col_t *col) {
+  int32_t n = h[EK_NN_KP], k;
+  const int32_t *off = h + EK_NN_HDR + 3 * h[EK_NN_OC], *rs = off + n;
+  if (h[EK_NN_KIND] == EK_NN_MATMUL) {
+    const int8_t *row = x + p * h[EK_NN_K];
+    for (k = 0; k < n; ++k) EK_DST(col, k) = (ek_col_t)row[off[k]];
+  } else {
+    int32_t H = h[EK_NN_H], W = h[EK_NN_W], kh = h[EK_NN_KH], kw = h[EK_NN_KW];
+    int32_t oy = p / h[EK_NN_OW], ox = p - oy * h[EK_NN_OW];
+    int32_t y0 = oy * h[EK_NN_SH] - h[EK_NN_PT], x0 = ox * h[EK_NN_SW] - h[EK_NN_PL];
+    if (y0 >= 0 && y0 + kh <= H && x0 >= 0 && x0 + kw <= W) { /* interior: no checks */
+      const int8_t *base = x + (y0 * W + x0);
+      for (k = 0; k < n; ++k) EK_DST(col, k) = (ek_col_t)base[off[k]];
+    } else {
+      ek_col_t pad = (ek_col_t)h[EK_NN_PADV];
+      int32_t corner = y0 * W + x0;
+      for (k = 0; k < n; ++k) {
+        uint32_t iy = (uint32_t)(y0 + (rs[k] & 0xFFFF)), ix = (uint32_t)(x0 + (rs[k] >> 16));
+        EK_DST(col, k) = (iy < (uint32_t)H && ix < (uint32_t)W) ? (ek_col_t)x[corner + off[k]] : pad;
+      }
+    }
+  }
+}
+
+#if EK_NN_DSP
+/* 2 channels x 2 pixels, K padded to a multiple of 4. w: both channels'
+ * words interleaved per group of four k; col: both pixels' reordered int16
+ * columns interleaved the same way. noinline: tests disassemble it. */
+__attribute__((noinline)) static void ek_nn_dot_2x2(const int8_t *w, const int16_t *col, int32_t kp, int32_t acc[4]) {
+  int32_t a00 = 0, a01 = 0, a10 = 0, a11 = 0;
+  const int8_t *end = w + 2 * kp;
+  while (w < end) {
+    uint64_t ww = ek_ld64(w), x0 = ek_ld64(col), x1 = ek_ld64(col + 4);
+    uint32_t w0 = (uint32_t)ww, w1 = (uint32_t)(ww >> 32);
+    uint32_t x0a = (uint32_t)x0, x0b = (uint32_t)(x0 >> 32), x1a = (uint32_t)x1, x1b = (uint32_t)(x1 >> 32);
+    int32_t w0e = __builtin_arm_sxtb16(w0), w0o = __builtin_arm_sxtb16((w0 >> 8) | (w0 << 24));
+    int32_t w1e = __builtin_arm_sxtb16(w1), w1o = __builtin_arm_sxtb16((w1 >> 8) | (w1 << 24));
+    a00 = __builtin_arm_smlad(w0e, x0a, a00);
+    a00 = __builtin_arm_smlad(w0o, x0b, a00);
+    a01 = __builtin_arm_smlad(w0e, x1a, a01);
+    a01 = __builtin_arm_smlad(w0o, x1b, a01);
+    a10 = __builtin_arm_smlad(w1e, x0a, a10);
+    a10 = __builtin_arm_smlad(w1o, x0b, a10);
+    a11 = __builtin_arm_smlad(w1e, x1a, a11);
+    a11 = __builtin_arm_smlad(w1o, x1b, a11);
+    w += 8;
+    col += 8;
+  }
+  acc[0] = a00; acc[1] = a01; acc[2] = a10; acc[3] = a11;
+}
+
+/* 2 channels x 1 pixel (pixel tail, fully connected): the first pixel of
+ * an interleaved pair buffer. */
+__attribute__((noinline)) static void ek_nn_dot_2x1(const int8_t *w, const int16_t *col, int32_t kp, int32_t acc[2]) {
+  int32_t a0 = 0, a1 = 0;
+  const int8_t *end = w + 2 * kp;
+  while (w < end) {
+    uint64_t ww = ek_ld64(w), xx = ek_ld64(col);
+    uint32_t w0 = (uint32_t)ww, w1 = (uint32_t)(ww >> 32), xa = (uint32_t)xx, xb = (uint32_t)(xx >> 32);
+    a0 = __builtin_arm_smlad(__builtin_arm_sxtb16(w0), xa, a0);
+    a0 = __builtin_arm_smlad(__builtin_arm_sxtb16((w0 >> 8) | (w0 << 24)), xb, a0);
+    a1 = __builtin_arm_smlad(__builtin_arm_sxtb16(w1), xa, a1);
+    a1 = __builtin_arm_smlad(__builtin_arm_sxtb16((w1 >> 8) | (w1 << 24)), xb, a1);
+    w += 8;
+    col += 8;
+  }
+  acc[0] = a0; acc[1] = a1;
+}
+
+/* conv (groups 1) and matmul: weights [ceil(OC/2)][KP/4][2][4]. Scratch:
+ * 2 * KP int16 (two pixels' columns, interleaved per group of four), then
+ * the accumulators [ceil(OC/2) * 2][2] int32. */
+static void ek_nn_gemm(const int8_t *x, const int8_t *w, const int32_t *h, int8_t *y, void *scratch) {
+  int32_t oc = h[EK_NN_OC], kp = h[EK_NN_KP], P = h[EK_NN_P], p, c;
+  int32_t ys_c = h[EK_NN_KIND] == EK_NN_MATMUL ? 1 : P, ys_p = h[EK_NN_KIND] == EK_NN_MATMUL ? oc : 1;
+  int16_t *pair = (int16_t *)scratch;
+  int32_t *acc = (int32_t *)(pair + 2 * kp);
+  for (p = 0; p + 1 < P; p += 2) {
+    ek_im2col(x, h, p, pair);
+    ek_im2col(x, h, p + 1, pair + 4);
+    for (c = 0; c < oc; c += 2) ek_nn_dot_2x2(w + c * kp, pair, kp, acc + 2 * c);
+    ek_nn_requant(acc, y + p * ys_p, oc, 2, ys_c, ys_p, h, 0);
+  }
+  if (p < P) {
+    ek_im2col(x, h, p, pair);
+    for (c = 0; c < oc; c += 2) ek_nn_dot_2x1(w + c * kp, pair, kp, acc + c);
+    ek_nn_requant(acc, y + p * ys_p, oc, 1, ys_c, ys_p, h, 0);
+  }
+}
+#else
+/* 4 channels x EK_NN_NP pixels. w: [K][4], col: [K][EK_NN_NP]. */
+__attribute__((noinline)) static void ek_nn_dot_4xn(const int8_t *w, const ek_col_t *col, int32_t K,
+                                                    int32_t acc[EK_NN_MC * EK_NN_NP]) {
+  ek_mac_t a[EK_NN_MC][EK_NN_NP] = {{0}};
+  int32_t k, i, j;
+  for (k = 0; k < K; ++k, w += EK_NN_MC, col += EK_NN_NP) {
+    ek_mac_t xv[EK_NN_NP];
+    for (j = 0; j < EK_NN_NP; ++j) xv[j] = col[j];
+    for (i = 0; i < EK_NN_MC; ++i) {
+      ek_mac_t wi = (ek_mac_t)w[i];
+      for (j = 0; j < EK_NN_NP; ++j) EK_MAC(a[i][j], wi, xv[j]);
+    }
+  }
+  for (i = 0; i < EK_NN_MC; ++i)
+    for (j = 0; j < EK_NN_NP; ++j) acc[i * EK_NN_NP + j] = (int32_t)a[i][j];
+}
+
+/* 4 channels x 1 pixel (pixel tail, fully connected). */
+__attribute__((noinline)) static void ek_nn_dot_4x1(const int8_t *w, const ek_col_t *col, int32_t K,
+                                                    int32_t acc[EK_NN_MC]) {
+  ek_mac_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+  int32_t k;
+  for (k = 0; k < K; ++k, w += EK_NN_MC, col += EK_NN_NP) {
+    ek_mac_t xv = *col;
+    EK_MAC(a0, (ek_mac_t)w[0], xv);
+    EK_MAC(a1, (ek_mac_t)w[1], xv);
+    EK_MAC(a2, (ek_mac_t)w[2], xv);
+    EK_MAC(a3, (ek_mac_t)w[3], xv);
+  }
+  acc[0] = (int32_t)a0; acc[1] = (int32_t)a1; acc[2] = (int32_t)a2; acc[3] = (int32_t)a3;
+}
+
+/* conv (groups 1) and matmul: weights [ceil(OC/4)][K][4]. Scratch:
+ * K * EK_NN_NP ek_col_t, then the accumulators [ceil(OC/4) * 4][EK_NN_NP] int32. */
+static void ek_nn_gemm(const int8_t *x, const int8_t *w, const int32_t *h, int8_t *y, void *scratch) {
+  int32_t oc = h[EK_NN_OC], K = h[EK_NN_K], P = h[EK_NN_P], p, c, j;
+  int32_t ys_c = h[EK_NN_KIND] == EK_NN_MATMUL ? 1 : P, ys_p = h[EK_NN_KIND] == EK_NN_MATMUL ? oc : 1;
+  ek_col_t *col = (ek_col_t *)scratch;
+  int32_t *acc = (int32_t *)(col + K * EK_NN_NP);
+  for (p = 0; p + EK_NN_NP <= P; p += EK_NN_NP) {
+    for (j = 0; j < EK_NN_NP; ++j) ek_im2col(x, h, p + j, col + j);
+    for (c = 0; c < oc; c += EK_NN_MC) ek_nn_dot_4xn(w + c * K, col, K, acc + c * EK_NN_NP);
+    ek_nn_requant(acc, y + p * ys_p, oc, EK_NN_NP, ys_c, ys_p, h, 0);
+  }
+  for (; p < P; ++p) {
+    ek_im2col(x, h, p, col);
+    for (c = 0; c < oc; c += EK_NN_MC) ek_nn_dot_4x1(w + c * K, col, K, acc + c);
+    ek_nn_requant(acc, y + p * ys_p, oc, 1, ys_c, ys_p, h, 0);
+  }
+}
+#endif
+
+/* Depthwise (groups == channels, one output per channel): each channel's
+ * input plane is copied once, padded with the zero point, into the scratch
+ * (as ek_dw_t), then each output is KH*KW multiply-adds. Weights [C][KH][KW]. */
+#if EK_NN_DSP
+typedef int16_t ek_dw_t; /* pairs for SMLAD */
+#else
+typedef ek_mac_t ek_dw_t;
+#endif
+
+#if !EK_NN_DSP
+/* Two horizontally adjacent outputs of a stride-1 3x3 window: the middle
+ * columns are loaded once for both. */
+static inline __attribute__((always_inline)) void ek_dw3_pair(const ek_dw_t *r0, const ek_dw_t *r1, const ek_dw_t *r2,
+                                                              const ek_dw_t *wk, ek_dw_t *pa, ek_dw_t *pb) {
+  const ek_dw_t *rows[3] = {r0, r1, r2};
+  ek_dw_t a = 0, b = 0;
+  int32_t r;
+  for (r = 0; r < 3; ++r) {
+    ek_dw_t x0 = rows[r][0], x1 = rows[r][1], x2 = rows[r][2], x3 = rows[r][3];
+    EK_MAC(a, wk[3 * r], x0); EK_MAC(a, wk[3 * r + 1], x1); EK_MAC(a, wk[3 * r + 2], x2);
+    EK_MAC(b, wk[3 * r], x1); EK_MAC(b, wk[3 * r + 1], x2); EK_MAC(b, wk[3 * r + 2], x3);
+  }
+  *pa = a;
+  *pb = b;
+}
+
+static inline __attribute__((always_inline)) ek_dw_t ek_dw3_one(const ek_dw_t *r0, const ek_dw_t *r1,
+                                                                const ek_dw_t *r2, const ek_dw_t *wk) {
+  ek_dw_t a = 0;
+  EK_MAC(a, wk[0], r0[0]); EK_MAC(a, wk[1], r0[1]); EK_MAC(a, wk[2], r0[2]);
+  EK_MAC(a, wk[3], r1[0]); EK_MAC(a, wk[4], r1[1]); EK_MAC(a, wk[5], r1[2]);
+  EK_MAC(a, wk[6], r2[0]); EK_MAC(a, wk[7], r2[1]); EK_MAC(a, wk[8], r2[2]);
+  return a;
+}
+#endif
+
+/* One output row of a 3x3 depthwise conv into acc, requantized afterwards
+ * (the weights and the three row pointers then fit the registers). */
+__attribute__((noinline)) static void ek_nn_dw3_row(const ek_dw_t *r0, int32_t pw, int32_t sw, const int8_t *wc,
+                                                    int32_t *acc, int32_t n) {
+  const ek_dw_t *r1 = r0 + pw, *r2 = r1 + pw;
+  int32_t *end = acc + n;
+#if EK_NN_DSP
+  /* (w0, w1) pairs against unaligned (x0, x1) words, x2 alone (SMLABB). */
+  uint32_t p0 = (uint16_t)wc[0] | ((uint32_t)(uint16_t)wc[1] << 16), p1 = (uint16_t)wc[3] | ((uint32_t)(uint16_t)wc[4] << 16);
+  uint32_t p2 = (uint16_t)wc[6] | ((uint32_t)(uint16_t)wc[7] << 16);
+  int32_t s0 = wc[2], s1 = wc[5], s2 = wc[8];
+  for (; acc < end; r0 += sw, r1 += sw, r2 += sw) {
+    uint32_t a0, a1, a2;
+    int32_t a;
+    __builtin_memcpy(&a0, r0, 4);
+    __builtin_memcpy(&a1, r1, 4);
+    __builtin_memcpy(&a2, r2, 4);
+    a = __builtin_arm_smlad(a0, p0, r0[2] * s0);
+    a = __builtin_arm_smlad(a1, p1, a + r1[2] * s1);
+    a = __builtin_arm_smlad(a2, p2, a + r2[2] * s2);
+    *acc++ = a;
+  }
+#else
+  ek_dw_t wk[9];
+  int32_t i;
+  for (i = 0; i < 9; ++i) wk[i] = (ek_dw_t)wc[i];
+  if (sw == 1)
+    for (; acc + 1 < end; r0 += 2, r1 += 2, r2 += 2, acc += 2) {
+      ek_dw_t a, b;
+      ek_dw3_pair(r0, r1, r2, wk, &a, &b);
+      acc[0] = (int32_t)a;
+      acc[1] = (int32_t)b;
+    }
+  for (; acc < end; r0 += sw, r1 += sw, r2 += sw) *acc++ = (int32_t)ek_dw3_one(r0, r1, r2, wk);
+#endif
+}
+
+#if !EK_NN_DSP
+/* Stride-1 3x3 depthwise row with the requantization fused (shift > 32 only):
+ * two outputs per step share the middle columns' loads, and the
+ * accumulators never go through memory. */
+typedef struct {
+  int32_t off, m, rnd, sh, zp, lo, hi;
+} ek_rq_fast_t;
+
+static inline __attribute__((always_inline)) int8_t ek_rq_fast(ek_mac_t a, const ek_rq_fast_t *r) {
+  int32_t v = (int32_t)((uint32_t)(int32_t)a + (uint32_t)r->off);
+  v = (((int32_t)(((int64_t)v * r->m) >> 32) + r->rnd) >> r->sh) + r->zp;
+  v = v < r->lo ? r->lo : v;
+  return (int8_t)(v > r->hi ? r->hi : v);
+}
+
+__attribute__((noinline)) static void ek_nn_dw3_row_q(const ek_dw_t *r0, int32_t pw, const int8_t *wc, int8_t *y,
+                                                      int32_t n, const ek_rq_fast_t *rq) {
+  const ek_dw_t *r1 = r0 + pw, *r2 = r1 + pw;
+  ek_rq_fast_t r = *rq;
+  int8_t *end = y + n;
+  ek_dw_t wk[9];
+  int32_t i;
+  for (i = 0; i < 9; ++i) wk[i] = (ek_dw_t)wc[i];
+  for (; y + 1 < end; r0 += 2, r1 += 2, r2 += 2, y += 2) {
+    ek_dw_t a, b;
+    ek_dw3_pair(r0, r1, r2, wk, &a, &b);
+    y[0] = ek_rq_fast(a, &r);
+    y[1] = ek_rq_fast(b, &r);
+  }
+  if (y < end) *y = ek_rq_fast(ek_dw3_one(r0, r1, r2, wk), &r);
+}
+#endif
+
+/* Scratch: the padded plane (PH * PW ek_dw_t, rounded to a word), then one
+ * row of accumulators (OW int32). */
+static void ek_nn_depthwise(const int8_t *x, const int8_t *w, const int32_t *h, int8_t *y, void *scratch) {
+  int32_t C = h[EK_NN_OC], H = h[EK_NN_H], W = h[EK_NN_W], OH = h[EK_NN_OH], OW = h[EK_NN_OW];
+  int32_t kh = h[EK_NN_KH], kw = h[EK_NN_KW], sh = h[EK_NN_SH], sw = h[EK_NN_SW], pt = h[EK_NN_PT], pl = h[EK_NN_PL];
+  int32_t PW = (OW - 1) * sw + kw, PH = (OH - 1) * sh + kh, c, i, j, r, s;
+  int32_t j0 = pl < PW ? pl : PW, j1 = pl + W < PW ? pl + W : PW;
+  ek_dw_t *plane = (ek_dw_t *)scratch, pad = (ek_dw_t)h[EK_NN_PADV];
+  int32_t *acc = (int32_t *)scratch + (PH * PW * (int32_t)sizeof(ek_dw_t) + 3) / 4;
+  for (c = 0; c < C; ++c) {
+    const int8_t *xc = x + c * H * W, *wc = w + c * kh * kw;
+    int8_t *yc = y + c * OH * OW;
+    for (i = 0; i < PH; ++i) {
+      int32_t iy = i - pt;
+      ek_dw_t *row = plane + i * PW;
+      if (iy < 0 || iy >= H) {
+        for (j = 0; j < PW; ++j) row[j] = pad;
+        continue;
+      }
+      const int8_t *src = xc + iy * W - pl;
+      for (j = 0; j < j0; ++j) row[j] = pad;
+      for (; j < j1; ++j) row[j] = (ek_dw_t)src[j];
+      for (; j < PW; ++j) row[j] = pad;
+    }
+#if !EK_NN_DSP
+    const int32_t *q = h + EK_NN_HDR;
+    if (kh == 3 && kw == 3 && sw == 1 && q[2 * C + c] > 32) {
+      ek_rq_fast_t rq = {q[c], q[C + c], 1 << (q[2 * C + c] - 33), q[2 * C + c] - 32, h[EK_NN_ZOUT], h[EK_NN_QMIN],
+                         h[EK_NN_QMAX]};
+      for (i = 0; i < OH; ++i, yc += OW) ek_nn_dw3_row_q(plane + i * sh * PW, PW, wc, yc, OW, &rq);
+      continue;
+    }
+#endif
+    for (i = 0; i < OH; ++i, yc += OW) {
+      if (kh == 3 && kw == 3) {
+        ek_nn_dw3_row(plane + i * sh * PW, PW, sw, wc, acc, OW);
+      } else {
+        for (j = 0; j < OW; ++j) {
+          ek_mac_t a = 0;
+          for (r = 0; r < kh; ++r)
+            for (s = 0; s < kw; ++s) EK_MAC(a, (ek_mac_t)wc[r * kw + s], (ek_mac_t)plane[(i * sh + r) * PW + j * sw + s]);
+          acc[j] = (int32_t)a;
+        }
+      }
+      ek_nn_requant_row(acc, yc, OW, h, c);
+    }
+  }
+}
+
+/* The packed-call entry the generated step table points at:
+ * args = (x, packed weights, int32 parameters, y, scratch). */
+int32_t ek_nn_s8(void *self, const ek_ffi_any_t *args, int32_t num_args, ek_ffi_any_t *result) {
+  const ek_dltensor_t *x = (const ek_dltensor_t *)args[0].v.v_ptr, *w = (const ek_dltensor_t *)args[1].v.v_ptr;
+  const ek_dltensor_t *prm = (const ek_dltensor_t *)args[2].v.v_ptr, *y = (const ek_dltensor_t *)args[3].v.v_ptr;
+  const ek_dltensor_t *ws = (const ek_dltensor_t *)args[4].v.v_ptr;
+  const int32_t *h = (const int32_t *)prm->data;
+  (void)self; (void)result;
+  if (num_args != 5) return -1;
+  if (h[EK_NN_KIND] == EK_NN_DEPTHWISE)
+    ek_nn_depthwise((const int8_t *)x->data, (const int8_t *)w->data, h, (int8_t *)y->data, ws->data);
+  else
+    ek_nn_gemm((const int8_t *)x->data, (const int8_t *)w->data, h, (int8_t *)y->data, ws->data);
+  return 0;
+}
+#endif /* EK_NN_S8_C */
