@@ -603,8 +603,10 @@ def default_schedule(func: Any, target: tvm.target.Target) -> Any | None:
     Tuning measures it first and stores it as a record, so a kernel is only
     taken from the database if the search beat this schedule.
     """
+    from edgekit.compiler.cpu_int8 import dot_schedule_rule
+
     rules = _Rules.get()
-    for rule in (rules["CpuTiledReduction"](), rules["CpuInjective"]()):
+    for rule in (dot_schedule_rule(), rules["CpuTiledReduction"](), rules["CpuInjective"]()):
         sch = rule.apply(func, target, False)
         if sch is not None:
             return sch
@@ -615,10 +617,13 @@ def schedule_passes(target: tvm.target.Target) -> list[Any]:
     """The default scheduling passes (functions already scheduled, e.g. from a database, are kept)."""
     from tvm.s_tir import dlight
 
+    from edgekit.compiler.cpu_int8 import dot_schedule_rule
+
     rules = _Rules.get()
     passes = []
     passes.append(
         dlight.ApplyDefaultSchedule(
+            dot_schedule_rule(),
             rules["CpuTiledReduction"](),
             # dlight.cpu.Reduction is left out on purpose: in TVM 0.27 it
             # parallelizes softmax over the wrong axis when the batch is 1
@@ -650,6 +655,7 @@ def _simplify_pass() -> Any:
     sum_op = tvm.ir.Op.get("relax.sum")
     stack_op = tvm.ir.Op.get("relax.stack")
     bcast_op = tvm.ir.Op.get("relax.broadcast_to")
+    clip_op = tvm.ir.Op.get("relax.clip")
 
     def same_shape(a: Any, b: Any) -> bool:
         sa, sb = a.ty, b.ty
@@ -670,6 +676,8 @@ def _simplify_pass() -> Any:
                 return call
             if call.op.same_as(bcast_op) and same_shape(call.args[0], call):
                 return call.args[0]
+            if call.op.same_as(clip_op):
+                return self.clip_as_min_max(call)
             if not call.op.same_as(sum_op) or call.attrs.keepdims or call.attrs.axis is None:
                 return call
             if len(call.attrs.axis) != 1:
@@ -690,6 +698,21 @@ def _simplify_pass() -> Any:
                 out = self.builder_.emit(relax.op.add(out, f))
             return out
 
+        def clip_as_min_max(self, call: Any) -> Any:
+            # ConvertLayout has no layout rule for clip: every requantized
+            # int8 layer went back to NCHW (a transpose each way) at its clamp.
+            x, lo, hi = call.args
+            t = x.ty
+            bound = (lambda v: v.value) if all(hasattr(v, "value") for v in (lo, hi)) else None
+            if bound is None or not isinstance(t, relax.TensorType) or t.dtype is None:
+                return call
+            dtype = str(t.dtype)
+            if not dtype.startswith(("int", "uint")):
+                return call
+            return relax.op.maximum(
+                relax.op.minimum(x, relax.const(int(bound(hi)), dtype)), relax.const(int(bound(lo)), dtype)
+            )
+
         def unwrap_bcast(self, expr: Any) -> Any:
             val = self.lookup_binding(expr) if isinstance(expr, relax.Var) else expr
             if isinstance(val, relax.Call) and val.op.same_as(bcast_op):
@@ -704,6 +727,75 @@ def _simplify_pass() -> Any:
         return relax.transform.DeadCodeElimination()(mod)
 
     return simplify
+
+
+def _cancel_transposes_pass() -> Any:
+    """Moves layout transposes through table lookups and drops transpose pairs that cancel.
+
+    ``ConvertLayout`` has no layout rule for ``take``, so the integer
+    lowering's 256-entry lookup tables (requantizing a concat input,
+    sigmoid, hard-swish, ...) ran on NCHW copies: a transpose of the int32
+    index before every table and one back after it (SqueezeNet int8 spent
+    a sixth of its time there). ``take(table, permute(i))`` is
+    ``permute(take(table, i))`` for a 1-D table; the transpose then meets
+    its inverse and both go.
+    """
+    import tvm
+    from tvm import relax
+
+    take_op = tvm.ir.Op.get("relax.take")
+    perm_op = tvm.ir.Op.get("relax.permute_dims")
+    pad_op = tvm.ir.Op.get("relax.nn.pad")
+
+    def axes_of(call: Any) -> list[int] | None:
+        axes = call.attrs.axes
+        return None if axes is None else [int(v) for v in axes]
+
+    @relax.expr_functor.mutator
+    class Sink(relax.PyExprMutator):
+        def bound(self, expr: Any) -> Any:
+            return self.lookup_binding(expr) if isinstance(expr, relax.Var) else expr
+
+        def visit_call_(self, call: Any) -> Any:
+            call = super().visit_call_(call)
+            if not isinstance(call, relax.Call):
+                return call
+            if call.op.same_as(take_op):
+                table, index = call.args
+                inner = self.bound(index)
+                t = table.ty
+                if (
+                    isinstance(inner, relax.Call)
+                    and inner.op.same_as(perm_op)
+                    and isinstance(t, relax.TensorType)
+                    and t.ndim == 1
+                    and axes_of(inner) is not None
+                ):
+                    looked = self.builder_.emit(relax.op.take(table, inner.args[0], axis=0, mode=call.attrs.mode))
+                    return relax.op.permute_dims(looked, axes_of(inner))
+            if call.op.same_as(pad_op) and str(call.attrs.pad_mode) == "constant":
+                inner = self.bound(call.args[0])
+                if isinstance(inner, relax.Call) and inner.op.same_as(perm_op) and axes_of(inner) is not None:
+                    # Pad in the source layout: y = permute(x, p) pads axis i as x's axis p[i].
+                    perm = axes_of(inner)
+                    widths = [int(v) for v in call.attrs.pad_width]
+                    src = [0] * len(widths)
+                    for i, axis in enumerate(perm):
+                        src[2 * axis], src[2 * axis + 1] = widths[2 * i], widths[2 * i + 1]
+                    padded = self.builder_.emit(
+                        relax.op.nn.pad(inner.args[0], src, pad_value=float(call.attrs.pad_value))
+                    )
+                    return relax.op.permute_dims(padded, perm)
+            if call.op.same_as(perm_op):
+                inner = self.bound(call.args[0])
+                outer_axes = axes_of(call)
+                if isinstance(inner, relax.Call) and inner.op.same_as(perm_op) and outer_axes is not None:
+                    inner_axes = axes_of(inner)
+                    if inner_axes is not None and all(inner_axes[b] == i for i, b in enumerate(outer_axes)):
+                        return inner.args[0]
+            return call
+
+    return mutator_pass(Sink, "EdgekitCancelTransposes")
 
 
 def _out_dtype(attrs: Any) -> str | None:
@@ -733,9 +825,23 @@ def _call_rewrite_pass(op_name: str, rewrite: Any, pass_name: str) -> Any:
                     return new
             return call
 
+    return mutator_pass(Rewriter, pass_name)
+
+
+def mutator_pass(mutator_cls: Any, pass_name: str, setup: Any = None) -> Any:
+    """A Relax module pass running ``mutator_cls(mod)`` over every Relax function, then dead-code elimination.
+
+    ``setup(mutator)``, if given, is called before the functions are visited
+    (e.g. to hand the mutator state that needs it, such as binding lookups).
+    """
+    import tvm
+    from tvm import relax
+
     @tvm.transform.module_pass(opt_level=0, name=pass_name)
     def apply(mod: Any, _ctx: Any) -> Any:
-        mutator = Rewriter(mod)
+        mutator = mutator_cls(mod)
+        if setup is not None:
+            setup(mutator)
         for gv, func in list(mod.functions_items()):
             if isinstance(func, relax.Function):
                 mutator.builder_.update_func(gv, mutator.visit_expr(func))
@@ -1023,12 +1129,20 @@ def _matmul_weights_pass(target: tvm.target.Target) -> Any:
 
 
 def prepare_cpu_module(
-    mod: tvm.IRModule, target: tvm.target.Target, *, lift_params: bool = True, fast_math: bool = True
+    mod: tvm.IRModule,
+    target: tvm.target.Target,
+    *,
+    lift_params: bool = True,
+    fast_math: bool = True,
+    weights: dict[str, Any] | None = None,
 ) -> tuple[tvm.IRModule, tvm.IRModule | None]:
     """Layout conversion, weight-transform lifting, legalization and fusion.
 
     Args:
         fast_math: Use TVM's polynomial exp/erf/tanh/softmax.
+        weights: Weight values by ``main`` parameter name, when known; the
+            int8 kernels use them to prove which layers may take ``vpmaddubsw``
+            on AVX2 (:mod:`edgekit.compiler.cpu_int8`).
 
     Returns:
         ``(module, transform)``: ``module`` holds ``main`` and fused,
@@ -1043,6 +1157,7 @@ def prepare_cpu_module(
     import tvm
     from tvm import relax
 
+    from edgekit.compiler.cpu_int8 import int8_dot_pass
     from edgekit.compiler.importer import fusion_passes
 
     layout = [
@@ -1055,6 +1170,9 @@ def prepare_cpu_module(
         _transpose_conv_pass(),
         relax.transform.ConvertLayout(CONV_LAYOUTS),
         relax.transform.Normalize(),
+        _cancel_transposes_pass(),
+        # int8 conv/matmul on the target's integer dot-product instructions.
+        int8_dot_pass(target, weights),
         _block_weights_pass(target),
         _matmul_weights_pass(target),
         *([_softmax_pass(target)] if fast_math else []),
@@ -1111,6 +1229,16 @@ def _num_input(func: Any) -> int:
     if attrs is not None and "num_input" in attrs:
         return int(attrs["num_input"])
     return len(func.params)
+
+
+def _weights_by_name(mod: Any, num_input: int, params: Sequence[Any] | None, target: Any) -> dict[str, Any] | None:
+    """``main``'s weights by parameter name, where the int8 kernels need their values (AVX2 targets)."""
+    from edgekit.compiler.cpu_int8 import I16_256, dot_isa
+
+    if not params or dot_isa(target) is not I16_256:
+        return None
+    names = [p.name for p in mod["main"].params[num_input:]]
+    return {n: (p.numpy() if hasattr(p, "numpy") else np.asarray(p)) for n, p in zip(names, params)}
 
 
 def _transform_params(transform: Any, target: tvm.target.Target, params: Sequence[Any]) -> list[Any]:
@@ -1179,7 +1307,9 @@ def build_cpu(
     lift = params is not None
     try:
         num_input = _num_input(mod["main"])
-        prepared, transform = prepare_cpu_module(mod, target, lift_params=lift, fast_math=fast_math)
+        prepared, transform = prepare_cpu_module(
+            mod, target, lift_params=lift, fast_math=fast_math, weights=_weights_by_name(mod, num_input, params, target)
+        )
         new_params: list[Any] = list(params or [])
         if transform is not None:
             new_params = _transform_params(transform, target, new_params)

@@ -1,0 +1,624 @@
+"""int8 convolutions and matrix products on the CPU's integer dot-product instructions.
+
+After the integer-only lowering (:mod:`edgekit.compiler.integer`) a quantized
+layer is ``conv2d``/``matmul`` of int8 x int8 with an int32 accumulator. Left
+to TVM's generic schedule, every int8 is widened to int32 and multiplied one
+lane at a time: on an AVX2 CPU that is half the MACs per instruction of fp32,
+and int8 ran 2-4x *slower* than fp32. This module gives those layers the
+instructions CPUs have for exactly this product, chosen by the **target's**
+features (never the build machine's):
+
+================  ===============================================  =====================
+ISA               instruction                                      MACs / instruction
+================  ===============================================  =====================
+AVX512-VNNI       ``vpdpbusd zmm`` (u8 x s8, 4 products -> s32)     64
+AVX-VNNI          ``vpdpbusd ymm`` (VEX)                             32
+AVX2, u8 x s8     ``vpmaddubsw`` + ``vpmaddwd`` (1s)                 32 per 2
+AVX512BW / AVX2   ``vpmaddwd`` (s16 x s16, 2 products -> s32)        32 / 16
+================  ===============================================  =====================
+
+Activations are converted once per layer (fused into a small copy kernel,
+together with the spatial padding): to ``u8 = x + 128`` for the u8 x s8
+instructions, whose result is then corrected by ``128 * sum(w)`` per output
+channel (a compile-time constant, lifted with the other weight transforms),
+or to int16. All of these are exact integer arithmetic, so results are
+bit-identical with the generic integer kernels -- except ``vpmaddubsw``,
+whose pairwise 16-bit sum saturates (onnxruntime's AVX2 u8s8 kernels accept
+that error; edgekit does not): it is used only for a layer whose weights are
+proven at compile time never to saturate it (e.g. 7-bit weights), other
+layers use the exact ``vpmaddwd`` form.
+
+Weights are blocked ``[O/L, KH, KW, I/k, L, k]`` (``L`` int32 lanes, ``k``
+products per lane), so the weights of one instruction are one contiguous
+vector; the micro-kernel keeps a ``rows x (vectors * L)`` accumulator tile in
+registers and broadcasts ``k`` input bytes per instruction. TVM 0.27 ships a
+``vpdpbusd`` tensor intrinsic (``tvm.s_tir.tensor_intrin.x86``) but its call
+signature predates LLVM 21's (``<64 x i8>`` operands) and it fails to build
+with the wheel's LLVM 22; the intrinsics here are written for that
+signature, and the AVX2/VNNI-256 and int16 variants have no upstream
+counterpart.
+
+Depthwise and grouped convolutions keep the generic integer kernels.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    import tvm
+
+__all__ = ["DOT_BLOCK_PREFIX", "DotIsa", "dot_isa", "dot_schedule_rule", "int8_dot_pass", "pmaddubsw_exact"]
+
+logger = logging.getLogger(__name__)
+
+#: Name prefix of the TE blocks :func:`int8_dot_pass` creates; the schedule rule finds them by it.
+DOT_BLOCK_PREFIX = "ek_dot_"
+
+
+@dataclass(frozen=True)
+class DotIsa:
+    """One integer dot-product instruction the micro-kernel is built around.
+
+    Attributes:
+        name: Short name (``vnni512``, ``vnni256``, ``u8s8_256``, ``i16_512``, ``i16_256``).
+        lanes: int32 accumulators per vector register.
+        k: Products summed into each lane per instruction.
+        operand: dtype activations and weights are converted to (``uint8``
+            means activations ``x + 128`` and int8 weights).
+        intrin: Registered tensor-intrinsic name.
+        registers: Vector registers of the ISA (tile size limit).
+    """
+
+    name: str
+    lanes: int
+    k: int
+    operand: str
+    intrin: str
+    registers: int
+
+    @property
+    def offset(self) -> int:
+        """What is added to each int8 activation (128 for the u8 x s8 instructions)."""
+        return 128 if self.operand == "uint8" else 0
+
+    @property
+    def weight_dtype(self) -> str:
+        return "int8" if self.operand == "uint8" else "int16"
+
+
+VNNI512 = DotIsa("vnni512", 16, 4, "uint8", "edgekit_vpdpbusd_16x4", 32)
+VNNI256 = DotIsa("vnni256", 8, 4, "uint8", "edgekit_vpdpbusd_8x4", 16)
+U8S8_256 = DotIsa("u8s8_256", 8, 4, "uint8", "edgekit_pmaddubsw_8x4", 16)
+I16_512 = DotIsa("i16_512", 16, 2, "int16", "edgekit_pmaddwd_16x2", 32)
+I16_256 = DotIsa("i16_256", 8, 2, "int16", "edgekit_pmaddwd_8x2", 16)
+
+
+def _has(target: Any, feature: str) -> bool:
+    from tvm.target.codegen import target_has_features
+
+    try:
+        return bool(target_has_features(feature, target))
+    except Exception:  # a target LLVM does not know
+        return False
+
+
+def dot_isa(target: tvm.target.Target) -> DotIsa | None:
+    """The best integer dot-product instruction of ``target`` (not of this machine), or None.
+
+    Decided by the target's LLVM features (``mcpu``/``mattr``): a package
+    compiled for ``-mcpu=haswell`` gets the AVX2 kernels on any build machine.
+    """
+    if target.kind.name != "llvm":
+        return None
+    triple = str(target.attrs.get("mtriple", "") or "")
+    if triple and not triple.startswith(("x86_64", "i686", "i386")):
+        return None
+    if _has(target, "avx512vnni") and _has(target, "avx512bw"):
+        return VNNI512
+    if _has(target, "avxvnni"):
+        return VNNI256
+    if _has(target, "avx512bw"):
+        return I16_512
+    if _has(target, "avx2"):
+        return I16_256
+    return None
+
+
+def pmaddubsw_exact(w: np.ndarray) -> bool:
+    """True if ``vpmaddubsw`` of any u8 activations with these weights cannot saturate.
+
+    ``w`` is ``[..., K, N]`` (reduction axis, then output channels). The
+    instruction multiplies 4 consecutive ``K`` per lane and sums the pairs
+    ``(k0, k1)``, ``(k2, k3)`` in 16 bits; with activations in ``[0, 255]``
+    a pair's sum lies in ``255 * [neg(w0) + neg(w1), pos(w0) + pos(w1)]``,
+    which must stay inside ``[-32768, 32767]``. True for any 7-bit weights.
+    """
+    kdim = w.shape[-2]
+    k_p = _round_up(kdim, 2)
+    pad = [(0, 0)] * w.ndim
+    pad[-2] = (0, k_p - kdim)
+    pairs = np.pad(w.astype(np.int64), pad)
+    pairs = pairs.reshape(*w.shape[:-2], k_p // 2, 2, w.shape[-1])
+    pos = np.clip(pairs, 0, None).sum(axis=-2)
+    neg = np.clip(pairs, None, 0).sum(axis=-2)
+    return bool(np.all(255 * pos <= 32767) and np.all(255 * neg >= -32768))
+
+
+# --------------------------------------------------------------------------- #
+# Tensor intrinsics
+# --------------------------------------------------------------------------- #
+
+_REGISTERED: set[str] = set()
+
+
+def _register_intrinsics() -> None:
+    """Registers the five tensor intrinsics with TVM (once per process)."""
+    if _REGISTERED:
+        return
+    from tvm.s_tir import TensorIntrin
+    from tvm.script import tirx as T
+
+    def desc_for(lanes: int, k: int, operand: str, weight: str) -> Any:
+        @T.prim_func(s_tir=True)
+        def desc(
+            A: T.Buffer((k,), operand, offset_factor=1),
+            B: T.Buffer((lanes, k), weight, offset_factor=1),
+            C: T.Buffer((lanes,), "int32", offset_factor=1),
+        ) -> None:
+            with T.sblock("root"):
+                T.reads(C[0:lanes], A[0:k], B[0:lanes, 0:k])
+                T.writes(C[0:lanes])
+                for i in T.serial(0, lanes):
+                    for j in T.serial(0, k):
+                        with T.sblock("update"):
+                            vi, vj = T.axis.remap("SR", [i, j])
+                            C[vi] = C[vi] + T.cast(A[vj], "int32") * T.cast(B[vi, vj], "int32")
+
+        return desc
+
+    def vpdpbusd(lanes: int, llvm: str) -> Any:
+        nbytes = 4 * lanes
+
+        @T.prim_func(s_tir=True)
+        def impl(
+            A: T.Buffer((4,), "uint8", offset_factor=1),
+            B: T.Buffer((lanes, 4), "int8", offset_factor=1),
+            C: T.Buffer((lanes,), "int32", offset_factor=1),
+        ) -> None:
+            with T.sblock("root"):
+                T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
+                T.writes(C[0:lanes])
+                a = T.reinterpret(
+                    T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), lanes), dtype=f"int8x{nbytes}"
+                )
+                C[T.ramp(T.int32(0), 1, lanes)] = T.call_llvm_pure_intrin(
+                    T.llvm_lookup_intrinsic_id(llvm),
+                    C.vload([0], dtype=f"int32x{lanes}"),
+                    a,
+                    B.vload([0, 0], dtype=f"int8x{nbytes}"),
+                    dtype=f"int32x{lanes}",
+                )
+
+        return impl
+
+    def pmaddubsw(lanes: int) -> Any:
+        nbytes = 4 * lanes
+
+        @T.prim_func(s_tir=True)
+        def impl(
+            A: T.Buffer((4,), "uint8", offset_factor=1),
+            B: T.Buffer((lanes, 4), "int8", offset_factor=1),
+            C: T.Buffer((lanes,), "int32", offset_factor=1),
+        ) -> None:
+            with T.sblock("root"):
+                T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
+                T.writes(C[0:lanes])
+                a = T.reinterpret(
+                    T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), lanes), dtype=f"uint8x{nbytes}"
+                )
+                pairs = T.call_llvm_pure_intrin(
+                    T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.ub.sw"),
+                    a,
+                    B.vload([0, 0], dtype=f"int8x{nbytes}"),
+                    dtype=f"int16x{2 * lanes}",
+                )
+                C[T.ramp(T.int32(0), 1, lanes)] = C.vload([0], dtype=f"int32x{lanes}") + T.call_llvm_pure_intrin(
+                    T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"),
+                    pairs,
+                    T.broadcast(T.int16(1), 2 * lanes),
+                    dtype=f"int32x{lanes}",
+                )
+
+        return impl
+
+    def pmaddwd(lanes: int, llvm: str) -> Any:
+        halves = 2 * lanes
+
+        @T.prim_func(s_tir=True)
+        def impl(
+            A: T.Buffer((2,), "int16", offset_factor=1),
+            B: T.Buffer((lanes, 2), "int16", offset_factor=1),
+            C: T.Buffer((lanes,), "int32", offset_factor=1),
+        ) -> None:
+            with T.sblock("root"):
+                T.reads(C[0:lanes], A[0:2], B[0:lanes, 0:2])
+                T.writes(C[0:lanes])
+                a = T.reinterpret(
+                    T.broadcast(T.reinterpret(A.vload([0], "int16x2"), dtype="int32"), lanes), dtype=f"int16x{halves}"
+                )
+                C[T.ramp(T.int32(0), 1, lanes)] = C.vload([0], dtype=f"int32x{lanes}") + T.call_llvm_pure_intrin(
+                    T.llvm_lookup_intrinsic_id(llvm),
+                    a,
+                    B.vload([0, 0], dtype=f"int16x{halves}"),
+                    dtype=f"int32x{lanes}",
+                )
+
+        return impl
+
+    TensorIntrin.register(VNNI512.intrin, desc_for(16, 4, "uint8", "int8"), vpdpbusd(16, "llvm.x86.avx512.vpdpbusd.512"))
+    TensorIntrin.register(VNNI256.intrin, desc_for(8, 4, "uint8", "int8"), vpdpbusd(8, "llvm.x86.avx512.vpdpbusd.256"))
+    TensorIntrin.register(U8S8_256.intrin, desc_for(8, 4, "uint8", "int8"), pmaddubsw(8))
+    TensorIntrin.register(I16_512.intrin, desc_for(16, 2, "int16", "int16"), pmaddwd(16, "llvm.x86.avx512.pmaddw.d.512"))
+    TensorIntrin.register(I16_256.intrin, desc_for(8, 2, "int16", "int16"), pmaddwd(8, "llvm.x86.avx2.pmadd.wd"))
+    _REGISTERED.add("all")
+
+
+# --------------------------------------------------------------------------- #
+# TE computes
+# --------------------------------------------------------------------------- #
+
+
+def _conv2d_dot(x: Any, wp: Any, strides: Any, dilation: Any, isa_name: str) -> Any:
+    """``y[n, oy, ox, f] = sum x[n, oy*sh + ry*dh, ox*sw + rx*dw, c] * w[f, ry, rx, c]`` on blocked weights.
+
+    ``x`` is the converted, already padded NHWC input (channels a multiple
+    of ``k``); ``wp`` is ``[O/L, KH, KW, I/k, L, k]``.
+    """
+    from tvm import te
+
+    n, h, w, _c = x.shape
+    ob, kh, kw, cb, lanes, k = (int(v) for v in wp.shape)
+    sh, sw = (int(v) for v in strides)
+    dh, dw = (int(v) for v in dilation)
+    oh = (int(h) - (kh - 1) * dh - 1) // sh + 1
+    ow = (int(w) - (kw - 1) * dw - 1) // sw + 1
+    ry = te.reduce_axis((0, kh), name="ry")
+    rx = te.reduce_axis((0, kw), name="rx")
+    rc = te.reduce_axis((0, cb), name="rc")
+    rk = te.reduce_axis((0, k), name="rk")
+    return te.compute(
+        (n, oh, ow, ob * lanes),
+        lambda nn, yy, xx, ff: te.sum(
+            x[nn, yy * sh + ry * dh, xx * sw + rx * dw, rc * k + rk].astype("int32")
+            * wp[ff // lanes, ry, rx, rc, ff % lanes, rk].astype("int32"),
+            axis=[ry, rx, rc, rk],
+        ),
+        name=f"{DOT_BLOCK_PREFIX}{isa_name}_conv2d",
+    )
+
+
+def _matmul_dot(x: Any, wp: Any, isa_name: str) -> Any:
+    """``y[..., f] = sum x[..., c] * w[c, f]`` with ``wp`` blocked ``[N/L, K/k, L, k]``."""
+    from tvm import te
+
+    *lead, _kdim = x.shape
+    nb, kb, lanes, k = (int(v) for v in wp.shape)
+    rc = te.reduce_axis((0, kb), name="rc")
+    rk = te.reduce_axis((0, k), name="rk")
+    return te.compute(
+        (*lead, nb * lanes),
+        lambda *i: te.sum(
+            x[(*i[:-1], rc * k + rk)].astype("int32") * wp[i[-1] // lanes, rc, i[-1] % lanes, rk].astype("int32"),
+            axis=[rc, rk],
+        ),
+        name=f"{DOT_BLOCK_PREFIX}{isa_name}_matmul",
+    )
+
+
+# --------------------------------------------------------------------------- #
+# Relax rewrite
+# --------------------------------------------------------------------------- #
+
+
+def _static_shape(expr: Any, dtype: str) -> list[int] | None:
+    from tvm import relax
+
+    t = expr.ty
+    if not isinstance(t, relax.TensorType) or str(t.dtype) != dtype or t.shape is None:
+        return None
+    try:
+        return [int(v) for v in t.shape.values]
+    except (TypeError, AttributeError):
+        return None
+
+
+def _round_up(v: int, m: int) -> int:
+    return -(-v // m) * m
+
+
+class _Rewriter:
+    """Builds the dot-product form of one int8 conv2d/matmul call."""
+
+    def __init__(self, isa: DotIsa, u8s8: DotIsa | None, resolve: Any = None) -> None:
+        self.isa = isa
+        self.u8s8 = u8s8  # the vpmaddubsw variant, for layers whose weights allow it
+        self.resolve = resolve
+
+    def pick(self, weight: np.ndarray | None) -> DotIsa:
+        """``vpmaddubsw`` where provably exact for ``weight`` (``[..., K, N]``), else :attr:`isa`."""
+        if self.u8s8 is not None and weight is not None and pmaddubsw_exact(weight):
+            return self.u8s8
+        return self.isa
+
+    @staticmethod
+    def activations(b: Any, x: Any, isa: DotIsa, axis_pad: list[int], pad_value_int8: int = 0) -> Any:
+        """Converts int8 activations to the ISA's operand type and pads them (``axis_pad`` as nn.pad)."""
+        from tvm import relax
+        from tvm.relax import op as R
+
+        if isa.operand == "uint8":
+            xu = b.emit(R.astype(R.add(R.astype(x, "int16"), relax.const(128, "int16")), "uint8"))
+        else:
+            xu = b.emit(R.astype(x, "int16"))
+        if any(axis_pad):
+            xu = b.emit(R.nn.pad(xu, axis_pad, pad_value=float(pad_value_int8 + isa.offset)))
+        return xu
+
+    def weight(self, expr: Any) -> np.ndarray | None:
+        """The compile-time value of a weight expression (a parameter, possibly transposed), or None."""
+        return self.resolve(expr) if self.resolve is not None else None
+
+    def conv2d(self, b: Any, call: Any) -> Any:
+        from tvm import relax
+        from tvm.relax import op as R
+
+        a = call.attrs
+        if (a.data_layout, a.kernel_layout, a.out_layout) != ("NHWC", "HWIO", "NHWC") or int(a.groups) != 1:
+            return None
+        if str(a.out_dtype) != "int32":
+            return None
+        x, w = call.args
+        xs, ws = _static_shape(x, "int8"), _static_shape(w, "int8")
+        if xs is None or ws is None:
+            return None
+        kh, kw, ci, co = ws
+        isa = self.pick(self.weight(w))
+        lanes, k = isa.lanes, isa.k
+        ci_p, co_p = _round_up(ci, k), _round_up(co, lanes)
+        pt, pl, pb, pr = (int(v) for v in a.padding)
+        # Zero-padded int8 means 0 (the lowering pads with the zero point
+        # itself when it is not 0); extra channels meet zero weights.
+        xu = self.activations(b, x, isa, [0, 0, pt, pb, pl, pr, 0, ci_p - ci])
+        wq = w if isa.weight_dtype == "int8" else b.emit(R.astype(w, "int16"))
+        if ci_p != ci or co_p != co:
+            wq = b.emit(R.nn.pad(wq, [0, 0, 0, 0, 0, ci_p - ci, 0, co_p - co]))
+        w6 = b.emit(R.reshape(wq, (kh, kw, ci_p // k, k, co_p // lanes, lanes)))
+        wp = b.emit(R.permute_dims(w6, [4, 0, 1, 2, 5, 3]))
+        y = b.emit(
+            b.call_te(
+                _conv2d_dot, xu, wp, strides=list(a.strides), dilation=list(a.dilation), isa_name=isa.name,
+                primfunc_name_hint=f"conv2d_{isa.name}",
+            )
+        )  # fmt: skip
+        if isa.offset:
+            # sum((x + 128) * w) = sum(x * w) + 128 * sum(w): remove the second term.
+            wsum = b.emit(R.sum(R.astype(w, "int32"), axis=[0, 1, 2]))
+            y = b.emit(R.subtract(y, R.nn.pad(R.multiply(wsum, relax.const(isa.offset, "int32")), [0, co_p - co])))
+        if co_p != co:
+            y = b.emit(R.strided_slice(y, axes=[3], begin=[0], end=[co]))
+        return y
+
+    def matmul(self, b: Any, call: Any) -> Any:
+        from tvm import relax
+        from tvm.relax import op as R
+
+        if str(call.attrs.out_dtype) != "int32":
+            return None
+        x, w = call.args
+        xs, ws = _static_shape(x, "int8"), _static_shape(w, "int8")
+        if xs is None or ws is None or len(ws) != 2:
+            return None
+        kdim, n = ws
+        isa = self.pick(self.weight(w))
+        lanes, k = isa.lanes, isa.k
+        if n < lanes:
+            return None
+        k_p, n_p = _round_up(kdim, k), _round_up(n, lanes)
+        pad = [0] * (2 * len(xs))
+        pad[-1] = k_p - kdim
+        xu = self.activations(b, x, isa, pad)
+        wq = w if isa.weight_dtype == "int8" else b.emit(R.astype(w, "int16"))
+        if k_p != kdim or n_p != n:
+            wq = b.emit(R.nn.pad(wq, [0, k_p - kdim, 0, n_p - n]))
+        w4 = b.emit(R.reshape(wq, (k_p // k, k, n_p // lanes, lanes)))
+        wp = b.emit(R.permute_dims(w4, [2, 0, 3, 1]))
+        y = b.emit(b.call_te(_matmul_dot, xu, wp, isa_name=isa.name, primfunc_name_hint=f"matmul_{isa.name}"))
+        if isa.offset:
+            wsum = b.emit(R.sum(R.astype(w, "int32"), axis=[0]))
+            y = b.emit(R.subtract(y, R.nn.pad(R.multiply(wsum, relax.const(isa.offset, "int32")), [0, n_p - n])))
+        if n_p != n:
+            y = b.emit(R.strided_slice(y, axes=[len(xs) - 1], begin=[0], end=[n]))
+        return y
+
+
+def int8_dot_pass(target: tvm.target.Target, params: dict[str, np.ndarray] | None = None) -> Any:
+    """A Relax pass rewriting int8 x int8 -> int32 NHWC conv2d and 2-D-weight matmul to dot-product kernels.
+
+    Runs after ``ConvertLayout`` (convolutions NHWC/HWIO). A no-op when the
+    target has no supported instruction (:func:`dot_isa` is None).
+
+    Args:
+        target: The compilation target.
+        params: Weight values by ``main`` parameter name, if known: needed
+            only to prove that a layer may use ``vpmaddubsw`` on AVX2.
+    """
+    import tvm
+    from tvm import relax
+
+    from edgekit.compiler.cpu_pipeline import mutator_pass
+
+    isa = dot_isa(target)
+    if isa is None:
+        return tvm.transform.Sequential([], name="EdgekitInt8Dot")
+    _register_intrinsics()
+    values = {k: (v.numpy() if hasattr(v, "numpy") else np.asarray(v)) for k, v in (params or {}).items()}
+    permute_op = tvm.ir.Op.get("relax.permute_dims")
+    conv_op = tvm.ir.Op.get("relax.nn.conv2d")
+    matmul_op = tvm.ir.Op.get("relax.matmul")
+
+    @relax.expr_functor.mutator
+    class Mutator(relax.PyExprMutator):
+        def visit_call_(self, call: Any) -> Any:
+            call = super().visit_call_(call)
+            if not isinstance(call, relax.Call):
+                return call
+            new = None
+            if call.op.same_as(conv_op):
+                new = self.rw.conv2d(self.builder_, call)
+            elif call.op.same_as(matmul_op):
+                new = self.rw.matmul(self.builder_, call)
+            return call if new is None else new
+
+        def resolve(self, expr: Any) -> np.ndarray | None:
+            """The value of a weight parameter, possibly under ``permute_dims``."""
+            if isinstance(expr, relax.Var) and expr.name in values:
+                value = values[expr.name]
+                t = expr.ty
+                shape = [int(v) for v in t.shape.values] if isinstance(t, relax.TensorType) and t.shape is not None else None
+                return value if shape == list(value.shape) else None
+            bound = self.lookup_binding(expr) if isinstance(expr, relax.Var) else expr
+            if isinstance(bound, relax.Call) and bound.op.same_as(permute_op):
+                inner = self.resolve(bound.args[0])
+                axes = bound.attrs.axes
+                if inner is None:
+                    return None
+                return np.transpose(inner, None if axes is None else [int(v) for v in axes])
+            return None
+
+    def setup(mutator: Any) -> None:
+        mutator.rw = _Rewriter(isa, U8S8_256 if isa is I16_256 else None, mutator.resolve if values else None)
+
+    return mutator_pass(Mutator, "EdgekitInt8Dot", setup)
+
+
+# --------------------------------------------------------------------------- #
+# Schedule
+# --------------------------------------------------------------------------- #
+
+#: Largest accumulator tile TVM places on the stack (its ``kMaxStackAlloca``).
+STACK_TILE_BYTES = 1024
+
+_ISAS = {i.name: i for i in (VNNI512, VNNI256, U8S8_256, I16_512, I16_256)}
+
+
+def _dot_block(sch: Any) -> tuple[Any, DotIsa] | None:
+    from tvm.s_tir.dlight.analysis import get_root_block
+
+    for block in sch.get_child_blocks(get_root_block(sch)):
+        name = sch.get(block).name_hint
+        if name.startswith(DOT_BLOCK_PREFIX):
+            isa_name = name[len(DOT_BLOCK_PREFIX) :].rsplit("_", 1)[0]
+            if isa_name in _ISAS:
+                return block, _ISAS[isa_name]
+    return None
+
+
+def _tile(vec_blocks: int, rows: int, isa: DotIsa) -> tuple[int, int]:
+    """``(vectors, rows)`` of the accumulator tile.
+
+    Rows must divide the row extent: tensorize cannot match a block under a
+    tail predicate. Among those tiles: enough independent accumulators to
+    hide the instruction's latency (about 12), then the fewest loads per
+    instruction (``(rows + vectors) / (rows * vectors)``), within the
+    registers left after the broadcast input and a weight vector.
+    """
+    # TVM keeps a tile of at most 1 KiB on the stack (LLVM then promotes it
+    # to registers); a larger one became a TVMBackendAllocWorkspace call per
+    # tile ("local" scope measured 10x slower still).
+    budget = min(isa.registers - 2, STACK_TILE_BYTES // (4 * isa.lanes))
+    best: tuple[float, float, int, int] = (-1.0, 0.0, 1, 1)
+    for vectors in (4, 2, 1):
+        if vec_blocks % vectors:
+            continue
+        for r in range(1, min(rows, 14) + 1):
+            acc = r * vectors
+            if rows % r or acc > budget:
+                continue
+            key = (min(acc, 12) / 12.0, -(r + vectors) / acc)
+            if key > best[:2]:
+                best = (*key, vectors, r)
+    return best[2], best[3]
+
+
+def schedule_dot(sch: Any, block: Any, isa: DotIsa) -> None:
+    """Register-tiles a dot-product block and tensorizes its innermost ``L x k`` step."""
+    from edgekit.compiler.cpu_pipeline import _block_kinds, _extent, _inline_epilogue, _schedule_rest
+
+    loops = sch.get_loops(block)
+    kinds = "".join("R" if iv.iter_type == 2 else "S" for iv in sch.get(block).iter_vars)
+    spatial = [lp for lp, kd in zip(loops, kinds) if kd == "S"]
+    reduce_ = [lp for lp, kd in zip(loops, kinds) if kd == "R"]
+    vec_loop = spatial[-1]
+    rk = reduce_[-1]
+    vec_ext = _extent(sch, vec_loop)
+    row_loop = spatial[-2] if len(spatial) >= 2 else None
+    row_ext = _extent(sch, row_loop) if row_loop is not None else 1
+    vectors, rows = _tile(vec_ext // isa.lanes, row_ext or 1, isa)
+    vo, vv, vi = sch.split(vec_loop, factors=[None, vectors, isa.lanes])
+    outer = spatial[:-2] if row_loop is not None else spatial[:-1]
+    if row_loop is not None:
+        ro, ri = sch.split(row_loop, factors=[None, rows])
+        outer = outer + [ro]
+        inner = [ri, vv]
+    else:
+        inner = [vv]
+    sch.reorder(*outer, vo, *reduce_[:-1], *inner, vi, rk)
+    fused = sch.fuse(*outer, vo)
+    acc = sch.cache_write(block, 0, "global")
+    sch.reverse_compute_at(acc, fused, preserve_unit_loops=True)
+    _inline_epilogue(sch, acc)
+    _schedule_rest(sch, isa.lanes, skip=block)
+    acc_loops = sch.get_loops(acc)[1:]
+    if acc_loops:
+        last = acc_loops[-1]
+        ext = _extent(sch, last)
+        if ext and ext % isa.lanes == 0:
+            if ext > isa.lanes:
+                last = sch.split(last, factors=[None, isa.lanes])[1]
+            sch.vectorize(last)
+    for lp in inner:
+        if (_extent(sch, lp) or 1) > 1:
+            sch.unroll(lp)
+    sch.parallel(fused)
+    sch.decompose_reduction(block, reduce_[0] if len(reduce_) > 1 else vi)
+    sch.tensorize(vi, isa.intrin, preserve_unit_iters=True)
+
+
+def dot_schedule_rule() -> Any:
+    """A dlight rule scheduling the functions :func:`int8_dot_pass` created (None for any other)."""
+    from tvm import s_tir, tirx
+    from tvm.s_tir import dlight
+
+    class CpuDotProduct(dlight.ScheduleRule):
+        def apply(self, func: Any, target: Any, tunable: bool) -> Any:
+            if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
+                return None
+            sch = s_tir.Schedule(func)
+            found = _dot_block(sch)
+            if found is None:
+                return None
+            _register_intrinsics()
+            block, isa = found
+            try:
+                schedule_dot(sch, block, isa)
+            except Exception as exc:
+                logger.warning("int8 dot-product schedule failed (%s); generic integer kernel used", exc)
+                return None
+            return sch
+
+    return CpuDotProduct()

@@ -1,0 +1,263 @@
+"""int8 conv/matmul on the target's integer dot-product instructions (edgekit.compiler.cpu_int8).
+
+Code generation is checked for explicit targets -- whatever CPU runs the
+test -- by reading the assembly LLVM produces for them; numerics are checked
+by running the kernels this CPU can execute against the generic integer
+kernels (bit-exact) and onnxruntime's QDQ graph as written (1 LSB).
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import tvm
+from onnx import TensorProto, helper, numpy_helper
+
+import edgekit.compiler.cpu_int8 as cpu_int8
+from edgekit.compiler.cpu_int8 import I16_256, I16_512, U8S8_256, VNNI256, VNNI512, dot_isa, pmaddubsw_exact
+from edgekit.compiler.cpu_pipeline import build_cpu, prepare_cpu_module, schedule_passes
+from edgekit.compiler.importer import import_onnx
+from edgekit.compress import QuantConfig, quantize
+from edgekit.frontend.loader import load_model
+
+X86 = {
+    "haswell": I16_256,  # AVX2, no VNNI (what Zen 2 EPYCs also have)
+    "znver2": I16_256,
+    "skylake-avx512": I16_512,  # AVX-512 without VNNI
+    "alderlake": VNNI256,  # AVX-VNNI, no AVX-512
+    "icelake-server": VNNI512,
+    "znver4": VNNI512,
+}
+
+
+@pytest.mark.parametrize(("mcpu", "isa"), list(X86.items()))
+def test_isa_is_chosen_by_the_target_not_this_machine(mcpu, isa):
+    assert dot_isa(tvm.target.Target({"kind": "llvm", "mcpu": mcpu})) is isa
+
+
+def test_no_dot_isa_without_avx2_or_off_x86():
+    assert dot_isa(tvm.target.Target({"kind": "llvm", "mcpu": "x86-64"})) is None
+    a72 = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a72", "mattr": ["+neon"]}
+    assert dot_isa(tvm.target.Target(a72)) is None
+
+
+def test_pmaddubsw_is_used_only_where_it_cannot_saturate():
+    # A pair of 8-bit weights (100, 100) times 255 + 255 is 51,000 > 32,767.
+    w = np.zeros((8, 16), dtype=np.int8)
+    w[0, 3] = w[1, 3] = 100
+    assert not pmaddubsw_exact(w)
+    # The same weights in different pairs, or any 7-bit weights, are safe.
+    w[1, 3], w[2, 3] = 0, 100
+    assert pmaddubsw_exact(w)
+    rng = np.random.default_rng(0)
+    assert pmaddubsw_exact(rng.integers(-64, 64, (3, 3, 32, 64)).astype(np.int8))
+    assert not pmaddubsw_exact(rng.integers(-128, 128, (3, 3, 32, 64)).astype(np.int8))
+
+
+# --------------------------------------------------------------------------- #
+# A small int8 model: every case the rewrite handles
+# --------------------------------------------------------------------------- #
+
+
+def _fp32_model(seed: int = 0, weight_scale: float = 1.0) -> onnx.ModelProto:
+    """3 input channels (not a multiple of 4), a strided padded 3x3 conv to 20
+    channels (not a multiple of the vector), a 1x1 conv, a depthwise conv
+    (stays generic), Gemm."""
+    rng = np.random.default_rng(seed)
+
+    def w(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape) * weight_scale / np.sqrt(np.prod(shape[1:]))).astype(np.float32)
+
+    inits = [
+        numpy_helper.from_array(w(20, 3, 3, 3), "w1"),
+        numpy_helper.from_array(w(20, 1)[:, 0], "b1"),
+        numpy_helper.from_array(w(32, 20, 1, 1), "w2"),
+        numpy_helper.from_array(w(32, 1, 3, 3), "w3"),
+        numpy_helper.from_array(w(40, 32 * 5 * 5), "wf"),
+        numpy_helper.from_array(np.array([1, -1], dtype=np.int64), "shape"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2"], ["c2"]),
+        helper.make_node("Conv", ["c2", "w3"], ["c3"], group=32, pads=[1, 1, 1, 1]),
+        helper.make_node("Reshape", ["c3", "shape"], ["f"]),
+        helper.make_node("Gemm", ["f", "wf"], ["y"], transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "int8dot",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 10, 10])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 40])],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.fixture(scope="module")
+def int8_model(tmp_path_factory) -> str:
+    d = tmp_path_factory.mktemp("int8dot")
+    src = d / "fp32.onnx"
+    onnx.save(_fp32_model(), str(src))
+    rng = np.random.default_rng(1)
+    cal = {"x": rng.standard_normal((16, 3, 10, 10)).astype(np.float32)}
+    out = d / "int8.onnx"
+    quantize(str(src), QuantConfig(), calibration=cal).save(out)
+    return str(out)
+
+
+def _kernels(model_path: str, target: tvm.target.Target) -> dict[str, tuple[str, str]]:
+    """``(scheduled TIR, assembly)`` of every conv/matmul kernel of the model compiled for ``target``."""
+    mod, weights = import_onnx(load_model(model_path))[:2]
+    num_input = int(mod["main"].attrs["num_input"])
+    by_name = {p.name: (w.numpy() if hasattr(w, "numpy") else np.asarray(w)) for p, w in zip(mod["main"].params[num_input:], weights)}
+    prepared, _ = prepare_cpu_module(mod, target, weights=by_name)
+    with target, tvm.transform.PassContext(opt_level=3):
+        scheduled = tvm.transform.Sequential(schedule_passes(target))(prepared)
+    out = {}
+    for gv, f in scheduled.functions_items():
+        if isinstance(f, tvm.tirx.PrimFunc) and ("conv2d" in gv.name_hint or "matmul" in gv.name_hint):
+            lib = tvm.tirx.build(tvm.IRModule({"main": f.with_attr("global_symbol", "main")}), target)
+            out[gv.name_hint] = (f.script(), lib.inspect_source("asm"))
+    return out
+
+
+def _kernels_asm(model_path: str, target: tvm.target.Target) -> dict[str, str]:
+    return {n: asm for n, (_tir, asm) in _kernels(model_path, target).items()}
+
+
+def _mnemonics(asm: str) -> set[str]:
+    return {m.group(1) for m in re.finditer(r"^\s+(?:\{vex\}\s+)?([a-z][a-z0-9]*)", asm, re.M)}
+
+
+def _reduction_body(tir: str) -> str:
+    """The statements inside the tensorized reduction block (``..._update_o``)."""
+    lines = tir.splitlines()
+    start = next(i for i, line in enumerate(lines) if "_update_o" in line and "sblock" in line)
+    indent = len(lines[start]) - len(lines[start].lstrip())
+    body = []
+    for line in lines[start + 1 :]:
+        if line.strip() and len(line) - len(line.lstrip()) <= indent:
+            break
+        if not line.strip().startswith(("T.reads", "T.writes", "v_", "T.where")):
+            body.append(line)
+    return "\n".join(body)
+
+
+@pytest.mark.parametrize(
+    ("mcpu", "instruction", "intrinsic"),
+    [
+        ("icelake-server", "vpdpbusd", "llvm.x86.avx512.vpdpbusd.512"),
+        ("alderlake", "vpdpbusd", "llvm.x86.avx512.vpdpbusd.256"),
+        ("haswell", "vpmaddwd", "llvm.x86.avx2.pmadd.wd"),
+        ("skylake-avx512", "vpmaddwd", "llvm.x86.avx512.pmaddw.d.512"),
+    ],
+)
+def test_dense_int8_kernels_use_the_targets_dot_product(int8_model, mcpu, instruction, intrinsic):
+    kernels = _kernels(int8_model, tvm.target.Target({"kind": "llvm", "mcpu": mcpu}))
+    dense = {n: k for n, k in kernels.items() if any(tag in n for tag in ("_vnni", "_i16", "_u8s8"))}
+    # The two convolutions and the Gemm (the depthwise conv stays generic).
+    assert len(dense) == 3, sorted(kernels)
+    for name, (tir, asm) in dense.items():
+        assert instruction in _mnemonics(asm), name
+        # The reduction's body is that one instruction on packed 8/16-bit
+        # operands: no widening and no int64 arithmetic (64-bit products
+        # remain only in the per-output requantization, after the reduction).
+        body = _reduction_body(tir)
+        assert intrinsic in body, body
+        assert "\"int64\"" not in body and "T.Cast" not in body, body
+
+
+def test_avx2_takes_pmaddubsw_for_7_bit_weights(tmp_path):
+    # Per-channel weights quantized to 7 bits (what onnxruntime's
+    # reduce_range writes) cannot saturate vpmaddubsw: AVX2 uses it.
+    model = _fp32_model(seed=3)
+    src = tmp_path / "fp32.onnx"
+    onnx.save(model, str(src))
+    cal = {"x": np.random.default_rng(1).standard_normal((8, 3, 10, 10)).astype(np.float32)}
+    q = quantize(str(src), QuantConfig(), calibration=cal)
+    for init in q.model.graph.initializer:
+        arr = numpy_helper.to_array(init)
+        if arr.dtype == np.int8 and arr.ndim >= 2:
+            init.CopyFrom(numpy_helper.from_array((arr // 2).astype(np.int8), init.name))
+    path = tmp_path / "int8_7bit.onnx"
+    onnx.save(q.model, str(path))
+    asm = _kernels_asm(str(path), tvm.target.Target({"kind": "llvm", "mcpu": "haswell"}))
+    u8s8 = {n: a for n, a in asm.items() if U8S8_256.name in n}
+    assert len(u8s8) == 3, sorted(asm)
+    for name, text in u8s8.items():
+        assert {"vpmaddubsw", "vpmaddwd"} <= _mnemonics(text), name
+
+
+def test_aarch64_int8_conv_uses_neon_widening_multiplies(int8_model):
+    a72 = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a72", "mattr": ["+neon"]}
+    asm = _kernels_asm(int8_model, tvm.target.Target(a72))
+    convs = [a for n, a in asm.items() if "conv2d" in n]
+    assert convs
+    for text in convs:
+        assert _mnemonics(text) & {"smull", "smull2", "smlal", "smlal2", "sdot"}, sorted(_mnemonics(text))
+
+
+# --------------------------------------------------------------------------- #
+# Numerics
+# --------------------------------------------------------------------------- #
+
+
+def _host_features() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def _runnable_targets() -> list[str]:
+    """Targets whose code this machine can execute."""
+    flags = _host_features()
+    out = []
+    if "avx2" in flags:
+        out.append("haswell")
+    if {"avx512bw", "avx512vl"} <= flags:
+        out.append("skylake-avx512")
+    if {"avx512_vnni", "avx512bw", "avx512vl"} <= flags:
+        out.append("icelake-server")
+    return out
+
+
+def _run(model_path: str, target: tvm.target.Target, x: np.ndarray) -> np.ndarray:
+    mod, weights = import_onnx(load_model(model_path))[:2]
+    built = build_cpu(mod, target, weights)
+    vm = tvm.relax.VirtualMachine(built.executable, tvm.cpu())
+    out = vm["main"](tvm.runtime.tensor(x), *built.params)
+    return (out.numpy() if hasattr(out, "numpy") else out[0].numpy()), built
+
+
+@pytest.mark.parametrize("mcpu", _runnable_targets() or ["none"])
+def test_dot_kernels_are_bit_exact_with_generic_integer_kernels(int8_model, mcpu, monkeypatch):
+    if mcpu == "none":
+        pytest.skip("this CPU has no AVX2")
+    target = tvm.target.Target({"kind": "llvm", "mcpu": mcpu})
+    x = np.random.default_rng(5).standard_normal((1, 3, 10, 10)).astype(np.float32)
+    got, built = _run(int8_model, target, x)
+    names = [gv.name_hint for gv in built.lowered.get_global_vars()]
+    assert any(dot_isa(target).name in n for n in names), names
+    monkeypatch.setattr(cpu_int8, "dot_isa", lambda t: None)
+    generic, built_generic = _run(int8_model, target, x)
+    assert not any(dot_isa(target).name in n for n in [gv.name_hint for gv in built_generic.lowered.get_global_vars()])
+    np.testing.assert_array_equal(got, generic)
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    want = ort.InferenceSession(int8_model, opts, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    model = onnx.load(int8_model)
+    last = [n for n in model.graph.node if n.op_type == "DequantizeLinear"][-1]
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    lsb = float(np.max(inits[last.input[1]]))
+    assert np.mean(np.abs(got - want) <= lsb * 1.001) >= 0.999
