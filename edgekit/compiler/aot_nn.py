@@ -28,12 +28,14 @@ import numpy as np
 
 from edgekit.core.resources import data_dir
 
-__all__ = ["EXTERN_KERNEL", "NP", "uses_dsp", "offload_int8", "kernel_source"]
+__all__ = ["EXTERN_KERNEL", "LUT_KERNEL", "SUM_KERNEL", "NP", "uses_dsp", "offload_int8", "kernel_source"]
 
 logger = logging.getLogger(__name__)
 
-#: Symbol of the C entry point (packed-call signature, like TVM's kernels).
+#: Symbols of the C entry points (packed-call signature, like TVM's kernels).
 EXTERN_KERNEL = "ek_nn_s8"
+LUT_KERNEL = "ek_nn_lut_s8"
+SUM_KERNEL = "ek_nn_sum_s8"
 #: Pixels per register block of the generic kernel (``EK_NN_NP`` in the C source).
 NP = 6
 #: Largest reduction the float-accumulating generic kernel takes exactly
@@ -304,39 +306,93 @@ def _replacement(chain: _Chain, dsp: bool) -> Any:
     return relax.TupleGetItem(call, 0)
 
 
+def _lut_replacement(take: Any, var2val: dict) -> Any:
+    """``take(table, astype(x, int32) + 128)`` of integer/lut.py as one int8 -> int8 gather.
+
+    TVM runs it as separate kernels that put an int32 index tensor (4 bytes
+    per element) in the arena: for a HardSwish between int8 layers that made
+    the int8 arena as large as the fp32 one.
+    """
+    from tvm import relax
+
+    table = _const(take.args[0], var2val)
+    if table is None or table.shape != (256,) or table.dtype not in (np.int8, np.uint8) or int(take.attrs.axis) != 0:
+        return None
+    index, bias = _optional(take.args[1], var2val, "relax.add")
+    cast = _call(index, var2val, "relax.astype")
+    if cast is None or bias is None or np.asarray(bias).size != 1 or int(np.asarray(bias).reshape(-1)[0]) != 128:
+        return None
+    x = cast.args[0]
+    if str(x.ty.dtype) != "int8" or str(cast.attrs.dtype) != "int32":
+        return None
+    out_ty = relax.TensorType(x.ty.shape, str(table.dtype))
+    return relax.call_dps_packed(
+        relax.ExternFunc(LUT_KERNEL), relax.Tuple([x, relax.const(table, str(table.dtype))]), [out_ty]
+    )
+
+
+def _sum_replacement(total: Any, var2val: dict) -> Any:
+    """``sum(astype(x int8, int32), trailing axes)`` (integer/pool.py's mean) without the int32 copy of ``x``.
+
+    The copy is shared with the squeeze-excite multiply that also reads
+    ``x``, so TVM materializes it: 4 bytes per element of the block's
+    largest activation.
+    """
+    from tvm import relax
+
+    cast = _call(total.args[0], var2val, "relax.astype")
+    if cast is None or str(cast.attrs.dtype) != "int32" or str(total.ty.dtype) != "int32":
+        return None
+    x = cast.args[0]
+    ndim = len(x.ty.shape)
+    axes = sorted(int(a) % ndim for a in total.attrs.axis) if total.attrs.axis is not None else list(range(ndim))
+    if str(x.ty.dtype) != "int8" or axes != list(range(ndim - len(axes), ndim)):
+        return None
+    return relax.call_dps_packed(relax.ExternFunc(SUM_KERNEL), relax.Tuple([x]), [total.ty])
+
+
 def offload_int8(mod: Any, tvm_target: Any) -> tuple[Any, int]:
-    """Replaces the int8 conv2d/depthwise/matmul chains of ``mod["main"]``.
+    """Replaces the int8 conv2d/depthwise/matmul chains, lookup tables and sums of ``mod["main"]``.
 
     Returns:
         The new module and how many chains were replaced.
     """
+    import tvm
     from tvm import relax
     from tvm.relax.dpl import is_op, rewrite_call, wildcard
 
     dsp = uses_dsp(tvm_target)
     func = mod["main"]
-    var2val = relax.analysis.get_var2val(func)
     count = 0
 
-    def rewrite(expr: Any, _matches: Any) -> Any:
-        nonlocal count
-        try:
-            chain = _match(expr, var2val, dsp)
-            if chain is None:
-                return expr
-            new = _replacement(chain, dsp)
-        except (ValueError, TypeError, AttributeError) as exc:  # an unexpected shape of IR: leave it to TVM
-            logger.debug("int8 chain left to TVM: %s", exc)
-            return expr
-        count += 1
-        return new
+    def layer(expr: Any, var2val: dict) -> Any:
+        chain = _match(expr, var2val, dsp)
+        return None if chain is None else _replacement(chain, dsp)
 
-    func = rewrite_call(is_op("relax.astype")(wildcard()), rewrite, func)
+    rules = (
+        (is_op("relax.astype")(wildcard()), layer),
+        (is_op("relax.take")(wildcard(), wildcard()), _lut_replacement),
+        (is_op("relax.sum")(wildcard()), _sum_replacement),
+    )
+    for pattern, replace in rules:
+        var2val = relax.analysis.get_var2val(func)
+
+        def rewrite(expr: Any, _matches: Any, replace: Any = replace, var2val: dict = var2val) -> Any:
+            nonlocal count
+            try:
+                new = replace(expr, var2val)
+            except (ValueError, TypeError, AttributeError) as exc:  # an unexpected shape of IR: leave it to TVM
+                logger.debug("left to TVM: %s", exc)
+                return expr
+            if new is None:
+                return expr
+            count += 1
+            return new
+
+        func = rewrite_call(pattern, rewrite, func)
     if count:
         func = relax.analysis.remove_all_unused(func)
-        import tvm
-
         mod = tvm.IRModule({gv: f for gv, f in mod.functions_items()}, attrs=mod.attrs)
         mod["main"] = func
-    logger.info("%d int8 layers run on edgekit's %s kernels", count, "DSP" if dsp else "generic")
+    logger.info("%d int8 ops run on edgekit's C kernels (%s inner kernel)", count, "DSP" if dsp else "generic")
     return mod, count

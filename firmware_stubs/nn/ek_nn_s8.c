@@ -470,4 +470,40 @@ int32_t ek_nn_s8(void *self, const ek_ffi_any_t *args, int32_t num_args, ek_ffi_
     ek_nn_gemm((const int8_t *)x->data, (const int8_t *)w->data, h, (int8_t *)y->data, ws->data);
   return 0;
 }
+/* An int8 -> int8 lookup table (integer/lut.py: HardSwish, Sigmoid, ... of
+ * one int8 tensor): y[i] = table[x[i] + 128]. args = (x, table, y). */
+int32_t ek_nn_lut_s8(void *self, const ek_ffi_any_t *args, int32_t num_args, ek_ffi_any_t *result) {
+  const ek_dltensor_t *x = (const ek_dltensor_t *)args[0].v.v_ptr, *t = (const ek_dltensor_t *)args[1].v.v_ptr;
+  const ek_dltensor_t *y = (const ek_dltensor_t *)args[2].v.v_ptr;
+  const int8_t *src = (const int8_t *)x->data;
+  const uint8_t *table = (const uint8_t *)t->data + 128;
+  uint8_t *dst = (uint8_t *)y->data, *end;
+  int64_t n = 1;
+  int32_t i;
+  (void)self; (void)result;
+  if (num_args != 3) return -1;
+  for (i = 0; i < y->ndim; ++i) n *= y->shape[i];
+  for (end = dst + n; dst < end;) *dst++ = table[*src++];
+  return 0;
+}
+/* Sum of an int8 tensor over its trailing axes into int32 (the mean of a
+ * squeeze-excite block): y[i] = sum(x[i * inner .. (i + 1) * inner)).
+ * args = (x, y). */
+int32_t ek_nn_sum_s8(void *self, const ek_ffi_any_t *args, int32_t num_args, ek_ffi_any_t *result) {
+  const ek_dltensor_t *x = (const ek_dltensor_t *)args[0].v.v_ptr, *y = (const ek_dltensor_t *)args[1].v.v_ptr;
+  const int8_t *src = (const int8_t *)x->data;
+  int32_t *dst = (int32_t *)y->data;
+  int64_t total = 1, outer = 1, inner, i, j;
+  (void)self; (void)result;
+  if (num_args != 2) return -1;
+  for (i = 0; i < x->ndim; ++i) total *= x->shape[i];
+  for (i = 0; i < y->ndim; ++i) outer *= y->shape[i];
+  inner = total / outer;
+  for (i = 0; i < outer; ++i) {
+    int32_t acc = 0;
+    for (j = 0; j < inner; ++j) acc += *src++;
+    dst[i] = acc;
+  }
+  return 0;
+}
 #endif /* EK_NN_S8_C */

@@ -320,12 +320,33 @@ def test_real_model_matches_onnxruntime_within_one_lsb(lowered, ppocr_cls_path: 
 
 def test_lowering_report_names_float_chains_and_why(lowered, ppocr_cls_path: Path) -> None:
     _, report, _ = lowered("ppocr_cls", ppocr_cls_path)
-    # HardSwish's "/ 6" is left unquantized by onnxruntime, so the MaxPool that
-    # reads it cannot be lowered: the report must say which chain and why.
-    assert report.kept_float, report.summary()
-    assert all(c.detail for c in report.kept_float)
-    assert any(c.kind == "nn.max_pool2d" and "no integer lowering" in c.detail for c in report.kept_float)
-    assert report.float_ops["divide"] >= 1
+    # HardSwish's "/ 6" is left unquantized by onnxruntime, so the MaxPool reads
+    # a float tensor; quantize(max_pool(f(x))) == max_pool(quantize(f(x))), so
+    # the chain becomes a table and an int8 max_pool2d: only the model
+    # boundary stays float.
+    assert report.kept_float == [], report.summary()
+    assert any(c.kind == "lut" and "max_pool2d" in c.detail for c in report.rewritten)
+    assert set(report.float_ops) <= {"quantize", "dequantize"}
+
+    # A chain with no integer rule (Softmax) stays float and the report says why.
+    s, z = np.float32(0.05), np.int8(-3)
+    inits = [numpy_helper.from_array(np.array(s), "s"), numpy_helper.from_array(np.array(z), "z")]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"]),
+        helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xf"]),
+        helper.make_node("Softmax", ["xf"], ["p"], axis=-1),
+        helper.make_node("QuantizeLinear", ["p", "s", "z"], ["pq"]),
+        helper.make_node("DequantizeLinear", ["pq", "s", "z"], ["y"]),
+    ]
+    graph = helper.make_graph(nodes, "softmax", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])], inits)  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mod = from_onnx(model, shape_dict={"x": [1, 8]}, dtype_dict={"x": "float32"}, keep_params_in_input=True)
+    _, report = lower_to_integer_with_report(mod)
+    assert report.kept_float and all(c.detail for c in report.kept_float)
+    assert any("softmax" in c.kind and "no integer" in c.detail for c in report.kept_float), report.kept_float
 
 
 # --------------------------------------------------------------------------

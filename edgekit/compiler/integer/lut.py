@@ -132,6 +132,14 @@ def lower_lut(ctx: LoweringContext, q_call: relax.Call, m: dict[DFPattern, relax
     if out_dtype not in ("int8", "uint8"):
         raise Skip(f"output dtype {out_dtype}")
     out = ctx.output_qparams(q_call)
+    pool = None
+    if call_name(data) == "relax.nn.max_pool2d":
+        # quantize(max_pool(f(x))) == max_pool(quantize(f(x))): quantize is
+        # non-decreasing, so the maximum commutes with it, and int8 padding
+        # (the dtype minimum) never wins a window where -inf would not.
+        pool, data = data, ctx.values.lookup(data.args[0])
+        if call_name(data) in ("", "relax.quantize"):
+            return None
     chain = _Chain(ctx)
     xs = np.arange(-128, 128, dtype=np.int8)
     values = chain.run(data, xs)
@@ -139,12 +147,16 @@ def lower_lut(ctx: LoweringContext, q_call: relax.Call, m: dict[DFPattern, relax
         return None  # constant: FoldConstant's job
     if tensor_shape(data) != tensor_shape(chain.source):
         raise Skip("elementwise chain broadcasts its input")
-    if call_name(data) == "relax.dequantize":
+    if call_name(data) == "relax.dequantize" and pool is None:
         return "requantize", "", identity_or_lut(chain.source, chain.source_qp, out, out_dtype)
     lo, hi = int_range(out_dtype)
     table = quantize_ref(np.broadcast_to(values, xs.shape), out.s, out.z, lo, hi).astype(out_dtype)
     ops = sorted({call_name(e).removeprefix("relax.") for e in _calls(ctx, data)} - {"dequantize"})
-    return "lut", "+".join(ops), emit_lut(chain.source, table)
+    result = emit_lut(chain.source, table)
+    if pool is not None:
+        ops.append("max_pool2d")
+        result = relax.Call(pool.op, [result, *pool.args[1:]], pool.attrs)
+    return "lut", "+".join(ops), result
 
 
 def _calls(ctx: LoweringContext, expr: relax.Expr) -> list[relax.Expr]:
