@@ -282,7 +282,7 @@ def _scratch_bytes(chain: _Chain, k: int, kp: int, out_shape: tuple[int, ...], d
         oh, ow = out_shape[2], out_shape[3]
         kh, kw = chain.w.shape[2], chain.w.shape[3]
         plane = ((oh - 1) * chain.strides[0] + kh) * ((ow - 1) * chain.strides[1] + kw) * (2 if dsp else 4)
-        return -(-plane // 4) * 4 + ow * 4
+        return -(-plane // 4) * 4 + ow * 4 + kh * kw * 4
     oc = chain.w.shape[0] if chain.kind == _CONV else chain.w.shape[1]
     if dsp:
         return 4 * kp + 4 * 2 * (-(-oc // 2) * 2)

@@ -406,18 +406,41 @@ __attribute__((noinline)) static void ek_nn_dw3_row_q(const ek_dw_t *r0, int32_t
 }
 #endif
 
+/* One output row of any kh x kw depthwise window (5x5 in MobileNetV3) into
+ * acc; wk holds the channel's weights already widened to ek_dw_t. */
+__attribute__((noinline)) static void ek_nn_dw_row(const ek_dw_t *r0, int32_t pw, int32_t sw, const ek_dw_t *wk,
+                                                   int32_t kh, int32_t kw, int32_t *acc, int32_t n) {
+  int32_t j, r, s;
+  for (j = 0; j < n; ++j, r0 += sw) {
+    const ek_dw_t *row = r0, *w = wk;
+    ek_mac_t a = 0;
+    if (kw == 5) /* unrolled: MobileNetV3's 5x5 */
+      for (r = 0; r < kh; ++r, row += pw, w += 5) {
+        EK_MAC(a, (ek_mac_t)w[0], (ek_mac_t)row[0]); EK_MAC(a, (ek_mac_t)w[1], (ek_mac_t)row[1]);
+        EK_MAC(a, (ek_mac_t)w[2], (ek_mac_t)row[2]); EK_MAC(a, (ek_mac_t)w[3], (ek_mac_t)row[3]);
+        EK_MAC(a, (ek_mac_t)w[4], (ek_mac_t)row[4]);
+      }
+    else
+      for (r = 0; r < kh; ++r, row += pw, w += kw)
+        for (s = 0; s < kw; ++s) EK_MAC(a, (ek_mac_t)w[s], (ek_mac_t)row[s]);
+    acc[j] = (int32_t)a;
+  }
+}
+
 /* Scratch: the padded plane (PH * PW ek_dw_t, rounded to a word), then one
- * row of accumulators (OW int32). */
+ * row of accumulators (OW int32), then kh * kw widened weights. */
 static void ek_nn_depthwise(const int8_t *x, const int8_t *w, const int32_t *h, int8_t *y, void *scratch) {
   int32_t C = h[EK_NN_OC], H = h[EK_NN_H], W = h[EK_NN_W], OH = h[EK_NN_OH], OW = h[EK_NN_OW];
   int32_t kh = h[EK_NN_KH], kw = h[EK_NN_KW], sh = h[EK_NN_SH], sw = h[EK_NN_SW], pt = h[EK_NN_PT], pl = h[EK_NN_PL];
-  int32_t PW = (OW - 1) * sw + kw, PH = (OH - 1) * sh + kh, c, i, j, r, s;
+  int32_t PW = (OW - 1) * sw + kw, PH = (OH - 1) * sh + kh, c, i, j, r;
   int32_t j0 = pl < PW ? pl : PW, j1 = pl + W < PW ? pl + W : PW;
   ek_dw_t *plane = (ek_dw_t *)scratch, pad = (ek_dw_t)h[EK_NN_PADV];
   int32_t *acc = (int32_t *)scratch + (PH * PW * (int32_t)sizeof(ek_dw_t) + 3) / 4;
+  ek_dw_t *wk = (ek_dw_t *)(acc + OW);
   for (c = 0; c < C; ++c) {
     const int8_t *xc = x + c * H * W, *wc = w + c * kh * kw;
     int8_t *yc = y + c * OH * OW;
+    for (r = 0; r < kh * kw; ++r) wk[r] = (ek_dw_t)wc[r];
     for (i = 0; i < PH; ++i) {
       int32_t iy = i - pt;
       ek_dw_t *row = plane + i * PW;
@@ -443,12 +466,7 @@ static void ek_nn_depthwise(const int8_t *x, const int8_t *w, const int32_t *h, 
       if (kh == 3 && kw == 3) {
         ek_nn_dw3_row(plane + i * sh * PW, PW, sw, wc, acc, OW);
       } else {
-        for (j = 0; j < OW; ++j) {
-          ek_mac_t a = 0;
-          for (r = 0; r < kh; ++r)
-            for (s = 0; s < kw; ++s) EK_MAC(a, (ek_mac_t)wc[r * kw + s], (ek_mac_t)plane[(i * sh + r) * PW + j * sw + s]);
-          acc[j] = (int32_t)a;
-        }
+        ek_nn_dw_row(plane + i * sh * PW, PW, sw, wk, kh, kw, acc, OW);
       }
       ek_nn_requant_row(acc, yc, OW, h, c);
     }
@@ -478,11 +496,10 @@ int32_t ek_nn_lut_s8(void *self, const ek_ffi_any_t *args, int32_t num_args, ek_
   const int8_t *src = (const int8_t *)x->data;
   const uint8_t *table = (const uint8_t *)t->data + 128;
   uint8_t *dst = (uint8_t *)y->data, *end;
-  int64_t n = 1;
-  int32_t i;
+  int32_t n = 1, i;
   (void)self; (void)result;
   if (num_args != 3) return -1;
-  for (i = 0; i < y->ndim; ++i) n *= y->shape[i];
+  for (i = 0; i < y->ndim; ++i) n *= (int32_t)y->shape[i];
   for (end = dst + n; dst < end;) *dst++ = table[*src++];
   return 0;
 }
@@ -493,11 +510,11 @@ int32_t ek_nn_sum_s8(void *self, const ek_ffi_any_t *args, int32_t num_args, ek_
   const ek_dltensor_t *x = (const ek_dltensor_t *)args[0].v.v_ptr, *y = (const ek_dltensor_t *)args[1].v.v_ptr;
   const int8_t *src = (const int8_t *)x->data;
   int32_t *dst = (int32_t *)y->data;
-  int64_t total = 1, outer = 1, inner, i, j;
+  int32_t total = 1, outer = 1, inner, i, j; /* 32-bit: an int64 divide would call __aeabi_ldivmod */
   (void)self; (void)result;
   if (num_args != 2) return -1;
-  for (i = 0; i < x->ndim; ++i) total *= x->shape[i];
-  for (i = 0; i < y->ndim; ++i) outer *= y->shape[i];
+  for (i = 0; i < x->ndim; ++i) total *= (int32_t)x->shape[i];
+  for (i = 0; i < y->ndim; ++i) outer *= (int32_t)y->shape[i];
   inner = total / outer;
   for (i = 0; i < outer; ++i) {
     int32_t acc = 0;
