@@ -6,9 +6,16 @@ nests (``benchmarks/naive_c.py``), linked into the same agent firmware with
 the same compiler flags and run in the same simulator. Both outputs are
 checked against onnxruntime. Prints a markdown table for BENCHMARKS.md.
 
+With ``--layers``, it measures instead the four int8 layers of issue #15
+(``benchmarks/mcu_layers.py``: 3x3 conv, 1x1 conv, depthwise, fully
+connected; int8 in/out) and their fp32 twins on each board given:
+instructions per MAC = the simulator's instruction count for one run minus
+that of an empty model with the same interface, over the layer's MACs.
+
 Usage::
 
     .venv/bin/python benchmarks/mcu.py [--board rv32-mcu-sim] [--runs 3]
+    .venv/bin/python benchmarks/mcu.py --layers [--board stm32h7 --board rv32-mcu-sim]
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from mcu_layers import LAYERS, empty_model, layer_model  # noqa: E402
 from naive_c import emit_naive_model  # noqa: E402
 
 from edgekit.compiler.driver import compile_model  # noqa: E402
@@ -114,11 +122,101 @@ def edgekit_instructions(model_path: Path, board: str, runs: int, out_dir: Path,
     return {"manifest": manifest, "report": report}
 
 
+def _measure(path: Path, board: str, out_dir: Path, tag: str, row: dict, key: str) -> int:
+    """Compiles and benchmarks ``path``; records arena and error under ``key``; returns one run's instructions."""
+    t0 = time.perf_counter()
+    rep = edgekit_instructions(path, board, 1, out_dir, tag)["report"]
+    row[f"{key}_arena"] = rep["memory"]["arena_bytes"]
+    row[f"{key}_err"] = rep.get("ort_max_rel_error", {}).get("max")
+    ins = int(rep["instructions"]["p50"])
+    print(f"{tag}: {ins:,} instructions ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+    return ins
+
+
+def _instructions(model: onnx.ModelProto, board: str, out_dir: Path, tag: str, row: dict, key: str) -> int:
+    path = out_dir / f"{tag}.onnx"
+    onnx.save(model, path)
+    return _measure(path, board, out_dir, tag, row, key)
+
+
+def layer_rows(boards: list[str]) -> list[dict]:
+    """Instructions per MAC of the four layers (int8 and fp32) on each board."""
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="edgekit-mcu-layers-") as tmp:
+        out = Path(tmp)
+        for board in boards:
+            empty: dict = {}
+            base = {dt: _instructions(empty_model(int8=dt == "int8"), board, out, f"{board}-empty-{dt}", empty, dt)
+                    for dt in ("int8", "fp32")}  # fmt: skip
+            for i, layer in enumerate(LAYERS):
+                row = {"board": board, "layer": layer.name, "macs": layer.macs}
+                for dt in ("int8", "fp32"):
+                    ins = _instructions(layer_model(layer, int8=dt == "int8"), board, out, f"{board}-{i}-{dt}", row, dt)
+                    row[dt] = (ins - base[dt]) / layer.macs
+                rows.append(row)
+    return rows
+
+
+def print_layer_table(rows: list[dict], boards: list[str]) -> None:
+    print("### Four int8 layers: instructions per MAC (issue #15)\n")
+    print(f"Command: `.venv/bin/python benchmarks/mcu.py --layers {' '.join('--board ' + b for b in boards)}`; "
+          f"date: {date.today()}. Counts are executed instructions from the unicorn instruction-counting "
+          "simulator (one run, minus an empty model with the same interface), deterministic.\n")  # fmt: skip
+    print("| board | layer | MACs | int8 instr/MAC | fp32 instr/MAC | int8 / fp32 |")
+    print("|---|---|---:|---:|---:|---:|")
+    for board in boards:
+        mine = [r for r in rows if r["board"] == board]
+        for r in mine:
+            print(f"| {board} | {r['layer']} | {r['macs']:,} | {r['int8']:.2f} | {r['fp32']:.2f} | {r['int8'] / r['fp32']:.2f} |")
+        macs = sum(r["macs"] for r in mine)
+        w8 = sum(r["int8"] * r["macs"] for r in mine) / macs
+        w32 = sum(r["fp32"] * r["macs"] for r in mine) / macs
+        print(f"| {board} | **all four, MAC-weighted** | {macs:,} | **{w8:.2f}** | {w32:.2f} | {w8 / w32:.2f} |")
+
+
+def model_rows(boards: list[str]) -> list[dict]:
+    """fp32 against int8 for the digits CNN and PP-OCR cls (rapidocr's wheel) on each board."""
+    import quantization as qcases
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="edgekit-mcu-models-") as tmp:
+        out = Path(tmp)
+        for case in (qcases.digits_case(calibration_samples=256), qcases.ppocr_case()):
+            fp32 = out / f"{case.name}-fp32.onnx"
+            onnx.save(case.fp32, fp32)
+            q = quantize(str(fp32), QuantConfig(), calibration=case.calibration)
+            int8 = out / f"{case.name}-int8.onnx"
+            q.save(int8)
+            for board in boards:
+                row = {"board": board, "model": case.name}
+                for dt, path in (("fp32", fp32), ("int8", int8)):
+                    row[dt] = _measure(path, board, out, f"{board}-{case.name}-{dt}", row, dt)
+                rows.append(row)
+    return rows
+
+
+def print_model_table(rows: list[dict]) -> None:
+    print("\n| board | model | fp32 instructions | int8 instructions | int8 / fp32 | fp32 arena B | int8 arena B | "
+          "int8 / fp32 arena | int8 max rel err vs onnxruntime |")  # fmt: skip
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        err = "-" if r["int8_err"] is None else f"{r['int8_err']:.1e}"
+        print(f"| {r['board']} | {r['model']} | {r['fp32']:,.0f} | {r['int8']:,.0f} | {r['int8'] / r['fp32']:.2f} | "
+              f"{r['fp32_arena']:,} | {r['int8_arena']:,} | {r['int8_arena'] / r['fp32_arena']:.2f} | {err} |")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--board", default="rv32-mcu-sim")
+    parser.add_argument("--board", action="append", default=None)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--layers", action="store_true", help="the four int8 layers of issue #15")
     args = parser.parse_args(argv)
+    if args.layers:
+        boards = args.board or ["stm32h7", "rv32-mcu-sim"]
+        print_layer_table(layer_rows(boards), boards)
+        print_model_table(model_rows(boards))
+        return 0
+    args.board = (args.board or ["rv32-mcu-sim"])[0]
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="edgekit-mcu-bench-") as tmp:
