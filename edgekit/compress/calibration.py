@@ -20,7 +20,17 @@ from onnxruntime.quantization import CalibrationDataReader
 from edgekit.core.errors import InputError
 from edgekit.core.tensors import TensorSpec, check_inputs
 
-__all__ = ["Feeds", "DataSource", "load_arrays", "make_feeds", "split_holdout", "FeedsReader", "shapes_from_data"]
+__all__ = [
+    "Feeds",
+    "DataSource",
+    "load_arrays",
+    "make_feeds",
+    "split_holdout",
+    "holdout_indices",
+    "select_runs",
+    "FeedsReader",
+    "shapes_from_data",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -162,16 +172,43 @@ def split_holdout(feeds: list[Feeds], fraction: float, seed: int) -> tuple[list[
     Raises:
         InputError: fewer than two runs of data (nothing to hold out).
     """
-    if len(feeds) < 2:
+    cal_idx, eval_idx = holdout_indices(len(feeds), fraction, seed)
+    return [feeds[i] for i in cal_idx], [feeds[i] for i in eval_idx]
+
+
+def holdout_indices(runs: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """The run indices :func:`split_holdout` puts in (calibration, evaluation).
+
+    Raises:
+        InputError: fewer than two runs of data (nothing to hold out).
+    """
+    if runs < 2:
         raise InputError(
-            f"the calibration data has {len(feeds)} sample(s); holding out {fraction:.0%} for evaluation needs at least 2",
+            f"the calibration data has {runs} sample(s); holding out {fraction:.0%} for evaluation needs at least 2",
             hint="Add calibration samples, or pass evaluation data with --eval.",
         )
-    n_eval = min(len(feeds) - 1, max(1, round(fraction * len(feeds))))
-    order = np.random.default_rng(seed).permutation(len(feeds))
-    eval_idx = sorted(order[:n_eval].tolist())
-    cal_idx = sorted(order[n_eval:].tolist())
-    return [feeds[i] for i in cal_idx], [feeds[i] for i in eval_idx]
+    n_eval = min(runs - 1, max(1, round(fraction * runs)))
+    order = np.random.default_rng(seed).permutation(runs)
+    return sorted(order[n_eval:].tolist()), sorted(order[:n_eval].tolist())
+
+
+def select_runs(arrays: Mapping[str, np.ndarray], runs: int, keep: Sequence[int]) -> dict[str, np.ndarray]:
+    """The rows of ``arrays`` that runs ``keep`` (of ``runs`` in all) read.
+
+    Every array whose first axis holds ``runs * B`` rows (model inputs and
+    extra arrays such as labels alike) is cut to the rows of the kept runs,
+    ``B`` rows per run; other arrays are passed unchanged.
+    """
+    out: dict[str, np.ndarray] = {}
+    for name, arr in arrays.items():
+        a = np.asarray(arr)
+        per_run = a.shape[0] // runs if a.ndim and runs else 0
+        if per_run >= 1 and a.shape[0] - per_run * runs < per_run:
+            rows = np.concatenate([np.arange(i * per_run, (i + 1) * per_run) for i in keep]) if keep else np.arange(0)
+            out[name] = a[rows]
+        else:
+            out[name] = a
+    return out
 
 
 class FeedsReader(CalibrationDataReader):

@@ -53,6 +53,9 @@ class QuantConfig:
         eval_fraction: Share of the calibration data held out for evaluation
             when no evaluation data is given.
         seed: Seed of the calibration/evaluation split.
+        max_time_s: Time budget of accuracy control in seconds, counted from
+            the start of quantization: no new candidate is evaluated after it,
+            and the best model found so far is returned (``None``: no limit).
     """
 
     per_channel: bool = True
@@ -66,6 +69,7 @@ class QuantConfig:
     min_sqnr_db: float | None = None
     eval_fraction: float = 0.2
     seed: int = 0
+    max_time_s: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("per_channel", "weight_symmetric", "activation_symmetric"):
@@ -129,6 +133,12 @@ class QuantConfig:
                 f"eval_fraction must be between 0 and 1 (exclusive), got {self.eval_fraction!r}",
                 hint="Use e.g. 0.2, or pass evaluation data of its own.",
                 key="eval_fraction",
+            )
+        if self.max_time_s is not None and (not _is_number(self.max_time_s) or self.max_time_s <= 0):
+            raise ConfigError(
+                f"max_time_s must be a positive number of seconds, got {self.max_time_s!r}",
+                hint="Use e.g. 300 for five minutes, or leave it unset for no limit.",
+                key="max_time_s",
             )
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ConfigError(f"seed must be an integer, got {self.seed!r}", hint="Pass e.g. 0.", key="seed")

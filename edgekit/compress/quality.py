@@ -32,14 +32,17 @@ __all__ = [
     "OutputQuality",
     "LayerQuality",
     "Fallback",
+    "FloatLayer",
     "QualityReport",
     "ErrorStats",
     "is_class_output",
     "run_outputs",
     "compare_outputs",
+    "compare_run_outputs",
     "layer_errors",
     "weight_bytes",
     "initializer_bytes",
+    "session",
 ]
 
 logger = logging.getLogger(__name__)
@@ -68,9 +71,17 @@ class ErrorStats:
         self.argmax_total = 0
 
     def update(self, ref: np.ndarray, test: np.ndarray, *, class_axis: bool = False) -> None:
-        """Adds one sample (float64 sums so long runs do not lose precision)."""
-        r = np.asarray(ref, dtype=np.float64).ravel()
-        t = np.asarray(test, dtype=np.float64).ravel()
+        """Adds one sample.
+
+        Products are summed by BLAS in the tensors' own precision (float32
+        for float32 tensors: a relative error near 1e-6 per sample, far below
+        what SQNR and cosine are read to) and accumulated in Python floats
+        across samples; converting every tensor to float64 first made the
+        per-layer report of a 10 MB recognizer take minutes.
+        """
+        dtype = np.float32 if np.asarray(ref).dtype == np.float32 and np.asarray(test).dtype == np.float32 else np.float64
+        r = np.ascontiguousarray(ref, dtype=dtype).ravel()
+        t = np.ascontiguousarray(test, dtype=dtype).ravel()
         if r.shape != t.shape:
             raise QuantizationError(
                 f"reference and quantized tensors differ in size ({r.size} vs {t.size})",
@@ -198,6 +209,39 @@ class LayerQuality:
 
 
 @dataclass
+class FloatLayer:
+    """One layer accuracy control kept in float, and what it costs.
+
+    Attributes:
+        node: Node name.
+        op_type: Its operator.
+        sensitivity_sqnr_db: SQNR of its output when only it is quantized
+            (what ranked it; lower = more harmful).
+        macs: Multiply-accumulates it runs in float instead of int8.
+        extra_weight_bytes: Weight bytes it adds (float32 instead of int8).
+        extra_activation_bytes: Bytes its output activation adds to the
+            arena when it is float32 instead of int8.
+        buys_back: Percentage points of loss that keeping it in float saves,
+            measured by putting it back in int8 (``None``: not measured, e.g.
+            past the prune limit or the time budget).
+    """
+
+    node: str
+    op_type: str
+    sensitivity_sqnr_db: float | None
+    macs: int
+    extra_weight_bytes: int
+    extra_activation_bytes: int
+    buys_back: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["sensitivity_sqnr_db"] = _finite(self.sensitivity_sqnr_db)
+        data["buys_back"] = _finite(self.buys_back)
+        return data
+
+
+@dataclass
 class Fallback:
     """What accuracy control did.
 
@@ -208,10 +252,16 @@ class Fallback:
         met: Whether the final model meets the budget.
         layers: Nodes kept in float, most sensitive first.
         bytes_cost: Extra weight bytes the fallback costs.
-        sensitivity: Per candidate node, what was measured with only that
-            node kept in float: ``drop`` (percentage points) and ``sqnr_db``
-            (lowest SQNR of the outputs the SQNR budget covers, or ``None``).
-            The lower the drop, the more keeping that node in float helps.
+        sensitivity: Per candidate node, the error its quantization adds on
+            its own: ``sqnr_db`` of its output when only it is quantized, and
+            its ``rank`` (0 = most harmful), from
+            :func:`edgekit.compress.fallback.rank_layers`.
+        float_layers: Each kept layer with its cost and what it buys back.
+        evaluations: Whole-model evaluations the search ran.
+        seconds: Wall-clock time of the whole quantization.
+        stopped_early: The time budget (``max_time_s``) ended the search; the
+            model is the best found by then.
+        message: One line on the outcome, for people.
     """
 
     budget: dict[str, float | None]
@@ -221,14 +271,21 @@ class Fallback:
     layers: list[str] = field(default_factory=list)
     bytes_cost: int = 0
     sensitivity: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    float_layers: list[FloatLayer] = field(default_factory=list)
+    evaluations: int = 0
+    seconds: float = 0.0
+    stopped_early: bool = False
+    message: str = ""
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["drop_before"] = _finite(self.drop_before)
         data["drop_after"] = _finite(self.drop_after)
+        data["seconds"] = round(self.seconds, 3)
         data["sensitivity"] = {
             k: {m: _finite(v) for m, v in vals.items()} for k, vals in self.sensitivity.items()
         }
+        data["float_layers"] = [f.to_json() for f in self.float_layers]
         return data
 
 
@@ -302,7 +359,13 @@ class QualityReport:
 # --------------------------------------------------------------------------- #
 
 
-def _session(model: onnx.ModelProto, *, optimize: bool = True) -> ort.InferenceSession:
+def session(model: onnx.ModelProto, *, optimize: bool = True) -> ort.InferenceSession:
+    """An onnxruntime CPU session; ``optimize=False`` runs the graph as
+    written (QDQ reference semantics).
+
+    Raises:
+        QuantizationError: onnxruntime cannot load the model.
+    """
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     if not optimize:
@@ -319,7 +382,7 @@ def _session(model: onnx.ModelProto, *, optimize: bool = True) -> ort.InferenceS
 
 def run_outputs(model: onnx.ModelProto, feeds: Iterable[Feeds]) -> list[list[np.ndarray]]:
     """Runs ``model`` once per feed dict; returns each run's outputs in graph order."""
-    sess = _session(model)
+    sess = session(model)
     return [sess.run(None, f) for f in feeds]
 
 
@@ -347,10 +410,17 @@ def compare_outputs(
         feeds: The runs' inputs (same order as ``reference``).
     """
     names = [o.name for o in model.graph.output]
+    sess = session(quantized, optimize=False)
+    return compare_run_outputs(names, reference, [sess.run(names, f) for f in feeds])
+
+
+def compare_run_outputs(
+    names: Sequence[str], reference: Sequence[Sequence[np.ndarray]], test: Sequence[Sequence[np.ndarray]]
+) -> list[OutputQuality]:
+    """Error statistics of ``test`` outputs against ``reference``, run by run
+    (each a list of arrays in the order of ``names``)."""
     stats = [ErrorStats() for _ in names]
-    sess = _session(quantized, optimize=False)
-    for ref_outs, f in zip(reference, feeds):
-        test_outs = sess.run(names, f)
+    for ref_outs, test_outs in zip(reference, test):
         for st, r, t in zip(stats, ref_outs, test_outs):
             st.update(r, t, class_axis=is_class_output(np.shape(r)))
     return [
@@ -406,8 +476,8 @@ def layer_errors(
     qtypes = {**_float_tensors(onnx.shape_inference.infer_shapes(quantized)), **{p[2]: types[p[1]] for p in pairs}}
     ref_model = _expose(model, [p[1] for p in pairs], types)
     test_model = _expose(quantized, [p[2] for p in pairs], qtypes)
-    ref_sess = _session(ref_model, optimize=False)
-    test_sess = _session(test_model, optimize=False)
+    ref_sess = session(ref_model, optimize=False)
+    test_sess = session(test_model, optimize=False)
     ref_names = [p[1] for p in pairs]
     test_names = [p[2] for p in pairs]
     stats = [ErrorStats() for _ in pairs]

@@ -7,22 +7,18 @@ calibrators and QDQ writer) and adds what it lacks:
   ``extra_options``;
 * a :class:`~edgekit.compress.quality.QualityReport` measured on held-out data;
 * accuracy control: when the budget (``max_drop`` / ``min_sqnr_db`` / a user
-  metric) is missed, the fewest sensitive layers are kept in float.
+  metric) is missed, the fewest harmful layers are kept in float.
 
-Calibration runs once: its tensor ranges go to onnxruntime's calibration cache
-and every later re-quantization during the sensitivity search reuses them
-(only the excluded nodes change, the fp32 activations do not).
-
-How layers are chosen (the "leave one layer float" search): each candidate
-node is excluded alone and the model re-quantized and evaluated; candidates
-are ranked by the loss that remains (lowest first, ties broken by output
-SQNR); the top-ranked are kept in float one by one until the budget holds;
-then each chosen layer is tried back in int8 and dropped from the float set
-if the budget still holds. Leave-one-out measures the effect of a layer in the
-real context of an otherwise quantized model, which catches layers whose error
-only matters downstream; quantizing one layer at a time would measure error
-that later layers may mask or amplify differently. It costs one quantization
-and one evaluation per candidate, cheap with cached calibration ranges.
+Accuracy control quantizes once. The layers are ranked in one pass by the
+error each one's quantization adds on its own
+(:func:`edgekit.compress.fallback.rank_layers`); then a search over that
+ranking (:func:`edgekit.compress.search.search_fallback`: gallop, bisect,
+prune) evaluates the whole model a handful of times, each time with the top
+``k`` layers rewired to float in the QDQ graph
+(:func:`edgekit.compress.fallback.keep_in_float`) instead of re-running the
+quantizer. This is NNCF's ``quantize_with_accuracy_control`` design (rank,
+then revert the top-ranked) with a cheaper ranking and a bisection instead of
+one-by-one reverting.
 """
 
 from __future__ import annotations
@@ -33,6 +29,7 @@ import logging
 import math
 import os
 import tempfile
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,19 +38,31 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import onnx
 
-from edgekit.compress.calibration import DataSource, Feeds, FeedsReader, load_arrays, make_feeds, split_holdout
+from edgekit.compress.calibration import (
+    DataSource,
+    Feeds,
+    FeedsReader,
+    holdout_indices,
+    load_arrays,
+    make_feeds,
+    select_runs,
+)
 from edgekit.compress.config import QuantConfig
+from edgekit.compress.fallback import LayerSensitivity, keep_in_float, quantized_nodes, rank_layers
 from edgekit.compress.quality import (
     Fallback,
+    FloatLayer,
     OutputQuality,
     QualityReport,
-    compare_outputs,
+    compare_run_outputs,
     initializer_bytes,
     is_class_output,
     layer_errors,
     run_outputs,
+    session,
     weight_bytes,
 )
+from edgekit.compress.search import Trial, format_duration, search_fallback
 from edgekit.core.errors import EdgekitError, ModelError, QuantizationError
 from edgekit.core.files import temp_beside
 from edgekit.core.profiles import Board, Target, get_board
@@ -63,9 +72,17 @@ __all__ = ["QuantResult", "Metric", "quantize", "write_model", "QUANTIZED_OPS"]
 
 logger = logging.getLogger(__name__)
 
-#: A user metric: takes a model, returns a score in [0, 1], higher is better
-#: (e.g. top-1 accuracy against labels).
-Metric = Callable[[onnx.ModelProto], float]
+#: A user metric: ``metric(outputs, data) -> float`` in [0, 1], higher is
+#: better (e.g. accuracy against labels). ``outputs`` holds the model's
+#: outputs on the evaluation data, one array per output name with the runs
+#: stacked along the first axis; ``data`` holds every array of the evaluation
+#: data (model inputs and extras such as ``labels``), cut to the same samples.
+Metric = Callable[[dict[str, np.ndarray], dict[str, np.ndarray]], float]
+
+#: Samples the layer ranking runs on (the first of the evaluation data).
+RANKING_SAMPLES = 16
+#: Samples the per-layer error table of the report runs on.
+LAYER_REPORT_SAMPLES = 32
 
 #: Operators that mark a model as already quantized.
 QUANTIZED_OPS = frozenset(
@@ -76,15 +93,6 @@ QUANTIZED_OPS = frozenset(
         "QLinearSoftmax",
     }
 )  # fmt: skip
-
-# Operators that only move or select int8 values with their input's scale:
-# keeping one of them in float alone cannot reduce error, so the search
-# skips them as candidates.
-_PASS_THROUGH_OPS = frozenset(
-    {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Slice", "Split", "Gather",
-     "GatherElements", "MaxPool", "Pad", "TopK", "Resize"}
-)  # fmt: skip
-
 
 @dataclass
 class QuantResult:
@@ -203,46 +211,31 @@ def _quiet_ort() -> Iterator[None]:
 
 
 # --------------------------------------------------------------------------- #
-# The quantizer with cached calibration
+# The quantizer
 # --------------------------------------------------------------------------- #
 
 
-class _Quantizer:
-    """Calls ``quantize_static`` with one calibration, many exclusion sets."""
+def _quantize_static(
+    model: onnx.ModelProto, config: QuantConfig, calibration: list[Feeds], excluded: Sequence[str]
+) -> onnx.ModelProto:
+    """Calibrates and quantizes once with onnxruntime's ``quantize_static``."""
+    from onnxruntime.quantization import quantize_static
 
-    def __init__(self, model: onnx.ModelProto, config: QuantConfig, calibration: list[Feeds], workdir: Path) -> None:
-        self.config = config
-        self.calibration = calibration
-        self.workdir = workdir
+    with tempfile.TemporaryDirectory(prefix="edgekit-quant-") as tmp:
         # quantize_static rewrites a ModelProto passed to it (its initializers
         # become external data), so it always gets a file.
-        self.fp32_path = workdir / "fp32.onnx"
-        onnx.save(model, str(self.fp32_path))
-        self.cache = workdir / "calibration.json"
-        self.cache_ready = False
-        self.calls = 0
-        self._memo: dict[frozenset[str], onnx.ModelProto] = {}
-
-    def __call__(self, excluded: Sequence[str]) -> onnx.ModelProto:
-        key = frozenset(excluded)
-        if key in self._memo:
-            return self._memo[key]
-        from onnxruntime.quantization import quantize_static
-
-        self.calls += 1
-        out = self.workdir / f"q{self.calls}.onnx"
-        reader = None if self.cache_ready else FeedsReader(self.calibration)
+        src, out = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        onnx.save(model, str(src))
         try:
             # onnxruntime's histogram calibrators print() progress; keep it off
             # stdout, where `--json` output goes.
             with _quiet_ort(), contextlib.redirect_stdout(io.StringIO()) as chatter:
                 quantize_static(
-                    str(self.fp32_path),
+                    str(src),
                     str(out),
-                    reader,
-                    nodes_to_exclude=sorted(key),
-                    calibration_cache_path=str(self.cache),
-                    **self.config.ort_kwargs(),
+                    FeedsReader(calibration),
+                    nodes_to_exclude=sorted(excluded),
+                    **config.ort_kwargs(),
                 )
         except EdgekitError:
             raise
@@ -252,25 +245,10 @@ class _Quantizer:
                 hint="Try --exclude with the op type named above, or a different --calibration-method; "
                 "run with --debug for the traceback.",
             ) from exc
-        if chatter.getvalue().strip():
-            logger.debug("onnxruntime: %s", chatter.getvalue().strip())
-        self.cache_ready = True
         qmodel = onnx.load(str(out))
-        out.unlink()
-        self._memo[key] = qmodel
-        return qmodel
-
-
-def _quantized_candidates(qmodel: onnx.ModelProto, excluded: set[str]) -> list[str]:
-    dq_outputs = {o for n in qmodel.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
-    return [
-        n.name
-        for n in qmodel.graph.node
-        if n.op_type not in QUANTIZED_OPS
-        and n.op_type not in _PASS_THROUGH_OPS
-        and n.name not in excluded
-        and any(i in dq_outputs for i in n.input)
-    ]
+    if chatter.getvalue().strip():
+        logger.debug("onnxruntime: %s", chatter.getvalue().strip())
+    return qmodel
 
 
 # --------------------------------------------------------------------------- #
@@ -288,36 +266,58 @@ class _Score:
     mean_sqnr: float  # over all outputs, finite values capped, for tie-breaking
     metric: float | None
 
-    def key(self) -> tuple[float, float]:
-        return (round(self.drop, 9), -self.mean_sqnr)
+
+def _stack(runs: list[list[np.ndarray]], names: Sequence[str]) -> dict[str, np.ndarray]:
+    """One array per output, runs stacked along the first axis."""
+    out: dict[str, np.ndarray] = {}
+    for k, name in enumerate(names):
+        parts = [np.asarray(r[k]) for r in runs]
+        out[name] = np.concatenate(parts, axis=0) if parts and parts[0].ndim else np.stack(parts)
+    return out
 
 
 class _Evaluator:
+    """Runs a model on the evaluation data and scores it against fp32."""
+
     def __init__(
         self,
         model: onnx.ModelProto,
         feeds: list[Feeds],
+        data: dict[str, np.ndarray],
         config: QuantConfig,
         metric: Metric | None,
     ) -> None:
         self.model = model
         self.feeds = feeds
+        self.data = data
         self.config = config
         self.metric = metric
+        self.names = [o.name for o in model.graph.output]
         self.reference = run_outputs(model, feeds)
         self.class_outputs = [is_class_output(np.shape(r)) for r in self.reference[0]]
-        self.metric_fp32 = self._call_metric(model) if metric is not None else None
+        self.metric_fp32 = self._call_metric(self.reference) if metric is not None else None
+        self.evaluations = 0
         if config.max_drop is not None and metric is None and not any(self.class_outputs):
-            names = ", ".join(o.name for o in model.graph.output)
+            names = ", ".join(self.names)
             raise QuantizationError(
                 f"--max-drop is a top-1 agreement budget, but no output of the model ({names}) is a class-score output",
-                hint="For outputs that are not class scores, give an SQNR budget with --min-sqnr DB "
-                "(Python: QuantConfig(min_sqnr_db=...)), or pass metric= to edgekit.compress.quantize.",
+                hint="Give a task metric with --metric module:function (Python: metric=), or for outputs that are "
+                "not class scores an SQNR budget with --min-sqnr DB (Python: QuantConfig(min_sqnr_db=...)).",
             )
 
-    def _call_metric(self, model: onnx.ModelProto) -> float:
+    def _call_metric(self, runs: list[list[np.ndarray]]) -> float:
         assert self.metric is not None
-        value = self.metric(model)
+        try:
+            value = self.metric(_stack(runs, self.names), dict(self.data))
+        except EdgekitError:
+            raise
+        except Exception as exc:
+            raise QuantizationError(
+                f"the metric function raised {type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}",
+                hint="It is called as metric(outputs, data): outputs maps each model output name to an array with "
+                "the runs stacked on the first axis; data holds every array of the evaluation data (labels "
+                "included). Run with --debug for the traceback.",
+            ) from exc
         if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or not math.isfinite(value):
             raise QuantizationError(
                 f"the metric function returned {value!r}, not a number",
@@ -331,8 +331,11 @@ class _Evaluator:
         return float(value)
 
     def __call__(self, qmodel: onnx.ModelProto) -> _Score:
-        outputs = compare_outputs(self.model, self.reference, qmodel, self.feeds)
-        metric_q = self._call_metric(qmodel) if self.metric is not None else None
+        self.evaluations += 1
+        sess = session(qmodel, optimize=False)
+        runs = [sess.run(self.names, f) for f in self.feeds]
+        outputs = compare_run_outputs(self.names, self.reference, runs)
+        metric_q = self._call_metric(runs) if self.metric is not None else None
         if metric_q is not None and self.metric_fp32 is not None:
             drop = 100.0 * (self.metric_fp32 - metric_q)
         else:
@@ -357,50 +360,117 @@ class _Evaluator:
 
 
 # --------------------------------------------------------------------------- #
-# Search
+# Accuracy control
 # --------------------------------------------------------------------------- #
 
 
-def _search(
-    quantizer: _Quantizer,
-    evaluate: _Evaluator,
-    base_excluded: list[str],
-    base_model: onnx.ModelProto,
-    base_score: _Score,
-    notify: Callable[[str], None],
-) -> tuple[list[str], onnx.ModelProto, _Score, dict[str, dict[str, float | None]], bool]:
-    """Finds few layers to keep in float; returns (layers, model, score, sensitivity, met)."""
-    candidates = _quantized_candidates(base_model, set(base_excluded))
-    sensitivity: dict[str, dict[str, float | None]] = {}
-    scored: list[tuple[tuple[float, float], str]] = []
-    for i, name in enumerate(candidates):
-        notify(f"sensitivity {i + 1}/{len(candidates)}: keeping '{name}' in float")
-        score = evaluate(quantizer([*base_excluded, name]))
-        sensitivity[name] = {"drop": score.drop, "sqnr_db": None if math.isinf(score.worst_sqnr) else score.worst_sqnr}
-        scored.append((score.key(), name))
-    ranked = [name for _, name in sorted(scored)]
+def _float_layer_costs(
+    fp32: onnx.ModelProto,
+    layers: Sequence[str],
+    ranking: dict[str, LayerSensitivity],
+    buy_back: dict[str, float | None],
+) -> list[FloatLayer]:
+    """What each float layer costs: MACs in float, weight and activation bytes."""
+    from edgekit.frontend.analysis import analyze
+    from edgekit.compress.passes import tensor_shapes
 
-    chosen: list[str] = []
-    model, score = base_model, base_score
-    met = False
-    for name in ranked:
-        chosen.append(name)
-        model = quantizer([*base_excluded, *chosen])
-        score = evaluate(model)
-        notify(f"{len(chosen)} layer(s) in float: loss {score.drop:.2f} points")
-        if evaluate.meets(score):
-            met = True
-            break
-    if met and len(chosen) > 1:
-        # Backward pass: a layer picked early may be unnecessary once later
-        # ones are in float.
-        for name in list(chosen):
-            trial = [c for c in chosen if c != name]
-            trial_model = quantizer([*base_excluded, *trial])
-            trial_score = evaluate(trial_model)
-            if evaluate.meets(trial_score):
-                chosen, model, score = trial, trial_model, trial_score
-    return chosen, model, score, sensitivity, met
+    prepared = PreparedModel(fp32, [], [], None, 0, [])
+    macs = {layer.name: layer.macs for layer in analyze(prepared).layers}
+    shapes = tensor_shapes(fp32)
+    inits = {t.name: t for t in fp32.graph.initializer}
+    nodes = {n.name: n for n in fp32.graph.node}
+    out = []
+    for name in layers:
+        node = nodes.get(name)
+        if node is None:
+            continue
+        # int8 -> float32 weights: 3 more bytes per element; int32 biases do not grow.
+        weights = sum(3 * math.prod(inits[i].dims) for i in node.input if i in inits and len(inits[i].dims) >= 2)
+        out_shape = shapes.get(node.output[0]) if node.output else None
+        act = 3 * math.prod(out_shape) if out_shape and all(d > 0 for d in out_shape) else 0
+        sens = ranking.get(name)
+        out.append(
+            FloatLayer(
+                node=name,
+                op_type=node.op_type,
+                sensitivity_sqnr_db=None if sens is None else sens.sqnr_db,
+                macs=int(macs.get(name, 0)),
+                extra_weight_bytes=int(weights),
+                extra_activation_bytes=int(act),
+                buys_back=buy_back.get(name),
+            )
+        )
+    return out
+
+
+def _accuracy_control(
+    fp32: onnx.ModelProto,
+    qmodel: onnx.ModelProto,
+    score: _Score,
+    evaluate: _Evaluator,
+    excluded: Sequence[str],
+    deadline: float | None,
+    started: float,
+    notify: Callable[[str], None],
+) -> tuple[onnx.ModelProto, _Score, Fallback]:
+    config = evaluate.config
+    budget = {"max_drop": config.max_drop, "min_sqnr_db": config.min_sqnr_db}
+    if evaluate.meets(score):
+        return qmodel, score, Fallback(budget, score.drop, score.drop, True, evaluations=evaluate.evaluations,
+                                       seconds=time.monotonic() - started,
+                                       message=f"default int8 meets the budget (loss {score.drop:.2f} points)")
+    candidates = quantized_nodes(qmodel, skip=excluded)
+    ranking_feeds = evaluate.feeds[:RANKING_SAMPLES]
+    notify(f"ranking {len(candidates)} quantized layers on {len(ranking_feeds)} sample(s)")
+    ranked = rank_layers(qmodel, fp32, ranking_feeds, candidates, progress=notify)
+    by_name = {r.node: r for r in ranked}
+    if ranked:
+        notify("most harmful: " + ", ".join(f"{r.node} ({r.sqnr_db:.1f} dB)" for r in ranked[:5]))
+
+    def trial(layers: tuple[str, ...]) -> tuple[_Score, float, bool]:
+        sc = evaluate(keep_in_float(qmodel, fp32, layers))
+        return sc, sc.drop, evaluate.meets(sc)
+
+    base = Trial((), score, score.drop, False)
+    found = search_fallback([r.node for r in ranked], trial, base, deadline=deadline, notify=notify)
+    best = found.best
+    model = keep_in_float(qmodel, fp32, best.layers)
+    final: _Score = best.score
+    layers = list(best.layers)
+    target = (f"budget {config.max_drop} points" if config.max_drop is not None else "") + (
+        f"{' and ' if config.max_drop is not None else 'budget '}{config.min_sqnr_db} dB"
+        if config.min_sqnr_db is not None else "")  # fmt: skip
+    elapsed = time.monotonic() - started
+    if found.stopped_early:
+        gap = "" if best.met else f", {final.drop - (config.max_drop or 0.0):.2f} points over the budget"
+        message = (
+            f"stopped at the time limit ({format_duration(config.max_time_s or 0)}) after {len(found.trials) - 1} "
+            f"candidate(s): the best model so far keeps {len(layers)} layer(s) in float and loses {final.drop:.2f} "
+            f"points ({'meets' if best.met else 'misses'} the {target}{gap})"
+        )
+        logger.warning("%s", message)
+    elif best.met:
+        message = (f"{len(layers)} layer(s) kept in float: loss {score.drop:.2f} -> {final.drop:.2f} points "
+                   f"({target}), {len(found.trials) - 1} candidate(s) evaluated in {format_duration(elapsed)}")
+    else:
+        message = (f"the {target} is not met even with all {len(ranked)} quantized layers in float "
+                   f"(loss {final.drop:.2f} points)")
+        logger.warning("%s", message)
+    fallback = Fallback(
+        budget,
+        score.drop,
+        final.drop,
+        best.met,
+        layers=layers,
+        bytes_cost=weight_bytes(model) - weight_bytes(qmodel),
+        sensitivity={r.node: {"sqnr_db": r.sqnr_db, "rank": float(r.rank)} for r in ranked},
+        float_layers=_float_layer_costs(fp32, layers, by_name, found.buy_back),
+        evaluations=evaluate.evaluations,
+        seconds=elapsed,
+        stopped_early=found.stopped_early,
+        message=message,
+    )
+    return model, final, fallback
 
 
 # --------------------------------------------------------------------------- #
@@ -427,19 +497,24 @@ def quantize(
             ``board`` (or the defaults without a board).
         calibration: ``.npz`` path or dict of arrays, one per model input,
             first axis = samples.
-        eval_data: Evaluation data in the same form; ``None``: hold out
-            ``config.eval_fraction`` of the calibration data.
-        metric: ``metric(model) -> float`` in [0, 1], higher is better (e.g.
-            accuracy with labels). With ``config.max_drop`` the budget is a
+        eval_data: Evaluation data in the same form, plus any arrays the
+            metric needs (e.g. ``labels``); ``None``: hold out
+            ``config.eval_fraction`` of the calibration data (and of its
+            extra arrays).
+        metric: ``metric(outputs, data) -> float`` in [0, 1], higher is better
+            (see :data:`Metric`). With ``config.max_drop`` the budget is a
             fall of at most ``max_drop`` percentage points of this metric
             instead of top-1 agreement.
         board: Board (or board name) whose defaults apply when ``config`` is
             ``None``; recorded in the report either way.
-        progress: Called with one-line progress messages.
+        progress: Called with one-line progress messages (one per evaluated
+            candidate during accuracy control, with an ETA).
 
     Returns:
         The :class:`QuantResult`. If the budget could not be met even with
-        every candidate layer in float, ``report.fallback.met`` is ``False``.
+        every candidate layer in float, or ``config.max_time_s`` ran out
+        first, ``report.fallback.met`` is ``False`` and the model is the best
+        one found.
 
     Raises:
         QuantizationError: the model is already quantized, an exclusion names
@@ -448,6 +523,7 @@ def quantize(
         InputError: calibration or evaluation data do not fit the model.
         ModelError: the model cannot be loaded.
     """
+    started = time.monotonic()
     notify = progress or (lambda msg: logger.info("%s", msg))
     if calibration is None:
         raise QuantizationError(
@@ -462,59 +538,44 @@ def quantize(
             "board '%s' (%s) expects symmetric per-channel int8 weights; the configuration asks otherwise",
             brd.name if brd else "?", target.codegen,
         )  # fmt: skip
+    deadline = None if config.max_time_s is None else started + config.max_time_s
 
     prepared = _prepare(model)
     fp32 = prepared.model
     excluded = _resolve_excludes(fp32, config.exclude)
 
-    feeds = make_feeds(load_arrays(calibration), prepared.inputs)
+    cal_arrays = load_arrays(calibration)
+    feeds = make_feeds(cal_arrays, prepared.inputs)
     if eval_data is not None:
         cal_feeds = feeds
-        eval_feeds = make_feeds(load_arrays(eval_data, what="evaluation data"), prepared.inputs, what="evaluation data")
+        eval_arrays = load_arrays(eval_data, what="evaluation data")
+        eval_feeds = make_feeds(eval_arrays, prepared.inputs, what="evaluation data")
         eval_source = "evaluation data"
     else:
-        cal_feeds, eval_feeds = split_holdout(feeds, config.eval_fraction, config.seed)
+        cal_idx, eval_idx = holdout_indices(len(feeds), config.eval_fraction, config.seed)
+        cal_feeds, eval_feeds = [feeds[i] for i in cal_idx], [feeds[i] for i in eval_idx]
+        eval_arrays = select_runs(cal_arrays, len(feeds), eval_idx)
         eval_source = f"{config.eval_fraction:.0%} of the calibration data held out"
     if config.calibration_samples is not None:
         cal_feeds = cal_feeds[: config.calibration_samples]
     notify(f"calibrating on {len(cal_feeds)} sample(s), evaluating on {len(eval_feeds)}")
 
-    with tempfile.TemporaryDirectory(prefix="edgekit-quant-") as tmp:
-        quantizer = _Quantizer(fp32, config, cal_feeds, Path(tmp))
-        evaluate = _Evaluator(fp32, eval_feeds, config, metric)
-        qmodel = quantizer(excluded)
-        score = evaluate(qmodel)
-        notify(f"default int8: loss {score.drop:.2f} points, lowest output SQNR {min(o.sqnr_db for o in score.outputs):.1f} dB")
+    qmodel = _quantize_static(fp32, config, cal_feeds, excluded)
+    evaluate = _Evaluator(fp32, eval_feeds, eval_arrays, config, metric)
+    score = evaluate(qmodel)
+    notify(f"default int8: loss {score.drop:.2f} points, lowest output SQNR {min(o.sqnr_db for o in score.outputs):.1f} dB "
+           f"[{format_duration(time.monotonic() - started)}]")
 
-        fallback = None
-        fallback_layers: list[str] = []
-        if config.accuracy_controlled:
-            budget = {"max_drop": config.max_drop, "min_sqnr_db": config.min_sqnr_db}
-            if evaluate.meets(score):
-                fallback = Fallback(budget, score.drop, score.drop, True)
-            else:
-                base_bytes = weight_bytes(qmodel)
-                base_drop = score.drop
-                fallback_layers, qmodel, score, sensitivity, met = _search(
-                    quantizer, evaluate, excluded, qmodel, score, notify
-                )
-                fallback = Fallback(
-                    budget,
-                    base_drop,
-                    score.drop,
-                    met,
-                    layers=fallback_layers,
-                    bytes_cost=weight_bytes(qmodel) - base_bytes,
-                    sensitivity=sensitivity,
-                )
-                if not met:
-                    logger.warning(
-                        "the budget is not met even with %d layer(s) in float (loss %.2f points)",
-                        len(fallback_layers), score.drop,
-                    )  # fmt: skip
+    fallback = None
+    fallback_layers: list[str] = []
+    if config.accuracy_controlled:
+        qmodel, score, fallback = _accuracy_control(fp32, qmodel, score, evaluate, excluded, deadline, started, notify)
+        fallback_layers = list(fallback.layers)
+        notify(fallback.message)
 
-        notify("measuring per-layer error")
-        layers = layer_errors(fp32, qmodel, eval_feeds, progress=notify)
+    report_feeds = eval_feeds[:LAYER_REPORT_SAMPLES]
+    notify(f"measuring per-layer error on {len(report_feeds)} sample(s)")
+    layers = layer_errors(fp32, qmodel, report_feeds, progress=notify)
 
     try:
         onnx.checker.check_model(qmodel)

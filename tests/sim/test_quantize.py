@@ -97,6 +97,11 @@ def test_max_drop_keeps_the_outlier_layers_in_float(digits) -> None:
     assert controlled.report.outputs[0].top1_agreement >= 99.0
     assert fb.bytes_cost > 0
     assert set(fb.sensitivity) >= {"conv1", "conv2", "conv3", "fc1", "fc2"}
+    # The ranking put the two broken layers first, so few evaluations were needed.
+    assert {k for k, v in fb.sensitivity.items() if v["rank"] < 2} == {"conv1", "fc1"}
+    assert fb.evaluations <= 6, fb.evaluations
+    assert [f.node for f in fb.float_layers] == fb.layers and all(f.macs > 0 for f in fb.float_layers)
+    assert all(f.extra_weight_bytes > 0 and f.buys_back is not None and f.buys_back > 0 for f in fb.float_layers)
     float_layers = {la.node for la in controlled.report.layers if la.op_type in ("Conv", "Gemm") and not la.quantized}
     assert float_layers <= {"conv1", "fc1"}
 
@@ -107,18 +112,34 @@ def test_user_metric_drives_the_budget(digits) -> None:
     x, y = data.x_test[:150], data.y_test[:150]
     calls = []
 
-    def accuracy(m: onnx.ModelProto) -> float:
-        calls.append(1)
-        return _accuracy(m, x, y)
+    def accuracy(outputs: dict, ev: dict) -> float:
+        calls.append(sorted(ev))
+        return float(np.mean(outputs["logits"].argmax(-1) == ev["labels"]))
 
     result = quantize(model, QuantConfig(per_channel=False, max_drop=1.0), {"input": data.x_train[:150]},
-                      eval_data={"input": x}, metric=accuracy)  # fmt: skip
+                      eval_data={"input": x, "labels": y}, metric=accuracy)  # fmt: skip
     assert result.fallback_layers == ["conv1"]
+    assert result.report.metric_fp32 == pytest.approx(_accuracy(model, x, y))
+    assert result.report.metric_quantized == pytest.approx(_accuracy(result.model, x, y))
     assert result.report.metric_fp32 - result.report.metric_quantized <= 0.01
-    assert len(calls) >= 3  # fp32, default int8, candidates
+    assert len(calls) >= 3 and calls[0] == ["input", "labels"]  # fp32, default int8, candidates
+
+    # Without --eval, the metric sees the held-out rows of every array, labels included.
+    seen = {}
+
+    def held_out(outputs: dict, ev: dict) -> float:
+        seen.update(n=len(outputs["logits"]), labels=len(ev["labels"]), x=len(ev["input"]))
+        return 1.0
+
+    quantize(digits.onnx, QuantConfig(max_drop=1.0), {"input": data.x_train[:50], "labels": data.y_train[:50]},
+             metric=held_out)  # fmt: skip
+    assert seen == {"n": 10, "labels": 10, "x": 10}
 
     with pytest.raises(QuantizationError, match="outside"):
-        quantize(model, QuantConfig(max_drop=1.0), {"input": data.x_train[:20]}, metric=lambda m: 97.0)
+        quantize(model, QuantConfig(max_drop=1.0), {"input": data.x_train[:20]}, metric=lambda o, d: 97.0)
+    with pytest.raises(QuantizationError, match="raised KeyError") as info:
+        quantize(model, QuantConfig(max_drop=1.0), {"input": data.x_train[:20]}, metric=lambda o, d: d["labels"])
+    assert "metric(outputs, data)" in info.value.hint
 
 
 def test_bad_requests_are_typed_errors(digits, tmp_path) -> None:

@@ -1,0 +1,398 @@
+"""Keeping layers of a QDQ model in float, and ranking layers by the error
+their quantization adds.
+
+Both work on the QDQ model that onnxruntime's quantizer wrote for the whole
+model plus the fp32 original, so accuracy control quantizes once:
+
+* :func:`keep_in_float` rewires chosen nodes of the QDQ model to their fp32
+  inputs and weights (graph surgery, milliseconds), where re-running the
+  quantizer with an exclusion list took seconds to minutes per candidate set
+  on a 10 MB model. A node kept in float reads the float tensor that fed its
+  input ``QuantizeLinear`` and its fp32 weights; its own output keeps the
+  quantization its consumers asked for. A Q/DQ pair nobody reads any more is
+  removed.
+* :func:`rank_layers` measures, in one pass over a few samples, how much
+  error each quantized node adds *on its own*: a shadow copy of the node reads
+  the fp32 model's inputs through the same Q/DQ (scale, zero point) as in the
+  QDQ model and the dequantized int8 weights, and its output is compared with
+  the fp32 node's (SQNR). This is the error that keeping the node in float
+  removes, so nodes are ranked by it, worst first (the idea of onnxruntime's
+  ``qdq_loss_debug``; NNCF ranks by re-evaluating the model per layer, which
+  costs one model evaluation per layer).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from edgekit.compress.calibration import Feeds
+from edgekit.compress.quality import ErrorStats, session
+
+__all__ = ["LayerSensitivity", "quantized_nodes", "keep_in_float", "rank_layers", "PASS_THROUGH_OPS"]
+
+logger = logging.getLogger(__name__)
+
+_QDQ = ("QuantizeLinear", "DequantizeLinear")
+
+#: Operators that only move or select int8 values with their input's scale:
+#: keeping one of them in float alone cannot reduce error.
+PASS_THROUGH_OPS = frozenset(
+    {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Slice", "Split", "Gather",
+     "GatherElements", "MaxPool", "Pad", "TopK", "Resize", "Identity", "Concat"}
+)  # fmt: skip
+
+_SHADOW = "__ek_shadow"
+
+
+@dataclass(frozen=True)
+class LayerSensitivity:
+    """The error one node's quantization adds on its own.
+
+    Attributes:
+        node: Node name.
+        op_type: Its operator.
+        sqnr_db: SQNR of its output computed from quantized inputs and weights
+            against the fp32 output (``inf``: no error).
+        rank: Position in the ranking, 0 = worst.
+    """
+
+    node: str
+    op_type: str
+    sqnr_db: float
+    rank: int
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "node": self.node,
+            "op_type": self.op_type,
+            "sqnr_db": None if not math.isfinite(self.sqnr_db) else round(self.sqnr_db, 3),
+            "rank": self.rank,
+        }
+
+
+def _rewired(node: onnx.NodeProto, name: str, inputs: Sequence[str], outputs: Sequence[str]) -> onnx.NodeProto:
+    """A copy of ``node`` (attributes kept) with a new name, inputs and outputs."""
+    copy = onnx.NodeProto()
+    copy.CopyFrom(node)
+    copy.name = name
+    del copy.input[:]
+    copy.input.extend(inputs)
+    del copy.output[:]
+    copy.output.extend(outputs)
+    return copy
+
+
+def _producers(model: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
+    return {o: n for n in model.graph.node for o in n.output}
+
+
+def quantized_nodes(qmodel: onnx.ModelProto, skip: Sequence[str] = ()) -> list[str]:
+    """Nodes of a QDQ model that read at least one dequantized tensor and do
+    more than move data: the candidates for keeping in float."""
+    dq_outputs = {o for n in qmodel.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    skipped = set(skip)
+    return [
+        n.name
+        for n in qmodel.graph.node
+        if n.op_type not in _QDQ
+        and n.op_type not in PASS_THROUGH_OPS
+        and n.name not in skipped
+        and any(i in dq_outputs for i in n.input)
+    ]
+
+
+def keep_in_float(qmodel: onnx.ModelProto, fp32: onnx.ModelProto, nodes: Sequence[str]) -> onnx.ModelProto:
+    """A copy of ``qmodel`` with ``nodes`` computing in float.
+
+    Each named node reads, input by input, what the same node reads in the
+    fp32 model, where that tensor exists in the QDQ model (an fp32 weight is
+    copied in); an input whose float tensor the quantizer folded away (a Relu
+    merged into its producer's output quantization) stays dequantized. Q/DQ
+    nodes and initializers that nothing reads any more are removed.
+
+    Args:
+        qmodel: The QDQ model (not modified).
+        fp32: The fp32 model it was quantized from (same node names).
+        nodes: Names of the nodes to keep in float; unknown names are ignored.
+    """
+    out = onnx.ModelProto()
+    out.CopyFrom(qmodel)
+    if not nodes:
+        return out
+    wanted = _with_pass_through_producers(qmodel, set(nodes))
+    fnodes = {n.name: n for n in fp32.graph.node if n.name in wanted}
+    finits = {t.name: t for t in fp32.graph.initializer}
+    graph = out.graph
+    have_inits = {t.name for t in graph.initializer}
+    dq_outputs = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    float_tensors = {i.name for i in graph.input} | {o for n in graph.node if n.op_type not in _QDQ for o in n.output}
+    folded = _folded_activations(qmodel, fp32)
+    # Tensors that hold a pre-activation value under the activation's name,
+    # by that name, with their activation node, unless the producer is being
+    # restored to float (then the activation comes back after it).
+    pre_activation = {n.output[0]: folded[n.name] for n in graph.node if n.name in folded and n.name not in wanted}
+    activated: dict[str, str] = {}
+    act_nodes: list[tuple[str, onnx.NodeProto]] = []
+
+    def float_value(name: str) -> str:
+        act = pre_activation.get(name)
+        if act is None:
+            return name
+        if name not in activated:
+            copy = _rewired(act, f"{act.name}__ek_float", [name, *act.input[1:]], [f"{name}__ek_float"])
+            activated[name] = copy.output[0]
+            act_nodes.append((name, copy))
+        return activated[name]
+    for node in graph.node:
+        fnode = fnodes.get(node.name)
+        if fnode is None or len(fnode.input) != len(node.input):
+            continue
+        for k, (qin, fin) in enumerate(zip(list(node.input), fnode.input)):
+            if not fin or (qin == fin and fin not in dq_outputs):
+                continue
+            if fin in finits:
+                # onnxruntime may name a bias's DequantizeLinear output after
+                # the fp32 initializer; the float copy then needs a name of its own.
+                name = fin if fin not in dq_outputs else f"{fin}__ek_float"
+                if name not in have_inits:
+                    init = onnx.TensorProto()
+                    init.CopyFrom(finits[fin])
+                    init.name = name
+                    graph.initializer.append(init)
+                    have_inits.add(name)
+                node.input[k] = name
+            elif fin in float_tensors:
+                node.input[k] = float_value(fin)
+    # A restored producer whose Relu/Clip the quantizer folded into its
+    # output quantization needs the activation back.
+    restored: list[tuple[int, onnx.NodeProto]] = []
+    for k, node in enumerate(graph.node):
+        fnode = fnodes.get(node.name)
+        act = folded.get(node.name)
+        if fnode is not None and act is not None:
+            node.output[0] = fnode.output[0]
+            restored.append((k + 1, act))
+    producer_pos = {o: k for k, n in enumerate(graph.node) for o in n.output}
+    restored += [(producer_pos[src] + 1, copy) for src, copy in act_nodes]
+    restored.sort(key=lambda item: item[0])
+    for k, act in reversed(restored):
+        graph.node.insert(k, act)
+        for name in act.input:
+            if name in finits and name not in have_inits:
+                graph.initializer.append(finits[name])
+                have_inits.add(name)
+    # A graph output quantized only because its producer was: the float node
+    # now gives the output in float (the DQ becomes an Identity of the float
+    # tensor, so the output keeps its name).
+    prod = _producers(out)
+    names = {n.name for n in graph.node if n.name in wanted}
+    for k, node in enumerate(graph.node):
+        if node.op_type != "DequantizeLinear" or node.output[0] not in {o.name for o in graph.output}:
+            continue
+        q = prod.get(node.input[0])
+        src = prod.get(q.input[0]) if q is not None and q.op_type == "QuantizeLinear" else None
+        if src is not None and src.name in names:
+            graph.node[k].CopyFrom(helper.make_node("Identity", [q.input[0]], [node.output[0]], name=node.name))
+    _remove_dead(out)
+    return out
+
+
+def _folded_activations(qmodel: onnx.ModelProto, fp32: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
+    """Nodes whose Relu/Clip onnxruntime folded into their output
+    quantization, with the fp32 activation node: such a node writes the
+    activation's tensor name, but its float value is the pre-activation."""
+    fnodes = {n.name: n for n in fp32.graph.node}
+    f_consumers: dict[str, list[onnx.NodeProto]] = {}
+    for fn in fp32.graph.node:
+        for i in fn.input:
+            f_consumers.setdefault(i, []).append(fn)
+    q_names = {n.name for n in qmodel.graph.node}
+    folded: dict[str, onnx.NodeProto] = {}
+    for qn in qmodel.graph.node:
+        fn = fnodes.get(qn.name)
+        if fn is not None and qn.output and fn.output and qn.output[0] != fn.output[0]:
+            act = next((c for c in f_consumers.get(fn.output[0], [])
+                        if c.output and c.output[0] == qn.output[0] and c.name not in q_names), None)
+            if act is not None:
+                folded[qn.name] = act
+    return folded
+
+
+def _with_pass_through_producers(qmodel: onnx.ModelProto, nodes: set[str]) -> set[str]:
+    """``nodes`` plus the data-movement nodes (Reshape, Transpose, ...) that
+    feed them from dequantized tensors, transitively: a float node behind a
+    quantized Transpose would still read int8-rounded values."""
+    prod = _producers(qmodel)
+    dq_outputs = {o for n in qmodel.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    by_name = {n.name: n for n in qmodel.graph.node}
+    out = set(nodes)
+    todo = [by_name[n] for n in nodes if n in by_name]
+    while todo:
+        node = todo.pop()
+        for name in node.input:
+            p = prod.get(name)
+            if p is not None and p.op_type == "DequantizeLinear":
+                q = prod.get(p.input[0])  # the QuantizeLinear, then what it quantizes
+                p = prod.get(q.input[0]) if q is not None and q.op_type == "QuantizeLinear" else None
+            if (p is not None and p.op_type in PASS_THROUGH_OPS and p.name not in out
+                    and any(i in dq_outputs for i in p.input)):
+                out.add(p.name)
+                todo.append(p)
+    return out
+
+
+def _remove_dead(model: onnx.ModelProto) -> None:
+    graph = model.graph
+    outputs = {o.name for o in graph.output}
+    while True:
+        used = {i for n in graph.node for i in n.input} | outputs
+        dead = [k for k, n in enumerate(graph.node) if n.op_type in _QDQ and not any(o in used for o in n.output)]
+        if not dead:
+            break
+        for k in reversed(dead):
+            del graph.node[k]
+    used = {i for n in graph.node for i in n.input} | outputs
+    keep = [t for t in graph.initializer if t.name in used]
+    if len(keep) != len(graph.initializer):
+        del graph.initializer[:]
+        graph.initializer.extend(keep)
+
+
+def _shadow_model(
+    qmodel: onnx.ModelProto, fp32: onnx.ModelProto, candidates: Sequence[str]
+) -> tuple[onnx.ModelProto, list[tuple[str, str, str]]]:
+    """The fp32 model plus one shadow node per candidate that reads quantized
+    copies of the fp32 inputs; returns it and (node, fp32 tensor, shadow tensor)."""
+    model = onnx.ModelProto()
+    model.CopyFrom(fp32)
+    graph = model.graph
+    qprod = _producers(qmodel)
+    qinits = {t.name: t for t in qmodel.graph.initializer}
+    fnodes = {n.name: n for n in fp32.graph.node}
+    have_inits = {t.name for t in graph.initializer}
+    float_tensors = {i.name for i in graph.input} | {o for n in graph.node for o in n.output} | have_inits
+    made: dict[str, str] = {}  # shadow tensor for a (quantized) input, by QDQ output name
+    pairs: list[tuple[str, str, str]] = []
+    new_nodes: list[onnx.NodeProto] = []
+
+    def need_init(name: str) -> None:
+        if name and name not in have_inits and name in qinits:
+            graph.initializer.append(qinits[name])
+            have_inits.add(name)
+
+    def dq_copy(dq: onnx.NodeProto, source: str, tag: str) -> str:
+        out_name = f"{dq.output[0]}{_SHADOW}{tag}"
+        for name in dq.input[1:]:
+            need_init(name)
+        new_nodes.append(helper.make_node("DequantizeLinear", [source, *dq.input[1:]], [out_name],
+                                          name=out_name, **{a.name: helper.get_attribute_value(a) for a in dq.attribute}))
+        return out_name
+
+    folded = _folded_activations(qmodel, fp32)
+    graph_outputs = {o.name for o in qmodel.graph.output}
+    graph_output_qdq: dict[str, tuple[onnx.NodeProto, onnx.NodeProto]] = {}
+    for node in qmodel.graph.node:
+        if node.op_type == "DequantizeLinear" and node.output[0] in graph_outputs:
+            q = qprod.get(node.input[0])
+            if q is not None and q.op_type == "QuantizeLinear":
+                graph_output_qdq[q.input[0]] = (q, node)
+    for name in candidates:
+        qnode = next((n for n in qmodel.graph.node if n.name == name), None)
+        fnode = fnodes.get(name)
+        if qnode is None or fnode is None or len(qnode.input) != len(fnode.input) or not fnode.output:
+            continue
+        inputs: list[str] = []
+        for qin, fin in zip(qnode.input, fnode.input):
+            dq = qprod.get(qin)
+            if not qin or dq is None or dq.op_type != "DequantizeLinear":
+                inputs.append(fin if fin in float_tensors else qin)
+                if fin not in float_tensors:
+                    need_init(qin)
+                continue
+            if qin in made:
+                inputs.append(made[qin])
+                continue
+            q = qprod.get(dq.input[0])
+            if dq.input[0] in qinits:  # a quantized weight or bias
+                need_init(dq.input[0])
+                made[qin] = dq_copy(dq, dq.input[0], "")
+            elif q is not None and q.op_type == "QuantizeLinear" and fin in float_tensors:
+                q_out = f"{q.output[0]}{_SHADOW}{name}"
+                for extra in q.input[1:]:
+                    need_init(extra)
+                new_nodes.append(helper.make_node("QuantizeLinear", [fin, *q.input[1:]], [q_out], name=q_out,
+                                                  **{a.name: helper.get_attribute_value(a) for a in q.attribute}))
+                made[qin] = dq_copy(dq, q_out, name)
+            else:
+                made[qin] = fin
+            inputs.append(made[qin])
+        outs = [f"{o}{_SHADOW}" if o else "" for o in qnode.output]
+        new_nodes.append(_rewired(qnode, f"{name}{_SHADOW}", inputs, outs))
+        compared, reference = outs[0], fnode.output[0]
+        act = folded.get(name)
+        if act is not None:
+            # The quantizer folded this node's Relu/Clip into its output
+            # quantization: compare after the activation, as the consumers
+            # see it (a dead channel with a huge negative pre-activation
+            # would otherwise hide every other channel's error).
+            act_copy = _rewired(act, f"{act.name}{_SHADOW}act_{name}", [compared, *act.input[1:]],
+                                [f"{act.output[0]}{_SHADOW}act_{name}"])
+            new_nodes.append(act_copy)
+            compared, reference = act_copy.output[0], act.output[0]
+        out_dq = graph_output_qdq.get(qnode.output[0]) if qnode.output else None
+        if out_dq is not None:  # keeping the node in float also removes this output's Q/DQ
+            oq, odq = out_dq
+            for extra in oq.input[1:]:
+                need_init(extra)
+            q_out = f"{oq.output[0]}{_SHADOW}"
+            new_nodes.append(helper.make_node("QuantizeLinear", [compared, *oq.input[1:]], [q_out], name=q_out,
+                                              **{a.name: helper.get_attribute_value(a) for a in oq.attribute}))
+            compared = dq_copy(odq, q_out, "out")
+        pairs.append((name, reference, compared))
+    graph.node.extend(new_nodes)
+    return model, pairs
+
+
+def rank_layers(
+    qmodel: onnx.ModelProto,
+    fp32: onnx.ModelProto,
+    feeds: Sequence[Feeds],
+    candidates: Sequence[str],
+    progress: Callable[[str], None] | None = None,
+) -> list[LayerSensitivity]:
+    """Ranks ``candidates`` by the error their quantization adds alone, worst
+    first, from one run of a shadow model per sample.
+
+    Args:
+        qmodel: The QDQ model.
+        fp32: The fp32 model it came from.
+        feeds: Samples to measure on (a few dozen are plenty).
+        candidates: Node names, e.g. from :func:`quantized_nodes`.
+        progress: Called with one-line progress messages.
+    """
+    if not candidates or not feeds:
+        return []
+    shadow, pairs = _shadow_model(qmodel, fp32, candidates)
+    tensors = sorted({t for _, ref, test in pairs for t in (ref, test)})
+    existing = {o.name for o in shadow.graph.output}
+    for name in tensors:
+        if name not in existing:
+            shadow.graph.output.append(helper.make_empty_tensor_value_info(name))
+    sess = session(shadow, optimize=False)
+    stats = {name: ErrorStats() for name, _, _ in pairs}
+    for i, f in enumerate(feeds):
+        values = dict(zip(tensors, sess.run(tensors, f)))
+        for name, ref, test in pairs:
+            stats[name].update(values[ref], values[test])
+        if progress and (i + 1) % 16 == 0:
+            progress(f"layer ranking: {i + 1}/{len(feeds)} samples")
+    ops = {n.name: n.op_type for n in qmodel.graph.node}
+    order = sorted(stats, key=lambda n: stats[n].sqnr_db)
+    return [LayerSensitivity(n, ops.get(n, "?"), stats[n].sqnr_db, k) for k, n in enumerate(order)]
