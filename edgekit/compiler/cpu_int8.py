@@ -302,6 +302,35 @@ def _conv2d_dot(x: Any, wp: Any, strides: Any, dilation: Any, isa_name: str) -> 
     )
 
 
+def _depthwise_i16(x: Any, w: Any, strides: Any, dilation: Any) -> Any:
+    """Depthwise NHWC conv of int8 ``x`` (padded) and ``w`` ``[KH, KW, 1, C]``, products in int16.
+
+    An int8 x int8 product always fits int16, so the multiply runs on twice
+    the lanes of an int32 one (``vpmullw``/``smull``) and only the sum is
+    widened.
+    """
+    from tvm import te
+
+    n, h, wd, c = (int(v) for v in x.shape)
+    kh, kw = int(w.shape[0]), int(w.shape[1])
+    sh, sw = (int(v) for v in strides)
+    dh, dw = (int(v) for v in dilation)
+    oh = (h - (kh - 1) * dh - 1) // sh + 1
+    ow = (wd - (kw - 1) * dw - 1) // sw + 1
+    ry = te.reduce_axis((0, kh), name="ry")
+    rx = te.reduce_axis((0, kw), name="rx")
+    return te.compute(
+        (n, oh, ow, c),
+        lambda nn, yy, xx, cc: te.sum(
+            (
+                x[nn, yy * sh + ry * dh, xx * sw + rx * dw, cc].astype("int16") * w[ry, rx, 0, cc].astype("int16")
+            ).astype("int32"),
+            axis=[ry, rx],
+        ),
+        name="depthwise_conv2d_i16",
+    )
+
+
 def _matmul_dot(x: Any, wp: Any, isa_name: str) -> Any:
     """``y[..., f] = sum x[..., c] * w[c, f]`` with ``wp`` blocked ``[N/L, K/k, L, k]``."""
     from tvm import te
@@ -344,15 +373,23 @@ def _round_up(v: int, m: int) -> int:
 class _Rewriter:
     """Builds the dot-product form of one int8 conv2d/matmul call."""
 
-    def __init__(self, isa: DotIsa, u8s8: DotIsa | None, resolve: Any = None) -> None:
+    def __init__(self, isa: DotIsa, u8s8: DotIsa | None, resolve: Any = None, narrow: DotIsa | None = None) -> None:
         self.isa = isa
         self.u8s8 = u8s8  # the vpmaddubsw variant, for layers whose weights allow it
         self.resolve = resolve
+        self.narrow = narrow  # the same instruction on half-width vectors (AVX-512VL), for ragged layers
 
-    def pick(self, weight: np.ndarray | None) -> DotIsa:
-        """``vpmaddubsw`` where provably exact for ``weight`` (``[..., K, N]``), else :attr:`isa`."""
+    def pick(self, weight: np.ndarray | None, channels: int) -> DotIsa:
+        """The instruction for one layer with ``weight`` (``[..., K, N]``) and ``channels`` outputs.
+
+        ``vpmaddubsw`` where provably exact; half-width vectors where they
+        waste fewer padded output channels (40 channels: 48 in 16-lane
+        vectors, 40 in 8-lane ones).
+        """
         if self.u8s8 is not None and weight is not None and pmaddubsw_exact(weight):
             return self.u8s8
+        if self.narrow is not None and _round_up(channels, self.narrow.lanes) < _round_up(channels, self.isa.lanes):
+            return self.narrow
         return self.isa
 
     @staticmethod
@@ -387,7 +424,7 @@ class _Rewriter:
         if xs is None or ws is None:
             return None
         kh, kw, ci, co = ws
-        isa = self.pick(self.weight(w))
+        isa = self.pick(self.weight(w), co)
         lanes, k = isa.lanes, isa.k
         ci_p, co_p = _round_up(ci, k), _round_up(co, lanes)
         pt, pl, pb, pr = (int(v) for v in a.padding)
@@ -413,6 +450,37 @@ class _Rewriter:
             y = b.emit(R.strided_slice(y, axes=[3], begin=[0], end=[co]))
         return y
 
+    def depthwise(self, b: Any, call: Any) -> Any:
+        """Depthwise int8 conv: channels padded to whole vectors, int16 products."""
+        from tvm.relax import op as R
+
+        a = call.attrs
+        if (a.data_layout, a.kernel_layout, a.out_layout) != ("NHWC", "HWIO", "NHWC") or str(a.out_dtype) != "int32":
+            return None
+        x, w = call.args
+        xs, ws = _static_shape(x, "int8"), _static_shape(w, "int8")
+        if xs is None or ws is None:
+            return None
+        kh, kw, one, c = ws
+        if one != 1 or int(a.groups) != c or xs[3] != c:
+            return None
+        lanes = self.isa.lanes
+        c_p = _round_up(c, lanes)
+        pt, pl, pb, pr = (int(v) for v in a.padding)
+        xp = x
+        if any((pt, pl, pb, pr)) or c_p != c:
+            xp = b.emit(R.nn.pad(x, [0, 0, pt, pb, pl, pr, 0, c_p - c], pad_value=0.0))
+        wp = b.emit(R.nn.pad(w, [0, 0, 0, 0, 0, 0, 0, c_p - c])) if c_p != c else w
+        y = b.emit(
+            b.call_te(
+                _depthwise_i16, xp, wp, strides=list(a.strides), dilation=list(a.dilation),
+                primfunc_name_hint="depthwise_conv2d_i16",
+            )
+        )  # fmt: skip
+        if c_p != c:
+            y = b.emit(R.strided_slice(y, axes=[3], begin=[0], end=[c]))
+        return y
+
     def matmul(self, b: Any, call: Any) -> Any:
         from tvm import relax
         from tvm.relax import op as R
@@ -424,7 +492,7 @@ class _Rewriter:
         if xs is None or ws is None or len(ws) != 2:
             return None
         kdim, n = ws
-        isa = self.pick(self.weight(w))
+        isa = self.pick(self.weight(w), n)
         lanes, k = isa.lanes, isa.k
         if n < lanes:
             return None
@@ -480,6 +548,8 @@ def int8_dot_pass(target: tvm.target.Target, params: dict[str, np.ndarray] | Non
             new = None
             if call.op.same_as(conv_op):
                 new = self.rw.conv2d(self.builder_, call)
+                if new is None:
+                    new = self.rw.depthwise(self.builder_, call)
             elif call.op.same_as(matmul_op):
                 new = self.rw.matmul(self.builder_, call)
             return call if new is None else new
@@ -501,7 +571,8 @@ def int8_dot_pass(target: tvm.target.Target, params: dict[str, np.ndarray] | Non
             return None
 
     def setup(mutator: Any) -> None:
-        mutator.rw = _Rewriter(isa, U8S8_256 if isa is I16_256 else None, mutator.resolve if values else None)
+        narrow = {VNNI512: VNNI256, I16_512: I16_256}.get(isa) if _has(target, "avx512vl") else None
+        mutator.rw = _Rewriter(isa, U8S8_256 if isa is I16_256 else None, mutator.resolve if values else None, narrow)
 
     return mutator_pass(Mutator, "EdgekitInt8Dot", setup)
 

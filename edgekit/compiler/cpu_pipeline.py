@@ -746,6 +746,20 @@ def _cancel_transposes_pass() -> Any:
     take_op = tvm.ir.Op.get("relax.take")
     perm_op = tvm.ir.Op.get("relax.permute_dims")
     pad_op = tvm.ir.Op.get("relax.nn.pad")
+    astype_op = tvm.ir.Op.get("relax.astype")
+    binary_ops = [
+        tvm.ir.Op.get(f"relax.{name}")
+        for name in ("add", "subtract", "multiply", "minimum", "maximum", "right_shift", "left_shift")
+    ]
+
+    def is_scalar(expr: Any) -> bool:
+        t = expr.ty
+        if not isinstance(t, relax.TensorType) or t.shape is None:
+            return False
+        try:
+            return all(int(v) == 1 for v in t.shape.values)
+        except (TypeError, AttributeError):
+            return False
 
     def axes_of(call: Any) -> list[int] | None:
         axes = call.attrs.axes
@@ -755,6 +769,27 @@ def _cancel_transposes_pass() -> Any:
     class Sink(relax.PyExprMutator):
         def bound(self, expr: Any) -> Any:
             return self.lookup_binding(expr) if isinstance(expr, relax.Var) else expr
+
+        def binary(self, call: Any) -> Any:
+            """``op(permute(a, p), permute(b, p))`` or ``op(permute(a, p), scalar)`` as ``permute(op(a, b), p)``."""
+            args = list(call.args)
+            perms = [self.bound(a) for a in args]
+            axes = [
+                axes_of(b) if isinstance(b, relax.Call) and b.op.same_as(perm_op) else None for b in perms
+            ]
+            if all(a is None for a in axes):
+                return None
+            target_axes = next(a for a in axes if a is not None)
+            new_args = []
+            for arg, bound, ax in zip(args, perms, axes):
+                if ax is not None and ax == target_axes:
+                    new_args.append(bound.args[0])
+                elif ax is None and is_scalar(arg) and arg.ty.ndim <= 1:
+                    new_args.append(arg)
+                else:
+                    return None
+            moved = self.builder_.emit(relax.Call(call.op, new_args, call.attrs))
+            return relax.op.permute_dims(moved, target_axes)
 
         def visit_call_(self, call: Any) -> Any:
             call = super().visit_call_(call)
@@ -786,6 +821,15 @@ def _cancel_transposes_pass() -> Any:
                         relax.op.nn.pad(inner.args[0], src, pad_value=float(call.attrs.pad_value))
                     )
                     return relax.op.permute_dims(padded, perm)
+            if call.op.same_as(astype_op):
+                inner = self.bound(call.args[0])
+                if isinstance(inner, relax.Call) and inner.op.same_as(perm_op) and axes_of(inner) is not None:
+                    cast = self.builder_.emit(relax.op.astype(inner.args[0], call.attrs.dtype))
+                    return relax.op.permute_dims(cast, axes_of(inner))
+            if any(call.op.same_as(op) for op in binary_ops):
+                moved = self.binary(call)
+                if moved is not None:
+                    return moved
             if call.op.same_as(perm_op):
                 inner = self.bound(call.args[0])
                 outer_axes = axes_of(call)
@@ -1191,8 +1235,49 @@ def prepare_cpu_module(
             if "main_transform_params" in names:
                 transform = tvm.IRModule({"main_transform_params": mod["main_transform_params"]})
                 mod = _without(mod, "main_transform_params")
-        mod = tvm.transform.Sequential(fusion_passes())(mod)
+        mod = tvm.transform.Sequential(_with_elementwise_lookups(fusion_passes()))(mod)
     return mod, transform
+
+
+def _with_elementwise_lookups(passes: list[Any]) -> list[Any]:
+    """``passes`` with :func:`_lookup_tables_elementwise` right after ``AnnotateTIROpPattern``."""
+    out = []
+    for p in passes:
+        out.append(p)
+        if p.info.name == "AnnotateTIROpPattern":
+            out.append(_lookup_tables_elementwise())
+    return out
+
+
+def _lookup_tables_elementwise() -> Any:
+    """Marks table lookups (``take`` of a 1-D table by a same-shaped index) elementwise, so they fuse.
+
+    TVM classifies a gather as opaque, so each of the integer lowering's
+    256-entry tables (hard-swish, sigmoid, a requantized concat input) ran
+    as its own kernel over an int32 index tensor the previous kernel had to
+    write out; PP-OCR cls int8 spent a sixth of its time in them. For a 1-D
+    table ``out[i] = table[index[i]]`` is elementwise in ``index``: fused,
+    it becomes one load in the producer's epilogue.
+    """
+    import tvm
+
+    @tvm.transform.module_pass(opt_level=0, name="EdgekitElementwiseLookups")
+    def apply(mod: Any, _ctx: Any) -> Any:
+        for gv, func in list(mod.functions_items()):
+            if not isinstance(func, tvm.tirx.PrimFunc) or not gv.name_hint.startswith("take"):
+                continue
+            if len(func.params) != 3:
+                continue
+            table, index, out = func.params
+            try:
+                same = [int(d) for d in index.shape] == [int(d) for d in out.shape]
+            except (TypeError, AttributeError):
+                continue
+            if len(table.shape) == 1 and same:
+                mod[gv] = func.with_attr("op_pattern", 0)  # kElemWise
+        return mod
+
+    return apply
 
 
 def _lowering_passes(target: tvm.target.Target) -> list[Any]:

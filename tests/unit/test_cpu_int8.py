@@ -151,15 +151,17 @@ def _reduction_body(tir: str) -> str:
 @pytest.mark.parametrize(
     ("mcpu", "instruction", "intrinsic"),
     [
-        ("icelake-server", "vpdpbusd", "llvm.x86.avx512.vpdpbusd.512"),
-        ("alderlake", "vpdpbusd", "llvm.x86.avx512.vpdpbusd.256"),
-        ("haswell", "vpmaddwd", "llvm.x86.avx2.pmadd.wd"),
-        ("skylake-avx512", "vpmaddwd", "llvm.x86.avx512.pmaddw.d.512"),
+        # AVX-512 targets take 8-lane vectors where 16 would pad more output
+        # channels (the 20-channel conv), hence the two forms.
+        ("icelake-server", "vpdpbusd", ("llvm.x86.avx512.vpdpbusd.512", "llvm.x86.avx512.vpdpbusd.256")),
+        ("alderlake", "vpdpbusd", ("llvm.x86.avx512.vpdpbusd.256",)),
+        ("haswell", "vpmaddwd", ("llvm.x86.avx2.pmadd.wd",)),
+        ("skylake-avx512", "vpmaddwd", ("llvm.x86.avx512.pmaddw.d.512", "llvm.x86.avx2.pmadd.wd")),
     ],
 )
 def test_dense_int8_kernels_use_the_targets_dot_product(int8_model, mcpu, instruction, intrinsic):
     kernels = _kernels(int8_model, tvm.target.Target({"kind": "llvm", "mcpu": mcpu}))
-    dense = {n: k for n, k in kernels.items() if any(tag in n for tag in ("_vnni", "_i16", "_u8s8"))}
+    dense = {n: k for n, k in kernels.items() if re.match(r"fused_(conv2d|matmul)_(vnni|i16_|u8s8)", n)}
     # The two convolutions and the Gemm (the depthwise conv stays generic).
     assert len(dense) == 3, sorted(kernels)
     for name, (tir, asm) in dense.items():
@@ -168,8 +170,25 @@ def test_dense_int8_kernels_use_the_targets_dot_product(int8_model, mcpu, instru
         # operands: no widening and no int64 arithmetic (64-bit products
         # remain only in the per-output requantization, after the reduction).
         body = _reduction_body(tir)
-        assert intrinsic in body, body
+        assert any(i in body for i in intrinsic), body
         assert "\"int64\"" not in body and "T.Cast" not in body, body
+
+
+@pytest.mark.parametrize("mcpu", ["haswell", "icelake-server"])
+def test_int8_depthwise_multiplies_in_16_bits(int8_model, mcpu):
+    kernels = _kernels_asm(int8_model, tvm.target.Target({"kind": "llvm", "mcpu": mcpu}))
+    depthwise = [a for n, a in kernels.items() if "depthwise_conv2d_i16" in n]
+    assert len(depthwise) == 1, sorted(kernels)
+    ops = _mnemonics(depthwise[0])
+    assert "vpmullw" in ops and "vpmulld" not in ops, sorted(ops)
+
+
+def test_avx512_takes_half_vectors_where_they_pad_fewer_channels(int8_model):
+    kernels = _kernels_asm(int8_model, tvm.target.Target({"kind": "llvm", "mcpu": "icelake-server"}))
+    # 20 output channels: 24 in 8-lane vectors, 32 in 16-lane ones; 32 and
+    # 40 channels are whole 16-lane vectors... except 40 (48 vs 40).
+    assert any(VNNI256.name in n for n in kernels), sorted(kernels)
+    assert any(VNNI512.name in n for n in kernels), sorted(kernels)
 
 
 def test_avx2_takes_pmaddubsw_for_7_bit_weights(tmp_path):
