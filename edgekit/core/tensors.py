@@ -140,5 +140,6 @@ def check_inputs(specs: list[TensorSpec], feeds: Mapping[str, np.ndarray]) -> di
                     hint=f"Convert the data to {want}.",
                 )
             arr = arr.astype(want)
-        out[spec.name] = np.ascontiguousarray(arr)
+        # ascontiguousarray would turn a 0-d (scalar) input into shape (1,).
+        out[spec.name] = np.require(arr, requirements='C')
     return out

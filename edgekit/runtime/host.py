@@ -64,9 +64,17 @@ def _configure_threads(threads: int) -> None:
 
 
 def _flatten(value: Any) -> list[Any]:
-    """Outputs of ``main``: one tensor, or (nested) tuples of tensors."""
+    """Outputs of ``main``: one tensor, or (nested) tuples of tensors.
+
+    An ONNX ``Shape`` output reaches ``main``'s return as a Relax shape (a
+    tuple of ints, not a tensor): it becomes the int64 tensor ONNX defines.
+    """
+    import tvm
+
     if hasattr(value, "numpy"):
         return [value]
+    if isinstance(value, tvm.runtime.ShapeTuple):
+        return [tvm.runtime.tensor(np.array(list(value), dtype=np.int64))]
     out: list[Any] = []
     for item in value:
         out.extend(_flatten(item))
