@@ -9,8 +9,12 @@ first normalized to QDQ form. The output is written atomically.
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import math
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import onnx
@@ -44,8 +48,10 @@ class StepResult:
         section: The step's part of the JSON report.
         render: Prints the step's tables (not called with ``--json``).
         ok: False when the step could not meet its goal (the model is then
-            not written).
+            not written, unless ``write_anyway``).
         problem: Why not, when ``ok`` is False.
+        write_anyway: Write the model even though ``ok`` is False (the best
+            model found before ``--max-time`` ran out).
     """
 
     model: onnx.ModelProto
@@ -53,6 +59,7 @@ class StepResult:
     render: Callable[[], None] = lambda: None
     ok: bool = True
     problem: str = ""
+    write_anyway: bool = False
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -68,11 +75,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--max-drop 1 --report r.json\n"
         "  edgekit compress model.onnx -o m.int8.onnx --quantize int8 --calibration cal.npz "
         "--min-sqnr 30 --report r.html\n"
+        "  edgekit compress model.onnx -o m.int8.onnx --quantize int8 --calibration cal.npz --eval eval.npz "
+        "--metric my_metrics.py:accuracy --max-drop 0.5 --max-time 300\n"
         "  edgekit compress qoperator.onnx -o qdq.onnx\n"
         "  edgekit compress model.onnx -o small.onnx --prune-structured 0.3 --recover refit --calibration cal.npz\n"
         "  edgekit compress model.onnx -o small.onnx --recipe recipe.toml --calibration cal.npz\n"
         "gates: --max-drop and --min-sqnr are budgets; when they cannot be met the model is not written and the "
-        "exit code is 2 (the report is still written).",
+        "exit code is 2 (the report is still written). When --max-time ends the search first, the best model "
+        "found so far is written; the exit code is 2 if it misses the budget.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("model", metavar="MODEL", help="the .onnx file")
@@ -129,7 +139,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--min-sqnr", type=float, metavar="DB",
                    help="budget for outputs that are not class scores: lowest allowed SQNR in dB")
     q.add_argument("--eval", metavar="EVAL.npz",
-                   help="evaluation data (default: 20%% of the calibration data held out)")
+                   help="evaluation data (default: 20%% of the calibration data held out); may hold extra arrays "
+                   "such as labels for --metric")
+    q.add_argument("--metric", metavar="MODULE:FUNCTION",
+                   help="accuracy for --max-drop: a Python function metric(outputs, data) -> float in [0, 1] "
+                   "(outputs: one array per model output, runs stacked on the first axis; data: every array of "
+                   "the evaluation data, labels included); MODULE is an importable module or a .py file")
+    q.add_argument("--max-time", type=float, metavar="SECONDS",
+                   help="time budget of --max-drop/--min-sqnr: stop searching then and keep the best model so far")
     p.set_defaults(func=run)
 
 
@@ -140,7 +157,8 @@ def _pair(group: argparse._ArgumentGroup, dest: str, on: str, off: str, on_help:
 
 
 _QUANT_FLAGS = ("calibration", "calibration_method", "percentile", "calibration_samples", "max_drop",
-                "min_sqnr", "eval", "per_channel", "weight_symmetric", "activation_symmetric")  # fmt: skip
+                "min_sqnr", "eval", "per_channel", "weight_symmetric", "activation_symmetric", "metric",
+                "max_time")  # fmt: skip
 
 
 def _quant_config(args: argparse.Namespace, target: Any) -> QuantConfig:
@@ -148,7 +166,7 @@ def _quant_config(args: argparse.Namespace, target: Any) -> QuantConfig:
     for flag, fld in (("per_channel", "per_channel"), ("weight_symmetric", "weight_symmetric"),
                       ("activation_symmetric", "activation_symmetric"), ("calibration_method", "calibration_method"),
                       ("percentile", "percentile"), ("calibration_samples", "calibration_samples"),
-                      ("max_drop", "max_drop"), ("min_sqnr", "min_sqnr_db")):  # fmt: skip
+                      ("max_drop", "max_drop"), ("min_sqnr", "min_sqnr_db"), ("max_time", "max_time_s")):  # fmt: skip
         value = getattr(args, flag)
         if value is not None:
             overrides[fld] = value
@@ -162,20 +180,70 @@ def _quant_config(args: argparse.Namespace, target: Any) -> QuantConfig:
 # --------------------------------------------------------------------------- #
 
 
+def load_metric(spec: str) -> Callable[..., float]:
+    """Resolves ``MODULE:FUNCTION`` (``MODULE`` importable, from the current
+    folder too, or a ``.py`` file) to the function.
+
+    Raises:
+        InputError: the spec is malformed, the module or function is missing,
+            or it is not callable.
+    """
+    module_name, sep, func_name = spec.rpartition(":")
+    if not sep or not module_name or not func_name:
+        raise InputError(f"--metric '{spec}' is not MODULE:FUNCTION",
+                         hint="Write e.g. --metric my_metrics:accuracy or --metric path/to/metrics.py:accuracy.")
+    try:
+        if module_name.endswith(".py") or "/" in module_name:
+            path = Path(module_name)
+            if not path.is_file():
+                raise InputError(f"--metric: file '{path}' does not exist", hint="Check the path of the .py file.")
+            module_spec = importlib.util.spec_from_file_location(f"edgekit_user_metric_{path.stem}", path)
+            assert module_spec is not None and module_spec.loader is not None
+            module = importlib.util.module_from_spec(module_spec)
+            module_spec.loader.exec_module(module)
+        else:
+            added = "" not in sys.path
+            if added:
+                sys.path.insert(0, "")  # the current folder, as `python -m` would
+            try:
+                module = importlib.import_module(module_name)
+            finally:
+                if added:
+                    sys.path.remove("")
+    except InputError:
+        raise
+    except Exception as exc:  # ImportError, or anything the user's module raises on import
+        raise InputError(f"--metric: cannot import '{module_name}' ({type(exc).__name__}: {exc})",
+                         hint="Run from the folder that holds the module, or give the .py file's path.") from exc
+    func = getattr(module, func_name, None)
+    if not callable(func):
+        found = ", ".join(n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n))) or "none"
+        raise InputError(f"--metric: '{module_name}' has no function '{func_name}'",
+                         hint=f"Functions there: {found}.")
+    return func
+
+
 def _step_quantize(prepared: PreparedModel, args: argparse.Namespace, ctx: dict[str, Any]) -> StepResult:
     if not args.calibration:
         raise InputError("--quantize int8 needs calibration data", hint="Add --calibration CAL.npz "
                          "(one array per model input, first axis = samples).")
     config = _quant_config(args, ctx.get("target"))
-    result = quantize(prepared, config, args.calibration, eval_data=args.eval, board=ctx.get("board"))
+    metric = load_metric(args.metric) if args.metric else None
+    if metric is not None and not config.accuracy_controlled:
+        raise InputError("--metric sets what --max-drop measures", hint="Add --max-drop PCT.")
+    if args.max_time is not None and not config.accuracy_controlled:
+        raise InputError("--max-time limits accuracy control", hint="Add --max-drop PCT or --min-sqnr DB.")
+    progress = None if args.json else (lambda msg: err_console.print(msg, highlight=False))
+    result = quantize(prepared, config, args.calibration, eval_data=args.eval, metric=metric, board=ctx.get("board"),
+                      progress=progress)  # fmt: skip
     report = result.report
-    ok = report.fallback is None or report.fallback.met
+    fb = report.fallback
+    ok = fb is None or fb.met
     problem = ""
-    if not ok:
-        problem = (f"the accuracy budget is not met even with {len(result.fallback_layers)} layer(s) in float "
-                   f"(loss {report.fallback.drop_after:.2f} points)")  # type: ignore[union-attr]
+    if fb is not None and not fb.met:
+        problem = fb.message
     return StepResult(result.model, {"step": "quantize", **report.to_json()}, lambda: _render_quant(report), ok,
-                      problem)
+                      problem, write_anyway=fb is not None and fb.stopped_early)
 
 
 _GRAPH_FLAGS = ("prune_structured", "prune_unstructured", "prune_nm", "low_rank", "recover")
@@ -295,16 +363,21 @@ def run(args: argparse.Namespace) -> int:
         prepared = PreparedModel(outcome.model, prepared.inputs, prepared.outputs, prepared.source,
                                  prepared.opset, prepared.notes)
 
-    document = {"model": args.model, "output": None if failure else args.output, "steps": sections}
+    written = not failure or outcome.write_anyway
+    document = {"model": args.model, "output": args.output if written else None, "steps": sections}
     _write_reports(args.report, document)
     if failure:
+        if written:
+            write_model(outcome.model, args.output)
         if not args.json:
             for r in renders:
                 r()
         raise QuantizationError(
-            failure + f"; {args.output} was not written",
-            hint="Raise --max-drop (or lower --min-sqnr), add calibration data, or try --per-channel / "
-            "--calibration-method percentile.",
+            failure + (f"; the best model so far was written to {args.output}" if written
+                       else f"; {args.output} was not written"),
+            hint=("Give it more time (--max-time), or raise --max-drop." if written else
+                  "Raise --max-drop (or lower --min-sqnr), add calibration data, or try --per-channel / "
+                  "--calibration-method percentile."),
         )
     write_model(prepared.model, args.output)
     if emit_result(args, document):
@@ -377,10 +450,14 @@ def _render_quant(report: QualityReport) -> None:
     )
     fb = report.fallback
     if fb is not None:
-        if fb.layers:
-            console.print(
-                f"accuracy control: loss {fb.drop_before:.2f} -> {fb.drop_after:.2f} points with "
-                f"{len(fb.layers)} layer(s) kept in float: {', '.join(fb.layers)} (+{fb.bytes_cost:,} bytes)"
-            )
-        else:
-            console.print(f"accuracy control: budget met by default quantization (loss {fb.drop_before:.2f} points)")
+        if fb.float_layers:
+            tbl = Table(title=f"layers kept in float ({fb.evaluations} evaluations, {fb.seconds:.0f} s)")
+            for col in ("node", "op", "alone SQNR dB", "MACs", "+weight B", "+activation B", "buys back (points)"):
+                tbl.add_column(col, justify="left" if col in ("node", "op") else "right")
+            for f in fb.float_layers:
+                sens = "-" if f.sensitivity_sqnr_db is None else _db(f.sensitivity_sqnr_db)
+                buys = "not measured" if f.buys_back is None else f"{f.buys_back:.2f}"
+                tbl.add_row(f.node, f.op_type, sens, f"{f.macs:,}", f"{f.extra_weight_bytes:,}",
+                            f"{f.extra_activation_bytes:,}", buys)
+            console.print(tbl)
+        console.print(f"accuracy control: {fb.message}")

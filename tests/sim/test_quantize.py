@@ -193,3 +193,95 @@ def test_cli_compress_writes_model_and_report(digits, tmp_path, capsys) -> None:
     assert "need --quantize int8" in capsys.readouterr().err
     assert main(["compress", str(src), "-o", str(tmp_path / "x.onnx"), "--quantize", "int8"]) == 2
     assert "needs calibration data" in capsys.readouterr().err
+
+
+def _with_outlier_activation(params: dict[str, np.ndarray]) -> onnx.ModelProto:
+    """Scales conv2's output channel 0 by 1e4 and conv3's weights reading it
+    by 1e-4: the function is unchanged, but the per-tensor activation range
+    of relu2/pool2 grows 10^4-fold and crushes every other channel."""
+    p = {k: v.copy() for k, v in params.items()}
+    p["conv2.weight"][0] *= 1e4
+    p["conv2.bias"][0] *= 1e4
+    p["conv3.weight"][:, 0] *= 1e-4
+    return export_onnx({k: v.astype(np.float32) for k, v in p.items()})
+
+
+def test_ranking_finds_the_layer_behind_an_outlier_activation_first(digits) -> None:
+    data = digits.data
+    model = _with_outlier_activation(digits.params)
+    cal, ev = {"input": data.x_train[:200]}, {"input": data.x_test[:200]}
+    result = quantize(model, QuantConfig(max_drop=1.0), cal, eval_data=ev)
+    fb = result.report.fallback
+    assert fb is not None and fb.drop_before > 20.0  # the outlier ruins default quantization
+    ranked = sorted(fb.sensitivity, key=lambda k: fb.sensitivity[k]["rank"])
+    assert ranked[0] == "conv3", fb.sensitivity  # the consumer of the crushed activation
+    assert fb.sensitivity["conv3"]["sqnr_db"] < 10.0 < fb.sensitivity[ranked[1]]["sqnr_db"]
+    assert fb.met and result.fallback_layers == ["conv3"] and fb.evaluations <= 3
+    assert fb.float_layers[0].buys_back is not None and fb.float_layers[0].buys_back > 20.0
+    # Keeping conv3 in float makes it read the float activation (the MaxPool before it too).
+    producers = {o: n for n in result.model.graph.node for o in n.output}
+    conv3 = next(n for n in result.model.graph.node if n.name == "conv3")
+    assert producers[conv3.input[0]].op_type == "MaxPool" and conv3.input[1] == "conv3.weight"
+
+
+def test_max_time_returns_the_best_model_so_far(digits) -> None:
+    import time
+
+    data = digits.data
+    model = _with_dead_outlier_channels(digits.params, conv1=True, fc1=True)
+    y = data.y_test[:100]
+
+    def slow_accuracy(outputs: dict, ev: dict) -> float:
+        time.sleep(0.4)
+        return float(np.mean(outputs["logits"].argmax(-1) == ev["labels"]))
+
+    messages: list[str] = []
+    t0 = time.monotonic()
+    result = quantize(model, QuantConfig(per_channel=False, max_drop=0.0, max_time_s=2.0),
+                      {"input": data.x_train[:100]}, eval_data={"input": data.x_test[:100], "labels": y},
+                      metric=slow_accuracy, progress=messages.append)  # fmt: skip
+    assert time.monotonic() - t0 < 15.0
+    fb = result.report.fallback
+    assert fb is not None and fb.stopped_early
+    assert "stopped at the time limit (2 s)" in fb.message and "best model so far" in fb.message
+    # The returned model is what the report describes.
+    assert result.fallback_layers == fb.layers
+    assert result.report.metric_quantized == pytest.approx(_accuracy(result.model, data.x_test[:100], y))
+    assert fb.drop_after <= fb.drop_before
+    assert any("ETA" in m for m in messages) or fb.evaluations <= 2
+
+
+def test_cli_metric_and_max_time(digits, tmp_path, capsys) -> None:
+    src = tmp_path / "outlier.onnx"
+    onnx.save(_with_dead_outlier_channels(digits.params, conv1=True, fc1=False), str(src))
+    data = digits.data
+    cal, ev = tmp_path / "cal.npz", tmp_path / "eval.npz"
+    np.savez(cal, input=data.x_train[:100])
+    np.savez(ev, input=data.x_test[:120], labels=data.y_test[:120])
+    (tmp_path / "my_metrics.py").write_text(
+        "import numpy as np\n"
+        "def accuracy(outputs, data):\n"
+        "    return float(np.mean(outputs['logits'].argmax(-1) == data['labels']))\n"
+    )
+    out, rep = tmp_path / "q.onnx", tmp_path / "r.json"
+    args = ["compress", str(src), "-o", str(out), "--quantize", "int8", "--calibration", str(cal), "--eval", str(ev),
+            "--per-tensor", "--max-drop", "1", "--report", str(rep)]  # fmt: skip
+    assert main([*args, "--metric", f"{tmp_path / 'my_metrics.py'}:accuracy"]) == 0
+    captured = capsys.readouterr()
+    assert "candidate 1" in captured.err and "ETA" in captured.err  # progress per evaluated candidate
+    assert "layers kept in float" in captured.out and "conv1" in captured.out
+    (step,) = json.loads(rep.read_text())["steps"]
+    assert step["metric"]["fp32"] - step["metric"]["quantized"] <= 0.01
+    assert step["fallback"]["layers"] == ["conv1"] and step["fallback"]["float_layers"][0]["macs"] > 0
+
+    assert main([*args, "--metric", f"{tmp_path / 'my_metrics.py'}:nope"]) == 2
+    err = capsys.readouterr().err
+    assert "has no function 'nope'" in err and "Functions there: accuracy" in err
+    assert main([*args, "--metric", "accuracy"]) == 2
+    assert "MODULE:FUNCTION" in capsys.readouterr().err
+
+    out.unlink()
+    rc = main([*args, "--max-drop", "0", "--max-time", "0.01", "--json"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "stopped at the time limit" in err and "best model so far was written" in err
+    assert out.is_file() and json.loads(rep.read_text())["output"] == str(out)
