@@ -1,0 +1,48 @@
+"""Smoke test of benchmarks/accuracy.py: the rendered-text data and the CTC
+exact-match metric read real text with the fp32 PP-OCR recognizer."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("rapidocr")
+pytest.importorskip("PIL")
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "accuracy.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("accuracy_benchmark", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop(spec.name, None)
+
+
+def test_recognizer_reads_the_rendered_lines(bench) -> None:
+    case = bench.rec_case(calibration_samples=2, eval_samples=8)
+    assert case.evaluation["x"].shape == (8, 3, 48, 320) and case.evaluation["labels"].dtype.kind == "U"
+    assert bench.task_metric(case, case.fp32) >= 0.75
+    # The metric is exact match: one wrong symbol fails the line.
+    logits = np.zeros((1, 4, 5), np.float32)
+    logits[0, [0, 1, 2, 3], [1, 1, 0, 2]] = 1.0  # "a", "a" (repeat), blank, "b"
+    metric = bench.CtcExactMatch(["a", "b", "c", "d"])
+    assert metric.decode(logits) == ["ab"]
+    assert metric({"y": logits}, {"labels": np.array(["ab"])}) == 1.0
+    assert metric({"y": logits}, {"labels": np.array(["abc"])}) == 0.0
+
+
+def test_classifier_labels_are_rotations(bench) -> None:
+    x, labels = bench.rendered_lines(4, seed=0, width=192, rotate=True)
+    assert x.shape == (4, 3, 48, 192) and labels.tolist() == [0, 1, 0, 1]
+    assert -1.0 <= x.min() and x.max() <= 1.0
