@@ -126,6 +126,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
           "weight zero points fixed at 0 (default)", "weight zero points from the data")
     _pair(q, "activation_symmetric", "--activation-symmetric", "--activation-asymmetric",
           "activation zero points fixed at 0", "activation zero points from the data (default)")
+    q.add_argument("--float-head", action="store_true", default=None,
+                   help="leave the model's outputs unquantized and a last Softmax/Sigmoid in float")
     q.add_argument("--calibration-method", choices=CALIBRATION_METHODS, help="how activation ranges are found "
                    "(default minmax)")
     q.add_argument("--percentile", type=float, metavar="P", help="percentile kept by --calibration-method "
@@ -158,7 +160,7 @@ def _pair(group: argparse._ArgumentGroup, dest: str, on: str, off: str, on_help:
 
 _QUANT_FLAGS = ("calibration", "calibration_method", "percentile", "calibration_samples", "max_drop",
                 "min_sqnr", "eval", "per_channel", "weight_symmetric", "activation_symmetric", "metric",
-                "max_time")  # fmt: skip
+                "max_time", "float_head")  # fmt: skip
 
 
 def _quant_config(args: argparse.Namespace, target: Any) -> QuantConfig:
@@ -166,7 +168,8 @@ def _quant_config(args: argparse.Namespace, target: Any) -> QuantConfig:
     for flag, fld in (("per_channel", "per_channel"), ("weight_symmetric", "weight_symmetric"),
                       ("activation_symmetric", "activation_symmetric"), ("calibration_method", "calibration_method"),
                       ("percentile", "percentile"), ("calibration_samples", "calibration_samples"),
-                      ("max_drop", "max_drop"), ("min_sqnr", "min_sqnr_db"), ("max_time", "max_time_s")):  # fmt: skip
+                      ("max_drop", "max_drop"), ("min_sqnr", "min_sqnr_db"), ("max_time", "max_time_s"),
+                      ("float_head", "float_head")):  # fmt: skip
         value = getattr(args, flag)
         if value is not None:
             overrides[fld] = value

@@ -103,8 +103,8 @@ def make_feeds(
     """Cuts arrays (first axis = samples) into one feed dict per model run.
 
     Args:
-        arrays: One array per input name; extra keys are ignored with a
-            warning (e.g. ``labels`` stored beside the inputs).
+        arrays: One array per input name; extra keys (e.g. ``labels``
+            stored beside the inputs for a metric) are not fed to the model.
         specs: The model's inputs with their static shapes.
         what: Name of the data in error messages.
 
@@ -126,7 +126,8 @@ def make_feeds(
         )
     extra = sorted(set(arrays) - set(names))
     if extra:
-        logger.warning("%s: ignoring arrays that are not model inputs: %s", what, ", ".join(extra))
+        # Labels and the like are expected here (a --metric reads them).
+        logger.info("%s: arrays that are not model inputs (left to the metric): %s", what, ", ".join(extra))
 
     per_input: dict[str, list[np.ndarray]] = {}
     for spec in specs:

@@ -53,6 +53,11 @@ class QuantConfig:
         eval_fraction: Share of the calibration data held out for evaluation
             when no evaluation data is given.
         seed: Seed of the calibration/evaluation split.
+        float_head: Leave what produces the model's outputs in float: the
+            outputs are not requantized to int8 and a weightless last op
+            (Softmax, Sigmoid) computes in float; the last Conv/Gemm/MatMul
+            keeps int8 weights and inputs (see
+            :func:`edgekit.compress.fallback.float_head`).
         max_time_s: Time budget of accuracy control in seconds, counted from
             the start of quantization: no new candidate is evaluated after it,
             and the best model found so far is returned (``None``: no limit).
@@ -70,9 +75,10 @@ class QuantConfig:
     eval_fraction: float = 0.2
     seed: int = 0
     max_time_s: float | None = None
+    float_head: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("per_channel", "weight_symmetric", "activation_symmetric"):
+        for name in ("per_channel", "weight_symmetric", "activation_symmetric", "float_head"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(
                     f"QuantConfig.{name} must be True or False, got {getattr(self, name)!r}",

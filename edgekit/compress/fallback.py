@@ -35,7 +35,14 @@ from onnx import helper
 from edgekit.compress.calibration import Feeds
 from edgekit.compress.quality import ErrorStats, session
 
-__all__ = ["LayerSensitivity", "quantized_nodes", "keep_in_float", "rank_layers", "PASS_THROUGH_OPS"]
+__all__ = [
+    "LayerSensitivity",
+    "quantized_nodes",
+    "keep_in_float",
+    "float_head",
+    "rank_layers",
+    "PASS_THROUGH_OPS",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +84,48 @@ class LayerSensitivity:
         }
 
 
+#: Operators whose int8 version needs weights; the head rule keeps their
+#: weights int8 and only leaves their output in float.
+_WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+
+
+def float_head(qmodel: onnx.ModelProto, fp32: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
+    """Leaves what produces the model's outputs in float: a graph output is
+    not requantized to int8, and a weightless last op (Softmax, Sigmoid, an
+    Add) computes in float on its producer's float output.
+
+    int8 logits of a classifier with thousands of classes tie in the argmax
+    (256 levels), and an int8 Softmax rounds every small probability to 0;
+    an integer target dequantizes its outputs anyway, so the float head costs
+    one small op. Returns the model and the nodes made float.
+    """
+    prod = _producers(qmodel)
+    heads: list[str] = []
+    floats: list[str] = []
+    last: list[str] = []
+    for out in qmodel.graph.output:
+        node = prod.get(out.name)
+        if node is not None and node.op_type == "DequantizeLinear":
+            q = prod.get(node.input[0])
+            node = prod.get(q.input[0]) if q is not None and q.op_type == "QuantizeLinear" else None
+        if node is None or node.op_type in _QDQ:
+            continue
+        last.append(node.name)
+        while node is not None and node.op_type in PASS_THROUGH_OPS:
+            floats.append(node.name)  # data movement after the head: float too
+            node = prod.get(node.input[0]) if node.input else None
+            if node is not None and node.op_type == "DequantizeLinear":
+                q = prod.get(node.input[0])
+                node = prod.get(q.input[0]) if q is not None and q.op_type == "QuantizeLinear" else None
+        if node is None or node.op_type in _QDQ or node.name in heads:
+            continue
+        heads.append(node.name)
+        if node.op_type not in _WEIGHTED_OPS:
+            floats.append(node.name)
+    model = keep_in_float(qmodel, fp32, floats, outputs_of=[*heads, *last])
+    return model, heads
+
+
 def _rewired(node: onnx.NodeProto, name: str, inputs: Sequence[str], outputs: Sequence[str]) -> onnx.NodeProto:
     """A copy of ``node`` (attributes kept) with a new name, inputs and outputs."""
     copy = onnx.NodeProto()
@@ -108,7 +157,9 @@ def quantized_nodes(qmodel: onnx.ModelProto, skip: Sequence[str] = ()) -> list[s
     ]
 
 
-def keep_in_float(qmodel: onnx.ModelProto, fp32: onnx.ModelProto, nodes: Sequence[str]) -> onnx.ModelProto:
+def keep_in_float(
+    qmodel: onnx.ModelProto, fp32: onnx.ModelProto, nodes: Sequence[str], *, outputs_of: Sequence[str] = ()
+) -> onnx.ModelProto:
     """A copy of ``qmodel`` with ``nodes`` computing in float.
 
     Each named node reads, input by input, what the same node reads in the
@@ -121,10 +172,12 @@ def keep_in_float(qmodel: onnx.ModelProto, fp32: onnx.ModelProto, nodes: Sequenc
         qmodel: The QDQ model (not modified).
         fp32: The fp32 model it was quantized from (same node names).
         nodes: Names of the nodes to keep in float; unknown names are ignored.
+        outputs_of: Further nodes whose model outputs only (not their inputs
+            or weights) are left unquantized.
     """
     out = onnx.ModelProto()
     out.CopyFrom(qmodel)
-    if not nodes:
+    if not nodes and not outputs_of:
         return out
     wanted = _with_pass_through_producers(qmodel, set(nodes))
     fnodes = {n.name: n for n in fp32.graph.node if n.name in wanted}
@@ -192,7 +245,7 @@ def keep_in_float(qmodel: onnx.ModelProto, fp32: onnx.ModelProto, nodes: Sequenc
     # now gives the output in float (the DQ becomes an Identity of the float
     # tensor, so the output keeps its name).
     prod = _producers(out)
-    names = {n.name for n in graph.node if n.name in wanted}
+    names = {n.name for n in graph.node if n.name in wanted or n.name in outputs_of}
     for k, node in enumerate(graph.node):
         if node.op_type != "DequantizeLinear" or node.output[0] not in {o.name for o in graph.output}:
             continue

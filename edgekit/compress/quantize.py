@@ -48,7 +48,7 @@ from edgekit.compress.calibration import (
     select_runs,
 )
 from edgekit.compress.config import QuantConfig
-from edgekit.compress.fallback import LayerSensitivity, keep_in_float, quantized_nodes, rank_layers
+from edgekit.compress.fallback import LayerSensitivity, float_head, keep_in_float, quantized_nodes, rank_layers
 from edgekit.compress.quality import (
     Fallback,
     FloatLayer,
@@ -561,6 +561,9 @@ def quantize(
     notify(f"calibrating on {len(cal_feeds)} sample(s), evaluating on {len(eval_feeds)}")
 
     qmodel = _quantize_static(fp32, config, cal_feeds, excluded)
+    if config.float_head:
+        qmodel, heads = float_head(qmodel, fp32)
+        notify(f"float head: outputs of {', '.join(heads) or 'no node'} left in float")
     evaluate = _Evaluator(fp32, eval_feeds, eval_arrays, config, metric)
     score = evaluate(qmodel)
     notify(f"default int8: loss {score.drop:.2f} points, lowest output SQNR {min(o.sqnr_db for o in score.outputs):.1f} dB "

@@ -285,3 +285,21 @@ def test_cli_metric_and_max_time(digits, tmp_path, capsys) -> None:
     err = capsys.readouterr().err
     assert rc == 2 and "stopped at the time limit" in err and "best model so far was written" in err
     assert out.is_file() and json.loads(rep.read_text())["output"] == str(out)
+
+
+def test_float_head_leaves_the_outputs_unquantized(digits) -> None:
+    x = {"input": digits.data.x_train[:60]}
+    plain = quantize(digits.onnx, QuantConfig(), x).model
+    head = quantize(digits.onnx, QuantConfig(float_head=True), x).model
+    producers = {o: n for n in head.graph.node for o in n.output}
+    assert {n.op_type for n in plain.graph.node if n.output[0] == "logits"} == {"DequantizeLinear"}
+    assert producers["logits"].op_type == "Identity" and producers[producers["logits"].input[0]].name == "fc2"
+    # The last Gemm keeps int8 weights and inputs.
+    fc2 = producers[producers["logits"].input[0]]
+    assert all(producers[i].op_type == "DequantizeLinear" for i in fc2.input[:2])
+    from edgekit.compress.quality import run_outputs
+
+    feeds = [{"input": digits.data.x_test[i : i + 1]} for i in range(50)]
+    ref = np.stack([r[0] for r in run_outputs(digits.onnx, feeds)])
+    err = lambda m: float(np.abs(np.stack([r[0] for r in run_outputs(m, feeds)]) - ref).mean())  # noqa: E731
+    assert err(head) < err(plain)
