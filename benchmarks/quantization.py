@@ -402,7 +402,7 @@ def cpu_description() -> str:
                     break
     except OSError:
         pass
-    wanted = ["avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni", "avx512_vbmi", "amx_int8"]
+    wanted = ["avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni", "avx512vbmi", "amx_int8"]
     have = [f for f in wanted if f in flags]
     missing = [f for f in ("avx512f", "avx512_vnni", "avx_vnni") if f not in flags]
     return f"{name} ({platform.machine()}, {os.cpu_count()} cores; {' '.join(have) or 'no AVX2'}" + (
