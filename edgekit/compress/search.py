@@ -143,6 +143,9 @@ def search_fallback(
     def bisect_steps(lo: int, hi: int) -> int:
         return max(0, math.ceil(math.log2(max(1, hi - lo))))
 
+    def prune_tries(k: int) -> int:
+        return 0 if k <= 1 else min(MAX_PRUNE_TRIES, k)
+
     stopped = False
     buy_back: dict[str, float | None] = {}
     try:
@@ -150,7 +153,7 @@ def search_fallback(
         lo, hi, k = 0, None, 1
         while n:
             k = min(k, n)
-            guess = bisect_steps(k // 2, k) + min(MAX_PRUNE_TRIES, k)
+            guess = bisect_steps(k // 2, k) + prune_tries(k)
             if top(k, f"top {k} of {n}", guess).met:
                 hi = k
                 break
@@ -163,7 +166,7 @@ def search_fallback(
         # 2. Bisect.
         while hi - lo > 1:
             mid = (lo + hi) // 2
-            if top(mid, f"bisect {lo + 1}..{hi}", bisect_steps(lo, hi) - 1 + min(MAX_PRUNE_TRIES, hi)).met:
+            if top(mid, f"bisect {lo + 1}..{hi}", bisect_steps(lo, hi) - 1 + prune_tries(hi)).met:
                 hi = mid
             else:
                 lo = mid
