@@ -60,13 +60,17 @@ def refuse_tuning(options: "CompileOptions", backend: str) -> None:
 
 
 def check_operators(prepared: Any, options: "CompileOptions", progress: ProgressFn) -> None:
-    """edgekit's whole-model operator scan, unless ``allow_unsupported``
-    (every TVM-importing backend runs it before importing)."""
-    if options.allow_unsupported:
-        return
+    """edgekit's whole-model operator scan (every TVM-importing backend runs
+    it before importing): first the rules that keep TVM's importer from a
+    wrong answer, always; then, unless ``allow_unsupported``, the scan for ops
+    it cannot convert."""
+    from edgekit.frontend.legalize import legalize_prepared
     from edgekit.frontend.support import check_supported
 
     progress("check", "checking operator support")
+    legalize_prepared(prepared)
+    if options.allow_unsupported:
+        return
     check_supported(prepared.model)
 
 

@@ -1203,6 +1203,7 @@ def prepare_cpu_module(
 
     from edgekit.compiler.cpu_int8 import int8_dot_pass
     from edgekit.compiler.importer import fusion_passes
+    from edgekit.compiler.relax_guards import convert_layout_or_keep, fast_math_transform
 
     layout = [
         _simplify_pass(),
@@ -1212,7 +1213,7 @@ def prepare_cpu_module(
         # 12% of its time in those transposes).
         relax.transform.CanonicalizeBindings(),
         _transpose_conv_pass(),
-        relax.transform.ConvertLayout(CONV_LAYOUTS),
+        convert_layout_or_keep(CONV_LAYOUTS),  # relax_guards: TVM's aborts on some conv-free graphs
         relax.transform.Normalize(),
         _cancel_transposes_pass(),
         # int8 conv/matmul on the target's integer dot-product instructions.
@@ -1223,7 +1224,7 @@ def prepare_cpu_module(
         # TVM's polynomial exp/erf/tanh/softmax (relative error ~1e-7):
         # vectorizable, where LLVM calls scalar libm expf once per lane
         # (PP-OCR rec's 18710-class softmax took 7 ms with libm).
-        *([relax.transform.FastMathTransform()] if fast_math else []),
+        *([fast_math_transform()] if fast_math else []),  # relax_guards: TVM's fails on ExternFunc calls
         relax.transform.FoldConstant(),
     ]
     with target:

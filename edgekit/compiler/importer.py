@@ -47,6 +47,38 @@ def tvm_error_line(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+#: int64 initializers up to this many elements are given to TVM as
+#: ``Constant`` nodes, not weights: they are shapes, axes and indices, which
+#: its converters fold only when they are constants (an ``Expand`` whose shape
+#: was a weight left a shape *value* among the weights, which the package
+#: cannot store).
+_INLINE_INT_ELEMENTS = 64
+
+
+def _shape_constants_inline(model: Any) -> Any:
+    import onnx
+    from onnx import helper
+
+    small = [
+        init for init in model.graph.initializer
+        if init.data_type == onnx.TensorProto.INT64 and len(init.dims) <= 1
+        and (init.dims[0] if init.dims else 1) <= _INLINE_INT_ELEMENTS
+    ]
+    if not small:
+        return model
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    names = {init.name for init in small}
+    keep = [init for init in out.graph.initializer if init.name not in names]
+    del out.graph.initializer[:]
+    out.graph.initializer.extend(keep)
+    consts = [helper.make_node("Constant", [], [init.name], value=init) for init in small]
+    nodes = list(out.graph.node)
+    del out.graph.node[:]
+    out.graph.node.extend(consts + nodes)
+    return out
+
+
 def import_onnx(prepared: "PreparedModel", *, integer: bool = True) -> tuple[Any, list[Any], dict[str, Any] | None]:
     """Imports a prepared model into Relax.
 
@@ -65,6 +97,10 @@ def import_onnx(prepared: "PreparedModel", *, integer: bool = True) -> tuple[Any
     from tvm.relax.frontend import detach_params
     from tvm.relax.frontend.onnx import from_onnx
 
+    from edgekit.frontend.legalize import legalize_prepared
+
+    legalize_prepared(prepared)  # a no-op where check_operators ran it
+
     has_qdq = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in prepared.model.graph.node)
     try:
         with warnings.catch_warnings():
@@ -72,7 +108,7 @@ def import_onnx(prepared: "PreparedModel", *, integer: bool = True) -> tuple[Any
             # input, which is exactly the layout the front end produces.
             warnings.simplefilter("ignore", UserWarning)
             mod = from_onnx(
-                prepared.model,
+                _shape_constants_inline(prepared.model),
                 shape_dict={s.name: list(s.shape) for s in prepared.inputs},
                 dtype_dict={s.name: s.dtype for s in prepared.inputs},
                 keep_params_in_input=True,

@@ -22,7 +22,7 @@ from onnx import helper, numpy_helper
 from edgekit.core.errors import InputError, ModelError
 from edgekit.core.tensors import TensorSpec
 
-__all__ = ["PreparedModel", "load_model", "read_onnx", "MIN_OPSET"]
+__all__ = ["PreparedModel", "load_model", "read_onnx", "infer_shapes", "refold", "MIN_OPSET"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +50,8 @@ class PreparedModel:
     source: str = ""
     opset: int = 0
     notes: list[str] = field(default_factory=list)
+    #: Set once :func:`edgekit.frontend.legalize.legalize_prepared` has run.
+    legalized: bool = False
 
     @property
     def name(self) -> str:
@@ -239,7 +241,8 @@ def _simplify(model: onnx.ModelProto, notes: list[str]) -> onnx.ModelProto:
     return slim
 
 
-def _infer(model: onnx.ModelProto) -> onnx.ModelProto:
+def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """ONNX shape inference with data propagation; the model as it is if that fails."""
     try:
         return onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
     except Exception as exc:
@@ -284,6 +287,17 @@ def _explicit_conv_pads(model: onnx.ModelProto) -> int:
         node.attribute.append(onnx.helper.make_attribute("pads", begin + end))
         changed += 1
     return changed
+
+
+def refold(model: onnx.ModelProto) -> onnx.ModelProto:
+    """After a graph rewrite: constants lifted, shape arithmetic folded again
+    (onnxslim), shapes inferred afresh."""
+    notes: list[str] = []
+    _lift_constants(model)
+    del model.graph.value_info[:]
+    model = _simplify(model, notes)
+    _lift_constants(model)
+    return infer_shapes(model)
 
 
 def _specs(values, inits: set[str]) -> list[TensorSpec]:
@@ -354,7 +368,7 @@ def load_model(
         proto = _simplify(proto, notes)
         # onnxslim may re-emit Constant nodes for folded values.
         _lift_constants(proto)
-    proto = _infer(proto)
+    proto = infer_shapes(proto)
     if n := _explicit_conv_pads(proto):
         notes.append(f"{n} Conv auto_pad attributes made explicit")
 
