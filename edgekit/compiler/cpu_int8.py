@@ -302,12 +302,13 @@ def _conv2d_dot(x: Any, wp: Any, strides: Any, dilation: Any, isa_name: str) -> 
     )
 
 
-def _depthwise_i16(x: Any, w: Any, strides: Any, dilation: Any) -> Any:
-    """Depthwise NHWC conv of int8 ``x`` (padded) and ``w`` ``[KH, KW, 1, C]``, products in int16.
+def depthwise_nhwc(x: Any, w: Any, strides: Any, dilation: Any, product: str = "int16", out: str = "int32") -> Any:
+    """Depthwise NHWC conv of ``x`` (already padded) and ``w`` ``[KH, KW, 1, C]``.
 
-    An int8 x int8 product always fits int16, so the multiply runs on twice
-    the lanes of an int32 one (``vpmullw``/``smull``) and only the sum is
-    widened.
+    For int8 operands the products are taken in ``int16`` (an int8 x int8
+    product always fits), so the multiply runs on twice the lanes of an
+    int32 one (``vpmullw``/``smull``) and only the sum is widened. Float
+    convolutions pass ``product = out = "float32"``.
     """
     from tvm import te
 
@@ -322,12 +323,12 @@ def _depthwise_i16(x: Any, w: Any, strides: Any, dilation: Any) -> Any:
     return te.compute(
         (n, oh, ow, c),
         lambda nn, yy, xx, cc: te.sum(
-            (
-                x[nn, yy * sh + ry * dh, xx * sw + rx * dw, cc].astype("int16") * w[ry, rx, 0, cc].astype("int16")
-            ).astype("int32"),
+            (x[nn, yy * sh + ry * dh, xx * sw + rx * dw, cc].astype(product) * w[ry, rx, 0, cc].astype(product)).astype(
+                out
+            ),
             axis=[ry, rx],
         ),
-        name="depthwise_conv2d_i16",
+        name=f"depthwise_conv2d_{product}",
     )
 
 
@@ -473,7 +474,7 @@ class _Rewriter:
         wp = b.emit(R.nn.pad(w, [0, 0, 0, 0, 0, 0, 0, c_p - c])) if c_p != c else w
         y = b.emit(
             b.call_te(
-                _depthwise_i16, xp, wp, strides=list(a.strides), dilation=list(a.dilation),
+                depthwise_nhwc, xp, wp, strides=list(a.strides), dilation=list(a.dilation),
                 primfunc_name_hint="depthwise_conv2d_i16",
             )
         )  # fmt: skip

@@ -656,6 +656,11 @@ def _simplify_pass() -> Any:
     stack_op = tvm.ir.Op.get("relax.stack")
     bcast_op = tvm.ir.Op.get("relax.broadcast_to")
     clip_op = tvm.ir.Op.get("relax.clip")
+    call_tir_op = tvm.ir.Op.get("relax.call_tir")
+    # TVM's Clip converter (opset >= 11, bounds as inputs) emits TOPI's
+    # broadcast maximum/minimum as opaque call_tir kernels; as Relax ops they
+    # carry a layout (PP-OCR's hard-swish went to NCHW and back for each).
+    tir_binary = {"maximum": relax.op.maximum, "minimum": relax.op.minimum}
 
     def same_shape(a: Any, b: Any) -> bool:
         sa, sb = a.ty, b.ty
@@ -678,6 +683,8 @@ def _simplify_pass() -> Any:
                 return call.args[0]
             if call.op.same_as(clip_op):
                 return self.clip_as_min_max(call)
+            if call.op.same_as(call_tir_op):
+                return self.tir_min_max(call)
             if not call.op.same_as(sum_op) or call.attrs.keepdims or call.attrs.axis is None:
                 return call
             if len(call.attrs.axis) != 1:
@@ -698,19 +705,39 @@ def _simplify_pass() -> Any:
                 out = self.builder_.emit(relax.op.add(out, f))
             return out
 
+        def tir_min_max(self, call: Any) -> Any:
+            """``call_tir(maximum|minimum, (x, scalar))`` from TOPI as the Relax op it computes."""
+            gv, args = call.args[0], call.args[1]
+            op = tir_binary.get(getattr(gv, "name_hint", "").rstrip("0123456789"))
+            fields = getattr(args, "fields", None)
+            if op is None or fields is None or len(fields) != 2 or len(call.args) > 2:
+                return call
+            x, bound = fields
+            tx, tb, tout = x.ty, bound.ty, call.ty
+            if not all(isinstance(t, relax.TensorType) for t in (tx, tb, tout)):
+                return call
+            if tb.ndim != 0 or str(tx.dtype) != str(tb.dtype) or str(tout.dtype) != str(tx.dtype):
+                return call
+            if not same_shape(x, call):
+                return call
+            return op(x, bound)
+
         def clip_as_min_max(self, call: Any) -> Any:
             # ConvertLayout has no layout rule for clip: every requantized
-            # int8 layer went back to NCHW (a transpose each way) at its clamp.
+            # int8 layer, and every float hard-swish (PP-OCR), went back to
+            # NCHW (a transpose each way) at its clamp. The same arithmetic
+            # TOPI legalizes clip to (NaN included: both give the bound).
             x, lo, hi = call.args
             t = x.ty
             bound = (lambda v: v.value) if all(hasattr(v, "value") for v in (lo, hi)) else None
             if bound is None or not isinstance(t, relax.TensorType) or t.dtype is None:
                 return call
             dtype = str(t.dtype)
-            if not dtype.startswith(("int", "uint")):
+            cast = int if dtype.startswith(("int", "uint")) else float
+            if cast is float and dtype not in ("float32", "float16", "float64"):
                 return call
             return relax.op.maximum(
-                relax.op.minimum(x, relax.const(int(bound(hi)), dtype)), relax.const(int(bound(lo)), dtype)
+                relax.op.minimum(x, relax.const(cast(bound(hi)), dtype)), relax.const(cast(bound(lo)), dtype)
             )
 
         def unwrap_bcast(self, expr: Any) -> Any:
@@ -1001,8 +1028,8 @@ def _block_weights_pass(target: tvm.target.Target) -> Any:
         (_n, _h, _w, c), (kh, kw, ci, co) = shapes
         groups = int(a.groups)
         per_group = co // groups
-        if groups == c and groups > 1:  # depthwise: no reduction over channels to block
-            return call
+        if groups == c and groups > 1 and co == c:  # depthwise: no reduction over channels to block
+            return _depthwise_whole_vectors(b, call, x, w, lanes)
         # Each group's output channels are padded to a multiple of the SIMD
         # width with zero filters, so a vector never straddles two groups.
         # Wide layers are padded to whole pairs of vectors (2-vector register
@@ -1041,6 +1068,38 @@ def _block_weights_pass(target: tvm.target.Target) -> Any:
         return relax.op.reshape(y, (n, oh, ow, co))
 
     return _call_rewrite_pass("relax.nn.conv2d", rewrite, "EdgekitBlockConvWeights")
+
+
+def _depthwise_whole_vectors(b: Any, call: Any, x: Any, w: Any, lanes: int) -> Any:
+    """A float depthwise conv on channels padded to whole vectors (zero filters), sliced back.
+
+    A pruned channel count (PP-OCR cls at 30 %: 11, 22, 67 channels) ran
+    with 1- or 2-lane vectors, the largest width dividing it, and the pruned
+    model was slower than the unpruned one.
+    """
+    from tvm.relax import op as R
+
+    from edgekit.compiler.cpu_int8 import depthwise_nhwc
+
+    a = call.attrs
+    c = int(x.ty.shape.values[3])
+    # Whole vectors of 8 lanes (or the target's, if narrower) are enough:
+    # padding 72 channels to 80 for 16-lane vectors measured slower than
+    # 8-lane vectors on 72 (the pad is an extra copy of the input).
+    unit = min(lanes, 8)
+    if c % unit == 0:
+        return call
+    c_p = -(-c // unit) * unit
+    pt, pl, pb, pr = (int(v) for v in a.padding)
+    xp = b.emit(R.nn.pad(x, [0, 0, pt, pb, pl, pr, 0, c_p - c], pad_value=0.0))
+    wp = b.emit(R.nn.pad(w, [0, 0, 0, 0, 0, 0, 0, c_p - c]))
+    y = b.emit(
+        b.call_te(
+            depthwise_nhwc, xp, wp, strides=list(a.strides), dilation=list(a.dilation), product="float32",
+            out="float32", primfunc_name_hint="depthwise_conv2d_padded",
+        )
+    )  # fmt: skip
+    return R.strided_slice(y, axes=[3], begin=[0], end=[c])
 
 
 def _static_float_shapes(*exprs: Any) -> list[list[int]] | None:

@@ -310,3 +310,41 @@ def test_scheduled_kernels_write_only_inside_their_buffers(tmp_path):
             assert np.all(big.numpy()[n:] == 7.25), f"{gv.name_hint} wrote past the end of an argument"
         checked += 1
     assert checked >= 2
+
+
+def test_pruned_depthwise_channels_run_on_whole_vectors(tmp_path):
+    # 11 channels (a structured-pruned layer) ran with 1-lane vectors; they
+    # are padded to whole vectors with zero filters and sliced back.
+    rng = np.random.default_rng(11)
+    inits = [_w(rng, "W", (11, 1, 3, 3)), _w(rng, "B", (11,))]
+    nodes = [helper.make_node("Conv", ["x", "W", "B"], ["out"], group=11, pads=[1, 1, 1, 1])]
+    model = _model(nodes, [_vi("x", [1, 11, 12, 12])], [_vi("out", [1, 11, 12, 12])], inits)
+    got, want, _ = _run_both(model, tmp_path)
+    _close(got, want)
+    assert any("depthwise_conv2d_padded" in n for n in _kernel_names(model, tmp_path))
+
+
+def test_clip_with_bound_inputs_keeps_the_layout(tmp_path):
+    # Opset-13 Clip takes its bounds as inputs; TVM imports it as opaque
+    # maximum/minimum kernels, which put a transpose pair around every
+    # hard-swish between two NHWC convolutions.
+    rng = np.random.default_rng(12)
+    inits = [
+        _w(rng, "W1", (16, 8, 1, 1)),
+        _w(rng, "W2", (16, 16, 1, 1)),
+        numpy_helper.from_array(np.array(0.0, np.float32), "lo"),
+        numpy_helper.from_array(np.array(6.0, np.float32), "hi"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "W1"], ["c1"]),
+        helper.make_node("Clip", ["c1", "lo", "hi"], ["r"]),
+        helper.make_node("Mul", ["c1", "r"], ["m"]),
+        helper.make_node("Conv", ["m", "W2"], ["out"]),
+    ]
+    model = _model(nodes, [_vi("x", [1, 8, 10, 10])], [_vi("out", [1, 16, 10, 10])], inits)
+    got, want, _ = _run_both(model, tmp_path)
+    _close(got, want)
+    names = _kernel_names(model, tmp_path)
+    # One transpose in and one out of the graph, none in between.
+    assert sum("transpose" in n for n in names) <= 2, names
+    assert not any(n.rstrip("0123456789") in ("maximum", "minimum") for n in names), names
