@@ -1,10 +1,12 @@
 """Two TVM 0.27 Relax passes made safe for every graph ONNX can express.
 
 * ``ConvertLayout`` aborts ("Invalid SLayout: can't find S in source layout
-  AB") on some graphs without any convolution it would change (ONNX
-  ``Max``/``Min``/``Mean`` of several inputs, HardSigmoid's function body).
-  The layout change is an optimization only: when it fails, the module goes on
-  in its original layout.
+  AB") or even kills the process (SIGFPE) on some graphs without any
+  convolution it would change (ONNX ``Max``/``Min``/``Mean`` of several
+  inputs, HardSigmoid's function body, DynamicQuantizeLinear). It is skipped
+  where the module has none of the ops it converts; where it still fails, the
+  module goes on in its original layout (the layout change is an optimization
+  only).
 * ``FastMathTransform`` reads ``call.op.name`` of every call and fails on
   calls of an ``ExternFunc`` (packed builtins the ONNX ``Expand`` import emits).
   The guarded version rewrites exp/erf/tanh/softmax the same way and leaves
@@ -28,8 +30,28 @@ def convert_layout_or_keep(layouts: Mapping[str, Sequence[str]]) -> Any:
 
     inner = relax.transform.ConvertLayout(dict(layouts))
 
+    wanted = set(layouts)
+
+    def has_target_ops(mod: Any) -> bool:
+        found = []
+
+        def visit(expr: Any) -> None:
+            if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name in wanted:
+                found.append(expr)
+
+        for _, func in mod.functions_items():
+            if isinstance(func, relax.Function):
+                relax.analysis.post_order_visit(func.body, visit)
+                if found:
+                    return True
+        return False
+
     @tvm.transform.module_pass(opt_level=0, name="ConvertLayoutOrKeep")
     def convert(mod: Any, _ctx: Any) -> Any:
+        if not has_target_ops(mod):
+            # Nothing to convert, and TVM's layout inference has crashed the
+            # process (SIGFPE) on some conv-free graphs (ONNX DynamicQuantizeLinear).
+            return mod
         try:
             return inner(mod)
         except tvm.error.InternalError as exc:

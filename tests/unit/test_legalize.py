@@ -133,3 +133,56 @@ def test_sub_byte_types_are_refused_up_front():
     model = _model(node, [_vi("x", [4])], [_vi("y", [4], TensorProto.INT4)], opset=21)
     with pytest.raises(UnsupportedOpsError, match="INT4"):
         legalize(model, 21, SUPPORTED)
+
+
+def test_float_mod_by_an_infinite_divisor_follows_python():
+    node = helper.make_node("Mod", ["x", "y"], ["z"], fmod=0)
+    model = _model(node, [_vi("x", [5]), _vi("y", [5])], [_vi("z", [5])], opset=13)
+    fixed, _ = legalize(model, 13, SUPPORTED | {"Mod", "IsNaN", "Or", "Not"})
+    x = np.array([-3, 3, -1, 1, 5], np.float32)
+    y = np.array([np.inf, np.inf, -np.inf, -np.inf, 3], np.float32)
+    want = np.array([np.inf, 3, -1, -np.inf, 2], np.float32)
+    # onnxruntime has no float Mod with fmod=0 before opset 28; ONNX's
+    # reference evaluator runs the rewritten graph (the rewrite must keep the
+    # standard's answer; TVM's own Mod gives NaN there).
+    from onnx.reference import ReferenceEvaluator
+
+    assert "Where" in {n.op_type for n in fixed.graph.node}
+    np.testing.assert_array_equal(ReferenceEvaluator(fixed).run(None, {"x": x, "y": y})[0], want)
+
+
+def test_reduce_max_over_all_negative_infinity_is_rewritten_to_keep_it():
+    node = helper.make_node("ReduceMax", ["x"], ["y"], axes=[1], keepdims=0)
+    model = _model(node, [_vi("x", [2, 3])], [_vi("y", [2])], opset=13)
+    fixed, notes = legalize(model, 13, SUPPORTED | {"ReduceMax", "ReduceMin"})
+    assert "ReduceMax rewritten" in notes[0]
+    x = np.array([[-np.inf] * 3, [1, -np.inf, 2]], np.float32)
+    np.testing.assert_array_equal(_run(fixed, {"x": x})[0], [-np.inf, 2])
+
+
+def test_compress_with_a_constant_condition_becomes_a_gather():
+    cond = numpy_helper.from_array(np.array([True, False, True]), "c")
+    node = helper.make_node("Compress", ["x", "c"], ["y"], axis=1)
+    model = _model(node, [_vi("x", [2, 3])], [_vi("y", None)], [cond], opset=13)
+    fixed, _ = legalize(model, 13, SUPPORTED | {"Gather"})
+    assert [n.op_type for n in fixed.graph.node] == ["Gather"]
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    np.testing.assert_array_equal(_run(fixed, {"x": x})[0], x[:, [0, 2]])
+
+
+def test_compress_with_a_computed_condition_is_refused():
+    node = helper.make_node("Compress", ["x", "c"], ["y"], axis=0)
+    model = _model(node, [_vi("x", [3]), _vi("c", [3], TensorProto.BOOL)], [_vi("y", None)], opset=13)
+    with pytest.raises(UnsupportedOpsError, match="Compress node 'y': a condition computed at run time"):
+        legalize(model, 13, SUPPORTED)
+
+
+def test_float16_matmul_is_computed_in_float32():
+    node = helper.make_node("MatMul", ["a", "b"], ["y"])
+    model = _model(node, [_vi("a", [2, 64], TensorProto.FLOAT16), _vi("b", [64, 2], TensorProto.FLOAT16)],
+                   [_vi("y", [2, 2], TensorProto.FLOAT16)], opset=13)
+    fixed, _ = legalize(model, 13, SUPPORTED)
+    (mm,) = [n for n in fixed.graph.node if n.op_type == "MatMul"]
+    types = {vi.name: vi.type.tensor_type.elem_type for vi in fixed.graph.value_info}
+    assert all(types.get(i) == TensorProto.FLOAT for i in mm.input)
+    assert fixed.graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT16

@@ -1,0 +1,118 @@
+"""ONNX's node conformance tests as a gate on the host (issue #20).
+
+A fixed, seeded sample of the installed onnx wheel's node tests (generated
+in-process, nothing downloaded) goes through ``benchmarks/conformance.py``:
+compile for ``host``, run, compare with the expected outputs. A test may be
+refused with a typed error; it may never return a wrong result or crash. The
+full table is docs/conformance.md.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tvm")
+pytest.importorskip("onnxruntime")
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "conformance.py"
+#: Size and seed of the sample (fixed so a failure reproduces with
+#: ``benchmarks/conformance.py --sample 160 --seed 20``).
+SAMPLE, SEED = 160, 20
+#: Per-test limit; the sample takes about 45 s on 2 idle cores.
+TIMEOUT_S = 60
+BUDGET_S = 110
+
+
+@pytest.fixture(scope="module")
+def conformance():
+    spec = importlib.util.spec_from_file_location("edgekit_conformance", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while it loads
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop(spec.name, None)
+
+
+@pytest.mark.slow
+def test_seeded_sample_has_no_wrong_result_and_no_crash(conformance) -> None:
+    cases = conformance.sample(conformance.collect(), SAMPLE, SEED)
+    assert len(cases) == SAMPLE >= 150
+    started = time.monotonic()
+    results = conformance.run_all(cases, "host", jobs=2, timeout=TIMEOUT_S, reference=False)
+    took = time.monotonic() - started
+    bad = [f"{r.status} {r.name}: {r.detail or r.cause}" for r in results if r.status in ("wrong", "crash")]
+    assert not bad, "\n".join(bad)
+    summary = conformance.summarize(results)
+    assert summary["tests"] == SAMPLE
+    # Not a speed test, but the gate must stay cheap enough to run on every change.
+    assert took < BUDGET_S, f"the sample took {took:.0f} s (budget {BUDGET_S} s)"
+    # Most of the sample compiles: a regression that refuses everything fails too.
+    assert summary["pass"] >= 0.6 * SAMPLE, summary
+
+
+def test_classification_of_outputs(conformance) -> None:
+    e = [np.array([1.0, np.nan], np.float32)]
+    assert conformance.compare(e, [np.array([1.0005, np.nan])], 1e-3, 1e-7) == ""
+    assert "NaN" in conformance.compare(e, [np.array([1.0, 2.0])], 1e-3, 1e-7)
+    assert "shape" in conformance.compare(e, [np.zeros(3)], 1e-3, 1e-7)
+    assert "values differ" in conformance.compare([np.array([1, 2])], [np.array([1, 3])], 0, 0)
+    assert conformance.compare([np.float32(2.0)], [np.array(2.0)], 1e-3, 1e-7) == ""
+
+
+def test_constant_inputs_are_bound_and_reported(conformance) -> None:
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("Reshape", ["x", "shape"], ["y"])
+    graph = helper.make_graph(
+        [node], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3]),
+         helper.make_tensor_value_info("shape", TensorProto.INT64, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 2])],
+    )
+    model = helper.make_model(graph)
+    bound_model, feeds, bound = conformance.bind_constants(model, [np.zeros((2, 3), np.float32), np.array([3, 2])])
+    assert bound == ["shape"] and list(feeds) == ["x"]
+    assert [i.name for i in bound_model.graph.input] == ["x"]
+    assert [i.name for i in bound_model.graph.initializer] == ["shape"]
+
+
+@pytest.mark.slow
+def test_ppocr_detector_matches_onnxruntime(tmp_path: Path) -> None:
+    """PP-OCR's DB text detector at 320x320, default options, on a synthetic
+    page of dark strokes (its probability map reaches 1): within 1e-4."""
+    rapidocr = pytest.importorskip("rapidocr")
+    import onnxruntime as ort
+
+    from edgekit.compiler.driver import compile_model
+    from edgekit.runtime.runner import run_package
+    from edgekit.runtime.stats import max_relative_error
+
+    path = Path(rapidocr.__file__).parent / "models" / "PP-OCRv6_det_small.onnx"
+    if not path.exists():
+        pytest.skip(f"rapidocr wheel has no {path.name}")
+    rng = np.random.default_rng(0)
+    page = np.full((320, 320, 3), 235, np.float32)
+    for row in range(20, 300, 40):
+        x0 = 10
+        while x0 < 290:
+            w, h = int(rng.integers(4, 14)), int(rng.integers(14, 24))
+            page[row:row + h, x0:x0 + w // 3] = 20
+            page[row + h // 2:row + h // 2 + 3, x0:x0 + w] = 20
+            x0 += w + int(rng.integers(3, 8))
+    x = ((page / 255.0 - 0.5) / 0.5).transpose(2, 0, 1)[None].astype(np.float32)
+    pkg = tmp_path / "det.ekpkg"
+    compile_model(path, "host", pkg, input_shapes={"x": (1, 3, 320, 320)})
+    outs, _, _ = run_package(pkg, {"x": x})
+    (got,) = outs[0].values()
+    (ref,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    assert ref.max() > 0.9  # the page does activate the detector
+    assert max_relative_error(got, ref) <= 1e-4
