@@ -263,10 +263,27 @@ def _ort_passes(case: Any) -> bool:
         return False
 
 
+def refined_cause(cause: str, detail: str) -> str:
+    """A finer label for edgekit's own refusals, read off the message: the
+    op and attribute refused, or the value types not compiled."""
+    if "would compile to wrong results:" in detail:
+        found = sorted({f"{op}: {re.sub(r'[0-9.]+', 'N', why.strip())[:60]}"
+                        for op, why in re.findall(r"(\w+) node '[^']*': ([^;]+?)(?:;|\. Re-export|$)", detail)})
+        return "refused attribute: " + "; ".join(found) if found else cause
+    if detail.startswith("values of types that are not compiled"):
+        kinds = sorted(set(re.findall(r"(?:of type |of |to )([A-Z0-9]+|sequence|optional|map)\b", detail)))
+        return "value types not compiled: " + ", ".join(kinds)
+    return cause
+
+
 def cause_of(exc: BaseException) -> str:
     """A short, stable label for why a test was refused or crashed."""
     from edgekit.core.errors import UnsupportedOpsError
 
+    if isinstance(exc, UnsupportedOpsError) and exc.fields.get("ops") and (
+        "would compile to wrong results" in exc.message or exc.message.startswith("values of types")
+    ):
+        return refined_cause("", str(exc))
     if isinstance(exc, UnsupportedOpsError):
         return "unsupported op: " + ", ".join(exc.fields.get("ops", []) or ["?"])
     text = str(getattr(exc, "message", exc)).splitlines()[0] if str(exc) else type(exc).__name__
@@ -527,7 +544,7 @@ def markdown(results: Sequence[CaseResult], board: str, seconds: float | None) -
             lines.append("")
     causes: dict[str, list[CaseResult]] = defaultdict(list)
     for r in by_status["refused"]:
-        causes[r.cause].append(r)
+        causes[refined_cause(r.cause, r.detail)].append(r)
     lines += ["## Refusals by cause", "", "| cause | tests | ops |", "| --- | ---: | --- |"]
     for cause, rs in sorted(causes.items(), key=lambda kv: (-len(kv[1]), kv[0])):
         ops = sorted({r.op for r in rs})

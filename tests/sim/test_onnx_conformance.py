@@ -116,3 +116,12 @@ def test_ppocr_detector_matches_onnxruntime(tmp_path: Path) -> None:
     (ref,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})
     assert ref.max() > 0.9  # the page does activate the detector
     assert max_relative_error(got, ref) <= 1e-4
+
+
+def test_refusal_causes_name_op_and_attribute(conformance) -> None:
+    detail = ("2 node(s) use attributes that would compile to wrong results: Resize node 'Y': antialias=1; "
+              "RoiAlign node 'z': mode=max. Re-export those nodes with supported attributes")
+    assert conformance.refined_cause("unsupported op: Resize", detail) == (
+        "refused attribute: Resize: antialias=N; RoiAlign: mode=max")
+    types = "values of types that are not compiled: value 'y' of type INT4; Cast node 'y' to INT4"
+    assert conformance.refined_cause("x", types) == "value types not compiled: INT4"
