@@ -118,7 +118,8 @@ def _as_arrays(values: Sequence[Any]) -> list[Any]:
     """Test data as numpy arrays (some tests store TensorProtos)."""
     from onnx import TensorProto, numpy_helper
 
-    return [numpy_helper.to_array(v) if isinstance(v, TensorProto) else v for v in values]
+    return [numpy_helper.to_array(v) if isinstance(v, TensorProto)
+            else np.asarray(v) if isinstance(v, np.generic) else v for v in values]
 
 
 def data_sets(case: Any) -> list[tuple[list[Any], list[Any]]]:
@@ -266,7 +267,7 @@ def _ort_passes(case: Any) -> bool:
 def refined_cause(cause: str, detail: str) -> str:
     """A finer label for edgekit's own refusals, read off the message: the
     op and attribute refused, or the value types not compiled."""
-    if "would compile to wrong results:" in detail:
+    if "would compile to wrong results:" in detail or "compiles wrongly or not at all:" in detail:
         found = sorted({f"{op}: {re.sub(r'[0-9.]+', 'N', why.strip())[:60]}"
                         for op, why in re.findall(r"(\w+) node '[^']*': ([^;]+?)(?:;|\. Re-export|$)", detail)})
         return "refused attribute: " + "; ".join(found) if found else cause
@@ -281,7 +282,7 @@ def cause_of(exc: BaseException) -> str:
     from edgekit.core.errors import UnsupportedOpsError
 
     if isinstance(exc, UnsupportedOpsError) and exc.fields.get("ops") and (
-        "would compile to wrong results" in exc.message or exc.message.startswith("values of types")
+        "compiles wrongly or not at all" in exc.message or exc.message.startswith("values of types")
     ):
         return refined_cause("", str(exc))
     if isinstance(exc, UnsupportedOpsError):

@@ -28,13 +28,32 @@ def fusion_passes() -> list[Any]:
     from tvm import relax
 
     return [
-        relax.transform.LegalizeOps(),
+        relax.transform.LegalizeOps(customize_legalize_map=_extra_legalizations()),
         relax.transform.AnnotateTIROpPattern(),
         relax.transform.FoldConstant(),
         relax.transform.FuseOps(),
         relax.transform.FuseTIR(),
         relax.transform.DeadCodeElimination(),
     ]
+
+
+def _extra_legalizations() -> dict[str, Any]:
+    """TOPI lowerings for Relax ops TVM 0.27 imports from ONNX but has no
+    legalization for (the VM then refused them: "CodeGenVM cannot emit this
+    Relax operator"): ``cumsum`` (ONNX CumSum) and ``topk`` (ONNX TopK)."""
+    from tvm import topi
+
+    def cumsum(bb: Any, call: Any) -> Any:
+        a = call.attrs
+        axis = None if a.axis is None else int(a.axis)
+        dtype = str(a.dtype) if a.dtype is not None and str(a.dtype) else None
+        return bb.call_te(topi.cumsum, call.args[0], axis, dtype, bool(a.exclusive) if a.exclusive is not None else None)
+
+    def topk(bb: Any, call: Any) -> Any:
+        a = call.attrs
+        return bb.call_te(topi.topk, call.args[0], int(a.k), int(a.axis), str(a.ret_type), not bool(a.largest), str(a.dtype))
+
+    return {"relax.cumsum": cumsum, "relax.topk": topk}
 
 
 def tvm_error_line(exc: BaseException) -> str:
@@ -47,7 +66,7 @@ def tvm_error_line(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-#: int64 initializers up to this many elements are given to TVM as
+#: int64 initializers up to this many elements (and int32 scalars) are given to TVM as
 #: ``Constant`` nodes, not weights: they are shapes, axes and indices, which
 #: its converters fold only when they are constants (an ``Expand`` whose shape
 #: was a weight left a shape *value* among the weights, which the package
@@ -61,8 +80,11 @@ def _shape_constants_inline(model: Any) -> Any:
 
     small = [
         init for init in model.graph.initializer
-        if init.data_type == onnx.TensorProto.INT64 and len(init.dims) <= 1
-        and (init.dims[0] if init.dims else 1) <= _INLINE_INT_ELEMENTS
+        if (init.data_type == onnx.TensorProto.INT64 and len(init.dims) <= 1
+            and (init.dims[0] if init.dims else 1) <= _INLINE_INT_ELEMENTS)
+        # int32 scalars: CumSum's axis (1-D int32 initializers are often
+        # quantized biases, which the integer lowering reads as weights).
+        or (init.data_type == onnx.TensorProto.INT32 and len(init.dims) == 0)
     ]
     if not small:
         return model

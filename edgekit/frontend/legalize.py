@@ -339,11 +339,21 @@ def _compress(node: onnx.NodeProto, ctx: Context) -> "Rewrite | str":
     return Rewrite(nodes, inits)
 
 
-def _dropout(node: onnx.NodeProto, ctx: Context) -> str | None:
+def _dropout(node: onnx.NodeProto, ctx: Context) -> "str | Rewrite | None":
     if len(node.input) > 2 and node.input[2]:
         mode = ctx.const(node, 2)
         if mode is None or bool(np.asarray(mode).reshape(-1)[0]):
-            return "training_mode (random masks are not compiled; export the model in eval mode)"
+            ratio = ctx.const(node, 1) if len(node.input) > 1 and node.input[1] else None
+            if ratio is None or float(np.asarray(ratio).reshape(-1)[0]) != 0.0:
+                return "training_mode (random masks are not compiled; export the model in eval mode)"
+            # Training with ratio 0 drops nothing: the input, and a mask of ones.
+            x, p = node.input[0], f"{node.output[0]}__dropout_"
+            nodes = [helper.make_node("Identity", [x], [node.output[0]])]
+            if len(node.output) > 1 and node.output[1]:
+                nodes += [helper.make_node("Shape", [x], [p + "shape"]),
+                          helper.make_node("ConstantOfShape", [p + "shape"], [node.output[1]],
+                                           value=numpy_helper.from_array(np.array([True])))]
+            return Rewrite(nodes)
     return None
 
 
@@ -388,7 +398,38 @@ def _conv_transpose_f32(node: onnx.NodeProto, ctx: Context) -> "str | Rewrite | 
     return _conv_transpose(node, ctx) or _in_float32(node, ctx)
 
 
+def _top_k(node: onnx.NodeProto, ctx: Context) -> str | None:
+    if _elem(ctx, node.input[0]) in (_T.UINT64, _T.UINT32, _T.UINT16):
+        return "an unsigned input wider than 8 bits (TVM's sort has no kernel for it)"
+    return None
+
+
+def _one_hot(node: onnx.NodeProto, ctx: Context) -> "Rewrite | None":
+    # TVM wants depth as an integer scalar; ONNX allows any numeric type and
+    # shape [1] (depth 10.0 failed to import).
+    # Float indices are cast to int64 by the standard; TVM refuses them.
+    depth = ctx.const(node, 1)
+    float_indices = _elem(ctx, node.input[0]) in _FLOATS
+    odd_depth = depth is not None and not (depth.dtype == np.int64 and depth.ndim == 0)
+    if not (float_indices or odd_depth):
+        return None
+    new = onnx.NodeProto()
+    new.CopyFrom(node)
+    nodes, inits = [new], []
+    if odd_depth:
+        name = f"{node.output[0]}__onehot_depth"
+        new.input[1] = name
+        inits.append(numpy_helper.from_array(np.array(int(depth.reshape(-1)[0]), np.int64), name))
+    if float_indices:
+        name = f"{node.output[0]}__onehot_indices"
+        nodes.insert(0, helper.make_node("Cast", [node.input[0]], [name], to=_T.INT64))
+        new.input[0] = name
+    return Rewrite(nodes, inits)
+
+
 RULES: dict[str, Rule] = {
+    "OneHot": _one_hot,
+    "TopK": _top_k,
     "LpNormalization": _lp_norm,
     "Attention": _attention,
     "LayerNormalization": _layer_norm,
@@ -524,7 +565,8 @@ def legalize(model: onnx.ModelProto, opset: int, supported: set[str]) -> tuple[o
             listing = "; ".join(f"{op} node '{name}': {why}" for op, name, why in refusals[:8])
             more = f" (+{len(refusals) - 8} more)" if len(refusals) > 8 else ""
             raise UnsupportedOpsError(
-                f"{len(refusals)} node(s) use attributes that would compile to wrong results: {listing}{more}",
+                f"{len(refusals)} node(s) use operator/attribute combinations TVM compiles wrongly or not at all: "
+                f"{listing}{more}",
                 hint="Re-export those nodes with supported attributes, or run the model with onnxruntime; "
                 "docs/conformance.md lists what is refused and why.",
                 ops=sorted({op for op, _, _ in refusals}),
