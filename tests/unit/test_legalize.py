@@ -186,3 +186,30 @@ def test_float16_matmul_is_computed_in_float32():
     types = {vi.name: vi.type.tensor_type.elem_type for vi in fixed.graph.value_info}
     assert all(types.get(i) == TensorProto.FLOAT for i in mm.input)
     assert fixed.graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT16
+
+
+def test_one_hot_with_float_depth_and_indices_gets_integer_ones():
+    depth = numpy_helper.from_array(np.array([4.0], np.float32), "d")
+    values = numpy_helper.from_array(np.array([0, 1], np.float32), "v")
+    node = helper.make_node("OneHot", ["i", "d", "v"], ["y"], axis=-1)
+    model = _model(node, [_vi("i", [3])], [_vi("y", [3, 4])], [depth, values], opset=11)
+    fixed, _ = legalize(model, 11, SUPPORTED | {"OneHot"})
+    (oh,) = [n for n in fixed.graph.node if n.op_type == "OneHot"]
+    inits = {i.name: numpy_helper.to_array(i) for i in fixed.graph.initializer}
+    assert inits[oh.input[1]].dtype == np.int64 and inits[oh.input[1]].ndim == 0
+    i = np.array([0.0, 3.0, 1.0], np.float32)
+    np.testing.assert_array_equal(_run(fixed, {"i": i})[0], np.eye(4, dtype=np.float32)[[0, 3, 1]])
+
+
+def test_dropout_training_with_zero_ratio_is_the_identity_and_random_training_is_refused():
+    ratio0 = numpy_helper.from_array(np.array(0.0, np.float32), "r")
+    mode = numpy_helper.from_array(np.array(True), "t")
+    node = helper.make_node("Dropout", ["x", "r", "t"], ["y", "m"])
+    model = _model(node, [_vi("x", [3])], [_vi("y", [3]), _vi("m", [3], TensorProto.BOOL)], [ratio0, mode], opset=13)
+    fixed, _ = legalize(model, 13, SUPPORTED | {"Identity", "ConstantOfShape"})
+    y, m = _run(fixed, {"x": np.array([1, 2, 3], np.float32)})
+    assert y.tolist() == [1, 2, 3] and m.tolist() == [True, True, True]
+    half = numpy_helper.from_array(np.array(0.5, np.float32), "r")
+    model = _model(node, [_vi("x", [3])], [_vi("y", [3]), _vi("m", [3], TensorProto.BOOL)], [half, mode], opset=13)
+    with pytest.raises(UnsupportedOpsError, match="Dropout node 'y': training_mode"):
+        legalize(model, 13, SUPPORTED)
