@@ -1260,7 +1260,7 @@ def prepare_cpu_module(
     import tvm
     from tvm import relax
 
-    from edgekit.compiler.cpu_int8 import int8_dot_pass
+    from edgekit.compiler.cpu_int8 import int8_dot_pass, vbmi_lookup_pass
     from edgekit.compiler.importer import fusion_passes
     from edgekit.compiler.relax_guards import convert_layout_or_keep, fast_math_transform
 
@@ -1277,6 +1277,7 @@ def prepare_cpu_module(
         _cancel_transposes_pass(),
         # int8 conv/matmul on the target's integer dot-product instructions.
         int8_dot_pass(target, weights),
+        vbmi_lookup_pass(target),
         _block_weights_pass(target),
         _matmul_weights_pass(target),
         *([_softmax_pass(target)] if fast_math else []),

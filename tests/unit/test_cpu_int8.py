@@ -280,3 +280,52 @@ def test_dot_kernels_are_bit_exact_with_generic_integer_kernels(int8_model, mcpu
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     lsb = float(np.max(inits[last.input[1]]))
     assert np.mean(np.abs(got - want) <= lsb * 1.001) >= 0.999
+
+
+def _lut_model() -> onnx.ModelProto:
+    """conv -> HardSigmoid -> Mul (hard-swish): the integer lowering's table lookups."""
+    rng = np.random.default_rng(4)
+    inits = [numpy_helper.from_array((rng.standard_normal((24, 8, 3, 3)) / 8).astype(np.float32), "w")]
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("HardSigmoid", ["c"], ["g"]),
+        helper.make_node("Mul", ["c", "g"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "lut",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 12, 12])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 24, 12, 12])],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_table_lookups_use_vpermi2b_on_vbmi_targets(tmp_path, monkeypatch):
+    src = tmp_path / "fp32.onnx"
+    onnx.save(_lut_model(), str(src))
+    cal = {"x": np.random.default_rng(1).standard_normal((8, 8, 12, 12)).astype(np.float32)}
+    path = tmp_path / "int8.onnx"
+    quantize(str(src), QuantConfig(), calibration=cal).save(path)
+    asm = _kernels_asm(str(path), tvm.target.Target({"kind": "llvm", "mcpu": "icelake-server"}))
+    # No conv/matmul filter for the lookup kernel: compile it directly.
+    mod, weights = import_onnx(load_model(str(path)))[:2]
+    target = tvm.target.Target({"kind": "llvm", "mcpu": "icelake-server"})
+    prepared, _ = prepare_cpu_module(mod, target)
+    lookups = [f for gv, f in prepared.functions_items() if gv.name_hint.startswith("lookup_vbmi")]
+    assert lookups, sorted(gv.name_hint for gv in prepared.get_global_vars())
+    text = tvm.tirx.build(tvm.IRModule({"main": lookups[0].with_attr("global_symbol", "main")}), target).inspect_source("asm")
+    assert "vpermi2b" in _mnemonics(text) or "vpermt2b" in _mnemonics(text)
+    assert asm  # the conv kernels still build
+    # AVX2 targets have no VBMI: the lookups stay TVM's gathers.
+    prepared2, _ = prepare_cpu_module(mod, tvm.target.Target({"kind": "llvm", "mcpu": "haswell"}))
+    assert not any(gv.name_hint.startswith("lookup_vbmi") for gv in prepared2.get_global_vars())
+    if "avx512vbmi" not in _host_features():
+        return
+    # Bit-exact with TVM's gathers on this machine.
+    x = np.random.default_rng(5).standard_normal((1, 8, 12, 12)).astype(np.float32)
+    got, _ = _run(str(path), target, x)
+    has = cpu_int8._has
+    monkeypatch.setattr(cpu_int8, "_has", lambda t, f: False if f == "avx512vbmi" else has(t, f))
+    want, _ = _run(str(path), target, x)
+    np.testing.assert_array_equal(got, want)
