@@ -49,6 +49,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edgekit.compiler.cpu_pipeline import round_up as _round_up
+from edgekit.compiler.cpu_pipeline import static_shape as _static_shape
+
 if TYPE_CHECKING:  # pragma: no cover
     import tvm
 
@@ -332,6 +335,30 @@ def depthwise_nhwc(x: Any, w: Any, strides: Any, dilation: Any, product: str = "
     )
 
 
+def depthwise_on_vectors(b: Any, call: Any, x: Any, w: Any, padded: int, product: str, out: str, name: str) -> Any:
+    """An NHWC/HWIO depthwise ``conv2d`` call as :func:`depthwise_nhwc` on ``padded`` channels.
+
+    The spatial padding and the extra channels (zero filters) are one pad of
+    the input; the extra output channels are sliced off again.
+    """
+    from tvm.relax import op as R
+
+    a = call.attrs
+    c = int(w.ty.shape.values[3])
+    pt, pl, pb, pr = (int(v) for v in a.padding)
+    xp = x
+    if any((pt, pl, pb, pr)) or padded != c:
+        xp = b.emit(R.nn.pad(x, [0, 0, pt, pb, pl, pr, 0, padded - c], pad_value=0.0))
+    wp = b.emit(R.nn.pad(w, [0, 0, 0, 0, 0, 0, 0, padded - c])) if padded != c else w
+    y = b.emit(
+        b.call_te(
+            depthwise_nhwc, xp, wp, strides=list(a.strides), dilation=list(a.dilation), product=product, out=out,
+            primfunc_name_hint=name,
+        )
+    )  # fmt: skip
+    return R.strided_slice(y, axes=[3], begin=[0], end=[c]) if padded != c else y
+
+
 def _matmul_dot(x: Any, wp: Any, isa_name: str) -> Any:
     """``y[..., f] = sum x[..., c] * w[c, f]`` with ``wp`` blocked ``[N/L, K/k, L, k]``."""
     from tvm import te
@@ -353,22 +380,6 @@ def _matmul_dot(x: Any, wp: Any, isa_name: str) -> Any:
 # --------------------------------------------------------------------------- #
 # Relax rewrite
 # --------------------------------------------------------------------------- #
-
-
-def _static_shape(expr: Any, dtype: str) -> list[int] | None:
-    from tvm import relax
-
-    t = expr.ty
-    if not isinstance(t, relax.TensorType) or str(t.dtype) != dtype or t.shape is None:
-        return None
-    try:
-        return [int(v) for v in t.shape.values]
-    except (TypeError, AttributeError):
-        return None
-
-
-def _round_up(v: int, m: int) -> int:
-    return -(-v // m) * m
 
 
 class _Rewriter:
@@ -394,7 +405,7 @@ class _Rewriter:
         return self.isa
 
     @staticmethod
-    def activations(b: Any, x: Any, isa: DotIsa, axis_pad: list[int], pad_value_int8: int = 0) -> Any:
+    def activations(b: Any, x: Any, isa: DotIsa, axis_pad: list[int]) -> Any:
         """Converts int8 activations to the ISA's operand type and pads them (``axis_pad`` as nn.pad)."""
         from tvm import relax
         from tvm.relax import op as R
@@ -404,15 +415,35 @@ class _Rewriter:
         else:
             xu = b.emit(R.astype(x, "int16"))
         if any(axis_pad):
-            xu = b.emit(R.nn.pad(xu, axis_pad, pad_value=float(pad_value_int8 + isa.offset)))
+            # Padding means int8 0, i.e. isa.offset in the converted operand
+            # (the lowering pads with the zero point itself when it is not 0).
+            xu = b.emit(R.nn.pad(xu, axis_pad, pad_value=float(isa.offset)))
         return xu
+
+    @staticmethod
+    def finish(b: Any, y: Any, w: Any, isa: DotIsa, reduce_axes: list[int], channels: int) -> Any:
+        """Removes the activation offset's share of ``y`` and slices the padded output channels off.
+
+        ``sum((x + 128) * w) = sum(x * w) + 128 * sum(w)``: the second term is
+        a weight-only constant per output channel (lifted to compile time).
+        """
+        from tvm import relax
+        from tvm.relax import op as R
+
+        padded = int(y.ty.shape.values[-1])
+        if isa.offset:
+            wsum = b.emit(R.sum(R.astype(w, "int32"), axis=reduce_axes))
+            correction = R.nn.pad(R.multiply(wsum, relax.const(isa.offset, "int32")), [0, padded - channels])
+            y = b.emit(R.subtract(y, correction))
+        if padded != channels:
+            y = b.emit(R.strided_slice(y, axes=[int(y.ty.ndim) - 1], begin=[0], end=[channels]))
+        return y
 
     def weight(self, expr: Any) -> np.ndarray | None:
         """The compile-time value of a weight expression (a parameter, possibly transposed), or None."""
         return self.resolve(expr) if self.resolve is not None else None
 
     def conv2d(self, b: Any, call: Any) -> Any:
-        from tvm import relax
         from tvm.relax import op as R
 
         a = call.attrs
@@ -429,8 +460,7 @@ class _Rewriter:
         lanes, k = isa.lanes, isa.k
         ci_p, co_p = _round_up(ci, k), _round_up(co, lanes)
         pt, pl, pb, pr = (int(v) for v in a.padding)
-        # Zero-padded int8 means 0 (the lowering pads with the zero point
-        # itself when it is not 0); extra channels meet zero weights.
+        # Extra input channels meet zero weights.
         xu = self.activations(b, x, isa, [0, 0, pt, pb, pl, pr, 0, ci_p - ci])
         wq = w if isa.weight_dtype == "int8" else b.emit(R.astype(w, "int16"))
         if ci_p != ci or co_p != co:
@@ -443,18 +473,10 @@ class _Rewriter:
                 primfunc_name_hint=f"conv2d_{isa.name}",
             )
         )  # fmt: skip
-        if isa.offset:
-            # sum((x + 128) * w) = sum(x * w) + 128 * sum(w): remove the second term.
-            wsum = b.emit(R.sum(R.astype(w, "int32"), axis=[0, 1, 2]))
-            y = b.emit(R.subtract(y, R.nn.pad(R.multiply(wsum, relax.const(isa.offset, "int32")), [0, co_p - co])))
-        if co_p != co:
-            y = b.emit(R.strided_slice(y, axes=[3], begin=[0], end=[co]))
-        return y
+        return self.finish(b, y, w, isa, [0, 1, 2], co)
 
     def depthwise(self, b: Any, call: Any) -> Any:
         """Depthwise int8 conv: channels padded to whole vectors, int16 products."""
-        from tvm.relax import op as R
-
         a = call.attrs
         if (a.data_layout, a.kernel_layout, a.out_layout) != ("NHWC", "HWIO", "NHWC") or str(a.out_dtype) != "int32":
             return None
@@ -462,28 +484,12 @@ class _Rewriter:
         xs, ws = _static_shape(x, "int8"), _static_shape(w, "int8")
         if xs is None or ws is None:
             return None
-        kh, kw, one, c = ws
+        _kh, _kw, one, c = ws
         if one != 1 or int(a.groups) != c or xs[3] != c:
             return None
-        lanes = self.isa.lanes
-        c_p = _round_up(c, lanes)
-        pt, pl, pb, pr = (int(v) for v in a.padding)
-        xp = x
-        if any((pt, pl, pb, pr)) or c_p != c:
-            xp = b.emit(R.nn.pad(x, [0, 0, pt, pb, pl, pr, 0, c_p - c], pad_value=0.0))
-        wp = b.emit(R.nn.pad(w, [0, 0, 0, 0, 0, 0, 0, c_p - c])) if c_p != c else w
-        y = b.emit(
-            b.call_te(
-                depthwise_nhwc, xp, wp, strides=list(a.strides), dilation=list(a.dilation),
-                primfunc_name_hint="depthwise_conv2d_i16",
-            )
-        )  # fmt: skip
-        if c_p != c:
-            y = b.emit(R.strided_slice(y, axes=[3], begin=[0], end=[c]))
-        return y
+        return depthwise_on_vectors(b, call, x, w, _round_up(c, self.isa.lanes), "int16", "int32", "depthwise_conv2d_i16")
 
     def matmul(self, b: Any, call: Any) -> Any:
-        from tvm import relax
         from tvm.relax import op as R
 
         if str(call.attrs.out_dtype) != "int32":
@@ -507,12 +513,7 @@ class _Rewriter:
         w4 = b.emit(R.reshape(wq, (k_p // k, k, n_p // lanes, lanes)))
         wp = b.emit(R.permute_dims(w4, [2, 0, 3, 1]))
         y = b.emit(b.call_te(_matmul_dot, xu, wp, isa_name=isa.name, primfunc_name_hint=f"matmul_{isa.name}"))
-        if isa.offset:
-            wsum = b.emit(R.sum(R.astype(w, "int32"), axis=[0]))
-            y = b.emit(R.subtract(y, R.nn.pad(R.multiply(wsum, relax.const(isa.offset, "int32")), [0, n_p - n])))
-        if n_p != n:
-            y = b.emit(R.strided_slice(y, axes=[len(xs) - 1], begin=[0], end=[n]))
-        return y
+        return self.finish(b, y, w, isa, [0], n)
 
 
 def int8_dot_pass(target: tvm.target.Target, params: dict[str, np.ndarray] | None = None) -> Any:
@@ -534,7 +535,6 @@ def int8_dot_pass(target: tvm.target.Target, params: dict[str, np.ndarray] | Non
     isa = dot_isa(target)
     if isa is None:
         return tvm.transform.Sequential([], name="EdgekitInt8Dot")
-    _register_intrinsics()
     values = {k: (v.numpy() if hasattr(v, "numpy") else np.asarray(v)) for k, v in (params or {}).items()}
     permute_op = tvm.ir.Op.get("relax.permute_dims")
     conv_op = tvm.ir.Op.get("relax.nn.conv2d")
@@ -632,7 +632,7 @@ def schedule_dot(sch: Any, block: Any, isa: DotIsa) -> None:
     from edgekit.compiler.cpu_pipeline import _block_kinds, _extent, _inline_epilogue, _schedule_rest
 
     loops = sch.get_loops(block)
-    kinds = "".join("R" if iv.iter_type == 2 else "S" for iv in sch.get(block).iter_vars)
+    kinds = _block_kinds(sch, block)
     spatial = [lp for lp, kd in zip(loops, kinds) if kd == "S"]
     reduce_ = [lp for lp, kd in zip(loops, kinds) if kd == "R"]
     vec_loop = spatial[-1]

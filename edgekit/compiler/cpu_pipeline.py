@@ -1035,7 +1035,7 @@ def _block_weights_pass(target: tvm.target.Target) -> Any:
         # Wide layers are padded to whole pairs of vectors (2-vector register
         # tiles need fewer loads per FMA); the waste is under 2 * lanes / per_group.
         unit = 2 * lanes if per_group >= 8 * lanes else lanes
-        padded = -(-per_group // unit) * unit
+        padded = round_up(per_group, unit)
         if padded != per_group and per_group < lanes:  # more padding than work
             return call
         if padded != per_group:
@@ -1077,11 +1077,8 @@ def _depthwise_whole_vectors(b: Any, call: Any, x: Any, w: Any, lanes: int) -> A
     with 1- or 2-lane vectors, the largest width dividing it, and the pruned
     model was slower than the unpruned one.
     """
-    from tvm.relax import op as R
+    from edgekit.compiler.cpu_int8 import depthwise_on_vectors
 
-    from edgekit.compiler.cpu_int8 import depthwise_nhwc
-
-    a = call.attrs
     c = int(x.ty.shape.values[3])
     # Whole vectors of 8 lanes (or the target's, if narrower) are enough:
     # padding 72 channels to 80 for 16-lane vectors measured slower than
@@ -1089,33 +1086,31 @@ def _depthwise_whole_vectors(b: Any, call: Any, x: Any, w: Any, lanes: int) -> A
     unit = min(lanes, 8)
     if c % unit == 0:
         return call
-    c_p = -(-c // unit) * unit
-    pt, pl, pb, pr = (int(v) for v in a.padding)
-    xp = b.emit(R.nn.pad(x, [0, 0, pt, pb, pl, pr, 0, c_p - c], pad_value=0.0))
-    wp = b.emit(R.nn.pad(w, [0, 0, 0, 0, 0, 0, 0, c_p - c]))
-    y = b.emit(
-        b.call_te(
-            depthwise_nhwc, xp, wp, strides=list(a.strides), dilation=list(a.dilation), product="float32",
-            out="float32", primfunc_name_hint="depthwise_conv2d_padded",
-        )
-    )  # fmt: skip
-    return R.strided_slice(y, axes=[3], begin=[0], end=[c])
+    return depthwise_on_vectors(b, call, x, w, round_up(c, unit), "float32", "float32", "depthwise_conv2d_padded")
+
+
+def static_shape(expr: Any, dtype: str) -> list[int] | None:
+    """The static shape of a ``dtype`` Relax tensor, None for anything else."""
+    from tvm import relax
+
+    t = expr.ty
+    if not isinstance(t, relax.TensorType) or str(t.dtype) != dtype or t.shape is None:
+        return None
+    try:
+        return [int(v) for v in t.shape.values]
+    except (TypeError, AttributeError):
+        return None
 
 
 def _static_float_shapes(*exprs: Any) -> list[list[int]] | None:
     """Static shapes of float32 tensors, or None if any is not one."""
-    from tvm import relax
+    shapes = [static_shape(e, "float32") for e in exprs]
+    return None if any(s is None for s in shapes) else shapes
 
-    shapes = []
-    for e in exprs:
-        t = e.ty
-        if not isinstance(t, relax.TensorType) or str(t.dtype) != "float32" or t.shape is None:
-            return None
-        try:
-            shapes.append([int(v) for v in t.shape.values])
-        except (TypeError, AttributeError):
-            return None
-    return shapes
+
+def round_up(value: int, multiple: int) -> int:
+    """``value`` rounded up to a multiple of ``multiple``."""
+    return -(-value // multiple) * multiple
 
 
 def _row_reduce(fn: Any, data: Any, rows: list[int], lo: int, hi: int, name: str) -> Any:
@@ -1216,7 +1211,7 @@ def _matmul_weights_pass(target: tvm.target.Target) -> Any:
         k, n = shapes[1]
         if n < lanes:
             return call
-        padded = -(-n // lanes) * lanes
+        padded = round_up(n, lanes)
         if padded != n:
             w = b.emit(relax.op.nn.pad(w, [0, 0, 0, padded - n]))
         blk = 2 * lanes if padded % (2 * lanes) == 0 else lanes
