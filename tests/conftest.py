@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import logging
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -40,6 +45,26 @@ def ppocr_cls_path() -> Path:
     if not path.exists():
         pytest.skip(f"rapidocr wheel has no {path.name}")
     return path
+
+
+@contextlib.contextmanager
+def _script_module(path: Path, name: str) -> Iterator[ModuleType]:
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    # dataclasses look their module up in sys.modules while the file executes.
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop(spec.name, None)
+
+
+@pytest.fixture(scope="session")
+def script_module() -> Callable[[Path, str], contextlib.AbstractContextManager[ModuleType]]:
+    """``with script_module(path, name) as m``: a script of ``benchmarks/`` imported as module ``name``."""
+    return _script_module
 
 
 @pytest.fixture

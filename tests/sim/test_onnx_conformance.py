@@ -9,7 +9,6 @@ full table is docs/conformance.md.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -32,16 +31,9 @@ BUDGET_S = 110
 
 
 @pytest.fixture(scope="module")
-def conformance():
-    spec = importlib.util.spec_from_file_location("edgekit_conformance", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while it loads
-    try:
-        spec.loader.exec_module(module)
+def conformance(script_module):
+    with script_module(SCRIPT, "edgekit_conformance") as module:
         yield module
-    finally:
-        sys.modules.pop(spec.name, None)
 
 
 @pytest.mark.slow

@@ -3,8 +3,6 @@ exact-match metric read real text with the fp32 PP-OCR recognizer."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,16 +15,9 @@ SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "accuracy.py"
 
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("accuracy_benchmark", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
-    try:
-        spec.loader.exec_module(module)
+def bench(script_module):
+    with script_module(SCRIPT, "accuracy_benchmark") as module:
         yield module
-    finally:
-        sys.modules.pop(spec.name, None)
 
 
 def test_recognizer_reads_the_rendered_lines(bench) -> None:

@@ -3,9 +3,7 @@ with tiny sample and run counts (the real run is documented in BENCHMARKS.md).""
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,17 +16,9 @@ SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "quantization.py"
 
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("quant_benchmark", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    # dataclasses look their module up in sys.modules while the file executes.
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
+def bench(script_module):
+    with script_module(SCRIPT, "quant_benchmark") as module:
         yield module
-    finally:
-        sys.modules.pop(spec.name, None)
 
 
 @pytest.fixture(scope="module")
