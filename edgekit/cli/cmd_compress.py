@@ -9,21 +9,27 @@ first normalized to QDQ form. The output is written atomically.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
+import logging
 import math
 import sys
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import onnx
+from rich import box
 from rich.table import Table
 
-from edgekit.cli.render import add_json_flags, console, emit_result, err_console, write_json
+from edgekit.cli.progress import Activity, activity_for
+from edgekit.cli.render import add_json_flags, console, emit_result, err_console, json_to_stdout, write_json
 from edgekit.compress import CALIBRATION_METHODS, QuantConfig, normalize_qoperator, quantize, write_model
 from edgekit.compress.calibration import load_arrays, shapes_from_data
-from edgekit.compress.passes import CompressionPass, PassContext, run_pipeline
+from edgekit.compress.passes import CompressionPass, CompressionStep, PassContext, model_stats
+from edgekit.compress.payoff import PayoffReport, measure_payoff, run_staged
 from edgekit.compress.recipe import STEP_TYPES, load_recipe
 from edgekit.compress.qoperator import is_qoperator_model
 from edgekit.compress.quality import QualityReport
@@ -52,6 +58,8 @@ class StepResult:
         problem: Why not, when ``ok`` is False.
         write_anyway: Write the model even though ``ok`` is False (the best
             model found before ``--max-time`` ran out).
+        stages: Each sub-step's record and the model after it, in order
+            (what ``--board`` compiles and measures).
     """
 
     model: onnx.ModelProto
@@ -60,6 +68,7 @@ class StepResult:
     ok: bool = True
     problem: str = ""
     write_anyway: bool = False
+    stages: list[tuple[CompressionStep, onnx.ModelProto]] = field(default_factory=list)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -89,7 +98,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, metavar="OUT.onnx", help="where to write the compressed model")
     p.add_argument("--input-shape", action="append", default=[], metavar="NAME=SHAPE",
                    help="static shape of an input, e.g. data=1x3x224x224 (repeat per input)")
-    p.add_argument("--board", metavar="B", help="use this board's quantization defaults (see 'edgekit boards')")
+    p.add_argument("--board", metavar="B", help="use this board's quantization defaults and report what each step "
+                   "buys on it: compiled latency (cycles on simulated MCUs, wall clock on the host), arena and "
+                   "weights + code against the fp32 model, with a warning for a step that makes it slower or bigger")
+    p.add_argument("--no-payoff", action="store_true",
+                   help="with --board: only take its quantization defaults, do not compile and measure the steps")
     p.add_argument("--boards-dir", action="append", default=[], metavar="DIR",
                    help="extra folder of board/target TOML files")
     p.add_argument("--report", action="append", default=[], metavar="R.json|R.html|R.md",
@@ -236,17 +249,33 @@ def _step_quantize(prepared: PreparedModel, args: argparse.Namespace, ctx: dict[
         raise InputError("--metric sets what --max-drop measures", hint="Add --max-drop PCT.")
     if args.max_time is not None and not config.accuracy_controlled:
         raise InputError("--max-time limits accuracy control", hint="Add --max-drop PCT or --min-sqnr DB.")
-    progress = None if args.json else (lambda msg: err_console.print(msg, highlight=False))
-    result = quantize(prepared, config, args.calibration, eval_data=args.eval, metric=metric, board=ctx.get("board"),
-                      progress=progress)  # fmt: skip
+    started = time.monotonic()
+    with activity_for(args, "quantizing") as act:
+        result = quantize(prepared, config, args.calibration, eval_data=args.eval, metric=metric,
+                          board=ctx.get("board"), progress=_notifier(args, act, "quantizing"))  # fmt: skip
     report = result.report
     fb = report.fallback
     ok = fb is None or fb.met
     problem = ""
     if fb is not None and not fb.met:
         problem = fb.message
+    step = CompressionStep("quantize", config.to_json(), True, model_stats(prepared.model), model_stats(result.model),
+                           time.monotonic() - started)  # fmt: skip
     return StepResult(result.model, {"step": "quantize", **report.to_json()}, lambda: _render_quant(report), ok,
-                      problem, write_anyway=fb is not None and fb.stopped_early)
+                      problem, write_anyway=fb is not None and fb.stopped_early, stages=[(step, result.model)])
+
+
+def _notifier(args: argparse.Namespace, act: Activity, what: str) -> Callable[[str], None] | None:
+    """Progress lines on stderr, also shown beside the progress bar; none
+    with ``--json`` on stdout or ``-q``."""
+    if getattr(args, "quiet", False) or json_to_stdout(args):
+        return None
+
+    def notify(msg: str) -> None:
+        err_console.print(msg, highlight=False)
+        act.update(0, description=f"{what}: {msg[:60]}")
+
+    return notify
 
 
 _GRAPH_FLAGS = ("prune_structured", "prune_unstructured", "prune_nm", "low_rank", "recover")
@@ -291,9 +320,13 @@ def _graph_passes(args: argparse.Namespace) -> list[CompressionPass]:
 def _step_graph(prepared: PreparedModel, args: argparse.Namespace, ctx: dict[str, Any]) -> StepResult:
     passes = _graph_passes(args)
     calibration = load_arrays(args.calibration) if args.calibration else None
-    result = run_pipeline(prepared.model, passes, PassContext(calibration=calibration), fidelity=calibration is not None)
+    with activity_for(args, "compressing", total=len(passes)) as act:
+        result = run_staged(prepared.model, passes, PassContext(calibration=calibration),
+                            fidelity=calibration is not None,
+                            progress=lambda name, done, total: act.update(done, total, f"compressing: {name}"))
     section = {"step": "recipe" if args.recipe else "graph", **result.to_json()}
-    return StepResult(result.model, section, lambda: _render_graph(section))
+    return StepResult(result.model, section, lambda: _render_graph(section),
+                      stages=list(zip(result.steps, result.models[1:])))
 
 
 def _wants_graph(args: argparse.Namespace) -> bool:
@@ -356,10 +389,13 @@ def run(args: argparse.Namespace) -> int:
     if not steps and not sections:
         raise InputError("nothing to do", hint="Pass a compression, e.g. --quantize int8 --calibration CAL.npz.")
     failure = ""
+    original = prepared.model
+    stages: list[tuple[CompressionStep, onnx.ModelProto]] = []
     for _, fn in steps:
         outcome = fn(prepared, args, ctx)
         sections.append(outcome.section)
         renders.append(outcome.render)
+        stages += outcome.stages
         if not outcome.ok:
             failure = outcome.problem
             break
@@ -367,7 +403,14 @@ def run(args: argparse.Namespace) -> int:
                                  prepared.opset, prepared.notes)
 
     written = not failure or outcome.write_anyway
-    document = {"model": args.model, "output": args.output if written else None, "steps": sections}
+    document: dict[str, Any] = {"model": args.model, "output": args.output if written else None, "steps": sections}
+    if args.board and not args.no_payoff and stages and not failure:
+        payoff = _board_payoff(original, stages, args)
+        document["payoff"] = {k: v for k, v in payoff.to_json().items() if k not in ("rows", "packages")}
+        document["warnings"] = payoff.warnings()
+        renders.append(lambda: _render_payoff(payoff))
+    else:
+        document["warnings"] = []
     _write_reports(args.report, document)
     if failure:
         if written:
@@ -387,8 +430,42 @@ def run(args: argparse.Namespace) -> int:
         return 0
     for r in renders:
         r()
+    for warning in document["warnings"]:
+        err_console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
     err_console.print(f"wrote {args.output}" + (f" and {', '.join(args.report)}" if args.report else ""))
     return 0
+
+
+#: Loggers whose per-compile lines (kernels built, arena plan) belong to
+#: ``edgekit compile``; the payoff's compiles keep them at warning level.
+_BUILD_LOGGERS = ("edgekit.compiler", "edgekit.runtime", "edgekit.sim", "edgekit.npu")
+
+
+@contextlib.contextmanager
+def _quiet_logs(args: argparse.Namespace, names: tuple[str, ...]) -> Iterator[None]:
+    """Raises ``names`` to WARNING for the block, unless ``--debug``."""
+    loggers = [logging.getLogger(n) for n in names]
+    saved = [lg.level for lg in loggers]
+    if not getattr(args, "debug", False):
+        for lg in loggers:
+            lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, saved):
+            lg.setLevel(level)
+
+
+def _board_payoff(original: onnx.ModelProto, stages: list[tuple[CompressionStep, onnx.ModelProto]],
+                  args: argparse.Namespace) -> PayoffReport:  # fmt: skip
+    """Compiles the input model and the model after every step for
+    ``--board`` and measures each (:func:`edgekit.compress.payoff.measure_payoff`)."""
+    steps = [step for step, _ in stages]
+    models = [original, *(model for _, model in stages)]
+    with activity_for(args, f"measuring on {args.board}") as act, _quiet_logs(args, _BUILD_LOGGERS):
+        return measure_payoff(steps, args.board, models=models, board_dirs=args.boards_dir,
+                              model_name=Path(args.model).name,
+                              progress=lambda what, done, total: act.update(done, total, f"{args.board}: {what}"))
 
 
 # --------------------------------------------------------------------------- #
@@ -464,3 +541,38 @@ def _render_quant(report: QualityReport) -> None:
                             f"{f.extra_activation_bytes:,}", buys)
             console.print(tbl)
         console.print(f"accuracy control: {fb.message}")
+
+
+def _render_payoff(report: PayoffReport) -> None:
+    tbl = Table(title=f"on {report.board}, step by step against fp32", box=box.SIMPLE_HEAD)
+    for col in ("step", "cycles" if report.simulated else "latency", "vs fp32", "arena", "weights+code"):
+        tbl.add_column(col, justify="left" if col == "step" else "right", no_wrap=col != "step")
+    for row in report.summary():
+        name = "all steps" if row["step"] == "chain" else row["step"]
+        if row["error"] and row["flash_bytes"] is None:
+            tbl.add_row(name, row["error"], "", "", "")
+            continue
+        if row["error"]:  # compiled, but could not run here
+            lat = row["error"]
+        elif row["cycles"] is not None:
+            lat = f"{row['cycles'] / 1e6:.3g} M" if row["cycles"] >= 1e6 else f"{row['cycles'] / 1e3:.3g} k"
+        else:
+            lat = "-" if row["latency_ms"] is None else f"{row['latency_ms']:.3g} ms"
+        speedup = row["speedup_vs_fp32"]
+        if speedup is None or row["step"] == "fp32":
+            vs = "-"
+        elif abs(speedup - 1.0) < 0.005:
+            vs = "same"
+        else:
+            vs = f"{speedup:.2f}x faster" if speedup > 1.0 else f"{1 / speedup:.2f}x slower"
+        tbl.add_row(name, lat, vs, _sized(row["arena_bytes"], row["arena_vs_fp32"]),
+                    _sized(row["flash_bytes"], row["flash_vs_fp32"]))
+    console.print(tbl)
+    console.print(report.timing, highlight=False)
+
+
+def _sized(n: int | None, ratio: float | None) -> str:
+    if n is None:
+        return "-"
+    text = f"{n / 1024:.1f} KiB"
+    return text if ratio is None or abs(ratio - 1.0) < 0.005 else f"{text} {100 * (ratio - 1):+.0f}%"

@@ -47,7 +47,7 @@ import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import onnx
@@ -67,6 +67,7 @@ from edgekit.core.errors import ConfigError, EdgekitError
 
 __all__ = [
     "PackageMeasurement",
+    "Progress",
     "PayoffReport",
     "PayoffRow",
     "StagedResult",
@@ -88,6 +89,15 @@ MIN_ROUND_MS = 20.0
 #: Samples evaluated per model when ``max_eval`` is not given.
 DEFAULT_MAX_EVAL = 256
 
+#: A step is reported as making a model bigger when its arena or its stored
+#: weights + code grow by more than this fraction (compiles are
+#: deterministic, so any growth is real; this only hides rounding).
+SIZE_TOLERANCE = 0.01
+
+#: ``progress(what, done, total)``: ``done`` of ``total`` units of the
+#: measurement are finished; ``what`` says which phase runs now.
+Progress = Callable[[str, int, int], None]
+
 
 # --------------------------------------------------------------------------- #
 # Keeping the intermediate models of a pipeline
@@ -106,15 +116,20 @@ class StagedResult(PipelineResult):
 class _Recording(CompressionPass):
     """Delegates to a pass and keeps the model it returns."""
 
-    def __init__(self, inner: CompressionPass, sink: list[onnx.ModelProto]) -> None:
+    def __init__(self, inner: CompressionPass, sink: list[onnx.ModelProto], progress: Progress | None = None,
+                 index: int = 0, count: int = 1) -> None:  # fmt: skip
         self.inner = inner
         self.sink = sink
         self.name = inner.name
+        self._progress = progress
+        self._index, self._count = index, count
 
     def describe(self) -> dict[str, Any]:
         return self.inner.describe()
 
     def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
+        if self._progress is not None:
+            self._progress(self.name, self._index, self._count)
         result = self.inner.run(model, ctx)
         self.sink.append(result.model)
         return result
@@ -126,11 +141,16 @@ def run_staged(
     ctx: PassContext | None = None,
     *,
     fidelity: bool = True,
+    progress: Progress | None = None,
 ) -> StagedResult:
     """:func:`edgekit.compress.passes.run_pipeline`, keeping every
-    intermediate model so :func:`measure_payoff` can compile each one."""
+    intermediate model so :func:`measure_payoff` can compile each one.
+
+    ``progress(step name, steps done, steps)`` is called before each step."""
+    passes = list(passes)
     models: list[onnx.ModelProto] = [model]
-    result = run_pipeline(model, [_Recording(p, models) for p in passes], ctx, fidelity=fidelity)
+    recorded = [_Recording(p, models, progress, i, len(passes)) for i, p in enumerate(passes)]
+    result = run_pipeline(model, recorded, ctx, fidelity=fidelity)
     return StagedResult(model=result.model, steps=result.steps, models=models)
 
 
@@ -161,6 +181,9 @@ class PackageMeasurement:
         eval: ``top1_pct`` (with labels), ``agreement_pct`` and ``sqnr_db``
             against the fp32 model, ``samples`` and ``source`` (``compiled`` or
             ``onnxruntime``).
+        bench_error: Why the package compiled but could not be run (no
+            simulator or device for the board), or "": sizes are known,
+            latency is not.
     """
 
     key: str
@@ -175,12 +198,27 @@ class PackageMeasurement:
     round_ms: list[float] = field(default_factory=list)
     ort_max_rel_error: float | None = None
     eval: dict[str, Any] = field(default_factory=dict)
+    bench_error: str = ""
+
+    @property
+    def flash_bytes(self) -> int | None:
+        """What the board stores: weights + code (flash on an MCU, the shared
+        library on a Linux board); ``None`` when the model did not compile."""
+        if self.error and not self.memory:
+            return None
+        return int(self.memory.get("weight_bytes", 0)) + int(self.memory.get("code_bytes", 0))
+
+    @property
+    def arena_bytes(self) -> int | None:
+        """Activation arena of the compiled model, ``None`` when unknown."""
+        return int(self.memory["arena_bytes"]) if "arena_bytes" in self.memory else None
 
     def to_json(self) -> dict[str, Any]:
         """JSON form."""
         return {
             "stats": self.stats.to_json(),
             "error": self.error,
+            "bench_error": self.bench_error,
             "package_bytes": self.package_bytes,
             "memory": self.memory,
             "compile_seconds": self.compile_seconds,
@@ -270,8 +308,68 @@ class PayoffReport:
                 return r
         raise KeyError(f"no row {label!r} (pipeline {pipeline!r}); rows: {[(r.pipeline, r.label) for r in self.rows]}")
 
+    def summary(self) -> list[dict[str, Any]]:
+        """One entry per row, step by step against the fp32 model: latency
+        (and cycles), arena and stored bytes of the compiled model, and their
+        ratios to the model before the step and to fp32."""
+        fp32 = self.rows[0].after if self.rows else None
+        out = []
+        for r in self.rows:
+            m = r.after
+            entry: dict[str, Any] = {
+                "step": r.label,
+                "pipeline": r.pipeline,
+                "error": m.error or m.bench_error,
+                "latency_ms": m.latency_ms,
+                "cycles": m.cycles,
+                "arena_bytes": m.arena_bytes,
+                "flash_bytes": m.flash_bytes,
+                "weight_bytes": m.memory.get("weight_bytes"),
+                "code_bytes": m.memory.get("code_bytes"),
+                "speedup": r.speedup,
+                "speedup_vs_fp32": r.speedup_vs_fp32,
+                "arena_vs_fp32": _size_ratio(fp32.arena_bytes if fp32 else None, m.arena_bytes),
+                "flash_vs_fp32": _size_ratio(fp32.flash_bytes if fp32 else None, m.flash_bytes),
+                "verdict": r.verdict,
+            }
+            out.append(entry)
+        return out
+
+    def warnings(self) -> list[str]:
+        """A sentence for every step that makes the model measurably slower,
+        grows its arena or its stored weights + code, or stops it compiling
+        — and for the whole chain against fp32 when there are several steps."""
+        found: list[str] = []
+        steps = [r for r in self.rows if r.step is not None and r.label != "chain"]
+        for r in self.rows:
+            if r.step is None or not r.step.modified or (r.label == "chain" and len(steps) < 2):
+                continue
+            what = f"the {r.pipeline + ' ' if r.pipeline and r.pipeline != r.label else ''}{r.label} step"
+            if r.label == "chain":
+                what = "the compressed model (all steps)"
+            before, after = r.before, r.after
+            if after.error and not before.error:
+                found.append(f"{what} leaves a model that fails on {self.board}: {after.error}")
+                continue
+            if _latency_trend(r.speedup, r.speedup_band) == "slower" and r.speedup:
+                unit = (f"{_count(int(before.cycles))} -> {_count(int(after.cycles))} cycles"
+                        if before.cycles is not None and after.cycles is not None else
+                        f"{before.latency_ms:.3g} -> {after.latency_ms:.3g} ms")  # fmt: skip
+                found.append(f"{what} makes the model {1 / r.speedup:.2f}x slower on {self.board} ({unit})")
+            grown = _grown(before.arena_bytes, after.arena_bytes)
+            if grown:
+                found.append(f"{what} grows the activation arena on {self.board}: {grown}")
+            grown = _grown(before.flash_bytes, after.flash_bytes)
+            if grown:
+                code = int(after.memory.get("code_bytes", 0)) - int(before.memory.get("code_bytes", 0))
+                weights = int(after.memory.get("weight_bytes", 0)) - int(before.memory.get("weight_bytes", 0))
+                why = f" (weights {_signed_kib(weights)}, code {_signed_kib(code)})" if code and weights else ""
+                found.append(f"{what} makes the stored weights + code bigger on {self.board}: {grown}{why}")
+        return found
+
     def to_json(self) -> dict[str, Any]:
-        """JSON form (``rows`` and ``packages``)."""
+        """JSON form (``rows``, ``packages``, the per-step ``summary`` and
+        ``warnings``)."""
         return {
             "board": self.board,
             "model": self.model_name,
@@ -279,6 +377,8 @@ class PayoffReport:
             "timing": self.timing,
             "rows": [r.to_json() for r in self.rows],
             "packages": {k: m.to_json() for k, m in self.packages.items()},
+            "summary": self.summary(),
+            "warnings": self.warnings(),
         }
 
     def to_markdown(self, *, title: bool = True) -> str:
@@ -343,6 +443,37 @@ def _delta(value: int, fp32: int, row: PayoffRow) -> str:
 
 def _kib(n: int) -> str:
     return f"{n / 1024:.1f} KiB" if n < 1024 * 1024 else f"{n / 1024 / 1024:.2f} MiB"
+
+
+def _signed_kib(n: int) -> str:
+    return ("+" if n > 0 else "-") + _kib(abs(n))
+
+
+def _size_ratio(fp32: int | None, value: int | None) -> float | None:
+    return None if not fp32 or value is None else value / fp32
+
+
+def _grown(before: int | None, after: int | None) -> str:
+    """``"a -> b (+x %)"`` when ``after`` is more than :data:`SIZE_TOLERANCE` above ``before``."""
+    if not before or after is None or after <= before * (1.0 + SIZE_TOLERANCE):
+        return ""
+    return f"{_kib(before)} -> {_kib(after)} ({100.0 * (after / before - 1.0):+.0f} %)"
+
+
+def _latency_trend(speedup: float | None, band: tuple[float, float] | None) -> str:
+    """``faster``, ``slower``, ``same`` (within noise) or ``""`` (not measured).
+
+    A deterministic (cycle-count) ratio counts from 1 %; a wall-clock one
+    needs 3 % and its whole quartile band on the same side of 1."""
+    if speedup is None or band is None:
+        return ""
+    low, high = band
+    deterministic = low == high
+    if (deterministic or low > 1.0) and speedup >= 1.01 + 0.02 * (not deterministic):
+        return "faster"
+    if (deterministic or high < 1.0) and speedup <= 0.99 - 0.02 * (not deterministic):
+        return "slower"
+    return "same"
 
 
 # --------------------------------------------------------------------------- #
@@ -412,6 +543,7 @@ def measure_payoff(
     workdir: str | os.PathLike[str] | None = None,
     board_dirs: Iterable[str | os.PathLike[str]] = (),
     model_name: str = "",
+    progress: Progress | None = None,
 ) -> PayoffReport:
     """Compiles the model before and after every step for ``board``,
     benchmarks the packages and fills ``latency_ms_before/after`` (and
@@ -438,6 +570,8 @@ def measure_payoff(
         workdir: Folder for the packages; a temporary one (deleted) if None.
         board_dirs: Extra folders of board/target profiles.
         model_name: Name used in titles.
+        progress: ``progress(what, done, total)`` after every compile, run
+            and timing round (see :data:`Progress`).
 
     Returns:
         The :class:`PayoffReport`.
@@ -449,7 +583,7 @@ def measure_payoff(
     return measure_payoffs(
         {"": (steps, staged)}, board, rounds=rounds, runs=runs, eval_data=eval_data, labels=labels,
         max_eval=max_eval, eval_compiled=eval_compiled, workdir=workdir, board_dirs=board_dirs,
-        model_name=model_name,
+        model_name=model_name, progress=progress,
     )  # fmt: skip
 
 
@@ -466,6 +600,7 @@ def measure_payoffs(
     workdir: str | os.PathLike[str] | None = None,
     board_dirs: Iterable[str | os.PathLike[str]] = (),
     model_name: str = "",
+    progress: Progress | None = None,
 ) -> PayoffReport:
     """:func:`measure_payoff` for several pipelines that start from the same
     fp32 model (e.g. "structured 30 %", "unstructured 50 %", "int8" and a
@@ -477,7 +612,8 @@ def measure_payoffs(
         pipelines: Pipeline name -> :class:`StagedResult`, or ``(steps,
             models)``. All must start from the same fp32 model.
         board, rounds, runs, eval_data, labels, max_eval, eval_compiled,
-            workdir, board_dirs, model_name: As for :func:`measure_payoff`.
+            workdir, board_dirs, model_name, progress: As for
+            :func:`measure_payoff`.
 
     Raises:
         ConfigError: no pipelines, pipelines from different fp32 models, or
@@ -522,18 +658,30 @@ def measure_payoffs(
     else:
         folder = Path(workdir)
         folder.mkdir(parents=True, exist_ok=True)
+    tick = _Ticker(progress, 2 * len(unique) + (eval_data is not None) + rounds)
     try:
-        measured = {k: _compile(k, m, brd, folder, board_dirs) for k, m in unique.items()}
+        measured: dict[str, PackageMeasurement] = {}
+        for k, m in unique.items():
+            tick("compiling", f" {len(measured) + 1}/{len(unique)}")
+            measured[k] = _compile(k, m, brd, folder, board_dirs)
         paths = {k: folder / f"{k[:16]}.ekpkg" for k in unique}
         ok = [k for k in unique if not measured[k].error]
-        _bench(ok, paths, measured, brd.name, board_dirs)
+        # An MCU board with no port configured is measured on its simulator
+        # (the timing line says so), without the runner's warning per package.
+        use_sim = (brd.transport.kind == "serial" and not brd.transport.port and brd.simulator.kind != "none") or None
+        _bench(ok, paths, measured, brd.name, board_dirs, tick, use_sim)
+        ok = [k for k in ok if not measured[k].bench_error]
         simulated = any(measured[k].simulated for k in ok)
+        if not ok or simulated:
+            tick.total -= rounds
         if ok and not simulated:
-            _interleave(ok, paths, measured, brd.name, board_dirs, rounds, runs)
+            _interleave(ok, paths, measured, brd.name, board_dirs, rounds, runs, tick)
         compiled_eval = (not simulated) if eval_compiled is None else eval_compiled
         if eval_data is not None:
+            tick("evaluating", "")
             _evaluate(ok, unique, paths, measured, unique[fp32_key], brd.name, board_dirs, eval_data, labels,
                       max_eval, compiled_eval)  # fmt: skip
+        tick("done")
     finally:
         if tmp is not None:
             tmp.cleanup()
@@ -587,15 +735,37 @@ def _compile(key: str, model: onnx.ModelProto, brd: Any, folder: Path, board_dir
     return m
 
 
+class _Ticker:
+    """Counts progress units for a :data:`Progress` callback."""
+
+    def __init__(self, progress: Progress | None, total: int) -> None:
+        self.progress, self.total, self.done = progress, total, 0
+
+    def __call__(self, what: str, detail: str = "") -> None:
+        """Reports the previous unit done and ``what`` (``detail``) running now."""
+        if self.progress is not None:
+            self.progress(what + detail, self.done, self.total)
+        self.done = min(self.done + 1, self.total)
+
+
 def _bench(keys: Sequence[str], paths: Mapping[str, Path], measured: dict[str, PackageMeasurement],
-           board: str, board_dirs: Iterable[Any]) -> None:  # fmt: skip
+           board: str, board_dirs: Iterable[Any], tick: _Ticker, sim: bool | None = None) -> None:  # fmt: skip
     """One bench_package per package: the compiled-vs-onnxruntime check, and
-    on simulated boards the (deterministic) measurement itself."""
+    on simulated boards the (deterministic) measurement itself. A package
+    that cannot run here (no device and no simulator for the board) keeps
+    its sizes and gets a ``bench_error``."""
     from edgekit.runtime.runner import bench_package
 
-    for k in keys:
-        report = bench_package(paths[k], board=board, runs=1, warmup=0, compare_ort=True, board_dirs=board_dirs)
+    for i, k in enumerate(keys):
+        tick("running", f" {i + 1}/{len(keys)}")
         m = measured[k]
+        try:
+            report = bench_package(paths[k], board=board, runs=1, warmup=0, compare_ort=True, sim=sim,
+                                   board_dirs=board_dirs)  # fmt: skip
+        except EdgekitError as exc:
+            m.bench_error = f"not run: {exc.message[:160]}"
+            logger.warning("model %s does not run on %s: %s", k[:12], board, exc.message)
+            continue
         m.simulated = bool(report["simulated"])
         m.latency_ms = float(report["latency_ms"]["p50"])
         if "cycles" in report:
@@ -604,7 +774,7 @@ def _bench(keys: Sequence[str], paths: Mapping[str, Path], measured: dict[str, P
 
 
 def _interleave(keys: Sequence[str], paths: Mapping[str, Path], measured: dict[str, PackageMeasurement],
-                board: str, board_dirs: Iterable[Any], rounds: int, runs: int) -> None:  # fmt: skip
+                board: str, board_dirs: Iterable[Any], rounds: int, runs: int, tick: _Ticker) -> None:  # fmt: skip
     """Times all packages in interleaved rounds, rotating the order each
     round so no model always runs first (caches, frequency ramps)."""
     from edgekit.compiler.package import open_package
@@ -624,6 +794,7 @@ def _interleave(keys: Sequence[str], paths: Mapping[str, Path], measured: dict[s
             count[k] = max(runs, math.ceil(MIN_ROUND_MS / max(probe, 1e-3)))
         samples: dict[str, list[float]] = {k: [] for k in keys}
         for r in range(rounds):
+            tick("timing", f" round {r + 1}/{rounds}")
             order = list(keys[r % len(keys):]) + list(keys[: r % len(keys)])
             for k in order:
                 runner, feeds = runners[k]
@@ -719,6 +890,8 @@ def _verdict(step: CompressionStep, row: PayoffRow, before: PackageMeasurement, 
         return after.error
     if not step.modified:
         return "model unchanged"
+    if after.bench_error:
+        return after.bench_error
     parts = []
     if abs(step.macs_reduction) <= 0.005:
         if step.name in ("prune", "prune-nm"):
@@ -729,17 +902,15 @@ def _verdict(step: CompressionStep, row: PayoffRow, before: PackageMeasurement, 
         parts.append(f"{100 * step.macs_reduction:.0f} % fewer MACs")
     else:
         parts.append(f"{-100 * step.macs_reduction:.0f} % more MACs")
-    if row.speedup is not None and row.speedup_band is not None:
-        low, high = row.speedup_band
-        deterministic = low == high
-        if deterministic and before.cycles is not None and before.cycles == after.cycles:
-            parts.append("identical cycle count")
-        elif (deterministic or low > 1.0) and row.speedup >= 1.01 + 0.02 * (not deterministic):
-            parts.append(f"{row.speedup:.2f}× faster")
-        elif (deterministic or high < 1.0) and row.speedup <= 0.99 - 0.02 * (not deterministic):
-            parts.append(f"{1 / row.speedup:.2f}× slower")
-        else:
-            parts.append("no measurable latency change")
+    trend = _latency_trend(row.speedup, row.speedup_band)
+    if trend and before.cycles is not None and before.cycles == after.cycles:
+        parts.append("identical cycle count")
+    elif trend == "faster" and row.speedup:
+        parts.append(f"{row.speedup:.2f}× faster")
+    elif trend == "slower" and row.speedup:
+        parts.append(f"{1 / row.speedup:.2f}× slower")
+    elif trend:
+        parts.append("no measurable latency change")
     if before.package_bytes and after.package_bytes:
         change = after.package_bytes / before.package_bytes - 1.0
         stored = int(after.memory.get("weight_bytes", 0)) - int(before.memory.get("weight_bytes", 0))

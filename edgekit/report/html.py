@@ -308,6 +308,29 @@ def _layer_sqnr_plot(document: Mapping[str, Any]) -> str:
     return "<h2>Per-layer error</h2>" + _plot("layer-sqnr", "Output SQNR of each layer after quantization.", fig)
 
 
+def _payoff_section(document: Mapping[str, Any]) -> str:
+    """``compress --board``'s measurements: each step compiled for the board."""
+    payoff = document.get("payoff")
+    if not payoff:
+        return ""
+    cycles = bool(payoff.get("simulated"))
+    rows = []
+    for r in payoff.get("summary", []):
+        if r.get("cycles") is not None:
+            latency = f"{r['cycles']:,.0f} cycles ({r['latency_ms']:.4g} ms)"
+        else:
+            latency = "-" if r.get("latency_ms") is None else f"{r['latency_ms']:.4g} ms"
+        speed = r.get("speedup_vs_fp32")
+        rows.append([r["step"], r.get("error") or latency, "-" if speed is None else f"{speed:.2f}x",
+                     "-" if r.get("arena_bytes") is None else format_bytes(r["arena_bytes"]),
+                     "-" if r.get("flash_bytes") is None else format_bytes(r["flash_bytes"]), r.get("verdict", "")])
+    warnings = "".join(f'<p class="verdict-fail">Warning: {html.escape(w)}</p>' for w in document.get("warnings", []))
+    return (f"<h2>On {html.escape(str(payoff.get('board')))}</h2>" + warnings
+            + _table(("step", "cycles" if cycles else "latency", "speed-up vs fp32", "arena", "weights + code",
+                      "verdict"), rows)
+            + f'<p class="note">{html.escape(str(payoff.get("timing", "")))}</p>')
+
+
 def compress_html(document: Mapping[str, Any], *, latencies: Mapping[str, float] | None = None) -> str:
     """The HTML report of a ``compress --report`` document.
 
@@ -324,7 +347,7 @@ def compress_html(document: Mapping[str, Any], *, latencies: Mapping[str, float]
               f"<p>Wrote {html.escape(str(document.get('output')))}.</p>")
     sections = [status, "<h2>Variants</h2>", _variants_plot(document, latencies),
                 _table(("variant", "weights", accuracy_label(document), "SQNR dB", "latency ms", "MACs"), rows),
-                _layer_sqnr_plot(document)]
+                _payoff_section(document), _layer_sqnr_plot(document)]
     return _page(f"edgekit compress: {document.get('model', 'model')}", sections)
 
 
