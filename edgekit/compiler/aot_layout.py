@@ -157,6 +157,12 @@ def _uses(graph: AotGraph) -> tuple[dict[int, int], dict[int, int]]:
 def arena_buffers(graph: AotGraph, workspace: dict[str, int], decoded: Collection[int] = ()) -> list[Buffer]:
     """The buffers the arena must hold, with lifetimes in kernel-call steps.
 
+    A model input lives from before the first call (-1) to the last call
+    that reads it: its bytes are reused afterwards (a float input that the
+    first kernel quantizes is the largest buffer of many int8 models), so
+    the host writes the inputs again before every run, as the runners do
+    (docs/protocol.md). An input that is also an output lives to the end.
+
     ``decoded`` names the weights stored sparse: each gets a buffer (named
     ``t<index>`` like other tensors) from the first call that reads it to the
     last one.
@@ -168,7 +174,7 @@ def arena_buffers(graph: AotGraph, workspace: dict[str, int], decoded: Collectio
     buffers = []
     for t in graph.tensors:
         if t.kind == "input":
-            buffers.append(Buffer(f"t{t.index}", t.nbytes, -1, end))
+            buffers.append(Buffer(f"t{t.index}", t.nbytes, -1, last.get(t.index, -1)))
         elif t.kind == "arena" and t.index in first:
             buffers.append(Buffer(f"t{t.index}", t.nbytes, first[t.index], last[t.index]))
         elif t.kind == "weight" and t.index in decoded:

@@ -11,9 +11,9 @@ kernel workspaces) and its storage tokens are separate allocations, not
 offsets in one arena.
 
 Lifetimes are in kernel-call steps: ``first`` and ``last`` are inclusive step
-indices. Model inputs use ``first = -1`` and ``last = num_calls`` so that they
-survive repeated runs; outputs use ``last = num_calls`` so the host can read
-them after the run.
+indices. Model inputs use ``first = -1`` (written before the run) and end at
+their last reader (the host writes them again before each run); outputs use
+``last = num_calls`` so the host can read them after the run.
 """
 
 from __future__ import annotations

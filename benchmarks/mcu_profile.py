@@ -1,0 +1,154 @@
+"""Per-layer instruction counts of a model on a simulated MCU board.
+
+Compiles the model for the board (the same AOT path as ``edgekit compile``),
+runs one inference of the linked firmware in the unicorn simulator and splits
+the executed instructions by kernel call: a call starts when the core leaves
+``ek_model_run`` for a kernel and ends when it comes back. Counts are
+deterministic (the basic-block counting of ``edgekit.sim.mcu``).
+
+Used to find which layers of an int8 model lose against fp32 (issue #15).
+
+Usage::
+
+    .venv/bin/python benchmarks/mcu_profile.py MODEL.onnx [--board stm32h7] [--top 30]
+    .venv/bin/python benchmarks/mcu_profile.py --case ppocr_cls [--board rv32-mcu-sim] [--int8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from elftools.elf.elffile import ELFFile
+
+from edgekit.compiler.aot import FIRMWARE_ELF, WEIGHTS_BIN, _measure_and_link, compile_aot
+from edgekit.compiler.backend import no_progress
+from edgekit.core.profiles import load_profiles
+from edgekit.frontend.loader import load_model
+from edgekit.runtime.device import DeviceClient
+from edgekit.runtime.transport import SerialTransport
+from edgekit.sim.mcu import McuSimulator
+
+__all__ = ["StepCount", "profile_model"]
+
+
+@dataclass
+class StepCount:
+    """One kernel call: its symbol, the shapes it touches, the instructions it ran."""
+
+    step: int
+    func: str
+    shapes: str
+    instructions: int
+
+
+class _SteppedSimulator(McuSimulator):
+    """Records the instruction count each time the core leaves ``ek_model_run``."""
+
+    def __init__(self, elf: bytes, board: Any) -> None:
+        sym = ELFFile(io.BytesIO(elf)).get_section_by_name(".symtab").get_symbol_by_name("ek_model_run")[0]
+        self._run_lo = sym["st_value"] & ~1
+        self._run_hi = self._run_lo + sym["st_size"]
+        self._inside = False
+        self.marks: list[tuple[int, bool]] = []  # (instructions before the block, entering a kernel)
+        super().__init__(elf, board)
+
+    def _on_block(self, uc: Any, address: int, size: int, ud: Any) -> None:
+        inside = self._run_lo <= address < self._run_hi
+        if inside != self._inside:
+            self.marks.append((self.instructions, not inside))
+            self._inside = inside
+        super()._on_block(uc, address, size, ud)
+
+
+def profile_model(path: str, board_name: str, feeds: dict[str, np.ndarray] | None = None) -> list[StepCount]:
+    """Instructions of each kernel call of one inference of ``path`` on ``board_name``."""
+    profiles = load_profiles()
+    board = profiles.board(board_name)
+    target = profiles.target_of(board)
+    prepared = load_model(path)
+    art = compile_aot(prepared, target.tvm_target())
+    members, _, _, _ = _measure_and_link(art, board, target, no_progress)
+    rng = np.random.default_rng(0)
+    feeds = feeds or {i.name: rng.uniform(-1, 1, i.shape).astype(np.float32) for i in prepared.inputs}
+    sim = _SteppedSimulator(members[FIRMWARE_ELF], board)
+    link = SerialTransport(sim.port_name, board.transport.baudrate)
+    try:
+        client = DeviceClient(link)
+        client.hello()
+        client.load(members[WEIGHTS_BIN])
+        for i, spec in enumerate(prepared.inputs):
+            client.set_input(i, np.ascontiguousarray(feeds[spec.name], np.float32).tobytes())
+        sim.marks.clear()
+        client.run(1)
+    finally:
+        link.close()
+        sim.close()
+    # Each kernel call is one excursion out of ek_model_run: after the core
+    # first enters it, marks alternate (leave for a kernel, come back); the
+    # last leave is its return to the agent.
+    seq = sim.marks[next(i for i, (_, leaving) in enumerate(sim.marks) if not leaving):]
+    spans = [(seq[j][0], seq[j + 1][0]) for j in range(1, len(seq) - 1, 2)]
+    graph = art.graph
+    calls = graph.calls
+    if len(spans) < len(calls):
+        raise RuntimeError(f"{len(spans)} kernel excursions seen for {len(calls)} calls")
+    rows = []
+    for step, (call, (a, b)) in enumerate(zip(calls, spans)):
+        shapes = " ".join(
+            f"{graph.tensors[t].dtype}{list(graph.tensors[t].shape)}"
+            for t in call.args
+            if graph.tensors[t].kind != "weight"
+        )
+        rows.append(StepCount(step, call.func, shapes, b - a))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", nargs="?")
+    parser.add_argument("--case", choices=["digits_cnn", "ppocr_cls"])
+    parser.add_argument("--int8", action="store_true", help="with --case: quantize it first (edgekit defaults)")
+    parser.add_argument("--board", default="rv32-mcu-sim")
+    parser.add_argument("--top", type=int, default=0, help="print only the N most expensive calls")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="edgekit-mcu-profile-") as tmp:
+        path = args.model
+        if args.case:
+            sys.path.insert(0, str(Path(__file__).resolve().parent))
+            import onnx
+
+            import quantization as qcases
+            from edgekit.compress import QuantConfig, quantize
+
+            case = qcases.digits_case(calibration_samples=256) if args.case == "digits_cnn" else qcases.ppocr_case()
+            path = str(Path(tmp) / "fp32.onnx")
+            onnx.save(case.fp32, path)
+            if args.int8:
+                q = quantize(path, QuantConfig(), calibration=case.calibration)
+                path = str(Path(tmp) / "int8.onnx")
+                q.save(path)
+        rows = profile_model(path, args.board)
+    total = sum(r.instructions for r in rows)
+    by_func: dict[str, int] = defaultdict(int)
+    for r in rows:
+        by_func[r.func.split("_")[0] if not r.func.startswith("ek_") else r.func] += r.instructions
+    shown = sorted(rows, key=lambda r: -r.instructions)[: args.top] if args.top else rows
+    print(f"| step | kernel | tensors | instructions | share |\n|---:|---|---|---:|---:|")
+    for r in shown:
+        print(f"| {r.step} | {r.func[:60]} | {r.shapes} | {r.instructions:,} | {r.instructions / total:.1%} |")
+    print(f"\ntotal in kernel calls: {total:,}")
+    for k, v in sorted(by_func.items(), key=lambda kv: -kv[1]):
+        print(f"  {k}: {v:,} ({v / total:.1%})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
