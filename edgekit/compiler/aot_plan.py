@@ -14,6 +14,13 @@ Lifetimes are in kernel-call steps: ``first`` and ``last`` are inclusive step
 indices. Model inputs use ``first = -1`` (written before the run) and end at
 their last reader (the host writes them again before each run); outputs use
 ``last = num_calls`` so the host can read them after the run.
+
+A buffer may be placed **inside** another one (``Buffer.within``): it then
+starts at the same offset, as the output of a kernel that works in place
+(an int8 quantization of a float input writes element i over bytes the
+kernel has already read). The two are placed together; each keeps its own
+size and lifetime, so the bytes of the larger one past the smaller are free
+once the larger is dead.
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ class Buffer:
     size: int
     first: int
     last: int
+    within: str = ""  # name of the buffer whose offset this one shares (in-place kernels)
 
     def overlaps_in_time(self, other: "Buffer") -> bool:
         """True when both buffers are alive at some common step."""
@@ -86,25 +94,57 @@ def plan_arena(buffers: list[Buffer], alignment: int = DEFAULT_ALIGNMENT) -> Are
             raise CompileError(f"arena buffer '{b.name}' has size {b.size} and lifetime [{b.first}, {b.last}]",
                                hint="Report this as a bug.")
 
-    order = sorted(buffers, key=lambda b: (-b.size, b.first, b.name))
+    groups = _groups(buffers)
+    order = sorted(groups, key=lambda g: (-max(b.size for b in g), g[0].first, g[0].name))
     placed: list[tuple[int, Buffer]] = []
     offsets: dict[str, int] = {}
-    for buf in order:
-        if buf.size == 0:
-            offsets[buf.name] = 0
-            continue
-        busy = sorted((off, off + other.size) for off, other in placed if other.overlaps_in_time(buf))
-        offset = 0
-        for start, end in busy:
-            if offset + buf.size <= start:
-                break
-            offset = max(offset, align_up(end, alignment))
-        offsets[buf.name] = offset
-        placed.append((offset, buf))
+    for group in order:
+        offset = _first_fit(group, placed, alignment)
+        for buf in group:
+            offsets[buf.name] = offset if buf.size else 0
+            if buf.size:
+                placed.append((offset, buf))
     arena = align_up(max((off + b.size for off, b in placed), default=0), alignment)
     total = sum(b.size for b in buffers)
     logger.debug("arena plan: %d buffers, %d bytes (%d without reuse)", len(buffers), arena, total)
     return ArenaPlan(offsets=offsets, arena_bytes=arena, alignment=alignment, total_bytes=total)
+
+
+def _groups(buffers: list[Buffer]) -> list[list[Buffer]]:
+    """Buffers that share an offset (``within`` chains), each group led by its outermost buffer."""
+    by_name = {b.name: b for b in buffers}
+    members: dict[str, list[Buffer]] = {}
+    for b in buffers:
+        root, seen = b, {b.name}
+        while root.within:
+            if root.within not in by_name or root.within in seen:
+                raise CompileError(f"arena buffer '{b.name}' is placed within '{root.within}', which is not a buffer "
+                                   "or contains it", hint="Report this as a bug.")  # fmt: skip
+            root = by_name[root.within]
+            seen.add(root.name)
+        members.setdefault(root.name, []).append(b)
+    return [sorted(g, key=lambda b: b.within != "") for g in members.values()]
+
+
+def _first_fit(group: list[Buffer], placed: list[tuple[int, Buffer]], alignment: int) -> int:
+    """Lowest aligned offset where every buffer of ``group`` (all at that offset)
+    misses the bytes of every placed buffer alive at the same time."""
+    need: list[tuple[int, int, int]] = []  # (start, end, bytes the group needs there)
+    for off, other in placed:
+        size = max((b.size for b in group if b.size and b.overlaps_in_time(other)), default=0)
+        if size:
+            need.append((off, off + other.size, size))
+    if len(group) == 1:  # the common case: one pass over the intervals by start
+        offset = 0
+        for start, end, size in sorted(need):
+            if offset + size <= start:
+                break
+            offset = max(offset, align_up(end, alignment))
+        return offset
+    for offset in sorted({0, *(align_up(end, alignment) for _, end, _ in need)}):
+        if all(offset + size <= start or offset >= end for start, end, size in need):
+            return offset
+    raise AssertionError("unreachable: the offset past every placed buffer fits")
 
 
 def find_overlaps(buffers: list[Buffer], plan: ArenaPlan) -> list[tuple[str, str]]:
@@ -122,7 +162,7 @@ def find_overlaps(buffers: list[Buffer], plan: ArenaPlan) -> list[tuple[str, str
     for i, a in enumerate(live):
         a0 = plan.offsets[a.name]
         for b in live[i + 1 :]:
-            if not a.overlaps_in_time(b):
+            if not a.overlaps_in_time(b) or a.within == b.name or b.within == a.name:
                 continue
             b0 = plan.offsets[b.name]
             if a0 < b0 + b.size and b0 < a0 + a.size:

@@ -53,6 +53,19 @@ def test_chain_reuses_memory() -> None:
     assert plan.arena_bytes <= 2 * 3008 + 64
 
 
+def test_in_place_buffer_shares_the_offset_and_frees_the_rest() -> None:
+    # A float input quantized in place: q (1/4 of x) starts at x's offset;
+    # once x is dead, y may use the bytes of x past q.
+    x, q = Buffer("x", 4000, -1, 0), Buffer("q", 1000, 0, 1, within="x")
+    y, z = Buffer("y", 2500, 1, 2), Buffer("z", 700, -1, 3)
+    plan = plan_arena([y, q, z, x], 64)
+    assert plan.offsets["q"] == plan.offsets["x"]
+    assert find_overlaps([x, q, y, z], plan) == []
+    assert plan.arena_bytes <= 4000 + 700 + 2 * 64  # y fits in x's tail
+    # Without the relation the same lifetimes need more bytes.
+    assert plan_arena([x, Buffer("q", 1000, 0, 1), y, z], 64).arena_bytes > plan.arena_bytes
+
+
 def test_find_overlaps_detects_a_bad_plan() -> None:
     a, b = Buffer("a", 100, 0, 2), Buffer("b", 100, 1, 3)
     plan = plan_arena([a, b], 64)
