@@ -5,7 +5,9 @@ Needs the Debian package ``chromium``; skipped without it.
 
 from __future__ import annotations
 
+import html
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -80,3 +82,58 @@ def test_compress_report_renders_with_variants_plot(tmp_path: Path) -> None:
     doc = json.loads((tmp_path / "q.json").read_text())
     ratio = doc["steps"][0]["weight_bytes"]["ratio"]
     assert ratio > 3 and "fp32" in dom and "int8" in dom
+
+
+#: Appended to a copy of a report: measures, in the browser's layout, every
+#: filled bar of the memory chart and writes the boxes into the page.
+_MEASURE_BARS = """<script>
+const bars = [];
+for (const el of document.querySelectorAll('#plot-memory g[id^="patch_"] path')) {
+  const fill = getComputedStyle(el).fill;
+  if (fill === 'none' || fill === 'rgb(255, 255, 255)') continue;
+  const box = el.getBoundingClientRect();
+  bars.push({fill: fill, width: box.width, height: box.height});
+}
+const out = document.createElement('pre');
+out.id = 'measured-bars';
+out.textContent = JSON.stringify(bars);
+document.body.appendChild(out);
+</script>"""
+
+
+@pytest.mark.parametrize("board", ["rv32-mcu-sim", "raspberry-pi-4"])
+def test_simulated_bench_report_in_chromium_claims_no_ratio_and_draws_memory_bars(
+        tmp_path: Path, board: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """#17 acceptance: the report of a bench on a simulated board (an MCU
+    simulator, a Linux board under qemu whose RAM is 4 GiB) opened in Chromium."""
+    if board == "raspberry-pi-4" and shutil.which("qemu-aarch64") is None:
+        pytest.skip("qemu-aarch64 not installed: apt-get install qemu-user")
+    examples = REPO / "edgekit" / "examples"
+    package, page = tmp_path / f"digits-{board}.ekpkg", tmp_path / "bench.html"
+    assert main(["-q", "compile", str(examples / "digits_cnn.onnx"), "--board", board, "-o", str(package)]) == 0
+    assert main(["-q", "bench", str(package), "--sim", "--compare-ort", "--report", str(page)]) == 0
+    capsys.readouterr()
+
+    dom = _dom(tmp_path, page)
+    text = " ".join(re.sub(r"<svg.*?</svg>|<[^>]+>", " ", dom, flags=re.S).split())
+    # onnxruntime ran on this machine, the model on a simulated board: no
+    # edgekit/onnxruntime ratio is printed, the caveat is.
+    assert "p50 ratio" not in text and not re.search(r"\d+(\.\d+)?\s*[x×] (faster|slower)", text), text
+    assert "not a like-for-like ratio" in text
+    if board == "raspberry-pi-4":
+        assert "not the board's latency" in text
+
+    measured = tmp_path / "measured.html"
+    measured.write_text(page.read_text(encoding="utf-8").replace("</body>", _MEASURE_BARS + "</body>"),
+                        encoding="utf-8")
+    dom = _dom(tmp_path, measured)
+    found = re.search(r'<pre id="measured-bars">(.*?)</pre>', dom, flags=re.S)
+    assert found, dom[-2000:]
+    bars = json.loads(html.unescape(found.group(1)))
+    bars = [b for b in bars if b["height"] >= 10 and b["width"] > 0]  # legend swatches are smaller; no workspace
+    # Arena, weights and code each get a bar a reader can see, even against
+    # the 4 GiB of a Raspberry Pi (which is written beside the bar instead).
+    assert len(bars) >= 3, bars
+    # (On rv32-mcu-sim the 512 KiB of RAM is drawn to scale: the arena bar is
+    # about 12 px of a 470 px axis, the weights about 70 px.)
+    assert min(b["width"] for b in bars) >= 5 and max(b["width"] for b in bars) >= 50, bars
