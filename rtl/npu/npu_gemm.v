@@ -1,0 +1,168 @@
+// GEMM: streams input vectors through the ROWS x COLS int8 MAC array against
+// one weight block, accumulating into accumulator entries.
+//
+// Weight-stationary: the block is read once (the issue cycle) into the
+// weight buffer's output register and stays there while the GEMM streams one
+// input vector per cycle. Each of the COLS columns is a dot product of ROWS
+// int8 x int8 products (an adder tree, as in NVDLA's CMAC rather than a
+// systolic chain: the same MACs, a shorter pipeline). Pipeline after a
+// vector's issue cycle t:
+//   t+1  input entry and weights valid: ROWS*COLS products registered
+//   t+2  column sums registered; accumulator entry read
+//   t+3  accumulate (or overwrite on reset) and write back
+//   t+4  the write reaches the buffer
+// A vector whose entry one of the two vectors before it is still writing
+// takes that value from a bypass register (int32 adds wrap like numpy's cast).
+`default_nettype none
+`include "npu_isa.vh"
+module npu_gemm #(
+    parameter ROWS = 8,
+    parameter COLS = 8
+) (
+    input  wire                     clk,
+    input  wire                     rst,
+    input  wire                     start,
+    input  wire [255:0]             insn,
+    output wire                     issuing,     // the compute module is busy with this GEMM
+    output wire                     pipe_busy,   // vectors still in flight
+    output reg  [31:0]              vectors,
+    // input and weight buffer reads
+    output wire                     inp_re,
+    output wire [19:0]              inp_raddr,
+    input  wire [ROWS*8-1:0]        inp_rdata,
+    output wire                     wgt_re,
+    output wire [19:0]              wgt_raddr,
+    input  wire [ROWS*COLS*8-1:0]   wgt_rdata,
+    // accumulator read-modify-write
+    output wire                     acc_re,
+    output wire [19:0]              acc_raddr,
+    input  wire [COLS*32-1:0]       acc_rdata,
+    output reg                      acc_we,
+    output reg  [19:0]              acc_waddr,
+    output reg  [COLS*32-1:0]       acc_wdata
+);
+    reg        streaming;
+    reg        reset_f;
+    reg [11:0] ext_outer, ext_inner, i, j;
+    reg [19:0] acc_so, inp_so;
+    reg [15:0] acc_si, inp_si;
+    reg [19:0] ip_row, ip, ap_row, ap;
+
+    assign issuing = streaming;
+    assign wgt_re = start;
+    assign wgt_raddr = insn[`GEMM_WGT_BASE];
+    assign inp_re = streaming;
+    assign inp_raddr = ip;
+
+    wire last_j = j == ext_inner - 1;
+    wire last_i = i == ext_outer - 1;
+
+    // pipeline tags: valid, accumulator entry, reset
+    reg        t1_v, t2_v, t3_v;
+    reg [19:0] t1_a, t2_a, t3_a;
+    reg        t1_r, t2_r, t3_r;
+    // A write still pending (acc_we) lands before any later reader's first read.
+    assign pipe_busy = t1_v || t2_v || t3_v;
+    assign acc_re = t2_v;
+    assign acc_raddr = t2_a;
+
+    always @(posedge clk) begin
+        if (rst) begin
+            streaming <= 1'b0;
+            vectors <= 0;
+        end else if (start) begin
+            reset_f <= insn[`GEMM_RESET];
+            ext_outer <= insn[`GEMM_EXT_OUTER];
+            ext_inner <= insn[`GEMM_EXT_INNER];
+            acc_so <= insn[`GEMM_ACC_SO];
+            acc_si <= insn[`GEMM_ACC_SI];
+            inp_so <= insn[`GEMM_INP_SO];
+            inp_si <= insn[`GEMM_INP_SI];
+            ip_row <= insn[`GEMM_INP_BASE];
+            ip <= insn[`GEMM_INP_BASE];
+            ap_row <= insn[`GEMM_ACC_BASE];
+            ap <= insn[`GEMM_ACC_BASE];
+            i <= 0;
+            j <= 0;
+            streaming <= insn[`GEMM_EXT_OUTER] != 0 && insn[`GEMM_EXT_INNER] != 0;
+        end else if (streaming) begin
+            vectors <= vectors + 1'b1;
+            if (!last_j) begin
+                j <= j + 1'b1;
+                ip <= ip + inp_si;
+                ap <= ap + acc_si;
+            end else begin
+                j <= 0;
+                ip_row <= ip_row + inp_so;
+                ip <= ip_row + inp_so;
+                ap_row <= ap_row + acc_so;
+                ap <= ap_row + acc_so;
+                if (!last_i) i <= i + 1'b1;
+                else streaming <= 1'b0;
+            end
+        end
+    end
+
+    // ---------------------------------------------------------------- array
+    reg signed [15:0] prod [0:ROWS*COLS-1];
+    reg [COLS*32-1:0] colsum;
+    wire [COLS*32-1:0] sums;
+    integer r, c;
+    always @(posedge clk) begin
+        for (r = 0; r < ROWS; r = r + 1)
+            for (c = 0; c < COLS; c = c + 1)
+                prod[r*COLS+c] <= $signed(inp_rdata[r*8 +: 8]) * $signed(wgt_rdata[(r*COLS+c)*8 +: 8]);
+    end
+    genvar gc, gr;
+    generate
+        for (gc = 0; gc < COLS; gc = gc + 1) begin : col
+            wire signed [31:0] part [0:ROWS];
+            assign part[0] = 32'sd0;
+            for (gr = 0; gr < ROWS; gr = gr + 1) begin : row
+                assign part[gr+1] = part[gr] + {{16{prod[gr*COLS+gc][15]}}, prod[gr*COLS+gc]};
+            end
+            assign sums[gc*32 +: 32] = part[ROWS];
+        end
+    endgenerate
+
+    // ------------------------------------------------------------ write back
+    // acc_w* is the write of the vector one ahead (lands at the next edge);
+    // b2_* the one two ahead (landed at the edge this vector's read sampled).
+    reg        b2_v;
+    reg [19:0] b2_a;
+    reg [COLS*32-1:0] b2_d;
+    wire [COLS*32-1:0] old = (acc_we && acc_waddr == t3_a) ? acc_wdata
+                           : (b2_v && b2_a == t3_a) ? b2_d : acc_rdata;
+    reg [COLS*32-1:0] updated;
+    always @* begin
+        for (c = 0; c < COLS; c = c + 1)
+            updated[c*32 +: 32] = (t3_r ? 32'd0 : old[c*32 +: 32]) + colsum[c*32 +: 32];
+    end
+
+    always @(posedge clk) begin
+        if (rst) begin
+            t1_v <= 1'b0;
+            t2_v <= 1'b0;
+            t3_v <= 1'b0;
+            acc_we <= 1'b0;
+            b2_v <= 1'b0;
+        end else begin
+            t1_v <= streaming;
+            t1_a <= ap;
+            t1_r <= reset_f;
+            t2_v <= t1_v;
+            t2_a <= t1_a;
+            t2_r <= t1_r;
+            t3_v <= t2_v;
+            t3_a <= t2_a;
+            t3_r <= t2_r;
+            colsum <= sums;
+            acc_we <= t3_v;
+            acc_waddr <= t3_a;
+            acc_wdata <= updated;
+            b2_v <= acc_we;
+            b2_a <= acc_waddr;
+            b2_d <= acc_wdata;
+        end
+    end
+endmodule
