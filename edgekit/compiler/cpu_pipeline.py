@@ -1255,6 +1255,7 @@ def prepare_cpu_module(
     import tvm
     from tvm import relax
 
+    from edgekit.compiler.cpu_detector import fast_sigmoid_pass
     from edgekit.compiler.cpu_int8 import int8_dot_pass, vbmi_lookup_pass
     from edgekit.compiler.importer import fusion_passes
     from edgekit.compiler.relax_guards import convert_layout_or_keep, fast_math_transform
@@ -1275,7 +1276,7 @@ def prepare_cpu_module(
         vbmi_lookup_pass(target),
         _block_weights_pass(target),
         _matmul_weights_pass(target),
-        *([_softmax_pass(target)] if fast_math else []),
+        *([_softmax_pass(target), fast_sigmoid_pass()] if fast_math else []),
         # TVM's polynomial exp/erf/tanh/softmax (relative error ~1e-7):
         # vectorizable, where LLVM calls scalar libm expf once per lane
         # (PP-OCR rec's 18710-class softmax took 7 ms with libm).
