@@ -24,6 +24,7 @@ from typing import Any, Collection
 import numpy as np
 
 from edgekit.compiler.aot_graph import AotGraph, TensorInfo
+from edgekit.compiler.aot_nn import IN_PLACE
 from edgekit.compiler.aot_plan import DEFAULT_ALIGNMENT, ArenaPlan, Buffer, align_up, find_overlaps, plan_arena
 from edgekit.core.errors import CompileError
 from edgekit.core.sparse import bitmask_bytes, encode_bitmask
@@ -154,6 +155,22 @@ def _uses(graph: AotGraph) -> tuple[dict[int, int], dict[int, int]]:
     return first, last
 
 
+def _in_place(graph: AotGraph, first: dict[int, int], last: dict[int, int]) -> dict[int, str]:
+    """Output tensor -> name of the input buffer it is written over, for the
+    in-place kernel calls whose input is not read afterwards."""
+    within: dict[int, str] = {}
+    for step, call in enumerate(graph.calls):
+        args = IN_PLACE.get(call.func) if call.extern else None
+        if args is None:
+            continue
+        src, dst = graph.root(call.args[args[0]]), graph.root(call.args[args[1]])
+        kinds = (graph.tensors[src].kind, graph.tensors[dst].kind)
+        if kinds[0] in ("input", "arena") and kinds[1] == "arena" and last.get(src) == step and first.get(dst) == step:
+            if graph.tensors[dst].nbytes <= graph.tensors[src].nbytes:
+                within[dst] = f"t{src}"
+    return within
+
+
 def arena_buffers(graph: AotGraph, workspace: dict[str, int], decoded: Collection[int] = ()) -> list[Buffer]:
     """The buffers the arena must hold, with lifetimes in kernel-call steps.
 
@@ -163,6 +180,9 @@ def arena_buffers(graph: AotGraph, workspace: dict[str, int], decoded: Collectio
     the host writes the inputs again before every run, as the runners do
     (docs/protocol.md). An input that is also an output lives to the end.
 
+    The output of a kernel that can work in place (:data:`~edgekit.compiler.aot_nn.IN_PLACE`)
+    is placed within its input when the input dies at that call.
+
     ``decoded`` names the weights stored sparse: each gets a buffer (named
     ``t<index>`` like other tensors) from the first call that reads it to the
     last one.
@@ -171,12 +191,13 @@ def arena_buffers(graph: AotGraph, workspace: dict[str, int], decoded: Collectio
     first, last = _uses(graph)
     for out in graph.outputs:
         last[graph.root(out)] = end
+    within = _in_place(graph, first, last)
     buffers = []
     for t in graph.tensors:
         if t.kind == "input":
             buffers.append(Buffer(f"t{t.index}", t.nbytes, -1, last.get(t.index, -1)))
         elif t.kind == "arena" and t.index in first:
-            buffers.append(Buffer(f"t{t.index}", t.nbytes, first[t.index], last[t.index]))
+            buffers.append(Buffer(f"t{t.index}", t.nbytes, first[t.index], last[t.index], within.get(t.index, "")))
         elif t.kind == "weight" and t.index in decoded:
             if t.index not in first:
                 raise CompileError(

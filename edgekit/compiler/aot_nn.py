@@ -28,7 +28,17 @@ import numpy as np
 
 from edgekit.core.resources import data_dir
 
-__all__ = ["EXTERN_KERNEL", "LUT_KERNEL", "SUM_KERNEL", "NP", "uses_dsp", "offload_int8", "kernel_source"]
+__all__ = [
+    "EXTERN_KERNEL",
+    "LUT_KERNEL",
+    "SUM_KERNEL",
+    "QUANTIZE_KERNEL",
+    "IN_PLACE",
+    "NP",
+    "uses_dsp",
+    "offload_int8",
+    "kernel_source",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +46,11 @@ logger = logging.getLogger(__name__)
 EXTERN_KERNEL = "ek_nn_s8"
 LUT_KERNEL = "ek_nn_lut_s8"
 SUM_KERNEL = "ek_nn_sum_s8"
+QUANTIZE_KERNEL = "ek_nn_quantize_s8"
+#: Kernels that may write their output over their input: name -> (input
+#: argument, output argument). The arena planner places the output within
+#: the input when the input dies at that call (aot_layout.arena_buffers).
+IN_PLACE = {QUANTIZE_KERNEL: (0, 2)}
 #: Pixels per register block of the generic kernel (``EK_NN_NP`` in the C source).
 NP = 6
 #: Largest reduction the float-accumulating generic kernel takes exactly
@@ -351,8 +366,26 @@ def _sum_replacement(total: Any, var2val: dict) -> Any:
     return relax.call_dps_packed(relax.ExternFunc(SUM_KERNEL), relax.Tuple([x]), [total.ty])
 
 
+def _quantize_replacement(call: Any, var2val: dict) -> Any:
+    """``quantize(x float32, scalar scale, scalar zero point) -> int8`` as
+    :data:`QUANTIZE_KERNEL`, which may run in place: the float input of an
+    int8 model is then no longer alive next to its int8 copy."""
+    from tvm import relax
+
+    scale, zp = _const(call.args[1], var2val), _const(call.args[2], var2val)
+    x = call.args[0]
+    if scale is None or zp is None or scale.size != 1 or zp.size != 1 or str(x.ty.dtype) != "float32":
+        return None
+    if str(call.attrs.out_dtype) != "int8":
+        return None
+    params = np.array([scale.reshape(-1)[0], zp.reshape(-1)[0]], np.float32)
+    return relax.call_dps_packed(
+        relax.ExternFunc(QUANTIZE_KERNEL), relax.Tuple([x, relax.const(params, "float32")]), [call.ty]
+    )
+
+
 def offload_int8(mod: Any, tvm_target: Any) -> tuple[Any, int]:
-    """Replaces the int8 conv2d/depthwise/matmul chains, lookup tables and sums of ``mod["main"]``.
+    """Replaces the int8 conv2d/depthwise/matmul chains, lookup tables, sums and float -> int8 quantizations of ``mod["main"]``.
 
     Returns:
         The new module and how many chains were replaced.
@@ -373,6 +406,7 @@ def offload_int8(mod: Any, tvm_target: Any) -> tuple[Any, int]:
         (is_op("relax.astype")(wildcard()), layer),
         (is_op("relax.take")(wildcard(), wildcard()), _lut_replacement),
         (is_op("relax.sum")(wildcard()), _sum_replacement),
+        (is_op("relax.quantize")(wildcard(), wildcard(), wildcard()), _quantize_replacement),
     )
     for pattern, replace in rules:
         var2val = relax.analysis.get_var2val(func)

@@ -52,6 +52,10 @@ CC_TIMEOUT_S = 300
 # LLVM architecture (first triple component) -> zig's name for it.
 _ZIG_ARCH = {"riscv32": "riscv32", "riscv64": "riscv64", "thumbv7em": "thumb", "thumbv7m": "thumb",
              "thumbv6m": "thumb", "thumbv8m.main": "thumb", "x86_64": "x86_64", "aarch64": "aarch64"}
+#: The FPU that LLVM's CPU model implies (TVM builds the kernels with it) but
+#: zig's does not: a plain ``-mcpu=cortex_m7`` compiles model.c's float
+#: arithmetic to soft-float calls (``__aeabi_fdiv``), against the eabihf ABI.
+_ZIG_FPU = {"cortex-m4": "+vfp4d16sp", "cortex-m7": "+fp_armv8d16", "cortex-m33": "+fp_armv8d16sp"}
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,8 @@ def cc_flags(target: "Target") -> list[str]:
     flags = ["-target", f"{_ZIG_ARCH[arch]}-{os_name}-{abi if bare else 'gnu'}"]
     mcpu = str(spec.get("mcpu", ""))
     features = "".join(f for f in spec.get("mattr", []) if f.startswith(("+", "-")))
+    if abi == "eabihf" and mcpu in _ZIG_FPU and not any(tag in features for tag in ("fp", "vfp", "soft")):
+        features = _ZIG_FPU[mcpu] + features
     if mcpu and mcpu != "native":
         flags.append(f"-mcpu={mcpu.replace('-', '_')}{features}")
     if spec.get("mabi"):

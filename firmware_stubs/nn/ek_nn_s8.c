@@ -523,4 +523,37 @@ int32_t ek_nn_sum_s8(void *self, const ek_ffi_any_t *args, int32_t num_args, ek_
   }
   return 0;
 }
+/* Round to nearest, ties to even: the arithmetic of nearbyintf in
+ * firmware_stubs/runtime/ek_libc.c, inlined (TVM's quantize kernel called it
+ * per element). */
+static inline __attribute__((always_inline)) float ek_nearbyint(float x) {
+  const float two23 = 8388608.0f;
+  float ax = x < 0.0f ? -x : x, r;
+  if (!(ax < two23)) return x;
+  r = (ax + two23) - two23;
+  return x < 0.0f ? -r : r;
+}
+/* float32 -> int8 with one scale and zero point (relax.quantize at a
+ * model's input), as TVM legalizes it: clamp(nearbyint(x / scale) + zp).
+ * It may run in place (y at x's address; the arena planner places y there
+ * when x dies here): element i is written after x[i] is read, at byte i,
+ * below every float not yet read. args = (x, params, y); params: float32
+ * (scale, zero point). */
+int32_t ek_nn_quantize_s8(void *self, const ek_ffi_any_t *args, int32_t num_args, ek_ffi_any_t *result) {
+  const ek_dltensor_t *x = (const ek_dltensor_t *)args[0].v.v_ptr, *prm = (const ek_dltensor_t *)args[1].v.v_ptr;
+  const ek_dltensor_t *y = (const ek_dltensor_t *)args[2].v.v_ptr;
+  const float *src = (const float *)x->data, *q = (const float *)prm->data;
+  int8_t *dst = (int8_t *)y->data;
+  float scale = q[0], zp = q[1];
+  int32_t n = 1, i;
+  (void)self; (void)result;
+  if (num_args != 3) return -1;
+  for (i = 0; i < y->ndim; ++i) n *= (int32_t)y->shape[i];
+  for (i = 0; i < n; ++i) {
+    float v = ek_nearbyint(src[i] / scale) + zp;
+    v = v < 127.0f ? v : 127.0f;
+    dst[i] = (int8_t)(v > -128.0f ? v : -128.0f);
+  }
+  return 0;
+}
 #endif /* EK_NN_S8_C */
