@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from rich.table import Table
 
 from edgekit.cli.render import add_json_flags, console, emit_result
 from edgekit.core.profiles import load_profiles
 from edgekit.core.tensors import TensorSpec, parse_input_shapes
-from edgekit.frontend.analysis import ModelReport, analyze
+from edgekit.frontend.analysis import GRAPH_WALK, ModelReport, analyze
 from edgekit.frontend.loader import load_model
 
 __all__ = ["add_parser", "run"]
 
 #: Rows of the op histogram shown before "... and N more".
 _MAX_OPS_SHOWN = 20
+#: Tensors listed from the peak of a memory plan.
+_MAX_LIVE_SHOWN = 5
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -49,16 +52,42 @@ def run(args: argparse.Namespace) -> int:
     board = load_profiles(args.boards_dir).board(args.board) if args.board else None
     prepared = load_model(args.model, shapes)
     report = analyze(prepared, board)
+    plan, advice = _memory_plan(prepared, board, args.boards_dir)
+    if plan is not None and board is not None:
+        from edgekit.compiler.aot_memory import board_fit
+
+        report.fits = board_fit(plan, board)
     offload = _npu_offload(prepared, board, args.boards_dir)
     data = report.to_json()
+    if plan is not None:
+        data["memory_plan"] = {**plan.to_json(), "advice": [a.to_json() for a in advice]}
     if offload is not None:
         data["npu"] = offload
     if emit_result(args, data):
         return 0
-    _render(report, show_layers=args.layers)
+    _render(report, show_layers=args.layers, planned=plan is not None)
+    if plan is not None:
+        _render_plan(plan, advice)
     if offload is not None:
         _render_offload(offload)
     return 0
+
+
+def _memory_plan(prepared, board, board_dirs) -> tuple[Any, list[Any]]:
+    """On a microcontroller board, compile's own arena plan (no kernel build) and,
+    when it does not fit, what would shrink it (each option planned the same way)."""
+    if board is None:
+        return None, []
+    target = load_profiles(board_dirs).target_of(board)
+    if target.codegen != "aot-c":
+        return None, []
+    from edgekit.compiler.aot_memory import plan_memory, shrink_advice
+
+    plan = plan_memory(prepared, board, target)
+    if not board.memory.ram_bytes or plan.arena_bytes <= board.memory.ram_bytes:
+        return plan, []
+    return plan, shrink_advice(plan, board, target, prepared=prepared,
+                               replan=lambda other: plan_memory(other, board, target))  # fmt: skip
 
 
 def _npu_offload(prepared, board, board_dirs) -> dict | None:
@@ -105,7 +134,23 @@ def _tensor_rows(table: Table, kind: str, specs: list[TensorSpec]) -> None:
         table.add_row(kind, s.name, shape, s.dtype)
 
 
-def _render(report: ModelReport, *, show_layers: bool) -> None:
+def _render_plan(plan: Any, advice: list[Any]) -> None:
+    live = Table(title=f"largest tensors alive at kernel {plan.peak_step + 1} of {plan.kernel_calls} ({plan.peak_kernel})")
+    for col, justify in (("tensor", "left"), ("shape", "left"), ("bytes", "right"), ("written by", "left"),
+                         ("ONNX layers (matched by shape)", "left")):
+        live.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for t in plan.live_at_peak[:_MAX_LIVE_SHOWN]:
+        live.add_row(t.name, f"{'x'.join(map(str, t.shape))} {t.dtype}".strip(), _bytes(t.nbytes), t.kernel,
+                     ", ".join(t.layers) or "-")  # fmt: skip
+    console.print(live)
+    console.print(f"[dim]planner:[/dim] {plan.planner}", highlight=False)
+    for assumption in plan.assumptions:
+        console.print(f"[dim]assumes:[/dim] {assumption}", highlight=False)
+    for item in advice:
+        console.print(f"[yellow]to shrink it:[/yellow] {item.text}", highlight=False)
+
+
+def _render(report: ModelReport, *, show_layers: bool, planned: bool = False) -> None:
     tensors = Table(title=f"{report.name} (opset {report.opset})")
     for col in ("", "name", "shape", "dtype"):
         tensors.add_column(col)
@@ -119,7 +164,10 @@ def _render(report: ModelReport, *, show_layers: bool) -> None:
     summary.add_row("MACs", _count(report.macs))
     summary.add_row("parameters", _count(report.params))
     summary.add_row("weight bytes", _bytes(report.weight_bytes))
-    summary.add_row("peak activations", f"{_bytes(report.peak_activation_bytes)} (at {report.peak_activation_node})")
+    label = "peak activations, unfused graph" if planned else "peak activations"
+    summary.add_row(label, f"{_bytes(report.peak_activation_bytes)} (at {report.peak_activation_node})")
+    if report.fits is not None and planned:
+        summary.add_row(f"arena planned for {report.fits.board}", _bytes(report.fits.needed_ram))
     console.print(summary)
 
     ops = Table(title="operators")
@@ -152,12 +200,14 @@ def _render(report: ModelReport, *, show_layers: bool) -> None:
         for col in ("memory", "needed", "available", "fits"):
             fit.add_column(col)
         for label, need, have, ok in (
-            ("RAM (peak activations)", f.needed_ram, f.ram_bytes, f.ram_ok),
-            ("flash (weights)", f.needed_flash, f.flash_bytes, f.flash_ok),
+            (f.ram_label, f.needed_ram, f.ram_bytes, f.ram_ok),
+            (f.flash_label, f.needed_flash, f.flash_bytes, f.flash_ok),
         ):
             fit.add_row(label, _bytes(need), _bytes(have) if have else "not limited",
                         "[green]yes[/green]" if ok else "[red]no[/red]")
         console.print(fit)
+        if not planned:
+            console.print(f"[dim]RAM from the {f.planner or GRAPH_WALK}[/dim]", highlight=False)
 
     for note in report.notes:
         console.print(f"[dim]note:[/dim] {note}", highlight=False)

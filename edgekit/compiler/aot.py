@@ -31,14 +31,13 @@ import logging
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from edgekit.compiler.aot_emit import emit_model_c, emit_model_h
-from edgekit.compiler.aot_graph import AotGraph, extract_graph
+from edgekit.compiler.aot_graph import AotGraph
 from edgekit.compiler.aot_kernels import KernelBuild, build_kernels
 from edgekit.compiler.aot_layout import AotLayout, layout_model
-from edgekit.compiler.aot_lower import import_model, lower_for_aot
-from edgekit.compiler.aot_nn import kernel_source, offload_int8, uses_dsp
+from edgekit.compiler.aot_memory import check_plan_fits, lower_to_graph, plan_graph, plan_memory
 from edgekit.compiler.backend import BuildResult, CompileOptions, ProgressFn, no_progress, check_operators, refuse_tuning
 from edgekit.compiler import firmware
 from edgekit.core.errors import CompileError, DoesNotFitError
@@ -103,6 +102,7 @@ def compile_aot(
     sparse_weights: bool = False,
     int8_kernels: bool = True,
     progress: ProgressFn = no_progress,
+    before_build: Callable[[AotGraph], None] | None = None,
 ) -> AotArtifacts:
     """Compiles ``prepared`` to static C plus kernels for ``tvm_target``.
 
@@ -121,24 +121,22 @@ def compile_aot(
         int8_kernels: Run int8 conv2d/depthwise/matmul layers on edgekit's C
             kernels (:mod:`~edgekit.compiler.aot_nn`) instead of TVM's loop nests.
         progress: Stage callback.
+        before_build: Called with the lowered graph before any kernel is
+            built (the board fit check, :func:`edgekit.compiler.aot_memory.check_plan_fits`).
 
     Raises:
         CompileError: when any stage fails, naming it.
     """
-    progress("import", "importing into TVM Relax")
-    mod = import_model(prepared)
-    progress("lower", "lowering to kernel calls")
-    if int8_kernels:
-        mod, _ = offload_int8(mod, tvm_target)
-    lowered = lower_for_aot(mod, tvm_target, opt_level, fast_math=fast_math)
-    graph = extract_graph(lowered)
-    if graph.extern_names():
-        graph.extern_source = kernel_source(uses_dsp(tvm_target))
+    lowered, graph = lower_to_graph(
+        prepared, tvm_target, opt_level=opt_level, fast_math=fast_math, int8_kernels=int8_kernels, progress=progress
+    )
     if len(graph.inputs) != len(prepared.inputs):
         raise CompileError(
             f"the lowered model takes {len(graph.inputs)} inputs, the ONNX model {len(prepared.inputs)}",
             hint="Report the model; this is a bug.",
         )
+    if before_build is not None:
+        before_build(graph)
     progress("build", f"building {len(graph.kernel_names())} kernels")
     kernels = build_kernels(
         lowered, graph.kernel_names(), tvm_target, disable_asserts=disable_asserts, schedule=schedule
@@ -236,10 +234,16 @@ def check_fits(
     if flash and weight_bytes + code_bytes > flash:
         problems.append(f"weights {weight_bytes} B + code {code_bytes} B = {weight_bytes + code_bytes} B > flash {flash} B")
     if problems:
+        # The plan before the build (aot_memory.check_plan_fits) already
+        # refused what cannot fit without workspaces; advice there is planned
+        # for the model, so point there rather than guess here.
+        hint = ("`edgekit inspect MODEL --board {b}` lists the largest tensors and what would shrink the arena, "
+                "each option planned for this model. ").format(b=board.name) if ram and arena_bytes > ram else ""
+        if flash and weight_bytes + code_bytes > flash:
+            hint += "Shrink the weights: quantize to int8 (`edgekit compress --quantize int8`) or prune them."
         raise DoesNotFitError(
             f"the model does not fit board '{board.name}': {'; '.join(problems)}",
-            hint="Quantize it to int8 (`edgekit compress --quantize int8`), prune it, use smaller input shapes, "
-            "or pick a board with more memory.",
+            hint=hint.strip(),
             board=board.name,
             arena_bytes=arena_bytes,
             weight_bytes=weight_bytes,
@@ -334,9 +338,17 @@ def build(
     check_operators(prepared, options, progress)
 
     mode = options.weight_storage
+
+    def fit_check(graph: AotGraph) -> None:
+        progress("fit", f"planning memory for {board.name} before the build")
+        plan = plan_graph(graph, prepared, board, weight_storage=mode)
+        check_plan_fits(plan, board, target, prepared=prepared, replan=lambda other: plan_memory(
+            other, board, target, weight_storage=mode, opt_level=options.opt_level,
+            int8_kernels=options.mcu_int8_kernels))  # fmt: skip
+
     artifacts = compile_aot(
         prepared, target.tvm_target(), opt_level=options.opt_level, sparse_weights=mode != "dense",
-        int8_kernels=options.mcu_int8_kernels, progress=progress,
+        int8_kernels=options.mcu_int8_kernels, progress=progress, before_build=fit_check,
     )  # fmt: skip
     artifacts, storage_note = _choose_storage(artifacts, board, mode)
     try:

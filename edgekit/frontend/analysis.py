@@ -38,6 +38,7 @@ __all__ = [
     "MAC_HANDLERS",
     "MacHandler",
     "ShapeTable",
+    "GRAPH_WALK",
 ]
 
 logger = logging.getLogger(__name__)
@@ -88,6 +89,13 @@ _INDEX_INPUTS: dict[str, tuple[int, ...]] = {
 }
 
 
+#: How :func:`analyze` finds peak activation memory (see :func:`_peak_activations`).
+GRAPH_WALK = (
+    "ONNX graph walk: every node output its own buffer, from its node to its last reader (no fusion, no "
+    "views); an upper bound of what a compiler plans"
+)
+
+
 # --------------------------------------------------------------------------- #
 # Report dataclasses
 # --------------------------------------------------------------------------- #
@@ -122,6 +130,14 @@ class BoardFit:
     """Whether the model's weights and activations fit a board's memories.
 
     A board memory of 0 means unknown / not limited and always fits.
+
+    Attributes:
+        planner: How ``needed_ram`` was found. :func:`analyze` walks the
+            ONNX graph (:data:`GRAPH_WALK`); for microcontroller boards
+            ``edgekit inspect`` replaces the fit with compile's own arena plan
+            (:mod:`edgekit.compiler.aot_memory`).
+        ram_label: What ``needed_ram`` is, for people.
+        flash_label: What ``needed_flash`` is checked against, for people.
     """
 
     board: str
@@ -129,6 +145,9 @@ class BoardFit:
     flash_bytes: int
     needed_ram: int
     needed_flash: int
+    planner: str = ""
+    ram_label: str = "RAM (peak activations)"
+    flash_label: str = "flash (weights)"
 
     @property
     def ram_ok(self) -> bool:
@@ -150,6 +169,7 @@ class BoardFit:
             "flash_bytes": self.flash_bytes,
             "needed_ram": self.needed_ram,
             "needed_flash": self.needed_flash,
+            "planner": self.planner or GRAPH_WALK,
         }
 
 

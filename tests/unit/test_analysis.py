@@ -18,7 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgekit.core.profiles import Board, MemoryConfig
 from edgekit.core.tensors import TensorSpec
-from edgekit.frontend.analysis import MAC_HANDLERS, analyze
+from edgekit.frontend.analysis import GRAPH_WALK, MAC_HANDLERS, analyze
 from edgekit.frontend.loader import PreparedModel, load_model
 
 LIGHT_DIR = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
@@ -313,7 +313,7 @@ def test_board_fit(ram, flash, ram_ok, flash_ok):
     fit = report.fits.to_json()
     assert fit == {
         "board": "tiny", "ram_ok": ram_ok, "flash_ok": flash_ok, "ram_bytes": ram, "flash_bytes": flash,
-        "needed_ram": 12000, "needed_flash": 0,
+        "needed_ram": 12000, "needed_flash": 0, "planner": GRAPH_WALK,
     }
 
 

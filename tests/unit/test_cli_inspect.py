@@ -11,7 +11,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgekit.cli.main import main
+from edgekit.compiler.aot_memory import slot_upper_bound
 from edgekit.core.profiles import load_profiles
+from edgekit.frontend.analysis import GRAPH_WALK
 
 # docs/macs.md: hand count of SqueezeNet 1.1 at 224x224.
 SQUEEZENET_MACS = 349_151_936
@@ -67,12 +69,15 @@ def test_builtin_board_fit(capsys, light_models_dir):
     board = load_profiles().board("stm32h7")
     data = _json(capsys, ["inspect", str(light_models_dir / "light_squeezenet.onnx"), "--board", "stm32h7", "--json"])
     assert data["macs"] == pytest.approx(SQUEEZENET_MACS, rel=0.02)
-    fits = data["fits"]
-    assert fits["ram_bytes"] == board.memory.ram_bytes and fits["flash_bytes"] == board.memory.flash_bytes
-    assert fits["needed_ram"] == data["peak_activation_bytes"]
-    assert fits["needed_flash"] == data["weight_bytes"]
-    # ~6 MiB of activations and ~4.7 MiB of weights on a 1 MiB / 2 MiB MCU
+    fits, plan = data["fits"], data["memory_plan"]
+    # An MCU board: RAM is compile's planned arena, flash is one weights slot (issue 16 items 2, 3).
+    assert fits["ram_bytes"] == board.memory.ram_bytes and fits["flash_bytes"] == slot_upper_bound(board)
+    assert fits["needed_ram"] == plan["arena_bytes"] < data["peak_activation_bytes"]
+    assert fits["needed_flash"] == plan["weight_bytes"] >= data["weight_bytes"]
+    assert fits["planner"] == plan["planner"] and "greedy by size" in plan["planner"]
+    # ~3.8 MiB of arena and ~4.7 MiB of weights on a 1 MiB / 2 MiB MCU
     assert fits["ram_ok"] is False and fits["flash_ok"] is False
+    assert {a["option"] for a in plan["advice"]} == {"int8", "input", "split"}
 
 
 def test_user_board_dir(capsys, tiny_model, boards_dir):
@@ -82,8 +87,9 @@ def test_user_board_dir(capsys, tiny_model, boards_dir):
     data = _json(capsys, ["inspect", str(tiny_model), "--board", "small", "--boards-dir", str(boards_dir), "--json"])
     assert data["fits"] == {
         "board": "small", "ram_ok": False, "flash_ok": True, "ram_bytes": 95, "flash_bytes": 0,
-        "needed_ram": 96, "needed_flash": 544,
+        "needed_ram": 96, "needed_flash": 544, "planner": GRAPH_WALK,
     }
+    assert "memory_plan" not in data  # no arena planner before the build for this codegen
 
 
 def test_table_output(capsys, tiny_model):
@@ -101,9 +107,10 @@ def test_table_output_with_board(capsys, light_models_dir):
     out = capsys.readouterr().out
     assert f"{SQUEEZENET_MACS:,}" in out
     assert "fit on board stm32h7" in out
-    rows = {line.split("│")[1].strip(): line.split("│")[-2].strip() for line in out.splitlines() if "(peak" in line
-            or "(weights)" in line}
-    assert rows == {"RAM (peak activations)": "no", "flash (weights)": "no"}
+    rows = {line.split("│")[1].strip(): line.split("│")[-2].strip() for line in out.splitlines()
+            if "(planned arena)" in line or "(weights," in line}
+    assert rows == {"RAM (planned arena)": "no", "flash (weights, one of two slots)": "no"}
+    assert "planner:" in out and "to shrink it:" in out
 
 
 def test_unknown_board_is_exit_2(capsys, tiny_model):

@@ -1,0 +1,208 @@
+"""One memory planner for ``inspect`` and ``compile`` (issue 16 items 3 and 6, issue 17 item 2).
+
+Models are built here; nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from edgekit.cli.main import main
+from edgekit.compiler import aot
+from edgekit.compiler.aot_memory import MemoryPlan, best_split, check_plan_fits, shrink_advice
+from edgekit.compiler.aot_plan import Buffer
+from edgekit.compiler.backend import CompileOptions
+from edgekit.compiler.driver import compile_model
+from edgekit.core.errors import DoesNotFitError
+from edgekit.core.profiles import load_profiles
+from edgekit.frontend.loader import load_model
+
+
+def _conv_chain(path: Path, size: int = 32, channels: int = 8, act: str = "Relu", out_channels: int = 2) -> Path:
+    """x -> Conv -> act -> Conv -> act: the ONNX walk counts each conv output
+    and its activation as two live buffers; compile fuses them into one kernel."""
+    rng = np.random.default_rng(0)
+
+    def w(name: str, *shape: int) -> onnx.TensorProto:
+        return numpy_helper.from_array((rng.standard_normal(shape) * 0.2).astype(np.float32), name)
+
+    inits = [w("w1", channels, 3, 3, 3), w("b1", channels), w("w2", out_channels, channels, 3, 3), w("b2", out_channels)]
+    extra = {}
+    if act == "PRelu":
+        inits += [w("a1", channels, 1, 1), w("a2", out_channels, 1, 1)]
+        extra = {"r1": ["a1"], "r2": ["a2"]}
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="c1", pads=[1, 1, 1, 1]),
+        helper.make_node(act, ["c1", *extra.get("r1", [])], ["r1"], name="r1"),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], name="c2", pads=[1, 1, 1, 1]),
+        helper.make_node(act, ["c2", *extra.get("r2", [])], ["y"], name="r2"),
+    ]
+    graph = helper.make_graph(
+        nodes, "chain",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, size, size])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, out_channels, size, size])],
+        inits,
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+def _tiny_board_dir(tmp_path: Path, ram: str) -> Path:
+    """rv32-mcu-sim's profile under another name, with less RAM."""
+    src = load_profiles().board("rv32-mcu-sim").source
+    text = Path(src).read_text(encoding="utf-8") if Path(src).is_file() else None
+    if text is None:  # the profile lives inside the package: read it through importlib.resources
+        from edgekit.core.resources import data_dir
+
+        text = (data_dir("board_configs") / "rv32-mcu-sim.toml").read_text(encoding="utf-8")
+    folder = tmp_path / "boards"
+    folder.mkdir()
+    text = text.replace('name = "rv32-mcu-sim"', 'name = "tiny-mcu"').replace('ram = "512 KiB"', f'ram = "{ram}"')
+    assert 'name = "tiny-mcu"' in text and f'ram = "{ram}"' in text
+    (folder / "tiny-mcu.toml").write_text(text, encoding="utf-8")
+    return folder
+
+
+def _no_build(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Makes the kernel build and the firmware link record that they were called."""
+    called: list[str] = []
+
+    def build_kernels(*args, **kwargs):
+        called.append("build_kernels")
+        raise AssertionError("the kernel build ran")
+
+    monkeypatch.setattr(aot, "build_kernels", build_kernels)
+    return called
+
+
+# --------------------------------------------------------------------------- item 3: one answer
+
+
+def test_inspect_reports_the_arena_compile_plans(tmp_path, capsys):
+    model = _conv_chain(tmp_path / "chain.onnx")
+    assert main(["inspect", str(model), "--board", "rv32-mcu-sim", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    plan = data["memory_plan"]
+    # The ONNX walk holds conv and activation outputs at once; the fused plan does not.
+    assert data["peak_activation_bytes"] > plan["arena_bytes"]
+    assert data["fits"]["needed_ram"] == plan["arena_bytes"]
+    assert "greedy by size" in data["fits"]["planner"]
+    assert any("workspaces are not counted" in a for a in plan["assumptions"])
+    largest = plan["live_at_peak"][0]
+    assert largest["shape"] == [1, 8, 32, 32] and largest["onnx_layers"] == ["Conv 'c1'", "Relu 'r1'"]
+
+    manifest = compile_model(model, "rv32-mcu-sim", tmp_path / "chain.ekpkg")
+    assert manifest["memory"]["workspace_bytes"] == 0
+    assert manifest["memory"]["arena_bytes"] == plan["arena_bytes"]
+    assert manifest["memory"]["weight_bytes"] == plan["weight_bytes"] == data["fits"]["needed_flash"]
+
+
+def test_inspect_table_names_the_planner(tmp_path, capsys):
+    model = _conv_chain(tmp_path / "chain.onnx")
+    assert main(["inspect", str(model), "--board", "rv32-mcu-sim"]) == 0
+    out = capsys.readouterr().out
+    assert "RAM (planned arena)" in out and "peak activations, unfused graph" in out
+    assert "planner:" in out and "assumes:" in out
+    assert "largest tensors alive at kernel" in out
+
+
+# --------------------------------------------------------------------------- item 6: refuse before building
+
+
+def test_compile_refuses_ram_before_the_build(tmp_path, monkeypatch):
+    called = _no_build(monkeypatch)
+    boards = _tiny_board_dir(tmp_path, "16 KiB")
+    model = _conv_chain(tmp_path / "chain.onnx", size=32, channels=8)  # 32 KiB per activation
+    with pytest.raises(DoesNotFitError) as info:
+        compile_model(model, "tiny-mcu", tmp_path / "x.ekpkg", board_dirs=[boards])
+    err = info.value
+    assert called == []
+    assert err.fields["before_build"] is True and err.fields["ram_bytes"] == 16 * 1024
+    assert f"arena {err.fields['arena_bytes']} B" in err.message and "RAM 16384 B" in err.message
+    assert not (tmp_path / "x.ekpkg").exists()
+
+
+def test_compile_refuses_a_weights_slot_overflow_before_the_build(tmp_path, monkeypatch):
+    called = _no_build(monkeypatch)
+    rng = np.random.default_rng(1)
+    weight = numpy_helper.from_array(rng.standard_normal((300, 1024)).astype(np.float32), "w")  # 1.2 MB
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "w"], ["y"], transB=1)], "dense",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1024])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 300])], [weight],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    with pytest.raises(DoesNotFitError, match="do not fit a weights slot") as info:
+        compile_model(load_model(model), "rv32-mcu-sim", tmp_path / "x.ekpkg",
+                      options=CompileOptions(weight_storage="dense"))  # fmt: skip
+    assert called == []
+    assert info.value.fields["weight_bytes"] >= 300 * 1024 * 4 > info.value.fields["slot_bytes_at_most"]
+
+
+# --------------------------------------------------------------------------- issue 17 item 2: true advice
+
+
+def test_refusal_names_the_largest_tensors_and_planned_options(tmp_path, monkeypatch):
+    _no_build(monkeypatch)
+    boards = _tiny_board_dir(tmp_path, "16 KiB")
+    model = _conv_chain(tmp_path / "chain.onnx", size=32, channels=8)
+    with pytest.raises(DoesNotFitError) as info:
+        compile_model(model, "tiny-mcu", tmp_path / "x.ekpkg", board_dirs=[boards])
+    err = info.value
+    assert "1x8x32x32 float32, 32768 B (32.0 KiB), written by fused_conv2d" in err.message
+    assert "(ONNX Conv 'c1', Relu 'r1')" in err.message
+    advice = {a["option"]: a for a in err.fields["advice"]}
+    arena = err.fields["arena_bytes"]
+    # int8 was planned, not assumed: its arena is a real plan of the quantized model.
+    int8 = advice["int8"]
+    assert int8["arena_bytes"] is not None and int8["helps"] == (int8["arena_bytes"] < arena)
+    assert ("--quantize int8" in int8["text"]) == int8["helps"]
+    assert f"{int8['arena_bytes']} B" in int8["text"] and int8["text"] in err.hint
+    # Half the height and width: a fully convolutional model accepts it and needs a quarter.
+    half = advice["input"]
+    assert "--input-shape x=1x3x16x16" in half["text"] and half["helps"]
+    assert half["arena_bytes"] <= arena // 2
+    assert advice["split"]["helps"] is False  # the peak is one kernel's own input and output
+
+
+def _plan(arena: int, buffers: tuple[Buffer, ...] = (), calls: int = 1) -> MemoryPlan:
+    return MemoryPlan(board="b", arena_bytes=arena, arena_bytes_without_reuse=arena, dense_arena_bytes=arena,
+                      weight_bytes=0, dense_weight_bytes=0, weight_storage="dense", kernel_calls=calls, peak_step=0,
+                      peak_kernel="k", live_at_peak=(), buffers=buffers, kernels=("k",) * calls)  # fmt: skip
+
+
+def test_int8_is_not_advised_when_the_plan_says_it_does_not_shrink(tmp_path):
+    board = load_profiles().board("rv32-mcu-sim")
+    prepared = load_model(_conv_chain(tmp_path / "chain.onnx"))
+    same = _plan(10**6)
+    advice = shrink_advice(same, board, replan=lambda other: same, prepared=prepared)
+    int8 = next(a for a in advice if a.option == "int8")
+    assert not int8.helps and "would not help" in int8.text and "--quantize" not in int8.text
+
+
+def test_best_split_hands_an_early_output_to_the_host():
+    # t5 is a model output written by kernel 0: the whole-model plan keeps it
+    # to the end for the host; split after kernel 0 or 1, part A hands it over.
+    buffers = (Buffer("t0", 100, -1, 0), Buffer("t5", 5000, 0, 3), Buffer("t1", 1000, 0, 1), Buffer("t2", 1000, 1, 2),
+               Buffer("t3", 1000, 2, 3))  # fmt: skip
+    whole = 5000 + 1000 + 1000
+    plan = MemoryPlan(**{**_plan(whole, buffers, calls=3).__dict__, "last_use": {"t0": 0, "t5": 0, "t1": 1, "t2": 2,
+                                                                                   "t3": 2}})  # fmt: skip
+    s, a, b = best_split(plan)
+    assert s in (0, 1) and max(a, b) < whole and min(a, b) <= 2048
+    assert best_split(_plan(100, (Buffer("t0", 100, -1, 0),), calls=1)) is None
+
+
+def test_check_plan_fits_passes_what_fits():
+    board = load_profiles().board("rv32-mcu-sim")
+    check_plan_fits(_plan(board.memory.ram_bytes), board)
+    with pytest.raises(DoesNotFitError, match="arena 524352 B"):
+        check_plan_fits(_plan(board.memory.ram_bytes + 64), board)
