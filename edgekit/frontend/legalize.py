@@ -1,13 +1,14 @@
 """Making a prepared model safe for TVM's ONNX importer: never a silent wrong answer.
 
-TVM 0.27's Relax importer converts some operator/attribute combinations
-wrongly (ONNX's node conformance tests find them; docs/conformance.md). Each
-such combination has a rule here, in a table keyed by op type, that either
+Runs the rules, a table keyed by op type, on every node of the main graph:
 
-* **expands** the node into its ONNX function body (:mod:`edgekit.frontend.expand`)
-  — the standard's own definition in simpler operators;
-* **rewrites** it into operators that import correctly; or
-* **refuses** it, naming the node, the op and the attribute.
+* :mod:`edgekit.frontend.importer_fixes` — operator/attribute combinations
+  TVM 0.27's importer converts wrongly (ONNX's node conformance tests find
+  them; docs/conformance.md) are **expanded** into their ONNX function body
+  (:mod:`edgekit.frontend.expand`), **rewritten** into operators that import
+  correctly, or **refused** naming the node, the op and the attribute;
+* :mod:`edgekit.frontend.staged_reductions` — long float sums are computed
+  in stages, as accurately as onnxruntime's.
 
 Operators TVM has no converter for but the standard defines as a function
 (Attention, RotaryEmbedding, Celu, CenterCropPad, ...) are expanded too. The
@@ -18,15 +19,16 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
-import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper
 
 from edgekit.core.errors import UnsupportedOpsError
 from edgekit.frontend.expand import expand_node, function_body, has_function
+from edgekit.frontend.importer_fixes import IMPORTER_RULES
+from edgekit.frontend.rule_context import EXPAND, Rewrite, Rule, attr, build_context
+from edgekit.frontend.staged_reductions import ACCURACY_RULES
 
 if TYPE_CHECKING:
     from edgekit.frontend.loader import PreparedModel
@@ -43,438 +45,19 @@ UNSUPPORTED_DTYPES = {
               "FLOAT8E5M2FNUZ", "FLOAT8E8M0", "STRING", "COMPLEX64", "COMPLEX128")
     if hasattr(_T, n)
 }
-EXPAND = "expand"
 #: Rounds of expansion (a function body may hold further function ops).
 _MAX_ROUNDS = 4
 
 
-@dataclass
-class Context:
-    """What rules may read about the graph."""
-
-    shapes: dict[str, tuple[int, ...] | None]
-    types: dict[str, onnx.TypeProto]
-    consts: dict[str, np.ndarray]
-    used: set[str]
-    opset: int
-
-    def shape(self, name: str) -> tuple[int, ...] | None:
-        return self.shapes.get(name)
-
-    def const(self, node: onnx.NodeProto, index: int) -> np.ndarray | None:
-        if index < len(node.input) and node.input[index] in self.consts:
-            return self.consts[node.input[index]]
-        return None
+def _merged_rules() -> dict[str, Rule]:
+    both = set(IMPORTER_RULES) & set(ACCURACY_RULES)
+    if both:
+        raise RuntimeError(f"two legalization rules for {sorted(both)}")
+    return {**IMPORTER_RULES, **ACCURACY_RULES}
 
 
-@dataclass
-class Rewrite:
-    """Nodes (and initializers) that replace one node."""
-
-    nodes: list[onnx.NodeProto]
-    initializers: list[onnx.TensorProto] = field(default_factory=list)
-
-
-#: A rule returns None (TVM converts the node right), EXPAND, a Rewrite, or
-#: the text of a refusal naming the attribute.
-Rule = Callable[[onnx.NodeProto, Context], "str | Rewrite | None"]
-
-
-def _attr(node: onnx.NodeProto, name: str, default=None):
-    for a in node.attribute:
-        if a.name == name:
-            return helper.get_attribute_value(a)
-    return default
-
-
-def _rank(ctx: Context, name: str) -> int | None:
-    shape = ctx.shape(name)
-    return None if shape is None else len(shape)
-
-
-# --------------------------------------------------------------------------- rules
-
-
-def _attention(node: onnx.NodeProto, ctx: Context) -> str | None:
-    # TVM's "Attention" converter is onnxruntime's contrib op (num_heads);
-    # the standard op (opset 23) is its function body.
-    return EXPAND
-
-
-def _layer_norm(node: onnx.NodeProto, ctx: Context) -> str | None:
-    # TVM returns placeholders for Mean/InvStdDev and extends negative axes
-    # wrongly; its fused kernel is right for the last axis alone.
-    rank = _rank(ctx, node.input[0])
-    axis = int(_attr(node, "axis", -1))
-    extra_outputs = any(o and o in ctx.used for o in node.output[1:])
-    if rank is None or extra_outputs or (axis % rank) != rank - 1:
-        return EXPAND
-    return None
-
-
-def _batch_norm(node: onnx.NodeProto, ctx: Context) -> str | None:
-    if int(_attr(node, "training_mode", 0)):
-        return "training_mode=1 (batch statistics and running-mean updates are not compiled; export the model in eval mode)"
-    return None
-
-
-def _conv_transpose(node: onnx.NodeProto, ctx: Context) -> "str | Rewrite | None":
-    output_shape = _attr(node, "output_shape")
-    if not output_shape:
-        return None
-    x, w = ctx.shape(node.input[0]), ctx.shape(node.input[1])
-    if x is None or w is None:
-        return "output_shape with input shapes unknown at compile time"
-    spatial = len(x) - 2
-    output_shape = list(output_shape)[-spatial:]
-    strides = list(_attr(node, "strides", [1] * spatial))
-    dilations = list(_attr(node, "dilations", [1] * spatial))
-    kernel = list(_attr(node, "kernel_shape", w[2:]))
-    out_pad = list(_attr(node, "output_padding", [0] * spatial))
-    mode = _attr(node, "auto_pad", b"NOTSET")
-    mode = mode.decode() if isinstance(mode, bytes) else str(mode)
-    begin, end = [], []
-    for i in range(spatial):
-        total = strides[i] * (x[2 + i] - 1) + out_pad[i] + (kernel[i] - 1) * dilations[i] + 1 - output_shape[i]
-        if total < 0:  # the output is larger than the kernel reaches: extra rows at the end
-            out_pad[i] -= total
-            total = 0
-        half = total // 2
-        if mode == "SAME_UPPER":
-            begin.append(half)
-            end.append(total - half)
-        else:
-            begin.append(total - half)
-            end.append(half)
-        if out_pad[i] >= max(strides[i], dilations[i]):
-            return f"output_shape {list(output_shape)} needs output_padding {out_pad[i]} >= stride {strides[i]}"
-    new = onnx.NodeProto()
-    new.CopyFrom(node)
-    keep = [a for a in node.attribute if a.name not in ("output_shape", "pads", "auto_pad", "output_padding")]
-    del new.attribute[:]
-    new.attribute.extend(keep)
-    new.attribute.append(helper.make_attribute("pads", begin + end))
-    new.attribute.append(helper.make_attribute("output_padding", out_pad))
-    return Rewrite([new])
-
-
-def _is_inf(node: onnx.NodeProto, ctx: Context) -> "Rewrite | None":
-    neg, pos = int(_attr(node, "detect_negative", 1)), int(_attr(node, "detect_positive", 1))
-    if neg and pos:
-        return None
-    # TVM ignores both attributes: IsInf(x) and the sign test instead.
-    x, y = node.input[0], node.output[0]
-    p = f"{y}__isinf_"
-    zero = numpy_helper.from_array(np.zeros((), dtype=helper.tensor_dtype_to_np_dtype(ctx.types[x].tensor_type.elem_type)), p + "zero")
-    nodes = [helper.make_node("IsInf", [x], [p + "any"])]
-    if not neg and not pos:  # nothing is detected: all false
-        nodes.append(helper.make_node("Xor", [p + "any", p + "any"], [y]))
-    else:
-        nodes.append(helper.make_node("Greater" if pos else "Less", [x, p + "zero"], [p + "sign"]))
-        nodes.append(helper.make_node("And", [p + "any", p + "sign"], [y]))
-    return Rewrite(nodes, [zero])
-
-
-def _resize(node: onnx.NodeProto, ctx: Context) -> str | None:
-    if int(_attr(node, "antialias", 0)):
-        return "antialias=1"
-    x = ctx.shape(node.input[0])
-    y = ctx.shape(node.output[0])
-    scales = ctx.const(node, 2)
-    if x is None or y is None:
-        return None  # TVM refuses computed sizes itself
-    axes = _attr(node, "axes")
-    if scales is not None and scales.size:
-        full = [1.0] * len(x)
-        for ax, s in zip(axes if axes else range(len(x)), scales.tolist()):
-            full[ax] = float(s)
-        for i, (a, b, s) in enumerate(zip(x, y, full)):
-            if a and b / a != s and not np.isclose(b / a, s, rtol=1e-6):
-                # ONNX maps coordinates with the given scale, TVM with out/in.
-                return f"scales {scales.tolist()} that do not divide the input size {list(x)} (axis {i}: {a} -> {b})"
-    mode = _attr(node, "mode", b"nearest")
-    mode = mode.decode() if isinstance(mode, bytes) else str(mode)
-    coord = _attr(node, "coordinate_transformation_mode", b"half_pixel")
-    coord = coord.decode() if isinstance(coord, bytes) else str(coord)
-    if mode == "nearest" and coord in ("half_pixel", "pytorch_half_pixel"):
-        for a, b in zip(x, y):
-            if a == b or not a or not b:
-                continue
-            # A source coordinate exactly halfway between two pixels is
-            # rounded after float32 arithmetic on in/out: the side it falls
-            # on is not the reference's unless in/out is exact in binary.
-            ties = any(((2 * i + 1) * a) % (2 * b) == 0 for i in range(b))
-            q = b // np.gcd(a, b)
-            if ties and q & (q - 1):
-                return f"mode=nearest with output size {b} from {a} (halfway source pixels round differently)"
-    return None
-
-
-def _roi_align(node: onnx.NodeProto, ctx: Context) -> str | None:
-    mode = _attr(node, "mode", b"avg")
-    if (mode.decode() if isinstance(mode, bytes) else mode) == "max":
-        return "mode=max"
-    return None
-
-
-def _space_to_depth(node: onnx.NodeProto, ctx: Context) -> str | None:
-    mode = _attr(node, "mode", b"DCR")
-    if (mode.decode() if isinstance(mode, bytes) else mode) != "DCR":
-        return f"mode={mode.decode() if isinstance(mode, bytes) else mode} (TVM implements DCR only)"
-    return None
-
-
-_FLOATS = (_T.FLOAT, _T.FLOAT16, _T.DOUBLE, _T.BFLOAT16)
-
-
-def _elem(ctx: Context, name: str) -> int | None:
-    t = ctx.types.get(name)
-    return t.tensor_type.elem_type if t is not None and t.HasField("tensor_type") else None
-
-
-def _scalar(ctx: Context, like: str, value: float, name: str) -> onnx.TensorProto:
-    dtype = helper.tensor_dtype_to_np_dtype(_elem(ctx, like) or _T.FLOAT)
-    return numpy_helper.from_array(np.array(value, dtype=dtype), name)
-
-
-def _mod(node: onnx.NodeProto, ctx: Context) -> "Rewrite | None":
-    # TVM computes x - floor(x / y) * y, NaN for an infinite divisor; ONNX
-    # (Python's %) gives x (same sign or zero) or y there.
-    if int(_attr(node, "fmod", 0)) or _elem(ctx, node.input[0]) not in _FLOATS:
-        return None
-    x, y = node.input[0], node.input[1]
-    out = node.output[0]
-    p = f"{out}__mod_"
-    raw = onnx.NodeProto()
-    raw.CopyFrom(node)
-    raw.output[0] = p + "raw"
-    nodes = [
-        raw,
-        helper.make_node("IsInf", [y], [p + "yinf"]),
-        helper.make_node("IsInf", [x], [p + "xinf"]),
-        helper.make_node("IsNaN", [x], [p + "xnan"]),
-        helper.make_node("Or", [p + "xinf", p + "xnan"], [p + "xbad"]),
-        helper.make_node("Not", [p + "xbad"], [p + "xok"]),
-        helper.make_node("And", [p + "yinf", p + "xok"], [p + "case"]),
-        helper.make_node("Mul", [x, y], [p + "xy"]),
-        helper.make_node("Greater", [p + "xy", p + "zero"], [p + "same"]),
-        helper.make_node("Equal", [x, p + "zero"], [p + "x0"]),
-        helper.make_node("Or", [p + "same", p + "x0"], [p + "keepx"]),
-        helper.make_node("Where", [p + "keepx", x, y], [p + "inf_case"]),
-        helper.make_node("Where", [p + "case", p + "inf_case", p + "raw"], [out]),
-    ]
-    return Rewrite(nodes, [_scalar(ctx, x, 0.0, p + "zero")])
-
-
-def _reduce_extreme(node: onnx.NodeProto, ctx: Context) -> "Rewrite | None":
-    # TVM starts max/min at the lowest/highest *finite* value: a reduction
-    # over nothing but -inf (+inf for min) returns that value, not the
-    # infinity (a fully masked attention row then became NaN).
-    x = node.input[0]
-    if _elem(ctx, x) not in _FLOATS or node.output[0].endswith("__inf_fixed"):
-        return None
-    inf = -np.inf if node.op_type == "ReduceMax" else np.inf
-    out = node.output[0]
-    p = f"{out}__ext_"
-    raw = onnx.NodeProto()
-    raw.CopyFrom(node)
-    raw.output[0] = p + "raw__inf_fixed"
-    all_inf = onnx.NodeProto()
-    all_inf.CopyFrom(node)
-    all_inf.op_type = "ReduceMin"
-    del all_inf.input[:]
-    all_inf.input.extend([p + "isinf_f", *node.input[1:]])
-    all_inf.output[0] = p + "all__inf_fixed"
-    all_inf.name = ""
-    nodes = [
-        raw,
-        helper.make_node("Equal", [x, p + "inf"], [p + "isinf"]),
-        helper.make_node("Cast", [p + "isinf"], [p + "isinf_f"], to=_T.FLOAT),
-        all_inf,
-        helper.make_node("Equal", [p + "all__inf_fixed", p + "one"], [p + "all"]),
-        helper.make_node("Where", [p + "all", p + "inf", p + "raw__inf_fixed"], [out]),
-    ]
-    inits = [_scalar(ctx, x, inf, p + "inf"), numpy_helper.from_array(np.array(1.0, np.float32), p + "one")]
-    return Rewrite(nodes, inits)
-
-
-def _in_float32(node: onnx.NodeProto, ctx: Context) -> "Rewrite | None":
-    # TVM accumulates float16 matmuls and convolutions in float16; the
-    # reference (and onnxruntime) accumulate in float32. Compute in float32.
-    if _elem(ctx, node.input[0]) != _T.FLOAT16:
-        return None
-    p = f"{node.output[0]}__f32_"
-    nodes = []
-    new = onnx.NodeProto()
-    new.CopyFrom(node)
-    for i, name in enumerate(node.input):
-        if name and _elem(ctx, name) == _T.FLOAT16:
-            nodes.append(helper.make_node("Cast", [name], [f"{p}in{i}"], to=_T.FLOAT))
-            new.input[i] = f"{p}in{i}"
-    outs = [o for o in node.output if o]
-    for i, name in enumerate(node.output):
-        if name:
-            new.output[i] = f"{p}out{i}"
-    nodes.append(new)
-    for i, name in enumerate(node.output):
-        if name:
-            nodes.append(helper.make_node("Cast", [f"{p}out{i}"], [name], to=_T.FLOAT16))
-    return Rewrite(nodes) if outs else None
-
-
-def _compress(node: onnx.NodeProto, ctx: Context) -> "Rewrite | str":
-    cond = ctx.const(node, 1)
-    if cond is None:
-        return "a condition computed at run time (the output size would depend on the data)"
-    axis = _attr(node, "axis")
-    p = f"{node.output[0]}__compress_"
-    idx = np.nonzero(cond.reshape(-1).astype(bool))[0].astype(np.int64)
-    inits = [numpy_helper.from_array(idx, p + "idx")]
-    if axis is None:
-        inits.append(numpy_helper.from_array(np.array([-1], np.int64), p + "flat"))
-        nodes = [helper.make_node("Reshape", [node.input[0], p + "flat"], [p + "x"]),
-                 helper.make_node("Gather", [p + "x", p + "idx"], [node.output[0]], axis=0)]
-    else:
-        nodes = [helper.make_node("Gather", [node.input[0], p + "idx"], [node.output[0]], axis=int(axis))]
-    return Rewrite(nodes, inits)
-
-
-def _dropout(node: onnx.NodeProto, ctx: Context) -> "str | Rewrite | None":
-    if len(node.input) > 2 and node.input[2]:
-        mode = ctx.const(node, 2)
-        if mode is None or bool(np.asarray(mode).reshape(-1)[0]):
-            ratio = ctx.const(node, 1) if len(node.input) > 1 and node.input[1] else None
-            if ratio is None or float(np.asarray(ratio).reshape(-1)[0]) != 0.0:
-                return "training_mode (random masks are not compiled; export the model in eval mode)"
-            # Training with ratio 0 drops nothing: the input, and a mask of ones.
-            x, p = node.input[0], f"{node.output[0]}__dropout_"
-            nodes = [helper.make_node("Identity", [x], [node.output[0]])]
-            if len(node.output) > 1 and node.output[1]:
-                nodes += [helper.make_node("Shape", [x], [p + "shape"]),
-                          helper.make_node("ConstantOfShape", [p + "shape"], [node.output[1]],
-                                           value=numpy_helper.from_array(np.array([True])))]
-            return Rewrite(nodes)
-    return None
-
-
-def _qdq(node: onnx.NodeProto, ctx: Context) -> str | None:
-    t = ctx.types.get(node.input[1]) if len(node.input) > 1 else None
-    if t is not None and t.tensor_type.elem_type in (_T.FLOAT16, _T.BFLOAT16):
-        return "a float16 scale (results round one step away from the reference); use float32 scales"
-    return None
-
-
-def _lp_norm(node: onnx.NodeProto, ctx: Context) -> "Rewrite | str":
-    # No TVM converter and no ONNX function: x / ||x||_p along the axis,
-    # 0 where the norm is 0 (the reference's choice).
-    p = int(_attr(node, "p", 2))
-    if p not in (1, 2):
-        return f"p={p} (only 1 and 2 are defined)"
-    x, y = node.input[0], node.output[0]
-    rank = _rank(ctx, x)
-    t = ctx.types.get(x)
-    if rank is None or t is None:
-        return "an input of unknown shape"
-    axis = int(_attr(node, "axis", -1)) % rank
-    dtype = helper.tensor_dtype_to_np_dtype(t.tensor_type.elem_type)
-    pre = f"{y}__lpnorm_"
-    reduce = "ReduceL2" if p == 2 else "ReduceL1"
-    inits = [numpy_helper.from_array(np.zeros((), dtype=dtype), pre + "zero")]
-    if ctx.opset >= 18:
-        inits.append(numpy_helper.from_array(np.array([axis], dtype=np.int64), pre + "axes"))
-        norm = helper.make_node(reduce, [x, pre + "axes"], [pre + "norm"], keepdims=1)
-    else:
-        norm = helper.make_node(reduce, [x], [pre + "norm"], axes=[axis], keepdims=1)
-    nodes = [
-        norm,
-        helper.make_node("Div", [x, pre + "norm"], [pre + "div"]),
-        helper.make_node("Equal", [pre + "norm", pre + "zero"], [pre + "is0"]),
-        helper.make_node("Where", [pre + "is0", pre + "zero", pre + "div"], [y]),
-    ]
-    return Rewrite(nodes, inits)
-
-
-def _conv_transpose_f32(node: onnx.NodeProto, ctx: Context) -> "str | Rewrite | None":
-    return _conv_transpose(node, ctx) or _in_float32(node, ctx)
-
-
-def _top_k(node: onnx.NodeProto, ctx: Context) -> str | None:
-    if _elem(ctx, node.input[0]) in (_T.UINT64, _T.UINT32, _T.UINT16):
-        return "an unsigned input wider than 8 bits (TVM's sort has no kernel for it)"
-    return None
-
-
-def _one_hot(node: onnx.NodeProto, ctx: Context) -> "Rewrite | None":
-    # TVM wants depth as an integer scalar; ONNX allows any numeric type and
-    # shape [1] (depth 10.0 failed to import).
-    # Float indices are cast to int64 by the standard; TVM refuses them.
-    depth = ctx.const(node, 1)
-    float_indices = _elem(ctx, node.input[0]) in _FLOATS
-    odd_depth = depth is not None and not (depth.dtype == np.int64 and depth.ndim == 0)
-    if not (float_indices or odd_depth):
-        return None
-    new = onnx.NodeProto()
-    new.CopyFrom(node)
-    nodes, inits = [new], []
-    if odd_depth:
-        name = f"{node.output[0]}__onehot_depth"
-        new.input[1] = name
-        inits.append(numpy_helper.from_array(np.array(int(depth.reshape(-1)[0]), np.int64), name))
-    if float_indices:
-        name = f"{node.output[0]}__onehot_indices"
-        nodes.insert(0, helper.make_node("Cast", [node.input[0]], [name], to=_T.INT64))
-        new.input[0] = name
-    return Rewrite(nodes, inits)
-
-
-RULES: dict[str, Rule] = {
-    "OneHot": _one_hot,
-    "TopK": _top_k,
-    "LpNormalization": _lp_norm,
-    "Attention": _attention,
-    "LayerNormalization": _layer_norm,
-    "BatchNormalization": _batch_norm,
-    "IsInf": _is_inf,
-    "Resize": _resize,
-    "RoiAlign": _roi_align,
-    "SpaceToDepth": _space_to_depth,
-    "Mod": _mod,
-    "ReduceMax": _reduce_extreme,
-    "ReduceMin": _reduce_extreme,
-    "MatMul": _in_float32,
-    "Gemm": _in_float32,
-    "Conv": _in_float32,
-    "ConvTranspose": _conv_transpose_f32,
-    "Compress": _compress,
-    "Dropout": _dropout,
-    "QuantizeLinear": _qdq,
-    "DequantizeLinear": _qdq,
-}
-
-
-# --------------------------------------------------------------------------- driver
-
-
-def _context(model: onnx.ModelProto, opset: int) -> Context:
-    graph = model.graph
-    shapes: dict[str, tuple[int, ...] | None] = {}
-    types: dict[str, onnx.TypeProto] = {}
-    for vi in [*graph.input, *graph.value_info, *graph.output]:
-        types[vi.name] = vi.type
-        tt = vi.type.tensor_type
-        if vi.type.HasField("tensor_type") and tt.HasField("shape"):
-            dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tt.shape.dim]
-            shapes[vi.name] = tuple(dims) if all(d >= 0 for d in dims) else None
-    consts = {}
-    for init in graph.initializer:
-        shapes[init.name] = tuple(init.dims)
-        types[init.name] = helper.make_tensor_type_proto(init.data_type, list(init.dims))
-        if np.prod(init.dims, dtype=np.int64) <= 4096:
-            consts[init.name] = numpy_helper.to_array(init)
-    used = {o.name for o in graph.output}
-    for node in graph.node:
-        used.update(node.input)
-    return Context(shapes, types, consts, used, opset)
+#: Every rule, by op type.
+RULES: dict[str, Rule] = _merged_rules()
 
 
 def _dtype_problems(model: onnx.ModelProto) -> list[str]:
@@ -491,7 +74,7 @@ def _dtype_problems(model: onnx.ModelProto) -> list[str]:
         if kind != "tensor_type":
             found.append(f"value '{vi.name}' of {kind.replace('_type', '')} type (only tensors are compiled)")
     for node in graph.node:
-        to = _attr(node, "to")
+        to = attr(node, "to")
         if node.op_type == "Cast" and to in UNSUPPORTED_DTYPES:
             found.append(f"Cast node '{node.name or node.output[0]}' to {UNSUPPORTED_DTYPES[to]}")
     return found
@@ -525,7 +108,7 @@ def legalize(model: onnx.ModelProto, opset: int, supported: set[str]) -> tuple[o
         )
     done: Counter = Counter()
     for round_ in range(_MAX_ROUNDS):
-        ctx = _context(model, opset)
+        ctx = build_context(model, opset)
         refusals: list[tuple[str, str, str]] = []
         new_nodes: list[onnx.NodeProto] = []
         new_inits: list[onnx.TensorProto] = []
@@ -543,7 +126,7 @@ def legalize(model: onnx.ModelProto, opset: int, supported: set[str]) -> tuple[o
             if isinstance(verdict, Rewrite):
                 new_nodes.extend(verdict.nodes)
                 new_inits.extend(verdict.initializers)
-                done[f"{node.op_type} rewritten"] += 1
+                done[f"{node.op_type} {'staged' if node.op_type in ACCURACY_RULES else 'rewritten'}"] += 1
                 changed = True
             elif verdict == EXPAND:
                 types = [ctx.types.get(i) for i in node.input if i]
@@ -580,7 +163,7 @@ def legalize(model: onnx.ModelProto, opset: int, supported: set[str]) -> tuple[o
         out.graph.initializer.extend(new_inits)
         model = refold(out)
     if done:
-        notes.append("for TVM's importer: " + ", ".join(f"{n} {what}" for what, n in sorted(done.items())))
+        notes.append("front end: " + ", ".join(f"{n} {what}" for what, n in sorted(done.items())))
     return model, notes
 
 

@@ -19,14 +19,14 @@ from typing import Any, Callable
 
 import onnx
 
-from edgekit.core.errors import DoesNotFitError, PackageError
+from edgekit.core.errors import ConfigError, DoesNotFitError, PackageError
 from edgekit.core.profiles import NpuConfig
 from edgekit.npu.codegen import ALIGN, Program, TensorPlace, generate
 from edgekit.npu.driver import NpuDriver
 from edgekit.npu.host_exec import HostSegment, HybridExecutor, split_host_graph
 from edgekit.npu.isa import INSN_BYTES, encode_program
 from edgekit.npu.partition import Partition, partition
-from edgekit.npu.sim_device import SimulatedNpuDevice
+from edgekit.npu.sim_device import RingDevice, SimulatedNpuDevice
 from edgekit.npu.tiling import Tiling, plan
 
 __all__ = ["NpuBuild", "compile_npu", "open_simulated", "PLAN_MEMBER", "PROGRAM_MEMBER", "WEIGHTS_MEMBER", "RING_ENTRIES"]
@@ -136,16 +136,21 @@ def compile_npu(model: onnx.ModelProto, npu: NpuConfig) -> NpuBuild:
     return NpuBuild(members, plan_json, part, program, segments)
 
 
-def open_simulated(read: Callable[[str], bytes], npu: NpuConfig, functional: bool = True) -> tuple[HybridExecutor, SimulatedNpuDevice, dict[str, Any]]:
+def open_simulated(
+    read: Callable[[str], bytes], npu: NpuConfig, functional: bool = True, engine: str = "model"
+) -> tuple[HybridExecutor, RingDevice, dict[str, Any]]:
     """Loads package members into a simulated accelerator and returns a ready executor.
 
     Args:
         read: Returns a package member's bytes by name.
         npu: The accelerator to simulate (the board's, or another for what-if runs).
-        functional: Compute values (``False``: timing only).
+        functional: Compute values (``False``: timing only; the Python model only).
+        engine: ``model`` (the Python simulator and cycle model) or ``rtl``
+            (the accelerator's Verilog under Verilator).
 
     Raises:
         PackageError: the plan is missing, of another version, or for another array geometry.
+        ConfigError: ``engine`` is unknown, or ``rtl`` cannot be built here.
     """
     try:
         plan_json = json.loads(read(PLAN_MEMBER))
@@ -161,7 +166,15 @@ def open_simulated(read: Callable[[str], bytes], npu: NpuConfig, functional: boo
                 hint="Recompile the model for this board.",
             )
     dram = plan_json["dram"]
-    device = SimulatedNpuDevice(npu, dram["size"], functional=functional)
+    device: RingDevice
+    if engine == "model":
+        device = SimulatedNpuDevice(npu, dram["size"], functional=functional)
+    elif engine == "rtl":
+        from edgekit.npu.rtl_device import RtlNpuDevice
+
+        device = RtlNpuDevice(npu, dram["size"])
+    else:
+        raise ConfigError(f"unknown NPU simulator engine {engine!r}", hint="Use 'model' or 'rtl'.")
     device.write(dram["const_base"], read(WEIGHTS_MEMBER))
     device.write(dram["program_base"], read(PROGRAM_MEMBER))
     driver = NpuDriver(device, device, dram["ring_base"], dram["ring_entries"])

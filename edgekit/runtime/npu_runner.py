@@ -35,12 +35,15 @@ class NpuRunner:
         board: The board profile (its ``npu`` section is simulated).
         port: A real board's address; not supported yet (the driver's
             register interface is defined, the board transport is not).
-        sim: ``False`` demands real hardware (refused); anything else simulates.
+        sim: ``False`` demands real hardware (refused); ``"rtl"`` runs the
+            accelerator's RTL under Verilator (cycles measured on the
+            hardware description); ``True``, ``None`` or ``"model"`` the
+            Python simulator and cycle model.
     """
 
     simulated = True
 
-    def __init__(self, package: Package, board: "Board", *, port: str | None = None, sim: bool | None = None) -> None:
+    def __init__(self, package: Package, board: "Board", *, port: str | None = None, sim: bool | str | None = None) -> None:
         if port or sim is False:
             raise ConfigError(
                 f"running on a real {board.name} accelerator is not available yet",
@@ -48,6 +51,9 @@ class NpuRunner:
             )
         if board.npu is None:
             raise ConfigError(f"board '{board.name}' has no [npu] section", hint="Run the package on the board it was compiled for.")
+        if sim not in (None, True, "model", "rtl"):
+            raise ConfigError(f"unknown NPU simulator {sim!r}", hint="Use --sim (the Python model) or --sim rtl (the RTL under Verilator).")
+        self.engine = "rtl" if sim == "rtl" else "model"
         self.board = board
         self.package: Package | None = None
         self._last: list[Any] = []
@@ -57,9 +63,10 @@ class NpuRunner:
         """Runner name and the simulated accelerator."""
         npu = self.board.npu
         assert npu is not None
+        what = "RTL (Verilator) of the" if self.engine == "rtl" else "simulated"
         return {
-            "runner": "npu-sim",
-            "device": f"simulated {npu.rows}x{npu.cols} int8 array @ {npu.clock_hz / 1e6:g} MHz",
+            "runner": "npu-rtl" if self.engine == "rtl" else "npu-sim",
+            "device": f"{what} {npu.rows}x{npu.cols} int8 array @ {npu.clock_hz / 1e6:g} MHz",
             "threads": 1,
             "host_timing": "this machine's CPU (onnxruntime), not the board's",
         }
@@ -77,7 +84,7 @@ class NpuRunner:
                 f"package '{package.path}' needs runtime '{package.runtime}', not npu", hint="Run it on a board of the kind it was compiled for."
             )
         assert self.board.npu is not None
-        self._executor, self._device, self._plan = open_simulated(package.read, self.board.npu)
+        self._executor, self._device, self._plan = open_simulated(package.read, self.board.npu, engine=self.engine)
         self.package = package
 
     def _run(self, feeds: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], list[Any]]:

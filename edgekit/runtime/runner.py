@@ -123,7 +123,7 @@ def _runner_class(runtime: str) -> Any:
     return getattr(module, cls_name)
 
 
-def open_runner(package: Package, board: "Board", *, port: str | None = None, sim: bool | None = None) -> Runner:
+def open_runner(package: Package, board: "Board", *, port: str | None = None, sim: bool | str | None = None) -> Runner:
     """Returns a loaded runner for ``package`` on ``board``.
 
     Args:
@@ -132,8 +132,17 @@ def open_runner(package: Package, board: "Board", *, port: str | None = None, si
         port: Serial port (or address) of a real board; runners that run
             in-process refuse it.
         sim: Force (True) or forbid (False) the board's simulator; ``None``
-            lets the runner decide (simulate when no board is attached).
+            lets the runner decide (simulate when no board is attached);
+            ``"rtl"`` simulates an NPU board's RTL, ``"model"`` its Python model.
+
+    Raises:
+        ConfigError: ``sim`` names an engine the package's runtime does not have.
     """
+    if isinstance(sim, str) and package.runtime != "npu":
+        raise ConfigError(
+            f"--sim {sim} needs an NPU board; '{board.name}' runs '{package.runtime}' packages",
+            hint="Use plain --sim on this board.",
+        )
     cls = _runner_class(package.runtime)
     return cls(package, board, port=port, sim=sim)
 
@@ -166,7 +175,7 @@ def run_package(
     board: str | None = None,
     allow_other_board: bool = False,
     port: str | None = None,
-    sim: bool | None = None,
+    sim: bool | str | None = None,
     board_dirs: Iterable[str] = (),
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[list[dict[str, np.ndarray]], Samples, dict[str, Any]]:
@@ -251,7 +260,7 @@ def bench_package(
     compare_ort: bool = False,
     allow_other_board: bool = False,
     port: str | None = None,
-    sim: bool | None = None,
+    sim: bool | str | None = None,
     board_dirs: Iterable[str] = (),
     seed: int = 0,
 ) -> dict[str, Any]:
