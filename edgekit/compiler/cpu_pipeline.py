@@ -1257,6 +1257,7 @@ def prepare_cpu_module(
 
     from edgekit.compiler.cpu_detector import fast_sigmoid_pass
     from edgekit.compiler.cpu_int8 import int8_dot_pass, vbmi_lookup_pass
+    from edgekit.compiler.cpu_requant import float_requant_pass
     from edgekit.compiler.importer import fusion_passes
     from edgekit.compiler.relax_guards import convert_layout_or_keep, fast_math_transform
 
@@ -1273,6 +1274,8 @@ def prepare_cpu_module(
         _cancel_transposes_pass(),
         # int8 conv/matmul on the target's integer dot-product instructions.
         int8_dot_pass(target, weights),
+        # int64 fixed-point requantization as float32 scale and round (x86).
+        float_requant_pass(target),
         vbmi_lookup_pass(target),
         _block_weights_pass(target),
         _matmul_weights_pass(target),

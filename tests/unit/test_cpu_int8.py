@@ -18,6 +18,7 @@ import tvm
 from onnx import TensorProto, helper, numpy_helper
 
 import edgekit.compiler.cpu_int8 as cpu_int8
+import edgekit.compiler.cpu_requant as cpu_requant
 from edgekit.compiler.cpu_int8 import I16_256, I16_512, U8S8_256, VNNI256, VNNI512, dot_isa, pmaddubsw_exact
 from edgekit.compiler.cpu_pipeline import build_cpu, prepare_cpu_module, schedule_passes
 from edgekit.compiler.importer import import_onnx
@@ -174,6 +175,32 @@ def test_dense_int8_kernels_use_the_targets_dot_product(int8_model, mcpu, instru
         assert "\"int64\"" not in body and "T.Cast" not in body, body
 
 
+#: x86 vector multiplies with 64-bit products or lanes.
+WIDE_MULTIPLIES = {"vpmuludq", "vpmuldq", "vpmullq"}
+
+
+@pytest.mark.parametrize("mcpu", ["haswell", "znver2", "alderlake", "icelake-server"])
+def test_int8_kernels_requantize_without_64_bit_multiplies(int8_model, mcpu, monkeypatch):
+    target = tvm.target.Target({"kind": "llvm", "mcpu": mcpu})
+    kernels = _kernels(int8_model, target)
+    # Both convolutions, the depthwise conv and the Gemm, each with its requantization fused.
+    assert len(kernels) == 4, sorted(kernels)
+    for name, (tir, asm) in kernels.items():
+        assert '"int64"' not in tir.replace('T.int64(', ''), name  # no int64 values, only int64 loop indices
+        assert not _mnemonics(asm) & WIDE_MULTIPLIES, (name, sorted(_mnemonics(asm) & WIDE_MULTIPLIES))
+    # The scan sees them where they are: the integer lowering's own int64 form.
+    monkeypatch.setattr(cpu_requant, "uses_float_requant", lambda t: False)
+    wide = [n for n, (_tir, asm) in _kernels(int8_model, target).items() if _mnemonics(asm) & WIDE_MULTIPLIES]
+    assert len(wide) == 4, wide
+
+
+def test_float_requantization_is_chosen_by_the_target():
+    assert cpu_requant.uses_float_requant(tvm.target.Target({"kind": "llvm", "mcpu": "haswell"}))
+    assert not cpu_requant.uses_float_requant(tvm.target.Target({"kind": "llvm", "mcpu": "x86-64"}))
+    a72 = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a72", "mattr": ["+neon"]}
+    assert not cpu_requant.uses_float_requant(tvm.target.Target(a72))
+
+
 @pytest.mark.parametrize("mcpu", ["haswell", "icelake-server"])
 def test_int8_depthwise_multiplies_in_16_bits(int8_model, mcpu):
     kernels = _kernels_asm(int8_model, tvm.target.Target({"kind": "llvm", "mcpu": mcpu}))
@@ -251,11 +278,15 @@ def _runnable_targets() -> list[str]:
 
 
 def _run(model_path: str, target: tvm.target.Target, x: np.ndarray) -> np.ndarray:
+    """The model's output for each sample of ``x`` (compiled once), and the build."""
     mod, weights = import_onnx(load_model(model_path))[:2]
     built = build_cpu(mod, target, weights)
     vm = tvm.relax.VirtualMachine(built.executable, tvm.cpu())
-    out = vm["main"](tvm.runtime.tensor(x), *built.params)
-    return (out.numpy() if hasattr(out, "numpy") else out[0].numpy()), built
+    outs = []
+    for i in range(len(x)):
+        out = vm["main"](tvm.runtime.tensor(x[i : i + 1]), *built.params)
+        outs.append(out.numpy() if hasattr(out, "numpy") else out[0].numpy())
+    return np.concatenate(outs), built
 
 
 @pytest.mark.parametrize("mcpu", _runnable_targets() or ["none"])
@@ -280,6 +311,23 @@ def test_dot_kernels_are_bit_exact_with_generic_integer_kernels(int8_model, mcpu
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     lsb = float(np.max(inits[last.input[1]]))
     assert np.mean(np.abs(got - want) <= lsb * 1.001) >= 0.999
+
+
+def test_float_requantization_is_within_one_step_of_the_fixed_point_form(int8_model, monkeypatch):
+    if not _runnable_targets():
+        pytest.skip("this CPU has no AVX2")
+    target = tvm.target.Target({"kind": "llvm", "mcpu": _runnable_targets()[0]})
+    x = np.random.default_rng(6).standard_normal((4, 3, 10, 10)).astype(np.float32)
+    got = _run(int8_model, target, x)[0]
+    monkeypatch.setattr(cpu_requant, "uses_float_requant", lambda t: False)
+    fixed = _run(int8_model, target, x)[0]
+    model = onnx.load(int8_model)
+    last = [n for n in model.graph.node if n.op_type == "DequantizeLinear"][-1]
+    lsb = float(numpy_helper.to_array([t for t in model.graph.initializer if t.name == last.input[1]][0]))
+    steps = np.abs(got - fixed) / lsb
+    # Half-way points (and float rounding within ~2^-20 of them) may round the
+    # other way, and a step inside the network may move the logits by one more.
+    assert np.max(steps) <= 2.001 and np.mean(steps <= 1.001) >= 0.99, np.max(steps)
 
 
 def _lut_model() -> onnx.ModelProto:
