@@ -176,7 +176,7 @@ class NpuCore:
         nbytes = insn.y_size * insn.x_size * chunk_bytes
         cost = timing.dma_cycles(
             self.npu, y=insn.y_size, x=insn.x_size, chunk_bytes=chunk_bytes, x_stride=insn.x_stride,
-            y_stride=insn.y_stride, pad_entries=(yp * xp - insn.y_size * insn.x_size) * insn.chunk,
+            y_stride=insn.y_stride, pad_entries=(yp * xp - insn.y_size * insn.x_size) * insn.chunk, entry_bytes=eb,
         )  # fmt: skip
         end = start + cost
         buf.write(sl, start, end, "LOAD")
@@ -202,8 +202,9 @@ class NpuCore:
         self.acc.check(sl, "STORE")
         chunk_bytes = insn.chunk * C
         cost = timing.dma_cycles(
-            self.npu, y=insn.y_size, x=insn.x_size, chunk_bytes=chunk_bytes, x_stride=insn.x_stride, y_stride=insn.y_stride
-        )
+            self.npu, y=insn.y_size, x=insn.x_size, chunk_bytes=chunk_bytes, x_stride=insn.x_stride,
+            y_stride=insn.y_stride, entry_bytes=C, write=True,
+        )  # fmt: skip
         end = start + cost
         self.acc.read(sl, start, end, "STORE")
         dst = self._dram_view(insn.dram_addr, insn.y_size, insn.x_size, chunk_bytes, insn.x_stride, insn.y_stride, "STORE")
@@ -294,11 +295,11 @@ class NpuCore:
         for buf in (self.inp, self.wgt, self.acc):  # each program starts on an idle device at cycle 0
             buf.ready[:] = 0
             buf.busy[:] = 0
-        clock = {Module.LOAD: 0, Module.COMPUTE: 0, Module.STORE: 0}
+        t0 = timing.FETCH_CYCLES
+        clock = {Module.LOAD: t0, Module.COMPUTE: t0, Module.STORE: t0}
         queues: dict[str, deque[int]] = {q: deque() for q in ("l2c", "c2l", "c2s", "s2c")}
-        read_free = write_free = 0
+        read_free = write_free = t0
         prev_compute: Insn | None = None
-        prev_vectors = 0
         for n, insn in enumerate(insns):
             mod = module_of(insn)
             start = clock[mod]
@@ -311,6 +312,8 @@ class NpuCore:
                         raise NpuFault(f"instruction {n} pops an empty {q} queue (the program would deadlock)")
                     start = max(start, queues[q].popleft())
             if isinstance(insn, Load):
+                if isinstance(prev_compute, Gemm) and mod == Module.COMPUTE:  # an accumulator load waits for the drain
+                    start = max(start, clock[mod] + timing.pipeline_depth(npu))
                 start = max(start, read_free)
                 end = self._load(insn, start, stats)
                 read_free = end
@@ -319,19 +322,21 @@ class NpuCore:
                 end = self._store(insn, start, stats)
                 write_free = end
             elif isinstance(insn, Gemm):
-                idle = start > clock[Module.COMPUTE] or not isinstance(prev_compute, Gemm)
                 vectors = insn.ext_outer * insn.ext_inner
-                cost = timing.gemm_cycles(npu, vectors, 0 if idle else prev_vectors, cold=idle)
+                cost = timing.gemm_cycles(npu, vectors)
                 end = self._gemm(insn, start, cost)
                 stats.gemm_cycles += cost
                 stats.vectors += vectors
-                prev_vectors = vectors
             elif isinstance(insn, Alu):
-                cost = timing.alu_cycles(npu, insn.count, after_gemm=isinstance(prev_compute, Gemm))
+                if isinstance(prev_compute, Gemm):  # the ALU waits for the GEMM's results to land
+                    start = max(start, clock[mod] + timing.pipeline_depth(npu))
+                cost = timing.alu_cycles(npu, insn.count, after_gemm=False)
                 end = self._alu(insn, start, cost)
                 stats.alu_cycles += cost
             elif isinstance(insn, Finish):
                 start = max(start, *clock.values(), read_free, write_free)
+                if isinstance(prev_compute, Gemm):
+                    start = max(start, clock[mod] + timing.pipeline_depth(npu))
                 end = start + timing.FINISH_CYCLES
             else:  # pragma: no cover - decode() only makes the classes above
                 raise NpuFault(f"unknown instruction {insn!r}")

@@ -215,7 +215,7 @@ def plan_add(layer: AddLayer, npu: NpuConfig) -> Tiling:
                 th = _cdiv(h, _cdiv(h, th))
                 n_sp = _cdiv(h, th) * _cdiv(w, tw)
                 n_oc = _cdiv(ocb, ocg)
-                est = timing.estimate_add(npu, th=th, tw=tw, ocg=ocg, steps=n_sp * n_oc, acc_slots=acc_slots, c_pad=ocb * C)
+                est = timing.estimate_add(npu, th=th, tw=tw, ocg=ocg, steps=n_sp * n_oc, acc_slots=acc_slots)
                 if best is None or est < best.est_cycles:
                     best = Tiling(th, tw, ocg, ocg, "spatial", 1, acc_slots, n_sp, n_oc, 1, 0, 0, 2 * th * tw * ocg, params, est)
         if best is not None:

@@ -1,15 +1,22 @@
 """Cycle costs of the accelerator's instructions, shared by the simulator and the tiler.
 
-The array is weight-stationary and systolic: a ``GEMM`` streams one input
-vector per cycle; its ``ROWS x COLS`` weight block is preloaded into shadow
-registers (``ROWS`` cycles) while the previous ``GEMM`` streams, so the
-preload only shows when that ``GEMM`` was shorter than ``ROWS`` vectors. A
-``GEMM`` that starts on an idle array pays the pipeline fill (``ROWS + COLS
-- 1`` cycles); an ``ALU`` op that follows a ``GEMM`` waits for the same
-drain. DMA moves ``dma_bytes_per_cycle`` bytes per cycle per AXI channel
-(reads and writes are separate channels, as on the Zynq HP ports), pays a
-fixed setup latency per instruction and starts every non-contiguous run on
-a fresh beat; padding is written into the buffer at one entry per cycle.
+The constants are calibrated against the accelerator's RTL (``rtl/npu/``,
+run under Verilator by :mod:`edgekit.npu.rtl_device`); ``docs/npu-isa.md``
+says which are measured there and which are assumed:
+
+* a ``GEMM`` issues in one cycle (decode and the weight block's read into
+  the array's weight registers) and then streams one input vector per
+  cycle; the next ``GEMM`` issues right behind it (measured);
+* results land :func:`pipeline_depth` cycles after the last vector; an
+  ``ALU`` op or an accumulator ``LOAD`` that follows a ``GEMM`` waits for
+  them (measured);
+* an ``ALU`` op costs ``ALU_LATENCY_CYCLES + count``: parameter reads, one
+  entry per cycle, four pipeline stages and the write-back (measured);
+* a DMA instruction moves one beat of ``dma_bytes_per_cycle`` per cycle,
+  each buffer entry in whole beats, one cycle per padding entry, plus the
+  memory latency (:data:`MEM_LATENCY_CYCLES`, assumed: DRAM and
+  interconnect) and the DMA pipeline (measured). Reads and writes use
+  separate channels, as the Zynq HP ports do.
 """
 
 from __future__ import annotations
@@ -23,9 +30,12 @@ if TYPE_CHECKING:
     from edgekit.npu.layers import ConvLayer
 
 __all__ = [
+    "MEM_LATENCY_CYCLES",
     "DMA_SETUP_CYCLES",
+    "DMA_WRITE_SETUP_CYCLES",
     "GEMM_ISSUE_CYCLES",
     "ALU_LATENCY_CYCLES",
+    "FETCH_CYCLES",
     "FINISH_CYCLES",
     "dma_cycles",
     "gemm_cycles",
@@ -37,14 +47,28 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Latency of one DMA descriptor: address phase plus DRAM first-word latency
-#: (about 200 ns on Zynq-7000 HP ports at 100 MHz).
-DMA_SETUP_CYCLES = 24
-#: Decode/issue of one GEMM before its first vector enters the array.
+#: Assumed: cycles from a DMA request to its data (and from a write to its
+#: acknowledgement) — DRAM plus interconnect, about 200 ns on a Zynq-7000 HP
+#: port at 100 MHz. The RTL harness's memory model uses the same number
+#: (:data:`edgekit.npu.rtl_build.DEFAULT_MEM_LATENCY`).
+MEM_LATENCY_CYCLES = 20
+#: Measured (RTL): a read DMA instruction's fixed cost on top of its beats:
+#: the memory latency plus two cycles of response FIFO and buffer write.
+DMA_SETUP_CYCLES = MEM_LATENCY_CYCLES + 2
+#: Measured (RTL): a STORE's fixed cost: accumulator read, the write beat
+#: register and the last acknowledgement.
+DMA_WRITE_SETUP_CYCLES = MEM_LATENCY_CYCLES + 3
+#: Measured (RTL): a GEMM's issue cycle before its first vector.
 GEMM_ISSUE_CYCLES = 1
-#: ALU pipeline depth (subtract, multiply, round/shift, clamp).
-ALU_LATENCY_CYCLES = 4
-FINISH_CYCLES = 1
+#: Measured (RTL): an ALU op's cycles on top of one per entry (three for
+#: the parameter reads, four pipeline stages).
+ALU_LATENCY_CYCLES = 7
+#: Measured (RTL): cycles from the start command to the first instruction
+#: (fetch and queue).
+FETCH_CYCLES = 2
+#: Measured (RTL): FINISH waits one cycle for every module's idle flag.
+FINISH_CYCLES = 2
+_GEMM_DRAIN_CYCLES = 3
 
 
 def _cdiv(a: float, b: float) -> int:
@@ -52,39 +76,58 @@ def _cdiv(a: float, b: float) -> int:
 
 
 def pipeline_depth(npu: NpuConfig) -> int:
-    """Cycles from the first vector entering the array to its result leaving it."""
-    return npu.rows + npu.cols - 1
+    """Cycles from a GEMM's last vector issue until its last result is written.
+
+    Measured on the RTL: products, column sums (one adder-tree stage) and the
+    accumulator read; it does not grow with ``ROWS``/``COLS``.
+    """
+    return _GEMM_DRAIN_CYCLES
 
 
-def dma_cycles(npu: NpuConfig, *, y: int, x: int, chunk_bytes: int, x_stride: int, y_stride: int, pad_entries: int = 0) -> int:
-    """Cycles of one 2-D DMA of ``y x x`` chunks of ``chunk_bytes``."""
+def dma_cycles(
+    npu: NpuConfig,
+    *,
+    y: int,
+    x: int,
+    chunk_bytes: int,
+    x_stride: int,
+    y_stride: int,
+    pad_entries: int = 0,
+    entry_bytes: int | None = None,
+    write: bool = False,
+) -> int:
+    """Cycles of one 2-D DMA of ``y x x`` chunks of ``chunk_bytes``.
+
+    Args:
+        entry_bytes: Bytes of one buffer entry; each entry moves in whole
+            beats (the RTL's DMA). ``None``: contiguous runs in whole beats
+            (for callers that only rank tilings).
+        write: A STORE (write channel) rather than a LOAD.
+    """
     bw = float(npu.dma_bytes_per_cycle)
-    if x_stride == chunk_bytes:
+    if entry_bytes:
+        transfer = y * x * (chunk_bytes // entry_bytes) * _cdiv(entry_bytes, bw)
+    elif x_stride == chunk_bytes:
         if y_stride == x * chunk_bytes or y == 1:
             transfer = _cdiv(y * x * chunk_bytes, bw)
         else:
             transfer = y * _cdiv(x * chunk_bytes, bw)
     else:
         transfer = y * x * _cdiv(chunk_bytes, bw)
-    return DMA_SETUP_CYCLES + transfer + pad_entries
+    return (DMA_WRITE_SETUP_CYCLES if write else DMA_SETUP_CYCLES) + transfer + pad_entries
 
 
-def gemm_cycles(npu: NpuConfig, vectors: int, prev_vectors: int, cold: bool) -> int:
-    """Cycles of one GEMM of ``vectors`` input vectors.
+def gemm_cycles(npu: NpuConfig, vectors: int) -> int:
+    """Cycles the compute module spends on one GEMM of ``vectors`` input vectors.
 
-    Args:
-        prev_vectors: Length of the GEMM before it (its streaming hides this
-            GEMM's weight preload); 0 when the array was idle.
-        cold: The array was idle or drained before this GEMM.
+    The weight block is read in the issue cycle, so back-to-back GEMMs stream
+    without bubbles, however short they are (measured on the RTL).
     """
-    cycles = GEMM_ISSUE_CYCLES + vectors + max(0, npu.rows - prev_vectors)
-    if cold:
-        cycles += pipeline_depth(npu)
-    return cycles
+    return GEMM_ISSUE_CYCLES + vectors
 
 
 def alu_cycles(npu: NpuConfig, count: int, after_gemm: bool) -> int:
-    """Cycles of one ALU op over ``count`` entries (one entry per cycle)."""
+    """Cycles of one ALU op over ``count`` entries (one entry per cycle), drain included."""
     return ALU_LATENCY_CYCLES + count + (pipeline_depth(npu) if after_gemm else 0)
 
 
@@ -110,11 +153,9 @@ def estimate_conv(
     R, C = npu.rows, npu.cols
     bw = float(npu.dma_bytes_per_cycle)
     oc, oh, ow = layer.out_shape
-    cin = layer.in_shape[0]
-    cpad_in = _cdiv(cin, R) * R
     m = th * tw
     steps = n_sp * n_oc * n_ic
-    gemm = steps * wblocks * (m + GEMM_ISSUE_CYCLES + max(0, R - m))
+    gemm = steps * wblocks * (m + GEMM_ISSUE_CYCLES)
     # Edge tiles are smaller than th x tw: scale the streaming part by real/tiled pixels.
     gemm *= (oh * ow) / float(n_sp * m) if n_sp * m else 1.0
     epilogue = n_sp * n_oc * ((1 + len(layer.stages)) * ocg * (ALU_LATENCY_CYCLES + m) + pipeline_depth(npu))
@@ -125,10 +166,10 @@ def estimate_conv(
     else:
         inp_loads = 1 if n_sp * n_ic == 1 else steps
         wgt_loads = n_oc if n_ic == 1 else steps
-    contiguous = icg * R == cpad_in
-    inp_cost = DMA_SETUP_CYCLES + (ih * _cdiv(iw * icg * R, bw) if contiguous else ih * iw * _cdiv(icg * R, bw))
-    read = inp_loads * inp_cost + wgt_loads * (DMA_SETUP_CYCLES + _cdiv(wblocks * R * C, bw))
-    write = n_sp * n_oc * (DMA_SETUP_CYCLES + th * _cdiv(tw * ocg * C, bw))
+    # The DMA moves every buffer entry in whole beats (padding: one entry per cycle).
+    inp_cost = DMA_SETUP_CYCLES + ih * iw * icg * _cdiv(R, bw)
+    read = inp_loads * inp_cost + wgt_loads * (DMA_SETUP_CYCLES + wblocks * _cdiv(R * C, bw))
+    write = n_sp * n_oc * (DMA_WRITE_SETUP_CYCLES + th * tw * ocg * _cdiv(C, bw))
     if slots == 2:
         body = max(compute, read) + inp_cost
     else:
@@ -136,12 +177,11 @@ def estimate_conv(
     return body + (write if acc_slots == 1 else max(0.0, write - compute)) + DMA_SETUP_CYCLES
 
 
-def estimate_add(npu: NpuConfig, *, th: int, tw: int, ocg: int, steps: int, acc_slots: int, c_pad: int) -> float:
+def estimate_add(npu: NpuConfig, *, th: int, tw: int, ocg: int, steps: int, acc_slots: int) -> float:
     """Closed-form cycle estimate of a residual-add tiling."""
     bw = float(npu.dma_bytes_per_cycle)
     entries = th * tw * ocg
-    contiguous = ocg * npu.cols == c_pad
-    load = DMA_SETUP_CYCLES + (th * _cdiv(tw * ocg * npu.cols, bw) if contiguous else th * tw * _cdiv(ocg * npu.cols, bw))
+    load = DMA_SETUP_CYCLES + entries * _cdiv(npu.cols, bw)  # int8 operands: one entry of COLS bytes at a time
     compute = steps * (2 * load + ALU_LATENCY_CYCLES + entries)
-    store = steps * load
+    store = steps * (load + DMA_WRITE_SETUP_CYCLES - DMA_SETUP_CYCLES)
     return compute + (store if acc_slots == 1 else load)
