@@ -116,7 +116,7 @@ class RtlNpu:
         """Reads one of the RTL's host registers (:class:`RtlReg`)."""
         return int(self._lib.npu_reg_read(self._h, offset))
 
-    def run(self, prog_addr: int, count: int) -> ProgramStats:
+    def run(self, prog_addr: int, count: int, stall_limit: int = STALL_LIMIT_CYCLES) -> ProgramStats:
         """Runs the program at ``prog_addr`` to its FINISH; returns the RTL's counters.
 
         Raises:
@@ -128,11 +128,11 @@ class RtlNpu:
         lib.npu_reg_write(h, RtlReg.PROG_HI, prog_addr >> 32)
         lib.npu_reg_write(h, RtlReg.INSN_COUNT, count)
         lib.npu_reg_write(h, RtlReg.CTRL, 1)
-        clocked = lib.npu_run(h, STALL_LIMIT_CYCLES)
+        clocked = lib.npu_run(h, stall_limit)
         if clocked == -2:
             raise NpuFault("the RTL accessed memory outside the DRAM image")
         if clocked == -1:
-            raise NpuFault(f"the RTL made no progress for {STALL_LIMIT_CYCLES} cycles (a dependency token is never pushed)")
+            raise NpuFault(f"the RTL made no progress for {stall_limit} cycles (a dependency token is never pushed)")
         if self.reg(RtlReg.STATUS) & _STATUS_FAULT:
             raise NpuFault("the RTL decoded an unknown opcode")
         tokens = self.reg(RtlReg.TOKENS)
