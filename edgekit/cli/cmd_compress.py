@@ -142,9 +142,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--float-head", action="store_true", default=None,
                    help="leave the model's outputs unquantized and a last Softmax/Sigmoid in float")
     q.add_argument("--calibration-method", choices=CALIBRATION_METHODS, help="how activation ranges are found "
-                   "(default minmax)")
+                   "(default minmax); auto: per tensor, the one of minmax/percentile/entropy with the smallest "
+                   "expected int8 error")
     q.add_argument("--percentile", type=float, metavar="P", help="percentile kept by --calibration-method "
-                   "percentile (default 99.999)")
+                   "percentile or auto (default 99.999)")
+    _pair(q, "bias_correction", "--bias-correction", "--no-bias-correction",
+          "subtract the mean shift int8 adds to each Conv/Gemm output from its bias", "leave biases as quantized")
+    _pair(q, "smooth_quant", "--smooth-quant", "--no-smooth-quant",
+          "move outlier channels of MatMul/Gemm inputs into the weights where a LayerNorm absorbs the division",
+          "no scale migration")
     q.add_argument("--calibration-samples", type=int, metavar="N", help="use at most N calibration samples")
     q.add_argument("--exclude", nargs="+", action="extend", default=[], metavar="NODE_OR_OPTYPE",
                    help="node names or op types to leave in float")
@@ -173,7 +179,7 @@ def _pair(group: argparse._ArgumentGroup, dest: str, on: str, off: str, on_help:
 
 _QUANT_FLAGS = ("calibration", "calibration_method", "percentile", "calibration_samples", "max_drop",
                 "min_sqnr", "eval", "per_channel", "weight_symmetric", "activation_symmetric", "metric",
-                "max_time", "float_head")  # fmt: skip
+                "max_time", "float_head", "bias_correction", "smooth_quant")  # fmt: skip
 
 
 def _quant_config(args: argparse.Namespace, target: Any) -> QuantConfig:
@@ -182,7 +188,8 @@ def _quant_config(args: argparse.Namespace, target: Any) -> QuantConfig:
                       ("activation_symmetric", "activation_symmetric"), ("calibration_method", "calibration_method"),
                       ("percentile", "percentile"), ("calibration_samples", "calibration_samples"),
                       ("max_drop", "max_drop"), ("min_sqnr", "min_sqnr_db"), ("max_time", "max_time_s"),
-                      ("float_head", "float_head")):  # fmt: skip
+                      ("float_head", "float_head"), ("bias_correction", "bias_correction"),
+                      ("smooth_quant", "smooth_quant")):  # fmt: skip
         value = getattr(args, flag)
         if value is not None:
             overrides[fld] = value

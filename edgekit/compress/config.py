@@ -20,8 +20,9 @@ __all__ = ["QuantConfig", "CALIBRATION_METHODS", "DEFAULT_PERCENTILE"]
 
 logger = logging.getLogger(__name__)
 
-#: Calibration methods, as named on the command line.
-CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+#: Calibration methods, as named on the command line. ``auto`` chooses among
+#: the other three per tensor (:mod:`edgekit.compress.ranges`).
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile", "auto")
 #: Percentile onnxruntime's percentile calibrator uses when none is given.
 DEFAULT_PERCENTILE = 99.999
 
@@ -39,9 +40,12 @@ class QuantConfig:
         weight_symmetric: Weight zero points fixed at 0.
         activation_symmetric: Activation zero points fixed at 0.
         calibration_method: How activation ranges are found from the
-            calibration data: ``minmax``, ``entropy`` or ``percentile``.
-        percentile: Percentile of ``|x|`` kept by the ``percentile`` method
-            (``None``: 99.999). Only valid with that method.
+            calibration data: ``minmax``, ``entropy``, ``percentile``, or
+            ``auto``: per tensor, whichever of the three gives the smallest
+            expected int8 error (graph outputs keep MinMax).
+        percentile: Percentile kept by the ``percentile`` method, and by the
+            percentile candidate of ``auto`` (``None``: 99.999). Only valid
+            with those methods.
         calibration_samples: Use at most this many calibration samples
             (``None``: all of them).
         exclude: Node names or op types (e.g. ``"Softmax"``) left in float.
@@ -58,6 +62,13 @@ class QuantConfig:
             (Softmax, Sigmoid) computes in float; the last Conv/Gemm/MatMul
             keeps int8 weights and inputs (see
             :func:`edgekit.compress.fallback.float_head`).
+        bias_correction: Subtract from each Conv/Gemm's int32 bias the mean
+            shift its quantization adds to its output channels, measured on the
+            calibration data (:mod:`edgekit.compress.bias_correction`).
+        smooth_quant: Before quantizing, move outlier channels of MatMul/Gemm
+            input activations into their weights where the division folds into
+            a LayerNorm's scale and bias (:mod:`edgekit.compress.smoothquant`).
+        smooth_quant_alpha: SmoothQuant's migration strength in [0, 1].
         max_time_s: Time budget of accuracy control in seconds, counted from
             the start of quantization: no new candidate is evaluated after it,
             and the best model found so far is returned (``None``: no limit).
@@ -76,9 +87,13 @@ class QuantConfig:
     seed: int = 0
     max_time_s: float | None = None
     float_head: bool = False
+    bias_correction: bool = False
+    smooth_quant: bool = False
+    smooth_quant_alpha: float = 0.5
 
     def __post_init__(self) -> None:
-        for name in ("per_channel", "weight_symmetric", "activation_symmetric", "float_head"):
+        for name in ("per_channel", "weight_symmetric", "activation_symmetric", "float_head", "bias_correction",
+                     "smooth_quant"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(
                     f"QuantConfig.{name} must be True or False, got {getattr(self, name)!r}",
@@ -92,7 +107,7 @@ class QuantConfig:
                 key="calibration_method",
             )
         if self.percentile is not None:
-            if self.calibration_method != "percentile":
+            if self.calibration_method not in ("percentile", "auto"):
                 raise ConfigError(
                     f"a percentile ({self.percentile}) only applies to the percentile calibration method, "
                     f"not {self.calibration_method!r}",
@@ -139,6 +154,13 @@ class QuantConfig:
                 f"eval_fraction must be between 0 and 1 (exclusive), got {self.eval_fraction!r}",
                 hint="Use e.g. 0.2, or pass evaluation data of its own.",
                 key="eval_fraction",
+            )
+        if not _is_number(self.smooth_quant_alpha) or not 0.0 <= self.smooth_quant_alpha <= 1.0:
+            raise ConfigError(
+                f"smooth_quant_alpha must be between 0 and 1, got {self.smooth_quant_alpha!r}",
+                hint="Use e.g. 0.5 (SmoothQuant's default); larger values move more of the activation range "
+                "into the weights.",
+                key="smooth_quant_alpha",
             )
         if self.max_time_s is not None and (not _is_number(self.max_time_s) or self.max_time_s <= 0):
             raise ConfigError(
@@ -194,7 +216,7 @@ class QuantConfig:
         """JSON form recorded in quality reports."""
         data = asdict(self)
         data["exclude"] = list(self.exclude)
-        if self.calibration_method == "percentile" and self.percentile is None:
+        if self.calibration_method in ("percentile", "auto") and self.percentile is None:
             data["percentile"] = DEFAULT_PERCENTILE
         return data
 
@@ -205,6 +227,9 @@ class QuantConfig:
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
 
         method = {
+            # auto: edgekit computes the ranges and hands them to quantize_static
+            # as a MinMax calibration cache (edgekit.compress.ranges).
+            "auto": CalibrationMethod.MinMax,
             "minmax": CalibrationMethod.MinMax,
             "entropy": CalibrationMethod.Entropy,
             "percentile": CalibrationMethod.Percentile,

@@ -28,12 +28,11 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-import numpy as np
 import onnx
 from onnx import helper
 
 from edgekit.compress.calibration import Feeds
-from edgekit.compress.quality import ErrorStats, session
+from edgekit.compress.quality import ErrorStats, exposing_session
 
 __all__ = [
     "LayerSensitivity",
@@ -41,6 +40,8 @@ __all__ = [
     "keep_in_float",
     "float_head",
     "rank_layers",
+    "shadow_model",
+    "SHADOW_SUFFIX",
     "PASS_THROUGH_OPS",
 ]
 
@@ -56,6 +57,8 @@ PASS_THROUGH_OPS = frozenset(
 )  # fmt: skip
 
 _SHADOW = "__ek_shadow"
+#: Suffix of a shadow node's outputs (see :func:`shadow_model`).
+SHADOW_SUFFIX = _SHADOW
 
 
 @dataclass(frozen=True)
@@ -318,11 +321,14 @@ def _remove_dead(model: onnx.ModelProto) -> None:
         graph.initializer.extend(keep)
 
 
-def _shadow_model(
+def shadow_model(
     qmodel: onnx.ModelProto, fp32: onnx.ModelProto, candidates: Sequence[str]
 ) -> tuple[onnx.ModelProto, list[tuple[str, str, str]]]:
     """The fp32 model plus one shadow node per candidate that reads quantized
-    copies of the fp32 inputs; returns it and (node, fp32 tensor, shadow tensor)."""
+    copies of the fp32 inputs; returns it and (node, fp32 tensor, shadow tensor).
+
+    The shadow of a node's output ``o`` is ``o + SHADOW_SUFFIX`` (before any
+    activation the quantizer folded in; the pairs compare after it)."""
     model = onnx.ModelProto()
     model.CopyFrom(fp32)
     graph = model.graph
@@ -432,13 +438,9 @@ def rank_layers(
     """
     if not candidates or not feeds:
         return []
-    shadow, pairs = _shadow_model(qmodel, fp32, candidates)
+    shadow, pairs = shadow_model(qmodel, fp32, candidates)
     tensors = sorted({t for _, ref, test in pairs for t in (ref, test)})
-    existing = {o.name for o in shadow.graph.output}
-    for name in tensors:
-        if name not in existing:
-            shadow.graph.output.append(helper.make_empty_tensor_value_info(name))
-    sess = session(shadow, optimize=False)
+    sess = exposing_session(shadow, tensors)
     stats = {name: ErrorStats() for name, _, _ in pairs}
     for i, f in enumerate(feeds):
         values = dict(zip(tensors, sess.run(tensors, f)))

@@ -43,6 +43,7 @@ __all__ = [
     "weight_bytes",
     "initializer_bytes",
     "session",
+    "exposing_session",
 ]
 
 logger = logging.getLogger(__name__)
@@ -378,6 +379,18 @@ def session(model: onnx.ModelProto, *, optimize: bool = True) -> ort.InferenceSe
             f"onnxruntime cannot load the model ({str(exc).splitlines()[0][:300]})",
             hint="Check the model with `edgekit inspect`; if it loads there, please report this as an edgekit bug.",
         ) from None
+
+
+def exposing_session(model: onnx.ModelProto, tensors: Iterable[str]) -> ort.InferenceSession:
+    """A session running ``model`` as written with ``tensors`` (intermediate
+    ones included) added to its outputs; ``model`` is not modified."""
+    exposed = onnx.ModelProto()
+    exposed.CopyFrom(model)
+    existing = {o.name for o in exposed.graph.output}
+    for name in tensors:
+        if name not in existing:
+            exposed.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+    return session(exposed, optimize=False)
 
 
 def run_outputs(model: onnx.ModelProto, feeds: Iterable[Feeds]) -> list[list[np.ndarray]]:

@@ -83,6 +83,8 @@ Metric = Callable[[dict[str, np.ndarray], dict[str, np.ndarray]], float]
 RANKING_SAMPLES = 16
 #: Samples the per-layer error table of the report runs on.
 LAYER_REPORT_SAMPLES = 32
+#: Calibration samples bias correction measures the mean shifts on.
+BIAS_CORRECTION_SAMPLES = 64
 
 #: Operators that mark a model as already quantized.
 QUANTIZED_OPS = frozenset(
@@ -226,6 +228,9 @@ def _quantize_static(
         # become external data), so it always gets a file.
         src, out = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         onnx.save(model, str(src))
+        cache = {}
+        if config.calibration_method == "auto":
+            cache["calibration_cache_path"] = _auto_ranges_cache(model, src, config, calibration, Path(tmp))
         try:
             # onnxruntime's histogram calibrators print() progress; keep it off
             # stdout, where `--json` output goes.
@@ -236,6 +241,7 @@ def _quantize_static(
                     FeedsReader(calibration),
                     nodes_to_exclude=sorted(excluded),
                     **config.ort_kwargs(),
+                    **cache,
                 )
         except EdgekitError:
             raise
@@ -249,6 +255,28 @@ def _quantize_static(
     if chatter.getvalue().strip():
         logger.debug("onnxruntime: %s", chatter.getvalue().strip())
     return qmodel
+
+
+def _auto_ranges_cache(model: onnx.ModelProto, src: Path, config: QuantConfig, calibration: list[Feeds],
+                       folder: Path) -> str:  # fmt: skip
+    """Per-tensor ranges (:func:`edgekit.compress.ranges.auto_ranges`) written
+    as onnxruntime's calibration cache, which ``quantize_static`` then uses
+    instead of calibrating again."""
+    from onnxruntime.quantization import CalibrationMethod
+    from onnxruntime.quantization.calibrate import TensorsData, save_tensors_data
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    from edgekit.compress.config import DEFAULT_PERCENTILE
+    from edgekit.compress.ranges import auto_ranges
+
+    choice = auto_ranges(src, calibration, op_types=sorted(set(QLinearOpsRegistry) | set(QDQRegistry)),
+                         percentile=float(config.percentile or DEFAULT_PERCENTILE),
+                         symmetric=config.activation_symmetric,
+                         keep_minmax=[o.name for o in model.graph.output])  # fmt: skip
+    data = {name: (np.float32(lo), np.float32(hi)) for name, (lo, hi) in choice.ranges.items()}
+    path = folder / "ranges.json"
+    save_tensors_data(TensorsData(CalibrationMethod.MinMax, data), path)
+    return str(path)
 
 
 # --------------------------------------------------------------------------- #
@@ -560,7 +588,22 @@ def quantize(
         cal_feeds = cal_feeds[: config.calibration_samples]
     notify(f"calibrating on {len(cal_feeds)} sample(s), evaluating on {len(eval_feeds)}")
 
+    if config.smooth_quant:
+        from edgekit.compress.smoothquant import smooth_quant
+
+        # The smoothed model computes the same function; it is the reference
+        # from here on, so keeping a layer in float takes its smoothed weights.
+        fp32, smoothed = smooth_quant(fp32, cal_feeds, alpha=config.smooth_quant_alpha)
+        notify(f"SmoothQuant: {len(smoothed)} MatMul/Gemm layer(s) smoothed"
+               + "".join(f"; {s.node} outliers {s.outlier_ratio:.0f}x -> {s.outlier_ratio_after:.0f}x"
+                         for s in smoothed[:3]))  # fmt: skip
     qmodel = _quantize_static(fp32, config, cal_feeds, excluded)
+    if config.bias_correction:
+        from edgekit.compress.bias_correction import correct_biases
+
+        qmodel, corrected = correct_biases(qmodel, fp32, cal_feeds[:BIAS_CORRECTION_SAMPLES])
+        notify(f"bias correction: {len(corrected.layers)} layer(s) corrected "
+               f"[{format_duration(time.monotonic() - started)}]")
     if config.float_head:
         qmodel, heads = float_head(qmodel, fp32)
         notify(f"float head: outputs of {', '.join(heads) or 'no node'} left in float")
