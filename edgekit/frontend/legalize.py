@@ -80,6 +80,21 @@ def _dtype_problems(model: onnx.ModelProto) -> list[str]:
     return found
 
 
+def _empty_values(model: onnx.ModelProto) -> list[tuple[str, str]]:
+    """``(op type, description)`` of each node output whose static shape has a zero-size axis."""
+    graph = model.graph
+    dims = {vi.name: vi.type.tensor_type.shape.dim for vi in [*graph.value_info, *graph.output]
+            if vi.type.HasField("tensor_type") and vi.type.tensor_type.HasField("shape")}
+    found = []
+    for node in graph.node:
+        for out in node.output:
+            shape = dims.get(out)
+            if shape is not None and any(d.HasField("dim_value") and d.dim_value == 0 for d in shape):
+                text = "x".join(str(d.dim_value) if d.HasField("dim_value") else d.dim_param or "?" for d in shape)
+                found.append((node.op_type, f"{node.op_type} node '{node.name or node.output[0]}' output '{out}' (shape {text})"))
+    return found
+
+
 def legalize(model: onnx.ModelProto, opset: int, supported: set[str]) -> tuple[onnx.ModelProto, list[str]]:
     """Applies :data:`RULES` and expands function ops TVM cannot convert.
 
@@ -92,7 +107,8 @@ def legalize(model: onnx.ModelProto, opset: int, supported: set[str]) -> tuple[o
         The model (a new one where something changed) and notes saying what changed.
 
     Raises:
-        UnsupportedOpsError: listing every node refused, with op and attribute.
+        UnsupportedOpsError: listing every node refused, with op and attribute; or
+            every value with no elements.
     """
     from edgekit.frontend.loader import refold
 
@@ -105,6 +121,16 @@ def legalize(model: onnx.ModelProto, opset: int, supported: set[str]) -> tuple[o
             hint="Export those values as tensors of a byte-sized type (float32, float16, int8, int64, ...); "
             "sequences, optionals, strings, 4-bit and 8-bit float types are not compiled.",
             ops=["dtype"],
+        )
+    empty = _empty_values(model)
+    if empty:
+        raise UnsupportedOpsError(
+            f"{len(empty)} value(s) would have no elements: " + "; ".join(text for _, text in empty[:6])
+            + (f" (+{len(empty) - 6} more)" if len(empty) > 6 else ""),
+            hint="edgekit compiles tensors of at least one element (kernels and memory plans are static): "
+            "re-export the model without the empty value (a zero-size split, slice or shape), "
+            "or give its inputs shapes that make it non-empty.",
+            ops=sorted({op for op, _ in empty}),
         )
     done: Counter = Counter()
     for round_ in range(_MAX_ROUNDS):

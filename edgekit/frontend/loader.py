@@ -162,6 +162,8 @@ def _fix_input_shapes(
         dims = ttype.shape.dim
         if inp.name in shapes:
             want = shapes[inp.name]
+            if any(int(d) <= 0 for d in want):
+                _refuse_empty(inp, [int(d) for d in want], "--input-shape gives")
             if ttype.HasField("shape") and len(dims) and len(dims) != len(want):
                 declared = "x".join(d.dim_param or (str(d.dim_value) if d.dim_value > 0 else "?") for d in dims)
                 raise InputError(
@@ -178,6 +180,11 @@ def _fix_input_shapes(
         if not ttype.HasField("shape"):
             problems.append(f"'{inp.name}' has no shape")
             continue
+        # A declared size 0 past the batch axis is an empty tensor (some
+        # exporters write 0 for an unknown batch: that one stays symbolic).
+        if any(d.HasField("dim_value") and d.dim_value == 0 for d in list(dims)[1:]):
+            _refuse_empty(inp, [d.dim_value if d.HasField("dim_value") else d.dim_param or "?" for d in dims],
+                          "the model declares")
         for axis, d in enumerate(dims):
             if d.HasField("dim_value") and d.dim_value > 0:
                 continue
@@ -194,6 +201,18 @@ def _fix_input_shapes(
             "input shapes are not static: " + "; ".join(problems),
             hint=f"Pass the shape of every such input, replacing the symbols with sizes: {example}.",
         )
+
+
+def _refuse_empty(inp: onnx.ValueInfoProto, shape: list, source: str) -> None:
+    """Raises :class:`InputError` for an input with a zero-size (or negative) axis."""
+    axis = next(i for i, d in enumerate(shape) if isinstance(d, int) and d <= 0)
+    fixed = "x".join(str(d) if isinstance(d, int) and d > 0 else "1" for d in shape)
+    raise InputError(
+        f"input '{inp.name}' has no elements: {source} shape {'x'.join(map(str, shape))}, axis {axis} of size "
+        f"{shape[axis]}; edgekit compiles tensors of at least one element (kernels and memory plans are static)",
+        hint=f"Give every axis a size of at least 1, e.g. --input-shape {inp.name}={fixed}, "
+        "or remove the empty input from the model.",
+    )
 
 
 def _shape_template(inp: onnx.ValueInfoProto) -> str:
