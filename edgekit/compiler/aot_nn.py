@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from edgekit.compiler.aot_fold import fold_int8_chains
 from edgekit.core.resources import data_dir
 
 __all__ = [
@@ -58,7 +59,8 @@ NP = 6
 MAX_FLOAT_K = 1024
 
 _CONV, _DEPTHWISE, _MATMUL = 0, 1, 2
-_HDR = 20  # EK_NN_HDR
+_HDR = 21  # EK_NN_HDR
+_LUT_FIELD = 20  # EK_NN_LUT: where the output table starts in the block (0: none)
 
 
 def uses_dsp(tvm_target: Any) -> bool:
@@ -280,7 +282,7 @@ def _params(chain: _Chain, k: int, kp: int, out_shape: tuple[int, ...], dsp: boo
         kh, kw = chain.w.shape[2], chain.w.shape[3]
         pixels = oh * ow
     hdr = [chain.kind, cin, h, w, oc, oh, ow, kh, kw, chain.strides[0], chain.strides[1], chain.pads[0],
-           chain.pads[1], chain.pad_value, chain.qmin, chain.qmax, chain.zero_point, k, kp, pixels]  # fmt: skip
+           chain.pads[1], chain.pad_value, chain.qmin, chain.qmax, chain.zero_point, k, kp, pixels, 0]  # fmt: skip
     assert len(hdr) == _HDR
     parts = [np.asarray(hdr, np.int64), chain.offset, chain.mult, chain.shift]
     if chain.kind != _DEPTHWISE:
@@ -384,6 +386,54 @@ def _quantize_replacement(call: Any, var2val: dict) -> Any:
     )
 
 
+def _uses(func: Any) -> dict[Any, int]:
+    """How many times each variable is read in ``func``."""
+    from tvm import relax
+
+    counts: dict[Any, int] = {}
+
+    def visit(expr: Any) -> None:
+        if isinstance(expr, relax.Var):
+            counts[expr] = counts.get(expr, 0) + 1
+
+    for block in func.body.blocks:
+        for binding in block.bindings:
+            relax.analysis.post_order_visit(binding.value, visit)
+    relax.analysis.post_order_visit(func.body.body, visit)
+    return counts
+
+
+def _fuse_output_table(lut: Any, var2val: dict, uses: dict) -> Any:
+    """``lut(ek_nn_s8(x)[0], table)`` as one ``ek_nn_s8`` call that stores
+    ``table[y]`` (the folded HardSwish after a conv: no pass over the tensor,
+    no intermediate tensor in the arena)."""
+    from tvm import relax
+
+    y, table_expr = lut.args[1].fields
+    table = _const(table_expr, var2val)
+    item = var2val.get(y)
+    if table is None or table.shape != (256,) or uses.get(y, 0) != 1 or not isinstance(item, relax.TupleGetItem):
+        return None
+    call = var2val.get(item.tuple_value, item.tuple_value)
+    if item.index != 0 or _call(call, {}, "relax.call_dps_packed") is None:
+        return None
+    if str(call.args[0].global_symbol) != EXTERN_KERNEL:
+        return None
+    x, w, params_expr = call.args[1].fields
+    params = _const(params_expr, var2val)
+    if params is None or params[_LUT_FIELD] != 0:
+        return None
+    params = params.copy()
+    params[_LUT_FIELD] = params.size
+    words = np.ascontiguousarray(table.astype(np.int8)).view("<i4")
+    fused = relax.call_dps_packed(
+        relax.ExternFunc(EXTERN_KERNEL),
+        relax.Tuple([x, w, relax.const(np.concatenate([params, words]).astype(np.int32), "int32")]),
+        list(call.ty.fields),
+    )
+    return relax.TupleGetItem(fused, 0)
+
+
 def offload_int8(mod: Any, tvm_target: Any) -> tuple[Any, int]:
     """Replaces the int8 conv2d/depthwise/matmul chains, lookup tables, sums and float -> int8 quantizations of ``mod["main"]``.
 
@@ -392,7 +442,7 @@ def offload_int8(mod: Any, tvm_target: Any) -> tuple[Any, int]:
     """
     import tvm
     from tvm import relax
-    from tvm.relax.dpl import is_op, rewrite_call, wildcard
+    from tvm.relax.dpl import is_call_dps_packed, is_op, rewrite_call, wildcard
 
     dsp = uses_dsp(tvm_target)
     func = mod["main"]
@@ -424,6 +474,17 @@ def offload_int8(mod: Any, tvm_target: Any) -> tuple[Any, int]:
             return new
 
         func = rewrite_call(pattern, rewrite, func)
+    func, folded = fold_int8_chains(func, LUT_KERNEL)
+    count += folded
+    var2val, uses = relax.analysis.get_var2val(func), _uses(func)
+
+    def fuse(expr: Any, _matches: Any) -> Any:
+        nonlocal count
+        new = _fuse_output_table(expr, var2val, uses)
+        count += new is not None
+        return expr if new is None else new
+
+    func = rewrite_call(is_call_dps_packed(LUT_KERNEL), fuse, func)
     if count:
         func = relax.analysis.remove_all_unused(func)
         mod = tvm.IRModule({gv: f for gv, f in mod.functions_items()}, attrs=mod.attrs)

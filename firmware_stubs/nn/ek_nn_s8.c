@@ -64,8 +64,16 @@ typedef int32_t ek_mac_t;
 /* Parameter block (int32) written by edgekit/compiler/aot_nn.py. */
 enum {
   EK_NN_KIND, EK_NN_CIN, EK_NN_H, EK_NN_W, EK_NN_OC, EK_NN_OH, EK_NN_OW, EK_NN_KH, EK_NN_KW, EK_NN_SH, EK_NN_SW,
-  EK_NN_PT, EK_NN_PL, EK_NN_PADV, EK_NN_QMIN, EK_NN_QMAX, EK_NN_ZOUT, EK_NN_K, EK_NN_KP, EK_NN_P, EK_NN_HDR
+  EK_NN_PT, EK_NN_PL, EK_NN_PADV, EK_NN_QMIN, EK_NN_QMAX, EK_NN_ZOUT, EK_NN_K, EK_NN_KP, EK_NN_P,
+  EK_NN_LUT, /* 0, or the int32 index in the block of a 256-byte table applied to each output (the next op) */
+  EK_NN_HDR
 };
+
+/* The output table of a layer whose next op (HardSwish, ...) was folded
+ * into it, indexed by the int8 result: table[v + 128]; NULL if none. */
+static inline __attribute__((always_inline)) const int8_t *ek_nn_table(const int32_t *h) {
+  return h[EK_NN_LUT] ? (const int8_t *)(h + h[EK_NN_LUT]) + 128 : (const int8_t *)0;
+}
 enum { EK_NN_CONV = 0, EK_NN_DEPTHWISE = 1, EK_NN_MATMUL = 2 };
 
 static inline __attribute__((always_inline)) uint64_t ek_ld64(const void *p) {
@@ -74,14 +82,18 @@ static inline __attribute__((always_inline)) uint64_t ek_ld64(const void *p) {
   return v;
 }
 
+/* An int8 result v (already clamped) stored through the layer's output
+ * table, if any; tab is a constant in each inlined copy. */
+#define EK_NN_STORE(p, v, tab) (*(p) = (tab) ? (tab)[v] : (int8_t)(v))
+
 /* The requantization of requant.py over a block of accumulators acc[c][j]
  * (nc channels from c0, np pixels each), stored to y[c * ys_c + j * ys_p].
  * For a shift n > 32 only the high word of acc * m matters: adding 2^(n-1)
  * to the 64-bit product adds 2^(n-33) to its high word and leaves the low
- * word, which the shift discards, so the result is (hi + 2^(n-33)) >> (n-32).
- * noinline: on its own the channel's constants stay in registers. */
-__attribute__((noinline)) static void ek_nn_requant(const int32_t *acc, int8_t *y, int32_t nc, int32_t np,
-                                                    int32_t ys_c, int32_t ys_p, const int32_t *h, int32_t c0) {
+ * word, which the shift discards, so the result is (hi + 2^(n-33)) >> (n-32). */
+static inline __attribute__((always_inline)) void ek_nn_requant_body(const int32_t *acc, int8_t *y, int32_t nc,
+                                                                    int32_t np, int32_t ys_c, int32_t ys_p,
+                                                                    const int32_t *h, int32_t c0, const int8_t *tab) {
   const int32_t *q = h + EK_NN_HDR;
   int32_t oc = h[EK_NN_OC], zp = h[EK_NN_ZOUT], lo = h[EK_NN_QMIN], hi = h[EK_NN_QMAX], c, j;
   for (c = c0; c < c0 + nc; ++c, y += ys_c) {
@@ -93,7 +105,8 @@ __attribute__((noinline)) static void ek_nn_requant(const int32_t *acc, int8_t *
         int32_t a = (int32_t)((uint32_t)*acc++ + (uint32_t)off);
         v = (((int32_t)(((int64_t)a * m) >> 32) + rnd) >> sh) + zp;
         v = v < lo ? lo : v;
-        *yc = (int8_t)(v > hi ? hi : v);
+        v = v > hi ? hi : v;
+        EK_NN_STORE(yc, v, tab);
       }
     } else {
       for (j = 0; j < np; ++j, yc += ys_p) {
@@ -103,22 +116,30 @@ __attribute__((noinline)) static void ek_nn_requant(const int32_t *acc, int8_t *
         p = n > 0 ? (p + ((int64_t)1 << (n - 1))) >> n : p;
         v = (int32_t)(p > (1 << 30) ? (1 << 30) : p < -(1 << 30) ? -(1 << 30) : p) + zp;
         v = v < lo ? lo : v;
-        *yc = (int8_t)(v > hi ? hi : v);
+        v = v > hi ? hi : v;
+        EK_NN_STORE(yc, v, tab);
       }
     }
   }
 }
 
+/* noinline: on its own the channel's constants stay in registers. */
+__attribute__((noinline)) static void ek_nn_requant(const int32_t *acc, int8_t *y, int32_t nc, int32_t np,
+                                                    int32_t ys_c, int32_t ys_p, const int32_t *h, int32_t c0) {
+  const int8_t *tab = ek_nn_table(h);
+  if (tab)
+    ek_nn_requant_body(acc, y, nc, np, ys_c, ys_p, h, c0, tab);
+  else
+    ek_nn_requant_body(acc, y, nc, np, ys_c, ys_p, h, c0, (const int8_t *)0);
+}
+
 /* One channel's accumulators, n of them, to consecutive outputs (depthwise
  * rows): the same arithmetic with fewer live values than ek_nn_requant. */
-__attribute__((noinline)) static void ek_nn_requant_row(const int32_t *acc, int8_t *y, int32_t n, const int32_t *h,
-                                                        int32_t c) {
+static inline __attribute__((always_inline)) void ek_nn_requant_row_body(const int32_t *acc, int8_t *y, int32_t n,
+                                                                        const int32_t *h, int32_t c,
+                                                                        const int8_t *tab) {
   const int32_t *q = h + EK_NN_HDR;
   int32_t oc = h[EK_NN_OC], m = q[oc + c], sh = q[2 * oc + c];
-  if (sh <= 32) {
-    ek_nn_requant(acc, y, 1, n, 0, 1, h, c);
-    return;
-  }
   int32_t off = q[c], zp = h[EK_NN_ZOUT], lo = h[EK_NN_QMIN], hi = h[EK_NN_QMAX], rnd = 1 << (sh - 33);
   const int32_t *end = acc + n;
   sh -= 32;
@@ -126,7 +147,9 @@ __attribute__((noinline)) static void ek_nn_requant_row(const int32_t *acc, int8
   if (lo == -128 && hi == 127) { /* the full int8 range: one SSAT */
     while (acc < end) {
       int32_t v = (((int32_t)(((int64_t)(int32_t)((uint32_t)*acc++ + (uint32_t)off) * m) >> 32) + rnd) >> sh) + zp;
-      *y++ = (int8_t)__builtin_arm_ssat(v, 8);
+      v = __builtin_arm_ssat(v, 8);
+      EK_NN_STORE(y, v, tab);
+      ++y;
     }
     return;
   }
@@ -134,8 +157,21 @@ __attribute__((noinline)) static void ek_nn_requant_row(const int32_t *acc, int8
   while (acc < end) {
     int32_t v = (((int32_t)(((int64_t)(int32_t)((uint32_t)*acc++ + (uint32_t)off) * m) >> 32) + rnd) >> sh) + zp;
     v = v < lo ? lo : v;
-    *y++ = (int8_t)(v > hi ? hi : v);
+    v = v > hi ? hi : v;
+    EK_NN_STORE(y, v, tab);
+    ++y;
   }
+}
+
+__attribute__((noinline)) static void ek_nn_requant_row(const int32_t *acc, int8_t *y, int32_t n, const int32_t *h,
+                                                        int32_t c) {
+  const int8_t *tab = ek_nn_table(h);
+  if (h[EK_NN_HDR + 2 * h[EK_NN_OC] + c] <= 32)
+    ek_nn_requant(acc, y, 1, n, 0, 1, h, c);
+  else if (tab)
+    ek_nn_requant_row_body(acc, y, n, h, c, tab);
+  else
+    ek_nn_requant_row_body(acc, y, n, h, c, (const int8_t *)0);
 }
 
 #if EK_NN_DSP
@@ -379,13 +415,15 @@ __attribute__((noinline)) static void ek_nn_dw3_row(const ek_dw_t *r0, int32_t p
  * accumulators never go through memory. */
 typedef struct {
   int32_t off, m, rnd, sh, zp, lo, hi;
+  const int8_t *tab; /* the layer's output table or NULL (ek_nn_table) */
 } ek_rq_fast_t;
 
 static inline __attribute__((always_inline)) int8_t ek_rq_fast(ek_mac_t a, const ek_rq_fast_t *r) {
   int32_t v = (int32_t)((uint32_t)(int32_t)a + (uint32_t)r->off);
   v = (((int32_t)(((int64_t)v * r->m) >> 32) + r->rnd) >> r->sh) + r->zp;
   v = v < r->lo ? r->lo : v;
-  return (int8_t)(v > r->hi ? r->hi : v);
+  v = v > r->hi ? r->hi : v;
+  return r->tab ? r->tab[v] : (int8_t)v;
 }
 
 __attribute__((noinline)) static void ek_nn_dw3_row_q(const ek_dw_t *r0, int32_t pw, const int8_t *wc, int8_t *y,
@@ -457,7 +495,7 @@ static void ek_nn_depthwise(const int8_t *x, const int8_t *w, const int32_t *h, 
     const int32_t *q = h + EK_NN_HDR;
     if (kh == 3 && kw == 3 && sw == 1 && q[2 * C + c] > 32) {
       ek_rq_fast_t rq = {q[c], q[C + c], 1 << (q[2 * C + c] - 33), q[2 * C + c] - 32, h[EK_NN_ZOUT], h[EK_NN_QMIN],
-                         h[EK_NN_QMAX]};
+                         h[EK_NN_QMAX], ek_nn_table(h)};
       for (i = 0; i < OH; ++i, yc += OW) ek_nn_dw3_row_q(plane + i * sh * PW, PW, wc, yc, OW, &rq);
       continue;
     }

@@ -27,7 +27,7 @@ from edgekit.npu.simulator import NpuCore, NpuFault
 from edgekit.npu.tiling import plan
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_npu_sim import _digits, add, conv  # noqa: E402
+from test_npu_sim import LAYERS, _digits, conv  # noqa: E402
 
 PYNQ = NpuConfig(8, 8, 100_000_000, 32 * 1024, 32 * 1024, 32 * 1024, 8.0)
 needs_verilator = pytest.mark.skipif(bool(verilator_missing()), reason=f"NPU RTL co-simulation: {verilator_missing()}")
@@ -60,16 +60,6 @@ def rtl_factory():
     from edgekit.npu.rtl_device import RtlNpu
 
     return lambda npu, size: RtlNpu(npu, size)
-
-
-LAYERS = [
-    conv(3, 16, 12),
-    conv(20, 24, 9, zx=-5, two_stages=True),
-    conv(16, 16, 11, k=3, stride=2),
-    conv(24, 24, 10, group=24, zx=4),
-    conv(16, 40, 1, k=1),
-    add(20, 7),
-]
 
 
 @needs_verilator
