@@ -11,6 +11,7 @@ from edgekit.cli.render import add_json_flags, console, emit_result
 from edgekit.core.profiles import load_profiles
 from edgekit.core.tensors import TensorSpec, parse_input_shapes
 from edgekit.frontend.analysis import GRAPH_WALK, ModelReport, analyze
+from edgekit.frontend.compile_check import FrontEndCheck, check_frontend
 from edgekit.frontend.loader import load_model
 
 __all__ = ["add_parser", "run"]
@@ -52,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     board = load_profiles(args.boards_dir).board(args.board) if args.board else None
     prepared = load_model(args.model, shapes)
     report = analyze(prepared, board)
+    frontend = check_frontend(prepared)  # on a copy, before the memory plan legalizes `prepared` in place
     plan, advice = _memory_plan(prepared, board, args.boards_dir)
     if plan is not None and board is not None:
         from edgekit.compiler.aot_memory import board_fit
@@ -59,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         report.fits = board_fit(plan, board)
     offload = _npu_offload(prepared, board, args.boards_dir)
     data = report.to_json()
+    data["frontend"] = frontend.to_json()
     if plan is not None:
         data["memory_plan"] = {**plan.to_json(), "advice": [a.to_json() for a in advice]}
     if offload is not None:
@@ -66,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     if emit_result(args, data):
         return 0
     _render(report, show_layers=args.layers, planned=plan is not None)
+    _render_frontend(frontend)
     if plan is not None:
         _render_plan(plan, advice)
     if offload is not None:
@@ -132,6 +136,17 @@ def _tensor_rows(table: Table, kind: str, specs: list[TensorSpec]) -> None:
     for s in specs:
         shape = "x".join(str(d) if d >= 0 else "?" for d in s.shape) or "scalar"
         table.add_row(kind, s.name, shape, s.dtype)
+
+
+def _render_frontend(check: FrontEndCheck) -> None:
+    """What compile's front end does: the expansions and rewrites, or its refusal."""
+    done = "; ".join(f"{op} {action} x{n}" for op, actions in check.changes.items() for action, n in actions.items())
+    if check.ok:
+        nodes = sum(check.ops.values())
+        console.print(f"[green]compile front end:[/green] TVM imports {nodes} nodes"
+                      + (f" after {done}" if done else " as loaded"), highlight=False)
+    else:
+        console.print(f"[red]compile would refuse this model:[/red] {check.refusal}", highlight=False)
 
 
 def _render_plan(plan: Any, advice: list[Any]) -> None:

@@ -33,7 +33,7 @@ from edgekit.frontend.staged_reductions import ACCURACY_RULES
 if TYPE_CHECKING:
     from edgekit.frontend.loader import PreparedModel
 
-__all__ = ["legalize", "legalize_prepared", "RULES", "UNSUPPORTED_DTYPES"]
+__all__ = ["legalize", "legalize_counted", "legalize_prepared", "RULES", "UNSUPPORTED_DTYPES"]
 
 logger = logging.getLogger(__name__)
 
@@ -110,9 +110,20 @@ def legalize(model: onnx.ModelProto, opset: int, supported: set[str]) -> tuple[o
         UnsupportedOpsError: listing every node refused, with op and attribute; or
             every value with no elements.
     """
+    model, done = legalize_counted(model, opset, supported)
+    if not done:
+        return model, []
+    return model, ["front end: " + ", ".join(f"{n} {op} {action}" for (op, action), n in sorted(done.items()))]
+
+
+def legalize_counted(
+    model: onnx.ModelProto, opset: int, supported: set[str]
+) -> tuple[onnx.ModelProto, Counter[tuple[str, str]]]:
+    """:func:`legalize`, saying what changed as counts of ``(op type, action)``
+    (action ``expanded``, ``rewritten`` or ``staged``; a node staged twice
+    counts twice)."""
     from edgekit.frontend.loader import refold
 
-    notes: list[str] = []
     dtype_problems = _dtype_problems(model)
     if dtype_problems:
         raise UnsupportedOpsError(
@@ -132,7 +143,7 @@ def legalize(model: onnx.ModelProto, opset: int, supported: set[str]) -> tuple[o
             "or give its inputs shapes that make it non-empty.",
             ops=sorted({op for op, _ in empty}),
         )
-    done: Counter = Counter()
+    done: Counter[tuple[str, str]] = Counter()
     for round_ in range(_MAX_ROUNDS):
         ctx = build_context(model, opset)
         refusals: list[tuple[str, str, str]] = []
@@ -152,7 +163,7 @@ def legalize(model: onnx.ModelProto, opset: int, supported: set[str]) -> tuple[o
             if isinstance(verdict, Rewrite):
                 new_nodes.extend(verdict.nodes)
                 new_inits.extend(verdict.initializers)
-                done[f"{node.op_type} {'staged' if node.op_type in ACCURACY_RULES else 'rewritten'}"] += 1
+                done[node.op_type, "staged" if node.op_type in ACCURACY_RULES else "rewritten"] += 1
                 changed = True
             elif verdict == EXPAND:
                 types = [ctx.types.get(i) for i in node.input if i]
@@ -165,7 +176,7 @@ def legalize(model: onnx.ModelProto, opset: int, supported: set[str]) -> tuple[o
                     continue
                 new_nodes.extend(expand_node(node, body, f"{label}__{node.op_type}_{round_}_{index}_", opset))
                 _merge_opsets(model, body)
-                done[f"{node.op_type} expanded"] += 1
+                done[node.op_type, "expanded"] += 1
                 changed = True
             else:
                 refusals.append((node.op_type, label, str(verdict)))
@@ -188,9 +199,7 @@ def legalize(model: onnx.ModelProto, opset: int, supported: set[str]) -> tuple[o
         out.graph.node.extend(new_nodes)
         out.graph.initializer.extend(new_inits)
         model = refold(out)
-    if done:
-        notes.append("front end: " + ", ".join(f"{n} {what}" for what, n in sorted(done.items())))
-    return model, notes
+    return model, done
 
 
 def _merge_opsets(model: onnx.ModelProto, body: onnx.FunctionProto) -> None:
