@@ -62,8 +62,13 @@ def run(args: argparse.Namespace) -> int:
     offload = _npu_offload(prepared, board, args.boards_dir)
     data = report.to_json()
     data["frontend"] = frontend.to_json()
+    ram_note = ""
     if plan is not None:
-        data["memory_plan"] = {**plan.to_json(), "advice": [a.to_json() for a in advice]}
+        from edgekit.compiler.aot_memory import arena_limit
+
+        limit, ram_note = arena_limit(board)
+        data["memory_plan"] = {**plan.to_json(), "ram_for_arena_bytes": limit, "ram_for_arena": ram_note,
+                               "advice": [a.to_json() for a in advice]}  # fmt: skip
     if offload is not None:
         data["npu"] = offload
     if emit_result(args, data):
@@ -71,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     _render(report, show_layers=args.layers, planned=plan is not None)
     _render_frontend(frontend)
     if plan is not None:
-        _render_plan(plan, advice)
+        _render_plan(plan, advice, ram_note)
     if offload is not None:
         _render_offload(offload)
     return 0
@@ -149,7 +154,7 @@ def _render_frontend(check: FrontEndCheck) -> None:
         console.print(f"[red]compile would refuse this model:[/red] {check.refusal}", highlight=False)
 
 
-def _render_plan(plan: Any, advice: list[Any]) -> None:
+def _render_plan(plan: Any, advice: list[Any], ram_note: str) -> None:
     live = Table(title=f"largest tensors alive at kernel {plan.peak_step + 1} of {plan.kernel_calls} ({plan.peak_kernel})")
     for col, justify in (("tensor", "left"), ("shape", "left"), ("bytes", "right"), ("written by", "left"),
                          ("ONNX layers (matched by shape)", "left")):
@@ -159,6 +164,7 @@ def _render_plan(plan: Any, advice: list[Any]) -> None:
                      ", ".join(t.layers) or "-")  # fmt: skip
     console.print(live)
     console.print(f"[dim]planner:[/dim] {plan.planner}", highlight=False)
+    console.print(f"[dim]available:[/dim] {ram_note}", highlight=False)
     for assumption in plan.assumptions:
         console.print(f"[dim]assumes:[/dim] {assumption}", highlight=False)
     for item in advice:

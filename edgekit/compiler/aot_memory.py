@@ -34,6 +34,7 @@ import onnx
 from edgekit.compiler.aot_graph import AotGraph, extract_graph
 from edgekit.compiler.aot_layout import AotLayout, layout_model
 from edgekit.compiler.aot_plan import Buffer, plan_arena
+from edgekit.compiler.firmware import firmware_spec
 from edgekit.compiler.image_check import slot_capacity
 from edgekit.compiler.backend import ProgressFn, no_progress
 from edgekit.core.errors import DoesNotFitError, EdgekitError
@@ -52,6 +53,7 @@ __all__ = [
     "plan_memory",
     "check_plan_fits",
     "board_fit",
+    "arena_limit",
     "slot_upper_bound",
     "shrink_advice",
     "Advice",
@@ -370,6 +372,24 @@ def slot_upper_bound(board: "Board") -> int:
     return slot_capacity(0, flash) if flash else 0
 
 
+def arena_limit(board: "Board") -> tuple[int, str]:
+    """The most RAM the arena could get on ``board`` (0: not limited), and why.
+
+    With a firmware image described in ``firmware_stubs`` that is the RAM the
+    image links into (the board's, or one bank of several) less the stack
+    its linker script reserves; the agent's own ``.data``/``.bss`` come off
+    it too, but are only known after linking.
+    """
+    ram = board.memory.ram_bytes
+    spec = firmware_spec(board.name)
+    if spec is None or not ram:
+        return ram, f"RAM {_kib(ram)}"
+    limit = spec.arena_ram(ram)
+    linked = min(r for r in (ram, spec.ram_bytes) if r)
+    bank = "" if linked == ram else f" (the bank the firmware links into, of the board's {_kib(ram)})"
+    return limit, f"{_kib(limit)} of RAM for the arena (RAM {_kib(linked)}{bank} less the firmware's {spec.stack_bytes} B stack)"
+
+
 def board_fit(plan: MemoryPlan, board: "Board") -> "BoardFit":
     """The plan as inspect's fit table: the arena against RAM, the weights
     against one weights slot (what compile checks before the build)."""
@@ -377,7 +397,7 @@ def board_fit(plan: MemoryPlan, board: "Board") -> "BoardFit":
 
     return BoardFit(
         board=board.name,
-        ram_bytes=board.memory.ram_bytes,
+        ram_bytes=arena_limit(board)[0],
         flash_bytes=slot_upper_bound(board),
         needed_ram=plan.arena_bytes,
         needed_flash=plan.weight_bytes,
@@ -398,7 +418,7 @@ def check_plan_fits(
     """Refuses, before any kernel is built, a plan that cannot fit ``board``.
 
     RAM: the arena (without workspaces, which only add, and with weights
-    dense, which needs the least) must fit the board's RAM. Flash: the weights must fit one weights slot even if the firmware
+    dense, which needs the least) must fit :func:`arena_limit`. Flash: the weights must fit one weights slot even if the firmware
     took no flash at all (the device keeps two slots, verify-then-commit; the
     exact slot is checked on the linked image). Both are lower bounds of
     what the build needs, so nothing that could fit is refused.
@@ -414,7 +434,7 @@ def check_plan_fits(
     Raises:
         DoesNotFitError: with the numbers, the largest tensors and what would shrink them.
     """
-    ram = board.memory.ram_bytes
+    ram, ram_text = arena_limit(board)
     slot = slot_upper_bound(board)
     # With every weight dense the arena is smallest; whether sparse weights'
     # decode buffers still fit is compile's storage choice after the build.
@@ -422,7 +442,7 @@ def check_plan_fits(
     problems = []
     ram_short = bool(ram and arena > ram)
     if ram_short:
-        problems.append(f"arena {_kib(arena)} > RAM {_kib(ram)}")
+        problems.append(f"arena {_kib(arena)} > {ram_text}")
     if slot and plan.weight_bytes > slot:
         problems.append(
             f"the weights ({_kib(plan.weight_bytes)}) do not fit a weights slot: the device keeps two slots "
@@ -506,8 +526,8 @@ class Advice:
 
 
 def _verdict(arena: int, board: "Board") -> str:
-    ram = board.memory.ram_bytes
-    return "fits" if not ram or arena <= ram else f"still more than the {_kib(ram)} of RAM"
+    ram = arena_limit(board)[0]
+    return "fits" if not ram or arena <= ram else f"still more than the {_kib(ram)} of RAM for the arena"
 
 
 def _int8_advice(

@@ -244,6 +244,9 @@ class FirmwareSpec:
         include_dirs: Include folders, absolute.
         linker_script: Linker script, absolute, or None.
         flags: Extra compiler flags.
+        ram_bytes: RAM the image links into when less than the board's (one
+            bank of several; ``ram_bytes`` of the port in boards.toml), else 0.
+        stack_bytes: The stack the linker script reserves (``STACK_BYTES``), 0 if unknown.
     """
 
     board: str
@@ -251,6 +254,14 @@ class FirmwareSpec:
     include_dirs: tuple[Path, ...] = ()
     linker_script: Path | None = None
     flags: tuple[str, ...] = field(default_factory=tuple)
+    ram_bytes: int = 0
+    stack_bytes: int = 0
+
+    def arena_ram(self, board_ram: int) -> int:
+        """The most RAM the arena could get in this image: the RAM it links
+        into (the board's, or one bank of it) less the stack; 0 if unknown."""
+        ram = min(r for r in (board_ram, self.ram_bytes) if r) if (board_ram or self.ram_bytes) else 0
+        return max(0, ram - self.stack_bytes) if ram else 0
 
 
 def firmware_spec(board: str, root: Path | None = None) -> FirmwareSpec | None:
@@ -286,6 +297,19 @@ def firmware_spec(board: str, root: Path | None = None) -> FirmwareSpec | None:
         return p
 
     sources = tuple(resolve(s, "sources") for s in entry.get("sources", []))
+    port = next((t for t in data.get("ports", {}).values() if board in t.get("boards", [])), {})
     includes = tuple(resolve(s, "include_dirs") for s in entry.get("include_dirs", []))
     script = resolve(entry["linker_script"], "linker_script") if entry.get("linker_script") else None
-    return FirmwareSpec(board, sources, includes, script, tuple(entry.get("cflags", [])))
+    ram = int(port.get("ram_bytes", 0))
+    return FirmwareSpec(board, sources, includes, script, tuple(entry.get("cflags", [])), ram,
+                        _stack_bytes(script) if script else 0)  # fmt: skip
+
+
+def _stack_bytes(script: Path) -> int:
+    """``STACK_BYTES = 16K;`` from a linker script (0 if it sets none)."""
+    import re
+
+    found = re.search(r"^\s*STACK_BYTES\s*=\s*(\d+)\s*([KM]?)\s*;", script.read_text(encoding="utf-8"), re.M)
+    if not found:
+        return 0
+    return int(found.group(1)) * {"": 1, "K": 1024, "M": 1024 * 1024}[found.group(2)]

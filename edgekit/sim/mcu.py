@@ -46,6 +46,12 @@ _ACCESS = {}  # unicorn memory-access type -> word, filled on first use
 _INTERCEPTED = ("ek_port_read_cycles", "ek_port_read_instret")
 #: Slot storage bounds and the one function that programs it (power-cut tests).
 _STORAGE_SYMBOLS = ("__ek_slots_start", "__ek_slots_end", "ek_port_storage_write")
+#: The stack region the linker script publishes (firmware_stubs/ports/*/link.ld).
+_STACK_SYMBOLS = ("__stack_top", "STACK_BYTES")
+#: Byte the stack region is filled with at power-on (for the high-water mark).
+_STACK_PAINT = b"\xa5"
+#: Lowest stack bytes whose change means the stack ran out (images with no guard band).
+_STACK_EXHAUSTED_BYTES = 16
 
 # Simulators still running when the interpreter exits (a caller that never
 # closed one): their unicorn thread must be stopped before Python tears down,
@@ -68,7 +74,8 @@ class SimFault:
 
     Attributes:
         kind: ``fault`` (invalid memory access, illegal instruction),
-            ``stuck`` (a loop it can never leave), ``budget`` (ran past its
+            ``stack`` (the stack pointer went below the stack region the
+            linker script reserves), ``stuck`` (a loop it can never leave), ``budget`` (ran past its
             instruction budget), ``halted`` (the core left the firmware) or
             ``stopped`` (the simulator was stopped or closed).
         pc: Program counter when it stopped.
@@ -104,6 +111,21 @@ class McuSimulator:
     Attributes:
         port_name: pty slave path for the host's serial transport.
         instructions: Instructions executed since power-on.
+        stack: ``(lowest address, top)`` of the stack region from the
+            image's linker symbols, or ``None`` if it publishes none. The
+            linker only reserves the region; nothing on the chip stops an
+            overflow into ``.bss``. Here, a write into the unused RAM between
+            the image's last RAM section and the stack stops the core with a
+            ``stack`` fault (a guard band, as an MPU region would be); the
+            region is painted at power-on, so :meth:`stack_high_water` is
+            exact, and with no unused RAM below it a stack whose lowest bytes
+            were written is reported as exhausted.
+        stack_guard: ``(start, end)`` of that guard band (empty when the
+            image leaves no RAM unused).
+        flash_region: ``(start, end)`` of the flash the simulator maps.
+        ram_region: ``(start, end)`` of the RAM it maps: the board's RAM, or
+            less where the port links into one bank of several (``ram_bytes``
+            in ``firmware_stubs/boards.toml``); nothing else is memory.
 
     Raises:
         ConfigError: the board is not simulated with unicorn or the ELF does
@@ -167,10 +189,20 @@ class McuSimulator:
         symtab = elf.get_section_by_name(".symtab")
         self.symbols: dict[str, int] = {}
         if symtab is not None:
-            for name in (*_INTERCEPTED, *_STORAGE_SYMBOLS):
+            for name in (*_INTERCEPTED, *_STORAGE_SYMBOLS, *_STACK_SYMBOLS):
                 found = symtab.get_symbol_by_name(name)
                 if found:
-                    self.symbols[name] = found[0]["st_value"] & ~1
+                    value = found[0]["st_value"]
+                    self.symbols[name] = value if name in _STACK_SYMBOLS else value & ~1
+        self.stack: tuple[int, int] | None = None
+        self.stack_guard = (0, 0)
+        if all(n in self.symbols for n in _STACK_SYMBOLS):
+            top = self.symbols["__stack_top"]
+            self.stack = (top - self.symbols["STACK_BYTES"], top)
+            # RAM sections end where the unused RAM (the guard band) starts.
+            ends = [int(sec["sh_addr"]) + int(sec["sh_size"]) for sec in elf.iter_sections()
+                    if sec["sh_flags"] & 0x3 == 0x3 and int(sec["sh_addr"]) < self.stack[0]]  # SHF_WRITE|SHF_ALLOC
+            self.stack_guard = (max(ends, default=self.stack[0]), self.stack[0])
         missing = [n for n in _INTERCEPTED if n not in self.symbols]
         if missing:
             raise ConfigError(
@@ -201,6 +233,7 @@ class McuSimulator:
             )
         uc.mem_map(flash_base, _page_up(flash), uc_mod.UC_PROT_ALL)
         uc.mem_map(ram_base, _page_up(ram), uc_mod.UC_PROT_ALL)
+        self.flash_region, self.ram_region = (flash_base, flash_base + flash), (ram_base, ram_base + ram)
         for region in raw.get("sim_regions", []):  # plain memory for peripherals the port only configures
             uc.mem_map(int(region["base"]), _page_up(int(region["size"])), uc_mod.UC_PROT_READ | uc_mod.UC_PROT_WRITE)
         for addr, blob, memsz in self.segments:
@@ -226,6 +259,11 @@ class McuSimulator:
         )
         uc.hook_add(uc_mod.UC_HOOK_BLOCK, self._on_block)
         uc.hook_add(uc_mod.UC_HOOK_MEM_INVALID, self._on_bad_access)
+        guard0, guard1 = self.stack_guard
+        if guard0 < guard1:
+            # A ranged write hook: unicorn calls it only for writes inside the
+            # band (no measurable cost on other writes).
+            uc.hook_add(uc_mod.UC_HOOK_MEM_WRITE, self._on_guard_write, None, guard0, guard1 - 1)
         for name in _INTERCEPTED:
             addr = self.symbols[name]
             uc.hook_add(uc_mod.UC_HOOK_CODE, self._on_counter_read, name, addr, addr)
@@ -254,6 +292,7 @@ class McuSimulator:
         self.instructions += n
         if self._stop.is_set():
             uc.emu_stop()
+
         if address == self._last_block:
             self._repeats += 1
             if self._repeats % STUCK_CHECK_BLOCKS == 0:
@@ -262,6 +301,18 @@ class McuSimulator:
             self._last_block, self._repeats, self._stuck_regs = address, 0, None
         if self._budget_end is not None and self.instructions > self._budget_end:
             self._halt_with("budget", address, None, "the core ran past its instruction budget for the command")
+
+    def _on_guard_write(self, uc: Any, access: int, address: int, size: int, value: int, _ud: Any) -> None:
+        assert self.stack is not None
+        self._halt_with(
+            "stack", self._pc(), address,
+            f"stack overflow: a write {self.stack[0] - address} B below the {self.stack[1] - self.stack[0]} B "
+            "stack the linker script reserves",
+        )  # fmt: skip
+
+    def _paint_stack(self) -> None:
+        if self.stack is not None:
+            self._uc.mem_write(self.stack[0], _STACK_PAINT * (self.stack[1] - self.stack[0]))
 
     def _check_stuck(self, uc: Any, address: int) -> None:
         regs = self._registers(uc)
@@ -299,6 +350,15 @@ class McuSimulator:
 
     # -- host-side watch ------------------------------------------------------ #
 
+    def stack_high_water(self) -> int | None:
+        """Most stack bytes written since the core last started (the painted
+        region's untouched bottom left out); ``None`` without a stack region."""
+        if self.stack is None:
+            return None
+        data = bytes(self._uc.mem_read(self.stack[0], self.stack[1] - self.stack[0]))
+        untouched = len(data) - len(data.lstrip(_STACK_PAINT))
+        return len(data) - untouched
+
     def set_budget(self, instructions: int | None) -> None:
         """Stops the core with a ``budget`` fault once it has executed
         ``instructions`` more (None: no limit). Runners set it per command
@@ -311,6 +371,13 @@ class McuSimulator:
         the simulator was stopped. Cheap; the protocol client calls it while
         it waits for an answer."""
         fault = self.fault
+        if fault is None and self.stack is not None and self.stack_guard[0] >= self.stack_guard[1]:
+            # No unused RAM to guard: a stack whose lowest bytes were written has run out.
+            if bytes(self._uc.mem_read(self.stack[0], _STACK_EXHAUSTED_BYTES)) != _STACK_PAINT * _STACK_EXHAUSTED_BYTES:
+                self._halt_with("stack", self._pc(), self.stack[0],
+                                f"stack exhausted: all {self.stack[1] - self.stack[0]} B the linker script reserves were "
+                                "used (an overflow into .bss is likely)")  # fmt: skip
+                fault = self.fault
         if fault is None and (self._thread is None or not self._thread.is_alive()):
             fault = SimFault("stopped", self._pc(), None, "the simulator is not running", self.instructions)
         if fault is None:
@@ -320,6 +387,8 @@ class McuSimulator:
             "fault": "The firmware accessed memory the board does not have; recompile the package with this edgekit "
             "and report the model if it repeats (run with --debug).",
             "stuck": "The firmware hangs; recompile the package with this edgekit and report the model.",
+            "stack": "A kernel or the agent needs more stack than the firmware reserves (STACK_BYTES in the port's "
+            "linker script); report the model (run with --debug).",
             "budget": "The model ran far longer than its size allows; recompile it, and report it if it repeats.",
         }
         raise DeviceFaultError(
@@ -461,6 +530,7 @@ class McuSimulator:
         self.fault = None
         self._bad_access = None
         self._budget_end = None
+        self._paint_stack()
         pc = self._reset_registers()
         self._thread = threading.Thread(target=self._run, args=(pc,), name=f"sim-{self.board.name}", daemon=True)
         self._thread.start()

@@ -12,6 +12,7 @@ import pytest
 from _conv_models import dense, pnet_like
 from edgekit.cli.main import main
 from edgekit.core.errors import DeviceError, DeviceFaultError, DeviceTimeoutError
+from edgekit.compiler.image_check import read_image_map
 from edgekit.core.profiles import load_profiles
 from edgekit.runtime import device as device_mod
 from edgekit.runtime.deadlines import WorkEstimate, retry_for
@@ -35,7 +36,9 @@ def _fault_agent(mode: int) -> Path:
 
 
 @pytest.mark.parametrize(
-    ("mode", "kind", "budget"), [(1, "fault", None), (2, "stuck", None), (3, "budget", 2_000_000)], ids=["fault", "stuck", "runaway"]
+    ("mode", "kind", "budget"),
+    [(1, "fault", None), (2, "stuck", None), (3, "budget", 2_000_000), (4, "stack", None)],
+    ids=["fault", "stuck", "runaway", "stack-overflow"],
 )
 def test_a_simulated_core_that_faults_hangs_or_runs_away_names_the_fault(mode: int, kind: str, budget: Any) -> None:
     board = load_profiles().board(BOARD)
@@ -55,6 +58,43 @@ def test_a_simulated_core_that_faults_hangs_or_runs_away_names_the_fault(mode: i
     assert board.memory.flash_bytes and 0x20000000 <= e.fields["pc"] < 0x20000000 + board.memory.flash_bytes
     if kind == "fault":
         assert e.fields["address"] == 0x40001234 and "address=0x40001234" in str(e)
+    if kind == "stack":  # the stack pointer, below the region the linker script reserves
+        assert sim.stack is not None and e.fields["address"] < sim.stack[0]
+        assert "stack overflow" in str(e) and f"{sim.stack[1] - sim.stack[0]} B stack" in str(e)
+
+
+@pytest.mark.parametrize("board_name", ["rv32-mcu-sim", "stm32h7"])
+def test_the_simulator_maps_only_the_ram_the_image_is_linked_for(board_name: str) -> None:
+    # stm32h7: the profile's 1 MiB is several SRAM banks; the image links
+    # into the 512 KiB AXI bank, so a read just past it must fault.
+    board = load_profiles().board(board_name)
+    port = "rv32-sim" if board_name == "rv32-mcu-sim" else "stm32h7"
+    image = read_image_map(build_agent(port, [FAULT_MODEL], extra_cflags=["-DEK_FAULT_MODE=0"]).read_bytes())
+    beyond = image.ram[1] + 16
+    elf = build_agent(port, [FAULT_MODEL], extra_cflags=["-DEK_FAULT_MODE=1", f"-DEK_BAD_ADDRESS={beyond:#x}u"])
+    with sim_mod.McuSimulator(elf, board) as sim, SerialTransport(sim.port_name) as link:
+        assert sim.ram_region == image.ram and sim.flash_region == image.flash
+        client = DeviceClient(link, RetryPolicy(run_timeout_s=30), watch=sim.check_alive)
+        client.hello()
+        client.load(bytes(64))
+        with pytest.raises(DeviceFaultError) as err:
+            client.run(1)
+    assert err.value.fields["kind"] == "fault" and err.value.fields["address"] == beyond
+
+
+@pytest.mark.parametrize("board_name", ["rv32-mcu-sim", "stm32h7"])
+def test_stack_high_water_is_measured_inside_the_linker_scripts_stack(board_name: str) -> None:
+    board = load_profiles().board(board_name)
+    port = "rv32-sim" if board_name == "rv32-mcu-sim" else "stm32h7"
+    elf = build_agent(port, [FAULT_MODEL], extra_cflags=["-DEK_FAULT_MODE=0"])
+    with sim_mod.McuSimulator(elf, board) as sim, SerialTransport(sim.port_name) as link:
+        client = DeviceClient(link, RetryPolicy(run_timeout_s=30), watch=sim.check_alive)
+        client.hello()
+        client.load(bytes(64))
+        client.run(1)
+        used = sim.stack_high_water()
+    assert sim.stack is not None and sim.stack[1] - sim.stack[0] == 16 * 1024
+    assert used is not None and 0 < used < 16 * 1024
 
 
 def test_deadlines_follow_the_board_and_the_work() -> None:
