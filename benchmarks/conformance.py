@@ -33,6 +33,7 @@ Usage::
     nice -n 10 .venv/bin/python benchmarks/conformance.py --table docs/conformance.md --json out.json
     .venv/bin/python benchmarks/conformance.py --only 'test_layer_norm' -v
     .venv/bin/python benchmarks/conformance.py --sample 150 --seed 20
+    nice -n 10 .venv/bin/python benchmarks/conformance.py --board rv32-mcu-sim --ops mcu --table docs/conformance-mcu.md
 
 Exit status 1 when any test is ``wrong`` or ``crash``, else 0.
 """
@@ -125,6 +126,19 @@ def _as_arrays(values: Sequence[Any]) -> list[Any]:
 def data_sets(case: Any) -> list[tuple[list[Any], list[Any]]]:
     """``(inputs, expected outputs)`` pairs of a test, as numpy arrays."""
     return [(_as_arrays(ins), _as_arrays(outs)) for ins, outs in case.data_sets]
+
+
+#: The operators microcontroller models use (``--ops mcu``).
+MCU_OPS = ("Conv", "Gemm", "MatMul", "Relu", "Clip", "Add", "Mul", "MaxPool", "AveragePool", "GlobalAveragePool",
+           "Reshape", "Flatten", "Concat", "Softmax", "Sigmoid", "HardSigmoid", "HardSwish", "QuantizeLinear",
+           "DequantizeLinear")
+
+
+def of_ops(cases: Sequence[Any], ops: Iterable[str]) -> list[Any]:
+    """The cases about one of ``ops`` (an expanded test counts for the op it expands)."""
+    wanted = set(ops)
+    ops_by_name = {c.name: op_of(c) for c in cases if "_expanded" not in c.name}
+    return [c for c in cases if op_of(c, ops_by_name) in wanted]
 
 
 def sample(cases: Sequence[Any], n: int, seed: int) -> list[Any]:
@@ -569,6 +583,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--board", default="host")
     parser.add_argument("--only", help="regular expression on test names")
+    parser.add_argument("--ops", help="only the tests of these ops (comma-separated; 'mcu' = the ops MCU models use)")
     parser.add_argument("--sample", type=int, default=0, help="run a seeded sample of N tests")
     parser.add_argument("--seed", type=int, default=20)
     parser.add_argument("--jobs", type=int, default=2)
@@ -590,6 +605,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1 if summary["wrong"] or summary["crash"] else 0
 
     cases = collect(args.only)
+    if args.ops:
+        cases = of_ops(cases, MCU_OPS if args.ops == "mcu" else args.ops.split(","))
     if args.sample:
         cases = sample(cases, args.sample, args.seed)
     started = time.perf_counter()

@@ -335,7 +335,50 @@ def _one_hot(node: onnx.NodeProto, ctx: Context) -> "Rewrite | None":
     return Rewrite(nodes, inits)
 
 
+def _col2im(node: onnx.NodeProto, ctx: Context) -> "Rewrite | str":
+    # No TVM converter and no ONNX function. Col2Im scatters each column
+    # (one value per channel and kernel offset) back to its image position
+    # and sums overlaps: that is a ConvTranspose of the columns, laid out on
+    # the grid of block positions, with a 0/1 kernel that routes input
+    # channel (c, offset) to output channel c at that offset.
+    image, block = ctx.const(node, 1), ctx.const(node, 2)
+    x = ctx.shape(node.input[0])
+    if image is None or block is None:
+        return "image_shape/block_shape computed at run time"
+    if x is None:
+        return "an input of unknown shape"
+    image, block = [int(v) for v in image.reshape(-1)], [int(v) for v in block.reshape(-1)]
+    spatial = len(image)
+    dilations = list(attr(node, "dilations", [1] * spatial))
+    strides = list(attr(node, "strides", [1] * spatial))
+    pads = list(attr(node, "pads", [0] * 2 * spatial))
+    kernel = int(np.prod(block))
+    channels = x[1] // kernel
+    grid = [(image[d] + pads[d] + pads[spatial + d] - dilations[d] * (block[d] - 1) - 1) // strides[d] + 1
+            for d in range(spatial)]
+    if channels * kernel != x[1] or int(np.prod(grid)) != x[2]:
+        return f"an input of shape {list(x)} that does not match image_shape {image} and block_shape {block}"
+    out_pad = [image[d] + pads[d] + pads[spatial + d] - (strides[d] * (grid[d] - 1) + dilations[d] * (block[d] - 1) + 1)
+               for d in range(spatial)]
+    dtype = helper.tensor_dtype_to_np_dtype(elem(ctx, node.input[0]) or _T.FLOAT)
+    weight = np.zeros((channels * kernel, channels, *block), dtype)
+    for c in range(channels):
+        for k, offset in enumerate(np.ndindex(*block)):
+            weight[(c * kernel + k, c, *offset)] = 1
+    y = node.output[0]
+    p = f"{y}__col2im_"
+    inits = [numpy_helper.from_array(np.array([x[0], x[1], *grid], np.int64), p + "grid"),
+             numpy_helper.from_array(weight, p + "w")]
+    nodes = [
+        helper.make_node("Reshape", [node.input[0], p + "grid"], [p + "cols"]),
+        helper.make_node("ConvTranspose", [p + "cols", p + "w"], [y], strides=strides, dilations=dilations,
+                         pads=pads, output_padding=out_pad, kernel_shape=block),
+    ]
+    return Rewrite(nodes, inits)
+
+
 IMPORTER_RULES: dict[str, Rule] = {
+    "Col2Im": _col2im,
     "OneHot": _one_hot,
     "TopK": _top_k,
     "LpNormalization": _lp_norm,

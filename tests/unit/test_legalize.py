@@ -213,3 +213,26 @@ def test_dropout_training_with_zero_ratio_is_the_identity_and_random_training_is
     model = _model(node, [_vi("x", [3])], [_vi("y", [3]), _vi("m", [3], TensorProto.BOOL)], [half, mode], opset=13)
     with pytest.raises(UnsupportedOpsError, match="Dropout node 'y': training_mode"):
         legalize(model, 13, SUPPORTED)
+
+
+@pytest.mark.parametrize("attrs", [{}, {"strides": [2, 2]}, {"dilations": [1, 2], "pads": [0, 1, 0, 1]}])
+def test_col2im_becomes_a_conv_transpose_with_the_same_result(attrs):
+    image = numpy_helper.from_array(np.array([5, 6], np.int64), "im")
+    block = numpy_helper.from_array(np.array([2, 3], np.int64), "bl")
+    strides, dil, pads = attrs.get("strides", [1, 1]), attrs.get("dilations", [1, 1]), attrs.get("pads", [0] * 4)
+    grid = [(i + pads[d] + pads[2 + d] - dil[d] * (k - 1) - 1) // strides[d] + 1 for d, (i, k) in enumerate(([5, 2], [6, 3]))]
+    cols = [1, 2 * 6, grid[0] * grid[1]]
+    node = helper.make_node("Col2Im", ["x", "im", "bl"], ["y"], **attrs)
+    model = _model(node, [_vi("x", cols)], [_vi("y", [1, 2, 5, 6])], [image, block], 18)
+    fixed, notes = legalize(model, 18, SUPPORTED)
+    assert [n.op_type for n in fixed.graph.node] == ["Reshape", "ConvTranspose"] and "Col2Im rewritten" in notes[0]
+    x = np.random.default_rng(2).standard_normal(cols).astype(np.float32)
+    np.testing.assert_allclose(_run(fixed, {"x": x})[0], _run(model, {"x": x})[0], rtol=1e-6, atol=1e-6)
+
+
+def test_col2im_with_a_run_time_image_shape_is_refused():
+    block = numpy_helper.from_array(np.array([2, 2], np.int64), "bl")
+    node = helper.make_node("Col2Im", ["x", "im", "bl"], ["y"])
+    model = _model(node, [_vi("x", [1, 4, 4]), _vi("im", [2], TensorProto.INT64)], [_vi("y", None)], [block], 18)
+    with pytest.raises(UnsupportedOpsError, match="Col2Im node 'y': image_shape/block_shape computed at run time"):
+        legalize(model, 18, SUPPORTED)
