@@ -444,8 +444,70 @@ __attribute__((noinline)) static void ek_nn_dw3_row_q(const ek_dw_t *r0, int32_t
 }
 #endif
 
-/* One output row of any kh x kw depthwise window (5x5 in MobileNetV3) into
- * acc; wk holds the channel's weights already widened to ek_dw_t. */
+/* One output row of a 5x5 depthwise window (MobileNetV3's) into acc.
+ * DSP: per kernel row, (x0, x1) and (x2, x3) as unaligned int16 words
+ * against packed weight pairs (two SMLAD), x4 alone; wp holds the channel's
+ * pairs and singles (see ek_nn_depthwise). Otherwise: the 25 weights stay
+ * in registers and, at stride 1, two outputs share each row's six loads. */
+#if EK_NN_DSP
+__attribute__((noinline)) static void ek_nn_dw5_row(const int16_t *r0, int32_t pw, int32_t sw, const int32_t *wp,
+                                                    int32_t *acc, int32_t n) {
+  int32_t *end = acc + n;
+  for (; acc < end; r0 += sw) {
+    const int16_t *row = r0;
+    const int32_t *w = wp;
+    int32_t a = 0, r;
+    for (r = 0; r < 5; ++r, row += pw, w += 3) {
+      uint32_t x01, x23;
+      __builtin_memcpy(&x01, row, 4);
+      __builtin_memcpy(&x23, row + 2, 4);
+      a = __builtin_arm_smlad(x01, (uint32_t)w[0], a);
+      a = __builtin_arm_smlad(x23, (uint32_t)w[1], a);
+      a += row[4] * w[2];
+    }
+    *acc++ = a;
+  }
+}
+#else
+#define EK_DW5_W(r) ek_dw_t w##r##0 = wk[5 * r], w##r##1 = wk[5 * r + 1], w##r##2 = wk[5 * r + 2], \
+                            w##r##3 = wk[5 * r + 3], w##r##4 = wk[5 * r + 4]
+/* Row r of the window for outputs a (at p) and b (at p + 1). */
+#define EK_DW5_PAIR(r, p)                                                                                    \
+  do {                                                                                                       \
+    ek_dw_t x0 = (p)[0], x1 = (p)[1], x2 = (p)[2], x3 = (p)[3], x4 = (p)[4], x5 = (p)[5];                    \
+    EK_MAC(a, w##r##0, x0); EK_MAC(a, w##r##1, x1); EK_MAC(a, w##r##2, x2); EK_MAC(a, w##r##3, x3);          \
+    EK_MAC(a, w##r##4, x4);                                                                                  \
+    EK_MAC(b, w##r##0, x1); EK_MAC(b, w##r##1, x2); EK_MAC(b, w##r##2, x3); EK_MAC(b, w##r##3, x4);          \
+    EK_MAC(b, w##r##4, x5);                                                                                  \
+  } while (0)
+#define EK_DW5_ONE(r, p)                                                                                     \
+  do {                                                                                                       \
+    EK_MAC(a, w##r##0, (p)[0]); EK_MAC(a, w##r##1, (p)[1]); EK_MAC(a, w##r##2, (p)[2]);                       \
+    EK_MAC(a, w##r##3, (p)[3]); EK_MAC(a, w##r##4, (p)[4]);                                                   \
+  } while (0)
+__attribute__((noinline)) static void ek_nn_dw5_row(const ek_dw_t *r0, int32_t pw, int32_t sw, const ek_dw_t *wk,
+                                                    int32_t *acc, int32_t n) {
+  EK_DW5_W(0); EK_DW5_W(1); EK_DW5_W(2); EK_DW5_W(3); EK_DW5_W(4);
+  int32_t *end = acc + n;
+  if (sw == 1)
+    for (; acc + 1 < end; r0 += 2, acc += 2) {
+      ek_dw_t a = 0, b = 0;
+      EK_DW5_PAIR(0, r0); EK_DW5_PAIR(1, r0 + pw); EK_DW5_PAIR(2, r0 + 2 * pw);
+      EK_DW5_PAIR(3, r0 + 3 * pw); EK_DW5_PAIR(4, r0 + 4 * pw);
+      acc[0] = (int32_t)a;
+      acc[1] = (int32_t)b;
+    }
+  for (; acc < end; r0 += sw) {
+    ek_dw_t a = 0;
+    EK_DW5_ONE(0, r0); EK_DW5_ONE(1, r0 + pw); EK_DW5_ONE(2, r0 + 2 * pw);
+    EK_DW5_ONE(3, r0 + 3 * pw); EK_DW5_ONE(4, r0 + 4 * pw);
+    *acc++ = (int32_t)a;
+  }
+}
+#endif
+
+/* One output row of any kh x kw depthwise window into acc; wk holds the
+ * channel's weights already widened to ek_dw_t. */
 __attribute__((noinline)) static void ek_nn_dw_row(const ek_dw_t *r0, int32_t pw, int32_t sw, const ek_dw_t *wk,
                                                    int32_t kh, int32_t kw, int32_t *acc, int32_t n) {
   int32_t j, r, s;
@@ -466,7 +528,8 @@ __attribute__((noinline)) static void ek_nn_dw_row(const ek_dw_t *r0, int32_t pw
 }
 
 /* Scratch: the padded plane (PH * PW ek_dw_t, rounded to a word), then one
- * row of accumulators (OW int32), then kh * kw widened weights. */
+ * row of accumulators (OW int32), then kh * kw words for the weights
+ * (widened to ek_dw_t, or packed in pairs for the DSP 5x5 rows). */
 static void ek_nn_depthwise(const int8_t *x, const int8_t *w, const int32_t *h, int8_t *y, void *scratch) {
   int32_t C = h[EK_NN_OC], H = h[EK_NN_H], W = h[EK_NN_W], OH = h[EK_NN_OH], OW = h[EK_NN_OW];
   int32_t kh = h[EK_NN_KH], kw = h[EK_NN_KW], sh = h[EK_NN_SH], sw = h[EK_NN_SW], pt = h[EK_NN_PT], pl = h[EK_NN_PL];
@@ -475,10 +538,23 @@ static void ek_nn_depthwise(const int8_t *x, const int8_t *w, const int32_t *h, 
   ek_dw_t *plane = (ek_dw_t *)scratch, pad = (ek_dw_t)h[EK_NN_PADV];
   int32_t *acc = (int32_t *)scratch + (PH * PW * (int32_t)sizeof(ek_dw_t) + 3) / 4;
   ek_dw_t *wk = (ek_dw_t *)(acc + OW);
+#if EK_NN_DSP
+  int32_t *wp = acc + OW; /* 5x5: per row (w0, w1), (w2, w3) packed, w4 (15 words of the kh * kw reserved) */
+#endif
   for (c = 0; c < C; ++c) {
     const int8_t *xc = x + c * H * W, *wc = w + c * kh * kw;
     int8_t *yc = y + c * OH * OW;
-    for (r = 0; r < kh * kw; ++r) wk[r] = (ek_dw_t)wc[r];
+#if EK_NN_DSP
+    if (kh == 5 && kw == 5)
+      for (r = 0; r < 5; ++r) {
+        const int8_t *k = wc + 5 * r;
+        wp[3 * r] = (int32_t)((uint16_t)k[0] | (uint32_t)(uint16_t)k[1] << 16);
+        wp[3 * r + 1] = (int32_t)((uint16_t)k[2] | (uint32_t)(uint16_t)k[3] << 16);
+        wp[3 * r + 2] = k[4];
+      }
+    else
+#endif
+      for (r = 0; r < kh * kw; ++r) wk[r] = (ek_dw_t)wc[r];
     for (i = 0; i < PH; ++i) {
       int32_t iy = i - pt;
       ek_dw_t *row = plane + i * PW;
@@ -503,6 +579,12 @@ static void ek_nn_depthwise(const int8_t *x, const int8_t *w, const int32_t *h, 
     for (i = 0; i < OH; ++i, yc += OW) {
       if (kh == 3 && kw == 3) {
         ek_nn_dw3_row(plane + i * sh * PW, PW, sw, wc, acc, OW);
+      } else if (kh == 5 && kw == 5) {
+#if EK_NN_DSP
+        ek_nn_dw5_row(plane + i * sh * PW, PW, sw, wp, acc, OW);
+#else
+        ek_nn_dw5_row(plane + i * sh * PW, PW, sw, wk, acc, OW);
+#endif
       } else {
         ek_nn_dw_row(plane + i * sh * PW, PW, sw, wk, kh, kw, acc, OW);
       }

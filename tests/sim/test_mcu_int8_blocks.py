@@ -37,7 +37,8 @@ SHAPE = (1, 3, 12, 16)
 
 def _mobile_block(seed: int = 0) -> onnx.ModelProto:
     """conv 3x3 s2 + HardSwish -> 1x1 expand + HardSwish -> 5x5 depthwise + HardSwish ->
-    squeeze-excite (mean, 1x1, Relu, 1x1, HardSigmoid, Mul) -> 1x1 project + residual -> FC."""
+    squeeze-excite (mean, 1x1, Relu, 1x1, HardSigmoid, Mul) -> 1x1 project + residual ->
+    5x5 depthwise s2 + Relu -> FC."""
     rng = np.random.default_rng(seed)
     inits: list[onnx.TensorProto] = []
     nodes: list[onnx.NodeProto] = []
@@ -72,7 +73,9 @@ def _mobile_block(seed: int = 0) -> onnx.ModelProto:
     nodes.append(helper.make_node("Mul", [d, "se2_h"], ["se"]))
     conv("se", "p", 16, 8, 1)
     nodes.append(helper.make_node("Add", ["p", h], ["res"]))
-    nodes.append(helper.make_node("GlobalAveragePool", ["res"], ["gap"]))
+    conv("res", "dw2", 8, 8, 5, stride=2, group=8)
+    nodes.append(helper.make_node("Relu", ["dw2"], ["dw2_r"]))
+    nodes.append(helper.make_node("GlobalAveragePool", ["dw2_r"], ["gap"]))
     nodes.append(helper.make_node("Flatten", ["gap"], ["flat"]))
     const("fc_w", rng.standard_normal((8, 5)) / np.sqrt(8)), const("fc_b", np.zeros(5))
     nodes.append(helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["y"]))

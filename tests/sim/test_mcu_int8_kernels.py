@@ -88,6 +88,7 @@ LAYERS = {
     "depthwise_s1": ("dw", 6, 6, 7, 3, 1, 1),
     "depthwise_s2": ("dw", 5, 5, 9, 3, 1, 2),
     "depthwise_5x5": ("dw", 4, 4, 9, 5, 2, 1),
+    "depthwise_5x5_s2": ("dw", 3, 3, 10, 5, 2, 2),
     "fc": ("fc", 37, 13, 0, 0, 0, 1),
 }
 
