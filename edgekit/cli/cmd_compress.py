@@ -29,7 +29,7 @@ from edgekit.cli.render import add_json_flags, console, emit_result, err_console
 from edgekit.compress import CALIBRATION_METHODS, QuantConfig, normalize_qoperator, quantize, write_model
 from edgekit.compress.calibration import load_arrays, shapes_from_data
 from edgekit.compress.passes import CompressionPass, CompressionStep, PassContext, model_stats
-from edgekit.compress.payoff import PayoffReport, measure_payoff, run_staged
+from edgekit.compress.payoff import PayoffReport, measure_float_layers, measure_payoff, run_staged
 from edgekit.compress.recipe import STEP_TYPES, load_recipe
 from edgekit.compress.qoperator import is_qoperator_model
 from edgekit.compress.quality import QualityReport
@@ -262,6 +262,10 @@ def _step_quantize(prepared: PreparedModel, args: argparse.Namespace, ctx: dict[
                           board=ctx.get("board"), progress=_notifier(args, act, "quantizing"))  # fmt: skip
     report = result.report
     fb = report.fallback
+    if fb is not None and fb.float_layers and args.board and not args.no_payoff and result.int8_model is not None:
+        costs = _float_layer_costs(result, args)
+        for layer in fb.float_layers:
+            layer.board = costs.get(layer.node)
     ok = fb is None or fb.met
     problem = ""
     if fb is not None and not fb.met:
@@ -270,6 +274,15 @@ def _step_quantize(prepared: PreparedModel, args: argparse.Namespace, ctx: dict[
                            time.monotonic() - started)  # fmt: skip
     return StepResult(result.model, {"step": "quantize", **report.to_json()}, lambda: _render_quant(report), ok,
                       problem, write_anyway=fb is not None and fb.stopped_early, stages=[(step, result.model)])
+
+
+def _float_layer_costs(result: Any, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """What each layer accuracy control kept in float costs on ``--board``."""
+    with activity_for(args, f"float layers on {args.board}") as act, _quiet_logs(args, _BUILD_LOGGERS):
+        return measure_float_layers(result.int8_model, result.reference, result.fallback_layers, args.board,
+                                    board_dirs=args.boards_dir,
+                                    progress=lambda what, done, total: act.update(done, total,
+                                                                                  f"float layers: {what}"))
 
 
 def _notifier(args: argparse.Namespace, act: Activity, what: str) -> Callable[[str], None] | None:
@@ -538,14 +551,24 @@ def _render_quant(report: QualityReport) -> None:
     fb = report.fallback
     if fb is not None:
         if fb.float_layers:
-            tbl = Table(title=f"layers kept in float ({fb.evaluations} evaluations, {fb.seconds:.0f} s)")
-            for col in ("node", "op", "alone SQNR dB", "MACs", "+weight B", "+activation B", "buys back (points)"):
-                tbl.add_column(col, justify="left" if col in ("node", "op") else "right")
+            measured = next((f.board for f in fb.float_layers if f.board), None)
+            where = f"; cost on {measured['board']}" if measured else ""
+            tbl = Table(title=f"layers kept in float ({fb.evaluations} evaluations, {fb.seconds:.0f} s{where}); "
+                        "SQNR: dB of the layer quantized alone; buys: points it buys back",
+                        box=box.SIMPLE_HEAD, padding=(0, 1))
+            board_cols = [("+cycles" if measured["simulated"] else "+latency"), "+arena B"] if measured else []
+            for col in ("node", "op", "SQNR", "MACs", "+wt B", "+act B", *board_cols, "buys"):
+                if col == "node":
+                    tbl.add_column(col, min_width=8, overflow="fold")
+                else:
+                    tbl.add_column(col, justify="left" if col == "op" else "right", no_wrap=True)
             for f in fb.float_layers:
                 sens = "-" if f.sensitivity_sqnr_db is None else _db(f.sensitivity_sqnr_db)
                 buys = "not measured" if f.buys_back is None else f"{f.buys_back:.2f}"
+                board = [_board_cost(f.board), "-" if not f.board or f.board["arena_bytes"] is None
+                         else f"{f.board['arena_bytes']:+,.0f}"] if measured else []  # fmt: skip
                 tbl.add_row(f.node, f.op_type, sens, f"{f.macs:,}", f"{f.extra_weight_bytes:,}",
-                            f"{f.extra_activation_bytes:,}", buys)
+                            f"{f.extra_activation_bytes:,}", *board, buys)
             console.print(tbl)
         console.print(f"accuracy control: {fb.message}")
 
@@ -583,3 +606,12 @@ def _sized(n: int | None, ratio: float | None) -> str:
         return "-"
     text = f"{n / 1024:.1f} KiB"
     return text if ratio is None or abs(ratio - 1.0) < 0.005 else f"{text} {100 * (ratio - 1):+.0f}%"
+
+
+def _board_cost(cost: dict[str, Any] | None) -> str:
+    """A float layer's latency cost on the board: ``+994 k`` (cycles), ``+0.05 ms``."""
+    if not cost or cost.get("error"):
+        return "-" if not cost else str(cost["error"])[:40]
+    if cost.get("cycles") is not None:
+        return f"{cost['cycles'] / 1e3:+,.0f} k"
+    return "-" if cost.get("latency_ms") is None else f"{cost['latency_ms']:+.3g} ms"

@@ -71,6 +71,7 @@ __all__ = [
     "PayoffReport",
     "PayoffRow",
     "StagedResult",
+    "measure_float_layers",
     "measure_payoff",
     "measure_payoffs",
     "run_staged",
@@ -920,3 +921,71 @@ def _verdict(step: CompressionStep, row: PayoffRow, before: PackageMeasurement, 
         elif abs(change) >= 0.02:
             parts.append(f"package {100 * change:+.0f} %")
     return "; ".join(parts)
+
+
+# --------------------------------------------------------------------------- #
+# What each layer kept in float costs on the board
+# --------------------------------------------------------------------------- #
+
+
+def measure_float_layers(
+    int8_model: onnx.ModelProto,
+    reference: onnx.ModelProto,
+    layers: Sequence[str],
+    board: str,
+    *,
+    rounds: int = DEFAULT_ROUNDS,
+    runs: int = DEFAULT_RUNS_PER_ROUND,
+    board_dirs: Iterable[str | os.PathLike[str]] = (),
+    progress: Progress | None = None,
+) -> dict[str, dict[str, Any]]:
+    """What keeping each of ``layers`` in float costs on ``board``.
+
+    The model accuracy control returned (``layers`` in float) and, per layer,
+    the same model with that one layer back in int8 are compiled and measured
+    side by side (:func:`measure_payoffs`); a layer's cost is the difference.
+
+    Args:
+        int8_model: The QDQ model before accuracy control.
+        reference: The fp32 model the float layers take their weights from.
+        layers: The nodes kept in float.
+        board, rounds, runs, board_dirs, progress: As for :func:`measure_payoff`.
+
+    Returns:
+        Node name -> ``board``, ``simulated``, ``latency_ms`` and ``cycles``
+        (float minus int8: what the float layer costs; ``None`` when not
+        measured), ``speedup_if_int8`` with its ``speedup_band``,
+        ``arena_bytes`` and ``flash_bytes`` (float minus int8), ``error``.
+    """
+    from edgekit.compress.fallback import keep_in_float
+
+    if not layers:
+        return {}
+    final = keep_in_float(int8_model, reference, layers)
+    final_stats = model_stats(final)
+    pipelines: dict[str, tuple[Sequence[CompressionStep], Sequence[onnx.ModelProto]]] = {}
+    for layer in layers:
+        variant = keep_in_float(int8_model, reference, [x for x in layers if x != layer])
+        step = CompressionStep(f"{layer} in int8", {"node": layer}, True, final_stats, model_stats(variant), 0.0)
+        pipelines[layer] = ([step], [final, variant])
+    report = measure_payoffs(pipelines, board, rounds=rounds, runs=runs, board_dirs=board_dirs, progress=progress)
+
+    def diff(a: float | int | None, b: float | int | None) -> float | None:
+        return None if a is None or b is None else float(a) - float(b)
+
+    costs = {}
+    for layer in layers:
+        row = report.row(f"{layer} in int8", layer)
+        kept, back = row.before, row.after
+        costs[layer] = {
+            "board": report.board,
+            "simulated": report.simulated,
+            "latency_ms": diff(kept.latency_ms, back.latency_ms),
+            "cycles": diff(kept.cycles, back.cycles),
+            "speedup_if_int8": row.speedup,
+            "speedup_band": list(row.speedup_band) if row.speedup_band else None,
+            "arena_bytes": diff(kept.arena_bytes, back.arena_bytes),
+            "flash_bytes": diff(kept.flash_bytes, back.flash_bytes),
+            "error": kept.error or kept.bench_error or back.error or back.bench_error,
+        }
+    return costs

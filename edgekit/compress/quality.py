@@ -225,6 +225,12 @@ class FloatLayer:
         buys_back: Percentage points of loss that keeping it in float saves,
             measured by putting it back in int8 (``None``: not measured, e.g.
             past the prune limit or the time budget).
+        board: What keeping it in float costs on the chosen board, measured by
+            compiling the model with and without it in int8
+            (:func:`edgekit.compress.payoff.measure_float_layers`):
+            ``board``, ``latency_ms`` and ``cycles`` (the difference; negative
+            when float is faster there), ``arena_bytes`` and ``flash_bytes``
+            (the difference), ``simulated``; ``None`` without ``--board``.
     """
 
     node: str
@@ -234,6 +240,7 @@ class FloatLayer:
     extra_weight_bytes: int
     extra_activation_bytes: int
     buys_back: float | None = None
+    board: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

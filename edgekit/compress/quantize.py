@@ -105,11 +105,16 @@ class QuantResult:
         report: Its quality report.
         fallback_layers: Nodes kept in float by accuracy control (not those
             excluded by the configuration).
+        int8_model: The model before accuracy control kept layers in float.
+        reference: The fp32 model the layers kept in float take their
+            weights from (the input model, or its SmoothQuant-ed copy).
     """
 
     model: onnx.ModelProto
     report: QualityReport
     fallback_layers: list[str]
+    int8_model: onnx.ModelProto | None = None
+    reference: onnx.ModelProto | None = None
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Writes the model atomically; returns the path."""
@@ -614,6 +619,7 @@ def quantize(
 
     fallback = None
     fallback_layers: list[str] = []
+    int8_model = qmodel
     if config.accuracy_controlled:
         qmodel, score, fallback = _accuracy_control(fp32, qmodel, score, evaluate, excluded, deadline, started, notify)
         fallback_layers = list(fallback.layers)
@@ -647,4 +653,4 @@ def quantize(
         fallback=fallback,
         config=config_json,
     )
-    return QuantResult(qmodel, report, fallback_layers)
+    return QuantResult(qmodel, report, fallback_layers, int8_model, fp32)

@@ -123,3 +123,42 @@ def test_compress_shows_progress_on_a_terminal_only_in_human_mode(
     for what in ("compressing", "quantizing", "measuring on rv32-mcu-sim"):
         assert (what in shown) is not json_mode, shown
     capsys.readouterr()
+
+
+def test_layers_kept_in_float_are_measured_on_the_board(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """#18 item 5: what each layer accuracy control keeps in float costs on
+    the board. The digits CNN with conv2's output channel 0 scaled by 1e4
+    (and conv3's weights reading it by 1e-4: the same function) loses most
+    of its accuracy in int8 until conv3 computes in float."""
+    from onnx import numpy_helper
+
+    model = onnx.load(str(EXAMPLES / "digits_cnn.onnx"))
+    inits = {t.name: t for t in model.graph.initializer}
+    for name, index, factor in (("conv2.weight", np.s_[0], 1e4), ("conv2.bias", np.s_[0], 1e4),
+                                ("conv3.weight", np.s_[:, 0], 1e-4)):  # fmt: skip
+        array = numpy_helper.to_array(inits[name]).copy()
+        array[index] *= factor
+        inits[name].CopyFrom(numpy_helper.from_array(array.astype(np.float32), name))
+    src = tmp_path / "outlier.onnx"
+    onnx.save(model, str(src))
+    from edgekit.examples import digits
+
+    data = digits.load_digits_data(seed=0)
+    np.savez(tmp_path / "cal.npz", input=data.x_train[:150])
+    np.savez(tmp_path / "eval.npz", input=data.x_test[:150])
+    assert main(["compress", str(src), "-o", str(tmp_path / "q.onnx"), "--quantize", "int8", "--calibration",
+                 str(tmp_path / "cal.npz"), "--eval", str(tmp_path / "eval.npz"), "--max-drop", "1",
+                 "--board", "rv32-mcu-sim", "--json"]) == 0  # fmt: skip
+    doc = json.loads(capsys.readouterr().out)
+    fallback = doc["steps"][0]["fallback"]
+    assert fallback["layers"] == ["conv3"]
+    cost = fallback["float_layers"][0]["board"]
+    assert cost["board"] == "rv32-mcu-sim" and cost["simulated"] and not cost["error"]
+    # Cycle counts are deterministic: the float conv3 costs cycles on an MCU
+    # with int8 kernels, and its float32 activation needs more arena.
+    assert cost["cycles"] > 0 and cost["speedup_if_int8"] > 1.0
+    assert cost["latency_ms"] == pytest.approx(cost["cycles"] / 100e6 * 1e3)
+    assert cost["arena_bytes"] >= 0 and cost["flash_bytes"] > 0  # fp32 weights instead of int8
+    # The payoff table measures the same final model: its int8 row is the model with conv3 in float.
+    int8_row = next(r for r in doc["payoff"]["summary"] if r["step"] == "quantize")
+    assert int8_row["cycles"] > 0
