@@ -57,10 +57,14 @@ NP = 6
 #: Largest reduction the float-accumulating generic kernel takes exactly
 #: (|x * w| <= 2^14, partial sums stay integers below 2^24).
 MAX_FLOAT_K = 1024
+#: The generic kernel's fast (MAC-type) im2col columns are used unless they
+#: would add more than this share of the model's activation bytes to the arena.
+MAX_SCRATCH_SHARE = 0.25
 
 _CONV, _DEPTHWISE, _MATMUL = 0, 1, 2
-_HDR = 21  # EK_NN_HDR
+_HDR = 22  # EK_NN_HDR
 _LUT_FIELD = 20  # EK_NN_LUT: where the output table starts in the block (0: none)
+_COLS_FIELD = 21  # EK_NN_COLS: 1 = int8 im2col columns (generic kernel)
 
 
 def uses_dsp(tvm_target: Any) -> bool:
@@ -282,7 +286,7 @@ def _params(chain: _Chain, k: int, kp: int, out_shape: tuple[int, ...], dsp: boo
         kh, kw = chain.w.shape[2], chain.w.shape[3]
         pixels = oh * ow
     hdr = [chain.kind, cin, h, w, oc, oh, ow, kh, kw, chain.strides[0], chain.strides[1], chain.pads[0],
-           chain.pads[1], chain.pad_value, chain.qmin, chain.qmax, chain.zero_point, k, kp, pixels, 0]  # fmt: skip
+           chain.pads[1], chain.pad_value, chain.qmin, chain.qmax, chain.zero_point, k, kp, pixels, 0, 0]  # fmt: skip
     assert len(hdr) == _HDR
     parts = [np.asarray(hdr, np.int64), chain.offset, chain.mult, chain.shift]
     if chain.kind != _DEPTHWISE:
@@ -293,17 +297,22 @@ def _params(chain: _Chain, k: int, kp: int, out_shape: tuple[int, ...], dsp: boo
     return block.astype(np.int32)
 
 
-def _scratch_bytes(chain: _Chain, k: int, kp: int, out_shape: tuple[int, ...], dsp: bool) -> int:
-    """Bytes of the kernel's scratch (see the C source: columns, then accumulators)."""
-    if chain.kind == _DEPTHWISE:
-        oh, ow = out_shape[2], out_shape[3]
-        kh, kw = chain.w.shape[2], chain.w.shape[3]
-        plane = ((oh - 1) * chain.strides[0] + kh) * ((ow - 1) * chain.strides[1] + kw) * (2 if dsp else 4)
+def _scratch_bytes(hdr: np.ndarray, dsp: bool) -> int:
+    """Bytes of the kernel's scratch for the parameter block's header (see
+    the C source: columns, then accumulators; a depthwise plane, a row of
+    accumulators and the weights)."""
+    kind, oc, kh, kw, oh, ow = (int(hdr[i]) for i in (0, 4, 7, 8, 5, 6))
+    k, kp, pixels = int(hdr[17]), int(hdr[18]), int(hdr[19])
+    if kind == _DEPTHWISE:
+        sh, sw = int(hdr[9]), int(hdr[10])
+        plane = ((oh - 1) * sh + kh) * ((ow - 1) * sw + kw) * (2 if dsp else 4)
         return -(-plane // 4) * 4 + ow * 4 + kh * kw * 4
-    oc = chain.w.shape[0] if chain.kind == _CONV else chain.w.shape[1]
     if dsp:
         return 4 * kp + 4 * 2 * (-(-oc // 2) * 2)
-    return 4 * k * NP + 4 * NP * (-(-oc // 4) * 4)
+    block = NP if pixels >= NP else 1
+    if hdr[_COLS_FIELD]:
+        return k * block
+    return 4 * k * block + 4 * block * (-(-oc // 4) * 4)
 
 
 def _replacement(chain: _Chain, dsp: bool) -> Any:
@@ -314,7 +323,7 @@ def _replacement(chain: _Chain, dsp: bool) -> Any:
     out_shape = tuple(int(v) for v in out_ty.shape)
     packed, k, kp = _pack_weights(chain, dsp)
     params = _params(chain, k, kp, out_shape, dsp)
-    scratch = _scratch_bytes(chain, k, kp, out_shape, dsp)
+    scratch = _scratch_bytes(params[:_HDR], dsp)
     call = relax.call_dps_packed(
         relax.ExternFunc(EXTERN_KERNEL),
         relax.Tuple([chain.x, relax.const(packed, "int8"), relax.const(params, "int32")]),
@@ -434,6 +443,69 @@ def _fuse_output_table(lut: Any, var2val: dict, uses: dict) -> Any:
     return relax.TupleGetItem(fused, 0)
 
 
+def _tensor_bytes(ty: Any) -> int:
+    bits = int("".join(ch for ch in str(ty.dtype) if ch.isdigit()) or 8)
+    return int(np.prod([int(v) for v in ty.shape], dtype=np.int64)) * max(bits // 8, 1)
+
+
+def _touched_bytes(call: Any) -> int:
+    """Bytes of the tensors an extern kernel call reads and writes (its
+    scratch, the last output of ``ek_nn_s8``, left out)."""
+    from tvm import relax
+
+    outs = list(call.ty.fields) if isinstance(call.ty, relax.TupleType) else [call.ty]
+    if str(call.args[0].global_symbol) == EXTERN_KERNEL:
+        outs = outs[:1]
+    ins = [a.ty for a in call.args[1].fields if isinstance(a, relax.Var)]
+    return sum(_tensor_bytes(t) for t in [*ins, *outs])
+
+
+def _compact_columns(func: Any, dsp: bool) -> tuple[Any, int]:
+    """Gives the generic conv/matmul kernels int8 im2col columns (a quarter
+    of the scratch, no accumulators; about 15 % more instructions) where the
+    fast columns would lift the arena by more than :data:`MAX_SCRATCH_SHARE`.
+
+    The arena is at least the largest set of tensors one extern kernel call
+    touches (all alive during the call): a layer's fast scratch costs
+    nothing when its own tensors plus that scratch stay under this bound,
+    and little when the scratch is a small share of it. On small models
+    (the digits CNN) the float columns were the largest buffer of all.
+    """
+    from tvm import relax
+    from tvm.relax.dpl import is_call_dps_packed, rewrite_call
+
+    if dsp:
+        return func, 0
+    calls = []
+    relax.analysis.post_order_visit(func.body, lambda e: calls.append(e) if _call(e, {}, "relax.call_dps_packed")
+                                    is not None and isinstance(e.args[0], relax.ExternFunc) else None)  # fmt: skip
+    bound = max((_touched_bytes(c) for c in calls), default=0)
+    count = 0
+
+    def compact(call: Any, _matches: Any) -> Any:
+        nonlocal count
+        x, w, params_expr = call.args[1].fields
+        params = _const(params_expr, {})
+        if params is None or params[0] == _DEPTHWISE or params[_COLS_FIELD]:
+            return call
+        fast = _scratch_bytes(params[:_HDR], dsp)
+        params = params.copy()
+        params[_COLS_FIELD] = 1
+        small = _scratch_bytes(params[:_HDR], dsp)
+        if _touched_bytes(call) + fast <= bound or fast <= MAX_SCRATCH_SHARE * bound or small >= fast:
+            return call
+        count += 1
+        out_ty = call.ty.fields[0]
+        logger.debug("int8 columns for a layer writing %s: scratch %d B instead of %d B", out_ty, small, fast)
+        return relax.call_dps_packed(
+            relax.ExternFunc(EXTERN_KERNEL),
+            relax.Tuple([x, w, relax.const(params, "int32")]),
+            [out_ty, relax.TensorType((small,), "int8")],
+        )
+
+    return rewrite_call(is_call_dps_packed(EXTERN_KERNEL), compact, func), count
+
+
 def offload_int8(mod: Any, tvm_target: Any) -> tuple[Any, int]:
     """Replaces the int8 conv2d/depthwise/matmul chains, lookup tables, sums and float -> int8 quantizations of ``mod["main"]``.
 
@@ -485,6 +557,9 @@ def offload_int8(mod: Any, tvm_target: Any) -> tuple[Any, int]:
         return expr if new is None else new
 
     func = rewrite_call(is_call_dps_packed(LUT_KERNEL), fuse, func)
+    func = relax.analysis.remove_all_unused(func)
+    func, compacted = _compact_columns(func, dsp)
+    logger.info("%d int8 layers use int8 im2col columns (a smaller arena)", compacted)
     if count:
         func = relax.analysis.remove_all_unused(func)
         mod = tvm.IRModule({gv: f for gv, f in mod.functions_items()}, attrs=mod.attrs)

@@ -66,6 +66,7 @@ enum {
   EK_NN_KIND, EK_NN_CIN, EK_NN_H, EK_NN_W, EK_NN_OC, EK_NN_OH, EK_NN_OW, EK_NN_KH, EK_NN_KW, EK_NN_SH, EK_NN_SW,
   EK_NN_PT, EK_NN_PL, EK_NN_PADV, EK_NN_QMIN, EK_NN_QMAX, EK_NN_ZOUT, EK_NN_K, EK_NN_KP, EK_NN_P,
   EK_NN_LUT, /* 0, or the int32 index in the block of a 256-byte table applied to each output (the next op) */
+  EK_NN_COLS, /* generic conv/matmul: 0 = MAC-type columns, 1 = int8 columns (a smaller scratch) */
   EK_NN_HDR
 };
 
@@ -182,41 +183,48 @@ typedef ek_mac_t ek_col_t;
 
 /* Where the gathered columns go: element k of a column. The DSP kernels read
  * two pixels' columns interleaved per group of four k (the table already
- * orders each group (a0, a2, a1, a3)); the generic ones read [k][EK_NN_NP]. */
+ * orders each group (a0, a2, a1, a3)); the generic ones read [k][cs] (cs:
+ * EK_NN_NP pixels of a block, or 1 for a lone pixel). */
 #if EK_NN_DSP
-#define EK_DST(col, k) (col)[(((k) & ~3) << 1) | ((k) & 3)]
+#define EK_DST(col, k, cs) (col)[(((k) & ~3) << 1) | ((k) & 3)]
 #else
-#define EK_DST(col, k) (col)[(k) * EK_NN_NP]
+#define EK_DST(col, k, cs) (col)[(k) * (cs)]
 #endif
 
 /* Gathers the im2col column of output pixel p through the parameter
  * block's table (input offset of each k relative to the window's corner,
  * and its kernel row/column), so the copy is one load and one store per
  * element. The padding is folded in: a window that leaves the input reads
- * the input's zero point there. */
-static void ek_im2col(const int8_t *x, const int32_t *h, int32_t p, ek_col_t *col) {
-  int32_t n = h[EK_NN_KP], k;
-  const int32_t *off = h + EK_NN_HDR + 3 * h[EK_NN_OC], *rs = off + n;
-  if (h[EK_NN_KIND] == EK_NN_MATMUL) {
-    const int8_t *row = x + p * h[EK_NN_K];
-    for (k = 0; k < n; ++k) EK_DST(col, k) = (ek_col_t)row[off[k]];
-  } else {
-    int32_t H = h[EK_NN_H], W = h[EK_NN_W], kh = h[EK_NN_KH], kw = h[EK_NN_KW];
-    int32_t oy = p / h[EK_NN_OW], ox = p - oy * h[EK_NN_OW];
-    int32_t y0 = oy * h[EK_NN_SH] - h[EK_NN_PT], x0 = ox * h[EK_NN_SW] - h[EK_NN_PL];
-    if (y0 >= 0 && y0 + kh <= H && x0 >= 0 && x0 + kw <= W) { /* interior: no checks */
-      const int8_t *base = x + (y0 * W + x0);
-      for (k = 0; k < n; ++k) EK_DST(col, k) = (ek_col_t)base[off[k]];
-    } else {
-      ek_col_t pad = (ek_col_t)h[EK_NN_PADV];
-      int32_t corner = y0 * W + x0;
-      for (k = 0; k < n; ++k) {
-        uint32_t iy = (uint32_t)(y0 + (rs[k] & 0xFFFF)), ix = (uint32_t)(x0 + (rs[k] >> 16));
-        EK_DST(col, k) = (iy < (uint32_t)H && ix < (uint32_t)W) ? (ek_col_t)x[corner + off[k]] : pad;
-      }
-    }
+ * the input's zero point there. One copy per column element type. */
+#define EK_IM2COL(NAME, T)                                                                                  \
+  static void NAME(const int8_t *x, const int32_t *h, int32_t p, T *col, int32_t cs) {                      \
+    int32_t n = h[EK_NN_KP], k;                                                                             \
+    const int32_t *off = h + EK_NN_HDR + 3 * h[EK_NN_OC], *rs = off + n;                                    \
+    (void)cs;                                                                                               \
+    if (h[EK_NN_KIND] == EK_NN_MATMUL) {                                                                    \
+      const int8_t *row = x + p * h[EK_NN_K];                                                               \
+      for (k = 0; k < n; ++k) EK_DST(col, k, cs) = (T)row[off[k]];                                          \
+    } else {                                                                                                \
+      int32_t H = h[EK_NN_H], W = h[EK_NN_W], kh = h[EK_NN_KH], kw = h[EK_NN_KW];                           \
+      int32_t oy = p / h[EK_NN_OW], ox = p - oy * h[EK_NN_OW];                                              \
+      int32_t y0 = oy * h[EK_NN_SH] - h[EK_NN_PT], x0 = ox * h[EK_NN_SW] - h[EK_NN_PL];                     \
+      if (y0 >= 0 && y0 + kh <= H && x0 >= 0 && x0 + kw <= W) { /* interior: no checks */                   \
+        const int8_t *base = x + (y0 * W + x0);                                                             \
+        for (k = 0; k < n; ++k) EK_DST(col, k, cs) = (T)base[off[k]];                                       \
+      } else {                                                                                              \
+        T pad = (T)h[EK_NN_PADV];                                                                           \
+        int32_t corner = y0 * W + x0;                                                                       \
+        for (k = 0; k < n; ++k) {                                                                           \
+          uint32_t iy = (uint32_t)(y0 + (rs[k] & 0xFFFF)), ix = (uint32_t)(x0 + (rs[k] >> 16));             \
+          EK_DST(col, k, cs) = (iy < (uint32_t)H && ix < (uint32_t)W) ? (T)x[corner + off[k]] : pad;        \
+        }                                                                                                   \
+      }                                                                                                     \
+    }                                                                                                       \
   }
-}
+EK_IM2COL(ek_im2col, ek_col_t)
+#if !EK_NN_DSP
+EK_IM2COL(ek_im2col_s8, int8_t)
+#endif
 
 #if EK_NN_DSP
 /* 2 channels x 2 pixels, K padded to a multiple of 4. w: both channels'
@@ -272,64 +280,99 @@ static void ek_nn_gemm(const int8_t *x, const int8_t *w, const int32_t *h, int8_
   int16_t *pair = (int16_t *)scratch;
   int32_t *acc = (int32_t *)(pair + 2 * kp);
   for (p = 0; p + 1 < P; p += 2) {
-    ek_im2col(x, h, p, pair);
-    ek_im2col(x, h, p + 1, pair + 4);
+    ek_im2col(x, h, p, pair, 0);
+    ek_im2col(x, h, p + 1, pair + 4, 0);
     for (c = 0; c < oc; c += 2) ek_nn_dot_2x2(w + c * kp, pair, kp, acc + 2 * c);
     ek_nn_requant(acc, y + p * ys_p, oc, 2, ys_c, ys_p, h, 0);
   }
   if (p < P) {
-    ek_im2col(x, h, p, pair);
+    ek_im2col(x, h, p, pair, 0);
     for (c = 0; c < oc; c += 2) ek_nn_dot_2x1(w + c * kp, pair, kp, acc + c);
     ek_nn_requant(acc, y + p * ys_p, oc, 1, ys_c, ys_p, h, 0);
   }
 }
 #else
-/* 4 channels x EK_NN_NP pixels. w: [K][4], col: [K][EK_NN_NP]. */
-__attribute__((noinline)) static void ek_nn_dot_4xn(const int8_t *w, const ek_col_t *col, int32_t K,
-                                                    int32_t acc[EK_NN_MC * EK_NN_NP]) {
-  ek_mac_t a[EK_NN_MC][EK_NN_NP] = {{0}};
-  int32_t k, i, j;
-  for (k = 0; k < K; ++k, w += EK_NN_MC, col += EK_NN_NP) {
-    ek_mac_t xv[EK_NN_NP];
-    for (j = 0; j < EK_NN_NP; ++j) xv[j] = col[j];
-    for (i = 0; i < EK_NN_MC; ++i) {
-      ek_mac_t wi = (ek_mac_t)w[i];
-      for (j = 0; j < EK_NN_NP; ++j) EK_MAC(a[i][j], wi, xv[j]);
+/* 4 channels x EK_NN_NP pixels. w: [K][4], col: [K][EK_NN_NP] of T (the
+ * MAC type, or int8 converted as it is loaded). */
+#define EK_DOT_4XN(NAME, T)                                                                                 \
+  __attribute__((noinline)) static void NAME(const int8_t *w, const T *col, int32_t K,                      \
+                                             int32_t acc[EK_NN_MC * EK_NN_NP]) {                            \
+    ek_mac_t a[EK_NN_MC][EK_NN_NP] = {{0}};                                                                 \
+    int32_t k, i, j;                                                                                        \
+    for (k = 0; k < K; ++k, w += EK_NN_MC, col += EK_NN_NP) {                                               \
+      ek_mac_t xv[EK_NN_NP];                                                                                \
+      for (j = 0; j < EK_NN_NP; ++j) xv[j] = (ek_mac_t)col[j];                                              \
+      for (i = 0; i < EK_NN_MC; ++i) {                                                                      \
+        ek_mac_t wi = (ek_mac_t)w[i];                                                                       \
+        for (j = 0; j < EK_NN_NP; ++j) EK_MAC(a[i][j], wi, xv[j]);                                          \
+      }                                                                                                     \
+    }                                                                                                       \
+    for (i = 0; i < EK_NN_MC; ++i)                                                                          \
+      for (j = 0; j < EK_NN_NP; ++j) acc[i * EK_NN_NP + j] = (int32_t)a[i][j];                              \
+  }
+
+/* 4 channels x 1 pixel (pixel tail, fully connected): col is one column. */
+#define EK_DOT_4X1(NAME, T)                                                                                 \
+  __attribute__((noinline)) static void NAME(const int8_t *w, const T *col, int32_t K, int32_t acc[EK_NN_MC]) { \
+    ek_mac_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;                                                                \
+    int32_t k;                                                                                              \
+    for (k = 0; k < K; ++k, w += EK_NN_MC) {                                                                \
+      ek_mac_t xv = (ek_mac_t)col[k];                                                                       \
+      EK_MAC(a0, (ek_mac_t)w[0], xv);                                                                       \
+      EK_MAC(a1, (ek_mac_t)w[1], xv);                                                                       \
+      EK_MAC(a2, (ek_mac_t)w[2], xv);                                                                       \
+      EK_MAC(a3, (ek_mac_t)w[3], xv);                                                                       \
+    }                                                                                                       \
+    acc[0] = (int32_t)a0; acc[1] = (int32_t)a1; acc[2] = (int32_t)a2; acc[3] = (int32_t)a3;                 \
+  }
+EK_DOT_4XN(ek_nn_dot_4xn, ek_col_t)
+EK_DOT_4X1(ek_nn_dot_4x1, ek_col_t)
+EK_DOT_4XN(ek_nn_dot_4xn_s8, int8_t)
+EK_DOT_4X1(ek_nn_dot_4x1_s8, int8_t)
+
+/* EK_NN_COLS = 1: int8 columns and each 4-channel block requantized from
+ * the stack, so the scratch is only K * EK_NN_NP bytes (a quarter of the
+ * MAC-type columns, no accumulators). The compiler picks it where the
+ * faster layout would raise the arena (aot_nn.py). */
+static void ek_nn_gemm_s8cols(const int8_t *x, const int8_t *w, const int32_t *h, int8_t *y, int8_t *col) {
+  int32_t oc = h[EK_NN_OC], K = h[EK_NN_K], P = h[EK_NN_P], p, c, j;
+  int32_t ys_c = h[EK_NN_KIND] == EK_NN_MATMUL ? 1 : P, ys_p = h[EK_NN_KIND] == EK_NN_MATMUL ? oc : 1;
+  int32_t acc[EK_NN_MC * EK_NN_NP];
+  for (p = 0; p + EK_NN_NP <= P; p += EK_NN_NP) {
+    for (j = 0; j < EK_NN_NP; ++j) ek_im2col_s8(x, h, p + j, col + j, EK_NN_NP);
+    for (c = 0; c < oc; c += EK_NN_MC) {
+      ek_nn_dot_4xn_s8(w + c * K, col, K, acc);
+      ek_nn_requant(acc, y + c * ys_c + p * ys_p, oc - c < EK_NN_MC ? oc - c : EK_NN_MC, EK_NN_NP, ys_c, ys_p, h, c);
     }
   }
-  for (i = 0; i < EK_NN_MC; ++i)
-    for (j = 0; j < EK_NN_NP; ++j) acc[i * EK_NN_NP + j] = (int32_t)a[i][j];
-}
-
-/* 4 channels x 1 pixel (pixel tail, fully connected). */
-__attribute__((noinline)) static void ek_nn_dot_4x1(const int8_t *w, const ek_col_t *col, int32_t K,
-                                                    int32_t acc[EK_NN_MC]) {
-  ek_mac_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-  int32_t k;
-  for (k = 0; k < K; ++k, w += EK_NN_MC, col += EK_NN_NP) {
-    ek_mac_t xv = *col;
-    EK_MAC(a0, (ek_mac_t)w[0], xv);
-    EK_MAC(a1, (ek_mac_t)w[1], xv);
-    EK_MAC(a2, (ek_mac_t)w[2], xv);
-    EK_MAC(a3, (ek_mac_t)w[3], xv);
+  for (; p < P; ++p) {
+    ek_im2col_s8(x, h, p, col, 1);
+    for (c = 0; c < oc; c += EK_NN_MC) {
+      ek_nn_dot_4x1_s8(w + c * K, col, K, acc);
+      ek_nn_requant(acc, y + c * ys_c + p * ys_p, oc - c < EK_NN_MC ? oc - c : EK_NN_MC, 1, ys_c, ys_p, h, c);
+    }
   }
-  acc[0] = (int32_t)a0; acc[1] = (int32_t)a1; acc[2] = (int32_t)a2; acc[3] = (int32_t)a3;
 }
 
-/* conv (groups 1) and matmul: weights [ceil(OC/4)][K][4]. Scratch:
- * K * EK_NN_NP ek_col_t, then the accumulators [ceil(OC/4) * 4][EK_NN_NP] int32. */
+/* conv (groups 1) and matmul: weights [ceil(OC/4)][K][4]. Scratch, with
+ * S = EK_NN_NP pixels (or 1 if the layer has fewer): K * S ek_col_t, then
+ * the accumulators [ceil(OC/4) * 4][S] int32. */
 static void ek_nn_gemm(const int8_t *x, const int8_t *w, const int32_t *h, int8_t *y, void *scratch) {
   int32_t oc = h[EK_NN_OC], K = h[EK_NN_K], P = h[EK_NN_P], p, c, j;
   int32_t ys_c = h[EK_NN_KIND] == EK_NN_MATMUL ? 1 : P, ys_p = h[EK_NN_KIND] == EK_NN_MATMUL ? oc : 1;
   ek_col_t *col = (ek_col_t *)scratch;
-  int32_t *acc = (int32_t *)(col + K * EK_NN_NP);
+  int32_t *acc = (int32_t *)(col + K * (P >= EK_NN_NP ? EK_NN_NP : 1));
+  if (h[EK_NN_COLS]) {
+    ek_nn_gemm_s8cols(x, w, h, y, (int8_t *)scratch);
+    return;
+  }
   for (p = 0; p + EK_NN_NP <= P; p += EK_NN_NP) {
-    for (j = 0; j < EK_NN_NP; ++j) ek_im2col(x, h, p + j, col + j);
+    for (j = 0; j < EK_NN_NP; ++j) ek_im2col(x, h, p + j, col + j, EK_NN_NP);
     for (c = 0; c < oc; c += EK_NN_MC) ek_nn_dot_4xn(w + c * K, col, K, acc + c * EK_NN_NP);
     ek_nn_requant(acc, y + p * ys_p, oc, EK_NN_NP, ys_c, ys_p, h, 0);
   }
   for (; p < P; ++p) {
-    ek_im2col(x, h, p, col);
+    ek_im2col(x, h, p, col, 1);
     for (c = 0; c < oc; c += EK_NN_MC) ek_nn_dot_4x1(w + c * K, col, K, acc + c);
     ek_nn_requant(acc, y + p * ys_p, oc, 1, ys_c, ys_p, h, 0);
   }
