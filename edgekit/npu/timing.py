@@ -53,8 +53,9 @@ logger = logging.getLogger(__name__)
 #: (:data:`edgekit.npu.rtl_build.DEFAULT_MEM_LATENCY`).
 MEM_LATENCY_CYCLES = 20
 #: Measured (RTL): a read DMA instruction's fixed cost on top of its beats:
-#: the memory latency plus two cycles of response FIFO and buffer write.
-DMA_SETUP_CYCLES = MEM_LATENCY_CYCLES + 2
+#: the memory latency plus three cycles (response FIFO, entry register,
+#: buffer write).
+DMA_SETUP_CYCLES = MEM_LATENCY_CYCLES + 3
 #: Measured (RTL): a STORE's fixed cost: accumulator read, the write beat
 #: register and the last acknowledgement.
 DMA_WRITE_SETUP_CYCLES = MEM_LATENCY_CYCLES + 3

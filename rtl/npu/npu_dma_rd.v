@@ -102,7 +102,8 @@ module npu_dma_rd #(
 
     reg active;
     assign busy = active;
-    assign done = active && !walking && tag_empty;
+    // Done once the last entry is in its buffer: the next instruction may read it in its first cycle.
+    assign done = active && !walking && tag_empty && !inp_we && !wgt_we && !acc_we;
 
     always @(posedge clk) begin
         if (rst) begin
