@@ -801,3 +801,47 @@ def vbmi_lookup_pass(target: tvm.target.Target) -> Any:
         mutator.funcs = {}
 
     return mutator_pass(Lookups, "EdgekitVbmiLookups", setup)
+
+
+# --------------------------------------------------------------------------- #
+# Channel sums in the channels-last layout
+# --------------------------------------------------------------------------- #
+
+
+def channel_sum_pass() -> Any:
+    """Rewrites ``sum(permute_dims(x, NHWC -> NCHW), axis=[2, 3])`` to a sum over ``x``'s own H and W.
+
+    The integer lowering turns a quantized global average pool (the
+    squeeze of every squeeze-and-excitation block) into an int32 ``sum``,
+    which ConvertLayout leaves in NCHW: a transpose of the whole activation
+    went before each (PP-OCR cls int8: 7 transposes, 33 us of 510 on one
+    Zen 5 core). Summing in NHWC and transposing the ``[1, 1, 1, C]`` result
+    reads the activation once.
+    """
+    import tvm
+    from tvm import relax
+    from tvm.relax import op as R
+
+    from edgekit.compiler.cpu_pipeline import mutator_pass
+
+    sum_op = tvm.ir.Op.get("relax.sum")
+    permute_op = tvm.ir.Op.get("relax.permute_dims")
+
+    @relax.expr_functor.mutator
+    class ChannelSum(relax.PyExprMutator):
+        def visit_call_(self, call: Any) -> Any:
+            call = super().visit_call_(call)
+            if not (isinstance(call, relax.Call) and call.op.same_as(sum_op)) or call.attrs.axis is None:
+                return call
+            src = call.args[0]
+            perm = self.lookup_binding(src) if isinstance(src, relax.Var) else src
+            if not (isinstance(perm, relax.Call) and perm.op.same_as(permute_op)) or perm.attrs.axes is None:
+                return call
+            axes = [int(a) for a in perm.attrs.axes]
+            summed = sorted(int(a) for a in call.attrs.axis)
+            if axes != [0, 3, 1, 2] or summed != [2, 3] or not call.attrs.keepdims:
+                return call
+            inner = self.builder_.emit(R.sum(perm.args[0], axis=[1, 2], keepdims=True))
+            return R.permute_dims(inner, [0, 3, 1, 2])
+
+    return mutator_pass(ChannelSum, "EdgekitChannelSum")

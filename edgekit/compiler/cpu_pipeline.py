@@ -1256,7 +1256,7 @@ def prepare_cpu_module(
     from tvm import relax
 
     from edgekit.compiler.cpu_detector import fast_sigmoid_pass
-    from edgekit.compiler.cpu_int8 import int8_dot_pass, vbmi_lookup_pass
+    from edgekit.compiler.cpu_int8 import channel_sum_pass, int8_dot_pass, vbmi_lookup_pass
     from edgekit.compiler.cpu_requant import float_requant_pass
     from edgekit.compiler.importer import fusion_passes
     from edgekit.compiler.relax_guards import convert_layout_or_keep, fast_math_transform
@@ -1277,6 +1277,7 @@ def prepare_cpu_module(
         # int64 fixed-point requantization as float32 scale and round (x86).
         float_requant_pass(target),
         vbmi_lookup_pass(target),
+        channel_sum_pass(),
         _block_weights_pass(target),
         _matmul_weights_pass(target),
         *([_softmax_pass(target), fast_sigmoid_pass()] if fast_math else []),

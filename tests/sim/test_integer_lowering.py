@@ -130,7 +130,7 @@ def _random_inputs(shape: tuple[int, ...], n: int, seed: int) -> list[np.ndarray
 
 
 def _helper_cnn() -> onnx.ModelProto:
-    """conv/relu, a residual Add, Concat, Clip, Sigmoid*x, Max/Average/GlobalAverage pool, Gemm."""
+    """conv/relu, a residual Add, Concat, Clip, x * Sigmoid(y), Max/Average/GlobalAverage pool, Gemm."""
     rng = np.random.default_rng(0)
     inits: list[onnx.TensorProto] = []
 
@@ -158,7 +158,9 @@ def _helper_cnn() -> onnx.ModelProto:
         conv("p1", "ca", 8, 4, 1, 0), conv("p1", "cb", 8, 4, 3, 1),
         helper.make_node("Clip", ["cb", "clip_lo", "clip_hi"], ["cb6"]),
         helper.make_node("Concat", ["ca", "cb6"], ["cat"], axis=1),
-        helper.make_node("Sigmoid", ["cat"], ["sig"]), helper.make_node("Mul", ["cat", "sig"], ["silu"]),
+        # A gate from a second tensor: x * sigmoid(x) alone is one table, not an integer product.
+        helper.make_node("Concat", ["cb6", "ca"], ["cat2"], axis=1),
+        helper.make_node("Sigmoid", ["cat2"], ["sig"]), helper.make_node("Mul", ["cat", "sig"], ["silu"]),
         helper.make_node("AveragePool", ["silu"], ["ap"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
         conv("ap", "c3", 8, 16, 3, 1, stride=1), helper.make_node("GlobalAveragePool", ["c3"], ["gap"]),
         helper.make_node("Flatten", ["gap"], ["flat"]),

@@ -349,6 +349,22 @@ def _lut_model() -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
+def test_hard_swish_is_one_table(tmp_path):
+    # x * hard_sigmoid(x) has two int8 operands but one source: the table of
+    # hard_sigmoid, the requantized product and any later requantization of
+    # it are one 256-entry table, evaluated with onnxruntime's float32 ops.
+    src = tmp_path / "fp32.onnx"
+    onnx.save(_lut_model(), str(src))
+    cal = {"x": np.random.default_rng(1).standard_normal((8, 8, 12, 12)).astype(np.float32)}
+    path = tmp_path / "int8.onnx"
+    quantize(str(src), QuantConfig(), calibration=cal).save(path)
+    mod = import_onnx(load_model(str(path)))[0]
+    text = mod["main"].script()
+    assert text.count("R.take(") == 1, text
+    assert "R.right_shift" in text  # the conv's own requantization
+    assert text.count("R.multiply") == 1, text  # ... and no integer product of two tensors
+
+
 def test_table_lookups_use_vpermi2b_on_vbmi_targets(tmp_path, monkeypatch):
     src = tmp_path / "fp32.onnx"
     onnx.save(_lut_model(), str(src))

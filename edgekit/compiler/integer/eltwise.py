@@ -4,7 +4,9 @@ Add/Sub: ``q = round((s_a (a - z_a) +- s_b (b - z_b)) / s_y) + z_y`` is one
 fixed-point sum with a shared shift (:func:`~.requant.rescale_sum`), the zero
 points folded into a single constant. Mul:
 ``q = round(s_a s_b / s_y * (a - z_a)(b - z_b)) + z_y``, an int32 product
-requantized like a conv accumulator. Relu/Clip fold into the clamp.
+requantized like a conv accumulator. Relu/Clip fold into the clamp. Both
+operands functions of one int8 tensor (hard-swish's ``x * hard_sigmoid(x)``):
+a 256-entry table instead (:func:`~.lut.lut_of_one_tensor`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from tvm.relax import op as R
 from tvm.relax.dpl import DFPattern
 
 from edgekit.compiler.integer.context import LoweringContext, Skip, activation_bounds
+from edgekit.compiler.integer.lut import lut_of_one_tensor
 from edgekit.compiler.integer.patterns import BinaryPattern
 from edgekit.compiler.integer.requant import emit_rescale_sum, emit_requantize, quantize_multiplier, quantize_multipliers_common
 
@@ -38,6 +41,9 @@ def lower_binary(ctx: LoweringContext, q_call: relax.Call, m: dict[DFPattern, re
     a_dq, b_dq = m[p.a], m[p.b]
     if ctx.values.value(a_dq.args[0]) is not None or ctx.values.value(b_dq.args[0]) is not None:
         return None  # one operand is a weight: the elementwise-chain (LUT) rule
+    one_tensor = lut_of_one_tensor(ctx, q_call)
+    if one_tensor is not None:
+        return one_tensor
     out_dtype = str(q_call.attrs.out_dtype)
     if out_dtype not in ("int8", "uint8"):
         raise Skip(f"output dtype {out_dtype}")

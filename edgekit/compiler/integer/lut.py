@@ -23,9 +23,12 @@ from tvm.relax.dpl import DFPattern
 from edgekit.compiler.integer.context import LoweringContext, Skip, int_range
 from edgekit.compiler.integer.patterns import AnyQuantizePattern
 from edgekit.compiler.integer.requant import dequantize_ref, quantize_ref
-from edgekit.compiler.integer.values import QParams, call_name, tensor_shape
+from edgekit.compiler.integer.values import QParams, call_name, tensor_dtype, tensor_shape
 
-__all__ = ["ELEMENTWISE", "ELEMENTWISE_CHAIN", "lower_lut", "requantize_lut", "emit_lut", "identity_or_lut"]
+__all__ = [
+    "ELEMENTWISE", "ELEMENTWISE_CHAIN", "lower_lut", "lut_of_chain", "lut_of_one_tensor", "requantize_lut", "emit_lut",
+    "identity_or_lut",
+]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +70,6 @@ class _Chain:
     def __init__(self, ctx: LoweringContext) -> None:
         self.ctx = ctx
         self.source: relax.Expr | None = None
-        self.source_qp: QParams | None = None
 
     def run(self, expr: relax.Expr, xs: np.ndarray) -> np.ndarray:
         values = self.ctx.values
@@ -95,12 +97,64 @@ class _Chain:
             return np.asarray(ELEMENTWISE[name](*args), dtype=_F)
 
     def _input(self, dq: relax.Call, xs: np.ndarray) -> np.ndarray:
-        x = self.ctx.values.lookup(dq.args[0])
-        if self.source is not None and not self.source.same_as(x):
+        qp = self.ctx.input_qparams(dq)
+        return dequantize_ref(self._int8(self.ctx.values.lookup(dq.args[0]), xs), qp.s, qp.z)
+
+    def _int8(self, x: relax.Expr, xs: np.ndarray) -> np.ndarray:
+        """The values of the int8 tensor ``x`` for each value of the source."""
+        if self.source is not None and self.source.same_as(x):
+            return xs
+        values = self._through(x, xs)
+        if values is not None:
+            return values
+        if self.source is not None:
             raise Skip("elementwise chain of two int8 tensors")
         self.source = x
-        self.source_qp = self.ctx.input_qparams(dq)
-        return dequantize_ref(xs, self.source_qp.s, self.source_qp.z)
+        return xs
+
+    def _through(self, x: relax.Expr, xs: np.ndarray) -> np.ndarray | None:
+        """Values of ``x`` when it is itself a function of the source, else None.
+
+        Two cases: a requantized elementwise chain (``quantize(f(...))``,
+        evaluated with onnxruntime's float32 QuantizeLinear) and a table
+        lookup the lowering already made (``take(table, x + 128)``). This is
+        what turns hard-swish -- a table for ``clip(x + 3, 0, 6)``, a
+        requantized product with ``x``, a requantized ``/ 6`` -- into one
+        table: each step is a function of the same 256 values.
+        """
+        name = call_name(x)
+        if name == "relax.take":
+            return self._lookup(x, xs)
+        if name != "relax.quantize" or str(x.attrs.out_dtype) not in ("int8", "uint8"):
+            return None
+        inner = _Chain(self.ctx)
+        inner.source = self.source
+        try:
+            values = inner.run(x.args[0], xs)
+            out = self.ctx.output_qparams(x)
+        except Skip:
+            return None
+        if inner.source is None:
+            return None  # a constant: FoldConstant's job
+        self.source = inner.source
+        lo, hi = int_range(str(x.attrs.out_dtype))
+        return quantize_ref(np.broadcast_to(values, xs.shape), out.s, out.z, lo, hi).astype(np.int32)
+
+    def _lookup(self, take: relax.Call, xs: np.ndarray) -> np.ndarray | None:
+        """Values of :func:`emit_lut`'s ``take(table, astype(x, int32) + 128)``."""
+        values = self.ctx.values
+        table = values.evaluate(take.args[0])
+        index = values.lookup(take.args[1])
+        if table is None or table.shape != (256,) or call_name(index) != "relax.add":
+            return None
+        offset = values.evaluate(index.args[1])
+        cast = values.lookup(index.args[0])
+        if offset is None or offset.size != 1 or int(offset.reshape(-1)[0]) != 128 or call_name(cast) != "relax.astype":
+            return None
+        x = values.lookup(cast.args[0])
+        if tensor_dtype(x) != "int8":
+            return None
+        return table[self._int8(x, xs).astype(np.int64) + 128].astype(np.int32)
 
 
 def requantize_lut(fn: Callable[[np.ndarray], np.ndarray], out: QParams, out_dtype: str = "int8") -> np.ndarray:
@@ -125,7 +179,24 @@ def identity_or_lut(x: relax.Expr, x_qp: QParams, out: QParams, out_dtype: str =
 
 def lower_lut(ctx: LoweringContext, q_call: relax.Call, m: dict[DFPattern, relax.Expr]) -> tuple[str, str, relax.Expr] | None:
     """Rewrites an elementwise chain of one int8 tensor into a table lookup."""
-    data = ctx.values.lookup(m[ELEMENTWISE_CHAIN.data])
+    return lut_of_chain(ctx, q_call, ctx.values.lookup(m[ELEMENTWISE_CHAIN.data]))
+
+
+def lut_of_one_tensor(ctx: LoweringContext, q_call: relax.Call) -> tuple[str, str, relax.Expr] | None:
+    """The table of ``q_call`` when its whole input is a function of one int8 tensor, else None.
+
+    For the binary rule: ``x * hard_sigmoid(x)`` has two int8 operands but
+    one source, so it is a table (exactly onnxruntime's float arithmetic),
+    not a requantized integer product followed by more tables.
+    """
+    try:
+        return lut_of_chain(ctx, q_call, ctx.values.lookup(q_call.args[0]))
+    except Skip:
+        return None
+
+
+def lut_of_chain(ctx: LoweringContext, q_call: relax.Call, data: relax.Expr) -> tuple[str, str, relax.Expr] | None:
+    """The table rewrite of ``q_call = quantize(data)``; raises :class:`Skip` or returns None as a rule does."""
     if call_name(data) in ("", "relax.quantize"):  # a model input or a re-quantize of a quantize
         return None
     out_dtype = str(q_call.attrs.out_dtype)
@@ -147,8 +218,8 @@ def lower_lut(ctx: LoweringContext, q_call: relax.Call, m: dict[DFPattern, relax
         return None  # constant: FoldConstant's job
     if tensor_shape(data) != tensor_shape(chain.source):
         raise Skip("elementwise chain broadcasts its input")
-    if call_name(data) == "relax.dequantize" and pool is None:
-        return "requantize", "", identity_or_lut(chain.source, chain.source_qp, out, out_dtype)
+    if call_name(data) == "relax.dequantize" and pool is None and chain.source.same_as(ctx.values.lookup(data.args[0])):
+        return "requantize", "", identity_or_lut(chain.source, ctx.input_qparams(data), out, out_dtype)
     lo, hi = int_range(out_dtype)
     table = quantize_ref(np.broadcast_to(values, xs.shape), out.s, out.z, lo, hi).astype(out_dtype)
     ops = sorted({call_name(e).removeprefix("relax.") for e in _calls(ctx, data)} - {"dequantize"})
