@@ -134,9 +134,10 @@ module npu_gemm #(
     wire [COLS*32-1:0] old = (acc_we && acc_waddr == t3_a) ? acc_wdata
                            : (b2_v && b2_a == t3_a) ? b2_d : acc_rdata;
     reg [COLS*32-1:0] updated;
+    integer uc;  // a loop variable of its own: one shared with the clocked block would have two drivers
     always @* begin
-        for (c = 0; c < COLS; c = c + 1)
-            updated[c*32 +: 32] = (t3_r ? 32'd0 : old[c*32 +: 32]) + colsum[c*32 +: 32];
+        for (uc = 0; uc < COLS; uc = uc + 1)
+            updated[uc*32 +: 32] = (t3_r ? 32'd0 : old[uc*32 +: 32]) + colsum[uc*32 +: 32];
     end
 
     always @(posedge clk) begin
