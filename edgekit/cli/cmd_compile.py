@@ -147,6 +147,10 @@ def run(args: argparse.Namespace) -> int:
     table.add_row("weights", _weights_text(manifest))
     if mem.get("decode_scratch_bytes"):
         table.add_row("decode scratch", f"{format_bytes(mem['decode_scratch_bytes'])} (inside the arena)")
+    floats = manifest.get("aot", {}).get("float_ops") if isinstance(manifest.get("aot"), dict) else None
+    for op in floats or []:
+        table.add_row(f"float op {op['step']}", f"{op['kernel']}: {format_bytes(op['float_bytes'])} of float tensors, "
+                      f"arena {format_bytes(op['arena_cost_bytes'])} larger than with int8")  # fmt: skip
     table.add_row("code", format_bytes(mem.get("code_bytes", 0)))
     table.add_row("time", f"{manifest['compile_seconds']:.1f} s")
     console.print(table)

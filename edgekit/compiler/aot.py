@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from edgekit.compiler.aot_emit import emit_model_c, emit_model_h
 from edgekit.compiler.aot_graph import AotGraph
 from edgekit.compiler.aot_kernels import KernelBuild, build_kernels
-from edgekit.compiler.aot_layout import AotLayout, layout_model
+from edgekit.compiler.aot_layout import AotLayout, float_ops, layout_model
 from edgekit.compiler.aot_memory import check_plan_fits, lower_to_graph, plan_graph, plan_memory
 from edgekit.compiler.backend import BuildResult, CompileOptions, ProgressFn, no_progress, check_operators, refuse_tuning
 from edgekit.compiler import firmware
@@ -385,6 +385,7 @@ def build(
                 "input_offsets": [artifacts.layout.tensor_offsets[t] for t in graph.inputs],
                 "output_offsets": [artifacts.layout.tensor_offsets[t] for t in graph.outputs],
                 "weight_storage": _storage_manifest(artifacts.layout, mode, storage_note),
+                "float_ops": float_ops(graph, artifacts.layout),
             }
         },
     )

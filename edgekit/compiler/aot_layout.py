@@ -17,7 +17,7 @@ strictly smaller (see :func:`sparse_pays`).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from typing import Any, Collection
 
@@ -40,6 +40,7 @@ __all__ = [
     "DENSE",
     "BITMASK",
     "DECODE_ENTRY_BYTES",
+    "float_ops",
 ]
 
 logger = logging.getLogger(__name__)
@@ -270,6 +271,43 @@ def _scratch_peak(buffers: list[Buffer], decoded: Collection[int], alignment: in
     mine = [b for b in buffers if b.name in names]
     steps = {s for b in mine for s in range(b.first, b.last + 1)}
     return max((sum(align_up(b.size, alignment) for b in mine if b.first <= s <= b.last) for s in steps), default=0)
+
+
+def float_ops(graph: AotGraph, layout: AotLayout) -> list[dict[str, Any]]:
+    """The kernel calls of an int8 model that still read or write float
+    activations (the input's quantization, the output's dequantization, an
+    op the integer lowering left in float), each with what it costs: the
+    bytes of its float tensors and how much smaller the arena would be if
+    they were int8 (the arena planned again with those tensors at one byte
+    per element). Empty for a model without int8 activations.
+    """
+    tensors = graph.tensors
+    if not any(t.kind == "arena" and t.dtype == "int8" for t in tensors):
+        return []
+    planned = {b.name for b in layout.buffers}
+    report = []
+    for step, call in enumerate(graph.calls):
+        roots = sorted({graph.root(a) for a in call.args if tensors[a].kind != "weight"})
+        floats = [r for r in roots if tensors[r].dtype.startswith("float") and f"t{r}" in planned]
+        if not floats:
+            continue
+        shrunk = {f"t{r}": tensors[r].nbytes // max(_dtype_bytes(tensors[r].dtype), 1) for r in floats}
+        buffers = [replace(b, size=shrunk.get(b.name, b.size)) for b in layout.buffers]
+        arena = plan_arena(buffers, layout.plan.alignment).arena_bytes
+        report.append({
+            "step": step,
+            "kernel": call.func,
+            "tensors": [{"name": tensors[r].name, "dtype": tensors[r].dtype, "shape": list(tensors[r].shape),
+                         "bytes": tensors[r].nbytes} for r in floats],
+            "float_bytes": sum(tensors[r].nbytes for r in floats),
+            "arena_cost_bytes": max(layout.arena_bytes - arena, 0),
+        })  # fmt: skip
+    return report
+
+
+def _dtype_bytes(dtype: str) -> int:
+    digits = "".join(ch for ch in dtype if ch.isdigit())
+    return int(digits) // 8 if digits else 1
 
 
 def layout_model(
