@@ -70,7 +70,7 @@ CONSTANT_INPUTS: dict[str, tuple[int, ...]] = {
     "RotaryEmbedding": (1, 2, 3), "Attention": (3,), "DFT": (1, 2), "STFT": (1, 2, 3),
     "HammingWindow": (0,), "HannWindow": (0,), "BlackmanWindow": (0,), "MelWeightMatrix": (0, 1, 2, 3, 4),
     "ReverseSequence": (1,), "GridSample": (), "NonMaxSuppression": (2, 3, 4), "Dropout": (1, 2),
-    "ScatterND": (), "GatherND": (), "LpPool": (), "Compress": (1,), "BitShift": (),
+    "ScatterND": (), "GatherND": (), "LpPool": (), "Compress": (1,), "BitShift": (), "Loop": (0, 1),
 }
 #: Tests refused by design and left out of the onnxruntime comparison.
 BY_DESIGN_DOMAINS = ("ai.onnx.ml", "ai.onnx.preview.training")

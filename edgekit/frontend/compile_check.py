@@ -37,8 +37,9 @@ class FrontEndCheck:
             given. Empty when legalization refused the model.
         changes: Op type of an original node -> action -> count, action being
             ``expanded`` (into its ONNX function body), ``rewritten`` (into
-            operators TVM converts right) or ``staged`` (a long reduction
-            split axis by axis).
+            operators TVM converts right), ``staged`` (a long reduction
+            split axis by axis) or ``unrolled`` (a Loop or Scan, one body
+            copy per iteration).
         refusal: The message compile would fail with ("" when ``ok``).
         refused_ops: The op types that refusal names.
     """

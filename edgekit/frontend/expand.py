@@ -16,7 +16,7 @@ from typing import Callable
 import onnx
 from onnx import AttributeProto, FunctionProto, NodeProto
 
-__all__ = ["function_body", "expand_node", "has_function"]
+__all__ = ["function_body", "expand_node", "has_function", "copy_node"]
 
 logger = logging.getLogger(__name__)
 
@@ -92,10 +92,12 @@ def expand_node(node: NodeProto, body: FunctionProto, prefix: str, opset: int) -
             return ""
         return names.get(name, prefix + name)
 
-    return [_copy_node(n, rename, attrs, prefix) for n in body.node]
+    return [copy_node(n, rename, attrs, prefix) for n in body.node]
 
 
-def _copy_node(inner: NodeProto, rename: Callable[[str], str], attrs: dict[str, AttributeProto], prefix: str) -> NodeProto:
+def copy_node(inner: NodeProto, rename: Callable[[str], str], attrs: dict[str, AttributeProto], prefix: str) -> NodeProto:
+    """A copy of ``inner`` with values renamed by ``rename`` (subgraphs too), its
+    name prefixed, and attribute references resolved from ``attrs``."""
     out = NodeProto()
     out.CopyFrom(inner)
     del out.input[:]
@@ -131,6 +133,6 @@ def _rename_subgraph(graph: onnx.GraphProto, rename: Callable[[str], str], attrs
     def inner(name: str) -> str:
         return local.get(name) or rename(name)
 
-    nodes = [_copy_node(n, inner, attrs, prefix) for n in graph.node]
+    nodes = [copy_node(n, inner, attrs, prefix) for n in graph.node]
     del graph.node[:]
     graph.node.extend(nodes)

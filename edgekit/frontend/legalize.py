@@ -8,7 +8,9 @@ Runs the rules, a table keyed by op type, on every node of the main graph:
   (:mod:`edgekit.frontend.expand`), **rewritten** into operators that import
   correctly, or **refused** naming the node, the op and the attribute;
 * :mod:`edgekit.frontend.staged_reductions` — long float sums are computed
-  in stages, as accurately as onnxruntime's.
+  in stages, as accurately as onnxruntime's;
+* :mod:`edgekit.frontend.unroll` — ``Loop``/``Scan`` with a number of
+  iterations known at compile time are unrolled.
 
 Operators TVM has no converter for but the standard defines as a function
 (Attention, RotaryEmbedding, Celu, CenterCropPad, ...) are expanded too. The
@@ -29,6 +31,7 @@ from edgekit.frontend.expand import expand_node, function_body, has_function
 from edgekit.frontend.importer_fixes import IMPORTER_RULES
 from edgekit.frontend.rule_context import EXPAND, Rewrite, Rule, attr, build_context
 from edgekit.frontend.staged_reductions import ACCURACY_RULES
+from edgekit.frontend.unroll import UNROLL_RULES
 
 if TYPE_CHECKING:
     from edgekit.frontend.loader import PreparedModel
@@ -50,14 +53,17 @@ _MAX_ROUNDS = 4
 
 
 def _merged_rules() -> dict[str, Rule]:
-    both = set(IMPORTER_RULES) & set(ACCURACY_RULES)
+    tables = (IMPORTER_RULES, ACCURACY_RULES, UNROLL_RULES)
+    both = sorted(op for i, t in enumerate(tables) for u in tables[i + 1 :] for op in set(t) & set(u))
     if both:
-        raise RuntimeError(f"two legalization rules for {sorted(both)}")
-    return {**IMPORTER_RULES, **ACCURACY_RULES}
+        raise RuntimeError(f"two legalization rules for {both}")
+    return {op: rule for t in tables for op, rule in t.items()}
 
 
 #: Every rule, by op type.
 RULES: dict[str, Rule] = _merged_rules()
+#: What a rewrite is called in the notes, where not "rewritten".
+_ACTIONS = {**{op: "staged" for op in ACCURACY_RULES}, **{op: "unrolled" for op in UNROLL_RULES}}
 
 
 def _dtype_problems(model: onnx.ModelProto) -> list[str]:
@@ -163,7 +169,7 @@ def legalize_counted(
             if isinstance(verdict, Rewrite):
                 new_nodes.extend(verdict.nodes)
                 new_inits.extend(verdict.initializers)
-                done[node.op_type, "staged" if node.op_type in ACCURACY_RULES else "rewritten"] += 1
+                done[node.op_type, _ACTIONS.get(node.op_type, "rewritten")] += 1
                 changed = True
             elif verdict == EXPAND:
                 types = [ctx.types.get(i) for i in node.input if i]
