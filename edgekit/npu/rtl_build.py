@@ -53,6 +53,8 @@ class RtlConfig:
     wgt_depth: int
     acc_depth: int
     dma_bytes: int
+    #: 0 builds the MAC array's products from LUT adders (for FPGAs with fewer DSPs than MACs).
+    array_dsp: int = 1
 
     @classmethod
     def from_npu(cls, npu: NpuConfig) -> "RtlConfig":
@@ -77,7 +79,7 @@ class RtlConfig:
     def parameters(self) -> dict[str, int]:
         """Verilog parameters of ``npu_top``."""
         return {"ROWS": self.rows, "COLS": self.cols, "INP_DEPTH": self.inp_depth, "WGT_DEPTH": self.wgt_depth,
-                "ACC_DEPTH": self.acc_depth, "DMA_BYTES": self.dma_bytes}  # fmt: skip
+                "ACC_DEPTH": self.acc_depth, "DMA_BYTES": self.dma_bytes, "ARRAY_DSP": self.array_dsp}  # fmt: skip
 
 
 def rtl_dir() -> Path:

@@ -17,7 +17,8 @@
 `include "npu_isa.vh"
 module npu_gemm #(
     parameter ROWS = 8,
-    parameter COLS = 8
+    parameter COLS = 8,
+    parameter ARRAY_DSP = 1  // 0: int8 products in LUT adders (arrays with more MACs than the FPGA has DSPs)
 ) (
     input  wire                     clk,
     input  wire                     rst,
@@ -104,6 +105,21 @@ module npu_gemm #(
     end
 
     // ---------------------------------------------------------------- array
+    // Signed 8 x 8 product from shifted partial products: what ARRAY_DSP=0 builds in LUTs.
+    function [15:0] mul8_lut;
+        input [7:0] a, b;
+        integer k;
+        reg [15:0] acc, ae;
+        begin
+            ae = {{8{a[7]}}, a};
+            acc = 16'd0;
+            for (k = 0; k < 7; k = k + 1)
+                if (b[k]) acc = acc + (ae << k);
+            if (b[7]) acc = acc - (ae << 7);
+            mul8_lut = acc;
+        end
+    endfunction
+
     reg signed [15:0] prod [0:ROWS*COLS-1];
     reg [COLS*32-1:0] colsum;
     wire [COLS*32-1:0] sums;
@@ -111,7 +127,8 @@ module npu_gemm #(
     always @(posedge clk) begin
         for (r = 0; r < ROWS; r = r + 1)
             for (c = 0; c < COLS; c = c + 1)
-                prod[r*COLS+c] <= $signed(inp_rdata[r*8 +: 8]) * $signed(wgt_rdata[(r*COLS+c)*8 +: 8]);
+                prod[r*COLS+c] <= ARRAY_DSP ? $signed(inp_rdata[r*8 +: 8]) * $signed(wgt_rdata[(r*COLS+c)*8 +: 8])
+                                            : mul8_lut(inp_rdata[r*8 +: 8], wgt_rdata[(r*COLS+c)*8 +: 8]);
     end
     genvar gc, gr;
     generate

@@ -27,7 +27,8 @@ module npu_top #(
     parameter ACC_DEPTH = 1024,   // entries of COLS int32
     parameter DMA_BYTES = 8,      // a power of two
     parameter QDEPTH = 16,        // instruction queue entries per module
-    parameter QAW = 4
+    parameter QAW = 4,
+    parameter ARRAY_DSP = 1       // 0: the MAC array's products in LUTs instead of DSP blocks
 ) (
     input  wire                    clk,
     input  wire                    rst,
@@ -177,7 +178,7 @@ module npu_top #(
     wire [ROWS*8-1:0] inp_rd;
     wire [ROWS*COLS*8-1:0] wgt_rd;
     wire [COLS*32-1:0] acc_r0, acc_r1, acc_r2, g_acc_wd;
-    npu_gemm #(.ROWS(ROWS), .COLS(COLS)) gemm (
+    npu_gemm #(.ROWS(ROWS), .COLS(COLS), .ARRAY_DSP(ARRAY_DSP)) gemm (
         .clk(clk), .rst(erst), .start(gemm_start), .insn(comp_insn), .issuing(gemm_issuing),
         .pipe_busy(gemm_pipe), .vectors(vectors),
         .inp_re(inp_re), .inp_raddr(inp_ra), .inp_rdata(inp_rd),
