@@ -69,6 +69,13 @@ def schedule_for_mcu(func: Any) -> Any:
         return func
     if infos is None:
         return func
+    if any(info.is_reduction() and not any(it.kind == "R" for it in info.iters) for info in infos):
+        # A reduction whose reduction axes all have extent 1 (a Gemm with
+        # K = 1) loses them in normalization; TVM's reverse_compute_inline
+        # then copies the epilogue into both its init and its update, so a
+        # bias was added twice (found by fuzz/differential.py). Keep the
+        # kernel as TVM wrote it.
+        return func
     rest = try_inline(sch, infos)
     for block, consumer in zip(rest, rest[1:]):
         if not (block.is_reduction() and consumer.is_injective()):
