@@ -81,6 +81,16 @@ def time_ms(fn, runs: int, clock=time.perf_counter) -> list[float]:
     return times
 
 
+def max_relative_error(tvm_out, ort_outs: list) -> float:
+    """Largest difference of any edgekit output from onnxruntime's, relative to that output's largest magnitude."""
+    got = [tvm_out] if hasattr(tvm_out, "numpy") else [tvm_out[i] for i in range(len(tvm_out))]
+    errs = []
+    for g, want in zip(got, ort_outs):
+        scale = max(float(np.abs(want).max()), 1e-12)
+        errs.append(float(np.abs(g.numpy() - want).max()) / scale)
+    return max(errs)
+
+
 def tvm_kernel_profile(vm, fn, runs: int) -> dict[str, float]:
     """Milliseconds per inference of every kernel the Relax VM calls (VM instrumentation)."""
     totals: dict[str, float] = collections.defaultdict(float)
@@ -213,8 +223,9 @@ def main(argv: list[str] | None = None) -> int:
             fn = vm["main"]
             vargs = [tvm.runtime.tensor(v) for v in feeds.values()] + list(built.params)
             runners[key] = lambda fn=fn, vargs=vargs: fn(*vargs)
-        for fn in runners.values():  # warm-up
-            fn()
+        warm = {key: fn() for key, fn in runners.items()}  # warm-up, and the outputs to compare
+        err = max_relative_error(warm["untuned"], warm["ort"])
+        note += f"; max err {err:.1e}"
         samples: dict[str, list[float]] = {k: [] for k in runners}
         keys = list(runners)
         for r in range(args.repeat):

