@@ -48,7 +48,6 @@ import argparse
 import contextlib
 import json
 import logging
-import platform
 import sys
 import tempfile
 import time
@@ -349,6 +348,17 @@ def _cell(value: float | None) -> str:
     return "-" if value is None or np.isnan(value) else f"{value:.1e}"
 
 
+#: Above this, onnx.reference's float64 evaluation disagrees with onnxruntime
+#: on the model itself (its LRN and some old-opset ops differ), so it is no reference.
+_REFERENCE_DISAGREES = 1e-3
+
+
+def _float64_cells(row: Row) -> list[str]:
+    if row.ort_f64 is not None and row.ort_f64 > _REFERENCE_DISAGREES:
+        return ["n/a", "n/a"]
+    return [_cell(row.edgekit_f64), _cell(row.ort_f64)]
+
+
 def markdown(rows: list[Row], tolerance: float, with_exact: bool) -> str:
     head = ("| model | data | realistic data | standard normal | ort spread | edgekit vs float64 | ort vs float64 |"
             + (" libm exp (diagnosis) |" if with_exact else ""))
@@ -358,13 +368,14 @@ def markdown(rows: list[Row], tolerance: float, with_exact: bool) -> str:
             lines.append(f"| {r.name} | {r.data_note} | failed: {r.error} | | | | |" + (" |" if with_exact else ""))
             continue
         cells = [r.name, r.data_note, "-" if np.isnan(r.realistic) else f"{r.realistic:.1e}", f"{r.normal:.1e}",
-                 f"{r.ort_spread:.1e}", _cell(r.edgekit_f64), _cell(r.ort_f64)]
+                 f"{r.ort_spread:.1e}", *_float64_cells(r)]
         if with_exact:
             cells.append(_cell(r.exact_math))
         lines.append("| " + " | ".join(cells) + " |")
     ok = sum(1 for r in rows if not r.error and worst(r) <= tolerance)
     lines.append("")
-    lines.append(f"{ok} of {len(rows)} models within {tolerance:g}.")
+    lines.append(f"{ok} of {len(rows)} models within {tolerance:g}. n/a: onnx.reference's float64 evaluation differs "
+                 f"from onnxruntime by more than {_REFERENCE_DISAGREES:g} on the model itself, so it is no reference.")
     return "\n".join(lines)
 
 
@@ -378,9 +389,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--float64-samples", type=int, default=2,
                         help="samples compared with a float64 evaluation (0 = none; about 10 s each for the detector)")
     parser.add_argument("--json", help="write the rows to this file")
+    parser.add_argument("--doc", help="write the table into the real-models section of this file (docs/conformance.md)")
+    parser.add_argument("--from-json", help="only render the table from the rows of an earlier --json run")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
+    if args.from_json:
+        rows = [Row(**r) for r in json.loads(Path(args.from_json).read_text())]
+        return _report(rows, args)
     rows = []
     for key in args.models.split(","):
         case = MODELS[key](args.samples)
@@ -392,12 +408,48 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{row.name}: realistic {row.realistic:.2e} normal {row.normal:.2e} spread {row.ort_spread:.2e} "
               f"exact {row.exact_math} f64 {row.edgekit_f64}/{row.ort_f64} worst output {row.worst_output} ({row.seconds:.0f} s)", file=sys.stderr)
         rows.append(row)
-    print(f"<!-- {date.today()}, {platform.processor() or platform.machine()}, onnx {onnx.__version__} -->")
-    print(markdown(rows, args.tolerance, args.exact_math))
     if args.json:
         Path(args.json).write_text(json.dumps([asdict(r) for r in rows], indent=1))
+    return _report(rows, args)
+
+
+def _report(rows: list[Row], args: argparse.Namespace) -> int:
+    table = markdown(rows, args.tolerance, args.exact_math or any(r.exact_math is not None for r in rows))
+    print(table)
+    if args.doc:
+        from conformance import with_section
+
+        path = Path(args.doc)
+        path.write_text(with_section(path.read_text(), "real-models", DOC_HEAD.format(date=date.today()) + table + "\n"))
     bad = [r for r in rows if r.error or not worst(r) <= args.tolerance]
     return 1 if bad else 0
+
+
+#: The text above the table in docs/conformance.md.
+DOC_HEAD = """## Real models against onnxruntime
+
+Every real model the tests use, compiled for `host` with default options
+(`benchmarks/real_models_accuracy.py --samples 8 --float64-samples 1 --doc docs/conformance.md`,
+{date}, AMD EPYC Zen 5, 2 shared cores). **Relative max error** is
+`max|a - b| / max|b|` over one output of one sample (`a` edgekit, `b`
+onnxruntime's CPU provider on the original model; one definition in the code,
+`edgekit.runtime.stats.max_relative_error`); each cell is the largest over 8
+samples and all outputs. *ort spread* is onnxruntime against itself with its
+graph optimizations off; the float64 columns compare both with the model
+evaluated in float64 (`onnx.reference`, one realistic sample). The light
+models carry the tests' seeded random weights.
+
+What departed: PP-OCRv6's detector was 7.3e-5 from onnxruntime and 7.0e-5
+from the float64 result where onnxruntime is 5.7e-6. Compiling each node of
+the model alone against float64 found the op: `ReduceMean` over 80x80 feature
+maps (its squeeze-and-excitation blocks), 4.2e-5 from float64 where
+onnxruntime is 6.9e-6; TVM sums the 6,400 values in one float32 loop.
+Reducing one axis at a time (`edgekit/frontend/staged_reductions.py`) brought
+the detector to 1.2e-5 and the recognizer from 2.1e-5 to 8.6e-6, both within
+onnxruntime's own spread. TVM's polynomial exp/erf (on by default) is not the
+cause: with libm instead the figures are the same to two digits.
+
+"""
 
 
 if __name__ == "__main__":
