@@ -106,6 +106,8 @@ module npu_gemm #(
 
     // ---------------------------------------------------------------- array
     // Signed 8 x 8 product from shifted partial products: what ARRAY_DSP=0 builds in LUTs.
+    // (Its result goes through $signed below: an unsigned arm would make the
+    // whole ?: unsigned and zero-extend the DSP product's operands.)
     function [15:0] mul8_lut;
         input [7:0] a, b;
         integer k;
@@ -128,7 +130,7 @@ module npu_gemm #(
         for (r = 0; r < ROWS; r = r + 1)
             for (c = 0; c < COLS; c = c + 1)
                 prod[r*COLS+c] <= ARRAY_DSP ? $signed(inp_rdata[r*8 +: 8]) * $signed(wgt_rdata[(r*COLS+c)*8 +: 8])
-                                            : mul8_lut(inp_rdata[r*8 +: 8], wgt_rdata[(r*COLS+c)*8 +: 8]);
+                                            : $signed(mul8_lut(inp_rdata[r*8 +: 8], wgt_rdata[(r*COLS+c)*8 +: 8]));
     end
     genvar gc, gr;
     generate
