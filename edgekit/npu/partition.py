@@ -404,6 +404,10 @@ def _first_q_scale(g: _Graph, tail: _Tail) -> float:
 def _add_layer(g: _Graph, node: onnx.NodeProto) -> AddLayer:
     a = _dq_input(g, node.input[0], "the first operand")
     b = _dq_input(g, node.input[1], "the second operand")
+    if a.tensor in g.inits or b.tensor in g.inits:
+        # The ALU adds two activation tensors in DRAM; a constant operand has
+        # no activation address (found by fuzz/differential.py).
+        raise _Reject("an operand is a constant (adds of a constant stay on the host)")
     sa, sb = g.shape(node.input[0]), g.shape(node.input[1])
     if sa is None or sa != sb:
         raise _Reject("operands differ in shape (broadcasting adds stay on the host)")

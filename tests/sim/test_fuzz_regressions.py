@@ -52,3 +52,13 @@ def test_reductions_of_length_one_add_the_bias_once(make, tmp_path: Path) -> Non
     (got,) = run_on_host(art.members(), prepared.inputs, prepared.outputs, feeds, workdir=tmp_path)
     (want,) = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+# fuzz seed 5 (int8): an Add of an activation and a quantized constant was
+# mapped to the accelerator's ALU, whose code generator then had no address
+# for the constant (KeyError); such adds now stay on the host.
+def test_npu_keeps_adds_of_a_constant_on_the_host(script_module, tmp_path: Path) -> None:
+    with script_module(Path(__file__).resolve().parents[2] / "fuzz" / "differential.py", "differential") as fuzz:
+        case = fuzz.run_case(5, "pynq-z2", tmp_path)
+    assert "Add" in case["ops"] and case["int8"]
+    assert case["outcome"] == "match", case
