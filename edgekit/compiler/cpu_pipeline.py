@@ -1255,8 +1255,9 @@ def prepare_cpu_module(
     import tvm
     from tvm import relax
 
-    from edgekit.compiler.cpu_detector import fast_sigmoid_pass
+    from edgekit.compiler.cpu_detector import detector_passes
     from edgekit.compiler.cpu_int8 import channel_sum_pass, int8_dot_pass, vbmi_lookup_pass
+    from edgekit.compiler.cpu_pad import int8_pad_pass
     from edgekit.compiler.cpu_requant import float_requant_pass
     from edgekit.compiler.importer import fusion_passes
     from edgekit.compiler.relax_guards import convert_layout_or_keep, fast_math_transform
@@ -1278,9 +1279,10 @@ def prepare_cpu_module(
         float_requant_pass(target),
         vbmi_lookup_pass(target),
         channel_sum_pass(),
+        int8_pad_pass(target),
         _block_weights_pass(target),
         _matmul_weights_pass(target),
-        *([_softmax_pass(target), fast_sigmoid_pass()] if fast_math else []),
+        *([_softmax_pass(target), *detector_passes(target)] if fast_math else []),
         # TVM's polynomial exp/erf/tanh/softmax (relative error ~1e-7):
         # vectorizable, where LLVM calls scalar libm expf once per lane
         # (PP-OCR rec's 18710-class softmax took 7 ms with libm).

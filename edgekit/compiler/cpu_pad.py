@@ -1,0 +1,163 @@
+"""int8 NHWC pads as vector row copies (the input of every int8 depthwise convolution).
+
+An int8 depthwise convolution reads its input padded twice: spatially with
+the input's zero point (the integer lowering) and to whole vectors of
+channels with 0 (:func:`edgekit.compiler.cpu_int8.depthwise_on_vectors`).
+TVM fuses the two pads into one kernel whose vector lanes straddle the
+channel boundary, so its guarded loads are not vectorized: every byte was a
+scalar load and store (PP-OCR cls int8: 75 of 480 us on one Zen 5 core, the
+5x5 depthwise layers' pads as long as the convolutions themselves).
+
+Here such a pad is one hand-written kernel: per output pixel, a 16-byte
+store of the channel fill at the end of the row, then 16-byte copies of the
+source row (the last one overlapping the previous one when the channel
+count is not a multiple of 16) or of the border value. No loop of it
+depends on a lane condition. TVM has no schedule that splits a pad this
+way, hence by hand.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    import tvm
+
+__all__ = ["int8_pad_pass"]
+
+logger = logging.getLogger(__name__)
+
+#: Bytes per copy step (one SSE register; any x86-64 or aarch64 CPU has it).
+STEP = 16
+
+
+def _pad_func(shape: tuple[int, int, int, int], top: int, left: int, out: tuple[int, int, int, int],
+              border: int, fill: int, dtype: str) -> Any:  # fmt: skip
+    """A PrimFunc ``Y = pad(X)``: ``border`` outside the image, ``fill`` in channels ``[C, C_out)``."""
+    from tvm.script import tirx as T
+
+    n, h, w, c = shape
+    _, ho, wo, cp = out
+    vec = f"{dtype}x{STEP}"
+    full, tail = divmod(c, STEP)
+
+    @T.prim_func(private=True, s_tir=True)
+    def pad(Xs: T.Buffer(shape, dtype), Ys: T.Buffer(out, dtype)) -> None:
+        T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
+        with T.sblock("root"):
+            X = T.decl_buffer((n * h * w * c,), dtype, data=Xs.data)
+            Y = T.decl_buffer((n * ho * wo * cp,), dtype, data=Ys.data)
+            for nh in T.parallel(n * ho):
+                for x in range(wo):
+                    row = (nh * wo + x) * cp
+                    if cp > c:
+                        Y[T.ramp(row + cp - STEP, 1, STEP)] = T.broadcast(T.Cast(dtype, fill), STEP)
+                    y = nh % ho
+                    if top <= y and y < top + h and left <= x and x < left + w:
+                        src = (((nh // ho) * h + y - top) * w + x - left) * c
+                        for k in range(full):
+                            Y[T.ramp(row + k * STEP, 1, STEP)] = X.vload([src + k * STEP], vec)
+                        if tail > 0:
+                            Y[T.ramp(row + c - STEP, 1, STEP)] = X.vload([src + c - STEP], vec)
+                    else:
+                        for k in range(full):
+                            Y[T.ramp(row + k * STEP, 1, STEP)] = T.broadcast(T.Cast(dtype, border), STEP)
+                        if tail > 0:
+                            Y[T.ramp(row + c - STEP, 1, STEP)] = T.broadcast(T.Cast(dtype, border), STEP)
+
+    return pad
+
+
+def int8_pad_pass(target: tvm.target.Target) -> Any:
+    """Rewrites NHWC int8 ``pad`` (and a channel pad of a spatial pad) to :func:`_pad_func` kernels.
+
+    Only pads this kernel handles exactly: constant mode, batch axis
+    unpadded, at least 16 channels, at most 16 channels of fill; integral
+    pad values in the dtype's range. CPU (LLVM) targets only.
+    """
+    import numpy as np
+    import tvm
+    from tvm import relax
+
+    from edgekit.compiler.cpu_pipeline import mutator_pass
+
+    if target.kind.name != "llvm":
+        return tvm.transform.Sequential([], name="EdgekitInt8Pad")
+    pad_op = tvm.ir.Op.get("relax.nn.pad")
+
+    def static(expr: Any) -> tuple[int, ...] | None:
+        t = expr.ty
+        if not isinstance(t, relax.TensorType) or t.shape is None or str(t.dtype) not in ("int8", "uint8"):
+            return None
+        try:
+            return tuple(int(v) for v in t.shape.values)
+        except (TypeError, AttributeError):
+            return None
+
+    def value(call: Any, dtype: str) -> int | None:
+        if str(call.attrs.pad_mode) != "constant":
+            return None
+        v = float(call.attrs.pad_value)
+        info = np.iinfo(np.dtype(dtype))
+        return int(v) if v == int(v) and info.min <= v <= info.max else None
+
+    @relax.expr_functor.mutator
+    class Pads(relax.PyExprMutator):
+        def visit_call_(self, call: Any) -> Any:
+            # Weight pads are lifted out to run once at compile time, as Relax.
+            data = bool(call.args) and isinstance(call.args[0], relax.Var) and call.args[0] in self.data
+            merged = any(call.same_as(m) for m in self.merged)
+            call = super().visit_call_(call)
+            if merged or not data or not (isinstance(call, relax.Call) and call.op.same_as(pad_op)):
+                return call
+            out = static(call)
+            if out is None or len(out) != 4:
+                return call
+            dtype = str(call.ty.dtype)
+            widths = [int(v) for v in call.attrs.pad_width]
+            fill = value(call, dtype)
+            border = fill
+            x = call.args[0]
+            inner = self.lookup_binding(x) if isinstance(x, relax.Var) else None
+            if (isinstance(inner, relax.Call) and inner.op.same_as(pad_op) and widths[:6] == [0] * 6
+                    and widths[6] == 0 and static(inner) is not None):  # fmt: skip
+                # pad(channels, 0) of pad(spatial, z): one kernel.
+                inner_widths = [int(v) for v in inner.attrs.pad_width]
+                if inner_widths[:2] == [0, 0] and inner_widths[6:] == [0, 0]:
+                    border = value(inner, dtype)
+                    widths = inner_widths[:6] + widths[6:]
+                    x = inner.args[0]
+            shape = static(x)
+            if shape is None or fill is None or border is None or widths[:2] != [0, 0] or widths[6] != 0:
+                return call
+            c, cp = shape[3], out[3]
+            if c < STEP or cp - c > STEP:
+                return call
+            key = (shape, widths[2], widths[4], out, border, fill, dtype)
+            if key not in self.funcs:
+                func = _pad_func(shape, widths[2], widths[4], out, border, fill, dtype)
+                self.funcs[key] = self.builder_.add_func(func, "pad_rows")
+            return relax.call_tir(self.funcs[key], relax.Tuple([x]), relax.TensorType(out, dtype))
+
+    def setup(mutator: Any) -> None:
+        mutator.funcs = {}
+        # Spatial pads that a channel pad reads: left for that pad to absorb.
+        mutator.merged = []
+        mutator.data = set()  # vars computed from the model's inputs
+        for func in mutator.builder_.get().functions.values():
+            if isinstance(func, relax.Function):
+                attrs = func.attrs or {}
+                n_in = int(attrs["num_input"]) if "num_input" in attrs else len(func.params)
+                mutator.data.update(func.params[:n_in])
+                var2val = relax.analysis.get_var2val(func)
+                for var, val in var2val.items():
+                    if any(v in mutator.data for v in relax.analysis.free_vars(val)):
+                        mutator.data.add(var)
+                for val in var2val.values():
+                    if isinstance(val, relax.Call) and val.op.same_as(pad_op) and isinstance(val.args[0], relax.Var):
+                        inner = var2val.get(val.args[0])
+                        if isinstance(inner, relax.Call) and inner.op.same_as(pad_op):
+                            mutator.merged.append(inner)
+
+    return mutator_pass(Pads, "EdgekitInt8Pad", setup)
