@@ -1255,7 +1255,7 @@ def prepare_cpu_module(
     import tvm
     from tvm import relax
 
-    from edgekit.compiler.cpu_detector import fast_sigmoid_pass
+    from edgekit.compiler.cpu_detector import detector_passes
     from edgekit.compiler.cpu_int8 import channel_sum_pass, int8_dot_pass, vbmi_lookup_pass
     from edgekit.compiler.cpu_pad import int8_pad_pass
     from edgekit.compiler.cpu_requant import float_requant_pass
@@ -1282,7 +1282,7 @@ def prepare_cpu_module(
         int8_pad_pass(target),
         _block_weights_pass(target),
         _matmul_weights_pass(target),
-        *([_softmax_pass(target), fast_sigmoid_pass()] if fast_math else []),
+        *([_softmax_pass(target), *detector_passes(target)] if fast_math else []),
         # TVM's polynomial exp/erf/tanh/softmax (relative error ~1e-7):
         # vectorizable, where LLVM calls scalar libm expf once per lane
         # (PP-OCR rec's 18710-class softmax took 7 ms with libm).

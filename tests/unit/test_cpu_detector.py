@@ -18,7 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 tvm = pytest.importorskip("tvm")
 ort = pytest.importorskip("onnxruntime")
 
-from edgekit.compiler.cpu_pipeline import build_cpu, import_onnx, prepare_cpu_module, schedule_passes
+from edgekit.compiler.cpu_pipeline import build_cpu, import_onnx, prepare_cpu_module, schedule_passes, simd_lanes
 from edgekit.frontend.loader import load_model
 
 #: Largest difference from onnxruntime, relative to the largest output magnitude.
@@ -88,21 +88,28 @@ def yolo_idioms_model(hw: int = 32, c: int = 32, reg_max: int = 16) -> onnx.Mode
     p4 = g.sppf(p4, c)
     up = g.node("Resize", [p4, "", g.const(np.array([1, 1, 2, 2], np.float32), "scales")], mode="nearest")
     f = g.c2f(g.conv_silu(g.node("Concat", [up, p3], axis=1), 2 * c, c), c, shortcut=False)
-    # DFL: 4 * reg_max box logits per anchor, softmax over the bins, expectation by a fixed 1x1 conv.
-    box = g.node("Conv", [f, g.const((g.rng.standard_normal((4 * reg_max, c, 1, 1)) * 0.3).astype(np.float32), "wb")])
-    anchors = (hw // 4) ** 2
+    # YOLOv8's Detect head on two levels: box logits (4 sides x reg_max bins)
+    # and class logits per anchor, flattened and concatenated over the levels,
+    # split; DFL: softmax over the bins, expectation by a fixed 1x1 conv.
+    nc, levels = 3, []
+    for feat in (f, p4):
+        box = g.node("Conv", [feat, g.const((g.rng.standard_normal((4 * reg_max, c, 1, 1)) * 0.3).astype(np.float32), "wb")])
+        cls = g.node("Conv", [feat, g.const((g.rng.standard_normal((nc, c, 1, 1)) * 0.3).astype(np.float32), "wc")])
+        flat = g.const(np.array([1, 4 * reg_max + nc, -1], np.int64), "shape")
+        levels.append(g.node("Reshape", [g.node("Concat", [box, cls], axis=1), flat]))
+    anchors = (hw // 4) ** 2 + (hw // 8) ** 2
+    heads = g.node("Concat", levels, axis=2)
+    box, cls = g.node("Split", [heads, g.const(np.array([4 * reg_max, nc], np.int64), "split")], n_out=2, axis=1)
     box = g.node("Reshape", [box, g.const(np.array([1, 4, reg_max, anchors], np.int64), "shape")])
     box = g.node("Softmax", [g.node("Transpose", [box], perm=[0, 2, 1, 3])], axis=1)
     bins = g.const(np.arange(reg_max, dtype=np.float32).reshape(1, reg_max, 1, 1), "bins")
     dist = g.node("Reshape", [g.node("Conv", [box, bins]), g.const(np.array([1, 4, anchors], np.int64), "shape")])
-    cls = g.node("Sigmoid", [g.node("Conv", [f, g.const((g.rng.standard_normal((3, c, 1, 1)) * 0.3).astype(np.float32), "wc")])])
-    cls = g.node("Reshape", [cls, g.const(np.array([1, 3, anchors], np.int64), "shape")])
-    g.node("Concat", [dist, cls], axis=1, out="detections")
+    g.node("Concat", [dist, g.node("Sigmoid", [cls])], axis=1, out="detections")
     graph = helper.make_graph(
         g.nodes,
         "yolo_idioms",
         [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, hw, hw])],
-        [helper.make_tensor_value_info("detections", TensorProto.FLOAT, [1, 7, anchors])],
+        [helper.make_tensor_value_info("detections", TensorProto.FLOAT, [1, 4 + nc, anchors])],
         g.inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -126,7 +133,7 @@ def test_yolo_idioms_match_onnxruntime(idioms_path):
     out = vm["main"](*[tvm.runtime.tensor(feeds["images"])], *built.params)
     got = out.numpy() if hasattr(out, "numpy") else out[0].numpy()
     want = ort.InferenceSession(prepared.model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
-    assert got.shape == want.shape == (1, 7, 64)
+    assert got.shape == want.shape == (1, 7, 80)
     err = float(np.abs(got - want).max()) / float(np.abs(want).max())
     assert err <= RTOL, f"max error {err:.2e} relative to the largest output"
 
@@ -173,3 +180,31 @@ def test_real_detector_matches_onnxruntime(name, script_module):
         got = vm["main"](*[tvm.runtime.tensor(v) for v in feeds.values()], *built.params)
         want = ort.InferenceSession(prepared.model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
         assert bench.max_relative_error(got, want) <= RTOL
+
+
+@pytest.mark.parametrize("bins", [16, 7], ids=["dfl-16", "ragged-7"])
+def test_short_last_axis_softmax_matches_onnxruntime(tmp_path, bins):
+    # YOLOv8's DFL softmax as the NHWC head leaves it: rows of 16 bins on the
+    # innermost axis (and a width that is not a whole vector).
+    from edgekit.compiler.cpu_detector import SHORT_AXIS_VECTORS
+
+    shape = [1, 50, 4, bins]
+    g = _Graph()
+    g.node("Softmax", [g.node("Mul", ["x", g.const(np.array(3.0, np.float32))])], axis=-1, out="y")
+    graph = helper.make_graph(
+        g.nodes, "dfl", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)], g.inits,
+    )
+    path = tmp_path / "softmax.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    prepared = load_model(str(path))
+    mod, params = import_onnx(prepared)
+    target = _target()
+    names = [gv.name_hint for gv, f in prepare_cpu_module(mod, target)[0].functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+    if bins < SHORT_AXIS_VECTORS * simd_lanes(target):
+        assert any(n.startswith("softmax_short") for n in names), names
+    built = build_cpu(mod, target, params, use_shipped=False)
+    feeds = {"x": np.random.default_rng(2).standard_normal(shape).astype(np.float32)}
+    got = tvm.relax.VirtualMachine(built.executable, tvm.cpu())["main"](tvm.runtime.tensor(feeds["x"]), *built.params).numpy()
+    want = ort.InferenceSession(prepared.model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    assert float(np.abs(got - want).max()) <= RTOL * float(np.abs(want).max())
