@@ -233,9 +233,13 @@ def sparse_pays(t: TensorInfo, alignment: int = DEFAULT_ALIGNMENT) -> bool:
 
 def choose_encodings(graph: AotGraph, alignment: int = DEFAULT_ALIGNMENT) -> set[int]:
     """Indices of the weights to store bitmask-sparse: those a kernel reads
-    and for which :func:`sparse_pays`."""
+    and for which :func:`sparse_pays`, except the int32 parameter blocks of
+    edgekit's C kernels (shapes, requantization constants, gather tables):
+    a bitmask saves a few hundred bytes of flash there, for a decode into
+    the arena before every run of the layer."""
     first, _ = _uses(graph)
-    return {t.index for t in graph.weights() if t.index in first and sparse_pays(t, alignment)}
+    params = {a for c in graph.calls if c.extern for a in c.args if graph.tensors[a].dtype == "int32"}
+    return {t.index for t in graph.weights() if t.index in first and t.index not in params and sparse_pays(t, alignment)}
 
 
 def pack_weights(

@@ -193,9 +193,10 @@ def test_pruned_int8_digits_auto_is_sparse_and_bit_identical(pruned_digits: onnx
     assert outs["auto"].tobytes() == outs["dense"].tobytes()
     storage = manifests["auto"]["aot"]["weight_storage"]
     sparse = [t for t in storage["tensors"] if t["encoding"] == "bitmask"]
-    # The pruned int8 weights; also int32 parameter blocks of the int8 C
-    # kernels (their im2col tables hold many zeros), where that is smaller.
-    assert sparse and "int8" in {t["dtype"] for t in sparse} <= {"int8", "int32"}
+    # The pruned int8 weights; the int32 parameter blocks of the int8 C
+    # kernels stay dense (decoding them on every run cost more RAM than the
+    # flash they saved).
+    assert sparse and {t["dtype"] for t in sparse} == {"int8"}
     assert storage["stored_bytes"] < storage["dense_bytes"] == manifests["dense"]["memory"]["weight_bytes"]
 
 
