@@ -94,7 +94,8 @@ static inline __attribute__((always_inline)) uint64_t ek_ld64(const void *p) {
  * word, which the shift discards, so the result is (hi + 2^(n-33)) >> (n-32). */
 static inline __attribute__((always_inline)) void ek_nn_requant_body(const int32_t *acc, int8_t *y, int32_t nc,
                                                                     int32_t np, int32_t ys_c, int32_t ys_p,
-                                                                    const int32_t *h, int32_t c0, const int8_t *tab) {
+                                                                    const int32_t *h, int32_t c0, const int8_t *tab,
+                                                                    int32_t full) {
   const int32_t *q = h + EK_NN_HDR;
   int32_t oc = h[EK_NN_OC], zp = h[EK_NN_ZOUT], lo = h[EK_NN_QMIN], hi = h[EK_NN_QMAX], c, j;
   for (c = c0; c < c0 + nc; ++c, y += ys_c) {
@@ -105,6 +106,13 @@ static inline __attribute__((always_inline)) void ek_nn_requant_body(const int32
       for (j = 0; j < np; ++j, yc += ys_p) {
         int32_t a = (int32_t)((uint32_t)*acc++ + (uint32_t)off);
         v = (((int32_t)(((int64_t)a * m) >> 32) + rnd) >> sh) + zp;
+#if EK_NN_DSP
+        if (full) { /* the whole int8 range: one SSAT instead of two compare-and-moves */
+          v = __builtin_arm_ssat(v, 8);
+          EK_NN_STORE(yc, v, tab);
+          continue;
+        }
+#endif
         v = v < lo ? lo : v;
         v = v > hi ? hi : v;
         EK_NN_STORE(yc, v, tab);
@@ -128,10 +136,13 @@ static inline __attribute__((always_inline)) void ek_nn_requant_body(const int32
 __attribute__((noinline)) static void ek_nn_requant(const int32_t *acc, int8_t *y, int32_t nc, int32_t np,
                                                     int32_t ys_c, int32_t ys_p, const int32_t *h, int32_t c0) {
   const int8_t *tab = ek_nn_table(h);
+  int32_t full = EK_NN_DSP && h[EK_NN_QMIN] == -128 && h[EK_NN_QMAX] == 127;
   if (tab)
-    ek_nn_requant_body(acc, y, nc, np, ys_c, ys_p, h, c0, tab);
+    ek_nn_requant_body(acc, y, nc, np, ys_c, ys_p, h, c0, tab, 0);
+  else if (full)
+    ek_nn_requant_body(acc, y, nc, np, ys_c, ys_p, h, c0, (const int8_t *)0, 1);
   else
-    ek_nn_requant_body(acc, y, nc, np, ys_c, ys_p, h, c0, (const int8_t *)0);
+    ek_nn_requant_body(acc, y, nc, np, ys_c, ys_p, h, c0, (const int8_t *)0, 0);
 }
 
 /* One channel's accumulators, n of them, to consecutive outputs (depthwise
