@@ -1256,7 +1256,7 @@ def prepare_cpu_module(
     from tvm import relax
 
     from edgekit.compiler.cpu_detector import detector_passes
-    from edgekit.compiler.cpu_int8 import channel_sum_pass, int8_dot_pass, vbmi_lookup_pass
+    from edgekit.compiler.cpu_int8 import channel_sum_pass, int8_dot_pass, lookup_pass
     from edgekit.compiler.cpu_pad import int8_pad_pass
     from edgekit.compiler.cpu_requant import float_requant_pass
     from edgekit.compiler.importer import fusion_passes
@@ -1277,7 +1277,7 @@ def prepare_cpu_module(
         int8_dot_pass(target, weights),
         # int64 fixed-point requantization as float32 scale and round (x86).
         float_requant_pass(target),
-        vbmi_lookup_pass(target),
+        lookup_pass(target),
         channel_sum_pass(),
         int8_pad_pass(target),
         _block_weights_pass(target),

@@ -365,31 +365,47 @@ def test_hard_swish_is_one_table(tmp_path):
     assert text.count("R.multiply") == 1, text  # ... and no integer product of two tensors
 
 
-def test_table_lookups_use_vpermi2b_on_vbmi_targets(tmp_path, monkeypatch):
+LOOKUPS = {"icelake-server": ("lookup_vbmi", {"vpermi2b", "vpermt2b"}), "haswell": ("lookup_avx2", {"vpshufb"})}
+
+
+@pytest.mark.parametrize("mcpu", list(LOOKUPS))
+def test_table_lookups_are_vector_kernels(tmp_path, monkeypatch, mcpu):
     src = tmp_path / "fp32.onnx"
     onnx.save(_lut_model(), str(src))
     cal = {"x": np.random.default_rng(1).standard_normal((8, 8, 12, 12)).astype(np.float32)}
     path = tmp_path / "int8.onnx"
     quantize(str(src), QuantConfig(), calibration=cal).save(path)
-    asm = _kernels_asm(str(path), tvm.target.Target({"kind": "llvm", "mcpu": "icelake-server"}))
-    # No conv/matmul filter for the lookup kernel: compile it directly.
     mod, weights = import_onnx(load_model(str(path)))[:2]
-    target = tvm.target.Target({"kind": "llvm", "mcpu": "icelake-server"})
+    target = tvm.target.Target({"kind": "llvm", "mcpu": mcpu})
+    prefix, instructions = LOOKUPS[mcpu]
     prepared, _ = prepare_cpu_module(mod, target)
-    lookups = [f for gv, f in prepared.functions_items() if gv.name_hint.startswith("lookup_vbmi")]
-    assert lookups, sorted(gv.name_hint for gv in prepared.get_global_vars())
+    lookups = [f for gv, f in prepared.functions_items() if gv.name_hint.startswith(prefix)]
+    assert len(lookups) == 1, sorted(gv.name_hint for gv in prepared.get_global_vars())
     text = tvm.tirx.build(tvm.IRModule({"main": lookups[0].with_attr("global_symbol", "main")}), target).inspect_source("asm")
-    assert "vpermi2b" in _mnemonics(text) or "vpermt2b" in _mnemonics(text)
-    assert asm  # the conv kernels still build
-    # AVX2 targets have no VBMI: the lookups stay TVM's gathers.
-    prepared2, _ = prepare_cpu_module(mod, tvm.target.Target({"kind": "llvm", "mcpu": "haswell"}))
-    assert not any(gv.name_hint.startswith("lookup_vbmi") for gv in prepared2.get_global_vars())
-    if "avx512vbmi" not in _host_features():
+    assert _mnemonics(text) & instructions, sorted(_mnemonics(text))
+    if mcpu not in _runnable_targets() and not (mcpu == "icelake-server" and "avx512vbmi" in _host_features()):
         return
     # Bit-exact with TVM's gathers on this machine.
     x = np.random.default_rng(5).standard_normal((1, 8, 12, 12)).astype(np.float32)
     got, _ = _run(str(path), target, x)
-    has = cpu_int8._has
-    monkeypatch.setattr(cpu_int8, "_has", lambda t, f: False if f == "avx512vbmi" else has(t, f))
+    monkeypatch.setattr(cpu_int8, "lookup_pass", lambda t: tvm.transform.Sequential([]))
     want, _ = _run(str(path), target, x)
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("mcpu", list(LOOKUPS))
+def test_lookup_kernels_map_every_int8_value(mcpu):
+    if mcpu not in _runnable_targets() and not (mcpu == "icelake-server" and "avx512vbmi" in _host_features()):
+        pytest.skip(f"this CPU cannot run {mcpu} code")
+    rng = np.random.default_rng(7)
+    table = rng.integers(-128, 128, 256).astype(np.int8)
+    x = np.concatenate([np.arange(-128, 128), rng.integers(-128, 128, 300 - 256)]).astype(np.int8).reshape(1, 300)
+    if mcpu == "haswell":
+        func, layout = cpu_int8._lookup_avx2_func(x.shape), cpu_int8._avx2_slices(table)
+    else:
+        func, layout = cpu_int8._lookup_vbmi_func(x.shape), table
+    target = tvm.target.Target({"kind": "llvm", "mcpu": mcpu})
+    lib = tvm.tirx.build(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target)
+    out = tvm.runtime.tensor(np.zeros_like(x))
+    lib["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(layout), out)  # 300 = whole steps and a tail
+    np.testing.assert_array_equal(out.numpy(), table[x.astype(np.int64) + 128])
