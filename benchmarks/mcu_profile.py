@@ -11,7 +11,7 @@ Used to find which layers of an int8 model lose against fp32 (issue #15).
 Usage::
 
     .venv/bin/python benchmarks/mcu_profile.py MODEL.onnx [--board stm32h7] [--top 30]
-    .venv/bin/python benchmarks/mcu_profile.py --case ppocr_cls [--board rv32-mcu-sim] [--int8]
+    .venv/bin/python benchmarks/mcu_profile.py --case ppocr_cls [--board rv32-mcu-sim] [--int8 | --compare]
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import numpy as np
 from elftools.elf.elffile import ELFFile
 
 from edgekit.compiler.aot import FIRMWARE_ELF, WEIGHTS_BIN, _measure_and_link, compile_aot
+from edgekit.compiler.aot_nn import EXTERN_KERNEL, LUT_KERNEL, QUANTIZE_KERNEL, SUM_KERNEL
 from edgekit.compiler.backend import no_progress
 from edgekit.core.profiles import load_profiles
 from edgekit.frontend.loader import load_model
@@ -41,12 +42,33 @@ __all__ = ["StepCount", "profile_model"]
 
 @dataclass
 class StepCount:
-    """One kernel call: its symbol, the shapes it touches, the instructions it ran."""
+    """One kernel call: its symbol, the shapes it touches, what kind of layer it is, the instructions it ran."""
 
     step: int
     func: str
     shapes: str
     instructions: int
+    layer: str = ""
+
+
+def _layer_kind(graph: Any, call: Any) -> str:
+    """``conv 3x3``, ``conv 1x1``, ``depthwise 5x5``, ``fully connected`` or what else the call does."""
+    tensors = [graph.tensors[a] for a in call.args]
+    if call.func == EXTERN_KERNEL:
+        hdr = next(t.value for t in tensors if t.kind == "weight" and t.dtype == "int32")
+        kind, kh, kw = int(hdr[0]), int(hdr[7]), int(hdr[8])
+        return ("conv", "depthwise", "fully connected")[kind] + (f" {kh}x{kw}" if kind < 2 else "")
+    if "conv2d" in call.func:
+        w = next(t for t in tensors if t.kind == "weight" and len(t.shape) == 4)
+        x = next(t for t in tensors if t.kind != "weight" and len(t.shape) == 4)
+        depthwise = w.shape[1] == 1 and w.shape[0] == x.shape[1] > 1
+        return f"{'depthwise' if depthwise else 'conv'} {w.shape[2]}x{w.shape[3]}"
+    if "matmul" in call.func or "dense" in call.func:
+        return "fully connected"
+    names = {LUT_KERNEL: "lookup table", SUM_KERNEL: "squeeze-excite sum", QUANTIZE_KERNEL: "input quantize"}
+    if call.func in names:
+        return names[call.func]
+    return "pooling" if "pool" in call.func or "mean" in call.func else "elementwise (TVM)"
 
 
 class _SteppedSimulator(McuSimulator):
@@ -107,8 +129,39 @@ def profile_model(path: str, board_name: str, feeds: dict[str, np.ndarray] | Non
             for t in call.args
             if graph.tensors[t].kind != "weight"
         )
-        rows.append(StepCount(step, call.func, shapes, b - a))
+        rows.append(StepCount(step, call.func, shapes, b - a, _layer_kind(graph, call)))
     return rows
+
+
+def _case_models(name: str, tmp: Path) -> tuple[str, str]:
+    """``(fp32 path, int8 path)`` of a benchmark case (benchmarks/quantization.py), quantized with edgekit's defaults."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import onnx
+
+    import quantization as qcases
+    from edgekit.compress import QuantConfig, quantize
+
+    case = qcases.digits_case(calibration_samples=256) if name == "digits_cnn" else qcases.ppocr_case()
+    fp32, int8 = tmp / "fp32.onnx", tmp / "int8.onnx"
+    onnx.save(case.fp32, fp32)
+    quantize(str(fp32), QuantConfig(), calibration=case.calibration).save(int8)
+    return str(fp32), str(int8)
+
+
+def print_comparison(fp32: list[StepCount], int8: list[StepCount], title: str) -> None:
+    """int8 against fp32 instructions per kind of layer."""
+    kinds: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    for i, rows in enumerate((fp32, int8)):
+        for r in rows:
+            kinds[r.layer][i] += r.instructions
+            kinds[r.layer][2 + i] += 1
+    print(f"{title}\n\n| layers | fp32 calls | fp32 instructions | int8 calls | int8 instructions | int8 / fp32 |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for kind, (f, q, nf, nq) in sorted(kinds.items(), key=lambda kv: -max(kv[1][:2])):
+        ratio = f"{q / f:.2f}" if f and q else "-"
+        print(f"| {kind} | {nf} | {f:,} | {nq} | {q:,} | {ratio} |")
+    tf, tq = sum(r.instructions for r in fp32), sum(r.instructions for r in int8)
+    print(f"| **all kernel calls** | {len(fp32)} | {tf:,} | {len(int8)} | {tq:,} | {tq / tf:.2f} |")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,37 +169,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("model", nargs="?")
     parser.add_argument("--case", choices=["digits_cnn", "ppocr_cls"])
     parser.add_argument("--int8", action="store_true", help="with --case: quantize it first (edgekit defaults)")
+    parser.add_argument("--compare", action="store_true",
+                        help="with --case: int8 against fp32 per kind of layer (both profiled)")
     parser.add_argument("--board", default="rv32-mcu-sim")
     parser.add_argument("--top", type=int, default=0, help="print only the N most expensive calls")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="edgekit-mcu-profile-") as tmp:
         path = args.model
         if args.case:
-            sys.path.insert(0, str(Path(__file__).resolve().parent))
-            import onnx
-
-            import quantization as qcases
-            from edgekit.compress import QuantConfig, quantize
-
-            case = qcases.digits_case(calibration_samples=256) if args.case == "digits_cnn" else qcases.ppocr_case()
-            path = str(Path(tmp) / "fp32.onnx")
-            onnx.save(case.fp32, path)
-            if args.int8:
-                q = quantize(path, QuantConfig(), calibration=case.calibration)
-                path = str(Path(tmp) / "int8.onnx")
-                q.save(path)
+            fp32, int8 = _case_models(args.case, Path(tmp))
+            if args.compare:
+                print_comparison(profile_model(fp32, args.board), profile_model(int8, args.board),
+                                 f"{args.case} on {args.board} (benchmarks/mcu_profile.py --case {args.case} "
+                                 f"--compare --board {args.board})")  # fmt: skip
+                return 0
+            path = int8 if args.int8 else fp32
         rows = profile_model(path, args.board)
     total = sum(r.instructions for r in rows)
-    by_func: dict[str, int] = defaultdict(int)
-    for r in rows:
-        by_func[r.func.split("_")[0] if not r.func.startswith("ek_") else r.func] += r.instructions
     shown = sorted(rows, key=lambda r: -r.instructions)[: args.top] if args.top else rows
-    print(f"| step | kernel | tensors | instructions | share |\n|---:|---|---|---:|---:|")
+    print("| step | kernel | layer | tensors | instructions | share |\n|---:|---|---|---|---:|---:|")
     for r in shown:
-        print(f"| {r.step} | {r.func[:60]} | {r.shapes} | {r.instructions:,} | {r.instructions / total:.1%} |")
+        print(f"| {r.step} | {r.func[:60]} | {r.layer} | {r.shapes} | {r.instructions:,} | {r.instructions / total:.1%} |")
     print(f"\ntotal in kernel calls: {total:,}")
-    for k, v in sorted(by_func.items(), key=lambda kv: -kv[1]):
-        print(f"  {k}: {v:,} ({v / total:.1%})")
     return 0
 
 
