@@ -99,7 +99,11 @@ def profile_model(path: str, board_name: str, feeds: dict[str, np.ndarray] | Non
     art = compile_aot(prepared, target.tvm_target())
     members, _, _, _ = _measure_and_link(art, board, target, no_progress)
     rng = np.random.default_rng(0)
-    feeds = feeds or {i.name: rng.uniform(-1, 1, i.shape).astype(np.float32) for i in prepared.inputs}
+    feeds = feeds or {
+        i.name: rng.uniform(-1, 1, i.shape).astype(i.dtype) if np.dtype(i.dtype).kind == "f"
+        else rng.integers(-128, 128, i.shape).astype(i.dtype)
+        for i in prepared.inputs
+    }  # fmt: skip
     sim = _SteppedSimulator(members[FIRMWARE_ELF], board)
     link = SerialTransport(sim.port_name, board.transport.baudrate)
     try:
@@ -107,7 +111,7 @@ def profile_model(path: str, board_name: str, feeds: dict[str, np.ndarray] | Non
         client.hello()
         client.load(members[WEIGHTS_BIN])
         for i, spec in enumerate(prepared.inputs):
-            client.set_input(i, np.ascontiguousarray(feeds[spec.name], np.float32).tobytes())
+            client.set_input(i, np.ascontiguousarray(feeds[spec.name], spec.dtype).tobytes())
         sim.marks.clear()
         client.run(1)
     finally:

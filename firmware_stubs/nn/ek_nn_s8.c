@@ -472,16 +472,18 @@ typedef struct {
   const int8_t *tab; /* the layer's output table or NULL (ek_nn_table) */
 } ek_rq_fast_t;
 
-static inline __attribute__((always_inline)) int8_t ek_rq_fast(ek_mac_t a, const ek_rq_fast_t *r) {
+/* tab: r->tab, or a constant NULL in the copy without a table. */
+static inline __attribute__((always_inline)) int8_t ek_rq_fast(ek_mac_t a, const ek_rq_fast_t *r, const int8_t *tab) {
   int32_t v = (int32_t)((uint32_t)(int32_t)a + (uint32_t)r->off);
   v = (((int32_t)(((int64_t)v * r->m) >> 32) + r->rnd) >> r->sh) + r->zp;
   v = v < r->lo ? r->lo : v;
   v = v > r->hi ? r->hi : v;
-  return r->tab ? r->tab[v] : (int8_t)v;
+  return tab ? tab[v] : (int8_t)v;
 }
 
-__attribute__((noinline)) static void ek_nn_dw3_row_q(const ek_dw_t *r0, int32_t pw, const int8_t *wc, int8_t *y,
-                                                      int32_t n, const ek_rq_fast_t *rq) {
+static inline __attribute__((always_inline)) void ek_nn_dw3_row_q_body(const ek_dw_t *r0, int32_t pw,
+                                                                      const int8_t *wc, int8_t *y, int32_t n,
+                                                                      const ek_rq_fast_t *rq, const int8_t *tab) {
   const ek_dw_t *r1 = r0 + pw, *r2 = r1 + pw;
   ek_rq_fast_t r = *rq;
   int8_t *end = y + n;
@@ -491,10 +493,18 @@ __attribute__((noinline)) static void ek_nn_dw3_row_q(const ek_dw_t *r0, int32_t
   for (; y + 1 < end; r0 += 2, r1 += 2, r2 += 2, y += 2) {
     ek_dw_t a, b;
     ek_dw3_pair(r0, r1, r2, wk, &a, &b);
-    y[0] = ek_rq_fast(a, &r);
-    y[1] = ek_rq_fast(b, &r);
+    y[0] = ek_rq_fast(a, &r, tab);
+    y[1] = ek_rq_fast(b, &r, tab);
   }
-  if (y < end) *y = ek_rq_fast(ek_dw3_one(r0, r1, r2, wk), &r);
+  if (y < end) *y = ek_rq_fast(ek_dw3_one(r0, r1, r2, wk), &r, tab);
+}
+
+__attribute__((noinline)) static void ek_nn_dw3_row_q(const ek_dw_t *r0, int32_t pw, const int8_t *wc, int8_t *y,
+                                                      int32_t n, const ek_rq_fast_t *rq) {
+  if (rq->tab)
+    ek_nn_dw3_row_q_body(r0, pw, wc, y, n, rq, rq->tab);
+  else
+    ek_nn_dw3_row_q_body(r0, pw, wc, y, n, rq, (const int8_t *)0);
 }
 #endif
 
