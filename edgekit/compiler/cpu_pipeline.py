@@ -58,6 +58,7 @@ __all__ = [
     "schedule_passes",
     "set_num_threads",
     "simd_lanes",
+    "vector_registers",
 ]
 
 logger = logging.getLogger(__name__)
@@ -131,7 +132,28 @@ def _uses(expr: Any, var: Any) -> bool:
     return any(v.same_as(var) for v in collect_vars_used_in_prim_expr(expr))
 
 
-def _tile_efficiency(vectors: int, rows: int, extent: int) -> float:
+#: A float accumulator tile of this many bytes or more is not kept in
+#: registers: TVM allocates it as a workspace (2 x 8 zmm vectors, 1 KiB, ran
+#: YOLOv8n's 3x3 convolutions 2-3x slower than 2 x 5).
+TILE_BYTES = 1024
+
+
+def vector_registers(target: tvm.target.Target) -> int:
+    """SIMD registers a register tile may use on ``target``: 32 with AVX-512 (zmm0-31), else 16.
+
+    16 is what AVX2 has; aarch64 has 32 NEON registers, but larger tiles
+    were measured only on AVX-512 (ResNet-50's 7x7 layers: 77 -> 91 GMAC/s
+    with 2 x 7 tiles instead of 1 x 7).
+    """
+    from tvm.target.codegen import target_has_features
+
+    try:
+        return 32 if target_has_features("avx512f", target) else 16
+    except Exception:  # a target LLVM does not know
+        return 16
+
+
+def _tile_efficiency(vectors: int, rows: int, extent: int, registers: int = 16, lanes: int = 8) -> float:
     """Estimated FMA-unit utilisation of a ``rows x vectors`` register tile.
 
     Per reduction step the tile loads ``vectors`` weight vectors and
@@ -141,7 +163,9 @@ def _tile_efficiency(vectors: int, rows: int, extent: int) -> float:
     row extent wastes its tail and runs predicated.
     """
     acc = rows * vectors
-    if acc + vectors + 1 > 16:  # would spill: 16 vector registers on AVX2/NEON
+    if acc + vectors + 1 > registers:  # would spill
+        return 0.0
+    if acc * lanes * 4 >= TILE_BYTES:
         return 0.0
     cycles = max(5.0, acc / 2.0, (vectors + rows) / 2.0)
     eff = acc / (2.0 * cycles)
@@ -151,7 +175,7 @@ def _tile_efficiency(vectors: int, rows: int, extent: int) -> float:
     return eff
 
 
-def _choose_tile(vec_ext: int, row_ext: int, lanes: int, vec_align: int) -> tuple[int, int]:
+def _choose_tile(vec_ext: int, row_ext: int, lanes: int, vec_align: int, registers: int = 16) -> tuple[int, int]:
     """Picks ``(vector-axis tile, row tile)`` for the micro-kernel.
 
     Args:
@@ -161,6 +185,7 @@ def _choose_tile(vec_ext: int, row_ext: int, lanes: int, vec_align: int) -> tupl
         vec_align: The vector tile must divide this (the channels per group
             of a grouped convolution; ``vec_ext`` otherwise), so one vector
             never straddles two groups.
+        registers: SIMD registers (:func:`vector_registers`).
     """
     best = (0.0, min(vec_ext, lanes), 1)
     for vectors in (2, 1):
@@ -168,7 +193,7 @@ def _choose_tile(vec_ext: int, row_ext: int, lanes: int, vec_align: int) -> tupl
         if vec_in > vec_ext or vec_align % vec_in:
             continue
         for rows in range(1, min(row_ext, 12) + 1):
-            eff = _tile_efficiency(vectors, rows, row_ext)
+            eff = _tile_efficiency(vectors, rows, row_ext, registers, lanes)
             if eff > best[0]:
                 best = (eff, vec_in, rows)
     if best[0] == 0.0:
@@ -234,7 +259,7 @@ class _Rules:
                 if anchor is None:
                     return None
                 try:
-                    _schedule_tiled_reduction(sch, anchor, simd_lanes(target))
+                    _schedule_tiled_reduction(sch, anchor, simd_lanes(target), vector_registers(target))
                     _schedule_rest(sch, simd_lanes(target), skip=anchor)
                 except Exception as exc:  # a pattern the rule misjudged: let the next rule try
                     logger.debug("CpuTiledReduction gave up on a function: %s", exc)
@@ -317,7 +342,7 @@ def _find_anchor(sch: Any) -> Any | None:
     return anchor
 
 
-def _schedule_tiled_reduction(sch: Any, block: Any, lanes: int) -> None:
+def _schedule_tiled_reduction(sch: Any, block: Any, lanes: int, registers: int = 16) -> None:
     """Tiles ``block`` into a register micro-kernel (see :class:`CpuTiledReduction`)."""
     stmt = sch.get(block)
     ivars = [iv.var for iv in stmt.iter_vars]
@@ -341,7 +366,7 @@ def _schedule_tiled_reduction(sch: Any, block: Any, lanes: int) -> None:
     extents = [_extent(sch, lp) for lp in loops]
     vec_ext = extents[vec]
     align = _group_alignment(sch.get(block), ivars[vec], vec_ext)
-    vec_in, rows_in = _choose_tile(vec_ext, extents[row] if row is not None else 1, lanes, align)
+    vec_in, rows_in = _choose_tile(vec_ext, extents[row] if row is not None else 1, lanes, align, registers)
 
     vec_out, vec_inner = sch.split(loops[vec], factors=[None, vec_in])
     if row is not None:
