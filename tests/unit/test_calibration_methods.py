@@ -83,7 +83,7 @@ def test_auto_ranges_choose_per_tensor_and_reach_the_qdq_model(tmp_path) -> None
 
     cal, ev = {"u": u, "v": v}, {"u": u[:8], "v": v[:8]}  # every sample calibrates
     auto = quantize(model, QuantConfig(calibration_method="auto", percentile=99.99), cal, eval_data=ev).model
-    minmax = quantize(model, QuantConfig(), cal, eval_data=ev).model
+    minmax = quantize(model, QuantConfig(calibration_method="minmax"), cal, eval_data=ev).model
     assert input_scale(auto, "v") == pytest.approx((hi - lo) / 255, rel=1e-3)
     assert input_scale(minmax, "v") > 5 * input_scale(auto, "v")
     assert input_scale(auto, "u") == pytest.approx(input_scale(minmax, "u"), rel=0.01)
@@ -104,7 +104,8 @@ def test_bias_correction_removes_the_mean_shift_of_biased_weight_rounding() -> N
     ref = _run(model, ev)
     shift = {}
     for bc in (False, True):
-        q = quantize(model, QuantConfig(bias_correction=bc), {"x": x}, eval_data={"x": ev}).model
+        q = quantize(model, QuantConfig(calibration_method="minmax", bias_correction=bc), {"x": x},
+                     eval_data={"x": ev}).model  # fmt: skip
         shift[bc] = float(np.abs((_run(q, ev) - ref).mean(axis=0)).max())
     assert shift[False] > 0.05 and shift[True] < shift[False] / 5, shift
 
@@ -132,8 +133,9 @@ def test_smooth_quant_folds_into_the_layernorm_affine_and_keeps_the_function() -
     np.testing.assert_allclose(_run(smoothed, x), _run(model, x), rtol=1e-4, atol=1e-4)
     # ...and int8 loses less: the other channels are no longer rounded to a step sized for channel 3.
     ref = _run(model, x)
-    plain = quantize(model, QuantConfig(), {"x": x}).model
-    smooth = quantize(model, QuantConfig(smooth_quant=True), {"x": x}).model
+    base = {"calibration_method": "minmax", "bias_correction": False}  # SmoothQuant alone
+    plain = quantize(model, QuantConfig(**base), {"x": x}).model
+    smooth = quantize(model, QuantConfig(**base, smooth_quant=True), {"x": x}).model
     assert _sqnr(ref, _run(smooth, x)) > _sqnr(ref, _run(plain, x)) + 6.0
 
 

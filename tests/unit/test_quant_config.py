@@ -21,7 +21,8 @@ from edgekit.core.tensors import TensorSpec
     "kwargs, match, hint",
     [
         ({"calibration_method": "kl"}, "unknown calibration method 'kl'", "minmax, entropy, percentile"),
-        ({"percentile": 99.9}, "only applies to the percentile", "--calibration-method percentile"),
+        ({"calibration_method": "minmax", "percentile": 99.9}, "only applies to the percentile",
+         "--calibration-method percentile"),
         ({"calibration_method": "percentile", "percentile": 101}, "percentile must be in", "99.99"),
         ({"calibration_samples": 0}, "calibration_samples must be a positive integer", "100"),
         ({"calibration_samples": True}, "calibration_samples must be a positive integer", ""),
