@@ -34,6 +34,7 @@ __all__ = [
     "LUT_KERNEL",
     "SUM_KERNEL",
     "QUANTIZE_KERNEL",
+    "MUL_KERNEL",
     "IN_PLACE",
     "NP",
     "uses_dsp",
@@ -48,6 +49,7 @@ EXTERN_KERNEL = "ek_nn_s8"
 LUT_KERNEL = "ek_nn_lut_s8"
 SUM_KERNEL = "ek_nn_sum_s8"
 QUANTIZE_KERNEL = "ek_nn_quantize_s8"
+MUL_KERNEL = "ek_nn_mul_s8"
 #: Kernels that may write their output over their input: name -> (input
 #: argument, output argument). The arena planner places the output within
 #: the input when the input dies at that call (aot_layout.arena_buffers).
@@ -377,6 +379,68 @@ def _sum_replacement(total: Any, var2val: dict) -> Any:
     return relax.call_dps_packed(relax.ExternFunc(SUM_KERNEL), relax.Tuple([x]), [total.ty])
 
 
+def _int8_operand(expr: Any, var2val: dict) -> tuple[Any, int] | None:
+    """``(x, z)`` if ``expr`` is ``astype(x int8, int32) - z`` (or without the subtraction), else None."""
+    e, z = _optional(expr, var2val, "relax.subtract")
+    cast = _call(e, var2val, "relax.astype")
+    if cast is None or str(cast.attrs.dtype) != "int32" or str(cast.args[0].ty.dtype) != "int8":
+        return None
+    if z is not None and np.asarray(z).size != 1:
+        return None
+    return cast.args[0], 0 if z is None else int(np.asarray(z).reshape(-1)[0])
+
+
+def _mul_replacement(out: Any, var2val: dict) -> Any:
+    """``requantize((a - za) * (s - zs))`` of two int8 tensors, ``s``
+    broadcast over the trailing axes of ``a`` (the squeeze-excite scaling of
+    every channel), as one :data:`MUL_KERNEL` call: ``s - zs`` once per
+    channel, the products in int32, the requantization of ``requant.py``
+    from the high word (TVM's kernel did it all in 64-bit per element)."""
+    from tvm import relax
+
+    if str(out.attrs.dtype) != "int8":
+        return None
+    clip = _call(out.args[0], var2val, "relax.clip")
+    if clip is None:
+        return None
+    e, zy = _optional(clip.args[0], var2val, "relax.add")
+    e, shift = _optional(e, var2val, "relax.right_shift")
+    e, rnd = _optional(e, var2val, "relax.add")
+    e, mult = _optional(e, var2val, "relax.multiply")
+    cast = _call(e, var2val, "relax.astype")
+    if mult is None or shift is None or cast is None or str(cast.attrs.dtype) != "int64":
+        return None
+    prod = _call(cast.args[0], var2val, "relax.multiply")
+    if prod is None or str(prod.ty.dtype) != "int32":
+        return None
+    a, b = (_int8_operand(arg, var2val) for arg in prod.args)
+    if a is None or b is None:
+        return None
+    (x, za), (sv, zs) = a, b
+    xs, ss = [int(v) for v in x.ty.shape], [int(v) for v in sv.ty.shape]
+    if len(xs) != len(ss) or [int(v) for v in out.ty.shape] != xs:
+        x, za, sv, zs, xs, ss = sv, zs, x, za, ss, xs  # the broadcast operand may come first
+    k = len(xs)
+    while k > 0 and ss[k - 1] == 1 and xs[k - 1] != 1:
+        k -= 1
+    if len(ss) != len(xs) or ss[:k] != xs[:k] or any(v != 1 for v in ss[k:]) or [int(v) for v in out.ty.shape] != xs:
+        return None
+    if k == len(xs):  # two full tensors: per element this kernel would not beat TVM's
+        return None
+    consts = [np.asarray(c).reshape(-1) for c in (mult, shift, zy if zy is not None else 0, rnd if rnd is not None else 0)]
+    if any(c.size != 1 for c in consts):
+        return None
+    m, n, z, r = (int(c[0]) for c in consts)
+    if not (0 < n <= 62 and abs(m) < 2**31 and r == 1 << (n - 1) and abs(z) < 2**31):
+        return None
+    outer = int(np.prod(xs[:k], dtype=np.int64))
+    params = np.array([outer, int(np.prod(xs, dtype=np.int64)) // max(outer, 1), za, zs, m, n, z,
+                       int(clip.args[1].value), int(clip.args[2].value)], np.int64)  # fmt: skip
+    return relax.call_dps_packed(
+        relax.ExternFunc(MUL_KERNEL), relax.Tuple([x, sv, relax.const(params.astype(np.int32), "int32")]), [out.ty]
+    )
+
+
 def _quantize_replacement(call: Any, var2val: dict) -> Any:
     """``quantize(x float32, scalar scale, scalar zero point) -> int8`` as
     :data:`QUANTIZE_KERNEL`, which may run in place: the float input of an
@@ -548,6 +612,20 @@ def offload_int8(mod: Any, tvm_target: Any) -> tuple[Any, int]:
         func = rewrite_call(pattern, rewrite, func)
     func, folded = fold_int8_chains(func, LUT_KERNEL)
     count += folded
+    # after the folding: a product of x with a table of x (HardSwish) is one table, not a multiply
+    var2val = relax.analysis.get_var2val(func)
+
+    def mul(expr: Any, _matches: Any) -> Any:
+        nonlocal count
+        try:
+            new = _mul_replacement(expr, var2val)
+        except (ValueError, TypeError, AttributeError) as exc:
+            logger.debug("int8 multiply left to TVM: %s", exc)
+            return expr
+        count += new is not None
+        return expr if new is None else new
+
+    func = relax.analysis.remove_all_unused(rewrite_call(is_op("relax.astype")(wildcard()), mul, func))
     var2val, uses = relax.analysis.get_var2val(func), _uses(func)
 
     def fuse(expr: Any, _matches: Any) -> Any:

@@ -740,4 +740,38 @@ int32_t ek_nn_quantize_s8(void *self, const ek_ffi_any_t *args, int32_t num_args
   }
   return 0;
 }
+/* y = requantize((a - za) * (s - zs)) of two int8 tensors, s broadcast
+ * over the trailing axes of a (squeeze-excite: one value per channel): a
+ * and y are [outer][inner], s is [outer]. The product is exact in int32 (|.| <= 255 * 255); the
+ * requantization is requant.py's, as in ek_nn_requant (for n > 32 from the
+ * high word of the product). args = (a, s, params, y); params: outer,
+ * inner, za, zs, m, n, zy, qmin, qmax. */
+int32_t ek_nn_mul_s8(void *self, const ek_ffi_any_t *args, int32_t num_args, ek_ffi_any_t *result) {
+  const ek_dltensor_t *a = (const ek_dltensor_t *)args[0].v.v_ptr, *b = (const ek_dltensor_t *)args[1].v.v_ptr;
+  const ek_dltensor_t *prm = (const ek_dltensor_t *)args[2].v.v_ptr, *y = (const ek_dltensor_t *)args[3].v.v_ptr;
+  const int32_t *q = (const int32_t *)prm->data;
+  const int8_t *src = (const int8_t *)a->data, *sv = (const int8_t *)b->data;
+  int8_t *dst = (int8_t *)y->data;
+  int32_t outer = q[0], inner = q[1], za = q[2], zs = q[3], m = q[4], n = q[5], zy = q[6], lo = q[7], hi = q[8];
+  int32_t o, i;
+  (void)self; (void)result;
+  if (num_args != 4) return -1;
+  for (o = 0; o < outer; ++o, src += inner, dst += inner) {
+    int32_t s = sv[o] - zs;
+    if (n > 32) {
+      int32_t rnd = 1 << (n - 33), sh = n - 32;
+      for (i = 0; i < inner; ++i) {
+        int32_t v = (((int32_t)(((int64_t)((src[i] - za) * s) * m) >> 32) + rnd) >> sh) + zy;
+        v = v < lo ? lo : v;
+        dst[i] = (int8_t)(v > hi ? hi : v);
+      }
+    } else {
+      for (i = 0; i < inner; ++i) {
+        int64_t w = (((int64_t)((src[i] - za) * s) * m + ((int64_t)1 << (n - 1))) >> n) + zy;
+        dst[i] = (int8_t)(w < lo ? lo : w > hi ? hi : w);
+      }
+    }
+  }
+  return 0;
+}
 #endif /* EK_NN_S8_C */
