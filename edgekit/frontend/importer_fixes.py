@@ -20,10 +20,13 @@ __all__ = ["IMPORTER_RULES"]
 _T = onnx.TensorProto
 
 
-def _attention(node: onnx.NodeProto, ctx: Context) -> str | None:
+def _attention(node: onnx.NodeProto, ctx: Context) -> "str | Rewrite | None":
     # TVM's "Attention" converter is onnxruntime's contrib op (num_heads);
-    # the standard op (opset 23) is its function body.
-    return EXPAND
+    # the standard op (opset 23) is its function body. A float16 body rounds
+    # every intermediate (the softmax too) to float16: 4 ulps from the
+    # reference where onnxruntime's kernel is 1; computed in float32 (and
+    # expanded in the next round) it is within 2.
+    return _in_float32(node, ctx) or EXPAND
 
 
 def _layer_norm(node: onnx.NodeProto, ctx: Context) -> str | None:
@@ -207,8 +210,9 @@ def _reduce_extreme(node: onnx.NodeProto, ctx: Context) -> "Rewrite | None":
 
 
 def _in_float32(node: onnx.NodeProto, ctx: Context) -> "Rewrite | None":
-    # TVM accumulates float16 matmuls and convolutions in float16; the
-    # reference (and onnxruntime) accumulate in float32. Compute in float32.
+    # TVM accumulates float16 matmuls, convolutions and softmax sums in
+    # float16; the reference (and onnxruntime) accumulate in float32.
+    # Compute in float32.
     if elem(ctx, node.input[0]) != _T.FLOAT16:
         return None
     p = f"{node.output[0]}__f32_"
@@ -393,6 +397,8 @@ IMPORTER_RULES: dict[str, Rule] = {
     "ReduceMax": _reduce_extreme,
     "ReduceMin": _reduce_extreme,
     "MatMul": _in_float32,
+    "Softmax": _in_float32,
+    "LogSoftmax": _in_float32,
     "Gemm": _in_float32,
     "Conv": _in_float32,
     "ConvTranspose": _conv_transpose_f32,

@@ -177,12 +177,17 @@ def test_compress_with_a_computed_condition_is_refused():
         legalize(model, 13, SUPPORTED)
 
 
-def test_float16_matmul_is_computed_in_float32():
-    node = helper.make_node("MatMul", ["a", "b"], ["y"])
-    model = _model(node, [_vi("a", [2, 64], TensorProto.FLOAT16), _vi("b", [64, 2], TensorProto.FLOAT16)],
-                   [_vi("y", [2, 2], TensorProto.FLOAT16)], opset=13)
+@pytest.mark.parametrize("op", ["MatMul", "Softmax"])
+def test_float16_matmul_and_softmax_are_computed_in_float32(op):
+    if op == "MatMul":
+        node = helper.make_node("MatMul", ["a", "b"], ["y"])
+        inputs = [_vi("a", [2, 64], TensorProto.FLOAT16), _vi("b", [64, 2], TensorProto.FLOAT16)]
+    else:
+        node = helper.make_node("Softmax", ["a"], ["y"])
+        inputs = [_vi("a", [2, 2], TensorProto.FLOAT16)]
+    model = _model(node, inputs, [_vi("y", [2, 2], TensorProto.FLOAT16)], opset=13)
     fixed, _ = legalize(model, 13, SUPPORTED)
-    (mm,) = [n for n in fixed.graph.node if n.op_type == "MatMul"]
+    (mm,) = [n for n in fixed.graph.node if n.op_type == op]
     types = {vi.name: vi.type.tensor_type.elem_type for vi in fixed.graph.value_info}
     assert all(types.get(i) == TensorProto.FLOAT for i in mm.input)
     assert fixed.graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT16
