@@ -41,7 +41,7 @@ logger = logging.getLogger("benchmarks.calibration")
 #: Evaluation samples quantize() itself reports on (not the table's figures).
 INTERNAL_EVAL = 8
 
-#: Configuration name -> QuantConfig fields (everything else at the defaults).
+#: Configuration name -> QuantConfig fields (the rest: BASE, then QuantConfig's defaults).
 CONFIGS: dict[str, dict[str, Any]] = {
     "minmax": {"calibration_method": "minmax"},
     "percentile": {"calibration_method": "percentile"},
@@ -53,6 +53,9 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "minmax+bias+smooth": {"calibration_method": "minmax", "bias_correction": True, "smooth_quant": True},
     "auto+bias+smooth": {"calibration_method": "auto", "bias_correction": True, "smooth_quant": True},
 }
+#: Every configuration states these, so a change of QuantConfig's defaults
+#: does not change what a row measures.
+BASE = {"bias_correction": False, "smooth_quant": False}
 
 
 def digits_case(calibration_samples: int, eval_samples: int) -> accuracy.Case:
@@ -104,7 +107,7 @@ def measure(case: accuracy.Case, configs: list[str]) -> list[dict[str, Any]]:
         t0 = time.perf_counter()
         # Every calibration sample calibrates; quantize()'s own report runs on
         # a few evaluation samples (the table is measured below, on all).
-        result = quantize(case.fp32, QuantConfig(**CONFIGS[cfg]), calibration,
+        result = quantize(case.fp32, QuantConfig(**{**BASE, **CONFIGS[cfg]}), calibration,
                           eval_data={name: case.evaluation["x"][:INTERNAL_EVAL]},
                           progress=lambda m: logger.info("  %s", m))  # fmt: skip
         seconds = time.perf_counter() - t0

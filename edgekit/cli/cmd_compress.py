@@ -147,8 +147,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--percentile", type=float, metavar="P", help="percentile kept by --calibration-method "
                    "percentile or auto (default 99.999)")
     _pair(q, "bias_correction", "--bias-correction", "--no-bias-correction",
-          "subtract the mean shift int8 adds to each Conv/Gemm output from its bias (default)",
-          "leave biases as quantized")
+          "subtract the mean shift int8 adds to each Conv/Gemm output from its bias",
+          "leave biases as quantized (default)")
     _pair(q, "smooth_quant", "--smooth-quant", "--no-smooth-quant",
           "move outlier channels of MatMul/Gemm inputs into the weights where a LayerNorm absorbs the division",
           "no scale migration")
