@@ -25,9 +25,10 @@ SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "conformance.py"
 #: Size and seed of the sample (fixed so a failure reproduces with
 #: ``benchmarks/conformance.py --sample 160 --seed 20``).
 SAMPLE, SEED = 160, 20
-#: Per-test limit; the sample takes about 45 s on 2 idle cores.
+#: Per-test limit. The sample took 95 s on 2 cores at load average 10
+#: (2026-12-06; one LinearAttention test, its Scan unrolled, is 19 s of it).
 TIMEOUT_S = 60
-BUDGET_S = 110
+BUDGET_S = 150
 
 
 @pytest.fixture(scope="module")
