@@ -29,7 +29,7 @@ import numpy as np
 from elftools.elf.elffile import ELFFile
 
 from edgekit.compiler.aot import FIRMWARE_ELF, WEIGHTS_BIN, _measure_and_link, compile_aot
-from edgekit.compiler.aot_nn import EXTERN_KERNEL, LUT_KERNEL, QUANTIZE_KERNEL, SUM_KERNEL
+from edgekit.compiler.aot_nn import EXTERN_KERNEL, LUT_KERNEL, MUL_KERNEL, QUANTIZE_KERNEL, SUM_KERNEL
 from edgekit.compiler.backend import no_progress
 from edgekit.core.profiles import load_profiles
 from edgekit.frontend.loader import load_model
@@ -65,7 +65,8 @@ def _layer_kind(graph: Any, call: Any) -> str:
         return f"{'depthwise' if depthwise else 'conv'} {w.shape[2]}x{w.shape[3]}"
     if "matmul" in call.func or "dense" in call.func:
         return "fully connected"
-    names = {LUT_KERNEL: "lookup table", SUM_KERNEL: "squeeze-excite sum", QUANTIZE_KERNEL: "input quantize"}
+    names = {LUT_KERNEL: "lookup table", SUM_KERNEL: "squeeze-excite sum", QUANTIZE_KERNEL: "input quantize",
+             MUL_KERNEL: "squeeze-excite multiply"}  # fmt: skip
     if call.func in names:
         return names[call.func]
     return "pooling" if "pool" in call.func or "mean" in call.func else "elementwise (TVM)"
