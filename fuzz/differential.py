@@ -8,10 +8,14 @@ outcome:
 - ``match``: the outputs agree with onnxruntime's on the same model. Float32:
   max relative error (``edgekit.runtime.stats.max_relative_error``) within
   ``edgekit.runtime.agreement.agree_tolerance`` of the model's reduction
-  length (1e-4 at least). int8: every output within
-  :data:`INT8_STEPS` quantization steps of its final ``DequantizeLinear``
-  (integer kernels round requantization differently from onnxruntime's
-  float reference, by one step per layer at most).
+  length (1e-4 at least). int8: every output within :data:`INT8_STEPS`
+  quantization steps of the *coarsest* activation scale in the graph. Integer
+  kernels and onnxruntime's float reference may round a value that lies on a
+  half step differently (an average pool whose window sum divides to x.5
+  steps: edgekit's integer pool rounds it up, onnxruntime's float32 sum may
+  land just below), and a later requantization to a finer scale shows that
+  one step as several output steps (2.6 for a concat at a 2.6x finer scale,
+  6.8 for ``x * relu(x)``); a miscompiled layer is off by tens to hundreds.
 - ``refused``: compile raised a typed ``EdgekitError`` before anything ran.
 - ``run-error``: a typed ``EdgekitError`` while running.
 - ``mismatch``: outputs outside the tolerance, silently: a compiler bug.
@@ -52,7 +56,7 @@ __all__ = ["BOARDS", "INT8_STEPS", "OUTCOMES", "run_case", "judge", "main"]
 
 #: Boards every graph is compiled for (each runs on its simulator; host in-process).
 BOARDS = ("host", "rv32-mcu-sim", "stm32h7", "pynq-z2")
-#: int8 tolerance in quantization steps of each output.
+#: int8 tolerance: quantization steps of the coarsest activation scale of the graph.
 INT8_STEPS = 2
 OUTCOMES = ("match", "refused", "run-error", "mismatch", "crash", "hang")
 
@@ -74,8 +78,9 @@ def reference(graph: FuzzGraph) -> dict[str, np.ndarray]:
     return dict(zip(names, session.run(None, graph.inputs)))
 
 
-def _output_steps(graph: FuzzGraph) -> dict[str, float]:
-    """Output name -> scale of the DequantizeLinear that produces it."""
+def _output_steps(graph: FuzzGraph) -> tuple[dict[str, float], float]:
+    """Output name -> scale of the DequantizeLinear that produces it, and the
+    coarsest activation scale (QuantizeLinear) in the graph."""
     from onnx import numpy_helper
 
     inits = {i.name: numpy_helper.to_array(i) for i in graph.model.graph.initializer}
@@ -83,7 +88,9 @@ def _output_steps(graph: FuzzGraph) -> dict[str, float]:
     for node in graph.model.graph.node:
         if node.op_type == "DequantizeLinear" and node.input[1] in inits:
             steps[node.output[0]] = float(np.max(inits[node.input[1]]))
-    return steps
+    coarsest = max((float(np.max(inits[n.input[1]])) for n in graph.model.graph.node
+                    if n.op_type == "QuantizeLinear" and n.input[1] in inits), default=0.0)  # fmt: skip
+    return steps, coarsest
 
 
 def judge(graph: FuzzGraph, outputs: dict[str, np.ndarray], ref: dict[str, np.ndarray],
@@ -94,7 +101,7 @@ def judge(graph: FuzzGraph, outputs: dict[str, np.ndarray], ref: dict[str, np.nd
 
     detail: dict[str, Any] = {}
     ok = True
-    steps = _output_steps(graph) if graph.int8 else {}
+    steps, coarsest = _output_steps(graph) if graph.int8 else ({}, 0.0)
     for name, want in ref.items():
         got = outputs.get(name)
         if got is None or got.shape != want.shape:
@@ -103,8 +110,9 @@ def judge(graph: FuzzGraph, outputs: dict[str, np.ndarray], ref: dict[str, np.nd
             return "mismatch", {"output": name, "why": "non-finite values"}
         if graph.int8 and name in steps:
             dev = float(np.max(np.abs(got.astype(np.float64) - want)) / steps[name]) if got.size else 0.0
-            detail[name] = {"steps": dev, "tolerance_steps": INT8_STEPS}
-            ok &= dev <= INT8_STEPS + 1e-6
+            tol = INT8_STEPS * max(1.0, coarsest / steps[name])
+            detail[name] = {"steps": dev, "tolerance_steps": tol}
+            ok &= dev <= tol + 1e-6
         else:
             err = max_relative_error(got, want)
             tol = agree_tolerance(accumulation)
@@ -136,6 +144,9 @@ def run_case(seed: int, board: str, workdir: Path) -> dict[str, Any]:
                 "message": traceback.format_exc()[-1500:], "seconds": time.monotonic() - started}  # fmt: skip
     try:
         package = open_package(pkg_path)
+        npu = package.manifest.get("npu")
+        if isinstance(npu, dict):  # how much the accelerator itself ran (the rest runs on the board's CPU)
+            case["npu_layers"] = int(npu.get("layers", 0))
         runner = open_runner(package, load_profiles().board(board), sim=True)
         try:
             outputs = runner.run(graph.inputs)
@@ -212,14 +223,18 @@ def summarize(cases: list[dict[str, Any]]) -> dict[str, Any]:
     total = Counter(c["outcome"] for c in cases)
     reasons = Counter(f"{c['board']}: {c.get('error', '')}: {str(c.get('message', '')).split(':')[0][:80]}"
                       for c in cases if c["outcome"] in ("refused", "run-error"))  # fmt: skip
+    npu = [c for c in cases if "npu_layers" in c]
     return {"cases": len(cases), "graphs": len({c["seed"] for c in cases}), "total": dict(total),
-            "per_board": {b: dict(v) for b, v in per_board.items()}, "reasons": dict(reasons.most_common(20))}  # fmt: skip
+            "per_board": {b: dict(v) for b, v in per_board.items()}, "reasons": dict(reasons.most_common(20)),
+            "npu_cases_with_accelerator_layers": sum(1 for c in npu if c["npu_layers"]),
+            "npu_cases": len(npu)}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--graphs", type=int, default=20, help="how many seeds to run (default 20)")
     parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--seeds", default="", help="comma-separated seeds to run instead (e.g. to re-check findings)")
     parser.add_argument("--boards", default=",".join(BOARDS), help="comma-separated board names")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds one case may take (compile + run)")
     parser.add_argument("--max-minutes", type=float, default=0.0, help="stop starting new graphs after this long")
@@ -231,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="edgekit-fuzz-") as tmp:
         pool = _Pool(tmp)
         try:
-            for seed in range(args.first_seed, args.first_seed + args.graphs):
+            seeds = [int(x) for x in args.seeds.split(",") if x] or range(args.first_seed, args.first_seed + args.graphs)
+            for seed in seeds:
                 if args.max_minutes and time.monotonic() - started > args.max_minutes * 60:
                     print(f"stopped after {args.max_minutes} min", flush=True)
                     break
