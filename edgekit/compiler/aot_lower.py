@@ -64,9 +64,11 @@ def lower_for_aot(mod: Any, tvm_target: Any, opt_level: int = 3, *, fast_math: b
         mod: The module from :func:`import_model`.
         tvm_target: The ``tvm.target.Target`` kernels will be built for.
         opt_level: ``PassContext`` optimisation level.
-        fast_math: Replace softmax, exp, erf and tanh by TVM's polynomial
-            versions, so the kernels need no ``expf``/``tanhf``/``erff`` from a
-            libm the bare-metal image does not have.
+        fast_math: Replace softmax, exp, erf, tanh and sigmoid by TVM's
+            polynomial versions, so the kernels need no ``expf``/``tanhf``/
+            ``erff`` from a libm the bare-metal image does not have
+            (``FastMathTransform`` leaves sigmoid alone: its TOPI kernel calls
+            ``expf``).
 
     Returns:
         The lowered module (``main`` plus the fused PrimFuncs it calls).
@@ -77,10 +79,12 @@ def lower_for_aot(mod: Any, tvm_target: Any, opt_level: int = 3, *, fast_math: b
     import tvm
     from tvm import relax
 
+    from edgekit.compiler.cpu_detector import fast_sigmoid_pass
+
     passes = tvm.transform.Sequential(
         [
             relax.transform.DecomposeOpsForInference(),
-            *([relax.transform.FastMathTransform()] if fast_math else []),
+            *([relax.transform.FastMathTransform(), fast_sigmoid_pass()] if fast_math else []),
             *fusion_passes(),
             # Reshapes become R.reshape views instead of copy kernels.
             relax.transform.RewriteDataflowReshape(),

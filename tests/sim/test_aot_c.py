@@ -232,3 +232,29 @@ def test_light_squeezenet_matches_onnxruntime(light_models_dir: Path, tmp_path: 
     assert float(want[0].std()) > 1e-5  # the outputs are not a constant
     _assert_close(got, want)
     assert art.layout.arena_bytes < art.layout.plan.total_bytes / 2
+
+
+@needs_zig
+@pytest.mark.skipif(importlib.util.find_spec("unicorn") is None, reason="unicorn not installed")
+@pytest.mark.parametrize("board_name", ["rv32-mcu-sim", "stm32h7"])
+def test_sigmoid_links_without_libm_and_matches_onnxruntime(board_name: str, tmp_path: Path) -> None:
+    """SiLU (x * Sigmoid(x)): TOPI's sigmoid called expf, which the bare-metal image lacks (it failed to link)."""
+    from edgekit.compiler.driver import compile_model
+    from edgekit.runtime.runner import run_package
+
+    shape = [1, 8, 4, 4]
+    graph = helper.make_graph(
+        [helper.make_node("Sigmoid", ["x"], ["s"]), helper.make_node("Mul", ["x", "s"], ["y"])], "silu",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)])  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path, pkg = tmp_path / "silu.onnx", tmp_path / "silu.ekpkg"
+    onnx.save(model, path)
+    compile_model(str(path), board_name, str(pkg))
+    x = (np.random.default_rng(0).standard_normal(shape) * 6).astype(np.float32)
+    results, _, _ = run_package(str(pkg), {"x": x[None]}, sim=True)
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    got = results[0]["y"]
+    assert got.shape == want.shape
+    assert np.abs(got - want).max() <= RTOL * np.abs(want).max()
