@@ -1,0 +1,101 @@
+"""int8 vs fp32 latency of models compiled for an explicit x86 CPU, run on this machine.
+
+``benchmarks/quantization.py`` measures the packages ``--board host`` builds
+(this machine's own CPU). This script compiles the same fp32 and int8 models
+(same quantization, same data) for a named LLVM CPU instead -- e.g.
+``haswell``, the AVX2 kernels, on a machine with AVX-512 -- and times them
+side by side in one process: rounds alternate the order, each engine runs
+``--runs`` calls per round, and the figure is the 10th percentile of all
+calls (a shared machine). The CPU must be able to run the named CPU's code.
+
+Usage::
+
+    .venv/bin/python benchmarks/int8_target.py --mcpu haswell [--models ppocr-cls,squeezenet]
+        [--rounds 10] [--runs 20] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from quantization import CASES, cpu_description  # noqa: E402
+
+from edgekit.compiler.cpu_pipeline import build_cpu  # noqa: E402
+from edgekit.compiler.importer import import_onnx  # noqa: E402
+from edgekit.compress import QuantConfig, quantize  # noqa: E402
+from edgekit.frontend.loader import load_model  # noqa: E402
+
+logger = logging.getLogger("benchmarks.int8_target")
+
+
+def measure(name: str, mcpu: str, tmp: Path, rounds: int, runs: int, threads: int) -> dict[str, float]:
+    """10th-percentile latency (ms) of the fp32 and int8 model compiled for ``mcpu``."""
+    import tvm
+    from tvm import relax
+
+    case = CASES[name]()
+    fp32 = tmp / f"{case.name}-fp32.onnx"
+    onnx.save(case.fp32, str(fp32))
+    int8 = quantize(str(fp32), QuantConfig(), calibration=case.calibration).save(tmp / f"{case.name}-int8.onnx")
+    feeds = {k: np.ascontiguousarray(v[:1]) for k, v in case.evaluation.items()}
+    target = tvm.target.Target({"kind": "llvm", "mcpu": mcpu})
+    vms = {}
+    for tag, path in (("int8", int8), ("fp32", fp32)):
+        mod, weights = import_onnx(load_model(str(path)))[:2]
+        built = build_cpu(mod, target, weights, num_threads=threads)
+        vm = relax.VirtualMachine(built.executable, tvm.cpu())
+        vm.set_input("main", *[tvm.runtime.tensor(v) for v in feeds.values()], *built.params)
+        vms[tag] = vm
+    times: dict[str, list[float]] = {k: [] for k in vms}
+    for r in range(rounds):
+        for tag in (("int8", "fp32") if r % 2 == 0 else ("fp32", "int8")):
+            vm = vms[tag]
+            for _ in range(3):
+                vm.invoke_stateful("main")
+            for _ in range(runs):
+                t = time.perf_counter()
+                vm.invoke_stateful("main")
+                times[tag].append((time.perf_counter() - t) * 1e3)
+    return {tag: float(np.percentile(v, 10)) for tag, v in times.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mcpu", required=True, help="LLVM CPU name to compile for (e.g. haswell, znver2)")
+    parser.add_argument("--models", default="ppocr-cls", help="comma-separated subset of: " + ", ".join(CASES))
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="edgekit-int8-target-") as tmp:
+        for name in args.models.split(","):
+            lat = measure(name, args.mcpu, Path(tmp), args.rounds, args.runs, args.threads)
+            rows.append(f"| {name} | {lat['int8']:.3f} | {lat['fp32']:.3f} | {lat['int8'] / lat['fp32']:.2f} |")
+    print(
+        f"Command: `.venv/bin/python benchmarks/int8_target.py --mcpu {args.mcpu} --models {args.models} "
+        f"--rounds {args.rounds} --runs {args.runs} --threads {args.threads}`; {args.mcpu}-target code run on "
+        f"{cpu_description()}; {args.threads} threads; 10th percentile of {args.rounds * args.runs} calls each; "
+        f"date: {date.today()}.\n"
+    )
+    print("| model | int8 ms | fp32 ms | int8/fp32 |\n|---|---:|---:|---:|")
+    print("\n".join(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
