@@ -571,6 +571,8 @@ def _schedule_rest(sch: Any, lanes: int, skip: Any | None) -> None:
     vectorized. Reduction blocks: spatial loops parallel, reductions inside.
     """
 
+    from edgekit.compiler.cpu_grouped import split_channel_runs
+
     skip_name = sch.get(skip).name_hint if skip is not None else None
     for block in _root_blocks(sch):
         stmt = sch.get(block)
@@ -600,6 +602,7 @@ def _schedule_rest(sch: Any, lanes: int, skip: Any | None) -> None:
             fused = sch.fuse(*spatial) if len(spatial) > 1 else spatial[0]
             sch.parallel(fused)
             continue
+        spatial = split_channel_runs(sch, block, spatial)  # grouped-conv slices, channel shuffles
         last = spatial[-1]
         ext = _extent(sch, last)
         outer = spatial[:-1]
