@@ -79,7 +79,7 @@ def _load_indices(stmt: Any) -> list[Any]:
     return [i for e in _walk(stmt.body.value) if _is_load(e) for i in e.indices]
 
 
-def split_channel_runs(sch: Any, block: Any, spatial: list[Any]) -> list[Any]:
+def split_channel_runs(sch: Any, block: Any, spatial: list[Any], lanes: int) -> list[Any]:
     """Splits the innermost spatial loop of an elementwise ``block`` into affine runs.
 
     Args:
@@ -87,11 +87,15 @@ def split_channel_runs(sch: Any, block: Any, spatial: list[Any]) -> list[Any]:
         block: A spatial block whose loops are bound one-to-one, in order, to
             its iters (the unscheduled form of a fused elementwise function).
         spatial: Its loops.
+        lanes: The target's float32 vector width.
 
     Returns:
         ``spatial`` with the last loop replaced by ``[co, ci]`` when a split
         ``c = co * k + ci`` leaves fewer divisions in the load indices than
-        ``c`` alone; ``spatial`` unchanged otherwise.
+        ``c`` alone (``[ci, co]`` when ``k`` is under a vector: the channel
+        shuffle then loads whole vectors of one group and stores them with a
+        stride of ``k``, where 4-lane vectors of its 4 groups left most of the
+        time in loop overhead); ``spatial`` unchanged otherwise.
     """
     from tvm import sym, tirx
 
@@ -142,4 +146,7 @@ def split_channel_runs(sch: Any, block: Any, spatial: list[Any]) -> list[Any]:
         return spatial
     logger.debug("%s: channel loop %d split by %d (%d -> %d divisions)", stmt.name_hint, extent, best_k, base, best)
     co, ci = sch.split(spatial[-1], factors=[extent // best_k, best_k])
+    if best_k < lanes:
+        sch.reorder(ci, co)
+        return [*spatial[:-1], ci, co]
     return [*spatial[:-1], co, ci]

@@ -602,7 +602,7 @@ def _schedule_rest(sch: Any, lanes: int, skip: Any | None) -> None:
             fused = sch.fuse(*spatial) if len(spatial) > 1 else spatial[0]
             sch.parallel(fused)
             continue
-        spatial = split_channel_runs(sch, block, spatial)  # grouped-conv slices, channel shuffles
+        spatial = split_channel_runs(sch, block, spatial, lanes)  # grouped-conv slices, channel shuffles
         last = spatial[-1]
         ext = _extent(sch, last)
         outer = spatial[:-1]
