@@ -173,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --threads 1: time each run by the CPU time of this thread (time.thread_time), "
                              "which other jobs on a shared machine do not inflate; both runtimes then run on it")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
-                        help="also print the N slowest kernels of onnxruntime and edgekit untuned (to stderr)")
+                        help="also print the N slowest kernels of onnxruntime and edgekit untuned (to stderr); "
+                        "edgekit's are medians of 21 inferences, timed by the --cpu-time clock when given")
     args = parser.parse_args(argv)
     if args.cpu_time and args.threads != 1:
         parser.error("--cpu-time needs --threads 1 (a thread pool's other threads are not counted)")
