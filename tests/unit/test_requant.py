@@ -138,4 +138,8 @@ def test_rescale_sum_matches_float_add_within_one_lsb(
     real = (s_a * (a - z_a) + sign * s_b * (b - z_b)) / s_y
     want = np.clip(np.floor(real + 0.5) + z_y, -128, 127)
     assert np.all(np.abs(got - want) <= 1)
-    assert np.mean(got == want) >= 0.99
+    # Exact except at rounding ties: scales like 1.0 / 0.6 and 0.5 / 0.6 put
+    # many sums exactly on a half step, where the float reference's floor and
+    # the fixed-point multiplier may fall on either side (hypothesis found 3.9 %).
+    tie = np.abs(real + 0.5 - np.round(real + 0.5)) < 1e-6
+    assert np.mean((got == want) | tie) >= 0.99
