@@ -34,6 +34,7 @@ __all__ = [
     "TransportConfig",
     "SimulatorConfig",
     "NpuConfig",
+    "FpgaConfig",
     "ProfileSet",
     "load_profiles",
     "get_board",
@@ -49,6 +50,7 @@ logger = logging.getLogger(__name__)
 CODEGENS = ("llvm", "cuda", "aot-c", "npu")
 TRANSPORTS = ("local", "serial", "ssh", "rpc", "sim")
 SIMULATORS = ("native", "unicorn", "qemu-user", "npu", "none")
+FPGA_FAMILIES = ("ecp5",)
 #: Simulators that count cycles: every run of the same inputs measures the
 #: same, so one run is the measurement (qemu-user runs in wall-clock time).
 DETERMINISTIC_SIMULATORS = ("unicorn", "npu")
@@ -193,6 +195,27 @@ class NpuConfig:
 
 
 @dataclass(frozen=True)
+class FpgaConfig:
+    """The FPGA that holds a board's accelerator, for ``edgekit synth``.
+
+    Attributes:
+        family: One of :data:`FPGA_FAMILIES`.
+        device: nextpnr's device flag (``85k``, ``25k``, ``um5g-85k`` ...).
+        package: The chip's package (``CABGA381``).
+        speed: Speed grade (6, 7 or 8).
+        top: The board top module (``rtl/boards/<top>.v``).
+        constraints: Its pin constraints file in ``rtl/boards/``.
+    """
+
+    family: str
+    device: str
+    package: str
+    speed: int
+    top: str
+    constraints: str
+
+
+@dataclass(frozen=True)
 class Board:
     """A board profile.
 
@@ -207,6 +230,7 @@ class Board:
         simulator: How to simulate it.
         flasher: Name of the flashing method (``edgekit-serial``, ``scp``...).
         npu: Accelerator parameters, for boards that have one.
+        fpga: The FPGA the accelerator is synthesized for, on boards with an open flow.
         source: File the profile came from.
     """
 
@@ -220,6 +244,7 @@ class Board:
     simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
     flasher: str = ""
     npu: NpuConfig | None = None
+    fpga: FpgaConfig | None = None
     source: str = ""
 
     @property
@@ -240,6 +265,7 @@ class Board:
             "transport": self.transport.kind,
             "simulator": self.simulator.kind,
             "npu": None if self.npu is None else _asdict(self.npu),
+            "fpga": None if self.fpga is None else _asdict(self.fpga),
             "source": self.source,
         }
 
@@ -430,6 +456,20 @@ def parse_board(data: Mapping[str, Any], source: str) -> Board:
         npu_tab.done()
         if npu.rows == 0 or npu.cols == 0:
             raise ConfigError(f"{source}: npu.rows and npu.cols must be at least 1", hint="Fix the array size.")
+    fpga_tab = t.sub("fpga")
+    fpga = None
+    if fpga_tab is not None:
+        fpga = FpgaConfig(
+            family=fpga_tab.get("family", str, choices=FPGA_FAMILIES),
+            device=fpga_tab.get("device", str),
+            package=fpga_tab.get("package", str),
+            speed=fpga_tab.positive("speed", int),
+            top=fpga_tab.get("top", str),
+            constraints=fpga_tab.get("constraints", str),
+        )
+        fpga_tab.done()
+        if npu is None:
+            raise ConfigError(f"{source}: [fpga] needs an [npu] section", hint="Describe the accelerator under [npu].")
     t.done()
     return Board(
         name=name,
@@ -442,6 +482,7 @@ def parse_board(data: Mapping[str, Any], source: str) -> Board:
         simulator=simulator,
         flasher=flasher,
         npu=npu,
+        fpga=fpga,
         source=source,
     )
 

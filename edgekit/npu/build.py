@@ -29,7 +29,7 @@ from edgekit.npu.partition import Partition, partition
 from edgekit.npu.sim_device import RingDevice, SimulatedNpuDevice
 from edgekit.npu.tiling import Tiling, plan
 
-__all__ = ["NpuBuild", "compile_npu", "open_simulated", "PLAN_MEMBER", "PROGRAM_MEMBER", "WEIGHTS_MEMBER", "RING_ENTRIES"]
+__all__ = ["NpuBuild", "compile_npu", "open_simulated", "open_on_device", "PLAN_MEMBER", "PROGRAM_MEMBER", "WEIGHTS_MEMBER", "RING_ENTRIES"]
 
 logger = logging.getLogger(__name__)
 
@@ -152,6 +152,27 @@ def open_simulated(
         PackageError: the plan is missing, of another version, or for another array geometry.
         ConfigError: ``engine`` is unknown, or ``rtl`` cannot be built here.
     """
+
+    def device_for(size: int) -> RingDevice:
+        if engine == "model":
+            return SimulatedNpuDevice(npu, size, functional=functional)
+        if engine == "rtl":
+            from edgekit.npu.rtl_device import RtlNpuDevice
+
+            return RtlNpuDevice(npu, size)
+        raise ConfigError(f"unknown NPU simulator engine {engine!r}", hint="Use 'model' or 'rtl'.")
+
+    return open_on_device(read, npu, device_for)
+
+
+def open_on_device(
+    read: Callable[[str], bytes], npu: NpuConfig, device_for: Callable[[int], RingDevice]
+) -> tuple[HybridExecutor, RingDevice, dict[str, Any]]:
+    """Loads package members into the accelerator ``device_for(dram_bytes)`` returns and returns a ready executor.
+
+    Raises:
+        PackageError: the plan is missing, of another version, or for another array geometry.
+    """
     try:
         plan_json = json.loads(read(PLAN_MEMBER))
     except (KeyError, ValueError) as exc:
@@ -166,15 +187,7 @@ def open_simulated(
                 hint="Recompile the model for this board.",
             )
     dram = plan_json["dram"]
-    device: RingDevice
-    if engine == "model":
-        device = SimulatedNpuDevice(npu, dram["size"], functional=functional)
-    elif engine == "rtl":
-        from edgekit.npu.rtl_device import RtlNpuDevice
-
-        device = RtlNpuDevice(npu, dram["size"])
-    else:
-        raise ConfigError(f"unknown NPU simulator engine {engine!r}", hint="Use 'model' or 'rtl'.")
+    device = device_for(dram["size"])
     device.write(dram["const_base"], read(WEIGHTS_MEMBER))
     device.write(dram["program_base"], read(PROGRAM_MEMBER))
     driver = NpuDriver(device, device, dram["ring_base"], dram["ring_entries"])

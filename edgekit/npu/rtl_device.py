@@ -19,13 +19,14 @@ from __future__ import annotations
 import ctypes
 import logging
 from pathlib import Path
+from typing import Callable
 
 from edgekit.core.profiles import NpuConfig
 from edgekit.npu.rtl_build import DEFAULT_MEM_LATENCY, RtlConfig, build_model
 from edgekit.npu.sim_device import RingDevice
 from edgekit.npu.simulator import NpuFault, ProgramStats
 
-__all__ = ["RtlNpu", "RtlNpuDevice", "RtlReg"]
+__all__ = ["RtlNpu", "RtlNpuDevice", "RtlReg", "read_stats"]
 
 logger = logging.getLogger(__name__)
 
@@ -135,20 +136,25 @@ class RtlNpu:
             raise NpuFault(f"the RTL made no progress for {stall_limit} cycles (a dependency token is never pushed)")
         if self.reg(RtlReg.STATUS) & _STATUS_FAULT:
             raise NpuFault("the RTL decoded an unknown opcode")
-        tokens = self.reg(RtlReg.TOKENS)
-        return ProgramStats(
-            cycles=self.reg(RtlReg.CYCLES),
-            gemm_cycles=self.reg(RtlReg.GEMM_CYCLES),
-            alu_cycles=self.reg(RtlReg.ALU_CYCLES),
-            compute_stall_cycles=self.reg(RtlReg.STALL_CYCLES),
-            dma_read_cycles=self.reg(RtlReg.RD_BUSY),
-            dma_write_cycles=self.reg(RtlReg.WR_BUSY),
-            dma_read_bytes=self.reg(RtlReg.RD_BYTES),
-            dma_write_bytes=self.reg(RtlReg.WR_BYTES),
-            vectors=self.reg(RtlReg.VECTORS),
-            instructions=self.reg(RtlReg.INSNS),
-            leftover_tokens=sum(tokens >> s & 0xFF for s in (0, 8, 16, 24)),
-        )
+        return read_stats(self.reg)
+
+
+def read_stats(reg: Callable[[int], int]) -> ProgramStats:
+    """The last program's costs from ``npu_top``'s performance counters, read with ``reg(offset)``."""
+    tokens = reg(RtlReg.TOKENS)
+    return ProgramStats(
+        cycles=reg(RtlReg.CYCLES),
+        gemm_cycles=reg(RtlReg.GEMM_CYCLES),
+        alu_cycles=reg(RtlReg.ALU_CYCLES),
+        compute_stall_cycles=reg(RtlReg.STALL_CYCLES),
+        dma_read_cycles=reg(RtlReg.RD_BUSY),
+        dma_write_cycles=reg(RtlReg.WR_BUSY),
+        dma_read_bytes=reg(RtlReg.RD_BYTES),
+        dma_write_bytes=reg(RtlReg.WR_BYTES),
+        vectors=reg(RtlReg.VECTORS),
+        instructions=reg(RtlReg.INSNS),
+        leftover_tokens=sum(tokens >> s & 0xFF for s in (0, 8, 16, 24)),
+    )
 
 
 class RtlNpuDevice(RingDevice):

@@ -9,13 +9,14 @@ keeps both parts apart so a user can tell them apart.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
 from edgekit.compiler.package import Package
-from edgekit.core.errors import ConfigError, PackageError
+from edgekit.core.errors import ConfigError, DeviceError, PackageError
 from edgekit.core.tensors import check_inputs
 from edgekit.runtime.runner import Timing
 
@@ -33,39 +34,54 @@ class NpuRunner:
     Args:
         package: An opened, verified package.
         board: The board profile (its ``npu`` section is simulated).
-        port: A real board's address; not supported yet (the driver's
-            register interface is defined, the board transport is not).
-        sim: ``False`` demands real hardware (refused); ``"rtl"`` runs the
-            accelerator's RTL under Verilator (cycles measured on the
-            hardware description); ``True``, ``None`` or ``"model"`` the
-            Python simulator and cycle model.
+        port: Serial port of a real FPGA board (a profile with ``[fpga]``,
+            e.g. ulx3s-85f, loaded with the bitstream of ``edgekit synth``);
+            other NPU boards are not reachable yet.
+        sim: ``False`` demands real hardware; ``"rtl"`` runs the
+            accelerator's RTL under Verilator (on an FPGA board: the whole
+            board top, driven through its UART bridge); ``True``, ``None``
+            or ``"model"`` the Python simulator and cycle model.
     """
 
     simulated = True
 
     def __init__(self, package: Package, board: "Board", *, port: str | None = None, sim: bool | str | None = None) -> None:
-        if port or sim is False:
+        if board.fpga is None and (port or sim is False):
             raise ConfigError(
                 f"running on a real {board.name} accelerator is not available yet",
                 hint="Use --sim: the simulator implements the same driver interface (edgekit.npu.driver).",
             )
+        if sim is False and not port:
+            raise ConfigError(f"running on a real {board.name} needs its serial port", hint="Pass --port /dev/ttyUSB0 (or use --sim).")
         if board.npu is None:
             raise ConfigError(f"board '{board.name}' has no [npu] section", hint="Run the package on the board it was compiled for.")
-        if sim not in (None, True, "model", "rtl"):
+        if sim not in (None, True, False, "model", "rtl"):
             raise ConfigError(f"unknown NPU simulator {sim!r}", hint="Use --sim (the Python model) or --sim rtl (the RTL under Verilator).")
-        self.engine = "rtl" if sim == "rtl" else "model"
+        self.engine = "board" if port else "rtl" if sim == "rtl" else "model"
+        self.simulated = not port
+        self.port = port
         self.board = board
         self.package: Package | None = None
+        self.deployment: dict[str, Any] = {}
+        self._link: Any = None
         self._last: list[Any] = []
         self.load(package)
+
+    @property
+    def _through_bridge(self) -> bool:
+        """Whether programs run behind the board top's UART bridge (a real board, or its RTL)."""
+        return self.engine == "board" or (self.engine == "rtl" and self.board.fpga is not None)
 
     def info(self) -> dict[str, Any]:
         """Runner name and the simulated accelerator."""
         npu = self.board.npu
         assert npu is not None
-        what = "RTL (Verilator) of the" if self.engine == "rtl" else "simulated"
+        what = {"board": f"{self.board.name} on {self.port}: the", "rtl": "RTL (Verilator) of the", "model": "simulated"}[self.engine]
+        runner = {"board": "npu-board", "rtl": "npu-rtl", "model": "npu-sim"}[self.engine]
+        if self._through_bridge and self.engine == "rtl":
+            what, runner = f"RTL (Verilator) of the {self.board.name} board top (UART bridge, block-RAM memory) with the", "npu-board-rtl"
         return {
-            "runner": "npu-rtl" if self.engine == "rtl" else "npu-sim",
+            "runner": runner,
             "device": f"{what} {npu.rows}x{npu.cols} int8 array @ {npu.clock_hz / 1e6:g} MHz",
             "threads": 1,
             "host_timing": "this machine's CPU (onnxruntime), not the board's",
@@ -84,8 +100,43 @@ class NpuRunner:
                 f"package '{package.path}' needs runtime '{package.runtime}', not npu", hint="Run it on a board of the kind it was compiled for."
             )
         assert self.board.npu is not None
-        self._executor, self._device, self._plan = open_simulated(package.read, self.board.npu, engine=self.engine)
+        if self._through_bridge:
+            self._executor, self._device, self._plan = self._load_board(package)
+        else:
+            self._executor, self._device, self._plan = open_simulated(package.read, self.board.npu, engine=self.engine)
         self.package = package
+
+    def _load_board(self, package: Package) -> tuple[Any, Any, dict[str, Any]]:
+        """Writes weights and program into the board's memory through its bridge and checks them read back."""
+        from edgekit.npu.build import PROGRAM_MEMBER, WEIGHTS_MEMBER, open_on_device
+        from edgekit.npu.uart_bridge import BridgeNpuDevice, UartBridge
+
+        npu = self.board.npu
+        assert npu is not None
+        if self._link is None:
+            if self.port:
+                from edgekit.runtime.serial_link import SerialByteLink
+
+                self._link = SerialByteLink(self.port, self.board.transport.baudrate)
+            else:
+                from edgekit.npu.rtl_board import RtlBoardLink
+
+                self._link = RtlBoardLink(self.board)
+        bridge = UartBridge(self._link)
+        executor, device, plan = open_on_device(package.read, npu, lambda size: BridgeNpuDevice(npu, size, bridge))
+        dram = plan["dram"]
+        images = [(dram["const_base"], package.read(WEIGHTS_MEMBER)), (dram["program_base"], package.read(PROGRAM_MEMBER))]
+        for addr, image in images:
+            if hashlib.sha256(device.read(addr, len(image))).digest() != hashlib.sha256(image).digest():
+                raise DeviceError(f"the {self.board.name}'s memory at {addr:#x} does not hold what was written",
+                                  hint="Reset the board (FIRE1), check the cable and the baud rate, and retry.")  # fmt: skip
+        self.deployment = {
+            "transport": f"serial {self.port} (UART bridge)" if self.port else "the board top's RTL under Verilator, through its UART",
+            "action": f"wrote weights and program ({sum(len(i) for _, i in images)} bytes) into the board's memory",
+            "verified": True,
+            "check": "SHA-256 of the weights and program read back from the board's memory equals the package's",
+        }
+        return executor, device, plan
 
     def _run(self, feeds: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], list[Any]]:
         assert self.package is not None, "load() a package first"
@@ -162,6 +213,9 @@ class NpuRunner:
         }
 
     def close(self) -> None:
-        """Drops the simulator."""
+        """Drops the simulator, or closes the board's port."""
         self._executor = None  # type: ignore[assignment]
         self._device = None  # type: ignore[assignment]
+        if self._link is not None:
+            self._link.close()
+            self._link = None
