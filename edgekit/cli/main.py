@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "inspect": "count MACs, parameters and memory of a model",
     "compress": "prune, factorize and quantize a model, with a quality report",
     "compile": "compile a model for a board into a .ekpkg package",
+    "synth": "synthesize an FPGA board's accelerator into a bitstream (open flow), with a model's images",
     "tune": "tune a model's kernels for a board (MetaSchedule)",
     "flash": "upload a package to a board (or its simulator) and verify it",
     "run": "run a package on inputs from an .npz file",
