@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 #: DRAM plus interconnect latency (about 200 ns on a Zynq-7000 HP port at
 #: 100 MHz), not a property of the RTL.
 DEFAULT_MEM_LATENCY = 20
-_SOURCES = ("npu_top.v", "npu_dma_rd.v", "npu_store.v", "npu_gemm.v", "npu_alu.v", "npu_ram.v", "npu_fifo.v")
+_SOURCES = ("npu_top.v", "npu_dma_rd.v", "npu_store.v", "npu_walker.v", "npu_gemm.v", "npu_alu.v", "npu_ram.v", "npu_fifo.v")
 _HEADER = "npu_isa.vh"
 _HARNESS = "harness.cpp"
 _LIB = "libnpu_rtl.so"
@@ -53,8 +53,9 @@ class RtlConfig:
     wgt_depth: int
     acc_depth: int
     dma_bytes: int
-    #: 0 builds the MAC array's products from LUT adders (for FPGAs with fewer DSPs than MACs).
-    array_dsp: int = 1
+    #: How many of the MAC array's products use DSP blocks; the others are
+    #: built from LUT adders (for FPGAs with fewer DSPs than MACs). ``None``: all.
+    array_dsp: int | None = None
 
     @classmethod
     def from_npu(cls, npu: NpuConfig) -> "RtlConfig":
@@ -78,8 +79,9 @@ class RtlConfig:
 
     def parameters(self) -> dict[str, int]:
         """Verilog parameters of ``npu_top``."""
+        dsp = self.rows * self.cols if self.array_dsp is None else min(self.array_dsp, self.rows * self.cols)
         return {"ROWS": self.rows, "COLS": self.cols, "INP_DEPTH": self.inp_depth, "WGT_DEPTH": self.wgt_depth,
-                "ACC_DEPTH": self.acc_depth, "DMA_BYTES": self.dma_bytes, "ARRAY_DSP": self.array_dsp}  # fmt: skip
+                "ACC_DEPTH": self.acc_depth, "DMA_BYTES": self.dma_bytes, "ARRAY_DSP": dsp}  # fmt: skip
 
 
 def rtl_dir() -> Path:

@@ -1,6 +1,7 @@
 // Write DMA: one STORE instruction at a time, from accumulator entries (the
 // low byte of each lane, already clamped to int8) to external memory.
 //
+// The addresses come from npu_walker (as the read DMA's, without padding).
 // One beat per cycle: an entry is read from the accumulator buffer's store
 // port in the cycle its first beat is planned and written to memory the next
 // cycle. Writes are posted; the instruction ends when every write has been
@@ -32,22 +33,23 @@ module npu_store #(
     localparam B = DMA_BYTES;
     localparam BPE = (COLS + B - 1) / B;
     localparam LB = BPE * B;  // lane bytes rounded up to whole beats
+    localparam [15:0] ENTRY_BYTES = COLS, BEATS = BPE;
 
-    reg [11:0] ysz, xsz;
-    reg [15:0] chunk;
-    reg [23:0] xs;
-    reg [31:0] ys;
-    reg        walking, active;
-    reg [11:0] yy, xx;
-    reg [15:0] kk, bb;
-    reg [19:0] ent;
-    reg [39:0] a_row, a_elem, a_ent;
+    reg        active;
     reg [15:0] outstanding;
+    wire       walking;
+    wire [15:0] bb;
+    wire [19:0] ent;
+    wire [39:0] beat_addr;
+    npu_walker #(.B(B), .PAD(0)) walker (
+        .clk(clk), .rst(rst), .start(start),
+        .dram_addr(insn[`STORE_DRAM_ADDR]), .sram_base(insn[`STORE_SRAM_BASE]),
+        .y_size(insn[`STORE_Y_SIZE]), .x_size(insn[`STORE_X_SIZE]), .chunk(insn[`STORE_CHUNK]),
+        .x_stride(insn[`STORE_X_STRIDE]), .y_stride(insn[`STORE_Y_STRIDE]),
+        .pad_top(8'd0), .pad_bottom(8'd0), .pad_left(8'd0), .pad_right(8'd0),
+        .entry_bytes(ENTRY_BYTES), .beats(BEATS), .step(1'b1),
+        .walking(walking), .in_box(), .last_beat(), .addr(beat_addr), .entry(ent), .beat(bb));
 
-    wire last_beat = bb == BPE - 1;
-    wire last_k = kk == chunk - 1;
-    wire last_x = xx == xsz - 1;
-    wire last_y = yy == ysz - 1;
     assign acc_re = walking && bb == 0;
     assign acc_raddr = ent;
 
@@ -74,62 +76,18 @@ module npu_store #(
     integer i;
     always @(posedge clk) begin
         if (rst) begin
-            walking <= 1'b0;
             active <= 1'b0;
             s1_valid <= 1'b0;
             wr_req <= 1'b0;
             outstanding <= 0;
             bytes_written <= 0;
         end else begin
-            if (start) begin
-                ysz <= insn[`STORE_Y_SIZE];
-                xsz <= insn[`STORE_X_SIZE];
-                chunk <= insn[`STORE_CHUNK];
-                xs <= insn[`STORE_X_STRIDE];
-                ys <= insn[`STORE_Y_STRIDE];
-                yy <= 0;
-                xx <= 0;
-                kk <= 0;
-                bb <= 0;
-                ent <= insn[`STORE_SRAM_BASE];
-                a_row <= insn[`STORE_DRAM_ADDR];
-                a_elem <= insn[`STORE_DRAM_ADDR];
-                a_ent <= insn[`STORE_DRAM_ADDR];
-                walking <= insn[`STORE_Y_SIZE] != 0 && insn[`STORE_X_SIZE] != 0 && insn[`STORE_CHUNK] != 0;
-                active <= 1'b1;
-            end else if (done) begin
-                active <= 1'b0;
-            end
-            // plan one beat per cycle
-            s1_valid <= walking;
+            if (start) active <= 1'b1;
+            else if (done) active <= 1'b0;
+            // plan one beat per cycle (the walker steps while walking)
+            s1_valid <= walking && !start;
             s1_beat <= bb;
-            s1_addr <= a_ent + bb * B;
-            if (walking) begin
-                if (!last_beat) begin
-                    bb <= bb + 1'b1;
-                end else begin
-                    bb <= 0;
-                    ent <= ent + 1'b1;
-                    a_ent <= a_ent + COLS;
-                    if (!last_k) begin
-                        kk <= kk + 1'b1;
-                    end else begin
-                        kk <= 0;
-                        a_elem <= a_elem + xs;
-                        a_ent <= a_elem + xs;
-                        if (!last_x) begin
-                            xx <= xx + 1'b1;
-                        end else begin
-                            xx <= 0;
-                            a_row <= a_row + ys;
-                            a_elem <= a_row + ys;
-                            a_ent <= a_row + ys;
-                            if (!last_y) yy <= yy + 1'b1;
-                            else walking <= 1'b0;
-                        end
-                    end
-                end
-            end
+            s1_addr <= beat_addr;
             // stage 1: issue the write
             wr_req <= s1_valid;
             if (s1_valid) begin
