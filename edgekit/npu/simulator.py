@@ -330,7 +330,7 @@ class NpuCore:
             elif isinstance(insn, Alu):
                 if isinstance(prev_compute, Gemm):  # the ALU waits for the GEMM's results to land
                     start = max(start, clock[mod] + timing.pipeline_depth(npu))
-                cost = timing.alu_cycles(npu, insn.count, after_gemm=False)
+                cost = timing.alu_cycles(npu, insn.count, after_gemm=False, resadd=insn.op == AluOp.RESADD)
                 end = self._alu(insn, start, cost)
                 stats.alu_cycles += cost
             elif isinstance(insn, Finish):

@@ -10,8 +10,10 @@ says which are measured there and which are assumed:
 * results land :func:`pipeline_depth` cycles after the last vector; an
   ``ALU`` op or an accumulator ``LOAD`` that follows a ``GEMM`` waits for
   them (measured);
-* an ``ALU`` op costs ``ALU_LATENCY_CYCLES + count``: parameter reads, one
-  entry per cycle, four pipeline stages and the write-back (measured);
+* an ``ALU`` op costs ``ALU_LATENCY_CYCLES + count`` (``+ 2 * count`` for
+  ``RESADD``, whose two products share each lane's multiplier): parameter
+  reads, one entry per cycle, nine pipeline stages and the write-back
+  (measured);
 * a DMA instruction moves one beat of ``dma_bytes_per_cycle`` per cycle,
   each buffer entry in whole beats, one cycle per padding entry, plus the
   memory latency (:data:`MEM_LATENCY_CYCLES`, assumed: DRAM and
@@ -35,6 +37,7 @@ __all__ = [
     "DMA_WRITE_SETUP_CYCLES",
     "GEMM_ISSUE_CYCLES",
     "ALU_LATENCY_CYCLES",
+    "RESADD_PASSES",
     "FETCH_CYCLES",
     "FINISH_CYCLES",
     "dma_cycles",
@@ -61,9 +64,13 @@ DMA_SETUP_CYCLES = MEM_LATENCY_CYCLES + 3
 DMA_WRITE_SETUP_CYCLES = MEM_LATENCY_CYCLES + 3
 #: Measured (RTL): a GEMM's issue cycle before its first vector.
 GEMM_ISSUE_CYCLES = 1
-#: Measured (RTL): an ALU op's cycles on top of one per entry (three for
-#: the parameter reads, four pipeline stages).
-ALU_LATENCY_CYCLES = 7
+#: Measured (RTL): an ALU op's cycles on top of one per entry pass (three
+#: for the parameter reads, nine pipeline stages: the 34 x 32-bit multiply
+#: in three, rounding, the shift in two, zero point and clamp in two).
+ALU_LATENCY_CYCLES = 12
+#: Measured (RTL): passes per entry of ``RESADD``: its two products go
+#: through each lane's one multiplier one after the other.
+RESADD_PASSES = 2
 #: Measured (RTL): cycles from the start command to the first instruction
 #: (fetch and queue).
 FETCH_CYCLES = 2
@@ -127,9 +134,13 @@ def gemm_cycles(npu: NpuConfig, vectors: int) -> int:
     return GEMM_ISSUE_CYCLES + vectors
 
 
-def alu_cycles(npu: NpuConfig, count: int, after_gemm: bool) -> int:
-    """Cycles of one ALU op over ``count`` entries (one entry per cycle), drain included."""
-    return ALU_LATENCY_CYCLES + count + (pipeline_depth(npu) if after_gemm else 0)
+def alu_cycles(npu: NpuConfig, count: int, after_gemm: bool, *, resadd: bool = False) -> int:
+    """Cycles of one ALU op over ``count`` entries, drain included.
+
+    One entry per cycle, ``RESADD_PASSES`` for a ``RESADD`` (``resadd``).
+    """
+    passes = RESADD_PASSES if resadd else 1
+    return ALU_LATENCY_CYCLES + passes * count + (pipeline_depth(npu) if after_gemm else 0)
 
 
 def estimate_conv(
@@ -183,6 +194,6 @@ def estimate_add(npu: NpuConfig, *, th: int, tw: int, ocg: int, steps: int, acc_
     bw = float(npu.dma_bytes_per_cycle)
     entries = th * tw * ocg
     load = DMA_SETUP_CYCLES + entries * _cdiv(npu.cols, bw)  # int8 operands: one entry of COLS bytes at a time
-    compute = steps * (2 * load + ALU_LATENCY_CYCLES + entries)
+    compute = steps * (2 * load + ALU_LATENCY_CYCLES + RESADD_PASSES * entries)
     store = steps * (load + DMA_WRITE_SETUP_CYCLES - DMA_SETUP_CYCLES)
     return compute + (store if acc_slots == 1 else load)
