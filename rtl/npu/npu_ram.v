@@ -15,6 +15,10 @@ module npu_ram #(
     input  wire [AW-1:0]    raddr,
     output reg  [WIDTH-1:0] rdata
 );
+    // A read of the entry written in the same cycle is undefined, as in the
+    // FPGA's block RAM (no bypass logic): the NPU never relies on it (the
+    // GEMM forwards its own pending writes; tokens order everything else).
+    (* no_rw_check *)
     reg [WIDTH-1:0] mem [0:DEPTH-1];
     always @(posedge clk) begin
         if (we) mem[waddr] <= wdata;

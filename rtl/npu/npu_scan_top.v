@@ -13,7 +13,7 @@ module npu_scan_top #(
     parameter WGT_DEPTH = 512,
     parameter ACC_DEPTH = 1024,
     parameter DMA_BYTES = 8,
-    parameter ARRAY_DSP = 1
+    parameter ARRAY_DSP = 1 << 30
 ) (
     input  wire clk,
     input  wire rst,

@@ -28,7 +28,7 @@ module npu_top #(
     parameter DMA_BYTES = 8,      // a power of two
     parameter QDEPTH = 16,        // instruction queue entries per module
     parameter QAW = 4,
-    parameter ARRAY_DSP = 1       // 0: the MAC array's products in LUTs instead of DSP blocks
+    parameter ARRAY_DSP = 1 << 30 // how many of the MAC array's products use DSP blocks (the rest: LUTs)
 ) (
     input  wire                    clk,
     input  wire                    rst,

@@ -85,6 +85,28 @@ def test_rtl_layer_is_bit_exact_and_matches_the_cycle_model(layer, npu, rtl_fact
     assert abs(got.cycles - want.cycles) <= 0.05 * want.cycles, (got.cycles, want.cycles)
 
 
+SMALL_4X4 = NpuConfig(4, 4, 100_000_000, 4096, 2048, 4096, 8.0)
+
+
+@needs_verilator
+@pytest.mark.parametrize("layer", [LAYERS[1], LAYERS[-1]], ids=["conv-two-stages", "add"])
+def test_rtl_with_lut_products_is_bit_exact(layer, monkeypatch):
+    """ARRAY_DSP below ROWS*COLS: 5 products as `*` (DSP blocks), 11 from the LUT multiplier."""
+    from edgekit.npu import rtl_device
+    from edgekit.npu.rtl_build import RtlConfig
+
+    from_npu = RtlConfig.from_npu
+    monkeypatch.setattr(RtlConfig, "from_npu", classmethod(lambda cls, npu: dataclasses.replace(from_npu(npu), array_dsp=5)))
+    dram, prog, prog_addr, xs = _load_layer(layer, SMALL_4X4)
+    rtl = rtl_device.RtlNpu(SMALL_4X4, len(dram))
+    assert rtl.config.parameters()["ARRAY_DSP"] == 5
+    rtl.write(0, bytes(dram))
+    got = rtl.run(prog_addr, len(prog.layers[0].insns))
+    out = prog.tensors[layer.output]
+    np.testing.assert_array_equal(out.unpack(rtl.read(out.addr, out.nbytes))[0], run_layer(layer, xs))
+    assert got.cycles == NpuCore(SMALL_4X4, dram).run(prog.layers[0].insns).cycles
+
+
 @needs_verilator
 def test_a_token_never_pushed_is_a_fault_not_a_hang(rtl_factory):
     layer = conv(16, 16, 8)
@@ -111,6 +133,7 @@ def digits_package(tmp_path_factory):
 
 @needs_verilator
 def test_digits_on_the_rtl_matches_the_model_and_the_host_integer_compile(digits_package):
+    from edgekit.compiler.backend import CompileOptions
     from edgekit.compiler.driver import compile_model
     from edgekit.compiler.package import open_package
     from edgekit.runtime.npu_runner import NpuRunner
@@ -124,7 +147,8 @@ def test_digits_on_the_rtl_matches_the_model_and_the_host_integer_compile(digits
         runs[engine] = (runner.run(feeds), runner.npu_report(), runner.info())
         runner.close()
     assert runs["rtl"][2]["runner"] == "npu-rtl"
-    compile_model(str(src), "host", tmp / "host.ekpkg")
+    # Bit-exact with the NPU: every layer int8 (no fp32 layers chosen by timing).
+    compile_model(str(src), "host", tmp / "host.ekpkg", options=CompileOptions(int8_choice="int8"))
     host_board, _ = get_board("host")
     host = open_runner(open_package(tmp / "host.ekpkg"), host_board)
     try:
