@@ -123,6 +123,7 @@ def judge(graph: FuzzGraph, outputs: dict[str, np.ndarray], ref: dict[str, np.nd
 
 def run_case(seed: int, board: str, workdir: Path) -> dict[str, Any]:
     """Compiles and runs graph ``seed`` on ``board``; the outcome and details."""
+    from edgekit.compiler.backend import CompileOptions
     from edgekit.compiler.driver import compile_model
     from edgekit.compiler.package import open_package
     from edgekit.core.errors import EdgekitError
@@ -135,7 +136,8 @@ def run_case(seed: int, board: str, workdir: Path) -> dict[str, Any]:
     case: dict[str, Any] = {"seed": seed, "board": board, "int8": graph.int8, "ops": graph.ops}
     pkg_path = workdir / f"fuzz-{seed}-{board}.ekpkg"
     try:
-        compile_model(graph.model, board, pkg_path)
+        # int8 graphs are checked as integer code: no layer moved to fp32 by timing.
+        compile_model(graph.model, board, pkg_path, options=CompileOptions(int8_choice="int8"))
     except EdgekitError as exc:
         return {**case, "outcome": "refused", "error": type(exc).__name__, "message": str(exc)[:400],
                 "seconds": time.monotonic() - started}  # fmt: skip

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edgekit.cli.render import add_json_flags, console, emit_result, err_console
-from edgekit.compiler.backend import WEIGHT_STORAGE, CompileOptions
+from edgekit.compiler.backend import INT8_CHOICES, WEIGHT_STORAGE, CompileOptions
 from edgekit.compiler.driver import compile_model
 from edgekit.core.errors import InputError
 from edgekit.core.tensors import parse_input_shapes
@@ -45,6 +45,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "smaller and it is decoded into RAM before use; auto (default) = sparse where smaller unless the "
                    "decode buffers overflow RAM, then dense; dense = never; sparse = where smaller, error if RAM does "
                    "not fit. Other boards keep weights dense and refuse 'sparse'")
+    p.add_argument("--int8-choice", choices=INT8_CHOICES, default="auto",
+                   help="CPU boards, int8 (QDQ) models: auto (default) times each quantized layer in int8 and fp32 "
+                   "where the board's CPU is this machine's and keeps a layer in fp32 where that is faster, then "
+                   "keeps the whole model in fp32 if its fp32 build is faster still (boards that cannot run here "
+                   "stay int8, unmeasured); int8 = every quantized layer int8, nothing timed")
+    p.add_argument("--int8-choice-budget", type=float, default=60.0, metavar="SECONDS",
+                   help="with --int8-choice auto: seconds to spend timing single layers, largest first (default "
+                   "60; 0 = only the whole-model comparison, which comes on top)")
     p.add_argument("--allow-unsupported", action="store_true",
                    help="skip edgekit's operator check and let TVM try anyway")
     p.add_argument("--boards-dir", action="append", default=[], metavar="DIR", help="extra folder of board/target TOML files")
@@ -61,6 +69,30 @@ def _weights_text(manifest: dict[str, Any]) -> str:
         return stored
     return (f"{stored} stored ({format_bytes(storage['dense_bytes'])} dense; "
             f"{storage['sparse_tensors']} of {len(storage['tensors'])} tensors bitmask-sparse)")
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f} ms"
+
+
+def _int8_choice_rows(table: Table, choice: dict[str, Any] | None) -> None:
+    """The int8/fp32 choice: the decision, the whole-model times and every layer kept in fp32."""
+    if not choice:
+        return
+    times = ", ".join(f"{k} {_ms(v)}" for k, v in choice.get("model_ms", {}).items())
+    table.add_row("int8 choice", f"{choice['decision']} ({choice['source']}): {choice['reason']}")
+    if times:
+        table.add_row("", f"whole model: {times}; {choice['extra_seconds']:.1f} s of compile time")
+    timed = len(choice.get("timed_layers", []))
+    if choice["source"] not in ("off", "unknown"):
+        table.add_row("", f"{timed} of {choice['candidates']} quantized layers timed alone"
+                      + (f", {choice['not_timed']} not timed (stay int8)" if choice["not_timed"] else ""))
+    for layer in choice.get("fp32_layers", [])[:20]:
+        table.add_row(f"  fp32 {layer['node']}", f"{layer['op_type']}: int8 {_ms(layer['int8_ms'])}, "
+                      f"fp32 {_ms(layer['fp32_ms'])} ({layer['source']}); {layer['reason']}")  # fmt: skip
+    more = len(choice.get("fp32_layers", [])) - 20
+    if more > 0:
+        table.add_row("", f"... {more} more layers in fp32 (--json lists all)")
 
 
 def format_bytes(n: int | float) -> str:
@@ -91,8 +123,9 @@ class StageProgress:
         return self
 
     def __call__(self, stage: str, message: str) -> None:
-        self._finish_stage()
-        self._stage, self._t0 = stage, time.perf_counter()
+        if stage != self._stage:  # a stage reporting again (int8-choice) only updates its line
+            self._finish_stage()
+            self._stage, self._t0 = stage, time.perf_counter()
         if self._status is not None:
             self._status.update(f"[bold]{stage}[/]: {message}")
 
@@ -118,6 +151,8 @@ def run(args: argparse.Namespace) -> int:
         tune_tracker=args.tracker or "",
         tune_key=args.key or "",
         weight_storage=args.weight_storage,
+        int8_choice=args.int8_choice,
+        int8_choice_budget_s=args.int8_choice_budget,
     )
     shapes = parse_input_shapes(args.input_shape)
     quiet = bool(getattr(args, "quiet", False))
@@ -151,6 +186,7 @@ def run(args: argparse.Namespace) -> int:
     for op in floats or []:
         table.add_row(f"float op {op['step']}", f"{op['kernel']}: {format_bytes(op['float_bytes'])} of float tensors, "
                       f"arena {format_bytes(op['arena_cost_bytes'])} larger than with int8")  # fmt: skip
+    _int8_choice_rows(table, manifest.get("int8_choice"))
     table.add_row("code", format_bytes(mem.get("code_bytes", 0)))
     table.add_row("time", f"{manifest['compile_seconds']:.1f} s")
     console.print(table)

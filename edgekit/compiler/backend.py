@@ -32,6 +32,7 @@ __all__ = [
     "no_progress",
     "refuse_tuning",
     "check_operators",
+    "INT8_CHOICES",
     "WEIGHT_STORAGE",
     "SPARSE_STORAGE_CODEGENS",
     "refuse_weight_storage",
@@ -74,6 +75,9 @@ def check_operators(prepared: Any, options: "CompileOptions", progress: Progress
     check_supported(prepared.model)
 
 
+#: Values of :attr:`CompileOptions.int8_choice` (see :mod:`edgekit.compiler.int8_choice`).
+INT8_CHOICES = ("auto", "int8")
+
 #: Values of :attr:`CompileOptions.weight_storage`.
 WEIGHT_STORAGE = ("auto", "dense", "sparse")
 #: Codegens that can store weights sparse (the ones whose weights sit in an
@@ -115,6 +119,14 @@ class CompileOptions:
         mcu_int8_kernels: ``aot-c`` only: run int8 conv2d / depthwise /
             matmul layers on edgekit's hand-written C kernels
             (``firmware_stubs/nn``) instead of TVM's loop nests.
+        int8_choice: ``llvm`` (CPU) boards, QDQ models: ``auto`` keeps a
+            quantized layer -- or the whole model -- in fp32 where that
+            measured faster on the target (only where the target runs on
+            this machine; see :mod:`edgekit.compiler.int8_choice`);
+            ``int8`` keeps every quantized layer int8, unmeasured.
+        int8_choice_budget_s: Seconds ``auto`` may spend timing single
+            layers (the whole-model comparison comes on top); 0 = only the
+            whole-model comparison.
     """
 
     opt_level: int = 3
@@ -124,6 +136,8 @@ class CompileOptions:
     allow_unsupported: bool = False
     weight_storage: str = "auto"
     mcu_int8_kernels: bool = True
+    int8_choice: str = "auto"
+    int8_choice_budget_s: float = 60.0
 
     def __post_init__(self) -> None:
         if isinstance(self.opt_level, bool) or not isinstance(self.opt_level, int) or not 0 <= self.opt_level <= 3:
@@ -135,6 +149,15 @@ class CompileOptions:
                 f"weight_storage must be one of {', '.join(WEIGHT_STORAGE)}, got {self.weight_storage!r}",
                 hint="Use auto unless you need to force dense or sparse weights.",
             )
+        if self.int8_choice not in INT8_CHOICES:
+            raise ConfigError(
+                f"int8_choice must be one of {', '.join(INT8_CHOICES)}, got {self.int8_choice!r}",
+                hint="Use auto (keep a layer in fp32 where that measured faster) or int8 (every quantized layer int8).",
+            )
+        budget = self.int8_choice_budget_s
+        if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget >= 0:
+            raise ConfigError(f"int8_choice_budget_s must be a number of seconds >= 0, got {budget!r}",
+                              hint="E.g. 60; 0 times only the whole model.")
 
     def to_json(self) -> dict[str, Any]:
         """The form recorded in the manifest's ``options``."""

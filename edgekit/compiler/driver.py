@@ -24,6 +24,7 @@ from edgekit.compiler.package import FORMAT_VERSION, write_package
 from edgekit.core.errors import CompileError, DoesNotFitError, InputError, PackageError
 from edgekit.core.profiles import load_profiles
 from edgekit.frontend.loader import PreparedModel, load_model
+from edgekit.frontend.qdq_graph import has_qdq
 
 __all__ = ["compile_model", "MODEL_MEMBER"]
 
@@ -38,7 +39,7 @@ WEIGHTS_MEMBER = "weights.bin"
 # Keys the driver owns; a backend's extra_manifest may not replace them.
 _CORE_KEYS = {
     "format_version", "edgekit_version", "tvm_version", "created", "board", "target", "tvm_target",
-    "codegen", "runtime", "model", "inputs", "outputs", "memory", "options", "files",
+    "codegen", "runtime", "model", "inputs", "outputs", "memory", "options", "files", "int8_choice",
 }
 
 
@@ -83,6 +84,7 @@ def compile_model(
     options: CompileOptions | None = None,
     board_dirs: Iterable[str | os.PathLike[str]] = (),
     progress: ProgressFn | None = None,
+    int8_cost: Any = None,
 ) -> dict[str, Any]:
     """Compiles a model for a board and writes the package.
 
@@ -95,6 +97,10 @@ def compile_model(
         options: Compile options; defaults to :class:`CompileOptions()`.
         board_dirs: Extra folders of board/target profiles.
         progress: Called with ``(stage, message)`` as each stage starts.
+        int8_cost: A :class:`edgekit.compiler.int8_choice.CostProvider` for the
+            int8/fp32 choice of a QDQ model on a CPU board (default: measured
+            on this machine where the target runs here); for tests and for
+            cost models of boards that are not attached.
 
     Returns:
         The manifest that was written (with ``compile_seconds`` added).
@@ -131,7 +137,17 @@ def compile_model(
         prepared = load_model(model, input_shapes)
 
     prepared = _normalize_qoperator(prepared, report)
-    result = backend.build(prepared, brd, target, options, report)
+    choice = None
+    if target.codegen == "llvm" and has_qdq(prepared.model):
+        # CPU boards: keep layers (or the whole model) in fp32 where int8 is slower there.
+        from edgekit.compiler.int8_choice import choose
+
+        def build(p: PreparedModel, prog: ProgressFn) -> Any:
+            return backend.build(p, brd, target, options, prog)
+
+        prepared, result, choice = choose(prepared, brd, target, options, build, report, cost=int8_cost)
+    else:
+        result = backend.build(prepared, brd, target, options, report)
 
     ram = brd.memory.ram_bytes
     arena = int(result.memory.get("arena_bytes", 0))
@@ -170,6 +186,8 @@ def compile_model(
         "memory": {"arena_bytes": 0, "weight_bytes": 0, "code_bytes": 0, **memory},
         "options": options.to_json(),
     }
+    if choice is not None:
+        manifest["int8_choice"] = choice.to_json()
     clash = sorted(set(result.extra_manifest) & _CORE_KEYS)
     if clash:
         raise CompileError(f"backend for {target.codegen} tried to set manifest key(s) {clash}", hint="Report this as a bug.")

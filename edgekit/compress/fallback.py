@@ -33,6 +33,7 @@ from onnx import helper
 
 from edgekit.compress.calibration import Feeds
 from edgekit.compress.quality import ErrorStats, exposing_session
+from edgekit.frontend.qdq_graph import PASS_THROUGH_OPS, QDQ_OPS, producers, quantized_nodes, remove_dead_qdq
 
 __all__ = [
     "LayerSensitivity",
@@ -47,14 +48,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_QDQ = ("QuantizeLinear", "DequantizeLinear")
-
-#: Operators that only move or select int8 values with their input's scale:
-#: keeping one of them in float alone cannot reduce error.
-PASS_THROUGH_OPS = frozenset(
-    {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Slice", "Split", "Gather",
-     "GatherElements", "MaxPool", "Pad", "TopK", "Resize", "Identity", "Concat"}
-)  # fmt: skip
+_QDQ = QDQ_OPS
 
 _SHADOW = "__ek_shadow"
 #: Suffix of a shadow node's outputs (see :func:`shadow_model`).
@@ -102,7 +96,7 @@ def float_head(qmodel: onnx.ModelProto, fp32: onnx.ModelProto) -> tuple[onnx.Mod
     an integer target dequantizes its outputs anyway, so the float head costs
     one small op. Returns the model and the nodes made float.
     """
-    prod = _producers(qmodel)
+    prod = producers(qmodel)
     heads: list[str] = []
     floats: list[str] = []
     last: list[str] = []
@@ -139,25 +133,6 @@ def _rewired(node: onnx.NodeProto, name: str, inputs: Sequence[str], outputs: Se
     del copy.output[:]
     copy.output.extend(outputs)
     return copy
-
-
-def _producers(model: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
-    return {o: n for n in model.graph.node for o in n.output}
-
-
-def quantized_nodes(qmodel: onnx.ModelProto, skip: Sequence[str] = ()) -> list[str]:
-    """Nodes of a QDQ model that read at least one dequantized tensor and do
-    more than move data: the candidates for keeping in float."""
-    dq_outputs = {o for n in qmodel.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
-    skipped = set(skip)
-    return [
-        n.name
-        for n in qmodel.graph.node
-        if n.op_type not in _QDQ
-        and n.op_type not in PASS_THROUGH_OPS
-        and n.name not in skipped
-        and any(i in dq_outputs for i in n.input)
-    ]
 
 
 def keep_in_float(
@@ -247,7 +222,7 @@ def keep_in_float(
     # A graph output quantized only because its producer was: the float node
     # now gives the output in float (the DQ becomes an Identity of the float
     # tensor, so the output keeps its name).
-    prod = _producers(out)
+    prod = producers(out)
     names = {n.name for n in graph.node if n.name in wanted or n.name in outputs_of}
     for k, node in enumerate(graph.node):
         if node.op_type != "DequantizeLinear" or node.output[0] not in {o.name for o in graph.output}:
@@ -256,7 +231,7 @@ def keep_in_float(
         src = prod.get(q.input[0]) if q is not None and q.op_type == "QuantizeLinear" else None
         if src is not None and src.name in names:
             graph.node[k].CopyFrom(helper.make_node("Identity", [q.input[0]], [node.output[0]], name=node.name))
-    _remove_dead(out)
+    remove_dead_qdq(out)
     return out
 
 
@@ -285,7 +260,7 @@ def _with_pass_through_producers(qmodel: onnx.ModelProto, nodes: set[str]) -> se
     """``nodes`` plus the data-movement nodes (Reshape, Transpose, ...) that
     feed them from dequantized tensors, transitively: a float node behind a
     quantized Transpose would still read int8-rounded values."""
-    prod = _producers(qmodel)
+    prod = producers(qmodel)
     dq_outputs = {o for n in qmodel.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
     by_name = {n.name: n for n in qmodel.graph.node}
     out = set(nodes)
@@ -304,23 +279,6 @@ def _with_pass_through_producers(qmodel: onnx.ModelProto, nodes: set[str]) -> se
     return out
 
 
-def _remove_dead(model: onnx.ModelProto) -> None:
-    graph = model.graph
-    outputs = {o.name for o in graph.output}
-    while True:
-        used = {i for n in graph.node for i in n.input} | outputs
-        dead = [k for k, n in enumerate(graph.node) if n.op_type in _QDQ and not any(o in used for o in n.output)]
-        if not dead:
-            break
-        for k in reversed(dead):
-            del graph.node[k]
-    used = {i for n in graph.node for i in n.input} | outputs
-    keep = [t for t in graph.initializer if t.name in used]
-    if len(keep) != len(graph.initializer):
-        del graph.initializer[:]
-        graph.initializer.extend(keep)
-
-
 def shadow_model(
     qmodel: onnx.ModelProto, fp32: onnx.ModelProto, candidates: Sequence[str]
 ) -> tuple[onnx.ModelProto, list[tuple[str, str, str]]]:
@@ -332,7 +290,7 @@ def shadow_model(
     model = onnx.ModelProto()
     model.CopyFrom(fp32)
     graph = model.graph
-    qprod = _producers(qmodel)
+    qprod = producers(qmodel)
     qinits = {t.name: t for t in qmodel.graph.initializer}
     fnodes = {n.name: n for n in fp32.graph.node}
     have_inits = {t.name for t in graph.initializer}

@@ -185,6 +185,8 @@ class PackageMeasurement:
         bench_error: Why the package compiled but could not be run (no
             simulator or device for the board), or "": sizes are known,
             latency is not.
+        int8_choice: What the compiler's int8/fp32 choice kept in fp32 (the
+            manifest's ``int8_choice``, in words), or "".
     """
 
     key: str
@@ -200,6 +202,7 @@ class PackageMeasurement:
     ort_max_rel_error: float | None = None
     eval: dict[str, Any] = field(default_factory=dict)
     bench_error: str = ""
+    int8_choice: str = ""
 
     @property
     def flash_bytes(self) -> int | None:
@@ -229,6 +232,7 @@ class PackageMeasurement:
             "round_ms": [round(v, 5) for v in self.round_ms],
             "ort_max_rel_error": self.ort_max_rel_error,
             "eval": self.eval,
+            "int8_choice": self.int8_choice,
         }
 
 
@@ -729,6 +733,7 @@ def _compile(key: str, model: onnx.ModelProto, brd: Any, folder: Path, board_dir
     m.package_bytes = int(manifest.get("package_bytes", 0))
     m.memory = {k: int(v) for k, v in manifest.get("memory", {}).items() if isinstance(v, (int, float))}
     m.compile_seconds = float(manifest.get("compile_seconds", 0.0))
+    m.int8_choice = _int8_choice_words(manifest.get("int8_choice"))
     flash = brd.memory.flash_bytes
     image = m.memory.get("weight_bytes", 0) + m.memory.get("code_bytes", 0)
     if flash and image > flash:
@@ -885,6 +890,15 @@ def _speedup(before: PackageMeasurement, after: PackageMeasurement) -> tuple[flo
     return before.latency_ms / after.latency_ms, None
 
 
+def _int8_choice_words(choice: Any) -> str:
+    """The compiler's int8/fp32 choice in words, where it kept anything in fp32."""
+    if not isinstance(choice, dict) or choice.get("decision") not in ("mixed", "fp32"):
+        return ""
+    if choice["decision"] == "fp32":
+        return "compiled in fp32: int8 measured slower on this board (whole-model guard)"
+    return f"compiled with {len(choice.get('fp32_layers', []))} of {choice.get('candidates', 0)} quantized layers in fp32 (faster there)"
+
+
 def _verdict(step: CompressionStep, row: PayoffRow, before: PackageMeasurement, after: PackageMeasurement) -> str:
     """What the step bought on the board, in words; from the measurement."""
     if after.error:
@@ -920,6 +934,8 @@ def _verdict(step: CompressionStep, row: PayoffRow, before: PackageMeasurement, 
             parts.append(f"package file {100 * change:+.0f} % (archive compression only; weights as stored unchanged)")
         elif abs(change) >= 0.02:
             parts.append(f"package {100 * change:+.0f} %")
+    if after.int8_choice:
+        parts.append(after.int8_choice)
     return "; ".join(parts)
 
 

@@ -1,0 +1,546 @@
+"""Per-layer int8/fp32 choice for QDQ models compiled for a CPU (issue #14, item 4).
+
+int8 is not faster everywhere: a small layer pays its requantization and the
+conversions at its boundary, and a depthwise or tiny model can run slower in
+int8 than in fp32. For a QDQ model compiled for a CPU target, :func:`choose`
+decides which quantized layers to keep in fp32, and guarantees (within
+measurement noise) that the package is never slower than the fp32 build of
+the same graph:
+
+1. **Per layer** (``auto``, where the target runs on this machine): each
+   quantized layer is cut out as a model of its own (int8 in, int8 out,
+   :func:`edgekit.frontend.qdq_graph.layer_subgraph`), built int8 and with the
+   layer in float (:func:`~edgekit.frontend.qdq_graph.float_layers`: the
+   conversions at its boundary included), and both are timed with TVM's
+   ``time_evaluator``, interleaved, 10th percentile. Layers of the same shape
+   are timed once; the largest layers go first and the phase stops at
+   :attr:`~edgekit.compiler.backend.CompileOptions.int8_choice_budget_s`
+   (layers not reached stay int8, the report counts them). A layer whose fp32
+   time is below its int8 time by more than :data:`LAYER_MARGIN` is kept in
+   fp32.
+2. **Whole model**: the int8 build, the mixed build (those layers in fp32)
+   and the fp32 build of the same graph
+   (:func:`~edgekit.frontend.qdq_graph.float_model`) are timed side by side;
+   the faster of int8 and mixed is taken, unless the fp32 build is faster
+   still, then the whole model is compiled in fp32.
+
+A target that cannot run here (another ISA, a CPU with features this one
+lacks) is not measured and no cost model is claimed for it: every layer stays
+int8 and the report says ``unknown``. Tests inject a :class:`CostProvider`.
+
+Layers kept in fp32 compute in float32: their outputs differ from the QDQ
+graph as written by up to that layer's quantization error (they are closer to
+the fp32 model). The package's ``model.onnx`` is the graph actually compiled,
+so ``edgekit bench --compare-ort`` compares like with like.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import platform
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Protocol, Sequence
+
+import numpy as np
+import onnx
+
+from edgekit.compiler.backend import INT8_CHOICES, BuildResult, CompileOptions, ProgressFn
+from edgekit.frontend.qdq_graph import float_layers, float_model, layer_subgraph, named_nodes, quantized_nodes
+
+if TYPE_CHECKING:
+    from edgekit.core.profiles import Board, Target
+    from edgekit.frontend.loader import PreparedModel
+
+__all__ = [
+    "INT8_CHOICES",
+    "LAYER_MARGIN",
+    "CostProvider",
+    "HostTimer",
+    "Int8Choice",
+    "LayerCost",
+    "LayerProbe",
+    "choose",
+    "runs_here",
+]
+
+logger = logging.getLogger(__name__)
+
+#: A layer is kept in fp32 only if its fp32 time is this much below its int8
+#: time: closer than that is within the noise of a shared machine.
+LAYER_MARGIN = 0.05
+#: Interleaved rounds per comparison, and timings per round.
+ROUNDS = 5
+REPEAT = 5
+#: Each timing repeats the call until it lasts this long (tiny layers).
+MIN_REPEAT_MS = 1
+#: The low percentile of all timings that is a variant's time.
+PERCENTILE = 10
+
+_X86_FEATURES = ("sse4.2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512vnni",
+                 "avxvnni", "avx512vbmi", "amx-int8", "amx-tile")  # fmt: skip
+_ARCH_ALIASES = {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64"}
+
+
+@dataclass(frozen=True)
+class LayerProbe:
+    """One quantized layer as a model of its own, in both precisions.
+
+    Attributes:
+        node: The layer's node name.
+        op_type: Its ONNX operator.
+        int8: The layer alone, int8 in and out (QDQ).
+        fp32: The same with the layer computing in float.
+        work: Relative size used to time the largest layers first.
+    """
+
+    node: str
+    op_type: str
+    int8: onnx.ModelProto
+    fp32: onnx.ModelProto
+    work: int = 0
+
+
+@dataclass
+class LayerCost:
+    """The int8 and fp32 time of one layer and what was kept.
+
+    Attributes:
+        node, op_type: The layer.
+        int8_ms, fp32_ms: Its time in each precision (None: not measured).
+        source: ``measured`` (this machine), ``modeled`` or ``unknown``.
+        kept: ``int8`` or ``fp32``.
+        reason: Why.
+    """
+
+    node: str
+    op_type: str
+    int8_ms: float | None
+    fp32_ms: float | None
+    source: str
+    kept: str = "int8"
+    reason: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        r = lambda v: None if v is None else round(float(v), 4)  # noqa: E731
+        return {"node": self.node, "op_type": self.op_type, "int8_ms": r(self.int8_ms), "fp32_ms": r(self.fp32_ms),
+                "source": self.source, "kept": self.kept, "reason": self.reason}  # fmt: skip
+
+
+class CostProvider(Protocol):
+    """Times layers and whole builds in int8 and fp32 (measured or modeled).
+
+    ``source`` is ``measured``, ``modeled`` or ``unknown`` (no costs: every
+    layer stays int8).
+    """
+
+    source: str
+    timing: str
+
+    def layer_times(self, probe: LayerProbe) -> tuple[float, float] | None:
+        """``(int8_ms, fp32_ms)`` of one layer, or None when it cannot be timed."""
+        ...
+
+    def model_times(self, builds: Mapping[str, BuildResult], prepared: "PreparedModel") -> dict[str, float]:
+        """Time (ms) of each whole build, by variant name (``int8``, ``mixed``, ``fp32``)."""
+        ...
+
+
+@dataclass
+class Int8Choice:
+    """What :func:`choose` decided; the manifest's ``int8_choice``.
+
+    Attributes:
+        mode: The option (``auto`` or ``int8``).
+        source: ``measured``, ``modeled``, ``unknown`` or ``off``.
+        decision: ``int8`` (every quantized layer int8), ``mixed`` (the
+            layers in :attr:`fp32_layers` in fp32) or ``fp32`` (the whole
+            model, by the whole-model guard).
+        reason: One sentence on why.
+        layers: Every layer that was timed, with its times and what was kept.
+        model_ms: Whole-model times by variant.
+        candidates: Quantized layers in the model.
+        not_timed: Layers the per-layer phase did not reach (budget) or
+            could not cut out; they stay int8.
+        extra_seconds: Compile time the choice added.
+        timing: How times were obtained.
+    """
+
+    mode: str
+    source: str
+    decision: str = "int8"
+    reason: str = ""
+    layers: list[LayerCost] = field(default_factory=list)
+    model_ms: dict[str, float] = field(default_factory=dict)
+    candidates: int = 0
+    not_timed: int = 0
+    extra_seconds: float = 0.0
+    timing: str = ""
+
+    @property
+    def fp32_layers(self) -> list[LayerCost]:
+        """Layers compiled in fp32, each with its times and the reason."""
+        return [c for c in self.layers if c.kept == "fp32"]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "source": self.source,
+            "decision": self.decision,
+            "reason": self.reason,
+            "fp32_layers": [c.to_json() for c in self.fp32_layers],
+            "timed_layers": [c.to_json() for c in self.layers],
+            "model_ms": {k: round(v, 4) for k, v in self.model_ms.items()},
+            "candidates": self.candidates,
+            "not_timed": self.not_timed,
+            "extra_seconds": round(self.extra_seconds, 2),
+            "timing": self.timing,
+        }
+
+
+# --------------------------------------------------------------------------- #
+# Measuring on this machine
+# --------------------------------------------------------------------------- #
+
+
+def _host_features() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    names = {f.replace("_", "") for f in flags}
+    # /proc/cpuinfo spells a few features differently from LLVM.
+    if "sse42" in names or "sse4_2" in flags:
+        names.add("sse4.2")
+    if "avxvnni" in names:
+        names.add("avxvnni")
+    if "amxint8" in names:
+        names.add("amx-int8")
+    if "amxtile" in names:
+        names.add("amx-tile")
+    return names
+
+
+def runs_here(target: "Target") -> bool:
+    """True when code compiled for ``target`` can run (and be timed) on this machine.
+
+    The ISA must be this machine's, and for x86 every vector feature the
+    target's CPU has must be present here (code for an AVX-512 CPU would stop
+    with an illegal instruction on an AVX2 one).
+    """
+    machine = platform.machine().lower()
+    if target.isa.lower() != _ARCH_ALIASES.get(machine, machine) or target.codegen != "llvm":
+        return False
+    spec = target.tvm_target_dict()
+    if str(spec.get("mtriple", "")) and not str(spec["mtriple"]).startswith(target.isa.lower()):
+        return False
+    if spec.get("mcpu") in (None, "", "native") and not spec.get("mattr"):
+        return True
+    if target.isa.lower() != "x86_64":
+        return False  # no feature check written for other ISAs: do not risk it
+    from tvm.target.codegen import target_has_features
+
+    tvm_target = target.tvm_target()
+    here = _host_features()
+    return all(f.replace("-", "") in here or f in here for f in _X86_FEATURES if target_has_features(f, tvm_target))
+
+
+def _random_inputs(specs: Sequence[Any], seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for s in specs:
+        dt = np.dtype(s.dtype)
+        if dt.kind == "f":
+            out.append(rng.standard_normal(s.shape).astype(dt))
+        elif dt.kind in "iu":
+            info = np.iinfo(dt)
+            out.append(rng.integers(max(info.min, -128), min(info.max, 127) + 1, s.shape).astype(dt))
+        else:
+            out.append(np.zeros(s.shape, dtype=dt))
+    return out
+
+
+def _interleaved(vms: Mapping[str, Any], rounds: int = ROUNDS) -> dict[str, float]:
+    """Low-percentile time (ms) of each VM's ``main``, timed in interleaved rounds (order rotated)."""
+    import tvm
+
+    dev = tvm.cpu()
+    keys = list(vms)
+    samples: dict[str, list[float]] = {k: [] for k in keys}
+    for vm in vms.values():
+        vm.invoke_stateful("main")  # warm-up
+    for r in range(rounds):
+        shift = r % len(keys)
+        for k in keys[shift:] + keys[:shift]:
+            timer = vms[k].time_evaluator("invoke_stateful", dev, number=1, repeat=REPEAT, min_repeat_ms=MIN_REPEAT_MS)
+            samples[k] += [float(x) * 1e3 for x in timer("main").results]
+    return {k: float(np.percentile(v, PERCENTILE)) for k, v in samples.items()}
+
+
+class HostTimer:
+    """Measures on this machine (the target must :func:`runs_here`)."""
+
+    source = "measured"
+    timing = (f"TVM time_evaluator on this machine, {ROUNDS} interleaved rounds x {REPEAT} timings "
+              f"(each >= {MIN_REPEAT_MS:g} ms), {PERCENTILE}th percentile")  # fmt: skip
+
+    def __init__(self, target: "Target", threads: int = 0) -> None:
+        self.target = target
+        self.threads = threads
+
+    def _vm(self, model: onnx.ModelProto) -> Any:
+        import tvm
+        from tvm import relax
+
+        from edgekit.compiler.cpu_pipeline import build_cpu
+        from edgekit.compiler.importer import import_onnx
+        from edgekit.frontend.loader import load_model
+
+        prepared = load_model(model, simplify=False, check=False)
+        mod, weights, _ = import_onnx(prepared)
+        built = build_cpu(mod, self.target.tvm_target(), weights, num_threads=self.threads)
+        vm = relax.VirtualMachine(built.executable, tvm.cpu())
+        args = [tvm.runtime.tensor(a) for a in _random_inputs(prepared.inputs)]
+        vm.set_input("main", *args, *built.params)
+        return vm
+
+    def layer_times(self, probe: LayerProbe) -> tuple[float, float] | None:
+        try:
+            vms = {"int8": self._vm(probe.int8), "fp32": self._vm(probe.fp32)}
+        except Exception as exc:  # a layer that does not build alone is left int8
+            logger.info("int8 choice: layer %s not timed alone (%s)", probe.node, str(exc).splitlines()[0][:200])
+            return None
+        t = _interleaved(vms)
+        return t["int8"], t["fp32"]
+
+    def model_times(self, builds: Mapping[str, BuildResult], prepared: "PreparedModel") -> dict[str, float]:
+        import tvm
+        from tvm import relax
+
+        from edgekit.compiler.llvm_host import LIBRARY_MEMBER, PARAMS_MEMBER
+
+        inputs = [tvm.runtime.tensor(a) for a in _random_inputs(prepared.inputs)]
+        vms = {}
+        with tempfile.TemporaryDirectory(prefix="edgekit-int8-choice-") as tmp:
+            for name, build in builds.items():
+                path = Path(tmp) / f"{name}.so"
+                path.write_bytes(build.members[LIBRARY_MEMBER])
+                vm = relax.VirtualMachine(tvm.runtime.load_module(str(path)), tvm.cpu())
+                params = tvm.runtime.load_param_dict(bytearray(build.members[PARAMS_MEMBER]))
+                vm.set_input("main", *inputs, *[params[k] for k in sorted(params.keys())])
+                vms[name] = vm
+            return _interleaved(vms)
+
+
+class UnknownCost:
+    """A target that cannot run here: no times, every layer stays int8."""
+
+    source = "unknown"
+    timing = "not measured: the target cannot run on this machine, and no cost model is claimed for it"
+
+    def layer_times(self, probe: LayerProbe) -> tuple[float, float] | None:
+        return None
+
+    def model_times(self, builds: Mapping[str, BuildResult], prepared: "PreparedModel") -> dict[str, float]:
+        return {}
+
+
+# --------------------------------------------------------------------------- #
+# The choice
+# --------------------------------------------------------------------------- #
+
+
+@contextlib.contextmanager
+def _lowering_logs_quiet() -> Iterator[None]:
+    """The integer lowering logs a summary per build at INFO; the variants'
+    and single layers' builds would repeat it dozens of times."""
+    log = logging.getLogger("edgekit.compiler.integer.lower")
+    level = log.level
+    log.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+def _work(model: onnx.ModelProto, node: onnx.NodeProto) -> int:
+    """Output elements times weight elements per output channel: MACs for conv/matmul, a size otherwise."""
+    infos = {v.name: v for v in [*model.graph.value_info, *model.graph.output, *model.graph.input]}
+    inits = {t.name: t for t in model.graph.initializer}
+
+    def numel(dims: Sequence[int]) -> int:
+        return int(np.prod([max(int(d), 1) for d in dims], dtype=np.int64)) if dims else 1
+
+    out = infos.get(node.output[0]) if node.output else None
+    out_n = numel([d.dim_value for d in out.type.tensor_type.shape.dim]) if out is not None else 1
+    weights = [inits[i] for i in node.input if i in inits and len(inits[i].dims) >= 2]
+    if weights:
+        w = weights[0]
+        return out_n * max(numel(w.dims) // max(int(w.dims[0]), 1), 1)
+    return out_n
+
+
+def _signature(sub: onnx.ModelProto) -> tuple[Any, ...]:
+    """Layers with equal signatures have the same kernels and cost."""
+    g = sub.graph
+
+    def shape(v: onnx.ValueInfoProto) -> tuple[Any, ...]:
+        t = v.type.tensor_type
+        return (t.elem_type, tuple(d.dim_value for d in t.shape.dim))
+
+    nodes = tuple((n.op_type, tuple(sorted(str(a).replace("\n", " ") for a in n.attribute))) for n in g.node)
+    inits = tuple(sorted((t.data_type, tuple(t.dims)) for t in g.initializer))
+    return nodes, inits, tuple(shape(v) for v in g.input), tuple(shape(v) for v in g.output)
+
+
+def _probes(model: onnx.ModelProto, names: Sequence[str]) -> tuple[list[LayerProbe], int]:
+    """One probe per layer that can be cut out, largest first; and how many could not."""
+    by_name = {n.name: n for n in model.graph.node}
+    probes, failed = [], 0
+    for name in names:
+        sub = layer_subgraph(model, name)
+        if sub is None:
+            failed += 1
+            continue
+        node = by_name[name]
+        probes.append(LayerProbe(name, node.op_type, sub, float_layers(sub, [name]), _work(model, node)))
+    probes.sort(key=lambda p: -p.work)
+    return probes, failed
+
+
+def _bar(done: int, total: int, width: int = 20) -> str:
+    filled = width * done // max(total, 1)
+    return f"[{'#' * filled}{'-' * (width - filled)}] {done}/{total}"
+
+
+def _time_layers(choice: Int8Choice, probes: Sequence[LayerProbe], cost: CostProvider, budget_s: float,
+                 progress: ProgressFn) -> None:  # fmt: skip
+    started = time.perf_counter()
+    seen: dict[tuple[Any, ...], tuple[float, float] | None] = {}
+    for k, probe in enumerate(probes):
+        if time.perf_counter() - started > budget_s:
+            choice.not_timed += len(probes) - k
+            break
+        progress("int8-choice", f"{_bar(k, len(probes))} timing {probe.op_type} {probe.node} in int8 and fp32")
+        sig = _signature(probe.int8)
+        if sig not in seen:
+            seen[sig] = cost.layer_times(probe)
+        times = seen[sig]
+        if times is None:
+            choice.not_timed += 1
+            continue
+        t8, t32 = times
+        entry = LayerCost(probe.node, probe.op_type, t8, t32, cost.source)
+        if t32 < t8 * (1 - LAYER_MARGIN):
+            entry.kept, entry.reason = "fp32", f"fp32 {t8 / t32:.2f}x faster than int8 for this layer alone"
+        else:
+            entry.reason = "int8 not slower" if t8 <= t32 else f"fp32 faster by less than the {LAYER_MARGIN:.0%} noise margin"
+        choice.layers.append(entry)
+
+
+BuildFn = Callable[["PreparedModel", ProgressFn], BuildResult]
+
+
+def choose(
+    prepared: "PreparedModel",
+    board: "Board",
+    target: "Target",
+    options: CompileOptions,
+    build: BuildFn,
+    progress: ProgressFn,
+    *,
+    cost: CostProvider | None = None,
+) -> tuple["PreparedModel", BuildResult, Int8Choice]:
+    """Builds a QDQ model with the int8/fp32 choice of its layers.
+
+    Args:
+        prepared: The prepared QDQ model.
+        board, target: Where it will run.
+        options: ``int8_choice`` and ``int8_choice_budget_s`` are read.
+        build: Builds a prepared model into package members (the backend's
+            ``build`` with the board, target and options bound).
+        progress: Stage callback; the choice reports as stage ``int8-choice``.
+        cost: Cost provider; default :class:`HostTimer` where the target
+            :func:`runs_here`, else nothing is measured.
+
+    Returns:
+        ``(prepared, result, choice)``: the model actually compiled (its
+        ``model`` replaced by the mixed or fp32 graph where chosen), its
+        build, and the :class:`Int8Choice` for the manifest.
+    """
+    int8_build = build(prepared, progress)  # legalizes prepared.model in place first
+    started = time.perf_counter()
+    model = named_nodes(prepared.model)
+    names = quantized_nodes(model)
+    if options.int8_choice == "int8":
+        choice = Int8Choice("int8", "off", "int8", "--int8-choice int8: every quantized layer int8, nothing measured",
+                            candidates=len(names))  # fmt: skip
+        return prepared, int8_build, choice
+    if cost is None:
+        cost = HostTimer(target, board.cores) if runs_here(target) else UnknownCost()
+    choice = Int8Choice(options.int8_choice, cost.source, candidates=len(names), timing=cost.timing)
+    if cost.source == "unknown":
+        choice.reason = f"kept int8: {cost.timing}"
+        choice.not_timed = len(names)
+        return prepared, int8_build, choice
+
+    with _lowering_logs_quiet():
+        return _choose_measured(prepared, model, names, choice, cost, options, build, progress, int8_build, started)
+
+
+def _choose_measured(prepared: "PreparedModel", model: onnx.ModelProto, names: list[str], choice: Int8Choice,
+                     cost: CostProvider, options: CompileOptions, build: BuildFn, progress: ProgressFn,
+                     int8_build: BuildResult, started: float) -> tuple["PreparedModel", BuildResult, Int8Choice]:  # fmt: skip
+    def variant(label: str, graph: onnx.ModelProto) -> BuildResult:
+        def quiet(stage: str, message: str) -> None:
+            progress("int8-choice", f"{label}: {stage}: {message}")
+
+        return build(replace(prepared, model=graph), quiet)
+
+    probes, failed = _probes(model, names)
+    choice.not_timed += failed
+    _time_layers(choice, probes, cost, options.int8_choice_budget_s, progress)
+
+    builds: dict[str, BuildResult] = {"int8": int8_build}
+    graphs: dict[str, onnx.ModelProto] = {"int8": prepared.model}
+    fp32_names = [c.node for c in choice.fp32_layers]
+    if fp32_names and len(fp32_names) < len(names):
+        graphs["mixed"] = float_layers(model, fp32_names)
+        builds["mixed"] = variant(f"mixed build ({len(fp32_names)} layers fp32)", graphs["mixed"])
+    graphs["fp32"] = float_model(model)
+    builds["fp32"] = variant("fp32 build of the same graph", graphs["fp32"])
+    progress("int8-choice", f"timing the {' / '.join(builds)} builds side by side")
+    choice.model_ms = cost.model_times(builds, prepared)
+
+    t = choice.model_ms
+    best = "mixed" if "mixed" in t and t["mixed"] < t["int8"] else "int8"
+    if t["fp32"] < t[best]:
+        choice.decision = "fp32"
+        choice.reason = (f"whole-model guard: the fp32 build ({t['fp32']:.3f} ms) is faster than the "
+                         f"{best} build ({t[best]:.3f} ms)")  # fmt: skip
+        timed = {c.node: c for c in choice.layers}
+        choice.layers = [timed.get(n) or LayerCost(n, next(x.op_type for x in model.graph.node if x.name == n), None, None,
+                                                   cost.source) for n in names]  # fmt: skip
+        for c in choice.layers:
+            c.kept, c.reason = "fp32", "whole model in fp32 (whole-model guard)"
+    elif best == "mixed":
+        choice.decision = "mixed"
+        choice.reason = (f"{len(fp32_names)} layer(s) in fp32: mixed build {t['mixed']:.3f} ms, int8 "
+                         f"{t['int8']:.3f} ms, fp32 {t['fp32']:.3f} ms")  # fmt: skip
+    else:
+        choice.decision = "int8"
+        if fp32_names:
+            for c in choice.fp32_layers:
+                c.kept, c.reason = "int8", c.reason + ", but the mixed build measured slower than all-int8"
+        choice.reason = f"int8 build {t['int8']:.3f} ms, fp32 {t['fp32']:.3f} ms" + (
+            f", mixed {t['mixed']:.3f} ms" if "mixed" in t else "")
+    choice.extra_seconds = time.perf_counter() - started  # beyond the int8 build itself
+    if choice.decision == "int8":
+        return prepared, int8_build, choice
+    final = replace(prepared, model=graphs[choice.decision],
+                    notes=[*prepared.notes, f"int8 choice: {choice.reason}"])  # fmt: skip
+    return final, builds[choice.decision], choice
