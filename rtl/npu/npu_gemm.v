@@ -118,13 +118,14 @@ module npu_gemm #(
         input [7:0] a, b;
         integer k;
         reg [15:0] ae;
-        reg [15:0] t [0:7];
+        reg [127:0] t;  // partial product k in t[16*k +: 16]
         begin
             ae = {{8{a[7]}}, a};
             for (k = 0; k < 8; k = k + 1)
-                t[k] = b[k] ? ae << k : 16'd0;
-            t[7] = 16'd0 - t[7];  // the sign bit weighs -2^7
-            mul8_lut = ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]));
+                t[16*k +: 16] = b[k] ? ae << k : 16'd0;
+            t[112 +: 16] = 16'd0 - t[112 +: 16];  // the sign bit weighs -2^7
+            mul8_lut = ((t[0 +: 16] + t[16 +: 16]) + (t[32 +: 16] + t[48 +: 16]))
+                     + ((t[64 +: 16] + t[80 +: 16]) + (t[96 +: 16] + t[112 +: 16]));
         end
     endfunction
 
@@ -139,27 +140,30 @@ module npu_gemm #(
                                                           : $signed(mul8_lut(inp_rdata[r*8 +: 8], wgt_rdata[(r*COLS+c)*8 +: 8]));
     end
     // Column sums: a balanced adder tree whose adders are only as wide as
-    // their operands need (16 bits for a product, one more per level).
+    // their operands need (16 bits for a product, one more per level). Per
+    // column, a heap of nodes (node k adds nodes 2k and 2k+1; the products
+    // are the leaves LEAVES..2*LEAVES-1), each stored sign-extended to SW bits.
     localparam LEVELS = ROWS > 1 ? $clog2(ROWS) : 1;
     localparam LEAVES = 1 << LEVELS;
-    genvar gc, gl, gi;
+    localparam SW = 16 + LEVELS;
+    genvar gc, gk;
     generate
         for (gc = 0; gc < COLS; gc = gc + 1) begin : col
-            for (gl = 0; gl <= LEVELS; gl = gl + 1) begin : lvl
-                localparam W = 16 + gl;
-                localparam N = LEAVES >> gl;
-                wire [W*N-1:0] node;
-                for (gi = 0; gi < N; gi = gi + 1) begin : n
-                    if (gl == 0) begin : leaf
-                        if (gi < ROWS) assign node[gi*W +: W] = prod[gi*COLS+gc];
-                        else assign node[gi*W +: W] = {W{1'b0}};
-                    end else begin : add
-                        assign node[gi*W +: W] = $signed(lvl[gl-1].node[2*gi*(W-1) +: W-1])
-                                               + $signed(lvl[gl-1].node[(2*gi+1)*(W-1) +: W-1]);
-                    end
+            wire [2*LEAVES*SW-1:0] tree;
+            for (gk = 0; gk < LEAVES; gk = gk + 1) begin : leaf
+                if (gk < ROWS) begin : p
+                    assign tree[(LEAVES+gk)*SW +: SW] = prod[gk*COLS+gc];
+                end else begin : z
+                    assign tree[(LEAVES+gk)*SW +: SW] = {SW{1'b0}};
                 end
             end
-            assign sums[gc*32 +: 32] = {{(16-LEVELS){lvl[LEVELS].node[15+LEVELS]}}, lvl[LEVELS].node};
+            for (gk = 1; gk < LEAVES; gk = gk + 1) begin : add
+                localparam W = SW - ($clog2(gk + 1) - 1);  // node gk sits $clog2(gk+1)-1 levels below the root
+                wire signed [W-1:0] s = $signed(tree[2*gk*SW +: W-1]) + $signed(tree[(2*gk+1)*SW +: W-1]);
+                assign tree[gk*SW +: SW] = s;
+            end
+            wire signed [SW-1:0] root = tree[SW +: SW];
+            assign sums[gc*32 +: 32] = root;
         end
     endgenerate
 
