@@ -64,7 +64,9 @@ __all__ = [
     "LayerCost",
     "LayerProbe",
     "choose",
+    "interleaved_times",
     "runs_here",
+    "vm_of_members",
 ]
 
 logger = logging.getLogger(__name__)
@@ -264,7 +266,7 @@ def _random_inputs(specs: Sequence[Any], seed: int = 0) -> list[np.ndarray]:
     return out
 
 
-def _interleaved(vms: Mapping[str, Any], rounds: int = ROUNDS) -> dict[str, float]:
+def interleaved_times(vms: Mapping[str, Any], rounds: int = ROUNDS) -> dict[str, float]:
     """Low-percentile time (ms) of each VM's ``main``, timed in interleaved rounds (order rotated)."""
     import tvm
 
@@ -314,26 +316,30 @@ class HostTimer:
         except Exception as exc:  # a layer that does not build alone is left int8
             logger.info("int8 choice: layer %s not timed alone (%s)", probe.node, str(exc).splitlines()[0][:200])
             return None
-        t = _interleaved(vms)
+        t = interleaved_times(vms)
         return t["int8"], t["fp32"]
 
     def model_times(self, builds: Mapping[str, BuildResult], prepared: "PreparedModel") -> dict[str, float]:
-        import tvm
-        from tvm import relax
-
-        from edgekit.compiler.llvm_host import LIBRARY_MEMBER, PARAMS_MEMBER
-
-        inputs = [tvm.runtime.tensor(a) for a in _random_inputs(prepared.inputs)]
-        vms = {}
+        inputs = _random_inputs(prepared.inputs)
         with tempfile.TemporaryDirectory(prefix="edgekit-int8-choice-") as tmp:
-            for name, build in builds.items():
-                path = Path(tmp) / f"{name}.so"
-                path.write_bytes(build.members[LIBRARY_MEMBER])
-                vm = relax.VirtualMachine(tvm.runtime.load_module(str(path)), tvm.cpu())
-                params = tvm.runtime.load_param_dict(bytearray(build.members[PARAMS_MEMBER]))
-                vm.set_input("main", *inputs, *[params[k] for k in sorted(params.keys())])
-                vms[name] = vm
-            return _interleaved(vms)
+            vms = {name: vm_of_members(b.members, inputs, Path(tmp) / f"{name}.so") for name, b in builds.items()}
+            return interleaved_times(vms)
+
+
+def vm_of_members(members: Mapping[str, bytes], inputs: Sequence[np.ndarray], lib_path: Path) -> Any:
+    """A Relax VM of a host package's members (``lib/model.so``, ``params.bin``),
+    with ``inputs`` and the weights set for ``invoke_stateful("main")``.
+    ``lib_path`` is where the library is written to be loaded."""
+    import tvm
+    from tvm import relax
+
+    from edgekit.compiler.llvm_host import LIBRARY_MEMBER, PARAMS_MEMBER
+
+    lib_path.write_bytes(members[LIBRARY_MEMBER])
+    vm = relax.VirtualMachine(tvm.runtime.load_module(str(lib_path)), tvm.cpu())
+    params = tvm.runtime.load_param_dict(bytearray(members[PARAMS_MEMBER]))
+    vm.set_input("main", *[tvm.runtime.tensor(a) for a in inputs], *[params[k] for k in sorted(params.keys())])
+    return vm
 
 
 class UnknownCost:
