@@ -646,6 +646,7 @@ def schedule_passes(target: tvm.target.Target) -> list[Any]:
     from tvm.s_tir import dlight
 
     from edgekit.compiler.cpu_int8 import dot_schedule_rule
+    from edgekit.compiler.cpu_threads import serial_small_kernels_pass
 
     rules = _Rules.get()
     passes = []
@@ -660,6 +661,8 @@ def schedule_passes(target: tvm.target.Target) -> list[Any]:
             rules["CpuInjective"](),
         )
     )
+    # Kernels of a microsecond or two run on the calling thread (cpu_threads).
+    passes.append(serial_small_kernels_pass())
     return passes
 
 
