@@ -197,8 +197,16 @@ class HybridExecutor:
             host_reads |= set(seg.inputs)
         self._host_reads = host_reads
 
-    def run(self, feeds: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], list[StepTiming]]:
-        """Runs one inference; returns the outputs and the per-step timings."""
+    def run(self, feeds: Mapping[str, np.ndarray], *, trace: bool = False) -> tuple[dict[str, np.ndarray], list[StepTiming]]:
+        """Runs one inference; returns the outputs and the per-step timings.
+
+        Args:
+            feeds: One array per model input.
+            trace: Return every tensor a step produced (host sub-graph
+                outputs and each accelerator layer's output, read back from
+                accelerator DRAM), not only the model outputs: for comparing
+                the package tensor by tensor with another compile.
+        """
         missing = [n for n in self.inputs if n not in feeds]
         if missing:
             raise InputError(f"missing input(s): {', '.join(missing)}", hint="Give one array per model input.")
@@ -224,10 +232,10 @@ class HybridExecutor:
             cpl = self.driver.run(addr, count)
             in_dram.add(out)
             t1 = time.perf_counter()
-            if out in self._host_reads:
+            if trace or out in self._host_reads:
                 place = self.tensors[out]
                 env[out] = place.unpack(self.driver.mem.read(place.addr, place.nbytes))
             download_ms = (time.perf_counter() - t1) * 1e3
             stats = self.stats_source() if self.stats_source is not None else None
             timings.append(StepTiming("npu", name, upload_ms + download_ms, cpl.cycles, stats))
-        return {n: env[n] for n in self.outputs}, timings
+        return (env if trace else {n: env[n] for n in self.outputs}), timings

@@ -80,3 +80,91 @@ def quantize_ort(model: onnx.ModelProto, *, samples: int = 4, seed: int = 0, sym
                         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                         extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True})
         return onnx.load(str(dst))
+
+
+def int8_tensors(model: onnx.ModelProto) -> list[str]:
+    """Every QuantizeLinear output of ``model`` (its int8 tensors), in graph order."""
+    return [n.output[0] for n in model.graph.node if n.op_type == "QuantizeLinear"]
+
+
+def host_integer_outputs(model: onnx.ModelProto, feeds: dict[str, np.ndarray], extra: list[str], workdir) -> dict[str, np.ndarray]:
+    """Runs ``model`` compiled for ``host`` (integer-only lowering), with ``extra`` tensors as outputs too.
+
+    Every quantized layer stays int8 (``int8_choice="int8"``) and the
+    requantization keeps the lowering's int64 fixed-point form: on x86 the
+    host compile otherwise uses float32 scale-and-round
+    (:mod:`edgekit.compiler.cpu_requant`), which may round a value within
+    ~2^-20 of a half-way point the other way -- the form Arm and RISC-V
+    hosts, the MCUs and the NPU all share is the reference.
+    """
+    from pathlib import Path
+    from unittest import mock
+
+    import edgekit.compiler.cpu_requant as cpu_requant
+    from edgekit.compiler.backend import CompileOptions
+    from edgekit.compiler.driver import compile_model
+    from edgekit.compiler.package import open_package
+    from edgekit.core.profiles import get_board
+    from edgekit.runtime.runner import open_runner
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    infos = {vi.name: vi for vi in onnx.shape_inference.infer_shapes(model).graph.value_info}
+    have = {o.name for o in m.graph.output}
+    m.graph.output.extend(infos[name] for name in extra if name not in have)
+    fields = getattr(CompileOptions, "__dataclass_fields__", {})
+    options = CompileOptions(int8_choice="int8") if "int8_choice" in fields else CompileOptions()  # type: ignore[call-arg]
+    pkg = Path(workdir) / "host_integer.ekpkg"
+    with mock.patch.object(cpu_requant, "uses_float_requant", lambda target: False):
+        compile_model(m, "host", pkg, options=options)
+    board, _ = get_board("host")
+    runner = open_runner(open_package(pkg), board)
+    try:
+        return runner.run(feeds)
+    finally:
+        runner.close()
+
+
+def ppocr_det_trunk(size: int = 64, seed: int = 4) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """PP-OCRv6 det small from the ``rapidocr`` wheel (real weights) up to its head's
+    transposed convolutions, int8 QDQ by onnxruntime, and one seeded input.
+
+    The two 2x2 stride-2 ConvTranspose layers and the sigmoid at the end are
+    cut off: ConvTranspose has no integer lowering, so both the NPU package
+    and the host compile would run it in float32, each engine with its own
+    summation order, and their quantized outputs then differ by a step where
+    a value lands near a half-way point. What remains -- 100 convolutions
+    (stem, depthwise-separable blocks with squeeze-excitation, the FPN neck
+    with its upsampling and concatenation, the head's first conv) -- is all
+    integer.
+    """
+    from pathlib import Path
+
+    import rapidocr
+
+    from edgekit.frontend.loader import load_model
+
+    path = Path(rapidocr.__file__).parent / "models" / "PP-OCRv6_det_small.onnx"
+    full = load_model(str(path), {"x": (1, 3, size, size)}).model
+    first_up = next(n for n in full.graph.node if n.op_type == "ConvTranspose")
+    cut = first_up.input[0]
+    infos = {vi.name: vi for vi in onnx.shape_inference.infer_shapes(full).graph.value_info}
+    trunk = onnx.utils.Extractor(full).extract_model([full.graph.input[0].name], [cut])
+    del trunk.graph.output[:]
+    trunk.graph.output.append(infos[cut])
+    x = np.random.default_rng(seed).normal(0, 1, (1, 3, size, size)).astype(np.float32)
+    return quantize_ort(trunk, samples=2, symmetric=True), {"x": x}
+
+
+def ppocr_cls(seed: int = 4) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """The PP-OCR text-angle classifier from the ``rapidocr`` wheel, int8 QDQ by onnxruntime, and one seeded input."""
+    from pathlib import Path
+
+    import rapidocr
+
+    from edgekit.frontend.loader import load_model
+
+    path = Path(rapidocr.__file__).parent / "models" / "ch_ppocr_mobile_v2.0_cls_mobile.onnx"
+    fp32 = load_model(str(path), {"x": (1, 3, 48, 192)}).model
+    x = np.random.default_rng(seed).normal(0, 1, (1, 3, 48, 192)).astype(np.float32)
+    return quantize_ort(fp32, samples=2, symmetric=True), {"x": x}
