@@ -15,7 +15,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from edgekit.compiler.backend import BuildResult, CompileOptions, ProgressFn
-from edgekit.core.errors import CompileError
+from edgekit.core.errors import CompileError, DoesNotFitError
 
 if TYPE_CHECKING:
     from edgekit.core.profiles import Board, Target
@@ -54,6 +54,12 @@ def build(
     summary = result.partition.summary()
     progress("package", f"{summary['offloaded_layers']} layers offloaded ({100 * summary['offloaded_macs_fraction']:.1f}% of MACs)")
     dram = result.plan["dram"]
+    if board.memory.ram_bytes and dram["size"] > board.memory.ram_bytes:
+        raise DoesNotFitError(
+            f"the model needs {dram['size']} bytes of accelerator memory (activations, weights, program), "
+            f"board '{board.name}' has {board.memory.ram_bytes} bytes",
+            hint="Compile a smaller model, or use a board (profile memory.ram) with more memory.",
+        )
     return BuildResult(
         members=result.members,
         runtime=RUNTIME,
