@@ -1,7 +1,12 @@
-"""Runs ``npu`` packages: host sub-graphs on this CPU, layers on the simulated accelerator.
+"""Runs ``npu`` packages: host sub-graphs on this CPU, layers on the accelerator.
+
+The accelerator is the Python model, its RTL under Verilator (``--sim
+rtl``), or — on an FPGA board such as ulx3s-85f — the board itself through
+its UART bridge (``--port``), or the board top's RTL through the same
+protocol (``--sim rtl``); see docs/fpga-board.md.
 
 Latency of one run = accelerator cycles / accelerator clock (the cycle
-model) + host time measured here (host sub-graphs with onnxruntime plus the
+model, or the RTL's or the board's counters) + host time measured here (host sub-graphs with onnxruntime plus the
 layout conversions at host/accelerator boundaries). The host part is timed
 on *this* machine's CPU, not the board's; :meth:`NpuRunner.npu_report`
 keeps both parts apart so a user can tell them apart.
