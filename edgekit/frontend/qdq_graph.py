@@ -198,6 +198,12 @@ class _FloatRewriter:
         self.pending: list[onnx.NodeProto] = []
         self.float_tensors: set[str] = {i.name for i in self.graph.input if i.name not in self.inits}
 
+    def const(self, name: str, value: np.floating) -> onnx.NodeProto:
+        """A scalar as a ``Constant`` node, not an initializer: compilers that
+        import initializers as run-time weights fold only constants into the
+        kernel (a Clip with weight bounds ran as separate max/min kernels)."""
+        return helper.make_node("Constant", [], [name], name=name, value=numpy_helper.from_array(np.asarray(value), name))
+
     def _init(self, name: str, value: np.ndarray) -> str:
         if name not in self.inits:
             t = numpy_helper.from_array(np.asarray(value), name)
@@ -238,9 +244,8 @@ class _FloatRewriter:
         bounds = _clip_range(q, self.inits)
         if bounds is None:
             return None
-        lo = self._init(f"{out}__lo", np.float32(bounds[0]))
-        hi = self._init(f"{out}__hi", np.float32(bounds[1]))
-        self.pending.append(helper.make_node("Clip", [q.input[0], lo, hi], [out], name=out))
+        lo, hi = self.const(f"{out}__lo", np.float32(bounds[0])), self.const(f"{out}__hi", np.float32(bounds[1]))
+        self.pending += [lo, hi, helper.make_node("Clip", [q.input[0], lo.output[0], hi.output[0]], [out], name=out)]
         return out
 
     def _explicit_dequantize(self, dq: onnx.NodeProto, out: str) -> str:
@@ -250,11 +255,11 @@ class _FloatRewriter:
         if scale is None or zp is None:
             return dq.output[0]  # per-axis activation quantization: left as written
         cast = helper.make_node("Cast", [dq.input[0]], [f"{out}__cast"], name=f"{out}__cast", to=TensorProto.FLOAT)
-        zp_f = self._init(f"{out}__zp", np.float32(zp.reshape(())))
-        sc_f = self._init(f"{out}__scale", np.float32(scale.reshape(())))
-        sub = helper.make_node("Sub", [cast.output[0], zp_f], [f"{out}__sub"], name=f"{out}__sub")
-        mul = helper.make_node("Mul", [sub.output[0], sc_f], [out], name=out)
-        self.pending += [cast, sub, mul]
+        zp_f = self.const(f"{out}__zp", np.float32(zp.reshape(())))
+        sc_f = self.const(f"{out}__scale", np.float32(scale.reshape(())))
+        sub = helper.make_node("Sub", [cast.output[0], zp_f.output[0]], [f"{out}__sub"], name=f"{out}__sub")
+        mul = helper.make_node("Mul", [sub.output[0], sc_f.output[0]], [out], name=out)
+        self.pending += [cast, zp_f, sc_f, sub, mul]
         return out
 
 
@@ -292,17 +297,18 @@ def float_layers(model: onnx.ModelProto, layers: Iterable[str]) -> onnx.ModelPro
         nodes.append(node)
     # A model output dequantized from a float-computed tensor: the float value.
     outputs = {o.name for o in graph.output}
-    for k, node in enumerate(nodes):
-        if node.op_type == "DequantizeLinear" and node.output[0] in outputs:
-            q = rw.prod.get(node.input[0])
-            if q is not None and q.op_type == "QuantizeLinear" and q.input[0] in rw.float_tensors:
-                bounds = _clip_range(q, rw.inits)
-                if bounds is not None:
-                    lo = rw._init(f"{node.output[0]}__ek_lo", np.float32(bounds[0]))
-                    hi = rw._init(f"{node.output[0]}__ek_hi", np.float32(bounds[1]))
-                    nodes[k] = helper.make_node("Clip", [q.input[0], lo, hi], [node.output[0]], name=node.name)
+    final: list[onnx.NodeProto] = []
+    for node in nodes:
+        q = rw.prod.get(node.input[0]) if node.op_type == "DequantizeLinear" and node.output[0] in outputs else None
+        bounds = _clip_range(q, rw.inits) if q is not None and q.op_type == "QuantizeLinear" else None
+        if bounds is not None and q is not None and q.input[0] in rw.float_tensors:
+            lo = rw.const(f"{node.output[0]}__ek_lo", np.float32(bounds[0]))
+            hi = rw.const(f"{node.output[0]}__ek_hi", np.float32(bounds[1]))
+            node = helper.make_node("Clip", [q.input[0], lo.output[0], hi.output[0]], [node.output[0]], name=node.name)
+            final += [lo, hi]
+        final.append(node)
     del graph.node[:]
-    graph.node.extend(nodes)
+    graph.node.extend(final)
     remove_dead_qdq(out)
     return out
 

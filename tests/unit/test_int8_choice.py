@@ -167,8 +167,12 @@ def test_adjacent_float_layers_pass_float_values_through_a_clip(models):
     prod = {o: n for n in both.graph.node for o in n.output}
     clip = prod[conv2.input[0]]
     assert clip.op_type == "Clip"
-    lo = numpy_helper.to_array(next(t for t in both.graph.initializer if t.name == clip.input[1]))
-    assert float(lo) == pytest.approx(0.0, abs=1e-6)  # the Relu the quantizer folded into the zero point
+    # Bounds are Constant nodes, not initializers: TVM imports initializers as run-time
+    # weights, and a Clip with weight bounds did not fuse (the fp32 build of PP-OCR cls
+    # ran 2.9x slower than its fp32 model that way).
+    lo = prod[clip.input[1]]
+    assert lo.op_type == "Constant"
+    assert float(numpy_helper.to_array(lo.attribute[0].t)) == pytest.approx(0.0, abs=1e-6)  # the folded Relu
 
 
 def test_a_layer_cut_out_reads_and_writes_int8(models):
