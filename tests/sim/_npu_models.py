@@ -133,10 +133,10 @@ def ppocr_det_trunk(size: int = 64, seed: int = 4) -> tuple[onnx.ModelProto, dic
     cut off: ConvTranspose has no integer lowering, so both the NPU package
     and the host compile would run it in float32, each engine with its own
     summation order, and their quantized outputs then differ by a step where
-    a value lands near a half-way point. What remains -- 100 convolutions
+    a value lands near a half-way point. What remains -- 83 convolutions
     (stem, depthwise-separable blocks with squeeze-excitation, the FPN neck
-    with its upsampling and concatenation, the head's first conv) -- is all
-    integer.
+    with its upsampling and concatenation, the head's first conv) and what
+    lies between them -- is all integer in the host compile.
     """
     from pathlib import Path
 
