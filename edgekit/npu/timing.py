@@ -76,7 +76,7 @@ RESADD_PASSES = 2
 FETCH_CYCLES = 2
 #: Measured (RTL): FINISH waits one cycle for every module's idle flag.
 FINISH_CYCLES = 2
-_GEMM_DRAIN_CYCLES = 3
+_GEMM_DRAIN_CYCLES = 4
 
 
 def _cdiv(a: float, b: float) -> int:
@@ -86,8 +86,9 @@ def _cdiv(a: float, b: float) -> int:
 def pipeline_depth(npu: NpuConfig) -> int:
     """Cycles from a GEMM's last vector issue until its last result is written.
 
-    Measured on the RTL: products, column sums (one adder-tree stage) and the
-    accumulator read; it does not grow with ``ROWS``/``COLS``.
+    Measured on the RTL: the input register, products, column sums (one
+    adder-tree stage) and the accumulator read; it does not grow with
+    ``ROWS``/``COLS``.
     """
     return _GEMM_DRAIN_CYCLES
 
