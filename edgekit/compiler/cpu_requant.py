@@ -8,26 +8,26 @@ no 64-bit vector multiply below AVX-512DQ (LLVM emulates ``vpmullq`` with
 three ``vpmuludq`` and shifts), and the int64 lanes halve every vector. For
 x86 targets this pass rewrites the same arithmetic to int32/float32 lanes::
 
-    y = clamp(round(sum_i float(a_i) * f_i + g), lo, hi)       f_i = m_i / 2**n,
-                                                               g = (c - 2**(n-1)) / 2**n + z
+    y = clamp(fl32(sum_i float(a_i) * f_i + g + R) - R + z, lo, hi)    f_i = m_i / 2**n,
+                                                                 g = (c - 2**(n-1)) / 2**n,  R = 1.5 * 2**23
 
-that is ``cvtdq2ps``, an FMA per term, ``vroundps`` (to nearest, ties to
-even: QuantizeLinear's rule), a min, a max and ``cvttps2dq`` per 8 or 16
-lanes. The zero point goes in before the rounding, so the rounded value is
-the output itself (``|y| <= 128``) and float32 resolves it to ``2**-17``;
-an earlier form lifted it above 512 to round by truncation and lost four of
-those bits: per layer, 184 elements of PP-OCR cls (16 samples, 10.5 M
-elements) missed the exact rounding of the QDQ graph, now 7, and
-onnxruntime's own float32 execution of it misses 19
-(``benchmarks/int8_fidelity.py``). Every ``a_i``
-is an int32 accumulator, an int32 product of two int8 values or an int8
-value, so ``float(a_i)`` is exact up to ``2**24`` and the float sum is
-within a few ``2**-24`` (relative) of the real value: the result differs
-from the fixed-point form only where that value is within such an error of
-a half-way point (and on exact ties, which the fixed-point form rounds up),
-by one step. Against onnxruntime's QDQ graph (a float32 computation with
-its own rounding error) that keeps the fixed-point form's 1-LSB bound
-(``tests/unit/test_cpu_int8.py``).
+that is ``cvtdq2ps``, an FMA per term (the last one adds ``R``), a min, a
+max, ``cvttps2dq`` and a subtract per 8 or 16 lanes. A float32 near ``R``
+has no fraction bits, so the add of ``R`` *is* the rounding: to nearest,
+ties to even, as QuantizeLinear rounds ``v`` before it adds the zero point
+(an odd zero point inside the rounded value would flip every exact tie),
+and inside an FMA it rounds the exact product. An earlier form rounded half
+up by truncating a value lifted above 512 and lost four bits of it: per
+layer, 184 elements of PP-OCR cls (16 samples, 10.5 M elements) missed the
+exact rounding of the QDQ graph, and onnxruntime's own float32 execution of
+it misses 19 (``benchmarks/int8_fidelity.py``; the figure for this form is
+in docs/integer-lowering.md). Every ``a_i`` is an int32 accumulator, an
+int32 product of two int8 values or an int8 value, so ``float(a_i)`` is
+exact up to ``2**24`` and the float sum is within a few ``2**-24``
+(relative) of the real value: the result differs from the fixed-point form
+only where that value is within such an error of a half-way point (and on
+exact ties, which the fixed-point form rounds up), by one step
+(``tests/unit/test_cpu_int8.py``, ``tests/unit/test_int8_fidelity.py``).
 
 Chosen by the target (any x86 target with AVX2), never by the build machine.
 """
@@ -48,6 +48,10 @@ logger = logging.getLogger(__name__)
 
 #: Output dtypes of the requantizations this pass rewrites.
 _OUT_DTYPES = ("int8", "uint8")
+#: 1.5 * 2**23: a float32 in [2**23, 2**24) has no fraction bits, so adding
+#: this rounds any |v| < 2**22 to an integer, ties to even (1.5 * 2**23 is
+#: even), in the add itself -- or in the FMA that computes ``v``.
+_ROUND = 12582912.0
 #: Dtypes an int64 term may be widened from (exact in float32 up to 2**24).
 _TERM_DTYPES = ("int8", "uint8", "int16", "int32")
 
@@ -166,14 +170,19 @@ def float_requant_pass(target: tvm.target.Target) -> Any:
             for a, m in p.terms:
                 term = b.emit(R.multiply(R.astype(a, "float32"), _f32(m * scale)))
                 total = term if total is None else b.emit(R.add(total, term))
-            # (s + c - 2**(n-1)) / 2**n is the real value v; round(v + z) to
-            # nearest even is QuantizeLinear's rounding, and clamping commutes
-            # with it (the bounds are integers).
+            # (s + c - 2**(n-1)) / 2**n is the real value v (g = 0 for one
+            # requantized accumulator). Adding _ROUND leaves no fraction bits:
+            # float32 rounds v to an integer, ties to even -- QuantizeLinear's
+            # round(v), *then* the zero point (whose parity must not decide a
+            # tie). Clamping commutes with the rounding (integer bounds).
             half = np.where(p.shift > 0, np.exp2(p.shift.astype(np.float64) - 1), 0.0)
-            g = (p.offset.astype(np.float64) - half) * scale + p.zero_point
-            u = b.emit(R.round(R.add(total, _f32(g))))
-            u = b.emit(R.maximum(R.minimum(u, relax.const(np.float32(p.hi))), relax.const(np.float32(p.lo))))
-            q = b.emit(R.astype(u, "int32"))
+            g = (p.offset.astype(np.float64) - half) * scale
+            if np.any(g):
+                total = b.emit(R.add(total, _f32(g)))
+            u = b.emit(R.add(total, relax.const(np.float32(_ROUND))))
+            lo, hi = (float(_ROUND + bound - p.zero_point) for bound in (p.lo, p.hi))
+            u = b.emit(R.maximum(R.minimum(u, relax.const(np.float32(hi))), relax.const(np.float32(lo))))
+            q = b.emit(R.subtract(R.astype(u, "int32"), relax.const(np.int32(_ROUND - p.zero_point))))
             return R.astype(q, out_dtype)
 
     def _f32(value: np.ndarray) -> Any:
