@@ -48,7 +48,23 @@ from edgekit.compress import QuantConfig, quantize  # noqa: E402
 logger = logging.getLogger("benchmarks.int8_choice")
 
 
-def measure(name: str, tmp: Path, rounds: int, budget: float) -> dict[str, object]:
+def board_for(mcpu: str, folder: Path) -> tuple[str, list[Path]]:
+    """``host``, or a board like it whose target is ``mcpu`` (e.g. ``haswell``:
+    the AVX2 code a Zen 2 or Haswell board gets, run on this CPU)."""
+    if not mcpu:
+        return "host", []
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "target.toml").write_text(
+        f'name = "x86_64-{mcpu}"\ncodegen = "llvm"\nisa = "x86_64"\n[tvm]\ntarget = {{ kind = "llvm", mcpu = "{mcpu}" }}\n'
+    )
+    (folder / "board.toml").write_text(
+        f'name = "host-{mcpu}"\ntarget = "x86_64-{mcpu}"\ncores = 0\n[transport]\nkind = "local"\n'
+        '[simulator]\nkind = "native"\n'
+    )
+    return f"host-{mcpu}", [folder]
+
+
+def measure(name: str, tmp: Path, rounds: int, budget: float, mcpu: str = "") -> dict[str, object]:
     """Compiles the three packages of one model and times them side by side."""
     case = CASES[name]()
     fp32_path = tmp / f"{case.name}-fp32.onnx"
@@ -56,13 +72,14 @@ def measure(name: str, tmp: Path, rounds: int, budget: float) -> dict[str, objec
     int8_path = quantize(str(fp32_path), QuantConfig(), calibration=case.calibration).save(tmp / f"{case.name}-int8.onnx")
     pkgs = {"fp32": tmp / f"{case.name}-fp32.ekpkg", "int8": tmp / f"{case.name}-int8.ekpkg",
             "auto": tmp / f"{case.name}-auto.ekpkg"}  # fmt: skip
+    board, board_dirs = board_for(mcpu, tmp / "boards")
     seconds = {}
     manifests = {}
     for tag, src, options in (("fp32", fp32_path, CompileOptions()),
                               ("int8", int8_path, CompileOptions(int8_choice="int8")),
                               ("auto", int8_path, CompileOptions(int8_choice="auto", int8_choice_budget_s=budget))):  # fmt: skip
         t = time.perf_counter()
-        manifests[tag] = compile_model(str(src), "host", pkgs[tag], options=options)
+        manifests[tag] = compile_model(str(src), board, pkgs[tag], options=options, board_dirs=board_dirs)
         seconds[tag] = time.perf_counter() - t
         print(f"  {case.name}: compiled {tag} in {seconds[tag]:.0f} s", file=sys.stderr, flush=True)
     feeds = [np.ascontiguousarray(v[:1]) for v in case.evaluation.values()]
@@ -81,15 +98,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", default="digits,ppocr-cls")
     p.add_argument("--rounds", type=int, default=15, help="interleaved rounds (each: 5 timings of >= 1 ms per package)")
     p.add_argument("--budget", type=float, default=60.0, help="--int8-choice-budget for the auto compile")
+    p.add_argument("--mcpu", default="", help="compile for this x86 CPU instead of the host's (its code must run here)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     rows = []
     with tempfile.TemporaryDirectory(prefix="ek-int8-choice-") as tmp:
         for name in args.models.split(","):
-            rows.append(measure(name.strip(), Path(tmp), args.rounds, args.budget))
+            rows.append(measure(name.strip(), Path(tmp), args.rounds, args.budget, args.mcpu))
     load = open("/proc/loadavg").read().split()[:3] if Path("/proc/loadavg").exists() else ["?"] * 3
+    mcpu = f" --mcpu {args.mcpu}" if args.mcpu else ""
     print(f"\nCommand: `.venv/bin/python benchmarks/int8_choice.py --models {args.models} --rounds {args.rounds} "
-          f"--budget {args.budget:g}`; CPU: {cpu_description()}; {platform.platform()}; load average after the run "
+          f"--budget {args.budget:g}{mcpu}`; code for {args.mcpu or 'this CPU (mcpu=native)'}; CPU: {cpu_description()}; {platform.platform()}; load average after the run "
           f"{' '.join(load)}; date: {date.today().isoformat()}.\n")  # fmt: skip
     print("| model | auto decision | layers in fp32 (of quantized) | layers timed | edgekit int8 ms | edgekit auto ms "
           "| edgekit fp32 ms | int8/fp32 | auto/fp32 | auto's extra compile s |")

@@ -86,7 +86,9 @@ def _int8_choice_rows(table: Table, choice: dict[str, Any] | None) -> None:
     timed = len(choice.get("timed_layers", []))
     if choice["source"] not in ("off", "unknown"):
         table.add_row("", f"{timed} of {choice['candidates']} quantized layers timed alone"
-                      + (f", {choice['not_timed']} not timed (stay int8)" if choice["not_timed"] else ""))
+                      + (f", {choice['not_timed']} not timed (budget; stay int8)" if choice["not_timed"] else "")
+                      + (f", {choice['elementwise']} elementwise (not timed alone; stay int8)"
+                         if choice.get("elementwise") else ""))
     for layer in choice.get("fp32_layers", [])[:20]:
         table.add_row(f"  fp32 {layer['node']}", f"{layer['op_type']}: int8 {_ms(layer['int8_ms'])}, "
                       f"fp32 {_ms(layer['fp32_ms'])} ({layer['source']}); {layer['reason']}")  # fmt: skip

@@ -63,6 +63,7 @@ __all__ = [
     "Int8Choice",
     "LayerCost",
     "LayerProbe",
+    "TIMED_OPS",
     "choose",
     "interleaved_times",
     "runs_here",
@@ -70,6 +71,15 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: Layers timed alone: the ones with weights, whose int8 and fp32 kernels
+#: differ. Elementwise layers (Mul, Add, Div, HardSigmoid, ...) are not: the
+#: integer lowering merges a chain of them on one int8 tensor into a single
+#: table (hard-swish's ``x * hardsigmoid(x)``), which a layer cut out alone
+#: cannot show -- PP-OCR cls's hard-swish Mul timed 5x faster in fp32 alone,
+#: and the model with those Muls in fp32 ran 1.8x slower than all-int8. They
+#: stay int8 unless the whole model goes to fp32.
+TIMED_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm"})
 
 #: A layer is kept in fp32 only if its fp32 time is this much below its int8
 #: time: closer than that is within the noise of a shared machine.
@@ -165,8 +175,10 @@ class Int8Choice:
         layers: Every layer that was timed, with its times and what was kept.
         model_ms: Whole-model times by variant.
         candidates: Quantized layers in the model.
-        not_timed: Layers the per-layer phase did not reach (budget) or
-            could not cut out; they stay int8.
+        not_timed: Layers with weights the per-layer phase did not reach
+            (budget) or could not cut out; they stay int8.
+        elementwise: Quantized layers without weights, never timed alone
+            (see :data:`TIMED_OPS`); they stay int8.
         extra_seconds: Compile time the choice added.
         timing: How times were obtained.
     """
@@ -179,6 +191,7 @@ class Int8Choice:
     model_ms: dict[str, float] = field(default_factory=dict)
     candidates: int = 0
     not_timed: int = 0
+    elementwise: int = 0
     extra_seconds: float = 0.0
     timing: str = ""
 
@@ -198,6 +211,7 @@ class Int8Choice:
             "model_ms": {k: round(v, 4) for k, v in self.model_ms.items()},
             "candidates": self.candidates,
             "not_timed": self.not_timed,
+            "elementwise": self.elementwise,
             "extra_seconds": round(self.extra_seconds, 2),
             "timing": self.timing,
         }
@@ -491,7 +505,7 @@ def choose(
     choice = Int8Choice(options.int8_choice, cost.source, candidates=len(names), timing=cost.timing)
     if cost.source == "unknown":
         choice.reason = f"kept int8: {cost.timing}"
-        choice.not_timed = len(names)
+        choice.not_timed = len(names)  # nothing measured at all
         return prepared, int8_build, choice
 
     with _lowering_logs_quiet():
@@ -507,7 +521,10 @@ def _choose_measured(prepared: "PreparedModel", model: onnx.ModelProto, names: l
 
         return build(replace(prepared, model=graph), quiet)
 
-    probes, failed = _probes(model, names)
+    ops = {n.name: n.op_type for n in model.graph.node}
+    timed = [n for n in names if ops[n] in TIMED_OPS]
+    choice.elementwise = len(names) - len(timed)
+    probes, failed = _probes(model, timed)
     choice.not_timed += failed
     _time_layers(choice, probes, cost, options.int8_choice_budget_s, progress)
 

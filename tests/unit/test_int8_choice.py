@@ -253,6 +253,28 @@ def test_a_difference_inside_the_noise_margin_keeps_int8(models):
     assert all("noise margin" in c.reason for c in choice.layers)
 
 
+def test_elementwise_layers_are_not_timed_alone(tmp_path):
+    # SiLU: the integer lowering makes x * sigmoid(x) one table, which a Mul cut out alone cannot show.
+    w = numpy_helper.from_array(np.random.default_rng(3).standard_normal((8, 3, 3, 3)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+         helper.make_node("Sigmoid", ["c"], ["s"], name="sig"),
+         helper.make_node("Mul", ["c", "s"], ["y"], name="mul")],
+        "silu", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 8, 8])], [w])  # fmt: skip
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "silu.onnx")
+    cal = {"x": np.random.default_rng(4).standard_normal((8, 3, 8, 8)).astype(np.float32)}
+    int8 = quantize(str(tmp_path / "silu.onnx"), QuantConfig(), calibration=cal).save(tmp_path / "silu8.onnx")
+    prepared = load_model(str(int8))
+    assert set(quantized_nodes(prepared.model)) == {"conv", "sig", "mul"}
+    cost = FakeCost({}, {"int8": 1.0, "fp32": 2.0})
+    host = load_profiles().board("host")
+    _, _, choice = choose(prepared, host, load_profiles().target_of(host), CompileOptions(),
+                          lambda p, prog: BuildResult({}, "test"), lambda s, m: None, cost=cost)  # fmt: skip
+    assert cost.asked == ["conv"]
+    assert (choice.elementwise, choice.not_timed, choice.candidates) == (2, 0, 3)
+
+
 def test_a_board_that_cannot_run_here_stays_int8_unmeasured(models):
     profiles = load_profiles()
     pi = profiles.board("raspberry-pi-4")
@@ -298,7 +320,7 @@ def test_cli_option_and_json_shape(models, tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     choice = out["int8_choice"]
     assert set(choice) >= {"mode", "source", "decision", "reason", "fp32_layers", "timed_layers", "model_ms",
-                           "candidates", "not_timed", "extra_seconds", "timing"}  # fmt: skip
+                           "candidates", "not_timed", "elementwise", "extra_seconds", "timing"}  # fmt: skip
     assert (choice["mode"], choice["source"], choice["decision"], choice["candidates"]) == ("int8", "off", "int8", 4)
     assert out["options"]["int8_choice"] == "int8"
     with pytest.raises(SystemExit) as exc:  # argparse refuses an unknown choice
