@@ -12,8 +12,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pty
+import select
 import struct
 import sys
+import threading
+import tty
 from pathlib import Path
 
 import numpy as np
@@ -124,6 +128,52 @@ def test_digits_through_the_board_top_is_bit_exact(digits):
     # the board is a little faster, never slower.
     for got, want in zip(rtl_layers, model_layers):
         assert 0.7 * want["cycles"] <= got["cycles"] <= want["cycles"], got["name"]
+
+
+@pytest.fixture
+def board_on_a_pty(link):
+    """A pseudo-terminal whose far end is the board top's RTL: edgekit's --port path, pyserial included."""
+    master, slave = pty.openpty()
+    tty.setraw(slave)
+    stop = threading.Event()
+
+    def pump() -> None:
+        while not stop.is_set():
+            ready, _, _ = select.select([master], [], [], 0.01)
+            if ready:
+                link.write(os.read(master, 4096))
+            reply = link.read(4096, 0.0002)  # whatever the board sends within 5,000 cycles
+            if reply:
+                os.write(master, reply)
+
+    thread = threading.Thread(target=pump, daemon=True)
+    thread.start()
+    yield os.ttyname(slave)
+    stop.set()
+    thread.join()
+    os.close(master)
+    os.close(slave)
+
+
+@needs_verilator
+def test_run_through_a_serial_port_to_the_board(digits, board_on_a_pty):
+    from edgekit.compiler.package import open_package
+    from edgekit.runtime.npu_runner import NpuRunner
+
+    tmp, feeds = digits
+    board, _ = get_board(BOARD)
+    runner = NpuRunner(open_package(tmp / "digits.ekpkg"), board, port=board_on_a_pty)
+    try:
+        assert runner.info()["runner"] == "npu-board" and not runner.simulated
+        assert runner.deployment["verified"] is True
+        got = runner.run(feeds)
+    finally:
+        runner.close()
+    model = NpuRunner(open_package(tmp / "digits.ekpkg"), board, sim="model")
+    want = model.run(feeds)
+    model.close()
+    for name, value in got.items():
+        np.testing.assert_array_equal(value, want[name], err_msg=name)
 
 
 def test_synth_writes_the_images_of_a_model(digits, tmp_path, capsys):
