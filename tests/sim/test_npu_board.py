@@ -93,6 +93,37 @@ def test_bridge_answers_garbage_and_recovers_from_a_cut_command(link):
     assert UartBridge(link).get_reg(REG_MAGIC) == MAGIC
 
 
+class _CorruptFirstWrite:
+    """A line that flips one data byte of the first memory write, as noise on a cable would."""
+
+    def __init__(self, link):
+        self.link, self.baudrate, self.corrupted = link, link.baudrate, False
+
+    def write(self, data: bytes) -> None:
+        if not self.corrupted and data[:1] == b"W" and len(data) > 7:
+            self.corrupted = True
+            data = data[:7] + bytes([data[7] ^ 0x5A]) + data[8:]
+        self.link.write(data)
+
+    def read(self, n: int, timeout_s: float) -> bytes:
+        return self.link.read(n, timeout_s)
+
+    def resync(self) -> None:
+        self.link.resync()
+
+    def clock(self) -> float:
+        return self.link.clock()
+
+
+@needs_verilator
+def test_a_block_damaged_on_the_line_is_detected_and_written_again(link, caplog):
+    line = _CorruptFirstWrite(link)
+    data = bytes(range(200))
+    UartBridge(line).write(4096, data)
+    assert line.corrupted and "failed" in caplog.text  # the board's CRC did not match; the block was sent again
+    assert UartBridge(link).read(4096, len(data)) == data
+
+
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
     from edgekit.compiler.driver import compile_model
