@@ -70,7 +70,8 @@ def _pad_func(shape: tuple[int, int, int, int], top: int, left: int, out: tuple[
 
 
 def int8_pad_pass(target: tvm.target.Target) -> Any:
-    """Rewrites NHWC int8 ``pad`` (and a channel pad of a spatial pad) to :func:`_pad_func` kernels.
+    """Rewrites NHWC int8 ``pad`` (and a channel pad of a spatial pad, or a pad of a pad of the
+    same value) to :func:`_pad_func` kernels.
 
     Only pads this kernel handles exactly: constant mode, batch axis
     unpadded, at least 16 channels, at most 16 channels of fill; integral
@@ -120,13 +121,16 @@ def int8_pad_pass(target: tvm.target.Target) -> Any:
             border = fill
             x = call.args[0]
             inner = self.lookup_binding(x) if isinstance(x, relax.Var) else None
-            if (isinstance(inner, relax.Call) and inner.op.same_as(pad_op) and widths[:6] == [0] * 6
-                    and widths[6] == 0 and static(inner) is not None):  # fmt: skip
-                # pad(channels, 0) of pad(spatial, z): one kernel.
+            if isinstance(inner, relax.Call) and inner.op.same_as(pad_op) and static(inner) is not None:
+                # pad(channels, f) of pad(spatial, z), or two pads of one
+                # value (a depthwise conv's extra column and channels on the
+                # lowering's zero-point pad): one kernel.
                 inner_widths = [int(v) for v in inner.attrs.pad_width]
-                if inner_widths[:2] == [0, 0] and inner_widths[6:] == [0, 0]:
-                    border = value(inner, dtype)
-                    widths = inner_widths[:6] + widths[6:]
+                inner_value = value(inner, dtype)
+                channels_only = widths[:7] == [0] * 7 and inner_widths[6:] == [0, 0]
+                if inner_widths[:2] == [0, 0] and inner_value is not None and (channels_only or inner_value == fill):
+                    border = inner_value
+                    widths = [a + b for a, b in zip(inner_widths, widths)]
                     x = inner.args[0]
             shape = static(x)
             if shape is None or fill is None or border is None or widths[:2] != [0, 0] or widths[6] != 0:

@@ -66,8 +66,9 @@ def test_pmaddubsw_is_used_only_where_it_cannot_saturate():
 
 def _fp32_model(seed: int = 0, weight_scale: float = 1.0) -> onnx.ModelProto:
     """3 input channels (not a multiple of 4), a strided padded 3x3 conv to 20
-    channels (not a multiple of the vector), a 1x1 conv, a depthwise conv
-    (stays generic), Gemm."""
+    channels (not a multiple of the vector), a strided 5x5 depthwise conv on
+    those 20 channels, a 1x1 conv, a padded 3x3 depthwise conv (odd kernel
+    widths: an extra zero tap), Gemm."""
     rng = np.random.default_rng(seed)
 
     def w(*shape: int) -> np.ndarray:
@@ -76,15 +77,17 @@ def _fp32_model(seed: int = 0, weight_scale: float = 1.0) -> onnx.ModelProto:
     inits = [
         numpy_helper.from_array(w(20, 3, 3, 3), "w1"),
         numpy_helper.from_array(w(20, 1)[:, 0], "b1"),
+        numpy_helper.from_array(w(20, 1, 5, 5), "wd"),
         numpy_helper.from_array(w(32, 20, 1, 1), "w2"),
         numpy_helper.from_array(w(32, 1, 3, 3), "w3"),
-        numpy_helper.from_array(w(40, 32 * 5 * 5), "wf"),
+        numpy_helper.from_array(w(40, 32 * 3 * 3), "wf"),
         numpy_helper.from_array(np.array([1, -1], dtype=np.int64), "shape"),
     ]
     nodes = [
         helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], strides=[2, 2], pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["c1"], ["r1"]),
-        helper.make_node("Conv", ["r1", "w2"], ["c2"]),
+        helper.make_node("Conv", ["r1", "wd"], ["d1"], group=20, strides=[2, 2], pads=[2, 2, 2, 2]),
+        helper.make_node("Conv", ["d1", "w2"], ["c2"]),
         helper.make_node("Conv", ["c2", "w3"], ["c3"], group=32, pads=[1, 1, 1, 1]),
         helper.make_node("Reshape", ["c3", "shape"], ["f"]),
         helper.make_node("Gemm", ["f", "wf"], ["y"], transB=1),
@@ -163,7 +166,7 @@ def _reduction_body(tir: str) -> str:
 def test_dense_int8_kernels_use_the_targets_dot_product(int8_model, mcpu, instruction, intrinsic):
     kernels = _kernels(int8_model, tvm.target.Target({"kind": "llvm", "mcpu": mcpu}))
     dense = {n: k for n, k in kernels.items() if re.match(r"fused_(conv2d|matmul)_(vnni|i16_|u8s8)", n)}
-    # The two convolutions and the Gemm (the depthwise conv stays generic).
+    # The two convolutions and the Gemm (the depthwise conv has its own kernel).
     assert len(dense) == 3, sorted(kernels)
     for name, (tir, asm) in dense.items():
         assert instruction in _mnemonics(asm), name
@@ -183,15 +186,15 @@ WIDE_MULTIPLIES = {"vpmuludq", "vpmuldq", "vpmullq"}
 def test_int8_kernels_requantize_without_64_bit_multiplies(int8_model, mcpu, monkeypatch):
     target = tvm.target.Target({"kind": "llvm", "mcpu": mcpu})
     kernels = _kernels(int8_model, target)
-    # Both convolutions, the depthwise conv and the Gemm, each with its requantization fused.
-    assert len(kernels) == 4, sorted(kernels)
+    # Both convolutions, both depthwise convs and the Gemm, each with its requantization fused.
+    assert len(kernels) == 5, sorted(kernels)
     for name, (tir, asm) in kernels.items():
         assert '"int64"' not in tir.replace('T.int64(', ''), name  # no int64 values, only int64 loop indices
         assert not _mnemonics(asm) & WIDE_MULTIPLIES, (name, sorted(_mnemonics(asm) & WIDE_MULTIPLIES))
     # The scan sees them where they are: the integer lowering's own int64 form.
     monkeypatch.setattr(cpu_requant, "uses_float_requant", lambda t: False)
     wide = [n for n, (_tir, asm) in _kernels(int8_model, target).items() if _mnemonics(asm) & WIDE_MULTIPLIES]
-    assert len(wide) == 4, wide
+    assert len(wide) == 5, wide
 
 
 def test_float_requantization_is_chosen_by_the_target():
@@ -201,13 +204,16 @@ def test_float_requantization_is_chosen_by_the_target():
     assert not cpu_requant.uses_float_requant(tvm.target.Target(a72))
 
 
-@pytest.mark.parametrize("mcpu", ["haswell", "icelake-server"])
-def test_int8_depthwise_multiplies_in_16_bits(int8_model, mcpu):
+@pytest.mark.parametrize("mcpu", ["haswell", "alderlake", "skylake-avx512", "icelake-server"])
+def test_int8_depthwise_takes_two_taps_per_16_bit_dot_product(int8_model, mcpu):
+    # vpmaddwd on int16 pairs (x[p][c], x[p + 1][c]); LLVM may fold the add of
+    # the accumulator into vpdpwssd where the target has VNNI.
     kernels = _kernels_asm(int8_model, tvm.target.Target({"kind": "llvm", "mcpu": mcpu}))
-    depthwise = [a for n, a in kernels.items() if "depthwise_conv2d_i16" in n]
-    assert len(depthwise) == 1, sorted(kernels)
-    ops = _mnemonics(depthwise[0])
-    assert "vpmullw" in ops and "vpmulld" not in ops, sorted(ops)
+    depthwise = [a for n, a in kernels.items() if "depthwise_conv2d_dw" in n]
+    assert len(depthwise) == 2, sorted(kernels)
+    for asm in depthwise:
+        ops = _mnemonics(asm)
+        assert ops & {"vpmaddwd", "vpdpwssd"} and not ops & {"vpmulld", "vpmullw"}, sorted(ops)
 
 
 def test_avx512_takes_half_vectors_only_where_they_take_no_more_instructions():

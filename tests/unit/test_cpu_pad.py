@@ -55,3 +55,24 @@ def test_narrow_and_weight_pads_stay_relax():
     # A pad of a weight (not computed from a model input) is lifted to compile time as Relax.
     _, names = _compile_pad((3, 3, 1, 20), (0, 0, 0, 0), 4, border=0, fill=0, num_input=0)
     assert not any(n.startswith("pad_rows") for n in names), names
+
+
+def test_two_pads_of_one_value_are_one_kernel():
+    # A depthwise conv's extra right column and channel fill on the lowering's
+    # zero-point pad (cpu_int8.depthwise_pairs): the same value, widths summed.
+    shape = (1, 4, 6, 24)
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(shape, "int8"))
+    with bb.function("main", [x], {"num_input": 1}):
+        with bb.dataflow():
+            y = bb.emit(R.nn.pad(x, [0, 0, 2, 2, 2, 2, 0, 0], pad_value=-5.0))
+            y = bb.emit(R.nn.pad(y, [0, 0, 0, 0, 0, 1, 0, 8], pad_value=-5.0))
+            out = bb.emit_output(y)
+        bb.emit_func_output(out)
+    target = tvm.target.Target({"kind": "llvm"})
+    mod = int8_pad_pass(target)(bb.get())
+    assert sum(gv.name_hint.startswith("pad_rows") for gv in mod.get_global_vars()) == 1
+    vm = relax.VirtualMachine(tvm.compile(mod, target), tvm.cpu())
+    a = np.random.default_rng(1).integers(-128, 128, shape).astype(np.int8)
+    want = np.pad(a, [(0, 0), (2, 2), (2, 3), (0, 8)], constant_values=-5)
+    np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(a)).numpy(), want)
