@@ -437,6 +437,84 @@ def _output_tensor(model: onnx.ModelProto) -> str:
     return node.output[0] if node is not None else quantized_tensors(model)[-1].output[0]
 
 
+@dataclass
+class Fidelity:
+    """Every int8 tensor of one QDQ model, compared (:func:`fidelity`).
+
+    Attributes:
+        layers: The quantized layers, in graph order.
+        output_tensor: The int8 tensor the model's output dequantizes.
+        target: The TVM target edgekit compiled for.
+        results: ``(engine, mode, reference)`` -> one row per int8 tensor;
+            engine ``edgekit``, ``onnxruntime int8`` or ``onnxruntime float32``,
+            mode ``per layer`` or ``end to end``, reference ``ort`` (the QDQ
+            graph in onnxruntime, float32) or ``float64``.
+    """
+
+    layers: list[Layer]
+    output_tensor: str
+    target: str
+    results: dict[tuple[str, str, str], list[TensorFidelity]]
+
+    def summary(self) -> dict[str, dict[str, Any]]:
+        """``"engine | mode | reference"`` -> :class:`Summary` as a dict."""
+        return {" | ".join(k): asdict(summarize(v, self.output_tensor)) for k, v in self.results.items()}
+
+
+def fidelity(qmodel: onnx.ModelProto, feeds: list[dict[str, np.ndarray]], mcpu: str | None = None, *,
+             end_to_end: bool = True) -> Fidelity:  # fmt: skip
+    """Compares every int8 tensor of ``qmodel`` per layer (and, with ``end_to_end``, through the whole model).
+
+    Args:
+        qmodel: A QDQ model (static shapes).
+        feeds: Samples, each a dict of one-sample input arrays.
+        mcpu: Compile edgekit for this LLVM CPU instead of the ``host`` board's target.
+        end_to_end: Also build and run the whole model (one more edgekit build
+            and a float64 evaluation of the whole graph).
+    """
+    qp = _qparams(qmodel)
+    isolated, layers = isolate_layers(qmodel)
+    q_names = [layer.output for layer in layers]
+    # Per layer: each layer fed onnxruntime's own int8 inputs.
+    ref32 = run_ort(expose(qmodel, q_names), feeds, as_written=True)
+    layer_feeds = [{**f, **{layer.name(t): ref[t] for layer in layers for t in layer.inputs}} for f, ref in zip(feeds, ref32)]
+    iso32 = run_ort(isolated, layer_feeds, as_written=True)
+    iso64 = run_float64(isolated, layer_feeds, [n for layer in layers for n in (layer.name(layer.output), layer.pre)])
+    iso_ort8 = run_ort(isolated, layer_feeds, as_written=False)
+    ek_layers = Edgekit(isolated, mcpu)
+    ek_iso = ek_layers.run(layer_feeds)
+    logger.warning("per-layer edgekit build %.0f s (%s)", ek_layers.compile_s, ek_layers.target)
+
+    iso = lambda layer: layer.name(layer.output)  # noqa: E731
+    # The per-layer reference must reproduce the end-to-end one exactly (same inputs, same graph).
+    sanity = compare(layers, [{iso(layer): r[layer.output] for layer in layers} for r in ref32], iso32, iso)
+    if any(r.differ for r in sanity):
+        raise RuntimeError("isolated layers do not reproduce onnxruntime's own values")
+    pre = {iso(layer): layer.pre for layer in layers}
+    results = {
+        ("edgekit", "per layer", "ort"): compare(layers, ek_iso, iso32, iso, exact=iso64, qparams=qp, pre=pre),
+        ("edgekit", "per layer", "float64"): compare(layers, ek_iso, iso64, iso),
+        ("onnxruntime int8", "per layer", "ort"): compare(layers, iso_ort8, iso32, iso),
+        ("onnxruntime int8", "per layer", "float64"): compare(layers, iso_ort8, iso64, iso),
+        ("onnxruntime float32", "per layer", "float64"): compare(layers, iso32, iso64, iso),
+    }
+    if end_to_end:
+        own = lambda layer: layer.output  # noqa: E731
+        ref64 = run_float64(qmodel, feeds, q_names)
+        ort8 = run_ort(expose(qmodel, q_names), feeds, as_written=False)
+        ek_full = Edgekit(expose(qmodel, q_names), mcpu)
+        ek_e2e = ek_full.run(feeds)
+        logger.warning("end-to-end edgekit build %.0f s", ek_full.compile_s)
+        results.update({
+            ("edgekit", "end to end", "ort"): compare(layers, ek_e2e, ref32, own),
+            ("edgekit", "end to end", "float64"): compare(layers, ek_e2e, ref64, own),
+            ("onnxruntime int8", "end to end", "ort"): compare(layers, ort8, ref32, own),
+            ("onnxruntime int8", "end to end", "float64"): compare(layers, ort8, ref64, own),
+            ("onnxruntime float32", "end to end", "float64"): compare(layers, ref32, ref64, own),
+        })  # fmt: skip
+    return Fidelity(layers, _output_tensor(qmodel), str(ek_layers.target), results)
+
+
 def measure(name: str, workdir: Path, samples: int, mcpu: str | None) -> dict[str, Any]:
     """Quantizes ``name`` as benchmarks/quantization.py does and compares every int8 tensor."""
     t0 = time.perf_counter()
@@ -444,67 +522,21 @@ def measure(name: str, workdir: Path, samples: int, mcpu: str | None) -> dict[st
     fp32_path = workdir / f"{case.name}-fp32.onnx"
     onnx.save(case.fp32, str(fp32_path))
     q = quantize(str(fp32_path), QuantConfig(), calibration=case.calibration, eval_data=case.evaluation)
-    qmodel = q.model
     feeds = [{k: np.ascontiguousarray(v[i : i + 1]) for k, v in case.evaluation.items()} for i in range(samples)]
-    qp = _qparams(qmodel)
-    out_tensor = _output_tensor(qmodel)
-    isolated, layers = isolate_layers(qmodel)
-    q_names = [layer.output for layer in layers]
-    pre = {layer.output: n.input[0] for layer, n in zip(layers, quantized_tensors(qmodel))}
-    logger.warning("%s: %d int8 tensors, quantized in %.0f s", case.name, len(layers), time.perf_counter() - t0)
-
-    # References, end to end: onnxruntime float32 (as written) and float64.
-    full = expose(qmodel, q_names + list(pre.values()))
-    ref32 = run_ort(full, feeds, as_written=True)
-    ref64 = run_float64(qmodel, feeds, q_names + list(pre.values()))
-    # Per layer: each layer fed onnxruntime's own int8 inputs.
-    layer_feeds = [
-        {**{n: f[n] for n in f}, **{layer.name(t): ref[t] for layer in layers for t in layer.inputs}}
-        for f, ref in zip(feeds, ref32)
-    ]
-    iso32 = run_ort(isolated, layer_feeds, as_written=True)
-    iso64 = run_float64(isolated, layer_feeds, [n for layer in layers for n in (layer.name(layer.output), layer.pre)])
-    iso_ort8 = run_ort(isolated, layer_feeds, as_written=False)
-    ort8 = run_ort(expose(qmodel, q_names), feeds, as_written=False)
-    logger.warning("%s: references done in %.0f s", case.name, time.perf_counter() - t0)
-
-    ek_layers = Edgekit(isolated, mcpu)
-    ek_iso = ek_layers.run(layer_feeds)
-    ek_full = Edgekit(expose(qmodel, q_names), mcpu)
-    ek_e2e = ek_full.run(feeds)
-    logger.warning("%s: edgekit builds %.0f s + %.0f s (%s)", case.name, ek_layers.compile_s, ek_full.compile_s, ek_full.target)
-
-    own = lambda layer: layer.output  # noqa: E731
-    iso = lambda layer: layer.name(layer.output)  # noqa: E731
-    iso_pre_names = {layer.name(layer.output): layer.pre for layer in layers}
-    # The per-layer reference must reproduce the end-to-end one exactly (same inputs, same graph).
-    sanity = compare(layers, [{iso(l): r[l.output] for l in layers} for r in ref32], iso32, iso)
-    assert all(r.differ == 0 for r in sanity), "isolated layers do not reproduce onnxruntime's own values"
-    results = {
-        ("edgekit", "per layer", "ort"): compare(
-            layers, ek_iso, iso32, iso, exact=iso64, qparams=qp, pre=iso_pre_names
-        ),
-        ("edgekit", "per layer", "float64"): compare(layers, ek_iso, iso64, iso),
-        ("edgekit", "end to end", "ort"): compare(layers, ek_e2e, ref32, own),
-        ("edgekit", "end to end", "float64"): compare(layers, ek_e2e, ref64, own),
-        ("onnxruntime int8", "per layer", "ort"): compare(layers, iso_ort8, iso32, iso),
-        ("onnxruntime int8", "per layer", "float64"): compare(layers, iso_ort8, iso64, iso),
-        ("onnxruntime int8", "end to end", "ort"): compare(layers, ort8, ref32, own),
-        ("onnxruntime int8", "end to end", "float64"): compare(layers, ort8, ref64, own),
-        ("onnxruntime float32", "per layer", "float64"): compare(layers, iso32, iso64, iso),
-        ("onnxruntime float32", "end to end", "float64"): compare(layers, ref32, ref64, own),
-    }
+    logger.warning("%s: quantized in %.0f s", case.name, time.perf_counter() - t0)
+    fid = fidelity(q.model, feeds, mcpu)
+    rows = lambda key: [asdict(r) for r in fid.results[key]]  # noqa: E731
     return {
         "model": case.name,
         "data": case.data_note,
-        "samples": samples,
-        "target": str(ek_full.target),
-        "tensors": len(layers),
-        "output_tensor": out_tensor,
-        "summary": {" | ".join(k): asdict(summarize(v, out_tensor)) for k, v in results.items()},
-        "per_layer": [asdict(r) for r in results[("edgekit", "per layer", "ort")]],
-        "end_to_end": [asdict(r) for r in results[("edgekit", "end to end", "ort")]],
-        "ort_int8_per_layer": [asdict(r) for r in results[("onnxruntime int8", "per layer", "ort")]],
+        "samples": len(feeds),
+        "target": fid.target,
+        "tensors": len(fid.layers),
+        "output_tensor": fid.output_tensor,
+        "summary": fid.summary(),
+        "per_layer": rows(("edgekit", "per layer", "ort")),
+        "end_to_end": rows(("edgekit", "end to end", "ort")),
+        "ort_int8_per_layer": rows(("onnxruntime int8", "per layer", "ort")),
         "seconds": round(time.perf_counter() - t0, 1),
     }
 
