@@ -24,6 +24,8 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
+import numpy as np
+
 from edgekit.core.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -74,20 +76,16 @@ def _resources(report: Any) -> dict[str, dict[str, int]]:
 
 
 def _predicted_cycles(package_path: Path, board: "Board") -> tuple[int, list[dict[str, Any]]]:
-    """Accelerator cycles of one inference on the cycle model (random inputs: the count does not depend on values)."""
+    """Accelerator cycles of one inference on the cycle model (zero inputs: the count does not depend on values)."""
     from edgekit.compiler.package import open_package
-    from edgekit.runtime.data import random_inputs
-    from edgekit.runtime.npu_runner import NpuRunner
+    from edgekit.npu.build import open_simulated
 
+    assert board.npu is not None
     package = open_package(package_path)
-    runner = NpuRunner(package, board, sim="model")
-    try:
-        runner.run(random_inputs(package.inputs, seed=0))
-        report = runner.npu_report()
-    finally:
-        runner.close()
-    layers = [{"name": lj["name"], "cycles": lj["cycles"]} for lj in report["layers"] if lj["where"] == "npu"]
-    return int(report["npu_cycles"]), layers
+    executor, _device, _plan = open_simulated(package.read, board.npu, functional=False)
+    _, steps = executor.run({t.name: np.zeros(t.shape, t.dtype) for t in package.inputs})
+    layers = [{"name": s.name, "cycles": s.cycles} for s in steps if s.kind == "npu"]
+    return sum(lj["cycles"] for lj in layers), layers
 
 
 def build_fpga_board(
