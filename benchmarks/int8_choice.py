@@ -48,23 +48,28 @@ from edgekit.compress import QuantConfig, quantize  # noqa: E402
 logger = logging.getLogger("benchmarks.int8_choice")
 
 
-def board_for(mcpu: str, folder: Path) -> tuple[str, list[Path]]:
+def board_for(mcpu: str, threads: int, folder: Path) -> tuple[str, list[Path]]:
     """``host``, or a board like it whose target is ``mcpu`` (e.g. ``haswell``:
-    the AVX2 code a Zen 2 or Haswell board gets, run on this CPU)."""
-    if not mcpu:
+    the AVX2 code a Zen 2 or Haswell board gets, run on this CPU) and that
+    runs ``threads`` threads (0 = every core)."""
+    if not mcpu and not threads:
         return "host", []
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "target.toml").write_text(
-        f'name = "x86_64-{mcpu}"\ncodegen = "llvm"\nisa = "x86_64"\n[tvm]\ntarget = {{ kind = "llvm", mcpu = "{mcpu}" }}\n'
-    )
+    target = "x86_64-host"
+    if mcpu:
+        target = f"x86_64-{mcpu}"
+        (folder / "target.toml").write_text(
+            f'name = "{target}"\ncodegen = "llvm"\nisa = "x86_64"\n[tvm]\ntarget = {{ kind = "llvm", mcpu = "{mcpu}" }}\n'
+        )
+    name = f"host-{mcpu or 'native'}-{threads or 'all'}t"
     (folder / "board.toml").write_text(
-        f'name = "host-{mcpu}"\ntarget = "x86_64-{mcpu}"\ncores = 0\n[transport]\nkind = "local"\n'
+        f'name = "{name}"\ntarget = "{target}"\ncores = {threads}\n[transport]\nkind = "local"\n'
         '[simulator]\nkind = "native"\n'
     )
-    return f"host-{mcpu}", [folder]
+    return name, [folder]
 
 
-def measure(name: str, tmp: Path, rounds: int, budget: float, mcpu: str = "") -> dict[str, object]:
+def measure(name: str, tmp: Path, rounds: int, budget: float, mcpu: str = "", threads: int = 0) -> dict[str, object]:
     """Compiles the three packages of one model and times them side by side."""
     case = CASES[name]()
     fp32_path = tmp / f"{case.name}-fp32.onnx"
@@ -72,7 +77,7 @@ def measure(name: str, tmp: Path, rounds: int, budget: float, mcpu: str = "") ->
     int8_path = quantize(str(fp32_path), QuantConfig(), calibration=case.calibration).save(tmp / f"{case.name}-int8.onnx")
     pkgs = {"fp32": tmp / f"{case.name}-fp32.ekpkg", "int8": tmp / f"{case.name}-int8.ekpkg",
             "auto": tmp / f"{case.name}-auto.ekpkg"}  # fmt: skip
-    board, board_dirs = board_for(mcpu, tmp / "boards")
+    board, board_dirs = board_for(mcpu, threads, tmp / "boards")
     seconds = {}
     manifests = {}
     for tag, src, options in (("fp32", fp32_path, CompileOptions()),
@@ -99,16 +104,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=15, help="interleaved rounds (each: 5 timings of >= 1 ms per package)")
     p.add_argument("--budget", type=float, default=60.0, help="--int8-choice-budget for the auto compile")
     p.add_argument("--mcpu", default="", help="compile for this x86 CPU instead of the host's (its code must run here)")
+    p.add_argument("--threads", type=int, default=0, help="threads the board runs (0 = every core)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     rows = []
     with tempfile.TemporaryDirectory(prefix="ek-int8-choice-") as tmp:
         for name in args.models.split(","):
-            rows.append(measure(name.strip(), Path(tmp), args.rounds, args.budget, args.mcpu))
+            rows.append(measure(name.strip(), Path(tmp), args.rounds, args.budget, args.mcpu, args.threads))
     load = open("/proc/loadavg").read().split()[:3] if Path("/proc/loadavg").exists() else ["?"] * 3
-    mcpu = f" --mcpu {args.mcpu}" if args.mcpu else ""
+    mcpu = (f" --mcpu {args.mcpu}" if args.mcpu else "") + (f" --threads {args.threads}" if args.threads else "")
     print(f"\nCommand: `.venv/bin/python benchmarks/int8_choice.py --models {args.models} --rounds {args.rounds} "
-          f"--budget {args.budget:g}{mcpu}`; code for {args.mcpu or 'this CPU (mcpu=native)'}; CPU: {cpu_description()}; {platform.platform()}; load average after the run "
+          f"--budget {args.budget:g}{mcpu}`; code for {args.mcpu or 'this CPU (mcpu=native)'}, {args.threads or 'all'} thread(s); CPU: {cpu_description()}; {platform.platform()}; load average after the run "
           f"{' '.join(load)}; date: {date.today().isoformat()}.\n")  # fmt: skip
     print("| model | auto decision | layers in fp32 (of quantized) | layers timed | edgekit int8 ms | edgekit auto ms "
           "| edgekit fp32 ms | int8/fp32 | auto/fp32 | auto's extra compile s |")

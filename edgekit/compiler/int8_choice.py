@@ -49,6 +49,7 @@ import numpy as np
 import onnx
 
 from edgekit.compiler.backend import INT8_CHOICES, BuildResult, CompileOptions, ProgressFn
+from edgekit.core.errors import CompileError
 from edgekit.frontend.qdq_graph import float_layers, float_model, layer_subgraph, named_nodes, quantized_nodes
 
 if TYPE_CHECKING:
@@ -465,6 +466,31 @@ def _time_layers(choice: Int8Choice, probes: Sequence[LayerProbe], cost: CostPro
 BuildFn = Callable[["PreparedModel", ProgressFn], BuildResult]
 
 
+def _decide(choice: Int8Choice, ops: Mapping[str, str], names: Sequence[str]) -> None:
+    """The faster of int8 and mixed, unless the fp32 build is faster still
+    (the whole-model guard); from :attr:`Int8Choice.model_ms`."""
+    t = choice.model_ms
+    fp32_names = [c.node for c in choice.fp32_layers]
+    best = "mixed" if "mixed" in t and t["mixed"] < t.get("int8", float("inf")) else "int8"
+    if "fp32" in t and t["fp32"] < t.get(best, float("inf")):
+        choice.decision = "fp32"
+        choice.reason = (f"whole-model guard: the fp32 build ({t['fp32']:.3f} ms) is faster than the "
+                         f"{best} build ({t[best]:.3f} ms)")  # fmt: skip
+        by_node = {c.node: c for c in choice.layers}
+        choice.layers = [by_node.get(n) or LayerCost(n, ops[n], None, None, choice.source) for n in names]
+        for c in choice.layers:
+            c.kept, c.reason = "fp32", "whole model in fp32 (whole-model guard)"
+        return
+    times = ", ".join(f"{k} {v:.3f} ms" for k, v in t.items()) or "no other build to compare"
+    if best == "mixed":
+        choice.decision, choice.reason = "mixed", f"{len(fp32_names)} layer(s) in fp32: {times}"
+        return
+    choice.decision, choice.reason = "int8", times
+    for c in choice.fp32_layers:
+        c.kept = "int8"
+        c.reason += ", but the mixed build measured slower than all-int8" if "mixed" in t else ", but the mixed build failed"
+
+
 def choose(
     prepared: "PreparedModel",
     board: "Board",
@@ -515,11 +541,18 @@ def choose(
 def _choose_measured(prepared: "PreparedModel", model: onnx.ModelProto, names: list[str], choice: Int8Choice,
                      cost: CostProvider, options: CompileOptions, build: BuildFn, progress: ProgressFn,
                      int8_build: BuildResult, started: float) -> tuple["PreparedModel", BuildResult, Int8Choice]:  # fmt: skip
-    def variant(label: str, graph: onnx.ModelProto) -> BuildResult:
+    failures: list[str] = []
+
+    def variant(label: str, graph: onnx.ModelProto) -> BuildResult | None:
         def quiet(stage: str, message: str) -> None:
             progress("int8-choice", f"{label}: {stage}: {message}")
 
-        return build(replace(prepared, model=graph), quiet)
+        try:
+            return build(replace(prepared, model=graph), quiet)
+        except CompileError as exc:  # the int8 build stands; the report says what could not be compared
+            failures.append(f"the {label} failed ({exc.message[:160]})")
+            logger.warning("int8 choice: %s", failures[-1])
+            return None
 
     ops = {n.name: n.op_type for n in model.graph.node}
     timed = [n for n in names if ops[n] in TIMED_OPS]
@@ -528,39 +561,21 @@ def _choose_measured(prepared: "PreparedModel", model: onnx.ModelProto, names: l
     choice.not_timed += failed
     _time_layers(choice, probes, cost, options.int8_choice_budget_s, progress)
 
-    builds: dict[str, BuildResult] = {"int8": int8_build}
     graphs: dict[str, onnx.ModelProto] = {"int8": prepared.model}
     fp32_names = [c.node for c in choice.fp32_layers]
     if fp32_names and len(fp32_names) < len(names):
         graphs["mixed"] = float_layers(model, fp32_names)
-        builds["mixed"] = variant(f"mixed build ({len(fp32_names)} layers fp32)", graphs["mixed"])
     graphs["fp32"] = float_model(model)
-    builds["fp32"] = variant("fp32 build of the same graph", graphs["fp32"])
+    labels = {"mixed": f"mixed build ({len(fp32_names)} layers fp32)", "fp32": "fp32 build of the same graph"}
+    builds: dict[str, BuildResult] = {"int8": int8_build}
+    for name in ("mixed", "fp32"):
+        if name in graphs and (result := variant(labels[name], graphs[name])) is not None:
+            builds[name] = result
     progress("int8-choice", f"timing the {' / '.join(builds)} builds side by side")
-    choice.model_ms = cost.model_times(builds, prepared)
-
-    t = choice.model_ms
-    best = "mixed" if "mixed" in t and t["mixed"] < t["int8"] else "int8"
-    if t["fp32"] < t[best]:
-        choice.decision = "fp32"
-        choice.reason = (f"whole-model guard: the fp32 build ({t['fp32']:.3f} ms) is faster than the "
-                         f"{best} build ({t[best]:.3f} ms)")  # fmt: skip
-        timed = {c.node: c for c in choice.layers}
-        choice.layers = [timed.get(n) or LayerCost(n, next(x.op_type for x in model.graph.node if x.name == n), None, None,
-                                                   cost.source) for n in names]  # fmt: skip
-        for c in choice.layers:
-            c.kept, c.reason = "fp32", "whole model in fp32 (whole-model guard)"
-    elif best == "mixed":
-        choice.decision = "mixed"
-        choice.reason = (f"{len(fp32_names)} layer(s) in fp32: mixed build {t['mixed']:.3f} ms, int8 "
-                         f"{t['int8']:.3f} ms, fp32 {t['fp32']:.3f} ms")  # fmt: skip
-    else:
-        choice.decision = "int8"
-        if fp32_names:
-            for c in choice.fp32_layers:
-                c.kept, c.reason = "int8", c.reason + ", but the mixed build measured slower than all-int8"
-        choice.reason = f"int8 build {t['int8']:.3f} ms, fp32 {t['fp32']:.3f} ms" + (
-            f", mixed {t['mixed']:.3f} ms" if "mixed" in t else "")
+    choice.model_ms = cost.model_times(builds, prepared) if len(builds) > 1 else {}
+    _decide(choice, ops, names)
+    if failures:
+        choice.reason += "; " + "; ".join(failures)
     choice.extra_seconds = time.perf_counter() - started  # beyond the int8 build itself
     if choice.decision == "int8":
         return prepared, int8_build, choice

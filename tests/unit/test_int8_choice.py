@@ -253,6 +253,26 @@ def test_a_difference_inside_the_noise_margin_keeps_int8(models):
     assert all("noise margin" in c.reason for c in choice.layers)
 
 
+def test_a_variant_that_does_not_build_leaves_the_int8_build(models):
+    from edgekit.core.errors import CompileError
+
+    prepared = load_model(str(models["int8"]))
+
+    def build(p, progress):
+        if p.model is not prepared.model:
+            raise CompileError("no kernel for this", hint="-")
+        return BuildResult({}, "test")
+
+    cost = FakeCost({"conv2": (3.0, 1.0)}, {"int8": 1.0})
+    host = load_profiles().board("host")
+    final, _, choice = choose(prepared, host, load_profiles().target_of(host), CompileOptions(), build,
+                              lambda s, m: None, cost=cost)  # fmt: skip
+    assert choice.decision == "int8" and final.model is prepared.model
+    assert "fp32 build of the same graph failed (no kernel for this)" in choice.reason
+    assert "mixed build (1 layers fp32) failed" in choice.reason
+    assert choice.model_ms == {}
+
+
 def test_elementwise_layers_are_not_timed_alone(tmp_path):
     # SiLU: the integer lowering makes x * sigmoid(x) one table, which a Mul cut out alone cannot show.
     w = numpy_helper.from_array(np.random.default_rng(3).standard_normal((8, 3, 3, 3)).astype(np.float32), "w")
