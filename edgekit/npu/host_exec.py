@@ -2,7 +2,8 @@
 
 :func:`split_host_graph` orders the offloaded layers and the remaining ONNX
 nodes into steps and cuts the host nodes into sub-graphs (one ONNX model per
-run of consecutive host nodes). :class:`HybridExecutor` runs the steps: host
+run of consecutive host nodes; sub-graphs exchange int8 tensors, each with
+its own copies of the DequantizeLinear nodes it reads). :class:`HybridExecutor` runs the steps: host
 sub-graphs with onnxruntime (on a board this is the TVM-compiled host
 code), accelerator layers through :class:`~edgekit.npu.driver.NpuDriver`.
 Tensors passed between two accelerator layers stay in accelerator DRAM;
@@ -84,6 +85,9 @@ def split_host_graph(model: onnx.ModelProto, layers: list[Any], host_nodes: list
 
     def rank(u: int) -> int:
         kind, obj = units[u]
+        if kind == "host" and obj.op_type == "QuantizeLinear" and obj.input[0] in produced_by:
+            # Right after its producer: a run then never ends between a float op and its quantize.
+            return rank(produced_by[obj.input[0]])
         return order[obj.name] if kind == "host" else min(order[n] for n in layers[obj].nodes if n in order)
 
     pending = [len(d) for d in deps]
@@ -100,51 +104,90 @@ def split_host_graph(model: onnx.ModelProto, layers: list[Any], host_nodes: list
     if len(sequence) != len(units):
         raise RuntimeError("host/accelerator schedule has a cycle")  # cannot happen for a valid ONNX DAG
 
+    # Runs of consecutive host nodes between accelerator layers, in schedule order.
+    plan: list[tuple[str, Any]] = []
+    for u in sequence:
+        kind, obj = units[u]
+        if kind == "host":
+            if plan and plan[-1][0] == "host":
+                plan[-1][1].append(obj)
+            else:
+                plan.append(("host", [obj]))
+        else:
+            plan.append(("npu", obj))
+    # A run reading a DequantizeLinear output of another run gets its own copy
+    # of the DequantizeLinear (and of a Constant it reads): runs then exchange
+    # int8 tensors, not their float views -- a quarter of the bytes, and each
+    # run holds whole quantized chains, as an integer lowering of the run needs.
+    by_output = {t: n for n in g.node if n.name in host_set for t in n.output}
+    reads: list[set[str]] = []
+    for kind, obj in plan:
+        if kind == "npu":
+            reads.append(set(layers[obj].inputs))
+            continue
+        _pull_dequantize(obj, by_output, inits)
+        reads.append(_external_inputs(obj, inits))
+
     infos = _value_infos(model)
     graph_outputs = {o.name for o in g.output}
-    later_needs: list[set[str]] = []
-    acc: set[str] = set(graph_outputs)
-    for u in reversed(sequence):
-        later_needs.append(set(acc))
-        acc |= needs[u]
-    later_needs.reverse()
-
     steps: list[tuple[str, Any]] = []
     segments: list[HostSegment] = []
-    run: list[int] = []
-
-    def flush(after: set[str]) -> None:
-        if not run:
-            return
-        nodes = [units[u][1] for u in run]
-        produced = {t for n in nodes for t in n.output}
-        ins: list[str] = []
-        for n in nodes:
-            for t in n.input:
-                if t and t not in produced and t not in inits and t not in ins:
-                    ins.append(t)
-        outs = [t for n in nodes for t in n.output if t in after]
+    for i, (kind, obj) in enumerate(plan):
+        if kind == "npu":
+            steps.append(("npu", obj))
+            continue
+        wanted = set(graph_outputs).union(*(r for j, r in enumerate(reads) if j != i))
+        nodes = _live_nodes(obj, wanted)
+        outs = [t for n in nodes for t in n.output if t in wanted]
         if not outs:  # nothing downstream reads it (e.g. a DQ whose only user was offloaded)
-            run.clear()
-            return
-        used_inits = [i for i in g.initializer if any(i.name in n.input for n in nodes)]
+            continue
+        ins = [t for t in _ordered_inputs(nodes) if t not in inits]
+        used_inits = [init for init in g.initializer if any(init.name in n.input for n in nodes)]
         sub = onnx.helper.make_graph(
             nodes, f"host_{len(segments)}", [infos[t] for t in ins], [infos.get(t) or onnx.helper.make_empty_tensor_value_info(t) for t in outs], used_inits
         )
         seg_model = onnx.helper.make_model(sub, opset_imports=model.opset_import, ir_version=model.ir_version)
         segments.append(HostSegment(seg_model, ins, outs, [n.name for n in nodes]))
         steps.append(("host", len(segments) - 1))
-        run.clear()
-
-    for pos, u in enumerate(sequence):
-        kind, obj = units[u]
-        if kind == "host" and obj.name in host_set:
-            run.append(u)
-            continue
-        flush(later_needs[pos - 1] if pos else set())
-        steps.append(("npu", obj))
-    flush(graph_outputs)
     return steps, segments
+
+
+_COPIED_OPS = ("DequantizeLinear", "Constant")
+
+
+def _ordered_inputs(nodes: list[onnx.NodeProto]) -> list[str]:
+    """Tensors ``nodes`` read that none of them produces, in first-use order."""
+    produced = {t for n in nodes for t in n.output}
+    ins: list[str] = []
+    for n in nodes:
+        ins += [t for t in n.input if t and t not in produced and t not in ins]
+    return ins
+
+
+def _external_inputs(nodes: list[onnx.NodeProto], inits: set[str]) -> set[str]:
+    return {t for t in _ordered_inputs(nodes) if t not in inits}
+
+
+def _pull_dequantize(nodes: list[onnx.NodeProto], by_output: Mapping[str, onnx.NodeProto], inits: set[str]) -> None:
+    """Prepends to ``nodes`` the DequantizeLinear/Constant host nodes whose outputs it reads from outside."""
+    while True:
+        pulled = [by_output[t] for t in _external_inputs(nodes, inits) if t in by_output and by_output[t].op_type in _COPIED_OPS]
+        if not pulled:
+            return
+        for node in pulled:
+            if node not in nodes:
+                nodes.insert(0, node)
+
+
+def _live_nodes(nodes: list[onnx.NodeProto], wanted: set[str]) -> list[onnx.NodeProto]:
+    """``nodes`` less those whose outputs neither a later node of the run nor ``wanted`` reads."""
+    live: list[onnx.NodeProto] = []
+    needed = set(wanted)
+    for n in reversed(nodes):
+        if any(t in needed for t in n.output):
+            live.append(n)
+            needed |= {t for t in n.input if t}
+    return live[::-1]
 
 
 @dataclass

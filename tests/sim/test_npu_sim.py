@@ -253,6 +253,7 @@ def test_npu_package_is_bit_exact_with_integer_cpu_compile(make, tmp_path, monke
     which may round a value within ~2^-20 of a half-way point the other way.
     """
     import edgekit.compiler.cpu_requant as cpu_requant
+    from edgekit.compiler.backend import CompileOptions
     from edgekit.compiler.driver import compile_model
 
     monkeypatch.setattr(cpu_requant, "uses_float_requant", lambda target: False)
@@ -265,7 +266,8 @@ def test_npu_package_is_bit_exact_with_integer_cpu_compile(make, tmp_path, monke
     outputs = {}
     for board_name in ("pynq-z2", "host"):
         pkg = tmp_path / f"{board_name}.ekpkg"
-        compile_model(str(src), board_name, pkg)
+        # Every quantized layer int8 on the host too (the int8/fp32 choice may keep some fp32).
+        compile_model(str(src), board_name, pkg, options=CompileOptions(int8_choice="int8"))
         board, _ = get_board(board_name)
         runner = open_runner(open_package(pkg), board, sim=True if board_name == "pynq-z2" else None)
         try:
