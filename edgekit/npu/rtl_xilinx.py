@@ -115,7 +115,7 @@ def vivado_tcl(cfg: RtlConfig, part: XilinxPart, *, clock_hz: float, board: str 
     """
     params = cfg.parameters()
     generics = " ".join(f"-generic {k}={v}" for k, v in params.items())
-    sources = " \\\n    ".join(_source_names())
+    sources = "\n    ".join(_source_names())
     what = f"board {board}, " if board else ""
     return f"""# Vivado non-project build of the edgekit NPU ({what}part {part.name}).
 # Written by edgekit.npu.rtl_xilinx; run: vivado -mode batch -source build.tcl
