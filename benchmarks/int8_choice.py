@@ -129,9 +129,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{r['model']}: {c['reason']} (auto compile's own whole-model times: "
               + ", ".join(f"{k} {v:.3f} ms" for k, v in c["model_ms"].items()) + ")")
         for layer in c["timed_layers"]:
-            if layer["kept"] == "fp32" or c["decision"] != "fp32":
-                print(f"  {layer['node']} ({layer['op_type']}): int8 {layer['int8_ms']:.4f} ms, "
-                      f"fp32 {layer['fp32_ms']:.4f} ms -> {layer['kept']} ({layer['reason']})")
+            if layer["int8_ms"] is None:
+                continue  # not timed alone (elementwise, or past the budget)
+            print(f"  {layer['node']} ({layer['op_type']}): int8 {layer['int8_ms']:.4f} ms, "
+                  f"fp32 {layer['fp32_ms']:.4f} ms -> {layer['kept']} ({layer['reason']})")
     return 0
 
 

@@ -232,11 +232,18 @@ class _FloatRewriter:
             if value is not None:
                 new = self._init(f"{name}__ek_fp32", value)
         else:
+            # One float value per quantized tensor, however many DequantizeLinear
+            # nodes read it (a QDQ model may have one per consumer).
             q = self.prod.get(dq.input[0])
-            if q is not None and q.op_type == "QuantizeLinear" and q.input[0] in self.float_tensors:
+            key = f"{dq.input[0]}\0{dq.input[1]}"
+            if key in self.made:
+                new = self.made[key]
+            elif q is not None and q.op_type == "QuantizeLinear" and q.input[0] in self.float_tensors:
                 new = self._clip(q, f"{name}__ek_fp32") or name
             else:
                 new = self._explicit_dequantize(dq, f"{name}__ek_fp32")
+            if new != name:
+                self.made[key] = new
         self.made[name] = new
         return new
 
