@@ -18,10 +18,10 @@ ties to even, as QuantizeLinear rounds ``v`` before it adds the zero point
 (an odd zero point inside the rounded value would flip every exact tie),
 and inside an FMA it rounds the exact product. An earlier form rounded half
 up by truncating a value lifted above 512 and lost four bits of it: per
-layer, 184 elements of PP-OCR cls (16 samples, 10.5 M elements) missed the
-exact rounding of the QDQ graph, and onnxruntime's own float32 execution of
-it misses 19 (``benchmarks/int8_fidelity.py``; the figure for this form is
-in docs/integer-lowering.md). Every ``a_i`` is an int32 accumulator, an
+layer, 184 elements of PP-OCR cls (16 samples, 34.5 M elements) missed the
+exact rounding of the QDQ graph, this form misses 8, and onnxruntime's own
+float32 execution of it 19 (``benchmarks/int8_fidelity.py``,
+docs/integer-lowering.md). Every ``a_i`` is an int32 accumulator, an
 int32 product of two int8 values or an int8 value, so ``float(a_i)`` is
 exact up to ``2**24`` and the float sum is within a few ``2**-24``
 (relative) of the real value: the result differs from the fixed-point form
