@@ -112,3 +112,39 @@ def test_isolated_layers_reproduce_the_graphs_own_values(script_module) -> None:
         for layer in layers:
             np.testing.assert_array_equal(per_layer[0][layer.name(layer.output)], full[0][layer.output])
             np.testing.assert_array_equal(exact[0][layer.name(layer.output)], full[0][layer.output])
+
+
+@pytest.mark.skipif(not _avx2(), reason="runs code compiled for an AVX2 target")
+def test_float_requantization_resolves_values_near_half_way_points() -> None:
+    """Accumulators whose exact requantized value is 1e-5..2e-5 LSB from a half-way point round correctly.
+
+    The float32 form's error is the multiplier's float32 rounding (|v| * 2**-24,
+    6e-6 at |v| = 100) and nothing else: the FMA that adds 1.5 * 2**23 rounds the
+    exact product once. Rounding a value lifted above 512 (the first float form)
+    erred by up to 3e-5 LSB and misses some of these.
+    """
+    from tvm import relax
+
+    from edgekit.compiler.integer.requant import emit_requantize, quantize_multiplier
+
+    fp = quantize_multiplier(np.float64(1.234567e-4))
+    m, n = int(fp.multiplier), int(fp.shift)
+    acc = np.arange(-1_000_000, 1_000_000, dtype=np.int64)  # |v| < 124
+    d = (acc * m - (np.int64(1) << (n - 1))) % (np.int64(1) << n)  # 2**n * (v - 1/2) mod 2**n, exact
+    frac = d.astype(np.float64) / 2.0**n
+    away = np.minimum(frac, 1 - frac)  # distance of v from a half-way point, in LSB
+    pick = acc[(away > 1e-5) & (away < 2e-5)].astype(np.int32)
+    assert pick.size >= 10, pick.size
+    want = np.clip(np.floor(pick.astype(np.float64) * m / 2.0**n + 0.5), -128, 127).astype(np.int8)
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("acc", relax.TensorType((pick.size,), "int32"))
+    with bb.function("main", [x], attrs={"num_input": 1}):
+        with bb.dataflow():
+            out = bb.emit_output(emit_requantize(x, fp, 0))
+        bb.emit_func_output(out)
+    target = tvm.target.Target({"kind": "llvm", "mcpu": "haswell"})
+    assert uses_float_requant(target)
+    built = build_cpu(bb.get(), target, [])
+    got = tvm.relax.VirtualMachine(built.executable, tvm.cpu())["main"](tvm.runtime.tensor(pick)).numpy()
+    np.testing.assert_array_equal(got, want)
