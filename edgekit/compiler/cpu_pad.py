@@ -103,6 +103,31 @@ def int8_pad_pass(target: tvm.target.Target) -> Any:
         info = np.iinfo(np.dtype(dtype))
         return int(v) if v == int(v) and info.min <= v <= info.max else None
 
+    def through_aliases(x: Any, binding: Any) -> Any:
+        """The value bound to ``x``, past alias bindings (``y = x``); None if none."""
+        inner = binding(x) if isinstance(x, relax.Var) else None
+        while isinstance(inner, relax.Var):
+            inner = binding(inner)
+        return inner
+
+    def compose(call: Any, inner: Any) -> tuple[Any, list[int], int] | None:
+        """``(x, widths, border)`` when the pad ``call`` of the pad ``inner`` is one pad of ``x``.
+
+        pad(channels, f) of pad(spatial, z), or two pads of one value (a
+        depthwise conv's extra column and channels on the lowering's
+        zero-point pad, cpu_int8.depthwise_pairs).
+        """
+        if not (isinstance(inner, relax.Call) and inner.op.same_as(pad_op)) or static(inner) is None:
+            return None
+        dtype = str(call.ty.dtype)
+        widths = [int(v) for v in call.attrs.pad_width]
+        inner_widths = [int(v) for v in inner.attrs.pad_width]
+        inner_value = value(inner, dtype)
+        channels_only = widths[:7] == [0] * 7 and inner_widths[6:] == [0, 0]
+        if inner_widths[:2] != [0, 0] or inner_value is None or not (channels_only or inner_value == value(call, dtype)):
+            return None
+        return inner.args[0], [a + b for a, b in zip(inner_widths, widths)], inner_value
+
     @relax.expr_functor.mutator
     class Pads(relax.PyExprMutator):
         def visit_call_(self, call: Any) -> Any:
@@ -120,18 +145,9 @@ def int8_pad_pass(target: tvm.target.Target) -> Any:
             fill = value(call, dtype)
             border = fill
             x = call.args[0]
-            inner = self.lookup_binding(x) if isinstance(x, relax.Var) else None
-            if isinstance(inner, relax.Call) and inner.op.same_as(pad_op) and static(inner) is not None:
-                # pad(channels, f) of pad(spatial, z), or two pads of one
-                # value (a depthwise conv's extra column and channels on the
-                # lowering's zero-point pad): one kernel.
-                inner_widths = [int(v) for v in inner.attrs.pad_width]
-                inner_value = value(inner, dtype)
-                channels_only = widths[:7] == [0] * 7 and inner_widths[6:] == [0, 0]
-                if inner_widths[:2] == [0, 0] and inner_value is not None and (channels_only or inner_value == fill):
-                    border = inner_value
-                    widths = [a + b for a, b in zip(inner_widths, widths)]
-                    x = inner.args[0]
+            composed = compose(call, through_aliases(x, self.lookup_binding))
+            if composed is not None:
+                x, widths, border = composed
             shape = static(x)
             if shape is None or fill is None or border is None or widths[:2] != [0, 0] or widths[6] != 0:
                 return call
@@ -159,9 +175,9 @@ def int8_pad_pass(target: tvm.target.Target) -> Any:
                     if any(v in mutator.data for v in relax.analysis.free_vars(val)):
                         mutator.data.add(var)
                 for val in var2val.values():
-                    if isinstance(val, relax.Call) and val.op.same_as(pad_op) and isinstance(val.args[0], relax.Var):
-                        inner = var2val.get(val.args[0])
-                        if isinstance(inner, relax.Call) and inner.op.same_as(pad_op):
+                    if isinstance(val, relax.Call) and val.op.same_as(pad_op) and static(val) is not None:
+                        inner = through_aliases(val.args[0], var2val.get)
+                        if compose(val, inner) is not None:
                             mutator.merged.append(inner)
 
     return mutator_pass(Pads, "EdgekitInt8Pad", setup)

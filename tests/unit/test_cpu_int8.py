@@ -415,3 +415,32 @@ def test_lookup_kernels_map_every_int8_value(mcpu):
     out = tvm.runtime.tensor(np.zeros_like(x))
     lib["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(layout), out)  # 300 = whole steps and a tail
     np.testing.assert_array_equal(out.numpy(), table[x.astype(np.int64) + 128])
+
+
+def test_channel_sums_and_max_pools_read_the_channels_last_int8_tensor():
+    """Squeeze sums in int32 of int8 values and an NCHW max pool after a transpose
+    (cpu_int8.channel_sum_pass): one NHWC kernel each, same values as numpy."""
+    from tvm import relax
+    from tvm.relax import op as R
+
+    shape = (1, 6, 8, 24)
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(shape, "int8"))
+    with bb.function("main", [x], {"num_input": 1}):
+        with bb.dataflow():
+            s = bb.emit(R.sum(bb.emit(R.astype(x, "int32")), axis=[1, 2], keepdims=True))
+            nchw = bb.emit(R.permute_dims(x, [0, 3, 1, 2]))
+            p = bb.emit(R.nn.max_pool2d(nchw, [2, 2], [2, 2]))
+            t = bb.emit(R.sum(bb.emit(R.astype(p, "int32")), axis=[2, 3], keepdims=True))
+            out = bb.emit_output(relax.Tuple([s, p, t]))
+        bb.emit_func_output(out)
+    mod = cpu_int8.channel_sum_pass()(bb.get())
+    text = mod["main"].script()
+    assert text.count("channel_sum") == 2 and 'layout="NHWC"' in text, text
+    vm = tvm.relax.VirtualMachine(tvm.compile(mod, tvm.target.Target({"kind": "llvm"})), tvm.cpu())
+    a = np.random.default_rng(2).integers(-128, 128, shape).astype(np.int8)
+    s, p, t = (v.numpy() for v in vm["main"](tvm.runtime.tensor(a)))
+    np.testing.assert_array_equal(s, a.astype(np.int32).sum(axis=(1, 2), keepdims=True))
+    want = a.reshape(1, 3, 2, 4, 2, 24).max(axis=(2, 4)).transpose(0, 3, 1, 2)
+    np.testing.assert_array_equal(p, want)
+    np.testing.assert_array_equal(t, want.astype(np.int32).sum(axis=(2, 3), keepdims=True))
