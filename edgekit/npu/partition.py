@@ -18,8 +18,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from edgekit.compiler.integer.requant import quantize_multiplier, quantize_multipliers_common
-from edgekit.npu.layers import AddLayer, ConvLayer, NpuLayer, Requant
+from edgekit.compiler.integer.requant import dequantize_ref, quantize_multiplier, quantize_multipliers_common, quantize_ref
+from edgekit.npu.layers import AddLayer, ConvLayer, NpuLayer, Requant, apply_requant
 
 __all__ = ["Placement", "Partition", "partition", "HOST", "NPU"]
 
@@ -241,7 +241,7 @@ class _Tail:
     out: _Q
     lo: int
     hi: int
-    stage2: tuple[float, int, int, int, int] | None  # (M, zin, zout, lo, hi)
+    stage2: tuple[float, int, int, int, int, bool] | None  # (M, zin, zout, lo, hi, relu)
 
 
 def _tail(g: _Graph, tensor: str) -> _Tail:
@@ -280,17 +280,39 @@ def _tail(g: _Graph, tensor: str) -> _Tail:
     z2 = int(q2.zero_point.reshape(-1)[0])
     lo2, hi2 = _quantized_bounds(*bounds2, float(q2.scale.item()), z2)
     m2 = float(q.scale.item()) / float(q2.scale.item())
+    # ReLU before the rescale only when the activation's minimum is >= 0: a
+    # Clip(-0.3, 0.3) keeps its negative half (it came out 0 when the ReLU was unconditional).
+    stage2 = (m2, zp, z2, lo2, hi2, bounds2[0] >= 0)
+    if not _stage_is_the_table(stage2, bounds2, float(q.scale.item()), float(q2.scale.item())):
+        return tail  # the host's table then computes it, exactly
     tail.nodes += [dq, act, q2n]
     tail.out = q2
-    tail.stage2 = (m2, zp, z2, lo2, hi2)
+    tail.stage2 = stage2
     return tail
 
 
-def _stages(m1: np.ndarray, zout: int, lo: int, hi: int, stage2: tuple[float, int, int, int, int] | None, oc: int) -> tuple[Requant, ...]:
+def _stage_is_the_table(stage2: tuple[float, int, int, int, int, bool], bounds: tuple[float, float], s1: float, s2: float) -> bool:
+    """Whether the fixed-point second stage gives, for every int8 input, what
+    the host integer compile's 256-entry table for ``Q(act(DQ(x)))`` gives
+    (onnxruntime's float32 arithmetic, round half to even; compiler/integer/lut.py).
+
+    They differ where a rescaled value lands on a half-way point (e.g. a
+    scale ratio of 2.5: the fixed point rounds half up): such an activation
+    stays on the host rather than making the package inexact.
+    """
+    m2, zin, z2, lo2, hi2, relu = stage2
+    xs = np.arange(-128, 128)
+    real = np.clip(dequantize_ref(xs, s1, zin), np.float32(bounds[0]), np.float32(bounds[1])).astype(np.float32)
+    table = quantize_ref(real, s2, z2).astype(np.int32)
+    stage = Requant(quantize_multiplier(np.array([m2])), zin, relu, z2, lo2, hi2)
+    return bool(np.array_equal(apply_requant(xs[:, None], stage)[:, 0], table))
+
+
+def _stages(m1: np.ndarray, zout: int, lo: int, hi: int, stage2: tuple[float, int, int, int, int, bool] | None, oc: int) -> tuple[Requant, ...]:
     stages = [Requant(quantize_multiplier(np.broadcast_to(m1, (oc,)).copy()), 0, False, zout, lo, hi)]
     if stage2 is not None:
-        m2, zin, z2, lo2, hi2 = stage2
-        stages.append(Requant(quantize_multiplier(np.full(oc, m2)), zin, True, z2, lo2, hi2))
+        m2, zin, z2, lo2, hi2, relu2 = stage2
+        stages.append(Requant(quantize_multiplier(np.full(oc, m2)), zin, relu2, z2, lo2, hi2))
     return tuple(stages)
 
 
@@ -425,8 +447,8 @@ def _add_layer(g: _Graph, node: onnx.NodeProto) -> AddLayer:
     zout = int(tail.out.zero_point.reshape(-1)[0]) if tail.stage2 is None else tail.stage2[1]
     stages: tuple[Requant, ...] = ()
     if tail.stage2 is not None:
-        m2, zin, z2, lo2, hi2 = tail.stage2
-        stages = (Requant(quantize_multiplier(np.full(shape[0], m2)), zin, True, z2, lo2, hi2),)
+        m2, zin, z2, lo2, hi2, relu2 = tail.stage2
+        stages = (Requant(quantize_multiplier(np.full(shape[0], m2)), zin, relu2, z2, lo2, hi2),)
     nodes = [*_absorb_dq(g, a, node), *(_absorb_dq(g, b, node) if b.node is not a.node else []), node, *tail.nodes]
     return AddLayer(
         name=node.name or node.output[0],
