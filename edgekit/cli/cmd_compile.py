@@ -50,9 +50,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "where the board's CPU is this machine's and keeps a layer in fp32 where that is faster, then "
                    "keeps the whole model in fp32 if its fp32 build is faster still (boards that cannot run here "
                    "stay int8, unmeasured); int8 = every quantized layer int8, nothing timed")
-    p.add_argument("--int8-choice-budget", type=float, default=60.0, metavar="SECONDS",
+    p.add_argument("--int8-choice-budget", type=float, default=30.0, metavar="SECONDS",
                    help="with --int8-choice auto: seconds to spend timing single layers, largest first (default "
-                   "60; 0 = only the whole-model comparison, which comes on top)")
+                   "30; 0 = only the whole-model comparison, which comes on top)")
     p.add_argument("--allow-unsupported", action="store_true",
                    help="skip edgekit's operator check and let TVM try anyway")
     p.add_argument("--boards-dir", action="append", default=[], metavar="DIR", help="extra folder of board/target TOML files")

@@ -137,7 +137,7 @@ class CompileOptions:
     weight_storage: str = "auto"
     mcu_int8_kernels: bool = True
     int8_choice: str = "auto"
-    int8_choice_budget_s: float = 60.0
+    int8_choice_budget_s: float = 30.0
 
     def __post_init__(self) -> None:
         if isinstance(self.opt_level, bool) or not isinstance(self.opt_level, int) or not 0 <= self.opt_level <= 3:
@@ -157,7 +157,7 @@ class CompileOptions:
         budget = self.int8_choice_budget_s
         if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget >= 0:
             raise ConfigError(f"int8_choice_budget_s must be a number of seconds >= 0, got {budget!r}",
-                              hint="E.g. 60; 0 times only the whole model.")
+                              hint="E.g. 30; 0 times only the whole model.")
 
     def to_json(self) -> dict[str, Any]:
         """The form recorded in the manifest's ``options``."""
