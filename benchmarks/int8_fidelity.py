@@ -70,8 +70,6 @@ logger = logging.getLogger("benchmarks.int8_fidelity")
 #: 32-bit arithmetic on int8 layers (float32's relative error, ~6e-8, times
 #: values below 2**8 and a few roundings).
 TIE_LSB = 1e-4
-#: The issue's acceptance line.
-LINE = 0.999
 
 
 # --------------------------------------------------------------------------- #
