@@ -176,7 +176,9 @@ def _clip_range(q: onnx.NodeProto, inits: dict[str, TensorProto]) -> tuple[float
     zp_t = inits.get(q.input[2]) if len(q.input) > 2 and q.input[2] else None
     if scale is None:
         return None
-    dtype = zp_t.data_type if zp_t is not None else TensorProto.UINT8
+    # Without a zero point the output type is uint8, or opset 21's output_dtype.
+    out_dtype = next((a.i for a in q.attribute if a.name == "output_dtype" and a.i), TensorProto.UINT8)
+    dtype = zp_t.data_type if zp_t is not None else out_dtype
     if dtype not in _INT_RANGES or (zp_t is not None and _scalar(inits, zp_t.name) is None):
         return None
     zp = float(_scalar(inits, zp_t.name).reshape(())) if zp_t is not None else 0.0  # type: ignore[union-attr]
@@ -403,6 +405,10 @@ def layer_subgraph(model: onnx.ModelProto, name: str) -> onnx.ModelProto | None:
     for n in body:
         needed.update(x for x in n.input if x in inits)
     q = body[-1]
+    # Scales or zero points fed at run time (graph inputs, as ONNX's
+    # QLinearMatMul tests have them): the layer cannot be cut out alone.
+    if any(x not in inits for x in needed) or any(x and x not in inits for x in q.input[1:]):
+        return None
     if q.output[0] not in infos:
         return None
     sub_nodes += body
