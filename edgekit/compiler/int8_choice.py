@@ -526,6 +526,8 @@ def choose(
         choice = Int8Choice("int8", "off", "int8", "--int8-choice int8: every quantized layer int8, nothing measured",
                             candidates=len(names))  # fmt: skip
         return prepared, int8_build, choice
+    if not names:  # only QuantizeLinear/DequantizeLinear: no layer to choose a precision for
+        return prepared, int8_build, Int8Choice(options.int8_choice, "off", "int8", "no quantized compute layers")
     if cost is None:
         cost = HostTimer(target, board.cores) if runs_here(target) else UnknownCost()
     choice = Int8Choice(options.int8_choice, cost.source, candidates=len(names), timing=cost.timing)

@@ -184,6 +184,30 @@ def test_a_layer_cut_out_reads_and_writes_int8(models):
     assert [n.op_type for n in sub.graph.node if n.op_type not in QDQ_OPS] == ["Conv"]
 
 
+def test_a_layer_with_run_time_scales_is_not_cut_out_and_float_layers_leaves_it():
+    # ONNX's QLinearMatMul tests feed scales and zero points as graph inputs.
+    f, i8 = TensorProto.FLOAT, TensorProto.INT8
+    graph = helper.make_graph(
+        [helper.make_node("DequantizeLinear", ["a", "a_scale", "a_zp"], ["af"], name="dqa"),
+         helper.make_node("DequantizeLinear", ["b", "b_scale", "b_zp"], ["bf"], name="dqb"),
+         helper.make_node("MatMul", ["af", "bf"], ["y"], name="mm"),
+         helper.make_node("QuantizeLinear", ["y", "y_scale", "y_zp"], ["yq"], name="qy")],
+        "runtime_scales",
+        [helper.make_tensor_value_info("a", i8, [2, 4]), helper.make_tensor_value_info("a_scale", f, []),
+         helper.make_tensor_value_info("a_zp", i8, [])],
+        [helper.make_tensor_value_info("yq", i8, [2, 3])],
+        [numpy_helper.from_array(np.ones((4, 3), np.int8), "b"), numpy_helper.from_array(np.float32(0.1), "b_scale"),
+         numpy_helper.from_array(np.int8(0), "b_zp"), numpy_helper.from_array(np.float32(0.2), "y_scale"),
+         numpy_helper.from_array(np.int8(0), "y_zp")],
+    )  # fmt: skip
+    model = onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    assert layer_subgraph(model, "mm") is None
+    mixed = float_layers(model, ["mm"])
+    onnx.checker.check_model(mixed)
+    mm = next(n for n in mixed.graph.node if n.name == "mm")
+    assert mm.input[0] == "af"  # a per-tensor scale known only at run time: the DequantizeLinear stays
+
+
 # --------------------------------------------------------------------------- #
 # The decision (injected costs)
 # --------------------------------------------------------------------------- #
@@ -346,6 +370,22 @@ def test_cli_option_and_json_shape(models, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:  # argparse refuses an unknown choice
         main(["compile", str(models["int8"]), "--board", "host", "-o", str(pkg), "--int8-choice", "fp16"])
     assert exc.value.code == 2
+
+
+def test_a_model_with_only_quantize_dequantize_is_not_timed():
+    f, u8 = TensorProto.FLOAT, TensorProto.UINT8
+    graph = helper.make_graph(
+        [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], name="q"),
+         helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"], name="dq")],
+        "qdq", [helper.make_tensor_value_info("x", f, [1, 8])], [helper.make_tensor_value_info("y", f, [1, 8])],
+        [numpy_helper.from_array(np.float32(0.1), "s"), numpy_helper.from_array(np.uint8(128), "z")])  # fmt: skip
+    prepared = load_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    builds = []
+    host = load_profiles().board("host")
+    _, _, choice = choose(prepared, host, load_profiles().target_of(host), CompileOptions(),
+                          lambda p, prog: builds.append(p) or BuildResult({}, "test"), lambda s, m: None,
+                          cost=FakeCost({}, {}))  # fmt: skip
+    assert len(builds) == 1 and (choice.decision, choice.source, choice.candidates) == ("int8", "off", 0)
 
 
 def test_an_fp32_model_gets_no_int8_choice(models, tmp_path):
