@@ -557,7 +557,7 @@ def render(rows: list[dict[str, Any]], command: str) -> str:
             lines.append(
                 f"| {r['model']} | {f['samples']} | {pct(f['per_layer_within1'])} ({f['per_layer_max']}) | "
                 f"{f['per_layer_real']} of {f['per_layer_elements']:,} | "
-                f"{f['edgekit_per_layer_vs_f64_differ']} / {f['ort_f32_per_layer_vs_f64_differ']} | "
+                f"{f['edgekit_per_layer_vs_f64_differ']:,} / {f['ort_f32_per_layer_vs_f64_differ']:,} | "
                 f"{pct(r['lsb_within1'])} ({r['lsb_max']:g}) | {pct(f['output_f64_within1'])} ({f['output_f64_max']:g}) | "
                 f"{pct(f['ort_output_f64_within1'])} ({f['ort_output_f64_max']:g}) |"
             )
