@@ -373,7 +373,7 @@ def test_cli_option_and_json_shape(models, tmp_path, capsys):
 
 
 def test_a_model_with_only_quantize_dequantize_is_not_timed():
-    f, u8 = TensorProto.FLOAT, TensorProto.UINT8
+    f = TensorProto.FLOAT
     graph = helper.make_graph(
         [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], name="q"),
          helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"], name="dq")],
