@@ -25,7 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "board's top (the NPU of its profile, block-RAM memory, UART bridge; rtl/boards/) and write the bitstream, a "
         "JSON report (LUT/FF/DSP/BRAM, Fmax, seconds) and, with MODEL, the compiled package, the program and weights "
         "images for the UART loader and the latency predicted at the board's clock and at the achieved Fmax. The "
-        "bitstream depends on the board only: synthesize once (about a quarter hour for 8x8 on two cores), then use "
+        "bitstream depends on the board only: synthesize once (57 minutes for 8x8 on two busy cores), then use "
         "--no-bitstream per model.",
         epilog="examples:\n  edgekit synth --board ulx3s-85f -o ulx3s/\n"
         "  edgekit synth model_int8.onnx --board ulx3s-85f -o ulx3s/ --no-bitstream\n"

@@ -182,7 +182,7 @@ def synthesize_board(board: "Board", out_dir: Path, *, place: bool = True, progr
     Args:
         board: A profile with ``[npu]`` and ``[fpga]`` sections (e.g. ulx3s-85f).
         out_dir: Where the copied RTL, netlist, logs and bitstream go.
-        place: ``False`` stops after Yosys (cell counts only: minutes instead of a quarter hour).
+        place: ``False`` stops after Yosys (cell counts only: minutes instead of up to an hour).
         progress: Called as ``progress(stage, message)`` before each of :data:`STAGES`.
 
     Raises:

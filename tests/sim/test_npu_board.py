@@ -3,7 +3,7 @@
 The Verilator tests drive the board top only through its serial line, bit
 by bit (4 clocks per bit), as a host drives the real board. The first run
 builds the ulx3s-85f model (about 30 s on two cores, cached under
-~/.cache/edgekit). The full FPGA flow (a quarter hour) runs only with
+~/.cache/edgekit). The full FPGA flow (up to an hour) runs only with
 EDGEKIT_FPGA_FLOW=1; the real board only with --hil --port.
 """
 
@@ -266,7 +266,7 @@ def test_compile_refuses_a_model_larger_than_the_boards_memory(tmp_path):
         compile_model(str(tmp_path / "q.onnx"), "ulx3s-tiny", tmp_path / "q.ekpkg", board_dirs=[str(boards)])
 
 
-@pytest.mark.skipif(not os.environ.get("EDGEKIT_FPGA_FLOW"), reason="the full FPGA flow takes a quarter hour: set EDGEKIT_FPGA_FLOW=1")
+@pytest.mark.skipif(not os.environ.get("EDGEKIT_FPGA_FLOW"), reason="the full FPGA flow takes up to an hour: set EDGEKIT_FPGA_FLOW=1")
 def test_full_flow_writes_a_bitstream_that_meets_the_board_clock(tmp_path):
     from edgekit.compiler.fpga_board import build_fpga_board
     from edgekit.npu.rtl_synth import yowasp_missing
