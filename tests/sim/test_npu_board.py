@@ -58,6 +58,23 @@ def test_board_profile_describes_the_fpga_and_fits_its_block_ram():
     assert bram < 208
 
 
+def test_fpga_sections_are_validated_with_the_file_and_key():
+    from edgekit.core.errors import ConfigError
+    from edgekit.core.profiles import parse_board
+
+    base = {"name": "b", "target": "ecp5-npu"}
+    fpga = {"family": "ecp5", "device": "85k", "package": "CABGA381", "speed": 6, "top": "ulx3s_top", "constraints": "x.lpf"}
+    npu = {"rows": 4, "cols": 4, "clock_hz": 25_000_000, "input_buffer": 4096, "weight_buffer": 4096, "acc_buffer": 4096,
+           "dma_bytes_per_cycle": 8.0}  # fmt: skip
+    assert parse_board({**base, "npu": npu, "fpga": fpga}, "b.toml").fpga.top == "ulx3s_top"
+    with pytest.raises(ConfigError, match="needs an \\[npu\\] section"):
+        parse_board({**base, "fpga": fpga}, "b.toml")
+    with pytest.raises(ConfigError, match="b.toml: key 'fpga.family'"):
+        parse_board({**base, "npu": npu, "fpga": {**fpga, "family": "ice40"}}, "b.toml")
+    with pytest.raises(ConfigError, match="unknown key 'fpga.pll'"):
+        parse_board({**base, "npu": npu, "fpga": {**fpga, "pll": 1}}, "b.toml")
+
+
 @pytest.fixture(scope="module")
 def link():
     from edgekit.npu.rtl_board import RtlBoardLink
