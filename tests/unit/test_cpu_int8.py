@@ -204,26 +204,25 @@ def test_float_requantization_is_chosen_by_the_target():
     assert not cpu_requant.uses_float_requant(tvm.target.Target(a72))
 
 
-@pytest.mark.parametrize("mcpu", ["skylake-avx512", "icelake-server"])
-def test_int8_depthwise_takes_two_taps_per_16_bit_dot_product(int8_model, mcpu):
-    # AVX-512: vpmaddwd on int16 pairs (x[p][c], x[p + 1][c]); LLVM may fold the
-    # add of the accumulator into vpdpwssd where the target has VNNI.
+@pytest.mark.parametrize(
+    "mcpu, kernel, instructions, forbidden",
+    [
+        # AVX-512: vpmaddwd on int16 pairs (x[p][c], x[p + 1][c]); LLVM may fold
+        # the add of the accumulator into vpdpwssd where the target has VNNI.
+        ("skylake-avx512", "depthwise_conv2d_dw", {"vpmaddwd", "vpdpwssd"}, {"vpmulld", "vpmullw"}),
+        ("icelake-server", "depthwise_conv2d_dw", {"vpmaddwd", "vpdpwssd"}, {"vpmulld", "vpmullw"}),
+        # AVX2: products in int16 (vpmullw), only the sum widened.
+        ("haswell", "depthwise_conv2d_i16", {"vpmullw"}, {"vpmulld"}),
+        ("alderlake", "depthwise_conv2d_i16", {"vpmullw"}, {"vpmulld"}),
+    ],
+)
+def test_int8_depthwise_multiplies_in_16_bits(int8_model, mcpu, kernel, instructions, forbidden):
     kernels = _kernels_asm(int8_model, tvm.target.Target({"kind": "llvm", "mcpu": mcpu}))
-    depthwise = [a for n, a in kernels.items() if "depthwise_conv2d_dw" in n]
+    depthwise = [a for n, a in kernels.items() if kernel in n]
     assert len(depthwise) == 2, sorted(kernels)
     for asm in depthwise:
         ops = _mnemonics(asm)
-        assert ops & {"vpmaddwd", "vpdpwssd"} and not ops & {"vpmulld", "vpmullw"}, sorted(ops)
-
-
-@pytest.mark.parametrize("mcpu", ["haswell", "alderlake"])
-def test_int8_depthwise_multiplies_in_16_bits_on_avx2(int8_model, mcpu):
-    kernels = _kernels_asm(int8_model, tvm.target.Target({"kind": "llvm", "mcpu": mcpu}))
-    depthwise = [a for n, a in kernels.items() if "depthwise_conv2d_i16" in n]
-    assert len(depthwise) == 2, sorted(kernels)
-    for asm in depthwise:
-        ops = _mnemonics(asm)
-        assert "vpmullw" in ops and "vpmulld" not in ops, sorted(ops)
+        assert ops & instructions and not ops & forbidden, sorted(ops)
 
 
 def test_avx512_takes_half_vectors_only_where_they_take_no_more_instructions():
