@@ -486,9 +486,15 @@ def _decide(choice: Int8Choice, ops: Mapping[str, str], names: Sequence[str]) ->
         choice.decision, choice.reason = "mixed", f"{len(fp32_names)} layer(s) in fp32: {times}"
         return
     choice.decision, choice.reason = "int8", times
-    for c in choice.fp32_layers:
-        c.kept = "int8"
-        c.reason += ", but the mixed build measured slower than all-int8" if "mixed" in t else ", but the mixed build failed"
+    fp32_layers = choice.fp32_layers
+    if "mixed" in t:
+        why = "the mixed build measured slower than all-int8"
+    elif len(fp32_layers) == len(names) and "fp32" in t:
+        why = "the fp32 build measured slower than all-int8"
+    else:
+        why = "no mixed build was measured"
+    for c in fp32_layers:
+        c.kept, c.reason = "int8", f"{c.reason}, but {why}"
 
 
 def choose(
@@ -563,21 +569,32 @@ def _choose_measured(prepared: "PreparedModel", model: onnx.ModelProto, names: l
     choice.not_timed += failed
     _time_layers(choice, probes, cost, options.int8_choice_budget_s, progress)
 
-    graphs: dict[str, onnx.ModelProto] = {"int8": prepared.model}
-    fp32_names = [c.node for c in choice.fp32_layers]
-    if fp32_names and len(fp32_names) < len(names):
-        graphs["mixed"] = float_layers(model, fp32_names)
-    graphs["fp32"] = float_model(model)
-    labels = {"mixed": f"mixed build ({len(fp32_names)} layers fp32)", "fp32": "fp32 build of the same graph"}
+    graphs: dict[str, onnx.ModelProto] = {"int8": prepared.model, "fp32": float_model(model)}
     builds: dict[str, BuildResult] = {"int8": int8_build}
-    for name in ("mixed", "fp32"):
-        if name in graphs and (result := variant(labels[name], graphs[name])) is not None:
-            builds[name] = result
+    if (result := variant("fp32 build of the same graph", graphs["fp32"])) is not None:
+        builds["fp32"] = result
     progress("int8-choice", f"timing the {' / '.join(builds)} builds side by side")
-    choice.model_ms = cost.model_times(builds, prepared) if len(builds) > 1 else {}
+    t = cost.model_times(builds, prepared) if len(builds) > 1 else {}
+    notes: list[str] = []
+    fp32_layers = choice.fp32_layers
+    if fp32_layers and len(fp32_layers) < len(names):
+        gain = sum((c.int8_ms or 0.0) - (c.fp32_ms or 0.0) for c in fp32_layers)
+        if "int8" in t and gain < LAYER_MARGIN * t["int8"]:
+            # Within the whole model's noise even if the gains added up: not worth a build.
+            notes.append(f"no mixed build: the {len(fp32_layers)} layer(s) faster in fp32 alone save {gain:.4f} ms, "
+                         f"under {LAYER_MARGIN:.0%} of the int8 build's {t['int8']:.3f} ms")  # fmt: skip
+            for c in fp32_layers:
+                c.kept, c.reason = "int8", c.reason + ", but too little in all for a mixed build"
+        else:
+            graphs["mixed"] = float_layers(model, [c.node for c in fp32_layers])
+            if (result := variant(f"mixed build ({len(fp32_layers)} layers fp32)", graphs["mixed"])) is not None:
+                builds["mixed"] = result
+                progress("int8-choice", f"timing the {' / '.join(builds)} builds side by side")
+                t = cost.model_times(builds, prepared)
+    choice.model_ms = t
     _decide(choice, ops, names)
-    if failures:
-        choice.reason += "; " + "; ".join(failures)
+    if notes or failures:
+        choice.reason += "; " + "; ".join(notes + failures)
     choice.extra_seconds = time.perf_counter() - started  # beyond the int8 build itself
     if choice.decision == "int8":
         return prepared, int8_build, choice

@@ -266,6 +266,19 @@ def test_int8_stays_when_it_is_fastest_and_a_slower_mixed_build_is_not_taken(mod
     assert cost.asked[0] in ("conv2", "fc")
 
 
+def test_no_mixed_build_when_the_layers_gains_are_within_the_models_noise(models):
+    prepared = load_model(str(models["int8"]))
+    built = []
+    cost = FakeCost({"dw3": (0.02, 0.01)}, {"int8": 1.0, "fp32": 2.0})  # saves 1 % of the model
+    host = load_profiles().board("host")
+    _, _, choice = choose(prepared, host, load_profiles().target_of(host), CompileOptions(),
+                          lambda p, prog: built.append(p) or BuildResult({}, "test"), lambda s, m: None,
+                          cost=cost)  # fmt: skip
+    assert len(built) == 2  # int8 and fp32 only
+    assert choice.decision == "int8" and not choice.fp32_layers
+    assert "no mixed build" in choice.reason
+
+
 def test_a_difference_inside_the_noise_margin_keeps_int8(models):
     prepared = load_model(str(models["int8"]))
     near = 1.0 - LAYER_MARGIN / 2
