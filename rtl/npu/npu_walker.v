@@ -82,7 +82,10 @@ module npu_walker #(
             a_row <= dram_addr;
             a_elem <= dram_addr;
             a_ent <= dram_addr;
-            walking <= chunk != 0 && yp_in != 0 && xp_in != 0;
+            // A sum of sizes is zero only when each is: ORs, no carry chain
+            // on this path from the instruction queue's head.
+            walking <= chunk != 0 && (y_size != 0 || (PAD && (pad_top != 0 || pad_bottom != 0)))
+                                  && (x_size != 0 || (PAD && (pad_left != 0 || pad_right != 0)));
         end else if (step && walking) begin
             if (!last_beat) begin
                 beat <= beat + 1'b1;
