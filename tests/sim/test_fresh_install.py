@@ -138,6 +138,11 @@ def test_readme_commands_after_plain_pip_install(fresh_env: dict) -> None:
     edgekit("compile", model, "--board", "host", "-o", "tuned.ekpkg", "--tune", "2")
     assert "complete -o filenames" in edgekit("completion", "bash")
     edgekit("doctor")
+    # The FPGA flow is an extra: a plain install refuses it, naming the extra.
+    synth = subprocess.run([str(bindir / "edgekit"), "synth", "--board", "ulx3s-85f", "-o", "fpga"], env=env, cwd=work,
+                           capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert synth.returncode == 2 and "edgekit[fpga]" in synth.stderr, (synth.returncode, synth.stderr[-2000:])
+    ran.add("synth")
 
     missing = _readme_commands() - ran
     assert not missing, f"README shows `edgekit {sorted(missing)}`, which this test does not run"
