@@ -24,24 +24,33 @@ from test_npu_rtl import PYNQ, _load_layer  # noqa: E402
 from test_npu_sim import LAYERS, conv  # noqa: E402
 
 pytestmark = pytest.mark.skipif(bool(verilator_missing()), reason=f"NPU AXI co-simulation: {verilator_missing()}")
-AXI_BYTES = 8
 REG_ID, REG_GEOMETRY, REG_STATUS, REG_PROG_LO, REG_INSN_COUNT, REG_WRAP_STATUS, REG_IMEM_DEPTH = 0x00, 0x04, 0x0C, 0x10, 0x18, 0x80, 0x84
 
 
-def build_axi_model(cfg: RtlConfig) -> Path:
-    """The verilated npu_axi with ``cfg`` and the AXI slave model: the C API of harness.cpp."""
+def build_axi_model(cfg: RtlConfig, axi_bytes: int = 8) -> Path:
+    """The verilated npu_axi with ``cfg`` on an ``axi_bytes`` bus and the AXI slave model: the C API of harness.cpp."""
     return verilate("npu_axi", [rtl_dir() / "npu_axi.v", *rtl_sources()], rtl_dir() / "axi_harness.cpp",
-                    cfg.parameters() | {"AXI_BYTES": AXI_BYTES}, label=f"axi-{cfg.rows}x{cfg.cols}",
-                    cflags=f"-DNPU_AXI_BYTES={AXI_BYTES}", what="the NPU AXI model", lib_name="libnpu_axi.so")  # fmt: skip
+                    cfg.parameters() | {"AXI_BYTES": axi_bytes}, label=f"axi{axi_bytes * 8}-{cfg.rows}x{cfg.cols}",
+                    cflags=f"-DNPU_AXI_BYTES={axi_bytes}", what="the NPU AXI model", lib_name="libnpu_axi.so")  # fmt: skip
+
+
+def _use_axi(monkeypatch, axi_bytes: int):
+    """edgekit.npu.rtl_device on the AXI-wrapped NPU instead of the bare npu_top."""
+    from edgekit.npu import rtl_device
+
+    monkeypatch.setattr(rtl_device, "build_model", lambda cfg: build_axi_model(cfg, axi_bytes))
+    return rtl_device
 
 
 @pytest.fixture
 def axi(monkeypatch):
-    """edgekit.npu.rtl_device on the AXI-wrapped NPU instead of the bare npu_top."""
-    from edgekit.npu import rtl_device
+    return _use_axi(monkeypatch, 8)
 
-    monkeypatch.setattr(rtl_device, "build_model", build_axi_model)
-    return rtl_device
+
+@pytest.fixture(params=[8, 32], ids=["64bit", "256bit"])
+def axi_any(monkeypatch, request):
+    """The 64-bit bus of the Zynq-7000 HP ports and a 256-bit one (one bus word per instruction)."""
+    return _use_axi(monkeypatch, request.param)
 
 
 def test_registers_over_axi_lite(axi):
@@ -84,7 +93,7 @@ def test_layer_through_axi_is_bit_exact(layer, latency, axi):
 
 @pytest.mark.parametrize("where", ["by-3", "output-over-4k"])
 @pytest.mark.parametrize("layer", LAYERS[:2], ids=lambda layer: layer.name)
-def test_unaligned_dma_through_axi_is_bit_exact(layer, where, axi):
+def test_unaligned_dma_through_axi_is_bit_exact(layer, where, axi_any):
     """The layer's data moved up by 8k+3 bytes: every DMA beat straddles two bus words, some a 4 KiB page boundary."""
     import dataclasses
 
@@ -97,7 +106,7 @@ def test_unaligned_dma_through_axi_is_bit_exact(layer, where, axi):
     insns = [dataclasses.replace(i, dram_addr=i.dram_addr + shift) if isinstance(i, (Load, Store)) else i for i in prog.layers[0].insns]
     new_prog = -(-(prog_addr + shift) // 64) * 64
     moved = bytes(shift) + dram[:prog_addr] + bytes(new_prog - prog_addr - shift) + encode_program(insns)
-    rtl = axi.RtlNpu(PYNQ, len(moved), mem_latency=5)
+    rtl = axi_any.RtlNpu(PYNQ, len(moved), mem_latency=5)
     rtl.write(0, moved)
     rtl.run(new_prog, len(insns))
     np.testing.assert_array_equal(out.unpack(rtl.read(out.addr + shift, out.nbytes))[0], run_layer(layer, xs))
