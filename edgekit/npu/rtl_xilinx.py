@@ -21,8 +21,9 @@ get two things:
 The top is ``npu_scan_top`` (the NPU's ports behind a scan chain, as in the
 ECP5 measurements): it measures the accelerator on the part and gives a
 bitstream only for that purpose. A PYNQ overlay needs the Zynq processing
-system's block design with AXI-Lite/AXI master wrappers around ``npu_top``,
-which are not built.
+system's block design around ``npu_axi`` (``rtl/npu/npu_axi.v``: the
+AXI4-Lite registers and the AXI4 master, co-simulated in
+tests/sim/test_npu_axi.py); that block design is not built.
 """
 
 from __future__ import annotations
@@ -122,8 +123,8 @@ def vivado_tcl(cfg: RtlConfig, part: XilinxPart, *, clock_hz: float, board: str 
 # Not run by edgekit's tests (no Vivado there): check the reports.
 # NPU configuration: {", ".join(f"{k}={v}" for k, v in params.items())}; clock {clock_hz / 1e6:g} MHz.
 # Top: {_TOP} (NPU ports behind a scan chain, pins unassigned): it measures the
-# accelerator on this part; a PYNQ overlay needs the Zynq PS block design and
-# AXI wrappers around npu_top instead.
+# accelerator on this part; a PYNQ overlay needs the Zynq PS block design
+# around npu_axi (rtl/npu/npu_axi.v) instead.
 set part {part.name}
 set top {_TOP}
 set out [file normalize out]
