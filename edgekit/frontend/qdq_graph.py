@@ -12,10 +12,16 @@ its target (issue #14, item 4), and collects the shared helpers that
 * a quantized weight or bias (``DequantizeLinear`` of an initializer) becomes
   its dequantized float32 initializer;
 * an activation that another float node computes (or a model input) is read
-  directly, through a ``Clip`` to the range its ``QuantizeLinear`` can
-  represent: the rounding to the int8 grid is dropped inside a float region,
-  the saturation (and so a Relu the quantizer folded into the zero point) is
-  kept;
+  directly: inside a float region the quantization (rounding and the
+  calibrated saturation) is dropped, as the fp32 model has neither. Only an
+  activation the quantizer folded into the zero point comes back: a range
+  whose lower bound is exactly 0 (zero point at the type's minimum, what
+  onnxruntime's quantizer writes when it removes a ``Relu`` or ``Clip(0, b)``)
+  is read through ``Clip(0, hi)`` -- one op where the fp32 model had one,
+  keeping ReLU6's upper bound -- unless its input is already known to be
+  non-negative (a Relu, a sigmoid, a pool of such). A folded clip with a
+  negative lower bound (hard-tanh) cannot be told from no activation and is
+  not restored;
 * an activation an int8 layer computes is dequantized with explicit
   arithmetic (``Cast``, ``Sub``, ``Mul``: what ``DequantizeLinear`` computes),
   so the compiler's integer patterns, which start at a ``DequantizeLinear``,
@@ -26,7 +32,9 @@ its target (issue #14, item 4), and collects the shared helpers that
 
 Data-movement nodes (Reshape, MaxPool, ...) whose input is computed in float
 join the float region, so an all-float choice (:func:`float_model`) is the
-fp32 model of the same graph: no quantization left but the saturation.
+fp32 model of the same graph with no more ops than the float model the
+quantizer started from (its range clamps cost the fp32 build of PP-OCR cls
+7 %; issue #14).
 """
 
 from __future__ import annotations
@@ -68,6 +76,12 @@ PASS_THROUGH_OPS = frozenset(
 _ACTIVATIONS = frozenset({"Relu", "Clip", "LeakyRelu"})
 
 _INT_RANGES = {TensorProto.INT8: (-128, 127), TensorProto.UINT8: (0, 255)}
+
+#: Ops whose output is never negative, and ops whose output is non-negative
+#: when every activation input is (what :class:`_FloatRewriter` tracks to drop
+#: a restored ``Clip(0, hi)`` that cannot change anything).
+_NON_NEGATIVE_OPS = frozenset({"Relu", "Sigmoid", "HardSigmoid", "Softmax", "Exp", "Abs"})
+_SIGN_PRESERVING_OPS = PASS_THROUGH_OPS | {"AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Mul", "Add"}
 
 
 def producers(model: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
@@ -199,6 +213,7 @@ class _FloatRewriter:
         self.made: dict[str, str] = {}  # DQ output -> its float replacement
         self.pending: list[onnx.NodeProto] = []
         self.float_tensors: set[str] = {i.name for i in self.graph.input if i.name not in self.inits}
+        self.non_negative: set[str] = set()  # float tensors known to be >= 0
 
     def const(self, name: str, value: np.floating) -> onnx.NodeProto:
         """A scalar as a ``Constant`` node, not an initializer: compilers that
@@ -241,7 +256,7 @@ class _FloatRewriter:
             if key in self.made:
                 new = self.made[key]
             elif q is not None and q.op_type == "QuantizeLinear" and q.input[0] in self.float_tensors:
-                new = self._clip(q, f"{name}__ek_fp32") or name
+                new = self._clip(q, f"{name}__ek_fp32")
             else:
                 new = self._explicit_dequantize(dq, f"{name}__ek_fp32")
             if new != name:
@@ -249,12 +264,36 @@ class _FloatRewriter:
         self.made[name] = new
         return new
 
-    def _clip(self, q: onnx.NodeProto, out: str) -> str | None:
+    def note_signs(self, node: onnx.NodeProto) -> None:
+        """Records ``node``'s outputs as non-negative when they provably are."""
+        acts = [i for i in node.input if i and i not in self.inits]
+        consts = [numpy_helper.to_array(self.inits[i]) for i in node.input if i in self.inits]
+        if node.op_type in _NON_NEGATIVE_OPS or (
+            node.op_type in _SIGN_PRESERVING_OPS and acts and all(i in self.non_negative for i in acts)
+            and (node.op_type not in ("Mul", "Add") or all(np.all(c >= 0) for c in consts))
+        ):
+            self.non_negative.update(node.output)
+
+    def float_edge(self, q: onnx.NodeProto) -> tuple[float, float] | None:
+        """The ``Clip`` bounds a float consumer reads ``q``'s float input through; None: read it as it is.
+
+        A lower bound of exactly 0 is an activation the quantizer folded into
+        the zero point; any other range is calibration (module docstring). A
+        model input's range is calibration whatever its bounds (no activation
+        can have been folded into it).
+        """
         bounds = _clip_range(q, self.inits)
-        if bounds is None:
+        if bounds is None or bounds[0] != 0.0 or q.input[0] in self.non_negative or q.input[0] not in self.prod:
             return None
+        return bounds
+
+    def _clip(self, q: onnx.NodeProto, out: str) -> str:
+        bounds = self.float_edge(q)
+        if bounds is None:
+            return q.input[0]
         lo, hi = self.const(f"{out}__lo", np.float32(bounds[0])), self.const(f"{out}__hi", np.float32(bounds[1]))
         self.pending += [lo, hi, helper.make_node("Clip", [q.input[0], lo.output[0], hi.output[0]], [out], name=out)]
+        self.non_negative.add(out)
         return out
 
     def _explicit_dequantize(self, dq: onnx.NodeProto, out: str) -> str:
@@ -301,20 +340,25 @@ def float_layers(model: onnx.ModelProto, layers: Iterable[str]) -> onnx.ModelPro
             nodes += rw.pending
             rw.pending = []
             rw.float_tensors.update(node.output)
+            rw.note_signs(node)
         elif all(i in rw.float_tensors for i in acts):
             rw.float_tensors.update(node.output)  # float compute between float layers (Relu, Softmax, ...)
+            rw.note_signs(node)
         nodes.append(node)
     # A model output dequantized from a float-computed tensor: the float value.
     outputs = {o.name for o in graph.output}
     final: list[onnx.NodeProto] = []
     for node in nodes:
         q = rw.prod.get(node.input[0]) if node.op_type == "DequantizeLinear" and node.output[0] in outputs else None
-        bounds = _clip_range(q, rw.inits) if q is not None and q.op_type == "QuantizeLinear" else None
-        if bounds is not None and q is not None and q.input[0] in rw.float_tensors:
-            lo = rw.const(f"{node.output[0]}__ek_lo", np.float32(bounds[0]))
-            hi = rw.const(f"{node.output[0]}__ek_hi", np.float32(bounds[1]))
-            node = helper.make_node("Clip", [q.input[0], lo.output[0], hi.output[0]], [node.output[0]], name=node.name)
-            final += [lo, hi]
+        if q is not None and q.op_type == "QuantizeLinear" and q.input[0] in rw.float_tensors and _clip_range(q, rw.inits):
+            bounds = rw.float_edge(q)
+            if bounds is None:  # the float value as it is (an Identity keeps the output's name; no kernel)
+                node = helper.make_node("Identity", [q.input[0]], [node.output[0]], name=node.name)
+            else:
+                lo = rw.const(f"{node.output[0]}__ek_lo", np.float32(bounds[0]))
+                hi = rw.const(f"{node.output[0]}__ek_hi", np.float32(bounds[1]))
+                node = helper.make_node("Clip", [q.input[0], lo.output[0], hi.output[0]], [node.output[0]], name=node.name)
+                final += [lo, hi]
         final.append(node)
     del graph.node[:]
     graph.node.extend(final)
