@@ -42,7 +42,7 @@ from quantization import CASES, cpu_description  # noqa: E402
 from edgekit.compiler.backend import CompileOptions  # noqa: E402
 from edgekit.compiler.driver import compile_model  # noqa: E402
 from edgekit.compiler.int8_choice import interleaved_times, vm_of_members  # noqa: E402
-from edgekit.compiler.package import open_package  # noqa: E402
+from edgekit.package import open_package  # noqa: E402
 from edgekit.compress import QuantConfig, quantize  # noqa: E402
 
 logger = logging.getLogger("benchmarks.int8_choice")

@@ -128,7 +128,7 @@ def _package_outputs(src: str, board_name: str, feeds: dict[str, np.ndarray], si
     import tempfile
 
     from edgekit.compiler.driver import compile_model
-    from edgekit.compiler.package import open_package
+    from edgekit.package import open_package
     from edgekit.runtime.runner import open_runner
 
     with tempfile.TemporaryDirectory() as tmp:

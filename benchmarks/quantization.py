@@ -67,7 +67,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from edgekit.compiler.driver import compile_model  # noqa: E402
-from edgekit.compiler.package import open_package  # noqa: E402
+from edgekit.package import open_package  # noqa: E402
 from edgekit.compress import QuantConfig, quantize  # noqa: E402
 from edgekit.compress.quality import ErrorStats, is_class_output  # noqa: E402
 from edgekit.frontend.loader import load_model  # noqa: E402

@@ -306,7 +306,7 @@ def exact_math() -> Iterator[None]:
 
 def measure(case: Model, samples: int, seed: int, with_exact: bool, f64_samples: int, work: Path) -> Row:
     from edgekit.compiler.driver import compile_model
-    from edgekit.compiler.package import open_package
+    from edgekit.package import open_package
 
     row = Row(case.name, case.data_note)
     started = time.perf_counter()

@@ -29,7 +29,7 @@ import onnxruntime as ort
 
 from edgekit.compiler.backend import CompileOptions
 from edgekit.compiler.driver import compile_model
-from edgekit.compiler.package import open_package
+from edgekit.package import open_package
 from edgekit.compress import QuantConfig, quantize
 from edgekit.compress.prune import PruneConfig, prune_unstructured
 from edgekit.core.profiles import get_board

@@ -104,7 +104,7 @@ class BoardHarness:
             inputs: One array per model input, shaped as the model expects.
             input_shapes: Static shapes for inputs with dynamic dimensions.
         """
-        from edgekit.compiler.package import open_package
+        from edgekit.package import open_package
         from edgekit.runtime.runner import open_runner, resolve_board
 
         pkg_path = Path(model) if str(model).endswith(".ekpkg") else self.compile(model, input_shapes)

@@ -125,7 +125,7 @@ def run_case(seed: int, board: str, workdir: Path) -> dict[str, Any]:
     """Compiles and runs graph ``seed`` on ``board``; the outcome and details."""
     from edgekit.compiler.backend import CompileOptions
     from edgekit.compiler.driver import compile_model
-    from edgekit.compiler.package import open_package
+    from edgekit.package import open_package
     from edgekit.core.errors import EdgekitError
     from edgekit.core.profiles import load_profiles
     from edgekit.runtime.agreement import accumulation_length

@@ -30,10 +30,10 @@ if __name__ == "__main__" and "--hypothesis" not in sys.argv:
 
     # Coverage feedback for edgekit's code only (instrumenting numpy & co. takes minutes).
     with atheris.instrument_imports(include=["edgekit", "zipfile", "json"]):
-        from edgekit.compiler.package import MANIFEST_NAME, open_package
+        from edgekit.package import MANIFEST_NAME, open_package
         from edgekit.core.errors import PackageError
 else:
-    from edgekit.compiler.package import MANIFEST_NAME, open_package
+    from edgekit.package import MANIFEST_NAME, open_package
     from edgekit.core.errors import PackageError
 
 __all__ = ["test_one_input"]

@@ -45,7 +45,7 @@ def bench_over_tracker(args: argparse.Namespace, bench_kwargs: Mapping[str, Any]
     kwargs = {k: v for k, v in bench_kwargs.items() if k not in ("port", "sim") and v is not None}
     key = args.key or args.board
     if not key:
-        from edgekit.compiler.package import open_package
+        from edgekit.package import open_package
 
         key = open_package(args.package, allow_other_board=True).board
     return bench_remote(args.package, tracker=tracker, key=key, wait_s=args.wait, **kwargs)

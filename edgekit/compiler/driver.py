@@ -20,7 +20,7 @@ from typing import Any, Iterable, Mapping
 import onnx
 
 from edgekit.compiler.backend import CompileOptions, ProgressFn, get_backend, no_progress, refuse_weight_storage
-from edgekit.compiler.package import FORMAT_VERSION, write_package
+from edgekit.package import FORMAT_VERSION, write_package
 from edgekit.core.errors import CompileError, DoesNotFitError, InputError, PackageError
 from edgekit.core.profiles import load_profiles
 from edgekit.frontend.loader import PreparedModel, load_model

@@ -42,7 +42,7 @@ RESOURCE_KINDS = {"LUT4": ("TRELLIS_COMB", "LUT4"), "FF": ("TRELLIS_FF", "TRELLI
 
 def write_load_images(package_path: Path, out_dir: Path) -> dict[str, Any]:
     """Writes ``weights.bin``, ``program.bin`` and ``load.json`` from a compiled NPU package; returns ``load.json``'s content."""
-    from edgekit.compiler.package import open_package
+    from edgekit.package import open_package
     from edgekit.npu.build import PLAN_MEMBER, PROGRAM_MEMBER, WEIGHTS_MEMBER
 
     package = open_package(package_path)
@@ -77,7 +77,7 @@ def _resources(report: Any) -> dict[str, dict[str, int]]:
 
 def _predicted_cycles(package_path: Path, board: "Board") -> tuple[int, list[dict[str, Any]]]:
     """Accelerator cycles of one inference on the cycle model (zero inputs: the count does not depend on values)."""
-    from edgekit.compiler.package import open_package
+    from edgekit.package import open_package
     from edgekit.npu.build import open_simulated
 
     assert board.npu is not None

@@ -783,7 +783,7 @@ def _interleave(keys: Sequence[str], paths: Mapping[str, Path], measured: dict[s
                 board: str, board_dirs: Iterable[Any], rounds: int, runs: int, tick: _Ticker) -> None:  # fmt: skip
     """Times all packages in interleaved rounds, rotating the order each
     round so no model always runs first (caches, frequency ramps)."""
-    from edgekit.compiler.package import open_package
+    from edgekit.package import open_package
     from edgekit.runtime.data import random_inputs
     from edgekit.runtime.runner import open_runner, resolve_board
 

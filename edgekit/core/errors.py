@@ -18,6 +18,7 @@ __all__ = [
     "DoesNotFitError",
     "PackageError",
     "PackageIntegrityError",
+    "ManifestError",
     "QuantizationError",
     "DeviceError",
     "TransportError",
@@ -87,6 +88,10 @@ class PackageError(EdgekitError):
 
 class PackageIntegrityError(PackageError):
     """A package member does not match the SHA-256 in its manifest."""
+
+
+class ManifestError(PackageError):
+    """A package's ``manifest.json`` is malformed (the ``key`` field names the bad key)."""
 
 
 class QuantizationError(EdgekitError):

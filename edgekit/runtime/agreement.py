@@ -18,7 +18,7 @@ import math
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from edgekit.compiler.package import Package
+    from edgekit.package import Package
 
 __all__ = ["AGREE_TOLERANCE", "UNIT_ROUNDOFF", "accumulation_length", "agree_tolerance"]
 

@@ -28,7 +28,7 @@ from edgekit.runtime import protocol as P
 from edgekit.runtime.device import DEFAULT_RETRY, RetryPolicy
 
 if TYPE_CHECKING:
-    from edgekit.compiler.package import Package
+    from edgekit.package import Package
     from edgekit.core.profiles import Board
 
 __all__ = ["WorkEstimate", "estimate_work", "retry_for", "CYCLES_PER_MAC_BOUND", "SIM_MIN_IPS"]

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
 
 import numpy as np
 
-from edgekit.compiler.package import Package
+from edgekit.package import Package
 from edgekit.core.errors import ChecksumError, ConfigError, DeviceError, DeviceTimeoutError, PackageError
 from edgekit.core.tensors import TensorSpec, check_inputs
 from edgekit.runtime.runner import Timing

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from edgekit.compiler.package import Package
+from edgekit.package import Package
 from edgekit.core.errors import ConfigError, DeviceError, PackageError
 from edgekit.core.profiles import Board
 from edgekit.core.tensors import TensorSpec, check_inputs

@@ -52,7 +52,7 @@ from edgekit.core.errors import ConfigError, DeviceError, DeviceTimeoutError, Pa
 from edgekit.runtime.runner import Timing
 
 if TYPE_CHECKING:
-    from edgekit.compiler.package import Package
+    from edgekit.package import Package
 
 __all__ = [
     "parse_tracker",
@@ -490,7 +490,7 @@ def bench_remote(
         TransportError, DeviceTimeoutError: tracker unreachable, no board in time.
         DeviceError: the run failed on the board.
     """
-    from edgekit.compiler.package import open_package
+    from edgekit.package import open_package
     from edgekit.runtime.data import random_inputs, split_samples
     from edgekit.runtime.linux_runner import RUNTIME as LINUX_RUNTIME, check_deployed, run_on_executor
     from edgekit.runtime.runner import compare_with_ort, resolve_board

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Protocol
 
 import numpy as np
 
-from edgekit.compiler.package import Package, open_package
+from edgekit.package import Package, open_package
 from edgekit.core.errors import ConfigError, PackageError
 from edgekit.core.registry import Registry
 from edgekit.runtime.agreement import AGREE_TOLERANCE, accumulation_length, agree_tolerance

@@ -106,7 +106,7 @@ def host_integer_outputs(model: onnx.ModelProto, feeds, extra: list[str], workdi
     import edgekit.compiler.cpu_requant as cpu_requant
     from edgekit.compiler.backend import CompileOptions
     from edgekit.compiler.driver import compile_model
-    from edgekit.compiler.package import open_package
+    from edgekit.package import open_package
     from edgekit.core.profiles import get_board
     from edgekit.runtime.runner import open_runner
 

@@ -23,7 +23,7 @@ from onnx import helper, numpy_helper
 from edgekit.compiler import backend
 from edgekit.compiler.backend import CompileOptions, get_backend
 from edgekit.compiler.driver import compile_model
-from edgekit.compiler.package import open_package
+from edgekit.package import open_package
 from edgekit.core.errors import CompileError, UnsupportedOpsError
 from edgekit.core.profiles import get_board
 from edgekit.core.tensors import TensorSpec

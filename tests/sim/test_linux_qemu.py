@@ -13,7 +13,7 @@ import pytest
 
 from edgekit.cli.main import main
 from edgekit.compiler.driver import compile_model
-from edgekit.compiler.package import open_package
+from edgekit.package import open_package
 from edgekit.core.errors import ConfigError, PackageError
 from edgekit.core.profiles import get_board
 from edgekit.examples import __file__ as _examples_init

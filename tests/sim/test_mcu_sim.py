@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgekit.compiler.package import open_package, write_package
+from edgekit.package import open_package, write_package
 from edgekit.core.errors import ConfigError, DeviceError, InputError
 from edgekit.core.profiles import get_board
 from edgekit.runtime.device import DeviceClient

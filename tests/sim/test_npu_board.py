@@ -154,7 +154,7 @@ def digits(tmp_path_factory):
 
 @needs_verilator
 def test_digits_through_the_board_top_is_bit_exact(digits):
-    from edgekit.compiler.package import open_package
+    from edgekit.package import open_package
     from edgekit.runtime.npu_runner import NpuRunner
 
     tmp, feeds = digits
@@ -205,7 +205,7 @@ def board_on_a_pty(link):
 
 @needs_verilator
 def test_run_through_a_serial_port_to_the_board(digits, board_on_a_pty):
-    from edgekit.compiler.package import open_package
+    from edgekit.package import open_package
     from edgekit.runtime.npu_runner import NpuRunner
 
     tmp, feeds = digits
@@ -226,7 +226,7 @@ def test_run_through_a_serial_port_to_the_board(digits, board_on_a_pty):
 
 def test_synth_writes_the_images_of_a_model(digits, tmp_path, capsys):
     from edgekit.cli.main import main
-    from edgekit.compiler.package import open_package
+    from edgekit.package import open_package
     from edgekit.npu.build import PLAN_MEMBER, PROGRAM_MEMBER, WEIGHTS_MEMBER
 
     tmp, _ = digits
@@ -302,7 +302,7 @@ def test_full_flow_writes_a_bitstream_that_meets_the_board_clock(tmp_path):
 @pytest.mark.hil
 def test_digits_on_a_real_ulx3s(digits, request):
     """Needs the bitstream of `edgekit synth --board ulx3s-85f` loaded (openFPGALoader -b ulx3s ulx3s_top.bit)."""
-    from edgekit.compiler.package import open_package
+    from edgekit.package import open_package
     from edgekit.runtime.npu_runner import NpuRunner
 
     tmp, feeds = digits

@@ -135,7 +135,7 @@ def digits_package(tmp_path_factory):
 def test_digits_on_the_rtl_matches_the_model_and_the_host_integer_compile(digits_package):
     from edgekit.compiler.backend import CompileOptions
     from edgekit.compiler.driver import compile_model
-    from edgekit.compiler.package import open_package
+    from edgekit.package import open_package
     from edgekit.runtime.npu_runner import NpuRunner
     from edgekit.runtime.runner import open_runner
 

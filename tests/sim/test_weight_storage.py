@@ -20,7 +20,7 @@ from edgekit.compiler.aot_host import run_on_host
 from edgekit.compiler.backend import CompileOptions
 from edgekit.compiler.driver import compile_model
 from edgekit.compiler.firmware import compile_c, find_toolchain, link_image
-from edgekit.compiler.package import open_package
+from edgekit.package import open_package
 from edgekit.compress import QuantConfig, quantize
 from edgekit.compress.prune import PruneConfig, prune_unstructured
 from edgekit.core.profiles import get_board

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from edgekit.compiler.package import MANIFEST_NAME, open_package, sha256_bytes
+from edgekit.package import MANIFEST_NAME, open_package, sha256_bytes
 from edgekit.core.errors import ChecksumError, PackageError, ProtocolError
 from edgekit.runtime import protocol as P
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from edgekit.compiler.driver import compile_model
-from edgekit.compiler.package import open_package
+from edgekit.package import open_package
 from edgekit.core.errors import CompileError, DeviceError
 from edgekit.examples import __file__ as _examples_init
 

@@ -18,8 +18,8 @@ from typing import Callable
 
 import pytest
 
-from edgekit.compiler import package as pkg
-from edgekit.compiler.package import MANIFEST_NAME, open_package, sha256_bytes, write_package
+import edgekit.package.archive as pkg
+from edgekit.package import MANIFEST_NAME, open_package, sha256_bytes, write_package
 from edgekit.core.errors import PackageError, PackageIntegrityError
 
 _writes: list[str] | None = None

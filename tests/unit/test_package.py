@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from edgekit.compiler import package as pkg
-from edgekit.compiler.package import MANIFEST_NAME, open_package, write_package
+import edgekit.package.archive as pkg
+from edgekit.package import MANIFEST_NAME, open_package, write_package
 from edgekit.core.errors import PackageError, PackageIntegrityError
 
 MEMBERS = {"lib/model.so": b"\x7fELF" + bytes(range(256)) * 4, "params.bin": b"weights" * 100, "model.onnx": b"onnx"}

@@ -14,7 +14,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import stat
 import tempfile
@@ -28,29 +27,28 @@ from typing import Any, Iterator, Mapping
 from edgekit.core.errors import PackageError, PackageIntegrityError
 from edgekit.core.files import temp_beside
 from edgekit.core.tensors import TensorSpec
+from edgekit.package.manifest import (
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    MAX_MANIFEST_BYTES,
+    FileEntry,
+    Manifest,
+    check_member_name,
+    sha256_bytes,
+)
 
 __all__ = [
-    "FORMAT_VERSION",
-    "MANIFEST_NAME",
     "PACKAGE_SUFFIX",
-    "MAX_MANIFEST_BYTES",
     "MAX_PACKAGE_BYTES",
+    "MAX_MEMBERS",
     "Package",
     "write_package",
     "open_package",
-    "sha256_bytes",
-    "check_member_name",
-    "MAX_MEMBERS",
 ]
 
 logger = logging.getLogger(__name__)
 
-#: Version of the layout described in docs/package-format.md.
-FORMAT_VERSION = 1
-MANIFEST_NAME = "manifest.json"
 PACKAGE_SUFFIX = ".ekpkg"
-#: A manifest is small JSON; anything larger is not one of ours.
-MAX_MANIFEST_BYTES = 16 * 2**20
 #: Uncompressed size of all members together. Large enough for a VGG-class
 #: model's weights, small enough that a zip bomb is refused before inflating.
 MAX_PACKAGE_BYTES = 8 * 2**30
@@ -59,7 +57,6 @@ MAX_PACKAGE_BYTES = 8 * 2**30
 MAX_MEMBERS = 4096
 #: Compression methods edgekit writes; anything else is not one of ours.
 _METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
-_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 #: Fixed part of a zip local file header.
 _LOCAL_HEADER = 30
 
@@ -67,41 +64,6 @@ _CHUNK = 1 << 20
 _COMPRESS_SAMPLE = 1 << 20
 #: Members whose sample deflates to more than this fraction are stored.
 _MIN_GAIN = 0.85
-_REQUIRED_KEYS = {"format_version": int, "board": str, "runtime": str, "files": dict}
-
-
-def sha256_bytes(data: bytes) -> str:
-    """Hex SHA-256 of ``data``."""
-    return hashlib.sha256(data).hexdigest()
-
-
-def check_member_name(name: str, *, where: str = "package") -> str:
-    """Returns ``name`` if it is a safe relative POSIX path inside an archive.
-
-    Raises:
-        PackageError: for an empty, absolute, drive-qualified, backslashed,
-            ``.``/``..``-containing or directory name.
-    """
-    problem = ""
-    if not isinstance(name, str) or not name:
-        problem = "is empty"
-    elif "\\" in name:
-        problem = "contains a backslash"
-    elif name.startswith("/") or (len(name) > 1 and name[1] == ":"):
-        problem = "is an absolute path"
-    elif name.endswith("/"):
-        problem = "is a directory entry"
-    elif any(part in ("", ".", "..") for part in name.split("/")):
-        problem = "contains an empty, '.' or '..' path component"
-    elif "\x00" in name:
-        problem = "contains a NUL character"
-    if problem:
-        raise PackageError(
-            f"{where}: member name {name!r} {problem}",
-            hint="Package members must be relative paths like 'lib/model.so'; do not use this package.",
-            member=name,
-        )
-    return name
 
 
 @dataclass
@@ -114,32 +76,32 @@ class Package:
 
     Attributes:
         path: The package file.
-        manifest: The parsed ``manifest.json``.
+        manifest: The validated ``manifest.json``.
     """
 
     path: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     _names: list[str] = field(default_factory=list, repr=False)
 
     @property
     def board(self) -> str:
         """Name of the board the package was built for."""
-        return str(self.manifest["board"])
+        return self.manifest.board
 
     @property
     def runtime(self) -> str:
         """Runtime that executes the package (``tvm-vm``, ``aot-c`` ...)."""
-        return str(self.manifest["runtime"])
+        return self.manifest.runtime
 
     @property
     def inputs(self) -> list[TensorSpec]:
         """The model's inputs."""
-        return [TensorSpec.from_json(s) for s in self.manifest.get("inputs", [])]
+        return list(self.manifest.inputs or ())
 
     @property
     def outputs(self) -> list[TensorSpec]:
         """The model's outputs."""
-        return [TensorSpec.from_json(s) for s in self.manifest.get("outputs", [])]
+        return list(self.manifest.outputs or ())
 
     def names(self) -> list[str]:
         """Member names listed in the manifest (``manifest.json`` excluded)."""
@@ -162,7 +124,7 @@ class Package:
                 member=name,
             )
         with _open_zip(self.path) as zf:
-            return b"".join(_verified_chunks(zf, self.path, name, self.manifest["files"][name]))
+            return b"".join(_verified_chunks(zf, self.path, name, self.manifest.files[name]))
 
     def extract_to(self, fresh_dir: str | os.PathLike[str]) -> Path:
         """Writes the manifest and every member under ``fresh_dir``.
@@ -187,7 +149,7 @@ class Package:
         # only when every member verified: a failure leaves nothing behind.
         stage = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent)).resolve()
         try:
-            (stage / MANIFEST_NAME).write_text(json.dumps(self.manifest, indent=2), encoding="utf-8")
+            (stage / MANIFEST_NAME).write_bytes(self.manifest.to_bytes())
             with _open_zip(self.path) as zf:
                 for name in self._names:
                     dest = (stage / name).resolve()
@@ -200,7 +162,7 @@ class Package:
                     dest.parent.mkdir(parents=True, exist_ok=True)
                     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
                     with os.fdopen(os.open(dest, flags, 0o644), "wb") as fh:
-                        for chunk in _verified_chunks(zf, self.path, name, self.manifest["files"][name]):
+                        for chunk in _verified_chunks(zf, self.path, name, self.manifest.files[name]):
                             fh.write(chunk)
             if root.exists():
                 root.rmdir()  # empty, checked above
@@ -232,10 +194,11 @@ def write_package(
         members: Member name -> content.
 
     Returns:
-        The manifest as written.
+        The manifest as written (its JSON form, a fresh dict).
 
     Raises:
         PackageError: for an unsafe member name or when the file cannot be written.
+        ManifestError: ``manifest`` does not validate as a :class:`Manifest`.
     """
     from edgekit import __version__
 
@@ -253,7 +216,7 @@ def write_package(
             raise TypeError(f"member {name!r} must be bytes, got {type(data).__name__}")
         files[name] = {"sha256": sha256_bytes(data), "size": len(data)}
     final["files"] = files
-    manifest_bytes = json.dumps(final, indent=2, sort_keys=False).encode("utf-8")
+    manifest_bytes = Manifest.from_json(final, source=str(dest)).to_bytes()
 
     if not dest.parent.is_dir():
         raise PackageError(f"cannot write package '{dest}': folder '{dest.parent}' does not exist", hint="Create it first.")
@@ -274,7 +237,7 @@ def write_package(
         _unlink_quietly(tmp)
         raise
     logger.debug("wrote %s (%d members)", dest, len(files))
-    return final
+    return json.loads(manifest_bytes)
 
 
 def open_package(
@@ -302,82 +265,14 @@ def open_package(
     if not p.is_file():
         raise PackageError(f"package '{p}' does not exist", hint="Check the path, or build one with `edgekit compile`.")
     with _open_zip(p) as zf:
-        infos = zf.infolist()
-        if len(infos) > MAX_MEMBERS:
-            raise PackageError(
-                f"package '{p}' has {len(infos)} members, more than the limit of {MAX_MEMBERS}",
-                hint="This is not a package edgekit wrote; do not use it.",
-            )
-        seen: set[str] = set()
-        for info in infos:
-            name = info.filename
-            if name in seen:
-                raise PackageError(f"package '{p}' holds member '{name}' twice", hint="Do not use this package; rebuild it.")
-            seen.add(name)
-            check_member_name(name, where=str(p))
-            _check_member_kind(info, p)
-        _check_no_overlap(infos, zf, p)
+        infos = _checked_members(zf, p)
         manifest = _read_manifest(zf, p)
-        listed = manifest["files"]
-        for name, entry in listed.items():
-            check_member_name(name, where=f"{p}: manifest")
-            if (
-                not isinstance(entry, dict)
-                or not isinstance(entry.get("sha256"), str)
-                or not _SHA256_HEX.fullmatch(entry["sha256"])
-                or not isinstance(entry.get("size"), int)
-                or isinstance(entry.get("size"), bool)
-                or entry["size"] < 0
-            ):
-                raise PackageError(
-                    f"package '{p}': manifest entry for '{name}' needs 'sha256' (64 hex digits) and 'size' (bytes >= 0)",
-                    hint="Do not use this package; rebuild it.",
-                    member=name,
-                )
-            if name == MANIFEST_NAME:
-                raise PackageError(f"package '{p}': the manifest lists itself", hint="Do not use this package; rebuild it.")
-        unlisted = sorted(seen - set(listed) - {MANIFEST_NAME})
-        if unlisted:
-            raise PackageError(
-                f"package '{p}' holds member(s) its manifest does not list: {', '.join(unlisted)}",
-                hint="Someone added files after the build; do not use this package, rebuild it.",
-                members=unlisted,
-            )
-        by_name = {i.filename: i for i in infos}
-        total = 0
-        for name, entry in listed.items():
-            info = by_name.get(name)
-            if info is None:
-                raise PackageIntegrityError(
-                    f"package '{p}' is missing member '{name}'", hint="Rebuild the package.", member=name
-                )
-            if info.file_size != entry["size"]:
-                raise PackageIntegrityError(
-                    f"package '{p}': member '{name}' is {info.file_size} bytes, the manifest says {entry['size']}",
-                    hint="The package was altered after it was built; rebuild it.",
-                    member=name,
-                )
-            total += info.file_size
-        if total > MAX_PACKAGE_BYTES:
-            raise PackageError(
-                f"package '{p}' would unpack to {total} bytes, more than the limit of {MAX_PACKAGE_BYTES}",
-                hint="This is not a package edgekit wrote; do not use it.",
-            )
-        for name, entry in listed.items():
+        _check_listed(manifest, infos, p)
+        for name, entry in manifest.files.items():
             for _ in _verified_chunks(zf, p, name, entry):
                 pass
-
-    built_for = str(manifest["board"])
-    if board is not None and board != built_for and not allow_other_board:
-        raise PackageError(
-            f"package '{p}' was built for board '{built_for}', not '{board}'",
-            hint=f"Recompile it with --board {board}, or pass --allow-other-board to use it anyway.",
-            built_for=built_for,
-            board=board,
-        )
-    if board is not None and board != built_for:
-        logger.warning("using package built for '%s' on board '%s' (--allow-other-board)", built_for, board)
-    return Package(path=p, manifest=manifest, _names=list(listed))
+    _check_board(manifest, p, board, allow_other_board)
+    return Package(path=p, manifest=manifest, _names=list(manifest.files))
 
 
 # --------------------------------------------------------------------------- #
@@ -397,7 +292,28 @@ def _open_zip(path: Path) -> zipfile.ZipFile:
         raise PackageError(f"cannot read package '{path}': {exc.strerror or exc}", hint="Check the path and permissions.") from None
 
 
-def _read_manifest(zf: zipfile.ZipFile, path: Path) -> dict[str, Any]:
+def _checked_members(zf: zipfile.ZipFile, path: Path) -> list[zipfile.ZipInfo]:
+    """The archive's entries, refused when too many, named twice or unsafely,
+    not regular files, or overlapping."""
+    infos = zf.infolist()
+    if len(infos) > MAX_MEMBERS:
+        raise PackageError(
+            f"package '{path}' has {len(infos)} members, more than the limit of {MAX_MEMBERS}",
+            hint="This is not a package edgekit wrote; do not use it.",
+        )
+    seen: set[str] = set()
+    for info in infos:
+        name = info.filename
+        if name in seen:
+            raise PackageError(f"package '{path}' holds member '{name}' twice", hint="Do not use this package; rebuild it.")
+        seen.add(name)
+        check_member_name(name, where=str(path))
+        _check_member_kind(info, path)
+    _check_no_overlap(infos, zf, path)
+    return infos
+
+
+def _read_manifest(zf: zipfile.ZipFile, path: Path) -> Manifest:
     try:
         info = zf.getinfo(MANIFEST_NAME)
     except KeyError:
@@ -408,41 +324,57 @@ def _read_manifest(zf: zipfile.ZipFile, path: Path) -> dict[str, Any]:
     if info.file_size > MAX_MANIFEST_BYTES:
         raise PackageError(f"package '{path}': {MANIFEST_NAME} is implausibly large", hint="Do not use this package.")
     try:
-        manifest = json.loads(zf.read(MANIFEST_NAME).decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
-    except RecursionError:
-        raise PackageError(
-            f"package '{path}': {MANIFEST_NAME} is nested too deeply to be a manifest", hint="Do not use this package."
-        ) from None
-    except (ValueError, UnicodeDecodeError, zipfile.BadZipFile) as exc:
+        raw = zf.read(MANIFEST_NAME)
+    except (zipfile.BadZipFile, OSError) as exc:
         raise PackageError(
             f"package '{path}': {MANIFEST_NAME} is not valid JSON ({exc})",
             hint="The package is damaged; rebuild it with `edgekit compile`.",
         ) from None
-    if not isinstance(manifest, dict):
-        raise PackageError(f"package '{path}': {MANIFEST_NAME} is not a JSON object", hint="Rebuild the package.")
-    for key, kind in _REQUIRED_KEYS.items():
-        if not isinstance(manifest.get(key), kind) or isinstance(manifest.get(key), bool):
-            raise PackageError(
-                f"package '{path}': {MANIFEST_NAME} lacks '{key}' ({kind.__name__})",
-                hint="The package is damaged or not from edgekit; rebuild it with `edgekit compile`.",
-                key=key,
-            )
-    if manifest["format_version"] > FORMAT_VERSION:
+    return Manifest.from_bytes(raw, source=str(path))
+
+
+def _check_listed(manifest: Manifest, infos: list[zipfile.ZipInfo], path: Path) -> None:
+    """Every archive member is listed, every listed member is there with the
+    listed size, and the sizes add up to no more than the cap."""
+    unlisted = sorted({i.filename for i in infos} - set(manifest.files) - {MANIFEST_NAME})
+    if unlisted:
         raise PackageError(
-            f"package '{path}' uses format version {manifest['format_version']}; this edgekit reads up to {FORMAT_VERSION}",
-            hint="Upgrade edgekit, or rebuild the package with this version.",
+            f"package '{path}' holds member(s) its manifest does not list: {', '.join(unlisted)}",
+            hint="Someone added files after the build; do not use this package, rebuild it.",
+            members=unlisted,
         )
-    return manifest
+    by_name = {i.filename: i for i in infos}
+    total = 0
+    for name, entry in manifest.files.items():
+        info = by_name.get(name)
+        if info is None:
+            raise PackageIntegrityError(f"package '{path}' is missing member '{name}'", hint="Rebuild the package.", member=name)
+        if info.file_size != entry.size:
+            raise PackageIntegrityError(
+                f"package '{path}': member '{name}' is {info.file_size} bytes, the manifest says {entry.size}",
+                hint="The package was altered after it was built; rebuild it.",
+                member=name,
+            )
+        total += info.file_size
+    if total > MAX_PACKAGE_BYTES:
+        raise PackageError(
+            f"package '{path}' would unpack to {total} bytes, more than the limit of {MAX_PACKAGE_BYTES}",
+            hint="This is not a package edgekit wrote; do not use it.",
+        )
 
 
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """JSON object hook: a key given twice is ambiguous (which one is checked?)."""
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"key {key!r} appears twice")
-        out[key] = value
-    return out
+def _check_board(manifest: Manifest, path: Path, board: str | None, allow_other_board: bool) -> None:
+    built_for = manifest.board
+    if board is None or board == built_for:
+        return
+    if not allow_other_board:
+        raise PackageError(
+            f"package '{path}' was built for board '{built_for}', not '{board}'",
+            hint=f"Recompile it with --board {board}, or pass --allow-other-board to use it anyway.",
+            built_for=built_for,
+            board=board,
+        )
+    logger.warning("using package built for '%s' on board '%s' (--allow-other-board)", built_for, board)
 
 
 def _check_member_kind(info: zipfile.ZipInfo, path: Path) -> None:
@@ -490,12 +422,12 @@ def _check_no_overlap(infos: list[zipfile.ZipInfo], zf: zipfile.ZipFile, path: P
             )
 
 
-def _verified_chunks(zf: zipfile.ZipFile, path: Path, name: str, entry: Mapping[str, Any]) -> Iterator[bytes]:
+def _verified_chunks(zf: zipfile.ZipFile, path: Path, name: str, entry: FileEntry) -> Iterator[bytes]:
     """Yields the member's bytes in chunks; raises after the last chunk if the
     hash or size differs (callers that write must discard what they wrote)."""
     digest = hashlib.sha256()
     size = 0
-    limit = int(entry["size"])
+    limit = entry.size
     try:
         with zf.open(name) as fh:
             while chunk := fh.read(_CHUNK):
@@ -513,7 +445,7 @@ def _verified_chunks(zf: zipfile.ZipFile, path: Path, name: str, entry: Mapping[
             hint="The package was altered or truncated after it was built; rebuild it.",
             member=name,
         ) from None
-    if size != limit or digest.hexdigest() != entry["sha256"]:
+    if size != limit or digest.hexdigest() != entry.sha256:
         raise PackageIntegrityError(
             f"package '{path}': member '{name}' does not match its SHA-256 in the manifest",
             hint="The package was altered after it was built; rebuild it with `edgekit compile`.",
