@@ -21,6 +21,7 @@ from onnx import helper, numpy_helper
 
 from edgekit.core.errors import InputError, ModelError
 from edgekit.core.tensors import TensorSpec
+from edgekit.frontend.shapes import ShapeTable
 
 __all__ = ["PreparedModel", "load_model", "read_onnx", "infer_shapes", "refold", "MIN_OPSET"]
 
@@ -277,8 +278,6 @@ def _explicit_conv_pads(model: onnx.ModelProto) -> int:
     convolution, while explicit pads become the convolution's own padding.
     Returns the number of nodes rewritten.
     """
-    from edgekit.frontend.analysis import ShapeTable  # analysis imports this module
-
     shapes = ShapeTable(model.graph).shape
     changed = 0
     for node in model.graph.node:
