@@ -13,7 +13,7 @@ accumulators int32. A conv/gemm layer computes::
 where ``x`` is padded with its zero point and ``bias`` already holds the
 zero-point correction ``-z_x * sum(w[oc])``; each stage is a
 :class:`Requant` (the fixed-point math of
-:mod:`edgekit.compiler.integer.requant`).
+:mod:`edgekit.core.fixedpoint`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edgekit.compiler.integer.requant import FixedPoint, requantize
+from edgekit.core.fixedpoint import FixedPoint, requantize
 
 __all__ = ["Requant", "ConvLayer", "AddLayer", "NpuLayer", "apply_requant", "resadd"]
 

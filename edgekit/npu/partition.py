@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from edgekit.compiler.integer.requant import dequantize_ref, quantize_multiplier, quantize_multipliers_common, quantize_ref
+from edgekit.core.fixedpoint import dequantize_ref, quantize_multiplier, quantize_multipliers_common, quantize_ref
 from edgekit.npu.layers import AddLayer, ConvLayer, NpuLayer, Requant, apply_requant
 
 __all__ = ["Placement", "Partition", "partition", "HOST", "NPU"]

@@ -2,7 +2,7 @@
 
 It defines what the accelerator must produce, bit for bit: int32
 accumulation (exact, computed in float64 which is exact for these sums) and
-the fixed-point requantization of :mod:`edgekit.compiler.integer.requant`.
+the fixed-point requantization of :mod:`edgekit.core.fixedpoint`.
 """
 
 from __future__ import annotations

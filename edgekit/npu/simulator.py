@@ -4,7 +4,7 @@
 
 * **functionally**, bit-exact: int8 x int8 products summed in int32 (wrapping
   like the hardware adders), the ALU's 64-bit fixed-point requantization
-  from :func:`edgekit.compiler.integer.requant.requantize`;
+  from :func:`edgekit.core.fixedpoint.requantize`;
 * **in time**: the load, compute and store modules each run in program order;
   an instruction starts when its module is free, the dependency tokens it
   pops have been pushed and, for DMA, its AXI channel (read or write) is
@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from edgekit.compiler.integer.requant import FixedPoint, requantize
+from edgekit.core.fixedpoint import FixedPoint, requantize
 from edgekit.core.profiles import NpuConfig
 from edgekit.npu import timing
 from edgekit.npu.isa import Alu, AluOp, Buffer, Finish, Gemm, Insn, Load, Module, Store, module_of

@@ -11,7 +11,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from edgekit.compiler.integer.requant import quantize_multiplier, quantize_multipliers_common
+from edgekit.core.fixedpoint import quantize_multiplier, quantize_multipliers_common
 from edgekit.core.profiles import NpuConfig, get_board
 from edgekit.frontend.loader import load_model
 from edgekit.npu.build import compile_npu, open_simulated
@@ -218,7 +218,7 @@ def _output_lsb(model, name):
 
 def test_package_runs_through_the_runner(tmp_path):
     from edgekit.compiler.driver import compile_model
-    from edgekit.package import open_package
+    from edgekit.compiler.package import open_package
     from edgekit.runtime.npu_runner import NpuRunner
 
     qdq, feeds = _digits()
@@ -257,7 +257,7 @@ def test_npu_package_is_bit_exact_with_integer_cpu_compile(make, tmp_path, monke
     from edgekit.compiler.driver import compile_model
 
     monkeypatch.setattr(cpu_requant, "uses_float_requant", lambda target: False)
-    from edgekit.package import open_package
+    from edgekit.compiler.package import open_package
     from edgekit.runtime.runner import open_runner
 
     qdq, feeds = make()

@@ -125,7 +125,8 @@ def test_float_requantization_resolves_values_near_half_way_points() -> None:
     """
     from tvm import relax
 
-    from edgekit.compiler.integer.requant import emit_requantize, quantize_multiplier
+    from edgekit.compiler.integer.requant import emit_requantize
+    from edgekit.core.fixedpoint import quantize_multiplier
 
     fp = quantize_multiplier(np.float64(1.234567e-4))
     m, n = int(fp.multiplier), int(fp.shift)

@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from edgekit.compiler.integer.requant import quantize_multiplier
+from edgekit.core.fixedpoint import quantize_multiplier
 from edgekit.core.errors import DoesNotFitError
 from edgekit.core.profiles import NpuConfig
 from edgekit.npu.layers import ConvLayer, Requant

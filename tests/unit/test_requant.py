@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgekit.compiler.integer.requant import (
+from edgekit.core.fixedpoint import (
     MAX_SHIFT,
     FixedPoint,
     dequantize_ref,

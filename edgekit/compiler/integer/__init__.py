@@ -8,7 +8,7 @@ without float arithmetic. See ``docs/integer-lowering.md``.
 
 from edgekit.compiler.integer.lower import RULES, float_ops, lower_to_integer, lower_to_integer_with_report
 from edgekit.compiler.integer.report import Chain, LoweringReport
-from edgekit.compiler.integer.requant import FixedPoint, quantize_multiplier, requantize
+from edgekit.core.fixedpoint import FixedPoint, quantize_multiplier, requantize
 
 __all__ = [
     "lower_to_integer",

@@ -21,7 +21,8 @@ from tvm.relax.dpl import DFPattern
 from edgekit.compiler.integer.context import LoweringContext, Skip, activation_bounds
 from edgekit.compiler.integer.lut import lut_of_one_tensor
 from edgekit.compiler.integer.patterns import BinaryPattern
-from edgekit.compiler.integer.requant import emit_rescale_sum, emit_requantize, quantize_multiplier, quantize_multipliers_common
+from edgekit.compiler.integer.requant import emit_rescale_sum, emit_requantize
+from edgekit.core.fixedpoint import quantize_multiplier, quantize_multipliers_common
 
 __all__ = ["BINARY", "lower_binary"]
 

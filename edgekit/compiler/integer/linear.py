@@ -26,8 +26,9 @@ from tvm.relax.dpl import DFPattern
 
 from edgekit.compiler.integer.context import LoweringContext, Skip, activation_bounds
 from edgekit.compiler.integer.patterns import LinearPattern
-from edgekit.compiler.integer.requant import emit_requantize, quantize_multiplier
+from edgekit.compiler.integer.requant import emit_requantize
 from edgekit.compiler.integer.values import QParams
+from edgekit.core.fixedpoint import quantize_multiplier
 
 __all__ = ["LINEAR", "lower_linear"]
 

@@ -23,8 +23,9 @@ from tvm.relax.dpl import DFPattern
 from edgekit.compiler.integer.context import LoweringContext, Skip, int_range
 from edgekit.compiler.integer.lut import identity_or_lut
 from edgekit.compiler.integer.patterns import MOVEMENT_OPS, ConcatPattern, UnaryOpPattern
-from edgekit.compiler.integer.requant import emit_requantize, quantize_multiplier
+from edgekit.compiler.integer.requant import emit_requantize
 from edgekit.compiler.integer.values import call_name
+from edgekit.core.fixedpoint import quantize_multiplier
 
 __all__ = ["MAX_POOL", "AVG_POOL", "MEAN", "CONCAT", "MOVEMENT", "lower_max_pool", "lower_avg_pool",
            "lower_mean", "lower_concat", "lower_movement", "window_counts"]  # fmt: skip

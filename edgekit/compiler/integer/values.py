@@ -19,7 +19,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from edgekit.compiler.integer.requant import dequantize_ref
+from edgekit.core.fixedpoint import dequantize_ref
 
 __all__ = ["ValueTable", "QParams", "call_name", "tensor_shape", "tensor_dtype"]
 

@@ -1,0 +1,200 @@
+"""Fixed-point requantization: integer arithmetic that replaces float rescaling.
+
+A quantized layer computes an int32 accumulator ``acc`` whose real value is
+``acc * s_in``; its int8 output must be ``round(acc * s_in / s_out) + z_out``.
+The real multiplier ``M = s_in / s_out`` is represented as an integer
+``m`` (``2**30 <= |m| < 2**31``) and a right shift ``n`` with
+``M ~= m / 2**n``, and the output is::
+
+    q = clamp(((acc * m + 2**(n-1)) >> n) + z_out, qmin, qmax)
+
+computed with an int32 x int32 -> int64 product and an arithmetic shift.
+
+Rounding: *half up* (toward +infinity), i.e. TFLite's single-rounding
+``MultiplyByQuantizedMultiplier``. It costs one add before the shift, which
+every integer ISA and the NPU do in one step. onnxruntime's float
+``QuantizeLinear`` rounds half to even, but its input is a float32 sum whose
+own rounding error is far larger than the difference between the two tie
+rules, so exact ties are rare and cost at most one LSB (see
+``docs/integer-lowering.md``).
+
+This is the numpy reference every integer backend shares: the integer
+lowering's Relax emitters (:mod:`edgekit.compiler.integer.requant`), the MCU
+C kernels and the NPU (simulator, layers, partition). Pure numpy: no TVM.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "QMIN",
+    "QMAX",
+    "MAX_SHIFT",
+    "FixedPoint",
+    "quantize_multiplier",
+    "quantize_multipliers_common",
+    "requantize",
+    "quantize_ref",
+    "dequantize_ref",
+    "rescale_sum",
+    "rounding_terms",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The int8 range every lowered layer clamps to.
+QMIN, QMAX = -128, 127
+#: Bits of the multiplier's magnitude: ``|m| < 2**MULT_BITS``.
+MULT_BITS = 31
+#: Largest right shift. ``|acc * m| < 2**62`` for int32 ``acc``, so a shift
+#: of 62 already maps every product to 0 or -1 before rounding.
+MAX_SHIFT = 62
+
+
+@dataclass(frozen=True)
+class FixedPoint:
+    """Integer multipliers and right shifts, ``real ~= multiplier / 2**shift``.
+
+    Attributes:
+        multiplier: int64 array; ``2**30 <= |m| < 2**31`` unless the real
+            value is 0 (or too small to matter: then ``shift == MAX_SHIFT``).
+        shift: int64 array of the same shape, each in ``[0, MAX_SHIFT]``.
+    """
+
+    multiplier: np.ndarray
+    shift: np.ndarray
+
+    def real(self) -> np.ndarray:
+        """The real values the pair represents (float64)."""
+        return self.multiplier.astype(np.float64) / np.exp2(self.shift.astype(np.float64))
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.multiplier.shape)
+
+
+def quantize_multiplier(real: np.ndarray | float) -> FixedPoint:
+    """Splits real multipliers into (int32 multiplier, right shift) pairs.
+
+    Args:
+        real: Any shape of finite float multipliers, ``|real| < 2**30``.
+
+    Returns:
+        A :class:`FixedPoint` of the same shape; the relative error of each
+        non-zero value is at most ``2**-31``.
+
+    Raises:
+        ValueError: a value is not finite or too large to represent.
+    """
+    r = np.asarray(real, dtype=np.float64)
+    if not np.all(np.isfinite(r)):
+        raise ValueError("requantization multipliers must be finite")
+    frac, exp = np.frexp(np.abs(r))  # |r| = frac * 2**exp, frac in [0.5, 1)
+    mult = np.rint(frac * 2.0**MULT_BITS).astype(np.int64)
+    shift = (MULT_BITS - exp).astype(np.int64)
+    # Rounding frac up to 1.0 gives 2**31: halve it and shift one less.
+    carry = mult == (1 << MULT_BITS)
+    mult = np.where(carry, mult >> 1, mult)
+    shift = np.where(carry, shift - 1, shift)
+    if np.any(shift < 0):
+        raise ValueError(f"requantization multiplier {float(np.max(np.abs(r)))} is too large (>= 2**30)")
+    tiny = shift > MAX_SHIFT
+    if np.any(tiny):
+        # Keep the value as exactly as 62 bits allow (usually 0).
+        mult = np.where(tiny, np.rint(np.abs(r) * 2.0**MAX_SHIFT).astype(np.int64), mult)
+        shift = np.where(tiny, MAX_SHIFT, shift)
+    zero = r == 0
+    mult = np.where(zero, 0, mult)
+    shift = np.where(zero, 0, shift)
+    mult = np.where(r < 0, -mult, mult)
+    return FixedPoint(mult.astype(np.int64), shift.astype(np.int64))
+
+
+def quantize_multipliers_common(reals: np.ndarray | list[float]) -> FixedPoint:
+    """Multipliers that share one shift, for sums of differently scaled terms.
+
+    The largest magnitude gets a full 31-bit multiplier; the others are
+    rounded to the same power of two (so ``sum(x_i * m_i) >> n`` rounds once).
+
+    Args:
+        reals: 1-D multipliers, ``|real| < 2**30``, at least one non-zero.
+
+    Returns:
+        A :class:`FixedPoint` whose ``shift`` entries are all equal.
+    """
+    r = np.asarray(reals, dtype=np.float64).reshape(-1)
+    top = quantize_multiplier(np.max(np.abs(r)))
+    shift = int(top.shift)
+    mult = np.rint(r * 2.0**shift).astype(np.int64)
+    return FixedPoint(mult, np.full(r.shape, shift, dtype=np.int64))
+
+
+def rounding_terms(shift: np.ndarray) -> np.ndarray:
+    """The constant added before each right shift: ``2**(n-1)``, 0 for ``n == 0``."""
+    s = np.asarray(shift, dtype=np.int64)
+    return np.where(s > 0, np.left_shift(np.int64(1), np.maximum(s - 1, 0)), 0).astype(np.int64)
+
+
+def requantize(
+    acc: np.ndarray,
+    fp: FixedPoint,
+    zero_point: int,
+    qmin: int = QMIN,
+    qmax: int = QMAX,
+) -> np.ndarray:
+    """numpy reference of the integer requantization (bit-exact with the Relax one in compiler/integer/requant.py).
+
+    Args:
+        acc: Integer accumulators (any int dtype, values within int32).
+        fp: Multipliers and shifts, broadcastable to ``acc``.
+        zero_point: Output zero point.
+        qmin: Lower clamp (folds Relu/Clip).
+        qmax: Upper clamp.
+
+    Returns:
+        int8 array: ``clamp(((acc * m + 2**(n-1)) >> n) + zero_point)``.
+    """
+    a = np.asarray(acc).astype(np.int64)
+    out = np.right_shift(a * fp.multiplier + rounding_terms(fp.shift), fp.shift) + np.int64(zero_point)
+    return np.clip(out, qmin, qmax).astype(np.int8)
+
+
+def quantize_ref(x: np.ndarray, scale: float, zero_point: int, qmin: int = QMIN, qmax: int = QMAX) -> np.ndarray:
+    """onnxruntime's QuantizeLinear: float32 divide, round half to even, saturate."""
+    v = np.rint(np.asarray(x, dtype=np.float32) / np.float32(scale)) + np.float32(zero_point)
+    return np.clip(v, qmin, qmax).astype(np.int8)
+
+
+def dequantize_ref(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """onnxruntime's DequantizeLinear: ``(q - zero_point) * scale`` in float32."""
+    return ((np.asarray(q).astype(np.int32) - np.int32(zero_point)).astype(np.float32) * np.float32(scale)).astype(
+        np.float32
+    )
+
+
+def rescale_sum(
+    inputs: list[np.ndarray],
+    zero_points: list[int],
+    fp: FixedPoint,
+    zero_point: int,
+    qmin: int = QMIN,
+    qmax: int = QMAX,
+) -> np.ndarray:
+    """numpy reference of a requantized sum of differently scaled int8 tensors.
+
+    ``out = clamp(((sum_i (x_i - z_i) * m_i + 2**(n-1)) >> n) + zero_point)``
+    with the common shift ``n`` of :func:`quantize_multipliers_common`
+    (quantized Add: ``m_i ~= s_i / s_out * 2**n``; Sub: a negative ``m``).
+    """
+    shift = int(fp.shift.reshape(-1)[0])
+    total: np.ndarray | np.int64 = np.int64(0)
+    for x, z, m in zip(inputs, zero_points, fp.multiplier.reshape(-1)):
+        total = total + (np.asarray(x).astype(np.int64) - np.int64(z)) * np.int64(m)
+    out = np.right_shift(total + rounding_terms(np.int64(shift)), shift) + np.int64(zero_point)
+    return np.clip(out, qmin, qmax).astype(np.int8)
+
+
