@@ -218,7 +218,7 @@ def _output_lsb(model, name):
 
 def test_package_runs_through_the_runner(tmp_path):
     from edgekit.compiler.driver import compile_model
-    from edgekit.compiler.package import open_package
+    from edgekit.package import open_package
     from edgekit.runtime.npu_runner import NpuRunner
 
     qdq, feeds = _digits()
@@ -257,7 +257,7 @@ def test_npu_package_is_bit_exact_with_integer_cpu_compile(make, tmp_path, monke
     from edgekit.compiler.driver import compile_model
 
     monkeypatch.setattr(cpu_requant, "uses_float_requant", lambda target: False)
-    from edgekit.compiler.package import open_package
+    from edgekit.package import open_package
     from edgekit.runtime.runner import open_runner
 
     qdq, feeds = make()
