@@ -61,7 +61,18 @@ ELEMENTWISE: dict[str, Callable[..., np.ndarray]] = {
     "relax.nn.relu": lambda a: np.maximum(a, _F(0)),
     "relax.nn.silu": lambda a: a * _sigmoid(a),
     "relax.erf": lambda a: _erf(a).astype(_F),
+    "relax.log": np.log,
+    # TVM's Clip converter guards input bounds with where(isnan(b), +-inf, b).
+    "relax.isnan": np.isnan,
+    "relax.where": np.where,
 }
+
+#: TOPI kernels that TVM's Clip converter (bounds as inputs) emits as call_tir.
+_TIR_BINARY: dict[str, Callable[..., np.ndarray]] = {"maximum": np.maximum, "minimum": np.minimum}
+
+
+def _tir_name(call: relax.Call) -> str:
+    return getattr(call.args[0], "name_hint", "").rstrip("0123456789")
 
 
 class _Chain:
@@ -90,6 +101,9 @@ class _Chain:
         if name == "relax.nn.leakyrelu":
             v = self.run(expr.args[0], xs)
             return np.where(v >= 0, v, v * _F(expr.attrs.alpha)).astype(_F)
+        if name == "relax.call_tir" and _tir_name(expr) in _TIR_BINARY and len(getattr(expr.args[1], "fields", ())) == 2:
+            a, b = (self.run(f, xs) for f in expr.args[1].fields)
+            return np.asarray(_TIR_BINARY[_tir_name(expr)](a, b), dtype=_F)
         if name not in ELEMENTWISE:
             raise Skip(f"{name.removeprefix('relax.') or type(expr).__name__} has no integer lowering")
         args = [self.run(a, xs) for a in expr.args]
@@ -222,7 +236,8 @@ def lut_of_chain(ctx: LoweringContext, q_call: relax.Call, data: relax.Expr) -> 
         return "requantize", "", identity_or_lut(chain.source, ctx.input_qparams(data), out, out_dtype)
     lo, hi = int_range(out_dtype)
     table = quantize_ref(np.broadcast_to(values, xs.shape), out.s, out.z, lo, hi).astype(out_dtype)
-    ops = sorted({call_name(e).removeprefix("relax.") for e in _calls(ctx, data)} - {"dequantize"})
+    ops = sorted({_tir_name(e) if call_name(e) == "relax.call_tir" else call_name(e).removeprefix("relax.")
+                  for e in _calls(ctx, data)} - {"", "dequantize", "isnan", "where"})  # fmt: skip
     result = emit_lut(chain.source, table)
     if pool is not None:
         ops.append("max_pool2d")
@@ -232,6 +247,8 @@ def lut_of_chain(ctx: LoweringContext, q_call: relax.Call, data: relax.Expr) -> 
 
 def _calls(ctx: LoweringContext, expr: relax.Expr) -> list[relax.Expr]:
     expr = ctx.values.lookup(expr)
+    if isinstance(expr, relax.Tuple):  # call_tir's arguments
+        return [c for f in expr.fields for c in _calls(ctx, f)]
     if call_name(expr) in ("", "relax.dequantize"):
         return [expr]
     out = [expr]
