@@ -320,9 +320,10 @@ def _specs(data: Any, where: str, key: str) -> tuple[TensorSpec, ...]:
             or not isinstance(spec.get("name"), str)
             or not isinstance(spec.get("dtype"), str)
             or not isinstance(spec.get("shape"), list)
-            or not all(_is_int(d) and d >= 0 for d in spec["shape"])
+            or not all(_is_int(d) and d >= -1 for d in spec["shape"])
         ):
-            _bad(where, f"{key}[{i}]", "an object with 'name' (string), 'shape' (integers >= 0) and 'dtype' (string)")
+            # -1: a dimension shape inference left unknown (seen on outputs).
+            _bad(where, f"{key}[{i}]", "an object with 'name' (string), 'shape' (integers >= -1) and 'dtype' (string)")
         specs.append(TensorSpec.from_json(spec))
     return tuple(specs)
 

@@ -27,7 +27,7 @@ OLD_MANIFEST = {
     "runtime": "tvm-vm",
     "model": {"name": "digits", "sha256": "ab" * 32, "source": "digits.onnx", "opset": 13, "notes": ["opset upgraded from 9 to 13"]},
     "inputs": [{"name": "x", "shape": [1, 1, 8, 8], "dtype": "float32"}],
-    "outputs": [{"name": "y", "shape": [1, 10], "dtype": "float32"}],
+    "outputs": [{"name": "y", "shape": [-1, 10], "dtype": "float32"}],  # -1: left unknown
     "memory": {"arena_bytes": 4096, "weight_bytes": 300, "code_bytes": 68},
     "options": {"opt_level": 3, "tune_trials": 0, "allow_unsupported": False, "weight_storage": "auto"},
     "entry": "main",
@@ -56,7 +56,7 @@ def test_package_written_before_the_typed_manifest_loads(tmp_path: Path) -> None
     assert m.board == "host" and m.runtime == "tvm-vm" and m.codegen == "llvm"
     assert m.model == ModelInfo("digits", "ab" * 32, "digits.onnx", 13, ("opset upgraded from 9 to 13",))
     assert m.inputs == (TensorSpec("x", (1, 1, 8, 8), "float32"),)
-    assert package.outputs == [TensorSpec("y", (1, 10), "float32")]
+    assert package.outputs == [TensorSpec("y", (-1, 10), "float32")]
     assert m.memory == {"arena_bytes": 4096, "weight_bytes": 300, "code_bytes": 68}
     assert m.files["params.bin"] == FileEntry(sha256_bytes(MEMBERS["params.bin"]), 300)
     assert set(m.extra) == {"entry", "library", "params", "int8_choice"}
@@ -93,7 +93,7 @@ def test_write_package_writes_the_same_layout(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("change", "key", "match"),
     [
-        ({"inputs": [{"name": "x", "shape": [1, -3], "dtype": "float32"}]}, "inputs[0]", "'inputs\\[0\\]' must be"),
+        ({"inputs": [{"name": "x", "shape": [1, -2], "dtype": "float32"}]}, "inputs[0]", "'inputs\\[0\\]' must be"),
         ({"outputs": "y"}, "outputs", "'outputs' must be a list"),
         ({"memory": {"arena_bytes": "4 KiB"}}, "memory", "'memory' must be an object of integers"),
         ({"model": {"name": "m", "opset": "13"}}, "model.opset", "'model.opset' must be an integer"),
