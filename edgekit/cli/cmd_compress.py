@@ -31,7 +31,7 @@ from edgekit.compress.calibration import load_arrays, shapes_from_data
 from edgekit.compress.passes import CompressionPass, CompressionStep, PassContext, model_stats
 from edgekit.compress.payoff import PayoffReport, measure_float_layers, measure_payoff, run_staged
 from edgekit.compress.recipe import STEP_TYPES, load_recipe
-from edgekit.compress.qoperator import is_qoperator_model
+from edgekit.frontend.qoperator import is_qoperator_model
 from edgekit.compress.quality import QualityReport
 from edgekit.core.errors import InputError, QuantizationError
 from edgekit.core.profiles import load_profiles

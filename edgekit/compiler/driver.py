@@ -52,7 +52,7 @@ def _tvm_version() -> str:
 def _normalize_qoperator(prepared: PreparedModel, report: Any) -> PreparedModel:
     """Pre-quantized models in QOperator form (QLinearConv, ConvInteger, ...)
     have no TVM importer; rewritten to QDQ they take the integer-only path."""
-    from edgekit.compress.qoperator import is_qoperator_model, normalize_qoperator
+    from edgekit.frontend.qoperator import is_qoperator_model, normalize_qoperator
 
     if not is_qoperator_model(prepared.model):
         return prepared

@@ -18,7 +18,7 @@ from edgekit.compress.lowrank import LowRankConfig, factorize
 from edgekit.compress.passes import CompressionStep, PassContext, run_pipeline
 from edgekit.compress.payoff import PayoffReport, measure_payoff, measure_payoffs, run_staged
 from edgekit.compress.prune import NMConfig, PruneConfig, prune_nm, prune_unstructured
-from edgekit.compress.qoperator import NormalizeResult, is_qoperator_model, normalize_qoperator
+from edgekit.frontend.qoperator import NormalizeResult, is_qoperator_model, normalize_qoperator
 from edgekit.compress.quality import Fallback, LayerQuality, OutputQuality, QualityReport, weight_bytes
 from edgekit.compress.quantize import QuantResult, quantize, write_model
 from edgekit.compress.recipe import load_recipe, run_recipe

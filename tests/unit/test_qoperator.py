@@ -10,7 +10,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.quantization import QuantFormat, quantize_dynamic, quantize_static
 
 from edgekit.compress.calibration import FeedsReader
-from edgekit.compress.qoperator import is_qoperator_model, normalize_qoperator
+from edgekit.frontend.qoperator import is_qoperator_model, normalize_qoperator
 from edgekit.core.errors import UnsupportedOpsError
 
 _QOP_OPS = {"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "DynamicQuantizeLinear", "QGemm",

@@ -13,6 +13,10 @@ compiler lowers to integer kernels.
 onnxruntime has no QOperator -> QDQ converter, so this rewrite is
 hand-written. Handlers sit in a table keyed by op type; the whole model is
 checked first and every operator without a handler is reported in one error.
+
+It is front-end work (the compiler runs it on every QOperator model it loads,
+``edgekit compress`` before quantizing), so it lives in ``frontend``, below
+both.
 """
 
 from __future__ import annotations
