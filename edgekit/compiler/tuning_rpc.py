@@ -232,7 +232,7 @@ def rpc_measurement(
     """
     from tvm.s_tir import meta_schedule as ms
 
-    from edgekit.compiler.tuning import use_cpu_tensor_intrinsics_only
+    from edgekit.compiler.tensor_intrin import use_cpu_tensor_intrinsics_only
     from edgekit.runtime.rpc import PROBE_TIMEOUT_S, probe_tracker, server_info
 
     wait = PROBE_TIMEOUT_S if probe_timeout_s is None else probe_timeout_s
