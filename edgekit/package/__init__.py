@@ -15,6 +15,7 @@ from edgekit.package.archive import (
     open_package,
     write_package,
 )
+from edgekit.package.bench_report import BenchReport
 from edgekit.package.manifest import (
     FORMAT_VERSION,
     MANIFEST_NAME,
@@ -27,6 +28,7 @@ from edgekit.package.manifest import (
 )
 
 __all__ = [
+    "BenchReport",
     "FORMAT_VERSION",
     "MANIFEST_NAME",
     "PACKAGE_SUFFIX",

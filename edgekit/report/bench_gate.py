@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.core.errors import ConfigError
+from edgekit.package.bench_report import BenchReport
 from edgekit.report.gates import GateResult, compare
 
 __all__ = ["bench_with_gate", "load_report"]
@@ -18,10 +19,11 @@ logger = logging.getLogger(__name__)
 
 
 def load_report(path: str | os.PathLike[str], what: str = "baseline") -> dict[str, Any]:
-    """Reads a ``bench --json`` file.
+    """Reads a ``bench --json`` file, validated as a :class:`~edgekit.package.bench_report.BenchReport`.
 
     Raises:
-        ConfigError: the file is missing or not a JSON object.
+        ConfigError: the file is missing, not JSON, or not a bench report
+            (the error's ``key`` field names the bad key).
     """
     p = Path(path)
     try:
@@ -32,9 +34,7 @@ def load_report(path: str | os.PathLike[str], what: str = "baseline") -> dict[st
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{what} file '{p}' is not readable JSON ({exc})",
                           hint="Use the file written by `edgekit bench --json`.") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{what} file '{p}' holds no JSON object", hint="Use the file written by `edgekit bench --json`.")
-    return data
+    return BenchReport.from_json(data, source=f"{what} file '{p}'").to_json()
 
 
 def bench_with_gate(
