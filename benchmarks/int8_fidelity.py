@@ -33,7 +33,7 @@ included, before rounding):
 Usage::
 
     .venv/bin/python benchmarks/int8_fidelity.py [--models ppocr-cls,ppocr-det,...] [--samples 4]
-        [--mcpu znver5] [--json out.json] [--tensors 12]
+        [--mcpu znver5] [--json out.json] [--tensors 12] [--round-inside-chains]
 """
 
 from __future__ import annotations
@@ -513,13 +513,14 @@ def fidelity(qmodel: onnx.ModelProto, feeds: list[dict[str, np.ndarray]], mcpu: 
     return Fidelity(layers, _output_tensor(qmodel), str(ek_layers.target), results)
 
 
-def measure(name: str, workdir: Path, samples: int, mcpu: str | None) -> dict[str, Any]:
-    """Quantizes ``name`` as benchmarks/quantization.py does and compares every int8 tensor."""
+def measure(name: str, workdir: Path, samples: int, mcpu: str | None, config: QuantConfig | None = None) -> dict[str, Any]:
+    """Quantizes ``name`` as benchmarks/quantization.py does (``config``: default
+    ``QuantConfig()``) and compares every int8 tensor."""
     t0 = time.perf_counter()
     case = CASES[name]()
     fp32_path = workdir / f"{case.name}-fp32.onnx"
     onnx.save(case.fp32, str(fp32_path))
-    q = quantize(str(fp32_path), QuantConfig(), calibration=case.calibration, eval_data=case.evaluation)
+    q = quantize(str(fp32_path), config or QuantConfig(), calibration=case.calibration, eval_data=case.evaluation)
     feeds = [{k: np.ascontiguousarray(v[i : i + 1]) for k, v in case.evaluation.items()} for i in range(samples)]
     logger.warning("%s: quantized in %.0f s", case.name, time.perf_counter() - t0)
     fid = fidelity(q.model, feeds, mcpu)
@@ -595,7 +596,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mcpu", default=None, help="compile edgekit for this LLVM CPU instead of the host target")
     parser.add_argument("--tensors", type=int, default=12, help="per-layer rows to list per model (worst first)")
     parser.add_argument("--json", default=None, help="also write every per-tensor figure to this file")
+    parser.add_argument("--round-inside-chains", action="store_true",
+                        help="quantize with QuantConfig(chain_ends_only=False): an int8 rounding after every op of "
+                        "an elementwise chain (the quantizer's default before 2026-12-06)")
     args = parser.parse_args(argv)
+    config = QuantConfig(chain_ends_only=not args.round_inside_chains)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     names = args.models.split(",")
     unknown = [n for n in names if n not in CASES]
@@ -604,10 +609,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="edgekit-int8-fidelity-") as tmp:
         for name in names:
-            rows.append(measure(name, Path(tmp), args.samples, args.mcpu))
+            rows.append(measure(name, Path(tmp), args.samples, args.mcpu, config))
     command = f".venv/bin/python benchmarks/int8_fidelity.py --models {args.models} --samples {args.samples}" + (
         f" --mcpu {args.mcpu}" if args.mcpu else ""
-    )
+    ) + (" --round-inside-chains" if args.round_inside_chains else "")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     print(render(rows, command, args.tensors))

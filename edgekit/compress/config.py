@@ -69,6 +69,12 @@ class QuantConfig:
             input activations into their weights where the division folds into
             a LayerNorm's scale and bias (:mod:`edgekit.compress.smoothquant`).
         smooth_quant_alpha: SmoothQuant's migration strength in [0, 1].
+        chain_ends_only: Quantize an elementwise chain that is a function of
+            one tensor (hard-swish as ``Add -> Clip -> Mul -> Div``, GELU,
+            SiLU, ...) only at its input and output, with no int8 rounding
+            inside (:mod:`edgekit.compress.chains`); the integer lowering
+            runs each such chain as one lookup table. ``False``: onnxruntime's
+            quantizer rounds after every op it knows.
         max_time_s: Time budget of accuracy control in seconds, counted from
             the start of quantization: no new candidate is evaluated after it,
             and the best model found so far is returned (``None``: no limit).
@@ -94,10 +100,11 @@ class QuantConfig:
     bias_correction: bool = False
     smooth_quant: bool = False
     smooth_quant_alpha: float = 0.5
+    chain_ends_only: bool = True
 
     def __post_init__(self) -> None:
         for name in ("per_channel", "weight_symmetric", "activation_symmetric", "float_head", "bias_correction",
-                     "smooth_quant"):
+                     "smooth_quant", "chain_ends_only"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(
                     f"QuantConfig.{name} must be True or False, got {getattr(self, name)!r}",

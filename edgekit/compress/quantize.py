@@ -47,6 +47,7 @@ from edgekit.compress.calibration import (
     make_feeds,
     select_runs,
 )
+from edgekit.compress.chains import UnaryChain, chain_exclusions, unquantized_chains
 from edgekit.compress.config import QuantConfig
 from edgekit.compress.fallback import LayerSensitivity, float_head, keep_in_float, quantized_nodes, rank_layers
 from edgekit.compress.quality import (
@@ -262,6 +263,25 @@ def _quantize_static(
     return qmodel
 
 
+def _ort_quantized_ops() -> set[str]:
+    """The op types ``quantize_static`` quantizes when none are named."""
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    return set(QLinearOpsRegistry) | set(QDQRegistry)
+
+
+def _chains(model: onnx.ModelProto, config: QuantConfig, excluded: Sequence[str],
+            notify: Callable[[str], None]) -> list[UnaryChain]:  # fmt: skip
+    """The elementwise chains to quantize at their ends only
+    (``config.chain_ends_only``, :mod:`edgekit.compress.chains`)."""
+    if not config.chain_ends_only:
+        return []
+    chains, nodes = chain_exclusions(model, _ort_quantized_ops(), excluded)
+    if chains:
+        notify(f"{len(chains)} elementwise chain(s) of one tensor ({len(nodes)} nodes) quantized at their ends only")
+    return chains
+
+
 def _auto_ranges_cache(model: onnx.ModelProto, src: Path, config: QuantConfig, calibration: list[Feeds],
                        folder: Path) -> str:  # fmt: skip
     """Per-tensor ranges (:func:`edgekit.compress.ranges.auto_ranges`) written
@@ -269,12 +289,11 @@ def _auto_ranges_cache(model: onnx.ModelProto, src: Path, config: QuantConfig, c
     instead of calibrating again."""
     from onnxruntime.quantization import CalibrationMethod
     from onnxruntime.quantization.calibrate import TensorsData, save_tensors_data
-    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
     from edgekit.compress.config import DEFAULT_PERCENTILE
     from edgekit.compress.ranges import auto_ranges
 
-    choice = auto_ranges(src, calibration, op_types=sorted(set(QLinearOpsRegistry) | set(QDQRegistry)),
+    choice = auto_ranges(src, calibration, op_types=sorted(_ort_quantized_ops()),
                          percentile=float(config.percentile or DEFAULT_PERCENTILE),
                          symmetric=config.activation_symmetric,
                          keep_minmax=[o.name for o in model.graph.output])  # fmt: skip
@@ -563,79 +582,29 @@ def quantize(
             "static int8 quantization needs calibration data",
             hint="Pass --calibration CAL.npz (one array per model input, first axis = samples).",
         )
-    brd, target = _resolve_board(board)
-    if config is None:
-        config = QuantConfig.for_board(brd, target)
-    elif target is not None and target.codegen in ("aot-c", "npu") and not (config.per_channel and config.weight_symmetric):
-        logger.warning(
-            "board '%s' (%s) expects symmetric per-channel int8 weights; the configuration asks otherwise",
-            brd.name if brd else "?", target.codegen,
-        )  # fmt: skip
+    config, brd = _resolve_config(config, board)
     deadline = None if config.max_time_s is None else started + config.max_time_s
 
     prepared = _prepare(model)
-    fp32 = prepared.model
-    excluded = _resolve_excludes(fp32, config.exclude)
-
-    cal_arrays = load_arrays(calibration)
-    feeds = make_feeds(cal_arrays, prepared.inputs)
-    if eval_data is not None:
-        cal_feeds = feeds
-        eval_arrays = load_arrays(eval_data, what="evaluation data")
-        eval_feeds = make_feeds(eval_arrays, prepared.inputs, what="evaluation data")
-        eval_source = "evaluation data"
-    else:
-        cal_idx, eval_idx = holdout_indices(len(feeds), config.eval_fraction, config.seed)
-        cal_feeds, eval_feeds = [feeds[i] for i in cal_idx], [feeds[i] for i in eval_idx]
-        eval_arrays = select_runs(cal_arrays, len(feeds), eval_idx)
-        eval_source = f"{config.eval_fraction:.0%} of the calibration data held out"
-    if config.calibration_samples is not None:
-        cal_feeds = cal_feeds[: config.calibration_samples]
-    notify(f"calibrating on {len(cal_feeds)} sample(s), evaluating on {len(eval_feeds)}")
-
-    if config.smooth_quant:
-        from edgekit.compress.smoothquant import smooth_quant
-
-        # The smoothed model computes the same function; it is the reference
-        # from here on, so keeping a layer in float takes its smoothed weights.
-        fp32, smoothed = smooth_quant(fp32, cal_feeds, alpha=config.smooth_quant_alpha)
-        notify(f"SmoothQuant: {len(smoothed)} MatMul/Gemm layer(s) smoothed"
-               + "".join(f"; {s.node} outliers {s.outlier_ratio:.0f}x -> {s.outlier_ratio_after:.0f}x"
-                         for s in smoothed[:3]))  # fmt: skip
-    qmodel = _quantize_static(fp32, config, cal_feeds, excluded)
-    if config.bias_correction:
-        from edgekit.compress.bias_correction import correct_biases
-
-        qmodel, corrected = correct_biases(qmodel, fp32, cal_feeds[:BIAS_CORRECTION_SAMPLES])
-        notify(f"bias correction: {len(corrected.layers)} layer(s) corrected "
-               f"[{format_duration(time.monotonic() - started)}]")
-    if config.float_head:
-        qmodel, heads = float_head(qmodel, fp32)
-        notify(f"float head: outputs of {', '.join(heads) or 'no node'} left in float")
-    evaluate = _Evaluator(fp32, eval_feeds, eval_arrays, config, metric)
+    excluded = _resolve_excludes(prepared.model, config.exclude)
+    data = _split_data(prepared, config, calibration, eval_data)
+    notify(f"calibrating on {len(data.cal_feeds)} sample(s), evaluating on {len(data.eval_feeds)}")
+    fp32, qmodel = _quantize_graph(prepared.model, config, data.cal_feeds, excluded, started, notify)
+    evaluate = _Evaluator(fp32, data.eval_feeds, data.eval_arrays, config, metric)
     score = evaluate(qmodel)
     notify(f"default int8: loss {score.drop:.2f} points, lowest output SQNR {min(o.sqnr_db for o in score.outputs):.1f} dB "
            f"[{format_duration(time.monotonic() - started)}]")
 
     fallback = None
-    fallback_layers: list[str] = []
     int8_model = qmodel
     if config.accuracy_controlled:
         qmodel, score, fallback = _accuracy_control(fp32, qmodel, score, evaluate, excluded, deadline, started, notify)
-        fallback_layers = list(fallback.layers)
         notify(fallback.message)
 
-    report_feeds = eval_feeds[:LAYER_REPORT_SAMPLES]
+    report_feeds = data.eval_feeds[:LAYER_REPORT_SAMPLES]
     notify(f"measuring per-layer error on {len(report_feeds)} sample(s)")
     layers = layer_errors(fp32, qmodel, report_feeds, progress=notify)
-
-    try:
-        onnx.checker.check_model(qmodel)
-    except Exception as exc:
-        raise QuantizationError(
-            f"the quantized model fails the ONNX checker ({str(exc).splitlines()[0][:200]})",
-            hint="Please report this as an edgekit bug, with the model if you can share it.",
-        ) from None
+    _check(qmodel)
     config_json = config.to_json()
     if brd is not None:
         config_json["board"] = brd.name
@@ -646,11 +615,93 @@ def quantize(
         weight_bytes_after=weight_bytes(qmodel),
         initializer_bytes_before=initializer_bytes(fp32),
         initializer_bytes_after=initializer_bytes(qmodel),
-        eval_samples=len(eval_feeds),
-        eval_source=eval_source,
+        eval_samples=len(data.eval_feeds),
+        eval_source=data.eval_source,
         metric_fp32=evaluate.metric_fp32,
         metric_quantized=score.metric,
         fallback=fallback,
         config=config_json,
     )
-    return QuantResult(qmodel, report, fallback_layers, int8_model, fp32)
+    return QuantResult(qmodel, report, list(fallback.layers) if fallback else [], int8_model, fp32)
+
+
+def _resolve_config(config: QuantConfig | None, board: Board | str | None) -> tuple[QuantConfig, Board | None]:
+    """The configuration to use (a board's defaults when none is given) and the board."""
+    brd, target = _resolve_board(board)
+    if config is None:
+        return QuantConfig.for_board(brd, target), brd
+    if target is not None and target.codegen in ("aot-c", "npu") and not (config.per_channel and config.weight_symmetric):
+        logger.warning(
+            "board '%s' (%s) expects symmetric per-channel int8 weights; the configuration asks otherwise",
+            brd.name if brd else "?", target.codegen,
+        )  # fmt: skip
+    return config, brd
+
+
+@dataclass
+class _Data:
+    """Calibration and evaluation samples of one :func:`quantize` call."""
+
+    cal_feeds: list[Feeds]
+    eval_feeds: list[Feeds]
+    eval_arrays: dict[str, np.ndarray]
+    eval_source: str
+
+
+def _split_data(prepared: PreparedModel, config: QuantConfig, calibration: DataSource,
+                eval_data: DataSource | None) -> _Data:  # fmt: skip
+    """Evaluation data as given, or held out of the calibration data."""
+    cal_arrays = load_arrays(calibration)
+    feeds = make_feeds(cal_arrays, prepared.inputs)
+    if eval_data is not None:
+        eval_arrays = load_arrays(eval_data, what="evaluation data")
+        eval_feeds = make_feeds(eval_arrays, prepared.inputs, what="evaluation data")
+        data = _Data(feeds, eval_feeds, eval_arrays, "evaluation data")
+    else:
+        cal_idx, eval_idx = holdout_indices(len(feeds), config.eval_fraction, config.seed)
+        data = _Data([feeds[i] for i in cal_idx], [feeds[i] for i in eval_idx],
+                     select_runs(cal_arrays, len(feeds), eval_idx),
+                     f"{config.eval_fraction:.0%} of the calibration data held out")  # fmt: skip
+    if config.calibration_samples is not None:
+        data.cal_feeds = data.cal_feeds[: config.calibration_samples]
+    return data
+
+
+def _quantize_graph(fp32: onnx.ModelProto, config: QuantConfig, cal_feeds: list[Feeds], excluded: Sequence[str],
+                    started: float, notify: Callable[[str], None]) -> tuple[onnx.ModelProto, onnx.ModelProto]:  # fmt: skip
+    """The default int8 model (before accuracy control), and the fp32 model
+    it stands for (SmoothQuant's copy when that is on)."""
+    if config.smooth_quant:
+        from edgekit.compress.smoothquant import smooth_quant
+
+        # The smoothed model computes the same function; it is the reference
+        # from here on, so keeping a layer in float takes its smoothed weights.
+        fp32, smoothed = smooth_quant(fp32, cal_feeds, alpha=config.smooth_quant_alpha)
+        notify(f"SmoothQuant: {len(smoothed)} MatMul/Gemm layer(s) smoothed"
+               + "".join(f"; {s.node} outliers {s.outlier_ratio:.0f}x -> {s.outlier_ratio_after:.0f}x"
+                         for s in smoothed[:3]))  # fmt: skip
+    chains = _chains(fp32, config, excluded, notify)
+    qmodel = _quantize_static(fp32, config, cal_feeds, [*excluded, *(n for c in chains for n in c.nodes)])
+    for chain in unquantized_chains(qmodel, chains):
+        logger.warning("the elementwise chain of %s (%s) stays float: its input was not quantized",
+                       chain.source, ", ".join(chain.nodes))  # fmt: skip
+    if config.bias_correction:
+        from edgekit.compress.bias_correction import correct_biases
+
+        qmodel, corrected = correct_biases(qmodel, fp32, cal_feeds[:BIAS_CORRECTION_SAMPLES])
+        notify(f"bias correction: {len(corrected.layers)} layer(s) corrected "
+               f"[{format_duration(time.monotonic() - started)}]")
+    if config.float_head:
+        qmodel, heads = float_head(qmodel, fp32)
+        notify(f"float head: outputs of {', '.join(heads) or 'no node'} left in float")
+    return fp32, qmodel
+
+
+def _check(qmodel: onnx.ModelProto) -> None:
+    try:
+        onnx.checker.check_model(qmodel)
+    except Exception as exc:
+        raise QuantizationError(
+            f"the quantized model fails the ONNX checker ({str(exc).splitlines()[0][:200]})",
+            hint="Please report this as an edgekit bug, with the model if you can share it.",
+        ) from None
