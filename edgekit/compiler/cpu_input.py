@@ -3,14 +3,17 @@
 Before the first ``vpdpbusd`` convolution the float model input goes
 through ``quantize`` (NCHW), the lowering's spatial pad with the zero
 point, a transpose to NHWC, the ``x + 128`` conversion to u8 and a pad from 3
-to 4 channels (:mod:`edgekit.compiler.cpu_int8`). TVM fuses these into one
-kernel whose innermost axis is the 4 channels, with lane conditions on
-both pads: it ran at about one nanosecond per byte (PP-OCR cls int8: 34 of
-400 us on one Zen 5 core). Here the 4 bytes of a pixel are one 32-bit
-word: 16 pixels per step, each channel's row of 16 floats quantized as
-TVM's ``quantize`` does (``round(x / scale) + zero_point``, rounding half to
-even, saturated), shifted into its byte and stored as 64 bytes. TVM has no
-schedule that vectorizes across a transpose this way, hence by hand.
+to 4 channels (:mod:`edgekit.compiler.cpu_int8`); before an AVX2
+``vpmaddwd`` one, a conversion to int16 and a pad to an even number of
+channels instead. TVM fuses these into one kernel whose innermost axis is
+the 4 (or 2) channels, with lane conditions on both pads: it ran at about
+one nanosecond per byte (PP-OCR cls int8: 34 of 400 us on one Zen 5 core;
+the int16 form in haswell code 18 of 600). Here each channel's row of 16
+floats is quantized as TVM's ``quantize`` does (``round(x / scale) +
+zero_point``, rounding half to even, saturated) and the channels are
+interleaved in registers: for u8 the 4 bytes of a pixel as one 32-bit word,
+for int16 with a shuffle; 16 pixels per step. TVM has no schedule that
+vectorizes across a transpose this way, hence by hand.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     import tvm
 
-__all__ = ["input_u8_pass"]
+__all__ = ["input_pass"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,69 +37,91 @@ def _signed(word: int) -> int:
     return word - (1 << 32) if word >= 1 << 31 else word
 
 
-def _input_func(c: int, h: int, w: int, top: int, left: int, ho: int, wo: int, border: int) -> Any:
-    """``Y[0, y, x, :] = (q(X[0, :, y - top, x - left]) + 128, 128...)`` as u8; ``border + 128`` outside."""
+def _quantized(v: Any, scale: Any, zp: Any, lanes: int, offset: int) -> Any:
+    """TVM's quantize of ``v`` (float32 lanes) to int8, plus ``offset``, as int32 lanes."""
+    from tvm.script import tirx as T
+
+    bc = (lambda e: e) if lanes == 1 else (lambda e: T.broadcast(e, lanes))
+    q = T.round(v / bc(scale)) + bc(T.Cast("float32", zp))
+    q = T.max(T.min(q, bc(T.float32(127.0))), bc(T.float32(-128.0)))
+    return T.Cast("int32" if lanes == 1 else f"int32x{lanes}", q) + bc(T.int32(offset))
+
+
+def _input_func(c: int, h: int, w: int, top: int, left: int, ho: int, wo: int, border: int, dtype: str) -> Any:
+    """``Y[0, y, x, :] = (q(X[0, :, y - top, x - left]) + o, o...)``; ``border + o`` outside.
+
+    ``dtype`` ``uint8`` (4 channels, ``o = 128``: ``vpdpbusd``'s operand) or
+    ``int16`` (channels padded to an even number, ``o = 0``).
+    """
     from tvm.script import tirx as T
 
     full, tail = divmod(w, STEP)
-
-    def byte_of(v: Any, scale: Any, zp: Any, lanes: int) -> Any:
-        """TVM's quantize of ``v`` (float32 lanes) to int8, plus 128, as int32 lanes."""
-        bc = (lambda e: e) if lanes == 1 else (lambda e: T.broadcast(e, lanes))
-        q = T.round(v / bc(scale)) + bc(T.Cast("float32", zp))
-        q = T.max(T.min(q, bc(T.float32(127.0))), bc(T.float32(-128.0)))
-        return T.Cast("int32" if lanes == 1 else f"int32x{lanes}", q) + bc(T.int32(128))
+    offset = 128 if dtype == "uint8" else 0
+    cp = 4 if dtype == "uint8" else c + c % 2
 
     def words(X: Any, y: Any, i: Any, scale: Any, zp: Any) -> Any:
         """16 pixels as 16 int32 words, channel ``k`` in byte ``k`` (unrolled here, in Python)."""
         out = T.broadcast(T.int32(_signed(128 << 24)), STEP) if c < 4 else None
         for ch in range(c):
             v = X.vload([(ch * h + y - top) * w + i * STEP], f"float32x{STEP}")
-            b = T.shift_left(byte_of(v, scale, zp, STEP), T.broadcast(T.int32(8 * ch), STEP))
+            b = T.shift_left(_quantized(v, scale, zp, STEP, offset), T.broadcast(T.int32(8 * ch), STEP))
             out = b if out is None else out | b
         for ch in range(c, 3):
             out = out | T.broadcast(T.int32(_signed(128 << (8 * ch))), STEP)
         return T.reinterpret(out, dtype=f"uint8x{4 * STEP}")
+
+    def shorts(X: Any, y: Any, i: Any, scale: Any, zp: Any) -> Any:
+        """16 pixels as ``16 * cp`` int16, channels interleaved by one shuffle."""
+        rows = [
+            T.Cast(f"int16x{STEP}", _quantized(X.vload([(ch * h + y - top) * w + i * STEP], f"float32x{STEP}"),
+                                              scale, zp, STEP, 0))
+            for ch in range(c)
+        ] + [T.broadcast(T.int16(0), STEP)] * (cp - c)  # fmt: skip
+        return T.Shuffle(rows, [ch * STEP + p for p in range(STEP) for ch in range(cp)])
+
+    step = words if dtype == "uint8" else shorts
 
     @T.prim_func(private=True, s_tir=True)
     def quantize_input(
         Xs: T.Buffer((1, c, h, w), "float32"),
         scale: T.Buffer((), "float32"),
         zp: T.Buffer((), "int8"),
-        Ys: T.Buffer((1, ho, wo, 4), "uint8"),
+        Ys: T.Buffer((1, ho, wo, cp), dtype),
     ) -> None:
         T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
         with T.sblock("root"):
             X = T.decl_buffer((c * h * w,), "float32", data=Xs.data)
-            Y = T.decl_buffer((ho * wo * 4,), "uint8", data=Ys.data)
+            Y = T.decl_buffer((ho * wo * cp,), dtype, data=Ys.data)
             for y in T.parallel(ho):
                 for x in range(wo):
                     if y < top or y >= top + h or x < left or x >= left + w:
-                        for ch in range(4):
-                            Y[(y * wo + x) * 4 + ch] = T.if_then_else(ch < c, T.uint8(border + 128), T.uint8(128))
+                        for ch in range(cp):
+                            Y[(y * wo + x) * cp + ch] = T.Cast(dtype, T.if_then_else(ch < c, border + offset, offset))
                 if top <= y and y < top + h:
                     for i in range(full):
-                        Y[T.ramp((y * wo + left + i * STEP) * 4, 1, 4 * STEP)] = words(X, y, i, scale[()], zp[()])
+                        Y[T.ramp((y * wo + left + i * STEP) * cp, 1, cp * STEP)] = step(X, y, i, scale[()], zp[()])
                     for j in range(tail):
-                        for ch in range(4):
-                            Y[(y * wo + left + full * STEP + j) * 4 + ch] = T.if_then_else(
+                        for ch in range(cp):
+                            Y[(y * wo + left + full * STEP + j) * cp + ch] = T.Cast(dtype, T.if_then_else(
                                 ch < c,
-                                T.Cast("uint8", byte_of(X[(ch * h + y - top) * w + full * STEP + j], scale[()], zp[()], 1)),
-                                T.uint8(128),
-                            )
+                                _quantized(X[(ch * h + y - top) * w + full * STEP + j], scale[()], zp[()], 1, offset),
+                                offset,
+                            ))  # fmt: skip
 
     return quantize_input
 
 
-def input_u8_pass(target: tvm.target.Target) -> Any:
-    """Rewrites ``pad(u8(transpose(pad(quantize(x)))))`` of a float NCHW model input to :func:`_input_func`.
+def input_pass(target: tvm.target.Target) -> Any:
+    """Rewrites ``pad(cast(transpose(pad(quantize(x)))))`` of a float NCHW model input to :func:`_input_func`.
 
-    Matches the chain :func:`edgekit.compiler.cpu_int8.int8_dot_pass` makes
-    for a u8 x s8 first layer: ``quantize(x, scale, zp)`` to int8 (scalar
-    scale and zero point), an optional spatial pad with the zero point,
-    ``permute_dims`` to NHWC, ``astype(astype(., int16) + 128, uint8)``, a
-    pad to 4 channels with 128 (and the spatial pad with 128 when the zero
-    point is 0). Anything else is left as it is.
+    Matches the chains :func:`edgekit.compiler.cpu_int8.int8_dot_pass` makes
+    for a first layer: ``quantize(x, scale, zp)`` to int8 (scalar scale and
+    zero point), an optional spatial pad with the zero point,
+    ``permute_dims`` to NHWC, then either ``astype(astype(., int16) + 128,
+    uint8)`` and a pad to 4 channels with 128 (``vpdpbusd``), or
+    ``astype(., int16)`` and a pad to an even number of channels with 0
+    (``vpmaddwd``); the spatial pad with it when the zero point is 0.
+    Anything else is left as it is.
     """
     import tvm
     from tvm import relax
@@ -104,7 +129,7 @@ def input_u8_pass(target: tvm.target.Target) -> Any:
     from edgekit.compiler.cpu_pipeline import mutator_pass
 
     if target.kind.name != "llvm":
-        return tvm.transform.Sequential([], name="EdgekitInputU8")
+        return tvm.transform.Sequential([], name="EdgekitInput")
     ops = {n: tvm.ir.Op.get(f"relax.{n}") for n in ("nn.pad", "astype", "add", "permute_dims", "quantize")}
 
     def is_op(expr: Any, name: str) -> bool:
@@ -129,18 +154,26 @@ def input_u8_pass(target: tvm.target.Target) -> Any:
             new = self.match(self.builder_.normalize(call)) if is_op(call, "nn.pad") else None
             return call if new is None else new
 
-        def match(self, pad: Any) -> Any:
-            out = shape_of(pad, "uint8")
-            widths = [int(v) for v in pad.attrs.pad_width]
-            if out is None or len(out) != 4 or out[0] != 1 or out[3] != 4 or float(pad.attrs.pad_value) != 128.0:
-                return None
-            u8 = self.bound(pad.args[0])
-            add = self.bound(u8.args[0]) if is_op(u8, "astype") else None
+        def converted(self, pad: Any, dtype: str) -> Any:
+            """``t`` when ``pad`` pads ``t: int8`` converted to ``dtype`` the way the dot-product rewrite does."""
+            cast = self.bound(pad.args[0])
+            if dtype == "int16":
+                return self.bound(cast.args[0]) if is_op(cast, "astype") else None
+            add = self.bound(cast.args[0]) if is_op(cast, "astype") else None
             i16 = self.bound(add.args[0]) if is_op(add, "add") else None
             offset = getattr(add.args[1], "value", None) if add is not None else None
             if not is_op(i16, "astype") or offset is None or int(offset.numpy()) != 128:
                 return None
-            perm = self.bound(i16.args[0])
+            return self.bound(i16.args[0])
+
+        def match(self, pad: Any) -> Any:
+            dtype = "int16" if shape_of(pad, "int16") is not None else "uint8"
+            out = shape_of(pad, dtype)
+            widths = [int(v) for v in pad.attrs.pad_width]
+            offset = 128.0 if dtype == "uint8" else 0.0
+            if out is None or len(out) != 4 or out[0] != 1 or float(pad.attrs.pad_value) != offset:
+                return None
+            perm = self.converted(pad, dtype)
             if not is_op(perm, "permute_dims") or [int(a) for a in perm.attrs.axes] != [0, 2, 3, 1]:
                 return None
             src = self.bound(perm.args[0])
@@ -155,7 +188,7 @@ def input_u8_pass(target: tvm.target.Target) -> Any:
                 border = float(src.attrs.pad_value)
             else:
                 quant = src
-                border = 0.0  # 128 in u8: int8 0, which the lowering pads with only for a zero point of 0
+                border = 0.0  # int8 0 (128 in u8), which the lowering pads with only for a zero point of 0
             if not is_op(quant, "quantize") or str(quant.attrs.out_dtype) != "int8":
                 return None
             x, scale, zp = quant.args
@@ -167,9 +200,11 @@ def input_u8_pass(target: tvm.target.Target) -> Any:
             if border != int(border) or not -128 <= border <= 127:
                 return None
             c, h, w = shape[1:]
-            _, ho, wo, _ = out
-            func = _input_func(c, h, w, top, left, ho, wo, int(border))
+            _, ho, wo, cp = out
+            if cp != (4 if dtype == "uint8" else c + c % 2):
+                return None
+            func = _input_func(c, h, w, top, left, ho, wo, int(border), dtype)
             gv = self.builder_.add_func(func, "quantize_input")
-            return relax.call_tir(gv, relax.Tuple([x, scale, zp]), relax.TensorType(out, "uint8"))
+            return relax.call_tir(gv, relax.Tuple([x, scale, zp]), relax.TensorType(out, dtype))
 
-    return mutator_pass(Input, "EdgekitInputU8")
+    return mutator_pass(Input, "EdgekitInput")

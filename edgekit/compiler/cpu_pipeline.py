@@ -1287,7 +1287,7 @@ def prepare_cpu_module(
     from tvm import relax
 
     from edgekit.compiler.cpu_detector import detector_passes
-    from edgekit.compiler.cpu_input import input_u8_pass
+    from edgekit.compiler.cpu_input import input_pass
     from edgekit.compiler.cpu_int8 import channel_sum_pass, int8_dot_pass, lookup_pass
     from edgekit.compiler.cpu_pad import int8_pad_pass
     from edgekit.compiler.cpu_requant import float_requant_pass
@@ -1312,7 +1312,7 @@ def prepare_cpu_module(
         lookup_pass(target),
         channel_sum_pass(),
         int8_pad_pass(target),
-        input_u8_pass(target),
+        input_pass(target),
         _block_weights_pass(target),
         _matmul_weights_pass(target),
         *([_softmax_pass(target), *detector_passes(target)] if fast_math else []),

@@ -8,11 +8,11 @@ import tvm
 from tvm import relax
 from tvm.relax import op as R
 
-from edgekit.compiler.cpu_input import input_u8_pass
+from edgekit.compiler.cpu_input import input_pass
 
 
-def _chain(shape, pad, zero_point):
-    """quantize -> [pad with the zero point] -> NHWC -> u8 (x + 128) -> pad to 4 channels, as Relax."""
+def _chain(shape, pad, zero_point, dtype):
+    """quantize -> [pad with the zero point] -> NHWC -> u8 (x + 128) or int16 -> pad to 4 (even) channels, as Relax."""
     n, c, h, w = shape
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType(shape, "float32"))
@@ -24,17 +24,22 @@ def _chain(shape, pad, zero_point):
             if pad:
                 q = bb.emit(R.nn.pad(q, [0, 0, 0, 0, pad, pad, pad, pad], pad_value=float(zero_point)))
             t = bb.emit(R.permute_dims(q, [0, 2, 3, 1]))
-            u = bb.emit(R.astype(R.add(R.astype(t, "int16"), relax.const(128, "int16")), "uint8"))
-            out = bb.emit_output(bb.emit(R.nn.pad(u, [0, 0, 0, 0, 0, 0, 0, 4 - c], pad_value=128.0)))
+            if dtype == "uint8":  # vpdpbusd's operand
+                u = bb.emit(R.astype(R.add(R.astype(t, "int16"), relax.const(128, "int16")), "uint8"))
+                out = bb.emit_output(bb.emit(R.nn.pad(u, [0, 0, 0, 0, 0, 0, 0, 4 - c], pad_value=128.0)))
+            else:  # AVX2 vpmaddwd's
+                u = bb.emit(R.astype(t, "int16"))
+                out = bb.emit_output(bb.emit(R.nn.pad(u, [0, 0, 0, 0, 0, 0, 0, c % 2], pad_value=0.0)))
         bb.emit_func_output(out)
     return bb.get()
 
 
+@pytest.mark.parametrize("dtype", ["uint8", "int16"])
 @pytest.mark.parametrize(("shape", "pad"), [((1, 3, 5, 37), 1), ((1, 1, 4, 16), 2), ((1, 3, 3, 20), 0)])
-def test_input_kernel_matches_numpy(shape, pad):
+def test_input_kernel_matches_numpy(shape, pad, dtype):
     zero_point, s = -3, np.float32(0.0173)
     target = tvm.target.Target({"kind": "llvm"})
-    mod = input_u8_pass(target)(_chain(shape, pad, zero_point))
+    mod = input_pass(target)(_chain(shape, pad, zero_point, dtype))
     assert any(gv.name_hint.startswith("quantize_input") for gv in mod.get_global_vars())
     vm = relax.VirtualMachine(tvm.compile(mod, target), tvm.cpu())
     rng = np.random.default_rng(0)
@@ -43,5 +48,7 @@ def test_input_kernel_matches_numpy(shape, pad):
     got = vm["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(np.array(s)), tvm.runtime.tensor(np.array(zero_point, np.int8)))
     q = np.clip(np.rint(x / s) + zero_point, -128, 127).astype(np.int16)
     q = np.pad(q, [(0, 0), (0, 0), (pad, pad), (pad, pad)], constant_values=zero_point)
-    want = np.pad(q.transpose(0, 2, 3, 1) + 128, [(0, 0), (0, 0), (0, 0), (0, 4 - shape[1])], constant_values=128)
-    np.testing.assert_array_equal(got.numpy(), want.astype(np.uint8))
+    offset, channels = (128, 4) if dtype == "uint8" else (0, shape[1] + shape[1] % 2)
+    want = np.pad(q.transpose(0, 2, 3, 1) + offset, [(0, 0), (0, 0), (0, 0), (0, channels - shape[1])],
+                  constant_values=offset)  # fmt: skip
+    np.testing.assert_array_equal(got.numpy(), want.astype(dtype))
