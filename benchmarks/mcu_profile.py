@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 from elftools.elf.elffile import ELFFile
 
-from edgekit.compiler.aot import FIRMWARE_ELF, WEIGHTS_BIN, _measure_and_link, compile_aot
-from edgekit.compiler.aot_nn import EXTERN_KERNEL, LUT_KERNEL, MUL_KERNEL, QUANTIZE_KERNEL, SUM_KERNEL
+from edgekit.compiler.backends.aot_c.pipeline import FIRMWARE_ELF, WEIGHTS_BIN, measure_and_link, compile_aot
+from edgekit.compiler.backends.aot_c.nn import EXTERN_KERNEL, LUT_KERNEL, MUL_KERNEL, QUANTIZE_KERNEL, SUM_KERNEL
 from edgekit.compiler.backend import no_progress
 from edgekit.core.profiles import load_profiles
 from edgekit.frontend.loader import load_model
@@ -98,7 +98,7 @@ def profile_model(path: str, board_name: str, feeds: dict[str, np.ndarray] | Non
     target = profiles.target_of(board)
     prepared = load_model(path)
     art = compile_aot(prepared, target.tvm_target())
-    members, _, _, _ = _measure_and_link(art, board, target, no_progress)
+    members, _, _, _ = measure_and_link(art, board, target, no_progress)
     rng = np.random.default_rng(0)
     feeds = feeds or {
         i.name: rng.uniform(-1, 1, i.shape).astype(i.dtype) if np.dtype(i.dtype).kind == "f"

@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     frontend = check_frontend(prepared)  # on a copy, before the memory plan legalizes `prepared` in place
     plan, advice = _memory_plan(prepared, board, args.boards_dir)
     if plan is not None and board is not None:
-        from edgekit.compiler.aot_memory import board_fit
+        from edgekit.compiler.backends.aot_c.memory import board_fit
 
         report.fits = board_fit(plan, board)
     offload = _npu_offload(prepared, board, args.boards_dir)
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     data["frontend"] = frontend.to_json()
     ram_note = ""
     if plan is not None:
-        from edgekit.compiler.aot_memory import arena_limit
+        from edgekit.compiler.backends.aot_c.memory import arena_limit
 
         limit, ram_note = arena_limit(board)
         data["memory_plan"] = {**plan.to_json(), "ram_for_arena_bytes": limit, "ram_for_arena": ram_note,
@@ -90,7 +90,7 @@ def _memory_plan(prepared, board, board_dirs) -> tuple[Any, list[Any]]:
     target = load_profiles(board_dirs).target_of(board)
     if target.codegen != "aot-c":
         return None, []
-    from edgekit.compiler.aot_memory import plan_memory, shrink_advice
+    from edgekit.compiler.backends.aot_c.memory import plan_memory, shrink_advice
 
     plan = plan_memory(prepared, board, target)
     if not board.memory.ram_bytes or plan.arena_bytes <= board.memory.ram_bytes:

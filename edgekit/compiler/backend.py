@@ -1,10 +1,12 @@
 """Compiler backends: one per code generation path, chosen by ``target.codegen``.
 
 A backend turns a :class:`~edgekit.frontend.loader.PreparedModel` into package
-members. Built-in backends are modules with a module-level ``build`` function,
-imported only when used (TVM is slow to import, and a board's backend may not
-exist yet); third parties register more through the ``edgekit.backends``
-entry-point group, pointing at a module or at a ``build`` function.
+members. Built-in backends are packages under :mod:`edgekit.compiler.backends`
+(one folder each) exposing a ``build`` function and ``PASSES``, the named list
+of the steps ``build`` runs (:class:`Pass`); they are imported only when used
+(TVM is slow to import, and a board's backend may not exist yet). Third
+parties register more through the ``edgekit.backends`` entry-point group,
+pointing at a module or at a ``build`` function.
 """
 
 from __future__ import annotations
@@ -26,9 +28,13 @@ __all__ = [
     "CompileOptions",
     "BuildResult",
     "Backend",
+    "Pass",
+    "CHECK_OPERATORS",
     "ProgressFn",
     "BACKENDS",
     "get_backend",
+    "backend_passes",
+    "format_passes",
     "no_progress",
     "refuse_tuning",
     "check_operators",
@@ -183,6 +189,41 @@ class BuildResult:
     extra_manifest: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Pass:
+    """One step of a backend's pipeline, as data (docs and users print the lists).
+
+    Attributes:
+        name: The stage the step reports to :data:`ProgressFn` (``compile``
+            shows it); steps of one backend have distinct names.
+        summary: What the step does, in one line.
+        function: Where it is implemented, ``module:qualified_name``.
+        when: When the step runs ("" = always).
+    """
+
+    name: str
+    summary: str
+    function: str
+    when: str = ""
+
+    def describe(self) -> str:
+        """One line: name, summary, condition and function."""
+        when = f" (when {self.when})" if self.when else ""
+        return f"{self.name:<8} {self.summary}{when}  [{self.function}]"
+
+
+#: The operator scan every TVM-importing backend runs first (:func:`check_operators`).
+CHECK_OPERATORS = Pass(
+    "check", "edgekit's operator scan: rules that keep TVM's importer right, then every unsupported op in one error",
+    "edgekit.compiler.backend:check_operators",
+)
+
+
+def format_passes(passes: "tuple[Pass, ...]") -> str:
+    """A numbered, printable list of ``passes``."""
+    return "\n".join(f"{i:2d}. {p.describe()}" for i, p in enumerate(passes, 1))
+
+
 class Backend(Protocol):
     """A code generation path (a module with a ``build`` function satisfies it)."""
 
@@ -200,9 +241,9 @@ class Backend(Protocol):
 
 #: codegen -> module path of its backend (or a registered backend object).
 BACKENDS: Registry[Any] = Registry("backend", CompileError)  # type: ignore[arg-type]
-BACKENDS.register("llvm", "edgekit.compiler.llvm_host")
-BACKENDS.register("aot-c", "edgekit.compiler.aot")
-BACKENDS.register("cuda", "edgekit.compiler.cuda")
+BACKENDS.register("llvm", "edgekit.compiler.backends.llvm")
+BACKENDS.register("aot-c", "edgekit.compiler.backends.aot_c")
+BACKENDS.register("cuda", "edgekit.compiler.backends.cuda")
 BACKENDS.register("npu", "edgekit.compiler.npu")
 
 
@@ -240,3 +281,8 @@ def get_backend(codegen: str, board_name: str = "") -> Backend:
     if callable(entry):
         return _FunctionBackend(entry)
     raise CompileError(f"backend for codegen {codegen} is not usable ({type(entry).__name__})", hint="Check the plugin.")
+
+
+def backend_passes(codegen: str) -> "tuple[Pass, ...]":
+    """The named pass list of ``codegen``'s backend (empty for a backend that declares none)."""
+    return tuple(getattr(get_backend(codegen), "PASSES", ()))

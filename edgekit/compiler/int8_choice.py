@@ -348,7 +348,7 @@ def vm_of_members(members: Mapping[str, bytes], inputs: Sequence[np.ndarray], li
     import tvm
     from tvm import relax
 
-    from edgekit.compiler.llvm_host import LIBRARY_MEMBER, PARAMS_MEMBER
+    from edgekit.compiler.backends.llvm.host import LIBRARY_MEMBER, PARAMS_MEMBER
 
     lib_path.write_bytes(members[LIBRARY_MEMBER])
     vm = relax.VirtualMachine(tvm.runtime.load_module(str(lib_path)), tvm.cpu())

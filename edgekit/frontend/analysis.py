@@ -128,7 +128,7 @@ class BoardFit:
         planner: How ``needed_ram`` was found. :func:`analyze` walks the
             ONNX graph (:data:`GRAPH_WALK`); for microcontroller boards
             ``edgekit inspect`` replaces the fit with compile's own arena plan
-            (:mod:`edgekit.compiler.aot_memory`).
+            (:mod:`edgekit.compiler.backends.aot_c.memory`).
         ram_label: What ``needed_ram`` is, for people.
         flash_label: What ``needed_flash`` is checked against, for people.
     """

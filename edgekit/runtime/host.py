@@ -154,7 +154,7 @@ class HostRunner:
                 f"cannot load package '{package.path}' in the TVM runtime: {str(exc).splitlines()[0][:200]}",
                 hint="Rebuild the package with this edgekit and TVM version.",
             ) from exc
-        # Keys sort in call order (p00000, p00001, ...; see compiler/llvm_host.py).
+        # Keys sort in call order (p00000, p00001, ...; see compiler/backends/llvm/host.py).
         self._params = [weights[k] for k in sorted(weights.keys())]
         if len(self._params) != int(params_info.get("count", len(self._params))):
             self.close()

@@ -1,5 +1,5 @@
 """Runner for Linux-board packages (runtime ``linux-aot``): the static runner
-executable from :mod:`edgekit.compiler.linux_cross`, run on the board over
+executable from :mod:`edgekit.compiler.backends.llvm.linux_cross`, run on the board over
 SSH, under qemu-user on this machine, or natively when this machine *is* a
 board of that architecture (e.g. inside an RPC server on the board).
 
@@ -59,7 +59,7 @@ RUN_TIMEOUT_S = 600.0
 
 _ARCH_ALIASES = {"amd64": "x86_64", "arm64": "aarch64"}
 
-# Runner exit codes (see RUNNER_C in edgekit/compiler/linux_cross.py).
+# Runner exit codes (see RUNNER_C in edgekit/compiler/backends/llvm/linux_cross.py).
 _EXIT_MEANING = {2: "bad arguments", 3: "could not read weights or inputs", 4: "the model returned an error",
                  5: "could not write outputs"}
 
@@ -170,7 +170,7 @@ class LocalExecutor:
 
 
 def runner_args(runner: str, weights: str, warmup: int, runs: int, inputs: Sequence[str], outputs: Sequence[str]) -> list[str]:
-    """The runner's command line (see :mod:`edgekit.compiler.linux_cross`)."""
+    """The runner's command line (see :mod:`edgekit.compiler.backends.llvm.linux_cross`)."""
     return [runner, weights, str(int(warmup)), str(int(runs)), *inputs, *outputs]
 
 

@@ -12,7 +12,7 @@ What a session runs depends on the package:
   library is uploaded, loaded with ``remote.load_module`` and timed with
   TVM's ``time_evaluator`` on the remote device;
 * ``linux-aot`` packages (static runner executable, see
-  :mod:`edgekit.compiler.linux_cross`): runner, weights and inputs are
+  :mod:`edgekit.compiler.backends.llvm.linux_cross`): runner, weights and inputs are
   uploaded and run through ``edgekit.rpc.run_runner``, a function that
   :func:`start_server` registers in its server. A server started with a
   qemu-user ``machine`` runs the runner under that emulator on the host: a

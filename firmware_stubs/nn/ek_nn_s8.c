@@ -1,6 +1,6 @@
 /* ek_nn_s8.c - int8 convolution, depthwise convolution and fully connected
  * kernels for microcontrollers, called by the model.c that edgekit's AOT
- * emitter writes (edgekit/compiler/aot_nn.py replaces each integer-lowered
+ * emitter writes (edgekit/compiler/backends/aot_c/nn.py replaces each integer-lowered
  * conv2d/matmul chain by one call of these; the emitter appends this file to
  * model.c, after the ek_dltensor_t / ek_ffi_any_t definitions).
  *
@@ -24,7 +24,7 @@
  *  - everything else (RV32IMF, the host): 4 channels x EK_NN_NP pixels in
  *    registers. With an FPU the products are accumulated in float32, which
  *    is exact: |x * w| <= 2^14 and the compiler only routes layers with
- *    K <= 1024 here (aot_nn.py), so every partial sum is an integer below
+ *    K <= 1024 here (backends/aot_c/nn.py), so every partial sum is an integer below
  *    2^24 and one fused multiply-add does a MAC; without an FPU, int32.
  * Word loads go through __builtin_memcpy, which compiles to a load even
  * under -ffreestanding -fno-builtin (a plain memcpy would be a call).
@@ -61,7 +61,7 @@ typedef int32_t ek_mac_t;
 #endif
 #define EK_NN_MC 4 /* channels per register block (generic kernel; weights packed [OC/4][K][4]) */
 
-/* Parameter block (int32) written by edgekit/compiler/aot_nn.py. */
+/* Parameter block (int32) written by edgekit/compiler/backends/aot_c/nn.py. */
 enum {
   EK_NN_KIND, EK_NN_CIN, EK_NN_H, EK_NN_W, EK_NN_OC, EK_NN_OH, EK_NN_OW, EK_NN_KH, EK_NN_KW, EK_NN_SH, EK_NN_SW,
   EK_NN_PT, EK_NN_PL, EK_NN_PADV, EK_NN_QMIN, EK_NN_QMAX, EK_NN_ZOUT, EK_NN_K, EK_NN_KP, EK_NN_P,
@@ -344,7 +344,7 @@ EK_DOT_4X1(ek_nn_dot_4x1_s8, int8_t)
 /* EK_NN_COLS = 1: int8 columns and each 4-channel block requantized from
  * the stack, so the scratch is only K * EK_NN_NP bytes (a quarter of the
  * MAC-type columns, no accumulators). The compiler picks it where the
- * faster layout would raise the arena (aot_nn.py). */
+ * faster layout would raise the arena (backends/aot_c/nn.py). */
 static void ek_nn_gemm_s8cols(const int8_t *x, const int8_t *w, const int32_t *h, int8_t *y, int8_t *col) {
   int32_t oc = h[EK_NN_OC], K = h[EK_NN_K], P = h[EK_NN_P], p, c, j;
   int32_t ys_c = h[EK_NN_KIND] == EK_NN_MATMUL ? 1 : P, ys_p = h[EK_NN_KIND] == EK_NN_MATMUL ? oc : 1;

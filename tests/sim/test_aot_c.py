@@ -12,8 +12,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgekit.compiler import firmware
-from edgekit.compiler.aot import build, compile_aot
-from edgekit.compiler.aot_host import run_on_host
+from edgekit.compiler.backends.aot_c.pipeline import PASSES, build, compile_aot
+from edgekit.compiler.backends.aot_c.host import run_on_host
 from edgekit.compiler.backend import CompileOptions
 from edgekit.core.profiles import get_board
 from edgekit.frontend.loader import load_model
@@ -162,8 +162,11 @@ def _link_test_image(result, board, target, out: Path) -> Path:
 def test_mcu_build_links(board_name: str, tmp_path: Path) -> None:
     board, target = get_board(board_name)
     prepared = load_model(residual_concat_cnn())
-    result = build(prepared, board, target, CompileOptions(), lambda stage, msg: None)
+    stages: list[str] = []
+    result = build(prepared, board, target, CompileOptions(), lambda stage, msg: stages.append(stage))
     assert result.runtime == "aot-c"
+    # The named pass list is what ran: every step, in its order (both boards link a firmware image).
+    assert list(dict.fromkeys(stages)) == [p.name for p in PASSES]
     assert {"model/model.c", "model/model.h", "model/kernels.o", "weights.bin"} <= set(result.members)
     mem = result.memory
     assert mem["code_bytes"] > 0 and mem["weight_bytes"] == len(result.members["weights.bin"])

@@ -11,8 +11,8 @@ import pytest
 import tvm
 from onnx import TensorProto, helper, numpy_helper
 
-from edgekit.compiler.aot import compile_aot
-from edgekit.compiler.aot_host import run_on_host
+from edgekit.compiler.backends.aot_c.pipeline import compile_aot
+from edgekit.compiler.backends.aot_c.host import run_on_host
 from edgekit.frontend.loader import load_model
 
 

@@ -21,8 +21,8 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgekit.compiler.aot import compile_aot
-from edgekit.compiler.aot_host import run_on_host
+from edgekit.compiler.backends.aot_c.pipeline import compile_aot
+from edgekit.compiler.backends.aot_c.host import run_on_host
 from edgekit.compiler.backend import CompileOptions
 from edgekit.compiler.driver import compile_model
 from edgekit.compress import QuantConfig, quantize

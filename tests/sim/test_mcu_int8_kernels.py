@@ -1,4 +1,4 @@
-"""edgekit's int8 MCU kernels (firmware_stubs/nn, edgekit/compiler/aot_nn.py).
+"""edgekit's int8 MCU kernels (firmware_stubs/nn, edgekit/compiler/backends/aot_c/nn.py).
 
 Outputs are bit-exact with the integer lowering as TVM compiles it (the
 kernels off) and within one output step of onnxruntime running the QDQ graph
@@ -22,8 +22,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgekit.compiler import firmware
-from edgekit.compiler.aot import compile_aot
-from edgekit.compiler.aot_host import run_on_host
+from edgekit.compiler.backends.aot_c.pipeline import compile_aot
+from edgekit.compiler.backends.aot_c.host import run_on_host
 from edgekit.compiler.backend import CompileOptions
 from edgekit.compiler.driver import compile_model
 from edgekit.core.profiles import get_board
@@ -110,7 +110,7 @@ def _feeds(model: onnx.ModelProto, seed: int = 3) -> dict[str, np.ndarray]:
 def test_host_kernels_bit_exact_with_the_integer_lowering(name: str, columns: str, monkeypatch) -> None:
     import tvm
 
-    from edgekit.compiler import aot_nn
+    from edgekit.compiler.backends.aot_c import nn as aot_nn
 
     # int8 im2col columns wherever they shrink the arena, or the fast ones always
     monkeypatch.setattr(aot_nn, "MAX_SCRATCH_SHARE", 0.0 if columns == "int8" else 1e9)

@@ -14,9 +14,9 @@ import onnxruntime as ort
 import pytest
 
 from edgekit.cli.main import main
-from edgekit.compiler.aot import compile_aot
-from edgekit.compiler.aot_emit import _DECODER
-from edgekit.compiler.aot_host import run_on_host
+from edgekit.compiler.backends.aot_c.pipeline import compile_aot
+from edgekit.compiler.backends.aot_c.emit import _DECODER
+from edgekit.compiler.backends.aot_c.host import run_on_host
 from edgekit.compiler.backend import CompileOptions
 from edgekit.compiler.driver import compile_model
 from edgekit.compiler.firmware import compile_c, find_toolchain, link_image

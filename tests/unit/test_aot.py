@@ -10,12 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
-from edgekit.compiler.aot import build, check_fits
-from edgekit.compiler.aot_emit import dl_dtype
-from edgekit.compiler.aot_graph import extract_graph
-from edgekit.compiler.aot_layout import arena_buffers, pack_weights
-from edgekit.compiler.aot_lower import import_model, lower_for_aot
-from edgekit.compiler.aot_plan import Buffer, find_overlaps, plan_arena
+from edgekit.compiler.backends.aot_c.pipeline import build, check_fits
+from edgekit.compiler.backends.aot_c.emit import dl_dtype
+from edgekit.compiler.backends.aot_c.graph import extract_graph
+from edgekit.compiler.backends.aot_c.layout import arena_buffers, pack_weights
+from edgekit.compiler.backends.aot_c.lower import import_model, lower_for_aot
+from edgekit.compiler.backends.aot_c.plan import Buffer, find_overlaps, plan_arena
 from edgekit.compiler.backend import CompileOptions
 from edgekit.compiler.firmware import cc_flags, firmware_spec
 from edgekit.core.errors import CompileError, DoesNotFitError

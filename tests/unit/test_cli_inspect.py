@@ -11,7 +11,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgekit.cli.main import main
-from edgekit.compiler.aot_memory import slot_upper_bound
+from edgekit.compiler.backends.aot_c.memory import slot_upper_bound
 from edgekit.core.profiles import load_profiles
 from edgekit.frontend.analysis import GRAPH_WALK
 

@@ -44,7 +44,7 @@ def test_desktop_gpu_package_builds_with_dlight_schedules(desktop_pkg: Path) -> 
 
 
 def test_missing_cuda_compiler_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    from edgekit.compiler import cuda
+    from edgekit.compiler.backends.cuda import pipeline as cuda
 
     monkeypatch.delenv("TVM_CUDA_COMPILE_MODE", raising=False)
     monkeypatch.setattr(cuda.shutil, "which", lambda name: None)

@@ -14,9 +14,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgekit.cli.main import main
-from edgekit.compiler import aot
-from edgekit.compiler.aot_memory import MemoryPlan, arena_limit, best_split, check_plan_fits, shrink_advice
-from edgekit.compiler.aot_plan import Buffer
+from edgekit.compiler.backends.aot_c import pipeline as aot
+from edgekit.compiler.backends.aot_c.memory import MemoryPlan, arena_limit, best_split, check_plan_fits, shrink_advice
+from edgekit.compiler.backends.aot_c.plan import Buffer
 from edgekit.compiler.backend import CompileOptions
 from edgekit.compiler.driver import compile_model
 from edgekit.core.errors import DoesNotFitError

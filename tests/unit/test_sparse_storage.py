@@ -9,9 +9,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgekit.cli.main import main
-from edgekit.compiler.aot import _choose_storage, check_fits, compile_aot
-from edgekit.compiler.aot_layout import BITMASK, DECODE_ENTRY_BYTES, DENSE, sparse_pays
-from edgekit.compiler.aot_plan import find_overlaps
+from edgekit.compiler.backends.aot_c.pipeline import choose_storage, check_fits, compile_aot
+from edgekit.compiler.backends.aot_c.layout import BITMASK, DECODE_ENTRY_BYTES, DENSE, sparse_pays
+from edgekit.compiler.backends.aot_c.plan import find_overlaps
 from edgekit.compiler.backend import CompileOptions, refuse_weight_storage
 from edgekit.compress.prune import sparse_storage_bytes
 from edgekit.core.errors import ConfigError, DoesNotFitError, InputError
@@ -211,8 +211,8 @@ def _board_with_ram(ram: int):
 def test_auto_falls_back_to_dense_when_ram_does_not_fit(pruned_artifacts, caplog) -> None:
     layout = pruned_artifacts.layout
     board = _board_with_ram(layout.dense_arena_bytes)  # dense fits exactly, sparse does not
-    with caplog.at_level("INFO", logger="edgekit.compiler.aot"):
-        art, note = _choose_storage(pruned_artifacts, board, "auto")
+    with caplog.at_level("INFO", logger="edgekit.compiler.backends.aot_c.pipeline"):
+        art, note = choose_storage(pruned_artifacts, board, "auto")
     assert not art.layout.decoded and art.layout.arena_bytes == layout.dense_arena_bytes
     assert "more than the" in note and "RAM" in note
     assert "storing every weight dense" in caplog.text
@@ -220,14 +220,14 @@ def test_auto_falls_back_to_dense_when_ram_does_not_fit(pruned_artifacts, caplog
 
 
 def test_auto_keeps_sparse_when_ram_fits(pruned_artifacts) -> None:
-    art, note = _choose_storage(pruned_artifacts, _board_with_ram(pruned_artifacts.layout.arena_bytes), "auto")
+    art, note = choose_storage(pruned_artifacts, _board_with_ram(pruned_artifacts.layout.arena_bytes), "auto")
     assert art is pruned_artifacts and note == ""
 
 
 def test_sparse_mode_raises_when_ram_does_not_fit(pruned_artifacts) -> None:
     layout = pruned_artifacts.layout
     with pytest.raises(DoesNotFitError) as info:
-        _choose_storage(pruned_artifacts, _board_with_ram(layout.dense_arena_bytes), "sparse")
+        choose_storage(pruned_artifacts, _board_with_ram(layout.dense_arena_bytes), "sparse")
     err = info.value
     assert f"arena is {layout.arena_bytes} B" in err.message and "--weight-storage auto" in err.hint
     assert err.fields["decode_scratch_bytes"] == layout.decode_scratch_bytes

@@ -7,9 +7,9 @@ Conv+PReLU is one kernel writing one buffer). On an MTCNN O-Net-shaped model
 that was 529 KiB ("does not fit") against a 357.6 KiB arena.
 
 This module runs compile's own front half — import, int8 offload, lowering to
-kernel calls (:func:`lower_to_graph`, which :func:`edgekit.compiler.aot.compile_aot`
-also calls) — and compile's own planner (:func:`edgekit.compiler.aot_layout.layout_model`
-over :func:`edgekit.compiler.aot_plan.plan_arena`), but stops before the
+kernel calls (:func:`lower_to_graph`, which :func:`edgekit.compiler.backends.aot_c.pipeline.compile_aot`
+also calls) — and compile's own planner (:func:`edgekit.compiler.backends.aot_c.layout.layout_model`
+over :func:`edgekit.compiler.backends.aot_c.plan.plan_arena`), but stops before the
 kernel build. The result, a :class:`MemoryPlan`, is what inspect reports and
 what compile checks the board against *before* building (issue 16 item 6).
 The only thing the build adds is the kernels' workspaces (temporaries a fused
@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 import onnx
 
-from edgekit.compiler.aot_graph import AotGraph, extract_graph
-from edgekit.compiler.aot_layout import AotLayout, layout_model
-from edgekit.compiler.aot_plan import Buffer, plan_arena
+from edgekit.compiler.backends.aot_c.graph import AotGraph, extract_graph
+from edgekit.compiler.backends.aot_c.layout import AotLayout, layout_model
+from edgekit.compiler.backends.aot_c.plan import Buffer, plan_arena
 from edgekit.compiler.firmware import firmware_spec
 from edgekit.compiler.image_check import slot_capacity
 from edgekit.compiler.backend import ProgressFn, no_progress
@@ -65,7 +65,7 @@ logger = logging.getLogger(__name__)
 #: How the arena is planned; printed by inspect and kept in the plan's JSON.
 PLANNER = (
     "edgekit AOT arena planner: one arena for inputs, outputs and every fused kernel's output, "
-    "greedy by size over kernel-call lifetimes (edgekit.compiler.aot_plan), the plan compile uses"
+    "greedy by size over kernel-call lifetimes (edgekit.compiler.backends.aot_c.plan), the plan compile uses"
 )
 
 #: Largest tensors named in a report or an error.
@@ -186,8 +186,8 @@ def lower_to_graph(
         ``(lowered module, graph)``; the graph's ``extern_source`` is set when
         int8 layers run on edgekit's C kernels.
     """
-    from edgekit.compiler.aot_lower import import_model, lower_for_aot
-    from edgekit.compiler.aot_nn import kernel_source, offload_int8, uses_dsp
+    from edgekit.compiler.backends.aot_c.lower import import_model, lower_for_aot
+    from edgekit.compiler.backends.aot_c.nn import kernel_source, offload_int8, uses_dsp
 
     progress("import", "importing into TVM Relax")
     mod = import_model(prepared)

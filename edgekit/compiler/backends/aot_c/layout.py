@@ -1,7 +1,7 @@
-"""Addresses for every tensor of an :class:`~edgekit.compiler.aot_graph.AotGraph`.
+"""Addresses for every tensor of an :class:`~edgekit.compiler.backends.aot_c.graph.AotGraph`.
 
 Inputs, intermediates, outputs and kernel workspaces share one arena planned
-by :func:`edgekit.compiler.aot_plan.plan_arena`; weights go into one blob
+by :func:`edgekit.compiler.backends.aot_c.plan.plan_arena`; weights go into one blob
 (``weights.bin``) at aligned offsets. Views share the offset of the tensor
 they view.
 
@@ -23,9 +23,9 @@ from typing import Any, Collection
 
 import numpy as np
 
-from edgekit.compiler.aot_graph import AotGraph, TensorInfo
-from edgekit.compiler.aot_nn import IN_PLACE
-from edgekit.compiler.aot_plan import DEFAULT_ALIGNMENT, ArenaPlan, Buffer, align_up, find_overlaps, plan_arena
+from edgekit.compiler.backends.aot_c.graph import AotGraph, TensorInfo
+from edgekit.compiler.backends.aot_c.nn import IN_PLACE
+from edgekit.compiler.backends.aot_c.plan import DEFAULT_ALIGNMENT, ArenaPlan, Buffer, align_up, find_overlaps, plan_arena
 from edgekit.core.errors import CompileError
 from edgekit.core.sparse import bitmask_bytes, encode_bitmask
 
@@ -181,7 +181,7 @@ def arena_buffers(graph: AotGraph, workspace: dict[str, int], decoded: Collectio
     the host writes the inputs again before every run, as the runners do
     (docs/protocol.md). An input that is also an output lives to the end.
 
-    The output of a kernel that can work in place (:data:`~edgekit.compiler.aot_nn.IN_PLACE`)
+    The output of a kernel that can work in place (:data:`~edgekit.compiler.backends.aot_c.nn.IN_PLACE`)
     is placed within its input when the input dies at that call.
 
     ``decoded`` names the weights stored sparse: each gets a buffer (named

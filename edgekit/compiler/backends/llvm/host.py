@@ -1,4 +1,7 @@
-"""LLVM backend for CPUs that run the TVM runtime: a Relax VM executable.
+"""LLVM backend, the boards that run the TVM runtime: a Relax VM executable.
+
+Used for boards of this machine's ISA (:mod:`edgekit.compiler.backends.llvm.pipeline`
+sends other ISAs' Linux boards to :mod:`~edgekit.compiler.backends.llvm.linux_cross`).
 
 Weights are imported as function parameters (``keep_params_in_input=True``)
 and detached, so they go into the ``params.bin`` member instead of through
@@ -29,7 +32,7 @@ if TYPE_CHECKING:
     from edgekit.core.profiles import Board, Target
     from edgekit.frontend.loader import PreparedModel
 
-__all__ = ["build", "RUNTIME", "LIBRARY_MEMBER", "PARAMS_MEMBER", "param_key", "tvm_error_line"]
+__all__ = ["build", "runs_here", "RUNTIME", "LIBRARY_MEMBER", "PARAMS_MEMBER", "param_key", "tvm_error_line"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,11 +53,16 @@ def _host_arch() -> str:
     return _ARCH_ALIASES.get(machine, machine)
 
 
+def runs_here(target: "Target") -> bool:
+    """Whether ``target`` has this machine's ISA (a Relax VM library built here runs here)."""
+    return target.isa.lower() == _host_arch()
+
+
 def _check_runs_here(board: "Board", target: "Target") -> None:
     # Exporting a shared library needs a linker for the target; only the host
-    # toolchain is wired up for Relax VM libraries (other ISAs go through
-    # edgekit.compiler.linux_cross, see build()).
-    if target.isa.lower() != _host_arch():
+    # toolchain is wired up for Relax VM libraries (other ISAs' Linux boards
+    # go through edgekit.compiler.backends.llvm.linux_cross, see pipeline.build).
+    if not runs_here(target):
         raise CompileError(
             f"compiling for board '{board.name}' ({target.isa}) on this {_host_arch()} machine is not available yet",
             hint="Cross-compiling is available for 64-bit Linux boards (aarch64, riscv64); "
@@ -101,13 +109,6 @@ def build(
         UnsupportedOpsError: listing every operator TVM cannot import.
         CompileError: when TVM fails; the message carries TVM's first line.
     """
-    if target.isa.lower() != _host_arch():
-        from edgekit.compiler import linux_cross
-
-        if linux_cross.supports(target):
-            # Another ISA's Linux board: a static runner executable instead of
-            # a Relax VM library (no TVM runtime on the board).
-            return linux_cross.build(prepared, board, target, options, progress)
     _check_runs_here(board, target)
 
     check_operators(prepared, options, progress)

@@ -23,9 +23,9 @@ from __future__ import annotations
 import logging
 import re
 
-from edgekit.compiler.aot_graph import AotGraph, TensorInfo
-from edgekit.compiler.aot_kernels import KERNEL_PREFIX
-from edgekit.compiler.aot_layout import AotLayout, StoredWeight
+from edgekit.compiler.backends.aot_c.graph import AotGraph, TensorInfo
+from edgekit.compiler.backends.aot_c.kernels import KERNEL_PREFIX
+from edgekit.compiler.backends.aot_c.layout import AotLayout, StoredWeight
 from edgekit.core.errors import CompileError
 
 __all__ = ["emit_model_h", "emit_model_c", "ERR_WEIGHTS_ALIGN", "dl_dtype"]

@@ -27,20 +27,35 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgekit.compiler.backend import BuildResult, CompileOptions, ProgressFn, check_operators, refuse_tuning
-from edgekit.compiler.llvm_host import LIBRARY_MEMBER, PARAMS_MEMBER, param_key, tvm_error_line
+from edgekit.compiler.backend import (
+    CHECK_OPERATORS, BuildResult, CompileOptions, Pass, ProgressFn, check_operators, refuse_tuning,
+)
+from edgekit.compiler.backends.llvm.host import LIBRARY_MEMBER, PARAMS_MEMBER, param_key, tvm_error_line
 from edgekit.core.errors import CompileError
 
 if TYPE_CHECKING:
     from edgekit.core.profiles import Board, Target
     from edgekit.frontend.loader import PreparedModel
 
-__all__ = ["build", "gpu_schedule", "cuda_compiler", "RUNTIME", "SOURCE_MEMBER"]
+__all__ = ["build", "import_model", "compile_for_gpu", "export", "gpu_schedule", "cuda_compiler", "PASSES", "RUNTIME", "SOURCE_MEMBER"]
 
 logger = logging.getLogger(__name__)
 
 RUNTIME = "tvm-vm-cuda"
 SOURCE_MEMBER = "cuda/kernels.cu"
+
+_HERE = "edgekit.compiler.backends.cuda.pipeline"
+
+#: The steps :func:`build` runs, in order (names are its progress stages).
+PASSES: tuple[Pass, ...] = (
+    CHECK_OPERATORS,
+    Pass("import", "ONNX to Relax with TVM's importer (QDQ stays float), weights detached into params.bin",
+         f"{_HERE}:import_model"),
+    Pass("build", "Relax 'zero' pipeline, dlight GPU schedules, device code by nvcc or NVRTC",
+         f"{_HERE}:compile_for_gpu"),
+    Pass("export", "export lib/model.so (host side linked for the board's triple), params.bin, cuda/kernels.cu",
+         f"{_HERE}:export"),
+)
 
 
 def cuda_compiler() -> str:
@@ -119,6 +134,65 @@ def _cuda_source(executable: Any) -> str:
         return ""
 
 
+def import_model(prepared: "PreparedModel") -> tuple[Any, list[Any]]:
+    """ONNX to Relax with TVM's importer; returns ``(mod, weights)`` with the weights detached."""
+    from tvm.relax.frontend import detach_params
+    from tvm.relax.frontend.onnx import from_onnx
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            mod = from_onnx(prepared.model, shape_dict={s.name: list(s.shape) for s in prepared.inputs},
+                            dtype_dict={s.name: s.dtype for s in prepared.inputs}, keep_params_in_input=True)
+        mod, params = detach_params(mod)
+    except Exception as exc:
+        raise CompileError(f"TVM could not import model '{prepared.name}': {tvm_error_line(exc)}",
+                           hint="Run `edgekit inspect` on the model.") from exc
+    return mod, list(params.get("main", []))
+
+
+def compile_for_gpu(mod: Any, name: str, target: "Target", opt_level: int, compiler: str) -> Any:
+    """Relax's ``zero`` pipeline, the dlight GPU schedules and ``tvm.compile``,
+    with device code compiled by ``compiler`` (``nvcc`` or ``nvrtc``)."""
+    import tvm
+    from tvm import relax
+
+    old_mode = os.environ.get("TVM_CUDA_COMPILE_MODE")
+    os.environ["TVM_CUDA_COMPILE_MODE"] = compiler
+    try:
+        tvm_target = target.tvm_target()
+        with tvm_target, tvm.transform.PassContext(opt_level=opt_level):
+            mod = relax.get_pipeline("zero")(mod)
+            mod = gpu_schedule()(mod)
+        return tvm.compile(mod, target=tvm_target)
+    except Exception as exc:
+        raise CompileError(f"TVM could not build model '{name}' for {target.name}: {tvm_error_line(exc)}",
+                           hint="Run with --debug for TVM's full message.") from exc
+    finally:
+        if old_mode is None:
+            os.environ.pop("TVM_CUDA_COMPILE_MODE", None)
+        else:
+            os.environ["TVM_CUDA_COMPILE_MODE"] = old_mode
+
+
+def export(executable: Any, target: "Target", weights: list[Any]) -> dict[str, bytes]:
+    """Package members: the library (host side linked for the board), ``params.bin`` and the CUDA source."""
+    import tvm
+
+    with tempfile.TemporaryDirectory(prefix="edgekit-cuda-") as tmp:
+        try:
+            library = _export(executable, target, Path(tmp))
+        except Exception as exc:
+            raise CompileError(f"could not export the CUDA library: {tvm_error_line(exc)}",
+                               hint="Exporting needs zig (pip install ziglang) or a host C compiler.") from exc
+    blob = bytes(tvm.runtime.save_param_dict({param_key(i): w for i, w in enumerate(weights)}))
+    members = {LIBRARY_MEMBER: library, PARAMS_MEMBER: blob}
+    source = _cuda_source(executable)
+    if source:
+        members[SOURCE_MEMBER] = source.encode()
+    return members
+
+
 def build(
     prepared: "PreparedModel",
     board: "Board",
@@ -135,63 +209,22 @@ def build(
     refuse_tuning(options, "the cuda backend")
     compiler = cuda_compiler()
     check_operators(prepared, options, progress)
-
-    import tvm
-    from tvm import relax
-    from tvm.relax.frontend import detach_params
-    from tvm.relax.frontend.onnx import from_onnx
-
     progress("import", "importing into TVM Relax")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            mod = from_onnx(prepared.model, shape_dict={s.name: list(s.shape) for s in prepared.inputs},
-                            dtype_dict={s.name: s.dtype for s in prepared.inputs}, keep_params_in_input=True)
-        mod, params = detach_params(mod)
-    except Exception as exc:
-        raise CompileError(f"TVM could not import model '{prepared.name}': {tvm_error_line(exc)}",
-                           hint="Run `edgekit inspect` on the model.") from exc
-    weights = list(params.get("main", []))
-
+    mod, weights = import_model(prepared)
     progress("build", f"scheduling with dlight and building for {target.name} ({compiler})")
-    old_mode = os.environ.get("TVM_CUDA_COMPILE_MODE")
-    os.environ["TVM_CUDA_COMPILE_MODE"] = compiler
-    try:
-        tvm_target = target.tvm_target()
-        with tvm_target, tvm.transform.PassContext(opt_level=options.opt_level):
-            mod = relax.get_pipeline("zero")(mod)
-            mod = gpu_schedule()(mod)
-        executable = tvm.compile(mod, target=tvm_target)
-    except Exception as exc:
-        raise CompileError(f"TVM could not build model '{prepared.name}' for {target.name}: {tvm_error_line(exc)}",
-                           hint="Run with --debug for TVM's full message.") from exc
-    finally:
-        if old_mode is None:
-            os.environ.pop("TVM_CUDA_COMPILE_MODE", None)
-        else:
-            os.environ["TVM_CUDA_COMPILE_MODE"] = old_mode
-
+    executable = compile_for_gpu(mod, prepared.name, target, options.opt_level, compiler)
     progress("export", "exporting the library and weights")
-    with tempfile.TemporaryDirectory(prefix="edgekit-cuda-") as tmp:
-        try:
-            library = _export(executable, target, Path(tmp))
-        except Exception as exc:
-            raise CompileError(f"could not export the CUDA library: {tvm_error_line(exc)}",
-                               hint="Exporting needs zig (pip install ziglang) or a host C compiler.") from exc
-    blob = bytes(tvm.runtime.save_param_dict({param_key(i): w for i, w in enumerate(weights)}))
-    members = {LIBRARY_MEMBER: library, PARAMS_MEMBER: blob}
-    source = _cuda_source(executable)
-    if source:
-        members[SOURCE_MEMBER] = source.encode()
+    members = export(executable, target, weights)
     weight_bytes = sum(int(np.prod(w.shape, dtype=np.int64)) * np.dtype(w.dtype).itemsize for w in weights)
     return BuildResult(
         members=members,
         runtime=RUNTIME,
-        memory={"arena_bytes": 0, "weight_bytes": weight_bytes, "code_bytes": len(library)},
+        memory={"arena_bytes": 0, "weight_bytes": weight_bytes, "code_bytes": len(members[LIBRARY_MEMBER])},
         extra_manifest={
             "entry": "main",
             "library": LIBRARY_MEMBER,
             "params": {"member": PARAMS_MEMBER, "format": "tvm-param-dict", "count": len(weights)},
-            "cuda": {"compiler": compiler, "schedule": "dlight default gpu rules", "source": SOURCE_MEMBER if source else None},
+            "cuda": {"compiler": compiler, "schedule": "dlight default gpu rules",
+                     "source": SOURCE_MEMBER if SOURCE_MEMBER in members else None},
         },
     )

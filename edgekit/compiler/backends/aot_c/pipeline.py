@@ -1,20 +1,24 @@
 """AOT C backend for bare-metal microcontrollers (codegen ``aot-c``).
 
 TVM 0.27 has no microTVM, C runtime or AOT executor any more, but it still
-builds kernels for bare-metal triples. This backend supplies the rest:
+builds kernels for bare-metal triples. This backend supplies the rest; its
+steps, in order, are :data:`PASSES` (one module of this folder each):
 
-1. :mod:`~edgekit.compiler.aot_lower` imports the model and lowers Relax
-   ``main`` to a list of destination-passing kernel calls;
-2. :mod:`~edgekit.compiler.aot_graph` turns ``main`` into tensors and calls;
-3. :mod:`~edgekit.compiler.aot_kernels` builds the kernels into one object
-   for the device triple and measures their workspaces;
-4. :mod:`~edgekit.compiler.aot_layout` plans one arena for inputs,
+1. :mod:`~edgekit.compiler.backends.aot_c.lower` imports the model and lowers
+   Relax ``main`` to a list of destination-passing kernel calls (int8 layers
+   to edgekit's C kernels first, :mod:`~edgekit.compiler.backends.aot_c.nn`);
+2. :mod:`~edgekit.compiler.backends.aot_c.graph` turns ``main`` into tensors and calls;
+3. :mod:`~edgekit.compiler.backends.aot_c.memory` plans the arena before any
+   kernel is built and refuses a model that cannot fit the board;
+4. :mod:`~edgekit.compiler.backends.aot_c.kernels` builds the kernels into one
+   object for the device triple and measures their workspaces;
+5. :mod:`~edgekit.compiler.backends.aot_c.layout` plans one arena for inputs,
    intermediates, outputs and workspaces, and packs ``weights.bin`` (each
    weight dense, or bitmask-sparse where that makes flash smaller and
    ``CompileOptions.weight_storage`` allows it; a sparse weight is decoded
    into a short-lived arena buffer before the kernel that reads it);
-5. :mod:`~edgekit.compiler.aot_emit` writes ``model.c`` / ``model.h``;
-6. :mod:`~edgekit.compiler.firmware` compiles ``model.c`` for the device to
+6. :mod:`~edgekit.compiler.backends.aot_c.emit` writes ``model.c`` / ``model.h``;
+7. :mod:`~edgekit.compiler.firmware` compiles ``model.c`` for the device to
    measure code size and, when ``firmware_stubs`` describes the board,
    links ``firmware/firmware.elf``.
 
@@ -33,12 +37,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from edgekit.compiler.aot_emit import emit_model_c, emit_model_h
-from edgekit.compiler.aot_graph import AotGraph
-from edgekit.compiler.aot_kernels import KernelBuild, build_kernels
-from edgekit.compiler.aot_layout import AotLayout, float_ops, layout_model
-from edgekit.compiler.aot_memory import check_plan_fits, lower_to_graph, plan_graph, plan_memory
-from edgekit.compiler.backend import BuildResult, CompileOptions, ProgressFn, no_progress, check_operators, refuse_tuning
+from edgekit.compiler.backends.aot_c.emit import emit_model_c, emit_model_h
+from edgekit.compiler.backends.aot_c.graph import AotGraph
+from edgekit.compiler.backends.aot_c.kernels import KernelBuild, build_kernels
+from edgekit.compiler.backends.aot_c.layout import AotLayout, float_ops, layout_model
+from edgekit.compiler.backends.aot_c.memory import check_plan_fits, lower_to_graph, plan_graph, plan_memory
+from edgekit.compiler.backend import CHECK_OPERATORS, BuildResult, CompileOptions, Pass, ProgressFn, no_progress, check_operators, refuse_tuning
 from edgekit.compiler import firmware
 from edgekit.core.errors import CompileError, DoesNotFitError
 
@@ -47,6 +51,8 @@ if TYPE_CHECKING:
     from edgekit.frontend.loader import PreparedModel
 
 __all__ = [
+    "PASSES",
+    "COMPILE_PASSES",
     "build",
     "compile_aot",
     "check_fits",
@@ -58,6 +64,8 @@ __all__ = [
     "WEIGHTS_BIN",
     "FIRMWARE_ELF",
     "with_weight_storage",
+    "choose_storage",
+    "measure_and_link",
 ]
 
 logger = logging.getLogger(__name__)
@@ -68,6 +76,36 @@ MODEL_H = "model/model.h"
 KERNELS_O = "model/kernels.o"
 WEIGHTS_BIN = "weights.bin"
 FIRMWARE_ELF = "firmware/firmware.elf"
+
+_HERE = "edgekit.compiler.backends.aot_c"
+
+#: The steps of :func:`compile_aot` (``fit`` only with a ``before_build`` check).
+COMPILE_PASSES: tuple[Pass, ...] = (
+    Pass("import", "ONNX to Relax (QDQ chains to integer-only compute), weights bound back as constants",
+         f"{_HERE}.lower:import_model"),
+    Pass("lower", "int8 layers to edgekit's C kernels (unless mcu_int8_kernels is off), then Relax "
+         "legalize/fuse/CallTIRRewrite to a list of kernel calls", f"{_HERE}.memory:lower_to_graph"),
+    Pass("fit", "plan the arena before any kernel is built; refuse a model that cannot fit, with planned advice",
+         f"{_HERE}.memory:check_plan_fits", when="compiling for an MCU board"),
+    Pass("build", "build the TVM kernels into one object for the device triple; measure their workspaces",
+         f"{_HERE}.kernels:build_kernels"),
+    Pass("plan", "one arena for inputs, intermediates, outputs and workspaces; pack weights.bin",
+         f"{_HERE}.layout:layout_model"),
+    Pass("emit", "write model.c / model.h (static call schedule, tensors, sparse-weight decoding)",
+         f"{_HERE}.emit:emit_model_c"),
+)
+
+#: The steps :func:`build` runs, in order (names are its progress stages).
+PASSES: tuple[Pass, ...] = (
+    CHECK_OPERATORS,
+    *COMPILE_PASSES,
+    Pass("storage", "keep sparse weights only where the board's RAM allows the decode buffers",
+         f"{_HERE}.pipeline:choose_storage", when="weight storage is auto or sparse"),
+    Pass("measure", "compile model.c for the device to measure code size; check RAM and flash",
+         f"{_HERE}.pipeline:measure_and_link"),
+    Pass("link", "link firmware/firmware.elf from firmware_stubs", f"{_HERE}.pipeline:measure_and_link",
+         when="firmware_stubs describes the board and a cross toolchain is found"),
+)
 
 
 @dataclass
@@ -109,20 +147,20 @@ def compile_aot(
     Args:
         prepared: The loaded model.
         tvm_target: An LLVM ``tvm.target.Target`` (a bare-metal triple, or the
-            host for numerical checks with :func:`edgekit.compiler.aot_host.run_on_host`).
+            host for numerical checks with :func:`edgekit.compiler.backends.aot_c.host.run_on_host`).
         opt_level: Relax ``PassContext`` optimisation level.
         disable_asserts: Drop the kernels' argument checks (see
-            :func:`~edgekit.compiler.aot_kernels.build_kernels`).
+            :func:`~edgekit.compiler.backends.aot_c.kernels.build_kernels`).
         schedule: Inline producers and fuse epilogues in the kernels (see
-            :func:`~edgekit.compiler.aot_kernels.schedule_for_mcu`).
+            :func:`~edgekit.compiler.backends.aot_c.kernels.schedule_for_mcu`).
         fast_math: Use TVM's polynomial exp/tanh/erf/softmax (no libm needed).
         sparse_weights: Store each weight bitmask-sparse where that makes
-            ``weights.bin`` smaller (see :func:`~edgekit.compiler.aot_layout.choose_encodings`).
+            ``weights.bin`` smaller (see :func:`~edgekit.compiler.backends.aot_c.layout.choose_encodings`).
         int8_kernels: Run int8 conv2d/depthwise/matmul layers on edgekit's C
-            kernels (:mod:`~edgekit.compiler.aot_nn`) instead of TVM's loop nests.
+            kernels (:mod:`~edgekit.compiler.backends.aot_c.nn`) instead of TVM's loop nests.
         progress: Stage callback.
         before_build: Called with the lowered graph before any kernel is
-            built (the board fit check, :func:`edgekit.compiler.aot_memory.check_plan_fits`).
+            built (the board fit check, :func:`edgekit.compiler.backends.aot_c.memory.check_plan_fits`).
 
     Raises:
         CompileError: when any stage fails, naming it.
@@ -168,7 +206,7 @@ def with_weight_storage(artifacts: AotArtifacts, *, sparse_weights: bool) -> Aot
     )
 
 
-def _choose_storage(artifacts: AotArtifacts, board: "Board", mode: str) -> tuple[AotArtifacts, str]:
+def choose_storage(artifacts: AotArtifacts, board: "Board", mode: str) -> tuple[AotArtifacts, str]:
     """Applies ``mode``'s RAM rule to a layout that stores weights sparse where smaller.
 
     Returns:
@@ -234,7 +272,7 @@ def check_fits(
     if flash and weight_bytes + code_bytes > flash:
         problems.append(f"weights {weight_bytes} B + code {code_bytes} B = {weight_bytes + code_bytes} B > flash {flash} B")
     if problems:
-        # The plan before the build (aot_memory.check_plan_fits) already
+        # The plan before the build (memory.check_plan_fits) already
         # refused what cannot fit without workspaces; advice there is planned
         # for the model, so point there rather than guess here.
         hint = ("`edgekit inspect MODEL --board {b}` lists the largest tensors and what would shrink the arena, "
@@ -286,7 +324,7 @@ def _link_firmware(board: "Board", target: "Target", tmp: Path) -> bytes | None:
     return elf.read_bytes()
 
 
-def _measure_and_link(
+def measure_and_link(
     artifacts: AotArtifacts, board: "Board", target: "Target", progress: ProgressFn
 ) -> tuple[dict[str, bytes], dict[str, int], list[str], bool]:
     """Measures code size, checks the fit and links the firmware image.
@@ -350,9 +388,11 @@ def build(
         prepared, target.tvm_target(), opt_level=options.opt_level, sparse_weights=mode != "dense",
         int8_kernels=options.mcu_int8_kernels, progress=progress, before_build=fit_check,
     )  # fmt: skip
-    artifacts, storage_note = _choose_storage(artifacts, board, mode)
+    if mode != "dense":
+        progress("storage", f"weight storage {mode}: choosing dense or sparse per weight")
+    artifacts, storage_note = choose_storage(artifacts, board, mode)
     try:
-        members, memory, kernel_imports, measured = _measure_and_link(artifacts, board, target, progress)
+        members, memory, kernel_imports, measured = measure_and_link(artifacts, board, target, progress)
     except CompileError as exc:
         # The arena check cannot see the firmware's own .data/.bss and stack:
         # decode buffers that fit the arena check can still overflow RAM at
@@ -362,7 +402,7 @@ def build(
         storage_note = f"with sparse weights the firmware did not link ({str(exc)[:200]})"
         logger.info("weight storage auto: %s; storing every weight dense", storage_note)
         artifacts = with_weight_storage(artifacts, sparse_weights=False)
-        members, memory, kernel_imports, measured = _measure_and_link(artifacts, board, target, progress)
+        members, memory, kernel_imports, measured = measure_and_link(artifacts, board, target, progress)
     graph = artifacts.graph
     logger.debug("aot-c build for %s: %s", board.name, memory)  # compile's summary table shows these
     return BuildResult(

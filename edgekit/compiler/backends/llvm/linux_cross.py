@@ -1,7 +1,7 @@
 """Cross-compilation for 64-bit Linux boards (``aarch64``, ``riscv64``) with ``ziglang``.
 
 A Linux board gets a *static runner executable* built around edgekit's
-standalone C output (:func:`edgekit.compiler.aot.compile_aot` with the board's
+standalone C output (:func:`edgekit.compiler.backends.aot_c.pipeline.compile_aot` with the board's
 LLVM target): ``model.c`` + ``kernels.o`` for the board's triple, linked by
 ``zig cc -target <arch>-linux-musl -static`` with :data:`RUNNER_C`, a small
 hand-written driver. No system toolchain, sysroot or TVM runtime is needed on
@@ -229,7 +229,7 @@ def build(
         UnsupportedOpsError: listing every operator TVM cannot import.
         CompileError: when a stage fails, or the target is not a Linux one.
     """
-    from edgekit.compiler.aot import WEIGHTS_BIN, compile_aot
+    from edgekit.compiler.backends.aot_c.pipeline import WEIGHTS_BIN, compile_aot
 
     refuse_tuning(options, "Linux cross builds")
     check_operators(prepared, options, progress)

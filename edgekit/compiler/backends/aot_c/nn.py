@@ -14,8 +14,8 @@ im2col columns. The arithmetic is the chain's own, so outputs stay bit-exact
 with the integer lowering. A chain the kernels do not cover (dilation, NHWC,
 batch > 1, other groups) stays with TVM.
 
-:mod:`~edgekit.compiler.aot_graph` records the call as an extern kernel and
-:mod:`~edgekit.compiler.aot_emit` appends the C source to ``model.c``.
+:mod:`~edgekit.compiler.backends.aot_c.graph` records the call as an extern kernel and
+:mod:`~edgekit.compiler.backends.aot_c.emit` appends the C source to ``model.c``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.compiler.aot_fold import fold_int8_chains
+from edgekit.compiler.backends.aot_c.fold import fold_int8_chains
 from edgekit.core.resources import data_dir
 
 __all__ = [
@@ -52,7 +52,7 @@ QUANTIZE_KERNEL = "ek_nn_quantize_s8"
 MUL_KERNEL = "ek_nn_mul_s8"
 #: Kernels that may write their output over their input: name -> (input
 #: argument, output argument). The arena planner places the output within
-#: the input when the input dies at that call (aot_layout.arena_buffers).
+#: the input when the input dies at that call (layout.arena_buffers).
 IN_PLACE = {QUANTIZE_KERNEL: (0, 2)}
 #: Pixels per register block of the generic kernel (``EK_NN_NP`` in the C source).
 NP = 6

@@ -1,10 +1,10 @@
 """The lowered Relax ``main`` as a flat list of kernel calls over tensors.
 
-:func:`extract_graph` walks ``main`` after :func:`edgekit.compiler.aot_lower.lower_for_aot`
+:func:`extract_graph` walks ``main`` after :func:`edgekit.compiler.backends.aot_c.lower.lower_for_aot`
 and records, for every tensor, where its bytes come from (a model input, an
 arena allocation, a weight constant, or a view of another tensor) and, for
 every kernel call, which tensors it takes in argument order. Nothing here
-decides addresses: :mod:`edgekit.compiler.aot_plan` does.
+decides addresses: :mod:`edgekit.compiler.backends.aot_c.plan` does.
 
 The walk is hand-written because TVM 0.27 has no executor left that turns
 ``main`` into a static schedule (the AOT executor was removed with microTVM).
@@ -64,7 +64,7 @@ class TensorInfo:
 @dataclass
 class KernelCall:
     """One destination-passing call of a fused PrimFunc, or of a C kernel
-    (``extern``: a symbol defined in ``model.c``, see :mod:`edgekit.compiler.aot_nn`)."""
+    (``extern``: a symbol defined in ``model.c``, see :mod:`edgekit.compiler.backends.aot_c.nn`)."""
 
     func: str
     args: list[int]

@@ -4,7 +4,7 @@ The lowering stops where Relax's VM build would start emitting VM
 instructions: after ``CallTIRRewrite``, ``main`` is a straight list of
 ``R.builtin.alloc_tensor`` bindings, destination-passing calls of fused
 PrimFuncs, ``R.reshape`` views and constants. Memory is *not* planned by
-``StaticPlanBlockMemory`` here: :mod:`edgekit.compiler.aot_plan` plans one
+``StaticPlanBlockMemory`` here: :mod:`edgekit.compiler.backends.aot_c.plan` plans one
 arena that also holds the model inputs, outputs and kernel workspaces, which
 Relax's planner leaves out.
 

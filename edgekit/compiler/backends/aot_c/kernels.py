@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgekit.compiler.aot_lower import tvm_error_line
-from edgekit.compiler.aot_plan import DEFAULT_ALIGNMENT, align_up
+from edgekit.compiler.backends.aot_c.lower import tvm_error_line
+from edgekit.compiler.backends.aot_c.plan import DEFAULT_ALIGNMENT, align_up
 from edgekit.core.errors import CompileError
 
 __all__ = ["KernelBuild", "schedule_for_mcu", "build_kernels", "workspace_bytes", "KERNEL_PREFIX"]
@@ -131,7 +131,7 @@ def build_kernels(
     """Builds the PrimFuncs ``names`` of ``lowered`` into one object for ``tvm_target``.
 
     Args:
-        lowered: Module from :func:`edgekit.compiler.aot_lower.lower_for_aot`.
+        lowered: Module from :func:`edgekit.compiler.backends.aot_c.lower.lower_for_aot`.
         names: Kernels ``main`` calls (others are left out of the object).
         tvm_target: An LLVM target (host or bare-metal triple).
         disable_asserts: Drop the argument checks of the packed API (dtype,
