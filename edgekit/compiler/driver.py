@@ -19,10 +19,10 @@ from typing import Any, Iterable, Mapping
 
 import onnx
 
-from edgekit.compiler.backend import CompileOptions, ProgressFn, get_backend, no_progress, refuse_weight_storage
+from edgekit.compiler.backend import BuildResult, CompileOptions, ProgressFn, get_backend, no_progress, refuse_weight_storage
 from edgekit.package import FORMAT_VERSION, write_package
 from edgekit.core.errors import CompileError, DoesNotFitError, InputError, PackageError
-from edgekit.core.profiles import load_profiles
+from edgekit.core.profiles import Board, Target, load_profiles
 from edgekit.frontend.loader import PreparedModel, load_model
 from edgekit.frontend.qdq_graph import has_qdq
 
@@ -125,18 +125,7 @@ def compile_model(
     refuse_weight_storage(options, target.codegen, brd.name)
     backend = get_backend(target.codegen, brd.name)
 
-    if isinstance(model, PreparedModel):
-        if input_shapes:
-            raise InputError(
-                "input_shapes cannot be applied to an already prepared model",
-                hint="Pass them to load_model, or pass the model's path here.",
-            )
-        prepared = model
-    else:
-        report("load", f"loading {model}" if isinstance(model, (str, os.PathLike)) else "preparing the model")
-        prepared = load_model(model, input_shapes)
-
-    prepared = _normalize_qoperator(prepared, report)
+    prepared = _normalize_qoperator(_prepare(model, input_shapes, report), report)
     choice = None
     if target.codegen == "llvm" and has_qdq(prepared.model):
         # CPU boards: keep layers (or the whole model) in fp32 where int8 is slower there.
@@ -148,16 +137,7 @@ def compile_model(
         prepared, result, choice = choose(prepared, brd, target, options, build, report, cost=int8_cost)
     else:
         result = backend.build(prepared, brd, target, options, report)
-
-    ram = brd.memory.ram_bytes
-    arena = int(result.memory.get("arena_bytes", 0))
-    if ram and arena > ram:
-        raise DoesNotFitError(
-            f"model '{prepared.name}' needs {arena} bytes of activation memory; board '{brd.name}' has {ram} bytes of RAM",
-            hint="Compress the model (edgekit compress), use smaller inputs, or choose a board with more RAM.",
-            arena_bytes=arena,
-            ram_bytes=ram,
-        )
+    _check_arena(prepared, brd, result)
     memory = {**result.memory, **_check_firmware(result.members, brd, report)}
 
     report("package", f"writing {out}")
@@ -166,10 +146,53 @@ def compile_model(
     if MODEL_MEMBER in members:
         raise CompileError(f"backend for {target.codegen} returned a member named {MODEL_MEMBER}", hint="Report this as a bug.")
     members[MODEL_MEMBER] = onnx_bytes
+    manifest = _manifest(prepared, onnx_bytes, brd, target, result, memory, options, choice)
+    written = write_package(out, manifest, members)
+    written["compile_seconds"] = round(time.perf_counter() - started, 3)
+    written["package_bytes"] = out.stat().st_size
+    logger.debug("wrote %s (%d bytes) in %.1f s", out, written["package_bytes"], written["compile_seconds"])
+    return written
+
+
+def _prepare(
+    model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
+    input_shapes: Mapping[str, tuple[int, ...]] | None,
+    report: ProgressFn,
+) -> PreparedModel:
+    """The model as the backends take it (loaded and fixed unless it already is)."""
+    if not isinstance(model, PreparedModel):
+        report("load", f"loading {model}" if isinstance(model, (str, os.PathLike)) else "preparing the model")
+        return load_model(model, input_shapes)
+    if input_shapes:
+        raise InputError(
+            "input_shapes cannot be applied to an already prepared model",
+            hint="Pass them to load_model, or pass the model's path here.",
+        )
+    return model
+
+
+def _check_arena(prepared: PreparedModel, board: Board, result: BuildResult) -> None:
+    """Raises :class:`DoesNotFitError` when the build's arena exceeds the board's RAM."""
+    ram = board.memory.ram_bytes
+    arena = int(result.memory.get("arena_bytes", 0))
+    if ram and arena > ram:
+        raise DoesNotFitError(
+            f"model '{prepared.name}' needs {arena} bytes of activation memory; board '{board.name}' has {ram} bytes of RAM",
+            hint="Compress the model (edgekit compress), use smaller inputs, or choose a board with more RAM.",
+            arena_bytes=arena,
+            ram_bytes=ram,
+        )
+
+
+def _manifest(
+    prepared: PreparedModel, onnx_bytes: bytes, board: Board, target: Target, result: BuildResult,
+    memory: Mapping[str, int], options: CompileOptions, choice: Any,
+) -> dict[str, Any]:
+    """The manifest the driver writes: its own keys, then the backend's ``extra_manifest``."""
     manifest: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "tvm_version": _tvm_version(),
-        "board": brd.name,
+        "board": board.name,
         "target": target.name,
         "tvm_target": target.tvm_target_dict(),
         "codegen": target.codegen,
@@ -192,8 +215,4 @@ def compile_model(
     if clash:
         raise CompileError(f"backend for {target.codegen} tried to set manifest key(s) {clash}", hint="Report this as a bug.")
     manifest.update(result.extra_manifest)
-    written = write_package(out, manifest, members)
-    written["compile_seconds"] = round(time.perf_counter() - started, 3)
-    written["package_bytes"] = out.stat().st_size
-    logger.debug("wrote %s (%d bytes) in %.1f s", out, written["package_bytes"], written["compile_seconds"])
-    return written
+    return manifest
