@@ -108,7 +108,7 @@ def resolve_tracker(board: Board, tracker: str | tuple[str, int] | None, key: st
     Raises:
         ConfigError: for a tracker that is not ``HOST:PORT``.
     """
-    from edgekit.runtime.rpc import parse_tracker
+    from edgekit.core.rpc_tracker import parse_tracker
 
     if tracker:
         addr = parse_tracker(tracker) if isinstance(tracker, str) else (str(tracker[0]), int(tracker[1]))
@@ -224,7 +224,7 @@ def rpc_measurement(
         key: Key the board's servers are registered under.
         timeout_s: Build timeout of one candidate.
         probe_timeout_s: How long the tracker (and a free server) may take to
-            answer before the run starts (default :data:`~edgekit.runtime.rpc.PROBE_TIMEOUT_S`).
+            answer before the run starts (default :data:`~edgekit.core.rpc_tracker.PROBE_TIMEOUT_S`).
 
     Raises:
         TransportError: the tracker is unreachable.
@@ -233,7 +233,7 @@ def rpc_measurement(
     from tvm.s_tir import meta_schedule as ms
 
     from edgekit.compiler.tensor_intrin import use_cpu_tensor_intrinsics_only
-    from edgekit.runtime.rpc import PROBE_TIMEOUT_S, probe_tracker, server_info
+    from edgekit.core.rpc_tracker import PROBE_TIMEOUT_S, probe_tracker, server_info
 
     wait = PROBE_TIMEOUT_S if probe_timeout_s is None else probe_timeout_s
     where = f"{tracker[0]}:{tracker[1]}"
