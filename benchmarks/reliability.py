@@ -39,7 +39,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edgekit.runtime.faults import FaultSpec  # noqa: E402
-from edgekit.sim.trials import log_sizes, power_cut_sweep, reset_sweep, run_transfer_trials, time_bound_s  # noqa: E402
+from edgekit.reliability.trials import log_sizes, power_cut_sweep, reset_sweep, run_transfer_trials, time_bound_s  # noqa: E402
 
 logger = logging.getLogger("reliability")
 

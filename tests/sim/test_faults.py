@@ -1,7 +1,7 @@
 """Fault injection over the real protocol stack (issue 10), small enough for CI.
 
 The full 1,000-transfer run is benchmarks/reliability.py (figures in
-docs/reliability.md); these use the same harness (edgekit.sim.trials) with a
+docs/reliability.md); these use the same harness (edgekit.reliability.trials) with a
 few dozen transfers. The oracle reads the device's slot storage directly.
 """
 
@@ -17,8 +17,8 @@ from edgekit.runtime.device import DeviceClient, RetryPolicy
 from edgekit.runtime.faults import FaultSpec, FaultyTransport
 from edgekit.sim.agent_build import build_blob_agent
 from edgekit.sim.posix import PosixAgent
-from edgekit.sim.slots import boot_image
-from edgekit.sim.trials import judge, power_cut_sweep, reset_sweep, run_transfer_trials
+from edgekit.reliability.slots import boot_image
+from edgekit.reliability.trials import judge, power_cut_sweep, reset_sweep, run_transfer_trials
 
 
 def test_transfers_under_every_fault_kind_end_verified_or_typed() -> None:

@@ -6,7 +6,7 @@ stack (:class:`~edgekit.runtime.device.DeviceClient` over a
 :class:`~edgekit.runtime.faults.FaultyTransport`) against the real device agent
 (POSIX process or rv32 firmware on the unicorn simulator), and judges the
 result with an oracle that does not trust the device: the slot storage is
-parsed from outside (:mod:`edgekit.sim.slots`).
+parsed from outside (:mod:`edgekit.reliability.slots`).
 
 Outcomes of one transfer:
 
@@ -40,7 +40,7 @@ from edgekit.runtime.device import DeviceClient, RetryPolicy
 from edgekit.runtime.faults import FAULT_KINDS, FaultSpec, FaultyTransport
 from edgekit.sim.agent_build import build_blob_agent
 from edgekit.sim.posix import PosixAgent
-from edgekit.sim.slots import boot_image
+from edgekit.reliability.slots import boot_image
 
 __all__ = [
     "OUTCOMES",
