@@ -175,6 +175,17 @@ def _two_output_model() -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
+def test_host_build_runs_the_llvm_pass_list(tmp_path: Path) -> None:
+    from edgekit.compiler.backends.llvm import PASSES
+
+    stages: list[str] = []
+    compile_model(load_model(_two_output_model()), "host", tmp_path / "m.ekpkg",
+                  progress=lambda stage, message: stages.append(stage))
+    names = {p.name for p in PASSES}
+    # Every step that runs untuned, in the list's order; the driver's own stages (load, package) aside.
+    assert [s for s in dict.fromkeys(stages) if s in names] == [p.name for p in PASSES if p.when != "tune_trials > 0"]
+
+
 def test_tuple_outputs_keep_names_and_order(tmp_path: Path) -> None:
     prepared = load_model(_two_output_model())
     manifest, errors = _compile_and_compare(prepared, tmp_path)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgekit.compiler.backends.cuda import PASSES
 from edgekit.compiler.driver import compile_model
 from edgekit.package import open_package
 from edgekit.core.errors import CompileError, DeviceError
@@ -23,10 +24,14 @@ needs_cuda_compiler = pytest.mark.skipif(
 )
 
 
+#: Progress stages reported while ``desktop_pkg`` compiled.
+STAGES: list[str] = []
+
+
 @pytest.fixture(scope="module")
 def desktop_pkg(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("cuda") / "digits-rtx4090.ekpkg"
-    compile_model(DIGITS, "rtx-4090", path)
+    compile_model(DIGITS, "rtx-4090", path, progress=lambda stage, message: STAGES.append(stage))
     return path
 
 
@@ -41,6 +46,9 @@ def test_desktop_gpu_package_builds_with_dlight_schedules(desktop_pkg: Path) -> 
     # Scheduled kernels bind loops to GPU threads (unscheduled TIR would not build at all).
     assert "__global__" in source and "threadIdx.x" in source and "blockIdx.x" in source
     assert pkg.manifest["params"]["count"] == 10
+    # The backend's named pass list is what ran, in order (the driver's own stages aside).
+    names = [p.name for p in PASSES]
+    assert [s for s in dict.fromkeys(STAGES) if s in names] == names
 
 
 def test_missing_cuda_compiler_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
