@@ -30,7 +30,8 @@ import numpy as np
 from edgekit.compiler.backend import (
     CHECK_OPERATORS, BuildResult, CompileOptions, Pass, ProgressFn, check_operators, refuse_tuning,
 )
-from edgekit.compiler.backends.llvm.host import LIBRARY_MEMBER, PARAMS_MEMBER, param_key, tvm_error_line
+from edgekit.compiler.backends.llvm.host import LIBRARY_MEMBER, PARAMS_MEMBER, param_key
+from edgekit.compiler.importer import tvm_error_line
 from edgekit.core.errors import CompileError
 
 if TYPE_CHECKING:
