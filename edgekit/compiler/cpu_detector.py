@@ -51,14 +51,14 @@ def fast_sigmoid_pass() -> Any:
     result is elementwise, so ``FuseOps`` still puts it in the epilogue of
     the convolution before it.
     """
-    from edgekit.compiler.cpu_pipeline import _call_rewrite_pass, static_shape
+    from edgekit.compiler.cpu_rewrite import call_rewrite_pass, static_shape
 
     def rewrite(b: Any, call: Any) -> Any:
         if static_shape(call.args[0], "float32") is None:
             return None
         return b.call_te(fast_sigmoid, call.args[0], primfunc_name_hint="fast_sigmoid")
 
-    return _call_rewrite_pass("relax.sigmoid", rewrite, "EdgekitFastSigmoid")
+    return call_rewrite_pass("relax.sigmoid", rewrite, "EdgekitFastSigmoid")
 
 
 #: A softmax axis shorter than this many SIMD vectors takes :func:`short_softmax_pass`
@@ -118,7 +118,8 @@ def short_softmax_pass(target: Any) -> Any:
     """
     from tvm import relax
 
-    from edgekit.compiler.cpu_pipeline import _call_rewrite_pass, simd_lanes, static_shape
+    from edgekit.compiler.cpu_rewrite import call_rewrite_pass, static_shape
+    from edgekit.compiler.cpu_schedule import simd_lanes
 
     lanes = simd_lanes(target)
     funcs: dict[tuple[int, ...], Any] = {}
@@ -134,7 +135,7 @@ def short_softmax_pass(target: Any) -> Any:
             funcs[key] = b.add_func(_short_softmax_func(key, lanes), "softmax_short_" + "x".join(map(str, key)))
         return relax.call_tir(funcs[key], [call.args[0]], relax.TensorType(key, "float32"))
 
-    return _call_rewrite_pass("relax.nn.softmax", rewrite, "EdgekitShortSoftmax")
+    return call_rewrite_pass("relax.nn.softmax", rewrite, "EdgekitShortSoftmax")
 
 
 def detector_passes(target: Any) -> list[Any]:

@@ -126,7 +126,7 @@ def input_pass(target: tvm.target.Target) -> Any:
     import tvm
     from tvm import relax
 
-    from edgekit.compiler.cpu_pipeline import mutator_pass
+    from edgekit.compiler.cpu_rewrite import mutator_pass
 
     if target.kind.name != "llvm":
         return tvm.transform.Sequential([], name="EdgekitInput")

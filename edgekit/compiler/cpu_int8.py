@@ -31,12 +31,9 @@ layers use the exact ``vpmaddwd`` form.
 Weights are blocked ``[O/L, KH, KW, I/k, L, k]`` (``L`` int32 lanes, ``k``
 products per lane), so the weights of one instruction are one contiguous
 vector; the micro-kernel keeps a ``rows x (vectors * L)`` accumulator tile in
-registers and broadcasts ``k`` input bytes per instruction. TVM 0.27 ships a
-``vpdpbusd`` tensor intrinsic (``tvm.s_tir.tensor_intrin.x86``) but its call
-signature predates LLVM 21's (``<64 x i8>`` operands) and it fails to build
-with the wheel's LLVM 22; the intrinsics here are written for that
-signature, and the AVX2/VNNI-256 and int16 variants have no upstream
-counterpart.
+registers and broadcasts ``k`` input bytes per instruction, the ``L x k``
+step tensorized with the instruction's intrinsic
+(:mod:`edgekit.compiler.cpu_intrin`).
 
 Depthwise convolutions (AVX-512 targets) take two kernel taps of one channel per int32
 lane: the int8 inputs of two neighbouring pixels are widened to int16 and
@@ -49,95 +46,33 @@ convolutions keep the generic integer kernels.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgekit.compiler.cpu_pipeline import round_up as _round_up
-from edgekit.compiler.cpu_pipeline import static_shape as _static_shape
+from edgekit.compiler.cpu_intrin import DW_I16_512, I16_256, I16_512, U8S8_256, VNNI256, VNNI512, DotIsa, _has, dot_isa
+from edgekit.compiler.cpu_intrin import register_intrinsics
+from edgekit.compiler.cpu_rewrite import bound_value, mutator_pass, round_up, static_shape
+from edgekit.compiler.cpu_schedule import block_kinds, inline_epilogue, loop_extent, schedule_rest
 
 if TYPE_CHECKING:  # pragma: no cover
     import tvm
 
-__all__ = ["DOT_BLOCK_PREFIX", "DotIsa", "dot_isa", "dot_schedule_rule", "int8_dot_pass", "lookup_pass", "pmaddubsw_exact"]
+__all__ = [
+    "DOT_BLOCK_PREFIX",
+    "depthwise_nhwc",
+    "depthwise_on_vectors",
+    "dot_schedule_rule",
+    "int8_dot_pass",
+    "pmaddubsw_exact",
+    "schedule_dot",
+]
 
 logger = logging.getLogger(__name__)
 
+
 #: Name prefix of the TE blocks :func:`int8_dot_pass` creates; the schedule rule finds them by it.
 DOT_BLOCK_PREFIX = "ek_dot_"
-
-
-@dataclass(frozen=True)
-class DotIsa:
-    """One integer dot-product instruction the micro-kernel is built around.
-
-    Attributes:
-        name: Short name (``vnni512``, ``vnni256``, ``u8s8_256``, ``i16_512``, ``i16_256``).
-        lanes: int32 accumulators per vector register.
-        k: Products summed into each lane per instruction.
-        operand: dtype activations and weights are converted to (``uint8``
-            means activations ``x + 128`` and int8 weights).
-        intrin: Registered tensor-intrinsic name.
-        registers: Vector registers of the ISA (tile size limit).
-    """
-
-    name: str
-    lanes: int
-    k: int
-    operand: str
-    intrin: str
-    registers: int
-
-    @property
-    def offset(self) -> int:
-        """What is added to each int8 activation (128 for the u8 x s8 instructions)."""
-        return 128 if self.operand == "uint8" else 0
-
-    @property
-    def weight_dtype(self) -> str:
-        return "int8" if self.operand == "uint8" else "int16"
-
-
-VNNI512 = DotIsa("vnni512", 16, 4, "uint8", "edgekit_vpdpbusd_16x4", 32)
-VNNI256 = DotIsa("vnni256", 8, 4, "uint8", "edgekit_vpdpbusd_8x4", 16)
-U8S8_256 = DotIsa("u8s8_256", 8, 4, "uint8", "edgekit_pmaddubsw_8x4", 16)
-I16_512 = DotIsa("i16_512", 16, 2, "int16", "edgekit_pmaddwd_16x2", 32)
-I16_256 = DotIsa("i16_256", 8, 2, "int16", "edgekit_pmaddwd_8x2", 16)
-#: Depthwise: two kernel taps of one channel per int32 lane (``vpmaddwd`` on
-#: the int8 inputs of two neighbouring pixels, widened and interleaved).
-DW_I16_512 = DotIsa("dw16", 16, 2, "int16", "edgekit_dw_pmaddwd_16x2", 32)
-
-
-def _has(target: Any, feature: str) -> bool:
-    from tvm.target.codegen import target_has_features
-
-    try:
-        return bool(target_has_features(feature, target))
-    except Exception:  # a target LLVM does not know
-        return False
-
-
-def dot_isa(target: tvm.target.Target) -> DotIsa | None:
-    """The best integer dot-product instruction of ``target`` (not of this machine), or None.
-
-    Decided by the target's LLVM features (``mcpu``/``mattr``): a package
-    compiled for ``-mcpu=haswell`` gets the AVX2 kernels on any build machine.
-    """
-    if target.kind.name != "llvm":
-        return None
-    triple = str(target.attrs.get("mtriple", "") or "")
-    if triple and not triple.startswith(("x86_64", "i686", "i386")):
-        return None
-    if _has(target, "avx512vnni") and _has(target, "avx512bw"):
-        return VNNI512
-    if _has(target, "avxvnni"):
-        return VNNI256
-    if _has(target, "avx512bw"):
-        return I16_512
-    if _has(target, "avx2"):
-        return I16_256
-    return None
 
 
 def pmaddubsw_exact(w: np.ndarray) -> bool:
@@ -150,7 +85,7 @@ def pmaddubsw_exact(w: np.ndarray) -> bool:
     which must stay inside ``[-32768, 32767]``. True for any 7-bit weights.
     """
     kdim = w.shape[-2]
-    k_p = _round_up(kdim, 2)
+    k_p = round_up(kdim, 2)
     pad = [(0, 0)] * w.ndim
     pad[-2] = (0, k_p - kdim)
     pairs = np.pad(w.astype(np.int64), pad)
@@ -158,175 +93,6 @@ def pmaddubsw_exact(w: np.ndarray) -> bool:
     pos = np.clip(pairs, 0, None).sum(axis=-2)
     neg = np.clip(pairs, None, 0).sum(axis=-2)
     return bool(np.all(255 * pos <= 32767) and np.all(255 * neg >= -32768))
-
-
-# --------------------------------------------------------------------------- #
-# Tensor intrinsics
-# --------------------------------------------------------------------------- #
-
-_REGISTERED: set[str] = set()
-
-
-def _register_intrinsics() -> None:
-    """Registers the tensor intrinsics with TVM (once per process)."""
-    if _REGISTERED:
-        return
-    from tvm.s_tir import TensorIntrin
-    from tvm.script import tirx as T
-
-    def desc_for(lanes: int, k: int, operand: str, weight: str) -> Any:
-        @T.prim_func(s_tir=True)
-        def desc(
-            A: T.Buffer((k,), operand, offset_factor=1),
-            B: T.Buffer((lanes, k), weight, offset_factor=1),
-            C: T.Buffer((lanes,), "int32", offset_factor=1),
-        ) -> None:
-            with T.sblock("root"):
-                T.reads(C[0:lanes], A[0:k], B[0:lanes, 0:k])
-                T.writes(C[0:lanes])
-                for i in T.serial(0, lanes):
-                    for j in T.serial(0, k):
-                        with T.sblock("update"):
-                            vi, vj = T.axis.remap("SR", [i, j])
-                            C[vi] = C[vi] + T.cast(A[vj], "int32") * T.cast(B[vi, vj], "int32")
-
-        return desc
-
-    def vpdpbusd(lanes: int, llvm: str) -> Any:
-        nbytes = 4 * lanes
-
-        @T.prim_func(s_tir=True)
-        def impl(
-            A: T.Buffer((4,), "uint8", offset_factor=1),
-            B: T.Buffer((lanes, 4), "int8", offset_factor=1),
-            C: T.Buffer((lanes,), "int32", offset_factor=1),
-        ) -> None:
-            with T.sblock("root"):
-                T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
-                T.writes(C[0:lanes])
-                a = T.reinterpret(
-                    T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), lanes), dtype=f"int8x{nbytes}"
-                )
-                C[T.ramp(T.int32(0), 1, lanes)] = T.call_llvm_pure_intrin(
-                    T.llvm_lookup_intrinsic_id(llvm),
-                    C.vload([0], dtype=f"int32x{lanes}"),
-                    a,
-                    B.vload([0, 0], dtype=f"int8x{nbytes}"),
-                    dtype=f"int32x{lanes}",
-                )
-
-        return impl
-
-    def pmaddubsw(lanes: int) -> Any:
-        nbytes = 4 * lanes
-
-        @T.prim_func(s_tir=True)
-        def impl(
-            A: T.Buffer((4,), "uint8", offset_factor=1),
-            B: T.Buffer((lanes, 4), "int8", offset_factor=1),
-            C: T.Buffer((lanes,), "int32", offset_factor=1),
-        ) -> None:
-            with T.sblock("root"):
-                T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
-                T.writes(C[0:lanes])
-                a = T.reinterpret(
-                    T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), lanes), dtype=f"uint8x{nbytes}"
-                )
-                pairs = T.call_llvm_pure_intrin(
-                    T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.ub.sw"),
-                    a,
-                    B.vload([0, 0], dtype=f"int8x{nbytes}"),
-                    dtype=f"int16x{2 * lanes}",
-                )
-                C[T.ramp(T.int32(0), 1, lanes)] = C.vload([0], dtype=f"int32x{lanes}") + T.call_llvm_pure_intrin(
-                    T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"),
-                    pairs,
-                    T.broadcast(T.int16(1), 2 * lanes),
-                    dtype=f"int32x{lanes}",
-                )
-
-        return impl
-
-    def pmaddwd(lanes: int, llvm: str) -> Any:
-        halves = 2 * lanes
-
-        @T.prim_func(s_tir=True)
-        def impl(
-            A: T.Buffer((2,), "int16", offset_factor=1),
-            B: T.Buffer((lanes, 2), "int16", offset_factor=1),
-            C: T.Buffer((lanes,), "int32", offset_factor=1),
-        ) -> None:
-            with T.sblock("root"):
-                T.reads(C[0:lanes], A[0:2], B[0:lanes, 0:2])
-                T.writes(C[0:lanes])
-                a = T.reinterpret(
-                    T.broadcast(T.reinterpret(A.vload([0], "int16x2"), dtype="int32"), lanes), dtype=f"int16x{halves}"
-                )
-                C[T.ramp(T.int32(0), 1, lanes)] = C.vload([0], dtype=f"int32x{lanes}") + T.call_llvm_pure_intrin(
-                    T.llvm_lookup_intrinsic_id(llvm),
-                    a,
-                    B.vload([0, 0], dtype=f"int16x{halves}"),
-                    dtype=f"int32x{lanes}",
-                )
-
-        return impl
-
-    def dw_desc(lanes: int) -> Any:
-        @T.prim_func(s_tir=True)
-        def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
-            stride = T.int64()
-            A = T.match_buffer(a, (2, lanes), "int8", strides=[stride, 1], offset_factor=1)
-            B = T.match_buffer(b, (lanes, 2), "int16", offset_factor=1)
-            C = T.match_buffer(c, (lanes,), "int32", offset_factor=1)
-            with T.sblock("root"):
-                T.reads(C[0:lanes], A[0:2, 0:lanes], B[0:lanes, 0:2])
-                T.writes(C[0:lanes])
-                for i in T.serial(0, lanes):
-                    for j in T.serial(0, 2):
-                        with T.sblock("update"):
-                            vi, vj = T.axis.remap("SR", [i, j])
-                            C[vi] = C[vi] + T.cast(A[vj, vi], "int32") * T.cast(B[vi, vj], "int32")
-
-        return desc
-
-    def dw_pmaddwd(lanes: int, llvm: str) -> Any:
-        # Lanes (x[p][c], x[p + 1][c]) for each channel c: one vpmaddwd
-        # multiplies both taps and adds them in 32 bits (exact).
-        order = [i // 2 + (i % 2) * lanes for i in range(2 * lanes)]
-
-        @T.prim_func(s_tir=True)
-        def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
-            stride = T.int64()
-            A = T.match_buffer(a, (2, lanes), "int8", strides=[stride, 1], offset_factor=1)
-            B = T.match_buffer(b, (lanes, 2), "int16", offset_factor=1)
-            C = T.match_buffer(c, (lanes,), "int32", offset_factor=1)
-            with T.sblock("root"):
-                T.reads(C[0:lanes], A[0:2, 0:lanes], B[0:lanes, 0:2])
-                T.writes(C[0:lanes])
-                # One expression: a named intermediate would be a local
-                # buffer, which TVM allocates from the workspace per call.
-                C[T.ramp(T.int32(0), 1, lanes)] = C.vload([0], dtype=f"int32x{lanes}") + T.call_llvm_pure_intrin(
-                    T.llvm_lookup_intrinsic_id(llvm),
-                    T.Shuffle(
-                        [
-                            T.Cast(f"int16x{lanes}", A.vload([0, 0], f"int8x{lanes}")),
-                            T.Cast(f"int16x{lanes}", A.vload([1, 0], f"int8x{lanes}")),
-                        ],
-                        order,
-                    ),
-                    B.vload([0, 0], dtype=f"int16x{2 * lanes}"),
-                    dtype=f"int32x{lanes}",
-                )
-
-        return impl
-
-    TensorIntrin.register(DW_I16_512.intrin, dw_desc(16), dw_pmaddwd(16, "llvm.x86.avx512.pmaddw.d.512"))
-    TensorIntrin.register(VNNI512.intrin, desc_for(16, 4, "uint8", "int8"), vpdpbusd(16, "llvm.x86.avx512.vpdpbusd.512"))
-    TensorIntrin.register(VNNI256.intrin, desc_for(8, 4, "uint8", "int8"), vpdpbusd(8, "llvm.x86.avx512.vpdpbusd.256"))
-    TensorIntrin.register(U8S8_256.intrin, desc_for(8, 4, "uint8", "int8"), pmaddubsw(8))
-    TensorIntrin.register(I16_512.intrin, desc_for(16, 2, "int16", "int16"), pmaddwd(16, "llvm.x86.avx512.pmaddw.d.512"))
-    TensorIntrin.register(I16_256.intrin, desc_for(8, 2, "int16", "int16"), pmaddwd(8, "llvm.x86.avx2.pmadd.wd"))
-    _REGISTERED.add("all")
 
 
 # --------------------------------------------------------------------------- #
@@ -422,7 +188,7 @@ def _depthwise_dot(x: Any, wp: Any, strides: Any, isa_name: str) -> Any:
 
     ``x`` is the padded NHWC int8 input (one column wider when the kernel
     width is odd: the extra tap has weight 0); ``wp`` is ``[KH, KW/2, C, 2]``
-    int16, the taps of one channel in pairs (:func:`_register_intrinsics`,
+    int16, the taps of one channel in pairs (:func:`register_intrinsics`,
     ``dw_pmaddwd``).
     """
     from tvm import te
@@ -479,7 +245,7 @@ class _Rewriter:
         self.u8s8 = u8s8  # the vpmaddubsw variant, for layers whose weights allow it
         self.resolve = resolve
         self.narrow = narrow  # the same instruction on half-width vectors (AVX-512VL), for ragged layers
-        self.binding = binding  # the value bound to a variable, if any
+        self.binding = binding  # the value bound to a variable (through aliases), if any
         self.pad_op = tvm.ir.Op.get("relax.nn.pad")
 
     def pick(self, weight: np.ndarray | None, channels: int) -> DotIsa:
@@ -545,13 +311,13 @@ class _Rewriter:
         if str(a.out_dtype) != "int32":
             return None
         x, w = call.args
-        xs, ws = _static_shape(x, "int8"), _static_shape(w, "int8")
+        xs, ws = static_shape(x, "int8"), static_shape(w, "int8")
         if xs is None or ws is None:
             return None
         kh, kw, ci, co = ws
         isa = self.pick(self.weight(w), co)
         lanes, k = isa.lanes, isa.k
-        ci_p, co_p = _round_up(ci, k), _round_up(co, lanes)
+        ci_p, co_p = round_up(ci, k), round_up(co, lanes)
         pt, pl, pb, pr = (int(v) for v in a.padding)
         # Extra input channels meet zero weights.
         xu = self.activations(b, x, isa, [0, 0, pt, pb, pl, pr, 0, ci_p - ci])
@@ -574,7 +340,7 @@ class _Rewriter:
         if (a.data_layout, a.kernel_layout, a.out_layout) != ("NHWC", "HWIO", "NHWC") or str(a.out_dtype) != "int32":
             return None
         x, w = call.args
-        xs, ws = _static_shape(x, "int8"), _static_shape(w, "int8")
+        xs, ws = static_shape(x, "int8"), static_shape(w, "int8")
         if xs is None or ws is None:
             return None
         _kh, _kw, one, c = ws
@@ -586,7 +352,7 @@ class _Rewriter:
         # 170 us multiplying in int16), so those keep the generic kernel.
         if [int(v) for v in a.dilation] == [1, 1] and self.isa.lanes == 16:
             return self.depthwise_pairs(b, call, x, w)
-        return depthwise_on_vectors(b, call, x, w, _round_up(c, self.isa.lanes), "int16", "int32", "depthwise_conv2d_i16")
+        return depthwise_on_vectors(b, call, x, w, round_up(c, self.isa.lanes), "int16", "int32", "depthwise_conv2d_i16")
 
     def depthwise_pairs(self, b: Any, call: Any, x: Any, w: Any) -> Any:
         """Depthwise int8 conv with two taps per ``vpmaddwd`` lane (:func:`_depthwise_dot`).
@@ -606,13 +372,11 @@ class _Rewriter:
         isa = DW_I16_512
         kh, kw, _one, c = (int(v) for v in w.ty.shape.values)
         lanes = isa.lanes
-        cp, kw2 = _round_up(c, lanes), -(-kw // 2)
+        cp, kw2 = round_up(c, lanes), -(-kw // 2)
         extra = 2 * kw2 - kw
         pt, pl, pb, pr = (int(v) for v in a.padding)
         value = 0.0
-        inner = self.binding(x) if self.binding is not None else None
-        while isinstance(inner, relax.Var) and self.binding is not None:  # an alias binding (y = x)
-            inner = self.binding(inner)
+        inner = self.binding(x) if self.binding is not None else None  # through alias bindings (y = x)
         if not any((pt, pl, pb, pr)) and isinstance(inner, relax.Call) and inner.op.same_as(self.pad_op):
             if str(inner.attrs.pad_mode) == "constant":
                 value = float(inner.attrs.pad_value)
@@ -636,7 +400,7 @@ class _Rewriter:
         if str(call.attrs.out_dtype) != "int32":
             return None
         x, w = call.args
-        xs, ws = _static_shape(x, "int8"), _static_shape(w, "int8")
+        xs, ws = static_shape(x, "int8"), static_shape(w, "int8")
         if xs is None or ws is None or len(ws) != 2:
             return None
         kdim, n = ws
@@ -644,7 +408,7 @@ class _Rewriter:
         lanes, k = isa.lanes, isa.k
         if n < lanes:
             return None
-        k_p, n_p = _round_up(kdim, k), _round_up(n, lanes)
+        k_p, n_p = round_up(kdim, k), round_up(n, lanes)
         pad = [0] * (2 * len(xs))
         pad[-1] = k_p - kdim
         xu = self.activations(b, x, isa, pad)
@@ -670,8 +434,6 @@ def int8_dot_pass(target: tvm.target.Target, params: dict[str, np.ndarray] | Non
     """
     import tvm
     from tvm import relax
-
-    from edgekit.compiler.cpu_pipeline import mutator_pass
 
     isa = dot_isa(target)
     if isa is None:
@@ -715,7 +477,7 @@ def int8_dot_pass(target: tvm.target.Target, params: dict[str, np.ndarray] | Non
     def setup(mutator: Any) -> None:
         narrow = {VNNI512: VNNI256, I16_512: I16_256}.get(isa) if _has(target, "avx512vl") else None
         mutator.rw = _Rewriter(isa, U8S8_256 if isa is I16_256 else None, mutator.resolve if values else None, narrow,
-                               lambda e: mutator.lookup_binding(e) if isinstance(e, relax.Var) else None)  # fmt: skip
+                               lambda e: bound_value(mutator, e))  # fmt: skip
 
     return mutator_pass(Mutator, "EdgekitInt8Dot", setup)
 
@@ -771,17 +533,15 @@ def _tile(vec_blocks: int, rows: int, isa: DotIsa) -> tuple[int, int]:
 
 def schedule_dot(sch: Any, block: Any, isa: DotIsa) -> None:
     """Register-tiles a dot-product block and tensorizes its innermost ``L x k`` step."""
-    from edgekit.compiler.cpu_pipeline import _block_kinds, _extent, _inline_epilogue, _schedule_rest
-
     loops = sch.get_loops(block)
-    kinds = _block_kinds(sch, block)
+    kinds = block_kinds(sch, block)
     spatial = [lp for lp, kd in zip(loops, kinds) if kd == "S"]
     reduce_ = [lp for lp, kd in zip(loops, kinds) if kd == "R"]
     vec_loop = spatial[-1]
     rk = reduce_[-1]
-    vec_ext = _extent(sch, vec_loop)
+    vec_ext = loop_extent(sch, vec_loop)
     row_loop = spatial[-2] if len(spatial) >= 2 else None
-    row_ext = _extent(sch, row_loop) if row_loop is not None else 1
+    row_ext = loop_extent(sch, row_loop) if row_loop is not None else 1
     vectors, rows = _tile(vec_ext // isa.lanes, row_ext or 1, isa)
     vo, vv, vi = sch.split(vec_loop, factors=[None, vectors, isa.lanes])
     outer = spatial[:-2] if row_loop is not None else spatial[:-1]
@@ -795,18 +555,18 @@ def schedule_dot(sch: Any, block: Any, isa: DotIsa) -> None:
     fused = sch.fuse(*outer, vo)
     acc = sch.cache_write(block, 0, "global")
     sch.reverse_compute_at(acc, fused, preserve_unit_loops=True)
-    _inline_epilogue(sch, acc)
-    _schedule_rest(sch, isa.lanes, skip=block)
+    inline_epilogue(sch, acc)
+    schedule_rest(sch, isa.lanes, skip=block)
     acc_loops = sch.get_loops(acc)[1:]
     if acc_loops:
         last = acc_loops[-1]
-        ext = _extent(sch, last)
+        ext = loop_extent(sch, last)
         if ext and ext % isa.lanes == 0:
             if ext > isa.lanes:
                 last = sch.split(last, factors=[None, isa.lanes])[1]
             sch.vectorize(last)
     for lp in inner:
-        if (_extent(sch, lp) or 1) > 1:
+        if (loop_extent(sch, lp) or 1) > 1:
             sch.unroll(lp)
     sch.parallel(fused)
     sch.decompose_reduction(block, reduce_[0] if len(reduce_) > 1 else vi)
@@ -826,7 +586,7 @@ def dot_schedule_rule() -> Any:
             found = _dot_block(sch)
             if found is None:
                 return None
-            _register_intrinsics()
+            register_intrinsics()
             block, isa = found
             try:
                 schedule_dot(sch, block, isa)
@@ -836,284 +596,3 @@ def dot_schedule_rule() -> Any:
             return sch
 
     return CpuDotProduct()
-
-
-# --------------------------------------------------------------------------- #
-# Table lookups: AVX-512 VBMI and AVX2
-# --------------------------------------------------------------------------- #
-
-
-def _lookup_vbmi_func(shape: tuple[int, ...]) -> Any:
-    """``y[i] = table[x[i] + 128]`` over ``n`` int8 values, 64 per step with two ``vpermi2b``.
-
-    ``vpermi2b`` picks bytes of a 128-byte table by the low 7 bits of each
-    index byte. For ``u = x + 128`` those are the low 7 bits of ``x``
-    itself, and ``u < 128`` exactly when ``x < 0``: one lookup in the lower
-    half of the table, one in the upper half, a select on the sign. TVM
-    vectorizes a 256-entry gather into scalar byte loads (about 4
-    instructions per element; no x86 byte gather exists) -- hand-written.
-    """
-    from tvm.script import tirx as T
-
-    n = int(np.prod(shape))
-    steps, tail = divmod(n, 64)
-    permute = "llvm.x86.avx512.vpermi2var.qi.512"
-
-    @T.prim_func(private=True)
-    def lookup(Xs: T.Buffer(shape, "int8"), Tb: T.Buffer((256,), "int8"), Ys: T.Buffer(shape, "int8")) -> None:
-        T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
-        # Flat views of the same memory: the lookup is elementwise.
-        X = T.decl_buffer((n,), "int8", data=Xs.data)
-        Y = T.decl_buffer((n,), "int8", data=Ys.data)
-        for i in range(steps):
-            xv = X.vload([i * 64], "int8x64")
-            lo = T.call_llvm_pure_intrin("int8x64", permute, Tb.vload([0], "int8x64"), xv, Tb.vload([64], "int8x64"))
-            hi = T.call_llvm_pure_intrin("int8x64", permute, Tb.vload([128], "int8x64"), xv, Tb.vload([192], "int8x64"))
-            Y[T.ramp(i * 64, 1, 64)] = T.Select(xv < T.broadcast(T.int8(0), 64), lo, hi)
-        for j in range(tail):
-            Y[steps * 64 + j] = Tb[T.Cast("int32", X[steps * 64 + j]) + 128]
-
-    return lookup
-
-
-def _lookup_avx2_func(shape: tuple[int, ...]) -> Any:
-    """``y[i] = table[x[i] + 128]`` over int8 values, 32 per step with 16 ``vpshufb`` (AVX2).
-
-    ``vpshufb`` picks bytes of a 16-byte table (one per 128-bit lane) by the
-    low 4 bits of each index byte. With ``u = x + 128``, the 16 lookups by
-    ``u & 15`` into the 16 slices of the table, each kept where
-    ``u >> 4`` names that slice, give the full 256-entry lookup: about 3
-    instructions per 32 values and slice. The kernel takes the table as 16
-    slices of 32 bytes (each slice twice, for both lanes). TVM vectorizes a
-    gather into scalar byte loads, which also kept the producing kernel's
-    epilogue scalar -- hand-written.
-    """
-    from tvm.script import tirx as T
-
-    n = int(np.prod(shape))
-    steps, tail = divmod(n, 32)
-    shuffle = "llvm.x86.avx2.pshuf.b"
-
-    def lookup32(xv: Any, Tb: Any) -> Any:
-        u = T.reinterpret(xv, dtype="uint8x32") ^ T.broadcast(T.uint8(128), 32)
-        lo = T.reinterpret(u & T.broadcast(T.uint8(15), 32), dtype="int8x32")
-        hi = u >> T.broadcast(T.uint8(4), 32)
-        out = T.call_llvm_pure_intrin("int8x32", shuffle, Tb.vload([0], "int8x32"), lo)
-        for k in range(1, 16):
-            hit = T.call_llvm_pure_intrin("int8x32", shuffle, Tb.vload([32 * k], "int8x32"), lo)
-            out = T.Select(hi == T.broadcast(T.uint8(k), 32), hit, out)
-        return out
-
-    @T.prim_func(private=True)
-    def lookup(Xs: T.Buffer(shape, "int8"), Tb: T.Buffer((512,), "int8"), Ys: T.Buffer(shape, "int8")) -> None:
-        T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
-        X = T.decl_buffer((n,), "int8", data=Xs.data)
-        Y = T.decl_buffer((n,), "int8", data=Ys.data)
-        for i in range(steps):
-            Y[T.ramp(i * 32, 1, 32)] = lookup32(X.vload([i * 32], "int8x32"), Tb)
-        for j in range(tail):
-            # Slice (u >> 4), entry (u & 15) of the 16 x 32-byte layout.
-            u = T.Cast("int32", X[steps * 32 + j]) + 128
-            Y[steps * 32 + j] = Tb[(u // 16) * 32 + u % 16]
-
-    return lookup
-
-
-def _avx2_slices(table: np.ndarray) -> np.ndarray:
-    """The 256-entry table as :func:`_lookup_avx2_func` reads it: 16 slices, each twice (32 bytes)."""
-    return np.repeat(table.reshape(16, 1, 16), 2, axis=1).reshape(512)
-
-
-def _const_value(expr: Any) -> np.ndarray | None:
-    """The numpy value of a Relax constant, None for anything else."""
-    value = getattr(expr, "value", None)
-    return value.numpy() if hasattr(value, "numpy") else None
-
-
-def lookup_pass(target: tvm.target.Target) -> Any:
-    """Rewrites the integer lowering's table lookups (``take(table, x + 128)``) to hand-written kernels.
-
-    AVX-512 VBMI targets (Ice Lake and later, Zen 4 and later) get
-    :func:`_lookup_vbmi_func` (two ``vpermi2b`` per 64 values), other AVX2
-    targets :func:`_lookup_avx2_func` (16 ``vpshufb`` per 32 values); a
-    no-op elsewhere. The lookup becomes its own kernel over int8 data
-    instead of scalar loads in the producer's epilogue (PP-OCR cls int8:
-    about 60 of the 95 instructions per 8 outputs of its hard-swish layers
-    on VBMI; on a ``haswell`` target its 200-channel layers spent 109 us
-    each, on one Zen 5 core, in epilogues the gathers kept scalar).
-    """
-    import tvm
-    from tvm import relax
-
-    from edgekit.compiler.cpu_pipeline import mutator_pass
-
-    if target.kind.name != "llvm":
-        return tvm.transform.Sequential([], name="EdgekitLookups")
-    if _has(target, "avx512vbmi") and _has(target, "avx512bw"):
-        kernel, name, layout = _lookup_vbmi_func, "lookup_vbmi", (lambda t: t)
-    elif dot_isa(target) is not None:  # an x86 target with AVX2
-        kernel, name, layout = _lookup_avx2_func, "lookup_avx2", _avx2_slices
-    else:
-        return tvm.transform.Sequential([], name="EdgekitLookups")
-    take_op = tvm.ir.Op.get("relax.take")
-    add_op = tvm.ir.Op.get("relax.add")
-    astype_op = tvm.ir.Op.get("relax.astype")
-
-    @relax.expr_functor.mutator
-    class Lookups(relax.PyExprMutator):
-        def bound(self, expr: Any) -> Any:
-            return self.lookup_binding(expr) if isinstance(expr, relax.Var) else expr
-
-        def int8_source(self, index: Any) -> Any:
-            """``x`` when ``index`` is ``astype(x: int8, int32) + 128``, else None."""
-            add = self.bound(index)
-            if not (isinstance(add, relax.Call) and add.op.same_as(add_op)):
-                return None
-            cast, offset = add.args
-            value = _const_value(offset)
-            if value is None or value.size != 1 or int(value.reshape(-1)[0]) != 128:
-                return None
-            cast = self.bound(cast)
-            if not (isinstance(cast, relax.Call) and cast.op.same_as(astype_op)):
-                return None
-            x = cast.args[0]
-            return x if _static_shape(x, "int8") is not None else None
-
-        def visit_call_(self, call: Any) -> Any:
-            call = super().visit_call_(call)
-            if not (isinstance(call, relax.Call) and call.op.same_as(take_op)):
-                return call
-            table, index = call.args
-            values = _const_value(table)
-            if values is None or values.dtype != np.int8 or values.shape != (256,):
-                return call
-            x = self.int8_source(index)
-            if x is None:
-                return call
-            # Tables over fewer values than one step (a squeeze-excite gate,
-            # [1, 1, 1, C]) get the kernel too, its scalar tail: left to
-            # fusion, the gather went into the consumer's broadcast multiply
-            # and ran once per element of the activation instead of once per
-            # channel (PP-OCR cls: 6-9 us per gate on one Zen 5 core).
-            shape = tuple(_static_shape(x, "int8"))
-            if shape not in self.funcs:
-                self.funcs[shape] = self.builder_.add_func(kernel(shape), name)
-            table = relax.const(layout(values), "int8")
-            return relax.call_tir(self.funcs[shape], relax.Tuple([x, table]), relax.TensorType(shape, "int8"))
-
-    def setup(mutator: Any) -> None:
-        mutator.funcs = {}
-
-    return mutator_pass(Lookups, "EdgekitLookups", setup)
-
-
-# --------------------------------------------------------------------------- #
-# Channel sums in the channels-last layout
-# --------------------------------------------------------------------------- #
-
-
-def _channel_sum(x: Any) -> Any:
-    """``y[n, 0, 0, c] = sum_hw int32(x[n, h, w, c])``: an int8 NHWC tensor summed over H and W in int32."""
-    from tvm import te
-
-    n, h, w, c = x.shape
-    rh = te.reduce_axis((0, h), name="rh")
-    rw = te.reduce_axis((0, w), name="rw")
-    return te.compute(
-        (n, 1, 1, c), lambda i, _a, _b, k: te.sum(x[i, rh, rw, k].astype("int32"), axis=[rh, rw]), name="channel_sum"
-    )
-
-
-def channel_sum_pass() -> Any:
-    """Channels-last reductions: squeeze sums and max pools after a transpose to NCHW.
-
-    * ``sum(permute_dims(x, NHWC -> NCHW), axis=[2, 3])`` (``x`` possibly
-      cast from int8 to int32) becomes a sum over ``x``'s own H and W,
-      the cast inside it. The integer lowering turns a quantized global
-      average pool (the squeeze of every squeeze-and-excitation block) into
-      an int32 ``sum``, which ConvertLayout leaves in NCHW: a transpose of
-      the whole activation went before each (PP-OCR cls int8: 7 transposes,
-      33 us of 510 on one Zen 5 core), and the cast to int32 was a kernel
-      of its own writing four bytes per value.
-    * ``max_pool2d(permute_dims(x, NHWC -> NCHW))`` of int8 values becomes
-      the NHWC pool of ``x``, transposed after: TVM's NCHW int8 pool was a
-      scalar loop (PP-OCR cls's last pool: 6.6 us, and 4.7 us for the
-      transpose before it, one Zen 5 core).
-    """
-    import tvm
-    from tvm import relax
-    from tvm.relax import op as R
-
-    from edgekit.compiler.cpu_pipeline import mutator_pass
-
-    sum_op = tvm.ir.Op.get("relax.sum")
-    permute_op = tvm.ir.Op.get("relax.permute_dims")
-    astype_op = tvm.ir.Op.get("relax.astype")
-    pool_op = tvm.ir.Op.get("relax.nn.max_pool2d")
-
-    @relax.expr_functor.mutator
-    class ChannelSum(relax.PyExprMutator):
-        def bound(self, expr: Any) -> Any:
-            value = self.lookup_binding(expr) if isinstance(expr, relax.Var) else expr
-            while isinstance(value, relax.Var):  # alias bindings
-                value = self.lookup_binding(value)
-            return value
-
-        def to_nchw(self, expr: Any) -> Any:
-            """``x`` when ``expr`` is ``permute_dims(x, [0, 3, 1, 2])``, else None."""
-            perm = self.bound(expr)
-            if isinstance(perm, relax.Call) and perm.op.same_as(permute_op) and perm.attrs.axes is not None:
-                if [int(a) for a in perm.attrs.axes] == [0, 3, 1, 2]:
-                    return perm.args[0]
-            return None
-
-        def visit_call_(self, call: Any) -> Any:
-            call = super().visit_call_(call)
-            if not isinstance(call, relax.Call):
-                return call
-            if call.op.same_as(pool_op):
-                return self.pool(call)
-            if not call.op.same_as(sum_op) or call.attrs.axis is None:
-                return call
-            summed = sorted(int(a) for a in call.attrs.axis)
-            if summed == [1, 2] and call.attrs.keepdims and str(call.ty.dtype) == "int32":
-                # Already NHWC: sum(astype(x: int8)) reads the int8 values.
-                cast = self.bound(call.args[0])
-                if isinstance(cast, relax.Call) and cast.op.same_as(astype_op):
-                    shape = _static_shape(cast.args[0], "int8")
-                    if shape is not None and len(shape) == 4:
-                        return self.builder_.call_te(_channel_sum, cast.args[0], primfunc_name_hint="channel_sum")
-                return call
-            if summed != [2, 3] or not call.attrs.keepdims:
-                return call
-            # sum(permute(astype(x))) or sum(astype(permute(x))).
-            src, int8 = call.args[0], None
-            cast = self.bound(src)
-            if isinstance(cast, relax.Call) and cast.op.same_as(astype_op):
-                x = int8 = self.to_nchw(cast.args[0])
-            else:
-                x = self.to_nchw(src)
-                cast = self.bound(x) if x is not None else None
-                if isinstance(cast, relax.Call) and cast.op.same_as(astype_op):
-                    int8 = cast.args[0]
-            if x is None:
-                return call
-            if int8 is not None and _static_shape(int8, "int8") is not None and str(call.ty.dtype) == "int32":
-                inner = self.builder_.emit(self.builder_.call_te(_channel_sum, int8, primfunc_name_hint="channel_sum"))
-                return R.permute_dims(inner, [0, 3, 1, 2])
-            inner = self.builder_.emit(R.sum(x, axis=[1, 2], keepdims=True))
-            return R.permute_dims(inner, [0, 3, 1, 2])
-
-        def pool(self, call: Any) -> Any:
-            a = call.attrs
-            x = self.to_nchw(call.args[0])
-            if x is None or a.layout != "NCHW" or a.out_layout != "NCHW" or _static_shape(x, "int8") is None:
-                return call
-            y = self.builder_.emit(
-                R.nn.max_pool2d(x, [int(v) for v in a.pool_size], [int(v) for v in a.strides], [int(v) for v in a.padding],
-                                [int(v) for v in a.dilation], bool(a.ceil_mode), bool(a.count_include_pad),
-                                layout="NHWC", out_layout="NHWC")
-            )  # fmt: skip
-            return R.permute_dims(y, [0, 3, 1, 2])
-
-    return mutator_pass(ChannelSum, "EdgekitChannelSum")

@@ -81,7 +81,7 @@ def int8_pad_pass(target: tvm.target.Target) -> Any:
     import tvm
     from tvm import relax
 
-    from edgekit.compiler.cpu_pipeline import mutator_pass
+    from edgekit.compiler.cpu_rewrite import mutator_pass
 
     if target.kind.name != "llvm":
         return tvm.transform.Sequential([], name="EdgekitInt8Pad")

@@ -58,7 +58,7 @@ _TERM_DTYPES = ("int8", "uint8", "int16", "int32")
 
 def uses_float_requant(target: tvm.target.Target) -> bool:
     """True when ``target`` (not this machine) gets the float32 requantization: x86 with AVX2."""
-    from edgekit.compiler.cpu_int8 import _has
+    from edgekit.compiler.cpu_intrin import _has
 
     if target.kind.name != "llvm":
         return False
@@ -93,7 +93,7 @@ def float_requant_pass(target: tvm.target.Target) -> Any:
     from tvm import relax
     from tvm.relax import op as R
 
-    from edgekit.compiler.cpu_pipeline import mutator_pass
+    from edgekit.compiler.cpu_rewrite import mutator_pass
 
     if not uses_float_requant(target):
         return tvm.transform.Sequential([], name="EdgekitFloatRequant")

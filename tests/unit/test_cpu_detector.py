@@ -18,7 +18,8 @@ from onnx import TensorProto, helper, numpy_helper
 tvm = pytest.importorskip("tvm")
 ort = pytest.importorskip("onnxruntime")
 
-from edgekit.compiler.cpu_pipeline import build_cpu, import_onnx, prepare_cpu_module, schedule_passes, simd_lanes
+from edgekit.compiler.cpu_pipeline import build_cpu, import_onnx, prepare_cpu_module, schedule_passes
+from edgekit.compiler.cpu_schedule import simd_lanes
 from edgekit.frontend.loader import load_model
 
 #: Largest difference from onnxruntime, relative to the largest output magnitude.

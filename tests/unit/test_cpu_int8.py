@@ -18,8 +18,12 @@ import tvm
 from onnx import TensorProto, helper, numpy_helper
 
 import edgekit.compiler.cpu_int8 as cpu_int8
+import edgekit.compiler.cpu_lookup as cpu_lookup
 import edgekit.compiler.cpu_requant as cpu_requant
-from edgekit.compiler.cpu_int8 import I16_256, I16_512, U8S8_256, VNNI256, VNNI512, dot_isa, pmaddubsw_exact
+from edgekit.compiler.cpu_channel_sum import channel_sum_pass
+from edgekit.compiler.cpu_int8 import pmaddubsw_exact
+from edgekit.compiler.cpu_intrin import I16_256, I16_512, U8S8_256, VNNI256, VNNI512, dot_isa
+from edgekit.compiler.cpu_lookup import _avx2_slices, _lookup_avx2_func, _lookup_vbmi_func
 from edgekit.compiler.cpu_pipeline import build_cpu, prepare_cpu_module, schedule_passes
 from edgekit.compiler.importer import import_onnx
 from edgekit.compress import QuantConfig, quantize
@@ -403,7 +407,7 @@ def test_table_lookups_are_vector_kernels(tmp_path, monkeypatch, mcpu):
     # Bit-exact with TVM's gathers on this machine.
     x = np.random.default_rng(5).standard_normal((1, 8, 12, 12)).astype(np.float32)
     got, _ = _run(str(path), target, x)
-    monkeypatch.setattr(cpu_int8, "lookup_pass", lambda t: tvm.transform.Sequential([]))
+    monkeypatch.setattr(cpu_lookup, "lookup_pass", lambda t: tvm.transform.Sequential([]))
     want, _ = _run(str(path), target, x)
     np.testing.assert_array_equal(got, want)
 
@@ -416,9 +420,9 @@ def test_lookup_kernels_map_every_int8_value(mcpu):
     table = rng.integers(-128, 128, 256).astype(np.int8)
     x = np.concatenate([np.arange(-128, 128), rng.integers(-128, 128, 300 - 256)]).astype(np.int8).reshape(1, 300)
     if mcpu == "haswell":
-        func, layout = cpu_int8._lookup_avx2_func(x.shape), cpu_int8._avx2_slices(table)
+        func, layout = _lookup_avx2_func(x.shape), _avx2_slices(table)
     else:
-        func, layout = cpu_int8._lookup_vbmi_func(x.shape), table
+        func, layout = _lookup_vbmi_func(x.shape), table
     target = tvm.target.Target({"kind": "llvm", "mcpu": mcpu})
     lib = tvm.tirx.build(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target)
     out = tvm.runtime.tensor(np.zeros_like(x))
@@ -428,7 +432,7 @@ def test_lookup_kernels_map_every_int8_value(mcpu):
 
 def test_channel_sums_and_max_pools_read_the_channels_last_int8_tensor():
     """Squeeze sums in int32 of int8 values and an NCHW max pool after a transpose
-    (cpu_int8.channel_sum_pass): one NHWC kernel each, same values as numpy."""
+    (cpu_channel_sum.channel_sum_pass): one NHWC kernel each, same values as numpy."""
     from tvm import relax
     from tvm.relax import op as R
 
@@ -443,7 +447,7 @@ def test_channel_sums_and_max_pools_read_the_channels_last_int8_tensor():
             t = bb.emit(R.sum(bb.emit(R.astype(p, "int32")), axis=[2, 3], keepdims=True))
             out = bb.emit_output(relax.Tuple([s, p, t]))
         bb.emit_func_output(out)
-    mod = cpu_int8.channel_sum_pass()(bb.get())
+    mod = channel_sum_pass()(bb.get())
     text = mod["main"].script()
     assert text.count("channel_sum") == 2 and 'layout="NHWC"' in text, text
     vm = tvm.relax.VirtualMachine(tvm.compile(mod, tvm.target.Target({"kind": "llvm"})), tvm.cpu())

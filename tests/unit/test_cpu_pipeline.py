@@ -10,13 +10,8 @@ from onnx import TensorProto, helper, numpy_helper
 tvm = pytest.importorskip("tvm")
 ort = pytest.importorskip("onnxruntime")
 
-from edgekit.compiler.cpu_pipeline import (
-    build_cpu,
-    import_onnx,
-    prepare_cpu_module,
-    set_num_threads,
-    simd_lanes,
-)
+from edgekit.compiler.cpu_pipeline import build_cpu, import_onnx, prepare_cpu_module, set_num_threads
+from edgekit.compiler.cpu_schedule import simd_lanes
 from edgekit.frontend.loader import load_model
 
 RTOL = 1e-4

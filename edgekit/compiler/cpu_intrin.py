@@ -1,0 +1,283 @@
+"""The integer dot-product instructions of x86 targets, as TVM tensor intrinsics.
+
+:func:`dot_isa` picks, by the **target's** LLVM features (never the build
+machine's), the instruction :mod:`edgekit.compiler.cpu_int8` builds its int8
+micro-kernels around (:class:`DotIsa`), and :func:`register_intrinsics`
+registers each one's description and implementation with TVM for
+``tensorize``.
+
+TVM 0.27 ships a ``vpdpbusd`` tensor intrinsic (``tvm.s_tir.tensor_intrin.x86``)
+but its call signature predates LLVM 21's (``<64 x i8>`` operands) and it
+fails to build with the wheel's LLVM 22; the intrinsics here are written for
+that signature, and the AVX2/VNNI-256 and int16 variants have no upstream
+counterpart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    import tvm
+
+__all__ = ["DW_I16_512", "DotIsa", "I16_256", "I16_512", "U8S8_256", "VNNI256", "VNNI512", "dot_isa", "register_intrinsics"]
+
+@dataclass(frozen=True)
+class DotIsa:
+    """One integer dot-product instruction the micro-kernel is built around.
+
+    Attributes:
+        name: Short name (``vnni512``, ``vnni256``, ``u8s8_256``, ``i16_512``, ``i16_256``).
+        lanes: int32 accumulators per vector register.
+        k: Products summed into each lane per instruction.
+        operand: dtype activations and weights are converted to (``uint8``
+            means activations ``x + 128`` and int8 weights).
+        intrin: Registered tensor-intrinsic name.
+        registers: Vector registers of the ISA (tile size limit).
+    """
+
+    name: str
+    lanes: int
+    k: int
+    operand: str
+    intrin: str
+    registers: int
+
+    @property
+    def offset(self) -> int:
+        """What is added to each int8 activation (128 for the u8 x s8 instructions)."""
+        return 128 if self.operand == "uint8" else 0
+
+    @property
+    def weight_dtype(self) -> str:
+        return "int8" if self.operand == "uint8" else "int16"
+
+
+VNNI512 = DotIsa("vnni512", 16, 4, "uint8", "edgekit_vpdpbusd_16x4", 32)
+VNNI256 = DotIsa("vnni256", 8, 4, "uint8", "edgekit_vpdpbusd_8x4", 16)
+U8S8_256 = DotIsa("u8s8_256", 8, 4, "uint8", "edgekit_pmaddubsw_8x4", 16)
+I16_512 = DotIsa("i16_512", 16, 2, "int16", "edgekit_pmaddwd_16x2", 32)
+I16_256 = DotIsa("i16_256", 8, 2, "int16", "edgekit_pmaddwd_8x2", 16)
+#: Depthwise: two kernel taps of one channel per int32 lane (``vpmaddwd`` on
+#: the int8 inputs of two neighbouring pixels, widened and interleaved).
+DW_I16_512 = DotIsa("dw16", 16, 2, "int16", "edgekit_dw_pmaddwd_16x2", 32)
+
+
+def _has(target: Any, feature: str) -> bool:
+    from tvm.target.codegen import target_has_features
+
+    try:
+        return bool(target_has_features(feature, target))
+    except Exception:  # a target LLVM does not know
+        return False
+
+
+def dot_isa(target: tvm.target.Target) -> DotIsa | None:
+    """The best integer dot-product instruction of ``target`` (not of this machine), or None.
+
+    Decided by the target's LLVM features (``mcpu``/``mattr``): a package
+    compiled for ``-mcpu=haswell`` gets the AVX2 kernels on any build machine.
+    """
+    if target.kind.name != "llvm":
+        return None
+    triple = str(target.attrs.get("mtriple", "") or "")
+    if triple and not triple.startswith(("x86_64", "i686", "i386")):
+        return None
+    if _has(target, "avx512vnni") and _has(target, "avx512bw"):
+        return VNNI512
+    if _has(target, "avxvnni"):
+        return VNNI256
+    if _has(target, "avx512bw"):
+        return I16_512
+    if _has(target, "avx2"):
+        return I16_256
+    return None
+
+
+def _desc_for(lanes: int, k: int, operand: str, weight: str) -> Any:
+    """What a ``lanes x k`` dot-product step computes: ``C[i] += sum_j A[j] * B[i, j]`` (int32)."""
+    from tvm.script import tirx as T
+
+    @T.prim_func(s_tir=True)
+    def desc(
+        A: T.Buffer((k,), operand, offset_factor=1),
+        B: T.Buffer((lanes, k), weight, offset_factor=1),
+        C: T.Buffer((lanes,), "int32", offset_factor=1),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:k], B[0:lanes, 0:k])
+            T.writes(C[0:lanes])
+            for i in T.serial(0, lanes):
+                for j in T.serial(0, k):
+                    with T.sblock("update"):
+                        vi, vj = T.axis.remap("SR", [i, j])
+                        C[vi] = C[vi] + T.cast(A[vj], "int32") * T.cast(B[vi, vj], "int32")
+
+    return desc
+
+
+def _vpdpbusd(lanes: int, llvm: str) -> Any:
+    """``vpdpbusd``: ``k = 4`` u8 x s8 products into each int32 lane."""
+    from tvm.script import tirx as T
+
+    nbytes = 4 * lanes
+
+    @T.prim_func(s_tir=True)
+    def impl(
+        A: T.Buffer((4,), "uint8", offset_factor=1),
+        B: T.Buffer((lanes, 4), "int8", offset_factor=1),
+        C: T.Buffer((lanes,), "int32", offset_factor=1),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
+            T.writes(C[0:lanes])
+            a = T.reinterpret(
+                T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), lanes), dtype=f"int8x{nbytes}"
+            )
+            C[T.ramp(T.int32(0), 1, lanes)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(llvm),
+                C.vload([0], dtype=f"int32x{lanes}"),
+                a,
+                B.vload([0, 0], dtype=f"int8x{nbytes}"),
+                dtype=f"int32x{lanes}",
+            )
+
+    return impl
+
+
+def _pmaddubsw(lanes: int) -> Any:
+    """``vpmaddubsw`` (u8 x s8 pairs, saturating to s16) then ``vpmaddwd`` by ones (pairs to s32)."""
+    from tvm.script import tirx as T
+
+    nbytes = 4 * lanes
+
+    @T.prim_func(s_tir=True)
+    def impl(
+        A: T.Buffer((4,), "uint8", offset_factor=1),
+        B: T.Buffer((lanes, 4), "int8", offset_factor=1),
+        C: T.Buffer((lanes,), "int32", offset_factor=1),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
+            T.writes(C[0:lanes])
+            a = T.reinterpret(
+                T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), lanes), dtype=f"uint8x{nbytes}"
+            )
+            pairs = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.ub.sw"),
+                a,
+                B.vload([0, 0], dtype=f"int8x{nbytes}"),
+                dtype=f"int16x{2 * lanes}",
+            )
+            C[T.ramp(T.int32(0), 1, lanes)] = C.vload([0], dtype=f"int32x{lanes}") + T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"),
+                pairs,
+                T.broadcast(T.int16(1), 2 * lanes),
+                dtype=f"int32x{lanes}",
+            )
+
+    return impl
+
+
+def _pmaddwd(lanes: int, llvm: str) -> Any:
+    """``vpmaddwd``: ``k = 2`` s16 x s16 products into each int32 lane."""
+    from tvm.script import tirx as T
+
+    halves = 2 * lanes
+
+    @T.prim_func(s_tir=True)
+    def impl(
+        A: T.Buffer((2,), "int16", offset_factor=1),
+        B: T.Buffer((lanes, 2), "int16", offset_factor=1),
+        C: T.Buffer((lanes,), "int32", offset_factor=1),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:2], B[0:lanes, 0:2])
+            T.writes(C[0:lanes])
+            a = T.reinterpret(
+                T.broadcast(T.reinterpret(A.vload([0], "int16x2"), dtype="int32"), lanes), dtype=f"int16x{halves}"
+            )
+            C[T.ramp(T.int32(0), 1, lanes)] = C.vload([0], dtype=f"int32x{lanes}") + T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(llvm),
+                a,
+                B.vload([0, 0], dtype=f"int16x{halves}"),
+                dtype=f"int32x{lanes}",
+            )
+
+    return impl
+
+
+def _dw_desc(lanes: int) -> Any:
+    """A depthwise step: two taps ``A[j, i]`` of one channel ``i`` times its tap pair ``B[i, j]``."""
+    from tvm.script import tirx as T
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
+        stride = T.int64()
+        A = T.match_buffer(a, (2, lanes), "int8", strides=[stride, 1], offset_factor=1)
+        B = T.match_buffer(b, (lanes, 2), "int16", offset_factor=1)
+        C = T.match_buffer(c, (lanes,), "int32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:2, 0:lanes], B[0:lanes, 0:2])
+            T.writes(C[0:lanes])
+            for i in T.serial(0, lanes):
+                for j in T.serial(0, 2):
+                    with T.sblock("update"):
+                        vi, vj = T.axis.remap("SR", [i, j])
+                        C[vi] = C[vi] + T.cast(A[vj, vi], "int32") * T.cast(B[vi, vj], "int32")
+
+    return desc
+
+
+def _dw_pmaddwd(lanes: int, llvm: str) -> Any:
+    """The depthwise step as one ``vpmaddwd`` on the two taps' inputs widened and interleaved."""
+    from tvm.script import tirx as T
+
+    # Lanes (x[p][c], x[p + 1][c]) for each channel c: one vpmaddwd
+    # multiplies both taps and adds them in 32 bits (exact).
+    order = [i // 2 + (i % 2) * lanes for i in range(2 * lanes)]
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
+        stride = T.int64()
+        A = T.match_buffer(a, (2, lanes), "int8", strides=[stride, 1], offset_factor=1)
+        B = T.match_buffer(b, (lanes, 2), "int16", offset_factor=1)
+        C = T.match_buffer(c, (lanes,), "int32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:2, 0:lanes], B[0:lanes, 0:2])
+            T.writes(C[0:lanes])
+            # One expression: a named intermediate would be a local
+            # buffer, which TVM allocates from the workspace per call.
+            C[T.ramp(T.int32(0), 1, lanes)] = C.vload([0], dtype=f"int32x{lanes}") + T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(llvm),
+                T.Shuffle(
+                    [
+                        T.Cast(f"int16x{lanes}", A.vload([0, 0], f"int8x{lanes}")),
+                        T.Cast(f"int16x{lanes}", A.vload([1, 0], f"int8x{lanes}")),
+                    ],
+                    order,
+                ),
+                B.vload([0, 0], dtype=f"int16x{2 * lanes}"),
+                dtype=f"int32x{lanes}",
+            )
+
+    return impl
+
+
+_REGISTERED: set[str] = set()
+
+
+def register_intrinsics() -> None:
+    """Registers the tensor intrinsics with TVM (once per process)."""
+    if _REGISTERED:
+        return
+    from tvm.s_tir import TensorIntrin
+
+    TensorIntrin.register(DW_I16_512.intrin, _dw_desc(16), _dw_pmaddwd(16, "llvm.x86.avx512.pmaddw.d.512"))
+    TensorIntrin.register(VNNI512.intrin, _desc_for(16, 4, "uint8", "int8"), _vpdpbusd(16, "llvm.x86.avx512.vpdpbusd.512"))
+    TensorIntrin.register(VNNI256.intrin, _desc_for(8, 4, "uint8", "int8"), _vpdpbusd(8, "llvm.x86.avx512.vpdpbusd.256"))
+    TensorIntrin.register(U8S8_256.intrin, _desc_for(8, 4, "uint8", "int8"), _pmaddubsw(8))
+    TensorIntrin.register(I16_512.intrin, _desc_for(16, 2, "int16", "int16"), _pmaddwd(16, "llvm.x86.avx512.pmaddw.d.512"))
+    TensorIntrin.register(I16_256.intrin, _desc_for(8, 2, "int16", "int16"), _pmaddwd(8, "llvm.x86.avx2.pmadd.wd"))
+    _REGISTERED.add("all")

@@ -1,0 +1,589 @@
+"""The CPU pipeline's Relax rewrites before legalization (float and int8 models alike).
+
+* importer idioms ConvertLayout cannot see through (:func:`simplify_pass`);
+* transposes moved through elementwise ops until they cancel
+  (:func:`cancel_transposes_pass`), and ``conv2d_transpose`` back to NCHW;
+* float convolutions and matrix products on blocked weights, the blocking a
+  weight-only transform lifted to compile time (:func:`block_weights_pass`,
+  :func:`matmul_weights_pass`);
+* softmax over a row split into vector-friendly reductions
+  (:func:`softmax_pass`);
+* table lookups marked elementwise so they fuse into their producer
+  (:func:`with_elementwise_lookups`).
+
+:func:`edgekit.compiler.cpu_pipeline.prepare_cpu_module` runs them in order.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from edgekit.compiler.cpu_rewrite import call_rewrite_pass, mutator_pass, out_dtype, round_up, static_float_shapes
+from edgekit.compiler.cpu_schedule import simd_lanes
+
+if TYPE_CHECKING:  # pragma: no cover
+    import tvm
+
+__all__ = [
+    "block_weights_pass",
+    "cancel_transposes_pass",
+    "matmul_weights_pass",
+    "simplify_pass",
+    "softmax_pass",
+    "transpose_conv_pass",
+    "with_elementwise_lookups",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def simplify_pass() -> Any:
+    """A Relax pass undoing two importer idioms ConvertLayout cannot see through.
+
+    TVM's ONNX importer turns ``Sum(a, b)`` into ``sum(stack(broadcast_to(a),
+    broadcast_to(b)), axis=0)``: a 5-D tensor whose layout ConvertLayout
+    cannot infer (it fails with "Invalid SLayout"). Rewritten here to
+    ``add(a, b)`` (broadcasting is ``add``'s own), and ``broadcast_to`` to the
+    shape a tensor already has is dropped.
+    """
+    import tvm
+    from tvm import relax
+
+    sum_op = tvm.ir.Op.get("relax.sum")
+    stack_op = tvm.ir.Op.get("relax.stack")
+    bcast_op = tvm.ir.Op.get("relax.broadcast_to")
+    clip_op = tvm.ir.Op.get("relax.clip")
+    call_tir_op = tvm.ir.Op.get("relax.call_tir")
+    # TVM's Clip converter (opset >= 11, bounds as inputs) emits TOPI's
+    # broadcast maximum/minimum as opaque call_tir kernels; as Relax ops they
+    # carry a layout (PP-OCR's hard-swish went to NCHW and back for each).
+    tir_binary = {"maximum": relax.op.maximum, "minimum": relax.op.minimum}
+
+    def same_shape(a: Any, b: Any) -> bool:
+        sa, sb = a.ty, b.ty
+        if not isinstance(sa, relax.TensorType) or not isinstance(sb, relax.TensorType):
+            return False
+        if sa.shape is None or sb.shape is None or sa.dtype != sb.dtype:
+            return False
+        try:
+            return [int(x) for x in sa.shape.values] == [int(x) for x in sb.shape.values]
+        except (TypeError, AttributeError):
+            return False
+
+    @relax.expr_functor.mutator
+    class SumOfStack(relax.PyExprMutator):
+        def visit_call_(self, call: Any) -> Any:
+            call = super().visit_call_(call)
+            if not isinstance(call, relax.Call):
+                return call
+            if call.op.same_as(bcast_op) and same_shape(call.args[0], call):
+                return call.args[0]
+            if call.op.same_as(clip_op):
+                return self.clip_as_min_max(call)
+            if call.op.same_as(call_tir_op):
+                return self.tir_min_max(call)
+            if not call.op.same_as(sum_op) or call.attrs.keepdims or call.attrs.axis is None:
+                return call
+            if len(call.attrs.axis) != 1:
+                return call
+            src = call.args[0]
+            stacked = self.lookup_binding(src) if isinstance(src, relax.Var) else src
+            if not (isinstance(stacked, relax.Call) and stacked.op.same_as(stack_op)):
+                return call
+            if int(stacked.attrs.axis) != int(call.attrs.axis[0]):
+                return call
+            fields = stacked.args[0]
+            fields = fields.fields if isinstance(fields, relax.Tuple) else None
+            if not fields:
+                return call
+            fields = [self.unwrap_bcast(f) for f in fields]
+            out = fields[0]
+            for f in fields[1:]:
+                out = self.builder_.emit(relax.op.add(out, f))
+            return out
+
+        def tir_min_max(self, call: Any) -> Any:
+            """``call_tir(maximum|minimum, (x, scalar))`` from TOPI as the Relax op it computes."""
+            gv, args = call.args[0], call.args[1]
+            op = tir_binary.get(getattr(gv, "name_hint", "").rstrip("0123456789"))
+            fields = getattr(args, "fields", None)
+            if op is None or fields is None or len(fields) != 2 or len(call.args) > 2:
+                return call
+            x, bound = fields
+            tx, tb, tout = x.ty, bound.ty, call.ty
+            if not all(isinstance(t, relax.TensorType) for t in (tx, tb, tout)):
+                return call
+            if tb.ndim != 0 or str(tx.dtype) != str(tb.dtype) or str(tout.dtype) != str(tx.dtype):
+                return call
+            if not same_shape(x, call):
+                return call
+            return op(x, bound)
+
+        def clip_as_min_max(self, call: Any) -> Any:
+            # ConvertLayout has no layout rule for clip: every requantized
+            # int8 layer, and every float hard-swish (PP-OCR), went back to
+            # NCHW (a transpose each way) at its clamp. The same arithmetic
+            # TOPI legalizes clip to (NaN included: both give the bound).
+            x, lo, hi = call.args
+            t = x.ty
+            bound = (lambda v: v.value) if all(hasattr(v, "value") for v in (lo, hi)) else None
+            if bound is None or not isinstance(t, relax.TensorType) or t.dtype is None:
+                return call
+            dtype = str(t.dtype)
+            cast = int if dtype.startswith(("int", "uint")) else float
+            if cast is float and dtype not in ("float32", "float16", "float64"):
+                return call
+            return relax.op.maximum(
+                relax.op.minimum(x, relax.const(cast(bound(hi)), dtype)), relax.const(cast(bound(lo)), dtype)
+            )
+
+        def unwrap_bcast(self, expr: Any) -> Any:
+            val = self.lookup_binding(expr) if isinstance(expr, relax.Var) else expr
+            if isinstance(val, relax.Call) and val.op.same_as(bcast_op):
+                return val.args[0]
+            return expr
+
+    @tvm.transform.module_pass(opt_level=0, name="EdgekitSimplifyImported")
+    def simplify(mod: Any, _ctx: Any) -> Any:
+        for gv, func in list(mod.functions_items()):
+            if isinstance(func, relax.Function):
+                mod[gv] = SumOfStack().visit_expr(func)
+        return relax.transform.DeadCodeElimination()(mod)
+
+    return simplify
+
+
+def cancel_transposes_pass() -> Any:
+    """Moves layout transposes through table lookups and drops transpose pairs that cancel.
+
+    ``ConvertLayout`` has no layout rule for ``take``, so the integer
+    lowering's 256-entry lookup tables (requantizing a concat input,
+    sigmoid, hard-swish, ...) ran on NCHW copies: a transpose of the int32
+    index before every table and one back after it (SqueezeNet int8 spent
+    a sixth of its time there). ``take(table, permute(i))`` is
+    ``permute(take(table, i))`` for a 1-D table; the transpose then meets
+    its inverse and both go.
+    """
+    import tvm
+    from tvm import relax
+
+    take_op = tvm.ir.Op.get("relax.take")
+    perm_op = tvm.ir.Op.get("relax.permute_dims")
+    pad_op = tvm.ir.Op.get("relax.nn.pad")
+    astype_op = tvm.ir.Op.get("relax.astype")
+    binary_ops = [
+        tvm.ir.Op.get(f"relax.{name}")
+        for name in ("add", "subtract", "multiply", "minimum", "maximum", "right_shift", "left_shift")
+    ]
+
+    def is_scalar(expr: Any) -> bool:
+        t = expr.ty
+        if not isinstance(t, relax.TensorType) or t.shape is None:
+            return False
+        try:
+            return all(int(v) == 1 for v in t.shape.values)
+        except (TypeError, AttributeError):
+            return False
+
+    def axes_of(call: Any) -> list[int] | None:
+        axes = call.attrs.axes
+        return None if axes is None else [int(v) for v in axes]
+
+    @relax.expr_functor.mutator
+    class Sink(relax.PyExprMutator):
+        def bound(self, expr: Any) -> Any:
+            return self.lookup_binding(expr) if isinstance(expr, relax.Var) else expr
+
+        def binary(self, call: Any) -> Any:
+            """``op(permute(a, p), permute(b, p))`` or ``op(permute(a, p), scalar)`` as ``permute(op(a, b), p)``."""
+            args = list(call.args)
+            perms = [self.bound(a) for a in args]
+            axes = [
+                axes_of(b) if isinstance(b, relax.Call) and b.op.same_as(perm_op) else None for b in perms
+            ]
+            if all(a is None for a in axes):
+                return None
+            target_axes = next(a for a in axes if a is not None)
+            new_args = []
+            for arg, bound, ax in zip(args, perms, axes):
+                if ax is not None and ax == target_axes:
+                    new_args.append(bound.args[0])
+                elif ax is None and is_scalar(arg) and arg.ty.ndim <= 1:
+                    new_args.append(arg)
+                else:
+                    return None
+            moved = self.builder_.emit(relax.Call(call.op, new_args, call.attrs))
+            return relax.op.permute_dims(moved, target_axes)
+
+        def visit_call_(self, call: Any) -> Any:
+            call = super().visit_call_(call)
+            if not isinstance(call, relax.Call):
+                return call
+            if call.op.same_as(take_op):
+                table, index = call.args
+                inner = self.bound(index)
+                t = table.ty
+                if (
+                    isinstance(inner, relax.Call)
+                    and inner.op.same_as(perm_op)
+                    and isinstance(t, relax.TensorType)
+                    and t.ndim == 1
+                    and axes_of(inner) is not None
+                ):
+                    looked = self.builder_.emit(relax.op.take(table, inner.args[0], axis=0, mode=call.attrs.mode))
+                    return relax.op.permute_dims(looked, axes_of(inner))
+            if call.op.same_as(pad_op) and str(call.attrs.pad_mode) == "constant":
+                inner = self.bound(call.args[0])
+                if isinstance(inner, relax.Call) and inner.op.same_as(perm_op) and axes_of(inner) is not None:
+                    # Pad in the source layout: y = permute(x, p) pads axis i as x's axis p[i].
+                    perm = axes_of(inner)
+                    widths = [int(v) for v in call.attrs.pad_width]
+                    src = [0] * len(widths)
+                    for i, axis in enumerate(perm):
+                        src[2 * axis], src[2 * axis + 1] = widths[2 * i], widths[2 * i + 1]
+                    padded = self.builder_.emit(
+                        relax.op.nn.pad(inner.args[0], src, pad_value=float(call.attrs.pad_value))
+                    )
+                    return relax.op.permute_dims(padded, perm)
+            if call.op.same_as(astype_op):
+                inner = self.bound(call.args[0])
+                if isinstance(inner, relax.Call) and inner.op.same_as(perm_op) and axes_of(inner) is not None:
+                    cast = self.builder_.emit(relax.op.astype(inner.args[0], call.attrs.dtype))
+                    return relax.op.permute_dims(cast, axes_of(inner))
+            if any(call.op.same_as(op) for op in binary_ops):
+                moved = self.binary(call)
+                if moved is not None:
+                    return moved
+            if call.op.same_as(perm_op):
+                inner = self.bound(call.args[0])
+                outer_axes = axes_of(call)
+                if isinstance(inner, relax.Call) and inner.op.same_as(perm_op) and outer_axes is not None:
+                    inner_axes = axes_of(inner)
+                    if inner_axes is not None and all(inner_axes[b] == i for i, b in enumerate(outer_axes)):
+                        return inner.args[0]
+            return call
+
+    return mutator_pass(Sink, "EdgekitCancelTransposes")
+
+
+def transpose_conv_pass() -> Any:
+    """Rewrites non-overlapping ``conv2d_transpose`` (stride == kernel) as a 1x1 conv2d + pixel shuffle.
+
+    With stride equal to the kernel size every output pixel receives exactly
+    one input pixel, so ``y[n, o, h*s+i, w*s+j] = sum_c x[n, c, h, w] *
+    W[c, o, i, j]``: a 1x1 convolution to ``O*kh*kw`` channels followed by a
+    depth-to-space reshuffle. TOPI's conv2d_transpose instead convolves a
+    zero-dilated input with a generic schedule; PP-OCR's detector head spent
+    70% of its time there. Other transposed convolutions are left as they are.
+    """
+    from tvm import relax
+
+    def rewrite(b: Any, call: Any) -> Any:
+        a = call.attrs
+        x, w = call.args
+        try:
+            n, c, h, wd = (int(v) for v in x.ty.shape.values)
+            wc, o, kh, kw = (int(v) for v in w.ty.shape.values)
+        except (TypeError, AttributeError):
+            return call
+        if (a.data_layout, a.kernel_layout, a.out_layout) != ("NCHW", "IOHW", "NCHW") or int(a.groups) != 1:
+            return call
+        if [int(v) for v in a.strides] != [kh, kw] or any(int(v) for v in a.padding):
+            return call
+        if any(int(v) for v in a.output_padding) or any(int(v) != 1 for v in a.dilation) or wc != c:
+            return call
+        # The 1x1 conv's channels are ordered (i, j, o): once ConvertLayout
+        # makes it NHWC, each output pixel's O channels are one contiguous
+        # run of the conv output, so the shuffle copies vectors.
+        w1 = b.emit(relax.op.permute_dims(w, [2, 3, 1, 0]))  # (kh, kw, O, C)
+        w1 = b.emit(relax.op.reshape(w1, (kh * kw * o, c, 1, 1)))
+        y = b.emit(relax.op.nn.conv2d(x, w1, out_dtype=out_dtype(a)))
+        y = b.emit(relax.op.reshape(y, (n, kh, kw, o, h, wd)))
+        y = b.emit(relax.op.permute_dims(y, [0, 3, 4, 1, 5, 2]))  # (n, o, h, i, w, j)
+        return relax.op.reshape(y, (n, o, h * kh, wd * kw))
+
+    return call_rewrite_pass("relax.nn.conv2d_transpose", rewrite, "EdgekitTransposeConvAsShuffle")
+
+
+def _conv2d_nhwc_blocked(
+    x: Any, wp: Any, strides: Any, padding: Any, dilation: Any, out_dtype: str, groups: int = 1
+) -> Any:
+    """TE conv2d: NHWC activations, weights blocked by output channel.
+
+    ``wp`` is ``[O // B, KH, KW, I, B]``: the ``B`` output channels a register
+    tile computes are contiguous for every ``(ky, kx, ci)``, so the tile's
+    weight loads walk memory sequentially instead of striding by ``O``
+    (TOPI has no such conv2d in TVM 0.27; MLAS/oneDNN block the same way).
+    With ``groups > 1`` the output channels are ``groups`` equal runs and run
+    ``g`` reads input channels ``[g * I, (g + 1) * I)``.
+    """
+    from tvm import te, topi
+
+    n, h, w, _c = x.shape
+    _ob, kh, kw, ci, block = wp.shape
+    per_group = _ob * block // groups
+    sh, sw = (int(v) for v in strides)
+    dh, dw = (int(v) for v in dilation)
+    pt, pl, pb, pr = (int(v) for v in padding)
+    oh = (h + pt + pb - (kh - 1) * dh - 1) // sh + 1
+    ow = (w + pl + pr - (kw - 1) * dw - 1) // sw + 1
+    if pt or pl or pb or pr:
+        x = topi.nn.pad(x, [0, pt, pl, 0], [0, pb, pr, 0], name="pad_temp")
+    ry = te.reduce_axis((0, kh), name="ry")
+    rx = te.reduce_axis((0, kw), name="rx")
+    rc = te.reduce_axis((0, ci), name="rc")
+    return te.compute(
+        (n, oh, ow, _ob * block),
+        lambda nn, yy, xx, ff: te.sum(
+            x[nn, yy * sh + ry * dh, xx * sw + rx * dw, (ff // per_group * ci + rc) if groups > 1 else rc].astype(out_dtype)
+            * wp[ff // block, ry, rx, rc, ff % block].astype(out_dtype),
+            axis=[ry, rx, rc],
+        ),
+        name="conv2d_nhwc_blocked",
+    )
+
+
+def block_weights_pass(target: tvm.target.Target) -> Any:
+    """Rewrites float NHWC/HWIO ``conv2d`` to :func:`_conv2d_nhwc_blocked`.
+
+    * Output channels are padded with zero filters to a multiple of the SIMD
+      width (the extra channels are sliced off again), so pruned or odd
+      channel counts still get full-width vector code.
+    * Grouped convolutions pad each group's output channels the same way
+      (ShuffleNet's 4 groups of 34 ran with 2-lane vectors, the largest
+      width dividing 34; a dense block-diagonal weight instead measured
+      slower: 4x the MACs).
+
+    The weight reshapes/pads this adds depend on weights only, so
+    ``LiftTransformParams`` moves them to compile time. Depthwise convolutions
+    keep the plain conv2d.
+    """
+    from tvm import relax
+
+    lanes = simd_lanes(target)
+
+    def rewrite(b: Any, call: Any) -> Any:
+        a = call.attrs
+        if (a.data_layout, a.kernel_layout, a.out_layout) != ("NHWC", "HWIO", "NHWC"):
+            return call
+        x, w = call.args
+        shapes = static_float_shapes(x, w)
+        if shapes is None:
+            return call
+        (_n, _h, _w, c), (kh, kw, ci, co) = shapes
+        groups = int(a.groups)
+        per_group = co // groups
+        if groups == c and groups > 1 and co == c:  # depthwise: no reduction over channels to block
+            return _depthwise_whole_vectors(b, call, x, w, lanes)
+        # Each group's output channels are padded to a multiple of the SIMD
+        # width with zero filters, so a vector never straddles two groups.
+        # Wide layers are padded to whole pairs of vectors (2-vector register
+        # tiles need fewer loads per FMA); the waste is under 2 * lanes / per_group.
+        unit = 2 * lanes if per_group >= 8 * lanes else lanes
+        padded = round_up(per_group, unit)
+        if padded != per_group and per_group < lanes:  # more padding than work
+            return call
+        if padded != per_group:
+            w = b.emit(relax.op.reshape(w, (kh, kw, ci, groups, per_group)))
+            w = b.emit(relax.op.nn.pad(w, [0, 0, 0, 0, 0, 0, 0, 0, 0, padded - per_group]))
+            w = b.emit(relax.op.reshape(w, (kh, kw, ci, groups * padded)))
+        total = groups * padded
+        blk = 2 * lanes if padded % (2 * lanes) == 0 else lanes
+        w5 = b.emit(relax.op.reshape(w, (kh, kw, ci, total // blk, blk)))
+        wp = b.emit(relax.op.permute_dims(w5, [3, 0, 1, 2, 4]))
+        y = b.call_te(
+            _conv2d_nhwc_blocked,
+            x,
+            wp,
+            strides=list(a.strides),
+            padding=list(a.padding),
+            dilation=list(a.dilation),
+            out_dtype=out_dtype(a) or "float32",
+            groups=groups,
+            primfunc_name_hint="conv2d_blocked",
+        )
+        if padded == per_group:
+            return y
+        y = b.emit(y)
+        if groups == 1:
+            return relax.op.strided_slice(y, axes=[3], begin=[0], end=[co])
+        n, oh, ow = (int(v) for v in y.ty.shape.values[:3])
+        y = b.emit(relax.op.reshape(y, (n, oh, ow, groups, padded)))
+        y = b.emit(relax.op.strided_slice(y, axes=[4], begin=[0], end=[per_group]))
+        return relax.op.reshape(y, (n, oh, ow, co))
+
+    return call_rewrite_pass("relax.nn.conv2d", rewrite, "EdgekitBlockConvWeights")
+
+
+def _depthwise_whole_vectors(b: Any, call: Any, x: Any, w: Any, lanes: int) -> Any:
+    """A float depthwise conv on channels padded to whole vectors (zero filters), sliced back.
+
+    A pruned channel count (PP-OCR cls at 30 %: 11, 22, 67 channels) ran
+    with 1- or 2-lane vectors, the largest width dividing it, and the pruned
+    model was slower than the unpruned one.
+    """
+    from edgekit.compiler.cpu_int8 import depthwise_on_vectors
+
+    c = int(x.ty.shape.values[3])
+    # Whole vectors of 8 lanes (or the target's, if narrower) are enough:
+    # padding 72 channels to 80 for 16-lane vectors measured slower than
+    # 8-lane vectors on 72 (the pad is an extra copy of the input).
+    unit = min(lanes, 8)
+    if c % unit == 0:
+        return call
+    return depthwise_on_vectors(b, call, x, w, round_up(c, unit), "float32", "float32", "depthwise_conv2d_padded")
+
+
+def _row_reduce(fn: Any, data: Any, rows: list[int], lo: int, hi: int, name: str) -> Any:
+    """``fn`` (``te.max``/``te.sum``) over ``data[..., lo:hi]``."""
+    from tvm import te
+
+    k = te.reduce_axis((lo, hi), name=f"k_{name}")
+    return te.compute(rows, lambda *i: fn(data[(*i, k)], axis=k), name=name)
+
+
+def _softmax_split(x: Any, lanes: int) -> Any:
+    """TE softmax over the last axis with each reduction split at a multiple of ``lanes``.
+
+    ``max``/``sum`` over ``[0, N - N % lanes)`` is one reduction the scheduler
+    vectorizes (:func:`_vectorize_row_reduction`); the few tail elements are a
+    second, scalar one. TOPI's softmax reduces over ``[0, N)`` in one loop,
+    which stays scalar when ``N`` is not a multiple of the vector width
+    (PP-OCR rec's 18710 classes). Uses TVM's polynomial ``fast_exp``.
+    """
+    from tvm import te, tirx, topi
+
+    *rows, n = (int(v) for v in x.shape)
+    main = n - n % lanes
+
+    def reduce(fn: Any, data: Any, name: str) -> Any:
+        parts = []
+        for lo, hi in ((0, main), (main, n)):
+            if hi > lo:
+                parts.append(_row_reduce(fn, data, rows, lo, hi, f"{name}_{lo}"))
+        if len(parts) == 1:
+            return parts[0]
+        combine = tirx.max if name == "max" else (lambda a, b: a + b)
+        return te.compute(rows, lambda *i: combine(parts[0][i], parts[1][i]), name=name)
+
+    peak = reduce(te.max, x, "max")
+    e = te.compute(x.shape, lambda *i: x[i] - peak[i[:-1]], name="delta")
+    e = topi.fast_exp(e)
+    total = reduce(te.sum, e, "sum")
+    return te.compute(x.shape, lambda *i: e[i] / total[i[:-1]], name="softmax_norm")
+
+
+def softmax_pass(target: tvm.target.Target) -> Any:
+    """Replaces last-axis float ``softmax`` of static shape by :func:`_softmax_split`."""
+    lanes = simd_lanes(target)
+
+    def rewrite(b: Any, call: Any) -> Any:
+        shapes = static_float_shapes(call.args[0])
+        if shapes is None:
+            return call
+        axis = int(call.attrs.axis)
+        if axis not in (-1, len(shapes[0]) - 1) or shapes[0][-1] < 4 * lanes:
+            return call
+        return b.call_te(_softmax_split, call.args[0], lanes=lanes, primfunc_name_hint="softmax")
+
+    return call_rewrite_pass("relax.nn.softmax", rewrite, "EdgekitSplitSoftmax")
+
+
+def _matmul_blocked(x: Any, wp: Any, out_dtype: str) -> Any:
+    """TE ``x @ W`` with ``W`` blocked by output column: ``wp`` is ``[N // B, K, B]``.
+
+    As with :func:`_conv2d_nhwc_blocked`, the ``B`` columns of a register tile
+    are contiguous for every ``k``, so the weights stream sequentially
+    instead of one cache line (and one TLB page) per ``k`` and tile.
+    """
+    from tvm import te
+
+    *lead, kdim = x.shape
+    nb, _k, block = wp.shape
+    k = te.reduce_axis((0, kdim), name="k")
+    return te.compute(
+        (*lead, nb * block),
+        lambda *i: te.sum(
+            x[(*i[:-1], k)].astype(out_dtype) * wp[i[-1] // block, k, i[-1] % block].astype(out_dtype), axis=k
+        ),
+        name="matmul_blocked",
+    )
+
+
+def matmul_weights_pass(target: tvm.target.Target) -> Any:
+    """Runs float ``matmul`` with a 2-D right operand (a Gemm/MatMul weight) as :func:`_matmul_blocked`.
+
+    The columns are padded to a multiple of the SIMD width first (the product
+    is sliced back): PP-OCR rec's classifier, 18710 columns, otherwise ran
+    with 5-lane vectors. The pad and the blocking transpose depend on the
+    weight alone and move to compile time. Batched products of two
+    activations (attention) have a 3-D or 4-D right operand and are left as
+    they are.
+    """
+    from tvm import relax
+
+    lanes = simd_lanes(target)
+
+    def rewrite(b: Any, call: Any) -> Any:
+        x, w = call.args
+        shapes = static_float_shapes(x, w)
+        if shapes is None or len(shapes[1]) != 2:
+            return call
+        k, n = shapes[1]
+        if n < lanes:
+            return call
+        padded = round_up(n, lanes)
+        if padded != n:
+            w = b.emit(relax.op.nn.pad(w, [0, 0, 0, padded - n]))
+        blk = 2 * lanes if padded % (2 * lanes) == 0 else lanes
+        w3 = b.emit(relax.op.reshape(w, (k, padded // blk, blk)))
+        wp = b.emit(relax.op.permute_dims(w3, [1, 0, 2]))
+        out_dtype = str(call.attrs.out_dtype) if str(call.attrs.out_dtype) not in ("", "None", "void") else "float32"
+        y = b.call_te(_matmul_blocked, x, wp, out_dtype=out_dtype, primfunc_name_hint="matmul_blocked")
+        if padded == n:
+            return y
+        return relax.op.strided_slice(b.emit(y), axes=[len(shapes[0]) - 1], begin=[0], end=[n])
+
+    return call_rewrite_pass("relax.matmul", rewrite, "EdgekitBlockMatmulWeights")
+
+
+def with_elementwise_lookups(passes: list[Any]) -> list[Any]:
+    """``passes`` with :func:`_lookup_tables_elementwise` right after ``AnnotateTIROpPattern``."""
+    out = []
+    for p in passes:
+        out.append(p)
+        if p.info.name == "AnnotateTIROpPattern":
+            out.append(_lookup_tables_elementwise())
+    return out
+
+
+def _lookup_tables_elementwise() -> Any:
+    """Marks table lookups (``take`` of a 1-D table by a same-shaped index) elementwise, so they fuse.
+
+    TVM classifies a gather as opaque, so each of the integer lowering's
+    256-entry tables (hard-swish, sigmoid, a requantized concat input) ran
+    as its own kernel over an int32 index tensor the previous kernel had to
+    write out; PP-OCR cls int8 spent a sixth of its time in them. For a 1-D
+    table ``out[i] = table[index[i]]`` is elementwise in ``index``: fused,
+    it becomes one load in the producer's epilogue.
+    """
+    import tvm
+
+    @tvm.transform.module_pass(opt_level=0, name="EdgekitElementwiseLookups")
+    def apply(mod: Any, _ctx: Any) -> Any:
+        for gv, func in list(mod.functions_items()):
+            if not isinstance(func, tvm.tirx.PrimFunc) or not gv.name_hint.startswith("take"):
+                continue
+            if len(func.params) != 3:
+                continue
+            table, index, out = func.params
+            try:
+                same = [int(d) for d in index.shape] == [int(d) for d in out.shape]
+            except (TypeError, AttributeError):
+                continue
+            if len(table.shape) == 1 and same:
+                mod[gv] = func.with_attr("op_pattern", 0)  # kElemWise
+        return mod
+
+    return apply

@@ -1,0 +1,106 @@
+"""What the CPU pipeline's Relax rewrites share: pass wrappers and shape helpers.
+
+Every rewrite in :mod:`edgekit.compiler.cpu_layout` and the ``cpu_*``
+modules (int8 dot products, lookups, pads, requantization, detector idioms)
+is a ``relax.PyExprMutator`` run over each Relax function, followed by
+dead-code elimination (:func:`mutator_pass`); most replace the calls of one
+operator (:func:`call_rewrite_pass`). They sit below
+:mod:`edgekit.compiler.cpu_pipeline`, which assembles them, so no module
+imports the pipeline back.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["bound_value", "call_rewrite_pass", "mutator_pass", "out_dtype", "round_up", "static_float_shapes", "static_shape"]
+
+
+def out_dtype(attrs: Any) -> str | None:
+    """A conv's ``out_dtype`` attribute, None when unset (same as the input's)."""
+    dtype = attrs.out_dtype
+    return None if dtype is None or str(dtype) in ("", "None") else str(dtype)
+
+
+def call_rewrite_pass(op_name: str, rewrite: Any, pass_name: str) -> Any:
+    """A Relax module pass applying ``rewrite(builder, call)`` to every call of ``op_name``.
+
+    ``rewrite`` returns the replacement expression (it may ``emit`` helper
+    bindings on ``builder``) or None to keep the call.
+    """
+    import tvm
+    from tvm import relax
+
+    op = tvm.ir.Op.get(op_name)
+
+    @relax.expr_functor.mutator
+    class Rewriter(relax.PyExprMutator):
+        def visit_call_(self, call: Any) -> Any:
+            call = super().visit_call_(call)
+            if isinstance(call, relax.Call) and call.op.same_as(op):
+                new = rewrite(self.builder_, call)
+                if new is not None:
+                    return new
+            return call
+
+    return mutator_pass(Rewriter, pass_name)
+
+
+def mutator_pass(mutator_cls: Any, pass_name: str, setup: Any = None) -> Any:
+    """A Relax module pass running ``mutator_cls(mod)`` over every Relax function, then dead-code elimination.
+
+    ``setup(mutator)``, if given, is called before the functions are visited
+    (e.g. to hand the mutator state that needs it, such as binding lookups).
+    """
+    import tvm
+    from tvm import relax
+
+    @tvm.transform.module_pass(opt_level=0, name=pass_name)
+    def apply(mod: Any, _ctx: Any) -> Any:
+        mutator = mutator_cls(mod)
+        if setup is not None:
+            setup(mutator)
+        for gv, func in list(mod.functions_items()):
+            if isinstance(func, relax.Function):
+                mutator.builder_.update_func(gv, mutator.visit_expr(func))
+        return relax.transform.DeadCodeElimination()(mutator.builder_.get())
+
+    return apply
+
+
+def static_shape(expr: Any, dtype: str) -> list[int] | None:
+    """The static shape of a ``dtype`` Relax tensor, None for anything else."""
+    from tvm import relax
+
+    t = expr.ty
+    if not isinstance(t, relax.TensorType) or str(t.dtype) != dtype or t.shape is None:
+        return None
+    try:
+        return [int(v) for v in t.shape.values]
+    except (TypeError, AttributeError):
+        return None
+
+
+def static_float_shapes(*exprs: Any) -> list[list[int]] | None:
+    """Static shapes of float32 tensors, or None if any is not one."""
+    shapes = [static_shape(e, "float32") for e in exprs]
+    return None if any(s is None for s in shapes) else shapes
+
+
+def round_up(value: int, multiple: int) -> int:
+    """``value`` rounded up to a multiple of ``multiple``."""
+    return -(-value // multiple) * multiple
+
+
+def bound_value(mutator: Any, expr: Any) -> Any:
+    """What ``expr`` is bound to in the function ``mutator`` visits, through alias bindings (``y = x``).
+
+    ``expr`` itself when it is not a variable; None for a variable bound
+    nowhere in the function (a parameter).
+    """
+    from tvm import relax
+
+    value = mutator.lookup_binding(expr) if isinstance(expr, relax.Var) else expr
+    while isinstance(value, relax.Var):
+        value = mutator.lookup_binding(value)
+    return value
