@@ -2,7 +2,7 @@
 BENCHMARKS.md.
 
 For every model, each compression pipeline starts from the same fp32 model
-and is compiled and benchmarked with :func:`edgekit.compress.payoff.measure_payoffs`
+and is compiled and benchmarked with :func:`edgekit.api.payoff.measure_payoffs`
 (all packages of one model timed in the same interleaved rounds on the host;
 deterministic cycle counts on the simulated MCU)::
 
@@ -45,7 +45,8 @@ import onnx
 from onnx import numpy_helper
 
 from edgekit.compress.passes import PassContext
-from edgekit.compress.payoff import StagedResult, measure_payoffs, run_staged
+from edgekit.api.payoff import measure_payoffs
+from edgekit.compress.payoff import StagedResult, run_staged
 from edgekit.compress.recipe import parse_recipe
 from edgekit.frontend.loader import load_model
 

@@ -1,8 +1,11 @@
 """edgekit: deploy ONNX models to edge hardware.
 
-The public API mirrors the command line: :func:`load_model`, :func:`analyze`
-(``inspect``), :func:`quantize`, :func:`compile_model`, :func:`run_package`,
-:func:`bench_package` and the board registry.
+The public API mirrors the command line, one function per verb (the
+:mod:`edgekit.api` layer): :func:`inspect_model`, :func:`compress_model`,
+:func:`compile_model`, :func:`flash_package`, :func:`run_package`,
+:func:`bench_package`, :func:`gate_package`, :func:`measure_payoff`,
+:func:`doctor` and :func:`list_boards`; plus the building blocks
+:func:`load_model`, :func:`analyze`, :func:`quantize` and the board profiles.
 
 The API is imported on first use (PEP 562): ``import edgekit`` stays cheap for
 the CLI and for the pytest plugin, which every test run of a user loads.
@@ -10,10 +13,8 @@ the CLI and for the pytest plugin, which every test run of a user loads.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from edgekit.core.errors import EdgekitError
+from edgekit.core.lazy import lazy_attributes
 
 __version__ = "0.1.0"
 
@@ -25,25 +26,26 @@ _API = {
     "analyze": "edgekit.frontend.analysis",
     "QuantConfig": "edgekit.compress",
     "quantize": "edgekit.compress",
-    "compile_model": "edgekit.compiler.driver",
-    "run_package": "edgekit.runtime.runner",
-    "bench_package": "edgekit.runtime.runner",
+    "inspect_model": "edgekit.api.inspect",
+    "CompressOptions": "edgekit.api.compress",
+    "QuantizeRequest": "edgekit.api.compress",
+    "compress_model": "edgekit.api.compress",
+    "compile_model": "edgekit.api.compile",
+    "RunTarget": "edgekit.api.target",
+    "flash_package": "edgekit.api.flash",
+    "run_package": "edgekit.api.run",
+    "BenchOptions": "edgekit.api.bench",
+    "bench_package": "edgekit.api.bench",
+    "GateRequest": "edgekit.api.gate",
+    "gate_package": "edgekit.api.gate",
+    "measure_payoff": "edgekit.api.payoff",
+    "doctor": "edgekit.api.doctor",
+    "list_boards": "edgekit.api.boards",
     "load_profiles": "edgekit.core.profiles",
     "get_board": "edgekit.core.profiles",
-    "list_boards": "edgekit.core.profiles",
 }
 
 __all__ = ["__version__", "EdgekitError", *_API]
 
 
-def __getattr__(name: str) -> Any:
-    module = _API.get(name)
-    if module is None:
-        raise AttributeError(f"module 'edgekit' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_API))
+__getattr__, __dir__ = lazy_attributes(__name__, _API, globals())

@@ -10,18 +10,15 @@ from typing import Any
 from rich import box
 from rich.table import Table
 
-from edgekit.cli.cmd_compile import format_bytes
-from edgekit.cli.cmd_run import add_target_flags
-from edgekit.cli.bench_tracker import add_tracker_flags, bench_over_tracker
+from edgekit.api.bench import BenchOptions, BenchResult, ReportFiles, Tracker, bench_package
+from edgekit.api.gate import GateRequest, gate_package
+from edgekit.cli.bench_tracker import add_tracker_flags
 from edgekit.cli.progress import activity_for
-from edgekit.cli.render import add_json_flags, console, emit_result, err_console
+from edgekit.cli.render import add_json_flags, add_target_flags, console, emit_result, err_console, format_bytes, target_of
 from edgekit.core.errors import InputError
-from edgekit.report.bench_gate import bench_with_gate
-from edgekit.report.outputs import write_bench_outputs
-from edgekit.runtime.data import read_npz
-from edgekit.runtime.runner import AGREE_TOLERANCE, bench_package
 from edgekit.report.gates import GateResult, parse_regression
 from edgekit.report.markdown import gate_text_table
+from edgekit.runtime.runner import AGREE_TOLERANCE
 from edgekit.runtime.stats import STAT_KEYS
 
 __all__ = ["add_parser", "run", "EXIT_REGRESSION"]
@@ -153,36 +150,25 @@ def _render_gate(gate: GateResult, out: Any) -> None:
         out.print("gate [bold red]REGRESSED[/]: " + ", ".join(c.metric for c in gate.failed), highlight=False)
 
 
-def _measure(args: argparse.Namespace, bench_kwargs: dict[str, Any]) -> tuple[dict[str, Any], GateResult | None]:
-    if args.tracker:
-        return bench_over_tracker(args, bench_kwargs), None
+def _measure(args: argparse.Namespace) -> BenchResult:
+    options = BenchOptions(runs=args.runs, warmup=args.warmup, inputs=args.input, compare_ort=args.compare_ort)
+    tracker = Tracker(args.tracker, args.key or "", args.wait) if args.tracker else None
+    reports = ReportFiles(html=args.report, markdown=args.markdown, junit=args.junit)
     if args.baseline:
-        return bench_with_gate(args.package, args.baseline, max_regression=parse_regression(args.max_regression),
-                               confirm=args.confirm, **bench_kwargs)
-    return bench_package(args.package, **bench_kwargs), None
+        gate = GateRequest(args.baseline, parse_regression(args.max_regression), args.confirm)
+        return gate_package(args.package, gate, options=options, target=target_of(args), tracker=tracker,
+                            reports=reports)  # fmt: skip
+    return bench_package(args.package, options=options, target=target_of(args), tracker=tracker, reports=reports)
 
 
 def run(args: argparse.Namespace) -> int:
     if (args.max_regression or args.junit) and not args.baseline:
         raise InputError("--max-regression and --junit need --baseline",
                          hint="Add --baseline BASE.json (written by `edgekit bench PKG --json-out BASE.json`).")
-    arrays = read_npz(args.input) if args.input else None
-    bench_kwargs = dict(
-        board=args.board,
-        runs=args.runs,
-        warmup=args.warmup,
-        arrays=arrays,
-        compare_ort=args.compare_ort,
-        allow_other_board=args.allow_other_board,
-        port=args.port,
-        sim=args.sim,
-        board_dirs=args.boards_dir,
-    )
     with activity_for(args, "benchmarking" + (" and timing onnxruntime" if args.compare_ort else "")):
-        report, gate = _measure(args, bench_kwargs)
+        result = _measure(args)
+    report, gate = result.report, result.gate
     stdout_json = emit_result(args, report)
-    written = write_bench_outputs(report, gate, html=args.report, markdown=args.markdown, junit=args.junit,
-                                  board_dirs=args.boards_dir)
     quiet = getattr(args, "quiet", False)
     if not stdout_json and not quiet:
         _render(report)
@@ -193,6 +179,6 @@ def run(args: argparse.Namespace) -> int:
         # The table goes to stderr when stdout carries JSON, and is shown even with -q on failure.
         if not gate.passed or not quiet:
             _render_gate(gate, err_console if stdout_json else console)
-    if written and not quiet:
-        err_console.print("wrote " + ", ".join(written))
-    return 0 if gate is None or gate.passed else EXIT_REGRESSION
+    if result.written and not quiet:
+        err_console.print("wrote " + ", ".join(result.written))
+    return 0 if result.passed else EXIT_REGRESSION

@@ -7,7 +7,7 @@ import argparse
 from rich.table import Table
 
 from edgekit.cli.render import add_json_flags, console, emit_result
-from edgekit.core.profiles import load_profiles
+from edgekit.api.boards import list_boards
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -32,8 +32,7 @@ def _size(n: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    profiles = load_profiles(args.boards_dir)
-    boards = [profiles.board(n) for n in profiles.boards.available()]
+    boards = list_boards(args.boards_dir)
     if emit_result(args, {"boards": [b.summary() for b in boards]}):
         return 0
     table = Table(title="edgekit boards")

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import time
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 
-from edgekit.cli.render import add_json_flags, console, emit_result, err_console
+from edgekit.api.compile import compile_model
+from edgekit.cli.render import StageProgress, add_json_flags, console, emit_result, err_console, format_bytes
 from edgekit.compiler.backend import INT8_CHOICES, WEIGHT_STORAGE, CompileOptions
-from edgekit.compiler.driver import compile_model
-from edgekit.core.errors import InputError
 from edgekit.core.tensors import parse_input_shapes
 
-__all__ = ["add_parser", "run", "format_bytes", "StageProgress"]
+__all__ = ["add_parser", "run"]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -97,55 +94,7 @@ def _int8_choice_rows(table: Table, choice: dict[str, Any] | None) -> None:
         table.add_row("", f"... {more} more layers in fp32 (--json lists all)")
 
 
-def format_bytes(n: int | float) -> str:
-    """``1536`` -> ``"1.5 KiB"``."""
-    n = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"  # pragma: no cover
-
-
-class StageProgress:
-    """Renders compile stages: a spinner for the running stage, a tick and the
-    elapsed time for each finished one (on stderr, so ``--json`` stays clean)."""
-
-    def __init__(self, out: Console, enabled: bool = True) -> None:
-        self.out = out
-        self.enabled = enabled
-        self._status: Any = None
-        self._stage = ""
-        self._t0 = 0.0
-
-    def __enter__(self) -> "StageProgress":
-        if self.enabled:
-            self._status = self.out.status("starting", spinner="dots")
-            self._status.__enter__()
-        return self
-
-    def __call__(self, stage: str, message: str) -> None:
-        if stage != self._stage:  # a stage reporting again (int8-choice) only updates its line
-            self._finish_stage()
-            self._stage, self._t0 = stage, time.perf_counter()
-        if self._status is not None:
-            self._status.update(f"[bold]{stage}[/]: {message}")
-
-    def _finish_stage(self) -> None:
-        if self._stage and self.enabled:
-            self.out.print(f"[green]✓[/] {self._stage:<8} {time.perf_counter() - self._t0:6.1f} s")
-        self._stage = ""
-
-    def __exit__(self, exc_type: object, *rest: object) -> None:
-        if exc_type is None:
-            self._finish_stage()
-        if self._status is not None:
-            self._status.__exit__(exc_type, *rest)
-
-
 def run(args: argparse.Namespace) -> int:
-    if (args.tracker or args.key) and not args.tune:
-        raise InputError("--tracker and --key apply to tuning", hint="Add --tune N, or drop them.")
     options = CompileOptions(
         opt_level=args.opt_level,
         allow_unsupported=args.allow_unsupported,
@@ -159,15 +108,8 @@ def run(args: argparse.Namespace) -> int:
     shapes = parse_input_shapes(args.input_shape)
     quiet = bool(getattr(args, "quiet", False))
     with StageProgress(err_console, enabled=not quiet and not args.json) as progress:
-        manifest = compile_model(
-            args.model,
-            args.board,
-            args.output,
-            input_shapes=shapes,
-            options=options,
-            board_dirs=args.boards_dir,
-            progress=progress,
-        )
+        manifest = compile_model(args.model, args.board, args.output, input_shapes=shapes, options=options,
+                                 board_dirs=args.boards_dir, progress=progress).manifest
     if emit_result(args, manifest):
         return 0
     mem = manifest["memory"]

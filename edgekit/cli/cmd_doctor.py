@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import importlib
-import platform
-import shutil
-import sys
-from typing import Any
 
 from rich.table import Table
 
+from edgekit.api.doctor import doctor
 from edgekit.cli.render import add_json_flags, console, emit_result
 
 
@@ -25,73 +21,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _version(module: str) -> str | None:
-    try:
-        mod = importlib.import_module(module)
-    except Exception:
-        return None
-    return str(getattr(mod, "__version__", "installed"))
-
-
-def _serial_ports() -> list[dict[str, Any]]:
-    try:
-        from serial.tools import list_ports
-    except Exception:
-        return []
-    ports = []
-    for p in list_ports.comports():
-        vidpid = f"{p.vid:04x}:{p.pid:04x}" if p.vid is not None and p.pid is not None else ""
-        ports.append({"device": p.device, "vid_pid": vidpid, "description": p.description})
-    return ports
-
-
-def _gpu() -> dict[str, Any]:
-    smi = shutil.which("nvidia-smi")
-    info: dict[str, Any] = {"nvidia_smi": smi, "nvcc": shutil.which("nvcc")}
-    try:
-        import tvm
-
-        info["tvm_cuda_device"] = bool(tvm.cuda(0).exist)
-    except Exception:
-        info["tvm_cuda_device"] = False
-    return info
-
-
-def collect() -> dict[str, Any]:
-    """Everything ``doctor`` reports, as a dict."""
-    packages = {
-        name: _version(mod)
-        for name, mod in [
-            ("onnx", "onnx"),
-            ("onnxruntime", "onnxruntime"),
-            ("onnxslim", "onnxslim"),
-            ("apache-tvm", "tvm"),
-            ("apache-tvm-ffi", "tvm_ffi"),
-            ("numpy", "numpy"),
-            ("pyserial", "serial"),
-            ("unicorn", "unicorn"),
-            ("ziglang", "ziglang"),
-        ]
-    }
-    tools = {name: shutil.which(name) for name in ("cc", "qemu-aarch64", "qemu-riscv64", "chromium")}
-    from edgekit.npu.rtl_build import verilator_missing
-    from edgekit.npu.rtl_synth import yowasp_missing
-
-    # "" = usable; otherwise what is missing and how to install it
-    fpga = {"rtl simulation (--sim rtl)": verilator_missing(), "open FPGA flow (edgekit synth)": yowasp_missing()}
-    return {
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "packages": packages,
-        "tools": tools,
-        "serial_ports": _serial_ports(),
-        "gpu": _gpu(),
-        "fpga": fpga,
-    }
-
-
 def run(args: argparse.Namespace) -> int:
-    report = collect()
+    report = doctor().to_json()
     if emit_result(args, report):
         return 0
     table = Table(title="edgekit doctor")

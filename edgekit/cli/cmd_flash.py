@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import time
 
 from rich.table import Table
 
-from edgekit.cli.progress import activity_for
-from edgekit.cli.render import add_json_flags, console, emit_result
-from edgekit.runtime.runner import open_for_board, open_runner
+from edgekit.api.flash import flash_package
+from edgekit.cli.progress import CliProgress
+from edgekit.cli.render import add_json_flags, console, emit_result, target_of
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -34,51 +33,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _deployment(runner: object) -> dict[str, object]:
-    """What the runner did and checked; runners that report nothing claim nothing."""
-    reported = getattr(runner, "deployment", None)
-    if reported:
-        return dict(reported)
-    return {
-        "transport": "this process",
-        "action": "loaded the package here; nothing was sent to a device",
-        "verified": False,
-        "check": "none on a device (the package's member hashes were checked when it was opened)",
-    }
-
-
 def run(args: argparse.Namespace) -> int:
-    package, board = open_for_board(args.package, args.board, args.allow_other_board, args.boards_dir)
-    start = time.perf_counter()
-    with activity_for(args, f"flashing {board.name}"):
-        runner = open_runner(package, board, port=args.port, sim=args.sim)
-    try:
-        info = runner.info()
-        simulated = bool(getattr(runner, "simulated", False))
-        deployment = _deployment(runner)
-    finally:
-        runner.close()
-    result = {
-        "board": board.name,
-        "simulated": simulated,
-        "verified": bool(deployment["verified"]),  # set by the check that ran, never assumed
-        "check": deployment["check"],
-        "deployment": deployment,
-        "seconds": round(time.perf_counter() - start, 3),
-        "device": info,
-        "memory": package.manifest.get("memory", {}),
-    }
-    if emit_result(args, result):
+    result = flash_package(args.package, target=target_of(args), progress=CliProgress(args))
+    if emit_result(args, result.to_json()):
         return 0
-    table = Table(title=f"flashed {package.manifest.get('model', {}).get('name', 'model')} to {board.name}"
-                  + (" (simulated)" if simulated else ""))
+    deployment = result.deployment
+    table = Table(title=f"flashed {result.model} to {result.board}" + (" (simulated)" if result.simulated else ""))
     table.add_column("item")
     table.add_column("value")
-    for key, value in info.items():
+    for key, value in result.device.items():
         table.add_row(str(key), str(value))
-    table.add_row("transport", str(deployment["transport"]))
-    table.add_row("done", str(deployment["action"]))
-    table.add_row("verified", ("yes: " if deployment["verified"] else "no: ") + str(deployment["check"]))
-    table.add_row("time", f"{result['seconds']:.2f} s")
+    table.add_row("transport", deployment.transport)
+    table.add_row("done", deployment.action)
+    table.add_row("verified", ("yes: " if deployment.verified else "no: ") + deployment.check)
+    table.add_row("time", f"{result.seconds:.2f} s")
     console.print(table)
     return 0

@@ -7,12 +7,11 @@ from typing import Any
 
 from rich.table import Table
 
+from edgekit.api.inspect import inspect_model
 from edgekit.cli.render import add_json_flags, console, emit_result
-from edgekit.core.profiles import load_profiles
 from edgekit.core.tensors import TensorSpec, parse_input_shapes
-from edgekit.frontend.analysis import GRAPH_WALK, ModelReport, analyze
-from edgekit.frontend.compile_check import FrontEndCheck, check_frontend
-from edgekit.frontend.loader import load_model
+from edgekit.frontend.analysis import GRAPH_WALK, ModelReport
+from edgekit.frontend.compile_check import FrontEndCheck
 
 __all__ = ["add_parser", "run"]
 
@@ -48,66 +47,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    shapes = parse_input_shapes(args.input_shape)
-    # Resolve the board before loading: a typo should not cost a model load.
-    board = load_profiles(args.boards_dir).board(args.board) if args.board else None
-    prepared = load_model(args.model, shapes)
-    report = analyze(prepared, board)
-    frontend = check_frontend(prepared)  # on a copy, before the memory plan legalizes `prepared` in place
-    plan, advice = _memory_plan(prepared, board, args.boards_dir)
-    if plan is not None and board is not None:
-        from edgekit.compiler.backends.aot_c.memory import board_fit
-
-        report.fits = board_fit(plan, board)
-    offload = _npu_offload(prepared, board, args.boards_dir)
-    data = report.to_json()
-    data["frontend"] = frontend.to_json()
-    ram_note = ""
-    if plan is not None:
-        from edgekit.compiler.backends.aot_c.memory import arena_limit
-
-        limit, ram_note = arena_limit(board)
-        data["memory_plan"] = {**plan.to_json(), "ram_for_arena_bytes": limit, "ram_for_arena": ram_note,
-                               "advice": [a.to_json() for a in advice]}  # fmt: skip
-    if offload is not None:
-        data["npu"] = offload
-    if emit_result(args, data):
+    result = inspect_model(args.model, input_shapes=parse_input_shapes(args.input_shape), board=args.board,
+                           board_dirs=args.boards_dir)  # fmt: skip
+    if emit_result(args, result.to_json()):
         return 0
-    _render(report, show_layers=args.layers, planned=plan is not None)
-    _render_frontend(frontend)
-    if plan is not None:
-        _render_plan(plan, advice, ram_note)
-    if offload is not None:
-        _render_offload(offload)
+    _render(result.report, show_layers=args.layers, planned=result.plan is not None)
+    _render_frontend(result.frontend)
+    if result.plan is not None:
+        _render_plan(result.plan, result.advice, result.ram_for_arena[1])
+    if result.npu is not None:
+        _render_offload(result.npu)
     return 0
-
-
-def _memory_plan(prepared, board, board_dirs) -> tuple[Any, list[Any]]:
-    """On a microcontroller board, compile's own arena plan (no kernel build) and,
-    when it does not fit, what would shrink it (each option planned the same way)."""
-    if board is None:
-        return None, []
-    target = load_profiles(board_dirs).target_of(board)
-    if target.codegen != "aot-c":
-        return None, []
-    from edgekit.compiler.backends.aot_c.memory import plan_memory, shrink_advice
-
-    plan = plan_memory(prepared, board, target)
-    if not board.memory.ram_bytes or plan.arena_bytes <= board.memory.ram_bytes:
-        return plan, []
-    return plan, shrink_advice(plan, board, target, prepared=prepared,
-                               replan=lambda other: plan_memory(other, board, target))  # fmt: skip
-
-
-def _npu_offload(prepared, board, board_dirs) -> dict | None:
-    """Where each node of the model runs on an accelerator board, and why."""
-    if board is None or board.npu is None:
-        return None
-    if load_profiles(board_dirs).target_of(board).codegen != "npu":
-        return None
-    from edgekit.npu.partition import partition
-
-    return partition(prepared.model).summary()
 
 
 def _render_offload(offload: dict) -> None:

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from rich.table import Table
 
-from edgekit.cli.cmd_compile import StageProgress, format_bytes
-from edgekit.cli.render import add_json_flags, console, emit_result, err_console, json_to_stdout
-from edgekit.compiler.fpga_board import build_fpga_board
-from edgekit.core.profiles import load_profiles
+from edgekit.api.synth import synthesize
+from edgekit.cli.render import StageProgress, add_json_flags, console, emit_result, err_console, format_bytes, json_to_stdout
 from edgekit.core.tensors import parse_input_shapes
 
 __all__ = ["add_parser", "run"]
@@ -72,19 +69,11 @@ def _table(result: dict[str, Any]) -> Table:
 
 
 def run(args: argparse.Namespace) -> int:
-    board = load_profiles(args.boards_dir).board(args.board)
     quiet = json_to_stdout(args) or getattr(args, "quiet", False)
     with StageProgress(err_console, enabled=not quiet) as progress:
-        result = build_fpga_board(
-            board,
-            Path(args.output),
-            model=args.model,
-            input_shapes=parse_input_shapes(args.input_shape),
-            bitstream=not args.no_bitstream,
-            place=not args.synth_only,
-            board_dirs=args.boards_dir,
-            progress=progress,
-        )
+        result = synthesize(args.board, args.output, model=args.model, input_shapes=parse_input_shapes(args.input_shape),
+                            bitstream=not args.no_bitstream, place=not args.synth_only, board_dirs=args.boards_dir,
+                            progress=progress).report  # fmt: skip
     if emit_result(args, result):
         return 0
     console.print(_table(result))

@@ -17,8 +17,8 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from edgekit.api.tune import tune
 from edgekit.cli.render import add_json_flags, console, emit_result
-from edgekit.core.errors import InputError
 from edgekit.core.tensors import parse_input_shapes
 
 logger = logging.getLogger(__name__)
@@ -68,16 +68,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edgekit.compiler.tuning import tune_model
-    from edgekit.core.profiles import get_board
-    from edgekit.frontend.loader import load_model
-
-    if args.trials < 0:
-        raise InputError(f"--trials must be >= 0, got {args.trials}", hint="Use e.g. --trials 500.")
-    board, target = get_board(args.board, args.boards_dir)
-    if args.key and not args.tracker and board.transport.kind != "rpc":
-        raise InputError("--key needs --tracker", hint="Add --tracker HOST:PORT (the TVM RPC tracker the board is registered with).")
-    prepared = load_model(args.model, parse_input_shapes(args.input_shape))
     with Progress(
         TextColumn("[bold]tuning[/bold] {task.fields[kernel]}"),
         BarColumn(),
@@ -101,8 +91,9 @@ def run(args: argparse.Namespace) -> int:
                 eta=eta,
             )
 
-        report = tune_model(prepared, board, target, args.trials, db_root=args.db, progress=on_progress, seed=args.seed,
-                            tracker=args.tracker, key=args.key)
+        report = tune(args.model, args.trials, board=args.board, input_shapes=parse_input_shapes(args.input_shape),
+                      db_root=args.db, seed=args.seed, tracker=args.tracker, key=args.key, board_dirs=args.boards_dir,
+                      progress=on_progress)  # fmt: skip
     if emit_result(args, report.to_json()):
         return 0
     console.print(

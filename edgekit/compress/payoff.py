@@ -1,12 +1,12 @@
-""""What paid off": compiled size, latency and accuracy of every compression
-step on the chosen board.
+""""What paid off": the data and the analysis of what each compression step
+bought on a board — compiled size, latency and accuracy.
 
 A compression that looks good on paper often buys nothing on the board: 50 %
 unstructured sparsity leaves a dense kernel exactly as slow, and a low-rank
-split of a small layer adds a kernel. :func:`measure_payoff` therefore
-compiles the fp32 model and the model after each step with
-:func:`edgekit.compiler.driver.compile_model`, benchmarks the packages, and
-reports per step:
+split of a small layer adds a kernel. This module keeps every intermediate
+model of a pipeline (:func:`run_staged`), plans which distinct models to
+measure (:func:`plan_payoff`) and turns the measurements into a
+:class:`PayoffReport` (:func:`build_report`) with, per step:
 
 * params, MACs and dense weight bytes (from the :class:`CompressionStep`);
 * package bytes, the weights and code the package holds, and the activation
@@ -20,18 +20,18 @@ reports per step:
   change". On a simulated MCU (``rv32-mcu-sim``) the cycle count is
   deterministic: one run each, latency at the board clock;
 * accuracy (top-1, with labels) or fidelity (top-1 agreement and SQNR of the
-  outputs against the fp32 model), from the *compiled* model where that is
-  cheap (the host) and otherwise from onnxruntime on the exact ONNX model in
-  the package — the report says which — plus the compiled model's own
-  agreement with that ONNX model on the benchmark input.
+  outputs against the fp32 model), plus the compiled model's own agreement
+  with its ONNX model on the benchmark input.
 
-Models are compiled once per distinct graph (a step that changed nothing
-reuses the package before it). A model that does not compile or does not fit
-the board gets a row that says so instead of numbers.
+Compiling and measuring (compiler and runtime) is the API's job:
+:func:`edgekit.api.payoff.measure_payoff` and
+:func:`edgekit.api.payoff.measure_payoffs`. A model that does not compile or
+does not fit the board gets a row that says so instead of numbers.
 
 Example::
 
-    from edgekit.compress.payoff import run_staged, measure_payoff
+    from edgekit.api.payoff import measure_payoff
+    from edgekit.compress.payoff import run_staged
     staged = run_staged(model, recipe.steps, PassContext(calibration=cal))
     report = measure_payoff(staged, "host", eval_data={"input": x}, labels=y)
     print(report.to_markdown())
@@ -42,11 +42,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -61,20 +58,22 @@ from edgekit.compress.passes import (
     PipelineResult,
     model_stats,
     run_pipeline,
-    run_tensors,
 )
-from edgekit.core.errors import ConfigError, EdgekitError
+from edgekit.core.errors import ConfigError
 
 __all__ = [
     "PackageMeasurement",
     "Progress",
+    "PayoffPlan",
     "PayoffReport",
     "PayoffRow",
     "StagedResult",
-    "measure_float_layers",
-    "measure_payoff",
-    "measure_payoffs",
+    "build_report",
+    "int8_choice_words",
+    "plan_payoff",
+    "quality",
     "run_staged",
+    "staged_models",
 ]
 
 logger = logging.getLogger(__name__)
@@ -145,7 +144,8 @@ def run_staged(
     progress: Progress | None = None,
 ) -> StagedResult:
     """:func:`edgekit.compress.passes.run_pipeline`, keeping every
-    intermediate model so :func:`measure_payoff` can compile each one.
+    intermediate model so :func:`edgekit.api.payoff.measure_payoff` can
+    compile each one.
 
     ``progress(step name, steps done, steps)`` is called before each step."""
     passes = list(passes)
@@ -490,9 +490,17 @@ def _key(model: onnx.ModelProto) -> str:
     return hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()
 
 
-def _staged_models(
+def staged_models(
     result: PipelineResult | Sequence[CompressionStep], models: Sequence[onnx.ModelProto] | None
 ) -> tuple[list[CompressionStep], list[onnx.ModelProto]]:
+    """The steps of ``result`` and the model before and after each one
+    (``models``, or the ones a :class:`StagedResult` kept), checked against
+    each other.
+
+    Raises:
+        ConfigError: models missing, one too few or many, or not the ones the
+            steps saw.
+    """
     steps = list(result.steps) if isinstance(result, PipelineResult) else list(result)
     if models is None and isinstance(result, StagedResult):
         models = result.models
@@ -534,112 +542,41 @@ def _rows_for(
     return out
 
 
-def measure_payoff(
-    result: PipelineResult | Sequence[CompressionStep],
-    board: str,
-    *,
-    models: Sequence[onnx.ModelProto] | None = None,
-    rounds: int = DEFAULT_ROUNDS,
-    runs: int = DEFAULT_RUNS_PER_ROUND,
-    eval_data: Mapping[str, np.ndarray] | None = None,
-    labels: np.ndarray | None = None,
-    max_eval: int = DEFAULT_MAX_EVAL,
-    eval_compiled: bool | None = None,
-    workdir: str | os.PathLike[str] | None = None,
-    board_dirs: Iterable[str | os.PathLike[str]] = (),
-    model_name: str = "",
-    progress: Progress | None = None,
-) -> PayoffReport:
-    """Compiles the model before and after every step for ``board``,
-    benchmarks the packages and fills ``latency_ms_before/after`` (and
-    ``accuracy``, in percent, when labels are given) of each step.
 
-    Args:
-        result: A :class:`StagedResult` from :func:`run_staged` (it holds the
-            intermediate models), or a :class:`PipelineResult` / list of
-            chained steps together with ``models``.
-        board: Board profile name (``host``, ``rv32-mcu-sim``...).
-        models: ``[fp32, after step 1, ..., after step n]`` when ``result``
-            does not hold them.
-        rounds: Interleaved timing rounds on wall-clock boards.
-        runs: Timed runs per model per round (wall-clock boards); simulated
-            boards run once, their cycle counts being deterministic.
-        eval_data: Samples (one array per input, first axis = samples) for
-            accuracy/fidelity; without them only size and latency are measured.
-        labels: Class labels of ``eval_data`` for top-1 accuracy.
-        max_eval: Evaluate at most this many samples.
-        eval_compiled: Evaluate on the compiled model (``True``) or with
-            onnxruntime on the packaged ONNX model (``False``); ``None``:
-            compiled unless the board is simulated (a simulator runs a few
-            inferences per second).
-        workdir: Folder for the packages; a temporary one (deleted) if None.
-        board_dirs: Extra folders of board/target profiles.
-        model_name: Name used in titles.
-        progress: ``progress(what, done, total)`` after every compile, run
-            and timing round (see :data:`Progress`).
+@dataclass
+class PayoffPlan:
+    """What a payoff measurement compiles and which rows it reports.
 
-    Returns:
-        The :class:`PayoffReport`.
-
-    Raises:
-        ConfigError: models missing or not matching the steps, bad arguments.
+    Attributes:
+        models: Every distinct model, by key (SHA-256 of the serialized model).
+        fp32_key: Key of the fp32 model all pipelines start from.
+        rows: (label, pipeline, step, before key, after key) per row, fp32 excluded.
     """
-    steps, staged = _staged_models(result, models)
-    return measure_payoffs(
-        {"": (steps, staged)}, board, rounds=rounds, runs=runs, eval_data=eval_data, labels=labels,
-        max_eval=max_eval, eval_compiled=eval_compiled, workdir=workdir, board_dirs=board_dirs,
-        model_name=model_name, progress=progress,
-    )  # fmt: skip
+
+    models: dict[str, onnx.ModelProto]
+    fp32_key: str
+    rows: list[tuple[str, str, CompressionStep, str, str]]
 
 
-def measure_payoffs(
+def plan_payoff(
     pipelines: Mapping[str, StagedResult | tuple[Sequence[CompressionStep], Sequence[onnx.ModelProto]]],
-    board: str,
-    *,
-    rounds: int = DEFAULT_ROUNDS,
-    runs: int = DEFAULT_RUNS_PER_ROUND,
-    eval_data: Mapping[str, np.ndarray] | None = None,
-    labels: np.ndarray | None = None,
-    max_eval: int = DEFAULT_MAX_EVAL,
-    eval_compiled: bool | None = None,
-    workdir: str | os.PathLike[str] | None = None,
-    board_dirs: Iterable[str | os.PathLike[str]] = (),
-    model_name: str = "",
-    progress: Progress | None = None,
-) -> PayoffReport:
-    """:func:`measure_payoff` for several pipelines that start from the same
-    fp32 model (e.g. "structured 30 %", "unstructured 50 %", "int8" and a
-    chained recipe), measured together: every distinct model is compiled
-    once and all of them are timed in the same interleaved rounds, so every
-    ratio in the table was measured side by side.
-
-    Args:
-        pipelines: Pipeline name -> :class:`StagedResult`, or ``(steps,
-            models)``. All must start from the same fp32 model.
-        board, rounds, runs, eval_data, labels, max_eval, eval_compiled,
-            workdir, board_dirs, model_name, progress: As for
-            :func:`measure_payoff`.
+) -> PayoffPlan:
+    """The distinct models of ``pipelines`` (each compiled once) and the
+    rows of the report.
 
     Raises:
-        ConfigError: no pipelines, pipelines from different fp32 models, or
-            bad arguments.
+        ConfigError: no pipelines, models missing or not matching the steps,
+            or pipelines from different fp32 models.
     """
     if not pipelines:
         raise ConfigError("no pipelines to measure", hint="Pass at least one pipeline (name -> run_staged(...)).")
-    if rounds < 1 or runs < 1 or max_eval < 1:
-        raise ConfigError(
-            f"rounds, runs and max_eval must be >= 1 (got {rounds}, {runs}, {max_eval})", hint="E.g. rounds=15, runs=5."
-        )
-    if labels is not None and eval_data is None:
-        raise ConfigError("labels were given without eval_data", hint="Pass the samples the labels belong to.")
-
     keys: dict[int, str] = {}
     unique: dict[str, onnx.ModelProto] = {}
     fp32_key = ""
-    row_specs = []
+    rows = []
     for name, value in pipelines.items():
-        steps, models = _staged_models(value if isinstance(value, PipelineResult) else value[0],
-                                       None if isinstance(value, PipelineResult) else value[1])  # fmt: skip
+        steps, models = staged_models(value if isinstance(value, PipelineResult) else value[0],
+                                      None if isinstance(value, PipelineResult) else value[1])  # fmt: skip
         for m in models:
             if id(m) not in keys:
                 keys[id(m)] = _key(m)
@@ -651,49 +588,26 @@ def measure_payoffs(
                 f"pipeline {name!r} starts from a different model than the first pipeline",
                 hint="Measure pipelines of different fp32 models in separate calls.",
             )
-        row_specs += _rows_for(name, steps, models, keys)
+        rows += _rows_for(name, steps, models, keys)
+    return PayoffPlan(unique, fp32_key, rows)
 
-    from edgekit.core.profiles import load_profiles
 
-    brd = load_profiles(board_dirs).board(board)
-    tmp = None
-    if workdir is None:
-        tmp = tempfile.TemporaryDirectory(prefix="edgekit-payoff-")
-        folder = Path(tmp.name)
-    else:
-        folder = Path(workdir)
-        folder.mkdir(parents=True, exist_ok=True)
-    tick = _Ticker(progress, 2 * len(unique) + (eval_data is not None) + rounds)
-    try:
-        measured: dict[str, PackageMeasurement] = {}
-        for k, m in unique.items():
-            tick("compiling", f" {len(measured) + 1}/{len(unique)}")
-            measured[k] = _compile(k, m, brd, folder, board_dirs)
-        paths = {k: folder / f"{k[:16]}.ekpkg" for k in unique}
-        ok = [k for k in unique if not measured[k].error]
-        # An MCU board with no port configured is measured on its simulator
-        # (the timing line says so), without the runner's warning per package.
-        use_sim = (brd.transport.kind == "serial" and not brd.transport.port and brd.simulator.kind != "none") or None
-        _bench(ok, paths, measured, brd.name, board_dirs, tick, use_sim)
-        ok = [k for k in ok if not measured[k].bench_error]
-        simulated = any(measured[k].simulated for k in ok)
-        if not ok or simulated:
-            tick.total -= rounds
-        if ok and not simulated:
-            _interleave(ok, paths, measured, brd.name, board_dirs, rounds, runs, tick)
-        compiled_eval = (not simulated) if eval_compiled is None else eval_compiled
-        if eval_data is not None:
-            tick("evaluating", "")
-            _evaluate(ok, unique, paths, measured, unique[fp32_key], brd.name, board_dirs, eval_data, labels,
-                      max_eval, compiled_eval)  # fmt: skip
-        tick("done")
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
+def build_report(plan: PayoffPlan, measured: Mapping[str, PackageMeasurement], board: str, *, simulated: bool,
+                 clock_hz: float, rounds: int, runs: int, model_name: str = "") -> PayoffReport:  # fmt: skip
+    """The report from the measurement of every model of ``plan``: speed-ups
+    against the model before each step and against fp32, and verdicts.
 
-    rows = [PayoffRow("fp32", "", None, measured[fp32_key], measured[fp32_key])]
-    rows[0].verdict = "baseline" if not measured[fp32_key].error else measured[fp32_key].error
-    for label, pipeline, step, before_key, after_key in row_specs:
+    Args:
+        measured: Measurement by model key (every key of ``plan.models``).
+        board: Board name.
+        simulated: Whether latencies are simulated cycle counts.
+        clock_hz: The board's clock (for the timing note of simulated boards).
+        rounds, runs: Interleaved rounds and runs per round (wall-clock boards).
+    """
+    fp32 = measured[plan.fp32_key]
+    rows = [PayoffRow("fp32", "", None, fp32, fp32)]
+    rows[0].verdict = "baseline" if not fp32.error else fp32.error
+    for label, pipeline, step, before_key, after_key in plan.rows:
         before, after = measured[before_key], measured[after_key]
         step.latency_ms_before = before.latency_ms
         step.latency_ms_after = after.latency_ms
@@ -701,12 +615,12 @@ def measure_payoffs(
             step.accuracy = after.eval["top1_pct"]
         row = PayoffRow(label, pipeline, step, before, after)
         row.speedup, row.speedup_band = _speedup(before, after)
-        row.speedup_vs_fp32, _ = _speedup(measured[fp32_key], after)
+        row.speedup_vs_fp32, _ = _speedup(fp32, after)
         row.verdict = _verdict(step, row, before, after)
         rows.append(row)
 
     if simulated:
-        timing = (f"simulated, deterministic cycle counts (1 run each), latency at {brd.clock_hz / 1e6:g} MHz; "
+        timing = (f"simulated, deterministic cycle counts (1 run each), latency at {clock_hz / 1e6:g} MHz; "
                   "speed-up = cycle ratio")  # fmt: skip
     else:
         timing = (f"wall clock, {rounds} interleaved rounds x >= {runs} runs (>= {MIN_ROUND_MS:g} ms per model); "
@@ -715,151 +629,11 @@ def measure_payoffs(
     evaluated = next((m.eval for m in measured.values() if m.eval), None)
     if evaluated:
         timing += f"; quality on {evaluated['samples']} samples ({evaluated['source']})"
-    return PayoffReport(brd.name, simulated, timing, rows, measured, model_name)
+    return PayoffReport(board, simulated, timing, rows, dict(measured), model_name)
 
 
-def _compile(key: str, model: onnx.ModelProto, brd: Any, folder: Path, board_dirs: Iterable[Any]) -> PackageMeasurement:
-    from edgekit.compiler.driver import compile_model
-
-    m = PackageMeasurement(key=key, stats=model_stats(model))
-    try:
-        manifest = compile_model(model, brd.name, folder / f"{key[:16]}.ekpkg", board_dirs=board_dirs)
-    except EdgekitError as exc:
-        # A step whose result does not compile or fit is a finding for the
-        # report, not a reason to lose the other rows.
-        m.error = f"{type(exc).__name__}: {exc.message[:160]}"
-        logger.warning("model %s does not compile for %s: %s", key[:12], brd.name, m.error)
-        return m
-    m.package_bytes = int(manifest.get("package_bytes", 0))
-    m.memory = {k: int(v) for k, v in manifest.get("memory", {}).items() if isinstance(v, (int, float))}
-    m.compile_seconds = float(manifest.get("compile_seconds", 0.0))
-    m.int8_choice = _int8_choice_words(manifest.get("int8_choice"))
-    flash = brd.memory.flash_bytes
-    image = m.memory.get("weight_bytes", 0) + m.memory.get("code_bytes", 0)
-    if flash and image > flash:
-        m.error = f"does not fit: {image} bytes of weights + code > {flash} bytes of flash"
-    return m
-
-
-class _Ticker:
-    """Counts progress units for a :data:`Progress` callback."""
-
-    def __init__(self, progress: Progress | None, total: int) -> None:
-        self.progress, self.total, self.done = progress, total, 0
-
-    def __call__(self, what: str, detail: str = "") -> None:
-        """Reports the previous unit done and ``what`` (``detail``) running now."""
-        if self.progress is not None:
-            self.progress(what + detail, self.done, self.total)
-        self.done = min(self.done + 1, self.total)
-
-
-def _bench(keys: Sequence[str], paths: Mapping[str, Path], measured: dict[str, PackageMeasurement],
-           board: str, board_dirs: Iterable[Any], tick: _Ticker, sim: bool | None = None) -> None:  # fmt: skip
-    """One bench_package per package: the compiled-vs-onnxruntime check, and
-    on simulated boards the (deterministic) measurement itself. A package
-    that cannot run here (no device and no simulator for the board) keeps
-    its sizes and gets a ``bench_error``."""
-    from edgekit.runtime.runner import bench_package
-
-    for i, k in enumerate(keys):
-        tick("running", f" {i + 1}/{len(keys)}")
-        m = measured[k]
-        try:
-            report = bench_package(paths[k], board=board, runs=1, warmup=0, compare_ort=True, sim=sim,
-                                   board_dirs=board_dirs)  # fmt: skip
-        except EdgekitError as exc:
-            m.bench_error = f"not run: {exc.message[:160]}"
-            logger.warning("model %s does not run on %s: %s", k[:12], board, exc.message)
-            continue
-        m.simulated = bool(report["simulated"])
-        m.latency_ms = float(report["latency_ms"]["p50"])
-        if "cycles" in report:
-            m.cycles = float(report["cycles"]["p50"])
-        m.ort_max_rel_error = report.get("ort_max_rel_error", {}).get("max")
-
-
-def _interleave(keys: Sequence[str], paths: Mapping[str, Path], measured: dict[str, PackageMeasurement],
-                board: str, board_dirs: Iterable[Any], rounds: int, runs: int, tick: _Ticker) -> None:  # fmt: skip
-    """Times all packages in interleaved rounds, rotating the order each
-    round so no model always runs first (caches, frequency ramps)."""
-    from edgekit.package import open_package
-    from edgekit.runtime.data import random_inputs
-    from edgekit.runtime.runner import open_runner, resolve_board
-
-    runners = {}
-    try:
-        for k in keys:
-            package = open_package(paths[k], board=board)
-            runners[k] = (open_runner(package, resolve_board(package, board, board_dirs)),
-                          random_inputs(package.inputs, 0))  # fmt: skip
-        count: dict[str, int] = {}
-        for k in keys:
-            runner, feeds = runners[k]
-            probe = float(np.median(runner.time_runs(feeds, 3, 1).latency_ms))
-            count[k] = max(runs, math.ceil(MIN_ROUND_MS / max(probe, 1e-3)))
-        samples: dict[str, list[float]] = {k: [] for k in keys}
-        for r in range(rounds):
-            tick("timing", f" round {r + 1}/{rounds}")
-            order = list(keys[r % len(keys):]) + list(keys[: r % len(keys)])
-            for k in order:
-                runner, feeds = runners[k]
-                timing = runner.time_runs(feeds, count[k], 1)
-                measured[k].round_ms.append(float(np.median(timing.latency_ms)))
-                samples[k] += timing.latency_ms
-        for k in keys:
-            measured[k].latency_ms = float(np.median(samples[k]))
-    finally:
-        for runner, _ in runners.values():
-            runner.close()
-
-
-def _evaluate(keys: Sequence[str], models: Mapping[str, onnx.ModelProto], paths: Mapping[str, Path],
-              measured: dict[str, PackageMeasurement], fp32: onnx.ModelProto, board: str, board_dirs: Iterable[Any],
-              eval_data: Mapping[str, np.ndarray], labels: np.ndarray | None, max_eval: int,
-              compiled: bool) -> None:  # fmt: skip
-    from edgekit.runtime.data import stack_outputs
-    from edgekit.runtime.runner import run_package
-
-    data = {k: np.asarray(v)[:max_eval] for k, v in eval_data.items()}
-    first = fp32.graph.output[0].name
-    reference = run_tensors(fp32, data)
-    n = len(next(iter(reference.values())))
-    ref = reference[first][:n]
-    for k in keys:
-        if compiled:
-            results, samples, _ = run_package(paths[k], data, board=board, board_dirs=board_dirs)
-            outputs = stack_outputs(results, mode=samples.mode)
-            out = np.asarray(outputs[first]).reshape(ref.shape[0], *ref.shape[1:]) if first in outputs else None
-        else:
-            out = _ort_as_written(models[k], data, first)
-        if out is None:
-            continue
-        measured[k].eval = _quality(ref, out[: len(ref)], None if labels is None else np.asarray(labels)[: len(ref)])
-        measured[k].eval["source"] = "compiled" if compiled else "onnxruntime"
-
-
-def _ort_as_written(model: onnx.ModelProto, data: Mapping[str, np.ndarray], name: str) -> np.ndarray:
-    """``name`` for every sample, from onnxruntime with graph optimizations
-    off: its default level fuses QDQ chains into its own int8 kernels, whose
-    rounding differs from the QDQ graph (docs/quantization.md) — the graph as
-    written is what the board's integer lowering implements."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    opts.intra_op_num_threads = 1
-    opts.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    dims = model.graph.input[0].type.tensor_type.shape.dim
-    step = int(dims[0].dim_value) if len(dims) and dims[0].dim_value > 0 else 1
-    n = len(next(iter(data.values())))
-    outs = [session.run([name], {k: np.asarray(v[i : i + step]) for k, v in data.items()})[0]
-            for i in range(0, n - step + 1, step)]  # fmt: skip
-    return np.concatenate(outs, axis=0)
-
-
-def _quality(ref: np.ndarray, out: np.ndarray, labels: np.ndarray | None) -> dict[str, Any]:
+def quality(ref: np.ndarray, out: np.ndarray, labels: np.ndarray | None) -> dict[str, Any]:
+    """Top-1 agreement (and accuracy with ``labels``) and SQNR of ``out`` against ``ref``."""
     r = ref.astype(np.float64).ravel()
     o = out.astype(np.float64).ravel()
     noise = float((r - o) @ (r - o))
@@ -890,7 +664,7 @@ def _speedup(before: PackageMeasurement, after: PackageMeasurement) -> tuple[flo
     return before.latency_ms / after.latency_ms, None
 
 
-def _int8_choice_words(choice: Any) -> str:
+def int8_choice_words(choice: Any) -> str:
     """The compiler's int8/fp32 choice in words, where it kept anything in fp32."""
     if not isinstance(choice, dict) or choice.get("decision") not in ("mixed", "fp32"):
         return ""
@@ -937,71 +711,3 @@ def _verdict(step: CompressionStep, row: PayoffRow, before: PackageMeasurement, 
     if after.int8_choice:
         parts.append(after.int8_choice)
     return "; ".join(parts)
-
-
-# --------------------------------------------------------------------------- #
-# What each layer kept in float costs on the board
-# --------------------------------------------------------------------------- #
-
-
-def measure_float_layers(
-    int8_model: onnx.ModelProto,
-    reference: onnx.ModelProto,
-    layers: Sequence[str],
-    board: str,
-    *,
-    rounds: int = DEFAULT_ROUNDS,
-    runs: int = DEFAULT_RUNS_PER_ROUND,
-    board_dirs: Iterable[str | os.PathLike[str]] = (),
-    progress: Progress | None = None,
-) -> dict[str, dict[str, Any]]:
-    """What keeping each of ``layers`` in float costs on ``board``.
-
-    The model accuracy control returned (``layers`` in float) and, per layer,
-    the same model with that one layer back in int8 are compiled and measured
-    side by side (:func:`measure_payoffs`); a layer's cost is the difference.
-
-    Args:
-        int8_model: The QDQ model before accuracy control.
-        reference: The fp32 model the float layers take their weights from.
-        layers: The nodes kept in float.
-        board, rounds, runs, board_dirs, progress: As for :func:`measure_payoff`.
-
-    Returns:
-        Node name -> ``board``, ``simulated``, ``latency_ms`` and ``cycles``
-        (float minus int8: what the float layer costs; ``None`` when not
-        measured), ``speedup_if_int8`` with its ``speedup_band``,
-        ``arena_bytes`` and ``flash_bytes`` (float minus int8), ``error``.
-    """
-    from edgekit.compress.fallback import keep_in_float
-
-    if not layers:
-        return {}
-    final = keep_in_float(int8_model, reference, layers)
-    final_stats = model_stats(final)
-    pipelines: dict[str, tuple[Sequence[CompressionStep], Sequence[onnx.ModelProto]]] = {}
-    for layer in layers:
-        variant = keep_in_float(int8_model, reference, [x for x in layers if x != layer])
-        step = CompressionStep(f"{layer} in int8", {"node": layer}, True, final_stats, model_stats(variant), 0.0)
-        pipelines[layer] = ([step], [final, variant])
-    report = measure_payoffs(pipelines, board, rounds=rounds, runs=runs, board_dirs=board_dirs, progress=progress)
-
-    def diff(a: float | int | None, b: float | int | None) -> float | None:
-        return None if a is None or b is None else float(a) - float(b)
-
-    costs = {}
-    for layer in layers:
-        row = report.row(f"{layer} in int8", layer)
-        kept, back = row.before, row.after
-        costs[layer] = {
-            "board": report.board,
-            "simulated": report.simulated,
-            "latency_ms": diff(kept.latency_ms, back.latency_ms),
-            "cycles": diff(kept.cycles, back.cycles),
-            "speedup_if_int8": row.speedup,
-            "speedup_band": list(row.speedup_band) if row.speedup_band else None,
-            "arena_bytes": diff(kept.arena_bytes, back.arena_bytes),
-            "flash_bytes": diff(kept.flash_bytes, back.flash_bytes),
-            "error": kept.error or kept.bench_error or back.error or back.bench_error,
-        }
-    return costs

@@ -227,7 +227,7 @@ class FloatLayer:
             past the prune limit or the time budget).
         board: What keeping it in float costs on the chosen board, measured by
             compiling the model with and without it in int8
-            (:func:`edgekit.compress.payoff.measure_float_layers`):
+            (:func:`edgekit.api.payoff.measure_float_layers`):
             ``board``, ``latency_ms`` and ``cycles`` (the difference; negative
             when float is faster there), ``arena_bytes`` and ``flash_bytes``
             (the difference), ``simulated``; ``None`` without ``--board``.

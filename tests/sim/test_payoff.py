@@ -20,7 +20,8 @@ pytest.importorskip("sklearn")
 
 from edgekit.compress.lowrank import LowRankConfig, LowRankPass
 from edgekit.compress.passes import PassContext
-from edgekit.compress.payoff import measure_payoff, measure_payoffs, run_staged
+from edgekit.api.payoff import measure_payoff, measure_payoffs
+from edgekit.compress.payoff import run_staged
 from edgekit.compress.prune import PruneConfig, UnstructuredPrunePass
 from edgekit.compress.structured import StructuredConfig, StructuredPrunePass
 from edgekit.core.errors import ConfigError
