@@ -4,7 +4,7 @@ The public API mirrors the command line, one function per verb (the
 :mod:`edgekit.api` layer): :func:`inspect_model`, :func:`compress_model`,
 :func:`compile_model`, :func:`flash_package`, :func:`run_package`,
 :func:`bench_package`, :func:`gate_package`, :func:`measure_payoff`,
-:func:`doctor` and :func:`list_boards`; plus the building blocks
+:func:`doctor_report` and :func:`list_boards`; plus the building blocks
 :func:`load_model`, :func:`analyze`, :func:`quantize` and the board profiles.
 
 The API is imported on first use (PEP 562): ``import edgekit`` stays cheap for
@@ -39,7 +39,7 @@ _API = {
     "GateRequest": "edgekit.api.gate",
     "gate_package": "edgekit.api.gate",
     "measure_payoff": "edgekit.api.payoff",
-    "doctor": "edgekit.api.doctor",
+    "doctor_report": "edgekit.api.doctor",
     "list_boards": "edgekit.api.boards",
     "load_profiles": "edgekit.core.profiles",
     "get_board": "edgekit.core.profiles",

@@ -28,7 +28,7 @@ _API = {
     "compile_model": "edgekit.api.compile",
     "SynthResult": "edgekit.api.synth",
     "synthesize": "edgekit.api.synth",
-    "tune": "edgekit.api.tune",
+    "tune_model": "edgekit.api.tune",
     "Deployment": "edgekit.api.flash",
     "FlashResult": "edgekit.api.flash",
     "flash_package": "edgekit.api.flash",
@@ -46,7 +46,7 @@ _API = {
     "measure_payoffs": "edgekit.api.payoff",
     "measure_float_layers": "edgekit.api.payoff",
     "DoctorReport": "edgekit.api.doctor",
-    "doctor": "edgekit.api.doctor",
+    "doctor_report": "edgekit.api.doctor",
 }
 
 __all__ = list(_API)

@@ -9,7 +9,7 @@ import sys
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["DoctorReport", "doctor"]
+__all__ = ["DoctorReport", "doctor_report"]
 
 #: (name shown, module imported) of the Python packages edgekit uses.
 _PACKAGES = (("onnx", "onnx"), ("onnxruntime", "onnxruntime"), ("onnxslim", "onnxslim"), ("apache-tvm", "tvm"),
@@ -78,14 +78,14 @@ def _gpu() -> dict[str, Any]:
     return info
 
 
-def doctor() -> DoctorReport:
+def doctor_report() -> DoctorReport:
     """Looks for the Python packages, toolchains, simulators, serial ports
     and GPUs edgekit can use here. Never raises for something missing: that
     is what it reports.
 
     Example::
 
-        report = doctor()
+        report = doctor_report()
         missing = [name for name, version in report.packages.items() if version is None]
     """
     from edgekit.npu.rtl_build import verilator_missing

@@ -13,10 +13,10 @@ from edgekit.core.profiles import get_board
 if TYPE_CHECKING:  # the tuner imports TVM: only when tuning runs
     from edgekit.compiler.tuning import TuneProgress, TuneReport
 
-__all__ = ["tune"]
+__all__ = ["tune_model"]
 
 
-def tune(
+def tune_model(
     model: str | os.PathLike[str],
     trials: int,
     *,
@@ -33,7 +33,7 @@ def tune(
 
     Example::
 
-        report = tune("model.onnx", 500, board="host")
+        report = tune_model("model.onnx", 500, board="host")
         print(report.trials_measured, report.database_dir)
 
     Args:
@@ -49,7 +49,7 @@ def tune(
         InputError: negative trials, or a key without a tracker.
         ConfigError, CompileError: from the board profile and the tuner.
     """
-    from edgekit.compiler.tuning import tune_model
+    from edgekit.compiler.tuning import tune_model as _tune
     from edgekit.frontend.loader import load_model
 
     if trials < 0:
@@ -58,5 +58,5 @@ def tune(
     if key and not tracker and profile.transport.kind != "rpc":
         raise InputError("--key needs --tracker", hint="Add --tracker HOST:PORT (the TVM RPC tracker the board is registered with).")
     prepared = load_model(model, input_shapes)
-    return tune_model(prepared, profile, target, trials, db_root=db_root, progress=progress, seed=seed,
+    return _tune(prepared, profile, target, trials, db_root=db_root, progress=progress, seed=seed,
                       tracker=tracker, key=key)  # fmt: skip

@@ -6,7 +6,7 @@ import argparse
 
 from rich.table import Table
 
-from edgekit.api.doctor import doctor
+from edgekit.api.doctor import doctor_report
 from edgekit.cli.render import add_json_flags, console, emit_result
 
 
@@ -22,7 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    report = doctor().to_json()
+    report = doctor_report().to_json()
     if emit_result(args, report):
         return 0
     table = Table(title="edgekit doctor")

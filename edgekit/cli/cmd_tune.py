@@ -17,7 +17,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from edgekit.api.tune import tune
+from edgekit.api.tune import tune_model
 from edgekit.cli.render import add_json_flags, console, emit_result
 from edgekit.core.tensors import parse_input_shapes
 
@@ -68,7 +68,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    with Progress(
+    bar = Progress(
         TextColumn("[bold]tuning[/bold] {task.fields[kernel]}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -78,22 +78,28 @@ def run(args: argparse.Namespace) -> int:
         console=console,
         transient=args.json,
         disable=args.json,
-    ) as bar:
-        task = bar.add_task("tune", total=None, kernel="(searching)", eta="-")
+    )
+    task = bar.add_task("tune", total=None, kernel="(searching)", eta="-")
 
-        def on_progress(p: object) -> None:
-            eta = "-" if p.eta_s is None else f"{int(p.eta_s) // 60}:{int(p.eta_s) % 60:02d}"  # type: ignore[attr-defined]
-            bar.update(
-                task,
-                completed=p.trials_done,  # type: ignore[attr-defined]
-                total=p.trials_total,  # type: ignore[attr-defined]
-                kernel=f"{p.task} ({p.task_index + 1}/{p.num_tasks})",  # type: ignore[attr-defined]
-                eta=eta,
-            )
+    def on_progress(p: object) -> None:
+        bar.start()  # at the first trial: a refused option or model shows no bar
+        eta = "-" if p.eta_s is None else f"{int(p.eta_s) // 60}:{int(p.eta_s) % 60:02d}"  # type: ignore[attr-defined]
+        bar.update(
+            task,
+            completed=p.trials_done,  # type: ignore[attr-defined]
+            total=p.trials_total,  # type: ignore[attr-defined]
+            kernel=f"{p.task} ({p.task_index + 1}/{p.num_tasks})",  # type: ignore[attr-defined]
+            eta=eta,
+        )
 
-        report = tune(args.model, args.trials, board=args.board, input_shapes=parse_input_shapes(args.input_shape),
-                      db_root=args.db, seed=args.seed, tracker=args.tracker, key=args.key, board_dirs=args.boards_dir,
-                      progress=on_progress)  # fmt: skip
+    try:
+        report = tune_model(args.model, args.trials, board=args.board, input_shapes=parse_input_shapes(args.input_shape),
+                            db_root=args.db, seed=args.seed, tracker=args.tracker, key=args.key,
+                            board_dirs=args.boards_dir, progress=on_progress)  # fmt: skip
+        bar.start()  # the final state, also when no trial ran
+    finally:
+        if bar.live.is_started:
+            bar.stop()
     if emit_result(args, report.to_json()):
         return 0
     console.print(
