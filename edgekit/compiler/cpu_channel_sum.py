@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from edgekit.compiler.cpu_rewrite import bound_value, mutator_pass, static_shape
+from edgekit.compiler.cpu_rewrite import bound_value, calls_rewrite_pass, is_call, static_shape
 
 __all__ = ["channel_sum_pass"]
 
@@ -31,6 +31,67 @@ def _channel_sum(x: Any) -> Any:
     )
 
 
+def _to_nchw(m: Any, expr: Any) -> Any:
+    """``x`` when ``expr`` is ``permute_dims(x, [0, 3, 1, 2])``, else None."""
+    perm = bound_value(m, expr)
+    if is_call(perm, "relax.permute_dims") and perm.attrs.axes is not None:
+        if [int(a) for a in perm.attrs.axes] == [0, 3, 1, 2]:
+            return perm.args[0]
+    return None
+
+
+def _channels_last_sum(m: Any, call: Any) -> Any:
+    """A squeeze sum over H and W read in NHWC, from the int8 tensor where there is one (see :func:`channel_sum_pass`)."""
+    from tvm.relax import op as R
+
+    if call.attrs.axis is None:
+        return None
+    summed = sorted(int(a) for a in call.attrs.axis)
+    if summed == [1, 2] and call.attrs.keepdims and str(call.ty.dtype) == "int32":
+        # Already NHWC: sum(astype(x: int8)) reads the int8 values.
+        cast = bound_value(m, call.args[0])
+        if is_call(cast, "relax.astype"):
+            shape = static_shape(cast.args[0], "int8")
+            if shape is not None and len(shape) == 4:
+                return m.builder_.call_te(_channel_sum, cast.args[0], primfunc_name_hint="channel_sum")
+        return None
+    if summed != [2, 3] or not call.attrs.keepdims:
+        return None
+    # sum(permute(astype(x))) or sum(astype(permute(x))).
+    src, int8 = call.args[0], None
+    cast = bound_value(m, src)
+    if is_call(cast, "relax.astype"):
+        x = int8 = _to_nchw(m, cast.args[0])
+    else:
+        x = _to_nchw(m, src)
+        cast = bound_value(m, x) if x is not None else None
+        if is_call(cast, "relax.astype"):
+            int8 = cast.args[0]
+    if x is None:
+        return None
+    if int8 is not None and static_shape(int8, "int8") is not None and str(call.ty.dtype) == "int32":
+        inner = m.builder_.emit(m.builder_.call_te(_channel_sum, int8, primfunc_name_hint="channel_sum"))
+        return R.permute_dims(inner, [0, 3, 1, 2])
+    inner = m.builder_.emit(R.sum(x, axis=[1, 2], keepdims=True))
+    return R.permute_dims(inner, [0, 3, 1, 2])
+
+
+def _channels_last_pool(m: Any, call: Any) -> Any:
+    """An int8 NCHW max pool of a transposed NHWC tensor as the NHWC pool, transposed after."""
+    from tvm.relax import op as R
+
+    a = call.attrs
+    x = _to_nchw(m, call.args[0])
+    if x is None or a.layout != "NCHW" or a.out_layout != "NCHW" or static_shape(x, "int8") is None:
+        return None
+    y = m.builder_.emit(
+        R.nn.max_pool2d(x, [int(v) for v in a.pool_size], [int(v) for v in a.strides], [int(v) for v in a.padding],
+                        [int(v) for v in a.dilation], bool(a.ceil_mode), bool(a.count_include_pad),
+                        layout="NHWC", out_layout="NHWC")
+    )  # fmt: skip
+    return R.permute_dims(y, [0, 3, 1, 2])
+
+
 def channel_sum_pass() -> Any:
     """Channels-last reductions: squeeze sums and max pools after a transpose to NCHW.
 
@@ -47,72 +108,5 @@ def channel_sum_pass() -> Any:
       scalar loop (PP-OCR cls's last pool: 6.6 us, and 4.7 us for the
       transpose before it, one Zen 5 core).
     """
-    import tvm
-    from tvm import relax
-    from tvm.relax import op as R
-
-    sum_op = tvm.ir.Op.get("relax.sum")
-    permute_op = tvm.ir.Op.get("relax.permute_dims")
-    astype_op = tvm.ir.Op.get("relax.astype")
-    pool_op = tvm.ir.Op.get("relax.nn.max_pool2d")
-
-    @relax.expr_functor.mutator
-    class ChannelSum(relax.PyExprMutator):
-        def to_nchw(self, expr: Any) -> Any:
-            """``x`` when ``expr`` is ``permute_dims(x, [0, 3, 1, 2])``, else None."""
-            perm = bound_value(self, expr)
-            if isinstance(perm, relax.Call) and perm.op.same_as(permute_op) and perm.attrs.axes is not None:
-                if [int(a) for a in perm.attrs.axes] == [0, 3, 1, 2]:
-                    return perm.args[0]
-            return None
-
-        def visit_call_(self, call: Any) -> Any:
-            call = super().visit_call_(call)
-            if not isinstance(call, relax.Call):
-                return call
-            if call.op.same_as(pool_op):
-                return self.pool(call)
-            if not call.op.same_as(sum_op) or call.attrs.axis is None:
-                return call
-            summed = sorted(int(a) for a in call.attrs.axis)
-            if summed == [1, 2] and call.attrs.keepdims and str(call.ty.dtype) == "int32":
-                # Already NHWC: sum(astype(x: int8)) reads the int8 values.
-                cast = bound_value(self, call.args[0])
-                if isinstance(cast, relax.Call) and cast.op.same_as(astype_op):
-                    shape = static_shape(cast.args[0], "int8")
-                    if shape is not None and len(shape) == 4:
-                        return self.builder_.call_te(_channel_sum, cast.args[0], primfunc_name_hint="channel_sum")
-                return call
-            if summed != [2, 3] or not call.attrs.keepdims:
-                return call
-            # sum(permute(astype(x))) or sum(astype(permute(x))).
-            src, int8 = call.args[0], None
-            cast = bound_value(self, src)
-            if isinstance(cast, relax.Call) and cast.op.same_as(astype_op):
-                x = int8 = self.to_nchw(cast.args[0])
-            else:
-                x = self.to_nchw(src)
-                cast = bound_value(self, x) if x is not None else None
-                if isinstance(cast, relax.Call) and cast.op.same_as(astype_op):
-                    int8 = cast.args[0]
-            if x is None:
-                return call
-            if int8 is not None and static_shape(int8, "int8") is not None and str(call.ty.dtype) == "int32":
-                inner = self.builder_.emit(self.builder_.call_te(_channel_sum, int8, primfunc_name_hint="channel_sum"))
-                return R.permute_dims(inner, [0, 3, 1, 2])
-            inner = self.builder_.emit(R.sum(x, axis=[1, 2], keepdims=True))
-            return R.permute_dims(inner, [0, 3, 1, 2])
-
-        def pool(self, call: Any) -> Any:
-            a = call.attrs
-            x = self.to_nchw(call.args[0])
-            if x is None or a.layout != "NCHW" or a.out_layout != "NCHW" or static_shape(x, "int8") is None:
-                return call
-            y = self.builder_.emit(
-                R.nn.max_pool2d(x, [int(v) for v in a.pool_size], [int(v) for v in a.strides], [int(v) for v in a.padding],
-                                [int(v) for v in a.dilation], bool(a.ceil_mode), bool(a.count_include_pad),
-                                layout="NHWC", out_layout="NHWC")
-            )  # fmt: skip
-            return R.permute_dims(y, [0, 3, 1, 2])
-
-    return mutator_pass(ChannelSum, "EdgekitChannelSum")
+    return calls_rewrite_pass({"relax.sum": _channels_last_sum, "relax.nn.max_pool2d": _channels_last_pool},
+                              "EdgekitChannelSum")  # fmt: skip

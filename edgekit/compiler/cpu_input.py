@@ -21,6 +21,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from edgekit.compiler.cpu_rewrite import bound_value, calls_rewrite_pass, is_call, static_shape
+
 if TYPE_CHECKING:  # pragma: no cover
     import tvm
 
@@ -111,6 +113,69 @@ def _input_func(c: int, h: int, w: int, top: int, left: int, ho: int, wo: int, b
     return quantize_input
 
 
+def _converted(m: Any, pad: Any, dtype: str) -> Any:
+    """``t`` when ``pad`` pads ``t: int8`` converted to ``dtype`` the way the dot-product rewrite does."""
+    cast = bound_value(m, pad.args[0])
+    if dtype == "int16":
+        return bound_value(m, cast.args[0]) if is_call(cast, "relax.astype") else None
+    add = bound_value(m, cast.args[0]) if is_call(cast, "relax.astype") else None
+    i16 = bound_value(m, add.args[0]) if is_call(add, "relax.add") else None
+    offset = getattr(add.args[1], "value", None) if add is not None else None
+    if not is_call(i16, "relax.astype") or offset is None or int(offset.numpy()) != 128:
+        return None
+    return bound_value(m, i16.args[0])
+
+
+def _quantized_source(m: Any, src: Any, widths: list[int]) -> tuple[Any, int, int, float] | None:
+    """``(quantize call, top, left, border)`` for the NHWC transpose's source ``src``: the quantize,
+    possibly under the lowering's spatial pad with the zero point; None for anything else."""
+    top, left = widths[2], widths[4]
+    if is_call(src, "relax.nn.pad"):
+        inner = [int(v) for v in src.attrs.pad_width]
+        if any(widths[:6]) or inner[:4] != [0, 0, 0, 0]:
+            return None
+        # The lowering pads with the zero point itself (the integer of real 0.0).
+        quant, top, left, border = bound_value(m, src.args[0]), inner[4], inner[6], float(src.attrs.pad_value)
+    else:
+        quant, border = src, 0.0  # int8 0 (128 in u8), which the lowering pads with only for a zero point of 0
+    if not is_call(quant, "relax.quantize") or str(quant.attrs.out_dtype) != "int8":
+        return None
+    if border != int(border) or not -128 <= border <= 127:
+        return None
+    return quant, top, left, border
+
+
+def _input_kernel(m: Any, call: Any) -> Any:
+    """The pad ``call`` ending a first layer's input chain (:func:`input_pass`) as one :func:`_input_func` call."""
+    from tvm import relax
+
+    pad = m.builder_.normalize(call)
+    dtype = "int16" if static_shape(pad, "int16") is not None else "uint8"
+    out = static_shape(pad, dtype)
+    widths = [int(v) for v in pad.attrs.pad_width]
+    if out is None or len(out) != 4 or out[0] != 1 or float(pad.attrs.pad_value) != (128.0 if dtype == "uint8" else 0.0):
+        return None
+    perm = _converted(m, pad, dtype)
+    if not is_call(perm, "relax.permute_dims") or [int(a) for a in perm.attrs.axes] != [0, 2, 3, 1]:
+        return None
+    found = _quantized_source(m, bound_value(m, perm.args[0]), widths)
+    if found is None:
+        return None
+    quant, top, left, border = found
+    x, scale, zp = quant.args
+    shape = static_shape(x, "float32")
+    if shape is None or len(shape) != 4 or shape[0] != 1 or shape[1] > 4 or int(quant.attrs.axis) not in (1, -3):
+        return None
+    if static_shape(scale, "float32") != [] or static_shape(zp, "int8") != []:
+        return None
+    c, h, w = shape[1:]
+    _, ho, wo, cp = out
+    if cp != (4 if dtype == "uint8" else c + c % 2):
+        return None
+    gv = m.builder_.add_func(_input_func(c, h, w, top, left, ho, wo, int(border), dtype), "quantize_input")
+    return relax.call_tir(gv, relax.Tuple([x, scale, zp]), relax.TensorType(out, dtype))
+
+
 def input_pass(target: tvm.target.Target) -> Any:
     """Rewrites ``pad(cast(transpose(pad(quantize(x)))))`` of a float NCHW model input to :func:`_input_func`.
 
@@ -124,87 +189,7 @@ def input_pass(target: tvm.target.Target) -> Any:
     Anything else is left as it is.
     """
     import tvm
-    from tvm import relax
-
-    from edgekit.compiler.cpu_rewrite import mutator_pass
 
     if target.kind.name != "llvm":
         return tvm.transform.Sequential([], name="EdgekitInput")
-    ops = {n: tvm.ir.Op.get(f"relax.{n}") for n in ("nn.pad", "astype", "add", "permute_dims", "quantize")}
-
-    def is_op(expr: Any, name: str) -> bool:
-        return isinstance(expr, relax.Call) and expr.op.same_as(ops[name])
-
-    def shape_of(expr: Any, dtype: str) -> list[int] | None:
-        t = expr.ty
-        if not isinstance(t, relax.TensorType) or t.shape is None or str(t.dtype) != dtype:
-            return None
-        try:
-            return [int(v) for v in t.shape.values]
-        except (TypeError, AttributeError):
-            return None
-
-    @relax.expr_functor.mutator
-    class Input(relax.PyExprMutator):
-        def bound(self, expr: Any) -> Any:
-            return self.lookup_binding(expr) if isinstance(expr, relax.Var) else expr
-
-        def visit_call_(self, call: Any) -> Any:
-            call = super().visit_call_(call)
-            new = self.match(self.builder_.normalize(call)) if is_op(call, "nn.pad") else None
-            return call if new is None else new
-
-        def converted(self, pad: Any, dtype: str) -> Any:
-            """``t`` when ``pad`` pads ``t: int8`` converted to ``dtype`` the way the dot-product rewrite does."""
-            cast = self.bound(pad.args[0])
-            if dtype == "int16":
-                return self.bound(cast.args[0]) if is_op(cast, "astype") else None
-            add = self.bound(cast.args[0]) if is_op(cast, "astype") else None
-            i16 = self.bound(add.args[0]) if is_op(add, "add") else None
-            offset = getattr(add.args[1], "value", None) if add is not None else None
-            if not is_op(i16, "astype") or offset is None or int(offset.numpy()) != 128:
-                return None
-            return self.bound(i16.args[0])
-
-        def match(self, pad: Any) -> Any:
-            dtype = "int16" if shape_of(pad, "int16") is not None else "uint8"
-            out = shape_of(pad, dtype)
-            widths = [int(v) for v in pad.attrs.pad_width]
-            offset = 128.0 if dtype == "uint8" else 0.0
-            if out is None or len(out) != 4 or out[0] != 1 or float(pad.attrs.pad_value) != offset:
-                return None
-            perm = self.converted(pad, dtype)
-            if not is_op(perm, "permute_dims") or [int(a) for a in perm.attrs.axes] != [0, 2, 3, 1]:
-                return None
-            src = self.bound(perm.args[0])
-            top, left = widths[2], widths[4]
-            if is_op(src, "nn.pad"):
-                inner = [int(v) for v in src.attrs.pad_width]
-                if any(widths[:6]) or inner[:4] != [0, 0, 0, 0]:
-                    return None
-                top, left = inner[4], inner[6]
-                quant = self.bound(src.args[0])
-                # The lowering pads with the zero point itself (the integer of real 0.0).
-                border = float(src.attrs.pad_value)
-            else:
-                quant = src
-                border = 0.0  # int8 0 (128 in u8), which the lowering pads with only for a zero point of 0
-            if not is_op(quant, "quantize") or str(quant.attrs.out_dtype) != "int8":
-                return None
-            x, scale, zp = quant.args
-            shape = shape_of(x, "float32")
-            if shape is None or len(shape) != 4 or shape[0] != 1 or shape[1] > 4 or int(quant.attrs.axis) not in (1, -3):
-                return None
-            if shape_of(scale, "float32") != [] or shape_of(zp, "int8") != []:
-                return None
-            if border != int(border) or not -128 <= border <= 127:
-                return None
-            c, h, w = shape[1:]
-            _, ho, wo, cp = out
-            if cp != (4 if dtype == "uint8" else c + c % 2):
-                return None
-            func = _input_func(c, h, w, top, left, ho, wo, int(border), dtype)
-            gv = self.builder_.add_func(func, "quantize_input")
-            return relax.call_tir(gv, relax.Tuple([x, scale, zp]), relax.TensorType(out, dtype))
-
-    return mutator_pass(Input, "EdgekitInput")
+    return calls_rewrite_pass({"relax.nn.pad": _input_kernel}, "EdgekitInput")

@@ -52,7 +52,7 @@ import numpy as np
 
 from edgekit.compiler.cpu_intrin import DW_I16_512, I16_256, I16_512, U8S8_256, VNNI256, VNNI512, DotIsa, _has, dot_isa
 from edgekit.compiler.cpu_intrin import register_intrinsics
-from edgekit.compiler.cpu_rewrite import bound_value, mutator_pass, round_up, static_shape
+from edgekit.compiler.cpu_rewrite import bound_value, calls_rewrite_pass, is_call, round_up, static_shape
 from edgekit.compiler.cpu_schedule import block_kinds, inline_epilogue, loop_extent, schedule_rest
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -421,6 +421,25 @@ class _Rewriter:
         return self.finish(b, y, w, isa, [0], n)
 
 
+def _weight_value(m: Any, expr: Any, values: dict[str, np.ndarray]) -> np.ndarray | None:
+    """The value of a weight parameter (``values`` by name), possibly under ``permute_dims``; None if unknown."""
+    from tvm import relax
+
+    if isinstance(expr, relax.Var) and expr.name in values:
+        value = values[expr.name]
+        t = expr.ty
+        shape = [int(v) for v in t.shape.values] if isinstance(t, relax.TensorType) and t.shape is not None else None
+        return value if shape == list(value.shape) else None
+    bound = bound_value(m, expr)
+    if is_call(bound, "relax.permute_dims"):
+        inner = _weight_value(m, bound.args[0], values)
+        axes = bound.attrs.axes
+        if inner is None:
+            return None
+        return np.transpose(inner, None if axes is None else [int(v) for v in axes])
+    return None
+
+
 def int8_dot_pass(target: tvm.target.Target, params: dict[str, np.ndarray] | None = None) -> Any:
     """A Relax pass rewriting int8 x int8 -> int32 NHWC conv2d and 2-D-weight matmul to dot-product kernels.
 
@@ -433,53 +452,23 @@ def int8_dot_pass(target: tvm.target.Target, params: dict[str, np.ndarray] | Non
             only to prove that a layer may use ``vpmaddubsw`` on AVX2.
     """
     import tvm
-    from tvm import relax
 
     isa = dot_isa(target)
     if isa is None:
         return tvm.transform.Sequential([], name="EdgekitInt8Dot")
     values = {k: (v.numpy() if hasattr(v, "numpy") else np.asarray(v)) for k, v in (params or {}).items()}
-    permute_op = tvm.ir.Op.get("relax.permute_dims")
-    conv_op = tvm.ir.Op.get("relax.nn.conv2d")
-    matmul_op = tvm.ir.Op.get("relax.matmul")
 
-    @relax.expr_functor.mutator
-    class Mutator(relax.PyExprMutator):
-        def visit_call_(self, call: Any) -> Any:
-            call = super().visit_call_(call)
-            if not isinstance(call, relax.Call):
-                return call
-            new = None
-            if call.op.same_as(conv_op):
-                new = self.rw.conv2d(self.builder_, call)
-                if new is None:
-                    new = self.rw.depthwise(self.builder_, call)
-            elif call.op.same_as(matmul_op):
-                new = self.rw.matmul(self.builder_, call)
-            return call if new is None else new
-
-        def resolve(self, expr: Any) -> np.ndarray | None:
-            """The value of a weight parameter, possibly under ``permute_dims``."""
-            if isinstance(expr, relax.Var) and expr.name in values:
-                value = values[expr.name]
-                t = expr.ty
-                shape = [int(v) for v in t.shape.values] if isinstance(t, relax.TensorType) and t.shape is not None else None
-                return value if shape == list(value.shape) else None
-            bound = self.lookup_binding(expr) if isinstance(expr, relax.Var) else expr
-            if isinstance(bound, relax.Call) and bound.op.same_as(permute_op):
-                inner = self.resolve(bound.args[0])
-                axes = bound.attrs.axes
-                if inner is None:
-                    return None
-                return np.transpose(inner, None if axes is None else [int(v) for v in axes])
-            return None
+    def conv2d(m: Any, call: Any) -> Any:
+        new = m.rw.conv2d(m.builder_, call)
+        return m.rw.depthwise(m.builder_, call) if new is None else new
 
     def setup(mutator: Any) -> None:
         narrow = {VNNI512: VNNI256, I16_512: I16_256}.get(isa) if _has(target, "avx512vl") else None
-        mutator.rw = _Rewriter(isa, U8S8_256 if isa is I16_256 else None, mutator.resolve if values else None, narrow,
-                               lambda e: bound_value(mutator, e))  # fmt: skip
+        resolve = (lambda e: _weight_value(mutator, e, values)) if values else None
+        mutator.rw = _Rewriter(isa, U8S8_256 if isa is I16_256 else None, resolve, narrow, lambda e: bound_value(mutator, e))
 
-    return mutator_pass(Mutator, "EdgekitInt8Dot", setup)
+    rewrites = {"relax.nn.conv2d": conv2d, "relax.matmul": lambda m, call: m.rw.matmul(m.builder_, call)}
+    return calls_rewrite_pass(rewrites, "EdgekitInt8Dot", setup)
 
 
 # --------------------------------------------------------------------------- #

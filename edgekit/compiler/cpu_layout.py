@@ -19,7 +19,15 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from edgekit.compiler.cpu_rewrite import call_rewrite_pass, mutator_pass, out_dtype, round_up, static_float_shapes
+from edgekit.compiler.cpu_rewrite import (
+    bound_value,
+    call_rewrite_pass,
+    calls_rewrite_pass,
+    is_call,
+    out_dtype,
+    round_up,
+    static_float_shapes,
+)
 from edgekit.compiler.cpu_schedule import simd_lanes
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -38,120 +46,204 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
+def _same_shape(a: Any, b: Any) -> bool:
+    """True when two Relax tensors have the same dtype and the same static shape."""
+    from tvm import relax
+
+    sa, sb = a.ty, b.ty
+    if not isinstance(sa, relax.TensorType) or not isinstance(sb, relax.TensorType):
+        return False
+    if sa.shape is None or sb.shape is None or sa.dtype != sb.dtype:
+        return False
+    try:
+        return [int(x) for x in sa.shape.values] == [int(x) for x in sb.shape.values]
+    except (TypeError, AttributeError):
+        return False
+
+
+def _no_op_broadcast(_m: Any, call: Any) -> Any:
+    """``broadcast_to(x, shape of x)`` as ``x``."""
+    return call.args[0] if _same_shape(call.args[0], call) else None
+
+
+def _tir_min_max(_m: Any, call: Any) -> Any:
+    """``call_tir(maximum|minimum, (x, scalar))`` from TOPI as the Relax op it computes.
+
+    TVM's Clip converter (opset >= 11, bounds as inputs) emits TOPI's
+    broadcast maximum/minimum as opaque call_tir kernels; as Relax ops they
+    carry a layout (PP-OCR's hard-swish went to NCHW and back for each).
+    """
+    from tvm import relax
+
+    gv, args = call.args[0], call.args[1]
+    op = {"maximum": relax.op.maximum, "minimum": relax.op.minimum}.get(getattr(gv, "name_hint", "").rstrip("0123456789"))
+    fields = getattr(args, "fields", None)
+    if op is None or fields is None or len(fields) != 2 or len(call.args) > 2:
+        return None
+    x, bound = fields
+    tx, tb, tout = x.ty, bound.ty, call.ty
+    if not all(isinstance(t, relax.TensorType) for t in (tx, tb, tout)):
+        return None
+    if tb.ndim != 0 or str(tx.dtype) != str(tb.dtype) or str(tout.dtype) != str(tx.dtype):
+        return None
+    return op(x, bound) if _same_shape(x, call) else None
+
+
+def _clip_as_min_max(_m: Any, call: Any) -> Any:
+    """``clip(x, lo, hi)`` with constant bounds as ``maximum(minimum(x, hi), lo)``.
+
+    ConvertLayout has no layout rule for clip: every requantized int8 layer,
+    and every float hard-swish (PP-OCR), went back to NCHW (a transpose each
+    way) at its clamp. The same arithmetic TOPI legalizes clip to (NaN
+    included: both give the bound).
+    """
+    from tvm import relax
+
+    x, lo, hi = call.args
+    t = x.ty
+    if not all(hasattr(v, "value") for v in (lo, hi)) or not isinstance(t, relax.TensorType) or t.dtype is None:
+        return None
+    dtype = str(t.dtype)
+    cast = int if dtype.startswith(("int", "uint")) else float
+    if cast is float and dtype not in ("float32", "float16", "float64"):
+        return None
+    return relax.op.maximum(relax.op.minimum(x, relax.const(cast(hi.value), dtype)), relax.const(cast(lo.value), dtype))
+
+
+def _sum_of_stack(m: Any, call: Any) -> Any:
+    """``sum(stack(broadcast_to(a), broadcast_to(b), ...), axis=k)`` as ``add(a, b, ...)``."""
+    from tvm import relax
+
+    if call.attrs.keepdims or call.attrs.axis is None or len(call.attrs.axis) != 1:
+        return None
+    stacked = bound_value(m, call.args[0])
+    if not is_call(stacked, "relax.stack") or int(stacked.attrs.axis) != int(call.attrs.axis[0]):
+        return None
+    fields = stacked.args[0]
+    fields = fields.fields if isinstance(fields, relax.Tuple) else None
+    if not fields:
+        return None
+    unwrapped = []
+    for f in fields:
+        value = bound_value(m, f)
+        unwrapped.append(value.args[0] if is_call(value, "relax.broadcast_to") else f)
+    out = unwrapped[0]
+    for f in unwrapped[1:]:
+        out = m.builder_.emit(relax.op.add(out, f))
+    return out
+
+
 def simplify_pass() -> Any:
-    """A Relax pass undoing two importer idioms ConvertLayout cannot see through.
+    """A Relax pass undoing importer idioms ConvertLayout cannot see through.
 
     TVM's ONNX importer turns ``Sum(a, b)`` into ``sum(stack(broadcast_to(a),
     broadcast_to(b)), axis=0)``: a 5-D tensor whose layout ConvertLayout
     cannot infer (it fails with "Invalid SLayout"). Rewritten here to
     ``add(a, b)`` (broadcasting is ``add``'s own), and ``broadcast_to`` to the
-    shape a tensor already has is dropped.
+    shape a tensor already has is dropped; clamps become ``minimum`` and
+    ``maximum`` (:func:`_clip_as_min_max`, :func:`_tir_min_max`).
     """
-    import tvm
+    rewrites = {
+        "relax.broadcast_to": _no_op_broadcast,
+        "relax.clip": _clip_as_min_max,
+        "relax.call_tir": _tir_min_max,
+        "relax.sum": _sum_of_stack,
+    }
+    return calls_rewrite_pass(rewrites, "EdgekitSimplifyImported")
+
+
+#: Elementwise binary ops a transpose moves through (:func:`_binary_through`).
+_BINARY_OPS = ("add", "subtract", "multiply", "minimum", "maximum", "right_shift", "left_shift")
+
+
+def _permuted(m: Any, expr: Any) -> tuple[Any, list[int]] | None:
+    """``(x, axes)`` when ``expr`` is bound to ``permute_dims(x, axes)`` with explicit axes, else None."""
+    inner = bound_value(m, expr)
+    if not is_call(inner, "relax.permute_dims") or inner.attrs.axes is None:
+        return None
+    return inner.args[0], [int(v) for v in inner.attrs.axes]
+
+
+def _is_scalar(expr: Any) -> bool:
+    """True for a tensor of static shape with one element."""
     from tvm import relax
 
-    sum_op = tvm.ir.Op.get("relax.sum")
-    stack_op = tvm.ir.Op.get("relax.stack")
-    bcast_op = tvm.ir.Op.get("relax.broadcast_to")
-    clip_op = tvm.ir.Op.get("relax.clip")
-    call_tir_op = tvm.ir.Op.get("relax.call_tir")
-    # TVM's Clip converter (opset >= 11, bounds as inputs) emits TOPI's
-    # broadcast maximum/minimum as opaque call_tir kernels; as Relax ops they
-    # carry a layout (PP-OCR's hard-swish went to NCHW and back for each).
-    tir_binary = {"maximum": relax.op.maximum, "minimum": relax.op.minimum}
+    t = expr.ty
+    if not isinstance(t, relax.TensorType) or t.shape is None:
+        return False
+    try:
+        return all(int(v) == 1 for v in t.shape.values)
+    except (TypeError, AttributeError):
+        return False
 
-    def same_shape(a: Any, b: Any) -> bool:
-        sa, sb = a.ty, b.ty
-        if not isinstance(sa, relax.TensorType) or not isinstance(sb, relax.TensorType):
-            return False
-        if sa.shape is None or sb.shape is None or sa.dtype != sb.dtype:
-            return False
-        try:
-            return [int(x) for x in sa.shape.values] == [int(x) for x in sb.shape.values]
-        except (TypeError, AttributeError):
-            return False
 
-    @relax.expr_functor.mutator
-    class SumOfStack(relax.PyExprMutator):
-        def visit_call_(self, call: Any) -> Any:
-            call = super().visit_call_(call)
-            if not isinstance(call, relax.Call):
-                return call
-            if call.op.same_as(bcast_op) and same_shape(call.args[0], call):
-                return call.args[0]
-            if call.op.same_as(clip_op):
-                return self.clip_as_min_max(call)
-            if call.op.same_as(call_tir_op):
-                return self.tir_min_max(call)
-            if not call.op.same_as(sum_op) or call.attrs.keepdims or call.attrs.axis is None:
-                return call
-            if len(call.attrs.axis) != 1:
-                return call
-            src = call.args[0]
-            stacked = self.lookup_binding(src) if isinstance(src, relax.Var) else src
-            if not (isinstance(stacked, relax.Call) and stacked.op.same_as(stack_op)):
-                return call
-            if int(stacked.attrs.axis) != int(call.attrs.axis[0]):
-                return call
-            fields = stacked.args[0]
-            fields = fields.fields if isinstance(fields, relax.Tuple) else None
-            if not fields:
-                return call
-            fields = [self.unwrap_bcast(f) for f in fields]
-            out = fields[0]
-            for f in fields[1:]:
-                out = self.builder_.emit(relax.op.add(out, f))
-            return out
+def _take_through(m: Any, call: Any) -> Any:
+    """``take(table, permute(i, p))`` of a 1-D table as ``permute(take(table, i), p)``."""
+    from tvm import relax
 
-        def tir_min_max(self, call: Any) -> Any:
-            """``call_tir(maximum|minimum, (x, scalar))`` from TOPI as the Relax op it computes."""
-            gv, args = call.args[0], call.args[1]
-            op = tir_binary.get(getattr(gv, "name_hint", "").rstrip("0123456789"))
-            fields = getattr(args, "fields", None)
-            if op is None or fields is None or len(fields) != 2 or len(call.args) > 2:
-                return call
-            x, bound = fields
-            tx, tb, tout = x.ty, bound.ty, call.ty
-            if not all(isinstance(t, relax.TensorType) for t in (tx, tb, tout)):
-                return call
-            if tb.ndim != 0 or str(tx.dtype) != str(tb.dtype) or str(tout.dtype) != str(tx.dtype):
-                return call
-            if not same_shape(x, call):
-                return call
-            return op(x, bound)
+    table, index = call.args
+    found = _permuted(m, index)
+    t = table.ty
+    if found is None or not isinstance(t, relax.TensorType) or t.ndim != 1:
+        return None
+    looked = m.builder_.emit(relax.op.take(table, found[0], axis=0, mode=call.attrs.mode))
+    return relax.op.permute_dims(looked, found[1])
 
-        def clip_as_min_max(self, call: Any) -> Any:
-            # ConvertLayout has no layout rule for clip: every requantized
-            # int8 layer, and every float hard-swish (PP-OCR), went back to
-            # NCHW (a transpose each way) at its clamp. The same arithmetic
-            # TOPI legalizes clip to (NaN included: both give the bound).
-            x, lo, hi = call.args
-            t = x.ty
-            bound = (lambda v: v.value) if all(hasattr(v, "value") for v in (lo, hi)) else None
-            if bound is None or not isinstance(t, relax.TensorType) or t.dtype is None:
-                return call
-            dtype = str(t.dtype)
-            cast = int if dtype.startswith(("int", "uint")) else float
-            if cast is float and dtype not in ("float32", "float16", "float64"):
-                return call
-            return relax.op.maximum(
-                relax.op.minimum(x, relax.const(cast(bound(hi)), dtype)), relax.const(cast(bound(lo)), dtype)
-            )
 
-        def unwrap_bcast(self, expr: Any) -> Any:
-            val = self.lookup_binding(expr) if isinstance(expr, relax.Var) else expr
-            if isinstance(val, relax.Call) and val.op.same_as(bcast_op):
-                return val.args[0]
-            return expr
+def _pad_through(m: Any, call: Any) -> Any:
+    """A constant pad of ``permute(x, p)`` as the permuted pad of ``x`` (axis ``i`` is ``x``'s axis ``p[i]``)."""
+    from tvm import relax
 
-    @tvm.transform.module_pass(opt_level=0, name="EdgekitSimplifyImported")
-    def simplify(mod: Any, _ctx: Any) -> Any:
-        for gv, func in list(mod.functions_items()):
-            if isinstance(func, relax.Function):
-                mod[gv] = SumOfStack().visit_expr(func)
-        return relax.transform.DeadCodeElimination()(mod)
+    found = _permuted(m, call.args[0]) if str(call.attrs.pad_mode) == "constant" else None
+    if found is None:
+        return None
+    x, perm = found
+    widths = [int(v) for v in call.attrs.pad_width]
+    src = [0] * len(widths)
+    for i, axis in enumerate(perm):
+        src[2 * axis], src[2 * axis + 1] = widths[2 * i], widths[2 * i + 1]
+    padded = m.builder_.emit(relax.op.nn.pad(x, src, pad_value=float(call.attrs.pad_value)))
+    return relax.op.permute_dims(padded, perm)
 
-    return simplify
+
+def _cast_through(m: Any, call: Any) -> Any:
+    """``astype(permute(x, p))`` as ``permute(astype(x), p)``."""
+    from tvm import relax
+
+    found = _permuted(m, call.args[0])
+    if found is None:
+        return None
+    cast = m.builder_.emit(relax.op.astype(found[0], call.attrs.dtype))
+    return relax.op.permute_dims(cast, found[1])
+
+
+def _binary_through(m: Any, call: Any) -> Any:
+    """``op(permute(a, p), permute(b, p))`` or ``op(permute(a, p), scalar)`` as ``permute(op(a, b), p)``."""
+    from tvm import relax
+
+    found = [_permuted(m, a) for a in call.args]
+    axes = next((f[1] for f in found if f is not None), None)
+    if axes is None:
+        return None
+    args = []
+    for arg, f in zip(call.args, found):
+        if f is not None and f[1] == axes:
+            args.append(f[0])
+        elif f is None and _is_scalar(arg) and arg.ty.ndim <= 1:
+            args.append(arg)
+        else:
+            return None
+    moved = m.builder_.emit(relax.Call(call.op, args, call.attrs))
+    return relax.op.permute_dims(moved, axes)
+
+
+def _cancel_pair(m: Any, call: Any) -> Any:
+    """``permute(permute(x, p), q)`` as ``x`` when ``q`` undoes ``p``."""
+    found = _permuted(m, call.args[0])
+    if found is None or call.attrs.axes is None:
+        return None
+    outer = [int(v) for v in call.attrs.axes]
+    return found[0] if all(found[1][b] == i for i, b in enumerate(outer)) else None
 
 
 def cancel_transposes_pass() -> Any:
@@ -163,108 +255,17 @@ def cancel_transposes_pass() -> Any:
     index before every table and one back after it (SqueezeNet int8 spent
     a sixth of its time there). ``take(table, permute(i))`` is
     ``permute(take(table, i))`` for a 1-D table; the transpose then meets
-    its inverse and both go.
+    its inverse and both go. Pads, casts and elementwise binary ops with a
+    scalar or a same-permuted operand let it through the same way.
     """
-    import tvm
-    from tvm import relax
-
-    take_op = tvm.ir.Op.get("relax.take")
-    perm_op = tvm.ir.Op.get("relax.permute_dims")
-    pad_op = tvm.ir.Op.get("relax.nn.pad")
-    astype_op = tvm.ir.Op.get("relax.astype")
-    binary_ops = [
-        tvm.ir.Op.get(f"relax.{name}")
-        for name in ("add", "subtract", "multiply", "minimum", "maximum", "right_shift", "left_shift")
-    ]
-
-    def is_scalar(expr: Any) -> bool:
-        t = expr.ty
-        if not isinstance(t, relax.TensorType) or t.shape is None:
-            return False
-        try:
-            return all(int(v) == 1 for v in t.shape.values)
-        except (TypeError, AttributeError):
-            return False
-
-    def axes_of(call: Any) -> list[int] | None:
-        axes = call.attrs.axes
-        return None if axes is None else [int(v) for v in axes]
-
-    @relax.expr_functor.mutator
-    class Sink(relax.PyExprMutator):
-        def bound(self, expr: Any) -> Any:
-            return self.lookup_binding(expr) if isinstance(expr, relax.Var) else expr
-
-        def binary(self, call: Any) -> Any:
-            """``op(permute(a, p), permute(b, p))`` or ``op(permute(a, p), scalar)`` as ``permute(op(a, b), p)``."""
-            args = list(call.args)
-            perms = [self.bound(a) for a in args]
-            axes = [
-                axes_of(b) if isinstance(b, relax.Call) and b.op.same_as(perm_op) else None for b in perms
-            ]
-            if all(a is None for a in axes):
-                return None
-            target_axes = next(a for a in axes if a is not None)
-            new_args = []
-            for arg, bound, ax in zip(args, perms, axes):
-                if ax is not None and ax == target_axes:
-                    new_args.append(bound.args[0])
-                elif ax is None and is_scalar(arg) and arg.ty.ndim <= 1:
-                    new_args.append(arg)
-                else:
-                    return None
-            moved = self.builder_.emit(relax.Call(call.op, new_args, call.attrs))
-            return relax.op.permute_dims(moved, target_axes)
-
-        def visit_call_(self, call: Any) -> Any:
-            call = super().visit_call_(call)
-            if not isinstance(call, relax.Call):
-                return call
-            if call.op.same_as(take_op):
-                table, index = call.args
-                inner = self.bound(index)
-                t = table.ty
-                if (
-                    isinstance(inner, relax.Call)
-                    and inner.op.same_as(perm_op)
-                    and isinstance(t, relax.TensorType)
-                    and t.ndim == 1
-                    and axes_of(inner) is not None
-                ):
-                    looked = self.builder_.emit(relax.op.take(table, inner.args[0], axis=0, mode=call.attrs.mode))
-                    return relax.op.permute_dims(looked, axes_of(inner))
-            if call.op.same_as(pad_op) and str(call.attrs.pad_mode) == "constant":
-                inner = self.bound(call.args[0])
-                if isinstance(inner, relax.Call) and inner.op.same_as(perm_op) and axes_of(inner) is not None:
-                    # Pad in the source layout: y = permute(x, p) pads axis i as x's axis p[i].
-                    perm = axes_of(inner)
-                    widths = [int(v) for v in call.attrs.pad_width]
-                    src = [0] * len(widths)
-                    for i, axis in enumerate(perm):
-                        src[2 * axis], src[2 * axis + 1] = widths[2 * i], widths[2 * i + 1]
-                    padded = self.builder_.emit(
-                        relax.op.nn.pad(inner.args[0], src, pad_value=float(call.attrs.pad_value))
-                    )
-                    return relax.op.permute_dims(padded, perm)
-            if call.op.same_as(astype_op):
-                inner = self.bound(call.args[0])
-                if isinstance(inner, relax.Call) and inner.op.same_as(perm_op) and axes_of(inner) is not None:
-                    cast = self.builder_.emit(relax.op.astype(inner.args[0], call.attrs.dtype))
-                    return relax.op.permute_dims(cast, axes_of(inner))
-            if any(call.op.same_as(op) for op in binary_ops):
-                moved = self.binary(call)
-                if moved is not None:
-                    return moved
-            if call.op.same_as(perm_op):
-                inner = self.bound(call.args[0])
-                outer_axes = axes_of(call)
-                if isinstance(inner, relax.Call) and inner.op.same_as(perm_op) and outer_axes is not None:
-                    inner_axes = axes_of(inner)
-                    if inner_axes is not None and all(inner_axes[b] == i for i, b in enumerate(outer_axes)):
-                        return inner.args[0]
-            return call
-
-    return mutator_pass(Sink, "EdgekitCancelTransposes")
+    rewrites = {
+        "relax.take": _take_through,
+        "relax.nn.pad": _pad_through,
+        "relax.astype": _cast_through,
+        **{f"relax.{name}": _binary_through for name in _BINARY_OPS},
+        "relax.permute_dims": _cancel_pair,
+    }
+    return calls_rewrite_pass(rewrites, "EdgekitCancelTransposes")
 
 
 def transpose_conv_pass() -> Any:

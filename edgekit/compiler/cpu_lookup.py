@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgekit.compiler.cpu_intrin import _has, dot_isa
-from edgekit.compiler.cpu_rewrite import bound_value, mutator_pass, static_shape
+from edgekit.compiler.cpu_rewrite import bound_value, calls_rewrite_pass, is_call, static_shape
 
 if TYPE_CHECKING:  # pragma: no cover
     import tvm
@@ -115,6 +115,22 @@ def _const_value(expr: Any) -> np.ndarray | None:
     return value.numpy() if hasattr(value, "numpy") else None
 
 
+def _int8_source(m: Any, index: Any) -> Any:
+    """``x`` when ``index`` is ``astype(x: int8, int32) + 128``, else None."""
+    add = bound_value(m, index)
+    if not is_call(add, "relax.add"):
+        return None
+    cast, offset = add.args
+    value = _const_value(offset)
+    if value is None or value.size != 1 or int(value.reshape(-1)[0]) != 128:
+        return None
+    cast = bound_value(m, cast)
+    if not is_call(cast, "relax.astype"):
+        return None
+    x = cast.args[0]
+    return x if static_shape(x, "int8") is not None else None
+
+
 def lookup_pass(target: tvm.target.Target) -> Any:
     """Rewrites the integer lowering's table lookups (``take(table, x + 128)``) to hand-written kernels.
 
@@ -138,50 +154,27 @@ def lookup_pass(target: tvm.target.Target) -> Any:
         kernel, name, layout = _lookup_avx2_func, "lookup_avx2", _avx2_slices
     else:
         return tvm.transform.Sequential([], name="EdgekitLookups")
-    take_op = tvm.ir.Op.get("relax.take")
-    add_op = tvm.ir.Op.get("relax.add")
-    astype_op = tvm.ir.Op.get("relax.astype")
 
-    @relax.expr_functor.mutator
-    class Lookups(relax.PyExprMutator):
-        def int8_source(self, index: Any) -> Any:
-            """``x`` when ``index`` is ``astype(x: int8, int32) + 128``, else None."""
-            add = bound_value(self, index)
-            if not (isinstance(add, relax.Call) and add.op.same_as(add_op)):
-                return None
-            cast, offset = add.args
-            value = _const_value(offset)
-            if value is None or value.size != 1 or int(value.reshape(-1)[0]) != 128:
-                return None
-            cast = bound_value(self, cast)
-            if not (isinstance(cast, relax.Call) and cast.op.same_as(astype_op)):
-                return None
-            x = cast.args[0]
-            return x if static_shape(x, "int8") is not None else None
-
-        def visit_call_(self, call: Any) -> Any:
-            call = super().visit_call_(call)
-            if not (isinstance(call, relax.Call) and call.op.same_as(take_op)):
-                return call
-            table, index = call.args
-            values = _const_value(table)
-            if values is None or values.dtype != np.int8 or values.shape != (256,):
-                return call
-            x = self.int8_source(index)
-            if x is None:
-                return call
-            # Tables over fewer values than one step (a squeeze-excite gate,
-            # [1, 1, 1, C]) get the kernel too, its scalar tail: left to
-            # fusion, the gather went into the consumer's broadcast multiply
-            # and ran once per element of the activation instead of once per
-            # channel (PP-OCR cls: 6-9 us per gate on one Zen 5 core).
-            shape = tuple(static_shape(x, "int8"))
-            if shape not in self.funcs:
-                self.funcs[shape] = self.builder_.add_func(kernel(shape), name)
-            table = relax.const(layout(values), "int8")
-            return relax.call_tir(self.funcs[shape], relax.Tuple([x, table]), relax.TensorType(shape, "int8"))
+    def rewrite(m: Any, call: Any) -> Any:
+        table, index = call.args
+        values = _const_value(table)
+        if values is None or values.dtype != np.int8 or values.shape != (256,):
+            return None
+        x = _int8_source(m, index)
+        if x is None:
+            return None
+        # Tables over fewer values than one step (a squeeze-excite gate,
+        # [1, 1, 1, C]) get the kernel too, its scalar tail: left to
+        # fusion, the gather went into the consumer's broadcast multiply
+        # and ran once per element of the activation instead of once per
+        # channel (PP-OCR cls: 6-9 us per gate on one Zen 5 core).
+        shape = tuple(static_shape(x, "int8"))
+        if shape not in m.funcs:
+            m.funcs[shape] = m.builder_.add_func(kernel(shape), name)
+        return relax.call_tir(m.funcs[shape], relax.Tuple([x, relax.const(layout(values), "int8")]),
+                              relax.TensorType(shape, "int8"))  # fmt: skip
 
     def setup(mutator: Any) -> None:
         mutator.funcs = {}
 
-    return mutator_pass(Lookups, "EdgekitLookups", setup)
+    return calls_rewrite_pass({"relax.take": rewrite}, "EdgekitLookups", setup)

@@ -21,6 +21,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from edgekit.compiler.cpu_rewrite import is_call, mutator_pass
+
 if TYPE_CHECKING:  # pragma: no cover
     import tvm
 
@@ -69,6 +71,109 @@ def _pad_func(shape: tuple[int, int, int, int], top: int, left: int, out: tuple[
     return pad
 
 
+def _static_bytes(expr: Any) -> tuple[int, ...] | None:
+    """The static shape of an int8/uint8 Relax tensor, None for anything else."""
+    from tvm import relax
+
+    t = expr.ty
+    if not isinstance(t, relax.TensorType) or t.shape is None or str(t.dtype) not in ("int8", "uint8"):
+        return None
+    try:
+        return tuple(int(v) for v in t.shape.values)
+    except (TypeError, AttributeError):
+        return None
+
+
+def _pad_value(call: Any, dtype: str) -> int | None:
+    """A constant pad's value as an integer of ``dtype``, None if it is not one."""
+    import numpy as np
+
+    if str(call.attrs.pad_mode) != "constant":
+        return None
+    v = float(call.attrs.pad_value)
+    info = np.iinfo(np.dtype(dtype))
+    return int(v) if v == int(v) and info.min <= v <= info.max else None
+
+
+def _through_aliases(x: Any, lookup: Any) -> Any:
+    """The value bound to ``x`` (``lookup(var)``), past alias bindings (``y = x``); None if none."""
+    from tvm import relax
+
+    inner = lookup(x) if isinstance(x, relax.Var) else None
+    while isinstance(inner, relax.Var):
+        inner = lookup(inner)
+    return inner
+
+
+def _compose(call: Any, inner: Any) -> tuple[Any, list[int], int] | None:
+    """``(x, widths, border)`` when the pad ``call`` of the pad ``inner`` is one pad of ``x``.
+
+    pad(channels, f) of pad(spatial, z), or two pads of one value (a
+    depthwise conv's extra column and channels on the lowering's
+    zero-point pad, cpu_int8.depthwise_pairs).
+    """
+    if not is_call(inner, "relax.nn.pad") or _static_bytes(inner) is None:
+        return None
+    dtype = str(call.ty.dtype)
+    widths = [int(v) for v in call.attrs.pad_width]
+    inner_widths = [int(v) for v in inner.attrs.pad_width]
+    inner_value = _pad_value(inner, dtype)
+    channels_only = widths[:7] == [0] * 7 and inner_widths[6:] == [0, 0]
+    if inner_widths[:2] != [0, 0] or inner_value is None or not (channels_only or inner_value == _pad_value(call, dtype)):
+        return None
+    return inner.args[0], [a + b for a, b in zip(inner_widths, widths)], inner_value
+
+
+def _pad_rows(m: Any, call: Any) -> Any:
+    """The NHWC int8 pad ``call`` (merged with a pad it reads, :func:`_compose`) as a :func:`_pad_func` kernel, or None."""
+    from tvm import relax
+
+    out = _static_bytes(call)
+    if out is None or len(out) != 4:
+        return None
+    dtype = str(call.ty.dtype)
+    widths = [int(v) for v in call.attrs.pad_width]
+    fill = _pad_value(call, dtype)
+    border = fill
+    x = call.args[0]
+    composed = _compose(call, _through_aliases(x, m.lookup_binding))
+    if composed is not None:
+        x, widths, border = composed
+    shape = _static_bytes(x)
+    if shape is None or fill is None or border is None or widths[:2] != [0, 0] or widths[6] != 0:
+        return None
+    c, cp = shape[3], out[3]
+    if c < STEP or cp - c > STEP:
+        return None
+    key = (shape, widths[2], widths[4], out, border, fill, dtype)
+    if key not in m.funcs:
+        m.funcs[key] = m.builder_.add_func(_pad_func(shape, widths[2], widths[4], out, border, fill, dtype), "pad_rows")
+    return relax.call_tir(m.funcs[key], relax.Tuple([x]), relax.TensorType(out, dtype))
+
+
+def _find_data_and_merged(mutator: Any) -> None:
+    """Sets ``mutator.data`` (vars computed from the model's inputs) and ``mutator.merged``
+    (spatial pads a channel pad reads: left for that pad to absorb)."""
+    from tvm import relax
+
+    mutator.funcs, mutator.merged, mutator.data = {}, [], set()
+    for func in mutator.builder_.get().functions.values():
+        if not isinstance(func, relax.Function):
+            continue
+        attrs = func.attrs or {}
+        n_in = int(attrs["num_input"]) if "num_input" in attrs else len(func.params)
+        mutator.data.update(func.params[:n_in])
+        var2val = relax.analysis.get_var2val(func)
+        for var, val in var2val.items():
+            if any(v in mutator.data for v in relax.analysis.free_vars(val)):
+                mutator.data.add(var)
+        for val in var2val.values():
+            if is_call(val, "relax.nn.pad") and _static_bytes(val) is not None:
+                inner = _through_aliases(val.args[0], var2val.get)
+                if _compose(val, inner) is not None:
+                    mutator.merged.append(inner)
+
+
 def int8_pad_pass(target: tvm.target.Target) -> Any:
     """Rewrites NHWC int8 ``pad`` (and a channel pad of a spatial pad, or a pad of a pad of the
     same value) to :func:`_pad_func` kernels.
@@ -77,56 +182,11 @@ def int8_pad_pass(target: tvm.target.Target) -> Any:
     unpadded, at least 16 channels, at most 16 channels of fill; integral
     pad values in the dtype's range. CPU (LLVM) targets only.
     """
-    import numpy as np
     import tvm
     from tvm import relax
 
-    from edgekit.compiler.cpu_rewrite import mutator_pass
-
     if target.kind.name != "llvm":
         return tvm.transform.Sequential([], name="EdgekitInt8Pad")
-    pad_op = tvm.ir.Op.get("relax.nn.pad")
-
-    def static(expr: Any) -> tuple[int, ...] | None:
-        t = expr.ty
-        if not isinstance(t, relax.TensorType) or t.shape is None or str(t.dtype) not in ("int8", "uint8"):
-            return None
-        try:
-            return tuple(int(v) for v in t.shape.values)
-        except (TypeError, AttributeError):
-            return None
-
-    def value(call: Any, dtype: str) -> int | None:
-        if str(call.attrs.pad_mode) != "constant":
-            return None
-        v = float(call.attrs.pad_value)
-        info = np.iinfo(np.dtype(dtype))
-        return int(v) if v == int(v) and info.min <= v <= info.max else None
-
-    def through_aliases(x: Any, binding: Any) -> Any:
-        """The value bound to ``x``, past alias bindings (``y = x``); None if none."""
-        inner = binding(x) if isinstance(x, relax.Var) else None
-        while isinstance(inner, relax.Var):
-            inner = binding(inner)
-        return inner
-
-    def compose(call: Any, inner: Any) -> tuple[Any, list[int], int] | None:
-        """``(x, widths, border)`` when the pad ``call`` of the pad ``inner`` is one pad of ``x``.
-
-        pad(channels, f) of pad(spatial, z), or two pads of one value (a
-        depthwise conv's extra column and channels on the lowering's
-        zero-point pad, cpu_int8.depthwise_pairs).
-        """
-        if not (isinstance(inner, relax.Call) and inner.op.same_as(pad_op)) or static(inner) is None:
-            return None
-        dtype = str(call.ty.dtype)
-        widths = [int(v) for v in call.attrs.pad_width]
-        inner_widths = [int(v) for v in inner.attrs.pad_width]
-        inner_value = value(inner, dtype)
-        channels_only = widths[:7] == [0] * 7 and inner_widths[6:] == [0, 0]
-        if inner_widths[:2] != [0, 0] or inner_value is None or not (channels_only or inner_value == value(call, dtype)):
-            return None
-        return inner.args[0], [a + b for a, b in zip(inner_widths, widths)], inner_value
 
     @relax.expr_functor.mutator
     class Pads(relax.PyExprMutator):
@@ -135,49 +195,9 @@ def int8_pad_pass(target: tvm.target.Target) -> Any:
             data = bool(call.args) and isinstance(call.args[0], relax.Var) and call.args[0] in self.data
             merged = any(call.same_as(m) for m in self.merged)
             call = super().visit_call_(call)
-            if merged or not data or not (isinstance(call, relax.Call) and call.op.same_as(pad_op)):
+            if merged or not data or not is_call(call, "relax.nn.pad"):
                 return call
-            out = static(call)
-            if out is None or len(out) != 4:
-                return call
-            dtype = str(call.ty.dtype)
-            widths = [int(v) for v in call.attrs.pad_width]
-            fill = value(call, dtype)
-            border = fill
-            x = call.args[0]
-            composed = compose(call, through_aliases(x, self.lookup_binding))
-            if composed is not None:
-                x, widths, border = composed
-            shape = static(x)
-            if shape is None or fill is None or border is None or widths[:2] != [0, 0] or widths[6] != 0:
-                return call
-            c, cp = shape[3], out[3]
-            if c < STEP or cp - c > STEP:
-                return call
-            key = (shape, widths[2], widths[4], out, border, fill, dtype)
-            if key not in self.funcs:
-                func = _pad_func(shape, widths[2], widths[4], out, border, fill, dtype)
-                self.funcs[key] = self.builder_.add_func(func, "pad_rows")
-            return relax.call_tir(self.funcs[key], relax.Tuple([x]), relax.TensorType(out, dtype))
+            new = _pad_rows(self, call)
+            return call if new is None else new
 
-    def setup(mutator: Any) -> None:
-        mutator.funcs = {}
-        # Spatial pads that a channel pad reads: left for that pad to absorb.
-        mutator.merged = []
-        mutator.data = set()  # vars computed from the model's inputs
-        for func in mutator.builder_.get().functions.values():
-            if isinstance(func, relax.Function):
-                attrs = func.attrs or {}
-                n_in = int(attrs["num_input"]) if "num_input" in attrs else len(func.params)
-                mutator.data.update(func.params[:n_in])
-                var2val = relax.analysis.get_var2val(func)
-                for var, val in var2val.items():
-                    if any(v in mutator.data for v in relax.analysis.free_vars(val)):
-                        mutator.data.add(var)
-                for val in var2val.values():
-                    if isinstance(val, relax.Call) and val.op.same_as(pad_op) and static(val) is not None:
-                        inner = through_aliases(val.args[0], var2val.get)
-                        if compose(val, inner) is not None:
-                            mutator.merged.append(inner)
-
-    return mutator_pass(Pads, "EdgekitInt8Pad", setup)
+    return mutator_pass(Pads, "EdgekitInt8Pad", _find_data_and_merged)

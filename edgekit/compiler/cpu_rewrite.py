@@ -11,9 +11,20 @@ imports the pipeline back.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["bound_value", "call_rewrite_pass", "mutator_pass", "out_dtype", "round_up", "static_float_shapes", "static_shape"]
+__all__ = [
+    "bound_value",
+    "call_rewrite_pass",
+    "calls_rewrite_pass",
+    "is_call",
+    "mutator_pass",
+    "out_dtype",
+    "round_up",
+    "static_float_shapes",
+    "static_shape",
+]
 
 
 def out_dtype(attrs: Any) -> str | None:
@@ -22,28 +33,45 @@ def out_dtype(attrs: Any) -> str | None:
     return None if dtype is None or str(dtype) in ("", "None") else str(dtype)
 
 
-def call_rewrite_pass(op_name: str, rewrite: Any, pass_name: str) -> Any:
-    """A Relax module pass applying ``rewrite(builder, call)`` to every call of ``op_name``.
+def calls_rewrite_pass(rewrites: Mapping[str, Callable[[Any, Any], Any]], pass_name: str, setup: Any = None) -> Any:
+    """A Relax module pass applying ``rewrites[op](mutator, call)`` to every call of each operator.
 
-    ``rewrite`` returns the replacement expression (it may ``emit`` helper
-    bindings on ``builder``) or None to keep the call.
+    ``rewrites`` maps full operator names (``"relax.take"``) to functions that
+    return the replacement expression (they may ``emit`` helper bindings on
+    ``mutator.builder_`` and look bindings up with :func:`bound_value`) or
+    None to keep the call. Calls are visited after their arguments.
+    ``setup`` as in :func:`mutator_pass`.
     """
     import tvm
     from tvm import relax
 
-    op = tvm.ir.Op.get(op_name)
+    ops = [(tvm.ir.Op.get(name), rewrite) for name, rewrite in rewrites.items()]
 
     @relax.expr_functor.mutator
     class Rewriter(relax.PyExprMutator):
         def visit_call_(self, call: Any) -> Any:
             call = super().visit_call_(call)
-            if isinstance(call, relax.Call) and call.op.same_as(op):
-                new = rewrite(self.builder_, call)
-                if new is not None:
-                    return new
+            if isinstance(call, relax.Call):
+                for op, rewrite in ops:
+                    if call.op.same_as(op):
+                        new = rewrite(self, call)
+                        return call if new is None else new
             return call
 
-    return mutator_pass(Rewriter, pass_name)
+    return mutator_pass(Rewriter, pass_name, setup)
+
+
+def call_rewrite_pass(op_name: str, rewrite: Any, pass_name: str) -> Any:
+    """:func:`calls_rewrite_pass` for one operator, ``rewrite(builder, call)``."""
+    return calls_rewrite_pass({op_name: lambda mutator, call: rewrite(mutator.builder_, call)}, pass_name)
+
+
+def is_call(expr: Any, op_name: str) -> bool:
+    """True when ``expr`` is a call of the Relax operator ``op_name`` (``"relax.take"``)."""
+    import tvm
+    from tvm import relax
+
+    return isinstance(expr, relax.Call) and expr.op.same_as(tvm.ir.Op.get(op_name))
 
 
 def mutator_pass(mutator_cls: Any, pass_name: str, setup: Any = None) -> Any:
@@ -93,7 +121,7 @@ def round_up(value: int, multiple: int) -> int:
 
 
 def bound_value(mutator: Any, expr: Any) -> Any:
-    """What ``expr`` is bound to in the function ``mutator`` visits, through alias bindings (``y = x``).
+    """What ``expr`` is bound to in the function ``mutator`` (or a block builder) visits, through aliases (``y = x``).
 
     ``expr`` itself when it is not a variable; None for a variable bound
     nowhere in the function (a parameter).
