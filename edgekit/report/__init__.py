@@ -4,7 +4,8 @@ results, regression gates against a baseline, and JUnit XML.
 The public API::
 
     from edgekit.report import bench_with_gate, bench_html, write_junit
-    report, gate = bench_with_gate("m.ekpkg", "baseline.json", max_regression=0.05, runs=20)
+    from edgekit.runtime.runner import bench_package
+    report, gate = bench_with_gate("m.ekpkg", "baseline.json", max_regression=0.05, bench=bench_package, runs=20)
     write_junit("junit.xml", [gate])
 """
 

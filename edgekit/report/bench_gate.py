@@ -43,7 +43,7 @@ def bench_with_gate(
     *,
     max_regression: float | Mapping[str, float] = 0.05,
     confirm: int = 2,
-    bench: Callable[..., dict[str, Any]] | None = None,
+    bench: Callable[..., dict[str, Any]],
     **bench_kwargs: Any,
 ) -> tuple[dict[str, Any], GateResult]:
     """Benchmarks ``path`` and gates the result against ``baseline``.
@@ -59,15 +59,16 @@ def bench_with_gate(
         baseline: A bench report, or the path of its JSON file.
         max_regression: Allowed relative growth, overall or per metric.
         confirm: Extra measurements allowed to confirm a wall-clock failure.
-        bench: The benchmark function (default
-            :func:`edgekit.runtime.runner.bench_package`); tests pass a fake.
+        bench: The benchmark function, called as ``bench(path, **bench_kwargs)``
+            and returning a bench report (:func:`edgekit.api.gate.gate_package` passes
+            :func:`edgekit.runtime.runner.bench_package`; tests pass a fake).
+            A parameter, not an import: ``report`` renders and gates, it
+            runs nothing (docs/architecture.md).
         **bench_kwargs: Passed to ``bench``.
 
     Returns:
         The bench report (with a ``gate`` section added) and the gate result.
     """
-    if bench is None:
-        from edgekit.runtime.runner import bench_package as bench
     base = load_report(baseline) if isinstance(baseline, (str, os.PathLike)) else dict(baseline)
     report = bench(path, **bench_kwargs)
     result = compare(report, base, max_regression)
