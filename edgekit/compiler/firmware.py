@@ -7,28 +7,27 @@ build machine) uses zig too, or the system ``cc`` when zig is missing.
 :func:`cc_flags` turns a :class:`~edgekit.core.profiles.Target` into compiler
 flags from its TVM target dict (``mtriple``, ``mcpu``, ``mattr``, ``mabi``), so
 the C side uses the same ISA and float ABI as the LLVM-built kernels.
-:func:`firmware_spec` reads ``firmware_stubs/boards.toml`` (written alongside
-the device agent) when it exists; until then :func:`link_image` links any
-list of sources against a given linker script.
+:func:`firmware_spec` turns the firmware port a board profile names
+(:mod:`edgekit.core.firmware_ports`) into what :func:`link_image` needs. The
+compiler is found by :func:`edgekit.core.toolchain.find_toolchain` (one
+search order for every C build edgekit runs).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
-import os
-import shutil
+import re
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from edgekit.core.resources import data_dir
 from edgekit.core.errors import CompileError
+from edgekit.core.firmware_ports import port_for_board
+from edgekit.core.toolchain import Toolchain, find_toolchain
 
 if TYPE_CHECKING:
-    from edgekit.core.profiles import Target
+    from edgekit.core.profiles import Board, Target
 
 __all__ = [
     "Toolchain",
@@ -56,41 +55,6 @@ _ZIG_ARCH = {"riscv32": "riscv32", "riscv64": "riscv64", "thumbv7em": "thumb", "
 #: zig's does not: a plain ``-mcpu=cortex_m7`` compiles model.c's float
 #: arithmetic to soft-float calls (``__aeabi_fdiv``), against the eabihf ABI.
 _ZIG_FPU = {"cortex-m4": "+vfp4d16sp", "cortex-m7": "+fp_armv8d16", "cortex-m33": "+fp_armv8d16sp"}
-
-
-@dataclass(frozen=True)
-class Toolchain:
-    """A C compiler command.
-
-    Attributes:
-        command: Argument list that starts a compile (e.g. ``[python, -m, ziglang, cc]``).
-        kind: ``zig`` (can cross-compile) or ``cc`` (host only).
-    """
-
-    command: tuple[str, ...]
-    kind: str
-
-
-def find_toolchain(*, cross: bool) -> Toolchain:
-    """The C compiler to use: ``EDGEKIT_CC``, else ziglang, else (host only) ``cc``.
-
-    Raises:
-        CompileError: when no usable compiler exists, saying what to install.
-    """
-    env = os.environ.get("EDGEKIT_CC", "").split()
-    if env:
-        return Toolchain(tuple(env), "zig" if "zig" in " ".join(env) else "cc")
-    if importlib.util.find_spec("ziglang") is not None:
-        return Toolchain((sys.executable, "-m", "ziglang", "cc"), "zig")
-    if not cross:
-        for name in ("cc", "gcc", "clang"):
-            path = shutil.which(name)
-            if path:
-                return Toolchain((path,), "cc")
-    raise CompileError(
-        "no C cross compiler found" if cross else "no C compiler found",
-        hint="Install one with `pip install ziglang` (edgekit uses zig's clang for every board).",
-    )
 
 
 def cc_flags(target: "Target") -> list[str]:
@@ -124,10 +88,10 @@ def cc_flags(target: "Target") -> list[str]:
     return flags
 
 
-def _run(cmd: list[str], what: str, cwd: Path | None = None) -> None:
+def _run(cmd: list[str], what: str, toolchain: Toolchain, cwd: Path | None = None) -> None:
     logger.debug("%s: %s", what, " ".join(cmd))
     try:
-        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=CC_TIMEOUT_S)
+        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=CC_TIMEOUT_S, env=toolchain.env())
     except subprocess.TimeoutExpired:
         raise CompileError(f"{what} took longer than {CC_TIMEOUT_S} s", hint="Retry on a less loaded machine.") from None
     except OSError as exc:
@@ -159,7 +123,7 @@ def compile_c(
         obj = out_dir / (Path(src).stem + ".o")
         cmd = [*toolchain.command, *flags, "-O2", "-std=c11", "-ffunction-sections", "-fdata-sections",
                *(f"-I{d}" for d in include_dirs), "-c", str(src), "-o", str(obj)]
-        _run(cmd, f"compiling {Path(src).name}")
+        _run(cmd, f"compiling {Path(src).name}", toolchain)
         objects.append(obj)
     return objects
 
@@ -186,7 +150,7 @@ def link_image(
     if linker_script is not None:
         cmd += [f"-Wl,-T,{linker_script}"]
     cmd += [*(str(p) for p in inputs), "-o", str(out)]
-    _run(cmd, f"linking {out.name}")
+    _run(cmd, f"linking {out.name}", toolchain)
     return out
 
 
@@ -245,7 +209,7 @@ class FirmwareSpec:
         linker_script: Linker script, absolute, or None.
         flags: Extra compiler flags.
         ram_bytes: RAM the image links into when less than the board's (one
-            bank of several; ``ram_bytes`` of the port in boards.toml), else 0.
+            bank of several; ``ram_bytes`` of the port in ports.toml), else 0.
         stack_bytes: The stack the linker script reserves (``STACK_BYTES``), 0 if unknown.
     """
 
@@ -264,51 +228,28 @@ class FirmwareSpec:
         return max(0, ram - self.stack_bytes) if ram else 0
 
 
-def firmware_spec(board: str, root: Path | None = None) -> FirmwareSpec | None:
-    """Reads ``root/boards.toml`` for ``board``; None when no firmware is described.
-
-    The expected table is ``[boards.<name>]`` with ``sources``, ``include_dirs``,
-    ``linker_script`` and ``cflags``, paths relative to ``root``.
+def firmware_spec(board: "Board | str", root: Path | None = None) -> FirmwareSpec | None:
+    """How to link ``board``'s firmware: the port its profile names
+    (``firmware = "..."``), from ``root/ports.toml`` (default: the shipped
+    ``firmware_stubs``); None when the board has no firmware port.
 
     Raises:
-        CompileError: when the table names files that do not exist.
+        ConfigError: the port is unknown or ``ports.toml`` names missing files.
     """
-    if root is None:
-        root = data_dir("firmware_stubs")
-    path = root / "boards.toml"
-    if not path.is_file():
-        return None
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover
-        import tomli as tomllib
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise CompileError(f"{path}: unreadable ({exc})", hint="Fix firmware_stubs/boards.toml.") from None
-    entry = data.get("boards", {}).get(board)
-    if not isinstance(entry, dict):
-        return None
+    if isinstance(board, str):
+        from edgekit.core.profiles import load_profiles
 
-    def resolve(rel: str, key: str) -> Path:
-        p = root / rel
-        if not p.exists():
-            raise CompileError(f"{path}: boards.{board}.{key} names missing '{rel}'", hint="Fix firmware_stubs/boards.toml.")
-        return p
-
-    sources = tuple(resolve(s, "sources") for s in entry.get("sources", []))
-    port = next((t for t in data.get("ports", {}).values() if board in t.get("boards", [])), {})
-    includes = tuple(resolve(s, "include_dirs") for s in entry.get("include_dirs", []))
-    script = resolve(entry["linker_script"], "linker_script") if entry.get("linker_script") else None
-    ram = int(port.get("ram_bytes", 0))
-    return FirmwareSpec(board, sources, includes, script, tuple(entry.get("cflags", [])), ram,
+        board = load_profiles().board(board)
+    if not board.firmware:
+        return None
+    port = port_for_board(board, root)
+    script = port.linker_script
+    return FirmwareSpec(board.name, port.sources, port.include_dirs, script, port.cflags, port.ram_bytes,
                         _stack_bytes(script) if script else 0)  # fmt: skip
 
 
 def _stack_bytes(script: Path) -> int:
     """``STACK_BYTES = 16K;`` from a linker script (0 if it sets none)."""
-    import re
-
     found = re.search(r"^\s*STACK_BYTES\s*=\s*(\d+)\s*([KM]?)\s*;", script.read_text(encoding="utf-8"), re.M)
     if not found:
         return 0

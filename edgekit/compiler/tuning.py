@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgekit.compiler.tensor_intrin import use_cpu_tensor_intrinsics_only
+from edgekit.core.cache import cache_root
 from edgekit.core.errors import CompileError, ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -72,16 +73,6 @@ _RECORD_FILE = "database_tuning_record.json"
 # --------------------------------------------------------------------------- #
 # Where the database lives
 # --------------------------------------------------------------------------- #
-
-
-def cache_root() -> Path:
-    """edgekit's cache folder: ``$EDGEKIT_CACHE``, else ``$XDG_CACHE_HOME/edgekit``, else ``~/.cache/edgekit``."""
-    env = os.environ.get("EDGEKIT_CACHE")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "edgekit"
 
 
 def _target_json(target: tvm.target.Target) -> str:

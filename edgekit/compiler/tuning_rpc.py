@@ -139,10 +139,11 @@ _LINK_TIMEOUT_S = 300
 
 
 def _link_shared(flags: Sequence[str], output: str, inputs: Sequence[str], options: Sequence[str] = ()) -> None:
-    from edgekit.compiler.firmware import find_toolchain
+    from edgekit.core.toolchain import find_toolchain
 
-    cmd = [*find_toolchain(cross=True).command, *flags, "-shared", "-fPIC", "-o", output, *inputs, *options]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=_LINK_TIMEOUT_S, check=False)
+    toolchain = find_toolchain(cross=True)
+    cmd = [*toolchain.command, *flags, "-shared", "-fPIC", "-o", output, *inputs, *options]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=_LINK_TIMEOUT_S, check=False, env=toolchain.env())
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed: {(proc.stderr or proc.stdout).strip()[:500]}")
 

@@ -12,20 +12,15 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
-import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterable, Mapping
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 from edgekit.core.errors import BoardNotFoundError, ConfigError
+from edgekit.core.links import SIMULATORS, TRANSPORTS
 from edgekit.core.registry import Registry
 from edgekit.core.resources import data_dir
+from edgekit.core.tomlfile import Table, parse_size, read_toml
 
 __all__ = [
     "Target",
@@ -48,46 +43,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 CODEGENS = ("llvm", "cuda", "aot-c", "npu")
-TRANSPORTS = ("local", "serial", "ssh", "rpc", "sim")
-SIMULATORS = ("native", "unicorn", "qemu-user", "npu", "none")
 FPGA_FAMILIES = ("ecp5",)
-#: Simulators that count cycles: every run of the same inputs measures the
-#: same, so one run is the measurement (qemu-user runs in wall-clock time).
-DETERMINISTIC_SIMULATORS = ("unicorn", "npu")
-
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
-_SIZE_UNITS = {
-    "b": 1,
-    "kb": 10**3,
-    "mb": 10**6,
-    "gb": 10**9,
-    "tb": 10**12,
-    "kib": 2**10,
-    "mib": 2**20,
-    "gib": 2**30,
-    "tib": 2**40,
-}
-
-
-def parse_size(value: int | str, *, where: str = "size") -> int:
-    """Parses a byte count given as an int or a string like ``"512 KiB"``.
-
-    Raises:
-        ConfigError: if the value is negative or not a size.
-    """
-    if isinstance(value, bool):
-        raise ConfigError(f"{where}: expected a size, got {value!r}", hint='Write e.g. 524288 or "512 KiB".')
-    if isinstance(value, int):
-        if value < 0:
-            raise ConfigError(f"{where}: size must not be negative, got {value}", hint="Use 0 for unknown.")
-        return value
-    if isinstance(value, str):
-        m = _SIZE_RE.match(value)
-        if m:
-            unit = (m.group(2) or "B").lower()
-            return int(float(m.group(1)) * _SIZE_UNITS[unit])
-    raise ConfigError(f"{where}: expected a size, got {value!r}", hint='Write e.g. 524288 or "512 KiB".')
-
 
 # --------------------------------------------------------------------------- #
 # Dataclasses
@@ -165,7 +121,7 @@ class SimulatorConfig:
     """The simulator used when no board is attached.
 
     Attributes:
-        kind: One of :data:`SIMULATORS`.
+        kind: A registered simulator (:data:`edgekit.core.links.SIMULATORS`).
         cpi: Cycles per executed instruction used by instruction-counting
             simulators to turn instructions into cycles.
         machine: Simulator-specific machine name (unicorn CPU model, qemu binary).
@@ -178,7 +134,7 @@ class SimulatorConfig:
     @property
     def deterministic(self) -> bool:
         """Whether repeated runs measure exactly the same (cycle counting)."""
-        return self.kind in DETERMINISTIC_SIMULATORS
+        return SIMULATORS.get(self.kind).deterministic
 
 
 @dataclass(frozen=True)
@@ -229,6 +185,8 @@ class Board:
         transport: How to reach it.
         simulator: How to simulate it.
         flasher: Name of the flashing method (``edgekit-serial``, ``scp``...).
+        firmware: The firmware port its device agent is built from
+            (``[ports.NAME]`` in ``firmware_stubs/ports.toml``), or ``""``.
         npu: Accelerator parameters, for boards that have one.
         fpga: The FPGA the accelerator is synthesized for, on boards with an open flow.
         source: File the profile came from.
@@ -243,6 +201,7 @@ class Board:
     transport: TransportConfig = field(default_factory=TransportConfig)
     simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
     flasher: str = ""
+    firmware: str = ""
     npu: NpuConfig | None = None
     fpga: FpgaConfig | None = None
     source: str = ""
@@ -264,6 +223,7 @@ class Board:
             "flash_bytes": self.memory.flash_bytes,
             "transport": self.transport.kind,
             "simulator": self.simulator.kind,
+            "firmware": self.firmware,
             "npu": None if self.npu is None else _asdict(self.npu),
             "fpga": None if self.fpga is None else _asdict(self.fpga),
             "source": self.source,
@@ -279,94 +239,9 @@ def _asdict(obj: Any) -> dict[str, Any]:
 # --------------------------------------------------------------------------- #
 
 
-class _Table:
-    """Reads typed keys from one TOML table and rejects keys nobody read."""
-
-    def __init__(self, data: Mapping[str, Any], source: str, prefix: str = "") -> None:
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"{source}: '{prefix.rstrip('.')}' must be a table", hint="Write it as [section].")
-        self.data = data
-        self.source = source
-        self.prefix = prefix
-        self.seen: set[str] = set()
-
-    def _where(self, key: str) -> str:
-        return f"{self.source}: key '{self.prefix}{key}'"
-
-    def get(self, key: str, kind: type | tuple[type, ...], default: Any = ..., *, choices: Iterable[str] = ()) -> Any:
-        self.seen.add(key)
-        if key not in self.data:
-            if default is ...:
-                raise ConfigError(f"{self._where(key)} is missing", hint="Add it; see docs/boards.md for the schema.")
-            return default
-        value = self.data[key]
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if isinstance(value, bool) and kind is not bool:
-            ok = False
-        else:
-            ok = isinstance(value, kind)
-        if not ok:
-            names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-            raise ConfigError(
-                f"{self._where(key)} must be {names}, got {type(value).__name__} {value!r}",
-                hint="Fix the value in the profile.",
-                file=self.source,
-                key=self.prefix + key,
-            )
-        choices = tuple(choices)
-        if choices and value not in choices:
-            raise ConfigError(
-                f"{self._where(key)} is {value!r}",
-                hint=f"Use one of: {', '.join(choices)}.",
-                file=self.source,
-                key=self.prefix + key,
-            )
-        return value
-
-    def size(self, key: str, default: int = 0) -> int:
-        raw = self.get(key, (int, str), default)
-        return parse_size(raw, where=self._where(key))
-
-    def positive(self, key: str, kind: type, default: Any = ...) -> Any:
-        value = self.get(key, kind, default)
-        if value is not None and value < 0:
-            raise ConfigError(f"{self._where(key)} must not be negative, got {value}", hint="Fix the value.")
-        return value
-
-    def sub(self, key: str, required: bool = False) -> "_Table | None":
-        self.seen.add(key)
-        if key not in self.data:
-            if required:
-                raise ConfigError(f"{self._where(key)} table is missing", hint=f"Add a [{self.prefix}{key}] section.")
-            return None
-        return _Table(self.data[key], self.source, f"{self.prefix}{key}.")
-
-    def done(self) -> None:
-        extra = sorted(set(self.data) - self.seen)
-        if extra:
-            raise ConfigError(
-                f"{self.source}: unknown key '{self.prefix}{extra[0]}'"
-                + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""),
-                hint="Remove it or check its spelling; see docs/boards.md for the schema.",
-                file=self.source,
-                keys=[self.prefix + k for k in extra],
-            )
-
-
-def _read_toml(path: Path | Any, source: str) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{source}: not valid TOML ({exc})", hint="Fix the syntax error.") from None
-    except OSError as exc:
-        raise ConfigError(f"{source}: cannot read ({exc.strerror})", hint="Check the path and permissions.") from None
-
-
 def parse_target(data: Mapping[str, Any], source: str) -> Target:
     """Validates one target table and returns the :class:`Target`."""
-    t = _Table(data, source)
+    t = Table(data, source)
     name = t.get("name", str)
     codegen = t.get("codegen", str, choices=CODEGENS)
     isa = t.get("isa", str)
@@ -401,90 +276,93 @@ def parse_target(data: Mapping[str, Any], source: str) -> Target:
     )
 
 
+_T = TypeVar("_T")
+
+
+def _section(t: Table, key: str, default: _T, build: Callable[[Table], _T]) -> _T:
+    """``build`` of the ``[key]`` sub-table (every key read, no other allowed), or ``default`` without one."""
+    tab = t.sub(key)
+    if tab is None:
+        return default
+    value = build(tab)
+    tab.done()
+    return value
+
+
+def _memory(m: Table) -> MemoryConfig:
+    return MemoryConfig(ram_bytes=m.size("ram"), flash_bytes=m.size("flash"))
+
+
+def _transport(tr: Table) -> TransportConfig:
+    return TransportConfig(
+        kind=tr.get("kind", str, "local", choices=TRANSPORTS.available()),
+        port=tr.get("port", str, ""),
+        baudrate=tr.positive("baudrate", int, 115200),
+        host=tr.get("host", str, ""),
+        user=tr.get("user", str, ""),
+        rpc_key=tr.get("rpc_key", str, ""),
+        timeout_s=tr.positive("timeout_s", float, 5.0),
+    )
+
+
+def _simulator(sim: Table) -> SimulatorConfig:
+    return SimulatorConfig(
+        kind=sim.get("kind", str, "none", choices=SIMULATORS.available()),
+        cpi=sim.positive("cpi", float, 1.0),
+        machine=sim.get("machine", str, ""),
+    )
+
+
+def _npu(tab: Table) -> NpuConfig:
+    npu = NpuConfig(
+        rows=tab.positive("rows", int),
+        cols=tab.positive("cols", int),
+        clock_hz=tab.positive("clock_hz", int),
+        input_buffer_bytes=tab.size("input_buffer"),
+        weight_buffer_bytes=tab.size("weight_buffer"),
+        acc_buffer_bytes=tab.size("acc_buffer"),
+        dma_bytes_per_cycle=tab.positive("dma_bytes_per_cycle", float),
+    )
+    if npu.rows == 0 or npu.cols == 0:
+        raise ConfigError(f"{tab.source}: npu.rows and npu.cols must be at least 1", hint="Fix the array size.")
+    return npu
+
+
+def _fpga(tab: Table) -> FpgaConfig:
+    return FpgaConfig(
+        family=tab.get("family", str, choices=FPGA_FAMILIES),
+        device=tab.get("device", str),
+        package=tab.get("package", str),
+        speed=tab.positive("speed", int),
+        top=tab.get("top", str),
+        constraints=tab.get("constraints", str),
+    )
+
+
 def parse_board(data: Mapping[str, Any], source: str) -> Board:
     """Validates one board table and returns the :class:`Board`."""
-    t = _Table(data, source)
-    name = t.get("name", str)
-    target = t.get("target", str)
-    description = t.get("description", str, "")
-    clock_hz = t.positive("clock_hz", int, 0)
-    cores = t.positive("cores", int, 0)
-    flasher = t.get("flasher", str, "")
-
-    mem = t.sub("memory")
-    memory = MemoryConfig()
-    if mem is not None:
-        memory = MemoryConfig(ram_bytes=mem.size("ram"), flash_bytes=mem.size("flash"))
-        mem.done()
-
-    tr = t.sub("transport")
-    transport = TransportConfig()
-    if tr is not None:
-        transport = TransportConfig(
-            kind=tr.get("kind", str, "local", choices=TRANSPORTS),
-            port=tr.get("port", str, ""),
-            baudrate=tr.positive("baudrate", int, 115200),
-            host=tr.get("host", str, ""),
-            user=tr.get("user", str, ""),
-            rpc_key=tr.get("rpc_key", str, ""),
-            timeout_s=tr.positive("timeout_s", float, 5.0),
-        )
-        tr.done()
-
-    sim = t.sub("simulator")
-    simulator = SimulatorConfig()
-    if sim is not None:
-        simulator = SimulatorConfig(
-            kind=sim.get("kind", str, "none", choices=SIMULATORS),
-            cpi=sim.positive("cpi", float, 1.0),
-            machine=sim.get("machine", str, ""),
-        )
-        sim.done()
-
-    npu_tab = t.sub("npu")
-    npu = None
-    if npu_tab is not None:
-        npu = NpuConfig(
-            rows=npu_tab.positive("rows", int),
-            cols=npu_tab.positive("cols", int),
-            clock_hz=npu_tab.positive("clock_hz", int),
-            input_buffer_bytes=npu_tab.size("input_buffer"),
-            weight_buffer_bytes=npu_tab.size("weight_buffer"),
-            acc_buffer_bytes=npu_tab.size("acc_buffer"),
-            dma_bytes_per_cycle=npu_tab.positive("dma_bytes_per_cycle", float),
-        )
-        npu_tab.done()
-        if npu.rows == 0 or npu.cols == 0:
-            raise ConfigError(f"{source}: npu.rows and npu.cols must be at least 1", hint="Fix the array size.")
-    fpga_tab = t.sub("fpga")
-    fpga = None
-    if fpga_tab is not None:
-        fpga = FpgaConfig(
-            family=fpga_tab.get("family", str, choices=FPGA_FAMILIES),
-            device=fpga_tab.get("device", str),
-            package=fpga_tab.get("package", str),
-            speed=fpga_tab.positive("speed", int),
-            top=fpga_tab.get("top", str),
-            constraints=fpga_tab.get("constraints", str),
-        )
-        fpga_tab.done()
-        if npu is None:
-            raise ConfigError(f"{source}: [fpga] needs an [npu] section", hint="Describe the accelerator under [npu].")
-    t.done()
-    return Board(
-        name=name,
-        target=target,
-        description=description,
-        clock_hz=clock_hz,
-        cores=cores,
-        memory=memory,
-        transport=transport,
-        simulator=simulator,
-        flasher=flasher,
+    t = Table(data, source)
+    npu: NpuConfig | None = _section(t, "npu", None, _npu)
+    fpga: FpgaConfig | None = _section(t, "fpga", None, _fpga)
+    if fpga is not None and npu is None:
+        raise ConfigError(f"{source}: [fpga] needs an [npu] section", hint="Describe the accelerator under [npu].")
+    board = Board(
+        name=t.get("name", str),
+        target=t.get("target", str),
+        description=t.get("description", str, ""),
+        clock_hz=t.positive("clock_hz", int, 0),
+        cores=t.positive("cores", int, 0),
+        memory=_section(t, "memory", MemoryConfig(), _memory),
+        transport=_section(t, "transport", TransportConfig(), _transport),
+        simulator=_section(t, "simulator", SimulatorConfig(), _simulator),
+        flasher=t.get("flasher", str, ""),
+        firmware=t.get("firmware", str, ""),
         npu=npu,
         fpga=fpga,
         source=source,
     )
+    t.done()
+    return board
 
 
 # --------------------------------------------------------------------------- #
@@ -544,10 +422,10 @@ def load_profiles(
     targets: Registry[Target] = Registry("target")
 
     for source, path in _builtin_files("edgekit.targets"):
-        tgt = parse_target(_read_toml(path, source), source)
+        tgt = parse_target(read_toml(path, source), source)
         targets.register(tgt.name, tgt)
     for source, path in _builtin_files("edgekit.board_configs"):
-        brd = parse_board(_read_toml(path, source), source)
+        brd = parse_board(read_toml(path, source), source)
         boards.register(brd.name, brd)
     builtin_boards = set(boards.available())
     builtin_targets = set(targets.available())
@@ -557,7 +435,7 @@ def load_profiles(
         user_files.extend(_dir_files(folder))
     seen_user: dict[str, str] = {}
     for source, path in user_files:
-        data = _read_toml(path, source)
+        data = read_toml(path, source)
         is_target = "codegen" in data
         obj: Board | Target = parse_target(data, source) if is_target else parse_board(data, source)
         key = ("target:" if is_target else "board:") + obj.name
@@ -580,7 +458,23 @@ def load_profiles(
                 f"{brd.source}: key 'target' names unknown target '{brd.target}'",
                 hint=f"Use one of: {', '.join(targets.available())}, or add a target profile.",
             )
+        _check_firmware(brd)
     return ProfileSet(boards=boards, targets=targets)
+
+
+def _check_firmware(board: Board) -> None:
+    if not board.firmware:
+        return
+    from edgekit.core.firmware_ports import load_ports
+
+    ports = load_ports()
+    if board.firmware not in ports:
+        raise ConfigError(
+            f"{board.source}: key 'firmware' names unknown firmware port '{board.firmware}'",
+            hint=f"Use one of: {', '.join(ports.available())} (firmware_stubs/ports.toml).",
+            file=board.source,
+            key="firmware",
+        )
 
 
 def get_board(name: str, board_dirs: Iterable[str | os.PathLike[str]] = ()) -> tuple[Board, Target]:

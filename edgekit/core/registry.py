@@ -7,13 +7,14 @@ those are loaded lazily on the first lookup that misses.
 from __future__ import annotations
 
 import difflib
+import importlib
 import logging
 from importlib.metadata import entry_points
 from typing import Callable, Generic, Iterator, TypeVar
 
 from edgekit.core.errors import ConfigError
 
-__all__ = ["Registry"]
+__all__ = ["Registry", "resolve"]
 
 logger = logging.getLogger(__name__)
 
@@ -96,3 +97,25 @@ class Registry(Generic[T]):
                 self._entries[ep.name] = ep.load()
             except Exception as exc:  # a broken plugin must not break edgekit
                 logger.warning("could not load %s plugin %r: %s", self.kind, ep.name, exc)
+
+
+def resolve(spec: str, name: str = "") -> object:
+    """Imports ``"module:attr"`` (how registries name implementations lazily).
+
+    A module that is not installed raises :class:`ConfigError` naming the
+    entry, so an optional part only fails when it is used.
+    """
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ConfigError(f"'{spec}' is not 'module:attr'", hint=f"Fix the registry entry of '{name or spec}'.")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not (module_name == exc.name or module_name.startswith(exc.name + ".")):
+            raise
+        raise ConfigError(
+            f"'{name or spec}' needs {module_name}, which is not installed",
+            hint="Upgrade or reinstall edgekit (with the extra that provides it).",
+            module=module_name,
+        ) from None
+    return getattr(module, attr)

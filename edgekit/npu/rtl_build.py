@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
+from edgekit.core.cache import cache_dir
 from edgekit.core.errors import CompileError, ConfigError
 from edgekit.core.profiles import NpuConfig
 from edgekit.core.resources import data_dir
@@ -141,11 +142,7 @@ def verilator_missing() -> str:
 
 
 def _cache_root() -> Path:
-    env = os.environ.get("EDGEKIT_CACHE")
-    if env:
-        return Path(env).expanduser() / "npu-rtl"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "edgekit" / "npu-rtl"
+    return cache_dir("npu-rtl")
 
 
 def build_model(cfg: RtlConfig) -> Path:

@@ -1,145 +1,55 @@
-"""Builds the device agent from ``firmware_stubs/`` for one port.
+"""Builds the device agent from ``firmware_stubs/`` for one firmware port.
 
-``firmware_stubs/boards.toml`` lists, per port, the sources, compiler target
-flags and linker script; this module turns that list into a compiler call.
-Used by the simulators' tests and by the POSIX agent; the package link step
-(``edgekit.compiler.firmware``) reads the same file. Outputs are cached by a
-hash of every input, so a test session builds each image once.
+The port's sources, flags and linker script come from
+:mod:`edgekit.core.firmware_ports` (``firmware_stubs/ports.toml``, the same
+reader the package link step uses), the compiler from
+:func:`edgekit.core.toolchain.find_toolchain`. Outputs are cached below
+``agents/`` of edgekit's cache root (:mod:`edgekit.core.cache`) by a hash of
+every input, so a test session builds each image once.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import shutil
 import subprocess
-import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
-from edgekit.core.resources import data_dir
+from edgekit.core.cache import cache_dir as _cache_dir
 from edgekit.core.errors import CompileError, ConfigError
+from edgekit.core.firmware_ports import PortSpec, firmware_stubs_dir, load_port
+from edgekit.core.firmware_ports import port_for_board as _port_for_board
+from edgekit.core.profiles import Board, load_profiles
+from edgekit.core.toolchain import find_toolchain
 
 __all__ = ["PortSpec", "firmware_stubs_dir", "load_port", "port_for_board", "build_agent", "build_blob_agent", "cache_dir"]
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class PortSpec:
-    """One ``[ports.NAME]`` table of ``boards.toml`` merged with ``[common]``.
-
-    Attributes:
-        name: Port name (``posix``, ``rv32-sim``, ``stm32h7``).
-        boards: Board profiles this port serves.
-        compiler: ``host`` (system cc, else zig) or ``zig``.
-        target_flags: Compiler target selection.
-        sources / include_dirs / linker_script: Absolute paths.
-        cflags / ldflags: Extra flags.
-        output: File name of the image.
-        raw: The whole table, for simulator-only keys (memory map, UART).
-    """
-
-    name: str
-    boards: tuple[str, ...]
-    compiler: str
-    target_flags: tuple[str, ...]
-    sources: tuple[Path, ...]
-    include_dirs: tuple[Path, ...]
-    linker_script: Path | None
-    cflags: tuple[str, ...]
-    ldflags: tuple[str, ...]
-    output: str
-    raw: dict[str, Any]
-
-
-def firmware_stubs_dir() -> Path:
-    """The ``firmware_stubs`` folder: installed package data, else the source tree."""
-    path = data_dir("firmware_stubs")
-    if not (path / "boards.toml").is_file():
-        raise ConfigError(
-            f"firmware sources not found (looked for {path}/boards.toml)",
-            hint="Reinstall edgekit; its wheel ships firmware_stubs/.",
-        )
-    return path
-
-
-def _boards_toml() -> tuple[Path, dict[str, Any]]:
-    root = firmware_stubs_dir()
-    with open(root / "boards.toml", "rb") as fh:
-        return root, tomllib.load(fh)
-
-
-def load_port(name: str) -> PortSpec:
-    """Reads one port's description.
-
-    Raises:
-        ConfigError: unknown port (the message lists the known ones).
-    """
-    root, data = _boards_toml()
-    ports = data.get("ports", {})
-    if name not in ports:
-        raise ConfigError(f"unknown firmware port '{name}'", hint=f"Choose one of: {', '.join(sorted(ports))}.")
-    common, port = data.get("common", {}), ports[name]
-    script = port.get("linker_script", "")
-    return PortSpec(
-        name=name,
-        boards=tuple(port.get("boards", [])),
-        compiler=port.get("compiler", "zig"),
-        target_flags=tuple(port.get("target_flags", [])),
-        sources=tuple(root / s for s in [*common.get("sources", []), *port.get("sources", [])]),
-        include_dirs=tuple(root / d for d in common.get("include_dirs", [])),
-        linker_script=root / script if script else None,
-        cflags=tuple([*common.get("cflags", []), *port.get("cflags", [])]),
-        ldflags=tuple(port.get("ldflags", [])),
-        output=port.get("output", "firmware.elf"),
-        raw=dict(port),
-    )
-
-
-def port_for_board(board_name: str) -> PortSpec:
-    """The port whose ``boards`` list names ``board_name``.
-
-    Raises:
-        ConfigError: no port serves that board.
-    """
-    _, data = _boards_toml()
-    for name, port in data.get("ports", {}).items():
-        if board_name in port.get("boards", []):
-            return load_port(name)
-    raise ConfigError(
-        f"no firmware port for board '{board_name}'",
-        hint="Add a [ports.NAME] table listing the board in firmware_stubs/boards.toml.",
-    )
-
-
 def cache_dir() -> Path:
-    """Where built agents are cached (``EDGEKIT_CACHE`` or ``~/.cache/edgekit``)."""
-    base = os.environ.get("EDGEKIT_CACHE") or os.path.join(Path.home(), ".cache", "edgekit")
-    return Path(base) / "agents"
+    """Where built agents are cached: ``agents/`` below edgekit's cache root."""
+    return _cache_dir("agents")
 
 
-def _compiler(spec: PortSpec) -> list[str]:
-    if spec.compiler == "host":
-        cc = os.environ.get("CC") or shutil.which("cc")
-        if cc:
-            return [cc]
-    return [sys.executable, "-m", "ziglang", "cc"]
+def port_for_board(board: Board | str) -> PortSpec:
+    """The firmware port a board's profile names; a name is looked up among
+    the built-in and ``EDGEKIT_BOARDS`` profiles.
+
+    Raises:
+        ConfigError: unknown board, or it names no (or an unknown) firmware port.
+    """
+    return _port_for_board(load_profiles().board(board) if isinstance(board, str) else board)
 
 
 def build_agent(port: str, model_sources: Sequence[Path], *, extra_cflags: Sequence[str] = ()) -> Path:
     """Compiles and links the agent for ``port`` with a model implementation.
 
     Args:
-        port: Port name from ``boards.toml``.
+        port: Port name from ``ports.toml``.
         model_sources: C sources (or objects) implementing ``ek_model.h``.
         extra_cflags: Added after the port's flags (e.g. ``-DNAME=value``).
 
@@ -154,8 +64,9 @@ def build_agent(port: str, model_sources: Sequence[Path], *, extra_cflags: Seque
     if spec.linker_script:
         inputs.append(spec.linker_script)
     headers = sorted(p for d in spec.include_dirs for p in d.glob("*.h"))
+    toolchain = find_toolchain(cross=spec.cross)
     key = hashlib.sha256()
-    cmd_tail = [*spec.target_flags, *spec.cflags, *extra_cflags, *spec.ldflags]
+    cmd_tail = [*toolchain.command, *spec.target_flags, *spec.cflags, *extra_cflags, *spec.ldflags]
     key.update(repr(cmd_tail).encode())
     for path in [*inputs, *headers]:
         key.update(str(path.name).encode())
@@ -166,16 +77,14 @@ def build_agent(port: str, model_sources: Sequence[Path], *, extra_cflags: Seque
         return out
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent))
-    cmd = [*_compiler(spec), *spec.target_flags, *spec.cflags, *extra_cflags]
+    cmd = [*toolchain.command, *spec.target_flags, *spec.cflags, *extra_cflags]
     cmd += [f"-I{d}" for d in spec.include_dirs]
     cmd += [str(p) for p in [*spec.sources, *model_sources]]
     if spec.linker_script:
         cmd.append(f"-Wl,-T,{spec.linker_script}")
     cmd += [*spec.ldflags, "-o", str(tmp / spec.output)]
     logger.debug("building agent: %s", " ".join(cmd))
-    env = dict(os.environ)
-    env.setdefault("ZIG_GLOBAL_CACHE_DIR", str(cache_dir().parent / "zig"))
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=toolchain.env())
     if proc.returncode != 0:
         shutil.rmtree(tmp, ignore_errors=True)
         raise CompileError(

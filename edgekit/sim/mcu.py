@@ -2,7 +2,7 @@
 
 The simulator loads the firmware's ELF program headers into flash and RAM
 mapped per the board profile (sizes) and the port's memory map (bases, from
-``firmware_stubs/boards.toml``), models the UART registers as MMIO backed by a
+``firmware_stubs/ports.toml``), models the UART registers as MMIO backed by a
 pseudo-terminal, and runs the core in a background thread. The host talks to
 it through :attr:`McuSimulator.port` with the same pyserial transport and
 protocol code as a real board.
@@ -106,7 +106,7 @@ class McuSimulator:
     Args:
         elf: Path of the firmware image (or its bytes).
         board: The board profile (``simulator.kind == "unicorn"``).
-        port: The firmware port; by default the one ``boards.toml`` lists for the board.
+        port: The firmware port; by default the one the board profile names (``firmware``).
 
     Attributes:
         port_name: pty slave path for the host's serial transport.
@@ -125,7 +125,7 @@ class McuSimulator:
         flash_region: ``(start, end)`` of the flash the simulator maps.
         ram_region: ``(start, end)`` of the RAM it maps: the board's RAM, or
             less where the port links into one bank of several (``ram_bytes``
-            in ``firmware_stubs/boards.toml``); nothing else is memory.
+            in ``firmware_stubs/ports.toml``); nothing else is memory.
 
     Raises:
         ConfigError: the board is not simulated with unicorn or the ELF does
@@ -142,7 +142,7 @@ class McuSimulator:
                 hint="Pick a microcontroller board (see 'edgekit boards').",
             )
         self.board = board
-        self.spec = port or port_for_board(board.name)
+        self.spec = port or port_for_board(board)
         data = elf if isinstance(elf, bytes) else Path(elf).read_bytes()
         self._load_elf(data)
         self.cpi = board.simulator.cpi

@@ -18,7 +18,7 @@ from edgekit.compiler.backends.aot_c.lower import import_model, lower_for_aot
 from edgekit.compiler.backends.aot_c.plan import Buffer, find_overlaps, plan_arena
 from edgekit.compiler.backend import CompileOptions
 from edgekit.compiler.firmware import cc_flags, firmware_spec
-from edgekit.core.errors import CompileError, DoesNotFitError
+from edgekit.core.errors import ConfigError, CompileError, DoesNotFitError
 from edgekit.core.profiles import get_board
 from edgekit.frontend.loader import load_model
 
@@ -180,9 +180,14 @@ def test_cc_flags_follow_the_tvm_target() -> None:
     assert cc_flags(m7) == ["-target", "thumb-freestanding-eabihf", "-mcpu=cortex_m7+fp_armv8d16"]
 
 
-def test_firmware_spec_absent_and_broken(tmp_path: Path) -> None:
-    assert firmware_spec("rv32-mcu-sim", tmp_path) is None
-    (tmp_path / "boards.toml").write_text('[boards.b]\nsources = ["nope.c"]\n')
-    assert firmware_spec("other", tmp_path) is None
-    with pytest.raises(CompileError, match="boards.b.sources names missing 'nope.c'"):
-        firmware_spec("b", tmp_path)
+def test_firmware_spec_follows_the_port_the_board_names(tmp_path: Path) -> None:
+    board, _ = get_board("stm32h7")
+    spec = firmware_spec(board)
+    assert board.firmware == "stm32h7" and spec is not None
+    assert spec.linker_script is not None and spec.linker_script.name == "link.ld"
+    assert spec.linker_script.parent.name == "stm32h7" and spec.ram_bytes == 0x80000 and spec.stack_bytes > 0
+    assert firmware_spec("host") is None  # no firmware port: nothing to link
+    # A ports.toml that names a missing file fails naming the file and key.
+    (tmp_path / "ports.toml").write_text('[ports.stm32h7]\nsources = ["nope.c"]\n')
+    with pytest.raises(ConfigError, match="ports.toml: key 'ports.stm32h7.sources' names missing file 'nope.c'"):
+        firmware_spec(board, tmp_path)

@@ -381,7 +381,7 @@ def arena_limit(board: "Board") -> tuple[int, str]:
     it too, but are only known after linking.
     """
     ram = board.memory.ram_bytes
-    spec = firmware_spec(board.name)
+    spec = firmware_spec(board)
     if spec is None or not ram:
         return ram, f"RAM {_kib(ram)}"
     limit = spec.arena_ram(ram)

@@ -308,7 +308,7 @@ def _device_code_bytes(artifacts: AotArtifacts, target: "Target", tmp: Path) -> 
 
 
 def _link_firmware(board: "Board", target: "Target", tmp: Path) -> bytes | None:
-    spec = firmware.firmware_spec(board.name)
+    spec = firmware.firmware_spec(board)
     if spec is None:
         logger.info("firmware_stubs describes no image for board '%s'; packaging the model without firmware", board.name)
         return None
