@@ -20,6 +20,8 @@ import numpy as np
 from edgekit.package import Package
 from edgekit.core.errors import ConfigError, DeviceError, PackageError
 from edgekit.core.tensors import check_inputs
+from edgekit.core.links import TRANSPORTS
+from edgekit.runtime.connection import Connection
 from edgekit.runtime.runner import Timing
 
 if TYPE_CHECKING:
@@ -62,6 +64,9 @@ class CudaRunner:
         if port or sim:
             raise ConfigError(f"board '{board.name}' runs on this machine's GPU; --port/--sim do not apply",
                               hint="GPUs are not simulated: run on a machine with the GPU.")
+        # Nothing to decide: CUDA packages run on this machine's GPU (on a Jetson, edgekit runs on the
+        # Jetson), whatever transport the profile names for reaching the board from elsewhere.
+        self.connection = Connection(board, TRANSPORTS.get("local"))
         if not gpu_available():
             raise DeviceError(f"no NVIDIA GPU is usable here to run board '{board.name}'s package",
                               hint="Run on a machine with an NVIDIA GPU and driver (compiling needs none).")

@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any, Mapping
 import numpy as np
 
 from edgekit.package import Package
-from edgekit.core.errors import ConfigError, PackageError
+from edgekit.core.errors import PackageError
 from edgekit.core.tensors import check_inputs
+from edgekit.runtime.connection import connect
 from edgekit.runtime.runner import Timing
 
 if TYPE_CHECKING:
@@ -88,17 +89,14 @@ class HostRunner:
         package: An opened, verified package.
         board: The board profile (``cores`` sets the thread count).
         port: Not supported (the model runs in this process).
-        sim: Ignored: the host is its own simulator.
+        sim: Ignored: the host is its own simulator (``native``).
     """
 
     simulated = False
 
     def __init__(self, package: Package, board: "Board", *, port: str | None = None, sim: bool | None = None) -> None:
-        if port:
-            raise ConfigError(
-                f"board '{board.name}' runs in this process; --port does not apply",
-                hint="Leave out --port, or choose the board that is attached to that port.",
-            )
+        #: This process (refuses --port, --sim ENGINE): :func:`edgekit.runtime.connection.connect`.
+        self.connection = connect(board, port, sim)
         self.board = board
         self.threads = thread_count(board)
         self._tmp: Path | None = None

@@ -31,6 +31,7 @@ import numpy as np
 from edgekit.package import Package
 from edgekit.core.errors import ChecksumError, ConfigError, DeviceError, DeviceTimeoutError, PackageError
 from edgekit.core.tensors import TensorSpec, check_inputs
+from edgekit.runtime.connection import connect
 from edgekit.runtime.runner import Timing
 
 if TYPE_CHECKING:
@@ -272,29 +273,28 @@ class LinuxRunner:
 
     def __init__(self, package: Package, board: "Board", *, port: str | None = None, sim: bool | None = None) -> None:
         self.board = board
-        address = port or (board.transport.host if board.transport.kind == "ssh" else "") or None
-        if sim and port:
-            raise ConfigError("both --port and --sim given", hint="Use one: --port user@host for a board, --sim for qemu-user.")
-        if sim is False and not address:
-            raise ConfigError(
-                f"no address for board '{board.name}'",
-                hint="Pass --port user@host (or set transport.host in the board profile), or use --sim.",
-            )
-        use_sim = bool(sim) or not address
-        if sim is None and not address:
-            logger.warning("no address configured for %s: using qemu-user (pass --port user@host to use a board)", board.name)
-        self.simulated = use_sim
-        self._address = None if use_sim else address
+        #: Board or qemu-user, decided once (:func:`edgekit.runtime.connection.connect`).
+        self.connection = connect(board, port, sim)
+        self.simulated = self.connection.simulated
+        self._address = self.connection.address or None
         self._executor: Any = None
         self._paths: dict[str, str] = {}
         self.package: Package | None = None
         self.load(package)
 
     def _open_executor(self, arch: str) -> Any:
-        if self.simulated:
+        conn = self.connection
+        if conn.simulated:
             if arch == _host_arch() and self.board.simulator.kind != "qemu-user":
                 return LocalExecutor()
             return LocalExecutor(qemu_command(self.board))
+        if conn.transport.name == "local":  # this machine is the board (e.g. inside its RPC server)
+            return LocalExecutor()
+        if conn.transport.name != "ssh":
+            raise ConfigError(
+                f"board '{self.board.name}' is reached over {conn.transport.name}; `run` reaches Linux boards over ssh",
+                hint="Use `edgekit bench --tracker HOST:PORT` for boards behind a TVM RPC tracker, or --sim.",
+            )
         from edgekit.runtime.ssh import SshExecutor, SshTarget
 
         return SshExecutor(SshTarget.from_board(self.board, self._address))

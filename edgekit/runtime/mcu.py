@@ -18,6 +18,7 @@ import numpy as np
 from edgekit.package import Package
 from edgekit.core.errors import ConfigError, DeviceError, PackageError
 from edgekit.core.profiles import Board
+from edgekit.runtime.connection import connect
 from edgekit.core.tensors import TensorSpec, check_inputs
 from edgekit.runtime.deadlines import WorkEstimate, estimate_work, retry_for
 from edgekit.runtime.device import DEFAULT_RETRY, DeviceClient, RetryPolicy
@@ -51,12 +52,14 @@ class McuRunner:
         board: Board profile.
         port: Serial port of a real board; overrides the profile's.
         sim: True forces the simulator, False forbids it; None simulates
-            when no port is given or configured (with a notice).
+            when no port is given or configured (with a notice); see
+            :func:`edgekit.runtime.connection.connect`.
         retry: Protocol retry limits; by default derived from the board and
             the model's work (:func:`edgekit.runtime.deadlines.retry_for`).
 
     Raises:
-        ConfigError: ``sim=False`` without a port, or a port and ``sim=True``.
+        ConfigError: ``sim=False`` without a port, or a port and ``sim=True``
+            (:class:`~edgekit.runtime.connection.NoConnectionError` for the first).
     """
 
     def __init__(
@@ -73,18 +76,10 @@ class McuRunner:
         self._work: WorkEstimate | None = None
         #: Instructions one inference took on the simulator (after the first run).
         self._measured_instructions: int | None = None
-        port = port or board.transport.port or None
-        if sim and port:
-            raise ConfigError("both --port and --sim given", hint="Use one: --port for a board, --sim for its simulator.")
-        if sim is False and not port:
-            raise ConfigError(
-                f"no serial port for board '{board.name}'",
-                hint="Pass --port /dev/ttyUSB0 (or set transport.port in the board profile), or use --sim.",
-            )
-        if sim is None and not port:
-            logger.warning("no port configured for %s: using its simulator (pass --port to use a board)", board.name)
-        self.simulated = not port
-        self._port = port
+        #: Board or simulator, decided once (:func:`edgekit.runtime.connection.connect`).
+        self.connection = connect(board, port, sim)
+        self.simulated = self.connection.simulated
+        self._port = self.connection.address or None
         self._sim: Any = None
         self._transport: SerialTransport | None = None
         self._client: DeviceClient | None = None
@@ -103,14 +98,14 @@ class McuRunner:
 
     def _connect(self, package: Package) -> None:
         self._disconnect()
-        if self.simulated:
-            from edgekit.sim.mcu import McuSimulator
-
+        if self.connection.simulator is not None:
             if FIRMWARE_MEMBER not in package:
                 raise PackageError(
                     f"package has no {FIRMWARE_MEMBER}", hint=f"Recompile it for --board {self.board.name}."
                 )
-            self._sim = McuSimulator(package.read(FIRMWARE_MEMBER), self.board)
+            # The registered simulator (edgekit.sim.mcu.McuSimulator for unicorn), imported on use.
+            simulator = self.connection.simulator.load()
+            self._sim = simulator(package.read(FIRMWARE_MEMBER), self.board)
             port = self._sim.port_name
         else:
             port = self._port

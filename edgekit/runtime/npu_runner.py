@@ -23,6 +23,7 @@ import numpy as np
 from edgekit.package import Package
 from edgekit.core.errors import ConfigError, DeviceError, PackageError
 from edgekit.core.tensors import check_inputs
+from edgekit.runtime.connection import connect
 from edgekit.runtime.runner import Timing
 
 if TYPE_CHECKING:
@@ -56,15 +57,14 @@ class NpuRunner:
                 f"running on a real {board.name} accelerator is not available yet",
                 hint="Use --sim: the simulator implements the same driver interface (edgekit.npu.driver).",
             )
-        if sim is False and not port:
-            raise ConfigError(f"running on a real {board.name} needs its serial port", hint="Pass --port /dev/ttyUSB0 (or use --sim).")
         if board.npu is None:
             raise ConfigError(f"board '{board.name}' has no [npu] section", hint="Run the package on the board it was compiled for.")
-        if sim not in (None, True, False, "model", "rtl"):
-            raise ConfigError(f"unknown NPU simulator {sim!r}", hint="Use --sim (the Python model) or --sim rtl (the RTL under Verilator).")
-        self.engine = "board" if port else "rtl" if sim == "rtl" else "model"
-        self.simulated = not port
-        self.port = port
+        # Boards whose accelerator cannot be reached yet always run the simulator (no notice needed).
+        #: Board or simulator engine, decided once (:func:`edgekit.runtime.connection.connect`).
+        self.connection = connect(board, port, True if sim is None and board.fpga is None else sim)
+        self.simulated = self.connection.simulated
+        self.engine = self.connection.engine if self.simulated else "board"
+        self.port = self.connection.address or None
         self.board = board
         self.package: Package | None = None
         self.deployment: dict[str, Any] = {}

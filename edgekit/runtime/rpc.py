@@ -12,7 +12,7 @@ What a session runs depends on the package:
   library is uploaded, loaded with ``remote.load_module`` and timed with
   TVM's ``time_evaluator`` on the remote device;
 * ``linux-aot`` packages (static runner executable, see
-  :mod:`edgekit.compiler.linux_cross`): runner, weights and inputs are
+  :mod:`edgekit.compiler.backends.llvm.linux_cross`): runner, weights and inputs are
   uploaded and run through ``edgekit.rpc.run_runner``, a function that
   :func:`start_server` registers in its server. A server started with a
   qemu-user ``machine`` runs the runner under that emulator on the host: a
@@ -66,6 +66,7 @@ __all__ = [
     "start_tracker",
     "start_server",
     "RpcExecutor",
+    "RpcRunner",
     "bench_remote",
     "warn_if_exposed",
     "RUN_FUNCTION",
@@ -254,33 +255,120 @@ def _flatten(value: Any) -> list[Any]:
     return [t for item in value for t in _flatten(item)]
 
 
-def _run_tvm_vm(remote: Any, package: "Package", feeds: Mapping[str, np.ndarray], runs: int, warmup: int) -> tuple[dict[str, np.ndarray], Timing]:
-    """Uploads a Relax VM library and times ``main`` with ``time_evaluator``."""
-    import tvm
-    from tvm import relax
+class RpcRunner:
+    """A :class:`~edgekit.runtime.runner.Runner` on the board behind one RPC session.
 
-    from edgekit.core.tensors import check_inputs
+    ``linux-aot`` packages run the runner executable through :class:`RpcExecutor`
+    (deployed files hash-checked where they are); ``tvm-vm`` packages load the
+    Relax VM library on the remote device and are timed by ``time_evaluator``.
+    The server says whether it is a qemu-user stand-in (``simulated``).
 
-    manifest = package.manifest
-    library = manifest.get("library", "lib/model.so")
-    params_info = manifest.get("params", {"member": "params.bin"})
-    remote.upload(bytearray(package.read(library)), "model.so")
-    dev = remote.cpu()
-    vm = relax.VirtualMachine(remote.load_module("model.so"), dev)
-    weights = tvm.runtime.load_param_dict(bytearray(package.read(params_info["member"])))
-    arrays = check_inputs(package.inputs, feeds)
-    args = [tvm.runtime.tensor(arrays[s.name], dev) for s in package.inputs]
-    args += [tvm.runtime.tensor(weights[k].numpy(), dev) for k in sorted(weights.keys())]
-    entry = manifest.get("entry", "main")
-    result = _flatten(vm[entry](*args))
-    outputs = {spec.name: t.numpy() for spec, t in zip(package.outputs, result)}
-    for _ in range(warmup):
-        vm[entry](*args)
-    vm.set_input(entry, *args)
-    # number=1: one inference per measurement, so the spread is per run.
-    timer = vm.time_evaluator("invoke_stateful", dev, number=1, repeat=runs, min_repeat_ms=0)
-    res = timer(entry)
-    return outputs, Timing(latency_ms=[float(r) * 1e3 for r in res.results])
+    Args:
+        remote: An RPC session (from the tracker); closing the runner ends it.
+        package: The opened package.
+        label: Name for the board in reports when the server gives none.
+
+    Raises:
+        PackageError: a runtime RPC does not cover.
+    """
+
+    def __init__(self, remote: Any, package: "Package", label: str) -> None:
+        from edgekit.runtime.linux_runner import RUNTIME as LINUX_RUNTIME
+
+        if package.runtime not in (LINUX_RUNTIME, "tvm-vm"):
+            raise PackageError(
+                f"packages with runtime '{package.runtime}' cannot be benchmarked over TVM RPC",
+                hint="RPC covers Linux boards (linux-aot) and boards with a TVM runtime (tvm-vm).",
+            )
+        self._remote = remote
+        self.package = package
+        #: What the server says about itself (name, qemu, machine, simulated).
+        self.server = _remote_info(remote)
+        self.simulated = bool(self.server.get("simulated"))
+        qemu = f" ({self.server['qemu']})" if self.server.get("qemu") else ""
+        self.where = f"RPC server '{self.server.get('name') or label}'{qemu}"
+        self._linux = package.runtime == LINUX_RUNTIME
+        self._executor: RpcExecutor | None = None
+        self._vm: Any = None
+        self.deployment: dict[str, Any] = {}
+        if self._linux:
+            self._load_linux()
+        else:
+            self._load_tvm_vm()
+
+    def _load_linux(self) -> None:
+        from edgekit.runtime.linux_runner import check_deployed
+
+        meta = self.package.manifest.get("linux", {})
+        files = {"runner": self.package.read(meta.get("runner", "bin/runner")),
+                 "weights.bin": self.package.read(meta.get("weights", "weights.bin"))}  # fmt: skip
+        self._executor = RpcExecutor(self._remote, self.where)
+        self._paths = {name: self._executor.put(name, data, executable=name == "runner") for name, data in files.items()}
+        self.deployment = check_deployed(self._executor, files)
+
+    def _load_tvm_vm(self) -> None:
+        import tvm
+        from tvm import relax
+
+        manifest = self.package.manifest
+        params = manifest.get("params", {"member": "params.bin"})["member"]
+        self._remote.upload(bytearray(self.package.read(manifest.get("library", "lib/model.so"))), "model.so")
+        self._dev = self._remote.cpu()
+        self._vm = relax.VirtualMachine(self._remote.load_module("model.so"), self._dev)
+        weights = tvm.runtime.load_param_dict(bytearray(self.package.read(params)))
+        self._params = [tvm.runtime.tensor(weights[k].numpy(), self._dev) for k in sorted(weights.keys())]
+        self._entry = manifest.get("entry", "main")
+
+    def _vm_args(self, feeds: Mapping[str, np.ndarray]) -> list[Any]:
+        import tvm
+
+        from edgekit.core.tensors import check_inputs
+
+        arrays = check_inputs(self.package.inputs, feeds)
+        return [tvm.runtime.tensor(arrays[s.name], self._dev) for s in self.package.inputs] + self._params
+
+    def _run_linux(self, feeds: Mapping[str, np.ndarray], warmup: int, runs: int) -> tuple[dict[str, np.ndarray], list[int]]:
+        from edgekit.runtime.linux_runner import run_on_executor
+
+        if self._executor is None:
+            raise DeviceError("runner is closed", hint="Create a new runner.")
+        return run_on_executor(self._executor, self._paths["runner"], self._paths["weights.bin"], self.package.inputs,
+                               self.package.outputs, feeds, warmup=warmup, runs=runs)  # fmt: skip
+
+    def info(self) -> dict[str, Any]:
+        """Runner ``rpc``, the server, and what the latency means."""
+        if self._linux:
+            timing = "runner clock_gettime" + (" under qemu-user (simulated, not board latency)" if self.simulated else "")
+        else:
+            timing = "TVM time_evaluator" + (" (simulated)" if self.simulated else "")
+        extra = {k: v for k, v in self.server.items() if k != "simulated"}
+        return {"runner": "rpc", "device": self.where, "timing": timing, "threads": 1 if self._linux else 0, **extra}
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One inference on the board; outputs by name."""
+        if self._linux:
+            return self._run_linux(feeds, 0, 1)[0]
+        result = _flatten(self._vm[self._entry](*self._vm_args(feeds)))
+        return {spec.name: t.numpy() for spec, t in zip(self.package.outputs, result)}
+
+    def time_runs(self, feeds: Mapping[str, np.ndarray], runs: int, warmup: int) -> Timing:
+        """``warmup`` + ``runs`` inferences, timed on the board."""
+        if self._linux:
+            return Timing(latency_ms=[t / 1e6 for t in self._run_linux(feeds, warmup, runs)[1]])
+        args = self._vm_args(feeds)
+        for _ in range(warmup):
+            self._vm[self._entry](*args)
+        self._vm.set_input(self._entry, *args)
+        # number=1: one inference per measurement, so the spread is per run.
+        timer = self._vm.time_evaluator("invoke_stateful", self._dev, number=1, repeat=runs, min_repeat_ms=0)
+        return Timing(latency_ms=[float(r) * 1e3 for r in timer(self._entry).results])
+
+    def close(self) -> None:
+        """Ends the session; the server returns to the tracker's pool."""
+        self._vm = None
+        self._params = []
+        self._executor = None
+        self._remote = None
 
 
 def _request(tracker: tuple[str, int], key: str, wait_s: float, priority: int) -> Any:
@@ -335,65 +423,28 @@ def bench_remote(
         TransportError, DeviceTimeoutError: tracker unreachable, no board in time.
         DeviceError: the run failed on the board.
     """
-    from edgekit.package import open_package
-    from edgekit.runtime.data import random_inputs, split_samples
-    from edgekit.runtime.linux_runner import RUNTIME as LINUX_RUNTIME, check_deployed, run_on_executor
-    from edgekit.runtime.runner import compare_with_ort, resolve_board
-    from edgekit.runtime.stats import summarize, throughput_per_s
+    from edgekit.runtime.runner import bench_feeds, bench_runner, check_counts, compare_with_ort, open_for_board
 
-    if runs < 1 or warmup < 0:
-        raise ConfigError(f"--runs must be >= 1 and --warmup >= 0 (got {runs}, {warmup})", hint="E.g. --runs 50 --warmup 5.")
+    check_counts(runs, warmup)
     addr = parse_tracker(tracker) if isinstance(tracker, str) else tracker
-    package = open_package(path, board=board, allow_other_board=allow_other_board)
-    brd = resolve_board(package, board, board_dirs)
-    if package.runtime not in (LINUX_RUNTIME, "tvm-vm"):
-        raise PackageError(
-            f"packages with runtime '{package.runtime}' cannot be benchmarked over TVM RPC",
-            hint="RPC covers Linux boards (linux-aot) and boards with a TVM runtime (tvm-vm).",
-        )
-    feeds = split_samples(package.inputs, arrays)[0] if arrays is not None else random_inputs(package.inputs, seed)
-
+    package, brd = open_for_board(path, board, allow_other_board, board_dirs)
+    feeds = bench_feeds(package, arrays, seed)
     t0 = time.monotonic()
     remote = _request(addr, key, wait_s, priority)
     queued = time.monotonic() - t0
-    info = _remote_info(remote)
-    where = f"RPC server '{info.get('name') or key}'" + (f" ({info['qemu']})" if info.get("qemu") else "")
-    simulated = bool(info.get("simulated"))
-    if package.runtime == LINUX_RUNTIME:
-        meta = package.manifest.get("linux", {})
-        executor = RpcExecutor(remote, where)
-        runner_path = executor.put("runner", package.read(meta.get("runner", "bin/runner")), executable=True)
-        weights_path = executor.put("weights.bin", package.read(meta.get("weights", "weights.bin")))
-        check_deployed(executor, {"runner": package.read(meta.get("runner", "bin/runner")),
-                                  "weights.bin": package.read(meta.get("weights", "weights.bin"))})
-        outputs, _ = run_on_executor(executor, runner_path, weights_path, package.inputs, package.outputs, feeds)
-        _, ns = run_on_executor(executor, runner_path, weights_path, package.inputs, package.outputs, feeds,
-                                warmup=warmup, runs=runs)
-        timing = Timing(latency_ms=[t / 1e6 for t in ns])
-        method = "runner clock_gettime" + (" under qemu-user (simulated, not board latency)" if simulated else "")
-    else:
-        outputs, timing = _run_tvm_vm(remote, package, feeds, runs, warmup)
-        method = "TVM time_evaluator" + (" (simulated)" if simulated else "")
-    del remote  # ends the session; the server returns to the tracker's pool
-
-    report: dict[str, Any] = {
-        "board": brd.name,
-        "package_board": package.board,
-        "simulated": simulated,
-        "runs": runs,
-        "warmup": warmup,
-        "latency_ms": summarize(timing.latency_ms),
-        "throughput_per_s": throughput_per_s(timing.latency_ms),
-        "threads": 1 if package.runtime == LINUX_RUNTIME else 0,
-        "memory": dict(package.manifest.get("memory", {})),
-        "model": package.manifest.get("model", {}).get("name", ""),
-        "runner": {"runner": "rpc", "device": where, "timing": method, **{k: v for k, v in info.items() if k != "simulated"}},
-        "inputs": "data" if arrays is not None else "random",
-        "rpc": {"tracker": f"{addr[0]}:{addr[1]}", "key": key, "server": info.get("name", ""), "queued_s": round(queued, 3)},
-    }
+    runner = RpcRunner(remote, package, key)
+    del remote  # the runner holds the session; closing it ends the session
+    try:
+        report, outputs = bench_runner(runner, package, brd, feeds, runs=runs, warmup=warmup,
+                                       inputs="data" if arrays is not None else "random")  # fmt: skip
+    finally:
+        runner.close()
+    report.rpc = {"tracker": f"{addr[0]}:{addr[1]}", "key": key, "server": runner.server.get("name", ""),
+                  "queued_s": round(queued, 3)}  # fmt: skip
+    data = report.to_json()
     if compare_ort:
-        compare_with_ort(report, package, feeds, outputs, runs, warmup)
-    return report
+        compare_with_ort(data, package, feeds, outputs, report.runs, report.warmup)
+    return data
 
 
 # --------------------------------------------------------------------------- #

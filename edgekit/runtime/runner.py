@@ -9,7 +9,6 @@ module is not installed only fails when it is used.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import time
@@ -18,9 +17,9 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Protocol
 
 import numpy as np
 
-from edgekit.package import Package, open_package
+from edgekit.package import BenchReport, Package, open_package
 from edgekit.core.errors import ConfigError, PackageError
-from edgekit.core.registry import Registry
+from edgekit.core.registry import Registry, resolve
 from edgekit.runtime.agreement import AGREE_TOLERANCE, accumulation_length, agree_tolerance
 from edgekit.runtime.data import Samples, random_inputs, split_samples
 from edgekit.runtime.stats import max_relative_error, summarize, throughput_per_s
@@ -39,6 +38,9 @@ __all__ = [
     "bench_package",
     "ort_reference",
     "compare_with_ort",
+    "bench_runner",
+    "bench_feeds",
+    "check_counts",
     "AGREE_TOLERANCE",
 ]
 
@@ -109,18 +111,16 @@ def _runner_class(runtime: str) -> Any:
     entry = RUNNERS.get(runtime)
     if not isinstance(entry, str):
         return entry
-    module_name, _, cls_name = entry.partition(":")
     try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name != module_name:
+        return resolve(entry, runtime)
+    except ConfigError as exc:
+        if "module" not in exc.fields:
             raise
         raise PackageError(
             f"running packages with runtime '{runtime}' is not available yet in this edgekit",
             hint="Upgrade edgekit, or compile the model for --board host.",
             runtime=runtime,
         ) from None
-    return getattr(module, cls_name)
 
 
 def open_runner(package: Package, board: "Board", *, port: str | None = None, sim: bool | str | None = None) -> Runner:
@@ -136,13 +136,10 @@ def open_runner(package: Package, board: "Board", *, port: str | None = None, si
             ``"rtl"`` simulates an NPU board's RTL, ``"model"`` its Python model.
 
     Raises:
-        ConfigError: ``sim`` names an engine the package's runtime does not have.
+        ConfigError: from :func:`edgekit.runtime.connection.connect`, which
+            every runner calls first (``sim`` names an engine the board's
+            simulator lacks, ``port`` and ``sim`` together, ...).
     """
-    if isinstance(sim, str) and package.runtime != "npu":
-        raise ConfigError(
-            f"--sim {sim} needs an NPU board; '{board.name}' runs '{package.runtime}' packages",
-            hint="Use plain --sim on this board.",
-        )
     cls = _runner_class(package.runtime)
     return cls(package, board, port=port, sim=sim)
 
@@ -279,50 +276,79 @@ def bench_package(
         ConfigError: for ``runs < 1`` or ``warmup < 0``.
         PackageError, InputError: as for :func:`run_package`.
     """
-    if (runs is not None and runs < 1) or (warmup is not None and warmup < 0):
-        raise ConfigError(f"--runs must be >= 1 and --warmup >= 0 (got {runs}, {warmup})", hint="E.g. --runs 50 --warmup 5.")
+    check_counts(runs, warmup)
     package, brd = open_for_board(path, board, allow_other_board, board_dirs)
-    feeds = split_samples(package.inputs, arrays)[0] if arrays is not None else random_inputs(package.inputs, seed)
+    feeds = bench_feeds(package, arrays, seed)
     runner = open_runner(package, brd, port=port, sim=sim)
     try:
-        deterministic = bool(runner.simulated) and brd.simulator.deterministic
-        if runs is None:
-            runs = 1 if deterministic else DEFAULT_RUNS
-        if warmup is None:
-            warmup = 0 if deterministic else DEFAULT_WARMUP
-        info = dict(runner.info())
-        outputs = runner.run(feeds)
-        timing = runner.time_runs(feeds, runs, warmup)
-        simulated = bool(runner.simulated)
-        npu = runner.npu_report() if hasattr(runner, "npu_report") else None
+        report, outputs = bench_runner(runner, package, brd, feeds, runs=runs, warmup=warmup,
+                                       inputs="data" if arrays is not None else "random")  # fmt: skip
     finally:
         runner.close()
+    data = report.to_json()
+    if compare_ort:  # with the device closed, so onnxruntime has this machine to itself
+        compare_with_ort(data, package, feeds, outputs, report.runs, report.warmup)
+    return data
 
-    report: dict[str, Any] = {
-        "board": brd.name,
-        "package_board": package.board,
-        "simulated": simulated,
-        "deterministic": deterministic,
-        "runs": runs,
-        "warmup": warmup,
-        "latency_ms": summarize(timing.latency_ms),
-        "throughput_per_s": throughput_per_s(timing.latency_ms),
-        "threads": int(info.get("threads", 0)),
-        "memory": dict(package.manifest.get("memory", {})),
-        "model": package.manifest.get("model", {}).get("name", ""),
-        "runner": info,
-        "inputs": "data" if arrays is not None else "random",
-    }
-    report["samples"] = {"latency_ms": list(timing.latency_ms), **({"cycles": list(timing.cycles)} if timing.cycles else {})}
-    if npu is not None:
-        report["npu"] = npu
-    if timing.cycles:
-        report["cycles"] = summarize(timing.cycles)
-    if timing.instructions:
-        report["instructions"] = summarize(timing.instructions)
-    if compare_ort:
-        compare_with_ort(report, package, feeds, outputs, runs, warmup)
-    return report
+
+def check_counts(runs: int | None, warmup: int | None) -> None:
+    """Refuses ``runs < 1`` and ``warmup < 0`` (``None`` keeps the default).
+
+    Raises:
+        ConfigError: naming both values.
+    """
+    if (runs is not None and runs < 1) or (warmup is not None and warmup < 0):
+        raise ConfigError(f"--runs must be >= 1 and --warmup >= 0 (got {runs}, {warmup})", hint="E.g. --runs 50 --warmup 5.")
+
+
+def bench_feeds(package: Package, arrays: Mapping[str, np.ndarray] | None, seed: int) -> dict[str, np.ndarray]:
+    """What a benchmark times: the first sample of ``arrays``, else seeded random inputs."""
+    return split_samples(package.inputs, arrays)[0] if arrays is not None else random_inputs(package.inputs, seed)
+
+
+def bench_runner(
+    runner: Runner,
+    package: Package,
+    board: "Board",
+    feeds: Mapping[str, np.ndarray],
+    *,
+    runs: int | None,
+    warmup: int | None,
+    inputs: str = "random",
+) -> tuple[BenchReport, dict[str, np.ndarray]]:
+    """Times ``runner`` (opened on ``package``) and returns the bench report
+    and the outputs of one run: the one report builder of :func:`bench_package`
+    and of the RPC bench (:func:`edgekit.runtime.rpc.bench_remote`). The
+    caller closes the runner, then may add :func:`compare_with_ort`.
+    """
+    deterministic = bool(runner.simulated) and board.simulator.deterministic
+    if runs is None:
+        runs = 1 if deterministic else DEFAULT_RUNS
+    if warmup is None:
+        warmup = 0 if deterministic else DEFAULT_WARMUP
+    info = dict(runner.info())
+    outputs = runner.run(feeds)
+    timing = runner.time_runs(feeds, runs, warmup)
+    report = BenchReport(
+        board=board.name,
+        package_board=package.board,
+        simulated=bool(runner.simulated),
+        deterministic=deterministic,
+        runs=runs,
+        warmup=warmup,
+        latency_ms=summarize(timing.latency_ms),
+        throughput_per_s=throughput_per_s(timing.latency_ms),
+        threads=int(info.get("threads", 0)),
+        memory=dict(package.manifest.get("memory", {})),
+        model=package.manifest.get("model", {}).get("name", ""),
+        runner=info,
+        inputs=inputs,
+        samples={"latency_ms": list(timing.latency_ms), **({"cycles": list(timing.cycles)} if timing.cycles else {})},
+        npu=runner.npu_report() if hasattr(runner, "npu_report") else None,
+        cycles=summarize(timing.cycles) if timing.cycles else None,
+        instructions=summarize(timing.instructions) if timing.instructions else None,
+    )
+    return report, outputs
 
 
 def compare_with_ort(
