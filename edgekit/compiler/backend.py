@@ -46,9 +46,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Called with ``(stage, message)`` when a compile stage starts. Stages used by
-#: the host backend: ``load``, ``check``, ``import``, ``build``, ``export``,
-#: ``package``.
+#: Called with ``(stage, message)`` when a compile stage starts. A backend's
+#: stages are the names in its ``PASSES``; the driver adds ``load``,
+#: ``normalize``, ``int8-choice``, ``check-image`` and ``package``.
 ProgressFn = Callable[[str, str], None]
 
 
