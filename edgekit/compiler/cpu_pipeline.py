@@ -317,7 +317,7 @@ def build_cpu(
         if transform is not None:
             new_params = _transform_params(transform, target, new_params)
         if database is None and use_shipped:
-            from edgekit.compiler.tuning import shipped_database
+            from edgekit.compiler.tuning_db import shipped_database
 
             database = shipped_database(target)
         with target, tvm.transform.PassContext(opt_level=opt_level):
@@ -366,7 +366,7 @@ def apply_database(mod: tvm.IRModule, database: Any, target: tvm.target.Target) 
     import tvm
     from tvm import s_tir
 
-    from edgekit.compiler.tuning import record_seconds
+    from edgekit.compiler.tuning_db import record_seconds
 
     out = mod
     names: list[str] = []

@@ -11,7 +11,7 @@ import pytest
 tvm = pytest.importorskip("tvm")
 pytest.importorskip("xgboost")
 
-from edgekit.compiler import tuning
+from edgekit.compiler import tuning, tuning_db
 from edgekit.compiler.cpu_pipeline import build_cpu, import_onnx, prepare_cpu_module
 from edgekit.frontend.loader import load_model
 
@@ -149,7 +149,7 @@ def test_shipped_record_set_is_found_by_isa_class(tmp_path, monkeypatch):
     (shipped / isa).mkdir(parents=True)
     for name in ("database_workload.json", "database_tuning_record.json"):
         (shipped / isa / name).write_bytes((tuning.database_dir(target, tmp_path / "db") / name).read_bytes())
-    monkeypatch.setattr(tuning, "SHIPPED_RECORDS", shipped)
+    monkeypatch.setattr(tuning_db, "SHIPPED_RECORDS", shipped)
     assert tuning.shipped_database(target) is not None
     # Without a default schedule to compare with, the best record is taken.
     monkeypatch.setattr(cpu_pipeline, "default_schedule", lambda func, target: None)
