@@ -328,30 +328,13 @@ def tune(
     folder = database_dir(target, db_root)
     report = TuneReport(database_dir=str(folder), target=str(target), trials_requested=trials)
     tasks = extract_tasks(mod, target)
-    budgets = _split_budget(tasks, trials)
-    todo: list[tuple[int, Any, int]] = []
-    for i, (task, budget) in enumerate(zip(tasks, budgets)):
-        done = count_records(database, task.dispatched[0])
-        info = TaskInfo(name=task.task_name, weight=int(task.weight), flops=_flops(task.dispatched[0]), measured=done, budget=budget)
-        report.tasks.append(info)
-        report.trials_reused += min(done, budget)
-        if budget > done:
-            todo.append((i, task, budget - done))
+    todo = _plan(tasks, _split_budget(tasks, trials), database, report)
     total = sum(n for _, _, n in todo)
     logger.info(
         "tuning %d kernels: %d trials to measure, %d already in %s", len(tasks), total, report.trials_reused, folder
     )
     measured = 0
-    # MetaSchedule logs each batch to stdout at INFO (its console handler takes
-    # this logger's level); keep stdout for edgekit's own output (--json) and
-    # leave the details in the log files under <database>/logs.
-    # MetaSchedule sets its logger to DEBUG during a run, so a second run in
-    # the same process would print everything: set the level every time.
-    ms_logger = logging.getLogger("tvm.s_tir.meta_schedule")
-    ms_logger.setLevel(logging.DEBUG if logger.isEnabledFor(logging.DEBUG) else logging.WARNING)
-    work_dir = folder / "logs"
-    work_dir.mkdir(parents=True, exist_ok=True)
-    use_cpu_tensor_intrinsics_only()
+    work_dir = _work_dir(folder)
     if builder is None:
         builder = ms.builder.LocalBuilder(
             max_workers=1, timeout_sec=timeout_s, initializer=use_cpu_tensor_intrinsics_only
@@ -375,54 +358,108 @@ def tune(
                     eta = elapsed / measured * max(0, total - measured) if measured else None
                     progress(TuneProgress(_name, _index, len(tasks), measured, total, elapsed, eta))
 
-            # A small budget does not need MetaSchedule's default population
-            # of 512 candidates evolved 4 times (30 s per task here before the
-            # first measurement); scale the search with the budget.
-            strategy = ms.search_strategy.EvolutionarySearch(
-                population_size=int(min(512, max(32, 8 * remaining))),
-                init_min_unmeasured=int(min(50, max(8, 2 * remaining))),
-                genetic_num_iters=4 if remaining >= 64 else 1,
-            )
-            contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-                [task],
-                str(work_dir),
-                strategy=strategy,
-                num_threads=max(1, num_threads or (os.cpu_count() or 1)),
-                seed=seed,
-            )
-            if not contexts:
-                continue
-            callbacks = list(ms.measure_callback.MeasureCallback.create("default")) + [_progress_callback(on_batch)]
-            ms.tune.tune_tasks(
-                tasks=contexts,
-                task_weights=weights,
-                work_dir=str(work_dir),
-                max_trials_global=remaining,
-                max_trials_per_task=remaining,
-                num_trials_per_iter=min(trials_per_iter, remaining),
-                builder=builder,
-                runner=run,
-                database=database,
-                cost_model="xgb" if remaining >= 2 * trials_per_iter else "random",
-                measure_callbacks=callbacks,
-                task_scheduler="round-robin",
-            )
+            _search(task, remaining, work_dir, builder=builder, runner=run, database=database,
+                    num_threads=num_threads, trials_per_iter=trials_per_iter, seed=seed, on_batch=on_batch)  # fmt: skip
     except (KeyboardInterrupt, ConfigError):
         raise
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [""])[0][:300]
-        if isinstance(exc.__context__, KeyboardInterrupt) or "KeyboardInterrupt" in str(exc):
-            # Ctrl-C inside TVM arrives wrapped; the records so far are on disk.
-            raise KeyboardInterrupt from exc
-        raise CompileError(
-            f"tuning failed ({type(exc).__name__}: {first})",
-            hint="Re-run with --debug; measured records so far are kept and a re-run resumes from them.",
-        ) from exc
+        raise _tuning_error(exc) from exc
     report.trials_measured = measured
     for info, task in zip(report.tasks, tasks):
         info.best_us = _best_us(database, task.dispatched[0])
     report.seconds = time.monotonic() - start
     return report
+
+
+def _plan(tasks: Sequence[Any], budgets: Sequence[int], database: Any, report: TuneReport) -> list[tuple[int, Any, int]]:
+    """Records each task in ``report`` and returns ``(index, task, trials to measure)``
+    for those whose database records fall short of their budget."""
+    todo: list[tuple[int, Any, int]] = []
+    for i, (task, budget) in enumerate(zip(tasks, budgets)):
+        done = count_records(database, task.dispatched[0])
+        info = TaskInfo(name=task.task_name, weight=int(task.weight), flops=_flops(task.dispatched[0]), measured=done, budget=budget)
+        report.tasks.append(info)
+        report.trials_reused += min(done, budget)
+        if budget > done:
+            todo.append((i, task, budget - done))
+    return todo
+
+
+def _work_dir(folder: Path) -> Path:
+    """MetaSchedule's log folder under the database, with its logging quietened."""
+    # MetaSchedule logs each batch to stdout at INFO (its console handler takes
+    # this logger's level); keep stdout for edgekit's own output (--json) and
+    # leave the details in the log files under <database>/logs.
+    # MetaSchedule sets its logger to DEBUG during a run, so a second run in
+    # the same process would print everything: set the level every time.
+    ms_logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    ms_logger.setLevel(logging.DEBUG if logger.isEnabledFor(logging.DEBUG) else logging.WARNING)
+    work_dir = folder / "logs"
+    work_dir.mkdir(parents=True, exist_ok=True)
+    use_cpu_tensor_intrinsics_only()
+    return work_dir
+
+
+def _search(
+    task: Any,
+    remaining: int,
+    work_dir: Path,
+    *,
+    builder: Any,
+    runner: Any,
+    database: Any,
+    num_threads: int,
+    trials_per_iter: int,
+    seed: int | None,
+    on_batch: Callable[[int], None],
+) -> None:
+    """Measures up to ``remaining`` candidates of one task (MetaSchedule's evolutionary search)."""
+    from tvm.s_tir import meta_schedule as ms
+
+    # A small budget does not need MetaSchedule's default population
+    # of 512 candidates evolved 4 times (30 s per task here before the
+    # first measurement); scale the search with the budget.
+    strategy = ms.search_strategy.EvolutionarySearch(
+        population_size=int(min(512, max(32, 8 * remaining))),
+        init_min_unmeasured=int(min(50, max(8, 2 * remaining))),
+        genetic_num_iters=4 if remaining >= 64 else 1,
+    )
+    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+        [task],
+        str(work_dir),
+        strategy=strategy,
+        num_threads=max(1, num_threads or (os.cpu_count() or 1)),
+        seed=seed,
+    )
+    if not contexts:
+        return
+    callbacks = list(ms.measure_callback.MeasureCallback.create("default")) + [_progress_callback(on_batch)]
+    ms.tune.tune_tasks(
+        tasks=contexts,
+        task_weights=weights,
+        work_dir=str(work_dir),
+        max_trials_global=remaining,
+        max_trials_per_task=remaining,
+        num_trials_per_iter=min(trials_per_iter, remaining),
+        builder=builder,
+        runner=runner,
+        database=database,
+        cost_model="xgb" if remaining >= 2 * trials_per_iter else "random",
+        measure_callbacks=callbacks,
+        task_scheduler="round-robin",
+    )
+
+
+def _tuning_error(exc: Exception) -> BaseException:
+    """What to raise for an exception out of MetaSchedule."""
+    if isinstance(exc.__context__, KeyboardInterrupt) or "KeyboardInterrupt" in str(exc):
+        # Ctrl-C inside TVM arrives wrapped; the records so far are on disk.
+        return KeyboardInterrupt()
+    first = (str(exc).strip().splitlines() or [""])[0][:300]
+    return CompileError(
+        f"tuning failed ({type(exc).__name__}: {first})",
+        hint="Re-run with --debug; measured records so far are kept and a re-run resumes from them.",
+    )
 
 
 def _with_num_cores(target: tvm.target.Target, threads: int) -> tvm.target.Target:
