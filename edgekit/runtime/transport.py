@@ -35,6 +35,26 @@ _READ_SLICE_S = 0.05
 _LINK_ERRORS = (serial.SerialException, OSError, termios.error)
 
 
+#: Why opening a port fails: (errnos, text pyserial puts in the message, error, message, hint).
+_OPEN_FAILURES = (
+    ((errno.EBUSY, errno.EAGAIN), "exclusively lock", PortBusyError, "serial port {port} is busy: it is in use by another process",
+     "Close the other program (another edgekit, a serial monitor) or pick another --port."),
+    ((errno.ENOENT,), "No such file", TransportError, "serial port {port} does not exist",
+     "Check the cable and the port name (ls /dev/tty*), or use --sim."),
+    ((errno.EACCES,), "Permission denied", TransportError, "no permission to open serial port {port}",
+     "Add your user to the 'dialout' group (then log in again) or fix the device permissions."),
+)  # fmt: skip
+
+
+def _open_error(port: str, exc: Exception) -> TransportError:
+    """The typed error for a port pyserial could not open."""
+    text, err = str(exc), getattr(exc, "errno", None)
+    for errnos, needle, kind, message, hint in _OPEN_FAILURES:
+        if err in errnos or needle in text:
+            return kind(message.format(port=port), hint=hint, port=port)
+    return TransportError(f"cannot open serial port {port}: {text}", hint="Check the port.", port=port)
+
+
 class SerialTransport:
     """A serial port (or pty) opened exclusively.
 
@@ -75,27 +95,7 @@ class SerialTransport:
         try:
             ser.open()
         except serial.SerialException as exc:
-            text = str(exc)
-            err = getattr(exc, "errno", None)
-            if "exclusively lock" in text or err in (errno.EBUSY, errno.EAGAIN):
-                raise PortBusyError(
-                    f"serial port {port} is busy: it is in use by another process",
-                    hint="Close the other program (another edgekit, a serial monitor) or pick another --port.",
-                    port=port,
-                ) from None
-            if err == errno.ENOENT or "No such file" in text:
-                raise TransportError(
-                    f"serial port {port} does not exist",
-                    hint="Check the cable and the port name (ls /dev/tty*), or use --sim.",
-                    port=port,
-                ) from None
-            if err == errno.EACCES or "Permission denied" in text:
-                raise TransportError(
-                    f"no permission to open serial port {port}",
-                    hint="Add your user to the 'dialout' group (then log in again) or fix the device permissions.",
-                    port=port,
-                ) from None
-            raise TransportError(f"cannot open serial port {port}: {text}", hint="Check the port.", port=port) from None
+            raise _open_error(port, exc) from None
         return ser
 
     # -- byte layer (override to inject faults) ---------------------------- #

@@ -95,3 +95,20 @@ def test_resolve_reports_a_module_that_is_not_installed() -> None:
         broken.load()
     with pytest.raises(ConfigError, match="is not 'module:attr'"):
         resolve("edgekit.sim.mcu", "y")
+
+
+def test_serial_open_failures_are_typed(tmp_path) -> None:
+    import errno
+
+    import serial
+
+    from edgekit.core.errors import PortBusyError, TransportError
+    from edgekit.runtime.transport import SerialTransport, _open_error
+
+    with pytest.raises(TransportError, match=r"serial port .*/none does not exist\. Check the cable"):
+        SerialTransport(str(tmp_path / "none"))
+    denied = serial.SerialException(errno.EACCES, "could not open port: [Errno 13] Permission denied")
+    assert "dialout" in _open_error("/dev/ttyS9", denied).hint
+    busy = _open_error("/dev/ttyS9", serial.SerialException("Could not exclusively lock port /dev/ttyS9"))
+    assert isinstance(busy, PortBusyError) and busy.fields["port"] == "/dev/ttyS9"
+    assert "cannot open serial port /dev/ttyS9: odd" in str(_open_error("/dev/ttyS9", serial.SerialException("odd")))
