@@ -19,8 +19,8 @@ import numpy as np
 
 from edgekit.package import Package
 from edgekit.core.errors import ConfigError, DeviceError, PackageError
-from edgekit.core.tensors import check_inputs
 from edgekit.core.links import TRANSPORTS
+from edgekit.core.tensors import check_inputs
 from edgekit.runtime.connection import Connection
 from edgekit.runtime.runner import Timing
 

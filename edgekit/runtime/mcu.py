@@ -18,23 +18,12 @@ import numpy as np
 from edgekit.package import Package
 from edgekit.core.errors import ConfigError, DeviceError, PackageError
 from edgekit.core.profiles import Board
-from edgekit.runtime.connection import connect
 from edgekit.core.tensors import TensorSpec, check_inputs
+from edgekit.runtime.connection import connect
 from edgekit.runtime.deadlines import WorkEstimate, estimate_work, retry_for
 from edgekit.runtime.device import DEFAULT_RETRY, DeviceClient, RetryPolicy
+from edgekit.runtime.runner import Timing
 from edgekit.runtime.transport import SerialTransport
-
-try:
-    from edgekit.runtime.runner import Timing
-except ImportError:  # pragma: no cover - runner.py not importable in a partial checkout
-    from dataclasses import dataclass
-
-    @dataclass
-    class Timing:  # type: ignore[no-redef]
-        latency_ms: list[float]
-        cycles: list[int] | None = None
-        instructions: list[int] | None = None
-
 
 __all__ = ["McuRunner", "FIRMWARE_MEMBER", "WEIGHTS_MEMBER"]
 
