@@ -153,7 +153,7 @@ def simplify_pass() -> Any:
 
 
 #: Elementwise binary ops a transpose moves through (:func:`_binary_through`).
-_BINARY_OPS = ("add", "subtract", "multiply", "minimum", "maximum", "right_shift", "left_shift")
+_BINARY_OPS = ("add", "subtract", "multiply", "minimum", "maximum", "right_shift", "left_shift", "bitwise_and")
 
 
 def _permuted(m: Any, expr: Any) -> tuple[Any, list[int]] | None:

@@ -25,8 +25,8 @@ docs/integer-lowering.md). Every ``a_i`` is an int32 accumulator, an
 int32 product of two int8 values or an int8 value, so ``float(a_i)`` is
 exact up to ``2**24`` and the float sum is within a few ``2**-24``
 (relative) of the real value: the result differs from the fixed-point form
-only where that value is within such an error of a half-way point (and on
-exact ties, which the fixed-point form rounds up), by one step
+only where that value is within such an error of a half-way point, by one
+step (both forms round exact ties to even)
 (``tests/unit/test_cpu_int8.py``, ``tests/unit/test_int8_fidelity.py``).
 
 Chosen by the target (any x86 target with AVX2), never by the build machine.
@@ -72,7 +72,8 @@ def _const(expr: Any) -> np.ndarray | None:
 
 
 class _Parsed:
-    """``clamp(((sum_i a_i * m_i + c) >> n) + z, lo, hi)`` read off the Relax bindings."""
+    """``clamp(round_shift(sum_i a_i * m_i + k, n) + z, lo, hi)`` read off the Relax bindings
+    (``c = k + 2**(n-1)``: the offset the float form subtracts its half from)."""
 
     def __init__(self) -> None:
         self.terms: list[tuple[Any, np.ndarray]] = []  # (int expression a_i, multiplier m_i)
@@ -94,6 +95,7 @@ def float_requant_pass(target: tvm.target.Target) -> Any:
     from tvm.relax import op as R
 
     from edgekit.compiler.cpu_rewrite import mutator_pass
+    from edgekit.compiler.integer.requant import match_round_shift
 
     if not uses_float_requant(target):
         return tvm.transform.Sequential([], name="EdgekitFloatRequant")
@@ -132,14 +134,12 @@ def float_requant_pass(target: tvm.target.Target) -> Any:
             if is_op(v, "add") and self.scalar(v.args[1]) is not None:
                 p.zero_point = self.scalar(v.args[1])
                 v = self.bound(v.args[0])
-            if is_op(v, "right_shift"):
-                shift = _const(v.args[1])
-                if shift is None:
-                    return None
-                p.shift = shift.astype(np.int64)
-                v = self.bound(v.args[0])
+            rounded = match_round_shift(v, self.bound, _const)
+            if rounded is not None:  # round half to even, as the float add of _ROUND does
+                v, p.shift = self.bound(rounded[0]), rounded[1]
+                p.offset = np.where(p.shift > 0, np.left_shift(np.int64(1), np.maximum(p.shift - 1, 0)), 0)
             if is_op(v, "add") and _const(v.args[1]) is not None:
-                p.offset = _const(v.args[1]).astype(np.int64)
+                p.offset = p.offset + _const(v.args[1]).astype(np.int64)
                 v = self.bound(v.args[0])
             return p if self.terms(v, p) else None
 

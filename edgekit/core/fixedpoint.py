@@ -6,17 +6,25 @@ The real multiplier ``M = s_in / s_out`` is represented as an integer
 ``m`` (``2**30 <= |m| < 2**31``) and a right shift ``n`` with
 ``M ~= m / 2**n``, and the output is::
 
-    q = clamp(((acc * m + 2**(n-1)) >> n) + z_out, qmin, qmax)
+    q = clamp(round_shift(acc * m, n) + z_out, qmin, qmax)
 
 computed with an int32 x int32 -> int64 product and an arithmetic shift.
 
-Rounding: *half up* (toward +infinity), i.e. TFLite's single-rounding
-``MultiplyByQuantizedMultiplier``. It costs one add before the shift, which
-every integer ISA and the NPU do in one step. onnxruntime's float
-``QuantizeLinear`` rounds half to even, but its input is a float32 sum whose
-own rounding error is far larger than the difference between the two tie
-rules, so exact ties are rare and cost at most one LSB (see
-``docs/integer-lowering.md``).
+Rounding: *half to even*, as onnxruntime's ``QuantizeLinear`` rounds (and
+the x86 float form, :mod:`edgekit.compiler.cpu_requant`). Exact ties are
+not rare: with scale ratios such as 1.0 / 0.6 a few percent of the sums of
+a quantized Add sit exactly on a half step. For ``n >= 1``::
+
+    round_shift(x, n) = (x + 2**(n-1) - 1 + ((x >> n) & 1)) >> n
+
+Writing ``x = q * 2**n + r`` (``0 <= r < 2**n``, ``b = q & 1``), the sum
+carries into ``q`` when ``r + 2**(n-1) - 1 + b >= 2**n``: for every
+``r > 2**(n-1)``, for ``r == 2**(n-1)`` only when ``q`` is odd (the tie
+goes to the even neighbour), never below -- and it never carries twice.
+Half up (TFLite's ``2**(n-1)`` alone) would send every tie toward +inf.
+The cost over half up is a shift, an AND and an add, and two constants per
+channel: the offset ``2**(n-1) - 1`` and the parity mask (1; 0 when
+``n == 0``, where nothing is rounded).
 
 This is the numpy reference every integer backend shares: the integer
 lowering's Relax emitters (:mod:`edgekit.compiler.integer.requant`), the MCU
@@ -41,7 +49,8 @@ __all__ = [
     "quantize_ref",
     "dequantize_ref",
     "rescale_sum",
-    "rounding_terms",
+    "round_shift",
+    "tie_constants",
 ]
 
 logger = logging.getLogger(__name__)
@@ -133,10 +142,25 @@ def quantize_multipliers_common(reals: np.ndarray | list[float]) -> FixedPoint:
     return FixedPoint(mult, np.full(r.shape, shift, dtype=np.int64))
 
 
-def rounding_terms(shift: np.ndarray) -> np.ndarray:
-    """The constant added before each right shift: ``2**(n-1)``, 0 for ``n == 0``."""
+def tie_constants(shift: np.ndarray | int) -> tuple[np.ndarray, np.ndarray]:
+    """The constants of :func:`round_shift` per shift ``n``: the offset
+    ``2**(n-1) - 1`` and the parity mask 1 (both 0 where ``n == 0``)."""
     s = np.asarray(shift, dtype=np.int64)
-    return np.where(s > 0, np.left_shift(np.int64(1), np.maximum(s - 1, 0)), 0).astype(np.int64)
+    offset = np.where(s > 0, np.left_shift(np.int64(1), np.maximum(s - 1, 0)) - 1, 0).astype(np.int64)
+    return offset, (s > 0).astype(np.int64)
+
+
+def round_shift(x: np.ndarray, shift: np.ndarray | int) -> np.ndarray:
+    """``x / 2**shift`` rounded to the nearest integer, ties to even (int64, wrapping like the hardware).
+
+    Args:
+        x: int64 values (products or sums of products, ``|x| < 2**63 - 2**62``).
+        shift: Right shifts in ``[0, MAX_SHIFT]``, broadcastable to ``x``.
+    """
+    x = np.asarray(x, dtype=np.int64)
+    n = np.asarray(shift, dtype=np.int64)
+    offset, mask = tie_constants(n)
+    return np.right_shift(x + offset + (np.right_shift(x, n) & mask), n)
 
 
 def requantize(
@@ -156,10 +180,10 @@ def requantize(
         qmax: Upper clamp.
 
     Returns:
-        int8 array: ``clamp(((acc * m + 2**(n-1)) >> n) + zero_point)``.
+        int8 array: ``clamp(round_shift(acc * m, n) + zero_point)``.
     """
     a = np.asarray(acc).astype(np.int64)
-    out = np.right_shift(a * fp.multiplier + rounding_terms(fp.shift), fp.shift) + np.int64(zero_point)
+    out = round_shift(a * fp.multiplier, fp.shift) + np.int64(zero_point)
     return np.clip(out, qmin, qmax).astype(np.int8)
 
 
@@ -186,7 +210,7 @@ def rescale_sum(
 ) -> np.ndarray:
     """numpy reference of a requantized sum of differently scaled int8 tensors.
 
-    ``out = clamp(((sum_i (x_i - z_i) * m_i + 2**(n-1)) >> n) + zero_point)``
+    ``out = clamp(round_shift(sum_i (x_i - z_i) * m_i, n) + zero_point)``
     with the common shift ``n`` of :func:`quantize_multipliers_common`
     (quantized Add: ``m_i ~= s_i / s_out * 2**n``; Sub: a negative ``m``).
     """
@@ -194,7 +218,7 @@ def rescale_sum(
     total: np.ndarray | np.int64 = np.int64(0)
     for x, z, m in zip(inputs, zero_points, fp.multiplier.reshape(-1)):
         total = total + (np.asarray(x).astype(np.int64) - np.int64(z)) * np.int64(m)
-    out = np.right_shift(total + rounding_terms(np.int64(shift)), shift) + np.int64(zero_point)
+    out = round_shift(total, shift) + np.int64(zero_point)
     return np.clip(out, qmin, qmax).astype(np.int8)
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edgekit.core.fixedpoint import FixedPoint, requantize
+from edgekit.core.fixedpoint import FixedPoint, requantize, round_shift
 
 __all__ = ["Requant", "ConvLayer", "AddLayer", "NpuLayer", "apply_requant", "resadd"]
 
@@ -69,8 +69,7 @@ def apply_requant(x: np.ndarray, stage: Requant, channel_axis: int = -1) -> np.n
 def resadd(a: np.ndarray, b: np.ndarray, layer: "AddLayer") -> np.ndarray:
     """The residual add's first stage on int8 operands (int32 result)."""
     x = (a.astype(np.int64) - layer.za) * layer.ma + (b.astype(np.int64) - layer.zb) * layer.mb
-    rnd = np.int64(1) << np.int64(layer.shift - 1) if layer.shift > 0 else np.int64(0)
-    y = np.right_shift(x + rnd, np.int64(layer.shift)) + layer.zout
+    y = round_shift(x, layer.shift) + layer.zout
     return np.clip(y, layer.lo, layer.hi).astype(np.int32)
 
 
@@ -128,7 +127,8 @@ class ConvLayer:
 class AddLayer:
     """An element-wise add of two int8 tensors of one shape, one rounding.
 
-    ``y = clamp((((a - za)*ma + (b - zb)*mb + 2**(shift-1)) >> shift) + zout, lo, hi)``,
+    ``y = clamp(round_shift((a - za)*ma + (b - zb)*mb, shift) + zout, lo, hi)``
+    (:func:`edgekit.core.fixedpoint.round_shift`: ties to even),
     then ``stages`` (a following quantized ReLU, if fused).
     """
 

@@ -296,8 +296,9 @@ def _stage_is_the_table(stage2: tuple[float, int, int, int, int, bool], bounds: 
     the host integer compile's 256-entry table for ``Q(act(DQ(x)))`` gives
     (onnxruntime's float32 arithmetic, round half to even; compiler/integer/lut.py).
 
-    They differ where a rescaled value lands on a half-way point (e.g. a
-    scale ratio of 2.5: the fixed point rounds half up): such an activation
+    Both round exact ties to even; they can still differ where float32
+    carries a rescaled value across a half-way point that the exact
+    fixed-point value does not reach (or the reverse): such an activation
     stays on the host rather than making the package inexact.
     """
     m2, zin, z2, lo2, hi2, relu = stage2

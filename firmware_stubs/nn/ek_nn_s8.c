@@ -7,10 +7,12 @@
  * Hand-written: no library provides int8 kernels for TVM's NCHW layout and
  * edgekit's requantization (CMSIS-NN was read to learn the SMLAD/SXTB16
  * pairing, nothing was copied from it). Outputs are bit-exact with the
- * integer lowering in edgekit/compiler/integer/ (linear.py, requant.py):
+ * integer lowering in edgekit/compiler/integer/ (linear.py, requant.py) and
+ * its reference, edgekit/core/fixedpoint.py:
  *
  *   acc = sum(x * w) + offset[c]            (zero point and bias folded in)
- *   y   = clamp(((acc * m[c] + 2^(n-1)) >> n) + z_out, qmin, qmax)
+ *   y   = clamp(round_shift(acc * m[c], n) + z_out, qmin, qmax)
+ *   round_shift(x, n) = (x + 2^(n-1) - 1 + ((x >> n) & 1)) >> n   (half to even)
  *
  * with the input padded with its zero point (the padding is folded into the
  * im2col gather here; no separate pad pass).
@@ -87,11 +89,26 @@ static inline __attribute__((always_inline)) uint64_t ek_ld64(const void *p) {
  * table, if any; tab is a constant in each inlined copy. */
 #define EK_NN_STORE(p, v, tab) (*(p) = (tab) ? (tab)[v] : (int8_t)(v))
 
-/* The requantization of requant.py over a block of accumulators acc[c][j]
+/* round_shift(x, n) of a 64-bit product (n <= 62), ties to even. */
+static inline __attribute__((always_inline)) int64_t ek_round_shift64(int64_t x, int32_t n) {
+  return n > 0 ? (x + ((int64_t)1 << (n - 1)) - 1 + ((x >> n) & 1)) >> n : x;
+}
+
+/* round_shift(x, 32 + sh) for 1 <= sh <= 30 from the words of x = hi * 2^32 + lo:
+ * x + 2^(n-1) - 1 + b (b = bit n of x = bit sh of hi) is
+ * (hi + 2^(sh-1)) * 2^32 + (lo - 1 + b), whose low part borrows one from
+ * the high word only when lo = 0 and b = 0 (a tie above an even result, or
+ * an exact multiple), and the shift discards the low word: the high word
+ * hi + rnd1 + (lo != 0 | b) shifted by sh, rnd1 = 2^(sh-1) - 1. */
+static inline __attribute__((always_inline)) int32_t ek_round_shift_hi(int64_t x, int32_t rnd1, int32_t sh) {
+  int32_t hi = (int32_t)(x >> 32);
+  return (hi + rnd1 + (int32_t)(((uint32_t)x != 0) | ((uint32_t)(hi >> sh) & 1))) >> sh;
+}
+
+/* The requantization of core/fixedpoint.py over a block of accumulators acc[c][j]
  * (nc channels from c0, np pixels each), stored to y[c * ys_c + j * ys_p].
- * For a shift n > 32 only the high word of acc * m matters: adding 2^(n-1)
- * to the 64-bit product adds 2^(n-33) to its high word and leaves the low
- * word, which the shift discards, so the result is (hi + 2^(n-33)) >> (n-32). */
+ * For a shift n > 32 only the high word of acc * m and whether its low word
+ * is 0 matter (ek_round_shift_hi). */
 static inline __attribute__((always_inline)) void ek_nn_requant_body(const int32_t *acc, int8_t *y, int32_t nc,
                                                                     int32_t np, int32_t ys_c, int32_t ys_p,
                                                                     const int32_t *h, int32_t c0, const int8_t *tab,
@@ -102,10 +119,10 @@ static inline __attribute__((always_inline)) void ek_nn_requant_body(const int32
     int32_t off = q[c], m = q[oc + c], n = q[2 * oc + c], v;
     int8_t *yc = y;
     if (n > 32) {
-      int32_t rnd = 1 << (n - 33), sh = n - 32;
+      int32_t rnd1 = (1 << (n - 33)) - 1, sh = n - 32;
       for (j = 0; j < np; ++j, yc += ys_p) {
         int32_t a = (int32_t)((uint32_t)*acc++ + (uint32_t)off);
-        v = (((int32_t)(((int64_t)a * m) >> 32) + rnd) >> sh) + zp;
+        v = ek_round_shift_hi((int64_t)a * m, rnd1, sh) + zp;
 #if EK_NN_DSP
         if (full) { /* the whole int8 range: one SSAT instead of two compare-and-moves */
           v = __builtin_arm_ssat(v, 8);
@@ -122,7 +139,7 @@ static inline __attribute__((always_inline)) void ek_nn_requant_body(const int32
         /* a multiplier above 0.5: the result may leave int32; any value
          * beyond +-2^30 clamps to the same int8 once the zero point is added. */
         int64_t p = (int64_t)(int32_t)((uint32_t)*acc++ + (uint32_t)off) * m;
-        p = n > 0 ? (p + ((int64_t)1 << (n - 1))) >> n : p;
+        p = ek_round_shift64(p, n);
         v = (int32_t)(p > (1 << 30) ? (1 << 30) : p < -(1 << 30) ? -(1 << 30) : p) + zp;
         v = v < lo ? lo : v;
         v = v > hi ? hi : v;
@@ -152,13 +169,13 @@ static inline __attribute__((always_inline)) void ek_nn_requant_row_body(const i
                                                                         const int8_t *tab) {
   const int32_t *q = h + EK_NN_HDR;
   int32_t oc = h[EK_NN_OC], m = q[oc + c], sh = q[2 * oc + c];
-  int32_t off = q[c], zp = h[EK_NN_ZOUT], lo = h[EK_NN_QMIN], hi = h[EK_NN_QMAX], rnd = 1 << (sh - 33);
+  int32_t off = q[c], zp = h[EK_NN_ZOUT], lo = h[EK_NN_QMIN], hi = h[EK_NN_QMAX], rnd1 = (1 << (sh - 33)) - 1;
   const int32_t *end = acc + n;
   sh -= 32;
 #if EK_NN_DSP
   if (lo == -128 && hi == 127) { /* the full int8 range: one SSAT */
     while (acc < end) {
-      int32_t v = (((int32_t)(((int64_t)(int32_t)((uint32_t)*acc++ + (uint32_t)off) * m) >> 32) + rnd) >> sh) + zp;
+      int32_t v = ek_round_shift_hi((int64_t)(int32_t)((uint32_t)*acc++ + (uint32_t)off) * m, rnd1, sh) + zp;
       v = __builtin_arm_ssat(v, 8);
       EK_NN_STORE(y, v, tab);
       ++y;
@@ -167,7 +184,7 @@ static inline __attribute__((always_inline)) void ek_nn_requant_row_body(const i
   }
 #endif
   while (acc < end) {
-    int32_t v = (((int32_t)(((int64_t)(int32_t)((uint32_t)*acc++ + (uint32_t)off) * m) >> 32) + rnd) >> sh) + zp;
+    int32_t v = ek_round_shift_hi((int64_t)(int32_t)((uint32_t)*acc++ + (uint32_t)off) * m, rnd1, sh) + zp;
     v = v < lo ? lo : v;
     v = v > hi ? hi : v;
     EK_NN_STORE(y, v, tab);
@@ -468,14 +485,14 @@ __attribute__((noinline)) static void ek_nn_dw3_row(const ek_dw_t *r0, int32_t p
  * two outputs per step share the middle columns' loads, and the
  * accumulators never go through memory. */
 typedef struct {
-  int32_t off, m, rnd, sh, zp, lo, hi;
+  int32_t off, m, rnd1, sh, zp, lo, hi;
   const int8_t *tab; /* the layer's output table or NULL (ek_nn_table) */
 } ek_rq_fast_t;
 
 /* tab: r->tab, or a constant NULL in the copy without a table. */
 static inline __attribute__((always_inline)) int8_t ek_rq_fast(ek_mac_t a, const ek_rq_fast_t *r, const int8_t *tab) {
   int32_t v = (int32_t)((uint32_t)(int32_t)a + (uint32_t)r->off);
-  v = (((int32_t)(((int64_t)v * r->m) >> 32) + r->rnd) >> r->sh) + r->zp;
+  v = ek_round_shift_hi((int64_t)v * r->m, r->rnd1, r->sh) + r->zp;
   v = v < r->lo ? r->lo : v;
   v = v > r->hi ? r->hi : v;
   return tab ? tab[v] : (int8_t)v;
@@ -634,7 +651,7 @@ static void ek_nn_depthwise(const int8_t *x, const int8_t *w, const int32_t *h, 
 #if !EK_NN_DSP
     const int32_t *q = h + EK_NN_HDR;
     if (kh == 3 && kw == 3 && sw == 1 && q[2 * C + c] > 32) {
-      ek_rq_fast_t rq = {q[c], q[C + c], 1 << (q[2 * C + c] - 33), q[2 * C + c] - 32, h[EK_NN_ZOUT], h[EK_NN_QMIN],
+      ek_rq_fast_t rq = {q[c], q[C + c], (1 << (q[2 * C + c] - 33)) - 1, q[2 * C + c] - 32, h[EK_NN_ZOUT], h[EK_NN_QMIN],
                          h[EK_NN_QMAX], ek_nn_table(h)};
       for (i = 0; i < OH; ++i, yc += OW) ek_nn_dw3_row_q(plane + i * sh * PW, PW, wc, yc, OW, &rq);
       continue;
@@ -743,8 +760,8 @@ int32_t ek_nn_quantize_s8(void *self, const ek_ffi_any_t *args, int32_t num_args
 /* y = requantize((a - za) * (s - zs)) of two int8 tensors, s broadcast
  * over the trailing axes of a (squeeze-excite: one value per channel): a
  * and y are [outer][inner], s is [outer]. The product is exact in int32 (|.| <= 255 * 255); the
- * requantization is requant.py's, as in ek_nn_requant (for n > 32 from the
- * high word of the product). args = (a, s, params, y); params: outer,
+ * requantization is core/fixedpoint.py's, as in ek_nn_requant (for n > 32
+ * from the words of the product). args = (a, s, params, y); params: outer,
  * inner, za, zs, m, n, zy, qmin, qmax. */
 int32_t ek_nn_mul_s8(void *self, const ek_ffi_any_t *args, int32_t num_args, ek_ffi_any_t *result) {
   const ek_dltensor_t *a = (const ek_dltensor_t *)args[0].v.v_ptr, *b = (const ek_dltensor_t *)args[1].v.v_ptr;
@@ -759,15 +776,15 @@ int32_t ek_nn_mul_s8(void *self, const ek_ffi_any_t *args, int32_t num_args, ek_
   for (o = 0; o < outer; ++o, src += inner, dst += inner) {
     int32_t s = sv[o] - zs;
     if (n > 32) {
-      int32_t rnd = 1 << (n - 33), sh = n - 32;
+      int32_t rnd1 = (1 << (n - 33)) - 1, sh = n - 32;
       for (i = 0; i < inner; ++i) {
-        int32_t v = (((int32_t)(((int64_t)((src[i] - za) * s) * m) >> 32) + rnd) >> sh) + zy;
+        int32_t v = ek_round_shift_hi((int64_t)((src[i] - za) * s) * m, rnd1, sh) + zy;
         v = v < lo ? lo : v;
         dst[i] = (int8_t)(v > hi ? hi : v);
       }
     } else {
       for (i = 0; i < inner; ++i) {
-        int64_t w = (((int64_t)((src[i] - za) * s) * m + ((int64_t)1 << (n - 1))) >> n) + zy;
+        int64_t w = ek_round_shift64((int64_t)((src[i] - za) * s) * m, n) + zy;
         dst[i] = (int8_t)(w < lo ? lo : w > hi ? hi : w);
       }
     }

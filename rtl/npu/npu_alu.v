@@ -1,9 +1,17 @@
 // Vector ALU over accumulator entries: ADD (bias), REQUANT (fixed-point
 // requantization with zero points, ReLU and clamp) and RESADD (two operands
-// rescaled with one shared shift), bit-exact with
-// edgekit/compiler/integer/requant.py: int32 x int32 products in 64 bits,
-// round half up (add 2^(n-1)), arithmetic shift, add the zero point, clamp,
-// keep the low byte sign-extended. All sums wrap modulo 2^64, as there.
+// rescaled with one shared shift), bit-exact with edgekit/core/fixedpoint.py:
+// int32 x int32 products in 64 bits, rounded right shift with ties to even,
+// add the zero point, clamp, keep the low byte sign-extended. All sums wrap
+// modulo 2^64, as there.
+//
+// Ties to even: t = x + 2^(n-1) is what half up shifts; x is exactly
+// half-way when t's low n bits are 0, and then the half-up result t >> n is
+// the upper of the two neighbours, so the even one is that result with bit
+// 0 cleared. That is the same value as fixedpoint.round_shift's
+// (x + 2^(n-1) - 1 + ((x >> n) & 1)) >> n, without a second adder: a
+// zero test of the low bits beside the shift and an AND on bit 0 (no extra
+// cycle).
 //
 // One multiplier per lane (four 18x18 DSP blocks for a 34 x 32-bit
 // product): REQUANT and ADD take one cycle per entry, RESADD two (its
@@ -18,9 +26,10 @@
 //   M2  middle partial products summed; outer ones concatenated
 //   M3  the 64-bit product
 //   P   + 2^(n-1) on the first pass, + the previous product on RESADD's second
-//   S1  arithmetic shift by the multiple-of-8 part of n
+//   S1  arithmetic shift by the multiple-of-8 part of n; whether the low n
+//       bits of the sum are 0 (an exact tie)
 //   S2  arithmetic shift by the rest
-//   Z1  + zout (64 bits), then whether the sum fits 12 bits
+//   Z1  bit 0 cleared on a tie, + zout (64 bits), then whether the sum fits 12 bits
 //   Z2  clamp; the registered write
 // The op ends when its last write has landed, so the next instruction reads
 // the results (cost measured: edgekit/npu/timing.py ALU_LATENCY_CYCLES).
@@ -145,10 +154,13 @@ module npu_alu #(
         end
     end
 
-    // Shift and rounding term per lane: constant during an op (p1 for
-    // REQUANT, p2 for RESADD), registered once the parameters are in.
+    // Shift, rounding term and tie mask (the low n bits) per lane: constant
+    // during an op (p1 for REQUANT, p2 for RESADD), registered once the
+    // parameters are in. n = 0 rounds nothing: no term, no tie.
     reg [COLS*6-1:0]  sh;
     reg [COLS*64-1:0] rnd;
+    reg [COLS*64-1:0] msk;
+    reg [COLS-1:0]    nz;
     // (Each clocked block has loop variables of its own: a shared one would have two drivers.)
     integer cr;
     /* verilator lint_off BLKSEQ */
@@ -158,6 +170,8 @@ module npu_alu #(
             n = two_pass ? p2[cr*32 +: 6] : p1[cr*32 +: 6];
             sh[cr*6 +: 6] <= n;
             rnd[cr*64 +: 64] <= n == 6'd0 ? 64'd0 : (64'd1 << (n - 6'd1));
+            msk[cr*64 +: 64] <= (64'd1 << n) - 64'd1;
+            nz[cr] <= n != 6'd0;
         end
     end
 
@@ -170,6 +184,7 @@ module npu_alu #(
     reg [COLS*64-1:0] m_prod;          // M3
     reg [COLS*64-1:0] p_sum;           // P
     reg [COLS*64-1:0] s_coarse, s_q;   // S1, S2
+    reg [COLS-1:0]    tie1, tie2;      // S1, S2: the sum was exactly half-way
     reg [COLS*12-1:0] z_y;             // Z1: y's low 12 bits
     reg [COLS-1:0]    z_big, z_neg;    //     y outside 12 bits; its sign
     reg signed [31:0] x, b, mul;
@@ -207,9 +222,11 @@ module npu_alu #(
             p_sum[c*64 +: 64] <= (first[3] ? rnd[c*64 +: 64] : p_sum[c*64 +: 64]) + m_prod[c*64 +: 64];
             // S1, S2
             s_coarse[c*64 +: 64] <= $signed(p_sum[c*64 +: 64]) >>> {sh[c*6 + 3 +: 3], 3'b000};
+            tie1[c] <= nz[c] && (p_sum[c*64 +: 64] & msk[c*64 +: 64]) == 64'd0;
             s_q[c*64 +: 64] <= $signed(s_coarse[c*64 +: 64]) >>> sh[c*6 +: 3];
-            // Z1
-            q = s_q[c*64 +: 64];
+            tie2[c] <= tie1[c];
+            // Z1: ties to even
+            q = {s_q[c*64 + 1 +: 63], s_q[c*64] & !tie2[c]};
             y = q + zout;
             z_y[c*12 +: 12] <= y[11:0];
             z_big[c] <= y[63:11] != {53{y[63]}};

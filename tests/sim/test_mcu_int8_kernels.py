@@ -188,6 +188,79 @@ def test_board_kernels_bit_exact_in_the_simulator(board: str, tmp_path: Path) ->
         assert np.abs(outs[True][i].astype(np.int32) - want.astype(np.int32)).max() <= 1
 
 
+# -- exact ties --------------------------------------------------------------- #
+# Power-of-two scales: every fixed-point multiplier is exact and onnxruntime's
+# float32 arithmetic is exact, so a requantized value that is half-way between
+# two steps is a real tie and QuantizeLinear rounds it to even. Per channel,
+# M = s_x * s_w / s_y is 2^-4 and 2^-2 (shift > 32: the kernels' high-word
+# path) and 1.5 (shift 30: the 64-bit path).
+TIE_LAYERS = {"conv3x3": ("conv", 3, 6, 7, 3, 1, 1), "depthwise_s1": ("dw", 6, 6, 8, 3, 1, 1), "fc": ("fc", 24, 48, 0, 0, 0, 1)}
+
+
+def _tie_layer(kind: str, cin: int, cout: int, size: int, k: int, pad: int, stride: int) -> onnx.ModelProto:
+    model = _qdq_layer(kind, cin, cout, size, k, pad, stride, seed=5)
+    rng = np.random.default_rng(6)
+    sx, sy = np.float32(2.0**-3), np.float32(2.0**-6)
+    sw = np.resize(np.array([2.0**-7, 2.0**-5, 1.5 * 2.0**-2], np.float32), cout)
+    inits = {i.name: i for i in model.graph.initializer}
+    shape = numpy_helper.to_array(inits["wq"]).shape
+    new = {"wq": rng.integers(-2, 3, size=shape).astype(np.int8), "sw": sw, "sb": (sx * sw).astype(np.float32),
+           "bq": rng.integers(-20, 21, size=cout).astype(np.int32), "sx": np.array(sx), "sy": np.array(sy),
+           "zx": np.array(0, np.int8)}  # fmt: skip
+    for name, value in new.items():
+        inits[name].CopyFrom(numpy_helper.from_array(value, name))
+    return model
+
+
+def _tie_feeds(model: onnx.ModelProto, n: int, seed: int = 9) -> np.ndarray:
+    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    return np.random.default_rng(seed).integers(-8, 9, size=(n, *shape)).astype(np.int8)
+
+
+def _exact_ties(model: onnx.ModelProto, x: np.ndarray) -> int:
+    """How many of the layer's outputs (ReLU'd, in output steps) are exactly half-way."""
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    probe.graph.output.append(helper.make_tensor_value_info("yf", TensorProto.FLOAT, None))
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    yf = ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(["yf"], {"x": x})[0]
+    return int(np.sum((yf / 2.0**-6) % 1 == 0.5))
+
+
+@needs_zig
+@pytest.mark.parametrize("name", sorted(TIE_LAYERS))
+def test_host_kernels_round_exact_ties_to_even_like_quantize_linear(name: str) -> None:
+    import tvm
+
+    model = _tie_layer(*TIE_LAYERS[name])
+    prepared = load_model(model)
+    x = _tie_feeds(model, 1)[0]
+    assert _exact_ties(model, x) >= 4  # not vacuous: half up misses every tie below an odd step
+    want = _ort(model, {"x": x})
+    for on in (True, False):
+        art = compile_aot(prepared, tvm.target.Target({"kind": "llvm"}), int8_kernels=on)
+        assert any(c.extern for c in art.graph.calls) == on
+        np.testing.assert_array_equal(run_on_host(art.members(), prepared.inputs, prepared.outputs, {"x": x})[0], want)
+
+
+@needs_zig
+@needs_sim
+@pytest.mark.parametrize("board", ["stm32h7", "rv32-mcu-sim"])
+def test_board_kernels_round_exact_ties_to_even_in_the_simulator(board: str, tmp_path: Path) -> None:
+    model = _tie_layer(*TIE_LAYERS["conv3x3"])
+    path = tmp_path / "ties.onnx"
+    onnx.save(model, path)
+    x = _tie_feeds(model, 2)
+    assert sum(_exact_ties(model, xi) for xi in x) >= 16
+    pkg = tmp_path / "ties.ekpkg"
+    manifest = compile_model(str(path), board, str(pkg), options=CompileOptions(mcu_int8_kernels=True))
+    assert manifest["aot"]["int8_c_kernel_calls"] == 1
+    results, _, _ = run_package(str(pkg), {"x": x}, sim=True)
+    for xi, r in zip(x, results):
+        np.testing.assert_array_equal(r["y"], _ort(model, {"x": xi}))
+
+
 # -- stm32h7 machine code --------------------------------------------------- #
 
 

@@ -27,7 +27,7 @@ from edgekit.npu.simulator import NpuCore, NpuFault
 from edgekit.npu.tiling import plan
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_npu_sim import LAYERS, _digits, conv  # noqa: E402
+from test_npu_sim import LAYERS, _digits, conv, tie_add, tie_conv  # noqa: E402
 
 PYNQ = NpuConfig(8, 8, 100_000_000, 32 * 1024, 32 * 1024, 32 * 1024, 8.0)
 needs_verilator = pytest.mark.skipif(bool(verilator_missing()), reason=f"NPU RTL co-simulation: {verilator_missing()}")
@@ -83,6 +83,20 @@ def test_rtl_layer_is_bit_exact_and_matches_the_cycle_model(layer, npu, rtl_fact
     assert (got.vectors, got.instructions) == (want.vectors, want.instructions)
     assert (got.dma_read_bytes, got.dma_write_bytes) == (want.dma_read_bytes, want.dma_write_bytes)
     assert abs(got.cycles - want.cycles) <= 0.05 * want.cycles, (got.cycles, want.cycles)
+
+
+@needs_verilator
+@pytest.mark.parametrize("layer", [tie_add(16, 6), tie_conv(8, 8, 6)], ids=["add", "conv-two-stages"])
+def test_rtl_rounds_exact_ties_to_even(layer, rtl_factory):
+    """Layers where a quarter to a half of the rescaled values are exactly half-way (test_npu_sim checks
+    the reference against numpy's rint): the ALU's tie detection, in the same cycles as the model."""
+    dram, prog, prog_addr, xs = _load_layer(layer, PYNQ)
+    rtl = rtl_factory(PYNQ, len(dram))
+    rtl.write(0, bytes(dram))
+    got = rtl.run(prog_addr, len(prog.layers[0].insns))
+    out = prog.tensors[layer.output]
+    np.testing.assert_array_equal(out.unpack(rtl.read(out.addr, out.nbytes))[0], run_layer(layer, xs))
+    assert got.cycles == NpuCore(PYNQ, dram).run(prog.layers[0].insns).cycles
 
 
 SMALL_4X4 = NpuConfig(4, 4, 100_000_000, 4096, 2048, 4096, 8.0)

@@ -49,15 +49,35 @@ def add(c, size) -> AddLayer:
                     int(fp.shift[0]), 2, lo=2)  # fmt: skip
 
 
+def tie_add(c, size) -> AddLayer:
+    """A residual add rescaled by 0.5 and -0.25: about a quarter of its sums are exactly half-way."""
+    fp = quantize_multipliers_common([0.5, -0.25])
+    return AddLayer("add-ties", (), "x", "x2", "y", (c, size, size), 3, -7, int(fp.multiplier[0]), int(fp.multiplier[1]),
+                    int(fp.shift[0]), 1)  # fmt: skip
+
+
+def tie_conv(cin, cout, size) -> ConvLayer:
+    """A conv whose second stage rescales its int8 output by 0.5 and 1.5: every odd value is a tie."""
+    layer = conv(cin, cout, size, two_stages=True)
+    m2 = np.resize([0.5, 1.5], cout)
+    return dataclasses.replace(layer, name=f"{layer.name}-ties", stages=(layer.stages[0], Requant(quantize_multiplier(m2), -3, False, 1)))
+
+
+def inputs(layer, seed=1) -> list[np.ndarray]:
+    """The random int8 inputs ``simulate`` feeds a layer, each ``(1, *view)``."""
+    rng = np.random.default_rng(seed)
+    view = layer.in_shape if isinstance(layer, ConvLayer) else layer.shape
+    return [rng.integers(-128, 128, (1, *view), dtype=np.int8) for _ in layer.inputs]
+
+
 def simulate(layer, npu, functional=True, seed=1):
     """Runs one layer on the simulator; returns (output, stats, program)."""
-    rng = np.random.default_rng(seed)
     view = layer.in_shape if isinstance(layer, ConvLayer) else layer.shape
     shapes = {n: (1, *view) for n in layer.inputs} | {layer.output: (1, *layer.out_shape)}
     prog = generate([layer], {layer.name: plan(layer, npu)}, npu, shapes)
     dram = bytearray(prog.const_base + len(prog.const_image))
     dram[prog.const_base :] = prog.const_image
-    xs = [rng.integers(-128, 128, (1, *view), dtype=np.int8) for _ in layer.inputs]
+    xs = inputs(layer, seed)
     for name, x in zip(layer.inputs, xs):
         t = prog.tensors[name]
         dram[t.addr : t.addr + t.nbytes] = t.pack(x)
@@ -87,6 +107,23 @@ def test_layer_is_bit_exact_with_the_integer_reference(layer, npu):
     assert stats.leftover_tokens == 0
     if npu is SMALL and layer.kind == "conv" and layer.in_shape[0] >= 16:
         assert prog.layers[0].tiling.splits > 1  # split, and still exact
+
+
+def test_exact_ties_round_to_even_like_quantize_linear():
+    """Expected values from numpy's rint (ties to even) on the exact rescaled value, not from core/fixedpoint."""
+    add_layer = tie_add(16, 6)
+    y, _, _, _ = simulate(add_layer, PYNQ)
+    a, b = (x[0].astype(np.float64) for x in inputs(add_layer))
+    v = (a - add_layer.za) * 0.5 - (b - add_layer.zb) * 0.25
+    assert np.mean(v % 1 == 0.5) > 0.15  # not vacuous: half up would miss every tie below an odd step
+    np.testing.assert_array_equal(y, np.clip(np.rint(v) + add_layer.zout, add_layer.lo, add_layer.hi))
+
+    conv_layer = tie_conv(8, 8, 6)
+    y, _, _, _ = simulate(conv_layer, PYNQ)
+    first = run_layer(dataclasses.replace(conv_layer, stages=conv_layer.stages[:1]), [x[0] for x in inputs(conv_layer)])
+    v = (first.astype(np.float64) + 3) * np.resize([0.5, 1.5], 8)[:, None, None]
+    assert np.mean(v % 1 == 0.5) > 0.2
+    np.testing.assert_array_equal(y, np.clip(np.rint(v) + 1, -128, 127))
 
 
 def test_wrong_tokens_are_caught():

@@ -11,8 +11,8 @@ table is the chain's own integer arithmetic (the same ops, dtypes and
 wrap-around), run by numpy on all 256 inputs.
 
 A chain folds when every op in it is elementwise with scalar constants
-(astype, add, subtract, multiply, shifts, clip, minimum, maximum, an int8
-table lookup) and it reads exactly one non-constant tensor, int8, of the
+(astype, add, subtract, multiply, shifts, bitwise and, clip, minimum,
+maximum, an int8 table lookup) and it reads exactly one non-constant tensor, int8, of the
 result's shape. The per-channel squeeze-excite multiply and residual adds
 read two tensors and stay.
 
@@ -37,6 +37,7 @@ _BINARY: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     "relax.multiply": np.multiply,
     "relax.right_shift": np.right_shift,
     "relax.left_shift": np.left_shift,
+    "relax.bitwise_and": np.bitwise_and,
     "relax.minimum": np.minimum,
     "relax.maximum": np.maximum,
 }

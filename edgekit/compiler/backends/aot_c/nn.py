@@ -141,6 +141,19 @@ def _const(expr: Any, var2val: dict) -> np.ndarray | None:
     return None
 
 
+def _round_shift(expr: Any, var2val: dict) -> tuple[Any, np.ndarray | None]:
+    """``(x, shift)`` if ``expr`` is the lowering's rounding shift of ``x`` (half to even), else ``(expr, None)``."""
+    from tvm import relax
+
+    from edgekit.compiler.integer.requant import match_round_shift
+
+    def bound(e: Any) -> Any:
+        return var2val[e] if isinstance(e, relax.Var) and e in var2val else e
+
+    found = match_round_shift(expr, bound, lambda e: _const(e, var2val))
+    return (expr, None) if found is None else found
+
+
 def _per_channel(v: np.ndarray | None, channels: int, default: int) -> np.ndarray | None:
     if v is None:
         return np.full(channels, default, np.int64)
@@ -171,8 +184,7 @@ def _match(out: Any, var2val: dict, dsp: bool) -> _Chain | None:
         return None
     qmin, qmax = int(clip.args[1].value), int(clip.args[2].value)  # prim values (IntImm)
     e, zp = _optional(clip.args[0], var2val, "relax.add")
-    e, shift = _optional(e, var2val, "relax.right_shift")
-    e, rnd = _optional(e, var2val, "relax.add")
+    e, shift = _round_shift(e, var2val)
     e, mult = _optional(e, var2val, "relax.multiply")
     cast = _call(e, var2val, "relax.astype")
     if mult is None or cast is None or str(cast.attrs.dtype) != "int64":
@@ -220,13 +232,13 @@ def _match(out: Any, var2val: dict, dsp: bool) -> _Chain | None:
         if w.ndim != 2 or len(x.ty.shape) < 1:
             return None
         kind, channels = _MATMUL, w.shape[1]
-    per = [_per_channel(v, channels, d) for v, d in ((offset, 0), (mult, 0), (shift, 0), (rnd, 0))]
+    per = [_per_channel(v, channels, d) for v, d in ((offset, 0), (mult, 0), (shift, 0))]
     if any(p is None for p in per):
         return None
-    offset_v, mult_v, shift_v, rnd_v = per
-    # The C kernel derives the rounding term from the shift, as requant.py does.
-    expect = np.where(shift_v > 0, np.left_shift(np.int64(1), np.maximum(shift_v - 1, 0)), 0)
-    if np.any(rnd_v != expect) or np.any(np.abs(mult_v) >= 2**31) or np.any((shift_v < 0) | (shift_v > 62)):
+    offset_v, mult_v, shift_v = per
+    # The C kernel derives the tie constants from the shift, as core/fixedpoint.py does
+    # (_round_shift checked that the chain's constants are those).
+    if np.any(np.abs(mult_v) >= 2**31) or np.any((shift_v < 0) | (shift_v > 62)):
         return None
     k = int(np.prod(w.shape[1:])) if conv is not None else w.shape[0]
     if not dsp and kind != _DEPTHWISE and k > MAX_FLOAT_K:
@@ -404,8 +416,7 @@ def _mul_replacement(out: Any, var2val: dict) -> Any:
     if clip is None:
         return None
     e, zy = _optional(clip.args[0], var2val, "relax.add")
-    e, shift = _optional(e, var2val, "relax.right_shift")
-    e, rnd = _optional(e, var2val, "relax.add")
+    e, shift = _round_shift(e, var2val)
     e, mult = _optional(e, var2val, "relax.multiply")
     cast = _call(e, var2val, "relax.astype")
     if mult is None or shift is None or cast is None or str(cast.attrs.dtype) != "int64":
@@ -427,11 +438,11 @@ def _mul_replacement(out: Any, var2val: dict) -> Any:
         return None
     if k == len(xs):  # two full tensors: per element this kernel would not beat TVM's
         return None
-    consts = [np.asarray(c).reshape(-1) for c in (mult, shift, zy if zy is not None else 0, rnd if rnd is not None else 0)]
+    consts = [np.asarray(c).reshape(-1) for c in (mult, shift, zy if zy is not None else 0)]
     if any(c.size != 1 for c in consts):
         return None
-    m, n, z, r = (int(c[0]) for c in consts)
-    if not (0 < n <= 62 and abs(m) < 2**31 and r == 1 << (n - 1) and abs(z) < 2**31):
+    m, n, z = (int(c[0]) for c in consts)
+    if not (0 < n <= 62 and abs(m) < 2**31 and abs(z) < 2**31):
         return None
     outer = int(np.prod(xs[:k], dtype=np.int64))
     params = np.array([outer, int(np.prod(xs, dtype=np.int64)) // max(outer, 1), za, zs, m, n, z,
