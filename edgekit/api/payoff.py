@@ -17,7 +17,7 @@ import os
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 import onnx
@@ -47,7 +47,10 @@ from edgekit.core.profiles import load_profiles
 from edgekit.runtime.data import random_inputs, stack_outputs
 from edgekit.runtime.runner import bench_package, open_runner, resolve_board, run_package
 
-__all__ = ["measure_float_layers", "measure_payoff", "measure_payoffs"]
+if TYPE_CHECKING:  # typing.Unpack is Python 3.11+
+    from typing_extensions import Unpack
+
+__all__ = ["PayoffOptions", "measure_float_layers", "measure_payoff", "measure_payoffs"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,21 +77,27 @@ def quiet_build_logs() -> Iterator[None]:
             lg.setLevel(level)
 
 
+class PayoffOptions(TypedDict, total=False):
+    """The keywords :func:`measure_payoff` passes on to :func:`measure_payoffs`."""
+
+    rounds: int
+    runs: int
+    eval_data: Mapping[str, np.ndarray] | None
+    labels: np.ndarray | None
+    max_eval: int
+    eval_compiled: bool | None
+    workdir: str | os.PathLike[str] | None
+    board_dirs: Iterable[str | os.PathLike[str]]
+    model_name: str
+    progress: Progress | None
+
+
 def measure_payoff(
     result: PipelineResult | Sequence[CompressionStep],
     board: str,
     *,
     models: Sequence[onnx.ModelProto] | None = None,
-    rounds: int = DEFAULT_ROUNDS,
-    runs: int = DEFAULT_RUNS_PER_ROUND,
-    eval_data: Mapping[str, np.ndarray] | None = None,
-    labels: np.ndarray | None = None,
-    max_eval: int = DEFAULT_MAX_EVAL,
-    eval_compiled: bool | None = None,
-    workdir: str | os.PathLike[str] | None = None,
-    board_dirs: Iterable[str | os.PathLike[str]] = (),
-    model_name: str = "",
-    progress: Progress | None = None,
+    **options: Unpack[PayoffOptions],
 ) -> PayoffReport:
     """Compiles the model before and after every step for ``board``,
     benchmarks the packages and fills ``latency_ms_before/after`` (and
@@ -108,6 +117,7 @@ def measure_payoff(
         board: Board profile name (``host``, ``rv32-mcu-sim``...).
         models: ``[fp32, after step 1, ..., after step n]`` when ``result``
             does not hold them.
+        **options: Any of the keywords below (:class:`PayoffOptions`).
         rounds: Interleaved timing rounds on wall-clock boards.
         runs: Timed runs per model per round (wall-clock boards); simulated
             boards run once, their cycle counts being deterministic.
@@ -132,11 +142,7 @@ def measure_payoff(
         ConfigError: models missing or not matching the steps, bad arguments.
     """
     steps, staged = staged_models(result, models)
-    return measure_payoffs(
-        {"": (steps, staged)}, board, rounds=rounds, runs=runs, eval_data=eval_data, labels=labels,
-        max_eval=max_eval, eval_compiled=eval_compiled, workdir=workdir, board_dirs=board_dirs,
-        model_name=model_name, progress=progress,
-    )  # fmt: skip
+    return measure_payoffs({"": (steps, staged)}, board, **options)
 
 
 def measure_payoffs(
