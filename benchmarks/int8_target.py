@@ -8,6 +8,11 @@ side by side in one process: rounds alternate the order, each engine runs
 ``--runs`` calls per round, and the figure is the 10th percentile of all
 calls (a shared machine). The CPU must be able to run the named CPU's code.
 
+A third build is timed with them: the fp32 build of the QDQ graph
+(:func:`edgekit.frontend.qdq_graph.float_model`), what ``compile
+--int8-choice auto`` ships when the whole model is faster in fp32; it should
+run as fast as the fp32 model.
+
 Usage::
 
     .venv/bin/python benchmarks/int8_target.py --mcpu haswell [--models ppocr-cls,squeezenet]
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -37,12 +43,13 @@ from edgekit.compiler.cpu_pipeline import build_cpu  # noqa: E402
 from edgekit.compiler.importer import import_onnx  # noqa: E402
 from edgekit.compress import QuantConfig, quantize  # noqa: E402
 from edgekit.frontend.loader import load_model  # noqa: E402
+from edgekit.frontend.qdq_graph import float_model  # noqa: E402
 
 logger = logging.getLogger("benchmarks.int8_target")
 
 
 def measure(name: str, mcpu: str, tmp: Path, rounds: int, runs: int, threads: int) -> dict[str, float]:
-    """10th-percentile latency (ms) of the fp32 and int8 model compiled for ``mcpu``."""
+    """10th-percentile latency (ms) of the int8 model, the fp32 model and the QDQ graph's fp32 build for ``mcpu``."""
     import tvm
     from tvm import relax
 
@@ -50,10 +57,12 @@ def measure(name: str, mcpu: str, tmp: Path, rounds: int, runs: int, threads: in
     fp32 = tmp / f"{case.name}-fp32.onnx"
     onnx.save(case.fp32, str(fp32))
     int8 = quantize(str(fp32), QuantConfig(), calibration=case.calibration).save(tmp / f"{case.name}-int8.onnx")
+    guard = tmp / f"{case.name}-qdq-fp32.onnx"
+    onnx.save(float_model(onnx.load(str(int8))), str(guard))
     feeds = {k: np.ascontiguousarray(v[:1]) for k, v in case.evaluation.items()}
     target = tvm.target.Target({"kind": "llvm", "mcpu": mcpu})
     vms = {}
-    for tag, path in (("int8", int8), ("fp32", fp32)):
+    for tag, path in (("int8", int8), ("fp32", fp32), ("qdq_fp32", guard)):
         mod, weights = import_onnx(load_model(str(path)))[:2]
         built = build_cpu(mod, target, weights, num_threads=threads)
         vm = relax.VirtualMachine(built.executable, tvm.cpu())
@@ -61,7 +70,7 @@ def measure(name: str, mcpu: str, tmp: Path, rounds: int, runs: int, threads: in
         vms[tag] = vm
     times: dict[str, list[float]] = {k: [] for k in vms}
     for r in range(rounds):
-        for tag in (("int8", "fp32") if r % 2 == 0 else ("fp32", "int8")):
+        for tag in list(vms)[r % len(vms):] + list(vms)[:r % len(vms)]:  # order rotated each round
             vm = vms[tag]
             for _ in range(3):
                 vm.invoke_stateful("main")
@@ -85,14 +94,15 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="edgekit-int8-target-") as tmp:
         for name in args.models.split(","):
             lat = measure(name, args.mcpu, Path(tmp), args.rounds, args.runs, args.threads)
-            rows.append(f"| {name} | {lat['int8']:.3f} | {lat['fp32']:.3f} | {lat['int8'] / lat['fp32']:.2f} |")
+            rows.append(f"| {name} | {lat['int8']:.3f} | {lat['fp32']:.3f} | {lat['int8'] / lat['fp32']:.2f} "
+                        f"| {lat['qdq_fp32']:.3f} | {lat['qdq_fp32'] / lat['fp32']:.2f} |")
     print(
         f"Command: `.venv/bin/python benchmarks/int8_target.py --mcpu {args.mcpu} --models {args.models} "
         f"--rounds {args.rounds} --runs {args.runs} --threads {args.threads}`; {args.mcpu}-target code run on "
         f"{cpu_description()}; {args.threads} threads; 10th percentile of {args.rounds * args.runs} calls each; "
-        f"date: {date.today()}.\n"
+        f"date: {date.today()}; load average {os.getloadavg()[0]:.1f} at the end.\n"
     )
-    print("| model | int8 ms | fp32 ms | int8/fp32 |\n|---|---:|---:|---:|")
+    print("| model | int8 ms | fp32 ms | int8/fp32 | QDQ graph fp32 ms | QDQ fp32/fp32 |\n|---|---:|---:|---:|---:|---:|")
     print("\n".join(rows))
     return 0
 
