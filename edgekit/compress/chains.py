@@ -123,7 +123,12 @@ def find_unary_chains(model: onnx.ModelProto, min_nodes: int = 2) -> list[UnaryC
 
 def _quantized_tensors(model: onnx.ModelProto, op_types: Collection[str], skip: set[str]) -> set[str]:
     """Tensors onnxruntime's QDQ quantizer will quantize: every input and
-    output of a node it quantizes (an op it knows, not excluded)."""
+    output of a node it quantizes (an op it knows, not excluded).
+
+    A prediction: a data-movement op such as MaxPool whose input is not
+    quantized yet gets a QuantizeLinear after it, not before (PP-OCR cls's
+    last hard-swish); the integer lowering takes such a pool into the table.
+    """
     out: set[str] = set()
     for node in model.graph.node:
         if node.op_type in op_types and node.name not in skip:

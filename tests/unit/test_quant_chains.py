@@ -140,6 +140,28 @@ def test_a_tensor_read_outside_the_chain_is_one_of_its_outputs() -> None:
     assert chain.outputs == ("x3", "hs")
 
 
+def test_ppocr_hard_swishes_have_no_rounding_inside(ppocr_cls_path) -> None:
+    """The real model (rapidocr wheel): its 18 hard-swishes, each read as int8 at both ends only."""
+    from edgekit.frontend.loader import load_model
+
+    fp32 = load_model(str(ppocr_cls_path), {"x": (1, 3, 48, 192)}).model
+    chains = find_unary_chains(fp32)
+    ops = {n.name: n.op_type for n in fp32.graph.node}
+    assert len(chains) == 18 and all([ops[n] for n in c.nodes] == ["Add", "Clip", "Mul", "Div"] for c in chains)
+    x = np.random.default_rng(0).uniform(-1, 1, (3, 3, 48, 192)).astype(np.float32)
+    qmodel = quantize(fp32, QuantConfig(), calibration={"x": x}, eval_data={"x": x[:1]}).model
+    quantized = _quantize_inputs(qmodel)
+    inside = {o for c in chains for n in fp32.graph.node if n.name in c.nodes for o in n.output} - {
+        o for c in chains for o in c.outputs
+    }
+    assert inside and not quantized & inside, sorted(quantized & inside)
+    assert all(c.source in quantized for c in chains)
+    # The last hard-swish feeds a MaxPool, which onnxruntime quantizes after the
+    # pool; the table lowering takes the pool along (max commutes with quantize).
+    readers = {i: n.op_type for n in qmodel.graph.node for i in n.input}
+    assert all(o in quantized or readers[o] == "MaxPool" for c in chains for o in c.outputs)
+
+
 tvm = pytest.importorskip("tvm")
 
 
