@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgekit.compiler.cpu_intrin import _has, dot_isa
-from edgekit.compiler.cpu_rewrite import bound_value, calls_rewrite_pass, is_call, static_shape
+from edgekit.compiler.cpu_rewrite import bound_value, calls_rewrite_pass, const_value, is_call, static_shape
 
 if TYPE_CHECKING:  # pragma: no cover
     import tvm
@@ -109,19 +109,13 @@ def _avx2_slices(table: np.ndarray) -> np.ndarray:
     return np.repeat(table.reshape(16, 1, 16), 2, axis=1).reshape(512)
 
 
-def _const_value(expr: Any) -> np.ndarray | None:
-    """The numpy value of a Relax constant, None for anything else."""
-    value = getattr(expr, "value", None)
-    return value.numpy() if hasattr(value, "numpy") else None
-
-
 def _int8_source(m: Any, index: Any) -> Any:
     """``x`` when ``index`` is ``astype(x: int8, int32) + 128``, else None."""
     add = bound_value(m, index)
     if not is_call(add, "relax.add"):
         return None
     cast, offset = add.args
-    value = _const_value(offset)
+    value = const_value(offset)
     if value is None or value.size != 1 or int(value.reshape(-1)[0]) != 128:
         return None
     cast = bound_value(m, cast)
@@ -157,7 +151,7 @@ def lookup_pass(target: tvm.target.Target) -> Any:
 
     def rewrite(m: Any, call: Any) -> Any:
         table, index = call.args
-        values = _const_value(table)
+        values = const_value(table)
         if values is None or values.dtype != np.int8 or values.shape != (256,):
             return None
         x = _int8_source(m, index)

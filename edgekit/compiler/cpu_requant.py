@@ -39,6 +39,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edgekit.compiler.cpu_rewrite import bound_value, calls_rewrite_pass, const_value, is_call
+
 if TYPE_CHECKING:  # pragma: no cover
     import tvm
 
@@ -66,11 +68,6 @@ def uses_float_requant(target: tvm.target.Target) -> bool:
     return (not triple or triple.startswith(("x86_64", "i686", "i386"))) and _has(target, "avx2")
 
 
-def _const(expr: Any) -> np.ndarray | None:
-    value = getattr(expr, "value", None)
-    return value.numpy() if hasattr(value, "numpy") else None
-
-
 class _Parsed:
     """``clamp(round_shift(sum_i a_i * m_i + k, n) + z, lo, hi)`` read off the Relax bindings
     (``c = k + 2**(n-1)``: the offset the float form subtracts its half from)."""
@@ -83,6 +80,103 @@ class _Parsed:
         self.lo = self.hi = 0
 
 
+def _scalar(expr: Any) -> int | None:
+    """A one-element integer constant's value, None for anything else."""
+    value = const_value(expr)
+    return int(value.reshape(-1)[0]) if value is not None and value.size == 1 else None
+
+
+def _dtype(expr: Any) -> str:
+    from tvm import relax
+
+    t = expr.ty
+    return str(t.dtype) if isinstance(t, relax.TensorType) else ""
+
+
+def _terms(m: Any, v: Any, p: _Parsed) -> bool:
+    """Collects ``astype(a, int64) * m`` terms of a sum into ``p``; False if ``v`` is anything else."""
+    if is_call(v, "relax.add"):
+        return _terms(m, bound_value(m, v.args[0]), p) and _terms(m, bound_value(m, v.args[1]), p)
+    if not is_call(v, "relax.multiply"):
+        return False
+    mult = const_value(v.args[1])
+    widened = bound_value(m, v.args[0])
+    if mult is None or not is_call(widened, "relax.astype") or _dtype(widened.args[0]) not in _TERM_DTYPES:
+        return False
+    p.terms.append((widened.args[0], mult.astype(np.int64)))
+    return True
+
+
+def _parse(m: Any, call: Any) -> _Parsed | None:
+    """The fixed-point requantization ending in ``call`` (``astype(..., int8)``), or None."""
+    from edgekit.compiler.integer.requant import match_round_shift
+
+    p = _Parsed()
+    clamp = bound_value(m, call.args[0])
+    if not (is_call(clamp, "relax.maximum") and _dtype(clamp) == "int64"):
+        return None
+    inner = bound_value(m, clamp.args[0])
+    if not is_call(inner, "relax.minimum"):
+        return None
+    lo, hi = _scalar(clamp.args[1]), _scalar(inner.args[1])
+    if lo is None or hi is None:
+        return None
+    p.lo, p.hi = lo, hi
+    v = bound_value(m, inner.args[0])
+    if is_call(v, "relax.add") and _scalar(v.args[1]) is not None:
+        p.zero_point = _scalar(v.args[1])
+        v = bound_value(m, v.args[0])
+    rounded = match_round_shift(v, lambda e: bound_value(m, e), const_value)
+    if rounded is not None:  # round half to even, as the float add of _ROUND does
+        v, p.shift = bound_value(m, rounded[0]), rounded[1]
+        p.offset = np.where(p.shift > 0, np.left_shift(np.int64(1), np.maximum(p.shift - 1, 0)), 0)
+    if is_call(v, "relax.add") and const_value(v.args[1]) is not None:
+        p.offset = p.offset + const_value(v.args[1]).astype(np.int64)
+        v = bound_value(m, v.args[0])
+    return p if _terms(m, v, p) else None
+
+
+def _f32(value: np.ndarray) -> Any:
+    from tvm import relax
+
+    v = np.asarray(value, dtype=np.float32)
+    return relax.const(v.reshape(()) if v.size == 1 else v)
+
+
+def _emit_float(b: Any, p: _Parsed, out_dtype: str) -> Any:
+    """The float32 form of ``p`` (module docstring), emitted on the block builder ``b``."""
+    from tvm import relax
+    from tvm.relax import op as R
+
+    scale = np.exp2(-p.shift.astype(np.float64))
+    total = None
+    for a, mult in p.terms:
+        term = b.emit(R.multiply(R.astype(a, "float32"), _f32(mult * scale)))
+        total = term if total is None else b.emit(R.add(total, term))
+    # (s + c - 2**(n-1)) / 2**n is the real value v (g = 0 for one
+    # requantized accumulator). Adding _ROUND leaves no fraction bits:
+    # float32 rounds v to an integer, ties to even -- QuantizeLinear's
+    # round(v), *then* the zero point (whose parity must not decide a
+    # tie). Clamping commutes with the rounding (integer bounds).
+    half = np.where(p.shift > 0, np.exp2(p.shift.astype(np.float64) - 1), 0.0)
+    g = (p.offset.astype(np.float64) - half) * scale
+    if np.any(g):
+        total = b.emit(R.add(total, _f32(g)))
+    u = b.emit(R.add(total, relax.const(np.float32(_ROUND))))
+    lo, hi = (float(_ROUND + bound - p.zero_point) for bound in (p.lo, p.hi))
+    u = b.emit(R.maximum(R.minimum(u, relax.const(np.float32(hi))), relax.const(np.float32(lo))))
+    q = b.emit(R.subtract(R.astype(u, "int32"), relax.const(np.int32(_ROUND - p.zero_point))))
+    return R.astype(q, out_dtype)
+
+
+def _float_requant(m: Any, call: Any) -> Any:
+    """``astype(requantization, int8|uint8)`` in float32, or None when ``call`` is no requantization."""
+    if _dtype(call) not in _OUT_DTYPES:
+        return None
+    p = _parse(m, call)
+    return None if p is None else _emit_float(m.builder_, p, _dtype(call))
+
+
 def float_requant_pass(target: tvm.target.Target) -> Any:
     """A Relax pass rewriting the lowering's int64 requantizations to float32 (x86 targets only).
 
@@ -92,104 +186,11 @@ def float_requant_pass(target: tvm.target.Target) -> Any:
     """
     import tvm
     from tvm import relax
-    from tvm.relax import op as R
-
-    from edgekit.compiler.cpu_rewrite import mutator_pass
-    from edgekit.compiler.integer.requant import match_round_shift
 
     if not uses_float_requant(target):
         return tvm.transform.Sequential([], name="EdgekitFloatRequant")
-    ops = {name: tvm.ir.Op.get(f"relax.{name}") for name in ("astype", "maximum", "minimum", "add", "right_shift", "multiply")}
-
-    def is_op(expr: Any, name: str) -> bool:
-        return isinstance(expr, relax.Call) and expr.op.same_as(ops[name])
-
-    def dtype(expr: Any) -> str:
-        t = expr.ty
-        return str(t.dtype) if isinstance(t, relax.TensorType) else ""
-
-    @relax.expr_functor.mutator
-    class Requant(relax.PyExprMutator):
-        def bound(self, expr: Any) -> Any:
-            return self.lookup_binding(expr) if isinstance(expr, relax.Var) else expr
-
-        def scalar(self, expr: Any) -> int | None:
-            value = _const(expr)
-            return int(value.reshape(-1)[0]) if value is not None and value.size == 1 else None
-
-        def parse(self, call: Any) -> _Parsed | None:
-            """The fixed-point requantization ending in ``call`` (``astype(..., int8)``), or None."""
-            p = _Parsed()
-            clamp = self.bound(call.args[0])
-            if not (is_op(clamp, "maximum") and dtype(clamp) == "int64"):
-                return None
-            inner = self.bound(clamp.args[0])
-            if not is_op(inner, "minimum"):
-                return None
-            lo, hi = self.scalar(clamp.args[1]), self.scalar(inner.args[1])
-            if lo is None or hi is None:
-                return None
-            p.lo, p.hi = lo, hi
-            v = self.bound(inner.args[0])
-            if is_op(v, "add") and self.scalar(v.args[1]) is not None:
-                p.zero_point = self.scalar(v.args[1])
-                v = self.bound(v.args[0])
-            rounded = match_round_shift(v, self.bound, _const)
-            if rounded is not None:  # round half to even, as the float add of _ROUND does
-                v, p.shift = self.bound(rounded[0]), rounded[1]
-                p.offset = np.where(p.shift > 0, np.left_shift(np.int64(1), np.maximum(p.shift - 1, 0)), 0)
-            if is_op(v, "add") and _const(v.args[1]) is not None:
-                p.offset = p.offset + _const(v.args[1]).astype(np.int64)
-                v = self.bound(v.args[0])
-            return p if self.terms(v, p) else None
-
-        def terms(self, v: Any, p: _Parsed) -> bool:
-            """Collects ``astype(a, int64) * m`` terms of a sum into ``p``; False if ``v`` is anything else."""
-            if is_op(v, "add"):
-                return self.terms(self.bound(v.args[0]), p) and self.terms(self.bound(v.args[1]), p)
-            if not is_op(v, "multiply"):
-                return False
-            m = _const(v.args[1])
-            widened = self.bound(v.args[0])
-            if m is None or not is_op(widened, "astype") or dtype(widened.args[0]) not in _TERM_DTYPES:
-                return False
-            p.terms.append((widened.args[0], m.astype(np.int64)))
-            return True
-
-        def visit_call_(self, call: Any) -> Any:
-            call = super().visit_call_(call)
-            if not (is_op(call, "astype") and dtype(call) in _OUT_DTYPES):
-                return call
-            p = self.parse(call)
-            return call if p is None else self.emit_float(p, dtype(call))
-
-        def emit_float(self, p: _Parsed, out_dtype: str) -> Any:
-            b = self.builder_
-            scale = np.exp2(-p.shift.astype(np.float64))
-            total = None
-            for a, m in p.terms:
-                term = b.emit(R.multiply(R.astype(a, "float32"), _f32(m * scale)))
-                total = term if total is None else b.emit(R.add(total, term))
-            # (s + c - 2**(n-1)) / 2**n is the real value v (g = 0 for one
-            # requantized accumulator). Adding _ROUND leaves no fraction bits:
-            # float32 rounds v to an integer, ties to even -- QuantizeLinear's
-            # round(v), *then* the zero point (whose parity must not decide a
-            # tie). Clamping commutes with the rounding (integer bounds).
-            half = np.where(p.shift > 0, np.exp2(p.shift.astype(np.float64) - 1), 0.0)
-            g = (p.offset.astype(np.float64) - half) * scale
-            if np.any(g):
-                total = b.emit(R.add(total, _f32(g)))
-            u = b.emit(R.add(total, relax.const(np.float32(_ROUND))))
-            lo, hi = (float(_ROUND + bound - p.zero_point) for bound in (p.lo, p.hi))
-            u = b.emit(R.maximum(R.minimum(u, relax.const(np.float32(hi))), relax.const(np.float32(lo))))
-            q = b.emit(R.subtract(R.astype(u, "int32"), relax.const(np.int32(_ROUND - p.zero_point))))
-            return R.astype(q, out_dtype)
-
-    def _f32(value: np.ndarray) -> Any:
-        v = np.asarray(value, dtype=np.float32)
-        return relax.const(v.reshape(()) if v.size == 1 else v)
-
     # The per-channel constants are still layout transforms of constants after ConvertLayout.
     return tvm.transform.Sequential(
-        [relax.transform.FoldConstant(), mutator_pass(Requant, "EdgekitFloatRequant")], name="EdgekitFloatRequant"
+        [relax.transform.FoldConstant(), calls_rewrite_pass({"relax.astype": _float_requant}, "EdgekitFloatRequant")],
+        name="EdgekitFloatRequant",
     )

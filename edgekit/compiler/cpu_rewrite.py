@@ -18,6 +18,7 @@ __all__ = [
     "bound_value",
     "call_rewrite_pass",
     "calls_rewrite_pass",
+    "const_value",
     "is_call",
     "mutator_pass",
     "out_dtype",
@@ -132,3 +133,9 @@ def bound_value(mutator: Any, expr: Any) -> Any:
     while isinstance(value, relax.Var):
         value = mutator.lookup_binding(value)
     return value
+
+
+def const_value(expr: Any) -> Any:
+    """The numpy value of a Relax constant, None for anything else."""
+    value = getattr(expr, "value", None)
+    return value.numpy() if hasattr(value, "numpy") else None
