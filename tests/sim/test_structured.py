@@ -10,12 +10,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from edgekit.compress.channel_groups import analyze_channel_groups
 from edgekit.compress.passes import model_stats, run_tensors, tensor_shapes
-from edgekit.compress.structured import (
-    StructuredConfig,
-    analyze_channel_groups,
-    prune_channels,
-)
+from edgekit.compress.structured import StructuredConfig, prune_channels
 from edgekit.core.errors import ConfigError
 from edgekit.frontend.loader import load_model
 
