@@ -22,7 +22,8 @@ from edgekit.frontend.qoperator import NormalizeResult, is_qoperator_model, norm
 from edgekit.compress.quality import Fallback, LayerQuality, OutputQuality, QualityReport, weight_bytes
 from edgekit.compress.quantize import QuantResult, quantize, write_model
 from edgekit.compress.recipe import load_recipe, run_recipe
-from edgekit.compress.recovery import DistillConfig, RecoveryConfig, bias_correction, distill, least_squares_refit
+from edgekit.compress.distillation import DistillConfig, distill
+from edgekit.compress.layer_recovery import RecoveryConfig, bias_correction, least_squares_refit
 from edgekit.compress.structured import StructuredConfig, prune_channels
 
 __all__ = [

@@ -43,10 +43,12 @@ import onnx
 
 from edgekit.core.errors import ConfigError
 from edgekit.core.registry import Registry
+from edgekit.compress.distillation import DistillConfig
 from edgekit.compress.lowrank import LowRankConfig, LowRankPass
 from edgekit.compress.passes import CompressionPass, PassContext, PassResult, PipelineResult, run_pipeline
 from edgekit.compress.prune import NMConfig, NMPrunePass, PruneConfig, UnstructuredPrunePass
-from edgekit.compress.recovery import RECOVERY_METHODS, DistillConfig, RecoveryConfig, RecoveryPass
+from edgekit.compress.layer_recovery import RecoveryConfig
+from edgekit.compress.recovery import RECOVERY_METHODS, RecoveryPass
 from edgekit.compress.structured import StructuredConfig, StructuredPrunePass
 
 __all__ = [

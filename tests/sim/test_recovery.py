@@ -15,14 +15,8 @@ pytest.importorskip("sklearn")
 
 from edgekit.compress.passes import PassContext, run_tensors  # noqa: E402
 from edgekit.compress.recipe import parse_recipe, run_recipe  # noqa: E402
-from edgekit.compress.recovery import (  # noqa: E402
-    DistillConfig,
-    RecoveryConfig,
-    bias_correction,
-    distill,
-    least_squares_refit,
-    torch_available,
-)
+from edgekit.compress.distillation import DistillConfig, distill, torch_available  # noqa: E402
+from edgekit.compress.layer_recovery import RecoveryConfig, bias_correction, least_squares_refit  # noqa: E402
 from edgekit.compress.structured import StructuredConfig, prune_channels  # noqa: E402
 from edgekit.core.errors import ConfigError, InputError  # noqa: E402
 from edgekit.examples import digits  # noqa: E402
