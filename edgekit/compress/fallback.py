@@ -279,6 +279,74 @@ def _with_pass_through_producers(qmodel: onnx.ModelProto, nodes: set[str]) -> se
     return out
 
 
+class _ShadowGraph:
+    """The fp32 model that shadow nodes are added to, and what they copy from
+    the QDQ model: its Q/DQ nodes, quantization parameters and int8 weights."""
+
+    def __init__(self, qmodel: onnx.ModelProto, fp32: onnx.ModelProto) -> None:
+        self.model = onnx.ModelProto()
+        self.model.CopyFrom(fp32)
+        graph = self.model.graph
+        self.qprod = producers(qmodel)
+        self.qinits = {t.name: t for t in qmodel.graph.initializer}
+        self.have_inits = {t.name for t in graph.initializer}
+        self.float_tensors = {i.name for i in graph.input} | {o for n in graph.node for o in n.output} | self.have_inits
+        self.made: dict[str, str] = {}  # shadow tensor for a (quantized) input, by QDQ output name
+        self.new_nodes: list[onnx.NodeProto] = []
+
+    def need_init(self, name: str) -> None:
+        """Copies initializer ``name`` of the QDQ model when the fp32 model lacks it."""
+        if name and name not in self.have_inits and name in self.qinits:
+            self.model.graph.initializer.append(self.qinits[name])
+            self.have_inits.add(name)
+
+    def copy_qdq(self, node: onnx.NodeProto, source: str, out_name: str) -> str:
+        """A copy of a QuantizeLinear or DequantizeLinear ``node`` (same
+        parameters and attributes) that reads ``source``; returns ``out_name``."""
+        for name in node.input[1:]:
+            self.need_init(name)
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        self.new_nodes.append(helper.make_node(node.op_type, [source, *node.input[1:]], [out_name], name=out_name,
+                                               **attrs))  # fmt: skip
+        return out_name
+
+    def shadow_input(self, qin: str, fin: str, name: str) -> str:
+        """What the shadow of node ``name`` reads for its QDQ input ``qin``
+        (``fin`` in the fp32 model): the fp32 tensor through a copy of the
+        same Q/DQ, the dequantized int8 weight, or the fp32 tensor itself."""
+        dq = self.qprod.get(qin)
+        if not qin or dq is None or dq.op_type != "DequantizeLinear":
+            if fin not in self.float_tensors:
+                self.need_init(qin)
+            return fin if fin in self.float_tensors else qin
+        if qin not in self.made:
+            q = self.qprod.get(dq.input[0])
+            if dq.input[0] in self.qinits:  # a quantized weight or bias
+                self.need_init(dq.input[0])
+                self.made[qin] = self.copy_qdq(dq, dq.input[0], f"{dq.output[0]}{_SHADOW}")
+            elif q is not None and q.op_type == "QuantizeLinear" and fin in self.float_tensors:
+                q_out = self.copy_qdq(q, fin, f"{q.output[0]}{_SHADOW}{name}")
+                self.made[qin] = self.copy_qdq(dq, q_out, f"{dq.output[0]}{_SHADOW}{name}")
+            else:
+                self.made[qin] = fin
+        return self.made[qin]
+
+
+def _graph_output_qdq(
+    qmodel: onnx.ModelProto, qprod: dict[str, onnx.NodeProto]
+) -> dict[str, tuple[onnx.NodeProto, onnx.NodeProto]]:
+    """The Q/DQ pair in front of each graph output of the QDQ model, by the
+    tensor it quantizes."""
+    graph_outputs = {o.name for o in qmodel.graph.output}
+    found: dict[str, tuple[onnx.NodeProto, onnx.NodeProto]] = {}
+    for node in qmodel.graph.node:
+        if node.op_type == "DequantizeLinear" and node.output[0] in graph_outputs:
+            q = qprod.get(node.input[0])
+            if q is not None and q.op_type == "QuantizeLinear":
+                found[q.input[0]] = (q, node)
+    return found
+
+
 def shadow_model(
     qmodel: onnx.ModelProto, fp32: onnx.ModelProto, candidates: Sequence[str]
 ) -> tuple[onnx.ModelProto, list[tuple[str, str, str]]]:
@@ -287,71 +355,19 @@ def shadow_model(
 
     The shadow of a node's output ``o`` is ``o + SHADOW_SUFFIX`` (before any
     activation the quantizer folded in; the pairs compare after it)."""
-    model = onnx.ModelProto()
-    model.CopyFrom(fp32)
-    graph = model.graph
-    qprod = producers(qmodel)
-    qinits = {t.name: t for t in qmodel.graph.initializer}
+    shadows = _ShadowGraph(qmodel, fp32)
     fnodes = {n.name: n for n in fp32.graph.node}
-    have_inits = {t.name for t in graph.initializer}
-    float_tensors = {i.name for i in graph.input} | {o for n in graph.node for o in n.output} | have_inits
-    made: dict[str, str] = {}  # shadow tensor for a (quantized) input, by QDQ output name
-    pairs: list[tuple[str, str, str]] = []
-    new_nodes: list[onnx.NodeProto] = []
-
-    def need_init(name: str) -> None:
-        if name and name not in have_inits and name in qinits:
-            graph.initializer.append(qinits[name])
-            have_inits.add(name)
-
-    def dq_copy(dq: onnx.NodeProto, source: str, tag: str) -> str:
-        out_name = f"{dq.output[0]}{_SHADOW}{tag}"
-        for name in dq.input[1:]:
-            need_init(name)
-        new_nodes.append(helper.make_node("DequantizeLinear", [source, *dq.input[1:]], [out_name],
-                                          name=out_name, **{a.name: helper.get_attribute_value(a) for a in dq.attribute}))
-        return out_name
-
     folded = _folded_activations(qmodel, fp32)
-    graph_outputs = {o.name for o in qmodel.graph.output}
-    graph_output_qdq: dict[str, tuple[onnx.NodeProto, onnx.NodeProto]] = {}
-    for node in qmodel.graph.node:
-        if node.op_type == "DequantizeLinear" and node.output[0] in graph_outputs:
-            q = qprod.get(node.input[0])
-            if q is not None and q.op_type == "QuantizeLinear":
-                graph_output_qdq[q.input[0]] = (q, node)
+    output_qdq = _graph_output_qdq(qmodel, shadows.qprod)
+    pairs: list[tuple[str, str, str]] = []
     for name in candidates:
         qnode = next((n for n in qmodel.graph.node if n.name == name), None)
         fnode = fnodes.get(name)
         if qnode is None or fnode is None or len(qnode.input) != len(fnode.input) or not fnode.output:
             continue
-        inputs: list[str] = []
-        for qin, fin in zip(qnode.input, fnode.input):
-            dq = qprod.get(qin)
-            if not qin or dq is None or dq.op_type != "DequantizeLinear":
-                inputs.append(fin if fin in float_tensors else qin)
-                if fin not in float_tensors:
-                    need_init(qin)
-                continue
-            if qin in made:
-                inputs.append(made[qin])
-                continue
-            q = qprod.get(dq.input[0])
-            if dq.input[0] in qinits:  # a quantized weight or bias
-                need_init(dq.input[0])
-                made[qin] = dq_copy(dq, dq.input[0], "")
-            elif q is not None and q.op_type == "QuantizeLinear" and fin in float_tensors:
-                q_out = f"{q.output[0]}{_SHADOW}{name}"
-                for extra in q.input[1:]:
-                    need_init(extra)
-                new_nodes.append(helper.make_node("QuantizeLinear", [fin, *q.input[1:]], [q_out], name=q_out,
-                                                  **{a.name: helper.get_attribute_value(a) for a in q.attribute}))
-                made[qin] = dq_copy(dq, q_out, name)
-            else:
-                made[qin] = fin
-            inputs.append(made[qin])
+        inputs = [shadows.shadow_input(qin, fin, name) for qin, fin in zip(qnode.input, fnode.input)]
         outs = [f"{o}{_SHADOW}" if o else "" for o in qnode.output]
-        new_nodes.append(_rewired(qnode, f"{name}{_SHADOW}", inputs, outs))
+        shadows.new_nodes.append(_rewired(qnode, f"{name}{_SHADOW}", inputs, outs))
         compared, reference = outs[0], fnode.output[0]
         act = folded.get(name)
         if act is not None:
@@ -360,21 +376,17 @@ def shadow_model(
             # see it (a dead channel with a huge negative pre-activation
             # would otherwise hide every other channel's error).
             act_copy = _rewired(act, f"{act.name}{_SHADOW}act_{name}", [compared, *act.input[1:]],
-                                [f"{act.output[0]}{_SHADOW}act_{name}"])
-            new_nodes.append(act_copy)
+                                [f"{act.output[0]}{_SHADOW}act_{name}"])  # fmt: skip
+            shadows.new_nodes.append(act_copy)
             compared, reference = act_copy.output[0], act.output[0]
-        out_dq = graph_output_qdq.get(qnode.output[0]) if qnode.output else None
-        if out_dq is not None:  # keeping the node in float also removes this output's Q/DQ
-            oq, odq = out_dq
-            for extra in oq.input[1:]:
-                need_init(extra)
-            q_out = f"{oq.output[0]}{_SHADOW}"
-            new_nodes.append(helper.make_node("QuantizeLinear", [compared, *oq.input[1:]], [q_out], name=q_out,
-                                              **{a.name: helper.get_attribute_value(a) for a in oq.attribute}))
-            compared = dq_copy(odq, q_out, "out")
+        out_qdq = output_qdq.get(qnode.output[0]) if qnode.output else None
+        if out_qdq is not None:  # keeping the node in float also removes this output's Q/DQ
+            oq, odq = out_qdq
+            q_out = shadows.copy_qdq(oq, compared, f"{oq.output[0]}{_SHADOW}")
+            compared = shadows.copy_qdq(odq, q_out, f"{odq.output[0]}{_SHADOW}out")
         pairs.append((name, reference, compared))
-    graph.node.extend(new_nodes)
-    return model, pairs
+    shadows.model.graph.node.extend(shadows.new_nodes)
+    return shadows.model, pairs
 
 
 def rank_layers(

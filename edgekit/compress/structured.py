@@ -178,7 +178,9 @@ def _positions(an: ChannelAnalysis, tensor: str, keep: dict[int, np.ndarray]) ->
     return mask
 
 
-def _rewrite(an: ChannelAnalysis, keep: dict[int, np.ndarray]) -> tuple[onnx.ModelProto, dict[str, tuple[int, np.ndarray]]]:
+def _rewrite(
+    an: ChannelAnalysis, keep: dict[int, np.ndarray]
+) -> tuple[onnx.ModelProto, dict[str, tuple[int, np.ndarray]]]:
     model = onnx.ModelProto()
     model.CopyFrom(an.model)
     nodes = model.graph.node
