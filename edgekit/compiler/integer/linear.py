@@ -18,6 +18,7 @@ result is requantized per channel with ``M[c] = s_x * s_w[c] / s_y``.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 from tvm import relax
@@ -68,19 +69,29 @@ def _bias_vector(ctx: LoweringContext, bias: relax.Expr, channels: int, oc_axis:
     return values.reshape(-1)
 
 
-def lower_linear(ctx: LoweringContext, q_call: relax.Call, m: dict[DFPattern, relax.Expr]) -> tuple[str, str, relax.Expr]:
-    """Rewrites one matched conv2d/matmul chain; raises :class:`Skip` to keep it float."""
-    p = LINEAR
-    is_conv = p.conv in m
-    core = m[p.conv] if is_conv else m[p.matmul]
-    kind = "conv2d" if is_conv else "matmul"
-    out_dtype = str(q_call.attrs.out_dtype)
-    if out_dtype not in ("int8", "uint8"):
-        raise Skip(f"output dtype {out_dtype}")
-    out = ctx.output_qparams(q_call)
-    x_qp = ctx.input_qparams(m[p.x])
-    x = m[p.x].args[0]
+@dataclass(frozen=True)
+class _Weight:
+    """The layer's constant int8 weight as the accumulation reads it.
 
+    Attributes:
+        values: The weight as stored (before any transpose of the pattern).
+        qparams: Its scales (zero points are all 0).
+        expr: The Relax expression the conv/matmul reads (transposed when
+            the pattern has a ``permute_dims``).
+        perm: That transpose, or None.
+        effective: ``values`` in the layout the conv/matmul reads.
+    """
+
+    values: np.ndarray
+    qparams: QParams
+    expr: relax.Expr
+    perm: list[int] | None
+    effective: np.ndarray
+
+
+def _int8_weight(ctx: LoweringContext, m: dict[DFPattern, relax.Expr]) -> _Weight:
+    """The matched weight: constant, int8 and symmetric, or :class:`Skip`."""
+    p = LINEAR
     w_dq = m[p.w]
     w = ctx.values.value(w_dq.args[0])
     w_qp = ctx.values.qparams(w_dq)
@@ -96,47 +107,52 @@ def lower_linear(ctx: LoweringContext, q_call: relax.Call, m: dict[DFPattern, re
         axes = m[p.w_perm].attrs.axes
         perm = list(range(w.ndim))[::-1] if axes is None else [int(a) for a in axes]
         w_expr = R.permute_dims(w_expr, perm)
-    w_eff = np.transpose(w, perm) if perm is not None else w
+    return _Weight(w, w_qp, w_expr, perm, np.transpose(w, perm) if perm is not None else w)
 
-    out_shape = ctx.shape(core)
-    out_ndim = len(out_shape)
+
+def _channel_axes(core: relax.Call, is_conv: bool, weight: _Weight, out_ndim: int) -> tuple[int, int, tuple[int, ...]]:
+    """The output-channel axis of the weight and of the output, and the
+    weight axes one output channel sums over; :class:`Skip` for layouts
+    other than NCHW/OIHW convs and 2-D matmul weights."""
     if is_conv:
         a = core.attrs
         if (str(a.data_layout), str(a.kernel_layout), str(a.out_layout or a.data_layout)) != ("NCHW", "OIHW", "NCHW"):
             raise Skip("conv2d layout is not NCHW/OIHW")
-        oc_axis_w, oc_axis = 0, 1
-        reduce_axes = tuple(range(1, w_eff.ndim))
-    else:
-        if w_eff.ndim != 2:
-            raise Skip("matmul weight is not 2-D")
-        oc_axis_w, oc_axis = 1, out_ndim - 1
-        reduce_axes = (0,)
-    channels = w_eff.shape[oc_axis_w]
-    s_w = _weight_scale(w, w_qp, perm, oc_axis_w)
-    acc_scale = np.float64(x_qp.s) * s_w
+        return 0, 1, tuple(range(1, weight.effective.ndim))
+    if weight.effective.ndim != 2:
+        raise Skip("matmul weight is not 2-D")
+    return 1, out_ndim - 1, (0,)
 
-    notes = ["per-channel" if not w_qp.per_tensor else "per-tensor"]
+
+def _accumulate(core: relax.Call, is_conv: bool, x: relax.Expr, x_zero: int, w_expr: relax.Expr,
+                notes: list[str]) -> relax.Expr:  # fmt: skip
+    """The int32 conv2d / matmul of the integer input and weight (a conv's
+    border padded with the input's zero point, the integer of real 0.0)."""
+    if not is_conv:
+        return R.matmul(x, w_expr, out_dtype="int32")
+    a = core.attrs
+    padding = [int(v) for v in a.padding]  # top, left, bottom, right
     data = x
-    if is_conv:
-        pads = [int(v) for v in a.padding]  # top, left, bottom, right
-        padding = pads
-        if x_qp.z != 0 and any(pads):
-            # Pad with the integer that means real 0.0, then an unpadded conv.
-            top, left, bottom, right = pads
-            data = R.nn.pad(x, [0, 0, 0, 0, top, bottom, left, right], pad_value=float(x_qp.z))
-            padding = [0, 0, 0, 0]
-            notes.append("input padded with its zero point")
-        acc = R.nn.conv2d(
-            data, w_expr, strides=[int(v) for v in a.strides], padding=padding,
-            dilation=[int(v) for v in a.dilation], groups=int(a.groups), data_layout="NCHW",
-            kernel_layout="OIHW", out_layout="NCHW", out_dtype="int32",
-        )  # fmt: skip
-    else:
-        acc = R.matmul(x, w_expr, out_dtype="int32")
+    if x_zero != 0 and any(padding):
+        # Pad with the integer that means real 0.0, then an unpadded conv.
+        top, left, bottom, right = padding
+        data = R.nn.pad(x, [0, 0, 0, 0, top, bottom, left, right], pad_value=float(x_zero))
+        padding = [0, 0, 0, 0]
+        notes.append("input padded with its zero point")
+    return R.nn.conv2d(
+        data, w_expr, strides=[int(v) for v in a.strides], padding=padding,
+        dilation=[int(v) for v in a.dilation], groups=int(a.groups), data_layout="NCHW",
+        kernel_layout="OIHW", out_layout="NCHW", out_dtype="int32",
+    )  # fmt: skip
 
-    offset = -np.int64(x_qp.z) * w_eff.astype(np.int64).sum(axis=reduce_axes)
+
+def _channel_offset(ctx: LoweringContext, m: dict[DFPattern, relax.Expr], offset: np.ndarray, acc_scale: np.ndarray,
+                    oc_axis: int, out_ndim: int, notes: list[str]) -> np.ndarray:  # fmt: skip
+    """The zero-point correction ``offset`` plus the bias in accumulator
+    units: one int32 per output channel, or :class:`Skip` if it overflows."""
+    p = LINEAR
     if p.bias in m:
-        bias = _bias_vector(ctx, m[p.bias], channels, oc_axis, out_ndim)
+        bias = _bias_vector(ctx, m[p.bias], offset.size, oc_axis, out_ndim)
         bias_acc = np.rint(bias / acc_scale)
         if np.any(np.abs(bias_acc) >= 2**31):
             raise Skip("bias does not fit the int32 accumulator")
@@ -144,6 +160,30 @@ def lower_linear(ctx: LoweringContext, q_call: relax.Call, m: dict[DFPattern, re
         notes.append("bias folded")
     if np.any(np.abs(offset) >= 2**31):
         raise Skip("bias and zero-point correction overflow int32")
+    return offset
+
+
+def lower_linear(ctx: LoweringContext, q_call: relax.Call, m: dict[DFPattern, relax.Expr]) -> tuple[str, str, relax.Expr]:
+    """Rewrites one matched conv2d/matmul chain; raises :class:`Skip` to keep it float."""
+    p = LINEAR
+    is_conv = p.conv in m
+    core = m[p.conv] if is_conv else m[p.matmul]
+    kind = "conv2d" if is_conv else "matmul"
+    out_dtype = str(q_call.attrs.out_dtype)
+    if out_dtype not in ("int8", "uint8"):
+        raise Skip(f"output dtype {out_dtype}")
+    out = ctx.output_qparams(q_call)
+    x_qp = ctx.input_qparams(m[p.x])
+    weight = _int8_weight(ctx, m)
+    out_ndim = len(ctx.shape(core))
+    oc_axis_w, oc_axis, reduce_axes = _channel_axes(core, is_conv, weight, out_ndim)
+    channels = weight.effective.shape[oc_axis_w]
+    acc_scale = np.float64(x_qp.s) * _weight_scale(weight.values, weight.qparams, weight.perm, oc_axis_w)
+
+    notes = ["per-channel" if not weight.qparams.per_tensor else "per-tensor"]
+    acc = _accumulate(core, is_conv, m[p.x].args[0], x_qp.z, weight.expr, notes)
+    zero_point_term = -np.int64(x_qp.z) * weight.effective.astype(np.int64).sum(axis=reduce_axes)
+    offset = _channel_offset(ctx, m, zero_point_term, acc_scale, oc_axis, out_ndim, notes)
     if np.any(offset):
         shape = [1] * out_ndim
         shape[oc_axis] = channels
