@@ -50,8 +50,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgekit.compiler.cpu_intrin import DW_I16_512, I16_256, I16_512, U8S8_256, VNNI256, VNNI512, DotIsa, _has, dot_isa
-from edgekit.compiler.cpu_intrin import register_intrinsics
+from edgekit.compiler.cpu_intrin import (
+    DW_I16_512,
+    I16_256,
+    I16_512,
+    U8S8_256,
+    VNNI256,
+    VNNI512,
+    DotIsa,
+    dot_isa,
+    has_feature,
+    register_intrinsics,
+)
 from edgekit.compiler.cpu_rewrite import bound_value, calls_rewrite_pass, is_call, round_up, static_shape
 from edgekit.compiler.cpu_schedule import block_kinds, inline_epilogue, loop_extent, schedule_rest
 
@@ -463,7 +473,7 @@ def int8_dot_pass(target: tvm.target.Target, params: dict[str, np.ndarray] | Non
         return m.rw.depthwise(m.builder_, call) if new is None else new
 
     def setup(mutator: Any) -> None:
-        narrow = {VNNI512: VNNI256, I16_512: I16_256}.get(isa) if _has(target, "avx512vl") else None
+        narrow = {VNNI512: VNNI256, I16_512: I16_256}.get(isa) if has_feature(target, "avx512vl") else None
         resolve = (lambda e: _weight_value(mutator, e, values)) if values else None
         mutator.rw = _Rewriter(isa, U8S8_256 if isa is I16_256 else None, resolve, narrow, lambda e: bound_value(mutator, e))
 

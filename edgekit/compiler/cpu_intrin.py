@@ -21,7 +21,18 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     import tvm
 
-__all__ = ["DW_I16_512", "DotIsa", "I16_256", "I16_512", "U8S8_256", "VNNI256", "VNNI512", "dot_isa", "register_intrinsics"]
+__all__ = [
+    "DW_I16_512",
+    "DotIsa",
+    "I16_256",
+    "I16_512",
+    "U8S8_256",
+    "VNNI256",
+    "VNNI512",
+    "dot_isa",
+    "has_feature",
+    "register_intrinsics",
+]
 
 @dataclass(frozen=True)
 class DotIsa:
@@ -64,7 +75,8 @@ I16_256 = DotIsa("i16_256", 8, 2, "int16", "edgekit_pmaddwd_8x2", 16)
 DW_I16_512 = DotIsa("dw16", 16, 2, "int16", "edgekit_dw_pmaddwd_16x2", 32)
 
 
-def _has(target: Any, feature: str) -> bool:
+def has_feature(target: Any, feature: str) -> bool:
+    """True when LLVM says ``target`` (not this machine) has ``feature`` (``"avx2"``); False for a target it does not know."""
     from tvm.target.codegen import target_has_features
 
     try:
@@ -84,13 +96,13 @@ def dot_isa(target: tvm.target.Target) -> DotIsa | None:
     triple = str(target.attrs.get("mtriple", "") or "")
     if triple and not triple.startswith(("x86_64", "i686", "i386")):
         return None
-    if _has(target, "avx512vnni") and _has(target, "avx512bw"):
+    if has_feature(target, "avx512vnni") and has_feature(target, "avx512bw"):
         return VNNI512
-    if _has(target, "avxvnni"):
+    if has_feature(target, "avxvnni"):
         return VNNI256
-    if _has(target, "avx512bw"):
+    if has_feature(target, "avx512bw"):
         return I16_512
-    if _has(target, "avx2"):
+    if has_feature(target, "avx2"):
         return I16_256
     return None
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgekit.compiler.cpu_intrin import _has, dot_isa
+from edgekit.compiler.cpu_intrin import dot_isa, has_feature
 from edgekit.compiler.cpu_rewrite import bound_value, calls_rewrite_pass, const_value, is_call, static_shape
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -142,7 +142,7 @@ def lookup_pass(target: tvm.target.Target) -> Any:
 
     if target.kind.name != "llvm":
         return tvm.transform.Sequential([], name="EdgekitLookups")
-    if _has(target, "avx512vbmi") and _has(target, "avx512bw"):
+    if has_feature(target, "avx512vbmi") and has_feature(target, "avx512bw"):
         kernel, name, layout = _lookup_vbmi_func, "lookup_vbmi", (lambda t: t)
     elif dot_isa(target) is not None:  # an x86 target with AVX2
         kernel, name, layout = _lookup_avx2_func, "lookup_avx2", _avx2_slices

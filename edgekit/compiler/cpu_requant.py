@@ -60,12 +60,12 @@ _TERM_DTYPES = ("int8", "uint8", "int16", "int32")
 
 def uses_float_requant(target: tvm.target.Target) -> bool:
     """True when ``target`` (not this machine) gets the float32 requantization: x86 with AVX2."""
-    from edgekit.compiler.cpu_intrin import _has
+    from edgekit.compiler.cpu_intrin import has_feature
 
     if target.kind.name != "llvm":
         return False
     triple = str(target.attrs.get("mtriple", "") or "")
-    return (not triple or triple.startswith(("x86_64", "i686", "i386"))) and _has(target, "avx2")
+    return (not triple or triple.startswith(("x86_64", "i686", "i386"))) and has_feature(target, "avx2")
 
 
 class _Parsed:
