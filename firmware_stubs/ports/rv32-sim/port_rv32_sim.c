@@ -3,9 +3,8 @@
  * intercepts ek_port_read_cycles/ek_port_read_instret by symbol so counts are
  * deterministic; on a real core the CSR reads below run. */
 #include <stdint.h>
-#include "ek_util.h"
 
-#include "ek_port.h"
+#include "ek_util.h"
 
 #define UART_BASE 0x10000000u
 #define UART_RBR 0u /* read: receive buffer; write: THR */
@@ -17,11 +16,10 @@
 #ifndef EK_CLOCK_HZ
 #define EK_CLOCK_HZ 100000000u
 #endif
+#define EK_BOARD_NAME "rv32-mcu-sim"
+#include "ek_port_baremetal.h"
 
-extern uint8_t __ek_slots_start[], __ek_slots_end[];
-static uint32_t boot_count __attribute__((section(".noinit")));
-
-void ek_port_init(void) { boot_count++; }
+void ek_port_init(void) { ek_boot_count++; }
 
 int ek_port_getc(void) {
   while (!(REG(UART_LSR) & LSR_DR)) {
@@ -57,22 +55,6 @@ __attribute__((noinline)) uint64_t ek_port_read_instret(void) {
   return (uint64_t)hi << 32 | lo;
 }
 
-uint32_t ek_port_boot_id(void) { return boot_count; }
-uint32_t ek_port_clock_hz(void) { return EK_CLOCK_HZ; }
-const char *ek_port_board_name(void) { return "rv32-mcu-sim"; }
-
-uint8_t *ek_port_storage(uint32_t *bytes) {
-  *bytes = (uint32_t)(__ek_slots_end - __ek_slots_start);
-  return __ek_slots_start;
-}
-
 /* The simulated flash is memory-mapped writable; a real part needs its flash
  * controller's program/erase sequence here. */
 void ek_port_storage_write(uint8_t *dst, const void *src, uint32_t n) { memcpy(dst, src, n); }
-
-int main(void) {
-  ek_port_init();
-  ek_agent_main();
-  for (;;) {
-  }
-}

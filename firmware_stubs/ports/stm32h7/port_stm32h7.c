@@ -6,7 +6,6 @@
  * intercepts ek_port_read_cycles/ek_port_read_instret by symbol. */
 #include <stdint.h>
 
-#include "ek_port.h"
 #include "ek_util.h"
 
 #define REG32(a) (*(volatile uint32_t *)(a))
@@ -32,13 +31,13 @@
 #ifndef EK_BAUD
 #define EK_BAUD 921600u
 #endif
+#define EK_BOARD_NAME "stm32h7"
+#include "ek_port_baremetal.h"
 
-extern uint8_t __ek_slots_start[], __ek_slots_end[];
-static uint32_t boot_count __attribute__((section(".noinit")));
 static uint32_t cyc_hi, cyc_last; /* extends the 32-bit CYCCNT to 64 bits */
 
 void ek_port_init(void) {
-  boot_count++;
+  ek_boot_count++;
   RCC_AHB4ENR |= 1u << 3;   /* GPIOD */
   RCC_APB1LENR |= 1u << 18; /* USART3 */
   GPIOD_MODER = (GPIOD_MODER & ~(0xFu << 16)) | (0xAu << 16);   /* PD8, PD9: alternate function */
@@ -74,22 +73,6 @@ __attribute__((noinline)) uint64_t ek_port_read_cycles(void) {
 /* Cortex-M7 has no retired-instruction counter; the simulator supplies one. */
 __attribute__((noinline)) uint64_t ek_port_read_instret(void) { return 0; }
 
-uint32_t ek_port_boot_id(void) { return boot_count; }
-uint32_t ek_port_clock_hz(void) { return EK_CLOCK_HZ; }
-const char *ek_port_board_name(void) { return "stm32h7"; }
-
-uint8_t *ek_port_storage(uint32_t *bytes) {
-  *bytes = (uint32_t)(__ek_slots_end - __ek_slots_start);
-  return __ek_slots_start;
-}
-
 /* Writable in the simulator only. On the real part this must drive the flash
  * controller (FLASH_CR PG, 256-bit words, 128 KiB sector erase): not done yet. */
 void ek_port_storage_write(uint8_t *dst, const void *src, uint32_t n) { memcpy(dst, src, n); }
-
-int main(void) {
-  ek_port_init();
-  ek_agent_main();
-  for (;;) {
-  }
-}
