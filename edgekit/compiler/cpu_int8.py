@@ -198,8 +198,7 @@ def _depthwise_dot(x: Any, wp: Any, strides: Any, isa_name: str) -> Any:
 
     ``x`` is the padded NHWC int8 input (one column wider when the kernel
     width is odd: the extra tap has weight 0); ``wp`` is ``[KH, KW/2, C, 2]``
-    int16, the taps of one channel in pairs (:func:`register_intrinsics`,
-    ``dw_pmaddwd``).
+    int16, the taps of one channel in pairs (``cpu_intrin._dw_pmaddwd``).
     """
     from tvm import te
 

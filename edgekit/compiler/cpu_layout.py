@@ -448,7 +448,7 @@ def _softmax_split(x: Any, lanes: int) -> Any:
     """TE softmax over the last axis with each reduction split at a multiple of ``lanes``.
 
     ``max``/``sum`` over ``[0, N - N % lanes)`` is one reduction the scheduler
-    vectorizes (:func:`_vectorize_row_reduction`); the few tail elements are a
+    vectorizes (``cpu_schedule._vectorize_row_reduction``); the few tail elements are a
     second, scalar one. TOPI's softmax reduces over ``[0, N)`` in one loop,
     which stays scalar when ``N`` is not a multiple of the vector width
     (PP-OCR rec's 18710 classes). Uses TVM's polynomial ``fast_exp``.
