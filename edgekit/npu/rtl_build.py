@@ -174,7 +174,7 @@ def verilate(top: str, sources: list[Path], harness: Path, params: Mapping[str, 
     src = rtl_dir()
     key = hashlib.sha256(repr(sorted(params.items())).encode())
     key.update((root / "include" / "verilated_config.h").read_bytes())
-    for path in [*sources, src / _HEADER, harness]:
+    for path in [*sources, src / _HEADER, harness, *sorted(harness.parent.glob("*.h"))]:  # the harness's headers too
         key.update(path.name.encode())
         key.update(path.read_bytes())
     out_dir = _cache_root() / f"{label}-{key.hexdigest()[:16]}"

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "Vnpu_axi.h"
+#include "harness_io.h"
 #include "verilated.h"
 
 #ifndef NPU_AXI_BYTES
@@ -30,23 +31,8 @@ namespace {
 
 constexpr int W = NPU_AXI_BYTES;
 
-// Ports narrower than 65 bits are integers in Verilator, wider ones VlWide
-// (the same conversions as harness.cpp, for the bus width here).
-template <typename T> void put_bytes(T& port, const uint8_t* p) {
-    uint64_t v = 0;
-    for (int i = W - 1; i >= 0; --i) v = (v << 8) | p[i];
-    port = static_cast<T>(v);
-}
-template <std::size_t N> void put_bytes(VlWide<N>& port, const uint8_t* p) {
-    for (std::size_t w = 0; w < N; ++w) port[w] = p[4 * w] | p[4 * w + 1] << 8 | p[4 * w + 2] << 16 | static_cast<uint32_t>(p[4 * w + 3]) << 24;
-}
-template <typename T> void get_bytes(const T& port, uint8_t* p) {
-    uint64_t v = port;
-    for (int i = 0; i < W; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
-}
-template <std::size_t N> void get_bytes(const VlWide<N>& port, uint8_t* p) {
-    for (int i = 0; i < W; ++i) p[i] = static_cast<uint8_t>(port[i / 4] >> (8 * (i % 4)));
-}
+using npu_harness::get_bytes;
+using npu_harness::put_bytes;
 
 struct Burst {
     uint64_t due, addr;
@@ -93,7 +79,7 @@ struct Sys {
         t->m_axi_rvalid = r_offer;
         if (r_offer) {
             Burst& b = reads.front();
-            put_bytes(t->m_axi_rdata, &mem[b.addr + uint64_t(b.done) * W]);
+            put_bytes(t->m_axi_rdata, &mem[b.addr + uint64_t(b.done) * W], W);
             t->m_axi_rid = b.id;
             t->m_axi_rresp = 0;
             t->m_axi_rlast = b.done + 1 == b.beats;
@@ -114,7 +100,7 @@ struct Sys {
             writes.push_back(Burst{cycle + latency, t->m_axi_awaddr, t->m_axi_awlen + 1});
         if (t->m_axi_wvalid && t->m_axi_wready) {
             WBeat w;
-            get_bytes(t->m_axi_wdata, w.data);
+            get_bytes(t->m_axi_wdata, w.data, W);
             w.strb = t->m_axi_wstrb;
             w.last = t->m_axi_wlast;
             wbeats.push_back(w);
@@ -162,17 +148,11 @@ void* npu_new(uint64_t dram_bytes, uint64_t latency) {
 void npu_free(void* h) { delete static_cast<Sys*>(h); }
 
 int npu_mem_write(void* h, uint64_t addr, const uint8_t* src, uint64_t n) {
-    auto* s = static_cast<Sys*>(h);
-    if (addr + n > s->mem.size()) return -1;
-    std::memcpy(s->mem.data() + addr, src, n);
-    return 0;
+    return npu_harness::mem_copy_in(static_cast<Sys*>(h)->mem, addr, src, n);
 }
 
 int npu_mem_read(void* h, uint64_t addr, uint8_t* dst, uint64_t n) {
-    auto* s = static_cast<Sys*>(h);
-    if (addr + n > s->mem.size()) return -1;
-    std::memcpy(dst, s->mem.data() + addr, n);
-    return 0;
+    return npu_harness::mem_copy_out(static_cast<Sys*>(h)->mem, addr, dst, n);
 }
 
 // AXI4-Lite write: address and data offered together until taken, then the response.

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "Vnpu_top.h"
+#include "harness_io.h"
 #include "verilated.h"
 
 #ifndef NPU_DMA_BYTES
@@ -21,29 +22,8 @@
 
 namespace {
 
-// Ports narrower than 65 bits are integers in Verilator, wider ones VlWide.
-template <typename T> void put_bytes(T& port, const uint8_t* p, int n) {
-    T v = 0;
-    for (int i = n - 1; i >= 0; --i) v = static_cast<T>((static_cast<uint64_t>(v) << 8) | p[i]);
-    port = v;
-}
-template <std::size_t W> void put_bytes(VlWide<W>& port, const uint8_t* p, int n) {
-    for (std::size_t w = 0; w < W; ++w) {
-        uint32_t v = 0;
-        for (int b = 0; b < 4; ++b) {
-            int k = static_cast<int>(w) * 4 + b;
-            if (k < n) v |= static_cast<uint32_t>(p[k]) << (8 * b);
-        }
-        port[w] = v;
-    }
-}
-template <typename T> void get_bytes(const T& port, uint8_t* p, int n) {
-    uint64_t v = port;
-    for (int i = 0; i < n; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
-}
-template <std::size_t W> void get_bytes(const VlWide<W>& port, uint8_t* p, int n) {
-    for (int i = 0; i < n; ++i) p[i] = static_cast<uint8_t>(port[i / 4] >> (8 * (i % 4)));
-}
+using npu_harness::get_bytes;
+using npu_harness::put_bytes;
 
 struct Pending {
     uint64_t due;
@@ -132,17 +112,11 @@ void* npu_new(uint64_t dram_bytes, uint64_t latency) {
 void npu_free(void* h) { delete static_cast<Npu*>(h); }
 
 int npu_mem_write(void* h, uint64_t addr, const uint8_t* src, uint64_t n) {
-    auto* s = static_cast<Npu*>(h);
-    if (addr + n > s->mem.size()) return -1;
-    std::memcpy(s->mem.data() + addr, src, n);
-    return 0;
+    return npu_harness::mem_copy_in(static_cast<Npu*>(h)->mem, addr, src, n);
 }
 
 int npu_mem_read(void* h, uint64_t addr, uint8_t* dst, uint64_t n) {
-    auto* s = static_cast<Npu*>(h);
-    if (addr + n > s->mem.size()) return -1;
-    std::memcpy(dst, s->mem.data() + addr, n);
-    return 0;
+    return npu_harness::mem_copy_out(static_cast<Npu*>(h)->mem, addr, dst, n);
 }
 
 void npu_reg_write(void* h, uint32_t offset, uint32_t value) {
