@@ -169,6 +169,35 @@ def depthwise_nhwc(x: Any, w: Any, strides: Any, dilation: Any, product: str = "
     )
 
 
+def _depthwise_int16_pairs(x: Any, w: Any, strides: Any, dilation: Any) -> Any:
+    """Depthwise NHWC int8 conv summing two horizontal taps in int16 before widening (weights without -128).
+
+    ``w`` is ``[KH, KW2 * 2, 1, C]`` (an odd kernel width padded with a zero
+    tap, the input one column wider). ``|x * w| <= 128 * 127``, so a pair
+    fits in int16 exactly.
+    """
+    from tvm import te
+
+    n, h, wd, c = (int(v) for v in x.shape)
+    kh, kw = int(w.shape[0]), int(w.shape[1])
+    sh, sw = (int(v) for v in strides)
+    dh, dw = (int(v) for v in dilation)
+    oh = (h - (kh - 1) * dh - 1) // sh + 1
+    ow = (wd - (kw - 1) * dw - 1) // sw + 1
+    ry = te.reduce_axis((0, kh), name="ry")
+    rp = te.reduce_axis((0, kw // 2), name="rp")
+
+    def tap(nn: Any, yy: Any, xx: Any, cc: Any, j: int) -> Any:
+        col = rp * 2 + j
+        return x[nn, yy * sh + ry * dh, xx * sw + col * dw, cc].astype("int16") * w[ry, col, 0, cc].astype("int16")
+
+    return te.compute(
+        (n, oh, ow, c),
+        lambda nn, yy, xx, cc: te.sum((tap(nn, yy, xx, cc, 0) + tap(nn, yy, xx, cc, 1)).astype("int32"), axis=[ry, rp]),
+        name="depthwise_conv2d_int16_pairs",
+    )
+
+
 def depthwise_on_vectors(b: Any, call: Any, x: Any, w: Any, padded: int, product: str, out: str, name: str) -> Any:
     """An NHWC/HWIO depthwise ``conv2d`` call as :func:`depthwise_nhwc` on ``padded`` channels.
 
@@ -248,14 +277,11 @@ class _Rewriter:
 
     def __init__(self, isa: DotIsa, u8s8: DotIsa | None, resolve: Any = None, narrow: DotIsa | None = None,
                  binding: Any = None) -> None:  # fmt: skip
-        import tvm
-
         self.isa = isa
         self.u8s8 = u8s8  # the vpmaddubsw variant, for layers whose weights allow it
         self.resolve = resolve
         self.narrow = narrow  # the same instruction on half-width vectors (AVX-512VL), for ragged layers
         self.binding = binding  # the value bound to a variable (through aliases), if any
-        self.pad_op = tvm.ir.Op.get("relax.nn.pad")
 
     def pick(self, weight: np.ndarray | None, channels: int) -> DotIsa:
         """The instruction for one layer with ``weight`` (``[..., K, N]``) and ``channels`` outputs.
@@ -355,13 +381,54 @@ class _Rewriter:
         _kh, _kw, one, c = ws
         if one != 1 or int(a.groups) != c or xs[3] != c:
             return None
-        # Two taps per lane pay with 16-lane (AVX-512) vectors; with 8-lane AVX2
-        # ones the widening and interleaving cost as much as they save (PP-OCR
-        # cls's depthwise kernels, haswell code on Zen 5: 185 us, against
-        # 170 us multiplying in int16), so those keep the generic kernel.
+        # Two taps per vpmaddwd lane pay with 16-lane (AVX-512) vectors; with
+        # 8-lane AVX2 ones the widening and interleaving cost as much as they
+        # save (PP-OCR cls's depthwise kernels, haswell code on Zen 5: 185 us,
+        # against 170 us multiplying in int16). There two horizontal taps'
+        # int16 products are added in int16 before the one widening instead,
+        # exact for weights in [-127, 127] (223 -> 190 us, one core).
         if [int(v) for v in a.dilation] == [1, 1] and self.isa.lanes == 16:
             return self.depthwise_pairs(b, call, x, w)
+        weight = self.weight(w)
+        if weight is not None and int(weight.min()) > -128:
+            return self.depthwise_int16_pairs(b, call, x, w)
         return depthwise_on_vectors(b, call, x, w, round_up(c, self.isa.lanes), "int16", "int32", "depthwise_conv2d_i16")
+
+    def merged_pad_value(self, x: Any) -> float:
+        """The value of the constant pad ``x`` is (the lowering's zero-point pad), else 0.
+
+        A pad of a pad with the same value is one pad kernel (:mod:`edgekit.compiler.cpu_pad`);
+        what the extra column and channels hold does not matter (they meet zero weights).
+        """
+        inner = self.binding(x) if self.binding is not None else None  # through alias bindings (y = x)
+        if is_call(inner, "relax.nn.pad") and str(inner.attrs.pad_mode) == "constant":
+            return float(inner.attrs.pad_value)
+        return 0.0
+
+    def depthwise_int16_pairs(self, b: Any, call: Any, x: Any, w: Any) -> Any:
+        """Depthwise int8 conv adding two horizontal taps in int16 (:func:`_depthwise_int16_pairs`).
+
+        Padded once, as :meth:`depthwise_pairs` pads: an odd kernel width gets
+        a zero tap and the input one (dilated) column more.
+        """
+        from tvm.relax import op as R
+
+        a = call.attrs
+        kh, kw, _one, c = (int(v) for v in w.ty.shape.values)
+        cp = round_up(c, self.isa.lanes)
+        extra = kw % 2
+        dw = int(a.dilation[1])
+        pt, pl, pb, pr = (int(v) for v in a.padding)
+        xp = x
+        if any((pt, pl, pb, pr, extra)) or cp != c:
+            value = self.merged_pad_value(x) if not any((pt, pl, pb, pr)) else 0.0
+            xp = b.emit(R.nn.pad(x, [0, 0, pt, pb, pl, pr + extra * dw, 0, cp - c], pad_value=value))
+        wp = w
+        if extra or cp != c:
+            wp = b.emit(R.nn.pad(w, [0, 0, 0, extra, 0, 0, 0, cp - c]))
+        y = b.emit(b.call_te(_depthwise_int16_pairs, xp, wp, strides=list(a.strides), dilation=list(a.dilation),
+                             primfunc_name_hint="depthwise_conv2d_i16p"))  # fmt: skip
+        return R.strided_slice(y, axes=[3], begin=[0], end=[c]) if cp != c else y
 
     def depthwise_pairs(self, b: Any, call: Any, x: Any, w: Any) -> Any:
         """Depthwise int8 conv with two taps per ``vpmaddwd`` lane (:func:`_depthwise_dot`).
@@ -374,7 +441,6 @@ class _Rewriter:
         (:mod:`edgekit.compiler.cpu_pad`); the extra column and channels meet
         zero weights whatever their value.
         """
-        from tvm import relax
         from tvm.relax import op as R
 
         a = call.attrs
@@ -384,11 +450,7 @@ class _Rewriter:
         cp, kw2 = round_up(c, lanes), -(-kw // 2)
         extra = 2 * kw2 - kw
         pt, pl, pb, pr = (int(v) for v in a.padding)
-        value = 0.0
-        inner = self.binding(x) if self.binding is not None else None  # through alias bindings (y = x)
-        if not any((pt, pl, pb, pr)) and isinstance(inner, relax.Call) and inner.op.same_as(self.pad_op):
-            if str(inner.attrs.pad_mode) == "constant":
-                value = float(inner.attrs.pad_value)
+        value = self.merged_pad_value(x) if not any((pt, pl, pb, pr)) else 0.0
         xp = x
         if any((pt, pl, pb, pr, extra)) or cp != c:
             xp = b.emit(R.nn.pad(x, [0, 0, pt, pb, pl, pr + extra, 0, cp - c], pad_value=value))

@@ -9,6 +9,8 @@ kernels (bit-exact) and onnxruntime's QDQ graph as written (1 LSB).
 from __future__ import annotations
 
 import re
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -215,9 +217,9 @@ def test_float_requantization_is_chosen_by_the_target():
         # the add of the accumulator into vpdpwssd where the target has VNNI.
         ("skylake-avx512", "depthwise_conv2d_dw", {"vpmaddwd", "vpdpwssd"}, {"vpmulld", "vpmullw"}),
         ("icelake-server", "depthwise_conv2d_dw", {"vpmaddwd", "vpdpwssd"}, {"vpmulld", "vpmullw"}),
-        # AVX2: products in int16 (vpmullw), only the sum widened.
-        ("haswell", "depthwise_conv2d_i16", {"vpmullw"}, {"vpmulld"}),
-        ("alderlake", "depthwise_conv2d_i16", {"vpmullw"}, {"vpmulld"}),
+        # AVX2: products in int16 (vpmullw), two taps summed in int16, only the sum widened.
+        ("haswell", "depthwise_conv2d_i16p", {"vpmullw"}, {"vpmulld"}),
+        ("alderlake", "depthwise_conv2d_i16p", {"vpmullw"}, {"vpmulld"}),
     ],
 )
 def test_int8_depthwise_multiplies_in_16_bits(int8_model, mcpu, kernel, instructions, forbidden):
@@ -227,6 +229,38 @@ def test_int8_depthwise_multiplies_in_16_bits(int8_model, mcpu, kernel, instruct
     for asm in depthwise:
         ops = _mnemonics(asm)
         assert ops & instructions and not ops & forbidden, sorted(ops)
+
+
+def _with_depthwise_weights(model_path: str, out: Path, fill: Any) -> str:
+    """The int8 model with each depthwise weight initializer replaced by ``fill(shape)``."""
+    model = onnx.load(model_path)
+    for init in model.graph.initializer:
+        if init.data_type == TensorProto.INT8 and len(init.dims) == 4 and init.dims[1] == 1:
+            init.CopyFrom(numpy_helper.from_array(fill(tuple(init.dims)).astype(np.int8), init.name))
+    onnx.save(model, str(out))
+    return str(out)
+
+
+def test_avx2_depthwise_tap_pairs_are_exact_at_the_extremes(int8_model, tmp_path, monkeypatch):
+    # Two taps summed in int16: 2 * 128 * 127 = 32,512 fits, so every weight +-127
+    # with inputs saturated to -128 is exact; a -128 weight (2 * 128 * 128 would
+    # not fit) takes the one-tap kernel.
+    if "haswell" not in _runnable_targets():
+        pytest.skip("this CPU has no AVX2")
+    target = tvm.target.Target({"kind": "llvm", "mcpu": "haswell"})
+    extreme = _with_depthwise_weights(int8_model, tmp_path / "extreme.onnx",
+                                      lambda shape: np.where(np.arange(np.prod(shape)).reshape(shape) % 4 < 2, 127, -127))
+    x = np.full((1, 3, 10, 10), -50.0, np.float32)  # quantizes to -128 everywhere
+    x[..., ::3] = 50.0  # and to 127
+    got, built = _run(extreme, target, x)
+    assert sum("depthwise_conv2d_i16p" in gv.name_hint for gv in built.lowered.get_global_vars()) == 2
+    monkeypatch.setattr(cpu_int8, "dot_isa", lambda t: None)
+    generic, _ = _run(extreme, target, x)
+    np.testing.assert_array_equal(got, generic)
+    monkeypatch.undo()
+    with_minus_128 = _with_depthwise_weights(int8_model, tmp_path / "m128.onnx", lambda shape: np.full(shape, -128))
+    names = _kernels_asm(with_minus_128, target)
+    assert sum("depthwise_conv2d_i16" in n for n in names) == 2 and not any("i16p" in n for n in names), sorted(names)
 
 
 def test_avx512_takes_half_vectors_only_where_they_take_no_more_instructions():
