@@ -139,6 +139,15 @@ def _conv2d_dot(x: Any, wp: Any, strides: Any, dilation: Any, isa_name: str) -> 
     )
 
 
+def _depthwise_geometry(x: Any, w: Any, strides: Any, dilation: Any) -> tuple[Any, ...]:
+    """``(n, c, (kh, kw), (sh, sw), (dh, dw), (oh, ow))`` of a depthwise conv of the padded NHWC ``x``."""
+    n, h, wd, c = (int(v) for v in x.shape)
+    kh, kw = int(w.shape[0]), int(w.shape[1])
+    sh, sw = (int(v) for v in strides)
+    dh, dw = (int(v) for v in dilation)
+    return n, c, (kh, kw), (sh, sw), (dh, dw), ((h - (kh - 1) * dh - 1) // sh + 1, (wd - (kw - 1) * dw - 1) // sw + 1)
+
+
 def depthwise_nhwc(x: Any, w: Any, strides: Any, dilation: Any, product: str = "int16", out: str = "int32") -> Any:
     """Depthwise NHWC conv of ``x`` (already padded) and ``w`` ``[KH, KW, 1, C]``.
 
@@ -149,12 +158,7 @@ def depthwise_nhwc(x: Any, w: Any, strides: Any, dilation: Any, product: str = "
     """
     from tvm import te
 
-    n, h, wd, c = (int(v) for v in x.shape)
-    kh, kw = int(w.shape[0]), int(w.shape[1])
-    sh, sw = (int(v) for v in strides)
-    dh, dw = (int(v) for v in dilation)
-    oh = (h - (kh - 1) * dh - 1) // sh + 1
-    ow = (wd - (kw - 1) * dw - 1) // sw + 1
+    n, c, (kh, kw), (sh, sw), (dh, dw), (oh, ow) = _depthwise_geometry(x, w, strides, dilation)
     ry = te.reduce_axis((0, kh), name="ry")
     rx = te.reduce_axis((0, kw), name="rx")
     return te.compute(
@@ -178,12 +182,7 @@ def _depthwise_int16_pairs(x: Any, w: Any, strides: Any, dilation: Any) -> Any:
     """
     from tvm import te
 
-    n, h, wd, c = (int(v) for v in x.shape)
-    kh, kw = int(w.shape[0]), int(w.shape[1])
-    sh, sw = (int(v) for v in strides)
-    dh, dw = (int(v) for v in dilation)
-    oh = (h - (kh - 1) * dh - 1) // sh + 1
-    ow = (wd - (kw - 1) * dw - 1) // sw + 1
+    n, c, (kh, kw), (sh, sw), (dh, dw), (oh, ow) = _depthwise_geometry(x, w, strides, dilation)
     ry = te.reduce_axis((0, kh), name="ry")
     rp = te.reduce_axis((0, kw // 2), name="rp")
 
