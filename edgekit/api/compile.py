@@ -12,7 +12,8 @@ import onnx
 
 from edgekit.compiler.backend import CompileOptions
 from edgekit.compiler.driver import compile_model as _compile
-from edgekit.core.errors import InputError
+from edgekit.api.fit_advice import with_int8_advice
+from edgekit.core.errors import DoesNotFitError, InputError
 from edgekit.frontend.loader import PreparedModel
 
 __all__ = ["CompileResult", "compile_model", "StageProgress"]
@@ -64,10 +65,15 @@ def compile_model(
 
     Raises:
         InputError: tuning options without tuning trials.
-        ConfigError, ModelError, CompileError: from the compiler.
+        ConfigError, ModelError, CompileError: from the compiler; a
+            ``DoesNotFitError`` refused for RAM before the build advises int8
+            too (:mod:`edgekit.api.fit_advice`).
     """
     if options is not None and (options.tune_tracker or options.tune_key) and not options.tune_trials:
         raise InputError("--tracker and --key apply to tuning", hint="Add --tune N, or drop them.")
-    manifest = _compile(model, board, output, input_shapes=input_shapes, options=options, board_dirs=board_dirs,
-                        progress=progress)  # fmt: skip
+    try:
+        manifest = _compile(model, board, output, input_shapes=input_shapes, options=options, board_dirs=board_dirs,
+                            progress=progress)  # fmt: skip
+    except DoesNotFitError as exc:
+        raise with_int8_advice(exc) from None
     return CompileResult(Path(output), manifest)

@@ -91,13 +91,13 @@ def _memory_plan(result: InspectResult, prepared: PreparedModel, board: Board, b
     target = load_profiles(board_dirs).target_of(board)
     if target.codegen != "aot-c":
         return
-    from edgekit.compiler.backends.aot_c.memory import arena_limit, board_fit, plan_memory, shrink_advice
+    from edgekit.api.fit_advice import all_advice
+    from edgekit.compiler.backends.aot_c.memory import arena_limit, board_fit, plan_memory
 
     plan = plan_memory(prepared, board, target)
     result.plan = plan
     if board.memory.ram_bytes and plan.arena_bytes > board.memory.ram_bytes:
-        result.advice = shrink_advice(plan, board, target, prepared=prepared,
-                                      replan=lambda other: plan_memory(other, board, target))  # fmt: skip
+        result.advice = all_advice(plan, board, target, lambda other: plan_memory(other, board, target), prepared)
     result.report.fits = board_fit(plan, board)
     result.ram_for_arena = arena_limit(board)
 

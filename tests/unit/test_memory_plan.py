@@ -13,9 +13,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from edgekit.api.compile import compile_model as api_compile_model
+from edgekit.api.fit_advice import int8_advice, with_int8_advice
 from edgekit.cli.main import main
 from edgekit.compiler.backends.aot_c import pipeline as aot
-from edgekit.compiler.backends.aot_c.memory import MemoryPlan, arena_limit, best_split, check_plan_fits, shrink_advice
+from edgekit.compiler.backends.aot_c.memory import MemoryPlan, arena_limit, best_split, check_plan_fits
 from edgekit.compiler.backends.aot_c.plan import Buffer
 from edgekit.compiler.backend import CompileOptions
 from edgekit.compiler.driver import compile_model
@@ -157,8 +159,8 @@ def test_refusal_names_the_largest_tensors_and_planned_options(tmp_path, monkeyp
     _no_build(monkeypatch)
     boards = _tiny_board_dir(tmp_path, "16 KiB")
     model = _conv_chain(tmp_path / "chain.onnx", size=32, channels=8)
-    with pytest.raises(DoesNotFitError) as info:
-        compile_model(model, "tiny-mcu", tmp_path / "x.ekpkg", board_dirs=[boards])
+    with pytest.raises(DoesNotFitError) as info:  # the api: the compiler plans no int8 option (it runs no quantizer)
+        api_compile_model(model, "tiny-mcu", tmp_path / "x.ekpkg", board_dirs=[boards])
     err = info.value
     assert "1x8x32x32 float32, 32768 B (32.0 KiB), written by fused_conv2d" in err.message
     assert "(ONNX Conv 'c1', Relu 'r1')" in err.message
@@ -174,6 +176,23 @@ def test_refusal_names_the_largest_tensors_and_planned_options(tmp_path, monkeyp
     assert "--input-shape x=1x3x16x16" in half["text"] and half["helps"]
     assert half["arena_bytes"] <= arena // 2
     assert advice["split"]["helps"] is False  # the peak is one kernel's own input and output
+    assert [a["option"] for a in err.fields["advice"]] == ["int8", "input", "split"]
+    assert err.hint == " ".join(a["text"] for a in err.fields["advice"])
+
+
+def test_the_compiler_alone_plans_input_and_split_and_leaves_int8_to_the_api(tmp_path, monkeypatch):
+    _no_build(monkeypatch)
+    boards = _tiny_board_dir(tmp_path, "16 KiB")
+    model = _conv_chain(tmp_path / "chain.onnx", size=32, channels=8)
+    with pytest.raises(DoesNotFitError) as info:
+        compile_model(model, "tiny-mcu", tmp_path / "x.ekpkg", board_dirs=[boards])
+    err = info.value
+    assert [a["option"] for a in err.fields["advice"]] == ["input", "split"]
+    shrink = err.fields["shrink"]  # what the api needs to plan the int8 option
+    assert shrink.board.name == "tiny-mcu" and shrink.plan.arena_bytes >= err.fields["arena_bytes"]
+    added = with_int8_advice(err)
+    assert [a["option"] for a in added.fields["advice"]] == ["int8", "input", "split"]
+    assert added.message == err.message and added.hint.endswith(err.hint) and added.fields["shrink"] is None
 
 
 def _plan(arena: int, buffers: tuple[Buffer, ...] = (), calls: int = 1) -> MemoryPlan:
@@ -186,8 +205,7 @@ def test_int8_is_not_advised_when_the_plan_says_it_does_not_shrink(tmp_path):
     board = load_profiles().board("rv32-mcu-sim")
     prepared = load_model(_conv_chain(tmp_path / "chain.onnx"))
     same = _plan(10**6)
-    advice = shrink_advice(same, board, replan=lambda other: same, prepared=prepared)
-    int8 = next(a for a in advice if a.option == "int8")
+    int8 = int8_advice(same, board, None, lambda other: same, prepared)
     assert not int8.helps and "would not help" in int8.text and "--quantize" not in int8.text
 
 

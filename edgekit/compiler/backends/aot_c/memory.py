@@ -18,8 +18,10 @@ and compile checks again, with them, after the build.
 
 When a model does not fit, :func:`shrink_advice` says what is largest and what
 would shrink it *for this model*, each candidate planned with the same
-planner: int8 activations (the model quantized and lowered again), a smaller
-input, or splitting the model into two packages at the best kernel boundary.
+planner: a smaller input, or splitting the model into two packages at the best
+kernel boundary. The third option, int8 activations, needs the quantizer, which
+the compiler does not call: the refusal carries a :class:`ShrinkContext` and
+:mod:`edgekit.api.fit_advice` plans the quantized model and adds its advice.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ import logging
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-import numpy as np
 import onnx
 
 from edgekit.compiler.backends.aot_c.graph import AotGraph, extract_graph
@@ -57,6 +58,10 @@ __all__ = [
     "slot_upper_bound",
     "shrink_advice",
     "Advice",
+    "ShrinkContext",
+    "capitalized",
+    "fit_verdict",
+    "kib",
     "best_split",
 ]
 
@@ -72,7 +77,8 @@ PLANNER = (
 _SHOWN = 3
 
 
-def _kib(n: int) -> str:
+def kib(n: int) -> str:
+    """``1536 B (1.5 KiB)``."""
     return f"{n} B ({n / 1024:.1f} KiB)"
 
 
@@ -102,7 +108,7 @@ class PlannedTensor:
         shape = "x".join(map(str, self.shape))
         what = f"{self.name} {shape} {self.dtype}".replace("  ", " ") if shape else self.name
         onnx_part = f" (ONNX {', '.join(self.layers)})" if self.layers else ""
-        return f"{what}, {_kib(self.nbytes)}, written by {self.kernel}{onnx_part}"
+        return f"{what}, {kib(self.nbytes)}, written by {self.kernel}{onnx_part}"
 
     def to_json(self) -> dict[str, Any]:
         """JSON form."""
@@ -383,11 +389,11 @@ def arena_limit(board: "Board") -> tuple[int, str]:
     ram = board.memory.ram_bytes
     spec = firmware_spec(board)
     if spec is None or not ram:
-        return ram, f"RAM {_kib(ram)}"
+        return ram, f"RAM {kib(ram)}"
     limit = spec.arena_ram(ram)
     linked = min(r for r in (ram, spec.ram_bytes) if r)
-    bank = "" if linked == ram else f" (the bank the firmware links into, of the board's {_kib(ram)})"
-    return limit, f"{_kib(limit)} of RAM for the arena (RAM {_kib(linked)}{bank} less the firmware's {spec.stack_bytes} B stack)"
+    bank = "" if linked == ram else f" (the bank the firmware links into, of the board's {kib(ram)})"
+    return limit, f"{kib(limit)} of RAM for the arena (RAM {kib(linked)}{bank} less the firmware's {spec.stack_bytes} B stack)"
 
 
 def board_fit(plan: MemoryPlan, board: "Board") -> "BoardFit":
@@ -426,13 +432,16 @@ def check_plan_fits(
     Args:
         plan: From :func:`plan_graph`.
         board: The board.
-        target: Its target (for :func:`shrink_advice`).
+        target: Its target (for the int8 advice the api adds).
         replan: Plans another version of the model (for :func:`shrink_advice`);
             without it the error names the largest tensors only.
         prepared: The model, for the advice.
 
     Raises:
-        DoesNotFitError: with the numbers, the largest tensors and what would shrink them.
+        DoesNotFitError: with the numbers, the largest tensors and what would
+            shrink them; when RAM is short and ``replan`` and ``prepared`` are
+            given, its ``shrink`` field is a :class:`ShrinkContext` (for the
+            api's int8 advice).
     """
     ram, ram_text = arena_limit(board)
     slot = slot_upper_bound(board)
@@ -442,16 +451,17 @@ def check_plan_fits(
     problems = []
     ram_short = bool(ram and arena > ram)
     if ram_short:
-        problems.append(f"arena {_kib(arena)} > {ram_text}")
+        problems.append(f"arena {kib(arena)} > {ram_text}")
     if slot and plan.weight_bytes > slot:
         problems.append(
-            f"the weights ({_kib(plan.weight_bytes)}) do not fit a weights slot: the device keeps two slots "
-            f"(verify-then-commit) in {_kib(board.memory.flash_bytes)} of flash, so even with no firmware one "
-            f"holds at most {_kib(slot)}"
+            f"the weights ({kib(plan.weight_bytes)}) do not fit a weights slot: the device keeps two slots "
+            f"(verify-then-commit) in {kib(board.memory.flash_bytes)} of flash, so even with no firmware one "
+            f"holds at most {kib(slot)}"
         )
     if not problems:
         return
-    advice = shrink_advice(plan, board, target, replan=replan, prepared=prepared) if ram_short else []
+    advice = shrink_advice(plan, board, replan=replan, prepared=prepared) if ram_short else []
+    shrink = ShrinkContext(plan, board, target, prepared, replan) if ram_short and replan and prepared else None
     largest = "; ".join(t.describe() for t in plan.live_at_peak[:_SHOWN])
     message = f"the model does not fit board '{board.name}' (planned before the build): {'; '.join(problems)}"
     if ram_short:
@@ -472,7 +482,28 @@ def check_plan_fits(
         largest=[t.to_json() for t in plan.live_at_peak[:_SHOWN]],
         advice=[a.to_json() for a in advice],
         before_build=True,
+        shrink=shrink,
     )
+
+
+@dataclass(frozen=True)
+class ShrinkContext:
+    """What planning another version of a refused model needs (the ``shrink``
+    field of :func:`check_plan_fits`'s error).
+
+    Attributes:
+        plan: The plan that does not fit.
+        board: The board.
+        target: Its target (the int8 defaults of its code generator).
+        prepared: The model as compile planned it.
+        replan: Plans another version of the model with compile's options.
+    """
+
+    plan: MemoryPlan
+    board: "Board"
+    target: "Target | None"
+    prepared: "PreparedModel"
+    replan: Callable[["PreparedModel"], MemoryPlan]
 
 
 def best_split(plan: MemoryPlan) -> tuple[int, int, int] | None:
@@ -525,39 +556,10 @@ class Advice:
         return {"option": self.option, "text": self.text, "arena_bytes": self.arena_bytes, "helps": self.helps}
 
 
-def _verdict(arena: int, board: "Board") -> str:
+def fit_verdict(arena: int, board: "Board") -> str:
+    """``fits``, or how much RAM the arena may use on ``board``."""
     ram = arena_limit(board)[0]
-    return "fits" if not ram or arena <= ram else f"still more than the {_kib(ram)} of RAM for the arena"
-
-
-def _int8_advice(
-    plan: MemoryPlan, board: "Board", target: "Target | None", replan: Callable, prepared: "PreparedModel"
-) -> Advice | None:
-    ops = {n.op_type for n in prepared.model.graph.node}
-    if ops & {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul"}:
-        return None  # already quantized: int8 is not a new option
-    from edgekit.compress.config import QuantConfig
-    from edgekit.compress.quantize import quantize
-    from edgekit.frontend.loader import load_model
-
-    # Sizes do not depend on the calibration ranges, so random data plans the
-    # same arena as the user's own calibration set would.
-    rng = np.random.default_rng(0)
-    calibration = {s.name: rng.standard_normal((4, *s.shape[1:])).astype(s.dtype) for s in prepared.inputs}
-    try:
-        quantized = quantize(prepared.model, QuantConfig.for_board(board, target), calibration, board=board)
-        int8 = replan(load_model(quantized.model))
-    except Exception as exc:  # advice is best effort: the refusal itself must still be reported
-        logger.debug("int8 plan failed", exc_info=True)
-        return Advice("int8", f"int8: not checked ({getattr(exc, 'message', type(exc).__name__)}).")
-    if int8.arena_bytes < plan.arena_bytes:
-        return Advice("int8", f"int8 (`edgekit compress --quantize int8 --board {board.name}`, then compile that) "
-                      f"plans an arena of {_kib(int8.arena_bytes)} ({_verdict(int8.arena_bytes, board)}).",
-                      int8.arena_bytes, True)  # fmt: skip
-    floats = [t for t in int8.live_at_peak if t.dtype.startswith("float")]
-    why = f"; {floats[0].describe()} stays float32 (a layer edgekit runs in float)" if floats else ""
-    return Advice("int8", f"int8 would not help: quantized, this model still plans an arena of "
-                  f"{_kib(int8.arena_bytes)}{why}.", int8.arena_bytes, False)  # fmt: skip
+    return "fits" if not ram or arena <= ram else f"still more than the {kib(ram)} of RAM for the arena"
 
 
 def _input_advice(plan: MemoryPlan, board: "Board", replan: Callable, prepared: "PreparedModel") -> Advice | None:
@@ -575,7 +577,7 @@ def _input_advice(plan: MemoryPlan, board: "Board", replan: Callable, prepared: 
     except EdgekitError:
         return Advice("input", f"a smaller input ({spec.name}={text}) is not possible: this model does not accept it.")
     return Advice("input", f"--input-shape {spec.name}={text} (half height and width) plans an arena of "
-                  f"{_kib(half.arena_bytes)} ({_verdict(half.arena_bytes, board)}).",
+                  f"{kib(half.arena_bytes)} ({fit_verdict(half.arena_bytes, board)}).",
                   half.arena_bytes, half.arena_bytes < plan.arena_bytes)  # fmt: skip
 
 
@@ -587,9 +589,9 @@ def _split_advice(plan: MemoryPlan, board: "Board") -> Advice | None:
     larger = max(a, b)
     if larger >= plan.arena_bytes * 0.9:
         return Advice("split", f"splitting the model into two packages would not help: the best split still "
-                      f"plans an arena of {_kib(larger)}.", larger, False)  # fmt: skip
+                      f"plans an arena of {kib(larger)}.", larger, False)  # fmt: skip
     return Advice("split", f"splitting the model into two packages after kernel {s + 1} of {plan.kernel_calls} "
-                  f"({plan_kernel(plan, s)}) plans arenas of {_kib(a)} and {_kib(b)} ({_verdict(larger, board)}; "
+                  f"({plan_kernel(plan, s)}) plans arenas of {kib(a)} and {kib(b)} ({fit_verdict(larger, board)}; "
                   "edgekit does not split models itself).", larger, True)  # fmt: skip
 
 
@@ -601,7 +603,6 @@ def plan_kernel(plan: MemoryPlan, step: int) -> str:
 def shrink_advice(
     plan: MemoryPlan,
     board: "Board",
-    target: "Target | None" = None,
     *,
     replan: Callable[["PreparedModel"], MemoryPlan] | None = None,
     prepared: "PreparedModel | None" = None,
@@ -611,17 +612,21 @@ def shrink_advice(
     Args:
         plan: The plan that does not fit.
         board: The board.
-        target: Its target (int8 defaults for its code generator).
         replan: Plans another version of the model; without it only the split is checked.
-        prepared: The model (for int8 and the smaller input).
+        prepared: The model (for the smaller input).
 
     Returns:
         One :class:`Advice` per option, true for this model (an option that
-        does not shrink the arena says so).
+        does not shrink the arena says so). int8 is not among them: the
+        quantizer is the api's to call (:mod:`edgekit.api.fit_advice`).
     """
     advice = []
     if replan is not None and prepared is not None:
-        advice.append(_int8_advice(plan, board, target, replan, prepared))
         advice.append(_input_advice(plan, board, replan, prepared))
     advice.append(_split_advice(plan, board))
-    return [replace(a, text=a.text[0].upper() + a.text[1:]) for a in advice if a is not None]
+    return [capitalized(a) for a in advice if a is not None]
+
+
+def capitalized(advice: Advice) -> Advice:
+    """``advice`` with its sentence starting upper case (as the hint joins them)."""
+    return replace(advice, text=advice.text[0].upper() + advice.text[1:])
