@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from edgekit.core.errors import CompileError
+from edgekit.core.errors import CompileError, ConfigError
 from edgekit.core.firmware_ports import port_for_board
 from edgekit.core.toolchain import Toolchain, find_toolchain
 
@@ -211,6 +211,7 @@ class FirmwareSpec:
         ram_bytes: RAM the image links into when less than the board's (one
             bank of several; ``ram_bytes`` of the port in ports.toml), else 0.
         stack_bytes: The stack the linker script reserves (``STACK_BYTES``), 0 if unknown.
+        board_source: The board's profile file (named in errors).
     """
 
     board: str
@@ -220,12 +221,29 @@ class FirmwareSpec:
     flags: tuple[str, ...] = field(default_factory=tuple)
     ram_bytes: int = 0
     stack_bytes: int = 0
+    board_source: str = ""
 
     def arena_ram(self, board_ram: int) -> int:
         """The most RAM the arena could get in this image: the RAM it links
-        into (the board's, or one bank of it) less the stack; 0 if unknown."""
+        into (the board's, or one bank of it) less the stack; 0 if the RAM is
+        unknown (not limited).
+
+        Raises:
+            ConfigError: the RAM is known but no larger than the stack, so
+                no arena fits (0 would read as "not limited").
+        """
         ram = min(r for r in (board_ram, self.ram_bytes) if r) if (board_ram or self.ram_bytes) else 0
-        return max(0, ram - self.stack_bytes) if ram else 0
+        if ram and ram <= self.stack_bytes:
+            where = f"{self.board_source}: " if self.board_source else ""
+            script = self.linker_script.name if self.linker_script else "its linker script"
+            raise ConfigError(
+                f"{where}board '{self.board}' links its firmware into {ram} B of RAM, no more than the "
+                f"{self.stack_bytes} B stack {script} reserves: no RAM is left for the model's arena",
+                hint="Set the board's `ram` to what the part has, or give it a firmware port with a smaller "
+                "stack (STACK_BYTES in the port's linker script).",
+                board=self.board, ram_bytes=ram, stack_bytes=self.stack_bytes,
+            )  # fmt: skip
+        return ram - self.stack_bytes if ram else 0
 
 
 def firmware_spec(board: "Board | str", root: Path | None = None) -> FirmwareSpec | None:
@@ -245,7 +263,7 @@ def firmware_spec(board: "Board | str", root: Path | None = None) -> FirmwareSpe
     port = port_for_board(board, root)
     script = port.linker_script
     return FirmwareSpec(board.name, port.sources, port.include_dirs, script, port.cflags, port.ram_bytes,
-                        _stack_bytes(script) if script else 0)  # fmt: skip
+                        _stack_bytes(script) if script else 0, board.source)  # fmt: skip
 
 
 def _stack_bytes(script: Path) -> int:

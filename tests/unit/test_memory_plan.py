@@ -21,7 +21,7 @@ from edgekit.compiler.backends.aot_c.memory import MemoryPlan, arena_limit, best
 from edgekit.compiler.backends.aot_c.plan import Buffer
 from edgekit.compiler.backend import CompileOptions
 from edgekit.compiler.driver import compile_model
-from edgekit.core.errors import DoesNotFitError
+from edgekit.core.errors import ConfigError, DoesNotFitError
 from edgekit.core.profiles import load_profiles
 from edgekit.frontend.loader import load_model
 
@@ -58,7 +58,8 @@ def _conv_chain(path: Path, size: int = 32, channels: int = 8, act: str = "Relu"
 
 
 def _tiny_board_dir(tmp_path: Path, ram: str) -> Path:
-    """rv32-mcu-sim's profile under another name, with less RAM."""
+    """rv32-mcu-sim's profile under another name, with less RAM (its firmware,
+    rv32-sim, reserves 16 KiB of it for the stack)."""
     src = load_profiles().board("rv32-mcu-sim").source
     text = Path(src).read_text(encoding="utf-8") if Path(src).is_file() else None
     if text is None:  # the profile lives inside the package: read it through importlib.resources
@@ -68,10 +69,7 @@ def _tiny_board_dir(tmp_path: Path, ram: str) -> Path:
     folder = tmp_path / "boards"
     folder.mkdir()
     text = text.replace('name = "rv32-mcu-sim"', 'name = "tiny-mcu"').replace('ram = "512 KiB"', f'ram = "{ram}"')
-    # Without rv32-sim's firmware (its linker script reserves a 16 KiB stack):
-    # the plan is against the board's RAM alone.
-    text = "\n".join(line for line in text.splitlines() if not line.startswith("firmware ="))
-    assert 'name = "tiny-mcu"' in text and f'ram = "{ram}"' in text
+    assert 'name = "tiny-mcu"' in text and f'ram = "{ram}"' in text and 'firmware = "rv32-sim"' in text
     (folder / "tiny-mcu.toml").write_text(text, encoding="utf-8")
     return folder
 
@@ -124,14 +122,15 @@ def test_inspect_table_names_the_planner(tmp_path, capsys):
 
 def test_compile_refuses_ram_before_the_build(tmp_path, monkeypatch):
     called = _no_build(monkeypatch)
-    boards = _tiny_board_dir(tmp_path, "16 KiB")
+    boards = _tiny_board_dir(tmp_path, "32 KiB")
     model = _conv_chain(tmp_path / "chain.onnx", size=32, channels=8)  # 32 KiB per activation
     with pytest.raises(DoesNotFitError) as info:
         compile_model(model, "tiny-mcu", tmp_path / "x.ekpkg", board_dirs=[boards])
     err = info.value
     assert called == []
     assert err.fields["before_build"] is True and err.fields["ram_bytes"] == 16 * 1024
-    assert f"arena {err.fields['arena_bytes']} B" in err.message and "RAM 16384 B" in err.message
+    assert f"arena {err.fields['arena_bytes']} B" in err.message
+    assert "16384 B (16.0 KiB) of RAM for the arena (RAM 32768 B (32.0 KiB) less the firmware's 16384 B stack)" in err.message
     assert not (tmp_path / "x.ekpkg").exists()
 
 
@@ -157,7 +156,7 @@ def test_compile_refuses_a_weights_slot_overflow_before_the_build(tmp_path, monk
 
 def test_refusal_names_the_largest_tensors_and_planned_options(tmp_path, monkeypatch):
     _no_build(monkeypatch)
-    boards = _tiny_board_dir(tmp_path, "16 KiB")
+    boards = _tiny_board_dir(tmp_path, "32 KiB")
     model = _conv_chain(tmp_path / "chain.onnx", size=32, channels=8)
     with pytest.raises(DoesNotFitError) as info:  # the api: the compiler plans no int8 option (it runs no quantizer)
         api_compile_model(model, "tiny-mcu", tmp_path / "x.ekpkg", board_dirs=[boards])
@@ -182,7 +181,7 @@ def test_refusal_names_the_largest_tensors_and_planned_options(tmp_path, monkeyp
 
 def test_the_compiler_alone_plans_input_and_split_and_leaves_int8_to_the_api(tmp_path, monkeypatch):
     _no_build(monkeypatch)
-    boards = _tiny_board_dir(tmp_path, "16 KiB")
+    boards = _tiny_board_dir(tmp_path, "32 KiB")
     model = _conv_chain(tmp_path / "chain.onnx", size=32, channels=8)
     with pytest.raises(DoesNotFitError) as info:
         compile_model(model, "tiny-mcu", tmp_path / "x.ekpkg", board_dirs=[boards])
@@ -193,6 +192,22 @@ def test_the_compiler_alone_plans_input_and_split_and_leaves_int8_to_the_api(tmp
     added = with_int8_advice(err)
     assert [a["option"] for a in added.fields["advice"]] == ["int8", "input", "split"]
     assert added.message == err.message and added.hint.endswith(err.hint) and added.fields["shrink"] is None
+
+
+def test_a_board_whose_ram_the_stack_takes_is_a_config_error_not_unlimited(tmp_path, monkeypatch, capsys):
+    _no_build(monkeypatch)
+    boards = _tiny_board_dir(tmp_path, "16 KiB")  # all of it the rv32-sim firmware's stack
+    board = load_profiles([boards]).board("tiny-mcu")
+    with pytest.raises(ConfigError) as info:
+        arena_limit(board)
+    err = info.value
+    assert str(boards / "tiny-mcu.toml") in err.message and "16384 B of RAM, no more than the 16384 B stack" in err.message
+    assert "STACK_BYTES" in err.hint and err.fields["stack_bytes"] == err.fields["ram_bytes"] == 16384
+    model = _conv_chain(tmp_path / "chain.onnx", size=8, channels=2)  # a few KiB: "not limited" would pass it
+    with pytest.raises(ConfigError, match="no RAM is left for the model's arena"):
+        compile_model(model, "tiny-mcu", tmp_path / "x.ekpkg", board_dirs=[boards])
+    assert main(["inspect", str(model), "--board", "tiny-mcu", "--boards-dir", str(boards)]) == 2
+    assert "no RAM is left for the model's arena" in capsys.readouterr().err
 
 
 def _plan(arena: int, buffers: tuple[Buffer, ...] = (), calls: int = 1) -> MemoryPlan:

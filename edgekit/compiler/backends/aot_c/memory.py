@@ -385,6 +385,9 @@ def arena_limit(board: "Board") -> tuple[int, str]:
     image links into (the board's, or one bank of several) less the stack
     its linker script reserves; the agent's own ``.data``/``.bss`` come off
     it too, but are only known after linking.
+
+    Raises:
+        ConfigError: the firmware's stack takes all of the board's RAM.
     """
     ram = board.memory.ram_bytes
     spec = firmware_spec(board)
