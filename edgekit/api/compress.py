@@ -47,7 +47,7 @@ class QuantizeRequest:
     Attributes:
         config: :class:`QuantConfig` fields that replace the board's defaults
             (``per_channel``, ``max_drop``, ``min_sqnr_db``, ``max_time_s``,
-            ``exclude``...; see :meth:`QuantConfig.for_board`).
+            ``exclude``, ``chain_ends_only``...; see :meth:`QuantConfig.for_board`).
         eval: Evaluation data (default: 20 % of the calibration data held out).
         metric: Accuracy for ``max_drop``: ``metric(outputs, data) -> float``
             in [0, 1], or its ``MODULE:FUNCTION`` name.

@@ -111,6 +111,9 @@ def _add_quant_flags(p: argparse.ArgumentParser) -> None:
     _pair(q, "smooth_quant", "--smooth-quant", "--no-smooth-quant",
           "move outlier channels of MatMul/Gemm inputs into the weights where a LayerNorm absorbs the division",
           "no scale migration")
+    _pair(q, "chain_ends_only", "--chain-ends-only", "--no-chain-ends-only",
+          "round elementwise chains of one tensor (hard-swish, GELU, SiLU) to int8 at their ends only (default)",
+          "let onnxruntime's quantizer round inside them too (the graph before 2026-12-06)")
     q.add_argument("--calibration-samples", type=int, metavar="N", help="use at most N calibration samples")
     q.add_argument("--exclude", nargs="+", action="extend", default=[], metavar="NODE_OR_OPTYPE",
                    help="node names or op types to leave in float")
@@ -138,7 +141,7 @@ def _pair(group: argparse._ArgumentGroup, dest: str, on: str, off: str, on_help:
 
 _QUANT_FLAGS = ("calibration", "calibration_method", "percentile", "calibration_samples", "max_drop",
                 "min_sqnr", "eval", "per_channel", "weight_symmetric", "activation_symmetric", "metric",
-                "max_time", "float_head", "bias_correction", "smooth_quant")  # fmt: skip
+                "max_time", "float_head", "bias_correction", "smooth_quant", "chain_ends_only")  # fmt: skip
 
 
 def _quant_request(args: argparse.Namespace) -> QuantizeRequest:
@@ -149,7 +152,7 @@ def _quant_request(args: argparse.Namespace) -> QuantizeRequest:
                       ("percentile", "percentile"), ("calibration_samples", "calibration_samples"),
                       ("max_drop", "max_drop"), ("min_sqnr", "min_sqnr_db"), ("max_time", "max_time_s"),
                       ("float_head", "float_head"), ("bias_correction", "bias_correction"),
-                      ("smooth_quant", "smooth_quant")):  # fmt: skip
+                      ("smooth_quant", "smooth_quant"), ("chain_ends_only", "chain_ends_only")):  # fmt: skip
         value = getattr(args, flag)
         if value is not None:
             overrides[fld] = value

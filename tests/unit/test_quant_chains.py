@@ -192,3 +192,27 @@ def test_hard_swish_chain_runs_as_one_table_within_1_lsb_of_onnxruntime() -> Non
     got = out[names.index(q_out)].numpy()
     diff = np.abs(got.astype(np.int32) - want.astype(np.int32))
     assert diff.max() <= 1, diff.max()
+
+
+@pytest.mark.parametrize("flag, ends_only", [([], True), (["--no-chain-ends-only"], False),
+                                             (["--chain-ends-only"], True)])  # fmt: skip
+def test_compress_flag_reaches_the_config(tmp_path, capsys, flag, ends_only) -> None:
+    import json
+
+    from edgekit.cli.main import main
+
+    onnx.save(_hard_swish_model(), str(tmp_path / "m.onnx"))
+    np.savez(tmp_path / "cal.npz", **_calibration())
+    assert main(["compress", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "q.onnx"), "--quantize", "int8",
+                 "--calibration", str(tmp_path / "cal.npz"), *flag, "--json"]) == 0  # fmt: skip
+    assert json.loads(capsys.readouterr().out)["steps"][0]["config"]["chain_ends_only"] is ends_only
+    rounded_inside = _quantize_inputs(onnx.load(str(tmp_path / "q.onnx"))) & set(INTERIOR)
+    assert bool(rounded_inside) is not ends_only
+
+
+def test_compress_chain_flag_needs_quantize(tmp_path, capsys) -> None:
+    from edgekit.cli.main import main
+
+    onnx.save(_hard_swish_model(), str(tmp_path / "m.onnx"))
+    assert main(["compress", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "q.onnx"), "--no-chain-ends-only"]) == 2
+    assert "--chain-ends-only" in capsys.readouterr().err
