@@ -51,6 +51,7 @@ __all__ = [
     "rescale_sum",
     "round_shift",
     "tie_constants",
+    "ties_possible",
 ]
 
 logger = logging.getLogger(__name__)
@@ -161,6 +162,22 @@ def round_shift(x: np.ndarray, shift: np.ndarray | int) -> np.ndarray:
     n = np.asarray(shift, dtype=np.int64)
     offset, mask = tie_constants(n)
     return np.right_shift(x + offset + (np.right_shift(x, n) & mask), n)
+
+
+def ties_possible(multiplier: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """Whether ``a * m`` for some int32 ``a`` is exactly half-way for the shift ``n``.
+
+    A tie needs the product's trailing zeros to be exactly ``n - 1``; ``a`` has
+    at most 31, so for ``n > 32`` the low ``n - 32`` bits of ``m`` must be 0
+    (multipliers like 0.5 or 3/16 -- real per-channel scales almost never).
+    Where this is False, rounding half up gives the same value as
+    :func:`round_shift`, which kernels use to keep one add (the MCU kernels
+    in ``firmware_stubs/nn/ek_nn_s8.c``).
+    """
+    m = np.abs(np.asarray(multiplier, dtype=np.int64))
+    n = np.asarray(shift, dtype=np.int64)
+    low = np.left_shift(np.int64(1), np.clip(n - 32, 0, 62)) - 1
+    return (n <= 32) | ((m & low) == 0)
 
 
 def requantize(

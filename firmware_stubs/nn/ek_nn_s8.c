@@ -102,13 +102,35 @@ static inline __attribute__((always_inline)) int64_t ek_round_shift64(int64_t x,
  * hi + rnd1 + (lo != 0 | b) shifted by sh, rnd1 = 2^(sh-1) - 1. */
 static inline __attribute__((always_inline)) int32_t ek_round_shift_hi(int64_t x, int32_t rnd1, int32_t sh) {
   int32_t hi = (int32_t)(x >> 32);
+#if EK_NN_DSP
+  /* Thumb-2, three instructions (the compiler's C form took seven): a
+   * register-shifted LSRS by sh + 1 leaves bit sh of hi in the carry; ADCS
+   * lo + (2^32 - 1) + carry carries exactly when lo != 0 or that bit is set;
+   * ADC adds that carry to hi + rnd1. */
+  int32_t r; /* also the scratch of the first two (one register fewer) */
+  __asm__("lsrs %[r], %[hi], %[s1]\n\tadcs %[r], %[lo], #-1\n\tadc %[r], %[hi], %[k]"
+          : [r] "=&r"(r)
+          : [hi] "r"(hi), [lo] "r"((uint32_t)x), [s1] "r"(sh + 1), [k] "r"(rnd1)
+          : "cc");
+  return r >> sh;
+#else
   return (hi + rnd1 + (int32_t)(((uint32_t)x != 0) | ((uint32_t)(hi >> sh) & 1))) >> sh;
+#endif
 }
 
+/* Shifts as the compiler passes them (backends/aot_c/nn.py _kernel_shifts):
+ * n, or n + 64 where a * m (a any int32) can be exactly half-way for a shift
+ * n > 32 -- its trailing zeros would have to reach n - 1, so the low n - 32
+ * bits of m must be 0 (multipliers like 0.5 or 3/16; real per-channel
+ * scales almost never). For every other n > 32 no product is a tie, half up
+ * is the half-to-even result, and only the product's high word matters:
+ * (hi + 2^(n-33)) >> (n-32), one SMMLA on Cortex-M. Flagged channels
+ * (n + 64 > 96) round from the product's words (ek_round_shift_hi), n <= 32
+ * with the 64-bit round_shift. */
+#define EK_NN_HIGH_WORD(n) ((n) > 32 && (n) < 64)
+
 /* The requantization of core/fixedpoint.py over a block of accumulators acc[c][j]
- * (nc channels from c0, np pixels each), stored to y[c * ys_c + j * ys_p].
- * For a shift n > 32 only the high word of acc * m and whether its low word
- * is 0 matter (ek_round_shift_hi). */
+ * (nc channels from c0, np pixels each), stored to y[c * ys_c + j * ys_p]. */
 static inline __attribute__((always_inline)) void ek_nn_requant_body(const int32_t *acc, int8_t *y, int32_t nc,
                                                                     int32_t np, int32_t ys_c, int32_t ys_p,
                                                                     const int32_t *h, int32_t c0, const int8_t *tab,
@@ -118,11 +140,11 @@ static inline __attribute__((always_inline)) void ek_nn_requant_body(const int32
   for (c = c0; c < c0 + nc; ++c, y += ys_c) {
     int32_t off = q[c], m = q[oc + c], n = q[2 * oc + c], v;
     int8_t *yc = y;
-    if (n > 32) {
-      int32_t rnd1 = (1 << (n - 33)) - 1, sh = n - 32;
+    if (EK_NN_HIGH_WORD(n)) {
+      int32_t rnd = 1 << (n - 33), sh = n - 32;
       for (j = 0; j < np; ++j, yc += ys_p) {
         int32_t a = (int32_t)((uint32_t)*acc++ + (uint32_t)off);
-        v = ek_round_shift_hi((int64_t)a * m, rnd1, sh) + zp;
+        v = (((int32_t)(((int64_t)a * m) >> 32) + rnd) >> sh) + zp;
 #if EK_NN_DSP
         if (full) { /* the whole int8 range: one SSAT instead of two compare-and-moves */
           v = __builtin_arm_ssat(v, 8);
@@ -130,6 +152,14 @@ static inline __attribute__((always_inline)) void ek_nn_requant_body(const int32
           continue;
         }
 #endif
+        v = v < lo ? lo : v;
+        v = v > hi ? hi : v;
+        EK_NN_STORE(yc, v, tab);
+      }
+    } else if (n > 96) {
+      int32_t rnd1 = (1 << (n - 97)) - 1, sh = n - 96;
+      for (j = 0; j < np; ++j, yc += ys_p) {
+        v = ek_round_shift_hi((int64_t)(int32_t)((uint32_t)*acc++ + (uint32_t)off) * m, rnd1, sh) + zp;
         v = v < lo ? lo : v;
         v = v > hi ? hi : v;
         EK_NN_STORE(yc, v, tab);
@@ -169,13 +199,13 @@ static inline __attribute__((always_inline)) void ek_nn_requant_row_body(const i
                                                                         const int8_t *tab) {
   const int32_t *q = h + EK_NN_HDR;
   int32_t oc = h[EK_NN_OC], m = q[oc + c], sh = q[2 * oc + c];
-  int32_t off = q[c], zp = h[EK_NN_ZOUT], lo = h[EK_NN_QMIN], hi = h[EK_NN_QMAX], rnd1 = (1 << (sh - 33)) - 1;
+  int32_t off = q[c], zp = h[EK_NN_ZOUT], lo = h[EK_NN_QMIN], hi = h[EK_NN_QMAX], rnd = 1 << (sh - 33);
   const int32_t *end = acc + n;
   sh -= 32;
 #if EK_NN_DSP
   if (lo == -128 && hi == 127) { /* the full int8 range: one SSAT */
     while (acc < end) {
-      int32_t v = ek_round_shift_hi((int64_t)(int32_t)((uint32_t)*acc++ + (uint32_t)off) * m, rnd1, sh) + zp;
+      int32_t v = (((int32_t)(((int64_t)(int32_t)((uint32_t)*acc++ + (uint32_t)off) * m) >> 32) + rnd) >> sh) + zp;
       v = __builtin_arm_ssat(v, 8);
       EK_NN_STORE(y, v, tab);
       ++y;
@@ -184,7 +214,7 @@ static inline __attribute__((always_inline)) void ek_nn_requant_row_body(const i
   }
 #endif
   while (acc < end) {
-    int32_t v = ek_round_shift_hi((int64_t)(int32_t)((uint32_t)*acc++ + (uint32_t)off) * m, rnd1, sh) + zp;
+    int32_t v = (((int32_t)(((int64_t)(int32_t)((uint32_t)*acc++ + (uint32_t)off) * m) >> 32) + rnd) >> sh) + zp;
     v = v < lo ? lo : v;
     v = v > hi ? hi : v;
     EK_NN_STORE(y, v, tab);
@@ -195,7 +225,7 @@ static inline __attribute__((always_inline)) void ek_nn_requant_row_body(const i
 __attribute__((noinline)) static void ek_nn_requant_row(const int32_t *acc, int8_t *y, int32_t n, const int32_t *h,
                                                         int32_t c) {
   const int8_t *tab = ek_nn_table(h);
-  if (h[EK_NN_HDR + 2 * h[EK_NN_OC] + c] <= 32)
+  if (!EK_NN_HIGH_WORD(h[EK_NN_HDR + 2 * h[EK_NN_OC] + c]))
     ek_nn_requant(acc, y, 1, n, 0, 1, h, c);
   else if (tab)
     ek_nn_requant_row_body(acc, y, n, h, c, tab);
@@ -485,14 +515,14 @@ __attribute__((noinline)) static void ek_nn_dw3_row(const ek_dw_t *r0, int32_t p
  * two outputs per step share the middle columns' loads, and the
  * accumulators never go through memory. */
 typedef struct {
-  int32_t off, m, rnd1, sh, zp, lo, hi;
+  int32_t off, m, rnd, sh, zp, lo, hi;
   const int8_t *tab; /* the layer's output table or NULL (ek_nn_table) */
 } ek_rq_fast_t;
 
 /* tab: r->tab, or a constant NULL in the copy without a table. */
 static inline __attribute__((always_inline)) int8_t ek_rq_fast(ek_mac_t a, const ek_rq_fast_t *r, const int8_t *tab) {
   int32_t v = (int32_t)((uint32_t)(int32_t)a + (uint32_t)r->off);
-  v = ek_round_shift_hi((int64_t)v * r->m, r->rnd1, r->sh) + r->zp;
+  v = (((int32_t)(((int64_t)v * r->m) >> 32) + r->rnd) >> r->sh) + r->zp;
   v = v < r->lo ? r->lo : v;
   v = v > r->hi ? r->hi : v;
   return tab ? tab[v] : (int8_t)v;
@@ -650,8 +680,8 @@ static void ek_nn_depthwise(const int8_t *x, const int8_t *w, const int32_t *h, 
     }
 #if !EK_NN_DSP
     const int32_t *q = h + EK_NN_HDR;
-    if (kh == 3 && kw == 3 && sw == 1 && q[2 * C + c] > 32) {
-      ek_rq_fast_t rq = {q[c], q[C + c], (1 << (q[2 * C + c] - 33)) - 1, q[2 * C + c] - 32, h[EK_NN_ZOUT], h[EK_NN_QMIN],
+    if (kh == 3 && kw == 3 && sw == 1 && EK_NN_HIGH_WORD(q[2 * C + c])) {
+      ek_rq_fast_t rq = {q[c], q[C + c], 1 << (q[2 * C + c] - 33), q[2 * C + c] - 32, h[EK_NN_ZOUT], h[EK_NN_QMIN],
                          h[EK_NN_QMAX], ek_nn_table(h)};
       for (i = 0; i < OH; ++i, yc += OW) ek_nn_dw3_row_q(plane + i * sh * PW, PW, wc, yc, OW, &rq);
       continue;
@@ -760,33 +790,56 @@ int32_t ek_nn_quantize_s8(void *self, const ek_ffi_any_t *args, int32_t num_args
 /* y = requantize((a - za) * (s - zs)) of two int8 tensors, s broadcast
  * over the trailing axes of a (squeeze-excite: one value per channel): a
  * and y are [outer][inner], s is [outer]. The product is exact in int32 (|.| <= 255 * 255); the
- * requantization is core/fixedpoint.py's, as in ek_nn_requant (for n > 32
- * from the words of the product). args = (a, s, params, y); params: outer,
+ * requantization is core/fixedpoint.py's, as in ek_nn_requant (n as there). args = (a, s, params, y); params: outer,
  * inner, za, zs, m, n, zy, qmin, qmax. */
+/* The requantized products of count int8 values x (one channel, s = its
+ * scale value - zs) into y; y may be x. */
+static void ek_nn_mul_row(const int8_t *x, int8_t *y, int32_t count, int32_t s, const int32_t *q) {
+  int32_t za = q[2], m = q[4], n = q[5], zy = q[6], lo = q[7], hi = q[8], i;
+  if (EK_NN_HIGH_WORD(n)) {
+    int32_t rnd = 1 << (n - 33), sh = n - 32;
+    for (i = 0; i < count; ++i) {
+      int32_t v = (((int32_t)(((int64_t)((x[i] - za) * s) * m) >> 32) + rnd) >> sh) + zy;
+      v = v < lo ? lo : v;
+      y[i] = (int8_t)(v > hi ? hi : v);
+    }
+  } else if (n > 96) {
+    int32_t rnd1 = (1 << (n - 97)) - 1, sh = n - 96;
+    for (i = 0; i < count; ++i) {
+      int32_t v = ek_round_shift_hi((int64_t)((x[i] - za) * s) * m, rnd1, sh) + zy;
+      v = v < lo ? lo : v;
+      y[i] = (int8_t)(v > hi ? hi : v);
+    }
+  } else {
+    for (i = 0; i < count; ++i) {
+      int64_t w = ek_round_shift64((int64_t)((x[i] - za) * s) * m, n) + zy;
+      y[i] = (int8_t)(w < lo ? lo : w > hi ? hi : w);
+    }
+  }
+}
+
+/* Channels of at least this many elements are mapped through a 256-entry
+ * table of their requantized products (each int8 value requantized once). */
+#define EK_NN_MUL_TABLE 512
+
 int32_t ek_nn_mul_s8(void *self, const ek_ffi_any_t *args, int32_t num_args, ek_ffi_any_t *result) {
   const ek_dltensor_t *a = (const ek_dltensor_t *)args[0].v.v_ptr, *b = (const ek_dltensor_t *)args[1].v.v_ptr;
   const ek_dltensor_t *prm = (const ek_dltensor_t *)args[2].v.v_ptr, *y = (const ek_dltensor_t *)args[3].v.v_ptr;
   const int32_t *q = (const int32_t *)prm->data;
   const int8_t *src = (const int8_t *)a->data, *sv = (const int8_t *)b->data;
   int8_t *dst = (int8_t *)y->data;
-  int32_t outer = q[0], inner = q[1], za = q[2], zs = q[3], m = q[4], n = q[5], zy = q[6], lo = q[7], hi = q[8];
+  int32_t outer = q[0], inner = q[1], zs = q[3];
   int32_t o, i;
   (void)self; (void)result;
   if (num_args != 4) return -1;
   for (o = 0; o < outer; ++o, src += inner, dst += inner) {
-    int32_t s = sv[o] - zs;
-    if (n > 32) {
-      int32_t rnd1 = (1 << (n - 33)) - 1, sh = n - 32;
-      for (i = 0; i < inner; ++i) {
-        int32_t v = ek_round_shift_hi((int64_t)((src[i] - za) * s) * m, rnd1, sh) + zy;
-        v = v < lo ? lo : v;
-        dst[i] = (int8_t)(v > hi ? hi : v);
-      }
+    if (inner >= EK_NN_MUL_TABLE) {
+      int8_t tab[256];
+      for (i = 0; i < 256; ++i) tab[i] = (int8_t)(i - 128);
+      ek_nn_mul_row(tab, tab, 256, sv[o] - zs, q);
+      for (i = 0; i < inner; ++i) dst[i] = tab[src[i] + 128];
     } else {
-      for (i = 0; i < inner; ++i) {
-        int64_t w = ek_round_shift64((int64_t)((src[i] - za) * s) * m, n) + zy;
-        dst[i] = (int8_t)(w < lo ? lo : w > hi ? hi : w);
-      }
+      ek_nn_mul_row(src, dst, inner, sv[o] - zs, q);
     }
   }
   return 0;

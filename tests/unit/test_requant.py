@@ -19,6 +19,7 @@ from edgekit.core.fixedpoint import (
     requantize,
     rescale_sum,
     round_shift,
+    ties_possible,
 )
 
 positive_multipliers = st.floats(min_value=1e-12, max_value=2.0**29, allow_nan=False, allow_infinity=False)
@@ -116,6 +117,21 @@ def test_requantize_matches_the_float_reference_within_one_lsb(
     error = np.abs(acc) * abs(float(fp.real()) - real) + np.abs(acc * real) * 2.0**-50
     frac = np.abs(acc * real - np.floor(acc * real) - 0.5)
     assert np.all((got == ties_even) | (frac <= error))
+
+
+@settings(max_examples=300, deadline=None)
+@given(real=st.floats(min_value=1e-9, max_value=0.5), acc=st.lists(st.integers(-(2**31), 2**31 - 1), min_size=1, max_size=64))
+def test_where_no_product_can_tie_half_up_is_the_same_value(real: float, acc: list[int]) -> None:
+    fp = quantize_multiplier(real)
+    m, n = int(fp.multiplier), int(fp.shift)
+    a = np.array(acc + [2**31 - 1, -(2**31), 2**30, -(2**29) * 3], dtype=np.int64)
+    half_up = np.right_shift(a * m + (1 << (n - 1)), n)
+    if not ties_possible(m, n):
+        np.testing.assert_array_equal(round_shift(a * m, n), half_up)
+    elif n > 32:  # ... and where it is possible, some int32 value is exactly half-way
+        tz = (abs(m) & -abs(m)).bit_length() - 1
+        a_tie = -(1 << (n - 1 - tz))  # -2**31 is an int32 too
+        assert a_tie >= -(2**31) and (a_tie * m) % 2**n == 2 ** (n - 1)
 
 
 def test_per_channel_requantize_broadcasts_along_the_channel_axis() -> None:
