@@ -44,6 +44,7 @@ from edgekit.compress.payoff import (
 )
 from edgekit.core.errors import ConfigError, EdgekitError
 from edgekit.core.profiles import load_profiles
+from edgekit.runtime.connection import NoConnectionError, connect
 from edgekit.runtime.data import random_inputs, stack_outputs
 from edgekit.runtime.runner import bench_package, open_runner, resolve_board, run_package
 
@@ -214,10 +215,19 @@ def _measure(plan: PayoffPlan, brd: Any, folder: Path, board_dirs: Iterable[Any]
         measured[k] = _compile(k, m, brd, folder, board_dirs)
     paths = {k: folder / f"{k[:16]}.ekpkg" for k in plan.models}
     ok = [k for k in plan.models if not measured[k].error]
-    # An MCU board with no port configured is measured on its simulator
-    # (the timing line says so), without the runner's warning per package.
-    use_sim = (brd.transport.kind == "serial" and not brd.transport.port and brd.simulator.kind != "none") or None
-    _bench(ok, paths, measured, brd.name, board_dirs, tick, use_sim)
+    try:
+        # Decided once: a board with no port configured is measured on its
+        # simulator (the timing line says so), with one notice, not one per package.
+        sim = True if connect(brd).simulated else None
+    except NoConnectionError as exc:
+        # No port and no simulator: each package keeps its sizes and says why
+        # it was not run, as a package that cannot run here does.
+        logger.warning("the models are not run on %s: %s", brd.name, exc.message)
+        for k in ok:
+            measured[k].bench_error = f"not run: {exc.message[:160]}"
+        tick.total -= len(ok)
+        ok, sim = [], None
+    _bench(ok, paths, measured, brd.name, board_dirs, tick, sim)
     ok = [k for k in ok if not measured[k].bench_error]
     simulated = any(measured[k].simulated for k in ok)
     if not ok or simulated:
