@@ -122,6 +122,6 @@ def flash_package(package: str | os.PathLike[str], *, target: RunTarget = RunTar
         deployment = Deployment.of(runner)
     finally:
         runner.close()
-    return FlashResult(board=board.name, model=opened.manifest.get("model", {}).get("name", "model"),
+    return FlashResult(board=board.name, model=opened.manifest.model_name or "model",
                        simulated=simulated, deployment=deployment, seconds=round(time.perf_counter() - start, 3),
-                       device=info, memory=opened.manifest.get("memory", {}))  # fmt: skip
+                       device=info, memory=dict(opened.manifest.memory or {}))  # fmt: skip

@@ -5,11 +5,8 @@ backend-specific sections (``entry``, ``library``, ``params``, ``aot``,
 ``npu``, ``linux``, ``cuda``, ``int8_choice`` ...) as JSON in
 :attr:`Manifest.extra`; :meth:`Manifest.to_json` writes the same layout back,
 so packages written before this module existed load unchanged. The layout is
-documented in ``docs/package-format.md``.
-
-A :class:`Manifest` is also a read-only mapping over its JSON form
-(``manifest["memory"]``), the shape callers used when the manifest was a dict;
-new code reads the typed attributes.
+documented in ``docs/package-format.md``. Callers read the typed attributes;
+a backend's own section through :meth:`Manifest.section`.
 """
 
 from __future__ import annotations
@@ -17,9 +14,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any, NoReturn
 
 from edgekit.core.errors import ManifestError, PackageError
@@ -116,8 +112,8 @@ class ModelInfo:
         return {"name": self.name, "sha256": self.sha256, "source": self.source, "opset": self.opset, "notes": list(self.notes)}
 
 
-@dataclass(frozen=True, eq=False)
-class Manifest(Mapping[str, Any]):
+@dataclass(frozen=True)
+class Manifest:
     """The typed ``manifest.json`` of a package.
 
     Optional keys an older package lacks are ``None`` here and stay absent in
@@ -247,19 +243,36 @@ class Manifest(Mapping[str, Any]):
         """``manifest.json`` as written into a package (UTF-8, indented)."""
         return json.dumps(self.to_json(), indent=2).encode("utf-8")
 
-    # The read-only mapping view over the JSON form.
-    @cached_property
-    def _json(self) -> dict[str, Any]:
-        return self.to_json()
+    @property
+    def model_name(self) -> str:
+        """The compiled model's name (``""`` when the manifest has no ``model``)."""
+        return self.model.name if self.model is not None else ""
 
-    def __getitem__(self, key: str) -> Any:
-        return self._json[key]
+    def section(self, name: str) -> Mapping[str, Any]:
+        """A backend's own object (``linux``, ``aot``, ``npu``, ``params``...), empty when absent.
 
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._json)
+        Raises:
+            ManifestError: the key holds something other than a JSON object.
+        """
+        value = self.extra.get(name, {})
+        if not isinstance(value, dict):
+            _bad(f"package manifest for board '{self.board}'", name, "an object")
+        return value
 
-    def __len__(self) -> int:
-        return len(self._json)
+    @property
+    def library(self) -> str:
+        """The shared library member of a TVM VM package (``library``)."""
+        return str(self.extra.get("library", "lib/model.so"))
+
+    @property
+    def params_member(self) -> str:
+        """The weights member of a TVM VM package (``params.member``)."""
+        return str(self.section("params").get("member", "params.bin"))
+
+    @property
+    def entry(self) -> str:
+        """The VM function a TVM VM package runs (``entry``)."""
+        return str(self.extra.get("entry", "main"))
 
 
 def _bad(where: str, key: str, what: str) -> NoReturn:

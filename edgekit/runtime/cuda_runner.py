@@ -97,9 +97,9 @@ class CudaRunner:
         manifest = package.manifest
         dev = tvm.cuda(0)
         try:
-            lib = tvm.runtime.load_module(str(root / manifest.get("library", "lib/model.so")))
+            lib = tvm.runtime.load_module(str(root / manifest.library))
             self._vm = relax.VirtualMachine(lib, dev)
-            weights = tvm.runtime.load_param_dict_from_file(str(root / manifest["params"]["member"]))
+            weights = tvm.runtime.load_param_dict_from_file(str(root / manifest.params_member))
         except Exception as exc:
             self.close()
             raise PackageError(f"cannot load '{package.path}' on the GPU: {str(exc).splitlines()[0][:200]}",

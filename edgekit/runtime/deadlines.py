@@ -77,7 +77,7 @@ def estimate_work(package: "Package") -> WorkEstimate:
     package without it gets a bound from its arena size alone."""
     import math
 
-    arena = int(package.manifest.get("memory", {}).get("arena_bytes", 0))
+    arena = int((package.manifest.memory or {}).get("arena_bytes", 0))
     if "model.onnx" not in package:
         return WorkEstimate(macs=arena * 64, elements=arena)
     import onnx

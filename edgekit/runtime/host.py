@@ -132,9 +132,8 @@ class HostRunner:
                 hint="Run it on a board of the kind it was compiled for.",
             )
         manifest = package.manifest
-        library = manifest.get("library", "lib/model.so")
-        params_info = manifest.get("params", {"member": "params.bin", "count": 0})
-        for member in (library, params_info["member"]):
+        library, params = manifest.library, manifest.params_member
+        for member in (library, params):
             if member not in package:
                 raise PackageError(f"package '{package.path}' has no member '{member}'", hint="Rebuild it with `edgekit compile`.")
         self.close()
@@ -144,8 +143,8 @@ class HostRunner:
         try:
             lib = tvm.runtime.load_module(str(root / library))
             self._vm = relax.VirtualMachine(lib, tvm.cpu())
-            self._main = self._vm[manifest.get("entry", "main")]
-            weights = tvm.runtime.load_param_dict_from_file(str(root / params_info["member"]))
+            self._main = self._vm[manifest.entry]
+            weights = tvm.runtime.load_param_dict_from_file(str(root / params))
         except Exception as exc:
             self.close()
             raise PackageError(
@@ -154,10 +153,11 @@ class HostRunner:
             ) from exc
         # Keys sort in call order (p00000, p00001, ...; see compiler/backends/llvm/host.py).
         self._params = [weights[k] for k in sorted(weights.keys())]
-        if len(self._params) != int(params_info.get("count", len(self._params))):
+        count = manifest.section("params").get("count")
+        if count is not None and len(self._params) != int(count):
             self.close()
             raise PackageError(
-                f"package '{package.path}' holds {len(self._params)} weights, its manifest says {params_info['count']}",
+                f"package '{package.path}' holds {len(self._params)} weights, its manifest says {count}",
                 hint="Rebuild the package.",
             )
         self.package = package

@@ -310,7 +310,7 @@ class LinuxRunner:
                 f"package runtime is '{package.runtime}', the Linux runner needs '{RUNTIME}'",
                 hint=f"Recompile the model with --board {self.board.name}.",
             )
-        info = package.manifest.get("linux", {})
+        info = package.manifest.section("linux")
         runner_member = info.get("runner", "bin/runner")
         weights_member = info.get("weights", "weights.bin")
         for member in (runner_member, weights_member):

@@ -168,7 +168,7 @@ class McuRunner:
         }
 
     def _check_model(self, package: Package, info: Any) -> None:
-        memory = package.manifest.get("memory", {})
+        memory = package.manifest.memory or {}
         want_arena = int(memory.get("arena_bytes", -1))
         problems = []
         if want_arena != info.arena_bytes:

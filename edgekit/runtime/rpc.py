@@ -299,7 +299,7 @@ class RpcRunner:
     def _load_linux(self) -> None:
         from edgekit.runtime.linux_runner import check_deployed
 
-        meta = self.package.manifest.get("linux", {})
+        meta = self.package.manifest.section("linux")
         files = {"runner": self.package.read(meta.get("runner", "bin/runner")),
                  "weights.bin": self.package.read(meta.get("weights", "weights.bin"))}  # fmt: skip
         self._executor = RpcExecutor(self._remote, self.where)
@@ -311,13 +311,13 @@ class RpcRunner:
         from tvm import relax
 
         manifest = self.package.manifest
-        params = manifest.get("params", {"member": "params.bin"})["member"]
-        self._remote.upload(bytearray(self.package.read(manifest.get("library", "lib/model.so"))), "model.so")
+        params = manifest.params_member
+        self._remote.upload(bytearray(self.package.read(manifest.library)), "model.so")
         self._dev = self._remote.cpu()
         self._vm = relax.VirtualMachine(self._remote.load_module("model.so"), self._dev)
         weights = tvm.runtime.load_param_dict(bytearray(self.package.read(params)))
         self._params = [tvm.runtime.tensor(weights[k].numpy(), self._dev) for k in sorted(weights.keys())]
-        self._entry = manifest.get("entry", "main")
+        self._entry = manifest.entry
 
     def _vm_args(self, feeds: Mapping[str, np.ndarray]) -> list[Any]:
         import tvm

@@ -51,7 +51,7 @@ def test_package_holds_a_static_runner_for_the_board(packages: dict[str, Path], 
     assert elf["e_machine"] == {"raspberry-pi-4": "EM_AARCH64", "visionfive2": "EM_RISCV"}[board]
     assert elf["e_type"] == "ET_EXEC"  # static: no interpreter needed on the board
     assert not any(seg["p_type"] == "PT_INTERP" for seg in elf.iter_segments())
-    assert pkg.manifest["linux"]["zig_target"].endswith("-linux-musl")
+    assert pkg.manifest.section("linux")["zig_target"].endswith("-linux-musl")
 
 
 @pytest.mark.parametrize("board", list(BOARDS))

@@ -39,13 +39,13 @@ def desktop_pkg(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_desktop_gpu_package_builds_with_dlight_schedules(desktop_pkg: Path) -> None:
     pkg = open_package(desktop_pkg)
     assert pkg.runtime == "tvm-vm-cuda"
-    assert pkg.manifest["codegen"] == "cuda"
-    assert pkg.manifest["tvm_target"]["arch"] == "sm_89"
-    assert pkg.manifest["cuda"]["schedule"].startswith("dlight")
+    assert pkg.manifest.codegen == "cuda"
+    assert pkg.manifest.tvm_target["arch"] == "sm_89"
+    assert pkg.manifest.section("cuda")["schedule"].startswith("dlight")
     source = pkg.read("cuda/kernels.cu").decode()
     # Scheduled kernels bind loops to GPU threads (unscheduled TIR would not build at all).
     assert "__global__" in source and "threadIdx.x" in source and "blockIdx.x" in source
-    assert pkg.manifest["params"]["count"] == 10
+    assert pkg.manifest.section("params")["count"] == 10
     # The backend's named pass list is what ran, in order (the driver's own stages aside).
     names = [p.name for p in PASSES]
     assert [s for s in dict.fromkeys(STAGES) if s in names] == names

@@ -60,10 +60,13 @@ def test_package_written_before_the_typed_manifest_loads(tmp_path: Path) -> None
     assert m.memory == {"arena_bytes": 4096, "weight_bytes": 300, "code_bytes": 68}
     assert m.files["params.bin"] == FileEntry(sha256_bytes(MEMBERS["params.bin"]), 300)
     assert set(m.extra) == {"entry", "library", "params", "int8_choice"}
-    # The mapping view callers used when the manifest was a dict.
-    assert m["params"]["member"] == "params.bin"
-    assert m.get("linux", {}) == {}
-    assert dict(m) == OLD_MANIFEST
+    # Typed access to the backends' sections (the manifest is not a mapping).
+    assert m.params_member == "params.bin" and m.library == OLD_MANIFEST["library"] and m.entry == "main"
+    assert m.section("linux") == {} and m.section("params")["count"] == OLD_MANIFEST["params"]["count"]
+    assert m.model_name == "digits"
+    assert m.to_json() == OLD_MANIFEST
+    with pytest.raises(TypeError):
+        m["params"]  # noqa: B018
     assert package.read("params.bin") == MEMBERS["params.bin"]
 
 
@@ -87,7 +90,7 @@ def test_write_package_writes_the_same_layout(tmp_path: Path) -> None:
     written = write_package(tmp_path / "new.ekpkg", given, MEMBERS)
 
     assert written == OLD_MANIFEST
-    assert dict(open_package(tmp_path / "new.ekpkg").manifest) == OLD_MANIFEST
+    assert open_package(tmp_path / "new.ekpkg").manifest.to_json() == OLD_MANIFEST
 
 
 @pytest.mark.parametrize(

@@ -51,10 +51,10 @@ def test_round_trip(built: Path, tmp_path: Path) -> None:
     assert sorted(p.names()) == sorted(MEMBERS)
     for name, data in MEMBERS.items():
         assert p.read(name) == data
-        assert p.manifest["files"][name]["size"] == len(data)
-        assert p.manifest["files"][name]["sha256"] == pkg.sha256_bytes(data)
-    assert p.manifest["format_version"] == pkg.FORMAT_VERSION
-    assert p.manifest["created"].endswith("+00:00")
+        assert p.manifest.files[name].size == len(data)
+        assert p.manifest.files[name].sha256 == pkg.sha256_bytes(data)
+    assert p.manifest.format_version == pkg.FORMAT_VERSION
+    assert p.manifest.created.endswith("+00:00")
     assert [s.name for s in p.inputs] == ["x"] and p.outputs[0].shape == (1, 2)
     root = p.extract_to(tmp_path / "out")
     assert (root / "lib" / "model.so").read_bytes() == MEMBERS["lib/model.so"]
