@@ -15,6 +15,7 @@ from edgekit.compiler.driver import compile_model as _compile
 from edgekit.api.fit_advice import with_int8_advice
 from edgekit.core.errors import DoesNotFitError, InputError
 from edgekit.frontend.loader import PreparedModel
+from edgekit.package import Manifest
 
 __all__ = ["CompileResult", "compile_model", "StageProgress"]
 
@@ -29,12 +30,19 @@ class CompileResult:
 
     Attributes:
         package: The ``.ekpkg`` file.
-        manifest: The manifest written into it (with ``compile_seconds`` and
-            ``package_bytes``).
+        manifest: The manifest written into it.
+        compile_seconds: Time the compile took.
+        package_bytes: Size of the package file.
     """
 
     package: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
+    compile_seconds: float
+    package_bytes: int
+
+    def to_json(self) -> dict[str, Any]:
+        """``edgekit compile --json``: the manifest, then ``compile_seconds`` and ``package_bytes``."""
+        return {**self.manifest.to_json(), "compile_seconds": self.compile_seconds, "package_bytes": self.package_bytes}
 
 
 def compile_model(
@@ -52,7 +60,7 @@ def compile_model(
     Example::
 
         result = compile_model("model.onnx", "host", "model.ekpkg")
-        print(result.manifest["memory"]["arena_bytes"])
+        print(result.manifest.memory["arena_bytes"])
 
     Args:
         model: An ONNX file, a ``ModelProto`` or a prepared model.
@@ -72,8 +80,9 @@ def compile_model(
     if options is not None and (options.tune_tracker or options.tune_key) and not options.tune_trials:
         raise InputError("--tracker and --key apply to tuning", hint="Add --tune N, or drop them.")
     try:
-        manifest = _compile(model, board, output, input_shapes=input_shapes, options=options, board_dirs=board_dirs,
-                            progress=progress)  # fmt: skip
+        written = _compile(model, board, output, input_shapes=input_shapes, options=options, board_dirs=board_dirs,
+                           progress=progress)  # fmt: skip
     except DoesNotFitError as exc:
         raise with_int8_advice(exc) from None
-    return CompileResult(Path(output), manifest)
+    seconds, size = written.pop("compile_seconds"), written.pop("package_bytes")
+    return CompileResult(Path(output), Manifest.from_json(written, source=str(output)), seconds, size)

@@ -240,17 +240,17 @@ def _measure(plan: PayoffPlan, brd: Any, folder: Path, board_dirs: Iterable[Any]
 def _compile(key: str, model: onnx.ModelProto, brd: Any, folder: Path, board_dirs: Iterable[Any]) -> PackageMeasurement:
     m = PackageMeasurement(key=key, stats=model_stats(model))
     try:
-        manifest = compile_model(model, brd.name, folder / f"{key[:16]}.ekpkg", board_dirs=board_dirs).manifest
+        compiled = compile_model(model, brd.name, folder / f"{key[:16]}.ekpkg", board_dirs=board_dirs)
     except EdgekitError as exc:
         # A step whose result does not compile or fit is a finding for the
         # report, not a reason to lose the other rows.
         m.error = f"{type(exc).__name__}: {exc.message[:160]}"
         logger.warning("model %s does not compile for %s: %s", key[:12], brd.name, m.error)
         return m
-    m.package_bytes = int(manifest.get("package_bytes", 0))
-    m.memory = {k: int(v) for k, v in manifest.get("memory", {}).items() if isinstance(v, (int, float))}
-    m.compile_seconds = float(manifest.get("compile_seconds", 0.0))
-    m.int8_choice = int8_choice_words(manifest.get("int8_choice"))
+    m.package_bytes = compiled.package_bytes
+    m.memory = dict(compiled.manifest.memory or {})
+    m.compile_seconds = compiled.compile_seconds
+    m.int8_choice = int8_choice_words(compiled.manifest.extra.get("int8_choice"))
     flash = brd.memory.flash_bytes
     image = m.memory.get("weight_bytes", 0) + m.memory.get("code_bytes", 0)
     if flash and image > flash:

@@ -11,6 +11,7 @@ from edgekit.api.compile import compile_model
 from edgekit.cli.render import StageProgress, add_json_flags, console, emit_result, err_console, format_bytes
 from edgekit.compiler.backend import INT8_CHOICES, WEIGHT_STORAGE, CompileOptions
 from edgekit.core.tensors import parse_input_shapes
+from edgekit.package import Manifest
 
 __all__ = ["add_parser", "run"]
 
@@ -57,11 +58,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _weights_text(manifest: dict[str, Any]) -> str:
+def _weights_text(manifest: Manifest) -> str:
     """Stored weight bytes, with the dense size when storage made them smaller."""
-    mem = manifest["memory"]
-    stored = format_bytes(mem.get("weight_bytes", 0))
-    storage = manifest.get("aot", {}).get("weight_storage") if isinstance(manifest.get("aot"), dict) else None
+    stored = format_bytes((manifest.memory or {}).get("weight_bytes", 0))
+    storage = manifest.section("aot").get("weight_storage")
     if not storage or not storage.get("sparse_tensors"):
         return stored
     return (f"{stored} stored ({format_bytes(storage['dense_bytes'])} dense; "
@@ -108,30 +108,29 @@ def run(args: argparse.Namespace) -> int:
     shapes = parse_input_shapes(args.input_shape)
     quiet = bool(getattr(args, "quiet", False))
     with StageProgress(err_console, enabled=not quiet and not args.json) as progress:
-        manifest = compile_model(args.model, args.board, args.output, input_shapes=shapes, options=options,
-                                 board_dirs=args.boards_dir, progress=progress).manifest
-    if emit_result(args, manifest):
+        result = compile_model(args.model, args.board, args.output, input_shapes=shapes, options=options,
+                               board_dirs=args.boards_dir, progress=progress)  # fmt: skip
+    if emit_result(args, result.to_json()):
         return 0
-    mem = manifest["memory"]
-    table = Table(title=f"compiled {manifest['model']['name']} for {manifest['board']}", show_header=False)
+    manifest = result.manifest
+    mem = manifest.memory or {}
+    table = Table(title=f"compiled {manifest.model_name} for {manifest.board}", show_header=False)
     table.add_column("what")
     table.add_column("value")
-    table.add_row("package", f"{args.output} ({format_bytes(manifest['package_bytes'])})")
-    table.add_row("target", f"{manifest['target']} ({manifest['codegen']}, runtime {manifest['runtime']})")
-    for spec in manifest["inputs"]:
-        table.add_row(f"input {spec['name']}", f"{'x'.join(map(str, spec['shape']))} {spec['dtype']}")
-    for spec in manifest["outputs"]:
-        table.add_row(f"output {spec['name']}", f"{'x'.join(map(str, spec['shape']))} {spec['dtype']}")
+    table.add_row("package", f"{args.output} ({format_bytes(result.package_bytes)})")
+    table.add_row("target", f"{manifest.target} ({manifest.codegen}, runtime {manifest.runtime})")
+    for kind, specs in (("input", manifest.inputs), ("output", manifest.outputs)):
+        for spec in specs or ():
+            table.add_row(f"{kind} {spec.name}", f"{'x'.join(map(str, spec.shape))} {spec.dtype}")
     table.add_row("arena", format_bytes(mem.get("arena_bytes", 0)))
     table.add_row("weights", _weights_text(manifest))
     if mem.get("decode_scratch_bytes"):
         table.add_row("decode scratch", f"{format_bytes(mem['decode_scratch_bytes'])} (inside the arena)")
-    floats = manifest.get("aot", {}).get("float_ops") if isinstance(manifest.get("aot"), dict) else None
-    for op in floats or []:
+    for op in manifest.section("aot").get("float_ops") or []:
         table.add_row(f"float op {op['step']}", f"{op['kernel']}: {format_bytes(op['float_bytes'])} of float tensors, "
                       f"arena {format_bytes(op['arena_cost_bytes'])} larger than with int8")  # fmt: skip
-    _int8_choice_rows(table, manifest.get("int8_choice"))
+    _int8_choice_rows(table, manifest.extra.get("int8_choice"))
     table.add_row("code", format_bytes(mem.get("code_bytes", 0)))
-    table.add_row("time", f"{manifest['compile_seconds']:.1f} s")
+    table.add_row("time", f"{result.compile_seconds:.1f} s")
     console.print(table)
     return 0
