@@ -96,15 +96,16 @@ def _memory_plan(result: InspectResult, prepared: PreparedModel, board: Board, b
 
     plan = plan_memory(prepared, board, target)
     result.plan = plan
-    if board.memory.ram_bytes and plan.arena_bytes > board.memory.ram_bytes:
+    result.ram_for_arena = arena_limit(board)
+    limit = result.ram_for_arena[0]  # the board's RAM less the firmware's stack, as compile checks it
+    if limit and plan.arena_bytes > limit:
         result.advice = all_advice(plan, board, target, lambda other: plan_memory(other, board, target), prepared)
     result.report.fits = board_fit(plan, board)
-    result.ram_for_arena = arena_limit(board)
 
 
 def _npu_offload(prepared: PreparedModel, board: Board, board_dirs: list[Any]) -> dict[str, Any] | None:
     if board.npu is None or load_profiles(board_dirs).target_of(board).codegen != "npu":
         return None
-    from edgekit.npu.partition import partition
+    from edgekit.compiler.backends.npu.partition import partition
 
     return partition(prepared.model).summary()

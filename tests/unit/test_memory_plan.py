@@ -179,6 +179,16 @@ def test_refusal_names_the_largest_tensors_and_planned_options(tmp_path, monkeyp
     assert err.hint == " ".join(a["text"] for a in err.fields["advice"])
 
 
+def test_inspect_advises_when_the_arena_exceeds_the_ram_left_by_the_stack(tmp_path, capsys):
+    # 44 KiB of arena: less than the board's 48 KiB of RAM, more than the 32 KiB its firmware leaves.
+    boards = _tiny_board_dir(tmp_path, "48 KiB")
+    model = _conv_chain(tmp_path / "chain.onnx", size=32, channels=8)
+    assert main(["inspect", str(model), "--board", "tiny-mcu", "--boards-dir", str(boards), "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)["memory_plan"]
+    assert plan["ram_for_arena_bytes"] == 32 * 1024 < plan["arena_bytes"] <= 48 * 1024
+    assert [a["option"] for a in plan["advice"]] == ["int8", "input", "split"]
+
+
 def test_the_compiler_alone_plans_input_and_split_and_leaves_int8_to_the_api(tmp_path, monkeypatch):
     _no_build(monkeypatch)
     boards = _tiny_board_dir(tmp_path, "32 KiB")
