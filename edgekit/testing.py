@@ -83,7 +83,7 @@ class BoardHarness:
 
     def compile(self, model: str | os.PathLike[str], input_shapes: Mapping[str, Iterable[int]] | None = None) -> Path:
         """Compiles ``model`` for this board (once per session) and returns the package path."""
-        from edgekit.compiler.driver import compile_model
+        from edgekit.api.compile import compile_model  # the api's refusal advises int8 too
 
         data = Path(model).read_bytes()
         shapes = {k: tuple(int(d) for d in v) for k, v in (input_shapes or {}).items()}
