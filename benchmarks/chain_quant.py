@@ -78,7 +78,7 @@ def latency_ms(models: list[onnx.ModelProto], feeds: dict[str, np.ndarray], mcpu
     import tvm
     from tvm import relax
 
-    from edgekit.compiler.cpu_pipeline import build_cpu
+    from edgekit.compiler.backends.llvm.relax_build import build_cpu
     from edgekit.compiler.importer import import_onnx
     from edgekit.frontend.loader import load_model
 

@@ -425,7 +425,7 @@ def run_all(
     import onnxruntime  # noqa: F401
     import tvm  # noqa: F401
 
-    import edgekit.compiler.cpu_pipeline  # noqa: F401
+    import edgekit.compiler.backends.llvm.relax_build  # noqa: F401
     import edgekit.compiler.driver  # noqa: F401
     import edgekit.runtime.runner  # noqa: F401
 

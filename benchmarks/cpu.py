@@ -184,8 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     import tvm
     from tvm import relax
 
-    from edgekit.compiler.cpu_pipeline import build_cpu, import_onnx, set_num_threads
-    from edgekit.compiler.tuning import open_database, tune_model
+    from edgekit.compiler.backends.llvm.relax_build import build_cpu, import_onnx, set_num_threads
+    from edgekit.compiler.backends.llvm.tuning import open_database, tune_model
     from edgekit.core.profiles import get_board
     from edgekit.frontend.loader import load_model
 

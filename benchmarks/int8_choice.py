@@ -41,7 +41,7 @@ from quantization import CASES, cpu_description  # noqa: E402
 
 from edgekit.compiler.backend import CompileOptions  # noqa: E402
 from edgekit.compiler.driver import compile_model  # noqa: E402
-from edgekit.compiler.int8_choice import interleaved_times, vm_of_members  # noqa: E402
+from edgekit.compiler.backends.llvm.int8_choice import interleaved_times, vm_of_members  # noqa: E402
 from edgekit.package import open_package  # noqa: E402
 from edgekit.compress import QuantConfig, quantize  # noqa: E402
 

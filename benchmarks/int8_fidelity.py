@@ -266,7 +266,7 @@ class Edgekit:
         import tvm
         from tvm import relax
 
-        from edgekit.compiler.cpu_pipeline import build_cpu
+        from edgekit.compiler.backends.llvm.relax_build import build_cpu
         from edgekit.compiler.importer import import_onnx
         from edgekit.core.profiles import load_profiles
         from edgekit.frontend.loader import load_model

@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from quantization import CASES, cpu_description  # noqa: E402
 
-from edgekit.compiler.cpu_pipeline import build_cpu  # noqa: E402
+from edgekit.compiler.backends.llvm.relax_build import build_cpu  # noqa: E402
 from edgekit.compiler.importer import import_onnx  # noqa: E402
 from edgekit.compress import QuantConfig, quantize  # noqa: E402
 from edgekit.frontend.loader import load_model  # noqa: E402

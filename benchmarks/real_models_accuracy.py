@@ -32,7 +32,7 @@ BatchNormalization disagrees with onnxruntime -- weights and input widened;
 the exact result. ``--exact-math``
 adds a column with TVM's polynomial exp/erf/tanh/softmax replaced by libm
 (a diagnosis: ``compile`` has no such option; the benchmark patches
-:func:`edgekit.compiler.cpu_pipeline.build_cpu`'s default).
+:func:`edgekit.compiler.backends.llvm.relax_build.build_cpu`'s default).
 
 Usage::
 
@@ -293,9 +293,9 @@ def float64_errors(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]] | 
 @contextlib.contextmanager
 def exact_math() -> Iterator[None]:
     """libm exp/erf/tanh/softmax instead of TVM's polynomials, for diagnosis."""
-    from edgekit.compiler import cpu_pipeline
+    from edgekit.compiler.backends.llvm import relax_build
 
-    defaults = cpu_pipeline.build_cpu.__kwdefaults__
+    defaults = relax_build.build_cpu.__kwdefaults__
     saved = defaults["fast_math"]
     defaults["fast_math"] = False
     try:

@@ -10,7 +10,7 @@ untuned schedule's record, which ``build_cpu`` compares it with), and
 the output folder is replaced as a whole, so the shipped set never mixes two
 runs. For each kernel the script also says whether the search beat the
 untuned schedule (the first record of each task, see
-``edgekit.compiler.tuning._measure_default``).
+``edgekit.compiler.backends.llvm.tuning._measure_default``).
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     import tvm_ffi
     from tvm.s_tir import meta_schedule as ms
 
-    from edgekit.compiler import tuning
-    from edgekit.compiler.cpu_pipeline import default_schedule
+    from edgekit.compiler.backends.llvm import tuning
+    from edgekit.compiler.backends.llvm.relax_build import default_schedule
     from edgekit.core.profiles import get_board
 
     target = tuning._with_num_cores(get_board("host")[1].tvm_target(), 1)
@@ -113,8 +113,8 @@ def _current_workloads(models: str | None, target) -> set[int]:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import cpu  # benchmarks/cpu.py: the model list
 
-    from edgekit.compiler import tuning
-    from edgekit.compiler.cpu_pipeline import import_onnx, prepare_cpu_module
+    from edgekit.compiler.backends.llvm import tuning
+    from edgekit.compiler.backends.llvm.relax_build import import_onnx, prepare_cpu_module
     from edgekit.frontend.loader import load_model
 
     hashes: set[int] = set()

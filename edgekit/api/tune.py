@@ -11,7 +11,7 @@ from edgekit.core.errors import InputError
 from edgekit.core.profiles import get_board
 
 if TYPE_CHECKING:  # the tuner imports TVM: only when tuning runs
-    from edgekit.compiler.tuning import TuneProgress, TuneReport
+    from edgekit.compiler.backends.llvm.tuning import TuneProgress, TuneReport
 
 __all__ = ["tune_model"]
 
@@ -39,17 +39,17 @@ def tune_model(
     Args:
         tracker, key: Measure on a remote board registered with this TVM
             RPC tracker under ``key``.
-        progress: Called with a :class:`edgekit.compiler.tuning.TuneProgress`
+        progress: Called with a :class:`edgekit.compiler.backends.llvm.tuning.TuneProgress`
             as trials finish.
 
     Returns:
-        The :class:`edgekit.compiler.tuning.TuneReport`.
+        The :class:`edgekit.compiler.backends.llvm.tuning.TuneReport`.
 
     Raises:
         InputError: negative trials, or a key without a tracker.
         ConfigError, CompileError: from the board profile and the tuner.
     """
-    from edgekit.compiler.tuning import tune_model as _tune
+    from edgekit.compiler.backends.llvm.tuning import tune_model as _tune
     from edgekit.frontend.loader import load_model
 
     if trials < 0:

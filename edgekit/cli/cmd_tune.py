@@ -1,6 +1,6 @@
 """``edgekit tune``: measure better kernels for a model on a board and keep them.
 
-Thin wrapper over :func:`edgekit.compiler.tuning.tune_model`; the records go to
+Thin wrapper over :func:`edgekit.compiler.backends.llvm.tuning.tune_model`; the records go to
 the per-target database that ``edgekit compile`` reads.
 """
 

@@ -81,7 +81,7 @@ def check_operators(prepared: Any, options: "CompileOptions", progress: Progress
     check_supported(prepared.model)
 
 
-#: Values of :attr:`CompileOptions.int8_choice` (see :mod:`edgekit.compiler.int8_choice`).
+#: Values of :attr:`CompileOptions.int8_choice` (see :mod:`edgekit.compiler.backends.llvm.int8_choice`).
 INT8_CHOICES = ("auto", "int8")
 
 #: Values of :attr:`CompileOptions.weight_storage`.
@@ -128,7 +128,7 @@ class CompileOptions:
         int8_choice: ``llvm`` (CPU) boards, QDQ models: ``auto`` keeps a
             quantized layer -- or the whole model -- in fp32 where that
             measured faster on the target (only where the target runs on
-            this machine; see :mod:`edgekit.compiler.int8_choice`);
+            this machine; see :mod:`edgekit.compiler.backends.llvm.int8_choice`);
             ``int8`` keeps every quantized layer int8, unmeasured.
         int8_choice_budget_s: Seconds ``auto`` may spend timing single
             layers (the whole-model comparison comes on top); 0 = only the

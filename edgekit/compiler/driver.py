@@ -97,7 +97,7 @@ def compile_model(
         options: Compile options; defaults to :class:`CompileOptions()`.
         board_dirs: Extra folders of board/target profiles.
         progress: Called with ``(stage, message)`` as each stage starts.
-        int8_cost: A :class:`edgekit.compiler.int8_choice.CostProvider` for the
+        int8_cost: A :class:`edgekit.compiler.backends.llvm.int8_choice.CostProvider` for the
             int8/fp32 choice of a QDQ model on a CPU board (default: measured
             on this machine where the target runs here); for tests and for
             cost models of boards that are not attached.
@@ -129,7 +129,7 @@ def compile_model(
     choice = None
     if target.codegen == "llvm" and has_qdq(prepared.model):
         # CPU boards: keep layers (or the whole model) in fp32 where int8 is slower there.
-        from edgekit.compiler.int8_choice import choose
+        from edgekit.compiler.backends.llvm.int8_choice import choose
 
         def build(p: PreparedModel, prog: ProgressFn) -> Any:
             return backend.build(p, brd, target, options, prog)

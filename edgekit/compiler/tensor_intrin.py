@@ -1,7 +1,7 @@
 """Loading only the CPU tensor intrinsics of TVM, for tuning processes.
 
 Its own module because both MetaSchedule drivers use it as their builder
-workers' initializer: local tuning (:mod:`edgekit.compiler.tuning`) and
+workers' initializer: local tuning (:mod:`edgekit.compiler.backends.llvm.tuning`) and
 tuning measured over RPC (:mod:`edgekit.compiler.tuning_rpc`).
 """
 

@@ -1,9 +1,9 @@
 """Where tuning records live and how they are read: the per-target database.
 
 One JSON MetaSchedule database per target hash under the cache (see
-:mod:`edgekit.compiler.tuning`), plus the pre-tuned records shipped in the
+:mod:`edgekit.compiler.backends.llvm.tuning`), plus the pre-tuned records shipped in the
 wheel per instruction-set class. Its own module because the build
-(:func:`edgekit.compiler.cpu_pipeline.build_cpu` reads the shipped records and
+(:func:`edgekit.compiler.backends.llvm.relax_build.build_cpu` reads the shipped records and
 compares record times) and tuning (which fills the database and imports the
 build's schedules) both need it; in either one it made an import cycle.
 """

@@ -1,6 +1,6 @@
 """Measuring tuning candidates on a board through a TVM RPC tracker.
 
-:func:`edgekit.compiler.tuning.tune_model` measures on this machine for the
+:func:`edgekit.compiler.backends.llvm.tuning.tune_model` measures on this machine for the
 host and simulated boards; for a board reached over the network it builds
 each MetaSchedule candidate here and measures it on the board:
 
@@ -216,7 +216,7 @@ def rpc_measurement(
     timeout_s: float = 30.0,
     probe_timeout_s: float | None = None,
 ) -> tuple[Any, Any, RemoteMeasurement]:
-    """Checks the tracker and returns ``(runner, builder, where)`` for :func:`~edgekit.compiler.tuning.tune`.
+    """Checks the tracker and returns ``(runner, builder, where)`` for :func:`~edgekit.compiler.backends.llvm.tuning.tune`.
 
     Args:
         board: The board tuned for.

@@ -11,7 +11,7 @@ The real multiplier ``M = s_in / s_out`` is represented as an integer
 computed with an int32 x int32 -> int64 product and an arithmetic shift.
 
 Rounding: *half to even*, as onnxruntime's ``QuantizeLinear`` rounds (and
-the x86 float form, :mod:`edgekit.compiler.cpu_requant`). Exact ties are
+the x86 float form, :mod:`edgekit.compiler.backends.llvm.requant`). Exact ties are
 not rare: with scale ratios such as 1.0 / 0.6 a few percent of the sums of
 a quantized Add sit exactly on a half step. For ``n >= 1``::
 

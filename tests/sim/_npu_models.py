@@ -96,14 +96,14 @@ def host_integer_outputs(model: onnx.ModelProto, feeds, extra: list[str], workdi
     Every quantized layer stays int8 (``int8_choice="int8"``) and the
     requantization keeps the lowering's int64 fixed-point form: on x86 the
     host compile otherwise uses float32 scale-and-round
-    (:mod:`edgekit.compiler.cpu_requant`), which may round a value within
+    (:mod:`edgekit.compiler.backends.llvm.requant`), which may round a value within
     ~2^-20 of a half-way point the other way -- the form Arm and RISC-V
     hosts, the MCUs and the NPU all share is the reference.
     """
     from pathlib import Path
     from unittest import mock
 
-    import edgekit.compiler.cpu_requant as cpu_requant
+    import edgekit.compiler.backends.llvm.requant as cpu_requant
     from edgekit.compiler.backend import CompileOptions
     from edgekit.compiler.driver import compile_model
     from edgekit.package import open_package

@@ -286,10 +286,10 @@ def test_npu_package_is_bit_exact_with_integer_cpu_compile(make, tmp_path, monke
     integer-only CPU compile (host) gives identical outputs.
 
     The host compile keeps the lowering's fixed-point requantization here: on
-    x86 it is otherwise float32 scale-and-round (edgekit.compiler.cpu_requant),
+    x86 it is otherwise float32 scale-and-round (edgekit.compiler.backends.llvm.requant),
     which may round a value within ~2^-20 of a half-way point the other way.
     """
-    import edgekit.compiler.cpu_requant as cpu_requant
+    import edgekit.compiler.backends.llvm.requant as cpu_requant
     from edgekit.compiler.backend import CompileOptions
     from edgekit.compiler.driver import compile_model
 

@@ -24,7 +24,7 @@ pytest.importorskip("tornado", reason="TVM's RPC tracker needs tornado (pip inst
 pytest.importorskip("xgboost")
 
 from edgekit.cli.main import main  # noqa: E402
-from edgekit.compiler import tuning  # noqa: E402
+from edgekit.compiler.backends.llvm import tuning  # noqa: E402
 from edgekit.core.errors import EdgekitError  # noqa: E402
 from _tuning_models import one_conv_model  # noqa: E402
 from edgekit.core.profiles import get_board  # noqa: E402

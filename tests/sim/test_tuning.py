@@ -11,8 +11,9 @@ import pytest
 tvm = pytest.importorskip("tvm")
 pytest.importorskip("xgboost")
 
-from edgekit.compiler import tuning, tuning_db
-from edgekit.compiler.cpu_pipeline import build_cpu, import_onnx, prepare_cpu_module
+from edgekit.compiler import tuning_db
+from edgekit.compiler.backends.llvm import tuning
+from edgekit.compiler.backends.llvm.relax_build import build_cpu, import_onnx, prepare_cpu_module
 from edgekit.frontend.loader import load_model
 
 from _tuning_models import one_conv_model  # noqa: E402
@@ -80,9 +81,9 @@ def test_tuning_persists_and_resumes_without_remeasuring(tmp_path, monkeypatch):
     # The best record's trace replays onto the kernel and the numbers still
     # match. (Without a default schedule to compare with, apply_database takes
     # the best record unconditionally; the margin rule is tested below.)
-    from edgekit.compiler import cpu_pipeline
+    from edgekit.compiler.backends.llvm import relax_build
 
-    monkeypatch.setattr(cpu_pipeline, "default_schedule", lambda func, target: None)
+    monkeypatch.setattr(relax_build, "default_schedule", lambda func, target: None)
     db = tuning.open_database(target, tmp_path / "db")
     built = build_cpu(mod, target, params, database=db)
     assert built.tuned_kernels
@@ -98,7 +99,7 @@ def test_untuned_schedule_is_the_first_record(tmp_path):
     # The first record of a task is its default (untuned) schedule, measured.
     # A kernel is taken from the database only if its best record beat that
     # default by TUNED_MARGIN; either way the output is the untuned build's.
-    from edgekit.compiler.cpu_pipeline import TUNED_MARGIN, default_schedule
+    from edgekit.compiler.backends.llvm.relax_build import TUNED_MARGIN, default_schedule
 
     prepared = _one_conv(tmp_path)
     mod, params = import_onnx(prepared)
@@ -135,7 +136,7 @@ def test_shipped_record_set_is_found_by_isa_class(tmp_path, monkeypatch):
     # A record set under SHIPPED_RECORDS/<ISA class> is what build_cpu uses by
     # default on every CPU of that class (here the test host's own, measured
     # by tuning into a folder and copying it there as ship_records.py does).
-    from edgekit.compiler import cpu_pipeline
+    from edgekit.compiler.backends.llvm import relax_build
 
     target = _target()
     isa = tuning.isa_class(target)
@@ -152,7 +153,7 @@ def test_shipped_record_set_is_found_by_isa_class(tmp_path, monkeypatch):
     monkeypatch.setattr(tuning_db, "SHIPPED_RECORDS", shipped)
     assert tuning.shipped_database(target) is not None
     # Without a default schedule to compare with, the best record is taken.
-    monkeypatch.setattr(cpu_pipeline, "default_schedule", lambda func, target: None)
+    monkeypatch.setattr(relax_build, "default_schedule", lambda func, target: None)
     built = build_cpu(mod, target, params)  # use_shipped=True by default
     assert built.tuned_kernels
     assert build_cpu(mod, target, params, use_shipped=False).tuned_kernels == []

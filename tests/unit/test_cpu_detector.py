@@ -18,8 +18,8 @@ from onnx import TensorProto, helper, numpy_helper
 tvm = pytest.importorskip("tvm")
 ort = pytest.importorskip("onnxruntime")
 
-from edgekit.compiler.cpu_pipeline import build_cpu, import_onnx, prepare_cpu_module, schedule_passes
-from edgekit.compiler.cpu_schedule import simd_lanes
+from edgekit.compiler.backends.llvm.relax_build import build_cpu, import_onnx, prepare_cpu_module, schedule_passes
+from edgekit.compiler.backends.llvm.schedule import simd_lanes
 from edgekit.frontend.loader import load_model
 
 #: Largest difference from onnxruntime, relative to the largest output magnitude.
@@ -187,7 +187,7 @@ def test_real_detector_matches_onnxruntime(name, script_module):
 def test_short_last_axis_softmax_matches_onnxruntime(tmp_path, bins):
     # YOLOv8's DFL softmax as the NHWC head leaves it: rows of 16 bins on the
     # innermost axis (and a width that is not a whole vector).
-    from edgekit.compiler.cpu_detector import SHORT_AXIS_VECTORS
+    from edgekit.compiler.detector import SHORT_AXIS_VECTORS
 
     shape = [1, 50, 4, bins]
     g = _Graph()

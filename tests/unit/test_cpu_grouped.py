@@ -10,7 +10,7 @@ from onnx import TensorProto, helper, numpy_helper
 tvm = pytest.importorskip("tvm")
 ort = pytest.importorskip("onnxruntime")
 
-from edgekit.compiler.cpu_pipeline import build_cpu, import_onnx, prepare_cpu_module, schedule_passes
+from edgekit.compiler.backends.llvm.relax_build import build_cpu, import_onnx, prepare_cpu_module, schedule_passes
 from edgekit.frontend.loader import load_model
 
 RTOL = 1e-4

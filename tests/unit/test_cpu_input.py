@@ -1,4 +1,4 @@
-"""The first int8 layer's input kernel (edgekit.compiler.cpu_input), against numpy."""
+"""The first int8 layer's input kernel (edgekit.compiler.backends.llvm.int8_input), against numpy."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import tvm
 from tvm import relax
 from tvm.relax import op as R
 
-from edgekit.compiler.cpu_input import input_pass
+from edgekit.compiler.backends.llvm.int8_input import input_pass
 
 
 def _chain(shape, pad, zero_point, dtype):

@@ -1,4 +1,4 @@
-"""int8 conv/matmul on the target's integer dot-product instructions (edgekit.compiler.cpu_int8).
+"""int8 conv/matmul on the target's integer dot-product instructions (edgekit.compiler.backends.llvm.int8).
 
 Code generation is checked for explicit targets -- whatever CPU runs the
 test -- by reading the assembly LLVM produces for them; numerics are checked
@@ -19,14 +19,14 @@ import pytest
 import tvm
 from onnx import TensorProto, helper, numpy_helper
 
-import edgekit.compiler.cpu_int8 as cpu_int8
-import edgekit.compiler.cpu_lookup as cpu_lookup
-import edgekit.compiler.cpu_requant as cpu_requant
-from edgekit.compiler.cpu_channel_sum import channel_sum_pass
-from edgekit.compiler.cpu_int8 import pmaddubsw_exact
-from edgekit.compiler.cpu_intrin import I16_256, I16_512, U8S8_256, VNNI256, VNNI512, dot_isa
-from edgekit.compiler.cpu_lookup import _avx2_slices, _lookup_avx2_func, _lookup_vbmi_func
-from edgekit.compiler.cpu_pipeline import build_cpu, prepare_cpu_module, schedule_passes
+import edgekit.compiler.backends.llvm.int8 as cpu_int8
+import edgekit.compiler.backends.llvm.lookup as cpu_lookup
+import edgekit.compiler.backends.llvm.requant as cpu_requant
+from edgekit.compiler.backends.llvm.channel_sum import channel_sum_pass
+from edgekit.compiler.backends.llvm.int8 import pmaddubsw_exact
+from edgekit.compiler.backends.llvm.intrin import I16_256, I16_512, U8S8_256, VNNI256, VNNI512, dot_isa
+from edgekit.compiler.backends.llvm.lookup import _avx2_slices, _lookup_avx2_func, _lookup_vbmi_func
+from edgekit.compiler.backends.llvm.relax_build import build_cpu, prepare_cpu_module, schedule_passes
 from edgekit.compiler.importer import import_onnx
 from edgekit.compress import QuantConfig, quantize
 from edgekit.frontend.loader import load_model
@@ -466,7 +466,7 @@ def test_lookup_kernels_map_every_int8_value(mcpu):
 
 def test_channel_sums_and_max_pools_read_the_channels_last_int8_tensor():
     """Squeeze sums in int32 of int8 values and an NCHW max pool after a transpose
-    (cpu_channel_sum.channel_sum_pass): one NHWC kernel each, same values as numpy."""
+    (backends.llvm.channel_sum.channel_sum_pass): one NHWC kernel each, same values as numpy."""
     from tvm import relax
     from tvm.relax import op as R
 

@@ -1,4 +1,4 @@
-"""int8 NHWC pads as vector row copies (edgekit.compiler.cpu_pad), against numpy."""
+"""int8 NHWC pads as vector row copies (edgekit.compiler.backends.llvm.pad), against numpy."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import tvm
 from tvm import relax
 from tvm.relax import op as R
 
-from edgekit.compiler.cpu_pad import int8_pad_pass
+from edgekit.compiler.backends.llvm.pad import int8_pad_pass
 
 
 def _compile_pad(shape, spatial, channels, border, fill, dtype="int8", num_input=1):
@@ -59,7 +59,7 @@ def test_narrow_and_weight_pads_stay_relax():
 
 def test_two_pads_of_one_value_are_one_kernel():
     # A depthwise conv's extra right column and channel fill on the lowering's
-    # zero-point pad (cpu_int8.depthwise_pairs): the same value, widths summed.
+    # zero-point pad (backends.llvm.int8.depthwise_pairs): the same value, widths summed.
     shape = (1, 4, 6, 24)
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType(shape, "int8"))

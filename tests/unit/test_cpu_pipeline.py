@@ -10,8 +10,8 @@ from onnx import TensorProto, helper, numpy_helper
 tvm = pytest.importorskip("tvm")
 ort = pytest.importorskip("onnxruntime")
 
-from edgekit.compiler.cpu_pipeline import build_cpu, import_onnx, prepare_cpu_module, set_num_threads
-from edgekit.compiler.cpu_schedule import simd_lanes
+from edgekit.compiler.backends.llvm.relax_build import build_cpu, import_onnx, prepare_cpu_module, set_num_threads
+from edgekit.compiler.backends.llvm.schedule import simd_lanes
 from edgekit.frontend.loader import load_model
 
 RTOL = 1e-4
@@ -116,7 +116,7 @@ def test_kernels_are_scheduled(tmp_path):
     path = tmp_path / "m.onnx"
     onnx.save(conv_gemm_model(), str(path))
     mod, _ = import_onnx(load_model(str(path)))
-    from edgekit.compiler.cpu_pipeline import schedule_passes
+    from edgekit.compiler.backends.llvm.relax_build import schedule_passes
 
     target = _target()
     prepared, transform = prepare_cpu_module(mod, target)
@@ -129,7 +129,7 @@ def test_kernels_are_scheduled(tmp_path):
     assert "T.vectorized" in text
     # Outer loops are parallel, except in kernels too small to pay for the
     # thread pool's fork/join (cpu_threads; tests/unit/test_cpu_threads.py).
-    from edgekit.compiler.cpu_threads import PARALLEL_MIN_WORK, kernel_work
+    from edgekit.compiler.backends.llvm.threads import PARALLEL_MIN_WORK, kernel_work
 
     assert all("T.parallel" in f.script() or kernel_work(f.body) < PARALLEL_MIN_WORK for f in funcs)
 
@@ -179,7 +179,7 @@ def test_stride_eq_kernel_conv_transpose_becomes_a_conv(tmp_path):
 def test_fused_injective_chain_is_one_pass(tmp_path):
     # transpose -> add -> relu -> transpose fuses into one function; every
     # intermediate block is inlined, so one block writes the output.
-    from edgekit.compiler.cpu_pipeline import schedule_passes
+    from edgekit.compiler.backends.llvm.relax_build import schedule_passes
 
     rng = np.random.default_rng(7)
     nodes = [
@@ -274,7 +274,7 @@ def test_scheduled_kernels_write_only_inside_their_buffers(tmp_path):
     # missing tile predicate; TVM 0.27's reverse_compute_inline drops one when
     # the epilogue slices off padded channels, see _same_write_shape) would
     # change the sentinels. 13x13 pixels: no row tile divides 13.
-    from edgekit.compiler.cpu_pipeline import schedule_passes
+    from edgekit.compiler.backends.llvm.relax_build import schedule_passes
 
     rng = np.random.default_rng(10)
     inits = [_w(rng, "W", (20, 16, 1, 1)), _w(rng, "B", (20,)), _w(rng, "W2", (1000, 20, 1, 1))]

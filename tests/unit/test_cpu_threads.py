@@ -1,4 +1,4 @@
-"""Small kernels lose their parallel loops (edgekit.compiler.cpu_threads)."""
+"""Small kernels lose their parallel loops (edgekit.compiler.backends.llvm.threads)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ tvm = pytest.importorskip("tvm")
 
 from tvm import te  # noqa: E402
 
-from edgekit.compiler.cpu_pipeline import schedule_passes  # noqa: E402
-from edgekit.compiler.cpu_threads import PARALLEL_MIN_WORK, kernel_work, serial_small_kernels_pass  # noqa: E402
+from edgekit.compiler.backends.llvm.relax_build import schedule_passes  # noqa: E402
+from edgekit.compiler.backends.llvm.threads import PARALLEL_MIN_WORK, kernel_work, serial_small_kernels_pass  # noqa: E402
 
 
 def _scheduled(rows: int) -> tvm.IRModule:

@@ -1,4 +1,4 @@
-"""The register-tile model of the CPU micro-kernel (cpu_schedule.choose_tile), chosen by the target's registers."""
+"""The register-tile model of the CPU micro-kernel (backends.llvm.schedule.choose_tile), chosen by the target's registers."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 
 tvm = pytest.importorskip("tvm")
 
-from edgekit.compiler.cpu_schedule import TILE_BYTES, choose_tile, simd_lanes, vector_registers
+from edgekit.compiler.backends.llvm.schedule import TILE_BYTES, choose_tile, simd_lanes, vector_registers
 
 
 def _target(mcpu: str):

@@ -62,7 +62,7 @@ def test_one_cache_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None
     assert cache_root() == tmp_path / "xdg" / "edgekit" and cache_dir("agents") == tmp_path / "xdg" / "edgekit" / "agents"
     monkeypatch.setenv("EDGEKIT_CACHE", str(tmp_path / "mine"))  # the override documented first wins
     assert cache_dir("zig") == tmp_path / "mine" / "zig"
-    from edgekit.compiler.tuning import cache_root as tuning_root
+    from edgekit.compiler.backends.llvm.tuning import cache_root as tuning_root
     from edgekit.sim.agent_build import cache_dir as agent_cache
 
     assert tuning_root() == tmp_path / "mine" and agent_cache() == tmp_path / "mine" / "agents"

@@ -1,4 +1,4 @@
-"""Per-layer int8/fp32 choice (edgekit.compiler.int8_choice, edgekit.frontend.qdq_graph).
+"""Per-layer int8/fp32 choice (edgekit.compiler.backends.llvm.int8_choice, edgekit.frontend.qdq_graph).
 
 The decision logic is checked with an injected cost provider (no timing);
 the float rewrite against onnxruntime running the same graph; one test
@@ -22,7 +22,7 @@ from onnx import TensorProto, helper, numpy_helper
 from edgekit.cli.main import main
 from edgekit.compiler.backend import BuildResult, CompileOptions
 from edgekit.compiler.driver import compile_model
-from edgekit.compiler.int8_choice import LAYER_MARGIN, HostTimer, choose, runs_here
+from edgekit.compiler.backends.llvm.int8_choice import LAYER_MARGIN, HostTimer, choose, runs_here
 from edgekit.compress import QuantConfig, quantize
 from edgekit.core.errors import ConfigError
 from edgekit.core.profiles import load_profiles
@@ -347,7 +347,7 @@ def test_a_board_that_cannot_run_here_stays_int8_unmeasured(models):
 
 
 def test_an_x86_target_with_features_this_cpu_lacks_is_not_run(monkeypatch):
-    import edgekit.compiler.int8_choice as ic
+    import edgekit.compiler.backends.llvm.int8_choice as ic
     from edgekit.core.profiles import load_profiles as lp
 
     host_target = lp().target_of(lp().board("host"))

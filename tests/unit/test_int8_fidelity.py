@@ -4,7 +4,7 @@ QuantizeLinear rounds half to even. On exact ties -- an Add of two tensors
 whose scales are twice the output's, an average pool over four elements --
 an integer requantization that rounds half up differs from onnxruntime on a
 quarter of the elements. The x86 float requantization
-(:mod:`edgekit.compiler.cpu_requant`) rounds to nearest even, and keeps the
+(:mod:`edgekit.compiler.backends.llvm.requant`) rounds to nearest even, and keeps the
 zero point inside the rounded value so float32 resolves it to ``2**-17``;
 these tests fail if either comes back.
 """
@@ -21,8 +21,8 @@ from onnx import TensorProto, helper, numpy_helper
 ort = pytest.importorskip("onnxruntime")
 tvm = pytest.importorskip("tvm")
 
-from edgekit.compiler.cpu_pipeline import build_cpu  # noqa: E402
-from edgekit.compiler.cpu_requant import uses_float_requant  # noqa: E402
+from edgekit.compiler.backends.llvm.relax_build import build_cpu  # noqa: E402
+from edgekit.compiler.backends.llvm.requant import uses_float_requant  # noqa: E402
 from edgekit.compiler.importer import import_onnx  # noqa: E402
 from edgekit.frontend.loader import load_model  # noqa: E402
 

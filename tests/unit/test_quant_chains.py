@@ -166,7 +166,7 @@ tvm = pytest.importorskip("tvm")
 
 
 def test_hard_swish_chain_runs_as_one_table_within_1_lsb_of_onnxruntime() -> None:
-    from edgekit.compiler.cpu_pipeline import build_cpu
+    from edgekit.compiler.backends.llvm.relax_build import build_cpu
     from edgekit.compiler.importer import import_onnx
     from edgekit.frontend.loader import load_model
 

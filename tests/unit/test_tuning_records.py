@@ -6,7 +6,7 @@ import pytest
 
 tvm = pytest.importorskip("tvm")
 
-from edgekit.compiler import tuning  # noqa: E402
+from edgekit.compiler.backends.llvm import tuning  # noqa: E402
 
 
 def test_isa_class():

@@ -13,7 +13,7 @@ import pytest
 
 from edgekit.cli.main import main
 from edgekit.compiler import tuning_rpc
-from edgekit.compiler.tuning import TuneReport, tune_model
+from edgekit.compiler.backends.llvm.tuning import TuneReport, tune_model
 from edgekit.core.errors import ConfigError, TransportError
 from edgekit.core.profiles import TransportConfig, get_board
 from edgekit.examples.digits import example_model_path

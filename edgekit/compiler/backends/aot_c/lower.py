@@ -79,7 +79,7 @@ def lower_for_aot(mod: Any, tvm_target: Any, opt_level: int = 3, *, fast_math: b
     import tvm
     from tvm import relax
 
-    from edgekit.compiler.cpu_detector import fast_sigmoid_pass
+    from edgekit.compiler.detector import fast_sigmoid_pass
 
     passes = tvm.transform.Sequential(
         [

@@ -121,12 +121,12 @@ def build(
     mod, weights, integer_report = import_onnx(prepared)
 
     progress("build", f"building for {target.name}")
-    from edgekit.compiler.cpu_pipeline import build_cpu
+    from edgekit.compiler.backends.llvm.relax_build import build_cpu
 
     tvm_target = target.tvm_target()
     database = None
     if options.tune_trials:
-        from edgekit.compiler.tuning import open_database, tune_model
+        from edgekit.compiler.backends.llvm.tuning import open_database, tune_model
 
         progress("tune", f"tuning with {options.tune_trials} MetaSchedule trials")
         tune_model(prepared, board, target, options.tune_trials,

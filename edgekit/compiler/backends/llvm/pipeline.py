@@ -32,9 +32,9 @@ PASSES: tuple[Pass, ...] = (
     Pass("import", "ONNX to Relax (QDQ chains to integer-only compute), weights detached into params.bin",
          "edgekit.compiler.importer:import_onnx"),
     Pass("tune", "MetaSchedule tuning into the target's database (this machine or an RPC tracker)",
-         "edgekit.compiler.tuning:tune_model", when="tune_trials > 0"),
+         "edgekit.compiler.backends.llvm.tuning:tune_model", when="tune_trials > 0"),
     Pass("build", "edgekit's CPU pipeline (Relax rewrites, int8 and layout schedules) to a Relax VM executable",
-         "edgekit.compiler.cpu_pipeline:build_cpu"),
+         "edgekit.compiler.backends.llvm.relax_build:build_cpu"),
     Pass("export", "export lib/model.so and params.bin", f"{_HERE}.host:build"),
 )
 

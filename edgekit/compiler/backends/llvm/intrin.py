@@ -1,7 +1,7 @@
 """The integer dot-product instructions of x86 targets, as TVM tensor intrinsics.
 
 :func:`dot_isa` picks, by the **target's** LLVM features (never the build
-machine's), the instruction :mod:`edgekit.compiler.cpu_int8` builds its int8
+machine's), the instruction :mod:`edgekit.compiler.backends.llvm.int8` builds its int8
 micro-kernels around (:class:`DotIsa`), and :func:`register_intrinsics`
 registers each one's description and implementation with TVM for
 ``tensorize``.

@@ -1,6 +1,6 @@
 """Small kernels run on the calling thread: no thread-pool fork/join for a microsecond of work.
 
-Every schedule rule of :mod:`edgekit.compiler.cpu_schedule` makes a kernel's
+Every schedule rule of :mod:`edgekit.compiler.backends.llvm.schedule` makes a kernel's
 outer loop ``parallel``, and TVM turns each parallel loop into a
 ``TVMBackendParallelLaunch``: wake the pool, split the loop, wait for the
 slowest thread. That costs about a microsecond per kernel on a quiet 2-core

@@ -17,8 +17,8 @@ run loses at most the batch in flight. Resuming never re-measures: for each
 task the trials already in the database count against its share of the
 budget, and only the remainder is searched (see :func:`tune`).
 
-The tasks come from :func:`edgekit.compiler.cpu_pipeline.prepare_cpu_module`,
-so they are exactly the kernels :func:`~edgekit.compiler.cpu_pipeline.build_cpu`
+The tasks come from :func:`edgekit.compiler.backends.llvm.relax_build.prepare_cpu_module`,
+so they are exactly the kernels :func:`~edgekit.compiler.backends.llvm.relax_build.build_cpu`
 looks up when given the database. Where the database lives and how records
 are read is :mod:`edgekit.compiler.tuning_db` (the build reads it too).
 """
@@ -244,7 +244,7 @@ def _measure_default(task: Any, target: tvm.target.Target, database: Any, builde
     """
     from tvm.s_tir import meta_schedule as ms
 
-    from edgekit.compiler.cpu_pipeline import default_schedule
+    from edgekit.compiler.backends.llvm.relax_build import default_schedule
 
     mod = task.dispatched[0]
     sch = default_schedule(mod["main"], target)
@@ -288,7 +288,7 @@ def tune(
     """Tunes the kernels of a prepared module, resuming from the database.
 
     Args:
-        mod: Output of :func:`~edgekit.compiler.cpu_pipeline.prepare_cpu_module`
+        mod: Output of :func:`~edgekit.compiler.backends.llvm.relax_build.prepare_cpu_module`
             (fused, unscheduled kernels).
         target: Target to tune for (also selects the database folder).
         trials: Trial budget for the whole model. It is split over the
@@ -317,7 +317,7 @@ def tune(
     """
     from tvm.s_tir import meta_schedule as ms
 
-    from edgekit.compiler.cpu_pipeline import set_num_threads
+    from edgekit.compiler.backends.llvm.relax_build import set_num_threads
 
     if isinstance(trials, bool) or not isinstance(trials, int) or trials < 0:
         raise ConfigError(f"trials must be a non-negative integer, got {trials!r}", hint="Use e.g. --trials 200.")
@@ -498,7 +498,7 @@ def tune_model(
     """Tunes a :class:`~edgekit.frontend.loader.PreparedModel` for a board (the ``edgekit tune`` API).
 
     ``compile --tune N`` calls this before building, then passes
-    ``open_database(target, db_root)`` to :func:`~edgekit.compiler.cpu_pipeline.build_cpu`.
+    ``open_database(target, db_root)`` to :func:`~edgekit.compiler.backends.llvm.relax_build.build_cpu`.
 
     The host and simulated boards are measured on this machine. A board
     reached over the network is measured on the board through a TVM RPC
@@ -524,7 +524,7 @@ def tune_model(
         TransportError: if the tracker does not answer.
         DeviceError: if no usable server is registered under the key.
     """
-    from edgekit.compiler.cpu_pipeline import import_onnx, prepare_cpu_module
+    from edgekit.compiler.backends.llvm.relax_build import import_onnx, prepare_cpu_module
     from edgekit.compiler.tuning_rpc import (
         needs_tracker_error,
         resolve_tracker,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from edgekit.compiler.cpu_rewrite import bound_value, calls_rewrite_pass, is_call, static_shape
+from edgekit.compiler.relax_rewrite import bound_value, calls_rewrite_pass, is_call, static_shape
 
 __all__ = ["channel_sum_pass"]
 

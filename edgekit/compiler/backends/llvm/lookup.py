@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgekit.compiler.cpu_intrin import dot_isa, has_feature
-from edgekit.compiler.cpu_rewrite import bound_value, calls_rewrite_pass, const_value, is_call, static_shape
+from edgekit.compiler.backends.llvm.intrin import dot_isa, has_feature
+from edgekit.compiler.relax_rewrite import bound_value, calls_rewrite_pass, const_value, is_call, static_shape
 
 if TYPE_CHECKING:  # pragma: no cover
     import tvm

@@ -33,7 +33,7 @@ products per lane), so the weights of one instruction are one contiguous
 vector; the micro-kernel keeps a ``rows x (vectors * L)`` accumulator tile in
 registers and broadcasts ``k`` input bytes per instruction, the ``L x k``
 step tensorized with the instruction's intrinsic
-(:mod:`edgekit.compiler.cpu_intrin`).
+(:mod:`edgekit.compiler.backends.llvm.intrin`).
 
 Depthwise convolutions (AVX-512 targets) take two kernel taps of one channel per int32
 lane: the int8 inputs of two neighbouring pixels are widened to int16 and
@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgekit.compiler.cpu_intrin import (
+from edgekit.compiler.backends.llvm.intrin import (
     DW_I16_512,
     I16_256,
     I16_512,
@@ -62,8 +62,8 @@ from edgekit.compiler.cpu_intrin import (
     has_feature,
     register_intrinsics,
 )
-from edgekit.compiler.cpu_rewrite import bound_value, calls_rewrite_pass, is_call, round_up, static_shape
-from edgekit.compiler.cpu_schedule import block_kinds, inline_epilogue, loop_extent, schedule_rest
+from edgekit.compiler.relax_rewrite import bound_value, calls_rewrite_pass, is_call, round_up, static_shape
+from edgekit.compiler.backends.llvm.schedule import block_kinds, inline_epilogue, loop_extent, schedule_rest
 
 if TYPE_CHECKING:  # pragma: no cover
     import tvm
@@ -226,7 +226,7 @@ def _depthwise_dot(x: Any, wp: Any, strides: Any, isa_name: str) -> Any:
 
     ``x`` is the padded NHWC int8 input (one column wider when the kernel
     width is odd: the extra tap has weight 0); ``wp`` is ``[KH, KW/2, C, 2]``
-    int16, the taps of one channel in pairs (``cpu_intrin._dw_pmaddwd``).
+    int16, the taps of one channel in pairs (``intrin._dw_pmaddwd``).
     """
     from tvm import te
 
@@ -396,7 +396,7 @@ class _Rewriter:
     def merged_pad_value(self, x: Any) -> float:
         """The value of the constant pad ``x`` is (the lowering's zero-point pad), else 0.
 
-        A pad of a pad with the same value is one pad kernel (:mod:`edgekit.compiler.cpu_pad`);
+        A pad of a pad with the same value is one pad kernel (:mod:`edgekit.compiler.backends.llvm.pad`);
         what the extra column and channels hold does not matter (they meet zero weights).
         """
         inner = self.binding(x) if self.binding is not None else None  # through alias bindings (y = x)
@@ -437,7 +437,7 @@ class _Rewriter:
         weight 0), and to whole vectors of channels. When the conv has no
         padding of its own and reads a pad (the lowering's zero-point pad),
         the new pad takes that pad's value, so the two are one pad kernel
-        (:mod:`edgekit.compiler.cpu_pad`); the extra column and channels meet
+        (:mod:`edgekit.compiler.backends.llvm.pad`); the extra column and channels meet
         zero weights whatever their value.
         """
         from tvm.relax import op as R

@@ -2,7 +2,7 @@
 
 An int8 depthwise convolution reads its input padded twice: spatially with
 the input's zero point (the integer lowering) and to whole vectors of
-channels with 0 (:func:`edgekit.compiler.cpu_int8.depthwise_on_vectors`).
+channels with 0 (:func:`edgekit.compiler.backends.llvm.int8.depthwise_on_vectors`).
 TVM fuses the two pads into one kernel whose vector lanes straddle the
 channel boundary, so its guarded loads are not vectorized: every byte was a
 scalar load and store (PP-OCR cls int8: 75 of 480 us on one Zen 5 core, the
@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from edgekit.compiler.cpu_rewrite import is_call, mutator_pass
+from edgekit.compiler.relax_rewrite import is_call, mutator_pass
 
 if TYPE_CHECKING:  # pragma: no cover
     import tvm
@@ -110,7 +110,7 @@ def _compose(call: Any, inner: Any) -> tuple[Any, list[int], int] | None:
 
     pad(channels, f) of pad(spatial, z), or two pads of one value (a
     depthwise conv's extra column and channels on the lowering's
-    zero-point pad, cpu_int8.depthwise_pairs).
+    zero-point pad, int8.depthwise_pairs).
     """
     if not is_call(inner, "relax.nn.pad") or _static_bytes(inner) is None:
         return None

@@ -1,4 +1,4 @@
-"""Default schedules for CPU kernels (what :func:`edgekit.compiler.cpu_pipeline.schedule_passes` applies).
+"""Default schedules for CPU kernels (what :func:`edgekit.compiler.backends.llvm.relax_build.schedule_passes` applies).
 
 TVM 0.27's default CPU pipeline schedules nothing: every kernel is a naive
 scalar, single-threaded loop nest, and TVM 0.27 ships no x86/ARM TOPI
@@ -15,7 +15,7 @@ Two dlight rules here (:class:`Rules`, hand-written for that reason):
 * ``CpuInjective`` parallelizes and vectorizes everything else.
 
 The helpers (block kinds, epilogue inlining, the rest of a function) are
-shared with the int8 dot-product rule of :mod:`edgekit.compiler.cpu_int8`.
+shared with the int8 dot-product rule of :mod:`edgekit.compiler.backends.llvm.int8`.
 """
 
 from __future__ import annotations
@@ -530,7 +530,7 @@ def schedule_rest(sch: Any, lanes: int, skip: Any | None) -> None:
     vectorized. Reduction blocks: spatial loops parallel, reductions inside.
     """
 
-    from edgekit.compiler.cpu_grouped import split_channel_runs
+    from edgekit.compiler.backends.llvm.grouped import split_channel_runs
 
     skip_name = sch.get(skip).name_hint if skip is not None else None
     for block in _root_blocks(sch):

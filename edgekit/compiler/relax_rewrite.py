@@ -1,11 +1,13 @@
-"""What the CPU pipeline's Relax rewrites share: pass wrappers and shape helpers.
+"""What the Relax rewrites share: pass wrappers and shape helpers.
 
-Every rewrite in :mod:`edgekit.compiler.cpu_layout` and the ``cpu_*``
-modules (int8 dot products, lookups, pads, requantization, detector idioms)
-is a ``relax.PyExprMutator`` run over each Relax function, followed by
-dead-code elimination (:func:`mutator_pass`); most replace the calls of one
+Every rewrite in :mod:`edgekit.compiler.backends.llvm.layout`, the other
+``backends/llvm`` modules (int8 dot products, lookups, pads, requantization)
+and :mod:`edgekit.compiler.detector` (whose fast sigmoid the ``aot_c``
+backend uses too, hence this module sits in ``compiler/``) is a
+``relax.PyExprMutator`` run over each Relax function, followed by dead-code
+elimination (:func:`mutator_pass`); most replace the calls of one
 operator (:func:`call_rewrite_pass`). They sit below
-:mod:`edgekit.compiler.cpu_pipeline`, which assembles them, so no module
+:mod:`edgekit.compiler.backends.llvm.relax_build`, which assembles them, so no module
 imports the pipeline back.
 """
 

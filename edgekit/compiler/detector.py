@@ -15,8 +15,11 @@ onnxruntime's profiler (``benchmarks/cpu.py --profile``):
   in isolation, 1.4-2.0 -> 0.9 ms inside the model).
 
 :func:`detector_passes` lists the Relax module passes;
-:func:`edgekit.compiler.cpu_pipeline.prepare_cpu_module` runs them after the
-layout conversion, with its fast-math passes.
+:func:`edgekit.compiler.backends.llvm.relax_build.prepare_cpu_module` runs them after the
+layout conversion, with its fast-math passes. The module sits in
+``compiler/``, not ``backends/llvm/``, because the ``aot_c`` backend runs
+:func:`fast_sigmoid_pass` too; the caller passes the SIMD width, so nothing
+here imports a backend.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ def fast_sigmoid_pass() -> Any:
     result is elementwise, so ``FuseOps`` still puts it in the epilogue of
     the convolution before it.
     """
-    from edgekit.compiler.cpu_rewrite import call_rewrite_pass, static_shape
+    from edgekit.compiler.relax_rewrite import call_rewrite_pass, static_shape
 
     def rewrite(b: Any, call: Any) -> Any:
         if static_shape(call.args[0], "float32") is None:
@@ -109,8 +112,9 @@ def _short_softmax_func(shape: tuple[int, ...], lanes: int) -> Any:
     return sch.mod["main"].with_attr("tirx.is_scheduled", True).with_attr("op_pattern", 8)
 
 
-def short_softmax_pass(target: Any) -> Any:
-    """Relax pass: float32 ``softmax`` over a last axis shorter than :data:`SHORT_AXIS_VECTORS` vectors.
+def short_softmax_pass(lanes: int) -> Any:
+    """Relax pass: float32 ``softmax`` over a last axis shorter than :data:`SHORT_AXIS_VECTORS` vectors
+    of ``lanes`` float32 lanes (the target's SIMD width).
 
     Longer rows are vectorized along the row by the pipeline's own softmax;
     softmax over another axis is already vectorized along the innermost axis
@@ -118,10 +122,8 @@ def short_softmax_pass(target: Any) -> Any:
     """
     from tvm import relax
 
-    from edgekit.compiler.cpu_rewrite import call_rewrite_pass, static_shape
-    from edgekit.compiler.cpu_schedule import simd_lanes
+    from edgekit.compiler.relax_rewrite import call_rewrite_pass, static_shape
 
-    lanes = simd_lanes(target)
     funcs: dict[tuple[int, ...], Any] = {}
 
     def rewrite(b: Any, call: Any) -> Any:
@@ -138,6 +140,7 @@ def short_softmax_pass(target: Any) -> Any:
     return call_rewrite_pass("relax.nn.softmax", rewrite, "EdgekitShortSoftmax")
 
 
-def detector_passes(target: Any) -> list[Any]:
-    """The Relax passes of this module, in order (run after ``ConvertLayout``, with fast math on)."""
-    return [short_softmax_pass(target), fast_sigmoid_pass()]
+def detector_passes(lanes: int) -> list[Any]:
+    """The Relax passes of this module, in order (run after ``ConvertLayout``, with fast math on);
+    ``lanes`` is the target's float32 SIMD width (``backends.llvm.schedule.simd_lanes``)."""
+    return [short_softmax_pass(lanes), fast_sigmoid_pass()]

@@ -7,7 +7,7 @@ dlight's CPU rules cover only GEMV and row reductions, and the wheel has no
 BLAS/DNNL BYOC. So edgekit builds the missing pieces from TVM's own
 machinery, in three parts:
 
-* **Relax rewrites** (:mod:`edgekit.compiler.cpu_layout`, and the int8
+* **Relax rewrites** (:mod:`edgekit.compiler.backends.llvm.layout`, and the int8
   ``cpu_*`` modules): ``relax.transform.ConvertLayout`` rewrites every
   ``conv2d`` to NHWC activations / HWIO weights, so the output channel -- a
   multiple of the SIMD width in nearly every model -- is the innermost,
@@ -16,12 +16,12 @@ machinery, in three parts:
   are split out with ``relax.transform.LiftTransformParams`` and run once at
   compile time on the parameters (weights stay run-time arguments, never
   LLVM constants).
-* **Schedules** (:mod:`edgekit.compiler.cpu_schedule`): dlight rules giving
+* **Schedules** (:mod:`edgekit.compiler.backends.llvm.schedule`): dlight rules giving
   reductions a register-blocked micro-kernel and everything else parallel,
   vectorized loops; :func:`schedule_passes` assembles them with the int8
   dot-product rule.
 * **Build and tuning records** (this module): a kernel with a record in a
-  MetaSchedule database (see :mod:`edgekit.compiler.tuning`) is taken from
+  MetaSchedule database (see :mod:`edgekit.compiler.backends.llvm.tuning`) is taken from
   it before the default rules run, if the record measured clearly faster
   than the default schedule (:func:`apply_database`).
 
@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgekit.compiler.cpu_layout import (
+from edgekit.compiler.backends.llvm.layout import (
     block_weights_pass,
     cancel_transposes_pass,
     matmul_weights_pass,
@@ -47,7 +47,7 @@ from edgekit.compiler.cpu_layout import (
     transpose_conv_pass,
     with_elementwise_lookups,
 )
-from edgekit.compiler.cpu_schedule import Rules
+from edgekit.compiler.backends.llvm.schedule import Rules, simd_lanes
 from edgekit.core.errors import CompileError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -83,7 +83,7 @@ def default_schedule(func: Any, target: tvm.target.Target) -> Any | None:
     Tuning measures it first and stores it as a record, so a kernel is only
     taken from the database if the search beat this schedule.
     """
-    from edgekit.compiler.cpu_int8 import dot_schedule_rule
+    from edgekit.compiler.backends.llvm.int8 import dot_schedule_rule
 
     rules = Rules.get()
     for rule in (dot_schedule_rule(), rules["CpuTiledReduction"](), rules["CpuInjective"]()):
@@ -97,8 +97,8 @@ def schedule_passes(target: tvm.target.Target) -> list[Any]:
     """The default scheduling passes (functions already scheduled, e.g. from a database, are kept)."""
     from tvm.s_tir import dlight
 
-    from edgekit.compiler.cpu_int8 import dot_schedule_rule
-    from edgekit.compiler.cpu_threads import serial_small_kernels_pass
+    from edgekit.compiler.backends.llvm.int8 import dot_schedule_rule
+    from edgekit.compiler.backends.llvm.threads import serial_small_kernels_pass
 
     rules = Rules.get()
     passes = []
@@ -113,7 +113,7 @@ def schedule_passes(target: tvm.target.Target) -> list[Any]:
             rules["CpuInjective"](),
         )
     )
-    # Kernels of a microsecond or two run on the calling thread (cpu_threads).
+    # Kernels of a microsecond or two run on the calling thread (threads.py).
     passes.append(serial_small_kernels_pass())
     return passes
 
@@ -132,7 +132,7 @@ def prepare_cpu_module(
         fast_math: Use TVM's polynomial exp/erf/tanh/softmax.
         weights: Weight values by ``main`` parameter name, when known; the
             int8 kernels use them to prove which layers may take ``vpmaddubsw``
-            on AVX2 (:mod:`edgekit.compiler.cpu_int8`).
+            on AVX2 (:mod:`edgekit.compiler.backends.llvm.int8`).
 
     Returns:
         ``(module, transform)``: ``module`` holds ``main`` and fused,
@@ -147,13 +147,13 @@ def prepare_cpu_module(
     import tvm
     from tvm import relax
 
-    from edgekit.compiler.cpu_detector import detector_passes
-    from edgekit.compiler.cpu_input import input_pass
-    from edgekit.compiler.cpu_channel_sum import channel_sum_pass
-    from edgekit.compiler.cpu_int8 import int8_dot_pass
-    from edgekit.compiler.cpu_lookup import lookup_pass
-    from edgekit.compiler.cpu_pad import int8_pad_pass
-    from edgekit.compiler.cpu_requant import float_requant_pass
+    from edgekit.compiler.backends.llvm.channel_sum import channel_sum_pass
+    from edgekit.compiler.backends.llvm.int8 import int8_dot_pass
+    from edgekit.compiler.backends.llvm.int8_input import input_pass
+    from edgekit.compiler.backends.llvm.lookup import lookup_pass
+    from edgekit.compiler.backends.llvm.pad import int8_pad_pass
+    from edgekit.compiler.backends.llvm.requant import float_requant_pass
+    from edgekit.compiler.detector import detector_passes
     from edgekit.compiler.importer import fusion_passes
     from edgekit.compiler.relax_guards import convert_layout_or_keep, fast_math_transform
 
@@ -178,7 +178,7 @@ def prepare_cpu_module(
         input_pass(target),
         block_weights_pass(target),
         matmul_weights_pass(target),
-        *([softmax_pass(target), *detector_passes(target)] if fast_math else []),
+        *([softmax_pass(target), *detector_passes(simd_lanes(target))] if fast_math else []),
         # TVM's polynomial exp/erf/tanh/softmax (relative error ~1e-7):
         # vectorizable, where LLVM calls scalar libm expf once per lane
         # (PP-OCR rec's 18710-class softmax took 7 ms with libm).
@@ -236,7 +236,7 @@ def _num_input(func: Any) -> int:
 
 def _weights_by_name(mod: Any, num_input: int, params: Sequence[Any] | None, target: Any) -> dict[str, Any] | None:
     """``main``'s weights by parameter name, where the int8 kernels need their values (AVX2 targets)."""
-    from edgekit.compiler.cpu_intrin import I16_256, dot_isa
+    from edgekit.compiler.backends.llvm.intrin import I16_256, dot_isa
 
     if not params or dot_isa(target) is not I16_256:
         return None
@@ -286,7 +286,7 @@ def build_cpu(
             holds the transformed weights; when None, they stay in the graph
             and run on every call, and the original weights are passed.
         database: A MetaSchedule database (see
-            :func:`edgekit.compiler.tuning.open_database`); kernels it holds
+            :func:`edgekit.compiler.backends.llvm.tuning.open_database`); kernels it holds
             records for are used instead of the default schedules.
         num_threads: Runtime threads (``Board.cores``; 0 = every core),
             applied to this process's TVM thread pool with
@@ -354,7 +354,7 @@ def apply_database(mod: tvm.IRModule, database: Any, target: tvm.target.Target) 
     Like ``relax.transform.MetaScheduleApplyDatabase`` (the record's trace is
     replayed on the kernel), with one difference: the best record is only
     used if it beat the measured default schedule of the kernel (tuning
-    stores it first, :func:`edgekit.compiler.tuning._measure_default`) by
+    stores it first, :func:`edgekit.compiler.backends.llvm.tuning._measure_default`) by
     :data:`TUNED_MARGIN`; otherwise, or if the database has no record of the
     current default schedule (it changed since the tuning run), the kernel is
     left to :func:`schedule_passes`. Kernels no default rule schedules take

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgekit.compiler.cpu_rewrite import bound_value, calls_rewrite_pass, const_value, is_call
+from edgekit.compiler.relax_rewrite import bound_value, calls_rewrite_pass, const_value, is_call
 
 if TYPE_CHECKING:  # pragma: no cover
     import tvm
@@ -60,7 +60,7 @@ _TERM_DTYPES = ("int8", "uint8", "int16", "int32")
 
 def uses_float_requant(target: tvm.target.Target) -> bool:
     """True when ``target`` (not this machine) gets the float32 requantization: x86 with AVX2."""
-    from edgekit.compiler.cpu_intrin import has_feature
+    from edgekit.compiler.backends.llvm.intrin import has_feature
 
     if target.kind.name != "llvm":
         return False

@@ -11,7 +11,7 @@
 * table lookups marked elementwise so they fuse into their producer
   (:func:`with_elementwise_lookups`).
 
-:func:`edgekit.compiler.cpu_pipeline.prepare_cpu_module` runs them in order.
+:func:`edgekit.compiler.backends.llvm.relax_build.prepare_cpu_module` runs them in order.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from edgekit.compiler.cpu_rewrite import (
+from edgekit.compiler.relax_rewrite import (
     bound_value,
     call_rewrite_pass,
     calls_rewrite_pass,
@@ -28,7 +28,7 @@ from edgekit.compiler.cpu_rewrite import (
     round_up,
     static_float_shapes,
 )
-from edgekit.compiler.cpu_schedule import simd_lanes
+from edgekit.compiler.backends.llvm.schedule import simd_lanes
 
 if TYPE_CHECKING:  # pragma: no cover
     import tvm
@@ -424,7 +424,7 @@ def _depthwise_whole_vectors(b: Any, call: Any, x: Any, w: Any, lanes: int) -> A
     with 1- or 2-lane vectors, the largest width dividing it, and the pruned
     model was slower than the unpruned one.
     """
-    from edgekit.compiler.cpu_int8 import depthwise_on_vectors
+    from edgekit.compiler.backends.llvm.int8 import depthwise_on_vectors
 
     c = int(x.ty.shape.values[3])
     # Whole vectors of 8 lanes (or the target's, if narrower) are enough:
@@ -448,7 +448,7 @@ def _softmax_split(x: Any, lanes: int) -> Any:
     """TE softmax over the last axis with each reduction split at a multiple of ``lanes``.
 
     ``max``/``sum`` over ``[0, N - N % lanes)`` is one reduction the scheduler
-    vectorizes (``cpu_schedule._vectorize_row_reduction``); the few tail elements are a
+    vectorizes (``schedule._vectorize_row_reduction``); the few tail elements are a
     second, scalar one. TOPI's softmax reduces over ``[0, N)`` in one loop,
     which stays scalar when ``N`` is not a multiple of the vector width
     (PP-OCR rec's 18710 classes). Uses TVM's polynomial ``fast_exp``.

@@ -3,7 +3,7 @@
 Before the first ``vpdpbusd`` convolution the float model input goes
 through ``quantize`` (NCHW), the lowering's spatial pad with the zero
 point, a transpose to NHWC, the ``x + 128`` conversion to u8 and a pad from 3
-to 4 channels (:mod:`edgekit.compiler.cpu_int8`); before an AVX2
+to 4 channels (:mod:`edgekit.compiler.backends.llvm.int8`); before an AVX2
 ``vpmaddwd`` one, a conversion to int16 and a pad to an even number of
 channels instead. TVM fuses these into one kernel whose innermost axis is
 the 4 (or 2) channels, with lane conditions on both pads: it ran at about
@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from edgekit.compiler.cpu_rewrite import bound_value, calls_rewrite_pass, is_call, static_shape
+from edgekit.compiler.relax_rewrite import bound_value, calls_rewrite_pass, is_call, static_shape
 
 if TYPE_CHECKING:  # pragma: no cover
     import tvm
@@ -179,7 +179,7 @@ def _input_kernel(m: Any, call: Any) -> Any:
 def input_pass(target: tvm.target.Target) -> Any:
     """Rewrites ``pad(cast(transpose(pad(quantize(x)))))`` of a float NCHW model input to :func:`_input_func`.
 
-    Matches the chains :func:`edgekit.compiler.cpu_int8.int8_dot_pass` makes
+    Matches the chains :func:`edgekit.compiler.backends.llvm.int8.int8_dot_pass` makes
     for a first layer: ``quantize(x, scale, zp)`` to int8 (scalar scale and
     zero point), an optional spatial pad with the zero point,
     ``permute_dims`` to NHWC, then either ``astype(astype(., int16) + 128,

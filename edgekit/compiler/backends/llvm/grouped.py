@@ -1,7 +1,7 @@
 """Vector loops for the epilogues of grouped convolutions (slice, bias, ReLU, channel shuffle).
 
 A grouped convolution's output channels are padded per group to whole
-vectors (:func:`edgekit.compiler.cpu_layout.block_weights_pass`), so its
+vectors (:func:`edgekit.compiler.backends.llvm.layout.block_weights_pass`), so its
 epilogue reads ``y[..., c // 34 * 48 + c % 34]``; ShuffleNet's channel
 shuffle then reads ``x[..., c % 4 * 34 + c // 4]``. The fused elementwise
 kernel vectorizes the flat channel loop ``c``, whose indices are not affine
@@ -14,7 +14,7 @@ slice: ``48 * co + ci``; 4 for the shuffle: ``48 * ci + co``), so the
 innermost loop is a run of affine loads and stores that LLVM vectorizes.
 The epilogue stays a kernel of its own: fusing it into the convolution with
 ``reverse_compute_inline`` wrote past the output buffer (see
-``_same_write_shape`` in :mod:`edgekit.compiler.cpu_schedule`).
+``_same_write_shape`` in :mod:`edgekit.compiler.backends.llvm.schedule`).
 """
 
 from __future__ import annotations
