@@ -244,7 +244,7 @@ BACKENDS: Registry[Any] = Registry("backend", CompileError)  # type: ignore[arg-
 BACKENDS.register("llvm", "edgekit.compiler.backends.llvm")
 BACKENDS.register("aot-c", "edgekit.compiler.backends.aot_c")
 BACKENDS.register("cuda", "edgekit.compiler.backends.cuda")
-BACKENDS.register("npu", "edgekit.compiler.npu")
+BACKENDS.register("npu", "edgekit.compiler.backends.npu")
 
 
 class _FunctionBackend:

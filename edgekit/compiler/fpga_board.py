@@ -43,7 +43,7 @@ RESOURCE_KINDS = {"LUT4": ("TRELLIS_COMB", "LUT4"), "FF": ("TRELLIS_FF", "TRELLI
 def write_load_images(package_path: Path, out_dir: Path) -> dict[str, Any]:
     """Writes ``weights.bin``, ``program.bin`` and ``load.json`` from a compiled NPU package; returns ``load.json``'s content."""
     from edgekit.package import open_package
-    from edgekit.npu.build import PLAN_MEMBER, PROGRAM_MEMBER, WEIGHTS_MEMBER
+    from edgekit.npu.package import PLAN_MEMBER, PROGRAM_MEMBER, WEIGHTS_MEMBER
 
     package = open_package(package_path)
     plan = json.loads(package.read(PLAN_MEMBER))
@@ -78,7 +78,7 @@ def _resources(report: Any) -> dict[str, dict[str, int]]:
 def _predicted_cycles(package_path: Path, board: "Board") -> tuple[int, list[dict[str, Any]]]:
     """Accelerator cycles of one inference on the cycle model (zero inputs: the count does not depend on values)."""
     from edgekit.package import open_package
-    from edgekit.npu.build import open_simulated
+    from edgekit.npu.package import open_simulated
 
     assert board.npu is not None
     package = open_package(package_path)

@@ -1,8 +1,8 @@
 """Integer layers the accelerator runs, in a form independent of ONNX.
 
-:mod:`edgekit.npu.partition` builds these from a QDQ model;
+:mod:`edgekit.compiler.backends.npu.partition` builds these from a QDQ model;
 :mod:`edgekit.npu.reference` executes them with numpy (the integer
-reference) and :mod:`edgekit.npu.codegen` lowers them to instructions.
+reference) and :mod:`edgekit.compiler.backends.npu.codegen` lowers them to instructions.
 
 Conventions: activations are int8 with a zero point, weights symmetric int8,
 accumulators int32. A conv/gemm layer computes::

@@ -98,7 +98,7 @@ class NpuRunner:
         Raises:
             PackageError: the package is not an ``npu`` package or was built for another array.
         """
-        from edgekit.npu.build import open_simulated
+        from edgekit.npu.package import open_simulated
 
         if package.runtime != "npu":
             raise PackageError(
@@ -113,7 +113,7 @@ class NpuRunner:
 
     def _load_board(self, package: Package) -> tuple[Any, Any, dict[str, Any]]:
         """Writes weights and program into the board's memory through its bridge and checks them read back."""
-        from edgekit.npu.build import PROGRAM_MEMBER, WEIGHTS_MEMBER, open_on_device
+        from edgekit.npu.package import PROGRAM_MEMBER, WEIGHTS_MEMBER, open_on_device
         from edgekit.npu.uart_bridge import BridgeNpuDevice, UartBridge
 
         npu = self.board.npu

@@ -227,7 +227,7 @@ def test_run_through_a_serial_port_to_the_board(digits, board_on_a_pty):
 def test_synth_writes_the_images_of_a_model(digits, tmp_path, capsys):
     from edgekit.cli.main import main
     from edgekit.package import open_package
-    from edgekit.npu.build import PLAN_MEMBER, PROGRAM_MEMBER, WEIGHTS_MEMBER
+    from edgekit.npu.package import PLAN_MEMBER, PROGRAM_MEMBER, WEIGHTS_MEMBER
 
     tmp, _ = digits
     out = tmp_path / "out"

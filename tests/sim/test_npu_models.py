@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgekit.compiler.backends.npu import compile_npu
 from edgekit.core.profiles import get_board
-from edgekit.npu.build import compile_npu, open_simulated
+from edgekit.npu.package import open_simulated
 from edgekit.npu.rtl_build import verilator_missing
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -17,14 +17,14 @@ import numpy as np
 import onnx
 import pytest
 
+from edgekit.compiler.backends.npu.codegen import generate
+from edgekit.compiler.backends.npu.tiling import plan
 from edgekit.core.profiles import NpuConfig, get_board
-from edgekit.npu.codegen import generate
 from edgekit.npu.isa import Deps, encode_program
 from edgekit.npu.layers import ConvLayer
 from edgekit.npu.reference import run_layer
 from edgekit.npu.rtl_build import isa_header, rtl_dir, verilator_missing
 from edgekit.npu.simulator import NpuCore, NpuFault
-from edgekit.npu.tiling import plan
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_npu_sim import LAYERS, _digits, conv, tie_add, tie_conv  # noqa: E402

@@ -11,16 +11,17 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from edgekit.compiler.backends.npu import compile_npu
+from edgekit.compiler.backends.npu.codegen import generate
+from edgekit.compiler.backends.npu.tiling import plan
 from edgekit.core.fixedpoint import quantize_multiplier, quantize_multipliers_common
 from edgekit.core.profiles import NpuConfig, get_board
 from edgekit.frontend.loader import load_model
-from edgekit.npu.build import compile_npu, open_simulated
-from edgekit.npu.codegen import generate
 from edgekit.npu.isa import Deps
 from edgekit.npu.layers import AddLayer, ConvLayer, Requant
+from edgekit.npu.package import open_simulated
 from edgekit.npu.reference import run_layer
 from edgekit.npu.simulator import NpuCore, NpuFault
-from edgekit.npu.tiling import plan
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _npu_models import mobile_resnet, quantize_ort  # noqa: E402

@@ -16,8 +16,9 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from edgekit.compiler.backends.npu import compile_npu
 from edgekit.core.profiles import NpuConfig
-from edgekit.npu.build import compile_npu, open_simulated
+from edgekit.npu.package import open_simulated
 
 NPU = NpuConfig(8, 8, 100_000_000, 32 * 1024, 32 * 1024, 32 * 1024, 8.0)
 C = 8
@@ -65,3 +66,13 @@ def test_second_stage_is_folded_only_where_it_equals_the_hosts_table(out_scale, 
     want = ort.InferenceSession(model.SerializeToString(), opts).run(None, {"x": x})[0]
     assert want.min() < 0 if lo < 0 else want.min() == 0
     np.testing.assert_array_equal(got, want)
+
+
+def test_compile_reports_the_backends_passes_in_order():
+    """The NPU backend's PASSES are the stages compile_npu reports, in order."""
+    from edgekit.compiler.backends.npu import PASSES
+
+    stages: list[str] = []
+    built = compile_npu(_conv_clip(0.0037, -0.3, 0.3), NPU, lambda stage, msg: stages.append(stage))
+    assert list(dict.fromkeys(stages)) == [p.name for p in PASSES]
+    assert built.partition.layers and built.members["npu/program.bin"]

@@ -7,11 +7,11 @@ import dataclasses
 import numpy as np
 import pytest
 
-from edgekit.core.fixedpoint import quantize_multiplier
+from edgekit.compiler.backends.npu.tiling import plan_conv
 from edgekit.core.errors import DoesNotFitError
+from edgekit.core.fixedpoint import quantize_multiplier
 from edgekit.core.profiles import NpuConfig
 from edgekit.npu.layers import ConvLayer, Requant
-from edgekit.npu.tiling import plan_conv
 
 PYNQ = NpuConfig(8, 8, 100_000_000, 32 * 1024, 32 * 1024, 32 * 1024, 8.0)
 

@@ -19,81 +19,28 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field, replace
-from typing import Iterator, Mapping
+from typing import Iterator
 
 import numpy as np
 
+from edgekit.compiler.backends.npu.tiling import Tiling, dw_blocks, ic_blocks_of
 from edgekit.core.profiles import NpuConfig
 from edgekit.npu.isa import Alu, AluOp, Buffer, Deps, Finish, Gemm, Insn, Load, Store
 from edgekit.npu.layers import AddLayer, ConvLayer, NpuLayer
-from edgekit.npu.tiling import Tiling, dw_blocks, ic_blocks_of
+from edgekit.npu.placement import TensorPlace, align
 
-__all__ = ["TensorPlace", "LayerCode", "Program", "generate", "lane_multiple", "ALIGN"]
+__all__ = ["LayerCode", "Program", "generate", "lane_multiple"]
 
 logger = logging.getLogger(__name__)
-
-#: Alignment of every DRAM region (an AXI burst boundary).
-ALIGN = 64
 
 
 def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def _align(n: int) -> int:
-    return _cdiv(n, ALIGN) * ALIGN
-
-
 def lane_multiple(npu: NpuConfig) -> int:
     """Channel padding unit of activations in DRAM."""
     return math.lcm(npu.rows, npu.cols)
-
-
-@dataclass
-class TensorPlace:
-    """An activation tensor in accelerator DRAM (NHWC, padded channels).
-
-    Attributes:
-        shape: ``(C, H, W)`` as the layers see it.
-        onnx_shape: The tensor's shape in the ONNX model.
-        layout: ``nchw`` or ``rows`` (``[..., K]`` seen as ``(K, 1, rows)``).
-    """
-
-    name: str
-    addr: int
-    shape: tuple[int, int, int]
-    cpad: int
-    onnx_shape: tuple[int, ...]
-    layout: str
-
-    @property
-    def nbytes(self) -> int:
-        return self.shape[1] * self.shape[2] * self.cpad
-
-    def pack(self, array: np.ndarray) -> bytes:
-        """ONNX-layout int8 array -> DRAM bytes."""
-        c, h, w = self.shape
-        a = np.asarray(array, dtype=np.int8)
-        hwc = a.reshape(c, h, w).transpose(1, 2, 0) if self.layout == "nchw" else a.reshape(h * w, c).reshape(h, w, c)
-        out = np.zeros((h, w, self.cpad), dtype=np.int8)
-        out[:, :, :c] = hwc
-        return out.tobytes()
-
-    def unpack(self, data: bytes) -> np.ndarray:
-        """DRAM bytes -> ONNX-layout int8 array."""
-        c, h, w = self.shape
-        hwc = np.frombuffer(data, dtype=np.int8, count=self.nbytes).reshape(h, w, self.cpad)[:, :, :c]
-        if self.layout == "nchw":
-            return np.ascontiguousarray(hwc.transpose(2, 0, 1)).reshape(self.onnx_shape)
-        return np.ascontiguousarray(hwc).reshape(self.onnx_shape)
-
-    def to_json(self) -> dict[str, object]:
-        return {"name": self.name, "addr": self.addr, "shape": list(self.shape), "cpad": self.cpad,
-                "onnx_shape": list(self.onnx_shape), "layout": self.layout}  # fmt: skip
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, object]) -> "TensorPlace":
-        return cls(str(d["name"]), int(d["addr"]), tuple(d["shape"]), int(d["cpad"]), tuple(d["onnx_shape"]), str(d["layout"]))  # type: ignore[arg-type]
 
 
 @dataclass
@@ -467,7 +414,7 @@ def generate(
     """
     L = lane_multiple(npu)
     tensors: dict[str, TensorPlace] = {}
-    addr = _align(act_base)
+    addr = align(act_base)
     for layer in layers:
         view = layer.in_shape if isinstance(layer, ConvLayer) else layer.shape
         for name, shape in [*((n, view) for n in layer.inputs), (layer.output, layer.out_shape)]:
@@ -475,7 +422,7 @@ def generate(
                 continue
             cpad = _cdiv(shape[0], L) * L
             tensors[name] = TensorPlace(name, addr, shape, cpad, tuple(onnx_shapes[name]), layer.layout)
-            addr = _align(addr + tensors[name].nbytes)
+            addr = align(addr + tensors[name].nbytes)
     act_end = addr
     const_base = act_end
     codes: list[LayerCode] = []
@@ -487,8 +434,8 @@ def generate(
             insns, blob = _conv_program(layer, tiling, npu, tensors[layer.input], tensors[layer.output], at)
         else:
             insns, blob = _add_program(layer, tiling, npu, tensors[layer.a], tensors[layer.b], tensors[layer.output], at)
-        image += blob + bytes(_align(len(blob)) - len(blob))
+        image += blob + bytes(align(len(blob)) - len(blob))
         codes.append(LayerCode(layer.name, layer.kind, layer.op, insns, tiling, layer.macs, layer.inputs, layer.output, at, len(blob)))
     logger.info("codegen: %d layers, %d instructions, %d B constants, %d B activations",
                 len(codes), sum(len(c.insns) for c in codes), len(image), act_end - act_base)  # fmt: skip
-    return Program(codes, tensors, const_base, bytes(image), _align(act_base), act_end)
+    return Program(codes, tensors, const_base, bytes(image), align(act_base), act_end)

@@ -1,4 +1,7 @@
-"""Model -> accelerator package members, and members -> a runnable executor.
+"""The NPU package's members, shared by the backend that writes them
+(:mod:`edgekit.compiler.backends.npu`) and the runners that load them:
+member names and plan version, and members -> a runnable executor
+(:func:`open_simulated`, :func:`open_on_device`).
 
 Package members (see ``docs/npu-isa.md``):
 
@@ -14,22 +17,22 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import onnx
 
-from edgekit.core.errors import ConfigError, DoesNotFitError, PackageError
+from edgekit.core.errors import ConfigError, PackageError
 from edgekit.core.profiles import NpuConfig
-from edgekit.npu.codegen import ALIGN, Program, TensorPlace, generate
 from edgekit.npu.driver import NpuDriver
-from edgekit.npu.host_exec import HostSegment, HybridExecutor, split_host_graph
-from edgekit.npu.isa import INSN_BYTES, encode_program
-from edgekit.npu.partition import Partition, partition
+from edgekit.npu.host_exec import HostSegment, HybridExecutor
+from edgekit.npu.isa import INSN_BYTES
+from edgekit.npu.placement import TensorPlace
 from edgekit.npu.sim_device import RingDevice, SimulatedNpuDevice
-from edgekit.npu.tiling import Tiling, plan
 
-__all__ = ["NpuBuild", "compile_npu", "open_simulated", "open_on_device", "PLAN_MEMBER", "PROGRAM_MEMBER", "WEIGHTS_MEMBER", "RING_ENTRIES"]
+__all__ = [
+    "open_simulated", "open_on_device", "host_member",
+    "PLAN_MEMBER", "PLAN_VERSION", "PROGRAM_MEMBER", "WEIGHTS_MEMBER", "RING_ENTRIES",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -40,100 +43,9 @@ RING_ENTRIES = 64
 PLAN_VERSION = 1
 
 
-def _host_member(k: int) -> str:
+def host_member(k: int) -> str:
+    """The member that holds host sub-graph ``k``."""
     return f"npu/host_{k}.onnx"
-
-
-def _align(n: int) -> int:
-    return -(-n // ALIGN) * ALIGN
-
-
-@dataclass
-class NpuBuild:
-    """The compiled model: package members plus the objects they came from."""
-
-    members: dict[str, bytes]
-    plan: dict[str, Any]
-    partition: Partition
-    program: Program
-    segments: list[HostSegment]
-
-
-def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
-    inferred = onnx.shape_inference.infer_shapes(model)
-    return {
-        vi.name: tuple(d.dim_value for d in vi.type.tensor_type.shape.dim)
-        for vi in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]
-    }
-
-
-def compile_npu(model: onnx.ModelProto, npu: NpuConfig) -> NpuBuild:
-    """Partitions, tiles and lowers a QDQ model for one accelerator.
-
-    Layers whose tiles cannot fit the buffers are moved to the host with the
-    reason recorded in the partition report.
-
-    Raises:
-        CompileError: the model cannot be scheduled or lowered.
-    """
-    work = onnx.ModelProto()
-    work.CopyFrom(model)
-    for i, node in enumerate(work.graph.node):
-        if not node.name:
-            node.name = f"{node.op_type}_{i}"
-    force_host: dict[str, str] = {}
-    while True:
-        part = partition(work, force_host)
-        tilings: dict[str, Tiling] = {}
-        refused = False
-        for layer in part.layers:
-            try:
-                tilings[layer.name] = plan(layer, npu)
-            except DoesNotFitError as exc:
-                force_host[layer.name] = exc.message
-                refused = True
-        if not refused:
-            break
-    program = generate(part.layers, tilings, npu, _shapes(work))
-    steps, segments = split_host_graph(work, part.layers, part.host_nodes)
-
-    code = bytearray()
-    layers_json = []
-    const_end = program.const_base + len(program.const_image)
-    prog_base = _align(const_end)
-    for lc in program.layers:
-        offset = prog_base + len(code)
-        code += encode_program(lc.insns)
-        layers_json.append({
-            "name": lc.name, "kind": lc.kind, "op": lc.op, "program_addr": offset, "insn_count": len(lc.insns),
-            "macs": lc.macs, "inputs": list(lc.inputs), "output": lc.output, "tiling": lc.tiling.to_json(),
-        })  # fmt: skip
-    ring_base = _align(prog_base + len(code))
-    dram_size = ring_base + 2 * 32 * RING_ENTRIES
-    plan_json = {
-        "version": PLAN_VERSION,
-        "npu": {k: getattr(npu, k) for k in npu.__dataclass_fields__},
-        "dram": {"size": dram_size, "act_base": program.act_base, "act_end": program.act_end, "const_base": program.const_base,
-                 "const_size": len(program.const_image), "program_base": prog_base, "ring_base": ring_base,
-                 "ring_entries": RING_ENTRIES},  # fmt: skip
-        "tensors": {n: t.to_json() for n, t in program.tensors.items()},
-        "layers": layers_json,
-        "steps": [[kind, idx] for kind, idx in steps],
-        "host_segments": [{"member": _host_member(k), "inputs": s.inputs, "outputs": s.outputs, "nodes": s.nodes} for k, s in enumerate(segments)],
-        "inputs": [i.name for i in work.graph.input if i.name not in {x.name for x in work.graph.initializer}],
-        "outputs": [o.name for o in work.graph.output],
-        "partition": part.summary(),
-    }
-    members = {
-        PLAN_MEMBER: json.dumps(plan_json, indent=1).encode(),
-        PROGRAM_MEMBER: bytes(code),
-        WEIGHTS_MEMBER: program.const_image,
-    }
-    for k, seg in enumerate(segments):
-        members[_host_member(k)] = seg.model.SerializeToString()
-    if not part.layers:
-        logger.warning("no layer of the model runs on the accelerator; everything stays on the host")
-    return NpuBuild(members, plan_json, part, program, segments)
 
 
 def open_simulated(
