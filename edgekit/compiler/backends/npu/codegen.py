@@ -144,145 +144,149 @@ def _steps(tiling: Tiling) -> Iterator[tuple[int, int, int]]:
                     yield t, o, i
 
 
-def _conv_program(
-    layer: ConvLayer, tiling: Tiling, npu: NpuConfig, src: TensorPlace, dst: TensorPlace, const_addr: int
-) -> tuple[list[Insn], bytes]:
-    R, C = npu.rows, npu.cols
-    cin, h, w = layer.in_shape
-    oc, oh, ow = layer.out_shape
-    kh_n, kw_n = layer.weight.shape[2:]
-    (sh, sw), (dh, dw) = layer.strides, layer.dilations
-    pt, pl = layer.pads[0], layer.pads[1]
-    cb, ocb = _cdiv(cin, R), _cdiv(oc, C)
-    npar = 1 + 2 * len(layer.stages)
-    inp_cap = npu.input_buffer_bytes // R
-    wgt_cap = npu.weight_buffer_bytes // (R * C)
-    acc_cap = npu.acc_buffer_bytes // (4 * C)
-    pbase = acc_cap - tiling.param_entries
-    inp_slot = [k * (inp_cap // tiling.slots) for k in range(tiling.slots)]
-    wgt_slot = [k * (wgt_cap // tiling.slots) for k in range(tiling.slots)]
-    acc_slot = [k * (pbase // tiling.acc_slots) for k in range(tiling.acc_slots)]
-    tiles_x = _cdiv(ow, tiling.tw)
+class _ConvLowering:
+    """One conv layer's program, built in named steps (:meth:`program`).
 
-    def oc_range(o: int) -> tuple[int, int]:
-        return o * tiling.ocg, min(ocb, (o + 1) * tiling.ocg)
+    The geometry of the layer and its tiling, the constants
+    (:meth:`pack_constants`), which buffer slot each step reads
+    (:meth:`schedule_slots`), and the instructions of each step: its loads
+    (:meth:`emit_loads`), its GEMMs (:meth:`emit_gemms`) and, after a
+    group's last input-channel step, the requantization and store
+    (:meth:`emit_epilogue`).
+    """
 
-    def ic_range(o: int, i: int) -> tuple[int, int]:
-        if layer.group != 1:
-            return ic_blocks_of(layer, npu, *oc_range(o))
-        return i * tiling.icg, min(cb, (i + 1) * tiling.icg)
+    def __init__(self, layer: ConvLayer, tiling: Tiling, npu: NpuConfig, src: TensorPlace, dst: TensorPlace, const_addr: int) -> None:
+        self.layer, self.tiling, self.npu, self.src, self.dst, self.const_addr = layer, tiling, npu, src, dst, const_addr
+        R, C = npu.rows, npu.cols
+        self.cin, self.h, self.w = layer.in_shape
+        _, self.oh, self.ow = layer.out_shape
+        self.kh_n, self.kw_n = layer.weight.shape[2:]
+        (self.sh, self.sw), (self.dh, self.dw) = layer.strides, layer.dilations
+        self.pt, self.pl = layer.pads[0], layer.pads[1]
+        self.cb, self.ocb = _cdiv(self.cin, R), _cdiv(layer.out_shape[0], C)
+        self.npar = 1 + 2 * len(layer.stages)
+        inp_cap = npu.input_buffer_bytes // R
+        wgt_cap = npu.weight_buffer_bytes // (R * C)
+        acc_cap = npu.acc_buffer_bytes // (4 * C)
+        self.pbase = acc_cap - tiling.param_entries
+        self.inp_slot = [k * (inp_cap // tiling.slots) for k in range(tiling.slots)]
+        self.wgt_slot = [k * (wgt_cap // tiling.slots) for k in range(tiling.slots)]
+        self.acc_slot = [k * (self.pbase // tiling.acc_slots) for k in range(tiling.acc_slots)]
+        self.tiles_x = _cdiv(self.ow, tiling.tw)
+        self.steps = list(_steps(tiling))
+        self.em = _Emitter()
+        self.weights_at: dict[tuple[int, int], tuple[int, list[tuple[int, int, int, int]]]] = {}
 
-    def blocks_of(o: int, i: int) -> list[tuple[int, int, int, int]]:
-        ib0, ib1 = ic_range(o, i)
+    def oc_range(self, o: int) -> tuple[int, int]:
+        return o * self.tiling.ocg, min(self.ocb, (o + 1) * self.tiling.ocg)
+
+    def ic_range(self, o: int, i: int) -> tuple[int, int]:
+        if self.layer.group != 1:
+            return ic_blocks_of(self.layer, self.npu, *self.oc_range(o))
+        return i * self.tiling.icg, min(self.cb, (i + 1) * self.tiling.icg)
+
+    def blocks_of(self, o: int, i: int) -> list[tuple[int, int, int, int]]:
+        ib0, ib1 = self.ic_range(o, i)
         out = []
-        for ob in range(*oc_range(o)):
-            ibs = range(*dw_blocks(layer, npu, ob)) if layer.group != 1 else range(ib0, ib1)
+        for ob in range(*self.oc_range(o)):
+            ibs = range(*dw_blocks(self.layer, self.npu, ob)) if self.layer.group != 1 else range(ib0, ib1)
             for ib in ibs:
-                for kh in range(kh_n):
-                    for kw in range(kw_n):
+                for kh in range(self.kh_n):
+                    for kw in range(self.kw_n):
                         out.append((ob, ib, kh, kw))
         return out
 
-    # Constants: parameters, then the weights of each (o, i) in first-use order.
-    blob = bytearray(_params(layer, npu, ocb).tobytes())
-    weights_at: dict[tuple[int, int], tuple[int, list[tuple[int, int, int, int]]]] = {}
-    for _t, o, i in _steps(tiling):
-        if (o, i) in weights_at:
-            continue
-        blocks = blocks_of(o, i)
-        weights_at[(o, i)] = (const_addr + len(blob), blocks)
-        blob += b"".join(_weight_block(layer, npu, *b).tobytes() for b in blocks)
+    def tile_geom(self, t: int) -> tuple[int, int, int, int]:
+        ty, tx = divmod(t, self.tiles_x)
+        oy0, ox0 = ty * self.tiling.th, tx * self.tiling.tw
+        return oy0, ox0, min(self.tiling.th, self.oh - oy0), min(self.tiling.tw, self.ow - ox0)
 
-    em = _Emitter()
-    em.add(Load(buffer=Buffer.ACC, sram_base=pbase, dram_addr=const_addr, chunk=ocb * npar, x_stride=ocb * npar * 4 * C))
+    def pack_constants(self) -> bytes:
+        """Parameters, then the weights of each (o, i) in first-use order (:attr:`weights_at`)."""
+        blob = bytearray(_params(self.layer, self.npu, self.ocb).tobytes())
+        for _t, o, i in self.steps:
+            if (o, i) in self.weights_at:
+                continue
+            blocks = self.blocks_of(o, i)
+            self.weights_at[(o, i)] = (self.const_addr + len(blob), blocks)
+            blob += b"".join(_weight_block(self.layer, self.npu, *b).tobytes() for b in blocks)
+        return bytes(blob)
 
-    steps = list(_steps(tiling))
-    n = len(steps)
-    groups = [(t, o) for k, (t, o, i) in enumerate(steps) if i == tiling.n_ic - 1]
-    n_groups = len(groups)
+    def schedule_slots(self) -> None:
+        """Load-side state: what each slot holds, and which slot each step reads."""
+        n, slots = len(self.steps), self.tiling.slots
+        inp_key_of_step = [(t, *self.ic_range(o, i)) for t, o, i in self.steps]
+        wgt_key_of_step = [(o, i) for _t, o, i in self.steps]
+        self.inp_slot_of, self.wgt_slot_of = [0] * n, [0] * n
+        self.inp_loaded, self.wgt_loaded = [False] * n, [False] * n
+        ni = nw = -1
+        for k in range(n):
+            if k == 0 or inp_key_of_step[k] != inp_key_of_step[k - 1]:
+                ni += 1
+                self.inp_loaded[k] = True
+            if k == 0 or wgt_key_of_step[k] != wgt_key_of_step[k - 1]:
+                nw += 1
+                self.wgt_loaded[k] = True
+            self.inp_slot_of[k] = ni % slots
+            self.wgt_slot_of[k] = nw % slots
+            if not (self.inp_loaded[k] or self.wgt_loaded[k]):
+                raise AssertionError(f"step {k} of {self.layer.name} loads nothing")  # tiles always change something
 
-    def tile_geom(t: int) -> tuple[int, int, int, int]:
-        ty, tx = divmod(t, tiles_x)
-        oy0, ox0 = ty * tiling.th, tx * tiling.tw
-        return oy0, ox0, min(tiling.th, oh - oy0), min(tiling.tw, ow - ox0)
+    def _input_load(self, k: int) -> Load:
+        t, o, i = self.steps[k]
+        layer, src, R, w = self.layer, self.src, self.npu.rows, self.w
+        oy0, ox0, th_a, tw_a = self.tile_geom(t)
+        ih_a = (th_a - 1) * self.sh + (self.kh_n - 1) * self.dh + 1
+        iw_a = (tw_a - 1) * self.sw + (self.kw_n - 1) * self.dw + 1
+        iy0, ix0 = oy0 * self.sh - self.pt, ox0 * self.sw - self.pl
+        y_lo, y_hi = max(0, iy0), min(self.h, iy0 + ih_a)
+        x_lo, x_hi = max(0, ix0), min(w, ix0 + iw_a)
+        ib0, ib1 = self.ic_range(o, i)
+        y_n, x_n = max(0, y_hi - y_lo), max(0, x_hi - x_lo)
+        return Load(
+            buffer=Buffer.INP,
+            sram_base=self.inp_slot[self.inp_slot_of[k]],
+            dram_addr=src.addr + (y_lo * w + x_lo) * src.cpad + ib0 * R if y_n and x_n else src.addr,
+            y_size=y_n,
+            x_size=x_n,
+            chunk=ib1 - ib0,
+            x_stride=src.cpad,
+            y_stride=w * src.cpad,
+            pad_top=(y_lo - iy0) if y_n else ih_a,
+            pad_bottom=iy0 + ih_a - y_hi if y_n else 0,
+            pad_left=(x_lo - ix0) if x_n else iw_a,
+            pad_right=ix0 + iw_a - x_hi if x_n else 0,
+            pad_value=layer.zx,
+        )
 
-    # Load-side state: what each slot holds, and which slot each step reads.
-    inp_key_of_step: list[tuple[int, int, int]] = []
-    wgt_key_of_step: list[tuple[int, int]] = []
-    for t, o, i in steps:
-        ib0, ib1 = ic_range(o, i)
-        inp_key_of_step.append((t, ib0, ib1))
-        wgt_key_of_step.append((o, i))
-    inp_slot_of = [0] * n
-    wgt_slot_of = [0] * n
-    inp_loaded = [False] * n
-    wgt_loaded = [False] * n
-    ni = nw = -1
-    for k in range(n):
-        if k == 0 or inp_key_of_step[k] != inp_key_of_step[k - 1]:
-            ni += 1
-            inp_loaded[k] = True
-        if k == 0 or wgt_key_of_step[k] != wgt_key_of_step[k - 1]:
-            nw += 1
-            wgt_loaded[k] = True
-        inp_slot_of[k] = ni % tiling.slots
-        wgt_slot_of[k] = nw % tiling.slots
-        if not (inp_loaded[k] or wgt_loaded[k]):
-            raise AssertionError(f"step {k} of {layer.name} loads nothing")  # tiles always change something
-
-    def emit_loads(k: int) -> None:
-        t, o, i = steps[k]
+    def emit_loads(self, k: int) -> None:
+        """Step ``k``'s input and weight loads, with their dependency tokens."""
+        _t, o, i = self.steps[k]
+        em, R, C = self.em, self.npu.rows, self.npu.cols
         first = last = -1
-        if inp_loaded[k]:
-            oy0, ox0, th_a, tw_a = tile_geom(t)
-            ih_a = (th_a - 1) * sh + (kh_n - 1) * dh + 1
-            iw_a = (tw_a - 1) * sw + (kw_n - 1) * dw + 1
-            iy0, ix0 = oy0 * sh - pt, ox0 * sw - pl
-            y_lo, y_hi = max(0, iy0), min(h, iy0 + ih_a)
-            x_lo, x_hi = max(0, ix0), min(w, ix0 + iw_a)
-            ib0, ib1 = ic_range(o, i)
-            y_n, x_n = max(0, y_hi - y_lo), max(0, x_hi - x_lo)
-            last = first = em.add(
-                Load(
-                    buffer=Buffer.INP,
-                    sram_base=inp_slot[inp_slot_of[k]],
-                    dram_addr=src.addr + (y_lo * w + x_lo) * src.cpad + ib0 * R if y_n and x_n else src.addr,
-                    y_size=y_n,
-                    x_size=x_n,
-                    chunk=ib1 - ib0,
-                    x_stride=src.cpad,
-                    y_stride=w * src.cpad,
-                    pad_top=(y_lo - iy0) if y_n else ih_a,
-                    pad_bottom=iy0 + ih_a - y_hi if y_n else 0,
-                    pad_left=(x_lo - ix0) if x_n else iw_a,
-                    pad_right=ix0 + iw_a - x_hi if x_n else 0,
-                    pad_value=layer.zx,
-                )
-            )
-        if wgt_loaded[k]:
-            addr, blocks = weights_at[(o, i)]
+        if self.inp_loaded[k]:
+            last = first = em.add(self._input_load(k))
+        if self.wgt_loaded[k]:
+            addr, blocks = self.weights_at[(o, i)]
             last = em.add(
-                Load(buffer=Buffer.WGT, sram_base=wgt_slot[wgt_slot_of[k]], dram_addr=addr, chunk=len(blocks), x_stride=len(blocks) * R * C)
+                Load(buffer=Buffer.WGT, sram_base=self.wgt_slot[self.wgt_slot_of[k]], dram_addr=addr, chunk=len(blocks), x_stride=len(blocks) * R * C)
             )
             first = last if first < 0 else first
-        if k >= tiling.slots:
+        if k >= self.tiling.slots:
             em.dep(first, pop_next=True)
         em.dep(last, push_next=True)
 
-    for k in range(min(tiling.slots, n)):
-        emit_loads(k)
-    g = -1
-    for k, (t, o, i) in enumerate(steps):
-        oy0, ox0, th_a, tw_a = tile_geom(t)
-        ob0, ob1 = oc_range(o)
+    def emit_gemms(self, k: int, acc_base: int, g: int) -> None:
+        """Step ``k``'s GEMMs into the accumulator slot at ``acc_base`` (group ``g``)."""
+        t, o, i = self.steps[k]
+        em, tiling = self.em, self.tiling
+        _oy0, _ox0, th_a, tw_a = self.tile_geom(t)
+        ob0, ob1 = self.oc_range(o)
         ocg_a = ob1 - ob0
-        if i == 0:
-            g += 1
-        acc_base = acc_slot[g % tiling.acc_slots]
-        iw_a = (tw_a - 1) * sw + (kw_n - 1) * dw + 1
-        ib0, ib1 = ic_range(o, i)
+        iw_a = (tw_a - 1) * self.sw + (self.kw_n - 1) * self.dw + 1
+        ib0, ib1 = self.ic_range(o, i)
         nib = ib1 - ib0
-        _, blocks = weights_at[(o, i)]
+        _, blocks = self.weights_at[(o, i)]
         first_gemm = -1
         seen_ob: set[int] = set()
         for bi, (ob, ib, kh, kw) in enumerate(blocks):
@@ -292,44 +296,77 @@ def _conv_program(
                 Gemm(
                     reset=int(reset),
                     acc_base=acc_base + (ob - ob0),
-                    inp_base=inp_slot[inp_slot_of[k]] + (kh * dh * iw_a + kw * dw) * nib + (ib - ib0),
-                    wgt_base=wgt_slot[wgt_slot_of[k]] + bi,
+                    inp_base=self.inp_slot[self.inp_slot_of[k]] + (kh * self.dh * iw_a + kw * self.dw) * nib + (ib - ib0),
+                    wgt_base=self.wgt_slot[self.wgt_slot_of[k]] + bi,
                     ext_outer=th_a,
                     ext_inner=tw_a,
                     acc_so=tw_a * ocg_a,
                     acc_si=ocg_a,
-                    inp_so=sh * iw_a * nib,
-                    inp_si=sw * nib,
+                    inp_so=self.sh * iw_a * nib,
+                    inp_si=self.sw * nib,
                 )
             )
             first_gemm = idx if first_gemm < 0 else first_gemm
         em.dep(first_gemm, pop_prev=True)
         if i == 0 and g >= tiling.acc_slots:
             em.dep(first_gemm, pop_next=True)
-        if k + tiling.slots < n:
+        if k + tiling.slots < len(self.steps):
             em.dep(len(em.insns) - 1, push_prev=True)
-        if i == tiling.n_ic - 1:
-            count = th_a * tw_a
-            for ob in range(ob0, ob1):
-                p = pbase + ob * npar
-                em.add(Alu(op=AluOp.ADD, dst_base=acc_base + ob - ob0, param_base=p, count=count, stride=ocg_a))
-                for s, st in enumerate(layer.stages):
-                    em.add(
-                        Alu(op=AluOp.REQUANT, dst_base=acc_base + ob - ob0, param_base=p + 1 + 2 * s, count=count,
-                            stride=ocg_a, relu=int(st.relu), zin=st.zin, zout=st.zout, lo=st.lo, hi=st.hi)
-                    )  # fmt: skip
-            em.dep(len(em.insns) - 1, push_next=True)
-            st_idx = em.add(
-                Store(sram_base=acc_base, dram_addr=dst.addr + (oy0 * ow + ox0) * dst.cpad + ob0 * C, y_size=th_a,
-                      x_size=tw_a, chunk=ocg_a, x_stride=dst.cpad, y_stride=ow * dst.cpad)
-            )  # fmt: skip
-            em.dep(st_idx, pop_prev=True)
-            if g + tiling.acc_slots < n_groups:
-                em.dep(st_idx, push_prev=True)
-        if k + tiling.slots < n:
-            emit_loads(k + tiling.slots)
-    em.add(Finish())
-    return em.insns, bytes(blob)
+
+    def emit_epilogue(self, k: int, acc_base: int, g: int, n_groups: int) -> None:
+        """After a group's last input-channel step: bias and requantization, then the store."""
+        t, o, _i = self.steps[k]
+        em, layer, dst, C = self.em, self.layer, self.dst, self.npu.cols
+        oy0, ox0, th_a, tw_a = self.tile_geom(t)
+        ob0, ob1 = self.oc_range(o)
+        ocg_a = ob1 - ob0
+        count = th_a * tw_a
+        for ob in range(ob0, ob1):
+            p = self.pbase + ob * self.npar
+            em.add(Alu(op=AluOp.ADD, dst_base=acc_base + ob - ob0, param_base=p, count=count, stride=ocg_a))
+            for s, st in enumerate(layer.stages):
+                em.add(
+                    Alu(op=AluOp.REQUANT, dst_base=acc_base + ob - ob0, param_base=p + 1 + 2 * s, count=count,
+                        stride=ocg_a, relu=int(st.relu), zin=st.zin, zout=st.zout, lo=st.lo, hi=st.hi)
+                )  # fmt: skip
+        em.dep(len(em.insns) - 1, push_next=True)
+        st_idx = em.add(
+            Store(sram_base=acc_base, dram_addr=dst.addr + (oy0 * self.ow + ox0) * dst.cpad + ob0 * C, y_size=th_a,
+                  x_size=tw_a, chunk=ocg_a, x_stride=dst.cpad, y_stride=self.ow * dst.cpad)
+        )  # fmt: skip
+        em.dep(st_idx, pop_prev=True)
+        if g + self.tiling.acc_slots < n_groups:
+            em.dep(st_idx, push_prev=True)
+
+    def program(self) -> tuple[list[Insn], bytes]:
+        """The layer's instructions and constants."""
+        tiling, em, C = self.tiling, self.em, self.npu.cols
+        blob = self.pack_constants()
+        em.add(Load(buffer=Buffer.ACC, sram_base=self.pbase, dram_addr=self.const_addr, chunk=self.ocb * self.npar,
+                    x_stride=self.ocb * self.npar * 4 * C))  # fmt: skip
+        n = len(self.steps)
+        n_groups = sum(1 for _t, _o, i in self.steps if i == tiling.n_ic - 1)
+        self.schedule_slots()
+        for k in range(min(tiling.slots, n)):
+            self.emit_loads(k)
+        g = -1
+        for k, (_t, _o, i) in enumerate(self.steps):
+            if i == 0:
+                g += 1
+            acc_base = self.acc_slot[g % tiling.acc_slots]
+            self.emit_gemms(k, acc_base, g)
+            if i == tiling.n_ic - 1:
+                self.emit_epilogue(k, acc_base, g, n_groups)
+            if k + tiling.slots < n:
+                self.emit_loads(k + tiling.slots)
+        em.add(Finish())
+        return em.insns, blob
+
+
+def _conv_program(
+    layer: ConvLayer, tiling: Tiling, npu: NpuConfig, src: TensorPlace, dst: TensorPlace, const_addr: int
+) -> tuple[list[Insn], bytes]:
+    return _ConvLowering(layer, tiling, npu, src, dst, const_addr).program()
 
 
 # --------------------------------------------------------------------------- #

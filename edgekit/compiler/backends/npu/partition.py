@@ -328,91 +328,121 @@ def _sole_users(g: _Graph, dqs: list[onnx.NodeProto], node: onnx.NodeProto) -> l
     return [d for d in dqs if all(u is node for u in g.consumers.get(d.output[0], [])) and d.output[0] not in g.outputs]
 
 
+@dataclass
+class _Geometry:
+    """A Conv/Gemm/MatMul's weight and shapes as the array sees them (a matrix product is a 1x1 conv over rows)."""
+
+    weight: np.ndarray
+    s_w: np.ndarray
+    wdq: onnx.NodeProto
+    group: int
+    strides: tuple[int, ...]
+    dil: tuple[int, ...]
+    pads: tuple[int, ...]
+    in_shape: tuple[int, int, int]
+    out_shape: tuple[int, int, int]
+    layout: str
+
+    @property
+    def oc(self) -> int:
+        return int(self.weight.shape[0])
+
+
+def _conv_geometry(g: _Graph, node: onnx.NodeProto, attrs: dict[str, Any], shape: tuple[int, ...]) -> _Geometry:
+    if len(shape) != 4 or shape[0] != 1:
+        raise _Reject(f"only 2-D convolutions with batch 1 are offloaded (input {list(shape)})")
+    if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET", b"VALID", "VALID"):
+        raise _Reject("auto_pad SAME is not supported; re-export with explicit pads")
+    w, s_w, wdq = _weight(g, node.input[1], 0)
+    if w.ndim != 4:
+        raise _Reject("only 2-D convolutions are offloaded")
+    _, c, h, wd = shape
+    group = int(attrs.get("group", 1))
+    oc = w.shape[0]
+    if group != 1 and not (group == c == oc and w.shape[1] == 1):
+        raise _Reject(f"grouped convolution (group={group}) other than depthwise is not mapped to the array")
+    kh, kw = w.shape[2:]
+    strides = tuple(attrs.get("strides", [1, 1]))
+    dil = tuple(attrs.get("dilations", [1, 1]))
+    p = list(attrs.get("pads", [0, 0, 0, 0]))
+    pads = (p[0], p[1], p[2], p[3])
+    oh = (h + p[0] + p[2] - dil[0] * (kh - 1) - 1) // strides[0] + 1
+    ow = (wd + p[1] + p[3] - dil[1] * (kw - 1) - 1) // strides[1] + 1
+    return _Geometry(w, s_w, wdq, group, strides, dil, pads, (c, h, wd), (oc, oh, ow), "nchw")
+
+
+def _matrix_geometry(g: _Graph, node: onnx.NodeProto, attrs: dict[str, Any], shape: tuple[int, ...]) -> _Geometry:
+    if node.op_type == "Gemm":
+        if attrs.get("transA", 0) or float(attrs.get("alpha", 1.0)) != 1.0 or float(attrs.get("beta", 1.0)) != 1.0:
+            raise _Reject("Gemm with transA, alpha or beta != 1 is not mapped")
+        trans_b = int(attrs.get("transB", 0))
+        w, s_w, wdq = _weight(g, node.input[1], 0 if trans_b else 1)
+        w = w if trans_b else w.T
+    else:
+        w, s_w, wdq = _weight(g, node.input[1], 1)
+        if w.ndim != 2:
+            raise _Reject("MatMul with a non-2-D weight is not mapped")
+        w = w.T
+    if w.ndim != 2 or len(shape) < 2:
+        raise _Reject("matrix operands must be 2-D weights")
+    k = shape[-1]
+    rows = int(np.prod(shape[:-1]))
+    oc = w.shape[0]
+    weight = np.ascontiguousarray(w).reshape(oc, k, 1, 1)
+    return _Geometry(weight, s_w, wdq, 1, (1, 1), (1, 1), (0, 0, 0, 0), (k, 1, rows), (oc, 1, rows), "rows")
+
+
+def _layer_bias(g: _Graph, node: onnx.NodeProto, geo: _Geometry, s_acc: np.ndarray, zx: int) -> tuple[np.ndarray, list[onnx.NodeProto]]:
+    """The int32 bias in accumulator units with ``-zx * sum(w)`` folded in, and the bias nodes it absorbs."""
+    oc, absorbed = geo.oc, []
+    if len(node.input) > 2 and node.input[2]:
+        bias, bnodes = _bias(g, node.input[2], s_acc if s_acc.size > 1 else np.float64(s_acc.item()), oc)
+        absorbed = _sole_users(g, bnodes, node)
+    else:
+        bias = np.zeros(oc, dtype=np.int64)
+    # Padding carries the zero point, so subtracting zx*sum(w) is exact at the borders too.
+    bias = bias - zx * geo.weight.reshape(oc, -1).astype(np.int64).sum(axis=1)
+    if np.any(np.abs(bias) >= 2**31):
+        raise _Reject("bias does not fit int32")
+    return bias, absorbed
+
+
 def _conv_layer(g: _Graph, node: onnx.NodeProto) -> ConvLayer:
     attrs = _attrs(node)
     x = _dq_input(g, node.input[0], "the input")
     shape = g.shape(node.input[0])
     if shape is None:
         raise _Reject("input shape is not static")
-    op = node.op_type
-    extra: list[onnx.NodeProto] = []
-    if op == "Conv":
-        if len(shape) != 4 or shape[0] != 1:
-            raise _Reject(f"only 2-D convolutions with batch 1 are offloaded (input {list(shape)})")
-        if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET", b"VALID", "VALID"):
-            raise _Reject("auto_pad SAME is not supported; re-export with explicit pads")
-        w, s_w, wdq = _weight(g, node.input[1], 0)
-        if w.ndim != 4:
-            raise _Reject("only 2-D convolutions are offloaded")
-        _, c, h, wd = shape
-        group = int(attrs.get("group", 1))
-        oc = w.shape[0]
-        if group != 1 and not (group == c == oc and w.shape[1] == 1):
-            raise _Reject(f"grouped convolution (group={group}) other than depthwise is not mapped to the array")
-        kh, kw = w.shape[2:]
-        strides = tuple(attrs.get("strides", [1, 1]))
-        dil = tuple(attrs.get("dilations", [1, 1]))
-        p = list(attrs.get("pads", [0, 0, 0, 0]))
-        pads = (p[0], p[1], p[2], p[3])
-        oh = (h + p[0] + p[2] - dil[0] * (kh - 1) - 1) // strides[0] + 1
-        ow = (wd + p[1] + p[3] - dil[1] * (kw - 1) - 1) // strides[1] + 1
-        weight = w
-        in_shape, out_shape, layout = (c, h, wd), (oc, oh, ow), "nchw"
-    else:
-        if op == "Gemm":
-            if attrs.get("transA", 0) or float(attrs.get("alpha", 1.0)) != 1.0 or float(attrs.get("beta", 1.0)) != 1.0:
-                raise _Reject("Gemm with transA, alpha or beta != 1 is not mapped")
-            trans_b = int(attrs.get("transB", 0))
-            w, s_w, wdq = _weight(g, node.input[1], 0 if trans_b else 1)
-            w = w if trans_b else w.T
-        else:
-            w, s_w, wdq = _weight(g, node.input[1], 1)
-            if w.ndim != 2:
-                raise _Reject("MatMul with a non-2-D weight is not mapped")
-            w = w.T
-        if w.ndim != 2 or len(shape) < 2:
-            raise _Reject("matrix operands must be 2-D weights")
-        k = shape[-1]
-        rows = int(np.prod(shape[:-1]))
-        oc = w.shape[0]
-        weight = np.ascontiguousarray(w).reshape(oc, k, 1, 1)
-        group, strides, dil, pads = 1, (1, 1), (1, 1), (0, 0, 0, 0)
-        in_shape, out_shape, layout = (k, 1, rows), (oc, 1, rows), "rows"
-    extra += _sole_users(g, [wdq], node)
+    geo = (_conv_geometry if node.op_type == "Conv" else _matrix_geometry)(g, node, attrs, shape)
+    extra = _sole_users(g, [geo.wdq], node)
     s_x, zx = float(x.scale.item()), int(x.zero_point.reshape(-1)[0])
-    s_acc = s_x * s_w
-    if len(node.input) > 2 and node.input[2]:
-        bias, bnodes = _bias(g, node.input[2], s_acc if s_acc.size > 1 else np.float64(s_acc.item()), oc)
-        extra += _sole_users(g, bnodes, node)
-    else:
-        bias = np.zeros(oc, dtype=np.int64)
-    # Padding carries the zero point, so subtracting zx*sum(w) is exact at the borders too.
-    bias = bias - zx * weight.reshape(oc, -1).astype(np.int64).sum(axis=1)
-    if np.any(np.abs(bias) >= 2**31):
-        raise _Reject("bias does not fit int32")
+    s_acc = s_x * geo.s_w
+    bias, bias_nodes = _layer_bias(g, node, geo, s_acc, zx)
+    extra += bias_nodes
     tail = _tail(g, node.output[0])
     zout = int(tail.out.zero_point.reshape(-1)[0]) if tail.stage2 is None else tail.stage2[1]
     s_y = _first_q_scale(g, tail)
     m1 = s_acc / s_y
-    stages = _stages(m1, zout, tail.lo, tail.hi, tail.stage2, oc)
+    stages = _stages(m1, zout, tail.lo, tail.hi, tail.stage2, geo.oc)
     nodes = [*_absorb_dq(g, x, node), *extra, node, *tail.nodes]
+    strides, pads, dil = geo.strides, geo.pads, geo.dil
     return ConvLayer(
         name=node.name or node.output[0],
         nodes=tuple(n.name for n in nodes),
         input=x.tensor,
         output=tail.out.node.output[0],
-        in_shape=in_shape,
-        out_shape=out_shape,
-        weight=weight.astype(np.int8),
+        in_shape=geo.in_shape,
+        out_shape=geo.out_shape,
+        weight=geo.weight.astype(np.int8),
         bias=bias.astype(np.int32),
         zx=zx,
         strides=(int(strides[0]), int(strides[1])),
         pads=(int(pads[0]), int(pads[1]), int(pads[2]), int(pads[3])),
         dilations=(int(dil[0]), int(dil[1])),
-        group=group,
+        group=geo.group,
         stages=stages,
-        layout=layout,
-        op=op,
+        layout=geo.layout,
+        op=node.op_type,
     )
 
 
