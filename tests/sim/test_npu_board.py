@@ -26,7 +26,7 @@ import pytest
 
 from edgekit.core.profiles import get_board
 from edgekit.npu.rtl_build import verilator_missing
-from edgekit.npu.uart_bridge import MAGIC, REG_MAGIC, REG_MEM_BYTES, UartBridge, crc16, encode_get, encode_read, encode_set, encode_write
+from edgekit.runtime.npu_bridge import MAGIC, REG_MAGIC, REG_MEM_BYTES, UartBridge, crc16, encode_get, encode_read, encode_set, encode_write
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_npu_sim import _digits  # noqa: E402
