@@ -195,9 +195,14 @@ def _external_inputs(nodes: list[onnx.NodeProto], inits: set[str]) -> set[str]:
 
 
 def _pull_dequantize(nodes: list[onnx.NodeProto], by_output: Mapping[str, onnx.NodeProto], inits: set[str]) -> None:
-    """Prepends to ``nodes`` the DequantizeLinear/Constant host nodes whose outputs it reads from outside."""
+    """Prepends to ``nodes`` the DequantizeLinear/Constant host nodes whose outputs it reads from outside.
+
+    In first-use order (not a set's), so a package's bytes do not depend on
+    Python's string hashing (``PYTHONHASHSEED``).
+    """
     while True:
-        pulled = [by_output[t] for t in _external_inputs(nodes, inits) if t in by_output and by_output[t].op_type in _COPIED_OPS]
+        outside = [t for t in _ordered_inputs(nodes) if t not in inits]
+        pulled = [by_output[t] for t in outside if t in by_output and by_output[t].op_type in _COPIED_OPS]
         if not pulled:
             return
         for node in pulled:
