@@ -15,12 +15,26 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    for tier, what in (("unit", "pure: no build, no simulator"), ("build", "compiles (TVM, a C compiler, synthesis, tuning)"),
+                       ("sim", "runs on a simulated board or emulator")):
+        config.addinivalue_line("markers", f"{tier}: tests/{tier}/, {what} (added from the folder; docs/testing.md)")
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--hil", action="store_true", help="run hardware-in-the-loop tests on real boards")
     parser.addoption("--port", default=None, help="serial port of the board for --hil tests")
 
 
+TIERS = ("unit", "build", "sim", "hil")  # the folders under tests/, cheapest first (docs/testing.md)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Each test carries its tier folder as a marker, so `-m` selects tiers as paths do.
+    for item in items:
+        tier = item.path.relative_to(REPO / "tests").parts[0] if item.path.is_relative_to(REPO / "tests") else ""
+        if tier in TIERS:
+            item.add_marker(tier)
     if config.getoption("--hil"):
         return
     skip = pytest.mark.skip(reason="needs real hardware: run with --hil --port PORT")
@@ -65,6 +79,23 @@ def _script_module(path: Path, name: str) -> Iterator[ModuleType]:
 def script_module() -> Callable[[Path, str], contextlib.AbstractContextManager[ModuleType]]:
     """``with script_module(path, name) as m``: a script of ``benchmarks/`` imported as module ``name``."""
     return _script_module
+
+
+@pytest.fixture
+def device_port(request: pytest.FixtureRequest) -> str:
+    """The serial port of the board a test talks to: real in a ``hil`` test, simulated otherwise.
+
+    In a test marked ``hil`` (every test under tests/hil) it is ``--port``;
+    anywhere else it is the test module's ``sim_port`` fixture, the pty of the
+    simulator that stands in for the board. One test body thus serves the sim
+    tier and, called from tests/hil, the real board.
+    """
+    if request.node.get_closest_marker("hil") is None:
+        return request.getfixturevalue("sim_port")
+    port = request.config.getoption("--port")
+    if not port:
+        pytest.fail("--hil tests talk to a real board: pass --port PORT (e.g. /dev/ttyUSB0)")
+    return port
 
 
 @pytest.fixture
