@@ -577,7 +577,7 @@ def markdown(results: Sequence[CaseResult], board: str, seconds: float | None) -
         "<!-- real-models -->",
         "<!-- /real-models -->",
         "",
-        "CI runs a seeded sample of 160 of these tests (`tests/sim/test_onnx_conformance.py`; "
+        "CI runs a seeded sample of 160 of these tests (`tests/build/test_onnx_conformance.py`; "
         "`benchmarks/conformance.py --sample 160 --seed 20` reproduces it) and fails on any wrong result "
         "or crash.",
         "",

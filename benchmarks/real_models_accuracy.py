@@ -17,7 +17,7 @@ Models (nothing downloaded):
   words (``benchmarks/accuracy.py``) for the classifier and the recognizer;
 * the bundled digits CNN (``edgekit.examples``) on its 16 test samples;
 * the ONNX backend "light" models (onnx wheel) with the seeded He-scaled
-  weights ``tests/sim/test_host_compile.py`` gives them, final Softmax input
+  weights ``tests/build/test_host_compile.py`` gives them, final Softmax input
   exposed as an output;
 
 each also on standard-normal input (what ``edgekit run`` feeds without

@@ -27,7 +27,7 @@ exact up to ``2**24`` and the float sum is within a few ``2**-24``
 (relative) of the real value: the result differs from the fixed-point form
 only where that value is within such an error of a half-way point, by one
 step (both forms round exact ties to even)
-(``tests/unit/test_cpu_int8.py``, ``tests/unit/test_int8_fidelity.py``).
+(``tests/build/test_cpu_int8.py``, ``tests/build/test_int8_fidelity.py``).
 
 Chosen by the target (any x86 target with AVX2), never by the build machine.
 """

@@ -128,7 +128,7 @@ def test_kernels_are_scheduled(tmp_path):
     text = "\n".join(f.script() for f in funcs)
     assert "T.vectorized" in text
     # Outer loops are parallel, except in kernels too small to pay for the
-    # thread pool's fork/join (cpu_threads; tests/unit/test_cpu_threads.py).
+    # thread pool's fork/join (cpu_threads; tests/build/test_cpu_threads.py).
     from edgekit.compiler.backends.llvm.threads import PARALLEL_MIN_WORK, kernel_work
 
     assert all("T.parallel" in f.script() or kernel_work(f.body) < PARALLEL_MIN_WORK for f in funcs)
