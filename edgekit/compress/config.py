@@ -189,13 +189,13 @@ class QuantConfig:
 
     @classmethod
     def for_board(cls, board: Board | None, target: Target | None, **overrides: Any) -> "QuantConfig":
-        """Defaults suited to a board's code generator, then ``overrides``.
+        """The target's ``[quantization]`` defaults, then ``overrides``.
 
-        MCU code (``aot-c``) follows the int8 convention of MCU kernel
-        libraries: symmetric per-channel weights, asymmetric int8 activations.
-        The accelerator (``npu``) also gets symmetric activations, so its
-        integer array needs no zero-point correction terms. CPU and GPU
-        targets keep the class defaults.
+        The defaults are data in the target profile (``targets/*.toml``, read
+        into :class:`~edgekit.core.profiles.QuantDefaults`): the shipped MCU
+        targets (``aot-c``) declare symmetric per-channel weights and
+        asymmetric activations, the accelerator targets (``npu``) symmetric
+        activations too. A target without the table keeps the class defaults.
 
         Args:
             board: The board (only used in log messages), or ``None``.
@@ -205,11 +205,9 @@ class QuantConfig:
         Raises:
             ConfigError: an override is not a field or has a bad value.
         """
-        defaults: dict[str, Any] = {}
-        codegen = target.codegen if target is not None else ""
-        if codegen in ("aot-c", "npu"):
-            defaults.update(per_channel=True, weight_symmetric=True, activation_symmetric=codegen == "npu")
-            logger.debug("quantization defaults for %s (%s): %s", board.name if board else "?", codegen, defaults)
+        defaults: dict[str, Any] = target.quantization.declared() if target is not None else {}
+        if target is not None and defaults:
+            logger.debug("quantization defaults for %s (%s): %s", board.name if board else "?", target.source, defaults)
         unknown = sorted(set(overrides) - {f for f in cls.__dataclass_fields__})
         if unknown:
             raise ConfigError(

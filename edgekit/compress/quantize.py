@@ -625,15 +625,24 @@ def quantize(
     return QuantResult(qmodel, report, list(fallback.layers) if fallback else [], int8_model, fp32)
 
 
+# The weight layout the integer code of a target is built for: a configuration
+# that departs from the target's declared value still runs, but is warned about.
+_WEIGHT_CONVENTION = ("per_channel", "weight_symmetric")
+
+
 def _resolve_config(config: QuantConfig | None, board: Board | str | None) -> tuple[QuantConfig, Board | None]:
     """The configuration to use (a board's defaults when none is given) and the board."""
     brd, target = _resolve_board(board)
     if config is None:
         return QuantConfig.for_board(brd, target), brd
-    if target is not None and target.codegen in ("aot-c", "npu") and not (config.per_channel and config.weight_symmetric):
+    if target is None:
+        return config, brd
+    differ = [f"{key} = {str(value).lower()}" for key, value in target.quantization.declared().items()
+              if key in _WEIGHT_CONVENTION and getattr(config, key) != value]  # fmt: skip
+    if differ:
         logger.warning(
-            "board '%s' (%s) expects symmetric per-channel int8 weights; the configuration asks otherwise",
-            brd.name if brd else "?", target.codegen,
+            "board '%s' expects int8 weights with %s ([quantization] of %s); the configuration asks otherwise",
+            brd.name if brd else "?", ", ".join(differ), target.source,
         )  # fmt: skip
     return config, brd
 

@@ -24,6 +24,7 @@ from edgekit.core.tomlfile import Table, parse_size, read_toml
 
 __all__ = [
     "Target",
+    "QuantDefaults",
     "Board",
     "MemoryConfig",
     "TransportConfig",
@@ -51,6 +52,28 @@ FPGA_FAMILIES = ("ecp5",)
 
 
 @dataclass(frozen=True)
+class QuantDefaults:
+    """A target's int8 conventions, the ``[quantization]`` table of its profile.
+
+    ``QuantConfig.for_board`` starts from these; ``None`` (key not written)
+    keeps ``QuantConfig``'s own default.
+
+    Attributes:
+        per_channel: One weight scale per output channel.
+        weight_symmetric: Weight zero points fixed at 0.
+        activation_symmetric: Activation zero points fixed at 0.
+    """
+
+    per_channel: bool | None = None
+    weight_symmetric: bool | None = None
+    activation_symmetric: bool | None = None
+
+    def declared(self) -> dict[str, bool]:
+        """The keys the profile wrote, by ``QuantConfig`` field name."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+
+@dataclass(frozen=True)
 class Target:
     """A compilation target: how TVM generates code and what ISA runs it.
 
@@ -64,6 +87,7 @@ class Target:
         triple: LLVM triple of the device code, if it differs from the host's.
         vector_extensions: ISA extensions used (``avx2``, ``neon``, ``rvv``...).
         description: One line for listings.
+        quantization: Default int8 conventions for this target's code.
         source: File the profile came from.
     """
 
@@ -75,6 +99,7 @@ class Target:
     triple: str = ""
     vector_extensions: tuple[str, ...] = ()
     description: str = ""
+    quantization: QuantDefaults = QuantDefaults()
     source: str = ""
 
     def tvm_target(self) -> Any:
@@ -262,6 +287,7 @@ def parse_target(data: Mapping[str, Any], source: str) -> Target:
         )
     if spec and "kind" not in spec:
         raise ConfigError(f"{source}: key 'tvm.target.kind' is missing", hint='Add kind = "llvm" (or "cuda", "c").')
+    quantization = _section(t, "quantization", QuantDefaults(), _quantization)
     t.done()
     return Target(
         name=name,
@@ -272,8 +298,13 @@ def parse_target(data: Mapping[str, Any], source: str) -> Target:
         triple=triple,
         vector_extensions=tuple(vec),
         description=description,
+        quantization=quantization,
         source=source,
     )
+
+
+def _quantization(q: Table) -> QuantDefaults:
+    return QuantDefaults(**{f.name: q.get(f.name, bool, None) for f in fields(QuantDefaults)})
 
 
 _T = TypeVar("_T")
