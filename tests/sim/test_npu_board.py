@@ -4,7 +4,8 @@ The Verilator tests drive the board top only through its serial line, bit
 by bit (4 clocks per bit), as a host drives the real board. The first run
 builds the ulx3s-85f model (about 30 s on two cores, cached under
 ~/.cache/edgekit). The full FPGA flow (up to an hour) runs only with
-EDGEKIT_FPGA_FLOW=1; the real board only with --hil --port.
+EDGEKIT_FPGA_FLOW=1. tests/hil/test_ulx3s_board.py runs the serial-port
+test on the real board (--hil --port).
 """
 
 from __future__ import annotations
@@ -179,8 +180,12 @@ def test_digits_through_the_board_top_is_bit_exact(digits):
 
 
 @pytest.fixture
-def board_on_a_pty(link):
-    """A pseudo-terminal whose far end is the board top's RTL: edgekit's --port path, pyserial included."""
+def sim_port(link):
+    """A pseudo-terminal whose far end is the board top's RTL: edgekit's --port path, pyserial included.
+
+    ``device_port`` (tests/conftest.py) gives it to the tests here, and the real
+    board's ``--port`` to the same tests called from tests/hil.
+    """
     master, slave = pty.openpty()
     tty.setraw(slave)
     stop = threading.Event()
@@ -204,13 +209,13 @@ def board_on_a_pty(link):
 
 
 @needs_verilator
-def test_run_through_a_serial_port_to_the_board(digits, board_on_a_pty):
+def test_run_through_a_serial_port_to_the_board(digits, device_port):
     from edgekit.package import open_package
     from edgekit.runtime.npu_runner import NpuRunner
 
     tmp, feeds = digits
     board, _ = get_board(BOARD)
-    runner = NpuRunner(open_package(tmp / "digits.ekpkg"), board, port=board_on_a_pty)
+    runner = NpuRunner(open_package(tmp / "digits.ekpkg"), board, port=device_port)
     try:
         assert runner.info()["runner"] == "npu-board" and not runner.simulated
         assert runner.deployment["verified"] is True
@@ -297,20 +302,3 @@ def test_full_flow_writes_a_bitstream_that_meets_the_board_clock(tmp_path):
     assert Path(report["bitstream"]).stat().st_size == report["bitstream_bytes"] > 0
     assert report["timing_met"] and report["fmax_mhz"] >= 25.0
     assert report["resources"]["BRAM"]["used"] <= report["resources"]["BRAM"]["available"]
-
-
-@pytest.mark.hil
-def test_digits_on_a_real_ulx3s(digits, request):
-    """Needs the bitstream of `edgekit synth --board ulx3s-85f` loaded (openFPGALoader -b ulx3s ulx3s_top.bit)."""
-    from edgekit.package import open_package
-    from edgekit.runtime.npu_runner import NpuRunner
-
-    tmp, feeds = digits
-    board, _ = get_board(BOARD)
-    outputs = {}
-    for kwargs in ({"port": request.config.getoption("--port")}, {"sim": "model"}):
-        runner = NpuRunner(open_package(tmp / "digits.ekpkg"), board, **kwargs)
-        outputs[len(outputs)] = runner.run(feeds)
-        runner.close()
-    for name, value in outputs[0].items():
-        np.testing.assert_array_equal(value, outputs[1][name], err_msg=name)
