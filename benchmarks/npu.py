@@ -41,7 +41,7 @@ from edgekit.compiler.backends.npu import compile_npu  # noqa: E402
 from edgekit.core.profiles import NpuConfig, get_board  # noqa: E402
 from edgekit.frontend.loader import load_model  # noqa: E402
 from edgekit.npu.host_exec import StepTiming  # noqa: E402
-from edgekit.npu.package import open_simulated  # noqa: E402
+from edgekit.sim.npu.device import open_simulated  # noqa: E402
 
 logger = logging.getLogger("benchmarks.npu")
 BOARDS = ("pynq-z2", "ultra96", "kv260")

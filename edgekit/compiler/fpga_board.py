@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 import numpy as np
 
 from edgekit.core.errors import ConfigError
+from edgekit.core.links import SIMULATORS
+from edgekit.core.registry import resolve
 
 if TYPE_CHECKING:
     from edgekit.core.profiles import Board
@@ -78,10 +80,10 @@ def _resources(report: Any) -> dict[str, dict[str, int]]:
 def _predicted_cycles(package_path: Path, board: "Board") -> tuple[int, list[dict[str, Any]]]:
     """Accelerator cycles of one inference on the cycle model (zero inputs: the count does not depend on values)."""
     from edgekit.package import open_package
-    from edgekit.npu.package import open_simulated
 
     assert board.npu is not None
     package = open_package(package_path)
+    open_simulated = resolve(SIMULATORS.get("npu").implementation, "npu")  # sim/ is compiler's sibling
     executor, _device, _plan = open_simulated(package.read, board.npu, functional=False)
     _, steps = executor.run({t.name: np.zeros(t.shape, t.dtype) for t in package.inputs})
     layers = [{"name": s.name, "cycles": s.cycles} for s in steps if s.kind == "npu"]

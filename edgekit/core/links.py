@@ -103,7 +103,7 @@ for _s in (
     SimulatorKind("qemu-user", "the Linux runner under qemu-user on this machine (wall-clock time)",
                   "edgekit.runtime.linux_runner:qemu_command"),
     SimulatorKind("npu", "the accelerator's Python cycle model, or its RTL under Verilator (--sim rtl)",
-                  "edgekit.npu.package:open_simulated", deterministic=True, engines=("model", "rtl")),
+                  "edgekit.sim.npu.device:open_simulated", deterministic=True, engines=("model", "rtl")),
     SimulatorKind("none", "not simulated: run and bench need the real board", simulates=False),
 ):  # fmt: skip
     SIMULATORS.register(_s.name, _s)

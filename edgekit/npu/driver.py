@@ -12,7 +12,7 @@ The driver writes 32-byte command descriptors into a ring in DRAM and rings
 the doorbell (``CMD_TAIL``); the device executes each program and writes a
 32-byte completion into the completion ring, advancing ``CPL_TAIL``. The
 driver never depends on which side is simulated: :class:`SimulatedNpuDevice`
-in :mod:`edgekit.npu.sim_device` implements both protocols.
+in :mod:`edgekit.npu.ring` implements both protocols.
 
 Register map (byte offsets):
 

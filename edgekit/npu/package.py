@@ -1,7 +1,8 @@
 """The NPU package's members, shared by the backend that writes them
 (:mod:`edgekit.compiler.backends.npu`) and the runners that load them:
 member names and plan version, and members -> a runnable executor
-(:func:`open_simulated`, :func:`open_on_device`).
+(:func:`open_on_device`; the simulator's :func:`edgekit.sim.npu.device.open_simulated`
+wraps it).
 
 Package members (see ``docs/npu-isa.md``):
 
@@ -21,16 +22,16 @@ from typing import Any, Callable
 
 import onnx
 
-from edgekit.core.errors import ConfigError, PackageError
+from edgekit.core.errors import PackageError
 from edgekit.core.profiles import NpuConfig
 from edgekit.npu.driver import NpuDriver
 from edgekit.npu.host_exec import HostSegment, HybridExecutor
 from edgekit.npu.isa import INSN_BYTES
 from edgekit.npu.placement import TensorPlace
-from edgekit.npu.sim_device import RingDevice, SimulatedNpuDevice
+from edgekit.npu.ring import RingDevice
 
 __all__ = [
-    "open_simulated", "open_on_device", "host_member",
+    "open_on_device", "host_member",
     "PLAN_MEMBER", "PLAN_VERSION", "PROGRAM_MEMBER", "WEIGHTS_MEMBER", "RING_ENTRIES",
 ]
 
@@ -46,35 +47,6 @@ PLAN_VERSION = 1
 def host_member(k: int) -> str:
     """The member that holds host sub-graph ``k``."""
     return f"npu/host_{k}.onnx"
-
-
-def open_simulated(
-    read: Callable[[str], bytes], npu: NpuConfig, functional: bool = True, engine: str = "model"
-) -> tuple[HybridExecutor, RingDevice, dict[str, Any]]:
-    """Loads package members into a simulated accelerator and returns a ready executor.
-
-    Args:
-        read: Returns a package member's bytes by name.
-        npu: The accelerator to simulate (the board's, or another for what-if runs).
-        functional: Compute values (``False``: timing only; the Python model only).
-        engine: ``model`` (the Python simulator and cycle model) or ``rtl``
-            (the accelerator's Verilog under Verilator).
-
-    Raises:
-        PackageError: the plan is missing, of another version, or for another array geometry.
-        ConfigError: ``engine`` is unknown, or ``rtl`` cannot be built here.
-    """
-
-    def device_for(size: int) -> RingDevice:
-        if engine == "model":
-            return SimulatedNpuDevice(npu, size, functional=functional)
-        if engine == "rtl":
-            from edgekit.npu.rtl_device import RtlNpuDevice
-
-            return RtlNpuDevice(npu, size)
-        raise ConfigError(f"unknown NPU simulator engine {engine!r}", hint="Use 'model' or 'rtl'.")
-
-    return open_on_device(read, npu, device_for)
 
 
 def open_on_device(

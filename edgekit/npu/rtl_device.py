@@ -5,7 +5,7 @@
 DRAM reads and writes, the RTL's own host registers (program base,
 instruction count, start, status, performance counters) and the clock.
 :class:`RtlNpuDevice` puts it behind the same command/completion rings as
-the Python model (:class:`~edgekit.npu.sim_device.RingDevice`): the rings are
+the Python model (:class:`~edgekit.npu.ring.RingDevice`): the rings are
 served here in Python, in the role a board's driver firmware would play,
 and every program runs on the RTL.
 
@@ -23,8 +23,7 @@ from typing import Callable
 
 from edgekit.core.profiles import NpuConfig
 from edgekit.npu.rtl_build import DEFAULT_MEM_LATENCY, RtlConfig, build_model
-from edgekit.npu.sim_device import RingDevice
-from edgekit.npu.simulator import NpuFault, ProgramStats
+from edgekit.npu.ring import NpuFault, ProgramStats, RingDevice
 
 __all__ = ["RtlNpu", "RtlNpuDevice", "RtlReg", "read_stats"]
 

@@ -17,7 +17,7 @@ Layers, bottom up: pure encoders (:func:`encode_write` ...), a
 :class:`~edgekit.npu.rtl_board.RtlBoardLink`), :class:`UartBridge` (one
 method per command, replies and checksums checked, a retry after a
 resynchronization), and :class:`BridgeNpuDevice`, which serves the driver's
-command/completion rings (:class:`~edgekit.npu.sim_device.RingDevice`) from
+command/completion rings (:class:`~edgekit.npu.ring.RingDevice`) from
 the host — the board has no processor — and runs each program on the board.
 """
 
@@ -31,8 +31,7 @@ from typing import Callable, Protocol, TypeVar
 from edgekit.core.errors import ChecksumError, DeviceError, DeviceTimeoutError, ProtocolError
 from edgekit.core.profiles import NpuConfig
 from edgekit.npu.rtl_device import RtlReg, read_stats
-from edgekit.npu.sim_device import RingDevice
-from edgekit.npu.simulator import NpuFault, ProgramStats
+from edgekit.npu.ring import NpuFault, ProgramStats, RingDevice
 
 __all__ = [
     "ByteLink",

@@ -22,6 +22,8 @@ import numpy as np
 
 from edgekit.package import Package
 from edgekit.core.errors import ConfigError, DeviceError, PackageError
+from edgekit.core.links import SIMULATORS
+from edgekit.core.registry import resolve
 from edgekit.core.tensors import check_inputs
 from edgekit.runtime.connection import connect
 from edgekit.runtime.runner import Timing
@@ -98,8 +100,6 @@ class NpuRunner:
         Raises:
             PackageError: the package is not an ``npu`` package or was built for another array.
         """
-        from edgekit.npu.package import open_simulated
-
         if package.runtime != "npu":
             raise PackageError(
                 f"package '{package.path}' needs runtime '{package.runtime}', not npu", hint="Run it on a board of the kind it was compiled for."
@@ -108,6 +108,7 @@ class NpuRunner:
         if self._through_bridge:
             self._executor, self._device, self._plan = self._load_board(package)
         else:
+            open_simulated = resolve(SIMULATORS.get("npu").implementation, "npu")  # sim/ is runtime's sibling
             self._executor, self._device, self._plan = open_simulated(package.read, self.board.npu, engine=self.engine)
         self.package = package
 

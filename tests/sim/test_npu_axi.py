@@ -65,7 +65,7 @@ def test_registers_over_axi_lite(axi):
 
 
 def test_a_program_longer_than_the_instruction_buffer_is_refused(axi):
-    from edgekit.npu.simulator import NpuFault
+    from edgekit.npu.ring import NpuFault
 
     rtl = axi.RtlNpu(PYNQ, 64 * 1024)
     with pytest.raises(NpuFault):
@@ -78,7 +78,7 @@ def test_a_program_longer_than_the_instruction_buffer_is_refused(axi):
 @pytest.mark.parametrize("latency", [1, 20])
 @pytest.mark.parametrize("layer", [*LAYERS, conv(8, 8, 24, k=1)], ids=lambda layer: layer.name if layer.kind == "conv" else "add")
 def test_layer_through_axi_is_bit_exact(layer, latency, axi):
-    from edgekit.npu.simulator import NpuCore
+    from edgekit.sim.npu.simulator import NpuCore
 
     dram, prog, prog_addr, xs = _load_layer(layer, PYNQ)
     rtl = axi.RtlNpu(PYNQ, len(dram), mem_latency=latency)

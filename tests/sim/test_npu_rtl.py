@@ -24,7 +24,8 @@ from edgekit.npu.isa import Deps, encode_program
 from edgekit.npu.layers import ConvLayer
 from edgekit.npu.reference import run_layer
 from edgekit.npu.rtl_build import isa_header, rtl_dir, verilator_missing
-from edgekit.npu.simulator import NpuCore, NpuFault
+from edgekit.npu.ring import NpuFault
+from edgekit.sim.npu.simulator import NpuCore
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_npu_sim import LAYERS, _digits, conv, tie_add, tie_conv  # noqa: E402

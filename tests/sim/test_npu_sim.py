@@ -19,9 +19,10 @@ from edgekit.core.profiles import NpuConfig, get_board
 from edgekit.frontend.loader import load_model
 from edgekit.npu.isa import Deps
 from edgekit.npu.layers import AddLayer, ConvLayer, Requant
-from edgekit.npu.package import open_simulated
+from edgekit.sim.npu.device import open_simulated
 from edgekit.npu.reference import run_layer
-from edgekit.npu.simulator import NpuCore, NpuFault
+from edgekit.npu.ring import NpuFault
+from edgekit.sim.npu.simulator import NpuCore
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _npu_models import mobile_resnet, quantize_ort  # noqa: E402

@@ -1,13 +1,14 @@
-"""Simulated accelerators behind the same register map as the hardware.
+"""The accelerator's command/completion rings as a simulated board sees them.
 
 :class:`RingDevice` implements the driver's side of the register map (the
 command and completion rings of :mod:`edgekit.npu.driver`) for a simulated
 board: a doorbell write runs every queued program and posts completions, so
-:class:`~edgekit.npu.driver.NpuDriver` code runs unchanged against it. Two
-engines execute the programs:
+:class:`~edgekit.npu.driver.NpuDriver` code runs unchanged against it.
+:class:`NpuFault` and :class:`ProgramStats` are what one program run raises
+and costs. Two engines execute the programs:
 
-* :class:`SimulatedNpuDevice` — the Python model
-  (:class:`~edgekit.npu.simulator.NpuCore`: bit-exact, cycle-modelled);
+* :class:`~edgekit.sim.npu.device.SimulatedNpuDevice` — the Python model
+  (:class:`~edgekit.sim.npu.simulator.NpuCore`: bit-exact, cycle-modelled);
 * :class:`~edgekit.npu.rtl_device.RtlNpuDevice` — the accelerator's RTL
   under Verilator (``rtl/npu/``), cycle counts measured on the hardware
   description.
@@ -17,15 +18,59 @@ from __future__ import annotations
 
 import logging
 import struct
+from dataclasses import asdict, dataclass
 
 from edgekit.core.profiles import NpuConfig
 from edgekit.npu.driver import CMD_FMT, CPL_FMT, DEVICE_ID, STATUS_FAULT, STATUS_OK, Reg
-from edgekit.npu.isa import decode_program, INSN_BYTES, IsaError
-from edgekit.npu.simulator import NpuCore, NpuFault, ProgramStats
+from edgekit.npu.isa import IsaError
 
-__all__ = ["RingDevice", "SimulatedNpuDevice"]
+__all__ = ["RingDevice", "NpuFault", "ProgramStats"]
 
 logger = logging.getLogger(__name__)
+
+
+class NpuFault(RuntimeError):
+    """The program did something the hardware would fault on (out of range, token underflow)."""
+
+
+@dataclass
+class ProgramStats:
+    """What one program run cost.
+
+    Attributes:
+        cycles: From the first instruction's start to the last one's end.
+        gemm_cycles: Compute-module cycles spent in GEMMs.
+        alu_cycles: Compute-module cycles spent in ALU ops.
+        compute_stall_cycles: Cycles the compute module waited (tokens or DMA).
+        dma_read_cycles, dma_write_cycles: Busy cycles of each AXI channel.
+        dma_read_bytes, dma_write_bytes: DRAM traffic.
+        vectors: Input vectors streamed through the array (x ROWS x COLS = MAC slots).
+        instructions: Instructions executed.
+        leftover_tokens: Tokens pushed but never popped (0 for a balanced program).
+    """
+
+    cycles: int = 0
+    gemm_cycles: int = 0
+    alu_cycles: int = 0
+    compute_stall_cycles: int = 0
+    dma_read_cycles: int = 0
+    dma_write_cycles: int = 0
+    dma_read_bytes: int = 0
+    dma_write_bytes: int = 0
+    vectors: int = 0
+    instructions: int = 0
+    leftover_tokens: int = 0
+
+    @property
+    def bound(self) -> str:
+        """``compute`` when GEMMs kept the array busier than either DMA channel, else ``bandwidth``."""
+        return "compute" if self.gemm_cycles >= max(self.dma_read_cycles, self.dma_write_cycles) else "bandwidth"
+
+    def to_json(self) -> dict[str, object]:
+        d: dict[str, object] = asdict(self)
+        d["bound"] = self.bound
+        return d
+
 
 
 class RingDevice:
@@ -108,31 +153,3 @@ class RingDevice:
             self.write(cpl_base + 32 * (tail % self.regs[Reg.CPL_SIZE]), cpl)
             self.regs[Reg.CPL_TAIL] = (tail + 1) & 0xFFFFFFFF
             self.regs[Reg.CMD_HEAD] = (head + 1) & 0xFFFFFFFF
-
-
-class SimulatedNpuDevice(RingDevice):
-    """The Python model of the accelerator (:class:`~edgekit.npu.simulator.NpuCore`) behind the rings.
-
-    Args:
-        npu: Accelerator parameters.
-        dram_bytes: Size of the shared DRAM.
-        functional: Compute values (``False``: timing only).
-    """
-
-    def __init__(self, npu: NpuConfig, dram_bytes: int, functional: bool = True) -> None:
-        super().__init__(npu, dram_bytes)
-        self.dram = bytearray(dram_bytes)
-        self.core = NpuCore(npu, self.dram, functional=functional)
-
-    def read(self, addr: int, n: int) -> bytes:
-        if addr < 0 or addr + n > self.size:
-            raise IndexError(f"DRAM read {addr}..{addr + n} outside 0..{self.size}")
-        return bytes(self.dram[addr : addr + n])
-
-    def write(self, addr: int, data: bytes) -> None:
-        if addr < 0 or addr + len(data) > self.size:
-            raise IndexError(f"DRAM write {addr}..{addr + len(data)} outside 0..{self.size}")
-        self.dram[addr : addr + len(data)] = data
-
-    def execute(self, prog_addr: int, count: int) -> ProgramStats:
-        return self.core.run(decode_program(self.read(prog_addr, count * INSN_BYTES)))

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -30,57 +29,15 @@ from edgekit.core.fixedpoint import FixedPoint, requantize
 from edgekit.core.profiles import NpuConfig
 from edgekit.npu import timing
 from edgekit.npu.isa import Alu, AluOp, Buffer, Finish, Gemm, Insn, Load, Module, Store, module_of
+from edgekit.npu.ring import NpuFault, ProgramStats
 
-__all__ = ["NpuCore", "ProgramStats", "NpuFault", "HazardError"]
+__all__ = ["NpuCore", "HazardError"]
 
 logger = logging.getLogger(__name__)
 
 
-class NpuFault(RuntimeError):
-    """The program did something the hardware would fault on (out of range, token underflow)."""
-
-
 class HazardError(NpuFault):
     """An instruction read data not yet written or overwrote data still being read."""
-
-
-@dataclass
-class ProgramStats:
-    """What one program run cost.
-
-    Attributes:
-        cycles: From the first instruction's start to the last one's end.
-        gemm_cycles: Compute-module cycles spent in GEMMs.
-        alu_cycles: Compute-module cycles spent in ALU ops.
-        compute_stall_cycles: Cycles the compute module waited (tokens or DMA).
-        dma_read_cycles, dma_write_cycles: Busy cycles of each AXI channel.
-        dma_read_bytes, dma_write_bytes: DRAM traffic.
-        vectors: Input vectors streamed through the array (x ROWS x COLS = MAC slots).
-        instructions: Instructions executed.
-        leftover_tokens: Tokens pushed but never popped (0 for a balanced program).
-    """
-
-    cycles: int = 0
-    gemm_cycles: int = 0
-    alu_cycles: int = 0
-    compute_stall_cycles: int = 0
-    dma_read_cycles: int = 0
-    dma_write_cycles: int = 0
-    dma_read_bytes: int = 0
-    dma_write_bytes: int = 0
-    vectors: int = 0
-    instructions: int = 0
-    leftover_tokens: int = 0
-
-    @property
-    def bound(self) -> str:
-        """``compute`` when GEMMs kept the array busier than either DMA channel, else ``bandwidth``."""
-        return "compute" if self.gemm_cycles >= max(self.dma_read_cycles, self.dma_write_cycles) else "bandwidth"
-
-    def to_json(self) -> dict[str, object]:
-        d: dict[str, object] = asdict(self)
-        d["bound"] = self.bound
-        return d
 
 
 # Token queue each (module, flag) uses: (module, "pop_prev") -> queue name.
