@@ -146,8 +146,8 @@ def run_case(seed: int, board: str, workdir: Path) -> dict[str, Any]:
                 "message": traceback.format_exc()[-1500:], "seconds": time.monotonic() - started}  # fmt: skip
     try:
         package = open_package(pkg_path)
-        npu = package.manifest.get("npu")
-        if isinstance(npu, dict):  # how much the accelerator itself ran (the rest runs on the board's CPU)
+        npu = package.manifest.section("npu")
+        if npu:  # how much the accelerator itself ran (the rest runs on the board's CPU)
             case["npu_layers"] = int(npu.get("layers", 0))
         runner = open_runner(package, load_profiles().board(board), sim=True)
         try:

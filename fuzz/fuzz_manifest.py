@@ -61,7 +61,7 @@ def test_one_input(data: bytes) -> None:
     except PackageError:
         return
     for name in package.names():
-        assert len(package.read(name)) == package.manifest["files"][name]["size"]
+        assert len(package.read(name)) == package.manifest.files[name].size
 
 
 def _main(argv: list[str]) -> None:
