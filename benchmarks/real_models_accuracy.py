@@ -169,7 +169,7 @@ def light(name: str) -> Callable[[int], Model]:
 
         path = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light" / f"light_{name}.onnx"
         prepared = load_model(path)
-        sys.path.insert(0, str(REPO / "tests" / "sim"))
+        sys.path.insert(0, str(REPO / "tests" / "build"))
         from test_host_compile import expose_logits, randomize_weights
 
         randomize_weights(prepared)

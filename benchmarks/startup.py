@@ -68,12 +68,12 @@ def measure(argv: list[str], repeat: int) -> dict:
             "heavy_imports": heavy}
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=10, help="processes per command line (default 10)")
     ap.add_argument("--budget", type=float, default=0.5, help="median seconds allowed (default 0.5)")
     ap.add_argument("--json", metavar="OUT.json", help="also write the results as JSON")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     rows = [dict(measure(a, args.repeat), gated=a in GATED) for a in (*GATED, *OTHERS)]
     width = max(len(r["command"]) for r in rows)
     print(f"{'command':<{width}}  median     max  heavy imports")
