@@ -271,21 +271,26 @@ def test_avx512_takes_half_vectors_only_where_they_take_no_more_instructions():
     assert rw.pick(None, 32) is VNNI512
 
 
-def test_avx2_takes_pmaddubsw_for_7_bit_weights(tmp_path):
-    # Per-channel weights quantized to 7 bits (what onnxruntime's
-    # reduce_range writes) cannot saturate vpmaddubsw: AVX2 uses it.
-    model = _fp32_model(seed=3)
-    src = tmp_path / "fp32.onnx"
-    onnx.save(model, str(src))
+@pytest.fixture(scope="module")
+def int8_7bit_model(tmp_path_factory) -> str:
+    """The int8 model with its weights halved to 7 bits (what onnxruntime's
+    reduce_range writes): they cannot saturate vpmaddubsw, so AVX2 uses it."""
+    d = tmp_path_factory.mktemp("int8_7bit")
+    src = d / "fp32.onnx"
+    onnx.save(_fp32_model(seed=3), str(src))
     cal = {"x": np.random.default_rng(1).standard_normal((8, 3, 10, 10)).astype(np.float32)}
     q = quantize(str(src), QuantConfig(), calibration=cal)
     for init in q.model.graph.initializer:
         arr = numpy_helper.to_array(init)
         if arr.dtype == np.int8 and arr.ndim >= 2:
             init.CopyFrom(numpy_helper.from_array((arr // 2).astype(np.int8), init.name))
-    path = tmp_path / "int8_7bit.onnx"
+    path = d / "int8_7bit.onnx"
     onnx.save(q.model, str(path))
-    asm = _kernels_asm(str(path), tvm.target.Target({"kind": "llvm", "mcpu": "haswell"}))
+    return str(path)
+
+
+def test_avx2_takes_pmaddubsw_for_7_bit_weights(int8_7bit_model):
+    asm = _kernels_asm(int8_7bit_model, tvm.target.Target({"kind": "llvm", "mcpu": "haswell"}))
     u8s8 = {n: a for n, a in asm.items() if U8S8_256.name in n}
     assert len(u8s8) == 3, sorted(asm)
     for name, text in u8s8.items():
@@ -364,6 +369,18 @@ def test_dot_kernels_are_bit_exact_with_generic_integer_kernels(int8_model, mcpu
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     lsb = float(np.max(inits[last.input[1]]))
     assert np.mean(np.abs(got - want) <= lsb * 1.001) >= 0.999
+
+
+def test_pmaddubsw_kernels_are_bit_exact_with_generic_integer_kernels(int8_7bit_model, monkeypatch):
+    if "haswell" not in _runnable_targets():
+        pytest.skip("this CPU has no AVX2")
+    target = tvm.target.Target({"kind": "llvm", "mcpu": "haswell"})
+    x = np.random.default_rng(6).standard_normal((2, 3, 10, 10)).astype(np.float32)
+    got, built = _run(int8_7bit_model, target, x)
+    assert sum(U8S8_256.name in gv.name_hint for gv in built.lowered.get_global_vars()) == 3
+    monkeypatch.setattr(cpu_int8, "dot_isa", lambda t: None)
+    generic, _ = _run(int8_7bit_model, target, x)
+    np.testing.assert_array_equal(got, generic)
 
 
 def test_float_requantization_is_within_one_step_of_the_fixed_point_form(int8_model, monkeypatch):

@@ -16,7 +16,7 @@ counterpart.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:  # pragma: no cover
     import tvm
@@ -107,9 +107,11 @@ def dot_isa(target: tvm.target.Target) -> DotIsa | None:
     return None
 
 
-def _desc_for(lanes: int, k: int, operand: str, weight: str) -> Any:
-    """What a ``lanes x k`` dot-product step computes: ``C[i] += sum_j A[j] * B[i, j]`` (int32)."""
+def _desc(isa: DotIsa) -> Any:
+    """What one step of ``isa`` computes: ``C[i] += sum_j A[j] * B[i, j]`` (int32)."""
     from tvm.script import tirx as T
+
+    lanes, k, operand, weight = isa.lanes, isa.k, isa.operand, isa.weight_dtype
 
     @T.prim_func(s_tir=True)
     def desc(
@@ -129,92 +131,69 @@ def _desc_for(lanes: int, k: int, operand: str, weight: str) -> Any:
     return desc
 
 
-def _vpdpbusd(lanes: int, llvm: str) -> Any:
-    """``vpdpbusd``: ``k = 4`` u8 x s8 products into each int32 lane."""
+#: The update one instruction makes: ``(acc, a, w) -> acc'``, all vectors
+#: (``acc``, ``acc'``: int32 lanes; ``a``: the activations broadcast to every
+#: lane; ``w``: each lane's weights).
+_Step = Callable[[Any, Any, Any], Any]
+
+
+def _llvm(name: str, *args: Any, dtype: str) -> Any:
+    """A call of the pure LLVM intrinsic ``name``."""
     from tvm.script import tirx as T
 
-    nbytes = 4 * lanes
+    return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(name), *args, dtype=dtype)
+
+
+def _vpdpbusd(llvm: str, lanes: int) -> _Step:
+    """``vpdpbusd``: four u8 x s8 products added into each int32 lane by the instruction itself."""
+    return lambda acc, a, w: _llvm(llvm, acc, a, w, dtype=f"int32x{lanes}")
+
+
+def _pmaddwd(llvm: str, lanes: int) -> _Step:
+    """``vpmaddwd``: two s16 x s16 products summed into each int32 lane, then added to it."""
+    return lambda acc, a, w: acc + _llvm(llvm, a, w, dtype=f"int32x{lanes}")
+
+
+def _pmaddubsw(lanes: int) -> _Step:
+    """``vpmaddubsw`` (u8 x s8 pairs, saturating to s16), then ``vpmaddwd`` by ones (pairs to s32)."""
+    from tvm.script import tirx as T
+
+    pairs_to_int32 = _pmaddwd("llvm.x86.avx2.pmadd.wd", lanes)
+
+    def step(acc: Any, a: Any, w: Any) -> Any:
+        pairs = _llvm("llvm.x86.avx2.pmadd.ub.sw", a, w, dtype=f"int16x{2 * lanes}")
+        return pairs_to_int32(acc, pairs, T.broadcast(T.int16(1), 2 * lanes))
+
+    return step
+
+
+def _impl(isa: DotIsa, packed: str, step: _Step) -> Any:
+    """``isa``'s step as one ``step``: the ``k`` activations, as one int32, broadcast to every lane.
+
+    Args:
+        isa: Shapes and dtypes of the step (those of :func:`_desc`).
+        packed: Element type the instruction takes the broadcast activations as.
+        step: The instruction(s).
+    """
+    from tvm.script import tirx as T
+
+    lanes, k, operand, weight = isa.lanes, isa.k, isa.operand, isa.weight_dtype
 
     @T.prim_func(s_tir=True)
     def impl(
-        A: T.Buffer((4,), "uint8", offset_factor=1),
-        B: T.Buffer((lanes, 4), "int8", offset_factor=1),
+        A: T.Buffer((k,), operand, offset_factor=1),
+        B: T.Buffer((lanes, k), weight, offset_factor=1),
         C: T.Buffer((lanes,), "int32", offset_factor=1),
     ) -> None:
         with T.sblock("root"):
-            T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
+            T.reads(C[0:lanes], A[0:k], B[0:lanes, 0:k])
             T.writes(C[0:lanes])
             a = T.reinterpret(
-                T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), lanes), dtype=f"int8x{nbytes}"
+                T.broadcast(T.reinterpret(A.vload([0], f"{operand}x{k}"), dtype="int32"), lanes),
+                dtype=f"{packed}x{k * lanes}",
             )
-            C[T.ramp(T.int32(0), 1, lanes)] = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id(llvm),
-                C.vload([0], dtype=f"int32x{lanes}"),
-                a,
-                B.vload([0, 0], dtype=f"int8x{nbytes}"),
-                dtype=f"int32x{lanes}",
-            )
-
-    return impl
-
-
-def _pmaddubsw(lanes: int) -> Any:
-    """``vpmaddubsw`` (u8 x s8 pairs, saturating to s16) then ``vpmaddwd`` by ones (pairs to s32)."""
-    from tvm.script import tirx as T
-
-    nbytes = 4 * lanes
-
-    @T.prim_func(s_tir=True)
-    def impl(
-        A: T.Buffer((4,), "uint8", offset_factor=1),
-        B: T.Buffer((lanes, 4), "int8", offset_factor=1),
-        C: T.Buffer((lanes,), "int32", offset_factor=1),
-    ) -> None:
-        with T.sblock("root"):
-            T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
-            T.writes(C[0:lanes])
-            a = T.reinterpret(
-                T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), lanes), dtype=f"uint8x{nbytes}"
-            )
-            pairs = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.ub.sw"),
-                a,
-                B.vload([0, 0], dtype=f"int8x{nbytes}"),
-                dtype=f"int16x{2 * lanes}",
-            )
-            C[T.ramp(T.int32(0), 1, lanes)] = C.vload([0], dtype=f"int32x{lanes}") + T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"),
-                pairs,
-                T.broadcast(T.int16(1), 2 * lanes),
-                dtype=f"int32x{lanes}",
-            )
-
-    return impl
-
-
-def _pmaddwd(lanes: int, llvm: str) -> Any:
-    """``vpmaddwd``: ``k = 2`` s16 x s16 products into each int32 lane."""
-    from tvm.script import tirx as T
-
-    halves = 2 * lanes
-
-    @T.prim_func(s_tir=True)
-    def impl(
-        A: T.Buffer((2,), "int16", offset_factor=1),
-        B: T.Buffer((lanes, 2), "int16", offset_factor=1),
-        C: T.Buffer((lanes,), "int32", offset_factor=1),
-    ) -> None:
-        with T.sblock("root"):
-            T.reads(C[0:lanes], A[0:2], B[0:lanes, 0:2])
-            T.writes(C[0:lanes])
-            a = T.reinterpret(
-                T.broadcast(T.reinterpret(A.vload([0], "int16x2"), dtype="int32"), lanes), dtype=f"int16x{halves}"
-            )
-            C[T.ramp(T.int32(0), 1, lanes)] = C.vload([0], dtype=f"int32x{lanes}") + T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id(llvm),
-                a,
-                B.vload([0, 0], dtype=f"int16x{halves}"),
-                dtype=f"int32x{lanes}",
+            C[T.ramp(T.int32(0), 1, lanes)] = step(
+                C.vload([0], dtype=f"int32x{lanes}"), a, B.vload([0, 0], dtype=f"{weight}x{k * lanes}")
             )
 
     return impl
@@ -249,6 +228,7 @@ def _dw_pmaddwd(lanes: int, llvm: str) -> Any:
     # Lanes (x[p][c], x[p + 1][c]) for each channel c: one vpmaddwd
     # multiplies both taps and adds them in 32 bits (exact).
     order = [i // 2 + (i % 2) * lanes for i in range(2 * lanes)]
+    accumulate = _pmaddwd(llvm, lanes)
 
     @T.prim_func(s_tir=True)
     def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
@@ -261,8 +241,8 @@ def _dw_pmaddwd(lanes: int, llvm: str) -> Any:
             T.writes(C[0:lanes])
             # One expression: a named intermediate would be a local
             # buffer, which TVM allocates from the workspace per call.
-            C[T.ramp(T.int32(0), 1, lanes)] = C.vload([0], dtype=f"int32x{lanes}") + T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id(llvm),
+            C[T.ramp(T.int32(0), 1, lanes)] = accumulate(
+                C.vload([0], dtype=f"int32x{lanes}"),
                 T.Shuffle(
                     [
                         T.Cast(f"int16x{lanes}", A.vload([0, 0], f"int8x{lanes}")),
@@ -271,7 +251,6 @@ def _dw_pmaddwd(lanes: int, llvm: str) -> Any:
                     order,
                 ),
                 B.vload([0, 0], dtype=f"int16x{2 * lanes}"),
-                dtype=f"int32x{lanes}",
             )
 
     return impl
@@ -287,9 +266,13 @@ def register_intrinsics() -> None:
     from tvm.s_tir import TensorIntrin
 
     TensorIntrin.register(DW_I16_512.intrin, _dw_desc(16), _dw_pmaddwd(16, "llvm.x86.avx512.pmaddw.d.512"))
-    TensorIntrin.register(VNNI512.intrin, _desc_for(16, 4, "uint8", "int8"), _vpdpbusd(16, "llvm.x86.avx512.vpdpbusd.512"))
-    TensorIntrin.register(VNNI256.intrin, _desc_for(8, 4, "uint8", "int8"), _vpdpbusd(8, "llvm.x86.avx512.vpdpbusd.256"))
-    TensorIntrin.register(U8S8_256.intrin, _desc_for(8, 4, "uint8", "int8"), _pmaddubsw(8))
-    TensorIntrin.register(I16_512.intrin, _desc_for(16, 2, "int16", "int16"), _pmaddwd(16, "llvm.x86.avx512.pmaddw.d.512"))
-    TensorIntrin.register(I16_256.intrin, _desc_for(8, 2, "int16", "int16"), _pmaddwd(8, "llvm.x86.avx2.pmadd.wd"))
+    # vpdpbusd takes its u8 operand as <N x i8> since LLVM 21.
+    for isa, packed, step in (
+        (VNNI512, "int8", _vpdpbusd("llvm.x86.avx512.vpdpbusd.512", 16)),
+        (VNNI256, "int8", _vpdpbusd("llvm.x86.avx512.vpdpbusd.256", 8)),
+        (U8S8_256, "uint8", _pmaddubsw(8)),
+        (I16_512, "int16", _pmaddwd("llvm.x86.avx512.pmaddw.d.512", 16)),
+        (I16_256, "int16", _pmaddwd("llvm.x86.avx2.pmadd.wd", 8)),
+    ):
+        TensorIntrin.register(isa.intrin, _desc(isa), _impl(isa, packed, step))
     _REGISTERED.add("all")
