@@ -124,6 +124,7 @@ def judge(graph: FuzzGraph, outputs: dict[str, np.ndarray], ref: dict[str, np.nd
 def run_case(seed: int, board: str, workdir: Path) -> dict[str, Any]:
     """Compiles and runs graph ``seed`` on ``board``; the outcome and details."""
     from edgekit.compiler.backend import CompileOptions
+    from edgekit.compiler.backends.npu.section import NpuSection
     from edgekit.compiler.driver import compile_model
     from edgekit.package import open_package
     from edgekit.core.errors import EdgekitError
@@ -146,9 +147,9 @@ def run_case(seed: int, board: str, workdir: Path) -> dict[str, Any]:
                 "message": traceback.format_exc()[-1500:], "seconds": time.monotonic() - started}  # fmt: skip
     try:
         package = open_package(pkg_path)
-        npu = package.manifest.section("npu")
-        if npu:  # how much the accelerator itself ran (the rest runs on the board's CPU)
-            case["npu_layers"] = int(npu.get("layers", 0))
+        npu = NpuSection.of(package.manifest)
+        if npu is not None:  # how much the accelerator itself ran (the rest runs on the board's CPU)
+            case["npu_layers"] = npu.layers
         runner = open_runner(package, load_profiles().board(board), sim=True)
         try:
             outputs = runner.run(graph.inputs)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING
 
 from rich.table import Table
 
@@ -12,6 +12,10 @@ from edgekit.cli.render import StageProgress, add_json_flags, console, emit_resu
 from edgekit.compiler.backend import INT8_CHOICES, WEIGHT_STORAGE, CompileOptions
 from edgekit.core.tensors import parse_input_shapes
 from edgekit.package import Manifest
+
+if TYPE_CHECKING:
+    from edgekit.compiler.backends.aot_c.section import AotSection
+    from edgekit.compiler.backends.llvm.int8_choice import Int8Choice
 
 __all__ = ["add_parser", "run"]
 
@@ -58,10 +62,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _weights_text(manifest: Manifest) -> str:
+def _weights_text(manifest: Manifest, aot: "AotSection | None") -> str:
     """Stored weight bytes, with the dense size when storage made them smaller."""
     stored = format_bytes((manifest.memory or {}).get("weight_bytes", 0))
-    storage = manifest.section("aot").get("weight_storage")
+    storage = aot.weight_storage if aot is not None else {}
     if not storage or not storage.get("sparse_tensors"):
         return stored
     return (f"{stored} stored ({format_bytes(storage['dense_bytes'])} dense; "
@@ -72,24 +76,24 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f} ms"
 
 
-def _int8_choice_rows(table: Table, choice: dict[str, Any] | None) -> None:
+def _int8_choice_rows(table: Table, choice: "Int8Choice | None") -> None:
     """The int8/fp32 choice: the decision, the whole-model times and every layer kept in fp32."""
-    if not choice:
+    if choice is None:
         return
-    times = ", ".join(f"{k} {_ms(v)}" for k, v in choice.get("model_ms", {}).items())
-    table.add_row("int8 choice", f"{choice['decision']} ({choice['source']}): {choice['reason']}")
+    times = ", ".join(f"{k} {_ms(v)}" for k, v in choice.model_ms.items())
+    table.add_row("int8 choice", f"{choice.decision} ({choice.source}): {choice.reason}")
     if times:
-        table.add_row("", f"whole model: {times}; {choice['extra_seconds']:.1f} s of compile time")
-    timed = len(choice.get("timed_layers", []))
-    if choice["source"] not in ("off", "unknown"):
-        table.add_row("", f"{timed} of {choice['candidates']} quantized layers timed alone"
-                      + (f", {choice['not_timed']} not timed (budget; stay int8)" if choice["not_timed"] else "")
-                      + (f", {choice['elementwise']} elementwise (not timed alone; stay int8)"
-                         if choice.get("elementwise") else ""))
-    for layer in choice.get("fp32_layers", [])[:20]:
-        table.add_row(f"  fp32 {layer['node']}", f"{layer['op_type']}: int8 {_ms(layer['int8_ms'])}, "
-                      f"fp32 {_ms(layer['fp32_ms'])} ({layer['source']}); {layer['reason']}")  # fmt: skip
-    more = len(choice.get("fp32_layers", [])) - 20
+        table.add_row("", f"whole model: {times}; {choice.extra_seconds:.1f} s of compile time")
+    if choice.source not in ("off", "unknown"):
+        table.add_row("", f"{len(choice.layers)} of {choice.candidates} quantized layers timed alone"
+                      + (f", {choice.not_timed} not timed (budget; stay int8)" if choice.not_timed else "")
+                      + (f", {choice.elementwise} elementwise (not timed alone; stay int8)"
+                         if choice.elementwise else ""))
+    fp32_layers = choice.fp32_layers
+    for layer in fp32_layers[:20]:
+        table.add_row(f"  fp32 {layer.node}", f"{layer.op_type}: int8 {_ms(layer.int8_ms)}, "
+                      f"fp32 {_ms(layer.fp32_ms)} ({layer.source}); {layer.reason}")  # fmt: skip
+    more = len(fp32_layers) - 20
     if more > 0:
         table.add_row("", f"... {more} more layers in fp32 (--json lists all)")
 
@@ -112,7 +116,11 @@ def run(args: argparse.Namespace) -> int:
                                board_dirs=args.boards_dir, progress=progress)  # fmt: skip
     if emit_result(args, result.to_json()):
         return 0
+    from edgekit.compiler.backends.aot_c.section import AotSection
+    from edgekit.compiler.backends.llvm.int8_choice import Int8Choice
+
     manifest = result.manifest
+    aot = AotSection.of(manifest)
     mem = manifest.memory or {}
     table = Table(title=f"compiled {manifest.model_name} for {manifest.board}", show_header=False)
     table.add_column("what")
@@ -123,13 +131,13 @@ def run(args: argparse.Namespace) -> int:
         for spec in specs or ():
             table.add_row(f"{kind} {spec.name}", f"{'x'.join(map(str, spec.shape))} {spec.dtype}")
     table.add_row("arena", format_bytes(mem.get("arena_bytes", 0)))
-    table.add_row("weights", _weights_text(manifest))
+    table.add_row("weights", _weights_text(manifest, aot))
     if mem.get("decode_scratch_bytes"):
         table.add_row("decode scratch", f"{format_bytes(mem['decode_scratch_bytes'])} (inside the arena)")
-    for op in manifest.section("aot").get("float_ops") or []:
+    for op in aot.float_ops if aot is not None else ():
         table.add_row(f"float op {op['step']}", f"{op['kernel']}: {format_bytes(op['float_bytes'])} of float tensors, "
                       f"arena {format_bytes(op['arena_cost_bytes'])} larger than with int8")  # fmt: skip
-    _int8_choice_rows(table, manifest.extra.get("int8_choice"))
+    _int8_choice_rows(table, Int8Choice.of(manifest))
     table.add_row("code", format_bytes(mem.get("code_bytes", 0)))
     table.add_row("time", f"{result.compile_seconds:.1f} s")
     console.print(table)

@@ -6,7 +6,8 @@ backend-specific sections (``entry``, ``library``, ``params``, ``aot``,
 :attr:`Manifest.extra`; :meth:`Manifest.to_json` writes the same layout back,
 so packages written before this module existed load unchanged. The layout is
 documented in ``docs/package-format.md``. Callers read the typed attributes;
-a backend's own section through :meth:`Manifest.section`.
+a backend's own section through its typed class, ``XSection.of(manifest)``
+(:mod:`edgekit.package.sections`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, NoReturn
 
 from edgekit.core.errors import ManifestError, PackageError
 from edgekit.core.tensors import TensorSpec
+from edgekit.package.sections import ParamsSection
 
 __all__ = [
     "FORMAT_VERSION",
@@ -267,7 +269,7 @@ class Manifest:
     @property
     def params_member(self) -> str:
         """The weights member of a TVM VM package (``params.member``)."""
-        return str(self.section("params").get("member", "params.bin"))
+        return (ParamsSection.of(self) or ParamsSection()).member
 
     @property
     def entry(self) -> str:

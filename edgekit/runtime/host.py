@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import numpy as np
 
 from edgekit.package import Package
+from edgekit.package.sections import ParamsSection
 from edgekit.core.errors import PackageError
 from edgekit.core.tensors import check_inputs
 from edgekit.runtime.connection import connect
@@ -153,8 +154,9 @@ class HostRunner:
             ) from exc
         # Keys sort in call order (p00000, p00001, ...; see compiler/backends/llvm/host.py).
         self._params = [weights[k] for k in sorted(weights.keys())]
-        count = manifest.section("params").get("count")
-        if count is not None and len(self._params) != int(count):
+        params = ParamsSection.of(manifest)
+        count = params.count if params is not None else None
+        if count is not None and len(self._params) != count:
             self.close()
             raise PackageError(
                 f"package '{package.path}' holds {len(self._params)} weights, its manifest says {count}",

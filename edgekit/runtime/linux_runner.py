@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
 import numpy as np
 
 from edgekit.package import Package
+from edgekit.package.sections import LinuxSection
 from edgekit.core.errors import ChecksumError, ConfigError, DeviceError, DeviceTimeoutError, PackageError
 from edgekit.core.tensors import TensorSpec, check_inputs
 from edgekit.runtime.connection import connect
@@ -310,14 +311,13 @@ class LinuxRunner:
                 f"package runtime is '{package.runtime}', the Linux runner needs '{RUNTIME}'",
                 hint=f"Recompile the model with --board {self.board.name}.",
             )
-        info = package.manifest.section("linux")
-        runner_member = info.get("runner", "bin/runner")
-        weights_member = info.get("weights", "weights.bin")
+        info = LinuxSection.of(package.manifest) or LinuxSection()
+        runner_member, weights_member = info.runner, info.weights
         for member in (runner_member, weights_member):
             if member not in package:
                 raise PackageError(f"package has no member '{member}'", hint="Recompile it with `edgekit compile`.")
         self.close()
-        self._executor = self._open_executor(str(info.get("arch", "")))
+        self._executor = self._open_executor(info.arch)
         files = {"runner": package.read(runner_member), "weights.bin": package.read(weights_member)}
         self._paths = {
             "runner": self._executor.put("runner", files["runner"], executable=True),

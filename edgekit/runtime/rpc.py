@@ -56,6 +56,7 @@ from edgekit.core.rpc_tracker import (  # the tracker client, shared with tuning
     server_info,
 )
 from edgekit.core.rpc_tracker import remote_info as _remote_info
+from edgekit.package.sections import LinuxSection
 from edgekit.runtime.runner import Timing
 
 if TYPE_CHECKING:
@@ -299,9 +300,8 @@ class RpcRunner:
     def _load_linux(self) -> None:
         from edgekit.runtime.linux_runner import check_deployed
 
-        meta = self.package.manifest.section("linux")
-        files = {"runner": self.package.read(meta.get("runner", "bin/runner")),
-                 "weights.bin": self.package.read(meta.get("weights", "weights.bin"))}  # fmt: skip
+        meta = LinuxSection.of(self.package.manifest) or LinuxSection()
+        files = {"runner": self.package.read(meta.runner), "weights.bin": self.package.read(meta.weights)}
         self._executor = RpcExecutor(self._remote, self.where)
         self._paths = {name: self._executor.put(name, data, executable=name == "runner") for name, data in files.items()}
         self.deployment = check_deployed(self._executor, files)

@@ -42,6 +42,7 @@ from edgekit.compiler.backends.aot_c.graph import AotGraph
 from edgekit.compiler.backends.aot_c.kernels import KernelBuild, build_kernels
 from edgekit.compiler.backends.aot_c.layout import AotLayout, float_ops, layout_model
 from edgekit.compiler.backends.aot_c.memory import check_plan_fits, lower_to_graph, plan_graph, plan_memory
+from edgekit.compiler.backends.aot_c.section import AotSection
 from edgekit.compiler.backend import CHECK_OPERATORS, BuildResult, CompileOptions, Pass, ProgressFn, no_progress, check_operators, refuse_tuning
 from edgekit.compiler import firmware
 from edgekit.core.errors import CompileError, DoesNotFitError
@@ -410,23 +411,23 @@ def build(
         runtime=RUNTIME,
         memory=memory,
         extra_manifest={
-            "aot": {
-                "model_c": MODEL_C,
-                "model_h": MODEL_H,
-                "kernels": KERNELS_O,
-                "weights": WEIGHTS_BIN,
-                "firmware": FIRMWARE_ELF if FIRMWARE_ELF in members else None,
-                "alignment": artifacts.layout.plan.alignment,
-                "kernel_calls": len(graph.calls),
-                "int8_c_kernel_calls": sum(1 for c in graph.calls if c.extern),
-                "arena_bytes_without_reuse": artifacts.layout.plan.total_bytes,
-                "code_bytes_measured": measured,
-                "kernel_imports": kernel_imports,
-                "input_offsets": [artifacts.layout.tensor_offsets[t] for t in graph.inputs],
-                "output_offsets": [artifacts.layout.tensor_offsets[t] for t in graph.outputs],
-                "weight_storage": _storage_manifest(artifacts.layout, mode, storage_note),
-                "float_ops": float_ops(graph, artifacts.layout),
-            }
+            AotSection.KEY: AotSection(
+                model_c=MODEL_C,
+                model_h=MODEL_H,
+                kernels=KERNELS_O,
+                weights=WEIGHTS_BIN,
+                firmware=FIRMWARE_ELF if FIRMWARE_ELF in members else None,
+                alignment=artifacts.layout.plan.alignment,
+                kernel_calls=len(graph.calls),
+                int8_c_kernel_calls=sum(1 for c in graph.calls if c.extern),
+                arena_bytes_without_reuse=artifacts.layout.plan.total_bytes,
+                code_bytes_measured=measured,
+                kernel_imports=tuple(kernel_imports),
+                input_offsets=tuple(artifacts.layout.tensor_offsets[t] for t in graph.inputs),
+                output_offsets=tuple(artifacts.layout.tensor_offsets[t] for t in graph.outputs),
+                weight_storage=_storage_manifest(artifacts.layout, mode, storage_note),
+                float_ops=tuple(float_ops(graph, artifacts.layout)),
+            ).to_json()
         },
     )
 

@@ -30,9 +30,11 @@ import numpy as np
 from edgekit.compiler.backend import (
     CHECK_OPERATORS, BuildResult, CompileOptions, Pass, ProgressFn, check_operators, refuse_tuning,
 )
+from edgekit.compiler.backends.cuda.section import CudaSection
 from edgekit.compiler.backends.llvm.host import LIBRARY_MEMBER, PARAMS_MEMBER, param_key
 from edgekit.compiler.importer import tvm_error_line
 from edgekit.core.errors import CompileError
+from edgekit.package.sections import ParamsSection
 
 if TYPE_CHECKING:
     from edgekit.core.profiles import Board, Target
@@ -224,8 +226,8 @@ def build(
         extra_manifest={
             "entry": "main",
             "library": LIBRARY_MEMBER,
-            "params": {"member": PARAMS_MEMBER, "format": "tvm-param-dict", "count": len(weights)},
-            "cuda": {"compiler": compiler, "schedule": "dlight default gpu rules",
-                     "source": SOURCE_MEMBER if SOURCE_MEMBER in members else None},
+            ParamsSection.KEY: ParamsSection(PARAMS_MEMBER, "tvm-param-dict", len(weights)).to_json(),
+            CudaSection.KEY: CudaSection(compiler, "dlight default gpu rules",
+                                         SOURCE_MEMBER if SOURCE_MEMBER in members else None).to_json(),
         },
     )

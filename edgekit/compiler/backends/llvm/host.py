@@ -27,6 +27,7 @@ import numpy as np
 from edgekit.compiler.backend import BuildResult, CompileOptions, ProgressFn, check_operators
 from edgekit.compiler.importer import tvm_error_line
 from edgekit.core.errors import CompileError
+from edgekit.package.sections import ParamsSection
 
 if TYPE_CHECKING:
     from edgekit.core.profiles import Board, Target
@@ -164,7 +165,7 @@ def build(
         extra_manifest={
             "entry": "main",
             "library": LIBRARY_MEMBER,
-            "params": {"member": PARAMS_MEMBER, "format": "tvm-param-dict", "count": len(weights), "names": param_names},
+            ParamsSection.KEY: ParamsSection(PARAMS_MEMBER, "tvm-param-dict", len(weights), tuple(param_names)).to_json(),
             **({"integer_lowering": integer_report} if integer_report else {}),
         },
     )

@@ -43,7 +43,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
 import onnx
@@ -51,6 +51,7 @@ import onnx
 from edgekit.compiler.backend import INT8_CHOICES, BuildResult, CompileOptions, ProgressFn
 from edgekit.core.errors import CompileError
 from edgekit.frontend.qdq_graph import float_layers, float_model, layer_subgraph, named_nodes, quantized_nodes
+from edgekit.package.sections import Section, SectionReader
 
 if TYPE_CHECKING:
     from edgekit.core.profiles import Board, Target
@@ -142,6 +143,14 @@ class LayerCost:
         return {"node": self.node, "op_type": self.op_type, "int8_ms": r(self.int8_ms), "fp32_ms": r(self.fp32_ms),
                 "source": self.source, "kept": self.kept, "reason": self.reason}  # fmt: skip
 
+    @classmethod
+    def from_json(cls, data: Any, *, where: str = "package") -> LayerCost:
+        """One entry of the manifest's ``int8_choice.timed_layers``."""
+        r = SectionReader(data, "int8_choice.timed_layers[]", where)
+        return cls(r.get("node", str), r.get("op_type", str, ""), r.get("int8_ms", float, None, optional=True),
+                   r.get("fp32_ms", float, None, optional=True), r.get("source", str, ""), r.get("kept", str, "int8"),
+                   r.get("reason", str, ""))  # fmt: skip
+
 
 class CostProvider(Protocol):
     """Times layers and whole builds in int8 and fp32 (measured or modeled).
@@ -163,8 +172,9 @@ class CostProvider(Protocol):
 
 
 @dataclass
-class Int8Choice:
-    """What :func:`choose` decided; the manifest's ``int8_choice``.
+class Int8Choice(Section):
+    """What :func:`choose` decided; the manifest's ``int8_choice`` (the llvm
+    backend's section, read with ``Int8Choice.of(manifest)``).
 
     Attributes:
         mode: The option (``auto`` or ``int8``).
@@ -196,6 +206,8 @@ class Int8Choice:
     extra_seconds: float = 0.0
     timing: str = ""
 
+    KEY: ClassVar[str] = "int8_choice"
+
     @property
     def fp32_layers(self) -> list[LayerCost]:
         """Layers compiled in fp32, each with its times and the reason."""
@@ -216,6 +228,22 @@ class Int8Choice:
             "extra_seconds": round(self.extra_seconds, 2),
             "timing": self.timing,
         }
+
+    @classmethod
+    def from_json(cls, data: Any, *, where: str = "package") -> Int8Choice:
+        """The manifest's ``int8_choice`` (``fp32_layers`` is derived from ``timed_layers``)."""
+        r = SectionReader(data, cls.KEY, where)
+        model_ms = r.get("model_ms", dict, {})
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in model_ms.values()):
+            r.bad("int8_choice.model_ms", "an object of numbers")
+        return cls(
+            mode=r.get("mode", str, ""), source=r.get("source", str, ""), decision=r.get("decision", str, "int8"),
+            reason=r.get("reason", str, ""),
+            layers=[LayerCost.from_json(c, where=where) for c in r.get("timed_layers", list, [])],
+            model_ms={k: float(v) for k, v in model_ms.items()}, candidates=r.get("candidates", int, 0),
+            not_timed=r.get("not_timed", int, 0), elementwise=r.get("elementwise", int, 0),
+            extra_seconds=float(r.get("extra_seconds", float, 0.0)), timing=r.get("timing", str, ""),
+        )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- #

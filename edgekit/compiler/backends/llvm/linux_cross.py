@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from edgekit.compiler import firmware
 from edgekit.compiler.backend import BuildResult, CompileOptions, ProgressFn, check_operators, refuse_tuning
 from edgekit.core.errors import CompileError
+from edgekit.package.sections import LinuxSection
 
 if TYPE_CHECKING:
     from edgekit.core.profiles import Board, Target
@@ -256,14 +257,14 @@ def build(
         runtime=RUNTIME,
         memory=memory,
         extra_manifest={
-            "linux": {
-                "runner": RUNNER_MEMBER,
-                "weights": WEIGHTS_MEMBER,
-                "arch": flags[1].split("-")[0],
-                "zig_target": flags[1],
-                "zig_flags": flags,
-                "libc": "musl (static)",
-                "kernel_calls": len(artifacts.graph.calls),
-            }
+            LinuxSection.KEY: LinuxSection(
+                runner=RUNNER_MEMBER,
+                weights=WEIGHTS_MEMBER,
+                arch=flags[1].split("-")[0],
+                zig_target=flags[1],
+                zig_flags=tuple(flags),
+                libc="musl (static)",
+                kernel_calls=len(artifacts.graph.calls),
+            ).to_json()
         },
     )

@@ -22,6 +22,7 @@ from edgekit.compiler.backend import BuildResult, CompileOptions, Pass, Progress
 from edgekit.compiler.backends.npu.codegen import Program, generate
 from edgekit.compiler.backends.npu.host_split import split_host_graph
 from edgekit.compiler.backends.npu.partition import Partition, partition
+from edgekit.compiler.backends.npu.section import NpuSection
 from edgekit.compiler.backends.npu.tiling import Tiling, plan
 from edgekit.core.errors import CompileError, DoesNotFitError
 from edgekit.core.profiles import NpuConfig
@@ -202,5 +203,5 @@ def build(
             "code_bytes": len(result.members[PROGRAM_MEMBER]),
             "npu_dram_bytes": int(dram["size"]),
         },
-        extra_manifest={"npu": {"plan": PLAN_MEMBER, "partition": summary, "layers": len(result.program.layers)}},
+        extra_manifest={NpuSection.KEY: NpuSection(PLAN_MEMBER, summary, len(result.program.layers)).to_json()},
     )

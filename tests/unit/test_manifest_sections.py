@@ -1,0 +1,106 @@
+"""The backends' typed manifest sections: what compile writes round-trips, older packages read with
+defaults, a key of the wrong type is a ManifestError naming it."""
+
+from __future__ import annotations
+
+import copy
+import re
+from typing import Any
+
+import pytest
+
+from edgekit.compiler.backends.aot_c.section import AotSection
+from edgekit.compiler.backends.cuda.section import CudaSection
+from edgekit.compiler.backends.llvm.int8_choice import Int8Choice, LayerCost
+from edgekit.compiler.backends.npu.section import NpuSection
+from edgekit.core.errors import ManifestError
+from edgekit.package import Manifest
+from edgekit.package.sections import LinuxSection, ParamsSection
+
+#: Each section as this edgekit's compile writes it (key order included).
+WRITTEN: dict[type, dict[str, Any]] = {
+    ParamsSection: {"member": "params.bin", "format": "tvm-param-dict", "count": 10, "names": ["p0", "p1"]},
+    LinuxSection: {"runner": "bin/runner", "weights": "weights.bin", "arch": "aarch64",
+                   "zig_target": "aarch64-linux-musl", "zig_flags": ["-target", "aarch64-linux-musl"],
+                   "libc": "musl (static)", "kernel_calls": 6},
+    CudaSection: {"compiler": "nvrtc", "schedule": "dlight default gpu rules", "source": None},
+    AotSection: {"model_c": "model/model.c", "model_h": "model/model.h", "kernels": "model/kernels.o",
+                 "weights": "weights.bin", "firmware": "firmware/firmware.elf", "alignment": 64, "kernel_calls": 6,
+                 "int8_c_kernel_calls": 0, "arena_bytes_without_reuse": 15784, "code_bytes_measured": True,
+                 "kernel_imports": ["memcpy"], "input_offsets": [0], "output_offsets": [64],
+                 "weight_storage": {"mode": "auto", "dense_bytes": 71912, "stored_bytes": 71912, "sparse_tensors": 0,
+                                    "tensors": [{"name": "w0", "encoding": "dense"}]},
+                 "float_ops": [{"step": 0, "kernel": "ek_nn_quantize_s8", "float_bytes": 256, "arena_cost_bytes": 192}]},
+    NpuSection: {"plan": "npu/plan.json", "partition": {"offloaded_layers": 5, "offloaded_macs_fraction": 0.75},
+                 "layers": 5},
+    Int8Choice: {"mode": "auto", "source": "measured", "decision": "mixed", "reason": "1 layer(s) in fp32",
+                 "fp32_layers": [{"node": "c1", "op_type": "Conv", "int8_ms": 0.5, "fp32_ms": 0.25,
+                                  "source": "measured", "kept": "fp32", "reason": "fp32 2.00x faster"}],
+                 "timed_layers": [{"node": "c1", "op_type": "Conv", "int8_ms": 0.5, "fp32_ms": 0.25,
+                                   "source": "measured", "kept": "fp32", "reason": "fp32 2.00x faster"},
+                                  {"node": "c2", "op_type": "Conv", "int8_ms": 0.1, "fp32_ms": None,
+                                   "source": "measured", "kept": "int8", "reason": "int8 not slower"}],
+                 "model_ms": {"int8": 1.5, "mixed": 1.25, "fp32": 2.0}, "candidates": 4, "not_timed": 1,
+                 "elementwise": 1, "extra_seconds": 3.5, "timing": "TVM time_evaluator"},
+}
+
+
+def _manifest(**extra: Any) -> Manifest:
+    return Manifest.from_json({"format_version": 1, "board": "b", "runtime": "r", "files": {}, **extra})
+
+
+@pytest.mark.parametrize("cls", list(WRITTEN), ids=lambda c: c.__name__)
+def test_written_section_round_trips(cls: type) -> None:
+    data = copy.deepcopy(WRITTEN[cls])
+    section = cls.of(_manifest(**{cls.KEY: data}))
+    assert isinstance(section, cls)
+    assert section.to_json() == WRITTEN[cls] and list(section.to_json()) == list(WRITTEN[cls])
+    assert cls.of(_manifest()) is None  # a package of another backend has none
+
+
+def test_typed_fields() -> None:
+    aot = AotSection.from_json(WRITTEN[AotSection])
+    assert aot.firmware == "firmware/firmware.elf" and aot.output_offsets == (64,) and aot.code_bytes_measured is True
+    assert aot.float_ops[0]["kernel"] == "ek_nn_quantize_s8" and aot.weight_storage["stored_bytes"] == 71912
+    assert NpuSection.from_json(WRITTEN[NpuSection]).offloaded_macs_fraction == 0.75
+    choice = Int8Choice.from_json(WRITTEN[Int8Choice])
+    assert [c.node for c in choice.fp32_layers] == ["c1"] and choice.layers[1] == LayerCost(
+        "c2", "Conv", 0.1, None, "measured", "int8", "int8 not slower")
+    assert LinuxSection.from_json(WRITTEN[LinuxSection]).zig_flags == ("-target", "aarch64-linux-musl")
+
+
+def test_older_sections_read_with_defaults() -> None:
+    # Keys older packages did not write yet (or an empty object) read as the documented defaults.
+    assert ParamsSection.from_json({"member": "w.bin", "format": "tvm-param-dict", "count": 2}) == ParamsSection(
+        "w.bin", "tvm-param-dict", 2, None)
+    assert ParamsSection.from_json({}) == ParamsSection()
+    aot = AotSection.from_json({"model_c": "model/model.c", "weights": "weights.bin", "kernel_calls": 3})
+    assert aot.kernel_calls == 3 and aot.float_ops == () and aot.weight_storage == {} and aot.firmware is None
+    assert LinuxSection.from_json({}).runner == "bin/runner"
+    # An early int8_choice ({"choice": ...}) still reads: unknown keys are ignored.
+    old = Int8Choice.from_json({"choice": "int8"})
+    assert (old.mode, old.decision, old.layers) == ("", "int8", [])
+    # The manifest's params_member reads the typed section.
+    assert _manifest(params={"member": "w.bin"}).params_member == "w.bin" and _manifest().params_member == "params.bin"
+
+
+@pytest.mark.parametrize(
+    ("cls", "data", "key"),
+    [
+        (ParamsSection, {"count": "10"}, "params.count"),
+        (ParamsSection, {"names": ["a", 1]}, "params.names"),
+        (LinuxSection, {"zig_flags": "-target"}, "linux.zig_flags"),
+        (AotSection, {"input_offsets": [0, True]}, "aot.input_offsets"),
+        (AotSection, {"float_ops": [1]}, "aot.float_ops"),
+        (AotSection, {"code_bytes_measured": 1}, "aot.code_bytes_measured"),
+        (CudaSection, {"source": 3}, "cuda.source"),
+        (NpuSection, {"layers": 2.5}, "npu.layers"),
+        (NpuSection, [], "npu"),
+        (Int8Choice, {"model_ms": {"int8": "1"}}, "int8_choice.model_ms"),
+        (Int8Choice, {"timed_layers": [{"op_type": "Conv"}]}, "int8_choice.timed_layers[].node"),
+    ],
+)
+def test_wrong_type_is_a_manifest_error_naming_the_key(cls: type, data: Any, key: str) -> None:
+    with pytest.raises(ManifestError, match=re.escape(f"key '{key}' must be")) as info:
+        cls.of(_manifest(**{cls.KEY: data}))
+    assert info.value.hint and "board 'b'" in str(info.value)
