@@ -192,7 +192,7 @@ def synth(out_root: Path, models: list[str], configs: list[str]) -> None:
     The array's products go on the DSP blocks the ALU leaves free; the rest
     are built from LUTs.
     """
-    from edgekit.npu.rtl_build import RtlConfig
+    from edgekit.npu.rtl_sources import RtlConfig
     from edgekit.npu.rtl_synth import synthesize_ecp5
 
     out = sys.stdout.write

@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from edgekit.core.profiles import get_board  # noqa: E402
-from edgekit.npu.rtl_build import RtlConfig  # noqa: E402
+from edgekit.npu.rtl_sources import RtlConfig  # noqa: E402
 from edgekit.npu.rtl_xilinx import estimate_xilinx, part_for_board, write_vivado_build  # noqa: E402
 
 

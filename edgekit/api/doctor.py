@@ -88,7 +88,7 @@ def doctor_report() -> DoctorReport:
         report = doctor_report()
         missing = [name for name, version in report.packages.items() if version is None]
     """
-    from edgekit.npu.rtl_build import verilator_missing
+    from edgekit.sim.npu.verilator import verilator_missing
     from edgekit.npu.rtl_synth import yowasp_missing
 
     return DoctorReport(

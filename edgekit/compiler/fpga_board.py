@@ -118,7 +118,7 @@ def build_fpga_board(
             or there is nothing to do.
         CompileError: a tool failed or the model does not fit the board.
     """
-    from edgekit.npu.rtl_board import board_parameters
+    from edgekit.npu.rtl_sources import board_parameters
 
     note = progress or (lambda stage, message: logger.info("%s", message))
     board_parameters(board)  # a board without [fpga] fails here, before anything runs

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from edgekit.core.errors import ConfigError
 from edgekit.core.registry import Registry, resolve
 
 __all__ = ["TransportKind", "SimulatorKind", "TRANSPORTS", "SIMULATORS"]
@@ -67,6 +68,9 @@ class SimulatorKind:
         engines: Values ``--sim ENGINE`` accepts; the first is plain ``--sim``'s.
         simulates: False for ``native`` (the board *is* this machine) and
             ``none`` (no simulator): nothing stands in for the board.
+        parts: Further ``(name, module:attr)`` pieces of the simulator that
+            callers in sibling packages load by name (:meth:`load`), e.g. the
+            NPU's RTL co-simulation devices.
     """
 
     name: str
@@ -75,10 +79,23 @@ class SimulatorKind:
     deterministic: bool = False
     engines: tuple[str, ...] = ()
     simulates: bool = True
+    parts: tuple[tuple[str, str], ...] = ()
 
-    def load(self) -> Any:
-        """Imports and returns the implementation."""
-        return resolve(self.implementation, self.name)
+    def load(self, part: str = "") -> Any:
+        """Imports and returns the implementation, or the named ``part`` of it.
+
+        Raises:
+            ConfigError: the simulator has no such part, or its module is not installed.
+        """
+        if not part:
+            return resolve(self.implementation, self.name)
+        spec = dict(self.parts).get(part)
+        if spec is None:
+            raise ConfigError(
+                f"simulator '{self.name}' has no part '{part}'",
+                hint=f"Choose one of: {', '.join(name for name, _ in self.parts) or '(none)'}.",
+            )
+        return resolve(spec, f"{self.name} {part}")
 
 
 TRANSPORTS: Registry[TransportKind] = Registry("transport")
@@ -103,7 +120,9 @@ for _s in (
     SimulatorKind("qemu-user", "the Linux runner under qemu-user on this machine (wall-clock time)",
                   "edgekit.runtime.linux_runner:qemu_command"),
     SimulatorKind("npu", "the accelerator's Python cycle model, or its RTL under Verilator (--sim rtl)",
-                  "edgekit.sim.npu.device:open_simulated", deterministic=True, engines=("model", "rtl")),
+                  "edgekit.sim.npu.device:open_simulated", deterministic=True, engines=("model", "rtl"),
+                  parts=(("rtl", "edgekit.sim.npu.rtl_device:RtlNpuDevice"),
+                         ("board-rtl", "edgekit.sim.npu.rtl_board:RtlBoardLink"))),
     SimulatorKind("none", "not simulated: run and bench need the real board", simulates=False),
 ):  # fmt: skip
     SIMULATORS.register(_s.name, _s)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Callable
 
 from edgekit.core.errors import CompileError, ConfigError
 from edgekit.core.resources import data_dir
-from edgekit.npu.rtl_build import RtlConfig, rtl_sources
+from edgekit.npu.rtl_sources import RtlConfig, board_parameters, board_sources, rtl_sources
 
 if TYPE_CHECKING:
     from edgekit.core.profiles import Board
@@ -191,8 +191,6 @@ def synthesize_board(board: "Board", out_dir: Path, *, place: bool = True, progr
         ConfigError: the board has no FPGA top, or the YoWASP tools are not installed.
         CompileError: a tool failed (the design does not fit the part, or an error in the RTL).
     """
-    from edgekit.npu.rtl_board import board_parameters, board_sources
-
     params = board_parameters(board)
     fpga = board.fpga
     assert fpga is not None and board.npu is not None

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from edgekit.core.errors import ConfigError
 from edgekit.core.resources import data_dir
-from edgekit.npu.rtl_build import RtlConfig, rtl_sources
+from edgekit.npu.rtl_sources import RtlConfig, rtl_headers, rtl_sources
 
 __all__ = ["XilinxPart", "XILINX_PARTS", "BOARD_PARTS", "part_for_board", "vivado_tcl", "vivado_xdc",
            "write_vivado_build", "XilinxEstimate", "estimate_xilinx", "synth_xilinx_script"]  # fmt: skip
@@ -44,7 +44,6 @@ __all__ = ["XilinxPart", "XILINX_PARTS", "BOARD_PARTS", "part_for_board", "vivad
 logger = logging.getLogger(__name__)
 
 _TOP = "npu_scan_top"
-_HEADER = "npu_isa.vh"
 
 
 @dataclass(frozen=True)
@@ -156,7 +155,7 @@ def _copy_rtl(out_dir: Path) -> None:
     dest = out_dir / "rtl" / "npu"
     dest.mkdir(parents=True, exist_ok=True)
     root = data_dir("rtl") / "npu"
-    for name in [f"{_TOP}.v", _HEADER, *(p.name for p in rtl_sources())]:
+    for name in [f"{_TOP}.v", *(p.name for p in [*rtl_headers(), *rtl_sources()])]:
         shutil.copy2(root / name, dest / name)
 
 

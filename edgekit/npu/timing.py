@@ -1,7 +1,7 @@
 """Cycle costs of the accelerator's instructions, shared by the simulator and the tiler.
 
 The constants are calibrated against the accelerator's RTL (``rtl/npu/``,
-run under Verilator by :mod:`edgekit.npu.rtl_device`); ``docs/npu-isa.md``
+run under Verilator by :mod:`edgekit.sim.npu.rtl_device`); ``docs/npu-isa.md``
 says which are measured there and which are assumed:
 
 * a ``GEMM`` issues in one cycle (decode and the weight block's read into
@@ -52,8 +52,8 @@ logger = logging.getLogger(__name__)
 
 #: Assumed: cycles from a DMA request to its data (and from a write to its
 #: acknowledgement) — DRAM plus interconnect, about 200 ns on a Zynq-7000 HP
-#: port at 100 MHz. The RTL harness's memory model uses the same number
-#: (:data:`edgekit.npu.rtl_build.DEFAULT_MEM_LATENCY`).
+#: port at 100 MHz. The RTL harness's memory model takes this number
+#: (:data:`edgekit.sim.npu.rtl_device.DEFAULT_MEM_LATENCY`).
 MEM_LATENCY_CYCLES = 20
 #: Measured (RTL): a read DMA instruction's fixed cost on top of its beats:
 #: the memory latency plus three cycles (response FIFO, entry register,

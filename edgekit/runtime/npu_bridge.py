@@ -8,13 +8,13 @@ initial value 0xFFFF, which :func:`binascii.crc_hqx` computes)::
     'S' reg:u8 value:u32            -> 's'               write a register
     'G' reg:u8                      -> 'g' value:u32     read a register
 
-Registers below 0xF0 are ``npu_top``'s (:class:`~edgekit.npu.rtl_device.RtlReg`;
+Registers below 0xF0 are ``npu_top``'s (:class:`~edgekit.npu.rtl_regs.RtlReg`;
 ``CTRL`` = 1 starts a program, ``STATUS`` is polled); 0xF0 holds the board's
 memory size and 0xF4 the protocol magic ``EKB1``.
 
 Layers, bottom up: pure encoders (:func:`encode_write` ...), a
 :class:`ByteLink` (a serial port, or the board's RTL under Verilator:
-:class:`~edgekit.npu.rtl_board.RtlBoardLink`), :class:`UartBridge` (one
+:class:`~edgekit.sim.npu.rtl_board.RtlBoardLink`), :class:`UartBridge` (one
 method per command, replies and checksums checked, a retry after a
 resynchronization), and :class:`BridgeNpuDevice`, which serves the driver's
 command/completion rings (:class:`~edgekit.npu.ring.RingDevice`) from
@@ -30,7 +30,7 @@ from typing import Callable, Protocol, TypeVar
 
 from edgekit.core.errors import ChecksumError, DeviceError, DeviceTimeoutError, ProtocolError
 from edgekit.core.profiles import NpuConfig
-from edgekit.npu.rtl_device import RtlReg, read_stats
+from edgekit.npu.rtl_regs import STATUS_DONE, STATUS_FAULT, RtlReg, read_stats
 from edgekit.npu.ring import NpuFault, ProgramStats, RingDevice
 
 __all__ = [
@@ -60,7 +60,6 @@ ATTEMPTS = 3
 REPLY_TIMEOUT_S = 1.0
 #: Seconds one program may run on the board before it counts as hung.
 RUN_TIMEOUT_S = 30.0
-_STATUS_DONE, _STATUS_FAULT = 0x2, 0x4
 
 T = TypeVar("T")
 
@@ -259,10 +258,10 @@ class BridgeNpuDevice(RingDevice):
         b.set_reg(RtlReg.INSN_COUNT, count)
         b.set_reg(RtlReg.CTRL, 1)
         deadline = b.link.clock() + RUN_TIMEOUT_S
-        while not (status := b.get_reg(RtlReg.STATUS)) & (_STATUS_DONE | _STATUS_FAULT):
+        while not (status := b.get_reg(RtlReg.STATUS)) & (STATUS_DONE | STATUS_FAULT):
             if b.link.clock() > deadline:
                 raise DeviceTimeoutError(f"the NPU program at {prog_addr:#x} did not finish within {RUN_TIMEOUT_S:g} s",
                                          hint="Reset the board (FIRE1) and recompile the package.")  # fmt: skip
-        if status & _STATUS_FAULT:
+        if status & STATUS_FAULT:
             raise NpuFault("the board's NPU decoded an unknown opcode")
         return read_stats(b.get_reg)

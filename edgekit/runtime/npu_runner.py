@@ -125,9 +125,8 @@ class NpuRunner:
 
                 self._link = SerialByteLink(self.port, self.board.transport.baudrate)
             else:
-                from edgekit.npu.rtl_board import RtlBoardLink
-
-                self._link = RtlBoardLink(self.board)
+                board_link = SIMULATORS.get("npu").load("board-rtl")  # sim/ is runtime's sibling
+                self._link = board_link(self.board)
         bridge = UartBridge(self._link)
         executor, device, plan = open_on_device(package.read, npu, lambda size: BridgeNpuDevice(npu, size, bridge))
         dram = plan["dram"]

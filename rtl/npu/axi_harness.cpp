@@ -1,5 +1,5 @@
 // Verilator harness of npu_axi (npu_top behind AXI4-Lite + AXI4): the same
-// C API as harness.cpp (so edgekit.npu.rtl_device drives either), with the
+// C API as harness.cpp (so edgekit.sim.npu.rtl_device drives either), with the
 // host registers reached over AXI4-Lite and the memory behind an AXI4 slave
 // model. Only for co-simulation; written for edgekit.
 //

@@ -1,5 +1,5 @@
 // Field positions of edgekit's NPU instruction word (docs/npu-isa.md).
-// Generated from edgekit/npu/isa.py by edgekit.npu.rtl_build.isa_header(); a test checks it.
+// Generated from edgekit/npu/isa.py by edgekit.npu.rtl_sources.isa_header(); a test checks it.
 `ifndef NPU_ISA_VH
 `define NPU_ISA_VH
 `define LOAD_BUFFER 8:7

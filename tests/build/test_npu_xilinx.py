@@ -13,7 +13,7 @@ import pytest
 
 from edgekit.core.errors import ConfigError
 from edgekit.core.profiles import get_board
-from edgekit.npu.rtl_build import RtlConfig
+from edgekit.npu.rtl_sources import RtlConfig
 from edgekit.npu.rtl_xilinx import BOARD_PARTS, XILINX_PARTS, estimate_xilinx, part_for_board, write_vivado_build
 from edgekit.npu.rtl_synth import yowasp_missing
 

@@ -17,7 +17,8 @@ import pytest
 
 from edgekit.core.profiles import get_board
 from edgekit.npu.reference import run_layer
-from edgekit.npu.rtl_build import RtlConfig, rtl_dir, rtl_sources, verilate, verilator_missing
+from edgekit.npu.rtl_sources import RtlConfig, rtl_dir, rtl_sources
+from edgekit.sim.npu.verilator import verilate, verilator_missing
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_npu_rtl import PYNQ, _load_layer  # noqa: E402
@@ -35,8 +36,8 @@ def build_axi_model(cfg: RtlConfig, axi_bytes: int = 8) -> Path:
 
 
 def _use_axi(monkeypatch, axi_bytes: int):
-    """edgekit.npu.rtl_device on the AXI-wrapped NPU instead of the bare npu_top."""
-    from edgekit.npu import rtl_device
+    """edgekit.sim.npu.rtl_device on the AXI-wrapped NPU instead of the bare npu_top."""
+    from edgekit.sim.npu import rtl_device
 
     monkeypatch.setattr(rtl_device, "build_model", lambda cfg: build_axi_model(cfg, axi_bytes))
     return rtl_device

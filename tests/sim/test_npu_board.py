@@ -26,7 +26,7 @@ import onnx
 import pytest
 
 from edgekit.core.profiles import get_board
-from edgekit.npu.rtl_build import verilator_missing
+from edgekit.sim.npu.verilator import verilator_missing
 from edgekit.runtime.npu_bridge import MAGIC, REG_MAGIC, REG_MEM_BYTES, UartBridge, crc16, encode_get, encode_read, encode_set, encode_write
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -46,7 +46,7 @@ def test_protocol_encoding_and_checksum():
 
 
 def test_board_profile_describes_the_fpga_and_fits_its_block_ram():
-    from edgekit.npu.rtl_board import board_parameters
+    from edgekit.npu.rtl_sources import board_parameters
 
     board, target = get_board(BOARD)
     assert target.codegen == "npu" and board.transport.kind == "serial"
@@ -78,7 +78,7 @@ def test_fpga_sections_are_validated_with_the_file_and_key():
 
 @pytest.fixture(scope="module")
 def link():
-    from edgekit.npu.rtl_board import RtlBoardLink
+    from edgekit.sim.npu.rtl_board import RtlBoardLink
 
     board, _ = get_board(BOARD)
     return RtlBoardLink(board)

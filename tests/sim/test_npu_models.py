@@ -26,7 +26,7 @@ import pytest
 from edgekit.compiler.backends.npu import compile_npu
 from edgekit.core.profiles import get_board
 from edgekit.sim.npu.device import open_simulated
-from edgekit.npu.rtl_build import verilator_missing
+from edgekit.sim.npu.verilator import verilator_missing
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _npu_models import host_integer_outputs, int8_tensors, ppocr_cls, ppocr_det_trunk  # noqa: E402

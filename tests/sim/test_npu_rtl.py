@@ -23,9 +23,10 @@ from edgekit.core.profiles import NpuConfig, get_board
 from edgekit.npu.isa import Deps, encode_program
 from edgekit.npu.layers import ConvLayer
 from edgekit.npu.reference import run_layer
-from edgekit.npu.rtl_build import isa_header, rtl_dir, verilator_missing
+from edgekit.npu.rtl_sources import isa_header, rtl_dir
 from edgekit.npu.ring import NpuFault
 from edgekit.sim.npu.simulator import NpuCore
+from edgekit.sim.npu.verilator import verilator_missing
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_npu_sim import LAYERS, _digits, conv, tie_add, tie_conv  # noqa: E402
@@ -58,7 +59,7 @@ def _load_layer(layer, npu, seed=1):
 
 @pytest.fixture(scope="module")
 def rtl_factory():
-    from edgekit.npu.rtl_device import RtlNpu
+    from edgekit.sim.npu.rtl_device import RtlNpu
 
     return lambda npu, size: RtlNpu(npu, size)
 
@@ -107,8 +108,8 @@ SMALL_4X4 = NpuConfig(4, 4, 100_000_000, 4096, 2048, 4096, 8.0)
 @pytest.mark.parametrize("layer", [LAYERS[1], LAYERS[-1]], ids=["conv-two-stages", "add"])
 def test_rtl_with_lut_products_is_bit_exact(layer, monkeypatch):
     """ARRAY_DSP below ROWS*COLS: 5 products as `*` (DSP blocks), 11 from the LUT multiplier."""
-    from edgekit.npu import rtl_device
-    from edgekit.npu.rtl_build import RtlConfig
+    from edgekit.npu.rtl_sources import RtlConfig
+    from edgekit.sim.npu import rtl_device
 
     from_npu = RtlConfig.from_npu
     monkeypatch.setattr(RtlConfig, "from_npu", classmethod(lambda cls, npu: dataclasses.replace(from_npu(npu), array_dsp=5)))

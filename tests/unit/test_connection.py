@@ -85,6 +85,10 @@ def test_registries_name_what_implements_each_entry() -> None:
         entry = SIMULATORS.get(name)
         if entry.implementation:
             assert callable(entry.load())
+        for part, _spec in entry.parts:
+            assert callable(entry.load(part))
+    with pytest.raises(ConfigError, match="simulator 'npu' has no part 'fpga'.*Choose one of: .*board-rtl"):
+        SIMULATORS.get("npu").load("fpga")
     with pytest.raises(ConfigError, match="unknown simulator 'renod'.*Did you mean 'none'|unknown simulator 'renod'"):
         SIMULATORS.get("renod")
 

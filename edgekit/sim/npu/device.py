@@ -69,7 +69,7 @@ def open_simulated(
         if engine == "model":
             return SimulatedNpuDevice(npu, size, functional=functional)
         if engine == "rtl":
-            from edgekit.npu.rtl_device import RtlNpuDevice
+            from edgekit.sim.npu.rtl_device import RtlNpuDevice
 
             return RtlNpuDevice(npu, size)
         raise ConfigError(f"unknown NPU simulator engine {engine!r}", hint="Use 'model' or 'rtl'.")

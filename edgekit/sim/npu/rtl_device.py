@@ -1,7 +1,7 @@
 """The accelerator's RTL under Verilator, behind the driver's register map.
 
 :class:`RtlNpu` drives one verilated ``npu_top`` (built by
-:mod:`edgekit.npu.rtl_build`) through the C API of ``rtl/npu/harness.cpp``:
+:mod:`edgekit.sim.npu.verilator`) through the C API of ``rtl/npu/harness.cpp``:
 DRAM reads and writes, the RTL's own host registers (program base,
 instruction count, start, status, performance counters) and the clock.
 :class:`RtlNpuDevice` puts it behind the same command/completion rings as
@@ -10,8 +10,9 @@ served here in Python, in the role a board's driver firmware would play,
 and every program runs on the RTL.
 
 Cycle counts are the RTL's, clocked cycle by cycle; only the external
-memory's latency (:data:`~edgekit.npu.rtl_build.DEFAULT_MEM_LATENCY`) is an
-assumption of the harness.
+memory's latency (:data:`DEFAULT_MEM_LATENCY`) is an assumption of the
+harness. The register map is :mod:`edgekit.npu.rtl_regs`, shared with the
+UART bridge to a board.
 """
 
 from __future__ import annotations
@@ -19,44 +20,24 @@ from __future__ import annotations
 import ctypes
 import logging
 from pathlib import Path
-from typing import Callable
 
 from edgekit.core.profiles import NpuConfig
-from edgekit.npu.rtl_build import DEFAULT_MEM_LATENCY, RtlConfig, build_model
 from edgekit.npu.ring import NpuFault, ProgramStats, RingDevice
+from edgekit.npu.rtl_regs import STATUS_FAULT, RtlReg, read_stats
+from edgekit.npu.rtl_sources import RtlConfig
+from edgekit.npu.timing import MEM_LATENCY_CYCLES
+from edgekit.sim.npu.verilator import build_model
 
-__all__ = ["RtlNpu", "RtlNpuDevice", "RtlReg", "read_stats"]
+__all__ = ["RtlNpu", "RtlNpuDevice", "DEFAULT_MEM_LATENCY"]
 
 logger = logging.getLogger(__name__)
 
 #: Cycles without a new instruction after which a run counts as deadlocked.
 STALL_LIMIT_CYCLES = 4_000_000
-
-
-class RtlReg:
-    """Byte offsets of ``npu_top``'s host registers (``rtl/npu/npu_top.v``)."""
-
-    ID = 0x00
-    GEOMETRY = 0x04
-    CTRL = 0x08
-    STATUS = 0x0C
-    PROG_LO = 0x10
-    PROG_HI = 0x14
-    INSN_COUNT = 0x18
-    CYCLES = 0x40
-    GEMM_CYCLES = 0x44
-    ALU_CYCLES = 0x48
-    STALL_CYCLES = 0x4C
-    RD_BUSY = 0x50
-    WR_BUSY = 0x54
-    RD_BYTES = 0x58
-    WR_BYTES = 0x5C
-    VECTORS = 0x60
-    INSNS = 0x64
-    TOKENS = 0x68
-
-
-_STATUS_FAULT = 0x4
+#: Cycles from a DMA read request to its data (and from a write to its
+#: acknowledgement) in the harness's memory model: the cycle model's
+#: assumption for DRAM plus interconnect, not a property of the RTL.
+DEFAULT_MEM_LATENCY = MEM_LATENCY_CYCLES
 
 _libs: dict[Path, ctypes.CDLL] = {}
 
@@ -133,27 +114,9 @@ class RtlNpu:
             raise NpuFault("the RTL accessed memory outside the DRAM image")
         if clocked == -1:
             raise NpuFault(f"the RTL made no progress for {stall_limit} cycles (a dependency token is never pushed)")
-        if self.reg(RtlReg.STATUS) & _STATUS_FAULT:
+        if self.reg(RtlReg.STATUS) & STATUS_FAULT:
             raise NpuFault("the RTL decoded an unknown opcode")
         return read_stats(self.reg)
-
-
-def read_stats(reg: Callable[[int], int]) -> ProgramStats:
-    """The last program's costs from ``npu_top``'s performance counters, read with ``reg(offset)``."""
-    tokens = reg(RtlReg.TOKENS)
-    return ProgramStats(
-        cycles=reg(RtlReg.CYCLES),
-        gemm_cycles=reg(RtlReg.GEMM_CYCLES),
-        alu_cycles=reg(RtlReg.ALU_CYCLES),
-        compute_stall_cycles=reg(RtlReg.STALL_CYCLES),
-        dma_read_cycles=reg(RtlReg.RD_BUSY),
-        dma_write_cycles=reg(RtlReg.WR_BUSY),
-        dma_read_bytes=reg(RtlReg.RD_BYTES),
-        dma_write_bytes=reg(RtlReg.WR_BYTES),
-        vectors=reg(RtlReg.VECTORS),
-        instructions=reg(RtlReg.INSNS),
-        leftover_tokens=sum(tokens >> s & 0xFF for s in (0, 8, 16, 24)),
-    )
 
 
 class RtlNpuDevice(RingDevice):

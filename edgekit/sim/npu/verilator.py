@@ -1,8 +1,10 @@
-"""Builds the accelerator's RTL (``rtl/npu/``) into a Verilator model, once per configuration.
+"""Builds the accelerator's RTL (``rtl/npu/``, a board top in ``rtl/boards/``) into a Verilator model, once per configuration.
 
 The model is a shared library: the verilated ``npu_top`` plus
 ``rtl/npu/harness.cpp`` (external memory model, clock, a C API) that
-:mod:`edgekit.npu.rtl_device` loads with :mod:`ctypes`. Builds are cached
+:mod:`edgekit.sim.npu.rtl_device` loads with :mod:`ctypes` (a board top:
+:mod:`edgekit.sim.npu.rtl_board`). Which files make the design is
+:mod:`edgekit.npu.rtl_sources`, shared with synthesis. Builds are cached
 under ``$EDGEKIT_CACHE/npu-rtl/<key>`` (else ``$XDG_CACHE_HOME/edgekit`` or
 ``~/.cache/edgekit``), keyed by the RTL sources, the parameters and the
 Verilator version; the first build of a configuration takes about half a
@@ -20,99 +22,19 @@ import os
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
 from edgekit.core.cache import cache_dir
 from edgekit.core.errors import CompileError, ConfigError
-from edgekit.core.profiles import NpuConfig
-from edgekit.core.resources import data_dir
-from edgekit.npu import isa
+from edgekit.npu.rtl_sources import RtlConfig, rtl_dir, rtl_headers, rtl_sources
 
-__all__ = ["RtlConfig", "rtl_dir", "rtl_sources", "isa_header", "verilator_missing", "build_model", "verilate", "DEFAULT_MEM_LATENCY"]
+__all__ = ["verilator_missing", "build_model", "verilate"]
 
 logger = logging.getLogger(__name__)
 
-#: Cycles from a DMA read request to its data (and from a write to its
-#: acknowledgement) in the harness's memory model: an assumption standing for
-#: DRAM plus interconnect latency (about 200 ns on a Zynq-7000 HP port at
-#: 100 MHz), not a property of the RTL.
-DEFAULT_MEM_LATENCY = 20
-_SOURCES = ("npu_top.v", "npu_dma_rd.v", "npu_store.v", "npu_walker.v", "npu_gemm.v", "npu_alu.v", "npu_ram.v", "npu_fifo.v")
-_HEADER = "npu_isa.vh"
 _HARNESS = "harness.cpp"
 _LIB = "libnpu_rtl.so"
-
-
-@dataclass(frozen=True)
-class RtlConfig:
-    """The RTL parameters of one accelerator configuration (from a board's ``[npu]``)."""
-
-    rows: int
-    cols: int
-    inp_depth: int
-    wgt_depth: int
-    acc_depth: int
-    dma_bytes: int
-    #: How many of the MAC array's products use DSP blocks; the others are
-    #: built from LUT adders (for FPGAs with fewer DSPs than MACs). ``None``: all.
-    array_dsp: int | None = None
-
-    @classmethod
-    def from_npu(cls, npu: NpuConfig) -> "RtlConfig":
-        """Entries per buffer and the DMA width of ``npu``.
-
-        Raises:
-            ConfigError: the DMA width is not a whole power of two, or a buffer
-                holds no whole entry.
-        """
-        beat = npu.dma_bytes_per_cycle
-        if beat != int(beat) or int(beat) < 1 or int(beat) & (int(beat) - 1):
-            raise ConfigError(
-                f"the RTL needs a DMA width that is a power of two in bytes per cycle, got {beat}",
-                hint="Set dma_bytes_per_cycle in the board's [npu] section to 4, 8, 16 ...",
-            )
-        R, C = npu.rows, npu.cols
-        depths = (npu.input_buffer_bytes // R, npu.weight_buffer_bytes // (R * C), npu.acc_buffer_bytes // (4 * C))
-        if min(depths) < 1:
-            raise ConfigError("an NPU buffer is smaller than one entry", hint="Enlarge the buffers in the board's [npu] section.")
-        return cls(R, C, *depths, int(beat))
-
-    def parameters(self) -> dict[str, int]:
-        """Verilog parameters of ``npu_top``."""
-        dsp = self.rows * self.cols if self.array_dsp is None else min(self.array_dsp, self.rows * self.cols)
-        return {"ROWS": self.rows, "COLS": self.cols, "INP_DEPTH": self.inp_depth, "WGT_DEPTH": self.wgt_depth,
-                "ACC_DEPTH": self.acc_depth, "DMA_BYTES": self.dma_bytes, "ARRAY_DSP": dsp}  # fmt: skip
-
-
-def rtl_dir() -> Path:
-    """The ``rtl/npu`` folder: installed package data, else the source tree."""
-    path = data_dir("rtl") / "npu"
-    if not (path / "npu_top.v").is_file():
-        raise ConfigError(f"NPU RTL not found (looked for {path}/npu_top.v)", hint="Reinstall edgekit; its wheel ships rtl/npu/.")
-    return path
-
-
-def rtl_sources() -> list[Path]:
-    """The synthesizable Verilog files, top first (the harness is not among them)."""
-    root = rtl_dir()
-    return [root / name for name in _SOURCES]
-
-
-def isa_header() -> str:
-    """Text of ``rtl/npu/npu_isa.vh``: the bit range of every instruction field, from :mod:`edgekit.npu.isa`."""
-    lines = [
-        "// Field positions of edgekit's NPU instruction word (docs/npu-isa.md).",
-        "// Generated from edgekit/npu/isa.py by edgekit.npu.rtl_build.isa_header(); a test checks it.",
-        "`ifndef NPU_ISA_VH",
-        "`define NPU_ISA_VH",
-    ]
-    for cls in (isa.Load, isa.Store, isa.Gemm, isa.Alu):
-        for name, pos, bits in isa.field_table(cls)[2:]:
-            lines.append(f"`define {cls.__name__.upper()}_{name.upper()} {pos + bits - 1}:{pos}")
-    lines.append("`endif")
-    return "\n".join(lines) + "\n"
 
 
 def _verilator_root() -> Path | None:
@@ -174,7 +96,7 @@ def verilate(top: str, sources: list[Path], harness: Path, params: Mapping[str, 
     src = rtl_dir()
     key = hashlib.sha256(repr(sorted(params.items())).encode())
     key.update((root / "include" / "verilated_config.h").read_bytes())
-    for path in [*sources, src / _HEADER, harness, *sorted(harness.parent.glob("*.h"))]:  # the harness's headers too
+    for path in [*sources, *rtl_headers(), harness, *sorted(harness.parent.glob("*.h"))]:  # the harness's headers too
         key.update(path.name.encode())
         key.update(path.read_bytes())
     out_dir = _cache_root() / f"{label}-{key.hexdigest()[:16]}"

@@ -1,8 +1,8 @@
-"""A board top (``rtl/boards/``: the NPU, its block-RAM memory and the UART bridge) as Verilog parameters and as a Verilator model.
+"""A board top (``rtl/boards/``: the NPU, its block-RAM memory and the UART bridge) under Verilator.
 
-:func:`board_parameters` turns a board profile with ``[npu]`` and ``[fpga]``
-sections into the top's Verilog parameters; :mod:`edgekit.npu.rtl_synth`
-synthesizes the top with them. :class:`RtlBoardLink` is the top under
+The top's files and Verilog parameters are :mod:`edgekit.npu.rtl_sources`'s
+(synthesis reads the same); :func:`simulated_parameters` speeds its UART up
+for simulation. :class:`RtlBoardLink` is the top under
 Verilator behind the same byte link as a serial port: bytes written are
 shifted onto the board's receive pin as 8N1 frames, bytes read are decoded
 from its transmit pin (``rtl/boards/board_harness.cpp``), so the host's
@@ -18,81 +18,33 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgekit.core.errors import ConfigError
-from edgekit.core.resources import data_dir
-from edgekit.npu.rtl_build import RtlConfig, rtl_sources, verilate
+from edgekit.npu.rtl_sources import MIN_CLKS_PER_BIT, board_dir, board_parameters, board_sources
+from edgekit.sim.npu.verilator import verilate
 
 if TYPE_CHECKING:
     from edgekit.core.profiles import Board
 
-__all__ = ["board_dir", "board_sources", "board_parameters", "build_board_model", "RtlBoardLink", "SIM_CLKS_PER_BIT"]
+__all__ = ["simulated_parameters", "build_board_model", "RtlBoardLink", "SIM_CLKS_PER_BIT"]
 
 logger = logging.getLogger(__name__)
 
-#: Clocks per UART bit in the simulated board (the receiver needs at least 4).
-SIM_CLKS_PER_BIT = 4
+#: Clocks per UART bit in the simulated board: the fewest the receiver takes.
+SIM_CLKS_PER_BIT = MIN_CLKS_PER_BIT
 #: Cycles after which the simulated bridge drops an incomplete command.
 SIM_TIMEOUT_CLKS = 20_000
-#: Largest relative error of baud = clock / round(clock / baud) that 8N1 tolerates with margin.
-MAX_BAUD_ERROR = 0.02
-_COMMON = ("npu_board.v", "npu_board_mem.v", "npu_bridge.v", "npu_uart.v")
 _HARNESS = "board_harness.cpp"
 _LIB = "libnpu_board.so"
 
 
-def board_dir() -> Path:
-    """The ``rtl/boards`` folder: installed package data, else the source tree."""
-    return data_dir("rtl") / "boards"
-
-
-def _fpga(board: "Board"):
-    if board.npu is None or board.fpga is None:
-        raise ConfigError(
-            f"board '{board.name}' has no FPGA board top (its profile needs [npu] and [fpga] sections)",
-            hint="Use a board with an open-flow FPGA, e.g. --board ulx3s-85f (`edgekit boards` lists them).",
-        )
-    return board.fpga
-
-
-def board_sources(board: "Board") -> list[Path]:
-    """Verilog files of ``board``'s top, the top first."""
-    fpga = _fpga(board)
-    root = board_dir()
-    top = root / f"{fpga.top}.v"
-    if not top.is_file():
-        raise ConfigError(f"board top {top} not found (profile key fpga.top = {fpga.top!r})", hint="Fix fpga.top in the board profile.")
-    return [top, *(root / name for name in _COMMON), *rtl_sources()]
-
-
-def board_parameters(board: "Board", *, simulated: bool = False) -> dict[str, int]:
-    """Verilog parameters of ``board``'s top: the NPU's, its memory size, clock and baud rate.
-
-    Args:
-        board: A profile with ``[npu]`` and ``[fpga]``.
-        simulated: Parameters of the Verilator model (a UART of
-            :data:`SIM_CLKS_PER_BIT` clocks per bit, a short command timeout).
+def simulated_parameters(board: "Board") -> dict[str, int]:
+    """Verilog parameters of ``board``'s top under Verilator: a UART of :data:`SIM_CLKS_PER_BIT` clocks per bit, a short command timeout.
 
     Raises:
-        ConfigError: no ``[fpga]``, a memory size that is not a multiple of
-            32 bytes, or a baud rate the clock cannot make.
+        ConfigError: as :func:`~edgekit.npu.rtl_sources.board_parameters`.
     """
-    _fpga(board)
-    assert board.npu is not None
-    mem = board.memory.ram_bytes
-    if mem < 32 or mem % 32:
-        raise ConfigError(f"board '{board.name}': memory.ram = {mem} bytes is not a multiple of 32", hint='Set e.g. ram = "128 KiB".')
-    clk = board.npu.clock_hz
-    baud = board.transport.baudrate
-    divisor = max(1, round(clk / baud))
-    if divisor < SIM_CLKS_PER_BIT or abs(clk / divisor - baud) > MAX_BAUD_ERROR * baud:
-        raise ConfigError(
-            f"board '{board.name}': a {clk / 1e6:g} MHz clock cannot make {baud} baud (nearest {clk / divisor:.0f})",
-            hint="Pick transport.baudrate close to clock / N with N >= 4 (1000000 at 25 MHz).",
-        )
-    params = dict(RtlConfig.from_npu(board.npu).parameters(), MEM_BYTES=mem, CLK_HZ=clk, BAUD=baud)
-    if simulated:
-        params.update(BAUD=clk // SIM_CLKS_PER_BIT, TIMEOUT_CLKS=SIM_TIMEOUT_CLKS)
-        params["CLK_HZ"] = params["BAUD"] * SIM_CLKS_PER_BIT
+    params = board_parameters(board)
+    params.update(BAUD=params["CLK_HZ"] // SIM_CLKS_PER_BIT, TIMEOUT_CLKS=SIM_TIMEOUT_CLKS)
+    params["CLK_HZ"] = params["BAUD"] * SIM_CLKS_PER_BIT
     return params
 
 
@@ -103,8 +55,10 @@ def build_board_model(board: "Board") -> Path:
         ConfigError: Verilator, perl, make or a C++ compiler is missing, or the board has no top.
         CompileError: Verilator or the C++ compiler failed.
     """
-    top = _fpga(board).top
-    return verilate(top, board_sources(board), board_dir() / _HARNESS, board_parameters(board, simulated=True), label=top,
+    params = simulated_parameters(board)  # a board without [fpga] fails here
+    assert board.fpga is not None
+    top = board.fpga.top
+    return verilate(top, board_sources(board), board_dir() / _HARNESS, params, label=top,
                     cflags=f"-DCLKS_PER_BIT={SIM_CLKS_PER_BIT}", what=f"the {board.name} RTL model", lib_name=_LIB)  # fmt: skip
 
 
@@ -141,7 +95,7 @@ class RtlBoardLink:
     """
 
     def __init__(self, board: "Board") -> None:
-        params = board_parameters(board, simulated=True)
+        params = simulated_parameters(board)
         self.clock_hz = params["CLK_HZ"]
         self.baudrate = params["BAUD"]
         self.resync_cycles = 2 * params["TIMEOUT_CLKS"]
