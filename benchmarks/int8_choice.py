@@ -41,7 +41,7 @@ from quantization import CASES, cpu_description  # noqa: E402
 
 from edgekit.compiler.backend import CompileOptions  # noqa: E402
 from edgekit.compiler.driver import compile_model  # noqa: E402
-from edgekit.compiler.backends.llvm.int8_choice import interleaved_times, vm_of_members  # noqa: E402
+from edgekit.compiler.backends.llvm.int8_choice import Int8Choice, interleaved_times, vm_of_members  # noqa: E402
 from edgekit.package import open_package  # noqa: E402
 from edgekit.compress import QuantConfig, quantize  # noqa: E402
 
@@ -84,7 +84,7 @@ def measure(name: str, tmp: Path, rounds: int, budget: float, mcpu: str = "", th
                               ("int8", int8_path, CompileOptions(int8_choice="int8")),
                               ("auto", int8_path, CompileOptions(int8_choice="auto", int8_choice_budget_s=budget))):  # fmt: skip
         t = time.perf_counter()
-        manifests[tag] = compile_model(str(src), board, pkgs[tag], options=options, board_dirs=board_dirs)
+        manifests[tag] = compile_model(str(src), board, pkgs[tag], options=options, board_dirs=board_dirs).manifest
         seconds[tag] = time.perf_counter() - t
         print(f"  {case.name}: compiled {tag} in {seconds[tag]:.0f} s", file=sys.stderr, flush=True)
     feeds = [np.ascontiguousarray(v[:1]) for v in case.evaluation.values()]
@@ -94,7 +94,7 @@ def measure(name: str, tmp: Path, rounds: int, budget: float, mcpu: str = "", th
         members = {m: package.read(m) for m in ("lib/model.so", "params.bin")}
         vms[tag] = vm_of_members(members, feeds, tmp / f"{case.name}-{tag}.so")
     times = interleaved_times(vms, rounds=rounds)
-    choice = manifests["auto"]["int8_choice"]
+    choice = Int8Choice.of(manifests["auto"])
     return {"model": case.name, "times": times, "choice": choice, "seconds": seconds}
 
 
@@ -121,13 +121,13 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         t, c = r["times"], r["choice"]
-        print(f"| {r['model']} | {c['decision']} | {len(c['fp32_layers'])} of {c['candidates']} | "
-              f"{len(c['timed_layers'])} | {t['int8']:.3f} | {t['auto']:.3f} | {t['fp32']:.3f} | "
-              f"{t['int8'] / t['fp32']:.2f} | {t['auto'] / t['fp32']:.2f} | {c['extra_seconds']:.0f} |")
+        print(f"| {r['model']} | {c.decision} | {len(c.fp32_layers)} of {c.candidates} | "
+              f"{len(c.layers)} | {t['int8']:.3f} | {t['auto']:.3f} | {t['fp32']:.3f} | "
+              f"{t['int8'] / t['fp32']:.2f} | {t['auto'] / t['fp32']:.2f} | {c.extra_seconds:.0f} |")
     for r in rows:
         c = r["choice"]
-        print(f"\n{r['model']}: {c['reason']} (auto compile's own whole-model times: "
-              + ", ".join(f"{k} {v:.3f} ms" for k, v in c["model_ms"].items()) + ")")
+        print(f"\n{r['model']}: {c.reason} (auto compile's own whole-model times: "
+              + ", ".join(f"{k} {v:.3f} ms" for k, v in c.model_ms.items()) + ")")
         for layer in c["timed_layers"]:
             if layer["int8_ms"] is None:
                 continue  # not timed alone (elementwise, or past the budget)

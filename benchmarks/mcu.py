@@ -117,7 +117,7 @@ def naive_instructions(model: onnx.ModelProto, board_name: str, x: np.ndarray, w
 
 def edgekit_instructions(model_path: Path, board: str, runs: int, out_dir: Path, tag: str) -> dict:
     pkg = out_dir / f"{tag}.ekpkg"
-    manifest = compile_model(str(model_path), board, str(pkg))
+    manifest = compile_model(str(model_path), board, str(pkg)).manifest
     report = bench_package(str(pkg), runs=runs, warmup=1, compare_ort=True)
     return {"manifest": manifest, "report": report}
 

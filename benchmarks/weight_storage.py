@@ -28,6 +28,7 @@ import onnx
 import onnxruntime as ort
 
 from edgekit.compiler.backend import CompileOptions
+from edgekit.compiler.backends.aot_c.section import AotSection
 from edgekit.compiler.driver import compile_model
 from edgekit.package import open_package
 from edgekit.compress import QuantConfig, quantize
@@ -78,16 +79,16 @@ def main(argv: list[str] | None = None) -> int:
                 res = {}
                 for mode in ("dense", "sparse"):
                     pkg = Path(tmp) / f"{sparsity}-{dtype}-{mode}.ekpkg"
-                    man = compile_model(model, args.board, pkg, options=CompileOptions(weight_storage=mode))
+                    man = compile_model(model, args.board, pkg, options=CompileOptions(weight_storage=mode)).manifest
                     out, cycles = _run(pkg, args.board, x, args.runs)
                     res[mode] = (man, out, cycles)
                 (dman, dout, dcyc), (sman, sout, scyc) = res["dense"], res["sparse"]
                 want = _ort(model, x)
                 err = float(np.abs(sout - want).max() / np.abs(want).max())
-                dm, sm = dman["memory"], sman["memory"]
+                dm, sm, storage = dman.memory or {}, sman.memory or {}, AotSection.of(sman).weight_storage
                 rows.append([
                     f"{pruned.sparsity * 100:.0f} %", dtype,
-                    f"{sman['aot']['weight_storage']['sparse_tensors']} / {len(sman['aot']['weight_storage']['tensors'])}",
+                    f"{storage['sparse_tensors']} / {len(storage['tensors'])}",
                     f"{dm['weight_bytes']:,} → {sm['weight_bytes']:,} ({100 * (sm['weight_bytes'] / dm['weight_bytes'] - 1):+.0f} %)",
                     f"{dm['code_bytes']:,} → {sm['code_bytes']:,}",
                     f"{dm['weight_bytes'] + dm['code_bytes']:,} → {sm['weight_bytes'] + sm['code_bytes']:,}",

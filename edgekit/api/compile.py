@@ -4,45 +4,22 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import onnx
 
 from edgekit.compiler.backend import CompileOptions
 from edgekit.compiler.driver import compile_model as _compile
+from edgekit.compiler.result import CompileResult
 from edgekit.api.fit_advice import with_int8_advice
 from edgekit.core.errors import DoesNotFitError, InputError
 from edgekit.frontend.loader import PreparedModel
-from edgekit.package import Manifest
 
 __all__ = ["CompileResult", "compile_model", "StageProgress"]
 
 #: ``progress(stage, message)``, called as each compile stage starts (a
 #: stage may report again with a new message).
 StageProgress = Callable[[str, str], None]
-
-
-@dataclass(frozen=True)
-class CompileResult:
-    """A written package.
-
-    Attributes:
-        package: The ``.ekpkg`` file.
-        manifest: The manifest written into it.
-        compile_seconds: Time the compile took.
-        package_bytes: Size of the package file.
-    """
-
-    package: Path
-    manifest: Manifest
-    compile_seconds: float
-    package_bytes: int
-
-    def to_json(self) -> dict[str, Any]:
-        """``edgekit compile --json``: the manifest, then ``compile_seconds`` and ``package_bytes``."""
-        return {**self.manifest.to_json(), "compile_seconds": self.compile_seconds, "package_bytes": self.package_bytes}
 
 
 def compile_model(
@@ -80,9 +57,7 @@ def compile_model(
     if options is not None and (options.tune_tracker or options.tune_key) and not options.tune_trials:
         raise InputError("--tracker and --key apply to tuning", hint="Add --tune N, or drop them.")
     try:
-        written = _compile(model, board, output, input_shapes=input_shapes, options=options, board_dirs=board_dirs,
-                           progress=progress)  # fmt: skip
+        return _compile(model, board, output, input_shapes=input_shapes, options=options, board_dirs=board_dirs,
+                        progress=progress)  # fmt: skip
     except DoesNotFitError as exc:
         raise with_int8_advice(exc) from None
-    seconds, size = written.pop("compile_seconds"), written.pop("package_bytes")
-    return CompileResult(Path(output), Manifest.from_json(written, source=str(output)), seconds, size)

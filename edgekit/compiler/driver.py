@@ -20,13 +20,14 @@ from typing import Any, Iterable, Mapping
 import onnx
 
 from edgekit.compiler.backend import BuildResult, CompileOptions, ProgressFn, get_backend, no_progress, refuse_weight_storage
-from edgekit.package import FORMAT_VERSION, write_package
+from edgekit.compiler.result import CompileResult
+from edgekit.package import FORMAT_VERSION, Manifest, write_package
 from edgekit.core.errors import CompileError, DoesNotFitError, InputError, PackageError
 from edgekit.core.profiles import Board, Target, load_profiles
 from edgekit.frontend.loader import PreparedModel, load_model
 from edgekit.frontend.qdq_graph import has_qdq
 
-__all__ = ["compile_model", "MODEL_MEMBER"]
+__all__ = ["compile_model", "CompileResult", "MODEL_MEMBER"]
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ def compile_model(
     board_dirs: Iterable[str | os.PathLike[str]] = (),
     progress: ProgressFn | None = None,
     int8_cost: Any = None,
-) -> dict[str, Any]:
+) -> CompileResult:
     """Compiles a model for a board and writes the package.
 
     Args:
@@ -103,7 +104,7 @@ def compile_model(
             cost models of boards that are not attached.
 
     Returns:
-        The manifest that was written (with ``compile_seconds`` added).
+        The package written, its manifest (typed), the compile time and the file's size.
 
     Raises:
         EdgekitError: ``ModelError``/``InputError`` for the model,
@@ -148,10 +149,10 @@ def compile_model(
     members[MODEL_MEMBER] = onnx_bytes
     manifest = _manifest(prepared, onnx_bytes, brd, target, result, memory, options, choice)
     written = write_package(out, manifest, members)
-    written["compile_seconds"] = round(time.perf_counter() - started, 3)
-    written["package_bytes"] = out.stat().st_size
-    logger.debug("wrote %s (%d bytes) in %.1f s", out, written["package_bytes"], written["compile_seconds"])
-    return written
+    compiled = CompileResult(out, Manifest.from_json(written, source=str(out)),
+                             round(time.perf_counter() - started, 3), out.stat().st_size)  # fmt: skip
+    logger.debug("wrote %s (%d bytes) in %.1f s", out, compiled.package_bytes, compiled.compile_seconds)
+    return compiled
 
 
 def _prepare(

@@ -21,6 +21,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from edgekit.compiler.backends.llvm.int8_choice import Int8Choice
 from edgekit.compiler.driver import compile_model
 from edgekit.compress import QuantConfig, quantize
 from edgekit.frontend.qdq_graph import QDQ_OPS, float_layers, float_model
@@ -150,8 +151,8 @@ class _Fp32Fastest:
 
 def test_the_whole_model_guard_compiles_the_candidate(models, tmp_path):
     pkg = tmp_path / "g.ekpkg"
-    choice = compile_model(str(models["int8"]), "host", pkg, int8_cost=_Fp32Fastest())["int8_choice"]
-    assert choice["decision"] == "fp32"
+    choice = Int8Choice.of(compile_model(str(models["int8"]), "host", pkg, int8_cost=_Fp32Fastest()).manifest)
+    assert choice.decision == "fp32"
     with zipfile.ZipFile(pkg) as z:
         compiled = onnx.load_from_string(z.read("model.onnx"))
     assert _kernels(compiled) == _kernels(onnx.load(models["fp32"]))

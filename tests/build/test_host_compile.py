@@ -23,7 +23,7 @@ from onnx import helper, numpy_helper
 from edgekit.compiler import backend
 from edgekit.compiler.backend import CompileOptions, get_backend
 from edgekit.compiler.driver import compile_model
-from edgekit.package import open_package
+from edgekit.package import Manifest, open_package
 from edgekit.core.errors import CompileError, UnsupportedOpsError
 from edgekit.core.profiles import get_board
 from edgekit.core.tensors import TensorSpec
@@ -97,9 +97,9 @@ def expose_logits(prepared: PreparedModel) -> None:
     prepared.outputs.append(TensorSpec(logits, dims, "float32"))
 
 
-def _compile_and_compare(prepared: PreparedModel, tmp_path: Path) -> tuple[dict, dict[str, float]]:
+def _compile_and_compare(prepared: PreparedModel, tmp_path: Path) -> tuple[Manifest, dict[str, float]]:
     out = tmp_path / f"{prepared.name}.ekpkg"
-    manifest = compile_model(prepared, "host", out)
+    manifest = compile_model(prepared, "host", out).manifest
     package = open_package(out, board="host")
     board, _ = get_board("host")
     feeds = random_inputs(package.inputs, seed=1)
@@ -119,16 +119,17 @@ def _compile_and_compare(prepared: PreparedModel, tmp_path: Path) -> tuple[dict,
     return manifest, errors
 
 
-def _check_manifest(manifest: dict, prepared: PreparedModel) -> None:
-    assert manifest["board"] == "host" and manifest["runtime"] == "tvm-vm" and manifest["codegen"] == "llvm"
-    assert manifest["tvm_target"]["kind"] == "llvm" and manifest["tvm_target"].get("mcpu") not in (None, "native")
-    assert set(manifest["files"]) == {"lib/model.so", "params.bin", "model.onnx"}
-    assert [s["name"] for s in manifest["inputs"]] == [s.name for s in prepared.inputs]
-    mem = manifest["memory"]
+def _check_manifest(manifest: Manifest, prepared: PreparedModel) -> None:
+    assert manifest.board == "host" and manifest.runtime == "tvm-vm" and manifest.codegen == "llvm"
+    tvm_target = manifest.tvm_target
+    assert isinstance(tvm_target, dict) and tvm_target["kind"] == "llvm" and tvm_target.get("mcpu") not in (None, "native")
+    assert set(manifest.files) == {"lib/model.so", "params.bin", "model.onnx"}
+    assert [s.name for s in manifest.inputs or ()] == [s.name for s in prepared.inputs]
+    mem = manifest.memory or {}
     assert mem["arena_bytes"] > 0 and mem["weight_bytes"] > 0
-    assert mem["code_bytes"] == manifest["files"]["lib/model.so"]["size"]
+    assert mem["code_bytes"] == manifest.files["lib/model.so"].size
     # Weights travel in params.bin, not as constants in the library.
-    assert manifest["files"]["params.bin"]["size"] >= mem["weight_bytes"]
+    assert manifest.files["params.bin"].size >= mem["weight_bytes"]
 
 
 def _light_params():
@@ -142,8 +143,9 @@ def test_light_model_matches_onnxruntime(name: str, light_models_dir: Path, tmp_
     expose_logits(prepared)
     manifest, errors = _compile_and_compare(prepared, tmp_path)
     _check_manifest(manifest, prepared)
-    if manifest["memory"]["weight_bytes"] > 20 * 2**20:
-        assert manifest["memory"]["code_bytes"] < manifest["memory"]["weight_bytes"] / 2
+    mem = manifest.memory or {}
+    if mem["weight_bytes"] > 20 * 2**20:
+        assert mem["code_bytes"] < mem["weight_bytes"] / 2
     assert max(errors.values()) <= TOLERANCE, f"{name}: max relative error {errors}"
 
 
@@ -152,7 +154,7 @@ def test_ppocr_classifier_matches_onnxruntime(ppocr_cls_path: Path, tmp_path: Pa
     expose_logits(prepared)
     manifest, errors = _compile_and_compare(prepared, tmp_path)
     _check_manifest(manifest, prepared)
-    assert manifest["inputs"] == [{"name": "x", "shape": [1, 3, 48, 192], "dtype": "float32"}]
+    assert manifest.inputs == (TensorSpec("x", (1, 3, 48, 192), "float32"),)
     assert max(errors.values()) <= TOLERANCE, errors
 
 
@@ -189,7 +191,7 @@ def test_host_build_runs_the_llvm_pass_list(tmp_path: Path) -> None:
 def test_tuple_outputs_keep_names_and_order(tmp_path: Path) -> None:
     prepared = load_model(_two_output_model())
     manifest, errors = _compile_and_compare(prepared, tmp_path)
-    assert [o["name"] for o in manifest["outputs"]] == ["sig", "relu"]
+    assert [o.name for o in manifest.outputs or ()] == ["sig", "relu"]
     assert max(errors.values()) <= TOLERANCE
 
 

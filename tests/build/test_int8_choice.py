@@ -22,7 +22,7 @@ from onnx import TensorProto, helper, numpy_helper
 from edgekit.cli.main import main
 from edgekit.compiler.backend import BuildResult, CompileOptions
 from edgekit.compiler.driver import compile_model
-from edgekit.compiler.backends.llvm.int8_choice import LAYER_MARGIN, HostTimer, choose, runs_here
+from edgekit.compiler.backends.llvm.int8_choice import LAYER_MARGIN, HostTimer, Int8Choice, choose, runs_here
 from edgekit.compress import QuantConfig, quantize
 from edgekit.core.errors import ConfigError
 from edgekit.core.profiles import load_profiles
@@ -216,12 +216,11 @@ def test_a_layer_with_run_time_scales_is_not_cut_out_and_float_layers_leaves_it(
 def test_a_layer_faster_in_fp32_is_kept_in_fp32_and_the_outputs_still_match(models, tmp_path):
     cost = FakeCost({"conv2": (3.0, 1.0)}, {"int8": 2.0, "mixed": 1.5, "fp32": 1.8})
     pkg = tmp_path / "m.ekpkg"
-    manifest = compile_model(str(models["int8"]), "host", pkg, int8_cost=cost)
-    choice = manifest["int8_choice"]
-    assert choice["decision"] == "mixed" and choice["source"] == "modeled"
-    assert [(c["node"], c["int8_ms"], c["fp32_ms"], c["kept"]) for c in choice["fp32_layers"]] == [("conv2", 3.0, 1.0, "fp32")]
-    assert "fp32 3.00x faster" in choice["fp32_layers"][0]["reason"]
-    assert choice["model_ms"] == {"int8": 2.0, "mixed": 1.5, "fp32": 1.8}
+    choice = Int8Choice.of(compile_model(str(models["int8"]), "host", pkg, int8_cost=cost).manifest)
+    assert choice.decision == "mixed" and choice.source == "modeled"
+    assert [(c.node, c.int8_ms, c.fp32_ms, c.kept) for c in choice.fp32_layers] == [("conv2", 3.0, 1.0, "fp32")]
+    assert "fp32 3.00x faster" in choice.fp32_layers[0].reason
+    assert choice.model_ms == {"int8": 2.0, "mixed": 1.5, "fp32": 1.8}
     # The package holds (and runs) the mixed graph; compiled vs onnxruntime on it.
     compiled_graph = _package_model(pkg)
     conv2 = next(n for n in compiled_graph.graph.node if n.name == "conv2")
@@ -235,10 +234,10 @@ def test_a_layer_faster_in_fp32_is_kept_in_fp32_and_the_outputs_still_match(mode
 def test_the_whole_model_guard_keeps_fp32_when_its_build_is_faster(models, tmp_path):
     cost = FakeCost({"conv2": (3.0, 1.0)}, {"int8": 2.0, "mixed": 1.5, "fp32": 1.0})
     pkg = tmp_path / "f.ekpkg"
-    choice = compile_model(str(models["int8"]), "host", pkg, int8_cost=cost)["int8_choice"]
-    assert choice["decision"] == "fp32"
-    assert "whole-model guard" in choice["reason"]
-    assert {c["node"] for c in choice["fp32_layers"]} == {"conv1", "conv2", "dw3", "fc"}
+    choice = Int8Choice.of(compile_model(str(models["int8"]), "host", pkg, int8_cost=cost).manifest)
+    assert choice.decision == "fp32"
+    assert "whole-model guard" in choice.reason
+    assert {c.node for c in choice.fp32_layers} == {"conv1", "conv2", "dw3", "fc"}
     compiled_graph = _package_model(pkg)
     assert not any(n.op_type in QDQ_OPS for n in compiled_graph.graph.node)
     x = _x()
@@ -402,7 +401,7 @@ def test_a_model_with_only_quantize_dequantize_is_not_timed():
 
 
 def test_an_fp32_model_gets_no_int8_choice(models, tmp_path):
-    assert "int8_choice" not in compile_model(str(models["fp32"]), "host", tmp_path / "p.ekpkg")
+    assert Int8Choice.of(compile_model(str(models["fp32"]), "host", tmp_path / "p.ekpkg").manifest) is None
 
 
 # --------------------------------------------------------------------------- #

@@ -102,10 +102,10 @@ def test_inspect_reports_the_arena_compile_plans(tmp_path, capsys):
     largest = plan["live_at_peak"][0]
     assert largest["shape"] == [1, 8, 32, 32] and largest["onnx_layers"] == ["Conv 'c1'", "Relu 'r1'"]
 
-    manifest = compile_model(model, "rv32-mcu-sim", tmp_path / "chain.ekpkg")
-    assert manifest["memory"]["workspace_bytes"] == 0
-    assert manifest["memory"]["arena_bytes"] == plan["arena_bytes"]
-    assert manifest["memory"]["weight_bytes"] == plan["weight_bytes"] == data["fits"]["needed_flash"]
+    memory = compile_model(model, "rv32-mcu-sim", tmp_path / "chain.ekpkg").manifest.memory or {}
+    assert memory["workspace_bytes"] == 0
+    assert memory["arena_bytes"] == plan["arena_bytes"]
+    assert memory["weight_bytes"] == plan["weight_bytes"] == data["fits"]["needed_flash"]
 
 
 def test_inspect_table_names_the_planner(tmp_path, capsys):

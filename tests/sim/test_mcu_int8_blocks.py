@@ -23,6 +23,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgekit.compiler.backends.aot_c.pipeline import compile_aot
 from edgekit.compiler.backends.aot_c.host import run_on_host
+from edgekit.compiler.backends.aot_c.section import AotSection
 from edgekit.compiler.backend import CompileOptions
 from edgekit.compiler.driver import compile_model
 from edgekit.compress import QuantConfig, quantize
@@ -145,9 +146,9 @@ def test_block_bit_exact_in_the_simulator(board: str, block_int8: tuple[Path, on
     outs = {}
     for on in (True, False):
         pkg = tmp_path / f"{on}.ekpkg"
-        manifest = compile_model(str(path), board, str(pkg), options=CompileOptions(mcu_int8_kernels=on))
+        manifest = compile_model(str(path), board, str(pkg), options=CompileOptions(mcu_int8_kernels=on)).manifest
         if on:  # the compile report names every op that keeps float activations: only the model's I/O
-            floats = manifest["aot"]["float_ops"]
+            floats = (AotSection.of(manifest) or AotSection()).float_ops
             assert [op["kernel"] for op in floats[:1]] == ["ek_nn_quantize_s8"] and len(floats) == 2
             assert [op["float_bytes"] for op in floats] == [4 * int(np.prod(SHAPE)), 4 * 5]
             assert floats[0]["arena_cost_bytes"] >= 0 and floats[1]["arena_cost_bytes"] == 0

@@ -24,6 +24,7 @@ from onnx import TensorProto, helper, numpy_helper
 from edgekit.compiler import firmware
 from edgekit.compiler.backends.aot_c.pipeline import compile_aot
 from edgekit.compiler.backends.aot_c.host import run_on_host
+from edgekit.compiler.backends.aot_c.section import AotSection
 from edgekit.compiler.backend import CompileOptions
 from edgekit.compiler.driver import compile_model
 from edgekit.core.profiles import get_board
@@ -178,8 +179,9 @@ def test_board_kernels_bit_exact_in_the_simulator(board: str, tmp_path: Path) ->
     outs = {}
     for on in (True, False):
         pkg = tmp_path / f"{on}.ekpkg"
-        manifest = compile_model(str(path), board, str(pkg), options=CompileOptions(mcu_int8_kernels=on))
-        assert manifest["aot"]["int8_c_kernel_calls"] == (4 if on else 0)
+        result = compile_model(str(path), board, str(pkg), options=CompileOptions(mcu_int8_kernels=on))
+        aot = AotSection.of(result.manifest)
+        assert aot is not None and aot.int8_c_kernel_calls == (4 if on else 0)
         results, _, _ = run_package(str(pkg), feeds, sim=True)
         outs[on] = np.stack([r[model.graph.output[0].name] for r in results])
     np.testing.assert_array_equal(outs[True], outs[False])
@@ -254,8 +256,9 @@ def test_board_kernels_round_exact_ties_to_even_in_the_simulator(board: str, tmp
     x = _tie_feeds(model, 2)
     assert sum(_exact_ties(model, xi) for xi in x) >= 16
     pkg = tmp_path / "ties.ekpkg"
-    manifest = compile_model(str(path), board, str(pkg), options=CompileOptions(mcu_int8_kernels=True))
-    assert manifest["aot"]["int8_c_kernel_calls"] == 1
+    result = compile_model(str(path), board, str(pkg), options=CompileOptions(mcu_int8_kernels=True))
+    aot = AotSection.of(result.manifest)
+    assert aot is not None and aot.int8_c_kernel_calls == 1
     results, _, _ = run_package(str(pkg), {"x": x}, sim=True)
     for xi, r in zip(x, results):
         np.testing.assert_array_equal(r["y"], _ort(model, {"x": xi}))

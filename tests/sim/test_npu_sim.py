@@ -13,6 +13,7 @@ import pytest
 
 from edgekit.compiler.backends.npu import compile_npu
 from edgekit.compiler.backends.npu.codegen import generate
+from edgekit.compiler.backends.npu.section import NpuSection
 from edgekit.compiler.backends.npu.tiling import plan
 from edgekit.core.fixedpoint import quantize_multiplier, quantize_multipliers_common
 from edgekit.core.profiles import NpuConfig, get_board
@@ -264,9 +265,10 @@ def test_package_runs_through_the_runner(tmp_path):
     src = tmp_path / "digits_q.onnx"
     onnx.save(qdq, src)
     pkg_path = tmp_path / "digits.ekpkg"
-    manifest = compile_model(str(src), "pynq-z2", pkg_path)
-    assert manifest["runtime"] == "npu"
-    assert manifest["npu"]["partition"]["offloaded_macs_fraction"] == pytest.approx(1.0)
+    manifest = compile_model(str(src), "pynq-z2", pkg_path).manifest
+    npu = NpuSection.of(manifest)
+    assert manifest.runtime == "npu" and npu is not None
+    assert npu.offloaded_macs_fraction == pytest.approx(1.0)
     board, _ = get_board("pynq-z2")
     runner = NpuRunner(open_package(pkg_path), board, sim=True)
     out = runner.run(feeds)
