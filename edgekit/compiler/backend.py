@@ -3,7 +3,9 @@
 A backend turns a :class:`~edgekit.frontend.loader.PreparedModel` into package
 members. Built-in backends are packages under :mod:`edgekit.compiler.backends`
 (one folder each) exposing a ``build`` function and ``PASSES``, the named list
-of the steps ``build`` runs (:class:`Pass`); they are imported only when used
+of the steps ``build`` runs (:class:`Pass`), and optionally a
+``choose_precision`` hook (:class:`PrecisionChooser`) that builds a quantized
+model with each layer's precision chosen for the board; they are imported only when used
 (TVM is slow to import, and a board's backend may not exist yet). Third
 parties register more through the ``edgekit.backends`` entry-point group,
 pointing at a module or at a ``build`` function.
@@ -28,6 +30,9 @@ __all__ = [
     "CompileOptions",
     "BuildResult",
     "Backend",
+    "ChosenBuild",
+    "PrecisionChooser",
+    "build_with_choice",
     "Pass",
     "CHECK_OPERATORS",
     "ProgressFn",
@@ -47,8 +52,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Called with ``(stage, message)`` when a compile stage starts. A backend's
-#: stages are the names in its ``PASSES``; the driver adds ``load``,
-#: ``normalize``, ``int8-choice``, ``check-image`` and ``package``.
+#: stages are the names in its ``PASSES`` (and ``int8-choice`` for its
+#: precision hook); the driver adds ``load``, ``normalize``, ``check-image``
+#: and ``package``.
 ProgressFn = Callable[[str, str], None]
 
 
@@ -237,6 +243,62 @@ class Backend(Protocol):
     ) -> BuildResult:
         """Compiles ``prepared`` for ``board`` and returns the package members."""
         ...
+
+
+@dataclass(frozen=True)
+class ChosenBuild:
+    """A build, with the precision its backend chose for the model's layers.
+
+    Attributes:
+        prepared: The model actually compiled (a precision hook may have put a
+            layer, or the whole model, back in float).
+        result: Its build.
+        choice: What was chosen and why, the manifest's ``int8_choice`` (JSON);
+            ``None`` where the backend had no choice to make.
+    """
+
+    prepared: "PreparedModel"
+    result: BuildResult
+    choice: dict[str, Any] | None = None
+
+
+class PrecisionChooser(Protocol):
+    """A backend's optional precision hook (a module-level ``choose_precision``
+    function satisfies it); the llvm backend's decides int8 or fp32 per layer."""
+
+    def choose_precision(
+        self,
+        prepared: "PreparedModel",
+        board: "Board",
+        target: "Target",
+        options: CompileOptions,
+        progress: ProgressFn,
+        *,
+        cost: Any = None,
+    ) -> ChosenBuild | None:
+        """Builds ``prepared`` with each layer's precision chosen for ``board``,
+        or returns ``None`` when there is nothing to choose for this model
+        (the driver then calls ``build``). ``cost`` is the caller's cost model,
+        for boards that are not attached (the backend documents its type)."""
+        ...
+
+
+def build_with_choice(
+    backend: Backend,
+    prepared: "PreparedModel",
+    board: "Board",
+    target: "Target",
+    options: CompileOptions,
+    progress: ProgressFn,
+    *,
+    cost: Any = None,
+) -> ChosenBuild:
+    """``backend``'s build, through its ``choose_precision`` hook where it has one."""
+    hook = getattr(backend, "choose_precision", None)
+    chosen = hook(prepared, board, target, options, progress, cost=cost) if callable(hook) else None
+    if chosen is not None:
+        return chosen
+    return ChosenBuild(prepared, backend.build(prepared, board, target, options, progress))
 
 
 #: codegen -> module path of its backend (or a registered backend object).

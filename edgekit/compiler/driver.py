@@ -19,13 +19,14 @@ from typing import Any, Iterable, Mapping
 
 import onnx
 
-from edgekit.compiler.backend import BuildResult, CompileOptions, ProgressFn, get_backend, no_progress, refuse_weight_storage
+from edgekit.compiler.backend import (
+    BuildResult, CompileOptions, ProgressFn, build_with_choice, get_backend, no_progress, refuse_weight_storage,
+)  # fmt: skip
 from edgekit.compiler.result import CompileResult
 from edgekit.package import FORMAT_VERSION, Manifest, write_package
 from edgekit.core.errors import CompileError, DoesNotFitError, InputError, PackageError
 from edgekit.core.profiles import Board, Target, load_profiles
 from edgekit.frontend.loader import PreparedModel, load_model
-from edgekit.frontend.qdq_graph import has_qdq
 
 __all__ = ["compile_model", "CompileResult", "MODEL_MEMBER"]
 
@@ -98,10 +99,11 @@ def compile_model(
         options: Compile options; defaults to :class:`CompileOptions()`.
         board_dirs: Extra folders of board/target profiles.
         progress: Called with ``(stage, message)`` as each stage starts.
-        int8_cost: A :class:`edgekit.compiler.backends.llvm.int8_choice.CostProvider` for the
-            int8/fp32 choice of a QDQ model on a CPU board (default: measured
-            on this machine where the target runs here); for tests and for
-            cost models of boards that are not attached.
+        int8_cost: A cost model for the backend's precision hook
+            (:class:`~edgekit.compiler.backend.PrecisionChooser`; the CPU
+            backend's int8/fp32 choice takes a ``CostProvider`` and by default
+            measures on this machine where the target runs here); for tests
+            and for boards that are not attached.
 
     Returns:
         The package written, its manifest (typed), the compile time and the file's size.
@@ -127,17 +129,8 @@ def compile_model(
     backend = get_backend(target.codegen, brd.name)
 
     prepared = _normalize_qoperator(_prepare(model, input_shapes, report), report)
-    choice = None
-    if target.codegen == "llvm" and has_qdq(prepared.model):
-        # CPU boards: keep layers (or the whole model) in fp32 where int8 is slower there.
-        from edgekit.compiler.backends.llvm.int8_choice import choose
-
-        def build(p: PreparedModel, prog: ProgressFn) -> Any:
-            return backend.build(p, brd, target, options, prog)
-
-        prepared, result, choice = choose(prepared, brd, target, options, build, report, cost=int8_cost)
-    else:
-        result = backend.build(prepared, brd, target, options, report)
+    built = build_with_choice(backend, prepared, brd, target, options, report, cost=int8_cost)
+    prepared, result = built.prepared, built.result
     _check_arena(prepared, brd, result)
     memory = {**result.memory, **_check_firmware(result.members, brd, report)}
 
@@ -147,7 +140,7 @@ def compile_model(
     if MODEL_MEMBER in members:
         raise CompileError(f"backend for {target.codegen} returned a member named {MODEL_MEMBER}", hint="Report this as a bug.")
     members[MODEL_MEMBER] = onnx_bytes
-    manifest = _manifest(prepared, onnx_bytes, brd, target, result, memory, options, choice)
+    manifest = _manifest(prepared, onnx_bytes, brd, target, result, memory, options, built.choice)
     written = write_package(out, manifest, members)
     compiled = CompileResult(out, Manifest.from_json(written, source=str(out)),
                              round(time.perf_counter() - started, 3), out.stat().st_size)  # fmt: skip
@@ -187,7 +180,7 @@ def _check_arena(prepared: PreparedModel, board: Board, result: BuildResult) -> 
 
 def _manifest(
     prepared: PreparedModel, onnx_bytes: bytes, board: Board, target: Target, result: BuildResult,
-    memory: Mapping[str, int], options: CompileOptions, choice: Any,
+    memory: Mapping[str, int], options: CompileOptions, choice: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
     """The manifest the driver writes: its own keys, then the backend's ``extra_manifest``."""
     manifest: dict[str, Any] = {
@@ -211,7 +204,7 @@ def _manifest(
         "options": options.to_json(),
     }
     if choice is not None:
-        manifest["int8_choice"] = choice.to_json()
+        manifest["int8_choice"] = dict(choice)
     clash = sorted(set(result.extra_manifest) & _CORE_KEYS)
     if clash:
         raise CompileError(f"backend for {target.codegen} tried to set manifest key(s) {clash}", hint="Report this as a bug.")

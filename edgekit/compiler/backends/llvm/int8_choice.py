@@ -48,9 +48,10 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Mapping, Pr
 import numpy as np
 import onnx
 
-from edgekit.compiler.backend import INT8_CHOICES, BuildResult, CompileOptions, ProgressFn
+from edgekit.compiler.backend import INT8_CHOICES, BuildResult, ChosenBuild, CompileOptions, ProgressFn
+from edgekit.compiler.backends.llvm.pipeline import build as build_llvm
 from edgekit.core.errors import CompileError
-from edgekit.frontend.qdq_graph import float_layers, float_model, layer_subgraph, named_nodes, quantized_nodes
+from edgekit.frontend.qdq_graph import float_layers, float_model, has_qdq, layer_subgraph, named_nodes, quantized_nodes
 from edgekit.package.sections import Section, SectionReader
 
 if TYPE_CHECKING:
@@ -67,6 +68,7 @@ __all__ = [
     "LayerProbe",
     "TIMED_OPS",
     "choose",
+    "choose_precision",
     "interleaved_times",
     "runs_here",
     "vm_of_members",
@@ -572,6 +574,29 @@ def choose(
 
     with _lowering_logs_quiet():
         return _choose_measured(prepared, model, names, choice, cost, options, build, progress, int8_build, started)
+
+
+def choose_precision(
+    prepared: "PreparedModel",
+    board: "Board",
+    target: "Target",
+    options: CompileOptions,
+    progress: ProgressFn,
+    *,
+    cost: CostProvider | None = None,
+) -> ChosenBuild | None:
+    """The llvm backend's precision hook (:class:`~edgekit.compiler.backend.PrecisionChooser`):
+    a QDQ model gets :func:`choose` over the backend's own build, with
+    ``cost`` as its cost provider; a model without quantized layers has
+    nothing to choose (``None``)."""
+    if not has_qdq(prepared.model):
+        return None
+
+    def build(p: "PreparedModel", prog: ProgressFn) -> BuildResult:
+        return build_llvm(p, board, target, options, prog)
+
+    final, result, choice = choose(prepared, board, target, options, build, progress, cost=cost)
+    return ChosenBuild(final, result, choice.to_json())
 
 
 def _choose_measured(prepared: "PreparedModel", model: onnx.ModelProto, names: list[str], choice: Int8Choice,
