@@ -3,8 +3,9 @@
 Every instruction is one 256-bit little-endian word (:data:`INSN_BYTES`).
 Bits 0-2 hold the opcode, bits 3-6 the four dependency-token flags
 (decoupled access/execute, as in VTA); the rest are opcode-specific fields
-laid out in the order of each class's ``FIELDS``. The layout and the meaning
-of each field are documented in ``docs/npu-isa.md``.
+laid out in the order each class declares them, each as wide as its
+``_field`` says. The layout and the meaning of each field are documented in
+``docs/npu-isa.md``.
 
 Three modules execute the stream, each in program order:
 
@@ -21,10 +22,11 @@ instruction starts, ``push_*`` sends one when it ends.
 
 from __future__ import annotations
 
+import functools
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from enum import IntEnum
-from typing import ClassVar, Iterable, Sequence
+from typing import Any, ClassVar, Iterable, Sequence
 
 __all__ = [
     "INSN_BYTES",
@@ -123,15 +125,20 @@ class Deps:
         )
 
 
+def _field(bits: int, *, default: int = 0, signed: bool = False) -> Any:
+    """An instruction field ``bits`` wide in the word (two's complement when ``signed``)."""
+    return field(default=default, metadata={"bits": bits, "signed": signed})
+
+
 @dataclass(frozen=True)
 class Insn:
-    """Base of every instruction: ``FIELDS`` = (name, bits, signed) in word order."""
+    """Base of every instruction: the token flags, then the fields in word order (see :func:`_layout`)."""
 
     OPCODE: ClassVar[Opcode]
-    FIELDS: ClassVar[tuple[tuple[str, int, bool], ...]] = ()
+    deps: Deps = Deps()
 
     def __post_init__(self) -> None:
-        for name, bits, signed in self.FIELDS:
+        for name, bits, signed in _layout(type(self)):
             value = getattr(self, name)
             if isinstance(value, bool):
                 value = int(value)
@@ -142,8 +149,14 @@ class Insn:
                 raise IsaError(f"{type(self).__name__}.{name} = {value} does not fit {bits} bits ({lo}..{hi})")
 
 
+@functools.cache
+def _layout(cls: type[Insn]) -> tuple[tuple[str, int, bool], ...]:
+    """(name, bits, signed) of each field of ``cls`` after the header, in word order (declaration order)."""
+    return tuple((f.name, f.metadata["bits"], f.metadata["signed"]) for f in fields(cls) if "bits" in f.metadata)
+
+
 def _total_bits(cls: type[Insn]) -> int:
-    return _HEADER_BITS + sum(b for _, b, _ in cls.FIELDS)
+    return _HEADER_BITS + sum(b for _, b, _ in _layout(cls))
 
 
 @dataclass(frozen=True)
@@ -161,37 +174,20 @@ class Load(Insn):
     """
 
     OPCODE: ClassVar[Opcode] = Opcode.LOAD
-    FIELDS: ClassVar[tuple[tuple[str, int, bool], ...]] = (
-        ("buffer", 2, False),
-        ("int8_src", 1, False),
-        ("sram_base", 20, False),
-        ("dram_addr", 40, False),
-        ("y_size", 12, False),
-        ("x_size", 12, False),
-        ("chunk", 16, False),
-        ("x_stride", 24, False),
-        ("y_stride", 32, False),
-        ("pad_top", 8, False),
-        ("pad_bottom", 8, False),
-        ("pad_left", 8, False),
-        ("pad_right", 8, False),
-        ("pad_value", 8, True),
-    )
-    deps: Deps = Deps()
-    buffer: int = Buffer.INP
-    int8_src: int = 0
-    sram_base: int = 0
-    dram_addr: int = 0
-    y_size: int = 1
-    x_size: int = 1
-    chunk: int = 1
-    x_stride: int = 0
-    y_stride: int = 0
-    pad_top: int = 0
-    pad_bottom: int = 0
-    pad_left: int = 0
-    pad_right: int = 0
-    pad_value: int = 0
+    buffer: int = _field(2, default=Buffer.INP)
+    int8_src: int = _field(1)
+    sram_base: int = _field(20)
+    dram_addr: int = _field(40)
+    y_size: int = _field(12, default=1)
+    x_size: int = _field(12, default=1)
+    chunk: int = _field(16, default=1)
+    x_stride: int = _field(24)
+    y_stride: int = _field(32)
+    pad_top: int = _field(8)
+    pad_bottom: int = _field(8)
+    pad_left: int = _field(8)
+    pad_right: int = _field(8)
+    pad_value: int = _field(8, signed=True)
 
 
 @dataclass(frozen=True)
@@ -203,23 +199,13 @@ class Store(Insn):
     """
 
     OPCODE: ClassVar[Opcode] = Opcode.STORE
-    FIELDS: ClassVar[tuple[tuple[str, int, bool], ...]] = (
-        ("sram_base", 20, False),
-        ("dram_addr", 40, False),
-        ("y_size", 12, False),
-        ("x_size", 12, False),
-        ("chunk", 16, False),
-        ("x_stride", 24, False),
-        ("y_stride", 32, False),
-    )
-    deps: Deps = Deps()
-    sram_base: int = 0
-    dram_addr: int = 0
-    y_size: int = 1
-    x_size: int = 1
-    chunk: int = 1
-    x_stride: int = 0
-    y_stride: int = 0
+    sram_base: int = _field(20)
+    dram_addr: int = _field(40)
+    y_size: int = _field(12, default=1)
+    x_size: int = _field(12, default=1)
+    chunk: int = _field(16, default=1)
+    x_stride: int = _field(24)
+    y_stride: int = _field(32)
 
 
 @dataclass(frozen=True)
@@ -235,29 +221,16 @@ class Gemm(Insn):
     """
 
     OPCODE: ClassVar[Opcode] = Opcode.GEMM
-    FIELDS: ClassVar[tuple[tuple[str, int, bool], ...]] = (
-        ("reset", 1, False),
-        ("acc_base", 20, False),
-        ("inp_base", 20, False),
-        ("wgt_base", 20, False),
-        ("ext_outer", 12, False),
-        ("ext_inner", 12, False),
-        ("acc_so", 20, False),
-        ("acc_si", 16, False),
-        ("inp_so", 20, False),
-        ("inp_si", 16, False),
-    )
-    deps: Deps = Deps()
-    reset: int = 0
-    acc_base: int = 0
-    inp_base: int = 0
-    wgt_base: int = 0
-    ext_outer: int = 1
-    ext_inner: int = 1
-    acc_so: int = 0
-    acc_si: int = 0
-    inp_so: int = 0
-    inp_si: int = 0
+    reset: int = _field(1)
+    acc_base: int = _field(20)
+    inp_base: int = _field(20)
+    wgt_base: int = _field(20)
+    ext_outer: int = _field(12, default=1)
+    ext_inner: int = _field(12, default=1)
+    acc_so: int = _field(20)
+    acc_si: int = _field(16)
+    inp_so: int = _field(20)
+    inp_si: int = _field(16)
 
 
 @dataclass(frozen=True)
@@ -276,33 +249,18 @@ class Alu(Insn):
     """
 
     OPCODE: ClassVar[Opcode] = Opcode.ALU
-    FIELDS: ClassVar[tuple[tuple[str, int, bool], ...]] = (
-        ("op", 4, False),
-        ("dst_base", 20, False),
-        ("src_base", 20, False),
-        ("param_base", 20, False),
-        ("count", 20, False),
-        ("stride", 16, False),
-        ("relu", 1, False),
-        ("zin", 9, True),
-        ("zin_b", 9, True),
-        ("zout", 9, True),
-        ("lo", 9, True),
-        ("hi", 9, True),
-    )
-    deps: Deps = Deps()
-    op: int = AluOp.ADD
-    dst_base: int = 0
-    src_base: int = 0
-    param_base: int = 0
-    count: int = 1
-    stride: int = 1
-    relu: int = 0
-    zin: int = 0
-    zin_b: int = 0
-    zout: int = 0
-    lo: int = -128
-    hi: int = 127
+    op: int = _field(4, default=AluOp.ADD)
+    dst_base: int = _field(20)
+    src_base: int = _field(20)
+    param_base: int = _field(20)
+    count: int = _field(20, default=1)
+    stride: int = _field(16, default=1)
+    relu: int = _field(1)
+    zin: int = _field(9, signed=True)
+    zin_b: int = _field(9, signed=True)
+    zout: int = _field(9, signed=True)
+    lo: int = _field(9, default=-128, signed=True)
+    hi: int = _field(9, default=127, signed=True)
 
 
 @dataclass(frozen=True)
@@ -310,8 +268,6 @@ class Finish(Insn):
     """Ends a program; the device posts a completion when all modules are idle."""
 
     OPCODE: ClassVar[Opcode] = Opcode.FINISH
-    FIELDS: ClassVar[tuple[tuple[str, int, bool], ...]] = ()
-    deps: Deps = Deps()
 
 
 _CLASSES: dict[Opcode, type[Insn]] = {c.OPCODE: c for c in (Load, Store, Gemm, Alu, Finish)}
@@ -330,9 +286,9 @@ def module_of(insn: Insn) -> Module:
 
 def encode(insn: Insn) -> bytes:
     """Packs one instruction into :data:`INSN_BYTES` little-endian bytes."""
-    word = int(insn.OPCODE) | insn.deps.bits() << 3  # type: ignore[attr-defined]
+    word = int(insn.OPCODE) | insn.deps.bits() << 3
     pos = _HEADER_BITS
-    for name, bits, _signed in insn.FIELDS:
+    for name, bits, _signed in _layout(type(insn)):
         value = int(getattr(insn, name)) & ((1 << bits) - 1)
         word |= value << pos
         pos += bits
@@ -355,7 +311,7 @@ def decode(data: bytes) -> Insn:
         raise IsaError(f"unknown opcode {word & 7}") from None
     values: dict[str, object] = {"deps": Deps.from_bits(word >> 3 & 0xF)}
     pos = _HEADER_BITS
-    for name, bits, signed in cls.FIELDS:
+    for name, bits, signed in _layout(cls):
         value = word >> pos & ((1 << bits) - 1)
         if signed and value >> (bits - 1):
             value -= 1 << bits
@@ -386,7 +342,7 @@ def field_table(cls: type[Insn]) -> Sequence[tuple[str, int, int]]:
     """(name, first bit, width) of every field of ``cls``, header included (for docs)."""
     rows = [("opcode", 0, 3), ("deps", 3, 4)]
     pos = _HEADER_BITS
-    for name, bits, _ in cls.FIELDS:
+    for name, bits, _ in _layout(cls):
         rows.append((name, pos, bits))
         pos += bits
     return rows
