@@ -47,14 +47,30 @@ def _quantize(data: DFPattern) -> DFPattern:
     return is_op("relax.quantize")(data, wildcard(), wildcard())
 
 
-def _activation(data: DFPattern) -> tuple[DFPattern, DFPattern, DFPattern]:
-    relu = is_op("relax.nn.relu")(data)
-    clip = is_op("relax.clip")(data, wildcard(), wildcard())
-    return data | relu | clip, relu, clip
+@dataclass(kw_only=True)
+class _Activated:
+    """A pattern whose result goes through an optional activation to its ``quantize``.
+
+    Attributes:
+        relu: ``nn.relu`` of the result, when the match has it.
+        clip: ``clip`` of the result, when the match has it.
+        root: The ``quantize`` the match is anchored at.
+    """
+
+    relu: DFPattern
+    clip: DFPattern
+    root: DFPattern
+
+    @staticmethod
+    def _tail(result: DFPattern) -> dict[str, DFPattern]:
+        """The fields above for ``quantize(act(result))``, ``act`` optional."""
+        relu = is_op("relax.nn.relu")(result)
+        clip = is_op("relax.clip")(result, wildcard(), wildcard())
+        return {"relu": relu, "clip": clip, "root": _quantize(result | relu | clip)}
 
 
 @dataclass
-class LinearPattern:
+class LinearPattern(_Activated):
     """conv2d / matmul of two dequantized tensors, optional bias and activation."""
 
     x: DFPattern
@@ -64,9 +80,6 @@ class LinearPattern:
     matmul: DFPattern
     bias: DFPattern
     bias_add: DFPattern
-    relu: DFPattern
-    clip: DFPattern
-    root: DFPattern
 
     @classmethod
     def build(cls) -> "LinearPattern":
@@ -78,12 +91,11 @@ class LinearPattern:
         core = conv | matmul
         bias = wildcard()
         bias_add = is_op("relax.add")(core, bias) | is_op("relax.add")(bias, core)
-        act, relu, clip = _activation(core | bias_add)
-        return cls(x, w, w_perm, conv, matmul, bias, bias_add, relu, clip, _quantize(act))
+        return cls(x, w, w_perm, conv, matmul, bias, bias_add, **cls._tail(core | bias_add))
 
 
 @dataclass
-class BinaryPattern:
+class BinaryPattern(_Activated):
     """add / subtract / multiply of two dequantized tensors, optional activation."""
 
     a: DFPattern
@@ -91,9 +103,6 @@ class BinaryPattern:
     add: DFPattern
     subtract: DFPattern
     multiply: DFPattern
-    relu: DFPattern
-    clip: DFPattern
-    root: DFPattern
 
     @classmethod
     def build(cls) -> "BinaryPattern":
@@ -101,8 +110,7 @@ class BinaryPattern:
         add = is_op("relax.add")(a, b)
         subtract = is_op("relax.subtract")(a, b)
         multiply = is_op("relax.multiply")(a, b)
-        act, relu, clip = _activation(add | subtract | multiply)
-        return cls(a, b, add, subtract, multiply, relu, clip, _quantize(act))
+        return cls(a, b, add, subtract, multiply, **cls._tail(add | subtract | multiply))
 
 
 @dataclass
