@@ -3,14 +3,9 @@
 // loads the program and weights, starts the NPU and reads the outputs.
 // Board tops (ulx3s_top.v) add pins, reset and LEDs.
 `default_nettype none
+`include "npu_ports.vh"
 module npu_board #(
-    parameter ROWS = 8,
-    parameter COLS = 8,
-    parameter INP_DEPTH = 2048,
-    parameter WGT_DEPTH = 256,
-    parameter ACC_DEPTH = 512,
-    parameter DMA_BYTES = 8,
-    parameter ARRAY_DSP = 1,
+    `NPU_PARAMS(2048, 256, 512, 1),
     parameter MEM_BYTES = 131072,
     parameter CLKS_PER_BIT = 25,
     parameter TIMEOUT_CLKS = 1000000
@@ -30,22 +25,17 @@ module npu_board #(
     wire [255:0] if_rdata;
     wire [DMA_BYTES*8-1:0] rd_data, wr_data;
     wire [DMA_BYTES-1:0] wr_strb;
-    npu_top #(.ROWS(ROWS), .COLS(COLS), .INP_DEPTH(INP_DEPTH), .WGT_DEPTH(WGT_DEPTH), .ACC_DEPTH(ACC_DEPTH),
-              .DMA_BYTES(DMA_BYTES), .ARRAY_DSP(ARRAY_DSP)) npu (
+    npu_top #(`NPU_PARAMS_PASS) npu (
         .clk(clk), .rst(rst),
         .host_we(host_we), .host_addr(host_addr), .host_wdata(host_wdata), .host_rdata(host_rdata),
-        .if_req(if_req), .if_addr(if_addr), .if_rvalid(if_rvalid), .if_rdata(if_rdata),
-        .rd_req(rd_req), .rd_addr(rd_addr), .rd_rvalid(rd_rvalid), .rd_data(rd_data),
-        .wr_req(wr_req), .wr_addr(wr_addr), .wr_data(wr_data), .wr_strb(wr_strb), .wr_ack(wr_ack));
+        `NPU_MEM_CONNECT);
 
     wire h_re, h_we, h_ack;
     wire [31:0] h_addr;
     wire [7:0] h_wdata, h_rdata;
     npu_board_mem #(.MEM_BYTES(MEM_BYTES), .DMA_BYTES(DMA_BYTES)) mem (
         .clk(clk), .rst(rst),
-        .if_req(if_req), .if_addr(if_addr), .if_rvalid(if_rvalid), .if_rdata(if_rdata),
-        .rd_req(rd_req), .rd_addr(rd_addr), .rd_rvalid(rd_rvalid), .rd_data(rd_data),
-        .wr_req(wr_req), .wr_addr(wr_addr), .wr_data(wr_data), .wr_strb(wr_strb), .wr_ack(wr_ack),
+        `NPU_MEM_CONNECT,
         .h_re(h_re), .h_we(h_we), .h_addr(h_addr), .h_wdata(h_wdata), .h_ack(h_ack), .h_rdata(h_rdata));
 
     wire rx_valid, tx_start, tx_busy;

@@ -15,6 +15,7 @@
 // Addresses at or beyond MEM_BYTES are not backed by memory: the host checks
 // that a model fits (edgekit.npu.uart_bridge).
 `default_nettype none
+`include "npu_ports.vh"
 module npu_board_mem #(
     parameter MEM_BYTES = 131072,  // a multiple of 32 bytes
     parameter DMA_BYTES = 8,
@@ -23,19 +24,7 @@ module npu_board_mem #(
 ) (
     input  wire                    clk,
     input  wire                    rst,
-    input  wire                    if_req,
-    input  wire [39:0]             if_addr,
-    output reg                     if_rvalid,
-    output wire [255:0]            if_rdata,
-    input  wire                    rd_req,
-    input  wire [39:0]             rd_addr,
-    output reg                     rd_rvalid,
-    output wire [DMA_BYTES*8-1:0]  rd_data,
-    input  wire                    wr_req,
-    input  wire [39:0]             wr_addr,
-    input  wire [DMA_BYTES*8-1:0]  wr_data,
-    input  wire [DMA_BYTES-1:0]    wr_strb,
-    output reg                     wr_ack,
+    `NPU_MEM_PORTS(input wire, output wire, output reg),  // npu_ports.vh
     // host (bridge) byte port: hold h_re or h_we until h_ack
     input  wire                    h_re,
     input  wire                    h_we,

@@ -10,14 +10,9 @@
 // LEDs: 0 heartbeat, 1 NPU running, 2 done, 3 fault, 4 bridge busy,
 // 5 reset held. FIRE1 (btn[1]) resets the NPU and the bridge.
 `default_nettype none
+`include "npu_ports.vh"
 module ulx3s_top #(
-    parameter ROWS = 8,
-    parameter COLS = 8,
-    parameter INP_DEPTH = 2048,
-    parameter WGT_DEPTH = 256,
-    parameter ACC_DEPTH = 512,
-    parameter DMA_BYTES = 8,
-    parameter ARRAY_DSP = 1,
+    `NPU_PARAMS(2048, 256, 512, 1),
     parameter MEM_BYTES = 131072,
     parameter CLK_HZ = 25000000,
     parameter BAUD = 1000000,
@@ -43,8 +38,7 @@ module ulx3s_top #(
 
     wire [2:0] status;
     wire busy;
-    npu_board #(.ROWS(ROWS), .COLS(COLS), .INP_DEPTH(INP_DEPTH), .WGT_DEPTH(WGT_DEPTH), .ACC_DEPTH(ACC_DEPTH),
-                .DMA_BYTES(DMA_BYTES), .ARRAY_DSP(ARRAY_DSP), .MEM_BYTES(MEM_BYTES),
+    npu_board #(`NPU_PARAMS_PASS, .MEM_BYTES(MEM_BYTES),
                 .CLKS_PER_BIT(CLK_HZ / BAUD), .TIMEOUT_CLKS(TIMEOUT_CLKS)) sys (
         .clk(clk_25mhz), .rst(rst), .uart_rx(ftdi_txd), .uart_tx(ftdi_rxd),
         .npu_status(status), .bridge_active(busy));

@@ -35,15 +35,11 @@
 // the results (cost measured: edgekit/npu/timing.py ALU_LATENCY_CYCLES).
 `default_nettype none
 `include "npu_isa.vh"
+`include "npu_ports.vh"
 module npu_alu #(
     parameter COLS = 8
 ) (
-    input  wire                 clk,
-    input  wire                 rst,
-    input  wire                 start,
-    input  wire [255:0]         insn,
-    output wire                 busy,
-    output wire                 done,
+    `NPU_UNIT_PORTS,
     output wire                 r0_re,
     output wire [19:0]          r0_addr,
     input  wire [COLS*32-1:0]   r0_data,
@@ -57,11 +53,15 @@ module npu_alu #(
     localparam OP_ADD = 4'd0, OP_REQUANT = 4'd1, OP_RESADD = 4'd2;
     localparam STAGES = 9;  // A .. Z2
 
-    reg [3:0]  op;
-    reg        relu;
-    reg signed [8:0] zin, zin_b, zout, lo, hi;
-    reg [19:0] pbase, dst, src, count, k;
-    reg [15:0] stride;
+    // The instruction word, held from the start (its fields are read from
+    // it; Yosys drops the bits no field uses).
+    reg [255:0] cur;
+    wire [3:0]  op = cur[`ALU_OP];
+    wire        relu = cur[`ALU_RELU];
+    wire signed [8:0] zin = cur[`ALU_ZIN], zin_b = cur[`ALU_ZIN_B], zout = cur[`ALU_ZOUT], lo = cur[`ALU_LO], hi = cur[`ALU_HI];
+    wire [19:0] pbase = cur[`ALU_PARAM_BASE], count = cur[`ALU_COUNT];
+    wire [15:0] stride = cur[`ALU_STRIDE];
+    reg [19:0] dst, src, k;
     reg [COLS*32-1:0] p0, p1, p2;
     reg        active;
     reg [1:0]  phase;   // 0: p0/p1 read issued, 1: p2 read issued, 2: streaming entries
@@ -94,18 +94,9 @@ module npu_alu #(
             phase <= 2'd0;
             pass <= 1'b0;
         end else if (start) begin
-            op <= insn[`ALU_OP];
-            relu <= insn[`ALU_RELU];
-            zin <= insn[`ALU_ZIN];
-            zin_b <= insn[`ALU_ZIN_B];
-            zout <= insn[`ALU_ZOUT];
-            lo <= insn[`ALU_LO];
-            hi <= insn[`ALU_HI];
-            pbase <= insn[`ALU_PARAM_BASE];
+            cur <= insn;
             dst <= insn[`ALU_DST_BASE];
             src <= insn[`ALU_SRC_BASE];
-            count <= insn[`ALU_COUNT];
-            stride <= insn[`ALU_STRIDE];
             k <= 0;
             phase <= 2'd0;
             streaming <= 1'b0;

@@ -27,14 +27,9 @@
 //     data is realigned, writes get shifted data and byte strobes. A write
 //     is acknowledged to npu_top on its last B response.
 `default_nettype none
+`include "npu_ports.vh"
 module npu_axi #(
-    parameter ROWS = 8,
-    parameter COLS = 8,
-    parameter INP_DEPTH = 4096,
-    parameter WGT_DEPTH = 512,
-    parameter ACC_DEPTH = 1024,
-    parameter DMA_BYTES = 8,
-    parameter ARRAY_DSP = 1 << 30,
+    `NPU_PARAMS(4096, 512, 1024, 1 << 30),
     parameter AXI_BYTES = 8,       // bus width in bytes: a power of two, DMA_BYTES..32
     parameter ADDR_W = 32,
     parameter IMEM_DEPTH = 1024,   // instruction words (32 bytes each) of the program buffer
@@ -113,13 +108,10 @@ module npu_axi #(
     reg  [B*8-1:0] rd_data;
     wire [B*8-1:0] wr_data;
     wire [B-1:0] wr_strb;
-    npu_top #(.ROWS(ROWS), .COLS(COLS), .INP_DEPTH(INP_DEPTH), .WGT_DEPTH(WGT_DEPTH), .ACC_DEPTH(ACC_DEPTH),
-              .DMA_BYTES(DMA_BYTES), .ARRAY_DSP(ARRAY_DSP)) npu (
+    npu_top #(`NPU_PARAMS_PASS) npu (
         .clk(aclk), .rst(rst),
         .host_we(host_we), .host_addr(host_addr), .host_wdata(host_wdata), .host_rdata(host_rdata),
-        .if_req(if_req), .if_addr(if_addr), .if_rvalid(if_rvalid), .if_rdata(if_rdata),
-        .rd_req(rd_req), .rd_addr(rd_addr), .rd_rvalid(rd_rvalid), .rd_data(rd_data),
-        .wr_req(wr_req), .wr_addr(wr_addr), .wr_data(wr_data), .wr_strb(wr_strb), .wr_ack(wr_ack));
+        `NPU_MEM_CONNECT);
 
     // ------------------------------------------------- AXI4-Lite registers
     reg  [39:0] prog_base;

@@ -10,6 +10,7 @@
 // pipeline (measured: docs/npu-isa.md).
 `default_nettype none
 `include "npu_isa.vh"
+`include "npu_ports.vh"
 module npu_dma_rd #(
     parameter ROWS = 8,
     parameter COLS = 8,
@@ -17,12 +18,7 @@ module npu_dma_rd #(
     parameter TAGQ = 32,
     parameter TAGQ_AW = 5
 ) (
-    input  wire                      clk,
-    input  wire                      rst,
-    input  wire                      start,
-    input  wire [255:0]              insn,
-    output wire                      busy,
-    output wire                      done,
+    `NPU_UNIT_PORTS,
     // memory read port: byte address, in-order responses of DMA_BYTES bytes
     output wire                      rd_req,
     output wire [39:0]               rd_addr,

@@ -49,11 +49,15 @@ module npu_gemm #(
     output reg  [19:0]              acc_waddr,
     output reg  [COLS*32-1:0]       acc_wdata
 );
+    // The instruction word, held from the start (its fields are read from
+    // it; Yosys drops the bits no field uses).
+    reg [255:0] cur;
+    wire        reset_f = cur[`GEMM_RESET];
+    wire [11:0] ext_outer = cur[`GEMM_EXT_OUTER], ext_inner = cur[`GEMM_EXT_INNER];
+    wire [19:0] acc_so = cur[`GEMM_ACC_SO], inp_so = cur[`GEMM_INP_SO];
+    wire [15:0] acc_si = cur[`GEMM_ACC_SI], inp_si = cur[`GEMM_INP_SI];
     reg        streaming;
-    reg        reset_f;
-    reg [11:0] ext_outer, ext_inner, i, j;
-    reg [19:0] acc_so, inp_so;
-    reg [15:0] acc_si, inp_si;
+    reg [11:0] i, j;
     reg [19:0] ip_row, ip, ap_row, ap;
 
     assign issuing = streaming;
@@ -79,13 +83,7 @@ module npu_gemm #(
             streaming <= 1'b0;
             vectors <= 0;
         end else if (start) begin
-            reset_f <= insn[`GEMM_RESET];
-            ext_outer <= insn[`GEMM_EXT_OUTER];
-            ext_inner <= insn[`GEMM_EXT_INNER];
-            acc_so <= insn[`GEMM_ACC_SO];
-            acc_si <= insn[`GEMM_ACC_SI];
-            inp_so <= insn[`GEMM_INP_SO];
-            inp_si <= insn[`GEMM_INP_SI];
+            cur <= insn;
             ip_row <= insn[`GEMM_INP_BASE];
             ip <= insn[`GEMM_INP_BASE];
             ap_row <= insn[`GEMM_ACC_BASE];

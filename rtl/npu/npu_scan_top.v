@@ -6,14 +6,9 @@
 // port observable (nothing is optimised away) so that resources and Fmax
 // are those of the real design; it is not a usable board interface.
 `default_nettype none
+`include "npu_ports.vh"
 module npu_scan_top #(
-    parameter ROWS = 8,
-    parameter COLS = 8,
-    parameter INP_DEPTH = 4096,
-    parameter WGT_DEPTH = 512,
-    parameter ACC_DEPTH = 1024,
-    parameter DMA_BYTES = 8,
-    parameter ARRAY_DSP = 1 << 30
+    `NPU_PARAMS(4096, 512, 1024, 1 << 30)
 ) (
     input  wire clk,
     input  wire rst,
@@ -32,8 +27,7 @@ module npu_scan_top #(
     wire [39:0] if_addr, rd_addr, wr_addr;
     wire [B*8-1:0] wr_data;
     wire [B-1:0] wr_strb;
-    npu_top #(.ROWS(ROWS), .COLS(COLS), .INP_DEPTH(INP_DEPTH), .WGT_DEPTH(WGT_DEPTH), .ACC_DEPTH(ACC_DEPTH),
-              .DMA_BYTES(DMA_BYTES), .ARRAY_DSP(ARRAY_DSP)) npu (
+    npu_top #(`NPU_PARAMS_PASS) npu (
         .clk(clk), .rst(rst),
         .host_we(ins[0] && !scan_en), .host_addr(ins[8:1]), .host_wdata(ins[40:9]), .host_rdata(host_rdata),
         .if_req(if_req), .if_addr(if_addr), .if_rvalid(ins[41] && !scan_en), .if_rdata(ins[297:42]),

@@ -8,16 +8,12 @@
 // acknowledged, so the next STORE and the s2c token see the data in memory.
 `default_nettype none
 `include "npu_isa.vh"
+`include "npu_ports.vh"
 module npu_store #(
     parameter COLS = 8,
     parameter DMA_BYTES = 8
 ) (
-    input  wire                    clk,
-    input  wire                    rst,
-    input  wire                    start,
-    input  wire [255:0]            insn,
-    output wire                    busy,
-    output wire                    done,
+    `NPU_UNIT_PORTS,
     // accumulator buffer read port
     output wire                    acc_re,
     output wire [19:0]             acc_raddr,

@@ -19,16 +19,11 @@
 // and in-order responses/acknowledgements of any latency.
 `default_nettype none
 `include "npu_isa.vh"
+`include "npu_ports.vh"
 module npu_top #(
-    parameter ROWS = 8,
-    parameter COLS = 8,
-    parameter INP_DEPTH = 4096,   // entries of ROWS int8
-    parameter WGT_DEPTH = 512,    // entries of ROWS x COLS int8
-    parameter ACC_DEPTH = 1024,   // entries of COLS int32
-    parameter DMA_BYTES = 8,      // a power of two
+    `NPU_PARAMS(4096, 512, 1024, 1 << 30),  // npu_ports.vh
     parameter QDEPTH = 16,        // instruction queue entries per module
-    parameter QAW = 4,
-    parameter ARRAY_DSP = 1 << 30 // how many of the MAC array's products use DSP blocks (the rest: LUTs)
+    parameter QAW = 4
 ) (
     input  wire                    clk,
     input  wire                    rst,
@@ -37,22 +32,8 @@ module npu_top #(
     input  wire [7:0]              host_addr,
     input  wire [31:0]             host_wdata,
     output reg  [31:0]             host_rdata,
-    // instruction fetch
-    output wire                    if_req,
-    output wire [39:0]             if_addr,
-    input  wire                    if_rvalid,
-    input  wire [255:0]            if_rdata,
-    // data read
-    output wire                    rd_req,
-    output wire [39:0]             rd_addr,
-    input  wire                    rd_rvalid,
-    input  wire [DMA_BYTES*8-1:0]  rd_data,
-    // data write
-    output wire                    wr_req,
-    output wire [39:0]             wr_addr,
-    output wire [DMA_BYTES*8-1:0]  wr_data,
-    output wire [DMA_BYTES-1:0]    wr_strb,
-    input  wire                    wr_ack
+    // instruction fetch, data read, data write
+    `NPU_MEM_PORTS(output wire, input wire, input wire)
 );
     localparam INP_AW = $clog2(INP_DEPTH);
     localparam WGT_AW = $clog2(WGT_DEPTH);
