@@ -128,11 +128,11 @@ def main(argv: list[str] | None = None) -> int:
         c = r["choice"]
         print(f"\n{r['model']}: {c.reason} (auto compile's own whole-model times: "
               + ", ".join(f"{k} {v:.3f} ms" for k, v in c.model_ms.items()) + ")")
-        for layer in c["timed_layers"]:
-            if layer["int8_ms"] is None:
+        for layer in c.layers:
+            if layer.int8_ms is None or layer.fp32_ms is None:
                 continue  # not timed alone (elementwise, or past the budget)
-            print(f"  {layer['node']} ({layer['op_type']}): int8 {layer['int8_ms']:.4f} ms, "
-                  f"fp32 {layer['fp32_ms']:.4f} ms -> {layer['kept']} ({layer['reason']})")
+            print(f"  {layer.node} ({layer.op_type}): int8 {layer.int8_ms:.4f} ms, "
+                  f"fp32 {layer.fp32_ms:.4f} ms -> {layer.kept} ({layer.reason})")
     return 0
 
 
