@@ -62,8 +62,16 @@ from edgekit.compiler.backends.llvm.intrin import (
     has_feature,
     register_intrinsics,
 )
+from edgekit.compiler.backends.llvm.depthwise_avx2 import DW_PAIRS_X16, lower_depthwise
 from edgekit.compiler.relax_rewrite import bound_value, calls_rewrite_pass, is_call, round_up, static_shape
-from edgekit.compiler.backends.llvm.schedule import block_kinds, inline_epilogue, loop_extent, schedule_rest
+from edgekit.compiler.backends.llvm.schedule import (
+    block_kinds,
+    inline_epilogue,
+    loop_extent,
+    schedule_rest,
+    schedule_tiled_reduction,
+    vector_registers,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import tvm
@@ -170,30 +178,6 @@ def depthwise_nhwc(x: Any, w: Any, strides: Any, dilation: Any, product: str = "
             axis=[ry, rx],
         ),
         name=f"depthwise_conv2d_{product}",
-    )
-
-
-def _depthwise_int16_pairs(x: Any, w: Any, strides: Any, dilation: Any) -> Any:
-    """Depthwise NHWC int8 conv summing two horizontal taps in int16 before widening (weights without -128).
-
-    ``w`` is ``[KH, KW2 * 2, 1, C]`` (an odd kernel width padded with a zero
-    tap, the input one column wider). ``|x * w| <= 128 * 127``, so a pair
-    fits in int16 exactly.
-    """
-    from tvm import te
-
-    n, c, (kh, kw), (sh, sw), (dh, dw), (oh, ow) = _depthwise_geometry(x, w, strides, dilation)
-    ry = te.reduce_axis((0, kh), name="ry")
-    rp = te.reduce_axis((0, kw // 2), name="rp")
-
-    def tap(nn: Any, yy: Any, xx: Any, cc: Any, j: int) -> Any:
-        col = rp * 2 + j
-        return x[nn, yy * sh + ry * dh, xx * sw + col * dw, cc].astype("int16") * w[ry, col, 0, cc].astype("int16")
-
-    return te.compute(
-        (n, oh, ow, c),
-        lambda nn, yy, xx, cc: te.sum((tap(nn, yy, xx, cc, 0) + tap(nn, yy, xx, cc, 1)).astype("int32"), axis=[ry, rp]),
-        name="depthwise_conv2d_int16_pairs",
     )
 
 
@@ -385,12 +369,15 @@ class _Rewriter:
         # save (PP-OCR cls's depthwise kernels, haswell code on Zen 5: 185 us,
         # against 170 us multiplying in int16). There two horizontal taps'
         # int16 products are added in int16 before the one widening instead,
-        # exact for weights in [-127, 127] (223 -> 190 us, one core).
+        # exact for weights in [-127, 127] (223 -> 190 us, one core), 16
+        # channels per step where that pads few (depthwise_avx2).
         if [int(v) for v in a.dilation] == [1, 1] and self.isa.lanes == 16:
             return self.depthwise_pairs(b, call, x, w)
         weight = self.weight(w)
-        if weight is not None and int(weight.min()) > -128:
-            return self.depthwise_int16_pairs(b, call, x, w)
+        if weight is not None:
+            paired = lower_depthwise(b, call, x, w, weight, self.merged_pad_value(x), self.isa.lanes)
+            if paired is not None:
+                return paired
         return depthwise_on_vectors(b, call, x, w, round_up(c, self.isa.lanes), "int16", "int32", "depthwise_conv2d_i16")
 
     def merged_pad_value(self, x: Any) -> float:
@@ -403,31 +390,6 @@ class _Rewriter:
         if is_call(inner, "relax.nn.pad") and str(inner.attrs.pad_mode) == "constant":
             return float(inner.attrs.pad_value)
         return 0.0
-
-    def depthwise_int16_pairs(self, b: Any, call: Any, x: Any, w: Any) -> Any:
-        """Depthwise int8 conv adding two horizontal taps in int16 (:func:`_depthwise_int16_pairs`).
-
-        Padded once, as :meth:`depthwise_pairs` pads: an odd kernel width gets
-        a zero tap and the input one (dilated) column more.
-        """
-        from tvm.relax import op as R
-
-        a = call.attrs
-        kh, kw, _one, c = (int(v) for v in w.ty.shape.values)
-        cp = round_up(c, self.isa.lanes)
-        extra = kw % 2
-        dw = int(a.dilation[1])
-        pt, pl, pb, pr = (int(v) for v in a.padding)
-        xp = x
-        if any((pt, pl, pb, pr, extra)) or cp != c:
-            value = self.merged_pad_value(x) if not any((pt, pl, pb, pr)) else 0.0
-            xp = b.emit(R.nn.pad(x, [0, 0, pt, pb, pl, pr + extra * dw, 0, cp - c], pad_value=value))
-        wp = w
-        if extra or cp != c:
-            wp = b.emit(R.nn.pad(w, [0, 0, 0, extra, 0, 0, 0, cp - c]))
-        y = b.emit(b.call_te(_depthwise_int16_pairs, xp, wp, strides=list(a.strides), dilation=list(a.dilation),
-                             primfunc_name_hint="depthwise_conv2d_i16p"))  # fmt: skip
-        return R.strided_slice(y, axes=[3], begin=[0], end=[c]) if cp != c else y
 
     def depthwise_pairs(self, b: Any, call: Any, x: Any, w: Any) -> Any:
         """Depthwise int8 conv with two taps per ``vpmaddwd`` lane (:func:`_depthwise_dot`).
@@ -563,6 +525,12 @@ def _dot_block(sch: Any) -> tuple[Any, DotIsa] | None:
     return None
 
 
+def _has_block(sch: Any, name: str) -> bool:
+    from tvm.s_tir.dlight.analysis import get_root_block
+
+    return any(sch.get(b).name_hint == name for b in sch.get_child_blocks(get_root_block(sch)))
+
+
 def _tile(vec_blocks: int, rows: int, isa: DotIsa) -> tuple[int, int]:
     """``(vectors, rows)`` of the accumulator tile.
 
@@ -642,6 +610,9 @@ def dot_schedule_rule() -> Any:
             if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
                 return None
             sch = s_tir.Schedule(func)
+            if _has_block(sch, DW_PAIRS_X16):
+                # 16 channels per step: each accumulator takes two ymm registers.
+                return sch if schedule_tiled_reduction(sch, 16, vector_registers(target) // 2) else None
             found = _dot_block(sch)
             if found is None:
                 return None

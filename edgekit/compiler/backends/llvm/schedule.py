@@ -29,7 +29,7 @@ import numpy as np
 if TYPE_CHECKING:  # pragma: no cover
     import tvm
 
-__all__ = ["TILE_BYTES", "simd_lanes", "vector_registers"]
+__all__ = ["TILE_BYTES", "schedule_tiled_reduction", "simd_lanes", "vector_registers"]
 
 logger = logging.getLogger(__name__)
 
@@ -299,6 +299,22 @@ def _find_anchor(sch: Any) -> Any | None:
         if loop_extent(sch, loop) is None:
             return None
     return anchor
+
+
+def schedule_tiled_reduction(sch: Any, lanes: int, registers: int = 16) -> bool:
+    """Register-tiles the function's one reduction (:class:`CpuTiledReduction`) with ``lanes`` output lanes.
+
+    For callers that vectorize wider than the output type's SIMD width (e.g.
+    int32 outputs of int16 products, 16 lanes on AVX2); ``registers`` then
+    counts accumulators, not registers. False if the function has no such
+    reduction.
+    """
+    anchor = _find_anchor(sch)
+    if anchor is None:
+        return False
+    _schedule_tiled_reduction(sch, anchor, lanes, registers)
+    schedule_rest(sch, lanes, skip=anchor)
+    return True
 
 
 def _schedule_tiled_reduction(sch: Any, block: Any, lanes: int, registers: int = 16) -> None:
