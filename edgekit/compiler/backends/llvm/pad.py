@@ -145,10 +145,37 @@ def _pad_rows(m: Any, call: Any) -> Any:
     c, cp = shape[3], out[3]
     if c < STEP or cp - c > STEP:
         return None
+    fused = _lookup_pad(m, x, shape, widths, out, border, fill)
+    if fused is not None:
+        return fused
     key = (shape, widths[2], widths[4], out, border, fill, dtype)
     if key not in m.funcs:
         m.funcs[key] = m.builder_.add_func(_pad_func(shape, widths[2], widths[4], out, border, fill, dtype), "pad_rows")
     return relax.call_tir(m.funcs[key], relax.Tuple([x]), relax.TensorType(out, dtype))
+
+
+def _lookup_pad(m: Any, x: Any, shape: tuple[int, ...], widths: list[int], out: tuple[int, ...], border: int,
+                fill: int) -> Any:  # fmt: skip
+    """The pad of ``x`` as one kernel with the AVX2 table lookup that computes ``x``, or None.
+
+    Only where the pad is that lookup's one consumer and there are at least 32
+    channels (one lookup step); see :func:`edgekit.compiler.backends.llvm.lookup.lookup_pad_avx2_func`.
+    """
+    from tvm import relax
+
+    from edgekit.compiler.backends.llvm.lookup import AVX2_LOOKUP, lookup_pad_avx2_func
+
+    lookup = _through_aliases(x, m.lookup_binding)
+    if not is_call(lookup, "relax.call_tir") or m.uses.get(x, 0) != 1 or shape[3] < 32:
+        return None
+    if not lookup.args[0].name_hint.startswith(AVX2_LOOKUP) or str(x.ty.dtype) != "int8":
+        return None
+    src, table = lookup.args[1].fields
+    key = ("lookup", shape, widths[2], widths[4], out, border, fill)
+    if key not in m.funcs:
+        func = lookup_pad_avx2_func(shape, widths[2], widths[4], out, border, fill)
+        m.funcs[key] = m.builder_.add_func(func, "lookup_pad_avx2")
+    return relax.call_tir(m.funcs[key], relax.Tuple([src, table]), relax.TensorType(out, "int8"))
 
 
 def _find_data_and_merged(mutator: Any) -> None:
@@ -156,7 +183,7 @@ def _find_data_and_merged(mutator: Any) -> None:
     (spatial pads a channel pad reads: left for that pad to absorb)."""
     from tvm import relax
 
-    mutator.funcs, mutator.merged, mutator.data = {}, [], set()
+    mutator.funcs, mutator.merged, mutator.data, mutator.uses = {}, [], set(), {}
     for func in mutator.builder_.get().functions.values():
         if not isinstance(func, relax.Function):
             continue
@@ -167,6 +194,9 @@ def _find_data_and_merged(mutator: Any) -> None:
         for var, val in var2val.items():
             if any(v in mutator.data for v in relax.analysis.free_vars(val)):
                 mutator.data.add(var)
+        for expr in [*var2val.values(), func.body.body]:
+            for v in relax.analysis.free_vars(expr):
+                mutator.uses[v] = mutator.uses.get(v, 0) + 1
         for val in var2val.values():
             if is_call(val, "relax.nn.pad") and _static_bytes(val) is not None:
                 inner = _through_aliases(val.args[0], var2val.get)
