@@ -40,8 +40,8 @@ sys.path.insert(0, str(REPO / "tests" / "sim"))
 from edgekit.compiler.backends.npu import compile_npu  # noqa: E402
 from edgekit.core.profiles import NpuConfig, get_board  # noqa: E402
 from edgekit.frontend.loader import load_model  # noqa: E402
-from edgekit.npu.host_exec import StepTiming  # noqa: E402
-from edgekit.sim.npu.device import open_simulated  # noqa: E402
+from edgekit.runtime.npu.executor import StepTiming  # noqa: E402
+from edgekit.runtime.npu.loader import open_simulated  # noqa: E402
 
 logger = logging.getLogger("benchmarks.npu")
 BOARDS = ("pynq-z2", "ultra96", "kv260")

@@ -33,7 +33,7 @@ from _npu_models import host_integer_outputs, int8_tensors, ppocr_cls, ppocr_det
 
 from edgekit.compiler.backends.npu import compile_npu  # noqa: E402
 from edgekit.core.profiles import get_board  # noqa: E402
-from edgekit.sim.npu.device import open_simulated  # noqa: E402
+from edgekit.runtime.npu.loader import open_simulated  # noqa: E402
 
 MODELS = {"ppocr-det-trunk": lambda: ppocr_det_trunk(64), "ppocr-cls": ppocr_cls}
 

@@ -24,11 +24,8 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
-import numpy as np
-
 from edgekit.core.errors import ConfigError
 from edgekit.core.links import SIMULATORS
-from edgekit.core.registry import resolve
 
 if TYPE_CHECKING:
     from edgekit.core.profiles import Board
@@ -78,15 +75,27 @@ def _resources(report: Any) -> dict[str, dict[str, int]]:
 
 
 def _predicted_cycles(package_path: Path, board: "Board") -> tuple[int, list[dict[str, Any]]]:
-    """Accelerator cycles of one inference on the cycle model (zero inputs: the count does not depend on values)."""
+    """Accelerator cycles of one inference: each layer's program, in step order, on the cycle model.
+
+    Timing only (the count does not depend on values), so no host code runs
+    and no driver is needed: the programs go straight to the simulated device.
+    """
+    from edgekit.npu.package import PLAN_MEMBER, PROGRAM_MEMBER, WEIGHTS_MEMBER
     from edgekit.package import open_package
 
     assert board.npu is not None
     package = open_package(package_path)
-    open_simulated = resolve(SIMULATORS.get("npu").implementation, "npu")  # sim/ is compiler's sibling
-    executor, _device, _plan = open_simulated(package.read, board.npu, functional=False)
-    _, steps = executor.run({t.name: np.zeros(t.shape, t.dtype) for t in package.inputs})
-    layers = [{"name": s.name, "cycles": s.cycles} for s in steps if s.kind == "npu"]
+    plan = json.loads(package.read(PLAN_MEMBER))
+    dram = plan["dram"]
+    simulated_npu = SIMULATORS.get("npu").load("model")  # sim/ is compiler's sibling
+    device = simulated_npu(board.npu, dram["size"], functional=False)
+    device.write(dram["const_base"], package.read(WEIGHTS_MEMBER))
+    device.write(dram["program_base"], package.read(PROGRAM_MEMBER))
+    layers = []
+    for kind, index in plan["steps"]:
+        if kind == "npu":
+            lj = plan["layers"][int(index)]
+            layers.append({"name": lj["name"], "cycles": device.execute(lj["program_addr"], lj["insn_count"]).cycles})
     return sum(lj["cycles"] for lj in layers), layers
 
 

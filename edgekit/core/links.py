@@ -120,8 +120,9 @@ for _s in (
     SimulatorKind("qemu-user", "the Linux runner under qemu-user on this machine (wall-clock time)",
                   "edgekit.runtime.linux_runner:qemu_command"),
     SimulatorKind("npu", "the accelerator's Python cycle model, or its RTL under Verilator (--sim rtl)",
-                  "edgekit.sim.npu.device:open_simulated", deterministic=True, engines=("model", "rtl"),
-                  parts=(("rtl", "edgekit.sim.npu.rtl_device:RtlNpuDevice"),
+                  "edgekit.sim.npu.device:SimulatedNpuDevice", deterministic=True, engines=("model", "rtl"),
+                  parts=(("model", "edgekit.sim.npu.device:SimulatedNpuDevice"),
+                         ("rtl", "edgekit.sim.npu.rtl_device:RtlNpuDevice"),
                          ("board-rtl", "edgekit.sim.npu.rtl_board:RtlBoardLink"))),
     SimulatorKind("none", "not simulated: run and bench need the real board", simulates=False),
 ):  # fmt: skip

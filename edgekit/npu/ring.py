@@ -1,15 +1,15 @@
 """The accelerator's command/completion rings as a simulated board sees them.
 
 :class:`RingDevice` implements the driver's side of the register map (the
-command and completion rings of :mod:`edgekit.npu.driver`) for a simulated
+command and completion rings of :mod:`edgekit.npu.regmap`) for a simulated
 board: a doorbell write runs every queued program and posts completions, so
-:class:`~edgekit.npu.driver.NpuDriver` code runs unchanged against it.
+:class:`~edgekit.runtime.npu.driver.NpuDriver` code runs unchanged against it.
 :class:`NpuFault` and :class:`ProgramStats` are what one program run raises
 and costs. Two engines execute the programs:
 
 * :class:`~edgekit.sim.npu.device.SimulatedNpuDevice` — the Python model
   (:class:`~edgekit.sim.npu.simulator.NpuCore`: bit-exact, cycle-modelled);
-* :class:`~edgekit.npu.rtl_device.RtlNpuDevice` — the accelerator's RTL
+* :class:`~edgekit.sim.npu.rtl_device.RtlNpuDevice` — the accelerator's RTL
   under Verilator (``rtl/npu/``), cycle counts measured on the hardware
   description.
 """
@@ -21,7 +21,7 @@ import struct
 from dataclasses import asdict, dataclass
 
 from edgekit.core.profiles import NpuConfig
-from edgekit.npu.driver import CMD_FMT, CPL_FMT, DEVICE_ID, STATUS_FAULT, STATUS_OK, Reg
+from edgekit.npu.regmap import CMD_FMT, CPL_FMT, DEVICE_ID, STATUS_FAULT, STATUS_OK, Reg
 from edgekit.npu.isa import IsaError
 
 __all__ = ["RingDevice", "NpuFault", "ProgramStats"]

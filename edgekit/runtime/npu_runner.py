@@ -23,9 +23,9 @@ import numpy as np
 from edgekit.package import Package
 from edgekit.core.errors import ConfigError, DeviceError, PackageError
 from edgekit.core.links import SIMULATORS
-from edgekit.core.registry import resolve
 from edgekit.core.tensors import check_inputs
 from edgekit.runtime.connection import connect
+from edgekit.runtime.npu.loader import open_on_device, open_simulated
 from edgekit.runtime.runner import Timing
 
 if TYPE_CHECKING:
@@ -57,7 +57,7 @@ class NpuRunner:
         if board.fpga is None and (port or sim is False):
             raise ConfigError(
                 f"running on a real {board.name} accelerator is not available yet",
-                hint="Use --sim: the simulator implements the same driver interface (edgekit.npu.driver).",
+                hint="Use --sim: the simulator implements the same driver interface (edgekit.npu.regmap).",
             )
         if board.npu is None:
             raise ConfigError(f"board '{board.name}' has no [npu] section", hint="Run the package on the board it was compiled for.")
@@ -108,13 +108,12 @@ class NpuRunner:
         if self._through_bridge:
             self._executor, self._device, self._plan = self._load_board(package)
         else:
-            open_simulated = resolve(SIMULATORS.get("npu").implementation, "npu")  # sim/ is runtime's sibling
             self._executor, self._device, self._plan = open_simulated(package.read, self.board.npu, engine=self.engine)
         self.package = package
 
     def _load_board(self, package: Package) -> tuple[Any, Any, dict[str, Any]]:
         """Writes weights and program into the board's memory through its bridge and checks them read back."""
-        from edgekit.npu.package import PROGRAM_MEMBER, WEIGHTS_MEMBER, open_on_device
+        from edgekit.npu.package import PROGRAM_MEMBER, WEIGHTS_MEMBER
         from edgekit.runtime.npu_bridge import BridgeNpuDevice, UartBridge
 
         npu = self.board.npu

@@ -233,8 +233,9 @@ def test_synth_writes_the_images_of_a_model(digits, tmp_path, capsys):
     from edgekit.cli.main import main
     from edgekit.package import open_package
     from edgekit.npu.package import PLAN_MEMBER, PROGRAM_MEMBER, WEIGHTS_MEMBER
+    from edgekit.runtime.npu_runner import NpuRunner
 
-    tmp, _ = digits
+    tmp, feeds = digits
     out = tmp_path / "out"
     assert main(["synth", str(tmp / "digits_q.onnx"), "--board", BOARD, "-o", str(out), "--no-bitstream", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
@@ -250,6 +251,15 @@ def test_synth_writes_the_images_of_a_model(digits, tmp_path, capsys):
     assert load["memory_bytes"] == dram["size"] <= 128 * 1024
     model = report["model"]
     assert model["npu_cycles"] == sum(lj["cycles"] for lj in model["layers"]) > 0
+    # The prediction runs the programs on the cycle model without the driver; the runner's path counts the same.
+    runner = NpuRunner(package, get_board(BOARD)[0], sim="model")
+    try:
+        assert runner.time_runs(feeds, runs=1, warmup=0).cycles == [model["npu_cycles"]]
+        assert [(lj["name"], lj["cycles"]) for lj in runner.npu_report()["layers"] if lj["where"] == "npu"] == [
+            (lj["name"], lj["cycles"]) for lj in model["layers"]
+        ]
+    finally:
+        runner.close()
     assert model["latency_ms_at_clock"] == pytest.approx(model["npu_cycles"] / 25e6 * 1e3)
     assert model["latency_ms_at_fmax"] is None  # no place-and-route ran: no Fmax to claim
 

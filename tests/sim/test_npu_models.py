@@ -25,7 +25,7 @@ import pytest
 
 from edgekit.compiler.backends.npu import compile_npu
 from edgekit.core.profiles import get_board
-from edgekit.sim.npu.device import open_simulated
+from edgekit.runtime.npu.loader import open_simulated
 from edgekit.sim.npu.verilator import verilator_missing
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -18,7 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgekit.compiler.backends.npu import compile_npu
 from edgekit.core.profiles import NpuConfig
-from edgekit.sim.npu.device import open_simulated
+from edgekit.runtime.npu.loader import open_simulated
 
 NPU = NpuConfig(8, 8, 100_000_000, 32 * 1024, 32 * 1024, 32 * 1024, 8.0)
 C = 8

@@ -20,7 +20,7 @@ from edgekit.core.profiles import NpuConfig, get_board
 from edgekit.frontend.loader import load_model
 from edgekit.npu.isa import Deps
 from edgekit.npu.layers import AddLayer, ConvLayer, Requant
-from edgekit.sim.npu.device import open_simulated
+from edgekit.runtime.npu.loader import open_simulated
 from edgekit.npu.reference import run_layer
 from edgekit.npu.ring import NpuFault
 from edgekit.sim.npu.simulator import NpuCore

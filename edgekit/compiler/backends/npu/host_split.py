@@ -4,7 +4,7 @@
 nodes into steps and cuts the host nodes into sub-graphs (one ONNX model per
 run of consecutive host nodes; sub-graphs exchange int8 tensors, each with
 its own copies of the DequantizeLinear nodes it reads). The executor
-(:class:`~edgekit.npu.host_exec.HybridExecutor`) runs the steps.
+(:class:`~edgekit.runtime.npu.executor.HybridExecutor`) runs the steps.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 import onnx
 
-from edgekit.npu.host_exec import HostSegment
+from edgekit.npu.package import HostSegment
 
 __all__ = ["split_host_graph"]
 

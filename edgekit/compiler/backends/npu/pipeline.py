@@ -26,9 +26,8 @@ from edgekit.compiler.backends.npu.section import NpuSection
 from edgekit.compiler.backends.npu.tiling import Tiling, plan
 from edgekit.core.errors import CompileError, DoesNotFitError
 from edgekit.core.profiles import NpuConfig
-from edgekit.npu.host_exec import HostSegment
 from edgekit.npu.isa import encode_program
-from edgekit.npu.package import PLAN_MEMBER, PLAN_VERSION, PROGRAM_MEMBER, RING_ENTRIES, WEIGHTS_MEMBER, host_member
+from edgekit.npu.package import PLAN_MEMBER, PLAN_VERSION, PROGRAM_MEMBER, RING_ENTRIES, WEIGHTS_MEMBER, HostSegment, host_member
 from edgekit.npu.placement import align
 
 if TYPE_CHECKING:

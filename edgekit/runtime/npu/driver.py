@@ -1,40 +1,12 @@
-"""The host-side driver of the accelerator: memory-mapped command and completion queues.
+"""The host-side driver of the accelerator: programs in, completions out, through the rings of :mod:`edgekit.npu.regmap`.
 
-A board (or the simulator) exposes two things:
-
-* :class:`RegisterIO` — 32-bit control registers (on a Zynq: an AXI-Lite
-  window mapped through ``/dev/mem`` or UIO);
-* :class:`MemoryIO` — DRAM shared with the accelerator (a contiguous,
-  physically addressed buffer, e.g. from ``/dev/udmabuf`` or PYNQ's
-  ``allocate``), addressed from 0.
-
-The driver writes 32-byte command descriptors into a ring in DRAM and rings
-the doorbell (``CMD_TAIL``); the device executes each program and writes a
-32-byte completion into the completion ring, advancing ``CPL_TAIL``. The
-driver never depends on which side is simulated: :class:`SimulatedNpuDevice`
-in :mod:`edgekit.npu.ring` implements both protocols.
-
-Register map (byte offsets):
-
-====== ============ ===================================================
-0x00   ID           ``0x4E505538`` ("NPU8")
-0x04   GEOMETRY     rows << 16 | cols
-0x08   CMD_BASE_LO  command ring DRAM address, low/high words
-0x0C   CMD_BASE_HI
-0x10   CMD_SIZE     ring entries (a power of two)
-0x14   CMD_TAIL     written by the host: next free entry (doorbell)
-0x18   CMD_HEAD     written by the device: next entry to execute
-0x1C   CPL_BASE_LO  completion ring DRAM address
-0x20   CPL_BASE_HI
-0x24   CPL_SIZE
-0x28   CPL_TAIL     written by the device
-0x2C   CPL_HEAD     written by the host after consuming completions
-0x30   STATUS       bit 0 busy, bit 1 fault
-====== ============ ===================================================
-
-Command: ``<Q program_addr, I insn_count, I seq, 16 reserved>``.
-Completion: ``<I seq, I status, Q cycles, I dma_read_kib, I dma_write_kib, Q gemm_cycles>``
-(status 0 = ok; counters are the device's performance counters).
+:class:`NpuDriver` writes 32-byte command descriptors into the command ring
+in DRAM and rings the doorbell (``CMD_TAIL``); the device executes each
+program and posts a completion, which the driver reads back. It runs against
+any :class:`~edgekit.npu.regmap.RegisterIO`/:class:`~edgekit.npu.regmap.MemoryIO`
+pair and never depends on which side is simulated: the simulators'
+devices (:mod:`edgekit.sim.npu`) and the FPGA board's UART bridge
+(:class:`~edgekit.runtime.npu_bridge.BridgeNpuDevice`) serve the same rings.
 """
 
 from __future__ import annotations
@@ -43,76 +15,16 @@ import logging
 import struct
 import time
 from dataclasses import dataclass
-from typing import Protocol
 
 from edgekit.core.errors import DeviceError, DeviceTimeoutError
+from edgekit.npu.regmap import CMD_FMT, CPL_FMT, DEVICE_ID, STATUS_OK, MemoryIO, Reg, RegisterIO
 
-__all__ = [
-    "RegisterIO",
-    "MemoryIO",
-    "Completion",
-    "NpuDriver",
-    "Reg",
-    "DEVICE_ID",
-    "CMD_FMT",
-    "CPL_FMT",
-    "STATUS_OK",
-    "STATUS_FAULT",
-]
+__all__ = ["Completion", "NpuDriver"]
 
 logger = logging.getLogger(__name__)
 
-DEVICE_ID = 0x4E505538
-CMD_FMT = "<QII16x"
-CPL_FMT = "<IIQIIQ"
-assert struct.calcsize(CMD_FMT) == 32 and struct.calcsize(CPL_FMT) == 32
-STATUS_OK, STATUS_FAULT = 0, 1
 #: Seconds between completion polls (a real board could use an interrupt).
 POLL_INTERVAL_S = 0.0005
-
-
-class Reg:
-    """Register offsets."""
-
-    ID = 0x00
-    GEOMETRY = 0x04
-    CMD_BASE_LO = 0x08
-    CMD_BASE_HI = 0x0C
-    CMD_SIZE = 0x10
-    CMD_TAIL = 0x14
-    CMD_HEAD = 0x18
-    CPL_BASE_LO = 0x1C
-    CPL_BASE_HI = 0x20
-    CPL_SIZE = 0x24
-    CPL_TAIL = 0x28
-    CPL_HEAD = 0x2C
-    STATUS = 0x30
-
-
-class RegisterIO(Protocol):
-    """32-bit memory-mapped control registers."""
-
-    def read32(self, offset: int) -> int:
-        """Reads the register at ``offset``."""
-        ...
-
-    def write32(self, offset: int, value: int) -> None:
-        """Writes the register at ``offset`` (side effects: e.g. the doorbell)."""
-        ...
-
-
-class MemoryIO(Protocol):
-    """DRAM shared between host and accelerator."""
-
-    size: int
-
-    def read(self, addr: int, n: int) -> bytes:
-        """Reads ``n`` bytes at ``addr``."""
-        ...
-
-    def write(self, addr: int, data: bytes) -> None:
-        """Writes ``data`` at ``addr``."""
-        ...
 
 
 @dataclass(frozen=True)

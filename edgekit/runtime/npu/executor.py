@@ -2,9 +2,10 @@
 
 :class:`HybridExecutor` runs the steps that the NPU backend's
 :func:`~edgekit.compiler.backends.npu.host_split.split_host_graph` ordered
-(host sub-graphs, :class:`HostSegment`, and offloaded layers): host
-sub-graphs with onnxruntime (on a board this is the TVM-compiled host
-code), accelerator layers through :class:`~edgekit.npu.driver.NpuDriver`.
+(host sub-graphs, :class:`~edgekit.npu.package.HostSegment`, and offloaded
+layers): host sub-graphs with onnxruntime (on a board this is the
+TVM-compiled host code), accelerator layers through
+:class:`~edgekit.runtime.npu.driver.NpuDriver`.
 Tensors passed between two accelerator layers stay in accelerator DRAM;
 only those the host reads are converted (NHWC padded <-> ONNX layout), and
 that conversion is counted as host time.
@@ -18,25 +19,15 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import numpy as np
-import onnx
 
 from edgekit.core.errors import InputError
-from edgekit.npu.driver import NpuDriver
+from edgekit.npu.package import HostSegment
 from edgekit.npu.placement import TensorPlace
+from edgekit.runtime.npu.driver import NpuDriver
 
-__all__ = ["HostSegment", "HybridExecutor", "StepTiming"]
+__all__ = ["HybridExecutor", "StepTiming"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class HostSegment:
-    """A run of host nodes as one ONNX model."""
-
-    model: onnx.ModelProto
-    inputs: list[str]
-    outputs: list[str]
-    nodes: list[str]
 
 
 @dataclass
