@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 
 from edgekit.compiler.backends.cuda import PASSES
+from edgekit.compiler.backends.cuda.section import CudaSection
 from edgekit.compiler.driver import compile_model
 from edgekit.package import open_package
+from edgekit.package.sections import ParamsSection
 from edgekit.core.errors import CompileError, DeviceError
 from edgekit.examples import __file__ as _examples_init
 
@@ -41,11 +43,13 @@ def test_desktop_gpu_package_builds_with_dlight_schedules(desktop_pkg: Path) -> 
     assert pkg.runtime == "tvm-vm-cuda"
     assert pkg.manifest.codegen == "cuda"
     assert pkg.manifest.tvm_target["arch"] == "sm_89"
-    assert pkg.manifest.section("cuda")["schedule"].startswith("dlight")
+    cuda = CudaSection.of(pkg.manifest)
+    assert cuda is not None and cuda.schedule.startswith("dlight") and cuda.source == "cuda/kernels.cu"
     source = pkg.read("cuda/kernels.cu").decode()
     # Scheduled kernels bind loops to GPU threads (unscheduled TIR would not build at all).
     assert "__global__" in source and "threadIdx.x" in source and "blockIdx.x" in source
-    assert pkg.manifest.section("params")["count"] == 10
+    params = ParamsSection.of(pkg.manifest)
+    assert params is not None and params.count == 10 and params.member == pkg.manifest.params_member
     # The backend's named pass list is what ran, in order (the driver's own stages aside).
     names = [p.name for p in PASSES]
     assert [s for s in dict.fromkeys(STAGES) if s in names] == names

@@ -14,6 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 from edgekit.compiler import firmware
 from edgekit.compiler.backends.aot_c.pipeline import PASSES, build, compile_aot
 from edgekit.compiler.backends.aot_c.host import run_on_host
+from edgekit.compiler.backends.aot_c.section import AotSection
 from edgekit.compiler.backend import CompileOptions
 from edgekit.core.profiles import get_board
 from edgekit.frontend.loader import load_model
@@ -202,15 +203,15 @@ def test_rv32_image_matches_onnxruntime_in_unicorn(tmp_path: Path) -> None:
     # Run the startup (it clears .bss) up to the model, then place the input.
     uc.emu_start(entry, syms["ek_model_run"], count=1_000_000)
     feeds = _feeds(prepared, seed=5)
-    aot = result.extra_manifest["aot"]
-    for spec, off in zip(prepared.inputs, aot["input_offsets"]):
+    aot = AotSection.from_json(result.extra_manifest[AotSection.KEY])
+    for spec, off in zip(prepared.inputs, aot.input_offsets):
         uc.mem_write(syms["ek_arena"] + off, feeds[spec.name].tobytes())
     uc.emu_start(uc.reg_read(UC_RISCV_REG_PC), syms["ek_test_done"], count=50_000_000)
     rc = int.from_bytes(uc.mem_read(syms["ek_test_result"], 4), "little", signed=True)
     assert rc == 0
     got = [
         np.frombuffer(bytes(uc.mem_read(syms["ek_arena"] + off, s.nbytes)), dtype=s.dtype).reshape(s.shape)
-        for s, off in zip(prepared.outputs, aot["output_offsets"])
+        for s, off in zip(prepared.outputs, aot.output_offsets)
     ]
     _assert_close(got, _reference(prepared, feeds))
 

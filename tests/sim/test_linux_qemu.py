@@ -14,6 +14,7 @@ import pytest
 from edgekit.cli.main import main
 from edgekit.compiler.driver import compile_model
 from edgekit.package import open_package
+from edgekit.package.sections import LinuxSection
 from edgekit.core.errors import ConfigError, PackageError
 from edgekit.core.profiles import get_board
 from edgekit.examples import __file__ as _examples_init
@@ -51,7 +52,8 @@ def test_package_holds_a_static_runner_for_the_board(packages: dict[str, Path], 
     assert elf["e_machine"] == {"raspberry-pi-4": "EM_AARCH64", "visionfive2": "EM_RISCV"}[board]
     assert elf["e_type"] == "ET_EXEC"  # static: no interpreter needed on the board
     assert not any(seg["p_type"] == "PT_INTERP" for seg in elf.iter_segments())
-    assert pkg.manifest.section("linux")["zig_target"].endswith("-linux-musl")
+    linux = LinuxSection.of(pkg.manifest)
+    assert linux is not None and linux.zig_target.endswith("-linux-musl") and linux.runner == "bin/runner"
 
 
 @pytest.mark.parametrize("board", list(BOARDS))
