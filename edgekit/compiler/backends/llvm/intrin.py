@@ -107,14 +107,19 @@ def dot_isa(target: tvm.target.Target) -> DotIsa | None:
     return None
 
 
-def _desc(isa: DotIsa) -> Any:
-    """What one step of ``isa`` computes: ``C[i] += sum_j A[j] * B[i, j]`` (int32)."""
+def _dense(isa: DotIsa, body: Any) -> Any:
+    """A step of ``isa`` on ``A[k]`` (activations), ``B[lanes, k]`` (weights), ``C[lanes]`` (int32 sums).
+
+    Args:
+        isa: Shapes and dtypes.
+        body: ``T.macro`` of ``(A, B, C)``: the statements of the step.
+    """
     from tvm.script import tirx as T
 
     lanes, k, operand, weight = isa.lanes, isa.k, isa.operand, isa.weight_dtype
 
     @T.prim_func(s_tir=True)
-    def desc(
+    def func(
         A: T.Buffer((k,), operand, offset_factor=1),
         B: T.Buffer((lanes, k), weight, offset_factor=1),
         C: T.Buffer((lanes,), "int32", offset_factor=1),
@@ -122,13 +127,47 @@ def _desc(isa: DotIsa) -> Any:
         with T.sblock("root"):
             T.reads(C[0:lanes], A[0:k], B[0:lanes, 0:k])
             T.writes(C[0:lanes])
-            for i in T.serial(0, lanes):
-                for j in T.serial(0, k):
-                    with T.sblock("update"):
-                        vi, vj = T.axis.remap("SR", [i, j])
-                        C[vi] = C[vi] + T.cast(A[vj], "int32") * T.cast(B[vi, vj], "int32")
+            body(A, B, C)
 
-    return desc
+    return func
+
+
+def _depthwise(lanes: int, body: Any) -> Any:
+    """A depthwise step on ``A[2, lanes]``, ``B[lanes, 2]`` and ``C[lanes]``.
+
+    ``A`` holds the int8 inputs of two taps (rows ``stride`` apart), ``B``
+    each channel's int16 tap pair, ``C`` the int32 sums; ``body`` is as in
+    :func:`_dense`.
+    """
+    from tvm.script import tirx as T
+
+    @T.prim_func(s_tir=True)
+    def func(a: T.handle, b: T.handle, c: T.handle) -> None:
+        stride = T.int64()
+        A = T.match_buffer(a, (2, lanes), "int8", strides=[stride, 1], offset_factor=1)
+        B = T.match_buffer(b, (lanes, 2), "int16", offset_factor=1)
+        C = T.match_buffer(c, (lanes,), "int32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:2, 0:lanes], B[0:lanes, 0:2])
+            T.writes(C[0:lanes])
+            body(A, B, C)
+
+    return func
+
+
+def _products(lanes: int, k: int, input_at: Callable[[Any, Any, Any], Any]) -> Any:
+    """What a step computes (its description): ``C[i] += sum_j input_at(A, i, j) * B[i, j]`` in int32."""
+    from tvm.script import tirx as T
+
+    @T.macro
+    def body(A: Any, B: Any, C: Any) -> None:
+        for i in T.serial(0, lanes):
+            for j in T.serial(0, k):
+                with T.sblock("update"):
+                    vi, vj = T.axis.remap("SR", [i, j])
+                    C[vi] = C[vi] + T.cast(input_at(A, vi, vj), "int32") * T.cast(B[vi, vj], "int32")
+
+    return body
 
 
 #: The update one instruction makes: ``(acc, a, w) -> acc'``, all vectors
@@ -167,11 +206,11 @@ def _pmaddubsw(lanes: int) -> _Step:
     return step
 
 
-def _impl(isa: DotIsa, packed: str, step: _Step) -> Any:
+def _broadcast_step(isa: DotIsa, packed: str, step: _Step) -> Any:
     """``isa``'s step as one ``step``: the ``k`` activations, as one int32, broadcast to every lane.
 
     Args:
-        isa: Shapes and dtypes of the step (those of :func:`_desc`).
+        isa: Shapes and dtypes of the step.
         packed: Element type the instruction takes the broadcast activations as.
         step: The instruction(s).
     """
@@ -179,49 +218,20 @@ def _impl(isa: DotIsa, packed: str, step: _Step) -> Any:
 
     lanes, k, operand, weight = isa.lanes, isa.k, isa.operand, isa.weight_dtype
 
-    @T.prim_func(s_tir=True)
-    def impl(
-        A: T.Buffer((k,), operand, offset_factor=1),
-        B: T.Buffer((lanes, k), weight, offset_factor=1),
-        C: T.Buffer((lanes,), "int32", offset_factor=1),
-    ) -> None:
-        with T.sblock("root"):
-            T.reads(C[0:lanes], A[0:k], B[0:lanes, 0:k])
-            T.writes(C[0:lanes])
-            a = T.reinterpret(
-                T.broadcast(T.reinterpret(A.vload([0], f"{operand}x{k}"), dtype="int32"), lanes),
-                dtype=f"{packed}x{k * lanes}",
-            )
-            C[T.ramp(T.int32(0), 1, lanes)] = step(
-                C.vload([0], dtype=f"int32x{lanes}"), a, B.vload([0, 0], dtype=f"{weight}x{k * lanes}")
-            )
+    @T.macro
+    def body(A: Any, B: Any, C: Any) -> None:
+        a = T.reinterpret(
+            T.broadcast(T.reinterpret(A.vload([0], f"{operand}x{k}"), dtype="int32"), lanes),
+            dtype=f"{packed}x{k * lanes}",
+        )
+        C[T.ramp(T.int32(0), 1, lanes)] = step(
+            C.vload([0], dtype=f"int32x{lanes}"), a, B.vload([0, 0], dtype=f"{weight}x{k * lanes}")
+        )
 
-    return impl
+    return body
 
 
-def _dw_desc(lanes: int) -> Any:
-    """A depthwise step: two taps ``A[j, i]`` of one channel ``i`` times its tap pair ``B[i, j]``."""
-    from tvm.script import tirx as T
-
-    @T.prim_func(s_tir=True)
-    def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
-        stride = T.int64()
-        A = T.match_buffer(a, (2, lanes), "int8", strides=[stride, 1], offset_factor=1)
-        B = T.match_buffer(b, (lanes, 2), "int16", offset_factor=1)
-        C = T.match_buffer(c, (lanes,), "int32", offset_factor=1)
-        with T.sblock("root"):
-            T.reads(C[0:lanes], A[0:2, 0:lanes], B[0:lanes, 0:2])
-            T.writes(C[0:lanes])
-            for i in T.serial(0, lanes):
-                for j in T.serial(0, 2):
-                    with T.sblock("update"):
-                        vi, vj = T.axis.remap("SR", [i, j])
-                        C[vi] = C[vi] + T.cast(A[vj, vi], "int32") * T.cast(B[vi, vj], "int32")
-
-    return desc
-
-
-def _dw_pmaddwd(lanes: int, llvm: str) -> Any:
+def _interleaved_taps(lanes: int, llvm: str) -> Any:
     """The depthwise step as one ``vpmaddwd`` on the two taps' inputs widened and interleaved."""
     from tvm.script import tirx as T
 
@@ -230,30 +240,23 @@ def _dw_pmaddwd(lanes: int, llvm: str) -> Any:
     order = [i // 2 + (i % 2) * lanes for i in range(2 * lanes)]
     accumulate = _pmaddwd(llvm, lanes)
 
-    @T.prim_func(s_tir=True)
-    def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
-        stride = T.int64()
-        A = T.match_buffer(a, (2, lanes), "int8", strides=[stride, 1], offset_factor=1)
-        B = T.match_buffer(b, (lanes, 2), "int16", offset_factor=1)
-        C = T.match_buffer(c, (lanes,), "int32", offset_factor=1)
-        with T.sblock("root"):
-            T.reads(C[0:lanes], A[0:2, 0:lanes], B[0:lanes, 0:2])
-            T.writes(C[0:lanes])
-            # One expression: a named intermediate would be a local
-            # buffer, which TVM allocates from the workspace per call.
-            C[T.ramp(T.int32(0), 1, lanes)] = accumulate(
-                C.vload([0], dtype=f"int32x{lanes}"),
-                T.Shuffle(
-                    [
-                        T.Cast(f"int16x{lanes}", A.vload([0, 0], f"int8x{lanes}")),
-                        T.Cast(f"int16x{lanes}", A.vload([1, 0], f"int8x{lanes}")),
-                    ],
-                    order,
-                ),
-                B.vload([0, 0], dtype=f"int16x{2 * lanes}"),
-            )
+    @T.macro
+    def body(A: Any, B: Any, C: Any) -> None:
+        # One expression: a named intermediate would become a local
+        # buffer (T.alloc_local), not a value in a register.
+        C[T.ramp(T.int32(0), 1, lanes)] = accumulate(
+            C.vload([0], dtype=f"int32x{lanes}"),
+            T.Shuffle(
+                [
+                    T.Cast(f"int16x{lanes}", A.vload([0, 0], f"int8x{lanes}")),
+                    T.Cast(f"int16x{lanes}", A.vload([1, 0], f"int8x{lanes}")),
+                ],
+                order,
+            ),
+            B.vload([0, 0], dtype=f"int16x{2 * lanes}"),
+        )
 
-    return impl
+    return body
 
 
 _REGISTERED: set[str] = set()
@@ -265,7 +268,12 @@ def register_intrinsics() -> None:
         return
     from tvm.s_tir import TensorIntrin
 
-    TensorIntrin.register(DW_I16_512.intrin, _dw_desc(16), _dw_pmaddwd(16, "llvm.x86.avx512.pmaddw.d.512"))
+    dw = DW_I16_512.lanes
+    TensorIntrin.register(
+        DW_I16_512.intrin,
+        _depthwise(dw, _products(dw, 2, lambda A, i, j: A[j, i])),
+        _depthwise(dw, _interleaved_taps(dw, "llvm.x86.avx512.pmaddw.d.512")),
+    )
     # vpdpbusd takes its u8 operand as <N x i8> since LLVM 21.
     for isa, packed, step in (
         (VNNI512, "int8", _vpdpbusd("llvm.x86.avx512.vpdpbusd.512", 16)),
@@ -274,5 +282,6 @@ def register_intrinsics() -> None:
         (I16_512, "int16", _pmaddwd("llvm.x86.avx512.pmaddw.d.512", 16)),
         (I16_256, "int16", _pmaddwd("llvm.x86.avx2.pmadd.wd", 8)),
     ):
-        TensorIntrin.register(isa.intrin, _desc(isa), _impl(isa, packed, step))
+        description = _products(isa.lanes, isa.k, lambda A, i, j: A[j])
+        TensorIntrin.register(isa.intrin, _dense(isa, description), _dense(isa, _broadcast_step(isa, packed, step)))
     _REGISTERED.add("all")
