@@ -37,7 +37,6 @@ from edgekit.compress.payoff import (
     Progress,
     StagedResult,
     build_report,
-    int8_choice_words,
     plan_payoff,
     quality,
     staged_models,
@@ -238,6 +237,8 @@ def _measure(plan: PayoffPlan, brd: Any, folder: Path, board_dirs: Iterable[Any]
 
 
 def _compile(key: str, model: onnx.ModelProto, brd: Any, folder: Path, board_dirs: Iterable[Any]) -> PackageMeasurement:
+    from edgekit.compiler.backends.llvm.int8_choice import Int8Choice
+
     m = PackageMeasurement(key=key, stats=model_stats(model))
     try:
         compiled = compile_model(model, brd.name, folder / f"{key[:16]}.ekpkg", board_dirs=board_dirs)
@@ -250,7 +251,8 @@ def _compile(key: str, model: onnx.ModelProto, brd: Any, folder: Path, board_dir
     m.package_bytes = compiled.package_bytes
     m.memory = dict(compiled.manifest.memory or {})
     m.compile_seconds = compiled.compile_seconds
-    m.int8_choice = int8_choice_words(compiled.manifest.extra.get("int8_choice"))
+    choice = Int8Choice.of(compiled.manifest)  # the CPU backend's precision choice, where it made one
+    m.int8_choice = choice.in_words() if choice is not None else ""
     flash = brd.memory.flash_bytes
     image = m.memory.get("weight_bytes", 0) + m.memory.get("code_bytes", 0)
     if flash and image > flash:

@@ -69,7 +69,6 @@ __all__ = [
     "PayoffRow",
     "StagedResult",
     "build_report",
-    "int8_choice_words",
     "plan_payoff",
     "quality",
     "run_staged",
@@ -662,15 +661,6 @@ def _speedup(before: PackageMeasurement, after: PackageMeasurement) -> tuple[flo
         q1, med, q3 = np.percentile(ratios, [25, 50, 75])
         return float(med), (float(q1), float(q3))
     return before.latency_ms / after.latency_ms, None
-
-
-def int8_choice_words(choice: Any) -> str:
-    """The compiler's int8/fp32 choice in words, where it kept anything in fp32."""
-    if not isinstance(choice, dict) or choice.get("decision") not in ("mixed", "fp32"):
-        return ""
-    if choice["decision"] == "fp32":
-        return "compiled in fp32: int8 measured slower on this board (whole-model guard)"
-    return f"compiled with {len(choice.get('fp32_layers', []))} of {choice.get('candidates', 0)} quantized layers in fp32 (faster there)"
 
 
 def _verdict(step: CompressionStep, row: PayoffRow, before: PackageMeasurement, after: PackageMeasurement) -> str:

@@ -69,6 +69,14 @@ def test_typed_fields() -> None:
     assert LinuxSection.from_json(WRITTEN[LinuxSection]).zig_flags == ("-target", "aarch64-linux-musl")
 
 
+def test_int8_choice_in_words() -> None:
+    # What compress --board's payoff table says about the choice.
+    assert Int8Choice.from_json(WRITTEN[Int8Choice]).in_words() == (
+        "compiled with 1 of 4 quantized layers in fp32 (faster there)")
+    assert "whole-model guard" in Int8Choice("auto", "measured", "fp32").in_words()
+    assert Int8Choice("auto", "measured", "int8").in_words() == ""
+
+
 def test_older_sections_read_with_defaults() -> None:
     # Keys older packages did not write yet (or an empty object) read as the documented defaults.
     assert ParamsSection.from_json({"member": "w.bin", "format": "tvm-param-dict", "count": 2}) == ParamsSection(

@@ -215,6 +215,14 @@ class Int8Choice(Section):
         """Layers compiled in fp32, each with its times and the reason."""
         return [c for c in self.layers if c.kept == "fp32"]
 
+    def in_words(self) -> str:
+        """What the choice kept in fp32, in words; "" where every quantized layer stayed int8."""
+        if self.decision == "fp32":
+            return "compiled in fp32: int8 measured slower on this board (whole-model guard)"
+        if self.decision == "mixed":
+            return f"compiled with {len(self.fp32_layers)} of {self.candidates} quantized layers in fp32 (faster there)"
+        return ""
+
     def to_json(self) -> dict[str, Any]:
         return {
             "mode": self.mode,
