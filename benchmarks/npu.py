@@ -193,7 +193,7 @@ def synth(out_root: Path, models: list[str], configs: list[str]) -> None:
     are built from LUTs.
     """
     from edgekit.npu.rtl_sources import RtlConfig
-    from edgekit.npu.rtl_synth import synthesize_ecp5
+    from edgekit.compiler.fpga.synth import synthesize_ecp5
 
     out = sys.stdout.write
     base, _ = get_board("pynq-z2")

@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO))
 
 from edgekit.core.profiles import get_board  # noqa: E402
 from edgekit.npu.rtl_sources import RtlConfig  # noqa: E402
-from edgekit.npu.rtl_xilinx import estimate_xilinx, part_for_board, write_vivado_build  # noqa: E402
+from edgekit.compiler.fpga.xilinx import estimate_xilinx, part_for_board, write_vivado_build  # noqa: E402
 
 
 def _pct(used: float, total: int) -> str:

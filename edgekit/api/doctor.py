@@ -89,7 +89,7 @@ def doctor_report() -> DoctorReport:
         missing = [name for name, version in report.packages.items() if version is None]
     """
     from edgekit.sim.npu.verilator import verilator_missing
-    from edgekit.npu.rtl_synth import yowasp_missing
+    from edgekit.compiler.fpga.synth import yowasp_missing
 
     return DoctorReport(
         python=sys.version.split()[0],

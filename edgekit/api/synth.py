@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from edgekit.compiler.fpga_board import build_fpga_board
+from edgekit.compiler.fpga.board import build_fpga_board
 from edgekit.core.profiles import load_profiles
 
 __all__ = ["SynthResult", "synthesize"]

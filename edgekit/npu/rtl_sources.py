@@ -2,9 +2,9 @@
 
 Two flows read this one list: Verilator co-simulation
 (:mod:`edgekit.sim.npu.verilator`, :mod:`edgekit.sim.npu.rtl_device`,
-:mod:`edgekit.sim.npu.rtl_board`) and synthesis (:mod:`edgekit.npu.rtl_synth`,
-:mod:`edgekit.npu.rtl_xilinx`). A new ``.v`` file of the NPU goes into
-``_SOURCES``; one of every board top into ``_BOARD_COMMON``.
+:mod:`edgekit.sim.npu.rtl_board`) and synthesis (:mod:`edgekit.compiler.fpga`).
+A new ``.v`` file of the NPU goes into ``_SOURCES``; one of every board top
+into ``_BOARD_COMMON``.
 
 * ``rtl/npu/`` — the accelerator (``npu_top`` first) and the headers its
   files include (:func:`rtl_headers`: every ``.vh`` there, among them the

@@ -1,6 +1,6 @@
 // Verilator harness of a board top (ulx3s_top): the clock and the far end
 // of its serial line, as a C API loaded from Python with ctypes
-// (edgekit/npu/rtl_board.py). Bytes the host sends are shifted onto the
+// (edgekit/sim/npu/rtl_board.py). Bytes the host sends are shifted onto the
 // board's receive pin as 8N1 frames; the board's transmit pin is decoded
 // the same way, sampled in the middle of each bit. Everything the board
 // does goes through its UART bridge, as on the real board.

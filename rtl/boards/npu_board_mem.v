@@ -13,7 +13,7 @@
 //     the request, acknowledged the next cycle; priority over the host;
 //   host: one byte per request (the UART bridge), served in free cycles.
 // Addresses at or beyond MEM_BYTES are not backed by memory: the host checks
-// that a model fits (edgekit.npu.uart_bridge).
+// that a model fits (edgekit.runtime.npu_bridge).
 `default_nettype none
 `include "npu_ports.vh"
 module npu_board_mem #(

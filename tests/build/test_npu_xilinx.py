@@ -1,4 +1,4 @@
-"""The Vivado build script and Yosys synth_xilinx estimates for the Zynq boards (edgekit.npu.rtl_xilinx).
+"""The Vivado build script and Yosys synth_xilinx estimates for the Zynq boards (edgekit.compiler.fpga.xilinx).
 
 No Vivado is installed here: these tests check what the generated script
 says (part, parameters, clock, flow steps, files), not what Vivado does with
@@ -14,8 +14,8 @@ import pytest
 from edgekit.core.errors import ConfigError
 from edgekit.core.profiles import get_board
 from edgekit.npu.rtl_sources import RtlConfig
-from edgekit.npu.rtl_xilinx import BOARD_PARTS, XILINX_PARTS, estimate_xilinx, part_for_board, write_vivado_build
-from edgekit.npu.rtl_synth import yowasp_missing
+from edgekit.compiler.fpga.xilinx import BOARD_PARTS, XILINX_PARTS, estimate_xilinx, part_for_board, write_vivado_build
+from edgekit.compiler.fpga.synth import yowasp_missing
 
 FLOW = ["read_verilog", "read_xdc", "synth_design", "opt_design", "place_design", "route_design",
         "report_utilization -file $out/utilization.rpt", "report_timing_summary", "write_bitstream"]  # fmt: skip

