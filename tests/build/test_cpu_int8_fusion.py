@@ -1,4 +1,5 @@
-"""AVX2 int8 kernels that merge passes: a table lookup writing its consumer's padded input, 16-channel depthwise.
+"""AVX2 int8 kernels that merge passes: a table lookup writing its consumer's padded input, 16-channel
+depthwise, int16 operands packed straight from the requantization.
 
 Each fusion is checked three ways: that it happens (kernel names and counts
 of ``haswell`` code, whatever CPU runs the test), that its code is what it
@@ -16,6 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import edgekit.compiler.backends.llvm.depthwise_avx2 as depthwise_avx2
 import edgekit.compiler.backends.llvm.pad as cpu_pad
+import edgekit.compiler.backends.llvm.requant as cpu_requant
 from edgekit.compiler.backends.llvm.lookup import _avx2_slices, lookup_pad_avx2_func
 from edgekit.compiler.backends.llvm.relax_build import build_cpu, prepare_cpu_module, schedule_passes
 from edgekit.compiler.importer import import_onnx
@@ -109,10 +111,13 @@ def test_lookups_write_the_padded_depthwise_input(int8_model, monkeypatch):
     assert sum(n.startswith("lookup_avx2") for n in unfused) == 2 and sum(n.startswith("pad_rows") for n in unfused) == 2
 
 
-def test_wide_depthwise_takes_16_int16_lanes(int8_model):
-    mod = _prepared(int8_model)
+def _scheduled(model_path: str) -> tvm.IRModule:
     with HASWELL, tvm.transform.PassContext(opt_level=3):
-        scheduled = tvm.transform.Sequential(schedule_passes(HASWELL))(mod)
+        return tvm.transform.Sequential(schedule_passes(HASWELL))(_prepared(model_path))
+
+
+def test_wide_depthwise_takes_16_int16_lanes(int8_model):
+    scheduled = _scheduled(int8_model)
     asm = {}
     for gv, f in scheduled.functions_items():
         if isinstance(f, tvm.tirx.PrimFunc) and "depthwise_conv2d_i16p" in gv.name_hint:
@@ -125,12 +130,26 @@ def test_wide_depthwise_takes_16_int16_lanes(int8_model):
     assert len(ymm) == 1 and len(xmm) == 1, (ymm, xmm)
 
 
+def _int8_then_int16(mod: tvm.IRModule) -> int:
+    """Kernels that narrow a value to int8 and widen it to int16 again."""
+    texts = [f.script() for _gv, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+    return sum('T.Cast("int16", T.Cast("int8"' in t for t in texts)
+
+
+def test_int16_operands_come_straight_from_the_requantization(int8_model, monkeypatch):
+    # The 1x1 conv reads the 5x5 depthwise conv's output as int16 (vpmaddwd operands).
+    assert _int8_then_int16(_scheduled(int8_model)) == 0
+    monkeypatch.setattr(cpu_requant, "_widened_once", lambda m, call: None)
+    assert _int8_then_int16(_scheduled(int8_model)) == 1
+
+
 @pytest.mark.skipif(not _avx2_host(), reason="this CPU cannot run haswell code")
 def test_fused_kernels_are_bit_identical_with_unfused_ones(int8_model, monkeypatch):
     x = np.random.default_rng(5).standard_normal((1, 8, 9, 14)).astype(np.float32)
     got = _run(int8_model, x)
     monkeypatch.setattr(cpu_pad, "_lookup_pad", lambda *args: None)
     monkeypatch.setattr(depthwise_avx2, "_lanes", lambda channels: 8)
+    monkeypatch.setattr(cpu_requant, "_widened_once", lambda m, call: None)
     want = _run(int8_model, x)
     # The output is the last depthwise conv's int8 tensor, dequantized: every element compared.
     assert got.shape == (1, 72, 9, 14)

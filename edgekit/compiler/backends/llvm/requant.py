@@ -177,6 +177,46 @@ def _float_requant(m: Any, call: Any) -> Any:
     return None if p is None else _emit_float(m.builder_, p, _dtype(call))
 
 
+def _widened_once(m: Any, call: Any) -> Any:
+    """``astype(q, int16)`` for ``astype(astype(q, int8), int16)`` of a float requantization ``q``, or None.
+
+    ``q`` is already clamped to the int8 range, so the int8 step is the
+    identity; the int16 operand of a dense int8 kernel then comes straight
+    from the int32 value (one pack) instead of packing to bytes and
+    widening them again. Only where the int8 tensor has no other use.
+    """
+    from tvm.relax import op as R
+
+    if _dtype(call) != "int16" or m.uses.get(call.args[0], 0) != 1:
+        return None
+    narrow = bound_value(m, call.args[0])
+    if not is_call(narrow, "relax.astype") or _dtype(narrow) != "int8":
+        return None
+    q = bound_value(m, narrow.args[0])
+    if not (is_call(q, "relax.subtract") and is_call(bound_value(m, q.args[0]), "relax.astype")):
+        return None
+    rounded = bound_value(m, bound_value(m, q.args[0]).args[0])
+    if not (is_call(rounded, "relax.maximum") and _dtype(rounded) == "float32"):
+        return None
+    return R.astype(narrow.args[0], "int16")
+
+
+def _count_uses(mutator: Any) -> None:
+    from tvm import relax
+
+    mutator.uses = {}
+    for func in mutator.builder_.get().functions.values():
+        if isinstance(func, relax.Function):
+            for expr in [*relax.analysis.get_var2val(func).values(), func.body.body]:
+                for v in relax.analysis.free_vars(expr):
+                    mutator.uses[v] = mutator.uses.get(v, 0) + 1
+
+
+def _requant(m: Any, call: Any) -> Any:
+    new = _float_requant(m, call)
+    return _widened_once(m, call) if new is None else new
+
+
 def float_requant_pass(target: tvm.target.Target) -> Any:
     """A Relax pass rewriting the lowering's int64 requantizations to float32 (x86 targets only).
 
@@ -191,6 +231,6 @@ def float_requant_pass(target: tvm.target.Target) -> Any:
         return tvm.transform.Sequential([], name="EdgekitFloatRequant")
     # The per-channel constants are still layout transforms of constants after ConvertLayout.
     return tvm.transform.Sequential(
-        [relax.transform.FoldConstant(), calls_rewrite_pass({"relax.astype": _float_requant}, "EdgekitFloatRequant")],
+        [relax.transform.FoldConstant(), calls_rewrite_pass({"relax.astype": _requant}, "EdgekitFloatRequant", _count_uses)],
         name="EdgekitFloatRequant",
     )
