@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
                 dm, sm, storage = dman.memory or {}, sman.memory or {}, AotSection.of(sman).weight_storage
                 rows.append([
                     f"{pruned.sparsity * 100:.0f} %", dtype,
-                    f"{storage['sparse_tensors']} / {len(storage['tensors'])}",
+                    f"{storage.sparse_tensors} / {len(storage.tensors)}",
                     f"{dm['weight_bytes']:,} → {sm['weight_bytes']:,} ({100 * (sm['weight_bytes'] / dm['weight_bytes'] - 1):+.0f} %)",
                     f"{dm['code_bytes']:,} → {sm['code_bytes']:,}",
                     f"{dm['weight_bytes'] + dm['code_bytes']:,} → {sm['weight_bytes'] + sm['code_bytes']:,}",

@@ -65,11 +65,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _weights_text(manifest: Manifest, aot: "AotSection | None") -> str:
     """Stored weight bytes, with the dense size when storage made them smaller."""
     stored = format_bytes((manifest.memory or {}).get("weight_bytes", 0))
-    storage = aot.weight_storage if aot is not None else {}
-    if not storage or not storage.get("sparse_tensors"):
+    storage = aot.weight_storage if aot is not None else None
+    if storage is None or not storage.sparse_tensors:
         return stored
-    return (f"{stored} stored ({format_bytes(storage['dense_bytes'])} dense; "
-            f"{storage['sparse_tensors']} of {len(storage['tensors'])} tensors bitmask-sparse)")
+    return (f"{stored} stored ({format_bytes(storage.dense_bytes)} dense; "
+            f"{storage.sparse_tensors} of {len(storage.tensors)} tensors bitmask-sparse)")
 
 
 def _ms(value: float | None) -> str:
@@ -135,8 +135,8 @@ def run(args: argparse.Namespace) -> int:
     if mem.get("decode_scratch_bytes"):
         table.add_row("decode scratch", f"{format_bytes(mem['decode_scratch_bytes'])} (inside the arena)")
     for op in aot.float_ops if aot is not None else ():
-        table.add_row(f"float op {op['step']}", f"{op['kernel']}: {format_bytes(op['float_bytes'])} of float tensors, "
-                      f"arena {format_bytes(op['arena_cost_bytes'])} larger than with int8")  # fmt: skip
+        table.add_row(f"float op {op.step}", f"{op.kernel}: {format_bytes(op.float_bytes)} of float tensors, "
+                      f"arena {format_bytes(op.arena_cost_bytes)} larger than with int8")  # fmt: skip
     _int8_choice_rows(table, Int8Choice.of(manifest))
     table.add_row("code", format_bytes(mem.get("code_bytes", 0)))
     table.add_row("time", f"{result.compile_seconds:.1f} s")

@@ -149,9 +149,9 @@ def test_block_bit_exact_in_the_simulator(board: str, block_int8: tuple[Path, on
         manifest = compile_model(str(path), board, str(pkg), options=CompileOptions(mcu_int8_kernels=on)).manifest
         if on:  # the compile report names every op that keeps float activations: only the model's I/O
             floats = (AotSection.of(manifest) or AotSection()).float_ops
-            assert [op["kernel"] for op in floats[:1]] == ["ek_nn_quantize_s8"] and len(floats) == 2
-            assert [op["float_bytes"] for op in floats] == [4 * int(np.prod(SHAPE)), 4 * 5]
-            assert floats[0]["arena_cost_bytes"] >= 0 and floats[1]["arena_cost_bytes"] == 0
+            assert [op.kernel for op in floats[:1]] == ["ek_nn_quantize_s8"] and len(floats) == 2
+            assert [op.float_bytes for op in floats] == [4 * int(np.prod(SHAPE)), 4 * 5]
+            assert floats[0].arena_cost_bytes >= 0 and floats[1].arena_cost_bytes == 0
         results, _, _ = run_package(str(pkg), feeds, sim=True)
         outs[on] = np.stack([r["y"] for r in results])
     np.testing.assert_array_equal(outs[True], outs[False])

@@ -6,9 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import subprocess
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
@@ -19,7 +17,7 @@ from edgekit.cli.main import main
 from edgekit.compiler.backends.aot_c.pipeline import compile_aot
 from edgekit.compiler.backends.aot_c.emit import _DECODER
 from edgekit.compiler.backends.aot_c.host import run_on_host
-from edgekit.compiler.backends.aot_c.section import AotSection
+from edgekit.compiler.backends.aot_c.section import AotSection, WeightStorage
 from edgekit.compiler.backend import CompileOptions
 from edgekit.compiler.driver import compile_model
 from edgekit.compiler.firmware import compile_c, find_toolchain, link_image
@@ -145,10 +143,10 @@ def _run_on_sim(pkg: Path, board_name: str, x: np.ndarray) -> tuple[np.ndarray, 
     return out, int(cycles)
 
 
-def _storage(manifest: Manifest) -> Mapping[str, Any]:
+def _storage(manifest: Manifest) -> WeightStorage:
     """The package's ``aot.weight_storage``."""
     aot = AotSection.of(manifest)
-    assert aot is not None
+    assert aot is not None and aot.weight_storage is not None
     return aot.weight_storage
 
 
@@ -171,15 +169,15 @@ def test_pruned_digits_sparse_on_simulated_mcu(pruned_digits: onnx.ModelProto, i
 
     # The manifest records both sizes; flash got smaller, RAM paid the decode buffers.
     mem, storage, dense_mem = sparse.memory or {}, _storage(sparse), dense.memory or {}
-    assert mem["weight_bytes"] == storage["stored_bytes"] == sparse.files["weights.bin"].size
-    assert mem["dense_weight_bytes"] == storage["dense_bytes"] == dense_mem["weight_bytes"]
+    assert mem["weight_bytes"] == storage.stored_bytes == sparse.files["weights.bin"].size
+    assert mem["dense_weight_bytes"] == storage.dense_bytes == dense_mem["weight_bytes"]
     assert mem["weight_bytes"] < 0.6 * mem["dense_weight_bytes"]
-    assert storage["mode"] == "sparse" and storage["sparse_tensors"] >= 3
-    encodings = {t["name"]: t["encoding"] for t in storage["tensors"]}
+    assert storage.mode == "sparse" and storage.sparse_tensors >= 3
+    encodings = {t.name: t.encoding for t in storage.tensors}
     assert set(encodings.values()) == {"dense", "bitmask"}
-    assert mem["decode_scratch_bytes"] == storage["decode_scratch_bytes"] > 0
-    assert storage["arena_bytes_dense"] == dense_mem["arena_bytes"] <= mem["arena_bytes"]
-    assert dense_mem["decode_scratch_bytes"] == 0 and _storage(dense)["sparse_tensors"] == 0
+    assert mem["decode_scratch_bytes"] == storage.decode_scratch_bytes > 0
+    assert storage.arena_bytes_dense == dense_mem["arena_bytes"] <= mem["arena_bytes"]
+    assert dense_mem["decode_scratch_bytes"] == 0 and _storage(dense).sparse_tensors == 0
     assert (sparse.options or {})["weight_storage"] == "sparse"
     # Decoding costs cycles: it is extra work before the kernels, recorded here, not hidden.
     assert cycles["sparse"] > cycles["dense"]
@@ -202,23 +200,23 @@ def test_pruned_int8_digits_auto_is_sparse_and_bit_identical(pruned_digits: onnx
         outs[mode], _ = _run_on_sim(pkg, "rv32-mcu-sim", inputs)
     assert outs["auto"].tobytes() == outs["dense"].tobytes()
     storage = _storage(manifests["auto"])
-    sparse = [t for t in storage["tensors"] if t["encoding"] == "bitmask"]
+    sparse = [t for t in storage.tensors if t.encoding == "bitmask"]
     # The pruned int8 weights; the int32 parameter blocks of the int8 C
     # kernels stay dense (decoding them on every run cost more RAM than the
     # flash they saved).
-    assert sparse and {t["dtype"] for t in sparse} == {"int8"}
-    assert storage["stored_bytes"] < storage["dense_bytes"] == (manifests["dense"].memory or {})["weight_bytes"]
+    assert sparse and {t.dtype for t in sparse} == {"int8"}
+    assert storage.stored_bytes < storage.dense_bytes == (manifests["dense"].memory or {})["weight_bytes"]
 
 
 @needs_zig
 def test_unpruned_model_under_auto_stays_dense(tmp_path: Path) -> None:
     manifest = compile_model(example_model_path(), "rv32-mcu-sim", tmp_path / "d.ekpkg").manifest
     storage, mem = _storage(manifest), manifest.memory or {}
-    assert (manifest.options or {})["weight_storage"] == "auto" and storage["mode"] == "auto"
-    assert storage["sparse_tensors"] == 0 and {t["encoding"] for t in storage["tensors"]} == {"dense"}
-    assert storage["stored_bytes"] == storage["dense_bytes"] == mem["weight_bytes"]
+    assert (manifest.options or {})["weight_storage"] == "auto" and storage.mode == "auto"
+    assert storage.sparse_tensors == 0 and {t.encoding for t in storage.tensors} == {"dense"}
+    assert storage.stored_bytes == storage.dense_bytes == mem["weight_bytes"]
     assert mem["decode_scratch_bytes"] == 0
-    assert "too few zeros" in storage["note"]
+    assert "too few zeros" in storage.note
 
 
 @needs_zig
@@ -250,6 +248,6 @@ def test_auto_falls_back_to_dense_when_sparse_firmware_overflows_ram(ppocr_cls_p
     onnx.save(pruned, model)
     manifest = compile_model(model, "rv32-mcu-sim", tmp_path / "cls.ekpkg", input_shapes=shape).manifest
     storage, mem = _storage(manifest), manifest.memory or {}
-    assert storage["sparse_tensors"] == 0 and "did not link" in storage["note"]
+    assert storage.sparse_tensors == 0 and "did not link" in storage.note
     assert mem["weight_bytes"] == mem["dense_weight_bytes"]
     assert "firmware/firmware.elf" in open_package(tmp_path / "cls.ekpkg")

@@ -28,9 +28,14 @@ WRITTEN: dict[type, dict[str, Any]] = {
                  "weights": "weights.bin", "firmware": "firmware/firmware.elf", "alignment": 64, "kernel_calls": 6,
                  "int8_c_kernel_calls": 0, "arena_bytes_without_reuse": 15784, "code_bytes_measured": True,
                  "kernel_imports": ["memcpy"], "input_offsets": [0], "output_offsets": [64],
-                 "weight_storage": {"mode": "auto", "dense_bytes": 71912, "stored_bytes": 71912, "sparse_tensors": 0,
-                                    "tensors": [{"name": "w0", "encoding": "dense"}]},
-                 "float_ops": [{"step": 0, "kernel": "ek_nn_quantize_s8", "float_bytes": 256, "arena_cost_bytes": 192}]},
+                 "weight_storage": {"mode": "auto", "dense_bytes": 576, "stored_bytes": 300, "sparse_tensors": 1,
+                                    "decode_scratch_bytes": 576, "arena_bytes_dense": 4096, "note": "",
+                                    "tensors": [{"name": "w0", "dtype": "float32", "shape": [16, 1, 3, 3],
+                                                 "encoding": "bitmask", "offset": 0, "dense_bytes": 576,
+                                                 "stored_bytes": 300}]},
+                 "float_ops": [{"step": 0, "kernel": "ek_nn_quantize_s8",
+                                "tensors": [{"name": "x", "dtype": "float32", "shape": [1, 64], "bytes": 256}],
+                                "float_bytes": 256, "arena_cost_bytes": 192}]},
     NpuSection: {"plan": "npu/plan.json", "partition": {"offloaded_layers": 5, "offloaded_macs_fraction": 0.75},
                  "layers": 5},
     Int8Choice: {"mode": "auto", "source": "measured", "decision": "mixed", "reason": "1 layer(s) in fp32",
@@ -61,7 +66,9 @@ def test_written_section_round_trips(cls: type) -> None:
 def test_typed_fields() -> None:
     aot = AotSection.from_json(WRITTEN[AotSection])
     assert aot.firmware == "firmware/firmware.elf" and aot.output_offsets == (64,) and aot.code_bytes_measured is True
-    assert aot.float_ops[0]["kernel"] == "ek_nn_quantize_s8" and aot.weight_storage["stored_bytes"] == 71912
+    assert aot.float_ops[0].kernel == "ek_nn_quantize_s8" and aot.float_ops[0].tensors[0].shape == (1, 64)
+    assert aot.weight_storage is not None and aot.weight_storage.stored_bytes == 300
+    assert aot.weight_storage.tensors[0].encoding == "bitmask" and aot.weight_storage.tensors[0].shape == (16, 1, 3, 3)
     assert NpuSection.from_json(WRITTEN[NpuSection]).offloaded_macs_fraction == 0.75
     choice = Int8Choice.from_json(WRITTEN[Int8Choice])
     assert [c.node for c in choice.fp32_layers] == ["c1"] and choice.layers[1] == LayerCost(
@@ -83,7 +90,8 @@ def test_older_sections_read_with_defaults() -> None:
         "w.bin", "tvm-param-dict", 2, None)
     assert ParamsSection.from_json({}) == ParamsSection()
     aot = AotSection.from_json({"model_c": "model/model.c", "weights": "weights.bin", "kernel_calls": 3})
-    assert aot.kernel_calls == 3 and aot.float_ops == () and aot.weight_storage == {} and aot.firmware is None
+    assert aot.kernel_calls == 3 and aot.float_ops == () and aot.weight_storage is None and aot.firmware is None
+    assert "weight_storage" not in aot.to_json()  # an older section stays without it
     assert LinuxSection.from_json({}).runner == "bin/runner"
     # An early int8_choice ({"choice": ...}) still reads: unknown keys are ignored.
     old = Int8Choice.from_json({"choice": "int8"})
@@ -99,7 +107,9 @@ def test_older_sections_read_with_defaults() -> None:
         (ParamsSection, {"names": ["a", 1]}, "params.names"),
         (LinuxSection, {"zig_flags": "-target"}, "linux.zig_flags"),
         (AotSection, {"input_offsets": [0, True]}, "aot.input_offsets"),
-        (AotSection, {"float_ops": [1]}, "aot.float_ops"),
+        (AotSection, {"float_ops": [1]}, "aot.float_ops[]"),
+        (AotSection, {"weight_storage": {"mode": "auto", "dense_bytes": 1, "stored_bytes": 1, "sparse_tensors": 0,
+                                         "tensors": [{"name": "w"}]}}, "aot.weight_storage.tensors[].dtype"),
         (AotSection, {"code_bytes_measured": 1}, "aot.code_bytes_measured"),
         (CudaSection, {"source": 3}, "cuda.source"),
         (NpuSection, {"layers": 2.5}, "npu.layers"),

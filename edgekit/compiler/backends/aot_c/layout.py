@@ -19,13 +19,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 
-from typing import Any, Collection
+from typing import Collection
 
 import numpy as np
 
 from edgekit.compiler.backends.aot_c.graph import AotGraph, TensorInfo
 from edgekit.compiler.backends.aot_c.nn import IN_PLACE
 from edgekit.compiler.backends.aot_c.plan import DEFAULT_ALIGNMENT, ArenaPlan, Buffer, align_up, find_overlaps, plan_arena
+from edgekit.compiler.backends.aot_c.section import FloatOp, FloatTensor, StoredTensor
 from edgekit.core.errors import CompileError
 from edgekit.core.sparse import bitmask_bytes, encode_bitmask
 
@@ -54,42 +55,19 @@ DECODE_ENTRY_BYTES = 16
 
 
 @dataclass(frozen=True)
-class StoredWeight:
-    """How one weight is stored in ``weights.bin``.
+class StoredWeight(StoredTensor):
+    """How one weight is stored in ``weights.bin``: what the manifest records
+    (:class:`~edgekit.compiler.backends.aot_c.section.StoredTensor`: name, TVM
+    dtype, shape, :data:`DENSE` or :data:`BITMASK`, offset, dense and stored
+    bytes), and what the build needs besides.
 
     Attributes:
         index: Tensor index in the graph.
-        name: Relax name of the constant.
-        dtype: TVM dtype string.
-        shape: Static shape.
-        encoding: :data:`DENSE` or :data:`BITMASK`.
-        offset: Byte offset in ``weights.bin``.
-        dense_bytes: Bytes of the tensor stored dense.
-        stored_bytes: Bytes it takes in ``weights.bin`` (without alignment padding).
         decode_step: For a sparse weight, the kernel call before which it is decoded (-1 if dense).
     """
 
     index: int
-    name: str
-    dtype: str
-    shape: tuple[int, ...]
-    encoding: str
-    offset: int
-    dense_bytes: int
-    stored_bytes: int
     decode_step: int = -1
-
-    def to_json(self) -> dict[str, Any]:
-        """The manifest's ``aot.weight_storage.tensors`` entry."""
-        return {
-            "name": self.name,
-            "dtype": self.dtype,
-            "shape": list(self.shape),
-            "encoding": self.encoding,
-            "offset": self.offset,
-            "dense_bytes": self.dense_bytes,
-            "stored_bytes": self.stored_bytes,
-        }
 
 
 @dataclass
@@ -277,7 +255,7 @@ def _scratch_peak(buffers: list[Buffer], decoded: Collection[int], alignment: in
     return max((sum(align_up(b.size, alignment) for b in mine if b.first <= s <= b.last) for s in steps), default=0)
 
 
-def float_ops(graph: AotGraph, layout: AotLayout) -> list[dict[str, Any]]:
+def float_ops(graph: AotGraph, layout: AotLayout) -> list[FloatOp]:
     """The kernel calls of an int8 model that still read or write float
     activations (the input's quantization, the output's dequantization, an
     op the integer lowering left in float), each with what it costs: the
@@ -298,14 +276,14 @@ def float_ops(graph: AotGraph, layout: AotLayout) -> list[dict[str, Any]]:
         shrunk = {f"t{r}": tensors[r].nbytes // max(_dtype_bytes(tensors[r].dtype), 1) for r in floats}
         buffers = [replace(b, size=shrunk.get(b.name, b.size)) for b in layout.buffers]
         arena = plan_arena(buffers, layout.plan.alignment).arena_bytes
-        report.append({
-            "step": step,
-            "kernel": call.func,
-            "tensors": [{"name": tensors[r].name, "dtype": tensors[r].dtype, "shape": list(tensors[r].shape),
-                         "bytes": tensors[r].nbytes} for r in floats],
-            "float_bytes": sum(tensors[r].nbytes for r in floats),
-            "arena_cost_bytes": max(layout.arena_bytes - arena, 0),
-        })  # fmt: skip
+        report.append(FloatOp(
+            step=step,
+            kernel=call.func,
+            tensors=tuple(FloatTensor(tensors[r].name, tensors[r].dtype, tuple(tensors[r].shape), tensors[r].nbytes)
+                          for r in floats),
+            float_bytes=sum(tensors[r].nbytes for r in floats),
+            arena_cost_bytes=max(layout.arena_bytes - arena, 0),
+        ))  # fmt: skip
     return report
 
 
@@ -351,8 +329,8 @@ def layout_model(
         assert t.value is not None
         enc = BITMASK if t.index in sparse else DENSE
         storage.append(StoredWeight(
-            t.index, t.name, t.dtype, t.shape, enc, weight_offsets[t.index], t.nbytes,
-            bitmask_bytes(t.value) if enc == BITMASK else t.nbytes, first[t.index] if enc == BITMASK else -1,
+            t.name, t.dtype, t.shape, enc, weight_offsets[t.index], t.nbytes,
+            bitmask_bytes(t.value) if enc == BITMASK else t.nbytes, t.index, first[t.index] if enc == BITMASK else -1,
         ))  # fmt: skip
     layout = AotLayout(plan, buffers, offsets, weight_offsets, blob, ws, storage, decoded, dense_arena,
                        _scratch_peak(buffers, sparse, alignment))  # fmt: skip

@@ -42,7 +42,7 @@ from edgekit.compiler.backends.aot_c.graph import AotGraph
 from edgekit.compiler.backends.aot_c.kernels import KernelBuild, build_kernels
 from edgekit.compiler.backends.aot_c.layout import AotLayout, float_ops, layout_model
 from edgekit.compiler.backends.aot_c.memory import check_plan_fits, lower_to_graph, plan_graph, plan_memory
-from edgekit.compiler.backends.aot_c.section import AotSection
+from edgekit.compiler.backends.aot_c.section import AotSection, WeightStorage
 from edgekit.compiler.backend import CHECK_OPERATORS, BuildResult, CompileOptions, Pass, ProgressFn, no_progress, check_operators, refuse_tuning
 from edgekit.compiler import firmware
 from edgekit.core.errors import CompileError, DoesNotFitError
@@ -432,15 +432,15 @@ def build(
     )
 
 
-def _storage_manifest(layout: AotLayout, mode: str, note: str) -> dict[str, Any]:
+def _storage_manifest(layout: AotLayout, mode: str, note: str) -> WeightStorage:
     """The manifest's ``aot.weight_storage``: both sizes and every tensor's encoding."""
-    return {
-        "mode": mode,
-        "dense_bytes": layout.dense_weight_bytes,
-        "stored_bytes": layout.weight_bytes,
-        "sparse_tensors": len(layout.decoded),
-        "decode_scratch_bytes": layout.decode_scratch_bytes,
-        "arena_bytes_dense": layout.dense_arena_bytes,
-        "note": note,
-        "tensors": [w.to_json() for w in layout.storage],
-    }
+    return WeightStorage(
+        mode=mode,
+        dense_bytes=layout.dense_weight_bytes,
+        stored_bytes=layout.weight_bytes,
+        sparse_tensors=len(layout.decoded),
+        decode_scratch_bytes=layout.decode_scratch_bytes,
+        arena_bytes_dense=layout.dense_arena_bytes,
+        note=note,
+        tensors=tuple(layout.storage),  # StoredWeights: the manifest writes their StoredTensor part
+    )
