@@ -125,15 +125,22 @@ def measure(model: onnx.ModelProto, feeds: dict[str, np.ndarray], npu: NpuConfig
 
 
 def _package_outputs(src: str, board_name: str, feeds: dict[str, np.ndarray], sim: object) -> tuple[dict[str, np.ndarray], list[dict]]:
-    """Outputs and per-layer report of the package compiled for ``board_name`` (``edgekit compile``, ``run``)."""
+    """Outputs and per-layer report of the package compiled for ``board_name`` (``edgekit compile``, ``run``).
+
+    Every quantized layer stays int8 (``int8_choice="int8"``): for ``host``
+    that is the integer-only compile the NPU's outputs are compared with
+    (the default ``auto`` may keep the model in fp32 where that is faster
+    here); the NPU boards ignore the option.
+    """
     import tempfile
 
+    from edgekit.compiler.backend import CompileOptions
     from edgekit.compiler.driver import compile_model
     from edgekit.package import open_package
     from edgekit.runtime.runner import open_runner
 
     with tempfile.TemporaryDirectory() as tmp:
-        compile_model(src, board_name, f"{tmp}/m.ekpkg")
+        compile_model(src, board_name, f"{tmp}/m.ekpkg", options=CompileOptions(int8_choice="int8"))
         board, _ = get_board(board_name)
         runner = open_runner(open_package(f"{tmp}/m.ekpkg"), board, sim=sim)  # type: ignore[arg-type]
         try:
