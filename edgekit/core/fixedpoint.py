@@ -164,20 +164,29 @@ def round_shift(x: np.ndarray, shift: np.ndarray | int) -> np.ndarray:
     return np.right_shift(x + offset + (np.right_shift(x, n) & mask), n)
 
 
-def ties_possible(multiplier: np.ndarray, shift: np.ndarray) -> np.ndarray:
-    """Whether ``a * m`` for some int32 ``a`` is exactly half-way for the shift ``n``.
+def ties_possible(multiplier: np.ndarray, shift: np.ndarray, bound: np.ndarray | int = 2**31) -> np.ndarray:
+    """Whether ``a * m`` for some integer ``0 < |a| <= bound`` is exactly half-way for the shift ``n``.
 
-    A tie needs the product's trailing zeros to be exactly ``n - 1``; ``a`` has
-    at most 31, so for ``n > 32`` the low ``n - 32`` bits of ``m`` must be 0
-    (multipliers like 0.5 or 3/16 -- real per-channel scales almost never).
+    A tie needs the product's trailing zeros to be exactly ``n - 1``; ``a``
+    has at most ``L = floor(log2(bound))`` (31 for an int32), so the low
+    ``n - 1 - L`` bits of ``m`` must be 0 (for an int32 and ``n > 32``:
+    multipliers like 0.5 or 3/16 -- real per-channel scales rarely; with
+    the bound a conv's weights put on its accumulator, almost never).
     Where this is False, rounding half up gives the same value as
     :func:`round_shift`, which kernels use to keep one add (the MCU kernels
-    in ``firmware_stubs/nn/ek_nn_s8.c``).
+    in ``firmware_stubs/nn/ek_nn_s8.c``, the integer lowering's Relax form).
+
+    Args:
+        multiplier: Fixed-point multipliers.
+        shift: Their right shifts (broadcastable).
+        bound: Largest ``|a|`` (broadcastable); the default is an int32's.
     """
     m = np.abs(np.asarray(multiplier, dtype=np.int64))
     n = np.asarray(shift, dtype=np.int64)
-    low = np.left_shift(np.int64(1), np.clip(n - 32, 0, 62)) - 1
-    return (n <= 32) | ((m & low) == 0)
+    b = np.maximum(np.asarray(bound, dtype=np.int64), 1)
+    top = np.frexp(b.astype(np.float64))[1].astype(np.int64) - 1  # floor(log2(b)), exact below 2**53
+    low = np.left_shift(np.int64(1), np.clip(n - 1 - top, 0, 62)) - 1
+    return (m & low) == 0
 
 
 def requantize(

@@ -134,6 +134,23 @@ def test_where_no_product_can_tie_half_up_is_the_same_value(real: float, acc: li
         assert a_tie >= -(2**31) and (a_tie * m) % 2**n == 2 ** (n - 1)
 
 
+@settings(max_examples=500, deadline=None)
+@given(real=st.floats(min_value=1e-9, max_value=0.5), bits=st.integers(1, 31), data=st.data())
+def test_ties_possible_with_a_bound_is_exactly_whether_some_value_within_it_ties(real: float, bits: int, data) -> None:
+    fp = quantize_multiplier(real)
+    m, n = int(fp.multiplier), int(fp.shift)
+    bound = data.draw(st.integers(2 ** (bits - 1), 2**bits))
+    tz = (m & -m).bit_length() - 1
+    # The smallest |a| whose product has exactly n - 1 trailing zeros; m's own zeros at or past n: no fraction at all.
+    smallest_tie = 1 << max(n - 1 - tz, 0)
+    assert bool(ties_possible(m, n, bound)) == (tz >= n or (tz <= n - 1 and smallest_tie <= bound))
+    if ties_possible(m, n, bound):
+        return
+    a = np.array(data.draw(st.lists(st.integers(-bound, bound), min_size=1, max_size=64)) + [bound, -bound], np.int64)
+    half_up = np.right_shift(a * m + (1 << (n - 1)), n)
+    np.testing.assert_array_equal(round_shift(a * m, n), half_up)
+
+
 def test_per_channel_requantize_broadcasts_along_the_channel_axis() -> None:
     real = np.array([0.001, 0.01, 0.1], dtype=np.float64)
     fp = quantize_multiplier(real)

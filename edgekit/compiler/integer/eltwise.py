@@ -21,7 +21,7 @@ from tvm.relax.dpl import DFPattern
 from edgekit.compiler.integer.context import LoweringContext, Skip, activation_bounds
 from edgekit.compiler.integer.lut import lut_of_one_tensor
 from edgekit.compiler.integer.patterns import BinaryPattern
-from edgekit.compiler.integer.requant import emit_rescale_sum, emit_requantize
+from edgekit.compiler.integer.requant import emit_rescale_sum, emit_requantize, value_bound
 from edgekit.core.fixedpoint import quantize_multiplier, quantize_multipliers_common
 
 __all__ = ["BINARY", "lower_binary"]
@@ -57,7 +57,8 @@ def lower_binary(ctx: LoweringContext, q_call: relax.Call, m: dict[DFPattern, re
         if p.multiply in m:
             fp = quantize_multiplier(np.float64(qa.s) * np.float64(qb.s) / np.float64(out.s))
             acc = R.multiply(_centered(a, qa.z), _centered(b, qb.z))
-            return "mul", note, emit_requantize(acc, fp, out.z, qmin=lo, qmax=hi, out_dtype=out_dtype)
+            bound = value_bound(a, centered=True) * value_bound(b, centered=True)
+            return "mul", note, emit_requantize(acc, fp, out.z, qmin=lo, qmax=hi, out_dtype=out_dtype, acc_bound=bound)
         sign = -1.0 if p.subtract in m else 1.0
         fp = quantize_multipliers_common([qa.s / np.float64(out.s), sign * qb.s / np.float64(out.s)])
     except ValueError as exc:

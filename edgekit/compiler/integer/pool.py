@@ -23,7 +23,7 @@ from tvm.relax.dpl import DFPattern
 from edgekit.compiler.integer.context import LoweringContext, Skip, int_range
 from edgekit.compiler.integer.lut import identity_or_lut
 from edgekit.compiler.integer.patterns import MOVEMENT_OPS, ConcatPattern, UnaryOpPattern
-from edgekit.compiler.integer.requant import emit_requantize
+from edgekit.compiler.integer.requant import emit_requantize, value_bound
 from edgekit.compiler.integer.values import call_name
 from edgekit.core.fixedpoint import quantize_multiplier
 
@@ -119,7 +119,9 @@ def lower_avg_pool(ctx: LoweringContext, q_call: relax.Call, m: dict[DFPattern, 
     except ValueError as exc:
         raise Skip(str(exc)) from None
     lo, hi = int_range(out_dtype)
-    return "avg_pool2d", "window sum + per-position multiplier", emit_requantize(acc, fp, out.z, qmin=lo, qmax=hi, out_dtype=out_dtype)
+    bound = value_bound(x_dq.args[0], centered=True) * counts.reshape(1, 1, *counts.shape)
+    return "avg_pool2d", "window sum + per-position multiplier", emit_requantize(
+        acc, fp, out.z, qmin=lo, qmax=hi, out_dtype=out_dtype, acc_bound=bound)
 
 
 def lower_mean(ctx: LoweringContext, q_call: relax.Call, m: dict[DFPattern, relax.Expr]) -> tuple[str, str, relax.Expr]:
@@ -142,7 +144,8 @@ def lower_mean(ctx: LoweringContext, q_call: relax.Call, m: dict[DFPattern, rela
     except ValueError as exc:
         raise Skip(str(exc)) from None
     lo, hi = int_range(out_dtype)
-    return "mean", f"sum of {count}", emit_requantize(acc, fp, out.z, qmin=lo, qmax=hi, out_dtype=out_dtype)
+    return "mean", f"sum of {count}", emit_requantize(acc, fp, out.z, qmin=lo, qmax=hi, out_dtype=out_dtype,
+                                                      acc_bound=value_bound(x_dq.args[0], centered=True) * count)  # fmt: skip
 
 
 def lower_concat(ctx: LoweringContext, q_call: relax.Call, m: dict[DFPattern, relax.Expr]) -> tuple[str, str, relax.Expr]:

@@ -10,10 +10,19 @@ The rounding shift (half to even) is written as::
 
     right_shift(add(add(x, offset), bitwise_and(right_shift(x, n), mask)), n)
 
-with the constants of :func:`~edgekit.core.fixedpoint.tie_constants`.
-Passes that recognise a requantization (the x86 float form, the MCU kernel
-offload, the int8 chain folding) read it back with
-:func:`match_round_shift`, so the form is defined in this one place.
+with the constants of :func:`~edgekit.core.fixedpoint.tie_constants`. Where
+``x`` is an accumulator times multipliers and no value the accumulator can
+take makes an exact half-way product
+(:func:`~edgekit.core.fixedpoint.ties_possible` with the accumulator's
+bound, false on every channel: every conv of the models measured), half up
+is the same value in one add::
+
+    right_shift(add(x, 2**(n-1)), n)
+
+-- three int64 operations per element fewer, on the targets that keep this
+integer form (every non-x86 CPU). Passes that recognise a requantization
+(the x86 float form, the MCU kernel offload) read both back with
+:func:`match_round_shift`, so the forms are defined in this one place.
 """
 
 from __future__ import annotations
@@ -23,12 +32,12 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from edgekit.core.fixedpoint import QMAX, QMIN, FixedPoint, tie_constants
+from edgekit.core.fixedpoint import QMAX, QMIN, FixedPoint, tie_constants, ties_possible
 
 if TYPE_CHECKING:
     from tvm import relax
 
-__all__ = ["emit_requantize", "emit_rescale_sum", "emit_round_shift", "match_round_shift"]
+__all__ = ["emit_requantize", "emit_rescale_sum", "emit_round_shift", "match_round_shift", "value_bound"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +56,7 @@ def _broadcast_const(values: np.ndarray, dtype: str, axis: int | None, ndim: int
 
 
 def emit_round_shift(
-    x: "relax.Expr", shift: np.ndarray, *, axis: int | None = None, ndim: int = 0
+    x: "relax.Expr", shift: np.ndarray, *, axis: int | None = None, ndim: int = 0, ties: bool = True
 ) -> "relax.Expr":
     """Relax expression of :func:`~edgekit.core.fixedpoint.round_shift` on an int64 tensor.
 
@@ -57,13 +66,18 @@ def emit_round_shift(
             broadcastable array.
         axis: Axis of ``x`` a 1-D ``shift`` runs along; ``None`` otherwise.
         ndim: Rank of ``x`` (needed with ``axis``).
+        ties: False only where the caller has proved that no value of ``x``
+            is exactly half-way (:func:`~edgekit.core.fixedpoint.ties_possible`);
+            the rounding is then half up, one add, which is the same value.
     """
     from tvm.relax import op as R
 
     if not np.any(shift):
         return x
-    offset, mask = tie_constants(shift)
     n = _broadcast_const(shift, "int64", axis, ndim)
+    offset, mask = tie_constants(shift)
+    if not ties:
+        return R.right_shift(R.add(x, _broadcast_const(offset + mask, "int64", axis, ndim)), n)  # 2**(n-1)
     parity = R.bitwise_and(R.right_shift(x, n), _broadcast_const(mask, "int64", axis, ndim))
     return R.right_shift(R.add(R.add(x, _broadcast_const(offset, "int64", axis, ndim)), parity), n)
 
@@ -72,6 +86,12 @@ def match_round_shift(
     expr: Any, bound: Callable[[Any], Any], constant: Callable[[Any], np.ndarray | None] | None = None
 ) -> tuple[Any, np.ndarray] | None:
     """``(x, n)`` when ``expr`` is :func:`emit_round_shift`'s expression of ``x``, else None.
+
+    Both forms are read: half to even, and half up on a widened product
+    ``astype(a, "int64") * m`` of a 32-bit or narrower ``a`` -- the only
+    operand :func:`emit_requantize` emits it for, and only where no value
+    of ``a`` can tie. So ``(x, n)`` means ``round_shift(x, n)``, ties to
+    even, on every value the model computes.
 
     Args:
         expr: A Relax expression (a call or a variable bound to one).
@@ -85,8 +105,8 @@ def match_round_shift(
     Returns:
         The rounded operand ``x`` as it appears in the call (a variable or
         an expression) and the shift constant, or None if the expression
-        has another shape or constants that are not the tie constants of
-        its shift.
+        has another shape, constants that are not the rounding constants of
+        its shift, or is the half-up form of another operand.
     """
     import tvm
     from tvm import relax
@@ -100,26 +120,57 @@ def match_round_shift(
         value = getattr(bound(e), "value", None)
         return value.numpy() if hasattr(value, "numpy") else None
 
+    def equal(got: np.ndarray, want: np.ndarray) -> bool:
+        try:
+            return bool(np.array_equal(*np.broadcast_arrays(got, want)))
+        except ValueError:
+            return False
+
     constant = constant or const
     top = call(expr, "right_shift")
     total = call(top.args[0], "add") if top is not None else None
-    biased = call(total.args[0], "add") if total is not None else None
-    parity = call(total.args[1], "bitwise_and") if total is not None else None
+    n = constant(top.args[1]) if top is not None else None
+    if total is None or n is None:
+        return None
+    n = n.astype(np.int64)
+    want_offset, want_mask = tie_constants(n)
+    half = constant(total.args[1])
+    if half is not None:  # half up: right_shift(add(x, 2**(n-1)), n)
+        x = total.args[0]
+        return (x, n) if equal(half, want_offset + want_mask) and _widened_product(x, call, constant) else None
+    biased = call(total.args[0], "add")
+    parity = call(total.args[1], "bitwise_and")
     inner = call(parity.args[0], "right_shift") if parity is not None else None
     if biased is None or inner is None or not biased.args[0].same_as(inner.args[0]):
         return None
-    n, n2 = constant(top.args[1]), constant(inner.args[1])
-    offset, mask = constant(biased.args[1]), constant(parity.args[1])
-    if n is None or n2 is None or offset is None or mask is None or not np.array_equal(n, n2):
+    n2, offset, mask = constant(inner.args[1]), constant(biased.args[1]), constant(parity.args[1])
+    if n2 is None or offset is None or mask is None or not np.array_equal(n, n2):
         return None
-    want_offset, want_mask = tie_constants(n)
-    try:
-        same = np.array_equal(*np.broadcast_arrays(offset, want_offset)) and np.array_equal(
-            *np.broadcast_arrays(mask, want_mask)
-        )
-    except ValueError:
-        return None
-    return (biased.args[0], n.astype(np.int64)) if same else None
+    return (biased.args[0], n) if equal(offset, want_offset) and equal(mask, want_mask) else None
+
+
+#: Accumulator dtypes :func:`emit_requantize` takes (at most 31 trailing zero bits).
+_NARROW = ("int8", "uint8", "int16", "uint16", "int32")
+
+
+def _widened_product(x: Any, call: Callable[[Any, str], Any], constant: Callable[[Any], Any]) -> bool:
+    """Whether ``x`` is ``astype(a, "int64") * m`` with a narrow ``a`` and a constant ``m``."""
+    product = call(x, "multiply")
+    cast = call(product.args[0], "astype") if product is not None else None
+    if cast is None or constant(product.args[1]) is None or str(cast.attrs.dtype) != "int64":
+        return False
+    return str(getattr(getattr(cast.args[0], "ty", None), "dtype", None)) in _NARROW
+
+
+def value_bound(x: Any, *, centered: bool = False) -> int:
+    """Largest ``|x|`` an integer tensor holds (``|x - z|`` for a zero point in its range
+    when ``centered``), from its dtype; an int32's ``2**31`` when the dtype is not known
+    or wider (the accumulators it bounds are int32)."""
+    dtype = str(getattr(getattr(x, "ty", None), "dtype", ""))
+    if not dtype.startswith(("int", "uint")):
+        return 2**31
+    info = np.iinfo(np.dtype(dtype))
+    return min(int(info.max) - int(info.min) if centered else max(-int(info.min), int(info.max)), 2**31)
 
 
 def emit_requantize(
@@ -132,11 +183,12 @@ def emit_requantize(
     qmin: int = QMIN,
     qmax: int = QMAX,
     out_dtype: str = "int8",
+    acc_bound: np.ndarray | int = 2**31,
 ) -> "relax.Expr":
     """Relax expression of :func:`~edgekit.core.fixedpoint.requantize` on an integer tensor.
 
     Args:
-        acc: int32 (or int64) Relax tensor.
+        acc: int32 (or narrower) Relax tensor.
         fp: Scalar, per-``axis`` vector, or a full broadcastable array.
         zero_point: Output zero point.
         axis: Axis of ``acc`` that a 1-D ``fp`` runs along (per-channel);
@@ -145,6 +197,12 @@ def emit_requantize(
         qmin: Lower clamp.
         qmax: Upper clamp.
         out_dtype: Result dtype.
+        acc_bound: Largest ``|acc|`` the layer can produce, a scalar or
+            broadcastable like ``fp`` (a conv's: its weights' absolute sum
+            times the input's largest magnitude, plus the folded constant).
+            Where no channel's multiplier makes an exact tie with a value
+            that small (:func:`~edgekit.core.fixedpoint.ties_possible`), the
+            rounding is emitted half up, the same value in one add.
 
     Returns:
         The requantized tensor; its arithmetic is integer only.
@@ -154,7 +212,8 @@ def emit_requantize(
 
     x = R.astype(acc, "int64")
     x = R.multiply(x, _broadcast_const(fp.multiplier, "int64", axis, ndim))
-    x = emit_round_shift(x, fp.shift, axis=axis, ndim=ndim)
+    ties = bool(np.any(ties_possible(fp.multiplier, fp.shift, np.minimum(acc_bound, 2**31))))
+    x = emit_round_shift(x, fp.shift, axis=axis, ndim=ndim, ties=ties)
     if zero_point:
         x = R.add(x, relax.const(np.int64(zero_point), "int64"))
     x = R.clip(x, relax.prim_value(int(qmin)), relax.prim_value(int(qmax)))
