@@ -189,9 +189,12 @@ def zig_flags(target: "Target", tvm_target: Any = None) -> list[str]:
     return flags
 
 
-def link_runner(members: dict[str, bytes], flags: list[str], workdir: Path) -> bytes:
+def link_runner(members: dict[str, bytes], flags: list[str], workdir: Path, *, strip: bool = True) -> bytes:
     """Compiles ``model.c`` and :data:`RUNNER_C` and links them with ``kernels.o``
     into one static executable; returns its bytes.
+
+    ``strip=False`` keeps the symbol table (``benchmarks/requant_forms.py``
+    attributes executed instructions to functions with it).
 
     Raises:
         CompileError: when zig is missing or the compile/link fails.
@@ -210,7 +213,7 @@ def link_runner(members: dict[str, bytes], flags: list[str], workdir: Path) -> b
         toolchain,
         [workdir / "model.c", workdir / "runner.c", workdir / "kernels.o"],
         workdir / "runner",
-        [*flags, "-static", "-s", "-Wl,--gc-sections", "-lm"],
+        [*flags, "-static", *(["-s"] if strip else []), "-Wl,--gc-sections", "-lm"],
         include_dirs=[workdir],
         freestanding=False,
     )
