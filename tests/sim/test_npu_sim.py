@@ -267,8 +267,8 @@ def test_package_runs_through_the_runner(tmp_path):
     pkg_path = tmp_path / "digits.ekpkg"
     manifest = compile_model(str(src), "pynq-z2", pkg_path).manifest
     npu = NpuSection.of(manifest)
-    assert manifest.runtime == "npu" and npu is not None
-    assert npu.offloaded_macs_fraction == pytest.approx(1.0)
+    assert manifest.runtime == "npu" and npu is not None and npu.partition is not None
+    assert npu.partition.offloaded_macs_fraction == pytest.approx(1.0)
     board, _ = get_board("pynq-z2")
     runner = NpuRunner(open_package(pkg_path), board, sim=True)
     out = runner.run(feeds)

@@ -36,8 +36,14 @@ WRITTEN: dict[type, dict[str, Any]] = {
                  "float_ops": [{"step": 0, "kernel": "ek_nn_quantize_s8",
                                 "tensors": [{"name": "x", "dtype": "float32", "shape": [1, 64], "bytes": 256}],
                                 "float_bytes": 256, "arena_cost_bytes": 192}]},
-    NpuSection: {"plan": "npu/plan.json", "partition": {"offloaded_layers": 5, "offloaded_macs_fraction": 0.75},
-                 "layers": 5},
+    NpuSection: {"plan": "npu/plan.json",
+                 "partition": {"offloaded_layers": 1, "offloaded_macs": 300, "total_macs": 400,
+                               "offloaded_macs_fraction": 0.75,
+                               "placements": [{"node": "c1", "op": "Conv", "where": "npu", "reason": "int8 layer",
+                                               "layer": "c1", "macs": 300},
+                                              {"node": "p", "op": "MaxPool", "where": "host", "reason": "pooling",
+                                               "layer": "", "macs": 0}]},
+                 "layers": 1},
     Int8Choice: {"mode": "auto", "source": "measured", "decision": "mixed", "reason": "1 layer(s) in fp32",
                  "fp32_layers": [{"node": "c1", "op_type": "Conv", "int8_ms": 0.5, "fp32_ms": 0.25,
                                   "source": "measured", "kept": "fp32", "reason": "fp32 2.00x faster"}],
@@ -69,7 +75,9 @@ def test_typed_fields() -> None:
     assert aot.float_ops[0].kernel == "ek_nn_quantize_s8" and aot.float_ops[0].tensors[0].shape == (1, 64)
     assert aot.weight_storage is not None and aot.weight_storage.stored_bytes == 300
     assert aot.weight_storage.tensors[0].encoding == "bitmask" and aot.weight_storage.tensors[0].shape == (16, 1, 3, 3)
-    assert NpuSection.from_json(WRITTEN[NpuSection]).offloaded_macs_fraction == 0.75
+    npu = NpuSection.from_json(WRITTEN[NpuSection])
+    assert npu.partition is not None and npu.partition.offloaded_macs_fraction == 0.75
+    assert [(p.node, p.where) for p in npu.partition.placements] == [("c1", "npu"), ("p", "host")]
     choice = Int8Choice.from_json(WRITTEN[Int8Choice])
     assert [c.node for c in choice.fp32_layers] == ["c1"] and choice.layers[1] == LayerCost(
         "c2", "Conv", 0.1, None, "measured", "int8", "int8 not slower")
@@ -93,6 +101,7 @@ def test_older_sections_read_with_defaults() -> None:
     assert aot.kernel_calls == 3 and aot.float_ops == () and aot.weight_storage is None and aot.firmware is None
     assert "weight_storage" not in aot.to_json()  # an older section stays without it
     assert LinuxSection.from_json({}).runner == "bin/runner"
+    assert NpuSection.from_json({"plan": "npu/plan.json", "layers": 2}).partition is None
     # An early int8_choice ({"choice": ...}) still reads: unknown keys are ignored.
     old = Int8Choice.from_json({"choice": "int8"})
     assert (old.mode, old.decision, old.layers) == ("", "int8", [])
@@ -114,6 +123,10 @@ def test_older_sections_read_with_defaults() -> None:
         (CudaSection, {"source": 3}, "cuda.source"),
         (NpuSection, {"layers": 2.5}, "npu.layers"),
         (NpuSection, [], "npu"),
+        (NpuSection, {"partition": {"offloaded_layers": 1}}, "npu.partition.offloaded_macs"),
+        (NpuSection, {"partition": {"offloaded_layers": 1, "offloaded_macs": 1, "total_macs": 1,
+                                    "offloaded_macs_fraction": 1.0, "placements": [{"node": 3}]}},
+         "npu.partition.placements[].node"),
         (Int8Choice, {"model_ms": {"int8": "1"}}, "int8_choice.model_ms"),
         (Int8Choice, {"timed_layers": [{"op_type": "Conv"}]}, "int8_choice.timed_layers[].node"),
     ],

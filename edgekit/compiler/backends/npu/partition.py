@@ -18,6 +18,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from edgekit.compiler.backends.npu.section import PartitionSummary, Placement
 from edgekit.core.fixedpoint import dequantize_ref, quantize_multiplier, quantize_multipliers_common, quantize_ref
 from edgekit.npu.layers import AddLayer, ConvLayer, NpuLayer, Requant, apply_requant
 
@@ -29,21 +30,6 @@ HOST, NPU = "host", "npu"
 
 _POOL_OPS = {"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool"}
 _ACT_OPS = {"Relu", "Clip"}
-
-
-@dataclass
-class Placement:
-    """Where one ONNX node runs and why."""
-
-    node: str
-    op: str
-    where: str
-    reason: str
-    layer: str = ""
-    macs: int = 0
-
-    def to_json(self) -> dict[str, Any]:
-        return {"node": self.node, "op": self.op, "where": self.where, "reason": self.reason, "layer": self.layer, "macs": self.macs}
 
 
 @dataclass
@@ -71,15 +57,14 @@ class Partition:
     def offloaded_macs_fraction(self) -> float:
         return self.offloaded_macs / self.total_macs if self.total_macs else 0.0
 
+    def record(self) -> PartitionSummary:
+        """What the manifest's ``npu.partition`` records."""
+        return PartitionSummary(len(self.layers), self.offloaded_macs, self.total_macs, self.offloaded_macs_fraction,
+                                tuple(self.placements))  # fmt: skip
+
     def summary(self) -> dict[str, Any]:
-        """JSON form for ``inspect --board`` and package manifests."""
-        return {
-            "offloaded_layers": len(self.layers),
-            "offloaded_macs": self.offloaded_macs,
-            "total_macs": self.total_macs,
-            "offloaded_macs_fraction": self.offloaded_macs_fraction,
-            "placements": [p.to_json() for p in self.placements],
-        }
+        """JSON form for ``inspect --board``, the plan and package manifests."""
+        return self.record().to_json()
 
 
 class _Graph:

@@ -156,8 +156,8 @@ def compile_npu(model: onnx.ModelProto, npu: NpuConfig, progress: ProgressFn = n
     program = generate(part.layers, tilings, npu, _shapes(work))
     progress("split", f"cutting {len(part.host_nodes)} host nodes into sub-graphs")
     steps, segments = split_host_graph(work, part.layers, part.host_nodes)
-    summary = part.summary()
-    progress("package", f"{summary['offloaded_layers']} layers offloaded ({100 * summary['offloaded_macs_fraction']:.1f}% of MACs)")
+    summary = part.record()
+    progress("package", f"{summary.offloaded_layers} layers offloaded ({100 * summary.offloaded_macs_fraction:.1f}% of MACs)")
     members, plan_json = package_members(work, npu, part, program, steps, segments)
     if not part.layers:
         logger.warning("no layer of the model runs on the accelerator; everything stays on the host")
@@ -185,7 +185,7 @@ def build(
     if options.tune_trials:
         raise CompileError("tuning (tune_trials > 0) does not apply to the NPU backend", hint="Compile without --tune.")
     result = compile_npu(prepared.model, board.npu, progress)
-    summary = result.partition.summary()
+    record = result.partition.record()
     dram = result.plan["dram"]
     if board.memory.ram_bytes and dram["size"] > board.memory.ram_bytes:
         raise DoesNotFitError(
@@ -202,5 +202,5 @@ def build(
             "code_bytes": len(result.members[PROGRAM_MEMBER]),
             "npu_dram_bytes": int(dram["size"]),
         },
-        extra_manifest={NpuSection.KEY: NpuSection(PLAN_MEMBER, summary, len(result.program.layers)).to_json()},
+        extra_manifest={NpuSection.KEY: NpuSection(PLAN_MEMBER, record, len(result.program.layers)).to_json()},
     )
