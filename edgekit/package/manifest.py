@@ -251,7 +251,11 @@ class Manifest:
         return self.model.name if self.model is not None else ""
 
     def section(self, name: str) -> Mapping[str, Any]:
-        """A backend's own object (``linux``, ``aot``, ``npu``, ``params``...), empty when absent.
+        """A backend's own object (``linux``, ``aot``, ``npu``, ``params``...) as JSON, empty when absent.
+
+        The built-in backends' sections have typed classes, read with
+        ``XSection.of(manifest)`` (:mod:`edgekit.package.sections`); this is
+        the raw form, for a plugin backend's keys.
 
         Raises:
             ManifestError: the key holds something other than a JSON object.
