@@ -7,7 +7,9 @@ file costs seconds: per script it
 * loads the file as a module and runs ``main(["--help"])`` in-process (the
   module-level imports and the argument parser), and
 * checks every import statement in it, function-level ones included: an
-  ``edgekit`` module is imported and each imported name looked up on it; a
+  ``edgekit`` module is imported and each imported name looked up on it
+  (and each ``mod.name`` where ``mod`` is an edgekit module imported by
+  name, e.g. ``from edgekit.compiler.backends.llvm import tuning``); a
   helper module next to the script, or in a folder the script puts on
   ``sys.path`` (``tests/sim``, ``tests/build`` ...), must exist there and
   define the names taken from it (read from its source, so no test module or
@@ -25,6 +27,7 @@ import importlib.util
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -93,6 +96,27 @@ def _edgekit_problem(module: str, names: tuple[str, ...]) -> str | None:
     return f"{module} has no {', '.join(missing)}" if missing else None
 
 
+def _module_attribute_problems(tree: ast.AST) -> list[str]:
+    """``mod.name`` where ``mod`` is an edgekit module the script imported by name (``from edgekit.x import mod``)."""
+    aliases: dict[str, ModuleType] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            aliases.update({a.asname: importlib.import_module(a.name) for a in node.names
+                            if a.asname and a.name.startswith("edgekit.")})  # fmt: skip
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "edgekit":
+            package = importlib.import_module(str(node.module))
+            for a in node.names:
+                # What `from package import name` binds: the attribute, else the submodule.
+                bound = getattr(package, a.name, None)
+                if bound is None and hasattr(package, "__path__"):
+                    bound = importlib.import_module(f"{node.module}.{a.name}")
+                if isinstance(bound, ModuleType):
+                    aliases[a.asname or a.name] = bound
+    return [f"{node.lineno}: {aliases[node.value.id].__name__} has no {node.attr}" for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases
+            and not hasattr(aliases[node.value.id], node.attr)]  # fmt: skip
+
+
 def _local_problem(module: str, names: tuple[str, ...], dirs: list[Path]) -> str | None:
     top = module.split(".")[0]
     for d in dirs:
@@ -147,6 +171,8 @@ def test_every_import_in_the_script_resolves(script: Path, restored_sys_path) ->
             problem = _local_problem(module, names, dirs)
         if problem:
             problems.append(f"{script.name}:{line}: {problem}")
+    if not problems:
+        problems = [f"{script.name}:{p}" for p in _module_attribute_problems(tree)]
     assert not problems, "\n".join(problems)
 
 
@@ -158,3 +184,5 @@ def test_the_checks_catch_a_moved_module(tmp_path: Path) -> None:
     assert _local_problem("helper", ("kept",), [tmp_path]) is None
     assert "defines no gone" in str(_local_problem("helper", ("gone",), [tmp_path]))
     assert "no module test_moved_away" in str(_local_problem("test_moved_away", (), [BENCHMARKS]))
+    tree = ast.parse("from edgekit.core import errors\nerrors.EdgekitError\nerrors.NoSuchError\n")
+    assert _module_attribute_problems(tree) == ["3: edgekit.core.errors has no NoSuchError"]
