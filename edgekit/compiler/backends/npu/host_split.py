@@ -182,12 +182,14 @@ _COPIED_OPS = ("DequantizeLinear", "Constant")
 
 
 def _ordered_inputs(nodes: list[onnx.NodeProto]) -> list[str]:
-    """Tensors ``nodes`` read that none of them produces, in first-use order."""
+    """Tensors ``nodes`` read that none of them produces, in first-use order, each once.
+
+    Once even when one node reads a tensor twice (``Concat(x, x)``): a
+    segment's graph input listed twice is two definitions of one name,
+    which onnxruntime refuses to load.
+    """
     produced = {t for n in nodes for t in n.output}
-    ins: list[str] = []
-    for n in nodes:
-        ins += [t for t in n.input if t and t not in produced and t not in ins]
-    return ins
+    return list(dict.fromkeys(t for n in nodes for t in n.input if t and t not in produced))
 
 
 def _external_inputs(nodes: list[onnx.NodeProto], inits: set[str]) -> set[str]:
