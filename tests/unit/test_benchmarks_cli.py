@@ -17,13 +17,20 @@ file costs seconds: per script it
 
 Scripts without ``main`` (``mcu_layers.py``, ``naive_c.py``) are libraries
 of the others: loading them is their check.
+
+Every ``benchmarks/X.py ARGS`` command line that BENCHMARKS.md, the README
+and docs/ show (those without placeholders) is also parsed by the script's
+own parser, so a renamed or removed option is caught too.
 """
 
 from __future__ import annotations
 
+import argparse
 import ast
 import importlib
 import importlib.util
+import re
+import shlex
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +41,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 BENCHMARKS = REPO / "benchmarks"
 SCRIPTS = sorted(BENCHMARKS.glob("*.py"))
+
+PAGES = [REPO / "README.md", REPO / "BENCHMARKS.md", *sorted((REPO / "docs").glob("*.md"))]
 
 #: Third-party packages a script imports only in an optional mode, from an
 #: extra the test environment does not install.
@@ -186,3 +195,43 @@ def test_the_checks_catch_a_moved_module(tmp_path: Path) -> None:
     assert "no module test_moved_away" in str(_local_problem("test_moved_away", (), [BENCHMARKS]))
     tree = ast.parse("from edgekit.core import errors\nerrors.EdgekitError\nerrors.NoSuchError\n")
     assert _module_attribute_problems(tree) == ["3: edgekit.core.errors has no NoSuchError"]
+
+
+def _documented_commands() -> list[tuple[str, str, str]]:
+    """(page, script, arguments) of each concrete ``benchmarks/X.py ARGS`` the pages show."""
+    found = []
+    for page in PAGES:
+        text = page.read_text(encoding="utf-8")
+        blocks = re.findall(r"```[a-z]*\n(.*?)```", text, re.S)
+        spans = [s.replace("\n", " ") for s in re.findall(r"`([^`]+)`", re.sub(r"```[a-z]*\n.*?```", "", text, flags=re.S))]
+        spans += [line for block in blocks for line in block.replace("\\\n", " ").splitlines()]
+        for span in spans:
+            m = re.search(r"benchmarks/(\w+)\.py((?:[ \t]+[^\s#|;]+)*)", span)
+            args = m.group(2).strip() if m else ""
+            # Placeholders ([--opt N], ..., MODEL) are for the reader to fill in.
+            if args and not re.search(r"\[|\.\.\.|(?<![\w-])[A-Z]{1,8}(?![\w-])", args):
+                found.append((page.name, m.group(1), args))
+    return sorted(set(found))
+
+
+class _Parsed(Exception):
+    """Raised in place of running the benchmark once its arguments parsed."""
+
+
+@pytest.mark.parametrize(("page", "script", "args"), _documented_commands(), ids=lambda v: str(v)[:60])
+def test_documented_command_lines_parse(page: str, script: str, args: str, script_module, restored_sys_path,
+                                        monkeypatch, capsys) -> None:  # fmt: skip
+    parse = argparse.ArgumentParser.parse_args
+
+    def parse_then_stop(self: argparse.ArgumentParser, *a: object, **k: object) -> argparse.Namespace:
+        raise _Parsed(parse(self, *a, **k))
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_then_stop)
+    with script_module(BENCHMARKS / f"{script}.py", f"_benchmark_{script}") as module:
+        try:
+            module.main(shlex.split(args))
+        except SystemExit:
+            pytest.fail(f"{page} shows `benchmarks/{script}.py {args}`, which its parser refuses:\n{capsys.readouterr().err}")
+        except _Parsed:
+            return
+    pytest.fail(f"benchmarks/{script}.py's main() never parsed its arguments")
