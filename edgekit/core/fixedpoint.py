@@ -52,6 +52,7 @@ __all__ = [
     "round_shift",
     "tie_constants",
     "ties_possible",
+    "dot_bound",
 ]
 
 logger = logging.getLogger(__name__)
@@ -187,6 +188,26 @@ def ties_possible(multiplier: np.ndarray, shift: np.ndarray, bound: np.ndarray |
     top = np.frexp(b.astype(np.float64))[1].astype(np.int64) - 1  # floor(log2(b)), exact below 2**53
     low = np.left_shift(np.int64(1), np.clip(n - 1 - top, 0, 62)) - 1
     return (m & low) == 0
+
+
+def dot_bound(
+    weights: np.ndarray, axis: int | tuple[int, ...], operand_bound: int, offset: np.ndarray | int = 0
+) -> np.ndarray:
+    """Largest ``|sum(w * x) + offset|`` over ``axis`` for any ``|x| <= operand_bound``: the
+    bound a conv's or matmul's int32 accumulator puts on :func:`ties_possible`.
+
+    Its weights are known at compile time, so the bound is per output channel
+    ``sum |w| * max |x| + |offset|`` (the offset: the folded bias and
+    zero-point correction), far below an int32's on real layers.
+
+    Args:
+        weights: Integer weights.
+        axis: Their reduction axes; the remaining axes are the channels.
+        operand_bound: Largest ``|x|`` of the other operand (128 for int8).
+        offset: Constant added to each channel's sum (broadcastable to the result).
+    """
+    total = np.abs(np.asarray(weights, dtype=np.int64)).sum(axis=axis) * np.int64(operand_bound)
+    return total + np.abs(np.asarray(offset, dtype=np.int64))
 
 
 def requantize(

@@ -119,8 +119,9 @@ static inline __attribute__((always_inline)) int32_t ek_round_shift_hi(int64_t x
 }
 
 /* Shifts as the compiler passes them (backends/aot_c/nn.py _kernel_shifts):
- * n, or n + 64 where a * m (a any int32) can be exactly half-way for a shift
- * n > 32 -- its trailing zeros would have to reach n - 1, so the low n - 32
+ * n, or n + 64 where a * m can be exactly half-way for a shift n > 32, a any
+ * accumulator the layer can produce (|a| <= B: a conv's sum |w| * 128 + |offset|)
+ * -- its trailing zeros would have to reach n - 1, so the low n - 1 - log2(B)
  * bits of m must be 0 (multipliers like 0.5 or 3/16; real per-channel
  * scales almost never). For every other n > 32 no product is a tie, half up
  * is the half-to-even result, and only the product's high word matters:

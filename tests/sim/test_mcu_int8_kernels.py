@@ -199,11 +199,14 @@ def test_board_kernels_bit_exact_in_the_simulator(board: str, tmp_path: Path) ->
 TIE_LAYERS = {"conv3x3": ("conv", 3, 6, 7, 3, 1, 1), "depthwise_s1": ("dw", 6, 6, 8, 3, 1, 1), "fc": ("fc", 24, 48, 0, 0, 0, 1)}
 
 
-def _tie_layer(kind: str, cin: int, cout: int, size: int, k: int, pad: int, stride: int) -> onnx.ModelProto:
+def _tie_layer(kind: str, cin: int, cout: int, size: int, k: int, pad: int, stride: int,
+               sw_cycle: tuple[float, ...] = (2.0**-7, 2.0**-5, 1.5 * 2.0**-2), sy: float = 2.0**-6) -> onnx.ModelProto:  # fmt: skip
+    """One layer with weights in [-2, 2], bias in [-20, 20] and power-of-two scales
+    (``s_w`` cycles through ``sw_cycle`` over the output channels)."""
     model = _qdq_layer(kind, cin, cout, size, k, pad, stride, seed=5)
     rng = np.random.default_rng(6)
-    sx, sy = np.float32(2.0**-3), np.float32(2.0**-6)
-    sw = np.resize(np.array([2.0**-7, 2.0**-5, 1.5 * 2.0**-2], np.float32), cout)
+    sx, sy = np.float32(2.0**-3), np.float32(sy)
+    sw = np.resize(np.array(sw_cycle, np.float32), cout)
     inits = {i.name: i for i in model.graph.initializer}
     shape = numpy_helper.to_array(inits["wq"]).shape
     new = {"wq": rng.integers(-2, 3, size=shape).astype(np.int8), "sw": sw, "sb": (sx * sw).astype(np.float32),
@@ -227,7 +230,8 @@ def _exact_ties(model: onnx.ModelProto, x: np.ndarray) -> int:
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     yf = ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(["yf"], {"x": x})[0]
-    return int(np.sum((yf / 2.0**-6) % 1 == 0.5))
+    sy = numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == "sy"))
+    return int(np.sum((yf / sy) % 1 == 0.5))
 
 
 @needs_zig
@@ -262,6 +266,64 @@ def test_board_kernels_round_exact_ties_to_even_in_the_simulator(board: str, tmp
     results, _, _ = run_package(str(pkg), {"x": x}, sim=True)
     for xi, r in zip(x, results):
         np.testing.assert_array_equal(r["y"], _ort(model, {"x": xi}))
+
+
+# -- the short form where the layer's bound rules ties out ------------------- #
+# s_x = s_y = 2^-3, so M = s_w per channel: 2^-6 (1 + 2^-8) has m = 2^30 + 2^22
+# (22 trailing zeros), n = 36: a * m ties only for |a| a multiple of 2^13, which
+# an int32 reaches but this layer's accumulators (27 weights in [-2, 2] times
+# |x| <= 128, plus the bias: 6,932 at most) do not. 2^-6 (m = 2^30) ties from
+# |a| = 32 on. Float32 is exact here too (|acc| * 257 < 2^24), so onnxruntime
+# rounds every exact tie to even.
+BOUNDED = ((2.0**-6) * (1 + 2.0**-8), 2.0**-6)
+
+
+def _kernel_layer(model: onnx.ModelProto, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The layer on the host build of the C kernels: (output, shifts in its parameter block)."""
+    import tvm
+
+    prepared = load_model(model)
+    art = compile_aot(prepared, tvm.target.Target({"kind": "llvm"}), int8_kernels=True)
+    (call,) = [c for c in art.graph.calls if c.extern]
+    params = art.graph.tensors[call.args[2]].value.reshape(-1)
+    oc = int(params[4])  # EK_NN_OC
+    shifts = params[22 + 2 * oc : 22 + 3 * oc]  # after the EK_NN_HDR header, offsets and multipliers
+    return run_on_host(art.members(), prepared.inputs, prepared.outputs, {"x": x})[0], shifts
+
+
+@needs_zig
+def test_host_kernels_round_half_up_where_the_layers_bound_rules_ties_out() -> None:
+    from edgekit.core.fixedpoint import dot_bound, quantize_multiplier, ties_possible
+
+    model = _tie_layer("conv", 3, 6, 16, 3, 1, 1, sw_cycle=BOUNDED, sy=2.0**-3)
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    fp = quantize_multiplier(np.resize(np.array(BOUNDED), 6))
+    bound = dot_bound(inits["wq"], (1, 2, 3), 128, inits["bq"])
+    assert np.all(ties_possible(fp.multiplier, fp.shift))  # an int32 accumulator could tie on every channel
+    assert ties_possible(fp.multiplier, fp.shift, bound).tolist() == [False, True] * 3
+    x = np.random.default_rng(4).integers(-128, 128, size=(1, 3, 16, 16)).astype(np.int8)
+    got, shifts = _kernel_layer(model, x)
+    assert shifts.tolist() == [36, 36 + 64] * 3  # short form (high word, half up) / words, half to even
+    want = _ort(model, {"x": x})
+    assert _exact_ties(model, x) >= 4 and len(np.unique(want)) > 15  # ties on the tying channels; not all clamped
+    np.testing.assert_array_equal(got, want)
+
+
+@needs_zig
+def test_host_kernels_keep_half_even_where_a_tie_is_within_the_bound(monkeypatch) -> None:
+    from edgekit.compiler.backends.aot_c import nn as aot_nn
+
+    model = _tie_layer("conv", 3, 6, 16, 3, 1, 1, sw_cycle=(2.0**-6,), sy=2.0**-3)
+    x = np.random.default_rng(4).integers(-128, 128, size=(1, 3, 16, 16)).astype(np.int8)
+    want = _ort(model, {"x": x})
+    got, shifts = _kernel_layer(model, x)
+    assert shifts.tolist() == [36 + 64] * 6
+    np.testing.assert_array_equal(got, want)
+    # Forced to the short form, the kernel rounds the ties below an odd step up: not onnxruntime's value.
+    monkeypatch.setattr(aot_nn, "ties_possible", lambda m, n, bound=None: np.zeros(np.shape(m), bool))
+    got, shifts = _kernel_layer(model, x)
+    assert shifts.tolist() == [36] * 6
+    assert np.sum(got != want) >= 2 and np.abs(got.astype(np.int32) - want).max() == 1
 
 
 # -- stm32h7 machine code --------------------------------------------------- #

@@ -13,6 +13,7 @@ from edgekit.core.fixedpoint import (
     MAX_SHIFT,
     FixedPoint,
     dequantize_ref,
+    dot_bound,
     quantize_multiplier,
     quantize_multipliers_common,
     quantize_ref,
@@ -149,6 +150,20 @@ def test_ties_possible_with_a_bound_is_exactly_whether_some_value_within_it_ties
     a = np.array(data.draw(st.lists(st.integers(-bound, bound), min_size=1, max_size=64)) + [bound, -bound], np.int64)
     half_up = np.right_shift(a * m + (1 << (n - 1)), n)
     np.testing.assert_array_equal(round_shift(a * m, n), half_up)
+
+
+@settings(max_examples=100, deadline=None)
+@given(seed=st.integers(0, 2**16), operand_bound=st.sampled_from([127, 128, 255]))
+def test_dot_bound_is_the_largest_accumulator_and_is_reached(seed: int, operand_bound: int) -> None:
+    rng = np.random.default_rng(seed)
+    w = rng.integers(-128, 128, size=(5, 3, 3, 3)).astype(np.int8)  # OIHW: per output channel over (1, 2, 3)
+    offset = rng.integers(-(2**20), 2**20, size=5)
+    bound = dot_bound(w, (1, 2, 3), operand_bound, offset)
+    flat = w.reshape(5, -1).astype(np.int64)
+    x = rng.integers(-operand_bound, operand_bound + 1, size=(64, flat.shape[1]))
+    assert np.all(np.abs(x @ flat.T + offset) <= bound)
+    extreme = operand_bound * np.sign(flat) * np.sign(offset).reshape(-1, 1)  # each channel's worst input
+    np.testing.assert_array_equal(np.abs((extreme * flat).sum(axis=1) + offset), bound)
 
 
 def test_per_channel_requantize_broadcasts_along_the_channel_axis() -> None:

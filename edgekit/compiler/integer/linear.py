@@ -29,7 +29,7 @@ from edgekit.compiler.integer.context import LoweringContext, Skip, activation_b
 from edgekit.compiler.integer.patterns import LinearPattern
 from edgekit.compiler.integer.requant import emit_requantize, value_bound
 from edgekit.compiler.integer.values import QParams
-from edgekit.core.fixedpoint import quantize_multiplier
+from edgekit.core.fixedpoint import dot_bound, quantize_multiplier
 
 __all__ = ["LINEAR", "lower_linear"]
 
@@ -197,7 +197,7 @@ def lower_linear(ctx: LoweringContext, q_call: relax.Call, m: dict[DFPattern, re
     except ValueError as exc:
         raise Skip(str(exc)) from None
     # |acc| <= sum |w| * max |x| + |offset|: the requantization rounds half up where no such value ties.
-    bound = np.abs(weight.effective.astype(np.int64)).sum(axis=reduce_axes) * value_bound(m[p.x].args[0]) + np.abs(offset)
+    bound = dot_bound(weight.effective, reduce_axes, value_bound(m[p.x].args[0]), offset)
     result = emit_requantize(acc, fp, out.z, axis=oc_axis, ndim=out_ndim, qmin=lo, qmax=hi, out_dtype=out_dtype,
                              acc_bound=bound)  # fmt: skip
     return kind, ", ".join(notes), result

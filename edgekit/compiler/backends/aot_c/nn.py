@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.compiler.backends.aot_c.fold import fold_int8_chains
-from edgekit.core.fixedpoint import ties_possible
+from edgekit.core.fixedpoint import dot_bound, ties_possible
 from edgekit.core.resources import data_dir
 
 __all__ = [
@@ -155,16 +155,27 @@ def _round_shift(expr: Any, var2val: dict) -> tuple[Any, np.ndarray | None]:
     return (expr, None) if found is None else found
 
 
-def _kernel_shifts(mult: np.ndarray, shift: np.ndarray) -> np.ndarray:
+def _kernel_shifts(mult: np.ndarray, shift: np.ndarray, acc_bound: np.ndarray | int) -> np.ndarray:
     """The shifts as the C kernels take them: ``n``, or ``n + 64`` for ``n > 32``
-    where a product can be exactly half-way (:func:`~edgekit.core.fixedpoint.ties_possible`).
+    where a product of an accumulator ``|a| <= acc_bound`` can be exactly
+    half-way (:func:`~edgekit.core.fixedpoint.ties_possible`).
 
     Flagged channels round from the product's words, ties to even; every other
     ``n > 32`` rounds the product's high word half up, one add (SMMLA), which
-    is then the same value.
+    is then the same value. The bound is the layer's own, as the integer
+    lowering's (a conv's :func:`~edgekit.core.fixedpoint.dot_bound`, a
+    multiply's ``255**2``), not an int32's.
     """
     n = np.asarray(shift, dtype=np.int64)
-    return np.where((n > 32) & ties_possible(mult, n), n + 64, n)
+    return np.where((n > 32) & ties_possible(mult, n, acc_bound), n + 64, n)
+
+
+def _acc_bound(chain: _Chain) -> np.ndarray:
+    """Largest ``|acc + offset|`` of a conv/matmul chain, per output channel."""
+    from edgekit.compiler.integer.requant import value_bound  # imports tvm (the package's lowering)
+
+    axis = 0 if chain.kind == _MATMUL else (1, 2, 3)
+    return dot_bound(chain.w, axis, value_bound(chain.x), chain.offset)
 
 
 def _per_channel(v: np.ndarray | None, channels: int, default: int) -> np.ndarray | None:
@@ -315,7 +326,8 @@ def _params(chain: _Chain, k: int, kp: int, out_shape: tuple[int, ...], dsp: boo
     hdr = [chain.kind, cin, h, w, oc, oh, ow, kh, kw, chain.strides[0], chain.strides[1], chain.pads[0],
            chain.pads[1], chain.pad_value, chain.qmin, chain.qmax, chain.zero_point, k, kp, pixels, 0, 0]  # fmt: skip
     assert len(hdr) == _HDR
-    parts = [np.asarray(hdr, np.int64), chain.offset, chain.mult, _kernel_shifts(chain.mult, chain.shift)]
+    shifts = _kernel_shifts(chain.mult, chain.shift, _acc_bound(chain))
+    parts = [np.asarray(hdr, np.int64), chain.offset, chain.mult, shifts]
     if chain.kind != _DEPTHWISE:
         parts.append(_gather_table(chain, xs, k, kp, dsp))
     block = np.concatenate(parts)
@@ -423,6 +435,8 @@ def _mul_replacement(out: Any, var2val: dict) -> Any:
     from the high word (TVM's kernel did it all in 64-bit per element)."""
     from tvm import relax
 
+    from edgekit.compiler.integer.requant import value_bound
+
     if str(out.attrs.dtype) != "int8":
         return None
     clip = _call(out.args[0], var2val, "relax.clip")
@@ -458,7 +472,8 @@ def _mul_replacement(out: Any, var2val: dict) -> Any:
     if not (0 < n <= 62 and abs(m) < 2**31 and abs(z) < 2**31):
         return None
     outer = int(np.prod(xs[:k], dtype=np.int64))
-    n = int(_kernel_shifts(np.array([m]), np.array([n]))[0])
+    acc_bound = value_bound(x, centered=True) * value_bound(sv, centered=True)  # 255**2, as the lowering's
+    n = int(_kernel_shifts(np.array([m]), np.array([n]), acc_bound)[0])
     params = np.array([outer, int(np.prod(xs, dtype=np.int64)) // max(outer, 1), za, zs, m, n, z,
                        int(clip.args[1].value), int(clip.args[2].value)], np.int64)  # fmt: skip
     return relax.call_dps_packed(
