@@ -16,7 +16,11 @@ run as fast as the fp32 model.
 Usage::
 
     .venv/bin/python benchmarks/int8_target.py --mcpu haswell [--models ppocr-cls,squeezenet]
-        [--rounds 10] [--runs 20] [--threads 2]
+        [--rounds 10] [--runs 20] [--threads 2] [--profile N]
+
+``--profile N`` (with ``--threads 1``) adds each build's kernel CPU time on
+one core by kind -- dense conv/matmul, depthwise, table lookups, pads,
+other -- as the VM's instrumentation measures it with ``time.thread_time``.
 """
 
 from __future__ import annotations
@@ -48,7 +52,35 @@ from edgekit.frontend.qdq_graph import float_model  # noqa: E402
 logger = logging.getLogger("benchmarks.int8_target")
 
 
-def measure(name: str, mcpu: str, tmp: Path, rounds: int, runs: int, threads: int) -> dict[str, float]:
+#: Kernel kinds of ``--profile``, by the first matching fragment of the kernel's name.
+KINDS = (("depthwise", "depthwise"), ("lookup", "lookup"), ("pad", "pad"), ("conv2d", "conv / matmul"),
+         ("matmul", "conv / matmul"))  # fmt: skip
+
+
+def kernel_kinds(per_kernel: dict[str, float]) -> dict[str, tuple[float, int]]:
+    """Milliseconds and kernel count per kind (``KINDS``; the VM's own builtins left out)."""
+    out: dict[str, tuple[float, int]] = {}
+    for symbol, ms in per_kernel.items():
+        if symbol.startswith("vm."):
+            continue
+        kind = next((k for frag, k in KINDS if frag in symbol), "other")
+        t, n = out.get(kind, (0.0, 0))
+        out[kind] = (t + ms, n + 1)
+    return out
+
+
+def print_profile(name: str, vms: dict, runs: int) -> None:
+    """Per-kind CPU time of each build's kernels on the calling thread (``time.thread_time``)."""
+    from cpu import tvm_kernel_profile
+
+    for tag, vm in vms.items():
+        kinds = kernel_kinds(tvm_kernel_profile(vm, lambda vm=vm: vm.invoke_stateful("main"), runs, time.thread_time))
+        total = sum(t for t, _n in kinds.values())
+        parts = ", ".join(f"{k} {1e3 * t:.1f} ({n})" for k, (t, n) in sorted(kinds.items(), key=lambda kv: -kv[1][0]))
+        print(f"{name} {tag}: {1e3 * total:.1f} us in kernels: {parts}", file=sys.stderr)
+
+
+def measure(name: str, mcpu: str, tmp: Path, rounds: int, runs: int, threads: int, profile: int = 0) -> dict[str, float]:
     """10th-percentile latency (ms) of the int8 model, the fp32 model and the QDQ graph's fp32 build for ``mcpu``."""
     import tvm
     from tvm import relax
@@ -78,6 +110,8 @@ def measure(name: str, mcpu: str, tmp: Path, rounds: int, runs: int, threads: in
                 t = time.perf_counter()
                 vm.invoke_stateful("main")
                 times[tag].append((time.perf_counter() - t) * 1e3)
+    if profile:
+        print_profile(name, vms, profile)
     return {tag: float(np.percentile(v, 10)) for tag, v in times.items()}
 
 
@@ -88,17 +122,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="also print each build's kernel CPU time by kind (median of N inferences, microseconds, "
+                             "kernel counts in brackets); meaningful with --threads 1")  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     rows = []
     with tempfile.TemporaryDirectory(prefix="edgekit-int8-target-") as tmp:
         for name in args.models.split(","):
-            lat = measure(name, args.mcpu, Path(tmp), args.rounds, args.runs, args.threads)
+            lat = measure(name, args.mcpu, Path(tmp), args.rounds, args.runs, args.threads, args.profile)
             rows.append(f"| {name} | {lat['int8']:.3f} | {lat['fp32']:.3f} | {lat['int8'] / lat['fp32']:.2f} "
                         f"| {lat['qdq_fp32']:.3f} | {lat['qdq_fp32'] / lat['fp32']:.2f} |")
     print(
         f"Command: `.venv/bin/python benchmarks/int8_target.py --mcpu {args.mcpu} --models {args.models} "
-        f"--rounds {args.rounds} --runs {args.runs} --threads {args.threads}`; {args.mcpu}-target code run on "
+        f"--rounds {args.rounds} --runs {args.runs} --threads {args.threads}"
+        f"{f' --profile {args.profile}' if args.profile else ''}`; {args.mcpu}-target code run on "
         f"{cpu_description()}; {args.threads} threads; 10th percentile of {args.rounds * args.runs} calls each; "
         f"date: {date.today()}; load average {os.getloadavg()[0]:.1f} at the end.\n"
     )
