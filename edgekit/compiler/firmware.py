@@ -20,10 +20,10 @@ import re
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 from edgekit.core.errors import CompileError, ConfigError
-from edgekit.core.firmware_ports import port_for_board
+from edgekit.core.firmware_ports import firmware_stubs_dir, port_for_board
 from edgekit.core.toolchain import Toolchain, find_toolchain
 
 if TYPE_CHECKING:
@@ -36,6 +36,7 @@ __all__ = [
     "cc_flags",
     "compile_c",
     "link_image",
+    "path_map_flags",
     "flash_bytes",
     "ram_bytes",
     "undefined_symbols",
@@ -88,6 +89,18 @@ def cc_flags(target: "Target") -> list[str]:
     return flags
 
 
+def path_map_flags(folders: Mapping[Path, str]) -> list[str]:
+    """Flags that record each folder of ``folders`` under its given name.
+
+    With them, debug info and ``__FILE__`` carry no build-machine path: the
+    AOT build compiles in a fresh temporary folder, so without them two
+    compiles of one model give different firmware bytes. clang (zig cc) and
+    GCC 8 or later take ``-ffile-prefix-map``. The folders must not nest (GCC
+    and clang pick different maps when two match).
+    """
+    return [f"-ffile-prefix-map={folder}={name}" for folder, name in folders.items()]
+
+
 def _run(cmd: list[str], what: str, toolchain: Toolchain, cwd: Path | None = None) -> None:
     logger.debug("%s: %s", what, " ".join(cmd))
     try:
@@ -137,11 +150,14 @@ def link_image(
     linker_script: Path | None = None,
     include_dirs: Sequence[Path] = (),
     freestanding: bool = True,
+    cwd: Path | None = None,
 ) -> Path:
     """Compiles and links C sources and objects into an executable ELF ``out``.
 
     A linker script whose memory regions are the board's RAM and flash makes
-    the linker itself reject an image that does not fit.
+    the linker itself reject an image that does not fit. ``cwd`` is the
+    compiler's working folder (debug info records it as the compile folder;
+    default: this process's).
     """
     cmd = [*toolchain.command, *flags, "-O2", "-std=c11", "-ffunction-sections", "-fdata-sections",
            *(f"-I{d}" for d in include_dirs)]
@@ -150,7 +166,7 @@ def link_image(
     if linker_script is not None:
         cmd += [f"-Wl,-T,{linker_script}"]
     cmd += [*(str(p) for p in inputs), "-o", str(out)]
-    _run(cmd, f"linking {out.name}", toolchain)
+    _run(cmd, f"linking {out.name}", toolchain, cwd)
     return out
 
 
@@ -212,6 +228,7 @@ class FirmwareSpec:
             bank of several; ``ram_bytes`` of the port in ports.toml), else 0.
         stack_bytes: The stack the linker script reserves (``STACK_BYTES``), 0 if unknown.
         board_source: The board's profile file (named in errors).
+        root: The ``firmware_stubs`` folder the port's files are in.
     """
 
     board: str
@@ -222,6 +239,7 @@ class FirmwareSpec:
     ram_bytes: int = 0
     stack_bytes: int = 0
     board_source: str = ""
+    root: Path | None = None
 
     def arena_ram(self, board_ram: int) -> int:
         """The most RAM the arena could get in this image: the RAM it links
@@ -263,7 +281,7 @@ def firmware_spec(board: "Board | str", root: Path | None = None) -> FirmwareSpe
     port = port_for_board(board, root)
     script = port.linker_script
     return FirmwareSpec(board.name, port.sources, port.include_dirs, script, port.cflags, port.ram_bytes,
-                        _stack_bytes(script) if script else 0, board.source)  # fmt: skip
+                        _stack_bytes(script) if script else 0, board.source, root or firmware_stubs_dir())  # fmt: skip
 
 
 def _stack_bytes(script: Path) -> int:

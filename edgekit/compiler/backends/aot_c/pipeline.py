@@ -34,7 +34,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from dataclasses import dataclass, replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Callable
 
 from edgekit.compiler.backends.aot_c.emit import emit_model_c, emit_model_h
@@ -314,13 +314,17 @@ def _link_firmware(board: "Board", target: "Target", tmp: Path) -> bytes | None:
         logger.info("firmware_stubs describes no image for board '%s'; packaging the model without firmware", board.name)
         return None
     toolchain = firmware.find_toolchain(cross=True)
+    # The image records its sources as the package's model/ and firmware_stubs/, not
+    # this temporary folder and this install: two compiles of one model are the same bytes.
+    paths = {tmp: str(PurePosixPath(MODEL_C).parent), **({spec.root: "firmware_stubs"} if spec.root else {})}
     elf = firmware.link_image(
         toolchain,
         [*spec.sources, tmp / "model.c", tmp / "kernels.o"],
         tmp / "firmware.elf",
-        [*firmware.cc_flags(target), *spec.flags],
+        [*firmware.cc_flags(target), *spec.flags, *firmware.path_map_flags(paths)],
         linker_script=spec.linker_script,
         include_dirs=[tmp, *spec.include_dirs],
+        cwd=tmp,
     )
     return elf.read_bytes()
 
