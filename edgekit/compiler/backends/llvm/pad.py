@@ -13,7 +13,9 @@ store of the channel fill at the end of the row, then 16-byte copies of the
 source row (the last one overlapping the previous one when the channel
 count is not a multiple of 16) or of the border value. No loop of it
 depends on a lane condition. TVM has no schedule that splits a pad this
-way, hence by hand.
+way, hence by hand. Where the padded tensor is an AVX2 table lookup's and the
+pad its one consumer, the lookup writes the padded tensor itself
+(:func:`edgekit.compiler.backends.llvm.lookup.lookup_pad_avx2_func`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from edgekit.compiler.backends.llvm.lookup import AVX2_LOOKUP, lookup_pad_avx2_func
 from edgekit.compiler.relax_rewrite import is_call, mutator_pass
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -162,8 +165,6 @@ def _lookup_pad(m: Any, x: Any, shape: tuple[int, ...], widths: list[int], out: 
     channels (one lookup step); see :func:`edgekit.compiler.backends.llvm.lookup.lookup_pad_avx2_func`.
     """
     from tvm import relax
-
-    from edgekit.compiler.backends.llvm.lookup import AVX2_LOOKUP, lookup_pad_avx2_func
 
     lookup = _through_aliases(x, m.lookup_binding)
     if not is_call(lookup, "relax.call_tir") or m.uses.get(x, 0) != 1 or shape[3] < 32:
