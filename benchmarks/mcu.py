@@ -27,6 +27,7 @@ import tempfile
 import time
 from datetime import date
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import onnx
@@ -174,23 +175,29 @@ def print_layer_table(rows: list[dict], boards: list[str]) -> None:
         print(f"| {board} | **all four, MAC-weighted** | {macs:,} | **{w8:.2f}** | {w32:.2f} | {w8 / w32:.2f} |")
 
 
-def model_rows(boards: list[str]) -> list[dict]:
-    """fp32 against int8 for the digits CNN and PP-OCR cls (rapidocr's wheel) on each board."""
+def model_files(out: Path) -> Iterator[tuple[str, Path, Path]]:
+    """``(name, fp32 path, int8 path)`` of the digits CNN (calibrated on 256 training
+    images) and PP-OCR cls (rapidocr's wheel), quantized with edgekit's defaults, under ``out``."""
     import quantization as qcases
 
+    for case in (qcases.digits_case(calibration_samples=256), qcases.ppocr_case()):
+        fp32 = out / f"{case.name}-fp32.onnx"
+        onnx.save(case.fp32, fp32)
+        int8 = out / f"{case.name}-int8.onnx"
+        quantize(str(fp32), QuantConfig(), calibration=case.calibration).save(int8)
+        yield case.name, fp32, int8
+
+
+def model_rows(boards: list[str]) -> list[dict]:
+    """fp32 against int8 for the digits CNN and PP-OCR cls (rapidocr's wheel) on each board."""
     rows = []
     with tempfile.TemporaryDirectory(prefix="edgekit-mcu-models-") as tmp:
         out = Path(tmp)
-        for case in (qcases.digits_case(calibration_samples=256), qcases.ppocr_case()):
-            fp32 = out / f"{case.name}-fp32.onnx"
-            onnx.save(case.fp32, fp32)
-            q = quantize(str(fp32), QuantConfig(), calibration=case.calibration)
-            int8 = out / f"{case.name}-int8.onnx"
-            q.save(int8)
+        for name, fp32, int8 in model_files(out):
             for board in boards:
-                row = {"board": board, "model": case.name}
+                row = {"board": board, "model": name}
                 for dt, path in (("fp32", fp32), ("int8", int8)):
-                    row[dt] = _measure(path, board, out, f"{board}-{case.name}-{dt}", row, dt)
+                    row[dt] = _measure(path, board, out, f"{board}-{name}-{dt}", row, dt)
                 rows.append(row)
     return rows
 
