@@ -27,6 +27,7 @@ __all__ = [
     "round_up",
     "static_float_shapes",
     "static_shape",
+    "use_counts",
 ]
 
 
@@ -135,6 +136,19 @@ def bound_value(mutator: Any, expr: Any) -> Any:
     while isinstance(value, relax.Var):
         value = mutator.lookup_binding(value)
     return value
+
+
+def use_counts(mod: Any) -> dict[Any, int]:
+    """How many bindings (and function results) of ``mod``'s Relax functions read each variable."""
+    from tvm import relax
+
+    uses: dict[Any, int] = {}
+    for func in mod.functions.values():
+        if isinstance(func, relax.Function):
+            for expr in [*relax.analysis.get_var2val(func).values(), func.body.body]:
+                for v in relax.analysis.free_vars(expr):
+                    uses[v] = uses.get(v, 0) + 1
+    return uses
 
 
 def const_value(expr: Any) -> Any:

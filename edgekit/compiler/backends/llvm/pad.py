@@ -24,7 +24,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from edgekit.compiler.backends.llvm.lookup import AVX2_LOOKUP, lookup_pad_avx2_func
-from edgekit.compiler.relax_rewrite import is_call, mutator_pass
+from edgekit.compiler.relax_rewrite import is_call, mutator_pass, use_counts
 
 if TYPE_CHECKING:  # pragma: no cover
     import tvm
@@ -180,11 +180,12 @@ def _lookup_pad(m: Any, x: Any, shape: tuple[int, ...], widths: list[int], out: 
 
 
 def _find_data_and_merged(mutator: Any) -> None:
-    """Sets ``mutator.data`` (vars computed from the model's inputs) and ``mutator.merged``
-    (spatial pads a channel pad reads: left for that pad to absorb)."""
+    """Sets ``mutator.data`` (vars computed from the model's inputs), ``mutator.merged``
+    (spatial pads a channel pad reads: left for that pad to absorb) and ``mutator.uses``."""
     from tvm import relax
 
-    mutator.funcs, mutator.merged, mutator.data, mutator.uses = {}, [], set(), {}
+    mutator.funcs, mutator.merged, mutator.data = {}, [], set()
+    mutator.uses = use_counts(mutator.builder_.get())
     for func in mutator.builder_.get().functions.values():
         if not isinstance(func, relax.Function):
             continue
@@ -195,9 +196,6 @@ def _find_data_and_merged(mutator: Any) -> None:
         for var, val in var2val.items():
             if any(v in mutator.data for v in relax.analysis.free_vars(val)):
                 mutator.data.add(var)
-        for expr in [*var2val.values(), func.body.body]:
-            for v in relax.analysis.free_vars(expr):
-                mutator.uses[v] = mutator.uses.get(v, 0) + 1
         for val in var2val.values():
             if is_call(val, "relax.nn.pad") and _static_bytes(val) is not None:
                 inner = _through_aliases(val.args[0], var2val.get)

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgekit.compiler.relax_rewrite import bound_value, calls_rewrite_pass, const_value, is_call
+from edgekit.compiler.relax_rewrite import bound_value, calls_rewrite_pass, const_value, is_call, use_counts
 
 if TYPE_CHECKING:  # pragma: no cover
     import tvm
@@ -195,21 +195,20 @@ def _widened_once(m: Any, call: Any) -> Any:
     q = bound_value(m, narrow.args[0])
     if not (is_call(q, "relax.subtract") and is_call(bound_value(m, q.args[0]), "relax.astype")):
         return None
-    rounded = bound_value(m, bound_value(m, q.args[0]).args[0])
-    if not (is_call(rounded, "relax.maximum") and _dtype(rounded) == "float32"):
+    clamp = bound_value(m, bound_value(m, q.args[0]).args[0])  # maximum(minimum(u, hi), lo), as _emit_float writes it
+    inner = bound_value(m, clamp.args[0]) if is_call(clamp, "relax.maximum") else None
+    if not (is_call(inner, "relax.minimum") and _dtype(clamp) == "float32"):
+        return None
+    lo, hi, offset = const_value(clamp.args[1]), const_value(inner.args[1]), _scalar(q.args[1])
+    if lo is None or hi is None or offset is None or lo.size != 1 or hi.size != 1:
+        return None
+    if not (-128 <= float(lo.reshape(-1)[0]) - offset and float(hi.reshape(-1)[0]) - offset <= 127):
         return None
     return R.astype(narrow.args[0], "int16")
 
 
 def _count_uses(mutator: Any) -> None:
-    from tvm import relax
-
-    mutator.uses = {}
-    for func in mutator.builder_.get().functions.values():
-        if isinstance(func, relax.Function):
-            for expr in [*relax.analysis.get_var2val(func).values(), func.body.body]:
-                for v in relax.analysis.free_vars(expr):
-                    mutator.uses[v] = mutator.uses.get(v, 0) + 1
+    mutator.uses = use_counts(mutator.builder_.get())
 
 
 def _requant(m: Any, call: Any) -> Any:
@@ -231,6 +230,9 @@ def float_requant_pass(target: tvm.target.Target) -> Any:
         return tvm.transform.Sequential([], name="EdgekitFloatRequant")
     # The per-channel constants are still layout transforms of constants after ConvertLayout.
     return tvm.transform.Sequential(
-        [relax.transform.FoldConstant(), calls_rewrite_pass({"relax.astype": _requant}, "EdgekitFloatRequant", _count_uses)],
+        [
+            relax.transform.FoldConstant(),
+            calls_rewrite_pass({"relax.astype": _requant}, "EdgekitFloatRequant", _count_uses),
+        ],
         name="EdgekitFloatRequant",
     )
