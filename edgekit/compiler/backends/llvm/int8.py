@@ -612,7 +612,11 @@ def dot_schedule_rule() -> Any:
             sch = s_tir.Schedule(func)
             if _has_block(sch, DW_PAIRS_X16):
                 # 16 channels per step: each accumulator takes two ymm registers.
-                return sch if schedule_tiled_reduction(sch, 16, vector_registers(target) // 2) else None
+                try:
+                    return sch if schedule_tiled_reduction(sch, 16, vector_registers(target) // 2) else None
+                except Exception as exc:  # the default rule (8 lanes) schedules it then
+                    logger.warning("16-channel depthwise schedule failed (%s); 8 lanes used", exc)
+                    return None
             found = _dot_block(sch)
             if found is None:
                 return None
