@@ -2,7 +2,7 @@
 
 Read by the two hosts of the RTL: the Verilator co-simulation
 (:mod:`edgekit.sim.npu.rtl_device`) and the UART bridge to a board top, real
-or simulated (:mod:`edgekit.runtime.npu_bridge`).
+or simulated (:mod:`edgekit.runtime.npu.bridge`).
 """
 
 from __future__ import annotations

@@ -102,7 +102,7 @@ class Runner(Protocol):
 RUNNERS: Registry[Any] = Registry("runner", PackageError)  # type: ignore[arg-type]
 RUNNERS.register("tvm-vm", "edgekit.runtime.host:HostRunner")
 RUNNERS.register("aot-c", "edgekit.runtime.mcu:McuRunner")
-RUNNERS.register("npu", "edgekit.runtime.npu_runner:NpuRunner")
+RUNNERS.register("npu", "edgekit.runtime.npu.runner:NpuRunner")
 RUNNERS.register("linux-aot", "edgekit.runtime.linux_runner:LinuxRunner")
 RUNNERS.register("tvm-vm-cuda", "edgekit.runtime.cuda_runner:CudaRunner")
 

@@ -1,6 +1,6 @@
 """A raw byte link over a serial port, for devices that speak a byte protocol rather than edgekit's frames.
 
-The FPGA boards' UART bridge (:mod:`edgekit.runtime.npu_bridge`) has no
+The FPGA boards' UART bridge (:mod:`edgekit.runtime.npu.bridge`) has no
 processor to run the framed protocol; :class:`SerialByteLink` gives it the
 port opening, locking and error mapping of :class:`SerialTransport`.
 """
@@ -19,7 +19,7 @@ RESYNC_S = 0.1
 
 
 class SerialByteLink(SerialTransport):
-    """A serial port as a :class:`~edgekit.runtime.npu_bridge.ByteLink`.
+    """A serial port as a :class:`~edgekit.runtime.npu.bridge.ByteLink`.
 
     Args:
         port: Device path, e.g. ``/dev/ttyUSB0``.

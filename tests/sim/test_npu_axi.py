@@ -119,7 +119,7 @@ def test_digits_through_axi_is_bit_exact_with_the_model(axi, tmp_path):
 
     from edgekit.compiler.driver import compile_model
     from edgekit.package import open_package
-    from edgekit.runtime.npu_runner import NpuRunner
+    from edgekit.runtime.npu.runner import NpuRunner
     from test_npu_sim import _digits
 
     qdq, feeds = _digits()

@@ -27,7 +27,7 @@ import pytest
 
 from edgekit.core.profiles import get_board
 from edgekit.sim.npu.verilator import verilator_missing
-from edgekit.runtime.npu_bridge import MAGIC, REG_MAGIC, REG_MEM_BYTES, UartBridge, crc16, encode_get, encode_read, encode_set, encode_write
+from edgekit.runtime.npu.bridge import MAGIC, REG_MAGIC, REG_MEM_BYTES, UartBridge, crc16, encode_get, encode_read, encode_set, encode_write
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_npu_sim import _digits  # noqa: E402
@@ -156,7 +156,7 @@ def digits(tmp_path_factory):
 @needs_verilator
 def test_digits_through_the_board_top_is_bit_exact(digits):
     from edgekit.package import open_package
-    from edgekit.runtime.npu_runner import NpuRunner
+    from edgekit.runtime.npu.runner import NpuRunner
 
     tmp, feeds = digits
     board, _ = get_board(BOARD)
@@ -211,7 +211,7 @@ def sim_port(link):
 @needs_verilator
 def test_run_through_a_serial_port_to_the_board(digits, device_port):
     from edgekit.package import open_package
-    from edgekit.runtime.npu_runner import NpuRunner
+    from edgekit.runtime.npu.runner import NpuRunner
 
     tmp, feeds = digits
     board, _ = get_board(BOARD)
@@ -233,7 +233,7 @@ def test_synth_writes_the_images_of_a_model(digits, tmp_path, capsys):
     from edgekit.cli.main import main
     from edgekit.package import open_package
     from edgekit.npu.package import PLAN_MEMBER, PROGRAM_MEMBER, WEIGHTS_MEMBER
-    from edgekit.runtime.npu_runner import NpuRunner
+    from edgekit.runtime.npu.runner import NpuRunner
 
     tmp, feeds = digits
     out = tmp_path / "out"

@@ -152,7 +152,7 @@ def test_digits_on_the_rtl_matches_the_model_and_the_host_integer_compile(digits
     from edgekit.compiler.backend import CompileOptions
     from edgekit.compiler.driver import compile_model
     from edgekit.package import open_package
-    from edgekit.runtime.npu_runner import NpuRunner
+    from edgekit.runtime.npu.runner import NpuRunner
     from edgekit.runtime.runner import open_runner
 
     tmp, src, feeds = digits_package

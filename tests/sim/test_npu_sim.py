@@ -259,7 +259,7 @@ def _output_lsb(model, name):
 def test_package_runs_through_the_runner(tmp_path):
     from edgekit.compiler.driver import compile_model
     from edgekit.package import open_package
-    from edgekit.runtime.npu_runner import NpuRunner
+    from edgekit.runtime.npu.runner import NpuRunner
 
     qdq, feeds = _digits()
     src = tmp_path / "digits_q.onnx"

@@ -6,7 +6,7 @@ program and posts a completion, which the driver reads back. It runs against
 any :class:`~edgekit.npu.regmap.RegisterIO`/:class:`~edgekit.npu.regmap.MemoryIO`
 pair and never depends on which side is simulated: the simulators'
 devices (:mod:`edgekit.sim.npu`) and the FPGA board's UART bridge
-(:class:`~edgekit.runtime.npu_bridge.BridgeNpuDevice`) serve the same rings.
+(:class:`~edgekit.runtime.npu.bridge.BridgeNpuDevice`) serve the same rings.
 """
 
 from __future__ import annotations

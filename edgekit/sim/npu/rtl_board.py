@@ -6,7 +6,7 @@ for simulation. :class:`RtlBoardLink` is the top under
 Verilator behind the same byte link as a serial port: bytes written are
 shifted onto the board's receive pin as 8N1 frames, bytes read are decoded
 from its transmit pin (``rtl/boards/board_harness.cpp``), so the host's
-bridge code (:mod:`edgekit.runtime.npu_bridge`) runs unchanged on the model.
+bridge code (:mod:`edgekit.runtime.npu.bridge`) runs unchanged on the model.
 The simulated line runs at :data:`SIM_CLKS_PER_BIT` clocks per bit (the
 real board: 25) so that loading a model takes seconds.
 """

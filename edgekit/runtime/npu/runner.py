@@ -114,7 +114,7 @@ class NpuRunner:
     def _load_board(self, package: Package) -> tuple[Any, Any, dict[str, Any]]:
         """Writes weights and program into the board's memory through its bridge and checks them read back."""
         from edgekit.npu.package import PROGRAM_MEMBER, WEIGHTS_MEMBER
-        from edgekit.runtime.npu_bridge import BridgeNpuDevice, UartBridge
+        from edgekit.runtime.npu.bridge import BridgeNpuDevice, UartBridge
 
         npu = self.board.npu
         assert npu is not None
