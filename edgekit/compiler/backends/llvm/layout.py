@@ -423,17 +423,25 @@ def _depthwise_whole_vectors(b: Any, call: Any, x: Any, w: Any, lanes: int) -> A
     A pruned channel count (PP-OCR cls at 30 %: 11, 22, 67 channels) ran
     with 1- or 2-lane vectors, the largest width dividing it, and the pruned
     model was slower than the unpruned one.
+
+    A count of whole 8-lane units that is not a whole number of the
+    target's vectors, above one vector (88 or 40 with AVX-512's 16 lanes),
+    is padded to the target's vectors: the tiled reduction took the largest
+    width dividing it, 11 or 10 lanes, and PP-OCR cls's 5x5 depthwise layers
+    of 88 channels took 30 us each (40 channels: 12.6 us; 48: 3.5). Padded,
+    the unpruned fp32 model ran 0.274 ms instead of 0.351 (one Zen 5 core,
+    interleaved, 10th percentile; 2026-12-06).
     """
     from edgekit.compiler.backends.llvm.int8 import depthwise_on_vectors
 
     c = int(x.ty.shape.values[3])
-    # Whole vectors of 8 lanes (or the target's, if narrower) are enough:
-    # padding 72 channels to 80 for 16-lane vectors measured slower than
-    # 8-lane vectors on 72 (the pad is an extra copy of the input).
+    # Other counts go to whole vectors of 8 lanes (or the target's, if
+    # narrower), as few padded channels as the schedule needs.
     unit = min(lanes, 8)
-    if c % unit == 0:
+    if c % unit == 0 and (c % lanes == 0 or c < lanes):
         return call
-    return depthwise_on_vectors(b, call, x, w, round_up(c, unit), "float32", "float32", "depthwise_conv2d_padded")
+    width = lanes if c % unit == 0 else unit
+    return depthwise_on_vectors(b, call, x, w, round_up(c, width), "float32", "float32", "depthwise_conv2d_padded")
 
 
 def _row_reduce(fn: Any, data: Any, rows: list[int], lo: int, hi: int, name: str) -> Any:

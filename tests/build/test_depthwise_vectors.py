@@ -1,0 +1,66 @@
+"""Float depthwise convolutions on whole vectors of the target (backends.llvm.layout;
+issue #14 item 6: the fp32 layers a structured-pruned model is measured against)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+tvm = pytest.importorskip("tvm")
+ort = pytest.importorskip("onnxruntime")
+
+from edgekit.compiler.backends.llvm.relax_build import build_cpu, import_onnx, prepare_cpu_module  # noqa: E402
+from edgekit.frontend.loader import load_model  # noqa: E402
+
+AVX512 = {"kind": "llvm", "mcpu": "znver4"}
+AVX2 = {"kind": "llvm", "mcpu": "haswell"}
+
+
+def _depthwise(channels: int, k: int = 5):
+    rng = np.random.default_rng(channels)
+    w = numpy_helper.from_array((rng.standard_normal((channels, 1, k, k)) * 0.3).astype(np.float32), "W")
+    b = numpy_helper.from_array(rng.standard_normal(channels).astype(np.float32), "B")
+    node = helper.make_node("Conv", ["x", "W", "B"], ["out"], group=channels, pads=[k // 2] * 4)
+    graph = helper.make_graph([node], "dw", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, channels, 3, 96])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, channels, 3, 96])], [w, b])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _kernels(model, tmp_path, target) -> list[str]:
+    path = tmp_path / "dw.onnx"
+    onnx.save(model, str(path))
+    mod, _ = import_onnx(load_model(str(path)))
+    prepared, _ = prepare_cpu_module(mod, tvm.target.Target(target))
+    return [gv.name_hint for gv, f in prepared.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+
+
+@pytest.mark.parametrize(("channels", "avx512", "avx2"), [(88, True, False), (40, True, False), (48, False, False),
+                                                          (8, False, False), (22, True, True)])  # fmt: skip
+def test_depthwise_channels_are_padded_to_the_targets_vectors(tmp_path, channels, avx512, avx2):
+    """88 and 40 channels (PP-OCR cls, unpruned) are whole 8-lane units but not whole
+    16-lane vectors: padded on an AVX-512 target, left alone on AVX2; 48 and 8 never;
+    a pruned 22 on both (to whole 8-lane units)."""
+    model = _depthwise(channels)
+    assert any("depthwise_conv2d_padded" in n for n in _kernels(model, tmp_path, AVX512)) == avx512
+    assert any("depthwise_conv2d_padded" in n for n in _kernels(model, tmp_path, AVX2)) == avx2
+
+
+@pytest.mark.parametrize("target", [AVX512, AVX2], ids=["avx512", "avx2"])
+def test_padded_depthwise_matches_onnxruntime(tmp_path, target):
+    """The 88-channel 5x5 depthwise conv, built for each target where this CPU runs it."""
+    if target is AVX512 and "avx512f" not in open("/proc/cpuinfo").read():
+        pytest.skip("this CPU has no AVX-512")
+    model = _depthwise(88)
+    path = tmp_path / "dw.onnx"
+    onnx.save(model, str(path))
+    prepared = load_model(str(path))
+    mod, params = import_onnx(prepared)
+    built = build_cpu(mod, tvm.target.Target(target), params)
+    x = np.random.default_rng(1).standard_normal((1, 88, 3, 96)).astype(np.float32)
+    vm = tvm.relax.VirtualMachine(built.executable, tvm.cpu())
+    out = vm["main"](tvm.runtime.tensor(x), *built.params)
+    got = out.numpy() if hasattr(out, "numpy") else out[0].numpy()
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
