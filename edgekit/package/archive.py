@@ -6,6 +6,11 @@ escape an extraction folder, refuses members the manifest does not list, caps
 sizes (a zip bomb must not fill the disk or the memory) and refuses a package
 built for another board unless told otherwise. The format is documented in
 ``docs/package-format.md``.
+
+Writing is reproducible: entries in name order, each stamped with one fixed
+time (``SOURCE_DATE_EPOCH`` when set, else 1980-01-01, the earliest time a zip
+entry can hold), so two packages with equal members and manifests are equal
+byte for byte; ``SOURCE_DATE_EPOCH`` also fixes the manifest's ``created``.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from edgekit.core.errors import PackageError, PackageIntegrityError
+from edgekit.core.errors import ConfigError, PackageError, PackageIntegrityError
 from edgekit.core.files import temp_beside
 from edgekit.core.tensors import TensorSpec
 from edgekit.package.manifest import (
@@ -59,6 +64,17 @@ MAX_MEMBERS = 4096
 _METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
 #: Fixed part of a zip local file header.
 _LOCAL_HEADER = 30
+
+#: The reproducible-builds convention's variable: seconds since 1970 (UTC)
+#: that stand for "when this was built" (https://reproducible-builds.org/specs/source-date-epoch/).
+SOURCE_DATE_EPOCH = "SOURCE_DATE_EPOCH"
+#: The time range a zip entry's DOS date can hold.
+_ZIP_EARLIEST = (1980, 1, 1, 0, 0, 0)
+_ZIP_LATEST = (2107, 12, 31, 23, 59, 58)
+#: Permissions recorded for every member (a regular file, rw-r--r--), and the
+#: Unix "made by" system they are written under, on every build machine.
+_MEMBER_MODE = stat.S_IFREG | 0o644
+_UNIX = 3
 
 _CHUNK = 1 << 20
 _COMPRESS_SAMPLE = 1 << 20
@@ -186,11 +202,15 @@ def write_package(
     moved into place with :func:`os.replace`, so a reader never sees a
     half-written package and a failure leaves no file behind.
 
+    Members are written in name order with one fixed time (see the module's
+    docstring), so equal inputs give equal archives.
+
     Args:
         path: Destination ``.ekpkg`` file.
-        manifest: Manifest fields; ``files`` is computed here, and
-            ``format_version``, ``created`` and ``edgekit_version`` are filled
-            in when absent.
+        manifest: Manifest fields; ``files`` is computed here (in name
+            order), and ``format_version``, ``created`` (``SOURCE_DATE_EPOCH``
+            when set, else now) and ``edgekit_version`` are filled in when
+            absent.
         members: Member name -> content.
 
     Returns:
@@ -199,14 +219,18 @@ def write_package(
     Raises:
         PackageError: for an unsafe member name or when the file cannot be written.
         ManifestError: ``manifest`` does not validate as a :class:`Manifest`.
+        ConfigError: ``SOURCE_DATE_EPOCH`` is set but not a whole number of seconds.
     """
     from edgekit import __version__
 
     dest = Path(path)
+    epoch = _source_date_epoch()
+    built = epoch if epoch is not None else datetime.now(timezone.utc)
     final = dict(manifest)
     final.setdefault("format_version", FORMAT_VERSION)
     final.setdefault("edgekit_version", __version__)
-    final.setdefault("created", datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    final.setdefault("created", built.isoformat(timespec="seconds"))
+    members = dict(sorted(members.items()))
     files: dict[str, dict[str, Any]] = {}
     for name, data in members.items():
         check_member_name(name, where=str(dest))
@@ -222,10 +246,11 @@ def write_package(
         raise PackageError(f"cannot write package '{dest}': folder '{dest.parent}' does not exist", hint="Create it first.")
     fd, tmp = temp_beside(dest)
     try:
+        stamp = _entry_time(epoch)
         with os.fdopen(fd, "wb") as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
-            zf.writestr(MANIFEST_NAME, manifest_bytes, compress_type=zipfile.ZIP_DEFLATED, compresslevel=6)
+            zf.writestr(_entry(MANIFEST_NAME, stamp), manifest_bytes, compress_type=zipfile.ZIP_DEFLATED, compresslevel=6)
             for name, data in members.items():
-                zf.writestr(name, bytes(data), compress_type=_compression_for(data))
+                zf.writestr(_entry(name, stamp), bytes(data), compress_type=_compression_for(data), compresslevel=1)
         os.replace(tmp, dest)
     except OSError as exc:
         _unlink_quietly(tmp)
@@ -451,6 +476,40 @@ def _verified_chunks(zf: zipfile.ZipFile, path: Path, name: str, entry: FileEntr
             hint="The package was altered after it was built; rebuild it with `edgekit compile`.",
             member=name,
         )
+
+
+def _source_date_epoch() -> datetime | None:
+    """``SOURCE_DATE_EPOCH`` as a UTC time, None when unset or empty."""
+    raw = os.environ.get(SOURCE_DATE_EPOCH, "").strip()
+    if not raw:
+        return None
+    try:
+        seconds = int(raw)
+        if seconds >= 0:
+            return datetime.fromtimestamp(seconds, timezone.utc)
+    except (ValueError, OverflowError, OSError):
+        pass
+    raise ConfigError(
+        f"{SOURCE_DATE_EPOCH}={raw!r} is not a number of seconds since 1970-01-01 UTC",
+        hint=f"Set it to a whole number such as $(git log -1 --format=%ct), or unset {SOURCE_DATE_EPOCH}.",
+    )
+
+
+def _entry_time(epoch: datetime | None) -> tuple[int, int, int, int, int, int]:
+    """The time every entry records: ``epoch`` held within what a zip entry
+    can store, or the earliest such time when there is none."""
+    if epoch is None:
+        return _ZIP_EARLIEST
+    when = tuple(epoch.timetuple()[:6])
+    return min(max(when, _ZIP_EARLIEST), _ZIP_LATEST)  # type: ignore[return-value]
+
+
+def _entry(name: str, stamp: tuple[int, int, int, int, int, int]) -> zipfile.ZipInfo:
+    """A zip entry whose header holds nothing of the machine or the moment it is written on."""
+    info = zipfile.ZipInfo(name, date_time=stamp)
+    info.create_system = _UNIX
+    info.external_attr = _MEMBER_MODE << 16
+    return info
 
 
 def _compression_for(data: bytes | bytearray | memoryview) -> int:

@@ -1,7 +1,9 @@
-"""Two compiles of one model for an MCU give the same package members, byte for byte.
+"""Two compiles of one model for an MCU give the same package, byte for byte.
 
 The firmware is linked in a fresh temporary folder; its debug info named
-that folder until the build mapped it to the package's ``model/``.
+that folder until the build mapped it to the package's ``model/``. With
+``SOURCE_DATE_EPOCH`` set the archives are equal too (entries in name order,
+one fixed time, and ``created`` from the variable).
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ def _tiny_cnn():
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
 
 
-def test_two_compiles_give_identical_members(tmp_path):
+def test_two_compiles_give_identical_packages(tmp_path, monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1796515200")  # 2026-12-06 00:00 UTC
     packages = []
     for k in range(2):
         compile_model(_tiny_cnn(), "rv32-mcu-sim", tmp_path / f"m{k}.ekpkg")
@@ -42,4 +45,5 @@ def test_two_compiles_give_identical_members(tmp_path):
             assert first[name] == second[name], f"{name} differs between two compiles of one model"
     assert b"edgekit-aot-" not in first["firmware/firmware.elf"]  # the build folder's name
     manifests = [json.loads(p["manifest.json"]) for p in packages]
-    assert {k for k in manifests[0].keys() | manifests[1].keys() if manifests[0].get(k) != manifests[1].get(k)} <= {"created"}
+    assert manifests[0] == manifests[1] and manifests[0]["created"] == "2026-12-06T00:00:00+00:00"
+    assert (tmp_path / "m0.ekpkg").read_bytes() == (tmp_path / "m1.ekpkg").read_bytes()
