@@ -148,6 +148,7 @@ def prepare_cpu_module(
     from tvm import relax
 
     from edgekit.compiler.backends.llvm.channel_sum import channel_sum_pass
+    from edgekit.compiler.backends.llvm.concat import concat_pass
     from edgekit.compiler.backends.llvm.int8 import int8_dot_pass
     from edgekit.compiler.backends.llvm.int8_input import input_pass
     from edgekit.compiler.backends.llvm.lookup import lookup_pass
@@ -174,6 +175,7 @@ def prepare_cpu_module(
         float_requant_pass(target),
         lookup_pass(target),
         channel_sum_pass(),
+        concat_pass(),
         int8_pad_pass(target),
         input_pass(target),
         block_weights_pass(target),
