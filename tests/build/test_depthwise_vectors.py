@@ -37,11 +37,13 @@ def _kernels(model, tmp_path, target) -> list[str]:
 
 
 @pytest.mark.parametrize(("channels", "avx512", "avx2"), [(88, True, False), (40, True, False), (48, False, False),
-                                                          (8, False, False), (22, True, True)])  # fmt: skip
+                                                          (8, False, False), (22, True, True), (136, False, False)])  # fmt: skip
 def test_depthwise_channels_are_padded_to_the_targets_vectors(tmp_path, channels, avx512, avx2):
     """88 and 40 channels (PP-OCR cls, unpruned) are whole 8-lane units but not whole
     16-lane vectors: padded on an AVX-512 target, left alone on AVX2; 48 and 8 never;
-    a pruned 22 on both (to whole 8-lane units)."""
+    a pruned 22 on both (to whole 8-lane units); 136 (ShuffleNet's groups) never: its
+    tiles fall back to 8 lanes, a power of two, and padding would cost its epilogues the
+    per-group loops (test_cpu_grouped)."""
     model = _depthwise(channels)
     assert any("depthwise_conv2d_padded" in n for n in _kernels(model, tmp_path, AVX512)) == avx512
     assert any("depthwise_conv2d_padded" in n for n in _kernels(model, tmp_path, AVX2)) == avx2

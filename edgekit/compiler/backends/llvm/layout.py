@@ -417,6 +417,11 @@ def block_weights_pass(target: tvm.target.Target) -> Any:
     return call_rewrite_pass("relax.nn.conv2d", rewrite, "EdgekitBlockConvWeights")
 
 
+def _fallback_width(channels: int, lanes: int) -> int:
+    """The vector width the tiled reduction falls back to: the largest divisor up to a vector."""
+    return max(d for d in range(1, lanes + 1) if channels % d == 0)
+
+
 def _depthwise_whole_vectors(b: Any, call: Any, x: Any, w: Any, lanes: int) -> Any:
     """A float depthwise conv on channels padded to whole vectors (zero filters), sliced back.
 
@@ -425,10 +430,13 @@ def _depthwise_whole_vectors(b: Any, call: Any, x: Any, w: Any, lanes: int) -> A
     model was slower than the unpruned one.
 
     A count of whole 8-lane units that is not a whole number of the
-    target's vectors, above one vector (88 or 40 with AVX-512's 16 lanes),
-    is padded to the target's vectors: the tiled reduction took the largest
-    width dividing it, 11 or 10 lanes, and PP-OCR cls's 5x5 depthwise layers
-    of 88 channels took 30 us each (40 channels: 12.6 us; 48: 3.5). Padded,
+    target's vectors, above one vector, is padded to the target's vectors
+    when the tiled reduction would take a width that is not a power of two
+    (the largest divisor up to a vector: 11 lanes for 88 channels, 10 for
+    40 with AVX-512's 16 lanes); a count whose largest such divisor is 8
+    (136: ShuffleNet's groups) keeps 8-lane vectors and its unpadded
+    epilogues. Unpadded, PP-OCR cls's 5x5 depthwise layers of 88 channels
+    took 30 us each (40 channels: 12.6 us; 48: 3.5). Padded,
     the unpruned fp32 model ran 0.274 ms instead of 0.351 (one Zen 5 core,
     interleaved, 10th percentile; 2026-12-06).
     """
@@ -438,7 +446,8 @@ def _depthwise_whole_vectors(b: Any, call: Any, x: Any, w: Any, lanes: int) -> A
     # Other counts go to whole vectors of 8 lanes (or the target's, if
     # narrower), as few padded channels as the schedule needs.
     unit = min(lanes, 8)
-    if c % unit == 0 and (c % lanes == 0 or c < lanes):
+    fallback = _fallback_width(c, lanes)
+    if c % unit == 0 and (c % lanes == 0 or c < lanes or fallback & (fallback - 1) == 0):
         return call
     width = lanes if c % unit == 0 else unit
     return depthwise_on_vectors(b, call, x, w, round_up(c, width), "float32", "float32", "depthwise_conv2d_padded")
