@@ -28,7 +28,7 @@ from edgekit.compiler.relax_rewrite import (
     round_up,
     static_float_shapes,
 )
-from edgekit.compiler.backends.llvm.schedule import simd_lanes
+from edgekit.compiler.backends.llvm.schedule import fallback_vector_width, simd_lanes
 
 if TYPE_CHECKING:  # pragma: no cover
     import tvm
@@ -417,11 +417,6 @@ def block_weights_pass(target: tvm.target.Target) -> Any:
     return call_rewrite_pass("relax.nn.conv2d", rewrite, "EdgekitBlockConvWeights")
 
 
-def _fallback_width(channels: int, lanes: int) -> int:
-    """The vector width the tiled reduction falls back to: the largest divisor up to a vector."""
-    return max(d for d in range(1, lanes + 1) if channels % d == 0)
-
-
 def _depthwise_whole_vectors(b: Any, call: Any, x: Any, w: Any, lanes: int) -> Any:
     """A float depthwise conv on channels padded to whole vectors (zero filters), sliced back.
 
@@ -446,7 +441,7 @@ def _depthwise_whole_vectors(b: Any, call: Any, x: Any, w: Any, lanes: int) -> A
     # Other counts go to whole vectors of 8 lanes (or the target's, if
     # narrower), as few padded channels as the schedule needs.
     unit = min(lanes, 8)
-    fallback = _fallback_width(c, lanes)
+    fallback = fallback_vector_width(c, lanes)
     if c % unit == 0 and (c % lanes == 0 or c < lanes or fallback & (fallback - 1) == 0):
         return call
     width = lanes if c % unit == 0 else unit

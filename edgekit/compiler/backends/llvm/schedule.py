@@ -134,6 +134,11 @@ def _tile_efficiency(vectors: int, rows: int, extent: int, registers: int = 16, 
     return eff
 
 
+def fallback_vector_width(vec_align: int, widest: int) -> int:
+    """The vector tile :func:`choose_tile` falls back to: the largest divisor of ``vec_align`` up to ``widest``."""
+    return max(d for d in range(1, widest + 1) if vec_align % d == 0)
+
+
 def choose_tile(vec_ext: int, row_ext: int, lanes: int, vec_align: int, registers: int = 16) -> tuple[int, int]:
     """Picks ``(vector-axis tile, row tile)`` for the micro-kernel.
 
@@ -158,7 +163,7 @@ def choose_tile(vec_ext: int, row_ext: int, lanes: int, vec_align: int, register
     if best[0] == 0.0:
         # Narrow output (fewer channels than a vector) or odd group sizes:
         # the largest divisor of the alignment that fits in one vector.
-        vec_in = max(d for d in range(1, min(vec_ext, lanes) + 1) if vec_align % d == 0)
+        vec_in = fallback_vector_width(vec_align, min(vec_ext, lanes))
         rows = max(d for d in range(1, min(row_ext, 8) + 1) if row_ext % d == 0)
         return vec_in, rows
     return best[1], best[2]
