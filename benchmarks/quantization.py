@@ -71,6 +71,7 @@ from edgekit.package import open_package  # noqa: E402
 from edgekit.compress import QuantConfig, quantize  # noqa: E402
 from edgekit.compress.quality import ErrorStats, is_class_output  # noqa: E402
 from edgekit.frontend.loader import load_model  # noqa: E402
+from edgekit.frontend.logits import end_at_logits  # noqa: E402
 from edgekit.runtime.runner import open_runner, resolve_board  # noqa: E402
 
 logger = logging.getLogger("benchmarks.quantization")
@@ -132,7 +133,7 @@ def ppocr_case(calibration_samples: int = 32, eval_samples: int = 16) -> Case:
     rng = np.random.default_rng(1)
     sample = lambda n: rng.uniform(-1, 1, (n, *shape[1:])).astype(np.float32)  # noqa: E731
     model = load_model(str(path), {"x": shape}).model
-    _strip_final_softmax(model)
+    end_at_logits(model)
     return Case(
         "ppocr_cls",
         load_model(model).model,
@@ -191,26 +192,6 @@ def ppocr_det_case(calibration_samples: int = 8, eval_samples: int = 4) -> Case:
     )
 
 
-def _strip_final_softmax(model: onnx.ModelProto) -> None:
-    """Ends the graph at the logits (a trailing Reshape/Flatten is kept)."""
-    graph = model.graph
-    idx = [i for i, n in enumerate(graph.node) if n.op_type == "Softmax"]
-    if not idx:
-        return
-    node = graph.node[idx[-1]]
-    tail = graph.node[idx[-1] + 1 :]
-    if any(n.op_type not in ("Reshape", "Flatten", "Identity") for n in tail):
-        return
-    for later in tail:
-        for k, name in enumerate(later.input):
-            if name == node.output[0]:
-                later.input[k] = node.input[0]
-    for out in graph.output:
-        if out.name == node.output[0]:
-            out.name = node.input[0]
-    del graph.node[idx[-1]]
-
-
 def _randomize(model: onnx.ModelProto, seed: int) -> None:
     """He-normal weights, small normal biases: the light models ship placeholders."""
     rng = np.random.default_rng(seed)
@@ -233,7 +214,7 @@ def light_case(name: str, calibration_samples: int = 16, eval_samples: int = 8) 
     prepared = load_model(str(path))
     model = prepared.model
     _randomize(model, seed=0)
-    _strip_final_softmax(model)
+    end_at_logits(model)
     model = load_model(model).model  # re-infer the output's shape
     spec = prepared.inputs[0]
     rng = np.random.default_rng(2)

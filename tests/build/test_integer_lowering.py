@@ -28,6 +28,7 @@ from tvm.relax.frontend.onnx import from_onnx  # noqa: E402
 
 from edgekit.compiler.integer import lower_to_integer_with_report  # noqa: E402
 from edgekit.frontend.loader import load_model  # noqa: E402
+from edgekit.frontend.logits import end_at_logits  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 TARGET = {"kind": "llvm"}
@@ -44,25 +45,6 @@ class _Reader(quant.CalibrationDataReader):
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._it, None)
-
-
-def _strip_softmax(model: onnx.ModelProto) -> None:
-    """Ends the graph at the logits: a float Softmax output says nothing about int8 agreement."""
-    graph = model.graph
-    softmax = [i for i, n in enumerate(graph.node) if n.op_type == "Softmax"]
-    if not softmax:
-        return
-    node = graph.node[softmax[-1]]
-    tail = graph.node[softmax[-1] + 1 :]
-    if any(n.op_type not in ("Reshape", "Flatten", "Identity") for n in tail):
-        return
-    for later in tail:  # a reshape of the probabilities becomes a reshape of the logits
-        for k, name in enumerate(later.input):
-            if name == node.output[0]:
-                later.input[k] = node.input[0]
-    if graph.output[0].name == node.output[0]:
-        graph.output[0].name = node.input[0]
-    del graph.node[softmax[-1]]
 
 
 def _randomize(model: onnx.ModelProto, seed: int) -> None:
@@ -196,12 +178,12 @@ def _build_model(name: str, tmp: Path, light_dir: Path, ppocr: Path | None) -> Q
                        "inception_v1": ("light_inception_v1.onnx", (1, 3, 224, 224))}[name]  # fmt: skip
         pm = load_model(light_dir / file, {"data_0": shape})
         _randomize(pm.model, seed=3)
-        _strip_softmax(pm.model)
+        end_at_logits(pm.model)
         return _quantize(name, pm.model, _random_inputs(shape, 4, 4), _random_inputs(shape, 1, 5), tmp)
     assert name == "ppocr_cls" and ppocr is not None
     shape = (1, 3, 48, 192)
     pm = load_model(ppocr, {"x": shape})
-    _strip_softmax(pm.model)
+    end_at_logits(pm.model)
     return _quantize(name, pm.model, _random_inputs(shape, 4, 6), _random_inputs(shape, 2, 7), tmp)
 
 
