@@ -1,4 +1,4 @@
-"""int8 NHWC pads as vector row copies (the input of every int8 depthwise convolution).
+"""int8 NHWC pads as vector row copies: depthwise inputs, and dense conv inputs with their concat and u8 conversion.
 
 An int8 depthwise convolution reads its input padded twice: spatially with
 the input's zero point (the integer lowering) and to whole vectors of
@@ -16,6 +16,27 @@ depends on a lane condition. TVM has no schedule that splits a pad this
 way, hence by hand. Where the padded tensor is an AVX2 table lookup's and the
 pad its one consumer, the lookup writes the padded tensor itself
 (:func:`edgekit.compiler.backends.llvm.lookup.lookup_pad_avx2_func`).
+
+The same kernel takes two more steps where the pad's neighbours allow
+(PP-OCR det int8 on one Zen 5 core: its three largest "pad" kernels,
+1,072 of 1,172 us, were these, fused by TVM):
+
+* **A channel concat** the pad reads (and nothing else does) is copied
+  row by row into the padded tensor, each input into its own range of
+  channels: no concatenated tensor in between. TVM fuses concat and pad into
+  one loop with a ``c < C0 ? A : (c < C0 + C1 ? B : ...)`` select per
+  byte, not vectorized (:mod:`edgekit.compiler.backends.llvm.concat` says the
+  same of concat alone). :mod:`edgekit.compiler.backends.llvm.concat_layout`
+  first moves det's NCHW concats to NHWC.
+* **The u8 conversion** of a ``vpdpbusd`` convolution's input
+  (``astype(astype(x, int16) + 128, uint8)``,
+  :meth:`edgekit.compiler.backends.llvm.int8._Rewriter.activations`), when it
+  is the pad's one consumer, is applied in the copy (``x ^ 0x80``, the same
+  byte; border and fill written as their u8 values): the padded int8 tensor
+  and the conversion's second pass over it are gone.
+
+No TVM pass merges these: FuseOps fuses the injective ops into one loop nest
+over the output, which is exactly the per-byte select above.
 """
 
 from __future__ import annotations
@@ -24,7 +45,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from edgekit.compiler.backends.llvm.lookup import AVX2_LOOKUP, lookup_pad_avx2_func
-from edgekit.compiler.relax_rewrite import is_call, mutator_pass, use_counts
+from edgekit.compiler.relax_rewrite import const_value, is_call, mutator_pass, use_counts
 
 if TYPE_CHECKING:  # pragma: no cover
     import tvm
@@ -35,43 +56,68 @@ logger = logging.getLogger(__name__)
 
 #: Bytes per copy step (one SSE register; any x86-64 or aarch64 CPU has it).
 STEP = 16
+#: Name prefix of :mod:`edgekit.compiler.backends.llvm.concat`'s kernels (that pass runs first).
+CONCAT_ROWS = "concat_rows"
 
 
-def _pad_func(shape: tuple[int, int, int, int], top: int, left: int, out: tuple[int, int, int, int],
-              border: int, fill: int, dtype: str) -> Any:  # fmt: skip
-    """A PrimFunc ``Y = pad(X)``: ``border`` outside the image, ``fill`` in channels ``[C, C_out)``."""
-    from tvm.script import tirx as T
+def _row_steps(Y: Any, at: list[Any], first: int, width: int, value: Any) -> None:
+    """Stores ``value(c)`` (``STEP`` lanes from channel ``c`` of the source) at channels ``[first, first + width)``
+    of pixel ``at`` in ``Y``; the last step overlaps the previous one when ``width`` is not a multiple of ``STEP``."""
+    from tvm.script.ir_builder import tirx as T
 
-    n, h, w, c = shape
+    full, tail = divmod(width, STEP)
+    with T.serial(0, full) as k:
+        T.buffer_store(Y, value(k * STEP), [*at, T.ramp(first + k * STEP, 1, STEP)])
+    if tail:
+        T.buffer_store(Y, value(width - STEP), [*at, T.ramp(first + width - STEP, 1, STEP)])
+
+
+def _pad_func(parts: list[tuple[int, ...]], top: int, left: int, out: tuple[int, int, int, int],
+              border: int, fill: int, dtype: str, out_dtype: str) -> Any:  # fmt: skip
+    """A PrimFunc ``Y = pad(concat(parts, axis=3))``: ``border`` outside the image, ``fill`` in channels
+    ``[C, C_out)``; with ``out_dtype`` uint8 for int8 parts, every copied byte plus 128 (``^ 0x80``).
+
+    ``border`` and ``fill`` are values of ``out_dtype``. Built with TVM's IR
+    builder, not TVMScript: one buffer argument per concatenated input.
+    """
+    from tvm import tirx
+    from tvm.script.ir_builder import IRBuilder
+    from tvm.script.ir_builder import tirx as T
+
+    n, h, w = parts[0][:3]
     _, ho, wo, cp = out
-    vec = f"{dtype}x{STEP}"
-    full, tail = divmod(c, STEP)
+    c = sum(p[3] for p in parts)
+    flip = dtype != out_dtype
 
-    @T.prim_func(private=True, s_tir=True)
-    def pad(Xs: T.Buffer(shape, dtype), Ys: T.Buffer(out, dtype)) -> None:
-        T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
-        with T.sblock("root"):
-            X = T.decl_buffer((n * h * w * c,), dtype, data=Xs.data)
-            Y = T.decl_buffer((n * ho * wo * cp,), dtype, data=Ys.data)
-            for nh in T.parallel(n * ho):
-                for x in range(wo):
-                    row = (nh * wo + x) * cp
-                    if cp > c:
-                        Y[T.ramp(row + cp - STEP, 1, STEP)] = T.broadcast(T.Cast(dtype, fill), STEP)
-                    y = nh % ho
-                    if top <= y and y < top + h and left <= x and x < left + w:
-                        src = (((nh // ho) * h + y - top) * w + x - left) * c
-                        for k in range(full):
-                            Y[T.ramp(row + k * STEP, 1, STEP)] = X.vload([src + k * STEP], vec)
-                        if tail > 0:
-                            Y[T.ramp(row + c - STEP, 1, STEP)] = X.vload([src + c - STEP], vec)
-                    else:
-                        for k in range(full):
-                            Y[T.ramp(row + k * STEP, 1, STEP)] = T.broadcast(T.Cast(dtype, border), STEP)
-                        if tail > 0:
-                            Y[T.ramp(row + c - STEP, 1, STEP)] = T.broadcast(T.Cast(dtype, border), STEP)
+    def constant(v: int) -> Any:
+        return T.broadcast(tirx.const(v, out_dtype), STEP)
 
-    return pad
+    with IRBuilder() as ib:
+        with T.prim_func(private=True):
+            T.func_name("pad_rows")
+            T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
+            xs = [T.arg(f"X{i}", T.buffer(p, dtype)) for i, p in enumerate(parts)]
+            Y = T.arg("Y", T.buffer(out, out_dtype))
+            with T.sblock("root"):
+                with T.parallel(0, n * ho) as nh:
+                    with T.serial(0, wo) as x:
+                        b, y = nh // ho, nh % ho
+                        if cp > c:
+                            T.buffer_store(Y, constant(fill), [b, y, x, T.ramp(cp - STEP, 1, STEP)])
+                        with T.If(tirx.all(top <= y, y < top + h, left <= x, x < left + w)):
+                            with T.Then():
+                                first = 0
+                                for X, p in zip(xs, parts):
+
+                                    def copy(k: Any, X: Any = X) -> Any:
+                                        v = X.vload([b, y - top, x - left, k], f"{dtype}x{STEP}")
+                                        return T.reinterpret(f"{out_dtype}x{STEP}", v) ^ constant(128) if flip else v
+
+                                    _row_steps(Y, [b, y, x], first, p[3], copy)
+                                    first += p[3]
+                            with T.Else():
+                                _row_steps(Y, [b, y, x], 0, c, lambda _k: constant(border))
+    return ib.get()
 
 
 def _static_bytes(expr: Any) -> tuple[int, ...] | None:
@@ -127,8 +173,34 @@ def _compose(call: Any, inner: Any) -> tuple[Any, list[int], int] | None:
     return inner.args[0], [a + b for a, b in zip(inner_widths, widths)], inner_value
 
 
-def _pad_rows(m: Any, call: Any) -> Any:
-    """The NHWC int8 pad ``call`` (merged with a pad it reads, :func:`_compose`) as a :func:`_pad_func` kernel, or None."""
+def _concat_parts(m: Any, x: Any) -> list[Any]:
+    """The inputs of the channel concat ``x`` is bound to when the pad is its one reader, else ``[x]``.
+
+    A ``relax.concat`` on axis 3 of NHWC tensors, or the row-copy kernel
+    :mod:`edgekit.compiler.backends.llvm.concat` made of one; every input
+    at least :data:`STEP` channels wide (each is copied in whole steps).
+    """
+    from tvm import relax
+
+    value = _through_aliases(x, m.lookup_binding)
+    parts = None
+    if m.uses.get(x, 0) != 1:
+        return [x]
+    if is_call(value, "relax.concat") and value.attrs.axis is not None and int(value.attrs.axis) in (3, -1):
+        fields = value.args[0]
+        fields = _through_aliases(fields, m.lookup_binding) if isinstance(fields, relax.Var) else fields
+        parts = list(fields.fields) if isinstance(fields, relax.Tuple) else None
+    elif is_call(value, "relax.call_tir") and value.args[0].name_hint.startswith(CONCAT_ROWS):
+        parts = list(value.args[1].fields)
+    shapes = [_static_bytes(p) for p in parts or []]
+    if not parts or any(s is None or len(s) != 4 or s[3] < STEP for s in shapes):
+        return [x]
+    return parts
+
+
+def _pad_rows(m: Any, call: Any, to_u8: bool = False) -> Any:
+    """The NHWC int8 pad ``call`` (merged with a pad it reads, :func:`_compose`, and a concat it reads,
+    :func:`_concat_parts`) as a :func:`_pad_func` kernel, or None; ``to_u8``: plus 128, as uint8."""
     from tvm import relax
 
     out = _static_bytes(call)
@@ -148,13 +220,20 @@ def _pad_rows(m: Any, call: Any) -> Any:
     c, cp = shape[3], out[3]
     if c < STEP or cp - c > STEP:
         return None
-    fused = _lookup_pad(m, x, shape, widths, out, border, fill)
-    if fused is not None:
-        return fused
-    key = (shape, widths[2], widths[4], out, border, fill, dtype)
+    parts = _concat_parts(m, x)
+    if to_u8:
+        border, fill, out_dtype = border + 128, fill + 128, "uint8"
+    else:
+        out_dtype = dtype
+        fused = _lookup_pad(m, x, shape, widths, out, border, fill) if len(parts) == 1 else None
+        if fused is not None:
+            return fused
+    shapes = tuple(_static_bytes(p) for p in parts)
+    key = (shapes, widths[2], widths[4], out, border, fill, dtype, out_dtype)
     if key not in m.funcs:
-        m.funcs[key] = m.builder_.add_func(_pad_func(shape, widths[2], widths[4], out, border, fill, dtype), "pad_rows")
-    return relax.call_tir(m.funcs[key], relax.Tuple([x]), relax.TensorType(out, dtype))
+        func = _pad_func(list(shapes), widths[2], widths[4], out, border, fill, dtype, out_dtype)  # type: ignore[arg-type]
+        m.funcs[key] = m.builder_.add_func(func, "pad_rows")
+    return relax.call_tir(m.funcs[key], relax.Tuple(parts), relax.TensorType(out, out_dtype))
 
 
 def _lookup_pad(m: Any, x: Any, shape: tuple[int, ...], widths: list[int], out: tuple[int, ...], border: int,
@@ -179,9 +258,29 @@ def _lookup_pad(m: Any, x: Any, shape: tuple[int, ...], widths: list[int], out: 
     return relax.call_tir(m.funcs[key], relax.Tuple([src, table]), relax.TensorType(out, "int8"))
 
 
+def _u8_of_pad(call: Any, lookup: Any, uses: dict[Any, int]) -> Any:
+    """The int8 pad under ``call`` when ``call`` is ``astype(astype(pad, int16) + 128, uint8)`` (the
+    u8 conversion of a ``vpdpbusd`` input) and each step its predecessor's one reader, else None."""
+    if not is_call(call, "relax.astype") or str(call.attrs.dtype) != "uint8":
+        return None
+    add = _through_aliases(call.args[0], lookup)
+    if not is_call(add, "relax.add") or uses.get(call.args[0], 0) != 1:
+        return None
+    widen, offset = add.args
+    value = const_value(offset)
+    if value is None or value.size != 1 or int(value.reshape(-1)[0]) != 128 or uses.get(widen, 0) != 1:
+        return None
+    widen = _through_aliases(widen, lookup)
+    if not is_call(widen, "relax.astype") or str(widen.attrs.dtype) != "int16" or uses.get(widen.args[0], 0) != 1:
+        return None
+    pad = _through_aliases(widen.args[0], lookup)
+    return pad if is_call(pad, "relax.nn.pad") and str(pad.ty.dtype) == "int8" else None
+
+
 def _find_data_and_merged(mutator: Any) -> None:
     """Sets ``mutator.data`` (vars computed from the model's inputs), ``mutator.merged``
-    (spatial pads a channel pad reads: left for that pad to absorb) and ``mutator.uses``."""
+    (spatial pads a channel pad reads: left for that pad to absorb; pads a u8 conversion reads:
+    left for the conversion) and ``mutator.uses``."""
     from tvm import relax
 
     mutator.funcs, mutator.merged, mutator.data = {}, [], set()
@@ -201,15 +300,20 @@ def _find_data_and_merged(mutator: Any) -> None:
                 inner = _through_aliases(val.args[0], var2val.get)
                 if _compose(val, inner) is not None:
                     mutator.merged.append(inner)
+            converted = _u8_of_pad(val, var2val.get, mutator.uses)
+            if converted is not None:
+                mutator.merged.append(converted)
 
 
 def int8_pad_pass(target: tvm.target.Target) -> Any:
     """Rewrites NHWC int8 ``pad`` (and a channel pad of a spatial pad, or a pad of a pad of the
-    same value) to :func:`_pad_func` kernels.
+    same value; with the channel concat it reads and the u8 conversion that reads it) to
+    :func:`_pad_func` kernels.
 
     Only pads this kernel handles exactly: constant mode, batch axis
-    unpadded, at least 16 channels, at most 16 channels of fill; integral
-    pad values in the dtype's range. CPU (LLVM) targets only.
+    unpadded, at least 16 channels (each concat input too), at most 16
+    channels of fill; integral pad values in the dtype's range. CPU (LLVM)
+    targets only.
     """
     import tvm
     from tvm import relax
@@ -224,7 +328,14 @@ def int8_pad_pass(target: tvm.target.Target) -> Any:
             data = bool(call.args) and isinstance(call.args[0], relax.Var) and call.args[0] in self.data
             merged = any(call.same_as(m) for m in self.merged)
             call = super().visit_call_(call)
-            if merged or not data or not is_call(call, "relax.nn.pad"):
+            if merged or not data:
+                return call
+            if is_call(call, "relax.astype"):
+                pad = _u8_of_pad(call, self.lookup_binding, self.uses)
+                # (A pad left for a conversion that no kernel takes fails the same checks alone.)
+                new = None if pad is None or pad.args[0] not in self.data else _pad_rows(self, pad, to_u8=True)
+                return call if new is None else new
+            if not is_call(call, "relax.nn.pad"):
                 return call
             new = _pad_rows(self, call)
             return call if new is None else new

@@ -149,6 +149,7 @@ def prepare_cpu_module(
 
     from edgekit.compiler.backends.llvm.channel_sum import channel_sum_pass
     from edgekit.compiler.backends.llvm.concat import concat_pass
+    from edgekit.compiler.backends.llvm.concat_layout import nhwc_concat_pass
     from edgekit.compiler.backends.llvm.int8 import int8_dot_pass
     from edgekit.compiler.backends.llvm.int8_input import input_pass
     from edgekit.compiler.backends.llvm.lookup import lookup_pass
@@ -169,6 +170,7 @@ def prepare_cpu_module(
         convert_layout_or_keep(CONV_LAYOUTS),  # relax_guards: TVM's aborts on some conv-free graphs
         relax.transform.Normalize(),
         cancel_transposes_pass(),
+        nhwc_concat_pass(),
         # int8 conv/matmul on the target's integer dot-product instructions.
         int8_dot_pass(target, weights),
         # int64 fixed-point requantization as float32 scale and round (x86).
