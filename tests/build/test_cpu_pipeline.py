@@ -129,9 +129,9 @@ def test_kernels_are_scheduled(tmp_path):
     assert "T.vectorized" in text
     # Outer loops are parallel, except in kernels too small to pay for the
     # thread pool's fork/join (cpu_threads; tests/build/test_cpu_threads.py).
-    from edgekit.compiler.backends.llvm.threads import PARALLEL_MIN_WORK, kernel_work
+    from edgekit.compiler.backends.llvm.threads import PARALLEL_MIN_WORK, kernel_work, vector_bits
 
-    assert all("T.parallel" in f.script() or kernel_work(f.body) < PARALLEL_MIN_WORK for f in funcs)
+    assert all("T.parallel" in f.script() or kernel_work(f, vector_bits(target)) < PARALLEL_MIN_WORK for f in funcs)
 
 
 def test_thread_count_is_applied():

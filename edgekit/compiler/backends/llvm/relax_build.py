@@ -114,7 +114,7 @@ def schedule_passes(target: tvm.target.Target) -> list[Any]:
         )
     )
     # Kernels of a microsecond or two run on the calling thread (threads.py).
-    passes.append(serial_small_kernels_pass())
+    passes.append(serial_small_kernels_pass(target))
     return passes
 
 
