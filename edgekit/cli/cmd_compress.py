@@ -72,7 +72,8 @@ def _add_graph_flags(p: argparse.ArgumentParser) -> None:
                    help="remove this fraction of channels/filters (a smaller, valid model with fewer MACs)")
     g.add_argument("--prune-criterion", choices=["l1", "l2", "bn"], help="channel importance (default l1)")
     g.add_argument("--prune-round-to", type=int, metavar="N",
-                   help="keep channel counts multiples of N (vector-friendly; see docs/payoff.md)")
+                   help="keep channel counts multiples of N (default: with --board, what its kernels read per "
+                   "step, e.g. 4 on x86 CPUs; else 1; see docs/pruning.md)")
     g.add_argument("--prune-unstructured", type=float, metavar="RATIO",
                    help="zero this fraction of weights by magnitude (first/last layers excluded)")
     g.add_argument("--prune-scope", choices=["global", "layer"], help="unstructured threshold per model or per layer")

@@ -281,12 +281,17 @@ class PassContext:
         channel_maps: Tensor name -> (axis, kept channel indices) for tensors
             structured pruning narrowed; recovery reads it to match the
             compressed model's channels to the teacher's.
+        channel_multiple: Channel counts the board's kernels take without
+            padding (4 where x86 int8 dot products read 4 input channels per
+            step); structured pruning keeps multiples of it unless its
+            ``round_to`` says otherwise. 1 when no board is known.
     """
 
     teacher: onnx.ModelProto | None = None
     calibration: dict[str, np.ndarray] | None = None
     labels: np.ndarray | None = None
     channel_maps: dict[str, tuple[int, np.ndarray]] = field(default_factory=dict)
+    channel_multiple: int = 1
 
 
 @dataclass

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -63,14 +63,17 @@ class StructuredConfig:
         exclude: Node names whose weights must not change (their input and
             output channels are kept).
         round_to: Keep a multiple of this many channels (SIMD widths like 4
-            or 8 often matter more than the last few channels).
+            or 8 often matter more than the last few channels). ``None``:
+            the board's choice when a pipeline knows the board
+            (:attr:`~edgekit.compress.passes.PassContext.channel_multiple`,
+            e.g. 4 for the int8 dot products of x86 CPUs), else 1.
         min_channels: Never keep fewer channels than this in a group.
     """
 
     ratio: float = 0.3
     criterion: str = "l1"
     exclude: tuple[str, ...] = ()
-    round_to: int = 1
+    round_to: int | None = None
     min_channels: int = 1
 
     def __post_init__(self) -> None:
@@ -86,6 +89,8 @@ class StructuredConfig:
             )
         for name in ("round_to", "min_channels"):
             value = getattr(self, name)
+            if name == "round_to" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"StructuredConfig.{name} must be a positive integer, got {value!r}", hint="E.g. 1.")
         if isinstance(self.exclude, str):
@@ -157,7 +162,8 @@ def _importance(an: ChannelAnalysis, root: int, criterion: str, notes: list[str]
 def _keep_count(size: int, cfg: StructuredConfig) -> int:
     keep = size - math.floor(cfg.ratio * size + 1e-9)
     keep = max(keep, cfg.min_channels)
-    keep = math.ceil(keep / cfg.round_to) * cfg.round_to
+    round_to = cfg.round_to or 1
+    keep = math.ceil(keep / round_to) * round_to
     return min(keep, size)
 
 
@@ -308,13 +314,19 @@ class StructuredPrunePass(CompressionPass):
 
     def __init__(self, config: StructuredConfig) -> None:
         self.config = config
+        self.round_to = config.round_to  # the board's choice once run, where not given
 
     def describe(self) -> dict[str, Any]:
         c = self.config
-        return {"ratio": c.ratio, "criterion": c.criterion, "exclude": list(c.exclude), "round_to": c.round_to}
+        return {"ratio": c.ratio, "criterion": c.criterion, "exclude": list(c.exclude),
+                "round_to": self.round_to if self.round_to is not None else "board"}  # fmt: skip
 
     def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
-        result = prune_channels(model, self.config)
+        config = self.config
+        if config.round_to is None:
+            config = replace(config, round_to=ctx.channel_multiple)
+        self.round_to = config.round_to
+        result = prune_channels(model, config)
         for tensor, (axis, kept) in result.channel_maps.items():
             if tensor in ctx.channel_maps:  # pruned twice: compose with the earlier cut
                 _, earlier = ctx.channel_maps[tensor]
