@@ -1,0 +1,122 @@
+"""Two source trees' int8 builds of the same models, timed side by side in one process.
+
+For a change to the CPU kernels: build each model's int8 package (the
+quantization of ``benchmarks/quantization.py``) once with tree A (e.g. a
+``git archive HEAD`` snapshot) and once with tree B (the same snapshot with the
+change), each build in its own process with that tree first on the path;
+then load both in this process, check that their outputs are bit-identical,
+and time them in interleaved rounds (order alternating), on one and on two
+threads. The figure is the 10th percentile of all calls.
+
+Usage::
+
+    git archive HEAD | tar -x -C /tmp/head
+    .venv/bin/python benchmarks/tree_ab.py --a /tmp/head --b . --mcpu znver5 \\
+        --models ppocr-det,ppocr-cls [--rounds 7] [--runs 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+#: Run in a child process with the tree as ``sys.argv[1]``: builds and exports each model's int8 package.
+_BUILD = """
+import sys, tempfile
+from pathlib import Path
+tree, out, mcpu, models = sys.argv[1], Path(sys.argv[2]), sys.argv[3], sys.argv[4].split(",")
+sys.path[:0] = [tree + "/benchmarks", tree]
+import numpy as np, onnx, tvm
+from quantization import CASES
+from edgekit.compiler.backends.llvm.relax_build import build_cpu
+from edgekit.compiler.importer import import_onnx
+from edgekit.compress import QuantConfig, quantize
+from edgekit.frontend.loader import load_model
+for name in models:
+    case = CASES[name]()
+    tmp = Path(tempfile.mkdtemp())
+    onnx.save(case.fp32, str(tmp / "fp32.onnx"))
+    int8 = quantize(str(tmp / "fp32.onnx"), QuantConfig(), calibration=case.calibration).save(tmp / "int8.onnx")
+    np.savez(out / f"{name}-feeds.npz", **{k: np.ascontiguousarray(v[:1]) for k, v in case.evaluation.items()})
+    mod, weights = import_onnx(load_model(str(int8)))[:2]
+    built = build_cpu(mod, tvm.target.Target({"kind": "llvm", "mcpu": mcpu}), weights, num_threads=1)
+    built.executable.export_library(str(out / f"{name}.so"))
+    np.savez(out / f"{name}-params.npz", *[p.numpy() for p in built.params])
+"""
+
+
+def _load(d: Path, name: str):
+    import tvm
+    from tvm import relax
+
+    vm = relax.VirtualMachine(tvm.runtime.load_module(str(d / f"{name}.so")), tvm.cpu())
+    feeds, params = np.load(d / f"{name}-feeds.npz"), np.load(d / f"{name}-params.npz")
+    vm.set_input("main", *[tvm.runtime.tensor(feeds[k]) for k in feeds.files],
+                 *[tvm.runtime.tensor(params[f"arr_{i}"]) for i in range(len(params.files))])  # fmt: skip
+    return vm
+
+
+def _outputs(vm) -> list[np.ndarray]:
+    vm.invoke_stateful("main")
+    out = vm.get_outputs("main")
+    return [out.numpy()] if hasattr(out, "numpy") else [o.numpy() for o in out]
+
+
+def _p10(vms: dict, rounds: int, runs: int) -> dict[str, float]:
+    times: dict[str, list[float]] = {k: [] for k in vms}
+    for r in range(rounds):
+        for tag in list(vms) if r % 2 == 0 else list(vms)[::-1]:
+            vm = vms[tag]
+            for _ in range(3):
+                vm.invoke_stateful("main")
+            for _ in range(runs):
+                t = time.perf_counter()
+                vm.invoke_stateful("main")
+                times[tag].append((time.perf_counter() - t) * 1e3)
+    return {k: float(np.percentile(v, 10)) for k, v in times.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--a", required=True, help="tree A (the baseline)")
+    parser.add_argument("--b", required=True, help="tree B (the change)")
+    parser.add_argument("--mcpu", required=True, help="LLVM CPU to compile for; this machine must run its code")
+    parser.add_argument("--models", default="ppocr-cls", help="comma-separated names of benchmarks/quantization.py")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--runs", type=int, default=10)
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(REPO))
+    from edgekit.compiler.backends.llvm.relax_build import set_num_threads
+
+    models = args.models.split(",")
+    with tempfile.TemporaryDirectory(prefix="edgekit-tree-ab-") as tmp:
+        dirs = {"A": Path(tmp) / "a", "B": Path(tmp) / "b"}
+        for tag, tree in (("A", args.a), ("B", args.b)):
+            dirs[tag].mkdir()
+            cmd = [sys.executable, "-c", _BUILD, str(Path(tree).resolve()), str(dirs[tag]), args.mcpu, args.models]
+            subprocess.run(cmd, check=True, cwd=tmp)
+        print(f"int8, {args.mcpu} code; A = {args.a}, B = {args.b}; 10th percentile of "
+              f"{args.rounds * args.runs} calls each, interleaved\n")  # fmt: skip
+        print("| model | threads | A ms | B ms | B/A | outputs bit-identical | load |\n|---|---:|---:|---:|---:|---|---:|")
+        for threads in (1, 2):
+            set_num_threads(threads)
+            for name in models:
+                vms = {tag: _load(d, name) for tag, d in dirs.items()}
+                same = all(np.array_equal(x, y) for x, y in zip(_outputs(vms["A"]), _outputs(vms["B"]), strict=True))
+                p10 = _p10(vms, args.rounds, args.runs)
+                print(f"| {name} | {threads} | {p10['A']:.3f} | {p10['B']:.3f} | {p10['B'] / p10['A']:.3f} | {same} "
+                      f"| {os.getloadavg()[0]:.1f} |", flush=True)  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
