@@ -16,11 +16,15 @@ run as fast as the fp32 model.
 Usage::
 
     .venv/bin/python benchmarks/int8_target.py --mcpu haswell [--models ppocr-cls,squeezenet]
-        [--rounds 10] [--runs 20] [--threads 2] [--profile N]
+        [--rounds 10] [--runs 20] [--threads 2] [--profile N] [--arithmetic-lookups]
 
 ``--profile N`` (with ``--threads 1``) adds each build's kernel CPU time on
 one core by kind -- dense conv/matmul, depthwise, table lookups, pads,
 other -- as the VM's instrumentation measures it with ``time.thread_time``.
+``--arithmetic-lookups`` builds the int8 model with its AVX2 table lookups
+computed arithmetically in the producing kernels' epilogues where that is
+exact (``backends/llvm/lookup.ARITHMETIC_MCPUS``), to measure that choice for
+the ``--mcpu`` on this machine.
 """
 
 from __future__ import annotations
@@ -122,11 +126,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--arithmetic-lookups", action="store_true",
+                        help="compute AVX2 table lookups arithmetically in the producer's epilogue where exact "
+                             "(backends/llvm/lookup_arith.py) instead of by the vpshufb kernel")  # fmt: skip
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="also print each build's kernel CPU time by kind (median of N inferences, microseconds, "
                              "kernel counts in brackets); meaningful with --threads 1")  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    if args.arithmetic_lookups:
+        from edgekit.compiler.backends.llvm import lookup
+
+        lookup.ARITHMETIC_MCPUS.add(args.mcpu)
     rows = []
     with tempfile.TemporaryDirectory(prefix="edgekit-int8-target-") as tmp:
         for name in args.models.split(","):
@@ -136,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"Command: `.venv/bin/python benchmarks/int8_target.py --mcpu {args.mcpu} --models {args.models} "
         f"--rounds {args.rounds} --runs {args.runs} --threads {args.threads}"
-        f"{f' --profile {args.profile}' if args.profile else ''}`; {args.mcpu}-target code run on "
+        f"{f' --profile {args.profile}' if args.profile else ''}{' --arithmetic-lookups' if args.arithmetic_lookups else ''}`; "
+        f"{args.mcpu}-target code run on "
         f"{cpu_description()}; {args.threads} threads; 10th percentile of {args.rounds * args.runs} calls each; "
         f"date: {date.today()}; load average {os.getloadavg()[0]:.1f} at the end.\n"
     )

@@ -142,7 +142,10 @@ def import_onnx(prepared: "PreparedModel", *, integer: bool = True) -> tuple[Any
             mod, lowering = lower_to_integer_with_report(mod)
             report = lowering.as_dict()
             logger.debug("integer-only lowering: %s", lowering.summary())  # lower.py logs it at info
+        attrs = dict(mod.attrs or {})
         mod, params = detach_params(mod)
+        for key, value in attrs.items():  # detach_params drops them (the lowering's table programs)
+            mod = mod.with_attr(key, value)
     except CompileError:
         raise
     except Exception as exc:

@@ -11,18 +11,11 @@ import re
 import numpy as np
 import pytest
 import tvm
+from _int8_checks import host_flags
 
 from edgekit.compiler.backends.llvm.lookup import _avx2_slices, _lookup_avx2_func
 
 HASWELL = tvm.target.Target({"kind": "llvm", "mcpu": "haswell"})
-
-
-def _avx2_host() -> bool:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return any(line.startswith("flags") and " avx2" in line for line in f)
-    except OSError:
-        return False
 
 
 def _build(shape: tuple[int, ...]) -> tvm.runtime.Module:
@@ -47,7 +40,7 @@ def test_no_blends_in_the_kernel():
     assert mnemonics.count("vpshufb") >= 16 and "vpaddusb" in mnemonics, sorted(set(mnemonics))
 
 
-@pytest.mark.skipif(not _avx2_host(), reason="this CPU cannot run haswell code")
+@pytest.mark.skipif("avx2" not in host_flags(), reason="this CPU cannot run haswell code")
 @pytest.mark.parametrize("shape", [(1, 1, 1, 20), (1, 1, 1, 32), (1, 300), (3, 37), (1, 2, 4, 72)])
 def test_every_int8_value_whole_steps_overlapping_tail_and_scalar_gates(shape):
     rng = np.random.default_rng(sum(shape))

@@ -51,6 +51,8 @@ class LoweringContext:
 
     values: ValueTable
     rewritten: list[Chain] = field(default_factory=list)
+    #: Table key -> JSON of the float32 program computing it (:mod:`edgekit.compiler.integer.lut_program`).
+    lut_programs: dict[str, str] = field(default_factory=dict)
 
     def chain_name(self, q_call: relax.Call, fallback: str = "") -> str:
         """The ONNX tensor a quantize produces, read off its scale's name."""

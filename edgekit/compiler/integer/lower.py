@@ -30,6 +30,7 @@ from edgekit.compiler.integer.context import LoweringContext, Rule, Skip
 from edgekit.compiler.integer.eltwise import BINARY, lower_binary
 from edgekit.compiler.integer.linear import LINEAR, lower_linear
 from edgekit.compiler.integer.lut import ELEMENTWISE_CHAIN, lower_lut
+from edgekit.compiler.integer.lut_program import LUT_PROGRAMS
 from edgekit.compiler.integer.patterns import MOVEMENT_OPS
 from edgekit.compiler.integer.pool import (
     AVG_POOL, CONCAT, MAX_POOL, MEAN, MOVEMENT,
@@ -160,6 +161,8 @@ def lower_to_integer_with_report(
 
     func = _prune_params(func)
     out = tvm.IRModule({gv: f for gv, f in mod.functions_items()}, attrs=mod.attrs)
+    if ctx.lut_programs:  # for backends that compute tables arithmetically (lut_program.py)
+        out = out.with_attr(LUT_PROGRAMS, ctx.lut_programs)
     out[func_name] = func
     logger.info("%s", report.summary())
     return out, report

@@ -21,6 +21,7 @@ from tvm.relax import op as R
 from tvm.relax.dpl import DFPattern
 
 from edgekit.compiler.integer.context import LoweringContext, Skip, int_range
+from edgekit.compiler.integer.lut_program import program_of_chain, table_key
 from edgekit.compiler.integer.patterns import AnyQuantizePattern
 from edgekit.compiler.integer.values import QParams, call_name, tensor_dtype, tensor_shape
 from edgekit.core.fixedpoint import dequantize_ref, quantize_ref
@@ -236,6 +237,7 @@ def lut_of_chain(ctx: LoweringContext, q_call: relax.Call, data: relax.Expr) -> 
         return "requantize", "", identity_or_lut(chain.source, ctx.input_qparams(data), out, out_dtype)
     lo, hi = int_range(out_dtype)
     table = quantize_ref(np.broadcast_to(values, xs.shape), out.s, out.z, lo, hi).astype(out_dtype)
+    _record_program(ctx, data, chain.source, out, out_dtype, table)
     ops = sorted({_tir_name(e) if call_name(e) == "relax.call_tir" else call_name(e).removeprefix("relax.")
                   for e in _calls(ctx, data)} - {"", "dequantize", "isnan", "where"})  # fmt: skip
     result = emit_lut(chain.source, table)
@@ -243,6 +245,25 @@ def lut_of_chain(ctx: LoweringContext, q_call: relax.Call, data: relax.Expr) -> 
         ops.append("max_pool2d")
         result = relax.Call(pool.op, [result, *pool.args[1:]], pool.attrs)
     return "lut", "+".join(ops), result
+
+
+def _record_program(ctx: LoweringContext, data: relax.Expr, source: relax.Expr, out: QParams, out_dtype: str,
+                    table: np.ndarray) -> None:  # fmt: skip
+    """Keeps the float32 program of an int8 table, for targets that compute it instead of looking it up."""
+    if out_dtype != "int8":
+        return
+
+    def fold(expr: relax.Expr) -> np.ndarray | None:
+        chain = _Chain(ctx)
+        try:
+            value = chain.run(expr, np.arange(-128, 128, dtype=np.int8))
+        except Skip:
+            return None
+        return None if chain.source is not None else value
+
+    program = program_of_chain(ctx, data, source, (out.s, out.z, out_dtype), table, fold)
+    if program is not None:
+        ctx.lut_programs[table_key(table)] = program.to_json()
 
 
 def _calls(ctx: LoweringContext, expr: relax.Expr) -> list[relax.Expr]:

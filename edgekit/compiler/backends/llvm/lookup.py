@@ -8,6 +8,9 @@ of PP-OCR's hard-swish layers) and kept the producing kernel's whole
 epilogue scalar. :func:`lookup_pass` makes each lookup a kernel of its own
 over the int8 tensor: AVX-512 VBMI targets look up 64 values per step with
 two ``vpermi2b``, other AVX2 targets 32 per step with 16 ``vpshufb``.
+For the CPUs in :data:`ARITHMETIC_MCPUS` (none so far) an AVX2 lookup whose
+table has an exact float32 program is computed in the producer's epilogue
+instead (:mod:`edgekit.compiler.backends.llvm.lookup_arith`).
 """
 
 from __future__ import annotations
@@ -18,17 +21,27 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgekit.compiler.backends.llvm.intrin import dot_isa, has_feature
+from edgekit.compiler.backends.llvm.lookup_arith import arithmetic_lookup
+from edgekit.compiler.integer.lut_program import LUT_PROGRAMS, Program, table_key
 from edgekit.compiler.relax_rewrite import bound_value, calls_rewrite_pass, const_value, is_call, static_shape
 
 if TYPE_CHECKING:  # pragma: no cover
     import tvm
 
-__all__ = ["AVX2_LOOKUP", "lookup_pad_avx2_func", "lookup_pass"]
+__all__ = ["ARITHMETIC_MCPUS", "AVX2_LOOKUP", "lookup_pad_avx2_func", "lookup_pass"]
 
 logger = logging.getLogger(__name__)
 
 #: Name of the AVX2 lookup kernels (:func:`_lookup_avx2_func`) in the module.
 AVX2_LOOKUP = "lookup_avx2"
+#: LLVM CPU names (``mcpu``) of AVX2 targets whose lookups are computed
+#: arithmetically in the producing kernel's epilogue, where a table has an
+#: exact form (:mod:`edgekit.compiler.backends.llvm.lookup_arith`), instead of
+#: by :func:`_lookup32`. None: with the telescoped ``vpshufb`` kernel the
+#: table cost less on every AVX2 CPU measured (haswell code on Zen 5) or
+#: modeled (llvm-mca: haswell, skylake, znver2, znver3); docs/performance.md.
+#: ``benchmarks/int8_target.py --arithmetic-lookups`` adds its ``--mcpu``.
+ARITHMETIC_MCPUS: set[str] = set()
 
 
 def _lookup_vbmi_func(shape: tuple[int, ...]) -> Any:
@@ -215,27 +228,46 @@ def _int8_source(m: Any, index: Any) -> Any:
     return x if static_shape(x, "int8") is not None else None
 
 
+def _arithmetic(m: Any, x: Any, table: np.ndarray, shape: tuple[int, ...]) -> Any:
+    """The lookup as float32 arithmetic (:func:`edgekit.compiler.backends.llvm.lookup_arith.arithmetic_lookup`)
+    when the lowering recorded the table's program and an exact form exists, else None.
+
+    Not for a per-channel gate (``[1, 1, 1, C]``, squeeze-excite): computed
+    arithmetically, fusion put the gate's conv and activation into the
+    broadcast multiply that reads it (PP-OCR cls, haswell code: 3 -> 22 us
+    per gate on one Zen 5 core).
+    """
+    program = m.programs.get(table_key(table))
+    if program is None or int(np.prod(shape[:-1])) <= 1:
+        return None
+    return arithmetic_lookup(m, x, table, Program.from_json(program))
+
+
 def lookup_pass(target: tvm.target.Target) -> Any:
     """Rewrites the integer lowering's table lookups (``take(table, x + 128)``) to hand-written kernels.
 
     AVX-512 VBMI targets (Ice Lake and later, Zen 4 and later) get
     :func:`_lookup_vbmi_func` (two ``vpermi2b`` per 64 values), other AVX2
-    targets :func:`_lookup_avx2_func` (16 ``vpshufb`` per 32 values); a
-    no-op elsewhere. The lookup becomes its own kernel over int8 data
-    instead of scalar loads in the producer's epilogue (PP-OCR cls int8:
-    about 60 of the 95 instructions per 8 outputs of its hard-swish layers
-    on VBMI; on a ``haswell`` target its 200-channel layers spent 109 us
-    each, on one Zen 5 core, in epilogues the gathers kept scalar).
+    targets :func:`_lookup_avx2_func` (16 ``vpshufb`` per 32 values) or, for
+    the CPUs in :data:`ARITHMETIC_MCPUS`, float32 arithmetic fused into the
+    producer (:func:`_arithmetic`); a no-op elsewhere. The lookup becomes
+    its own kernel over int8 data instead of scalar loads in the producer's
+    epilogue (PP-OCR cls int8: about 60 of the 95 instructions per 8 outputs
+    of its hard-swish layers on VBMI; on a ``haswell`` target its
+    200-channel layers spent 109 us each, on one Zen 5 core, in epilogues
+    the gathers kept scalar).
     """
     import tvm
     from tvm import relax
 
     if target.kind.name != "llvm":
         return tvm.transform.Sequential([], name="EdgekitLookups")
+    arithmetic = False
     if has_feature(target, "avx512vbmi") and has_feature(target, "avx512bw"):
         kernel, name, layout = _lookup_vbmi_func, "lookup_vbmi", (lambda t: t)
     elif dot_isa(target) is not None:  # an x86 target with AVX2
         kernel, name, layout = _lookup_avx2_func, AVX2_LOOKUP, _avx2_slices
+        arithmetic = str(target.attrs.get("mcpu", "")) in ARITHMETIC_MCPUS
     else:
         return tvm.transform.Sequential([], name="EdgekitLookups")
 
@@ -253,6 +285,9 @@ def lookup_pass(target: tvm.target.Target) -> Any:
         # and ran once per element of the activation instead of once per
         # channel (PP-OCR cls: 6-9 us per gate on one Zen 5 core).
         shape = tuple(static_shape(x, "int8"))
+        new = _arithmetic(m, x, values, shape) if arithmetic else None
+        if new is not None:
+            return new
         if shape not in m.funcs:
             m.funcs[shape] = m.builder_.add_func(kernel(shape), name)
         return relax.call_tir(m.funcs[shape], relax.Tuple([x, relax.const(layout(values), "int8")]),
@@ -260,5 +295,7 @@ def lookup_pass(target: tvm.target.Target) -> Any:
 
     def setup(mutator: Any) -> None:
         mutator.funcs = {}
+        attrs = mutator.builder_.get().attrs
+        mutator.programs = {str(k): str(v) for k, v in (attrs or {}).get(LUT_PROGRAMS, {}).items()}
 
     return calls_rewrite_pass({"relax.take": rewrite}, "EdgekitLookups", setup)

@@ -44,7 +44,7 @@ from edgekit.compiler.relax_rewrite import bound_value, calls_rewrite_pass, cons
 if TYPE_CHECKING:  # pragma: no cover
     import tvm
 
-__all__ = ["float_requant_pass", "uses_float_requant"]
+__all__ = ["float_requant_pass", "float_requant_source", "uses_float_requant"]
 
 logger = logging.getLogger(__name__)
 
@@ -177,6 +177,32 @@ def _float_requant(m: Any, call: Any) -> Any:
     return None if p is None else _emit_float(m.builder_, p, _dtype(call))
 
 
+def float_requant_source(m: Any, narrow: Any) -> tuple[Any, Any, int] | None:
+    """``(q, u, offset)`` when ``narrow`` is ``astype(q, int8)`` of a float requantization, else None.
+
+    ``q = astype(u, int32) - offset`` with ``u = maximum(minimum(v, hi), lo)``
+    in float32, as :func:`_emit_float` writes it, and bounds that keep ``q``
+    inside int8: the int8 cast is then the identity and ``u - offset`` (an
+    exact float32 subtraction of integers below ``2**24``) is the value.
+    """
+    if not is_call(narrow, "relax.astype") or _dtype(narrow) != "int8":
+        return None
+    q = bound_value(m, narrow.args[0])
+    if not (is_call(q, "relax.subtract") and is_call(bound_value(m, q.args[0]), "relax.astype")):
+        return None
+    u = bound_value(m, q.args[0]).args[0]
+    clamp = bound_value(m, u)  # maximum(minimum(u, hi), lo), as _emit_float writes it
+    inner = bound_value(m, clamp.args[0]) if is_call(clamp, "relax.maximum") else None
+    if not (is_call(inner, "relax.minimum") and _dtype(clamp) == "float32"):
+        return None
+    lo, hi, offset = const_value(clamp.args[1]), const_value(inner.args[1]), _scalar(q.args[1])
+    if lo is None or hi is None or offset is None or lo.size != 1 or hi.size != 1:
+        return None
+    if not (-128 <= float(lo.reshape(-1)[0]) - offset and float(hi.reshape(-1)[0]) - offset <= 127):
+        return None
+    return narrow.args[0], u, offset
+
+
 def _widened_once(m: Any, call: Any) -> Any:
     """``astype(q, int16)`` for ``astype(astype(q, int8), int16)`` of a float requantization ``q``, or None.
 
@@ -189,22 +215,8 @@ def _widened_once(m: Any, call: Any) -> Any:
 
     if _dtype(call) != "int16" or m.uses.get(call.args[0], 0) != 1:
         return None
-    narrow = bound_value(m, call.args[0])
-    if not is_call(narrow, "relax.astype") or _dtype(narrow) != "int8":
-        return None
-    q = bound_value(m, narrow.args[0])
-    if not (is_call(q, "relax.subtract") and is_call(bound_value(m, q.args[0]), "relax.astype")):
-        return None
-    clamp = bound_value(m, bound_value(m, q.args[0]).args[0])  # maximum(minimum(u, hi), lo), as _emit_float writes it
-    inner = bound_value(m, clamp.args[0]) if is_call(clamp, "relax.maximum") else None
-    if not (is_call(inner, "relax.minimum") and _dtype(clamp) == "float32"):
-        return None
-    lo, hi, offset = const_value(clamp.args[1]), const_value(inner.args[1]), _scalar(q.args[1])
-    if lo is None or hi is None or offset is None or lo.size != 1 or hi.size != 1:
-        return None
-    if not (-128 <= float(lo.reshape(-1)[0]) - offset and float(hi.reshape(-1)[0]) - offset <= 127):
-        return None
-    return R.astype(narrow.args[0], "int16")
+    source = float_requant_source(m, bound_value(m, call.args[0]))
+    return None if source is None else R.astype(source[0], "int16")
 
 
 def _count_uses(mutator: Any) -> None:
