@@ -255,6 +255,11 @@ def program_of_chain(
     except Skip as why:
         logger.debug("table without a program: %s", why)
         return None
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+        # The program is optional (the table is always exact): an expression
+        # this reader does not know must not stop the lowering.
+        logger.debug("table without a program: %s: %s", type(exc).__name__, exc)
+        return None
     program = Program(tuple(b.steps))
     if not np.array_equal(evaluate(program), table.astype(np.int64).astype(_F)):
         logger.debug("table program differs from the table; keeping the table only")
