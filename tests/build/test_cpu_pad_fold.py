@@ -1,8 +1,10 @@
-"""A dense int8 conv's padded input written in one kernel with the concat it reads and its u8 conversion.
+"""A dense int8 conv's padded input written in one kernel with the concat it reads and its u8 conversion;
+int8 nearest upsampling as a repeat of the int8 tensor.
 
 The pattern of PP-OCR det's stem and neck (backends/llvm/concat_layout.py,
-backends/llvm/pad.py): convs whose outputs are requantized by table lookups
-(one nearest-upsampled) and concatenated on channels, then a 3x3 conv. The
+backends/llvm/pad.py, backends/llvm/upsample.py): convs whose outputs are
+requantized by table lookups (one nearest-upsampled) and concatenated on
+channels, then a 3x3 conv. The
 kernels are checked for ``znver4`` code (VNNI: u8 operands) whatever CPU runs
 the test; outputs where this CPU runs VNNI code, bit-identical with the
 unfolded pipeline and within 1 LSB of onnxruntime's QDQ graph.
@@ -19,6 +21,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import edgekit.compiler.backends.llvm.concat_layout as concat_layout
 import edgekit.compiler.backends.llvm.pad as cpu_pad
+import edgekit.compiler.backends.llvm.upsample as upsample
 from edgekit.compiler.backends.llvm.relax_build import prepare_cpu_module
 from edgekit.compiler.importer import import_onnx
 from edgekit.frontend.loader import load_model
@@ -26,8 +29,11 @@ from edgekit.frontend.loader import load_model
 ZNVER4 = tvm.target.Target({"kind": "llvm", "mcpu": "znver4"})
 
 
-def _fp32_model() -> onnx.ModelProto:
-    """Three convs (24, 24, 20 channels; the first at half resolution, upsampled) -> concat -> 3x3 conv."""
+def _fp32_model(resize: dict[str, str] | None = None) -> onnx.ModelProto:
+    """Three convs (24, 24, 20 channels; the first at half resolution, upsampled) -> concat -> 3x3 conv.
+
+    ``resize``: the upsampling's attributes (default: PP-OCR det's, asymmetric and floor).
+    """
     rng = np.random.default_rng(7)
 
     def w(*shape: int) -> np.ndarray:
@@ -43,7 +49,8 @@ def _fp32_model() -> onnx.ModelProto:
     nodes = [
         helper.make_node("Conv", ["x", "wa"], ["a0"], pads=[1, 1, 1, 1], strides=[2, 2]),
         helper.make_node("Relu", ["a0"], ["a1"]),
-        helper.make_node("Resize", ["a1", "", "scales"], ["a"], mode="nearest"),
+        helper.make_node("Resize", ["a1", "", "scales"], ["a"], mode="nearest",
+                         **(resize or {"coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"})),  # fmt: skip
         helper.make_node("Conv", ["x", "wb"], ["b"]),
         helper.make_node("Conv", ["x", "wc"], ["c0"]),
         helper.make_node("Relu", ["c0"], ["c"]),
@@ -67,7 +74,8 @@ def int8_model(tmp_path_factory) -> str:
 
 
 def _unfolded(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The pipeline as before the fold: NCHW concats stay, pads write int8."""
+    """The pipeline as before the fold: float upsampling, NCHW concats, pads writing int8."""
+    monkeypatch.setattr(upsample, "_upsample", lambda m, call: None)
     monkeypatch.setattr(concat_layout, "_concat_to_nhwc", lambda m, call: None)
     monkeypatch.setattr(cpu_pad, "_u8_of_pad", lambda *args: None)
 
@@ -91,12 +99,14 @@ def test_concat_pad_and_u8_conversion_are_one_kernel(int8_model, monkeypatch):
     assert ("pad_rows", [(1, 12, 12, 24, "int8"), (1, 12, 12, 24, "int8"), (1, 12, 12, 20, "int8")],
             (1, 14, 14, 68, "uint8")) in calls, calls  # fmt: skip
     assert [n for n, _, out in calls if out[:4] == (1, 14, 14, 68)] == ["pad_rows"], calls  # nothing else writes it
-    assert not any("concatenate" in n for n in names), names
+    assert not any("concatenate" in n or "resize" in n for n in names), names
+    assert any("repeat" in n for n in names), names  # the upsampling, on the int8 tensor
 
     _unfolded(monkeypatch)
     before = [name for name, _, _ in _calls(int8_model, ZNVER4)]
-    # What the fold replaces: a fused kernel of transposes, a per-byte concat and the pad.
+    # What the fold replaces: a fused kernel of transposes, a per-byte concat and the pad; a float resize.
     assert any("concatenate" in n and "pad" in n for n in before), before
+    assert any("resize2d" in n for n in before), before
 
 
 @pytest.mark.skipif(not {"avx512_vnni", "avx512bw", "avx512vl"} <= host_flags(), reason="this CPU runs no AVX512-VNNI code")
@@ -108,3 +118,11 @@ def test_folded_pad_is_bit_identical_and_within_one_lsb_of_onnxruntime(int8_mode
 
     _unfolded(monkeypatch)
     np.testing.assert_array_equal(got, run_built(int8_model, target, x))
+
+
+def test_only_upsampling_proven_exact_is_a_repeat(tmp_path):
+    # half_pixel coordinates (ONNX's default): not proven here, left to the float resize.
+    cal = {"x": np.random.default_rng(1).standard_normal((4, 8, 12, 12)).astype(np.float32)}
+    path = quantized(tmp_path, _fp32_model({"coordinate_transformation_mode": "half_pixel"}), cal)
+    names = [name for name, _, _ in _calls(path, ZNVER4)]
+    assert any("resize2d" in n for n in names) and not any("repeat" in n for n in names), names

@@ -155,6 +155,7 @@ def prepare_cpu_module(
     from edgekit.compiler.backends.llvm.lookup import lookup_pass
     from edgekit.compiler.backends.llvm.pad import int8_pad_pass
     from edgekit.compiler.backends.llvm.requant import float_requant_pass
+    from edgekit.compiler.backends.llvm.upsample import int8_upsample_pass
     from edgekit.compiler.detector import detector_passes
     from edgekit.compiler.importer import fusion_passes
     from edgekit.compiler.relax_guards import convert_layout_or_keep, fast_math_transform
@@ -169,6 +170,7 @@ def prepare_cpu_module(
         transpose_conv_pass(),
         convert_layout_or_keep(CONV_LAYOUTS),  # relax_guards: TVM's aborts on some conv-free graphs
         relax.transform.Normalize(),
+        int8_upsample_pass(),
         cancel_transposes_pass(),
         nhwc_concat_pass(),
         # int8 conv/matmul on the target's integer dot-product instructions.
