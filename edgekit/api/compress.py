@@ -282,7 +282,7 @@ def channel_multiple(target: Target | None) -> int:
     reads (:func:`~edgekit.compiler.backends.llvm.intrin.dot_isa`: 4 for
     ``vpdpbusd``, 2 for AVX2's ``vpmaddwd``); another count is padded with a
     copy of the activations before each such layer (PP-OCR cls pruned 30 %,
-    int8 on one Zen 5 core: 0.163 ms with round_to 4, 0.187 ms with 1, ten
+    int8 on one Zen 5 core: 0.162 ms with round_to 4, 0.183 ms with 1, ten
     pad kernels more). Elsewhere 1: on the simulated MCU every channel costs
     (round_to 1 paid more there, BENCHMARKS.md), and nothing is measured for
     the others.
