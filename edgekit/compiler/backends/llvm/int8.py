@@ -63,6 +63,9 @@ from edgekit.compiler.backends.llvm.intrin import (
     register_intrinsics,
 )
 from edgekit.compiler.backends.llvm.depthwise_avx2 import DW_PAIRS_X16, lower_depthwise
+from edgekit.compiler.backends.llvm.depthwise_vnni import BLOCK as DW_VNNI_BLOCK
+from edgekit.compiler.backends.llvm.depthwise_vnni import lower_depthwise_vnni, schedule_depthwise_vnni
+from edgekit.compiler.backends.llvm.depthwise_vnni import supported as depthwise_vnni_supported
 from edgekit.compiler.relax_rewrite import bound_value, calls_rewrite_pass, is_call, round_up, static_shape
 from edgekit.compiler.backends.llvm.schedule import (
     block_kinds,
@@ -258,6 +261,9 @@ def _matmul_dot(x: Any, wp: Any, isa_name: str) -> Any:
 class _Rewriter:
     """Builds the dot-product form of one int8 conv2d/matmul call."""
 
+    #: Depthwise convolutions as four taps per ``vpdpbusd`` lane (:mod:`edgekit.compiler.backends.llvm.depthwise_vnni`).
+    dw_vnni = False
+
     def __init__(self, isa: DotIsa, u8s8: DotIsa | None, resolve: Any = None, narrow: DotIsa | None = None,
                  binding: Any = None) -> None:  # fmt: skip
         self.isa = isa
@@ -380,6 +386,10 @@ class _Rewriter:
         _kh, _kw, one, c = ws
         if one != 1 or int(a.groups) != c or xs[3] != c:
             return None
+        if self.dw_vnni:
+            vnni = lower_depthwise_vnni(b, call, x, w, self.binding)
+            if vnni is not None:
+                return vnni
         # Two taps per vpmaddwd lane pay with 16-lane (AVX-512) vectors; with
         # 8-lane AVX2 ones the widening and interleaving cost as much as they
         # save (PP-OCR cls's depthwise kernels, haswell code on Zen 5: 185 us,
@@ -514,6 +524,7 @@ def int8_dot_pass(target: tvm.target.Target, params: dict[str, np.ndarray] | Non
         narrow = {VNNI512: VNNI256, I16_512: I16_256}.get(isa) if has_feature(target, "avx512vl") else None
         resolve = (lambda e: _weight_value(mutator, e, values)) if values else None
         mutator.rw = _Rewriter(isa, U8S8_256 if isa is I16_256 else None, resolve, narrow, lambda e: bound_value(mutator, e))
+        mutator.rw.dw_vnni = depthwise_vnni_supported(target)
 
     rewrites = {"relax.nn.conv2d": conv2d, "relax.matmul": lambda m, call: m.rw.matmul(m.builder_, call)}
     return calls_rewrite_pass(rewrites, "EdgekitInt8Dot", setup)
@@ -662,6 +673,13 @@ def dot_schedule_rule() -> Any:
             if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
                 return None
             sch = s_tir.Schedule(func)
+            if _has_block(sch, DW_VNNI_BLOCK):
+                try:
+                    schedule_depthwise_vnni(sch, sch.get_sblock(DW_VNNI_BLOCK))
+                except Exception as exc:  # the default rule schedules it then (slow, still exact)
+                    logger.warning("vpdpbusd depthwise schedule failed (%s); default schedule used", exc)
+                    return None
+                return sch
             if _has_block(sch, DW_PAIRS_X16):
                 # 16 channels per step: each accumulator takes two ymm registers.
                 try:

@@ -1,0 +1,138 @@
+"""int8 depthwise convolutions as four taps per ``vpdpbusd`` lane (backends.llvm.depthwise_vnni; issue #14).
+
+Code generation is checked for explicit targets by reading their assembly,
+whatever CPU runs the test; bit identity with the generic integer kernels
+where this CPU runs AVX512-VNNI + VBMI code.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+tvm = pytest.importorskip("tvm")
+
+import edgekit.compiler.backends.llvm.int8 as cpu_int8  # noqa: E402
+from edgekit.compiler.backends.llvm.depthwise_vnni import MAX_ACCUMULATORS, choose_tile, supported  # noqa: E402
+from edgekit.compiler.backends.llvm.relax_build import build_cpu, prepare_cpu_module, schedule_passes  # noqa: E402
+from edgekit.compiler.importer import import_onnx  # noqa: E402
+from edgekit.compress import QuantConfig, quantize  # noqa: E402
+from edgekit.frontend.loader import load_model  # noqa: E402
+
+ZEN4 = {"kind": "llvm", "mcpu": "znver4"}
+
+
+@pytest.mark.parametrize(("mcpu", "expected"), [("znver4", True), ("icelake-server", True), ("sapphirerapids", True),
+                                                ("cascadelake", False), ("skylake-avx512", False), ("alderlake", False),
+                                                ("haswell", False)])  # fmt: skip
+def test_chosen_by_the_targets_vnni_and_vbmi(mcpu, expected):
+    # cascadelake has AVX512-VNNI but no VBMI (no vpermb): it keeps the tap-pair kernel.
+    assert supported(tvm.target.Target({"kind": "llvm", "mcpu": mcpu})) is expected
+
+
+@pytest.mark.parametrize(("oh", "ow", "kh", "starts", "strides"),
+                         [(20, 20, 3, [0], (1, 1)), (2, 96, 5, [0, 1], (1, 1)), (12, 96, 3, [0], (2, 1)), (80, 80, 7, [0, 3], (1, 1)),
+                          (7, 7, 3, [0], (2, 2)), (1, 1, 3, [0], (1, 1))])  # fmt: skip
+def test_tiles_divide_the_output_and_stay_under_1_kib(oh, ow, kh, starts, strides):
+    rows, cols = choose_tile(oh, ow, kh, starts, strides)
+    assert oh % rows == 0 and ow % cols == 0
+    # 16 int32 lanes each: at 1 KiB TVM allocates the tile as a workspace, per tile.
+    assert rows * cols <= MAX_ACCUMULATORS and rows * cols * 16 * 4 < 1024
+    assert rows * cols >= min(8, oh * ow) or (oh, ow) == (7, 7)  # 7x7 has no divisor tile of 8 to 15
+
+
+def _model() -> onnx.ModelProto:
+    """33 channels (two whole blocks and a ragged one): a strided 3x3 depthwise conv, ReLU
+    (the next input's zero point is -128), a 5x5 and a 7x7 one, a 1x1 conv to 8 channels
+    (fewer than one block) and a 3x3 one on those."""
+    rng = np.random.default_rng(0)
+
+    def w(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape) / np.sqrt(np.prod(shape[1:]))).astype(np.float32)
+
+    inits = [numpy_helper.from_array(w(33, 1, 3, 3), "w1"), numpy_helper.from_array(w(33, 1, 5, 5), "w2"),
+             numpy_helper.from_array(w(33, 1, 7, 7), "w3"), numpy_helper.from_array(w(8, 33, 1, 1), "w4"),
+             numpy_helper.from_array(w(8, 1, 3, 3), "w5"), numpy_helper.from_array(w(33, 1)[:, 0], "b1")]  # fmt: skip
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["d1"], group=33, strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["d1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2"], ["d2"], group=33, pads=[2, 2, 2, 2]),
+        helper.make_node("Conv", ["d2", "w3"], ["d3"], group=33, strides=[1, 2], pads=[3, 3, 3, 3]),
+        helper.make_node("Conv", ["d3", "w4"], ["c4"]),
+        helper.make_node("Conv", ["c4", "w5"], ["y"], group=8, pads=[1, 1, 1, 1]),
+    ]
+    graph = helper.make_graph(nodes, "dw", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 33, 13, 18])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 7, 5])], inits)  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.fixture(scope="module")
+def int8_model(tmp_path_factory) -> str:
+    d = tmp_path_factory.mktemp("dw_vnni")
+    onnx.save(_model(), str(d / "fp32.onnx"))
+    cal = {"x": np.random.default_rng(1).standard_normal((8, 33, 13, 18)).astype(np.float32)}
+    return str(quantize(str(d / "fp32.onnx"), QuantConfig(), calibration=cal).save(d / "int8.onnx"))
+
+
+def _depthwise_asm(model_path: str, target: dict) -> dict[str, str]:
+    t = tvm.target.Target(target)
+    mod = import_onnx(load_model(model_path))[0]
+    prepared, _ = prepare_cpu_module(mod, t)
+    with t, tvm.transform.PassContext(opt_level=3):
+        scheduled = tvm.transform.Sequential(schedule_passes(t))(prepared)
+    out = {}
+    for gv, f in scheduled.functions_items():
+        if isinstance(f, tvm.tirx.PrimFunc) and "depthwise" in gv.name_hint:
+            lib = tvm.tirx.build(tvm.IRModule({"main": f.with_attr("global_symbol", "main")}), t)
+            out[gv.name_hint] = lib.inspect_source("asm")
+    return out
+
+
+def _count(asm: str, mnemonic: str) -> int:
+    return len(re.findall(rf"^\s+{mnemonic}\s", asm, flags=re.M))
+
+
+def test_kernels_take_four_taps_per_vpdpbusd_and_share_operands(int8_model):
+    kernels = _depthwise_asm(int8_model, ZEN4)
+    assert len(kernels) == 4 and all("depthwise_conv2d_vnni" in n for n in kernels), sorted(kernels)
+    for name, asm in kernels.items():
+        dots, permutes = _count(asm, "vpdpbusd"), _count(asm, "vpermb")
+        assert dots and permutes, name
+        # No 16-bit products, no tap pairs.
+        assert not {"vpmullw", "vpmaddwd", "vpdpwssd", "vpmulld"} & set(re.findall(r"^\s+(\w+)", asm, flags=re.M))
+        # The accumulator tile stays under 1 KiB: no workspace allocated per tile.
+        assert "TVMBackendAllocWorkspace" not in asm, name
+        assert permutes <= dots, (name, permutes, dots)
+    # An operand (4 pixels of 16 channels) serves the outputs of several rows (and, at
+    # stride 1, columns) of the register tile: it is loaded and permuted once.
+    assert sum(_count(a, "vpermb") for a in kernels.values()) < 0.6 * sum(_count(a, "vpdpbusd") for a in kernels.values())
+
+
+def _runs_vnni_vbmi() -> bool:
+    with open("/proc/cpuinfo") as f:
+        flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    return {"avx512_vnni", "avx512vbmi", "avx512bw"} <= set(flags)
+
+
+def _run(model_path: str, target: dict, x: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    mod, weights = import_onnx(load_model(model_path))[:2]
+    built = build_cpu(mod, tvm.target.Target(target), weights)
+    vm = tvm.relax.VirtualMachine(built.executable, tvm.cpu())
+    out = vm["main"](tvm.runtime.tensor(x), *built.params)
+    return (out.numpy() if hasattr(out, "numpy") else out[0].numpy()), [g.name_hint for g in built.lowered.get_global_vars()]
+
+
+@pytest.mark.skipif(not _runs_vnni_vbmi(), reason="this CPU runs no AVX512-VNNI + VBMI code")
+def test_bit_identical_with_the_generic_integer_kernels(int8_model, monkeypatch):
+    x = np.random.default_rng(2).standard_normal((1, 33, 13, 18)).astype(np.float32) * 1.5
+    got, names = _run(int8_model, ZEN4, x)
+    assert sum("depthwise_conv2d_vnni" in n for n in names) == 4 and sum("pad_block" in n for n in names) == 4
+    monkeypatch.setattr(cpu_int8, "dot_isa", lambda t: None)
+    generic, names = _run(int8_model, ZEN4, x)
+    assert not any("vnni" in n for n in names)
+    assert np.std(generic) > 0
+    np.testing.assert_array_equal(got, generic)
