@@ -35,12 +35,15 @@ registers and broadcasts ``k`` input bytes per instruction, the ``L x k``
 step tensorized with the instruction's intrinsic
 (:mod:`edgekit.compiler.backends.llvm.intrin`).
 
-Depthwise convolutions (AVX-512 targets) take two kernel taps of one channel per int32
-lane: the int8 inputs of two neighbouring pixels are widened to int16 and
-interleaved, and one ``vpmaddwd`` (``vpdpwssd`` where LLVM folds the add)
-multiplies and adds both, exactly -- about 4 instructions per 32 MACs where
-the generic kernel (``vpmullw`` on int16, then widening) took 8. Grouped
-convolutions keep the generic integer kernels.
+Depthwise convolutions on AVX512-VNNI + VBMI targets take four kernel taps per
+``vpdpbusd`` lane on a channel-blocked copy of the input
+(:mod:`edgekit.compiler.backends.llvm.depthwise_vnni`). Other AVX-512 targets
+take two taps of one channel per int32 lane: the int8 inputs of two
+neighbouring pixels are widened to int16 and interleaved, and one
+``vpmaddwd`` (``vpdpwssd`` where LLVM folds the add) multiplies and adds both,
+exactly -- about 4 instructions per 32 MACs where the generic kernel
+(``vpmullw`` on int16, then widening) took 8. Grouped convolutions keep the
+generic integer kernels.
 """
 
 from __future__ import annotations
