@@ -10,7 +10,7 @@ import onnx
 import onnxruntime as ort
 from onnx import numpy_helper
 
-from edgekit.compiler.backends.llvm.relax_build import build_cpu
+from edgekit.compiler.backends.llvm.relax_build import build_cpu, prepare_cpu_module
 from edgekit.compiler.importer import import_onnx
 from edgekit.compress import QuantConfig, quantize
 from edgekit.frontend.loader import load_model
@@ -47,6 +47,21 @@ def assert_within_one_lsb_of_onnxruntime(model_path: str, feeds: dict[str, np.nd
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     lsb = float(np.max(inits[last.input[1]]))
     assert np.mean(np.abs(got - want) <= lsb * 1.001) >= 0.999, float(np.max(np.abs(got - want)) / lsb)
+
+
+def kernel_calls(model_path: str, target: "tvm.target.Target") -> list[tuple[str, list[tuple], tuple]]:
+    """``(kernel, input shapes and dtypes, output shape and dtype)`` of every kernel call ``main`` makes
+    after :func:`prepare_cpu_module` (fused, before scheduling)."""
+    import tvm
+
+    mod = prepare_cpu_module(import_onnx(load_model(model_path))[0], target)[0]
+    out = []
+    for value in tvm.relax.analysis.get_var2val(mod["main"]).values():
+        if isinstance(value, tvm.relax.Call) and value.op.same_as(tvm.ir.Op.get("relax.call_tir")):
+            ins = [(*(int(v) for v in a.ty.shape.values), str(a.ty.dtype)) for a in value.args[1].fields]
+            t = value.ty
+            out.append((value.args[0].name_hint, ins, (*(int(v) for v in t.shape.values), str(t.dtype))))
+    return out
 
 
 def run_built(model_path: str, target: "tvm.target.Target", x: np.ndarray) -> np.ndarray:

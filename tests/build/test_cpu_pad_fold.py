@@ -16,15 +16,12 @@ import numpy as np
 import onnx
 import pytest
 import tvm
-from _int8_checks import assert_within_one_lsb_of_onnxruntime, host_flags, quantized, run_built
+from _int8_checks import assert_within_one_lsb_of_onnxruntime, host_flags, kernel_calls, quantized, run_built
 from onnx import TensorProto, helper, numpy_helper
 
 import edgekit.compiler.backends.llvm.concat_layout as concat_layout
 import edgekit.compiler.backends.llvm.pad as cpu_pad
 import edgekit.compiler.backends.llvm.upsample as upsample
-from edgekit.compiler.backends.llvm.relax_build import prepare_cpu_module
-from edgekit.compiler.importer import import_onnx
-from edgekit.frontend.loader import load_model
 
 ZNVER4 = tvm.target.Target({"kind": "llvm", "mcpu": "znver4"})
 
@@ -80,20 +77,8 @@ def _unfolded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cpu_pad, "_u8_of_pad", lambda *args: None)
 
 
-def _calls(model_path: str, target: tvm.target.Target) -> list[tuple[str, list[tuple], tuple]]:
-    """``(kernel, input shapes and dtypes, output shape and dtype)`` of every kernel call ``main`` makes."""
-    mod = prepare_cpu_module(import_onnx(load_model(model_path))[0], target)[0]
-    out = []
-    for value in tvm.relax.analysis.get_var2val(mod["main"]).values():
-        if isinstance(value, tvm.relax.Call) and value.op.same_as(tvm.ir.Op.get("relax.call_tir")):
-            ins = [(*(int(v) for v in a.ty.shape.values), str(a.ty.dtype)) for a in value.args[1].fields]
-            t = value.ty
-            out.append((value.args[0].name_hint, ins, (*(int(v) for v in t.shape.values), str(t.dtype))))
-    return out
-
-
 def test_concat_pad_and_u8_conversion_are_one_kernel(int8_model, monkeypatch):
-    calls = _calls(int8_model, ZNVER4)
+    calls = kernel_calls(int8_model, ZNVER4)
     names = [name for name, _, _ in calls]
     # The padded conv input: the three requantized inputs, written as u8, in one kernel.
     assert ("pad_rows", [(1, 12, 12, 24, "int8"), (1, 12, 12, 24, "int8"), (1, 12, 12, 20, "int8")],
@@ -103,7 +88,7 @@ def test_concat_pad_and_u8_conversion_are_one_kernel(int8_model, monkeypatch):
     assert any("repeat" in n for n in names), names  # the upsampling, on the int8 tensor
 
     _unfolded(monkeypatch)
-    before = [name for name, _, _ in _calls(int8_model, ZNVER4)]
+    before = [name for name, _, _ in kernel_calls(int8_model, ZNVER4)]
     # What the fold replaces: a fused kernel of transposes, a per-byte concat and the pad; a float resize.
     assert any("concatenate" in n and "pad" in n for n in before), before
     assert any("resize2d" in n for n in before), before
@@ -124,5 +109,5 @@ def test_only_upsampling_proven_exact_is_a_repeat(tmp_path):
     # half_pixel coordinates (ONNX's default): not proven here, left to the float resize.
     cal = {"x": np.random.default_rng(1).standard_normal((4, 8, 12, 12)).astype(np.float32)}
     path = quantized(tmp_path, _fp32_model({"coordinate_transformation_mode": "half_pixel"}), cal)
-    names = [name for name, _, _ in _calls(path, ZNVER4)]
+    names = [name for name, _, _ in kernel_calls(path, ZNVER4)]
     assert any("resize2d" in n for n in names) and not any("repeat" in n for n in names), names

@@ -153,6 +153,7 @@ def prepare_cpu_module(
     from edgekit.compiler.backends.llvm.int8 import int8_dot_pass
     from edgekit.compiler.backends.llvm.int8_input import input_pass
     from edgekit.compiler.backends.llvm.lookup import lookup_pass
+    from edgekit.compiler.backends.llvm.operand_readers import operand_reader_pass
     from edgekit.compiler.backends.llvm.pad import int8_pad_pass
     from edgekit.compiler.backends.llvm.requant import float_requant_pass
     from edgekit.compiler.backends.llvm.upsample import int8_upsample_pass
@@ -177,6 +178,8 @@ def prepare_cpu_module(
         int8_dot_pass(target, weights),
         # int64 fixed-point requantization as float32 scale and round (x86).
         float_requant_pass(target),
+        # A residual add reads the next conv's operand form: no conversion kernel.
+        operand_reader_pass(target),
         lookup_pass(target),
         channel_sum_pass(),
         concat_pass(),
