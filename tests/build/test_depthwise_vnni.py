@@ -136,3 +136,13 @@ def test_bit_identical_with_the_generic_integer_kernels(int8_model, monkeypatch)
     assert not any("vnni" in n for n in names)
     assert np.std(generic) > 0
     np.testing.assert_array_equal(got, generic)
+
+
+@pytest.mark.parametrize("isa", [cpu_int8.VNNI512, cpu_int8.I16_512, cpu_int8.DW_I16_512, cpu_int8.VNNI256, cpu_int8.I16_256])
+def test_dot_tiles_stay_under_1_kib(isa):
+    # The other AVX-512 depthwise kernel (tap pairs, targets without VBMI) and the dense
+    # convs share schedule_dot's tiles; at exactly 1 KiB TVM allocated each tile as a workspace.
+    for vec_blocks in (1, 2, 3, 4, 8, 13):
+        for rows in (1, 2, 3, 4, 5, 8, 12, 16, 20, 96):
+            vectors, r = cpu_int8._tile(vec_blocks, rows, isa)
+            assert vectors * r * isa.lanes * 4 < cpu_int8.STACK_TILE_BYTES, (vec_blocks, rows, vectors, r)
