@@ -27,7 +27,8 @@ ZNVER4 = tvm.target.Target({"kind": "llvm", "mcpu": "znver4"})
 
 
 def _fp32_model(resize: dict[str, str] | None = None) -> onnx.ModelProto:
-    """Three convs (24, 24, 20 channels; the first at half resolution, upsampled) -> concat -> 3x3 conv.
+    """Three convs (24, 24, 20 channels; the first at half resolution, upsampled) -> concat -> 3x3 conv
+    -> hard-swish (a table lookup) -> 1x1 conv.
 
     ``resize``: the upsampling's attributes (default: PP-OCR det's, asymmetric and floor).
     """
@@ -41,6 +42,7 @@ def _fp32_model(resize: dict[str, str] | None = None) -> onnx.ModelProto:
         numpy_helper.from_array(w(24, 8, 1, 1), "wb"),
         numpy_helper.from_array(w(20, 8, 1, 1), "wc"),
         numpy_helper.from_array(w(16, 68, 3, 3), "wy"),
+        numpy_helper.from_array(w(16, 16, 1, 1), "wz"),
         numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales"),
     ]
     nodes = [
@@ -52,7 +54,9 @@ def _fp32_model(resize: dict[str, str] | None = None) -> onnx.ModelProto:
         helper.make_node("Conv", ["x", "wc"], ["c0"]),
         helper.make_node("Relu", ["c0"], ["c"]),
         helper.make_node("Concat", ["a", "b", "c"], ["cat"], axis=1),
-        helper.make_node("Conv", ["cat", "wy"], ["y"], pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["cat", "wy"], ["y0"], pads=[1, 1, 1, 1]),
+        helper.make_node("HardSwish", ["y0"], ["h"]),
+        helper.make_node("Conv", ["h", "wz"], ["y"]),
     ]
     graph = helper.make_graph(
         nodes,
@@ -71,7 +75,8 @@ def int8_model(tmp_path_factory) -> str:
 
 
 def _unfolded(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The pipeline as before the fold: float upsampling, NCHW concats, pads writing int8."""
+    """The pipeline as before the fold: float upsampling, NCHW concats, pads and lookups writing int8."""
+    monkeypatch.setattr(cpu_pad, "_u8_lookup", lambda m, call: None)
     monkeypatch.setattr(upsample, "_upsample", lambda m, call: None)
     monkeypatch.setattr(concat_layout, "_concat_to_nhwc", lambda m, call: None)
     monkeypatch.setattr(cpu_pad, "_u8_of_pad", lambda *args: None)
@@ -92,6 +97,16 @@ def test_concat_pad_and_u8_conversion_are_one_kernel(int8_model, monkeypatch):
     # What the fold replaces: a fused kernel of transposes, a per-byte concat and the pad; a float resize.
     assert any("concatenate" in n and "pad" in n for n in before), before
     assert any("resize2d" in n for n in before), before
+
+
+def test_vbmi_lookup_writes_the_conv_operand(int8_model, monkeypatch):
+    # The hard-swish table feeds a 1x1 vpdpbusd conv only: the lookup writes its u8 operand.
+    def u8_lookups() -> list[str]:
+        return [n for n, _, out in kernel_calls(int8_model, ZNVER4) if n.startswith("lookup_vbmi") and out[-1] == "uint8"]
+
+    assert len(u8_lookups()) == 1
+    _unfolded(monkeypatch)
+    assert u8_lookups() == []
 
 
 @pytest.mark.skipif(not {"avx512_vnni", "avx512bw", "avx512vl"} <= host_flags(), reason="this CPU runs no AVX512-VNNI code")

@@ -28,12 +28,14 @@ from edgekit.compiler.relax_rewrite import bound_value, calls_rewrite_pass, cons
 if TYPE_CHECKING:  # pragma: no cover
     import tvm
 
-__all__ = ["ARITHMETIC_MCPUS", "AVX2_LOOKUP", "lookup_pad_avx2_func", "lookup_pass"]
+__all__ = ["ARITHMETIC_MCPUS", "AVX2_LOOKUP", "VBMI_LOOKUP", "lookup_pad_avx2_func", "lookup_pass", "lookup_vbmi_func"]
 
 logger = logging.getLogger(__name__)
 
 #: Name of the AVX2 lookup kernels (:func:`_lookup_avx2_func`) in the module.
 AVX2_LOOKUP = "lookup_avx2"
+#: Name of the VBMI lookup kernels (:func:`_lookup_vbmi_func`): their table operand is the table itself.
+VBMI_LOOKUP = "lookup_vbmi"
 #: LLVM CPU names (``mcpu``) of AVX2 targets whose lookups are computed
 #: arithmetically in the producing kernel's epilogue, where a table has an
 #: exact form (:mod:`edgekit.compiler.backends.llvm.lookup_arith`), instead of
@@ -44,8 +46,12 @@ AVX2_LOOKUP = "lookup_avx2"
 ARITHMETIC_MCPUS: set[str] = set()
 
 
-def _lookup_vbmi_func(shape: tuple[int, ...]) -> Any:
+def _lookup_vbmi_func(shape: tuple[int, ...], out_dtype: str = "int8") -> Any:
     """``y[i] = table[x[i] + 128]`` over ``n`` int8 values, 64 per step with two ``vpermi2b``.
+
+    ``out_dtype`` ``uint8``: the table's bytes written as uint8 (with a table
+    ``t ^ 0x80`` that is ``t + 128``, a ``vpdpbusd`` operand:
+    :func:`edgekit.compiler.backends.llvm.pad.int8_pad_pass`).
 
     ``vpermi2b`` picks bytes of a 128-byte table by the low 7 bits of each
     index byte. For ``u = x + 128`` those are the low 7 bits of ``x``
@@ -60,21 +66,28 @@ def _lookup_vbmi_func(shape: tuple[int, ...]) -> Any:
     steps, tail = divmod(n, 64)
     permute = "llvm.x86.avx512.vpermi2var.qi.512"
 
+    def out(v: Any, lanes: int) -> Any:
+        return v if out_dtype == "int8" else T.reinterpret(out_dtype if lanes == 1 else f"{out_dtype}x{lanes}", v)
+
     @T.prim_func(private=True)
-    def lookup(Xs: T.Buffer(shape, "int8"), Tb: T.Buffer((256,), "int8"), Ys: T.Buffer(shape, "int8")) -> None:
+    def lookup(Xs: T.Buffer(shape, "int8"), Tb: T.Buffer((256,), "int8"), Ys: T.Buffer(shape, out_dtype)) -> None:
         T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
         # Flat views of the same memory: the lookup is elementwise.
         X = T.decl_buffer((n,), "int8", data=Xs.data)
-        Y = T.decl_buffer((n,), "int8", data=Ys.data)
+        Y = T.decl_buffer((n,), out_dtype, data=Ys.data)
         for i in range(steps):
             xv = X.vload([i * 64], "int8x64")
             lo = T.call_llvm_pure_intrin("int8x64", permute, Tb.vload([0], "int8x64"), xv, Tb.vload([64], "int8x64"))
             hi = T.call_llvm_pure_intrin("int8x64", permute, Tb.vload([128], "int8x64"), xv, Tb.vload([192], "int8x64"))
-            Y[T.ramp(i * 64, 1, 64)] = T.Select(xv < T.broadcast(T.int8(0), 64), lo, hi)
+            Y[T.ramp(i * 64, 1, 64)] = out(T.Select(xv < T.broadcast(T.int8(0), 64), lo, hi), 64)
         for j in range(tail):
-            Y[steps * 64 + j] = Tb[T.Cast("int32", X[steps * 64 + j]) + 128]
+            Y[steps * 64 + j] = out(Tb[T.Cast("int32", X[steps * 64 + j]) + 128], 1)
 
     return lookup
+
+
+#: The VBMI lookup kernel, public for :mod:`edgekit.compiler.backends.llvm.pad` (its uint8 form).
+lookup_vbmi_func = _lookup_vbmi_func
 
 
 #: ``vpshufb`` (an index byte with bit 7 set reads 0) and the saturating byte add that builds its indices.
@@ -264,7 +277,7 @@ def lookup_pass(target: tvm.target.Target) -> Any:
         return tvm.transform.Sequential([], name="EdgekitLookups")
     arithmetic = False
     if has_feature(target, "avx512vbmi") and has_feature(target, "avx512bw"):
-        kernel, name, layout = _lookup_vbmi_func, "lookup_vbmi", (lambda t: t)
+        kernel, name, layout = _lookup_vbmi_func, VBMI_LOOKUP, (lambda t: t)
     elif dot_isa(target) is not None:  # an x86 target with AVX2
         kernel, name, layout = _lookup_avx2_func, AVX2_LOOKUP, _avx2_slices
         arithmetic = str(target.attrs.get("mcpu", "")) in ARITHMETIC_MCPUS

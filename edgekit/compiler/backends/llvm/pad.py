@@ -34,6 +34,10 @@ The same kernel takes two more steps where the pad's neighbours allow
   is the pad's one consumer, is applied in the copy (``x ^ 0x80``, the same
   byte; border and fill written as their u8 values): the padded int8 tensor
   and the conversion's second pass over it are gone.
+* The same conversion of an AVX-512 VBMI **table lookup**'s output (its one
+  reader) is the lookup writing ``table ^ 0x80`` as uint8
+  (:func:`_u8_lookup`): det's lookups feeding 1x1 convs had a conversion
+  kernel each, which FuseOps cannot put into a hand-written lookup.
 
 No TVM pass merges these: FuseOps fuses the injective ops into one loop nest
 over the output, which is exactly the per-byte select above.
@@ -44,7 +48,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from edgekit.compiler.backends.llvm.lookup import AVX2_LOOKUP, lookup_pad_avx2_func
+from edgekit.compiler.backends.llvm.lookup import AVX2_LOOKUP, VBMI_LOOKUP, lookup_pad_avx2_func, lookup_vbmi_func
 from edgekit.compiler.relax_rewrite import const_value, is_call, mutator_pass, use_counts
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -258,9 +262,9 @@ def _lookup_pad(m: Any, x: Any, shape: tuple[int, ...], widths: list[int], out: 
     return relax.call_tir(m.funcs[key], relax.Tuple([src, table]), relax.TensorType(out, "int8"))
 
 
-def _u8_of_pad(call: Any, lookup: Any, uses: dict[Any, int]) -> Any:
-    """The int8 pad under ``call`` when ``call`` is ``astype(astype(pad, int16) + 128, uint8)`` (the
-    u8 conversion of a ``vpdpbusd`` input) and each step its predecessor's one reader, else None."""
+def _u8_source(call: Any, lookup: Any, uses: dict[Any, int]) -> Any:
+    """The int8 value ``t`` (a variable) when ``call`` is ``astype(astype(t, int16) + 128, uint8)``
+    (the u8 conversion of a ``vpdpbusd`` input) and each step its predecessor's one reader, else None."""
     if not is_call(call, "relax.astype") or str(call.attrs.dtype) != "uint8":
         return None
     add = _through_aliases(call.args[0], lookup)
@@ -273,8 +277,40 @@ def _u8_of_pad(call: Any, lookup: Any, uses: dict[Any, int]) -> Any:
     widen = _through_aliases(widen, lookup)
     if not is_call(widen, "relax.astype") or str(widen.attrs.dtype) != "int16" or uses.get(widen.args[0], 0) != 1:
         return None
-    pad = _through_aliases(widen.args[0], lookup)
-    return pad if is_call(pad, "relax.nn.pad") and str(pad.ty.dtype) == "int8" else None
+    return widen.args[0] if str(widen.args[0].ty.dtype) == "int8" else None
+
+
+def _u8_of_pad(call: Any, lookup: Any, uses: dict[Any, int]) -> Any:
+    """The int8 pad the u8 conversion ``call`` reads (:func:`_u8_source`), else None."""
+    t = _u8_source(call, lookup, uses)
+    pad = None if t is None else _through_aliases(t, lookup)
+    return pad if is_call(pad, "relax.nn.pad") else None
+
+
+def _u8_lookup(m: Any, call: Any) -> Any:
+    """The u8 conversion ``call`` of a VBMI table lookup as that lookup writing uint8, or None.
+
+    The table ``t ^ 0x80`` written as uint8 is ``t + 128`` byte for byte:
+    the lookup kernel writes the conv's operand, no conversion kernel after it
+    (FuseOps cannot put the conversion into a hand-written lookup kernel).
+    """
+    import numpy as np
+    from tvm import relax
+
+    t = _u8_source(call, m.lookup_binding, m.uses)
+    table_lookup = None if t is None else _through_aliases(t, m.lookup_binding)
+    if not is_call(table_lookup, "relax.call_tir") or not table_lookup.args[0].name_hint.startswith(VBMI_LOOKUP):
+        return None
+    src, table = table_lookup.args[1].fields
+    values = const_value(table)
+    if values is None or values.dtype != np.int8 or values.shape != (256,):
+        return None
+    shape = tuple(int(v) for v in t.ty.shape.values)
+    key = ("lookup_u8", shape)
+    if key not in m.funcs:
+        m.funcs[key] = m.builder_.add_func(lookup_vbmi_func(shape, "uint8"), VBMI_LOOKUP)
+    flipped = relax.const(values ^ np.int8(-128), "int8")
+    return relax.call_tir(m.funcs[key], relax.Tuple([src, flipped]), relax.TensorType(shape, "uint8"))
 
 
 def _find_data_and_merged(mutator: Any) -> None:
@@ -334,6 +370,7 @@ def int8_pad_pass(target: tvm.target.Target) -> Any:
                 pad = _u8_of_pad(call, self.lookup_binding, self.uses)
                 # (A pad left for a conversion that no kernel takes fails the same checks alone.)
                 new = None if pad is None or pad.args[0] not in self.data else _pad_rows(self, pad, to_u8=True)
+                new = _u8_lookup(self, call) if pad is None else new
                 return call if new is None else new
             if not is_call(call, "relax.nn.pad"):
                 return call
