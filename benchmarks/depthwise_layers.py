@@ -85,14 +85,14 @@ def _vm(path: Path, target, x: np.ndarray, pairs: bool = False):
     import tvm
     from tvm import relax
 
-    saved = cpu_int8.depthwise_vnni_supported
+    saved = cpu_int8.depthwise_vnni_lanes
     if pairs:
-        cpu_int8.depthwise_vnni_supported = lambda t: False
+        cpu_int8.depthwise_vnni_lanes = lambda t: 0
     try:
         mod, weights = import_onnx(load_model(str(path)))[:2]
         built = build_cpu(mod, target, weights, num_threads=1)
     finally:
-        cpu_int8.depthwise_vnni_supported = saved
+        cpu_int8.depthwise_vnni_lanes = saved
     vm = relax.VirtualMachine(built.executable, tvm.cpu())
     vm.set_input("main", tvm.runtime.tensor(x), *built.params)
     return vm

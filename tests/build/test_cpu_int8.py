@@ -221,7 +221,8 @@ def test_float_requantization_is_chosen_by_the_target():
         ("icelake-server", "depthwise_conv2d_vnni", {"vpdpbusd"}, {"vpmulld", "vpmullw", "vpmaddwd", "vpdpwssd"}),
         # AVX2: products in int16 (vpmullw), two taps summed in int16, only the sum widened.
         ("haswell", "depthwise_conv2d_i16p", {"vpmullw"}, {"vpmulld"}),
-        ("alderlake", "depthwise_conv2d_i16p", {"vpmullw"}, {"vpmulld"}),
+        # AVX-VNNI: four taps per 256-bit vpdpbusd lane.
+        ("alderlake", "depthwise_conv2d_vnni", {"vpdpbusd"}, {"vpmulld", "vpmullw", "vpmaddwd"}),
     ],
 )
 def test_int8_depthwise_multiplies_in_16_bits(int8_model, mcpu, kernel, instructions, forbidden):

@@ -17,21 +17,22 @@ from onnx import TensorProto, helper, numpy_helper
 tvm = pytest.importorskip("tvm")
 
 import edgekit.compiler.backends.llvm.int8 as cpu_int8  # noqa: E402
-from edgekit.compiler.backends.llvm.depthwise_vnni import MAX_ACCUMULATORS, choose_tile, supported  # noqa: E402
+from edgekit.compiler.backends.llvm.depthwise_vnni import MAX_ACCUMULATORS, choose_tile, lanes_of  # noqa: E402
 from edgekit.compiler.backends.llvm.relax_build import build_cpu, prepare_cpu_module, schedule_passes  # noqa: E402
 from edgekit.compiler.importer import import_onnx  # noqa: E402
 from edgekit.compress import QuantConfig, quantize  # noqa: E402
 from edgekit.frontend.loader import load_model  # noqa: E402
 
 ZEN4 = {"kind": "llvm", "mcpu": "znver4"}
+ALDERLAKE = {"kind": "llvm", "mcpu": "alderlake"}  # AVX-VNNI (256-bit vpdpbusd), no AVX-512
 
 
-@pytest.mark.parametrize(("mcpu", "expected"), [("znver4", True), ("icelake-server", True), ("sapphirerapids", True),
-                                                ("cascadelake", False), ("skylake-avx512", False), ("alderlake", False),
-                                                ("haswell", False)])  # fmt: skip
-def test_chosen_by_the_targets_vnni_and_vbmi(mcpu, expected):
-    # cascadelake has AVX512-VNNI but no VBMI (no vpermb): it keeps the tap-pair kernel.
-    assert supported(tvm.target.Target({"kind": "llvm", "mcpu": mcpu})) is expected
+@pytest.mark.parametrize(("mcpu", "lanes"), [("znver4", 16), ("icelake-server", 16), ("sapphirerapids", 16),
+                                             ("alderlake", 8), ("cascadelake", 0), ("skylake-avx512", 0), ("haswell", 0)])  # fmt: skip
+def test_chosen_by_the_targets_vnni_and_vbmi(mcpu, lanes):
+    # cascadelake has AVX512-VNNI but no VBMI (no vpermb): it keeps the tap-pair kernel;
+    # haswell has no VNNI at all (depthwise_avx2).
+    assert lanes_of(tvm.target.Target({"kind": "llvm", "mcpu": mcpu})) == lanes
 
 
 @pytest.mark.parametrize(("oh", "ow", "kh", "starts", "strides"),
@@ -41,7 +42,7 @@ def test_tiles_divide_the_output_and_stay_under_1_kib(oh, ow, kh, starts, stride
     rows, cols = choose_tile(oh, ow, kh, starts, strides)
     assert oh % rows == 0 and ow % cols == 0
     # 16 int32 lanes each: at 1 KiB TVM allocates the tile as a workspace, per tile.
-    assert rows * cols <= MAX_ACCUMULATORS and rows * cols * 16 * 4 < 1024
+    assert rows * cols <= MAX_ACCUMULATORS[16] and rows * cols * 16 * 4 < 1024
     assert rows * cols >= min(8, oh * ow) or (oh, ow) == (7, 7)  # 7x7 has no divisor tile of 8 to 15
 
 
@@ -93,29 +94,35 @@ def _depthwise_asm(model_path: str, target: dict) -> dict[str, str]:
 
 
 def _count(asm: str, mnemonic: str) -> int:
-    return len(re.findall(rf"^\s+{mnemonic}\s", asm, flags=re.M))
+    return len(re.findall(rf"^\s+(?:\{{vex\}}\s+)?{mnemonic}\s", asm, flags=re.M))
 
 
-def test_kernels_take_four_taps_per_vpdpbusd_and_share_operands(int8_model):
-    kernels = _depthwise_asm(int8_model, ZEN4)
+@pytest.mark.parametrize("target", [ZEN4, ALDERLAKE], ids=["znver4", "alderlake"])
+def test_kernels_take_four_taps_per_vpdpbusd(int8_model, target):
+    kernels = _depthwise_asm(int8_model, target)
     assert len(kernels) == 4 and all("depthwise_conv2d_vnni" in n for n in kernels), sorted(kernels)
     for name, asm in kernels.items():
-        dots, permutes = _count(asm, "vpdpbusd"), _count(asm, "vpermb")
-        assert dots and permutes, name
+        assert _count(asm, "vpdpbusd"), name
         # No 16-bit products, no tap pairs.
         assert not {"vpmullw", "vpmaddwd", "vpdpwssd", "vpmulld"} & set(re.findall(r"^\s+(\w+)", asm, flags=re.M))
         # The accumulator tile stays under 1 KiB: no workspace allocated per tile.
         assert "TVMBackendAllocWorkspace" not in asm, name
-        assert permutes <= dots, (name, permutes, dots)
+
+
+def test_operands_are_permuted_once_per_tile(int8_model):
+    kernels = _depthwise_asm(int8_model, ZEN4)
+    for name, asm in kernels.items():
+        dots, permutes = _count(asm, "vpdpbusd"), _count(asm, "vpermb")
+        assert 0 < permutes <= dots, (name, permutes, dots)
     # An operand (4 pixels of 16 channels) serves the outputs of several rows (and, at
     # stride 1, columns) of the register tile: it is loaded and permuted once.
     assert sum(_count(a, "vpermb") for a in kernels.values()) < 0.6 * sum(_count(a, "vpdpbusd") for a in kernels.values())
 
 
-def _runs_vnni_vbmi() -> bool:
+def _host_runs(target: dict) -> bool:
     with open("/proc/cpuinfo") as f:
-        flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    return {"avx512_vnni", "avx512vbmi", "avx512bw"} <= set(flags)
+        flags = set(next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), []))
+    return {"avx512_vnni", "avx512vbmi", "avx512bw"} <= flags if target is ZEN4 else {"avx_vnni", "avx2"} <= flags
 
 
 def _run(model_path: str, target: dict, x: np.ndarray) -> tuple[np.ndarray, list[str]]:
@@ -126,13 +133,15 @@ def _run(model_path: str, target: dict, x: np.ndarray) -> tuple[np.ndarray, list
     return (out.numpy() if hasattr(out, "numpy") else out[0].numpy()), [g.name_hint for g in built.lowered.get_global_vars()]
 
 
-@pytest.mark.skipif(not _runs_vnni_vbmi(), reason="this CPU runs no AVX512-VNNI + VBMI code")
-def test_bit_identical_with_the_generic_integer_kernels(int8_model, monkeypatch):
+@pytest.mark.parametrize("target", [ZEN4, ALDERLAKE], ids=["znver4", "alderlake"])
+def test_bit_identical_with_the_generic_integer_kernels(int8_model, monkeypatch, target):
+    if not _host_runs(target):
+        pytest.skip(f"this CPU does not run {target['mcpu']} code")
     x = np.random.default_rng(2).standard_normal((1, 33, 13, 18)).astype(np.float32) * 1.5
-    got, names = _run(int8_model, ZEN4, x)
+    got, names = _run(int8_model, target, x)
     assert sum("depthwise_conv2d_vnni" in n for n in names) == 4 and sum("pad_block" in n for n in names) == 4
     monkeypatch.setattr(cpu_int8, "dot_isa", lambda t: None)
-    generic, names = _run(int8_model, ZEN4, x)
+    generic, names = _run(int8_model, target, x)
     assert not any("vnni" in n for n in names)
     assert np.std(generic) > 0
     np.testing.assert_array_equal(got, generic)

@@ -1,4 +1,4 @@
-"""int8 depthwise convolutions on AVX512-VNNI + VBMI targets: four taps per ``vpdpbusd`` lane.
+"""int8 depthwise convolutions on VNNI targets: four taps per ``vpdpbusd`` lane.
 
 The tap-pair kernel (:func:`edgekit.compiler.backends.llvm.int8._depthwise_dot`)
 multiplies two taps per ``vpdpwssd`` lane, but builds every operand from two
@@ -17,6 +17,12 @@ multiplies them by that channel's four tap weights (``[C/16, KH, KW/4, 16,
 all four into the channel's int32 lane. A register tile of several output
 rows and columns is fully unrolled, so an operand that serves several outputs
 (the same pixels under another kernel row) is loaded and permuted once.
+
+AVX-VNNI targets without AVX-512 (Alder Lake and later clients, Sierra
+Forest) take the same kernel on 8-channel blocks: 32-byte operands, the
+``{vex} vpdpbusd ymm`` form, and the permutation as LLVM lowers it without
+``vpermb`` (a dword permute and a byte shuffle). AVX-512 targets without VBMI
+keep the tap pairs; AVX2 targets :mod:`edgekit.compiler.backends.llvm.depthwise_avx2`.
 
 ``u8 x s8``: ``sum((x + 128) * w) = sum(x * w) + 128 * sum(w)``; the second
 term is a weight-only constant per channel, subtracted after the sum (lifted
@@ -42,23 +48,37 @@ __all__ = ["BLOCK", "lower_depthwise_vnni", "schedule_depthwise_vnni", "supporte
 
 logger = logging.getLogger(__name__)
 
-#: Channels per block (int32 lanes of a zmm register).
+#: Channels per block: int32 lanes of a zmm register (AVX512-VNNI + VBMI) or a ymm one (AVX-VNNI).
 LANES = 16
 #: Kernel taps per lane (products ``vpdpbusd`` adds into one int32).
 TAPS = 4
 #: Name of the convolution's TE block; the int8 schedule rule finds it by it.
 BLOCK = "ek_dw_vnni_depthwise"
-#: Registered name of the tensor intrinsic.
-INTRIN = "edgekit_dw_vpdpbusd_16x4"
-#: Accumulators of one register tile: 15 int32x16 vectors are 960 bytes; TVM
-#: allocates a tile of 1 KiB or more (its ``kMaxStackAlloca``) as a workspace,
-#: with a call to allocate and free it per tile.
-MAX_ACCUMULATORS = 15
+#: Accumulators of one register tile, by lanes: 15 int32x16 vectors are 960 bytes (TVM
+#: allocates a tile of 1 KiB or more, its ``kMaxStackAlloca``, as a workspace, with a call
+#: to allocate and free it per tile); with 16 ymm registers, 10 leave room for the operands.
+MAX_ACCUMULATORS = {16: 15, 8: 10}
+
+
+def _intrin(lanes: int) -> str:
+    """Registered name of the tensor intrinsic for ``lanes`` channels."""
+    return f"edgekit_dw_vpdpbusd_{lanes}x{TAPS}"
+
+
+def lanes_of(target: tvm.target.Target) -> int:
+    """Channels per block for ``target`` (not this machine): 16 with ``vpdpbusd zmm`` and
+    ``vpermb`` (AVX512-VNNI + VBMI), 8 with AVX-VNNI and no AVX-512 (``{vex} vpdpbusd ymm``),
+    0 without either (AVX-512 targets without VBMI keep the tap pairs)."""
+    if all(has_feature(target, f) for f in ("avx512vnni", "avx512bw", "avx512vbmi")):
+        return 16
+    if has_feature(target, "avxvnni") and not has_feature(target, "avx512f"):
+        return 8
+    return 0
 
 
 def supported(target: tvm.target.Target) -> bool:
-    """True when ``target`` (not this machine) has ``vpdpbusd zmm`` and ``vpermb``."""
-    return all(has_feature(target, f) for f in ("avx512vnni", "avx512bw", "avx512vbmi"))
+    """True when ``target`` takes this kernel (:func:`lanes_of`)."""
+    return lanes_of(target) > 0
 
 
 # --------------------------------------------------------------------------- #
@@ -66,30 +86,30 @@ def supported(target: tvm.target.Target) -> bool:
 # --------------------------------------------------------------------------- #
 
 
-def _block_func(shape: tuple[int, ...], top: int, left: int, out_hw: tuple[int, int], border: int) -> Any:
+def _block_func(shape: tuple[int, ...], top: int, left: int, out_hw: tuple[int, int], border: int, lanes: int) -> Any:
     """A PrimFunc ``Y[n, C/16, y, x, 16] = uint8(X[n, y - top, x - left, c] + 128)``, ``border`` (uint8) outside.
 
     Channels past ``C`` in the last block hold ``border`` too (they meet zero
-    weights). A block of 16 whole channels is one 16-byte copy; a ragged last
-    block is read as the row's last 16 bytes and shifted into place (rows of
-    fewer than 16 channels are copied byte by byte).
+    weights). A block of ``lanes`` whole channels is one copy; a ragged last
+    block is read as the row's last ``lanes`` bytes and shifted into place (rows of
+    fewer than ``lanes`` channels are copied byte by byte).
     """
     from tvm.script import tirx as T
 
     n, h, w, c = shape
     hp, wp = out_hw
-    cb = -(-c // LANES)
-    full, tail = divmod(c, LANES)
-    vec = f"uint8x{LANES}"
-    # Lane i of the ragged block is byte (16 - tail + i) of the row's last 16.
-    shift = [min(LANES - tail + i, LANES - 1) for i in range(LANES)]
+    cb = -(-c // lanes)
+    full, tail = divmod(c, lanes)
+    vec = f"uint8x{lanes}"
+    # Lane i of the ragged block is byte (lanes - tail + i) of the row's last lanes.
+    shift = [min(lanes - tail + i, lanes - 1) for i in range(lanes)]
 
     @T.prim_func(private=True, s_tir=True)
-    def pad_block(Xs: T.Buffer(shape, "int8"), Ys: T.Buffer((n, cb, hp, wp, LANES), "uint8")) -> None:
+    def pad_block(Xs: T.Buffer(shape, "int8"), Ys: T.Buffer((n, cb, hp, wp, lanes), "uint8")) -> None:
         T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
         with T.sblock("root"):
             X = T.decl_buffer((n * h * w * c,), "uint8", data=Xs.data)
-            Y = T.decl_buffer((n * cb * hp * wp * LANES,), "uint8", data=Ys.data)
+            Y = T.decl_buffer((n * cb * hp * wp * lanes,), "uint8", data=Ys.data)
             for nh in T.parallel(n * hp):
                 for x in range(wp):
                     b = nh // hp
@@ -97,25 +117,25 @@ def _block_func(shape: tuple[int, ...], top: int, left: int, out_hw: tuple[int, 
                     if top <= y and y < top + h and left <= x and x < left + w:
                         src = ((b * h + y - top) * w + x - left) * c
                         for k in range(full):
-                            Y[T.ramp(((b * cb + k) * hp + y) * wp * LANES + x * LANES, 1, LANES)] = X.vload(
-                                [src + k * LANES], vec
-                            ) ^ T.broadcast(T.uint8(128), LANES)
-                        if tail > 0 and c >= LANES:
-                            last = X.vload([src + c - LANES], vec) ^ T.broadcast(T.uint8(128), LANES)
-                            Y[T.ramp(((b * cb + full) * hp + y) * wp * LANES + x * LANES, 1, LANES)] = T.Select(
-                                T.ramp(T.int32(0), 1, LANES) < T.broadcast(T.int32(tail), LANES),
+                            Y[T.ramp(((b * cb + k) * hp + y) * wp * lanes + x * lanes, 1, lanes)] = X.vload(
+                                [src + k * lanes], vec
+                            ) ^ T.broadcast(T.uint8(128), lanes)
+                        if tail > 0 and c >= lanes:
+                            last = X.vload([src + c - lanes], vec) ^ T.broadcast(T.uint8(128), lanes)
+                            Y[T.ramp(((b * cb + full) * hp + y) * wp * lanes + x * lanes, 1, lanes)] = T.Select(
+                                T.ramp(T.int32(0), 1, lanes) < T.broadcast(T.int32(tail), lanes),
                                 T.Shuffle([last], shift),
-                                T.broadcast(T.uint8(border), LANES),
+                                T.broadcast(T.uint8(border), lanes),
                             )
-                        if tail > 0 and c < LANES:
-                            for i in range(LANES):
-                                Y[((b * cb + full) * hp + y) * wp * LANES + x * LANES + i] = T.if_then_else(
+                        if tail > 0 and c < lanes:
+                            for i in range(lanes):
+                                Y[((b * cb + full) * hp + y) * wp * lanes + x * lanes + i] = T.if_then_else(
                                     i < tail, X[src + T.min(i, tail - 1)] ^ T.uint8(128), T.uint8(border)
                                 )
                     else:
                         for k in range(cb):
-                            Y[T.ramp(((b * cb + k) * hp + y) * wp * LANES + x * LANES, 1, LANES)] = T.broadcast(
-                                T.uint8(border), LANES
+                            Y[T.ramp(((b * cb + k) * hp + y) * wp * lanes + x * lanes, 1, lanes)] = T.broadcast(
+                                T.uint8(border), lanes
                             )
 
     return pad_block
@@ -143,17 +163,17 @@ def _depthwise_vnni(xb: Any, wb: Any, strides: Any, out_hw: Any, last_start: int
     from tvm import te
 
     n = int(xb.shape[0])
-    cb, kh, groups = (int(v) for v in wb.shape[:3])
+    cb, kh, groups, lanes = (int(v) for v in wb.shape[:4])
     sh, sw = (int(v) for v in strides)
     oh, ow = (int(v) for v in out_hw)
     ry = te.reduce_axis((0, kh), name="ry")
     rg = te.reduce_axis((0, groups), name="rg")
     rj = te.reduce_axis((0, TAPS), name="rj")
     return te.compute(
-        (n, oh, ow, cb * LANES),
+        (n, oh, ow, cb * lanes),
         lambda nn, yy, xx, cc: te.sum(
-            xb[nn, cc // LANES, yy * sh + ry, xx * sw + te.min(rg * TAPS, last_start) + rj, cc % LANES].astype("int32")
-            * wb[cc // LANES, ry, rg, cc % LANES, rj].astype("int32"),
+            xb[nn, cc // lanes, yy * sh + ry, xx * sw + te.min(rg * TAPS, last_start) + rj, cc % lanes].astype("int32")
+            * wb[cc // lanes, ry, rg, cc % lanes, rj].astype("int32"),
             axis=[ry, rg, rj],
         ),
         name=BLOCK,
@@ -172,7 +192,7 @@ def _source_pad(x: Any, binding: Any) -> tuple[Any, list[int], float]:
     return x, [0, 0, 0, 0], 0.0
 
 
-def lower_depthwise_vnni(b: Any, call: Any, x: Any, w: Any, binding: Any = None) -> Any | None:
+def lower_depthwise_vnni(b: Any, call: Any, x: Any, w: Any, binding: Any = None, lanes: int = LANES) -> Any | None:
     """The int8 NHWC/HWIO depthwise ``call`` (input ``x``, weights ``w``) as :func:`_depthwise_vnni`.
 
     Emits the input copy (merging a zero-point pad ``x`` is bound to, looked
@@ -194,12 +214,12 @@ def lower_depthwise_vnni(b: Any, call: Any, x: Any, w: Any, binding: Any = None)
     full_h, full_w = h + top + sb + pb, wd + left + sr + pr
     oh, ow = (full_h - kh) // sh + 1, (full_w - kw) // sw + 1
     starts = group_starts(kw)
-    cp = round_up(c, LANES)
+    cp = round_up(c, lanes)
     out_hw = ((oh - 1) * sh + kh, (ow - 1) * sw + starts[-1] + TAPS)
     border = (int(value) + 128) & 0xFF
-    func = _block_func((n, h, wd, c), top, left, out_hw, border)
+    func = _block_func((n, h, wd, c), top, left, out_hw, border, lanes)
     gv = b.add_func(func, "pad_block")
-    xb = b.emit(relax.call_tir(gv, [src], relax.TensorType((n, cp // LANES, *out_hw, LANES), "uint8")))
+    xb = b.emit(relax.call_tir(gv, [src], relax.TensorType((n, cp // lanes, *out_hw, lanes), "uint8")))
     # Group g's taps: columns s(g) .. s(g) + 3, those an earlier group took (or past
     # the kernel) with weight 0.
     taps = [min(s + j, kw - 1) for s in starts for j in range(TAPS)]
@@ -208,7 +228,7 @@ def lower_depthwise_vnni(b: Any, call: Any, x: Any, w: Any, binding: Any = None)
                            relax.const(np.array(keep, "int8").reshape(1, -1, 1, 1))))  # fmt: skip
     if cp != c:
         wq = b.emit(R.nn.pad(wq, [0, 0, 0, 0, 0, 0, 0, cp - c]))
-    w5 = b.emit(R.reshape(wq, (kh, len(starts), TAPS, cp // LANES, LANES)))
+    w5 = b.emit(R.reshape(wq, (kh, len(starts), TAPS, cp // lanes, lanes)))
     wb = b.emit(R.permute_dims(w5, [3, 0, 1, 4, 2]))
     y = b.emit(b.call_te(_depthwise_vnni, xb, wb, strides=[sh, sw], out_hw=[oh, ow], last_start=starts[-1],
                          primfunc_name_hint="depthwise_conv2d_vnni"))  # fmt: skip
@@ -225,50 +245,51 @@ def lower_depthwise_vnni(b: Any, call: Any, x: Any, w: Any, binding: Any = None)
 # --------------------------------------------------------------------------- #
 
 
-def _step(body: Any) -> Any:
+def _step(body: Any, lanes: int) -> Any:
     """``C[16] += sum_j A[j, i] * B[i, j]``: ``A`` four pixels of 16 channels (uint8, 64 contiguous bytes),
     ``B`` each channel's four taps (int8), ``C`` the int32 sums; ``body(A, B, C)`` as a ``T.macro``."""
     from tvm.script import tirx as T
 
     @T.prim_func(s_tir=True)
     def func(a: T.handle, b: T.handle, c: T.handle) -> None:
-        A = T.match_buffer(a, (TAPS, LANES), "uint8", offset_factor=1)
-        B = T.match_buffer(b, (LANES, TAPS), "int8", offset_factor=1)
-        C = T.match_buffer(c, (LANES,), "int32", offset_factor=1)
+        A = T.match_buffer(a, (TAPS, lanes), "uint8", offset_factor=1)
+        B = T.match_buffer(b, (lanes, TAPS), "int8", offset_factor=1)
+        C = T.match_buffer(c, (lanes,), "int32", offset_factor=1)
         with T.sblock("root"):
-            T.reads(C[0:LANES], A[0:TAPS, 0:LANES], B[0:LANES, 0:TAPS])
-            T.writes(C[0:LANES])
+            T.reads(C[0:lanes], A[0:TAPS, 0:lanes], B[0:lanes, 0:TAPS])
+            T.writes(C[0:lanes])
             body(A, B, C)
 
     return func
 
 
-def register_intrinsic() -> None:
-    """Registers the ``vpermb`` + ``vpdpbusd`` step with TVM (once per process)."""
-    if _REGISTERED:
+def register_intrinsic(lanes: int = LANES) -> None:
+    """Registers the byte permutation + ``vpdpbusd`` step for ``lanes`` channels with TVM (once per process)."""
+    if lanes in _REGISTERED:
         return
     from tvm.s_tir import TensorIntrin
     from tvm.script import tirx as T
 
     # Byte 4i + j of the operand: channel i's pixel j.
-    order = [(k % TAPS) * LANES + k // TAPS for k in range(TAPS * LANES)]
+    order = [(k % TAPS) * lanes + k // TAPS for k in range(TAPS * lanes)]
 
     @T.macro
     def vpdpbusd(A: Any, B: Any, C: Any) -> None:
         # One expression: a named intermediate would become a local buffer.
-        C[T.ramp(T.int32(0), 1, LANES)] = T.call_llvm_pure_intrin(
-            T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
-            C.vload([0], dtype=f"int32x{LANES}"),
-            T.reinterpret(T.Shuffle([A.vload([0, 0], f"uint8x{TAPS * LANES}")], order), dtype=f"int8x{TAPS * LANES}"),
-            B.vload([0, 0], dtype=f"int8x{TAPS * LANES}"),
-            dtype=f"int32x{LANES}",
+        C[T.ramp(T.int32(0), 1, lanes)] = T.call_llvm_pure_intrin(
+            T.llvm_lookup_intrinsic_id(f"llvm.x86.avx512.vpdpbusd.{32 * lanes}"),
+            C.vload([0], dtype=f"int32x{lanes}"),
+            T.reinterpret(T.Shuffle([A.vload([0, 0], f"uint8x{TAPS * lanes}")], order), dtype=f"int8x{TAPS * lanes}"),
+            B.vload([0, 0], dtype=f"int8x{TAPS * lanes}"),
+            dtype=f"int32x{lanes}",
         )
 
-    TensorIntrin.register(INTRIN, _step(_products(LANES, TAPS, lambda A, i, j: A[j, i])), _step(vpdpbusd))
-    _REGISTERED.add(INTRIN)
+    TensorIntrin.register(_intrin(lanes), _step(_products(lanes, TAPS, lambda A, i, j: A[j, i]), lanes),
+                          _step(vpdpbusd, lanes))  # fmt: skip
+    _REGISTERED.add(lanes)
 
 
-_REGISTERED: set[str] = set()
+_REGISTERED: set[int] = set()
 
 
 # --------------------------------------------------------------------------- #
@@ -280,7 +301,8 @@ def _divisors(n: int, most: int) -> list[int]:
     return [d for d in range(1, min(n, most) + 1) if n % d == 0]
 
 
-def choose_tile(oh: int, ow: int, kh: int, starts: list[int], strides: tuple[int, int]) -> tuple[int, int]:
+def choose_tile(oh: int, ow: int, kh: int, starts: list[int], strides: tuple[int, int],
+                lanes: int = LANES) -> tuple[int, int]:  # fmt: skip
     """``(rows, cols)`` of output pixels per register tile (16 channels each).
 
     Tiles must divide the output (``tensorize`` cannot match a block under a
@@ -291,8 +313,9 @@ def choose_tile(oh: int, ow: int, kh: int, starts: list[int], strides: tuple[int
     """
     sh, sw = strides
     best: tuple[tuple[float, float], tuple[int, int]] = ((-1.0, 0.0), (1, 1))
-    for r in _divisors(oh, MAX_ACCUMULATORS):
-        for q in _divisors(ow, MAX_ACCUMULATORS // r):
+    most = MAX_ACCUMULATORS[lanes]
+    for r in _divisors(oh, most):
+        for q in _divisors(ow, most // r):
             rows = len({i * sh + ry for i in range(r) for ry in range(kh)})
             cols = len({j * sw + s for j in range(q) for s in starts})
             per_output = (2 * rows * cols + r * q * kh * len(starts)) / (r * q)
@@ -322,37 +345,38 @@ def schedule_depthwise_vnni(sch: Any, block: Any) -> None:
     """Register-tiles the :data:`BLOCK` convolution, its epilogue in the write-back, and tensorizes each step."""
     from edgekit.compiler.backends.llvm.schedule import inline_epilogue, loop_extent, schedule_rest
 
-    register_intrinsic()
     nn, yy, xx, cc, ry, rg, rj = sch.get_loops(block)
     oh, ow = loop_extent(sch, yy), loop_extent(sch, xx)
     kh, groups = loop_extent(sch, ry), loop_extent(sch, rg)
     stmt = sch.get(block)
     read = next(r for r in stmt.reads if len(r.source.shape) == 5)
+    lanes = int(read.source.shape[4])
+    register_intrinsic(lanes)
     # Input index yy * sh + ry, xx * sw + s(g) + j; the input is (ow - 1) * sw + s(G - 1) + 4 wide.
     sh, sw = (_coefficient(read.region[d].min, stmt.iter_vars[d - 1].var) for d in (2, 3))
     last_start = int(read.source.shape[3]) - (ow - 1) * sw - TAPS
     starts = group_starts(last_start + TAPS) if groups > 1 else [0]
-    rows, cols = choose_tile(oh, ow, kh, starts, (sh, sw))
+    rows, cols = choose_tile(oh, ow, kh, starts, (sh, sw), lanes)
     yo, yi = sch.split(yy, factors=[None, rows])
     xo, xi = sch.split(xx, factors=[None, cols])
-    co, ci = sch.split(cc, factors=[None, LANES])
+    co, ci = sch.split(cc, factors=[None, lanes])
     sch.reorder(nn, yo, xo, co, ry, rg, yi, xi, ci, rj)
     fused = sch.fuse(nn, yo, xo, co)
     acc = sch.cache_write(block, 0, "global")
     sch.reverse_compute_at(acc, fused, preserve_unit_loops=True)
     inline_epilogue(sch, acc)
     _inline_sliced(sch, acc)
-    schedule_rest(sch, LANES, skip=block)
+    schedule_rest(sch, lanes, skip=block)
     last = sch.get_loops(acc)[-1]
     ext = loop_extent(sch, last) or 0
-    if ext % LANES == 0:
-        sch.vectorize(sch.split(last, factors=[None, LANES])[1] if ext > LANES else last)
+    if ext % lanes == 0:
+        sch.vectorize(sch.split(last, factors=[None, lanes])[1] if ext > lanes else last)
     for lp in (ry, rg, yi, xi):
         if (loop_extent(sch, lp) or 1) > 1:
             sch.unroll(lp)
     sch.parallel(fused)
     sch.decompose_reduction(block, ry)
-    sch.tensorize(ci, INTRIN, preserve_unit_iters=True)
+    sch.tensorize(ci, _intrin(lanes), preserve_unit_iters=True)
 
 
 def _coefficient(expr: Any, var: Any) -> int:

@@ -35,8 +35,8 @@ registers and broadcasts ``k`` input bytes per instruction, the ``L x k``
 step tensorized with the instruction's intrinsic
 (:mod:`edgekit.compiler.backends.llvm.intrin`).
 
-Depthwise convolutions on AVX512-VNNI + VBMI targets take four kernel taps per
-``vpdpbusd`` lane on a channel-blocked copy of the input
+Depthwise convolutions on AVX512-VNNI + VBMI and on AVX-VNNI targets take four
+kernel taps per ``vpdpbusd`` lane on a channel-blocked copy of the input
 (:mod:`edgekit.compiler.backends.llvm.depthwise_vnni`). Other AVX-512 targets
 take two taps of one channel per int32 lane: the int8 inputs of two
 neighbouring pixels are widened to int16 and interleaved, and one
@@ -68,7 +68,7 @@ from edgekit.compiler.backends.llvm.intrin import (
 from edgekit.compiler.backends.llvm.depthwise_avx2 import DW_PAIRS_X16, lower_depthwise
 from edgekit.compiler.backends.llvm.depthwise_vnni import BLOCK as DW_VNNI_BLOCK
 from edgekit.compiler.backends.llvm.depthwise_vnni import lower_depthwise_vnni, schedule_depthwise_vnni
-from edgekit.compiler.backends.llvm.depthwise_vnni import supported as depthwise_vnni_supported
+from edgekit.compiler.backends.llvm.depthwise_vnni import lanes_of as depthwise_vnni_lanes
 from edgekit.compiler.relax_rewrite import bound_value, calls_rewrite_pass, is_call, round_up, static_shape
 from edgekit.compiler.backends.llvm.schedule import (
     block_kinds,
@@ -264,8 +264,9 @@ def _matmul_dot(x: Any, wp: Any, isa_name: str) -> Any:
 class _Rewriter:
     """Builds the dot-product form of one int8 conv2d/matmul call."""
 
-    #: Depthwise convolutions as four taps per ``vpdpbusd`` lane (:mod:`edgekit.compiler.backends.llvm.depthwise_vnni`).
-    dw_vnni = False
+    #: Depthwise convolutions as four taps per ``vpdpbusd`` lane on blocks of this many channels
+    #: (:mod:`edgekit.compiler.backends.llvm.depthwise_vnni`; 0: not on this target).
+    dw_vnni = 0
 
     def __init__(self, isa: DotIsa, u8s8: DotIsa | None, resolve: Any = None, narrow: DotIsa | None = None,
                  binding: Any = None) -> None:  # fmt: skip
@@ -390,7 +391,7 @@ class _Rewriter:
         if one != 1 or int(a.groups) != c or xs[3] != c:
             return None
         if self.dw_vnni:
-            vnni = lower_depthwise_vnni(b, call, x, w, self.binding)
+            vnni = lower_depthwise_vnni(b, call, x, w, self.binding, self.dw_vnni)
             if vnni is not None:
                 return vnni
         # Two taps per vpmaddwd lane pay with 16-lane (AVX-512) vectors; with
@@ -527,7 +528,7 @@ def int8_dot_pass(target: tvm.target.Target, params: dict[str, np.ndarray] | Non
         narrow = {VNNI512: VNNI256, I16_512: I16_256}.get(isa) if has_feature(target, "avx512vl") else None
         resolve = (lambda e: _weight_value(mutator, e, values)) if values else None
         mutator.rw = _Rewriter(isa, U8S8_256 if isa is I16_256 else None, resolve, narrow, lambda e: bound_value(mutator, e))
-        mutator.rw.dw_vnni = depthwise_vnni_supported(target)
+        mutator.rw.dw_vnni = depthwise_vnni_lanes(target)
 
     rewrites = {"relax.nn.conv2d": conv2d, "relax.matmul": lambda m, call: m.rw.matmul(m.builder_, call)}
     return calls_rewrite_pass(rewrites, "EdgekitInt8Dot", setup)
