@@ -30,7 +30,8 @@ def _fp32_model() -> onnx.ModelProto:
     def w(*shape: int) -> np.ndarray:
         return (rng.standard_normal(shape) / np.sqrt(np.prod(shape[1:]))).astype(np.float32)
 
-    inits = [numpy_helper.from_array(w(16, 8, 1, 1), "w1")] + [numpy_helper.from_array(w(16, 16, 1, 1), f"w{i}") for i in (2, 3, 4)]
+    inits = [numpy_helper.from_array(w(16, 8, 1, 1), "w1")]
+    inits += [numpy_helper.from_array(w(16, 16, 1, 1), f"w{i}") for i in (2, 3, 4)]
     nodes = [
         helper.make_node("Conv", ["x", "w1"], ["t0"]),
         helper.make_node("Relu", ["t0"], ["t"]),

@@ -50,7 +50,9 @@ def _int8_source(var2val: Any, value: Any) -> Any:
     if _dtype(value) == "uint8":
         add = var2val.get(inner)
         offset = const_value(add.args[1]) if is_call(add, "relax.add") else None
-        widened = var2val.get(add.args[0]) if offset is not None and int(offset) == 128 else None
+        if offset is None or offset.size != 1 or int(offset.reshape(-1)[0]) != 128:
+            return None
+        widened = var2val.get(add.args[0])
         if not (is_call(widened, "relax.astype") and _dtype(widened) == "int16"):
             return None
         inner = widened.args[0]
