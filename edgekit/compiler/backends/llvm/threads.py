@@ -19,9 +19,9 @@ The estimate counts *operations*, not statements: an int8 kernel's
 tensorized ``vpdpbusd`` step and a requantize-and-add epilogue of fifty
 vector operations were one statement each before, and on Zen 5 a statement
 took from 0.05 ns (a VNNI conv step) to 16 ns (a concat gathering from three
-channels-first inputs). PP-OCR det's int8 build had 2 of its 7.7 ms in
-elementwise kernels counted under the old 100,000-statement threshold, all
-on one thread.
+channels-first inputs). The 100,000-statement threshold kept 2 of PP-OCR
+det's 7.7 ms of int8 kernel time (its elementwise kernels, 0.1-0.65 ms
+each) on one thread.
 """
 
 from __future__ import annotations
