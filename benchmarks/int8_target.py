@@ -104,9 +104,17 @@ def measure(name: str, mcpu: str, tmp: Path, rounds: int, runs: int, threads: in
         vm = relax.VirtualMachine(built.executable, tvm.cpu())
         vm.set_input("main", *[tvm.runtime.tensor(v) for v in feeds.values()], *built.params)
         vms[tag] = vm
+    p10 = interleaved_p10(vms, rounds, runs)
+    if profile:
+        print_profile(name, vms, profile)
+    return p10
+
+
+def interleaved_p10(vms: dict, rounds: int, runs: int) -> dict[str, float]:
+    """10th percentile (ms) of each VM's ``main``: rounds of ``runs`` calls, order rotated each round."""
     times: dict[str, list[float]] = {k: [] for k in vms}
     for r in range(rounds):
-        for tag in list(vms)[r % len(vms):] + list(vms)[:r % len(vms)]:  # order rotated each round
+        for tag in list(vms)[r % len(vms):] + list(vms)[:r % len(vms)]:
             vm = vms[tag]
             for _ in range(3):
                 vm.invoke_stateful("main")
@@ -114,8 +122,6 @@ def measure(name: str, mcpu: str, tmp: Path, rounds: int, runs: int, threads: in
                 t = time.perf_counter()
                 vm.invoke_stateful("main")
                 times[tag].append((time.perf_counter() - t) * 1e3)
-    if profile:
-        print_profile(name, vms, profile)
     return {tag: float(np.percentile(v, 10)) for tag, v in times.items()}
 
 

@@ -22,7 +22,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -71,20 +70,6 @@ def _outputs(vm) -> list[np.ndarray]:
     return [out.numpy()] if hasattr(out, "numpy") else [o.numpy() for o in out]
 
 
-def _p10(vms: dict, rounds: int, runs: int) -> dict[str, float]:
-    times: dict[str, list[float]] = {k: [] for k in vms}
-    for r in range(rounds):
-        for tag in list(vms) if r % 2 == 0 else list(vms)[::-1]:
-            vm = vms[tag]
-            for _ in range(3):
-                vm.invoke_stateful("main")
-            for _ in range(runs):
-                t = time.perf_counter()
-                vm.invoke_stateful("main")
-                times[tag].append((time.perf_counter() - t) * 1e3)
-    return {k: float(np.percentile(v, 10)) for k, v in times.items()}
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--a", required=True, help="tree A (the baseline)")
@@ -95,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=10)
     args = parser.parse_args(argv)
     sys.path.insert(0, str(REPO))
+    from int8_target import interleaved_p10
+
     from edgekit.compiler.backends.llvm.relax_build import set_num_threads
 
     models = args.models.split(",")
@@ -112,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             for name in models:
                 vms = {tag: _load(d, name) for tag, d in dirs.items()}
                 same = all(np.array_equal(x, y) for x, y in zip(_outputs(vms["A"]), _outputs(vms["B"]), strict=True))
-                p10 = _p10(vms, args.rounds, args.runs)
+                p10 = interleaved_p10(vms, args.rounds, args.runs)
                 print(f"| {name} | {threads} | {p10['A']:.3f} | {p10['B']:.3f} | {p10['B'] / p10['A']:.3f} | {same} "
                       f"| {os.getloadavg()[0]:.1f} |", flush=True)  # fmt: skip
     return 0
