@@ -16,7 +16,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+#: ``permute_dims`` axes from NCHW to NHWC, and back.
+TO_NHWC = [0, 2, 3, 1]
+TO_NCHW = [0, 3, 1, 2]
+
 __all__ = [
+    "TO_NCHW",
+    "TO_NHWC",
     "bound_value",
     "call_rewrite_pass",
     "calls_rewrite_pass",
@@ -24,6 +30,7 @@ __all__ = [
     "is_call",
     "mutator_pass",
     "out_dtype",
+    "permuted",
     "round_up",
     "static_float_shapes",
     "static_shape",
@@ -136,6 +143,14 @@ def bound_value(mutator: Any, expr: Any) -> Any:
     while isinstance(value, relax.Var):
         value = mutator.lookup_binding(value)
     return value
+
+
+def permuted(mutator: Any, expr: Any) -> tuple[Any, list[int]] | None:
+    """``(x, axes)`` when ``expr`` is bound to ``permute_dims(x, axes)`` with explicit axes, else None."""
+    inner = bound_value(mutator, expr)
+    if not is_call(inner, "relax.permute_dims") or inner.attrs.axes is None:
+        return None
+    return inner.args[0], [int(v) for v in inner.attrs.axes]
 
 
 def use_counts(mod: Any) -> dict[Any, int]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from edgekit.compiler.relax_rewrite import bound_value, calls_rewrite_pass, is_call, static_shape
+from edgekit.compiler.relax_rewrite import TO_NCHW, bound_value, calls_rewrite_pass, is_call, permuted, static_shape
 
 __all__ = ["channel_sum_pass"]
 
@@ -91,11 +91,8 @@ def _sum_kernel(m: Any, x: Any) -> Any:
 
 def _to_nchw(m: Any, expr: Any) -> Any:
     """``x`` when ``expr`` is ``permute_dims(x, [0, 3, 1, 2])``, else None."""
-    perm = bound_value(m, expr)
-    if is_call(perm, "relax.permute_dims") and perm.attrs.axes is not None:
-        if [int(a) for a in perm.attrs.axes] == [0, 3, 1, 2]:
-            return perm.args[0]
-    return None
+    found = permuted(m, expr)
+    return found[0] if found is not None and found[1] == TO_NCHW else None
 
 
 def _channels_last_sum(m: Any, call: Any) -> Any:

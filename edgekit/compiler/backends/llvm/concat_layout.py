@@ -27,15 +27,21 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from edgekit.compiler.relax_rewrite import bound_value, calls_rewrite_pass, const_value, is_call, use_counts
+from edgekit.compiler.relax_rewrite import (
+    TO_NCHW,
+    TO_NHWC,
+    bound_value,
+    calls_rewrite_pass,
+    const_value,
+    is_call,
+    permuted,
+    use_counts,
+)
 
 __all__ = ["nhwc_concat_pass"]
 
 logger = logging.getLogger(__name__)
 
-#: NCHW -> NHWC and back.
-TO_NHWC = [0, 2, 3, 1]
-TO_NCHW = [0, 3, 1, 2]
 #: Producers a transpose is moved back through (one operand; the other a scalar constant).
 _SCALAR_OPS = ("relax.add", "relax.subtract")
 
@@ -55,9 +61,10 @@ def _nhwc(m: Any, x: Any, depth: int = 0) -> Any:
     from tvm import relax
     from tvm.relax import op as R
 
+    source = permuted(m, x)
+    if source is not None and source[1] == TO_NCHW:
+        return source[0]
     value = bound_value(m, x)
-    if is_call(value, "relax.permute_dims") and _axes(value) == TO_NCHW:
-        return value.args[0]
     if depth < 6 and m.uses.get(x, 0) == 1 and isinstance(value, relax.Call):
         if is_call(value, "relax.take") and value.args[0].ty.ndim == 1:
             index = _nhwc(m, value.args[1], depth + 1)

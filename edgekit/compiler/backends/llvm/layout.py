@@ -25,6 +25,7 @@ from edgekit.compiler.relax_rewrite import (
     calls_rewrite_pass,
     is_call,
     out_dtype,
+    permuted,
     round_up,
     static_float_shapes,
 )
@@ -156,14 +157,6 @@ def simplify_pass() -> Any:
 _BINARY_OPS = ("add", "subtract", "multiply", "minimum", "maximum", "right_shift", "left_shift", "bitwise_and")
 
 
-def _permuted(m: Any, expr: Any) -> tuple[Any, list[int]] | None:
-    """``(x, axes)`` when ``expr`` is bound to ``permute_dims(x, axes)`` with explicit axes, else None."""
-    inner = bound_value(m, expr)
-    if not is_call(inner, "relax.permute_dims") or inner.attrs.axes is None:
-        return None
-    return inner.args[0], [int(v) for v in inner.attrs.axes]
-
-
 def _is_scalar(expr: Any) -> bool:
     """True for a tensor of static shape with one element."""
     from tvm import relax
@@ -182,7 +175,7 @@ def _take_through(m: Any, call: Any) -> Any:
     from tvm import relax
 
     table, index = call.args
-    found = _permuted(m, index)
+    found = permuted(m, index)
     t = table.ty
     if found is None or not isinstance(t, relax.TensorType) or t.ndim != 1:
         return None
@@ -194,7 +187,7 @@ def _pad_through(m: Any, call: Any) -> Any:
     """A constant pad of ``permute(x, p)`` as the permuted pad of ``x`` (axis ``i`` is ``x``'s axis ``p[i]``)."""
     from tvm import relax
 
-    found = _permuted(m, call.args[0]) if str(call.attrs.pad_mode) == "constant" else None
+    found = permuted(m, call.args[0]) if str(call.attrs.pad_mode) == "constant" else None
     if found is None:
         return None
     x, perm = found
@@ -210,7 +203,7 @@ def _cast_through(m: Any, call: Any) -> Any:
     """``astype(permute(x, p))`` as ``permute(astype(x), p)``."""
     from tvm import relax
 
-    found = _permuted(m, call.args[0])
+    found = permuted(m, call.args[0])
     if found is None:
         return None
     cast = m.builder_.emit(relax.op.astype(found[0], call.attrs.dtype))
@@ -221,7 +214,7 @@ def _binary_through(m: Any, call: Any) -> Any:
     """``op(permute(a, p), permute(b, p))`` or ``op(permute(a, p), scalar)`` as ``permute(op(a, b), p)``."""
     from tvm import relax
 
-    found = [_permuted(m, a) for a in call.args]
+    found = [permuted(m, a) for a in call.args]
     axes = next((f[1] for f in found if f is not None), None)
     if axes is None:
         return None
@@ -239,7 +232,7 @@ def _binary_through(m: Any, call: Any) -> Any:
 
 def _cancel_pair(m: Any, call: Any) -> Any:
     """``permute(permute(x, p), q)`` as ``x`` when ``q`` undoes ``p``."""
-    found = _permuted(m, call.args[0])
+    found = permuted(m, call.args[0])
     if found is None or call.attrs.axes is None:
         return None
     outer = [int(v) for v in call.attrs.axes]

@@ -24,15 +24,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from edgekit.compiler.relax_rewrite import bound_value, calls_rewrite_pass, is_call, static_shape
+from edgekit.compiler.relax_rewrite import TO_NCHW, bound_value, calls_rewrite_pass, is_call, permuted, static_shape
 
 __all__ = ["int8_upsample_pass"]
 
 logger = logging.getLogger(__name__)
-
-#: NCHW -> NHWC's inverse: ``permute_dims(x_nhwc, TO_NCHW)`` is NCHW.
-TO_NCHW = [0, 3, 1, 2]
-
 
 def _factor(out: int, size: int) -> int | None:
     """``out / size`` when it is a power of two (1 included), else None."""
@@ -66,9 +62,9 @@ def _upsample(m: Any, call: Any) -> Any:
     kh, kw = _factor(out[2], shape[2]), _factor(out[3], shape[3])
     if kh is None or kw is None:
         return None
-    src = bound_value(m, x)
-    if is_call(src, "relax.permute_dims") and src.attrs.axes is not None and [int(v) for v in src.attrs.axes] == TO_NCHW:
-        rows = m.builder_.emit(R.repeat(src.args[0], kh, axis=1))
+    src = permuted(m, x)
+    if src is not None and src[1] == TO_NCHW:
+        rows = m.builder_.emit(R.repeat(src[0], kh, axis=1))
         return R.permute_dims(m.builder_.emit(R.repeat(rows, kw, axis=2)), TO_NCHW)
     return R.repeat(m.builder_.emit(R.repeat(x, kh, axis=2)), kw, axis=3)
 
