@@ -13,15 +13,15 @@ import numpy as np
 import onnx
 import pytest
 import tvm
+from _int8_checks import quantized, run_built
 from onnx import TensorProto, helper, numpy_helper
 
 import edgekit.compiler.backends.llvm.depthwise_avx2 as depthwise_avx2
 import edgekit.compiler.backends.llvm.pad as cpu_pad
 import edgekit.compiler.backends.llvm.requant as cpu_requant
 from edgekit.compiler.backends.llvm.lookup import _avx2_slices, lookup_pad_avx2_func
-from edgekit.compiler.backends.llvm.relax_build import build_cpu, prepare_cpu_module, schedule_passes
+from edgekit.compiler.backends.llvm.relax_build import prepare_cpu_module, schedule_passes
 from edgekit.compiler.importer import import_onnx
-from edgekit.compress import QuantConfig, quantize
 from edgekit.frontend.loader import load_model
 
 HASWELL = tvm.target.Target({"kind": "llvm", "mcpu": "haswell"})
@@ -72,13 +72,8 @@ def _fp32_model() -> onnx.ModelProto:
 
 @pytest.fixture(scope="module")
 def int8_model(tmp_path_factory) -> str:
-    d = tmp_path_factory.mktemp("fusion")
-    src = d / "fp32.onnx"
-    onnx.save(_fp32_model(), str(src))
     cal = {"x": np.random.default_rng(1).standard_normal((16, 8, 9, 14)).astype(np.float32)}
-    out = d / "int8.onnx"
-    quantize(str(src), QuantConfig(), calibration=cal).save(out)
-    return str(out)
+    return quantized(tmp_path_factory.mktemp("fusion"), _fp32_model(), cal)
 
 
 def _prepared(model_path: str) -> tvm.IRModule:
@@ -91,14 +86,6 @@ def _prepared(model_path: str) -> tvm.IRModule:
 
 def _names(mod: tvm.IRModule) -> list[str]:
     return [gv.name_hint for gv, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
-
-
-def _run(model_path: str, x: np.ndarray) -> np.ndarray:
-    mod, weights = import_onnx(load_model(model_path))[:2]
-    built = build_cpu(mod, HASWELL, weights)
-    vm = tvm.relax.VirtualMachine(built.executable, tvm.cpu())
-    out = vm["main"](tvm.runtime.tensor(x), *built.params)
-    return out.numpy() if hasattr(out, "numpy") else out[0].numpy()
 
 
 def test_lookups_write_the_padded_depthwise_input(int8_model, monkeypatch):
@@ -146,11 +133,11 @@ def test_int16_operands_come_straight_from_the_requantization(int8_model, monkey
 @pytest.mark.skipif(not _avx2_host(), reason="this CPU cannot run haswell code")
 def test_fused_kernels_are_bit_identical_with_unfused_ones(int8_model, monkeypatch):
     x = np.random.default_rng(5).standard_normal((1, 8, 9, 14)).astype(np.float32)
-    got = _run(int8_model, x)
+    got = run_built(int8_model, HASWELL, x)
     monkeypatch.setattr(cpu_pad, "_lookup_pad", lambda *args: None)
     monkeypatch.setattr(depthwise_avx2, "_lanes", lambda channels: 8)
     monkeypatch.setattr(cpu_requant, "_widened_once", lambda m, call: None)
-    want = _run(int8_model, x)
+    want = run_built(int8_model, HASWELL, x)
     # The output is the last depthwise conv's int8 tensor, dequantized: every element compared.
     assert got.shape == (1, 72, 9, 14)
     np.testing.assert_array_equal(got, want)
