@@ -44,7 +44,7 @@ from edgekit.compiler.relax_rewrite import is_call, round_up
 if TYPE_CHECKING:  # pragma: no cover
     import tvm
 
-__all__ = ["BLOCK", "lower_depthwise_vnni", "schedule_depthwise_vnni", "supported"]
+__all__ = ["BLOCK", "PLACEMENT", "lower_depthwise_vnni", "schedule_depthwise_vnni", "supported"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +58,8 @@ BLOCK = "ek_dw_vnni_depthwise"
 #: allocates a tile of 1 KiB or more, its ``kMaxStackAlloca``, as a workspace, with a call
 #: to allocate and free it per tile); with 16 ymm registers, 10 leave room for the operands.
 MAX_ACCUMULATORS = {16: 15, 8: 10}
+#: Attribute of the input copy (:func:`_block_func`): ``[top, left, border]``.
+PLACEMENT = "edgekit_block_placement"
 
 
 def _intrin(lanes: int) -> str:
@@ -106,7 +108,8 @@ def _block_func(shape: tuple[int, ...], top: int, left: int, out_hw: tuple[int, 
 
     @T.prim_func(private=True, s_tir=True)
     def pad_block(Xs: T.Buffer(shape, "int8"), Ys: T.Buffer((n, cb, hp, wp, lanes), "uint8")) -> None:
-        T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
+        # The placement, for a producer that writes this layout itself (depthwise_input.py).
+        T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True, PLACEMENT: [top, left, border]})
         with T.sblock("root"):
             X = T.decl_buffer((n * h * w * c,), "uint8", data=Xs.data)
             Y = T.decl_buffer((n * cb * hp * wp * lanes,), "uint8", data=Ys.data)

@@ -28,7 +28,8 @@ from edgekit.compiler.relax_rewrite import bound_value, calls_rewrite_pass, cons
 if TYPE_CHECKING:  # pragma: no cover
     import tvm
 
-__all__ = ["ARITHMETIC_MCPUS", "AVX2_LOOKUP", "VBMI_LOOKUP", "lookup_pad_avx2_func", "lookup_pass", "lookup_vbmi_func"]
+__all__ = ["ARITHMETIC_MCPUS", "AVX2_LOOKUP", "VBMI_LOOKUP", "lookup32", "lookup64", "lookup_pad_avx2_func", "lookup_pass",
+           "lookup_vbmi_func"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +65,6 @@ def _lookup_vbmi_func(shape: tuple[int, ...], out_dtype: str = "int8") -> Any:
 
     n = int(np.prod(shape))
     steps, tail = divmod(n, 64)
-    permute = "llvm.x86.avx512.vpermi2var.qi.512"
 
     def out(v: Any, lanes: int) -> Any:
         return v if out_dtype == "int8" else T.reinterpret(out_dtype if lanes == 1 else f"{out_dtype}x{lanes}", v)
@@ -76,14 +76,22 @@ def _lookup_vbmi_func(shape: tuple[int, ...], out_dtype: str = "int8") -> Any:
         X = T.decl_buffer((n,), "int8", data=Xs.data)
         Y = T.decl_buffer((n,), out_dtype, data=Ys.data)
         for i in range(steps):
-            xv = X.vload([i * 64], "int8x64")
-            lo = T.call_llvm_pure_intrin("int8x64", permute, Tb.vload([0], "int8x64"), xv, Tb.vload([64], "int8x64"))
-            hi = T.call_llvm_pure_intrin("int8x64", permute, Tb.vload([128], "int8x64"), xv, Tb.vload([192], "int8x64"))
-            Y[T.ramp(i * 64, 1, 64)] = out(T.Select(xv < T.broadcast(T.int8(0), 64), lo, hi), 64)
+            Y[T.ramp(i * 64, 1, 64)] = out(lookup64(X.vload([i * 64], "int8x64"), Tb), 64)
         for j in range(tail):
             Y[steps * 64 + j] = out(Tb[T.Cast("int32", X[steps * 64 + j]) + 128], 1)
 
     return lookup
+
+
+def lookup64(xv: Any, Tb: Any) -> Any:
+    """The lookup of 64 int8 values ``xv`` (a TIR ``int8x64``) in the 256-entry table ``Tb`` (AVX512-VBMI,
+    :func:`_lookup_vbmi_func`): two ``vpermi2b``, a select on the sign."""
+    from tvm.script import tirx as T
+
+    permute = "llvm.x86.avx512.vpermi2var.qi.512"
+    lo = T.call_llvm_pure_intrin("int8x64", permute, Tb.vload([0], "int8x64"), xv, Tb.vload([64], "int8x64"))
+    hi = T.call_llvm_pure_intrin("int8x64", permute, Tb.vload([128], "int8x64"), xv, Tb.vload([192], "int8x64"))
+    return T.Select(xv < T.broadcast(T.int8(0), 64), lo, hi)
 
 
 #: The VBMI lookup kernel, public for :mod:`edgekit.compiler.backends.llvm.pad` (its uint8 form).
@@ -123,6 +131,10 @@ def _lookup32(xv: Any, Tb: Any) -> Any:
     while len(hits) > 1:  # a balanced XOR tree: 4 steps of latency, not 15
         hits = [a ^ b for a, b in zip(hits[::2], hits[1::2])]
     return hits[0]
+
+
+#: The AVX2 32-value step, public for :mod:`edgekit.compiler.backends.llvm.depthwise_input`.
+lookup32 = _lookup32
 
 
 def _lookup1(x: Any, Tb: Any) -> Any:

@@ -38,6 +38,8 @@ The same kernel takes two more steps where the pad's neighbours allow
   reader) is the lookup writing ``table ^ 0x80`` as uint8
   (:func:`_u8_lookup`): det's lookups feeding 1x1 convs had a conversion
   kernel each, which FuseOps cannot put into a hand-written lookup.
+* A lookup read only by a ``vpdpbusd`` depthwise conv's blocked input copy
+  writes that layout itself (:mod:`edgekit.compiler.backends.llvm.depthwise_input`).
 
 No TVM pass merges these: FuseOps fuses the injective ops into one loop nest
 over the output, which is exactly the per-byte select above.
@@ -48,6 +50,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from edgekit.compiler.backends.llvm.depthwise_input import blocked_lookup
 from edgekit.compiler.backends.llvm.lookup import AVX2_LOOKUP, VBMI_LOOKUP, lookup_pad_avx2_func, lookup_vbmi_func
 from edgekit.compiler.relax_rewrite import const_value, is_call, mutator_pass, use_counts
 
@@ -364,6 +367,9 @@ def int8_pad_pass(target: tvm.target.Target) -> Any:
             data = bool(call.args) and isinstance(call.args[0], relax.Var) and call.args[0] in self.data
             merged = any(call.same_as(m) for m in self.merged)
             call = super().visit_call_(call)
+            if is_call(call, "relax.call_tir"):  # a depthwise conv's blocked input copy of a lookup
+                new = blocked_lookup(self, call)
+                return call if new is None else new
             if merged or not data:
                 return call
             if is_call(call, "relax.astype"):
