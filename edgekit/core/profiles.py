@@ -82,7 +82,8 @@ class Target:
         codegen: One of :data:`CODEGENS`.
         isa: Instruction set (``x86_64``, ``aarch64``, ``riscv64``, ``rv32imf``, ...).
         tvm: TVM target as a JSON-able dict (``{"kind": "llvm", ...}``), or empty
-            when ``tag`` is used. ``mcpu = "native"`` means this machine's CPU.
+            when ``tag`` is used. ``mcpu = "native"`` means this machine's CPU
+            (LLVM's name for it, less any extension this machine lacks).
         tag: A TVM target tag (``tvm.target.list_tags()``), or ``""``.
         triple: LLVM triple of the device code, if it differs from the host's.
         vector_extensions: ISA extensions used (``avx2``, ``neon``, ``rvv``...).
@@ -112,7 +113,12 @@ class Target:
         if spec.get("mcpu") == "native":
             from tvm.target import codegen
 
+            from edgekit.core.cpu_features import native_mattr
+
             spec["mcpu"] = codegen.llvm_get_system_cpu()
+            # LLVM names the CPU by its family and model; what a VM hides of it goes.
+            if hidden := native_mattr(spec["mcpu"]):
+                spec["mattr"] = [*spec.get("mattr", []), *hidden]
         return tvm.target.Target(spec)
 
     def tvm_target_dict(self) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from _host_cpu import AVX2_FLAGS
 from onnx import TensorProto, helper, numpy_helper
 
 from edgekit.cli.main import main
@@ -24,6 +25,7 @@ from edgekit.compiler.backend import BuildResult, CompileOptions
 from edgekit.compiler.driver import compile_model
 from edgekit.compiler.backends.llvm.int8_choice import LAYER_MARGIN, HostTimer, Int8Choice, choose, runs_here
 from edgekit.compress import QuantConfig, quantize
+from edgekit.core.cpu_features import TEST_FLAGS_ENV
 from edgekit.core.errors import ConfigError
 from edgekit.core.profiles import load_profiles
 from edgekit.frontend.loader import load_model
@@ -350,7 +352,7 @@ def test_an_x86_target_with_features_this_cpu_lacks_is_not_run(monkeypatch):
     from edgekit.core.profiles import load_profiles as lp
 
     host_target = lp().target_of(lp().board("host"))
-    monkeypatch.setattr(ic, "_host_features", lambda: {"sse4.2", "avx", "avx2", "fma", "f16c"})  # an AVX2 CPU
+    monkeypatch.setenv(TEST_FLAGS_ENV, AVX2_FLAGS)  # a Haswell-class CPU
     skx = dataclasses.replace(host_target, tvm={"kind": "llvm", "mcpu": "skylake-avx512"})
     hsw = dataclasses.replace(host_target, tvm={"kind": "llvm", "mcpu": "haswell"})
     assert not ic.runs_here(skx)

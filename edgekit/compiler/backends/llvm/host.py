@@ -17,7 +17,6 @@ gigabytes to build. The package holds:
 from __future__ import annotations
 
 import logging
-import platform
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +25,7 @@ import numpy as np
 
 from edgekit.compiler.backend import BuildResult, CompileOptions, ProgressFn, check_operators
 from edgekit.compiler.importer import tvm_error_line
+from edgekit.core.cpu_features import host_arch
 from edgekit.core.errors import CompileError
 from edgekit.package.sections import ParamsSection
 
@@ -41,22 +41,15 @@ RUNTIME = "tvm-vm"
 LIBRARY_MEMBER = "lib/model.so"
 PARAMS_MEMBER = "params.bin"
 
-_ARCH_ALIASES = {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64"}
-
 
 def param_key(index: int) -> str:
     """Key of the ``index``-th weight in ``params.bin`` (sorts in call order)."""
     return f"p{index:05d}"
 
 
-def _host_arch() -> str:
-    machine = platform.machine().lower()
-    return _ARCH_ALIASES.get(machine, machine)
-
-
 def runs_here(target: "Target") -> bool:
     """Whether ``target`` has this machine's ISA (a Relax VM library built here runs here)."""
-    return target.isa.lower() == _host_arch()
+    return target.isa.lower() == host_arch()
 
 
 def _check_runs_here(board: "Board", target: "Target") -> None:
@@ -65,7 +58,7 @@ def _check_runs_here(board: "Board", target: "Target") -> None:
     # go through edgekit.compiler.backends.llvm.linux_cross, see pipeline.build).
     if not runs_here(target):
         raise CompileError(
-            f"compiling for board '{board.name}' ({target.isa}) on this {_host_arch()} machine is not available yet",
+            f"compiling for board '{board.name}' ({target.isa}) on this {host_arch()} machine is not available yet",
             hint="Cross-compiling is available for 64-bit Linux boards (aarch64, riscv64); "
             "compile on the board itself or use --board host.",
             board=board.name,

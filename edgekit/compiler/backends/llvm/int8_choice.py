@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import platform
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
@@ -50,6 +49,7 @@ import onnx
 
 from edgekit.compiler.backend import INT8_CHOICES, BuildResult, ChosenBuild, CompileOptions, ProgressFn
 from edgekit.compiler.backends.llvm.pipeline import build as build_llvm
+from edgekit.core import cpu_features
 from edgekit.core.errors import CompileError
 from edgekit.frontend.qdq_graph import float_layers, float_model, has_qdq, layer_subgraph, named_nodes, quantized_nodes
 from edgekit.package.sections import Section, SectionReader
@@ -95,10 +95,6 @@ REPEAT = 5
 MIN_REPEAT_MS = 1
 #: The low percentile of all timings that is a variant's time.
 PERCENTILE = 10
-
-_X86_FEATURES = ("sse4.2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512vnni",
-                 "avxvnni", "avx512vbmi", "amx-int8", "amx-tile")  # fmt: skip
-_ARCH_ALIASES = {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64"}
 
 
 @dataclass(frozen=True)
@@ -261,47 +257,17 @@ class Int8Choice(Section):
 # --------------------------------------------------------------------------- #
 
 
-def _host_features() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    names = {f.replace("_", "") for f in flags}
-    # /proc/cpuinfo spells a few features differently from LLVM.
-    if "sse42" in names or "sse4_2" in flags:
-        names.add("sse4.2")
-    if "avxvnni" in names:
-        names.add("avxvnni")
-    if "amxint8" in names:
-        names.add("amx-int8")
-    if "amxtile" in names:
-        names.add("amx-tile")
-    return names
-
-
 def runs_here(target: "Target") -> bool:
     """True when code compiled for ``target`` can run (and be timed) on this machine.
 
-    The ISA must be this machine's, and for x86 every vector feature the
-    target's CPU has must be present here (code for an AVX-512 CPU would stop
-    with an illegal instruction on an AVX2 one).
+    The ISA must be this machine's, and on x86 every instruction-set
+    extension LLVM gives the target's CPU must be present here (code for an
+    AVX-512 CPU would stop with an illegal instruction on an AVX2 one):
+    :func:`edgekit.core.cpu_features.runs_here`.
     """
-    machine = platform.machine().lower()
-    if target.isa.lower() != _ARCH_ALIASES.get(machine, machine) or target.codegen != "llvm":
+    if target.codegen != "llvm" or target.isa.lower() != cpu_features.host_arch():
         return False
-    spec = target.tvm_target_dict()
-    if str(spec.get("mtriple", "")) and not str(spec["mtriple"]).startswith(target.isa.lower()):
-        return False
-    if spec.get("mcpu") in (None, "", "native") and not spec.get("mattr"):
-        return True
-    if target.isa.lower() != "x86_64":
-        return False  # no feature check written for other ISAs: do not risk it
-    from tvm.target.codegen import target_has_features
-
-    tvm_target = target.tvm_target()
-    here = _host_features()
-    return all(f.replace("-", "") in here or f in here for f in _X86_FEATURES if target_has_features(f, tvm_target))
+    return cpu_features.runs_here(target.tvm_target())
 
 
 def _random_inputs(specs: Sequence[Any], seed: int = 0) -> list[np.ndarray]:
