@@ -13,19 +13,15 @@ from onnx import numpy_helper
 from edgekit.compiler.backends.llvm.relax_build import build_cpu, prepare_cpu_module
 from edgekit.compiler.importer import import_onnx
 from edgekit.compress import QuantConfig, quantize
+from edgekit.core import cpu_features
 from edgekit.frontend.loader import load_model
 
 if TYPE_CHECKING:  # pragma: no cover
     import tvm
 
 
-def host_flags() -> set[str]:
-    """This CPU's feature flags (``/proc/cpuinfo``); empty where there is none."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return set(next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), []))
-    except OSError:
-        return set()
+#: This CPU's flags as Linux spells them; a test that runs code compiled for a CPU asks :func:`_host_cpu.runs_here`.
+host_flags = cpu_features.host_flags
 
 
 def quantized(directory: Path, fp32: onnx.ModelProto, calibration: dict[str, np.ndarray]) -> str:

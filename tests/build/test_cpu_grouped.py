@@ -10,6 +10,8 @@ from onnx import TensorProto, helper, numpy_helper
 tvm = pytest.importorskip("tvm")
 ort = pytest.importorskip("onnxruntime")
 
+from _host_cpu import host_target  # noqa: E402
+
 from edgekit.compiler.backends.llvm.relax_build import build_cpu, import_onnx, prepare_cpu_module, schedule_passes
 from edgekit.frontend.loader import load_model
 
@@ -18,9 +20,7 @@ GROUPS, PER_GROUP, HW = 4, 34, 9  # ShuffleNet's 4 groups of 34: padded to whole
 
 
 def _target():
-    from tvm.target import codegen
-
-    return tvm.target.Target({"kind": "llvm", "mcpu": codegen.llvm_get_system_cpu()})
+    return host_target()  # this CPU, less what it lacks (or EDGEKIT_TEST_HOST_FLAGS)
 
 
 def shuffle_unit(seed: int = 0) -> onnx.ModelProto:

@@ -17,6 +17,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import tvm
+from _host_cpu import runs_here, skip_unless_runs_here
 from onnx import TensorProto, helper, numpy_helper
 
 import edgekit.compiler.backends.llvm.int8 as cpu_int8
@@ -38,6 +39,7 @@ X86 = {
     "alderlake": VNNI256,  # AVX-VNNI, no AVX-512
     "icelake-server": VNNI512,
     "znver4": VNNI512,
+    "sapphirerapids": VNNI512,  # AMX-INT8 too: no AMX kernels, the AVX512-VNNI ones
 }
 
 
@@ -248,8 +250,7 @@ def test_avx2_depthwise_tap_pairs_are_exact_at_the_extremes(int8_model, tmp_path
     # Two taps summed in int16: 2 * 128 * 127 = 32,512 fits, so every weight +-127
     # with inputs saturated to -128 is exact; a -128 weight (2 * 128 * 128 would
     # not fit) takes the one-tap kernel.
-    if "haswell" not in _runnable_targets():
-        pytest.skip("this CPU has no AVX2")
+    skip_unless_runs_here("haswell")
     target = tvm.target.Target({"kind": "llvm", "mcpu": "haswell"})
     extreme = _with_depthwise_weights(int8_model, tmp_path / "extreme.onnx",
                                       lambda shape: np.where(np.arange(np.prod(shape)).reshape(shape) % 4 < 2, 127, -127))
@@ -314,28 +315,13 @@ def test_aarch64_int8_conv_uses_neon_widening_multiplies(int8_model):
 # --------------------------------------------------------------------------- #
 
 
-def _host_features() -> set[str]:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
+#: Targets whose code the numerics tests run where this CPU can: AVX2, AVX-512, AVX512-VNNI (+ VBMI).
+RUN_TARGETS = ("haswell", "skylake-avx512", "icelake-server")
 
 
 def _runnable_targets() -> list[str]:
-    """Targets whose code this machine can execute."""
-    flags = _host_features()
-    out = []
-    if "avx2" in flags:
-        out.append("haswell")
-    if {"avx512bw", "avx512vl"} <= flags:
-        out.append("skylake-avx512")
-    if {"avx512_vnni", "avx512bw", "avx512vl"} <= flags:
-        out.append("icelake-server")
-    return out
+    """:data:`RUN_TARGETS` whose code this machine can execute."""
+    return [m for m in RUN_TARGETS if runs_here(m)]
 
 
 def _run(model_path: str, target: tvm.target.Target, x: np.ndarray) -> np.ndarray:
@@ -350,10 +336,9 @@ def _run(model_path: str, target: tvm.target.Target, x: np.ndarray) -> np.ndarra
     return np.concatenate(outs), built
 
 
-@pytest.mark.parametrize("mcpu", _runnable_targets() or ["none"])
+@pytest.mark.parametrize("mcpu", RUN_TARGETS)
 def test_dot_kernels_are_bit_exact_with_generic_integer_kernels(int8_model, mcpu, monkeypatch):
-    if mcpu == "none":
-        pytest.skip("this CPU has no AVX2")
+    skip_unless_runs_here(mcpu)
     target = tvm.target.Target({"kind": "llvm", "mcpu": mcpu})
     x = np.random.default_rng(5).standard_normal((1, 3, 10, 10)).astype(np.float32)
     got, built = _run(int8_model, target, x)
@@ -375,8 +360,7 @@ def test_dot_kernels_are_bit_exact_with_generic_integer_kernels(int8_model, mcpu
 
 
 def test_pmaddubsw_kernels_are_bit_exact_with_generic_integer_kernels(int8_7bit_model, monkeypatch):
-    if "haswell" not in _runnable_targets():
-        pytest.skip("this CPU has no AVX2")
+    skip_unless_runs_here("haswell")
     target = tvm.target.Target({"kind": "llvm", "mcpu": "haswell"})
     x = np.random.default_rng(6).standard_normal((2, 3, 10, 10)).astype(np.float32)
     got, built = _run(int8_7bit_model, target, x)
@@ -388,7 +372,7 @@ def test_pmaddubsw_kernels_are_bit_exact_with_generic_integer_kernels(int8_7bit_
 
 def test_float_requantization_is_within_one_step_of_the_fixed_point_form(int8_model, monkeypatch):
     if not _runnable_targets():
-        pytest.skip("this CPU has no AVX2")
+        pytest.skip(f"this CPU runs none of {', '.join(RUN_TARGETS)}")
     target = tvm.target.Target({"kind": "llvm", "mcpu": _runnable_targets()[0]})
     x = np.random.default_rng(6).standard_normal((4, 3, 10, 10)).astype(np.float32)
     got = _run(int8_model, target, x)[0]
@@ -456,7 +440,7 @@ def test_table_lookups_are_vector_kernels(tmp_path, monkeypatch, mcpu):
     assert len(lookups) == 1, sorted(gv.name_hint for gv in prepared.get_global_vars())
     text = tvm.tirx.build(tvm.IRModule({"main": lookups[0].with_attr("global_symbol", "main")}), target).inspect_source("asm")
     assert _mnemonics(text) & instructions, sorted(_mnemonics(text))
-    if mcpu not in _runnable_targets() and not (mcpu == "icelake-server" and "avx512vbmi" in _host_features()):
+    if not runs_here(mcpu):
         return
     # Bit-exact with TVM's gathers on this machine.
     x = np.random.default_rng(5).standard_normal((1, 8, 12, 12)).astype(np.float32)
@@ -468,8 +452,7 @@ def test_table_lookups_are_vector_kernels(tmp_path, monkeypatch, mcpu):
 
 @pytest.mark.parametrize("mcpu", list(LOOKUPS))
 def test_lookup_kernels_map_every_int8_value(mcpu):
-    if mcpu not in _runnable_targets() and not (mcpu == "icelake-server" and "avx512vbmi" in _host_features()):
-        pytest.skip(f"this CPU cannot run {mcpu} code")
+    skip_unless_runs_here(mcpu)
     rng = np.random.default_rng(7)
     table = rng.integers(-128, 128, 256).astype(np.int8)
     x = np.concatenate([np.arange(-128, 128), rng.integers(-128, 128, 300 - 256)]).astype(np.int8).reshape(1, 300)

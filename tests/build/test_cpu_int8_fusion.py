@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 import pytest
 import tvm
+from _host_cpu import needs_cpu
 from _int8_checks import quantized, run_built
 from onnx import TensorProto, helper, numpy_helper
 
@@ -25,14 +26,6 @@ from edgekit.compiler.importer import import_onnx
 from edgekit.frontend.loader import load_model
 
 HASWELL = tvm.target.Target({"kind": "llvm", "mcpu": "haswell"})
-
-
-def _avx2_host() -> bool:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return any(line.startswith("flags") and " avx2" in line for line in f)
-    except OSError:
-        return False
 
 
 def _fp32_model() -> onnx.ModelProto:
@@ -130,7 +123,7 @@ def test_int16_operands_come_straight_from_the_requantization(int8_model, monkey
     assert _int8_then_int16(_scheduled(int8_model)) == 1
 
 
-@pytest.mark.skipif(not _avx2_host(), reason="this CPU cannot run haswell code")
+@needs_cpu(HASWELL)
 def test_fused_kernels_are_bit_identical_with_unfused_ones(int8_model, monkeypatch):
     x = np.random.default_rng(5).standard_normal((1, 8, 9, 14)).astype(np.float32)
     got = run_built(int8_model, HASWELL, x)
@@ -143,7 +136,7 @@ def test_fused_kernels_are_bit_identical_with_unfused_ones(int8_model, monkeypat
     np.testing.assert_array_equal(got, want)
 
 
-@pytest.mark.skipif(not _avx2_host(), reason="this CPU cannot run haswell code")
+@needs_cpu(HASWELL)
 @pytest.mark.parametrize("channels", [32, 40, 72])
 def test_lookup_pad_kernel_maps_every_value_and_pads(channels):
     rng = np.random.default_rng(channels)

@@ -16,7 +16,8 @@ import numpy as np
 import onnx
 import pytest
 import tvm
-from _int8_checks import assert_within_one_lsb_of_onnxruntime, host_flags, kernel_calls, quantized, run_built
+from _host_cpu import needs_cpu
+from _int8_checks import assert_within_one_lsb_of_onnxruntime, kernel_calls, quantized, run_built
 from onnx import TensorProto, helper, numpy_helper
 
 import edgekit.compiler.backends.llvm.concat_layout as concat_layout
@@ -109,7 +110,7 @@ def test_vbmi_lookup_writes_the_conv_operand(int8_model, monkeypatch):
     assert u8_lookups() == []
 
 
-@pytest.mark.skipif(not {"avx512_vnni", "avx512bw", "avx512vl"} <= host_flags(), reason="this CPU runs no AVX512-VNNI code")
+@needs_cpu("icelake-server")
 def test_folded_pad_is_bit_identical_and_within_one_lsb_of_onnxruntime(int8_model, monkeypatch):
     target = tvm.target.Target({"kind": "llvm", "mcpu": "icelake-server"})
     x = np.random.default_rng(5).standard_normal((1, 8, 12, 12)).astype(np.float32)

@@ -10,6 +10,8 @@ from onnx import TensorProto, helper, numpy_helper
 tvm = pytest.importorskip("tvm")
 ort = pytest.importorskip("onnxruntime")
 
+from _host_cpu import host_target  # noqa: E402
+
 from edgekit.compiler.backends.llvm.relax_build import build_cpu, import_onnx, prepare_cpu_module, set_num_threads
 from edgekit.compiler.backends.llvm.schedule import simd_lanes
 from edgekit.frontend.loader import load_model
@@ -18,9 +20,7 @@ RTOL = 1e-4
 
 
 def _target():
-    from tvm.target import codegen
-
-    return tvm.target.Target({"kind": "llvm", "mcpu": codegen.llvm_get_system_cpu()})
+    return host_target()  # this CPU, less what it lacks (or EDGEKIT_TEST_HOST_FLAGS)
 
 
 def _model(nodes, inputs, outputs, inits):

@@ -21,6 +21,8 @@ from onnx import TensorProto, helper, numpy_helper
 ort = pytest.importorskip("onnxruntime")
 tvm = pytest.importorskip("tvm")
 
+from _host_cpu import needs_cpu  # noqa: E402
+
 from edgekit.compiler.backends.llvm.relax_build import build_cpu  # noqa: E402
 from edgekit.compiler.backends.llvm.requant import uses_float_requant  # noqa: E402
 from edgekit.compiler.importer import import_onnx  # noqa: E402
@@ -28,14 +30,6 @@ from edgekit.frontend.loader import load_model  # noqa: E402
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "int8_fidelity.py"
 SHAPE = [1, 8, 16, 16]
-
-
-def _avx2() -> bool:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return any(line.startswith("flags") and " avx2" in line for line in f)
-    except OSError:
-        return False
 
 
 def _ties_model() -> onnx.ModelProto:
@@ -69,7 +63,7 @@ def _ties_model() -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
-@pytest.mark.skipif(not _avx2(), reason="runs code compiled for an AVX2 target")
+@needs_cpu("haswell")
 def test_float_requantization_rounds_exact_ties_to_even_like_quantize_linear() -> None:
     model = _ties_model()
     rng = np.random.default_rng(0)
@@ -114,7 +108,7 @@ def test_isolated_layers_reproduce_the_graphs_own_values(script_module) -> None:
             np.testing.assert_array_equal(exact[0][layer.name(layer.output)], full[0][layer.output])
 
 
-@pytest.mark.skipif(not _avx2(), reason="runs code compiled for an AVX2 target")
+@needs_cpu("haswell")
 def test_float_requantization_resolves_values_near_half_way_points() -> None:
     """Accumulators whose exact requantized value is 1e-5..2e-5 LSB from a half-way point round correctly.
 

@@ -20,7 +20,8 @@ import numpy as np
 import onnx
 import pytest
 import tvm
-from _int8_checks import assert_within_one_lsb_of_onnxruntime, host_flags, quantized, run_built
+from _host_cpu import needs_cpu
+from _int8_checks import assert_within_one_lsb_of_onnxruntime, quantized, run_built
 from onnx import TensorProto, helper, numpy_helper
 
 import edgekit.compiler.backends.llvm.lookup as cpu_lookup
@@ -136,7 +137,7 @@ def test_haswell_arithmetic_build_has_no_table_kernels_where_a_form_applies(int8
     assert sum(n.startswith(("lookup_avx2", "lookup_pad_avx2")) for n in names) == 3, names
 
 
-@pytest.mark.skipif("avx2" not in host_flags(), reason="this CPU cannot run haswell code")
+@needs_cpu(HASWELL)
 def test_arithmetic_activations_are_bit_identical_with_the_tables(int8_model, monkeypatch):
     x = np.random.default_rng(5).standard_normal((1, 8, 9, 14)).astype(np.float32) * 3
     want = run_built(int8_model, HASWELL, x)

@@ -11,7 +11,7 @@ import re
 import numpy as np
 import pytest
 import tvm
-from _int8_checks import host_flags
+from _host_cpu import needs_cpu
 
 from edgekit.compiler.backends.llvm.lookup import _avx2_slices, _lookup_avx2_func
 
@@ -40,7 +40,7 @@ def test_no_blends_in_the_kernel():
     assert mnemonics.count("vpshufb") >= 16 and "vpaddusb" in mnemonics, sorted(set(mnemonics))
 
 
-@pytest.mark.skipif("avx2" not in host_flags(), reason="this CPU cannot run haswell code")
+@needs_cpu(HASWELL)
 @pytest.mark.parametrize("shape", [(1, 1, 1, 20), (1, 1, 1, 32), (1, 300), (3, 37), (1, 2, 4, 72)])
 def test_every_int8_value_whole_steps_overlapping_tail_and_scalar_gates(shape):
     rng = np.random.default_rng(sum(shape))
