@@ -82,7 +82,7 @@ def latency_ms(models: list[onnx.ModelProto], feeds: dict[str, np.ndarray], mcpu
     from edgekit.compiler.importer import import_onnx
     from edgekit.frontend.loader import load_model
 
-    target = tvm.target.Target({"kind": "llvm", "mcpu": mcpu})
+    target = quantization.runnable_target(mcpu)
     vms = []
     for model in models:
         mod, weights = import_onnx(load_model(model))[:2]

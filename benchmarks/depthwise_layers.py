@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from quantization import CASES, cpu_description  # noqa: E402
+from quantization import CASES, cpu_description, runnable_target  # noqa: E402
 
 import edgekit.compiler.backends.llvm.int8 as cpu_int8  # noqa: E402
 from edgekit.compiler.backends.llvm.relax_build import build_cpu  # noqa: E402
@@ -131,15 +131,14 @@ def _sum(times: dict[str, float], *fragments: str) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import tvm
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mcpu", default="znver5", help="LLVM CPU to compile for (this CPU must run its code)")
+    parser.add_argument("--mcpu", default=None, help="LLVM CPU to compile for (default: this CPU; it must run the code)")
     parser.add_argument("--models", default="ppocr-cls,ppocr-det")
     parser.add_argument("--runs", type=int, default=100)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    target = tvm.target.Target({"kind": "llvm", "mcpu": args.mcpu})
+    target = runnable_target(args.mcpu)
+    args.mcpu = args.mcpu or str(target.attrs["mcpu"])
     rows, totals = [], collections.defaultdict(float)
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory(prefix="edgekit-dw-layers-") as tmp:

@@ -60,7 +60,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from quantization import CASES, cpu_description  # noqa: E402
+from quantization import CASES, cpu_description, runnable_target  # noqa: E402
 
 from edgekit.compress import QuantConfig, quantize  # noqa: E402
 
@@ -268,14 +268,9 @@ class Edgekit:
 
         from edgekit.compiler.backends.llvm.relax_build import build_cpu
         from edgekit.compiler.importer import import_onnx
-        from edgekit.core.profiles import load_profiles
         from edgekit.frontend.loader import load_model
 
-        if mcpu:
-            self.target = tvm.target.Target({"kind": "llvm", "mcpu": mcpu})
-        else:
-            profiles = load_profiles()
-            self.target = profiles.target_of(profiles.board("host")).tvm_target()
+        self.target = runnable_target(mcpu)
         prepared = load_model(model)
         self.inputs = [s.name for s in prepared.inputs]
         self.outputs = [s.name for s in prepared.outputs]

@@ -45,7 +45,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from quantization import CASES, cpu_description  # noqa: E402
+from quantization import CASES, cpu_description, runnable_target  # noqa: E402
 
 from edgekit.compiler.backends.llvm.relax_build import build_cpu  # noqa: E402
 from edgekit.compiler.importer import import_onnx  # noqa: E402
@@ -96,7 +96,7 @@ def measure(name: str, mcpu: str, tmp: Path, rounds: int, runs: int, threads: in
     guard = tmp / f"{case.name}-qdq-fp32.onnx"
     onnx.save(float_model(onnx.load(str(int8))), str(guard))
     feeds = {k: np.ascontiguousarray(v[:1]) for k, v in case.evaluation.items()}
-    target = tvm.target.Target({"kind": "llvm", "mcpu": mcpu})
+    target = runnable_target(mcpu)
     vms = {}
     for tag, path in (("int8", int8), ("fp32", fp32), ("qdq_fp32", guard)):
         mod, weights = import_onnx(load_model(str(path)))[:2]

@@ -456,6 +456,28 @@ def _time(session: ort.InferenceSession, feeds: dict[str, np.ndarray], runs: int
 # --------------------------------------------------------------------------- #
 
 
+def runnable_target(mcpu: str | None) -> Any:
+    """The LLVM target for ``mcpu`` (None: this CPU, as the ``host`` board compiles for it).
+
+    Exits with a message when this CPU lacks an extension of ``mcpu``'s code:
+    it would die with SIGILL in the middle of the measurement.
+    """
+    import tvm
+
+    from edgekit.core import cpu_features
+    from edgekit.core.profiles import load_profiles
+
+    if not mcpu:
+        profiles = load_profiles()
+        return profiles.target_of(profiles.board("host")).tvm_target()
+    target = tvm.target.Target({"kind": "llvm", "mcpu": mcpu})
+    if not cpu_features.runs_here(target):
+        missing = ", ".join(cpu_features.missing_features(target)) or "its ISA"
+        raise SystemExit(f"this CPU cannot run {mcpu} code (no {missing}): pick an --mcpu it runs, e.g. "
+                         f"{tvm.target.codegen.llvm_get_system_cpu()}")  # fmt: skip
+    return target
+
+
 def cpu_description() -> str:
     """The CPU's model name and the SIMD features that decide the int8 kernels."""
     name, flags = platform.processor() or platform.machine(), set()

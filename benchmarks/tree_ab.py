@@ -81,9 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sys.path.insert(0, str(REPO))
     from int8_target import interleaved_p10
+    from quantization import runnable_target
 
     from edgekit.compiler.backends.llvm.relax_build import set_num_threads
 
+    runnable_target(args.mcpu)  # exits here rather than with SIGILL in a build's first call
     models = args.models.split(",")
     with tempfile.TemporaryDirectory(prefix="edgekit-tree-ab-") as tmp:
         dirs = {"A": Path(tmp) / "a", "B": Path(tmp) / "b"}
