@@ -89,13 +89,27 @@ def _num(value: float) -> str:
     return f"{value:.3g}"
 
 
-def _stat_row(label: str, stats: dict[str, float], throughput: float) -> list[str]:
-    return [label, *(_num(stats[k]) for k in STAT_KEYS), _num(throughput)]
+def _rate(value: float) -> str:
+    """Runs per second, thousands as ``k``: ``186573`` -> ``187k``."""
+    return _num(value) if value < 10_000 else f"{value / 1000:.0f}k"
+
+
+def _time_unit(report: dict[str, Any]) -> tuple[str, float]:
+    """``ms``, or ``µs`` when edgekit's median is under a millisecond: a
+    10-us model printed in ms (``0.00533``) needs seven characters a column,
+    and eight such columns overflow an 80-column terminal (rich then cut the
+    digits: ``0.005…``)."""
+    return ("ms", 1.0) if report["latency_ms"]["p50"] >= 1.0 else ("µs", 1000.0)
+
+
+def _stat_row(label: str, stats: dict[str, float], throughput: float, scale: float = 1.0) -> list[str]:
+    return [label, *(_num(stats[k] * scale) for k in STAT_KEYS), _rate(throughput)]
 
 
 def _render(report: dict[str, Any]) -> None:
     sim = " (simulated)" if report["simulated"] else ""
-    table = Table(title=f"{report['model']} on {report['board']}{sim}: latency in ms over {report['runs']} runs "
+    unit, scale = _time_unit(report)
+    table = Table(title=f"{report['model']} on {report['board']}{sim}: latency in {unit} over {report['runs']} runs "
                         f"({report['warmup']} warm-up, {report['threads']} thread(s), {report['inputs']} inputs)",
                   # No vertical rules: eight columns of numbers then fit 80 columns without cut digits.
                   box=box.SIMPLE_HEAD)
@@ -103,10 +117,10 @@ def _render(report: dict[str, Any]) -> None:
     for key in STAT_KEYS:
         table.add_column(key, justify="right", no_wrap=True)
     table.add_column("per s", justify="right", no_wrap=True)
-    table.add_row(*_stat_row("edgekit", report["latency_ms"], report["throughput_per_s"]))
+    table.add_row(*_stat_row("edgekit", report["latency_ms"], report["throughput_per_s"], scale))
     if "ort_latency_ms" in report:
         label = "onnxruntime" if not report.get("simulated") else "ort (host)"
-        table.add_row(*_stat_row(label, report["ort_latency_ms"], report["ort_throughput_per_s"]))
+        table.add_row(*_stat_row(label, report["ort_latency_ms"], report["ort_throughput_per_s"], scale))
     console.print(table)
     if report["simulated"] and "cycles" not in report:
         console.print("latency: the emulator's wall clock on this host, not the board's latency", highlight=False)

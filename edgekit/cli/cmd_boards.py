@@ -6,7 +6,7 @@ import argparse
 
 from rich.table import Table
 
-from edgekit.cli.render import add_json_flags, console, emit_result
+from edgekit.cli.render import add_json_flags, console, emit_result, print_whole
 from edgekit.api.boards import list_boards
 
 
@@ -42,5 +42,5 @@ def run(args: argparse.Namespace) -> int:
         clock = f"{b.clock_hz / 1e6:g} MHz" if b.clock_hz else "-"
         table.add_row(b.name, b.target, clock, _size(b.memory.ram_bytes), _size(b.memory.flash_bytes),
                       b.transport.kind, b.simulator.kind)
-    console.print(table)
+    print_whole(table, console)
     return 0

@@ -20,11 +20,29 @@ from rich.console import Console
 from edgekit.api import jsonio
 from edgekit.api.target import RunTarget
 
-__all__ = ["console", "err_console", "write_json", "emit_json", "add_json_flags", "emit_result", "json_to_stdout",
-           "add_target_flags", "target_of", "format_bytes", "StageProgress"]  # fmt: skip
+__all__ = ["console", "err_console", "print_whole", "write_json", "emit_json", "add_json_flags", "emit_result",
+           "json_to_stdout", "add_target_flags", "target_of", "format_bytes", "StageProgress"]  # fmt: skip
 
 console = Console()
 err_console = Console(stderr=True)
+
+
+def print_whole(table: Any, out: Console | None = None) -> None:
+    """Prints ``table`` with no cell cut where nobody can widen the window:
+    in a pipe or a log (rich assumes 80 columns there, and ``edgekit boards``
+    printed ``raspberr…``) it is printed at its natural width; on a terminal
+    it fits the terminal as usual."""
+    out = out or console
+    if out.is_terminal:
+        out.print(table)
+        return
+    natural = out.measure(table, options=out.options.update(max_width=10_000)).maximum
+    if natural <= out.width:
+        out.print(table)
+        return
+    # print(width=...) cannot exceed the console's width; a console of the
+    # table's width on the same stream can.
+    Console(file=out.file, width=natural, color_system=None).print(table)
 
 
 def write_json(path: str | Path, data: Any) -> None:

@@ -10,7 +10,7 @@ from rich import box
 from rich.table import Table
 
 from edgekit.api.compress import CompressResult
-from edgekit.cli.render import console
+from edgekit.cli.render import console, format_bytes
 from edgekit.compress.payoff import PayoffReport
 from edgekit.compress.quality import QualityReport
 
@@ -116,14 +116,19 @@ def _render_quant(report: QualityReport) -> None:
 def _render_payoff(report: PayoffReport) -> None:
     tbl = Table(title=f"on {report.board}, step by step against fp32", box=box.SIMPLE_HEAD)
     for col in ("step", "cycles" if report.simulated else "latency", "vs fp32", "arena", "weights+code"):
-        tbl.add_column(col, justify="left" if col == "step" else "right", no_wrap=col != "step")
+        tbl.add_column(col, justify="left" if col == "step" else "right", no_wrap=col != "step", overflow="fold")
+    # Why a step has no numbers goes under the table, numbered: a compiler's
+    # error in a cell took the table's whole width and cut every other column.
+    notes: list[str] = []
     for row in report.summary():
         name = "all steps" if row["step"] == "chain" else row["step"]
+        if row["error"]:
+            notes.append(f"({len(notes) + 1}) {name}: {row['error']}")
         if row["error"] and row["flash_bytes"] is None:
-            tbl.add_row(name, row["error"], "", "", "")
+            tbl.add_row(name, f"failed ({len(notes)})", "", "", "")
             continue
         if row["error"]:  # compiled, but could not run here
-            lat = row["error"]
+            lat = f"not run ({len(notes)})"
         elif row["cycles"] is not None:
             lat = f"{row['cycles'] / 1e6:.3g} M" if row["cycles"] >= 1e6 else f"{row['cycles'] / 1e3:.3g} k"
         else:
@@ -138,13 +143,15 @@ def _render_payoff(report: PayoffReport) -> None:
         tbl.add_row(name, lat, vs, _sized(row["arena_bytes"], row["arena_vs_fp32"]),
                     _sized(row["flash_bytes"], row["flash_vs_fp32"]))
     console.print(tbl)
+    for note in notes:
+        console.print(note, highlight=False)
     console.print(report.timing, highlight=False)
 
 
 def _sized(n: int | None, ratio: float | None) -> str:
     if n is None:
         return "-"
-    text = f"{n / 1024:.1f} KiB"
+    text = format_bytes(n)
     return text if ratio is None or abs(ratio - 1.0) < 0.005 else f"{text} {100 * (ratio - 1):+.0f}%"
 
 
