@@ -76,6 +76,17 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f} ms"
 
 
+def _speedup_words(choice: "Int8Choice") -> str:
+    """What int8 bought on this board, from the whole-model times: ``int8
+    1.76x faster than fp32``; empty when they were not measured."""
+    t = choice.model_ms
+    if not t.get("fp32") or not t.get("int8") or not t.get(choice.decision):
+        return ""
+    if choice.decision == "fp32":  # the whole-model guard: fp32 measured faster
+        return f"int8 {t['int8'] / t['fp32']:.2f}x slower than fp32, so fp32 kept"
+    return f"{choice.decision} {t['fp32'] / t[choice.decision]:.2f}x faster than fp32"
+
+
 def _int8_choice_rows(table: Table, choice: "Int8Choice | None") -> None:
     """The int8/fp32 choice: the decision, the whole-model times and every layer kept in fp32."""
     if choice is None:
@@ -83,7 +94,9 @@ def _int8_choice_rows(table: Table, choice: "Int8Choice | None") -> None:
     times = ", ".join(f"{k} {_ms(v)}" for k, v in choice.model_ms.items())
     table.add_row("int8 choice", f"{choice.decision} ({choice.source}): {choice.reason}")
     if times:
-        table.add_row("", f"whole model: {times}; {choice.extra_seconds:.1f} s of compile time")
+        bought = _speedup_words(choice)
+        table.add_row("", f"whole model: {times}{f' ({bought})' if bought else ''}; "
+                      f"{choice.extra_seconds:.1f} s of compile time")
     if choice.source not in ("off", "unknown"):
         table.add_row("", f"{len(choice.layers)} of {choice.candidates} quantized layers timed alone"
                       + (f", {choice.not_timed} not timed (budget; stay int8)" if choice.not_timed else "")
