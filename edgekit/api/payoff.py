@@ -193,7 +193,9 @@ def measure_payoffs(
             folder.mkdir(parents=True, exist_ok=True)
         tick = _Ticker(progress, 2 * len(plan.models) + (eval_data is not None) + rounds)
         measured = _measure(plan, brd, folder, board_dirs, tick, rounds, runs)
-        simulated = any(m.simulated for m in measured.values() if not m.error and not m.bench_error)
+        ran = [m for m in measured.values() if not m.error and not m.bench_error]
+        simulated = any(m.simulated for m in ran)
+        emulated = simulated and all(m.cycles is None for m in ran)
         if eval_data is not None:
             tick("evaluating", "")
             ok = [k for k, m in measured.items() if not m.error and not m.bench_error]
@@ -202,7 +204,7 @@ def measure_payoffs(
                       labels, max_eval, (not simulated) if eval_compiled is None else eval_compiled)  # fmt: skip
         tick("done")
     return build_report(plan, measured, brd.name, simulated=simulated, clock_hz=brd.clock_hz, rounds=rounds, runs=runs,
-                        model_name=model_name)  # fmt: skip
+                        model_name=model_name, emulated=emulated)  # fmt: skip
 
 
 def _measure(plan: PayoffPlan, brd: Any, folder: Path, board_dirs: Iterable[Any], tick: "_Ticker", rounds: int,
@@ -290,9 +292,14 @@ def _bench(keys: Sequence[str], paths: Mapping[str, Path], measured: dict[str, P
             logger.warning("model %s does not run on %s: %s", k[:12], board, exc.message)
             continue
         m.simulated = bool(report["simulated"])
-        m.latency_ms = float(report["latency_ms"]["p50"])
         if "cycles" in report:
             m.cycles = float(report["cycles"]["p50"])
+        if not m.simulated or m.cycles is not None:
+            # An emulator that counts no cycles (qemu-user for the Linux
+            # boards) gives its wall clock on this machine: not the board's
+            # latency, so no latency and no speed-up (raspberry-pi-4: int8
+            # read "2.14x slower" under a "cycles" heading before).
+            m.latency_ms = float(report["latency_ms"]["p50"])
         m.ort_max_rel_error = report.get("ort_max_rel_error", {}).get("max")
 
 

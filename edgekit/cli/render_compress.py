@@ -115,12 +115,14 @@ def _render_quant(report: QualityReport) -> None:
 
 def _render_payoff(report: PayoffReport) -> None:
     tbl = Table(title=f"on {report.board}, step by step against fp32", box=box.SIMPLE_HEAD)
-    for col in ("step", "cycles" if report.simulated else "latency", "vs fp32", "arena", "weights+code"):
+    rows = report.summary()
+    cycles = any(row["cycles"] is not None for row in rows)
+    for col in ("step", "cycles" if cycles else "latency", "vs fp32", "arena", "weights+code"):
         tbl.add_column(col, justify="left" if col == "step" else "right", no_wrap=col != "step", overflow="fold")
     # Why a step has no numbers goes under the table, numbered: a compiler's
     # error in a cell took the table's whole width and cut every other column.
     notes: list[str] = []
-    for row in report.summary():
+    for row in rows:
         name = "all steps" if row["step"] == "chain" else row["step"]
         if row["error"]:
             notes.append(f"({len(notes) + 1}) {name}: {row['error']}")

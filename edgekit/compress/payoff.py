@@ -390,7 +390,7 @@ class PayoffReport:
         fp32 = self.rows[0].after if self.rows else None
         has_labels = any("top1_pct" in m.eval for m in self.packages.values())
         quality = "top-1" if has_labels else "top-1 agree / SQNR"
-        lat = "cycles (latency)" if self.simulated else "latency p50"
+        lat = "cycles (latency)" if any(m.cycles is not None for m in self.packages.values()) else "latency p50"
         lines = []
         if title:
             lines.append(f"**{self.model_name or 'model'} on `{self.board}`** — {self.timing}")
@@ -592,7 +592,8 @@ def plan_payoff(
 
 
 def build_report(plan: PayoffPlan, measured: Mapping[str, PackageMeasurement], board: str, *, simulated: bool,
-                 clock_hz: float, rounds: int, runs: int, model_name: str = "") -> PayoffReport:  # fmt: skip
+                 clock_hz: float, rounds: int, runs: int, model_name: str = "",
+                 emulated: bool = False) -> PayoffReport:  # fmt: skip
     """The report from the measurement of every model of ``plan``: speed-ups
     against the model before each step and against fp32, and verdicts.
 
@@ -602,6 +603,8 @@ def build_report(plan: PayoffPlan, measured: Mapping[str, PackageMeasurement], b
         simulated: Whether latencies are simulated cycle counts.
         clock_hz: The board's clock (for the timing note of simulated boards).
         rounds, runs: Interleaved rounds and runs per round (wall-clock boards).
+        emulated: The simulator counts no cycles (qemu-user): no latency was
+            measured, only sizes and outputs.
     """
     fp32 = measured[plan.fp32_key]
     rows = [PayoffRow("fp32", "", None, fp32, fp32)]
@@ -618,7 +621,10 @@ def build_report(plan: PayoffPlan, measured: Mapping[str, PackageMeasurement], b
         row.verdict = _verdict(step, row, before, after)
         rows.append(row)
 
-    if simulated:
+    if emulated:
+        timing = ("emulated on this machine (no cycle counts): sizes and outputs only; no latency, as an "
+                  "emulator's wall clock is not the board's (measure on the board with a port)")  # fmt: skip
+    elif simulated:
         timing = (f"simulated, deterministic cycle counts (1 run each), latency at {clock_hz / 1e6:g} MHz; "
                   "speed-up = cycle ratio")  # fmt: skip
     else:
