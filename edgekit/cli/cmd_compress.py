@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from rich.markup import escape
+
 from edgekit.api.compress import CompressionGoalError, CompressOptions, QuantizeRequest, compress_model
 from edgekit.cli.progress import CliProgress
 from edgekit.cli.render import add_json_flags, emit_result, err_console
@@ -238,6 +240,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
     render_result(result)
     for warning in result.warnings:
-        err_console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
+        err_console.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False)
     err_console.print(f"wrote {args.output}" + (f" and {', '.join(args.report)}" if args.report else ""))
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from rich.markup import escape
 from rich.table import Table
 
 from edgekit.api.doctor import doctor_report
@@ -36,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
     ports = report["serial_ports"]
     table.add_row("serial ports", ", ".join(f"{p['device']} {p['vid_pid']}".strip() for p in ports) or "none")
     for name, why in report["fpga"].items():
-        table.add_row(name, f"[yellow]{why}[/]" if why else "ok")
+        # escape: "pip install 'edgekit[rtl]'" lost its "[rtl]" as a style tag
+        table.add_row(name, f"[yellow]{escape(why)}[/]" if why else "ok")
     gpu = report["gpu"]
     table.add_row("CUDA GPU", "yes" if gpu["tvm_cuda_device"] else "[yellow]none[/]")
     console.print(table)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from edgekit.api.inspect import inspect_model
@@ -183,4 +184,4 @@ def _render(report: ModelReport, *, show_layers: bool, planned: bool = False) ->
     for note in report.notes:
         console.print(f"[dim]note:[/dim] {note}", highlight=False)
     for warning in report.warnings:
-        console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
+        console.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False)

@@ -146,7 +146,7 @@ def _render_payoff(report: PayoffReport) -> None:
                     _sized(row["flash_bytes"], row["flash_vs_fp32"]))
     console.print(tbl)
     for note in notes:
-        console.print(note, highlight=False)
+        console.print(note, highlight=False, markup=False)
     console.print(report.timing, highlight=False)
 
 
