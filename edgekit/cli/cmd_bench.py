@@ -138,8 +138,10 @@ def _render(report: dict[str, Any]) -> None:
         if report.get("simulated"):
             # A simulated board's latency is the board's (cycles at its clock);
             # onnxruntime ran on this machine: the ratio compares two machines.
+            # An emulator without cycle counts (qemu-user) times this machine too, not the board.
+            whose = "the simulated board's" if "cycles" in report else "the emulator's"
             console.print(f"outputs vs onnxruntime: max relative error {err_text}: {verdict} "
-                          "(latencies are the simulated board's and this host's; not a like-for-like ratio)")
+                          f"(latencies are {whose} and this host's; not a like-for-like ratio)")
         else:
             console.print(f"p50 ratio edgekit/onnxruntime: {report['ratio_vs_ort']:.2f}x; "
                           f"max relative error {err_text}: {verdict}")

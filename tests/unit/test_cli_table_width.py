@@ -84,3 +84,14 @@ def test_payoff_failed_step_keeps_the_columns(monkeypatch: pytest.MonkeyPatch) -
     assert "failed (1)" in table and "not run (2)" in table and "1.1 MiB" in table
     assert "total_lanes" in notes.replace("\n", "") and "(2) all steps: not run: no simulator" in notes
 
+
+
+@pytest.mark.parametrize(("cycles", "whose"), [(None, "the emulator's"), (37929.0, "the simulated board's")])
+def test_simulated_bench_says_whose_latency(monkeypatch: pytest.MonkeyPatch, cycles: float | None, whose: str) -> None:
+    report = dict(_report(3.05, 0.0117), simulated=True)
+    if cycles is not None:
+        report["cycles"] = {k: cycles for k in STAT_KEYS}
+    con, out = _console(200)
+    monkeypatch.setattr(cmd_bench, "console", con)
+    cmd_bench._render(report)
+    assert f"latencies are {whose} and this host's" in out.getvalue()
