@@ -97,6 +97,9 @@ def _int8_choice_rows(table: Table, choice: "Int8Choice | None") -> None:
         bought = _speedup_words(choice)
         table.add_row("", f"whole model: {times}{f' ({bought})' if bought else ''}; "
                       f"{choice.extra_seconds:.1f} s of compile time")
+    if choice.source == "unknown":
+        table.add_row("", "what int8 buys there is measured on the board: compile the fp32 model for it too and "
+                      "`edgekit bench` both packages with --port (an emulator's time is not the board's)")
     if choice.source not in ("off", "unknown"):
         table.add_row("", f"{len(choice.layers)} of {choice.candidates} quantized layers timed alone"
                       + (f", {choice.not_timed} not timed (budget; stay int8)" if choice.not_timed else "")

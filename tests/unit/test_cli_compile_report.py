@@ -33,3 +33,13 @@ def test_compile_report_says_what_int8_bought(decision: str, times: dict, words:
         assert "faster than fp32" not in text and "whole model" not in text
     else:
         assert words in text
+
+
+def test_an_unmeasured_board_says_how_to_measure_int8_there() -> None:
+    table = Table()
+    table.add_column("what")
+    table.add_column("value")
+    _int8_choice_rows(table, Int8Choice("auto", "unknown", "int8", "kept int8: not measured"))
+    out = io.StringIO()
+    Console(file=out, width=300, color_system=None).print(table)
+    assert "compile the fp32 model for it too" in out.getvalue() and "--port" in out.getvalue()
