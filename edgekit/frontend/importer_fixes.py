@@ -177,6 +177,32 @@ def _mod(node: onnx.NodeProto, ctx: Context) -> "Rewrite | None":
     return Rewrite(nodes, [scalar(ctx, x, 0.0, p + "zero")])
 
 
+def _bit_shift(node: onnx.NodeProto, ctx: Context) -> "Rewrite | None":
+    # ONNX shifts by the width or more give 0 (sign fill to the right for
+    # signed types); LLVM leaves them undefined, so the answer depended on the
+    # CPU: right with AVX-512BW (vpsllvw saturates the count), wrong with AVX2.
+    x, y, out = node.input[0], node.input[1], node.output[0]
+    kind = elem(ctx, x)
+    if kind is None or out.endswith("__shift_raw") or y.endswith("__shift_y"):  # already guarded
+        return None
+    dtype = helper.tensor_dtype_to_np_dtype(kind)
+    width = 8 * dtype.itemsize
+    shift = ctx.const(node, 1)
+    if shift is not None and shift.size and 0 <= int(shift.min()) and int(shift.max()) < width:
+        return None
+    p = f"{out}__shift_"
+    if text_attr(node, "direction", "") == "RIGHT" and np.issubdtype(dtype, np.signedinteger):
+        clamped = helper.make_node("Min", [y, p + "top"], [p + "y"])
+        return Rewrite([clamped, helper.make_node("BitShift", [x, p + "y"], [out], direction="RIGHT")],
+                       [scalar(ctx, y, width - 1, p + "top")])  # fmt: skip
+    raw = onnx.NodeProto()
+    raw.CopyFrom(node)
+    raw.output[0] = p + "raw"
+    nodes = [raw, helper.make_node("GreaterOrEqual", [y, p + "width"], [p + "out"]),
+             helper.make_node("Where", [p + "out", p + "zero", p + "raw"], [out])]  # fmt: skip
+    return Rewrite(nodes, [scalar(ctx, y, width, p + "width"), scalar(ctx, x, 0, p + "zero")])
+
+
 def _reduce_extreme(node: onnx.NodeProto, ctx: Context) -> "Rewrite | None":
     # TVM starts max/min at the lowest/highest *finite* value: a reduction
     # over nothing but -inf (+inf for min) returns that value, not the
@@ -394,6 +420,7 @@ IMPORTER_RULES: dict[str, Rule] = {
     "RoiAlign": _roi_align,
     "SpaceToDepth": _space_to_depth,
     "Mod": _mod,
+    "BitShift": _bit_shift,
     "ReduceMax": _reduce_extreme,
     "ReduceMin": _reduce_extreme,
     "MatMul": _in_float32,
