@@ -124,6 +124,15 @@ def test_readme_commands_after_plain_pip_install(fresh_env: dict) -> None:
             "--report", "r.html")
     assert (work / "r.html").stat().st_size > 0
     edgekit("compile", model, "--board", "host", "-o", "model.ekpkg", "--input-shape", "input=1x1x8x8")
+    # The int8 path (issue 14): the int8/fp32 choice times builds on this
+    # machine; the payoff compiles and times every step on the host.
+    compiled = json.loads(edgekit("compile", "model.int8.onnx", "--board", "host", "-o", "int8.ekpkg",
+                                  "--int8-choice", "auto", "--int8-choice-budget", "1", "--json"))
+    assert compiled["int8_choice"]["source"] == "measured", compiled["int8_choice"]
+    assert json.loads(edgekit("bench", "int8.ekpkg", "--runs", "5", "--compare-ort", "--json"))["outputs_agree"]
+    paid = json.loads(edgekit("compress", model, "-o", "paid.onnx", "--prune-structured", "0.3", "--calibration", data,
+                              "--quantize", "int8", "--board", "host", "--json"))
+    assert [r["step"] for r in paid["payoff"]["summary"]][:2] == ["fp32", "prune-structured"], paid["payoff"]
     edgekit("compile", "small.onnx", "--board", "rv32-mcu-sim", "-o", "pruned.ekpkg")
     flashed = json.loads(edgekit("flash", "pruned.ekpkg", "--board", "rv32-mcu-sim", "--sim", "--json"))
     assert flashed.get("verified") is True, flashed
