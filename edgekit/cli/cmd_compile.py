@@ -100,12 +100,20 @@ def _int8_choice_rows(table: Table, choice: "Int8Choice | None") -> None:
     if choice.source == "unknown":
         table.add_row("", "what int8 buys there is measured on the board: compile the fp32 model for it too and "
                       "`edgekit bench` both packages with --port (an emulator's time is not the board's)")
+    whole_fp32 = choice.decision == "fp32"
     if choice.source not in ("off", "unknown"):
-        table.add_row("", f"{len(choice.layers)} of {choice.candidates} quantized layers timed alone"
-                      + (f", {choice.not_timed} not timed (budget; stay int8)" if choice.not_timed else "")
-                      + (f", {choice.elementwise} elementwise (not timed alone; stay int8)"
-                         if choice.elementwise else ""))
+        # With the whole model in fp32 every quantized layer is listed, timed
+        # or not: count the timed ones, and nothing "stays int8" then.
+        timed = sum(1 for c in choice.layers if c.int8_ms is not None and c.fp32_ms is not None)
+        stay = "" if whole_fp32 else "; stay int8"
+        table.add_row("", f"{timed} of {choice.candidates} quantized layers timed alone"
+                      + (f", {choice.not_timed} not timed (budget{stay})" if choice.not_timed else "")
+                      + (f", {choice.elementwise} elementwise (not timed alone{stay})" if choice.elementwise else ""))
     fp32_layers = choice.fp32_layers
+    if whole_fp32:  # one line, not one per layer with the same reason
+        table.add_row("", f"all {len(fp32_layers)} quantized layers in fp32 (whole-model guard; --json lists them "
+                      "with the times of those timed alone)")
+        return
     for layer in fp32_layers[:20]:
         table.add_row(f"  fp32 {layer.node}", f"{layer.op_type}: int8 {_ms(layer.int8_ms)}, "
                       f"fp32 {_ms(layer.fp32_ms)} ({layer.source}); {layer.reason}")  # fmt: skip

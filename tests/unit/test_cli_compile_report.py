@@ -43,3 +43,24 @@ def test_an_unmeasured_board_says_how_to_measure_int8_there() -> None:
     out = io.StringIO()
     Console(file=out, width=300, color_system=None).print(table)
     assert "compile the fp32 model for it too" in out.getvalue() and "--port" in out.getvalue()
+
+
+def test_a_whole_model_in_fp32_is_one_line_and_counts_only_timed_layers() -> None:
+    from edgekit.compiler.backends.llvm.int8_choice import LayerCost
+
+    guard = "whole model in fp32 (whole-model guard)"
+    layers = [LayerCost("conv1", "Conv", 0.026, 0.082, "measured", kept="fp32", reason=guard),
+              LayerCost("conv2", "Conv", None, None, "measured", kept="fp32", reason=guard),
+              LayerCost("add1", "Add", None, None, "measured", kept="fp32", reason=guard)]  # fmt: skip
+    choice = Int8Choice("auto", "measured", "fp32", "whole-model guard", layers=layers,
+                        model_ms={"int8": 0.48, "fp32": 0.376}, candidates=3, not_timed=1, elementwise=1)  # fmt: skip
+    table = Table()
+    table.add_column("what")
+    table.add_column("value")
+    _int8_choice_rows(table, choice)
+    out = io.StringIO()
+    Console(file=out, width=300, color_system=None).print(table)
+    text = out.getvalue()
+    assert "1 of 3 quantized layers timed alone, 1 not timed (budget), 1 elementwise (not timed alone)" in text
+    assert "stay int8" not in text and "all 3 quantized layers in fp32" in text and "fp32 conv1" not in text
+    assert "(int8 1.28x slower than fp32, so fp32 kept)" in text
