@@ -27,7 +27,8 @@ SHAPE = (1, 8, 10, 14)
 def _model() -> onnx.ModelProto:
     """Hard-swish feeding depthwise convs: 33 channels (fewer than one 64-value lookup, a ragged block),
     88 (a last window overlapping the one before), 8 (fewer than a 16-channel block); the 33-channel
-    hard-swish also feeds an Add (two readers: the copy stays)."""
+    hard-swish also feeds an Add (two readers: the copy stays). Then ReLU convs feeding depthwise
+    convs: 32 channels (whole 16-channel blocks: the conv writes them) and 24 (whole 8-channel blocks only)."""
     rng = np.random.default_rng(0)
 
     def w(*shape: int) -> np.ndarray:
@@ -35,7 +36,8 @@ def _model() -> onnx.ModelProto:
 
     inits = [numpy_helper.from_array(v, k) for k, v in {
         "p1": w(33, 8, 1, 1), "d1": w(33, 1, 3, 3), "d2": w(33, 1, 3, 3), "p2": w(88, 33, 1, 1),
-        "d3": w(88, 1, 5, 5), "p3": w(8, 88, 1, 1), "d4": w(8, 1, 3, 3)}.items()]  # fmt: skip
+        "d3": w(88, 1, 5, 5), "p3": w(8, 88, 1, 1), "d4": w(8, 1, 3, 3), "p5": w(32, 8, 1, 1), "d5": w(32, 1, 3, 3),
+        "p6": w(24, 32, 1, 1), "d6": w(24, 1, 3, 3)}.items()]  # fmt: skip
     nodes = [
         helper.make_node("Conv", ["x", "p1"], ["c1"]),
         helper.make_node("HardSwish", ["c1"], ["h1"]),
@@ -48,10 +50,16 @@ def _model() -> onnx.ModelProto:
         helper.make_node("Conv", ["h3", "d3"], ["e3"], group=88, strides=[2, 2], pads=[2, 2, 2, 2]),
         helper.make_node("Conv", ["e3", "p3"], ["c3"]),
         helper.make_node("HardSwish", ["c3"], ["h4"]),
-        helper.make_node("Conv", ["h4", "d4"], ["y"], group=8, pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["h4", "d4"], ["e4"], group=8, pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["e4", "p5"], ["c5"]),
+        helper.make_node("Relu", ["c5"], ["r5"]),
+        helper.make_node("Conv", ["r5", "d5"], ["e5"], group=32, pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["e5", "p6"], ["c6"]),
+        helper.make_node("Relu", ["c6"], ["r6"]),
+        helper.make_node("Conv", ["r6", "d6"], ["y"], group=24, pads=[1, 1, 1, 1]),
     ]
     graph = helper.make_graph(nodes, "hswish_dw", [helper.make_tensor_value_info("x", TensorProto.FLOAT, SHAPE)],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 5, 7])], inits)  # fmt: skip
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 24, 5, 7])], inits)  # fmt: skip
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -81,7 +89,16 @@ def test_single_reader_lookups_write_the_blocked_input(int8_model, target, lanes
     assert sorted(w[1] * w[4] for w in written) == sorted([-(-33 // lanes) * lanes, -(-88 // lanes) * lanes]
                                                           + ([8] if lanes == 8 else []))  # fmt: skip
     assert all(w[4] == lanes and w[5] == "uint8" for w in written)
-    assert sorted(c[3] for c in copied) == ([8] if lanes == 16 else []) + [33]
+    assert sorted(c[3] for c in copied) == ([8, 24] if lanes == 16 else []) + [33]
+
+
+@pytest.mark.parametrize(("target", "lanes"), [(ZEN4, 16), (ALDERLAKE, 8)], ids=["znver4", "alderlake"])
+def test_convs_write_the_blocked_input_in_their_epilogue(int8_model, target, lanes):
+    calls = kernel_calls(int8_model, tvm.target.Target(target))
+    placed = [(name, out) for name, _ins, out in calls if "place_block" in name]
+    # Whole blocks only: 32 channels for 16-lane blocks, 32 and 24 for 8-lane ones; each in its conv's kernel.
+    assert sorted(out[1] * out[4] for _n, out in placed) == ([24] if lanes == 8 else []) + [32]
+    assert all(name.startswith("fused_conv2d_vnni") and out[4] == lanes for name, out in placed), placed
 
 
 @pytest.mark.parametrize("target", [ICELAKE, ALDERLAKE], ids=["icelake-server", "alderlake"])

@@ -44,7 +44,7 @@ from edgekit.compiler.relax_rewrite import is_call, round_up
 if TYPE_CHECKING:  # pragma: no cover
     import tvm
 
-__all__ = ["BLOCK", "PLACEMENT", "lower_depthwise_vnni", "schedule_depthwise_vnni", "supported"]
+__all__ = ["BLOCK", "PLACE_BLOCK", "PLACEMENT", "lower_depthwise_vnni", "placed", "schedule_depthwise_vnni", "supported"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +60,9 @@ BLOCK = "ek_dw_vnni_depthwise"
 MAX_ACCUMULATORS = {16: 15, 8: 10}
 #: Attribute of the input copy (:func:`_block_func`): ``[top, left, border]``.
 PLACEMENT = "edgekit_block_placement"
+#: Name of the block that writes the blocked input over the image in the producing kernel
+#: (:func:`edgekit.compiler.backends.llvm.depthwise_input.place_func`).
+PLACE_BLOCK = "place_interior"
 
 
 def _intrin(lanes: int) -> str:
@@ -142,6 +145,16 @@ def _block_func(shape: tuple[int, ...], top: int, left: int, out_hw: tuple[int, 
                             )
 
     return pad_block
+
+
+def placed(sch: Any, acc: Any) -> bool:
+    """True when the one consumer of a conv's write-back ``acc`` is the block writing this kernel's blocked
+    input over the image (:data:`PLACE_BLOCK`) on the write-back's whole domain: it can become its store."""
+    consumers = list(sch.get_consumers(acc))
+    if len(consumers) != 1 or sch.get(consumers[0]).name_hint != PLACE_BLOCK:
+        return False
+    domain = [int(v.dom.extent) for v in sch.get(consumers[0]).iter_vars]
+    return domain == [int(d) for d in sch.get(acc).writes[0].source.shape]
 
 
 # --------------------------------------------------------------------------- #

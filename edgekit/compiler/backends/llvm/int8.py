@@ -69,6 +69,7 @@ from edgekit.compiler.backends.llvm.depthwise_avx2 import DW_PAIRS_X16, lower_de
 from edgekit.compiler.backends.llvm.depthwise_vnni import BLOCK as DW_VNNI_BLOCK
 from edgekit.compiler.backends.llvm.depthwise_vnni import lower_depthwise_vnni, schedule_depthwise_vnni
 from edgekit.compiler.backends.llvm.depthwise_vnni import lanes_of as depthwise_vnni_lanes
+from edgekit.compiler.backends.llvm.depthwise_vnni import placed
 from edgekit.compiler.relax_rewrite import bound_value, calls_rewrite_pass, is_call, round_up, static_shape
 from edgekit.compiler.backends.llvm.schedule import (
     block_kinds,
@@ -653,7 +654,9 @@ def schedule_dot(sch: Any, block: Any, isa: DotIsa) -> None:
     acc = sch.cache_write(block, 0, "global")
     sch.reverse_compute_at(acc, fused, preserve_unit_loops=True)
     inline_epilogue(sch, acc)
-    if vectors * isa.lanes == vec_ext:  # one tile spans the channels: its bound on them is per lane, static
+    if vectors * isa.lanes == vec_ext or placed(sch, acc):
+        # One tile spans the channels (its bound on them is per lane, static), or the
+        # epilogue writes a depthwise conv's blocked input over the conv's own domain.
         _inline_sliced_epilogue(sch, acc)
     schedule_rest(sch, isa.lanes, skip=block)
     acc_loops = sch.get_loops(acc)[1:]

@@ -554,6 +554,11 @@ def matmul_weights_pass(target: tvm.target.Target) -> Any:
     return call_rewrite_pass("relax.matmul", rewrite, "EdgekitBlockMatmulWeights")
 
 
+#: Attribute of a PrimFunc that FuseOps should treat as elementwise although TVM's analysis
+#: finds it opaque (its stores are not at its loads' indices); set after ``AnnotateTIROpPattern``.
+FUSE_AS_ELEMENTWISE = "edgekit_fuse_as_elementwise"
+
+
 def with_elementwise_lookups(passes: list[Any]) -> list[Any]:
     """``passes`` with :func:`_lookup_tables_elementwise` right after ``AnnotateTIROpPattern``."""
     out = []
@@ -579,6 +584,9 @@ def _lookup_tables_elementwise() -> Any:
     @tvm.transform.module_pass(opt_level=0, name="EdgekitElementwiseLookups")
     def apply(mod: Any, _ctx: Any) -> Any:
         for gv, func in list(mod.functions_items()):
+            if isinstance(func, tvm.tirx.PrimFunc) and FUSE_AS_ELEMENTWISE in (func.attrs or {}):
+                mod[gv] = func.with_attr("op_pattern", 0)  # its builder's word (depthwise_input.place_func)
+                continue
             if not isinstance(func, tvm.tirx.PrimFunc) or not gv.name_hint.startswith("take"):
                 continue
             if len(func.params) != 3:

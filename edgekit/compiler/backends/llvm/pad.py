@@ -50,7 +50,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from edgekit.compiler.backends.llvm.depthwise_input import blocked_lookup
+from edgekit.compiler.backends.llvm.depthwise_input import blocked_epilogue, blocked_lookup
 from edgekit.compiler.backends.llvm.lookup import AVX2_LOOKUP, VBMI_LOOKUP, lookup_pad_avx2_func, lookup_vbmi_func
 from edgekit.compiler.relax_rewrite import const_value, is_call, mutator_pass, use_counts
 
@@ -369,6 +369,7 @@ def int8_pad_pass(target: tvm.target.Target) -> Any:
             call = super().visit_call_(call)
             if is_call(call, "relax.call_tir"):  # a depthwise conv's blocked input copy of a lookup
                 new = blocked_lookup(self, call)
+                new = blocked_epilogue(self, call) if new is None else new
                 return call if new is None else new
             if merged or not data:
                 return call
