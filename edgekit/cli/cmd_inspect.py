@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from edgekit.api.inspect import inspect_model
-from edgekit.cli.render import add_json_flags, console, emit_result
+from edgekit.cli.render import add_json_flags, console, emit_result, print_whole
 from edgekit.core.tensors import TensorSpec, parse_input_shapes
 from edgekit.frontend.analysis import GRAPH_WALK, ModelReport
 from edgekit.frontend.compile_check import FrontEndCheck
@@ -68,7 +68,7 @@ def _render_offload(offload: dict) -> None:
     for place in offload["placements"]:
         where = "[green]npu[/green]" if place["where"] == "npu" else "host"
         table.add_row(place["node"], place["op"], where, place.get("reason") or "")
-    console.print(table)
+    print_whole(table, console)
     if not offload["offloaded_layers"]:
         console.print("[yellow]nothing is offloaded:[/yellow] the accelerator runs int8 layers; quantize first "
                       "(edgekit compress --quantize int8 --board ...).")
@@ -113,7 +113,7 @@ def _render_plan(plan: Any, advice: list[Any], ram_note: str) -> None:
     for t in plan.live_at_peak[:_MAX_LIVE_SHOWN]:
         live.add_row(t.name, f"{'x'.join(map(str, t.shape))} {t.dtype}".strip(), _bytes(t.nbytes), t.kernel,
                      ", ".join(t.layers) or "-")  # fmt: skip
-    console.print(live)
+    print_whole(live, console)
     console.print(f"[dim]planner:[/dim] {plan.planner}", highlight=False)
     console.print(f"[dim]available:[/dim] {ram_note}", highlight=False)
     for assumption in plan.assumptions:
@@ -128,7 +128,7 @@ def _render(report: ModelReport, *, show_layers: bool, planned: bool = False) ->
         tensors.add_column(col)
     _tensor_rows(tensors, "input", report.inputs)
     _tensor_rows(tensors, "output", report.outputs)
-    console.print(tensors)
+    print_whole(tensors, console)
 
     summary = Table(title="size and compute", show_header=False)
     summary.add_column("what")
@@ -140,7 +140,7 @@ def _render(report: ModelReport, *, show_layers: bool, planned: bool = False) ->
     summary.add_row(label, f"{_bytes(report.peak_activation_bytes)} (at {report.peak_activation_node})")
     if report.fits is not None and planned:
         summary.add_row(f"arena planned for {report.fits.board}", _bytes(report.fits.needed_ram))
-    console.print(summary)
+    print_whole(summary, console)
 
     ops = Table(title="operators")
     ops.add_column("op")
@@ -154,7 +154,7 @@ def _render(report: ModelReport, *, show_layers: bool, planned: bool = False) ->
         ops.add_row(op, str(n), f"{_count(macs)}  {share}" if macs else "-")
     if len(items) > _MAX_OPS_SHOWN:
         ops.add_row(f"... and {len(items) - _MAX_OPS_SHOWN} more", "", "")
-    console.print(ops)
+    print_whole(ops, console)
 
     if show_layers:
         layers = Table(title="layers")
@@ -164,7 +164,7 @@ def _render(report: ModelReport, *, show_layers: bool, planned: bool = False) ->
         for i, layer in enumerate(report.layers):
             shape = "?" if layer.output_shape is None else "x".join(map(str, layer.output_shape))
             layers.add_row(str(i), layer.name, layer.op, shape, f"{layer.macs:,}", f"{layer.params:,}")
-        console.print(layers)
+        print_whole(layers, console)
 
     if report.fits is not None:
         f = report.fits
@@ -177,7 +177,7 @@ def _render(report: ModelReport, *, show_layers: bool, planned: bool = False) ->
         ):
             fit.add_row(label, _bytes(need), _bytes(have) if have else "not limited",
                         "[green]yes[/green]" if ok else "[red]no[/red]")
-        console.print(fit)
+        print_whole(fit, console)
         if not planned:
             console.print(f"[dim]RAM from the {f.planner or GRAPH_WALK}[/dim]", highlight=False)
 

@@ -10,7 +10,7 @@ from rich import box
 from rich.table import Table
 
 from edgekit.api.compress import CompressResult
-from edgekit.cli.render import console, format_bytes
+from edgekit.cli.render import console, format_bytes, print_whole
 from edgekit.compress.payoff import PayoffReport
 from edgekit.compress.quality import QualityReport
 
@@ -57,7 +57,7 @@ def _render_graph(section: dict[str, Any]) -> None:
             f"{before.get('weight_bytes', 0):,} -> {after.get('weight_bytes', 0):,}",
             fid_text,
         )
-    console.print(tbl)
+    print_whole(tbl, console)
 
 
 def _render_quant(report: QualityReport) -> None:
@@ -67,7 +67,7 @@ def _render_quant(report: QualityReport) -> None:
     for o in report.outputs:
         agree = "-" if o.top1_agreement is None else f"{o.top1_agreement:.2f}%"
         out.add_row(o.name, _db(o.sqnr_db), f"{o.cosine:.5f}", f"{o.max_abs_error:.4g}", agree)
-    console.print(out)
+    print_whole(out, console)
     if report.metric_fp32 is not None:
         console.print(f"metric: fp32 {report.metric_fp32:.4f}, int8 {report.metric_quantized:.4f}")
 
@@ -81,7 +81,7 @@ def _render_quant(report: QualityReport) -> None:
         for layer in [la for la in report.layers if id(la) in shown]:
             tbl.add_row(layer.node, layer.op_type, "yes" if layer.quantized else "float", _db(layer.sqnr_db),
                         f"{layer.cosine:.5f}", f"{layer.max_abs_error:.4g}")
-        console.print(tbl)
+        print_whole(tbl, console)
         if len(report.layers) > len(layers):
             console.print(f"... and {len(report.layers) - len(layers)} more layers (see --report)")
     console.print(
@@ -109,7 +109,7 @@ def _render_quant(report: QualityReport) -> None:
                          else f"{f.board['arena_bytes']:+,.0f}"] if measured else []  # fmt: skip
                 tbl.add_row(f.node, f.op_type, sens, f"{f.macs:,}", f"{f.extra_weight_bytes:,}",
                             f"{f.extra_activation_bytes:,}", *board, buys)
-            console.print(tbl)
+            print_whole(tbl, console)
         console.print(f"accuracy control: {fb.message}")
 
 
@@ -144,7 +144,7 @@ def _render_payoff(report: PayoffReport) -> None:
             vs = f"{speedup:.2f}x faster" if speedup > 1.0 else f"{1 / speedup:.2f}x slower"
         tbl.add_row(name, lat, vs, _sized(row["arena_bytes"], row["arena_vs_fp32"]),
                     _sized(row["flash_bytes"], row["flash_vs_fp32"]))
-    console.print(tbl)
+    print_whole(tbl, console)
     for note in notes:
         console.print(note, highlight=False, markup=False)
     console.print(report.timing, highlight=False)
