@@ -288,8 +288,12 @@ class LinuxRunner:
         if conn.simulated:
             if arch == _host_arch() and self.board.simulator.kind != "qemu-user":
                 return LocalExecutor()
+            if self.board.simulator.kind != "qemu-user":
+                raise self._foreign(arch)
             return LocalExecutor(qemu_command(self.board))
         if conn.transport.name == "local":  # this machine is the board (e.g. inside its RPC server)
+            if arch != _host_arch():
+                raise self._foreign(arch)
             return LocalExecutor()
         if conn.transport.name != "ssh":
             raise ConfigError(
@@ -299,6 +303,18 @@ class LinuxRunner:
         from edgekit.runtime.ssh import SshExecutor, SshTarget
 
         return SshExecutor(SshTarget.from_board(self.board, self._address))
+
+    def _foreign(self, arch: str) -> ConfigError:
+        """A package of another ISA on a board that runs here natively
+        (``bench rpi.ekpkg --board host --allow-other-board`` died with
+        "OSError: Exec format error")."""
+        return ConfigError(
+            f"the package's runner is {arch} code, and board '{self.board.name}' would run it natively on this "
+            f"{_host_arch()} machine",
+            hint="Run it on the board it was built for (its qemu-user simulator when no port is set), or "
+                 f"recompile the model with --board {self.board.name}.",
+            arch=arch,
+        )
 
     def load(self, package: Package) -> None:
         """Copies the runner and weights to where they run.
