@@ -24,7 +24,8 @@ from edgekit.core.profiles import load_profiles
 
 #: The x86 extensions of Haswell (AVX2, FMA; no AVX-512), as Linux names them.
 AVX2_FLAGS = "sse sse2 pni ssse3 sse4_1 sse4_2 popcnt avx avx2 fma f16c bmi1 bmi2 abm movbe pclmulqdq aes"
-#: A Sapphire Rapids Xeon's AVX-512, VNNI and AMX extensions on top of :data:`AVX2_FLAGS`.
+#: A Sapphire Rapids Xeon: :data:`AVX2_FLAGS` plus every other extension LLVM's ``sapphirerapids`` has
+#: (AVX-512 with VNNI, VBMI, FP16; AVX-VNNI; AMX), in Linux's spelling.
 SAPPHIRE_RAPIDS_FLAGS = AVX2_FLAGS + (
     " adx sha_ni gfni vaes vpclmulqdq avx512f avx512dq avx512cd avx512bw avx512vl avx512ifma avx512vbmi"
     " avx512_vbmi2 avx512_vnni avx512_bitalg avx512_vpopcntdq avx512_bf16 avx512_fp16 avx_vnni"
