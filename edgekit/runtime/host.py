@@ -21,7 +21,7 @@ import numpy as np
 
 from edgekit.package import Package
 from edgekit.package.sections import ParamsSection
-from edgekit.core.errors import PackageError
+from edgekit.core.errors import ConfigError, PackageError
 from edgekit.core.tensors import check_inputs
 from edgekit.runtime.connection import connect
 from edgekit.runtime.runner import Timing
@@ -96,6 +96,18 @@ class HostRunner:
     simulated = False
 
     def __init__(self, package: Package, board: "Board", *, port: str | None = None, sim: bool | None = None) -> None:
+        if board.transport.kind != "local":
+            # A tvm-vm package runs in this process whatever the board; with
+            # --board rv32-mcu-sim --allow-other-board it ran here and was
+            # reported as the MCU's latency.
+            raise ConfigError(
+                f"a '{package.runtime}' package runs in this process on this machine's CPU; board '{board.name}' "
+                f"is reached over {board.transport.kind}",
+                hint=(f"Run it on the board through its TVM RPC tracker (edgekit bench PKG --tracker HOST:PORT)."
+                      if board.transport.kind == "rpc" else
+                      f"Recompile the model with --board {board.name}, or run this package without --board."),
+                board=board.name,
+            )
         #: This process (refuses --port, --sim ENGINE): :func:`edgekit.runtime.connection.connect`.
         self.connection = connect(board, port, sim)
         self.board = board

@@ -98,7 +98,13 @@ class McuRunner:
             port = self._sim.port_name
         else:
             port = self._port
-        assert port is not None
+        if port is None:  # e.g. an MCU package with --board host --allow-other-board
+            raise ConfigError(
+                f"board '{self.board.name}' has no serial port and no microcontroller simulator to run this package",
+                hint=f"Run it on the board it was built for (without --board), or recompile the model with "
+                     f"--board {self.board.name}.",
+                board=self.board.name,
+            )
         self._transport = SerialTransport(port, self.board.transport.baudrate)
         watch = self._sim.check_alive if self._sim is not None else None
         self._client = DeviceClient(self._transport, self.retry, watch=watch)
