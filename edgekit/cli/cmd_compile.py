@@ -87,6 +87,27 @@ def _speedup_words(choice: "Int8Choice") -> str:
     return f"{choice.decision} {t['fp32'] / t[choice.decision]:.2f}x faster than fp32"
 
 
+def _float_chain_rows(table: Table, manifest: Manifest) -> None:
+    """Quantized chains the integer lowering left in float, grouped by why:
+    an int8 model whose layers all stayed float compiles as slow as fp32,
+    and the report should say so (a QOperator model from onnxruntime, uint8
+    activations: "5 of 5 ... input is uint8")."""
+    lowering = manifest.section("integer_lowering")
+    kept = [c for c in lowering.get("kept_float", []) if isinstance(c, dict)]
+    if not kept:
+        return
+    total = len(kept) + len(lowering.get("rewritten", []))
+    by_reason: dict[str, list[str]] = {}
+    for chain in kept:
+        by_reason.setdefault(str(chain.get("detail", "")), []).append(str(chain.get("name", "?")))
+    for reason, names in list(by_reason.items())[:5]:
+        shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+        table.add_row("int8 in float", f"{len(names)} of {total} quantized chains ({shown}): {reason}")
+    if any("uint8" in reason for reason in by_reason):
+        table.add_row("", "quantize the fp32 model with int8 activations (`edgekit compress --quantize int8`) "
+                      "to run these in int8")
+
+
 def _int8_choice_rows(table: Table, choice: "Int8Choice | None") -> None:
     """The int8/fp32 choice: the decision, the whole-model times and every layer kept in fp32."""
     if choice is None:
@@ -161,6 +182,7 @@ def run(args: argparse.Namespace) -> int:
     for op in aot.float_ops if aot is not None else ():
         table.add_row(f"float op {op.step}", f"{op.kernel}: {format_bytes(op.float_bytes)} of float tensors, "
                       f"arena {format_bytes(op.arena_cost_bytes)} larger than with int8")  # fmt: skip
+    _float_chain_rows(table, manifest)
     _int8_choice_rows(table, Int8Choice.of(manifest))
     table.add_row("code", format_bytes(mem.get("code_bytes", 0)))
     table.add_row("time", f"{result.compile_seconds:.1f} s")

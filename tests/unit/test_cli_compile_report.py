@@ -64,3 +64,25 @@ def test_a_whole_model_in_fp32_is_one_line_and_counts_only_timed_layers() -> Non
     assert "1 of 3 quantized layers timed alone, 1 not timed (budget), 1 elementwise (not timed alone)" in text
     assert "stay int8" not in text and "all 3 quantized layers in fp32" in text and "fp32 conv1" not in text
     assert "(int8 1.28x slower than fp32, so fp32 kept)" in text
+
+
+def test_chains_left_in_float_are_listed_with_why() -> None:
+    from types import SimpleNamespace
+
+    from edgekit.cli.cmd_compile import _float_chain_rows
+
+    uint8 = "input is uint8, only int8 activations are lowered"
+    lowering = {"rewritten": [], "kept_float": [{"kind": "add", "name": n, "shape": [1], "detail": uint8}
+                                                for n in ("conv1", "conv2", "conv3", "fc1", "logits")]}  # fmt: skip
+    table = Table()
+    table.add_column("what")
+    table.add_column("value")
+    _float_chain_rows(table, SimpleNamespace(section=lambda name: lowering if name == "integer_lowering" else {}))
+    out = io.StringIO()
+    Console(file=out, width=300, color_system=None).print(table)
+    text = out.getvalue()
+    assert f"5 of 5 quantized chains (conv1, conv2, conv3, fc1 and 1 more): {uint8}" in text
+    assert "edgekit compress --quantize int8" in text
+    empty = Table()
+    _float_chain_rows(empty, SimpleNamespace(section=lambda name: {}))
+    assert empty.row_count == 0
