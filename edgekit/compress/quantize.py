@@ -155,8 +155,8 @@ def _prepare(model: PreparedModel | str | os.PathLike[str] | onnx.ModelProto) ->
     if already:
         raise QuantizationError(
             f"the model is already quantized (it contains {', '.join(already)})",
-            hint="Quantize the fp32 original instead; to compile a pre-quantized model, normalize it with "
-            "edgekit.compress.normalize_qoperator.",
+            hint="Quantize the fp32 original instead, or compile this model as it is: `edgekit compile` takes "
+            "QDQ models and normalizes QOperator ones (QLinearConv, QGemm ...) itself.",
             ops=already,
         )
     proto = onnx.ModelProto()
