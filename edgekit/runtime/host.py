@@ -21,6 +21,7 @@ import numpy as np
 
 from edgekit.package import Package
 from edgekit.package.sections import ParamsSection
+from edgekit.core import cpu_features
 from edgekit.core.errors import ConfigError, PackageError
 from edgekit.core.tensors import check_inputs
 from edgekit.runtime.connection import connect
@@ -63,6 +64,27 @@ def _configure_threads(threads: int) -> None:
         os.environ.setdefault("TVM_NUM_THREADS", str(os.cpu_count() or 1))
     # mode 1 = "big" cores (all of them on a homogeneous CPU).
     tvm.get_global_func("runtime.config_threadpool")(1, threads)
+
+
+def _check_cpu(package: Package) -> None:
+    """Refuses a package whose code uses an x86 extension this CPU lacks.
+
+    Loaded anyway, its first kernel stops the whole process with an illegal
+    instruction (a package built on a Sapphire Rapids host, run on a Zen 2).
+    """
+    import tvm
+
+    spec = package.manifest.tvm_target
+    if not isinstance(spec, dict) or spec.get("kind") != "llvm" or not cpu_features.host_flags():
+        return
+    missing = cpu_features.missing_features(tvm.target.Target(spec))
+    if missing:
+        raise PackageError(
+            f"package '{package.path}' was compiled for {spec.get('mcpu') or 'another CPU'}, whose code uses "
+            f"{', '.join(missing)}: this CPU lacks them, and running it would stop with an illegal instruction",
+            hint="Recompile the model on this machine (edgekit compile MODEL --board host), "
+            "or run the package on a CPU with those extensions.",
+        )
 
 
 def _flatten(value: Any) -> list[Any]:
@@ -144,6 +166,7 @@ class HostRunner:
                 f"package '{package.path}' needs runtime '{package.runtime}', not tvm-vm",
                 hint="Run it on a board of the kind it was compiled for.",
             )
+        _check_cpu(package)
         manifest = package.manifest
         library, params = manifest.library, manifest.params_member
         for member in (library, params):
