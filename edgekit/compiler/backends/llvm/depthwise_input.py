@@ -100,7 +100,9 @@ def lookup_block_func(shape: tuple[int, int, int, int], out: tuple[int, ...], to
             Tb = T.arg("Tb", T.buffer((table_len,), "int8"))
             Y = T.arg("Y", T.buffer(out, "uint8"))
             with T.sblock("root"):
-                with T.parallel(0, n * hp) as nh:
+                # Serial, as the lookup kernels are: threads.kernel_work rated the unrolled AVX2
+                # lookups above its threshold (PP-OCR cls: 4 kernels of 2-3 us put on the pool).
+                with T.serial(0, n * hp) as nh:
                     with T.serial(0, wp) as x:
                         b, y = nh // hp, nh % hp
                         with T.If(tirx.all(top <= y, y < top + h, left <= x, x < left + w)):
