@@ -18,7 +18,7 @@ from rich.progress import (
 )
 
 from edgekit.api.tune import tune_model
-from edgekit.cli.render import add_json_flags, console, emit_result
+from edgekit.cli.render import add_json_flags, console, emit_result, err_console
 from edgekit.core.tensors import parse_input_shapes
 
 logger = logging.getLogger(__name__)
@@ -75,9 +75,11 @@ def run(args: argparse.Namespace) -> int:
         TextColumn("trials"),
         TimeElapsedColumn(),
         TextColumn("ETA {task.fields[eta]}"),
-        console=console,
+        # Progress goes to stderr, on a terminal only (the README's rule); in
+        # a pipe its last frame landed on stdout as "tuning (searching) 0/? trials".
+        console=err_console,
         transient=args.json,
-        disable=args.json,
+        disable=args.json or not err_console.is_terminal,
     )
     task = bar.add_task("tune", total=None, kernel="(searching)", eta="-")
 
