@@ -87,16 +87,21 @@ def _speedup_words(choice: "Int8Choice") -> str:
     return f"{choice.decision} {t['fp32'] / t[choice.decision]:.2f}x faster than fp32"
 
 
-def _float_chain_rows(table: Table, manifest: Manifest) -> None:
+def _float_chain_rows(table: Table, manifest: Manifest, choice: "Int8Choice | None" = None) -> None:
     """Quantized chains the integer lowering left in float, grouped by why:
     an int8 model whose layers all stayed float compiles as slow as fp32,
     and the report should say so (a QOperator model from onnxruntime, uint8
-    activations: "5 of 5 ... input is uint8")."""
+    activations: "5 of 5 ... input is uint8"). Not the layers the int8/fp32
+    choice put in fp32 on purpose: the manifest's lowering report is the
+    compiled graph's, the fp32 one when the whole-model guard chose it."""
+    if choice is not None and choice.decision == "fp32":
+        return
+    chosen = {c.node for c in choice.fp32_layers} if choice is not None else set()
     lowering = manifest.section("integer_lowering")
-    kept = [c for c in lowering.get("kept_float", []) if isinstance(c, dict)]
+    total = len(lowering.get("kept_float", [])) + len(lowering.get("rewritten", []))
+    kept = [c for c in lowering.get("kept_float", []) if isinstance(c, dict) and c.get("name") not in chosen]
     if not kept:
         return
-    total = len(kept) + len(lowering.get("rewritten", []))
     by_reason: dict[str, list[str]] = {}
     for chain in kept:
         by_reason.setdefault(str(chain.get("detail", "")), []).append(str(chain.get("name", "?")))
@@ -182,8 +187,9 @@ def run(args: argparse.Namespace) -> int:
     for op in aot.float_ops if aot is not None else ():
         table.add_row(f"float op {op.step}", f"{op.kernel}: {format_bytes(op.float_bytes)} of float tensors, "
                       f"arena {format_bytes(op.arena_cost_bytes)} larger than with int8")  # fmt: skip
-    _float_chain_rows(table, manifest)
-    _int8_choice_rows(table, Int8Choice.of(manifest))
+    choice = Int8Choice.of(manifest)
+    _float_chain_rows(table, manifest, choice)
+    _int8_choice_rows(table, choice)
     table.add_row("code", format_bytes(mem.get("code_bytes", 0)))
     table.add_row("time", f"{result.compile_seconds:.1f} s")
     console.print(table)

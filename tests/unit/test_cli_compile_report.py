@@ -86,3 +86,25 @@ def test_chains_left_in_float_are_listed_with_why() -> None:
     empty = Table()
     _float_chain_rows(empty, SimpleNamespace(section=lambda name: {}))
     assert empty.row_count == 0
+
+
+def test_layers_the_choice_put_in_fp32_are_not_listed_as_left_in_float() -> None:
+    from types import SimpleNamespace
+
+    from edgekit.cli.cmd_compile import _float_chain_rows
+    from edgekit.compiler.backends.llvm.int8_choice import LayerCost
+
+    kept = [{"kind": "conv2d", "name": n, "shape": [1], "detail": "nn.conv2d has no integer lowering"}
+            for n in ("conv2", "conv3")]  # fmt: skip
+    manifest = SimpleNamespace(section=lambda name: {"rewritten": [{}], "kept_float": kept})
+    mixed = Int8Choice("auto", "measured", "mixed", "1 layer", layers=[
+        LayerCost("conv2", "Conv", 0.02, 0.01, "measured", kept="fp32", reason="fp32 faster")])
+    for choice, shown in ((Int8Choice("auto", "measured", "fp32", "guard"), False), (mixed, True)):
+        table = Table()
+        table.add_column("what")
+        table.add_column("value")
+        _float_chain_rows(table, manifest, choice)  # type: ignore[arg-type]
+        out = io.StringIO()
+        Console(file=out, width=300, color_system=None).print(table)
+        assert ("1 of 3 quantized chains (conv3)" in out.getvalue()) is shown, out.getvalue()
+        assert "(conv2" not in out.getvalue()
