@@ -58,8 +58,8 @@ def _model() -> onnx.ModelProto:
         helper.make_node("Relu", ["c6"], ["r6"]),
         helper.make_node("Conv", ["r6", "d6"], ["y"], group=24, pads=[1, 1, 1, 1]),
     ]
-    graph = helper.make_graph(nodes, "hswish_dw", [helper.make_tensor_value_info("x", TensorProto.FLOAT, SHAPE)],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 24, 5, 7])], inits)  # fmt: skip
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 24, 5, 7])
+    graph = helper.make_graph(nodes, "dw", [helper.make_tensor_value_info("x", TensorProto.FLOAT, SHAPE)], [y], inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
