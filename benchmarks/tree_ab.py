@@ -70,12 +70,27 @@ def _outputs(vm) -> list[np.ndarray]:
     return [out.numpy()] if hasattr(out, "numpy") else [o.numpy() for o in out]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def tree_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--a``, ``--b``, ``--mcpu``, ``--models`` (also benchmarks/tree_ab_kernels.py's)."""
     parser.add_argument("--a", required=True, help="tree A (the baseline)")
     parser.add_argument("--b", required=True, help="tree B (the change)")
     parser.add_argument("--mcpu", required=True, help="LLVM CPU to compile for; this machine must run its code")
     parser.add_argument("--models", default="ppocr-cls", help="comma-separated names of benchmarks/quantization.py")
+
+
+def build_trees(tmp: str, args: argparse.Namespace) -> dict[str, Path]:
+    """Each tree's int8 packages of ``args.models`` for ``args.mcpu``, built in its own process: the folders by tag."""
+    dirs = {"A": Path(tmp) / "a", "B": Path(tmp) / "b"}
+    for tag, tree in (("A", args.a), ("B", args.b)):
+        dirs[tag].mkdir()
+        cmd = [sys.executable, "-c", _BUILD, str(Path(tree).resolve()), str(dirs[tag]), args.mcpu, args.models]
+        subprocess.run(cmd, check=True, cwd=tmp)
+    return dirs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    tree_arguments(parser)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--runs", type=int, default=10)
     args = parser.parse_args(argv)
@@ -88,11 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     runnable_target(args.mcpu)  # exits here rather than with SIGILL in a build's first call
     models = args.models.split(",")
     with tempfile.TemporaryDirectory(prefix="edgekit-tree-ab-") as tmp:
-        dirs = {"A": Path(tmp) / "a", "B": Path(tmp) / "b"}
-        for tag, tree in (("A", args.a), ("B", args.b)):
-            dirs[tag].mkdir()
-            cmd = [sys.executable, "-c", _BUILD, str(Path(tree).resolve()), str(dirs[tag]), args.mcpu, args.models]
-            subprocess.run(cmd, check=True, cwd=tmp)
+        dirs = build_trees(tmp, args)
         print(f"int8, {args.mcpu} code; A = {args.a}, B = {args.b}; 10th percentile of "
               f"{args.rounds * args.runs} calls each, interleaved\n")  # fmt: skip
         print("| model | threads | A ms | B ms | B/A | outputs bit-identical | load |\n|---|---:|---:|---:|---:|---|---:|")

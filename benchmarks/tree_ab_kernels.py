@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import collections
 import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -63,10 +62,7 @@ def _per_inference(vm, runs: int) -> list[dict[str, float]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--a", required=True, help="tree A (the baseline)")
-    parser.add_argument("--b", required=True, help="tree B (the change)")
-    parser.add_argument("--mcpu", required=True, help="LLVM CPU to compile for; this machine must run its code")
-    parser.add_argument("--models", default="ppocr-cls", help="comma-separated names of benchmarks/quantization.py")
+    tree_ab.tree_arguments(parser)
     parser.add_argument("--kernels", default="pad_block|lookup_block", help="regular expression: kernels to total")
     parser.add_argument("--suffix", default=r"_place_block\d*", help="regular expression: B's name = A's + this")
     parser.add_argument("--rounds", type=int, default=10)
@@ -78,12 +74,7 @@ def main(argv: list[str] | None = None) -> int:
 
     runnable_target(args.mcpu)
     with tempfile.TemporaryDirectory(prefix="edgekit-tree-ab-kernels-") as tmp:
-        dirs = {"A": Path(tmp) / "a", "B": Path(tmp) / "b"}
-        for tag, tree in (("A", args.a), ("B", args.b)):
-            dirs[tag].mkdir()
-            tree_dir = str(Path(tree).resolve())
-            cmd = [sys.executable, "-c", tree_ab._BUILD, tree_dir, str(dirs[tag]), args.mcpu, args.models]
-            subprocess.run(cmd, check=True, cwd=tmp)
+        dirs = tree_ab.build_trees(tmp, args)
         set_num_threads(1)
         print(f"int8, {args.mcpu} code, one thread; A = {args.a}, B = {args.b}; kernel CPU time per inference, "
               f"10th percentile of {args.rounds * args.runs} inferences each, interleaved\n")  # fmt: skip
