@@ -9,7 +9,6 @@ arguments of ``main``.
 from __future__ import annotations
 
 import logging
-import os
 import platform
 import shutil
 import tempfile
@@ -24,6 +23,7 @@ from edgekit.package.sections import ParamsSection
 from edgekit.core import cpu_features
 from edgekit.core.errors import ConfigError, PackageError
 from edgekit.core.tensors import check_inputs
+from edgekit.core.threads import configure_tvm_threads, usable_cores
 from edgekit.runtime.connection import connect
 from edgekit.runtime.runner import Timing
 
@@ -37,33 +37,17 @@ logger = logging.getLogger(__name__)
 
 def thread_count(board: "Board") -> int:
     """Threads to run with: ``board.cores``, or every usable core when 0."""
-    if board.cores:
-        return int(board.cores)
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+    return int(board.cores) if board.cores else usable_cores()
 
 
 def _configure_threads(threads: int) -> None:
-    """Sizes TVM's process-wide thread pool.
+    """Sizes TVM's process-wide thread pool, its threads not pinned to cores (:mod:`edgekit.core.threads`).
 
-    TVM pins its threads (and the calling thread) to cores unless
-    ``TVM_BIND_THREADS=0``; pinned, the whole Python process -- onnxruntime
-    in ``bench --compare-ort`` included -- would be left on one core. Its
-    default pool is half the hardware threads on x86, so the pool is sized
-    from ``TVM_NUM_THREADS`` before it is first created. Users may set either
-    variable themselves.
+    Pinned, the whole Python process -- onnxruntime in ``bench --compare-ort``
+    included -- would also be left on fewer cores. Users may set
+    ``TVM_NUM_THREADS`` / ``TVM_BIND_THREADS`` themselves.
     """
-    import tvm
-
-    os.environ.setdefault("TVM_BIND_THREADS", "0")
-    try:
-        os.environ.setdefault("TVM_NUM_THREADS", str(len(os.sched_getaffinity(0))))
-    except AttributeError:  # not on Linux
-        os.environ.setdefault("TVM_NUM_THREADS", str(os.cpu_count() or 1))
-    # mode 1 = "big" cores (all of them on a homogeneous CPU).
-    tvm.get_global_func("runtime.config_threadpool")(1, threads)
+    configure_tvm_threads(threads)
 
 
 def _check_cpu(package: Package) -> None:

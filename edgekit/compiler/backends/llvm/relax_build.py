@@ -31,7 +31,6 @@ Entry point: :func:`build_cpu`.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -456,27 +455,11 @@ def set_num_threads(num_threads: int = 0) -> int:
     Returns:
         The number of threads now in use (``runtime.NumThreads``).
 
-    TVM sizes its pool once, on first use, from ``TVM_NUM_THREADS`` -- and
-    without it, from *half* the hardware threads on x86 (1 thread on a 2-core
-    machine). So the variable is set to every core before the pool exists;
-    ``runtime.config_threadpool`` then selects ``num_threads`` of them (it
-    can lower the count of an existing pool, not raise it past its size).
-    Call this before the first inference of the process.
+    The setup ``edgekit run``/``bench`` use too
+    (:func:`edgekit.core.threads.configure_tvm_threads`): the pool is sized
+    before it exists, and its threads are not pinned to cores. Call this
+    before the first inference of the process.
     """
-    import tvm
+    from edgekit.core.threads import configure_tvm_threads
 
-    cores = os.cpu_count() or 1
-    n = int(num_threads) if num_threads and num_threads > 0 else cores
-    os.environ.setdefault("TVM_NUM_THREADS", str(max(n, cores)))
-    config = tvm.get_global_func("runtime.config_threadpool", allow_missing=True)
-    if config is not None:
-        config(1, n)  # 1 = kBig: all cores of a homogeneous CPU
-    current = tvm.get_global_func("runtime.NumThreads")()
-    if current != n:
-        logger.warning(
-            "TVM runs %d threads, not %d: its thread pool was started earlier with %s",
-            current,
-            n,
-            f"TVM_NUM_THREADS={os.environ.get('TVM_NUM_THREADS')}",
-        )
-    return int(current)
+    return configure_tvm_threads(num_threads)
