@@ -240,7 +240,7 @@ def lower_depthwise_vnni(b: Any, call: Any, x: Any, w: Any, binding: Any = None,
     # the kernel) with weight 0.
     taps = [min(s + j, kw - 1) for s in starts for j in range(TAPS)]
     keep = [int(TAPS * g <= s + j < kw) for g, s in enumerate(starts) for j in range(TAPS)]
-    wq = b.emit(R.multiply(R.take(w, relax.const(np.array(taps, "int64")), axis=1),
+    wq = b.emit(R.multiply(R.take(w, relax.const(np.array(taps, "int64")), axis=1, mode="clip"),
                            relax.const(np.array(keep, "int8").reshape(1, -1, 1, 1))))  # fmt: skip
     if cp != c:
         wq = b.emit(R.nn.pad(wq, [0, 0, 0, 0, 0, 0, 0, cp - c]))
