@@ -17,12 +17,15 @@
  * with the input padded with its zero point (the padding is folded into the
  * im2col gather here; no separate pad pass).
  *
- * Two inner kernels:
+ * Three inner kernels:
  *  - Cortex-M with the DSP extension (__ARM_FEATURE_DSP): the im2col buffer
  *    holds int16 activations with each group of four reordered as
  *    (a0, a2, a1, a3), so SXTB16 and SXTB16 ROR #8 of a weight word give the
  *    matching (w0, w2) and (w1, w3) pairs without a weight reorder; SMLAD
  *    does two MACs; 2 output channels x 2 pixels are blocked in registers.
+ *  - aarch64 with NEON (EK_NN_NEON, conv and matmul only): the generic
+ *    kernel's blocking and weight layout, int16 columns, SMLAL by element
+ *    into int32 (exact for any K); see "aarch64 NEON" below.
  *  - everything else (RV32IMF, the host): 4 channels x EK_NN_NP pixels in
  *    registers. With an FPU the products are accumulated in float32, which
  *    is exact: |x * w| <= 2^14 and the compiler only routes layers with
@@ -56,6 +59,17 @@ typedef float ek_mac_t;
 typedef int32_t ek_mac_t;
 #define EK_NN_FLOAT 0
 #define EK_MAC(acc, a, b) (acc) += (a) * (b)
+#endif
+
+/* aarch64 with NEON (every aarch64 Linux board; Cortex-A72 has no SDOT):
+ * the conv/matmul inner kernels multiply int16 columns by int8 weights
+ * widened to int16 with SMLAL (by element) into int32 lanes, exact for any
+ * K; the columns are int16. Depthwise stays on the float MACs below. */
+#if defined(__aarch64__) && defined(__ARM_NEON)
+#define EK_NN_NEON 1
+#include <arm_neon.h>
+#else
+#define EK_NN_NEON 0
 #endif
 
 #ifndef EK_NN_NP
@@ -234,7 +248,7 @@ __attribute__((noinline)) static void ek_nn_requant_row(const int32_t *acc, int8
     ek_nn_requant_row_body(acc, y, n, h, c, (const int8_t *)0);
 }
 
-#if EK_NN_DSP
+#if EK_NN_DSP || EK_NN_NEON
 typedef int16_t ek_col_t;
 #else
 typedef ek_mac_t ek_col_t;
@@ -384,10 +398,112 @@ static void ek_nn_gemm(const int8_t *x, const int8_t *w, const int32_t *h, int8_
     }                                                                                                       \
     acc[0] = (int32_t)a0; acc[1] = (int32_t)a1; acc[2] = (int32_t)a2; acc[3] = (int32_t)a3;                 \
   }
+#if EK_NN_NEON
+/* aarch64 NEON, hand-written with arm_neon.h (no library has int8 kernels
+ * for this weight layout and edgekit's requantization): the 4 channels of
+ * one k are an int16x4 (weights widened once per pair of k, SXTL), each
+ * pixel's accumulator an int32x4 over those channels, and one SMLAL by
+ * element does 4 exact MACs (|w * x| <= 2^14 in int32, so any K is exact).
+ * The 6 pixels of a pair of k are 12 consecutive column elements. */
+#if EK_NN_NP != 6
+#error "ek_nn_s8: the NEON kernels block 6 pixels (EK_NN_NP)"
+#endif
+
+/* The 4 weights of one k, widened (the last, unpaired k). */
+static inline __attribute__((always_inline)) int16x4_t ek_neon_w4(const int8_t *w) {
+  uint32_t u;
+  __builtin_memcpy(&u, w, 4);
+  return vget_low_s16(vmovl_s8(vcreate_s8(u)));
+}
+
+/* Columns as int16: a pair of k (lanes 0-5 of v0: the first k; 6-7 of v0
+ * and 0-3 of v1: the second), or one k (lanes 0-5). */
+static inline __attribute__((always_inline)) void ek_neon_cols2_s16(const int16_t *c, int16x8_t *v0, int16x4_t *v1) {
+  *v0 = vld1q_s16(c);
+  *v1 = vld1_s16(c + 8);
+}
+static inline __attribute__((always_inline)) int16x8_t ek_neon_cols1_s16(const int16_t *c) {
+  int16x4_t hi = vld1_s16(c + 2); /* c[2..5]: no read past the 6 */
+  return vcombine_s16(vld1_s16(c), vext_s16(hi, hi, 2));
+}
+/* Columns as int8 (EK_NN_COLS = 1), widened as they are loaded. */
+static inline __attribute__((always_inline)) void ek_neon_cols2_s8(const int8_t *c, int16x8_t *v0, int16x4_t *v1) {
+  *v0 = vmovl_s8(vld1_s8(c));
+  *v1 = vget_high_s16(vmovl_s8(vld1_s8(c + 4)));
+}
+static inline __attribute__((always_inline)) int16x8_t ek_neon_cols1_s8(const int8_t *c) {
+  uint64_t u = 0;
+  __builtin_memcpy(&u, c, 6);
+  return vmovl_s8(vcreate_s8(u));
+}
+
+/* acc[i * 6 + j] = a[j][i]: the per-pixel vectors transposed to per-channel rows. */
+static inline __attribute__((always_inline)) void ek_neon_store_4x6(int32_t *acc, const int32x4_t a[6]) {
+  int32x4_t t01l = vzip1q_s32(a[0], a[1]), t01h = vzip2q_s32(a[0], a[1]);
+  int32x4_t t23l = vzip1q_s32(a[2], a[3]), t23h = vzip2q_s32(a[2], a[3]);
+  int32x4_t t45l = vzip1q_s32(a[4], a[5]), t45h = vzip2q_s32(a[4], a[5]);
+#define EK_NEON_ROW(f, x, y) vreinterpretq_s32_s64(f(vreinterpretq_s64_s32(x), vreinterpretq_s64_s32(y)))
+  vst1q_s32(acc, EK_NEON_ROW(vzip1q_s64, t01l, t23l));
+  vst1_s32(acc + 4, vget_low_s32(t45l));
+  vst1q_s32(acc + 6, EK_NEON_ROW(vzip2q_s64, t01l, t23l));
+  vst1_s32(acc + 10, vget_high_s32(t45l));
+  vst1q_s32(acc + 12, EK_NEON_ROW(vzip1q_s64, t01h, t23h));
+  vst1_s32(acc + 16, vget_low_s32(t45h));
+  vst1q_s32(acc + 18, EK_NEON_ROW(vzip2q_s64, t01h, t23h));
+  vst1_s32(acc + 22, vget_high_s32(t45h));
+#undef EK_NEON_ROW
+}
+
+#define EK_NEON_DOT_4XN(NAME, T, SUF)                                                                            \
+  __attribute__((noinline)) static void NAME(const int8_t *w, const T *col, int32_t K,                      \
+                                             int32_t acc[EK_NN_MC * EK_NN_NP]) {                            \
+    int32x4_t a[6] = {vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0),                                       \
+                      vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0)};                                      \
+    int32_t k;                                                                                              \
+    for (k = 0; k + 1 < K; k += 2, w += 8, col += 12) {                                                     \
+      int16x8_t wv = vmovl_s8(vld1_s8(w)), v0;                                                              \
+      int16x4_t wl = vget_low_s16(wv), wh = vget_high_s16(wv), v1;                                          \
+      ek_neon_cols2_##SUF(col, &v0, &v1);                                                                   \
+      a[0] = vmlal_laneq_s16(a[0], wl, v0, 0); a[1] = vmlal_laneq_s16(a[1], wl, v0, 1);                     \
+      a[2] = vmlal_laneq_s16(a[2], wl, v0, 2); a[3] = vmlal_laneq_s16(a[3], wl, v0, 3);                     \
+      a[4] = vmlal_laneq_s16(a[4], wl, v0, 4); a[5] = vmlal_laneq_s16(a[5], wl, v0, 5);                     \
+      a[0] = vmlal_laneq_s16(a[0], wh, v0, 6); a[1] = vmlal_laneq_s16(a[1], wh, v0, 7);                     \
+      a[2] = vmlal_lane_s16(a[2], wh, v1, 0); a[3] = vmlal_lane_s16(a[3], wh, v1, 1);                       \
+      a[4] = vmlal_lane_s16(a[4], wh, v1, 2); a[5] = vmlal_lane_s16(a[5], wh, v1, 3);                       \
+    }                                                                                                       \
+    if (k < K) {                                                                                            \
+      int16x4_t wl = ek_neon_w4(w);                                                                         \
+      int16x8_t v = ek_neon_cols1_##SUF(col);                                                               \
+      a[0] = vmlal_laneq_s16(a[0], wl, v, 0); a[1] = vmlal_laneq_s16(a[1], wl, v, 1);                       \
+      a[2] = vmlal_laneq_s16(a[2], wl, v, 2); a[3] = vmlal_laneq_s16(a[3], wl, v, 3);                       \
+      a[4] = vmlal_laneq_s16(a[4], wl, v, 4); a[5] = vmlal_laneq_s16(a[5], wl, v, 5);                       \
+    }                                                                                                       \
+    ek_neon_store_4x6(acc, a);                                                                              \
+  }
+
+/* 4 channels x 1 pixel: two accumulators (even and odd k). */
+#define EK_NEON_DOT_4X1(NAME, T)                                                                                 \
+  __attribute__((noinline)) static void NAME(const int8_t *w, const T *col, int32_t K, int32_t acc[EK_NN_MC]) { \
+    int32x4_t a = vdupq_n_s32(0), b = vdupq_n_s32(0);                                                       \
+    int32_t k;                                                                                              \
+    for (k = 0; k + 1 < K; k += 2, w += 8) {                                                                \
+      int16x8_t wv = vmovl_s8(vld1_s8(w));                                                                  \
+      a = vmlal_n_s16(a, vget_low_s16(wv), col[k]);                                                         \
+      b = vmlal_n_s16(b, vget_high_s16(wv), col[k + 1]);                                                    \
+    }                                                                                                       \
+    if (k < K) a = vmlal_n_s16(a, ek_neon_w4(w), col[k]);                                                   \
+    vst1q_s32(acc, vaddq_s32(a, b));                                                                        \
+  }
+EK_NEON_DOT_4XN(ek_nn_dot_4xn, ek_col_t, s16)
+EK_NEON_DOT_4X1(ek_nn_dot_4x1, ek_col_t)
+EK_NEON_DOT_4XN(ek_nn_dot_4xn_s8, int8_t, s8)
+EK_NEON_DOT_4X1(ek_nn_dot_4x1_s8, int8_t)
+#else
 EK_DOT_4XN(ek_nn_dot_4xn, ek_col_t)
 EK_DOT_4X1(ek_nn_dot_4x1, ek_col_t)
 EK_DOT_4XN(ek_nn_dot_4xn_s8, int8_t)
 EK_DOT_4X1(ek_nn_dot_4x1_s8, int8_t)
+#endif
 
 /* EK_NN_COLS = 1: int8 columns and each 4-channel block requantized from
  * the stack, so the scratch is only K * EK_NN_NP bytes (a quarter of the

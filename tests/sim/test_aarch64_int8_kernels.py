@@ -1,0 +1,102 @@
+"""edgekit's int8 conv/matmul kernels on aarch64 Linux boards (raspberry-pi-4,
+Cortex-A72: NEON, no SDOT) — firmware_stubs/nn/ek_nn_s8.c's NEON inner kernels.
+
+The board's static runner (the AOT C that zig builds for ``-mcpu=cortex_a72``)
+runs under qemu-aarch64 with the C kernels and without them (every layer on
+TVM's integer lowering): outputs bit-exact, and within one step of
+onnxruntime running the QDQ graph. The shipped object's inner loops are
+disassembled: NEON widening multiplies, no float multiply-adds.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgekit.compiler import firmware
+from edgekit.compiler.backends.aot_c.pipeline import compile_aot
+from edgekit.compiler.backends.llvm.linux_cross import link_runner, zig_flags
+from edgekit.core.profiles import get_board
+from edgekit.frontend.loader import load_model
+
+from test_mcu_int8_kernels import LAYERS as MCU_LAYERS, _functions, _ort, _qdq_layer
+
+BOARD = "raspberry-pi-4"
+
+needs_zig = pytest.mark.skipif(importlib.util.find_spec("ziglang") is None, reason="ziglang not installed")
+needs_qemu = pytest.mark.skipif(shutil.which("qemu-aarch64") is None, reason="qemu-aarch64 not installed: apt-get install qemu-user")
+
+# Channels not a multiple of the 4-channel block, odd K (conv3x3: a lone last k), even K
+# (conv1x1), padding, stride 2, a pixel tail (conv1x1: 25 = 4 blocks of 6 + 1) and a lone pixel
+# (fc: the 4x1 kernel); depthwise stays on the float path and is checked too.
+LAYERS = {n: MCU_LAYERS[n] for n in ("conv3x3_pad_odd", "conv3x3_stride2", "conv1x1", "depthwise_s2", "fc")}
+
+
+def _runner(model, int8_kernels: bool, tmp: Path) -> Path:
+    _board, target = get_board(BOARD)
+    tvm_target = target.tvm_target()
+    art = compile_aot(load_model(model), tvm_target, fast_math=False, int8_kernels=int8_kernels)
+    assert any(c.extern for c in art.graph.calls) == int8_kernels
+    members = art.members()
+    tmp.mkdir()
+    runner = tmp / "runner"
+    runner.write_bytes(link_runner(members, zig_flags(target, tvm_target), tmp))
+    runner.chmod(0o755)
+    (tmp / "weights.bin").write_bytes(members["weights.bin"])
+    return runner
+
+
+def _run(runner: Path, x: np.ndarray, out_shape: list[int]) -> np.ndarray:
+    x.tofile(runner.parent / "in.bin")
+    subprocess.run(["qemu-aarch64", str(runner), str(runner.parent / "weights.bin"), "0", "1",
+                    str(runner.parent / "in.bin"), str(runner.parent / "out.bin")], check=True, timeout=60)  # fmt: skip
+    return np.fromfile(runner.parent / "out.bin", np.int8).reshape(out_shape)
+
+
+@needs_zig
+@needs_qemu
+@pytest.mark.parametrize("name", sorted(LAYERS))
+def test_neon_kernels_bit_exact_with_the_integer_lowering_under_qemu(name: str, tmp_path: Path) -> None:
+    model = _qdq_layer(*LAYERS[name], seed=len(name))
+    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    out_shape = [d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim]
+    x = np.random.default_rng(5).integers(-128, 128, size=shape).astype(np.int8)
+    outs = {on: _run(_runner(model, on, tmp_path / str(on)), x, out_shape) for on in (True, False)}
+    np.testing.assert_array_equal(outs[True], outs[False])
+    want = _ort(model, {"x": x})
+    assert np.abs(outs[True].astype(np.int32) - want.astype(np.int32)).max() <= 1
+    assert (want > -128).mean() > 0.2 and len(np.unique(want)) > 4  # not all clamped to one value
+
+
+def _aarch64_mnemonics(obj: Path, symbol: str) -> list[str]:
+    """The instruction mnemonics of one function of an aarch64 object (llvm-objdump)."""
+    text = subprocess.run(["llvm-objdump", "-d", f"--disassemble-symbols={symbol}", str(obj)],
+                          check=True, capture_output=True, text=True).stdout  # fmt: skip
+    return [m.group(1) for m in re.finditer(r"^\s+[0-9a-f]+:(?:\s[0-9a-f]{2}){4}\s+(\S+)", text, re.M)]
+
+
+@needs_zig
+@pytest.mark.skipif(shutil.which("llvm-objdump") is None, reason="llvm-objdump not installed")
+def test_shipped_aarch64_int8_conv_uses_neon_widening_multiplies(tmp_path: Path) -> None:
+    _board, target = get_board(BOARD)
+    tvm_target = target.tvm_target()
+    art = compile_aot(load_model(_qdq_layer(*LAYERS["conv3x3_pad_odd"], seed=1)), tvm_target, fast_math=False)
+    assert "ek_nn_s8" in art.graph.extern_names()
+    (tmp_path / "model.c").write_text(art.model_c)
+    (tmp_path / "model.h").write_text(art.model_h)
+    # model.c as link_runner compiles it for the board (zig, the board's -mcpu)
+    (obj,) = firmware.compile_c(firmware.find_toolchain(cross=True), [tmp_path / "model.c"], tmp_path / "obj",
+                                [*zig_flags(target, tvm_target)], [tmp_path])  # fmt: skip
+    kernels = [n for n in _functions(obj) if n.startswith("ek_nn_dot_")]
+    assert sorted(kernels) == ["ek_nn_dot_4x1", "ek_nn_dot_4x1_s8", "ek_nn_dot_4xn", "ek_nn_dot_4xn_s8"]
+    for name in kernels:
+        ops = _aarch64_mnemonics(obj, name)
+        assert any(op in ("smlal", "smlal2", "smull", "sadalp", "sdot") for op in ops), f"{name}: no NEON widening multiply"
+        assert not [op for op in ops if op.startswith(("fmadd", "fmla", "fmul", "scvtf"))], f"{name} accumulates in float"
+        assert not [op for op in ops if op in ("bl", "blr")], f"{name} calls a function"
