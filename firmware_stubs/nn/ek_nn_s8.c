@@ -144,6 +144,23 @@ static inline __attribute__((always_inline)) int32_t ek_round_shift_hi(int64_t x
  * with the 64-bit round_shift. */
 #define EK_NN_HIGH_WORD(n) ((n) > 32 && (n) < 64)
 
+#if EK_NN_NEON
+/* The high-word requantization of 4 accumulators of one channel
+ * (ek_neon_rq2: 2), clamped, not yet narrowed: (a * m) >> 32 is SQDMULH
+ * (2 a m >> 32; never saturates, |m| < 2^31) then >> 1 (a floor of a
+ * floor), and (hi + 2^(sh-1)) >> sh is SRSHL by -sh. */
+#define EK_NEON_RQ(NAME, V, Q)                                                                                 \
+  static inline __attribute__((always_inline)) V##_t NAME(V##_t a, int32_t off, int32_t m, int32_t sh, \
+                                                                   int32_t zp, int32_t lo, int32_t hi) {     \
+    a = vqdmulh##Q##_n_s32(vadd##Q##_s32(a, vdup##Q##_n_s32(off)), m);                                      \
+    a = vrshl##Q##_s32(vshr##Q##_n_s32(a, 1), vdup##Q##_n_s32(-sh));                                        \
+    a = vadd##Q##_s32(a, vdup##Q##_n_s32(zp));                                                              \
+    return vmin##Q##_s32(vmax##Q##_s32(a, vdup##Q##_n_s32(lo)), vdup##Q##_n_s32(hi));                       \
+  }
+EK_NEON_RQ(ek_neon_rq4, int32x4, q)
+EK_NEON_RQ(ek_neon_rq2, int32x2, )
+#endif
+
 /* The requantization of core/fixedpoint.py over a block of accumulators acc[c][j]
  * (nc channels from c0, np pixels each), stored to y[c * ys_c + j * ys_p]. */
 static inline __attribute__((always_inline)) void ek_nn_requant_body(const int32_t *acc, int8_t *y, int32_t nc,
@@ -157,6 +174,17 @@ static inline __attribute__((always_inline)) void ek_nn_requant_body(const int32
     int8_t *yc = y;
     if (EK_NN_HIGH_WORD(n)) {
       int32_t rnd = 1 << (n - 33), sh = n - 32;
+#if EK_NN_NEON
+      if (np == 6) { /* a 4xN block's row: 4 + 2 lanes */
+        int8_t r[8];
+        int32x4_t v4 = ek_neon_rq4(vld1q_s32(acc), off, m, sh, zp, lo, hi);
+        int32x2_t v2 = ek_neon_rq2(vld1_s32(acc + 4), off, m, sh, zp, lo, hi);
+        vst1_s8(r, vmovn_s16(vcombine_s16(vmovn_s32(v4), vmovn_s32(vcombine_s32(v2, v2)))));
+        for (j = 0; j < 6; ++j, yc += ys_p) EK_NN_STORE(yc, r[j], tab);
+        acc += 6;
+        continue;
+      }
+#endif
       for (j = 0; j < np; ++j, yc += ys_p) {
         int32_t a = (int32_t)((uint32_t)*acc++ + (uint32_t)off);
         v = (((int32_t)(((int64_t)a * m) >> 32) + rnd) >> sh) + zp;
@@ -217,6 +245,14 @@ static inline __attribute__((always_inline)) void ek_nn_requant_row_body(const i
   int32_t off = q[c], zp = h[EK_NN_ZOUT], lo = h[EK_NN_QMIN], hi = h[EK_NN_QMAX], rnd = 1 << (sh - 33);
   const int32_t *end = acc + n;
   sh -= 32;
+#if EK_NN_NEON
+  for (; acc + 4 <= end; acc += 4, y += 4) {
+    int8_t r[8];
+    int32x4_t v = ek_neon_rq4(vld1q_s32(acc), off, m, sh, zp, lo, hi);
+    vst1_s8(r, vmovn_s16(vcombine_s16(vmovn_s32(v), vmovn_s32(v))));
+    EK_NN_STORE(y, r[0], tab); EK_NN_STORE(y + 1, r[1], tab); EK_NN_STORE(y + 2, r[2], tab); EK_NN_STORE(y + 3, r[3], tab);
+  }
+#endif
 #if EK_NN_DSP
   if (lo == -128 && hi == 127) { /* the full int8 range: one SSAT */
     while (acc < end) {

@@ -17,6 +17,7 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 
 from edgekit.compiler import firmware
@@ -25,6 +26,7 @@ from edgekit.compiler.backends.llvm.linux_cross import link_runner, zig_flags
 from edgekit.core.profiles import get_board
 from edgekit.frontend.loader import load_model
 
+from test_mcu_int8_blocks import _feeds as _block_feeds, _ort as _block_ort, _output_step, block_int8  # noqa: F401
 from test_mcu_int8_kernels import LAYERS as MCU_LAYERS, _functions, _ort, _qdq_layer
 
 BOARD = "raspberry-pi-4"
@@ -52,11 +54,11 @@ def _runner(model, int8_kernels: bool, tmp: Path) -> Path:
     return runner
 
 
-def _run(runner: Path, x: np.ndarray, out_shape: list[int]) -> np.ndarray:
+def _run(runner: Path, x: np.ndarray, out_shape: list[int], dtype: type = np.int8) -> np.ndarray:
     x.tofile(runner.parent / "in.bin")
     subprocess.run(["qemu-aarch64", str(runner), str(runner.parent / "weights.bin"), "0", "1",
                     str(runner.parent / "in.bin"), str(runner.parent / "out.bin")], check=True, timeout=60)  # fmt: skip
-    return np.fromfile(runner.parent / "out.bin", np.int8).reshape(out_shape)
+    return np.fromfile(runner.parent / "out.bin", dtype).reshape(out_shape)
 
 
 @needs_zig
@@ -72,6 +74,21 @@ def test_neon_kernels_bit_exact_with_the_integer_lowering_under_qemu(name: str, 
     want = _ort(model, {"x": x})
     assert np.abs(outs[True].astype(np.int32) - want.astype(np.int32)).max() <= 1
     assert (want > -128).mean() > 0.2 and len(np.unique(want)) > 4  # not all clamped to one value
+
+
+@needs_zig
+@needs_qemu
+def test_neon_kernels_bit_exact_on_a_mobilenetv3_block_under_qemu(block_int8: tuple[Path, onnx.ModelProto],
+                                                                   tmp_path: Path) -> None:
+    """HardSwish tables fused into the outputs, 5x5 and 3x3 depthwise, squeeze-excite, a residual add."""
+    path, model = block_int8
+    x = _block_feeds(4)["x"]
+    out_shape = [d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim]
+    outs = {on: _run(_runner(onnx.load(path), on, tmp_path / str(on)), x, out_shape, np.float32) for on in (True, False)}
+    np.testing.assert_array_equal(outs[True], outs[False])
+    want = _block_ort(model, {"x": x})
+    assert np.abs(outs[True] - want).max() <= 1.01 * _output_step(model)
+    assert np.abs(want).max() > 4 * _output_step(model)  # not a constant output
 
 
 def _aarch64_mnemonics(obj: Path, symbol: str) -> list[str]:
@@ -100,3 +117,6 @@ def test_shipped_aarch64_int8_conv_uses_neon_widening_multiplies(tmp_path: Path)
         assert any(op in ("smlal", "smlal2", "smull", "sadalp", "sdot") for op in ops), f"{name}: no NEON widening multiply"
         assert not [op for op in ops if op.startswith(("fmadd", "fmla", "fmul", "scvtf"))], f"{name} accumulates in float"
         assert not [op for op in ops if op in ("bl", "blr")], f"{name} calls a function"
+    # the requantization of a 6-pixel block and of a depthwise row: 4 lanes at a time
+    for name in ("ek_nn_requant", "ek_nn_requant_row"):
+        assert "sqdmulh" in _aarch64_mnemonics(obj, name), f"{name} is scalar"
