@@ -32,13 +32,13 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import platform
 import subprocess
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from edgekit.core.cpu_features import canonical_arch, host_arch
 from edgekit.core.errors import CompileError, ConfigError, DeviceError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -57,14 +57,6 @@ logger = logging.getLogger(__name__)
 
 #: Longest one candidate's RPC session (upload, load, measure) may last.
 REMOTE_SESSION_TIMEOUT_S = 60
-
-_ARCH_ALIASES = {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64"}
-
-
-def _arch(name: str) -> str:
-    name = name.lower()
-    return _ARCH_ALIASES.get(name, name)
-
 
 @dataclass(frozen=True)
 class RemoteMeasurement:
@@ -177,7 +169,7 @@ def export_candidate(flags: Sequence[str], mod: Any) -> str:
 
 def _export_flags(target: Target) -> list[str]:
     """zig flags for a board of another ISA, [] for this machine's."""
-    if _arch(target.isa) == _arch(platform.machine()):
+    if canonical_arch(target.isa) == host_arch():
         return []
     from edgekit.compiler.firmware import cc_flags
 
@@ -243,8 +235,8 @@ def rpc_measurement(
     if info is None:
         logger.info("all %d '%s' servers are busy; candidates will wait in the tracker's queue", status.servers, key)
         info = {}
-    machine = _arch(str(info.get("machine", "")))
-    if machine and machine != _arch(target.isa):
+    machine = canonical_arch(str(info.get("machine", "")))
+    if machine and machine != canonical_arch(target.isa):
         emulated = f" and emulates the board with {info['qemu']} only for edgekit's static runners" if info.get("qemu") else ""
         raise DeviceError(
             f"the RPC server '{info.get('name') or key}' under key '{key}' runs on {machine}{emulated}; "

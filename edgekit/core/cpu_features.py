@@ -18,7 +18,7 @@ import platform
 import re
 from typing import Any
 
-__all__ = ["TEST_FLAGS_ENV", "host_arch", "host_features", "host_flags", "isa_features", "missing_features",
+__all__ = ["TEST_FLAGS_ENV", "canonical_arch", "host_arch", "host_features", "host_flags", "isa_features", "missing_features",
            "native_mattr", "runs_here"]  # fmt: skip
 
 #: Environment variable that replaces this machine's CPU flags (Linux names).
@@ -63,9 +63,15 @@ def _is_x86(target: Any) -> bool:
     return triple.startswith(("x86_64", "i686", "i386")) or (not triple and host_arch() == "x86_64")
 
 
+def canonical_arch(name: str) -> str:
+    """An architecture as this module names it: ``amd64``/``x64`` -> ``x86_64``, ``arm64`` -> ``aarch64``."""
+    name = name.lower()
+    return _ARCH_ALIASES.get(name, name)
+
+
 def host_arch() -> str:
-    machine = platform.machine().lower()
-    return _ARCH_ALIASES.get(machine, machine)
+    """This machine's architecture (:func:`canonical_arch` of :func:`platform.machine`)."""
+    return canonical_arch(platform.machine())
 
 
 def isa_features(target: Any) -> frozenset[str]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import platform
 import shlex
 import shutil
 import subprocess
@@ -30,6 +29,7 @@ import numpy as np
 
 from edgekit.package import Package
 from edgekit.package.sections import LinuxSection
+from edgekit.core.cpu_features import host_arch
 from edgekit.core.errors import ChecksumError, ConfigError, DeviceError, DeviceTimeoutError, PackageError
 from edgekit.core.tensors import TensorSpec, check_inputs
 from edgekit.runtime.connection import connect
@@ -59,7 +59,6 @@ RUNTIME = "linux-aot"
 #: emulated big models are slow.
 RUN_TIMEOUT_S = 600.0
 
-_ARCH_ALIASES = {"amd64": "x86_64", "arm64": "aarch64"}
 
 # Runner exit codes (see RUNNER_C in edgekit/compiler/backends/llvm/linux_cross.py).
 _EXIT_MEANING = {2: "bad arguments", 3: "could not read weights or inputs", 4: "the model returned an error",
@@ -101,11 +100,6 @@ class Executor(Protocol):
         ...
 
 
-def _host_arch() -> str:
-    machine = platform.machine().lower()
-    return _ARCH_ALIASES.get(machine, machine)
-
-
 def qemu_command(board: "Board") -> list[str]:
     """The qemu-user command prefix from ``board.simulator.machine`` (e.g.
     ``qemu-riscv64`` or ``qemu-riscv64 -cpu rv64,v=true,vlen=256``).
@@ -139,7 +133,7 @@ class LocalExecutor:
     def __init__(self, prefix: Sequence[str] = ()) -> None:
         self.prefix = list(prefix)
         self.root = Path(tempfile.mkdtemp(prefix="edgekit-linux-"))
-        self.where = f"{self.prefix[0]} on this machine" if self.prefix else f"this {_host_arch()} machine"
+        self.where = f"{self.prefix[0]} on this machine" if self.prefix else f"this {host_arch()} machine"
 
     def put(self, name: str, data: bytes, *, executable: bool = False) -> str:
         path = self.root / name
@@ -286,13 +280,13 @@ class LinuxRunner:
     def _open_executor(self, arch: str) -> Any:
         conn = self.connection
         if conn.simulated:
-            if arch == _host_arch() and self.board.simulator.kind != "qemu-user":
+            if arch == host_arch() and self.board.simulator.kind != "qemu-user":
                 return LocalExecutor()
             if self.board.simulator.kind != "qemu-user":
                 raise self._foreign(arch)
             return LocalExecutor(qemu_command(self.board))
         if conn.transport.name == "local":  # this machine is the board (e.g. inside its RPC server)
-            if arch != _host_arch():
+            if arch != host_arch():
                 raise self._foreign(arch)
             return LocalExecutor()
         if conn.transport.name != "ssh":
@@ -310,7 +304,7 @@ class LinuxRunner:
         "OSError: Exec format error")."""
         return ConfigError(
             f"the package's runner is {arch} code, and board '{self.board.name}' would run it natively on this "
-            f"{_host_arch()} machine",
+            f"{host_arch()} machine",
             hint="Run it on the board it was built for (its qemu-user simulator when no port is set), or "
                  f"recompile the model with --board {self.board.name}.",
             arch=arch,

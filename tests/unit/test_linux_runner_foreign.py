@@ -10,7 +10,8 @@ import pytest
 
 from edgekit.core.errors import ConfigError
 from edgekit.core.profiles import load_profiles
-from edgekit.runtime.linux_runner import LinuxRunner, _host_arch
+from edgekit.core.cpu_features import host_arch
+from edgekit.runtime.linux_runner import LinuxRunner
 
 pytestmark = pytest.mark.unit
 
@@ -24,14 +25,14 @@ def _runner(board: str, *, simulated: bool) -> LinuxRunner:
 
 @pytest.mark.parametrize("simulated", [True, False])
 def test_foreign_code_on_a_native_board_is_refused(simulated: bool) -> None:
-    foreign = "aarch64" if _host_arch() != "aarch64" else "riscv64"
+    foreign = "aarch64" if host_arch() != "aarch64" else "riscv64"
     with pytest.raises(ConfigError, match=f"runner is {foreign} code.*board 'host'") as info:
         _runner("host", simulated=simulated)._open_executor(foreign)
     assert "--board host" in info.value.hint
 
 
 def test_own_code_on_a_native_board_runs_here() -> None:
-    executor = _runner("host", simulated=False)._open_executor(_host_arch())
+    executor = _runner("host", simulated=False)._open_executor(host_arch())
     try:
         assert executor.prefix == []
     finally:
