@@ -181,7 +181,6 @@ def place_func(shape: tuple[int, int, int, int], out: tuple[int, ...], top: int,
     # int64 extents, as LegalizeOps writes them: FuseTIR maps X to the producer's output buffer.
     n, h, w, c, cb, hp, wp, lanes, top, left = (tirx.IntImm("int64", v) for v in (*shape, *out[1:], top, left))
     bottom, right = hp - h - top, wp - w - left
-    fill = T.broadcast(T.uint8(border), int(lanes))
 
     @T.prim_func(private=True, s_tir=True)
     def place(X: T.Buffer((n, h, w, c), "int8"), Y: T.Buffer((n, cb, hp, wp, lanes), "uint8")) -> None:
@@ -200,10 +199,12 @@ def place_func(shape: tuple[int, int, int, int], out: tuple[int, ...], top: int,
             # The border through an alias of Y: to TVM's analysis the block over the image stays
             # Y's one writer, which reverse_compute_inline requires (the regions are disjoint).
             Yb = T.decl_buffer((n * cb * hp * wp * lanes,), "uint8", data=Y.data)
-            for i, r, x in T.grid(n * cb, top + bottom, wp):  # the rows above and below the image
-                Yb[T.ramp(((i * hp + T.Select(r < top, r, r + h)) * wp + x) * lanes, 1, lanes)] = fill
-            for i, y, r in T.grid(n * cb, h, left + right):  # the columns beside it
-                Yb[T.ramp(((i * hp + y + top) * wp + T.Select(r < left, r, r + w)) * lanes, 1, lanes)] = fill
+            # Scalar stores LLVM makes one vector store each: a Broadcast here would make TVM's
+            # FLOP estimate fail, and MetaSchedule's task extraction drop the conv (tuning.py).
+            for i, r, x, j in T.grid(n * cb, top + bottom, wp, lanes):  # the rows above and below the image
+                Yb[((i * hp + T.Select(r < top, r, r + h)) * wp + x) * lanes + j] = T.uint8(border)
+            for i, y, r, j in T.grid(n * cb, h, left + right, lanes):  # the columns beside it
+                Yb[((i * hp + y + top) * wp + T.Select(r < left, r, r + w)) * lanes + j] = T.uint8(border)
 
     return place
 
