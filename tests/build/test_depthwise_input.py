@@ -113,3 +113,15 @@ def test_bit_identical_with_the_generic_integer_kernels(int8_model, monkeypatch,
     generic = run_built(int8_model, tvm.target.Target(target), x)
     assert np.std(generic) > 0
     np.testing.assert_array_equal(got, generic)
+
+
+def test_convs_writing_blocks_stay_tuning_tasks(int8_model):
+    # MetaSchedule keeps only kernels whose FLOPs TVM can estimate (tuning.extract_tasks).
+    from edgekit.compiler.backends.llvm.relax_build import prepare_cpu_module
+    from edgekit.compiler.backends.llvm.tuning import extract_tasks
+    from edgekit.compiler.importer import import_onnx
+    from edgekit.frontend.loader import load_model
+
+    target = tvm.target.Target(ZEN4)
+    tasks = extract_tasks(prepare_cpu_module(import_onnx(load_model(int8_model))[0], target)[0], target)
+    assert any("place_block" in t.task_name for t in tasks), [t.task_name for t in tasks]
