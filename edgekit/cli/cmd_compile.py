@@ -51,7 +51,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="CPU boards, int8 (QDQ) models: auto (default) times each quantized layer in int8 and fp32 "
                    "where the board's CPU is this machine's and keeps a layer in fp32 where that is faster, then "
                    "keeps the whole model in fp32 if its fp32 build is faster still (boards that cannot run here "
-                   "stay int8, unmeasured); int8 = every quantized layer int8, nothing timed")
+                   "stay int8, unmeasured); int8 = every quantized layer int8, nothing timed; fp32 = every quantized "
+                   "layer fp32 (the fp32 build of the same graph, to bench both precisions on a board that cannot run "
+                   "here)")
     p.add_argument("--int8-choice-budget", type=float, default=30.0, metavar="SECONDS",
                    help="with --int8-choice auto: seconds to spend timing single layers, largest first (default "
                    "30; 0 = only the whole-model comparison, which comes on top)")
@@ -72,8 +74,14 @@ def _weights_text(manifest: Manifest, aot: "AotSection | None") -> str:
             f"{storage.sparse_tensors} of {len(storage.tensors)} tensors bitmask-sparse)")
 
 
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f} ms"
+def _ms_pair(a: float | None, b: float | None) -> tuple[str, str]:
+    """Two times as text, told apart where they differ (:func:`ms_texts`); ``-`` for one not measured."""
+    from edgekit.compiler.backends.llvm.int8_choice import ms_texts
+
+    if a is not None and b is not None:
+        ta, tb = ms_texts([a, b])
+        return ta, tb
+    return ("-" if a is None else ms_texts([a])[0]), ("-" if b is None else ms_texts([b])[0])
 
 
 def _speedup_words(choice: "Int8Choice") -> str:
@@ -117,15 +125,17 @@ def _int8_choice_rows(table: Table, choice: "Int8Choice | None") -> None:
     """The int8/fp32 choice: the decision, the whole-model times and every layer kept in fp32."""
     if choice is None:
         return
-    times = ", ".join(f"{k} {_ms(v)}" for k, v in choice.model_ms.items())
+    from edgekit.compiler.backends.llvm.int8_choice import ms_texts
+
+    times = ", ".join(f"{k} {v}" for k, v in zip(choice.model_ms, ms_texts(list(choice.model_ms.values()))))
     table.add_row("int8 choice", f"{choice.decision} ({choice.source}): {choice.reason}")
     if times:
         bought = _speedup_words(choice)
         table.add_row("", f"whole model: {times}{f' ({bought})' if bought else ''}; "
                       f"{choice.extra_seconds:.1f} s of compile time")
     if choice.source == "unknown":
-        table.add_row("", "what int8 buys there is measured on the board: compile the fp32 model for it too and "
-                      "`edgekit bench` both packages with --port (an emulator's time is not the board's)")
+        table.add_row("", "what int8 buys there is measured on the board: compile the model with --int8-choice fp32 "
+                      "too and `edgekit bench` both packages with --port (an emulator's time is not the board's)")
     whole_fp32 = choice.decision == "fp32"
     if choice.source not in ("off", "unknown"):
         # With the whole model in fp32 every quantized layer is listed, timed
@@ -136,13 +146,16 @@ def _int8_choice_rows(table: Table, choice: "Int8Choice | None") -> None:
                       + (f", {choice.not_timed} not timed (budget{stay})" if choice.not_timed else "")
                       + (f", {choice.elementwise} elementwise (not timed alone{stay})" if choice.elementwise else ""))
     fp32_layers = choice.fp32_layers
+    if whole_fp32 and choice.mode == "fp32":
+        table.add_row("", f"all {len(fp32_layers)} quantized layers in fp32, as asked (--json lists them)")
+        return
     if whole_fp32:  # one line, not one per layer with the same reason
         table.add_row("", f"all {len(fp32_layers)} quantized layers in fp32 (whole-model guard; --json lists them "
                       "with the times of those timed alone)")
         return
     for layer in fp32_layers[:20]:
-        table.add_row(f"  fp32 {layer.node}", f"{layer.op_type}: int8 {_ms(layer.int8_ms)}, "
-                      f"fp32 {_ms(layer.fp32_ms)} ({layer.source}); {layer.reason}")  # fmt: skip
+        t8, t32 = _ms_pair(layer.int8_ms, layer.fp32_ms)
+        table.add_row(f"  fp32 {layer.node}", f"{layer.op_type}: int8 {t8}, fp32 {t32} ({layer.source}); {layer.reason}")
     more = len(fp32_layers) - 20
     if more > 0:
         table.add_row("", f"... {more} more layers in fp32 (--json lists all)")

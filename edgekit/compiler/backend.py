@@ -88,7 +88,7 @@ def check_operators(prepared: Any, options: "CompileOptions", progress: Progress
 
 
 #: Values of :attr:`CompileOptions.int8_choice` (see :mod:`edgekit.compiler.backends.llvm.int8_choice`).
-INT8_CHOICES = ("auto", "int8")
+INT8_CHOICES = ("auto", "int8", "fp32")
 
 #: Values of :attr:`CompileOptions.weight_storage`.
 WEIGHT_STORAGE = ("auto", "dense", "sparse")
@@ -135,7 +135,11 @@ class CompileOptions:
             quantized layer -- or the whole model -- in fp32 where that
             measured faster on the target (only where the target runs on
             this machine; see :mod:`edgekit.compiler.backends.llvm.int8_choice`);
-            ``int8`` keeps every quantized layer int8, unmeasured.
+            ``int8`` keeps every quantized layer int8, unmeasured; ``fp32``
+            compiles every quantized layer in fp32 (the fp32 build of the
+            same graph, to time both precisions on a board that cannot be
+            measured here). Backends without the choice refuse ``fp32`` for
+            a QDQ model (:func:`build_with_choice`).
         int8_choice_budget_s: Seconds ``auto`` may spend timing single
             layers (the whole-model comparison comes on top); 0 = only the
             whole-model comparison.
@@ -164,7 +168,8 @@ class CompileOptions:
         if self.int8_choice not in INT8_CHOICES:
             raise ConfigError(
                 f"int8_choice must be one of {', '.join(INT8_CHOICES)}, got {self.int8_choice!r}",
-                hint="Use auto (keep a layer in fp32 where that measured faster) or int8 (every quantized layer int8).",
+                hint="Use auto (keep a layer in fp32 where that measured faster), int8 (every quantized layer int8) "
+                "or fp32 (every quantized layer fp32).",
             )
         budget = self.int8_choice_budget_s
         if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget >= 0:
@@ -293,12 +298,35 @@ def build_with_choice(
     *,
     cost: Any = None,
 ) -> ChosenBuild:
-    """``backend``'s build, through its ``choose_precision`` hook where it has one."""
+    """``backend``'s build, through its ``choose_precision`` hook where it has one.
+
+    Raises:
+        ConfigError: ``int8_choice="fp32"`` for a QDQ model on a backend
+            without the hook: it compiles quantized layers as they are, and
+            would silently build int8.
+    """
     hook = getattr(backend, "choose_precision", None)
+    if options.int8_choice == "fp32" and not callable(hook):
+        _refuse_fp32_choice(prepared, board, target)
     chosen = hook(prepared, board, target, options, progress, cost=cost) if callable(hook) else None
     if chosen is not None:
         return chosen
     return ChosenBuild(prepared, backend.build(prepared, board, target, options, progress))
+
+
+def _refuse_fp32_choice(prepared: "PreparedModel", board: "Board", target: "Target") -> None:
+    from edgekit.frontend.qdq_graph import has_qdq
+
+    if not has_qdq(prepared.model):  # already fp32: nothing to put back in float
+        return
+    raise ConfigError(
+        f"--int8-choice fp32 is for CPU boards (codegen llvm); board '{board.name}' uses codegen {target.codegen}, "
+        "which compiles a quantized model's layers as they are",
+        hint="Compile the fp32 model for this board instead (the one the int8 model was quantized from), "
+        "or drop --int8-choice.",
+        board=board.name,
+        codegen=target.codegen,
+    )
 
 
 #: codegen -> module path of its backend (or a registered backend object).

@@ -42,7 +42,7 @@ def test_an_unmeasured_board_says_how_to_measure_int8_there() -> None:
     _int8_choice_rows(table, Int8Choice("auto", "unknown", "int8", "kept int8: not measured"))
     out = io.StringIO()
     Console(file=out, width=300, color_system=None).print(table)
-    assert "compile the fp32 model for it too" in out.getvalue() and "--port" in out.getvalue()
+    assert "compile the model with --int8-choice fp32 too" in out.getvalue() and "--port" in out.getvalue()
 
 
 def test_a_whole_model_in_fp32_is_one_line_and_counts_only_timed_layers() -> None:

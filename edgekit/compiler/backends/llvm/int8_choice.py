@@ -27,6 +27,8 @@ the same graph:
 A target that cannot run here (another ISA, a CPU with features this one
 lacks) is not measured and no cost model is claimed for it: every layer stays
 int8 and the report says ``unknown``. Tests inject a :class:`CostProvider`.
+``int8_choice="fp32"`` compiles the fp32 build of the same graph, unmeasured,
+for timing both precisions on such a board.
 
 Layers kept in fp32 compute in float32: their outputs differ from the QDQ
 graph as written by up to that layer's quantization error (they are closer to
@@ -38,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
@@ -51,6 +54,7 @@ from edgekit.compiler.backend import INT8_CHOICES, BuildResult, ChosenBuild, Com
 from edgekit.compiler.backends.llvm.pipeline import build as build_llvm
 from edgekit.core import cpu_features
 from edgekit.core.errors import CompileError
+from edgekit.frontend.legalize import legalize_prepared
 from edgekit.frontend.qdq_graph import float_layers, float_model, has_qdq, layer_subgraph, named_nodes, quantized_nodes
 from edgekit.package.sections import Section, SectionReader
 
@@ -70,6 +74,7 @@ __all__ = [
     "choose",
     "choose_precision",
     "interleaved_times",
+    "ms_texts",
     "runs_here",
     "vm_of_members",
 ]
@@ -95,6 +100,33 @@ REPEAT = 5
 MIN_REPEAT_MS = 1
 #: The low percentile of all timings that is a variant's time.
 PERCENTILE = 10
+#: Significant digits of the times in the manifest (text shows 4 or more, :func:`ms_texts`).
+JSON_DIGITS = 6
+
+
+def _json_ms(value: float | None) -> float | None:
+    """A time for the manifest, to :data:`JSON_DIGITS` significant digits:
+    four decimals of a millisecond made a 9-us model's builds 0.0091 and 0.0091."""
+    return None if value is None else float(f"{float(value):.{JSON_DIGITS}g}")
+
+
+def _time_text(ms: float, digits: int) -> str:
+    value, unit = (ms, "ms") if ms >= 1 else (ms * 1e3, "µs")
+    decimals = max(digits - 1 - math.floor(math.log10(value)), 0) if value > 0 else digits - 1
+    return f"{value:.{decimals}f} {unit}"
+
+
+def ms_texts(values: Sequence[float]) -> list[str]:
+    """Times (ms) as text, in µs below a millisecond, with 4 significant
+    digits or as many more as it takes for times that differ to read
+    differently (at three decimals of a millisecond the digits CNN's fp32 and
+    int8 builds both read "0.009 ms", the guard's reason saying one was faster)."""
+    texts = [_time_text(v, 4) for v in values]
+    for digits in range(5, 10):
+        if len(set(texts)) == len(set(values)):
+            break
+        texts = [_time_text(v, digits) for v in values]
+    return texts
 
 
 @dataclass(frozen=True)
@@ -137,8 +169,8 @@ class LayerCost:
     reason: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        r = lambda v: None if v is None else round(float(v), 4)  # noqa: E731
-        return {"node": self.node, "op_type": self.op_type, "int8_ms": r(self.int8_ms), "fp32_ms": r(self.fp32_ms),
+        return {"node": self.node, "op_type": self.op_type, "int8_ms": _json_ms(self.int8_ms),
+                "fp32_ms": _json_ms(self.fp32_ms),
                 "source": self.source, "kept": self.kept, "reason": self.reason}  # fmt: skip
 
     @classmethod
@@ -175,11 +207,12 @@ class Int8Choice(Section):
     backend's section, read with ``Int8Choice.of(manifest)``).
 
     Attributes:
-        mode: The option (``auto`` or ``int8``).
-        source: ``measured``, ``modeled``, ``unknown`` or ``off``.
+        mode: The option (``auto``, ``int8`` or ``fp32``).
+        source: ``measured``, ``modeled``, ``unknown`` or ``off`` (modes
+            ``int8`` and ``fp32``: nothing measured).
         decision: ``int8`` (every quantized layer int8), ``mixed`` (the
             layers in :attr:`fp32_layers` in fp32) or ``fp32`` (the whole
-            model, by the whole-model guard).
+            model: by the whole-model guard, or asked for).
         reason: One sentence on why.
         layers: Every layer that was timed, with its times and what was kept.
         model_ms: Whole-model times by variant.
@@ -213,6 +246,8 @@ class Int8Choice(Section):
 
     def in_words(self) -> str:
         """What the choice kept in fp32, in words; "" where every quantized layer stayed int8."""
+        if self.decision == "fp32" and self.mode == "fp32":
+            return "compiled in fp32 (--int8-choice fp32)"
         if self.decision == "fp32":
             return "compiled in fp32: int8 measured slower on this board (whole-model guard)"
         if self.decision == "mixed":
@@ -227,7 +262,7 @@ class Int8Choice(Section):
             "reason": self.reason,
             "fp32_layers": [c.to_json() for c in self.fp32_layers],
             "timed_layers": [c.to_json() for c in self.layers],
-            "model_ms": {k: round(v, 4) for k, v in self.model_ms.items()},
+            "model_ms": {k: _json_ms(v) for k, v in self.model_ms.items()},
             "candidates": self.candidates,
             "not_timed": self.not_timed,
             "elementwise": self.elementwise,
@@ -476,16 +511,17 @@ def _decide(choice: Int8Choice, ops: Mapping[str, str], names: Sequence[str]) ->
     t = choice.model_ms
     fp32_names = [c.node for c in choice.fp32_layers]
     best = "mixed" if "mixed" in t and t["mixed"] < t.get("int8", float("inf")) else "int8"
+    text = dict(zip(t, ms_texts(list(t.values()))))
     if "fp32" in t and t["fp32"] < t.get(best, float("inf")):
         choice.decision = "fp32"
-        choice.reason = (f"whole-model guard: the fp32 build ({t['fp32']:.3f} ms) is faster than the "
-                         f"{best} build ({t[best]:.3f} ms)")  # fmt: skip
+        choice.reason = (f"whole-model guard: the fp32 build ({text['fp32']}) is faster than the "
+                         f"{best} build ({text[best]})")  # fmt: skip
         by_node = {c.node: c for c in choice.layers}
         choice.layers = [by_node.get(n) or LayerCost(n, ops[n], None, None, choice.source) for n in names]
         for c in choice.layers:
             c.kept, c.reason = "fp32", "whole model in fp32 (whole-model guard)"
         return
-    times = ", ".join(f"{k} {v:.3f} ms" for k, v in t.items()) or "no other build to compare"
+    times = ", ".join(f"{k} {v}" for k, v in text.items()) or "no other build to compare"
     if best == "mixed":
         choice.decision, choice.reason = "mixed", f"{len(fp32_names)} layer(s) in fp32: {times}"
         return
@@ -526,8 +562,13 @@ def choose(
     Returns:
         ``(prepared, result, choice)``: the model actually compiled (its
         ``model`` replaced by the mixed or fp32 graph where chosen), its
-        build, and the :class:`Int8Choice` for the manifest.
+        build, and the :class:`Int8Choice` for the manifest. With
+        ``int8_choice="fp32"`` that is the fp32 build of the same graph
+        (:func:`~edgekit.frontend.qdq_graph.float_model`), and nothing is
+        built in int8 or timed.
     """
+    if options.int8_choice == "fp32":
+        return _all_fp32(prepared, build, progress)
     int8_build = build(prepared, progress)  # legalizes prepared.model in place first
     started = time.perf_counter()
     model = named_nodes(prepared.model)
@@ -548,6 +589,23 @@ def choose(
 
     with _lowering_logs_quiet():
         return _choose_measured(prepared, model, names, choice, cost, options, build, progress, int8_build, started)
+
+
+def _all_fp32(prepared: "PreparedModel", build: BuildFn,
+              progress: ProgressFn) -> tuple["PreparedModel", BuildResult, Int8Choice]:  # fmt: skip
+    """``--int8-choice fp32``: every quantized layer in fp32, the graph the
+    whole-model guard compiles (range clips dropped, folded activations
+    restored: docs/int8-choice.md), for a board where the user times both
+    precisions (one that cannot run here)."""
+    legalize_prepared(prepared)  # what the int8 build does first: the rewrite reads the legalized graph
+    model = named_nodes(prepared.model)
+    names = quantized_nodes(model)
+    ops = {n.name: n.op_type for n in model.graph.node}
+    reason = "--int8-choice fp32: every quantized layer in fp32, nothing measured"
+    layers = [LayerCost(n, ops[n], None, None, "off", kept="fp32", reason="--int8-choice fp32") for n in names]
+    choice = Int8Choice("fp32", "off", "fp32", reason, layers=layers, candidates=len(names))
+    final = replace(prepared, model=float_model(model), notes=[*prepared.notes, f"int8 choice: {reason}"])
+    return final, build(final, progress), choice
 
 
 def choose_precision(
@@ -608,8 +666,9 @@ def _choose_measured(prepared: "PreparedModel", model: onnx.ModelProto, names: l
         gain = sum((c.int8_ms or 0.0) - (c.fp32_ms or 0.0) for c in fp32_layers)
         if "int8" in t and gain < LAYER_MARGIN * t["int8"]:
             # Within the whole model's noise even if the gains added up: not worth a build.
-            notes.append(f"no mixed build: the {len(fp32_layers)} layer(s) faster in fp32 alone save {gain:.4f} ms, "
-                         f"under {LAYER_MARGIN:.0%} of the int8 build's {t['int8']:.3f} ms")  # fmt: skip
+            saved, whole = ms_texts([gain, t["int8"]])
+            notes.append(f"no mixed build: the {len(fp32_layers)} layer(s) faster in fp32 alone save {saved}, "
+                         f"under {LAYER_MARGIN:.0%} of the int8 build's {whole}")  # fmt: skip
             for c in fp32_layers:
                 c.kept, c.reason = "int8", c.reason + ", but too little in all for a mixed build"
         else:
