@@ -36,8 +36,14 @@ needs_qemu = pytest.mark.skipif(shutil.which("qemu-aarch64") is None, reason="qe
 
 # Channels not a multiple of the 4-channel block, odd K (conv3x3: a lone last k), even K
 # (conv1x1), padding, stride 2, a pixel tail (conv1x1: 25 = 4 blocks of 6 + 1) and a lone pixel
-# (fc: the 4x1 kernel); depthwise stays on the float path and is checked too.
-LAYERS = {n: MCU_LAYERS[n] for n in ("conv3x3_pad_odd", "conv3x3_stride2", "conv1x1", "depthwise_s2", "fc")}
+# (fc: the 4x1 kernel); depthwise rows of 8 outputs at a time and a tail, stride 1 and 2
+# (LD2), 3x3 and 5x5, and a row shorter than 8.
+LAYERS = {
+    **{n: MCU_LAYERS[n] for n in ("conv3x3_pad_odd", "conv3x3_stride2", "conv1x1", "depthwise_s2", "fc")},
+    "depthwise_s1_wide": ("dw", 4, 4, 20, 3, 1, 1),
+    "depthwise_5x5_s2_wide": ("dw", 3, 3, 21, 5, 2, 2),
+    "depthwise_3x3_s2_wide": ("dw", 2, 2, 35, 3, 0, 2),
+}
 
 
 def _runner(model, int8_kernels: bool, tmp: Path) -> Path:
@@ -120,3 +126,6 @@ def test_shipped_aarch64_int8_conv_uses_neon_widening_multiplies(tmp_path: Path)
     # the requantization of a 6-pixel block and of a depthwise row: 4 lanes at a time
     for name in ("ek_nn_requant", "ek_nn_requant_row"):
         assert "sqdmulh" in _aarch64_mnemonics(obj, name), f"{name} is scalar"
+    # depthwise rows: plain C on the int16 plane, vectorized by clang (int16 x int16 -> int32)
+    ops = _aarch64_mnemonics(obj, "ek_nn_dw_row")
+    assert "smlal" in ops and not [op for op in ops if op.startswith(("fmadd", "fmla"))]
