@@ -179,9 +179,17 @@ static inline __attribute__((always_inline)) void ek_nn_requant_body(const int32
         int8_t r[8];
         int32x4_t v4 = ek_neon_rq4(vld1q_s32(acc), off, m, sh, zp, lo, hi);
         int32x2_t v2 = ek_neon_rq2(vld1_s32(acc + 4), off, m, sh, zp, lo, hi);
-        vst1_s8(r, vmovn_s16(vcombine_s16(vmovn_s32(v4), vmovn_s32(vcombine_s32(v2, v2)))));
-        for (j = 0; j < 6; ++j, yc += ys_p) EK_NN_STORE(yc, r[j], tab);
+        int8x8_t v8 = vmovn_s16(vcombine_s16(vmovn_s32(v4), vmovn_s32(vcombine_s32(v2, v2))));
         acc += 6;
+        if (!tab && ys_p == 1) { /* a conv's 6 consecutive outputs: two stores */
+          uint64_t u = vget_lane_u64(vreinterpret_u64_s8(v8), 0);
+          uint16_t u45 = (uint16_t)(u >> 32);
+          __builtin_memcpy(yc, &u, 4);
+          __builtin_memcpy(yc + 4, &u45, 2);
+          continue;
+        }
+        vst1_s8(r, v8);
+        for (j = 0; j < 6; ++j, yc += ys_p) EK_NN_STORE(yc, r[j], tab);
         continue;
       }
 #endif
@@ -577,7 +585,26 @@ static void ek_nn_gemm(const int8_t *x, const int8_t *w, const int32_t *h, int8_
     ek_nn_gemm_s8cols(x, w, h, y, (int8_t *)scratch);
     return;
   }
+#if EK_NN_NEON
+  /* 1x1, stride 1, no padding: the 6 pixels' inputs of a channel are
+   * consecutive, one 6-byte load widened at once (ek_neon_cols1_s8). */
+  int32_t pointwise = h[EK_NN_KIND] == EK_NN_CONV && h[EK_NN_KH] == 1 && h[EK_NN_KW] == 1 && h[EK_NN_SH] == 1 &&
+                      h[EK_NN_SW] == 1 && h[EK_NN_PT] == 0 && h[EK_NN_PL] == 0;
+  int32_t hw = h[EK_NN_H] * h[EK_NN_W];
+#endif
   for (p = 0; p + EK_NN_NP <= P; p += EK_NN_NP) {
+#if EK_NN_NEON
+    if (pointwise) {
+      const int8_t *xk = x + p;
+      ek_col_t *ck = col;
+      for (j = 0; j < K; ++j, xk += hw, ck += 6) {
+        int16x8_t v = ek_neon_cols1_s8(xk);
+        int32_t v45 = vgetq_lane_s32(vreinterpretq_s32_s16(v), 2);
+        vst1_s16(ck, vget_low_s16(v));
+        __builtin_memcpy(ck + 4, &v45, 4);
+      }
+    } else
+#endif
     for (j = 0; j < EK_NN_NP; ++j) ek_im2col(x, h, p + j, col + j, EK_NN_NP);
     for (c = 0; c < oc; c += EK_NN_MC) ek_nn_dot_4xn(w + c * K, col, K, acc + c * EK_NN_NP);
     ek_nn_requant(acc, y + p * ys_p, oc, EK_NN_NP, ys_c, ys_p, h, 0);
