@@ -159,6 +159,28 @@ static inline __attribute__((always_inline)) int32_t ek_round_shift_hi(int64_t x
   }
 EK_NEON_RQ(ek_neon_rq4, int32x4, q)
 EK_NEON_RQ(ek_neon_rq2, int32x2, )
+
+/* A layer's 256-byte output table (ek_nn_table) in 16 registers, and 8
+ * int8 values looked up in it: index v + 128 (v ^ 0x80), one TBL for the
+ * first 64 entries and a TBX for each next 64 (out-of-range lanes keep). */
+typedef struct {
+  uint8x16x4_t t[4];
+} ek_neon_lut_t;
+static inline __attribute__((always_inline)) void ek_neon_lut_load(ek_neon_lut_t *l, const int8_t *tab) {
+  const uint8_t *b = (const uint8_t *)tab - 128;
+  l->t[0] = vld1q_u8_x4(b);
+  l->t[1] = vld1q_u8_x4(b + 64);
+  l->t[2] = vld1q_u8_x4(b + 128);
+  l->t[3] = vld1q_u8_x4(b + 192);
+}
+static inline __attribute__((always_inline)) int8x8_t ek_neon_lut(int8x8_t v, const ek_neon_lut_t *l) {
+  uint8x8_t i = veor_u8(vreinterpret_u8_s8(v), vdup_n_u8(0x80)), k = vdup_n_u8(64);
+  uint8x8_t r = vqtbl4_u8(l->t[0], i);
+  r = vqtbx4_u8(r, l->t[1], i = vsub_u8(i, k));
+  r = vqtbx4_u8(r, l->t[2], i = vsub_u8(i, k));
+  r = vqtbx4_u8(r, l->t[3], vsub_u8(i, k));
+  return vreinterpret_s8_u8(r);
+}
 #endif
 
 /* The requantization of core/fixedpoint.py over a block of accumulators acc[c][j]
@@ -169,6 +191,10 @@ static inline __attribute__((always_inline)) void ek_nn_requant_body(const int32
                                                                     int32_t full) {
   const int32_t *q = h + EK_NN_HDR;
   int32_t oc = h[EK_NN_OC], zp = h[EK_NN_ZOUT], lo = h[EK_NN_QMIN], hi = h[EK_NN_QMAX], c, j;
+#if EK_NN_NEON
+  ek_neon_lut_t lut;
+  if (tab && np == 6 && ys_p == 1) ek_neon_lut_load(&lut, tab);
+#endif
   for (c = c0; c < c0 + nc; ++c, y += ys_c) {
     int32_t off = q[c], m = q[oc + c], n = q[2 * oc + c], v;
     int8_t *yc = y;
@@ -181,10 +207,12 @@ static inline __attribute__((always_inline)) void ek_nn_requant_body(const int32
         int32x2_t v2 = ek_neon_rq2(vld1_s32(acc + 4), off, m, sh, zp, lo, hi);
         int8x8_t v8 = vmovn_s16(vcombine_s16(vmovn_s32(v4), vmovn_s32(vcombine_s32(v2, v2))));
         acc += 6;
-        if (!tab && ys_p == 1) { /* a conv's 6 consecutive outputs: two stores */
-          uint64_t u = vget_lane_u64(vreinterpret_u64_s8(v8), 0);
+        if (ys_p == 1) { /* a conv's 6 consecutive outputs: two stores */
+          uint64_t u;
+          if (tab) v8 = ek_neon_lut(v8, &lut);
+          u = vget_lane_u64(vreinterpret_u64_s8(v8), 0);
           uint16_t u45 = (uint16_t)(u >> 32);
-          __builtin_memcpy(yc, &u, 4);
+          __builtin_memcpy(yc, &u, 4); /* little-endian: bytes 0-3 */
           __builtin_memcpy(yc + 4, &u45, 2);
           continue;
         }
@@ -254,6 +282,14 @@ static inline __attribute__((always_inline)) void ek_nn_requant_row_body(const i
   const int32_t *end = acc + n;
   sh -= 32;
 #if EK_NN_NEON
+  ek_neon_lut_t lut;
+  if (tab && n >= 8) ek_neon_lut_load(&lut, tab);
+  for (; acc + 8 <= end; acc += 8, y += 8) {
+    int32x4_t v0 = ek_neon_rq4(vld1q_s32(acc), off, m, sh, zp, lo, hi);
+    int32x4_t v1 = ek_neon_rq4(vld1q_s32(acc + 4), off, m, sh, zp, lo, hi);
+    int8x8_t v8 = vmovn_s16(vcombine_s16(vmovn_s32(v0), vmovn_s32(v1)));
+    vst1_s8(y, tab ? ek_neon_lut(v8, &lut) : v8);
+  }
   for (; acc + 4 <= end; acc += 4, y += 4) {
     int8_t r[8];
     int32x4_t v = ek_neon_rq4(vld1q_s32(acc), off, m, sh, zp, lo, hi);
