@@ -34,12 +34,13 @@ BOARD = "raspberry-pi-4"
 needs_zig = pytest.mark.skipif(importlib.util.find_spec("ziglang") is None, reason="ziglang not installed")
 needs_qemu = pytest.mark.skipif(shutil.which("qemu-aarch64") is None, reason="qemu-aarch64 not installed: apt-get install qemu-user")
 
-# Channels not a multiple of the 4-channel block, odd K (conv3x3: a lone last k), even K
-# (conv1x1), padding, stride 2, a pixel tail (conv1x1: 25 = 4 blocks of 6 + 1) and a lone pixel
-# (fc: the 4x1 kernel); depthwise rows of 8 outputs at a time and a tail, stride 1 and 2
-# (LD2), 3x3 and 5x5, and a row shorter than 8.
+# Channels not a multiple of the 4-channel block, 8-channel blocks and a 4-channel rest, odd K
+# (a lone last k) and even K, padding, stride 2, 1x1 (the pointwise gather) with a pixel tail
+# (25 = 4 blocks of 6 + 1), a lone pixel (fc: the 4x1 kernel); depthwise rows longer than the
+# vectorized 8 and shorter, stride 1 and 2, 3x3 and 5x5.
 LAYERS = {
     **{n: MCU_LAYERS[n] for n in ("conv3x3_pad_odd", "conv3x3_stride2", "conv1x1", "depthwise_s2", "fc")},
+    "conv3x3_odd_k_12ch": ("conv", 3, 12, 9, 3, 1, 1),  # 8 + 4 channels, K = 27
     "depthwise_s1_wide": ("dw", 4, 4, 20, 3, 1, 1),
     "depthwise_5x5_s2_wide": ("dw", 3, 3, 21, 5, 2, 2),
     "depthwise_3x3_s2_wide": ("dw", 2, 2, 35, 3, 0, 2),
@@ -117,7 +118,8 @@ def test_shipped_aarch64_int8_conv_uses_neon_widening_multiplies(tmp_path: Path)
     (obj,) = firmware.compile_c(firmware.find_toolchain(cross=True), [tmp_path / "model.c"], tmp_path / "obj",
                                 [*zig_flags(target, tvm_target)], [tmp_path])  # fmt: skip
     kernels = [n for n in _functions(obj) if n.startswith("ek_nn_dot_")]
-    assert sorted(kernels) == ["ek_nn_dot_4x1", "ek_nn_dot_4x1_s8", "ek_nn_dot_4xn", "ek_nn_dot_4xn_s8"]
+    assert sorted(kernels) == ["ek_nn_dot_4x1", "ek_nn_dot_4x1_s8", "ek_nn_dot_4xn", "ek_nn_dot_4xn_s8",
+                               "ek_nn_dot_8xn"]
     for name in kernels:
         ops = _aarch64_mnemonics(obj, name)
         assert any(op in ("smlal", "smlal2", "smull", "sadalp", "sdot") for op in ops), f"{name}: no NEON widening multiply"
