@@ -23,9 +23,10 @@
  *    (a0, a2, a1, a3), so SXTB16 and SXTB16 ROR #8 of a weight word give the
  *    matching (w0, w2) and (w1, w3) pairs without a weight reorder; SMLAD
  *    does two MACs; 2 output channels x 2 pixels are blocked in registers.
- *  - aarch64 with NEON (EK_NN_NEON, conv and matmul only): the generic
- *    kernel's blocking and weight layout, int16 columns, SMLAL by element
- *    into int32 (exact for any K); see "aarch64 NEON" below.
+ *  - aarch64 with NEON (EK_NN_NEON): the generic kernel's weight layout,
+ *    int16 columns, SMLAL by element into int32 (exact for any K; see
+ *    "aarch64 NEON" below); depthwise on an int16 plane with int32 MACs,
+ *    the requantization and output tables vectorized.
  *  - everything else (RV32IMF, the host): 4 channels x EK_NN_NP pixels in
  *    registers. With an FPU the products are accumulated in float32, which
  *    is exact: |x * w| <= 2^14 and the compiler only routes layers with
@@ -62,9 +63,7 @@ typedef int32_t ek_mac_t;
 #endif
 
 /* aarch64 with NEON (every aarch64 Linux board; Cortex-A72 has no SDOT):
- * the conv/matmul inner kernels multiply int16 columns by int8 weights
- * widened to int16 with SMLAL (by element) into int32 lanes, exact for any
- * K; the columns are int16. Depthwise stays on the float MACs below. */
+ * integer kernels (SMLAL into int32 lanes), never the float MACs below. */
 #if defined(__aarch64__) && defined(__ARM_NEON)
 #define EK_NN_NEON 1
 #include <arm_neon.h>
