@@ -44,6 +44,10 @@ LAYERS = {
     "depthwise_s1_wide": ("dw", 4, 4, 20, 3, 1, 1),
     "depthwise_5x5_s2_wide": ("dw", 3, 3, 21, 5, 2, 2),
     "depthwise_3x3_s2_wide": ("dw", 2, 2, 35, 3, 0, 2),
+    # Reductions over MAX_FLOAT_K (1024), which the float-accumulating generic kernel
+    # may not take: on NEON they stay on the C kernels (int32 accumulators).
+    "conv3x3_k1152": ("conv", 128, 12, 4, 3, 1, 1),
+    "fc_k1100": ("fc", 1100, 10, 0, 0, 0, 1),
 }
 
 

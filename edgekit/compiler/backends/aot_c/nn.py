@@ -39,6 +39,7 @@ __all__ = [
     "IN_PLACE",
     "NP",
     "uses_dsp",
+    "uses_neon",
     "offload_int8",
     "kernel_source",
 ]
@@ -83,15 +84,23 @@ def uses_dsp(tvm_target: Any) -> bool:
     return triple.startswith("thumbv8m.main") and ("+dsp" in mattr or mcpu in ("cortex-m33", "cortex-m35p", "cortex-m55", "cortex-m85"))
 
 
-def kernel_source(dsp: bool) -> str:
+def uses_neon(tvm_target: Any) -> bool:
+    """True when the target is aarch64 with NEON (the C kernels' integer inner kernels, exact for any K)."""
+    attrs = tvm_target.attrs
+    mattr = [str(a) for a in attrs.get("mattr", [])]
+    return str(attrs.get("mtriple", "")).startswith("aarch64") and "-neon" not in mattr
+
+
+def kernel_source(dsp: bool, neon: bool = False) -> str:
     """The C text appended to ``model.c`` when a model calls the kernels."""
     path = data_dir("firmware_stubs") / "nn" / "ek_nn_s8.c"
     # The weights were packed for one inner kernel: a model.c compiled for
-    # another core (no DSP where DSP was assumed, or the reverse) must not build.
+    # another core (no DSP where DSP was assumed, or the reverse) must not build;
+    # nor one routed as NEON (reductions over MAX_FLOAT_K) built without it.
     return (
-        f"#define EK_NN_NP {NP}\n#define EK_NN_EXPECT_DSP {int(dsp)}\n"
+        f"#define EK_NN_NP {NP}\n#define EK_NN_EXPECT_DSP {int(dsp)}\n#define EK_NN_EXPECT_NEON {int(neon)}\n"
         f"{path.read_text(encoding='utf-8')}\n"
-        "#if EK_NN_DSP != EK_NN_EXPECT_DSP\n"
+        "#if EK_NN_DSP != EK_NN_EXPECT_DSP || EK_NN_NEON != EK_NN_EXPECT_NEON\n"
         '#error "ek_nn_s8: weights were packed for another kernel; compile model.c with the target\'s -mcpu"\n'
         "#endif\n"
     )
@@ -199,7 +208,7 @@ def _optional(expr: Any, var2val: dict, op: str) -> tuple[Any, np.ndarray | None
     return expr, None
 
 
-def _match(out: Any, var2val: dict, dsp: bool) -> _Chain | None:
+def _match(out: Any, var2val: dict, dsp: bool, any_k: bool = False) -> _Chain | None:
     """The conv2d/matmul requantization chain ending in ``out`` (an astype to int8), or None."""
     if str(out.attrs.dtype) != "int8":
         return None
@@ -265,7 +274,9 @@ def _match(out: Any, var2val: dict, dsp: bool) -> _Chain | None:
     if np.any(np.abs(mult_v) >= 2**31) or np.any((shift_v < 0) | (shift_v > 62)):
         return None
     k = int(np.prod(w.shape[1:])) if conv is not None else w.shape[0]
-    if not dsp and kind != _DEPTHWISE and k > MAX_FLOAT_K:
+    # The generic kernel accumulates in float32 (exact up to MAX_FLOAT_K); the
+    # DSP and NEON ones in int32 (``any_k``).
+    if not dsp and not any_k and kind != _DEPTHWISE and k > MAX_FLOAT_K:
         return None
     return _Chain(kind, x, w, out, pads, pad_value, strides, offset_v, mult_v, shift_v,
                   0 if zp is None else int(np.asarray(zp).reshape(-1)[0]), qmin, qmax)  # fmt: skip
@@ -620,12 +631,12 @@ def offload_int8(mod: Any, tvm_target: Any) -> tuple[Any, int]:
     from tvm import relax
     from tvm.relax.dpl import is_call_dps_packed, is_op, rewrite_call, wildcard
 
-    dsp = uses_dsp(tvm_target)
+    dsp, neon = uses_dsp(tvm_target), uses_neon(tvm_target)
     func = mod["main"]
     count = 0
 
     def layer(expr: Any, var2val: dict) -> Any:
-        chain = _match(expr, var2val, dsp)
+        chain = _match(expr, var2val, dsp, any_k=neon)
         return None if chain is None else _replacement(chain, dsp)
 
     rules = (
@@ -682,5 +693,5 @@ def offload_int8(mod: Any, tvm_target: Any) -> tuple[Any, int]:
         func = relax.analysis.remove_all_unused(func)
         mod = tvm.IRModule({gv: f for gv, f in mod.functions_items()}, attrs=mod.attrs)
         mod["main"] = func
-    logger.info("%d int8 ops run on edgekit's C kernels (%s inner kernel)", count, "DSP" if dsp else "generic")
+    logger.info("%d int8 ops run on edgekit's C kernels (%s inner kernel)", count, "DSP" if dsp else "NEON" if neon else "generic")
     return mod, count
