@@ -20,7 +20,8 @@ threads, ten fresh processes per setup, 2026-12-06): pinned workers ran at a
 median 6.08 ms per inference (the calling thread shared core 1 with its
 worker in 6 of 10 processes: 6.0 ms, slower than one thread's 5.25), unpinned
 threads at 5.47 ms; pinning the calling thread to the other core as well,
-15.2 ms (it then shares that core with the other job).
+15.2 ms (it then shares that core with the other job). Two later batches: 10.6
+against 9.3 ms, and 5.36 against 5.35 (docs/performance.md, "Threads").
 """
 
 from __future__ import annotations
