@@ -13,15 +13,10 @@ from onnx import numpy_helper
 from edgekit.compiler.backends.llvm.relax_build import build_cpu, prepare_cpu_module
 from edgekit.compiler.importer import import_onnx
 from edgekit.compress import QuantConfig, quantize
-from edgekit.core import cpu_features
 from edgekit.frontend.loader import load_model
 
 if TYPE_CHECKING:  # pragma: no cover
     import tvm
-
-
-#: This CPU's flags as Linux spells them; a test that runs code compiled for a CPU asks :func:`_host_cpu.runs_here`.
-host_flags = cpu_features.host_flags
 
 
 def quantized(directory: Path, fp32: onnx.ModelProto, calibration: dict[str, np.ndarray]) -> str:

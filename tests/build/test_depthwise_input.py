@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from _int8_checks import assert_within_one_lsb_of_onnxruntime, host_flags, kernel_calls, quantized, run_built
+from _host_cpu import skip_unless_runs_here
+from _int8_checks import assert_within_one_lsb_of_onnxruntime, kernel_calls, quantized, run_built
 from onnx import TensorProto, helper, numpy_helper
 
 tvm = pytest.importorskip("tvm")
@@ -103,9 +104,7 @@ def test_convs_write_the_blocked_input_in_their_epilogue(int8_model, target, lan
 
 @pytest.mark.parametrize("target", [ICELAKE, ALDERLAKE], ids=["icelake-server", "alderlake"])
 def test_bit_identical_with_the_generic_integer_kernels(int8_model, monkeypatch, target):
-    needed = {"avx512_vnni", "avx512vbmi", "avx512bw", "avx512vl"} if target is ICELAKE else {"avx_vnni", "avx2"}
-    if not needed <= host_flags():
-        pytest.skip(f"this CPU does not run {target['mcpu']} code")
+    skip_unless_runs_here(target)
     x = np.random.default_rng(2).standard_normal(SHAPE).astype(np.float32) * 1.5
     got = run_built(int8_model, tvm.target.Target(target), x)
     assert_within_one_lsb_of_onnxruntime(int8_model, {"x": x}, got)
