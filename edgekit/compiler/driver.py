@@ -65,6 +65,23 @@ def _normalize_qoperator(prepared: PreparedModel, report: Any) -> PreparedModel:
     return prepared
 
 
+def _int8_activations(prepared: PreparedModel, report: Any) -> PreparedModel:
+    """uint8 activations (onnxruntime's quantizer default) retyped to the int8
+    the integer lowering reads; exact (:mod:`edgekit.frontend.uint8_activations`)."""
+    from edgekit.frontend.uint8_activations import int8_activations
+
+    result = int8_activations(prepared.model)
+    if result.modified:
+        report("normalize", "rewriting uint8 activations to int8")
+        prepared.model = result.model
+        prepared.notes.append(f"uint8 QDQ rewritten to int8 ({result.activations} activations, {result.weights} weights)")
+    if result.kept:
+        prepared.notes.append(
+            f"{result.kept} uint8 activations kept uint8 (model inputs/outputs or read by other ops): their chains stay float"
+        )
+    return prepared
+
+
 def _check_firmware(members: Mapping[str, bytes], board: Any, report: ProgressFn) -> dict[str, int]:
     """Placement and slot-capacity check of a linked firmware image (see
     :mod:`edgekit.compiler.image_check`); returns its figures for the manifest."""
@@ -128,7 +145,7 @@ def compile_model(
     refuse_weight_storage(options, target.codegen, brd.name)
     backend = get_backend(target.codegen, brd.name)
 
-    prepared = _normalize_qoperator(_prepare(model, input_shapes, report), report)
+    prepared = _int8_activations(_normalize_qoperator(_prepare(model, input_shapes, report), report), report)
     built = build_with_choice(backend, prepared, brd, target, options, report, cost=int8_cost)
     prepared, result = built.prepared, built.result
     _check_arena(prepared, brd, result)
