@@ -66,7 +66,8 @@ class Uint8Rewrite:
 
 
 def _zp_dtype(node: onnx.NodeProto, inits: dict[str, TensorProto]) -> int | None:
-    """The integer type of a QDQ node's zero point; uint8 when it has none."""
+    """The integer type of a QDQ node's zero point: a QuantizeLinear without
+    one writes uint8 (or opset 21's ``output_dtype``); None where not known."""
     if len(node.input) > 2 and node.input[2]:
         zp = inits.get(node.input[2])
         return zp.data_type if zp is not None else None
@@ -87,19 +88,24 @@ def _uint8_activations(graph: onnx.GraphProto, inits: dict[str, TensorProto]) ->
         for n in graph.node
         if n.op_type == "QuantizeLinear" and n.input[0] not in inits and _zp_dtype(n, inits) == TensorProto.UINT8
     }
-    safe, kept = set(), 0
-    for name in candidates:
-        users = readers.get(name, [])
-        if name in boundary or not all(
+    safe = {
+        name
+        for name in candidates
+        if name not in boundary
+        and all(
             u.op_type == "DequantizeLinear"
             and u.input[0] == name
             and (len(u.input) < 3 or not u.input[2] or _zp_dtype(u, inits) == TensorProto.UINT8)
-            for u in users
-        ):
-            kept += 1
-            continue
-        safe.add(name)
-    return safe, kept
+            for u in readers.get(name, [])
+        )
+    }
+    # uint8 activations read by a DequantizeLinear that no QuantizeLinear above writes (a model input, ...).
+    read = {
+        n.input[0]
+        for n in graph.node
+        if n.op_type == "DequantizeLinear" and n.input[0] not in inits and _zp_dtype(n, inits) == TensorProto.UINT8
+    }
+    return safe, len((set(candidates) | read) - safe)
 
 
 class _Retyper:
@@ -114,9 +120,7 @@ class _Retyper:
         old = node.input[2] if len(node.input) > 2 and node.input[2] else ""
         if old not in self.made:
             z = numpy_helper.to_array(self.inits[old]).astype(np.int16) if old else np.array(0, np.int16)
-            new = self._free_name((old or node.output[0] + "_zero_point") + "_s8")
-            self.graph.initializer.append(numpy_helper.from_array((z - 128).astype(np.int8), new))
-            self.made[old] = new
+            self.made[old] = self.add((old or node.output[0] + "_zero_point") + "_s8", (z - 128).astype(np.int8))
         while len(node.input) < 3:
             node.input.append("")
         node.input[2] = self.made[old]
@@ -124,10 +128,13 @@ class _Retyper:
             if a.name == "output_dtype" and a.i:
                 a.i = TensorProto.INT8
 
-    def _free_name(self, name: str) -> str:
+    def add(self, name: str, value: np.ndarray) -> str:
+        """A new initializer holding ``value``, under ``name`` or a free name like it."""
         while name in self.inits:
             name += "_"
-        self.inits[name] = TensorProto()  # reserve
+        tensor = numpy_helper.from_array(value, name)
+        self.graph.initializer.append(tensor)
+        self.inits[name] = tensor
         return name
 
 
@@ -137,29 +144,27 @@ def _retype_value_info(graph: onnx.GraphProto, names: set[str]) -> None:
             vi.type.tensor_type.elem_type = TensorProto.INT8
 
 
-def _int8_weights(graph: onnx.GraphProto, inits: dict[str, TensorProto]) -> int:
-    """uint8 weights with zero point 128 everywhere become symmetric int8."""
-    readers: dict[str, int] = {}
-    for node in graph.node:
-        for name in node.input:
-            readers[name] = readers.get(name, 0) + 1
-    count = 0
+def _int8_weights(graph: onnx.GraphProto, retype: _Retyper) -> tuple[int, set[str]]:
+    """uint8 weights with zero point 128 everywhere become symmetric int8
+    (new initializers: the simplifier shares equal ones between layers);
+    how many, and the names the rewritten nodes no longer read."""
+    inits, count = retype.inits, 0
+    old: set[str] = set()
     for node in graph.node:
         if node.op_type != "DequantizeLinear" or len(node.input) < 3 or not node.input[2]:
             continue
         w, zp = inits.get(node.input[0]), inits.get(node.input[2])
         if w is None or zp is None or w.data_type != TensorProto.UINT8 or zp.data_type != TensorProto.UINT8:
             continue
-        if readers[node.input[0]] != 1 or readers[node.input[2]] != 1:
-            continue  # shared with another node: leave it
         z = numpy_helper.to_array(zp)
         if np.any(z != 128):
             continue
-        q = numpy_helper.to_array(w).astype(np.int16) - 128
-        w.CopyFrom(numpy_helper.from_array(q.astype(np.int8), w.name))
-        zp.CopyFrom(numpy_helper.from_array(np.zeros_like(z, dtype=np.int8), zp.name))
+        old |= {w.name, zp.name}
+        q = (numpy_helper.to_array(w).astype(np.int16) - 128).astype(np.int8)
+        node.input[0] = retype.add(w.name + "_s8", q)
+        node.input[2] = retype.add(zp.name + "_s8", np.zeros_like(z, dtype=np.int8))
         count += 1
-    return count
+    return count, old
 
 
 def _drop_unused_initializers(graph: onnx.GraphProto, names: set[str]) -> None:
@@ -185,8 +190,8 @@ def int8_activations(model: onnx.ModelProto) -> Uint8Rewrite:
                 old_zps.add(node.input[2])
             retype.zero_point(node)
     _retype_value_info(graph, safe)
-    weights = _int8_weights(graph, {t.name: t for t in graph.initializer})
-    _drop_unused_initializers(graph, old_zps)
+    weights, old_weights = _int8_weights(graph, retype)
+    _drop_unused_initializers(graph, old_zps | old_weights)
     if safe or weights or kept:
         logger.info("uint8 -> int8: %d activations, %d weights; %d uint8 activations kept", len(safe), weights, kept)
     return Uint8Rewrite(out, activations=len(safe), weights=weights, kept=kept)

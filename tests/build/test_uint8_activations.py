@@ -53,16 +53,24 @@ def _feeds(n: int, seed: int) -> list[dict[str, np.ndarray]]:
     return [{"x": rng.standard_normal(_SHAPE).astype(np.float32)} for _ in range(n)]
 
 
-@pytest.fixture(scope="module", params=["qdq", "qoperator"])
+@pytest.fixture(scope="module", params=["qdq", "qoperator", "qdq-uint8-weights"])
 def u8_model(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> onnx.ModelProto:
-    """The test CNN quantized by onnxruntime with its defaults (uint8 activations), in QDQ form."""
+    """The test CNN quantized by onnxruntime with uint8 activations (the QUInt8 of onnxruntime's older
+    defaults and of many published int8 models), in QDQ form."""
     d = tmp_path_factory.mktemp("u8")
     onnx.save(_fp32_model(), str(d / "fp32.onnx"))
-    fmt = QuantFormat.QDQ if request.param == "qdq" else QuantFormat.QOperator
+    fmt = QuantFormat.QOperator if request.param == "qoperator" else QuantFormat.QDQ
+    weights = QuantType.QUInt8 if request.param == "qdq-uint8-weights" else QuantType.QInt8
     quantize_static(str(d / "fp32.onnx"), str(d / "q.onnx"), FeedsReader(_feeds(16, 0)), quant_format=fmt,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)  # fmt: skip
+                    activation_type=QuantType.QUInt8, weight_type=weights, per_channel=True)  # fmt: skip
     model = onnx.load(str(d / "q.onnx"))
     return normalize_qoperator(model).model if request.param == "qoperator" else model
+
+
+def _uint8_weights(model: onnx.ModelProto) -> int:
+    inits = {t.name: t for t in model.graph.initializer}
+    return sum(n.op_type == "DequantizeLinear" and n.input[0] in inits and inits[n.input[0]].data_type == TensorProto.UINT8
+               for n in model.graph.node)  # fmt: skip
 
 
 def _run(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]]) -> np.ndarray:
@@ -83,6 +91,8 @@ def test_rewrite_is_bit_exact_in_onnxruntime(u8_model: onnx.ModelProto) -> None:
     result = int8_activations(u8_model)
     assert result.modified and result.kept == 0 and result.activations >= 4
     assert _activation_zp_types(result.model) == {TensorProto.INT8}
+    # onnxruntime's uint8 weights have zero point 128: they become symmetric int8.
+    assert result.weights == _uint8_weights(u8_model) and _uint8_weights(result.model) == 0
     onnx.checker.check_model(result.model, full_check=True)
     feeds = _feeds(4, 1)
     np.testing.assert_array_equal(_run(result.model, feeds), _run(u8_model, feeds))
@@ -137,3 +147,19 @@ def test_compile_for_host_lowers_every_chain(u8_model: onnx.ModelProto, tmp_path
     result = compile_model(u8_model, "host", tmp_path / "m.ekpkg", int8_cost=_Int8Fastest())
     lowering = result.manifest.section("integer_lowering")
     assert lowering["kept_float"] == [] and len(lowering["rewritten"]) >= 4, lowering
+
+
+def test_uint8_model_input_keeps_its_type(u8_model: onnx.ModelProto) -> None:
+    """A model whose input is the uint8 tensor itself (its QuantizeLinear cut off): that tensor keeps its type
+    and the model its interface; the rest is rewritten, still bit-exact."""
+    model = onnx.ModelProto()
+    model.CopyFrom(u8_model)
+    q = next(n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "x")
+    model.graph.node.remove(q)
+    model.graph.input[0].CopyFrom(helper.make_tensor_value_info(q.output[0], TensorProto.UINT8, list(_SHAPE)))
+    result = int8_activations(model)
+    assert result.kept == 1 and result.activations >= 3
+    assert result.model.graph.input[0].type.tensor_type.elem_type == TensorProto.UINT8
+    rng = np.random.default_rng(3)
+    feeds = [{q.output[0]: rng.integers(0, 256, _SHAPE, dtype=np.uint8)} for _ in range(3)]
+    np.testing.assert_array_equal(_run(result.model, feeds), _run(model, feeds))
