@@ -12,8 +12,10 @@ a model stayed in float (issue #14). The two encodings hold the same values:
   ``q`` with ``z`` as for the int8 ``q - 128`` with ``z - 128``.
 
 So :func:`int8_activations` gives every *internal* uint8 activation (a tensor
-a ``QuantizeLinear`` writes and only ``DequantizeLinear`` nodes read) the
-int8 type with zero point ``z - 128``; the model computes bit for bit what it
+a ``QuantizeLinear`` writes and only ``DequantizeLinear`` nodes read, directly
+or through ops that only move values: QOperator models run ``MaxPool`` and
+``Reshape`` on the uint8 tensor itself) the int8 type with zero point
+``z - 128``; the model computes bit for bit what it
 computed before (dequantized values are identical, so every float result is).
 A folded ReLU's zero point 0 becomes -128: still the type's minimum, so the
 range it represents, ``[(lo - z) * s, (hi - z) * s]``, is unchanged and the
@@ -57,7 +59,7 @@ class Uint8Rewrite:
     #: uint8 weight initializers now int8 (zero point 128 -> 0).
     weights: int = 0
     #: uint8 activations left as they are (model inputs/outputs, or read by
-    #: a node other than DequantizeLinear).
+    #: a node that computes with them other than DequantizeLinear).
     kept: int = 0
 
     @property
@@ -67,13 +69,40 @@ class Uint8Rewrite:
 
 def _zp_dtype(node: onnx.NodeProto, inits: dict[str, TensorProto]) -> int | None:
     """The integer type of a QDQ node's zero point: a QuantizeLinear without
-    one writes uint8 (or opset 21's ``output_dtype``); None where not known."""
+    one writes uint8 (or opset 21's ``output_dtype``); None where not known
+    at compile time."""
     if len(node.input) > 2 and node.input[2]:
         zp = inits.get(node.input[2])
         return zp.data_type if zp is not None else None
     if node.op_type == "QuantizeLinear":
         return next((a.i for a in node.attribute if a.name == "output_dtype" and a.i), TensorProto.UINT8)
-    return None  # a DequantizeLinear without zero point takes its type from its input
+    return TensorProto.UNDEFINED  # a DequantizeLinear without one takes its type from its input
+
+
+#: Ops that move or select uint8 values without arithmetic: on ``q - 128``
+#: they compute their uint8 result minus 128 (``MaxPool``: the maximum is
+#: monotone), so the values they pass on can be retyped with them. Pad (its
+#: constant would move too), Resize (interpolation rounds) and ops with more
+#: than one quantized input are not among them.
+_MOVES = frozenset({"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Slice", "Split", "Gather",
+                    "GatherElements", "MaxPool", "Identity", "DepthToSpace", "SpaceToDepth"})  # fmt: skip
+
+
+def _group(start: str, readers: dict[str, list[onnx.NodeProto]]) -> tuple[set[str], bool]:
+    """The tensors ``start``'s values reach through :data:`_MOVES` ops, and
+    whether every reader of them is such an op (on its data input) or a
+    DequantizeLinear."""
+    members, todo, closed = {start}, [start], True
+    while todo:
+        name = todo.pop()
+        for u in readers.get(name, []):
+            if u.op_type in _MOVES and u.input[0] == name and name not in u.input[1:]:
+                outs = u.output if u.op_type == "Split" else u.output[:1]
+                todo.extend(o for o in outs if o and o not in members)
+                members.update(o for o in outs if o)
+            elif u.op_type != "DequantizeLinear" or u.input[0] != name:
+                closed = False
+    return members, closed
 
 
 def _uint8_activations(graph: onnx.GraphProto, inits: dict[str, TensorProto]) -> tuple[set[str], int]:
@@ -83,29 +112,24 @@ def _uint8_activations(graph: onnx.GraphProto, inits: dict[str, TensorProto]) ->
         for name in node.input:
             readers.setdefault(name, []).append(node)
     boundary = {v.name for v in graph.input} | {v.name for v in graph.output}
-    candidates = {
-        n.output[0]: n
+    written = [
+        n.output[0]
         for n in graph.node
         if n.op_type == "QuantizeLinear" and n.input[0] not in inits and _zp_dtype(n, inits) == TensorProto.UINT8
-    }
-    safe = {
-        name
-        for name in candidates
-        if name not in boundary
-        and all(
-            u.op_type == "DequantizeLinear"
-            and u.input[0] == name
-            and (len(u.input) < 3 or not u.input[2] or _zp_dtype(u, inits) == TensorProto.UINT8)
-            for u in readers.get(name, [])
-        )
-    }
-    # uint8 activations read by a DequantizeLinear that no QuantizeLinear above writes (a model input, ...).
-    read = {
-        n.input[0]
+    ]
+    dequantized = {  # what each DequantizeLinear reads, uint8 where it says so
+        n.input[0]: _zp_dtype(n, inits)
         for n in graph.node
-        if n.op_type == "DequantizeLinear" and n.input[0] not in inits and _zp_dtype(n, inits) == TensorProto.UINT8
+        if n.op_type == "DequantizeLinear" and n.input[0] not in inits
     }
-    return safe, len((set(candidates) | read) - safe)
+    safe: set[str] = set()
+    for name in written:
+        members, closed = _group(name, readers)
+        readable = all(dequantized.get(m, TensorProto.UINT8) in (TensorProto.UINT8, TensorProto.UNDEFINED) for m in members)
+        if closed and readable and not members & boundary:
+            safe |= members
+    uint8 = set(written) | {t for t, dtype in dequantized.items() if dtype == TensorProto.UINT8}
+    return safe, len(uint8 - safe)
 
 
 class _Retyper:

@@ -37,13 +37,17 @@ def _fp32_model() -> onnx.ModelProto:
         helper.make_node("Relu", ["c1"], ["r1"], "relu1"),
         helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], "conv2", pads=[1, 1, 1, 1]),
         helper.make_node("Add", ["c2", "r1"], ["s"], "add"),
-        helper.make_node("Conv", ["s", "w3", "b3"], ["y"], "conv3"),
+        helper.make_node("MaxPool", ["s"], ["p"], "pool", kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Conv", ["p", "w3", "b3"], ["c3"], "conv3"),
+        helper.make_node("Reshape", ["c3", "shape"], ["f"], "flatten"),
+        helper.make_node("MatMul", ["f", "wm"], ["y"], "matmul"),
     ]
     graph = helper.make_graph(
         nodes, "u8", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(_SHAPE))],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
         initializer=[init("w1", 8, 3, 3, 3), init("b1", 8), init("w2", 8, 8, 3, 3), init("b2", 8),
-                     init("w3", 4, 8, 1, 1), init("b3", 4)],
+                     init("w3", 4, 8, 1, 1), init("b3", 4), init("wm", 144, 5),
+                     numpy_helper.from_array(np.array([1, -1], np.int64), "shape")],
     )  # fmt: skip
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
@@ -55,8 +59,8 @@ def _feeds(n: int, seed: int) -> list[dict[str, np.ndarray]]:
 
 @pytest.fixture(scope="module", params=["qdq", "qoperator", "qdq-uint8-weights"])
 def u8_model(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> onnx.ModelProto:
-    """The test CNN quantized by onnxruntime with uint8 activations (the QUInt8 of onnxruntime's older
-    defaults and of many published int8 models), in QDQ form."""
+    """The test CNN quantized by onnxruntime with uint8 activations (QUInt8, as many published int8 models
+    are), in QDQ form (a QOperator model normalized: its MaxPool and Reshape read the uint8 tensors themselves)."""
     d = tmp_path_factory.mktemp("u8")
     onnx.save(_fp32_model(), str(d / "fp32.onnx"))
     fmt = QuantFormat.QOperator if request.param == "qoperator" else QuantFormat.QDQ
