@@ -1,9 +1,10 @@
 """Rewriting uint8 QDQ activations to int8, with no numerical change.
 
-onnxruntime's ``quantize_static`` quantizes activations to uint8 by default
-(``activation_type=QUInt8``, in both QDQ and QOperator formats), but the
-compiler's integer lowering reads only int8 activations: every chain of such
-a model stayed in float (issue #14). The two encodings hold the same values:
+onnxruntime's ``quantize_static`` quantizes activations to uint8 when asked
+for ``activation_type=QUInt8`` (the default of its older releases; 1.32's is
+QInt8), in both QDQ and QOperator formats, and so do many published int8
+models; the compiler's integer lowering reads only int8 activations, so every
+chain of such a model stayed in float (issue #14). The two encodings hold the same values:
 
 * ``QuantizeLinear`` to uint8 computes ``clamp(round(x / s) + z, 0, 255)``,
   which is ``clamp(round(x / s) + (z - 128), -128, 127) + 128``: the int8
