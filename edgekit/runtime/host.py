@@ -40,16 +40,6 @@ def thread_count(board: "Board") -> int:
     return int(board.cores) if board.cores else usable_cores()
 
 
-def _configure_threads(threads: int) -> None:
-    """Sizes TVM's process-wide thread pool, its threads not pinned to cores (:mod:`edgekit.core.threads`).
-
-    Pinned, the whole Python process -- onnxruntime in ``bench --compare-ort``
-    included -- would also be left on fewer cores. Users may set
-    ``TVM_NUM_THREADS`` / ``TVM_BIND_THREADS`` themselves.
-    """
-    configure_tvm_threads(threads)
-
-
 def _check_cpu(package: Package) -> None:
     """Refuses a package whose code uses an x86 extension this CPU lacks.
 
@@ -109,7 +99,7 @@ class HostRunner:
             raise ConfigError(
                 f"a '{package.runtime}' package runs in this process on this machine's CPU; board '{board.name}' "
                 f"is reached over {board.transport.kind}",
-                hint=(f"Run it on the board through its TVM RPC tracker (edgekit bench PKG --tracker HOST:PORT)."
+                hint=("Run it on the board through its TVM RPC tracker (edgekit bench PKG --tracker HOST:PORT)."
                       if board.transport.kind == "rpc" else
                       f"Recompile the model with --board {board.name}, or run this package without --board."),
                 board=board.name,
@@ -159,7 +149,10 @@ class HostRunner:
         self.close()
         self._tmp = Path(tempfile.mkdtemp(prefix="edgekit-run-"))
         root = package.extract_to(self._tmp / "pkg")
-        _configure_threads(self.threads)
+        # TVM's process-wide pool, threads not pinned: pinned, the whole process (onnxruntime in
+        # bench --compare-ort included) would be left on fewer cores. TVM_NUM_THREADS /
+        # TVM_BIND_THREADS set by the user win.
+        configure_tvm_threads(self.threads)
         try:
             lib = tvm.runtime.load_module(str(root / library))
             self._vm = relax.VirtualMachine(lib, tvm.cpu())

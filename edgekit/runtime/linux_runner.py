@@ -280,11 +280,11 @@ class LinuxRunner:
     def _open_executor(self, arch: str) -> Any:
         conn = self.connection
         if conn.simulated:
-            if arch == host_arch() and self.board.simulator.kind != "qemu-user":
-                return LocalExecutor()
-            if self.board.simulator.kind != "qemu-user":
+            if self.board.simulator.kind == "qemu-user":
+                return LocalExecutor(qemu_command(self.board))
+            if arch != host_arch():
                 raise self._foreign(arch)
-            return LocalExecutor(qemu_command(self.board))
+            return LocalExecutor()
         if conn.transport.name == "local":  # this machine is the board (e.g. inside its RPC server)
             if arch != host_arch():
                 raise self._foreign(arch)
