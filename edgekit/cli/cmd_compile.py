@@ -78,10 +78,9 @@ def _ms_pair(a: float | None, b: float | None) -> tuple[str, str]:
     """Two times as text, told apart where they differ (:func:`ms_texts`); ``-`` for one not measured."""
     from edgekit.compiler.backends.llvm.int8_choice import ms_texts
 
-    if a is not None and b is not None:
-        ta, tb = ms_texts([a, b])
-        return ta, tb
-    return ("-" if a is None else ms_texts([a])[0]), ("-" if b is None else ms_texts([b])[0])
+    texts = iter(ms_texts([v for v in (a, b) if v is not None]))
+    ta, tb = ("-" if v is None else next(texts) for v in (a, b))
+    return ta, tb
 
 
 def _speedup_words(choice: "Int8Choice") -> str:

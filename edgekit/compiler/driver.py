@@ -66,7 +66,7 @@ def _normalize_qoperator(prepared: PreparedModel, report: Any) -> PreparedModel:
 
 
 def _int8_activations(prepared: PreparedModel, report: Any) -> PreparedModel:
-    """uint8 activations (onnxruntime's quantizer default) retyped to the int8
+    """uint8 activations (onnxruntime's QUInt8) retyped to the int8
     the integer lowering reads; exact (:mod:`edgekit.frontend.uint8_activations`)."""
     from edgekit.frontend.uint8_activations import int8_activations
 
