@@ -23,12 +23,17 @@ range it represents, ``[(lo - z) * s, (hi - z) * s]``, is unchanged and the
 folded-activation detection of :mod:`edgekit.frontend.qdq_graph` still sees a
 lower bound of exactly 0.
 
-uint8 tensors at the model's boundary (a uint8 model input or output) keep
-their type and stay uint8: the chains reading or writing them stay in float.
-uint8 weights (``DequantizeLinear`` of a uint8 initializer) become int8 only
-where their zero point is 128 everywhere, i.e. where the int8 weights are
-symmetric (zero point 0); the integer lowering takes no other weights, so
-others are left as they are.
+A uint8 model input or output keeps its type, so the model's interface does
+not change: the rewrite converts at the edge instead. An input becomes
+``int8(int16(u) - 128)`` (``Cast``, ``Sub``, ``Cast``: the top bit flipped)
+before the int8 chain reads it, and an output the int8 chain writes becomes
+``uint8(int16(q) + 128)``; both are exact, so the values a user feeds and
+reads are the same.
+
+uint8 weights (``DequantizeLinear`` of a uint8 initializer) become int8 with
+zero point ``z - 128``, by the same identity: zero point 128 (symmetric
+weights) becomes 0, any other zero point an asymmetric int8 one, which the
+integer lowering takes too (:mod:`edgekit.compiler.integer.linear`).
 
 No library does this rewrite (onnxruntime's quantizer chooses the type
 before it quantizes), so it is hand-written.
@@ -41,7 +46,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from onnx import TensorProto, numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 
 __all__ = ["Uint8Rewrite", "int8_activations"]
 
@@ -57,10 +62,10 @@ class Uint8Rewrite:
     model: onnx.ModelProto
     #: uint8 activation tensors now int8.
     activations: int = 0
-    #: uint8 weight initializers now int8 (zero point 128 -> 0).
+    #: uint8 weight initializers now int8 (zero point z -> z - 128).
     weights: int = 0
-    #: uint8 activations left as they are (model inputs/outputs, or read by
-    #: a node that computes with them other than DequantizeLinear).
+    #: uint8 activations left as they are (read by a node that computes
+    #: with them other than DequantizeLinear).
     kept: int = 0
 
     @property
@@ -106,13 +111,21 @@ def _group(start: str, readers: dict[str, list[onnx.NodeProto]]) -> tuple[set[st
     return members, closed
 
 
-def _uint8_activations(graph: onnx.GraphProto, inits: dict[str, TensorProto]) -> tuple[set[str], int]:
-    """The uint8 activations safe to retype, and how many are kept."""
+def _readers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
     readers: dict[str, list[onnx.NodeProto]] = {}
     for node in graph.node:
         for name in node.input:
             readers.setdefault(name, []).append(node)
-    boundary = {v.name for v in graph.input} | {v.name for v in graph.output}
+    return readers
+
+
+def _uint8_activations(graph: onnx.GraphProto, inits: dict[str, TensorProto]) -> tuple[list[set[str]], int]:
+    """The groups of uint8 activations safe to retype (each: a tensor a
+    QuantizeLinear writes or a uint8 model input, and the tensors its values
+    reach through moves), and how many uint8 activations are kept."""
+    readers = _readers(graph)
+    outputs = {v.name for v in graph.output}
+    inputs = [v.name for v in graph.input if v.name not in inits and v.type.tensor_type.elem_type == TensorProto.UINT8]
     written = [
         n.output[0]
         for n in graph.node
@@ -123,14 +136,60 @@ def _uint8_activations(graph: onnx.GraphProto, inits: dict[str, TensorProto]) ->
         for n in graph.node
         if n.op_type == "DequantizeLinear" and n.input[0] not in inits
     }
-    safe: set[str] = set()
-    for name in written:
+    groups: list[set[str]] = []
+    for name in written + inputs:
         members, closed = _group(name, readers)
         readable = all(dequantized.get(m, TensorProto.UINT8) in (TensorProto.UINT8, TensorProto.UNDEFINED) for m in members)
-        if closed and readable and not members & boundary:
-            safe |= members
-    uint8 = set(written) | {t for t, dtype in dequantized.items() if dtype == TensorProto.UINT8}
-    return safe, len(uint8 - safe)
+        if closed and readable and not (name in inputs and members & outputs):
+            groups.append(members)
+    uint8 = set(written) | set(inputs) | {t for t, dtype in dequantized.items() if dtype == TensorProto.UINT8}
+    return groups, len(uint8 - set().union(*groups))
+
+
+def _edge(retype: "_Retyper", source: str, target: str, delta: int, dtype: int) -> list[onnx.NodeProto]:
+    """``target = dtype(int16(source) + delta)``: the exact uint8 <-> int8 conversion at a model input or output."""
+    wide = retype.free(source + "_i16")
+    moved = retype.free(source + "_moved")
+    step = retype.add(f"int16_{delta:+d}".replace("+", "plus").replace("-", "minus"), np.array(delta, np.int16))
+    return [
+        helper.make_node("Cast", [source], [wide], retype.free(wide), to=TensorProto.INT16),
+        helper.make_node("Add", [wide, step], [moved], retype.free(moved)),
+        helper.make_node("Cast", [moved], [target], retype.free(target + "_cast"), to=dtype),
+    ]
+
+
+def _rename(graph: onnx.GraphProto, old: str, new: str) -> None:
+    for node in graph.node:
+        for io in (node.input, node.output):
+            for i, name in enumerate(io):
+                if name == old:
+                    io[i] = new
+
+
+def _convert_edges(graph: onnx.GraphProto, groups: list[set[str]], retype: "_Retyper") -> set[str]:
+    """Puts the exact conversions between the model's uint8 inputs/outputs and
+    the int8 tensors inside; returns every tensor to retype (the groups, with
+    the boundary tensors replaced by their int8 names inside the graph)."""
+    inputs = {v.name for v in graph.input}
+    outputs = {v.name for v in graph.output}
+    first: list[onnx.NodeProto] = []
+    last: list[onnx.NodeProto] = []
+    safe: set[str] = set()
+    for members in groups:
+        for name in sorted(members & (inputs | outputs)):
+            inner = retype.free(name + "_s8")
+            _rename(graph, name, inner)
+            if name in inputs:
+                first += _edge(retype, name, inner, -128, TensorProto.INT8)
+            else:
+                last += _edge(retype, inner, name, 128, TensorProto.UINT8)
+            members = (members - {name}) | {inner}
+        safe |= members
+    if first or last:
+        nodes = first + list(graph.node) + last
+        del graph.node[:]
+        graph.node.extend(nodes)
+    return safe
 
 
 class _Retyper:
@@ -140,6 +199,7 @@ class _Retyper:
         self.graph = graph
         self.inits = inits
         self.made: dict[str, str] = {}
+        self.taken: set[str] = set()
 
     def zero_point(self, node: onnx.NodeProto) -> None:
         old = node.input[2] if len(node.input) > 2 and node.input[2] else ""
@@ -153,10 +213,19 @@ class _Retyper:
             if a.name == "output_dtype" and a.i:
                 a.i = TensorProto.INT8
 
+    def free(self, name: str) -> str:
+        """``name``, or a name like it that no tensor or node of the graph has yet."""
+        if not self.taken:
+            self.taken = {o for n in self.graph.node for o in (n.name, *n.input, *n.output)} | set(self.inits)
+            self.taken |= {v.name for v in (*self.graph.input, *self.graph.output)}
+        while name in self.taken:
+            name += "_"
+        self.taken.add(name)
+        return name
+
     def add(self, name: str, value: np.ndarray) -> str:
         """A new initializer holding ``value``, under ``name`` or a free name like it."""
-        while name in self.inits:
-            name += "_"
+        name = self.free(name)
         tensor = numpy_helper.from_array(value, name)
         self.graph.initializer.append(tensor)
         self.inits[name] = tensor
@@ -170,24 +239,25 @@ def _retype_value_info(graph: onnx.GraphProto, names: set[str]) -> None:
 
 
 def _int8_weights(graph: onnx.GraphProto, retype: _Retyper) -> tuple[int, set[str]]:
-    """uint8 weights with zero point 128 everywhere become symmetric int8
-    (new initializers: the simplifier shares equal ones between layers);
-    how many, and the names the rewritten nodes no longer read."""
+    """uint8 weights become int8 with zero point ``z - 128`` (new
+    initializers: the simplifier shares equal ones between layers); how
+    many, and the names the rewritten nodes no longer read."""
     inits, count = retype.inits, 0
     old: set[str] = set()
     for node in graph.node:
-        if node.op_type != "DequantizeLinear" or len(node.input) < 3 or not node.input[2]:
+        if node.op_type != "DequantizeLinear":
             continue
-        w, zp = inits.get(node.input[0]), inits.get(node.input[2])
-        if w is None or zp is None or w.data_type != TensorProto.UINT8 or zp.data_type != TensorProto.UINT8:
+        w = inits.get(node.input[0])
+        zp = inits.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        if w is None or w.data_type != TensorProto.UINT8 or (zp is not None and zp.data_type != TensorProto.UINT8):
             continue
-        z = numpy_helper.to_array(zp)
-        if np.any(z != 128):
-            continue
-        old |= {w.name, zp.name}
+        z = numpy_helper.to_array(zp).astype(np.int16) if zp is not None else np.array(0, np.int16)
+        old |= {w.name} | ({zp.name} if zp is not None else set())
         q = (numpy_helper.to_array(w).astype(np.int16) - 128).astype(np.int8)
         node.input[0] = retype.add(w.name + "_s8", q)
-        node.input[2] = retype.add(zp.name + "_s8", np.zeros_like(z, dtype=np.int8))
+        while len(node.input) < 3:
+            node.input.append("")
+        node.input[2] = retype.add((zp.name if zp is not None else w.name + "_zero_point") + "_s8", (z - 128).astype(np.int8))
         count += 1
     return count, old
 
@@ -200,14 +270,15 @@ def _drop_unused_initializers(graph: onnx.GraphProto, names: set[str]) -> None:
 
 
 def int8_activations(model: onnx.ModelProto) -> Uint8Rewrite:
-    """A copy of a QDQ model with its internal uint8 activations (and its
-    symmetric uint8 weights) in int8; see the module docstring."""
+    """A copy of a QDQ model with its uint8 activations and weights in int8,
+    converted exactly at uint8 model inputs and outputs; see the module docstring."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
     graph = out.graph
     inits = {t.name: t for t in graph.initializer}
-    safe, kept = _uint8_activations(graph, inits)
+    groups, kept = _uint8_activations(graph, inits)
     retype = _Retyper(graph, inits)
+    safe = _convert_edges(graph, groups, retype)
     old_zps: set[str] = set()
     for node in graph.node:
         if node.op_type in _QDQ and (node.output[0] if node.op_type == "QuantizeLinear" else node.input[0]) in safe:

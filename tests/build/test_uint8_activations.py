@@ -153,17 +153,51 @@ def test_compile_for_host_lowers_every_chain(u8_model: onnx.ModelProto, tmp_path
     assert lowering["kept_float"] == [] and len(lowering["rewritten"]) >= 4, lowering
 
 
-def test_uint8_model_input_keeps_its_type(u8_model: onnx.ModelProto) -> None:
-    """A model whose input is the uint8 tensor itself (its QuantizeLinear cut off): that tensor keeps its type
-    and the model its interface; the rest is rewritten, still bit-exact."""
+def _uint8_interface(u8_model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with its input's QuantizeLinear and its output's DequantizeLinear cut off: it takes and
+    returns the uint8 tensors themselves, as QOperator and many published int8 models do."""
     model = onnx.ModelProto()
     model.CopyFrom(u8_model)
-    q = next(n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "x")
-    model.graph.node.remove(q)
-    model.graph.input[0].CopyFrom(helper.make_tensor_value_info(q.output[0], TensorProto.UINT8, list(_SHAPE)))
+    graph = model.graph
+    q = next(n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "x")
+    dq = next(n for n in graph.node if n.op_type == "DequantizeLinear" and n.output[0] == graph.output[0].name)
+    graph.node.remove(q)
+    graph.node.remove(dq)
+    graph.input[0].CopyFrom(helper.make_tensor_value_info(q.output[0], TensorProto.UINT8, list(_SHAPE)))
+    graph.output[0].CopyFrom(helper.make_tensor_value_info(dq.input[0], TensorProto.UINT8, None))
+    return onnx.shape_inference.infer_shapes(model)
+
+
+def test_uint8_model_input_and_output_convert_at_the_edge(u8_model: onnx.ModelProto, tmp_path: Path) -> None:
+    """A uint8 model input and output keep their type (the model's interface does not change); inside, the
+    top bit is flipped to int8 and back, exactly: bit-identical in onnxruntime, every chain lowered, the
+    compiled model within one step of onnxruntime on the uint8 output."""
+    model = _uint8_interface(u8_model)
     result = int8_activations(model)
-    assert result.kept == 1 and result.activations >= 3
-    assert result.model.graph.input[0].type.tensor_type.elem_type == TensorProto.UINT8
+    assert result.kept == 0 and result.activations >= 4
+    types = [v.type.tensor_type.elem_type for v in (*result.model.graph.input, *result.model.graph.output)]
+    assert types == [TensorProto.UINT8, TensorProto.UINT8]
+    onnx.checker.check_model(result.model, full_check=True)
+    name = model.graph.input[0].name
     rng = np.random.default_rng(3)
-    feeds = [{q.output[0]: rng.integers(0, 256, _SHAPE, dtype=np.uint8)} for _ in range(3)]
-    np.testing.assert_array_equal(_run(result.model, feeds), _run(model, feeds))
+    feeds = [{name: rng.integers(0, 256, _SHAPE, dtype=np.uint8)} for _ in range(3)]
+    want = _run(model, feeds)
+    np.testing.assert_array_equal(_run(result.model, feeds), want)
+
+    assert any("uint8" in c["detail"] for c in import_onnx(load_model(model))[2]["kept_float"])
+    lowering = import_onnx(load_model(result.model))[2]
+    assert lowering["kept_float"] == [] and sum(c["kind"] == "conv2d" for c in lowering["rewritten"]) == 3, lowering
+    path = str(tmp_path / "edges.onnx")
+    onnx.save(result.model, path)
+    got = run_built(path, tvm.target.Target("llvm"), feeds[0][name])
+    assert got.dtype == np.uint8 and np.abs(got.astype(int) - want[:1].astype(int)).max() <= 1
+
+
+def test_compile_keeps_a_uint8_interface(u8_model: onnx.ModelProto, tmp_path: Path) -> None:
+    """``compile_model`` on the uint8-in, uint8-out model: the package's interface is uint8, no chain float."""
+    from edgekit.compiler.driver import compile_model
+
+    result = compile_model(_uint8_interface(u8_model), "host", tmp_path / "m.ekpkg", int8_cost=_Int8Fastest())
+    lowering = result.manifest.section("integer_lowering")
+    assert lowering["kept_float"] == [] and len(lowering["rewritten"]) >= 4, lowering
+    assert [s.dtype for s in (*result.manifest.inputs, *result.manifest.outputs)] == ["uint8", "uint8"]
