@@ -13,6 +13,18 @@ explicitly before an unpadded conv. The bias (int32 with scale
 ``s_x * s_w[c]`` as onnxruntime's QDQ writer stores it, or float) and the
 ``-z_x * sum(w)`` term become one int32 constant per output channel; the
 result is requantized per channel with ``M[c] = s_x * s_w[c] / s_y``.
+
+Asymmetric weights (a zero point ``z_w[c]`` per output channel: onnxruntime's
+``QUInt8`` weights, which :mod:`edgekit.frontend.uint8_activations` turns
+into int8 with zero point ``z - 128``) add two terms::
+
+    sum((x - z_x) * (w - z_w)) = conv(x, w) - z_w[c] * sum(x) - z_x * sum(w[c]) + K * z_x * z_w[c]
+
+``w - z_w`` does not fit the int8 the dot-product kernels take, so the
+weights stay as stored, the last two terms join the per-channel constant,
+and the window sum ``sum(x)`` comes from the same conv as one more output
+channel of all-ones weights (:func:`_minus_weight_zero`). All of it is
+exact integer arithmetic.
 """
 
 from __future__ import annotations
@@ -28,7 +40,7 @@ from tvm.relax.dpl import DFPattern
 from edgekit.compiler.integer.context import LoweringContext, Skip, activation_bounds
 from edgekit.compiler.integer.patterns import LinearPattern
 from edgekit.compiler.integer.requant import emit_requantize, value_bound
-from edgekit.compiler.integer.values import QParams
+from edgekit.compiler.integer.values import QParams, tensor_shape
 from edgekit.core.fixedpoint import dot_bound, quantize_multiplier
 
 __all__ = ["LINEAR", "lower_linear"]
@@ -38,18 +50,20 @@ logger = logging.getLogger(__name__)
 LINEAR = LinearPattern.build()
 
 
-def _weight_scale(w: np.ndarray, qp: QParams, perm: list[int] | None, oc_axis: int) -> np.ndarray:
-    """Per-output-channel weight scale of the (possibly transposed) weight."""
+def _per_output(values: np.ndarray, w: np.ndarray, qp: QParams, perm: list[int] | None, oc_axis: int,
+                what: str) -> np.ndarray:  # fmt: skip
+    """One of ``values`` (the weight's per-axis scales or zero points) per
+    output channel of the (possibly transposed) weight."""
     full_shape = [1] * w.ndim
     if not qp.per_tensor:
-        full_shape[qp.axis] = qp.scale.size
-    scale = np.broadcast_to(qp.scale.reshape(full_shape), w.shape)
+        full_shape[qp.axis] = values.size
+    full = np.broadcast_to(values.reshape(full_shape), w.shape)
     if perm is not None:
-        scale = np.transpose(scale, perm)
-    rows = np.moveaxis(scale, oc_axis, 0).reshape(scale.shape[oc_axis], -1)
+        full = np.transpose(full, perm)
+    rows = np.moveaxis(full, oc_axis, 0).reshape(full.shape[oc_axis], -1)
     if not np.all(rows == rows[:, :1]):
-        raise Skip("weight scale does not run along the output-channel axis")
-    return rows[:, 0].astype(np.float64)
+        raise Skip(f"weight {what} does not run along the output-channel axis")
+    return rows[:, 0]
 
 
 def _bias_vector(ctx: LoweringContext, bias: relax.Expr, channels: int, oc_axis: int, out_ndim: int) -> np.ndarray:
@@ -75,7 +89,7 @@ class _Weight:
 
     Attributes:
         values: The weight as stored (before any transpose of the pattern).
-        qparams: Its scales (zero points are all 0).
+        qparams: Its scales and zero points.
         expr: The Relax expression the conv/matmul reads (transposed when
             the pattern has a ``permute_dims``).
         perm: That transpose, or None.
@@ -90,7 +104,7 @@ class _Weight:
 
 
 def _int8_weight(ctx: LoweringContext, m: dict[DFPattern, relax.Expr]) -> _Weight:
-    """The matched weight: constant, int8 and symmetric, or :class:`Skip`."""
+    """The matched weight: constant and int8 (any zero point), or :class:`Skip`."""
     p = LINEAR
     w_dq = m[p.w]
     w = ctx.values.value(w_dq.args[0])
@@ -99,8 +113,6 @@ def _int8_weight(ctx: LoweringContext, m: dict[DFPattern, relax.Expr]) -> _Weigh
         raise Skip("weights or their scales are not known at compile time")
     if w.dtype != np.int8:
         raise Skip(f"weights are {w.dtype}, only int8 weights are lowered")
-    if np.any(w_qp.zero_point != 0):
-        raise Skip("asymmetric weights (zero point != 0)")
     perm = None
     w_expr = w_dq.args[0]
     if p.w_perm in m:
@@ -124,12 +136,12 @@ def _channel_axes(core: relax.Call, is_conv: bool, weight: _Weight, out_ndim: in
     return 1, out_ndim - 1, (0,)
 
 
-def _accumulate(core: relax.Call, is_conv: bool, x: relax.Expr, x_zero: int, w_expr: relax.Expr,
-                notes: list[str]) -> relax.Expr:  # fmt: skip
-    """The int32 conv2d / matmul of the integer input and weight (a conv's
-    border padded with the input's zero point, the integer of real 0.0)."""
+def _accumulate(core: relax.Call, is_conv: bool, x: relax.Expr, x_zero: int, w_exprs: list[relax.Expr],
+                notes: list[str]) -> list[relax.Expr]:  # fmt: skip
+    """The int32 conv2d / matmul of the integer input and each weight (a
+    conv's border padded with the input's zero point, the integer of real 0.0)."""
     if not is_conv:
-        return R.matmul(x, w_expr, out_dtype="int32")
+        return [R.matmul(x, w, out_dtype="int32") for w in w_exprs]
     a = core.attrs
     padding = [int(v) for v in a.padding]  # top, left, bottom, right
     data = x
@@ -139,11 +151,54 @@ def _accumulate(core: relax.Call, is_conv: bool, x: relax.Expr, x_zero: int, w_e
         data = R.nn.pad(x, [0, 0, 0, 0, top, bottom, left, right], pad_value=float(x_zero))
         padding = [0, 0, 0, 0]
         notes.append("input padded with its zero point")
-    return R.nn.conv2d(
-        data, w_expr, strides=[int(v) for v in a.strides], padding=padding,
-        dilation=[int(v) for v in a.dilation], groups=int(a.groups), data_layout="NCHW",
-        kernel_layout="OIHW", out_layout="NCHW", out_dtype="int32",
-    )  # fmt: skip
+    return [
+        R.nn.conv2d(
+            data, w, strides=[int(v) for v in a.strides], padding=padding, dilation=[int(v) for v in a.dilation],
+            groups=int(a.groups), data_layout="NCHW", kernel_layout="OIHW", out_layout="NCHW", out_dtype="int32",
+        )
+        for w in w_exprs
+    ]  # fmt: skip
+
+
+def _along_array(values: np.ndarray, axis: int, ndim: int) -> np.ndarray:
+    """A per-channel vector shaped to broadcast along ``axis`` of a rank-``ndim`` tensor."""
+    shape = [1] * ndim
+    shape[axis] = values.size
+    return values.reshape(shape)
+
+
+def _along(values: np.ndarray, axis: int, ndim: int, dtype: str) -> relax.Expr:
+    return relax.const(_along_array(values, axis, ndim).astype(dtype), dtype)
+
+
+def _minus_weight_zero(core: relax.Call, is_conv: bool, x: relax.Expr, x_zero: int, weight: _Weight,
+                       w_zero: np.ndarray, axes: tuple[int, int], notes: list[str]) -> relax.Expr:  # fmt: skip
+    """``sum_k x_k * w_k - w_zero[n] * sum_k x_k``: the accumulation with
+    asymmetric weights (one zero point per output channel ``n``).
+
+    ``w - w_zero`` spans 255 values, too many for the int8 operand of the
+    dot-product kernels, so the weights stay as stored and the zero point's
+    share is subtracted. With one group (a conv or a matmul) the same kernel
+    computes ``sum_k x_k`` as one more output channel of all-ones weights:
+    free where the channel count leaves a vector lane unused, one vector of
+    lanes more where it does not. A grouped conv has one window sum per
+    group, so it runs a second conv of the same shape whose weights are
+    ``w_zero[n]`` (int8, as the zero point is).
+    """
+    oc_axis_w, oc_axis = axes
+    channels = weight.effective.shape[oc_axis_w]
+    out_ndim = len(tensor_shape(core) or ())
+    notes.append("weight zero point subtracted")
+    if is_conv and int(core.attrs.groups) != 1:
+        z = np.broadcast_to(w_zero.reshape(-1, 1, 1, 1), weight.effective.shape).astype(np.int8)
+        main, share = _accumulate(core, is_conv, x, x_zero, [weight.expr, relax.const(z, "int8")], notes)
+        return R.subtract(main, share)
+    ones = np.ones([1 if i == oc_axis_w else d for i, d in enumerate(weight.effective.shape)], np.int8)
+    extended = R.concat([weight.expr, relax.const(ones, "int8")], axis=oc_axis_w)
+    y = _accumulate(core, is_conv, x, x_zero, [extended], notes)[0]
+    main = R.strided_slice(y, axes=[oc_axis], begin=[0], end=[channels])
+    sums = R.strided_slice(y, axes=[oc_axis], begin=[channels], end=[channels + 1])
+    return R.subtract(main, R.multiply(sums, _along(w_zero, oc_axis, out_ndim, "int32")))
 
 
 def _channel_offset(ctx: LoweringContext, m: dict[DFPattern, relax.Expr], offset: np.ndarray, acc_scale: np.ndarray,
@@ -178,16 +233,26 @@ def lower_linear(ctx: LoweringContext, q_call: relax.Call, m: dict[DFPattern, re
     out_ndim = len(ctx.shape(core))
     oc_axis_w, oc_axis, reduce_axes = _channel_axes(core, is_conv, weight, out_ndim)
     channels = weight.effective.shape[oc_axis_w]
-    acc_scale = np.float64(x_qp.s) * _weight_scale(weight.values, weight.qparams, weight.perm, oc_axis_w)
+    w_qp = weight.qparams
+    acc_scale = np.float64(x_qp.s) * _per_output(w_qp.scale, weight.values, w_qp, weight.perm, oc_axis_w, "scale")
+    w_zero = _per_output(w_qp.zero_point, weight.values, w_qp, weight.perm, oc_axis_w, "zero point").astype(np.int64)
 
     notes = ["per-channel" if not weight.qparams.per_tensor else "per-tensor"]
-    acc = _accumulate(core, is_conv, m[p.x].args[0], x_qp.z, weight.expr, notes)
-    zero_point_term = -np.int64(x_qp.z) * weight.effective.astype(np.int64).sum(axis=reduce_axes)
+    x = m[p.x].args[0]
+    w_sum = weight.effective.astype(np.int64).sum(axis=reduce_axes)
+    reduced = weight.effective.size // channels
+    if np.any(w_zero):
+        # sum (x - zx)(w - zw) = sum x w - zw sum x - zx sum w + K zx zw
+        if 2 * reduced * 128 * 128 >= 2**31:
+            raise Skip("weight zero-point correction may overflow int32")
+        acc = _minus_weight_zero(core, is_conv, x, x_qp.z, weight, w_zero, (oc_axis_w, oc_axis), notes)
+        zero_point_term = np.int64(x_qp.z) * (reduced * w_zero - w_sum)
+    else:
+        acc = _accumulate(core, is_conv, x, x_qp.z, [weight.expr], notes)[0]
+        zero_point_term = -np.int64(x_qp.z) * w_sum
     offset = _channel_offset(ctx, m, zero_point_term, acc_scale, oc_axis, out_ndim, notes)
     if np.any(offset):
-        shape = [1] * out_ndim
-        shape[oc_axis] = channels
-        acc = R.add(acc, relax.const(offset.astype(np.int32).reshape(shape), "int32"))
+        acc = R.add(acc, _along(offset, oc_axis, out_ndim, "int32"))
 
     lo, hi, act_note = activation_bounds(ctx, m, p.relu, p.clip, out, out_dtype)
     if act_note:
@@ -197,7 +262,11 @@ def lower_linear(ctx: LoweringContext, q_call: relax.Call, m: dict[DFPattern, re
     except ValueError as exc:
         raise Skip(str(exc)) from None
     # |acc| <= sum |w| * max |x| + |offset|: the requantization rounds half up where no such value ties.
-    bound = dot_bound(weight.effective, reduce_axes, value_bound(m[p.x].args[0]), offset)
+    if np.any(w_zero):  # = sum (x - zx)(w - zw) + bias
+        centered = weight.effective.astype(np.int64) - _along_array(w_zero, oc_axis_w, weight.effective.ndim)
+        bound = dot_bound(centered, reduce_axes, value_bound(x, centered=True), offset - zero_point_term)
+    else:
+        bound = dot_bound(weight.effective, reduce_axes, value_bound(x), offset)
     result = emit_requantize(acc, fp, out.z, axis=oc_axis, ndim=out_ndim, qmin=lo, qmax=hi, out_dtype=out_dtype,
                              acc_bound=bound)  # fmt: skip
     return kind, ", ".join(notes), result
