@@ -3,7 +3,9 @@
 Pre-quantized models often come in onnxruntime's "QOperator" form: integer
 operators (``QLinearConv``, ``QLinearMatMul``, ``ConvInteger``,
 ``MatMulInteger``, ``DynamicQuantizeLinear`` and the ``com.microsoft``
-``QGemm``/``QLinear*`` contrib operators) that TVM's ONNX importer does not
+``QGemm``/``QLinear*`` contrib operators, every one onnxruntime's
+quantizer writes: Add, Mul, Concat, (Global)AveragePool, Sigmoid,
+LeakyRelu, Softmax, Where) that TVM's ONNX importer does not
 know. :func:`normalize_qoperator` rewrites each into the equivalent QDQ group:
 ``DequantizeLinear`` on the integer inputs, the float operator, and a
 ``QuantizeLinear`` on the output where the original output was quantized.
@@ -227,6 +229,32 @@ def _qlinear_concat(r: _Rewriter) -> None:
     r.q(r.add("Concat", parts, axis=int(_attr(n, "axis", 0))), _inp(n, 0), _inp(n, 1), n.output[0])
 
 
+def _qlinear_softmax(r: _Rewriter) -> None:
+    """QLinearSoftmax keeps the Softmax semantics of its ``opset`` attribute:
+    before opset 13 the input is coerced to 2-D at ``axis`` (flattened around
+    it) and normalized over everything after it."""
+    n = r.node
+    axis = int(_attr(n, "axis", -1))
+    x = r.dq(_inp(n, 0), _inp(n, 1), _inp(n, 2))
+    rank = r.g.rank.get(_inp(n, 0))
+    last = rank is not None and axis % rank == rank - 1
+    if int(_attr(n, "opset", 13)) >= 13 or last:
+        y = r.add("Softmax", [x], axis=axis)
+    else:
+        if rank is None:
+            raise _Unsupported("QLinearSoftmax before opset 13 on an input of unknown rank")
+        flat = r.add("Flatten", [x], axis=axis % rank)
+        y = r.add("Reshape", [r.add("Softmax", [flat], axis=1), r.add("Shape", [x])])
+    r.q(y, _inp(n, 3), _inp(n, 4), n.output[0])
+
+
+def _qlinear_where(r: _Rewriter) -> None:
+    n = r.node
+    a = r.dq(_inp(n, 1), _inp(n, 2), _inp(n, 3))
+    b = r.dq(_inp(n, 4), _inp(n, 5), _inp(n, 6))
+    r.q(r.add("Where", [_inp(n, 0), a, b]), _inp(n, 7), _inp(n, 8), n.output[0])
+
+
 def _integer_op(op: str, w_axis: int) -> Callable[[_Rewriter], None]:
     """ConvInteger / MatMulInteger: integer inputs, int32 output.
 
@@ -293,6 +321,8 @@ _HANDLERS: dict[tuple[str, str], Callable[[_Rewriter], None]] = {
     (_MS, "QLinearAveragePool"): _qlinear_unary("AveragePool"),
     (_MS, "QLinearSigmoid"): _qlinear_unary("Sigmoid"),
     (_MS, "QLinearLeakyRelu"): _qlinear_unary("LeakyRelu"),
+    (_MS, "QLinearSoftmax"): _qlinear_softmax,
+    (_MS, "QLinearWhere"): _qlinear_where,
 }
 
 #: Operator types this module rewrites.
@@ -301,7 +331,7 @@ QOPERATOR_OPS = frozenset(op for _, op in _HANDLERS)
 # Integer operators of the contrib domain that have no handler; listed so an
 # unknown one is reported rather than passed on to a compiler that fails later.
 _KNOWN_UNHANDLED = frozenset(
-    {"QLinearSoftmax", "QLinearWhere", "QLinearReduceMean", "QAttention", "DynamicQuantizeMatMul",
+    {"QLinearReduceMean", "QAttention", "DynamicQuantizeMatMul",
      "MatMulIntegerToFloat", "DynamicQuantizeLSTM", "QEmbedLayerNormalization", "QOrderedMatMul"}
 )  # fmt: skip
 

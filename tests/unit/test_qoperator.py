@@ -117,15 +117,15 @@ def test_dynamic_quantization_normalizes_exactly(tmp_path) -> None:
 
 def test_unsupported_ops_are_all_listed() -> None:
     nodes = [
-        helper.make_node("QLinearSoftmax", ["a", "s", "z", "s", "z"], ["b"], domain="com.microsoft"),
-        helper.make_node("QLinearWhere", ["c", "b", "s", "z", "b", "s", "z", "s", "z"], ["d"], domain="com.microsoft"),
+        helper.make_node("QLinearReduceMean", ["a", "s", "z", "s", "z"], ["b"], domain="com.microsoft"),
+        helper.make_node("QAttention", ["b", "w", "bias", "s", "s"], ["d"], domain="com.microsoft"),
     ]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("a", TensorProto.UINT8, [2])],
                               [helper.make_tensor_value_info("d", TensorProto.UINT8, [2])])  # fmt: skip
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
     with pytest.raises(UnsupportedOpsError) as info:
         normalize_qoperator(model)
-    assert "com.microsoft.QLinearSoftmax (x1)" in str(info.value) and "com.microsoft.QLinearWhere (x1)" in str(info.value)
+    assert "com.microsoft.QLinearReduceMean (x1)" in str(info.value) and "com.microsoft.QAttention (x1)" in str(info.value)
     assert "--quantize int8" in info.value.hint
 
 
