@@ -160,6 +160,14 @@ def _functions(runner: Path) -> tuple[list[int], list[str]]:
 
 def executed(runner: Path, arch: str, prepared: PreparedModel, kernels: set[str]) -> dict[str, int]:
     """Instructions one inference executes, split into TVM kernels, edgekit's C int8 kernels and the rest."""
+    per_function = executed_by_function(runner, arch, prepared)
+    tvm = sum(n for f, n in per_function.items() if kernel_of(f) in kernels)
+    c_int8 = sum(n for f, n in per_function.items() if f.startswith("ek_nn_"))
+    return {"total": sum(per_function.values()), "tvm": tvm, "c_int8": c_int8}
+
+
+def executed_by_function(runner: Path, arch: str, prepared: PreparedModel) -> Counter:
+    """Instructions one inference executes in each function of the runner (seeded uniform inputs)."""
     rng = np.random.default_rng(0)
     args = [str(runner), str(runner.parent / "weights.bin"), "0", "1"]
     for i, spec in enumerate(prepared.inputs):
@@ -190,9 +198,7 @@ def executed(runner: Path, arch: str, prepared: PreparedModel, kernels: set[str]
             per_function[names[i] if i >= 0 else "?"] += sizes[pc]
     if proc.wait() != 0:
         raise RuntimeError(f"{QEMU[arch]} {runner} failed")
-    tvm = sum(n for f, n in per_function.items() if kernel_of(f) in kernels)
-    c_int8 = sum(n for f, n in per_function.items() if f.startswith("ek_nn_"))
-    return {"total": sum(per_function.values()), "tvm": tvm, "c_int8": c_int8}
+    return per_function
 
 
 # --------------------------------------------------------------------------- #

@@ -71,6 +71,14 @@ typedef int32_t ek_mac_t;
 #define EK_NN_NEON 0
 #endif
 
+/* riscv64 (RV64GC Linux boards): integer conv/matmul kernels, three MACs
+ * per 64-bit multiply (see "riscv64" below); RV32 keeps the float kernel. */
+#if defined(__riscv) && defined(__riscv_xlen) && __riscv_xlen == 64
+#define EK_NN_RV64 1
+#else
+#define EK_NN_RV64 0
+#endif
+
 #ifndef EK_NN_NP
 #define EK_NN_NP 6 /* pixels per register block (generic kernel) */
 #endif
@@ -373,7 +381,9 @@ typedef ek_mac_t ek_col_t;
       }                                                                                                     \
     }                                                                                                       \
   }
+#if !EK_NN_RV64
 EK_IM2COL(ek_im2col, ek_col_t)
+#endif
 #if !EK_NN_DSP
 EK_IM2COL(ek_im2col_s8, int8_t)
 #endif
@@ -441,6 +451,133 @@ static void ek_nn_gemm(const int8_t *x, const int8_t *w, const int32_t *h, int8_
     ek_im2col(x, h, p, pair, 0);
     for (c = 0; c < oc; c += 2) ek_nn_dot_2x1(w + c * kp, pair, kp, acc + c);
     ek_nn_requant(acc, y + p * ys_p, oc, 1, ys_c, ys_p, h, 0);
+  }
+}
+#elif EK_NN_RV64
+/* riscv64 (RV64GC, no V needed: the Linux boards, e.g. visionfive2's SiFive
+ * U74), hand-written: three MACs per 64-bit `mul` + `add`. Three output
+ * channels' int8 weights of one k are packed at compile time into one
+ * int64, W = w0 + w1 * 2^21 + w2 * 2^42 (backends/aot_c/nn.py), so
+ * x * W = x w0 + x w1 2^21 + x w2 2^42 and a sum of such products holds
+ * the three channels' sums S0, S1, S2 in 21-bit lanes, exactly, while each
+ * |S| < 2^20: the compiler bounds 128 * sum|w| over every run of L
+ * consecutive k (L >= 63 for any int8 weights, 2^20 / 2^14) and passes L
+ * after the gather table; the kernel unpacks the lanes into int32 every L
+ * k (ek_rv_unpack). A 6-channel x 6-pixel block keeps 12 packed sums in
+ * registers: per k 2 weight loads, 6 column loads (`lb`), 12 `mul` + 12
+ * `add` for 36 MACs, where the float kernel took 38 instructions for 24
+ * (an int -> float conversion of each weight, one `fmadd.s` per MAC).
+ * Columns are int8 ([K][EK_NN_NP]); 1x1 stride-1 unpadded convs read the
+ * input in place (k stride H * W) and matmuls their row (no gather). */
+#define EK_RV_LANE 21
+
+/* The three lane sums of a packed accumulator, stored to (first chunk) or
+ * added to acc[0], acc[s], acc[2 s] (wrapping, as the int32 lowering). */
+static inline __attribute__((always_inline)) void ek_rv_unpack(int64_t a, int32_t *acc, int32_t s, int32_t add) {
+  int64_t s0 = (int64_t)((uint64_t)a << (64 - EK_RV_LANE)) >> (64 - EK_RV_LANE), t = (a - s0) >> EK_RV_LANE;
+  int64_t s1 = (int64_t)((uint64_t)t << (64 - EK_RV_LANE)) >> (64 - EK_RV_LANE), s2 = (t - s1) >> EK_RV_LANE;
+  acc[0] = (int32_t)((add ? (uint32_t)acc[0] : 0u) + (uint32_t)s0);
+  acc[s] = (int32_t)((add ? (uint32_t)acc[s] : 0u) + (uint32_t)s1);
+  acc[2 * s] = (int32_t)((add ? (uint32_t)acc[2 * s] : 0u) + (uint32_t)s2);
+}
+
+/* acc[c * np + j] (c < 3 g, j < np) = the dot products of g packed weight
+ * words per k (w: [K][g]) with np pixels' columns: pixel j's element k at
+ * col[k * rs + j]. */
+static inline __attribute__((always_inline)) void ek_rv_dot_body(const int64_t *w, int32_t K, const int8_t *col,
+                                                                 int32_t rs, int32_t L, int32_t g, int32_t np,
+                                                                 int32_t *acc) {
+  int32_t k0, i, j;
+  for (k0 = 0; k0 < K; k0 += L) {
+    int64_t a[2][EK_NN_NP] = {{0}};
+    const int64_t *wk = w + k0 * g, *end = w + (K - k0 < L ? K : k0 + L) * g;
+    const int8_t *c = col + k0 * rs;
+    for (; wk < end; wk += g, c += rs) {
+      int64_t x[EK_NN_NP];
+      for (j = 0; j < np; ++j) x[j] = c[j];
+      for (i = 0; i < g; ++i)
+        for (j = 0; j < np; ++j) a[i][j] += x[j] * wk[i];
+    }
+    for (i = 0; i < g; ++i)
+      for (j = 0; j < np; ++j)
+        if (k0)
+          ek_rv_unpack(a[i][j], acc + 3 * i * np + j, np, 1);
+        else
+          ek_rv_unpack(a[i][j], acc + 3 * i * np + j, np, 0);
+  }
+}
+
+/* noinline: tests disassemble them (no float MACs). */
+__attribute__((noinline)) static void ek_nn_dot_6xn(const int64_t *w, int32_t K, const int8_t *col, int32_t rs,
+                                                    int32_t L, int32_t *acc) {
+  ek_rv_dot_body(w, K, col, rs, L, 2, EK_NN_NP, acc);
+}
+__attribute__((noinline)) static void ek_nn_dot_3xn(const int64_t *w, int32_t K, const int8_t *col, int32_t rs,
+                                                    int32_t L, int32_t *acc) {
+  ek_rv_dot_body(w, K, col, rs, L, 1, EK_NN_NP, acc);
+}
+__attribute__((noinline)) static void ek_nn_dot_6x1(const int64_t *w, int32_t K, const int8_t *col, int32_t rs,
+                                                    int32_t L, int32_t *acc) {
+  ek_rv_dot_body(w, K, col, rs, L, 2, 1, acc);
+}
+__attribute__((noinline)) static void ek_nn_dot_3x1(const int64_t *w, int32_t K, const int8_t *col, int32_t rs,
+                                                    int32_t L, int32_t *acc) {
+  ek_rv_dot_body(w, K, col, rs, L, 1, 1, acc);
+}
+
+/* The 3 or 6 channels from c of np pixels (6 or 1) whose k-th elements lie
+ * at col[k * rs + j], requantized to y. */
+static inline __attribute__((always_inline)) void ek_rv_block(const int64_t *w, const int8_t *col, int32_t rs,
+                                                             int32_t np, const int32_t *h, int32_t c, int32_t L,
+                                                             int8_t *y, int32_t ys_c, int32_t ys_p) {
+  int32_t oc = h[EK_NN_OC], K = h[EK_NN_K], acc[6 * EK_NN_NP];
+  const int64_t *wc = w + (c / 3) * K;
+  int32_t nc = oc - c < 6 ? oc - c : 6;
+  if (nc > 3)
+    np == 1 ? ek_nn_dot_6x1(wc, K, col, rs, L, acc) : ek_nn_dot_6xn(wc, K, col, rs, L, acc);
+  else
+    np == 1 ? ek_nn_dot_3x1(wc, K, col, rs, L, acc) : ek_nn_dot_3xn(wc, K, col, rs, L, acc);
+  ek_nn_requant(acc, y + c * ys_c, nc, np, ys_c, ys_p, h, c);
+}
+
+/* conv (groups 1) and matmul: weights packed int64 (8-byte aligned: the
+ * weights blob is), [OC/6][K][2] and, for a last group of 3, [K]: group g
+ * of three channels starts at word g * K either way. Scratch: K * S int8 columns (S =
+ * EK_NN_NP, or 1 if the layer has fewer pixels); the accumulators of a
+ * block live on the stack. */
+static void ek_nn_gemm(const int8_t *x, const int8_t *w8, const int32_t *h, int8_t *y, void *scratch) {
+  int32_t oc = h[EK_NN_OC], K = h[EK_NN_K], P = h[EK_NN_P], p, c, j;
+  int32_t matmul = h[EK_NN_KIND] == EK_NN_MATMUL, ys_c = matmul ? 1 : P, ys_p = matmul ? oc : 1;
+  int32_t L = h[EK_NN_HDR + 3 * oc + 2 * h[EK_NN_KP]];
+  const int64_t *w = (const int64_t *)__builtin_assume_aligned(w8, 8);
+  int8_t *col = (int8_t *)scratch;
+  /* 1x1, stride 1, no padding: pixel p's element k is x[k * H * W + p] */
+  int32_t pointwise = !matmul && h[EK_NN_KH] == 1 && h[EK_NN_KW] == 1 && h[EK_NN_SH] == 1 && h[EK_NN_SW] == 1 &&
+                      h[EK_NN_PT] == 0 && h[EK_NN_PL] == 0;
+  int32_t hw = h[EK_NN_H] * h[EK_NN_W];
+  for (p = 0; p + EK_NN_NP <= P; p += EK_NN_NP) {
+    const int8_t *src = col;
+    int32_t rs = EK_NN_NP;
+    if (pointwise) {
+      src = x + p;
+      rs = hw;
+    } else {
+      for (j = 0; j < EK_NN_NP; ++j) ek_im2col_s8(x, h, p + j, col + j, EK_NN_NP);
+    }
+    for (c = 0; c < oc; c += 6) ek_rv_block(w, src, rs, EK_NN_NP, h, c, L, y + p * ys_p, ys_c, ys_p);
+  }
+  for (; p < P; ++p) {
+    const int8_t *src = col;
+    int32_t rs = 1;
+    if (pointwise) {
+      src = x + p;
+      rs = hw;
+    } else if (matmul) {
+      src = x + p * K;
+    } else {
+      ek_im2col_s8(x, h, p, col, 1);
+    }
+    for (c = 0; c < oc; c += 6) ek_rv_block(w, src, rs, 1, h, c, L, y + p * ys_p, ys_c, ys_p);
   }
 }
 #else

@@ -51,8 +51,8 @@ LAYERS = {
 }
 
 
-def _runner(model, int8_kernels: bool, tmp: Path) -> Path:
-    _board, target = get_board(BOARD)
+def _runner(model, int8_kernels: bool, tmp: Path, board: str = BOARD) -> Path:
+    _board, target = get_board(board)
     tvm_target = target.tvm_target()
     art = compile_aot(load_model(model), tvm_target, fast_math=False, int8_kernels=int8_kernels)
     assert any(c.extern for c in art.graph.calls) == int8_kernels
@@ -65,26 +65,43 @@ def _runner(model, int8_kernels: bool, tmp: Path) -> Path:
     return runner
 
 
-def _run(runner: Path, x: np.ndarray, out_shape: list[int], dtype: type = np.int8) -> np.ndarray:
+def _run(runner: Path, x: np.ndarray, out_shape: list[int], dtype: type = np.int8, qemu: str = "qemu-aarch64") -> np.ndarray:
     x.tofile(runner.parent / "in.bin")
-    subprocess.run(["qemu-aarch64", str(runner), str(runner.parent / "weights.bin"), "0", "1",
+    subprocess.run([qemu, str(runner), str(runner.parent / "weights.bin"), "0", "1",
                     str(runner.parent / "in.bin"), str(runner.parent / "out.bin")], check=True, timeout=60)  # fmt: skip
     return np.fromfile(runner.parent / "out.bin", dtype).reshape(out_shape)
+
+
+def check_layer(model: onnx.ModelProto, board: str, qemu: str, tmp_path: Path) -> None:
+    """The board's runner of one int8 layer, C kernels on and off: bit-exact, within 1 of onnxruntime."""
+    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    out_shape = [d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim]
+    x = np.random.default_rng(5).integers(-128, 128, size=shape).astype(np.int8)
+    outs = {on: _run(_runner(model, on, tmp_path / str(on), board), x, out_shape, qemu=qemu) for on in (True, False)}
+    np.testing.assert_array_equal(outs[True], outs[False])
+    want = _ort(model, {"x": x})
+    assert np.abs(outs[True].astype(np.int32) - want.astype(np.int32)).max() <= 1
+    assert (want > -128).mean() > 0.2 and len(np.unique(want)) > 4  # not all clamped to one value
+
+
+def check_block(block: tuple[Path, onnx.ModelProto], board: str, qemu: str, tmp_path: Path) -> None:
+    """The board's runner of the MobileNetV3 block, C kernels on and off: bit-exact, within a step of onnxruntime."""
+    path, model = block
+    x = _block_feeds(4)["x"]
+    out_shape = [d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim]
+    outs = {on: _run(_runner(onnx.load(path), on, tmp_path / str(on), board), x, out_shape, np.float32, qemu)
+            for on in (True, False)}  # fmt: skip
+    np.testing.assert_array_equal(outs[True], outs[False])
+    want = _block_ort(model, {"x": x})
+    assert np.abs(outs[True] - want).max() <= 1.01 * _output_step(model)
+    assert np.abs(want).max() > 4 * _output_step(model)  # not a constant output
 
 
 @needs_zig
 @needs_qemu
 @pytest.mark.parametrize("name", sorted(LAYERS))
 def test_neon_kernels_bit_exact_with_the_integer_lowering_under_qemu(name: str, tmp_path: Path) -> None:
-    model = _qdq_layer(*LAYERS[name], seed=len(name))
-    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
-    out_shape = [d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim]
-    x = np.random.default_rng(5).integers(-128, 128, size=shape).astype(np.int8)
-    outs = {on: _run(_runner(model, on, tmp_path / str(on)), x, out_shape) for on in (True, False)}
-    np.testing.assert_array_equal(outs[True], outs[False])
-    want = _ort(model, {"x": x})
-    assert np.abs(outs[True].astype(np.int32) - want.astype(np.int32)).max() <= 1
-    assert (want > -128).mean() > 0.2 and len(np.unique(want)) > 4  # not all clamped to one value
+    check_layer(_qdq_layer(*LAYERS[name], seed=len(name)), BOARD, "qemu-aarch64", tmp_path)
 
 
 @needs_zig
@@ -92,14 +109,7 @@ def test_neon_kernels_bit_exact_with_the_integer_lowering_under_qemu(name: str, 
 def test_neon_kernels_bit_exact_on_a_mobilenetv3_block_under_qemu(block_int8: tuple[Path, onnx.ModelProto],
                                                                    tmp_path: Path) -> None:
     """HardSwish tables fused into the outputs, 5x5 and 3x3 depthwise, squeeze-excite, a residual add."""
-    path, model = block_int8
-    x = _block_feeds(4)["x"]
-    out_shape = [d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim]
-    outs = {on: _run(_runner(onnx.load(path), on, tmp_path / str(on)), x, out_shape, np.float32) for on in (True, False)}
-    np.testing.assert_array_equal(outs[True], outs[False])
-    want = _block_ort(model, {"x": x})
-    assert np.abs(outs[True] - want).max() <= 1.01 * _output_step(model)
-    assert np.abs(want).max() > 4 * _output_step(model)  # not a constant output
+    check_block(block_int8, BOARD, "qemu-aarch64", tmp_path)
 
 
 def _aarch64_mnemonics(obj: Path, symbol: str) -> list[str]:
@@ -111,16 +121,21 @@ def _aarch64_mnemonics(obj: Path, symbol: str) -> list[str]:
 
 @needs_zig
 @pytest.mark.skipif(shutil.which("llvm-objdump") is None, reason="llvm-objdump not installed")
-def test_shipped_aarch64_int8_conv_uses_neon_widening_multiplies(tmp_path: Path) -> None:
-    _board, target = get_board(BOARD)
+def _shipped_object(board: str, tmp_path: Path) -> Path:
+    """model.o of a padded 3x3 int8 conv as link_runner compiles it for ``board`` (zig, the board's -mcpu)."""
+    _board, target = get_board(board)
     tvm_target = target.tvm_target()
     art = compile_aot(load_model(_qdq_layer(*LAYERS["conv3x3_pad_odd"], seed=1)), tvm_target, fast_math=False)
     assert "ek_nn_s8" in art.graph.extern_names()
     (tmp_path / "model.c").write_text(art.model_c)
     (tmp_path / "model.h").write_text(art.model_h)
-    # model.c as link_runner compiles it for the board (zig, the board's -mcpu)
     (obj,) = firmware.compile_c(firmware.find_toolchain(cross=True), [tmp_path / "model.c"], tmp_path / "obj",
                                 [*zig_flags(target, tvm_target)], [tmp_path])  # fmt: skip
+    return obj
+
+
+def test_shipped_aarch64_int8_conv_uses_neon_widening_multiplies(tmp_path: Path) -> None:
+    obj = _shipped_object(BOARD, tmp_path)
     kernels = [n for n in _functions(obj) if n.startswith("ek_nn_dot_")]
     assert sorted(kernels) == ["ek_nn_dot_4x1", "ek_nn_dot_4x1_s8", "ek_nn_dot_4xn", "ek_nn_dot_4xn_s8",
                                "ek_nn_dot_8xn"]

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.compiler.backends.aot_c.fold import fold_int8_chains
+from edgekit.compiler.backends.aot_c.nn_rv64 import pack_rows, run_length
 from edgekit.core.fixedpoint import dot_bound, ties_possible
 from edgekit.core.resources import data_dir
 
@@ -40,6 +41,7 @@ __all__ = [
     "NP",
     "uses_dsp",
     "uses_neon",
+    "uses_rv64",
     "offload_int8",
     "kernel_source",
 ]
@@ -91,16 +93,21 @@ def uses_neon(tvm_target: Any) -> bool:
     return str(attrs.get("mtriple", "")).startswith("aarch64") and "-neon" not in mattr
 
 
-def kernel_source(dsp: bool, neon: bool = False) -> str:
+def uses_rv64(tvm_target: Any) -> bool:
+    """True when the target is riscv64 (the C kernels' packed-int64 conv/matmul kernels, nn_rv64)."""
+    return str(tvm_target.attrs.get("mtriple", "")).startswith("riscv64")
+
+
+def kernel_source(dsp: bool, neon: bool = False, rv64: bool = False) -> str:
     """The C text appended to ``model.c`` when a model calls the kernels."""
     path = data_dir("firmware_stubs") / "nn" / "ek_nn_s8.c"
     # The weights were packed for one inner kernel: a model.c compiled for
     # another core (no DSP where DSP was assumed, or the reverse) must not build;
-    # nor one routed as NEON (reductions over MAX_FLOAT_K) built without it.
+    # nor one routed as NEON or RV64 (reductions over MAX_FLOAT_K) built without it.
     return (
         f"#define EK_NN_NP {NP}\n#define EK_NN_EXPECT_DSP {int(dsp)}\n#define EK_NN_EXPECT_NEON {int(neon)}\n"
-        f"{path.read_text(encoding='utf-8')}\n"
-        "#if EK_NN_DSP != EK_NN_EXPECT_DSP || EK_NN_NEON != EK_NN_EXPECT_NEON\n"
+        f"#define EK_NN_EXPECT_RV64 {int(rv64)}\n{path.read_text(encoding='utf-8')}\n"
+        "#if EK_NN_DSP != EK_NN_EXPECT_DSP || EK_NN_NEON != EK_NN_EXPECT_NEON || EK_NN_RV64 != EK_NN_EXPECT_RV64\n"
         '#error "ek_nn_s8: weights were packed for another kernel; compile model.c with the target\'s -mcpu"\n'
         "#endif\n"
     )
@@ -275,7 +282,7 @@ def _match(out: Any, var2val: dict, dsp: bool, any_k: bool = False) -> _Chain | 
         return None
     k = int(np.prod(w.shape[1:])) if conv is not None else w.shape[0]
     # The generic kernel accumulates in float32 (exact up to MAX_FLOAT_K); the
-    # DSP and NEON ones in int32 (``any_k``).
+    # DSP, NEON and RV64 ones in int32 (``any_k``).
     if not dsp and not any_k and kind != _DEPTHWISE and k > MAX_FLOAT_K:
         return None
     return _Chain(kind, x, w, out, pads, pad_value, strides, offset_v, mult_v, shift_v,
@@ -365,7 +372,7 @@ def _scratch_bytes(hdr: np.ndarray, dsp: bool) -> int:
     return 4 * k * block + 4 * block * (-(-oc // 4) * 4)
 
 
-def _replacement(chain: _Chain, dsp: bool) -> Any:
+def _replacement(chain: _Chain, dsp: bool, rv64: bool = False) -> Any:
     """``call_dps_packed(ek_nn_s8, x, packed weights, parameters)[0]`` (output 1 is the scratch)."""
     from tvm import relax
 
@@ -373,6 +380,11 @@ def _replacement(chain: _Chain, dsp: bool) -> Any:
     out_shape = tuple(int(v) for v in out_ty.shape)
     packed, k, kp = _pack_weights(chain, dsp)
     params = _params(chain, k, kp, out_shape, dsp)
+    if rv64 and chain.kind != _DEPTHWISE:  # int8 columns, three channels per int64, run length after the table
+        rows = chain.w.reshape(chain.w.shape[0], -1) if chain.kind == _CONV else chain.w.T
+        packed = pack_rows(rows)
+        params[_COLS_FIELD] = 1
+        params = np.append(params, np.int32(run_length(rows)))
     scratch = _scratch_bytes(params[:_HDR], dsp)
     call = relax.call_dps_packed(
         relax.ExternFunc(EXTERN_KERNEL),
@@ -631,13 +643,13 @@ def offload_int8(mod: Any, tvm_target: Any) -> tuple[Any, int]:
     from tvm import relax
     from tvm.relax.dpl import is_call_dps_packed, is_op, rewrite_call, wildcard
 
-    dsp, neon = uses_dsp(tvm_target), uses_neon(tvm_target)
+    dsp, neon, rv64 = uses_dsp(tvm_target), uses_neon(tvm_target), uses_rv64(tvm_target)
     func = mod["main"]
     count = 0
 
     def layer(expr: Any, var2val: dict) -> Any:
-        chain = _match(expr, var2val, dsp, any_k=neon)
-        return None if chain is None else _replacement(chain, dsp)
+        chain = _match(expr, var2val, dsp, any_k=neon or rv64)
+        return None if chain is None else _replacement(chain, dsp, rv64)
 
     rules = (
         (is_op("relax.astype")(wildcard()), layer),
@@ -693,5 +705,5 @@ def offload_int8(mod: Any, tvm_target: Any) -> tuple[Any, int]:
         func = relax.analysis.remove_all_unused(func)
         mod = tvm.IRModule({gv: f for gv, f in mod.functions_items()}, attrs=mod.attrs)
         mod["main"] = func
-    logger.info("%d int8 ops run on edgekit's C kernels (%s inner kernel)", count, "DSP" if dsp else "NEON" if neon else "generic")
+    logger.info("%d int8 ops run on edgekit's C kernels (%s inner kernel)", count, "DSP" if dsp else "NEON" if neon else "RV64" if rv64 else "generic")
     return mod, count
