@@ -265,7 +265,8 @@ def _graph_step(prepared: PreparedModel, ctx: _Context) -> _Outcome:
     passes = list(load_recipe(options.recipe).steps) if options.recipe else list(options.passes)
     calibration = load_arrays(options.calibration) if options.calibration else None
     with ctx.progress.phase("compressing", total=len(passes)) as phase:
-        context = PassContext(calibration=calibration, channel_multiple=channel_multiple(ctx.target))
+        context = PassContext(calibration=calibration, channel_multiple=channel_multiple(ctx.target),
+                              board=ctx.board)
         result = run_staged(prepared.model, passes, context,
                             fidelity=calibration is not None,
                             progress=lambda name, done, total: phase.update(done, total, f"compressing: {name}"))

@@ -117,6 +117,9 @@ def _add_quant_flags(p: argparse.ArgumentParser) -> None:
     _pair(q, "chain_ends_only", "--chain-ends-only", "--no-chain-ends-only",
           "round elementwise chains of one tensor (hard-swish, GELU, SiLU) to int8 at their ends only (default)",
           "let onnxruntime's quantizer round inside them too (the graph before 2026-12-06)")
+    q.add_argument("--weight-bits", choices=["auto", "8", "7"],
+                   help="bits of the int8 weights: 7 ([-64, 64]) lets AVX2 CPUs without VNNI use vpmaddubsw; "
+                   "auto (default) picks 7 only for such a --board, else 8")
     q.add_argument("--calibration-samples", type=int, metavar="N", help="use at most N calibration samples")
     q.add_argument("--exclude", nargs="+", action="extend", default=[], metavar="NODE_OR_OPTYPE",
                    help="node names or op types to leave in float")
@@ -144,7 +147,8 @@ def _pair(group: argparse._ArgumentGroup, dest: str, on: str, off: str, on_help:
 
 _QUANT_FLAGS = ("calibration", "calibration_method", "percentile", "calibration_samples", "max_drop",
                 "min_sqnr", "eval", "per_channel", "weight_symmetric", "activation_symmetric", "metric",
-                "max_time", "float_head", "bias_correction", "smooth_quant", "chain_ends_only")  # fmt: skip
+                "max_time", "float_head", "bias_correction", "smooth_quant", "chain_ends_only",
+                "weight_bits")  # fmt: skip
 
 
 def _quant_request(args: argparse.Namespace) -> QuantizeRequest:
@@ -159,6 +163,8 @@ def _quant_request(args: argparse.Namespace) -> QuantizeRequest:
         value = getattr(args, flag)
         if value is not None:
             overrides[fld] = value
+    if args.weight_bits is not None:
+        overrides["weight_bits"] = args.weight_bits if args.weight_bits == "auto" else int(args.weight_bits)
     if args.exclude:
         overrides["exclude"] = tuple(args.exclude)
     return QuantizeRequest(overrides, eval=args.eval, metric=args.metric)

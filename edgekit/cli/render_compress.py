@@ -84,6 +84,8 @@ def _render_quant(report: QualityReport) -> None:
         print_whole(tbl, console)
         if len(report.layers) > len(layers):
             console.print(f"... and {len(report.layers) - len(layers)} more layers (see --report)")
+    if report.config.get("weight_bits_reason"):
+        console.print(f"weights: {report.config['weight_bits']}-bit ({report.config['weight_bits_reason']})")
     console.print(
         f"weight bytes: {report.weight_bytes_before:,} -> {report.weight_bytes_after:,} "
         f"({report.compression_ratio:.2f}x smaller)"

@@ -16,7 +16,7 @@ from typing import Any
 from edgekit.core.errors import ConfigError
 from edgekit.core.profiles import Board, Target
 
-__all__ = ["QuantConfig", "CALIBRATION_METHODS", "DEFAULT_PERCENTILE"]
+__all__ = ["QuantConfig", "CALIBRATION_METHODS", "DEFAULT_PERCENTILE", "WEIGHT_BITS"]
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile", "auto")
 #: Percentile onnxruntime's percentile calibrator uses when none is given.
 DEFAULT_PERCENTILE = 99.999
+#: Values of :attr:`QuantConfig.weight_bits`.
+WEIGHT_BITS = ("auto", 8, 7)
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,12 @@ class QuantConfig:
             inside (:mod:`edgekit.compress.chains`); the integer lowering
             runs each such chain as one lookup table. ``False``: onnxruntime's
             quantizer rounds after every op it knows.
+        weight_bits: Width of the int8 weights' values: ``8`` (``[-127, 127]``),
+            ``7`` (``[-64, 64]``, onnxruntime's ``reduce_range``), or ``auto``:
+            7 where the target board's CPU is x86 with AVX2 and no VNNI
+            (its ``vpmaddubsw`` then cannot saturate), 8 everywhere else
+            (:mod:`edgekit.compress.weight_bits`). Without a board ``auto``
+            is 8.
         max_time_s: Time budget of accuracy control in seconds, counted from
             the start of quantization: no new candidate is evaluated after it,
             and the best model found so far is returned (``None``: no limit).
@@ -101,6 +109,7 @@ class QuantConfig:
     smooth_quant: bool = False
     smooth_quant_alpha: float = 0.5
     chain_ends_only: bool = True
+    weight_bits: int | str = "auto"
 
     def __post_init__(self) -> None:
         for name in ("per_channel", "weight_symmetric", "activation_symmetric", "float_head", "bias_correction",
@@ -111,6 +120,7 @@ class QuantConfig:
                     hint="Pass a bool.",
                     key=name,
                 )
+        _check_weight_bits(self.weight_bits)
         if self.calibration_method not in CALIBRATION_METHODS:
             raise ConfigError(
                 f"unknown calibration method {self.calibration_method!r}",
@@ -252,12 +262,22 @@ class QuantConfig:
         return {
             "quant_format": QuantFormat.QDQ,
             "per_channel": self.per_channel,
-            "reduce_range": False,
+            # 7-bit weights ([-64, 64]); activations keep 8 bits either way.
+            "reduce_range": self.weight_bits == 7,
             "activation_type": QuantType.QInt8,
             "weight_type": QuantType.QInt8,
             "calibrate_method": method,
             "extra_options": extra,
         }
+
+
+def _check_weight_bits(value: Any) -> None:
+    if isinstance(value, bool) or value not in WEIGHT_BITS:
+        raise ConfigError(
+            f"weight_bits must be one of auto, 8, 7, got {value!r}",
+            hint="Use auto (7-bit weights only where the board's CPU needs them), 8 or 7.",
+            key="weight_bits",
+        )
 
 
 def _is_number(value: Any) -> bool:

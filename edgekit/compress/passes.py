@@ -29,6 +29,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from edgekit.core.errors import ModelError
+from edgekit.core.profiles import Board
 from edgekit.frontend.analysis import analyze
 from edgekit.frontend.loader import PreparedModel
 
@@ -285,6 +286,8 @@ class PassContext:
             padding (4 where x86 int8 dot products read 4 input channels per
             step); structured pruning keeps multiples of it unless its
             ``round_to`` says otherwise. 1 when no board is known.
+        board: The board compressed for, if any (the quantize step decides
+            ``weight_bits = auto`` for its CPU).
     """
 
     teacher: onnx.ModelProto | None = None
@@ -292,6 +295,7 @@ class PassContext:
     labels: np.ndarray | None = None
     channel_maps: dict[str, tuple[int, np.ndarray]] = field(default_factory=dict)
     channel_multiple: int = 1
+    board: Board | None = None
 
 
 @dataclass

@@ -49,6 +49,7 @@ from edgekit.compress.calibration import (
 )
 from edgekit.compress.chains import UnaryChain, chain_exclusions, unquantized_chains
 from edgekit.compress.config import QuantConfig
+from edgekit.compress.weight_bits import WeightBits, choose_weight_bits, weight_range
 from edgekit.compress.fallback import LayerSensitivity, float_head, keep_in_float, quantized_nodes, rank_layers
 from edgekit.compress.quality import (
     Fallback,
@@ -582,13 +583,14 @@ def quantize(
             "static int8 quantization needs calibration data",
             hint="Pass --calibration CAL.npz (one array per model input, first axis = samples).",
         )
-    config, brd = _resolve_config(config, board)
+    config, brd, widths = _resolve_config(config, board)
     deadline = None if config.max_time_s is None else started + config.max_time_s
 
     prepared = _prepare(model)
     excluded = _resolve_excludes(prepared.model, config.exclude)
     data = _split_data(prepared, config, calibration, eval_data)
-    notify(f"calibrating on {len(data.cal_feeds)} sample(s), evaluating on {len(data.eval_feeds)}")
+    notify(f"calibrating on {len(data.cal_feeds)} sample(s), evaluating on {len(data.eval_feeds)}; "
+           f"{widths.bits}-bit weights {weight_range(widths.bits)} ({widths.reason})")
     fp32, qmodel = _quantize_graph(prepared.model, config, data.cal_feeds, excluded, started, notify)
     evaluate = _Evaluator(fp32, data.eval_feeds, data.eval_arrays, config, metric)
     score = evaluate(qmodel)
@@ -606,6 +608,7 @@ def quantize(
     layers = layer_errors(fp32, qmodel, report_feeds, progress=notify)
     _check(qmodel)
     config_json = config.to_json()
+    config_json["weight_bits_reason"] = widths.reason
     if brd is not None:
         config_json["board"] = brd.name
     report = QualityReport(
@@ -630,13 +633,17 @@ def quantize(
 _WEIGHT_CONVENTION = ("per_channel", "weight_symmetric")
 
 
-def _resolve_config(config: QuantConfig | None, board: Board | str | None) -> tuple[QuantConfig, Board | None]:
-    """The configuration to use (a board's defaults when none is given) and the board."""
+def _resolve_config(config: QuantConfig | None, board: Board | str | None
+                    ) -> tuple[QuantConfig, Board | None, WeightBits]:  # fmt: skip
+    """The configuration to use (a board's defaults when none is given) with
+    ``weight_bits`` decided for the board's CPU, the board, and why that width."""
     brd, target = _resolve_board(board)
+    widths = choose_weight_bits(target, "auto" if config is None else config.weight_bits)
     if config is None:
-        return QuantConfig.for_board(brd, target), brd
+        return QuantConfig.for_board(brd, target).replace(weight_bits=widths.bits), brd, widths
+    config = config.replace(weight_bits=widths.bits)
     if target is None:
-        return config, brd
+        return config, brd, widths
     differ = [f"{key} = {str(value).lower()}" for key, value in target.quantization.declared().items()
               if key in _WEIGHT_CONVENTION and getattr(config, key) != value]  # fmt: skip
     if differ:
@@ -644,7 +651,7 @@ def _resolve_config(config: QuantConfig | None, board: Board | str | None) -> tu
             "board '%s' expects int8 weights with %s ([quantization] of %s); the configuration asks otherwise",
             brd.name if brd else "?", ", ".join(differ), target.source,
         )  # fmt: skip
-    return config, brd
+    return config, brd, widths
 
 
 @dataclass

@@ -150,7 +150,7 @@ class QuantizeStep(CompressionPass):
                 "the quantize step needs calibration data",
                 hint="Pass --calibration CAL.npz (one array per model input, first axis = samples).",
             )
-        result = quantize(model, self.config, calibration=ctx.calibration)
+        result = quantize(model, self.config, calibration=ctx.calibration, board=ctx.board)
         report = result.report.to_json() if hasattr(result.report, "to_json") else {}
         notes = [f"kept in float: {', '.join(result.fallback_layers)}"] if result.fallback_layers else []
         return PassResult(result.model, True, {"quality": report}, notes)
