@@ -66,3 +66,14 @@ def test_7_bit_haswell_code_is_within_one_lsb_of_onnxruntime(models: dict[int, s
     lsb = float(np.max(numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == last.input[1]))))
     steps = np.abs(got - want) / lsb
     assert np.max(steps) <= 1.001, np.max(steps)
+
+
+def test_vpmaddubsw_is_not_taken_where_it_alone_would_pad_input_channels() -> None:
+    from edgekit.compiler.backends.llvm.int8 import _Rewriter
+
+    rw = _Rewriter(I16_256, U8S8_256)
+    seven_bit = lambda k: np.full((1, 1, k, 16), 64, dtype=np.int8)  # noqa: E731
+    assert rw.pick(seven_bit(24), 16) is U8S8_256
+    assert rw.pick(seven_bit(3), 16) is U8S8_256  # vpmaddwd pads 3 channels too
+    assert rw.pick(seven_bit(22), 16) is I16_256  # 22 = 11 pairs, not whole groups of 4
+    assert rw.pick(np.full((1, 1, 24, 16), 127, dtype=np.int8), 16) is I16_256  # 8-bit: would saturate

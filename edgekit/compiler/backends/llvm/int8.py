@@ -280,14 +280,21 @@ class _Rewriter:
     def pick(self, weight: np.ndarray | None, channels: int) -> DotIsa:
         """The instruction for one layer with ``weight`` (``[..., K, N]``) and ``channels`` outputs.
 
-        ``vpmaddubsw`` where provably exact; half-width vectors only where
-        they take no more instructions (8 channels: one vector either way).
-        Choosing them whenever they padded fewer channels (200 channels: 25
-        8-lane vectors instead of 13 16-lane ones) made PP-OCR cls's wide 1x1
-        convs 1.8x slower on Zen 5.
+        ``vpmaddubsw`` where provably exact (7-bit weights,
+        :mod:`edgekit.compress.weight_bits`), unless its 4 products per lane
+        would pad input channels that ``vpmaddwd``'s 2 do not: PP-OCR cls's
+        squeeze-excite convs (2, 10, 22, 26, 50 channels, one pixel) then cost
+        a pad kernel each and gain nothing (haswell code, one Zen 5 core:
+        pads 14.2 -> 6.8 us, all kernels 547 -> 541 us). Half-width vectors
+        only where they take no more instructions (8 channels: one vector
+        either way). Choosing them whenever they padded fewer channels (200
+        channels: 25 8-lane vectors instead of 13 16-lane ones) made PP-OCR
+        cls's wide 1x1 convs 1.8x slower on Zen 5.
         """
         if self.u8s8 is not None and weight is not None and pmaddubsw_exact(weight):
-            return self.u8s8
+            reduction = weight.shape[-2]
+            if not reduction % self.u8s8.k or reduction % self.isa.k:
+                return self.u8s8
         if self.narrow is not None and -(-channels // self.narrow.lanes) <= -(-channels // self.isa.lanes):
             return self.narrow
         return self.isa
