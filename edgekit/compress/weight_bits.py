@@ -13,7 +13,9 @@ without VNNI) always qualify: ``2 * 255 * 64 = 32,640``.
 
 ``auto`` therefore gives 7-bit weights where the *target's* CPU (never the
 build machine's; :func:`edgekit.core.cpu_features.isa_features`) is x86 with
-AVX2 and neither AVX512-VNNI nor AVX-VNNI, and 8-bit weights everywhere else:
+AVX2 and neither AVX512-VNNI nor AVX-VNNI nor AVX512BW (whose kernels
+multiply int16 with 512-bit ``vpmaddwd`` and have no ``vpmaddubsw`` form),
+and 8-bit weights everywhere else:
 ``vpdpbusd`` adds the products in 32 bits, AArch64's ``smlal``/``sdot`` and
 the MCU kernels multiply int8 in full, and the accelerator and GPU targets
 take the model's int8 as it is. 7 bits cost accuracy (one bit of weight
@@ -76,6 +78,9 @@ def choose_weight_bits(target: Target | None, asked: int | str = "auto") -> Weig
     vnni = [f for f in VNNI if f in features]
     if vnni:
         return WeightBits(8, f"{cpu} has {vnni[0]}: vpdpbusd adds the int8 products in 32 bits")
+    if "avx512bw" in features:
+        # The AVX-512 kernels multiply int16 (vpmaddwd zmm) whatever the weights: no vpmaddubsw form to enable.
+        return WeightBits(8, f"{cpu} has AVX-512 without VNNI: its int8 kernels multiply int16 for any weights")
     if "avx2" in features:
         return WeightBits(7, f"{cpu} has AVX2 without VNNI: vpmaddubsw (32 products per instruction) cannot "
                              "saturate with 7-bit weights; 8-bit ones take vpmaddwd on int16 (16)")

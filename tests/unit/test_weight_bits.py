@@ -31,7 +31,7 @@ def _x86(mcpu: str) -> Target:
         ("znver2", 7),  # the Zen 2 EPYC of this project's CI
         ("skylake", 7),  # client Skylake: AVX2 only
         ("znver3", 7),
-        ("skylake-avx512", 7),  # AVX-512 without VNNI: the dot kernels are vpmaddwd there too
+        ("skylake-avx512", 8),  # AVX-512 without VNNI: int16 vpmaddwd zmm kernels, no vpmaddubsw form
         ("icelake-server", 8),  # AVX512-VNNI
         ("alderlake", 8),  # AVX-VNNI without AVX-512
         ("znver4", 8),
