@@ -28,6 +28,7 @@ from tvm.relax.dpl import DFPattern, rewrite_call
 
 from edgekit.compiler.integer.context import LoweringContext, Rule, Skip
 from edgekit.compiler.integer.eltwise import BINARY, lower_binary
+from edgekit.compiler.integer.indexing import SPLIT, lower_split
 from edgekit.compiler.integer.linear import LINEAR, lower_linear
 from edgekit.compiler.integer.lut import ELEMENTWISE_CHAIN, lower_lut
 from edgekit.compiler.integer.lut_program import LUT_PROGRAMS
@@ -52,6 +53,7 @@ RULES: tuple[Rule, ...] = (
     Rule("mean", MEAN.root, lower_mean),
     Rule("concat", CONCAT.root, lower_concat),
     Rule("movement", MOVEMENT.root, lower_movement),
+    Rule("split", SPLIT.root, lower_split),
     Rule("elementwise", ELEMENTWISE_CHAIN.root, lower_lut),
 )
 
@@ -85,6 +87,11 @@ def _why_float(ctx: LoweringContext, q_call: relax.Call, var2val: dict) -> str:
             return str(exc)
         return "a rule applies but was not reached (report this)"
     return f"no integer rule for {call_name(ctx.values.lookup(q_call.args[0])).removeprefix('relax.') or 'this input'}"
+
+
+def _is_model_input(values: ValueTable, expr: relax.Expr) -> bool:
+    """True for a parameter of the function that is not a weight (whose value is known)."""
+    return isinstance(values.lookup(expr), relax.Var) and values.value(expr) is None
 
 
 def _bindings(func: relax.Function) -> list[relax.VarBinding]:
@@ -153,10 +160,16 @@ def lower_to_integer_with_report(
         if call_name(value) != "relax.quantize":
             continue
         source = values.lookup(value.args[0])
-        if not isinstance(source, relax.Call):  # quantizing a model input: the boundary
+        if isinstance(source, relax.Var):  # quantizing a model input: the boundary
             continue
+        if isinstance(source, relax.TupleGetItem):  # a piece of a split (or another tuple)
+            kind = call_name(values.lookup(source.tuple_value)).removeprefix("relax.") or "tuple item"
+        else:
+            kind = call_name(source).removeprefix("relax.")
         reason = _why_float(ctx, value, var2val)
-        report.kept_float.append(Chain(call_name(source).removeprefix("relax."), ctx.chain_name(value), tensor_shape(value) or (), reason))
+        if isinstance(source, relax.Call) and any(_is_model_input(values, a) for a in source.args):
+            reason = f"{kind} of a float model input: the quantization boundary"
+        report.kept_float.append(Chain(kind, ctx.chain_name(value), tensor_shape(value) or (), reason))
     report.float_ops = float_ops(func)
 
     func = _prune_params(func)

@@ -211,19 +211,22 @@ def lut_of_one_tensor(ctx: LoweringContext, q_call: relax.Call) -> tuple[str, st
 
 
 def lut_of_chain(ctx: LoweringContext, q_call: relax.Call, data: relax.Expr) -> tuple[str, str, relax.Expr] | None:
-    """The table rewrite of ``q_call = quantize(data)``; raises :class:`Skip` or returns None as a rule does."""
+    """The table rewrite of ``q_call = quantize(data)``; raises :class:`Skip` or returns None as a rule does.
+
+    Ops that pick elements (max pools, nearest resizes, slices:
+    :func:`_commutes_with_tables`) between the chain and the ``quantize`` run
+    on the int8 tensor, the table where it has the fewest elements.
+    """
     if call_name(data) in ("", "relax.quantize"):  # a model input or a re-quantize of a quantize
         return None
     out_dtype = str(q_call.attrs.out_dtype)
     if out_dtype not in ("int8", "uint8"):
         raise Skip(f"output dtype {out_dtype}")
     out = ctx.output_qparams(q_call)
-    pool = None
-    if call_name(data) == "relax.nn.max_pool2d":
-        # quantize(max_pool(f(x))) == max_pool(quantize(f(x))): quantize is
-        # non-decreasing, so the maximum commutes with it, and int8 padding
-        # (the dtype minimum) never wins a window where -inf would not.
-        pool, data = data, ctx.values.lookup(data.args[0])
+    picks = []  # outermost first
+    while _commutes_with_tables(data):
+        picks.append(data)
+        data = ctx.values.lookup(data.args[0])
         if call_name(data) in ("", "relax.quantize"):
             return None
     chain = _Chain(ctx)
@@ -233,18 +236,43 @@ def lut_of_chain(ctx: LoweringContext, q_call: relax.Call, data: relax.Expr) -> 
         return None  # constant: FoldConstant's job
     if tensor_shape(data) != tensor_shape(chain.source):
         raise Skip("elementwise chain broadcasts its input")
-    if call_name(data) == "relax.dequantize" and pool is None and chain.source.same_as(ctx.values.lookup(data.args[0])):
-        return "requantize", "", identity_or_lut(chain.source, ctx.input_qparams(data), out, out_dtype)
+    names = [call_name(p).removeprefix("relax.").removeprefix("nn.").removeprefix("image.") for p in picks]
+    if call_name(data) == "relax.dequantize" and chain.source.same_as(ctx.values.lookup(data.args[0])):
+        x_qp = ctx.input_qparams(data)
+        requantized = identity_or_lut(chain.source, x_qp, out, out_dtype) if not picks else _through_picks(
+            picks, chain.source, lambda x: identity_or_lut(x, x_qp, out, out_dtype))
+        detail = "+".join(reversed(names[1:])) + ("" if x_qp.same_as(out) else " requantized")
+        return (names[0] if picks else "requantize"), detail.strip(), requantized
     lo, hi = int_range(out_dtype)
     table = quantize_ref(np.broadcast_to(values, xs.shape), out.s, out.z, lo, hi).astype(out_dtype)
     _record_program(ctx, data, chain.source, out, out_dtype, table)
     ops = sorted({_tir_name(e) if call_name(e) == "relax.call_tir" else call_name(e).removeprefix("relax.")
                   for e in _calls(ctx, data)} - {"", "dequantize", "isnan", "where"})  # fmt: skip
-    result = emit_lut(chain.source, table)
-    if pool is not None:
-        ops.append("max_pool2d")
-        result = relax.Call(pool.op, [result, *pool.args[1:]], pool.attrs)
-    return "lut", "+".join(ops), result
+    return "lut", "+".join(ops + names[::-1]), _through_picks(picks, chain.source, lambda x: emit_lut(x, table))
+
+
+def _through_picks(picks: list[relax.Call], x: relax.Expr, table: Callable[[relax.Expr], relax.Expr]) -> relax.Expr:
+    """``picks`` (outermost first) applied to ``x``, with ``table`` after the innermost slices and before the rest."""
+    done = False
+    for pick in reversed(picks):
+        if not done and call_name(pick) != "relax.strided_slice":
+            x, done = table(x), True
+        x = relax.Call(pick.op, [x, *pick.args[1:]], pick.attrs)
+    return x if done else table(x)
+
+
+def _commutes_with_tables(expr: relax.Expr) -> bool:
+    """True for an op that commutes with any elementwise map of its input, ``quantize(op(f(x))) == op(quantize(f(x)))``.
+
+    A max pool because ``quantize`` is non-decreasing (and int8 padding, the
+    dtype minimum, never wins a window where -inf would not); a nearest
+    resize and a strided slice because each output element is one input
+    element.
+    """
+    name = call_name(expr)
+    if name == "relax.image.resize2d":
+        return str(expr.attrs.method) == "nearest_neighbor"
+    return name in ("relax.nn.max_pool2d", "relax.strided_slice")
 
 
 def _record_program(ctx: LoweringContext, data: relax.Expr, source: relax.Expr, out: QParams, out_dtype: str,

@@ -28,7 +28,7 @@ from edgekit.compiler.integer.values import call_name
 from edgekit.core.fixedpoint import quantize_multiplier
 
 __all__ = ["MAX_POOL", "AVG_POOL", "MEAN", "CONCAT", "MOVEMENT", "lower_max_pool", "lower_avg_pool",
-           "lower_mean", "lower_concat", "lower_movement", "window_counts"]  # fmt: skip
+           "lower_mean", "lower_concat", "lower_movement", "window_counts", "int8_output"]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,8 @@ CONCAT = ConcatPattern.build()
 MOVEMENT = UnaryOpPattern.build(*MOVEMENT_OPS)
 
 
-def _int8_out(q_call: relax.Call) -> str:
+def int8_output(q_call: relax.Call) -> str:
+    """The int8/uint8 dtype ``q_call`` quantizes to, or :class:`Skip`."""
     out_dtype = str(q_call.attrs.out_dtype)
     if out_dtype not in ("int8", "uint8"):
         raise Skip(f"output dtype {out_dtype}")
@@ -53,7 +54,7 @@ def _same_op_on(call: relax.Call, x: relax.Expr) -> relax.Expr:
 
 def lower_max_pool(ctx: LoweringContext, q_call: relax.Call, m: dict[DFPattern, relax.Expr]) -> tuple[str, str, relax.Expr]:
     """max_pool2d on int8; padding uses the dtype minimum, which never wins a window."""
-    out_dtype = _int8_out(q_call)
+    out_dtype = int8_output(q_call)
     out = ctx.output_qparams(q_call)
     x_qp = ctx.input_qparams(m[MAX_POOL.x])
     pooled = _same_op_on(m[MAX_POOL.op], m[MAX_POOL.x].args[0])
@@ -62,7 +63,7 @@ def lower_max_pool(ctx: LoweringContext, q_call: relax.Call, m: dict[DFPattern, 
 
 def lower_movement(ctx: LoweringContext, q_call: relax.Call, m: dict[DFPattern, relax.Expr]) -> tuple[str, str, relax.Expr]:
     """Reshape/transpose/... on the int8 tensor."""
-    out_dtype = _int8_out(q_call)
+    out_dtype = int8_output(q_call)
     out = ctx.output_qparams(q_call)
     x_qp = ctx.input_qparams(m[MOVEMENT.x])
     call = m[MOVEMENT.op]
@@ -90,7 +91,7 @@ def window_counts(
 
 def lower_avg_pool(ctx: LoweringContext, q_call: relax.Call, m: dict[DFPattern, relax.Expr]) -> tuple[str, str, relax.Expr]:
     """avg_pool2d as an int32 window sum and a per-position requantization."""
-    out_dtype = _int8_out(q_call)
+    out_dtype = int8_output(q_call)
     out = ctx.output_qparams(q_call)
     x_dq = m[AVG_POOL.x]
     x_qp = ctx.input_qparams(x_dq)
@@ -126,7 +127,7 @@ def lower_avg_pool(ctx: LoweringContext, q_call: relax.Call, m: dict[DFPattern, 
 
 def lower_mean(ctx: LoweringContext, q_call: relax.Call, m: dict[DFPattern, relax.Expr]) -> tuple[str, str, relax.Expr]:
     """ReduceMean / GlobalAveragePool as an int32 sum and one multiplier."""
-    out_dtype = _int8_out(q_call)
+    out_dtype = int8_output(q_call)
     out = ctx.output_qparams(q_call)
     x_dq = m[MEAN.x]
     x_qp = ctx.input_qparams(x_dq)
@@ -150,7 +151,7 @@ def lower_mean(ctx: LoweringContext, q_call: relax.Call, m: dict[DFPattern, rela
 
 def lower_concat(ctx: LoweringContext, q_call: relax.Call, m: dict[DFPattern, relax.Expr]) -> tuple[str, str, relax.Expr]:
     """Requantizes every input to the output scale, then concatenates int8."""
-    out_dtype = _int8_out(q_call)
+    out_dtype = int8_output(q_call)
     out = ctx.output_qparams(q_call)
     call = m[CONCAT.concat]
     fields = ctx.values.lookup(call.args[0])

@@ -230,6 +230,24 @@ def _binary_through(m: Any, call: Any) -> Any:
     return relax.op.permute_dims(moved, axes)
 
 
+def _slice_through(m: Any, call: Any) -> Any:
+    """An int8 ``strided_slice(permute(x, p))`` as ``permute`` of the slice of ``x`` on axes ``p[a]``.
+
+    The integer lowering's slices (a YOLO C2f split, the Focus and DFL
+    slices) read an NCHW view of an NHWC conv output; moved through, the
+    transpose meets its inverse at the next conv.
+    """
+    from tvm import relax
+
+    found = permuted(m, call.args[0])
+    if found is None or str(getattr(call.ty, "dtype", "")) != "int8":
+        return None
+    x, perm = found
+    axes, *ranges = ([int(v.value) for v in arg.fields] for arg in call.args[1:])
+    moved = relax.op.strided_slice(x, [perm[a] for a in axes], *ranges, assume_inbound=bool(call.attrs.assume_inbound))
+    return relax.op.permute_dims(m.builder_.emit(moved), perm)
+
+
 def _cancel_pair(m: Any, call: Any) -> Any:
     """``permute(permute(x, p), q)`` as ``x`` when ``q`` undoes ``p``."""
     found = permuted(m, call.args[0])
@@ -248,13 +266,14 @@ def cancel_transposes_pass() -> Any:
     index before every table and one back after it (SqueezeNet int8 spent
     a sixth of its time there). ``take(table, permute(i))`` is
     ``permute(take(table, i))`` for a 1-D table; the transpose then meets
-    its inverse and both go. Pads, casts and elementwise binary ops with a
-    scalar or a same-permuted operand let it through the same way.
+    its inverse and both go. Pads, casts, int8 slices and elementwise binary
+    ops with a scalar or a same-permuted operand let it through the same way.
     """
     rewrites = {
         "relax.take": _take_through,
         "relax.nn.pad": _pad_through,
         "relax.astype": _cast_through,
+        "relax.strided_slice": _slice_through,
         **{f"relax.{name}": _binary_through for name in _BINARY_OPS},
         "relax.permute_dims": _cancel_pair,
     }
