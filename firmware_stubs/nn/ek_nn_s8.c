@@ -151,6 +151,15 @@ static inline __attribute__((always_inline)) int32_t ek_round_shift_hi(int64_t x
  * with the 64-bit round_shift. */
 #define EK_NN_HIGH_WORD(n) ((n) > 32 && (n) < 64)
 
+/* The high-word form, ((a * m) >> 32 + rnd) >> sh (rnd = 2^(sh-1), sh = n - 32).
+ * RV64 has the 64-bit product in one register: (a * m + rnd * 2^32) >> n is
+ * the same floor (|a * m| < 2^62), one instruction fewer. */
+#if EK_NN_RV64
+#define EK_RQ_HI(a, m, rnd, sh) ((int32_t)(((int64_t)(a) * (m) + ((int64_t)(rnd) << 32)) >> ((sh) + 32)))
+#else
+#define EK_RQ_HI(a, m, rnd, sh) (((int32_t)(((int64_t)(a) * (m)) >> 32) + (rnd)) >> (sh))
+#endif
+
 #if EK_NN_NEON
 /* The high-word requantization of 4 accumulators of one channel
  * (ek_neon_rq2: 2), clamped, not yet narrowed: (a * m) >> 32 is SQDMULH
@@ -230,7 +239,7 @@ static inline __attribute__((always_inline)) void ek_nn_requant_body(const int32
 #endif
       for (j = 0; j < np; ++j, yc += ys_p) {
         int32_t a = (int32_t)((uint32_t)*acc++ + (uint32_t)off);
-        v = (((int32_t)(((int64_t)a * m) >> 32) + rnd) >> sh) + zp;
+        v = EK_RQ_HI(a, m, rnd, sh) + zp;
 #if EK_NN_DSP
         if (full) { /* the whole int8 range: one SSAT instead of two compare-and-moves */
           v = __builtin_arm_ssat(v, 8);
@@ -307,7 +316,7 @@ static inline __attribute__((always_inline)) void ek_nn_requant_row_body(const i
 #if EK_NN_DSP
   if (lo == -128 && hi == 127) { /* the full int8 range: one SSAT */
     while (acc < end) {
-      int32_t v = (((int32_t)(((int64_t)(int32_t)((uint32_t)*acc++ + (uint32_t)off) * m) >> 32) + rnd) >> sh) + zp;
+      int32_t v = EK_RQ_HI((int32_t)((uint32_t)*acc++ + (uint32_t)off), m, rnd, sh) + zp;
       v = __builtin_arm_ssat(v, 8);
       EK_NN_STORE(y, v, tab);
       ++y;
@@ -316,7 +325,7 @@ static inline __attribute__((always_inline)) void ek_nn_requant_row_body(const i
   }
 #endif
   while (acc < end) {
-    int32_t v = (((int32_t)(((int64_t)(int32_t)((uint32_t)*acc++ + (uint32_t)off) * m) >> 32) + rnd) >> sh) + zp;
+    int32_t v = EK_RQ_HI((int32_t)((uint32_t)*acc++ + (uint32_t)off), m, rnd, sh) + zp;
     v = v < lo ? lo : v;
     v = v > hi ? hi : v;
     EK_NN_STORE(y, v, tab);
@@ -525,6 +534,40 @@ __attribute__((noinline)) static void ek_nn_dot_3x1(const int64_t *w, int32_t K,
   ek_rv_dot_body(w, K, col, rs, L, 1, 1, acc);
 }
 
+/* A block's nc channel rows of EK_NN_NP consecutive outputs (a conv's),
+ * requantized with the 6 outputs of a row unrolled: the high-word form of
+ * ek_nn_requant_body as one multiply, add, shift (EK_RQ_HI); other channels
+ * go through ek_nn_requant. tab: the table or a constant NULL. */
+static inline __attribute__((always_inline)) void ek_rv_requant6_body(const int32_t *acc, int8_t *y, int32_t nc,
+                                                                     int32_t ys_c, const int32_t *h, int32_t c0,
+                                                                     const int8_t *tab) {
+  const int32_t *q = h + EK_NN_HDR;
+  int32_t oc = h[EK_NN_OC], zp = h[EK_NN_ZOUT], lo = h[EK_NN_QMIN], hi = h[EK_NN_QMAX], c, j;
+  for (c = c0; c < c0 + nc; ++c, y += ys_c, acc += EK_NN_NP) {
+    int32_t off = q[c], m = q[oc + c], n = q[2 * oc + c];
+    if (!EK_NN_HIGH_WORD(n)) {
+      ek_nn_requant(acc, y, 1, EK_NN_NP, 0, 1, h, c);
+      continue;
+    }
+    int64_t r = (int64_t)1 << (n - 1);
+    for (j = 0; j < EK_NN_NP; ++j) {
+      int32_t v = (int32_t)(((int64_t)(int32_t)((uint32_t)acc[j] + (uint32_t)off) * m + r) >> n) + zp;
+      v = v < lo ? lo : v;
+      v = v > hi ? hi : v;
+      EK_NN_STORE(y + j, v, tab);
+    }
+  }
+}
+
+__attribute__((noinline)) static void ek_nn_rv_requant6(const int32_t *acc, int8_t *y, int32_t nc, int32_t ys_c,
+                                                     const int32_t *h, int32_t c0) {
+  const int8_t *tab = ek_nn_table(h);
+  if (tab)
+    ek_rv_requant6_body(acc, y, nc, ys_c, h, c0, tab);
+  else
+    ek_rv_requant6_body(acc, y, nc, ys_c, h, c0, (const int8_t *)0);
+}
+
 /* The 3 or 6 channels from c of np pixels (6 or 1) whose k-th elements lie
  * at col[k * rs + j], requantized to y. */
 static inline __attribute__((always_inline)) void ek_rv_block(const int64_t *w, const int8_t *col, int32_t rs,
@@ -537,7 +580,10 @@ static inline __attribute__((always_inline)) void ek_rv_block(const int64_t *w, 
     np == 1 ? ek_nn_dot_6x1(wc, K, col, rs, L, acc) : ek_nn_dot_6xn(wc, K, col, rs, L, acc);
   else
     np == 1 ? ek_nn_dot_3x1(wc, K, col, rs, L, acc) : ek_nn_dot_3xn(wc, K, col, rs, L, acc);
-  ek_nn_requant(acc, y + c * ys_c, nc, np, ys_c, ys_p, h, c);
+  if (np == EK_NN_NP && ys_p == 1)
+    ek_nn_rv_requant6(acc, y + c * ys_c, nc, ys_c, h, c);
+  else
+    ek_nn_requant(acc, y + c * ys_c, nc, np, ys_c, ys_p, h, c);
 }
 
 /* conv (groups 1) and matmul: weights packed int64 (8-byte aligned: the
@@ -914,7 +960,7 @@ typedef struct {
 /* tab: r->tab, or a constant NULL in the copy without a table. */
 static inline __attribute__((always_inline)) int8_t ek_rq_fast(ek_mac_t a, const ek_rq_fast_t *r, const int8_t *tab) {
   int32_t v = (int32_t)((uint32_t)(int32_t)a + (uint32_t)r->off);
-  v = (((int32_t)(((int64_t)v * r->m) >> 32) + r->rnd) >> r->sh) + r->zp;
+  v = EK_RQ_HI(v, r->m, r->rnd, r->sh) + r->zp;
   v = v < r->lo ? r->lo : v;
   v = v > r->hi ? r->hi : v;
   return tab ? tab[v] : (int8_t)v;
@@ -1062,6 +1108,129 @@ __attribute__((noinline)) static void ek_nn_dw_row(const ek_dw_t *r0, int32_t pw
 }
 #endif
 
+#if EK_NN_RV64
+/* riscv64 depthwise windows of 16 to 63 taps (5x5, 7x7): three horizontally
+ * adjacent outputs per 64-bit MAC. Packed row P[c] = x[c] + x[c + sw] 2^21
+ * + x[c + 2 sw] 2^42 of the padded input row, so output triple t of a row
+ * is sum over taps of w[r][s] * P_r[3 sw t + s] with each output in a
+ * 21-bit lane (|sum| <= 63 * 2^14 < 2^20): one `ld`, `mul`, `add` per
+ * three MACs, where the float path took one `fmadd.s` per MAC plus loads.
+ * Rows are packed right to left, p = x[c] + (p << 21): one shift and add
+ * per element; the x[c + 3 sw] 2^63 left in bit 63 only touches the top
+ * lane's 22nd bit, which ek_rv_dw_unpack ignores. kh packed rows live in a
+ * ring (row i in slot i % kh). 3x3 windows stay on the float rows: their
+ * 9 taps do not pay for the packing. Scratch (nn_rv64.dw_scratch_bytes):
+ * the ring (kh x NX int64), the weights (kh kw int64), T packed sums, 3 T
+ * int32 accumulators. */
+#define EK_RV_DW_MIN_TAPS 16
+#define EK_RV_DW_MAX_TAPS 63
+
+/* The three outputs of a packed sum a into acc[0..2]. */
+static inline __attribute__((always_inline)) void ek_rv_dw_unpack(int64_t a, int32_t *acc) {
+  int64_t s0 = (int64_t)((uint64_t)a << 43) >> 43, u = (a - s0) >> EK_RV_LANE;
+  int64_t s1 = (int64_t)((uint64_t)u << 43) >> 43;
+  acc[0] = (int32_t)s0;
+  acc[1] = (int32_t)s1;
+  acc[2] = (int32_t)((int64_t)((uint64_t)(u - s1) << 22) >> 43);
+}
+
+/* One pass of an output row over kernel rows r and r + 1 (nr = 2) or r
+ * alone: packed sums a64[t] (from 0 in the first pass), unpacked into
+ * acc[3 t + l] in the last. Two rows per pass keep 2 kw weights in
+ * registers (all 25 of a 5x5 spilled: 40 instructions per output, 34 so). */
+static inline __attribute__((always_inline)) void ek_rv_dw_pass(const int64_t *p0, const int64_t *p1, const int64_t *w0,
+                                                                int32_t kw, int32_t nr, int32_t step, int32_t T,
+                                                                int64_t *a64, int32_t *acc, int32_t first, int32_t last) {
+  int64_t wl[2 * EK_RV_DW_MAX_TAPS]; /* registers once unrolled (a64 stores could alias w0) */
+  int32_t t, s;
+  for (s = 0; s < nr * kw; ++s) wl[s] = w0[s];
+  for (t = 0; t < T; ++t, p0 += step, p1 += step) {
+    int64_t a = first ? 0 : a64[t];
+    for (s = 0; s < kw; ++s) a += wl[s] * p0[s];
+    if (nr == 2)
+      for (s = 0; s < kw; ++s) a += wl[kw + s] * p1[s];
+    if (last)
+      ek_rv_dw_unpack(a, acc + 3 * t);
+    else
+      a64[t] = a;
+  }
+}
+
+/* One output row: acc[3 t + l] for t < T from the kh packed rows (kh >= 2). */
+static inline __attribute__((always_inline)) void ek_rv_dw_row_body(const int64_t *const *rows, const int64_t *wk,
+                                                                    int32_t kh, int32_t kw, int32_t step, int32_t T,
+                                                                    int64_t *a64, int32_t *acc) {
+  int32_t r = 2;
+  ek_rv_dw_pass(rows[0], rows[1], wk, kw, 2, step, T, a64, acc, 1, kh == 2);
+  for (; r + 2 < kh; r += 2) ek_rv_dw_pass(rows[r], rows[r + 1], wk + r * kw, kw, 2, step, T, a64, acc, 0, 0);
+  if (r + 2 == kh)
+    ek_rv_dw_pass(rows[r], rows[r + 1], wk + r * kw, kw, 2, step, T, a64, acc, 0, 1);
+  else if (r < kh)
+    ek_rv_dw_pass(rows[r], rows[r], wk + r * kw, kw, 1, step, T, a64, acc, 0, 1);
+}
+
+__attribute__((noinline)) static void ek_nn_rv_dw_row(const int64_t *const *rows, const int64_t *wk, int32_t kh,
+                                                      int32_t kw, int32_t step, int32_t T, int64_t *a64,
+                                                      int32_t *acc) {
+  if (kh == 5 && kw == 5)
+    ek_rv_dw_row_body(rows, wk, 5, 5, step, T, a64, acc);
+  else
+    ek_rv_dw_row_body(rows, wk, kh, kw, step, T, a64, acc);
+}
+
+/* Packed row dst[c], c < NX, of the input row src (NULL: a padding row);
+ * columns outside [pl, pl + W) read the pad value. */
+__attribute__((noinline)) static void ek_nn_rv_dw_pack(const int8_t *src, int32_t W, int32_t pl, int32_t pad, int32_t sw, int32_t NX,
+                             int64_t *dst) {
+  int32_t j0 = pl < NX ? pl : NX, j1 = pl + W < NX ? pl + W : NX, r0, c;
+  if (!src) {
+    int64_t v = (int64_t)((uint64_t)(int64_t)pad * (1 + ((uint64_t)1 << 21) + ((uint64_t)1 << 42)));
+    for (c = 0; c < NX; ++c) dst[c] = v;
+    return;
+  }
+  if (sw == 1) { /* pointers, no index arithmetic: 7 instructions per element */
+    uint64_t p = 0;
+    int64_t *d = dst + NX;
+    const int8_t *sp = src + (j1 - pl);
+    while (d > dst + j1) *--d = (int64_t)(p = (uint64_t)(int64_t)pad + (p << 21));
+    while (d > dst + j0) *--d = (int64_t)(p = (uint64_t)(int64_t)*--sp + (p << 21));
+    while (d > dst) *--d = (int64_t)(p = (uint64_t)(int64_t)pad + (p << 21));
+    return;
+  }
+  for (r0 = 0; r0 < sw; ++r0) {
+    uint64_t p = 0;
+    for (c = NX - 1 - ((NX - 1 - r0) % sw); c >= j1; c -= sw) dst[c] = (int64_t)(p = (uint64_t)(int64_t)pad + (p << 21));
+    for (; c >= j0; c -= sw) dst[c] = (int64_t)(p = (uint64_t)(int64_t)src[c - pl] + (p << 21));
+    for (; c >= 0; c -= sw) dst[c] = (int64_t)(p = (uint64_t)(int64_t)pad + (p << 21));
+  }
+}
+
+static void ek_nn_rv_depthwise(const int8_t *x, const int8_t *w, const int32_t *h, int8_t *y, void *scratch) {
+  int32_t C = h[EK_NN_OC], H = h[EK_NN_H], W = h[EK_NN_W], OH = h[EK_NN_OH], OW = h[EK_NN_OW];
+  int32_t kh = h[EK_NN_KH], kw = h[EK_NN_KW], sh = h[EK_NN_SH], sw = h[EK_NN_SW], pt = h[EK_NN_PT], pl = h[EK_NN_PL];
+  int32_t T = (OW + 2) / 3, NX = 3 * sw * (T - 1) + kw + 2 * sw, c, o, r, next;
+  int64_t *ring = (int64_t *)__builtin_assume_aligned(scratch, 8), *wk = ring + kh * NX;
+  int64_t *a64 = wk + kh * kw;
+  int32_t *acc = (int32_t *)(a64 + T);
+  const int64_t *rows[EK_RV_DW_MAX_TAPS];
+  for (c = 0; c < C; ++c) {
+    const int8_t *xc = x + c * H * W, *wc = w + c * kh * kw;
+    int8_t *yc = y + c * OH * OW;
+    for (r = 0; r < kh * kw; ++r) wk[r] = wc[r];
+    for (o = 0, next = 0; o < OH; ++o, yc += OW) {
+      for (; next < o * sh + kh; ++next) {
+        int32_t iy = next - pt;
+        ek_nn_rv_dw_pack(iy >= 0 && iy < H ? xc + iy * W : (const int8_t *)0, W, pl, h[EK_NN_PADV], sw, NX,
+                         ring + (next % kh) * NX);
+      }
+      for (r = 0; r < kh; ++r) rows[r] = ring + ((o * sh + r) % kh) * NX;
+      ek_nn_rv_dw_row(rows, wk, kh, kw, 3 * sw, T, a64, acc);
+      ek_nn_requant_row(acc, yc, OW, h, c);
+    }
+  }
+}
+#endif
+
 /* Scratch: the padded plane (PH * PW ek_dw_t, rounded to a word), then one
  * row of accumulators (OW int32), then kh * kw words for the weights
  * (widened to ek_dw_t, or packed in pairs for the DSP 5x5 rows). */
@@ -1075,6 +1244,12 @@ static void ek_nn_depthwise(const int8_t *x, const int8_t *w, const int32_t *h, 
   ek_dw_t *wk = (ek_dw_t *)(acc + OW);
 #if EK_NN_DSP
   int32_t *wp = acc + OW; /* 5x5: per row (w0, w1), (w2, w3) packed, w4 (15 words of the kh * kw reserved) */
+#endif
+#if EK_NN_RV64
+  if (kh * kw >= EK_RV_DW_MIN_TAPS && kh * kw <= EK_RV_DW_MAX_TAPS) {
+    ek_nn_rv_depthwise(x, w, h, y, scratch);
+    return;
+  }
 #endif
   for (c = 0; c < C; ++c) {
     const int8_t *xc = x + c * H * W, *wc = w + c * kh * kw;
@@ -1230,7 +1405,7 @@ static void ek_nn_mul_row(const int8_t *x, int8_t *y, int32_t count, int32_t s, 
   if (EK_NN_HIGH_WORD(n)) {
     int32_t rnd = 1 << (n - 33), sh = n - 32;
     for (i = 0; i < count; ++i) {
-      int32_t v = (((int32_t)(((int64_t)((x[i] - za) * s) * m) >> 32) + rnd) >> sh) + zy;
+      int32_t v = EK_RQ_HI((x[i] - za) * s, m, rnd, sh) + zy;
       v = v < lo ? lo : v;
       y[i] = (int8_t)(v > hi ? hi : v);
     }

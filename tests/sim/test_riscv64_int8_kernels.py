@@ -34,11 +34,14 @@ needs_qemu = pytest.mark.skipif(shutil.which("qemu-riscv64") is None, reason="qe
 
 # The aarch64 shapes (K over 1024 included: integer accumulators), plus channel counts
 # around the 3- and 6-channel blocks (5: a 3-channel rest with 1 pad; 7: 6 + 1 with 2 pad)
-# and a 1x1 layer read in place (no gather) with a pixel tail (25 = 4 blocks of 6 + 1).
+# and a 1x1 layer read in place (no gather) with a pixel tail (25 = 4 blocks of 6 + 1);
 LAYERS = {
     **NEON_LAYERS,
     "conv3x3_5ch": ("conv", 4, 5, 8, 3, 1, 1),
     "conv1x1_7ch": ("conv", 9, 7, 5, 1, 0, 1),
+    # packed depthwise rows: a last triple of outputs with 2 lanes past the row, 7x7 (49 taps)
+    "depthwise_5x5_s1": ("dw", 4, 4, 14, 5, 2, 1),
+    "depthwise_7x7_s1": ("dw", 2, 2, 11, 7, 3, 1),
 }
 
 

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.compiler.backends.aot_c.fold import fold_int8_chains
-from edgekit.compiler.backends.aot_c.nn_rv64 import pack_rows, run_length
+from edgekit.compiler.backends.aot_c.nn_rv64 import dw_scratch_bytes, pack_rows, run_length
 from edgekit.core.fixedpoint import dot_bound, ties_possible
 from edgekit.core.resources import data_dir
 
@@ -386,6 +386,9 @@ def _replacement(chain: _Chain, dsp: bool, rv64: bool = False) -> Any:
         params[_COLS_FIELD] = 1
         params = np.append(params, np.int32(run_length(rows)))
     scratch = _scratch_bytes(params[:_HDR], dsp)
+    if rv64 and chain.kind == _DEPTHWISE:  # packed rows for 5x5, 7x7
+        kh, kw, sw, ow = (int(params[i]) for i in (7, 8, 10, 6))
+        scratch = dw_scratch_bytes(kh, kw, sw, ow) or scratch
     call = relax.call_dps_packed(
         relax.ExternFunc(EXTERN_KERNEL),
         relax.Tuple([chain.x, relax.const(packed, "int8"), relax.const(params, "int32")]),

@@ -9,18 +9,24 @@ stays within ``(-2**20, 2**20)``; with ``|x| <= 128`` a lane's sum over a run
 of k is at most ``128 * sum(|w|)`` over that run, so the kernel unpacks the
 lanes into int32 every ``L`` k, ``L`` the longest run length whose bound
 holds for every channel and every run (at least 63 for any int8 weights).
+
+Depthwise windows of 16 to 63 taps (5x5, 7x7) pack the activations instead:
+three horizontally adjacent outputs per word, from a ring of kh packed rows
+(:func:`dw_scratch_bytes`); smaller windows keep the float rows.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["LANE_BITS", "pack_rows", "run_length"]
+__all__ = ["LANE_BITS", "dw_scratch_bytes", "pack_rows", "run_length"]
 
 #: Bits of each lane of a packed accumulator (the C kernel's EK_RV_LANE).
 LANE_BITS = 21
 _LIMIT = 2 ** (LANE_BITS - 1) - 1  # largest |lane sum| the unpacking recovers
 _X_MAX = 128  # largest |x| of an int8 activation
+#: Depthwise windows the packed kernel takes (EK_RV_DW_MIN_TAPS, EK_RV_DW_MAX_TAPS).
+DW_TAPS = (16, 63)
 
 
 def run_length(rows: np.ndarray) -> int:
@@ -60,3 +66,12 @@ def pack_rows(rows: np.ndarray) -> np.ndarray:
     pairs = len(groups) // 2
     words = np.concatenate([groups[: 2 * pairs].reshape(pairs, 2, k).transpose(0, 2, 1).reshape(-1), groups[2 * pairs :].reshape(-1)])
     return np.ascontiguousarray(words.astype("<i8")).view(np.int8).reshape(-1)
+
+
+def dw_scratch_bytes(kh: int, kw: int, sw: int, ow: int) -> int | None:
+    """Scratch of the packed depthwise kernel (ring of kh packed rows, int64 weights, packed and int32 sums), or None if it does not take the window."""
+    if not DW_TAPS[0] <= kh * kw <= DW_TAPS[1]:
+        return None
+    triples = -(-ow // 3)
+    nx = 3 * sw * (triples - 1) + kw + 2 * sw
+    return 8 * kh * nx + 8 * kh * kw + 8 * triples + 4 * 3 * triples
