@@ -1,6 +1,7 @@
 """What the per-layer int8/fp32 choice buys on the host (issue #14, item 4).
 
-For each model: quantize it (default ``QuantConfig()``), then compile for
+For each model: quantize it (default ``QuantConfig()``: 8-bit weights;
+``--weight-bits 7`` for the 7-bit ones AVX2 targets get), then compile for
 ``--board host``
 
 * the fp32 model;
@@ -17,6 +18,7 @@ the noise of the machine.
 Usage::
 
     .venv/bin/python benchmarks/int8_choice.py [--models digits,ppocr-cls] [--rounds 15] [--budget 60]
+        [--mcpu haswell] [--threads 1] [--weight-bits 7]
 """
 
 from __future__ import annotations
@@ -69,12 +71,14 @@ def board_for(mcpu: str, threads: int, folder: Path) -> tuple[str, list[Path]]:
     return name, [folder]
 
 
-def measure(name: str, tmp: Path, rounds: int, budget: float, mcpu: str = "", threads: int = 0) -> dict[str, object]:
+def measure(name: str, tmp: Path, rounds: int, budget: float, mcpu: str = "", threads: int = 0,
+            weight_bits: int = 8) -> dict[str, object]:  # fmt: skip
     """Compiles the three packages of one model and times them side by side."""
     case = CASES[name]()
     fp32_path = tmp / f"{case.name}-fp32.onnx"
     onnx.save(case.fp32, str(fp32_path))
-    int8_path = quantize(str(fp32_path), QuantConfig(), calibration=case.calibration).save(tmp / f"{case.name}-int8.onnx")
+    int8_path = quantize(str(fp32_path), QuantConfig(weight_bits=weight_bits),
+                         calibration=case.calibration).save(tmp / f"{case.name}-int8.onnx")  # fmt: skip
     pkgs = {"fp32": tmp / f"{case.name}-fp32.ekpkg", "int8": tmp / f"{case.name}-int8.ekpkg",
             "auto": tmp / f"{case.name}-auto.ekpkg"}  # fmt: skip
     board, board_dirs = board_for(mcpu, threads, tmp / "boards")
@@ -105,14 +109,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget", type=float, default=60.0, help="--int8-choice-budget for the auto compile")
     p.add_argument("--mcpu", default="", help="compile for this x86 CPU instead of the host's (its code must run here)")
     p.add_argument("--threads", type=int, default=0, help="threads the board runs (0 = every core)")
+    p.add_argument("--weight-bits", type=int, choices=(8, 7), default=8,
+                   help="quantize with 8-bit or 7-bit weights (QuantConfig.weight_bits)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     rows = []
     with tempfile.TemporaryDirectory(prefix="ek-int8-choice-") as tmp:
         for name in args.models.split(","):
-            rows.append(measure(name.strip(), Path(tmp), args.rounds, args.budget, args.mcpu, args.threads))
+            rows.append(measure(name.strip(), Path(tmp), args.rounds, args.budget, args.mcpu, args.threads,
+                                args.weight_bits))  # fmt: skip
     load = open("/proc/loadavg").read().split()[:3] if Path("/proc/loadavg").exists() else ["?"] * 3
     mcpu = (f" --mcpu {args.mcpu}" if args.mcpu else "") + (f" --threads {args.threads}" if args.threads else "")
+    mcpu += f" --weight-bits {args.weight_bits}" if args.weight_bits != 8 else ""
     print(f"\nCommand: `.venv/bin/python benchmarks/int8_choice.py --models {args.models} --rounds {args.rounds} "
           f"--budget {args.budget:g}{mcpu}`; code for {args.mcpu or 'this CPU (mcpu=native)'}, {args.threads or 'all'} thread(s); CPU: {cpu_description()}; {platform.platform()}; load average after the run "
           f"{' '.join(load)}; date: {date.today().isoformat()}.\n")  # fmt: skip

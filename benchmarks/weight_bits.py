@@ -11,7 +11,15 @@ kernels are counted by instruction form (``u8s8``: ``vpmaddubsw``, used only
 where the weights cannot saturate it; ``i16``: ``vpmaddwd`` on int16), and
 the three are timed side by side in one process: rounds rotate the order,
 ``--runs`` calls each per round, the figure is the 10th percentile of all
-calls.
+calls -- of the calling thread's CPU time with ``--threads 1`` (a shared
+machine's other processes then do not count), of the wall clock otherwise.
+
+With ``--mca haswell,znver2,...`` the dense int8 kernels compiled for
+``--mcpu`` are also handed to ``llvm-mca`` (from LLVM, on the PATH): for each
+kernel the smallest loop that holds its multiplies (the register tile's
+reduction step), and the products per cycle the named CPUs' scheduling
+models give it, median over the kernels of each form -- a model of CPUs this
+machine is not, not a measurement.
 
 Cases: ``digits`` (the shipped CNN, test split, real labels),
 ``ppocr-cls`` / ``ppocr-rec`` (rendered lines of ``benchmarks/accuracy.py``:
@@ -22,6 +30,7 @@ Usage::
 
     .venv/bin/python benchmarks/weight_bits.py [--models digits,ppocr-cls,squeezenet]
         [--calibration-samples 64] [--eval-samples 200] [--mcpu haswell --rounds 10 --runs 20 --threads 2]
+        [--mca haswell,znver2,skylake,znver3]
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ import logging
 import os
 import re
 import sys
+import time
 from datetime import date
 from pathlib import Path
 from typing import Any, Callable
@@ -109,10 +119,62 @@ def latency(models: dict[str, onnx.ModelProto], feeds: dict[str, np.ndarray], mc
         vm = relax.VirtualMachine(built.executable, tvm.cpu())
         vm.set_input("main", *[tvm.runtime.tensor(np.ascontiguousarray(v[:1])) for v in feeds.values()], *built.params)
         vms[tag] = vm
-    return interleaved_p10(vms, rounds, runs), kernels
+    return interleaved_p10(vms, rounds, runs, time.thread_time if threads == 1 else time.perf_counter), kernels
 
 
-def measure(name: str, cal: int, ev: int, timing: dict[str, Any] | None) -> list[dict[str, Any]]:
+
+def _inner_loop(asm: str) -> list[str]:
+    """The instructions of the smallest loop of ``asm`` that holds a ``vpmadd*`` (empty if none)."""
+    lines = asm.splitlines()
+    labels = {m.group(1): i for i, line in enumerate(lines) if (m := re.match(r"^(\.LBB\d+_\d+):", line))}
+    best: list[str] = []
+    for j, line in enumerate(lines):
+        m = re.match(r"^\s+j\w+\s+(\.LBB\d+_\d+)", line)
+        if m and labels.get(m.group(1), j) < j:
+            body = [x for x in lines[labels[m.group(1)] + 1 : j + 1] if x.strip() and not x.strip().startswith((".", "#"))]
+            if any("vpmadd" in x for x in body) and (not best or len(body) < len(best)):
+                best = body
+    return best
+
+
+def mca_rates(model: onnx.ModelProto, mcpu: str, cpus: list[str]) -> dict[str, tuple[int, dict[str, float]]]:
+    """Per form: how many dense kernels, and the median int8 products per cycle of their inner loops
+    by llvm-mca CPU model."""
+    import subprocess
+
+    import tvm
+
+    from edgekit.compiler.backends.llvm.relax_build import prepare_cpu_module, schedule_passes
+    from edgekit.compiler.importer import import_onnx
+    from edgekit.frontend.loader import load_model
+
+    target = tvm.target.Target({"kind": "llvm", "mcpu": mcpu})
+    mod, weights = import_onnx(load_model(model))[:2]
+    n_in = int(mod["main"].attrs["num_input"])
+    by_name = {p.name: np.asarray(w.numpy() if hasattr(w, "numpy") else w)
+               for p, w in zip(mod["main"].params[n_in:], weights)}  # fmt: skip
+    prepared, _ = prepare_cpu_module(mod, target, weights=by_name)
+    with target, tvm.transform.PassContext(opt_level=3):
+        scheduled = tvm.transform.Sequential(schedule_passes(target))(prepared)
+    rates: dict[str, dict[str, list[float]]] = {}
+    for gv, func in scheduled.functions_items():
+        form = next((f for f, isa in (("u8s8", "u8s8_256"), ("i16", "i16_256")) if f"conv2d_{isa}" in gv.name_hint
+                     or f"matmul_{isa}" in gv.name_hint), None)  # fmt: skip
+        if form is None or "depthwise" in gv.name_hint:
+            continue
+        lib = tvm.tirx.build(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target)
+        body = _inner_loop(lib.inspect_source("asm"))
+        macs = 32 * sum("vpmaddubsw" in x for x in body) or 16 * sum("vpmaddwd" in x for x in body)
+        for cpu in cpus:
+            out = subprocess.run(["llvm-mca", f"-mcpu={cpu}", "-iterations=200"], input="\n".join(body),
+                                 capture_output=True, text=True, check=True).stdout  # fmt: skip
+            cycles = int(re.search(r"Total Cycles:\s+(\d+)", out).group(1)) / 200
+            rates.setdefault(form, {}).setdefault(cpu, []).append(macs / cycles)
+    return {form: (len(next(iter(per.values()))), {cpu: float(np.median(v)) for cpu, v in per.items()})
+            for form, per in rates.items()}  # fmt: skip
+
+
+def measure(name: str, cal: int, ev: int, timing: dict[str, Any] | None, mca: list[str]) -> list[dict[str, Any]]:
     fp32, calibration, evaluation, metric = CASES[name](cal, ev)
     rows, models = [], {"fp32": fp32}
     for bits in (8, 7):
@@ -123,6 +185,8 @@ def measure(name: str, cal: int, ev: int, timing: dict[str, Any] | None) -> list
                      "metric": (q.report.metric_fp32, q.report.metric_quantized), "eval": len(evaluation["labels"])
                      if "labels" in evaluation else len(next(iter(evaluation.values())))})  # fmt: skip
         models[f"int8_w{bits}"] = q.model
+        if mca:
+            rows[-1]["mca"] = mca_rates(q.model, timing["mcpu"] if timing else "haswell", mca)
     if timing:
         inputs = {k: v for k, v in evaluation.items() if k in {i.name for i in fp32.graph.input}}
         ms, kernels = latency(models, inputs, **timing)
@@ -150,6 +214,14 @@ def render(rows: list[dict[str, Any]], command: str) -> str:
         timed = "- | - | -" if "ms" not in r else f"{r['ms']:.3f} | {r['fp32_ms']:.3f} | {r['ms'] / r['fp32_ms']:.2f}"
         lines.append(f"| {r['model']} ({r['eval']}) | {r['bits']}-bit | {r['sqnr']:.2f} | {agree} | {task} | {forms} "
                      f"| {timed} |")  # fmt: skip
+    mca = [(r, form, n, per) for r in rows for form, (n, per) in r.get("mca", {}).items()]
+    if mca:
+        cpus = list(mca[0][3])
+        lines += ["", "llvm-mca, dense int8 kernels' inner loops, products per cycle (median over kernels):", "",
+                  "| model | weights | form (kernels) | " + " | ".join(cpus) + " |",
+                  "|---|---|---|" + "---:|" * len(cpus)]  # fmt: skip
+        lines += [f"| {r['model']} | {r['bits']}-bit | {form} ({n}) | " + " | ".join(f"{per[c]:.1f}" for c in cpus)
+                  + " |" for r, form, n, per in mca]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -163,17 +235,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--mca", default="", help="comma-separated llvm-mca CPU models for the dense kernels' loops")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     timing = dict(mcpu=args.mcpu, rounds=args.rounds, runs=args.runs, threads=args.threads) if args.mcpu else None
     rows = []
     for name in args.models.split(","):
-        rows += measure(name, args.calibration_samples, args.eval_samples, timing)
+        rows += measure(name, args.calibration_samples, args.eval_samples, timing,
+                        [c for c in args.mca.split(",") if c])  # fmt: skip
         print(render(rows[-2:], "partial"), file=sys.stderr, flush=True)
     command = (f".venv/bin/python benchmarks/weight_bits.py --models {args.models} --calibration-samples "
                f"{args.calibration_samples} --eval-samples {args.eval_samples}")  # fmt: skip
     if args.mcpu:
         command += f" --mcpu {args.mcpu} --rounds {args.rounds} --runs {args.runs} --threads {args.threads}"
+    if args.mca:
+        command += f" --mca {args.mca}"
     print(render(rows, command))
     return 0
 
