@@ -12,7 +12,7 @@ Usage::
 
     git archive HEAD | tar -x -C /tmp/head
     .venv/bin/python benchmarks/tree_ab.py --a /tmp/head --b . --mcpu znver5 \\
-        --models ppocr-det,ppocr-cls [--rounds 7] [--runs 10]
+        --models ppocr-det,ppocr-cls [--rounds 7] [--runs 10] [--cores 2]
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 _BUILD = """
 import sys, tempfile
 from pathlib import Path
-tree, out, mcpu, models = sys.argv[1], Path(sys.argv[2]), sys.argv[3], sys.argv[4].split(",")
+tree, out, mcpu, models, cores = sys.argv[1], Path(sys.argv[2]), sys.argv[3], sys.argv[4].split(","), int(sys.argv[5])
 sys.path[:0] = [tree + "/benchmarks", tree]
 import numpy as np, onnx, tvm
 from quantization import CASES
@@ -47,7 +47,7 @@ for name in models:
     int8 = quantize(str(tmp / "fp32.onnx"), QuantConfig(), calibration=case.calibration).save(tmp / "int8.onnx")
     np.savez(out / f"{name}-feeds.npz", **{k: np.ascontiguousarray(v[:1]) for k, v in case.evaluation.items()})
     mod, weights = import_onnx(load_model(str(int8)))[:2]
-    built = build_cpu(mod, tvm.target.Target({"kind": "llvm", "mcpu": mcpu}), weights, num_threads=1)
+    built = build_cpu(mod, tvm.target.Target({"kind": "llvm", "mcpu": mcpu}), weights, num_threads=cores)
     built.executable.export_library(str(out / f"{name}.so"))
     np.savez(out / f"{name}-params.npz", *[p.numpy() for p in built.params])
 """
@@ -76,6 +76,8 @@ def tree_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--b", required=True, help="tree B (the change)")
     parser.add_argument("--mcpu", required=True, help="LLVM CPU to compile for; this machine must run its code")
     parser.add_argument("--models", default="ppocr-cls", help="comma-separated names of benchmarks/quantization.py")
+    parser.add_argument("--cores", type=int, default=1,
+                        help="the board's cores both trees build for (build_cpu's num_threads: kernels are split for them)")
 
 
 def build_trees(tmp: str, args: argparse.Namespace) -> dict[str, Path]:
@@ -83,7 +85,8 @@ def build_trees(tmp: str, args: argparse.Namespace) -> dict[str, Path]:
     dirs = {"A": Path(tmp) / "a", "B": Path(tmp) / "b"}
     for tag, tree in (("A", args.a), ("B", args.b)):
         dirs[tag].mkdir()
-        cmd = [sys.executable, "-c", _BUILD, str(Path(tree).resolve()), str(dirs[tag]), args.mcpu, args.models]
+        cmd = [sys.executable, "-c", _BUILD, str(Path(tree).resolve()), str(dirs[tag]), args.mcpu, args.models,
+               str(args.cores)]  # fmt: skip
         subprocess.run(cmd, check=True, cwd=tmp)
     return dirs
 
@@ -104,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     models = args.models.split(",")
     with tempfile.TemporaryDirectory(prefix="edgekit-tree-ab-") as tmp:
         dirs = build_trees(tmp, args)
-        print(f"int8, {args.mcpu} code; A = {args.a}, B = {args.b}; 10th percentile of "
+        print(f"int8, {args.mcpu} code built for {args.cores} core(s); A = {args.a}, B = {args.b}; 10th percentile of "
               f"{args.rounds * args.runs} calls each, interleaved\n")  # fmt: skip
         print("| model | threads | A ms | B ms | B/A | outputs bit-identical | load |\n|---|---:|---:|---:|---:|---|---:|")
         for threads in (1, 2):

@@ -48,6 +48,7 @@ from edgekit.compiler.backends.llvm.layout import (
 )
 from edgekit.compiler.backends.llvm.schedule import Rules, simd_lanes
 from edgekit.core.errors import CompileError
+from edgekit.core.threads import usable_cores
 
 if TYPE_CHECKING:  # pragma: no cover
     import tvm
@@ -92,8 +93,13 @@ def default_schedule(func: Any, target: tvm.target.Target) -> Any | None:
     return None
 
 
-def schedule_passes(target: tvm.target.Target) -> list[Any]:
-    """The default scheduling passes (functions already scheduled, e.g. from a database, are kept)."""
+def schedule_passes(target: tvm.target.Target, threads: int = 1) -> list[Any]:
+    """The default scheduling passes (functions already scheduled, e.g. from a database, are kept).
+
+    ``threads`` is the board's cores: with two or more, small kernels next to
+    parallel ones may run in parallel with their split
+    (:func:`edgekit.compiler.backends.llvm.threads.serial_small_kernels_pass`).
+    """
     from tvm.s_tir import dlight
 
     from edgekit.compiler.backends.llvm.int8 import dot_schedule_rule
@@ -113,7 +119,7 @@ def schedule_passes(target: tvm.target.Target) -> list[Any]:
         )
     )
     # Kernels of a microsecond or two run on the calling thread (threads.py).
-    passes.append(serial_small_kernels_pass(target))
+    passes.append(serial_small_kernels_pass(target, threads=threads))
     return passes
 
 
@@ -298,7 +304,8 @@ def build_cpu(
             records for are used instead of the default schedules.
         num_threads: Runtime threads (``Board.cores``; 0 = every core),
             applied to this process's TVM thread pool with
-            :func:`set_num_threads`.
+            :func:`set_num_threads`; the kernels are also split for that
+            many threads (:func:`schedule_passes`).
         opt_level: ``PassContext`` optimisation level.
         use_shipped: With no ``database``, use the pre-tuned records shipped in
             ``edgekit/tuning_records`` for the target's ISA class, if any.
@@ -315,6 +322,7 @@ def build_cpu(
     import tvm
 
     set_num_threads(num_threads)
+    cores = num_threads if num_threads > 0 else usable_cores()  # 0: the host board, this machine's cores
     lift = params is not None
     try:
         num_input = _num_input(mod["main"])
@@ -332,7 +340,7 @@ def build_cpu(
             tuned: list[str] = []
             if database is not None:
                 prepared, tuned = apply_database(prepared, database, target)
-            scheduled = tvm.transform.Sequential(schedule_passes(target))(prepared)
+            scheduled = tvm.transform.Sequential(schedule_passes(target, cores))(prepared)
             lowered = tvm.transform.Sequential(_lowering_passes(target))(scheduled)
             exe = tvm.compile(lowered, target, relax_pipeline=None)
         if tuned:

@@ -246,11 +246,17 @@ def _serial(func: Any) -> Any:
     return func.with_body(tvm_ffi.structural_mutate(func.body, [(tirx.For, loop)]))
 
 
-def serial_small_kernels_pass(target: Any = None, min_work: float = PARALLEL_MIN_WORK) -> Any:
+def serial_small_kernels_pass(target: Any = None, min_work: float = PARALLEL_MIN_WORK, threads: int = 1) -> Any:
     """A module pass making the ``parallel`` loops of kernels under ``min_work`` serial (see the module doc).
 
     ``target`` (default: the current target, else 128-bit SIMD) sets the
-    vector width :func:`kernel_work` counts operations in.
+    vector width :func:`kernel_work` counts operations in. ``threads`` is the
+    board's cores: with two or more, a small kernel that shares a large
+    tensor with a parallel kernel runs in parallel too where its threads then
+    touch the lines their neighbour's threads touched
+    (:func:`edgekit.compiler.backends.llvm.thread_shares.aligned_parallel`),
+    and so does a hand-written kernel with no parallel loop whose outer loop
+    can be split (:func:`~edgekit.compiler.backends.llvm.thread_shares.parallel_outer`).
     """
     import tvm
 
@@ -258,14 +264,49 @@ def serial_small_kernels_pass(target: Any = None, min_work: float = PARALLEL_MIN
     def apply(mod: Any, _ctx: Any) -> Any:
         chosen = target if target is not None else tvm.target.Target.current(allow_none=True)
         bits = vector_bits(chosen) if chosen is not None else 128
-        serial = 0
+        small: dict[str, Any] = {}
+        parallel: set[str] = set()
         for gv, func in list(mod.functions_items()):
             if not isinstance(func, tvm.tirx.PrimFunc):
                 continue
-            if _has_parallel(func.body) and kernel_work(func, bits) < min_work:
+            if _has_parallel(func.body):
+                if kernel_work(func, bits) < min_work:
+                    small[gv.name_hint] = func
+                else:
+                    parallel.add(gv.name_hint)
+        kept = _aligned(mod, threads, small, parallel)
+        for gv, func in list(mod.functions_items()):
+            name = gv.name_hint
+            if name in kept:
+                mod[gv] = kept[name]
+            elif name in small:
                 mod[gv] = _serial(func)
-                serial += 1
-        logger.debug("%d kernels below %d units of work run serially", serial, min_work)
+        logger.debug("%d kernels below %d units of work run serially, %d small ones in parallel",
+                     len(small) - len(kept), min_work, len(kept))  # fmt: skip
         return mod
 
     return apply
+
+
+def _aligned(mod: Any, threads: int, small: dict[str, Any], parallel: set[str]) -> dict[str, Any]:
+    """The small kernels (and hand-written serial ones) :func:`thread_shares.aligned_parallel` keeps in parallel."""
+    from edgekit.compiler.backends.llvm.thread_shares import aligned_parallel, parallel_outer
+
+    if threads < 2 or "main" not in [gv.name_hint for gv in mod.get_global_vars()]:
+        return {}
+    candidates = dict(small)
+    for name in _touching_large_tensors(mod):
+        func = mod[name]
+        if name not in small and name not in parallel and isinstance(func, __import__("tvm").tirx.PrimFunc):
+            split = parallel_outer(func, threads)
+            if split is not None:
+                candidates[name] = split
+    keep = aligned_parallel(mod, threads, candidates, parallel)
+    return {name: candidates[name] for name in keep}
+
+
+def _touching_large_tensors(mod: Any) -> set[str]:
+    from edgekit.compiler.backends.llvm.thread_shares import SHARED_MIN_BYTES, _calls
+
+    calls, nbytes = _calls(mod["main"])
+    return {c.name for c in calls if any(nbytes.get(k, 0) >= SHARED_MIN_BYTES for _, k in c.reads + c.writes)}

@@ -1,0 +1,503 @@
+"""Which cache lines of each tensor every thread touches, and small kernels kept on the threads that wrote their data.
+
+TVM runs a ``parallel`` loop of extent ``E`` on ``T`` threads in contiguous
+chunks: task ``t`` takes iterations ``[t * ceil(E / T), (t + 1) * ceil(E / T))``
+(``CodeGenCPU::VisitStmt_(ForNode)``), task 0 on the calling thread and task
+``t`` always on worker ``t`` (``ThreadPool::Launch`` pushes it to queue ``t``).
+So the same kernel with the same extent always hands thread ``t`` the same
+part of its tensors, and two kernels whose outer loops walk a tensor in the
+same order hand thread ``t`` nearly the same bytes.
+
+A kernel that runs on the calling thread only (too little work to pay for a
+fork/join, :mod:`edgekit.compiler.backends.llvm.threads`) reads the half of its
+input the other thread just wrote, one cache line at a time from the other
+core, and the parallel kernel after it does the same with its output. On the
+2-vCPU Zen 5 VM a 600 KB tensor last written by the other vCPU took 15 us to
+read against 2.8 us when the same core wrote it, and PP-OCR det int8's serial
+kernels that read a parallel kernel's output ran 2.14x slower on two threads
+than on one (docs/performance.md, "Threads").
+
+:func:`aligned_parallel` picks, for a board of two or more cores, the small
+kernels that share a large tensor with a parallel kernel and, run in parallel
+themselves, would touch on each thread the lines that thread's neighbour
+touches; :func:`thread_lines` is the analysis behind it (each thread's cache
+lines of every parameter, from the loop bounds of the scheduled kernel).
+Hand-written kernels with no parallel loop (the int8 table lookups and pads)
+can get their outermost loop parallel (:func:`parallel_outer`) where each
+thread writes its own elements.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["SHARED_MIN_BYTES", "aligned_parallel", "local_fraction", "parallel_outer", "thread_lines"]
+
+logger = logging.getLogger(__name__)
+
+#: A small kernel runs in parallel only if that leaves at least this many
+#: fewer bytes of its tensors to cross between the cores (and tensors
+#: smaller than this are not looked at): 64 KiB last written by the other
+#: vCPU cost about 1.6 us more to read (15 us per 600 KB, Zen 5 VM), about
+#: what a fork/join costs there.
+SHARED_MIN_BYTES = 64 * 1024
+
+_LINE = 64
+
+
+def _chunks(extent: int, threads: int) -> list[tuple[int, int]]:
+    """TVM's static split of a parallel loop: one ``[begin, end)`` per task (some may be empty)."""
+    step = -(-extent // threads)
+    return [(min(t * step, extent), min((t + 1) * step, extent)) for t in range(threads)]
+
+
+class _Walker:
+    """Collects, per parameter and thread, the index boxes a PrimFunc's loads and stores cover."""
+
+    def __init__(self, func: Any, threads: int) -> None:
+        self.threads = threads
+        self.params = _param_buffers(func)
+        self.boxes: dict[tuple[int, int, bool], list[tuple[Any, list[tuple[int, int]]]]] = {}
+
+    def walk(self, s: Any, dom: dict, binds: dict, task: int | None) -> None:
+        from tvm import s_tir, tirx
+
+        if s is None:
+            return
+        if isinstance(s, tirx.For):
+            if s.kind == tirx.ForKind.PARALLEL and task is None and isinstance(s.extent, tirx.IntImm):
+                for t, (lo, hi) in enumerate(_chunks(int(s.extent.value), self.threads)):
+                    if hi > lo:
+                        self.walk(s.body, {**dom, s.loop_var: (lo, hi - 1)}, binds, t)
+                return
+            lo, ext = _const(s.min), _const(s.extent)
+            if lo is None or ext is None or ext <= 0:
+                return
+            self.walk(s.body, {**dom, s.loop_var: (lo, lo + ext - 1)}, binds, task)
+            return
+        if isinstance(s, s_tir.SBlockRealize):
+            inner = dict(binds)
+            for iv, value in zip(s.block.iter_vars, s.iter_values):
+                inner[iv.var] = value
+            if not s.block.iter_vars:  # the root block: its regions are not filled in
+                self.walk(s.block.body, dom, inner, task)
+                return
+            # A block's read and write regions cover its body (tensor intrinsics included).
+            for regions, store in ((s.block.reads, False), (s.block.writes, True)):
+                for r in regions:
+                    ends = [tirx.Add(x.min, x.extent - 1) for x in r.region]
+                    self.access(r.source, [x.min for x in r.region], dom, inner, task, store, ends)
+            return
+        if isinstance(s, tirx.SeqStmt):
+            for x in s.seq:
+                self.walk(x, dom, binds, task)
+            return
+        if isinstance(s, tirx.IfThenElse):
+            self.walk(s.then_case, dom, binds, task)
+            self.walk(s.else_case, dom, binds, task)
+            return
+        if isinstance(s, tirx.LetStmt):  # hand-written kernels name their index arithmetic
+            self.loads(s, dom, binds, task)
+            self.walk(s.body, dom, {**binds, s.var: s.value}, task)
+            return
+        if isinstance(s, tirx.BufferStore) and s.buffer not in self.params:
+            # A scalar a hand-written kernel names (``y: T.int32 = nh % 81``): later indices read it.
+            binds[s.buffer] = s.value
+        if isinstance(s, tirx.BufferStore):
+            self.access(s.buffer, s.indices, dom, binds, task, True)
+        if isinstance(s, (tirx.BufferStore, tirx.Evaluate, tirx.LetStmt, tirx.IfThenElse)):
+            self.loads(s, dom, binds, task)
+        body = getattr(s, "body", None)
+        if body is not None and not isinstance(s, (tirx.BufferStore, tirx.Evaluate)):
+            self.walk(body, dom, binds, task)
+
+    def loads(self, s: Any, dom: dict, binds: dict, task: int | None) -> None:
+        import tvm_ffi
+        from tvm import ir, tirx
+
+        def load(node: Any) -> None:
+            self.access(node.source, node.indices, dom, binds, task, False)
+
+        value = s.value if isinstance(s, (tirx.BufferStore, tirx.Evaluate, tirx.LetStmt)) else s.condition
+        tvm_ffi.structural_walk(value, [(ir.TensorLoad, load)])
+
+    def access(self, buffer: Any, indices: Any, dom: dict, binds: dict, task: int | None, store: bool,
+               ends: Any = None) -> None:  # fmt: skip
+        """Records an access: its start (and, for a region, end) index per dimension, in loop variables."""
+        from tvm import tirx
+
+        param = self.params.get(buffer)
+        if param is None:
+            return
+        starts, extra = [], []
+        for i in indices:
+            lanes = 0
+            if isinstance(i, tirx.Ramp):
+                stride, n = _const(i.stride), _const(i.lanes)
+                lanes = stride * (n - 1) if stride is not None and n is not None and stride >= 0 else -1
+                i = i.base
+            starts.append(_resolve_all(i, binds))
+            extra.append(lanes)
+        last = [_resolve_all(e, binds) for e in ends] if ends is not None else starts
+        self.boxes.setdefault((param, task or 0, store), []).append((buffer, starts, last, extra, dict(dom)))
+
+
+def _resolve_all(e: Any, binds: dict) -> Any:
+    """``e`` in loop variables: block iteration variables, let variables and named scalars replaced by their values."""
+    import tvm_ffi
+    from tvm import ir, tirx
+
+    def var(node: Any, _mutator: Any) -> Any:
+        bound = binds.get(node)
+        return _resolve_all(bound, binds) if bound is not None else node
+
+    def load(node: Any, mutator: Any) -> Any:
+        bound = binds.get(node.source)
+        return _resolve_all(bound, binds) if bound is not None else mutator.default_mutate(node)
+
+    return tvm_ffi.structural_mutate(e, [(tirx.Var, var), (ir.TensorLoad, load)])
+
+
+def _param_buffers(func: Any) -> dict[Any, int]:
+    """The parameter index of every buffer of ``func`` that is a parameter or a view of one (``Xs.view(n)``)."""
+    import tvm_ffi
+    from tvm import ir, tirx
+
+    out = {p: i for i, p in enumerate(func.params)}
+
+    def decl(node: Any) -> None:
+        data = node.data
+        if isinstance(data, ir.Call) and getattr(data.op, "name", "") == "tirx.buffer_data" and data.args[0] in out:
+            out[node.buffer] = out[data.args[0]]
+
+    tvm_ffi.structural_walk(func.body, [(tirx.DeclBuffer, decl)], order="pre")
+    return out
+
+
+def _const(e: Any) -> int | None:
+    from tvm import tirx
+
+    return int(e.value) if isinstance(e, tirx.IntImm) else None
+
+
+#: Loop iterations an access is evaluated at, at most; the loops inside them count by their ends.
+_POINTS = 1 << 16
+
+
+def _evaluate(e: Any, env: dict) -> Any:
+    """An integer index expression at numpy arrays of loop values (None for a kind of expression not handled)."""
+    kind = type(e).__name__
+    if kind == "IntImm":
+        return int(e.value)
+    if kind == "Var":
+        return env.get(e)
+    if kind == "Cast":
+        return _evaluate(e.value, env)
+    ops = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "FloorDiv": np.floor_divide, "Div": np.floor_divide,
+           "FloorMod": np.mod, "Mod": np.mod, "Min": np.minimum, "Max": np.maximum}  # fmt: skip
+    if kind not in ops:
+        return None
+    a, b = _evaluate(e.a, env), _evaluate(e.b, env)
+    return None if a is None or b is None else ops[kind](a, b)
+
+
+def _access_mask(buffer: Any, starts: list, ends: list, extra: list, dom: dict, unit: int = _LINE) -> np.ndarray:
+    """Which lines (``unit`` bytes each) of ``buffer`` an access touches over the loop ranges ``dom`` (outermost first).
+
+    The outer loops are enumerated (up to :data:`_POINTS` iterations), the
+    inner ones taken at both ends; each iteration covers the flat range from
+    its lowest to its highest index. An index the evaluator does not handle
+    covers the whole buffer.
+    """
+    shape = [int(d) for d in buffer.ty.shape]
+    dtype = buffer.ty.dtype.dtype
+    nbytes = max(1, (int(dtype.bits) * int(dtype.lanes) + 7) // 8)
+    total = -(-math.prod(shape) * nbytes // unit)
+    loops, points, k = list(dom.items()), 1, 0
+    while k < len(loops) and points * (loops[k][1][1] - loops[k][1][0] + 1) <= _POINTS:
+        points *= loops[k][1][1] - loops[k][1][0] + 1
+        k += 1
+    grids = np.meshgrid(*[np.arange(lo, hi + 1) for _, (lo, hi) in loops[:k]], indexing="ij")
+    env = {v: g.ravel() for (v, _), g in zip(loops[:k], grids)}
+    corners = [{**env, **{v: r[0] for v, r in loops[k:]}}, {**env, **{v: r[1] for v, r in loops[k:]}}]
+    lo_idx, hi_idx = [], []
+    for first, last, lanes, n in zip(starts, ends, extra, shape):
+        values = [_evaluate(x, c) for x in (first, last) for c in corners]
+        if lanes < 0 or any(v is None for v in values):
+            return np.ones(total, bool)
+        values = np.broadcast_arrays(*[np.asarray(v, dtype=np.int64) for v in values])
+        lo_idx.append(np.clip(np.minimum.reduce(values), 0, n - 1))
+        hi_idx.append(np.clip(np.maximum.reduce(values) + lanes, 0, n - 1))
+    strides = np.cumprod([1, *shape[::-1]])[:-1][::-1]
+    flat_lo = sum(i * s for i, s in zip(lo_idx, strides)) * nbytes // unit
+    flat_hi = (sum(i * s for i, s in zip(hi_idx, strides)) * nbytes + nbytes - 1) // unit
+    marks = np.zeros(total + 1, np.int64)
+    np.add.at(marks, np.atleast_1d(flat_lo), 1)
+    np.add.at(marks, np.atleast_1d(flat_hi) + 1, -1)
+    return np.cumsum(marks)[:total] > 0
+
+
+def thread_lines(func: Any, threads: int) -> dict[int, list[np.ndarray]]:
+    """The cache lines each of ``threads`` threads touches in every parameter of ``func``.
+
+    Returns ``{parameter index: [lines of task 0, lines of task 1, ...]}``
+    (loads and stores together; code outside parallel loops is task 0's).
+    The lines come from the loop bounds (bounding boxes of each access over
+    the thread's iterations), so a stencil's halo and guarded stores count.
+    """
+    walker = _Walker(func, threads)
+    walker.walk(func.body, {}, {}, None)
+    out: dict[int, list[np.ndarray]] = {}
+    masks: dict[tuple[int, int], np.ndarray] = {}
+    for (param, task, _store), accesses in walker.boxes.items():
+        for access in accesses:
+            masks[(param, task)] = _union(masks.get((param, task)), _access_mask(*access))
+    for (param, task), mask in masks.items():
+        out.setdefault(param, [np.zeros(0, np.int64) for _ in range(threads)])[task] = np.flatnonzero(mask)
+    return out
+
+
+def written_elements_disjoint(func: Any, threads: int) -> bool:
+    """True if no two threads store to the same byte of any parameter."""
+    walker = _Walker(func, threads)
+    walker.walk(func.body, {}, {}, None)
+    for param in {p for (p, _t, store) in walker.boxes if store}:
+        seen: np.ndarray | None = None
+        for t in range(threads):
+            mine: np.ndarray | None = None
+            for access in walker.boxes.get((param, t, True), []):
+                mine = _union(mine, _access_mask(*access, unit=1))
+            if mine is None:
+                continue
+            if seen is not None and (seen[: len(mine)] & mine[: len(seen)]).any():
+                return False
+            seen = _union(seen, mine)
+    return True
+
+
+def _union(a: np.ndarray | None, b: np.ndarray) -> np.ndarray:
+    """``a | b`` for masks of one parameter seen through views of different sizes."""
+    if a is None:
+        return b
+    if len(a) != len(b):
+        n = max(len(a), len(b))
+        a, b = np.pad(a, (0, n - len(a))), np.pad(b, (0, n - len(b)))
+    return a | b
+
+
+def local_fraction(writer: list[np.ndarray], reader: list[np.ndarray]) -> float:
+    """Fraction of the lines ``reader``'s threads touch that the same thread of ``writer`` touched."""
+    total = sum(len(r) for r in reader)
+    if not total:
+        return 1.0
+    same = sum(len(np.intersect1d(w, r, assume_unique=True)) for w, r in zip(writer, reader))
+    return same / total
+
+
+def parallel_outer(func: Any, threads: int) -> Any | None:
+    """``func`` with its outermost loop parallel, or None where that is not safe or not possible.
+
+    For kernels written by hand with no parallel loop (a table lookup, a pad).
+    Safe means: the loop is the first one of the function, every store inside
+    goes to a parameter, no parameter is both read and written, and the
+    threads' stores never meet for any split of the loop from 2 to 8 threads
+    (each iteration writes its own elements).
+    """
+    import tvm_ffi
+    from tvm import ir, tirx
+
+    if _has_kind(func.body, tirx.ForKind.PARALLEL):
+        return None
+    loop = _first_loop(func.body)
+    if loop is None or loop.kind != tirx.ForKind.SERIAL or _const(loop.min) != 0:
+        return None
+    extent = _const(loop.extent)
+    if extent is None or extent < threads:
+        return None
+    params = _param_buffers(func)
+    stores: set[int] = set()
+    loads: set[int] = set()
+    scratch: list[Any] = []
+
+    def store(node: Any) -> None:
+        stores.add(params.get(node.buffer, -1))
+
+    def load(node: Any) -> None:
+        loads.add(params.get(node.source, -1))
+
+    tvm_ffi.structural_walk(loop, [(tirx.BufferStore, store), (ir.TensorLoad, load),
+                                   (tirx.AllocBuffer, lambda n: scratch.append(n))])  # fmt: skip
+    if scratch or not stores or -1 in stores or stores & loads:
+        return None  # scratch shared by iterations, or an output read back: iterations may depend on each other
+    new = func.with_body(_replace_loop(func.body, loop))
+    if not all(written_elements_disjoint(new, t) for t in range(2, 9)):
+        return None
+    return new
+
+
+def _replace_loop(body: Any, loop: Any) -> Any:
+    import tvm_ffi
+    from tvm import tirx
+
+    def visit(node: Any, mutator: Any) -> Any:
+        if node.same_as(loop):
+            return tirx.For(node.loop_var, node.min, node.extent, tirx.ForKind.PARALLEL, node.body,
+                            node.thread_binding, node.annotations, node.step)  # fmt: skip
+        return mutator.default_mutate(node)
+
+    return tvm_ffi.structural_mutate(body, [(tirx.For, visit)])
+
+
+def _first_loop(s: Any) -> Any | None:
+    import tvm_ffi
+    from tvm import tirx
+
+    found: list[Any] = []
+
+    def loop(node: Any) -> None:
+        if not found:
+            found.append(node)
+
+    tvm_ffi.structural_walk(s, [(tirx.For, loop)], order="pre")
+    return found[0] if found else None
+
+
+def _has_kind(s: Any, kind: Any) -> bool:
+    import tvm_ffi
+    from tvm import tirx
+
+    found: list[bool] = []
+    tvm_ffi.structural_walk(s, [(tirx.For, lambda f: found.append(f.kind == kind))])
+    return any(found)
+
+
+@dataclass
+class _Call:
+    """One kernel call of ``main``: the kernel's name and, per tensor argument, (parameter index, tensor key)."""
+
+    name: str
+    reads: list[tuple[int, Any]]
+    writes: list[tuple[int, Any]]
+
+
+def _calls(main: Any) -> tuple[list[_Call], dict[Any, int]]:
+    """The ``call_tir`` calls of ``main`` in order, and the bytes of every tensor they pass.
+
+    A reshape, an alias or a tuple element stands for the tensor it views
+    (same bytes), so the key is the tensor that was written.
+    """
+    from tvm import relax
+
+    root: dict[Any, Any] = {}
+    nbytes: dict[Any, int] = {}
+    calls: list[_Call] = []
+
+    def key(e: Any) -> Any:
+        if isinstance(e, relax.TupleGetItem):
+            return (key(e.tuple_value), int(e.index))
+        return root.get(e, e)
+
+    for block in main.body.blocks:
+        for b in block.bindings:
+            v = b.value
+            op = getattr(getattr(v, "op", None), "name", "")
+            if op == "relax.call_tir":
+                args = [key(a) for a in v.args[1].fields]
+                outs = [(b.var, i) for i in range(len(b.var.ty.fields))] if isinstance(b.var.ty, relax.TupleType) else [b.var]
+                types = list(b.var.ty.fields) if isinstance(b.var.ty, relax.TupleType) else [b.var.ty]
+                for k, ty in zip(outs, types):
+                    nbytes[k] = _tensor_bytes(ty)
+                calls.append(_Call(v.args[0].name_hint, list(enumerate(args)),
+                                   [(len(args) + i, k) for i, k in enumerate(outs)]))  # fmt: skip
+            elif op in ("relax.reshape", "relax.memory.view") or isinstance(v, (relax.Var, relax.TupleGetItem)):
+                source = v.args[0] if op else v
+                root[b.var] = key(source)
+    return calls, nbytes
+
+
+def _tensor_bytes(ty: Any) -> int:
+    try:
+        shape = [int(d) for d in ty.shape.values]
+        dtype = ty.dtype.dtype
+        return math.prod(shape) * max(1, int(dtype.bits) * int(dtype.lanes) // 8)
+    except (AttributeError, TypeError, ValueError):
+        return 0
+
+
+def aligned_parallel(mod: Any, threads: int, small: dict[str, Any], parallel: set[str]) -> set[str]:
+    """The small kernels to run in parallel on a board of ``threads`` cores (see the module doc).
+
+    Args:
+        mod: The scheduled module (``main`` in Relax, ``call_tir`` calls).
+        threads: The board's cores.
+        small: Kernels that may run in parallel though their own work would
+            not pay for it: name -> the kernel with its parallel loops.
+        parallel: Names of the kernels that run in parallel anyway.
+
+    A small kernel is chosen when, over every tensor of at least
+    :data:`SHARED_MIN_BYTES` it reads from or writes to another kernel, the
+    cache lines one thread touches and another touched last or touches next
+    are fewer by :data:`SHARED_MIN_BYTES` (in lines) with the kernel in
+    parallel than with it on the calling thread. Every small kernel starts
+    in parallel; those that do not pay are dropped, with their neighbours
+    as they then are, until none is (two small kernels in a row may only pay
+    together).
+    """
+    if threads < 2 or not small or "main" not in [gv.name_hint for gv in mod.get_global_vars()]:
+        return set()
+    calls, nbytes = _calls(mod["main"])
+    writer: dict[Any, tuple[str, int]] = {}
+    readers: dict[Any, list[tuple[str, int]]] = {}
+    for c in calls:
+        for p, k in c.reads:
+            readers.setdefault(k, []).append((c.name, p))
+        for p, k in c.writes:
+            writer[k] = (c.name, p)
+    funcs = {gv.name_hint: f for gv, f in mod.functions_items()}
+    cache: dict[tuple[str, bool], dict[int, list[np.ndarray]]] = {}
+
+    def lines(name: str, par: bool) -> dict[int, list[np.ndarray]]:
+        if (name, par) not in cache:
+            func = small.get(name, funcs[name])
+            if par:
+                cache[(name, par)] = thread_lines(func, threads)
+            else:  # on the calling thread alone
+                one = thread_lines(func, 1)
+                cache[(name, par)] = {p: v + [np.zeros(0, np.int64)] * (threads - 1) for p, v in one.items()}
+        return cache[(name, par)]
+
+    empty = [np.zeros(0, np.int64)] * threads
+
+    def aligned(name: str, chosen: set[str]) -> bool:
+        """Whether ``name`` in parallel leaves enough fewer lines of its large tensors to cross between threads."""
+        score = {True: 0.0, False: 0.0}
+        total = {True: 0, False: 0}
+        for c in (c for c in calls if c.name == name):
+            pairs = [(writer[k], p, k, True) for p, k in c.reads if k in writer]
+            pairs += [(r, p, k, False) for p, k in c.writes for r in readers.get(k, [])]
+            for (other, other_p), p, k, reading in pairs:
+                if nbytes.get(k, 0) < SHARED_MIN_BYTES or other == name:
+                    continue
+                theirs = lines(other, other in parallel or other in chosen).get(other_p, empty)
+                for par in (True, False):
+                    mine = lines(name, par).get(p, empty)
+                    w, r = (theirs, mine) if reading else (mine, theirs)
+                    n = sum(len(x) for x in r)
+                    score[par] += local_fraction(w, r) * n
+                    total[par] += n
+        crossing = {par: total[par] - score[par] for par in (True, False)}
+        return crossing[False] - crossing[True] >= SHARED_MIN_BYTES // _LINE
+
+    chosen = set(small)
+    while True:
+        drop = {name for name in chosen if not aligned(name, chosen)}
+        if not drop:
+            break
+        chosen -= drop
+    logger.debug("%d small kernels run in parallel with their neighbours' split: %s", len(chosen), sorted(chosen))
+    return chosen
