@@ -490,6 +490,22 @@ static inline __attribute__((always_inline)) void ek_rv_unpack(int64_t a, int32_
   acc[2 * s] = (int32_t)((add ? (uint32_t)acc[2 * s] : 0u) + (uint32_t)s2);
 }
 
+/* a[i][j] += the packed products of k0 <= k < k1: g weight words per k
+ * (w: [K][g]), pixel j's element k at col[k * rs + j]. */
+static inline __attribute__((always_inline)) void ek_rv_mac(const int64_t *w, const int8_t *col, int32_t rs, int32_t k0,
+                                                            int32_t k1, int32_t g, int32_t np,
+                                                            int64_t a[2][EK_NN_NP]) {
+  const int64_t *wk = w + k0 * g, *end = w + k1 * g;
+  const int8_t *c = col + k0 * rs;
+  int32_t i, j;
+  for (; wk < end; wk += g, c += rs) {
+    int64_t x[EK_NN_NP];
+    for (j = 0; j < np; ++j) x[j] = c[j];
+    for (i = 0; i < g; ++i)
+      for (j = 0; j < np; ++j) a[i][j] += x[j] * wk[i];
+  }
+}
+
 /* acc[c * np + j] (c < 3 g, j < np) = the dot products of g packed weight
  * words per k (w: [K][g]) with np pixels' columns: pixel j's element k at
  * col[k * rs + j]. */
@@ -499,14 +515,7 @@ static inline __attribute__((always_inline)) void ek_rv_dot_body(const int64_t *
   int32_t k0, i, j;
   for (k0 = 0; k0 < K; k0 += L) {
     int64_t a[2][EK_NN_NP] = {{0}};
-    const int64_t *wk = w + k0 * g, *end = w + (K - k0 < L ? K : k0 + L) * g;
-    const int8_t *c = col + k0 * rs;
-    for (; wk < end; wk += g, c += rs) {
-      int64_t x[EK_NN_NP];
-      for (j = 0; j < np; ++j) x[j] = c[j];
-      for (i = 0; i < g; ++i)
-        for (j = 0; j < np; ++j) a[i][j] += x[j] * wk[i];
-    }
+    ek_rv_mac(w, col, rs, k0, K - k0 < L ? K : k0 + L, g, np, a);
     for (i = 0; i < g; ++i)
       for (j = 0; j < np; ++j)
         if (k0)
@@ -568,14 +577,70 @@ __attribute__((noinline)) static void ek_nn_rv_requant6(const int32_t *acc, int8
     ek_rv_requant6_body(acc, y, nc, ys_c, h, c0, (const int8_t *)0);
 }
 
+/* Lane l of a packed sum whose three lanes are within +-2^20, each lane
+ * on its own (the channels are requantized one after another):
+ * a + 2^20 makes lane 0 non-negative, so lane 1 starts at bit 21, and
+ * + 2^41 does the same for lane 2 at bit 42. */
+static inline __attribute__((always_inline)) int32_t ek_rv_lane(int64_t a, int32_t l) {
+  if (l == 0) return (int32_t)((int64_t)((uint64_t)a << 43) >> 43);
+  if (l == 1) return (int32_t)((int64_t)((uint64_t)((a + ((int64_t)1 << 20)) >> 21) << 43) >> 43);
+  return (int32_t)((a + ((int64_t)1 << 20) + ((int64_t)1 << 41)) >> 42);
+}
+
+/* A block whose K fits one run (K <= L) and whose channels all take the
+ * high-word form: the 6 x 6 (or 3 x 6) packed sums requantized straight
+ * from registers, channel by channel (no int32 accumulators in memory, no
+ * second call). tab: the layer's table or a constant NULL. */
+static inline __attribute__((always_inline)) void ek_rv_dot_rq_body(const int64_t *w, int32_t K, const int8_t *col,
+                                                                    int32_t rs, int32_t g, int32_t nc,
+                                                                    const int32_t *h, int32_t c0, int8_t *y,
+                                                                    int32_t ys_c, const int8_t *tab) {
+  const int32_t *q = h + EK_NN_HDR;
+  int32_t oc = h[EK_NN_OC], zp = h[EK_NN_ZOUT], lo = h[EK_NN_QMIN], hi = h[EK_NN_QMAX], i, l, j;
+  int64_t a[2][EK_NN_NP] = {{0}};
+  ek_rv_mac(w, col, rs, 0, K, g, EK_NN_NP, a);
+#pragma clang loop unroll(full)
+  for (i = 0; i < g; ++i)
+#pragma clang loop unroll(full)
+    for (l = 0; l < 3; ++l) {
+      int32_t c = c0 + 3 * i + l, off = q[c], m = q[oc + c], n = q[2 * oc + c];
+      int8_t *yc = y + (3 * i + l) * ys_c;
+      int64_t r = (int64_t)1 << (n - 1);
+      if (3 * i + l >= nc) continue; /* padding channels (their q entries are the next arrays': unused) */
+#pragma clang loop unroll(full)
+      for (j = 0; j < EK_NN_NP; ++j) {
+        int32_t v = (int32_t)((int64_t)(int32_t)((uint32_t)ek_rv_lane(a[i][j], l) + (uint32_t)off) * m + r >> n) + zp;
+        v = v < lo ? lo : v;
+        v = v > hi ? hi : v;
+        EK_NN_STORE(yc + j, v, tab);
+      }
+    }
+}
+
+#define EK_RV_DOT_RQ(NAME, G)                                                                                  \
+  __attribute__((noinline)) static void NAME(const int64_t *w, int32_t K, const int8_t *col, int32_t rs,       \
+                                             int32_t nc, const int32_t *h, int32_t c0, int8_t *y, int32_t ys_c) { \
+    const int8_t *tab = ek_nn_table(h);                                                                        \
+    if (tab)                                                                                                   \
+      ek_rv_dot_rq_body(w, K, col, rs, G, nc, h, c0, y, ys_c, tab);                                           \
+    else                                                                                                       \
+      ek_rv_dot_rq_body(w, K, col, rs, G, nc, h, c0, y, ys_c, (const int8_t *)0);                             \
+  }
+EK_RV_DOT_RQ(ek_nn_dot_rq_6xn, 2)
+EK_RV_DOT_RQ(ek_nn_dot_rq_3xn, 1)
+
 /* The 3 or 6 channels from c of np pixels (6 or 1) whose k-th elements lie
  * at col[k * rs + j], requantized to y. */
 static inline __attribute__((always_inline)) void ek_rv_block(const int64_t *w, const int8_t *col, int32_t rs,
                                                              int32_t np, const int32_t *h, int32_t c, int32_t L,
-                                                             int8_t *y, int32_t ys_c, int32_t ys_p) {
+                                                             int32_t fused, int8_t *y, int32_t ys_c, int32_t ys_p) {
   int32_t oc = h[EK_NN_OC], K = h[EK_NN_K], acc[6 * EK_NN_NP];
   const int64_t *wc = w + (c / 3) * K;
   int32_t nc = oc - c < 6 ? oc - c : 6;
+  if (fused && np == EK_NN_NP && ys_p == 1) {
+    (nc > 3 ? ek_nn_dot_rq_6xn : ek_nn_dot_rq_3xn)(wc, K, col, rs, nc, h, c, y + c * ys_c, ys_c);
+    return;
+  }
   if (nc > 3)
     np == 1 ? ek_nn_dot_6x1(wc, K, col, rs, L, acc) : ek_nn_dot_6xn(wc, K, col, rs, L, acc);
   else
@@ -600,7 +665,8 @@ static void ek_nn_gemm(const int8_t *x, const int8_t *w8, const int32_t *h, int8
   /* 1x1, stride 1, no padding: pixel p's element k is x[k * H * W + p] */
   int32_t pointwise = !matmul && h[EK_NN_KH] == 1 && h[EK_NN_KW] == 1 && h[EK_NN_SH] == 1 && h[EK_NN_SW] == 1 &&
                       h[EK_NN_PT] == 0 && h[EK_NN_PL] == 0;
-  int32_t hw = h[EK_NN_H] * h[EK_NN_W];
+  int32_t hw = h[EK_NN_H] * h[EK_NN_W], fused = K <= L;
+  for (c = 0; c < oc; ++c) fused &= EK_NN_HIGH_WORD(h[EK_NN_HDR + 2 * oc + c]); /* ek_nn_dot_rq_* */
   for (p = 0; p + EK_NN_NP <= P; p += EK_NN_NP) {
     const int8_t *src = col;
     int32_t rs = EK_NN_NP;
@@ -610,7 +676,7 @@ static void ek_nn_gemm(const int8_t *x, const int8_t *w8, const int32_t *h, int8
     } else {
       for (j = 0; j < EK_NN_NP; ++j) ek_im2col_s8(x, h, p + j, col + j, EK_NN_NP);
     }
-    for (c = 0; c < oc; c += 6) ek_rv_block(w, src, rs, EK_NN_NP, h, c, L, y + p * ys_p, ys_c, ys_p);
+    for (c = 0; c < oc; c += 6) ek_rv_block(w, src, rs, EK_NN_NP, h, c, L, fused, y + p * ys_p, ys_c, ys_p);
   }
   for (; p < P; ++p) {
     const int8_t *src = col;
@@ -623,7 +689,7 @@ static void ek_nn_gemm(const int8_t *x, const int8_t *w8, const int32_t *h, int8
     } else {
       ek_im2col_s8(x, h, p, col, 1);
     }
-    for (c = 0; c < oc; c += 6) ek_rv_block(w, src, rs, 1, h, c, L, y + p * ys_p, ys_c, ys_p);
+    for (c = 0; c < oc; c += 6) ek_rv_block(w, src, rs, 1, h, c, L, fused, y + p * ys_p, ys_c, ys_p);
   }
 }
 #else

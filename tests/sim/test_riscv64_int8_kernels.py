@@ -93,9 +93,11 @@ def _rv_mnemonics(obj: Path, symbol: str) -> list[str]:
 def test_shipped_riscv64_int8_conv_uses_integer_multiplies(tmp_path: Path) -> None:
     obj = _shipped_object(BOARD, tmp_path)
     kernels = [n for n in _functions(obj) if n.startswith("ek_nn_dot_")]
-    assert sorted(kernels) == ["ek_nn_dot_3x1", "ek_nn_dot_3xn", "ek_nn_dot_6x1", "ek_nn_dot_6xn"]
+    assert sorted(kernels) == ["ek_nn_dot_3x1", "ek_nn_dot_3xn", "ek_nn_dot_6x1", "ek_nn_dot_6xn",
+                               "ek_nn_dot_rq_3xn", "ek_nn_dot_rq_6xn"]  # fmt: skip
     for name in kernels:
         ops = _rv_mnemonics(obj, name)
-        assert ops.count("mul") >= (12 if name == "ek_nn_dot_6xn" else 1), f"{name}: {ops}"
+        # 6 x 6: 12 packed products per k (the fused kernel also multiplies each output by its multiplier)
+        assert ops.count("mul") >= {"ek_nn_dot_6xn": 12, "ek_nn_dot_rq_6xn": 12 + 36}.get(name, 1), f"{name}: {ops}"
         assert not [op for op in ops if op.startswith("f")], f"{name} uses the FPU"
         assert not [op for op in ops if op in ("call", "jalr") or op.startswith("__")], f"{name} calls a function"
