@@ -1204,44 +1204,86 @@ static inline __attribute__((always_inline)) void ek_rv_dw_unpack(int64_t a, int
  * alone: packed sums a64[t] (from 0 in the first pass), unpacked into
  * acc[3 t + l] in the last. Two rows per pass keep 2 kw weights in
  * registers (all 25 of a 5x5 spilled: 40 instructions per output, 34 so). */
+/* The high-word requantization of one channel, its constants in registers
+ * (ek_nn_requant_body's form), and where a depthwise row's outputs go. */
+typedef struct {
+  int32_t off, m, n, zp, lo, hi;
+  int64_t r; /* 2^(n-1) */
+} ek_rv_rq_t;
+static inline __attribute__((always_inline)) int32_t ek_rv_rq(int32_t s, const ek_rv_rq_t *q) {
+  int32_t v = (int32_t)(((int64_t)(int32_t)((uint32_t)s + (uint32_t)q->off) * q->m + q->r) >> q->n) + q->zp;
+  v = v < q->lo ? q->lo : v;
+  return v > q->hi ? q->hi : v;
+}
+typedef struct {
+  ek_rv_rq_t rq;
+  const int8_t *tab; /* the layer's output table or NULL */
+  int8_t *y;         /* the row's first output */
+  int32_t n;         /* outputs in the row */
+} ek_rv_dw_out_t;
+
+/* mode 0: the last pass unpacks into acc; 1: it requantizes into out->y
+ * (tab: out->tab or a constant NULL). */
 static inline __attribute__((always_inline)) void ek_rv_dw_pass(const int64_t *p0, const int64_t *p1, const int64_t *w0,
                                                                 int32_t kw, int32_t nr, int32_t step, int32_t T,
-                                                                int64_t *a64, int32_t *acc, int32_t first, int32_t last) {
+                                                                int64_t *a64, int32_t *acc, int32_t first, int32_t last,
+                                                                int32_t mode, const ek_rv_dw_out_t *out,
+                                                                const int8_t *tab) {
   int64_t wl[2 * EK_RV_DW_MAX_TAPS]; /* registers once unrolled (a64 stores could alias w0) */
-  int32_t t, s;
+  ek_rv_rq_t rq;
+  int8_t *y = (int8_t *)0;
+  int32_t t, s, n = 0;
   for (s = 0; s < nr * kw; ++s) wl[s] = w0[s];
-  for (t = 0; t < T; ++t, p0 += step, p1 += step) {
+  if (mode) rq = out->rq, y = out->y, n = out->n;
+  for (t = 0; t < T; ++t, p0 += step, p1 += step, y += 3, n -= 3) {
     int64_t a = first ? 0 : a64[t];
     for (s = 0; s < kw; ++s) a += wl[s] * p0[s];
     if (nr == 2)
       for (s = 0; s < kw; ++s) a += wl[kw + s] * p1[s];
-    if (last)
-      ek_rv_dw_unpack(a, acc + 3 * t);
-    else
+    if (!last) {
       a64[t] = a;
+    } else if (!mode) {
+      ek_rv_dw_unpack(a, acc + 3 * t);
+    } else {
+      int32_t v[3];
+      ek_rv_dw_unpack(a, v);
+      EK_NN_STORE(y, ek_rv_rq(v[0], &rq), tab);
+      if (n > 1) EK_NN_STORE(y + 1, ek_rv_rq(v[1], &rq), tab);
+      if (n > 2) EK_NN_STORE(y + 2, ek_rv_rq(v[2], &rq), tab);
+    }
   }
 }
 
-/* One output row: acc[3 t + l] for t < T from the kh packed rows (kh >= 2). */
+/* One output row from the kh packed rows (kh >= 2): into acc[3 t + l]
+ * for t < T (mode 0), or requantized into out (mode 1). */
 static inline __attribute__((always_inline)) void ek_rv_dw_row_body(const int64_t *const *rows, const int64_t *wk,
                                                                     int32_t kh, int32_t kw, int32_t step, int32_t T,
-                                                                    int64_t *a64, int32_t *acc) {
+                                                                    int64_t *a64, int32_t *acc, int32_t mode,
+                                                                    const ek_rv_dw_out_t *out, const int8_t *tab) {
   int32_t r = 2;
-  ek_rv_dw_pass(rows[0], rows[1], wk, kw, 2, step, T, a64, acc, 1, kh == 2);
-  for (; r + 2 < kh; r += 2) ek_rv_dw_pass(rows[r], rows[r + 1], wk + r * kw, kw, 2, step, T, a64, acc, 0, 0);
+  ek_rv_dw_pass(rows[0], rows[1], wk, kw, 2, step, T, a64, acc, 1, kh == 2, mode, out, tab);
+  for (; r + 2 < kh; r += 2)
+    ek_rv_dw_pass(rows[r], rows[r + 1], wk + r * kw, kw, 2, step, T, a64, acc, 0, 0, mode, out, tab);
   if (r + 2 == kh)
-    ek_rv_dw_pass(rows[r], rows[r + 1], wk + r * kw, kw, 2, step, T, a64, acc, 0, 1);
+    ek_rv_dw_pass(rows[r], rows[r + 1], wk + r * kw, kw, 2, step, T, a64, acc, 0, 1, mode, out, tab);
   else if (r < kh)
-    ek_rv_dw_pass(rows[r], rows[r], wk + r * kw, kw, 1, step, T, a64, acc, 0, 1);
+    ek_rv_dw_pass(rows[r], rows[r], wk + r * kw, kw, 1, step, T, a64, acc, 0, 1, mode, out, tab);
 }
 
+/* out: NULL (into acc, the channel's shift is not of the high-word form) or the requantized row's. */
 __attribute__((noinline)) static void ek_nn_rv_dw_row(const int64_t *const *rows, const int64_t *wk, int32_t kh,
                                                       int32_t kw, int32_t step, int32_t T, int64_t *a64,
-                                                      int32_t *acc) {
-  if (kh == 5 && kw == 5)
-    ek_rv_dw_row_body(rows, wk, 5, 5, step, T, a64, acc);
-  else
-    ek_rv_dw_row_body(rows, wk, kh, kw, step, T, a64, acc);
+                                                      int32_t *acc, const ek_rv_dw_out_t *out) {
+  if (kh == 5 && kw == 5) {
+    if (!out)
+      ek_rv_dw_row_body(rows, wk, 5, 5, step, T, a64, acc, 0, out, (const int8_t *)0);
+    else if (out->tab)
+      ek_rv_dw_row_body(rows, wk, 5, 5, step, T, a64, acc, 1, out, out->tab);
+    else
+      ek_rv_dw_row_body(rows, wk, 5, 5, step, T, a64, acc, 1, out, (const int8_t *)0);
+  } else {
+    ek_rv_dw_row_body(rows, wk, kh, kw, step, T, a64, acc, out != 0, out, out ? out->tab : (const int8_t *)0);
+  }
 }
 
 /* Packed row dst[c], c < NX, of the input row src (NULL: a padding row);
@@ -1282,6 +1324,10 @@ static void ek_nn_rv_depthwise(const int8_t *x, const int8_t *w, const int32_t *
   for (c = 0; c < C; ++c) {
     const int8_t *xc = x + c * H * W, *wc = w + c * kh * kw;
     int8_t *yc = y + c * OH * OW;
+    int32_t n = h[EK_NN_HDR + 2 * C + c], high = EK_NN_HIGH_WORD(n);
+    ek_rv_dw_out_t out = {{h[EK_NN_HDR + c], h[EK_NN_HDR + C + c], n, h[EK_NN_ZOUT], h[EK_NN_QMIN], h[EK_NN_QMAX],
+                           (int64_t)1 << ((n - 1) & 63)},
+                          ek_nn_table(h), yc, OW};
     for (r = 0; r < kh * kw; ++r) wk[r] = wc[r];
     for (o = 0, next = 0; o < OH; ++o, yc += OW) {
       for (; next < o * sh + kh; ++next) {
@@ -1290,8 +1336,9 @@ static void ek_nn_rv_depthwise(const int8_t *x, const int8_t *w, const int32_t *
                          ring + (next % kh) * NX);
       }
       for (r = 0; r < kh; ++r) rows[r] = ring + ((o * sh + r) % kh) * NX;
-      ek_nn_rv_dw_row(rows, wk, kh, kw, 3 * sw, T, a64, acc);
-      ek_nn_requant_row(acc, yc, OW, h, c);
+      out.y = yc;
+      ek_nn_rv_dw_row(rows, wk, kh, kw, 3 * sw, T, a64, acc, high ? &out : (const ek_rv_dw_out_t *)0);
+      if (!high) ek_nn_requant_row(acc, yc, OW, h, c);
     }
   }
 }
@@ -1468,6 +1515,17 @@ int32_t ek_nn_quantize_s8(void *self, const ek_ffi_any_t *args, int32_t num_args
  * scale value - zs) into y; y may be x. */
 static void ek_nn_mul_row(const int8_t *x, int8_t *y, int32_t count, int32_t s, const int32_t *q) {
   int32_t za = q[2], m = q[4], n = q[5], zy = q[6], lo = q[7], hi = q[8], i;
+#if EK_NN_RV64
+  if (EK_NN_HIGH_WORD(n)) { /* ((x - za) s m + 2^(n-1)) >> n as x (s m) + (2^(n-1) - za s m): one mul per value */
+    int64_t sm = (int64_t)s * m, b = ((int64_t)1 << (n - 1)) - za * sm;
+    for (i = 0; i < count; ++i) {
+      int32_t v = (int32_t)((x[i] * sm + b) >> n) + zy;
+      v = v < lo ? lo : v;
+      y[i] = (int8_t)(v > hi ? hi : v);
+    }
+    return;
+  }
+#endif
   if (EK_NN_HIGH_WORD(n)) {
     int32_t rnd = 1 << (n - 33), sh = n - 32;
     for (i = 0; i < count; ++i) {
