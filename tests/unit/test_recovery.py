@@ -110,8 +110,8 @@ def test_distillation_recovers_accuracy(trained, pruned):
 def test_recipe_chain_with_a_stub_quantizer(trained, monkeypatch):
     calls = {}
 
-    def fake_quantize(model, config, calibration):
-        calls["config"], calls["samples"] = config, len(calibration["input"])
+    def fake_quantize(model, config, calibration, board=None):
+        calls["config"], calls["samples"], calls["board"] = config, len(calibration["input"]), board
         return SimpleNamespace(model=model, report=SimpleNamespace(to_json=lambda: {"stub": True}),
                                fallback_layers=["fc2"])  # fmt: skip
 
@@ -129,7 +129,7 @@ def test_recipe_chain_with_a_stub_quantizer(trained, monkeypatch):
     assert recover_step.after == prune_step.after  # same shapes, new weights
     # Fidelity against fp32 on the calibration data: recovery must raise it.
     assert recover_step.fidelity["top1_agreement"] > prune_step.fidelity["top1_agreement"]
-    assert calls["samples"] == 512 and calls["config"].exclude == ("fc2",)
+    assert calls["samples"] == 512 and calls["config"].exclude == ("fc2",) and calls["board"] is None
     assert quant_step.details == {"quality": {"stub": True}} and "fc2" in quant_step.notes[0]
     chain = result.to_json()["chain"]
     assert chain["config"]["steps"] == ["prune-structured", "recover", "quantize"]
