@@ -22,15 +22,16 @@ into int8 with zero point ``z - 128``) add two terms::
 
 ``w - z_w`` does not fit the int8 the dot-product kernels take, so the
 weights stay as stored, the last two terms join the per-channel constant,
-and the window sum ``sum(x)`` comes from the same conv as one more output
-channel of all-ones weights (:func:`_minus_weight_zero`). All of it is
-exact integer arithmetic.
+and the window sum ``sum(x)`` (one int32 per output pixel) is subtracted,
+times ``z_w[c]`` (:func:`_minus_weight_zero`). Channels whose ``w - z_w``
+fits int8 take it as their weights and need no window sum
+(:func:`_fit_weights`). All of it is exact integer arithmetic.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from tvm import relax
@@ -136,28 +137,32 @@ def _channel_axes(core: relax.Call, is_conv: bool, weight: _Weight, out_ndim: in
     return 1, out_ndim - 1, (0,)
 
 
-def _accumulate(core: relax.Call, is_conv: bool, x: relax.Expr, x_zero: int, w_exprs: list[relax.Expr],
-                notes: list[str]) -> list[relax.Expr]:  # fmt: skip
-    """The int32 conv2d / matmul of the integer input and each weight (a
-    conv's border padded with the input's zero point, the integer of real 0.0)."""
-    if not is_conv:
-        return [R.matmul(x, w, out_dtype="int32") for w in w_exprs]
+def _conv_input(core: relax.Call, x: relax.Expr, x_zero: int, notes: list[str]) -> tuple[relax.Expr, list[int]]:
+    """A conv's input, padded with its zero point (the integer of real 0.0)
+    where that is not 0, and the padding the conv itself still applies."""
+    padding = [int(v) for v in core.attrs.padding]  # top, left, bottom, right
+    if x_zero == 0 or not any(padding):
+        return x, padding
+    top, left, bottom, right = padding
+    notes.append("input padded with its zero point")
+    return R.nn.pad(x, [0, 0, 0, 0, top, bottom, left, right], pad_value=float(x_zero)), [0, 0, 0, 0]
+
+
+def _conv(core: relax.Call, data: relax.Expr, w: relax.Expr, padding: list[int]) -> relax.Expr:
     a = core.attrs
-    padding = [int(v) for v in a.padding]  # top, left, bottom, right
-    data = x
-    if x_zero != 0 and any(padding):
-        # Pad with the integer that means real 0.0, then an unpadded conv.
-        top, left, bottom, right = padding
-        data = R.nn.pad(x, [0, 0, 0, 0, top, bottom, left, right], pad_value=float(x_zero))
-        padding = [0, 0, 0, 0]
-        notes.append("input padded with its zero point")
-    return [
-        R.nn.conv2d(
-            data, w, strides=[int(v) for v in a.strides], padding=padding, dilation=[int(v) for v in a.dilation],
-            groups=int(a.groups), data_layout="NCHW", kernel_layout="OIHW", out_layout="NCHW", out_dtype="int32",
-        )
-        for w in w_exprs
-    ]  # fmt: skip
+    return R.nn.conv2d(
+        data, w, strides=[int(v) for v in a.strides], padding=padding, dilation=[int(v) for v in a.dilation],
+        groups=int(a.groups), data_layout="NCHW", kernel_layout="OIHW", out_layout="NCHW", out_dtype="int32",
+    )  # fmt: skip
+
+
+def _accumulate(core: relax.Call, is_conv: bool, x: relax.Expr, x_zero: int, w_expr: relax.Expr,
+                notes: list[str]) -> relax.Expr:  # fmt: skip
+    """The int32 conv2d / matmul of the integer input and weight."""
+    if not is_conv:
+        return R.matmul(x, w_expr, out_dtype="int32")
+    data, padding = _conv_input(core, x, x_zero, notes)
+    return _conv(core, data, w_expr, padding)
 
 
 def _along_array(values: np.ndarray, axis: int, ndim: int) -> np.ndarray:
@@ -171,6 +176,18 @@ def _along(values: np.ndarray, axis: int, ndim: int, dtype: str) -> relax.Expr:
     return relax.const(_along_array(values, axis, ndim).astype(dtype), dtype)
 
 
+def _fit_weights(effective: np.ndarray, w_zero: np.ndarray, oc_axis: int,
+                 reduce_axes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """``(w2, z2)`` with ``w2 - z2 == w - w_zero`` channel by channel, ``w2``
+    int8 and ``z2`` zero wherever a channel's ``w - w_zero`` fits int8 (with
+    per-tensor zero points, most channels: 98 % of PP-OCR cls's); elsewhere
+    the stored weights and their zero point."""
+    centered = effective.astype(np.int64) - _along_array(w_zero, oc_axis, effective.ndim)
+    fits = (centered.min(axis=reduce_axes) >= -128) & (centered.max(axis=reduce_axes) <= 127)
+    w2 = np.where(_along_array(fits, oc_axis, effective.ndim), centered, effective).astype(np.int8)
+    return w2, np.where(fits, 0, w_zero)
+
+
 def _minus_weight_zero(core: relax.Call, is_conv: bool, x: relax.Expr, x_zero: int, weight: _Weight,
                        w_zero: np.ndarray, axes: tuple[int, int], notes: list[str]) -> relax.Expr:  # fmt: skip
     """``sum_k x_k * w_k - w_zero[n] * sum_k x_k``: the accumulation with
@@ -178,10 +195,15 @@ def _minus_weight_zero(core: relax.Call, is_conv: bool, x: relax.Expr, x_zero: i
 
     ``w - w_zero`` spans 255 values, too many for the int8 operand of the
     dot-product kernels, so the weights stay as stored and the zero point's
-    share is subtracted. With one group (a conv or a matmul) the same kernel
-    computes ``sum_k x_k`` as one more output channel of all-ones weights:
-    free where the channel count leaves a vector lane unused, one vector of
-    lanes more where it does not. A grouped conv has one window sum per
+    share is subtracted. With one group (a conv or a matmul) the window sum
+    ``sum_k x_k`` is the same for every output channel, and the same kernel
+    computes it as one more output channel of all-ones weights: free where
+    the channel count leaves a vector lane unused, one vector of lanes more
+    where it does not; the epilogue then reads two slices of the result, so
+    it runs as a kernel of its own. (Measured against computing the window
+    sum apart, by a one-output-channel conv of ones and a one-channel box
+    conv, whose epilogue fuses: PP-OCR cls 291.7 against 300.8 us, the digits
+    CNN 7.2 against 8.5 us, Zen 5.) A grouped conv has one window sum per
     group, so it runs a second conv of the same shape whose weights are
     ``w_zero[n]`` (int8, as the zero point is).
     """
@@ -190,12 +212,12 @@ def _minus_weight_zero(core: relax.Call, is_conv: bool, x: relax.Expr, x_zero: i
     out_ndim = len(tensor_shape(core) or ())
     notes.append("weight zero point subtracted")
     if is_conv and int(core.attrs.groups) != 1:
+        data, padding = _conv_input(core, x, x_zero, notes)
         z = np.broadcast_to(w_zero.reshape(-1, 1, 1, 1), weight.effective.shape).astype(np.int8)
-        main, share = _accumulate(core, is_conv, x, x_zero, [weight.expr, relax.const(z, "int8")], notes)
-        return R.subtract(main, share)
+        return R.subtract(_conv(core, data, weight.expr, padding), _conv(core, data, relax.const(z, "int8"), padding))
     ones = np.ones([1 if i == oc_axis_w else d for i, d in enumerate(weight.effective.shape)], np.int8)
     extended = R.concat([weight.expr, relax.const(ones, "int8")], axis=oc_axis_w)
-    y = _accumulate(core, is_conv, x, x_zero, [extended], notes)[0]
+    y = _accumulate(core, is_conv, x, x_zero, extended, notes)
     main = R.strided_slice(y, axes=[oc_axis], begin=[0], end=[channels])
     sums = R.strided_slice(y, axes=[oc_axis], begin=[channels], end=[channels + 1])
     return R.subtract(main, R.multiply(sums, _along(w_zero, oc_axis, out_ndim, "int32")))
@@ -242,13 +264,19 @@ def lower_linear(ctx: LoweringContext, q_call: relax.Call, m: dict[DFPattern, re
     w_sum = weight.effective.astype(np.int64).sum(axis=reduce_axes)
     reduced = weight.effective.size // channels
     if np.any(w_zero):
-        # sum (x - zx)(w - zw) = sum x w - zw sum x - zx sum w + K zx zw
+        # sum (x - zx)(w - zw) = sum x w - zw sum x - zx sum w + K zx zw, on the weights made to fit int8 where they do
         if 2 * reduced * 128 * 128 >= 2**31:
             raise Skip("weight zero-point correction may overflow int32")
+        fitted, w_zero = _fit_weights(weight.effective, w_zero, oc_axis_w, reduce_axes)
+        if not np.array_equal(fitted, weight.effective):
+            weight = replace(weight, expr=relax.const(fitted, "int8"), perm=None, effective=fitted)
+            notes.append("weight zero point folded where it fits int8")
+        w_sum = fitted.astype(np.int64).sum(axis=reduce_axes)
+    if np.any(w_zero):
         acc = _minus_weight_zero(core, is_conv, x, x_qp.z, weight, w_zero, (oc_axis_w, oc_axis), notes)
         zero_point_term = np.int64(x_qp.z) * (reduced * w_zero - w_sum)
     else:
-        acc = _accumulate(core, is_conv, x, x_qp.z, [weight.expr], notes)[0]
+        acc = _accumulate(core, is_conv, x, x_qp.z, weight.expr, notes)
         zero_point_term = -np.int64(x_qp.z) * w_sum
     offset = _channel_offset(ctx, m, zero_point_term, acc_scale, oc_axis, out_ndim, notes)
     if np.any(offset):
