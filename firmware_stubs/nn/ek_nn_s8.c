@@ -1184,10 +1184,11 @@ __attribute__((noinline)) static void ek_nn_dw_row(const ek_dw_t *r0, int32_t pw
  * Rows are packed right to left, p = x[c] + (p << 21): one shift and add
  * per element; the x[c + 3 sw] 2^63 left in bit 63 only touches the top
  * lane's 22nd bit, which ek_rv_dw_unpack ignores. kh packed rows live in a
- * ring (row i in slot i % kh). 3x3 windows stay on the float rows: their
- * 9 taps do not pay for the packing. Scratch (nn_rv64.dw_scratch_bytes):
- * the ring (kh x NX int64), the weights (kh kw int64), T packed sums, 3 T
- * int32 accumulators. */
+ * ring (row i in slot i % kh); rows of padding share one row packed per
+ * layer. 3x3 windows stay on the float rows: their 9 taps do not pay for
+ * the packing. Scratch (nn_rv64.dw_scratch_bytes): the ring and the
+ * padding row ((kh + 1) x NX int64), the weights (kh kw int64), T packed
+ * sums, 3 T int32 accumulators. */
 #define EK_RV_DW_MIN_TAPS 16
 #define EK_RV_DW_MAX_TAPS 63
 
@@ -1317,10 +1318,11 @@ static void ek_nn_rv_depthwise(const int8_t *x, const int8_t *w, const int32_t *
   int32_t C = h[EK_NN_OC], H = h[EK_NN_H], W = h[EK_NN_W], OH = h[EK_NN_OH], OW = h[EK_NN_OW];
   int32_t kh = h[EK_NN_KH], kw = h[EK_NN_KW], sh = h[EK_NN_SH], sw = h[EK_NN_SW], pt = h[EK_NN_PT], pl = h[EK_NN_PL];
   int32_t T = (OW + 2) / 3, NX = 3 * sw * (T - 1) + kw + 2 * sw, c, o, r, next;
-  int64_t *ring = (int64_t *)__builtin_assume_aligned(scratch, 8), *wk = ring + kh * NX;
+  int64_t *ring = (int64_t *)__builtin_assume_aligned(scratch, 8), *pad_row = ring + kh * NX, *wk = pad_row + NX;
   int64_t *a64 = wk + kh * kw;
   int32_t *acc = (int32_t *)(a64 + T);
   const int64_t *rows[EK_RV_DW_MAX_TAPS];
+  ek_nn_rv_dw_pack((const int8_t *)0, W, pl, h[EK_NN_PADV], sw, NX, pad_row);
   for (c = 0; c < C; ++c) {
     const int8_t *xc = x + c * H * W, *wc = w + c * kh * kw;
     int8_t *yc = y + c * OH * OW;
@@ -1330,12 +1332,11 @@ static void ek_nn_rv_depthwise(const int8_t *x, const int8_t *w, const int32_t *
                           ek_nn_table(h), yc, OW};
     for (r = 0; r < kh * kw; ++r) wk[r] = wc[r];
     for (o = 0, next = 0; o < OH; ++o, yc += OW) {
-      for (; next < o * sh + kh; ++next) {
-        int32_t iy = next - pt;
-        ek_nn_rv_dw_pack(iy >= 0 && iy < H ? xc + iy * W : (const int8_t *)0, W, pl, h[EK_NN_PADV], sw, NX,
-                         ring + (next % kh) * NX);
-      }
-      for (r = 0; r < kh; ++r) rows[r] = ring + ((o * sh + r) % kh) * NX;
+      for (; next < o * sh + kh; ++next) /* rows inside the input; the padding rows share pad_row */
+        if (next - pt >= 0 && next - pt < H)
+          ek_nn_rv_dw_pack(xc + (next - pt) * W, W, pl, h[EK_NN_PADV], sw, NX, ring + (next % kh) * NX);
+      for (r = 0; r < kh; ++r)
+        rows[r] = o * sh + r - pt >= 0 && o * sh + r - pt < H ? ring + ((o * sh + r) % kh) * NX : pad_row;
       out.y = yc;
       ek_nn_rv_dw_row(rows, wk, kh, kw, 3 * sw, T, a64, acc, high ? &out : (const ek_rv_dw_out_t *)0);
       if (!high) ek_nn_requant_row(acc, yc, OW, h, c);

@@ -69,9 +69,9 @@ def pack_rows(rows: np.ndarray) -> np.ndarray:
 
 
 def dw_scratch_bytes(kh: int, kw: int, sw: int, ow: int) -> int | None:
-    """Scratch of the packed depthwise kernel (ring of kh packed rows, int64 weights, packed and int32 sums), or None if it does not take the window."""
+    """Scratch of the packed depthwise kernel (ring of kh packed rows and a padding row, int64 weights, packed and int32 sums), or None if it does not take the window."""
     if not DW_TAPS[0] <= kh * kw <= DW_TAPS[1]:
         return None
     triples = -(-ow // 3)
     nx = 3 * sw * (triples - 1) + kw + 2 * sw
-    return 8 * kh * nx + 8 * kh * kw + 8 * triples + 4 * 3 * triples
+    return 8 * (kh + 1) * nx + 8 * kh * kw + 8 * triples + 4 * 3 * triples
