@@ -89,12 +89,12 @@ def _upsample() -> onnx.ModelProto:
 def _sppf() -> onnx.ModelProto:
     """YOLOv8's SPPF: three chained 5x5 stride-1 max pools, all four maps concatenated."""
     g = _Graph(3)
-    x = g.conv("x", 4, 8, "a")
+    x = g.conv("x", 4, 16, "a")
     pools = [x]
     for i in range(3):
         pools.append(g.node("MaxPool", [pools[-1]], f"p{i}", kernel_shape=[5, 5], strides=[1, 1], pads=[2, 2, 2, 2]))
     cat = g.node("Concat", pools, "cat", axis=1)
-    g.conv(cat, 32, 8, "y", silu=False)
+    g.conv(cat, 64, 8, "y", silu=False)
     return g.model("y", 8)
 
 
@@ -178,6 +178,10 @@ def test_data_movement_stays_int8(case):
     assert not any(k in n for n in names for k in ("resize", "split", "dequantize_", "sigmoid")), names
     if name in ("upsample", "slices"):
         assert any("repeat" in n for n in names), names
+    if name == "sppf":
+        # The concat feeding the 1x1 conv is written as its uint8 operand, row by row, in one kernel.
+        part = (1, SIDE, SIDE, 16, "int8")
+        assert ("pad_rows", [part] * 4, (1, SIDE, SIDE, 64, "uint8")) in calls, calls
     if name in ("c2f", "slices"):
         # The slices read the NHWC conv output (16 channels last), not a transposed copy of it.
         slices = [ins for n, ins, _ in calls if n.startswith("strided_slice")]

@@ -316,6 +316,24 @@ def _u8_lookup(m: Any, call: Any) -> Any:
     return relax.call_tir(m.funcs[key], relax.Tuple([src, flipped]), relax.TensorType(shape, "uint8"))
 
 
+def _u8_concat(m: Any, call: Any) -> Any:
+    """The u8 conversion ``call`` of a channel concat (its one reader) as one :func:`_pad_func` kernel with no
+    padding: each input row copied ``^ 0x80`` into the conv's uint8 operand (YOLOv8's C2f concats feed 1x1
+    convs: TVM fused concat and conversion into a per-byte select), or None."""
+    from tvm import relax
+
+    t = _u8_source(call, m.lookup_binding, m.uses)
+    parts = [] if t is None else _concat_parts(m, t)
+    if len(parts) < 2:
+        return None
+    shapes = tuple(_static_bytes(p) for p in parts)
+    out = (*shapes[0][:3], sum(s[3] for s in shapes))  # type: ignore[index]
+    key = (shapes, 0, 0, out, 128, 128, "int8", "uint8")
+    if key not in m.funcs:
+        m.funcs[key] = m.builder_.add_func(_pad_func(list(shapes), 0, 0, out, 128, 128, "int8", "uint8"), "pad_rows")  # type: ignore[arg-type]
+    return relax.call_tir(m.funcs[key], relax.Tuple(parts), relax.TensorType(out, "uint8"))
+
+
 def _find_data_and_merged(mutator: Any) -> None:
     """Sets ``mutator.data`` (vars computed from the model's inputs), ``mutator.merged``
     (spatial pads a channel pad reads: left for that pad to absorb; pads a u8 conversion reads:
@@ -378,6 +396,7 @@ def int8_pad_pass(target: tvm.target.Target) -> Any:
                 # (A pad left for a conversion that no kernel takes fails the same checks alone.)
                 new = None if pad is None or pad.args[0] not in self.data else _pad_rows(self, pad, to_u8=True)
                 new = _u8_lookup(self, call) if pad is None else new
+                new = _u8_concat(self, call) if pad is None and new is None else new
                 return call if new is None else new
             if not is_call(call, "relax.nn.pad"):
                 return call
