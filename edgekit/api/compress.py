@@ -31,6 +31,7 @@ from edgekit.compress.passes import CompressionPass, CompressionStep, PassContex
 from edgekit.compress.payoff import PayoffReport, run_staged
 from edgekit.frontend.qoperator import is_qoperator_model
 from edgekit.compress.recipe import load_recipe
+from edgekit.compress.weight_bits import choose_weight_bits
 from edgekit.core.errors import InputError, QuantizationError
 from edgekit.core.profiles import Board, Target, load_profiles
 from edgekit.frontend.loader import PreparedModel, load_model, read_onnx
@@ -281,7 +282,9 @@ def channel_multiple(target: Target | None) -> int:
 
     On an x86 LLVM target, the input channels one int8 dot-product step
     reads (:func:`~edgekit.compiler.backends.llvm.intrin.dot_isa`: 4 for
-    ``vpdpbusd``, 2 for AVX2's ``vpmaddwd``); another count is padded with a
+    ``vpdpbusd``, 2 for AVX2's ``vpmaddwd``, 4 for its ``vpmaddubsw``, which
+    the 7-bit weights such a board is quantized with by default take:
+    :mod:`edgekit.compress.weight_bits`); another count is padded with a
     copy of the activations before each such layer (PP-OCR cls pruned 30 %,
     int8 on one Zen 5 core: 0.162 ms with round_to 4, 0.183 ms with 1, ten
     pad kernels more). Elsewhere 1: on the simulated MCU every channel costs
@@ -290,10 +293,12 @@ def channel_multiple(target: Target | None) -> int:
     """
     if target is None or target.codegen != "llvm":
         return 1
-    from edgekit.compiler.backends.llvm.intrin import dot_isa
+    from edgekit.compiler.backends.llvm.intrin import U8S8_256, dot_isa
 
     isa = dot_isa(target.tvm_target())
-    return isa.k if isa is not None else 1
+    if isa is None:
+        return 1
+    return U8S8_256.k if choose_weight_bits(target).bits == 7 else isa.k
 
 
 def _quantize_step(prepared: PreparedModel, ctx: _Context) -> _Outcome:
