@@ -77,7 +77,7 @@ def _int8_activations(prepared: PreparedModel, report: Any) -> PreparedModel:
         prepared.notes.append(f"uint8 QDQ rewritten to int8 ({result.activations} activations, {result.weights} weights)")
     if result.kept:
         prepared.notes.append(
-            f"{result.kept} uint8 activations kept uint8 (model inputs/outputs or read by other ops): their chains stay float"
+            f"{result.kept} uint8 activations kept uint8 (read by ops that compute with them, e.g. Pad, Resize): their chains stay float"
         )
     return prepared
 
