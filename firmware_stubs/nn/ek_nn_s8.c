@@ -1204,7 +1204,7 @@ static inline __attribute__((always_inline)) void ek_rv_dw_unpack(int64_t a, int
 /* One pass of an output row over kernel rows r and r + 1 (nr = 2) or r
  * alone: packed sums a64[t] (from 0 in the first pass), unpacked into
  * acc[3 t + l] in the last. Two rows per pass keep 2 kw weights in
- * registers (all 25 of a 5x5 spilled: 40 instructions per output, 34 so). */
+ * registers (all 25 of a 5x5 spilled: 37 instructions per output, 34 so). */
 /* The high-word requantization of one channel, its constants in registers
  * (ek_nn_requant_body's form), and where a depthwise row's outputs go. */
 typedef struct {
