@@ -23,9 +23,9 @@ import pytest
 
 from edgekit.compiler.backends.aot_c.nn_rv64 import pack_rows, run_length
 
-from test_aarch64_int8_kernels import LAYERS as NEON_LAYERS, _shipped_object, check_block, check_layer
+from test_aarch64_int8_kernels import LAYERS as NEON_LAYERS, _run, _runner, _shipped_object, check_block, check_layer
 from test_mcu_int8_blocks import block_int8  # noqa: F401
-from test_mcu_int8_kernels import _functions, _qdq_layer
+from test_mcu_int8_kernels import TIE_LAYERS, _exact_ties, _functions, _ort, _qdq_layer, _tie_feeds, _tie_layer
 
 BOARD = "visionfive2"
 
@@ -43,6 +43,8 @@ LAYERS = {
     "depthwise_5x5_s1": ("dw", 4, 4, 14, 5, 2, 1),
     "depthwise_7x7_s1": ("dw", 2, 2, 11, 7, 3, 1),
 }
+# exact ties (test_mcu_int8_kernels), plus a 5x5 depthwise: its packed rows
+TIE_CASES = {**TIE_LAYERS, "depthwise_5x5": ("dw", 6, 6, 8, 5, 2, 1)}
 
 
 @needs_zig
@@ -58,6 +60,22 @@ def test_rv64_kernels_bit_exact_on_a_mobilenetv3_block_under_qemu(block_int8: tu
                                                                   tmp_path: Path) -> None:
     """HardSwish tables fused into the outputs, 5x5 and 3x3 depthwise, squeeze-excite, a residual add."""
     check_block(block_int8, BOARD, "qemu-riscv64", tmp_path)
+
+
+@needs_zig
+@needs_qemu
+@pytest.mark.parametrize("name", sorted(TIE_CASES))
+def test_rv64_kernels_round_exact_ties_to_even_under_qemu(name: str, tmp_path: Path) -> None:
+    """Power-of-two scales (test_mcu_int8_kernels): per channel the tie-flagged high-word form,
+    a multiplier of 1.5 (the 64-bit form) and plain high-word channels, next to each other in
+    one packed word; every exact tie rounded to even as onnxruntime does."""
+    model = _tie_layer(*TIE_CASES[name])
+    out_shape = [d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim]
+    x = _tie_feeds(model, 1)[0]
+    assert _exact_ties(model, x) >= 4  # not vacuous
+    want = _ort(model, {"x": x})
+    for on in (True, False):
+        np.testing.assert_array_equal(_run(_runner(model, on, tmp_path / str(on), BOARD), x, out_shape, qemu="qemu-riscv64"), want)
 
 
 def test_packed_lanes_hold_three_channels_exactly_over_a_run() -> None:
