@@ -100,3 +100,16 @@ def test_quantize_for_the_host_writes_and_reports_the_width(monkeypatch: pytest.
     assert int(np.abs(w.astype(np.int32)).max()) == top  # per channel: the largest weight of a channel maps to it
     assert result.report.config["weight_bits"] == bits
     assert ("without VNNI" in result.report.config["weight_bits_reason"]) == (bits == 7)
+
+
+def test_recipe_quantize_step_takes_the_key_and_the_board(monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgekit.compress.passes import PassContext
+    from edgekit.compress.recipe import QuantizeStep
+
+    monkeypatch.setenv(TEST_FLAGS_ENV, AVX2_FLAGS)
+    cal = {"x": np.random.default_rng(1).standard_normal((8, 8, 6, 6)).astype(np.float32)}
+    host = load_profiles().board("host")
+    for params, board, top in (({}, host, 64), ({"weight_bits": 8}, host, 127), ({}, None, 127)):
+        result = QuantizeStep(params).run(_conv_model(), PassContext(calibration=cal, board=board))
+        (w,) = [numpy_helper.to_array(t) for t in result.model.graph.initializer if len(t.dims) == 4]
+        assert int(np.abs(w.astype(np.int32)).max()) == top, (params, board)
