@@ -1175,7 +1175,7 @@ __attribute__((noinline)) static void ek_nn_dw_row(const ek_dw_t *r0, int32_t pw
 #endif
 
 #if EK_NN_RV64
-/* riscv64 depthwise windows of 16 to 63 taps (5x5, 7x7): three horizontally
+/* riscv64 depthwise windows of 16 to 63 taps and 2 rows or more (5x5, 7x7): three horizontally
  * adjacent outputs per 64-bit MAC. Packed row P[c] = x[c] + x[c + sw] 2^21
  * + x[c + 2 sw] 2^42 of the padded input row, so output triple t of a row
  * is sum over taps of w[r][s] * P_r[3 sw t + s] with each output in a
@@ -1360,7 +1360,7 @@ static void ek_nn_depthwise(const int8_t *x, const int8_t *w, const int32_t *h, 
   int32_t *wp = acc + OW; /* 5x5: per row (w0, w1), (w2, w3) packed, w4 (15 words of the kh * kw reserved) */
 #endif
 #if EK_NN_RV64
-  if (kh * kw >= EK_RV_DW_MIN_TAPS && kh * kw <= EK_RV_DW_MAX_TAPS) {
+  if (kh >= 2 && kh * kw >= EK_RV_DW_MIN_TAPS && kh * kw <= EK_RV_DW_MAX_TAPS) { /* nn_rv64.dw_scratch_bytes */
     ek_nn_rv_depthwise(x, w, h, y, scratch);
     return;
   }

@@ -10,7 +10,7 @@ of k is at most ``128 * sum(|w|)`` over that run, so the kernel unpacks the
 lanes into int32 every ``L`` k, ``L`` the longest run length whose bound
 holds for every channel and every run (at least 63 for any int8 weights).
 
-Depthwise windows of 16 to 63 taps (5x5, 7x7) pack the activations instead:
+Depthwise windows of 16 to 63 taps over 2 rows or more (5x5, 7x7) pack the activations instead:
 three horizontally adjacent outputs per word, from a ring of kh packed rows
 (:func:`dw_scratch_bytes`); smaller windows keep the float rows.
 """
@@ -70,7 +70,7 @@ def pack_rows(rows: np.ndarray) -> np.ndarray:
 
 def dw_scratch_bytes(kh: int, kw: int, sw: int, ow: int) -> int | None:
     """Scratch of the packed depthwise kernel (ring of kh packed rows and a padding row, int64 weights, packed and int32 sums), or None if it does not take the window."""
-    if not DW_TAPS[0] <= kh * kw <= DW_TAPS[1]:
+    if kh < 2 or not DW_TAPS[0] <= kh * kw <= DW_TAPS[1]:  # the C kernel's passes take two kernel rows
         return None
     triples = -(-ow // 3)
     nx = 3 * sw * (triples - 1) + kw + 2 * sw
