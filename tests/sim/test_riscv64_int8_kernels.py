@@ -56,6 +56,17 @@ def test_rv64_kernels_bit_exact_with_the_integer_lowering_under_qemu(name: str, 
 
 @needs_zig
 @needs_qemu
+def test_rv64_matmul_over_several_rows_bit_exact_under_qemu(tmp_path: Path) -> None:
+    """A Gemm of 8 rows: one gathered 6-row block (outputs strided by N, the unfused requantization) and 2 tail rows."""
+    model = _qdq_layer("fc", 40, 11, 0, 0, 0, 1, seed=3)
+    for value, width in ((model.graph.input[0], 40), (model.graph.output[0], 11)):
+        value.type.tensor_type.shape.dim[0].dim_value = 8
+        assert value.type.tensor_type.shape.dim[1].dim_value == width
+    check_layer(model, BOARD, "qemu-riscv64", tmp_path)
+
+
+@needs_zig
+@needs_qemu
 def test_rv64_kernels_bit_exact_on_a_mobilenetv3_block_under_qemu(block_int8: tuple[Path, onnx.ModelProto],
                                                                   tmp_path: Path) -> None:
     """HardSwish tables fused into the outputs, 5x5 and 3x3 depthwise, squeeze-excite, a residual add."""
