@@ -57,11 +57,11 @@ class _Graph:
         self.nodes.append(helper.make_node(op, inputs, [out], **attrs))
         return out
 
-    def model(self, out: str, channels: int) -> onnx.ModelProto:
+    def model(self, out: str, channels: int, shape: list[int] | None = None) -> onnx.ModelProto:
         graph = helper.make_graph(
             self.nodes, "detector_ops",
             [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, SIDE, SIDE])],
-            [helper.make_tensor_value_info(out, TensorProto.FLOAT, [1, channels, SIDE, SIDE])],
+            [helper.make_tensor_value_info(out, TensorProto.FLOAT, shape or [1, channels, SIDE, SIDE])],
             self.inits,
         )  # fmt: skip
         return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -129,12 +129,29 @@ def _slices() -> onnx.ModelProto:
     return g.model("y", 8)
 
 
+def _dfl_rows() -> onnx.ModelProto:
+    """A YOLOv8 head's DFL input: two scales' 64-channel box maps flattened to (1, 64, pixels), concatenated over
+    the anchors, reshaped to (1, 4, 16, anchors) and transposed to (1, anchors, 4, 16) (the softmax's input)."""
+    g = _Graph(6)
+    g.nodes.append(helper.make_node("MaxPool", ["x"], ["half"], kernel_shape=[2, 2], strides=[2, 2]))
+    flat = []
+    for name, src, pixels in (("p3", "x", SIDE * SIDE), ("p4", "half", SIDE * SIDE // 4)):
+        box = g.conv(src, 4, 64, name, silu=False)
+        flat.append(g.node("Reshape", [box, g.tensor(name + "_shape", np.array([1, 64, pixels], np.int64))], name + "_flat"))
+    anchors = SIDE * SIDE * 5 // 4
+    cat = g.node("Concat", flat, "cat", axis=2)
+    bins = g.node("Reshape", [cat, g.tensor("bins_shape", np.array([1, 4, 16, anchors], np.int64))], "bins")
+    g.node("Transpose", [bins], "y", perm=[0, 3, 1, 2])
+    return g.model("y", 0, [1, anchors, 4, 16])
+
+
 MODELS: dict[str, tuple[Callable[[], onnx.ModelProto], set[str]]] = {
     "silu": (_silu, {"lut"}),
     "upsample": (_upsample, {"resize2d", "concat"}),
     "sppf": (_sppf, {"max_pool2d", "concat"}),
     "c2f": (_c2f, {"split", "concat", "add"}),
     "slices": (_slices, {"strided_slice", "resize2d", "concat"}),
+    "dfl_rows": (_dfl_rows, {"concat", "reshape", "permute_dims"}),
 }
 
 
@@ -178,6 +195,11 @@ def test_data_movement_stays_int8(case):
     assert not any(k in n for n in names for k in ("resize", "split", "dequantize_", "sigmoid")), names
     if name in ("upsample", "slices"):
         assert any("repeat" in n for n in names), names
+    if name == "dfl_rows":
+        # The (1, anchors, 4, 16) tensor is the NHWC conv outputs' rows, concatenated: no (1, 64, pixels) copy.
+        assert not any(len(out) == 4 and out[:2] == (1, 64) for _, _, out in calls), calls  # (1, 64, pixels, dtype)
+        assert any("concatenate" in n and ins[:2] == [(1, SIDE * SIDE, 4, 16, "int8"), (1, SIDE * SIDE // 4, 4, 16, "int8")]
+                   for n, ins, _ in calls), calls  # fmt: skip
     if name == "sppf":
         # The concat feeding the 1x1 conv is written as its uint8 operand, row by row, in one kernel.
         part = (1, SIDE, SIDE, 16, "int8")
