@@ -17,7 +17,7 @@
  * with the input padded with its zero point (the padding is folded into the
  * im2col gather here; no separate pad pass).
  *
- * Three inner kernels:
+ * Four inner kernels:
  *  - Cortex-M with the DSP extension (__ARM_FEATURE_DSP): the im2col buffer
  *    holds int16 activations with each group of four reordered as
  *    (a0, a2, a1, a3), so SXTB16 and SXTB16 ROR #8 of a weight word give the
@@ -27,6 +27,9 @@
  *    int16 columns, SMLAL by element into int32 (exact for any K; see
  *    "aarch64 NEON" below); depthwise on an int16 plane with int32 MACs,
  *    the requantization and output tables vectorized.
+ *  - riscv64 (EK_NN_RV64): three channels' weights packed per int64, so one
+ *    64-bit mul + add does three exact MACs in 21-bit lanes (backends/aot_c/
+ *    nn_rv64.py; see "riscv64" below); 5x5 depthwise on packed rows.
  *  - everything else (RV32IMF, the host): 4 channels x EK_NN_NP pixels in
  *    registers. With an FPU the products are accumulated in float32, which
  *    is exact: |x * w| <= 2^14 and the compiler only routes layers with
