@@ -206,13 +206,16 @@ def _evaluate(e: Any, env: dict) -> Any:
     return None if a is None or b is None else ops[kind](a, b)
 
 
-def _access_mask(buffer: Any, starts: list, ends: list, extra: list, dom: dict, unit: int = _LINE) -> np.ndarray:
+def _access_mask(buffer: Any, starts: list, ends: list, extra: list, dom: dict, unit: int = _LINE,
+                 exact: bool = False) -> np.ndarray:  # fmt: skip
     """Which lines (``unit`` bytes each) of ``buffer`` an access touches over the loop ranges ``dom`` (outermost first).
 
     The outer loops are enumerated (up to :data:`_POINTS` iterations), the
     inner ones taken at both ends; each iteration covers the flat range from
     its lowest to its highest index. An index the evaluator does not handle
-    covers the whole buffer.
+    covers the whole buffer, and so does every access with ``exact`` when not
+    all its loops could be enumerated (an index need not be monotone in an
+    inner loop: ``(k % 4) * 16`` peaks in the middle).
     """
     shape = [int(d) for d in buffer.ty.shape]
     dtype = buffer.ty.dtype.dtype
@@ -222,6 +225,8 @@ def _access_mask(buffer: Any, starts: list, ends: list, extra: list, dom: dict, 
     while k < len(loops) and points * (loops[k][1][1] - loops[k][1][0] + 1) <= _POINTS:
         points *= loops[k][1][1] - loops[k][1][0] + 1
         k += 1
+    if exact and k < len(loops):
+        return np.ones(total, bool)
     grids = np.meshgrid(*[np.arange(lo, hi + 1) for _, (lo, hi) in loops[:k]], indexing="ij")
     env = {v: g.ravel() for (v, _), g in zip(loops[:k], grids)}
     corners = [{**env, **{v: r[0] for v, r in loops[k:]}}, {**env, **{v: r[1] for v, r in loops[k:]}}]
@@ -271,7 +276,7 @@ def written_elements_disjoint(func: Any, threads: int) -> bool:
         for t in range(threads):
             mine: np.ndarray | None = None
             for access in walker.boxes.get((param, t, True), []):
-                mine = _union(mine, _access_mask(*access, unit=1))
+                mine = _union(mine, _access_mask(*access, unit=1, exact=True))
             if mine is None:
                 continue
             if seen is not None and (seen[: len(mine)] & mine[: len(seen)]).any():
@@ -330,7 +335,11 @@ def parallel_outer(func: Any, threads: int) -> Any | None:
     def load(node: Any) -> None:
         loads.add(params.get(node.source, -1))
 
-    tvm_ffi.structural_walk(loop, [(tirx.BufferStore, store), (ir.TensorLoad, load),
+    def call(node: Any) -> None:
+        if getattr(getattr(node, "op", None), "name", "") not in _PURE_CALLS:
+            scratch.append(node)  # may write memory the stores do not show
+
+    tvm_ffi.structural_walk(loop, [(tirx.BufferStore, store), (ir.TensorLoad, load), (ir.Call, call),
                                    (tirx.AllocBuffer, lambda n: scratch.append(n))])  # fmt: skip
     if scratch or not stores or -1 in stores or stores & loads:
         return None  # scratch shared by iterations, or an output read back: iterations may depend on each other
@@ -338,6 +347,12 @@ def parallel_outer(func: Any, threads: int) -> Any | None:
     if not all(written_elements_disjoint(new, t) for t in range(2, 9)):
         return None
     return new
+
+
+#: Calls that compute a value and write no memory: the only ones a loop :func:`parallel_outer` splits may make.
+_PURE_CALLS = frozenset({"prim.if_then_else", "tirx.if_then_else", "tirx.buffer_data", "tirx.call_llvm_pure_intrin",
+                         "tirx.reinterpret", "tirx.round", "tirx.shift_left", "tirx.shift_right", "tirx.bitwise_and",
+                         "tirx.bitwise_or", "tirx.bitwise_xor", "tirx.bitwise_not"})  # fmt: skip
 
 
 def _replace_loop(body: Any, loop: Any) -> Any:
