@@ -15,7 +15,10 @@ without VNNI) always qualify: ``2 * 255 * 64 = 32,640``.
 build machine's; :func:`edgekit.core.cpu_features.isa_features`) is x86 with
 AVX2 and neither AVX512-VNNI nor AVX-VNNI nor AVX512BW (whose kernels
 multiply int16 with 512-bit ``vpmaddwd`` and have no ``vpmaddubsw`` form),
-and 8-bit weights everywhere else:
+except the CPUs with one vector multiply port (Haswell, Broadwell, Zen 1 and
+Zen 2: ``vpmaddubsw`` needs a ``vpmaddwd`` by ones after it, so both forms
+do 16 products per cycle there and 7 bits would buy nothing but halved
+weight bytes), and 8-bit weights everywhere else:
 ``vpdpbusd`` adds the products in 32 bits, AArch64's ``smlal``/``sdot`` and
 the MCU kernels multiply int8 in full, and the accelerator and GPU targets
 take the model's int8 as it is. 7 bits cost accuracy (one bit of weight
@@ -37,6 +40,10 @@ __all__ = ["WeightBits", "choose_weight_bits", "weight_range"]
 
 #: x86 extensions with an int8 dot product that adds in 32 bits (LLVM's names).
 VNNI = ("avx512vnni", "avxvnni")
+#: AVX2 CPUs (LLVM ``-mcpu`` names) whose vector integer multiplies all issue on one
+#: port (LLVM's scheduling models; llvm-mca in BENCHMARKS.md, "int8 on AVX2-only
+#: targets": haswell and znver2 give 16 products per cycle with either form).
+ONE_MULTIPLY_PORT = frozenset({"haswell", "core-avx2", "broadwell", "znver1", "znver2"})
 
 
 @dataclass(frozen=True)
@@ -81,6 +88,10 @@ def choose_weight_bits(target: Target | None, asked: int | str = "auto") -> Weig
     if "avx512bw" in features:
         # The AVX-512 kernels multiply int16 (vpmaddwd zmm) whatever the weights: no vpmaddubsw form to enable.
         return WeightBits(8, f"{cpu} has AVX-512 without VNNI: its int8 kernels multiply int16 for any weights")
+    if "avx2" in features and str(tvm_target.attrs.get("mcpu") or "") in ONE_MULTIPLY_PORT:
+        return WeightBits(8, f"{cpu} has one vector multiply port: vpmaddubsw and the vpmaddwd that widens its "
+                             "pairs do 16 products per cycle there, as vpmaddwd on int16 does (llvm-mca), so 7 bits "
+                             "would cost accuracy for no speed")
     if "avx2" in features:
         return WeightBits(7, f"{cpu} has AVX2 without VNNI: vpmaddubsw (32 products per instruction) cannot "
                              "saturate with 7-bit weights; 8-bit ones take vpmaddwd on int16 (16)")

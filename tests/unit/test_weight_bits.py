@@ -27,9 +27,10 @@ def _x86(mcpu: str) -> Target:
 @pytest.mark.parametrize(
     ("mcpu", "bits"),
     [
-        ("haswell", 7),  # AVX2, no VNNI
-        ("znver2", 7),  # the Zen 2 EPYC of this project's CI
-        ("skylake", 7),  # client Skylake: AVX2 only
+        ("haswell", 8),  # AVX2, no VNNI, but one vector multiply port: vpmaddubsw buys no products per cycle
+        ("znver2", 8),  # the Zen 2 EPYC of this project's CI: one multiply port as well
+        ("broadwell", 8),
+        ("skylake", 7),  # client Skylake: AVX2 only, two multiply ports
         ("znver3", 7),
         ("skylake-avx512", 8),  # AVX-512 without VNNI: int16 vpmaddwd zmm kernels, no vpmaddubsw form
         ("icelake-server", 8),  # AVX512-VNNI
@@ -51,9 +52,11 @@ def test_auto_keeps_8_bits_off_x86(board: str) -> None:
 
 def test_no_board_and_explicit_widths() -> None:
     assert choose_weight_bits(None).bits == 8
-    assert choose_weight_bits(_x86("haswell"), 8).bits == 8
+    assert choose_weight_bits(_x86("skylake"), 8).bits == 8
+    assert choose_weight_bits(_x86("haswell"), 7).bits == 7
     assert choose_weight_bits(_x86("icelake-server"), 7).bits == 7
-    assert "asked for" in choose_weight_bits(_x86("haswell"), 8).reason
+    assert "asked for" in choose_weight_bits(_x86("skylake"), 8).reason
+    assert "one vector multiply port" in choose_weight_bits(_x86("znver2")).reason
 
 
 @pytest.mark.parametrize(("flags", "bits"), [(AVX2_FLAGS, 7), (VNNI_FLAGS, 8)])
