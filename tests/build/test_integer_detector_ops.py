@@ -86,6 +86,18 @@ def _upsample() -> onnx.ModelProto:
     return g.model("y", 8)
 
 
+def _csp() -> onnx.ModelProto:
+    """YOLOX's neck: an upsampled map concatenated with a lateral one, the concat read by two 1x1 convs."""
+    g = _Graph(7)
+    g.nodes.append(helper.make_node("MaxPool", ["x"], ["half"], kernel_shape=[2, 2], strides=[2, 2]))
+    low = g.conv("half", 4, 16, "low")
+    up = g.node("Resize", [low, "", g.tensor("scales", np.array([1, 1, 2, 2], np.float32))], "up", mode="nearest",
+                coordinate_transformation_mode="asymmetric", nearest_mode="floor")  # fmt: skip
+    cat = g.node("Concat", [up, g.conv("x", 4, 16, "lateral")], "cat", axis=1)
+    g.node("Add", [g.conv(cat, 32, 8, "left"), g.conv(cat, 32, 8, "right")], "y")
+    return g.model("y", 8)
+
+
 def _sppf() -> onnx.ModelProto:
     """YOLOv8's SPPF: three chained 5x5 stride-1 max pools, all four maps concatenated."""
     g = _Graph(3)
@@ -152,6 +164,7 @@ MODELS: dict[str, tuple[Callable[[], onnx.ModelProto], set[str]]] = {
     "c2f": (_c2f, {"split", "concat", "add"}),
     "slices": (_slices, {"strided_slice", "resize2d", "concat"}),
     "dfl_rows": (_dfl_rows, {"concat", "reshape", "permute_dims"}),
+    "csp": (_csp, {"resize2d", "concat", "add"}),
 }
 
 
@@ -200,10 +213,17 @@ def test_data_movement_stays_int8(case):
         assert not any(len(out) == 4 and out[:2] == (1, 64) for _, _, out in calls), calls  # (1, 64, pixels, dtype)
         assert any("concatenate" in n and ins[:2] == [(1, SIDE * SIDE, 4, 16, "int8"), (1, SIDE * SIDE // 4, 4, 16, "int8")]
                    for n, ins, _ in calls), calls  # fmt: skip
+    if name == "csp":
+        # One NHWC concat for both readers: no NCHW (1, 32, H, W) copy, each conv's operand written row by row.
+        assert not any(out[:2] == (1, 32) for _, _, out in calls), calls
+        assert [n for n, _, out in calls if out == (1, SIDE, SIDE, 32, "uint8")] == ["pad_rows"] * 2, calls
     if name == "sppf":
         # The concat feeding the 1x1 conv is written as its uint8 operand, row by row, in one kernel.
         part = (1, SIDE, SIDE, 16, "int8")
         assert ("pad_rows", [part] * 4, (1, SIDE, SIDE, 64, "uint8")) in calls, calls
+        # The pools run on the NHWC tensors, between NHWC convs: no transpose to NCHW and back.
+        pools = [ins for n, ins, _ in calls if n.startswith("max_pool2d")]
+        assert len(pools) == 3 and all(ins == [part] for ins in pools), calls
     if name in ("c2f", "slices"):
         # The slices read the NHWC conv output (16 channels last), not a transposed copy of it.
         slices = [ins for n, ins, _ in calls if n.startswith("strided_slice")]

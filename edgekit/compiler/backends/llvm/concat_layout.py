@@ -78,7 +78,8 @@ def _nhwc(m: Any, x: Any, depth: int = 0) -> Any:
 
 def _concat_to_nhwc(m: Any, call: Any) -> Any:
     """``permute_dims(pad(concat(parts, axis=1)), [0, 2, 3, 1])`` (or without the pad) of 4-D tensors as
-    ``pad(concat(nhwc(parts), axis=3))``, where the concat (and the pad) have no other reader; else None."""
+    ``pad(concat(nhwc(parts), axis=3))``, where the concat (and the pad) have no other reader -- or, without a
+    pad, where every reader of the concat transposes it so (one NHWC concat for all); else None."""
     from tvm import relax
     from tvm.relax import op as R
 
@@ -98,9 +99,12 @@ def _concat_to_nhwc(m: Any, call: Any) -> Any:
         return None
     parts = cat.args[0]
     parts = bound_value(m, parts) if isinstance(parts, relax.Var) else parts
-    if m.uses.get(cat_var, 0) != 1 or not isinstance(parts, relax.Tuple):
+    readers = m.uses.get(cat_var, 0)
+    if not isinstance(parts, relax.Tuple) or (readers != 1 and (pad is not None or m.nhwc_reads.get(cat_var) != readers)):
         return None
-    nhwc = m.builder_.emit(R.concat([_nhwc(m, p) for p in parts.fields], axis=3))
+    if cat_var not in m.nhwc_of:  # a concat every reader of which transposes it (YOLOX's CSP blocks: two convs)
+        m.nhwc_of[cat_var] = m.builder_.emit(R.concat([_nhwc(m, p) for p in parts.fields], axis=3))
+    nhwc = m.nhwc_of[cat_var]
     if pad is None:
         return nhwc
     w = [int(v) for v in pad.attrs.pad_width]
@@ -173,6 +177,19 @@ def _anchor_rows(m: Any, call: Any) -> Any:
     return None if any(r is None for r in rows) else R.concat(rows, axis=1)
 
 
+def _nhwc_reads(mod: Any) -> dict[Any, int]:
+    """How many ``permute_dims(v, [0, 2, 3, 1])`` read each variable ``v`` of ``mod``'s Relax functions."""
+    from tvm import relax
+
+    reads: dict[Any, int] = {}
+    for func in mod.functions.values():
+        if isinstance(func, relax.Function):
+            for value in relax.analysis.get_var2val(func).values():
+                if is_call(value, "relax.permute_dims") and _axes(value) == TO_NHWC and isinstance(value.args[0], relax.Var):
+                    reads[value.args[0]] = reads.get(value.args[0], 0) + 1
+    return reads
+
+
 def _permute(m: Any, call: Any) -> Any:
     new = _concat_to_nhwc(m, call)
     return _anchor_rows(m, call) if new is None else new
@@ -184,5 +201,6 @@ def nhwc_concat_pass() -> Any:
 
     def setup(mutator: Any) -> None:
         mutator.uses = use_counts(mutator.builder_.get())
+        mutator.nhwc_reads, mutator.nhwc_of = _nhwc_reads(mutator.builder_.get()), {}
 
     return calls_rewrite_pass({"relax.permute_dims": _permute}, "EdgekitNhwcConcat", setup)

@@ -20,6 +20,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from edgekit.compiler.relax_rewrite import (
+    TO_NCHW,
     bound_value,
     call_rewrite_pass,
     calls_rewrite_pass,
@@ -248,6 +249,27 @@ def _slice_through(m: Any, call: Any) -> Any:
     return relax.op.permute_dims(m.builder_.emit(moved), perm)
 
 
+def _max_pool_through(m: Any, call: Any) -> Any:
+    """An int8 NCHW ``max_pool2d(permute(x, [0, 3, 1, 2]))`` of an NHWC ``x`` as the permuted NHWC pool of ``x``.
+
+    The integer lowering pools the int8 table output of a SiLU (YOLO's SPP and
+    SPPF); ``ConvertLayout`` has no rule for the table's ``take``, so the pool
+    stayed NCHW between NHWC convs with a transpose each way.
+    """
+    from tvm import relax
+
+    found = permuted(m, call.args[0])
+    a = call.attrs
+    if (found is None or found[1] != TO_NCHW or str(getattr(call.ty, "dtype", "")) != "int8" or str(a.layout) != "NCHW"
+            or str(a.out_layout or a.layout) != "NCHW"):  # fmt: skip
+        return None
+    pooled = relax.op.nn.max_pool2d(
+        found[0], [int(v) for v in a.pool_size], [int(v) for v in a.strides], [int(v) for v in a.padding],
+        [int(v) for v in a.dilation], bool(a.ceil_mode), bool(a.count_include_pad), layout="NHWC", out_layout="NHWC",
+    )  # fmt: skip
+    return relax.op.permute_dims(m.builder_.emit(pooled), TO_NCHW)
+
+
 def _cancel_pair(m: Any, call: Any) -> Any:
     """``permute(permute(x, p), q)`` as ``x`` when ``q`` undoes ``p``."""
     found = permuted(m, call.args[0])
@@ -266,14 +288,16 @@ def cancel_transposes_pass() -> Any:
     index before every table and one back after it (SqueezeNet int8 spent
     a sixth of its time there). ``take(table, permute(i))`` is
     ``permute(take(table, i))`` for a 1-D table; the transpose then meets
-    its inverse and both go. Pads, casts, int8 slices and elementwise binary
-    ops with a scalar or a same-permuted operand let it through the same way.
+    its inverse and both go. Pads, casts, int8 slices and max pools and
+    elementwise binary ops with a scalar or a same-permuted operand let it
+    through the same way.
     """
     rewrites = {
         "relax.take": _take_through,
         "relax.nn.pad": _pad_through,
         "relax.astype": _cast_through,
         "relax.strided_slice": _slice_through,
+        "relax.nn.max_pool2d": _max_pool_through,
         **{f"relax.{name}": _binary_through for name in _BINARY_OPS},
         "relax.permute_dims": _cancel_pair,
     }
