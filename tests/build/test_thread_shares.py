@@ -21,8 +21,8 @@ from tvm.script import relax as R
 from tvm.script import tirx as T
 
 from edgekit.compiler.backends.llvm.relax_build import _lowering_passes
-from edgekit.compiler.backends.llvm.thread_shares import local_fraction, parallel_outer, thread_lines
-from edgekit.compiler.backends.llvm.threads import _has_parallel, kernel_work, serial_small_kernels_pass
+from edgekit.compiler.backends.llvm.thread_shares import has_parallel, local_fraction, parallel_outer, thread_lines
+from edgekit.compiler.backends.llvm.threads import kernel_work, serial_small_kernels_pass
 
 # fmt: off
 @I.ir_module
@@ -77,7 +77,7 @@ def _split(threads: int) -> tvm.IRModule:
 
 
 def _parallel(mod: tvm.IRModule) -> set[str]:
-    return {gv.name_hint for gv, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc) and _has_parallel(f.body)}
+    return {gv.name_hint for gv, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc) and has_parallel(f.body)}
 
 
 def test_two_cores_put_the_serial_neighbour_on_the_producers_split() -> None:
@@ -101,7 +101,7 @@ def test_one_core_changes_nothing() -> None:
 def test_parallel_outer_refuses_iterations_that_share_elements() -> None:
     # channel_max with its loop serial: every iteration reads and writes Y -> not split.
     serial_max = Chain["channel_max"].with_body(_split(1)["channel_max"].body)
-    assert not _has_parallel(serial_max.body)
+    assert not has_parallel(serial_max.body)
     assert parallel_outer(serial_max, 2) is None
     assert parallel_outer(Chain["flip"], 2) is not None
 

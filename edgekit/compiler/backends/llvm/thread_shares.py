@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SHARED_MIN_BYTES", "aligned_parallel", "local_fraction", "parallel_outer", "thread_lines"]
+__all__ = ["SHARED_MIN_BYTES", "aligned_parallel", "has_parallel", "local_fraction", "parallel_outer", "thread_lines"]
 
 logger = logging.getLogger(__name__)
 
@@ -316,7 +316,7 @@ def parallel_outer(func: Any, threads: int) -> Any | None:
     import tvm_ffi
     from tvm import ir, tirx
 
-    if _has_kind(func.body, tirx.ForKind.PARALLEL):
+    if has_parallel(func.body):
         return None
     loop = _first_loop(func.body)
     if loop is None or loop.kind != tirx.ForKind.SERIAL or _const(loop.min) != 0:
@@ -382,12 +382,13 @@ def _first_loop(s: Any) -> Any | None:
     return found[0] if found else None
 
 
-def _has_kind(s: Any, kind: Any) -> bool:
+def has_parallel(s: Any) -> bool:
+    """True if statement ``s`` has a ``parallel`` loop anywhere."""
     import tvm_ffi
     from tvm import tirx
 
     found: list[bool] = []
-    tvm_ffi.structural_walk(s, [(tirx.For, lambda f: found.append(f.kind == kind))])
+    tvm_ffi.structural_walk(s, [(tirx.For, lambda f: found.append(f.kind == tirx.ForKind.PARALLEL))])
     return any(found)
 
 

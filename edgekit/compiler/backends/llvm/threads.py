@@ -221,15 +221,6 @@ def _stride(index: Any, vec: _Vector) -> int | None:
     return int(coeff[0].value) if coeff and isinstance(coeff[0], tirx.IntImm) else None
 
 
-def _has_parallel(stmt: Any) -> bool:
-    import tvm_ffi
-    from tvm import tirx
-
-    found = []
-    tvm_ffi.structural_walk(stmt, [(tirx.For, lambda f: found.append(f.kind == tirx.ForKind.PARALLEL))])
-    return any(found)
-
-
 def _serial(func: Any) -> Any:
     """``func`` with every ``parallel`` loop serial."""
     import tvm_ffi
@@ -260,6 +251,8 @@ def serial_small_kernels_pass(target: Any = None, min_work: float = PARALLEL_MIN
     """
     import tvm
 
+    from edgekit.compiler.backends.llvm.thread_shares import has_parallel
+
     @tvm.transform.module_pass(opt_level=0, name="EdgekitSerialSmallKernels")
     def apply(mod: Any, _ctx: Any) -> Any:
         chosen = target if target is not None else tvm.target.Target.current(allow_none=True)
@@ -269,7 +262,7 @@ def serial_small_kernels_pass(target: Any = None, min_work: float = PARALLEL_MIN
         for gv, func in list(mod.functions_items()):
             if not isinstance(func, tvm.tirx.PrimFunc):
                 continue
-            if _has_parallel(func.body):
+            if has_parallel(func.body):
                 if kernel_work(func, bits) < min_work:
                     small[gv.name_hint] = func
                 else:
