@@ -52,7 +52,7 @@ def split_bounds(size: int, indices_or_sections: object) -> list[tuple[int, int]
     ``indices_or_sections``: the number of equal pieces (an int) or the split
     points (a list), as ``relax.split``'s attribute holds them.
     """
-    if isinstance(indices_or_sections, (list, tuple)) or hasattr(indices_or_sections, "__len__"):
+    if hasattr(indices_or_sections, "__len__"):  # a list, tuple or TVM Array of split points
         points = [int(i) for i in indices_or_sections]  # type: ignore[union-attr]
     else:
         n = int(indices_or_sections)  # type: ignore[call-overload]
