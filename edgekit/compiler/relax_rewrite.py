@@ -107,12 +107,12 @@ def mutator_pass(mutator_cls: Any, pass_name: str, setup: Any = None) -> Any:
     return apply
 
 
-def static_shape(expr: Any, dtype: str) -> list[int] | None:
-    """The static shape of a ``dtype`` Relax tensor, None for anything else."""
+def static_shape(expr: Any, dtype: str | None = None) -> list[int] | None:
+    """The static shape of a ``dtype`` Relax tensor (any dtype: ``None``), None for anything else."""
     from tvm import relax
 
     t = expr.ty
-    if not isinstance(t, relax.TensorType) or str(t.dtype) != dtype or t.shape is None:
+    if not isinstance(t, relax.TensorType) or (dtype is not None and str(t.dtype) != dtype) or t.shape is None:
         return None
     try:
         return [int(v) for v in t.shape.values]

@@ -35,6 +35,7 @@ from edgekit.compiler.relax_rewrite import (
     const_value,
     is_call,
     permuted,
+    static_shape,
     use_counts,
 )
 
@@ -122,7 +123,7 @@ def _pixel_rows(m: Any, part: Any, split: tuple[int, int], depth: int = 0) -> An
         return None
     if is_call(value, "relax.reshape"):
         source = permuted(m, value.args[0])
-        shape = None if source is None or source[1] != TO_NCHW else static_shape_of(source[0])
+        shape = None if source is None or source[1] != TO_NCHW else static_shape(source[0])
         if shape is None or len(shape) != 4 or shape[0] != 1 or shape[3] != split[0] * split[1]:
             return None
         return m.builder_.emit(R.reshape(source[0], (1, shape[1] * shape[2], *split)))
@@ -137,14 +138,6 @@ def _pixel_rows(m: Any, part: Any, split: tuple[int, int], depth: int = 0) -> An
         inner = _pixel_rows(m, value.args[0], split, depth + 1)
         return None if inner is None else m.builder_.emit(relax.Call(value.op, [inner, value.args[1]]))
     return None
-
-
-def static_shape_of(expr: Any) -> list[int] | None:
-    """The static shape of a Relax tensor, None when it has none."""
-    try:
-        return [int(v) for v in expr.ty.shape.values]
-    except (TypeError, AttributeError):
-        return None
 
 
 def _anchor_rows(m: Any, call: Any) -> Any:
@@ -165,7 +158,7 @@ def _anchor_rows(m: Any, call: Any) -> Any:
     reshape = bound_value(m, call.args[0])
     if _axes(call) != TO_NCHW or not is_call(reshape, "relax.reshape") or m.uses.get(call.args[0], 0) != 1:
         return None
-    out = static_shape_of(reshape)
+    out = static_shape(reshape)
     cat = bound_value(m, reshape.args[0])
     if out is None or len(out) != 4 or out[0] != 1 or not is_call(cat, "relax.concat") or m.uses.get(reshape.args[0], 0) != 1:
         return None
