@@ -132,6 +132,8 @@ def _int8_choice_rows(table: Table, choice: "Int8Choice | None") -> None:
         bought = _speedup_words(choice)
         table.add_row("", f"whole model: {times}{f' ({bought})' if bought else ''}; "
                       f"{choice.extra_seconds:.1f} s of compile time")
+    if noise := choice.noise.in_words():  # load from other processes while timing
+        table.add_row("", noise + (f"; {choice.noise.advice}" if choice.noise.advice else ""))
     if choice.source == "unknown":
         table.add_row("", "what int8 buys there is measured on the board: compile the model with --int8-choice fp32 "
                       "too and `edgekit bench` both packages with --port (an emulator's time is not the board's)")

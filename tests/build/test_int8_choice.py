@@ -419,9 +419,13 @@ def test_measured_choice_agrees_with_its_own_times(models, tmp_path, capsys):
     assert choice["timed_layers"], choice
     for layer in choice["timed_layers"]:
         assert layer["int8_ms"] > 0 and layer["fp32_ms"] > 0
-        if choice["decision"] != "fp32":
+        if choice["decision"] != "fp32" and "timing unreliable" not in layer["reason"]:
             kept_fp32 = layer["fp32_ms"] < layer["int8_ms"] * (1 - LAYER_MARGIN)
             assert (layer["kept"] == "fp32") == (kept_fp32 and choice["decision"] == "mixed"), layer
     t = choice["model_ms"]
-    assert t[choice["decision"]] == min(t.values()), t  # the kept build is never slower than the others
+    if choice["noise"]["status"] == "noisy":  # other jobs loaded this machine: int8 unless fp32 won every round
+        assert choice["decision"] != "mixed" and choice["noise"]["advice"], choice
+    else:
+        assert t[choice["decision"]] == min(t.values()), t  # the kept build is never slower than the others
+    assert choice["noise"]["measurements"] >= 1 and choice["noise"]["rounds"] >= 5
     assert isinstance(HostTimer.timing, str) and choice["timing"] == HostTimer.timing

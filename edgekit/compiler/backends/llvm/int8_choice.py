@@ -12,7 +12,8 @@ the same graph:
    :func:`edgekit.frontend.qdq_graph.layer_subgraph`), built int8 and with the
    layer in float (:func:`~edgekit.frontend.qdq_graph.float_layers`: the
    conversions at its boundary included), and both are timed with TVM's
-   ``time_evaluator``, interleaved, 10th percentile. Layers of the same shape
+   ``time_evaluator``, interleaved, 10th percentile of the rounds that other
+   processes did not disturb (:mod:`.steady_timing`). Layers of the same shape
    are timed once; the largest layers go first and the phase stops at
    :attr:`~edgekit.compiler.backend.CompileOptions.int8_choice_budget_s`
    (layers not reached stay int8, the report counts them). A layer whose fp32
@@ -23,6 +24,14 @@ the same graph:
    (:func:`~edgekit.frontend.qdq_graph.float_model`) are timed side by side;
    the faster of int8 and mixed is taken, unless the fp32 build is faster
    still, then the whole model is compiled in fp32.
+
+Where load from other processes leaves a measurement unreliable after
+re-measuring (:attr:`~.steady_timing.Timing.reliable`), nothing goes to fp32
+on its account: such a layer stays int8, a mixed build is not taken, and the
+whole model goes to fp32 only if its fp32 build won every round (and on one
+thread, :attr:`~.steady_timing.Timing.check`). The manifest's
+``int8_choice.noise`` and the report say so, with what to do
+(:data:`NOISE_ADVICE`).
 
 A target that cannot run here (another ISA, a CPU with features this one
 lacks) is not measured and no cost model is claimed for it: every layer stays
@@ -52,6 +61,13 @@ import onnx
 
 from edgekit.compiler.backend import INT8_CHOICES, BuildResult, ChosenBuild, CompileOptions, ProgressFn
 from edgekit.compiler.backends.llvm.pipeline import build as build_llvm
+from edgekit.compiler.backends.llvm.steady_timing import (
+    PERCENTILE,
+    Timing,
+    TimingNoise,
+    TimingPolicy,
+    measure_interleaved,
+)
 from edgekit.core import cpu_features
 from edgekit.core.errors import CompileError
 from edgekit.frontend.legalize import legalize_prepared
@@ -70,6 +86,9 @@ __all__ = [
     "Int8Choice",
     "LayerCost",
     "LayerProbe",
+    "MODEL_POLICY",
+    "LAYER_POLICY",
+    "NOISE_ADVICE",
     "TIMED_OPS",
     "choose",
     "choose_precision",
@@ -98,8 +117,14 @@ ROUNDS = 5
 REPEAT = 5
 #: Each timing repeats the call until it lasts this long (tiny layers).
 MIN_REPEAT_MS = 1
-#: The low percentile of all timings that is a variant's time.
-PERCENTILE = 10
+#: Side-by-side measurements on a loaded machine (:mod:`.steady_timing`): a
+#: single layer may wait a few seconds for a burst of load to pass (the layer
+#: phase's budget bounds them all), a whole-model comparison longer.
+LAYER_POLICY = TimingPolicy(rounds=ROUNDS, max_seconds=5.0)
+MODEL_POLICY = TimingPolicy(rounds=ROUNDS, max_seconds=20.0)
+#: What a user can do when the timing stayed noisy (report and manifest).
+NOISE_ADVICE = ("the choice kept int8 where the timing could not tell; for the fastest package recompile on an "
+                "idle machine, or choose with --int8-choice int8 or --int8-choice fp32")
 #: Significant digits of the times in the manifest (text shows 4 or more, :func:`ms_texts`).
 JSON_DIGITS = 6
 
@@ -186,19 +211,28 @@ class CostProvider(Protocol):
     """Times layers and whole builds in int8 and fp32 (measured or modeled).
 
     ``source`` is ``measured``, ``modeled`` or ``unknown`` (no costs: every
-    layer stays int8).
+    layer stays int8). A provider that measures returns a
+    :class:`~edgekit.compiler.backends.llvm.steady_timing.Timing`, which says
+    whether the times can be relied on (:attr:`Timing.reliable`); plain
+    numbers are taken as given (a cost model).
     """
 
     source: str
     timing: str
 
-    def layer_times(self, probe: LayerProbe) -> tuple[float, float] | None:
-        """``(int8_ms, fp32_ms)`` of one layer, or None when it cannot be timed."""
+    def layer_times(self, probe: LayerProbe) -> "tuple[float, float] | Timing | None":
+        """``(int8_ms, fp32_ms)`` of one layer (or their Timing), None when it cannot be timed."""
         ...
 
-    def model_times(self, builds: Mapping[str, BuildResult], prepared: "PreparedModel") -> dict[str, float]:
-        """Time (ms) of each whole build, by variant name (``int8``, ``mixed``, ``fp32``)."""
+    def model_times(self, builds: Mapping[str, BuildResult],
+                    prepared: "PreparedModel") -> "Mapping[str, float] | Timing":  # fmt: skip
+        """Time (ms) of each whole build, by variant name (``int8``, ``mixed``, ``fp32``), or their Timing."""
         ...
+
+
+def _as_timing(value: "Mapping[str, float] | Timing") -> Timing:
+    """A provider's answer as a :class:`Timing` (numbers given: reliable)."""
+    return value if isinstance(value, Timing) else Timing.trusted(value)
 
 
 @dataclass
@@ -223,6 +257,8 @@ class Int8Choice(Section):
             (see :data:`TIMED_OPS`); they stay int8.
         extra_seconds: Compile time the choice added.
         timing: How times were obtained.
+        noise: How steady the timings were (load from other processes);
+            status ``""`` in packages from before it.
     """
 
     mode: str
@@ -236,6 +272,7 @@ class Int8Choice(Section):
     elementwise: int = 0
     extra_seconds: float = 0.0
     timing: str = ""
+    noise: TimingNoise = field(default_factory=TimingNoise)
 
     KEY: ClassVar[str] = "int8_choice"
 
@@ -268,6 +305,7 @@ class Int8Choice(Section):
             "elementwise": self.elementwise,
             "extra_seconds": round(self.extra_seconds, 2),
             "timing": self.timing,
+            "noise": self.noise.to_json(),
         }
 
     @classmethod
@@ -284,6 +322,7 @@ class Int8Choice(Section):
             model_ms={k: float(v) for k, v in model_ms.items()}, candidates=r.get("candidates", int, 0),
             not_timed=r.get("not_timed", int, 0), elementwise=r.get("elementwise", int, 0),
             extra_seconds=float(r.get("extra_seconds", float, 0.0)), timing=r.get("timing", str, ""),
+            noise=TimingNoise.from_json(r.get("noise", dict, {}), where=where),
         )  # fmt: skip
 
 
@@ -337,12 +376,43 @@ def interleaved_times(vms: Mapping[str, Any], rounds: int = ROUNDS) -> dict[str,
     return {k: float(np.percentile(v, PERCENTILE)) for k, v in samples.items()}
 
 
+def steady_times(vms: Mapping[str, Any], policy: TimingPolicy = MODEL_POLICY, threads: int = 0, *,
+                 one_thread_check: bool = True) -> Timing:
+    """Each VM's ``main`` timed side by side, rounds disturbed by load left
+    out and re-measured (:func:`~edgekit.compiler.backends.llvm.steady_timing.measure_interleaved`);
+    where that stays unreliable on ``threads`` (0: every core) > 1 threads,
+    timed again on one thread (:attr:`Timing.check`) if ``one_thread_check``."""
+    import tvm
+
+    from edgekit.core.threads import configure_tvm_threads, usable_cores
+
+    dev = tvm.cpu()
+    for vm in vms.values():
+        vm.invoke_stateful("main")  # warm-up
+
+    def once(key: str) -> list[float]:
+        timer = vms[key].time_evaluator("invoke_stateful", dev, number=1, repeat=REPEAT, min_repeat_ms=MIN_REPEAT_MS)
+        return [float(x) * 1e3 for x in timer("main").results]
+
+    timing = measure_interleaved(once, list(vms), policy)
+    if timing.reliable or not one_thread_check or (threads or usable_cores()) < 2:
+        return timing
+    configure_tvm_threads(1)
+    try:
+        return replace(timing, check=measure_interleaved(once, list(vms), policy))
+    finally:
+        configure_tvm_threads(threads)
+
+
 class HostTimer:
     """Measures on this machine (the target must :func:`runs_here`)."""
 
     source = "measured"
-    timing = (f"TVM time_evaluator on this machine, {ROUNDS} interleaved rounds x {REPEAT} timings "
-              f"(each >= {MIN_REPEAT_MS:g} ms), {PERCENTILE}th percentile")  # fmt: skip
+    timing = (f"TVM time_evaluator on this machine, interleaved rounds of {REPEAT} timings (each >= "
+              f"{MIN_REPEAT_MS:g} ms), {PERCENTILE}th percentile of the rounds not disturbed by load "
+              f"(CPU pressure or a round > {MODEL_POLICY.tolerance:.0%} above the best); at least "
+              f"{MODEL_POLICY.min_clean} of them, re-measured after pauses for up to "
+              f"{LAYER_POLICY.max_seconds:g} s (a layer) or {MODEL_POLICY.max_seconds:g} s (the builds)")  # fmt: skip
 
     def __init__(self, target: "Target", threads: int = 0) -> None:
         self.target = target
@@ -364,20 +434,20 @@ class HostTimer:
         vm.set_input("main", *args, *built.params)
         return vm
 
-    def layer_times(self, probe: LayerProbe) -> tuple[float, float] | None:
+    def layer_times(self, probe: LayerProbe) -> Timing | None:
         try:
             vms = {"int8": self._vm(probe.int8), "fp32": self._vm(probe.fp32)}
         except Exception as exc:  # a layer that does not build alone is left int8
             logger.info("int8 choice: layer %s not timed alone (%s)", probe.node, str(exc).splitlines()[0][:200])
             return None
-        t = interleaved_times(vms)
-        return t["int8"], t["fp32"]
+        # An unreliable layer stays int8 whatever one thread says: no check.
+        return steady_times(vms, LAYER_POLICY, self.threads, one_thread_check=False)
 
-    def model_times(self, builds: Mapping[str, BuildResult], prepared: "PreparedModel") -> dict[str, float]:
+    def model_times(self, builds: Mapping[str, BuildResult], prepared: "PreparedModel") -> Timing:
         inputs = _random_inputs(prepared.inputs)
         with tempfile.TemporaryDirectory(prefix="edgekit-int8-choice-") as tmp:
             vms = {name: vm_of_members(b.members, inputs, Path(tmp) / f"{name}.so") for name, b in builds.items()}
-            return interleaved_times(vms)
+            return steady_times(vms, MODEL_POLICY, self.threads)
 
 
 def vm_of_members(members: Mapping[str, bytes], inputs: Sequence[np.ndarray], lib_path: Path) -> Any:
@@ -480,7 +550,7 @@ def _bar(done: int, total: int, width: int = 20) -> str:
 def _time_layers(choice: Int8Choice, probes: Sequence[LayerProbe], cost: CostProvider, budget_s: float,
                  progress: ProgressFn) -> None:  # fmt: skip
     started = time.perf_counter()
-    seen: dict[tuple[Any, ...], tuple[float, float] | None] = {}
+    seen: dict[tuple[Any, ...], Timing | None] = {}
     for k, probe in enumerate(probes):
         if time.perf_counter() - started > budget_s:
             choice.not_timed += len(probes) - k
@@ -488,14 +558,21 @@ def _time_layers(choice: Int8Choice, probes: Sequence[LayerProbe], cost: CostPro
         progress("int8-choice", f"{_bar(k, len(probes))} timing {probe.op_type} {probe.node} in int8 and fp32")
         sig = _signature(probe.int8)
         if sig not in seen:
-            seen[sig] = cost.layer_times(probe)
-        times = seen[sig]
-        if times is None:
+            times = cost.layer_times(probe)
+            seen[sig] = None if times is None else _as_timing(
+                times if isinstance(times, Timing) else {"int8": times[0], "fp32": times[1]})
+            if seen[sig] is not None:
+                choice.noise.add(seen[sig])
+        timing = seen[sig]
+        if timing is None:
             choice.not_timed += 1
             continue
-        t8, t32 = times
+        t8, t32 = timing.ms["int8"], timing.ms["fp32"]
         entry = LayerCost(probe.node, probe.op_type, t8, t32, cost.source)
-        if t32 < t8 * (1 - LAYER_MARGIN):
+        if not timing.reliable:  # a burst of load, not the layer: int8 is the safe side
+            entry.reason = (f"timing unreliable (load: slowest round {timing.spread:.1f}x the fastest, "
+                            f"{timing.disturbed} of {len(timing.clean)} rounds disturbed), so kept int8")  # fmt: skip
+        elif t32 < t8 * (1 - LAYER_MARGIN):
             entry.kept, entry.reason = "fp32", f"fp32 {t8 / t32:.2f}x faster than int8 for this layer alone"
         else:
             entry.reason = "int8 not slower" if t8 <= t32 else f"fp32 faster by less than the {LAYER_MARGIN:.0%} noise margin"
@@ -505,10 +582,22 @@ def _time_layers(choice: Int8Choice, probes: Sequence[LayerProbe], cost: CostPro
 BuildFn = Callable[["PreparedModel", ProgressFn], BuildResult]
 
 
-def _decide(choice: Int8Choice, ops: Mapping[str, str], names: Sequence[str]) -> None:
+def _all_layers_fp32(choice: Int8Choice, ops: Mapping[str, str], names: Sequence[str]) -> None:
+    by_node = {c.node: c for c in choice.layers}
+    choice.layers = [by_node.get(n) or LayerCost(n, ops[n], None, None, choice.source) for n in names]
+    for c in choice.layers:
+        c.kept, c.reason = "fp32", "whole model in fp32 (whole-model guard)"
+
+
+def _decide(choice: Int8Choice, ops: Mapping[str, str], names: Sequence[str], timing: Timing | None = None) -> None:
     """The faster of int8 and mixed, unless the fp32 build is faster still
-    (the whole-model guard); from :attr:`Int8Choice.model_ms`."""
+    (the whole-model guard); from :attr:`Int8Choice.model_ms`. Where
+    ``timing`` is unreliable (load), int8 everywhere unless the fp32 build
+    won every round (:func:`_decide_noisy`)."""
     t = choice.model_ms
+    if timing is not None and not timing.reliable and "int8" in t:
+        _decide_noisy(choice, ops, names, timing)
+        return
     fp32_names = [c.node for c in choice.fp32_layers]
     best = "mixed" if "mixed" in t and t["mixed"] < t.get("int8", float("inf")) else "int8"
     text = dict(zip(t, ms_texts(list(t.values()))))
@@ -516,10 +605,7 @@ def _decide(choice: Int8Choice, ops: Mapping[str, str], names: Sequence[str]) ->
         choice.decision = "fp32"
         choice.reason = (f"whole-model guard: the fp32 build ({text['fp32']}) is faster than the "
                          f"{best} build ({text[best]})")  # fmt: skip
-        by_node = {c.node: c for c in choice.layers}
-        choice.layers = [by_node.get(n) or LayerCost(n, ops[n], None, None, choice.source) for n in names]
-        for c in choice.layers:
-            c.kept, c.reason = "fp32", "whole model in fp32 (whole-model guard)"
+        _all_layers_fp32(choice, ops, names)
         return
     times = ", ".join(f"{k} {v}" for k, v in text.items()) or "no other build to compare"
     if best == "mixed":
@@ -535,6 +621,25 @@ def _decide(choice: Int8Choice, ops: Mapping[str, str], names: Sequence[str]) ->
         why = "no mixed build was measured"
     for c in fp32_layers:
         c.kept, c.reason = "int8", f"{c.reason}, but {why}"
+
+
+def _decide_noisy(choice: Int8Choice, ops: Mapping[str, str], names: Sequence[str], timing: Timing) -> None:
+    """The whole-model times stayed unreliable: no layer goes to fp32 on their
+    account (a mixed build is never taken), and the whole model only where the
+    fp32 build beat the int8 build by the margin in every round measured."""
+    rounds = len(timing.clean)
+    noise = (f"the whole-model timing stayed unreliable under load (slowest round {timing.spread:.1f}x the "
+             f"fastest, {timing.disturbed} of {rounds} rounds disturbed)")  # fmt: skip
+    if "fp32" in timing.ms and timing.consistently_faster("fp32", "int8", LAYER_MARGIN):
+        choice.decision = "fp32"
+        choice.reason = (f"whole-model guard: the fp32 build was faster than the int8 build in every one of "
+                         f"{rounds} rounds, though {noise}")  # fmt: skip
+        _all_layers_fp32(choice, ops, names)
+        return
+    choice.decision = "int8"
+    choice.reason = f"kept int8: {noise}, and int8 is the safe side"
+    for c in choice.fp32_layers:
+        c.kept, c.reason = "int8", f"{c.reason}, but the whole-model timing was unreliable"
 
 
 def choose(
@@ -631,6 +736,16 @@ def choose_precision(
     return ChosenBuild(final, result, choice.to_json())
 
 
+def _model_timing(choice: Int8Choice, cost: CostProvider, builds: Mapping[str, BuildResult],
+                  prepared: "PreparedModel") -> Timing | None:  # fmt: skip
+    """The whole builds timed side by side (None with only the int8 build), counted in the choice's noise."""
+    if len(builds) < 2:
+        return None
+    timing = _as_timing(cost.model_times(builds, prepared))
+    choice.noise.add(timing)
+    return timing
+
+
 def _choose_measured(prepared: "PreparedModel", model: onnx.ModelProto, names: list[str], choice: Int8Choice,
                      cost: CostProvider, options: CompileOptions, build: BuildFn, progress: ProgressFn,
                      int8_build: BuildResult, started: float) -> tuple["PreparedModel", BuildResult, Int8Choice]:  # fmt: skip
@@ -659,7 +774,8 @@ def _choose_measured(prepared: "PreparedModel", model: onnx.ModelProto, names: l
     if (result := variant("fp32 build of the same graph", graphs["fp32"])) is not None:
         builds["fp32"] = result
     progress("int8-choice", f"timing the {' / '.join(builds)} builds side by side")
-    t = cost.model_times(builds, prepared) if len(builds) > 1 else {}
+    timing = _model_timing(choice, cost, builds, prepared)
+    t = timing.ms if timing is not None else {}
     notes: list[str] = []
     fp32_layers = choice.fp32_layers
     if fp32_layers and len(fp32_layers) < len(names):
@@ -676,11 +792,16 @@ def _choose_measured(prepared: "PreparedModel", model: onnx.ModelProto, names: l
             if (result := variant(f"mixed build ({len(fp32_layers)} layers fp32)", graphs["mixed"])) is not None:
                 builds["mixed"] = result
                 progress("int8-choice", f"timing the {' / '.join(builds)} builds side by side")
-                t = cost.model_times(builds, prepared)
+                timing = _model_timing(choice, cost, builds, prepared)
+                t = timing.ms if timing is not None else {}
     choice.model_ms = t
-    _decide(choice, ops, names)
+    _decide(choice, ops, names, timing)
     if notes or failures:
         choice.reason += "; " + "; ".join(notes + failures)
+    if choice.noise.status == "noisy":
+        choice.noise.advice = NOISE_ADVICE
+    if noise := choice.noise.in_words():
+        logger.warning("int8 choice: %s", noise + (f"; {choice.noise.advice}" if choice.noise.advice else ""))
     choice.extra_seconds = time.perf_counter() - started  # beyond the int8 build itself
     if choice.decision == "int8":
         return prepared, int8_build, choice
