@@ -62,11 +62,13 @@ import onnx
 from edgekit.compiler.backend import INT8_CHOICES, BuildResult, ChosenBuild, CompileOptions, ProgressFn
 from edgekit.compiler.backends.llvm.pipeline import build as build_llvm
 from edgekit.compiler.backends.llvm.steady_timing import (
+    MIN_REPEAT_MS,
     PERCENTILE,
+    REPEAT,
     Timing,
     TimingNoise,
     TimingPolicy,
-    measure_interleaved,
+    steady_times,
 )
 from edgekit.core import cpu_features
 from edgekit.core.errors import CompileError
@@ -112,11 +114,8 @@ TIMED_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm"})
 #: A layer is kept in fp32 only if its fp32 time is this much below its int8
 #: time: closer than that is within the noise of a shared machine.
 LAYER_MARGIN = 0.05
-#: Interleaved rounds per comparison, and timings per round.
+#: Interleaved rounds per comparison (the first batch; :mod:`.steady_timing` adds more under load).
 ROUNDS = 5
-REPEAT = 5
-#: Each timing repeats the call until it lasts this long (tiny layers).
-MIN_REPEAT_MS = 1
 #: Side-by-side measurements on a loaded machine (:mod:`.steady_timing`): a
 #: single layer may wait a few seconds for a burst of load to pass (the layer
 #: phase's budget bounds them all), a whole-model comparison longer.
@@ -305,7 +304,7 @@ class Int8Choice(Section):
             "elementwise": self.elementwise,
             "extra_seconds": round(self.extra_seconds, 2),
             "timing": self.timing,
-            "noise": self.noise.to_json(),
+            **({"noise": self.noise.to_json()} if self.noise.status else {}),  # measured: how steady
         }
 
     @classmethod
@@ -374,34 +373,6 @@ def interleaved_times(vms: Mapping[str, Any], rounds: int = ROUNDS) -> dict[str,
             timer = vms[k].time_evaluator("invoke_stateful", dev, number=1, repeat=REPEAT, min_repeat_ms=MIN_REPEAT_MS)
             samples[k] += [float(x) * 1e3 for x in timer("main").results]
     return {k: float(np.percentile(v, PERCENTILE)) for k, v in samples.items()}
-
-
-def steady_times(vms: Mapping[str, Any], policy: TimingPolicy = MODEL_POLICY, threads: int = 0, *,
-                 one_thread_check: bool = True) -> Timing:
-    """Each VM's ``main`` timed side by side, rounds disturbed by load left
-    out and re-measured (:func:`~edgekit.compiler.backends.llvm.steady_timing.measure_interleaved`);
-    where that stays unreliable on ``threads`` (0: every core) > 1 threads,
-    timed again on one thread (:attr:`Timing.check`) if ``one_thread_check``."""
-    import tvm
-
-    from edgekit.core.threads import configure_tvm_threads, usable_cores
-
-    dev = tvm.cpu()
-    for vm in vms.values():
-        vm.invoke_stateful("main")  # warm-up
-
-    def once(key: str) -> list[float]:
-        timer = vms[key].time_evaluator("invoke_stateful", dev, number=1, repeat=REPEAT, min_repeat_ms=MIN_REPEAT_MS)
-        return [float(x) * 1e3 for x in timer("main").results]
-
-    timing = measure_interleaved(once, list(vms), policy)
-    if timing.reliable or not one_thread_check or (threads or usable_cores()) < 2:
-        return timing
-    configure_tvm_threads(1)
-    try:
-        return replace(timing, check=measure_interleaved(once, list(vms), policy))
-    finally:
-        configure_tvm_threads(threads)
 
 
 class HostTimer:

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -41,10 +41,14 @@ import numpy as np
 
 from edgekit.package.sections import SectionReader
 
-__all__ = ["LoadProbe", "NO_PROBE", "Timing", "TimingNoise", "TimingPolicy", "measure_interleaved"]
+__all__ = ["LoadProbe", "NO_PROBE", "Timing", "TimingNoise", "TimingPolicy", "measure_interleaved", "steady_times"]
 
 #: The low percentile of a variant's timings that is its time.
 PERCENTILE = 10
+#: Timings per variant and round (:func:`steady_times`).
+REPEAT = 5
+#: Each timing repeats the call until it lasts this long (tiny layers).
+MIN_REPEAT_MS = 1
 #: Where Linux reports CPU pressure (kernel 4.20+, CONFIG_PSI).
 PSI_CPU = Path("/proc/pressure/cpu")
 
@@ -293,6 +297,34 @@ def measure_interleaved(
         clock() - started,
         policy.min_clean,
     )
+
+
+def steady_times(vms: Mapping[str, Any], policy: TimingPolicy, threads: int = 0, *,
+                 one_thread_check: bool = True) -> Timing:
+    """Each VM's ``main`` timed side by side, rounds disturbed by load left
+    out and re-measured (:func:`measure_interleaved`);
+    where that stays unreliable on ``threads`` (0: every core) > 1 threads,
+    timed again on one thread (:attr:`Timing.check`) if ``one_thread_check``."""
+    import tvm
+
+    from edgekit.core.threads import configure_tvm_threads, usable_cores
+
+    dev = tvm.cpu()
+    for vm in vms.values():
+        vm.invoke_stateful("main")  # warm-up
+
+    def once(key: str) -> list[float]:
+        timer = vms[key].time_evaluator("invoke_stateful", dev, number=1, repeat=REPEAT, min_repeat_ms=MIN_REPEAT_MS)
+        return [float(x) * 1e3 for x in timer("main").results]
+
+    timing = measure_interleaved(once, list(vms), policy)
+    if timing.reliable or not one_thread_check or (threads or usable_cores()) < 2:
+        return timing
+    configure_tvm_threads(1)
+    try:
+        return replace(timing, check=measure_interleaved(once, list(vms), policy))
+    finally:
+        configure_tvm_threads(threads)
 
 
 @dataclass
