@@ -61,13 +61,14 @@ import onnx
 
 from edgekit.compiler.backend import INT8_CHOICES, BuildResult, ChosenBuild, CompileOptions, ProgressFn
 from edgekit.compiler.backends.llvm.pipeline import build as build_llvm
-from edgekit.compiler.backends.llvm.steady_timing import (
+from edgekit.compiler.backends.llvm.steady_timing import (  # interleaved_times: for benchmarks/int8_choice.py
     MIN_REPEAT_MS,
     PERCENTILE,
     REPEAT,
     Timing,
     TimingNoise,
     TimingPolicy,
+    interleaved_times,
     steady_times,
 )
 from edgekit.core import cpu_features
@@ -114,6 +115,9 @@ TIMED_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm"})
 #: A layer is kept in fp32 only if its fp32 time is this much below its int8
 #: time: closer than that is within the noise of a shared machine.
 LAYER_MARGIN = 0.05
+#: A mixed build that saves more than this many times what its fp32 layers
+#: saved alone (plus :data:`LAYER_MARGIN` of the int8 build) was timed under load.
+MIXED_PLAUSIBLE_GAIN = 2.0
 #: Interleaved rounds per comparison (the first batch; :mod:`.steady_timing` adds more under load).
 ROUNDS = 5
 #: Side-by-side measurements on a loaded machine (:mod:`.steady_timing`): a
@@ -358,23 +362,6 @@ def _random_inputs(specs: Sequence[Any], seed: int = 0) -> list[np.ndarray]:
     return out
 
 
-def interleaved_times(vms: Mapping[str, Any], rounds: int = ROUNDS) -> dict[str, float]:
-    """Low-percentile time (ms) of each VM's ``main``, timed in interleaved rounds (order rotated)."""
-    import tvm
-
-    dev = tvm.cpu()
-    keys = list(vms)
-    samples: dict[str, list[float]] = {k: [] for k in keys}
-    for vm in vms.values():
-        vm.invoke_stateful("main")  # warm-up
-    for r in range(rounds):
-        shift = r % len(keys)
-        for k in keys[shift:] + keys[:shift]:
-            timer = vms[k].time_evaluator("invoke_stateful", dev, number=1, repeat=REPEAT, min_repeat_ms=MIN_REPEAT_MS)
-            samples[k] += [float(x) * 1e3 for x in timer("main").results]
-    return {k: float(np.percentile(v, PERCENTILE)) for k, v in samples.items()}
-
-
 class HostTimer:
     """Measures on this machine (the target must :func:`runs_here`)."""
 
@@ -570,7 +557,8 @@ def _decide(choice: Int8Choice, ops: Mapping[str, str], names: Sequence[str], ti
         _decide_noisy(choice, ops, names, timing)
         return
     fp32_names = [c.node for c in choice.fp32_layers]
-    best = "mixed" if "mixed" in t and t["mixed"] < t.get("int8", float("inf")) else "int8"
+    implausible = _implausible_mixed(choice, t)
+    best = "mixed" if not implausible and "mixed" in t and t["mixed"] < t.get("int8", float("inf")) else "int8"
     text = dict(zip(t, ms_texts(list(t.values()))))
     if "fp32" in t and t["fp32"] < t.get(best, float("inf")):
         choice.decision = "fp32"
@@ -585,13 +573,29 @@ def _decide(choice: Int8Choice, ops: Mapping[str, str], names: Sequence[str], ti
     choice.decision, choice.reason = "int8", times
     fp32_layers = choice.fp32_layers
     if "mixed" in t:
-        why = "the mixed build measured slower than all-int8"
+        why = implausible or "the mixed build measured slower than all-int8"
+        choice.reason += f"; {implausible}" if implausible else ""
     elif len(fp32_layers) == len(names) and "fp32" in t:
         why = "the fp32 build measured slower than all-int8"
     else:
         why = "no mixed build was measured"
     for c in fp32_layers:
         c.kept, c.reason = "int8", f"{c.reason}, but {why}"
+
+
+def _implausible_mixed(choice: Int8Choice, t: Mapping[str, float]) -> str:
+    """Why the mixed build's time is load rather than speed, or "": it saved
+    more than :data:`MIXED_PLAUSIBLE_GAIN` times what its fp32 layers saved
+    alone, plus the noise margin (a loaded YOLOX compile: mixed 24 ms, int8 228 ms)."""
+    if "mixed" not in t or "int8" not in t:
+        return ""
+    alone = sum((c.int8_ms or 0.0) - (c.fp32_ms or 0.0) for c in choice.fp32_layers)
+    saved = t["int8"] - t["mixed"]
+    if saved <= MIXED_PLAUSIBLE_GAIN * alone + LAYER_MARGIN * t["int8"]:
+        return ""
+    a, b = ms_texts([saved, alone])
+    return (f"the mixed build measured {a} faster than int8, over {MIXED_PLAUSIBLE_GAIN:g}x what its layers "
+            f"saved alone ({b}): taken for load, not speed")  # fmt: skip
 
 
 def _decide_noisy(choice: Int8Choice, ops: Mapping[str, str], names: Sequence[str], timing: Timing) -> None:

@@ -41,7 +41,16 @@ import numpy as np
 
 from edgekit.package.sections import SectionReader
 
-__all__ = ["LoadProbe", "NO_PROBE", "Timing", "TimingNoise", "TimingPolicy", "measure_interleaved", "steady_times"]
+__all__ = [
+    "LoadProbe",
+    "NO_PROBE",
+    "Timing",
+    "TimingNoise",
+    "TimingPolicy",
+    "interleaved_times",
+    "measure_interleaved",
+    "steady_times",
+]
 
 #: The low percentile of a variant's timings that is its time.
 PERCENTILE = 10
@@ -297,6 +306,23 @@ def measure_interleaved(
         clock() - started,
         policy.min_clean,
     )
+
+
+def interleaved_times(vms: Mapping[str, Any], rounds: int = 5) -> dict[str, float]:
+    """Low-percentile time (ms) of each VM's ``main``, timed in interleaved rounds (order rotated)."""
+    import tvm
+
+    dev = tvm.cpu()
+    keys = list(vms)
+    samples: dict[str, list[float]] = {k: [] for k in keys}
+    for vm in vms.values():
+        vm.invoke_stateful("main")  # warm-up
+    for r in range(rounds):
+        shift = r % len(keys)
+        for k in keys[shift:] + keys[:shift]:
+            timer = vms[k].time_evaluator("invoke_stateful", dev, number=1, repeat=REPEAT, min_repeat_ms=MIN_REPEAT_MS)
+            samples[k] += [float(x) * 1e3 for x in timer("main").results]
+    return {k: float(np.percentile(v, PERCENTILE)) for k, v in samples.items()}
 
 
 def steady_times(vms: Mapping[str, Any], policy: TimingPolicy, threads: int = 0, *,
