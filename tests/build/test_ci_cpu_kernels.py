@@ -102,8 +102,8 @@ def test_znver2_takes_the_avx2_kernels_and_no_avx512_instruction(int8_model):
     kernels = _kernels_asm(int8_model, "znver2")
     for asm in _one(kernels, r"^fused_conv2d_i16_256", 2) + _one(kernels, r"^fused_matmul_i16_256"):
         assert "vpmaddwd" in _mnemonics(asm)
-    (depthwise,) = _one(kernels, r"^fused_depthwise_conv2d_i16")
-    assert "vpmullw" in _mnemonics(depthwise) and "vpmulld" not in _mnemonics(depthwise)
+    (depthwise,) = _one(kernels, r"^fused_depthwise_conv2d_dw8")  # two taps per vpmaddwd lane
+    assert "vpmaddwd" in _mnemonics(depthwise) and not _mnemonics(depthwise) & {"vpmullw", "vpmulld"}
     (lookup,) = _one(kernels, r"lookup")  # the hard-swish table, 16 bytes per vpshufb
     assert "vpshufb" in _mnemonics(lookup)
     for name, asm in kernels.items():

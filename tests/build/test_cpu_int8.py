@@ -221,8 +221,10 @@ def test_float_requantization_is_chosen_by_the_target():
         ("cascadelake", "depthwise_conv2d_dw", {"vpmaddwd", "vpdpwssd"}, {"vpmulld", "vpmullw"}),
         # AVX512-VNNI + VBMI: four taps per vpdpbusd lane (test_depthwise_vnni).
         ("icelake-server", "depthwise_conv2d_vnni", {"vpdpbusd"}, {"vpmulld", "vpmullw", "vpmaddwd", "vpdpwssd"}),
-        # AVX2: products in int16 (vpmullw), two taps summed in int16, only the sum widened.
-        ("haswell", "depthwise_conv2d_i16p", {"vpmullw"}, {"vpmulld"}),
+        # AVX2: two pixels' bytes interleaved, widened once, one vpmaddwd per two taps
+        # (test_depthwise_avx2).
+        ("haswell", "depthwise_conv2d_dw8", {"vpmaddwd"}, {"vpmulld", "vpmullw"}),
+        ("znver2", "depthwise_conv2d_dw8", {"vpmaddwd"}, {"vpmulld", "vpmullw"}),
         # AVX-VNNI: four taps per 256-bit vpdpbusd lane.
         ("alderlake", "depthwise_conv2d_vnni", {"vpdpbusd"}, {"vpmulld", "vpmullw", "vpmaddwd"}),
     ],
@@ -247,21 +249,23 @@ def _with_depthwise_weights(model_path: str, out: Path, fill: Any) -> str:
 
 
 def test_avx2_depthwise_tap_pairs_are_exact_at_the_extremes(int8_model, tmp_path, monkeypatch):
-    # Two taps summed in int16: 2 * 128 * 127 = 32,512 fits, so every weight +-127
-    # with inputs saturated to -128 is exact; a -128 weight (2 * 128 * 128 would
-    # not fit) takes the one-tap kernel.
+    # The int16 tap pairs (depthwise_avx2), which AVX2 targets now keep for dilated
+    # kernels only: two taps summed in int16, 2 * 128 * 127 = 32,512 fits, so every
+    # weight +-127 with inputs saturated to -128 is exact; a -128 weight (2 * 128 * 128
+    # would not fit) takes the one-tap kernel.
     skip_unless_runs_here("haswell")
     target = tvm.target.Target({"kind": "llvm", "mcpu": "haswell"})
+    monkeypatch.setattr(cpu_int8._Rewriter, "dw_pairs_avx2", False)  # the default path: test_depthwise_avx2
     extreme = _with_depthwise_weights(int8_model, tmp_path / "extreme.onnx",
                                       lambda shape: np.where(np.arange(np.prod(shape)).reshape(shape) % 4 < 2, 127, -127))
     x = np.full((1, 3, 10, 10), -50.0, np.float32)  # quantizes to -128 everywhere
     x[..., ::3] = 50.0  # and to 127
     got, built = _run(extreme, target, x)
     assert sum("depthwise_conv2d_i16p" in gv.name_hint for gv in built.lowered.get_global_vars()) == 2
-    monkeypatch.setattr(cpu_int8, "dot_isa", lambda t: None)
-    generic, _ = _run(extreme, target, x)
+    with monkeypatch.context() as m:
+        m.setattr(cpu_int8, "dot_isa", lambda t: None)
+        generic, _ = _run(extreme, target, x)
     np.testing.assert_array_equal(got, generic)
-    monkeypatch.undo()
     with_minus_128 = _with_depthwise_weights(int8_model, tmp_path / "m128.onnx", lambda shape: np.full(shape, -128))
     names = _kernels_asm(with_minus_128, target)
     assert sum("depthwise_conv2d_i16" in n for n in names) == 2 and not any("i16p" in n for n in names), sorted(names)

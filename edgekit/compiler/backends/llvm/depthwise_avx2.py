@@ -1,5 +1,11 @@
 """int8 depthwise convolutions for AVX2 targets: tap pairs' int16 products summed in int16.
 
+Since issue #14's AVX2 round of 2026-12-07 an undilated depthwise conv on an
+AVX2-only target takes two taps per ``vpmaddwd`` lane instead
+(:mod:`edgekit.compiler.backends.llvm.int8`, ``DW_I16_256``: exact for every
+int8 weight, about half the instructions per product); this kernel stays for
+dilated ones.
+
 AVX2 has no instruction that multiplies int8 and adds in 32 bits without
 widening, and the tap-pair ``vpmaddwd`` form of the AVX-512 targets does
 not pay with 8-lane vectors (:mod:`edgekit.compiler.backends.llvm.int8`).

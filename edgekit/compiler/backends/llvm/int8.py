@@ -42,8 +42,11 @@ take two taps of one channel per int32 lane: the int8 inputs of two
 neighbouring pixels are widened to int16 and interleaved, and one
 ``vpmaddwd`` (``vpdpwssd`` where LLVM folds the add) multiplies and adds both,
 exactly -- about 4 instructions per 32 MACs where the generic kernel
-(``vpmullw`` on int16, then widening) took 8. Grouped convolutions keep the
-generic integer kernels.
+(``vpmullw`` on int16, then widening) took 8. AVX2-only targets (Haswell,
+Zen 2) do the same on 8 channels per ``vpmaddwd ymm``, the two pixels'
+bytes interleaved (``vpunpcklbw``) before one ``vpmovsxbw``, and a register
+tile of up to :data:`AVX2_DEPTHWISE_ROWS` pixels sharing those operands.
+Grouped convolutions keep the generic integer kernels.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgekit.compiler.backends.llvm.intrin import (
+    DW_I16_256,
     DW_I16_512,
     I16_256,
     I16_512,
@@ -98,6 +102,9 @@ logger = logging.getLogger(__name__)
 
 #: Name prefix of the TE blocks :func:`int8_dot_pass` creates; the schedule rule finds them by it.
 DOT_BLOCK_PREFIX = "ek_dot_"
+
+#: Most output pixels in a register tile of the AVX2 depthwise kernel (:func:`_depthwise_rows`).
+AVX2_DEPTHWISE_ROWS = 8
 
 
 def pmaddubsw_exact(w: np.ndarray) -> bool:
@@ -268,6 +275,9 @@ class _Rewriter:
     #: Depthwise convolutions as four taps per ``vpdpbusd`` lane on blocks of this many channels
     #: (:mod:`edgekit.compiler.backends.llvm.depthwise_vnni`; 0: not on this target).
     dw_vnni = 0
+    #: Depthwise convolutions of AVX2-only targets as two taps per ``vpmaddwd`` lane
+    #: (``DW_I16_256``); False: the int16 tap pairs of :mod:`~edgekit.compiler.backends.llvm.depthwise_avx2`.
+    dw_pairs_avx2 = True
 
     def __init__(self, isa: DotIsa, u8s8: DotIsa | None, resolve: Any = None, narrow: DotIsa | None = None,
                  binding: Any = None) -> None:  # fmt: skip
@@ -402,15 +412,18 @@ class _Rewriter:
             vnni = lower_depthwise_vnni(b, call, x, w, self.binding, self.dw_vnni)
             if vnni is not None:
                 return vnni
-        # Two taps per vpmaddwd lane pay with 16-lane (AVX-512) vectors; with
-        # 8-lane AVX2 ones the widening and interleaving cost as much as they
-        # save (PP-OCR cls's depthwise kernels, haswell code on Zen 5: 185 us,
-        # against 170 us multiplying in int16). There two horizontal taps'
-        # int16 products are added in int16 before the one widening instead,
-        # exact for weights in [-127, 127] (223 -> 190 us, one core), 16
-        # channels per step where that pads few (depthwise_avx2).
+        # Two taps per vpmaddwd lane, on AVX-512 (16 lanes) and on AVX2-only
+        # targets (8 lanes: DW_I16_256). On AVX2 the two pixels' bytes are
+        # interleaved before the one widening and a register tile of pixels of
+        # one channel vector shares the interleaved pairs (_depthwise_rows);
+        # widening each pixel and interleaving int16 vectors per output, as
+        # first tried, cost as much as it saved (PP-OCR cls's depthwise
+        # kernels, haswell code on Zen 5: 185 us against 170 us multiplying
+        # in int16). Dilated kernels keep the int16 tap pairs (depthwise_avx2).
         if [int(v) for v in a.dilation] == [1, 1] and self.isa.lanes == 16:
             return self.depthwise_pairs(b, call, x, w)
+        if [int(v) for v in a.dilation] == [1, 1] and self.isa is I16_256 and self.dw_pairs_avx2:
+            return self.depthwise_pairs(b, call, x, w, DW_I16_256)
         weight = self.weight(w)
         if weight is not None:
             paired = lower_depthwise(b, call, x, w, weight, self.merged_pad_value(x), self.isa.lanes)
@@ -429,7 +442,7 @@ class _Rewriter:
             return float(inner.attrs.pad_value)
         return 0.0
 
-    def depthwise_pairs(self, b: Any, call: Any, x: Any, w: Any) -> Any:
+    def depthwise_pairs(self, b: Any, call: Any, x: Any, w: Any, isa: DotIsa = DW_I16_512) -> Any:
         """Depthwise int8 conv with two taps per ``vpmaddwd`` lane (:func:`_depthwise_dot`).
 
         The input is padded once: spatially (the conv's own padding), one
@@ -443,7 +456,6 @@ class _Rewriter:
         from tvm.relax import op as R
 
         a = call.attrs
-        isa = DW_I16_512
         kh, kw, _one, c = (int(v) for v in w.ty.shape.values)
         lanes = isa.lanes
         cp, kw2 = round_up(c, lanes), -(-kw // 2)
@@ -555,7 +567,7 @@ def int8_dot_pass(target: tvm.target.Target, params: dict[str, np.ndarray] | Non
 #: workspace allocated and freed per tile.
 STACK_TILE_BYTES = 1024
 
-_ISAS = {i.name: i for i in (VNNI512, VNNI256, U8S8_256, I16_512, I16_256, DW_I16_512)}
+_ISAS = {i.name: i for i in (VNNI512, VNNI256, U8S8_256, I16_512, I16_256, DW_I16_512, DW_I16_256)}
 
 
 def _dot_block(sch: Any) -> tuple[Any, DotIsa] | None:
@@ -606,6 +618,25 @@ def _tile(vec_blocks: int, rows: int, isa: DotIsa) -> tuple[int, int]:
     return best[2], best[3]
 
 
+def _depthwise_rows(row_ext: int, limit: int | None = None) -> int:
+    """Output pixels per register tile of the AVX2 depthwise kernel: the most that divide the row, up to ``limit``.
+
+    One 8-channel vector per pixel: the pixels of a tile share the interleaved
+    input pairs (LLVM builds each once: 6 pixels of a 5-wide kernel take 10
+    pairs for 18 ``vpmaddwd``) and each tap pair's weights, which other channel
+    vectors would not. llvm-mca (haswell / znver2 models, PP-OCR cls's
+    200-channel 5x5 layer), cycles per ``vpmaddwd`` of the tap-row loop: 4
+    pixels 1.43 / 1.38, 6: 1.34 / 1.23, 8: 1.26 / 1.26 (4 accumulator spills
+    per tap row), 12: 1.23 / 1.28 (24 spills); the int16 tap pairs before took
+    2.56 / 1.73 per 16 products. Measured (haswell code on one Zen 4 core,
+    PP-OCR cls's 9 depthwise shapes, kernel CPU time): 4 pixels 221, 6: 207,
+    8: 201 us, the dense convs' tile rule (12 for most) 206 us (conv and pad
+    kernels; the int16 tap pairs 257).
+    """
+    limit = AVX2_DEPTHWISE_ROWS if limit is None else limit
+    return max(r for r in range(1, min(row_ext, limit) + 1) if row_ext % r == 0)
+
+
 #: Fewest output channels whose sliced epilogue goes into the write-back (:func:`_inline_sliced_epilogue`).
 MIN_INLINED_CHANNELS = 8
 
@@ -652,6 +683,8 @@ def schedule_dot(sch: Any, block: Any, isa: DotIsa) -> None:
     row_loop = spatial[-2] if len(spatial) >= 2 else None
     row_ext = loop_extent(sch, row_loop) if row_loop is not None else 1
     vectors, rows = _tile(vec_ext // isa.lanes, row_ext or 1, isa)
+    if isa is DW_I16_256:
+        vectors, rows = 1, _depthwise_rows(row_ext or 1)
     vo, vv, vi = sch.split(vec_loop, factors=[None, vectors, isa.lanes])
     outer = spatial[:-2] if row_loop is not None else spatial[:-1]
     if row_loop is not None:

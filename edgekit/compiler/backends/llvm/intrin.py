@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import tvm
 
 __all__ = [
+    "DW_I16_256",
     "DW_I16_512",
     "DotIsa",
     "I16_256",
@@ -73,6 +74,9 @@ I16_256 = DotIsa("i16_256", 8, 2, "int16", "edgekit_pmaddwd_8x2", 16)
 #: Depthwise: two kernel taps of one channel per int32 lane (``vpmaddwd`` on
 #: the int8 inputs of two neighbouring pixels, widened and interleaved).
 DW_I16_512 = DotIsa("dw16", 16, 2, "int16", "edgekit_dw_pmaddwd_16x2", 32)
+#: The same on AVX2 (8 channels per ``vpmaddwd ymm``), the pixels interleaved as
+#: bytes before the one widening (:func:`_interleaved_taps`).
+DW_I16_256 = DotIsa("dw8", 8, 2, "int16", "edgekit_dw_pmaddwd_8x2", 16)
 
 
 def has_feature(target: Any, feature: str) -> bool:
@@ -231,8 +235,16 @@ def _broadcast_step(isa: DotIsa, packed: str, step: _Step) -> Any:
     return body
 
 
-def _interleaved_taps(lanes: int, llvm: str) -> Any:
-    """The depthwise step as one ``vpmaddwd`` on the two taps' inputs widened and interleaved."""
+def _interleaved_taps(lanes: int, llvm: str, bytes_first: bool = False) -> Any:
+    """The depthwise step as one ``vpmaddwd`` on the two taps' inputs, interleaved and widened.
+
+    ``bytes_first`` (AVX2): the int8 inputs are interleaved and the pairs
+    widened once -- one ``vpunpcklbw`` and one ``vpmovsxbw`` per step, where
+    widening each input and interleaving the int16 vectors costs AVX2 a
+    lane-crossing shuffle more. The operand depends only on the two pixels,
+    so a register tile whose outputs share them (a kernel wider than 2)
+    builds it once.
+    """
     from tvm.script import tirx as T
 
     # Lanes (x[p][c], x[p + 1][c]) for each channel c: one vpmaddwd
@@ -240,20 +252,18 @@ def _interleaved_taps(lanes: int, llvm: str) -> Any:
     order = [i // 2 + (i % 2) * lanes for i in range(2 * lanes)]
     accumulate = _pmaddwd(llvm, lanes)
 
+    def pairs(A: Any) -> Any:
+        pixels = [A.vload([0, 0], f"int8x{lanes}"), A.vload([1, 0], f"int8x{lanes}")]
+        if bytes_first:
+            return T.Cast(f"int16x{2 * lanes}", T.Shuffle(pixels, order))
+        return T.Shuffle([T.Cast(f"int16x{lanes}", p) for p in pixels], order)
+
     @T.macro
     def body(A: Any, B: Any, C: Any) -> None:
         # One expression: a named intermediate would become a local
         # buffer (T.alloc_local), not a value in a register.
         C[T.ramp(T.int32(0), 1, lanes)] = accumulate(
-            C.vload([0], dtype=f"int32x{lanes}"),
-            T.Shuffle(
-                [
-                    T.Cast(f"int16x{lanes}", A.vload([0, 0], f"int8x{lanes}")),
-                    T.Cast(f"int16x{lanes}", A.vload([1, 0], f"int8x{lanes}")),
-                ],
-                order,
-            ),
-            B.vload([0, 0], dtype=f"int16x{2 * lanes}"),
+            C.vload([0], dtype=f"int32x{lanes}"), pairs(A), B.vload([0, 0], dtype=f"int16x{2 * lanes}")
         )
 
     return body
@@ -273,6 +283,12 @@ def register_intrinsics() -> None:
         DW_I16_512.intrin,
         _depthwise(dw, _products(dw, 2, lambda A, i, j: A[j, i])),
         _depthwise(dw, _interleaved_taps(dw, "llvm.x86.avx512.pmaddw.d.512")),
+    )
+    dw = DW_I16_256.lanes
+    TensorIntrin.register(
+        DW_I16_256.intrin,
+        _depthwise(dw, _products(dw, 2, lambda A, i, j: A[j, i])),
+        _depthwise(dw, _interleaved_taps(dw, "llvm.x86.avx2.pmadd.wd", bytes_first=True)),
     )
     # vpdpbusd takes its u8 operand as <N x i8> since LLVM 21.
     for isa, packed, step in (
