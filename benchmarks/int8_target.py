@@ -15,8 +15,19 @@ run as fast as the fp32 model.
 
 Usage::
 
-    .venv/bin/python benchmarks/int8_target.py --mcpu haswell [--models ppocr-cls,squeezenet]
+    .venv/bin/python benchmarks/int8_target.py --mcpu haswell[,znver2] [--models ppocr-cls,squeezenet]
         [--rounds 10] [--runs 20] [--threads 2] [--profile N] [--arithmetic-lookups]
+        [--baseline TREE] [--cpu-time]
+
+Several ``--mcpu`` names (comma-separated) build the models for each, and all
+builds of one model are timed in the same interleaved rounds. ``--baseline
+TREE`` (a source tree, e.g. a ``git archive`` snapshot of the commit before a
+change) adds that tree's int8 build of the same quantized model, made in a
+child process with the tree first on the path, in place of the QDQ graph's
+fp32 build: the table then gives int8 before and after the change beside fp32,
+and whether the two int8 builds' outputs are bit-identical. ``--cpu-time``
+(one thread) times each call by the thread's CPU time, which other jobs on a
+loaded machine do not inflate.
 
 ``--profile N`` (with ``--threads 1``) adds each build's kernel CPU time on
 one core by kind -- dense conv/matmul, depthwise, table lookups, pads,
@@ -85,8 +96,56 @@ def print_profile(name: str, vms: dict, runs: int) -> None:
         print(f"{name} {tag}: {1e3 * total:.1f} us in kernels: {parts}", file=sys.stderr)
 
 
-def measure(name: str, mcpu: str, tmp: Path, rounds: int, runs: int, threads: int, profile: int = 0) -> dict[str, float]:
-    """10th-percentile latency (ms) of the int8 model, the fp32 model and the QDQ graph's fp32 build for ``mcpu``."""
+#: Run in a child process: ``tree model.onnx out_dir mcpu threads`` builds the model with ``tree``
+#: first on the path and exports the library and its parameters.
+_BASELINE_BUILD = """
+import sys
+from pathlib import Path
+tree, model, out, mcpu, threads = sys.argv[1], sys.argv[2], Path(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+sys.path.insert(0, tree)
+import numpy as np, tvm
+from edgekit.compiler.backends.llvm.relax_build import build_cpu
+from edgekit.compiler.importer import import_onnx
+from edgekit.frontend.loader import load_model
+mod, weights = import_onnx(load_model(model))[:2]
+built = build_cpu(mod, tvm.target.Target({"kind": "llvm", "mcpu": mcpu}), weights, num_threads=threads)
+built.executable.export_library(str(out / "int8.so"))
+np.savez(out / "params.npz", *[p.numpy() for p in built.params])
+"""
+
+
+def _baseline_vm(tree: str, model: Path, out: Path, mcpu: str, threads: int):
+    """The int8 build of ``model`` by the source tree ``tree`` (a child process), loaded here, and its parameters."""
+    import subprocess
+
+    import tvm
+    from tvm import relax
+
+    out.mkdir(parents=True, exist_ok=True)
+    root = str(Path(tree).resolve())
+    subprocess.run([sys.executable, "-c", _BASELINE_BUILD, root, str(model), str(out), mcpu, str(threads)], check=True,
+                   env={**os.environ, "PYTHONPATH": root})  # fmt: skip
+    params = np.load(out / "params.npz")
+    vm = relax.VirtualMachine(tvm.runtime.load_module(str(out / "int8.so")), tvm.cpu())
+    return vm, [tvm.runtime.tensor(params[f"arr_{i}"]) for i in range(len(params.files))]
+
+
+def _outputs(vm) -> list[np.ndarray]:
+    vm.invoke_stateful("main")
+    out = vm.get_outputs("main")
+    return [out.numpy()] if hasattr(out, "numpy") else [o.numpy() for o in out]
+
+
+def measure(name: str, mcpus: list[str], tmp: Path, rounds: int, runs: int, threads: int, profile: int = 0,
+            baseline: str | None = None, clock: Callable[[], float] = time.perf_counter
+            ) -> dict[str, dict[str, float]]:  # fmt: skip
+    """10th-percentile latency (ms), per ``mcpu``, of the int8 model, the fp32 model and the QDQ graph's fp32 build.
+
+    With ``baseline`` (a source tree) that tree's int8 build (``int8_before``)
+    replaces the QDQ graph's, and ``same`` is 1.0 where its outputs equal the
+    int8 build's. All builds of all ``mcpus`` are timed in the same
+    interleaved rounds.
+    """
     import tvm
     from tvm import relax
 
@@ -97,18 +156,29 @@ def measure(name: str, mcpu: str, tmp: Path, rounds: int, runs: int, threads: in
     guard = tmp / f"{case.name}-qdq-fp32.onnx"
     onnx.save(float_model(onnx.load(str(int8))), str(guard))
     feeds = {k: np.ascontiguousarray(v[:1]) for k, v in case.evaluation.items()}
-    target = runnable_target(mcpu)
     vms = {}
-    for tag, path in (("int8", int8), ("fp32", fp32), ("qdq_fp32", guard)):
-        mod, weights = import_onnx(load_model(str(path)))[:2]
-        built = build_cpu(mod, target, weights, num_threads=threads)
-        vm = relax.VirtualMachine(built.executable, tvm.cpu())
-        vm.set_input("main", *[tvm.runtime.tensor(v) for v in feeds.values()], *built.params)
-        vms[tag] = vm
-    p10 = interleaved_p10(vms, rounds, runs)
+    for mcpu in mcpus:
+        target = runnable_target(mcpu)
+        builds = (("int8", int8), ("fp32", fp32)) + ((("qdq_fp32", guard),) if baseline is None else ())
+        for tag, path in builds:
+            mod, weights = import_onnx(load_model(str(path)))[:2]
+            built = build_cpu(mod, target, weights, num_threads=threads)
+            vm = relax.VirtualMachine(built.executable, tvm.cpu())
+            vm.set_input("main", *[tvm.runtime.tensor(v) for v in feeds.values()], *built.params)
+            vms[(mcpu, tag)] = vm
+        if baseline is not None:
+            vm, params = _baseline_vm(baseline, Path(int8), tmp / f"{case.name}-{mcpu}-before", mcpu, threads)
+            vm.set_input("main", *[tvm.runtime.tensor(v) for v in feeds.values()], *params)
+            vms[(mcpu, "int8_before")] = vm
+    p10 = interleaved_p10(vms, rounds, runs, clock)
+    out: dict[str, dict[str, float]] = {m: {t: v for (mm, t), v in p10.items() if mm == m} for m in mcpus}
+    if baseline is not None:
+        for m in mcpus:
+            after, before = _outputs(vms[(m, "int8")]), _outputs(vms[(m, "int8_before")])
+            out[m]["same"] = float(all(np.array_equal(a, b) for a, b in zip(after, before, strict=True)))
     if profile:
-        print_profile(name, vms, profile)
-    return p10
+        print_profile(name, {f"{m} {t}": vm for (m, t), vm in vms.items()}, profile)
+    return out
 
 
 def interleaved_p10(vms: dict, rounds: int, runs: int, clock: Callable[[], float] = time.perf_counter
@@ -133,7 +203,12 @@ def interleaved_p10(vms: dict, rounds: int, runs: int, clock: Callable[[], float
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mcpu", required=True, help="LLVM CPU name to compile for (e.g. haswell, znver2)")
+    parser.add_argument("--mcpu", required=True,
+                        help="LLVM CPU name(s) to compile for, comma-separated (e.g. haswell,znver2)")
+    parser.add_argument("--baseline", default=None, metavar="TREE",
+                        help="a source tree whose int8 build of the same model is timed beside this tree's")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="time each call by this thread's CPU time (use with --threads 1)")
     parser.add_argument("--models", default="ppocr-cls", help="comma-separated subset of: " + ", ".join(CASES))
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--runs", type=int, default=20)
@@ -150,21 +225,41 @@ def main(argv: list[str] | None = None) -> int:
         from edgekit.compiler.backends.llvm import lookup
 
         lookup.ARITHMETIC_MCPUS.add(args.mcpu)
+    mcpus = args.mcpu.split(",")
+    clock = time.thread_time if args.cpu_time else time.perf_counter
     rows = []
     with tempfile.TemporaryDirectory(prefix="edgekit-int8-target-") as tmp:
         for name in args.models.split(","):
-            lat = measure(name, args.mcpu, Path(tmp), args.rounds, args.runs, args.threads, args.profile)
-            rows.append(f"| {name} | {lat['int8']:.3f} | {lat['fp32']:.3f} | {lat['int8'] / lat['fp32']:.2f} "
-                        f"| {lat['qdq_fp32']:.3f} | {lat['qdq_fp32'] / lat['fp32']:.2f} |")
+            lats = measure(name, mcpus, Path(tmp), args.rounds, args.runs, args.threads, args.profile, args.baseline,
+                           clock)  # fmt: skip
+            for mcpu, lat in lats.items():
+                model = f"{name} | {mcpu}" if len(mcpus) > 1 or args.baseline else name
+                if args.baseline:
+                    rows.append(f"| {model} | {lat['int8_before']:.3f} | {lat['int8']:.3f} | {lat['fp32']:.3f} "
+                                f"| {lat['int8_before'] / lat['fp32']:.2f} | {lat['int8'] / lat['fp32']:.2f} "
+                                f"| {lat['int8'] / lat['int8_before']:.3f} | {bool(lat['same'])} |")  # fmt: skip
+                else:
+                    rows.append(f"| {model} | {lat['int8']:.3f} | {lat['fp32']:.3f} | {lat['int8'] / lat['fp32']:.2f} "
+                                f"| {lat['qdq_fp32']:.3f} | {lat['qdq_fp32'] / lat['fp32']:.2f} |")  # fmt: skip
+                print(rows[-1], file=sys.stderr, flush=True)
+    flags = (f"{f' --profile {args.profile}' if args.profile else ''}"
+             f"{' --arithmetic-lookups' if args.arithmetic_lookups else ''}"
+             f"{f' --baseline {args.baseline}' if args.baseline else ''}{' --cpu-time' if args.cpu_time else ''}")  # fmt: skip
     print(
         f"Command: `.venv/bin/python benchmarks/int8_target.py --mcpu {args.mcpu} --models {args.models} "
-        f"--rounds {args.rounds} --runs {args.runs} --threads {args.threads}"
-        f"{f' --profile {args.profile}' if args.profile else ''}{' --arithmetic-lookups' if args.arithmetic_lookups else ''}`; "
+        f"--rounds {args.rounds} --runs {args.runs} --threads {args.threads}{flags}`; "
         f"{args.mcpu}-target code run on "
-        f"{cpu_description()}; {args.threads} threads; 10th percentile of {args.rounds * args.runs} calls each; "
-        f"date: {date.today()}; load average {os.getloadavg()[0]:.1f} at the end.\n"
+        f"{cpu_description()}; {args.threads} threads; 10th percentile of {args.rounds * args.runs} calls each"
+        f"{' (CPU time)' if args.cpu_time else ''}; date: {date.today()}; load average {os.getloadavg()[0]:.1f} at the end.\n"
     )
-    print("| model | int8 ms | fp32 ms | int8/fp32 | QDQ graph fp32 ms | QDQ fp32/fp32 |\n|---|---:|---:|---:|---:|---:|")
+    if args.baseline:
+        print("| model | code for | int8 before ms | int8 ms | fp32 ms | before/fp32 | int8/fp32 | int8 after/before "
+              "| outputs bit-identical |\n|---|---|---:|---:|---:|---:|---:|---:|---|")  # fmt: skip
+    elif len(mcpus) > 1:
+        print("| model | code for | int8 ms | fp32 ms | int8/fp32 | QDQ graph fp32 ms | QDQ fp32/fp32 |\n"
+              "|---|---|---:|---:|---:|---:|---:|")  # fmt: skip
+    else:
+        print("| model | int8 ms | fp32 ms | int8/fp32 | QDQ graph fp32 ms | QDQ fp32/fp32 |\n|---|---:|---:|---:|---:|---:|")
     print("\n".join(rows))
     return 0
 
