@@ -7,14 +7,18 @@ turn 10x (tests/build/_loaded_machine.py); nothing is built or timed for real.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
+from rich.console import Console
+from rich.table import Table
 from _loaded_machine import LoadedCost, LoadedMachine
 from test_int8_choice import _fp32_model
 
+from edgekit.cli.cmd_compile import _int8_choice_rows
 from edgekit.compiler.backend import BuildResult, CompileOptions
 from edgekit.compiler.backends.llvm.int8_choice import NOISE_ADVICE, Int8Choice, choose
 from edgekit.compress import QuantConfig, quantize
@@ -48,10 +52,22 @@ def _choose(model: Path, cost: LoadedCost) -> tuple[Int8Choice, list[onnx.ModelP
     return Int8Choice.from_json(choice.to_json()), built  # what the manifest keeps
 
 
+def _report(choice: Int8Choice) -> str:
+    """The compile report's int8-choice rows, as text."""
+    table = Table()
+    table.add_column("what")
+    table.add_column("value")
+    _int8_choice_rows(table, choice)
+    out = io.StringIO()
+    Console(file=out, width=400, color_system=None).print(table)
+    return " ".join(out.getvalue().split())
+
+
 def test_quiet_timings_keep_int8(int8_model):
     choice, built = _choose(int8_model, LoadedCost(LoadedMachine({}, load_until=0), LAYERS_INT8, MODEL_INT8))
     assert choice.decision == "int8" and not choice.fp32_layers and len(built) == 2
     assert choice.noise.status == "steady" and choice.noise.in_words() == ""
+    assert "timing" not in _report(choice)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -68,7 +84,7 @@ def test_bursts_on_int8_that_pass_give_the_quiet_choice_and_are_reported(int8_mo
         assert layer.int8_ms == pytest.approx(LAYERS_INT8[layer.node][0], rel=0.02), layer
     assert choice.model_ms["int8"] == pytest.approx(4.0, rel=0.02)
     assert choice.noise.status == "disturbed" and choice.noise.disturbed_rounds >= 5
-    assert choice.noise.spread > 9 and "disturbed by load" in choice.noise.in_words()
+    assert choice.noise.spread > 9 and "timing disturbed:" in _report(choice)
 
 
 def test_load_that_never_passes_keeps_int8_and_says_what_to_do(int8_model):
@@ -84,6 +100,9 @@ def test_load_that_never_passes_keeps_int8_and_says_what_to_do(int8_model):
     assert "unreliable" in choice.reason and "idle machine" in choice.noise.advice
     for layer in choice.layers:
         assert layer.kept == "int8"
+    report = _report(choice)
+    assert "timing noisy:" in report and "rounds disturbed by load" in report
+    assert "recompile on an idle machine, or choose with --int8-choice int8 or --int8-choice fp32" in report
 
 
 def test_a_pool_slowdown_that_favours_fp32_in_every_round_is_checked_on_one_thread(int8_model):
