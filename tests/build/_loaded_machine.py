@@ -13,16 +13,19 @@ from edgekit.compiler.backends.llvm.steady_timing import NO_PROBE, LoadProbe, Ti
 class LoadedMachine:
     """A fake machine: each variant's quiet time, and load that inflates a
     variant's turn by ``factor`` with probability ``p`` while ``load_until``
-    (fake seconds) has not passed. Time advances by what it measures and sleeps."""
+    (fake seconds) has not passed. Time advances by what it measures and sleeps.
+    ``contended``: the kernel reports CPU pressure in every round (busy
+    processes that slow a turn only now and then)."""
 
     def __init__(self, quiet: dict[str, float], *, p: float = 1.0, factor: float = 10.0, load_until: float = 1e9,
-                 hit: tuple[str, ...] = (), seed: int = 0) -> None:  # fmt: skip
+                 hit: tuple[str, ...] = (), seed: int = 0, contended: bool = False) -> None:  # fmt: skip
         self.quiet, self.p, self.factor, self.load_until = quiet, p, factor, load_until
         self.hit_names = set(hit)
         self.hit = self.hit_names or set(quiet)
         self.rng = np.random.default_rng(seed)
         self.now = 0.0
         self.slow_turns: list[bool] = []
+        self.contended = contended
 
     def loaded(self) -> bool:
         return self.now < self.load_until
@@ -43,7 +46,7 @@ class LoadedMachine:
                 return len(machine.slow_turns)
 
             def contention(self, before, after):
-                return 0.5 if any(machine.slow_turns[before:after]) else 0.0
+                return 0.5 if machine.contended or any(machine.slow_turns[before:after]) else 0.0
 
             def other_cores(self, before, after):
                 return None

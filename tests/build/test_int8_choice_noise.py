@@ -122,7 +122,19 @@ def test_fp32_faster_in_every_round_and_on_one_thread_keeps_the_guard_under_load
     cost = LoadedCost(machine, {}, {"int8": 4.0, "fp32": 2.0}, one_thread={"int8": 7.0, "fp32": 3.5})
     choice, _ = _choose(int8_model, cost)
     assert choice.noise.status == "noisy"
-    assert choice.decision == "fp32" and "in every one of" in choice.reason
+    assert choice.decision == "fp32" and "or more of" in choice.reason
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_genuinely_faster_fp32_build_wins_under_bursts_that_hit_both(int8_model, seed):
+    # fp32 1.33x faster (AVX2 code of PP-OCR cls was 1.28x); two busy processes:
+    # every round contended, one turn in ten of either build 10x slower, so
+    # int8 wins a few rounds by luck. fp32 still wins most, on one thread too.
+    machine = LoadedMachine({}, p=0.1, seed=seed, contended=True)
+    cost = LoadedCost(machine, {}, {"int8": 4.0, "fp32": 3.0}, one_thread={"int8": 7.0, "fp32": 5.2})
+    choice, _ = _choose(int8_model, cost)
+    assert choice.noise.status == "noisy"
+    assert choice.decision == "fp32", choice.reason
 
 
 def test_quiet_timings_still_keep_a_slower_int8_layer_in_fp32(int8_model):
