@@ -124,3 +124,93 @@ def test_outputs_do_not_change(threads: int) -> None:
     assert np.array_equal(outs[1][0], b * np.int8(3) + b * np.int8(5) - np.int8(7))
     assert np.array_equal(outs[1][1], b.max(axis=(0, 1, 2)))
     assert all(np.array_equal(p, q) for p, q in zip(outs[0], outs[1]))
+
+
+# fmt: off
+@I.ir_module
+class Twice:
+    """``flip`` called three times: between parallel ``scale`` calls twice, once between serial ``keep`` calls."""
+
+    @T.prim_func(private=True, s_tir=True)
+    def scale(X: T.Buffer((1, 64, 64, 64), "int8"), Y: T.Buffer((1, 64, 64, 64), "int8")):
+        T.func_attr({"op_pattern": 8, "tirx.noalias": True})
+        with T.sblock("root"):
+            for h in T.parallel(64):
+                for w, c in T.grid(64, 64):
+                    Y[0, h, w, c] = X[0, h, w, c] * T.int8(3) + X[0, h, w, c] * T.int8(5) - T.int8(7)
+
+    @T.prim_func(private=True, s_tir=True)
+    def flip(Xs: T.Buffer((1, 64, 64, 64), "int8"), Ys: T.Buffer((1, 64, 64, 64), "int8")):
+        T.func_attr({"op_pattern": 8, "tirx.noalias": True})
+        with T.sblock("root"):
+            X = Xs.view(262144)
+            Y = Ys.view(262144)
+            for i in range(4096):
+                Y[i * 64:i * 64 + 64] = X[T.Ramp(i * 64, 1, 64)] ^ T.Broadcast(T.int8(85), 64)
+
+    @T.prim_func(private=True, s_tir=True)
+    def keep(Xs: T.Buffer((1, 64, 64, 64), "int8"), Ys: T.Buffer((1, 64, 64, 64), "int8")):
+        # Reads its output back: parallel_outer refuses it, it runs on the calling thread.
+        T.func_attr({"op_pattern": 8, "tirx.noalias": True})
+        with T.sblock("root"):
+            X = Xs.view(262144)
+            Y = Ys.view(262144)
+            for i in range(4096):
+                Y[i * 64:i * 64 + 64] = X[T.Ramp(i * 64, 1, 64)]
+                Y[i * 64:i * 64 + 64] = Y[T.Ramp(i * 64, 1, 64)] + T.Broadcast(T.int8(1), 64)
+
+    @R.function
+    def main(x: R.Tensor((1, 64, 64, 64), "int8")):
+        cls = Twice
+        t = R.Tensor((1, 64, 64, 64), "int8")
+        with R.dataflow():
+            a = R.call_tir(cls.scale, (x,), out_ty=t)
+            b = R.call_tir(cls.flip, (a,), out_ty=t)
+            c = R.call_tir(cls.scale, (b,), out_ty=t)
+            d = R.call_tir(cls.keep, (c,), out_ty=t)
+            e = R.call_tir(cls.flip, (d,), out_ty=t)
+            f = R.call_tir(cls.keep, (e,), out_ty=t)
+            g = R.call_tir(cls.scale, (f,), out_ty=t)
+            h = R.call_tir(cls.flip, (g,), out_ty=t)
+            i = R.call_tir(cls.scale, (h,), out_ty=t)
+            R.output(i)
+        return i
+# fmt: on
+
+
+def _twice(threads: int) -> tvm.IRModule:
+    with TARGET:
+        return serial_small_kernels_pass(TARGET, min_work=kernel_work(Twice["scale"]) / 2, threads=threads)(Twice)
+
+
+def _callees(mod: tvm.IRModule, name: str) -> list[str]:
+    """The kernels ``main``'s calls of ``name`` (or of a copy of it) go to, in order."""
+    from edgekit.compiler.backends.llvm.thread_shares import _calls
+
+    return [c.name for c in _calls(mod["main"])[0] if c.name.startswith(name)]
+
+
+def test_a_call_that_would_lose_stays_serial_while_the_kernels_other_calls_split() -> None:
+    # Between parallel scales, flip in parallel saves 4,096 lines crossing between the threads per
+    # call; between serial keeps it would make 4,096 cross. Summed over the kernel's three calls
+    # that pays, so before the decision per call all three ran in parallel.
+    mod = _twice(2)
+    callees = _callees(mod, "flip")
+    assert len(callees) == 3
+    assert [has_parallel(mod[n].body) for n in callees] == [True, False, True]
+    assert callees[1] == "flip" and callees[0] == callees[2] != "flip"
+    assert _callees(_twice(1), "flip") == ["flip"] * 3
+
+
+def test_calls_split_apart_give_the_same_outputs() -> None:
+    from edgekit.core.threads import configure_tvm_threads
+
+    configure_tvm_threads(2)
+    x = np.random.default_rng(1).integers(-128, 128, (1, 64, 64, 64), dtype=np.int8)
+    outs = []
+    for mod in (Twice, _twice(2)):
+        with TARGET:
+            lowered = tvm.transform.Sequential(_lowering_passes(TARGET))(mod)
+        vm = tvm.relax.VirtualMachine(tvm.compile(lowered, TARGET, relax_pipeline=None), tvm.cpu())
+        outs.append(vm["main"](tvm.runtime.tensor(x)).numpy())
+    assert np.array_equal(outs[0], outs[1])

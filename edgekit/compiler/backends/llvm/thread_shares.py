@@ -25,6 +25,16 @@ lines of every parameter, from the loop bounds of the scheduled kernel).
 Hand-written kernels with no parallel loop (the int8 table lookups and pads)
 can get their outermost loop parallel (:func:`parallel_outer`) where each
 thread writes its own elements.
+
+The choice is made per *call*: one kernel (a table lookup of one shape, a pad)
+is often called from several places, next to neighbours split differently.
+Decided per kernel, on the lines summed over its calls, the calls that paid
+carried the ones whose own count said parallel loses, and those ran slower
+on two threads than serial (PP-OCR det int8 on Zen 5: an 80 x 80 x 24
+lookup 3.1 -> 12.0 us, a 20 x 20 depthwise 4.1 -> 10.4 us). A call whose own
+count does not pay stays on the calling thread; where a kernel's calls
+differ, the parallel ones go to a copy of it (``<name>_split``,
+:func:`edgekit.compiler.backends.llvm.threads.serial_small_kernels_pass`).
 """
 
 from __future__ import annotations
@@ -445,8 +455,8 @@ def _tensor_bytes(ty: Any) -> int:
         return 0
 
 
-def aligned_parallel(mod: Any, threads: int, small: dict[str, Any], parallel: set[str]) -> set[str]:
-    """The small kernels to run in parallel on a board of ``threads`` cores (see the module doc).
+def aligned_parallel(mod: Any, threads: int, small: dict[str, Any], parallel: set[str]) -> dict[str, tuple[bool, ...]]:
+    """The calls of small kernels to run in parallel on a board of ``threads`` cores (see the module doc).
 
     Args:
         mod: The scheduled module (``main`` in Relax, ``call_tir`` calls).
@@ -455,25 +465,33 @@ def aligned_parallel(mod: Any, threads: int, small: dict[str, Any], parallel: se
             not pay for it: name -> the kernel with its parallel loops.
         parallel: Names of the kernels that run in parallel anyway.
 
-    A small kernel is chosen when, over every tensor of at least
-    :data:`SHARED_MIN_BYTES` it reads from or writes to another kernel, the
+    Returns:
+        For each kernel of ``small`` with at least one call chosen: per call
+        of it in ``main`` (in order), whether that call runs in parallel.
+
+    A call is chosen when, over every tensor of at least
+    :data:`SHARED_MIN_BYTES` it reads from or writes to another call, the
     cache lines one thread touches and another touched last or touches next
-    are fewer by :data:`SHARED_MIN_BYTES` (in lines) with the kernel in
-    parallel than with it on the calling thread. Every small kernel starts
-    in parallel; those that do not pay are dropped, with their neighbours
-    as they then are, until none is (two small kernels in a row may only pay
-    together).
+    are fewer by :data:`SHARED_MIN_BYTES` (in lines) with the call in
+    parallel than with it on the calling thread. Every call of a small
+    kernel starts in parallel; those that do not pay are dropped, with their
+    neighbours as they then are, until none is (two small kernels in a row
+    may only pay together). The decision is per call, not per kernel: one
+    kernel (a table lookup of one shape) is often called from places whose
+    neighbours are split differently, and summed over its calls the ones
+    that pay hid the ones that lose (PP-OCR det int8, BENCHMARKS.md "int8
+    on two threads": an 80 x 80 x 24 lookup 3.1 -> 12.0 us).
     """
     if threads < 2 or not small or "main" not in [gv.name_hint for gv in mod.get_global_vars()]:
-        return set()
+        return {}
     calls, nbytes = _calls(mod["main"])
-    writer: dict[Any, tuple[str, int]] = {}
-    readers: dict[Any, list[tuple[str, int]]] = {}
-    for c in calls:
+    writer: dict[Any, tuple[int, int]] = {}
+    readers: dict[Any, list[tuple[int, int]]] = {}
+    for i, c in enumerate(calls):
         for p, k in c.reads:
-            readers.setdefault(k, []).append((c.name, p))
+            readers.setdefault(k, []).append((i, p))
         for p, k in c.writes:
-            writer[k] = (c.name, p)
+            writer[k] = (i, p)
     funcs = {gv.name_hint: f for gv, f in mod.functions_items()}
     cache: dict[tuple[str, bool], dict[int, list[np.ndarray]]] = {}
 
@@ -489,31 +507,35 @@ def aligned_parallel(mod: Any, threads: int, small: dict[str, Any], parallel: se
 
     empty = [np.zeros(0, np.int64)] * threads
 
-    def aligned(name: str, chosen: set[str]) -> bool:
-        """Whether ``name`` in parallel leaves enough fewer lines of its large tensors to cross between threads."""
-        score = {True: 0.0, False: 0.0}
-        total = {True: 0, False: 0}
-        for c in (c for c in calls if c.name == name):
-            pairs = [(writer[k], p, k, True) for p, k in c.reads if k in writer]
-            pairs += [(r, p, k, False) for p, k in c.writes for r in readers.get(k, [])]
-            for (other, other_p), p, k, reading in pairs:
-                if nbytes.get(k, 0) < SHARED_MIN_BYTES or other == name:
-                    continue
-                theirs = lines(other, other in parallel or other in chosen).get(other_p, empty)
-                for par in (True, False):
-                    mine = lines(name, par).get(p, empty)
-                    w, r = (theirs, mine) if reading else (mine, theirs)
-                    n = sum(len(x) for x in r)
-                    score[par] += local_fraction(w, r) * n
-                    total[par] += n
-        crossing = {par: total[par] - score[par] for par in (True, False)}
-        return crossing[False] - crossing[True] >= SHARED_MIN_BYTES // _LINE
+    def saved(i: int, chosen: set[int]) -> float:
+        """Lines of call ``i``'s large tensors that stop crossing between threads with the call in parallel."""
+        c = calls[i]
+        pairs = [(writer[k], p, k, True) for p, k in c.reads if k in writer]
+        pairs += [(r, p, k, False) for p, k in c.writes for r in readers.get(k, [])]
+        crossing = {True: 0.0, False: 0.0}
+        for (j, other_p), p, k, reading in pairs:
+            if nbytes.get(k, 0) < SHARED_MIN_BYTES or j == i:
+                continue
+            other = calls[j].name
+            theirs = lines(other, other in parallel or j in chosen).get(other_p, empty)
+            for par in (True, False):
+                mine = lines(c.name, par).get(p, empty)
+                w, r = (theirs, mine) if reading else (mine, theirs)
+                n = sum(len(x) for x in r)
+                crossing[par] += n - local_fraction(w, r) * n
+        return crossing[False] - crossing[True]
 
-    chosen = set(small)
+    chosen = {i for i, c in enumerate(calls) if c.name in small}
     while True:
-        drop = {name for name in chosen if not aligned(name, chosen)}
+        drop = {i for i in chosen if saved(i, chosen) < SHARED_MIN_BYTES // _LINE}
         if not drop:
             break
         chosen -= drop
-    logger.debug("%d small kernels run in parallel with their neighbours' split: %s", len(chosen), sorted(chosen))
-    return chosen
+    out: dict[str, tuple[bool, ...]] = {}
+    for name in small:
+        flags = tuple(i in chosen for i, c in enumerate(calls) if c.name == name)
+        if any(flags):
+            out[name] = flags
+    logger.debug("%d calls of small kernels run in parallel with their neighbours' split: %s", len(chosen),
+                 {n: f for n, f in out.items()})  # fmt: skip
+    return out
