@@ -776,8 +776,9 @@ def _choose_measured(prepared: "PreparedModel", model: onnx.ModelProto, names: l
         choice.reason += "; " + "; ".join(notes + failures)
     if choice.noise.status == "noisy":
         choice.noise.advice = NOISE_ADVICE
-    if noise := choice.noise.in_words():
-        logger.warning("int8 choice: %s", noise + (f"; {choice.noise.advice}" if choice.noise.advice else ""))
+    if noise := choice.noise.in_words():  # a warning where the decision could not rely on the times
+        logger.log(logging.WARNING if choice.noise.advice else logging.INFO, "int8 choice: %s",
+                   noise + (f"; {choice.noise.advice}" if choice.noise.advice else ""))  # fmt: skip
     choice.extra_seconds = time.perf_counter() - started  # beyond the int8 build itself
     if choice.decision == "int8":
         return prepared, int8_build, choice
