@@ -26,6 +26,12 @@ four builds:
   the zero point, side by side;
 * ``fp32``: the fp32 model.
 
+``--before-tree DIR`` (with ``--weights quint8-asymmetric``): ``int8 before``
+is the asymmetric model compiled by the edgekit source tree ``DIR`` instead
+(e.g. a ``git archive HEAD`` snapshot taken before a change to the lowering),
+in a child process with that tree first on the path; the packages are then
+loaded and timed here, side by side with this tree's.
+
 Every int8 build takes the int8 variant (an injected cost model; the int8
 choice would otherwise measure and may pick fp32), so the table compares the
 builds themselves. Latencies are timed interleaved, round by round with the
@@ -35,13 +41,14 @@ graph as written (largest absolute difference).
 
 Usage::
 
-    .venv/bin/python benchmarks/uint8_activations.py [--model digits|ppocr-cls] [--weights qint8|quint8-asymmetric] [--rounds 7] [--runs 50]
+    .venv/bin/python benchmarks/uint8_activations.py [--model digits|ppocr-cls] [--weights qint8|quint8-asymmetric] [--rounds 7] [--runs 50] [--before-tree DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import platform
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -97,6 +104,32 @@ def _compile(model: str, out: Path, *, rewrite: bool = True, asymmetric: bool = 
     return manifest.section("integer_lowering") or {}
 
 
+#: Run in a child process: ``sys.argv[1:]`` = tree, model, package; ``compile_model`` of that tree, forced to int8.
+_TREE_BUILD = """
+import json, sys
+tree, model, out = sys.argv[1:4]
+sys.path.insert(0, tree)
+import edgekit.compiler.driver as driver
+class Int8:
+    source, timing = "modeled", "injected by the benchmark"
+    def layer_times(self, probe):
+        return (1.0, 2.0)
+    def model_times(self, builds, prepared):
+        return {"int8": 1.0, "mixed": 2.0, "fp32": 2.0}
+manifest = driver.compile_model(model, "host", out, int8_cost=Int8()).manifest
+print(json.dumps(manifest.section("integer_lowering") or {}))
+"""
+
+
+def _compile_in_tree(tree: str, model: str, out: Path) -> dict[str, Any]:
+    """``compile_model`` of the source tree ``tree`` (a child process), forced to int8."""
+    import json
+
+    done = subprocess.run([sys.executable, "-c", _TREE_BUILD, str(Path(tree).resolve()), model, str(out)],
+                          check=True, capture_output=True, text=True)  # fmt: skip
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def _case(name: str, d: Path) -> tuple[str, str, list[np.ndarray], list[np.ndarray]]:
     """``(input name, fp32 model path, calibration images, comparison images)``."""
     if name == "digits":
@@ -136,7 +169,11 @@ def _builds(args: argparse.Namespace, d: Path, inp: str, fp32: str, calib: list[
         return {"int8 before": (u8, d / "before.ekpkg", _compile(u8, d / "before.ekpkg", rewrite=False)),
                 "int8 after": (u8, d / "after.ekpkg", _compile(u8, d / "after.ekpkg"))}  # fmt: skip
     sym = _quantize(fp32, str(d / "sym.onnx"), inp, calib, args.weights, symmetric=True)
-    return {"int8 before": (u8, d / "before.ekpkg", _compile(u8, d / "before.ekpkg", asymmetric=False)),
+    if args.before_tree:
+        before = _compile_in_tree(args.before_tree, u8, d / "before.ekpkg")
+    else:
+        before = _compile(u8, d / "before.ekpkg", asymmetric=False)
+    return {"int8 before": (u8, d / "before.ekpkg", before),
             "int8 after": (u8, d / "after.ekpkg", _compile(u8, d / "after.ekpkg")),
             "int8 symmetric": (sym, d / "sym.ekpkg", _compile(sym, d / "sym.ekpkg"))}  # fmt: skip
 
@@ -147,7 +184,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--weights", choices=("qint8", "quint8-asymmetric"), default="qint8")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--runs", type=int, default=50)
+    ap.add_argument("--before-tree", metavar="DIR",
+                    help="with --weights quint8-asymmetric: 'int8 before' compiled by this edgekit source tree")
     args = ap.parse_args(argv)
+    if args.before_tree and args.weights != "quint8-asymmetric":
+        ap.error("--before-tree compares asymmetric-weight builds: pass --weights quint8-asymmetric")
 
     d = Path(tempfile.mkdtemp(prefix="u8bench_"))
     inp, fp32, calib, evals = _case(args.model, d)
@@ -165,6 +206,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{k}: kept float {len(lowering.get('kept_float', []))}, lowered {len(lowering.get('rewritten', []))}, "
               f"max |diff| vs onnxruntime QDQ {diff:.3g} = {diff / _output_step(qdq):.2f} output steps "
               f"({len(evals)} inputs)")  # fmt: skip
+
+    if args.before_tree:
+        same = all(np.array_equal(runners["int8 before"].run({inp: x})[out_name], runners["int8 after"].run({inp: x})[out_name])
+                   for x in evals)  # fmt: skip
+        print(f"int8 after and int8 before ({args.before_tree}): outputs bit-identical on {len(evals)} inputs: {same}")
 
     feeds = {inp: evals[0]}
     keys = list(runners)

@@ -42,6 +42,7 @@ from edgekit.compiler.integer.context import LoweringContext, Skip, activation_b
 from edgekit.compiler.integer.patterns import LinearPattern
 from edgekit.compiler.integer.requant import emit_requantize, value_bound
 from edgekit.compiler.integer.values import QParams, tensor_shape
+from edgekit.compiler.integer.weight_taps import Tap, split_taps, tap_correction
 from edgekit.core.fixedpoint import dot_bound, quantize_multiplier
 
 __all__ = ["LINEAR", "lower_linear"]
@@ -223,6 +224,25 @@ def _minus_weight_zero(core: relax.Call, is_conv: bool, x: relax.Expr, x_zero: i
     return R.subtract(main, R.multiply(sums, _along(w_zero, oc_axis, out_ndim, "int32")))
 
 
+def _with_taps(core: relax.Call, is_conv: bool, x: relax.Expr, x_zero: int, weight: _Weight, taps: list[Tap],
+               oc_axis: int, notes: list[str]) -> relax.Expr:  # fmt: skip
+    """``conv(x, clip(w - zw)) + sum_taps x_tap * rest``: asymmetric weights beyond int8 at a few taps
+    (:mod:`edgekit.compiler.integer.weight_taps`); ValueError where a tap reads only padding or a
+    shape is not static (the caller takes the window-sum form)."""
+    out_shape = tensor_shape(core)
+    if out_shape is None or tensor_shape(x) is None:
+        raise ValueError("shapes are not static")
+    if not is_conv:
+        correction = tap_correction(x, x_zero, taps, out_shape=out_shape, oc_axis=oc_axis)
+        acc = R.add(R.matmul(x, weight.expr, out_dtype="int32"), correction)
+    else:
+        correction = tap_correction(x, x_zero, taps, out_shape=out_shape, oc_axis=oc_axis, conv=core,
+                                    in_per_group=weight.effective.shape[1])  # fmt: skip
+        acc = R.add(_accumulate(core, is_conv, x, x_zero, weight.expr, notes), correction)
+    notes.append(f"weight zero point folded, {len(taps)} taps beyond int8 read from the input")
+    return acc
+
+
 def _channel_offset(ctx: LoweringContext, m: dict[DFPattern, relax.Expr], offset: np.ndarray, acc_scale: np.ndarray,
                     oc_axis: int, out_ndim: int, notes: list[str]) -> np.ndarray:  # fmt: skip
     """The zero-point correction ``offset`` plus the bias in accumulator
@@ -263,19 +283,35 @@ def lower_linear(ctx: LoweringContext, q_call: relax.Call, m: dict[DFPattern, re
     x = m[p.x].args[0]
     w_sum = weight.effective.astype(np.int64).sum(axis=reduce_axes)
     reduced = weight.effective.size // channels
-    if np.any(w_zero):
+    asymmetric = bool(np.any(w_zero))
+    if asymmetric:
         # sum (x - zx)(w - zw) = sum x w - zw sum x - zx sum w + K zx zw, on the weights made to fit int8 where they do
         if 2 * reduced * 128 * 128 >= 2**31:
             raise Skip("weight zero-point correction may overflow int32")
+        centered = weight.effective.astype(np.int64) - _along_array(w_zero, oc_axis_w, weight.effective.ndim)
+        groups = int(core.attrs.groups) if is_conv else 1
+        split = split_taps(centered, oc_axis_w, groups)
+    tapped = None
+    if asymmetric and split is not None and split[1]:
+        # every channel's w - zw as int8, the few taps beyond it read from the input (weight_taps)
+        tapped = replace(weight, expr=relax.const(split[0], "int8"), perm=None, effective=split[0])
+        try:
+            acc = _with_taps(core, is_conv, x, x_qp.z, tapped, split[1], oc_axis, notes)
+        except ValueError:
+            tapped = None
+    if tapped is not None:
+        weight = tapped
+        zero_point_term = -np.int64(x_qp.z) * centered.sum(axis=reduce_axes)
+    elif asymmetric:
         fitted, w_zero = _fit_weights(weight.effective, w_zero, oc_axis_w, reduce_axes)
         if not np.array_equal(fitted, weight.effective):
             weight = replace(weight, expr=relax.const(fitted, "int8"), perm=None, effective=fitted)
             notes.append("weight zero point folded where it fits int8")
         w_sum = fitted.astype(np.int64).sum(axis=reduce_axes)
-    if np.any(w_zero):
+    if tapped is None and np.any(w_zero):
         acc = _minus_weight_zero(core, is_conv, x, x_qp.z, weight, w_zero, (oc_axis_w, oc_axis), notes)
         zero_point_term = np.int64(x_qp.z) * (reduced * w_zero - w_sum)
-    else:
+    elif tapped is None:
         acc = _accumulate(core, is_conv, x, x_qp.z, weight.expr, notes)
         zero_point_term = -np.int64(x_qp.z) * w_sum
     offset = _channel_offset(ctx, m, zero_point_term, acc_scale, oc_axis, out_ndim, notes)
@@ -290,8 +326,7 @@ def lower_linear(ctx: LoweringContext, q_call: relax.Call, m: dict[DFPattern, re
     except ValueError as exc:
         raise Skip(str(exc)) from None
     # |acc| <= sum |w| * max |x| + |offset|: the requantization rounds half up where no such value ties.
-    if np.any(w_zero):  # = sum (x - zx)(w - zw) + bias
-        centered = weight.effective.astype(np.int64) - _along_array(w_zero, oc_axis_w, weight.effective.ndim)
+    if asymmetric:  # = sum (x - zx)(w - zw) + bias
         bound = dot_bound(centered, reduce_axes, value_bound(x, centered=True), offset - zero_point_term)
     else:
         bound = dot_bound(weight.effective, reduce_axes, value_bound(x), offset)
