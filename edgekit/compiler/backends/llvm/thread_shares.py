@@ -26,15 +26,17 @@ Hand-written kernels with no parallel loop (the int8 table lookups and pads)
 can get their outermost loop parallel (:func:`parallel_outer`) where each
 thread writes its own elements.
 
-The choice is made per *call*: one kernel (a table lookup of one shape, a pad)
-is often called from several places, next to neighbours split differently.
-Decided per kernel, on the lines summed over its calls, the calls that paid
-carried the ones whose own count said parallel loses, and those ran slower
-on two threads than serial (PP-OCR det int8 on Zen 5: an 80 x 80 x 24
-lookup 3.1 -> 12.0 us, a 20 x 20 depthwise 4.1 -> 10.4 us). A call whose own
-count does not pay stays on the calling thread; where a kernel's calls
-differ, the parallel ones go to a copy of it (``<name>_split``,
-:func:`edgekit.compiler.backends.llvm.threads.serial_small_kernels_pass`).
+The line count does not predict every call. Measured per call on two
+threads (AMD EPYC Zen 4, znver4 code, rule on against off, 2026-12-07,
+BENCHMARKS.md "int8 on two threads"), most calls the rule makes parallel
+gain, but some lose: SqueezeNet int8's 55 x 55 channel concat 18 -> 75 us,
+PP-OCR cls fp32's ``pad4`` 17 -> 26 us (twice), PP-OCR det int8's
+``lookup_vbmi13`` 5.9 -> 11.6 us and ``pad_block15`` 8.6 -> 12.8 us. None of
+them has two threads storing to one line. Deciding per call instead of per
+kernel (a call kept parallel only where its own count saves 64 KiB) was
+tried and not kept: it kept exactly those losing calls parallel and made
+paying ones serial (SqueezeNet fp32's concats 96 -> 19 us in parallel, so
+two threads 5.03 -> 5.17 ms).
 """
 
 from __future__ import annotations
@@ -455,8 +457,8 @@ def _tensor_bytes(ty: Any) -> int:
         return 0
 
 
-def aligned_parallel(mod: Any, threads: int, small: dict[str, Any], parallel: set[str]) -> dict[str, tuple[bool, ...]]:
-    """The calls of small kernels to run in parallel on a board of ``threads`` cores (see the module doc).
+def aligned_parallel(mod: Any, threads: int, small: dict[str, Any], parallel: set[str]) -> set[str]:
+    """The small kernels to run in parallel on a board of ``threads`` cores (see the module doc).
 
     Args:
         mod: The scheduled module (``main`` in Relax, ``call_tir`` calls).
@@ -465,33 +467,25 @@ def aligned_parallel(mod: Any, threads: int, small: dict[str, Any], parallel: se
             not pay for it: name -> the kernel with its parallel loops.
         parallel: Names of the kernels that run in parallel anyway.
 
-    Returns:
-        For each kernel of ``small`` with at least one call chosen: per call
-        of it in ``main`` (in order), whether that call runs in parallel.
-
-    A call is chosen when, over every tensor of at least
-    :data:`SHARED_MIN_BYTES` it reads from or writes to another call, the
+    A small kernel is chosen when, over every tensor of at least
+    :data:`SHARED_MIN_BYTES` it reads from or writes to another kernel, the
     cache lines one thread touches and another touched last or touches next
-    are fewer by :data:`SHARED_MIN_BYTES` (in lines) with the call in
-    parallel than with it on the calling thread. Every call of a small
-    kernel starts in parallel; those that do not pay are dropped, with their
-    neighbours as they then are, until none is (two small kernels in a row
-    may only pay together). The decision is per call, not per kernel: one
-    kernel (a table lookup of one shape) is often called from places whose
-    neighbours are split differently, and summed over its calls the ones
-    that pay hid the ones that lose (PP-OCR det int8, BENCHMARKS.md "int8
-    on two threads": an 80 x 80 x 24 lookup 3.1 -> 12.0 us).
+    are fewer by :data:`SHARED_MIN_BYTES` (in lines) with the kernel in
+    parallel than with it on the calling thread. Every small kernel starts
+    in parallel; those that do not pay are dropped, with their neighbours
+    as they then are, until none is (two small kernels in a row may only pay
+    together).
     """
     if threads < 2 or not small or "main" not in [gv.name_hint for gv in mod.get_global_vars()]:
-        return {}
+        return set()
     calls, nbytes = _calls(mod["main"])
-    writer: dict[Any, tuple[int, int]] = {}
-    readers: dict[Any, list[tuple[int, int]]] = {}
-    for i, c in enumerate(calls):
+    writer: dict[Any, tuple[str, int]] = {}
+    readers: dict[Any, list[tuple[str, int]]] = {}
+    for c in calls:
         for p, k in c.reads:
-            readers.setdefault(k, []).append((i, p))
+            readers.setdefault(k, []).append((c.name, p))
         for p, k in c.writes:
-            writer[k] = (i, p)
+            writer[k] = (c.name, p)
     funcs = {gv.name_hint: f for gv, f in mod.functions_items()}
     cache: dict[tuple[str, bool], dict[int, list[np.ndarray]]] = {}
 
@@ -507,35 +501,31 @@ def aligned_parallel(mod: Any, threads: int, small: dict[str, Any], parallel: se
 
     empty = [np.zeros(0, np.int64)] * threads
 
-    def saved(i: int, chosen: set[int]) -> float:
-        """Lines of call ``i``'s large tensors that stop crossing between threads with the call in parallel."""
-        c = calls[i]
-        pairs = [(writer[k], p, k, True) for p, k in c.reads if k in writer]
-        pairs += [(r, p, k, False) for p, k in c.writes for r in readers.get(k, [])]
-        crossing = {True: 0.0, False: 0.0}
-        for (j, other_p), p, k, reading in pairs:
-            if nbytes.get(k, 0) < SHARED_MIN_BYTES or j == i:
-                continue
-            other = calls[j].name
-            theirs = lines(other, other in parallel or j in chosen).get(other_p, empty)
-            for par in (True, False):
-                mine = lines(c.name, par).get(p, empty)
-                w, r = (theirs, mine) if reading else (mine, theirs)
-                n = sum(len(x) for x in r)
-                crossing[par] += n - local_fraction(w, r) * n
-        return crossing[False] - crossing[True]
+    def aligned(name: str, chosen: set[str]) -> bool:
+        """Whether ``name`` in parallel leaves enough fewer lines of its large tensors to cross between threads."""
+        score = {True: 0.0, False: 0.0}
+        total = {True: 0, False: 0}
+        for c in (c for c in calls if c.name == name):
+            pairs = [(writer[k], p, k, True) for p, k in c.reads if k in writer]
+            pairs += [(r, p, k, False) for p, k in c.writes for r in readers.get(k, [])]
+            for (other, other_p), p, k, reading in pairs:
+                if nbytes.get(k, 0) < SHARED_MIN_BYTES or other == name:
+                    continue
+                theirs = lines(other, other in parallel or other in chosen).get(other_p, empty)
+                for par in (True, False):
+                    mine = lines(name, par).get(p, empty)
+                    w, r = (theirs, mine) if reading else (mine, theirs)
+                    n = sum(len(x) for x in r)
+                    score[par] += local_fraction(w, r) * n
+                    total[par] += n
+        crossing = {par: total[par] - score[par] for par in (True, False)}
+        return crossing[False] - crossing[True] >= SHARED_MIN_BYTES // _LINE
 
-    chosen = {i for i, c in enumerate(calls) if c.name in small}
+    chosen = set(small)
     while True:
-        drop = {i for i in chosen if saved(i, chosen) < SHARED_MIN_BYTES // _LINE}
+        drop = {name for name in chosen if not aligned(name, chosen)}
         if not drop:
             break
         chosen -= drop
-    out: dict[str, tuple[bool, ...]] = {}
-    for name in small:
-        flags = tuple(i in chosen for i, c in enumerate(calls) if c.name == name)
-        if any(flags):
-            out[name] = flags
-    logger.debug("%d calls of small kernels run in parallel with their neighbours' split: %s", len(chosen),
-                 {n: f for n, f in out.items()})  # fmt: skip
-    return out
+    logger.debug("%d small kernels run in parallel with their neighbours' split: %s", len(chosen), sorted(chosen))
+    return chosen

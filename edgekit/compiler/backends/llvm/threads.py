@@ -267,33 +267,26 @@ def serial_small_kernels_pass(target: Any = None, min_work: float = PARALLEL_MIN
                     small[gv.name_hint] = func
                 else:
                     parallel.add(gv.name_hint)
-        kept, split = _aligned(mod, threads, small, parallel)
+        kept = _aligned(mod, threads, small, parallel)
         for gv, func in list(mod.functions_items()):
             name = gv.name_hint
-            if name in kept and all(split[name]):
+            if name in kept:
                 mod[gv] = kept[name]
             elif name in small:
                 mod[gv] = _serial(func)
-        mixed = {name: (kept[name], flags) for name, flags in split.items() if not all(flags)}
-        if mixed:
-            mod = _split_calls(mod, mixed)
-        logger.debug("%d kernels below %d units of work run serially, %d small ones in parallel (%d of them in "
-                     "some calls only)", len(small) - len(kept), min_work, len(kept), len(mixed))  # fmt: skip
+        logger.debug("%d kernels below %d units of work run serially, %d small ones in parallel",
+                     len(small) - len(kept), min_work, len(kept))  # fmt: skip
         return mod
 
     return apply
 
 
-def _aligned(mod: Any, threads: int, small: dict[str, Any], parallel: set[str]) -> tuple[dict[str, Any], dict]:
-    """The small kernels (and hand-written serial ones) :func:`thread_shares.aligned_parallel` keeps in parallel.
-
-    Returns ``(kernels, calls)``: name -> the kernel's parallel form, and
-    name -> per call of it in ``main``, whether that call runs in parallel.
-    """
+def _aligned(mod: Any, threads: int, small: dict[str, Any], parallel: set[str]) -> dict[str, Any]:
+    """The small kernels (and hand-written serial ones) :func:`thread_shares.aligned_parallel` keeps in parallel."""
     from edgekit.compiler.backends.llvm.thread_shares import aligned_parallel, parallel_outer
 
     if threads < 2 or "main" not in [gv.name_hint for gv in mod.get_global_vars()]:
-        return {}, {}
+        return {}
     candidates = dict(small)
     for name in _touching_large_tensors(mod):
         func = mod[name]
@@ -301,44 +294,8 @@ def _aligned(mod: Any, threads: int, small: dict[str, Any], parallel: set[str]) 
             split = parallel_outer(func, threads)
             if split is not None:
                 candidates[name] = split
-    calls = aligned_parallel(mod, threads, candidates, parallel)
-    return {name: candidates[name] for name in calls}, calls
-
-
-def _split_calls(mod: Any, mixed: dict[str, tuple[Any, tuple[bool, ...]]]) -> Any:
-    """``mod`` with the calls flagged in ``mixed[name][1]`` going to a parallel copy of kernel ``name``.
-
-    The kernel keeps its name and stays serial for its other calls; the copy
-    (``mixed[name][0]``) is added as ``<name>_split``.
-    """
-    import tvm
-    from tvm import relax
-
-    call_tir = tvm.ir.Op.get("relax.call_tir")
-
-    @relax.expr_functor.mutator
-    class Retarget(relax.PyExprMutator):
-        def __init__(self, module: Any) -> None:
-            super().__init__(module)
-            self.copies = {name: self.builder_.add_func(func, name + "_split") for name, (func, _) in mixed.items()}
-            self.seen = {name: 0 for name in mixed}
-
-        def visit_call_(self, call: Any) -> Any:
-            call = super().visit_call_(call)
-            if not (isinstance(call, relax.Call) and call.op.same_as(call_tir)):
-                return call
-            name = call.args[0].name_hint
-            if name not in mixed:
-                return call
-            k, self.seen[name] = self.seen[name], self.seen[name] + 1
-            if not mixed[name][1][k]:
-                return call
-            return relax.Call(call.op, [self.copies[name], *call.args[1:]], call.attrs, call.ty_args, call.span)
-
-    mutator = Retarget(mod)
-    main = mod.get_global_var("main")
-    mutator.builder_.update_func(main, mutator.visit_expr(mod["main"]))
-    return mutator.builder_.get()
+    keep = aligned_parallel(mod, threads, candidates, parallel)
+    return {name: candidates[name] for name in keep}
 
 
 def _touching_large_tensors(mod: Any) -> set[str]:
