@@ -28,11 +28,13 @@ thread writes its own elements.
 
 The line count does not predict every call. Measured per call on two
 threads (AMD EPYC Zen 4, znver4 code, rule on against off, 2026-12-07,
-BENCHMARKS.md "int8 on two threads"), most calls the rule makes parallel
+BENCHMARKS.md, "small kernels made parallel, per call, on a Zen 4"), most calls the rule makes parallel
 gain, but some lose: SqueezeNet int8's 55 x 55 channel concat 18 -> 75 us,
 PP-OCR cls fp32's ``pad4`` 17 -> 26 us (twice), PP-OCR det int8's
 ``lookup_vbmi13`` 5.9 -> 11.6 us and ``pad_block15`` 8.6 -> 12.8 us. None of
-them has two threads storing to one line. Deciding per call instead of per
+them has two threads storing to one line. One is code generation: the concat's 16-byte
+``if_then_else`` vectors compile to byte copies inside TVM's parallel closure
+(97 byte moves against 1 serial, znver4). Deciding per call instead of per
 kernel (a call kept parallel only where its own count saves 64 KiB) was
 tried and not kept: it kept exactly those losing calls parallel and made
 paying ones serial (SqueezeNet fp32's concats 96 -> 19 us in parallel, so
