@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnx
 import onnxruntime as ort
-from onnx import numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 
 from edgekit.compiler.backends.llvm.relax_build import build_cpu, prepare_cpu_module
 from edgekit.compiler.importer import import_onnx
@@ -26,6 +26,40 @@ def quantized(directory: Path, fp32: onnx.ModelProto, calibration: dict[str, np.
     out = directory / "int8.onnx"
     quantize(str(src), QuantConfig(), calibration=calibration).save(out)
     return str(out)
+
+
+def small_cnn(shape: tuple[int, ...], *, seed: int, mean: float, stride_on: str) -> onnx.ModelProto:
+    """The asymmetric-weight tests' fp32 CNN: conv 3x3 (padded) to 8 channels, depthwise 3x3,
+    a 1x1 conv to 16 channels (a whole vector), Gemm to 5; ``stride_on`` ("depthwise" or
+    "conv3") is the layer with stride 2. Weights ``N(mean, 0.3)`` from ``seed``."""
+    rng = np.random.default_rng(seed)
+
+    def init(name: str, *dims: int) -> TensorProto:
+        return numpy_helper.from_array((rng.standard_normal(dims) * 0.3 + mean).astype(np.float32), name)
+
+    stride = {name: ({"strides": [2, 2]} if name == stride_on else {}) for name in ("depthwise", "conv3")}
+    features = 16 * ((shape[2] + 1) // 2) * ((shape[3] + 1) // 2)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], "conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], "relu1"),
+        helper.make_node("Conv", ["r1", "wd", "bd"], ["c2"], "depthwise", pads=[1, 1, 1, 1], group=8, **stride["depthwise"]),
+        helper.make_node("Conv", ["c2", "w3", "b3"], ["c3"], "conv3", **stride["conv3"]),
+        helper.make_node("Flatten", ["c3"], ["f"], "flatten"),
+        helper.make_node("Gemm", ["f", "wg", "bg"], ["y"], "gemm", transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "small_cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5])],
+        initializer=[init("w1", 8, 3, 3, 3), init("b1", 8), init("wd", 8, 1, 3, 3), init("bd", 8),
+                     init("w3", 16, 8, 1, 1), init("b3", 16), init("wg", 5, features), init("bg", 5)],
+    )  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def normal_feeds(shape: tuple[int, ...], n: int, seed: int) -> list[dict[str, np.ndarray]]:
+    """``n`` seeded N(0, 1) feeds of the model input ``x``."""
+    rng = np.random.default_rng(seed)
+    return [{"x": rng.standard_normal(shape).astype(np.float32)} for _ in range(n)]
 
 
 def assert_within_one_lsb_of_onnxruntime(model_path: str, feeds: dict[str, np.ndarray], got: np.ndarray) -> None:

@@ -19,14 +19,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
 pytest.importorskip("tvm")
 
 import tvm  # noqa: E402
 from _host_cpu import host_target  # noqa: E402
-from _int8_checks import assert_within_one_lsb_of_onnxruntime, kernel_calls, run_built  # noqa: E402
+from _int8_checks import assert_within_one_lsb_of_onnxruntime, kernel_calls, normal_feeds, run_built, small_cnn  # noqa: E402
 
 from edgekit.compiler.importer import import_onnx  # noqa: E402
 from edgekit.compiler.integer import weight_taps  # noqa: E402
@@ -60,32 +59,11 @@ def test_split_is_exact_and_bounded() -> None:
 
 
 def _fp32_model() -> onnx.ModelProto:
-    """conv 3x3 (padded), depthwise 3x3 stride 2, a 1x1 conv to 16 channels, Gemm."""
-    rng = np.random.default_rng(7)
-
-    def init(name: str, *shape: int) -> TensorProto:
-        return numpy_helper.from_array((rng.standard_normal(shape) * 0.3 + 0.05).astype(np.float32), name)
-
-    nodes = [
-        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], "conv1", pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["c1"], ["r1"], "relu1"),
-        helper.make_node("Conv", ["r1", "wd", "bd"], ["c2"], "depthwise", pads=[1, 1, 1, 1], strides=[2, 2], group=8),
-        helper.make_node("Conv", ["c2", "w3", "b3"], ["c3"], "conv3"),
-        helper.make_node("Flatten", ["c3"], ["f"], "flatten"),
-        helper.make_node("Gemm", ["f", "wg", "bg"], ["y"], "gemm", transB=1),
-    ]
-    graph = helper.make_graph(
-        nodes, "taps", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(_SHAPE))],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5])],
-        initializer=[init("w1", 8, 3, 3, 3), init("b1", 8), init("wd", 8, 1, 3, 3), init("bd", 8),
-                     init("w3", 16, 8, 1, 1), init("b3", 16), init("wg", 5, 576), init("bg", 5)],
-    )  # fmt: skip
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return small_cnn(_SHAPE, seed=7, mean=0.05, stride_on="depthwise")
 
 
 def _feeds(n: int, seed: int) -> list[dict[str, np.ndarray]]:
-    rng = np.random.default_rng(seed)
-    return [{"x": rng.standard_normal(_SHAPE).astype(np.float32)} for _ in range(n)]
+    return normal_feeds(_SHAPE, n, seed)
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ pytest.importorskip("tvm")
 
 import tvm  # noqa: E402
 from _host_cpu import host_target  # noqa: E402
-from _int8_checks import assert_within_one_lsb_of_onnxruntime, run_built  # noqa: E402
+from _int8_checks import assert_within_one_lsb_of_onnxruntime, normal_feeds, run_built, small_cnn  # noqa: E402
 
 from edgekit.compiler.importer import import_onnx  # noqa: E402
 from edgekit.compress.calibration import FeedsReader  # noqa: E402
@@ -126,32 +126,11 @@ _SHAPE = (1, 3, 10, 10)
 
 
 def _fp32_model() -> onnx.ModelProto:
-    """conv 3x3, depthwise 3x3, a 1x1 conv to 16 channels (a whole vector: the window sum takes one more), Gemm."""
-    rng = np.random.default_rng(11)
-
-    def init(name: str, *shape: int) -> TensorProto:
-        return numpy_helper.from_array((rng.standard_normal(shape) * 0.3 + 0.1).astype(np.float32), name)
-
-    nodes = [
-        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], "conv1", pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["c1"], ["r1"], "relu1"),
-        helper.make_node("Conv", ["r1", "wd", "bd"], ["c2"], "depthwise", pads=[1, 1, 1, 1], group=8),
-        helper.make_node("Conv", ["c2", "w3", "b3"], ["c3"], "conv3", strides=[2, 2]),
-        helper.make_node("Flatten", ["c3"], ["f"], "flatten"),
-        helper.make_node("Gemm", ["f", "wg", "bg"], ["y"], "gemm", transB=1),
-    ]
-    graph = helper.make_graph(
-        nodes, "asym", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(_SHAPE))],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5])],
-        initializer=[init("w1", 8, 3, 3, 3), init("b1", 8), init("wd", 8, 1, 3, 3), init("bd", 8),
-                     init("w3", 16, 8, 1, 1), init("b3", 16), init("wg", 5, 400), init("bg", 5)],
-    )  # fmt: skip
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return small_cnn(_SHAPE, seed=11, mean=0.1, stride_on="conv3")
 
 
 def _feeds(n: int, seed: int) -> list[dict[str, np.ndarray]]:
-    rng = np.random.default_rng(seed)
-    return [{"x": rng.standard_normal(_SHAPE).astype(np.float32)} for _ in range(n)]
+    return normal_feeds(_SHAPE, n, seed)
 
 
 _WEIGHTS = {"w1": 0, "wd": 0, "w3": 0, "wg": 0}
