@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -10,7 +11,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from edgekit.compiler.backends.llvm.relax_build import build_cpu, prepare_cpu_module
+from edgekit.compiler.backends.llvm.relax_build import build_cpu, prepare_cpu_module, schedule_passes
 from edgekit.compiler.importer import import_onnx
 from edgekit.compress import QuantConfig, quantize
 from edgekit.frontend.loader import load_model
@@ -60,6 +61,31 @@ def normal_feeds(shape: tuple[int, ...], n: int, seed: int) -> list[dict[str, np
     """``n`` seeded N(0, 1) feeds of the model input ``x``."""
     rng = np.random.default_rng(seed)
     return [{"x": rng.standard_normal(shape).astype(np.float32)} for _ in range(n)]
+
+
+def kernels_asm(model_path: str, mcpu: str) -> dict[str, str]:
+    """Assembly of every kernel of the model compiled for ``mcpu``, by kernel name (its parallel body included)."""
+    import tvm
+
+    target = tvm.target.Target({"kind": "llvm", "mcpu": mcpu})
+    prepared, _ = prepare_cpu_module(import_onnx(load_model(model_path))[0], target)
+    with target, tvm.transform.PassContext(opt_level=3):
+        scheduled = tvm.transform.Sequential(schedule_passes(target))(prepared)
+    funcs = {gv.name_hint: f.with_attr("global_symbol", gv.name_hint)
+             for gv, f in scheduled.functions_items() if isinstance(f, tvm.tirx.PrimFunc)}  # fmt: skip
+    asm = tvm.tirx.build(tvm.IRModule(funcs), target).inspect_source("asm")
+    parts = re.split(r"^([A-Za-z_][\w.]*):\n", asm, flags=re.M)
+    out = dict.fromkeys(funcs, "")
+    for label, body in zip(parts[1::2], parts[2::2]):
+        name = label.removeprefix("__tvm_ffi_").removesuffix("_compute_")
+        if name in out:
+            out[name] += body
+    return out
+
+
+def mnemonics(asm: str) -> set[str]:
+    """The instruction mnemonics in ``asm`` (a ``{vex}`` prefix dropped)."""
+    return {m.group(1) for m in re.finditer(r"^\s+(?:\{vex\}\s+)?([a-z][a-z0-9]*)", asm, re.M)}
 
 
 def assert_within_one_lsb_of_onnxruntime(model_path: str, feeds: dict[str, np.ndarray], got: np.ndarray) -> None:

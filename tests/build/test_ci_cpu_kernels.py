@@ -18,11 +18,8 @@ from onnx import TensorProto, helper, numpy_helper
 tvm = pytest.importorskip("tvm")
 pytest.importorskip("onnxruntime")
 
-from _int8_checks import quantized  # noqa: E402
+from _int8_checks import kernels_asm, mnemonics, quantized  # noqa: E402
 
-from edgekit.compiler.backends.llvm.relax_build import prepare_cpu_module, schedule_passes  # noqa: E402
-from edgekit.compiler.importer import import_onnx  # noqa: E402
-from edgekit.frontend.loader import load_model  # noqa: E402
 
 #: Registers and mask registers only AVX-512 (EVEX) code has.
 AVX512_REGISTERS = re.compile(r"%zmm\d+|%[xy]mm(1[6-9]|2\d|3[01])\b|%k[1-7]\b")
@@ -58,28 +55,6 @@ def int8_model(tmp_path_factory) -> str:
     return quantized(tmp_path_factory.mktemp("ci_cpus"), _model(), cal)
 
 
-def _kernels_asm(model_path: str, mcpu: str) -> dict[str, str]:
-    """Assembly of every kernel of the model compiled for ``mcpu``, by kernel name (its parallel body included)."""
-    target = tvm.target.Target({"kind": "llvm", "mcpu": mcpu})
-    prepared, _ = prepare_cpu_module(import_onnx(load_model(model_path))[0], target)
-    with target, tvm.transform.PassContext(opt_level=3):
-        scheduled = tvm.transform.Sequential(schedule_passes(target))(prepared)
-    funcs = {gv.name_hint: f.with_attr("global_symbol", gv.name_hint)
-             for gv, f in scheduled.functions_items() if isinstance(f, tvm.tirx.PrimFunc)}  # fmt: skip
-    asm = tvm.tirx.build(tvm.IRModule(funcs), target).inspect_source("asm")
-    parts = re.split(r"^([A-Za-z_][\w.]*):\n", asm, flags=re.M)
-    out = dict.fromkeys(funcs, "")
-    for label, body in zip(parts[1::2], parts[2::2]):
-        name = label.removeprefix("__tvm_ffi_").removesuffix("_compute_")
-        if name in out:
-            out[name] += body
-    return out
-
-
-def _mnemonics(asm: str) -> set[str]:
-    return {m.group(1) for m in re.finditer(r"^\s+(?:\{vex\}\s+)?([a-z][a-z0-9]*)", asm, re.M)}
-
-
 def _one(kernels: dict[str, str], pattern: str, count: int = 1) -> list[str]:
     found = [a for n, a in kernels.items() if re.search(pattern, n)]
     assert len(found) == count, (pattern, sorted(kernels))
@@ -87,27 +62,27 @@ def _one(kernels: dict[str, str], pattern: str, count: int = 1) -> list[str]:
 
 
 def test_sapphirerapids_takes_the_avx512_vnni_and_vbmi_kernels(int8_model):
-    kernels = _kernels_asm(int8_model, "sapphirerapids")
+    kernels = kernels_asm(int8_model, "sapphirerapids")
     for asm in _one(kernels, r"^fused_conv2d_vnni512", 2) + _one(kernels, r"^fused_matmul_vnni512"):
         assert re.search(r"vpdpbusd\s+.*%zmm", asm), "512-bit vpdpbusd"
     (depthwise,) = _one(kernels, r"^fused_depthwise_conv2d_vnni")
-    assert {"vpdpbusd", "vpermb"} <= _mnemonics(depthwise)  # four taps per lane, operands permuted with VBMI
+    assert {"vpdpbusd", "vpermb"} <= mnemonics(depthwise)  # four taps per lane, operands permuted with VBMI
     # The hard-swish table, 128 bytes per VBMI permute (in a lookup kernel or in the depthwise input copy).
-    assert any(_mnemonics(a) & {"vpermi2b", "vpermt2b"} for a in kernels.values()), sorted(kernels)
+    assert any(mnemonics(a) & {"vpermi2b", "vpermt2b"} for a in kernels.values()), sorted(kernels)
     # AMX adds nothing yet: the same kernels as an AVX512-VNNI + VBMI CPU without it.
-    assert sorted(kernels) == sorted(_kernels_asm(int8_model, "icelake-server"))
+    assert sorted(kernels) == sorted(kernels_asm(int8_model, "icelake-server"))
 
 
 def test_znver2_takes_the_avx2_kernels_and_no_avx512_instruction(int8_model):
-    kernels = _kernels_asm(int8_model, "znver2")
+    kernels = kernels_asm(int8_model, "znver2")
     for asm in _one(kernels, r"^fused_conv2d_i16_256", 2) + _one(kernels, r"^fused_matmul_i16_256"):
-        assert "vpmaddwd" in _mnemonics(asm)
+        assert "vpmaddwd" in mnemonics(asm)
     (depthwise,) = _one(kernels, r"^fused_depthwise_conv2d_dw8")  # two taps per vpmaddwd lane
-    assert "vpmaddwd" in _mnemonics(depthwise) and not _mnemonics(depthwise) & {"vpmullw", "vpmulld"}
+    assert "vpmaddwd" in mnemonics(depthwise) and not mnemonics(depthwise) & {"vpmullw", "vpmulld"}
     (lookup,) = _one(kernels, r"lookup")  # the hard-swish table, 16 bytes per vpshufb
-    assert "vpshufb" in _mnemonics(lookup)
+    assert "vpshufb" in mnemonics(lookup)
     for name, asm in kernels.items():
         assert asm, name
         assert not AVX512_REGISTERS.search(asm), (name, AVX512_REGISTERS.search(asm).group(0))
-        assert "vpdpbusd" not in _mnemonics(asm), name
-    assert sorted(kernels) == sorted(_kernels_asm(int8_model, "haswell"))
+        assert "vpdpbusd" not in mnemonics(asm), name
+    assert sorted(kernels) == sorted(kernels_asm(int8_model, "haswell"))

@@ -15,14 +15,11 @@ import onnx
 import pytest
 import tvm
 from _host_cpu import needs_cpu
-from _int8_checks import assert_within_one_lsb_of_onnxruntime, kernel_calls, quantized, run_built
+from _int8_checks import assert_within_one_lsb_of_onnxruntime, kernel_calls, kernels_asm, mnemonics, quantized, run_built
 from onnx import TensorProto, helper, numpy_helper
 
 import edgekit.compiler.backends.llvm.int8 as cpu_int8
 from edgekit.compiler.backends.llvm.intrin import DW_I16_256
-from edgekit.compiler.backends.llvm.relax_build import prepare_cpu_module, schedule_passes
-from edgekit.compiler.importer import import_onnx
-from edgekit.frontend.loader import load_model
 
 #: AVX2 without AVX-512 or VNNI: Intel Haswell, AMD Zen 2 (the EPYC CI hosts).
 AVX2_ONLY = ("haswell", "znver2")
@@ -64,19 +61,8 @@ def int8_model(tmp_path_factory) -> str:
 
 def _depthwise_asm(model_path: str, mcpu: str) -> dict[str, str]:
     """Assembly of each depthwise kernel of the model compiled for ``mcpu``."""
-    target = tvm.target.Target({"kind": "llvm", "mcpu": mcpu})
-    prepared, _ = prepare_cpu_module(import_onnx(load_model(model_path))[0], target)
-    with target, tvm.transform.PassContext(opt_level=3):
-        scheduled = tvm.transform.Sequential(schedule_passes(target))(prepared)
-    return {
-        gv.name_hint: tvm.tirx.build(tvm.IRModule({"main": f.with_attr("global_symbol", "main")}), target).inspect_source("asm")
-        for gv, f in scheduled.functions_items()
-        if isinstance(f, tvm.tirx.PrimFunc) and "depthwise" in gv.name_hint
-    }
+    return {name: asm for name, asm in kernels_asm(model_path, mcpu).items() if "depthwise" in name}
 
-
-def _mnemonics(asm: str) -> set[str]:
-    return {m.group(1) for m in re.finditer(r"^\s+(?:\{vex\}\s+)?([a-z][a-z0-9]*)", asm, re.M)}
 
 
 @pytest.mark.parametrize("mcpu", AVX2_ONLY)
@@ -87,7 +73,7 @@ def test_avx2_depthwise_takes_two_taps_per_pmaddwd_lane(int8_model, mcpu):
     kernels = _depthwise_asm(int8_model, mcpu)
     assert len(kernels) == 3 and all(KERNEL in n for n in kernels), sorted(kernels)
     for name, asm in kernels.items():
-        ops = _mnemonics(asm)
+        ops = mnemonics(asm)
         assert {"vpunpcklbw", "vpmovsxbw", "vpmaddwd"} <= ops, (name, sorted(ops))
         assert re.search(r"vpmaddwd\s+[^\n]*%ymm", asm), name
         assert not ops & {"vpmullw", "vpmulld", "vpmuldq", "vpmuludq"}, (name, sorted(ops))

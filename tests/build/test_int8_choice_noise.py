@@ -15,13 +15,13 @@ import onnx
 import pytest
 from rich.console import Console
 from rich.table import Table
+from _int8_checks import quantized
 from _loaded_machine import LoadedCost, LoadedMachine
 from test_int8_choice import _fp32_model
 
 from edgekit.cli.cmd_compile import _int8_choice_rows
 from edgekit.compiler.backend import BuildResult, CompileOptions
 from edgekit.compiler.backends.llvm.int8_choice import NOISE_ADVICE, Int8Choice, choose
-from edgekit.compress import QuantConfig, quantize
 from edgekit.core.profiles import load_profiles
 from edgekit.frontend.loader import load_model
 
@@ -32,10 +32,8 @@ MODEL_INT8 = {"int8": 4.0, "mixed": 4.5, "fp32": 5.0}
 
 @pytest.fixture(scope="module")
 def int8_model(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("noise")
-    onnx.save(_fp32_model(), str(d / "fp32.onnx"))
     cal = {"x": np.random.default_rng(1).standard_normal((16, 3, 8, 8)).astype(np.float32)}
-    return Path(quantize(str(d / "fp32.onnx"), QuantConfig(), calibration=cal).save(d / "int8.onnx"))
+    return Path(quantized(tmp_path_factory.mktemp("noise"), _fp32_model(), cal))
 
 
 def _choose(model: Path, cost: LoadedCost) -> tuple[Int8Choice, list[onnx.ModelProto]]:
