@@ -115,12 +115,17 @@ def kernel_calls(model_path: str, target: "tvm.target.Target") -> list[tuple[str
     return out
 
 
-def run_built(model_path: str, target: "tvm.target.Target", x: np.ndarray) -> np.ndarray:
-    """The output of ``model_path`` built by :func:`build_cpu` for ``target`` and run here on ``x``."""
+def run_built(model_path: str, target: "tvm.target.Target", x: np.ndarray | list[np.ndarray]) -> np.ndarray | list[np.ndarray]:
+    """The output of ``model_path`` built by :func:`build_cpu` for ``target`` and run here on ``x``;
+    for a list of inputs, the list of outputs of one build (a build costs seconds, a run microseconds)."""
     import tvm
 
     mod, weights = import_onnx(load_model(model_path))[:2]
     built = build_cpu(mod, target, weights)
     vm = tvm.relax.VirtualMachine(built.executable, tvm.cpu())
-    out = vm["main"](tvm.runtime.tensor(x), *built.params)
-    return out.numpy() if hasattr(out, "numpy") else out[0].numpy()
+
+    def run(one: np.ndarray) -> np.ndarray:
+        out = vm["main"](tvm.runtime.tensor(one), *built.params)
+        return out.numpy() if hasattr(out, "numpy") else out[0].numpy()
+
+    return [run(one) for one in x] if isinstance(x, list) else run(x)
