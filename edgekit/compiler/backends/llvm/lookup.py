@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgekit.compiler.backends.llvm.intrin import dot_isa, has_feature
+from edgekit.compiler.backends.llvm.intrin import I16_256, dot_isa, has_feature
 from edgekit.compiler.backends.llvm.lookup_arith import arithmetic_lookup
 from edgekit.compiler.integer.lut_program import LUT_PROGRAMS, Program, table_key
 from edgekit.compiler.relax_rewrite import bound_value, calls_rewrite_pass, const_value, is_call, static_shape
@@ -28,8 +28,8 @@ from edgekit.compiler.relax_rewrite import bound_value, calls_rewrite_pass, cons
 if TYPE_CHECKING:  # pragma: no cover
     import tvm
 
-__all__ = ["ARITHMETIC_MCPUS", "AVX2_LOOKUP", "VBMI_LOOKUP", "lookup32", "lookup64", "lookup_pad_avx2_func", "lookup_pass",
-           "lookup_vbmi_func"]
+__all__ = ["ALL_SLICES", "ARITHMETIC_MCPUS", "AVX2_LOOKUP", "VBMI_LOOKUP", "avx2_live_slices", "lookup32", "lookup64",
+           "lookup_pad_avx2_func", "lookup_pass", "lookup_vbmi_func"]
 
 logger = logging.getLogger(__name__)
 
@@ -98,11 +98,14 @@ def lookup64(xv: Any, Tb: Any) -> Any:
 lookup_vbmi_func = _lookup_vbmi_func
 
 
+#: Every slice of :func:`_avx2_slices`' layout: what :func:`_lookup32` reads unless told which are all zero.
+ALL_SLICES: tuple[int, ...] = tuple(range(16))
+
 #: ``vpshufb`` (an index byte with bit 7 set reads 0) and the saturating byte add that builds its indices.
 _SHUFFLE, _ADD_SATURATED = "llvm.x86.avx2.pshuf.b", "llvm.uadd.sat"
 
 
-def _lookup32(xv: Any, Tb: Any) -> Any:
+def _lookup32(xv: Any, Tb: Any, live: tuple[int, ...] = ALL_SLICES) -> Any:
     """The table lookup of 32 int8 values ``xv`` (a TIR ``int8x32``) in :func:`_avx2_slices`' 16 slices ``Tb`` (AVX2).
 
     ``vpshufb`` reads byte ``i & 15`` of a 16-byte slice, or 0 where bit 7
@@ -117,19 +120,26 @@ def _lookup32(xv: Any, Tb: Any) -> Any:
     per 32 values. The earlier form (16 shuffles, each kept by a compare and
     a ``vpblendvb``) took 46 cycles per step on Haswell in llvm-mca's model
     (``vpblendvb`` is two uops there), this one 17 (docs/performance.md).
+
+    Only the slices in ``live`` are read: a slice of zeros adds nothing to
+    the XOR (:func:`avx2_live_slices`; where two neighbouring slices of the
+    table are equal, e.g. hard-swish's zeros below -3 and hard-sigmoid's
+    saturated ends).
     """
     from tvm.script import tirx as T
 
     xu = T.reinterpret(xv, dtype="uint8x32")
     u = xu ^ T.broadcast(T.uint8(128), 32)
     hits = []
-    for k in range(16):
+    for k in live:
         index = T.call_llvm_pure_intrin("uint8x32", _ADD_SATURATED, u if k < 8 else xu,
                                         T.broadcast(T.uint8(112 - 16 * (k % 8)), 32))  # fmt: skip
         hits.append(T.call_llvm_pure_intrin("int8x32", _SHUFFLE, Tb.vload([32 * k], "int8x32"),
                                             T.reinterpret(index, dtype="int8x32")))  # fmt: skip
+    if not hits:  # a table of zeros
+        return T.broadcast(T.int8(0), 32)
     while len(hits) > 1:  # a balanced XOR tree: 4 steps of latency, not 15
-        hits = [a ^ b for a, b in zip(hits[::2], hits[1::2])]
+        hits = [a ^ b for a, b in zip(hits[::2], hits[1::2])] + hits[len(hits) - len(hits) % 2 :]
     return hits[0]
 
 
@@ -149,10 +159,11 @@ def _lookup1(x: Any, Tb: Any) -> Any:
     return out
 
 
-def _lookup_avx2_func(shape: tuple[int, ...]) -> Any:
+def _lookup_avx2_func(shape: tuple[int, ...], live: tuple[int, ...] = ALL_SLICES) -> Any:
     """``y[i] = table[x[i] + 128]`` over int8 values, 32 per step with 16 ``vpshufb`` (AVX2, :func:`_lookup32`).
 
-    The kernel takes the table as :func:`_avx2_slices` lays it out. A tail
+    The kernel takes the table as :func:`_avx2_slices` lays it out and reads
+    only the slices ``live`` (:func:`avx2_live_slices`). A tail
     of fewer than 32 values is one more overlapping step, or scalar when the
     whole tensor is smaller than a step (a squeeze-excite gate). TVM
     vectorizes a gather into scalar byte loads, which also kept the
@@ -170,9 +181,9 @@ def _lookup_avx2_func(shape: tuple[int, ...]) -> Any:
         X = T.decl_buffer((n,), "int8", data=Xs.data)
         Y = T.decl_buffer((n,), "int8", data=Ys.data)
         for i in range(steps):
-            Y[T.ramp(i * 32, 1, 32)] = _lookup32(X.vload([i * 32], "int8x32"), Tb)
+            Y[T.ramp(i * 32, 1, 32)] = _lookup32(X.vload([i * 32], "int8x32"), Tb, live)
         if steps > 0 and tail > 0:
-            Y[T.ramp(n - 32, 1, 32)] = _lookup32(X.vload([n - 32], "int8x32"), Tb)
+            Y[T.ramp(n - 32, 1, 32)] = _lookup32(X.vload([n - 32], "int8x32"), Tb, live)
         if steps == 0:
             for j in range(n):
                 Y[j] = _lookup1(X[j], Tb)
@@ -181,7 +192,7 @@ def _lookup_avx2_func(shape: tuple[int, ...]) -> Any:
 
 
 def lookup_pad_avx2_func(shape: tuple[int, int, int, int], top: int, left: int, out: tuple[int, int, int, int],
-                         border: int, fill: int) -> Any:  # fmt: skip
+                         border: int, fill: int, live: tuple[int, ...] = ALL_SLICES) -> Any:  # fmt: skip
     """``Y = pad(table[X + 128])`` for NHWC int8 ``X`` with at least 32 channels, in one pass (AVX2).
 
     The pad is :func:`edgekit.compiler.backends.llvm.pad.int8_pad_pass`'s
@@ -191,7 +202,8 @@ def lookup_pad_avx2_func(shape: tuple[int, int, int, int], top: int, left: int, 
     previous one when ``C`` is not a multiple of 32. A lookup whose only
     consumer is the pad of a depthwise convolution's input writes the padded
     tensor itself: no second pass over the activation (PP-OCR cls, haswell
-    code: 8 pad kernels of 1.4-2.3 us each on one Zen 5 core).
+    code: 8 pad kernels of 1.4-2.3 us each on one Zen 5 core). Only the
+    slices ``live`` are read (:func:`avx2_live_slices`).
     """
     from tvm.script import tirx as T
 
@@ -214,9 +226,9 @@ def lookup_pad_avx2_func(shape: tuple[int, int, int, int], top: int, left: int, 
                     if top <= y and y < top + h and left <= x and x < left + w:
                         src = (((nh // ho) * h + y - top) * w + x - left) * c
                         for k in range(full):
-                            Y[T.ramp(row + k * 32, 1, 32)] = _lookup32(X.vload([src + k * 32], "int8x32"), Tb)
+                            Y[T.ramp(row + k * 32, 1, 32)] = _lookup32(X.vload([src + k * 32], "int8x32"), Tb, live)
                         if c % 32 > 0:
-                            Y[T.ramp(row + c - 32, 1, 32)] = _lookup32(X.vload([src + c - 32], "int8x32"), Tb)
+                            Y[T.ramp(row + c - 32, 1, 32)] = _lookup32(X.vload([src + c - 32], "int8x32"), Tb, live)
                     else:
                         for k in range(c // 16):
                             Y[T.ramp(row + k * 16, 1, 16)] = T.broadcast(T.int8(border), 16)
@@ -235,6 +247,20 @@ def _avx2_slices(table: np.ndarray) -> np.ndarray:
         if k % 8 != 7:
             diff[k] = t[k] ^ t[k + 1]
     return np.repeat(diff.reshape(16, 1, 16), 2, axis=1).reshape(512)
+
+
+def avx2_live_slices(target: tvm.target.Target, slices: np.ndarray | None) -> tuple[int, ...]:
+    """The slices of a table in :func:`_avx2_slices`' layout (512 bytes) the AVX2 lookup reads for ``target``.
+
+    On AVX2-only targets (no AVX-512, no VNNI: Haswell, Zen 2) the slices that
+    are all zero are left out, one add and one shuffle fewer each (PP-OCR
+    cls: 44 of its tables' 432 slices); other targets read all 16, their
+    code unchanged. All 16 where ``slices`` is not known (None).
+    """
+    if dot_isa(target) is not I16_256 or slices is None:
+        return ALL_SLICES
+    rows = np.asarray(slices).reshape(16, 32)
+    return tuple(k for k in ALL_SLICES if rows[k].any())
 
 
 def _int8_source(m: Any, index: Any) -> Any:
@@ -313,9 +339,14 @@ def lookup_pass(target: tvm.target.Target) -> Any:
         new = _arithmetic(m, x, values, shape) if arithmetic else None
         if new is not None:
             return new
-        if shape not in m.funcs:
-            m.funcs[shape] = m.builder_.add_func(kernel(shape), name)
-        return relax.call_tir(m.funcs[shape], relax.Tuple([x, relax.const(layout(values), "int8")]),
+        key: Any = shape
+        # (Tensors under one step take the scalar path, which reads every slice: one kernel per shape.)
+        whole = int(np.prod(shape)) >= 32
+        if kernel is _lookup_avx2_func and whole and (live := avx2_live_slices(target, layout(values))) != ALL_SLICES:
+            key = (shape, live)
+        if key not in m.funcs:
+            m.funcs[key] = m.builder_.add_func(kernel(*key) if key is not shape else kernel(shape), name)
+        return relax.call_tir(m.funcs[key], relax.Tuple([x, relax.const(layout(values), "int8")]),
                               relax.TensorType(shape, "int8"))  # fmt: skip
 
     def setup(mutator: Any) -> None:

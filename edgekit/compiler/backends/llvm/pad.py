@@ -51,7 +51,13 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from edgekit.compiler.backends.llvm.depthwise_input import blocked_epilogue, blocked_lookup
-from edgekit.compiler.backends.llvm.lookup import AVX2_LOOKUP, VBMI_LOOKUP, lookup_pad_avx2_func, lookup_vbmi_func
+from edgekit.compiler.backends.llvm.lookup import (
+    AVX2_LOOKUP,
+    VBMI_LOOKUP,
+    avx2_live_slices,
+    lookup_pad_avx2_func,
+    lookup_vbmi_func,
+)
 from edgekit.compiler.relax_rewrite import const_value, is_call, mutator_pass, use_counts
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -258,9 +264,10 @@ def _lookup_pad(m: Any, x: Any, shape: tuple[int, ...], widths: list[int], out: 
     if not lookup.args[0].name_hint.startswith(AVX2_LOOKUP) or str(x.ty.dtype) != "int8":
         return None
     src, table = lookup.args[1].fields
-    key = ("lookup", shape, widths[2], widths[4], out, border, fill)
+    live = avx2_live_slices(m.lookup_target, const_value(table))
+    key = ("lookup", shape, widths[2], widths[4], out, border, fill, live)
     if key not in m.funcs:
-        func = lookup_pad_avx2_func(shape, widths[2], widths[4], out, border, fill)
+        func = lookup_pad_avx2_func(shape, widths[2], widths[4], out, border, fill, live)
         m.funcs[key] = m.builder_.add_func(func, "lookup_pad_avx2")
     return relax.call_tir(m.funcs[key], relax.Tuple([src, table]), relax.TensorType(out, "int8"))
 
@@ -377,9 +384,13 @@ def int8_pad_pass(target: tvm.target.Target) -> Any:
 
     if target.kind.name != "llvm":
         return tvm.transform.Sequential([], name="EdgekitInt8Pad")
+    pad_target = target
 
     @relax.expr_functor.mutator
     class Pads(relax.PyExprMutator):
+        #: Which slices an AVX2 lookup-pad reads depends on the target (lookup.avx2_live_slices).
+        lookup_target = pad_target
+
         def visit_call_(self, call: Any) -> Any:
             # Weight pads are lifted out to run once at compile time, as Relax.
             data = bool(call.args) and isinstance(call.args[0], relax.Var) and call.args[0] in self.data
