@@ -197,11 +197,13 @@ def test_cli_runs_and_benches_on_the_rtl(digits_package, capsys):
 
 def test_sim_rtl_is_refused_on_a_board_without_an_npu(tmp_path, capsys):
     from edgekit.cli.main import main
+    from edgekit.compiler.backend import CompileOptions
     from edgekit.compiler.driver import compile_model
 
     qdq, feeds = _digits()
     onnx.save(qdq, tmp_path / "q.onnx")
-    compile_model(str(tmp_path / "q.onnx"), "host", tmp_path / "host.ekpkg")
+    # Any host package is refused; int8 kept unmeasured: one build, no int8/fp32 timing rounds.
+    compile_model(str(tmp_path / "q.onnx"), "host", tmp_path / "host.ekpkg", options=CompileOptions(int8_choice="int8"))
     np.savez(tmp_path / "in.npz", **feeds)
     assert main(["run", str(tmp_path / "host.ekpkg"), "--sim", "rtl", "--input", str(tmp_path / "in.npz"), "-o", str(tmp_path / "o.npz")]) == 2
     assert "needs an NPU board" in capsys.readouterr().err
