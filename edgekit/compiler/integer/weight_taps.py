@@ -12,7 +12,9 @@ take it as they take symmetric weights); each tap of the second is one
 input value per output pixel, a strided slice of the (padded) input times
 a per-channel constant that is zero on every other channel. Slices and
 broadcast multiplies are side inputs of the conv's epilogue, so they fuse
-into it: no window sum, no extra output channel, no second conv.
+into it (on CPUs: :mod:`edgekit.compiler.backends.llvm.tap_fusion`, which
+TVM's FuseOps needs for slices): no window sum, no extra output channel, no
+second conv.
 All of it is exact integer arithmetic (the accumulator is the same value
 as ``conv(x, w) - z_w sum(x)``).
 """
@@ -96,7 +98,9 @@ def tap_correction(x: relax.Expr, x_zero: int, taps: list[Tap], *, out_shape: tu
     CPU backend re-points to the conv's own operand
     (:mod:`edgekit.compiler.backends.llvm.operand_readers`), so no second copy
     of the input is made. Other taps slice the int8 input (where a layout
-    transpose moves through them) and pad the slice with the zero point. A
+    transpose moves through them), widen the slice and pad it with the zero
+    point (an int32 pad: the CPU backend makes an int8 pad a kernel of its
+    own, which no epilogue can absorb). A
     depthwise conv's taps at one kernel position are one slice of every
     channel times a per-channel vector (zero where a channel has no tap there):
     elementwise, as the conv's own output is. A conv's product is written
@@ -145,10 +149,10 @@ def _conv_tap(x: relax.Expr, x_zero: int, rows: tuple, conv: relax.Call, out_sha
         axes, begin, end, strides = [1, *axes], [c, *begin], [c + 1, *end], [1, *strides]
     if widen_first and not padded:
         return R.strided_slice(R.astype(x, "int32"), axes=axes, begin=begin, end=end, strides=strides)
-    tap = R.strided_slice(x, axes=axes, begin=begin, end=end, strides=strides)
-    if padded:
+    tap = R.astype(R.strided_slice(x, axes=axes, begin=begin, end=end, strides=strides), "int32")
+    if padded:  # padded as int32: an int8 pad is a kernel of its own on the CPU (backends/llvm/pad.py)
         tap = R.nn.pad(tap, [0, 0, 0, 0, pad_top, pad_bottom, pad_left, pad_right], pad_value=float(x_zero))
-    return R.astype(tap, "int32")
+    return tap
 
 
 def _merged(taps: list[Tap], depthwise: bool, in_per_group: int) -> list[tuple[tuple, np.ndarray]]:

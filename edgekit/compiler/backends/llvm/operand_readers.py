@@ -42,8 +42,14 @@ def _dtype(expr: Any) -> str:
     return str(getattr(expr.ty, "dtype", ""))
 
 
-def _int8_source(var2val: Any, value: Any) -> Any:
-    """``t`` when ``value`` converts the int8 tensor ``t`` to a dot-product operand, else None."""
+def _int8_source(var2val: Any, value: Any, narrowed: dict[Any, Any]) -> tuple[Any, bool] | None:
+    """``(t, reads_t)`` when ``value`` converts the int8 tensor ``t`` to a dot-product operand, else None.
+
+    A u8 conversion of a wider ``v`` (the requantization packs an int32 to int16 directly,
+    ``requant._widened_once``) converts ``t = astype(v, int8)`` too where that is bound
+    (``narrowed``; an asymmetric-weight tap reads it, integer/weight_taps.py): both are ``v``
+    modulo 256. Then ``reads_t`` is False: every reader of ``t`` is a second reader.
+    """
     if not is_call(value, "relax.astype"):
         return None
     inner = value.args[0]
@@ -56,9 +62,11 @@ def _int8_source(var2val: Any, value: Any) -> Any:
         if not (is_call(widened, "relax.astype") and _dtype(widened) == "int16"):
             return None
         inner = widened.args[0]
+        if _dtype(inner) != "int8" and inner in narrowed:
+            return narrowed[inner], False
     elif _dtype(value) != "int16":
         return None
-    return inner if _dtype(inner) == "int8" else None
+    return (inner, True) if _dtype(inner) == "int8" else None
 
 
 def _find_conversions(m: Any) -> None:
@@ -78,10 +86,12 @@ def _find_conversions(m: Any) -> None:
         for var, value in var2val.items():
             for v in relax.analysis.free_vars(value):
                 readers.setdefault(v, []).append(value)
+        narrowed = {v.args[0]: k for k, v in var2val.items() if is_call(v, "relax.astype") and _dtype(v) == "int8"}
         for var, value in var2val.items():
-            t = _int8_source(var2val, value)
-            if t is None or uses.get(t, 0) < 2 or t in m.operands:
+            found = _int8_source(var2val, value, narrowed)
+            if found is None or uses.get(found[0], 0) < (2 if found[1] else 1) or found[0] in m.operands:
                 continue
+            t = found[0]
             # A pad reading the operand folds the conversion itself (backends/llvm/pad.py,
             # int8_input.py): a second reader of the operand would undo that.
             if all(is_call(r, "relax.call_tir") for r in readers.get(var, [])):

@@ -161,6 +161,7 @@ def prepare_cpu_module(
     from edgekit.compiler.backends.llvm.operand_readers import operand_reader_pass
     from edgekit.compiler.backends.llvm.pad import int8_pad_pass
     from edgekit.compiler.backends.llvm.requant import float_requant_pass
+    from edgekit.compiler.backends.llvm.tap_fusion import with_tap_fusion
     from edgekit.compiler.backends.llvm.upsample import int8_upsample_pass
     from edgekit.compiler.detector import detector_passes
     from edgekit.compiler.importer import fusion_passes
@@ -208,7 +209,7 @@ def prepare_cpu_module(
             if "main_transform_params" in names:
                 transform = tvm.IRModule({"main_transform_params": mod["main_transform_params"]})
                 mod = _without(mod, "main_transform_params")
-        mod = tvm.transform.Sequential(with_elementwise_lookups(fusion_passes()))(mod)
+        mod = tvm.transform.Sequential(with_tap_fusion(with_elementwise_lookups(fusion_passes())))(mod)
     return mod, transform
 
 

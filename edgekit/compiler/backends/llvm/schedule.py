@@ -449,6 +449,9 @@ def inline_epilogue(sch: Any, acc: Any) -> None:
             sch.reverse_compute_inline(consumers[0])
         except Exception:
             pass
+    from edgekit.compiler.backends.llvm.tap_fusion import inline_tap_chains
+
+    inline_tap_chains(sch, acc)
 
 
 def _same_write_shape(sch: Any, a: Any, b: Any) -> bool:
