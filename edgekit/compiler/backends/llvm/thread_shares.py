@@ -32,13 +32,24 @@ BENCHMARKS.md, "small kernels made parallel, per call, on a Zen 4"), most calls 
 gain, but some lose: SqueezeNet int8's 55 x 55 channel concat 18 -> 75 us,
 PP-OCR cls fp32's ``pad4`` 17 -> 26 us (twice), PP-OCR det int8's
 ``lookup_vbmi13`` 5.9 -> 11.6 us and ``pad_block15`` 8.6 -> 12.8 us. None of
-them has two threads storing to one line. One is code generation: the concat's 16-byte
-``if_then_else`` vectors compile to byte copies inside TVM's parallel closure
-(97 byte moves against 1 serial, znver4). Deciding per call instead of per
+them has two threads storing to one line. Deciding per call instead of per
 kernel (a call kept parallel only where its own count saves 64 KiB) was
 tried and not kept: it kept exactly those losing calls parallel and made
 paying ones serial (SqueezeNet fp32's concats 96 -> 19 us in parallel, so
 two threads 5.03 -> 5.17 ms).
+
+What the line count cannot see is the code of the parallel closure TVM
+makes of a loop (2026-12-07, Zen 4, znver4; BENCHMARKS.md, same section).
+TVM's concat compiles there to byte copies, 74.6 us on two threads against
+14.0 serial for the 55 x 55 concat alone; and a buffer allocated inside a
+parallel loop (a scalar a hand-written kernel names, ``first: T.int32 =
+...``) is taken from the heap (``TVMBackendAllocWorkspace``) and freed on
+every iteration: the first row-copy form of that concat ran 138 us
+parallel on one thread against 7.7 serial. The concat now copies rows with
+no scalar buffers (:mod:`edgekit.compiler.backends.llvm.concat`): 5.2 us
+parallel on two threads. PP-OCR det int8's ``pad_block2/5/15`` still
+allocate ``b``, ``src`` and ``y`` inside their parallel loop, and so does
+every VNNI conv (``a``, once per outer iteration).
 """
 
 from __future__ import annotations
