@@ -118,16 +118,18 @@ def _block_func(shape: tuple[int, ...], top: int, left: int, out_hw: tuple[int, 
             Y = T.decl_buffer((n * cb * hp * wp * lanes,), "uint8", data=Ys.data)
             for nh in T.parallel(n * hp):
                 for x in range(wp):
-                    b = nh // hp
-                    y = nh % hp
+                    # meta_var: expressions, not named scalars (a scalar is a buffer, and inside a
+                    # parallel loop TVM takes it from the heap on every iteration: concat.py)
+                    b = T.meta_var(nh // hp)
+                    y = T.meta_var(nh % hp)
                     if top <= y and y < top + h and left <= x and x < left + w:
-                        src = ((b * h + y - top) * w + x - left) * c
+                        src = T.meta_var(((b * h + y - top) * w + x - left) * c)
                         for k in range(full):
                             Y[T.ramp(((b * cb + k) * hp + y) * wp * lanes + x * lanes, 1, lanes)] = X.vload(
                                 [src + k * lanes], vec
                             ) ^ T.broadcast(T.uint8(128), lanes)
                         if tail > 0 and c >= lanes:
-                            last = X.vload([src + c - lanes], vec) ^ T.broadcast(T.uint8(128), lanes)
+                            last = T.meta_var(X.vload([src + c - lanes], vec) ^ T.broadcast(T.uint8(128), lanes))
                             Y[T.ramp(((b * cb + full) * hp + y) * wp * lanes + x * lanes, 1, lanes)] = T.Select(
                                 T.ramp(T.int32(0), 1, lanes) < T.broadcast(T.int32(tail), lanes),
                                 T.Shuffle([last], shift),
