@@ -348,3 +348,37 @@ def test_clip_with_bound_inputs_keeps_the_layout(tmp_path):
     # One transpose in and one out of the graph, none in between.
     assert sum("transpose" in n for n in names) <= 2, names
     assert not any(n.rstrip("0123456789") in ("maximum", "minimum") for n in names), names
+
+
+def test_weight_transforms_built_at_llvm_o0_equal_the_o3_build(tmp_path, monkeypatch):
+    """_transform_params builds its run-once module at LLVM -O0 (half the build time): the weights
+    it returns must be the bytes an -O3 build of the same module returns, for an int8 model (integer
+    channel sums, blocked int8 weights, float32 requantization scales) and for an fp32 one."""
+    from _int8_checks import normal_feeds, quantized, small_cnn
+
+    from edgekit.compiler.backends.llvm import relax_build
+
+    run_o0 = relax_build._transform_params
+    checked: list[int] = []
+
+    def both(transform, target, params):
+        got = run_o0(transform, target, params)
+        with target:
+            exe = tvm.compile(transform, target)  # the target's own opt-level (default: 3)
+        want = tvm.relax.VirtualMachine(exe, tvm.cpu())["main_transform_params"](
+            [p if isinstance(p, tvm.runtime.Tensor) else tvm.runtime.tensor(np.ascontiguousarray(p)) for p in params])
+        assert len(got) == len(want)
+        for a, b in zip(got, want):
+            assert a.dtype == b.dtype and a.shape == b.shape and a.numpy().tobytes() == b.numpy().tobytes()
+        checked.append(len(got))
+        return got
+
+    monkeypatch.setattr(relax_build, "_transform_params", both)
+    shape = (1, 3, 12, 12)
+    fp32 = small_cnn(shape, seed=5, mean=0.0, stride_on="depthwise")
+    calibration = {"x": np.concatenate([f["x"] for f in normal_feeds(shape, 4, seed=6)])}
+    int8 = onnx.load(quantized(tmp_path, fp32, calibration))
+    for model in (fp32, int8):
+        mod, params = import_onnx(load_model(model))
+        build_cpu(mod, _target(), params)
+    assert len(checked) == 2 and all(n > 0 for n in checked)
