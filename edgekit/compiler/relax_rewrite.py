@@ -35,6 +35,7 @@ __all__ = [
     "static_float_shapes",
     "static_shape",
     "use_counts",
+    "with_pass",
 ]
 
 
@@ -75,6 +76,18 @@ def calls_rewrite_pass(rewrites: Mapping[str, Callable[[Any, Any], Any]], pass_n
 def call_rewrite_pass(op_name: str, rewrite: Any, pass_name: str) -> Any:
     """:func:`calls_rewrite_pass` for one operator, ``rewrite(builder, call)``."""
     return calls_rewrite_pass({op_name: lambda mutator, call: rewrite(mutator.builder_, call)}, pass_name)
+
+
+def with_pass(passes: list[Any], new: Any, *, after: str = "", before: str = "") -> list[Any]:
+    """``passes`` with ``new`` right after each pass named ``after``, or right before each one named ``before``."""
+    out = []
+    for p in passes:
+        if p.info.name == before:
+            out.append(new)
+        out.append(p)
+        if p.info.name == after:
+            out.append(new)
+    return out
 
 
 def is_call(expr: Any, op_name: str) -> bool:

@@ -38,6 +38,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import numpy as np
+
 from edgekit.compiler.relax_rewrite import bound_value, calls_rewrite_pass
 
 __all__ = ["concat_pass"]
@@ -56,13 +58,9 @@ def _copy_step(ca: int, cb: int, dtype: str) -> int:
     """Elements per copy: :data:`STEP`, or up to :data:`WIDE_BYTES` where both channel counts are whole
     multiples of that (int8 rows of 64 channels: one 64-byte copy instead of four 16-byte ones)."""
     step = STEP
-    while (step * 2 * _itemsize(dtype) <= WIDE_BYTES and ca % (step * 2) == 0 and cb % (step * 2) == 0):
+    while (step * 2 * np.dtype(dtype).itemsize <= WIDE_BYTES and ca % (step * 2) == 0 and cb % (step * 2) == 0):
         step *= 2
     return step
-
-
-def _itemsize(dtype: str) -> int:
-    return 4 if dtype == "float32" else 1
 
 
 def _concat_func(a: tuple[int, ...], b: tuple[int, ...], dtype: str) -> Any:

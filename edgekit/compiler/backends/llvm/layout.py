@@ -29,6 +29,7 @@ from edgekit.compiler.relax_rewrite import (
     permuted,
     round_up,
     static_float_shapes,
+    with_pass,
 )
 from edgekit.compiler.backends.llvm.schedule import fallback_vector_width, simd_lanes
 
@@ -604,12 +605,7 @@ FUSE_AS_ELEMENTWISE = "edgekit_fuse_as_elementwise"
 
 def with_elementwise_lookups(passes: list[Any]) -> list[Any]:
     """``passes`` with :func:`_lookup_tables_elementwise` right after ``AnnotateTIROpPattern``."""
-    out = []
-    for p in passes:
-        out.append(p)
-        if p.info.name == "AnnotateTIROpPattern":
-            out.append(_lookup_tables_elementwise())
-    return out
+    return with_pass(passes, _lookup_tables_elementwise(), after="AnnotateTIROpPattern")
 
 
 def _lookup_tables_elementwise() -> Any:

@@ -339,14 +339,14 @@ def lookup_pass(target: tvm.target.Target) -> Any:
         new = _arithmetic(m, x, values, shape) if arithmetic else None
         if new is not None:
             return new
-        key: Any = shape
+        args: tuple[Any, ...] = (shape,)  # the kernel's arguments, and its key among the kernels built
         # (Tensors under one step take the scalar path, which reads every slice: one kernel per shape.)
         whole = int(np.prod(shape)) >= 32
         if kernel is _lookup_avx2_func and whole and (live := avx2_live_slices(target, layout(values))) != ALL_SLICES:
-            key = (shape, live)
-        if key not in m.funcs:
-            m.funcs[key] = m.builder_.add_func(kernel(*key) if key is not shape else kernel(shape), name)
-        return relax.call_tir(m.funcs[key], relax.Tuple([x, relax.const(layout(values), "int8")]),
+            args = (shape, live)
+        if args not in m.funcs:
+            m.funcs[args] = m.builder_.add_func(kernel(*args), name)
+        return relax.call_tir(m.funcs[args], relax.Tuple([x, relax.const(layout(values), "int8")]),
                               relax.TensorType(shape, "int8"))  # fmt: skip
 
     def setup(mutator: Any) -> None:

@@ -384,12 +384,11 @@ def int8_pad_pass(target: tvm.target.Target) -> Any:
 
     if target.kind.name != "llvm":
         return tvm.transform.Sequential([], name="EdgekitInt8Pad")
-    pad_target = target
 
     @relax.expr_functor.mutator
     class Pads(relax.PyExprMutator):
         #: Which slices an AVX2 lookup-pad reads depends on the target (lookup.avx2_live_slices).
-        lookup_target = pad_target
+        lookup_target = target
 
         def visit_call_(self, call: Any) -> Any:
             # Weight pads are lifted out to run once at compile time, as Relax.

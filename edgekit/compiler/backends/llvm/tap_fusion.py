@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from edgekit.compiler.relax_rewrite import use_counts
+from edgekit.compiler.relax_rewrite import is_call, use_counts, with_pass
 
 if TYPE_CHECKING:  # pragma: no cover
     import tvm
@@ -45,20 +45,14 @@ _BROADCAST, _INJECTIVE, _OUT_ELEMWISE_FUSABLE = 1, 2, 4
 
 def with_tap_fusion(passes: list[Any]) -> list[Any]:
     """``passes`` with :func:`tap_fusion_pass` right before ``FuseOps``."""
-    out = []
-    for p in passes:
-        if p.info.name == "FuseOps":
-            out.append(tap_fusion_pass())
-        out.append(p)
-    return out
+    return with_pass(passes, tap_fusion_pass(), before="FuseOps")
 
 
 def _callee(mod: Any, value: Any) -> Any:
     """The GlobalVar of the PrimFunc ``value`` calls through ``call_tir``, else None."""
     import tvm
-    from tvm import relax
 
-    if not (isinstance(value, relax.Call) and value.op.same_as(tvm.ir.Op.get("relax.call_tir"))):
+    if not is_call(value, "relax.call_tir"):
         return None
     gv = value.args[0]
     return gv if isinstance(gv, tvm.ir.GlobalVar) and isinstance(mod[gv], tvm.tirx.PrimFunc) else None
