@@ -83,6 +83,12 @@ def kernels_asm(model_path: str, mcpu: str) -> dict[str, str]:
     return out
 
 
+def parallel_closures(asm: str) -> list[str]:
+    """The bodies of the parallel-loop closures (``__tvm_parallel_lambda``) in ``asm``."""
+    return [body for _label, body in
+            re.findall(r"^(\.?L?__tvm_parallel_lambda[\w.]*):\n(.*?)^\s+\.size\s+\1,", asm, re.M | re.S)]  # fmt: skip
+
+
 def mnemonics(asm: str) -> set[str]:
     """The instruction mnemonics in ``asm`` (a ``{vex}`` prefix dropped)."""
     return {m.group(1) for m in re.finditer(r"^\s+(?:\{vex\}\s+)?([a-z][a-z0-9]*)", asm, re.M)}

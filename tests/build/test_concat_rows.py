@@ -10,6 +10,8 @@ import pytest
 
 tvm = pytest.importorskip("tvm")
 
+from _int8_checks import parallel_closures  # noqa: E402
+
 from edgekit.compiler.backends.llvm.concat import concat_pass  # noqa: E402
 
 
@@ -77,9 +79,9 @@ def _kernel_asm(mcpu: str, triple: str | None) -> str:
     kernels = [f for _, f in scheduled.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
     assert len(kernels) == 1 and has_parallel(kernels[0].body)
     asm = tvm.tirx.build(tvm.IRModule({"main": kernels[0].with_attr("global_symbol", "main")}), target).inspect_source("asm")
-    closure = re.search(r"^(\.?L?__tvm_parallel_lambda[\w.]*):\n(.*?)^\s+\.size\s+\1,", asm, re.M | re.S)
-    assert closure, "no parallel closure in the kernel's assembly"
-    return closure.group(2)
+    closures = parallel_closures(asm)
+    assert closures, "no parallel closure in the kernel's assembly"
+    return closures[0]
 
 
 @pytest.mark.parametrize(("mcpu", "triple"), [("znver4", None), ("haswell", None), ("znver2", None),

@@ -17,6 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 tvm = pytest.importorskip("tvm")
 
 from _host_cpu import first_runnable, skip_unless_runs_here  # noqa: E402
+from _int8_checks import parallel_closures  # noqa: E402
 
 import edgekit.compiler.backends.llvm.int8 as cpu_int8  # noqa: E402
 from edgekit.compiler.backends.llvm.depthwise_vnni import MAX_ACCUMULATORS, choose_tile, lanes_of  # noqa: E402
@@ -167,6 +168,6 @@ def test_input_copy_allocates_nothing_per_parallel_iteration(mcpu, channels):
     func = _block_func((1, 20, 20, channels), 1, 1, (22, 22), 128, lanes)
     target = tvm.target.Target({"kind": "llvm", "mcpu": mcpu})
     asm = tvm.tirx.build(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target).inspect_source("asm")
-    closures = re.findall(r"^(\.?L?__tvm_parallel_lambda[\w.]*):\n(.*?)^\s+\.size\s+\1,", asm, re.M | re.S)
+    closures = parallel_closures(asm)
     assert len(closures) == 1, "the copy's row loop is no longer one parallel closure"
-    assert "TVMBackendAllocWorkspace" not in closures[0][1]
+    assert "TVMBackendAllocWorkspace" not in closures[0]

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import tvm
 from _host_cpu import skip_unless_runs_here
-from _int8_checks import assert_within_one_lsb_of_onnxruntime, kernel_calls, normal_feeds
+from _int8_checks import assert_within_one_lsb_of_onnxruntime, kernel_calls, normal_feeds, run_built
 from test_asymmetric_taps import models  # noqa: F401  (the fixture: the test CNN, asymmetric and symmetric)
 
 import edgekit.compiler.backends.llvm.tap_fusion as tap_fusion
@@ -37,15 +37,6 @@ def _target(mcpu: str) -> tvm.target.Target:
 def _without_tap_fusion(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tap_fusion, "with_tap_fusion", lambda passes: passes)
     monkeypatch.setattr(tap_fusion, "inline_tap_chains", lambda sch, acc: None)
-
-
-def _run(model: str, mcpu: str, xs: list[np.ndarray]) -> list[np.ndarray]:
-    """The outputs of one build of ``model`` for ``mcpu`` on each of ``xs``."""
-    mod, weights = import_onnx(load_model(model))[:2]
-    built = build_cpu(mod, _target(mcpu), weights)
-    vm = tvm.relax.VirtualMachine(built.executable, tvm.cpu())
-    outs = [vm["main"](tvm.runtime.tensor(x), *built.params) for x in xs]
-    return [o.numpy() if hasattr(o, "numpy") else o[0].numpy() for o in outs]
 
 
 @pytest.mark.parametrize("mcpu", MCPUS)
@@ -88,9 +79,9 @@ def test_taps_are_read_in_the_write_back(models: dict[str, str], mcpu: str,  # n
 def test_fused_taps_are_exact(models: dict[str, str], mcpu: str, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
     skip_unless_runs_here(_target(mcpu))
     xs = [f["x"] for f in normal_feeds((1, 3, 12, 12), 4, 11)]
-    fused = _run(models["asym"], mcpu, xs)
+    fused = run_built(models["asym"], _target(mcpu), xs)
     _without_tap_fusion(monkeypatch)
-    apart = _run(models["asym"], mcpu, xs)
+    apart = run_built(models["asym"], _target(mcpu), xs)
     for x, got, want in zip(xs, fused, apart):
         np.testing.assert_array_equal(got, want)
         assert_within_one_lsb_of_onnxruntime(models["asym-qdq"], {"x": x}, got)
