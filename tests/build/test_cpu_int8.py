@@ -18,6 +18,7 @@ import onnxruntime as ort
 import pytest
 import tvm
 from _host_cpu import runs_here, skip_unless_runs_here
+from _int8_checks import parallel_closures
 from onnx import TensorProto, helper, numpy_helper
 
 import edgekit.compiler.backends.llvm.int8 as cpu_int8
@@ -122,14 +123,16 @@ def int8_model(tmp_path_factory) -> str:
     return str(out)
 
 
-def _kernels(model_path: str, target: tvm.target.Target) -> dict[str, tuple[str, str]]:
-    """``(scheduled TIR, assembly)`` of every conv/matmul kernel of the model compiled for ``target``."""
+def _kernels(model_path: str, target: tvm.target.Target, *, all_parallel: bool = False) -> dict[str, tuple[str, str]]:
+    """``(scheduled TIR, assembly)`` of every conv/matmul kernel of the model compiled for ``target``
+    (``all_parallel``: the default schedules only, before the pipeline makes small kernels serial)."""
     mod, weights = import_onnx(load_model(model_path))[:2]
     num_input = int(mod["main"].attrs["num_input"])
     by_name = {p.name: (w.numpy() if hasattr(w, "numpy") else np.asarray(w)) for p, w in zip(mod["main"].params[num_input:], weights)}
     prepared, _ = prepare_cpu_module(mod, target, weights=by_name)
     with target, tvm.transform.PassContext(opt_level=3):
-        scheduled = tvm.transform.Sequential(schedule_passes(target))(prepared)
+        passes = schedule_passes(target)
+        scheduled = tvm.transform.Sequential(passes[:1] if all_parallel else passes)(prepared)
     out = {}
     for gv, f in scheduled.functions_items():
         if isinstance(f, tvm.tirx.PrimFunc) and ("conv2d" in gv.name_hint or "matmul" in gv.name_hint):
@@ -184,6 +187,20 @@ def test_dense_int8_kernels_use_the_targets_dot_product(int8_model, mcpu, instru
         body = _reduction_body(tir)
         assert any(i in body for i in intrinsic), body
         assert "\"int64\"" not in body and "T.Cast" not in body, body
+
+
+@pytest.mark.parametrize("mcpu", ["icelake-server", "alderlake", "haswell", "skylake-avx512"])
+def test_dense_int8_kernels_allocate_nothing_per_parallel_iteration(int8_model, int8_7bit_model, mcpu):
+    # A named operand in the dot-product step is a local buffer, which TVM
+    # takes from the heap once per iteration of the parallel loop.
+    for model in (int8_model, int8_7bit_model) if mcpu == "haswell" else (int8_model,):
+        kernels = _kernels(model, tvm.target.Target({"kind": "llvm", "mcpu": mcpu}), all_parallel=True)
+        dense = {n: asm for n, (_tir, asm) in kernels.items() if re.match(r"fused_(conv2d|matmul)_(vnni|i16_|u8s8)", n)}
+        assert len(dense) == 3, sorted(kernels)
+        for name, asm in dense.items():
+            closures = parallel_closures(asm)
+            assert closures, f"{name}: no parallel loop"
+            assert not any("TVMBackendAllocWorkspace" in c for c in closures), name
 
 
 #: x86 vector multiplies with 64-bit products or lanes.
