@@ -219,12 +219,14 @@ def lookup_pad_avx2_func(shape: tuple[int, int, int, int], top: int, left: int, 
             Y = T.decl_buffer((n * ho * wo * cp,), "int8", data=Ys.data)
             for nh in T.parallel(n * ho):
                 for x in range(wo):
-                    row = (nh * wo + x) * cp
+                    # meta_var: expressions, not named scalars (a scalar is a buffer, and inside
+                    # a parallel loop TVM takes each from the heap on every iteration).
+                    row = T.meta_var((nh * wo + x) * cp)
                     if cp > c:
                         Y[T.ramp(row + cp - 16, 1, 16)] = T.broadcast(T.int8(fill), 16)
-                    y = nh % ho
+                    y = T.meta_var(nh % ho)
                     if top <= y and y < top + h and left <= x and x < left + w:
-                        src = (((nh // ho) * h + y - top) * w + x - left) * c
+                        src = T.meta_var((((nh // ho) * h + y - top) * w + x - left) * c)
                         for k in range(full):
                             Y[T.ramp(row + k * 32, 1, 32)] = _lookup32(X.vload([src + k * 32], "int8x32"), Tb, live)
                         if c % 32 > 0:
