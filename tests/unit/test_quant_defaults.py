@@ -22,6 +22,7 @@ EXPECTED = {
     "kv260": (True, True, True),
     "pynq-z2": (True, True, True),
     "raspberry-pi-4": (True, True, False),
+    "raspberry-pi-5": (True, True, False),
     "rtx-4090": (True, True, False),
     "rv32-mcu-sim": (True, True, False),
     "stm32h7": (True, True, False),
