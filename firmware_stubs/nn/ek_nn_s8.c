@@ -27,6 +27,10 @@
  *    int16 columns, SMLAL by element into int32 (exact for any K; see
  *    "aarch64 NEON" below); depthwise on an int16 plane with int32 MACs,
  *    the requantization and output tables vectorized.
+ *    With the dot-product extension as well (EK_NN_SDOT: Armv8.2-A DotProd,
+ *    e.g. Cortex-A76), conv/matmul take SDOT by element on int8 columns,
+ *    weights [OC/4][KP/4][4][4] (see "aarch64 SDOT" below); the rest is the
+ *    NEON code.
  *  - riscv64 (EK_NN_RV64): three channels' weights packed per int64, so one
  *    64-bit mul + add does three exact MACs in 21-bit lanes (backends/aot_c/
  *    nn_rv64.py; see "riscv64" below); 5x5 depthwise on packed rows.
@@ -72,6 +76,15 @@ typedef int32_t ek_mac_t;
 #include <arm_neon.h>
 #else
 #define EK_NN_NEON 0
+#endif
+
+/* aarch64 with the dot-product extension (the target's -mcpu, e.g.
+ * cortex_a76; not Cortex-A72): SDOT conv/matmul kernels, 16 int8 MACs per
+ * instruction, on their own weight layout (backends/aot_c/nn.py). */
+#if EK_NN_NEON && defined(__ARM_FEATURE_DOTPROD) && __ARM_FEATURE_DOTPROD
+#define EK_NN_SDOT 1
+#else
+#define EK_NN_SDOT 0
 #endif
 
 /* riscv64 (RV64GC Linux boards): integer conv/matmul kernels, three MACs
@@ -199,6 +212,23 @@ static inline __attribute__((always_inline)) int8x8_t ek_neon_lut(int8x8_t v, co
   r = vqtbx4_u8(r, l->t[2], i = vsub_u8(i, k));
   r = vqtbx4_u8(r, l->t[3], vsub_u8(i, k));
   return vreinterpret_s8_u8(r);
+}
+
+/* acc[i * 6 + j] = a[j][i]: the per-pixel vectors transposed to per-channel rows. */
+static inline __attribute__((always_inline)) void ek_neon_store_4x6(int32_t *acc, const int32x4_t a[6]) {
+  int32x4_t t01l = vzip1q_s32(a[0], a[1]), t01h = vzip2q_s32(a[0], a[1]);
+  int32x4_t t23l = vzip1q_s32(a[2], a[3]), t23h = vzip2q_s32(a[2], a[3]);
+  int32x4_t t45l = vzip1q_s32(a[4], a[5]), t45h = vzip2q_s32(a[4], a[5]);
+#define EK_NEON_ROW(f, x, y) vreinterpretq_s32_s64(f(vreinterpretq_s64_s32(x), vreinterpretq_s64_s32(y)))
+  vst1q_s32(acc, EK_NEON_ROW(vzip1q_s64, t01l, t23l));
+  vst1_s32(acc + 4, vget_low_s32(t45l));
+  vst1q_s32(acc + 6, EK_NEON_ROW(vzip2q_s64, t01l, t23l));
+  vst1_s32(acc + 10, vget_high_s32(t45l));
+  vst1q_s32(acc + 12, EK_NEON_ROW(vzip1q_s64, t01h, t23h));
+  vst1_s32(acc + 16, vget_low_s32(t45h));
+  vst1q_s32(acc + 18, EK_NEON_ROW(vzip2q_s64, t01h, t23h));
+  vst1_s32(acc + 22, vget_high_s32(t45h));
+#undef EK_NEON_ROW
 }
 #endif
 
@@ -359,6 +389,8 @@ typedef ek_mac_t ek_col_t;
  * EK_NN_NP pixels of a block, or 1 for a lone pixel). */
 #if EK_NN_DSP
 #define EK_DST(col, k, cs) (col)[(((k) & ~3) << 1) | ((k) & 3)]
+#elif EK_NN_SDOT /* [KP/4][cs][4]: four consecutive k of a pixel are one 32-bit lane */
+#define EK_DST(col, k, cs) (col)[((k) >> 2) * ((cs) << 2) + ((k) & 3)]
 #else
 #define EK_DST(col, k, cs) (col)[(k) * (cs)]
 #endif
@@ -393,7 +425,7 @@ typedef ek_mac_t ek_col_t;
       }                                                                                                     \
     }                                                                                                       \
   }
-#if !EK_NN_RV64
+#if !EK_NN_RV64 && !EK_NN_SDOT
 EK_IM2COL(ek_im2col, ek_col_t)
 #endif
 #if !EK_NN_DSP
@@ -695,6 +727,132 @@ static void ek_nn_gemm(const int8_t *x, const int8_t *w8, const int32_t *h, int8
     for (c = 0; c < oc; c += 6) ek_rv_block(w, src, rs, 1, h, c, L, fused, y + p * ys_p, ys_c, ys_p);
   }
 }
+#elif EK_NN_SDOT
+/* aarch64 SDOT (Armv8.2-A DotProd: Cortex-A76, raspberry-pi-5), hand-written
+ * with arm_neon.h: SDOT adds the four int8 x int8 products of each 32-bit
+ * lane pair into an int32 lane, 16 MACs per instruction, exact (four
+ * products are at most 2^16; the sums wrap in int32 as the lowering's).
+ * Activations are int8 with their zero point folded into the offset, as for
+ * every kernel here, so no u8 -> s8 shift is needed. Weights
+ * [ceil(OC/4)][KP/4][4 channels][4 k] (KP = K rounded up to 4, zero weights
+ * past K; backends/aot_c/nn.py): one 16-byte load is 4 channels x 4 k.
+ * Columns int8 [KP/4][S][4] (S = EK_NN_NP, or 1 for a lone pixel; EK_DST):
+ * pixel j's 4 k are lane j, so SDOT by element (vdotq_laneq_s32) does them
+ * for 4 channels into pixel j's accumulator. 8 channels x 6 pixels: per 4 k
+ * two weight loads, one 24-byte column load pair and 12 SDOT for 192 MACs
+ * (the NEON kernel: 24 SMLAL and 6 loads/widenings for 96). */
+#if EK_NN_NP != 6
+#error "ek_nn_s8: the SDOT kernels block 6 pixels (EK_NN_NP)"
+#endif
+
+#define EK_SDOT6(a, wv, c0, c1)                                                                             \
+  do {                                                                                                      \
+    a[0] = vdotq_laneq_s32(a[0], wv, c0, 0); a[1] = vdotq_laneq_s32(a[1], wv, c0, 1);                       \
+    a[2] = vdotq_laneq_s32(a[2], wv, c0, 2); a[3] = vdotq_laneq_s32(a[3], wv, c0, 3);                       \
+    a[4] = vdotq_lane_s32(a[4], wv, c1, 0); a[5] = vdotq_lane_s32(a[5], wv, c1, 1);                         \
+  } while (0)
+
+/* 8 channels (w and w + 4 KP) x 6 pixels; acc as ek_neon_store_4x6, twice. noinline: tests disassemble it. */
+__attribute__((noinline)) static void ek_nn_sdot_8xn(const int8_t *w, const int8_t *col, int32_t kp,
+                                                     int32_t acc[2 * EK_NN_MC * EK_NN_NP]) {
+  int32x4_t a[6], b[6];
+  const int8_t *u = w + 4 * kp, *end = u;
+  int32_t j;
+  for (j = 0; j < 6; ++j) a[j] = b[j] = vdupq_n_s32(0);
+  for (; w < end; w += 16, u += 16, col += 24) {
+    int8x16_t wv = vld1q_s8(w), uv = vld1q_s8(u), c0 = vld1q_s8(col);
+    int8x8_t c1 = vld1_s8(col + 16);
+    EK_SDOT6(a, wv, c0, c1);
+    EK_SDOT6(b, uv, c0, c1);
+  }
+  ek_neon_store_4x6(acc, a);
+  ek_neon_store_4x6(acc + EK_NN_MC * EK_NN_NP, b);
+}
+
+/* 4 channels x 6 pixels (the last 4 channels of a layer with OC % 8 in 1..4). */
+__attribute__((noinline)) static void ek_nn_sdot_4xn(const int8_t *w, const int8_t *col, int32_t kp,
+                                                     int32_t acc[EK_NN_MC * EK_NN_NP]) {
+  int32x4_t a[6];
+  const int8_t *end = w + 4 * kp;
+  int32_t j;
+  for (j = 0; j < 6; ++j) a[j] = vdupq_n_s32(0);
+  for (; w < end; w += 16, col += 24) EK_SDOT6(a, vld1q_s8(w), vld1q_s8(col), vld1_s8(col + 16));
+  ek_neon_store_4x6(acc, a);
+}
+
+/* 4 channels x 1 pixel (pixel tail, fully connected): SDOT of the 4 k of
+ * the column, broadcast, two accumulators (even and odd groups). */
+__attribute__((noinline)) static void ek_nn_sdot_4x1(const int8_t *w, const int8_t *col, int32_t kp,
+                                                     int32_t acc[EK_NN_MC]) {
+  int32x4_t a = vdupq_n_s32(0), b = vdupq_n_s32(0);
+  const int8_t *end = w + 4 * kp;
+  for (; w + 32 <= end; w += 32, col += 8) {
+    int32_t c0, c1;
+    __builtin_memcpy(&c0, col, 4);
+    __builtin_memcpy(&c1, col + 4, 4);
+    a = vdotq_s32(a, vld1q_s8(w), vreinterpretq_s8_s32(vdupq_n_s32(c0)));
+    b = vdotq_s32(b, vld1q_s8(w + 16), vreinterpretq_s8_s32(vdupq_n_s32(c1)));
+  }
+  if (w < end) {
+    int32_t c0;
+    __builtin_memcpy(&c0, col, 4);
+    a = vdotq_s32(a, vld1q_s8(w), vreinterpretq_s8_s32(vdupq_n_s32(c0)));
+  }
+  vst1q_s32(acc, vaddq_s32(a, b));
+}
+
+/* Six consecutive int8 values at p (no read past them). */
+static inline __attribute__((always_inline)) int8x8_t ek_sdot_ld6(const int8_t *p) {
+  uint64_t u = 0;
+  __builtin_memcpy(&u, p, 6);
+  return vcreate_s8(u);
+}
+
+/* The columns of 6 pixels of a 1x1, stride-1, unpadded conv: channel k's
+ * inputs of the 6 pixels are consecutive (x + k * hw), and each group of
+ * four channels is transposed to the [6][4] lanes with two zips, 24 bytes
+ * stored at once (the table gather: a load and a store per element). Rows
+ * past K repeat the group's first (their weights are zero). */
+static inline __attribute__((always_inline)) void ek_sdot_cols_1x1(const int8_t *x, int32_t hw, int32_t K,
+                                                                   int8_t *col) {
+  int32_t k;
+  for (k = 0; k < K; k += 4, col += 24) {
+    const int8_t *r0 = x + k * hw;
+    const int8_t *r1 = k + 1 < K ? r0 + hw : r0, *r2 = k + 2 < K ? r0 + 2 * hw : r0, *r3 = k + 3 < K ? r0 + 3 * hw : r0;
+    int8x8x2_t z01 = vzip_s8(ek_sdot_ld6(r0), ek_sdot_ld6(r1)), z23 = vzip_s8(ek_sdot_ld6(r2), ek_sdot_ld6(r3));
+    int16x4x2_t p03 = vzip_s16(vreinterpret_s16_s8(z01.val[0]), vreinterpret_s16_s8(z23.val[0]));
+    int16x4_t p45 = vzip1_s16(vreinterpret_s16_s8(z01.val[1]), vreinterpret_s16_s8(z23.val[1]));
+    vst1q_s16((int16_t *)col, vcombine_s16(p03.val[0], p03.val[1]));
+    vst1_s16((int16_t *)(col + 16), p45);
+  }
+}
+
+/* conv (groups 1) and matmul: weights [ceil(OC/4)][KP/4][4][4]. Scratch,
+ * with S = EK_NN_NP pixels (or 1 if the layer has fewer): KP * S int8
+ * columns, then the accumulators [ceil(OC/4) * 4][S] int32. */
+static void ek_nn_gemm(const int8_t *x, const int8_t *w, const int32_t *h, int8_t *y, void *scratch) {
+  int32_t oc = h[EK_NN_OC], K = h[EK_NN_K], kp = h[EK_NN_KP], P = h[EK_NN_P], p, c, j;
+  int32_t ys_c = h[EK_NN_KIND] == EK_NN_MATMUL ? 1 : P, ys_p = h[EK_NN_KIND] == EK_NN_MATMUL ? oc : 1;
+  int8_t *col = (int8_t *)scratch;
+  int32_t *acc = (int32_t *)__builtin_assume_aligned(col + kp * (P >= EK_NN_NP ? EK_NN_NP : 1), 4);
+  int32_t pointwise = h[EK_NN_KIND] == EK_NN_CONV && h[EK_NN_KH] == 1 && h[EK_NN_KW] == 1 && h[EK_NN_SH] == 1 &&
+                      h[EK_NN_SW] == 1 && h[EK_NN_PT] == 0 && h[EK_NN_PL] == 0;
+  int32_t hw = h[EK_NN_H] * h[EK_NN_W];
+  for (p = 0; p + EK_NN_NP <= P; p += EK_NN_NP) {
+    if (pointwise)
+      ek_sdot_cols_1x1(x + p, hw, K, col);
+    else
+      for (j = 0; j < EK_NN_NP; ++j) ek_im2col_s8(x, h, p + j, col + 4 * j, EK_NN_NP);
+    for (c = 0; c + 2 * EK_NN_MC <= oc; c += 2 * EK_NN_MC) ek_nn_sdot_8xn(w + c * kp, col, kp, acc + c * EK_NN_NP);
+    for (; c < oc; c += EK_NN_MC) ek_nn_sdot_4xn(w + c * kp, col, kp, acc + c * EK_NN_NP);
+    ek_nn_requant(acc, y + p * ys_p, oc, EK_NN_NP, ys_c, ys_p, h, 0);
+  }
+  for (; p < P; ++p) {
+    ek_im2col_s8(x, h, p, col, 1);
+    for (c = 0; c < oc; c += EK_NN_MC) ek_nn_sdot_4x1(w + c * kp, col, kp, acc + c);
+    ek_nn_requant(acc, y + p * ys_p, oc, 1, ys_c, ys_p, h, 0);
+  }
+}
 #else
 /* 4 channels x EK_NN_NP pixels. w: [K][4], col: [K][EK_NN_NP] of T (the
  * MAC type, or int8 converted as it is loaded). */
@@ -766,23 +924,6 @@ static inline __attribute__((always_inline)) int16x8_t ek_neon_cols1_s8(const in
   uint64_t u = 0;
   __builtin_memcpy(&u, c, 6);
   return vmovl_s8(vcreate_s8(u));
-}
-
-/* acc[i * 6 + j] = a[j][i]: the per-pixel vectors transposed to per-channel rows. */
-static inline __attribute__((always_inline)) void ek_neon_store_4x6(int32_t *acc, const int32x4_t a[6]) {
-  int32x4_t t01l = vzip1q_s32(a[0], a[1]), t01h = vzip2q_s32(a[0], a[1]);
-  int32x4_t t23l = vzip1q_s32(a[2], a[3]), t23h = vzip2q_s32(a[2], a[3]);
-  int32x4_t t45l = vzip1q_s32(a[4], a[5]), t45h = vzip2q_s32(a[4], a[5]);
-#define EK_NEON_ROW(f, x, y) vreinterpretq_s32_s64(f(vreinterpretq_s64_s32(x), vreinterpretq_s64_s32(y)))
-  vst1q_s32(acc, EK_NEON_ROW(vzip1q_s64, t01l, t23l));
-  vst1_s32(acc + 4, vget_low_s32(t45l));
-  vst1q_s32(acc + 6, EK_NEON_ROW(vzip2q_s64, t01l, t23l));
-  vst1_s32(acc + 10, vget_high_s32(t45l));
-  vst1q_s32(acc + 12, EK_NEON_ROW(vzip1q_s64, t01h, t23h));
-  vst1_s32(acc + 16, vget_low_s32(t45h));
-  vst1q_s32(acc + 18, EK_NEON_ROW(vzip2q_s64, t01h, t23h));
-  vst1_s32(acc + 22, vget_high_s32(t45h));
-#undef EK_NEON_ROW
 }
 
 /* acc[j] += the 4 channels' weights of the first k (wl) and of the second

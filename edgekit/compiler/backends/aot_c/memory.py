@@ -193,7 +193,7 @@ def lower_to_graph(
         int8 layers run on edgekit's C kernels.
     """
     from edgekit.compiler.backends.aot_c.lower import import_model, lower_for_aot
-    from edgekit.compiler.backends.aot_c.nn import kernel_source, offload_int8, uses_dsp, uses_neon, uses_rv64
+    from edgekit.compiler.backends.aot_c.nn import kernel_source, offload_int8, uses_dsp, uses_neon, uses_rv64, uses_sdot
 
     progress("import", "importing into TVM Relax")
     mod = import_model(prepared)
@@ -203,7 +203,8 @@ def lower_to_graph(
     lowered = lower_for_aot(mod, tvm_target, opt_level, fast_math=fast_math)
     graph = extract_graph(lowered)
     if graph.extern_names():
-        graph.extern_source = kernel_source(uses_dsp(tvm_target), uses_neon(tvm_target), uses_rv64(tvm_target))
+        graph.extern_source = kernel_source(uses_dsp(tvm_target), uses_neon(tvm_target), uses_rv64(tvm_target),
+                                            uses_sdot(tvm_target))
     return lowered, graph
 
 

@@ -41,6 +41,7 @@ __all__ = [
     "NP",
     "uses_dsp",
     "uses_neon",
+    "uses_sdot",
     "uses_rv64",
     "offload_int8",
     "kernel_source",
@@ -93,21 +94,31 @@ def uses_neon(tvm_target: Any) -> bool:
     return str(attrs.get("mtriple", "")).startswith("aarch64") and "-neon" not in mattr
 
 
+def uses_sdot(tvm_target: Any) -> bool:
+    """True when the target is aarch64 with NEON and the dot-product extension
+    (TVM's ``feature.has_dotprod`` from its mcpu/mattr, e.g. cortex-a76): the
+    C kernels' SDOT conv/matmul inner kernels and their weight layout."""
+    return uses_neon(tvm_target) and bool(tvm_target.attrs.get("feature.has_dotprod", False))
+
+
 def uses_rv64(tvm_target: Any) -> bool:
     """True when the target is riscv64 (the C kernels' packed-int64 conv/matmul kernels, nn_rv64)."""
     return str(tvm_target.attrs.get("mtriple", "")).startswith("riscv64")
 
 
-def kernel_source(dsp: bool, neon: bool = False, rv64: bool = False) -> str:
+def kernel_source(dsp: bool, neon: bool = False, rv64: bool = False, sdot: bool = False) -> str:
     """The C text appended to ``model.c`` when a model calls the kernels."""
     path = data_dir("firmware_stubs") / "nn" / "ek_nn_s8.c"
     # The weights were packed for one inner kernel: a model.c compiled for
     # another core (no DSP where DSP was assumed, or the reverse) must not build;
-    # nor one routed as NEON or RV64 (reductions over MAX_FLOAT_K) built without it.
+    # nor one routed as NEON or RV64 (reductions over MAX_FLOAT_K) built without it;
+    # nor SDOT-packed weights (or NEON-packed ones) built for a CPU without (with) dot products.
     return (
         f"#define EK_NN_NP {NP}\n#define EK_NN_EXPECT_DSP {int(dsp)}\n#define EK_NN_EXPECT_NEON {int(neon)}\n"
-        f"#define EK_NN_EXPECT_RV64 {int(rv64)}\n{path.read_text(encoding='utf-8')}\n"
-        "#if EK_NN_DSP != EK_NN_EXPECT_DSP || EK_NN_NEON != EK_NN_EXPECT_NEON || EK_NN_RV64 != EK_NN_EXPECT_RV64\n"
+        f"#define EK_NN_EXPECT_RV64 {int(rv64)}\n#define EK_NN_EXPECT_SDOT {int(sdot)}\n"
+        f"{path.read_text(encoding='utf-8')}\n"
+        "#if EK_NN_DSP != EK_NN_EXPECT_DSP || EK_NN_NEON != EK_NN_EXPECT_NEON || EK_NN_RV64 != EK_NN_EXPECT_RV64 || \\\n"
+        "    EK_NN_SDOT != EK_NN_EXPECT_SDOT\n"
         '#error "ek_nn_s8: weights were packed for another kernel; compile model.c with the target\'s -mcpu"\n'
         "#endif\n"
     )
@@ -289,7 +300,7 @@ def _match(out: Any, var2val: dict, dsp: bool, any_k: bool = False) -> _Chain | 
                   0 if zp is None else int(np.asarray(zp).reshape(-1)[0]), qmin, qmax)  # fmt: skip
 
 
-def _pack_weights(chain: _Chain, dsp: bool) -> tuple[np.ndarray, int, int]:
+def _pack_weights(chain: _Chain, dsp: bool, sdot: bool = False) -> tuple[np.ndarray, int, int]:
     """Weights in the inner kernel's order; returns ``(packed, K, K padded)``."""
     if chain.kind == _DEPTHWISE:
         return np.ascontiguousarray(chain.w).reshape(-1), int(np.prod(chain.w.shape[1:])), 0
@@ -300,6 +311,12 @@ def _pack_weights(chain: _Chain, dsp: bool) -> tuple[np.ndarray, int, int]:
         full = np.zeros((-(-oc // 2) * 2, kp), np.int8)
         full[:oc, :k] = rows
         packed = full.reshape(-1, 2, kp // 4, 4).transpose(0, 2, 1, 3)
+        return np.ascontiguousarray(packed).reshape(-1), k, kp
+    if sdot:  # [ceil(OC/4)][KP/4][4 channels][4 k]: one SDOT operand per 16 bytes
+        kp = -(-k // 4) * 4
+        full = np.zeros((-(-oc // 4) * 4, kp), np.int8)
+        full[:oc, :k] = rows
+        packed = full.reshape(-1, 4, kp // 4, 4).transpose(0, 2, 1, 3)
         return np.ascontiguousarray(packed).reshape(-1), k, kp
     full = np.zeros((-(-oc // 4) * 4, k), np.int8)  # [ceil(OC/4)][K][4]
     full[:oc] = rows
@@ -354,7 +371,7 @@ def _params(chain: _Chain, k: int, kp: int, out_shape: tuple[int, ...], dsp: boo
     return block.astype(np.int32)
 
 
-def _scratch_bytes(hdr: np.ndarray, dsp: bool) -> int:
+def _scratch_bytes(hdr: np.ndarray, dsp: bool, sdot: bool = False) -> int:
     """Bytes of the kernel's scratch for the parameter block's header (see
     the C source: columns, then accumulators; a depthwise plane, a row of
     accumulators and the weights)."""
@@ -367,25 +384,27 @@ def _scratch_bytes(hdr: np.ndarray, dsp: bool) -> int:
     if dsp:
         return 4 * kp + 4 * 2 * (-(-oc // 2) * 2)
     block = NP if pixels >= NP else 1
+    if sdot:  # int8 columns [KP/4][block][4], then the accumulators
+        return kp * block + 4 * block * (-(-oc // 4) * 4)
     if hdr[_COLS_FIELD]:
         return k * block
     return 4 * k * block + 4 * block * (-(-oc // 4) * 4)
 
 
-def _replacement(chain: _Chain, dsp: bool, rv64: bool = False) -> Any:
+def _replacement(chain: _Chain, dsp: bool, rv64: bool = False, sdot: bool = False) -> Any:
     """``call_dps_packed(ek_nn_s8, x, packed weights, parameters)[0]`` (output 1 is the scratch)."""
     from tvm import relax
 
     out_ty = chain.out.ty
     out_shape = tuple(int(v) for v in out_ty.shape)
-    packed, k, kp = _pack_weights(chain, dsp)
+    packed, k, kp = _pack_weights(chain, dsp, sdot)
     params = _params(chain, k, kp, out_shape, dsp)
     if rv64 and chain.kind != _DEPTHWISE:  # int8 columns, three channels per int64, run length after the table
         rows = chain.w.reshape(chain.w.shape[0], -1) if chain.kind == _CONV else chain.w.T
         packed = pack_rows(rows)
         params[_COLS_FIELD] = 1
         params = np.append(params, np.int32(run_length(rows)))
-    scratch = _scratch_bytes(params[:_HDR], dsp)
+    scratch = _scratch_bytes(params[:_HDR], dsp, sdot)
     if rv64 and chain.kind == _DEPTHWISE:  # packed rows for 5x5, 7x7
         kh, kw, sw, ow = (int(params[i]) for i in (7, 8, 10, 6))
         scratch = dw_scratch_bytes(kh, kw, sw, ow) or scratch
@@ -590,7 +609,7 @@ def _touched_bytes(call: Any) -> int:
     return sum(_tensor_bytes(t) for t in [*ins, *outs])
 
 
-def _compact_columns(func: Any, dsp: bool) -> tuple[Any, int]:
+def _compact_columns(func: Any, dsp: bool, sdot: bool = False) -> tuple[Any, int]:
     """Gives the generic conv/matmul kernels int8 im2col columns (a quarter
     of the scratch, no accumulators; about 15 % more instructions) where the
     fast columns would lift the arena by more than :data:`MAX_SCRATCH_SHARE`.
@@ -604,7 +623,7 @@ def _compact_columns(func: Any, dsp: bool) -> tuple[Any, int]:
     from tvm import relax
     from tvm.relax.dpl import is_call_dps_packed, rewrite_call
 
-    if dsp:
+    if dsp or sdot:  # SDOT: int8 columns already
         return func, 0
     calls = []
     relax.analysis.post_order_visit(func.body, lambda e: calls.append(e) if _call(e, {}, "relax.call_dps_packed")
@@ -646,13 +665,13 @@ def offload_int8(mod: Any, tvm_target: Any) -> tuple[Any, int]:
     from tvm import relax
     from tvm.relax.dpl import is_call_dps_packed, is_op, rewrite_call, wildcard
 
-    dsp, neon, rv64 = uses_dsp(tvm_target), uses_neon(tvm_target), uses_rv64(tvm_target)
+    dsp, neon, rv64, sdot = uses_dsp(tvm_target), uses_neon(tvm_target), uses_rv64(tvm_target), uses_sdot(tvm_target)
     func = mod["main"]
     count = 0
 
     def layer(expr: Any, var2val: dict) -> Any:
         chain = _match(expr, var2val, dsp, any_k=neon or rv64)
-        return None if chain is None else _replacement(chain, dsp, rv64)
+        return None if chain is None else _replacement(chain, dsp, rv64, sdot)
 
     rules = (
         (is_op("relax.astype")(wildcard()), layer),
@@ -702,11 +721,11 @@ def offload_int8(mod: Any, tvm_target: Any) -> tuple[Any, int]:
 
     func = rewrite_call(is_call_dps_packed(LUT_KERNEL), fuse, func)
     func = relax.analysis.remove_all_unused(func)
-    func, compacted = _compact_columns(func, dsp)
+    func, compacted = _compact_columns(func, dsp, sdot)
     logger.info("%d int8 layers use int8 im2col columns (a smaller arena)", compacted)
     if count:
         func = relax.analysis.remove_all_unused(func)
         mod = tvm.IRModule({gv: f for gv, f in mod.functions_items()}, attrs=mod.attrs)
         mod["main"] = func
-    logger.info("%d int8 ops run on edgekit's C kernels (%s inner kernel)", count, "DSP" if dsp else "NEON" if neon else "RV64" if rv64 else "generic")
+    logger.info("%d int8 ops run on edgekit's C kernels (%s inner kernel)", count, "DSP" if dsp else "SDOT" if sdot else "NEON" if neon else "RV64" if rv64 else "generic")
     return mod, count
