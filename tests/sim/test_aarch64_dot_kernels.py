@@ -1,0 +1,173 @@
+"""edgekit's SDOT int8 conv/matmul kernels on raspberry-pi-5 (Cortex-A76: NEON
+with the dot-product extension) — firmware_stubs/nn/ek_nn_s8.c's EK_NN_SDOT
+inner kernels, chosen at compile time by the target's ``-mcpu=cortex_a76``.
+
+The board's static runner runs under ``qemu-aarch64 -cpu cortex-a76`` with
+the C kernels and without them (every layer on TVM's integer lowering):
+bit-exact, within one step of onnxruntime's QDQ graph, on layer shapes with
+ragged channel counts and K not a multiple of 4, a MobileNetV3 block, and
+the quantized digits CNN and PP-OCR text-angle classifier (the latter two
+through ``edgekit compile`` / ``run`` / ``bench --sim``). The shipped
+objects are disassembled: ``sdot`` in the raspberry-pi-5 conv/matmul
+kernels, none anywhere in the raspberry-pi-4 (Cortex-A72) ones.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from edgekit.cli.main import main
+from edgekit.compiler.backend import CompileOptions
+from edgekit.compiler.driver import compile_model
+from edgekit.compress.config import QuantConfig
+from edgekit.compress.quantize import quantize
+from edgekit.core.profiles import get_board
+from edgekit.runtime.runner import run_package
+
+from test_aarch64_int8_kernels import LAYERS as NEON_LAYERS, _shipped_object, check_block, check_layer, needs_qemu, needs_zig
+from test_mcu_int8_blocks import _output_step, block_int8  # noqa: F401
+from test_mcu_int8_kernels import _functions, _qdq_layer
+
+BOARD = "raspberry-pi-5"
+
+needs_objdump = pytest.mark.skipif(shutil.which("llvm-objdump") is None, reason="llvm-objdump not installed")
+
+# The aarch64 NEON layer set, plus SDOT's own edges: K not a multiple of 4 in the table
+# gather and in the 1x1 transposing gather (a last group of 1-3 rows), channel counts that
+# leave 1-3 channels of a 4-block (zero weights pad them), 8 + 4 blocks, a pixel tail.
+LAYERS = {
+    **{n: NEON_LAYERS[n] for n in ("conv3x3_pad_odd", "conv3x3_stride2", "conv1x1", "fc", "conv3x3_odd_k_12ch",
+                                   "conv3x3_k1152", "fc_k1100", "depthwise_s2")},
+    "conv1x1_k5_oc13": ("conv", 5, 13, 7, 1, 0, 1),  # K = 5: one full group of 4 and a row alone; 8 + 4 + 1 channels
+    "conv1x1_k7_oc6": ("conv", 7, 6, 5, 1, 0, 1),  # K = 7; 4 + 2 channels; 25 pixels = 4 blocks of 6 + 1
+    "conv3x3_k18_oc9": ("conv", 2, 9, 8, 3, 1, 1),  # K = 18 (2 past a multiple of 4), 8 + 1 channels
+    "fc_k30_oc13": ("fc", 30, 13, 0, 0, 0, 1),  # a lone pixel: the 4x1 kernel's odd group count, K % 4 = 2
+}
+
+
+@pytest.fixture(autouse=True)
+def _a76(monkeypatch: pytest.MonkeyPatch) -> None:
+    """qemu-user runs every binary of these tests as a Cortex-A76 (as the board's simulator does)."""
+    monkeypatch.setenv("QEMU_CPU", "cortex-a76")
+
+
+@needs_zig
+@needs_qemu
+@pytest.mark.parametrize("name", sorted(LAYERS))
+def test_sdot_kernels_bit_exact_with_the_integer_lowering_under_qemu(name: str, tmp_path: Path) -> None:
+    check_layer(_qdq_layer(*LAYERS[name], seed=len(name)), BOARD, "qemu-aarch64", tmp_path)
+
+
+@needs_zig
+@needs_qemu
+def test_sdot_kernels_bit_exact_on_a_mobilenetv3_block_under_qemu(block_int8: tuple[Path, onnx.ModelProto],
+                                                                  tmp_path: Path) -> None:
+    check_block(block_int8, BOARD, "qemu-aarch64", tmp_path)
+
+
+def _mnemonics(obj: Path, symbol: str | None = None) -> list[str]:
+    """Instruction mnemonics of an aarch64 object (one function, or all), decoded with dot products known."""
+    args = ["llvm-objdump", "-d", "--mattr=+dotprod", str(obj)]
+    if symbol:
+        args.insert(2, f"--disassemble-symbols={symbol}")
+    text = subprocess.run(args, check=True, capture_output=True, text=True).stdout
+    return [m.group(1) for m in re.finditer(r"^\s+[0-9a-f]+:(?:\s[0-9a-f]{2}){4}\s+(\S+)", text, re.M)]
+
+
+@needs_zig
+@needs_objdump
+def test_pi5_conv_kernels_use_sdot_and_pi4_ones_do_not(tmp_path: Path) -> None:
+    (tmp_path / "a76").mkdir()
+    (tmp_path / "a72").mkdir()
+    a76 = _shipped_object(BOARD, tmp_path / "a76")
+    kernels = sorted(n for n in _functions(a76) if n.startswith(("ek_nn_sdot_", "ek_nn_dot_")))
+    assert kernels == ["ek_nn_sdot_4x1", "ek_nn_sdot_4xn", "ek_nn_sdot_8xn"]  # no NEON smlal kernel left
+    for name in kernels:
+        ops = _mnemonics(a76, name)
+        assert "sdot" in ops, f"{name}: no sdot"
+        assert not [op for op in ops if op.startswith(("smlal", "fmla", "fmadd", "scvtf", "bl"))], (name, ops)
+    a72 = _shipped_object("raspberry-pi-4", tmp_path / "a72")
+    ops = _mnemonics(a72)
+    assert "smlal" in ops and "sdot" not in ops and "udot" not in ops
+
+
+def _pkg_outputs(pkg: Path, x: dict[str, np.ndarray]) -> np.ndarray:
+    outs, _samples, _info = run_package(pkg, x, sim=True)
+    return np.concatenate([next(iter(o.values())) for o in outs])
+
+
+def _ort_qdq(model: Path, name: str, x: np.ndarray) -> np.ndarray:
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # the QDQ graph as written
+    sess = ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
+    return np.concatenate([sess.run(None, {name: s[None]})[0] for s in x])
+
+
+@pytest.fixture(scope="module")
+def ppocr_int8(ppocr_cls_path: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, np.ndarray]]:
+    from edgekit.frontend.loader import load_model
+    from edgekit.frontend.logits import end_at_logits
+
+    shape = (1, 3, 48, 192)
+    rng = np.random.default_rng(11)
+    pm = load_model(ppocr_cls_path, {"x": shape})
+    end_at_logits(pm.model)
+    path = tmp_path_factory.mktemp("ppocr-sdot") / "ppocr-cls-int8.onnx"
+    calib = {"x": rng.uniform(-1, 1, (4, *shape[1:])).astype(np.float32)}
+    quantize(pm.model, QuantConfig(), calibration=calib).save(path)
+    return path, {"x": rng.uniform(-1, 1, (2, *shape[1:])).astype(np.float32)}
+
+
+@needs_zig
+@needs_qemu
+def test_ppocr_cls_int8_on_pi5_bit_exact_and_within_one_step_of_onnxruntime(ppocr_int8, tmp_path: Path) -> None:
+    path, x = ppocr_int8
+    outs = {}
+    for on in (True, False):
+        pkg = tmp_path / f"cls-{on}.ekpkg"
+        compile_model(path, BOARD, pkg, options=CompileOptions(mcu_int8_kernels=on))
+        outs[on] = _pkg_outputs(pkg, x)
+    np.testing.assert_array_equal(outs[True], outs[False])
+    want = _ort_qdq(path, "x", x["x"])
+    step = _output_step(onnx.load(path))
+    assert np.abs(outs[True] - want).max() <= 1.01 * step
+    assert np.abs(want).max() > 4 * step
+
+
+@needs_zig
+@needs_qemu
+def test_compile_run_bench_digits_int8_for_pi5_under_qemu(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``edgekit compile --board raspberry-pi-5`` of the int8 digits CNN, then ``run`` and ``bench --sim``
+    (qemu-aarch64 -cpu cortex-a76 from the board profile): SDOT kernels, within one output step of
+    onnxruntime's QDQ graph, bit-exact with the kernels off."""
+    from edgekit.examples import example_inputs_path, example_model_path
+
+    assert get_board(BOARD)[0].simulator.machine == "qemu-aarch64 -cpu cortex-a76"
+    data = np.load(example_inputs_path())["input"]
+    int8 = Path(quantize(str(example_model_path()), QuantConfig(), calibration={"input": data[:64]})
+                .save(tmp_path / "digits-int8.onnx"))  # fmt: skip
+    inputs = tmp_path / "in.npz"
+    np.savez(inputs, input=data[:8])
+    pkg, out = tmp_path / "digits.ekpkg", tmp_path / "out.npz"
+    assert main(["compile", str(int8), "--board", BOARD, "-o", str(pkg)]) == 0
+    assert main(["run", str(pkg), "--sim", "--input", str(inputs), "-o", str(out)]) == 0
+    got = np.load(out)["logits"]
+    want = _ort_qdq(int8, "input", data[:8])
+    assert np.abs(got - want).max() <= 1.01 * _output_step(onnx.load(int8))
+    off = tmp_path / "digits-off.ekpkg"
+    compile_model(int8, BOARD, off, options=CompileOptions(mcu_int8_kernels=False))
+    np.testing.assert_array_equal(got, _pkg_outputs(off, {"input": data[:8]}))
+    capsys.readouterr()
+    assert main(["bench", str(pkg), "--sim", "--runs", "2", "--warmup", "1", "--json", "-"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["board"] == BOARD and report["simulated"] is True and report["latency_ms"]["min"] > 0
+    assert "qemu-aarch64" in report["runner"]["device"]
