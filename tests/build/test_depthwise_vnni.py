@@ -156,6 +156,16 @@ def test_dot_tiles_stay_under_1_kib(isa):
             assert vectors * r * isa.lanes * 4 < cpu_int8.STACK_TILE_BYTES, (vec_blocks, rows, vectors, r)
 
 
+@pytest.mark.parametrize("isa", [cpu_int8.I16_256, cpu_int8.U8S8_256, cpu_int8.VNNI256, cpu_int8.VNNI512, cpu_int8.I16_512])
+def test_dot_tiles_leave_registers_for_the_weights_and_the_input(isa):
+    # Accumulators + one weight vector per tile vector + the broadcast input fit the register file:
+    # AVX2's 7 x 2 tiles (17 live vectors in 16 registers) spilled and shuffled (ResNet-50 1.21x slower).
+    for vec_blocks in (1, 2, 3, 4, 8, 13, 32, 64):
+        for rows in (1, 2, 3, 4, 5, 7, 8, 12, 14, 16, 20, 28, 56, 96):
+            vectors, r = cpu_int8._tile(vec_blocks, rows, isa)
+            assert vectors * r + vectors + 1 <= isa.registers, (vec_blocks, rows, vectors, r)
+
+
 @pytest.mark.parametrize("channels", [24, 40, 8])  # a ragged last block, two blocks and one, fewer than 16
 @pytest.mark.parametrize("mcpu", ["znver4", "alderlake"])
 def test_input_copy_allocates_nothing_per_parallel_iteration(mcpu, channels):

@@ -595,7 +595,12 @@ def _tile(vec_blocks: int, rows: int, isa: DotIsa) -> tuple[int, int]:
     tail predicate. Among those tiles: enough independent accumulators to
     hide the instruction's latency (about 12), then the fewest loads per
     instruction (``(rows + vectors) / (rows * vectors)``), within the
-    registers left after the broadcast input and a weight vector.
+    registers left after the broadcast input and the tile's weight vectors
+    (one per vector of the tile). With one weight register counted, AVX2's
+    16 registers took 7 x 2 tiles (14 accumulators, 17 live vectors): LLVM
+    spilled two accumulators per step and, once the dot-product operand was an
+    expression (no longer a heap buffer), rotated the rest through register
+    copies every iteration (ResNet-50 int8 in haswell code 1.21x slower).
     """
     # TVM keeps a tile under 1 KiB on the stack (LLVM then promotes it to
     # registers); from 1 KiB on it became a TVMBackendAllocWorkspace call per
@@ -603,11 +608,11 @@ def _tile(vec_blocks: int, rows: int, isa: DotIsa) -> tuple[int, int]:
     # 4 x 4 tile was exactly 1 KiB: PP-OCR det's 192-channel 3x3 layer 23.7 ->
     # 15.8 us with 15 accumulators (one Zen 5 core); the dense convs' long
     # reductions hide the call (cls 0.99x, SqueezeNet 1.00x).
-    budget = min(isa.registers - 2, (STACK_TILE_BYTES - 1) // (4 * isa.lanes))
     best: tuple[float, float, int, int] = (-1.0, 0.0, 1, 1)
     for vectors in (4, 2, 1):
         if vec_blocks % vectors:
             continue
+        budget = min(isa.registers - vectors - 1, (STACK_TILE_BYTES - 1) // (4 * isa.lanes))
         for r in range(1, min(rows, 14) + 1):
             acc = r * vectors
             if rows % r or acc > budget:
