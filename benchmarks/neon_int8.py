@@ -2,13 +2,14 @@
 
 For the digits CNN and rapidocr's PP-OCR text-angle classifier, the Linux
 board's static runner (the AOT C that ``edgekit compile --board BOARD``
-builds with zig: ``-mcpu=cortex_a72`` for raspberry-pi-4, ``sifive_u74``
-for visionfive2) of the int8 model (``QuantConfig()``, int8
+builds with zig: ``-mcpu=cortex_a72`` for raspberry-pi-4, ``cortex_a76`` (SDOT
+kernels) for raspberry-pi-5, ``sifive_u74`` for visionfive2) of the int8 model (``QuantConfig()``, int8
 conv/depthwise/matmul on edgekit's C kernels, firmware_stubs/nn/ek_nn_s8.c)
 and of the fp32 model is run once under qemu-user and its executed
 instructions are counted from the translation-block trace
 (benchmarks/requant_forms.py's method: deterministic, the runner's start-up
-included). The int8 row also gives the part spent in the C kernels
+included; qemu emulates the CPU the board profile's simulator names, e.g.
+``-cpu cortex-a76``). The int8 row also gives the part spent in the C kernels
 (functions ``ek_nn_*``); ``--functions N`` lists the N int8 functions that
 execute most. ``--check`` also runs the int8 model with every int8 layer on
 TVM's integer lowering (``int8_kernels=False``) and fails unless the outputs
@@ -19,12 +20,14 @@ To compare two trees, copy this script into a snapshot of the other tree
 
 Usage::
 
-    .venv/bin/python benchmarks/neon_int8.py [--board visionfive2] [--models digits,ppocr-cls] [--functions 12] [--check]
+    .venv/bin/python benchmarks/neon_int8.py [--board raspberry-pi-5] [--models digits,ppocr-cls] [--functions 12] [--check]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
 import shutil
 import sys
 import tempfile
@@ -38,7 +41,7 @@ from edgekit.compiler.backends.llvm.linux_cross import linux_arch  # noqa: E402
 from edgekit.core.profiles import get_board  # noqa: E402
 from edgekit.frontend.loader import PreparedModel, load_model  # noqa: E402
 
-BOARDS = ("raspberry-pi-4", "visionfive2")
+BOARDS = ("raspberry-pi-4", "raspberry-pi-5", "visionfive2")
 
 
 def _outputs(runner: Path, prepared: PreparedModel) -> list[bytes]:
@@ -78,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="fail unless int8 outputs equal those with the C kernels off")
     args = parser.parse_args(argv)
     qemu = QEMU[linux_arch(get_board(args.board)[1])]
+    machine = shlex.split(get_board(args.board)[0].simulator.machine)
+    if "-cpu" in machine:  # the board's CPU model (cortex-a76: dot products) for every qemu run here
+        os.environ["QEMU_CPU"] = machine[machine.index("-cpu") + 1]
     if shutil.which(qemu) is None:
         print(f"needs {qemu}: apt-get install qemu-user", file=sys.stderr)
         return 2
