@@ -65,9 +65,10 @@ def _channel_sum_rows(shape: tuple[int, int, int, int]) -> Any:
         with T.sblock("root"):
             X = T.decl_buffer((n * hw * c,), "int8", data=Xs.data)
             Y = T.decl_buffer((n * c,), "int32", data=Ys.data)
-            acc = T.decl_buffer((STEP,), "int32", scope="local")
+            # On the stack: a "local" buffer or a named scalar is taken from the heap (TVM's LowerTVMBuiltin).
+            acc = T.decl_buffer((STEP,), "int32", scope="global")
             for b, k in T.grid(n, steps):
-                first = T.min(k * STEP, c - STEP)  # the last step of a ragged row overlaps
+                first = T.meta_var(T.min(k * STEP, c - STEP))  # the last step of a ragged row overlaps
                 acc[T.ramp(0, 1, STEP)] = T.broadcast(T.int32(0), STEP)
                 for p in range(hw):
                     acc[T.ramp(0, 1, STEP)] = acc[T.ramp(0, 1, STEP)] + T.Cast(wide, X.vload([(b * hw + p) * c + first], narrow))
@@ -154,15 +155,17 @@ def _max_pool_rows(shape: tuple[int, int, int, int], pool: tuple[int, int], stri
         with T.sblock("root"):
             X = T.decl_buffer((n * h * w * c,), "int8", data=Xs.data)
             Y = T.decl_buffer((n * oh * ow * c,), "int8", data=Ys.data)
-            acc = T.decl_buffer((STEP,), "int8", scope="local")
             for ny in T.parallel(n * oh):
+                # One accumulator per thread, on its stack ("global", 16 bytes); first, corner
+                # and tap are expressions: named, each would be a buffer taken from the heap
+                # on every iteration of the parallel loop (TVM's LowerTVMBuiltin).
+                acc = T.decl_buffer((STEP,), "int8", scope="global")
                 for x, k in T.grid(ow, steps):
-                    first = T.min(k * STEP, c - STEP)
-                    corner = (((ny // oh) * h + (ny % oh) * sh) * w + x * sw) * c + first
+                    first = T.meta_var(T.min(k * STEP, c - STEP))
+                    corner = T.meta_var((((ny // oh) * h + (ny % oh) * sh) * w + x * sw) * c + first)
                     acc[T.ramp(0, 1, STEP)] = X.vload([corner], vec)
                     for ky, kx in T.grid(ph, pw):
-                        tap = X.vload([corner + (ky * w + kx) * c], vec)
-                        acc[T.ramp(0, 1, STEP)] = T.max(acc[T.ramp(0, 1, STEP)], tap)
+                        acc[T.ramp(0, 1, STEP)] = T.max(acc[T.ramp(0, 1, STEP)], X.vload([corner + (ky * w + kx) * c], vec))
                     Y[T.ramp((ny * ow + x) * c + first, 1, STEP)] = acc[T.ramp(0, 1, STEP)]
 
     return max_pool
