@@ -87,6 +87,7 @@ CASES: dict[str, Callable[[int, int], Made]] = {
     "ppocr-cls": _task("ppocr-cls"),
     "ppocr-rec": _task("ppocr-rec"),
     "squeezenet": _light("squeezenet"),
+    "resnet50": _light("resnet50"),
 }
 
 
