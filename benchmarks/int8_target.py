@@ -60,7 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from quantization import CASES, cpu_description, runnable_target  # noqa: E402
 
-from edgekit.compiler.backends.llvm.relax_build import build_cpu  # noqa: E402
+from edgekit.compiler.backends.llvm.relax_build import build_cpu, set_num_threads  # noqa: E402
 from edgekit.compiler.importer import import_onnx  # noqa: E402
 from edgekit.compress import QuantConfig, quantize  # noqa: E402
 from edgekit.frontend.loader import load_model  # noqa: E402
@@ -176,6 +176,10 @@ def measure(name: str, mcpus: list[str], tmp: Path, rounds: int, runs: int, thre
                 vm, params = _baseline_vm(tree, Path(path), tmp / f"{case.name}-{mcpu}-{tag}", mcpu, threads)
                 vm.set_input("main", *[tvm.runtime.tensor(v) for v in feeds.values()], *params)
                 vms[(mcpu, tag)] = vm
+    # The runtime's thread pool runs the board's cores: the builds made in child processes
+    # (--baseline) never set it here, and it stayed at every core of this machine (with
+    # --cpu-time the calling thread's CPU time then counted its wait for the second thread).
+    set_num_threads(threads)
     p10 = interleaved_p10(vms, rounds, runs, clock)
     out: dict[str, dict[str, float]] = {m: {t: v for (mm, t), v in p10.items() if mm == m} for m in mcpus}
     if baseline is not None:
