@@ -47,9 +47,10 @@ parallel loop (a scalar a hand-written kernel names, ``first: T.int32 =
 every iteration: the first row-copy form of that concat ran 138 us
 parallel on one thread against 7.7 serial. The concat now copies rows with
 no scalar buffers (:mod:`edgekit.compiler.backends.llvm.concat`): 5.2 us
-parallel on two threads. PP-OCR det int8's ``pad_block2/5/15`` still
-allocate ``b``, ``src`` and ``y`` inside their parallel loop, and so does
-every VNNI conv (``a``, once per outer iteration).
+parallel on two threads. The other kernels were mended the same way
+(``pad_block``, the dense int8 convs' operand, the AVX2 lookup pads, the
+channel sums and max pools); tests/build/test_kernel_allocations.py keeps
+them so.
 """
 
 from __future__ import annotations
