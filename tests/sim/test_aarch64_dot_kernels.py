@@ -15,9 +15,6 @@ kernels, none anywhere in the raspberry-pi-4 (Cortex-A72) ones.
 from __future__ import annotations
 
 import json
-import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -33,13 +30,12 @@ from edgekit.compress.quantize import quantize
 from edgekit.core.profiles import get_board
 from edgekit.runtime.runner import run_package
 
-from test_aarch64_int8_kernels import LAYERS as NEON_LAYERS, _shipped_object, check_block, check_layer, needs_qemu, needs_zig
+from test_aarch64_int8_kernels import (LAYERS as NEON_LAYERS, _shipped_object, aarch64_mnemonics, check_block, check_layer,
+                                       needs_objdump, needs_qemu, needs_zig)
 from test_mcu_int8_blocks import _output_step, block_int8  # noqa: F401
 from test_mcu_int8_kernels import _functions, _qdq_layer
 
 BOARD = "raspberry-pi-5"
-
-needs_objdump = pytest.mark.skipif(shutil.which("llvm-objdump") is None, reason="llvm-objdump not installed")
 
 # The aarch64 NEON layer set, plus SDOT's own edges: K not a multiple of 4 in the table
 # gather and in the 1x1 transposing gather (a last group of 1-3 rows), channel counts that
@@ -74,15 +70,6 @@ def test_sdot_kernels_bit_exact_on_a_mobilenetv3_block_under_qemu(block_int8: tu
     check_block(block_int8, BOARD, "qemu-aarch64", tmp_path)
 
 
-def _mnemonics(obj: Path, symbol: str | None = None) -> list[str]:
-    """Instruction mnemonics of an aarch64 object (one function, or all), decoded with dot products known."""
-    args = ["llvm-objdump", "-d", "--mattr=+dotprod", str(obj)]
-    if symbol:
-        args.insert(2, f"--disassemble-symbols={symbol}")
-    text = subprocess.run(args, check=True, capture_output=True, text=True).stdout
-    return [m.group(1) for m in re.finditer(r"^\s+[0-9a-f]+:(?:\s[0-9a-f]{2}){4}\s+(\S+)", text, re.M)]
-
-
 @needs_zig
 @needs_objdump
 def test_pi5_conv_kernels_use_sdot_and_pi4_ones_do_not(tmp_path: Path) -> None:
@@ -92,11 +79,11 @@ def test_pi5_conv_kernels_use_sdot_and_pi4_ones_do_not(tmp_path: Path) -> None:
     kernels = sorted(n for n in _functions(a76) if n.startswith(("ek_nn_sdot_", "ek_nn_dot_")))
     assert kernels == ["ek_nn_sdot_4x1", "ek_nn_sdot_4xn", "ek_nn_sdot_8xn"]  # no NEON smlal kernel left
     for name in kernels:
-        ops = _mnemonics(a76, name)
+        ops = aarch64_mnemonics(a76, name)
         assert "sdot" in ops, f"{name}: no sdot"
         assert not [op for op in ops if op.startswith(("smlal", "fmla", "fmadd", "scvtf", "bl"))], (name, ops)
     a72 = _shipped_object("raspberry-pi-4", tmp_path / "a72")
-    ops = _mnemonics(a72)
+    ops = aarch64_mnemonics(a72)
     assert "smlal" in ops and "sdot" not in ops and "udot" not in ops
 
 

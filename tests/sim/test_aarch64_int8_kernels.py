@@ -112,15 +112,19 @@ def test_neon_kernels_bit_exact_on_a_mobilenetv3_block_under_qemu(block_int8: tu
     check_block(block_int8, BOARD, "qemu-aarch64", tmp_path)
 
 
-def _aarch64_mnemonics(obj: Path, symbol: str) -> list[str]:
-    """The instruction mnemonics of one function of an aarch64 object (llvm-objdump)."""
-    text = subprocess.run(["llvm-objdump", "-d", f"--disassemble-symbols={symbol}", str(obj)],
-                          check=True, capture_output=True, text=True).stdout  # fmt: skip
+needs_objdump = pytest.mark.skipif(shutil.which("llvm-objdump") is None, reason="llvm-objdump not installed")
+
+
+def aarch64_mnemonics(obj: Path, symbol: str | None = None) -> list[str]:
+    """The instruction mnemonics of an aarch64 object (one function, or all), decoded by llvm-objdump
+    with the dot-product extension known (so an ``sdot`` reads as one)."""
+    args = ["llvm-objdump", "-d", "--mattr=+dotprod", str(obj)]
+    if symbol:
+        args.insert(2, f"--disassemble-symbols={symbol}")
+    text = subprocess.run(args, check=True, capture_output=True, text=True).stdout
     return [m.group(1) for m in re.finditer(r"^\s+[0-9a-f]+:(?:\s[0-9a-f]{2}){4}\s+(\S+)", text, re.M)]
 
 
-@needs_zig
-@pytest.mark.skipif(shutil.which("llvm-objdump") is None, reason="llvm-objdump not installed")
 def _shipped_object(board: str, tmp_path: Path) -> Path:
     """model.o of a padded 3x3 int8 conv as link_runner compiles it for ``board`` (zig, the board's -mcpu)."""
     _board, target = get_board(board)
@@ -134,19 +138,21 @@ def _shipped_object(board: str, tmp_path: Path) -> Path:
     return obj
 
 
+@needs_zig
+@needs_objdump
 def test_shipped_aarch64_int8_conv_uses_neon_widening_multiplies(tmp_path: Path) -> None:
     obj = _shipped_object(BOARD, tmp_path)
     kernels = [n for n in _functions(obj) if n.startswith("ek_nn_dot_")]
     assert sorted(kernels) == ["ek_nn_dot_4x1", "ek_nn_dot_4x1_s8", "ek_nn_dot_4xn", "ek_nn_dot_4xn_s8",
                                "ek_nn_dot_8xn"]
     for name in kernels:
-        ops = _aarch64_mnemonics(obj, name)
+        ops = aarch64_mnemonics(obj, name)
         assert any(op in ("smlal", "smlal2", "smull", "sadalp", "sdot") for op in ops), f"{name}: no NEON widening multiply"
         assert not [op for op in ops if op.startswith(("fmadd", "fmla", "fmul", "scvtf"))], f"{name} accumulates in float"
         assert not [op for op in ops if op in ("bl", "blr")], f"{name} calls a function"
     # the requantization of a 6-pixel block and of a depthwise row: 4 lanes at a time
     for name in ("ek_nn_requant", "ek_nn_requant_row"):
-        assert "sqdmulh" in _aarch64_mnemonics(obj, name), f"{name} is scalar"
+        assert "sqdmulh" in aarch64_mnemonics(obj, name), f"{name} is scalar"
     # depthwise rows: plain C on the int16 plane, vectorized by clang (int16 x int16 -> int32)
-    ops = _aarch64_mnemonics(obj, "ek_nn_dw_row")
+    ops = aarch64_mnemonics(obj, "ek_nn_dw_row")
     assert "smlal" in ops and not [op for op in ops if op.startswith(("fmadd", "fmla"))]
