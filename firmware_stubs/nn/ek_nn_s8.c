@@ -205,14 +205,18 @@ static inline __attribute__((always_inline)) void ek_neon_lut_load(ek_neon_lut_t
   l->t[2] = vld1q_u8_x4(b + 128);
   l->t[3] = vld1q_u8_x4(b + 192);
 }
-static inline __attribute__((always_inline)) int8x8_t ek_neon_lut(int8x8_t v, const ek_neon_lut_t *l) {
-  uint8x8_t i = veor_u8(vreinterpret_u8_s8(v), vdup_n_u8(0x80)), k = vdup_n_u8(64);
-  uint8x8_t r = vqtbl4_u8(l->t[0], i);
-  r = vqtbx4_u8(r, l->t[1], i = vsub_u8(i, k));
-  r = vqtbx4_u8(r, l->t[2], i = vsub_u8(i, k));
-  r = vqtbx4_u8(r, l->t[3], vsub_u8(i, k));
-  return vreinterpret_s8_u8(r);
-}
+/* ek_neon_lutq: 16 values at once. */
+#define EK_NEON_LUT(NAME, N, Q)                                                                              \
+  static inline __attribute__((always_inline)) int8x##N##_t NAME(int8x##N##_t v, const ek_neon_lut_t *l) {   \
+    uint8x##N##_t i = veor##Q##_u8(vreinterpret##Q##_u8_s8(v), vdup##Q##_n_u8(0x80)), k = vdup##Q##_n_u8(64); \
+    uint8x##N##_t r = vqtbl4##Q##_u8(l->t[0], i);                                                            \
+    r = vqtbx4##Q##_u8(r, l->t[1], i = vsub##Q##_u8(i, k));                                                 \
+    r = vqtbx4##Q##_u8(r, l->t[2], i = vsub##Q##_u8(i, k));                                                 \
+    r = vqtbx4##Q##_u8(r, l->t[3], vsub##Q##_u8(i, k));                                                     \
+    return vreinterpret##Q##_s8_u8(r);                                                                       \
+  }
+EK_NEON_LUT(ek_neon_lut, 8, )
+EK_NEON_LUT(ek_neon_lutq, 16, q)
 
 /* acc[i * 6 + j] = a[j][i]: the per-pixel vectors transposed to per-channel rows. */
 static inline __attribute__((always_inline)) void ek_neon_store_4x6(int32_t *acc, const int32x4_t a[6]) {
@@ -230,6 +234,128 @@ static inline __attribute__((always_inline)) void ek_neon_store_4x6(int32_t *acc
   vst1_s32(acc + 22, vget_high_s32(t45h));
 #undef EK_NEON_ROW
 }
+
+/* Whether every channel of the layer takes the high-word requantization
+ * (EK_NN_HIGH_WORD): then its conv/matmul tiles requantize in registers
+ * (ek_neon_tile_rq); otherwise every tile goes through ek_nn_requant. */
+static inline __attribute__((always_inline)) int32_t ek_nn_all_high_word(const int32_t *h) {
+  const int32_t *n = h + EK_NN_HDR + 2 * h[EK_NN_OC], *end = n + h[EK_NN_OC];
+  int32_t all = 1;
+  for (; n < end; ++n) all &= EK_NN_HIGH_WORD(*n);
+  return all;
+}
+
+/* TBL indices that transpose a tile's int8 results (byte nch * j + i: pixel
+ * j, channel i) to channel rows: two channels per register, pixels 0-5 in
+ * bytes 0-5 and 8-13 (the rest 0, out of range). */
+#define EK_TR(s, i) {(i), (i) + (s), (i) + 2 * (s), (i) + 3 * (s), (i) + 4 * (s), (i) + 5 * (s), 255, 255,             \
+                     (i) + 1, (i) + 1 + (s), (i) + 1 + 2 * (s), (i) + 1 + 3 * (s), (i) + 1 + 4 * (s), (i) + 1 + 5 * (s), \
+                     255, 255}
+static const uint8_t ek_neon_tr8[4][16] = {EK_TR(8, 0), EK_TR(8, 2), EK_TR(8, 4), EK_TR(8, 6)};
+static const uint8_t ek_neon_tr4[2][16] = {EK_TR(4, 0), EK_TR(4, 2)};
+#undef EK_TR
+
+/* Two channel rows of a transposed tile (ek_neon_tr*) to y and y + ys_c:
+ * 8 bytes each where the two past the 6 are the next block's outputs of
+ * the row (wide: written again later), else 4 + 2. */
+static inline __attribute__((always_inline)) void ek_neon_store_rows2(int8_t *y, int32_t ys_c, int8x16_t r,
+                                                                      int32_t wide) {
+  uint8x16_t u = vreinterpretq_u8_s8(r);
+  if (wide) {
+    vst1q_lane_u64((uint64_t *)(void *)y, vreinterpretq_u64_u8(u), 0);
+    vst1q_lane_u64((uint64_t *)(void *)(y + ys_c), vreinterpretq_u64_u8(u), 1);
+  } else {
+    vst1q_lane_u32((uint32_t *)(void *)y, vreinterpretq_u32_u8(u), 0);
+    vst1q_lane_u16((uint16_t *)(void *)(y + 4), vreinterpretq_u16_u8(u), 2);
+    vst1q_lane_u32((uint32_t *)(void *)(y + ys_c), vreinterpretq_u32_u8(u), 2);
+    vst1q_lane_u16((uint16_t *)(void *)(y + ys_c + 4), vreinterpretq_u16_u8(u), 6);
+  }
+}
+
+/* A conv/matmul tile requantized in registers and stored (the tile kernels
+ * *_rq): a[j] (and b[j] when nch is 8) are the int32 sums of channels c to
+ * c + 3 (c + 4 to c + 7) of pixel j, the offsets already in (the kernels
+ * start from them), every channel of the high-word form. Per lane, as
+ * ek_nn_requant_body: SQDMULH by the channel's multiplier, then one SRSHL
+ * by -(sh + 1) = 31 - n for ek_neon_rq4's shift right by one and SRSHL by
+ * -sh ((x >> 1) + 2^(sh-1)) >> sh = (x + 2^sh) >> (sh + 1)); narrowed with
+ * saturation (SQXTN) to int16, the zero point added there (SQADD: a value
+ * saturated at +-32767 stays beyond the int8 range), SQXTN to int8 and
+ * clamped to the layer's range there (the saturations only move values
+ * beyond int8, which the clamp sends to the same bound); the output table
+ * 16 at a time. y: the tile's first output (channel c, its first pixel);
+ * conv: channel rows of 6 pixels (wide as ek_neon_store_rows2), matmul:
+ * pixel rows of nch channels. */
+static inline __attribute__((always_inline)) void ek_neon_tile_rq(const int32x4_t *a, const int32x4_t *b,
+                                                                  int32_t nch, const int32_t *h, int32_t c,
+                                                                  int8_t *y, int32_t wide) {
+  const int32_t *q = h + EK_NN_HDR;
+  const int8_t *tab = ek_nn_table(h);
+  int32_t oc = h[EK_NN_OC], matmul = h[EK_NN_KIND] == EK_NN_MATMUL, j;
+  int32_t ys_c = matmul ? 1 : h[EK_NN_P], ys_p = matmul ? oc : 1, nv = nch == 8 ? 3 : 2;
+  int32x4_t m0 = vld1q_s32(q + oc + c), s0 = vsubq_s32(vdupq_n_s32(31), vld1q_s32(q + 2 * oc + c));
+  int16x8_t zp = vdupq_n_s16((int16_t)h[EK_NN_ZOUT]);
+  int8x16_t lo = vdupq_n_s8((int8_t)h[EK_NN_QMIN]), hi = vdupq_n_s8((int8_t)h[EK_NN_QMAX]), v[3];
+  int16x4_t r[12];
+  for (j = 0; j < 6; ++j) r[j] = vqmovn_s32(vrshlq_s32(vqdmulhq_s32(a[j], m0), s0));
+  if (nch == 8) { /* v[i]: pixels 2i and 2i + 1, 8 channels each */
+    int32x4_t m1 = vld1q_s32(q + oc + c + 4), s1 = vsubq_s32(vdupq_n_s32(31), vld1q_s32(q + 2 * oc + c + 4));
+    for (j = 0; j < 6; ++j) r[6 + j] = vqmovn_s32(vrshlq_s32(vqdmulhq_s32(b[j], m1), s1));
+    for (j = 0; j < 3; ++j)
+      v[j] = vcombine_s8(vqmovn_s16(vqaddq_s16(vcombine_s16(r[2 * j], r[6 + 2 * j]), zp)),
+                         vqmovn_s16(vqaddq_s16(vcombine_s16(r[2 * j + 1], r[7 + 2 * j]), zp)));
+  } else { /* v[0]: pixels 0-3, v[1]: 4-5 (twice), 4 channels each */
+    int16x8_t p01 = vqaddq_s16(vcombine_s16(r[0], r[1]), zp), p23 = vqaddq_s16(vcombine_s16(r[2], r[3]), zp);
+    int16x8_t p45 = vqaddq_s16(vcombine_s16(r[4], r[5]), zp);
+    v[0] = vcombine_s8(vqmovn_s16(p01), vqmovn_s16(p23));
+    v[1] = vcombine_s8(vqmovn_s16(p45), vqmovn_s16(p45));
+  }
+  for (j = 0; j < nv; ++j) v[j] = vminq_s8(vmaxq_s8(v[j], lo), hi);
+  if (tab) {
+    ek_neon_lut_t lut;
+    ek_neon_lut_load(&lut, tab);
+    for (j = 0; j < nv; ++j) v[j] = ek_neon_lutq(v[j], &lut);
+  }
+  if (!matmul) {
+    if (nch == 8) {
+      int8x16x3_t t = {{v[0], v[1], v[2]}};
+      for (j = 0; j < 4; ++j) ek_neon_store_rows2(y + 2 * j * ys_c, ys_c, vqtbl3q_s8(t, vld1q_u8(ek_neon_tr8[j])), wide);
+    } else {
+      int8x16x2_t t = {{v[0], v[1]}};
+      for (j = 0; j < 2; ++j) ek_neon_store_rows2(y + 2 * j * ys_c, ys_c, vqtbl2q_s8(t, vld1q_u8(ek_neon_tr4[j])), wide);
+    }
+  } else if (nch == 8) { /* lanes must be constants */
+#define EK_ST8(j) vst1q_lane_u64((uint64_t *)(void *)(y + (j) * ys_p), vreinterpretq_u64_s8(v[(j) >> 1]), (j) & 1)
+    EK_ST8(0); EK_ST8(1); EK_ST8(2); EK_ST8(3); EK_ST8(4); EK_ST8(5);
+#undef EK_ST8
+  } else {
+#define EK_ST4(j) vst1q_lane_u32((uint32_t *)(void *)(y + (j) * ys_p), vreinterpretq_u32_s8(v[(j) >> 2]), (j) & 3)
+    EK_ST4(0); EK_ST4(1); EK_ST4(2); EK_ST4(3); EK_ST4(4); EK_ST4(5);
+#undef EK_ST4
+  }
+}
+
+/* The 8- and 4-channel x 6-pixel tile kernels N8 and N4 (columns of T,
+ * MAC8/MAC4 their MAC loops) that start from the channels' offsets and
+ * requantize in registers (ek_neon_tile_rq: the layer's channels all of the
+ * high-word form; channels c to c + 7 or c + 3 all real). */
+#define EK_NEON_TILES_RQ(N8, N4, T, MAC8, MAC4)                                                              \
+  __attribute__((noinline)) static void N8(const int8_t *w, const T *col, int32_t kp, const int32_t *h,       \
+                                           int32_t c, int8_t *y, int32_t wide) {                              \
+    int32x4_t a[6], b[6], o0 = vld1q_s32(h + EK_NN_HDR + c), o1 = vld1q_s32(h + EK_NN_HDR + c + 4);          \
+    int32_t j;                                                                                                \
+    for (j = 0; j < 6; ++j) a[j] = o0, b[j] = o1;                                                             \
+    MAC8(w, col, kp, a, b);                                                                                   \
+    ek_neon_tile_rq(a, b, 8, h, c, y, wide);                                                                  \
+  }                                                                                                           \
+  __attribute__((noinline)) static void N4(const int8_t *w, const T *col, int32_t kp, const int32_t *h,       \
+                                           int32_t c, int8_t *y, int32_t wide) {                              \
+    int32x4_t a[6], o0 = vld1q_s32(h + EK_NN_HDR + c);                                                        \
+    int32_t j;                                                                                                \
+    for (j = 0; j < 6; ++j) a[j] = o0;                                                                        \
+    MAC4(w, col, kp, a);                                                                                      \
+    ek_neon_tile_rq(a, a, 4, h, c, y, wide);                                                                  \
+  }
 #endif
 
 /* The requantization of core/fixedpoint.py over a block of accumulators acc[c][j]
@@ -782,19 +908,30 @@ static void ek_nn_gemm(const int8_t *x, const int8_t *w8, const int32_t *h, int8
     a[4] = vdotq_lane_s32(a[4], wv, c1, 0); a[5] = vdotq_lane_s32(a[5], wv, c1, 1);                         \
   } while (0)
 
-/* 8 channels (w and w + 4 KP) x 6 pixels; acc as ek_neon_store_4x6, twice. noinline: tests disassemble it. */
-__attribute__((noinline)) static void ek_nn_sdot_8xn(const int8_t *w, const int8_t *col, int32_t kp,
-                                                     int32_t acc[2 * EK_NN_MC * EK_NN_NP]) {
-  int32x4_t a[6], b[6];
+/* a[j] (b[j]) += channels w (w + 4 KP) x pixel j over every k. */
+static inline __attribute__((always_inline)) void ek_sdot_8xn_mac(const int8_t *w, const int8_t *col, int32_t kp,
+                                                                  int32x4_t a[6], int32x4_t b[6]) {
   const int8_t *u = w + 4 * kp, *end = u;
-  int32_t j;
-  for (j = 0; j < 6; ++j) a[j] = b[j] = vdupq_n_s32(0);
   for (; w < end; w += 16, u += 16, col += 24) {
     int8x16_t wv = vld1q_s8(w), uv = vld1q_s8(u), c0 = vld1q_s8(col);
     int8x8_t c1 = vld1_s8(col + 16);
     EK_SDOT6(a, wv, c0, c1);
     EK_SDOT6(b, uv, c0, c1);
   }
+}
+static inline __attribute__((always_inline)) void ek_sdot_4xn_mac(const int8_t *w, const int8_t *col, int32_t kp,
+                                                                  int32x4_t a[6]) {
+  const int8_t *end = w + 4 * kp;
+  for (; w < end; w += 16, col += 24) EK_SDOT6(a, vld1q_s8(w), vld1q_s8(col), vld1_s8(col + 16));
+}
+
+/* 8 channels (w and w + 4 KP) x 6 pixels; acc as ek_neon_store_4x6, twice. noinline: tests disassemble it. */
+__attribute__((noinline)) static void ek_nn_sdot_8xn(const int8_t *w, const int8_t *col, int32_t kp,
+                                                     int32_t acc[2 * EK_NN_MC * EK_NN_NP]) {
+  int32x4_t a[6], b[6];
+  int32_t j;
+  for (j = 0; j < 6; ++j) a[j] = b[j] = vdupq_n_s32(0);
+  ek_sdot_8xn_mac(w, col, kp, a, b);
   ek_neon_store_4x6(acc, a);
   ek_neon_store_4x6(acc + EK_NN_MC * EK_NN_NP, b);
 }
@@ -803,12 +940,13 @@ __attribute__((noinline)) static void ek_nn_sdot_8xn(const int8_t *w, const int8
 __attribute__((noinline)) static void ek_nn_sdot_4xn(const int8_t *w, const int8_t *col, int32_t kp,
                                                      int32_t acc[EK_NN_MC * EK_NN_NP]) {
   int32x4_t a[6];
-  const int8_t *end = w + 4 * kp;
   int32_t j;
   for (j = 0; j < 6; ++j) a[j] = vdupq_n_s32(0);
-  for (; w < end; w += 16, col += 24) EK_SDOT6(a, vld1q_s8(w), vld1q_s8(col), vld1_s8(col + 16));
+  ek_sdot_4xn_mac(w, col, kp, a);
   ek_neon_store_4x6(acc, a);
 }
+
+EK_NEON_TILES_RQ(ek_nn_sdot_8xn_rq, ek_nn_sdot_4xn_rq, int8_t, ek_sdot_8xn_mac, ek_sdot_4xn_mac)
 
 /* 4 channels x 1 pixel (pixel tail, fully connected): SDOT of the 4 k of
  * the column, broadcast, two accumulators (even and odd groups). */
@@ -867,15 +1005,26 @@ static void ek_nn_gemm(const int8_t *x, const int8_t *w, const int32_t *h, int8_
   int32_t *acc = (int32_t *)__builtin_assume_aligned(col + kp * (P >= EK_NN_NP ? EK_NN_NP : 1), 4);
   int32_t pointwise = h[EK_NN_KIND] == EK_NN_CONV && h[EK_NN_KH] == 1 && h[EK_NN_KW] == 1 && h[EK_NN_SH] == 1 &&
                       h[EK_NN_SW] == 1 && h[EK_NN_PT] == 0 && h[EK_NN_PL] == 0;
-  int32_t hw = h[EK_NN_H] * h[EK_NN_W];
+  int32_t hw = h[EK_NN_H] * h[EK_NN_W], fused = P >= EK_NN_NP && ek_nn_all_high_word(h);
   for (p = 0; p + EK_NN_NP <= P; p += EK_NN_NP) {
+    int8_t *yp = y + p * ys_p;
     if (pointwise)
       ek_sdot_cols_1x1(x + p, hw, K, col);
     else
       for (j = 0; j < EK_NN_NP; ++j) ek_im2col_s8(x, h, p + j, col + 4 * j, EK_NN_NP);
+    if (fused) { /* requantized in registers; a last 1-3 channels through acc */
+      int32_t wide = p + 8 <= P;
+      for (c = 0; c + 2 * EK_NN_MC <= oc; c += 2 * EK_NN_MC) ek_nn_sdot_8xn_rq(w + c * kp, col, kp, h, c, yp + c * ys_c, wide);
+      for (; c + EK_NN_MC <= oc; c += EK_NN_MC) ek_nn_sdot_4xn_rq(w + c * kp, col, kp, h, c, yp + c * ys_c, wide);
+      if (c < oc) {
+        ek_nn_sdot_4xn(w + c * kp, col, kp, acc);
+        ek_nn_requant(acc, yp + c * ys_c, oc - c, EK_NN_NP, ys_c, ys_p, h, c);
+      }
+      continue;
+    }
     for (c = 0; c + 2 * EK_NN_MC <= oc; c += 2 * EK_NN_MC) ek_nn_sdot_8xn(w + c * kp, col, kp, acc + c * EK_NN_NP);
     for (; c < oc; c += EK_NN_MC) ek_nn_sdot_4xn(w + c * kp, col, kp, acc + c * EK_NN_NP);
-    ek_nn_requant(acc, y + p * ys_p, oc, EK_NN_NP, ys_c, ys_p, h, 0);
+    ek_nn_requant(acc, yp, oc, EK_NN_NP, ys_c, ys_p, h, 0);
   }
   for (; p < P; ++p) {
     ek_im2col_s8(x, h, p, col, 1);
@@ -968,11 +1117,11 @@ static inline __attribute__((always_inline)) int16x8_t ek_neon_cols1_s8(const in
     a[4] = vmlal_lane_s16(a[4], wh, v1, 2); a[5] = vmlal_lane_s16(a[5], wh, v1, 3);                         \
   } while (0)
 
-#define EK_NEON_DOT_4XN(NAME, T, SUF)                                                                            \
-  __attribute__((noinline)) static void NAME(const int8_t *w, const T *col, int32_t K,                      \
-                                             int32_t acc[EK_NN_MC * EK_NN_NP]) {                            \
-    int32x4_t a[6] = {vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0),                                       \
-                      vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0)};                                      \
+/* a[j] += 4 channels (w: [K][4]) x pixel j over every k; and the kernel NAME
+ * that runs it from zero into acc. */
+#define EK_NEON_DOT_4XN(NAME, T, SUF)                                                                       \
+  static inline __attribute__((always_inline)) void NAME##_mac(const int8_t *w, const T *col, int32_t K,    \
+                                                              int32x4_t a[6]) {                             \
     int32_t k;                                                                                              \
     for (k = 0; k + 1 < K; k += 2, w += 8, col += 12) {                                                     \
       int16x8_t wv = vmovl_s8(vld1_s8(w)), v0;                                                              \
@@ -987,6 +1136,12 @@ static inline __attribute__((always_inline)) int16x8_t ek_neon_cols1_s8(const in
       a[2] = vmlal_laneq_s16(a[2], wl, v, 2); a[3] = vmlal_laneq_s16(a[3], wl, v, 3);                       \
       a[4] = vmlal_laneq_s16(a[4], wl, v, 4); a[5] = vmlal_laneq_s16(a[5], wl, v, 5);                       \
     }                                                                                                       \
+  }                                                                                                         \
+  __attribute__((noinline)) static void NAME(const int8_t *w, const T *col, int32_t K,                      \
+                                             int32_t acc[EK_NN_MC * EK_NN_NP]) {                            \
+    int32x4_t a[6] = {vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0),                                       \
+                      vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0)};                                      \
+    NAME##_mac(w, col, K, a);                                                                               \
     ek_neon_store_4x6(acc, a);                                                                              \
   }
 
@@ -1006,13 +1161,12 @@ static inline __attribute__((always_inline)) int16x8_t ek_neon_cols1_s8(const in
 EK_NEON_DOT_4XN(ek_nn_dot_4xn, ek_col_t, s16)
 
 /* Two 4-channel blocks (8 channels; w and w + 4 K) x 6 pixels: each pair of
- * k's column loads serves 24 SMLAL instead of 12 (int16 columns). */
-__attribute__((noinline)) static void ek_nn_dot_8xn(const int8_t *w, const int16_t *col, int32_t K,
-                                                    int32_t acc[2 * EK_NN_MC * EK_NN_NP]) {
-  int32x4_t a[6], b[6];
+ * k's column loads serves 24 SMLAL instead of 12 (int16 columns). a[j]
+ * (b[j]) += channels w (w + 4 K) x pixel j over every k. */
+static inline __attribute__((always_inline)) void ek_neon_dot_8xn_mac(const int8_t *w, const int16_t *col, int32_t K,
+                                                                      int32x4_t a[6], int32x4_t b[6]) {
   const int8_t *u = w + 4 * K;
   int32_t k, j;
-  for (j = 0; j < 6; ++j) a[j] = b[j] = vdupq_n_s32(0);
   for (k = 0; k + 1 < K; k += 2, w += 8, u += 8, col += 12) {
     int16x8_t wv = vmovl_s8(vld1_s8(w)), uv = vmovl_s8(vld1_s8(u)), v0;
     int16x4_t v1;
@@ -1028,12 +1182,22 @@ __attribute__((noinline)) static void ek_nn_dot_8xn(const int8_t *w, const int16
       b[j] = vmlal_n_s16(b[j], ul, v[j]);
     }
   }
+}
+
+__attribute__((noinline)) static void ek_nn_dot_8xn(const int8_t *w, const int16_t *col, int32_t K,
+                                                    int32_t acc[2 * EK_NN_MC * EK_NN_NP]) {
+  int32x4_t a[6], b[6];
+  int32_t j;
+  for (j = 0; j < 6; ++j) a[j] = b[j] = vdupq_n_s32(0);
+  ek_neon_dot_8xn_mac(w, col, K, a, b);
   ek_neon_store_4x6(acc, a);
   ek_neon_store_4x6(acc + EK_NN_MC * EK_NN_NP, b);
 }
+
 EK_NEON_DOT_4X1(ek_nn_dot_4x1, ek_col_t)
 EK_NEON_DOT_4XN(ek_nn_dot_4xn_s8, int8_t, s8)
 EK_NEON_DOT_4X1(ek_nn_dot_4x1_s8, int8_t)
+EK_NEON_TILES_RQ(ek_nn_dot_8xn_rq, ek_nn_dot_4xn_rq, int16_t, ek_neon_dot_8xn_mac, ek_nn_dot_4xn_mac)
 #else
 EK_DOT_4XN(ek_nn_dot_4xn, ek_col_t)
 EK_DOT_4X1(ek_nn_dot_4x1, ek_col_t)
@@ -1082,7 +1246,7 @@ static void ek_nn_gemm(const int8_t *x, const int8_t *w, const int32_t *h, int8_
    * consecutive, one 6-byte load widened at once (ek_neon_cols1_s8). */
   int32_t pointwise = h[EK_NN_KIND] == EK_NN_CONV && h[EK_NN_KH] == 1 && h[EK_NN_KW] == 1 && h[EK_NN_SH] == 1 &&
                       h[EK_NN_SW] == 1 && h[EK_NN_PT] == 0 && h[EK_NN_PL] == 0;
-  int32_t hw = h[EK_NN_H] * h[EK_NN_W];
+  int32_t hw = h[EK_NN_H] * h[EK_NN_W], fused = P >= EK_NN_NP && ek_nn_all_high_word(h);
 #endif
   for (p = 0; p + EK_NN_NP <= P; p += EK_NN_NP) {
 #if EK_NN_NEON
@@ -1100,6 +1264,17 @@ static void ek_nn_gemm(const int8_t *x, const int8_t *w, const int32_t *h, int8_
     for (j = 0; j < EK_NN_NP; ++j) ek_im2col(x, h, p + j, col + j, EK_NN_NP);
     c = 0;
 #if EK_NN_NEON
+    if (fused) { /* requantized in registers; a last 1-3 channels through acc */
+      int8_t *yp = y + p * ys_p;
+      int32_t wide = p + 8 <= P;
+      for (; c + 2 * EK_NN_MC <= oc; c += 2 * EK_NN_MC) ek_nn_dot_8xn_rq(w + c * K, col, K, h, c, yp + c * ys_c, wide);
+      for (; c + EK_NN_MC <= oc; c += EK_NN_MC) ek_nn_dot_4xn_rq(w + c * K, col, K, h, c, yp + c * ys_c, wide);
+      if (c < oc) {
+        ek_nn_dot_4xn(w + c * K, col, K, acc);
+        ek_nn_requant(acc, yp + c * ys_c, oc - c, EK_NN_NP, ys_c, ys_p, h, c);
+      }
+      continue;
+    }
     for (; c + 2 * EK_NN_MC <= oc; c += 2 * EK_NN_MC) ek_nn_dot_8xn(w + c * K, col, K, acc + c * EK_NN_NP);
 #endif
     for (; c < oc; c += EK_NN_MC) ek_nn_dot_4xn(w + c * K, col, K, acc + c * EK_NN_NP);

@@ -77,11 +77,14 @@ def test_pi5_conv_kernels_use_sdot_and_pi4_ones_do_not(tmp_path: Path) -> None:
     (tmp_path / "a72").mkdir()
     a76 = _shipped_object(BOARD, tmp_path / "a76")
     kernels = sorted(n for n in _functions(a76) if n.startswith(("ek_nn_sdot_", "ek_nn_dot_")))
-    assert kernels == ["ek_nn_sdot_4x1", "ek_nn_sdot_4xn", "ek_nn_sdot_8xn"]  # no NEON smlal kernel left
+    assert kernels == ["ek_nn_sdot_4x1", "ek_nn_sdot_4xn", "ek_nn_sdot_4xn_rq", "ek_nn_sdot_8xn",
+                       "ek_nn_sdot_8xn_rq"]  # no NEON smlal kernel left
     for name in kernels:
         ops = aarch64_mnemonics(a76, name)
         assert "sdot" in ops, f"{name}: no sdot"
         assert not [op for op in ops if op.startswith(("smlal", "fmla", "fmadd", "scvtf", "bl"))], (name, ops)
+        if name.endswith("_rq"):  # requantized from the accumulator registers, narrowed there
+            assert {"sqdmulh", "srshl", "sqxtn", "tbl"} <= set(ops), (name, ops)
     a72 = _shipped_object("raspberry-pi-4", tmp_path / "a72")
     ops = aarch64_mnemonics(a72)
     assert "smlal" in ops and "sdot" not in ops and "udot" not in ops

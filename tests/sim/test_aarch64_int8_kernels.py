@@ -143,15 +143,16 @@ def _shipped_object(board: str, tmp_path: Path) -> Path:
 def test_shipped_aarch64_int8_conv_uses_neon_widening_multiplies(tmp_path: Path) -> None:
     obj = _shipped_object(BOARD, tmp_path)
     kernels = [n for n in _functions(obj) if n.startswith("ek_nn_dot_")]
-    assert sorted(kernels) == ["ek_nn_dot_4x1", "ek_nn_dot_4x1_s8", "ek_nn_dot_4xn", "ek_nn_dot_4xn_s8",
-                               "ek_nn_dot_8xn"]
+    assert sorted(kernels) == ["ek_nn_dot_4x1", "ek_nn_dot_4x1_s8", "ek_nn_dot_4xn", "ek_nn_dot_4xn_rq",
+                               "ek_nn_dot_4xn_s8", "ek_nn_dot_8xn", "ek_nn_dot_8xn_rq"]
     for name in kernels:
         ops = aarch64_mnemonics(obj, name)
         assert any(op in ("smlal", "smlal2", "smull", "sadalp", "sdot") for op in ops), f"{name}: no NEON widening multiply"
         assert not [op for op in ops if op.startswith(("fmadd", "fmla", "fmul", "scvtf"))], f"{name} accumulates in float"
         assert not [op for op in ops if op in ("bl", "blr")], f"{name} calls a function"
-    # the requantization of a 6-pixel block and of a depthwise row: 4 lanes at a time
-    for name in ("ek_nn_requant", "ek_nn_requant_row"):
+    # the requantization of a 6-pixel block and of a depthwise row: 4 lanes at a time; the *_rq
+    # tiles requantize their accumulator registers (no int32 store, no call of ek_nn_requant)
+    for name in ("ek_nn_requant", "ek_nn_requant_row", "ek_nn_dot_8xn_rq", "ek_nn_dot_4xn_rq"):
         assert "sqdmulh" in aarch64_mnemonics(obj, name), f"{name} is scalar"
     # depthwise rows: plain C on the int16 plane, vectorized by clang (int16 x int16 -> int32)
     ops = aarch64_mnemonics(obj, "ek_nn_dw_row")
