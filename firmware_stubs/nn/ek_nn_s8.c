@@ -335,25 +335,26 @@ static inline __attribute__((always_inline)) void ek_neon_tile_rq(const int32x4_
   }
 }
 
-/* The 8- and 4-channel x 6-pixel tile kernels N8 and N4 (columns of T,
- * MAC8/MAC4 their MAC loops) that start from the channels' offsets and
- * requantize in registers (ek_neon_tile_rq: the layer's channels all of the
- * high-word form; channels c to c + 7 or c + 3 all real). */
-#define EK_NEON_TILES_RQ(N8, N4, T, MAC8, MAC4)                                                              \
-  __attribute__((noinline)) static void N8(const int8_t *w, const T *col, int32_t kp, const int32_t *h,       \
-                                           int32_t c, int8_t *y, int32_t wide) {                              \
+/* 8- and 4-channel x 6-pixel tile kernels (columns of T, MAC their MAC
+ * loop) that start from the channels' offsets and requantize in registers
+ * (ek_neon_tile_rq: the layer's channels all of the high-word form;
+ * channels c to c + 7 or c + 3 all real). */
+#define EK_NEON_TILE8_RQ(NAME, T, MAC)                                                                        \
+  __attribute__((noinline)) static void NAME(const int8_t *w, const T *col, int32_t kp, const int32_t *h,     \
+                                             int32_t c, int8_t *y, int32_t wide) {                            \
     int32x4_t a[6], b[6], o0 = vld1q_s32(h + EK_NN_HDR + c), o1 = vld1q_s32(h + EK_NN_HDR + c + 4);          \
     int32_t j;                                                                                                \
     for (j = 0; j < 6; ++j) a[j] = o0, b[j] = o1;                                                             \
-    MAC8(w, col, kp, a, b);                                                                                   \
+    MAC(w, col, kp, a, b);                                                                                    \
     ek_neon_tile_rq(a, b, 8, h, c, y, wide);                                                                  \
-  }                                                                                                           \
-  __attribute__((noinline)) static void N4(const int8_t *w, const T *col, int32_t kp, const int32_t *h,       \
-                                           int32_t c, int8_t *y, int32_t wide) {                              \
+  }
+#define EK_NEON_TILE4_RQ(NAME, T, MAC)                                                                        \
+  __attribute__((noinline)) static void NAME(const int8_t *w, const T *col, int32_t kp, const int32_t *h,     \
+                                             int32_t c, int8_t *y, int32_t wide) {                            \
     int32x4_t a[6], o0 = vld1q_s32(h + EK_NN_HDR + c);                                                        \
     int32_t j;                                                                                                \
     for (j = 0; j < 6; ++j) a[j] = o0;                                                                        \
-    MAC4(w, col, kp, a);                                                                                      \
+    MAC(w, col, kp, a);                                                                                       \
     ek_neon_tile_rq(a, a, 4, h, c, y, wide);                                                                  \
   }
 #endif
@@ -946,7 +947,8 @@ __attribute__((noinline)) static void ek_nn_sdot_4xn(const int8_t *w, const int8
   ek_neon_store_4x6(acc, a);
 }
 
-EK_NEON_TILES_RQ(ek_nn_sdot_8xn_rq, ek_nn_sdot_4xn_rq, int8_t, ek_sdot_8xn_mac, ek_sdot_4xn_mac)
+EK_NEON_TILE8_RQ(ek_nn_sdot_8xn_rq, int8_t, ek_sdot_8xn_mac)
+EK_NEON_TILE4_RQ(ek_nn_sdot_4xn_rq, int8_t, ek_sdot_4xn_mac)
 
 /* 4 channels x 1 pixel (pixel tail, fully connected): SDOT of the 4 k of
  * the column, broadcast, two accumulators (even and odd groups). */
@@ -1197,7 +1199,9 @@ __attribute__((noinline)) static void ek_nn_dot_8xn(const int8_t *w, const int16
 EK_NEON_DOT_4X1(ek_nn_dot_4x1, ek_col_t)
 EK_NEON_DOT_4XN(ek_nn_dot_4xn_s8, int8_t, s8)
 EK_NEON_DOT_4X1(ek_nn_dot_4x1_s8, int8_t)
-EK_NEON_TILES_RQ(ek_nn_dot_8xn_rq, ek_nn_dot_4xn_rq, int16_t, ek_neon_dot_8xn_mac, ek_nn_dot_4xn_mac)
+EK_NEON_TILE8_RQ(ek_nn_dot_8xn_rq, int16_t, ek_neon_dot_8xn_mac)
+EK_NEON_TILE4_RQ(ek_nn_dot_4xn_rq, int16_t, ek_nn_dot_4xn_mac)
+EK_NEON_TILE4_RQ(ek_nn_dot_4xn_s8_rq, int8_t, ek_nn_dot_4xn_s8_mac)
 #else
 EK_DOT_4XN(ek_nn_dot_4xn, ek_col_t)
 EK_DOT_4X1(ek_nn_dot_4x1, ek_col_t)
@@ -1213,9 +1217,17 @@ static void ek_nn_gemm_s8cols(const int8_t *x, const int8_t *w, const int32_t *h
   int32_t oc = h[EK_NN_OC], K = h[EK_NN_K], P = h[EK_NN_P], p, c, j;
   int32_t ys_c = h[EK_NN_KIND] == EK_NN_MATMUL ? 1 : P, ys_p = h[EK_NN_KIND] == EK_NN_MATMUL ? oc : 1;
   int32_t acc[EK_NN_MC * EK_NN_NP];
+#if EK_NN_NEON
+  int32_t fused = P >= EK_NN_NP && ek_nn_all_high_word(h);
+#endif
   for (p = 0; p + EK_NN_NP <= P; p += EK_NN_NP) {
     for (j = 0; j < EK_NN_NP; ++j) ek_im2col_s8(x, h, p + j, col + j, EK_NN_NP);
-    for (c = 0; c < oc; c += EK_NN_MC) {
+    c = 0;
+#if EK_NN_NEON
+    if (fused) /* requantized in registers (ek_neon_tile_rq); a last 1-3 channels below */
+      for (; c + EK_NN_MC <= oc; c += EK_NN_MC) ek_nn_dot_4xn_s8_rq(w + c * K, col, K, h, c, y + c * ys_c + p * ys_p, p + 8 <= P);
+#endif
+    for (; c < oc; c += EK_NN_MC) {
       ek_nn_dot_4xn_s8(w + c * K, col, K, acc);
       ek_nn_requant(acc, y + c * ys_c + p * ys_p, oc - c < EK_NN_MC ? oc - c : EK_NN_MC, EK_NN_NP, ys_c, ys_p, h, c);
     }

@@ -30,8 +30,9 @@ from edgekit.compress.quantize import quantize
 from edgekit.core.profiles import get_board
 from edgekit.runtime.runner import run_package
 
-from test_aarch64_int8_kernels import (LAYERS as NEON_LAYERS, _shipped_object, aarch64_mnemonics, check_block, check_layer,
-                                       needs_objdump, needs_qemu, needs_zig)
+from test_aarch64_int8_kernels import (EXTRA_LAYERS, LAYERS as NEON_LAYERS, _shipped_object, aarch64_mnemonics, check_block,
+                                       check_extra_layer, check_layer, fused_tiles_expected, needs_objdump, needs_qemu,
+                                       needs_zig)
 from test_mcu_int8_blocks import _output_step, block_int8  # noqa: F401
 from test_mcu_int8_kernels import _functions, _qdq_layer
 
@@ -60,7 +61,17 @@ def _a76(monkeypatch: pytest.MonkeyPatch) -> None:
 @needs_qemu
 @pytest.mark.parametrize("name", sorted(LAYERS))
 def test_sdot_kernels_bit_exact_with_the_integer_lowering_under_qemu(name: str, tmp_path: Path) -> None:
-    check_layer(_qdq_layer(*LAYERS[name], seed=len(name)), BOARD, "qemu-aarch64", tmp_path)
+    model = _qdq_layer(*LAYERS[name], seed=len(name))
+    ran = check_layer(model, BOARD, "qemu-aarch64", tmp_path)
+    # the tiles of 4 or 8 channels requantize in registers, a last 1-3 channels through ek_nn_requant
+    assert ("ek_nn_sdot_4xn_rq" in ran or "ek_nn_sdot_8xn_rq" in ran) == fused_tiles_expected(model), ran
+
+
+@needs_zig
+@needs_qemu
+@pytest.mark.parametrize("name", sorted(EXTRA_LAYERS))
+def test_sdot_tiles_requantize_in_registers_only_where_every_channel_can(name: str, tmp_path: Path) -> None:
+    check_extra_layer(name, BOARD, tmp_path, {"ek_nn_sdot_8xn_rq", "ek_nn_sdot_4xn_rq"})
 
 
 @needs_zig

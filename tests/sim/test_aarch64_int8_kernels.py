@@ -21,13 +21,14 @@ import onnx
 import pytest
 
 from edgekit.compiler import firmware
+from edgekit.compiler.backends.aot_c import nn
 from edgekit.compiler.backends.aot_c.pipeline import compile_aot
 from edgekit.compiler.backends.llvm.linux_cross import link_runner, zig_flags
 from edgekit.core.profiles import get_board
 from edgekit.frontend.loader import load_model
 
 from test_mcu_int8_blocks import _feeds as _block_feeds, _ort as _block_ort, _output_step, block_int8  # noqa: F401
-from test_mcu_int8_kernels import LAYERS as MCU_LAYERS, _functions, _ort, _qdq_layer
+from test_mcu_int8_kernels import LAYERS as MCU_LAYERS, _functions, _ort, _qdq_layer, _tie_feeds, _tie_layer
 
 BOARD = "raspberry-pi-4"
 
@@ -51,7 +52,28 @@ LAYERS = {
 }
 
 
-def _runner(model, int8_kernels: bool, tmp: Path, board: str = BOARD) -> Path:
+def matmul_rows_layer(rows: int, cin: int, cout: int, seed: int) -> onnx.ModelProto:
+    """_qdq_layer's fully connected layer on ``rows`` input rows (a matmul of several pixels: output
+    rows of ``cout`` channels, the tiles' other store)."""
+    model = _qdq_layer("fc", cin, cout, 0, 0, 0, 1, seed=seed)
+    for value, n in ((model.graph.input[0], cin), (model.graph.output[0], cout)):
+        value.type.tensor_type.shape.dim[0].dim_value = rows
+        value.type.tensor_type.shape.dim[1].dim_value = n
+    return model
+
+
+# Layers the tiles must leave to ek_nn_requant, and the matmul tiles' stores: 16 channels of
+# which every third has a multiplier of 1.5 (shift 30, the 64-bit form) and the others exact
+# ties (flagged shifts); matmuls of 13 rows (2 blocks of 6 + 1) x 13 channels (8 + 4 + 1) and
+# 8 rows x 12 channels.
+EXTRA_LAYERS = {
+    "conv3x3_mixed_forms_16ch": lambda: _tie_layer("conv", 3, 16, 7, 3, 1, 1),
+    "matmul_13rows_oc13": lambda: matmul_rows_layer(13, 21, 13, seed=7),
+    "matmul_8rows_oc12": lambda: matmul_rows_layer(8, 40, 12, seed=8),
+}
+
+
+def _runner(model, int8_kernels: bool, tmp: Path, board: str = BOARD, strip: bool = True) -> Path:
     _board, target = get_board(board)
     tvm_target = target.tvm_target()
     art = compile_aot(load_model(model), tvm_target, fast_math=False, int8_kernels=int8_kernels)
@@ -59,29 +81,50 @@ def _runner(model, int8_kernels: bool, tmp: Path, board: str = BOARD) -> Path:
     members = art.members()
     tmp.mkdir()
     runner = tmp / "runner"
-    runner.write_bytes(link_runner(members, zig_flags(target, tvm_target), tmp))
+    runner.write_bytes(link_runner(members, zig_flags(target, tvm_target), tmp, strip=strip))
     runner.chmod(0o755)
     (tmp / "weights.bin").write_bytes(members["weights.bin"])
     return runner
 
 
-def _run(runner: Path, x: np.ndarray, out_shape: list[int], dtype: type = np.int8, qemu: str = "qemu-aarch64") -> np.ndarray:
+def _run(runner: Path, x: np.ndarray, out_shape: list[int], dtype: type = np.int8, qemu: str = "qemu-aarch64",
+         log: Path | None = None) -> np.ndarray:  # fmt: skip
+    """Runs the runner on x; with ``log``, qemu writes there the code it translates (``-d in_asm``)."""
     x.tofile(runner.parent / "in.bin")
-    subprocess.run([qemu, str(runner), str(runner.parent / "weights.bin"), "0", "1",
+    trace = ["-d", "in_asm", "-D", str(log)] if log else []
+    subprocess.run([qemu, *trace, str(runner), str(runner.parent / "weights.bin"), "0", "1",
                     str(runner.parent / "in.bin"), str(runner.parent / "out.bin")], check=True, timeout=60)  # fmt: skip
     return np.fromfile(runner.parent / "out.bin", dtype).reshape(out_shape)
 
 
-def check_layer(model: onnx.ModelProto, board: str, qemu: str, tmp_path: Path) -> None:
-    """The board's runner of one int8 layer, C kernels on and off: bit-exact, within 1 of onnxruntime."""
+def _ran(log: Path) -> set[str]:
+    """The functions whose code qemu translated, i.e. ran (an ``-d in_asm`` log of an unstripped runner)."""
+    return {line.split()[1] for line in log.read_text().splitlines() if line.startswith("IN: ") and len(line.split()) > 1}
+
+
+def check_layer(model: onnx.ModelProto, board: str, qemu: str, tmp_path: Path) -> set[str]:
+    """The board's runner of one int8 layer, C kernels on and off: bit-exact, within 1 of onnxruntime.
+    Returns the C kernels' functions (``ek_nn_*``) that ran."""
     shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
     out_shape = [d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim]
     x = np.random.default_rng(5).integers(-128, 128, size=shape).astype(np.int8)
-    outs = {on: _run(_runner(model, on, tmp_path / str(on), board), x, out_shape, qemu=qemu) for on in (True, False)}
+    log = tmp_path / "in_asm.log"
+    outs = {on: _run(_runner(model, on, tmp_path / str(on), board, strip=not on), x, out_shape, qemu=qemu,
+                     log=log if on else None) for on in (True, False)}  # fmt: skip
     np.testing.assert_array_equal(outs[True], outs[False])
     want = _ort(model, {"x": x})
     assert np.abs(outs[True].astype(np.int32) - want.astype(np.int32)).max() <= 1
     assert (want > -128).mean() > 0.2 and len(np.unique(want)) > 4  # not all clamped to one value
+    return {name for name in _ran(log) if name.startswith("ek_nn_")}
+
+
+def fused_tiles_expected(model: onnx.ModelProto) -> bool:
+    """Whether a layer of LAYERS has a full 6-pixel block of 4 or more channels (a conv/matmul tile
+    the kernels requantize in registers: every channel of these layers takes the high-word form)."""
+    out = [d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim]
+    pixels = out[0] if len(out) == 2 else out[2] * out[3]
+    group = next(a.i for n in model.graph.node for a in n.attribute if a.name == "group") if len(out) == 4 else 1
+    return pixels >= 6 and out[1] >= 4 and group == 1
 
 
 def check_block(block: tuple[Path, onnx.ModelProto], board: str, qemu: str, tmp_path: Path) -> None:
@@ -101,7 +144,50 @@ def check_block(block: tuple[Path, onnx.ModelProto], board: str, qemu: str, tmp_
 @needs_qemu
 @pytest.mark.parametrize("name", sorted(LAYERS))
 def test_neon_kernels_bit_exact_with_the_integer_lowering_under_qemu(name: str, tmp_path: Path) -> None:
-    check_layer(_qdq_layer(*LAYERS[name], seed=len(name)), BOARD, "qemu-aarch64", tmp_path)
+    model = _qdq_layer(*LAYERS[name], seed=len(name))
+    ran = check_layer(model, BOARD, "qemu-aarch64", tmp_path)
+    # the tiles of 4 channels requantize in registers, a last 1-3 channels through ek_nn_requant
+    assert ("ek_nn_dot_4xn_s8_rq" in ran) == fused_tiles_expected(model), ran
+
+
+@needs_zig
+@needs_qemu
+@pytest.mark.parametrize("name", ["conv1x1", "conv3x3_k1152", "conv3x3_odd_k_12ch", "conv3x3_stride2"])
+def test_neon_kernels_on_int16_columns_bit_exact_under_qemu(name: str, monkeypatch: pytest.MonkeyPatch,
+                                                            tmp_path: Path) -> None:
+    """The int16-column kernels of larger models (8- and 4-channel tiles), forced on these layers."""
+    monkeypatch.setattr(nn, "MAX_SCRATCH_SHARE", float("inf"))
+    ran = check_layer(_qdq_layer(*LAYERS[name], seed=len(name)), BOARD, "qemu-aarch64", tmp_path)
+    assert "ek_nn_dot_4xn_rq" in ran or "ek_nn_dot_8xn_rq" in ran, ran
+    assert not {"ek_nn_dot_4xn_s8", "ek_nn_dot_4xn_s8_rq"} & ran, ran
+
+
+def check_extra_layer(name: str, board: str, tmp_path: Path, tiles: set[str]) -> None:
+    """An EXTRA_LAYERS layer bit-exact, and through the path it should take (tiles: the tile kernels
+    that requantize in registers, as they should run on the matmuls)."""
+    ran = check_layer(EXTRA_LAYERS[name](), board, "qemu-aarch64", tmp_path)
+    if name.startswith("matmul"):
+        assert tiles <= ran and "ek_nn_requant" in ran, ran  # the last channel of 13 or the tail row
+    else:
+        assert not [n for n in ran if n.endswith("_rq")] and "ek_nn_requant" in ran, ran
+
+
+@pytest.fixture(params=["int8", "int16"])
+def columns(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The A72 kernels' column layouts: int8 (EK_NN_COLS = 1, which the compiler picks for these small
+    layers: their scratch would dominate the arena) and int16 (the layout of larger models, forced)."""
+    if request.param == "int16":
+        monkeypatch.setattr(nn, "MAX_SCRATCH_SHARE", float("inf"))
+    return request.param
+
+
+@needs_zig
+@needs_qemu
+@pytest.mark.parametrize("name", sorted(EXTRA_LAYERS))
+def test_neon_tiles_requantize_in_registers_only_where_every_channel_can(name: str, columns: str,
+                                                                        tmp_path: Path) -> None:
+    tiles = {"ek_nn_dot_4xn_s8_rq"} if columns == "int8" else {"ek_nn_dot_8xn_rq", "ek_nn_dot_4xn_rq"}
+    check_extra_layer(name, BOARD, tmp_path, tiles)
 
 
 @needs_zig
@@ -144,7 +230,7 @@ def test_shipped_aarch64_int8_conv_uses_neon_widening_multiplies(tmp_path: Path)
     obj = _shipped_object(BOARD, tmp_path)
     kernels = [n for n in _functions(obj) if n.startswith("ek_nn_dot_")]
     assert sorted(kernels) == ["ek_nn_dot_4x1", "ek_nn_dot_4x1_s8", "ek_nn_dot_4xn", "ek_nn_dot_4xn_rq",
-                               "ek_nn_dot_4xn_s8", "ek_nn_dot_8xn", "ek_nn_dot_8xn_rq"]
+                               "ek_nn_dot_4xn_s8", "ek_nn_dot_4xn_s8_rq", "ek_nn_dot_8xn", "ek_nn_dot_8xn_rq"]
     for name in kernels:
         ops = aarch64_mnemonics(obj, name)
         assert any(op in ("smlal", "smlal2", "smull", "sadalp", "sdot") for op in ops), f"{name}: no NEON widening multiply"
@@ -152,7 +238,7 @@ def test_shipped_aarch64_int8_conv_uses_neon_widening_multiplies(tmp_path: Path)
         assert not [op for op in ops if op in ("bl", "blr")], f"{name} calls a function"
     # the requantization of a 6-pixel block and of a depthwise row: 4 lanes at a time; the *_rq
     # tiles requantize their accumulator registers (no int32 store, no call of ek_nn_requant)
-    for name in ("ek_nn_requant", "ek_nn_requant_row", "ek_nn_dot_8xn_rq", "ek_nn_dot_4xn_rq"):
+    for name in ("ek_nn_requant", "ek_nn_requant_row", "ek_nn_dot_8xn_rq", "ek_nn_dot_4xn_rq", "ek_nn_dot_4xn_s8_rq"):
         assert "sqdmulh" in aarch64_mnemonics(obj, name), f"{name} is scalar"
     # depthwise rows: plain C on the int16 plane, vectorized by clang (int16 x int16 -> int32)
     ops = aarch64_mnemonics(obj, "ek_nn_dw_row")
