@@ -1512,6 +1512,71 @@ __attribute__((noinline)) static void ek_nn_dw_row(const int16_t *r0, int32_t pw
   else
     ek_nn_dw_row_body(r0, pw, sw, wk, kh, kw, acc, n);
 }
+
+/* One channel's requantization constants as vectors (the high-word form:
+ * ek_neon_tile_rq's steps), and 8 sums (a0, a1: offset included) to int8. */
+typedef struct {
+  int32x4_t m, s; /* multiplier; 31 - n (SRSHL by -(sh + 1)) */
+  int16x8_t zp;
+  int8x8_t lo, hi;
+} ek_neon_rq_t;
+static inline __attribute__((always_inline)) int8x8_t ek_neon_rq8(int32x4_t a0, int32x4_t a1, const ek_neon_rq_t *q) {
+  int16x8_t v = vcombine_s16(vqmovn_s32(vrshlq_s32(vqdmulhq_s32(a0, q->m), q->s)),
+                             vqmovn_s32(vrshlq_s32(vqdmulhq_s32(a1, q->m), q->s)));
+  return vmin_s8(vmax_s8(vqmovn_s16(vqaddq_s16(v, q->zp)), q->lo), q->hi);
+}
+
+/* A stride-1 3x3 or 5x5 depthwise row of n >= 8 outputs requantized in
+ * registers, 8 outputs per step (the last step overlaps the one before
+ * where n is not a multiple of 8: the same values written again): the
+ * taps' weights in registers (wk: at least 8 * ceil(kh kw / 8) int16, the
+ * scratch's kh kw words), per tap one load of 8 inputs and two SMLAL by
+ * element, from the channel's offset; then ek_neon_rq8 and the output
+ * table. The channel's shift must be of the high-word form. */
+#define EK_DW_TAP(t, s)                                                                                       \
+  do {                                                                                                        \
+    int16x8_t x = vld1q_s16(row + (s));                                                                       \
+    a0 = vmlal_laneq_s16(a0, vget_low_s16(x), wv[(t) >> 3], (t) & 7);                                         \
+    a1 = vmlal_high_laneq_s16(a1, x, wv[(t) >> 3], (t) & 7);                                                  \
+  } while (0)
+#define EK_DW_ROW3(t) EK_DW_TAP(t, 0); EK_DW_TAP((t) + 1, 1); EK_DW_TAP((t) + 2, 2); row += pw
+#define EK_DW_ROW5(t) EK_DW_TAP(t, 0); EK_DW_TAP((t) + 1, 1); EK_DW_TAP((t) + 2, 2); EK_DW_TAP((t) + 3, 3); \
+  EK_DW_TAP((t) + 4, 4); row += pw
+static inline __attribute__((always_inline)) void ek_nn_dw_row_rq_body(const int16_t *r0, int32_t pw, const int16_t *wk,
+                                                                      int32_t k, int8_t *y, int32_t n, int32_t off,
+                                                                      const ek_neon_rq_t *q, const int8_t *tab) {
+  int16x8_t wv[4];
+  int32_t i, j = 0;
+  ek_neon_lut_t lut;
+  if (tab) ek_neon_lut_load(&lut, tab);
+  for (i = 0; i < (k * k + 7) / 8; ++i) wv[i] = vld1q_s16(wk + 8 * i);
+  for (;;) {
+    const int16_t *row = r0 + j;
+    int32x4_t a0 = vdupq_n_s32(off), a1 = a0;
+    int8x8_t v;
+    if (k == 3) {
+      EK_DW_ROW3(0); EK_DW_ROW3(3); EK_DW_ROW3(6);
+    } else {
+      EK_DW_ROW5(0); EK_DW_ROW5(5); EK_DW_ROW5(10); EK_DW_ROW5(15); EK_DW_ROW5(20);
+    }
+    v = ek_neon_rq8(a0, a1, q);
+    vst1_s8(y + j, tab ? ek_neon_lut(v, &lut) : v);
+    if (j + 8 == n) return;
+    j = j + 16 <= n ? j + 8 : n - 8;
+  }
+}
+#undef EK_DW_ROW5
+#undef EK_DW_ROW3
+#undef EK_DW_TAP
+
+__attribute__((noinline)) static void ek_nn_dw_row_rq(const int16_t *r0, int32_t pw, const int16_t *wk, int32_t k,
+                                                      int8_t *y, int32_t n, int32_t off, const ek_neon_rq_t *q,
+                                                      const int8_t *tab) {
+  if (k == 3)
+    tab ? ek_nn_dw_row_rq_body(r0, pw, wk, 3, y, n, off, q, tab) : ek_nn_dw_row_rq_body(r0, pw, wk, 3, y, n, off, q, 0);
+  else
+    tab ? ek_nn_dw_row_rq_body(r0, pw, wk, 5, y, n, off, q, tab) : ek_nn_dw_row_rq_body(r0, pw, wk, 5, y, n, off, q, 0);
+}
 #else
 /* One output row of any kh x kw depthwise window into acc; wk holds the
  * channel's weights already widened to ek_dw_t. */
@@ -1753,6 +1818,16 @@ static void ek_nn_depthwise(const int8_t *x, const int8_t *w, const int32_t *h, 
       for (; j < PW; ++j) row[j] = pad;
     }
 #if EK_NN_NEON
+    {
+      int32_t n = h[EK_NN_HDR + 2 * C + c];
+      if (sw == 1 && kh == kw && (kh == 3 || kh == 5) && OW >= 8 && EK_NN_HIGH_WORD(n)) {
+        ek_neon_rq_t q = {vdupq_n_s32(h[EK_NN_HDR + C + c]), vdupq_n_s32(31 - n), vdupq_n_s16((int16_t)h[EK_NN_ZOUT]),
+                          vdup_n_s8((int8_t)h[EK_NN_QMIN]), vdup_n_s8((int8_t)h[EK_NN_QMAX])};
+        for (i = 0; i < OH; ++i, yc += OW)
+          ek_nn_dw_row_rq(plane + i * sh * PW, PW, wk, kh, yc, OW, h[EK_NN_HDR + c], &q, ek_nn_table(h));
+        continue;
+      }
+    }
     for (i = 0; i < OH; ++i, yc += OW) {
       ek_nn_dw_row(plane + i * sh * PW, PW, sw, wk, kh, kw, acc, OW);
       ek_nn_requant_row(acc, yc, OW, h, c);

@@ -31,7 +31,7 @@ from edgekit.core.profiles import get_board
 from edgekit.runtime.runner import run_package
 
 from test_aarch64_int8_kernels import (EXTRA_LAYERS, LAYERS as NEON_LAYERS, _shipped_object, aarch64_mnemonics, check_block,
-                                       check_extra_layer, check_layer, fused_tiles_expected, needs_objdump, needs_qemu,
+                                       check_extra_layer, check_layer, dw_rows_expected, fused_tiles_expected, needs_objdump, needs_qemu,
                                        needs_zig)
 from test_mcu_int8_blocks import _output_step, block_int8  # noqa: F401
 from test_mcu_int8_kernels import _functions, _qdq_layer
@@ -43,7 +43,8 @@ BOARD = "raspberry-pi-5"
 # leave 1-3 channels of a 4-block (zero weights pad them), 8 + 4 blocks, a pixel tail.
 LAYERS = {
     **{n: NEON_LAYERS[n] for n in ("conv3x3_pad_odd", "conv3x3_stride2", "conv1x1", "fc", "conv3x3_odd_k_12ch",
-                                   "conv3x3_k1152", "fc_k1100", "depthwise_s2")},
+                                   "conv3x3_k1152", "fc_k1100", "depthwise_s2", "depthwise_s1_wide",
+                                   "depthwise_5x5_s1_19")},
     "conv1x1_k5_oc13": ("conv", 5, 13, 7, 1, 0, 1),  # K = 5: one full group of 4 and a row alone; 8 + 4 + 1 channels
     "conv1x1_k7_oc6": ("conv", 7, 6, 5, 1, 0, 1),  # K = 7; 4 + 2 channels; 25 pixels = 4 blocks of 6 + 1
     "conv3x3_k18_oc9": ("conv", 2, 9, 8, 3, 1, 1),  # K = 18 (2 past a multiple of 4), 8 + 1 channels
@@ -65,6 +66,7 @@ def test_sdot_kernels_bit_exact_with_the_integer_lowering_under_qemu(name: str, 
     ran = check_layer(model, BOARD, "qemu-aarch64", tmp_path)
     # the tiles of 4 or 8 channels requantize in registers, a last 1-3 channels through ek_nn_requant
     assert ("ek_nn_sdot_4xn_rq" in ran or "ek_nn_sdot_8xn_rq" in ran) == fused_tiles_expected(model), ran
+    assert ("ek_nn_dw_row_rq" in ran) == dw_rows_expected(model), ran
 
 
 @needs_zig

@@ -45,6 +45,8 @@ LAYERS = {
     "depthwise_s1_wide": ("dw", 4, 4, 20, 3, 1, 1),
     "depthwise_5x5_s2_wide": ("dw", 3, 3, 21, 5, 2, 2),
     "depthwise_3x3_s2_wide": ("dw", 2, 2, 35, 3, 0, 2),
+    "depthwise_5x5_s1_19": ("dw", 3, 3, 19, 5, 2, 1),  # 5x5 rows of 19: 8, 8 and an overlapping last 8
+    "depthwise_5x5_s1_short": ("dw", 2, 2, 6, 5, 2, 1),  # rows of 6 (< 8): acc + ek_nn_requant_row
     # Reductions over MAX_FLOAT_K (1024), which the float-accumulating generic kernel
     # may not take: on NEON they stay on the C kernels (int32 accumulators).
     "conv3x3_k1152": ("conv", 128, 12, 4, 3, 1, 1),
@@ -127,6 +129,17 @@ def fused_tiles_expected(model: onnx.ModelProto) -> bool:
     return pixels >= 6 and out[1] >= 4 and group == 1
 
 
+def dw_rows_expected(model: onnx.ModelProto) -> bool:
+    """Whether a layer of LAYERS is a depthwise conv whose rows requantize in registers
+    (ek_nn_dw_row_rq: 3x3 or 5x5, stride 1, rows of 8 or more outputs)."""
+    conv = next(n for n in model.graph.node if n.op_type in ("Conv", "Gemm"))
+    attrs = {a.name: list(a.ints) or a.i for a in conv.attribute}
+    out = [d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim]
+    k = [d.dims for d in model.graph.initializer if d.name == "wq"][0][-1]
+    return (conv.op_type == "Conv" and attrs["group"] == out[1] > 1 and attrs["strides"] == [1, 1] and k in (3, 5)
+            and out[3] >= 8)  # fmt: skip
+
+
 def check_block(block: tuple[Path, onnx.ModelProto], board: str, qemu: str, tmp_path: Path) -> None:
     """The board's runner of the MobileNetV3 block, C kernels on and off: bit-exact, within a step of onnxruntime."""
     path, model = block
@@ -148,6 +161,7 @@ def test_neon_kernels_bit_exact_with_the_integer_lowering_under_qemu(name: str, 
     ran = check_layer(model, BOARD, "qemu-aarch64", tmp_path)
     # the tiles of 4 channels requantize in registers, a last 1-3 channels through ek_nn_requant
     assert ("ek_nn_dot_4xn_s8_rq" in ran) == fused_tiles_expected(model), ran
+    assert ("ek_nn_dw_row_rq" in ran) == dw_rows_expected(model), ran
 
 
 @needs_zig
@@ -238,8 +252,10 @@ def test_shipped_aarch64_int8_conv_uses_neon_widening_multiplies(tmp_path: Path)
         assert not [op for op in ops if op in ("bl", "blr")], f"{name} calls a function"
     # the requantization of a 6-pixel block and of a depthwise row: 4 lanes at a time; the *_rq
     # tiles requantize their accumulator registers (no int32 store, no call of ek_nn_requant)
-    for name in ("ek_nn_requant", "ek_nn_requant_row", "ek_nn_dot_8xn_rq", "ek_nn_dot_4xn_rq", "ek_nn_dot_4xn_s8_rq"):
+    for name in ("ek_nn_requant", "ek_nn_requant_row", "ek_nn_dot_8xn_rq", "ek_nn_dot_4xn_rq", "ek_nn_dot_4xn_s8_rq",
+                 "ek_nn_dw_row_rq"):
         assert "sqdmulh" in aarch64_mnemonics(obj, name), f"{name} is scalar"
     # depthwise rows: plain C on the int16 plane, vectorized by clang (int16 x int16 -> int32)
-    ops = aarch64_mnemonics(obj, "ek_nn_dw_row")
-    assert "smlal" in ops and not [op for op in ops if op.startswith(("fmadd", "fmla"))]
+    for name in ("ek_nn_dw_row", "ek_nn_dw_row_rq"):
+        ops = aarch64_mnemonics(obj, name)
+        assert "smlal" in ops and not [op for op in ops if op.startswith(("fmadd", "fmla"))], name
