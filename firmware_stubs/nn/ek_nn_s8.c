@@ -1936,7 +1936,25 @@ int32_t ek_nn_quantize_s8(void *self, const ek_ffi_any_t *args, int32_t num_args
   (void)self; (void)result;
   if (num_args != 3) return -1;
   for (i = 0; i < y->ndim; ++i) n *= (int32_t)y->shape[i];
-  for (i = 0; i < n; ++i) {
+  i = 0;
+#if EK_NN_NEON
+  { /* 16 at a time, the same IEEE operations: FDIV, FRINTN (ties to even, as ek_nearbyint), FADD, then
+     * FMINNM/FMAXNM (a NaN clamps to 127 as the compares below) and FCVTZS of the integral result.
+     * In place: bytes i..i+15 are written after floats i..i+15 (bytes 4i..4i+63) are read. */
+    float32x4_t vs = vdupq_n_f32(scale), vz = vdupq_n_f32(zp), hi = vdupq_n_f32(127.0f), lo = vdupq_n_f32(-128.0f);
+    int32x4_t r[4];
+    int32_t j;
+    for (; i + 16 <= n; i += 16) {
+      for (j = 0; j < 4; ++j) {
+        float32x4_t v = vaddq_f32(vrndnq_f32(vdivq_f32(vld1q_f32(src + i + 4 * j), vs)), vz);
+        r[j] = vcvtq_s32_f32(vmaxnmq_f32(vminnmq_f32(v, hi), lo));
+      }
+      vst1q_s8(dst + i, vcombine_s8(vmovn_s16(vcombine_s16(vmovn_s32(r[0]), vmovn_s32(r[1]))),
+                                    vmovn_s16(vcombine_s16(vmovn_s32(r[2]), vmovn_s32(r[3])))));
+    }
+  }
+#endif
+  for (; i < n; ++i) {
     float v = ek_nearbyint(src[i] / scale) + zp;
     v = v < 127.0f ? v : 127.0f;
     dst[i] = (int8_t)(v > -128.0f ? v : -128.0f);
@@ -1965,7 +1983,18 @@ static void ek_nn_mul_row(const int8_t *x, int8_t *y, int32_t count, int32_t s, 
 #endif
   if (EK_NN_HIGH_WORD(n)) {
     int32_t rnd = 1 << (n - 33), sh = n - 32;
-    for (i = 0; i < count; ++i) {
+    i = 0;
+#if EK_NN_NEON
+    { /* 8 at a time: (x - za) s exact in int32 (|.| <= 255 * 255), then ek_neon_rq8 (y may be x: each 8 read first) */
+      ek_neon_rq_t rq = {vdupq_n_s32(m), vdupq_n_s32(31 - n), vdupq_n_s16((int16_t)zy), vdup_n_s8((int8_t)lo),
+                         vdup_n_s8((int8_t)hi)};
+      for (; i + 8 <= count; i += 8) {
+        int16x8_t d = vsubq_s16(vmovl_s8(vld1_s8(x + i)), vdupq_n_s16((int16_t)za));
+        vst1_s8(y + i, ek_neon_rq8(vmull_n_s16(vget_low_s16(d), (int16_t)s), vmull_high_n_s16(d, (int16_t)s), &rq));
+      }
+    }
+#endif
+    for (; i < count; ++i) {
       int32_t v = EK_RQ_HI((x[i] - za) * s, m, rnd, sh) + zy;
       v = v < lo ? lo : v;
       y[i] = (int8_t)(v > hi ? hi : v);
