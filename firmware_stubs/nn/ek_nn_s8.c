@@ -971,30 +971,45 @@ __attribute__((noinline)) static void ek_nn_sdot_4x1(const int8_t *w, const int8
   vst1q_s32(acc, vaddq_s32(a, b));
 }
 
-/* Six consecutive int8 values at p (no read past them). */
-static inline __attribute__((always_inline)) int8x8_t ek_sdot_ld6(const int8_t *p) {
+/* Six consecutive int8 values at p (no read past them), or (wide) eight:
+ * lanes 6 and 7 only reach lanes the transposes below drop. */
+static inline __attribute__((always_inline)) int8x8_t ek_sdot_ld6(const int8_t *p, int32_t wide) {
   uint64_t u = 0;
+  if (wide) return vld1_s8(p);
   __builtin_memcpy(&u, p, 6);
   return vcreate_s8(u);
 }
 
+/* One group of four channel rows (r0 + i * hw, i < 4) of 6 pixels, transposed to the [6][4] lanes
+ * with two zips, 24 bytes stored at once. */
+static inline __attribute__((always_inline)) void ek_sdot_cols4(const int8_t *r0, const int8_t *r1, const int8_t *r2,
+                                                                const int8_t *r3, int8_t *col, int32_t wide) {
+  int8x8x2_t z01 = vzip_s8(ek_sdot_ld6(r0, wide), ek_sdot_ld6(r1, wide));
+  int8x8x2_t z23 = vzip_s8(ek_sdot_ld6(r2, wide), ek_sdot_ld6(r3, wide));
+  int16x4x2_t p03 = vzip_s16(vreinterpret_s16_s8(z01.val[0]), vreinterpret_s16_s8(z23.val[0]));
+  int16x4_t p45 = vzip1_s16(vreinterpret_s16_s8(z01.val[1]), vreinterpret_s16_s8(z23.val[1]));
+  vst1q_s16((int16_t *)col, vcombine_s16(p03.val[0], p03.val[1]));
+  vst1_s16((int16_t *)(col + 16), p45);
+}
+
 /* The columns of 6 pixels of a 1x1, stride-1, unpadded conv: channel k's
- * inputs of the 6 pixels are consecutive (x + k * hw), and each group of
- * four channels is transposed to the [6][4] lanes with two zips, 24 bytes
- * stored at once (the table gather: a load and a store per element). Rows
- * past K repeat the group's first (their weights are zero). */
-static inline __attribute__((always_inline)) void ek_sdot_cols_1x1(const int8_t *x, int32_t hw, int32_t K,
-                                                                   int8_t *col) {
+ * inputs of the 6 pixels are consecutive (x + k * hw), each group of four
+ * channels transposed by ek_sdot_cols4 (the table gather: a load and a
+ * store per element); 8-byte loads where 8 bytes lie in the row (wide).
+ * Rows past K repeat the group's first (their weights are zero). */
+static inline __attribute__((always_inline)) void ek_sdot_cols_1x1_body(const int8_t *x, int32_t hw, int32_t K,
+                                                                        int8_t *col, int32_t wide) {
   int32_t k;
-  for (k = 0; k < K; k += 4, col += 24) {
-    const int8_t *r0 = x + k * hw;
-    const int8_t *r1 = k + 1 < K ? r0 + hw : r0, *r2 = k + 2 < K ? r0 + 2 * hw : r0, *r3 = k + 3 < K ? r0 + 3 * hw : r0;
-    int8x8x2_t z01 = vzip_s8(ek_sdot_ld6(r0), ek_sdot_ld6(r1)), z23 = vzip_s8(ek_sdot_ld6(r2), ek_sdot_ld6(r3));
-    int16x4x2_t p03 = vzip_s16(vreinterpret_s16_s8(z01.val[0]), vreinterpret_s16_s8(z23.val[0]));
-    int16x4_t p45 = vzip1_s16(vreinterpret_s16_s8(z01.val[1]), vreinterpret_s16_s8(z23.val[1]));
-    vst1q_s16((int16_t *)col, vcombine_s16(p03.val[0], p03.val[1]));
-    vst1_s16((int16_t *)(col + 16), p45);
-  }
+  for (k = 0; k + 4 <= K; k += 4, col += 24, x += 4 * hw) ek_sdot_cols4(x, x + hw, x + 2 * hw, x + 3 * hw, col, wide);
+  if (k < K)
+    ek_sdot_cols4(x, k + 1 < K ? x + hw : x, k + 2 < K ? x + 2 * hw : x, x, col, wide);
+}
+static inline __attribute__((always_inline)) void ek_sdot_cols_1x1(const int8_t *x, int32_t hw, int32_t K,
+                                                                   int8_t *col, int32_t wide) {
+  if (wide)
+    ek_sdot_cols_1x1_body(x, hw, K, col, 1);
+  else
+    ek_sdot_cols_1x1_body(x, hw, K, col, 0);
 }
 
 /* conv (groups 1) and matmul: weights [ceil(OC/4)][KP/4][4][4]. Scratch,
@@ -1011,7 +1026,7 @@ static void ek_nn_gemm(const int8_t *x, const int8_t *w, const int32_t *h, int8_
   for (p = 0; p + EK_NN_NP <= P; p += EK_NN_NP) {
     int8_t *yp = y + p * ys_p;
     if (pointwise)
-      ek_sdot_cols_1x1(x + p, hw, K, col);
+      ek_sdot_cols_1x1(x + p, hw, K, col, p + 8 <= hw);
     else
       for (j = 0; j < EK_NN_NP; ++j) ek_im2col_s8(x, h, p + j, col + 4 * j, EK_NN_NP);
     if (fused) { /* requantized in registers; a last 1-3 channels through acc */
