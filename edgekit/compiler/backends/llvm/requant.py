@@ -236,14 +236,16 @@ def float_requant_pass(target: tvm.target.Target) -> Any:
     into the producing kernel's epilogue as the old did.
     """
     import tvm
-    from tvm import relax
+
+    from edgekit.compiler.backends.llvm.constant_fold import fold_constants_pass
 
     if not uses_float_requant(target):
         return tvm.transform.Sequential([], name="EdgekitFloatRequant")
-    # The per-channel constants are still layout transforms of constants after ConvertLayout.
+    # The per-channel constants are still layout transforms of constants after ConvertLayout
+    # (folded in numpy: FoldConstant would build each with LLVM, constant_fold.py).
     return tvm.transform.Sequential(
         [
-            relax.transform.FoldConstant(),
+            fold_constants_pass(),
             calls_rewrite_pass({"relax.astype": _requant}, "EdgekitFloatRequant", _count_uses),
         ],
         name="EdgekitFloatRequant",
