@@ -1592,6 +1592,101 @@ __attribute__((noinline)) static void ek_nn_dw_row_rq(const int16_t *r0, int32_t
   else
     tab ? ek_nn_dw_row_rq_body(r0, pw, wk, 5, y, n, off, q, tab) : ek_nn_dw_row_rq_body(r0, pw, wk, 5, y, n, off, q, 0);
 }
+
+#if EK_NN_SDOT
+/* SDOT 5x5 depthwise, stride 1 (Cortex-A76): on an int8 plane, four taps
+ * of a kernel row are one SDOT by element for 4 outputs, their windows
+ * (x[j+i .. j+i+3], output i) one TBL of the row's 16 loaded inputs; the
+ * fifth taps of kernel rows 0-3 are one SDOT too (a TBL of four rows), and
+ * row 4's fifth tap an SDOT with weights (w, 0, 0, 0). Per 8 outputs: 5
+ * loads, 13 TBL, 14 SDOT for 200 MACs (the int16 rows: 25 loads, 50 SMLAL).
+ * wv[0]: rows 0-3 taps 0-3 (lane r); wv[1]: row 4 taps 0-3, the fifth taps
+ * of rows 0-3, (row 4's fifth, 0, 0, 0). The loads read up to 3 bytes past
+ * a row's PW (into the next row, or a gap after the plane). */
+static const uint8_t ek_sdot_dw5_idx[5][16] = {
+    {0, 1, 2, 3, 1, 2, 3, 4, 2, 3, 4, 5, 3, 4, 5, 6},         /* windows of outputs 0-3 */
+    {4, 5, 6, 7, 5, 6, 7, 8, 6, 7, 8, 9, 7, 8, 9, 10},        /* outputs 4-7 */
+    {8, 9, 10, 11, 9, 10, 11, 12, 10, 11, 12, 13, 11, 12, 13, 14}, /* outputs 8-11 (row 4's fifth tap of 4-7) */
+    {4, 20, 36, 52, 5, 21, 37, 53, 6, 22, 38, 54, 7, 23, 39, 55}, /* fifth taps of rows 0-3, outputs 0-3 */
+    {8, 24, 40, 56, 9, 25, 41, 57, 10, 26, 42, 58, 11, 27, 43, 59}}; /* outputs 4-7 */
+static inline __attribute__((always_inline)) void ek_nn_sdot_dw5_row_body(const int8_t *r0, int32_t pw, const int8x16_t wv[2],
+                                                                         int8_t *y, int32_t n, int32_t off,
+                                                                         const ek_neon_rq_t *q, const int8_t *tab) {
+  uint8x16_t i0 = vld1q_u8(ek_sdot_dw5_idx[0]), i4 = vld1q_u8(ek_sdot_dw5_idx[1]), i8 = vld1q_u8(ek_sdot_dw5_idx[2]);
+  uint8x16_t t0 = vld1q_u8(ek_sdot_dw5_idx[3]), t4 = vld1q_u8(ek_sdot_dw5_idx[4]);
+  int8x16_t w0 = wv[0], w1 = wv[1];
+  int32_t j = 0;
+  ek_neon_lut_t lut;
+  if (tab) ek_neon_lut_load(&lut, tab);
+  for (;;) {
+    const int8_t *p = r0 + j;
+    int8x16x4_t x = {{vld1q_s8(p), vld1q_s8(p + pw), vld1q_s8(p + 2 * pw), vld1q_s8(p + 3 * pw)}};
+    int8x16_t x4 = vld1q_s8(p + 4 * pw), x4b = vqtbl1q_s8(x4, i4);
+    int32x4_t a = vdupq_n_s32(off), b = a;
+    int8x8_t v;
+#define EK_DW5_SDOT_ROW(r)                                                                                    \
+  a = vdotq_laneq_s32(a, vqtbl1q_s8(x.val[r], i0), w0, r);                                                    \
+  b = vdotq_laneq_s32(b, vqtbl1q_s8(x.val[r], i4), w0, r)
+    EK_DW5_SDOT_ROW(0); EK_DW5_SDOT_ROW(1); EK_DW5_SDOT_ROW(2); EK_DW5_SDOT_ROW(3);
+#undef EK_DW5_SDOT_ROW
+    a = vdotq_laneq_s32(a, vqtbl1q_s8(x4, i0), w1, 0);
+    b = vdotq_laneq_s32(b, x4b, w1, 0);
+    a = vdotq_laneq_s32(a, vqtbl4q_s8(x, t0), w1, 1);
+    b = vdotq_laneq_s32(b, vqtbl4q_s8(x, t4), w1, 1);
+    a = vdotq_laneq_s32(a, x4b, w1, 2);
+    b = vdotq_laneq_s32(b, vqtbl1q_s8(x4, i8), w1, 2);
+    v = ek_neon_rq8(a, b, q);
+    vst1_s8(y + j, tab ? ek_neon_lut(v, &lut) : v);
+    if (j + 8 == n) return;
+    j = j + 16 <= n ? j + 8 : n - 8;
+  }
+}
+__attribute__((noinline)) static void ek_nn_sdot_dw5_row(const int8_t *r0, int32_t pw, const int8x16_t wv[2], int8_t *y,
+                                                         int32_t n, int32_t off, const ek_neon_rq_t *q, const int8_t *tab) {
+  if (tab)
+    ek_nn_sdot_dw5_row_body(r0, pw, wv, y, n, off, q, tab);
+  else
+    ek_nn_sdot_dw5_row_body(r0, pw, wv, y, n, off, q, (const int8_t *)0);
+}
+
+/* A 5x5 stride-1 depthwise layer whose channels all take the high-word
+ * form and whose rows have 8 or more outputs, on ek_nn_sdot_dw5_row: each
+ * channel's plane copied as int8 (padded with the zero point) into the
+ * scratch (sized for the int16 plane: room for the gap and the weights). */
+static void ek_nn_sdot_depthwise5(const int8_t *x, const int8_t *w, const int32_t *h, int8_t *y, int8_t *plane) {
+  int32_t C = h[EK_NN_OC], H = h[EK_NN_H], W = h[EK_NN_W], OH = h[EK_NN_OH], OW = h[EK_NN_OW];
+  int32_t sh = h[EK_NN_SH], pt = h[EK_NN_PT], pl = h[EK_NN_PL], PW = OW + 4, PH = (OH - 1) * sh + 5, c, i, j, r;
+  int32_t j0 = pl < PW ? pl : PW, j1 = pl + W < PW ? pl + W : PW;
+  int8_t pad = (int8_t)h[EK_NN_PADV], *wk = plane + PH * PW + 16;
+  const int8_t *tab = ek_nn_table(h);
+  for (c = 0; c < C; ++c) {
+    const int8_t *xc = x + c * H * W, *wc = w + c * 25;
+    int8_t *yc = y + c * OH * OW;
+    int32_t n = h[EK_NN_HDR + 2 * C + c];
+    ek_neon_rq_t q = {vdupq_n_s32(h[EK_NN_HDR + C + c]), vdupq_n_s32(31 - n), vdupq_n_s16((int16_t)h[EK_NN_ZOUT]),
+                      vdup_n_s8((int8_t)h[EK_NN_QMIN]), vdup_n_s8((int8_t)h[EK_NN_QMAX])};
+    int8x16_t wv[2];
+    for (r = 0; r < 4; ++r)
+      for (j = 0; j < 4; ++j) wk[4 * r + j] = wc[5 * r + j];
+    for (j = 0; j < 4; ++j) wk[16 + j] = wc[20 + j], wk[20 + j] = wc[5 * j + 4], wk[24 + j] = j ? 0 : wc[24];
+    wv[0] = vld1q_s8(wk);
+    wv[1] = vld1q_s8(wk + 16); /* lane 3 (wk[28..31]) unused */
+    for (i = 0; i < PH; ++i) {
+      int32_t iy = i - pt;
+      int8_t *row = plane + i * PW;
+      if (iy < 0 || iy >= H) {
+        for (j = 0; j < PW; ++j) row[j] = pad;
+        continue;
+      }
+      const int8_t *src = xc + iy * W - pl;
+      for (j = 0; j < j0; ++j) row[j] = pad;
+      for (; j < j1; ++j) row[j] = src[j];
+      for (; j < PW; ++j) row[j] = pad;
+    }
+    for (i = 0; i < OH; ++i, yc += OW) ek_nn_sdot_dw5_row(plane + i * sh * PW, PW, wv, yc, OW, h[EK_NN_HDR + c], &q, tab);
+  }
+}
+#endif
 #else
 /* One output row of any kh x kw depthwise window into acc; wk holds the
  * channel's weights already widened to ek_dw_t. */
@@ -1799,6 +1894,12 @@ static void ek_nn_depthwise(const int8_t *x, const int8_t *w, const int32_t *h, 
   ek_dw_t *wk = (ek_dw_t *)(acc + OW);
 #if EK_NN_DSP
   int32_t *wp = acc + OW; /* 5x5: per row (w0, w1), (w2, w3) packed, w4 (15 words of the kh * kw reserved) */
+#endif
+#if EK_NN_SDOT
+  if (kh == 5 && kw == 5 && sw == 1 && OW >= 8 && ek_nn_all_high_word(h)) {
+    ek_nn_sdot_depthwise5(x, w, h, y, (int8_t *)scratch);
+    return;
+  }
 #endif
 #if EK_NN_RV64
   if (kh >= 2 && kh * kw >= EK_RV_DW_MIN_TAPS && kh * kw <= EK_RV_DW_MAX_TAPS) { /* nn_rv64.dw_scratch_bytes */

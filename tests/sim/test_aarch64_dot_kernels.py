@@ -44,7 +44,7 @@ BOARD = "raspberry-pi-5"
 LAYERS = {
     **{n: NEON_LAYERS[n] for n in ("conv3x3_pad_odd", "conv3x3_stride2", "conv1x1", "fc", "conv3x3_odd_k_12ch",
                                    "conv3x3_k1152", "fc_k1100", "depthwise_s2", "depthwise_s1_wide",
-                                   "depthwise_5x5_s1_19")},
+                                   "depthwise_5x5_s1_19", "depthwise_5x5_s1_short")},
     "conv1x1_k5_oc13": ("conv", 5, 13, 7, 1, 0, 1),  # K = 5: one full group of 4 and a row alone; 8 + 4 + 1 channels
     "conv1x1_k7_oc6": ("conv", 7, 6, 5, 1, 0, 1),  # K = 7; 4 + 2 channels; 25 pixels = 4 blocks of 6 + 1
     "conv3x3_k18_oc9": ("conv", 2, 9, 8, 3, 1, 1),  # K = 18 (2 past a multiple of 4), 8 + 1 channels
@@ -66,7 +66,10 @@ def test_sdot_kernels_bit_exact_with_the_integer_lowering_under_qemu(name: str, 
     ran = check_layer(model, BOARD, "qemu-aarch64", tmp_path)
     # the tiles of 4 or 8 channels requantize in registers, a last 1-3 channels through ek_nn_requant
     assert ("ek_nn_sdot_4xn_rq" in ran or "ek_nn_sdot_8xn_rq" in ran) == fused_tiles_expected(model), ran
-    assert ("ek_nn_dw_row_rq" in ran) == dw_rows_expected(model), ran
+    # depthwise rows requantized in registers: 5x5 on SDOT (int8 plane), 3x3 on SMLAL (int16 plane)
+    five = [i for i in model.graph.initializer if i.name == "wq"][0].dims[-1] == 5
+    assert ("ek_nn_sdot_dw5_row" in ran) == (dw_rows_expected(model) and five), ran
+    assert ("ek_nn_dw_row_rq" in ran) == (dw_rows_expected(model) and not five), ran
 
 
 @needs_zig
@@ -91,13 +94,16 @@ def test_pi5_conv_kernels_use_sdot_and_pi4_ones_do_not(tmp_path: Path) -> None:
     a76 = _shipped_object(BOARD, tmp_path / "a76")
     kernels = sorted(n for n in _functions(a76) if n.startswith(("ek_nn_sdot_", "ek_nn_dot_")))
     assert kernels == ["ek_nn_sdot_4x1", "ek_nn_sdot_4xn", "ek_nn_sdot_4xn_rq", "ek_nn_sdot_8xn",
-                       "ek_nn_sdot_8xn_rq"]  # no NEON smlal kernel left
+                       "ek_nn_sdot_8xn_rq", "ek_nn_sdot_dw5_row"]  # no NEON smlal kernel left
     for name in kernels:
         ops = aarch64_mnemonics(a76, name)
         assert "sdot" in ops, f"{name}: no sdot"
         assert not [op for op in ops if op.startswith(("smlal", "fmla", "fmadd", "scvtf", "bl"))], (name, ops)
         if name.endswith("_rq"):  # requantized from the accumulator registers, narrowed there
             assert {"sqdmulh", "srshl", "sqxtn", "tbl"} <= set(ops), (name, ops)
+    dw5 = _shipped_object(BOARD, tmp_path / "a76", "depthwise_5x5_s1_19")
+    ops = aarch64_mnemonics(dw5, "ek_nn_sdot_dw5_row")
+    assert {"sdot", "tbl", "sqdmulh"} <= set(ops) and "smlal" not in ops, ops
     a72 = _shipped_object("raspberry-pi-4", tmp_path / "a72")
     ops = aarch64_mnemonics(a72)
     assert "smlal" in ops and "sdot" not in ops and "udot" not in ops

@@ -225,16 +225,18 @@ def aarch64_mnemonics(obj: Path, symbol: str | None = None) -> list[str]:
     return [m.group(1) for m in re.finditer(r"^\s+[0-9a-f]+:(?:\s[0-9a-f]{2}){4}\s+(\S+)", text, re.M)]
 
 
-def _shipped_object(board: str, tmp_path: Path) -> Path:
-    """model.o of a padded 3x3 int8 conv as link_runner compiles it for ``board`` (zig, the board's -mcpu)."""
+def _shipped_object(board: str, tmp_path: Path, layer: str = "conv3x3_pad_odd") -> Path:
+    """model.o of an int8 layer of LAYERS (a padded 3x3 conv) as link_runner compiles it for ``board`` (zig,
+    the board's -mcpu)."""
     _board, target = get_board(board)
     tvm_target = target.tvm_target()
-    art = compile_aot(load_model(_qdq_layer(*LAYERS["conv3x3_pad_odd"], seed=1)), tvm_target, fast_math=False)
+    art = compile_aot(load_model(_qdq_layer(*LAYERS[layer], seed=1)), tvm_target, fast_math=False)
     assert "ek_nn_s8" in art.graph.extern_names()
-    (tmp_path / "model.c").write_text(art.model_c)
-    (tmp_path / "model.h").write_text(art.model_h)
-    (obj,) = firmware.compile_c(firmware.find_toolchain(cross=True), [tmp_path / "model.c"], tmp_path / "obj",
-                                [*zig_flags(target, tvm_target)], [tmp_path])  # fmt: skip
+    (tmp_path / layer).mkdir()
+    (tmp_path / layer / "model.c").write_text(art.model_c)
+    (tmp_path / layer / "model.h").write_text(art.model_h)
+    (obj,) = firmware.compile_c(firmware.find_toolchain(cross=True), [tmp_path / layer / "model.c"],
+                                tmp_path / layer / "obj", [*zig_flags(target, tvm_target)], [tmp_path / layer])  # fmt: skip
     return obj
 
 
