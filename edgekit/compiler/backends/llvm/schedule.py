@@ -112,17 +112,22 @@ def vector_registers(target: tvm.target.Target) -> int:
         return 16
 
 
-def _tile_efficiency(vectors: int, rows: int, extent: int, registers: int = 16, lanes: int = 8) -> float:
+def _tile_efficiency(vectors: int, rows: int, extent: int, registers: int = 16, lanes: int = 8,
+                     lane_inputs: bool = False) -> float:  # fmt: skip
     """Estimated FMA-unit utilisation of a ``rows x vectors`` register tile.
 
     Per reduction step the tile loads ``vectors`` weight vectors and
     broadcasts ``rows`` inputs (2 loads/cycle) and issues ``rows * vectors``
     FMAs (2/cycle, 4-5 cycles latency: fewer than ~10 independent
     accumulators leave the FMA units idle). A tile that does not divide the
-    row extent wastes its tail and runs predicated.
+    row extent wastes its tail and runs predicated. ``lane_inputs``: the
+    input is a vector per lane, not a broadcast (a depthwise conv, a pool):
+    each step holds ``vectors`` input vectors and, where the conv's padding
+    is inlined, a zero to select -- registers the accumulators cannot have
+    (:func:`choose_tile`).
     """
     acc = rows * vectors
-    if acc + vectors + 1 > registers:  # would spill
+    if acc + vectors + (vectors + 3 if lane_inputs else 1) > registers:  # would spill
         return 0.0
     if acc * lanes * 4 >= TILE_BYTES:
         return 0.0
@@ -139,7 +144,8 @@ def fallback_vector_width(vec_align: int, widest: int) -> int:
     return max(d for d in range(1, widest + 1) if vec_align % d == 0)
 
 
-def choose_tile(vec_ext: int, row_ext: int, lanes: int, vec_align: int, registers: int = 16) -> tuple[int, int]:
+def choose_tile(vec_ext: int, row_ext: int, lanes: int, vec_align: int, registers: int = 16,
+                lane_inputs: bool = False) -> tuple[int, int]:  # fmt: skip
     """Picks ``(vector-axis tile, row tile)`` for the micro-kernel.
 
     Args:
@@ -150,6 +156,13 @@ def choose_tile(vec_ext: int, row_ext: int, lanes: int, vec_align: int, register
             of a grouped convolution; ``vec_ext`` otherwise), so one vector
             never straddles two groups.
         registers: SIMD registers (:func:`vector_registers`).
+        lane_inputs: The input is read per lane (a depthwise conv or a pool:
+            its channel is the output's), so each step also holds one input
+            vector per tile vector and a zero for the inlined padding. Without
+            counting them, PP-OCR cls's fp32 5x5 depthwise convs got 6 x 16
+            tiles in haswell code (12 accumulators): LLVM kept 6 of them on the
+            stack, reloading and storing them in the tap loop, and those
+            kernels took 1-3x their time depending on the process.
     """
     best = (0.0, min(vec_ext, lanes), 1)
     for vectors in (2, 1):
@@ -157,7 +170,7 @@ def choose_tile(vec_ext: int, row_ext: int, lanes: int, vec_align: int, register
         if vec_in > vec_ext or vec_align % vec_in:
             continue
         for rows in range(1, min(row_ext, 12) + 1):
-            eff = _tile_efficiency(vectors, rows, row_ext, registers, lanes)
+            eff = _tile_efficiency(vectors, rows, row_ext, registers, lanes, lane_inputs)
             if eff > best[0]:
                 best = (eff, vec_in, rows)
     if best[0] == 0.0:
@@ -223,7 +236,8 @@ class Rules:
                 if anchor is None:
                     return None
                 try:
-                    _schedule_tiled_reduction(sch, anchor, simd_lanes(target), vector_registers(target))
+                    lanes = simd_lanes(target)
+                    _schedule_tiled_reduction(sch, anchor, lanes, vector_registers(target), lane_budget=lanes == 8)
                     schedule_rest(sch, simd_lanes(target), skip=anchor)
                 except Exception as exc:  # a pattern the rule misjudged: let the next rule try
                     logger.debug("CpuTiledReduction gave up on a function: %s", exc)
@@ -322,8 +336,13 @@ def schedule_tiled_reduction(sch: Any, lanes: int, registers: int = 16) -> bool:
     return True
 
 
-def _schedule_tiled_reduction(sch: Any, block: Any, lanes: int, registers: int = 16) -> None:
-    """Tiles ``block`` into a register micro-kernel (see :class:`CpuTiledReduction`)."""
+def _schedule_tiled_reduction(sch: Any, block: Any, lanes: int, registers: int = 16, lane_budget: bool = False) -> None:
+    """Tiles ``block`` into a register micro-kernel (see :class:`CpuTiledReduction`).
+
+    ``lane_budget``: count a per-lane input's registers (:func:`choose_tile`'s
+    ``lane_inputs``) -- on AVX2-class targets (8 float lanes, 16 registers),
+    where it was measured.
+    """
     stmt = sch.get(block)
     ivars = [iv.var for iv in stmt.iter_vars]
     kinds = block_kinds(sch, block)
@@ -346,7 +365,8 @@ def _schedule_tiled_reduction(sch: Any, block: Any, lanes: int, registers: int =
     extents = [loop_extent(sch, lp) for lp in loops]
     vec_ext = extents[vec]
     align = _group_alignment(sch.get(block), ivars[vec], vec_ext)
-    vec_in, rows_in = choose_tile(vec_ext, extents[row] if row is not None else 1, lanes, align, registers)
+    vec_in, rows_in = choose_tile(vec_ext, extents[row] if row is not None else 1, lanes, align, registers,
+                                  lane_inputs=lane_budget and _lane_inputs(stmt, ivars, vec, kinds))  # fmt: skip
 
     vec_out, vec_inner = sch.split(loops[vec], factors=[None, vec_in])
     if row is not None:
@@ -405,6 +425,25 @@ def _buffer_bytes(buf: Any) -> int:
     for d in buf.shape:
         n *= int(d)
     return n * ((int(buf.dtype.bits) * int(buf.dtype.lanes) + 7) // 8)
+
+
+def _lane_inputs(stmt: Any, ivars: Sequence[Any], vec: int, kinds: str) -> bool:
+    """True for a depthwise conv: a read indexed by the output channel (its last axis) *and* an
+    output pixel (the input, a vector per tile lane instead of a broadcast) beside a per-channel
+    weight. Pools (no weight vectors to hold) keep the dense budget: SqueezeNet's fp32 max pools
+    in haswell code ran 1-1.5 % slower with the smaller tiles."""
+    pixels = [v for i, v in enumerate(ivars) if kinds[i] == "S" and i != vec]
+    per_lane = weights = False
+    for region in stmt.reads:
+        if region.source.same_as(stmt.writes[0].source) or not region.region:
+            continue
+        # ``f + rc`` (a depthwise conv's unit channel reduction) counts: the lane's own channel.
+        if _uses(region.region[-1].min, ivars[vec]):
+            if any(_uses(r.min, v) for r in region.region[:-1] for v in pixels):
+                per_lane = True
+            else:
+                weights = True
+    return per_lane and weights
 
 
 def _weights_dominate(stmt: Any, ivars: Sequence[Any], vec: int, kinds: str) -> bool:
