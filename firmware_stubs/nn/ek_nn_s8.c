@@ -1679,12 +1679,6 @@ static void ek_nn_sdot_depthwise5(const int8_t *x, const int8_t *w, const int32_
         continue;
       }
       const int8_t *src = xc + iy * W - pl;
-      if (j0 <= 8 && PW - j1 <= 16 && PW >= 16) { /* pad columns by two stores (clang made two memset calls) */
-        vst1q_s8(row + PW - 16, vdupq_n_s8(pad));
-        vst1_s8(row, vdup_n_s8(pad));
-        for (j = j0; j < j1; ++j) row[j] = src[j];
-        continue;
-      }
       for (j = 0; j < j0; ++j) row[j] = pad;
       for (; j < j1; ++j) row[j] = src[j];
       for (; j < PW; ++j) row[j] = pad;
