@@ -1651,8 +1651,9 @@ __attribute__((noinline)) static void ek_nn_sdot_dw5_row(const int8_t *r0, int32
 
 /* A 5x5 stride-1 depthwise layer whose channels all take the high-word
  * form and whose rows have 8 or more outputs, on ek_nn_sdot_dw5_row: each
- * channel's plane copied as int8 (padded with the zero point) into the
- * scratch (sized for the int16 plane: room for the gap and the weights). */
+ * channel's plane copied as int8 into the scratch (sized for the int16
+ * plane: room for the gap and the weights), the padding (the zero point)
+ * around it written once, for the first channel. */
 static void ek_nn_sdot_depthwise5(const int8_t *x, const int8_t *w, const int32_t *h, int8_t *y, int8_t *plane) {
   int32_t C = h[EK_NN_OC], H = h[EK_NN_H], W = h[EK_NN_W], OH = h[EK_NN_OH], OW = h[EK_NN_OW];
   int32_t sh = h[EK_NN_SH], pt = h[EK_NN_PT], pl = h[EK_NN_PL], PW = OW + 4, PH = (OH - 1) * sh + 5, c, i, j, r;
@@ -1671,17 +1672,20 @@ static void ek_nn_sdot_depthwise5(const int8_t *x, const int8_t *w, const int32_
     for (j = 0; j < 4; ++j) wk[16 + j] = wc[20 + j], wk[20 + j] = wc[5 * j + 4], wk[24 + j] = j ? 0 : wc[24];
     wv[0] = vld1q_s8(wk);
     wv[1] = vld1q_s8(wk + 16); /* lane 3 (wk[28..31]) unused */
-    for (i = 0; i < PH; ++i) {
+    for (i = 0; i < PH; ++i) { /* the padding is the same for every channel: written for the first only */
       int32_t iy = i - pt;
       int8_t *row = plane + i * PW;
       if (iy < 0 || iy >= H) {
-        for (j = 0; j < PW; ++j) row[j] = pad;
+        if (!c)
+          for (j = 0; j < PW; ++j) row[j] = pad;
         continue;
       }
       const int8_t *src = xc + iy * W - pl;
-      for (j = 0; j < j0; ++j) row[j] = pad;
-      for (; j < j1; ++j) row[j] = src[j];
-      for (; j < PW; ++j) row[j] = pad;
+      if (!c) {
+        for (j = 0; j < j0; ++j) row[j] = pad;
+        for (j = j1; j < PW; ++j) row[j] = pad;
+      }
+      for (j = j0; j < j1; ++j) row[j] = src[j];
     }
     for (i = 0; i < OH; ++i, yc += OW) ek_nn_sdot_dw5_row(plane + i * sh * PW, PW, wv, yc, OW, h[EK_NN_HDR + c], &q, tab);
   }
