@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     head += " | this/baseline" if args.baseline else ""
     head += " | packages" if args.baseline and args.check_same else ""
     print("\n" + head + " |")
-    print("|" + "---|" * (head.count("|")))
+    print("|" + "---|" * (head.count("|") - 1))
     print("\n".join(rows))
     return 0
 
