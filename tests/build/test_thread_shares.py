@@ -21,7 +21,13 @@ from tvm.script import relax as R
 from tvm.script import tirx as T
 
 from edgekit.compiler.backends.llvm.relax_build import _lowering_passes
-from edgekit.compiler.backends.llvm.thread_shares import has_parallel, local_fraction, parallel_outer, thread_lines
+from edgekit.compiler.backends.llvm.thread_shares import (
+    has_parallel,
+    local_fraction,
+    parallel_outer,
+    thread_lines,
+    written_elements_disjoint,
+)
 from edgekit.compiler.backends.llvm.threads import kernel_work, serial_small_kernels_pass
 
 # fmt: off
@@ -104,6 +110,51 @@ def test_parallel_outer_refuses_iterations_that_share_elements() -> None:
     assert not has_parallel(serial_max.body)
     assert parallel_outer(serial_max, 2) is None
     assert parallel_outer(Chain["flip"], 2) is not None
+
+
+# fmt: off
+@T.prim_func(private=True, s_tir=True)
+def pairs(X: T.Buffer((120,), "int8"), Y: T.Buffer((60,), "int8")):
+    with T.sblock("root"):
+        for i in range(120):
+            Y[i // 2] = X[i]
+
+
+def rows(width: int) -> tvm.tirx.PrimFunc:
+    """64 rows of 16 bytes stored ``width`` bytes apart: they overlap by one byte for ``width`` 15."""
+    @T.prim_func(private=True, s_tir=True)
+    def func(X: T.Buffer((1024,), "int8"), Y: T.Buffer((64 * width + 16,), "int8")):
+        with T.sblock("root"):
+            for i in range(64):
+                Y[T.Ramp(i * width, 1, 16)] = X[T.Ramp(i * 16, 1, 16)]
+    return func
+# fmt: on
+
+
+def _with_parallel_outer_loop(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc:
+    src = str(func.script()).replace("for i in range(", "for i in T.parallel(", 1)
+    return tvm.script.from_source(src)
+
+
+def test_parallel_outer_checks_every_thread_count_from_2_to_8() -> None:
+    # Two iterations store to one element of Y: TVM's split of 120 iterations puts a chunk boundary
+    # between them only on 8 threads (chunks of 15); on 2..7 threads the chunks are even (60 ... 18).
+    par = _with_parallel_outer_loop(pairs)
+    assert has_parallel(par.body)
+    assert [written_elements_disjoint(par, t) for t in range(2, 9)] == [True] * 6 + [False]
+    assert parallel_outer(pairs, 2) is None
+
+
+@pytest.mark.parametrize(("width", "split"), [(16, True), (17, True), (15, False)])
+def test_parallel_outer_compares_stores_byte_by_byte(width: int, split: bool) -> None:
+    # Rows 16 or 17 bytes apart share cache lines between threads but no byte: split.
+    # Rows 15 bytes apart: each thread's last row writes the first byte of the next thread's first row.
+    func = rows(width)
+    par = _with_parallel_outer_loop(func)
+    assert [written_elements_disjoint(par, t) for t in range(2, 9)] == [split] * 7
+    assert (parallel_outer(func, 2) is not None) == split
+    if split:
+        tvm.ir.assert_structural_equal(parallel_outer(func, 2), par)
 
 
 @pytest.mark.parametrize("threads", [1, 2])
