@@ -357,6 +357,28 @@ static inline __attribute__((always_inline)) void ek_neon_tile_rq(const int32x4_
     MAC(w, col, kp, a);                                                                                       \
     ek_neon_tile_rq(a, a, 4, h, c, y, wide);                                                                  \
   }
+/* The same tiles from zero, their int32 accumulators stored to acc for
+ * ek_nn_requant (acc as ek_neon_store_4x6; the 8-channel tile's second 4
+ * channels after the first). noinline: tests disassemble them. */
+#define EK_NEON_TILE8(NAME, T, MAC)                                                                           \
+  __attribute__((noinline)) static void NAME(const int8_t *w, const T *col, int32_t kp,                       \
+                                             int32_t acc[2 * EK_NN_MC * EK_NN_NP]) {                          \
+    int32x4_t a[6], b[6];                                                                                     \
+    int32_t j;                                                                                                \
+    for (j = 0; j < 6; ++j) a[j] = b[j] = vdupq_n_s32(0);                                                     \
+    MAC(w, col, kp, a, b);                                                                                    \
+    ek_neon_store_4x6(acc, a);                                                                                \
+    ek_neon_store_4x6(acc + EK_NN_MC * EK_NN_NP, b);                                                          \
+  }
+#define EK_NEON_TILE4(NAME, T, MAC)                                                                           \
+  __attribute__((noinline)) static void NAME(const int8_t *w, const T *col, int32_t kp,                       \
+                                             int32_t acc[EK_NN_MC * EK_NN_NP]) {                              \
+    int32x4_t a[6];                                                                                           \
+    int32_t j;                                                                                                \
+    for (j = 0; j < 6; ++j) a[j] = vdupq_n_s32(0);                                                            \
+    MAC(w, col, kp, a);                                                                                       \
+    ek_neon_store_4x6(acc, a);                                                                                \
+  }
 #endif
 
 /* The requantization of core/fixedpoint.py over a block of accumulators acc[c][j]
@@ -926,26 +948,10 @@ static inline __attribute__((always_inline)) void ek_sdot_4xn_mac(const int8_t *
   for (; w < end; w += 16, col += 24) EK_SDOT6(a, vld1q_s8(w), vld1q_s8(col), vld1_s8(col + 16));
 }
 
-/* 8 channels (w and w + 4 KP) x 6 pixels; acc as ek_neon_store_4x6, twice. noinline: tests disassemble it. */
-__attribute__((noinline)) static void ek_nn_sdot_8xn(const int8_t *w, const int8_t *col, int32_t kp,
-                                                     int32_t acc[2 * EK_NN_MC * EK_NN_NP]) {
-  int32x4_t a[6], b[6];
-  int32_t j;
-  for (j = 0; j < 6; ++j) a[j] = b[j] = vdupq_n_s32(0);
-  ek_sdot_8xn_mac(w, col, kp, a, b);
-  ek_neon_store_4x6(acc, a);
-  ek_neon_store_4x6(acc + EK_NN_MC * EK_NN_NP, b);
-}
-
-/* 4 channels x 6 pixels (the last 4 channels of a layer with OC % 8 in 1..4). */
-__attribute__((noinline)) static void ek_nn_sdot_4xn(const int8_t *w, const int8_t *col, int32_t kp,
-                                                     int32_t acc[EK_NN_MC * EK_NN_NP]) {
-  int32x4_t a[6];
-  int32_t j;
-  for (j = 0; j < 6; ++j) a[j] = vdupq_n_s32(0);
-  ek_sdot_4xn_mac(w, col, kp, a);
-  ek_neon_store_4x6(acc, a);
-}
+/* 8 channels (w and w + 4 KP) x 6 pixels, and 4 channels x 6 pixels (the
+ * last 4 channels of a layer with OC % 8 in 1..4). */
+EK_NEON_TILE8(ek_nn_sdot_8xn, int8_t, ek_sdot_8xn_mac)
+EK_NEON_TILE4(ek_nn_sdot_4xn, int8_t, ek_sdot_4xn_mac)
 
 EK_NEON_TILE8_RQ(ek_nn_sdot_8xn_rq, int8_t, ek_sdot_8xn_mac)
 EK_NEON_TILE4_RQ(ek_nn_sdot_4xn_rq, int8_t, ek_sdot_4xn_mac)
@@ -1154,13 +1160,7 @@ static inline __attribute__((always_inline)) int16x8_t ek_neon_cols1_s8(const in
       a[4] = vmlal_laneq_s16(a[4], wl, v, 4); a[5] = vmlal_laneq_s16(a[5], wl, v, 5);                       \
     }                                                                                                       \
   }                                                                                                         \
-  __attribute__((noinline)) static void NAME(const int8_t *w, const T *col, int32_t K,                      \
-                                             int32_t acc[EK_NN_MC * EK_NN_NP]) {                            \
-    int32x4_t a[6] = {vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0),                                       \
-                      vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0)};                                      \
-    NAME##_mac(w, col, K, a);                                                                               \
-    ek_neon_store_4x6(acc, a);                                                                              \
-  }
+  EK_NEON_TILE4(NAME, T, NAME##_mac)
 
 /* 4 channels x 1 pixel: two accumulators (even and odd k). */
 #define EK_NEON_DOT_4X1(NAME, T)                                                                                 \
@@ -1201,15 +1201,7 @@ static inline __attribute__((always_inline)) void ek_neon_dot_8xn_mac(const int8
   }
 }
 
-__attribute__((noinline)) static void ek_nn_dot_8xn(const int8_t *w, const int16_t *col, int32_t K,
-                                                    int32_t acc[2 * EK_NN_MC * EK_NN_NP]) {
-  int32x4_t a[6], b[6];
-  int32_t j;
-  for (j = 0; j < 6; ++j) a[j] = b[j] = vdupq_n_s32(0);
-  ek_neon_dot_8xn_mac(w, col, K, a, b);
-  ek_neon_store_4x6(acc, a);
-  ek_neon_store_4x6(acc + EK_NN_MC * EK_NN_NP, b);
-}
+EK_NEON_TILE8(ek_nn_dot_8xn, int16_t, ek_neon_dot_8xn_mac)
 
 EK_NEON_DOT_4X1(ek_nn_dot_4x1, ek_col_t)
 EK_NEON_DOT_4XN(ek_nn_dot_4xn_s8, int8_t, s8)
