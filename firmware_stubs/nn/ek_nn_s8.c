@@ -1588,19 +1588,40 @@ __attribute__((noinline)) static void ek_nn_dw_row_rq(const int16_t *r0, int32_t
 #if EK_NN_SDOT
 /* SDOT 5x5 depthwise, stride 1 (Cortex-A76): on an int8 plane, four taps
  * of a kernel row are one SDOT by element for 4 outputs, their windows
- * (x[j+i .. j+i+3], output i) one TBL of the row's 16 loaded inputs; the
- * fifth taps of kernel rows 0-3 are one SDOT too (a TBL of four rows), and
- * row 4's fifth tap an SDOT with weights (w, 0, 0, 0). Per 8 outputs: 5
- * loads, 13 TBL, 14 SDOT for 200 MACs (the int16 rows: 25 loads, 50 SMLAL).
+ * (x[j+i .. j+i+3], output i) one TBL of 16 loaded inputs; the fifth taps
+ * of kernel rows 0-3 are one SDOT too (a TBL of four rows), and row 4's
+ * fifth tap an SDOT with weights (w, 0, 0, 0). 16 outputs per step, from
+ * two loads of each of the 5 rows (at j and j + 8): 10 loads, 25 TBL, 28
+ * SDOT for 400 MACs (the int16 rows: 50 loads, 100 SMLAL); rows of 8 to 15
+ * outputs take two overlapping steps of 8 (5 loads, 13 TBL, 14 SDOT).
  * wv[0]: rows 0-3 taps 0-3 (lane r); wv[1]: row 4 taps 0-3, the fifth taps
  * of rows 0-3, (row 4's fifth, 0, 0, 0). The loads read up to 3 bytes past
- * a row's PW (into the next row, or a gap after the plane). */
+ * a row's PW (into the next row, or a gap after the plane).
+ * The SDOTs by element are written in asm: from the intrinsic, clang hoists
+ * a DUP of each weight lane out of the loop (7 registers more) and then
+ * spills the output table's. */
 static const uint8_t ek_sdot_dw5_idx[5][16] = {
     {0, 1, 2, 3, 1, 2, 3, 4, 2, 3, 4, 5, 3, 4, 5, 6},         /* windows of outputs 0-3 */
     {4, 5, 6, 7, 5, 6, 7, 8, 6, 7, 8, 9, 7, 8, 9, 10},        /* outputs 4-7 */
     {8, 9, 10, 11, 9, 10, 11, 12, 10, 11, 12, 13, 11, 12, 13, 14}, /* outputs 8-11 (row 4's fifth tap of 4-7) */
     {4, 20, 36, 52, 5, 21, 37, 53, 6, 22, 38, 54, 7, 23, 39, 55}, /* fifth taps of rows 0-3, outputs 0-3 */
     {8, 24, 40, 56, 9, 25, 41, 57, 10, 26, 42, 58, 11, 27, 43, 59}}; /* outputs 4-7 */
+#define EK_SDOT_LANE(a, x, w, l) __asm__("sdot %0.4s, %1.16b, %2.4b[" #l "]" : "+w"(a) : "w"(x), "w"(w))
+/* 8 outputs (a: 0-3, b: 4-7) of the window rows x (rows 0-3) and x4 (row 4) at j. */
+#define EK_DW5_SDOT8(a, b, x, x4)                                                                               \
+  do {                                                                                                        \
+    int8x16_t x4b_ = vqtbl1q_s8(x4, i4);                                                                      \
+    EK_SDOT_LANE(a, vqtbl1q_s8(x.val[0], i0), w0, 0); EK_SDOT_LANE(b, vqtbl1q_s8(x.val[0], i4), w0, 0);        \
+    EK_SDOT_LANE(a, vqtbl1q_s8(x.val[1], i0), w0, 1); EK_SDOT_LANE(b, vqtbl1q_s8(x.val[1], i4), w0, 1);        \
+    EK_SDOT_LANE(a, vqtbl1q_s8(x.val[2], i0), w0, 2); EK_SDOT_LANE(b, vqtbl1q_s8(x.val[2], i4), w0, 2);        \
+    EK_SDOT_LANE(a, vqtbl1q_s8(x.val[3], i0), w0, 3); EK_SDOT_LANE(b, vqtbl1q_s8(x.val[3], i4), w0, 3);        \
+    EK_SDOT_LANE(a, vqtbl1q_s8(x4, i0), w1, 0); EK_SDOT_LANE(b, x4b_, w1, 0);                                 \
+    EK_SDOT_LANE(a, vqtbl4q_s8(x, t0), w1, 1); EK_SDOT_LANE(b, vqtbl4q_s8(x, t4), w1, 1);                     \
+    EK_SDOT_LANE(a, x4b_, w1, 2); EK_SDOT_LANE(b, vqtbl1q_s8(x4, i8), w1, 2);                                 \
+  } while (0)
+#define EK_DW5_LOAD(x, x4, p)                                                                                 \
+  int8x16x4_t x = {{vld1q_s8(p), vld1q_s8((p) + pw), vld1q_s8((p) + 2 * pw), vld1q_s8((p) + 3 * pw)}};        \
+  int8x16_t x4 = vld1q_s8((p) + 4 * pw)
 static inline __attribute__((always_inline)) void ek_nn_sdot_dw5_row_body(const int8_t *r0, int32_t pw, const int8x16_t wv[2],
                                                                          int8_t *y, int32_t n, int32_t off,
                                                                          const ek_neon_rq_t *q, const int8_t *tab) {
@@ -1608,31 +1629,50 @@ static inline __attribute__((always_inline)) void ek_nn_sdot_dw5_row_body(const 
   uint8x16_t t0 = vld1q_u8(ek_sdot_dw5_idx[3]), t4 = vld1q_u8(ek_sdot_dw5_idx[4]);
   int8x16_t w0 = wv[0], w1 = wv[1];
   int32_t j = 0;
-  ek_neon_lut_t lut;
-  if (tab) ek_neon_lut_load(&lut, tab);
-  for (;;) {
+  if (n < 16) { /* two steps of 8, the second at n - 8 */
+    for (;;) {
+      const int8_t *p = r0 + j;
+      EK_DW5_LOAD(x, x4, p);
+      int32x4_t a = vdupq_n_s32(off), b = a;
+      int8x8_t v;
+      EK_DW5_SDOT8(a, b, x, x4);
+      v = ek_neon_rq8(a, b, q);
+      if (tab) {
+        ek_neon_lut_t lut;
+        ek_neon_lut_load(&lut, tab);
+        v = ek_neon_lut(v, &lut);
+      }
+      vst1_s8(y + j, v);
+      if (j == n - 8) return;
+      j = n - 8;
+    }
+  }
+  for (;;) { /* 16 outputs per step, the last at n - 16 */
     const int8_t *p = r0 + j;
-    int8x16x4_t x = {{vld1q_s8(p), vld1q_s8(p + pw), vld1q_s8(p + 2 * pw), vld1q_s8(p + 3 * pw)}};
-    int8x16_t x4 = vld1q_s8(p + 4 * pw), x4b = vqtbl1q_s8(x4, i4);
-    int32x4_t a = vdupq_n_s32(off), b = a;
-    int8x8_t v;
-#define EK_DW5_SDOT_ROW(r)                                                                                    \
-  a = vdotq_laneq_s32(a, vqtbl1q_s8(x.val[r], i0), w0, r);                                                    \
-  b = vdotq_laneq_s32(b, vqtbl1q_s8(x.val[r], i4), w0, r)
-    EK_DW5_SDOT_ROW(0); EK_DW5_SDOT_ROW(1); EK_DW5_SDOT_ROW(2); EK_DW5_SDOT_ROW(3);
-#undef EK_DW5_SDOT_ROW
-    a = vdotq_laneq_s32(a, vqtbl1q_s8(x4, i0), w1, 0);
-    b = vdotq_laneq_s32(b, x4b, w1, 0);
-    a = vdotq_laneq_s32(a, vqtbl4q_s8(x, t0), w1, 1);
-    b = vdotq_laneq_s32(b, vqtbl4q_s8(x, t4), w1, 1);
-    a = vdotq_laneq_s32(a, x4b, w1, 2);
-    b = vdotq_laneq_s32(b, vqtbl1q_s8(x4, i8), w1, 2);
-    v = ek_neon_rq8(a, b, q);
-    vst1_s8(y + j, tab ? ek_neon_lut(v, &lut) : v);
-    if (j + 8 == n) return;
-    j = j + 16 <= n ? j + 8 : n - 8;
+    int32x4_t a = vdupq_n_s32(off), b = a, c = a, d = a;
+    int8x16_t v;
+    {
+      EK_DW5_LOAD(x, x4, p);
+      EK_DW5_SDOT8(a, b, x, x4);
+    }
+    {
+      EK_DW5_LOAD(x, x4, p + 8);
+      EK_DW5_SDOT8(c, d, x, x4);
+    }
+    v = vcombine_s8(ek_neon_rq8(a, b, q), ek_neon_rq8(c, d, q));
+    if (tab) { /* loaded in the step: 16 registers, which the loop cannot keep */
+      ek_neon_lut_t lut;
+      ek_neon_lut_load(&lut, tab);
+      v = ek_neon_lutq(v, &lut);
+    }
+    vst1q_s8(y + j, v);
+    if (j + 16 == n) return;
+    j = j + 32 <= n ? j + 16 : n - 16;
   }
 }
+#undef EK_DW5_LOAD
+#undef EK_DW5_SDOT8
+#undef EK_SDOT_LANE
 __attribute__((noinline)) static void ek_nn_sdot_dw5_row(const int8_t *r0, int32_t pw, const int8x16_t wv[2], int8_t *y,
                                                          int32_t n, int32_t off, const ek_neon_rq_t *q, const int8_t *tab) {
   if (tab)

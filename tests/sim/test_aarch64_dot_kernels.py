@@ -15,6 +15,7 @@ kernels, none anywhere in the raspberry-pi-4 (Cortex-A72) ones.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -30,9 +31,9 @@ from edgekit.compress.quantize import quantize
 from edgekit.core.profiles import get_board
 from edgekit.runtime.runner import run_package
 
-from test_aarch64_int8_kernels import (EXTRA_LAYERS, LAYERS as NEON_LAYERS, _shipped_object, aarch64_mnemonics, check_block,
-                                       check_extra_layer, check_layer, dw_rows_expected, fused_tiles_expected, needs_objdump, needs_qemu,
-                                       needs_zig)
+from test_aarch64_int8_kernels import (EXTRA_LAYERS, LAYERS as NEON_LAYERS, _shipped_object, aarch64_disassembly,
+                                       aarch64_mnemonics, check_block, check_extra_layer, check_layer, dw_rows_expected,
+                                       fused_tiles_expected, needs_objdump, needs_qemu, needs_zig)
 from test_mcu_int8_blocks import _output_step, block_int8  # noqa: F401
 from test_mcu_int8_kernels import _functions, _qdq_layer
 
@@ -49,6 +50,9 @@ LAYERS = {
     "conv1x1_k7_oc6": ("conv", 7, 6, 5, 1, 0, 1),  # K = 7; 4 + 2 channels; 25 pixels = 4 blocks of 6 + 1
     "conv3x3_k18_oc9": ("conv", 2, 9, 8, 3, 1, 1),  # K = 18 (2 past a multiple of 4), 8 + 1 channels
     "fc_k30_oc13": ("fc", 30, 13, 0, 0, 0, 1),  # a lone pixel: the 4x1 kernel's odd group count, K % 4 = 2
+    # SDOT 5x5 rows: 16 outputs per step (19 above: 0 and an overlapping 3), rows of 8-15 two steps of 8
+    "depthwise_5x5_s1_12": ("dw", 3, 3, 12, 5, 2, 1),  # two steps of 8, at 0 and 4
+    "depthwise_5x5_s1_40": ("dw", 2, 2, 40, 5, 2, 1),  # 16 at 0, 16 and an overlapping 24
 }
 
 
@@ -104,6 +108,11 @@ def test_pi5_conv_kernels_use_sdot_and_pi4_ones_do_not(tmp_path: Path) -> None:
     dw5 = _shipped_object(BOARD, tmp_path / "a76", "depthwise_5x5_s1_19")
     ops = aarch64_mnemonics(dw5, "ek_nn_sdot_dw5_row")
     assert {"sdot", "tbl", "sqdmulh"} <= set(ops) and "smlal" not in ops, ops
+    # every SDOT by element (v.4b[i]): no DUP of a weight lane into a register of its own
+    text = aarch64_disassembly(dw5, "ek_nn_sdot_dw5_row")
+    sdots = re.findall(r"\tsdot\t(.*)", text)
+    assert sdots and all(re.search(r"\.4b\[[0-3]\]$", s.strip()) for s in sdots), sdots
+    assert not re.search(r"\tdup\tv\d+\.4s, v\d+\.s\[", text), "a weight lane DUP in ek_nn_sdot_dw5_row"
     a72 = _shipped_object("raspberry-pi-4", tmp_path / "a72")
     ops = aarch64_mnemonics(a72)
     assert "smlal" in ops and "sdot" not in ops and "udot" not in ops

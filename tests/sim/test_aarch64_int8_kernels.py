@@ -215,13 +215,18 @@ def test_neon_kernels_bit_exact_on_a_mobilenetv3_block_under_qemu(block_int8: tu
 needs_objdump = pytest.mark.skipif(shutil.which("llvm-objdump") is None, reason="llvm-objdump not installed")
 
 
-def aarch64_mnemonics(obj: Path, symbol: str | None = None) -> list[str]:
-    """The instruction mnemonics of an aarch64 object (one function, or all), decoded by llvm-objdump
-    with the dot-product extension known (so an ``sdot`` reads as one)."""
+def aarch64_disassembly(obj: Path, symbol: str | None = None) -> str:
+    """llvm-objdump's disassembly of an aarch64 object (one function, or all), with the dot-product
+    extension known (so an ``sdot`` reads as one)."""
     args = ["llvm-objdump", "-d", "--mattr=+dotprod", str(obj)]
     if symbol:
         args.insert(2, f"--disassemble-symbols={symbol}")
-    text = subprocess.run(args, check=True, capture_output=True, text=True).stdout
+    return subprocess.run(args, check=True, capture_output=True, text=True).stdout
+
+
+def aarch64_mnemonics(obj: Path, symbol: str | None = None) -> list[str]:
+    """The instruction mnemonics of an aarch64 object (one function, or all): aarch64_disassembly's."""
+    text = aarch64_disassembly(obj, symbol)
     return [m.group(1) for m in re.finditer(r"^\s+[0-9a-f]+:(?:\s[0-9a-f]{2}){4}\s+(\S+)", text, re.M)]
 
 
