@@ -8,6 +8,10 @@ of PP-OCR's hard-swish layers) and kept the producing kernel's whole
 epilogue scalar. :func:`lookup_pass` makes each lookup a kernel of its own
 over the int8 tensor: AVX-512 VBMI targets look up 64 values per step with
 two ``vpermi2b``, other AVX2 targets 32 per step with 16 ``vpshufb``.
+On AVX2-only targets (Haswell, Zen 2) a table with an exact int16
+fixed-point form that costs fewer instructions is computed by that form
+instead (:mod:`edgekit.compiler.backends.llvm.lookup_fixed`: hard-swish 19-25
+instructions per 32 values against ~42 for the table).
 For the CPUs in :data:`ARITHMETIC_MCPUS` (none so far) an AVX2 lookup whose
 table has an exact float32 program is computed in the producer's epilogue
 instead (:mod:`edgekit.compiler.backends.llvm.lookup_arith`).
@@ -22,14 +26,15 @@ import numpy as np
 
 from edgekit.compiler.backends.llvm.intrin import I16_256, dot_isa, has_feature
 from edgekit.compiler.backends.llvm.lookup_arith import arithmetic_lookup
+from edgekit.compiler.backends.llvm.lookup_fixed import FixedForm, Live, decode, fixed_form, table_cost
 from edgekit.compiler.integer.lut_program import LUT_PROGRAMS, Program, table_key
 from edgekit.compiler.relax_rewrite import bound_value, calls_rewrite_pass, const_value, is_call, static_shape
 
 if TYPE_CHECKING:  # pragma: no cover
     import tvm
 
-__all__ = ["ALL_SLICES", "ARITHMETIC_MCPUS", "AVX2_LOOKUP", "VBMI_LOOKUP", "avx2_live_slices", "lookup32", "lookup64",
-           "lookup_pad_avx2_func", "lookup_pass", "lookup_vbmi_func"]
+__all__ = ["ALL_SLICES", "ARITHMETIC_MCPUS", "AVX2_LOOKUP", "VBMI_LOOKUP", "avx2_live_slices", "avx2_operand", "lookup32",
+           "lookup64", "lookup_pad_avx2_func", "lookup_pass", "lookup_vbmi_func"]
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +110,7 @@ ALL_SLICES: tuple[int, ...] = tuple(range(16))
 _SHUFFLE, _ADD_SATURATED = "llvm.x86.avx2.pshuf.b", "llvm.uadd.sat"
 
 
-def _lookup32(xv: Any, Tb: Any, live: tuple[int, ...] = ALL_SLICES) -> Any:
+def _lookup32(xv: Any, Tb: Any, live: Live = ALL_SLICES) -> Any:
     """The table lookup of 32 int8 values ``xv`` (a TIR ``int8x32``) in :func:`_avx2_slices`' 16 slices ``Tb`` (AVX2).
 
     ``vpshufb`` reads byte ``i & 15`` of a 16-byte slice, or 0 where bit 7
@@ -124,9 +129,13 @@ def _lookup32(xv: Any, Tb: Any, live: tuple[int, ...] = ALL_SLICES) -> Any:
     Only the slices in ``live`` are read: a slice of zeros adds nothing to
     the XOR (:func:`avx2_live_slices`; where two neighbouring slices of the
     table are equal, e.g. hard-swish's zeros below -3 and hard-sigmoid's
-    saturated ends).
+    saturated ends). A :class:`~edgekit.compiler.backends.llvm.lookup_fixed.FixedForm`
+    ``live`` computes the table's int16 form instead and reads no slice.
     """
     from tvm.script import tirx as T
+
+    if isinstance(live, FixedForm):
+        return live.step32(xv)
 
     xu = T.reinterpret(xv, dtype="uint8x32")
     u = xu ^ T.broadcast(T.uint8(128), 32)
@@ -159,11 +168,18 @@ def _lookup1(x: Any, Tb: Any) -> Any:
     return out
 
 
-def _lookup_avx2_func(shape: tuple[int, ...], live: tuple[int, ...] = ALL_SLICES) -> Any:
+def _operand_bytes(live: Live) -> int:
+    """Bytes of the AVX2 kernels' table operand: the slices, and a fixed form's encoding after them."""
+    return 512 + (live.encode().size if isinstance(live, FixedForm) else 0)
+
+
+def _lookup_avx2_func(shape: tuple[int, ...], live: Live = ALL_SLICES) -> Any:
     """``y[i] = table[x[i] + 128]`` over int8 values, 32 per step with 16 ``vpshufb`` (AVX2, :func:`_lookup32`).
 
     The kernel takes the table as :func:`_avx2_slices` lays it out and reads
-    only the slices ``live`` (:func:`avx2_live_slices`). A tail
+    only the slices ``live`` (:func:`avx2_live_slices`), or computes their
+    fixed form (then ``n >= 32``; the table operand has the form's bytes
+    after the slices, :func:`avx2_operand`). A tail
     of fewer than 32 values is one more overlapping step, or scalar when the
     whole tensor is smaller than a step (a squeeze-excite gate). TVM
     vectorizes a gather into scalar byte loads, which also kept the
@@ -173,9 +189,11 @@ def _lookup_avx2_func(shape: tuple[int, ...], live: tuple[int, ...] = ALL_SLICES
 
     n = int(np.prod(shape))
     steps, tail = divmod(n, 32)
+    size = _operand_bytes(live)
+    assert steps > 0 or not isinstance(live, FixedForm), "a fixed form needs one whole step"
 
     @T.prim_func(private=True)
-    def lookup(Xs: T.Buffer(shape, "int8"), Tb: T.Buffer((512,), "int8"), Ys: T.Buffer(shape, "int8")) -> None:
+    def lookup(Xs: T.Buffer(shape, "int8"), Tb: T.Buffer((size,), "int8"), Ys: T.Buffer(shape, "int8")) -> None:
         # Opaque to fusion: FuseTIR cannot merge the flat views below into a producer.
         T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True, "op_pattern": 8})
         X = T.decl_buffer((n,), "int8", data=Xs.data)
@@ -188,11 +206,24 @@ def _lookup_avx2_func(shape: tuple[int, ...], live: tuple[int, ...] = ALL_SLICES
             for j in range(n):
                 Y[j] = _lookup1(X[j], Tb)
 
-    return lookup
+    @T.prim_func(private=True, s_tir=True)
+    def fixed(Xs: T.Buffer(shape, "int8"), Tb: T.Buffer((size,), "int8"), Ys: T.Buffer(shape, "int8")) -> None:
+        # In a root block: a kernel that reads one of its two tensors (the form leaves the
+        # table unread) is checked for a reshape pattern, which needs one (RewriteDataflowReshape).
+        T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True, "op_pattern": 8})
+        with T.sblock("root"):
+            X = T.decl_buffer((n,), "int8", data=Xs.data)
+            Y = T.decl_buffer((n,), "int8", data=Ys.data)
+            for i in range(steps):
+                Y[T.ramp(i * 32, 1, 32)] = _lookup32(X.vload([i * 32], "int8x32"), Tb, live)
+            if tail > 0:
+                Y[T.ramp(n - 32, 1, 32)] = _lookup32(X.vload([n - 32], "int8x32"), Tb, live)
+
+    return fixed if isinstance(live, FixedForm) else lookup
 
 
 def lookup_pad_avx2_func(shape: tuple[int, int, int, int], top: int, left: int, out: tuple[int, int, int, int],
-                         border: int, fill: int, live: tuple[int, ...] = ALL_SLICES) -> Any:  # fmt: skip
+                         border: int, fill: int, live: Live = ALL_SLICES) -> Any:  # fmt: skip
     """``Y = pad(table[X + 128])`` for NHWC int8 ``X`` with at least 32 channels, in one pass (AVX2).
 
     The pad is :func:`edgekit.compiler.backends.llvm.pad.int8_pad_pass`'s
@@ -203,16 +234,17 @@ def lookup_pad_avx2_func(shape: tuple[int, int, int, int], top: int, left: int, 
     consumer is the pad of a depthwise convolution's input writes the padded
     tensor itself: no second pass over the activation (PP-OCR cls, haswell
     code: 8 pad kernels of 1.4-2.3 us each on one Zen 5 core). Only the
-    slices ``live`` are read (:func:`avx2_live_slices`).
+    slices ``live`` are read (:func:`avx2_live_slices`), or their fixed form computed.
     """
     from tvm.script import tirx as T
 
     n, h, w, c = shape
     _, ho, wo, cp = out
     full = c // 32
+    size = _operand_bytes(live)
 
     @T.prim_func(private=True, s_tir=True)
-    def lookup_pad(Xs: T.Buffer(shape, "int8"), Tb: T.Buffer((512,), "int8"), Ys: T.Buffer(out, "int8")) -> None:
+    def lookup_pad(Xs: T.Buffer(shape, "int8"), Tb: T.Buffer((size,), "int8"), Ys: T.Buffer(out, "int8")) -> None:
         T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
         with T.sblock("root"):
             X = T.decl_buffer((n * h * w * c,), "int8", data=Xs.data)
@@ -251,18 +283,43 @@ def _avx2_slices(table: np.ndarray) -> np.ndarray:
     return np.repeat(diff.reshape(16, 1, 16), 2, axis=1).reshape(512)
 
 
-def avx2_live_slices(target: tvm.target.Target, slices: np.ndarray | None) -> tuple[int, ...]:
+def avx2_live_slices(target: tvm.target.Target, slices: np.ndarray | None) -> Live:
     """The slices of a table in :func:`_avx2_slices`' layout (512 bytes) the AVX2 lookup reads for ``target``.
 
     On AVX2-only targets (no AVX-512, no VNNI: Haswell, Zen 2) the slices that
     are all zero are left out, one add and one shuffle fewer each (PP-OCR
     cls: 44 of its tables' 432 slices); other targets read all 16, their
-    code unchanged. All 16 where ``slices`` is not known (None).
+    code unchanged. All 16 where ``slices`` is not known (None). An operand
+    of :func:`avx2_operand` with a fixed form after the slices: that form
+    (only :func:`lookup_pass` writes one, for AVX2-only targets).
     """
     if dot_isa(target) is not I16_256 or slices is None:
         return ALL_SLICES
-    rows = np.asarray(slices).reshape(16, 32)
+    data = np.asarray(slices).reshape(-1)
+    form = decode(data[512:]) if data.size > 512 else None
+    if form is not None:
+        return form
+    rows = data[:512].reshape(16, 32)
     return tuple(k for k in ALL_SLICES if rows[k].any())
+
+
+def avx2_operand(table: np.ndarray, live: Live) -> np.ndarray:
+    """The AVX2 kernels' table operand: :func:`_avx2_slices`, then a fixed form's encoding when ``live`` is one."""
+    slices = _avx2_slices(table)
+    return np.concatenate([slices, live.encode()]) if isinstance(live, FixedForm) else slices
+
+
+def _avx2_choice(target: tvm.target.Target, table: np.ndarray, program: str | None) -> Live:
+    """What an AVX2 lookup of ``table`` reads on ``target``: its live slices, or its fixed form where that is
+    exact and costs fewer instructions per 32 values (AVX2-only targets; ``program``: the table's, as JSON)."""
+    live = avx2_live_slices(target, _avx2_slices(table))
+    if dot_isa(target) is not I16_256 or program is None:
+        return live
+    form = fixed_form(Program.from_json(program), table)
+    if form is None or form.cost() >= table_cost(len(live)):
+        logger.debug("table kept: %s", "no exact int16 form" if form is None else f"form {form.cost()} >= table")
+        return live
+    return form
 
 
 def _int8_source(m: Any, index: Any) -> Any:
@@ -342,13 +399,17 @@ def lookup_pass(target: tvm.target.Target) -> Any:
         if new is not None:
             return new
         args: tuple[Any, ...] = (shape,)  # the kernel's arguments, and its key among the kernels built
+        operand = layout(values)
         # (Tensors under one step take the scalar path, which reads every slice: one kernel per shape.)
         whole = int(np.prod(shape)) >= 32
-        if kernel is _lookup_avx2_func and whole and (live := avx2_live_slices(target, layout(values))) != ALL_SLICES:
-            args = (shape, live)
+        if kernel is _lookup_avx2_func and whole:
+            live = _avx2_choice(target, values, m.programs.get(table_key(values)))
+            operand = avx2_operand(values, live)
+            if live != ALL_SLICES:
+                args = (shape, live)
         if args not in m.funcs:
             m.funcs[args] = m.builder_.add_func(kernel(*args), name)
-        return relax.call_tir(m.funcs[args], relax.Tuple([x, relax.const(layout(values), "int8")]),
+        return relax.call_tir(m.funcs[args], relax.Tuple([x, relax.const(operand, "int8")]),
                               relax.TensorType(shape, "int8"))  # fmt: skip
 
     def setup(mutator: Any) -> None:
