@@ -32,7 +32,9 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -305,6 +307,28 @@ def _loaded(exe: Any, path: Path) -> Any:
         return exe
 
 
+@contextmanager
+def _beside(run: Callable[..., Any], transform: Any, *args: Any) -> Iterator[Future]:
+    """``run(transform, *args)`` on a thread of its own (nothing where ``transform`` is None); joined on exit.
+
+    The weight transforms (``_transform_params``: TVM's build of the run-once module at LLVM
+    -O0, its export and one run) share nothing with the model's build, and TVM's calls release
+    the GIL, so a second core takes them while the first schedules the model. PP-OCR cls int8:
+    1.7 s of work, about half of it Python (legalizing 423 weight transforms) that waits for the
+    GIL, so a fresh compile is ~0.9 s shorter (Zen 4, BENCHMARKS.md "Compile time of int8
+    models"); the packages are byte-identical. TVM keeps the current target and pass context
+    per thread. With one core the two interleave as the steps ran in turn.
+    An error of ``run`` is raised by ``result()``; leaving the block waits for the thread.
+    """
+    if transform is None:
+        done: Future = Future()
+        done.set_result(None)
+        yield done
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgekit-weights") as pool:
+        yield pool.submit(run, transform, *args)
+
+
 def build_cpu(
     mod: tvm.IRModule,
     target: tvm.target.Target,
@@ -359,19 +383,22 @@ def build_cpu(
             mod, target, lift_params=lift, fast_math=fast_math, weights=_weights_by_name(mod, num_input, params, target)
         )
         new_params: list[Any] = list(params or [])
-        if transform is not None:
-            new_params = _transform_params(transform, target, new_params)
         if database is None and use_shipped:
             from edgekit.compiler.tuning_db import shipped_database
 
             database = shipped_database(target)
-        with target, tvm.transform.PassContext(opt_level=opt_level):
-            tuned: list[str] = []
-            if database is not None:
-                prepared, tuned = apply_database(prepared, database, target)
-            scheduled = tvm.transform.Sequential(schedule_passes(target, cores))(prepared)
-            lowered = tvm.transform.Sequential(_lowering_passes(target))(scheduled)
-            exe = tvm.compile(lowered, target, relax_pipeline=None)
+        # The weight transforms build and run on another thread while this one schedules and
+        # compiles the model (see _beside).
+        with _beside(_transform_params, transform, target, new_params) as transformed:
+            with target, tvm.transform.PassContext(opt_level=opt_level):
+                tuned: list[str] = []
+                if database is not None:
+                    prepared, tuned = apply_database(prepared, database, target)
+                scheduled = tvm.transform.Sequential(schedule_passes(target, cores))(prepared)
+                lowered = tvm.transform.Sequential(_lowering_passes(target))(scheduled)
+                exe = tvm.compile(lowered, target, relax_pipeline=None)
+            if transform is not None:
+                new_params = transformed.result()
         if tuned:
             logger.info("%d kernels from the tuning database, the rest with default schedules", len(tuned))
     except CompileError:

@@ -311,11 +311,21 @@ def thread_lines(func: Any, threads: int) -> dict[int, list[np.ndarray]]:
     The lines come from the loop bounds (bounding boxes of each access over
     the thread's iterations), so a stencil's halo and guarded stores count.
     """
-    walker = _Walker(func, threads)
+    return _lines(_split_boxes(_walk(func), threads), threads)
+
+
+def _walk(func: Any) -> dict:
+    """``func``'s accesses for every thread count at once (:class:`_Walker` ``(func, None)``; split by :func:`_split_boxes`)."""
+    walker = _Walker(func, None)
     walker.walk(func.body, {}, {}, None)
+    return walker.boxes
+
+
+def _lines(boxes: dict, threads: int) -> dict[int, list[np.ndarray]]:
+    """:func:`thread_lines` of the accesses ``(param, task, store) -> accesses`` of one thread count."""
     out: dict[int, list[np.ndarray]] = {}
     masks: dict[tuple[int, int], np.ndarray] = {}
-    for (param, task, _store), accesses in walker.boxes.items():
+    for (param, task, _store), accesses in boxes.items():
         for access in accesses:
             masks[(param, task)] = _union(masks.get((param, task)), _access_mask(*access))
     for (param, task), mask in masks.items():
@@ -332,10 +342,9 @@ def written_elements_disjoint(func: Any, threads: int | range) -> bool:
     walking and masking per count (tests/build/test_thread_shares.py) in a
     third of the time (PP-OCR cls int8's five calls 2.3 -> 0.75 s, Zen 4).
     """
-    walker = _Walker(func, None)
-    walker.walk(func.body, {}, {}, None)
+    boxes = _walk(func)
     counts = [threads] if isinstance(threads, int) else sorted(threads, reverse=True)
-    return all(_stores_disjoint(_split_boxes(walker.boxes, n), n) for n in counts)
+    return all(_stores_disjoint(_split_boxes(boxes, n), n) for n in counts)
 
 
 def _split_boxes(boxes: dict, threads: int) -> dict[tuple[int, int, bool], list]:
@@ -571,14 +580,16 @@ def aligned_parallel(mod: Any, threads: int, small: dict[str, Any], parallel: se
             writer[k] = (c.name, p)
     funcs = {gv.name_hint: f for gv, f in mod.functions_items()}
     cache: dict[tuple[str, bool], dict[int, list[np.ndarray]]] = {}
+    walks: dict[str, dict] = {}  # one walk of a kernel gives its lines in parallel and on one thread
 
     def lines(name: str, par: bool) -> dict[int, list[np.ndarray]]:
         if (name, par) not in cache:
-            func = small.get(name, funcs[name])
-            if par:
-                cache[(name, par)] = thread_lines(func, threads)
-            else:  # on the calling thread alone
-                one = thread_lines(func, 1)
+            if name not in walks:
+                walks[name] = _walk(small.get(name, funcs[name]))
+            if par:  # thread_lines(func, threads)
+                cache[(name, par)] = _lines(_split_boxes(walks[name], threads), threads)
+            else:  # on the calling thread alone: thread_lines(func, 1)
+                one = _lines(_split_boxes(walks[name], 1), 1)
                 cache[(name, par)] = {p: v + [np.zeros(0, np.int64)] * (threads - 1) for p, v in one.items()}
         return cache[(name, par)]
 

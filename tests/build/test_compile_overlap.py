@@ -1,0 +1,136 @@
+"""Compile time without changing what is compiled (relax_build._beside, thread_shares one walk per kernel).
+
+* The weight transforms (``_transform_params``: an LLVM build, an export and a
+  run) go on a thread of their own while the model is scheduled; the weights
+  are the bytes the same call gives on its own, and an error in it still
+  fails the build as a ``CompileError``.
+* ``thread_lines`` splits one walk of a kernel per thread count
+  (``_split_boxes``), as ``written_elements_disjoint`` does; it must give the
+  lines a walk per thread count gives, and ``aligned_parallel`` walks each
+  kernel once for its parallel and its one-thread lines.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+tvm = pytest.importorskip("tvm")
+
+from _int8_checks import small_cnn  # noqa: E402
+from test_thread_shares import Chain, pairs, rows  # noqa: E402
+from tvm.script import tirx as T  # noqa: E402
+
+from edgekit.compiler.backends.llvm import relax_build, thread_shares  # noqa: E402
+from edgekit.compiler.backends.llvm.relax_build import build_cpu, import_onnx, prepare_cpu_module  # noqa: E402
+from edgekit.compiler.backends.llvm.thread_shares import _lines, _Walker, aligned_parallel, thread_lines  # noqa: E402
+from edgekit.core.errors import CompileError  # noqa: E402
+from edgekit.frontend.loader import load_model  # noqa: E402
+
+TARGET = tvm.target.Target({"kind": "llvm"})
+
+
+def _small_model():
+    return load_model(small_cnn((1, 3, 12, 12), seed=5, mean=0.0, stride_on="depthwise"))
+
+
+def test_weight_transforms_run_while_the_model_is_scheduled(monkeypatch):
+    scheduling = threading.Event()
+    seen: dict[str, object] = {}
+    real_transform, real_schedule = relax_build._transform_params, relax_build.schedule_passes
+
+    def transform(module, target, params):
+        seen["thread"] = threading.current_thread()
+        # Run in turn (before scheduling), this waits out its timeout.
+        seen["overlapped"] = scheduling.wait(timeout=30)
+        return real_transform(module, target, params)
+
+    def schedule(target, threads=1):
+        scheduling.set()
+        return real_schedule(target, threads)
+
+    monkeypatch.setattr(relax_build, "_transform_params", transform)
+    monkeypatch.setattr(relax_build, "schedule_passes", schedule)
+    model = _small_model()
+    mod, params = import_onnx(model)
+    built = build_cpu(mod, TARGET, params)
+    assert seen["thread"] is not threading.current_thread()
+    assert seen["overlapped"] is True
+
+    mod, params = import_onnx(model)
+    _, module = prepare_cpu_module(mod, TARGET)
+    assert module is not None  # LiftTransformParams split weight transforms off
+    want = real_transform(module, TARGET, list(params))
+    assert [p.numpy().tobytes() for p in built.params] == [p.numpy().tobytes() for p in want]
+
+
+def test_an_error_in_the_weight_transforms_fails_the_build(monkeypatch):
+    def broken(module, target, params):
+        raise RuntimeError("transform failed")
+
+    monkeypatch.setattr(relax_build, "_transform_params", broken)
+    mod, params = import_onnx(_small_model())
+    with pytest.raises(CompileError, match="transform failed"):
+        build_cpu(mod, TARGET, params)
+
+
+# fmt: off
+@T.prim_func(private=True, s_tir=True)
+def halo(X: T.Buffer((1, 13, 40, 24), "int8"), Y: T.Buffer((1, 11, 38, 24), "int8")):
+    # A 3x3 stencil over 11 rows: uneven chunks, each thread reading a row beyond its own.
+    with T.sblock("root"):
+        for h in T.parallel(11):
+            for w, c in T.grid(38, 24):
+                Y[0, h, w, c] = T.max(T.max(X[0, h, w, c], X[0, h + 2, w + 2, c]), X[0, h + 1, w + 1, c])
+
+
+@T.prim_func(private=True, s_tir=True)
+def named(X: T.Buffer((1000,), "int8"), Y: T.Buffer((1000,), "int8")):
+    # A named scalar inside the parallel loop (an index a later store reads).
+    with T.sblock("root"):
+        for i in T.parallel(25):
+            j: T.int32 = i * 40
+            for k in range(40):
+                Y[j + k] = X[999 - j - k] + T.int8(1)
+# fmt: on
+
+
+def _parallel_rows(width: int) -> tvm.tirx.PrimFunc:
+    src = str(rows(width).script()).replace("for i in range(", "for i in T.parallel(", 1)
+    return tvm.script.from_source(src)
+
+
+@pytest.mark.parametrize("name", ["scale", "flip", "channel_max", "pairs", "rows15", "rows17", "halo", "named"])
+def test_thread_lines_from_one_walk_equal_a_walk_per_thread_count(name):
+    funcs = {"pairs": pairs, "rows15": _parallel_rows(15), "rows17": _parallel_rows(17), "halo": halo, "named": named}
+    func = funcs[name] if name in funcs else Chain[name]
+    for threads in range(1, 9):
+        walker = _Walker(func, threads)  # the walk of one thread count, each task's range of the loop
+        walker.walk(func.body, {}, {}, None)
+        want = _lines(walker.boxes, threads)
+        got = thread_lines(func, threads)
+        assert got.keys() == want.keys()
+        for param in want:
+            assert len(got[param]) == threads
+            assert all(np.array_equal(a, b) for a, b in zip(got[param], want[param])), (param, threads)
+    if name in ("halo", "named"):  # the tasks' lines differ, and the walk saw them per thread
+        lines = thread_lines(func, 2)
+        assert not np.array_equal(lines[0][0], lines[0][1])
+
+
+def test_aligned_parallel_walks_each_kernel_once(monkeypatch):
+    walked: list[str] = []
+    real = thread_shares._walk
+
+    def counting(func):
+        walked.append(str(func.attrs["global_symbol"]) if func.attrs and "global_symbol" in func.attrs else func.script())
+        return real(func)
+
+    monkeypatch.setattr(thread_shares, "_walk", counting)
+    small = {"flip": thread_shares.parallel_outer(Chain["flip"], 2), "channel_max": Chain["channel_max"]}
+    walked.clear()
+    chosen = aligned_parallel(Chain, 2, small, {"scale"})
+    assert chosen == {"flip"}  # the decision of test_thread_shares' two-core test
+    assert len(walked) == len(set(walked)) == 3  # scale, flip, channel_max: each once for both of its line sets
