@@ -1,7 +1,7 @@
 """Compile time without changing what is compiled (relax_build._beside, thread_shares one walk per kernel).
 
 * The weight transforms (``_transform_params``: an LLVM build, an export and a
-  run) go on a thread of their own while the model is scheduled; the weights
+  run) go on a thread of their own while the model is compiled; the weights
   are the bytes the same call gives on its own, and an error in it still
   fails the build as a ``CompileError``.
 * ``thread_lines`` splits one walk of a kernel per thread count
@@ -36,23 +36,25 @@ def _small_model():
     return load_model(small_cnn((1, 3, 12, 12), seed=5, mean=0.0, stride_on="depthwise"))
 
 
-def test_weight_transforms_run_while_the_model_is_scheduled(monkeypatch):
-    scheduling = threading.Event()
+def test_weight_transforms_run_while_the_model_is_compiled(monkeypatch):
+    compiling = threading.Event()
     seen: dict[str, object] = {}
-    real_transform, real_schedule = relax_build._transform_params, relax_build.schedule_passes
+    caller = threading.current_thread()
+    real_transform, real_compile = relax_build._transform_params, tvm.compile
 
     def transform(module, target, params):
         seen["thread"] = threading.current_thread()
-        # Run in turn (before scheduling), this waits out its timeout.
-        seen["overlapped"] = scheduling.wait(timeout=30)
+        # Run in turn (before the model's tvm.compile), this waits out its timeout.
+        seen["overlapped"] = compiling.wait(timeout=30)
         return real_transform(module, target, params)
 
-    def schedule(target, threads=1):
-        scheduling.set()
-        return real_schedule(target, threads)
+    def compile_model(*args, **kwargs):
+        if threading.current_thread() is caller:  # the model's build, not the transforms' own
+            compiling.set()
+        return real_compile(*args, **kwargs)
 
     monkeypatch.setattr(relax_build, "_transform_params", transform)
-    monkeypatch.setattr(relax_build, "schedule_passes", schedule)
+    monkeypatch.setattr(tvm, "compile", compile_model)
     model = _small_model()
     mod, params = import_onnx(model)
     built = build_cpu(mod, TARGET, params)

@@ -312,12 +312,14 @@ def _beside(run: Callable[..., Any], transform: Any, *args: Any) -> Iterator[Fut
     """``run(transform, *args)`` on a thread of its own (nothing where ``transform`` is None); joined on exit.
 
     The weight transforms (``_transform_params``: TVM's build of the run-once module at LLVM
-    -O0, its export and one run) share nothing with the model's build, and TVM's calls release
-    the GIL, so a second core takes them while the first schedules the model. PP-OCR cls int8:
-    1.7 s of work, about half of it Python (legalizing 423 weight transforms) that waits for the
-    GIL, so a fresh compile is ~0.9 s shorter (Zen 4, BENCHMARKS.md "Compile time of int8
-    models"); the packages are byte-identical. TVM keeps the current target and pass context
-    per thread. With one core the two interleave as the steps ran in turn.
+    -O0, its export and one run) share nothing with the model's build. They run while the model
+    is compiled (``tvm.compile``: TIR lowering and LLVM, C++ that releases the GIL), so the
+    transforms' own Python (legalizing PP-OCR cls int8's 423 weight transforms, about half of
+    their 1.7 s) does not wait for the GIL as it did beside the scheduling (Python): PP-OCR cls
+    int8 a fresh compile 0.96x of running them beside the scheduling, which was ~0.9 s shorter
+    than in turn (Zen 4, BENCHMARKS.md "Compile time of int8 models"); the packages are
+    byte-identical. TVM keeps the current target and pass context per thread. With one core the
+    two interleave as the steps ran in turn.
     An error of ``run`` is raised by ``result()``; leaving the block waits for the thread.
     """
     if transform is None:
@@ -387,18 +389,18 @@ def build_cpu(
             from edgekit.compiler.tuning_db import shipped_database
 
             database = shipped_database(target)
-        # The weight transforms build and run on another thread while this one schedules and
-        # compiles the model (see _beside).
-        with _beside(_transform_params, transform, target, new_params) as transformed:
-            with target, tvm.transform.PassContext(opt_level=opt_level):
-                tuned: list[str] = []
-                if database is not None:
-                    prepared, tuned = apply_database(prepared, database, target)
-                scheduled = tvm.transform.Sequential(schedule_passes(target, cores))(prepared)
-                lowered = tvm.transform.Sequential(_lowering_passes(target))(scheduled)
+        with target, tvm.transform.PassContext(opt_level=opt_level):
+            tuned: list[str] = []
+            if database is not None:
+                prepared, tuned = apply_database(prepared, database, target)
+            scheduled = tvm.transform.Sequential(schedule_passes(target, cores))(prepared)
+            lowered = tvm.transform.Sequential(_lowering_passes(target))(scheduled)
+            # The weight transforms build and run on another thread while this one compiles the
+            # model (see _beside).
+            with _beside(_transform_params, transform, target, new_params) as transformed:
                 exe = tvm.compile(lowered, target, relax_pipeline=None)
-            if transform is not None:
-                new_params = transformed.result()
+        if transform is not None:
+            new_params = transformed.result()
         if tuned:
             logger.info("%d kernels from the tuning database, the rest with default schedules", len(tuned))
     except CompileError:
