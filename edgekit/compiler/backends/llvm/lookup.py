@@ -10,7 +10,7 @@ over the int8 tensor: AVX-512 VBMI targets look up 64 values per step with
 two ``vpermi2b``, other AVX2 targets 32 per step with 16 ``vpshufb``.
 On AVX2-only targets (Haswell, Zen 2) a table with an exact int16
 fixed-point form that costs fewer instructions is computed by that form
-instead (:mod:`edgekit.compiler.backends.llvm.lookup_fixed`: hard-swish 19-25
+instead (:mod:`edgekit.compiler.backends.llvm.lookup_fixed`: hard-swish 21-27
 instructions per 32 values against ~42 for the table).
 For the CPUs in :data:`ARITHMETIC_MCPUS` (none so far) an AVX2 lookup whose
 table has an exact float32 program is computed in the producer's epilogue

@@ -11,7 +11,10 @@ cheaper int16 form. For the int8 input ``x`` (``t = x - zx``) and 16 lanes:
   ``c = clip(mulhrs(w, Mc) +s Kc, Lc, Hc)`` ~ ``2^(8+k) m clip(...)``
   (``vpmulhrsw``, ``vpaddsw``, ``vpmaxsw``, ``vpminsw``), ``p = mulhrs(v, c)``
   ~ ``2^k (y - zo)``, ``y = mulhrs(p +s zo 2^k, 2^(15-k))`` (a rounding shift):
-  9 instructions per 16 values, 19 per 32 with the ``vpacksswb`` that saturates;
+  10 instructions per 16 values, 21 per 32 with the ``vpacksswb`` that saturates;
+  **swish256** the same with ``v = w +s Kv`` = ``256 t``, saturating where
+  ``|t| > 127`` (one ``vpsraw`` fewer: 19 per 32; exact only where the
+  saturated lanes' outputs are unaffected, which the emulation decides);
 * **linear** ``y = clamp(zo + R(p x + q), L, H)`` (hard-sigmoid, clips,
   requantizations): ``mulhrs(mulhrs(w, A) +s K, 2^(15-k))``, packed, and a
   byte ``vpmaxsb``/``vpminsb`` where ``[L, H]`` is narrower than int8: 9-11.
@@ -58,6 +61,8 @@ _PACK = "llvm.x86.avx2.packsswb"
 _ADD_SATURATED = "llvm.sadd.sat"
 
 _X = np.arange(-128, 128, dtype=np.int64)
+#: The forms' kinds, by their number in :meth:`FixedForm.encode`.
+_KINDS = ("", "swish", "linear", "swish256")
 
 
 def table_cost(live: int) -> int:
@@ -88,10 +93,10 @@ class FixedForm:
     """One table as int16 arithmetic (module docstring), with its patched inputs.
 
     Attributes:
-        kind: ``"swish"`` or ``"linear"``.
+        kind: ``"swish"``, ``"swish256"`` or ``"linear"``.
         k: Fraction bits of the product before the final rounding shift (0: none).
         b0: The low byte of ``w = 256 x + b0``.
-        consts: swish ``(Kv, Mc, Kc, Lc, Hc, Z)``, linear ``(A, K, L, H)``
+        consts: swish and swish256 ``(Kv, Mc, Kc, Lc, Hc, Z)``, linear ``(A, K, L, H)``
             (``Z = zo 2^k``; ``L``, ``H`` int8 bounds).
         patches: ``(x, d)``: the form's byte at input ``x`` XOR ``d`` is the table's.
     """
@@ -104,19 +109,19 @@ class FixedForm:
 
     def cost(self) -> int:
         """Instructions per 32 values (the cost model of :func:`edgekit.compiler.backends.llvm.lookup.lookup_pass`)."""
-        if self.kind == "swish":
-            per16 = 9 if self.k > 0 else 8  # unpack, sra, add, mulhrs, adds, max, min, mulhrs, (adds, mulhrs) / adds
+        if self.kind != "linear":  # unpack, (sra), add, mulhrs, adds, max, min, mulhrs, adds, (mulhrs)
+            per16 = 8 + (self.kind == "swish") + (self.k > 0)
         else:
             per16 = 4 if self.k > 0 else 3  # unpack, mulhrs, adds, (mulhrs)
-        clamps = 0 if self.kind == "swish" else (self.consts[2] > -128) + (self.consts[3] < 127)
+        clamps = 0 if self.kind != "linear" else (self.consts[2] > -128) + (self.consts[3] < 127)
         return 2 * per16 + 1 + clamps + 3 * len(self.patches)
 
     def evaluate(self, patched: bool = True) -> np.ndarray:
         """The form's int8 output for each input ``-128 .. 127``, as the kernel computes it."""
         w = 256 * _X + self.b0
-        if self.kind == "swish":
+        if self.kind != "linear":
             kv, mc, kc, lc, hc, z = self.consts
-            v = _wrap16((w >> 1) + kv)
+            v = _wrap16((w >> 1) + kv) if self.kind == "swish" else _sat16(w + kv)
             c = np.clip(_sat16(_mulhrs(w, mc) + kc), lc, hc)
             y = _sat16(_mulhrs(v, c) + z)
         else:
@@ -135,7 +140,7 @@ class FixedForm:
 
     def encode(self) -> np.ndarray:
         """The form as int8 bytes (appended to the kernel's table operand; :func:`decode`)."""
-        head = [1 if self.kind == "swish" else 2, self.k, self.b0, len(self.consts), len(self.patches)]
+        head = [_KINDS.index(self.kind), self.k, self.b0, len(self.consts), len(self.patches)]
         words = np.array(head + list(self.consts) + [v for p in self.patches for v in p], dtype="<i4")
         return np.frombuffer(_MAGIC + words.tobytes(), dtype=np.int8).copy()
 
@@ -155,9 +160,9 @@ class FixedForm:
         for elems in ([*range(0, 8), *range(16, 24)], [*range(8, 16), *range(24, 32)]):
             order = [i for e in elems for i in (e, 32 + e)]
             w = T.reinterpret(T.Shuffle([low, xv], order), dtype="int16x16")
-            if self.kind == "swish":
+            if self.kind != "linear":
                 kv, mc, kc, lc, hc, z = self.consts
-                v = (w >> i16(1)) + i16(kv)
+                v = (w >> i16(1)) + i16(kv) if self.kind == "swish" else call(_ADD_SATURATED, w, i16(kv))
                 c = T.min(T.max(call(_ADD_SATURATED, call(_MULHRS, w, i16(mc)), i16(kc)), i16(lc)), i16(hc))
                 y = call(_ADD_SATURATED, call(_MULHRS, v, c), i16(z))
             else:
@@ -188,7 +193,7 @@ def decode(data: np.ndarray) -> FixedForm | None:
     kind, k, b0, n, m = (int(v) for v in words[:5])
     consts = tuple(int(v) for v in words[5 : 5 + n])
     flat = [int(v) for v in words[5 + n : 5 + n + 2 * m]]
-    return FixedForm("swish" if kind == 1 else "linear", k, b0, consts, tuple(zip(flat[::2], flat[1::2])))
+    return FixedForm(_KINDS[kind], k, b0, consts, tuple(zip(flat[::2], flat[1::2])))
 
 
 # --------------------------------------------------------------------------- #
@@ -280,8 +285,8 @@ def _finite(v: float) -> bool:
     return bool(np.isfinite(v))
 
 
-def _swish_forms(shape: _Shape) -> Any:
-    """Candidate swish forms for ``clip(R(m (p1 x + q1) clip(p2 x + q2, lo, hi)) + zo, -128, 127)``."""
+def _swish_forms(shape: _Shape, kind: str = "swish") -> Any:
+    """Candidate swish (or swish256) forms for ``clip(R(m (p1 x + q1) clip(p2 x + q2, lo, hi)) + zo, -128, 127)``."""
     _, (_, p1, q1, (p2, q2, lo, hi), m), zo, _lo, _hi = shape
     zx = -q1 / p1
     if p1 == 0 or abs(zx - round(zx)) > 1e-9 or abs(zx) > 128 or p2 <= 0 or not (_finite(lo) and _finite(hi)):
@@ -291,7 +296,7 @@ def _swish_forms(shape: _Shape) -> Any:
     if scale <= 0:
         return
     for k in range(7, -1, -1):
-        g = scale * 2.0 ** (8 + k)  # c = g * clip(...)
+        g = scale * 2.0 ** (8 + k - (kind == "swish256"))  # c = g * clip(...): p = v c / 2^15 with v = 128 t or 256 t
         mc0 = 128 * g * p2
         if mc0 > 32765 or max(abs(g * lo), abs(g * hi)) > 32766 or abs(zo * 2**k) > 32767:
             continue
@@ -299,12 +304,12 @@ def _swish_forms(shape: _Shape) -> Any:
         for dm in (0, -1, 1, -2, 2):
             mc = int(round(mc0)) + dm
             for b0 in _LOW_BYTES:
-                kv = -128 * zx - (b0 >> 1)
+                kv = -128 * zx - (b0 >> 1) if kind == "swish" else max(-32768, min(32767, -256 * zx - b0))
                 kc0 = int(np.rint(g * q2 - b0 * mc / 32768))
                 for dk in (0, -1, 1):
                     for dh in (0, -1, 1):
                         hc = int(np.rint(g * hi)) + dh
-                        yield FixedForm("swish", k, b0, (kv, mc, kc0 + dk, lc, hc, int(zo) * 2**k))
+                        yield FixedForm(kind, k, b0, (kv, mc, kc0 + dk, lc, hc, int(zo) * 2**k))
         return  # the largest k that fits only
 
 
@@ -339,8 +344,9 @@ def fixed_form(program: Program | None, table: np.ndarray) -> FixedForm | None:
     if shape is None or (shape[3], shape[4]) != (-128.0, 127.0) or shape[2] != round(shape[2]):
         return None
     want = np.asarray(table).astype(np.int8)
-    forms = _swish_forms(shape) if shape[1][0] == "prod" else _linear_forms(shape)
-    form = _best(forms, want)
+    families = [_swish_forms(shape, "swish256"), _swish_forms(shape)] if shape[1][0] == "prod" else [_linear_forms(shape)]
+    found = [f for f in (_best(forms, want) for forms in families) if f is not None]
+    form = min(found, key=FixedForm.cost) if found else None
     if form is not None and not np.array_equal(form.evaluate(), want):  # pragma: no cover - by construction
         return None
     return form
