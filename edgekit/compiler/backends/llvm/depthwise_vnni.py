@@ -1,6 +1,6 @@
 """int8 depthwise convolutions on VNNI targets: four taps per ``vpdpbusd`` lane.
 
-The tap-pair kernel (:func:`edgekit.compiler.backends.llvm.int8._depthwise_dot`)
+The tap-pair kernel (:func:`edgekit.compiler.backends.llvm.depthwise_pairs.depthwise_dot`)
 multiplies two taps per ``vpdpwssd`` lane, but builds every operand from two
 16-byte loads, a byte interleave and a widening: about four instructions per
 32 products, where an fp32 depthwise kernel takes one FMA (with its load

@@ -45,7 +45,10 @@ exactly -- about 4 instructions per 32 MACs where the generic kernel
 (``vpmullw`` on int16, then widening) took 8. AVX2-only targets (Haswell,
 Zen 2) do the same on 8 channels per ``vpmaddwd ymm``, the two pixels'
 bytes interleaved (``vpunpcklbw``) before one ``vpmovsxbw``, and a register
-tile of up to :data:`AVX2_DEPTHWISE_ROWS` pixels sharing those operands.
+tile of up to :data:`~edgekit.compiler.backends.llvm.depthwise_pairs.AVX2_DEPTHWISE_ROWS` pixels sharing those operands;
+there the two taps of a lane are two kernel rows of one column where that
+builds fewer pairs (:func:`~edgekit.compiler.backends.llvm.depthwise_pairs.vertical_pairs`:
+stride-1 kernels).
 Grouped convolutions keep the generic integer kernels.
 """
 
@@ -70,6 +73,7 @@ from edgekit.compiler.backends.llvm.intrin import (
     register_intrinsics,
 )
 from edgekit.compiler.backends.llvm.depthwise_avx2 import DW_PAIRS_X16, lower_depthwise
+from edgekit.compiler.backends.llvm.depthwise_pairs import depthwise_rows, lower_pairs
 from edgekit.compiler.backends.llvm.depthwise_vnni import BLOCK as DW_VNNI_BLOCK
 from edgekit.compiler.backends.llvm.depthwise_vnni import lower_depthwise_vnni, schedule_depthwise_vnni
 from edgekit.compiler.backends.llvm.depthwise_vnni import lanes_of as depthwise_vnni_lanes
@@ -102,10 +106,6 @@ logger = logging.getLogger(__name__)
 
 #: Name prefix of the TE blocks :func:`int8_dot_pass` creates; the schedule rule finds them by it.
 DOT_BLOCK_PREFIX = "ek_dot_"
-
-#: Most output pixels in a register tile of the AVX2 depthwise kernel (:func:`_depthwise_rows`).
-AVX2_DEPTHWISE_ROWS = 8
-
 
 def pmaddubsw_exact(w: np.ndarray) -> bool:
     """True if ``vpmaddubsw`` of any u8 activations with these weights cannot saturate.
@@ -217,33 +217,6 @@ def depthwise_on_vectors(b: Any, call: Any, x: Any, w: Any, padded: int, product
         )
     )  # fmt: skip
     return R.strided_slice(y, axes=[3], begin=[0], end=[c]) if padded != c else y
-
-
-def _depthwise_dot(x: Any, wp: Any, strides: Any, isa_name: str) -> Any:
-    """Depthwise ``y[n, oy, ox, c] = sum x[n, oy*sh + ry, ox*sw + 2*rp + j, c] * w[ry, rp, c, j]``.
-
-    ``x`` is the padded NHWC int8 input (one column wider when the kernel
-    width is odd: the extra tap has weight 0); ``wp`` is ``[KH, KW/2, C, 2]``
-    int16, the taps of one channel in pairs (``intrin._dw_pmaddwd``).
-    """
-    from tvm import te
-
-    n, h, wd, _c = (int(v) for v in x.shape)
-    kh, kw2, cp, two = (int(v) for v in wp.shape)
-    sh, sw = (int(v) for v in strides)
-    oh = (h - kh) // sh + 1
-    ow = (wd - two * kw2) // sw + 1
-    ry = te.reduce_axis((0, kh), name="ry")
-    rp = te.reduce_axis((0, kw2), name="rp")
-    rj = te.reduce_axis((0, two), name="rj")
-    return te.compute(
-        (n, oh, ow, cp),
-        lambda nn, yy, xx, cc: te.sum(
-            x[nn, yy * sh + ry, xx * sw + rp * two + rj, cc].astype("int32") * wp[ry, rp, cc, rj].astype("int32"),
-            axis=[ry, rp, rj],
-        ),
-        name=f"{DOT_BLOCK_PREFIX}{isa_name}_depthwise",
-    )
 
 
 def _matmul_dot(x: Any, wp: Any, isa_name: str) -> Any:
@@ -415,7 +388,7 @@ class _Rewriter:
         # Two taps per vpmaddwd lane, on AVX-512 (16 lanes) and on AVX2-only
         # targets (8 lanes: DW_I16_256). On AVX2 the two pixels' bytes are
         # interleaved before the one widening and a register tile of pixels of
-        # one channel vector shares the interleaved pairs (_depthwise_rows);
+        # one channel vector shares the interleaved pairs (depthwise_pairs.depthwise_rows);
         # widening each pixel and interleaving int16 vectors per output, as
         # first tried, cost as much as it saved (PP-OCR cls's depthwise
         # kernels, haswell code on Zen 5: 185 us against 170 us multiplying
@@ -443,38 +416,8 @@ class _Rewriter:
         return 0.0
 
     def depthwise_pairs(self, b: Any, call: Any, x: Any, w: Any, isa: DotIsa = DW_I16_512) -> Any:
-        """Depthwise int8 conv with two taps per ``vpmaddwd`` lane (:func:`_depthwise_dot`).
-
-        The input is padded once: spatially (the conv's own padding), one
-        column more on the right when the kernel width is odd (its tap has
-        weight 0), and to whole vectors of channels. When the conv has no
-        padding of its own and reads a pad (the lowering's zero-point pad),
-        the new pad takes that pad's value, so the two are one pad kernel
-        (:mod:`edgekit.compiler.backends.llvm.pad`); the extra column and channels meet
-        zero weights whatever their value.
-        """
-        from tvm.relax import op as R
-
-        a = call.attrs
-        kh, kw, _one, c = (int(v) for v in w.ty.shape.values)
-        lanes = isa.lanes
-        cp, kw2 = round_up(c, lanes), -(-kw // 2)
-        extra = 2 * kw2 - kw
-        pt, pl, pb, pr = (int(v) for v in a.padding)
-        value = self.merged_pad_value(x) if not any((pt, pl, pb, pr)) else 0.0
-        xp = x
-        if any((pt, pl, pb, pr, extra)) or cp != c:
-            xp = b.emit(R.nn.pad(x, [0, 0, pt, pb, pl, pr + extra, 0, cp - c], pad_value=value))
-        w16 = b.emit(R.astype(w, "int16"))
-        if extra or cp != c:
-            w16 = b.emit(R.nn.pad(w16, [0, 0, 0, extra, 0, 0, 0, cp - c]))
-        w4 = b.emit(R.reshape(w16, (kh, kw2, 2, cp)))
-        wp = b.emit(R.permute_dims(w4, [0, 1, 3, 2]))
-        y = b.emit(
-            b.call_te(_depthwise_dot, xp, wp, strides=list(a.strides), isa_name=isa.name,
-                      primfunc_name_hint=f"depthwise_conv2d_{isa.name}")
-        )  # fmt: skip
-        return R.strided_slice(y, axes=[3], begin=[0], end=[c]) if cp != c else y
+        """Depthwise int8 conv, two taps per ``vpmaddwd`` lane (:func:`.depthwise_pairs.lower_pairs`)."""
+        return lower_pairs(b, call, x, w, isa, self.merged_pad_value(x), f"{DOT_BLOCK_PREFIX}{isa.name}_depthwise")
 
     def matmul(self, b: Any, call: Any) -> Any:
         from tvm.relax import op as R
@@ -623,25 +566,6 @@ def _tile(vec_blocks: int, rows: int, isa: DotIsa) -> tuple[int, int]:
     return best[2], best[3]
 
 
-def _depthwise_rows(row_ext: int, limit: int | None = None) -> int:
-    """Output pixels per register tile of the AVX2 depthwise kernel: the most that divide the row, up to ``limit``.
-
-    One 8-channel vector per pixel: the pixels of a tile share the interleaved
-    input pairs (LLVM builds each once: 6 pixels of a 5-wide kernel take 10
-    pairs for 18 ``vpmaddwd``) and each tap pair's weights, which other channel
-    vectors would not. llvm-mca (haswell / znver2 models, PP-OCR cls's
-    200-channel 5x5 layer), cycles per ``vpmaddwd`` of the tap-row loop: 4
-    pixels 1.43 / 1.38, 6: 1.34 / 1.23, 8: 1.26 / 1.26 (4 accumulator spills
-    per tap row), 12: 1.23 / 1.28 (24 spills); the int16 tap pairs before took
-    2.56 / 1.73 per 16 products. Measured (haswell code on one Zen 4 core,
-    PP-OCR cls's 9 depthwise shapes, kernel CPU time): 4 pixels 221, 6: 207,
-    8: 201 us, the dense convs' tile rule (12 for most) 206 us (conv and pad
-    kernels; the int16 tap pairs 257).
-    """
-    limit = AVX2_DEPTHWISE_ROWS if limit is None else limit
-    return max(r for r in range(1, min(row_ext, limit) + 1) if row_ext % r == 0)
-
-
 #: Fewest output channels whose sliced epilogue goes into the write-back (:func:`_inline_sliced_epilogue`).
 MIN_INLINED_CHANNELS = 8
 
@@ -689,7 +613,7 @@ def schedule_dot(sch: Any, block: Any, isa: DotIsa) -> None:
     row_ext = loop_extent(sch, row_loop) if row_loop is not None else 1
     vectors, rows = _tile(vec_ext // isa.lanes, row_ext or 1, isa)
     if isa is DW_I16_256:
-        vectors, rows = 1, _depthwise_rows(row_ext or 1)
+        vectors, rows = 1, depthwise_rows(row_ext or 1)
     vo, vv, vi = sch.split(vec_loop, factors=[None, vectors, isa.lanes])
     outer = spatial[:-2] if row_loop is not None else spatial[:-1]
     if row_loop is not None:
@@ -719,6 +643,10 @@ def schedule_dot(sch: Any, block: Any, isa: DotIsa) -> None:
     for lp in inner:
         if (loop_extent(sch, lp) or 1) > 1:
             sch.unroll(lp)
+    if isa is DW_I16_256 and len(reduce_) == 3:
+        # The taps of one kernel row (or row pair) unrolled: a pixel's tap and its
+        # neighbour's next tap read the same input pair, which LLVM builds once.
+        sch.unroll(reduce_[1])
     sch.parallel(fused)
     sch.decompose_reduction(block, reduce_[0] if len(reduce_) > 1 else vi)
     sch.tensorize(vi, isa.intrin, preserve_unit_iters=True)
