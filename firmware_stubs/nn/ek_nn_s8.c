@@ -1534,46 +1534,88 @@ static inline __attribute__((always_inline)) int8x8_t ek_neon_rq8(int32x4_t a0, 
 }
 
 /* A stride-1 3x3 or 5x5 depthwise row of n >= 8 outputs requantized in
- * registers, 8 outputs per step (the last step overlaps the one before
- * where n is not a multiple of 8: the same values written again): the
- * taps' weights in registers (wk: at least 8 * ceil(kh kw / 8) int16, the
- * scratch's kh kw words), per tap one load of 8 inputs and two SMLAL by
- * element, from the channel's offset; then ek_neon_rq8 and the output
- * table. The channel's shift must be of the high-word form. */
+ * registers, 16 outputs per step (the last step overlaps the one before
+ * where n is not a multiple of 16: the same values written again; rows of
+ * 8 to 15 outputs two overlapping steps of 8): the taps' weights in
+ * registers (wk: at least 8 * ceil(kh kw / 8) int16, the scratch's kh kw
+ * words), per tap one load of 16 inputs and four SMLAL by element (8: one
+ * load, two SMLAL), from the channel's offset; then ek_neon_rq8 and the
+ * output table, loaded in the step (16 registers the loop cannot keep).
+ * The channel's shift must be of the high-word form. */
 #define EK_DW_TAP(t, s)                                                                                       \
   do {                                                                                                        \
     int16x8_t x = vld1q_s16(row + (s));                                                                       \
     a0 = vmlal_laneq_s16(a0, vget_low_s16(x), wv[(t) >> 3], (t) & 7);                                         \
     a1 = vmlal_high_laneq_s16(a1, x, wv[(t) >> 3], (t) & 7);                                                  \
   } while (0)
-#define EK_DW_ROW3(t) EK_DW_TAP(t, 0); EK_DW_TAP((t) + 1, 1); EK_DW_TAP((t) + 2, 2); row += pw
-#define EK_DW_ROW5(t) EK_DW_TAP(t, 0); EK_DW_TAP((t) + 1, 1); EK_DW_TAP((t) + 2, 2); EK_DW_TAP((t) + 3, 3); \
-  EK_DW_TAP((t) + 4, 4); row += pw
+#define EK_DW_TAP16(t, s)                                                                                     \
+  do {                                                                                                        \
+    int16x8x2_t x = vld1q_s16_x2(row + (s));                                                                  \
+    a0 = vmlal_laneq_s16(a0, vget_low_s16(x.val[0]), wv[(t) >> 3], (t) & 7);                                  \
+    a1 = vmlal_high_laneq_s16(a1, x.val[0], wv[(t) >> 3], (t) & 7);                                           \
+    a2 = vmlal_laneq_s16(a2, vget_low_s16(x.val[1]), wv[(t) >> 3], (t) & 7);                                  \
+    a3 = vmlal_high_laneq_s16(a3, x.val[1], wv[(t) >> 3], (t) & 7);                                           \
+  } while (0)
+/* A kernel row's taps, then an empty asm that takes the accumulators and
+ * memory: the row's SMLALs stay before it, the next row's loads after it
+ * (clang otherwise issues all 25 loads of a 5x5 window first and spills). */
+#define EK_DW_BAR2 __asm__ volatile("" : "+w"(a0), "+w"(a1) : : "memory")
+#define EK_DW_BAR4 __asm__ volatile("" : "+w"(a0), "+w"(a1), "+w"(a2), "+w"(a3) : : "memory")
+#define EK_DW_ROW3(TAP, BAR, t) TAP(t, 0); TAP((t) + 1, 1); TAP((t) + 2, 2); row += pw; BAR
+#define EK_DW_ROW5(TAP, BAR, t) TAP(t, 0); TAP((t) + 1, 1); TAP((t) + 2, 2); TAP((t) + 3, 3); TAP((t) + 4, 4); \
+  row += pw; BAR
+#define EK_DW_WINDOW(TAP, BAR)                                                                                \
+  if (k == 3) {                                                                                               \
+    EK_DW_ROW3(TAP, BAR, 0); EK_DW_ROW3(TAP, BAR, 3); EK_DW_ROW3(TAP, BAR, 6);                                \
+  } else {                                                                                                    \
+    EK_DW_ROW5(TAP, BAR, 0); EK_DW_ROW5(TAP, BAR, 5); EK_DW_ROW5(TAP, BAR, 10); EK_DW_ROW5(TAP, BAR, 15);     \
+    EK_DW_ROW5(TAP, BAR, 20);                                                                                 \
+  }
 static inline __attribute__((always_inline)) void ek_nn_dw_row_rq_body(const int16_t *r0, int32_t pw, const int16_t *wk,
                                                                       int32_t k, int8_t *y, int32_t n, int32_t off,
                                                                       const ek_neon_rq_t *q, const int8_t *tab) {
   int16x8_t wv[4];
   int32_t i, j = 0;
-  ek_neon_lut_t lut;
-  if (tab) ek_neon_lut_load(&lut, tab);
   for (i = 0; i < (k * k + 7) / 8; ++i) wv[i] = vld1q_s16(wk + 8 * i);
-  for (;;) {
-    const int16_t *row = r0 + j;
-    int32x4_t a0 = vdupq_n_s32(off), a1 = a0;
-    int8x8_t v;
-    if (k == 3) {
-      EK_DW_ROW3(0); EK_DW_ROW3(3); EK_DW_ROW3(6);
-    } else {
-      EK_DW_ROW5(0); EK_DW_ROW5(5); EK_DW_ROW5(10); EK_DW_ROW5(15); EK_DW_ROW5(20);
+  if (n < 16) { /* two steps of 8, the second at n - 8 */
+    for (;;) {
+      const int16_t *row = r0 + j;
+      int32x4_t a0 = vdupq_n_s32(off), a1 = a0;
+      int8x8_t v;
+      EK_DW_WINDOW(EK_DW_TAP, EK_DW_BAR2)
+      v = ek_neon_rq8(a0, a1, q);
+      if (tab) {
+        ek_neon_lut_t lut;
+        ek_neon_lut_load(&lut, tab);
+        v = ek_neon_lut(v, &lut);
+      }
+      vst1_s8(y + j, v);
+      if (j == n - 8) return;
+      j = n - 8;
     }
-    v = ek_neon_rq8(a0, a1, q);
-    vst1_s8(y + j, tab ? ek_neon_lut(v, &lut) : v);
-    if (j + 8 == n) return;
-    j = j + 16 <= n ? j + 8 : n - 8;
+  }
+  for (;;) { /* 16 outputs per step, the last at n - 16 */
+    const int16_t *row = r0 + j;
+    int32x4_t a0 = vdupq_n_s32(off), a1 = a0, a2 = a0, a3 = a0;
+    int8x16_t v;
+    EK_DW_WINDOW(EK_DW_TAP16, EK_DW_BAR4)
+    v = vcombine_s8(ek_neon_rq8(a0, a1, q), ek_neon_rq8(a2, a3, q));
+    if (tab) {
+      ek_neon_lut_t lut;
+      ek_neon_lut_load(&lut, tab);
+      v = ek_neon_lutq(v, &lut);
+    }
+    vst1q_s8(y + j, v);
+    if (j + 16 == n) return;
+    j = j + 32 <= n ? j + 16 : n - 16;
   }
 }
+#undef EK_DW_WINDOW
+#undef EK_DW_BAR4
+#undef EK_DW_BAR2
 #undef EK_DW_ROW5
 #undef EK_DW_ROW3
+#undef EK_DW_TAP16
 #undef EK_DW_TAP
 
 __attribute__((noinline)) static void ek_nn_dw_row_rq(const int16_t *r0, int32_t pw, const int16_t *wk, int32_t k,
@@ -1681,29 +1723,32 @@ __attribute__((noinline)) static void ek_nn_sdot_dw5_row(const int8_t *r0, int32
     ek_nn_sdot_dw5_row_body(r0, pw, wv, y, n, off, q, (const int8_t *)0);
 }
 
+/* ek_nn_sdot_dw5_row's wv[0] and wv[1] as TBL indices into a channel's 25
+ * weights loaded as wc[0..15], wc[9..24] (index 16 + i: wc[9 + i]; 255: 0). */
+static const uint8_t ek_sdot_dw5_w[2][16] = {
+    {0, 1, 2, 3, 5, 6, 7, 8, 10, 11, 12, 13, 15, 23, 24, 25},                /* rows 0-3, taps 0-3 */
+    {27, 28, 29, 30, 4, 9, 14, 26, 31, 255, 255, 255, 255, 255, 255, 255}}; /* row 4 taps 0-3; fifth taps; (w24, 0, 0, 0) */
+
 /* A 5x5 stride-1 depthwise layer whose channels all take the high-word
  * form and whose rows have 8 or more outputs, on ek_nn_sdot_dw5_row: each
  * channel's plane copied as int8 into the scratch (sized for the int16
- * plane: room for the gap and the weights), the padding (the zero point)
- * around it written once, for the first channel. */
+ * plane: room for the gap), the padding (the zero point) around it written
+ * once, for the first channel; the weights to wv by two TBL. */
 static void ek_nn_sdot_depthwise5(const int8_t *x, const int8_t *w, const int32_t *h, int8_t *y, int8_t *plane) {
   int32_t C = h[EK_NN_OC], H = h[EK_NN_H], W = h[EK_NN_W], OH = h[EK_NN_OH], OW = h[EK_NN_OW];
-  int32_t sh = h[EK_NN_SH], pt = h[EK_NN_PT], pl = h[EK_NN_PL], PW = OW + 4, PH = (OH - 1) * sh + 5, c, i, j, r;
+  int32_t sh = h[EK_NN_SH], pt = h[EK_NN_PT], pl = h[EK_NN_PL], PW = OW + 4, PH = (OH - 1) * sh + 5, c, i, j;
   int32_t j0 = pl < PW ? pl : PW, j1 = pl + W < PW ? pl + W : PW;
-  int8_t pad = (int8_t)h[EK_NN_PADV], *wk = plane + PH * PW + 16;
+  int8_t pad = (int8_t)h[EK_NN_PADV];
   const int8_t *tab = ek_nn_table(h);
+  uint8x16_t wi0 = vld1q_u8(ek_sdot_dw5_w[0]), wi1 = vld1q_u8(ek_sdot_dw5_w[1]);
   for (c = 0; c < C; ++c) {
     const int8_t *xc = x + c * H * W, *wc = w + c * 25;
     int8_t *yc = y + c * OH * OW;
     int32_t n = h[EK_NN_HDR + 2 * C + c];
     ek_neon_rq_t q = {vdupq_n_s32(h[EK_NN_HDR + C + c]), vdupq_n_s32(31 - n), vdupq_n_s16((int16_t)h[EK_NN_ZOUT]),
                       vdup_n_s8((int8_t)h[EK_NN_QMIN]), vdup_n_s8((int8_t)h[EK_NN_QMAX])};
-    int8x16_t wv[2];
-    for (r = 0; r < 4; ++r)
-      for (j = 0; j < 4; ++j) wk[4 * r + j] = wc[5 * r + j];
-    for (j = 0; j < 4; ++j) wk[16 + j] = wc[20 + j], wk[20 + j] = wc[5 * j + 4], wk[24 + j] = j ? 0 : wc[24];
-    wv[0] = vld1q_s8(wk);
-    wv[1] = vld1q_s8(wk + 16); /* lane 3 (wk[28..31]) unused */
+    int8x16x2_t wt = {{vld1q_s8(wc), vld1q_s8(wc + 9)}}; /* the 25 weights: wc[0..15], wc[9..24] */
+    int8x16_t wv[2] = {vqtbl2q_s8(wt, wi0), vqtbl2q_s8(wt, wi1)};
     for (i = 0; i < PH; ++i) { /* the padding is the same for every channel: written for the first only */
       int32_t iy = i - pt;
       int8_t *row = plane + i * PW;
@@ -2137,11 +2182,19 @@ static void ek_nn_mul_row(const int8_t *x, int8_t *y, int32_t count, int32_t s, 
     int32_t rnd = 1 << (n - 33), sh = n - 32;
     i = 0;
 #if EK_NN_NEON
-    { /* 8 at a time: (x - za) s exact in int32 (|.| <= 255 * 255), then ek_neon_rq8 (y may be x: each 8 read first) */
+    if (za == (int8_t)za) { /* 16, then 8 at a time: x - za by SSUBL, (x - za) s exact in int32 (|.| <= 255 * 255),
+                               then ek_neon_rq8 (y may be x: each 16 or 8 read first) */
       ek_neon_rq_t rq = {vdupq_n_s32(m), vdupq_n_s32(31 - n), vdupq_n_s16((int16_t)zy), vdup_n_s8((int8_t)lo),
                          vdup_n_s8((int8_t)hi)};
+      int8x8_t z8 = vdup_n_s8((int8_t)za);
+      for (; i + 16 <= count; i += 16) {
+        int8x16_t v = vld1q_s8(x + i);
+        int16x8_t d0 = vsubl_s8(vget_low_s8(v), z8), d1 = vsubl_high_s8(v, vcombine_s8(z8, z8));
+        vst1q_s8(y + i, vcombine_s8(ek_neon_rq8(vmull_n_s16(vget_low_s16(d0), (int16_t)s), vmull_high_n_s16(d0, (int16_t)s), &rq),
+                                    ek_neon_rq8(vmull_n_s16(vget_low_s16(d1), (int16_t)s), vmull_high_n_s16(d1, (int16_t)s), &rq)));
+      }
       for (; i + 8 <= count; i += 8) {
-        int16x8_t d = vsubq_s16(vmovl_s8(vld1_s8(x + i)), vdupq_n_s16((int16_t)za));
+        int16x8_t d = vsubl_s8(vld1_s8(x + i), z8);
         vst1_s8(y + i, ek_neon_rq8(vmull_n_s16(vget_low_s16(d), (int16_t)s), vmull_high_n_s16(d, (int16_t)s), &rq));
       }
     }

@@ -45,14 +45,14 @@ BOARD = "raspberry-pi-5"
 LAYERS = {
     **{n: NEON_LAYERS[n] for n in ("conv3x3_pad_odd", "conv3x3_stride2", "conv1x1", "fc", "conv3x3_odd_k_12ch",
                                    "conv3x3_k1152", "fc_k1100", "depthwise_s2", "depthwise_s1_wide",
-                                   "depthwise_5x5_s1_19", "depthwise_5x5_s1_short")},
+                                   "depthwise_5x5_s1_19", "depthwise_5x5_s1_short", "depthwise_3x3_s1_12",
+                                   "depthwise_5x5_s1_40")},
     "conv1x1_k5_oc13": ("conv", 5, 13, 7, 1, 0, 1),  # K = 5: one full group of 4 and a row alone; 8 + 4 + 1 channels
     "conv1x1_k7_oc6": ("conv", 7, 6, 5, 1, 0, 1),  # K = 7; 4 + 2 channels; 25 pixels = 4 blocks of 6 + 1
     "conv3x3_k18_oc9": ("conv", 2, 9, 8, 3, 1, 1),  # K = 18 (2 past a multiple of 4), 8 + 1 channels
     "fc_k30_oc13": ("fc", 30, 13, 0, 0, 0, 1),  # a lone pixel: the 4x1 kernel's odd group count, K % 4 = 2
-    # SDOT 5x5 rows: 16 outputs per step (19 above: 0 and an overlapping 3), rows of 8-15 two steps of 8
+    # SDOT 5x5 rows: 16 outputs per step (19 and 40: an overlapping last step), rows of 8-15 two steps of 8
     "depthwise_5x5_s1_12": ("dw", 3, 3, 12, 5, 2, 1),  # two steps of 8, at 0 and 4
-    "depthwise_5x5_s1_40": ("dw", 2, 2, 40, 5, 2, 1),  # 16 at 0, 16 and an overlapping 24
 }
 
 

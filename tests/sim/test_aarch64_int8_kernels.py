@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
 from edgekit.compiler import firmware
 from edgekit.compiler.backends.aot_c import nn
@@ -47,6 +48,9 @@ LAYERS = {
     "depthwise_3x3_s2_wide": ("dw", 2, 2, 35, 3, 0, 2),
     "depthwise_5x5_s1_19": ("dw", 3, 3, 19, 5, 2, 1),  # 5x5 rows of 19: 8, 8 and an overlapping last 8
     "depthwise_5x5_s1_short": ("dw", 2, 2, 6, 5, 2, 1),  # rows of 6 (< 8): acc + ek_nn_requant_row
+    # rows requantized in registers take 16 outputs per step (20 and 19 above: 0 and an overlapping 4 / 3)
+    "depthwise_3x3_s1_12": ("dw", 3, 3, 12, 3, 1, 1),  # rows of 8-15: two steps of 8, at 0 and 4
+    "depthwise_5x5_s1_40": ("dw", 2, 2, 40, 5, 2, 1),  # 16 at 0, 16 and an overlapping 24
     # Reductions over MAX_FLOAT_K (1024), which the float-accumulating generic kernel
     # may not take: on NEON they stay on the C kernels (int32 accumulators).
     "conv3x3_k1152": ("conv", 128, 12, 4, 3, 1, 1),
@@ -210,6 +214,44 @@ def test_neon_kernels_bit_exact_on_a_mobilenetv3_block_under_qemu(block_int8: tu
                                                                    tmp_path: Path) -> None:
     """HardSwish tables fused into the outputs, 5x5 and 3x3 depthwise, squeeze-excite, a residual add."""
     check_block(block_int8, BOARD, "qemu-aarch64", tmp_path)
+
+
+def squeeze_excite_layer(channels: int, side: int) -> onnx.ModelProto:
+    """An int8 QDQ squeeze-excite multiply: x * HardSigmoid(GlobalAveragePool(x)), ``channels`` planes of
+    ``side`` x ``side`` (the multiply runs on ek_nn_mul_row: 16, then 8 values per step, then scalar)."""
+    f32 = lambda v, n: numpy_helper.from_array(np.array(v, np.float32), n)  # noqa: E731
+    s8 = lambda v, n: numpy_helper.from_array(np.array(v, np.int8), n)  # noqa: E731
+    inits = [f32(0.03, "sx"), s8(-5, "zx"), f32(0.02, "sg"), s8(3, "zg"), f32(1 / 255, "sh"), s8(-128, "zh"),
+             f32(0.025, "sy"), s8(2, "zy")]  # fmt: skip
+    nodes = [
+        helper.make_node("DequantizeLinear", ["x", "sx", "zx"], ["xf"]),
+        helper.make_node("GlobalAveragePool", ["xf"], ["g"]),
+        helper.make_node("QuantizeLinear", ["g", "sg", "zg"], ["gq"]),
+        helper.make_node("DequantizeLinear", ["gq", "sg", "zg"], ["gf"]),
+        helper.make_node("HardSigmoid", ["gf"], ["h"], alpha=0.2, beta=0.5),
+        helper.make_node("QuantizeLinear", ["h", "sh", "zh"], ["hq"]),
+        helper.make_node("DequantizeLinear", ["hq", "sh", "zh"], ["hf"]),
+        helper.make_node("Mul", ["xf", "hf"], ["m"]),
+        helper.make_node("QuantizeLinear", ["m", "sy", "zy"], ["y"]),
+    ]
+    shape = [1, channels, side, side]
+    graph = helper.make_graph(nodes, "se", [helper.make_tensor_value_info("x", TensorProto.INT8, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.INT8, shape)], inits)  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+@needs_zig
+@needs_qemu
+@pytest.mark.parametrize("board", ["raspberry-pi-4", "raspberry-pi-5"])
+def test_neon_squeeze_excite_multiply_bit_exact_under_qemu(board: str, monkeypatch: pytest.MonkeyPatch,
+                                                          tmp_path: Path) -> None:
+    """Planes of 25 values: one step of 16, one of 8 and a scalar last value of ek_nn_mul_row."""
+    if board == "raspberry-pi-5":
+        monkeypatch.setenv("QEMU_CPU", "cortex-a76")
+    ran = check_layer(squeeze_excite_layer(4, 5), board, "qemu-aarch64", tmp_path)
+    assert "ek_nn_mul_row" in ran, ran
 
 
 needs_objdump = pytest.mark.skipif(shutil.which("llvm-objdump") is None, reason="llvm-objdump not installed")
