@@ -25,7 +25,13 @@ from tvm.script import tirx as T  # noqa: E402
 
 from edgekit.compiler.backends.llvm import relax_build, thread_shares  # noqa: E402
 from edgekit.compiler.backends.llvm.relax_build import build_cpu, import_onnx, prepare_cpu_module  # noqa: E402
-from edgekit.compiler.backends.llvm.thread_shares import _lines, _Walker, aligned_parallel, thread_lines  # noqa: E402
+from edgekit.compiler.backends.llvm.thread_shares import (  # noqa: E402
+    _lines,
+    _Walker,
+    aligned_parallel,
+    thread_lines,
+    written_elements_disjoint,
+)
 from edgekit.core.errors import CompileError  # noqa: E402
 from edgekit.frontend.loader import load_model  # noqa: E402
 
@@ -99,9 +105,13 @@ def named(X: T.Buffer((1000,), "int8"), Y: T.Buffer((1000,), "int8")):
 # fmt: on
 
 
-def _parallel_rows(width: int) -> tvm.tirx.PrimFunc:
-    src = str(rows(width).script()).replace("for i in range(", "for i in T.parallel(", 1)
+def _with_parallel(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc:
+    src = str(func.script()).replace("for i in range(", "for i in T.parallel(", 1)
     return tvm.script.from_source(src)
+
+
+def _parallel_rows(width: int) -> tvm.tirx.PrimFunc:
+    return _with_parallel(rows(width))
 
 
 @pytest.mark.parametrize("name", ["scale", "flip", "channel_max", "pairs", "rows15", "rows17", "halo", "named"])
@@ -136,3 +146,30 @@ def test_aligned_parallel_walks_each_kernel_once(monkeypatch):
     chosen = aligned_parallel(Chain, 2, small, {"scale"})
     assert chosen == {"flip"}  # the decision of test_thread_shares' two-core test
     assert len(walked) == len(set(walked)) == 3  # scale, flip, channel_max: each once for both of its line sets
+
+
+@pytest.mark.parametrize("name", ["flip", "pairs", "rows15", "rows16", "halo", "named"])
+def test_stores_evaluated_once_give_the_answer_of_each_count(name):
+    # written_elements_disjoint evaluates each store once at every iteration and splits the rows per
+    # thread count (_store_grids); the per-count evaluation (_split_boxes) must agree at 1-8 threads.
+    funcs = {"pairs": _with_parallel(pairs), "rows15": _parallel_rows(15), "rows16": _parallel_rows(16),
+             "flip": _with_parallel(Chain["flip"]), "halo": halo, "named": named}  # fmt: skip
+    boxes = thread_shares._walk(funcs[name])
+    grids = thread_shares._store_grids(boxes)
+    assert grids is not None  # few enough iterations to evaluate them all
+    got = [thread_shares._grid_stores_disjoint(grids, n) for n in range(1, 9)]
+    want = [thread_shares._stores_disjoint(thread_shares._split_boxes(boxes, n), n) for n in range(1, 9)]
+    assert got == want
+    assert got == {"pairs": [True] * 7 + [False], "rows15": [True] + [False] * 7}.get(name, [True] * 8)
+
+
+def test_stores_of_too_many_iterations_are_decided_per_count():
+    # 64 x 64 x 64 iterations (more than _POINTS): a chunk may be enumerated where the whole loop is
+    # not, so these are decided per count (on 2 threads a chunk is too large as well: refused).
+    for name in ("scale", "channel_max"):
+        boxes = thread_shares._walk(Chain[name])
+        assert thread_shares._store_grids(boxes) is None
+        per_count = [thread_shares._stores_disjoint(thread_shares._split_boxes(boxes, n), n) for n in range(2, 9)]
+        assert per_count[0] is False and per_count[-1] is True  # 8 threads: chunks of 8 rows are enumerated
+        assert written_elements_disjoint(Chain[name], range(2, 9)) is False
+        assert written_elements_disjoint(Chain[name], 8) is True
