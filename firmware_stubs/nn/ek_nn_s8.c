@@ -935,6 +935,7 @@ static void ek_nn_gemm(const int8_t *x, const int8_t *w8, const int32_t *h, int8
 static inline __attribute__((always_inline)) void ek_sdot_8xn_mac(const int8_t *w, const int8_t *col, int32_t kp,
                                                                   int32x4_t a[6], int32x4_t b[6]) {
   const int8_t *u = w + 4 * kp, *end = u;
+#pragma clang loop unroll_count(2) /* the loop's counting instructions per 8 k, not 4 */
   for (; w < end; w += 16, u += 16, col += 24) {
     int8x16_t wv = vld1q_s8(w), uv = vld1q_s8(u), c0 = vld1q_s8(col);
     int8x8_t c1 = vld1_s8(col + 16);
@@ -1184,6 +1185,7 @@ static inline __attribute__((always_inline)) void ek_neon_dot_8xn_mac(const int8
                                                                       int32x4_t a[6], int32x4_t b[6]) {
   const int8_t *u = w + 4 * K;
   int32_t k, j;
+#pragma clang loop unroll_count(2) /* the loop's 5 counting instructions per 4 k, not 2 */
   for (k = 0; k + 1 < K; k += 2, w += 8, u += 8, col += 12) {
     int16x8_t wv = vmovl_s8(vld1_s8(w)), uv = vmovl_s8(vld1_s8(u)), v0;
     int16x4_t v1;
