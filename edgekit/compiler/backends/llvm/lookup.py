@@ -358,9 +358,11 @@ def lookup_pass(target: tvm.target.Target) -> Any:
 
     AVX-512 VBMI targets (Ice Lake and later, Zen 4 and later) get
     :func:`_lookup_vbmi_func` (two ``vpermi2b`` per 64 values), other AVX2
-    targets :func:`_lookup_avx2_func` (16 ``vpshufb`` per 32 values) or, for
-    the CPUs in :data:`ARITHMETIC_MCPUS`, float32 arithmetic fused into the
-    producer (:func:`_arithmetic`); a no-op elsewhere. The lookup becomes
+    targets :func:`_lookup_avx2_func` (16 ``vpshufb`` per 32 values; on
+    AVX2-only targets the table's int16 fixed-point form where one is exact
+    and cheaper, :func:`_avx2_choice`) or, for the CPUs in
+    :data:`ARITHMETIC_MCPUS`, float32 arithmetic fused into the producer
+    (:func:`_arithmetic`); a no-op elsewhere. The lookup becomes
     its own kernel over int8 data instead of scalar loads in the producer's
     epilogue (PP-OCR cls int8: about 60 of the 95 instructions per 8 outputs
     of its hard-swish layers on VBMI; on a ``haswell`` target its
