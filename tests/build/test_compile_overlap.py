@@ -8,6 +8,10 @@
   (``_split_boxes``), as ``written_elements_disjoint`` does; it must give the
   lines a walk per thread count gives, and ``aligned_parallel`` walks each
   kernel once for its parallel and its one-thread lines.
+* ``written_elements_disjoint`` evaluates a store once at every iteration and
+  splits the rows per thread count (``_store_grids``): the answers of the
+  per-count evaluation at 1-8 threads; loops of more iterations than
+  ``_POINTS`` are still decided per count.
 """
 
 from __future__ import annotations
