@@ -25,7 +25,14 @@ from typing import Any
 from edgekit.compiler.backends.llvm.intrin import DW_I16_256, DotIsa
 from edgekit.compiler.relax_rewrite import round_up
 
-__all__ = ["AVX2_DEPTHWISE_ROWS", "depthwise_dot", "depthwise_rows", "lower_pairs", "vertical_pairs"]
+__all__ = [
+    "AVX2_DEPTHWISE_ROWS", "DW_ROWS_256", "depthwise_dot", "depthwise_rows", "lower_pairs", "register_rows_intrinsic",
+    "vertical_pairs",
+]  # fmt: skip
+
+#: ``DW_I16_256`` with the taps of a lane two kernel rows of one column: the step's input is
+#: ``[2, 1, L]`` of the NHWC tensor (two rows, one column), :func:`register_rows_intrinsic`.
+DW_ROWS_256 = DotIsa("dw8rows", 8, 2, "int16", "edgekit_dw_pmaddwd_8x2_rows", 16)
 
 #: Most output pixels in a register tile of the AVX2 depthwise kernel (:func:`depthwise_rows`).
 AVX2_DEPTHWISE_ROWS = 8
@@ -39,19 +46,14 @@ def depthwise_dot(x: Any, wp: Any, strides: Any, name: str, vertical: bool = Fal
     int16, the taps of one channel in pairs (``intrin._dw_pmaddwd``).
     ``vertical``: the pairs are two kernel rows of one column instead,
     ``sum x[n, oy*sh + 2*rp + j, ox*sw + rx, c] * w[rp, rx, c, j]`` with ``wp``
-    ``[KH/2, KW, C, 2]`` (one row taller when the kernel height is odd), and
-    ``x`` is viewed as ``[N, H, W * C]``: the step's input region is then its
-    two rows by its channels, the shape of the intrinsic's operand (with the
-    column as a unit axis between them, tensorize does not match it).
+    ``[KH/2, KW, C, 2]`` (one row taller when the kernel height is odd); the
+    step's input region is then two rows by one column by its channels
+    (``DW_ROWS_256``).
     """
     from tvm import te
 
     k0, k1, cp, two = (int(v) for v in wp.shape)
-    if vertical:
-        n, h, row = (int(v) for v in x.shape)
-        wd = row // cp
-    else:
-        n, h, wd, _c = (int(v) for v in x.shape)
+    n, h, wd, _c = (int(v) for v in x.shape)
     sh, sw = (int(v) for v in strides)
     r0 = te.reduce_axis((0, k0), name="rp" if vertical else "ry")
     r1 = te.reduce_axis((0, k1), name="rx" if vertical else "rp")
@@ -60,7 +62,7 @@ def depthwise_dot(x: Any, wp: Any, strides: Any, name: str, vertical: bool = Fal
         oh, ow = (h - two * k0) // sh + 1, (wd - k1) // sw + 1
 
         def tap(nn: Any, yy: Any, xx: Any, cc: Any) -> Any:
-            return x[nn, yy * sh + r0 * two + rj, (xx * sw + r1) * cp + cc]
+            return x[nn, yy * sh + r0 * two + rj, xx * sw + r1, cc]
     else:
         oh, ow = (h - k0) // sh + 1, (wd - two * k1) // sw + 1
 
@@ -119,8 +121,10 @@ def depthwise_rows(row_ext: int, limit: int | None = None) -> int:
     return max(r for r in range(1, min(row_ext, limit) + 1) if row_ext % r == 0)
 
 
-def lower_pairs(b: Any, call: Any, x: Any, w: Any, isa: DotIsa, merged_pad: float, name: str) -> Any:
-    """The depthwise int8 ``call`` with two taps per ``vpmaddwd`` lane (:func:`depthwise_dot`), block ``name``.
+def lower_pairs(b: Any, call: Any, x: Any, w: Any, isa: DotIsa, merged_pad: float, prefix: str) -> Any:
+    """The depthwise int8 ``call`` with two taps per ``vpmaddwd`` lane (:func:`depthwise_dot`).
+
+    Its block is named ``prefix`` + the step's ``DotIsa`` name + ``_depthwise``.
 
     The input is padded once: spatially (the conv's own padding), one
     column more on the right when the kernel width is odd (its tap has
@@ -155,15 +159,64 @@ def lower_pairs(b: Any, call: Any, x: Any, w: Any, isa: DotIsa, merged_pad: floa
     if extra or cp != c:
         w16 = b.emit(R.nn.pad(w16, [0, rows_extra, 0, cols_extra, 0, 0, 0, cp - c]))
     if vertical:
-        ph, pw = (int(v) for v in xp.ty.shape.values[1:3])
-        xp = b.emit(R.reshape(xp, (int(xp.ty.shape.values[0]), ph, pw * cp)))
         w4 = b.emit(R.reshape(w16, (k2, 2, kw, cp)))
         wp = b.emit(R.permute_dims(w4, [0, 2, 3, 1]))
     else:
         w4 = b.emit(R.reshape(w16, (kh, k2, 2, cp)))
         wp = b.emit(R.permute_dims(w4, [0, 1, 3, 2]))
     y = b.emit(
-        b.call_te(depthwise_dot, xp, wp, strides=list(a.strides), name=name, vertical=vertical,
+        b.call_te(depthwise_dot, xp, wp, strides=list(a.strides), vertical=vertical,
+                  name=f"{prefix}{(DW_ROWS_256 if vertical else isa).name}_depthwise",
                   primfunc_name_hint=f"depthwise_conv2d_{isa.name}")
     )  # fmt: skip
     return R.strided_slice(y, axes=[3], begin=[0], end=[c]) if cp != c else y
+
+
+_REGISTERED: list[str] = []
+
+
+def register_rows_intrinsic() -> None:
+    """Registers ``DW_ROWS_256``'s step with TVM (once per process): ``intrin``'s AVX2 depthwise step
+    (two int8 vectors interleaved as bytes, widened once, one ``vpmaddwd``) on a ``[2, 1, L]`` input."""
+    if _REGISTERED:
+        return
+    from tvm.s_tir import TensorIntrin
+    from tvm.script import tirx as T
+
+    lanes = DW_ROWS_256.lanes
+    order = [i // 2 + (i % 2) * lanes for i in range(2 * lanes)]  # (row 0, row 1) of each channel
+
+    @T.prim_func(s_tir=True)
+    def description(a: T.handle, b: T.handle, c: T.handle) -> None:
+        s0, s1 = T.int64(), T.int64()
+        A = T.match_buffer(a, (2, 1, lanes), "int8", strides=[s0, s1, 1], offset_factor=1)
+        B = T.match_buffer(b, (lanes, 2), "int16", offset_factor=1)
+        C = T.match_buffer(c, (lanes,), "int32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:2, 0:1, 0:lanes], B[0:lanes, 0:2])
+            T.writes(C[0:lanes])
+            for i, j in T.grid(lanes, 2):
+                with T.sblock("update"):
+                    vi, vj = T.axis.remap("SR", [i, j])
+                    C[vi] = C[vi] + T.Cast("int32", A[vj, 0, vi]) * T.Cast("int32", B[vi, vj])
+
+    @T.prim_func(s_tir=True)
+    def implementation(a: T.handle, b: T.handle, c: T.handle) -> None:
+        s0, s1 = T.int64(), T.int64()
+        A = T.match_buffer(a, (2, 1, lanes), "int8", strides=[s0, s1, 1], offset_factor=1)
+        B = T.match_buffer(b, (lanes, 2), "int16", offset_factor=1)
+        C = T.match_buffer(c, (lanes,), "int32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:2, 0:1, 0:lanes], B[0:lanes, 0:2])
+            T.writes(C[0:lanes])
+            # One expression: a named vector would become a local buffer.
+            C[T.ramp(T.int32(0), 1, lanes)] = C.vload([0], dtype=f"int32x{lanes}") + T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"),
+                T.Cast(f"int16x{2 * lanes}", T.Shuffle([A.vload([0, 0, 0], f"int8x{lanes}"),
+                                                        A.vload([1, 0, 0], f"int8x{lanes}")], order)),
+                B.vload([0, 0], dtype=f"int16x{2 * lanes}"),
+                dtype=f"int32x{lanes}",
+            )  # fmt: skip
+
+    TensorIntrin.register(DW_ROWS_256.intrin, description, implementation)
+    _REGISTERED.append(DW_ROWS_256.intrin)

@@ -73,7 +73,12 @@ from edgekit.compiler.backends.llvm.intrin import (
     register_intrinsics,
 )
 from edgekit.compiler.backends.llvm.depthwise_avx2 import DW_PAIRS_X16, lower_depthwise
-from edgekit.compiler.backends.llvm.depthwise_pairs import depthwise_rows, lower_pairs
+from edgekit.compiler.backends.llvm.depthwise_pairs import (
+    DW_ROWS_256,
+    depthwise_rows,
+    lower_pairs,
+    register_rows_intrinsic,
+)
 from edgekit.compiler.backends.llvm.depthwise_vnni import BLOCK as DW_VNNI_BLOCK
 from edgekit.compiler.backends.llvm.depthwise_vnni import lower_depthwise_vnni, schedule_depthwise_vnni
 from edgekit.compiler.backends.llvm.depthwise_vnni import lanes_of as depthwise_vnni_lanes
@@ -417,7 +422,7 @@ class _Rewriter:
 
     def depthwise_pairs(self, b: Any, call: Any, x: Any, w: Any, isa: DotIsa = DW_I16_512) -> Any:
         """Depthwise int8 conv, two taps per ``vpmaddwd`` lane (:func:`.depthwise_pairs.lower_pairs`)."""
-        return lower_pairs(b, call, x, w, isa, self.merged_pad_value(x), f"{DOT_BLOCK_PREFIX}{isa.name}_depthwise")
+        return lower_pairs(b, call, x, w, isa, self.merged_pad_value(x), DOT_BLOCK_PREFIX)
 
     def matmul(self, b: Any, call: Any) -> Any:
         from tvm.relax import op as R
@@ -510,7 +515,7 @@ def int8_dot_pass(target: tvm.target.Target, params: dict[str, np.ndarray] | Non
 #: workspace allocated and freed per tile.
 STACK_TILE_BYTES = 1024
 
-_ISAS = {i.name: i for i in (VNNI512, VNNI256, U8S8_256, I16_512, I16_256, DW_I16_512, DW_I16_256)}
+_ISAS = {i.name: i for i in (VNNI512, VNNI256, U8S8_256, I16_512, I16_256, DW_I16_512, DW_I16_256, DW_ROWS_256)}
 
 
 def _dot_block(sch: Any) -> tuple[Any, DotIsa] | None:
@@ -612,7 +617,7 @@ def schedule_dot(sch: Any, block: Any, isa: DotIsa) -> None:
     row_loop = spatial[-2] if len(spatial) >= 2 else None
     row_ext = loop_extent(sch, row_loop) if row_loop is not None else 1
     vectors, rows = _tile(vec_ext // isa.lanes, row_ext or 1, isa)
-    if isa is DW_I16_256:
+    if isa in (DW_I16_256, DW_ROWS_256):
         vectors, rows = 1, depthwise_rows(row_ext or 1)
     vo, vv, vi = sch.split(vec_loop, factors=[None, vectors, isa.lanes])
     outer = spatial[:-2] if row_loop is not None else spatial[:-1]
@@ -643,7 +648,7 @@ def schedule_dot(sch: Any, block: Any, isa: DotIsa) -> None:
     for lp in inner:
         if (loop_extent(sch, lp) or 1) > 1:
             sch.unroll(lp)
-    if isa is DW_I16_256 and len(reduce_) == 3:
+    if isa in (DW_I16_256, DW_ROWS_256) and len(reduce_) == 3:
         # The taps of one kernel row (or row pair) unrolled: a pixel's tap and its
         # neighbour's next tap read the same input pair, which LLVM builds once.
         sch.unroll(reduce_[1])
@@ -680,6 +685,7 @@ def dot_schedule_rule() -> Any:
             if found is None:
                 return None
             register_intrinsics()
+            register_rows_intrinsic()
             block, isa = found
             try:
                 schedule_dot(sch, block, isa)
