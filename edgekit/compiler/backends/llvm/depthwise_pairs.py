@@ -3,7 +3,7 @@
 :mod:`edgekit.compiler.backends.llvm.int8` lowers such a layer here and
 schedules the result (``schedule_dot``: a register tile of pixels of one
 channel vector, the step tensorized with ``intrin``'s ``DW_I16_512`` /
-``DW_I16_256``). Each lane multiplies two int8 inputs, interleaved and widened
+``DW_I16_256``, row pairs ``DW_ROWS_256``). Each lane multiplies two int8 inputs, interleaved and widened
 to int16, by the channel's two weights and adds both in 32 bits: exact for
 every int8 weight.
 
@@ -14,8 +14,9 @@ of one column (:func:`vertical_pairs`): a row pair is shared by all ``KW``
 taps of the kernel's width, a column pair by every other tap only. PP-OCR cls
 (haswell code, one Zen 4 core): all 11 depthwise layers take row pairs; its
 200-channel 5x5 layers' tap loop went from 24 ``vpmaddwd`` on 12 pairs per
-kernel row to 40 on 12 per row pair, and the int8 model from 0.486 to 0.453 ms
-(bit-identical).
+kernel row to 40 on 12 per row pair; the int8 model 0.455 -> 0.451 ms (haswell
+code, one Zen 4 core, bit-identical; BENCHMARKS.md "int8 on AVX2-only targets:
+depthwise tap pairs along the kernel's height").
 """
 
 from __future__ import annotations
