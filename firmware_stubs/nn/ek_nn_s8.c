@@ -1274,12 +1274,23 @@ static void ek_nn_gemm(const int8_t *x, const int8_t *w, const int32_t *h, int8_
     if (pointwise) {
       const int8_t *xk = x + p;
       ek_col_t *ck = col;
-      for (j = 0; j < K; ++j, xk += hw, ck += 6) {
-        int16x8_t v = ek_neon_cols1_s8(xk);
-        int32_t v45 = vgetq_lane_s32(vreinterpretq_s32_s16(v), 2);
-        vst1_s16(ck, vget_low_s16(v));
-        __builtin_memcpy(ck + 4, &v45, 4);
-      }
+#define EK_COLS1_STORE(v)                                                                                     \
+  do {                                                                                                        \
+    int32_t v45 = vgetq_lane_s32(vreinterpretq_s32_s16(v), 2);                                                \
+    vst1_s16(ck, vget_low_s16(v));                                                                            \
+    __builtin_memcpy(ck + 4, &v45, 4);                                                                        \
+  } while (0)
+      if (p + 8 <= hw) /* an 8-byte load where the channel's row has 8 left (lanes 6-7 dropped) */
+        for (j = 0; j < K; ++j, xk += hw, ck += 6) {
+          int16x8_t v = vmovl_s8(vld1_s8(xk));
+          EK_COLS1_STORE(v);
+        }
+      else
+        for (j = 0; j < K; ++j, xk += hw, ck += 6) {
+          int16x8_t v = ek_neon_cols1_s8(xk);
+          EK_COLS1_STORE(v);
+        }
+#undef EK_COLS1_STORE
     } else
 #endif
     for (j = 0; j < EK_NN_NP; ++j) ek_im2col(x, h, p + j, col + j, EK_NN_NP);
