@@ -1545,6 +1545,28 @@ static inline __attribute__((always_inline)) int8x8_t ek_neon_rq8(int32x4_t a0, 
                              vqmovn_s32(vrshlq_s32(vqdmulhq_s32(a1, q->m), q->s)));
   return vmin_s8(vmax_s8(vqmovn_s16(vqaddq_s16(v, q->zp)), q->lo), q->hi);
 }
+/* 8 (16) sums of a depthwise row requantized, through the output table if
+ * any (loaded here, from memory: 16 registers a row loop cannot keep), to y. */
+static inline __attribute__((always_inline)) void ek_neon_rq8_store(int8_t *y, int32x4_t a0, int32x4_t a1,
+                                                                   const ek_neon_rq_t *q, const int8_t *tab) {
+  int8x8_t v = ek_neon_rq8(a0, a1, q);
+  if (tab) {
+    ek_neon_lut_t lut;
+    ek_neon_lut_load(&lut, tab);
+    v = ek_neon_lut(v, &lut);
+  }
+  vst1_s8(y, v);
+}
+static inline __attribute__((always_inline)) void ek_neon_rq16_store(int8_t *y, int32x4_t a0, int32x4_t a1, int32x4_t a2,
+                                                                    int32x4_t a3, const ek_neon_rq_t *q, const int8_t *tab) {
+  int8x16_t v = vcombine_s8(ek_neon_rq8(a0, a1, q), ek_neon_rq8(a2, a3, q));
+  if (tab) {
+    ek_neon_lut_t lut;
+    ek_neon_lut_load(&lut, tab);
+    v = ek_neon_lutq(v, &lut);
+  }
+  vst1q_s8(y, v);
+}
 
 /* A stride-1 3x3 or 5x5 depthwise row of n >= 8 outputs requantized in
  * registers, 16 outputs per step (the last step overlaps the one before
@@ -1594,15 +1616,8 @@ static inline __attribute__((always_inline)) void ek_nn_dw_row_rq_body(const int
     for (;;) {
       const int16_t *row = r0 + j;
       int32x4_t a0 = vdupq_n_s32(off), a1 = a0;
-      int8x8_t v;
       EK_DW_WINDOW(EK_DW_TAP, EK_DW_BAR2)
-      v = ek_neon_rq8(a0, a1, q);
-      if (tab) {
-        ek_neon_lut_t lut;
-        ek_neon_lut_load(&lut, tab);
-        v = ek_neon_lut(v, &lut);
-      }
-      vst1_s8(y + j, v);
+      ek_neon_rq8_store(y + j, a0, a1, q, tab);
       if (j == n - 8) return;
       j = n - 8;
     }
@@ -1610,15 +1625,8 @@ static inline __attribute__((always_inline)) void ek_nn_dw_row_rq_body(const int
   for (;;) { /* 16 outputs per step, the last at n - 16 */
     const int16_t *row = r0 + j;
     int32x4_t a0 = vdupq_n_s32(off), a1 = a0, a2 = a0, a3 = a0;
-    int8x16_t v;
     EK_DW_WINDOW(EK_DW_TAP16, EK_DW_BAR4)
-    v = vcombine_s8(ek_neon_rq8(a0, a1, q), ek_neon_rq8(a2, a3, q));
-    if (tab) {
-      ek_neon_lut_t lut;
-      ek_neon_lut_load(&lut, tab);
-      v = ek_neon_lutq(v, &lut);
-    }
-    vst1q_s8(y + j, v);
+    ek_neon_rq16_store(y + j, a0, a1, a2, a3, q, tab);
     if (j + 16 == n) return;
     j = j + 32 <= n ? j + 16 : n - 16;
   }
@@ -1689,15 +1697,8 @@ static inline __attribute__((always_inline)) void ek_nn_sdot_dw5_row_body(const 
       const int8_t *p = r0 + j;
       EK_DW5_LOAD(x, x4, p);
       int32x4_t a = vdupq_n_s32(off), b = a;
-      int8x8_t v;
       EK_DW5_SDOT8(a, b, x, x4);
-      v = ek_neon_rq8(a, b, q);
-      if (tab) {
-        ek_neon_lut_t lut;
-        ek_neon_lut_load(&lut, tab);
-        v = ek_neon_lut(v, &lut);
-      }
-      vst1_s8(y + j, v);
+      ek_neon_rq8_store(y + j, a, b, q, tab);
       if (j == n - 8) return;
       j = n - 8;
     }
@@ -1705,7 +1706,6 @@ static inline __attribute__((always_inline)) void ek_nn_sdot_dw5_row_body(const 
   for (;;) { /* 16 outputs per step, the last at n - 16 */
     const int8_t *p = r0 + j;
     int32x4_t a = vdupq_n_s32(off), b = a, c = a, d = a;
-    int8x16_t v;
     {
       EK_DW5_LOAD(x, x4, p);
       EK_DW5_SDOT8(a, b, x, x4);
@@ -1714,13 +1714,7 @@ static inline __attribute__((always_inline)) void ek_nn_sdot_dw5_row_body(const 
       EK_DW5_LOAD(x, x4, p + 8);
       EK_DW5_SDOT8(c, d, x, x4);
     }
-    v = vcombine_s8(ek_neon_rq8(a, b, q), ek_neon_rq8(c, d, q));
-    if (tab) { /* loaded in the step: 16 registers, which the loop cannot keep */
-      ek_neon_lut_t lut;
-      ek_neon_lut_load(&lut, tab);
-      v = ek_neon_lutq(v, &lut);
-    }
-    vst1q_s8(y + j, v);
+    ek_neon_rq16_store(y + j, a, b, c, d, q, tab);
     if (j + 16 == n) return;
     j = j + 32 <= n ? j + 16 : n - 16;
   }
