@@ -3,7 +3,10 @@
 The firmware talks to MMIO registers; these models move the bytes to and from
 the master side of a pty whose slave name the host opens with pyserial. Reads
 of the status register block briefly on the pty when no byte is waiting, so an
-idle firmware polling loop does not burn a host core.
+idle firmware polling loop does not burn a host core. Once the pty is closed
+(the host side of a dead link, or a test cutting it under a running core) the
+line is dead: nothing more arrives, bytes sent are lost, as on a UART whose
+cable was pulled -- the firmware keeps running until the simulator stops it.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import collections
 import logging
 import os
 import select
+import time
 import tty
 from typing import Callable
 
@@ -42,6 +46,7 @@ class PtyUart:
         self._rx: collections.deque[int] = collections.deque()
         self._empty_polls = 0
         self.should_stop: Callable[[], bool] = lambda: False
+        self._closed = False
 
     def rx_ready(self, wait: bool) -> bool:
         """True when a byte is waiting; with ``wait`` and an idle firmware,
@@ -51,7 +56,13 @@ class PtyUart:
         if wait:
             self._empty_polls += 1
         idle = wait and self._empty_polls > _IDLE_POLLS
-        ready, _, _ = select.select([self._master], [], [], _IDLE_WAIT_S if idle else 0)
+        try:
+            ready, _, _ = select.select([] if self._closed else [self._master], [], [], _IDLE_WAIT_S if idle else 0)
+        except (OSError, ValueError):  # closed by another thread since the check
+            self._closed = True
+            if idle:
+                time.sleep(_IDLE_WAIT_S)
+            return False
         if ready:
             try:
                 data = os.read(self._master, 4096)
@@ -68,10 +79,17 @@ class PtyUart:
     def tx_byte(self, value: int) -> None:
         """Sends one byte to the host."""
         self._empty_polls = 0
-        os.write(self._master, bytes([value & 0xFF]))
+        if self._closed:
+            return
+        try:
+            os.write(self._master, bytes([value & 0xFF]))
+        except OSError:
+            if not self._closed:  # closed by another thread since the check: the byte is lost
+                raise
 
     def close(self) -> None:
-        """Closes both pty ends."""
+        """Closes both pty ends; the line is dead from then on (see the module docstring)."""
+        self._closed = True
         for fd in (self._master, self._slave):
             try:
                 os.close(fd)

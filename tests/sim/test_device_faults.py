@@ -132,6 +132,9 @@ def _kill(sim: Any, how: str) -> None:
         sim.uart.close()  # the simulator side of the pty goes away
 
 
+# The simulator's core thread must survive its pty going away (a dead line, not a crash).
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
 @pytest.mark.parametrize("how", ["core", "pty"])
 @pytest.mark.parametrize("command", ["run", "bench", "flash"])
 def test_device_killed_mid_command_gives_a_typed_error_quickly(
