@@ -3,8 +3,8 @@
 :mod:`edgekit.compiler.backends.llvm.int8` lowers such a layer here and
 schedules the result (``schedule_dot``: a register tile of pixels of one
 channel vector, the step tensorized with ``intrin``'s ``DW_I16_512`` /
-``DW_I16_256``, row pairs ``DW_ROWS_256``). Each lane multiplies two int8 inputs, interleaved and widened
-to int16, by the channel's two weights and adds both in 32 bits: exact for
+``DW_I16_256``, or ``DW_ROWS_256`` for row pairs). Each lane multiplies two
+int8 inputs, interleaved and widened to int16, by the channel's two weights and adds both in 32 bits: exact for
 every int8 weight.
 
 On AVX2 the pair is built per step (``vpunpcklbw`` + ``vpmovsxbw``) and LLVM
@@ -23,17 +23,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgekit.compiler.backends.llvm.intrin import DW_I16_256, DotIsa
+from edgekit.compiler.backends.llvm.intrin import DW_I16_256, DW_ROWS_256, DotIsa
 from edgekit.compiler.relax_rewrite import round_up
 
-__all__ = [
-    "AVX2_DEPTHWISE_ROWS", "DW_ROWS_256", "depthwise_dot", "depthwise_rows", "lower_pairs", "register_rows_intrinsic",
-    "vertical_pairs",
-]  # fmt: skip
-
-#: ``DW_I16_256`` with the taps of a lane two kernel rows of one column: the step's input is
-#: ``[2, 1, L]`` of the NHWC tensor (two rows, one column), :func:`register_rows_intrinsic`.
-DW_ROWS_256 = DotIsa("dw8rows", 8, 2, "int16", "edgekit_dw_pmaddwd_8x2_rows", 16)
+__all__ = ["AVX2_DEPTHWISE_ROWS", "depthwise_dot", "depthwise_rows", "lower_pairs", "vertical_pairs"]
 
 #: Most output pixels in a register tile of the AVX2 depthwise kernel (:func:`depthwise_rows`).
 AVX2_DEPTHWISE_ROWS = 8
@@ -171,53 +164,3 @@ def lower_pairs(b: Any, call: Any, x: Any, w: Any, isa: DotIsa, merged_pad: floa
                   primfunc_name_hint=f"depthwise_conv2d_{isa.name}")
     )  # fmt: skip
     return R.strided_slice(y, axes=[3], begin=[0], end=[c]) if cp != c else y
-
-
-_REGISTERED: list[str] = []
-
-
-def register_rows_intrinsic() -> None:
-    """Registers ``DW_ROWS_256``'s step with TVM (once per process): ``intrin``'s AVX2 depthwise step
-    (two int8 vectors interleaved as bytes, widened once, one ``vpmaddwd``) on a ``[2, 1, L]`` input."""
-    if _REGISTERED:
-        return
-    from tvm.s_tir import TensorIntrin
-    from tvm.script import tirx as T
-
-    lanes = DW_ROWS_256.lanes
-    order = [i // 2 + (i % 2) * lanes for i in range(2 * lanes)]  # (row 0, row 1) of each channel
-
-    @T.prim_func(s_tir=True)
-    def description(a: T.handle, b: T.handle, c: T.handle) -> None:
-        s0, s1 = T.int64(), T.int64()
-        A = T.match_buffer(a, (2, 1, lanes), "int8", strides=[s0, s1, 1], offset_factor=1)
-        B = T.match_buffer(b, (lanes, 2), "int16", offset_factor=1)
-        C = T.match_buffer(c, (lanes,), "int32", offset_factor=1)
-        with T.sblock("root"):
-            T.reads(C[0:lanes], A[0:2, 0:1, 0:lanes], B[0:lanes, 0:2])
-            T.writes(C[0:lanes])
-            for i, j in T.grid(lanes, 2):
-                with T.sblock("update"):
-                    vi, vj = T.axis.remap("SR", [i, j])
-                    C[vi] = C[vi] + T.Cast("int32", A[vj, 0, vi]) * T.Cast("int32", B[vi, vj])
-
-    @T.prim_func(s_tir=True)
-    def implementation(a: T.handle, b: T.handle, c: T.handle) -> None:
-        s0, s1 = T.int64(), T.int64()
-        A = T.match_buffer(a, (2, 1, lanes), "int8", strides=[s0, s1, 1], offset_factor=1)
-        B = T.match_buffer(b, (lanes, 2), "int16", offset_factor=1)
-        C = T.match_buffer(c, (lanes,), "int32", offset_factor=1)
-        with T.sblock("root"):
-            T.reads(C[0:lanes], A[0:2, 0:1, 0:lanes], B[0:lanes, 0:2])
-            T.writes(C[0:lanes])
-            # One expression: a named vector would become a local buffer.
-            C[T.ramp(T.int32(0), 1, lanes)] = C.vload([0], dtype=f"int32x{lanes}") + T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"),
-                T.Cast(f"int16x{2 * lanes}", T.Shuffle([A.vload([0, 0, 0], f"int8x{lanes}"),
-                                                        A.vload([1, 0, 0], f"int8x{lanes}")], order)),
-                B.vload([0, 0], dtype=f"int16x{2 * lanes}"),
-                dtype=f"int32x{lanes}",
-            )  # fmt: skip
-
-    TensorIntrin.register(DW_ROWS_256.intrin, description, implementation)
-    _REGISTERED.append(DW_ROWS_256.intrin)

@@ -62,6 +62,7 @@ import numpy as np
 from edgekit.compiler.backends.llvm.intrin import (
     DW_I16_256,
     DW_I16_512,
+    DW_ROWS_256,
     I16_256,
     I16_512,
     U8S8_256,
@@ -73,12 +74,7 @@ from edgekit.compiler.backends.llvm.intrin import (
     register_intrinsics,
 )
 from edgekit.compiler.backends.llvm.depthwise_avx2 import DW_PAIRS_X16, lower_depthwise
-from edgekit.compiler.backends.llvm.depthwise_pairs import (
-    DW_ROWS_256,
-    depthwise_rows,
-    lower_pairs,
-    register_rows_intrinsic,
-)
+from edgekit.compiler.backends.llvm.depthwise_pairs import depthwise_rows, lower_pairs
 from edgekit.compiler.backends.llvm.depthwise_vnni import BLOCK as DW_VNNI_BLOCK
 from edgekit.compiler.backends.llvm.depthwise_vnni import lower_depthwise_vnni, schedule_depthwise_vnni
 from edgekit.compiler.backends.llvm.depthwise_vnni import lanes_of as depthwise_vnni_lanes
@@ -685,7 +681,6 @@ def dot_schedule_rule() -> Any:
             if found is None:
                 return None
             register_intrinsics()
-            register_rows_intrinsic()
             block, isa = found
             try:
                 schedule_dot(sch, block, isa)

@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "DW_I16_256",
+    "DW_ROWS_256",
     "DW_I16_512",
     "DotIsa",
     "I16_256",
@@ -77,6 +78,10 @@ DW_I16_512 = DotIsa("dw16", 16, 2, "int16", "edgekit_dw_pmaddwd_16x2", 32)
 #: The same on AVX2 (8 channels per ``vpmaddwd ymm``), the pixels interleaved as
 #: bytes before the one widening (:func:`_interleaved_taps`).
 DW_I16_256 = DotIsa("dw8", 8, 2, "int16", "edgekit_dw_pmaddwd_8x2", 16)
+#: ``DW_I16_256`` with the taps of a lane two kernel rows of one column: the step's input is
+#: ``[2, 1, L]`` of the NHWC tensor (two rows, one column;
+#: :mod:`edgekit.compiler.backends.llvm.depthwise_pairs`).
+DW_ROWS_256 = DotIsa("dw8rows", 8, 2, "int16", "edgekit_dw_pmaddwd_8x2_rows", 16)
 
 
 def has_feature(target: Any, feature: str) -> bool:
@@ -136,14 +141,30 @@ def _dense(isa: DotIsa, body: Any) -> Any:
     return func
 
 
-def _depthwise(lanes: int, body: Any) -> Any:
+def _depthwise(lanes: int, body: Any, rows: bool = False) -> Any:
     """A depthwise step on ``A[2, lanes]``, ``B[lanes, 2]`` and ``C[lanes]``.
 
     ``A`` holds the int8 inputs of two taps (rows ``stride`` apart), ``B``
     each channel's int16 tap pair, ``C`` the int32 sums; ``body`` is as in
-    :func:`_dense`.
+    :func:`_dense`. ``rows``: ``A`` is ``[2, 1, lanes]`` instead, two rows of
+    one column of an NHWC tensor (``DW_ROWS_256``).
     """
     from tvm.script import tirx as T
+
+    if rows:  # (each branch parses its function: the body indexes A as its shape has it)
+
+        @T.prim_func(s_tir=True)
+        def rows_func(a: T.handle, b: T.handle, c: T.handle) -> None:
+            s0, s1 = T.int64(), T.int64()
+            A = T.match_buffer(a, (2, 1, lanes), "int8", strides=[s0, s1, 1], offset_factor=1)
+            B = T.match_buffer(b, (lanes, 2), "int16", offset_factor=1)
+            C = T.match_buffer(c, (lanes,), "int32", offset_factor=1)
+            with T.sblock("root"):
+                T.reads(C[0:lanes], A[0:2, 0:1, 0:lanes], B[0:lanes, 0:2])
+                T.writes(C[0:lanes])
+                body(A, B, C)
+
+        return rows_func
 
     @T.prim_func(s_tir=True)
     def func(a: T.handle, b: T.handle, c: T.handle) -> None:
@@ -239,7 +260,7 @@ def _broadcast_step(isa: DotIsa, packed: str, step: _Step) -> Any:
     return body
 
 
-def _interleaved_taps(lanes: int, llvm: str, bytes_first: bool = False) -> Any:
+def _interleaved_taps(lanes: int, llvm: str, bytes_first: bool = False, rows: bool = False) -> Any:
     """The depthwise step as one ``vpmaddwd`` on the two taps' inputs, interleaved and widened.
 
     ``bytes_first`` (AVX2): the int8 inputs are interleaved and the pairs
@@ -247,7 +268,8 @@ def _interleaved_taps(lanes: int, llvm: str, bytes_first: bool = False) -> Any:
     widening each input and interleaving the int16 vectors costs AVX2 a
     lane-crossing shuffle more. The operand depends only on the two pixels,
     so a register tile whose outputs share them (a kernel wider than 2)
-    builds it once.
+    builds it once. ``rows``: the step's ``A`` is ``[2, 1, lanes]``
+    (:func:`_depthwise`).
     """
     from tvm.script import tirx as T
 
@@ -257,7 +279,7 @@ def _interleaved_taps(lanes: int, llvm: str, bytes_first: bool = False) -> Any:
     accumulate = _pmaddwd(llvm, lanes)
 
     def pairs(A: Any) -> Any:
-        pixels = [A.vload([0, 0], f"int8x{lanes}"), A.vload([1, 0], f"int8x{lanes}")]
+        pixels = [A.vload([t] + [0] * (2 if rows else 1), f"int8x{lanes}") for t in (0, 1)]
         if bytes_first:
             return T.Cast(f"int16x{2 * lanes}", T.Shuffle(pixels, order))
         return T.Shuffle([T.Cast(f"int16x{lanes}", p) for p in pixels], order)
@@ -293,6 +315,11 @@ def register_intrinsics() -> None:
         DW_I16_256.intrin,
         _depthwise(dw, _products(dw, 2, lambda A, i, j: A[j, i])),
         _depthwise(dw, _interleaved_taps(dw, "llvm.x86.avx2.pmadd.wd", bytes_first=True)),
+    )
+    TensorIntrin.register(
+        DW_ROWS_256.intrin,
+        _depthwise(dw, _products(dw, 2, lambda A, i, j: A[j, 0, i]), rows=True),
+        _depthwise(dw, _interleaved_taps(dw, "llvm.x86.avx2.pmadd.wd", bytes_first=True, rows=True), rows=True),
     )
     # vpdpbusd takes its u8 operand as <N x i8> since LLVM 21.
     for isa, packed, step in (
