@@ -57,6 +57,32 @@ def small_cnn(shape: tuple[int, ...], *, seed: int, mean: float, stride_on: str)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
+def hard_swish_block(*, seed: int, gated: bool) -> onnx.ModelProto:
+    """The lookup tests' fp32 block, 48 channels: conv -> HardSwish -> depthwise 3x3 -> HardSwish
+    (``gated``: ``x * HardSigmoid(x)``) -> conv 1x1, so one lookup kernel and one lookup-pad.
+    Weights from ``seed``."""
+    rng = np.random.default_rng(seed)
+    w1 = (rng.standard_normal((48, 8, 3, 3)) / 8).astype(np.float32)
+    w2 = (rng.standard_normal((48, 1, 3, 3)) / 3).astype(np.float32)
+    w3 = (rng.standard_normal((16, 48, 1, 1)) / 7).astype(np.float32)
+    second = ([helper.make_node("HardSigmoid", ["c2"], ["g2"], alpha=0.2, beta=0.5),
+               helper.make_node("Mul", ["c2", "g2"], ["h2"])]
+              if gated else [helper.make_node("HardSwish", ["c2"], ["h2"])])  # fmt: skip
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("HardSwish", ["c1"], ["h1"]),
+        helper.make_node("Conv", ["h1", "w2"], ["c2"], pads=[1, 1, 1, 1], group=48),
+        *second,
+        helper.make_node("Conv", ["h2", "w3"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "hswish", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 12, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 12, 16])],
+        [numpy_helper.from_array(w, n) for w, n in ((w1, "w1"), (w2, "w2"), (w3, "w3"))],
+    )  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
 def normal_feeds(shape: tuple[int, ...], n: int, seed: int) -> list[dict[str, np.ndarray]]:
     """``n`` seeded N(0, 1) feeds of the model input ``x``."""
     rng = np.random.default_rng(seed)

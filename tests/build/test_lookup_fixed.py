@@ -20,8 +20,7 @@ import numpy as np
 import pytest
 import tvm
 from _host_cpu import needs_cpu
-from _int8_checks import kernels_asm, quantized, run_built
-from onnx import TensorProto, helper, numpy_helper
+from _int8_checks import hard_swish_block, kernels_asm, quantized, run_built
 
 import edgekit.compiler.backends.llvm.lookup as cpu_lookup
 from edgekit.compiler.backends.llvm.lookup import _lookup_avx2_func, avx2_operand, lookup_pad_avx2_func
@@ -179,33 +178,11 @@ def test_compiled_lookup_pad_with_a_form():
     np.testing.assert_array_equal(out.numpy(), want)
 
 
-def _hard_swish_model():
-    """conv -> HardSwish -> depthwise 3x3 -> x * HardSigmoid(x) -> conv: a lookup and a lookup-pad, 48 channels."""
-    rng = np.random.default_rng(7)
-    w1 = (rng.standard_normal((48, 8, 3, 3)) / 8).astype(np.float32)
-    w2 = (rng.standard_normal((48, 1, 3, 3)) / 3).astype(np.float32)
-    w3 = (rng.standard_normal((16, 48, 1, 1)) / 7).astype(np.float32)
-    nodes = [
-        helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]),
-        helper.make_node("HardSwish", ["c1"], ["h1"]),
-        helper.make_node("Conv", ["h1", "w2"], ["c2"], pads=[1, 1, 1, 1], group=48),
-        helper.make_node("HardSigmoid", ["c2"], ["g2"], alpha=0.2, beta=0.5),
-        helper.make_node("Mul", ["c2", "g2"], ["h2"]),
-        helper.make_node("Conv", ["h2", "w3"], ["y"]),
-    ]
-    graph = helper.make_graph(
-        nodes, "hswish", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 12, 16])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 12, 16])],
-        [numpy_helper.from_array(w, n) for w, n in ((w1, "w1"), (w2, "w2"), (w3, "w3"))],
-    )  # fmt: skip
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-
-
 @pytest.fixture(scope="module")
 def hard_swish_int8(tmp_path_factory) -> str:
     rng = np.random.default_rng(8)
     calibration = {"x": (rng.standard_normal((16, 8, 12, 16)) * 2).astype(np.float32)}
-    return quantized(tmp_path_factory.mktemp("fixed"), _hard_swish_model(), calibration)
+    return quantized(tmp_path_factory.mktemp("fixed"), hard_swish_block(seed=7, gated=True), calibration)
 
 
 def _count(asm: str, mnemonic: str) -> int:
