@@ -265,18 +265,17 @@ def _step(op: str, a: list[Any]) -> Any:
 
 def _best(candidates: Any, table: np.ndarray) -> FixedForm | None:
     """The first candidate equal to ``table`` everywhere, else the one with fewest misses (patched)."""
-    best: tuple[int, FixedForm] | None = None
+    best: tuple[int, FixedForm, np.ndarray] | None = None
     for form in candidates:
         diff = form.evaluate(patched=False) ^ table
         misses = int(np.count_nonzero(diff))
         if best is None or misses < best[0]:
-            best = (misses, form)
+            best = (misses, form, diff)
             if misses == 0:
                 break
     if best is None or best[0] > MAX_PATCHES:
         return None
-    form = best[1]
-    diff = form.evaluate(patched=False) ^ table
+    _, form, diff = best
     patches = tuple((int(x), int(diff[x + 128])) for x in _X if diff[x + 128] != 0)
     return FixedForm(form.kind, form.k, form.b0, form.consts, patches)
 
