@@ -156,6 +156,9 @@ class McuSimulator:
         self._stuck_regs: tuple[int, ...] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # start/stop may come from two threads at once (a watchdog or a test's
+        # timer killing the core while the caller closes it): one at a time.
+        self._life = threading.RLock()
         self._block_cache: dict[tuple[int, int], int] = {}
         self._cut_countdown: int | None = None
         self._cut_torn = False
@@ -523,30 +526,34 @@ class McuSimulator:
 
     def start(self) -> None:
         """Powers the core on at its reset vector (memory contents are kept)."""
-        if self._thread is not None:
-            raise DeviceError("simulator already running", hint="Call reset() to restart it.")
-        self._stop.clear()
-        self.error = None
-        self.fault = None
-        self._bad_access = None
-        self._budget_end = None
-        self._paint_stack()
-        pc = self._reset_registers()
-        self._thread = threading.Thread(target=self._run, args=(pc,), name=f"sim-{self.board.name}", daemon=True)
-        self._thread.start()
-        _LIVE.add(self)
+        with self._life:
+            if self._thread is not None:
+                raise DeviceError("simulator already running", hint="Call reset() to restart it.")
+            self._stop.clear()
+            self.error = None
+            self.fault = None
+            self._bad_access = None
+            self._budget_end = None
+            self._paint_stack()
+            pc = self._reset_registers()
+            self._thread = threading.Thread(target=self._run, args=(pc,), name=f"sim-{self.board.name}", daemon=True)
+            self._thread.start()
+            _LIVE.add(self)
 
     def stop(self) -> None:
-        """Halts the core; flash and RAM keep their contents."""
-        if self._thread is None:
-            return
-        self._stop.set()
-        self._uc.emu_stop()
-        self._thread.join(timeout=10)
-        if self._thread.is_alive():
-            raise DeviceError("simulator did not stop within 10 s", hint="This is a bug; report it.")
-        self._thread = None
-        _LIVE.discard(self)
+        """Halts the core; flash and RAM keep their contents. Safe to call from
+        several threads at once: the first halts the core, the others wait for it."""
+        with self._life:
+            thread = self._thread
+            if thread is None:
+                return
+            self._stop.set()
+            self._uc.emu_stop()
+            thread.join(timeout=10)
+            if thread.is_alive():
+                raise DeviceError("simulator did not stop within 10 s", hint="This is a bug; report it.")
+            self._thread = None
+            _LIVE.discard(self)
 
     def reset(self) -> None:
         """A reset: the core restarts from its vector; flash (the weights
