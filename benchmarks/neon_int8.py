@@ -3,17 +3,18 @@
 For the digits CNN and rapidocr's PP-OCR text-angle classifier, the Linux
 board's static runner (the AOT C that ``edgekit compile --board BOARD``
 builds with zig: ``-mcpu=cortex_a72`` for raspberry-pi-4, ``cortex_a76`` (SDOT
-kernels) for raspberry-pi-5, ``sifive_u74`` for visionfive2) of the int8 model (``QuantConfig()``, int8
+kernels) for raspberry-pi-5, ``sifive_u74`` for visionfive2, ``spacemit_x60+v-zicond``
+(RVV kernels) for bpi-f3) of the int8 model (``QuantConfig()``, int8
 conv/depthwise/matmul on edgekit's C kernels, firmware_stubs/nn/ek_nn_s8.c)
 and of the fp32 model is run once under qemu-user and its executed
 instructions are counted from the translation-block trace
 (benchmarks/requant_forms.py's method: deterministic, the runner's start-up
 included; qemu emulates the CPU the board profile's simulator names, e.g.
-``-cpu cortex-a76``). The int8 row also gives the part spent in the C kernels
+``-cpu cortex-a76``, ``-cpu rv64,v=true,vlen=256,vext_spec=v1.0``). The int8 row also gives the part spent in the C kernels
 (functions ``ek_nn_*``); ``--functions N`` lists the N int8 functions that
 execute most. ``--check`` also runs the int8 model with every int8 layer on
-TVM's integer lowering (``int8_kernels=False``) and fails unless the outputs
-are bit-identical. These are qemu-user instruction counts, not board time.
+TVM's integer lowering (``int8_kernels=False``; for bpi-f3 visionfive2's, see
+:data:`CHECK_BOARD`) and fails unless the outputs are bit-identical. These are qemu-user instruction counts, not board time.
 
 To compare two trees, copy this script into a snapshot of the other tree
 (``git archive HEAD | tar -x -C /tmp/snap``) and run it there too.
@@ -41,7 +42,12 @@ from edgekit.compiler.backends.llvm.linux_cross import linux_arch  # noqa: E402
 from edgekit.core.profiles import get_board  # noqa: E402
 from edgekit.frontend.loader import PreparedModel, load_model  # noqa: E402
 
-BOARDS = ("raspberry-pi-4", "raspberry-pi-5", "visionfive2")
+BOARDS = ("raspberry-pi-4", "raspberry-pi-5", "visionfive2", "bpi-f3")
+#: ``--check``'s reference build where the board's own kernels-off build cannot run under
+#: qemu-user: qemu 7.2 (Debian 12) aborts on the ``vfncvt.rtz`` that LLVM vectorizes TVM's float
+#: -> int8 quantize into for RVV (``decode_save_opc: Assertion `ctx->insn_start != NULL'``), so
+#: bpi-f3 is checked against visionfive2's (RV64GC) integer lowering: same int8 arithmetic, scalar code.
+CHECK_BOARD = {"bpi-f3": "visionfive2"}
 
 
 def _outputs(runner: Path, prepared: PreparedModel) -> list[bytes]:
@@ -56,7 +62,7 @@ def measure(name: str, board: str, tmp: Path, check: bool = False) -> dict:
     for int8_kernels in (True, False) if check else (True,):
         work = tmp / f"int8-{int8_kernels}"
         work.mkdir()
-        runner, _kernels = build_runner(prepared, board, int8_kernels, work)
+        runner, _kernels = build_runner(prepared, board if int8_kernels else CHECK_BOARD.get(board, board), int8_kernels, work)
         functions = executed_by_function(runner, arch, prepared)
         if int8_kernels:
             row["int8"], row["functions"], outs = sum(functions.values()), functions, _outputs(runner, prepared)

@@ -91,8 +91,19 @@ typedef int32_t ek_mac_t;
  * per 64-bit multiply (see "riscv64" below); RV32 keeps the float kernel. */
 #if defined(__riscv) && defined(__riscv_xlen) && __riscv_xlen == 64
 #define EK_NN_RV64 1
+#define EK_RV_LANE 21 /* bits per lane of the packed int64 sums (nn_rv64.LANE_BITS) */
 #else
 #define EK_NN_RV64 0
+#endif
+
+/* riscv64 with the V extension (RVV 1.0) and vectors of 256 bits or more
+ * (the target's -mcpu, e.g. spacemit_x60: zvl256b): conv/matmul on vector
+ * widening MACs (see "RVV" below); depthwise keeps the riscv64 kernels. */
+#if EK_NN_RV64 && defined(__riscv_vector) && defined(__riscv_v_min_vlen) && __riscv_v_min_vlen >= 256
+#define EK_NN_RVV 1
+#include <riscv_vector.h>
+#else
+#define EK_NN_RVV 0
 #endif
 
 #ifndef EK_NN_NP
@@ -676,6 +687,123 @@ static void ek_nn_gemm(const int8_t *x, const int8_t *w, const int32_t *h, int8_
     ek_nn_requant(acc, y + p * ys_p, oc, 1, ys_c, ys_p, h, 0);
   }
 }
+#elif EK_NN_RVV
+/* RVV (riscv64 with V, VLEN >= 256: bpi-f3's SpacemiT X60), hand-written.
+ * The int8 weights of EK_RVV_OCB = 32 output channels of one k are one
+ * vector (packed [ceil(OC/32)][K][32] at compile time, backends/aot_c/
+ * nn_rv64.py pack_rvv; channels past OC are 0), sign-extended to int16
+ * (vsext.vf2, e16m2), and each of EK_NN_NP pixels' activation (a scalar
+ * int8) is multiplied into that pixel's 32 int32 lanes by one vwmacc.vx:
+ * int16 x int16 -> int32, exact, with no int16 accumulation (an int8 x int8
+ * vwmacc into int16 lanes overflows at two products of -128 * -128), so any
+ * K is exact and the int32 sums wrap as the integer lowering's. Per k: one
+ * weight load, one widening, 6 `lb` + 6 `vwmacc` for 192 MACs.
+ * The requantization runs in the same 32-bit lanes, one pixel's channels
+ * at a time: vmulh gives the product's high word and vssra (vxrm = round to
+ * nearest up) its rounded shift by n - 32, the high-word form of
+ * ek_nn_requant_body (exact for 32 < n < 64: (hi + 2^(sh-1)) >> sh); then
+ * the zero point, the clamp, two narrowings, the layer's table (an indexed
+ * load) and one store (strided by P for a conv's NCHW output). A layer with
+ * a channel outside that form stores its int32 sums for ek_nn_requant.
+ * Columns are int8 ([K][EK_NN_NP], as riscv64's); 1x1 stride-1 unpadded
+ * convs read the input in place (k stride H * W) and matmul tails their row. */
+#define EK_RVV_OCB 32
+
+/* One pixel's vl channels from their int32 sums a to y (channel stride ys_c). */
+static inline __attribute__((always_inline)) void ek_rvv_rq_store(vint32m4_t a, vint32m4_t off, vint32m4_t m,
+                                                                 vuint32m4_t sh, int32_t zp, int32_t lo, int32_t hi,
+                                                                 const int8_t *tab, int8_t *y, int32_t ys_c,
+                                                                 size_t vl) {
+  vint32m4_t v = __riscv_vmulh_vv_i32m4(__riscv_vadd_vv_i32m4(a, off, vl), m, vl);
+  v = __riscv_vadd_vx_i32m4(__riscv_vssra_vv_i32m4(v, sh, __RISCV_VXRM_RNU, vl), zp, vl);
+  v = __riscv_vmin_vx_i32m4(__riscv_vmax_vx_i32m4(v, lo, vl), hi, vl);
+  vint8m1_t b = __riscv_vncvt_x_x_w_i8m1(__riscv_vncvt_x_x_w_i16m2(v, vl), vl);
+  if (tab) /* tab[v] = (tab - 128)[v + 128], the index an unsigned byte */
+    b = __riscv_vluxei8_v_i8m1(tab - 128, __riscv_vreinterpret_v_i8m1_u8m1(__riscv_vxor_vx_i8m1(b, -128, vl)), vl);
+  if (ys_c == 1)
+    __riscv_vse8_v_i8m1(y, b, vl);
+  else
+    __riscv_vsse8_v_i8m1(y, ys_c, b, vl);
+}
+
+#define EK_RVV_MAC(j) if (np > j) a##j = __riscv_vwmacc_vx_i32m4(a##j, (int16_t)c[j], wv, vl)
+#define EK_RVV_ACC(j) if (np > j) __riscv_vsse32_v_i32m4(acc + j, 4 * np, a##j, vl)
+#define EK_RVV_OUT(j) if (np > j) ek_rvv_rq_store(a##j, off, m, sh, zp, lo, hi, tab, y + j * ys_p, ys_c, vl)
+
+/* vl (<= 32) channels from c0 x np pixels (EK_NN_NP or 1): pixel j's element k at
+ * col[k * rs + j]; w: the block's [K][32] weights. Requantized to y, or, with acc,
+ * the int32 sums stored to acc[c][j] (ek_nn_requant's order). */
+static inline __attribute__((always_inline)) void ek_rvv_dot_body(const int8_t *w, int32_t K, const int8_t *col,
+                                                                 int32_t rs, int32_t np, size_t vl, const int32_t *h,
+                                                                 int32_t c0, int8_t *y, int32_t ys_c, int32_t ys_p,
+                                                                 int32_t *acc, const int8_t *tab) {
+  vint32m4_t a0 = __riscv_vmv_v_x_i32m4(0, vl), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0;
+  const int8_t *c = col, *end = w + K * EK_RVV_OCB;
+  for (; w < end; w += EK_RVV_OCB, c += rs) {
+    vint16m2_t wv = __riscv_vsext_vf2_i16m2(__riscv_vle8_v_i8m1(w, vl), vl);
+    EK_RVV_MAC(0); EK_RVV_MAC(1); EK_RVV_MAC(2); EK_RVV_MAC(3); EK_RVV_MAC(4); EK_RVV_MAC(5);
+  }
+  if (acc) {
+    EK_RVV_ACC(0); EK_RVV_ACC(1); EK_RVV_ACC(2); EK_RVV_ACC(3); EK_RVV_ACC(4); EK_RVV_ACC(5);
+    return;
+  }
+  const int32_t *q = h + EK_NN_HDR;
+  int32_t oc = h[EK_NN_OC], zp = h[EK_NN_ZOUT], lo = h[EK_NN_QMIN], hi = h[EK_NN_QMAX];
+  vint32m4_t off = __riscv_vle32_v_i32m4(q + c0, vl), m = __riscv_vle32_v_i32m4(q + oc + c0, vl);
+  vuint32m4_t sh = __riscv_vsub_vx_u32m4(__riscv_vle32_v_u32m4((const uint32_t *)(q + 2 * oc + c0), vl), 32, vl);
+  EK_RVV_OUT(0); EK_RVV_OUT(1); EK_RVV_OUT(2); EK_RVV_OUT(3); EK_RVV_OUT(4); EK_RVV_OUT(5);
+}
+
+/* noinline: tests disassemble them (vector widening MACs). */
+#define EK_RVV_DOT(NAME, NP)                                                                                   \
+  __attribute__((noinline)) static void NAME(const int8_t *w, int32_t K, const int8_t *col, int32_t rs,        \
+                                             size_t vl, const int32_t *h, int32_t c0, int8_t *y, int32_t ys_c, \
+                                             int32_t ys_p, int32_t *acc) {                                     \
+    const int8_t *tab = ek_nn_table(h);                                                                        \
+    if (tab)                                                                                                   \
+      ek_rvv_dot_body(w, K, col, rs, NP, vl, h, c0, y, ys_c, ys_p, acc, tab);                                  \
+    else                                                                                                       \
+      ek_rvv_dot_body(w, K, col, rs, NP, vl, h, c0, y, ys_c, ys_p, acc, (const int8_t *)0);                    \
+  }
+EK_RVV_DOT(ek_nn_rvv_dot_32xn, EK_NN_NP)
+EK_RVV_DOT(ek_nn_rvv_dot_32x1, 1)
+
+/* conv (groups 1) and matmul. Scratch: K * EK_NN_NP int8 columns (rounded
+ * to a word), then EK_NN_NP * 32 int32 sums (layers ek_nn_requant takes). */
+static void ek_nn_gemm(const int8_t *x, const int8_t *w, const int32_t *h, int8_t *y, void *scratch) {
+  int32_t oc = h[EK_NN_OC], K = h[EK_NN_K], P = h[EK_NN_P], p, c, j;
+  int32_t matmul = h[EK_NN_KIND] == EK_NN_MATMUL, ys_c = matmul ? 1 : P, ys_p = matmul ? oc : 1;
+  int8_t *col = (int8_t *)scratch;
+  int32_t *acc = (int32_t *)(void *)(col + ((K * EK_NN_NP + 3) & ~3)), *sums = acc;
+  /* 1x1, stride 1, no padding: pixel p's element k is x[k * H * W + p] */
+  int32_t pointwise = !matmul && h[EK_NN_KH] == 1 && h[EK_NN_KW] == 1 && h[EK_NN_SH] == 1 && h[EK_NN_SW] == 1 &&
+                      h[EK_NN_PT] == 0 && h[EK_NN_PL] == 0;
+  int32_t hw = h[EK_NN_H] * h[EK_NN_W], vector_rq = 1;
+  for (c = 0; c < oc; ++c) vector_rq &= EK_NN_HIGH_WORD(h[EK_NN_HDR + 2 * oc + c]);
+  if (vector_rq) sums = (int32_t *)0;
+  for (p = 0; p < P;) {
+    int32_t np = P - p >= EK_NN_NP ? EK_NN_NP : 1, rs = np;
+    const int8_t *src = col;
+    if (pointwise) {
+      src = x + p;
+      rs = hw;
+    } else if (matmul && np == 1) {
+      src = x + p * K;
+    } else {
+      for (j = 0; j < np; ++j) ek_im2col_s8(x, h, p + j, col + j, np);
+    }
+    for (c = 0; c < oc; c += EK_RVV_OCB) {
+      size_t vl = __riscv_vsetvl_e32m4((size_t)(oc - c));
+      int8_t *yc = y + c * ys_c + p * ys_p;
+      if (np == EK_NN_NP)
+        ek_nn_rvv_dot_32xn(w + c * K, K, src, rs, vl, h, c, yc, ys_c, ys_p, sums);
+      else
+        ek_nn_rvv_dot_32x1(w + c * K, K, src, rs, vl, h, c, yc, ys_c, ys_p, sums);
+      if (sums) ek_nn_requant(sums, yc, (int32_t)vl, np, ys_c, ys_p, h, c);
+    }
+    p += np;
+  }
+}
 #elif EK_NN_RV64
 /* riscv64 (RV64GC, no V needed: the Linux boards, e.g. visionfive2's SiFive
  * U74), hand-written: three MACs per 64-bit `mul` + `add`. Three output
@@ -692,8 +820,6 @@ static void ek_nn_gemm(const int8_t *x, const int8_t *w, const int32_t *h, int8_
  * (an int -> float conversion of each weight, one `fmadd.s` per MAC).
  * Columns are int8 ([K][EK_NN_NP]); 1x1 stride-1 unpadded convs read the
  * input in place (k stride H * W) and matmuls their row (no gather). */
-#define EK_RV_LANE 21
-
 /* The three lane sums of a packed accumulator, stored to (first chunk) or
  * added to acc[0], acc[s], acc[2 s] (wrapping, as the int32 lowering). */
 static inline __attribute__((always_inline)) void ek_rv_unpack(int64_t a, int32_t *acc, int32_t s, int32_t add) {
@@ -1798,7 +1924,7 @@ __attribute__((noinline)) static void ek_nn_dw_row(const ek_dw_t *r0, int32_t pw
 }
 #endif
 
-#if EK_NN_RV64
+#if EK_NN_RV64 && !EK_NN_RVV
 /* riscv64 depthwise windows of 16 to 63 taps and 2 rows or more (5x5, 7x7): three horizontally
  * adjacent outputs per 64-bit MAC. Packed row P[c] = x[c] + x[c + sw] 2^21
  * + x[c + 2 sw] 2^42 of the padded input row, so output triple t of a row
@@ -1969,6 +2095,67 @@ static void ek_nn_rv_depthwise(const int8_t *x, const int8_t *w, const int32_t *
 }
 #endif
 
+#if EK_NN_RVV
+/* RVV depthwise, any window and stride: per channel the padded plane as
+ * int16 (scratch: PH * PW int16, then a row of OW int32 sums), per output
+ * row up to 32 outputs per vector: each tap is one load of the plane row
+ * (unit-stride, or strided by sw) and one vwmacc.vx of the tap's weight
+ * into int32 lanes (exact, as the conv kernel's); channels of the
+ * high-word form requantize in the lanes (ek_rvv_rq_store), others store
+ * the row's sums for ek_nn_requant_row. noinline: tests see it run. */
+/* a += every tap's weight times LOAD (the plane row rp from column t), rp and wt moving over the window */
+#define EK_RVV_DW_TAPS(LOAD)                                                                                  \
+  for (r = 0; r < kh; ++r, rp += PW)                                                                          \
+    for (t = 0; t < kw; ++t, ++wt) a = __riscv_vwmacc_vx_i32m4(a, (int16_t)*wt, LOAD, vl)
+__attribute__((noinline)) static void ek_nn_rvv_depthwise(const int8_t *x, const int8_t *w, const int32_t *h, int8_t *y, void *scratch) {
+  int32_t C = h[EK_NN_OC], H = h[EK_NN_H], W = h[EK_NN_W], OH = h[EK_NN_OH], OW = h[EK_NN_OW];
+  int32_t kh = h[EK_NN_KH], kw = h[EK_NN_KW], sh = h[EK_NN_SH], sw = h[EK_NN_SW], pt = h[EK_NN_PT], pl = h[EK_NN_PL];
+  int32_t PW = (OW - 1) * sw + kw, PH = (OH - 1) * sh + kh, c, i, j, r, t, x0;
+  int32_t j0 = pl < PW ? pl : PW, j1 = pl + W < PW ? pl + W : PW;
+  int32_t zp = h[EK_NN_ZOUT], lo = h[EK_NN_QMIN], hi = h[EK_NN_QMAX];
+  int16_t *plane = (int16_t *)scratch, pad = (int16_t)h[EK_NN_PADV];
+  int32_t *acc = (int32_t *)scratch + (PH * PW * 2 + 3) / 4;
+  const int32_t *q = h + EK_NN_HDR;
+  const int8_t *tab = ek_nn_table(h);
+  for (c = 0; c < C; ++c) {
+    const int8_t *xc = x + c * H * W, *wc = w + c * kh * kw;
+    int8_t *yc = y + c * OH * OW;
+    int32_t n = q[2 * C + c], high = EK_NN_HIGH_WORD(n);
+    for (i = 0; i < PH; ++i) {
+      int32_t iy = i - pt;
+      int16_t *row = plane + i * PW;
+      const int8_t *src = xc + iy * W - pl;
+      if (iy < 0 || iy >= H) {
+        for (j = 0; j < PW; ++j) row[j] = pad;
+        continue;
+      }
+      for (j = 0; j < j0; ++j) row[j] = pad;
+      for (; j < j1; ++j) row[j] = src[j];
+      for (; j < PW; ++j) row[j] = pad;
+    }
+    for (i = 0; i < OH; ++i, yc += OW) {
+      const int16_t *r0 = plane + i * sh * PW;
+      for (x0 = 0; x0 < OW; x0 += EK_RVV_OCB) {
+        size_t vl = __riscv_vsetvl_e32m4((size_t)(OW - x0 < EK_RVV_OCB ? OW - x0 : EK_RVV_OCB));
+        vint32m4_t a = __riscv_vmv_v_x_i32m4(0, vl);
+        const int16_t *rp = r0 + x0 * sw;
+        const int8_t *wt = wc;
+        if (sw == 1)
+          EK_RVV_DW_TAPS(__riscv_vle16_v_i16m2(rp + t, vl));
+        else
+          EK_RVV_DW_TAPS(__riscv_vlse16_v_i16m2(rp + t, 2 * sw, vl));
+        if (high)
+          ek_rvv_rq_store(a, __riscv_vmv_v_x_i32m4(q[c], vl), __riscv_vmv_v_x_i32m4(q[C + c], vl),
+                          __riscv_vmv_v_x_u32m4((uint32_t)(n - 32), vl), zp, lo, hi, tab, yc + x0, 1, vl);
+        else
+          __riscv_vse32_v_i32m4(acc + x0, a, vl);
+      }
+      if (!high) ek_nn_requant_row(acc, yc, OW, h, c);
+    }
+  }
+}
+#endif
+
 /* Scratch: the padded plane (PH * PW ek_dw_t, rounded to a word), then one
  * row of accumulators (OW int32), then kh * kw words for the weights
  * (widened to ek_dw_t, or packed in pairs for the DSP 5x5 rows). */
@@ -1989,7 +2176,10 @@ static void ek_nn_depthwise(const int8_t *x, const int8_t *w, const int32_t *h, 
     return;
   }
 #endif
-#if EK_NN_RV64
+#if EK_NN_RVV
+  ek_nn_rvv_depthwise(x, w, h, y, scratch);
+  return;
+#elif EK_NN_RV64
   if (kh >= 2 && kh * kw >= EK_RV_DW_MIN_TAPS && kh * kw <= EK_RV_DW_MAX_TAPS) { /* nn_rv64.dw_scratch_bytes */
     ek_nn_rv_depthwise(x, w, h, y, scratch);
     return;

@@ -17,6 +17,7 @@ from edgekit.core.profiles import load_profiles
 # (aot-c: per-channel symmetric weights, asymmetric activations; npu: all
 # symmetric; llvm/cuda: QuantConfig's own defaults).
 EXPECTED = {
+    "bpi-f3": (True, True, False),
     "host": (True, True, False),
     "jetson-orin-nano": (True, True, False),
     "kv260": (True, True, True),

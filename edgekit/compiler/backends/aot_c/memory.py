@@ -193,7 +193,15 @@ def lower_to_graph(
         int8 layers run on edgekit's C kernels.
     """
     from edgekit.compiler.backends.aot_c.lower import import_model, lower_for_aot
-    from edgekit.compiler.backends.aot_c.nn import kernel_source, offload_int8, uses_dsp, uses_neon, uses_rv64, uses_sdot
+    from edgekit.compiler.backends.aot_c.nn import (
+        kernel_source,
+        offload_int8,
+        uses_dsp,
+        uses_neon,
+        uses_rv64,
+        uses_rvv,
+        uses_sdot,
+    )
 
     progress("import", "importing into TVM Relax")
     mod = import_model(prepared)
@@ -204,7 +212,7 @@ def lower_to_graph(
     graph = extract_graph(lowered)
     if graph.extern_names():
         graph.extern_source = kernel_source(uses_dsp(tvm_target), uses_neon(tvm_target), uses_rv64(tvm_target),
-                                            uses_sdot(tvm_target))
+                                            uses_sdot(tvm_target), uses_rvv(tvm_target))
     return lowered, graph
 
 

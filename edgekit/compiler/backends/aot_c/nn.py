@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.compiler.backends.aot_c.fold import fold_int8_chains
-from edgekit.compiler.backends.aot_c.nn_rv64 import dw_scratch_bytes, pack_rows, run_length
+from edgekit.compiler.backends.aot_c.nn_rv64 import RVV_BLOCK, dw_scratch_bytes, pack_rows, pack_rvv, run_length
 from edgekit.core.fixedpoint import dot_bound, ties_possible
 from edgekit.core.resources import data_dir
 
@@ -43,6 +43,7 @@ __all__ = [
     "uses_neon",
     "uses_sdot",
     "uses_rv64",
+    "uses_rvv",
     "offload_int8",
     "kernel_source",
 ]
@@ -106,7 +107,16 @@ def uses_rv64(tvm_target: Any) -> bool:
     return str(tvm_target.attrs.get("mtriple", "")).startswith("riscv64")
 
 
-def kernel_source(dsp: bool, neon: bool = False, rv64: bool = False, sdot: bool = False) -> str:
+def uses_rvv(tvm_target: Any) -> bool:
+    """True when the target is riscv64 with the V extension and vectors of 256 bits or more
+    (LLVM's features of its mcpu/mattr, e.g. spacemit-x60: ``v``, ``zvl256b``): the C kernels'
+    RVV conv/matmul kernels and their weight layout (:func:`~edgekit.compiler.backends.aot_c.nn_rv64.pack_rvv`)."""
+    from tvm.target import codegen
+
+    return uses_rv64(tvm_target) and bool(codegen.target_has_features(["v", "zvl256b"], tvm_target))
+
+
+def kernel_source(dsp: bool, neon: bool = False, rv64: bool = False, sdot: bool = False, rvv: bool = False) -> str:
     """The C text appended to ``model.c`` when a model calls the kernels."""
     path = data_dir("firmware_stubs") / "nn" / "ek_nn_s8.c"
     # The weights were packed for one inner kernel: a model.c compiled for
@@ -115,10 +125,10 @@ def kernel_source(dsp: bool, neon: bool = False, rv64: bool = False, sdot: bool 
     # nor SDOT-packed weights (or NEON-packed ones) built for a CPU without (with) dot products.
     return (
         f"#define EK_NN_NP {NP}\n#define EK_NN_EXPECT_DSP {int(dsp)}\n#define EK_NN_EXPECT_NEON {int(neon)}\n"
-        f"#define EK_NN_EXPECT_RV64 {int(rv64)}\n#define EK_NN_EXPECT_SDOT {int(sdot)}\n"
+        f"#define EK_NN_EXPECT_RV64 {int(rv64)}\n#define EK_NN_EXPECT_SDOT {int(sdot)}\n#define EK_NN_EXPECT_RVV {int(rvv)}\n"
         f"{path.read_text(encoding='utf-8')}\n"
         "#if EK_NN_DSP != EK_NN_EXPECT_DSP || EK_NN_NEON != EK_NN_EXPECT_NEON || EK_NN_RV64 != EK_NN_EXPECT_RV64 || \\\n"
-        "    EK_NN_SDOT != EK_NN_EXPECT_SDOT\n"
+        "    EK_NN_SDOT != EK_NN_EXPECT_SDOT || EK_NN_RVV != EK_NN_EXPECT_RVV\n"
         '#error "ek_nn_s8: weights were packed for another kernel; compile model.c with the target\'s -mcpu"\n'
         "#endif\n"
     )
@@ -391,7 +401,7 @@ def _scratch_bytes(hdr: np.ndarray, dsp: bool, sdot: bool = False) -> int:
     return 4 * k * block + 4 * block * (-(-oc // 4) * 4)
 
 
-def _replacement(chain: _Chain, dsp: bool, rv64: bool = False, sdot: bool = False) -> Any:
+def _replacement(chain: _Chain, dsp: bool, rv64: bool = False, sdot: bool = False, rvv: bool = False) -> Any:
     """``call_dps_packed(ek_nn_s8, x, packed weights, parameters)[0]`` (output 1 is the scratch)."""
     from tvm import relax
 
@@ -399,13 +409,18 @@ def _replacement(chain: _Chain, dsp: bool, rv64: bool = False, sdot: bool = Fals
     out_shape = tuple(int(v) for v in out_ty.shape)
     packed, k, kp = _pack_weights(chain, dsp, sdot)
     params = _params(chain, k, kp, out_shape, dsp)
-    if rv64 and chain.kind != _DEPTHWISE:  # int8 columns, three channels per int64, run length after the table
-        rows = chain.w.reshape(chain.w.shape[0], -1) if chain.kind == _CONV else chain.w.T
+    rows = chain.w.reshape(chain.w.shape[0], -1) if chain.kind == _CONV else chain.w.T
+    if rvv and chain.kind != _DEPTHWISE:  # int8 columns, 32-channel weight vectors per k
+        packed = pack_rvv(rows)
+        params[_COLS_FIELD] = 1
+    elif rv64 and chain.kind != _DEPTHWISE:  # int8 columns, three channels per int64, run length after the table
         packed = pack_rows(rows)
         params[_COLS_FIELD] = 1
         params = np.append(params, np.int32(run_length(rows)))
     scratch = _scratch_bytes(params[:_HDR], dsp, sdot)
-    if rv64 and chain.kind == _DEPTHWISE:  # packed rows for 5x5, 7x7
+    if rvv and chain.kind != _DEPTHWISE:  # a block's columns (a word-rounded K * NP), then its int32 sums
+        scratch = -(-k * NP // 4) * 4 + 4 * NP * RVV_BLOCK
+    if rv64 and not rvv and chain.kind == _DEPTHWISE:  # packed rows for 5x5, 7x7 (RVV: the int16 plane)
         kh, kw, sw, ow = (int(params[i]) for i in (7, 8, 10, 6))
         scratch = dw_scratch_bytes(kh, kw, sw, ow) or scratch
     call = relax.call_dps_packed(
@@ -666,12 +681,13 @@ def offload_int8(mod: Any, tvm_target: Any) -> tuple[Any, int]:
     from tvm.relax.dpl import is_call_dps_packed, is_op, rewrite_call, wildcard
 
     dsp, neon, rv64, sdot = uses_dsp(tvm_target), uses_neon(tvm_target), uses_rv64(tvm_target), uses_sdot(tvm_target)
+    rvv = uses_rvv(tvm_target)
     func = mod["main"]
     count = 0
 
     def layer(expr: Any, var2val: dict) -> Any:
         chain = _match(expr, var2val, dsp, any_k=neon or rv64)
-        return None if chain is None else _replacement(chain, dsp, rv64, sdot)
+        return None if chain is None else _replacement(chain, dsp, rv64, sdot, rvv)
 
     rules = (
         (is_op("relax.astype")(wildcard()), layer),
@@ -727,5 +743,5 @@ def offload_int8(mod: Any, tvm_target: Any) -> tuple[Any, int]:
         func = relax.analysis.remove_all_unused(func)
         mod = tvm.IRModule({gv: f for gv, f in mod.functions_items()}, attrs=mod.attrs)
         mod["main"] = func
-    logger.info("%d int8 ops run on edgekit's C kernels (%s inner kernel)", count, "DSP" if dsp else "SDOT" if sdot else "NEON" if neon else "RV64" if rv64 else "generic")
+    logger.info("%d int8 ops run on edgekit's C kernels (%s inner kernel)", count, "DSP" if dsp else "SDOT" if sdot else "NEON" if neon else "RVV" if rvv else "RV64" if rv64 else "generic")
     return mod, count

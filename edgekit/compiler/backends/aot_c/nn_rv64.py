@@ -13,18 +13,26 @@ holds for every channel and every run (at least 63 for any int8 weights).
 Depthwise windows of 16 to 63 taps over 2 rows or more (5x5, 7x7) pack the activations instead:
 three horizontally adjacent outputs per word, from a ring of kh packed rows
 (:func:`dw_scratch_bytes`); smaller windows keep the float rows.
+
+With the V extension and VLEN >= 256 (``EK_NN_RVV``, e.g. the SpacemiT X60)
+conv/matmul take vector kernels instead: the int8 weights of
+:data:`RVV_BLOCK` output channels of one k are one vector (:func:`pack_rvv`),
+widened to int16 and multiplied by each pixel's activation into int32 lanes
+(``vwmacc.vx``), exact for any K; depthwise keeps the packed rows.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["LANE_BITS", "dw_scratch_bytes", "pack_rows", "run_length"]
+__all__ = ["LANE_BITS", "RVV_BLOCK", "dw_scratch_bytes", "pack_rows", "pack_rvv", "run_length"]
 
 #: Bits of each lane of a packed accumulator (the C kernel's EK_RV_LANE).
 LANE_BITS = 21
 _LIMIT = 2 ** (LANE_BITS - 1) - 1  # largest |lane sum| the unpacking recovers
 _X_MAX = 128  # largest |x| of an int8 activation
+#: Output channels per weight vector of the RVV kernels (the C kernel's EK_RVV_OCB: 32 int32 lanes at e32m4, VLEN 256).
+RVV_BLOCK = 32
 #: Depthwise windows the packed kernel takes (EK_RV_DW_MIN_TAPS, EK_RV_DW_MAX_TAPS).
 DW_TAPS = (16, 63)
 
@@ -66,6 +74,15 @@ def pack_rows(rows: np.ndarray) -> np.ndarray:
     pairs = len(groups) // 2
     words = np.concatenate([groups[: 2 * pairs].reshape(pairs, 2, k).transpose(0, 2, 1).reshape(-1), groups[2 * pairs :].reshape(-1)])
     return np.ascontiguousarray(words.astype("<i8")).view(np.int8).reshape(-1)
+
+
+def pack_rvv(rows: np.ndarray) -> np.ndarray:
+    """Weights ``[OC, K]`` int8 as the RVV kernels' vectors, ``[ceil(OC/32)][K][32]`` int8:
+    block b (channels 32 b .. 32 b + 31) starts at byte ``32 b * K``. Channels past OC are zero."""
+    oc, k = rows.shape
+    full = np.zeros((-(-oc // RVV_BLOCK) * RVV_BLOCK, k), np.int8)
+    full[:oc] = rows
+    return np.ascontiguousarray(full.reshape(-1, RVV_BLOCK, k).transpose(0, 2, 1)).reshape(-1)
 
 
 def dw_scratch_bytes(kh: int, kw: int, sw: int, ow: int) -> int | None:
