@@ -1,11 +1,14 @@
-"""Squeeze-excite multiplies on AVX2-only targets: one kernel with the gate's lookup (backends/llvm/gate_multiply.py).
+"""Squeeze-excite blocks on AVX2-only targets (backends/llvm/gate_multiply.py): the multiply one kernel with the
+gate's lookup, the squeeze sum one kernel with the mean's requantization.
 
-Checked: the kernel equals TVM's fused kernel for the same target on all
+Checked: the multiply equals TVM's fused kernel for the same target on all
 65,536 (activation, gate) int8 pairs, with and without the gate's table and
-with requantizations that clamp; a squeeze-excite model built for ``haswell``
-has the kernels (``vpmaddwd``, no ``vpmulld``, no gate lookup kernel), is
-bit-identical with the same build without them and within 1 LSB of
-onnxruntime; ``znver4`` (AVX-512) builds keep TVM's kernels.
+with requantizations that clamp; the sum with its requantization equals the
+sum kernel followed by TVM's requantization kernel; a squeeze-excite model
+built for ``haswell`` has the kernels (``vpmaddwd``, no ``vpmulld``, no gate
+lookup kernel, no requantization kernel of its own), is bit-identical with the
+same build without them and within 1 LSB of onnxruntime; ``znver4`` (AVX-512)
+builds keep TVM's kernels.
 """
 
 from __future__ import annotations
@@ -103,6 +106,40 @@ def test_rows_of_pp_ocr_cls_channel_counts(channels):
                                   _run(_generic(fused), x, g, out_shape=shape))  # fmt: skip
 
 
+def _requant(shape: tuple[int, ...]) -> tvm.tirx.PrimFunc:
+    """The mean's requantization as the lowering writes it (PP-OCR cls's last squeeze): int32 sums to int16."""
+    from tvm import te, tirx
+
+    s = te.placeholder(shape, "int32", "s")
+
+    def value(*i):
+        v = tirx.max(tirx.min((s[i] + 22080).astype("float32") * tirx.const(0.038038019090890884, "float32")
+                              + tirx.const(12582912.0, "float32"), tirx.const(12583082.0, "float32")),
+                     tirx.const(12582827.0, "float32"))  # fmt: skip
+        return (v.astype("int32") - 12582955).astype("int8").astype("int16")
+
+    return te.create_prim_func([s, te.compute(shape, value, name="compute")])
+
+
+@needs_cpu(HASWELL)
+@pytest.mark.parametrize("channels", [40, 200])
+def test_squeeze_sum_with_its_requantization(channels):
+    """The sums of every channel (extremes included, which clamp) through the epilogue as TVM's kernel computes them."""
+    from edgekit.compiler.backends.llvm.channel_sum import channel_sum_rows
+
+    shape = (1, 2, 96, channels)
+    rng = np.random.default_rng(channels)
+    x = rng.integers(-128, 128, shape).astype(np.int8)
+    x[..., 0], x[..., 1] = 127, -128
+    x[..., 2:20] = np.arange(-128, 128, 14)[:18]
+    found = gm.match_squeeze_requant(_requant((1, 1, 1, channels)))
+    assert found is not None and found[:2] == ((1, 1, 1, channels), "int16")
+    sums = x.astype(np.int64).sum(axis=(1, 2), keepdims=True).astype(np.int32)
+    want = _run(_generic(_requant((1, 1, 1, channels))), sums, out_shape=(1, 1, 1, channels))
+    got = _run(_build(channel_sum_rows(shape, found[2], found[1])), x, out_shape=(1, 1, 1, channels))
+    np.testing.assert_array_equal(got, want)
+
+
 def test_other_kernels_are_not_matched():
     """An int8 output, a gate per pixel, two products: not a squeeze-excite multiply."""
     from tvm import te
@@ -154,11 +191,14 @@ def se_int8(tmp_path_factory) -> str:
 
 
 def test_haswell_build_has_the_kernel(se_int8):
-    """One gate-multiply kernel, no [1, 1, 1, C] lookup kernel; its step is vpmaddwd, not vpmulld."""
+    """One gate-multiply kernel, one squeeze sum with its requantization, and no other kernel on [1, 1, 1, C]
+    but the gate's convs; the multiply's step is vpmaddwd, not vpmulld."""
     calls = kernel_calls(se_int8, HASWELL)
     names = [name for name, _ins, _out in calls]
     assert sum(n.startswith(gm.GATE_MULTIPLY) for n in names) == 1, names
-    assert not [c for c in calls if c[0].startswith("lookup") and c[2][:3] == (1, 1, 1)], calls
+    assert sum(n.startswith(gm.SQUEEZE_REQUANT) for n in names) == 1, names
+    small = [c[0] for c in calls if c[2][:3] == (1, 1, 1) and not c[0].startswith(gm.SQUEEZE_REQUANT)]
+    assert len(small) == 2 and all("conv2d" in n for n in small), small
     asm = {k: v for k, v in kernels_asm(se_int8, "haswell").items() if k.startswith(gm.GATE_MULTIPLY)}
     ops = mnemonics(next(iter(asm.values())))
     assert "vpmaddwd" in ops and "vpmulld" not in ops, sorted(ops)
@@ -166,7 +206,7 @@ def test_haswell_build_has_the_kernel(se_int8):
 
 def test_avx512_builds_keep_tvms_kernel(se_int8):
     names = [name for name, _ins, _out in kernel_calls(se_int8, tvm.target.Target({"kind": "llvm", "mcpu": "znver4"}))]
-    assert not any(n.startswith(gm.GATE_MULTIPLY) for n in names), names
+    assert not any(n.startswith((gm.GATE_MULTIPLY, gm.SQUEEZE_REQUANT)) for n in names), names
 
 
 def _outputs(model: str, feeds: list[np.ndarray]) -> list[np.ndarray]:

@@ -20,7 +20,7 @@ from typing import Any
 
 from edgekit.compiler.relax_rewrite import TO_NCHW, bound_value, calls_rewrite_pass, is_call, permuted, static_shape
 
-__all__ = ["channel_sum_pass"]
+__all__ = ["channel_sum_pass", "channel_sum_rows"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +40,12 @@ def _channel_sum(x: Any) -> Any:
     )
 
 
-def _channel_sum_rows(shape: tuple[int, int, int, int]) -> Any:
+def _channel_sum_rows(shape: tuple[int, int, int, int], epilogue: Any = None, out_dtype: str = "int32") -> Any:
     """A PrimFunc ``Y[n, 0, 0, c] = sum_hw int32(X[n, h, w, c])`` on whole vectors, for ``c >= STEP``.
+
+    ``epilogue`` (int32 vector of ``STEP`` sums -> ``out_dtype`` vector), where
+    given, is applied to the sums before they are stored (the requantization
+    of the mean: :mod:`edgekit.compiler.backends.llvm.gate_multiply`).
 
     One int32 vector of sums per ``STEP`` channels, added over every
     pixel; the last step reads the row's last ``STEP`` channels (overlapping
@@ -59,12 +63,15 @@ def _channel_sum_rows(shape: tuple[int, int, int, int]) -> Any:
     steps = -(-c // STEP)
     wide, narrow = f"int32x{STEP}", f"int8x{STEP}"
 
+    def out(v: Any) -> Any:
+        return v if epilogue is None else epilogue(v)
+
     @T.prim_func(private=True, s_tir=True)
-    def channel_sum(Xs: T.Buffer(shape, "int8"), Ys: T.Buffer((n, 1, 1, c), "int32")) -> None:
+    def channel_sum(Xs: T.Buffer(shape, "int8"), Ys: T.Buffer((n, 1, 1, c), out_dtype)) -> None:
         T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
         with T.sblock("root"):
             X = T.decl_buffer((n * hw * c,), "int8", data=Xs.data)
-            Y = T.decl_buffer((n * c,), "int32", data=Ys.data)
+            Y = T.decl_buffer((n * c,), out_dtype, data=Ys.data)
             # On the stack: a "local" buffer or a named scalar is taken from the heap (TVM's LowerTVMBuiltin).
             acc = T.decl_buffer((STEP,), "int32", scope="global")
             for b, k in T.grid(n, steps):
@@ -72,9 +79,13 @@ def _channel_sum_rows(shape: tuple[int, int, int, int]) -> Any:
                 acc[T.ramp(0, 1, STEP)] = T.broadcast(T.int32(0), STEP)
                 for p in range(hw):
                     acc[T.ramp(0, 1, STEP)] = acc[T.ramp(0, 1, STEP)] + T.Cast(wide, X.vload([(b * hw + p) * c + first], narrow))
-                Y[T.ramp(b * c + first, 1, STEP)] = acc[T.ramp(0, 1, STEP)]
+                Y[T.ramp(b * c + first, 1, STEP)] = out(acc[T.ramp(0, 1, STEP)])
 
     return channel_sum
+
+
+#: The hand-written squeeze sum, public for :mod:`edgekit.compiler.backends.llvm.gate_multiply` (its epilogue form).
+channel_sum_rows = _channel_sum_rows
 
 
 def _sum_kernel(m: Any, x: Any) -> Any:

@@ -53,6 +53,10 @@ logger = logging.getLogger(__name__)
 
 #: Name of the kernels :func:`gate_multiply_pass` writes.
 GATE_MULTIPLY = "gate_multiply"
+#: Name of the squeeze sums with the mean's requantization (:func:`gate_multiply_pass`).
+SQUEEZE_REQUANT = "channel_sum_requant"
+#: Name prefix of the hand-written squeeze sums (:mod:`edgekit.compiler.backends.llvm.channel_sum`).
+SQUEEZE_SUM = "channel_sum"
 #: Values per step (one ``vpmovsxbw`` of 16 bytes).
 STEP = 16
 _PMADDWD = "llvm.x86.avx2.pmadd.wd"
@@ -313,6 +317,49 @@ def match_gate_multiply(func: Any) -> tuple[tuple[int, int, int, int], int, int,
     return xs, a, b, tail
 
 
+def match_squeeze_requant(func: Any) -> tuple[tuple[int, ...], str, Callable[[Any], Any]] | None:
+    """``(shape, dtype, epilogue)`` of an elementwise kernel of one int32 ``[N, 1, 1, C]`` input to a
+    ``[N, 1, 1, C]`` output of casts, adds, subtracts, multiplies, min and max of constants (the mean's
+    requantization), ``epilogue`` mapping an int32 vector of :data:`~edgekit.compiler.backends.llvm.channel_sum.STEP`
+    sums to the output's vector; else None."""
+    from edgekit.compiler.backends.llvm.channel_sum import STEP as SUM_STEP
+
+    if len(func.params) != 2:
+        return None
+    src, dst = func.params
+    try:
+        shapes = [tuple(int(d) for d in b.shape) for b in (src, dst)]
+    except (TypeError, ValueError):
+        return None
+    if shapes[0] != shapes[1] or len(shapes[0]) != 4 or shapes[0][1:3] != (1, 1) or str(src.dtype) != "int32":
+        return None
+    found = _inlined_value(func)
+    if found is None or _reads(found[1]) != 1:
+        return None
+    store, value = found
+    loads: list[Any] = []
+
+    def keep(node: Any) -> None:
+        loads.append(node)
+
+    import tvm_ffi
+    from tvm import ir
+
+    tvm_ffi.structural_walk(value, [(ir.TensorLoad, keep)])
+    load = loads[0]
+    if not load.source.same_as(src) or [str(i) for i in load.indices] != [str(i) for i in store.indices]:
+        return None
+    if _vector(value, load, _zeros(SUM_STEP), SUM_STEP) is None:
+        return None
+    return shapes[0], str(dst.dtype), lambda v: _vector(value, load, v, SUM_STEP)
+
+
+def _zeros(lanes: int) -> Any:
+    from tvm import tirx
+
+    return tirx.Broadcast(tirx.IntImm("int32", 0), lanes)
+
+
 def _table(operand: np.ndarray) -> np.ndarray:
     """The 256-entry table of an AVX2 lookup kernel's operand (:func:`edgekit.compiler.backends.llvm.lookup._avx2_slices`:
     16 slices ``L_k = T_k ^ T_(k+1)``, ``L_7 = T_7``, ``L_15 = T_15``, each twice)."""
@@ -328,6 +375,8 @@ def gate_multiply_pass(target: tvm.target.Target) -> Any:
     import tvm
     from tvm import relax
 
+    from edgekit.compiler.backends.llvm.channel_sum import STEP as SUM_STEP
+    from edgekit.compiler.backends.llvm.channel_sum import channel_sum_rows
     from edgekit.compiler.backends.llvm.lookup import AVX2_LOOKUP
 
     if dot_isa(target) is not I16_256:
@@ -350,6 +399,8 @@ def gate_multiply_pass(target: tvm.target.Target) -> Any:
             func = mod[gv] if isinstance(gv, tvm.ir.GlobalVar) else None
             if not isinstance(func, tvm.tirx.PrimFunc):
                 return None
+            if len(call.args[1].fields) == 1:
+                return squeeze_requant(m, call, func)
             found = match_gate_multiply(func)
             if found is None:
                 return None
@@ -371,6 +422,25 @@ def gate_multiply_pass(target: tvm.target.Target) -> Any:
                 funcs[key] = m.builder_.add_func(gate_multiply_func(shape, a, b, tail, lookup), GATE_MULTIPLY)
             return relax.call_tir(funcs[key], relax.Tuple([x, g, relax.const(table, "int8")]),
                                   relax.TensorType(shape, "int16"))  # fmt: skip
+
+        def squeeze_requant(m: Any, call: Any, func: Any) -> Any:
+            (s,) = call.args[1].fields
+            source = bound_value(m, s)
+            if not (is_call(source, "relax.call_tir") and source.args[0].name_hint.startswith(SQUEEZE_SUM)
+                    and uses.get(s, 0) == 1):  # fmt: skip
+                return None
+            found = match_squeeze_requant(func)
+            if found is None:
+                return None
+            (x,) = source.args[1].fields
+            shape = tuple(int(d) for d in x.ty.shape.values)
+            if len(shape) != 4 or shape[3] < SUM_STEP or found[0] != (shape[0], 1, 1, shape[3]):
+                return None
+            key = (shape, str(func.body))
+            if key not in funcs:
+                kernel = channel_sum_rows(shape, found[2], found[1])
+                funcs[key] = m.builder_.add_func(kernel, SQUEEZE_REQUANT)
+            return relax.call_tir(funcs[key], relax.Tuple([x]), relax.TensorType(found[0], found[1]))
 
         mutator = Rewriter(mod)
         for gv, func in list(mod.functions_items()):
