@@ -768,6 +768,31 @@ static inline __attribute__((always_inline)) void ek_rvv_dot_body(const int8_t *
 EK_RVV_DOT(ek_nn_rvv_dot_32xn, EK_NN_NP)
 EK_RVV_DOT(ek_nn_rvv_dot_32x1, 1)
 
+/* ek_im2col_s8 for a matmul row or a conv window inside the input (no
+ * padding): up to 32 elements per indexed load (vluxei32) through the
+ * gather table's offsets, stored with the columns' stride cs; the scalar
+ * gather for windows that leave the input. */
+static void ek_rvv_im2col_s8(const int8_t *x, const int32_t *h, int32_t p, int8_t *col, int32_t cs) {
+  int32_t n = h[EK_NN_KP], k;
+  const uint32_t *off = (const uint32_t *)(h + EK_NN_HDR + 3 * h[EK_NN_OC]);
+  const int8_t *base = x + p * h[EK_NN_K];
+  if (h[EK_NN_KIND] != EK_NN_MATMUL) {
+    int32_t H = h[EK_NN_H], W = h[EK_NN_W], oy = p / h[EK_NN_OW], ox = p - oy * h[EK_NN_OW];
+    int32_t y0 = oy * h[EK_NN_SH] - h[EK_NN_PT], x0 = ox * h[EK_NN_SW] - h[EK_NN_PL];
+    if (!(y0 >= 0 && y0 + h[EK_NN_KH] <= H && x0 >= 0 && x0 + h[EK_NN_KW] <= W)) {
+      ek_im2col_s8(x, h, p, col, cs);
+      return;
+    }
+    base = x + (y0 * W + x0);
+  }
+  for (k = 0; k < n;) {
+    size_t vl = __riscv_vsetvl_e32m4((size_t)(n - k));
+    vint8m1_t v = __riscv_vluxei32_v_i8m1(base, __riscv_vle32_v_u32m4(off + k, vl), vl);
+    __riscv_vsse8_v_i8m1(col + k * cs, cs, v, vl);
+    k += (int32_t)vl;
+  }
+}
+
 /* conv (groups 1) and matmul. Scratch: K * EK_NN_NP int8 columns (rounded
  * to a word), then EK_NN_NP * 32 int32 sums (layers ek_nn_requant takes). */
 static void ek_nn_gemm(const int8_t *x, const int8_t *w, const int32_t *h, int8_t *y, void *scratch) {
@@ -790,7 +815,7 @@ static void ek_nn_gemm(const int8_t *x, const int8_t *w, const int32_t *h, int8_
     } else if (matmul && np == 1) {
       src = x + p * K;
     } else {
-      for (j = 0; j < np; ++j) ek_im2col_s8(x, h, p + j, col + j, np);
+      for (j = 0; j < np; ++j) ek_rvv_im2col_s8(x, h, p + j, col + j, np);
     }
     for (c = 0; c < oc; c += EK_RVV_OCB) {
       size_t vl = __riscv_vsetvl_e32m4((size_t)(oc - c));
@@ -2345,6 +2370,22 @@ int32_t ek_nn_quantize_s8(void *self, const ek_ffi_any_t *args, int32_t num_args
       }
       vst1q_s8(dst + i, vcombine_s8(vmovn_s16(vcombine_s16(vmovn_s32(r[0]), vmovn_s32(r[1]))),
                                     vmovn_s16(vcombine_s16(vmovn_s32(r[2]), vmovn_s32(r[3])))));
+    }
+  }
+#endif
+#if EK_NN_RVV
+  { /* up to 32 at a time: vfdiv (IEEE, as the division below), vfcvt.x.f.v in the dynamic rounding
+     * mode (round to nearest even, Linux's default; a NaN gives 2^31 - 1, +-inf saturate: 127, 127,
+     * -128 as the compares below), the integral zero point added after a clamp to +-256 (no
+     * overflow; the sum is the float one), clamp, two narrowings. In place as the loop below. */
+    int32_t z = (int32_t)zp;
+    while (i < n) {
+      size_t vl = __riscv_vsetvl_e32m4((size_t)(n - i));
+      vint32m4_t r = __riscv_vfcvt_x_f_v_i32m4(__riscv_vfdiv_vf_f32m4(__riscv_vle32_v_f32m4(src + i, vl), scale, vl), vl);
+      r = __riscv_vadd_vx_i32m4(__riscv_vmin_vx_i32m4(__riscv_vmax_vx_i32m4(r, -256, vl), 256, vl), z, vl);
+      r = __riscv_vmin_vx_i32m4(__riscv_vmax_vx_i32m4(r, -128, vl), 127, vl);
+      __riscv_vse8_v_i8m1(dst + i, __riscv_vncvt_x_x_w_i8m1(__riscv_vncvt_x_x_w_i16m2(r, vl), vl), vl);
+      i += (int32_t)vl;
     }
   }
 #endif

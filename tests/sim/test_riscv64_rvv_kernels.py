@@ -138,6 +138,28 @@ def test_rvv_kernels_bit_exact_on_a_mobilenetv3_block_under_qemu(block_int8: tup
     assert np.abs(want).max() > 4 * _output_step(model)  # not a constant output
 
 
+@needs_zig
+@needs_qemu
+def test_rvv_input_quantize_rounds_ties_to_even_and_saturates_under_qemu(board_cpu: None, tmp_path: Path) -> None:
+    """A float input's QuantizeLinear (ek_nn_quantize_s8, 32 floats per vector and a tail of 8): exact ties,
+    values past the int8 range, infinities and NaN as visionfive2's scalar code and numpy's rint."""
+    n, scale, zp = 200, np.float32(0.5), 3
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("QuantizeLinear", ["x", "s", "z"], ["y"])], "q",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, n])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.INT8, [1, n])],
+        [onnx.numpy_helper.from_array(np.array(scale), "s"), onnx.numpy_helper.from_array(np.array(zp, np.int8), "z")])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 13)])
+    x = (np.arange(n, dtype=np.float32) - 100) * np.float32(0.25)  # every other value an exact tie of x / 0.5
+    x[:6] = [1000.0, -1000.0, np.inf, -np.inf, np.nan, 63.75]
+    outs = {board: _run(_runner(model, True, tmp_path / board, board), x, [1, n], np.int8, QEMU)
+            for board in (BOARD, "visionfive2")}  # fmt: skip
+    np.testing.assert_array_equal(outs[BOARD], outs["visionfive2"])
+    want = np.clip(np.rint(x[6:] / scale) + zp, -128, 127)
+    np.testing.assert_array_equal(outs[BOARD][0, 6:], want)
+    assert list(outs[BOARD][0, :5]) == [127, -128, 127, -128, 127]  # NaN clamps to 127 as the scalar compares
+
+
 def _rv_mnemonics(obj: Path, symbol: str) -> list[str]:
     """The instruction mnemonics of one function of a riscv64 object (its own section), vector and
     bit-manipulation instructions decoded."""
