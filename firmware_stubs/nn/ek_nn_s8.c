@@ -2128,14 +2128,24 @@ static void ek_nn_rv_depthwise(const int8_t *x, const int8_t *w, const int32_t *
  * into int32 lanes (exact, as the conv kernel's); channels of the
  * high-word form requantize in the lanes (ek_rvv_rq_store), others store
  * the row's sums for ek_nn_requant_row. noinline: tests see it run. */
-/* a += every tap's weight times LOAD (the plane row rp from column t), rp and wt moving over the window */
-#define EK_RVV_DW_TAPS(LOAD)                                                                                  \
-  for (r = 0; r < kh; ++r, rp += PW)                                                                          \
-    for (t = 0; t < kw; ++t, ++wt) a = __riscv_vwmacc_vx_i32m4(a, (int16_t)*wt, LOAD, vl)
+/* The window's sums of vl outputs whose first tap reads rp (the plane's rows PW apart, outputs sw
+ * apart): one load and one vwmacc.vx per tap. Inlined with constant kw and sw (3x3, 5x5, strides 1
+ * and 2) the taps of a row unroll, so no loop or vsetvli between them. */
+static inline __attribute__((always_inline)) vint32m4_t ek_rvv_dw_window(const int16_t *rp, int32_t PW,
+                                                                        const int8_t *wt, int32_t kh, int32_t kw,
+                                                                        int32_t sw, size_t vl) {
+  vint32m4_t a = __riscv_vmv_v_x_i32m4(0, vl);
+  int32_t r, t;
+  for (r = 0; r < kh; ++r, rp += PW, wt += kw)
+    for (t = 0; t < kw; ++t)
+      a = __riscv_vwmacc_vx_i32m4(a, (int16_t)wt[t], sw == 1 ? __riscv_vle16_v_i16m2(rp + t, vl)
+                                                             : __riscv_vlse16_v_i16m2(rp + t, 2 * sw, vl), vl);
+  return a;
+}
 __attribute__((noinline)) static void ek_nn_rvv_depthwise(const int8_t *x, const int8_t *w, const int32_t *h, int8_t *y, void *scratch) {
   int32_t C = h[EK_NN_OC], H = h[EK_NN_H], W = h[EK_NN_W], OH = h[EK_NN_OH], OW = h[EK_NN_OW];
   int32_t kh = h[EK_NN_KH], kw = h[EK_NN_KW], sh = h[EK_NN_SH], sw = h[EK_NN_SW], pt = h[EK_NN_PT], pl = h[EK_NN_PL];
-  int32_t PW = (OW - 1) * sw + kw, PH = (OH - 1) * sh + kh, c, i, j, r, t, x0;
+  int32_t PW = (OW - 1) * sw + kw, PH = (OH - 1) * sh + kh, c, i, j, x0;
   int32_t j0 = pl < PW ? pl : PW, j1 = pl + W < PW ? pl + W : PW;
   int32_t zp = h[EK_NN_ZOUT], lo = h[EK_NN_QMIN], hi = h[EK_NN_QMAX];
   int16_t *plane = (int16_t *)scratch, pad = (int16_t)h[EK_NN_PADV];
@@ -2162,13 +2172,18 @@ __attribute__((noinline)) static void ek_nn_rvv_depthwise(const int8_t *x, const
       const int16_t *r0 = plane + i * sh * PW;
       for (x0 = 0; x0 < OW; x0 += EK_RVV_OCB) {
         size_t vl = __riscv_vsetvl_e32m4((size_t)(OW - x0 < EK_RVV_OCB ? OW - x0 : EK_RVV_OCB));
-        vint32m4_t a = __riscv_vmv_v_x_i32m4(0, vl);
         const int16_t *rp = r0 + x0 * sw;
-        const int8_t *wt = wc;
-        if (sw == 1)
-          EK_RVV_DW_TAPS(__riscv_vle16_v_i16m2(rp + t, vl));
+        vint32m4_t a;
+        if (kw == 3 && sw == 1)
+          a = ek_rvv_dw_window(rp, PW, wc, kh, 3, 1, vl);
+        else if (kw == 3 && sw == 2)
+          a = ek_rvv_dw_window(rp, PW, wc, kh, 3, 2, vl);
+        else if (kw == 5 && sw == 1)
+          a = ek_rvv_dw_window(rp, PW, wc, kh, 5, 1, vl);
+        else if (kw == 5 && sw == 2)
+          a = ek_rvv_dw_window(rp, PW, wc, kh, 5, 2, vl);
         else
-          EK_RVV_DW_TAPS(__riscv_vlse16_v_i16m2(rp + t, 2 * sw, vl));
+          a = ek_rvv_dw_window(rp, PW, wc, kh, kw, sw, vl);
         if (high)
           ek_rvv_rq_store(a, __riscv_vmv_v_x_i32m4(q[c], vl), __riscv_vmv_v_x_i32m4(q[C + c], vl),
                           __riscv_vmv_v_x_u32m4((uint32_t)(n - 32), vl), zp, lo, hi, tab, yc + x0, 1, vl);

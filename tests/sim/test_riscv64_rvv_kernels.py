@@ -14,6 +14,7 @@ shipped object's conv and depthwise kernels are disassembled: vector widening MA
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import shlex
 import shutil
@@ -24,6 +25,7 @@ import numpy as np
 import onnx
 import pytest
 
+from edgekit.cli.main import main
 from edgekit.compiler.backends.aot_c.nn import uses_rv64, uses_rvv
 from edgekit.compiler.backends.aot_c.nn_rv64 import RVV_BLOCK, pack_rvv
 from edgekit.core.profiles import get_board, load_profiles
@@ -70,6 +72,12 @@ def test_the_board_and_its_target_take_the_rvv_kernels() -> None:
     assert uses_rv64(target.tvm_target()) and uses_rvv(target.tvm_target())
     u74 = get_board("visionfive2")[1].tvm_target()
     assert uses_rv64(u74) and not uses_rvv(u74)  # RV64GC: the packed-int64 kernels
+
+
+def test_edgekit_boards_lists_the_board(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["-q", "boards", "--json"]) == 0
+    (board,) = [b for b in json.loads(capsys.readouterr().out)["boards"] if b["name"] == BOARD]
+    assert (board["target"], board["simulator"], board["cores"], board["clock_hz"]) == ("riscv64-x60", "qemu-user", 8, 1_600_000_000)
 
 
 def test_rvv_weights_are_32_channel_vectors_per_k() -> None:
