@@ -818,7 +818,7 @@ static void ek_nn_gemm(const int8_t *x, const int8_t *w, const int32_t *h, int8_
       for (j = 0; j < np; ++j) ek_rvv_im2col_s8(x, h, p + j, col + j, np);
     }
     for (c = 0; c < oc; c += EK_RVV_OCB) {
-      size_t vl = __riscv_vsetvl_e32m4((size_t)(oc - c));
+      size_t vl = __riscv_vsetvl_e32m4((size_t)(oc - c < EK_RVV_OCB ? oc - c : EK_RVV_OCB)); /* VLEN > 256: still 32 */
       int8_t *yc = y + c * ys_c + p * ys_p;
       if (np == EK_NN_NP)
         ek_nn_rvv_dot_32xn(w + c * K, K, src, rs, vl, h, c, yc, ys_c, ys_p, sums);

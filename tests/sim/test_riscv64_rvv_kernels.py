@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
 import shlex
 import shutil
@@ -102,6 +103,18 @@ def test_rvv_kernels_bit_exact_with_the_integer_lowering_under_qemu(name: str, b
     expected = {"ek_nn_rvv_dot_32xn"} if pixels >= 6 else set()  # blocks of 6 pixels, then lone ones
     expected |= {"ek_nn_rvv_dot_32x1"} if pixels % 6 else set()
     assert {f for f in ran if "_dot_" in f} == expected, ran  # not the packed-int64 kernels (ek_nn_dot_*)
+
+
+@needs_zig
+@needs_qemu
+@pytest.mark.parametrize("name", ["conv3x3_pad_40ch", "depthwise_3x3_s1_40"])
+def test_rvv_kernels_bit_exact_on_a_512_bit_vector_unit(name: str, monkeypatch: pytest.MonkeyPatch,
+                                                        tmp_path: Path) -> None:
+    """The same code on VLEN 512 (zvl256b is a minimum): blocks stay 32 channels / outputs wide."""
+    machine = shlex.split(get_board(BOARD)[0].simulator.machine)
+    monkeypatch.setenv("QEMU_CPU", machine[machine.index("-cpu") + 1].replace("vlen=256", "vlen=512"))
+    assert "vlen=512" in os.environ["QEMU_CPU"]
+    check_layer(_qdq_layer(*LAYERS[name], seed=len(name)), BOARD, QEMU, tmp_path)
 
 
 @needs_zig
