@@ -81,6 +81,26 @@ def test_edgekit_boards_lists_the_board(capsys: pytest.CaptureFixture[str]) -> N
     assert (board["target"], board["simulator"], board["cores"], board["clock_hz"]) == ("riscv64-x60", "qemu-user", 8, 1_600_000_000)
 
 
+@needs_zig
+@needs_qemu
+def test_bench_sim_runs_the_package_on_the_profiles_vector_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """``edgekit bench --sim`` takes qemu's CPU from the profile (``-cpu rv64,v=true,...``; no QEMU_CPU
+    here): the digits CNN's package, whose TVM kernels LLVM vectorized for the X60, matches onnxruntime."""
+    from edgekit.compiler.driver import compile_model
+    from edgekit.examples import __file__ as examples_init
+
+    monkeypatch.delenv("QEMU_CPU", raising=False)
+    examples = Path(examples_init).parent
+    pkg = tmp_path / "digits-bpi-f3.ekpkg"
+    compile_model(examples / "digits_cnn.onnx", BOARD, pkg)
+    assert main(["bench", str(pkg), "--sim", "--runs", "1", "--warmup", "0", "--input",
+                 str(examples / "digits_input.npz"), "--compare-ort", "--json", "-"]) == 0  # fmt: skip
+    report = json.loads(capsys.readouterr().out)
+    assert report["simulated"] is True and report["outputs_agree"] is True
+    assert report["ort_max_rel_error"]["max"] <= 1e-4
+
+
 def test_rvv_weights_are_32_channel_vectors_per_k() -> None:
     rows = np.arange(-60, 60, dtype=np.int8).reshape(40, 3)  # OC 40, K 3
     packed = pack_rvv(rows).reshape(2, 3, RVV_BLOCK)  # [OC/32][K][32]
