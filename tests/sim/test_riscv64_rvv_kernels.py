@@ -31,7 +31,15 @@ from edgekit.compiler.backends.aot_c.nn import uses_rv64, uses_rvv
 from edgekit.compiler.backends.aot_c.nn_rv64 import RVV_BLOCK, pack_rvv
 from edgekit.core.profiles import get_board, load_profiles
 
-from test_aarch64_int8_kernels import _run, _runner, _shipped_object, check_layer, matmul_rows_layer
+from test_aarch64_int8_kernels import (
+    _ran,
+    _run,
+    _runner,
+    _shipped_object,
+    check_layer,
+    matmul_rows_layer,
+    squeeze_excite_layer,
+)
 from test_mcu_int8_blocks import _feeds as _block_feeds, _ort as _block_ort, _output_step, block_int8  # noqa: F401
 from test_mcu_int8_kernels import _exact_ties, _functions, _ort, _qdq_layer, _tie_feeds, _tie_layer
 
@@ -139,6 +147,16 @@ def test_rvv_kernels_bit_exact_on_a_512_bit_vector_unit(name: str, monkeypatch: 
 
 @needs_zig
 @needs_qemu
+@pytest.mark.parametrize("side", [5, 24])
+def test_rvv_squeeze_excite_bit_exact_under_qemu(side: int, board_cpu: None, tmp_path: Path) -> None:
+    """The squeeze-excite multiply (ek_nn_mul_row: 32 values per step; 25 = one short step; 576 values
+    per plane: the 256-entry table of products). (ek_nn_sum_s8 runs in the MobileNetV3 block.)"""
+    ran = check_layer(squeeze_excite_layer(4, side), BOARD, QEMU, tmp_path)
+    assert "ek_nn_mul_row" in ran, ran
+
+
+@needs_zig
+@needs_qemu
 def test_rvv_matmul_over_several_rows_bit_exact_under_qemu(board_cpu: None, tmp_path: Path) -> None:
     """A Gemm of 13 rows x 40 channels: two gathered 6-row blocks (contiguous stores of 32 + 8 channels) and a tail row."""
     ran = check_layer(matmul_rows_layer(13, 21, 40, seed=7), BOARD, QEMU, tmp_path)
@@ -171,9 +189,13 @@ def test_rvv_kernels_bit_exact_on_a_mobilenetv3_block_under_qemu(block_int8: tup
     path, model = block_int8
     x = _block_feeds(4)["x"]
     out_shape = [d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim]
-    outs = {board: _run(_runner(onnx.load(path), True, tmp_path / board, board), x, out_shape, np.float32, QEMU)
+    log = tmp_path / "in_asm.log"
+    outs = {board: _run(_runner(onnx.load(path), True, tmp_path / board, board, strip=board != BOARD), x, out_shape,
+                        np.float32, QEMU, log=log if board == BOARD else None)
             for board in (BOARD, "visionfive2")}  # fmt: skip
     np.testing.assert_array_equal(outs[BOARD], outs["visionfive2"])
+    ran = {f for f in _ran(log) if f.startswith("ek_nn_")}
+    assert {"ek_nn_rvv_dot_32xn", "ek_nn_rvv_depthwise", "ek_nn_sum_s8", "ek_nn_mul_row", "ek_nn_quantize_s8"} <= ran
     want = _block_ort(model, {"x": x})
     assert np.abs(outs[BOARD] - want).max() <= 1.01 * _output_step(model)
     assert np.abs(want).max() > 4 * _output_step(model)  # not a constant output
