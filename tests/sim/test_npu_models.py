@@ -48,7 +48,7 @@ def case(request, tmp_path_factory):
     traced, steps = executor.run(feeds, trace=True)
     names = [n for n in int8_tensors(model) if n in traced]
     host = host_integer_outputs(model, feeds, names, tmp_path_factory.mktemp(request.param))
-    return request.param, built, feeds, traced, steps, names, host
+    return request.param, built, feeds, traced, steps, names, host, model
 
 
 def _assert_matches_host(traced, names, host, outputs):
@@ -61,7 +61,7 @@ def _assert_matches_host(traced, names, host, outputs):
 
 
 def test_every_int8_tensor_on_the_python_model_equals_the_host_integer_compile(case):
-    name, built, _, traced, _, names, host = case
+    name, built, _, traced, _, names, host, _ = case
     # Every offloaded layer's output is among the tensors compared.
     assert {layer.output for layer in built.partition.layers} <= set(names)
     assert len(built.partition.layers) >= (60 if name == "ppocr-cls" else 100)
@@ -70,7 +70,7 @@ def test_every_int8_tensor_on_the_python_model_equals_the_host_integer_compile(c
 
 @needs_verilator
 def test_the_rtl_computes_the_same_tensors_and_cycles(case):
-    _, built, feeds, _, model_steps, names, host = case
+    _, built, feeds, _, model_steps, names, host, _ = case
     npu = get_board("pynq-z2")[0].npu
     executor, _, _ = open_simulated(built.members.__getitem__, npu, engine="rtl")
     traced, steps = executor.run(feeds, trace=True)
@@ -80,3 +80,31 @@ def test_the_rtl_computes_the_same_tensors_and_cycles(case):
     assert len(rtl_cycles) == len(built.partition.layers)
     for layer, got, want in zip(built.partition.layers, rtl_cycles, model_cycles):
         assert abs(got - want) <= 0.05 * want, (layer.name, got, want)
+
+
+def test_the_compiled_package_on_the_simulated_board_gives_the_host_outputs(case, tmp_path):
+    """``compile_model`` for pynq-z2, the package run by its runner on the simulated board: the model's
+    outputs equal the host integer compile's (test_npu_sim's package test of the small models, here on
+    the real ones, sharing this file's host compile)."""
+    import onnx
+
+    from edgekit.compiler.backend import CompileOptions
+    from edgekit.compiler.driver import compile_model
+    from edgekit.package import open_package
+    from edgekit.runtime.runner import open_runner
+
+    _, _, feeds, _, _, _, host, model = case
+    src = tmp_path / "model_q.onnx"
+    onnx.save(model, src)
+    pkg = tmp_path / "pynq-z2.ekpkg"
+    compile_model(str(src), "pynq-z2", pkg, options=CompileOptions(int8_choice="int8"))
+    board, _ = get_board("pynq-z2")
+    runner = open_runner(open_package(pkg), board, sim=True)
+    try:
+        got = runner.run(feeds)
+    finally:
+        runner.close()
+    outputs = [o.name for o in model.graph.output]
+    assert sorted(got) == sorted(outputs)
+    for name in outputs:
+        np.testing.assert_array_equal(got[name], host[name], err_msg=name)
