@@ -2434,22 +2434,6 @@ int32_t ek_nn_quantize_s8(void *self, const ek_ffi_any_t *args, int32_t num_args
  * scale value - zs) into y; y may be x. */
 static void ek_nn_mul_row(const int8_t *x, int8_t *y, int32_t count, int32_t s, const int32_t *q) {
   int32_t za = q[2], m = q[4], n = q[5], zy = q[6], lo = q[7], hi = q[8], i;
-#if EK_NN_RVV
-  if (EK_NN_HIGH_WORD(n) && za == (int8_t)za) { /* 32 at a time: x - za by vwsub (int16), times s by vwmul
-                                                    (int32, exact), the high-word form as ek_rvv_rq_store's
-                                                    (y may be x: each 32 read first) */
-    for (i = 0; i < count;) {
-      size_t vl = __riscv_vsetvl_e32m4((size_t)(count - i));
-      vint16m2_t d = __riscv_vwsub_vx_i16m2(__riscv_vle8_v_i8m1(x + i, vl), (int8_t)za, vl);
-      vint32m4_t v = __riscv_vmulh_vx_i32m4(__riscv_vwmul_vx_i32m4(d, (int16_t)s, vl), m, vl);
-      v = __riscv_vadd_vx_i32m4(__riscv_vssra_vx_i32m4(v, (size_t)(n - 32), __RISCV_VXRM_RNU, vl), zy, vl);
-      v = __riscv_vmin_vx_i32m4(__riscv_vmax_vx_i32m4(v, lo, vl), hi, vl);
-      __riscv_vse8_v_i8m1(y + i, __riscv_vncvt_x_x_w_i8m1(__riscv_vncvt_x_x_w_i16m2(v, vl), vl), vl);
-      i += (int32_t)vl;
-    }
-    return;
-  }
-#endif
 #if EK_NN_RV64
   if (EK_NN_HIGH_WORD(n)) { /* ((x - za) s m + 2^(n-1)) >> n as x (s m) + (2^(n-1) - za s m): one mul per value */
     int64_t sm = (int64_t)s * m, b = ((int64_t)1 << (n - 1)) - za * sm;

@@ -149,8 +149,8 @@ def test_rvv_kernels_bit_exact_on_a_512_bit_vector_unit(name: str, monkeypatch: 
 @needs_qemu
 @pytest.mark.parametrize("side", [5, 24])
 def test_rvv_squeeze_excite_bit_exact_under_qemu(side: int, board_cpu: None, tmp_path: Path) -> None:
-    """The squeeze-excite multiply (ek_nn_mul_row: 32 values per step; 25 = one short step; 576 values
-    per plane: the 256-entry table of products). (ek_nn_sum_s8 runs in the MobileNetV3 block.)"""
+    """The squeeze-excite multiply (ek_nn_mul_row, riscv64's 64-bit form as LLVM vectorizes it for the
+    X60; 576 values per plane: the 256-entry table of products). (ek_nn_sum_s8 runs in the MobileNetV3 block.)"""
     ran = check_layer(squeeze_excite_layer(4, side), BOARD, QEMU, tmp_path)
     assert "ek_nn_mul_row" in ran, ran
 
