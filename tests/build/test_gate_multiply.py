@@ -140,6 +140,16 @@ def test_squeeze_sum_with_its_requantization(channels):
     np.testing.assert_array_equal(got, want)
 
 
+def test_the_gate_table_is_read_back_from_the_lookup_operand():
+    # The gate's 256 entries come back from the AVX2 lookup's slices (differences of adjacent slices).
+    from edgekit.compiler.backends.llvm.lookup import _avx2_slices, avx2_table
+
+    rng = np.random.default_rng(3)
+    for table in (rng.integers(-128, 128, 256).astype(np.int8), np.arange(256).astype(np.uint8).view(np.int8)):
+        assert np.array_equal(avx2_table(_avx2_slices(table)), table)
+        assert np.array_equal(avx2_table(np.concatenate([_avx2_slices(table), np.ones(16, np.int8)])), table)
+
+
 def test_other_kernels_are_not_matched():
     """An int8 output, a gate per pixel, two products: not a squeeze-excite multiply."""
     from tvm import te

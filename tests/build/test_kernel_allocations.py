@@ -143,7 +143,7 @@ def _hand_written() -> dict[str, tvm.tirx.PrimFunc]:
 
     return {
         "max_pool": channel_sum._max_pool_rows((1, 24, 24, 40), (2, 2), (2, 2)),
-        "channel_sum": channel_sum._channel_sum_rows((1, 24, 24, 40)),
+        "channel_sum": channel_sum.channel_sum_rows((1, 24, 24, 40)),
         "concat": concat._concat_func((1, 5, 7, 45), (1, 5, 7, 45), "float32"),
         "pad_block": depthwise_vnni._block_func((1, 20, 20, 40), 1, 1, (22, 22), 128, 16),
         "quantize_input": int8_input._input_func(3, 48, 192, 1, 1, 50, 194, 0, "uint8"),

@@ -7,7 +7,7 @@ activation. :func:`channel_sum_pass` moves them into the NHWC layout the
 convolutions write (see its docstring for the measured cost).
 
 A squeeze sum of 16 channels or more is one hand-written kernel
-(:func:`_channel_sum_rows`): TVM's tiled reduction needs a vector tile that
+(:func:`channel_sum_rows`): TVM's tiled reduction needs a vector tile that
 divides the channel count, so a structured-pruned count such as 62 or 73
 ran on 2-lane or scalar vectors (PP-OCR cls pruned 30 %, int8: 13 of
 170 us in these sums, one Zen 5 core).
@@ -24,7 +24,7 @@ __all__ = ["channel_sum_pass", "channel_sum_rows"]
 
 logger = logging.getLogger(__name__)
 
-#: Channels per vector step of :func:`_channel_sum_rows` (int8 loads, int32 sums).
+#: Channels per vector step of :func:`channel_sum_rows` (int8 loads, int32 sums).
 STEP = 16
 
 
@@ -40,7 +40,7 @@ def _channel_sum(x: Any) -> Any:
     )
 
 
-def _channel_sum_rows(shape: tuple[int, int, int, int], epilogue: Any = None, out_dtype: str = "int32") -> Any:
+def channel_sum_rows(shape: tuple[int, int, int, int], epilogue: Any = None, out_dtype: str = "int32") -> Any:
     """A PrimFunc ``Y[n, 0, 0, c] = sum_hw int32(X[n, h, w, c])`` on whole vectors, for ``c >= STEP``.
 
     ``epilogue`` (int32 vector of ``STEP`` sums -> ``out_dtype`` vector), where
@@ -84,12 +84,8 @@ def _channel_sum_rows(shape: tuple[int, int, int, int], epilogue: Any = None, ou
     return channel_sum
 
 
-#: The hand-written squeeze sum, public for :mod:`edgekit.compiler.backends.llvm.gate_multiply` (its epilogue form).
-channel_sum_rows = _channel_sum_rows
-
-
 def _sum_kernel(m: Any, x: Any) -> Any:
-    """The int32 squeeze sum of the int8 NHWC tensor ``x``: :func:`_channel_sum_rows` from
+    """The int32 squeeze sum of the int8 NHWC tensor ``x``: :func:`channel_sum_rows` from
     ``STEP`` channels, TVM's tiled reduction of :func:`_channel_sum` below that."""
     from tvm import relax
 
@@ -97,7 +93,7 @@ def _sum_kernel(m: Any, x: Any) -> Any:
     if len(shape) != 4 or shape[3] < STEP:
         return m.builder_.call_te(_channel_sum, x, primfunc_name_hint="channel_sum")
     if shape not in m.channel_sums:
-        m.channel_sums[shape] = m.builder_.add_func(_channel_sum_rows(shape), "channel_sum")
+        m.channel_sums[shape] = m.builder_.add_func(channel_sum_rows(shape), "channel_sum")
     return relax.call_tir(m.channel_sums[shape], relax.Tuple([x]), relax.TensorType((shape[0], 1, 1, shape[3]), "int32"))
 
 
@@ -146,7 +142,7 @@ def _channels_last_sum(m: Any, call: Any) -> Any:
 def _max_pool_rows(shape: tuple[int, int, int, int], pool: tuple[int, int], strides: tuple[int, int]) -> Any:
     """A PrimFunc for an unpadded int8 NHWC max pool on ``STEP``-channel vectors, for ``c >= STEP``.
 
-    As :func:`_channel_sum_rows`, the last step of a ragged channel row
+    As :func:`channel_sum_rows`, the last step of a ragged channel row
     overlaps the previous one (a maximum written twice is the same value).
     TVM's pool found no vector tile dividing a pruned count and ran one
     channel at a time (digits CNN pruned 30 %, int8: 23 channels took 0.39 us

@@ -254,18 +254,14 @@ def _find_product(expr: Any, x_buf: Any, g_buf: Any) -> tuple[Any, int, int] | N
     return None
 
 
-def _reads(expr: Any) -> int:
-    """How many buffer loads ``expr`` makes."""
+def _loads(expr: Any) -> list[Any]:
+    """The buffer loads ``expr`` makes."""
     import tvm_ffi
     from tvm import ir
 
-    count = [0]
-
-    def visit(_node: Any) -> None:
-        count[0] += 1
-
-    tvm_ffi.structural_walk(expr, [(ir.TensorLoad, visit)])
-    return count[0]
+    loads: list[Any] = []
+    tvm_ffi.structural_walk(expr, [(ir.TensorLoad, loads.append)])
+    return loads
 
 
 def match_gate_multiply(func: Any) -> tuple[tuple[int, int, int, int], int, int, Tail] | None:
@@ -296,7 +292,7 @@ def match_gate_multiply(func: Any) -> tuple[tuple[int, int, int, int], int, int,
         return None
     # The inlined function's buffers are the parameters' (compute_inline keeps them).
     product = _find_product(value.value, bufs[0], bufs[1])
-    if product is None or _reads(value) != 2:
+    if product is None or len(_loads(value)) != 2:
         return None
     node, a, b = product
     # Loads at the store's element and at its channel (an elementwise kernel with a per-channel gate).
@@ -308,7 +304,7 @@ def match_gate_multiply(func: Any) -> tuple[tuple[int, int, int, int], int, int,
         return None
     if max(abs(a - 128), abs(a + 127), abs(b - 128), abs(b + 127)) > 32767:  # x + a and g + b in int16
         return None
-    if _vector(value.value, node, tirx.Broadcast(tirx.IntImm("int32", 0), 8), 8) is None:
+    if _vector(value.value, node, _zeros(8), 8) is None:
         return None
 
     def tail(p: Any) -> Any:
@@ -334,19 +330,11 @@ def match_squeeze_requant(func: Any) -> tuple[tuple[int, ...], str, Callable[[An
     if shapes[0] != shapes[1] or len(shapes[0]) != 4 or shapes[0][1:3] != (1, 1) or str(src.dtype) != "int32":
         return None
     found = _inlined_value(func)
-    if found is None or _reads(found[1]) != 1:
+    loads = [] if found is None else _loads(found[1])
+    if len(loads) != 1:
         return None
     store, value = found
-    loads: list[Any] = []
-
-    def keep(node: Any) -> None:
-        loads.append(node)
-
-    import tvm_ffi
-    from tvm import ir
-
-    tvm_ffi.structural_walk(value, [(ir.TensorLoad, keep)])
-    load = loads[0]
+    (load,) = loads
     if not load.source.same_as(src) or [str(i) for i in load.indices] != [str(i) for i in store.indices]:
         return None
     if _vector(value, load, _zeros(SUM_STEP), SUM_STEP) is None:
@@ -360,16 +348,6 @@ def _zeros(lanes: int) -> Any:
     return tirx.Broadcast(tirx.IntImm("int32", 0), lanes)
 
 
-def _table(operand: np.ndarray) -> np.ndarray:
-    """The 256-entry table of an AVX2 lookup kernel's operand (:func:`edgekit.compiler.backends.llvm.lookup._avx2_slices`:
-    16 slices ``L_k = T_k ^ T_(k+1)``, ``L_7 = T_7``, ``L_15 = T_15``, each twice)."""
-    slices = np.asarray(operand, dtype=np.int8).reshape(-1)[:512].reshape(16, 2, 16)[:, 0, :]
-    rows = slices.copy()
-    for k in (6, 5, 4, 3, 2, 1, 0, 14, 13, 12, 11, 10, 9, 8):
-        rows[k] = slices[k] ^ rows[k + 1]
-    return rows.reshape(256)
-
-
 def gate_multiply_pass(target: tvm.target.Target) -> Any:
     """Replaces fused squeeze-excite multiplies by :func:`gate_multiply_func` on AVX2-only targets (a no-op elsewhere)."""
     import tvm
@@ -377,7 +355,7 @@ def gate_multiply_pass(target: tvm.target.Target) -> Any:
 
     from edgekit.compiler.backends.llvm.channel_sum import STEP as SUM_STEP
     from edgekit.compiler.backends.llvm.channel_sum import channel_sum_rows
-    from edgekit.compiler.backends.llvm.lookup import AVX2_LOOKUP
+    from edgekit.compiler.backends.llvm.lookup import AVX2_LOOKUP, avx2_table
 
     if dot_isa(target) is not I16_256:
         return tvm.transform.Sequential([], name="EdgekitGateMultiply")
@@ -416,7 +394,7 @@ def gate_multiply_pass(target: tvm.target.Target) -> Any:
                 q, operand = source.args[1].fields
                 values = const_value(operand)
                 if values is not None and values.size >= 512:
-                    g, table, lookup = q, _table(values), True
+                    g, table, lookup = q, avx2_table(values), True
             key = (shape, a, b, str(func.body), lookup)
             if key not in funcs:
                 funcs[key] = m.builder_.add_func(gate_multiply_func(shape, a, b, tail, lookup), GATE_MULTIPLY)

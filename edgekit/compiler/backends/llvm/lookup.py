@@ -33,7 +33,7 @@ from edgekit.compiler.relax_rewrite import bound_value, calls_rewrite_pass, cons
 if TYPE_CHECKING:  # pragma: no cover
     import tvm
 
-__all__ = ["ALL_SLICES", "ARITHMETIC_MCPUS", "AVX2_LOOKUP", "VBMI_LOOKUP", "avx2_live_slices", "avx2_operand", "lookup32",
+__all__ = ["ALL_SLICES", "ARITHMETIC_MCPUS", "AVX2_LOOKUP", "VBMI_LOOKUP", "avx2_live_slices", "avx2_operand", "avx2_table", "lookup32",
            "lookup64", "lookup_pad_avx2_func", "lookup_pass", "lookup_vbmi_func"]
 
 logger = logging.getLogger(__name__)
@@ -281,6 +281,17 @@ def _avx2_slices(table: np.ndarray) -> np.ndarray:
         if k % 8 != 7:
             diff[k] = t[k] ^ t[k + 1]
     return np.repeat(diff.reshape(16, 1, 16), 2, axis=1).reshape(512)
+
+
+def avx2_table(operand: np.ndarray) -> np.ndarray:
+    """The 256-entry table of an AVX2 lookup kernel's operand: :func:`_avx2_slices` undone (its
+    first 512 bytes; a fixed form after them, :func:`avx2_operand`, is not read)."""
+    diff = np.asarray(operand, dtype=np.int8).reshape(-1)[:512].reshape(16, 2, 16)[:, 0, :]
+    t = diff.copy()
+    for k in range(15, -1, -1):
+        if k % 8 != 7:
+            t[k] = diff[k] ^ t[k + 1]
+    return t.reshape(256)
 
 
 def avx2_live_slices(target: tvm.target.Target, slices: np.ndarray | None) -> Live:
