@@ -2,7 +2,9 @@
 
 Code generation is checked for explicit targets by reading their assembly,
 whatever CPU runs the test; bit identity with the generic integer kernels
-where this CPU runs AVX512-VNNI + VBMI code.
+where this CPU runs AVX512-VNNI + VBMI code, and for Cascade Lake code
+(AVX512-VNNI without VBMI: ``vpermd`` + ``vpshufb`` for ``vpermb``) also within
+1 LSB of onnxruntime.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 tvm = pytest.importorskip("tvm")
 
 from _host_cpu import first_runnable, skip_unless_runs_here  # noqa: E402
-from _int8_checks import parallel_closures  # noqa: E402
+from _int8_checks import assert_within_one_lsb_of_onnxruntime, parallel_closures  # noqa: E402
 
 import edgekit.compiler.backends.llvm.int8 as cpu_int8  # noqa: E402
 from edgekit.compiler.backends.llvm.depthwise_vnni import MAX_ACCUMULATORS, choose_tile, lanes_of  # noqa: E402
@@ -28,13 +30,14 @@ from edgekit.frontend.loader import load_model  # noqa: E402
 
 ZEN4 = {"kind": "llvm", "mcpu": "znver4"}
 ALDERLAKE = {"kind": "llvm", "mcpu": "alderlake"}  # AVX-VNNI (256-bit vpdpbusd), no AVX-512
+CASCADELAKE = {"kind": "llvm", "mcpu": "cascadelake"}  # AVX512-VNNI, no VBMI (no vpermb)
 
 
 @pytest.mark.parametrize(("mcpu", "lanes"), [("znver4", 16), ("icelake-server", 16), ("sapphirerapids", 16),
-                                             ("alderlake", 8), ("cascadelake", 0), ("skylake-avx512", 0), ("haswell", 0)])  # fmt: skip
-def test_chosen_by_the_targets_vnni_and_vbmi(mcpu, lanes):
-    # cascadelake has AVX512-VNNI but no VBMI (no vpermb): it keeps the tap-pair kernel;
-    # haswell has no VNNI at all (depthwise_avx2).
+                                             ("alderlake", 8), ("cascadelake", 16), ("skylake-avx512", 0), ("haswell", 0)])  # fmt: skip
+def test_chosen_by_the_targets_vnni(mcpu, lanes):
+    # cascadelake has AVX512-VNNI but no VBMI (no vpermb): the 16-channel kernel, permuted without it;
+    # skylake-avx512 has no VNNI (tap pairs), haswell no AVX-512 either (depthwise_avx2).
     assert lanes_of(tvm.target.Target({"kind": "llvm", "mcpu": mcpu})) == lanes
 
 
@@ -100,7 +103,7 @@ def _count(asm: str, mnemonic: str) -> int:
     return len(re.findall(rf"^\s+(?:\{{vex\}}\s+)?{mnemonic}\s", asm, flags=re.M))
 
 
-@pytest.mark.parametrize("target", [ZEN4, ALDERLAKE], ids=["znver4", "alderlake"])
+@pytest.mark.parametrize("target", [ZEN4, ALDERLAKE, CASCADELAKE], ids=["znver4", "alderlake", "cascadelake"])
 def test_kernels_take_four_taps_per_vpdpbusd(int8_model, target):
     kernels = _depthwise_asm(int8_model, target)
     assert len(kernels) == 4 and all("depthwise_conv2d_vnni" in n for n in kernels), sorted(kernels)
@@ -122,6 +125,19 @@ def test_operands_are_permuted_once_per_tile(int8_model):
     assert sum(_count(a, "vpermb") for a in kernels.values()) < 0.6 * sum(_count(a, "vpdpbusd") for a in kernels.values())
 
 
+def test_cascadelake_permutes_without_vpermb(int8_model):
+    """AVX512-VNNI without VBMI: each operand's byte transpose is a dword permute across the 128-bit lanes and
+    an in-lane byte shuffle, 16 channels per ``vpdpbusd zmm``; no VBMI instruction (it would not run there)."""
+    kernels = _depthwise_asm(int8_model, CASCADELAKE)
+    for name, asm in kernels.items():
+        dots, permutes, shuffles = (_count(asm, m) for m in ("vpdpbusd", "vpermd", "vpshufb"))
+        assert not {"vpermb", "vpermi2b", "vpermt2b", "vpmultishiftqb"} & set(re.findall(r"^\s+(\w+)", asm, flags=re.M)), name
+        assert re.search(r"^\s+vpdpbusd\s+[^\n]*zmm", asm, flags=re.M), name
+        assert 0 < permutes == shuffles <= dots, (name, permutes, shuffles, dots)
+    # As with vpermb: an operand serving several outputs of the tile is permuted once.
+    assert sum(_count(a, "vpermd") for a in kernels.values()) < 0.6 * sum(_count(a, "vpdpbusd") for a in kernels.values())
+
+
 def _run(model_path: str, target: dict, x: np.ndarray) -> tuple[np.ndarray, list[str]]:
     mod, weights = import_onnx(load_model(model_path))[:2]
     built = build_cpu(mod, tvm.target.Target(target), weights)
@@ -130,8 +146,8 @@ def _run(model_path: str, target: dict, x: np.ndarray) -> tuple[np.ndarray, list
     return (out.numpy() if hasattr(out, "numpy") else out[0].numpy()), [g.name_hint for g in built.lowered.get_global_vars()]
 
 
-@pytest.mark.parametrize("target", [{"kind": "llvm", "mcpu": first_runnable("znver4", "icelake-server")}, ALDERLAKE],
-                         ids=["avx512vnni-vbmi", "alderlake"])  # fmt: skip
+@pytest.mark.parametrize("target", [{"kind": "llvm", "mcpu": first_runnable("znver4", "icelake-server")}, ALDERLAKE,
+                                    CASCADELAKE], ids=["avx512vnni-vbmi", "alderlake", "cascadelake"])  # fmt: skip
 def test_bit_identical_with_the_generic_integer_kernels(int8_model, monkeypatch, target):
     skip_unless_runs_here(target)
     x = np.random.default_rng(2).standard_normal((1, 33, 13, 18)).astype(np.float32) * 1.5
@@ -144,6 +160,14 @@ def test_bit_identical_with_the_generic_integer_kernels(int8_model, monkeypatch,
     assert not any("vnni" in n for n in names)
     assert np.std(generic) > 0
     np.testing.assert_array_equal(got, generic)
+
+
+def test_cascadelake_build_within_one_lsb_of_onnxruntime(int8_model):
+    skip_unless_runs_here(CASCADELAKE)
+    x = np.random.default_rng(3).standard_normal((1, 33, 13, 18)).astype(np.float32) * 1.5
+    got, names = _run(int8_model, CASCADELAKE, x)
+    assert sum("depthwise_conv2d_vnni" in n for n in names) == 4, names
+    assert_within_one_lsb_of_onnxruntime(int8_model, {"x": x}, got)
 
 
 @pytest.mark.parametrize("isa", [cpu_int8.VNNI512, cpu_int8.I16_512, cpu_int8.DW_I16_512, cpu_int8.VNNI256, cpu_int8.I16_256])

@@ -1,4 +1,4 @@
-"""int8 depthwise convolutions with two taps of one channel per ``vpmaddwd`` lane (AVX-512 without VNNI + VBMI, AVX2).
+"""int8 depthwise convolutions with two taps of one channel per ``vpmaddwd`` lane (AVX-512 without VNNI, AVX2).
 
 :mod:`edgekit.compiler.backends.llvm.int8` lowers such a layer here and
 schedules the result (``schedule_dot``: a register tile of pixels of one

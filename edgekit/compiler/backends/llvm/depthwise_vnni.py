@@ -21,8 +21,15 @@ rows and columns is fully unrolled, so an operand that serves several outputs
 AVX-VNNI targets without AVX-512 (Alder Lake and later clients, Sierra
 Forest) take the same kernel on 8-channel blocks: 32-byte operands, the
 ``{vex} vpdpbusd ymm`` form, and the permutation as LLVM lowers it without
-``vpermb`` (a dword permute and a byte shuffle). AVX-512 targets without VBMI
-keep the tap pairs; AVX2 targets :mod:`edgekit.compiler.backends.llvm.depthwise_avx2`.
+``vpermb`` (a dword permute and a byte shuffle). AVX512-VNNI targets without
+VBMI (Cascade Lake) take the 16-channel kernel, its permutation lowered the
+same way: ``vpermd`` puts each 128-bit lane's four dwords (4 channels of each
+pixel) in place, an in-lane ``vpshufb`` transposes their bytes. One shuffle
+more per operand than ``vpermb``, shared by the tile like the permutation:
+PP-OCR cls, cascadelake code on one Zen 4 core, depthwise + pad kernels
+212 -> 127 us against the tap pairs (docs/performance.md). AVX-512 targets
+without VNNI (Skylake-SP) keep the tap pairs; AVX2 targets
+:mod:`edgekit.compiler.backends.llvm.depthwise_avx2`.
 
 ``u8 x s8``: ``sum((x + 128) * w) = sum(x * w) + 128 * sum(w)``; the second
 term is a weight-only constant per channel, subtracted after the sum (lifted
@@ -48,7 +55,7 @@ __all__ = ["BLOCK", "PLACE_BLOCK", "PLACEMENT", "lower_depthwise_vnni", "placed"
 
 logger = logging.getLogger(__name__)
 
-#: Channels per block: int32 lanes of a zmm register (AVX512-VNNI + VBMI) or a ymm one (AVX-VNNI).
+#: Channels per block: int32 lanes of a zmm register (AVX512-VNNI) or a ymm one (AVX-VNNI).
 LANES = 16
 #: Kernel taps per lane (products ``vpdpbusd`` adds into one int32).
 TAPS = 4
@@ -71,10 +78,11 @@ def _intrin(lanes: int) -> str:
 
 
 def lanes_of(target: tvm.target.Target) -> int:
-    """Channels per block for ``target`` (not this machine): 16 with ``vpdpbusd zmm`` and
-    ``vpermb`` (AVX512-VNNI + VBMI), 8 with AVX-VNNI and no AVX-512 (``{vex} vpdpbusd ymm``),
-    0 without either (AVX-512 targets without VBMI keep the tap pairs)."""
-    if all(has_feature(target, f) for f in ("avx512vnni", "avx512bw", "avx512vbmi")):
+    """Channels per block for ``target`` (not this machine): 16 with ``vpdpbusd zmm``
+    (AVX512-VNNI; the permutation one ``vpermb`` with VBMI, ``vpermd`` + ``vpshufb`` without:
+    Cascade Lake), 8 with AVX-VNNI and no AVX-512 (``{vex} vpdpbusd ymm``), 0 without
+    either (AVX-512 targets without VNNI keep the tap pairs)."""
+    if all(has_feature(target, f) for f in ("avx512vnni", "avx512bw")):
         return 16
     if has_feature(target, "avxvnni") and not has_feature(target, "avx512f"):
         return 8
