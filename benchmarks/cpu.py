@@ -91,13 +91,27 @@ def max_relative_error(tvm_out, ort_outs: list) -> float:
     return max(errs)
 
 
+#: A profiled build's ``exec_mode`` (``build_cpu``): the VM's instrumentation sees only bytecode calls.
+PROFILE_EXEC_MODE = "bytecode"
+
+
+def check_instrumented(calls: int) -> None:
+    """Raises where the VM's instrumentation saw no call: a profile never comes back empty."""
+    if calls == 0:
+        raise RuntimeError(
+            "the Relax VM's instrumentation saw no call: this executable's main is compiled code (build_cpu's "
+            f"default exec_mode), whose kernel calls it does not see; build with exec_mode={PROFILE_EXEC_MODE!r}"
+        )
+
+
 def tvm_kernel_profile(vm, fn, runs: int, clock=time.perf_counter) -> dict[str, float]:
     """Milliseconds per inference of every kernel the Relax VM calls (VM instrumentation).
 
     Each kernel's figure is its median over ``runs`` inferences (the sum of
     its calls in one inference), so a run disturbed by another job does not
     move it; with ``clock=time.thread_time`` the load of other processes
-    does not enter at all.
+    does not enter at all. The VM's executable must be a bytecode build
+    (:data:`PROFILE_EXEC_MODE`); a compiled one raises (:func:`check_instrumented`).
     """
     per_run: list[dict[str, float]] = []
     started: list[float] = []
@@ -116,6 +130,7 @@ def tvm_kernel_profile(vm, fn, runs: int, clock=time.perf_counter) -> dict[str, 
             fn()
     finally:
         vm.set_instrument(None)
+    check_instrumented(sum(len(r) for r in per_run))
     return {k: float(np.median([r.get(k, 0.0) for r in per_run])) for k in per_run[0]}
 
 
@@ -174,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
                              "which other jobs on a shared machine do not inflate; both runtimes then run on it")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="also print the N slowest kernels of onnxruntime and edgekit untuned (to stderr); "
-                        "edgekit's are medians of 21 inferences, timed by the --cpu-time clock when given")
+                        "edgekit's are medians of 21 inferences of a second, bytecode build (the VM's "
+                        "instrumentation sees no call of compiled code), timed by the --cpu-time clock when given")
     args = parser.parse_args(argv)
     if args.cpu_time and args.threads != 1:
         parser.error("--cpu-time needs --threads 1 (a thread pool's other threads are not counted)")
@@ -247,9 +263,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: " + ", ".join(f"{k} {v:.2f} ms" for k, v in low.items()), file=sys.stderr)
         if args.profile:
             runs = 21
-            vm = relax.VirtualMachine(untuned.executable, tvm.cpu())
+            # The timed build's main is compiled code; the VM's instrumentation needs bytecode.
+            profiled = build_cpu(mod, tvm_target, params, num_threads=threads, use_shipped=False,
+                                 exec_mode=PROFILE_EXEC_MODE)  # fmt: skip
+            vm = relax.VirtualMachine(profiled.executable, tvm.cpu())
             fn = vm["main"]
-            vargs = [tvm.runtime.tensor(v) for v in feeds.values()] + list(untuned.params)
+            vargs = [tvm.runtime.tensor(v) for v in feeds.values()] + list(profiled.params)
             fn(*vargs)
             print_profile(f"{name} edgekit untuned", tvm_kernel_profile(vm, lambda: fn(*vargs), runs, clock),
                           args.profile, kernel_family)

@@ -37,6 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from cpu import PROFILE_EXEC_MODE, check_instrumented  # noqa: E402
 from quantization import CASES, cpu_description, runnable_target  # noqa: E402
 
 import edgekit.compiler.backends.llvm.int8 as cpu_int8  # noqa: E402
@@ -90,7 +91,7 @@ def _vm(path: Path, target, x: np.ndarray, pairs: bool = False):
         cpu_int8.depthwise_vnni_lanes = lambda t: 0
     try:
         mod, weights = import_onnx(load_model(str(path)))[:2]
-        built = build_cpu(mod, target, weights, num_threads=1)
+        built = build_cpu(mod, target, weights, num_threads=1, exec_mode=PROFILE_EXEC_MODE)  # instrumented
     finally:
         cpu_int8.depthwise_vnni_lanes = saved
     vm = relax.VirtualMachine(built.executable, tvm.cpu())
@@ -123,6 +124,8 @@ def kernel_times(vms: dict, runs: int) -> dict[str, dict[str, float]]:
             vm.invoke_stateful("main")
     for vm in vms.values():
         vm.set_instrument(None)
+    for rs in per_run.values():
+        check_instrumented(sum(len(r) for r in rs))
     return {tag: {k: float(np.median([r.get(k, 0.0) for r in rs])) for k in rs[0]} for tag, rs in per_run.items()}
 
 

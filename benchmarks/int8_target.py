@@ -32,7 +32,10 @@ loaded machine do not inflate.
 
 ``--profile N`` (with ``--threads 1``) adds each build's kernel CPU time on
 one core by kind -- dense conv/matmul, depthwise, table lookups, pads,
-other -- as the VM's instrumentation measures it with ``time.thread_time``.
+other -- as the VM's instrumentation measures it with ``time.thread_time``,
+on a second build of each made with ``exec_mode="bytecode"`` (the
+instrumentation sees no call of a compiled ``main``; the timed builds are
+what packages ship).
 ``--arithmetic-lookups`` builds the int8 model with its AVX2 table lookups
 computed arithmetically in the producing kernels' epilogues where that is
 exact (``backends/llvm/lookup.ARITHMETIC_MCPUS``), to measure that choice for
@@ -58,6 +61,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from cpu import PROFILE_EXEC_MODE, tvm_kernel_profile  # noqa: E402
 from quantization import CASES, cpu_description, runnable_target  # noqa: E402
 
 from edgekit.compiler.backends.llvm.relax_build import build_cpu, set_num_threads  # noqa: E402
@@ -87,8 +91,10 @@ def kernel_kinds(per_kernel: dict[str, float]) -> dict[str, tuple[float, int]]:
 
 
 def print_profile(name: str, vms: dict, runs: int) -> None:
-    """Per-kind CPU time of each build's kernels on the calling thread (``time.thread_time``)."""
-    from cpu import tvm_kernel_profile
+    """Per-kind CPU time of each build's kernels on the calling thread (``time.thread_time``).
+
+    ``vms``' executables must be bytecode builds (``exec_mode=PROFILE_EXEC_MODE``).
+    """
 
     for tag, vm in vms.items():
         kinds = kernel_kinds(tvm_kernel_profile(vm, lambda vm=vm: vm.invoke_stateful("main"), runs, time.thread_time))
@@ -97,10 +103,11 @@ def print_profile(name: str, vms: dict, runs: int) -> None:
         print(f"{name} {tag}: {1e3 * total:.1f} us in kernels: {parts}", file=sys.stderr)
 
 
-#: Run in a child process: ``tree model.onnx out_dir mcpu threads`` builds the model with ``tree``
-#: first on the path and exports the library and its parameters.
+#: Run in a child process: ``tree model.onnx out_dir mcpu threads [exec_mode]`` builds the model
+#: with ``tree`` first on the path and exports the library and its parameters. ``exec_mode``
+#: ("bytecode" for profiles) goes to a tree's build_cpu that takes it: older trees build bytecode.
 _BASELINE_BUILD = """
-import sys
+import inspect, sys
 from pathlib import Path
 tree, model, out, mcpu, threads = sys.argv[1], sys.argv[2], Path(sys.argv[3]), sys.argv[4], int(sys.argv[5])
 sys.path.insert(0, tree)
@@ -108,15 +115,20 @@ import numpy as np, tvm
 from edgekit.compiler.backends.llvm.relax_build import build_cpu
 from edgekit.compiler.importer import import_onnx
 from edgekit.frontend.loader import load_model
+mode = sys.argv[6] if len(sys.argv) > 6 else None
+kw = {"exec_mode": mode} if mode and "exec_mode" in inspect.signature(build_cpu).parameters else {}
 mod, weights = import_onnx(load_model(model))[:2]
-built = build_cpu(mod, tvm.target.Target({"kind": "llvm", "mcpu": mcpu}), weights, num_threads=threads)
+built = build_cpu(mod, tvm.target.Target({"kind": "llvm", "mcpu": mcpu}), weights, num_threads=threads, **kw)
 built.executable.export_library(str(out / "int8.so"))
 np.savez(out / "params.npz", *[p.numpy() for p in built.params])
 """
 
 
-def _baseline_vm(tree: str, model: Path, out: Path, mcpu: str, threads: int):
-    """The int8 build of ``model`` by the source tree ``tree`` (a child process, exported), loaded here, and its parameters."""
+def _baseline_vm(tree: str, model: Path, out: Path, mcpu: str, threads: int, exec_mode: str | None = None):
+    """The int8 build of ``model`` by the source tree ``tree`` (a child process, exported), loaded here, and its parameters.
+
+    ``exec_mode``: build_cpu's, where the tree's takes it (None: the tree's default).
+    """
     import subprocess
 
     import tvm
@@ -124,8 +136,9 @@ def _baseline_vm(tree: str, model: Path, out: Path, mcpu: str, threads: int):
 
     out.mkdir(parents=True, exist_ok=True)
     root = str(Path(tree).resolve())
-    subprocess.run([sys.executable, "-c", _BASELINE_BUILD, root, str(model), str(out), mcpu, str(threads)], check=True,
-                   env={**os.environ, "PYTHONPATH": root})  # fmt: skip
+    cmd = [sys.executable, "-c", _BASELINE_BUILD, root, str(model), str(out), mcpu, str(threads),
+           *([exec_mode] if exec_mode else [])]  # fmt: skip
+    subprocess.run(cmd, check=True, env={**os.environ, "PYTHONPATH": root})
     params = np.load(out / "params.npz")
     vm = relax.VirtualMachine(tvm.runtime.load_module(str(out / "int8.so")), tvm.cpu())
     return vm, [tvm.runtime.tensor(params[f"arr_{i}"]) for i in range(len(params.files))]
@@ -157,25 +170,29 @@ def measure(name: str, mcpus: list[str], tmp: Path, rounds: int, runs: int, thre
     guard = tmp / f"{case.name}-qdq-fp32.onnx"
     onnx.save(float_model(onnx.load(str(int8))), str(guard))
     feeds = {k: np.ascontiguousarray(v[:1]) for k, v in case.evaluation.items()}
-    vms = {}
+    vms: dict = {}
+    profiled: dict = {}  # bytecode builds of the same (--profile)
     for mcpu in mcpus:
         target = runnable_target(mcpu)
         builds = (("int8", int8), ("fp32", fp32), ("qdq_fp32", guard)) if baseline is None else ()
         for tag, path in builds:
             mod, weights = import_onnx(load_model(str(path)))[:2]
-            built = build_cpu(mod, target, weights, num_threads=threads)
-            vm = relax.VirtualMachine(built.executable, tvm.cpu())
-            vm.set_input("main", *[tvm.runtime.tensor(v) for v in feeds.values()], *built.params)
-            vms[(mcpu, tag)] = vm
+            for into, mode in ((vms, None), *([(profiled, PROFILE_EXEC_MODE)] if profile else [])):
+                built = build_cpu(mod, target, weights, num_threads=threads, exec_mode=mode)
+                vm = relax.VirtualMachine(built.executable, tvm.cpu())
+                vm.set_input("main", *[tvm.runtime.tensor(v) for v in feeds.values()], *built.params)
+                into[(mcpu, tag)] = vm
         if baseline is not None:
             # Every build the same way (a child process, exported, loaded here): an in-process
             # build timed against a loaded one differed by -4 % (SqueezeNet) to +10 % (ResNet-50)
             # with the same kernels.
             for tag, tree, path in (("int8", str(REPO), int8), ("fp32", str(REPO), fp32),
                                     ("int8_before", baseline, int8)):  # fmt: skip
-                vm, params = _baseline_vm(tree, Path(path), tmp / f"{case.name}-{mcpu}-{tag}", mcpu, threads)
-                vm.set_input("main", *[tvm.runtime.tensor(v) for v in feeds.values()], *params)
-                vms[(mcpu, tag)] = vm
+                for into, mode in ((vms, None), *([(profiled, PROFILE_EXEC_MODE)] if profile else [])):
+                    where = tmp / f"{case.name}-{mcpu}-{tag}{'-' + mode if mode else ''}"
+                    vm, params = _baseline_vm(tree, Path(path), where, mcpu, threads, mode)
+                    vm.set_input("main", *[tvm.runtime.tensor(v) for v in feeds.values()], *params)
+                    into[(mcpu, tag)] = vm
     # The runtime's thread pool runs the board's cores: the builds made in child processes
     # (--baseline) never set it here, and it stayed at every core of this machine (with
     # --cpu-time the calling thread's CPU time then counted its wait for the second thread).
@@ -187,7 +204,7 @@ def measure(name: str, mcpus: list[str], tmp: Path, rounds: int, runs: int, thre
             after, before = _outputs(vms[(m, "int8")]), _outputs(vms[(m, "int8_before")])
             out[m]["same"] = float(all(np.array_equal(a, b) for a, b in zip(after, before, strict=True)))
     if profile:
-        print_profile(name, {f"{m} {t}": vm for (m, t), vm in vms.items()}, profile)
+        print_profile(name, {f"{m} {t}": vm for (m, t), vm in profiled.items()}, profile)
     return out
 
 

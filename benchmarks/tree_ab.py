@@ -31,8 +31,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 
 #: Run in a child process with the tree as ``sys.argv[1]``: builds and exports each model's int8 package.
+#: ``sys.argv[6]``, if given, is build_cpu's ``exec_mode`` where the tree's takes it (older trees: bytecode).
 _BUILD = """
-import sys, tempfile
+import inspect, sys, tempfile
 from pathlib import Path
 tree, out, mcpu, models, cores = sys.argv[1], Path(sys.argv[2]), sys.argv[3], sys.argv[4].split(","), int(sys.argv[5])
 sys.path[:0] = [tree + "/benchmarks", tree]
@@ -49,7 +50,9 @@ for name in models:
     int8 = quantize(str(tmp / "fp32.onnx"), QuantConfig(), calibration=case.calibration).save(tmp / "int8.onnx")
     np.savez(out / f"{name}-feeds.npz", **{k: np.ascontiguousarray(v[:1]) for k, v in case.evaluation.items()})
     mod, weights = import_onnx(load_model(str(int8)))[:2]
-    built = build_cpu(mod, tvm.target.Target({"kind": "llvm", "mcpu": mcpu}), weights, num_threads=cores)
+    mode = sys.argv[6] if len(sys.argv) > 6 else None
+    kw = {"exec_mode": mode} if mode and "exec_mode" in inspect.signature(build_cpu).parameters else {}
+    built = build_cpu(mod, tvm.target.Target({"kind": "llvm", "mcpu": mcpu}), weights, num_threads=cores, **kw)
     built.executable.export_library(str(out / f"{name}.so"))
     np.savez(out / f"{name}-params.npz", *[p.numpy() for p in built.params])
 """
@@ -82,13 +85,16 @@ def tree_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the board's cores both trees build for (build_cpu's num_threads: kernels are split for them)")
 
 
-def build_trees(tmp: str, args: argparse.Namespace) -> dict[str, Path]:
-    """Each tree's int8 packages of ``args.models`` for ``args.mcpu``, built in its own process: the folders by tag."""
+def build_trees(tmp: str, args: argparse.Namespace, exec_mode: str | None = None) -> dict[str, Path]:
+    """Each tree's int8 packages of ``args.models`` for ``args.mcpu``, built in its own process: the folders by tag.
+
+    ``exec_mode``: build_cpu's, where a tree's takes it ("bytecode" for the VM's instrumentation).
+    """
     dirs = {"A": Path(tmp) / "a", "B": Path(tmp) / "b"}
     for tag, tree in (("A", args.a), ("B", args.b)):
         dirs[tag].mkdir()
         cmd = [sys.executable, "-c", _BUILD, str(Path(tree).resolve()), str(dirs[tag]), args.mcpu, args.models,
-               str(args.cores)]  # fmt: skip
+               str(args.cores), *([exec_mode] if exec_mode else [])]  # fmt: skip
         subprocess.run(cmd, check=True, cwd=tmp)
     return dirs
 

@@ -4,7 +4,8 @@
 from one kernel into another (a copy merged into its producer) is a few
 percent of a model and drowns in the load of a shared machine. This script
 builds each tree's int8 package the same way (``tree_ab``'s build step, one
-process per tree), then, in one process on one thread, runs A and B in
+process per tree; ``exec_mode="bytecode"`` where a tree's ``build_cpu`` takes
+it, since the instrumentation sees no call of a compiled ``main``), then, in one process on one thread, runs A and B in
 alternating rounds with the VM's instrumentation and ``time.thread_time``
 (other processes' load does not enter), and prints the 10th percentile per
 inference of: all kernels, the kernels whose name matches ``--kernels``
@@ -34,15 +35,21 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import tree_ab  # noqa: E402
+from cpu import PROFILE_EXEC_MODE, check_instrumented  # noqa: E402
 
 
 def _per_inference(vm, runs: int) -> list[dict[str, float]]:
-    """Microseconds of CPU time of each kernel in each of ``runs`` inferences (the VM's builtins left out)."""
+    """Microseconds of CPU time of each kernel in each of ``runs`` inferences (the VM's builtins left out).
+
+    The VM's executable must be a bytecode build (``PROFILE_EXEC_MODE``); a compiled one raises.
+    """
     out: list[dict[str, float]] = []
     started: list[float] = []
+    calls = [0]
 
     def instrument(_func, symbol, before, _ret, *_args):
         if before:
+            calls[0] += 1
             started.append(time.thread_time())
         elif not str(symbol).startswith("vm."):
             out[-1][str(symbol)] += 1e6 * (time.thread_time() - started.pop())
@@ -57,6 +64,7 @@ def _per_inference(vm, runs: int) -> list[dict[str, float]]:
             vm.invoke_stateful("main")
     finally:
         vm.set_instrument(None)
+    check_instrumented(calls[0])
     return out
 
 
@@ -74,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
 
     runnable_target(args.mcpu)
     with tempfile.TemporaryDirectory(prefix="edgekit-tree-ab-kernels-") as tmp:
-        dirs = tree_ab.build_trees(tmp, args)
+        dirs = tree_ab.build_trees(tmp, args, exec_mode=PROFILE_EXEC_MODE)  # instrumented: bytecode
         set_num_threads(1)
         print(f"int8, {args.mcpu} code, one thread; A = {args.a}, B = {args.b}; kernel CPU time per inference, "
               f"10th percentile of {args.rounds * args.runs} inferences each, interleaved\n")  # fmt: skip

@@ -50,21 +50,21 @@ def test_weight_transforms_run_while_the_model_is_compiled(monkeypatch):
     compiling = threading.Event()
     seen: dict[str, object] = {}
     caller = threading.current_thread()
-    real_transform, real_compile = relax_build._transform_params, tvm.compile
+    real_transform, real_build = relax_build._transform_params, tvm.relax.build
 
     def transform(module, target, params):
         seen["thread"] = threading.current_thread()
-        # Run in turn (before the model's tvm.compile), this waits out its timeout.
+        # Run in turn (before the model's relax.build), this waits out its timeout.
         seen["overlapped"] = compiling.wait(timeout=30)
         return real_transform(module, target, params)
 
     def compile_model(*args, **kwargs):
         if threading.current_thread() is caller:  # the model's build, not the transforms' own
             compiling.set()
-        return real_compile(*args, **kwargs)
+        return real_build(*args, **kwargs)
 
     monkeypatch.setattr(relax_build, "_transform_params", transform)
-    monkeypatch.setattr(tvm, "compile", compile_model)
+    monkeypatch.setattr(tvm.relax, "build", compile_model)  # the model's build (and tvm.compile's)
     model = _small_model()
     mod, params = import_onnx(model)
     built = build_cpu(mod, TARGET, params)

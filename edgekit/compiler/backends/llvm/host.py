@@ -8,7 +8,10 @@ and detached, so they go into the ``params.bin`` member instead of through
 LLVM as constants: a VGG-sized model would otherwise take minutes and
 gigabytes to build. The package holds:
 
-* ``lib/model.so`` — the exported Relax VM executable for the target;
+* ``lib/model.so`` — the exported Relax VM executable for the target, its
+  ``main`` compiled code rather than VM bytecode (manifest key ``vm_exec_mode``;
+  :data:`~edgekit.compiler.backends.llvm.relax_build.DEFAULT_EXEC_MODE`). The
+  runtime runs either form: packages from before hold bytecode;
 * ``params.bin`` — the weights in TVM's param-dict format
   (:func:`tvm.runtime.save_param_dict`), keyed ``p00000``, ``p00001``, ... in
   the order ``main`` takes them after the model inputs.
@@ -158,6 +161,7 @@ def build(
         extra_manifest={
             "entry": "main",
             "library": LIBRARY_MEMBER,
+            "vm_exec_mode": build.exec_mode,
             ParamsSection.KEY: ParamsSection(PARAMS_MEMBER, "tvm-param-dict", len(weights), tuple(param_names)).to_json(),
             **({"integer_lowering": integer_report} if integer_report else {}),
         },

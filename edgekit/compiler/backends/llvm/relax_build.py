@@ -25,6 +25,11 @@ machinery, in three parts:
   it before the default rules run, if the record measured clearly faster
   than the default schedule (:func:`apply_database`).
 
+``main`` itself is compiled too (:data:`DEFAULT_EXEC_MODE`): TVM's
+``VMTIRCodeGen`` writes it as a TIR function that calls the kernels one after
+another, where the bytecode form has the Relax VM interpret one instruction
+per kernel call. Small models are mostly those calls.
+
 Entry point: :func:`build_cpu`.
 """
 
@@ -59,10 +64,13 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "CONV_LAYOUTS",
+    "DEFAULT_EXEC_MODE",
+    "EXEC_MODES",
     "CpuBuild",
     "build_cpu",
     "apply_database",
     "default_schedule",
+    "exec_mode_of",
     "import_onnx",
     "prepare_cpu_module",
     "schedule_passes",
@@ -79,6 +87,38 @@ CONV_LAYOUTS: dict[str, list[str]] = {
     "relax.nn.conv2d": ["NHWC", "HWIO"],
     "relax.nn.conv2d_transpose": ["NCHW", "IOHW"],
 }
+
+
+#: How ``main`` runs: "compiled" (a TIR function of ``main``'s calls, compiled by LLVM with the
+#: kernels) or "bytecode" (instructions the Relax VM interprets, one dispatch per call).
+EXEC_MODES = ("compiled", "bytecode")
+
+#: :func:`build_cpu`'s mode. Compiled: PP-OCR cls 0.98x and the digits CNN 0.9x the latency
+#: of bytecode, outputs bit-identical (Zen 4, one thread, BENCHMARKS.md "The VM's main as
+#: compiled code"). The VM's instrumentation (``set_instrument``), which per-kernel profiles
+#: use, sees only bytecode calls: profilers build with "bytecode".
+DEFAULT_EXEC_MODE = "compiled"
+
+
+def exec_mode_of(executable: Any, function: str = "main") -> str:
+    """``"compiled"`` or ``"bytecode"``: how ``function`` of a Relax VM executable runs.
+
+    Args:
+        executable: A ``relax.VMExecutable`` (:attr:`CpuBuild.executable`), or an exported
+            library loaded with ``tvm.runtime.load_module`` (a package's ``lib/model.so``).
+
+    Raises:
+        ValueError: if the executable has no such function.
+    """
+    from tvm import relax
+
+    exe = executable if isinstance(executable, relax.VMExecutable) else relax.VMExecutable(executable)
+    # as_text() heads each function "@name:" (bytecode) or "@name num_inputs=N vm_tir_func;".
+    for line in exe.as_text().splitlines():
+        head = line.split(maxsplit=1)
+        if head and head[0].rstrip(":") == f"@{function}":
+            return "compiled" if "vm_tir_func" in line else "bytecode"
+    raise ValueError(f"the executable has no function '{function}'")
 
 
 def default_schedule(func: Any, target: tvm.target.Target) -> Any | None:
@@ -240,6 +280,7 @@ class CpuBuild:
             original weights, at run time.
         num_input: Number of real (non-weight) inputs of ``main``.
         tuned_kernels: Names of the kernels taken from the tuning database.
+        exec_mode: How ``main`` runs (:data:`EXEC_MODES`).
     """
 
     executable: Any
@@ -248,6 +289,7 @@ class CpuBuild:
     tuned_kernels: list[str] = field(default_factory=list)
     #: The module as handed to codegen (memory planned), for size reports.
     lowered: Any = None
+    exec_mode: str = DEFAULT_EXEC_MODE
 
 
 def _num_input(func: Any) -> int:
@@ -282,6 +324,8 @@ def _transform_params(transform: Any, target: tvm.target.Target, params: Sequenc
     # YOLOv8n, YOLOX; test_cpu_pipeline compares the two builds' bytes on an int8 and an fp32 CNN).
     quick = tvm.target.Target({**dict(target.export()), "opt-level": 0})
     with quick:
+        # Bytecode (tvm.compile's mode): it runs once, and a compiled main of hundreds of
+        # transforms would only add to the build.
         exe = tvm.compile(transform, quick)
     args = [p if isinstance(p, tvm.runtime.Tensor) else tvm.runtime.tensor(np.ascontiguousarray(p)) for p in params]
     with tempfile.TemporaryDirectory(prefix="edgekit-transform-") as tmp:
@@ -316,7 +360,7 @@ def _beside(run: Callable[..., Any], transform: Any, *args: Any) -> Iterator[Fut
 
     The weight transforms (``_transform_params``: TVM's build of the run-once module at LLVM
     -O0, its export and one run) share nothing with the model's build. They run while the model
-    is compiled (``tvm.compile``: TIR lowering and LLVM, C++ that releases the GIL), so the
+    is compiled (``relax.build``: TIR lowering and LLVM, C++ that releases the GIL), so the
     transforms' own Python (legalizing PP-OCR cls int8's 423 weight transforms, about half of
     their 1.7 s) does not wait for the GIL as it did beside the scheduling (Python): PP-OCR cls
     int8 a fresh compile 0.96x of running them beside the scheduling, which was ~0.9 s shorter
@@ -344,6 +388,7 @@ def build_cpu(
     opt_level: int = 3,
     use_shipped: bool = True,
     fast_math: bool = True,
+    exec_mode: str | None = None,
 ) -> CpuBuild:
     """Compiles a Relax module (as imported from ONNX) into fast CPU code.
 
@@ -370,15 +415,23 @@ def build_cpu(
         fast_math: TVM's polynomial exp/erf/tanh/softmax (relative error about
             1e-7, vectorized) instead of libm calls. Tuning records are made
             with it on.
+        exec_mode: How ``main`` runs (:data:`EXEC_MODES`; None: :data:`DEFAULT_EXEC_MODE`).
+            "bytecode" for per-kernel profiles: the VM's instrumentation
+            (``VirtualMachine.set_instrument``) sees no call of a compiled ``main``.
 
     Returns:
         A :class:`CpuBuild`.
 
     Raises:
         CompileError: if TVM fails to lower or build the module.
+        ValueError: if ``exec_mode`` is not one of :data:`EXEC_MODES`.
     """
     import tvm
+    from tvm import relax
 
+    mode = DEFAULT_EXEC_MODE if exec_mode is None else exec_mode
+    if mode not in EXEC_MODES:
+        raise ValueError(f"exec_mode {exec_mode!r}: use one of {', '.join(EXEC_MODES)}")
     set_num_threads(num_threads)
     cores = num_threads if num_threads > 0 else usable_cores()  # 0: the host board, this machine's cores
     lift = params is not None
@@ -401,7 +454,7 @@ def build_cpu(
             # The weight transforms build and run on another thread while this one compiles the
             # model (see _beside).
             with _beside(_transform_params, transform, target, new_params) as transformed:
-                exe = tvm.compile(lowered, target, relax_pipeline=None)
+                exe = relax.build(lowered, target, relax_pipeline=None, exec_mode=mode)
         if transform is not None:
             new_params = transformed.result()
         if tuned:
@@ -413,7 +466,8 @@ def build_cpu(
             f"TVM failed to build the model for {target.kind.name} ({type(exc).__name__}: {str(exc).splitlines()[0][:300]})",
             hint="Re-run with --debug for the full TVM error; try `--opt-level 0` or report the model.",
         ) from exc
-    return CpuBuild(executable=exe, params=new_params, num_input=num_input, tuned_kernels=tuned, lowered=lowered)
+    return CpuBuild(executable=exe, params=new_params, num_input=num_input, tuned_kernels=tuned, lowered=lowered,
+                    exec_mode=mode)
 
 
 #: A tuned record replaces the default schedule only if it measured at least
