@@ -22,6 +22,7 @@ from edgekit.compiler.backends.llvm.depthwise_input import windows  # noqa: E402
 ZEN4 = {"kind": "llvm", "mcpu": "znver4"}  # AVX512-VNNI + VBMI: 16-channel blocks, vpermi2b lookups
 ICELAKE = {"kind": "llvm", "mcpu": "icelake-server"}  # the same on Intel (whose CPUs lack Zen's sse4a)
 ALDERLAKE = {"kind": "llvm", "mcpu": "alderlake"}  # AVX-VNNI: 8-channel blocks, vpshufb lookups
+CASCADELAKE = {"kind": "llvm", "mcpu": "cascadelake"}  # AVX512-VNNI, no VBMI: 16-channel blocks, vpshufb zmm lookups
 SHAPE = (1, 8, 10, 14)
 
 
@@ -80,7 +81,8 @@ def test_windows_cover_each_block_once_and_stay_in_the_row(c, lanes, step):
         assert all(start <= k * lanes and k * lanes + n <= start + width for k, n in bs)
 
 
-@pytest.mark.parametrize(("target", "lanes"), [(ZEN4, 16), (ALDERLAKE, 8)], ids=["znver4", "alderlake"])
+@pytest.mark.parametrize(("target", "lanes"), [(ZEN4, 16), (ALDERLAKE, 8), (CASCADELAKE, 16)],
+                         ids=["znver4", "alderlake", "cascadelake"])  # fmt: skip
 def test_single_reader_lookups_write_the_blocked_input(int8_model, target, lanes):
     calls = kernel_calls(int8_model, tvm.target.Target(target))
     written = [out for name, _ins, out in calls if name.startswith("lookup_block")]
@@ -102,7 +104,7 @@ def test_convs_write_the_blocked_input_in_their_epilogue(int8_model, target, lan
     assert all(name.startswith("fused_conv2d_vnni") and out[4] == lanes for name, out in placed), placed
 
 
-@pytest.mark.parametrize("target", [ICELAKE, ALDERLAKE], ids=["icelake-server", "alderlake"])
+@pytest.mark.parametrize("target", [ICELAKE, ALDERLAKE, CASCADELAKE], ids=["icelake-server", "alderlake", "cascadelake"])
 def test_bit_identical_with_the_generic_integer_kernels(int8_model, monkeypatch, target):
     skip_unless_runs_here(target)
     x = np.random.default_rng(2).standard_normal(SHAPE).astype(np.float32) * 1.5

@@ -10,7 +10,8 @@ producer writes the layout instead:
 * **A table lookup** (hard-swish, :mod:`edgekit.compiler.backends.llvm.lookup`):
   :func:`blocked_lookup` makes it one hand-written kernel: per pixel, the
   lookup's steps over the channel row (64 values per two ``vpermi2b`` on
-  AVX512-VBMI, 32 per 16 ``vpshufb`` on AVX2), each step's result stored as
+  AVX512-VBMI, 64 per 16 ``vpshufb zmm`` on AVX512-VNNI without VBMI (Cascade
+  Lake), 32 per 16 ``vpshufb`` on AVX2), each step's result stored as
   ``L``-byte blocks, the border value outside the image and in the channels
   past ``C``. Both kernels it merges are hand-written (TVM has no byte gather;
   FuseOps does not fuse scheduled ``call_tir`` kernels), so the merge is too.
@@ -40,15 +41,16 @@ from typing import Any
 
 from edgekit.compiler.backends.llvm.depthwise_vnni import PLACE_BLOCK, PLACEMENT
 from edgekit.compiler.backends.llvm.layout import FUSE_AS_ELEMENTWISE
-from edgekit.compiler.backends.llvm.lookup import AVX2_LOOKUP, VBMI_LOOKUP, lookup32, lookup64
+from edgekit.compiler.backends.llvm.lookup import AVX2_LOOKUP, VBMI_LOOKUP, ZMM_LOOKUP, lookup32, lookup64, lookup64_zmm
 from edgekit.compiler.relax_rewrite import is_call, static_shape
 
 __all__ = ["blocked_epilogue", "blocked_lookup", "lookup_block_func", "place_func", "windows"]
 
 logger = logging.getLogger(__name__)
 
-#: The lookup step (values per step, its TIR expression) by lookup kernel name.
-_STEPS = {VBMI_LOOKUP: (64, lookup64), AVX2_LOOKUP: (32, lookup32)}
+#: The lookup step (values per step, its TIR expression) by lookup kernel name (a name is a prefix of the
+#: kernels' names: ZMM_LOOKUP's starts with AVX2_LOOKUP, and is looked for first).
+_STEPS = {VBMI_LOOKUP: (64, lookup64), ZMM_LOOKUP: (64, lookup64_zmm), AVX2_LOOKUP: (32, lookup32)}
 
 
 def windows(c: int, lanes: int, step: int) -> list[tuple[int, int, list[tuple[int, int]]]]:
@@ -86,7 +88,8 @@ def lookup_block_func(shape: tuple[int, int, int, int], out: tuple[int, ...], to
 
     n, h, w, c = shape
     _, cb, hp, wp, lanes = out
-    step, lookup = _STEPS[kernel]
+    # A zmm lookup of fewer than 64 channels: 32-value steps, not a 64-value step per 16-channel block.
+    step, lookup = _STEPS[AVX2_LOOKUP if kernel == ZMM_LOOKUP and c < 64 else kernel]
     table_len = 256 if kernel == VBMI_LOOKUP else 512
 
     def fill() -> Any:

@@ -7,7 +7,9 @@ compiled to scalar byte loads (about 60 of the 95 instructions per 8 outputs
 of PP-OCR's hard-swish layers) and kept the producing kernel's whole
 epilogue scalar. :func:`lookup_pass` makes each lookup a kernel of its own
 over the int8 tensor: AVX-512 VBMI targets look up 64 values per step with
-two ``vpermi2b``, other AVX2 targets 32 per step with 16 ``vpshufb``.
+two ``vpermi2b``, AVX512BW targets without VBMI (Skylake-SP, Cascade Lake)
+64 per step with 16 ``vpshufb zmm`` (:class:`Zmm`), other AVX2 targets 32 per
+step with 16 ``vpshufb ymm``.
 On AVX2-only targets (Haswell, Zen 2) a table with an exact int16
 fixed-point form that costs fewer instructions is computed by that form
 instead (:mod:`edgekit.compiler.backends.llvm.lookup_fixed`: hard-swish 21-27
@@ -20,7 +22,8 @@ instead (:mod:`edgekit.compiler.backends.llvm.lookup_arith`).
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
@@ -33,13 +36,16 @@ from edgekit.compiler.relax_rewrite import bound_value, calls_rewrite_pass, cons
 if TYPE_CHECKING:  # pragma: no cover
     import tvm
 
-__all__ = ["ALL_SLICES", "ARITHMETIC_MCPUS", "AVX2_LOOKUP", "VBMI_LOOKUP", "avx2_live_slices", "avx2_operand", "avx2_table", "lookup32",
-           "lookup64", "lookup_pad_avx2_func", "lookup_pass", "lookup_vbmi_func"]
+__all__ = ["ALL_SLICES", "ARITHMETIC_MCPUS", "AVX2_LOOKUP", "VBMI_LOOKUP", "ZMM_LOOKUP", "Zmm", "avx2_live_slices", "avx2_operand",
+           "avx2_table", "lookup32", "lookup64", "lookup64_zmm", "lookup_pad_avx2_func", "lookup_pass", "lookup_vbmi_func"]
 
 logger = logging.getLogger(__name__)
 
 #: Name of the AVX2 lookup kernels (:func:`_lookup_avx2_func`) in the module.
 AVX2_LOOKUP = "lookup_avx2"
+#: Name of the AVX512BW lookup kernels without VBMI (:class:`Zmm`; the same operand as :data:`AVX2_LOOKUP`'s,
+#: and its name as a prefix: :mod:`edgekit.compiler.backends.llvm.pad` merges them into a pad alike).
+ZMM_LOOKUP = "lookup_avx2_zmm"
 #: Name of the VBMI lookup kernels (:func:`_lookup_vbmi_func`): their table operand is the table itself.
 VBMI_LOOKUP = "lookup_vbmi"
 #: LLVM CPU names (``mcpu``) of AVX2 targets whose lookups are computed
@@ -106,12 +112,34 @@ lookup_vbmi_func = _lookup_vbmi_func
 #: Every slice of :func:`_avx2_slices`' layout: what :func:`_lookup32` reads unless told which are all zero.
 ALL_SLICES: tuple[int, ...] = tuple(range(16))
 
-#: ``vpshufb`` (an index byte with bit 7 set reads 0) and the saturating byte add that builds its indices.
-_SHUFFLE, _ADD_SATURATED = "llvm.x86.avx2.pshuf.b", "llvm.uadd.sat"
+#: ``vpshufb`` by vector width (an index byte with bit 7 set reads 0) and the saturating byte add that
+#: builds its indices.
+_SHUFFLES, _ADD_SATURATED = {32: "llvm.x86.avx2.pshuf.b", 64: "llvm.x86.avx512.pshuf.b.512"}, "llvm.uadd.sat"
 
 
-def _lookup32(xv: Any, Tb: Any, live: Live = ALL_SLICES) -> Any:
+@dataclass(frozen=True)
+class Zmm:
+    """The lookup of an AVX512BW target without VBMI (Skylake-SP, Cascade Lake): :func:`_lookup32`'s
+    telescoped ``vpshufb`` on 64 values per step (``vpshufb zmm`` shuffles within each 128-bit lane, as
+    the ``ymm`` form does), reading the slices ``slices`` of the same 512-byte operand.
+
+    No ``vpermb``/``vpermi2b`` (VBMI); half the instructions per value of the AVX2 step. Which slices:
+    :func:`avx2_live_slices`, as on AVX2-only targets.
+    """
+
+    slices: tuple[int, ...] = ALL_SLICES
+
+
+#: What an AVX2-layout lookup kernel reads: its live slices 32 values per step, its int16 fixed form,
+#: or (:class:`Zmm`) its live slices 64 values per step.
+Reads = Union[Live, Zmm]
+
+
+def _lookup32(xv: Any, Tb: Any, live: Live = ALL_SLICES, lanes: int = 32) -> Any:
     """The table lookup of 32 int8 values ``xv`` (a TIR ``int8x32``) in :func:`_avx2_slices`' 16 slices ``Tb`` (AVX2).
+
+    ``lanes`` 64: 64 values (``int8x64``) with ``vpshufb zmm`` (AVX512BW): each slice's 32 bytes are
+    loaded broadcast to the four 128-bit lanes (``vbroadcasti64x4``), the rest is the same.
 
     ``vpshufb`` reads byte ``i & 15`` of a 16-byte slice, or 0 where bit 7
     of the index ``i`` is set. With ``u = x + 128`` and ``c_k = 112 - 16 k``
@@ -137,16 +165,19 @@ def _lookup32(xv: Any, Tb: Any, live: Live = ALL_SLICES) -> Any:
     if isinstance(live, FixedForm):
         return live.step32(xv)
 
-    xu = T.reinterpret(xv, dtype="uint8x32")
-    u = xu ^ T.broadcast(T.uint8(128), 32)
+    xu = T.reinterpret(xv, dtype=f"uint8x{lanes}")
+    u = xu ^ T.broadcast(T.uint8(128), lanes)
     hits = []
     for k in live:
-        index = T.call_llvm_pure_intrin("uint8x32", _ADD_SATURATED, u if k < 8 else xu,
-                                        T.broadcast(T.uint8(112 - 16 * (k % 8)), 32))  # fmt: skip
-        hits.append(T.call_llvm_pure_intrin("int8x32", _SHUFFLE, Tb.vload([32 * k], "int8x32"),
-                                            T.reinterpret(index, dtype="int8x32")))  # fmt: skip
+        index = T.call_llvm_pure_intrin(f"uint8x{lanes}", _ADD_SATURATED, u if k < 8 else xu,
+                                        T.broadcast(T.uint8(112 - 16 * (k % 8)), lanes))  # fmt: skip
+        table = Tb.vload([32 * k], "int8x32")
+        if lanes == 64:  # the slice in all four 128-bit lanes
+            table = T.Shuffle([table, table], list(range(64)))
+        hits.append(T.call_llvm_pure_intrin(f"int8x{lanes}", _SHUFFLES[lanes], table,
+                                            T.reinterpret(index, dtype=f"int8x{lanes}")))  # fmt: skip
     if not hits:  # a table of zeros
-        return T.broadcast(T.int8(0), 32)
+        return T.broadcast(T.int8(0), lanes)
     while len(hits) > 1:  # a balanced XOR tree: 4 steps of latency, not 15
         hits = [a ^ b for a, b in zip(hits[::2], hits[1::2])] + hits[len(hits) - len(hits) % 2 :]
     return hits[0]
@@ -154,6 +185,23 @@ def _lookup32(xv: Any, Tb: Any, live: Live = ALL_SLICES) -> Any:
 
 #: The AVX2 32-value step, public for :mod:`edgekit.compiler.backends.llvm.depthwise_input`.
 lookup32 = _lookup32
+
+
+def lookup64_zmm(xv: Any, Tb: Any) -> Any:
+    """The AVX512BW 64-value step (:class:`Zmm`) on every slice, for :mod:`edgekit.compiler.backends.llvm.depthwise_input`."""
+    return _lookup32(xv, Tb, ALL_SLICES, 64)
+
+
+def _steps(n: int, step: int) -> tuple[int, list[tuple[int, int]]]:
+    """``(whole, rest)``: ``whole`` steps of ``step`` values from 0, then ``rest``, ``(start, width)`` steps
+    that end at ``n`` and overlap what came before (``n >= 32``): one of 32 where that covers the rest,
+    else one of ``step``, or two of 32 when ``n`` is under one step."""
+    whole, tail = divmod(n, step)
+    if tail == 0:
+        return whole, []
+    if tail <= 32:
+        return whole, [(n - 32, 32)]
+    return whole, [(n - step, step)] if whole else [(0, 32), (n - 32, 32)]
 
 
 def _lookup1(x: Any, Tb: Any) -> Any:
@@ -173,8 +221,18 @@ def _operand_bytes(live: Live) -> int:
     return 512 + (live.encode().size if isinstance(live, FixedForm) else 0)
 
 
-def _lookup_avx2_func(shape: tuple[int, ...], live: Live = ALL_SLICES) -> Any:
+def _rest(n: int, step: int) -> tuple[int, int, int, int, int]:
+    """:func:`_steps` as ``(whole, steps after, start and width of the first, of the second)``, for TVMScript."""
+    whole, rest = _steps(n, step)
+    (s0, w0), (s1, w1) = (rest + [(0, 32), (0, 32)])[:2]
+    return whole, len(rest), s0, w0, s1, w1
+
+
+def _lookup_avx2_func(shape: tuple[int, ...], live: Reads = ALL_SLICES) -> Any:
     """``y[i] = table[x[i] + 128]`` over int8 values, 32 per step with 16 ``vpshufb`` (AVX2, :func:`_lookup32`).
+
+    ``live`` a :class:`Zmm` (AVX512BW, ``n >= 32``): 64 per step with ``vpshufb zmm``, the rest in one
+    overlapping step of 64 or 32 (:func:`_steps`).
 
     The kernel takes the table as :func:`_avx2_slices` lays it out and reads
     only the slices ``live`` (:func:`avx2_live_slices`), or computes their
@@ -191,6 +249,9 @@ def _lookup_avx2_func(shape: tuple[int, ...], live: Live = ALL_SLICES) -> Any:
     steps, tail = divmod(n, 32)
     size = _operand_bytes(live)
     assert steps > 0 or not isinstance(live, FixedForm), "a fixed form needs one whole step"
+    if isinstance(live, Zmm):
+        assert steps > 0, "a zmm lookup needs 32 values"
+        return _lookup_zmm_func(shape, live.slices)
 
     @T.prim_func(private=True)
     def lookup(Xs: T.Buffer(shape, "int8"), Tb: T.Buffer((size,), "int8"), Ys: T.Buffer(shape, "int8")) -> None:
@@ -222,8 +283,30 @@ def _lookup_avx2_func(shape: tuple[int, ...], live: Live = ALL_SLICES) -> Any:
     return fixed if isinstance(live, FixedForm) else lookup
 
 
+def _lookup_zmm_func(shape: tuple[int, ...], live: tuple[int, ...]) -> Any:
+    """:func:`_lookup_avx2_func` for :class:`Zmm`: 64 values per step, then :func:`_steps`' rest (``n >= 32``)."""
+    from tvm.script import tirx as T
+
+    n = int(np.prod(shape))
+    whole, more, s0, w0, s1, w1 = _rest(n, 64)
+
+    @T.prim_func(private=True)
+    def lookup(Xs: T.Buffer(shape, "int8"), Tb: T.Buffer((512,), "int8"), Ys: T.Buffer(shape, "int8")) -> None:
+        T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True, "op_pattern": 8})
+        X = T.decl_buffer((n,), "int8", data=Xs.data)
+        Y = T.decl_buffer((n,), "int8", data=Ys.data)
+        for i in range(whole):
+            Y[T.ramp(i * 64, 1, 64)] = _lookup32(X.vload([i * 64], "int8x64"), Tb, live, 64)
+        if more > 0:
+            Y[T.ramp(s0, 1, w0)] = _lookup32(X.vload([s0], f"int8x{w0}"), Tb, live, w0)
+        if more > 1:
+            Y[T.ramp(s1, 1, w1)] = _lookup32(X.vload([s1], f"int8x{w1}"), Tb, live, w1)
+
+    return lookup
+
+
 def lookup_pad_avx2_func(shape: tuple[int, int, int, int], top: int, left: int, out: tuple[int, int, int, int],
-                         border: int, fill: int, live: Live = ALL_SLICES) -> Any:  # fmt: skip
+                         border: int, fill: int, live: Reads = ALL_SLICES) -> Any:  # fmt: skip
     """``Y = pad(table[X + 128])`` for NHWC int8 ``X`` with at least 32 channels, in one pass (AVX2).
 
     The pad is :func:`edgekit.compiler.backends.llvm.pad.int8_pad_pass`'s
@@ -234,14 +317,16 @@ def lookup_pad_avx2_func(shape: tuple[int, int, int, int], top: int, left: int, 
     consumer is the pad of a depthwise convolution's input writes the padded
     tensor itself: no second pass over the activation (PP-OCR cls, haswell
     code: 8 pad kernels of 1.4-2.3 us each on one Zen 5 core). Only the
-    slices ``live`` are read (:func:`avx2_live_slices`), or their fixed form computed.
+    slices ``live`` are read (:func:`avx2_live_slices`), or their fixed form computed; a :class:`Zmm`
+    ``live``: 64 channels per step, the rest in one overlapping step of 64 or 32 (:func:`_steps`).
     """
     from tvm.script import tirx as T
 
     n, h, w, c = shape
     _, ho, wo, cp = out
-    full = c // 32
-    size = _operand_bytes(live)
+    step, reads = (64, live.slices) if isinstance(live, Zmm) else (32, live)
+    full, more, s0, w0, s1, w1 = _rest(c, step)
+    size = _operand_bytes(reads)
 
     @T.prim_func(private=True, s_tir=True)
     def lookup_pad(Xs: T.Buffer(shape, "int8"), Tb: T.Buffer((size,), "int8"), Ys: T.Buffer(out, "int8")) -> None:
@@ -260,9 +345,12 @@ def lookup_pad_avx2_func(shape: tuple[int, int, int, int], top: int, left: int, 
                     if top <= y and y < top + h and left <= x and x < left + w:
                         src = T.meta_var((((nh // ho) * h + y - top) * w + x - left) * c)
                         for k in range(full):
-                            Y[T.ramp(row + k * 32, 1, 32)] = _lookup32(X.vload([src + k * 32], "int8x32"), Tb, live)
-                        if c % 32 > 0:
-                            Y[T.ramp(row + c - 32, 1, 32)] = _lookup32(X.vload([src + c - 32], "int8x32"), Tb, live)
+                            Y[T.ramp(row + k * step, 1, step)] = _lookup32(X.vload([src + k * step], f"int8x{step}"),
+                                                                           Tb, reads, step)  # fmt: skip
+                        if more > 0:
+                            Y[T.ramp(row + s0, 1, w0)] = _lookup32(X.vload([src + s0], f"int8x{w0}"), Tb, reads, w0)
+                        if more > 1:
+                            Y[T.ramp(row + s1, 1, w1)] = _lookup32(X.vload([src + s1], f"int8x{w1}"), Tb, reads, w1)
                     else:
                         for k in range(c // 16):
                             Y[T.ramp(row + k * 16, 1, 16)] = T.broadcast(T.int8(border), 16)
@@ -294,23 +382,36 @@ def avx2_table(operand: np.ndarray) -> np.ndarray:
     return t.reshape(256)
 
 
-def avx2_live_slices(target: tvm.target.Target, slices: np.ndarray | None) -> Live:
+def _zmm(target: tvm.target.Target) -> bool:
+    """True when ``target``'s lookups take :class:`Zmm`: AVX512BW without VBMI (Skylake-SP, Cascade Lake)."""
+    return has_feature(target, "avx512bw") and not has_feature(target, "avx512vbmi")
+
+
+def avx2_live_slices(target: tvm.target.Target, slices: np.ndarray | None) -> Reads:
     """The slices of a table in :func:`_avx2_slices`' layout (512 bytes) the AVX2 lookup reads for ``target``.
 
     On AVX2-only targets (no AVX-512, no VNNI: Haswell, Zen 2) the slices that
     are all zero are left out, one add and one shuffle fewer each (PP-OCR
-    cls: 44 of its tables' 432 slices); other targets read all 16, their
-    code unchanged. All 16 where ``slices`` is not known (None). An operand
+    cls: 44 of its tables' 432 slices); on AVX512BW targets without VBMI the
+    same slices as a :class:`Zmm` (64 values per step); other targets read
+    all 16, their code unchanged. All 16 where ``slices`` is not known (None). An operand
     of :func:`avx2_operand` with a fixed form after the slices: that form
     (only :func:`lookup_pass` writes one, for AVX2-only targets).
     """
+    if _zmm(target):
+        return Zmm(ALL_SLICES if slices is None else _nonzero(slices))
     if dot_isa(target) is not I16_256 or slices is None:
         return ALL_SLICES
     data = np.asarray(slices).reshape(-1)
     form = decode(data[512:]) if data.size > 512 else None
     if form is not None:
         return form
-    rows = data[:512].reshape(16, 32)
+    return _nonzero(data)
+
+
+def _nonzero(slices: np.ndarray) -> tuple[int, ...]:
+    """The slices of an operand in :func:`_avx2_slices`' layout that are not all zero."""
+    rows = np.asarray(slices).reshape(-1)[:512].reshape(16, 32)
     return tuple(k for k in ALL_SLICES if rows[k].any())
 
 
@@ -320,7 +421,7 @@ def avx2_operand(table: np.ndarray, live: Live) -> np.ndarray:
     return np.concatenate([slices, live.encode()]) if isinstance(live, FixedForm) else slices
 
 
-def _avx2_choice(target: tvm.target.Target, table: np.ndarray, program: str | None) -> Live:
+def _avx2_choice(target: tvm.target.Target, table: np.ndarray, program: str | None) -> Reads:
     """What an AVX2 lookup of ``table`` reads on ``target``: its live slices, or its fixed form where that is
     exact and costs fewer instructions per 32 values (AVX2-only targets; ``program``: the table's, as JSON)."""
     live = avx2_live_slices(target, _avx2_slices(table))
@@ -369,7 +470,8 @@ def lookup_pass(target: tvm.target.Target) -> Any:
 
     AVX-512 VBMI targets (Ice Lake and later, Zen 4 and later) get
     :func:`_lookup_vbmi_func` (two ``vpermi2b`` per 64 values), other AVX2
-    targets :func:`_lookup_avx2_func` (16 ``vpshufb`` per 32 values; on
+    targets :func:`_lookup_avx2_func` (16 ``vpshufb`` per 32 values, per 64
+    with ``vpshufb zmm`` on AVX512BW targets, :class:`Zmm`; on
     AVX2-only targets the table's int16 fixed-point form where one is exact
     and cheaper, :func:`_avx2_choice`) or, for the CPUs in
     :data:`ARITHMETIC_MCPUS`, float32 arithmetic fused into the producer
@@ -421,7 +523,7 @@ def lookup_pass(target: tvm.target.Target) -> Any:
             if live != ALL_SLICES:
                 args = (shape, live)
         if args not in m.funcs:
-            m.funcs[args] = m.builder_.add_func(kernel(*args), name)
+            m.funcs[args] = m.builder_.add_func(kernel(*args), ZMM_LOOKUP if isinstance(args[-1], Zmm) else name)
         return relax.call_tir(m.funcs[args], relax.Tuple([x, relax.const(operand, "int8")]),
                               relax.TensorType(shape, "int8"))  # fmt: skip
 
