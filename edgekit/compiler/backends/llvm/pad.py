@@ -88,6 +88,19 @@ def _row_steps(Y: Any, at: list[Any], first: int, width: int, value: Any, step: 
         T.buffer_store(Y, value(width - step), [*at, T.ramp(first + width - step, 1, step)])
 
 
+def _converted(v: Any, dtype: str, out_dtype: str, lanes: int) -> Any:
+    """``v`` (``lanes`` values of ``dtype``) as ``out_dtype``: the same bytes, ``^ 0x80`` for int8 -> uint8
+    (plus 128, a ``vpdpbusd`` operand), sign-extended for int8 -> int16 (a 16-bit dot product's operand)."""
+    from tvm import tirx
+    from tvm.script.ir_builder import tirx as T
+
+    if out_dtype == dtype:
+        return v
+    if out_dtype == "int16":
+        return T.Cast(f"int16x{lanes}", v)
+    return T.reinterpret(f"{out_dtype}x{lanes}", v) ^ T.broadcast(tirx.const(128, out_dtype), lanes)
+
+
 def row_step(channels: int, fill: int) -> int | None:
     """Bytes per copy step of a row of ``channels`` channels and ``fill`` channels of fill after them:
     ``STEP``, or for a ragged row of fewer channels the widest of :data:`NARROW_STEPS` that fits both
@@ -107,7 +120,8 @@ def row_step(channels: int, fill: int) -> int | None:
 def _pad_func(parts: list[tuple[int, ...]], top: int, left: int, out: tuple[int, int, int, int],
               border: int, fill: int, dtype: str, out_dtype: str, step: int = STEP) -> Any:  # fmt: skip
     """A PrimFunc ``Y = pad(concat(parts, axis=3))``: ``border`` outside the image, ``fill`` in channels
-    ``[C, C_out)``; with ``out_dtype`` uint8 for int8 parts, every copied byte plus 128 (``^ 0x80``).
+    ``[C, C_out)``; with ``out_dtype`` uint8 for int8 parts, every copied byte plus 128 (``^ 0x80``),
+    with int16, every value widened (:func:`_converted`).
     Copies of ``step`` bytes (:func:`row_step`); every part at least ``step`` channels wide.
 
     ``border`` and ``fill`` are values of ``out_dtype``. Built with TVM's IR
@@ -120,7 +134,6 @@ def _pad_func(parts: list[tuple[int, ...]], top: int, left: int, out: tuple[int,
     n, h, w = parts[0][:3]
     _, ho, wo, cp = out
     c = sum(p[3] for p in parts)
-    flip = dtype != out_dtype
 
     def constant(v: int) -> Any:
         return T.broadcast(tirx.const(v, out_dtype), step)
@@ -144,7 +157,7 @@ def _pad_func(parts: list[tuple[int, ...]], top: int, left: int, out: tuple[int,
 
                                     def copy(k: Any, X: Any = X) -> Any:
                                         v = X.vload([b, y - top, x - left, k], f"{dtype}x{step}")
-                                        return T.reinterpret(f"{out_dtype}x{step}", v) ^ constant(128) if flip else v
+                                        return _converted(v, dtype, out_dtype, step)
 
                                     _row_steps(Y, [b, y, x], first, p[3], copy, step)
                                     first += p[3]
@@ -169,7 +182,6 @@ def _flat_pad_func(shape: tuple[int, ...], top: int, left: int, out: tuple[int, 
 
     n, h, w, c = shape
     _, ho, wo, _ = out
-    flip = dtype != out_dtype
     right = wo - left - w
 
     def run(Yf: Any, base: Any, width: int, value: Any) -> None:
@@ -201,8 +213,7 @@ def _flat_pad_func(shape: tuple[int, ...], top: int, left: int, out: tuple[int, 
                             src = (b * h + y - top) * (w * c)
 
                             def copy(k: Any, step: int) -> Any:
-                                v = Xf.vload([src + k], f"{dtype}x{step}")
-                                return T.reinterpret(f"{out_dtype}x{step}", v) ^ constant(128, step) if flip else v
+                                return _converted(Xf.vload([src + k], f"{dtype}x{step}"), dtype, out_dtype, step)
 
                             run(Yf, row + left * c, w * c, copy)
                         with T.Else():
@@ -288,9 +299,10 @@ def _concat_parts(m: Any, x: Any) -> list[Any]:
     return parts
 
 
-def _pad_rows(m: Any, call: Any, to_u8: bool = False) -> Any:
+def _pad_rows(m: Any, call: Any, convert: str = "") -> Any:
     """The NHWC int8 pad ``call`` (merged with a pad it reads, :func:`_compose`, and a concat it reads,
-    :func:`_concat_parts`) as a :func:`_pad_func` kernel, or None; ``to_u8``: plus 128, as uint8."""
+    :func:`_concat_parts`) as a :func:`_pad_func` kernel, or None; ``convert`` "uint8": plus 128, as
+    uint8 (:func:`_u8_of_pad`); "int16": widened (:func:`_i16_of_pad`)."""
     from tvm import relax
 
     out = _static_bytes(call)
@@ -312,8 +324,10 @@ def _pad_rows(m: Any, call: Any, to_u8: bool = False) -> Any:
     if step is None:
         return None
     parts = _concat_parts(m, x) if step == STEP else [x]
-    if to_u8:
+    if convert == "uint8":
         border, fill, out_dtype = border + 128, fill + 128, "uint8"
+    elif convert == "int16":
+        out_dtype = "int16"
     else:
         out_dtype = dtype
         fused = _lookup_pad(m, x, shape, widths, out, border, fill) if len(parts) == 1 else None
@@ -371,6 +385,17 @@ def _u8_source(call: Any, lookup: Any, uses: dict[Any, int]) -> Any:
     return widen.args[0] if str(widen.args[0].ty.dtype) == "int8" else None
 
 
+def _i16_of_pad(call: Any, lookup: Any, uses: dict[Any, int]) -> Any:
+    """The int8 pad the int16 widening ``call`` (``astype(pad, int16)``: a 16-bit dot product's operand on
+    AVX2-only targets, :meth:`edgekit.compiler.backends.llvm.int8._Rewriter.activations`) reads when it
+    is the pad's one reader, else None: the pad kernel writes int16 itself (it was a ``cast`` kernel
+    after every padded conv input)."""
+    if not is_call(call, "relax.astype") or str(call.attrs.dtype) != "int16" or uses.get(call.args[0], 0) != 1:
+        return None
+    pad = _through_aliases(call.args[0], lookup)
+    return pad if is_call(pad, "relax.nn.pad") and str(pad.ty.dtype) == "int8" else None
+
+
 def _u8_of_pad(call: Any, lookup: Any, uses: dict[Any, int]) -> Any:
     """The int8 pad the u8 conversion ``call`` reads (:func:`_u8_source`), else None."""
     t = _u8_source(call, lookup, uses)
@@ -424,8 +449,8 @@ def _u8_concat(m: Any, call: Any) -> Any:
 
 def _find_data_and_merged(mutator: Any) -> None:
     """Sets ``mutator.data`` (vars computed from the model's inputs), ``mutator.merged``
-    (spatial pads a channel pad reads: left for that pad to absorb; pads a u8 conversion reads:
-    left for the conversion) and ``mutator.uses``."""
+    (spatial pads a channel pad reads: left for that pad to absorb; pads a u8 or int16 conversion
+    reads, and the u8 conversion's inner widening: left for the conversion) and ``mutator.uses``."""
     from tvm import relax
 
     mutator.funcs, mutator.merged, mutator.data = {}, [], set()
@@ -446,6 +471,12 @@ def _find_data_and_merged(mutator: Any) -> None:
                 if _compose(val, inner) is not None:
                     mutator.merged.append(inner)
             converted = _u8_of_pad(val, var2val.get, mutator.uses)
+            if converted is not None:
+                # The conversion's own widening astype(pad, int16) is not an int16 operand (_i16_of_pad).
+                widen = _through_aliases(_through_aliases(val.args[0], var2val.get).args[0], var2val.get)
+                mutator.merged.append(widen)
+            else:
+                converted = _i16_of_pad(val, var2val.get, mutator.uses)
             if converted is not None:
                 mutator.merged.append(converted)
 
@@ -483,9 +514,11 @@ def int8_pad_pass(target: tvm.target.Target) -> Any:
             if merged or not data:
                 return call
             if is_call(call, "relax.astype"):
-                pad = _u8_of_pad(call, self.lookup_binding, self.uses)
+                pad, convert = _u8_of_pad(call, self.lookup_binding, self.uses), "uint8"
+                if pad is None:
+                    pad, convert = _i16_of_pad(call, self.lookup_binding, self.uses), "int16"
                 # (A pad left for a conversion that no kernel takes fails the same checks alone.)
-                new = None if pad is None or pad.args[0] not in self.data else _pad_rows(self, pad, to_u8=True)
+                new = None if pad is None or pad.args[0] not in self.data else _pad_rows(self, pad, convert)
                 new = _u8_lookup(self, call) if pad is None else new
                 new = _u8_concat(self, call) if pad is None and new is None else new
                 return call if new is None else new
