@@ -34,6 +34,9 @@ The same kernel takes two more steps where the pad's neighbours allow
   is the pad's one consumer, is applied in the copy (``x ^ 0x80``, the same
   byte; border and fill written as their u8 values): the padded int8 tensor
   and the conversion's second pass over it are gone.
+* **The int16 widening** of a 16-bit dot product's input (``astype(x, int16)``
+  on AVX2-only targets), when it is the pad's one consumer, is applied in the
+  copy (``vpmovsxbw``): it was a ``cast`` kernel after every padded conv input.
 * The same conversion of an AVX-512 VBMI **table lookup**'s output (its one
   reader) is the lookup writing ``table ^ 0x80`` as uint8
   (:func:`_u8_lookup`): det's lookups feeding 1x1 convs had a conversion
