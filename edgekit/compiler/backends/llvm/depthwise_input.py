@@ -10,7 +10,7 @@ producer writes the layout instead:
 * **A table lookup** (hard-swish, :mod:`edgekit.compiler.backends.llvm.lookup`):
   :func:`blocked_lookup` makes it one hand-written kernel: per pixel, the
   lookup's steps over the channel row (64 values per two ``vpermi2b`` on
-  AVX512-VBMI, 64 per 16 ``vpshufb zmm`` on AVX512-VNNI without VBMI (Cascade
+  AVX512-VBMI, 64 per four ``vpermi2w`` on AVX512-VNNI without VBMI (Cascade
   Lake), 32 per 16 ``vpshufb`` on AVX2), each step's result stored as
   ``L``-byte blocks, the border value outside the image and in the channels
   past ``C``. Both kernels it merges are hand-written (TVM has no byte gather;
@@ -88,9 +88,10 @@ def lookup_block_func(shape: tuple[int, int, int, int], out: tuple[int, ...], to
 
     n, h, w, c = shape
     _, cb, hp, wp, lanes = out
-    # A zmm lookup of fewer than 64 channels: 32-value steps, not a 64-value step per 16-channel block.
-    step, lookup = _STEPS[AVX2_LOOKUP if kernel == ZMM_LOOKUP and c < 64 else kernel]
-    table_len = 256 if kernel == VBMI_LOOKUP else 512
+    step, lookup = _STEPS[kernel]
+    if kernel == ZMM_LOOKUP and c < 64:  # 32-value steps, not a 64-value step per 16-channel block
+        step, lookup = 32, lambda xv, Tb: lookup64_zmm(xv, Tb, 32)
+    table_len = {VBMI_LOOKUP: 256, ZMM_LOOKUP: 768}.get(kernel, 512)
 
     def fill() -> Any:
         return T.broadcast(tirx.const(border, "uint8"), lanes)
