@@ -35,9 +35,10 @@ registers and broadcasts ``k`` input bytes per instruction, the ``L x k``
 step tensorized with the instruction's intrinsic
 (:mod:`edgekit.compiler.backends.llvm.intrin`).
 
-Depthwise convolutions on AVX512-VNNI + VBMI and on AVX-VNNI targets take four
-kernel taps per ``vpdpbusd`` lane on a channel-blocked copy of the input
-(:mod:`edgekit.compiler.backends.llvm.depthwise_vnni`). Other AVX-512 targets
+Depthwise convolutions on AVX512-VNNI targets (VBMI's ``vpermb`` or, without
+it, ``vpermd`` + ``vpshufb`` for the operands' byte permutation) and on AVX-VNNI
+targets take four kernel taps per ``vpdpbusd`` lane on a channel-blocked copy of
+the input (:mod:`edgekit.compiler.backends.llvm.depthwise_vnni`). Other AVX-512 targets
 take two taps of one channel per int32 lane: the int8 inputs of two
 neighbouring pixels are widened to int16 and interleaved, and one
 ``vpmaddwd`` (``vpdpwssd`` where LLVM folds the add) multiplies and adds both,
