@@ -461,16 +461,16 @@ def _depthwise_whole_vectors(b: Any, call: Any, x: Any, w: Any, lanes: int) -> A
     with 1- or 2-lane vectors, the largest width dividing it, and the pruned
     model was slower than the unpruned one.
 
-    A count of whole 8-lane units that is not a whole number of the
-    target's vectors, above one vector, is padded to the target's vectors
-    when the tiled reduction would take a width that is not a power of two
-    (the largest divisor up to a vector: 11 lanes for 88 channels, 10 for
-    40 with AVX-512's 16 lanes); a count whose largest such divisor is 8
-    (136: ShuffleNet's groups) keeps 8-lane vectors and its unpadded
-    epilogues. Unpadded, PP-OCR cls's 5x5 depthwise layers of 88 channels
-    took 30 us each (40 channels: 12.6 us; 48: 3.5). Padded,
-    the unpruned fp32 model ran 0.274 ms instead of 0.351 (one Zen 5 core,
-    interleaved, 10th percentile; 2026-12-06).
+    A count of whole 8-lane units is left alone: where it is not whole
+    target vectors (88, 40, 200 channels with AVX-512's 16 lanes) the tiled
+    reduction falls back to 8-lane vectors (``schedule.fallback_vector_width``),
+    as for 136 (ShuffleNet's groups). Such counts were padded to whole zmm
+    vectors while the fallback took 11, 10 or 13 lanes (88 channels: 30 us
+    per 5x5 layer; padded, the fp32 model ran 0.274 ms instead of 0.351, one
+    Zen 5 core, 2026-12-06); but the pad (channels and spatial) is a kernel of
+    its own, and on the Zen 4 EPYC the cls fp32 build ran 0.495 ms in znver4
+    code against 0.420 in haswell code; on 8 lanes, 0.431 (tree_ab_fp32.py,
+    one thread CPU time, 2026-12-07).
     """
     from edgekit.compiler.backends.llvm.int8 import depthwise_on_vectors
 

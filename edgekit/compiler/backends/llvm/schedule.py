@@ -140,8 +140,21 @@ def _tile_efficiency(vectors: int, rows: int, extent: int, registers: int = 16, 
 
 
 def fallback_vector_width(vec_align: int, widest: int) -> int:
-    """The vector tile :func:`choose_tile` falls back to: the largest divisor of ``vec_align`` up to ``widest``."""
-    return max(d for d in range(1, widest + 1) if vec_align % d == 0)
+    """The vector tile :func:`choose_tile` falls back to: the largest divisor of ``vec_align`` up to ``widest``.
+
+    Except where that divisor is not a power of two and 8 divides ``vec_align``:
+    then 8 lanes (a ymm vector of AVX-512 targets). 88, 200 or 104 channels
+    with AVX-512's 16 lanes took 11-, 10- and 13-lane tiles (masked, slow), and
+    :func:`~edgekit.compiler.backends.llvm.layout._depthwise_whole_vectors` padded
+    such depthwise layers to whole zmm vectors instead; that pad is a kernel of its
+    own (the spatial padding too, no longer inlined), and PP-OCR cls's fp32 build
+    ran slower in znver4 code than in haswell code (0.495 against 0.420 ms). On 8
+    lanes those layers run as in AVX2 code (tests/unit/test_fallback_width.py).
+    """
+    widest_divisor = max(d for d in range(1, widest + 1) if vec_align % d == 0)
+    if widest_divisor > 8 and widest_divisor & (widest_divisor - 1) and vec_align % 8 == 0:
+        return 8
+    return widest_divisor
 
 
 def choose_tile(vec_ext: int, row_ext: int, lanes: int, vec_align: int, registers: int = 16,
