@@ -418,9 +418,14 @@ def _schedule_tiled_reduction(sch: Any, block: Any, lanes: int, registers: int =
     if acc_loops:
         wb_inner = acc_loops[-1]
         ext = loop_extent(sch, wb_inner)
-        if ext and ext % lanes == 0:
-            if ext > lanes:
-                wb_inner = sch.split(wb_inner, factors=[None, lanes])[1]
+        # The tile's own width where it is narrower than the target's vectors
+        # (8-lane tiles of AVX-512 targets, fallback_vector_width): a scalar
+        # write-back made PP-OCR cls's 24- and 40-channel fp32 depthwise
+        # kernels take twice their haswell-code time in znver4 code.
+        step = lanes if ext and ext % lanes == 0 else vec_in if ext and vec_in >= 8 and ext % vec_in == 0 else 0
+        if step:
+            if ext > step:
+                wb_inner = sch.split(wb_inner, factors=[None, step])[1]
             sch.vectorize(wb_inner)
 
     # Vectorize/unroll before decomposing the reduction: afterwards the update
