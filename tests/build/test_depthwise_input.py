@@ -22,7 +22,7 @@ from edgekit.compiler.backends.llvm.depthwise_input import windows  # noqa: E402
 ZEN4 = {"kind": "llvm", "mcpu": "znver4"}  # AVX512-VNNI + VBMI: 16-channel blocks, vpermi2b lookups
 ICELAKE = {"kind": "llvm", "mcpu": "icelake-server"}  # the same on Intel (whose CPUs lack Zen's sse4a)
 ALDERLAKE = {"kind": "llvm", "mcpu": "alderlake"}  # AVX-VNNI: 8-channel blocks, vpshufb lookups
-CASCADELAKE = {"kind": "llvm", "mcpu": "cascadelake"}  # AVX512-VNNI, no VBMI: 16-channel blocks, vpshufb zmm lookups
+CASCADELAKE = {"kind": "llvm", "mcpu": "cascadelake"}  # AVX512-VNNI, no VBMI: 16-channel blocks, vpermi2w lookups
 SHAPE = (1, 8, 10, 14)
 
 

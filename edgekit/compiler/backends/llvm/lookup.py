@@ -261,8 +261,8 @@ def _rest(n: int, step: int) -> tuple[int, int, int, int, int]:
 def _lookup_avx2_func(shape: tuple[int, ...], live: Reads = ALL_SLICES) -> Any:
     """``y[i] = table[x[i] + 128]`` over int8 values, 32 per step with 16 ``vpshufb`` (AVX2, :func:`_lookup32`).
 
-    ``live`` a :class:`Zmm` (AVX512BW, ``n >= 32``): 64 per step with ``vpshufb zmm``, the rest in one
-    overlapping step of 64 or 32 (:func:`_steps`).
+    ``live`` a :class:`Zmm` (AVX512BW, ``n >= 32``): 64 per step with four ``vpermi2w``
+    (:func:`_lookup_words`), the rest in one overlapping step of 64 or 32 (:func:`_steps`).
 
     The kernel takes the table as :func:`_avx2_slices` lays it out and reads
     only the slices ``live`` (:func:`avx2_live_slices`), or computes their

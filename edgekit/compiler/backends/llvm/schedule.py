@@ -422,7 +422,11 @@ def _schedule_tiled_reduction(sch: Any, block: Any, lanes: int, registers: int =
         # (8-lane tiles of AVX-512 targets, fallback_vector_width): a scalar
         # write-back made PP-OCR cls's 24- and 40-channel fp32 depthwise
         # kernels take twice their haswell-code time in znver4 code.
-        step = lanes if ext and ext % lanes == 0 else vec_in if ext and vec_in >= 8 and ext % vec_in == 0 else 0
+        step = 0
+        if ext and ext % lanes == 0:
+            step = lanes
+        elif ext and vec_in >= 8 and ext % vec_in == 0:
+            step = vec_in
         if step:
             if ext > step:
                 wb_inner = sch.split(wb_inner, factors=[None, step])[1]
