@@ -122,6 +122,12 @@ def _render(report: dict[str, Any]) -> None:
         label = "onnxruntime" if not report.get("simulated") else "ort (host)"
         table.add_row(*_stat_row(label, report["ort_latency_ms"], report["ort_throughput_per_s"], scale))
     console.print(table)
+    mode = report.get("runner", {}).get("vm_exec_mode")
+    if mode == "compiled":
+        console.print("TVM VM: main runs as compiled code", highlight=False)
+    elif mode == "bytecode":
+        console.print("TVM VM: main runs as bytecode, one interpreted call per kernel (packages compiled by "
+                      "this edgekit run it as compiled code: recompile to drop that overhead)", highlight=False)
     if report["simulated"] and "cycles" not in report:
         console.print("latency: the emulator's wall clock on this host, not the board's latency", highlight=False)
     for key in ("cycles", "instructions"):

@@ -24,6 +24,7 @@ from edgekit.core import cpu_features
 from edgekit.core.errors import ConfigError, PackageError
 from edgekit.core.tensors import check_inputs
 from edgekit.core.threads import configure_tvm_threads, usable_cores
+from edgekit.core.vm_exec import exec_mode_of
 from edgekit.runtime.connection import connect
 from edgekit.runtime.runner import Timing
 
@@ -112,6 +113,7 @@ class HostRunner:
         self._vm: Any = None
         self._main: Any = None
         self._params: list[Any] = []
+        self._exec_mode: str | None = None
         self.package: Package | None = None
         self.load(package)
 
@@ -124,6 +126,7 @@ class HostRunner:
             "device": f"{platform.machine()} {platform.processor() or ''}".strip(),
             "threads": self.threads,
             "tvm_version": str(tvm.__version__),
+            **({"vm_exec_mode": self._exec_mode} if self._exec_mode else {}),
         }
 
     def load(self, package: Package) -> None:
@@ -157,6 +160,9 @@ class HostRunner:
             lib = tvm.runtime.load_module(str(root / library))
             self._vm = relax.VirtualMachine(lib, tvm.cpu())
             self._main = self._vm[manifest.entry]
+            # Read from the library, not the manifest: packages written before the manifest
+            # carried ``vm_exec_mode`` (all bytecode) are told apart the same way.
+            self._exec_mode = exec_mode_of(lib, manifest.entry)
             weights = tvm.runtime.load_param_dict_from_file(str(root / params))
         except Exception as exc:
             self.close()

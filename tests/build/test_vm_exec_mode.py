@@ -85,18 +85,41 @@ def test_compiled_and_bytecode_main_give_bit_identical_outputs(kind: str, digits
     np.testing.assert_array_equal(outs["compiled"], outs["bytecode"])
 
 
-def test_a_bytecode_package_still_runs(digits_models, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A package whose main is bytecode (every package built before main was compiled) runs as it did,
-    with the outputs of the compiled package."""
+@pytest.fixture(scope="module")
+def int8_packages(digits_models, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The int8 digits CNN as host packages, one per exec mode (bytecode: every package built before main was compiled)."""
+    tmp = tmp_path_factory.mktemp("packages")
+    out = {}
+    for mode in relax_build.EXEC_MODES:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(relax_build, "DEFAULT_EXEC_MODE", mode)
+            out[mode] = tmp / f"{mode}.ekpkg"
+            compile_model(load_model(str(digits_models["int8"])), "host", out[mode])
+    return out
+
+
+def test_a_bytecode_package_still_runs(int8_packages, tmp_path: Path) -> None:
+    """A package whose main is bytecode runs as it did, with the outputs of the compiled package."""
     images = _images()
-    compiled = tmp_path / "compiled.ekpkg"
-    compile_model(load_model(str(digits_models["int8"])), "host", compiled)
-    monkeypatch.setattr(relax_build, "DEFAULT_EXEC_MODE", "bytecode")
-    old = tmp_path / "bytecode.ekpkg"
-    compile_model(load_model(str(digits_models["int8"])), "host", old)
+    old, compiled = int8_packages["bytecode"], int8_packages["compiled"]
     lib, manifest = _library(old, tmp_path)
     assert exec_mode_of(lib) == "bytecode" and manifest["vm_exec_mode"] == "bytecode"
     np.testing.assert_array_equal(_run_package(old, images), _run_package(compiled, images))
+
+
+@pytest.mark.parametrize("mode", relax_build.EXEC_MODES)
+def test_bench_says_how_main_runs(mode: str, int8_packages, capsys: pytest.CaptureFixture[str]) -> None:
+    """`edgekit bench` reports the mode read from the loaded library (runner.vm_exec_mode in --json)
+    and says it in its table, with a hint to recompile a bytecode package."""
+    from edgekit.cli.main import main
+
+    assert main(["bench", str(int8_packages[mode]), "--runs", "3", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["runner"]["runner"] == "host" and report["runner"]["vm_exec_mode"] == mode
+    assert main(["bench", str(int8_packages[mode]), "--runs", "3"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"main runs as {mode}" in text
+    assert ("recompile" in text) == (mode == "bytecode")
 
 
 def test_unknown_exec_mode_is_refused(digits_models) -> None:
