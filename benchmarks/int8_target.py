@@ -17,7 +17,7 @@ Usage::
 
     .venv/bin/python benchmarks/int8_target.py --mcpu haswell[,znver2] [--models ppocr-cls,squeezenet]
         [--rounds 10] [--runs 20] [--threads 2] [--profile N] [--arithmetic-lookups]
-        [--baseline TREE] [--cpu-time]
+        [--baseline TREE] [--cpu-time] [--weight-bits 7]
 
 Several ``--mcpu`` names (comma-separated) build the models for each, and all
 builds of one model are timed in the same interleaved rounds. ``--baseline
@@ -28,7 +28,9 @@ change beside fp32, and whether the two int8 builds' outputs are
 bit-identical. All builds are then made the same way, each in a child
 process with its tree first on the path, exported and loaded here. ``--cpu-time``
 (one thread) times each call by the thread's CPU time, which other jobs on a
-loaded machine do not inflate.
+loaded machine do not inflate. ``--weight-bits 7`` (or 8) quantizes the int8
+model with that weight width (``QuantConfig.weight_bits``); without it the
+default ``QuantConfig()``, whose ``auto`` with no board is 8 bits.
 
 ``--profile N`` (with ``--threads 1``) adds each build's kernel CPU time on
 one core by kind -- dense conv/matmul, depthwise, table lookups, pads,
@@ -151,8 +153,8 @@ def _outputs(vm) -> list[np.ndarray]:
 
 
 def measure(name: str, mcpus: list[str], tmp: Path, rounds: int, runs: int, threads: int, profile: int = 0,
-            baseline: str | None = None, clock: Callable[[], float] = time.perf_counter
-            ) -> dict[str, dict[str, float]]:  # fmt: skip
+            baseline: str | None = None, clock: Callable[[], float] = time.perf_counter,
+            weight_bits: int | None = None) -> dict[str, dict[str, float]]:  # fmt: skip
     """10th-percentile latency (ms), per ``mcpu``, of the int8 model, the fp32 model and the QDQ graph's fp32 build.
 
     With ``baseline`` (a source tree) that tree's int8 build (``int8_before``)
@@ -166,7 +168,8 @@ def measure(name: str, mcpus: list[str], tmp: Path, rounds: int, runs: int, thre
     case = CASES[name]()
     fp32 = tmp / f"{case.name}-fp32.onnx"
     onnx.save(case.fp32, str(fp32))
-    int8 = quantize(str(fp32), QuantConfig(), calibration=case.calibration).save(tmp / f"{case.name}-int8.onnx")
+    config = QuantConfig() if weight_bits is None else QuantConfig(weight_bits=weight_bits)
+    int8 = quantize(str(fp32), config, calibration=case.calibration).save(tmp / f"{case.name}-int8.onnx")
     guard = tmp / f"{case.name}-qdq-fp32.onnx"
     onnx.save(float_model(onnx.load(str(int8))), str(guard))
     feeds = {k: np.ascontiguousarray(v[:1]) for k, v in case.evaluation.items()}
@@ -238,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="time each call by this thread's CPU time (use with --threads 1)")
     parser.add_argument("--models", default="ppocr-cls", help="comma-separated subset of: " + ", ".join(CASES))
     parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--weight-bits", type=int, choices=(8, 7), default=None,
+                        help="quantize with this weight width (default: QuantConfig()'s auto, 8 bits with no board)")
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--arithmetic-lookups", action="store_true",
@@ -258,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="edgekit-int8-target-") as tmp:
         for name in args.models.split(","):
             lats = measure(name, mcpus, Path(tmp), args.rounds, args.runs, args.threads, args.profile, args.baseline,
-                           clock)  # fmt: skip
+                           clock, args.weight_bits)  # fmt: skip
             for mcpu, lat in lats.items():
                 model = f"{name} | {mcpu}" if len(mcpus) > 1 or args.baseline else name
                 if args.baseline:
@@ -271,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(rows[-1], file=sys.stderr, flush=True)
     flags = (f"{f' --profile {args.profile}' if args.profile else ''}"
              f"{' --arithmetic-lookups' if args.arithmetic_lookups else ''}"
-             f"{f' --baseline {args.baseline}' if args.baseline else ''}{' --cpu-time' if args.cpu_time else ''}")  # fmt: skip
+             f"{f' --baseline {args.baseline}' if args.baseline else ''}{' --cpu-time' if args.cpu_time else ''}"
+             f"{f' --weight-bits {args.weight_bits}' if args.weight_bits else ''}")  # fmt: skip
     print(
         f"Command: `.venv/bin/python benchmarks/int8_target.py --mcpu {args.mcpu} --models {args.models} "
         f"--rounds {args.rounds} --runs {args.runs} --threads {args.threads}{flags}`; "

@@ -95,10 +95,11 @@ CASES: dict[str, Callable[[int, int], Made]] = {
 
 def dense_kernels(built: Any) -> dict[str, int]:
     """How many dense int8 kernels take each instruction form (by the kernel's name)."""
-    from edgekit.compiler.backends.llvm.intrin import I16_256, U8S8_256, VNNI256, VNNI512
+    from edgekit.compiler.backends.llvm.intrin import I16_256, I16_512, U8S8_256, U8S8_512, VNNI256, VNNI512
 
     names = [gv.name_hint for gv in built.lowered.get_global_vars()]
-    forms = {"u8s8": U8S8_256.name, "i16": I16_256.name, "vnni": VNNI512.name, "vnni256": VNNI256.name}
+    forms = {"u8s8": f"({U8S8_256.name}|{U8S8_512.name})", "i16": f"({I16_256.name}|{I16_512.name})",
+             "vnni": VNNI512.name, "vnni256": VNNI256.name}
     return {form: sum(bool(re.search(rf"(?<!depthwise_)(conv2d|matmul)_{isa}", n)) for n in names)
             for form, isa in forms.items()}  # fmt: skip
 
@@ -162,8 +163,8 @@ def mca_rates(model: onnx.ModelProto, mcpu: str, cpus: list[str]) -> dict[str, t
     rates: dict[str, dict[str, list[float]]] = {}
     unrolled: dict[str, int] = {}
     for gv, func in scheduled.functions_items():
-        form = next((f for f, isa in (("u8s8", "u8s8_256"), ("i16", "i16_256")) if f"conv2d_{isa}" in gv.name_hint
-                     or f"matmul_{isa}" in gv.name_hint), None)  # fmt: skip
+        found = re.search(r"(?:conv2d|matmul)_(u8s8|i16)_(?:256|512)", gv.name_hint)
+        form = found.group(1) if found else None
         if form is None or "depthwise" in gv.name_hint:
             continue
         lib = tvm.tirx.build(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target)
@@ -171,7 +172,10 @@ def mca_rates(model: onnx.ModelProto, mcpu: str, cpus: list[str]) -> dict[str, t
         if not body:  # reduction unrolled into straight-line code (e.g. a 1x1 head): no loop to model
             unrolled[form] = unrolled.get(form, 0) + 1
             continue
-        macs = 32 * sum("vpmaddubsw" in x for x in body) or 16 * sum("vpmaddwd" in x for x in body)
+        # Products per instruction: vpmaddubsw 32 per ymm, vpmaddwd 16 (twice that on zmm);
+        # in the u8s8 form the vpmaddwd only widen the pairs.
+        macs = (sum(32 * (2 if "zmm" in x else 1) for x in body if "vpmaddubsw" in x)
+                or sum(16 * (2 if "zmm" in x else 1) for x in body if "vpmaddwd" in x))
         for cpu in cpus:
             out = subprocess.run(["llvm-mca", f"-mcpu={cpu}", "-iterations=200"], input="\n".join(body),
                                  capture_output=True, text=True, check=True).stdout  # fmt: skip

@@ -13,6 +13,7 @@ ISA               instruction                                      MACs / instru
 ================  ===============================================  =====================
 AVX512-VNNI       ``vpdpbusd zmm`` (u8 x s8, 4 products -> s32)     64
 AVX-VNNI          ``vpdpbusd ymm`` (VEX)                             32
+AVX512BW, u8 x s8 ``vpmaddubsw zmm`` + ``vpmaddwd zmm`` (1s)         64 per 2
 AVX2, u8 x s8     ``vpmaddubsw`` + ``vpmaddwd`` (1s)                 32 per 2
 AVX512BW / AVX2   ``vpmaddwd`` (s16 x s16, 2 products -> s32)        32 / 16
 ================  ===============================================  =====================
@@ -67,6 +68,7 @@ from edgekit.compiler.backends.llvm.intrin import (
     I16_256,
     I16_512,
     U8S8_256,
+    U8S8_512,
     VNNI256,
     VNNI512,
     DotIsa,
@@ -108,6 +110,11 @@ logger = logging.getLogger(__name__)
 
 #: Name prefix of the TE blocks :func:`int8_dot_pass` creates; the schedule rule finds them by it.
 DOT_BLOCK_PREFIX = "ek_dot_"
+
+#: The same instruction on half-width vectors (AVX-512VL), for layers with few output channels.
+_HALF = {VNNI512: VNNI256, U8S8_512: U8S8_256, I16_512: I16_256}
+#: The ``vpmaddubsw`` form of each int16 form, for layers whose weights cannot saturate it.
+_U8S8 = {I16_256: U8S8_256, I16_512: U8S8_512}
 
 def pmaddubsw_exact(w: np.ndarray) -> bool:
     """True if ``vpmaddubsw`` of any u8 activations with these weights cannot saturate.
@@ -274,15 +281,18 @@ class _Rewriter:
         only where they take no more instructions (8 channels: one vector
         either way). Choosing them whenever they padded fewer channels (200
         channels: 25 8-lane vectors instead of 13 16-lane ones) made PP-OCR
-        cls's wide 1x1 convs 1.8x slower on Zen 5.
+        cls's wide 1x1 convs 1.8x slower on Zen 5. A ``vpmaddubsw zmm``
+        layer (AVX512BW) takes the ``ymm`` form by the same rule.
         """
+        wide = self.isa
         if self.u8s8 is not None and weight is not None and pmaddubsw_exact(weight):
             reduction = weight.shape[-2]
             if not reduction % self.u8s8.k or reduction % self.isa.k:
-                return self.u8s8
-        if self.narrow is not None and -(-channels // self.narrow.lanes) <= -(-channels // self.isa.lanes):
-            return self.narrow
-        return self.isa
+                wide = self.u8s8
+        narrow = _HALF.get(wide) if self.narrow is not None else None
+        if narrow is not None and -(-channels // narrow.lanes) <= -(-channels // wide.lanes):
+            return narrow
+        return wide
 
     def activations(self, b: Any, x: Any, isa: DotIsa, axis_pad: list[int]) -> Any:
         """Converts int8 activations to the ISA's operand type and pads them (``axis_pad`` as nn.pad).
@@ -480,7 +490,7 @@ def int8_dot_pass(target: tvm.target.Target, params: dict[str, np.ndarray] | Non
     Args:
         target: The compilation target.
         params: Weight values by ``main`` parameter name, if known: needed
-            only to prove that a layer may use ``vpmaddubsw`` on AVX2.
+            only to prove that a layer may use ``vpmaddubsw`` on AVX2 and AVX512BW.
     """
     import tvm
 
@@ -494,9 +504,9 @@ def int8_dot_pass(target: tvm.target.Target, params: dict[str, np.ndarray] | Non
         return m.rw.depthwise(m.builder_, call) if new is None else new
 
     def setup(mutator: Any) -> None:
-        narrow = {VNNI512: VNNI256, I16_512: I16_256}.get(isa) if has_feature(target, "avx512vl") else None
+        narrow = _HALF.get(isa) if has_feature(target, "avx512vl") else None
         resolve = (lambda e: _weight_value(mutator, e, values)) if values else None
-        mutator.rw = _Rewriter(isa, U8S8_256 if isa is I16_256 else None, resolve, narrow, lambda e: bound_value(mutator, e))
+        mutator.rw = _Rewriter(isa, _U8S8.get(isa), resolve, narrow, lambda e: bound_value(mutator, e))
         mutator.rw.dw_vnni = depthwise_vnni_lanes(target)
 
     rewrites = {"relax.nn.conv2d": conv2d, "relax.matmul": lambda m, call: m.rw.matmul(m.builder_, call)}
@@ -512,7 +522,7 @@ def int8_dot_pass(target: tvm.target.Target, params: dict[str, np.ndarray] | Non
 #: workspace allocated and freed per tile.
 STACK_TILE_BYTES = 1024
 
-_ISAS = {i.name: i for i in (VNNI512, VNNI256, U8S8_256, I16_512, I16_256, DW_I16_512, DW_I16_256, DW_ROWS_256)}
+_ISAS = {i.name: i for i in (VNNI512, VNNI256, U8S8_512, U8S8_256, I16_512, I16_256, DW_I16_512, DW_I16_256, DW_ROWS_256)}
 
 
 def _dot_block(sch: Any) -> tuple[Any, DotIsa] | None:

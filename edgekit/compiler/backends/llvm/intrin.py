@@ -29,6 +29,7 @@ __all__ = [
     "I16_256",
     "I16_512",
     "U8S8_256",
+    "U8S8_512",
     "VNNI256",
     "VNNI512",
     "dot_isa",
@@ -41,7 +42,7 @@ class DotIsa:
     """One integer dot-product instruction the micro-kernel is built around.
 
     Attributes:
-        name: Short name (``vnni512``, ``vnni256``, ``u8s8_256``, ``i16_512``, ``i16_256``).
+        name: Short name (``vnni512``, ``vnni256``, ``u8s8_512``, ``u8s8_256``, ``i16_512``, ``i16_256``).
         lanes: int32 accumulators per vector register.
         k: Products summed into each lane per instruction.
         operand: dtype activations and weights are converted to (``uint8``
@@ -70,6 +71,9 @@ class DotIsa:
 VNNI512 = DotIsa("vnni512", 16, 4, "uint8", "edgekit_vpdpbusd_16x4", 32)
 VNNI256 = DotIsa("vnni256", 8, 4, "uint8", "edgekit_vpdpbusd_8x4", 16)
 U8S8_256 = DotIsa("u8s8_256", 8, 4, "uint8", "edgekit_pmaddubsw_8x4", 16)
+#: ``vpmaddubsw zmm`` + ``vpmaddwd zmm`` by ones (AVX512BW without VNNI: Skylake-SP), for the
+#: layers whose weights cannot saturate it, as ``U8S8_256`` on AVX2.
+U8S8_512 = DotIsa("u8s8_512", 16, 4, "uint8", "edgekit_pmaddubsw_16x4", 32)
 I16_512 = DotIsa("i16_512", 16, 2, "int16", "edgekit_pmaddwd_16x2", 32)
 I16_256 = DotIsa("i16_256", 8, 2, "int16", "edgekit_pmaddwd_8x2", 16)
 #: Depthwise: two kernel taps of one channel per int32 lane (``vpmaddwd`` on
@@ -218,14 +222,22 @@ def _pmaddwd(llvm: str, lanes: int) -> _Step:
     return lambda acc, a, w: acc + _llvm(llvm, a, w, dtype=f"int32x{lanes}")
 
 
+#: LLVM's ``(vpmaddubsw, vpmaddwd)`` by int32 lanes: ymm (AVX2) and zmm (AVX512BW).
+_PMADDUBSW = {
+    8: ("llvm.x86.avx2.pmadd.ub.sw", "llvm.x86.avx2.pmadd.wd"),
+    16: ("llvm.x86.avx512.pmaddubs.w.512", "llvm.x86.avx512.pmaddw.d.512"),
+}
+
+
 def _pmaddubsw(lanes: int) -> _Step:
     """``vpmaddubsw`` (u8 x s8 pairs, saturating to s16), then ``vpmaddwd`` by ones (pairs to s32)."""
     from tvm.script import tirx as T
 
-    pairs_to_int32 = _pmaddwd("llvm.x86.avx2.pmadd.wd", lanes)
+    multiply, widen = _PMADDUBSW[lanes]
+    pairs_to_int32 = _pmaddwd(widen, lanes)
 
     def step(acc: Any, a: Any, w: Any) -> Any:
-        pairs = _llvm("llvm.x86.avx2.pmadd.ub.sw", a, w, dtype=f"int16x{2 * lanes}")
+        pairs = _llvm(multiply, a, w, dtype=f"int16x{2 * lanes}")
         return pairs_to_int32(acc, pairs, T.broadcast(T.int16(1), 2 * lanes))
 
     return step
@@ -325,6 +337,7 @@ def register_intrinsics() -> None:
     for isa, packed, step in (
         (VNNI512, "int8", _vpdpbusd("llvm.x86.avx512.vpdpbusd.512", 16)),
         (VNNI256, "int8", _vpdpbusd("llvm.x86.avx512.vpdpbusd.256", 8)),
+        (U8S8_512, "uint8", _pmaddubsw(16)),
         (U8S8_256, "uint8", _pmaddubsw(8)),
         (I16_512, "int16", _pmaddwd("llvm.x86.avx512.pmaddw.d.512", 16)),
         (I16_256, "int16", _pmaddwd("llvm.x86.avx2.pmadd.wd", 8)),

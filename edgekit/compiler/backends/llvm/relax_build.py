@@ -300,10 +300,11 @@ def _num_input(func: Any) -> int:
 
 
 def _weights_by_name(mod: Any, num_input: int, params: Sequence[Any] | None, target: Any) -> dict[str, Any] | None:
-    """``main``'s weights by parameter name, where the int8 kernels need their values (AVX2 targets)."""
-    from edgekit.compiler.backends.llvm.intrin import I16_256, dot_isa
+    """``main``'s weights by parameter name, where the int8 kernels need their values: the targets
+    whose layers may take ``vpmaddubsw`` (AVX2, and AVX512BW without VNNI)."""
+    from edgekit.compiler.backends.llvm.intrin import I16_256, I16_512, dot_isa
 
-    if not params or dot_isa(target) is not I16_256:
+    if not params or dot_isa(target) not in (I16_256, I16_512):
         return None
     names = [p.name for p in mod["main"].params[num_input:]]
     return {n: (p.numpy() if hasattr(p, "numpy") else np.asarray(p)) for n, p in zip(names, params)}
