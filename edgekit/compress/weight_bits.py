@@ -13,12 +13,14 @@ without VNNI) always qualify: ``2 * 255 * 64 = 32,640``.
 
 ``auto`` therefore gives 7-bit weights where the *target's* CPU (never the
 build machine's; :func:`edgekit.core.cpu_features.isa_features`) is x86 with
-AVX2 and neither AVX512-VNNI nor AVX-VNNI nor AVX512BW (whose kernels
-multiply int16 with 512-bit ``vpmaddwd`` and have no ``vpmaddubsw`` form),
-except the CPUs with one vector multiply port (Haswell, Broadwell, Zen 1 and
-Zen 2: ``vpmaddubsw`` needs a ``vpmaddwd`` by ones after it, so both forms
-do 16 products per cycle there and 7 bits would buy nothing but halved
-weight bytes), and 8-bit weights everywhere else:
+AVX2 and neither AVX512-VNNI nor AVX-VNNI -- on AVX512BW (Skylake-SP,
+``-mcpu skylake-avx512``) the same product on ``zmm`` registers, 64 per
+``vpmaddubsw`` against 32 per int16 ``vpmaddwd`` (BENCHMARKS.md, "int8 on
+AVX-512 without VNNI") -- except the AVX2-only CPUs with one vector multiply
+port (Haswell, Broadwell, Zen 1 and Zen 2: ``vpmaddubsw`` needs a
+``vpmaddwd`` by ones after it, so both forms do 16 products per cycle there
+and 7 bits would buy nothing but halved weight bytes), and 8-bit weights
+everywhere else:
 ``vpdpbusd`` adds the products in 32 bits, AArch64's ``smlal``/``sdot`` and
 the MCU kernels multiply int8 in full, and the accelerator and GPU targets
 take the model's int8 as it is. 7 bits cost accuracy (one bit of weight
@@ -86,8 +88,8 @@ def choose_weight_bits(target: Target | None, asked: int | str = "auto") -> Weig
     if vnni:
         return WeightBits(8, f"{cpu} has {vnni[0]}: vpdpbusd adds the int8 products in 32 bits")
     if "avx512bw" in features:
-        # The AVX-512 kernels multiply int16 (vpmaddwd zmm) whatever the weights: no vpmaddubsw form to enable.
-        return WeightBits(8, f"{cpu} has AVX-512 without VNNI: its int8 kernels multiply int16 for any weights")
+        return WeightBits(7, f"{cpu} has AVX-512BW without VNNI: vpmaddubsw zmm (64 products per instruction) "
+                             "cannot saturate with 7-bit weights; 8-bit ones take vpmaddwd zmm on int16 (32)")
     if "avx2" in features and str(tvm_target.attrs.get("mcpu") or "") in ONE_MULTIPLY_PORT:
         return WeightBits(8, f"{cpu} has one vector multiply port: vpmaddubsw and the vpmaddwd that widens its "
                              "pairs do 16 products per cycle there, as vpmaddwd on int16 does (llvm-mca), so 7 bits "

@@ -54,7 +54,7 @@ def test_unresolved_round_to_is_described_as_the_boards():
         ({"kind": "llvm", "mcpu": "alderlake"}, "llvm", "x86_64", 4),
         ({"kind": "llvm", "mcpu": "skylake"}, "llvm", "x86_64", 4),  # vpmaddubsw on its 7-bit weights
         ({"kind": "llvm", "mcpu": "haswell"}, "llvm", "x86_64", 2),  # one multiply port: 8-bit weights, vpmaddwd
-        ({"kind": "llvm", "mcpu": "skylake-avx512"}, "llvm", "x86_64", 2),  # vpmaddwd on int16 pairs
+        ({"kind": "llvm", "mcpu": "skylake-avx512"}, "llvm", "x86_64", 4),  # vpmaddubsw zmm on its 7-bit weights
         ({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a72"}, "llvm", "aarch64", 1),
         ({"kind": "llvm", "mtriple": "riscv32-unknown-elf", "mcpu": "generic-rv32"}, "aot-c", "rv32imf", 1),
     ],

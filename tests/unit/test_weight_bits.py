@@ -1,4 +1,4 @@
-"""``QuantConfig.weight_bits``: 7-bit weights where the target board's CPU is x86 with AVX2 and no VNNI."""
+"""``QuantConfig.weight_bits``: 7-bit weights where the target board's CPU is x86 with AVX2 (or AVX512BW) and no VNNI."""
 
 from __future__ import annotations
 
@@ -15,9 +15,11 @@ from edgekit.core.cpu_features import TEST_FLAGS_ENV
 from edgekit.core.errors import ConfigError
 from edgekit.core.profiles import Target, get_board, load_profiles
 
-#: Linux flags of an AVX2 CPU without VNNI and of one with AVX512-VNNI (tests/build/_host_cpu.py has the same sets).
+#: Linux flags of an AVX2 CPU without VNNI and of one with AVX512-VNNI (tests/build/_host_cpu.py has the same sets),
+#: and of a Skylake-SP (AVX512BW, no VNNI).
 AVX2_FLAGS = "sse sse2 pni ssse3 sse4_1 sse4_2 popcnt avx avx2 fma f16c bmi1 bmi2 abm movbe pclmulqdq aes"
 VNNI_FLAGS = AVX2_FLAGS + " avx512f avx512dq avx512cd avx512bw avx512vl avx512_vnni"
+SKYLAKE_SP_FLAGS = AVX2_FLAGS + " avx512f avx512dq avx512cd avx512bw avx512vl"
 
 
 def _x86(mcpu: str) -> Target:
@@ -32,7 +34,9 @@ def _x86(mcpu: str) -> Target:
         ("broadwell", 8),
         ("skylake", 7),  # client Skylake: AVX2 only, two multiply ports
         ("znver3", 7),
-        ("skylake-avx512", 8),  # AVX-512 without VNNI: int16 vpmaddwd zmm kernels, no vpmaddubsw form
+        ("skylake-avx512", 7),  # AVX512BW without VNNI: vpmaddubsw zmm (U8S8_512) where 7 bits make it exact
+        ("cannonlake", 7),  # AVX512BW + VBMI, no VNNI
+        ("cascadelake", 8),  # AVX512-VNNI: vpdpbusd adds in 32 bits
         ("icelake-server", 8),  # AVX512-VNNI
         ("alderlake", 8),  # AVX-VNNI without AVX-512
         ("znver4", 8),
@@ -57,6 +61,7 @@ def test_no_board_and_explicit_widths() -> None:
     assert choose_weight_bits(_x86("icelake-server"), 7).bits == 7
     assert "asked for" in choose_weight_bits(_x86("skylake"), 8).reason
     assert "one vector multiply port" in choose_weight_bits(_x86("znver2")).reason
+    assert "vpmaddubsw zmm" in choose_weight_bits(_x86("skylake-avx512")).reason
 
 
 def _simulate_host(monkeypatch: pytest.MonkeyPatch, flags: str) -> None:
@@ -66,7 +71,7 @@ def _simulate_host(monkeypatch: pytest.MonkeyPatch, flags: str) -> None:
     monkeypatch.setattr("edgekit.compress.weight_bits.ONE_MULTIPLY_PORT", frozenset())
 
 
-@pytest.mark.parametrize(("flags", "bits"), [(AVX2_FLAGS, 7), (VNNI_FLAGS, 8)])
+@pytest.mark.parametrize(("flags", "bits"), [(AVX2_FLAGS, 7), (VNNI_FLAGS, 8), (SKYLAKE_SP_FLAGS, 7)])
 def test_the_host_board_follows_its_cpu(monkeypatch: pytest.MonkeyPatch, flags: str, bits: int) -> None:
     _simulate_host(monkeypatch, flags)
     assert choose_weight_bits(load_profiles().target_of("host")).bits == bits
