@@ -10,7 +10,8 @@ TVM 0.27 ships a ``vpdpbusd`` tensor intrinsic (``tvm.s_tir.tensor_intrin.x86``)
 but its call signature predates LLVM 21's (``<64 x i8>`` operands) and it
 fails to build with the wheel's LLVM 22; the intrinsics here are written for
 that signature, and the AVX2/VNNI-256 and int16 variants have no upstream
-counterpart.
+counterpart (the 512-bit u8 x s8 one, ``U8S8_512``, is TVM's
+``dot_16x4_avx512``, written with the AVX2 variant's step at 16 lanes).
 """
 
 from __future__ import annotations
