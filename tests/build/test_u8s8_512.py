@@ -27,6 +27,8 @@ from test_weight_bits_avx2 import models, onnxruntime_steps  # noqa: F401 (model
 import edgekit.compiler.backends.llvm.int8 as cpu_int8
 from edgekit.compiler.backends.llvm.int8 import pmaddubsw_exact
 from edgekit.compiler.backends.llvm.intrin import I16_256, I16_512, U8S8_256, U8S8_512
+from edgekit.compiler.importer import import_onnx
+from edgekit.frontend.loader import load_model
 
 SKYLAKE_SP = {"kind": "llvm", "mcpu": "skylake-avx512"}
 #: The dense (conv/matmul) dot-product kernels, by name.
@@ -83,6 +85,18 @@ def test_the_choice_per_layer() -> None:
     assert rw.pick(np.full((1, 1, 24, 32), 127, dtype=np.int8), 32) is I16_512  # 8-bit: would saturate
     assert rw.pick(np.full((1, 1, 24, 32), 127, dtype=np.int8), 8) is I16_256
     assert rw.pick(None, 32) is I16_512  # weights not known at compile time
+
+
+def test_build_cpu_hands_the_weight_values_to_the_int8_pass(models: dict[int, str]) -> None:
+    # Without them no layer can be proven exact: a 7-bit model built by build_cpu (packages,
+    # benchmarks) took I16_512 everywhere, though the kernels above (weights passed directly) did not.
+    from edgekit.compiler.backends.llvm.relax_build import _weights_by_name
+
+    mod, weights = import_onnx(load_model(models[7]))[:2]
+    num_input = int(mod["main"].attrs["num_input"])
+    by_name = _weights_by_name(mod, num_input, weights, tvm.target.Target(SKYLAKE_SP))
+    assert by_name is not None and len(by_name) == len(weights)
+    assert _weights_by_name(mod, num_input, weights, tvm.target.Target({"kind": "llvm", "mcpu": "icelake-server"})) is None
 
 
 def test_u8s8_512_kernels_allocate_nothing_per_parallel_iteration(models: dict[int, str]) -> None:
