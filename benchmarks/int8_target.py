@@ -17,7 +17,7 @@ Usage::
 
     .venv/bin/python benchmarks/int8_target.py --mcpu haswell[,znver2] [--models ppocr-cls,squeezenet]
         [--rounds 10] [--runs 20] [--threads 2] [--profile N] [--arithmetic-lookups]
-        [--baseline TREE] [--cpu-time] [--weight-bits 7]
+        [--baseline TREE] [--cpu-time] [--weight-bits 7|8|auto]
 
 Several ``--mcpu`` names (comma-separated) build the models for each, and all
 builds of one model are timed in the same interleaved rounds. ``--baseline
@@ -29,8 +29,11 @@ bit-identical. All builds are then made the same way, each in a child
 process with its tree first on the path, exported and loaded here. ``--cpu-time``
 (one thread) times each call by the thread's CPU time, which other jobs on a
 loaded machine do not inflate. ``--weight-bits 7`` (or 8) quantizes the int8
-model with that weight width (``QuantConfig.weight_bits``); without it the
-default ``QuantConfig()``, whose ``auto`` with no board is 8 bits.
+model with that weight width (``QuantConfig.weight_bits``); ``--weight-bits
+auto`` quantizes each ``--mcpu`` as ``compress --board`` would for a board of
+that CPU (7 bits for two-port AVX2 and AVX-512 without VNNI,
+:mod:`edgekit.compress.weight_bits`), so each column is what that board ships;
+without it the default ``QuantConfig()``, whose ``auto`` with no board is 8 bits.
 
 ``--profile N`` (with ``--threads 1``) adds each build's kernel CPU time on
 one core by kind -- dense conv/matmul, depthwise, table lookups, pads,
@@ -54,6 +57,7 @@ import tempfile
 import time
 from datetime import date
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable
 
 import numpy as np
@@ -69,6 +73,7 @@ from quantization import CASES, cpu_description, runnable_target  # noqa: E402
 from edgekit.compiler.backends.llvm.relax_build import build_cpu, set_num_threads  # noqa: E402
 from edgekit.compiler.importer import import_onnx  # noqa: E402
 from edgekit.compress import QuantConfig, quantize  # noqa: E402
+from edgekit.compress.weight_bits import choose_weight_bits  # noqa: E402
 from edgekit.frontend.loader import load_model  # noqa: E402
 from edgekit.frontend.qdq_graph import float_model  # noqa: E402
 
@@ -152,10 +157,22 @@ def _outputs(vm) -> list[np.ndarray]:
     return [out.numpy()] if hasattr(out, "numpy") else [o.numpy() for o in out]
 
 
+def target_weight_bits(mcpu: str) -> int:
+    """The weight width ``QuantConfig(weight_bits="auto")`` gives a board whose code is ``-mcpu mcpu``."""
+    import tvm
+
+    board = SimpleNamespace(name=f"x86_64-{mcpu}", codegen="llvm", isa="x86_64",
+                            tvm_target=lambda: tvm.target.Target({"kind": "llvm", "mcpu": mcpu}))  # fmt: skip
+    return choose_weight_bits(board).bits
+
+
 def measure(name: str, mcpus: list[str], tmp: Path, rounds: int, runs: int, threads: int, profile: int = 0,
             baseline: str | None = None, clock: Callable[[], float] = time.perf_counter,
-            weight_bits: int | None = None) -> dict[str, dict[str, float]]:  # fmt: skip
+            weight_bits: int | str | None = None) -> dict[str, dict[str, float]]:  # fmt: skip
     """10th-percentile latency (ms), per ``mcpu``, of the int8 model, the fp32 model and the QDQ graph's fp32 build.
+
+    ``weight_bits``: 7 or 8, ``"auto"`` (each ``mcpu``'s own, :func:`target_weight_bits`), or
+    None (``QuantConfig()`` with no board: 8 bits).
 
     With ``baseline`` (a source tree) that tree's int8 build (``int8_before``)
     replaces the QDQ graph's, and ``same`` is 1.0 where its outputs equal the
@@ -168,15 +185,21 @@ def measure(name: str, mcpus: list[str], tmp: Path, rounds: int, runs: int, thre
     case = CASES[name]()
     fp32 = tmp / f"{case.name}-fp32.onnx"
     onnx.save(case.fp32, str(fp32))
-    config = QuantConfig() if weight_bits is None else QuantConfig(weight_bits=weight_bits)
-    int8 = quantize(str(fp32), config, calibration=case.calibration).save(tmp / f"{case.name}-int8.onnx")
-    guard = tmp / f"{case.name}-qdq-fp32.onnx"
-    onnx.save(float_model(onnx.load(str(int8))), str(guard))
+    bits_of = {m: (target_weight_bits(m) if weight_bits == "auto" else weight_bits) for m in mcpus}
+    quantized: dict = {}  # weight bits -> (int8 model, its QDQ graph's fp32 model)
+    for bits in dict.fromkeys(bits_of.values()):
+        config = QuantConfig() if bits is None else QuantConfig(weight_bits=bits)
+        tag = "" if bits is None else f"-w{bits}"
+        int8 = quantize(str(fp32), config, calibration=case.calibration).save(tmp / f"{case.name}-int8{tag}.onnx")
+        guard = tmp / f"{case.name}-qdq-fp32{tag}.onnx"
+        onnx.save(float_model(onnx.load(str(int8))), str(guard))
+        quantized[bits] = (int8, guard)
     feeds = {k: np.ascontiguousarray(v[:1]) for k, v in case.evaluation.items()}
     vms: dict = {}
     profiled: dict = {}  # bytecode builds of the same (--profile)
     for mcpu in mcpus:
         target = runnable_target(mcpu)
+        int8, guard = quantized[bits_of[mcpu]]
         builds = (("int8", int8), ("fp32", fp32), ("qdq_fp32", guard)) if baseline is None else ()
         for tag, path in builds:
             mod, weights = import_onnx(load_model(str(path)))[:2]
@@ -241,8 +264,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="time each call by this thread's CPU time (use with --threads 1)")
     parser.add_argument("--models", default="ppocr-cls", help="comma-separated subset of: " + ", ".join(CASES))
     parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--weight-bits", type=int, choices=(8, 7), default=None,
-                        help="quantize with this weight width (default: QuantConfig()'s auto, 8 bits with no board)")
+    parser.add_argument("--weight-bits", choices=("8", "7", "auto"), default=None,
+                        help="quantize with this weight width, or 'auto': the width each --mcpu's board gets "
+                             "(default: QuantConfig() with no board, 8 bits)")  # fmt: skip
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--arithmetic-lookups", action="store_true",
@@ -262,10 +286,12 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="edgekit-int8-target-") as tmp:
         for name in args.models.split(","):
+            bits = args.weight_bits if args.weight_bits in (None, "auto") else int(args.weight_bits)
             lats = measure(name, mcpus, Path(tmp), args.rounds, args.runs, args.threads, args.profile, args.baseline,
-                           clock, args.weight_bits)  # fmt: skip
+                           clock, bits)  # fmt: skip
             for mcpu, lat in lats.items():
-                model = f"{name} | {mcpu}" if len(mcpus) > 1 or args.baseline else name
+                code = f"{mcpu}, {target_weight_bits(mcpu)}-bit weights" if bits == "auto" else mcpu
+                model = f"{name} | {code}" if len(mcpus) > 1 or args.baseline else name
                 if args.baseline:
                     rows.append(f"| {model} | {lat['int8_before']:.3f} | {lat['int8']:.3f} | {lat['fp32']:.3f} "
                                 f"| {lat['int8_before'] / lat['fp32']:.2f} | {lat['int8'] / lat['fp32']:.2f} "
