@@ -15,7 +15,11 @@ count is not a multiple of 16) or of the border value. No loop of it
 depends on a lane condition. TVM has no schedule that splits a pad this
 way, hence by hand. Where the padded tensor is an AVX2 table lookup's and the
 pad its one consumer, the lookup writes the padded tensor itself
-(:func:`edgekit.compiler.backends.llvm.lookup.lookup_pad_avx2_func`).
+(:func:`edgekit.compiler.backends.llvm.lookup.lookup_pad_avx2_func`, 16 channels
+or more); on AVX512-VBMI targets a lookup's channel pad to a ``vpdpbusd``
+conv's step (what structured pruning leaves: 6 -> 8 channels) is the lookup
+writing the padded rows, several pixels per vector
+(:func:`edgekit.compiler.backends.llvm.lookup.lookup_rows_vbmi_func`).
 
 The same kernel takes two more steps where the pad's neighbours allow
 (PP-OCR det int8 on one Zen 5 core: its three largest "pad" kernels,
@@ -59,6 +63,7 @@ from edgekit.compiler.backends.llvm.lookup import (
     VBMI_LOOKUP,
     avx2_live_slices,
     lookup_pad_avx2_func,
+    lookup_rows_vbmi_func,
     lookup_vbmi_func,
 )
 from edgekit.compiler.relax_rewrite import const_value, is_call, mutator_pass, use_counts
@@ -323,6 +328,9 @@ def _pad_rows(m: Any, call: Any, convert: str = "") -> Any:
     if shape is None or fill is None or border is None or widths[:2] != [0, 0] or widths[6] != 0:
         return None
     c, cp = shape[3], out[3]
+    rows = _lookup_rows(m, x, shape, widths, out, fill, convert)
+    if rows is not None:
+        return rows
     step = row_step(c, cp - c)
     if step is None:
         return None
@@ -351,13 +359,13 @@ def _lookup_pad(m: Any, x: Any, shape: tuple[int, ...], widths: list[int], out: 
                 fill: int) -> Any:  # fmt: skip
     """The pad of ``x`` as one kernel with the AVX2 table lookup that computes ``x``, or None.
 
-    Only where the pad is that lookup's one consumer and there are at least 32
-    channels (one lookup step); see :func:`edgekit.compiler.backends.llvm.lookup.lookup_pad_avx2_func`.
+    Only where the pad is that lookup's one consumer and there are at least 16
+    channels (two halves of one lookup step); see :func:`edgekit.compiler.backends.llvm.lookup.lookup_pad_avx2_func`.
     """
     from tvm import relax
 
     lookup = _through_aliases(x, m.lookup_binding)
-    if not is_call(lookup, "relax.call_tir") or m.uses.get(x, 0) != 1 or shape[3] < 32:
+    if not is_call(lookup, "relax.call_tir") or m.uses.get(x, 0) != 1 or shape[3] < 16:
         return None
     if not lookup.args[0].name_hint.startswith(AVX2_LOOKUP) or str(x.ty.dtype) != "int8":
         return None
@@ -368,6 +376,37 @@ def _lookup_pad(m: Any, x: Any, shape: tuple[int, ...], widths: list[int], out: 
         func = lookup_pad_avx2_func(shape, widths[2], widths[4], out, border, fill, live)
         m.funcs[key] = m.builder_.add_func(func, "lookup_pad_avx2")
     return relax.call_tir(m.funcs[key], relax.Tuple([src, table]), relax.TensorType(out, "int8"))
+
+
+def _lookup_rows(m: Any, x: Any, shape: tuple[int, ...], widths: list[int], out: tuple[int, ...], fill: int,
+                 convert: str) -> Any:  # fmt: skip
+    """The channel pad of ``x`` (no spatial pad; ``convert`` "uint8": and its u8 conversion) as one kernel with
+    the VBMI table lookup that computes ``x``, or None.
+
+    Only where the pad is that lookup's one consumer and the padded row fits one vector (``C < C_out <= 64``);
+    see :func:`edgekit.compiler.backends.llvm.lookup.lookup_rows_vbmi_func`. The lookup may already write
+    uint8 (:func:`_u8_lookup`: its table flipped), the pad then being of that operand.
+    """
+    import numpy as np
+    from tvm import relax
+
+    c, cp = shape[3], out[3]
+    if convert == "int16" or any(widths[:6]) or not c < cp <= 64 or m.uses.get(x, 0) != 1:
+        return None
+    found = _vbmi_lookup(m, x)
+    if found is None:
+        return None
+    src, values = found
+    out_dtype = str(x.ty.dtype)
+    if convert == "uint8":
+        if out_dtype != "int8":
+            return None
+        values, fill, out_dtype = values ^ np.int8(-128), fill + 128, "uint8"
+    key = ("lookup_rows", shape, cp, fill, out_dtype)
+    if key not in m.funcs:
+        m.funcs[key] = m.builder_.add_func(lookup_rows_vbmi_func(shape, cp, fill, out_dtype), "lookup_rows_vbmi")
+    return relax.call_tir(m.funcs[key], relax.Tuple([src, relax.const(values, "int8")]),
+                          relax.TensorType(out, out_dtype))  # fmt: skip
 
 
 def _u8_source(call: Any, lookup: Any, uses: dict[Any, int]) -> Any:
@@ -406,6 +445,20 @@ def _u8_of_pad(call: Any, lookup: Any, uses: dict[Any, int]) -> Any:
     return pad if is_call(pad, "relax.nn.pad") else None
 
 
+def _vbmi_lookup(m: Any, x: Any) -> tuple[Any, Any] | None:
+    """``(source, table values)`` when ``x`` is bound to a VBMI table lookup (its int8 or uint8 form), else None."""
+    import numpy as np
+
+    lookup = _through_aliases(x, m.lookup_binding)
+    if not is_call(lookup, "relax.call_tir") or not lookup.args[0].name_hint.startswith(VBMI_LOOKUP):
+        return None
+    src, table = lookup.args[1].fields
+    values = const_value(table)
+    if values is None or values.dtype != np.int8 or values.shape != (256,):
+        return None
+    return src, values
+
+
 def _u8_lookup(m: Any, call: Any) -> Any:
     """The u8 conversion ``call`` of a VBMI table lookup as that lookup writing uint8, or None.
 
@@ -417,13 +470,10 @@ def _u8_lookup(m: Any, call: Any) -> Any:
     from tvm import relax
 
     t = _u8_source(call, m.lookup_binding, m.uses)
-    table_lookup = None if t is None else _through_aliases(t, m.lookup_binding)
-    if not is_call(table_lookup, "relax.call_tir") or not table_lookup.args[0].name_hint.startswith(VBMI_LOOKUP):
+    found = None if t is None else _vbmi_lookup(m, t)
+    if found is None:
         return None
-    src, table = table_lookup.args[1].fields
-    values = const_value(table)
-    if values is None or values.dtype != np.int8 or values.shape != (256,):
-        return None
+    src, values = found
     shape = tuple(int(v) for v in t.ty.shape.values)
     key = ("lookup_u8", shape)
     if key not in m.funcs:

@@ -1,0 +1,192 @@
+"""Table lookups that write the padded operand of a ragged channel count themselves (issue #14 item 6).
+
+Structured pruning with ``round_to 1`` leaves channel counts that the
+dot-product kernels pad: a 1x1 conv on ``vpdpbusd`` reads its input channels
+4 at a time (6 -> 8, 23 -> 24), a depthwise conv reads its input padded
+spatially and to whole channel steps. Where the padded tensor is a table
+lookup's (hard-swish, hard-sigmoid) and the pad its one reader, the lookup
+writes the padded tensor: on AVX512-VBMI targets (``znver4``) the channel pad
+of the conv's uint8 operand, several pixels per 64-byte step
+(``lookup.lookup_rows_vbmi_func``); on AVX2 and AVX512BW targets the
+spatial + channel pad of a depthwise input under 32 channels
+(``lookup.lookup_pad_avx2_func``, two 16-byte halves per 32-value step).
+PP-OCR cls pruned 30 % with ``round_to 1`` had a pad kernel of its own after
+such lookups (1.28 us for the 24x96x6 -> 8 one on one Zen 4 core, against 0.20
+for the lookup). Checked for ``znver4`` and ``haswell`` explicitly, whatever
+CPU runs the test: the kernels ``main`` calls (no pad after the lookup), the
+kernels exact against numpy on every int8 value, and the model bit-identical
+to the build with a separate pad and within 1 LSB of onnxruntime's QDQ graph
+where this CPU runs the code.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+tvm = pytest.importorskip("tvm")
+
+import edgekit.compiler.backends.llvm.pad as cpu_pad  # noqa: E402
+from edgekit.compiler.backends.llvm.lookup import (  # noqa: E402
+    _avx2_slices,
+    avx2_live_slices,
+    avx2_operand,
+    lookup_pad_avx2_func,
+    lookup_rows_vbmi_func,
+)
+from _host_cpu import runs_here  # noqa: E402
+from _int8_checks import assert_within_one_lsb_of_onnxruntime, kernel_calls, quantized, run_built  # noqa: E402
+
+ZNVER4 = tvm.target.Target({"kind": "llvm", "mcpu": "znver4"})
+HASWELL = tvm.target.Target({"kind": "llvm", "mcpu": "haswell"})
+CASCADELAKE = tvm.target.Target({"kind": "llvm", "mcpu": "cascadelake"})
+
+
+def _model(c: int) -> onnx.ModelProto:
+    """conv 3x3 (8 -> ``c``) -> HardSwish -> depthwise 3x3 -> HardSwish -> conv 1x1 (``c`` -> 16), 12x16 pixels:
+    a lookup before a padded depthwise input and one before a 1x1 conv's input."""
+    rng = np.random.default_rng(c)
+    w1 = (rng.standard_normal((c, 8, 3, 3)) / 8).astype(np.float32)
+    w2 = (rng.standard_normal((c, 1, 3, 3)) / 3).astype(np.float32)
+    w3 = (rng.standard_normal((16, c, 1, 1)) / np.sqrt(c)).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("HardSwish", ["c1"], ["h1"]),
+        helper.make_node("Conv", ["h1", "w2"], ["c2"], pads=[1, 1, 1, 1], group=c),
+        helper.make_node("HardSwish", ["c2"], ["h2"]),
+        helper.make_node("Conv", ["h2", "w3"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "ragged_lookup", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 12, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 12, 16])],
+        [numpy_helper.from_array(w, n) for w, n in ((w1, "w1"), (w2, "w2"), (w3, "w3"))],
+    )  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[int, str]:
+    """The QDQ models with 6 channels (a 1x1 conv reads 8) and 23 (24)."""
+    cal = {"x": (np.random.default_rng(3).standard_normal((16, 8, 12, 16)) * 2).astype(np.float32)}
+    return {c: quantized(tmp_path_factory.mktemp(f"ragged_lookup{c}"), _model(c), cal) for c in (6, 23)}
+
+
+def _every_value(shape: tuple[int, ...], seed: int) -> np.ndarray:
+    """int8 values of ``shape``, all 256 of them among the first (where there is room), the rest random."""
+    rng = np.random.default_rng(seed)
+    n = int(np.prod(shape))
+    values = np.concatenate([np.arange(-128, 128), rng.integers(-128, 128, max(0, n - 256))])
+    return rng.permutation(values)[:n].astype(np.int8).reshape(shape)
+
+
+def _build(func: tvm.tirx.PrimFunc, target: tvm.target.Target) -> tvm.runtime.Module:
+    return tvm.tirx.build(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target)
+
+
+# --------------------------------------------------------------------------- #
+# AVX512-VBMI: the channel pad of a 1x1 conv's uint8 operand
+# --------------------------------------------------------------------------- #
+
+
+@pytest.mark.parametrize("c, cp", [(6, 8), (23, 24)])
+def test_vbmi_lookup_writes_the_padded_conv_operand(models, c, cp):
+    """znver4: the hard-swish before the 1x1 conv is one ``lookup_rows_vbmi`` kernel writing the conv's
+    uint8 operand with ``cp`` channels; no ``pad_rows`` kernel reads a lookup (there was one)."""
+    calls = kernel_calls(models[c], ZNVER4)
+    producers = {}
+    for name, _ins, out in calls:
+        producers[out] = name
+    rows = [(ins, out) for name, ins, out in calls if name.startswith("lookup_rows_vbmi")]
+    assert rows == [([(1, 12, 16, c, "int8"), (256, "int8")], (1, 12, 16, cp, "uint8"))], calls
+    for name, ins, _out in calls:
+        if name.startswith("pad_rows"):
+            assert not any(producers.get(i, "").startswith("lookup") for i in ins), calls
+
+
+@pytest.mark.parametrize("shape, cp, fill, dtype", [((1, 24, 96, 6), 8, 128, "uint8"), ((1, 3, 5, 23), 24, 0, "int8"),
+                                                    ((2, 7, 3, 34), 36, 200, "uint8"), ((1, 1, 1, 62), 64, -3, "int8"),
+                                                    ((1, 1, 1, 1), 4, 7, "int8")])  # fmt: skip
+def test_vbmi_rows_kernel_is_exact(shape, cp, fill, dtype):
+    """Every int8 value through the lookup, the pad channels ``fill``; the last step overlaps the one before
+    (2304 pixels of 8 channels are whole steps, 105 of 24 are not); uint8 with the flipped table."""
+    table = np.random.default_rng(cp).integers(-128, 128, 256).astype(np.int8)
+    x = _every_value(shape, sum(shape))
+    operand = table if dtype == "int8" else table ^ np.int8(-128)
+    lib = _build(lookup_rows_vbmi_func(shape, cp, fill, dtype), ZNVER4)
+    asm = lib.inspect_source("asm")
+    assert "vpermi2b" in asm or "vpermt2b" in asm, "two byte permutes look up"
+    if shape[-1] * 2 <= 64 and shape[0] * shape[1] * shape[2] > 1:
+        assert re.search(r"^\s+vpermb\s", asm, re.M), "one byte shuffle spreads several pixels to their rows"
+    if not runs_here(ZNVER4):
+        pytest.skip("this CPU cannot run znver4 code")
+    out = tvm.runtime.tensor(np.zeros((*shape[:-1], cp), dtype))
+    lib["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(operand), out)
+    want = np.full((*shape[:-1], cp), fill, dtype)
+    looked = table[x.astype(np.int64) + 128]
+    want[..., : shape[-1]] = looked if dtype == "int8" else looked.view(np.uint8) ^ np.uint8(128)
+    np.testing.assert_array_equal(out.numpy(), want)
+
+
+# --------------------------------------------------------------------------- #
+# AVX2 (and AVX512BW without VBMI): the padded depthwise input under 32 channels
+# --------------------------------------------------------------------------- #
+
+
+def test_avx2_lookup_writes_the_padded_depthwise_input_under_32_channels(models):
+    """haswell: the hard-swish before the 23-channel depthwise conv writes its padded input (24 channels)
+    itself, one ``lookup_pad_avx2`` kernel; it was a lookup and a ``pad_rows`` (the merge needed 32 channels)."""
+    calls = kernel_calls(models[23], HASWELL)
+    merged = [(ins[0], out) for name, ins, out in calls if name.startswith("lookup_pad_avx2")]
+    # (Rows: the pad's and the depthwise kernel's extra one for vertical tap pairs.)
+    assert [(x, out[3]) for x, out in merged] == [((1, 12, 16, 23, "int8"), 24)], calls
+    assert not [name for name, ins, _out in calls if name.startswith("pad_rows") and ins[0][3] == 23], calls
+
+
+@pytest.mark.parametrize("target", [HASWELL, CASCADELAKE, ZNVER4], ids=lambda t: str(t.attrs["mcpu"]))
+@pytest.mark.parametrize("shape, out_shape", [((1, 5, 6, 23), (1, 8, 10, 24)), ((1, 3, 4, 16), (1, 5, 6, 32)),
+                                              ((1, 3, 4, 31), (1, 5, 7, 31))])  # fmt: skip
+def test_narrow_lookup_pad_is_exact(target, shape, out_shape):
+    """16 to 31 channels: the first and last 16 of a pixel as one 32-value step, in the slices layout
+    (haswell: zero slices left out), the word permutes (cascadelake) and all 16 slices (znver4)."""
+    rng = np.random.default_rng(shape[3])
+    table = rng.integers(-128, 128, 256).astype(np.int8)
+    table[:80] = table[0]  # equal slices: haswell leaves their differences out
+    live = avx2_live_slices(target, _avx2_slices(table))
+    lib = _build(lookup_pad_avx2_func(shape, 1, 2, out_shape, border=-7, fill=5, live=live), target)
+    if not runs_here(target):
+        pytest.skip(f"this CPU cannot run {target.attrs['mcpu']} code")
+    x = _every_value(shape, shape[3])
+    out = tvm.runtime.tensor(np.zeros(out_shape, np.int8))
+    lib["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(avx2_operand(table, live)), out)
+    c = shape[3]
+    want = np.full(out_shape, -7, np.int8)
+    want[..., c:] = 5
+    want[:, 1 : 1 + shape[1], 2 : 2 + shape[2], :c] = table[x.astype(np.int64) + 128]
+    np.testing.assert_array_equal(out.numpy(), want)
+
+
+# --------------------------------------------------------------------------- #
+# The models: bit-identical to a separate pad, within 1 LSB of onnxruntime
+# --------------------------------------------------------------------------- #
+
+
+@pytest.mark.parametrize("mcpu", ["znver4", "haswell"])
+@pytest.mark.parametrize("c", [6, 23])
+def test_model_is_exact(models, monkeypatch, mcpu, c):
+    target = tvm.target.Target({"kind": "llvm", "mcpu": mcpu})
+    if not runs_here(target):
+        pytest.skip(f"this CPU cannot run {mcpu} code")
+    feeds = [{"x": (np.random.default_rng(s).standard_normal((1, 8, 12, 16)) * 2).astype(np.float32)} for s in (0, 1)]
+    got = run_built(models[c], target, [f["x"] for f in feeds])
+    for f, y in zip(feeds, got):
+        assert_within_one_lsb_of_onnxruntime(models[c], f, y)
+    # The same model with the lookups and pads as separate kernels (the code before the merge).
+    monkeypatch.setattr(cpu_pad, "_lookup_rows", lambda *args: None)
+    monkeypatch.setattr(cpu_pad, "_lookup_pad", lambda *args: None)
+    separate = run_built(models[c], target, [f["x"] for f in feeds])
+    for a, b in zip(got, separate):
+        np.testing.assert_array_equal(a, b)
