@@ -1,4 +1,4 @@
-"""Quantized elementwise Add / Sub / Mul of two int8 tensors.
+"""Quantized elementwise Add / Sub / Mul (and a two-input Sum) of two int8 tensors.
 
 Add/Sub: ``q = round((s_a (a - z_a) +- s_b (b - z_b)) / s_y) + z_y`` is one
 fixed-point sum with a shared shift (:func:`~.requant.rescale_sum`), the zero
@@ -36,6 +36,13 @@ def _centered(x: relax.Expr, zero_point: int) -> relax.Expr:
     return R.subtract(x, relax.const(np.int32(zero_point), "int32")) if zero_point else x
 
 
+def _sums_the_stack(total: relax.Call, stack: relax.Call) -> bool:
+    """``sum(stack(...), axis=k)`` reduces exactly the stacked axis ``k``, without keepdims."""
+    axis = total.attrs.axis
+    return (not total.attrs.keepdims and axis is not None and len(axis) == 1
+            and int(axis[0]) == int(stack.attrs.axis))  # fmt: skip
+
+
 def lower_binary(ctx: LoweringContext, q_call: relax.Call, m: dict[DFPattern, relax.Expr]) -> tuple[str, str, relax.Expr] | None:
     """Rewrites a matched binary chain; ``None`` when an operand is a constant."""
     p = BINARY
@@ -52,6 +59,8 @@ def lower_binary(ctx: LoweringContext, q_call: relax.Call, m: dict[DFPattern, re
     qa = ctx.input_qparams(a_dq, "first operand")
     qb = ctx.input_qparams(b_dq, "second operand")
     lo, hi, note = activation_bounds(ctx, m, p.relu, p.clip, out, out_dtype)
+    if p.sum_of_two in m and not _sums_the_stack(m[p.sum_of_two], m[p.stack]):
+        raise Skip("a sum over another axis than its stack")
     a, b = a_dq.args[0], b_dq.args[0]
     try:
         if p.multiply in m:

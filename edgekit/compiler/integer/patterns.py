@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tvm.relax.dpl import DFPattern, is_op, wildcard
+from tvm.relax.dpl import DFPattern, is_op, is_tuple, wildcard
 
 __all__ = [
     "dequantize",
@@ -96,13 +96,20 @@ class LinearPattern(_Activated):
 
 @dataclass
 class BinaryPattern(_Activated):
-    """add / subtract / multiply of two dequantized tensors, optional activation."""
+    """add / subtract / multiply of two dequantized tensors, optional activation.
+
+    An ONNX ``Sum`` of two tensors (ResNet-50's residual adds) is an ``add``: TVM's
+    importer writes it ``sum(stack((broadcast_to(a, s), broadcast_to(b, s))), axis=0)``
+    (``sum_of_two``; the rule checks the axes), which adds the same two floats.
+    """
 
     a: DFPattern
     b: DFPattern
     add: DFPattern
     subtract: DFPattern
     multiply: DFPattern
+    sum_of_two: DFPattern
+    stack: DFPattern
 
     @classmethod
     def build(cls) -> "BinaryPattern":
@@ -110,7 +117,15 @@ class BinaryPattern(_Activated):
         add = is_op("relax.add")(a, b)
         subtract = is_op("relax.subtract")(a, b)
         multiply = is_op("relax.multiply")(a, b)
-        return cls(a, b, add, subtract, multiply, **cls._tail(add | subtract | multiply))
+        stack = is_op("relax.stack")(is_tuple([_broadcast(a), _broadcast(b)]))
+        sum_of_two = is_op("relax.sum")(stack)
+        tail = cls._tail(add | subtract | multiply | sum_of_two)
+        return cls(a, b, add, subtract, multiply, sum_of_two, stack, **tail)
+
+
+def _broadcast(x: DFPattern) -> DFPattern:
+    """``x`` or ``broadcast_to(x, shape)``."""
+    return x | is_op("relax.broadcast_to")(x, wildcard())
 
 
 @dataclass

@@ -72,13 +72,16 @@ def _int8_source(var2val: Any, value: Any, narrowed: dict[Any, Any]) -> tuple[An
 def _find_conversions(m: Any) -> None:
     """``m.operands``: int8 var -> its operand var, for operands only dense kernels read and
     int8 tensors with another reader (the conversion must come first in binding order; the
-    rewrite checks that when it meets a reader)."""
+    rewrite checks that when it meets a reader). ``m.repeats``: for a later u8 conversion of
+    the same tensor (two dense convs read it: a ResNet block's branch and its downsample),
+    the var its outer ``astype`` reads -> the first operand var."""
     from tvm import relax
 
     mod = m.builder_.get()
     uses = use_counts(mod)
     readers: dict[Any, list[Any]] = {}
     m.operands = {}
+    m.repeats = {}
     for func in mod.functions.values():
         if not isinstance(func, relax.Function):
             continue
@@ -89,13 +92,16 @@ def _find_conversions(m: Any) -> None:
         narrowed = {v.args[0]: k for k, v in var2val.items() if is_call(v, "relax.astype") and _dtype(v) == "int8"}
         for var, value in var2val.items():
             found = _int8_source(var2val, value, narrowed)
-            if found is None or uses.get(found[0], 0) < (2 if found[1] else 1) or found[0] in m.operands:
+            if found is None or uses.get(found[0], 0) < (2 if found[1] else 1):
                 continue
             t = found[0]
             # A pad reading the operand folds the conversion itself (backends/llvm/pad.py,
             # int8_input.py): a second reader of the operand would undo that.
-            if all(is_call(r, "relax.call_tir") for r in readers.get(var, [])):
-                m.operands[t] = var
+            if not all(is_call(r, "relax.call_tir") for r in readers.get(var, [])):
+                continue
+            first = m.operands.setdefault(t, var)
+            if first is not var and found[1] and _dtype(value) == _dtype(first) == "uint8":
+                m.repeats[value.args[0]] = first
 
 
 def _read_operand(m: Any, call: Any) -> Any:
@@ -104,6 +110,8 @@ def _read_operand(m: Any, call: Any) -> Any:
     from tvm.relax import op as R
 
     t = call.args[0]
+    if t in m.repeats and _dtype(call) == "uint8" and m.lookup_binding(m.repeats[t]) is not None:
+        return m.repeats[t]  # the same conversion again: read the first one's result
     operand = m.operands.get(t)
     if operand is None or _dtype(call) not in _WIDE or m.lookup_binding(operand) is None:
         return None  # not converted, or the conversion itself / a reader before it

@@ -504,15 +504,15 @@ def inline_epilogue(sch: Any, acc: Any) -> None:
             sch.compute_inline(block)
         except Exception:
             return
+    from edgekit.compiler.backends.llvm.tap_fusion import inline_tap_chains
+
+    inline_tap_chains(sch, acc)  # first: the write-back can take the epilogue only once they are inlined
     consumers = list(sch.get_consumers(acc))
     if len(consumers) == 1 and _same_write_shape(sch, acc, consumers[0]):
         try:
             sch.reverse_compute_inline(consumers[0])
         except Exception:
             pass
-    from edgekit.compiler.backends.llvm.tap_fusion import inline_tap_chains
-
-    inline_tap_chains(sch, acc)
 
 
 def _same_write_shape(sch: Any, a: Any, b: Any) -> bool:

@@ -40,7 +40,9 @@ __all__ = ["inline_tap_chains", "tap_fusion_pass", "with_tap_fusion"]
 logger = logging.getLogger(__name__)
 
 #: TVM's ``OpPatternKind`` values used here.
-_BROADCAST, _INJECTIVE, _OUT_ELEMWISE_FUSABLE = 1, 2, 4
+_ELEMWISE, _BROADCAST, _INJECTIVE, _OUT_ELEMWISE_FUSABLE = 0, 1, 2, 4
+#: Activation dtypes a residual operand is kept in between kernels.
+_NARROW = ("int8", "uint8")
 
 
 def with_tap_fusion(passes: list[Any]) -> list[Any]:
@@ -79,8 +81,31 @@ def _side_chain(mod: Any, var: Any, var2val: Any, uses: dict[Any, int], out: lis
         _side_chain(mod, arg, var2val, uses, out)
 
 
+def _dtype(var: Any) -> str:
+    return str(getattr(var.ty, "dtype", ""))
+
+
+def _widening(mod: Any, var: Any, var2val: Any, uses: dict[Any, int]) -> list[Any]:
+    """The elementwise bindings, each read once, that compute ``var`` from one 8-bit tensor
+    read once (a residual operand ``astype(t, float32) * s``, its last binding first); [] if
+    ``var`` is not such a widening. ``t`` itself is left out: it stays its producer's output."""
+    chain: list[Any] = []
+    while True:
+        value = var2val.get(var)
+        if value is None or uses.get(var, 0) != 1 or _pattern(mod, value) != _ELEMWISE or _dtype(var) in _NARROW:
+            return []
+        chain.append(var)
+        args = _tensor_args(value, var2val)
+        if len(args) != 1:
+            return []
+        var = args[0]
+        if _dtype(var) in _NARROW:
+            return chain if uses.get(var, 0) == 1 else []
+
+
 def _tap_chains(mod: Any, func: Any) -> list[Any]:
-    """The bindings of ``func`` to mark broadcast: side chains of conv epilogues that hold a strided slice."""
+    """The bindings of ``func`` to mark broadcast: side chains of conv epilogues that hold a strided
+    slice, and the widenings of a residual operand read once (:func:`_widening`)."""
     from tvm import relax
 
     var2val = relax.analysis.get_var2val(func)
@@ -90,14 +115,16 @@ def _tap_chains(mod: Any, func: Any) -> list[Any]:
         for arg in _tensor_args(value, var2val) if _callee(mod, value) is not None else []:
             readers.setdefault(arg, []).append(var)
     marked: list[Any] = []
+    claimed: set[Any] = set()  # epilogue ops of an earlier conv: a residual add read by two convs' chains
     for var, value in var2val.items():
         if _pattern(mod, value) != _OUT_ELEMWISE_FUSABLE:
             continue
         head = var
         while uses.get(head, 0) == 1 and len(readers.get(head, [])) == 1:
             nxt = readers[head][0]
-            if _pattern(mod, var2val[nxt]) > _BROADCAST:
+            if _pattern(mod, var2val[nxt]) > _BROADCAST or nxt in claimed or nxt in marked:
                 break
+            claimed.add(nxt)
             for arg in _tensor_args(var2val[nxt], var2val):
                 chain: list[Any] = []
                 if not arg.same_as(head):
@@ -105,6 +132,8 @@ def _tap_chains(mod: Any, func: Any) -> list[Any]:
                 names = [_callee(mod, var2val[v]).name_hint for v in chain]
                 if any(n.startswith("strided_slice") for n in names):
                     marked += [v for v in chain if _pattern(mod, var2val[v]) == _INJECTIVE]
+                elif not arg.same_as(head):
+                    marked += _widening(mod, arg, var2val, uses)
             head = nxt
     return marked
 
@@ -169,7 +198,14 @@ def inline_tap_chains(sch: Any, acc: Any) -> None:
     all channels before the one-channel slice): the conv kernels of PP-OCR
     cls with QUInt8 weights took up to twice the time of their symmetric
     build's. Inlined, each tap is one load per output pixel in the write-back.
-    Kernels without a strided slice beside the accumulation are left alone.
+
+    A residual operand widened beside the accumulation (``astype(t, float32) * s``
+    of an int8 / uint8 / int16 tensor: :func:`_widening`, or the operand form
+    :mod:`~edgekit.compiler.backends.llvm.operand_readers` reads) is inlined the
+    same way, before the write-back takes the epilogue: left as loops, they
+    wrote whole float tensors inside the kernel and kept the epilogue out of
+    the register tile (ResNet-50's residual convs, int8, twice the time of
+    the same conv without the add). Other kernels are left alone.
     """
     from tvm.s_tir.dlight.analysis import get_root_block
 
@@ -177,10 +213,15 @@ def inline_tap_chains(sch: Any, acc: Any) -> None:
     fixed |= {sch.get(b).name_hint for b in sch.get_output_blocks(get_root_block(sch))}
     side = [sch.get(b).name_hint for b in sch.get_child_blocks(get_root_block(sch))]
     side = [n for n in side if n not in fixed]
-    if not any("strided_slice" in n for n in side):
+    if not any("strided_slice" in n for n in side) and not _reads_narrow(sch, side):
         return
     for name in side:
         try:
             sch.compute_inline(sch.get_sblock(name))
         except Exception as exc:  # the loop stands: exact, one more pass over its tensor
             logger.debug("tap block %s not inlined (%s)", name, str(exc).splitlines()[0][:200])
+
+
+def _reads_narrow(sch: Any, names: list[str]) -> bool:
+    """True when one of the blocks ``names`` reads an int8, uint8 or int16 buffer (a residual operand)."""
+    return any(str(r.source.dtype) in (*_NARROW, "int16") for n in names for r in sch.get(sch.get_sblock(n)).reads)
