@@ -118,7 +118,8 @@ def lookup_rows_vbmi_func(shape: tuple[int, ...], cp: int, fill: int, out_dtype:
     a dot-product step reads (PP-OCR cls pruned 30 %, ``round_to 1``: a
     hard-swish over 6 channels feeding a 1x1 conv that reads 8); the channel
     pad was a row-copy kernel of its own after the lookup (:mod:`edgekit.compiler.backends.llvm.pad`,
-    4-byte steps: 1.28 us for 24x96 pixels against 0.20 for the lookup, one Zen 4 core). Here each step
+    4-byte steps: 1.39 us for 24x96 pixels against 0.29 for the lookup; this kernel 0.40, kernels
+    alone on one Zen 4 core). Here each step
     covers ``k = 64 // cp`` whole pixels: ``k * C`` input bytes, spread to the padded
     layout by one constant byte shuffle (``vpermb``), looked up (:func:`lookup64`), the pad lanes
     replaced by ``fill`` and ``k * cp`` bytes stored; the last step overlaps the one before. Per 64
@@ -394,7 +395,7 @@ def _lookup_zmm_func(shape: tuple[int, ...]) -> Any:
 
 def lookup_pad_avx2_func(shape: tuple[int, int, int, int], top: int, left: int, out: tuple[int, int, int, int],
                          border: int, fill: int, live: Reads = ALL_SLICES) -> Any:  # fmt: skip
-    """``Y = pad(table[X + 128])`` for NHWC int8 ``X`` with at least 16 channels, in one pass (AVX2).
+    """``Y = pad(table[X + 128])`` for NHWC int8 ``X`` with at least 32 channels, in one pass (AVX2).
 
     The pad is :func:`edgekit.compiler.backends.llvm.pad.int8_pad_pass`'s
     (``border`` outside the image, ``fill`` in channels ``[C, C_out)``, at most
@@ -406,19 +407,18 @@ def lookup_pad_avx2_func(shape: tuple[int, int, int, int], top: int, left: int, 
     code: 8 pad kernels of 1.4-2.3 us each on one Zen 5 core). Only the
     slices ``live`` are read (:func:`avx2_live_slices`), or their fixed form computed; a :class:`Zmm`
     ``live``: 64 channels per step, the rest in one overlapping step of 64 or 32 (:func:`_steps`).
-    Under 32 channels (what structured pruning leaves: PP-OCR cls pruned 30 % with ``round_to 1`` has
-    hard-swish layers of 23 and 28 channels before depthwise convs) a pixel's first and last 16
-    channels are one 32-value step, stored as two overlapping halves: the lookup and a pad kernel of
-    its own were two passes over the activation.
+    Not under 32 channels (what structured pruning leaves: PP-OCR cls pruned 30 % with ``round_to 1``
+    has hard-swish layers of 23 and 28 channels before depthwise convs): a pixel's channels as one
+    32-value step (its first and last 16) measured slower than the lookup's flat steps and the pad's
+    row copies (haswell code, kernels alone on one Zen 4 core: 23 -> 24 channels 3.15 against 1.72 +
+    0.78 us, 28 -> 32 1.61 against 1.04 + 0.45); the lookup does 32 lanes of work per 23 values.
     """
     from tvm.script import tirx as T
 
     n, h, w, c = shape
     _, ho, wo, cp = out
     step, reads = (64 if isinstance(live, Zmm) else 32), live
-    assert c >= 16, "at least one 16-byte step of channels"
-    narrow, halves = c < 32, list(range(32))
-    full, more, s0, w0, s1, w1 = (0, 0, 0, 32, 0, 32) if narrow else _rest(c, step)
+    full, more, s0, w0, s1, w1 = _rest(c, step)
     size = _operand_bytes(reads)
 
     @T.prim_func(private=True, s_tir=True)
@@ -437,12 +437,6 @@ def lookup_pad_avx2_func(shape: tuple[int, int, int, int], top: int, left: int, 
                     y = T.meta_var(nh % ho)
                     if top <= y and y < top + h and left <= x and x < left + w:
                         src = T.meta_var((((nh // ho) * h + y - top) * w + x - left) * c)
-                        if narrow:  # channels [0, 16) and [C - 16, C) as one 32-value step
-                            both = T.meta_var(_lookup32(T.Shuffle([X.vload([src], "int8x16"),
-                                                                   X.vload([src + c - 16], "int8x16")], halves),
-                                                        Tb, reads, 32))  # fmt: skip
-                            Y[T.ramp(row, 1, 16)] = T.Shuffle([both], halves[:16])
-                            Y[T.ramp(row + c - 16, 1, 16)] = T.Shuffle([both], halves[16:])
                         for k in range(full):
                             Y[T.ramp(row + k * step, 1, step)] = _lookup32(X.vload([src + k * step], f"int8x{step}"),
                                                                            Tb, reads, step)  # fmt: skip

@@ -15,7 +15,7 @@ count is not a multiple of 16) or of the border value. No loop of it
 depends on a lane condition. TVM has no schedule that splits a pad this
 way, hence by hand. Where the padded tensor is an AVX2 table lookup's and the
 pad its one consumer, the lookup writes the padded tensor itself
-(:func:`edgekit.compiler.backends.llvm.lookup.lookup_pad_avx2_func`, 16 channels
+(:func:`edgekit.compiler.backends.llvm.lookup.lookup_pad_avx2_func`, 32 channels
 or more); on AVX512-VBMI targets a lookup's channel pad to a ``vpdpbusd``
 conv's step (what structured pruning leaves: 6 -> 8 channels) is the lookup
 writing the padded rows, several pixels per vector
@@ -359,13 +359,13 @@ def _lookup_pad(m: Any, x: Any, shape: tuple[int, ...], widths: list[int], out: 
                 fill: int) -> Any:  # fmt: skip
     """The pad of ``x`` as one kernel with the AVX2 table lookup that computes ``x``, or None.
 
-    Only where the pad is that lookup's one consumer and there are at least 16
-    channels (two halves of one lookup step); see :func:`edgekit.compiler.backends.llvm.lookup.lookup_pad_avx2_func`.
+    Only where the pad is that lookup's one consumer and there are at least 32
+    channels (one lookup step); see :func:`edgekit.compiler.backends.llvm.lookup.lookup_pad_avx2_func`.
     """
     from tvm import relax
 
     lookup = _through_aliases(x, m.lookup_binding)
-    if not is_call(lookup, "relax.call_tir") or m.uses.get(x, 0) != 1 or shape[3] < 16:
+    if not is_call(lookup, "relax.call_tir") or m.uses.get(x, 0) != 1 or shape[3] < 32:
         return None
     if not lookup.args[0].name_hint.startswith(AVX2_LOOKUP) or str(x.ty.dtype) != "int8":
         return None
