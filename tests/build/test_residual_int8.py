@@ -13,8 +13,8 @@ producing conv's epilogue, as for ``Add`` models.
 The model is two bottleneck blocks: a stride-2 block with a downsample conv
 (the block input read by two dense convs) and an identity block, each
 ``relu(Sum(branch, skip))``, then a 1x1 conv. Kernels are checked for
-``znver4`` (u8 operands) and ``haswell`` (int16) code whatever CPU runs the
-test; outputs bit-identical with the same model written with ``Add`` and
+``znver4`` (u8 operands) and ``haswell`` (int16) code, and for ``cascadelake`` and
+``skylake-avx512``, whatever CPU runs the test; outputs bit-identical with the same model written with ``Add`` and
 within 1 LSB of onnxruntime where this CPU runs the code.
 
 A conv whose epilogue adds a residual operand is one loop nest: the
@@ -38,6 +38,9 @@ from edgekit.compiler.importer import import_onnx
 from edgekit.frontend.loader import load_model
 
 TARGETS = {mcpu: tvm.target.Target({"kind": "llvm", "mcpu": mcpu}) for mcpu in ("znver4", "haswell")}
+#: Kernel structure also for the AVX-512 targets without VBMI (cascadelake: vpdpbusd; skylake-avx512: no VNNI).
+STRUCTURE = {**TARGETS, **{m: tvm.target.Target({"kind": "llvm", "mcpu": m})
+                            for m in ("cascadelake", "skylake-avx512")}}  # fmt: skip
 SHAPE = (1, 16, 12, 12)
 
 
@@ -96,9 +99,9 @@ def test_sum_residual_adds_are_lowered(models):
     assert "sum" not in report["float_ops"] and "add" not in report["float_ops"], report["float_ops"]
 
 
-@pytest.mark.parametrize("mcpu", TARGETS)
+@pytest.mark.parametrize("mcpu", STRUCTURE)
 def test_no_transpose_or_float_add_kernel(models, mcpu):
-    calls = kernel_calls(models["Sum"], TARGETS[mcpu])
+    calls = kernel_calls(models["Sum"], STRUCTURE[mcpu])
     first, *inner, last = calls
     assert first[1][0][-1] == "float32" and last[2][-1] == "float32", calls  # the model's input and output
     # Between them: the convs (residual adds, Relu and operand conversions in their epilogues)
@@ -115,7 +118,7 @@ def test_no_transpose_or_float_add_kernel(models, mcpu):
     skip_readers = [name for (name, _, _), acts in zip(inner, activations) if "conv2d" in name and len(acts) == 2]
     assert len(skip_readers) == 2, calls
     # Kernels as with Add residual adds.
-    assert [n for n, _, _ in calls] == [n for n, _, _ in kernel_calls(models["Add"], TARGETS[mcpu])]
+    assert [n for n, _, _ in calls] == [n for n, _, _ in kernel_calls(models["Add"], STRUCTURE[mcpu])]
 
 
 @pytest.mark.parametrize("mcpu", TARGETS)
@@ -150,9 +153,9 @@ def _root_loops(func: tvm.tirx.PrimFunc) -> int:
 
 
 @pytest.mark.parametrize("op", ["Sum", "Add"])
-@pytest.mark.parametrize("mcpu", TARGETS)
+@pytest.mark.parametrize("mcpu", STRUCTURE)
 def test_residual_conv_is_one_loop_nest(models, mcpu, op):
-    target = TARGETS[mcpu]
+    target = STRUCTURE[mcpu]
     prepared, _ = prepare_cpu_module(import_onnx(load_model(models[op]))[0], target)
     with target, tvm.transform.PassContext(opt_level=3):
         scheduled = tvm.transform.Sequential(schedule_passes(target))(prepared)
