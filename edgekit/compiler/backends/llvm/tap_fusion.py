@@ -21,8 +21,17 @@ strided slice by injective ops read once each, it marks those ops broadcast
 (``op_pattern`` 1, on a copy of their PrimFunc where another call shares it),
 so FuseOps' first phase takes the whole chain into the conv's group. The
 values are unchanged (the schedules inline the chain into the epilogue, as
-they do for the first layer); only the grouping differs. Side inputs without
-a slice (a residual add) are left as they are.
+they do for the first layer); only the grouping differs.
+
+A residual add's operand is a side input too. Where it is an int8 tensor read
+only there -- a ResNet block's add of two conv outputs (the branch and the
+downsample conv) -- FuseOps' first phase gave its widening ``astype(t,
+float32) * s`` to ``t``'s own conv, which then wrote that float32 tensor
+(four times the bytes) for the other conv's epilogue to read. The widening's
+elementwise ops are marked broadcast as well (:func:`_widening`): ``t``'s conv
+stops at the int8 tensor, and the chain joins the epilogue that reads it. Of
+two convs whose epilogues reach the same add, the first in binding order
+keeps it. Other side inputs are left as they are.
 """
 
 from __future__ import annotations
