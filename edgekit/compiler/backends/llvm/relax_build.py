@@ -58,6 +58,7 @@ from edgekit.compiler.backends.llvm.layout import (
 from edgekit.compiler.backends.llvm.schedule import Rules, simd_lanes
 from edgekit.core.errors import CompileError
 from edgekit.core.threads import usable_cores
+from edgekit.core.vm_exec import exec_mode_of
 
 if TYPE_CHECKING:  # pragma: no cover
     import tvm
@@ -98,27 +99,6 @@ EXEC_MODES = ("compiled", "bytecode")
 #: compiled code"). The VM's instrumentation (``set_instrument``), which per-kernel profiles
 #: use, sees only bytecode calls: profilers build with "bytecode".
 DEFAULT_EXEC_MODE = "compiled"
-
-
-def exec_mode_of(executable: Any, function: str = "main") -> str:
-    """``"compiled"`` or ``"bytecode"``: how ``function`` of a Relax VM executable runs.
-
-    Args:
-        executable: A ``relax.VMExecutable`` (:attr:`CpuBuild.executable`), or an exported
-            library loaded with ``tvm.runtime.load_module`` (a package's ``lib/model.so``).
-
-    Raises:
-        ValueError: if the executable has no such function.
-    """
-    from tvm import relax
-
-    exe = executable if isinstance(executable, relax.VMExecutable) else relax.VMExecutable(executable)
-    # as_text() heads each function "@name:" (bytecode) or "@name num_inputs=N vm_tir_func;".
-    for line in exe.as_text().splitlines():
-        head = line.split(maxsplit=1)
-        if head and head[0].rstrip(":") == f"@{function}":
-            return "compiled" if "vm_tir_func" in line else "bytecode"
-    raise ValueError(f"the executable has no function '{function}'")
 
 
 def default_schedule(func: Any, target: tvm.target.Target) -> Any | None:
