@@ -57,21 +57,21 @@ def small_cnn(shape: tuple[int, ...], *, seed: int, mean: float, stride_on: str)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
-def hard_swish_block(*, seed: int, gated: bool) -> onnx.ModelProto:
-    """The lookup tests' fp32 block, 48 channels: conv -> HardSwish -> depthwise 3x3 -> HardSwish
-    (``gated``: ``x * HardSigmoid(x)``) -> conv 1x1, so one lookup kernel and one lookup-pad.
-    Weights from ``seed``."""
+def hard_swish_block(*, seed: int, gated: bool, channels: int = 48) -> onnx.ModelProto:
+    """The lookup tests' fp32 block: conv 3x3 (8 -> ``channels``) -> HardSwish -> depthwise 3x3 ->
+    HardSwish (``gated``: ``x * HardSigmoid(x)``) -> conv 1x1 (-> 16), 12x16 pixels, so one lookup
+    before a padded depthwise input and one before a 1x1 conv's input. Weights from ``seed``."""
     rng = np.random.default_rng(seed)
-    w1 = (rng.standard_normal((48, 8, 3, 3)) / 8).astype(np.float32)
-    w2 = (rng.standard_normal((48, 1, 3, 3)) / 3).astype(np.float32)
-    w3 = (rng.standard_normal((16, 48, 1, 1)) / 7).astype(np.float32)
+    w1 = (rng.standard_normal((channels, 8, 3, 3)) / 8).astype(np.float32)
+    w2 = (rng.standard_normal((channels, 1, 3, 3)) / 3).astype(np.float32)
+    w3 = (rng.standard_normal((16, channels, 1, 1)) / np.sqrt(channels)).astype(np.float32)
     second = ([helper.make_node("HardSigmoid", ["c2"], ["g2"], alpha=0.2, beta=0.5),
                helper.make_node("Mul", ["c2", "g2"], ["h2"])]
               if gated else [helper.make_node("HardSwish", ["c2"], ["h2"])])  # fmt: skip
     nodes = [
         helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]),
         helper.make_node("HardSwish", ["c1"], ["h1"]),
-        helper.make_node("Conv", ["h1", "w2"], ["c2"], pads=[1, 1, 1, 1], group=48),
+        helper.make_node("Conv", ["h1", "w2"], ["c2"], pads=[1, 1, 1, 1], group=channels),
         *second,
         helper.make_node("Conv", ["h2", "w3"], ["y"]),
     ]

@@ -26,7 +26,6 @@ import re
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 tvm = pytest.importorskip("tvm")
 
@@ -35,7 +34,13 @@ from edgekit.compiler.backends.llvm.lookup import (  # noqa: E402
     lookup_rows_vbmi_func,
 )
 from _host_cpu import runs_here  # noqa: E402
-from _int8_checks import assert_within_one_lsb_of_onnxruntime, kernel_calls, quantized, run_built  # noqa: E402
+from _int8_checks import (  # noqa: E402
+    assert_within_one_lsb_of_onnxruntime,
+    hard_swish_block,
+    kernel_calls,
+    quantized,
+    run_built,
+)
 
 ZNVER4 = tvm.target.Target({"kind": "llvm", "mcpu": "znver4"})
 HASWELL = tvm.target.Target({"kind": "llvm", "mcpu": "haswell"})
@@ -43,25 +48,9 @@ CASCADELAKE = tvm.target.Target({"kind": "llvm", "mcpu": "cascadelake"})
 
 
 def _model(c: int) -> onnx.ModelProto:
-    """conv 3x3 (8 -> ``c``) -> HardSwish -> depthwise 3x3 -> HardSwish -> conv 1x1 (``c`` -> 16), 12x16 pixels:
-    a lookup before a padded depthwise input and one before a 1x1 conv's input."""
-    rng = np.random.default_rng(c)
-    w1 = (rng.standard_normal((c, 8, 3, 3)) / 8).astype(np.float32)
-    w2 = (rng.standard_normal((c, 1, 3, 3)) / 3).astype(np.float32)
-    w3 = (rng.standard_normal((16, c, 1, 1)) / np.sqrt(c)).astype(np.float32)
-    nodes = [
-        helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]),
-        helper.make_node("HardSwish", ["c1"], ["h1"]),
-        helper.make_node("Conv", ["h1", "w2"], ["c2"], pads=[1, 1, 1, 1], group=c),
-        helper.make_node("HardSwish", ["c2"], ["h2"]),
-        helper.make_node("Conv", ["h2", "w3"], ["y"]),
-    ]
-    graph = helper.make_graph(
-        nodes, "ragged_lookup", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 12, 16])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 12, 16])],
-        [numpy_helper.from_array(w, n) for w, n in ((w1, "w1"), (w2, "w2"), (w3, "w3"))],
-    )  # fmt: skip
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    """The lookup tests' hard-swish block with ``c`` channels (weights seeded by ``c``): a lookup
+    before a padded depthwise input and one before a 1x1 conv's input."""
+    return hard_swish_block(seed=c, gated=False, channels=c)
 
 
 @pytest.fixture(scope="module")
