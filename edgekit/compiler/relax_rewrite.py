@@ -27,6 +27,7 @@ __all__ = [
     "call_rewrite_pass",
     "calls_rewrite_pass",
     "const_value",
+    "dtype_of",
     "is_call",
     "mutator_pass",
     "out_dtype",
@@ -118,6 +119,11 @@ def mutator_pass(mutator_cls: Any, pass_name: str, setup: Any = None) -> Any:
         return relax.transform.DeadCodeElimination()(mutator.builder_.get())
 
     return apply
+
+
+def dtype_of(expr: Any) -> str:
+    """A Relax expression's element dtype (``"int8"``), ``""`` where its type has none (a tuple)."""
+    return str(getattr(expr.ty, "dtype", ""))
 
 
 def static_shape(expr: Any, dtype: str | None = None) -> list[int] | None:

@@ -289,7 +289,7 @@ def test_avx2_depthwise_tap_pairs_are_exact_at_the_extremes(int8_model, tmp_path
 
 
 def test_avx512_takes_half_vectors_only_where_they_take_no_more_instructions():
-    rw = cpu_int8._Rewriter(VNNI512, None, None, VNNI256)
+    rw = cpu_int8._Rewriter(VNNI512, None, None, half_width=True)
     assert rw.pick(None, 8) is VNNI256  # one vector either way, half of it not padding
     assert rw.pick(None, 20) is VNNI512  # 2 wide vectors, not 3 narrow ones
     assert rw.pick(None, 200) is VNNI512  # 13, not 25 (the narrow choice ran 1.8x slower)

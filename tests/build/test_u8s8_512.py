@@ -77,7 +77,7 @@ def test_8_bit_weights_that_could_saturate_keep_int16(models: dict[int, str]) ->
 
 
 def test_the_choice_per_layer() -> None:
-    rw = cpu_int8._Rewriter(I16_512, U8S8_512, None, I16_256)
+    rw = cpu_int8._Rewriter(I16_512, U8S8_512, None, half_width=True)
     seven_bit = lambda k: np.full((1, 1, k, 32), 64, dtype=np.int8)  # noqa: E731
     assert rw.pick(seven_bit(24), 32) is U8S8_512
     assert rw.pick(seven_bit(24), 8) is U8S8_256  # one 8-lane vector holds all outputs (AVX-512VL)

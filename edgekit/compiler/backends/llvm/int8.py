@@ -261,12 +261,12 @@ class _Rewriter:
     #: (``DW_I16_256``); False: the int16 tap pairs of :mod:`~edgekit.compiler.backends.llvm.depthwise_avx2`.
     dw_pairs_avx2 = True
 
-    def __init__(self, isa: DotIsa, u8s8: DotIsa | None, resolve: Any = None, narrow: DotIsa | None = None,
+    def __init__(self, isa: DotIsa, u8s8: DotIsa | None, resolve: Any = None, half_width: bool = False,
                  binding: Any = None) -> None:  # fmt: skip
         self.isa = isa
         self.u8s8 = u8s8  # the vpmaddubsw variant, for layers whose weights allow it
         self.resolve = resolve
-        self.narrow = narrow  # the same instruction on half-width vectors (AVX-512VL), for ragged layers
+        self.half_width = half_width  # AVX-512VL: each instruction's ymm form (_HALF), for layers of few outputs
         self.binding = binding  # the value bound to a variable (through aliases), if any
 
     def pick(self, weight: np.ndarray | None, channels: int) -> DotIsa:
@@ -289,7 +289,7 @@ class _Rewriter:
             reduction = weight.shape[-2]
             if not reduction % self.u8s8.k or reduction % self.isa.k:
                 wide = self.u8s8
-        narrow = _HALF.get(wide) if self.narrow is not None else None
+        narrow = _HALF.get(wide) if self.half_width else None
         if narrow is not None and -(-channels // narrow.lanes) <= -(-channels // wide.lanes):
             return narrow
         return wide
@@ -504,9 +504,9 @@ def int8_dot_pass(target: tvm.target.Target, params: dict[str, np.ndarray] | Non
         return m.rw.depthwise(m.builder_, call) if new is None else new
 
     def setup(mutator: Any) -> None:
-        narrow = _HALF.get(isa) if has_feature(target, "avx512vl") else None
         resolve = (lambda e: _weight_value(mutator, e, values)) if values else None
-        mutator.rw = _Rewriter(isa, _U8S8.get(isa), resolve, narrow, lambda e: bound_value(mutator, e))
+        mutator.rw = _Rewriter(isa, _U8S8.get(isa), resolve, isa in _HALF and has_feature(target, "avx512vl"),
+                               lambda e: bound_value(mutator, e))  # fmt: skip
         mutator.rw.dw_vnni = depthwise_vnni_lanes(target)
 
     rewrites = {"relax.nn.conv2d": conv2d, "relax.matmul": lambda m, call: m.rw.matmul(m.builder_, call)}

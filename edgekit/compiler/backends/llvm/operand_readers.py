@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from edgekit.compiler.relax_rewrite import calls_rewrite_pass, const_value, is_call, use_counts
+from edgekit.compiler.relax_rewrite import calls_rewrite_pass, const_value, dtype_of, is_call, use_counts
 
 if TYPE_CHECKING:  # pragma: no cover
     import tvm
@@ -36,10 +36,6 @@ logger = logging.getLogger(__name__)
 
 #: Types a second reader may widen ``t`` to (each holds every int8 value exactly).
 _WIDE = ("int16", "int32", "float32")
-
-
-def _dtype(expr: Any) -> str:
-    return str(getattr(expr.ty, "dtype", ""))
 
 
 def _int8_source(var2val: Any, value: Any, narrowed: dict[Any, Any]) -> tuple[Any, bool] | None:
@@ -53,20 +49,20 @@ def _int8_source(var2val: Any, value: Any, narrowed: dict[Any, Any]) -> tuple[An
     if not is_call(value, "relax.astype"):
         return None
     inner = value.args[0]
-    if _dtype(value) == "uint8":
+    if dtype_of(value) == "uint8":
         add = var2val.get(inner)
         offset = const_value(add.args[1]) if is_call(add, "relax.add") else None
         if offset is None or offset.size != 1 or int(offset.reshape(-1)[0]) != 128:
             return None
         widened = var2val.get(add.args[0])
-        if not (is_call(widened, "relax.astype") and _dtype(widened) == "int16"):
+        if not (is_call(widened, "relax.astype") and dtype_of(widened) == "int16"):
             return None
         inner = widened.args[0]
-        if _dtype(inner) != "int8" and inner in narrowed:
+        if dtype_of(inner) != "int8" and inner in narrowed:
             return narrowed[inner], False
-    elif _dtype(value) != "int16":
+    elif dtype_of(value) != "int16":
         return None
-    return (inner, True) if _dtype(inner) == "int8" else None
+    return (inner, True) if dtype_of(inner) == "int8" else None
 
 
 def _find_conversions(m: Any) -> None:
@@ -89,7 +85,7 @@ def _find_conversions(m: Any) -> None:
         for var, value in var2val.items():
             for v in relax.analysis.free_vars(value):
                 readers.setdefault(v, []).append(value)
-        narrowed = {v.args[0]: k for k, v in var2val.items() if is_call(v, "relax.astype") and _dtype(v) == "int8"}
+        narrowed = {v.args[0]: k for k, v in var2val.items() if is_call(v, "relax.astype") and dtype_of(v) == "int8"}
         for var, value in var2val.items():
             found = _int8_source(var2val, value, narrowed)
             if found is None or uses.get(found[0], 0) < (2 if found[1] else 1):
@@ -100,7 +96,7 @@ def _find_conversions(m: Any) -> None:
             if not all(is_call(r, "relax.call_tir") for r in readers.get(var, [])):
                 continue
             first = m.operands.setdefault(t, var)
-            if first is not var and found[1] and _dtype(value) == _dtype(first) == "uint8":
+            if first is not var and found[1] and dtype_of(value) == dtype_of(first) == "uint8":
                 m.repeats[value.args[0]] = first
 
 
@@ -110,15 +106,15 @@ def _read_operand(m: Any, call: Any) -> Any:
     from tvm.relax import op as R
 
     t = call.args[0]
-    if t in m.repeats and _dtype(call) == "uint8" and m.lookup_binding(m.repeats[t]) is not None:
+    if t in m.repeats and dtype_of(call) == "uint8" and m.lookup_binding(m.repeats[t]) is not None:
         return m.repeats[t]  # the same conversion again: read the first one's result
     operand = m.operands.get(t)
-    if operand is None or _dtype(call) not in _WIDE or m.lookup_binding(operand) is None:
+    if operand is None or dtype_of(call) not in _WIDE or m.lookup_binding(operand) is None:
         return None  # not converted, or the conversion itself / a reader before it
-    if _dtype(operand) == "int16":
-        return operand if _dtype(call) == "int16" else R.astype(operand, _dtype(call))
+    if dtype_of(operand) == "int16":
+        return operand if dtype_of(call) == "int16" else R.astype(operand, dtype_of(call))
     centered = R.subtract(R.astype(operand, "int16"), relax.const(128, "int16"))
-    return centered if _dtype(call) == "int16" else R.astype(centered, _dtype(call))
+    return centered if dtype_of(call) == "int16" else R.astype(centered, dtype_of(call))
 
 
 def operand_reader_pass(target: tvm.target.Target) -> Any:

@@ -39,7 +39,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from edgekit.compiler.relax_rewrite import is_call, use_counts, with_pass
+from edgekit.compiler.relax_rewrite import dtype_of, is_call, use_counts, with_pass
 
 if TYPE_CHECKING:  # pragma: no cover
     import tvm
@@ -90,10 +90,6 @@ def _side_chain(mod: Any, var: Any, var2val: Any, uses: dict[Any, int], out: lis
         _side_chain(mod, arg, var2val, uses, out)
 
 
-def _dtype(var: Any) -> str:
-    return str(getattr(var.ty, "dtype", ""))
-
-
 def _widening(mod: Any, var: Any, var2val: Any, uses: dict[Any, int]) -> list[Any]:
     """The elementwise bindings, each read once, that compute ``var`` from one 8-bit tensor
     read once (a residual operand ``astype(t, float32) * s``, its last binding first); [] if
@@ -101,14 +97,14 @@ def _widening(mod: Any, var: Any, var2val: Any, uses: dict[Any, int]) -> list[An
     chain: list[Any] = []
     while True:
         value = var2val.get(var)
-        if value is None or uses.get(var, 0) != 1 or _pattern(mod, value) != _ELEMWISE or _dtype(var) in _NARROW:
+        if value is None or uses.get(var, 0) != 1 or _pattern(mod, value) != _ELEMWISE or dtype_of(var) in _NARROW:
             return []
         chain.append(var)
         args = _tensor_args(value, var2val)
         if len(args) != 1:
             return []
         var = args[0]
-        if _dtype(var) in _NARROW:
+        if dtype_of(var) in _NARROW:
             return chain if uses.get(var, 0) == 1 else []
 
 
